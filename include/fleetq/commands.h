@@ -1,0 +1,125 @@
+/*
+ * The command table: every command fleetq can send, declared once as data
+ * (name, device type, vehicle domain, parameters with types and ranges,
+ * OAuth scopes, idempotency, payload builder) and checked centrally before
+ * anything is stored or sent.  Tesla bills every request answered below
+ * HTTP 500, so a typo or an out-of-range value must be refused here.
+ *
+ * The table is read-only static data: every function here is thread safe.
+ */
+#ifndef FQ_COMMANDS_H
+#define FQ_COMMANDS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fleetq/buf.h"
+#include "fleetq/error.h"
+
+typedef enum fq_devtype { FQ_DEV_VEHICLE = 1, FQ_DEV_SITE = 2 } fq_devtype_t;
+
+/* Vehicle domains of the Vehicle Command Protocol; 0 = not signed. */
+enum { FQ_DOMAIN_NONE = 0, FQ_DOMAIN_VCSEC = 2, FQ_DOMAIN_INFOTAINMENT = 3 };
+
+/* OAuth scopes as bits; a command lists the scopes any one of which
+ * allows it. */
+enum {
+  FQ_SCOPE_VEHICLE_CMDS = 1u << 0,
+  FQ_SCOPE_VEHICLE_CHARGING_CMDS = 1u << 1,
+  FQ_SCOPE_ENERGY_CMDS = 1u << 2,
+  FQ_SCOPE_VEHICLE_DEVICE_DATA = 1u << 3,
+  FQ_SCOPE_ENERGY_DEVICE_DATA = 1u << 4,
+};
+
+/* Parameter value types.  On the wire (msgpack) an integer is accepted for
+ * a FLOAT parameter; nothing else is converted. */
+typedef enum fq_ptype {
+  FQ_PT_BOOL = 1,
+  FQ_PT_INT,
+  FQ_PT_FLOAT,
+  FQ_PT_STR,
+  FQ_PT_MAP, /* an opaque nested map, kept as its msgpack bytes */
+} fq_ptype_t;
+
+/* One decoded parameter, borrowed from the request bytes it was decoded
+ * from (valid as long as those bytes are). */
+typedef struct fq_pval {
+  const char *name;
+  size_t name_len;
+  fq_ptype_t type; /* the type as sent */
+  union {
+    bool b;
+    int64_t i;
+    double f;
+    struct {
+      const char *p;
+      size_t n;
+    } s;
+    struct {
+      const uint8_t *p;
+      size_t n;
+    } raw;
+  } v;
+} fq_pval_t;
+
+#define FQ_MAX_PARAMS 16
+
+/* How one parameter is checked. */
+typedef struct fq_param_spec {
+  const char *name;
+  fq_ptype_t type;
+  bool required;
+  double min, max;             /* INT / FLOAT: inclusive range */
+  size_t max_len;              /* STR: byte length 1..max_len */
+  const char *const *choices;  /* STR: NULL-terminated allowed values, or NULL */
+} fq_param_spec_t;
+
+typedef struct fq_cmd fq_cmd_t;
+
+/* Builds the bytes sent for one command: protobuf payload bytes for a
+ * signed vehicle command, or the JSON body for a REST call.  Appends to out;
+ * params were validated by fq_cmd_validate(). */
+typedef int (*fq_cmd_builder_fn)(const fq_cmd_t *cmd, const fq_pval_t *params, size_t n,
+                                 fq_buf_t *out, fq_err_t *err);
+
+struct fq_cmd {
+  const char *name;       /* Fleet API REST name, also our wire `command` */
+  fq_devtype_t dev;
+  int domain;             /* FQ_DOMAIN_*; NONE for energy sites and wake_up */
+  const fq_param_spec_t *params;
+  size_t nparams;
+  unsigned scopes;        /* FQ_SCOPE_* bits, any one suffices */
+  bool idempotent;        /* safe to re-send after an unknown outcome */
+  const char *rest_suffix;/* path after /api/1/{vehicles|energy_sites}/{id}/ */
+  fq_cmd_builder_fn build_payload; /* signed protobuf payload (vehicles), or NULL */
+  fq_cmd_builder_fn build_json;    /* REST JSON body (sites, legacy cars) */
+};
+
+/* Look a command up by name for a device type.  Returns NULL when unknown;
+ * when `other` is not NULL it is set to true if the name exists for the
+ * other device type (so the caller can say so). */
+const fq_cmd_t *fq_cmd_find(const char *name, size_t len, fq_devtype_t dev, bool *other);
+
+/* Number of commands and the i-th one (for listings and tests). */
+size_t fq_cmd_count(void);
+const fq_cmd_t *fq_cmd_at(size_t i);
+
+/* Check params against the command: names known (an unknown parameter is
+ * an error), no duplicates, required ones present, types and ranges.
+ * Returns 0 or FQ_EBADPARAM with err->msg naming the parameter, e.g.
+ * "params.percent: 120 is out of range 50..100". */
+int fq_cmd_validate(const fq_cmd_t *cmd, const fq_pval_t *params, size_t n, fq_err_t *err);
+
+/* Find a parameter by name in a decoded list; NULL if absent. */
+const fq_pval_t *fq_pval_get(const fq_pval_t *params, size_t n, const char *name);
+
+/* Parse a space- or comma-separated scope list ("openid vehicle_cmds ...")
+ * into FQ_SCOPE_* bits; unknown names are ignored. */
+unsigned fq_scope_parse(const char *s);
+/* Name of one scope bit. */
+const char *fq_scope_name(unsigned bit);
+/* True if the granted bits allow cmd. */
+bool fq_cmd_allowed(const fq_cmd_t *cmd, unsigned granted);
+
+#endif

@@ -1,0 +1,164 @@
+/*
+ * fleetq wire protocol v1 (see proto/wire-protocol.md): the strict, bounded
+ * msgpack decoder for requests, and the encoders for replies and status
+ * events.  Used by the daemon, the CLI, the replay tool and the tests.
+ *
+ * Decoded strings and params are borrowed: they point into the bytes that
+ * were decoded and are valid only as long as those bytes are.  All
+ * functions are reentrant and thread safe.
+ */
+#ifndef FLEETQ_WIRE_H
+#define FLEETQ_WIRE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fleetq/error.h"
+
+#include "fleetq/buf.h"
+#include "fleetq/commands.h"
+
+#define FQ_WIRE_VERSION 1
+/* Default ZMQ_MAXMSGSIZE and the largest request body the decoder takes. */
+#define FQ_WIRE_MAX_MSG (256 * 1024)
+/* Largest `params` map, in msgpack bytes. */
+#define FQ_WIRE_MAX_PARAMS_BYTES (16 * 1024)
+/* Deepest container nesting accepted anywhere in a request. */
+#define FQ_WIRE_MAX_DEPTH 8
+#define FQ_WIRE_MAX_HISTORY 1000
+#define FQ_WIRE_DEFAULT_TTL_MS 60000
+#define FQ_WIRE_MAX_TTL_MS 86400000
+
+/* Command states; X(enum, wire name, terminal). */
+#define FQ_STATES(X)                      \
+  X(FQ_ST_QUEUED, "queued", 0)            \
+  X(FQ_ST_DISPATCHING, "dispatching", 0)  \
+  X(FQ_ST_WAKING, "waking", 0)            \
+  X(FQ_ST_RETRYING, "retrying", 0)        \
+  X(FQ_ST_SENT, "sent", 0)                \
+  X(FQ_ST_SUCCEEDED, "succeeded", 1)      \
+  X(FQ_ST_FAILED, "failed", 1)            \
+  X(FQ_ST_UNKNOWN, "unknown", 1)          \
+  X(FQ_ST_EXPIRED, "expired", 1)          \
+  X(FQ_ST_CANCELLED, "cancelled", 1)      \
+  X(FQ_ST_SUPERSEDED, "superseded", 1)
+
+enum fq_state {
+#define FQ__ST_ENUM(e, name, term) e,
+  FQ_STATES(FQ__ST_ENUM)
+#undef FQ__ST_ENUM
+  FQ_ST_COUNT_
+};
+
+/* Wire name of a state ("queued"...); "?" when out of range. */
+const char *fq_state_name(int st);
+/* Parse a state name; -1 when unknown. */
+int fq_state_parse(const char *s, size_t n);
+bool fq_state_terminal(int st);
+
+typedef struct fq_str {
+  const char *p;
+  size_t n;
+} fq_str_t;
+
+enum fq_op {
+  FQ_OP_SUBMIT = 1,
+  FQ_OP_GET,
+  FQ_OP_CANCEL,
+  FQ_OP_HISTORY,
+  FQ_OP_PING,
+  FQ_OP_ADMIN, /* account management; see proto/wire-protocol.md */
+};
+
+/* One decoded request.  Fields not sent are zero / {NULL, 0}. */
+typedef struct fq_request {
+  int op;
+  fq_str_t tenant, key, account, vin, command, id;
+  uint64_t site;                 /* energy site id; 0 when `vin` is used */
+  const fq_cmd_t *cmd;           /* resolved and validated (submit) */
+  fq_pval_t params[FQ_MAX_PARAMS];
+  size_t nparams;
+  const uint8_t *params_raw;     /* the `params` map as sent, or NULL */
+  size_t params_raw_len;
+  int64_t ttl_ms;                /* 0 when not given */
+  bool coalesce;
+  const uint8_t *req_raw;        /* msgpack bytes of `req`, echoed verbatim */
+  size_t req_raw_len;
+  uint32_t shard;                /* history */
+  uint64_t after;                /* history */
+  uint32_t limit;                /* history; default 100 */
+  fq_str_t admin_action;         /* admin: "account_add", ... */
+  const uint8_t *admin_raw;      /* admin: the whole body, for its handler */
+  size_t admin_raw_len;
+} fq_request_t;
+
+/* Decode and validate one request body (the last frame).  Strict: unknown
+ * keys, wrong types, out-of-range values, trailing bytes, containers whose
+ * declared size exceeds the bytes left, nesting deeper than
+ * FQ_WIRE_MAX_DEPTH are errors.  Submit params are checked against the
+ * command table.  On error returns the wire code (FQ_EBADREQ,
+ * FQ_EVERSION, FQ_EUNKCMD, FQ_EBADPARAM, FQ_ETOOLARGE) with err->msg
+ * naming the field; req->req_raw is still set when the body was a
+ * well-formed map holding `req`, so the error reply can echo it. */
+int fq_wire_decode_request(const uint8_t *buf, size_t len, fq_request_t *req, fq_err_t *err);
+
+/* Decode a stored or received `params` map (same rules as in a request)
+ * into out[FQ_MAX_PARAMS]; *n receives the count. */
+int fq_wire_decode_params(const uint8_t *buf, size_t len, fq_pval_t *out, size_t *n,
+                          fq_err_t *err);
+
+/* 32-byte SHA-256 over the canonical content of a submit: account, device,
+ * command and params (sorted by name, types normalised).  ttl_ms, coalesce
+ * and req are not part of it: a retry may recompute those. */
+void fq_wire_request_hash(const fq_request_t *req, uint8_t out[32]);
+
+/* Device key used for sharding and queues: "v:<VIN>" or "s:<site id>".
+ * Returns its length, or 0 if it did not fit in cap. */
+size_t fq_wire_device_key(const fq_request_t *req, char *out, size_t cap);
+
+/* One status event (see the wire spec).  Optional fields: vin.p == NULL
+ * when the device is a site; error == 0, http == 0, fault < 0, prev < 0
+ * mean nil. */
+typedef struct fq_event {
+  fq_str_t id, tenant, key, vin, command, reason;
+  uint64_t site;
+  int state, prev;
+  int64_t at;
+  uint32_t attempt;
+  int error;    /* project error code or 0 */
+  int http;
+  int fault;
+  uint32_t shard;
+  uint64_t seq;
+} fq_event_t;
+
+/* Append the event's msgpack map to out. */
+int fq_wire_event_pack(struct fq_buf *out, const fq_event_t *ev);
+/* Decode an event map; strings borrow from buf.  Unknown error names
+ * decode as FQ_EINTERNAL. */
+int fq_wire_event_unpack(const uint8_t *buf, size_t len, fq_event_t *ev, fq_err_t *err);
+/* Topic frame "<tenant>/<vin or site>" into out; returns its length or 0
+ * when it does not fit. */
+size_t fq_wire_event_topic(const fq_event_t *ev, char *out, size_t cap);
+
+/* Replies.  Each appends one msgpack map to out; req_raw (may be NULL) is
+ * echoed as `req`. */
+int fq_wire_reply_error(struct fq_buf *out, int code, const char *message,
+                        const uint8_t *req_raw, size_t req_raw_len);
+int fq_wire_reply_submit(struct fq_buf *out, const char *id, int state, bool dup,
+                         const uint8_t *req_raw, size_t req_raw_len);
+int fq_wire_reply_ping(struct fq_buf *out, const char *version, uint32_t shards,
+                       const uint8_t *req_raw, size_t req_raw_len);
+/* `events` are n already-packed event maps, spliced in as they are. */
+int fq_wire_reply_history(struct fq_buf *out, const fq_str_t *events, size_t n, uint64_t next,
+                          const uint8_t *req_raw, size_t req_raw_len);
+/* `command_map` is an already-packed map spliced in as `command`; with
+ * `state` >= 0 an extra top-level `state` is added (used by cancel's
+ * not_cancellable reply and by cancel's success reply). */
+int fq_wire_reply_command(struct fq_buf *out, const uint8_t *command_map, size_t len,
+                          const uint8_t *req_raw, size_t req_raw_len);
+int fq_wire_reply_not_cancellable(struct fq_buf *out, const char *message, int state,
+                                  const uint8_t *req_raw, size_t req_raw_len);
+
+#endif

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The whole test suite: installs missing packages, builds fleetq with
+# warnings as errors, runs every ctest test, then builds the suite again with
+# AddressSanitizer + UndefinedBehaviorSanitizer and runs it once more.
+#   scripts/test.sh            both builds
+#   FQ_TEST_SAN=0 scripts/test.sh   skip the sanitizer build
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/deps.sh
+
+jobs=$(nproc 2>/dev/null || echo 2)
+echo "== build (release, -Werror)"
+cmake -S . -B build -DFQ_WERROR=ON >/dev/null
+cmake --build build -j"$jobs"
+echo "== ctest (release)"
+(cd build && ctest --output-on-failure -j"$jobs")
+
+if [ "${FQ_TEST_SAN:-1}" = 1 ]; then
+  echo "== build (ASan + UBSan)"
+  cmake -S . -B build-asan -DFQ_WERROR=ON -DFQ_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
+  cmake --build build-asan -j"$jobs"
+  echo "== ctest (ASan + UBSan)"
+  (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j"$jobs")
+fi

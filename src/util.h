@@ -1,0 +1,41 @@
+/*
+ * Small helpers every module uses: a bounded growable byte buffer, clocks,
+ * hex and base64 coding, and file checks for secret files.
+ */
+#ifndef FQ_UTIL_H
+#define FQ_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fleetq/buf.h"
+
+/* Wall clock in Unix milliseconds / seconds. */
+int64_t fq_now_ms(void);
+/* Monotonic clock in nanoseconds (for intervals). */
+int64_t fq_mono_ns(void);
+
+/* Lower-case hex of n bytes into out (2n+1 bytes, NUL-terminated). */
+void fq_hex_encode(const uint8_t *p, size_t n, char *out);
+/* Decode hex (either case) into out (at most cap bytes); returns the number
+ * of bytes or -1 on odd length, a bad digit or overflow. */
+long fq_hex_decode(const char *hex, uint8_t *out, size_t cap);
+
+/* Standard base64 with padding.  out needs 4*((n+2)/3)+1 bytes. */
+size_t fq_base64_encode(const uint8_t *p, size_t n, char *out);
+/* Decode standard base64 (padding optional, no whitespace); returns the
+ * number of bytes or -1 on bad input or when more than cap bytes. */
+long fq_base64_decode(const char *s, size_t slen, uint8_t *out, size_t cap);
+
+/* Check that path names a regular file (not a symlink) that neither group
+ * nor others can read or write.  Returns 0 or FQ_EKEYFILE with the reason
+ * in err. */
+struct fq_err;
+int fq_check_secret_file(const char *path, struct fq_err *err);
+
+/* Read a whole file (at most cap bytes) into a NUL-terminated malloc'd
+ * buffer.  Returns 0, -errno or FQ_ETOOLARGE. */
+int fq_read_file(const char *path, size_t cap, char **out, size_t *outlen);
+
+#endif

@@ -1,0 +1,84 @@
+/*
+ * Unit tests of util.c and error.c: buffers with caps, hex, base64, the
+ * error table and the secret-file check.
+ */
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "fleetq/error.h"
+#include "fq_test.h"
+#include "util.h"
+
+FQ_TEST(buf_cap_is_enforced) {
+  fq_buf_t b;
+  fq_buf_init(&b, 10);
+  CHECK_INT(fq_buf_append(&b, "12345", 5), 0);
+  CHECK_INT(fq_buf_append(&b, "12345", 5), 0);
+  CHECK_INT(fq_buf_append(&b, "1", 1), FQ_ETOOLARGE);
+  CHECK_INT(b.len, 10);
+  fq_buf_free(&b);
+}
+
+FQ_TEST(hex_roundtrip) {
+  uint8_t in[] = {0x00, 0x7f, 0xab, 0xff}, out[8];
+  char hex[9];
+  fq_hex_encode(in, 4, hex);
+  CHECK_STR(hex, "007fabff");
+  CHECK_INT(fq_hex_decode("007FABff", out, sizeof out), 4);
+  CHECK_MEM(out, 4, in, 4);
+  CHECK_INT(fq_hex_decode("abc", out, sizeof out), -1);
+  CHECK_INT(fq_hex_decode("zz", out, sizeof out), -1);
+  CHECK_INT(fq_hex_decode("0011", out, 1), -1);
+}
+
+FQ_TEST(base64_rfc4648_vectors) {
+  static const char *plain[] = {"", "f", "fo", "foo", "foob", "fooba", "foobar"};
+  static const char *enc[] = {"", "Zg==", "Zm8=", "Zm9v", "Zm9vYg==", "Zm9vYmE=", "Zm9vYmFy"};
+  for (int i = 0; i < 7; i++) {
+    char out[16];
+    uint8_t back[16];
+    fq_base64_encode((const uint8_t *)plain[i], strlen(plain[i]), out);
+    CHECK_STR(out, enc[i]);
+    long n = fq_base64_decode(enc[i], strlen(enc[i]), back, sizeof back);
+    CHECK_INT(n, (long)strlen(plain[i]));
+    CHECK_MEM(back, (size_t)n, plain[i], strlen(plain[i]));
+  }
+  uint8_t back[4];
+  CHECK_INT(fq_base64_decode("Zm9v!", 5, back, sizeof back), -1);
+}
+
+FQ_TEST(error_names_round_trip) {
+  CHECK_STR(fq_errname(FQ_EBADREQ), "bad_request");
+  CHECK_STR(fq_errname(FQ_EIDEMMISMATCH), "idempotency_mismatch");
+  CHECK_STR(fq_wire_errname(FQ_ESTORAGE), "internal");
+  CHECK_STR(fq_wire_errname(-5), "internal");
+  CHECK_INT(fq_errcode("not_cancellable"), FQ_ENOTCANCEL);
+  CHECK_INT(fq_errcode("no_such_code"), 0);
+  fq_err_t e;
+  fq_err_clear(&e);
+  CHECK_INT(fq_errf(&e, FQ_EBADPARAM, "params.%s bad", "x"), FQ_EBADPARAM);
+  CHECK_STR(e.msg, "params.x bad");
+}
+
+FQ_TEST(secret_file_permissions) {
+  char path[] = "/tmp/fq_secret_XXXXXX";
+  int fd = mkstemp(path);
+  CHECK(fd >= 0);
+  close(fd);
+  fq_err_t e;
+  chmod(path, 0600);
+  CHECK_INT(fq_check_secret_file(path, &e), 0);
+  chmod(path, 0640);
+  CHECK_INT(fq_check_secret_file(path, &e), FQ_EKEYFILE);
+  CHECK(strstr(e.msg, "chmod 600") != NULL);
+  char link[64];
+  snprintf(link, sizeof link, "%s.lnk", path);
+  chmod(path, 0600);
+  CHECK_INT(symlink(path, link), 0);
+  CHECK_INT(fq_check_secret_file(link, &e), FQ_EKEYFILE);
+  CHECK(strstr(e.msg, "symbolic link") != NULL);
+  unlink(link);
+  unlink(path);
+}
