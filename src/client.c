@@ -1,0 +1,1032 @@
+/*
+ * The fleetq client library (include/fleetq/client.h): a DEALER request
+ * socket, the request builders, a bounded msgpack reader and JSON printer,
+ * and the status-event subscriber.  The daemon is the only peer, but replies
+ * still go through a bounds check before msgpack-c sees them, because
+ * msgpack-c allocates whatever a container header declares.
+ */
+#include "fleetq/client.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+#include <zmq.h>
+
+/* ------------------------------------------------------------------ */
+/* Packing into an fq_buf_t                                             */
+
+/* msgpack-c write callback.  The packer only passes the callback's status
+ * through (non-zero means failure), so the precise code is parked in the
+ * writer and read back by the builder. */
+typedef struct pack_ctx {
+  fq_buf_t *out;
+  int rc;
+} pack_ctx_t;
+
+static int pack_write(void *data, const char *buf, size_t len) {
+  pack_ctx_t *pc = data;
+  if (pc->rc) return -1;
+  int rc = fq_buf_append(pc->out, buf, len);
+  if (rc) {
+    pc->rc = rc;
+    return -1;
+  }
+  return 0;
+}
+
+static void pack_cstr(msgpack_packer *pk, const char *s) {
+  size_t n = strlen(s);
+  msgpack_pack_str(pk, n);
+  msgpack_pack_str_body(pk, s, n);
+}
+
+static void pack_kv_str(msgpack_packer *pk, const char *k, const char *v) {
+  pack_cstr(pk, k);
+  pack_cstr(pk, v);
+}
+
+static void pack_raw(msgpack_packer *pk, const uint8_t *p, size_t n) {
+  /* A raw splice goes through the same callback so its failure is kept. */
+  if (n) pk->callback(pk->data, (const char *)p, n);
+}
+
+static void pack_pval(msgpack_packer *pk, const fq_pval_t *pv) {
+  msgpack_pack_str(pk, pv->name_len);
+  msgpack_pack_str_body(pk, pv->name, pv->name_len);
+  switch (pv->type) {
+  case FQ_PT_BOOL:
+    if (pv->v.b)
+      msgpack_pack_true(pk);
+    else
+      msgpack_pack_false(pk);
+    break;
+  case FQ_PT_INT:
+    msgpack_pack_int64(pk, pv->v.i);
+    break;
+  case FQ_PT_FLOAT:
+    msgpack_pack_double(pk, pv->v.f);
+    break;
+  case FQ_PT_STR:
+    msgpack_pack_str(pk, pv->v.s.n);
+    msgpack_pack_str_body(pk, pv->v.s.p, pv->v.s.n);
+    break;
+  case FQ_PT_MAP:
+    pack_raw(pk, pv->v.raw.p, pv->v.raw.n);
+    break;
+  default:
+    msgpack_pack_nil(pk);
+    break;
+  }
+}
+
+static void pack_req(msgpack_packer *pk, bool has_req, int64_t req) {
+  if (!has_req) return;
+  pack_cstr(pk, "req");
+  msgpack_pack_int64(pk, req);
+}
+
+int fq_req_submit(fq_buf_t *out, const fq_submit_args_t *a) {
+  pack_ctx_t pc = {out, 0};
+  msgpack_packer pk;
+  msgpack_packer_init(&pk, &pc, pack_write);
+  size_t n = 6 + (a->nparams ? 1 : 0) + (a->ttl_ms ? 1 : 0) + (a->coalesce ? 1 : 0) +
+             (a->has_req ? 1 : 0);
+  msgpack_pack_map(&pk, n);
+  pack_kv_str(&pk, "op", "submit");
+  pack_kv_str(&pk, "tenant", a->tenant ? a->tenant : "");
+  pack_kv_str(&pk, "key", a->key ? a->key : "");
+  pack_kv_str(&pk, "account", a->account ? a->account : "");
+  if (a->vin) {
+    pack_kv_str(&pk, "vin", a->vin);
+  } else {
+    pack_cstr(&pk, "site");
+    msgpack_pack_uint64(&pk, a->site);
+  }
+  pack_kv_str(&pk, "command", a->command ? a->command : "");
+  if (a->nparams) {
+    pack_cstr(&pk, "params");
+    msgpack_pack_map(&pk, a->nparams);
+    for (size_t i = 0; i < a->nparams; i++) pack_pval(&pk, &a->params[i]);
+  }
+  if (a->ttl_ms) {
+    pack_cstr(&pk, "ttl_ms");
+    msgpack_pack_int64(&pk, a->ttl_ms);
+  }
+  if (a->coalesce) {
+    pack_cstr(&pk, "coalesce");
+    msgpack_pack_true(&pk);
+  }
+  pack_req(&pk, a->has_req, a->req);
+  return pc.rc;
+}
+
+int fq_req_lookup(fq_buf_t *out, const char *op, const char *id, const char *tenant,
+                  const char *key, bool has_req, int64_t req) {
+  pack_ctx_t pc = {out, 0};
+  msgpack_packer pk;
+  msgpack_packer_init(&pk, &pc, pack_write);
+  msgpack_pack_map(&pk, (id ? 2 : 3) + (has_req ? 1 : 0));
+  pack_kv_str(&pk, "op", op);
+  if (id) {
+    pack_kv_str(&pk, "id", id);
+  } else {
+    pack_kv_str(&pk, "tenant", tenant ? tenant : "");
+    pack_kv_str(&pk, "key", key ? key : "");
+  }
+  pack_req(&pk, has_req, req);
+  return pc.rc;
+}
+
+int fq_req_history(fq_buf_t *out, uint32_t shard, uint64_t after, uint32_t limit, bool has_req,
+                   int64_t req) {
+  pack_ctx_t pc = {out, 0};
+  msgpack_packer pk;
+  msgpack_packer_init(&pk, &pc, pack_write);
+  msgpack_pack_map(&pk, 4 + (has_req ? 1 : 0));
+  pack_kv_str(&pk, "op", "history");
+  pack_cstr(&pk, "shard");
+  msgpack_pack_uint32(&pk, shard);
+  pack_cstr(&pk, "after");
+  msgpack_pack_uint64(&pk, after);
+  pack_cstr(&pk, "limit");
+  msgpack_pack_uint32(&pk, limit);
+  pack_req(&pk, has_req, req);
+  return pc.rc;
+}
+
+int fq_req_ping(fq_buf_t *out, bool has_req, int64_t req) {
+  pack_ctx_t pc = {out, 0};
+  msgpack_packer pk;
+  msgpack_packer_init(&pk, &pc, pack_write);
+  msgpack_pack_map(&pk, 1 + (has_req ? 1 : 0));
+  pack_kv_str(&pk, "op", "ping");
+  pack_req(&pk, has_req, req);
+  return pc.rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* Parameters from the command line and from JSON                       */
+
+/* Type a textual value the way a person typing on a shell means it. */
+static void type_value(const char *v, size_t n, fq_pval_t *pv) {
+  if (n == 4 && memcmp(v, "true", 4) == 0) {
+    pv->type = FQ_PT_BOOL;
+    pv->v.b = true;
+    return;
+  }
+  if (n == 5 && memcmp(v, "false", 5) == 0) {
+    pv->type = FQ_PT_BOOL;
+    pv->v.b = false;
+    return;
+  }
+  /* Only plain decimal notation counts as a number: strtod would also take
+   * "nan", "inf" and hex, which a user means as text. */
+  bool numeric = n > 0 && n < 64;
+  bool digit = false, frac = false;
+  for (size_t i = 0; numeric && i < n; i++) {
+    char ch = v[i];
+    if (ch >= '0' && ch <= '9')
+      digit = true;
+    else if ((ch == '-' || ch == '+') && (i == 0 || v[i - 1] == 'e' || v[i - 1] == 'E'))
+      ;
+    else if (ch == '.' || ch == 'e' || ch == 'E')
+      frac = true;
+    else
+      numeric = false;
+  }
+  if (numeric && digit) {
+    char tmp[64];
+    memcpy(tmp, v, n);
+    tmp[n] = '\0';
+    char *end = NULL;
+    errno = 0;
+    if (!frac) {
+      long long i = strtoll(tmp, &end, 10);
+      if (errno == 0 && end && *end == '\0') {
+        pv->type = FQ_PT_INT;
+        pv->v.i = i;
+        return;
+      }
+    } else {
+      double d = strtod(tmp, &end);
+      if (errno == 0 && end && *end == '\0' && isfinite(d)) {
+        pv->type = FQ_PT_FLOAT;
+        pv->v.f = d;
+        return;
+      }
+    }
+  }
+  pv->type = FQ_PT_STR;
+  pv->v.s.p = v;
+  pv->v.s.n = n;
+}
+
+int fq_param_parse(const char *arg, fq_pval_t *pv, fq_err_t *err) {
+  memset(pv, 0, sizeof *pv);
+  const char *eq = strchr(arg, '=');
+  if (!eq || eq == arg)
+    return fq_errf(err, FQ_EBADPARAM, "--param %s: expected name=value", arg);
+  pv->name = arg;
+  pv->name_len = (size_t)(eq - arg);
+  type_value(eq + 1, strlen(eq + 1), pv);
+  return 0;
+}
+
+/* JSON -> msgpack for nested parameter values. */
+static int json_to_mp(msgpack_packer *pk, json_t *j, int depth, fq_err_t *err) {
+  if (depth > FQ_CLIENT_MAX_DEPTH)
+    return fq_errf(err, FQ_EBADPARAM, "--params: nested deeper than %d", FQ_CLIENT_MAX_DEPTH);
+  switch (json_typeof(j)) {
+  case JSON_OBJECT: {
+    const char *k;
+    json_t *v;
+    msgpack_pack_map(pk, json_object_size(j));
+    json_object_foreach(j, k, v) {
+      pack_cstr(pk, k);
+      int rc = json_to_mp(pk, v, depth + 1, err);
+      if (rc) return rc;
+    }
+    return 0;
+  }
+  case JSON_ARRAY: {
+    size_t i;
+    json_t *v;
+    msgpack_pack_array(pk, json_array_size(j));
+    json_array_foreach(j, i, v) {
+      int rc = json_to_mp(pk, v, depth + 1, err);
+      if (rc) return rc;
+    }
+    return 0;
+  }
+  case JSON_STRING:
+    msgpack_pack_str(pk, json_string_length(j));
+    msgpack_pack_str_body(pk, json_string_value(j), json_string_length(j));
+    return 0;
+  case JSON_INTEGER:
+    msgpack_pack_int64(pk, (int64_t)json_integer_value(j));
+    return 0;
+  case JSON_REAL:
+    msgpack_pack_double(pk, json_real_value(j));
+    return 0;
+  case JSON_TRUE:
+    msgpack_pack_true(pk);
+    return 0;
+  case JSON_FALSE:
+    msgpack_pack_false(pk);
+    return 0;
+  default:
+    msgpack_pack_nil(pk);
+    return 0;
+  }
+}
+
+/* Where one parameter's bytes sit in the store, fixed up into pointers
+ * only once the store can no longer move. */
+typedef struct param_off {
+  size_t name, name_len, val, val_len;
+} param_off_t;
+
+int fq_params_from_json(const char *json, fq_buf_t *store, fq_pval_t *out, size_t cap,
+                        size_t *n, fq_err_t *err) {
+  int rc = 0;
+  json_error_t jerr;
+  param_off_t offs[FQ_MAX_PARAMS];
+  json_t *root = json_loads(json, JSON_REJECT_DUPLICATES, &jerr);
+  *n = 0;
+  if (!root) return fq_errf(err, FQ_EBADPARAM, "--params: %s (column %d)", jerr.text, jerr.column);
+  if (!json_is_object(root)) {
+    rc = fq_errf(err, FQ_EBADPARAM, "--params: expected a JSON object");
+    goto out;
+  }
+  const char *k;
+  json_t *v;
+  size_t i = 0;
+  json_object_foreach(root, k, v) {
+    if (i >= cap || i >= FQ_MAX_PARAMS) {
+      rc = fq_errf(err, FQ_EBADPARAM, "--params: more than %zu parameters", cap);
+      goto out;
+    }
+    fq_pval_t *pv = &out[i];
+    param_off_t *po = &offs[i];
+    memset(pv, 0, sizeof *pv);
+    po->name = store->len;
+    po->name_len = strlen(k);
+    if ((rc = fq_buf_append(store, k, po->name_len)) != 0) goto toolarge;
+    po->val = store->len;
+    switch (json_typeof(v)) {
+    case JSON_TRUE:
+    case JSON_FALSE:
+      pv->type = FQ_PT_BOOL;
+      pv->v.b = json_is_true(v);
+      break;
+    case JSON_INTEGER:
+      pv->type = FQ_PT_INT;
+      pv->v.i = (int64_t)json_integer_value(v);
+      break;
+    case JSON_REAL:
+      pv->type = FQ_PT_FLOAT;
+      pv->v.f = json_real_value(v);
+      break;
+    case JSON_STRING:
+      pv->type = FQ_PT_STR;
+      if ((rc = fq_buf_append(store, json_string_value(v), json_string_length(v))) != 0)
+        goto toolarge;
+      break;
+    case JSON_OBJECT:
+    case JSON_ARRAY: {
+      pack_ctx_t pc = {store, 0};
+      msgpack_packer pk;
+      msgpack_packer_init(&pk, &pc, pack_write);
+      pv->type = FQ_PT_MAP;
+      if ((rc = json_to_mp(&pk, v, 1, err)) != 0) goto out;
+      if ((rc = pc.rc) != 0) goto toolarge;
+      break;
+    }
+    default:
+      rc = fq_errf(err, FQ_EBADPARAM, "params.%s: null is not a parameter value", k);
+      goto out;
+    }
+    po->val_len = store->len - po->val;
+    i++;
+  }
+  for (size_t j = 0; j < i; j++) {
+    out[j].name = (const char *)store->data + offs[j].name;
+    out[j].name_len = offs[j].name_len;
+    if (out[j].type == FQ_PT_STR) {
+      out[j].v.s.p = (const char *)store->data + offs[j].val;
+      out[j].v.s.n = offs[j].val_len;
+    } else if (out[j].type == FQ_PT_MAP) {
+      out[j].v.raw.p = store->data + offs[j].val;
+      out[j].v.raw.n = offs[j].val_len;
+    }
+  }
+  *n = i;
+  goto out;
+toolarge:
+  rc = fq_errf(err, FQ_EBADPARAM, "--params: too large");
+out:
+  json_decref(root);
+  return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* A bounded msgpack reader                                             */
+
+enum mp_kind { MP_NIL, MP_BOOL, MP_UINT, MP_INT, MP_FLOAT, MP_STR, MP_BIN, MP_EXT, MP_ARRAY, MP_MAP };
+
+typedef struct mp_item {
+  int kind;
+  bool b;
+  uint64_t u;
+  int64_t i;
+  double f;
+  const uint8_t *data; /* str / bin / ext payload */
+  size_t n;            /* payload length, or element count of array / map */
+  int8_t ext_type;
+} mp_item_t;
+
+static uint64_t be(const uint8_t *p, size_t n) {
+  uint64_t v = 0;
+  for (size_t i = 0; i < n; i++) v = (v << 8) | p[i];
+  return v;
+}
+
+/* Read one item header at *off (and the payload of str / bin / ext).
+ * Containers only report their count, which is checked against the bytes
+ * left: every element takes at least one byte. */
+static int mp_next(const uint8_t *p, size_t len, size_t *off, mp_item_t *it) {
+  size_t o = *off;
+  if (o >= len) return -1;
+  uint8_t t = p[o++];
+  size_t lenbytes = 0, fixed = 0;
+  memset(it, 0, sizeof *it);
+  if (t <= 0x7f) {
+    it->kind = MP_UINT;
+    it->u = t;
+  } else if (t >= 0xe0) {
+    it->kind = MP_INT;
+    it->i = (int8_t)t;
+  } else if (t >= 0x80 && t <= 0x8f) {
+    it->kind = MP_MAP;
+    it->n = t & 0x0f;
+  } else if (t >= 0x90 && t <= 0x9f) {
+    it->kind = MP_ARRAY;
+    it->n = t & 0x0f;
+  } else if (t >= 0xa0 && t <= 0xbf) {
+    it->kind = MP_STR;
+    it->n = t & 0x1f;
+    fixed = 1;
+  } else {
+    switch (t) {
+    case 0xc0: it->kind = MP_NIL; break;
+    case 0xc2: it->kind = MP_BOOL; it->b = false; break;
+    case 0xc3: it->kind = MP_BOOL; it->b = true; break;
+    case 0xc4: case 0xc5: case 0xc6:
+      it->kind = MP_BIN;
+      lenbytes = (size_t)1 << (t - 0xc4);
+      break;
+    case 0xc7: case 0xc8: case 0xc9:
+      it->kind = MP_EXT;
+      lenbytes = (size_t)1 << (t - 0xc7);
+      break;
+    case 0xca: case 0xcb: {
+      size_t w = t == 0xca ? 4 : 8;
+      if (len - o < w) return -1;
+      uint64_t bits = be(p + o, w);
+      o += w;
+      it->kind = MP_FLOAT;
+      if (w == 4) {
+        uint32_t b32 = (uint32_t)bits;
+        float fl;
+        memcpy(&fl, &b32, 4);
+        it->f = fl;
+      } else {
+        memcpy(&it->f, &bits, 8);
+      }
+      break;
+    }
+    case 0xcc: case 0xcd: case 0xce: case 0xcf: {
+      size_t w = (size_t)1 << (t - 0xcc);
+      if (len - o < w) return -1;
+      it->kind = MP_UINT;
+      it->u = be(p + o, w);
+      o += w;
+      break;
+    }
+    case 0xd0: case 0xd1: case 0xd2: case 0xd3: {
+      size_t w = (size_t)1 << (t - 0xd0);
+      if (len - o < w) return -1;
+      uint64_t raw = be(p + o, w);
+      o += w;
+      it->kind = MP_INT;
+      if (w == 1) it->i = (int8_t)raw;
+      else if (w == 2) it->i = (int16_t)raw;
+      else if (w == 4) it->i = (int32_t)raw;
+      else it->i = (int64_t)raw;
+      break;
+    }
+    case 0xd4: case 0xd5: case 0xd6: case 0xd7: case 0xd8:
+      it->kind = MP_EXT;
+      it->n = (size_t)1 << (t - 0xd4);
+      fixed = 2; /* type byte, then n bytes */
+      break;
+    case 0xd9: case 0xda: case 0xdb:
+      it->kind = MP_STR;
+      lenbytes = (size_t)1 << (t - 0xd9);
+      break;
+    case 0xdc: case 0xdd:
+      it->kind = MP_ARRAY;
+      if (len - o < (t == 0xdc ? 2u : 4u)) return -1;
+      it->n = (size_t)be(p + o, t == 0xdc ? 2 : 4);
+      o += t == 0xdc ? 2 : 4;
+      break;
+    case 0xde: case 0xdf:
+      it->kind = MP_MAP;
+      if (len - o < (t == 0xde ? 2u : 4u)) return -1;
+      it->n = (size_t)be(p + o, t == 0xde ? 2 : 4);
+      o += t == 0xde ? 2 : 4;
+      break;
+    default: /* 0xc1 is never used */
+      return -1;
+    }
+  }
+  if (lenbytes) {
+    if (len - o < lenbytes) return -1;
+    it->n = (size_t)be(p + o, lenbytes);
+    o += lenbytes;
+    fixed = it->kind == MP_EXT ? 2 : 1;
+  }
+  if (fixed) {
+    if (it->kind == MP_EXT) {
+      if (len - o < 1) return -1;
+      it->ext_type = (int8_t)p[o++];
+    }
+    if (len - o < it->n) return -1;
+    it->data = p + o;
+    o += it->n;
+  }
+  if (it->kind == MP_ARRAY && it->n > len - o) return -1;
+  if (it->kind == MP_MAP && (it->n > (len - o) / 2)) return -1;
+  *off = o;
+  return 0;
+}
+
+static int mp_skip(const uint8_t *p, size_t len, size_t *off, int depth) {
+  mp_item_t it;
+  if (depth > FQ_CLIENT_MAX_DEPTH) return -1;
+  if (mp_next(p, len, off, &it)) return -1;
+  if (it.kind == MP_ARRAY || it.kind == MP_MAP) {
+    size_t k = it.kind == MP_MAP ? 2 * it.n : it.n;
+    for (size_t i = 0; i < k; i++)
+      if (mp_skip(p, len, off, depth + 1)) return -1;
+  }
+  return 0;
+}
+
+int fq_msgpack_check(const uint8_t *buf, size_t len, fq_err_t *err) {
+  size_t off = 0;
+  if (mp_skip(buf, len, &off, 1))
+    return fq_errf(err, FQ_EBADREQ, "malformed msgpack (%zu bytes, bad value near offset %zu)",
+                   len, off);
+  if (off != len)
+    return fq_errf(err, FQ_EBADREQ, "trailing bytes after msgpack value (%zu of %zu used)", off,
+                   len);
+  return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* msgpack -> JSON                                                      */
+
+static int utf8_len(const uint8_t *p, size_t n) {
+  /* Length of one valid UTF-8 sequence at p, or 0 if invalid. */
+  uint8_t c = p[0];
+  size_t want;
+  uint32_t cp;
+  if (c < 0x80) return 1;
+  if (c >= 0xc2 && c <= 0xdf) want = 2, cp = c & 0x1f;
+  else if (c >= 0xe0 && c <= 0xef) want = 3, cp = c & 0x0f;
+  else if (c >= 0xf0 && c <= 0xf4) want = 4, cp = c & 0x07;
+  else return 0;
+  if (n < want) return 0;
+  for (size_t i = 1; i < want; i++) {
+    if ((p[i] & 0xc0) != 0x80) return 0;
+    cp = (cp << 6) | (p[i] & 0x3f);
+  }
+  if ((want == 3 && cp < 0x800) || (want == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+      (cp >= 0xd800 && cp <= 0xdfff))
+    return 0;
+  return (int)want;
+}
+
+static int json_str(fq_buf_t *out, const uint8_t *p, size_t n) {
+  int rc = fq_buf_append(out, "\"", 1);
+  size_t i = 0;
+  while (!rc && i < n) {
+    uint8_t c = p[i];
+    if (c == '"' || c == '\\') {
+      char esc[2] = {'\\', (char)c};
+      rc = fq_buf_append(out, esc, 2);
+      i++;
+    } else if (c < 0x20 || c == 0x7f) {
+      rc = fq_buf_printf(out, "\\u%04x", c);
+      i++;
+    } else {
+      int u = utf8_len(p + i, n - i);
+      if (u == 0) {
+        /* Invalid UTF-8 would make the whole line unreadable to a JSON
+         * parser; mark the byte instead. */
+        rc = fq_buf_append_str(out, "\\ufffd");
+        i++;
+      } else {
+        rc = fq_buf_append(out, p + i, (size_t)u);
+        i += (size_t)u;
+      }
+    }
+  }
+  if (!rc) rc = fq_buf_append(out, "\"", 1);
+  return rc;
+}
+
+static int json_hex(fq_buf_t *out, const uint8_t *p, size_t n) {
+  static const char hx[] = "0123456789abcdef";
+  int rc = fq_buf_reserve(out, 2 * n + 2);
+  if (rc) return rc;
+  out->data[out->len++] = '"';
+  for (size_t i = 0; i < n; i++) {
+    out->data[out->len++] = (uint8_t)hx[p[i] >> 4];
+    out->data[out->len++] = (uint8_t)hx[p[i] & 15];
+  }
+  out->data[out->len++] = '"';
+  return 0;
+}
+
+static int json_nl(fq_buf_t *out, int pretty, int indent) {
+  if (!pretty) return 0;
+  int rc = fq_buf_append(out, "\n", 1);
+  for (int i = 0; !rc && i < indent; i++) rc = fq_buf_append(out, "  ", 2);
+  return rc;
+}
+
+static int mp_json(const uint8_t *p, size_t len, size_t *off, int depth, fq_buf_t *out,
+                   int pretty);
+
+static int json_container(const uint8_t *p, size_t len, size_t *off, int depth, fq_buf_t *out,
+                          int pretty, const mp_item_t *it) {
+  bool map = it->kind == MP_MAP;
+  int rc = fq_buf_append(out, map ? "{" : "[", 1);
+  for (size_t i = 0; !rc && i < it->n; i++) {
+    if (i) rc = fq_buf_append(out, ",", 1);
+    if (!rc) rc = json_nl(out, pretty, depth);
+    if (rc) break;
+    if (map) {
+      size_t save = *off;
+      mp_item_t k;
+      if (mp_next(p, len, &save, &k)) return FQ_EBADREQ;
+      if (k.kind == MP_STR) {
+        *off = save;
+        rc = json_str(out, k.data, k.n);
+      } else {
+        /* JSON keys are strings: render the key as JSON, then quote it. */
+        fq_buf_t tmp;
+        fq_buf_init(&tmp, out->cap);
+        rc = mp_json(p, len, off, depth + 1, &tmp, 0);
+        if (!rc) rc = json_str(out, tmp.data, tmp.len);
+        fq_buf_free(&tmp);
+      }
+      if (!rc) rc = fq_buf_append_str(out, pretty ? ": " : ":");
+    }
+    if (!rc) rc = mp_json(p, len, off, depth + 1, out, pretty);
+  }
+  if (!rc && it->n) rc = json_nl(out, pretty, depth - 1);
+  if (!rc) rc = fq_buf_append(out, map ? "}" : "]", 1);
+  return rc;
+}
+
+static int mp_json(const uint8_t *p, size_t len, size_t *off, int depth, fq_buf_t *out,
+                   int pretty) {
+  mp_item_t it;
+  if (depth > FQ_CLIENT_MAX_DEPTH) return FQ_EBADREQ;
+  if (mp_next(p, len, off, &it)) return FQ_EBADREQ;
+  switch (it.kind) {
+  case MP_NIL: return fq_buf_append_str(out, "null");
+  case MP_BOOL: return fq_buf_append_str(out, it.b ? "true" : "false");
+  case MP_UINT: return fq_buf_printf(out, "%" PRIu64, it.u);
+  case MP_INT: return fq_buf_printf(out, "%" PRId64, it.i);
+  case MP_FLOAT: {
+    if (!isfinite(it.f)) return fq_buf_append_str(out, "null");
+    char num[40];
+    snprintf(num, sizeof num, "%.17g", it.f);
+    /* Keep a float looking like one, so a reader sees the type sent. */
+    if (!strpbrk(num, ".eE")) strncat(num, ".0", sizeof num - strlen(num) - 1);
+    return fq_buf_append_str(out, num);
+  }
+  case MP_STR: return json_str(out, it.data, it.n);
+  case MP_BIN:
+  case MP_EXT: return json_hex(out, it.data, it.n);
+  default: return json_container(p, len, off, depth, out, pretty, &it);
+  }
+}
+
+int fq_msgpack_to_json(const uint8_t *buf, size_t len, fq_buf_t *out, int pretty) {
+  size_t off = 0;
+  size_t start = out->len;
+  int rc = mp_json(buf, len, &off, 1, out, pretty);
+  if (!rc && off != len) rc = FQ_EBADREQ;
+  if (rc) out->len = start;
+  return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* Decoded replies                                                      */
+
+int fq_msg_decode(fq_msg_t *m, const uint8_t *buf, size_t len, fq_err_t *err) {
+  memset(m, 0, sizeof *m);
+  msgpack_unpacked_init(&m->up);
+  int rc = fq_msgpack_check(buf, len, err);
+  if (rc) goto fail;
+  size_t off = 0;
+  msgpack_unpack_return ur = msgpack_unpack_next(&m->up, (const char *)buf, len, &off);
+  if (ur != MSGPACK_UNPACK_SUCCESS || off != len) {
+    rc = fq_errf(err, FQ_EBADREQ, "cannot unpack message (%d)", (int)ur);
+    goto fail;
+  }
+  if (m->up.data.type != MSGPACK_OBJECT_MAP) {
+    rc = fq_errf(err, FQ_EBADREQ, "message is not a map");
+    goto fail;
+  }
+  m->root = &m->up.data;
+  return 0;
+fail:
+  msgpack_unpacked_destroy(&m->up);
+  memset(m, 0, sizeof *m);
+  return rc;
+}
+
+void fq_msg_free(fq_msg_t *m) {
+  if (m->root) msgpack_unpacked_destroy(&m->up);
+  memset(m, 0, sizeof *m);
+}
+
+const msgpack_object *fq_mp_get(const msgpack_object *o, const char *key) {
+  if (!o || o->type != MSGPACK_OBJECT_MAP) return NULL;
+  size_t kl = strlen(key);
+  for (uint32_t i = 0; i < o->via.map.size; i++) {
+    const msgpack_object *k = &o->via.map.ptr[i].key;
+    if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == kl &&
+        memcmp(k->via.str.ptr, key, kl) == 0)
+      return &o->via.map.ptr[i].val;
+  }
+  return NULL;
+}
+
+bool fq_mp_str(const msgpack_object *o, const char **p, size_t *n) {
+  if (!o || o->type != MSGPACK_OBJECT_STR) return false;
+  *p = o->via.str.ptr;
+  *n = o->via.str.size;
+  return true;
+}
+
+bool fq_mp_int(const msgpack_object *o, int64_t *v) {
+  if (!o) return false;
+  if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
+    if (o->via.u64 > INT64_MAX) return false;
+    *v = (int64_t)o->via.u64;
+    return true;
+  }
+  if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) {
+    *v = o->via.i64;
+    return true;
+  }
+  return false;
+}
+
+bool fq_mp_bool(const msgpack_object *o, bool *v) {
+  if (!o || o->type != MSGPACK_OBJECT_BOOLEAN) return false;
+  *v = o->via.boolean;
+  return true;
+}
+
+bool fq_mp_str_eq(const msgpack_object *o, const char *s) {
+  const char *p;
+  size_t n;
+  return fq_mp_str(o, &p, &n) && n == strlen(s) && memcmp(p, s, n) == 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Request socket                                                       */
+
+struct fq_client {
+  void *ctx;
+  void *sock;
+  char *endpoint;
+  int timeout_ms;
+};
+
+static int zmq_fail(fq_err_t *err, const char *what) {
+  return fq_errf(err, FQ_EINTERNAL, "%s: %s", what, zmq_strerror(zmq_errno()));
+}
+
+static int client_open(fq_client_t *c, fq_err_t *err) {
+  int linger = 0;
+  /* Benchmarks pipeline thousands of requests; ZeroMQ's default high-water
+   * mark of 1000 would make sends block long before the daemon pushes back. */
+  int hwm = 100000;
+  int64_t maxmsg = FQ_CLIENT_MAX_REPLY;
+  c->sock = zmq_socket(c->ctx, ZMQ_DEALER);
+  if (!c->sock) return zmq_fail(err, "zmq_socket");
+  if (zmq_setsockopt(c->sock, ZMQ_LINGER, &linger, sizeof linger) ||
+      zmq_setsockopt(c->sock, ZMQ_SNDHWM, &hwm, sizeof hwm) ||
+      zmq_setsockopt(c->sock, ZMQ_RCVHWM, &hwm, sizeof hwm) ||
+      zmq_setsockopt(c->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) ||
+      zmq_setsockopt(c->sock, ZMQ_SNDTIMEO, &c->timeout_ms, sizeof c->timeout_ms))
+    return zmq_fail(err, "zmq_setsockopt");
+  if (zmq_connect(c->sock, c->endpoint))
+    return fq_errf(err, FQ_EINTERNAL, "connect %s: %s", c->endpoint, zmq_strerror(zmq_errno()));
+  return 0;
+}
+
+fq_client_t *fq_client_new(const char *endpoint, int timeout_ms, fq_err_t *err) {
+  fq_client_t *c = calloc(1, sizeof *c);
+  if (!c) {
+    fq_errf(err, -ENOMEM, "out of memory");
+    return NULL;
+  }
+  c->timeout_ms = timeout_ms > 0 ? timeout_ms : 5000;
+  c->endpoint = strdup(endpoint);
+  c->ctx = zmq_ctx_new();
+  if (!c->endpoint || !c->ctx) {
+    fq_errf(err, c->endpoint ? FQ_EINTERNAL : -ENOMEM, "cannot create ZeroMQ context");
+    goto fail;
+  }
+  if (client_open(c, err)) goto fail;
+  return c;
+fail:
+  fq_client_destroy(&c);
+  return NULL;
+}
+
+void fq_client_destroy(fq_client_t **cp) {
+  if (!cp || !*cp) return;
+  fq_client_t *c = *cp;
+  if (c->sock) zmq_close(c->sock);
+  if (c->ctx) zmq_ctx_term(c->ctx);
+  free(c->endpoint);
+  free(c);
+  *cp = NULL;
+}
+
+int fq_client_send(fq_client_t *c, const uint8_t *body, size_t len, fq_err_t *err) {
+  if (zmq_send(c->sock, body, len, 0) < 0) {
+    int e = zmq_errno();
+    if (e == EAGAIN) return fq_errf(err, -EAGAIN, "send queue to %s is full", c->endpoint);
+    if (e == EINTR) return fq_errf(err, -EINTR, "interrupted");
+    return zmq_fail(err, "zmq_send");
+  }
+  return 0;
+}
+
+int fq_client_recv(fq_client_t *c, fq_buf_t *reply, int timeout_ms, fq_err_t *err) {
+  zmq_pollitem_t pi = {c->sock, 0, ZMQ_POLLIN, 0};
+  int rc = 0;
+  bool more = true, toolarge = false;
+  if (timeout_ms < 0) timeout_ms = c->timeout_ms;
+  int n = zmq_poll(&pi, 1, timeout_ms);
+  if (n < 0) {
+    if (zmq_errno() == EINTR) return fq_errf(err, -EINTR, "interrupted");
+    return zmq_fail(err, "zmq_poll");
+  }
+  if (n == 0)
+    return fq_errf(err, -ETIMEDOUT, "no reply from %s within %d ms", c->endpoint, timeout_ms);
+  fq_buf_reset(reply);
+  /* Keep only the last frame: that is the body; frames before it are an
+   * envelope (none on a DEALER unless the peer added some). */
+  while (more) {
+    zmq_msg_t m;
+    zmq_msg_init(&m);
+    if (zmq_msg_recv(&m, c->sock, 0) < 0) {
+      zmq_msg_close(&m);
+      return zmq_fail(err, "zmq_msg_recv");
+    }
+    more = zmq_msg_more(&m);
+    fq_buf_reset(reply);
+    if (!toolarge) {
+      rc = fq_buf_append(reply, zmq_msg_data(&m), zmq_msg_size(&m));
+      if (rc) toolarge = true;
+    }
+    zmq_msg_close(&m);
+  }
+  if (toolarge) return fq_errf(err, FQ_ETOOLARGE, "reply larger than %zu bytes", reply->cap);
+  return 0;
+}
+
+int fq_client_request(fq_client_t *c, const uint8_t *body, size_t len, fq_buf_t *reply,
+                      fq_err_t *err) {
+  int rc = fq_client_send(c, body, len, err);
+  if (rc) return rc;
+  rc = fq_client_recv(c, reply, c->timeout_ms, err);
+  if (rc == -ETIMEDOUT) {
+    /* A reply that arrives after we gave up must never be read as the
+     * answer to the next request: a fresh socket has a fresh identity, so
+     * the daemon's late reply is dropped by its ROUTER. */
+    zmq_close(c->sock);
+    c->sock = NULL;
+    fq_err_t e2;
+    if (client_open(c, &e2)) {
+      if (err) *err = e2;
+      return e2.code;
+    }
+  }
+  return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* Subscriber                                                           */
+
+struct fq_sub {
+  void *ctx;
+  void *sock;
+  void *mon;
+  bool connected;
+};
+
+fq_sub_t *fq_sub_new(const char *endpoint, const char *const *prefixes, size_t n,
+                     fq_err_t *err) {
+  fq_sub_t *s = calloc(1, sizeof *s);
+  int linger = 0, hwm = 100000;
+  int64_t maxmsg = FQ_CLIENT_MAX_REPLY;
+  char monep[64];
+  if (!s) {
+    fq_errf(err, -ENOMEM, "out of memory");
+    return NULL;
+  }
+  s->ctx = zmq_ctx_new();
+  if (!s->ctx) {
+    fq_errf(err, FQ_EINTERNAL, "cannot create ZeroMQ context");
+    goto fail;
+  }
+  s->sock = zmq_socket(s->ctx, ZMQ_SUB);
+  if (!s->sock) {
+    zmq_fail(err, "zmq_socket");
+    goto fail;
+  }
+  if (zmq_setsockopt(s->sock, ZMQ_LINGER, &linger, sizeof linger) ||
+      zmq_setsockopt(s->sock, ZMQ_RCVHWM, &hwm, sizeof hwm) ||
+      zmq_setsockopt(s->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg)) {
+    zmq_fail(err, "zmq_setsockopt");
+    goto fail;
+  }
+  for (size_t i = 0; i < n || (n == 0 && i == 0); i++) {
+    const char *pfx = n ? prefixes[i] : "";
+    if (zmq_setsockopt(s->sock, ZMQ_SUBSCRIBE, pfx, strlen(pfx))) {
+      zmq_fail(err, "ZMQ_SUBSCRIBE");
+      goto fail;
+    }
+  }
+  /* The monitor tells fq_sub_wait_connected() when the handshake is done;
+   * it must be attached before connect so that no event is missed. */
+  snprintf(monep, sizeof monep, "inproc://fq-sub-monitor-%p", (void *)s);
+  if (zmq_socket_monitor(s->sock, monep, ZMQ_EVENT_HANDSHAKE_SUCCEEDED)) {
+    zmq_fail(err, "zmq_socket_monitor");
+    goto fail;
+  }
+  s->mon = zmq_socket(s->ctx, ZMQ_PAIR);
+  if (!s->mon || zmq_setsockopt(s->mon, ZMQ_LINGER, &linger, sizeof linger) ||
+      zmq_connect(s->mon, monep)) {
+    zmq_fail(err, "monitor socket");
+    goto fail;
+  }
+  if (zmq_connect(s->sock, endpoint)) {
+    fq_errf(err, FQ_EINTERNAL, "connect %s: %s", endpoint, zmq_strerror(zmq_errno()));
+    goto fail;
+  }
+  return s;
+fail:
+  fq_sub_destroy(&s);
+  return NULL;
+}
+
+void fq_sub_destroy(fq_sub_t **sp) {
+  if (!sp || !*sp) return;
+  fq_sub_t *s = *sp;
+  if (s->sock) {
+    zmq_socket_monitor(s->sock, NULL, 0);
+    zmq_close(s->sock);
+  }
+  if (s->mon) zmq_close(s->mon);
+  if (s->ctx) zmq_ctx_term(s->ctx);
+  free(s);
+  *sp = NULL;
+}
+
+int fq_sub_wait_connected(fq_sub_t *s, int timeout_ms, fq_err_t *err) {
+  int64_t left = timeout_ms;
+  while (!s->connected) {
+    zmq_pollitem_t pi = {s->mon, 0, ZMQ_POLLIN, 0};
+    int n = zmq_poll(&pi, 1, (long)left);
+    if (n < 0 && zmq_errno() == EINTR) return fq_errf(err, -EINTR, "interrupted");
+    if (n <= 0) return fq_errf(err, -ETIMEDOUT, "publisher not reached within %d ms", timeout_ms);
+    /* A monitor event is two frames: 6 bytes (event id, value), then the
+     * endpoint. */
+    bool more = true;
+    int frame = 0;
+    while (more) {
+      zmq_msg_t m;
+      zmq_msg_init(&m);
+      if (zmq_msg_recv(&m, s->mon, 0) < 0) {
+        zmq_msg_close(&m);
+        return zmq_fail(err, "monitor recv");
+      }
+      if (frame == 0 && zmq_msg_size(&m) >= 2) {
+        const uint8_t *d = zmq_msg_data(&m);
+        uint16_t ev;
+        memcpy(&ev, d, 2);
+        if (ev == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) s->connected = true;
+      }
+      more = zmq_msg_more(&m);
+      zmq_msg_close(&m);
+      frame++;
+    }
+    left = left > 50 ? left - 50 : 50; /* coarse: events are rare */
+  }
+  return 0;
+}
+
+static int recv_frame(void *sock, fq_buf_t *into, bool *more, bool *toolarge) {
+  zmq_msg_t m;
+  zmq_msg_init(&m);
+  if (zmq_msg_recv(&m, sock, 0) < 0) {
+    zmq_msg_close(&m);
+    return -1;
+  }
+  *more = zmq_msg_more(&m);
+  if (into && fq_buf_append(into, zmq_msg_data(&m), zmq_msg_size(&m))) *toolarge = true;
+  zmq_msg_close(&m);
+  return 0;
+}
+
+int fq_sub_recv(fq_sub_t *s, fq_buf_t *topic, fq_buf_t *body, int timeout_ms, fq_err_t *err) {
+  zmq_pollitem_t pi = {s->sock, 0, ZMQ_POLLIN, 0};
+  int n = zmq_poll(&pi, 1, timeout_ms);
+  bool more = false, toolarge = false;
+  int frames = 0;
+  if (n < 0) {
+    if (zmq_errno() == EINTR) return fq_errf(err, -EINTR, "interrupted");
+    return zmq_fail(err, "zmq_poll");
+  }
+  if (n == 0) return fq_errf(err, -ETIMEDOUT, "no event within %d ms", timeout_ms);
+  fq_buf_reset(topic);
+  fq_buf_reset(body);
+  do {
+    fq_buf_t *into = frames == 0 ? topic : frames == 1 ? body : NULL;
+    if (recv_frame(s->sock, into, &more, &toolarge)) return zmq_fail(err, "zmq_msg_recv");
+    frames++;
+  } while (more);
+  if (toolarge) return fq_errf(err, FQ_ETOOLARGE, "event larger than the buffer's cap");
+  if (frames != 2) return fq_errf(err, FQ_EBADREQ, "event with %d frames, expected 2", frames);
+  return 0;
+}

@@ -1,0 +1,363 @@
+/*
+ * Unit tests of the client library (src/client.c): request builders read
+ * back through the reply reader, CLI parameter typing, JSON parameters, the
+ * bounded msgpack check, the JSON printer, and the sockets against a real
+ * ROUTER / PUB on loopback (a peer thread plays the daemon).
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <zmq.h>
+
+#include "fleetq/client.h"
+#include "fq_test.h"
+
+static void to_json(const uint8_t *p, size_t n, char *out, size_t cap) {
+  fq_buf_t b;
+  fq_buf_init(&b, 0);
+  int rc = fq_msgpack_to_json(p, n, &b, 0);
+  if (rc) {
+    snprintf(out, cap, "<error %d>", rc);
+  } else {
+    snprintf(out, cap, "%.*s", (int)b.len, (const char *)b.data);
+  }
+  fq_buf_free(&b);
+}
+
+FQ_TEST(submit_builder_round_trips) {
+  fq_buf_t b;
+  fq_buf_init(&b, 4096);
+  fq_pval_t pv[3];
+  fq_err_t e;
+  CHECK_INT(fq_param_parse("percent=80", &pv[0], &e), 0);
+  CHECK_INT(fq_param_parse("on=true", &pv[1], &e), 0);
+  CHECK_INT(fq_param_parse("name=Front Door", &pv[2], &e), 0);
+  fq_submit_args_t a = {.tenant = "acme", .key = "k1", .account = "acct",
+                        .vin = "5YJ3E1EA7KF000001", .command = "set_charge_limit",
+                        .params = pv, .nparams = 3, .ttl_ms = 300, .coalesce = true,
+                        .has_req = true, .req = 42};
+  CHECK_INT(fq_req_submit(&b, &a), 0);
+  char js[1024];
+  to_json(b.data, b.len, js, sizeof js);
+  CHECK_STR(js, "{\"op\":\"submit\",\"tenant\":\"acme\",\"key\":\"k1\",\"account\":\"acct\","
+                "\"vin\":\"5YJ3E1EA7KF000001\",\"command\":\"set_charge_limit\","
+                "\"params\":{\"percent\":80,\"on\":true,\"name\":\"Front Door\"},"
+                "\"ttl_ms\":300,\"coalesce\":true,\"req\":42}");
+  fq_msg_t m;
+  CHECK_INT(fq_msg_decode(&m, b.data, b.len, &e), 0);
+  int64_t v = 0;
+  CHECK(fq_mp_int(fq_mp_get(m.root, "req"), &v));
+  CHECK_INT(v, 42);
+  CHECK(fq_mp_str_eq(fq_mp_get(m.root, "op"), "submit"));
+  CHECK(fq_mp_get(m.root, "site") == NULL);
+  fq_msg_free(&m);
+
+  fq_buf_reset(&b);
+  fq_submit_args_t s = {.tenant = "t", .key = "k", .account = "a", .site = 42,
+                        .command = "backup"};
+  CHECK_INT(fq_req_submit(&b, &s), 0);
+  to_json(b.data, b.len, js, sizeof js);
+  CHECK_STR(js, "{\"op\":\"submit\",\"tenant\":\"t\",\"key\":\"k\",\"account\":\"a\","
+                "\"site\":42,\"command\":\"backup\"}");
+  fq_buf_free(&b);
+}
+
+FQ_TEST(other_builders) {
+  fq_buf_t b;
+  char js[512];
+  fq_buf_init(&b, 4096);
+  CHECK_INT(fq_req_lookup(&b, "get", "fq-1", NULL, NULL, false, 0), 0);
+  to_json(b.data, b.len, js, sizeof js);
+  CHECK_STR(js, "{\"op\":\"get\",\"id\":\"fq-1\"}");
+  fq_buf_reset(&b);
+  CHECK_INT(fq_req_lookup(&b, "cancel", NULL, "acme", "k9", true, -3), 0);
+  to_json(b.data, b.len, js, sizeof js);
+  CHECK_STR(js, "{\"op\":\"cancel\",\"tenant\":\"acme\",\"key\":\"k9\",\"req\":-3}");
+  fq_buf_reset(&b);
+  CHECK_INT(fq_req_history(&b, 3, 17, 1000, false, 0), 0);
+  to_json(b.data, b.len, js, sizeof js);
+  CHECK_STR(js, "{\"op\":\"history\",\"shard\":3,\"after\":17,\"limit\":1000}");
+  fq_buf_reset(&b);
+  CHECK_INT(fq_req_ping(&b, true, 7), 0);
+  to_json(b.data, b.len, js, sizeof js);
+  CHECK_STR(js, "{\"op\":\"ping\",\"req\":7}");
+  fq_buf_free(&b);
+
+  /* The buffer's cap is honoured and reported. */
+  fq_buf_init(&b, 8);
+  CHECK_INT(fq_req_history(&b, 3, 17, 1000, false, 0), FQ_ETOOLARGE);
+  fq_buf_free(&b);
+}
+
+FQ_TEST(param_typing) {
+  fq_pval_t pv;
+  fq_err_t e;
+  CHECK_INT(fq_param_parse("a=false", &pv, &e), 0);
+  CHECK_INT(pv.type, FQ_PT_BOOL);
+  CHECK_INT(pv.v.b, 0);
+  CHECK_INT(fq_param_parse("a=-12", &pv, &e), 0);
+  CHECK_INT(pv.type, FQ_PT_INT);
+  CHECK_INT(pv.v.i, -12);
+  CHECK_INT(fq_param_parse("a=21.5", &pv, &e), 0);
+  CHECK_INT(pv.type, FQ_PT_FLOAT);
+  CHECK(pv.v.f == 21.5);
+  CHECK_INT(fq_param_parse("a=1e3", &pv, &e), 0);
+  CHECK_INT(pv.type, FQ_PT_FLOAT);
+  static const char *strs[] = {"a=nan", "a=inf", "a=0x10", "a=", "a=12abc", "a=True", "a=-",
+                               "a=99999999999999999999999"};
+  for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++) {
+    CHECK_INT(fq_param_parse(strs[i], &pv, &e), 0);
+    if (pv.type != FQ_PT_STR) fprintf(stderr, "  %s typed as %d\n", strs[i], pv.type);
+    CHECK_INT(pv.type, FQ_PT_STR);
+  }
+  CHECK_INT(pv.name_len, 1);
+  CHECK_INT(fq_param_parse("novalue", &pv, &e), FQ_EBADPARAM);
+  CHECK_INT(fq_param_parse("=1", &pv, &e), FQ_EBADPARAM);
+}
+
+FQ_TEST(params_from_json) {
+  fq_buf_t store, b;
+  fq_pval_t pv[FQ_MAX_PARAMS];
+  size_t n = 0;
+  fq_err_t e;
+  char js[512];
+  fq_buf_init(&store, 4096);
+  fq_buf_init(&b, 4096);
+  CHECK_INT(fq_params_from_json("{\"percent\": 80, \"temp\": 21.5, \"on\": true,"
+                                " \"mode\": \"x\", \"sched\": {\"days\": [1, 2]}}",
+                                &store, pv, FQ_MAX_PARAMS, &n, &e),
+            0);
+  CHECK_INT(n, 5);
+  fq_submit_args_t a = {.tenant = "t", .key = "k", .account = "a", .vin = "V",
+                        .command = "c", .params = pv, .nparams = n};
+  CHECK_INT(fq_req_submit(&b, &a), 0);
+  to_json(b.data, b.len, js, sizeof js);
+  CHECK(strstr(js, "\"params\":{\"percent\":80,\"temp\":21.5,\"on\":true,\"mode\":\"x\","
+                   "\"sched\":{\"days\":[1,2]}}") != NULL);
+  if (!strstr(js, "\"sched\"")) fprintf(stderr, "  got %s\n", js);
+  CHECK_INT(fq_params_from_json("[1]", &store, pv, FQ_MAX_PARAMS, &n, &e), FQ_EBADPARAM);
+  CHECK_INT(fq_params_from_json("{\"a\": null}", &store, pv, FQ_MAX_PARAMS, &n, &e),
+            FQ_EBADPARAM);
+  CHECK(strstr(e.msg, "params.a") != NULL);
+  CHECK_INT(fq_params_from_json("{bad", &store, pv, FQ_MAX_PARAMS, &n, &e), FQ_EBADPARAM);
+  CHECK_INT(fq_params_from_json("{\"a\":1,\"b\":2}", &store, pv, 1, &n, &e), FQ_EBADPARAM);
+  fq_buf_free(&store);
+  fq_buf_free(&b);
+}
+
+FQ_TEST(msgpack_check_rejects_lies) {
+  fq_err_t e;
+  /* array32 declaring 2^32-1 elements with 1 byte behind it */
+  static const uint8_t huge_arr[] = {0xdd, 0xff, 0xff, 0xff, 0xff, 0x01};
+  static const uint8_t huge_map[] = {0xdf, 0x7f, 0xff, 0xff, 0xff, 0x01, 0x01};
+  static const uint8_t huge_str[] = {0xdb, 0xff, 0xff, 0xff, 0xf0, 'a'};
+  static const uint8_t trunc_u32[] = {0xce, 0x01, 0x02};
+  static const uint8_t trailing[] = {0x80, 0x00};
+  static const uint8_t never[] = {0xc1};
+  static const uint8_t ok_map[] = {0x81, 0xa1, 'a', 0x92, 0x01, 0xc0};
+  CHECK_INT(fq_msgpack_check(huge_arr, sizeof huge_arr, &e), FQ_EBADREQ);
+  CHECK_INT(fq_msgpack_check(huge_map, sizeof huge_map, &e), FQ_EBADREQ);
+  CHECK_INT(fq_msgpack_check(huge_str, sizeof huge_str, &e), FQ_EBADREQ);
+  CHECK_INT(fq_msgpack_check(trunc_u32, sizeof trunc_u32, &e), FQ_EBADREQ);
+  CHECK_INT(fq_msgpack_check(trailing, sizeof trailing, &e), FQ_EBADREQ);
+  CHECK_INT(fq_msgpack_check(never, sizeof never, &e), FQ_EBADREQ);
+  CHECK_INT(fq_msgpack_check(ok_map, sizeof ok_map, &e), 0);
+  CHECK_INT(fq_msgpack_check(NULL, 0, &e), FQ_EBADREQ);
+  /* Nesting: 40 single-element arrays is past the depth bound. */
+  uint8_t deep[41];
+  memset(deep, 0x91, 40);
+  deep[40] = 0x01;
+  CHECK_INT(fq_msgpack_check(deep, sizeof deep, &e), FQ_EBADREQ);
+  CHECK_INT(fq_msgpack_check(deep + 20, sizeof deep - 20, &e), 0);
+  fq_msg_t m;
+  CHECK_INT(fq_msg_decode(&m, huge_arr, sizeof huge_arr, &e), FQ_EBADREQ);
+  static const uint8_t not_map[] = {0x92, 0x01, 0x02};
+  CHECK_INT(fq_msg_decode(&m, not_map, sizeof not_map, &e), FQ_EBADREQ);
+}
+
+FQ_TEST(json_printer) {
+  char js[512];
+  /* {"s": "a\"b\n", 1: bin(de ad), "f": 1.5, "g": 2.0, "n": -5, "x": nil,
+   *  "bad": "\xff"} */
+  static const uint8_t in[] = {
+      0x87, 0xa1, 's', 0xa4, 'a', '"', 'b', '\n', 0x01, 0xc4, 0x02, 0xde, 0xad,
+      0xa1, 'f', 0xcb, 0x3f, 0xf8, 0, 0, 0, 0, 0, 0, 0xa1, 'g', 0xca, 0x40, 0x00,
+      0x00, 0x00, 0xa1, 'n', 0xfb, 0xa1, 'x', 0xc0, 0xa3, 'b', 'a', 'd', 0xa1, 0xff};
+  to_json(in, sizeof in, js, sizeof js);
+  CHECK_STR(js, "{\"s\":\"a\\\"b\\u000a\",\"1\":\"dead\",\"f\":1.5,\"g\":2.0,\"n\":-5,"
+                "\"x\":null,\"bad\":\"\\ufffd\"}");
+  static const uint8_t utf8[] = {0xa3, 0xc3, 0xa9, 'z'};
+  to_json(utf8, sizeof utf8, js, sizeof js);
+  CHECK_STR(js, "\"\xc3\xa9z\"");
+  static const uint8_t arr[] = {0x92, 0x90, 0x80};
+  fq_buf_t b;
+  fq_buf_init(&b, 0);
+  CHECK_INT(fq_msgpack_to_json(arr, sizeof arr, &b, 1), 0);
+  CHECK_MEM(b.data, b.len, "[\n  [],\n  {}\n]", 14);
+  /* Errors leave the output as it was. */
+  size_t before = b.len;
+  static const uint8_t bad[] = {0x92, 0x01};
+  CHECK_INT(fq_msgpack_to_json(bad, sizeof bad, &b, 0), FQ_EBADREQ);
+  CHECK_INT(b.len, before);
+  fq_buf_free(&b);
+}
+
+/* A ROUTER on loopback playing the daemon: answers each request by echoing
+ * the envelope and the body, except that it holds back the first request
+ * whose body is "slow" and answers it only after the next request. */
+typedef struct peer {
+  void *ctx;
+  char ep[64];
+  int nreq;
+} peer_t;
+
+static void *router_main(void *arg) {
+  peer_t *p = arg;
+  void *r = zmq_socket(p->ctx, ZMQ_ROUTER);
+  int linger = 0;
+  zmq_setsockopt(r, ZMQ_LINGER, &linger, sizeof linger);
+  zmq_bind(r, "tcp://127.0.0.1:*");
+  size_t len = sizeof p->ep;
+  zmq_getsockopt(r, ZMQ_LAST_ENDPOINT, p->ep, &len);
+  zmq_msg_t held_id;
+  bool holding = false;
+  zmq_msg_init(&held_id);
+  for (;;) {
+    zmq_msg_t id, body;
+    zmq_msg_init(&id);
+    zmq_msg_init(&body);
+    if (zmq_msg_recv(&id, r, 0) < 0) break;
+    zmq_msg_recv(&body, r, 0);
+    p->nreq++;
+    if (zmq_msg_size(&body) == 4 && memcmp(zmq_msg_data(&body), "quit", 4) == 0) {
+      zmq_msg_close(&id);
+      zmq_msg_close(&body);
+      break;
+    }
+    if (zmq_msg_size(&body) == 4 && memcmp(zmq_msg_data(&body), "slow", 4) == 0) {
+      zmq_msg_copy(&held_id, &id);
+      holding = true;
+      zmq_msg_close(&id);
+      zmq_msg_close(&body);
+      continue;
+    }
+    if (holding) {
+      /* The late answer to the timed-out request goes to its old identity. */
+      zmq_msg_send(&held_id, r, ZMQ_SNDMORE);
+      zmq_send(r, "late", 4, 0);
+      holding = false;
+    }
+    zmq_msg_send(&id, r, ZMQ_SNDMORE);
+    zmq_msg_send(&body, r, 0);
+  }
+  zmq_msg_close(&held_id);
+  zmq_close(r);
+  return NULL;
+}
+
+static void wait_bound(peer_t *p) {
+  for (int i = 0; i < 500 && !p->ep[0]; i++) usleep(2000);
+}
+
+FQ_TEST(client_request_timeout_and_pipelining) {
+  peer_t p = {0};
+  pthread_t th;
+  p.ctx = zmq_ctx_new();
+  pthread_create(&th, NULL, router_main, &p);
+  wait_bound(&p);
+  CHECK(p.ep[0] != 0);
+  fq_err_t e;
+  fq_client_t *c = fq_client_new(p.ep, 300, &e);
+  CHECK(c != NULL);
+  fq_buf_t reply;
+  fq_buf_init(&reply, 1024);
+  CHECK_INT(fq_client_request(c, (const uint8_t *)"hello", 5, &reply, &e), 0);
+  CHECK_MEM(reply.data, reply.len, "hello", 5);
+  CHECK_INT(fq_client_request(c, (const uint8_t *)"slow", 4, &reply, &e), -ETIMEDOUT);
+  CHECK(strstr(e.msg, "300 ms") != NULL);
+  /* The late "late" reply must not be taken for the answer to "again". */
+  CHECK_INT(fq_client_request(c, (const uint8_t *)"again", 5, &reply, &e), 0);
+  CHECK_MEM(reply.data, reply.len, "again", 5);
+  CHECK_INT(fq_client_recv(c, &reply, 100, &e), -ETIMEDOUT);
+  /* Pipelining: 200 requests out, 200 replies back, in order over one
+   * connection to one peer. */
+  char msg[16];
+  int sent_ok = 1, got_ok = 1;
+  for (int i = 0; i < 200; i++) {
+    int n = snprintf(msg, sizeof msg, "m%d", i);
+    if (fq_client_send(c, (const uint8_t *)msg, (size_t)n, &e)) sent_ok = 0;
+  }
+  for (int i = 0; i < 200; i++) {
+    int n = snprintf(msg, sizeof msg, "m%d", i);
+    if (fq_client_recv(c, &reply, 2000, &e) || reply.len != (size_t)n ||
+        memcmp(reply.data, msg, (size_t)n)) {
+      got_ok = 0;
+      fprintf(stderr, "  reply %d: %.*s\n", i, (int)reply.len, (const char *)reply.data);
+      break;
+    }
+  }
+  CHECK(sent_ok);
+  CHECK(got_ok);
+  /* A reply above the buffer cap is refused, not truncated. */
+  fq_buf_t small;
+  fq_buf_init(&small, 3);
+  CHECK_INT(fq_client_request(c, (const uint8_t *)"toolong", 7, &small, &e), FQ_ETOOLARGE);
+  fq_buf_free(&small);
+  fq_client_send(c, (const uint8_t *)"quit", 4, &e);
+  pthread_join(th, NULL);
+  fq_client_destroy(&c);
+  CHECK(c == NULL);
+  fq_client_destroy(&c); /* NULL is fine */
+  fq_buf_free(&reply);
+  zmq_ctx_term(p.ctx);
+}
+
+FQ_TEST(subscriber_filters_by_prefix) {
+  void *ctx = zmq_ctx_new();
+  void *pub = zmq_socket(ctx, ZMQ_PUB);
+  int linger = 0;
+  char ep[64];
+  size_t len = sizeof ep;
+  zmq_setsockopt(pub, ZMQ_LINGER, &linger, sizeof linger);
+  CHECK_INT(zmq_bind(pub, "tcp://127.0.0.1:*"), 0);
+  zmq_getsockopt(pub, ZMQ_LAST_ENDPOINT, ep, &len);
+  fq_err_t e;
+  const char *pf[] = {"acme/5YJ"};
+  fq_sub_t *s = fq_sub_new(ep, pf, 1, &e);
+  CHECK(s != NULL);
+  CHECK_INT(fq_sub_wait_connected(s, 2000, &e), 0);
+  /* The subscription travels after the handshake; publish until the first
+   * matching message arrives instead of sleeping a guessed time. */
+  fq_buf_t topic, body;
+  fq_buf_init(&topic, 256);
+  fq_buf_init(&body, 256);
+  int rc = -1;
+  for (int i = 0; i < 100 && rc != 0; i++) {
+    zmq_send(pub, "other/5YJ", 9, ZMQ_SNDMORE);
+    zmq_send(pub, "\x80", 1, 0);
+    zmq_send(pub, "acme/5YJ1", 9, ZMQ_SNDMORE);
+    zmq_send(pub, "\x81\xa1x\x01", 4, 0);
+    rc = fq_sub_recv(s, &topic, &body, 20, &e);
+  }
+  CHECK_INT(rc, 0);
+  CHECK_MEM(topic.data, topic.len, "acme/5YJ1", 9);
+  CHECK_MEM(body.data, body.len, "\x81\xa1x\x01", 4);
+  /* Drain: everything that arrives matches the prefix. */
+  int foreign = 0;
+  while (fq_sub_recv(s, &topic, &body, 50, &e) == 0)
+    if (topic.len < 8 || memcmp(topic.data, "acme/5YJ", 8) != 0) foreign++;
+  CHECK_INT(foreign, 0);
+  /* A one-frame message is not an event. */
+  zmq_send(pub, "acme/5YJ9", 9, 0);
+  CHECK_INT(fq_sub_recv(s, &topic, &body, 1000, &e), FQ_EBADREQ);
+  CHECK_INT(fq_sub_recv(s, &topic, &body, 10, &e), -ETIMEDOUT);
+  fq_sub_destroy(&s);
+  CHECK(s == NULL);
+  fq_buf_free(&topic);
+  fq_buf_free(&body);
+  zmq_close(pub);
+  zmq_ctx_term(ctx);
+}

@@ -1,0 +1,971 @@
+/*
+ * The queue subcommands of the fleetq CLI: send, get, cancel, watch,
+ * history and ping.  Each builds one wire-protocol request with the client
+ * library, prints the reply readably (or as one JSON object per line with
+ * --json, for scripts) and maps the outcome to the exit status: 0 success,
+ * 1 the daemon refused or did not answer, 2 usage error.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli.h"
+#include "fleetq/client.h"
+
+#define REQ_TIMEOUT_S 5.0
+
+/* Every option any queue subcommand takes; each subcommand lists the ones
+ * it accepts and refuses the rest, so a typo never silently does nothing. */
+enum {
+  O_ENDPOINT = 1000, O_PUBLISH, O_JSON, O_TIMEOUT, O_TENANT, O_KEY, O_ACCOUNT, O_VIN, O_SITE,
+  O_COMMAND, O_PARAM, O_PARAMS, O_TTL, O_COALESCE, O_WAIT, O_ID, O_DEVICE, O_COUNT, O_FILL,
+  O_SHARD, O_AFTER, O_LIMIT, O_HELP,
+};
+
+static const struct option g_longopts[] = {
+    {"endpoint", required_argument, NULL, O_ENDPOINT},
+    {"publish", required_argument, NULL, O_PUBLISH},
+    {"json", no_argument, NULL, O_JSON},
+    {"timeout", required_argument, NULL, O_TIMEOUT},
+    {"tenant", required_argument, NULL, O_TENANT},
+    {"key", required_argument, NULL, O_KEY},
+    {"account", required_argument, NULL, O_ACCOUNT},
+    {"vin", required_argument, NULL, O_VIN},
+    {"site", required_argument, NULL, O_SITE},
+    {"command", required_argument, NULL, O_COMMAND},
+    {"param", required_argument, NULL, O_PARAM},
+    {"params", required_argument, NULL, O_PARAMS},
+    {"ttl-ms", required_argument, NULL, O_TTL},
+    {"coalesce", no_argument, NULL, O_COALESCE},
+    {"wait", no_argument, NULL, O_WAIT},
+    {"id", required_argument, NULL, O_ID},
+    {"device", required_argument, NULL, O_DEVICE},
+    {"count", required_argument, NULL, O_COUNT},
+    {"fill", no_argument, NULL, O_FILL},
+    {"shard", required_argument, NULL, O_SHARD},
+    {"after", required_argument, NULL, O_AFTER},
+    {"limit", required_argument, NULL, O_LIMIT},
+    {"help", no_argument, NULL, O_HELP},
+    {NULL, 0, NULL, 0},
+};
+
+typedef struct qopts {
+  const char *endpoint, *publish;
+  bool json;
+  double timeout_s;
+  bool timeout_set;
+  const char *tenant, *key, *account, *vin, *command, *id, *device;
+  uint64_t site;
+  fq_pval_t params[FQ_MAX_PARAMS];
+  size_t nparams;
+  const char *params_json;
+  int64_t ttl_ms;
+  bool coalesce, wait, fill;
+  uint64_t shard, after, limit, count;
+  bool shard_set;
+} qopts_t;
+
+static volatile sig_atomic_t g_stop;
+
+static void on_signal(int sig) {
+  (void)sig;
+  g_stop = 1;
+}
+
+/* SIGINT / SIGTERM end watch and --wait cleanly: no SA_RESTART, so the
+ * blocking poll returns EINTR. */
+static void install_signals(void) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+}
+
+static bool parse_u64(const char *s, uint64_t *v) {
+  char *end = NULL;
+  if (!s || !*s || *s == '-' || *s == '+') return false;
+  errno = 0;
+  unsigned long long x = strtoull(s, &end, 10);
+  if (errno || !end || *end) return false;
+  *v = x;
+  return true;
+}
+
+static int usage_err(const char *cmd, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Report a usage error and return exit status 2. */
+static int usage_err(const char *cmd, const char *fmt, ...) {
+  va_list ap;
+  fprintf(stderr, "fleetq %s: ", cmd);
+  va_start(ap, fmt);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  fprintf(stderr, " (see 'fleetq %s --help')\n", cmd);
+  return 2;
+}
+
+/* Parse argv for subcommand cmd accepting only the options in `allowed`
+ * (0-terminated).  Returns -1 when the options were fine, 0 after --help,
+ * 2 on a usage error. */
+static int parse_opts(int argc, char **argv, const int *allowed, const char *help, qopts_t *o) {
+  const char *cmd = argv[0];
+  memset(o, 0, sizeof *o);
+  o->endpoint = FQ_CLI_DEFAULT_ENDPOINT;
+  o->publish = FQ_CLI_DEFAULT_PUBLISH;
+  o->timeout_s = REQ_TIMEOUT_S;
+  o->limit = 100;
+  optind = 0; /* glibc: full re-initialisation */
+  opterr = 0;
+  for (;;) {
+    int li = 0;
+    int c = getopt_long(argc, argv, "+", g_longopts, &li);
+    if (c == -1) break;
+    if (c == '?' || c == ':') {
+      const char *bad = optind > 0 && optind <= argc ? argv[optind - 1] : "?";
+      return usage_err(cmd, "unknown option or missing value: %s", bad);
+    }
+    bool ok = c == O_HELP;
+    for (const int *a = allowed; !ok && *a; a++) ok = *a == c;
+    if (!ok) return usage_err(cmd, "option --%s does not apply here", g_longopts[li].name);
+    uint64_t u = 0;
+    switch (c) {
+    case O_HELP: fputs(help, stdout); return 0;
+    case O_ENDPOINT: o->endpoint = optarg; break;
+    case O_PUBLISH: o->publish = optarg; break;
+    case O_JSON: o->json = true; break;
+    case O_TIMEOUT: {
+      char *end = NULL;
+      o->timeout_s = strtod(optarg, &end);
+      if (!end || *end || !(o->timeout_s > 0) || o->timeout_s > 86400 * 7)
+        return usage_err(cmd, "--timeout wants seconds > 0, got '%s'", optarg);
+      o->timeout_set = true;
+      break;
+    }
+    case O_TENANT: o->tenant = optarg; break;
+    case O_KEY: o->key = optarg; break;
+    case O_ACCOUNT: o->account = optarg; break;
+    case O_VIN: o->vin = optarg; break;
+    case O_SITE:
+      if (!parse_u64(optarg, &o->site) || o->site == 0)
+        return usage_err(cmd, "--site wants a positive integer, got '%s'", optarg);
+      break;
+    case O_COMMAND: o->command = optarg; break;
+    case O_PARAM: {
+      fq_err_t e;
+      if (o->nparams == FQ_MAX_PARAMS) return usage_err(cmd, "too many --param");
+      if (fq_param_parse(optarg, &o->params[o->nparams], &e)) return usage_err(cmd, "%s", e.msg);
+      o->nparams++;
+      break;
+    }
+    case O_PARAMS: o->params_json = optarg; break;
+    case O_TTL:
+      if (!parse_u64(optarg, &u) || u == 0 || u > INT64_MAX)
+        return usage_err(cmd, "--ttl-ms wants a positive integer, got '%s'", optarg);
+      o->ttl_ms = (int64_t)u;
+      break;
+    case O_COALESCE: o->coalesce = true; break;
+    case O_WAIT: o->wait = true; break;
+    case O_ID: o->id = optarg; break;
+    case O_DEVICE: o->device = optarg; break;
+    case O_COUNT:
+      if (!parse_u64(optarg, &o->count) || o->count == 0)
+        return usage_err(cmd, "--count wants a positive integer, got '%s'", optarg);
+      break;
+    case O_FILL: o->fill = true; break;
+    case O_SHARD:
+      if (!parse_u64(optarg, &o->shard) || o->shard > UINT32_MAX)
+        return usage_err(cmd, "--shard wants a shard number, got '%s'", optarg);
+      o->shard_set = true;
+      break;
+    case O_AFTER:
+      if (!parse_u64(optarg, &o->after))
+        return usage_err(cmd, "--after wants a sequence number, got '%s'", optarg);
+      break;
+    case O_LIMIT:
+      if (!parse_u64(optarg, &o->limit) || o->limit == 0 || o->limit > UINT32_MAX)
+        return usage_err(cmd, "--limit wants a positive integer, got '%s'", optarg);
+      break;
+    default: return usage_err(cmd, "unexpected option");
+    }
+  }
+  if (optind < argc) return usage_err(cmd, "unexpected argument '%s'", argv[optind]);
+  return -1;
+}
+
+/* ------------------------------------------------------------------ */
+/* Output helpers                                                       */
+
+static void fmt_time(int64_t ms, char *out, size_t cap) {
+  time_t s = (time_t)(ms / 1000);
+  struct tm tm;
+  if (ms <= 0 || !gmtime_r(&s, &tm)) {
+    snprintf(out, cap, "-");
+    return;
+  }
+  char day[32];
+  strftime(day, sizeof day, "%Y-%m-%dT%H:%M:%S", &tm);
+  snprintf(out, cap, "%s.%03dZ", day, (int)(ms % 1000));
+}
+
+/* A string field for printing: "-" when absent or nil. */
+static int sfield(const msgpack_object *map, const char *key, const char **p) {
+  size_t n = 0;
+  if (!fq_mp_str(fq_mp_get(map, key), p, &n)) {
+    *p = "-";
+    return 1;
+  }
+  return (int)n;
+}
+
+static int obj_pack_write(void *data, const char *buf, size_t len) {
+  return fq_buf_append(data, buf, len) ? -1 : 0;
+}
+
+/* Print any object as one JSON line on stdout. */
+static void print_obj_json(const msgpack_object *o) {
+  fq_buf_t mp, js;
+  msgpack_packer pk;
+  fq_buf_init(&mp, FQ_CLIENT_MAX_REPLY);
+  fq_buf_init(&js, 4 * FQ_CLIENT_MAX_REPLY);
+  msgpack_packer_init(&pk, &mp, obj_pack_write);
+  if (msgpack_pack_object(&pk, *o) == 0 && fq_msgpack_to_json(mp.data, mp.len, &js, 0) == 0)
+    printf("%.*s\n", (int)js.len, (const char *)js.data);
+  fq_buf_free(&mp);
+  fq_buf_free(&js);
+}
+
+static void print_raw_json(const fq_buf_t *raw) {
+  fq_buf_t js;
+  fq_buf_init(&js, 4 * FQ_CLIENT_MAX_REPLY);
+  if (fq_msgpack_to_json(raw->data, raw->len, &js, 0) == 0)
+    printf("%.*s\n", (int)js.len, (const char *)js.data);
+  fq_buf_free(&js);
+  fflush(stdout);
+}
+
+/* "<tenant>/<vin or site>" of an event or a command record. */
+static void device_of(const msgpack_object *ev, char *out, size_t cap, bool with_tenant) {
+  const char *t, *v;
+  int tn = sfield(ev, "tenant", &t);
+  int64_t site = 0;
+  size_t vn = 0;
+  if (fq_mp_str(fq_mp_get(ev, "vin"), &v, &vn) && vn) {
+    if (with_tenant)
+      snprintf(out, cap, "%.*s/%.*s", tn, t, (int)vn, v);
+    else
+      snprintf(out, cap, "%.*s", (int)vn, v);
+  } else if (fq_mp_int(fq_mp_get(ev, "site"), &site)) {
+    if (with_tenant)
+      snprintf(out, cap, "%.*s/%" PRId64, tn, t, site);
+    else
+      snprintf(out, cap, "%" PRId64, site);
+  } else {
+    snprintf(out, cap, "%.*s/?", tn, t);
+  }
+}
+
+/* One readable line per event: time, tenant/device, command,
+ * prev -> state, reason, then the ids that let a person look it up. */
+static void print_event(const msgpack_object *ev, bool json, const char *mark) {
+  if (json) {
+    print_obj_json(ev);
+    fflush(stdout);
+    return;
+  }
+  char when[40], dev[256];
+  int64_t at = 0, shard = -1, seq = -1, attempt = 0, http = 0, fault = 0;
+  const char *cmd, *prev, *state, *reason, *id, *err;
+  fq_mp_int(fq_mp_get(ev, "at"), &at);
+  fq_mp_int(fq_mp_get(ev, "shard"), &shard);
+  fq_mp_int(fq_mp_get(ev, "seq"), &seq);
+  fq_mp_int(fq_mp_get(ev, "attempt"), &attempt);
+  fmt_time(at, when, sizeof when);
+  device_of(ev, dev, sizeof dev, true);
+  int cn = sfield(ev, "command", &cmd), pn = sfield(ev, "prev", &prev),
+      sn = sfield(ev, "state", &state), rn = sfield(ev, "reason", &reason),
+      in = sfield(ev, "id", &id), en = sfield(ev, "error", &err);
+  printf("%s %s %.*s %.*s -> %.*s", when, dev, cn, cmd, pn, prev, sn, state);
+  if (rn > 0 && strcmp(reason, "-") != 0) printf(": %.*s", rn, reason);
+  if (strcmp(err, "-") != 0) printf(" [error %.*s]", en, err);
+  if (fq_mp_int(fq_mp_get(ev, "http"), &http)) printf(" [http %" PRId64 "]", http);
+  if (fq_mp_int(fq_mp_get(ev, "fault"), &fault)) printf(" [fault %" PRId64 "]", fault);
+  printf("  (id %.*s, attempt %" PRId64 ", shard %" PRId64 " seq %" PRId64 ")%s%s\n", in, id,
+         attempt, shard, seq, mark ? " " : "", mark ? mark : "");
+  fflush(stdout);
+}
+
+/* Print an error reply as "error: <code>: <message>" on stderr. */
+static void print_error_reply(const msgpack_object *r) {
+  const char *code, *msg, *state;
+  int cn = sfield(r, "error", &code), mn = sfield(r, "message", &msg);
+  int sn = sfield(r, "state", &state);
+  fprintf(stderr, "error: %.*s: %.*s", cn, code, mn, msg);
+  if (strcmp(state, "-") != 0) fprintf(stderr, " (state: %.*s)", sn, state);
+  fputc('\n', stderr);
+}
+
+static const char *const g_terminal[] = {"succeeded", "failed",     "unknown",
+                                         "expired",   "cancelled",  "superseded", NULL};
+
+static bool is_terminal(const char *s, size_t n) {
+  for (const char *const *t = g_terminal; *t; t++)
+    if (strlen(*t) == n && memcmp(*t, s, n) == 0) return true;
+  return false;
+}
+
+/* Send one request and decode its reply.  Returns 0 when the daemon said
+ * ok: true (m is then live and the caller frees it), 1 otherwise (already
+ * reported; m is freed). */
+static int round_trip(fq_client_t *c, const qopts_t *o, const fq_buf_t *req, fq_buf_t *raw,
+                      fq_msg_t *m) {
+  fq_err_t e;
+  bool ok = false;
+  memset(m, 0, sizeof *m);
+  int rc = fq_client_request(c, req->data, req->len, raw, &e);
+  if (rc) {
+    fprintf(stderr, "error: %s: %s\n", rc == -ETIMEDOUT ? "timeout" : fq_errname(rc), e.msg);
+    return 1;
+  }
+  if (o->json) print_raw_json(raw);
+  if (fq_msg_decode(m, raw->data, raw->len, &e)) {
+    fprintf(stderr, "error: bad_reply: %s\n", e.msg);
+    return 1;
+  }
+  if (!fq_mp_bool(fq_mp_get(m->root, "ok"), &ok) || !ok) {
+    print_error_reply(m->root);
+    fq_msg_free(m);
+    return 1;
+  }
+  return 0;
+}
+
+static fq_client_t *open_client(const qopts_t *o) {
+  fq_err_t e;
+  fq_client_t *c = fq_client_new(o->endpoint, (int)(o->timeout_s * 1000), &e);
+  if (!c) fprintf(stderr, "error: %s: %s\n", fq_errname(e.code), e.msg);
+  return c;
+}
+
+/* ------------------------------------------------------------------ */
+/* get / cancel output                                                  */
+
+static bool is_time_key(const char *k, size_t n) {
+  return (n == 2 && memcmp(k, "at", 2) == 0) || (n > 3 && memcmp(k + n - 3, "_at", 3) == 0) ||
+         (n == 8 && memcmp(k, "deadline", 8) == 0);
+}
+
+static void print_value(const char *k, size_t kn, const msgpack_object *v) {
+  int64_t i;
+  switch (v->type) {
+  case MSGPACK_OBJECT_STR: printf("%.*s", (int)v->via.str.size, v->via.str.ptr); break;
+  case MSGPACK_OBJECT_NIL: printf("-"); break;
+  case MSGPACK_OBJECT_BOOLEAN: printf("%s", v->via.boolean ? "true" : "false"); break;
+  case MSGPACK_OBJECT_POSITIVE_INTEGER:
+  case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+    if (fq_mp_int(v, &i) && is_time_key(k, kn) && i > 0) {
+      char when[40];
+      fmt_time(i, when, sizeof when);
+      printf("%s", when);
+    } else if (v->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
+      printf("%" PRIu64, v->via.u64);
+    } else {
+      printf("%" PRId64, v->via.i64);
+    }
+    break;
+  default: {
+    /* Nested values (params) are shown as compact JSON, without a newline. */
+    fq_buf_t mp, js;
+    msgpack_packer pk;
+    fq_buf_init(&mp, FQ_CLIENT_MAX_REPLY);
+    fq_buf_init(&js, FQ_CLIENT_MAX_REPLY);
+    msgpack_packer_init(&pk, &mp, obj_pack_write);
+    if (msgpack_pack_object(&pk, *v) == 0 && fq_msgpack_to_json(mp.data, mp.len, &js, 0) == 0)
+      printf("%.*s", (int)js.len, (const char *)js.data);
+    fq_buf_free(&mp);
+    fq_buf_free(&js);
+  }
+  }
+}
+
+/* The command record: every field as "name value", then its transitions
+ * as a table.  Field names come from the daemon, so unknown ones are
+ * printed too rather than dropped. */
+static void print_command(const msgpack_object *cmd) {
+  const msgpack_object *trans = NULL;
+  if (!cmd || cmd->type != MSGPACK_OBJECT_MAP) return;
+  for (uint32_t i = 0; i < cmd->via.map.size; i++) {
+    const msgpack_object *k = &cmd->via.map.ptr[i].key, *v = &cmd->via.map.ptr[i].val;
+    if (k->type != MSGPACK_OBJECT_STR) continue;
+    if (k->via.str.size == 11 && memcmp(k->via.str.ptr, "transitions", 11) == 0) {
+      trans = v;
+      continue;
+    }
+    printf("%-12.*s ", (int)k->via.str.size, k->via.str.ptr);
+    print_value(k->via.str.ptr, k->via.str.size, v);
+    putchar('\n');
+  }
+  if (!trans || trans->type != MSGPACK_OBJECT_ARRAY) return;
+  printf("transitions:\n");
+  printf("  %-24s  %-11s    %-11s  %s\n", "at", "prev", "state", "reason");
+  for (uint32_t i = 0; i < trans->via.array.size; i++) {
+    const msgpack_object *t = &trans->via.array.ptr[i];
+    int64_t at = 0;
+    char when[40];
+    const char *prev, *state, *reason;
+    fq_mp_int(fq_mp_get(t, "at"), &at);
+    fmt_time(at, when, sizeof when);
+    int pn = sfield(t, "prev", &prev), sn = sfield(t, "state", &state),
+        rn = sfield(t, "reason", &reason);
+    printf("  %-24s  %-11.*s -> %-11.*s  %.*s\n", when, pn, prev, sn, state,
+           strcmp(reason, "-") ? rn : 0, reason);
+  }
+}
+
+static int lookup_args_ok(const char *cmd, const qopts_t *o) {
+  if (o->id && (o->tenant || o->key))
+    return usage_err(cmd, "give either --id or --tenant and --key");
+  if (!o->id && (!o->tenant || !o->key))
+    return usage_err(cmd, "give --id ID, or --tenant T and --key K");
+  return -1;
+}
+
+static const int g_lookup_opts[] = {O_ENDPOINT, O_JSON, O_TIMEOUT, O_ID, O_TENANT, O_KEY, 0};
+
+static const char g_get_help[] =
+    "usage: fleetq get (--id ID | --tenant T --key K) [--endpoint EP] [--json] [--timeout S]\n"
+    "\n"
+    "Show one command: its fields, state, reason, error, attempts, timestamps\n"
+    "and the table of its state transitions.  --json prints the reply.\n";
+
+static int cmd_get(int argc, char **argv) {
+  qopts_t o;
+  int rc = parse_opts(argc, argv, g_lookup_opts, g_get_help, &o);
+  if (rc >= 0) return rc;
+  if ((rc = lookup_args_ok(argv[0], &o)) >= 0) return rc;
+  fq_buf_t req, raw;
+  fq_msg_t m;
+  fq_buf_init(&req, 64 * 1024);
+  fq_buf_init(&raw, FQ_CLIENT_MAX_REPLY);
+  fq_client_t *c = open_client(&o);
+  rc = 1;
+  if (!c || fq_req_lookup(&req, "get", o.id, o.tenant, o.key, false, 0)) goto out;
+  if (round_trip(c, &o, &req, &raw, &m)) goto out;
+  if (!o.json) print_command(fq_mp_get(m.root, "command"));
+  fq_msg_free(&m);
+  rc = 0;
+out:
+  fq_client_destroy(&c);
+  fq_buf_free(&req);
+  fq_buf_free(&raw);
+  return rc;
+}
+
+static const char g_cancel_help[] =
+    "usage: fleetq cancel (--id ID | --tenant T --key K) [--endpoint EP] [--json]\n"
+    "\n"
+    "Cancel a command that is still queued.  Once dispatch has started the\n"
+    "daemon answers not_cancellable with the current state (exit 1).\n";
+
+static int cmd_cancel(int argc, char **argv) {
+  qopts_t o;
+  int rc = parse_opts(argc, argv, g_lookup_opts, g_cancel_help, &o);
+  if (rc >= 0) return rc;
+  if ((rc = lookup_args_ok(argv[0], &o)) >= 0) return rc;
+  fq_buf_t req, raw;
+  fq_msg_t m;
+  fq_buf_init(&req, 64 * 1024);
+  fq_buf_init(&raw, FQ_CLIENT_MAX_REPLY);
+  fq_client_t *c = open_client(&o);
+  rc = 1;
+  if (!c || fq_req_lookup(&req, "cancel", o.id, o.tenant, o.key, false, 0)) goto out;
+  if (round_trip(c, &o, &req, &raw, &m)) goto out;
+  if (!o.json) {
+    const msgpack_object *cmd = fq_mp_get(m.root, "command");
+    const char *id, *state;
+    int in = sfield(cmd ? cmd : m.root, "id", &id);
+    int sn = sfield(m.root, "state", &state);
+    if (strcmp(state, "-") == 0) sn = sfield(cmd, "state", &state);
+    if (strcmp(id, "-") == 0 && o.id) in = (int)strlen(id = o.id);
+    printf("%.*s %.*s\n", sn, state, in, id);
+  }
+  fq_msg_free(&m);
+  rc = 0;
+out:
+  fq_client_destroy(&c);
+  fq_buf_free(&req);
+  fq_buf_free(&raw);
+  return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* send                                                                 */
+
+static const int g_send_opts[] = {O_ENDPOINT, O_PUBLISH, O_JSON,  O_TIMEOUT,  O_TENANT,
+                                  O_KEY,      O_ACCOUNT, O_VIN,   O_SITE,     O_COMMAND,
+                                  O_PARAM,    O_PARAMS,  O_TTL,   O_COALESCE, O_WAIT, 0};
+
+static const char g_send_help[] =
+    "usage: fleetq send --tenant T --key K --account A (--vin VIN | --site ID)\n"
+    "                   --command C [--param name=value ...] [--params JSON]\n"
+    "                   [--ttl-ms N] [--coalesce] [--wait] [--timeout S]\n"
+    "                   [--endpoint EP] [--publish EP] [--json]\n"
+    "\n"
+    "Submit one command; the daemon answers once it is durable.  --key is the\n"
+    "idempotency key: sending again with the same key and content returns the\n"
+    "original command (dup).  --param values: true/false are booleans, plain\n"
+    "integers and decimals are numbers, anything else is a string; --params\n"
+    "takes a JSON object (both may be combined).\n"
+    "\n"
+    "--wait subscribes to the command's device first, then submits and follows\n"
+    "its status events until a terminal state (at most --timeout seconds,\n"
+    "default the TTL plus 30 s).  Exit 0 only if it succeeded.\n";
+
+/* Follow a submitted command to its end.  Events are the fast path; a
+ * `get` whenever the publisher has been silent for a while covers events
+ * that were missed (slow subscription, reconnect, dropped at the HWM). */
+static int follow(fq_client_t *c, fq_sub_t *sub, const qopts_t *o, const char *id,
+                  double wait_s) {
+  fq_buf_t topic, body, req, raw;
+  int rc = 1;
+  fq_buf_init(&topic, 4096);
+  fq_buf_init(&body, FQ_CLIENT_MAX_REPLY);
+  fq_buf_init(&req, 4096);
+  fq_buf_init(&raw, FQ_CLIENT_MAX_REPLY);
+  struct timespec t0;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  double last_poll = 0;
+  for (;;) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    double el = (double)(now.tv_sec - t0.tv_sec) + (double)(now.tv_nsec - t0.tv_nsec) / 1e9;
+    if (g_stop) goto out;
+    if (el >= wait_s) {
+      fprintf(stderr, "error: timeout: command %s not finished after %.1f s\n", id, wait_s);
+      goto out;
+    }
+    fq_err_t e;
+    int wait_ms = (int)((wait_s - el) * 1000) + 1;
+    if (wait_ms > 500) wait_ms = 500;
+    int r = sub ? fq_sub_recv(sub, &topic, &body, wait_ms, &e) : -ETIMEDOUT;
+    if (r == 0) {
+      fq_msg_t m;
+      if (fq_msg_decode(&m, body.data, body.len, &e)) continue;
+      if (fq_mp_str_eq(fq_mp_get(m.root, "id"), id)) {
+        const char *st;
+        size_t sn = 0;
+        print_event(m.root, o->json, NULL);
+        if (fq_mp_str(fq_mp_get(m.root, "state"), &st, &sn) && is_terminal(st, sn)) {
+          rc = sn == 9 && memcmp(st, "succeeded", 9) == 0 ? 0 : 1;
+          fq_msg_free(&m);
+          goto out;
+        }
+      }
+      fq_msg_free(&m);
+      continue;
+    }
+    if (r == -EINTR) goto out;
+    if (!sub) {
+      struct timespec ts = {0, 500 * 1000 * 1000};
+      nanosleep(&ts, NULL);
+    }
+    if (el - last_poll < 2.0) continue;
+    last_poll = el;
+    fq_msg_t m;
+    fq_buf_reset(&req);
+    if (fq_req_lookup(&req, "get", id, NULL, NULL, false, 0)) goto out;
+    qopts_t quiet = *o;
+    quiet.json = false;
+    if (round_trip(c, &quiet, &req, &raw, &m)) goto out;
+    const msgpack_object *cmd = fq_mp_get(m.root, "command");
+    const char *st;
+    size_t sn = 0;
+    if (fq_mp_str(fq_mp_get(cmd, "state"), &st, &sn) && is_terminal(st, sn)) {
+      if (o->json) {
+        print_obj_json(cmd);
+      } else {
+        const char *reason;
+        int rn = sfield(cmd, "reason", &reason);
+        printf("%s %.*s%s%.*s\n", id, (int)sn, st, rn > 0 && strcmp(reason, "-") ? ": " : "",
+               strcmp(reason, "-") ? rn : 0, reason);
+      }
+      rc = sn == 9 && memcmp(st, "succeeded", 9) == 0 ? 0 : 1;
+      fq_msg_free(&m);
+      goto out;
+    }
+    fq_msg_free(&m);
+  }
+out:
+  fflush(stdout);
+  fq_buf_free(&topic);
+  fq_buf_free(&body);
+  fq_buf_free(&req);
+  fq_buf_free(&raw);
+  return rc;
+}
+
+static int cmd_send(int argc, char **argv) {
+  qopts_t o;
+  int rc = parse_opts(argc, argv, g_send_opts, g_send_help, &o);
+  if (rc >= 0) return rc;
+  const char *cmdname = argv[0];
+  if (!o.tenant || !o.key || !o.account || !o.command)
+    return usage_err(cmdname, "--tenant, --key, --account and --command are required");
+  if ((o.vin != NULL) == (o.site != 0))
+    return usage_err(cmdname, "give exactly one of --vin and --site");
+
+  fq_buf_t store, req, raw;
+  fq_msg_t m;
+  fq_sub_t *sub = NULL;
+  fq_client_t *c = NULL;
+  fq_pval_t all[FQ_MAX_PARAMS];
+  size_t nall = 0;
+  fq_buf_init(&store, 64 * 1024);
+  fq_buf_init(&req, FQ_CLIENT_MAX_REPLY);
+  fq_buf_init(&raw, FQ_CLIENT_MAX_REPLY);
+  rc = 2;
+  if (o.params_json) {
+    fq_err_t e;
+    if (fq_params_from_json(o.params_json, &store, all, FQ_MAX_PARAMS, &nall, &e)) {
+      usage_err(cmdname, "%s", e.msg);
+      goto out;
+    }
+  }
+  for (size_t i = 0; i < o.nparams; i++) {
+    /* --param overrides a same-named entry of --params. */
+    size_t j = 0;
+    while (j < nall && !(all[j].name_len == o.params[i].name_len &&
+                         memcmp(all[j].name, o.params[i].name, all[j].name_len) == 0))
+      j++;
+    if (j == nall && nall == FQ_MAX_PARAMS) {
+      usage_err(cmdname, "more than 16 parameters");
+      goto out;
+    }
+    all[j] = o.params[i];
+    if (j == nall) nall++;
+  }
+  rc = 1;
+  char topic[256];
+  if (o.vin)
+    snprintf(topic, sizeof topic, "%s/%s", o.tenant, o.vin);
+  else
+    snprintf(topic, sizeof topic, "%s/%" PRIu64, o.tenant, o.site);
+  if (o.wait) {
+    /* Subscribe before submitting, so the first events are not missed. */
+    fq_err_t e;
+    const char *pf[] = {topic};
+    install_signals();
+    sub = fq_sub_new(o.publish, pf, 1, &e);
+    if (!sub) {
+      fprintf(stderr, "error: %s: %s\n", fq_errname(e.code), e.msg);
+      goto out;
+    }
+    if (fq_sub_wait_connected(sub, 2000, &e))
+      fprintf(stderr, "warning: status publisher %s not reached (%s); polling instead\n",
+              o.publish, e.msg);
+  }
+  c = open_client(&o);
+  if (!c) goto out;
+  fq_submit_args_t a = {.tenant = o.tenant, .key = o.key, .account = o.account, .vin = o.vin,
+                        .site = o.site, .command = o.command, .params = all, .nparams = nall,
+                        .ttl_ms = o.ttl_ms, .coalesce = o.coalesce};
+  if (fq_req_submit(&req, &a)) {
+    fprintf(stderr, "error: too_large: request does not fit in %zu bytes\n", req.cap);
+    goto out;
+  }
+  if (round_trip(c, &o, &req, &raw, &m)) goto out;
+  const char *id, *state;
+  bool dup = false;
+  int in = sfield(m.root, "id", &id), sn = sfield(m.root, "state", &state);
+  fq_mp_bool(fq_mp_get(m.root, "dup"), &dup);
+  if (!o.json) printf("%s %.*s %.*s\n", dup ? "duplicate" : "accepted", in, id, sn, state);
+  fflush(stdout);
+  rc = 0;
+  if (o.wait) {
+    char idz[256];
+    snprintf(idz, sizeof idz, "%.*s", in, id);
+    if (is_terminal(state, (size_t)sn)) {
+      rc = strncmp(state, "succeeded", (size_t)sn) == 0 && sn == 9 ? 0 : 1;
+    } else {
+      double wait_s = o.timeout_set ? o.timeout_s
+                                    : (double)(o.ttl_ms ? o.ttl_ms : 60000) / 1000.0 + 30.0;
+      rc = follow(c, sub, &o, idz, wait_s);
+    }
+  }
+  fq_msg_free(&m);
+out:
+  fq_sub_destroy(&sub);
+  fq_client_destroy(&c);
+  fq_buf_free(&store);
+  fq_buf_free(&req);
+  fq_buf_free(&raw);
+  return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* history                                                              */
+
+static const int g_history_opts[] = {O_ENDPOINT, O_JSON,  O_TIMEOUT, O_SHARD,
+                                     O_AFTER,    O_LIMIT, 0};
+
+static const char g_history_help[] =
+    "usage: fleetq history --shard N [--after SEQ] [--limit L] [--endpoint EP] [--json]\n"
+    "\n"
+    "Print the stored status events of one shard with seq > SEQ (default 0),\n"
+    "at most L (default 100, max 1000), then the seq to continue after.\n";
+
+static int cmd_history(int argc, char **argv) {
+  qopts_t o;
+  int rc = parse_opts(argc, argv, g_history_opts, g_history_help, &o);
+  if (rc >= 0) return rc;
+  if (!o.shard_set) return usage_err(argv[0], "--shard is required");
+  fq_buf_t req, raw;
+  fq_msg_t m;
+  fq_buf_init(&req, 4096);
+  fq_buf_init(&raw, FQ_CLIENT_MAX_REPLY);
+  fq_client_t *c = open_client(&o);
+  rc = 1;
+  if (!c || fq_req_history(&req, (uint32_t)o.shard, o.after, (uint32_t)o.limit, false, 0))
+    goto out;
+  if (round_trip(c, &o, &req, &raw, &m)) goto out;
+  if (!o.json) {
+    const msgpack_object *evs = fq_mp_get(m.root, "events");
+    int64_t next = 0;
+    if (evs && evs->type == MSGPACK_OBJECT_ARRAY)
+      for (uint32_t i = 0; i < evs->via.array.size; i++)
+        print_event(&evs->via.array.ptr[i], false, NULL);
+    if (fq_mp_int(fq_mp_get(m.root, "next"), &next)) printf("next %" PRId64 "\n", next);
+  }
+  fq_msg_free(&m);
+  rc = 0;
+out:
+  fq_client_destroy(&c);
+  fq_buf_free(&req);
+  fq_buf_free(&raw);
+  return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* watch                                                                */
+
+static const int g_watch_opts[] = {O_ENDPOINT, O_PUBLISH, O_JSON, O_TIMEOUT, O_TENANT,
+                                   O_DEVICE,   O_COUNT,   O_FILL, 0};
+
+static const char g_watch_help[] =
+    "usage: fleetq watch [--tenant T [--device VIN|SITE]] [--count N] [--timeout S]\n"
+    "                    [--fill] [--publish EP] [--endpoint EP] [--json]\n"
+    "\n"
+    "Print status events as they are published, one per line: time,\n"
+    "tenant/device, command, prev -> state, reason.  Sequence gaps within a\n"
+    "shard are reported on stderr; with --fill the missing events are fetched\n"
+    "with `history` from --endpoint and printed (marked \"(filled)\").\n"
+    "Stops after N events (exit 0) or after S seconds (exit 0 without\n"
+    "--count, 1 if fewer than N events arrived), or on Ctrl-C.\n";
+
+/* Last seq seen per shard; a shard beyond the table is not tracked. */
+#define WATCH_MAX_SHARDS 4096
+
+typedef struct watch_state {
+  const qopts_t *o;
+  const char *prefix;
+  fq_client_t *c;
+  uint64_t last[WATCH_MAX_SHARDS];
+  bool seen[WATCH_MAX_SHARDS];
+  uint64_t printed;
+} watch_state_t;
+
+static bool event_matches(const msgpack_object *ev, const char *prefix) {
+  char dev[512];
+  device_of(ev, dev, sizeof dev, true);
+  return strncmp(dev, prefix, strlen(prefix)) == 0;
+}
+
+/* Fetch events (after, upto) of a shard with history and print the ones
+ * that match the watch filter. */
+static void watch_fill(watch_state_t *w, uint32_t shard, uint64_t after, uint64_t upto) {
+  fq_buf_t req, raw;
+  fq_buf_init(&req, 4096);
+  fq_buf_init(&raw, FQ_CLIENT_MAX_REPLY);
+  if (!w->c) w->c = open_client(w->o);
+  qopts_t quiet = *w->o;
+  quiet.json = false;
+  while (w->c && after + 1 < upto && !g_stop) {
+    fq_msg_t m;
+    uint64_t want = upto - after - 1;
+    fq_buf_reset(&req);
+    if (fq_req_history(&req, shard, after, (uint32_t)(want > 1000 ? 1000 : want), false, 0))
+      break;
+    if (round_trip(w->c, &quiet, &req, &raw, &m)) break;
+    const msgpack_object *evs = fq_mp_get(m.root, "events");
+    uint64_t before = after;
+    if (evs && evs->type == MSGPACK_OBJECT_ARRAY) {
+      for (uint32_t i = 0; i < evs->via.array.size; i++) {
+        const msgpack_object *ev = &evs->via.array.ptr[i];
+        int64_t seq = 0;
+        if (!fq_mp_int(fq_mp_get(ev, "seq"), &seq) || (uint64_t)seq >= upto) continue;
+        if ((uint64_t)seq > after) after = (uint64_t)seq;
+        if (event_matches(ev, w->prefix) &&
+            (w->o->count == 0 || w->printed < w->o->count)) {
+          print_event(ev, w->o->json, "(filled)");
+          w->printed++;
+        }
+      }
+    }
+    fq_msg_free(&m);
+    if (after == before) {
+      fprintf(stderr, "watch: history of shard %u has nothing after %" PRIu64 "\n", shard, after);
+      break;
+    }
+  }
+  fq_buf_free(&req);
+  fq_buf_free(&raw);
+}
+
+static int cmd_watch(int argc, char **argv) {
+  qopts_t o;
+  int rc = parse_opts(argc, argv, g_watch_opts, g_watch_help, &o);
+  if (rc >= 0) return rc;
+  if (o.device && !o.tenant)
+    return usage_err(argv[0], "--device needs --tenant (topics are tenant/device)");
+  char prefix[512];
+  snprintf(prefix, sizeof prefix, "%s%s%s", o.tenant ? o.tenant : "", o.tenant ? "/" : "",
+           o.device ? o.device : "");
+  watch_state_t *w = calloc(1, sizeof *w);
+  fq_buf_t topic, body;
+  fq_err_t e;
+  if (!w) return 1;
+  w->o = &o;
+  w->prefix = prefix;
+  fq_buf_init(&topic, 4096);
+  fq_buf_init(&body, FQ_CLIENT_MAX_REPLY);
+  install_signals();
+  const char *pf[] = {prefix};
+  fq_sub_t *sub = fq_sub_new(o.publish, pf, 1, &e);
+  rc = 1;
+  if (!sub) {
+    fprintf(stderr, "error: %s: %s\n", fq_errname(e.code), e.msg);
+    goto out;
+  }
+  struct timespec t0;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  for (;;) {
+    if (o.count && w->printed >= o.count) {
+      rc = 0;
+      break;
+    }
+    int wait_ms = -1;
+    if (o.timeout_set) {
+      struct timespec now;
+      clock_gettime(CLOCK_MONOTONIC, &now);
+      double el = (double)(now.tv_sec - t0.tv_sec) + (double)(now.tv_nsec - t0.tv_nsec) / 1e9;
+      if (el >= o.timeout_s) {
+        if (o.count) {
+          fprintf(stderr, "watch: timeout after %.1f s with %" PRIu64 " of %" PRIu64 " events\n",
+                  o.timeout_s, w->printed, o.count);
+          rc = 1;
+        } else {
+          rc = 0;
+        }
+        break;
+      }
+      wait_ms = (int)((o.timeout_s - el) * 1000) + 1;
+    }
+    int r = fq_sub_recv(sub, &topic, &body, wait_ms, &e);
+    if (g_stop || r == -EINTR) {
+      rc = 0;
+      break;
+    }
+    if (r == -ETIMEDOUT) continue;
+    if (r) {
+      fprintf(stderr, "watch: dropped a malformed event: %s\n", e.msg);
+      continue;
+    }
+    fq_msg_t m;
+    if (fq_msg_decode(&m, body.data, body.len, &e)) {
+      fprintf(stderr, "watch: dropped a malformed event: %s\n", e.msg);
+      continue;
+    }
+    int64_t shard = -1, seq = -1;
+    if (fq_mp_int(fq_mp_get(m.root, "shard"), &shard) &&
+        fq_mp_int(fq_mp_get(m.root, "seq"), &seq) && shard >= 0 && shard < WATCH_MAX_SHARDS &&
+        seq >= 0) {
+      uint64_t s = (uint64_t)seq;
+      if (w->seen[shard] && s > w->last[shard] + 1) {
+        /* The PUB socket drops at its high-water mark and a SUB that was
+         * reconnecting misses what was sent meanwhile: say so, and fetch
+         * the missing range on request. */
+        fprintf(stderr, "watch: gap in shard %" PRId64 ": events %" PRIu64 "..%" PRIu64
+                        " missed%s\n",
+                shard, w->last[shard] + 1, s - 1, o.fill ? ", fetching them" : "");
+        if (o.fill) watch_fill(w, (uint32_t)shard, w->last[shard], s);
+      }
+      if (!w->seen[shard] || s > w->last[shard]) w->last[shard] = s;
+      w->seen[shard] = true;
+    }
+    if (!o.count || w->printed < o.count) {
+      print_event(m.root, o.json, NULL);
+      w->printed++;
+    }
+    fq_msg_free(&m);
+  }
+out:
+  fq_sub_destroy(&sub);
+  fq_client_destroy(&w->c);
+  fq_buf_free(&topic);
+  fq_buf_free(&body);
+  free(w);
+  return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* ping                                                                 */
+
+static const int g_ping_opts[] = {O_ENDPOINT, O_JSON, O_TIMEOUT, 0};
+
+static const char g_ping_help[] =
+    "usage: fleetq ping [--endpoint EP] [--json] [--timeout S]\n"
+    "\n"
+    "Check that the daemon answers; prints its version and shard count.\n";
+
+static int cmd_ping(int argc, char **argv) {
+  qopts_t o;
+  int rc = parse_opts(argc, argv, g_ping_opts, g_ping_help, &o);
+  if (rc >= 0) return rc;
+  fq_buf_t req, raw;
+  fq_msg_t m;
+  fq_buf_init(&req, 256);
+  fq_buf_init(&raw, FQ_CLIENT_MAX_REPLY);
+  fq_client_t *c = open_client(&o);
+  rc = 1;
+  if (!c || fq_req_ping(&req, false, 0)) goto out;
+  if (round_trip(c, &o, &req, &raw, &m)) goto out;
+  if (!o.json) {
+    const char *ver;
+    int vn = sfield(m.root, "version", &ver);
+    int64_t shards = 0;
+    fq_mp_int(fq_mp_get(m.root, "shards"), &shards);
+    printf("ok %s version %.*s shards %" PRId64 "\n", o.endpoint, vn, ver, shards);
+  }
+  fq_msg_free(&m);
+  rc = 0;
+out:
+  fq_client_destroy(&c);
+  fq_buf_free(&req);
+  fq_buf_free(&raw);
+  return rc;
+}
+
+FQ_CLI_COMMAND("send", cmd_send, "submit a command (optionally --wait for its outcome)")
+FQ_CLI_COMMAND("get", cmd_get, "show a command, its state and transitions")
+FQ_CLI_COMMAND("cancel", cmd_cancel, "cancel a command that is still queued")
+FQ_CLI_COMMAND("watch", cmd_watch, "print status events as they happen")
+FQ_CLI_COMMAND("history", cmd_history, "print the stored events of one shard")
+FQ_CLI_COMMAND("ping", cmd_ping, "check that the daemon answers")

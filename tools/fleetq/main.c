@@ -1,0 +1,103 @@
+/*
+ * fleetq: the command-line client of fleetqd.  This file only dispatches:
+ * each subcommand lives in a tools/fleetq/cmd_*.c file and registers itself
+ * with FQ_CLI_COMMAND (cli.h) before main() runs.
+ *
+ * Exit status: 0 success, 1 the request failed (daemon error, timeout),
+ * 2 usage error (unknown subcommand, bad option).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+#define FQ_CLI_MAX_COMMANDS 64
+
+typedef struct cli_entry {
+  const char *name;
+  fq_cli_fn fn;
+  const char *summary;
+} cli_entry_t;
+
+/* Filled by constructors before main(), read-only afterwards. */
+static cli_entry_t g_cmds[FQ_CLI_MAX_COMMANDS];
+static size_t g_ncmds;
+
+void fq_cli_register(const char *name, fq_cli_fn fn, const char *summary) {
+  if (g_ncmds == FQ_CLI_MAX_COMMANDS) {
+    /* A programming error in the build, not a runtime condition. */
+    fprintf(stderr, "fleetq: too many subcommands (raise FQ_CLI_MAX_COMMANDS)\n");
+    abort();
+  }
+  g_cmds[g_ncmds].name = name;
+  g_cmds[g_ncmds].fn = fn;
+  g_cmds[g_ncmds].summary = summary;
+  g_ncmds++;
+}
+
+static int cmp_entry(const void *a, const void *b) {
+  return strcmp(((const cli_entry_t *)a)->name, ((const cli_entry_t *)b)->name);
+}
+
+static const cli_entry_t *find_cmd(const char *name) {
+  for (size_t i = 0; i < g_ncmds; i++)
+    if (strcmp(g_cmds[i].name, name) == 0) return &g_cmds[i];
+  return NULL;
+}
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "usage: fleetq <command> [options]\n"
+          "       fleetq help <command>   (or: fleetq <command> --help)\n"
+          "\n"
+          "commands:\n");
+  for (size_t i = 0; i < g_ncmds; i++)
+    fprintf(f, "  %-10s %s\n", g_cmds[i].name, g_cmds[i].summary ? g_cmds[i].summary : "");
+  fprintf(f,
+          "\n"
+          "Exit status: 0 success, 1 the request failed, 2 usage error.\n"
+          "The daemon's request endpoint defaults to %s, its status\n"
+          "publisher to %s.\n",
+          FQ_CLI_DEFAULT_ENDPOINT, FQ_CLI_DEFAULT_PUBLISH);
+}
+
+static int unknown(const char *name) {
+  fprintf(stderr, "fleetq: unknown command '%s' (run 'fleetq --help' for the list)\n", name);
+  return 2;
+}
+
+int main(int argc, char **argv) {
+  qsort(g_cmds, g_ncmds, sizeof g_cmds[0], cmp_entry);
+  if (argc < 2) {
+    usage(stderr);
+    return 2;
+  }
+  const char *name = argv[1];
+  if (strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0) {
+    usage(stdout);
+    return 0;
+  }
+  if (strcmp(name, "--version") == 0) {
+    printf("fleetq %s\n", FQ_VERSION);
+    return 0;
+  }
+  if (strcmp(name, "help") == 0) {
+    if (argc < 3) {
+      usage(stdout);
+      return 0;
+    }
+    const cli_entry_t *e = find_cmd(argv[2]);
+    if (!e) return unknown(argv[2]);
+    char *hargv[] = {(char *)e->name, (char *)"--help", NULL};
+    return e->fn(2, hargv);
+  }
+  if (name[0] == '-') {
+    fprintf(stderr, "fleetq: expected a command before '%s'\n", name);
+    usage(stderr);
+    return 2;
+  }
+  const cli_entry_t *e = find_cmd(name);
+  if (!e) return unknown(name);
+  return e->fn(argc - 1, argv + 1);
+}
