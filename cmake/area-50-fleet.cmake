@@ -1,0 +1,16 @@
+# Fleet area: the building blocks of dispatch (HTTP client on a curl multi
+# handle, JWT claims, the encrypted account store, OAuth refresh, rate
+# limits, Fleet API response classification), their unit tests and the
+# libcurl-multi benchmark.
+if(FQ_PASS STREQUAL "sources")
+  list(APPEND FQ_LIB_SOURCES
+    ${CMAKE_SOURCE_DIR}/src/http.c
+  )
+else()
+  fq_unit_test(test_http ${CMAKE_SOURCE_DIR}/tests/unit/test_http.c)
+  # The HTTPS tests make a throwaway CA with the openssl CLI.
+  find_program(FQ_OPENSSL openssl)
+  if(FQ_OPENSSL)
+    set_property(TEST test_http APPEND PROPERTY ENVIRONMENT "FQ_OPENSSL=${FQ_OPENSSL}")
+  endif()
+endif()

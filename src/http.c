@@ -1,0 +1,615 @@
+/*
+ * The shard's HTTP client: one libcurl multi handle driven through
+ * curl_multi_socket_action(), with curl's sockets and timer handed to the
+ * owner's zmq_poll().  See http.h for the policy and the thread rules.
+ *
+ * Whether a failed request "may have been sent" decides between a safe
+ * retry and an unknown outcome, so it is tracked directly: a POST body is
+ * fed to curl through a read callback, and the first time curl asks for it
+ * the request is considered sent.  curl silently re-sends a request when a
+ * reused connection turns out dead; for a body that was already handed over
+ * the rewind is refused, so a command can never go out twice behind our
+ * back (the transfer ends as an unknown outcome instead).
+ */
+#include "http.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+#define TOKEN_MAX 16384 /* an access token longer than this is refused */
+
+typedef struct xfer {
+  CURL *easy;
+  fq_http_t *h;
+  uint64_t id;            /* 0 when the slot is free */
+  uint32_t gen;
+  uint32_t next_free;     /* free list link (slot index + 1, 0 = end) */
+  fq_http_cb cb;
+  void *ud;
+  struct curl_slist *hdrs;
+  uint8_t *req_body;
+  size_t req_len, req_off;
+  bool is_post;
+  bool body_read;         /* curl asked for the body: it may be on the wire */
+  bool truncated;
+  fq_buf_t resp;
+  int64_t start_ns;
+} xfer_t;
+
+typedef struct sock {
+  curl_socket_t fd;
+  short events;
+} sock_t;
+
+struct fq_http {
+  CURLM *multi;
+  fq_http_opts_t o;
+  char *user_agent;
+  STACK_OF(X509) *extra_ca;
+  xfer_t *slots;
+  uint32_t free_head;     /* slot index + 1, 0 = none free */
+  unsigned inflight;
+  sock_t *socks;
+  int nsocks, socks_alloc;
+  int64_t timer_deadline_ns; /* -1 = no timer */
+  fq_err_t *cb_err;       /* where the socket callback records ENOMEM */
+};
+
+static pthread_once_t global_once = PTHREAD_ONCE_INIT;
+static CURLcode global_rc = CURLE_OK;
+
+static void global_init(void) { global_rc = curl_global_init(CURL_GLOBAL_DEFAULT); }
+
+const char *fq_http_outcome_name(fq_http_outcome_t o) {
+  switch (o) {
+    case FQ_HTTP_COMPLETE: return "complete";
+    case FQ_HTTP_NOT_SENT: return "not_sent";
+    case FQ_HTTP_UNKNOWN: return "unknown";
+    case FQ_HTTP_TRUNCATED: return "truncated";
+  }
+  return "?";
+}
+
+/* ---- curl callbacks ---------------------------------------------------- */
+
+/* Track curl's sockets in a dense array; curl_multi_assign() keeps each
+ * socket's array index (+1) so updates and removals are O(1). */
+static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp) {
+  fq_http_t *h = userp;
+  (void)easy;
+  uintptr_t idx1 = (uintptr_t)socketp;
+  if (what == CURL_POLL_REMOVE) {
+    if (idx1 == 0 || idx1 > (uintptr_t)h->nsocks) return 0;
+    int i = (int)idx1 - 1;
+    int last = h->nsocks - 1;
+    if (i != last) {
+      h->socks[i] = h->socks[last];
+      curl_multi_assign(h->multi, h->socks[i].fd, (void *)(uintptr_t)(i + 1));
+    }
+    h->nsocks--;
+    return 0;
+  }
+  short ev = 0;
+  if (what == CURL_POLL_IN || what == CURL_POLL_INOUT) ev |= ZMQ_POLLIN;
+  if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT) ev |= ZMQ_POLLOUT;
+  if (idx1 != 0 && idx1 <= (uintptr_t)h->nsocks && h->socks[idx1 - 1].fd == s) {
+    h->socks[idx1 - 1].events = ev;
+    return 0;
+  }
+  if (h->nsocks == h->socks_alloc) {
+    int na = h->socks_alloc ? h->socks_alloc * 2 : 64;
+    sock_t *ns = realloc(h->socks, (size_t)na * sizeof *ns);
+    if (!ns) return -1; /* curl fails the transfer with an error */
+    h->socks = ns;
+    h->socks_alloc = na;
+  }
+  h->socks[h->nsocks].fd = s;
+  h->socks[h->nsocks].events = ev;
+  h->nsocks++;
+  curl_multi_assign(h->multi, s, (void *)(uintptr_t)h->nsocks);
+  return 0;
+}
+
+static int on_timer(CURLM *multi, long timeout_ms, void *userp) {
+  fq_http_t *h = userp;
+  (void)multi;
+  h->timer_deadline_ns = timeout_ms < 0 ? -1 : fq_mono_ns() + (int64_t)timeout_ms * 1000000;
+  return 0;
+}
+
+static size_t on_write(char *p, size_t size, size_t nmemb, void *ud) {
+  xfer_t *x = ud;
+  size_t n = size * nmemb;
+  if (x->resp.len + n > x->h->o.max_body) {
+    x->truncated = true;
+    return 0; /* aborts the transfer with CURLE_WRITE_ERROR */
+  }
+  if (fq_buf_append(&x->resp, p, n) != 0) return 0;
+  return n;
+}
+
+static size_t on_read(char *p, size_t size, size_t nmemb, void *ud) {
+  xfer_t *x = ud;
+  size_t room = size * nmemb, left = x->req_len - x->req_off;
+  size_t n = left < room ? left : room;
+  x->body_read = true;
+  memcpy(p, x->req_body + x->req_off, n);
+  x->req_off += n;
+  return n;
+}
+
+/* curl wants to send the request again on a new connection.  Only allowed
+ * while no byte of the body was handed over: once it was, the server may
+ * have the command, and a silent second copy is exactly what must not
+ * happen. */
+static int on_seek(void *ud, curl_off_t off, int origin) {
+  xfer_t *x = ud;
+  if (off != 0 || origin != SEEK_SET || x->body_read) return CURL_SEEKFUNC_FAIL;
+  x->req_off = 0;
+  return CURL_SEEKFUNC_OK;
+}
+
+/* Add the extra CA certificates to this connection's trust store, on top
+ * of the system store curl already loaded.  Adding a certificate that is
+ * already present is harmless. */
+static CURLcode on_ssl_ctx(CURL *easy, void *sslctx, void *ud) {
+  fq_http_t *h = ud;
+  (void)easy;
+  X509_STORE *st = SSL_CTX_get_cert_store((SSL_CTX *)sslctx);
+  if (!st) return CURLE_SSL_CERTPROBLEM;
+  for (int i = 0; i < sk_X509_num(h->extra_ca); i++) X509_STORE_add_cert(st, sk_X509_value(h->extra_ca, i));
+  ERR_clear_error();
+  return CURLE_OK;
+}
+
+/* ---- life cycle -------------------------------------------------------- */
+
+static int load_ca(fq_http_t *h, const char *path, fq_err_t *err) {
+  int rc = 0;
+  BIO *bio = BIO_new_file(path, "r");
+  if (!bio) return fq_errf(err, FQ_ECONFIG, "CA file %s: cannot open", path);
+  h->extra_ca = sk_X509_new_null();
+  if (!h->extra_ca) {
+    rc = -ENOMEM;
+    goto out;
+  }
+  X509 *c;
+  while ((c = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
+    if (!sk_X509_push(h->extra_ca, c)) {
+      X509_free(c);
+      rc = -ENOMEM;
+      goto out;
+    }
+    if (sk_X509_num(h->extra_ca) > 64) {
+      rc = fq_errf(err, FQ_ECONFIG, "CA file %s: more than 64 certificates", path);
+      goto out;
+    }
+  }
+  ERR_clear_error(); /* the loop ends on a "no start line" error */
+  if (sk_X509_num(h->extra_ca) == 0)
+    rc = fq_errf(err, FQ_ECONFIG, "CA file %s: no PEM certificate in it", path);
+out:
+  BIO_free(bio);
+  return rc;
+}
+
+fq_http_t *fq_http_new(const fq_http_opts_t *opts, fq_err_t *err) {
+  fq_http_t *h = NULL;
+  pthread_once(&global_once, global_init);
+  if (global_rc != CURLE_OK) {
+    fq_errf(err, FQ_EHTTP, "curl_global_init: %s", curl_easy_strerror(global_rc));
+    return NULL;
+  }
+  h = calloc(1, sizeof *h);
+  if (!h) goto nomem;
+  if (opts) h->o = *opts;
+  if (h->o.connect_timeout_ms <= 0) h->o.connect_timeout_ms = 5000;
+  if (h->o.total_timeout_ms <= 0) h->o.total_timeout_ms = 30000;
+  if (h->o.low_speed_limit <= 0) h->o.low_speed_limit = 1;
+  if (h->o.low_speed_time_s <= 0) h->o.low_speed_time_s = 20;
+  if (h->o.max_body == 0) h->o.max_body = 1u << 20;
+  if (h->o.max_inflight == 0) h->o.max_inflight = 1024;
+  if (h->o.dns_cache_s <= 0) h->o.dns_cache_s = 30;
+  h->user_agent = strdup(h->o.user_agent ? h->o.user_agent : "fleetq/" FQ_VERSION);
+  if (!h->user_agent) goto nomem;
+  h->o.user_agent = h->user_agent;
+  h->o.ca_file = NULL; /* not kept: the certificates are loaded now */
+  h->timer_deadline_ns = -1;
+  if (opts && opts->ca_file && load_ca(h, opts->ca_file, err) != 0) goto fail;
+
+  h->slots = calloc(h->o.max_inflight, sizeof *h->slots);
+  if (!h->slots) goto nomem;
+  for (uint32_t i = 0; i < h->o.max_inflight; i++) {
+    h->slots[i].h = h;
+    h->slots[i].next_free = i + 2 <= h->o.max_inflight ? i + 2 : 0;
+  }
+  h->free_head = 1;
+
+  h->multi = curl_multi_init();
+  if (!h->multi) {
+    fq_errf(err, FQ_EHTTP, "curl_multi_init failed");
+    goto fail;
+  }
+  curl_multi_setopt(h->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+  curl_multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h);
+  curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, on_timer);
+  curl_multi_setopt(h->multi, CURLMOPT_TIMERDATA, h);
+  curl_multi_setopt(h->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
+  /* Keep enough idle connections that a burst does not reconnect. */
+  curl_multi_setopt(h->multi, CURLMOPT_MAXCONNECTS, (long)h->o.max_inflight);
+  if (h->o.max_host_conns)
+    curl_multi_setopt(h->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)h->o.max_host_conns);
+  return h;
+
+nomem:
+  fq_errf(err, -ENOMEM, "out of memory");
+fail:
+  fq_http_destroy(&h);
+  return NULL;
+}
+
+static void xfer_release(fq_http_t *h, xfer_t *x) {
+  if (x->easy) {
+    curl_multi_remove_handle(h->multi, x->easy);
+    curl_easy_cleanup(x->easy);
+    x->easy = NULL;
+  }
+  /* The header list holds the bearer token: wipe before freeing. */
+  for (struct curl_slist *s = x->hdrs; s; s = s->next)
+    if (s->data) OPENSSL_cleanse(s->data, strlen(s->data));
+  curl_slist_free_all(x->hdrs);
+  x->hdrs = NULL;
+  free(x->req_body);
+  x->req_body = NULL;
+  fq_buf_free(&x->resp);
+  x->id = 0;
+  x->cb = NULL;
+  x->next_free = h->free_head;
+  h->free_head = (uint32_t)(x - h->slots) + 1;
+  h->inflight--;
+}
+
+void fq_http_destroy(fq_http_t **hp) {
+  if (!hp || !*hp) return;
+  fq_http_t *h = *hp;
+  if (h->slots) {
+    for (uint32_t i = 0; i < h->o.max_inflight; i++)
+      if (h->slots[i].id) xfer_release(h, &h->slots[i]);
+  }
+  if (h->multi) curl_multi_cleanup(h->multi);
+  if (h->extra_ca) sk_X509_pop_free(h->extra_ca, X509_free);
+  free(h->slots);
+  free(h->socks);
+  free(h->user_agent);
+  free(h);
+  *hp = NULL;
+}
+
+/* ---- requests ---------------------------------------------------------- */
+
+static xfer_t *find(fq_http_t *h, uint64_t id) {
+  uint32_t slot1 = (uint32_t)(id & 0xffffffffu);
+  if (slot1 == 0 || slot1 > h->o.max_inflight) return NULL;
+  xfer_t *x = &h->slots[slot1 - 1];
+  return x->id == id ? x : NULL;
+}
+
+static int setup_easy(fq_http_t *h, xfer_t *x, const fq_http_req_t *req, fq_err_t *err) {
+  CURL *e = x->easy;
+  char hdr[64];
+  struct curl_slist *l;
+  int rc = 0;
+
+#define ADD_HDR(str)                         \
+  do {                                       \
+    l = curl_slist_append(x->hdrs, (str));   \
+    if (!l) {                                \
+      rc = fq_errf(err, -ENOMEM, "out of memory"); \
+      goto out;                              \
+    }                                        \
+    x->hdrs = l;                             \
+  } while (0)
+
+  ADD_HDR("Accept: application/json");
+  ADD_HDR("Expect:"); /* no 100-continue round trip */
+  if (req->method == FQ_HTTP_POST) {
+    snprintf(hdr, sizeof hdr, "Content-Type: %s",
+             req->content_type ? req->content_type : "application/json");
+    if (strlen(hdr) >= sizeof hdr - 1 || strpbrk(hdr, "\r\n")) {
+      rc = fq_errf(err, FQ_EBADPARAM, "content type too long or not one line");
+      goto out;
+    }
+    ADD_HDR(hdr);
+  }
+  if (req->bearer) {
+    size_t tl = strnlen(req->bearer, TOKEN_MAX + 1);
+    if (tl > TOKEN_MAX) {
+      rc = fq_errf(err, FQ_ETOOLARGE, "access token longer than %d bytes", TOKEN_MAX);
+      goto out;
+    }
+    if (strpbrk(req->bearer, "\r\n")) {
+      rc = fq_errf(err, FQ_EBADPARAM, "access token contains a line break");
+      goto out;
+    }
+    char *auth = malloc(tl + 32);
+    if (!auth) {
+      rc = fq_errf(err, -ENOMEM, "out of memory");
+      goto out;
+    }
+    memcpy(auth, "Authorization: Bearer ", 22);
+    memcpy(auth + 22, req->bearer, tl + 1);
+    l = curl_slist_append(x->hdrs, auth);
+    OPENSSL_cleanse(auth, tl + 22);
+    free(auth);
+    if (!l) {
+      rc = fq_errf(err, -ENOMEM, "out of memory");
+      goto out;
+    }
+    x->hdrs = l;
+  }
+#undef ADD_HDR
+
+  curl_easy_setopt(e, CURLOPT_URL, req->url);
+  curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(e, CURLOPT_VERBOSE, 0L);
+  curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
+  curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
+  if (h->extra_ca) {
+    curl_easy_setopt(e, CURLOPT_SSL_CTX_FUNCTION, on_ssl_ctx);
+    curl_easy_setopt(e, CURLOPT_SSL_CTX_DATA, h);
+  }
+  curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+  curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
+  curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+  curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+  curl_easy_setopt(e, CURLOPT_DNS_CACHE_TIMEOUT, h->o.dns_cache_s);
+  curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, h->o.connect_timeout_ms);
+  curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, req->timeout_ms > 0 ? req->timeout_ms : h->o.total_timeout_ms);
+  curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, h->o.low_speed_limit);
+  curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, h->o.low_speed_time_s);
+  curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)h->o.max_body);
+  curl_easy_setopt(e, CURLOPT_USERAGENT, h->user_agent);
+  curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->hdrs);
+  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
+  curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
+  curl_easy_setopt(e, CURLOPT_PRIVATE, x);
+  if (req->method == FQ_HTTP_POST) {
+    curl_easy_setopt(e, CURLOPT_POST, 1L);
+    if (req->body_len == 0) {
+      curl_easy_setopt(e, CURLOPT_POSTFIELDS, "");
+      curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)0);
+    } else {
+      curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+      curl_easy_setopt(e, CURLOPT_READFUNCTION, on_read);
+      curl_easy_setopt(e, CURLOPT_READDATA, x);
+      curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, on_seek);
+      curl_easy_setopt(e, CURLOPT_SEEKDATA, x);
+    }
+  } else {
+    curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+  }
+out:
+  return rc;
+}
+
+int fq_http_request(fq_http_t *h, const fq_http_req_t *req, fq_http_cb cb, void *ud,
+                    uint64_t *id, fq_err_t *err) {
+  int rc = 0;
+  xfer_t *x = NULL;
+  if (!req || !req->url || !cb)
+    return fq_errf(err, FQ_EBADPARAM, "request needs a URL and a callback");
+  if (strncmp(req->url, "https://", 8) != 0 && strncmp(req->url, "http://", 7) != 0)
+    return fq_errf(err, FQ_EBADPARAM, "URL must start with https:// or http://");
+  if (strlen(req->url) > 4096) return fq_errf(err, FQ_EBADPARAM, "URL longer than 4096 bytes");
+  if (h->free_head == 0)
+    return fq_errf(err, FQ_EBUSY, "%u HTTP requests already in flight", h->o.max_inflight);
+
+  x = &h->slots[h->free_head - 1];
+  h->free_head = x->next_free;
+  h->inflight++;
+  x->gen++;
+  x->id = ((uint64_t)x->gen << 32) | (uint64_t)(x - h->slots + 1);
+  x->cb = cb;
+  x->ud = ud;
+  x->is_post = req->method == FQ_HTTP_POST;
+  x->body_read = false;
+  x->truncated = false;
+  x->req_off = 0;
+  x->req_len = 0;
+  fq_buf_init(&x->resp, h->o.max_body + 1);
+  if (x->is_post && req->body_len) {
+    x->req_body = malloc(req->body_len);
+    if (!x->req_body) {
+      rc = fq_errf(err, -ENOMEM, "out of memory");
+      goto out;
+    }
+    memcpy(x->req_body, req->body, req->body_len);
+    x->req_len = req->body_len;
+  }
+  x->easy = curl_easy_init();
+  if (!x->easy) {
+    rc = fq_errf(err, -ENOMEM, "curl_easy_init failed");
+    goto out;
+  }
+  if ((rc = setup_easy(h, x, req, err)) != 0) goto out;
+  x->start_ns = fq_mono_ns();
+  CURLMcode mc = curl_multi_add_handle(h->multi, x->easy);
+  if (mc != CURLM_OK) {
+    rc = fq_errf(err, FQ_EHTTP, "curl_multi_add_handle: %s", curl_multi_strerror(mc));
+    goto out;
+  }
+  *id = x->id;
+out:
+  if (rc != 0) xfer_release(h, x);
+  return rc;
+}
+
+int fq_http_post_json(fq_http_t *h, const char *url, const char *bearer, const void *body,
+                      size_t len, fq_http_cb cb, void *ud, uint64_t *id, fq_err_t *err) {
+  fq_http_req_t r = {.method = FQ_HTTP_POST, .url = url, .bearer = bearer,
+                     .content_type = "application/json", .body = body, .body_len = len};
+  return fq_http_request(h, &r, cb, ud, id, err);
+}
+
+int fq_http_get(fq_http_t *h, const char *url, const char *bearer, fq_http_cb cb, void *ud,
+                uint64_t *id, fq_err_t *err) {
+  fq_http_req_t r = {.method = FQ_HTTP_GET, .url = url, .bearer = bearer};
+  return fq_http_request(h, &r, cb, ud, id, err);
+}
+
+int fq_http_cancel(fq_http_t *h, uint64_t id) {
+  xfer_t *x = find(h, id);
+  if (!x) return FQ_ENOTFOUND;
+  xfer_release(h, x);
+  return 0;
+}
+
+unsigned fq_http_inflight(const fq_http_t *h) { return h->inflight; }
+
+/* ---- poll integration -------------------------------------------------- */
+
+int fq_http_nfds(const fq_http_t *h) { return h->nsocks; }
+
+int fq_http_fds(const fq_http_t *h, zmq_pollitem_t *items, int max) {
+  for (int i = 0; i < h->nsocks && i < max; i++) {
+    items[i].socket = NULL;
+    items[i].fd = h->socks[i].fd;
+    items[i].events = h->socks[i].events;
+    items[i].revents = 0;
+  }
+  return h->nsocks;
+}
+
+long fq_http_timeout_ms(const fq_http_t *h) {
+  if (h->timer_deadline_ns < 0) return -1;
+  int64_t left = h->timer_deadline_ns - fq_mono_ns();
+  if (left <= 0) return 0;
+  return (long)((left + 999999) / 1000000);
+}
+
+static void copy_header(CURL *e, const char *name, char *out) {
+  struct curl_header *hh = NULL;
+  out[0] = 0;
+  if (curl_easy_header(e, name, 0, CURLH_HEADER, -1, &hh) == CURLHE_OK && hh && hh->value)
+    snprintf(out, FQ_HTTP_HDR_MAX, "%s", hh->value);
+}
+
+static void finish(fq_http_t *h, xfer_t *x, CURLcode code) {
+  fq_http_resp_t *r = calloc(1, sizeof *r);
+  static const uint8_t empty[1] = {0};
+  fq_http_cb cb = x->cb;
+  void *ud = x->ud;
+  long status = 0;
+  fq_http_resp_t local;
+  if (!r) { /* stay correct without the heap: the struct fits the stack too */
+    memset(&local, 0, sizeof local);
+    r = &local;
+  }
+  curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
+  r->id = x->id;
+  r->status = status;
+  r->curl_code = (int)code;
+  r->elapsed_us = (fq_mono_ns() - x->start_ns) / 1000;
+  if (code == CURLE_OK) {
+    r->outcome = FQ_HTTP_COMPLETE;
+  } else if (x->truncated || code == CURLE_FILESIZE_EXCEEDED) {
+    r->outcome = FQ_HTTP_TRUNCATED;
+    fq_errf(&r->err, FQ_ETOOLARGE, "response body larger than %zu bytes (truncated)",
+            h->o.max_body);
+  } else {
+    bool sent;
+    if (x->is_post && x->req_len) {
+      sent = x->body_read;
+    } else {
+      curl_off_t pre = 0;
+      curl_easy_getinfo(x->easy, CURLINFO_PRETRANSFER_TIME_T, &pre);
+      sent = pre > 0;
+    }
+    r->outcome = sent ? FQ_HTTP_UNKNOWN : FQ_HTTP_NOT_SENT;
+    fq_errf(&r->err, FQ_EHTTP, "%s%s", curl_easy_strerror(code),
+            sent ? " (after the request was sent)" : " (request not sent)");
+  }
+  if (status) {
+    copy_header(x->easy, "Retry-After", r->retry_after);
+    copy_header(x->easy, "Alt-Svc", r->alt_svc);
+    copy_header(x->easy, "RateLimit-Reset", r->ratelimit_reset);
+    copy_header(x->easy, "Location", r->location);
+  }
+  /* Terminate the body for string-minded parsers; room is reserved by the
+   * buffer cap being max_body + 1. */
+  if (x->resp.len && fq_buf_append(&x->resp, "", 1) == 0) x->resp.len--;
+  r->body = x->resp.len ? x->resp.data : empty;
+  r->body_len = x->resp.len;
+  /* Release the slot first so the callback can reuse it at once, but keep
+   * the body alive until the callback returns. */
+  fq_buf_t body = x->resp;
+  memset(&x->resp, 0, sizeof x->resp);
+  xfer_release(h, x);
+  cb(ud, r);
+  fq_buf_free(&body);
+  if (r != &local) free(r);
+}
+
+int fq_http_perform(fq_http_t *h, const zmq_pollitem_t *items, int n, fq_err_t *err) {
+  int running = 0, done = 0;
+  CURLMcode mc;
+  for (int i = 0; i < n; i++) {
+    if (!items[i].revents) continue;
+    int ev = 0;
+    if (items[i].revents & ZMQ_POLLIN) ev |= CURL_CSELECT_IN;
+    if (items[i].revents & ZMQ_POLLOUT) ev |= CURL_CSELECT_OUT;
+    if (items[i].revents & ZMQ_POLLERR) ev |= CURL_CSELECT_ERR;
+    mc = curl_multi_socket_action(h->multi, items[i].fd, ev, &running);
+    if (mc != CURLM_OK) return fq_errf(err, FQ_EHTTP, "curl: %s", curl_multi_strerror(mc));
+  }
+  if (h->timer_deadline_ns >= 0 && fq_mono_ns() >= h->timer_deadline_ns) {
+    h->timer_deadline_ns = -1;
+    mc = curl_multi_socket_action(h->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    if (mc != CURLM_OK) return fq_errf(err, FQ_EHTTP, "curl: %s", curl_multi_strerror(mc));
+  }
+  CURLMsg *m;
+  int left;
+  while ((m = curl_multi_info_read(h->multi, &left)) != NULL) {
+    if (m->msg != CURLMSG_DONE) continue;
+    xfer_t *x = NULL;
+    curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&x);
+    if (!x || !x->id) continue;
+    finish(h, x, m->data.result);
+    done++;
+  }
+  return done;
+}
+
+int fq_http_run_once(fq_http_t *h, long max_wait_ms, fq_err_t *err) {
+  zmq_pollitem_t stack_items[256], *items = stack_items;
+  int n = h->nsocks, rc;
+  if (n > 256) {
+    items = malloc((size_t)n * sizeof *items);
+    if (!items) return fq_errf(err, -ENOMEM, "out of memory");
+  }
+  fq_http_fds(h, items, n);
+  long t = fq_http_timeout_ms(h);
+  if (t < 0 || t > max_wait_ms) t = max_wait_ms;
+  if (n > 0 || t > 0) {
+    if (zmq_poll(items, n, t) < 0 && errno != EINTR) {
+      rc = fq_errf(err, -errno, "zmq_poll: %s", zmq_strerror(errno));
+      goto out;
+    }
+  }
+  rc = fq_http_perform(h, items, n, err);
+out:
+  if (items != stack_items) free(items);
+  return rc;
+}
