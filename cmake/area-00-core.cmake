@@ -1,10 +1,17 @@
-# Core: errors, logging, helpers, storage, shards, ingress, the daemon.
+# Core: errors, logging, helpers, configuration, storage, shards, ingress,
+# and the daemon.
 if(FQ_PASS STREQUAL "sources")
   list(APPEND FQ_LIB_SOURCES
     ${CMAKE_SOURCE_DIR}/src/error.c
     ${CMAKE_SOURCE_DIR}/src/log.c
     ${CMAKE_SOURCE_DIR}/src/util.c
+    ${CMAKE_SOURCE_DIR}/src/config.c
+    ${CMAKE_SOURCE_DIR}/src/store.c
+    ${CMAKE_SOURCE_DIR}/src/shard.c
+    ${CMAKE_SOURCE_DIR}/src/ingress.c
   )
 else()
+  fq_program(fleetqd ${CMAKE_SOURCE_DIR}/tools/fleetqd/main.c)
   fq_unit_test(test_util ${CMAKE_SOURCE_DIR}/tests/unit/test_util.c)
+  fq_unit_test(test_store ${CMAKE_SOURCE_DIR}/tests/unit/test_store.c)
 endif()

@@ -1,0 +1,210 @@
+/*
+ * fleetqd configuration: defaults, JSON file, flags.  See config.h.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fleetq/wire.h"
+#include "log.h"
+
+void fq_config_defaults(fq_config_t *cfg) {
+  memset(cfg, 0, sizeof *cfg);
+  snprintf(cfg->data_dir, sizeof cfg->data_dir, "./fleetq-data");
+  snprintf(cfg->listen, sizeof cfg->listen, "tcp://127.0.0.1:5555");
+  snprintf(cfg->publish, sizeof cfg->publish, "tcp://127.0.0.1:5556");
+  cfg->shards = 0;
+  cfg->default_ttl_ms = FQ_WIRE_DEFAULT_TTL_MS;
+  cfg->map_size_mb = 16384;
+  cfg->batch_max = 4096;
+  cfg->max_msg_size = FQ_WIRE_MAX_MSG;
+  cfg->client_hwm = 100000;
+  cfg->pub_hwm = 100000;
+  cfg->shard_hwm = 200000;
+  cfg->log_level = FQ_LOG_INFO;
+  snprintf(cfg->pairing_domain, sizeof cfg->pairing_domain, "fleetq.example.com");
+}
+
+const char *fq_config_usage(void) {
+  return "usage: fleetqd [options]\n"
+         "\n"
+         "  --data DIR            data directory (default ./fleetq-data); one LMDB\n"
+         "                        environment per shard under DIR/shard-N\n"
+         "  --listen EP           request ROUTER endpoint (default tcp://127.0.0.1:5555)\n"
+         "  --publish EP          status PUB endpoint (default tcp://127.0.0.1:5556)\n"
+         "  --shards N            shard threads (default: number of CPUs); fixed for a\n"
+         "                        data directory once created\n"
+         "  --config FILE         JSON config file (keys: docs/configuration.md)\n"
+         "  --default-ttl-ms N    deadline of a command without ttl_ms (default 60000)\n"
+         "  --map-size-mb N       LMDB map size per shard (default 16384)\n"
+         "  --batch-max N         most requests in one group commit (default 4096)\n"
+         "  --log-level L         debug | info | warn | error (default info)\n"
+         "  --key PEM             fleet private key (P-256) for signing commands\n"
+         "  --ca-file PEM         extra trusted CA for Fleet API TLS (the simulator's)\n"
+         "  --pairing-domain D    domain of the virtual key pairing link\n"
+         "  --demo                run the demo: embedded simulator and a scripted tour\n"
+         "  -h, --help            this text\n"
+         "\n"
+         "Signals: SIGTERM / SIGINT drain (finish and commit the current batch, send its\n"
+         "replies and events) and exit 0.\n";
+}
+
+bool fq_endpoint_is_local(const char *ep) {
+  if (strncmp(ep, "inproc://", 9) == 0 || strncmp(ep, "ipc://", 6) == 0) return true;
+  if (strncmp(ep, "tcp://", 6) != 0) return false;
+  const char *h = ep + 6;
+  return strncmp(h, "127.", 4) == 0 || strncmp(h, "localhost:", 10) == 0 ||
+         strncmp(h, "[::1]:", 6) == 0;
+}
+
+static int set_str(char *dst, size_t cap, const char *v, const char *name, fq_err_t *err) {
+  if (strlen(v) >= cap) return fq_errf(err, FQ_ECONFIG, "%s: value too long", name);
+  snprintf(dst, cap, "%s", v);
+  return 0;
+}
+
+static int parse_int(const char *v, long long lo, long long hi, long long *out, const char *name,
+                     fq_err_t *err) {
+  char *end;
+  errno = 0;
+  long long x = strtoll(v, &end, 10);
+  if (errno || end == v || *end)
+    return fq_errf(err, FQ_ECONFIG, "%s: \"%s\" is not an integer", name, v);
+  if (x < lo || x > hi)
+    return fq_errf(err, FQ_ECONFIG, "%s: %lld is out of range %lld..%lld", name, x, lo, hi);
+  *out = x;
+  return 0;
+}
+
+/* One setting by name, from a string (flags) or a JSON value (file). */
+static int apply(fq_config_t *c, const char *name, const char *sval, json_t *jval, fq_err_t *err) {
+  char buf[64];
+  const char *v = sval;
+  if (jval) {
+    if (json_is_string(jval)) {
+      v = json_string_value(jval);
+    } else if (json_is_integer(jval)) {
+      snprintf(buf, sizeof buf, "%lld", (long long)json_integer_value(jval));
+      v = buf;
+    } else if (json_is_boolean(jval)) {
+      v = json_is_true(jval) ? "true" : "false";
+    } else {
+      return fq_errf(err, FQ_ECONFIG, "%s: expected a string, integer or boolean", name);
+    }
+  }
+  long long x = 0;
+  int rc;
+  if (!strcmp(name, "data")) return set_str(c->data_dir, sizeof c->data_dir, v, name, err);
+  if (!strcmp(name, "listen")) return set_str(c->listen, sizeof c->listen, v, name, err);
+  if (!strcmp(name, "publish")) return set_str(c->publish, sizeof c->publish, v, name, err);
+  if (!strcmp(name, "key")) return set_str(c->key_file, sizeof c->key_file, v, name, err);
+  if (!strcmp(name, "ca-file")) return set_str(c->ca_file, sizeof c->ca_file, v, name, err);
+  if (!strcmp(name, "pairing-domain"))
+    return set_str(c->pairing_domain, sizeof c->pairing_domain, v, name, err);
+  if (!strcmp(name, "demo")) {
+    c->demo = !strcmp(v, "true") || !strcmp(v, "1");
+    return 0;
+  }
+  if (!strcmp(name, "log-level")) {
+    int l = fq_log_parse_level(v);
+    if (l < 0) return fq_errf(err, FQ_ECONFIG, "log-level: \"%s\" is not debug|info|warn|error", v);
+    c->log_level = l;
+    return 0;
+  }
+  struct {
+    const char *name;
+    long long lo, hi;
+  } ints[] = {{"shards", 1, 64},
+              {"default-ttl-ms", 1, FQ_WIRE_MAX_TTL_MS},
+              {"map-size-mb", 16, 1 << 24},
+              {"batch-max", 1, 65536},
+              {"max-msg-size", 1024, 64 << 20},
+              {"client-hwm", 0, 10000000},
+              {"pub-hwm", 0, 10000000},
+              {"shard-hwm", 1, 10000000}};
+  for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
+    if (strcmp(name, ints[i].name) != 0) continue;
+    if ((rc = parse_int(v, ints[i].lo, ints[i].hi, &x, name, err)) != 0) return rc;
+    switch (i) {
+      case 0: c->shards = (unsigned)x; break;
+      case 1: c->default_ttl_ms = x; break;
+      case 2: c->map_size_mb = (uint64_t)x; break;
+      case 3: c->batch_max = (unsigned)x; break;
+      case 4: c->max_msg_size = (int)x; break;
+      case 5: c->client_hwm = (int)x; break;
+      case 6: c->pub_hwm = (int)x; break;
+      case 7: c->shard_hwm = (int)x; break;
+    }
+    return 0;
+  }
+  return fq_errf(err, FQ_ECONFIG, "unknown setting \"%s\"", name);
+}
+
+int fq_config_load_file(fq_config_t *cfg, const char *path, fq_err_t *err) {
+  json_error_t je;
+  json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+  if (!root)
+    return fq_errf(err, FQ_ECONFIG, "%s:%d:%d: %s", path, je.line, je.column, je.text);
+  int rc = 0;
+  if (!json_is_object(root)) {
+    rc = fq_errf(err, FQ_ECONFIG, "%s: expected a JSON object", path);
+    goto out;
+  }
+  const char *k;
+  json_t *v;
+  json_object_foreach(root, k, v) {
+    /* File keys use underscores; flags use dashes. */
+    char name[64];
+    snprintf(name, sizeof name, "%s", k);
+    for (char *p = name; *p; p++)
+      if (*p == '_') *p = '-';
+    if ((rc = apply(cfg, name, NULL, v, err)) != 0) {
+      char inner[FQ_ERRMSG_MAX];
+      snprintf(inner, sizeof inner, "%s", err->msg);
+      fq_errf(err, FQ_ECONFIG, "%s: %s", path, inner);
+      goto out;
+    }
+  }
+out:
+  json_decref(root);
+  return rc;
+}
+
+int fq_config_from_args(fq_config_t *cfg, int argc, char **argv, fq_err_t *err) {
+  int rc;
+  for (int i = 1; i < argc; i++) {
+    if (!strcmp(argv[i], "--config")) {
+      if (i + 1 >= argc) return fq_errf(err, FQ_ECONFIG, "--config needs a file");
+      if ((rc = fq_config_load_file(cfg, argv[i + 1], err)) != 0) return rc;
+    }
+  }
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+      fputs(fq_config_usage(), stdout);
+      return 1;
+    }
+    if (strncmp(a, "--", 2) != 0)
+      return fq_errf(err, FQ_ECONFIG, "unexpected argument \"%s\" (see --help)", a);
+    const char *name = a + 2;
+    if (!strcmp(name, "demo")) {
+      cfg->demo = true;
+      continue;
+    }
+    if (i + 1 >= argc) return fq_errf(err, FQ_ECONFIG, "%s needs a value", a);
+    const char *v = argv[++i];
+    if (!strcmp(name, "config")) continue;
+    if ((rc = apply(cfg, name, v, NULL, err)) != 0) {
+      if (strstr(err->msg, "unknown setting"))
+        fq_errf(err, FQ_ECONFIG, "unknown option %s (see --help)", a);
+      return rc;
+    }
+  }
+  return 0;
+}

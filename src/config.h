@@ -1,0 +1,51 @@
+/*
+ * fleetqd configuration: defaults, an optional JSON config file
+ * (--config), then command-line flags, each overriding the one before.
+ * Every key of the file is documented in docs/configuration.md; an unknown
+ * key is an error, so a typo never silently falls back to a default.
+ */
+#ifndef FQ_CONFIG_H
+#define FQ_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "fleetq/error.h"
+
+typedef struct fq_config {
+  char data_dir[1024];
+  char listen[256];
+  char publish[256];
+  unsigned shards;           /* 0 = number of online CPUs */
+  int64_t default_ttl_ms;
+  uint64_t map_size_mb;      /* LMDB map size per shard */
+  unsigned batch_max;        /* requests per group commit */
+  int max_msg_size;
+  int client_hwm, pub_hwm, shard_hwm;
+  int log_level;
+  /* Dispatch (Fleet API). */
+  char key_file[1024];
+  char ca_file[1024];
+  char pairing_domain[256];
+  bool demo;
+} fq_config_t;
+
+/* Fill cfg with the built-in defaults. */
+void fq_config_defaults(fq_config_t *cfg);
+
+/* Apply a JSON config file on top of cfg.  FQ_ECONFIG with err naming the
+ * key and what is wrong. */
+int fq_config_load_file(fq_config_t *cfg, const char *path, fq_err_t *err);
+
+/* Apply argv (fleetqd's flags) on top of cfg; --config is read first
+ * wherever it appears.  Returns 0, 1 when --help was printed (exit 0), or
+ * FQ_ECONFIG. */
+int fq_config_from_args(fq_config_t *cfg, int argc, char **argv, fq_err_t *err);
+
+/* True if a ZeroMQ endpoint is tcp on a loopback address, ipc or inproc. */
+bool fq_endpoint_is_local(const char *ep);
+
+/* Usage text of fleetqd. */
+const char *fq_config_usage(void);
+
+#endif

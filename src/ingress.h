@@ -1,0 +1,44 @@
+/*
+ * The ingress thread: owns the client-facing ROUTER socket and the status
+ * PUB socket (ZeroMQ sockets are not thread safe, so nothing else touches
+ * them).  It decodes and validates each request with the strict wire
+ * decoder, answers malformed requests and `ping` itself, routes the rest to
+ * a shard by a stable hash of the device (or by the shard encoded in a
+ * command id, or to every shard for a lookup by tenant + key), and relays
+ * the shards' replies and events.  No disk or network I/O happens here.
+ */
+#ifndef FQ_INGRESS_H
+#define FQ_INGRESS_H
+
+#include <stddef.h>
+
+#include "fleetq/error.h"
+#include "shard.h"
+
+typedef struct fq_ingress fq_ingress_t;
+
+typedef struct fq_ingress_opts {
+  void *zmq_ctx;
+  const char *listen;      /* ROUTER endpoint */
+  const char *publish;     /* PUB endpoint */
+  fq_shard_t **shards;
+  unsigned nshards;
+  int max_msg_size;        /* ZMQ_MAXMSGSIZE on the ROUTER */
+  int client_hwm;          /* ROUTER send/receive high-water mark */
+  int pub_hwm;             /* PUB send high-water mark */
+  int shard_hwm;           /* requests waiting per shard before `busy` */
+  int stop_fd;             /* readable when the daemon must stop */
+} fq_ingress_opts_t;
+
+/* Create the sockets: bind ROUTER, PUB and the shards' inproc endpoints.
+ * Returns NULL with err filled (e.g. the address is in use). */
+fq_ingress_t *fq_ingress_new(const fq_ingress_opts_t *opts, fq_err_t *err);
+
+/* Run until stop_fd becomes readable; then stop reading requests, tell the
+ * shards to drain, relay what they still send, and return 0 once every
+ * shard has stopped.  Runs in the calling thread. */
+int fq_ingress_run(fq_ingress_t *in);
+
+void fq_ingress_destroy(fq_ingress_t **inp);
+
+#endif

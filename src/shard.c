@@ -1,0 +1,713 @@
+/*
+ * The shard thread: group commit of everything that arrived, then replies
+ * and events.  Each loop iteration drains up to batch_max requests from the
+ * ingress socket, applies them all inside one LMDB write transaction,
+ * commits (fsync), and only then sends the replies and publishes the
+ * events it produced.  Deadlines are enforced from the store's deadline
+ * index between batches.
+ */
+#include "shard.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "fleetq/commands.h"
+#include "fleetq/wire.h"
+#include "log.h"
+#include "store.h"
+#include "util.h"
+
+#define MAX_FRAMES 8
+
+/* One reply waiting for the commit. */
+typedef struct pending {
+  char kind;                /* 'R' or 'F' */
+  uint8_t token[8];
+  uint8_t found;
+  int nenv;
+  zmq_msg_t env[MAX_FRAMES];
+  size_t off, len;          /* slice of sh->replies */
+} pending_t;
+
+/* One event waiting for the commit. */
+typedef struct pevent {
+  size_t topic_off, topic_len, off, len; /* slices of sh->evbuf */
+} pevent_t;
+
+struct fq_shard {
+  fq_shard_opts_t o;
+  char endpoint[64];
+  char dir[4096];
+  fq_store_t *store;
+  void *sock;
+  pthread_t thread;
+  bool started;
+
+  pending_t *pend;
+  size_t npend, apend;
+  fq_buf_t replies;
+  pevent_t *pev;
+  size_t npev, apev;
+  fq_buf_t evbuf;
+  fq_buf_t scratch;
+  int64_t next_deadline;     /* earliest deadline in the index, or INT64_MAX */
+  bool stopping;
+};
+
+unsigned fq_shard_for_device(const char *device, size_t len, unsigned count) {
+  /* FNV-1a 64: stable across versions and platforms, which matters because
+   * a device's commands live in its shard's store. */
+  uint64_t h = 1469598103934665603ULL;
+  for (size_t i = 0; i < len; i++) {
+    h ^= (uint8_t)device[i];
+    h *= 1099511628211ULL;
+  }
+  return count ? (unsigned)(h % count) : 0;
+}
+
+fq_shard_t *fq_shard_new(const fq_shard_opts_t *opts, fq_err_t *err) {
+  fq_shard_t *sh = calloc(1, sizeof *sh);
+  if (!sh) {
+    fq_errf(err, -ENOMEM, "out of memory");
+    return NULL;
+  }
+  sh->o = *opts;
+  if (!sh->o.batch_max) sh->o.batch_max = 4096;
+  snprintf(sh->endpoint, sizeof sh->endpoint, "inproc://fq-shard-%u", opts->index);
+  snprintf(sh->dir, sizeof sh->dir, "%s/shard-%u", opts->data_dir, opts->index);
+  sh->store = fq_store_open(sh->dir, opts->index, opts->map_size, err);
+  if (!sh->store) {
+    free(sh);
+    return NULL;
+  }
+  fq_buf_init(&sh->replies, 0);
+  fq_buf_init(&sh->evbuf, 0);
+  fq_buf_init(&sh->scratch, 0);
+  sh->next_deadline = INT64_MAX;
+  return sh;
+}
+
+const char *fq_shard_endpoint(const fq_shard_t *sh) { return sh->endpoint; }
+
+/* --- batch bookkeeping ------------------------------------------------------ */
+
+static pending_t *pend_add(fq_shard_t *sh, char kind, zmq_msg_t *env, int nenv) {
+  if (sh->npend == sh->apend) {
+    size_t n = sh->apend ? sh->apend * 2 : 256;
+    pending_t *p = realloc(sh->pend, n * sizeof *p);
+    if (!p) return NULL;
+    sh->pend = p;
+    sh->apend = n;
+  }
+  pending_t *p = &sh->pend[sh->npend++];
+  p->kind = kind;
+  p->found = 1;
+  p->nenv = nenv;
+  for (int i = 0; i < nenv; i++) {
+    zmq_msg_init(&p->env[i]);
+    zmq_msg_move(&p->env[i], &env[i]);
+  }
+  p->off = sh->replies.len;
+  p->len = 0;
+  return p;
+}
+
+static void pend_close(fq_shard_t *sh, pending_t *p) { p->len = sh->replies.len - p->off; }
+
+/* Queue an event for publication after the commit and append it to the
+ * store's log inside the open transaction. */
+static int emit_event(fq_shard_t *sh, const fq_cmdrec_t *rec, int prev, fq_err_t *err) {
+  fq_event_t ev;
+  memset(&ev, 0, sizeof ev);
+  ev.id = (fq_str_t){rec->id, strlen(rec->id)};
+  ev.tenant = (fq_str_t){rec->tenant, strlen(rec->tenant)};
+  ev.key = (fq_str_t){rec->key, strlen(rec->key)};
+  if (rec->vin[0]) ev.vin = (fq_str_t){rec->vin, strlen(rec->vin)};
+  ev.site = rec->site;
+  ev.command = (fq_str_t){rec->command, strlen(rec->command)};
+  ev.reason = (fq_str_t){rec->reason, strlen(rec->reason)};
+  ev.state = rec->state;
+  ev.prev = prev;
+  ev.at = rec->updated;
+  ev.attempt = rec->attempts;
+  ev.error = rec->error;
+  ev.http = rec->http;
+  ev.fault = rec->fault;
+  ev.shard = sh->o.index;
+  ev.seq = fq_store_next_seq(sh->store);
+
+  if (sh->npev == sh->apev) {
+    size_t n = sh->apev ? sh->apev * 2 : 256;
+    pevent_t *p = realloc(sh->pev, n * sizeof *p);
+    if (!p) return fq_errf(err, -ENOMEM, "out of memory");
+    sh->pev = p;
+    sh->apev = n;
+  }
+  pevent_t *pe = &sh->pev[sh->npev];
+  char topic[64 + 1 + 32];
+  size_t tl = fq_wire_event_topic(&ev, topic, sizeof topic);
+  pe->topic_off = sh->evbuf.len;
+  pe->topic_len = tl;
+  int rc = fq_buf_append(&sh->evbuf, topic, tl);
+  if (rc) return fq_errf(err, rc, "event buffer full");
+  pe->off = sh->evbuf.len;
+  if ((rc = fq_wire_event_pack(&sh->evbuf, &ev)) != 0) return fq_errf(err, rc, "event encode");
+  pe->len = sh->evbuf.len - pe->off;
+  if ((rc = fq_store_event_append(sh->store, sh->evbuf.data + pe->off, pe->len, err)) != 0)
+    return rc;
+  sh->npev++;
+  return 0;
+}
+
+/* Move a command to a new state: record, transition list, event, and queue
+ * membership when it becomes terminal. */
+static int transition(fq_shard_t *sh, fq_cmdrec_t *rec, int state, const char *reason, int error,
+                      int64_t now, fq_err_t *err) {
+  int prev = rec->state;
+  rec->state = state;
+  rec->updated = now;
+  snprintf(rec->reason, sizeof rec->reason, "%s", reason ? reason : "");
+  rec->error = error;
+  if (rec->ntrans < FQ_MAX_TRANSITIONS) {
+    rec->trans[rec->ntrans].state = state;
+    rec->trans[rec->ntrans].at = now;
+    rec->ntrans++;
+  } else {
+    /* Keep the first and the latest transitions when the list is full. */
+    memmove(&rec->trans[1], &rec->trans[2], (FQ_MAX_TRANSITIONS - 2) * sizeof rec->trans[0]);
+    rec->trans[FQ_MAX_TRANSITIONS - 1].state = state;
+    rec->trans[FQ_MAX_TRANSITIONS - 1].at = now;
+  }
+  int rc;
+  if (fq_state_terminal(state) && (rc = fq_store_queue_del(sh->store, rec, err)) != 0) return rc;
+  if ((rc = fq_store_cmd_put(sh->store, rec, err)) != 0) return rc;
+  return emit_event(sh, rec, prev, err);
+}
+
+/* --- request handlers ------------------------------------------------------ */
+
+static void reply_error(fq_shard_t *sh, pending_t *p, int code, const char *msg,
+                        const fq_request_t *req) {
+  fq_wire_reply_error(&sh->replies, code, msg, req ? req->req_raw : NULL,
+                      req ? req->req_raw_len : 0);
+  pend_close(sh, p);
+}
+
+static int reply_record(fq_shard_t *sh, pending_t *p, const char *id, const fq_request_t *req,
+                        fq_err_t *err) {
+  const uint8_t *raw;
+  size_t n;
+  int rc = fq_store_cmd_raw(sh->store, id, strlen(id), &raw, &n, err);
+  if (rc) return rc;
+  fq_wire_reply_command(&sh->replies, raw, n, req->req_raw, req->req_raw_len);
+  pend_close(sh, p);
+  return 0;
+}
+
+typedef struct coalesce_ctx {
+  fq_shard_t *sh;
+  const char *command;
+  const char *new_id;
+  char ids[64][FQ_ID_LEN + 1];
+  size_t n;
+} coalesce_ctx_t;
+
+static int coalesce_visit(void *ud, const char *id, uint64_t qseq) {
+  coalesce_ctx_t *c = ud;
+  (void)qseq;
+  if (c->n < 64) {
+    memcpy(c->ids[c->n], id, FQ_ID_LEN + 1);
+    c->n++;
+  }
+  return 0;
+}
+
+/* Supersede older still-queued commands of the same name on the device. */
+static int do_coalesce(fq_shard_t *sh, const fq_cmdrec_t *rec, int64_t now, fq_err_t *err) {
+  coalesce_ctx_t c = {.sh = sh, .command = rec->command, .new_id = rec->id};
+  int rc = fq_store_queue_scan(sh->store, rec->device, coalesce_visit, &c, err);
+  if (rc < 0) return rc;
+  for (size_t i = 0; i < c.n; i++) {
+    if (strcmp(c.ids[i], rec->id) == 0) continue;
+    fq_cmdrec_t old;
+    rc = fq_store_cmd_get(sh->store, c.ids[i], FQ_ID_LEN, &old, err);
+    if (rc) return rc;
+    if (old.state == FQ_ST_QUEUED && strcmp(old.command, rec->command) == 0) {
+      char reason[96];
+      snprintf(reason, sizeof reason, "superseded by newer command %s", rec->id);
+      rc = transition(sh, &old, FQ_ST_SUPERSEDED, reason, 0, now, err);
+    }
+    fq_cmdrec_free(&old);
+    if (rc) return rc;
+  }
+  return 0;
+}
+
+static int handle_submit(fq_shard_t *sh, pending_t *p, const fq_request_t *req, int64_t now,
+                         fq_err_t *err) {
+  uint8_t hash[32], old_hash[32];
+  char old_id[FQ_ID_LEN + 1];
+  fq_wire_request_hash(req, hash);
+  int rc = fq_store_idem_get(sh->store, req->tenant.p, req->tenant.n, req->key.p, req->key.n,
+                             old_hash, old_id, err);
+  if (rc == 0) {
+    if (memcmp(hash, old_hash, 32) != 0) {
+      char msg[200];
+      snprintf(msg, sizeof msg,
+               "key \"%.*s\" was already used by tenant \"%.*s\" for a different request "
+               "(command %s)",
+               (int)(req->key.n > 128 ? 128 : req->key.n), req->key.p, (int)req->tenant.n,
+               req->tenant.p, old_id);
+      reply_error(sh, p, FQ_EIDEMMISMATCH, msg, req);
+      return 0;
+    }
+    fq_cmdrec_t old;
+    if ((rc = fq_store_cmd_get(sh->store, old_id, FQ_ID_LEN, &old, err)) != 0) return rc;
+    fq_wire_reply_submit(&sh->replies, old.id, old.state, true, req->req_raw, req->req_raw_len);
+    pend_close(sh, p);
+    fq_cmdrec_free(&old);
+    return 0;
+  }
+  if (rc != FQ_ENOTFOUND) return rc;
+
+  fq_cmdrec_t rec;
+  memset(&rec, 0, sizeof rec);
+  fq_store_new_id(sh->store, rec.id, &rec.qseq);
+  memcpy(rec.tenant, req->tenant.p, req->tenant.n);
+  memcpy(rec.key, req->key.p, req->key.n);
+  memcpy(rec.account, req->account.p, req->account.n);
+  if (req->vin.p) memcpy(rec.vin, req->vin.p, req->vin.n);
+  rec.site = req->site;
+  fq_wire_device_key(req, rec.device, sizeof rec.device);
+  snprintf(rec.command, sizeof rec.command, "%s", req->cmd->name);
+  rec.params = (uint8_t *)req->params_raw; /* borrowed: not freed below */
+  rec.params_len = req->params_raw_len;
+  memcpy(rec.hash, hash, 32);
+  rec.ttl_ms = req->ttl_ms ? req->ttl_ms : sh->o.default_ttl_ms;
+  rec.created = now;
+  rec.deadline = now + rec.ttl_ms;
+  rec.coalesce = req->coalesce;
+  rec.fault = -1;
+  rec.state = -1;
+  if ((rc = fq_store_idem_put(sh->store, &rec, err)) != 0) return rc;
+  if ((rc = fq_store_queue_add(sh->store, &rec, err)) != 0) return rc;
+  if ((rc = transition(sh, &rec, FQ_ST_QUEUED, "", 0, now, err)) != 0) return rc;
+  if (rec.coalesce && (rc = do_coalesce(sh, &rec, now, err)) != 0) return rc;
+  if (rec.deadline < sh->next_deadline) sh->next_deadline = rec.deadline;
+  fq_wire_reply_submit(&sh->replies, rec.id, FQ_ST_QUEUED, false, req->req_raw,
+                       req->req_raw_len);
+  pend_close(sh, p);
+  return 0;
+}
+
+/* Resolve the id a get/cancel names; FQ_ENOTFOUND when there is none here. */
+static int resolve_id(fq_shard_t *sh, const fq_request_t *req, char id[FQ_ID_LEN + 1],
+                      fq_err_t *err) {
+  if (req->id.p) {
+    if (req->id.n != FQ_ID_LEN) return FQ_ENOTFOUND;
+    memcpy(id, req->id.p, FQ_ID_LEN);
+    id[FQ_ID_LEN] = 0;
+    const uint8_t *raw;
+    size_t n;
+    return fq_store_cmd_raw(sh->store, id, FQ_ID_LEN, &raw, &n, err);
+  }
+  uint8_t hash[32];
+  return fq_store_idem_get(sh->store, req->tenant.p, req->tenant.n, req->key.p, req->key.n, hash,
+                           id, err);
+}
+
+static void not_found(fq_shard_t *sh, pending_t *p, const fq_request_t *req) {
+  char msg[256];
+  if (req->id.p)
+    snprintf(msg, sizeof msg, "no command with id \"%.*s\"",
+             (int)(req->id.n > 64 ? 64 : req->id.n), req->id.p);
+  else
+    snprintf(msg, sizeof msg, "no command with tenant \"%.*s\" and key \"%.*s\"",
+             (int)req->tenant.n, req->tenant.p, (int)(req->key.n > 128 ? 128 : req->key.n),
+             req->key.p);
+  p->found = 0;
+  reply_error(sh, p, FQ_ENOTFOUND, msg, req);
+}
+
+static int handle_get(fq_shard_t *sh, pending_t *p, const fq_request_t *req, fq_err_t *err) {
+  char id[FQ_ID_LEN + 1];
+  int rc = resolve_id(sh, req, id, err);
+  if (rc == FQ_ENOTFOUND) {
+    not_found(sh, p, req);
+    return 0;
+  }
+  if (rc) return rc;
+  return reply_record(sh, p, id, req, err);
+}
+
+static int handle_cancel(fq_shard_t *sh, pending_t *p, const fq_request_t *req, int64_t now,
+                         fq_err_t *err) {
+  char id[FQ_ID_LEN + 1];
+  int rc = resolve_id(sh, req, id, err);
+  if (rc == FQ_ENOTFOUND) {
+    not_found(sh, p, req);
+    return 0;
+  }
+  if (rc) return rc;
+  fq_cmdrec_t rec;
+  if ((rc = fq_store_cmd_get(sh->store, id, FQ_ID_LEN, &rec, err)) != 0) return rc;
+  if (rec.state != FQ_ST_QUEUED) {
+    char msg[160];
+    snprintf(msg, sizeof msg, "command %s is %s; only a queued command can be cancelled", id,
+             fq_state_name(rec.state));
+    fq_wire_reply_not_cancellable(&sh->replies, msg, rec.state, req->req_raw, req->req_raw_len);
+    pend_close(sh, p);
+    fq_cmdrec_free(&rec);
+    return 0;
+  }
+  rc = transition(sh, &rec, FQ_ST_CANCELLED, "cancelled by request", 0, now, err);
+  fq_cmdrec_free(&rec);
+  if (rc) return rc;
+  return reply_record(sh, p, id, req, err);
+}
+
+typedef struct hist_ctx {
+  fq_str_t *ev;
+  size_t n;
+  uint64_t last;
+} hist_ctx_t;
+
+static int hist_visit(void *ud, uint64_t seq, const uint8_t *ev, size_t len) {
+  hist_ctx_t *h = ud;
+  h->ev[h->n].p = (const char *)ev;
+  h->ev[h->n].n = len;
+  h->n++;
+  h->last = seq;
+  return 0;
+}
+
+static int handle_history(fq_shard_t *sh, pending_t *p, const fq_request_t *req, fq_err_t *err) {
+  fq_str_t ev[FQ_WIRE_MAX_HISTORY];
+  hist_ctx_t h = {ev, 0, req->after};
+  size_t limit = req->limit ? req->limit : 100;
+  if (limit > FQ_WIRE_MAX_HISTORY) limit = FQ_WIRE_MAX_HISTORY;
+  int rc = fq_store_event_scan(sh->store, req->after, limit, hist_visit, &h, err);
+  if (rc < 0) return rc;
+  fq_wire_reply_history(&sh->replies, ev, h.n, h.last, req->req_raw, req->req_raw_len);
+  pend_close(sh, p);
+  return 0;
+}
+
+static int handle_request(fq_shard_t *sh, pending_t *p, const uint8_t *body, size_t len,
+                          int64_t now, fq_err_t *err) {
+  fq_request_t req;
+  fq_err_t derr;
+  fq_err_clear(&derr);
+  int rc = fq_wire_decode_request(body, len, &req, &derr);
+  if (rc) {
+    /* The ingress validated this already; answer anyway rather than drop. */
+    reply_error(sh, p, rc, derr.msg, &req);
+    return 0;
+  }
+  switch (req.op) {
+    case FQ_OP_SUBMIT: return handle_submit(sh, p, &req, now, err);
+    case FQ_OP_GET: return handle_get(sh, p, &req, err);
+    case FQ_OP_CANCEL: return handle_cancel(sh, p, &req, now, err);
+    case FQ_OP_HISTORY: return handle_history(sh, p, &req, err);
+    default:
+      reply_error(sh, p, FQ_EBADREQ, "operation not handled by a shard", &req);
+      return 0;
+  }
+}
+
+/* --- expiry and recovery ------------------------------------------------ */
+
+static int expire_due(fq_shard_t *sh, int64_t now, fq_err_t *err) {
+  for (int i = 0; i < 1024; i++) {
+    int64_t deadline;
+    char id[FQ_ID_LEN + 1];
+    int rc = fq_store_expiry_first(sh->store, &deadline, id, err);
+    if (rc == FQ_ENOTFOUND) {
+      sh->next_deadline = INT64_MAX;
+      return 0;
+    }
+    if (rc) return rc;
+    if (deadline > now) {
+      sh->next_deadline = deadline;
+      return 0;
+    }
+    fq_cmdrec_t rec;
+    if ((rc = fq_store_cmd_get(sh->store, id, FQ_ID_LEN, &rec, err)) != 0) return rc;
+    if (fq_state_terminal(rec.state)) {
+      rc = fq_store_queue_del(sh->store, &rec, err); /* stale index entry */
+    } else if (rec.state == FQ_ST_QUEUED) {
+      char reason[128];
+      snprintf(reason, sizeof reason, "deadline passed after %" PRId64 " ms before dispatch",
+               rec.ttl_ms);
+      rc = transition(sh, &rec, FQ_ST_EXPIRED, reason, FQ_EEXPIRED, now, err);
+    } else {
+      /* In flight: the dispatcher owns it; its expires_at already bounds
+       * what the car will accept. */
+      rc = fq_store_queue_del(sh->store, &rec, err);
+    }
+    fq_cmdrec_free(&rec);
+    if (rc) return rc;
+  }
+  sh->next_deadline = now; /* more to do: come back at once */
+  return 0;
+}
+
+typedef struct recover_ctx {
+  char (*ids)[FQ_ID_LEN + 1];
+  size_t n, cap;
+} recover_ctx_t;
+
+static int recover_visit(void *ud, const char *id, uint64_t qseq) {
+  recover_ctx_t *c = ud;
+  (void)qseq;
+  if (c->n == c->cap) {
+    size_t cap = c->cap ? c->cap * 2 : 1024;
+    void *p = realloc(c->ids, cap * sizeof *c->ids);
+    if (!p) return -ENOMEM;
+    c->ids = p;
+    c->cap = cap;
+  }
+  memcpy(c->ids[c->n++], id, FQ_ID_LEN + 1);
+  return 0;
+}
+
+/* On start: settle what was in flight when the previous process died.
+ * Idempotent commands go back to the queue; the others end `unknown`,
+ * because the car may have executed them and they must never be re-signed
+ * blindly. */
+static int recover(fq_shard_t *sh, fq_err_t *err) {
+  recover_ctx_t c = {0};
+  int64_t now = fq_now_ms();
+  int rc = fq_store_begin(sh->store, true, err);
+  if (rc) return rc;
+  rc = fq_store_queue_scan_all(sh->store, recover_visit, &c, err);
+  size_t settled = 0;
+  for (size_t i = 0; rc >= 0 && i < c.n; i++) {
+    fq_cmdrec_t rec;
+    if ((rc = fq_store_cmd_get(sh->store, c.ids[i], FQ_ID_LEN, &rec, err)) != 0) break;
+    if (rec.state != FQ_ST_QUEUED && !fq_state_terminal(rec.state)) {
+      const fq_cmd_t *cmd = fq_cmd_find(rec.command, strlen(rec.command),
+                                        rec.vin[0] ? FQ_DEV_VEHICLE : FQ_DEV_SITE, NULL);
+      if (cmd && cmd->idempotent)
+        rc = transition(sh, &rec, FQ_ST_QUEUED,
+                        "re-queued after a restart while in flight (idempotent command)", 0,
+                        now, err);
+      else
+        rc = transition(sh, &rec, FQ_ST_UNKNOWN,
+                        "fleetqd stopped while this command was in flight: it may have been "
+                        "executed; check the device before sending it again",
+                        FQ_EINTERNAL, now, err);
+      settled++;
+    }
+    fq_cmdrec_free(&rec);
+  }
+  free(c.ids);
+  if (rc < 0) {
+    fq_store_abort(sh->store);
+    return rc;
+  }
+  int64_t d;
+  char id[FQ_ID_LEN + 1];
+  if (fq_store_expiry_first(sh->store, &d, id, err) == 0) sh->next_deadline = d;
+  if ((rc = fq_store_commit(sh->store, err)) != 0) return rc;
+  if (settled) fq_info("shard", "shard %u: settled %zu in-flight command(s)", sh->o.index, settled);
+  fq_info("shard", "shard %u: %zu queued command(s), next seq %" PRIu64, sh->o.index, c.n,
+          fq_store_next_seq(sh->store));
+  return 0;
+}
+
+/* --- I/O --------------------------------------------------------------- */
+
+static int send_frames(void *sock, const void *const *parts, const size_t *lens, int n) {
+  for (int i = 0; i < n; i++) {
+    if (zmq_send(sock, parts[i], lens[i], i + 1 < n ? ZMQ_SNDMORE : 0) < 0) return -errno;
+  }
+  return 0;
+}
+
+static void flush_batch(fq_shard_t *sh) {
+  /* Events first: a consumer that sees a reply can then trust that the
+   * matching event has been published. */
+  for (size_t i = 0; i < sh->npev; i++) {
+    pevent_t *pe = &sh->pev[i];
+    const void *parts[3] = {"E", sh->evbuf.data + pe->topic_off, sh->evbuf.data + pe->off};
+    size_t lens[3] = {1, pe->topic_len, pe->len};
+    send_frames(sh->sock, parts, lens, 3);
+  }
+  for (size_t i = 0; i < sh->npend; i++) {
+    pending_t *p = &sh->pend[i];
+    zmq_send(sh->sock, p->kind == 'F' ? "F" : "R", 1, ZMQ_SNDMORE);
+    if (p->kind == 'F') {
+      zmq_send(sh->sock, p->token, 8, ZMQ_SNDMORE);
+      zmq_send(sh->sock, &p->found, 1, ZMQ_SNDMORE);
+    }
+    for (int j = 0; j < p->nenv; j++) zmq_msg_send(&p->env[j], sh->sock, ZMQ_SNDMORE);
+    zmq_send(sh->sock, sh->replies.data + p->off, p->len, 0);
+    for (int j = 0; j < p->nenv; j++) zmq_msg_close(&p->env[j]);
+  }
+  sh->npend = sh->npev = 0;
+  fq_buf_reset(&sh->replies);
+  fq_buf_reset(&sh->evbuf);
+}
+
+/* Replace every reply of the batch with one error (the transaction failed),
+ * and drop its events: none of them happened. */
+static void fail_batch(fq_shard_t *sh, int code, const char *msg) {
+  fq_buf_reset(&sh->replies);
+  for (size_t i = 0; i < sh->npend; i++) {
+    pending_t *p = &sh->pend[i];
+    p->off = sh->replies.len;
+    fq_wire_reply_error(&sh->replies, code, msg, NULL, 0);
+    p->len = sh->replies.len - p->off;
+  }
+  sh->npev = 0;
+  fq_buf_reset(&sh->evbuf);
+}
+
+/* Receive one multipart message into frames[]; returns the frame count or
+ * -1 when nothing was waiting. */
+static int recv_msg(void *sock, zmq_msg_t *frames, int max, int flags) {
+  int n = 0;
+  int more = 1;
+  while (more) {
+    zmq_msg_t tmp;
+    zmq_msg_init(&tmp);
+    if (zmq_msg_recv(&tmp, sock, n == 0 ? flags : 0) < 0) {
+      zmq_msg_close(&tmp);
+      return n == 0 ? -1 : n;
+    }
+    more = zmq_msg_more(&tmp);
+    if (n < max) {
+      zmq_msg_init(&frames[n]);
+      zmq_msg_move(&frames[n], &tmp);
+      n++;
+    }
+    zmq_msg_close(&tmp);
+  }
+  return n;
+}
+
+static void process_batch(fq_shard_t *sh, zmq_msg_t (*msgs)[MAX_FRAMES + 2], int *counts,
+                          int nmsgs) {
+  fq_err_t err;
+  fq_err_clear(&err);
+  int64_t now = fq_now_ms();
+  int rc = fq_store_begin(sh->store, true, &err);
+  for (int m = 0; m < nmsgs; m++) {
+    zmq_msg_t *f = msgs[m];
+    int n = counts[m];
+    const char *kind = zmq_msg_data(&f[0]);
+    if (zmq_msg_size(&f[0]) != 1) continue;
+    if (*kind == 'T') {
+      sh->stopping = true;
+      continue;
+    }
+    int first_env = (*kind == 'F') ? 2 : 1;
+    if (n < first_env + 1) continue;
+    pending_t *p = pend_add(sh, *kind == 'F' ? 'F' : 'R', &f[first_env], n - first_env - 1);
+    if (!p) continue;
+    if (*kind == 'F') memcpy(p->token, zmq_msg_data(&f[1]), 8);
+    if (rc == 0) {
+      rc = handle_request(sh, p, zmq_msg_data(&f[n - 1]), zmq_msg_size(&f[n - 1]), now, &err);
+      if (rc) fq_error("shard", "shard %u: %s", sh->o.index, err.msg);
+    }
+    if (rc && p->len == 0 && sh->replies.len == p->off) {
+      reply_error(sh, p, rc == FQ_ESTORFULL ? FQ_ESTORFULL : FQ_EINTERNAL, err.msg, NULL);
+    }
+  }
+  if (rc == 0 && now >= sh->next_deadline) rc = expire_due(sh, now, &err);
+  if (rc == 0) {
+    rc = fq_store_commit(sh->store, &err);
+    if (rc) {
+      /* A failed commit means the disk no longer takes our writes: stop
+       * rather than limp on and ack things that are not durable. */
+      fq_error("shard", "shard %u: commit failed: %s; stopping", sh->o.index, err.msg);
+      _exit(70);
+    }
+  } else {
+    fq_store_abort(sh->store);
+    fail_batch(sh, rc == FQ_ESTORFULL ? FQ_ESTORFULL : FQ_EINTERNAL,
+               rc == FQ_ESTORFULL ? "storage full: the request was not stored"
+                                  : "storage error: the request was not stored");
+  }
+  flush_batch(sh);
+}
+
+static void *shard_main(void *arg) {
+  fq_shard_t *sh = arg;
+  size_t cap = sh->o.batch_max;
+  zmq_msg_t(*msgs)[MAX_FRAMES + 2] = calloc(cap, sizeof *msgs);
+  int *counts = calloc(cap, sizeof *counts);
+  fq_err_t err;
+  if (!msgs || !counts) {
+    fq_error("shard", "shard %u: out of memory", sh->o.index);
+    _exit(70);
+  }
+  if (recover(sh, &err) != 0) {
+    fq_error("shard", "shard %u: recovery failed: %s", sh->o.index, err.msg);
+    _exit(70);
+  }
+  while (!sh->stopping) {
+    int64_t now = fq_now_ms();
+    long timeout = -1;
+    if (sh->next_deadline != INT64_MAX)
+      timeout = sh->next_deadline <= now ? 0 : (long)(sh->next_deadline - now);
+    if (timeout > 1000 || timeout < 0) timeout = 1000;
+    zmq_pollitem_t item = {sh->sock, 0, ZMQ_POLLIN, 0};
+    int prc = zmq_poll(&item, 1, timeout);
+    if (prc < 0 && errno != EINTR) break;
+    int nmsgs = 0;
+    while ((size_t)nmsgs < cap) {
+      int n = recv_msg(sh->sock, msgs[nmsgs], MAX_FRAMES + 2, ZMQ_DONTWAIT);
+      if (n < 0) break;
+      counts[nmsgs++] = n;
+    }
+    if (nmsgs || fq_now_ms() >= sh->next_deadline) process_batch(sh, msgs, counts, nmsgs);
+    for (int m = 0; m < nmsgs; m++)
+      for (int i = 0; i < counts[m]; i++) zmq_msg_close(&msgs[m][i]);
+  }
+  zmq_send(sh->sock, "D", 1, 0);
+  free(msgs);
+  free(counts);
+  return NULL;
+}
+
+int fq_shard_start(fq_shard_t *sh) {
+  sh->sock = zmq_socket(sh->o.zmq_ctx, ZMQ_PAIR);
+  if (!sh->sock) return -errno;
+  int hwm = 0, linger = 1000;
+  zmq_setsockopt(sh->sock, ZMQ_SNDHWM, &hwm, sizeof hwm);
+  zmq_setsockopt(sh->sock, ZMQ_RCVHWM, &hwm, sizeof hwm);
+  zmq_setsockopt(sh->sock, ZMQ_LINGER, &linger, sizeof linger);
+  if (zmq_connect(sh->sock, sh->endpoint) != 0) {
+    int e = errno;
+    zmq_close(sh->sock);
+    sh->sock = NULL;
+    return -e;
+  }
+  int rc = pthread_create(&sh->thread, NULL, shard_main, sh);
+  if (rc) return -rc;
+  sh->started = true;
+  return 0;
+}
+
+void fq_shard_destroy(fq_shard_t **shp) {
+  if (!shp || !*shp) return;
+  fq_shard_t *sh = *shp;
+  if (sh->started) pthread_join(sh->thread, NULL);
+  if (sh->sock) zmq_close(sh->sock);
+  fq_store_destroy(&sh->store);
+  free(sh->pend);
+  free(sh->pev);
+  fq_buf_free(&sh->replies);
+  fq_buf_free(&sh->evbuf);
+  fq_buf_free(&sh->scratch);
+  free(sh);
+  *shp = NULL;
+}

@@ -1,0 +1,692 @@
+/*
+ * The shard store: LMDB environment, named databases, transactions, and the
+ * msgpack codec of command records.  See store.h for the layout.
+ */
+#include "store.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <lmdb.h>
+#include <msgpack.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "log.h"
+#include "util.h"
+
+struct fq_store {
+  MDB_env *env;
+  MDB_txn *txn;
+  bool txn_write;
+  MDB_dbi meta, cmd, idem, queue, expiry, events, session;
+  unsigned shard;
+  /* Counters: the committed values and the ones of the open transaction. */
+  uint64_t next_cmd, next_q, next_seq;
+  uint64_t txn_next_cmd, txn_next_q, txn_next_seq;
+};
+
+static int lmdb_err(fq_err_t *err, int rc, const char *what) {
+  if (rc == MDB_MAP_FULL)
+    return fq_errf(err, FQ_ESTORFULL, "%s: storage full (LMDB map size reached)", what);
+  return fq_errf(err, FQ_ESTORAGE, "%s: %s", what, mdb_strerror(rc));
+}
+
+static void put_u64be(uint8_t *p, uint64_t v) {
+  for (int i = 7; i >= 0; i--) {
+    p[i] = (uint8_t)v;
+    v >>= 8;
+  }
+}
+
+static uint64_t get_u64be(const uint8_t *p) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; i++) v = v << 8 | p[i];
+  return v;
+}
+
+static int meta_get_u64(MDB_txn *txn, MDB_dbi dbi, const char *name, uint64_t *v) {
+  MDB_val k = {strlen(name), (void *)name}, d;
+  int rc = mdb_get(txn, dbi, &k, &d);
+  if (rc) return rc;
+  if (d.mv_size != 8) return MDB_CORRUPTED;
+  *v = get_u64be(d.mv_data);
+  return 0;
+}
+
+static int meta_put_u64(MDB_txn *txn, MDB_dbi dbi, const char *name, uint64_t v) {
+  uint8_t b[8];
+  put_u64be(b, v);
+  MDB_val k = {strlen(name), (void *)name}, d = {8, b};
+  return mdb_put(txn, dbi, &k, &d, 0);
+}
+
+fq_store_t *fq_store_open(const char *dir, unsigned shard, uint64_t map_size, fq_err_t *err) {
+  fq_store_t *s = calloc(1, sizeof *s);
+  MDB_txn *txn = NULL;
+  int rc;
+  if (!s) {
+    fq_errf(err, -ENOMEM, "out of memory");
+    return NULL;
+  }
+  s->shard = shard;
+  if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+    fq_errf(err, FQ_ESTORAGE, "cannot create %s: %s", dir, strerror(errno));
+    goto fail;
+  }
+  if ((rc = mdb_env_create(&s->env)) != 0) {
+    lmdb_err(err, rc, "mdb_env_create");
+    goto fail;
+  }
+  mdb_env_set_maxdbs(s->env, 16);
+  mdb_env_set_mapsize(s->env, (size_t)map_size);
+  mdb_env_set_maxreaders(s->env, 126);
+  /* Synchronous, durable mode: no NOSYNC/NOMETASYNC/MAPASYNC/WRITEMAP. */
+  if ((rc = mdb_env_open(s->env, dir, MDB_NOTLS, 0600)) != 0) {
+    fq_errf(err, FQ_ESTORAGE, "cannot open store %s: %s", dir, mdb_strerror(rc));
+    goto fail;
+  }
+  int dead = 0;
+  mdb_reader_check(s->env, &dead);
+  if (dead) fq_info("store", "shard %u: cleared %d stale reader slot(s)", shard, dead);
+
+  if ((rc = mdb_txn_begin(s->env, NULL, 0, &txn)) != 0) {
+    lmdb_err(err, rc, "begin");
+    goto fail;
+  }
+  struct {
+    const char *name;
+    MDB_dbi *dbi;
+  } dbs[] = {{"meta", &s->meta},     {"cmd", &s->cmd},       {"idem", &s->idem},
+             {"queue", &s->queue},   {"expiry", &s->expiry}, {"events", &s->events},
+             {"session", &s->session}};
+  for (size_t i = 0; i < sizeof dbs / sizeof dbs[0]; i++) {
+    if ((rc = mdb_dbi_open(txn, dbs[i].name, MDB_CREATE, dbs[i].dbi)) != 0) {
+      lmdb_err(err, rc, dbs[i].name);
+      goto fail;
+    }
+  }
+  uint64_t schema = 0, stored_shard = 0;
+  rc = meta_get_u64(txn, s->meta, "schema", &schema);
+  if (rc == MDB_NOTFOUND) {
+    if ((rc = meta_put_u64(txn, s->meta, "schema", FQ_SCHEMA_VERSION)) ||
+        (rc = meta_put_u64(txn, s->meta, "shard", shard)) ||
+        (rc = meta_put_u64(txn, s->meta, "next_cmd", 1)) ||
+        (rc = meta_put_u64(txn, s->meta, "next_q", 1))) {
+      lmdb_err(err, rc, "initialise meta");
+      goto fail;
+    }
+    schema = FQ_SCHEMA_VERSION;
+    stored_shard = shard;
+  } else if (rc) {
+    lmdb_err(err, rc, "read meta");
+    goto fail;
+  } else if ((rc = meta_get_u64(txn, s->meta, "shard", &stored_shard)) != 0) {
+    lmdb_err(err, rc, "read meta shard");
+    goto fail;
+  }
+  if (schema != FQ_SCHEMA_VERSION) {
+    fq_errf(err, FQ_ESTORAGE, "%s: schema version %" PRIu64 ", this fleetqd reads %d", dir,
+            schema, FQ_SCHEMA_VERSION);
+    goto fail;
+  }
+  if (stored_shard != shard) {
+    fq_errf(err, FQ_ESTORAGE,
+            "%s holds shard %" PRIu64 ", not %u: the shard count must not change for a data "
+            "directory",
+            dir, stored_shard, shard);
+    goto fail;
+  }
+  if ((rc = meta_get_u64(txn, s->meta, "next_cmd", &s->next_cmd)) ||
+      (rc = meta_get_u64(txn, s->meta, "next_q", &s->next_q))) {
+    lmdb_err(err, rc, "read counters");
+    goto fail;
+  }
+  /* The next event seq is one past the last stored event: derived, so it can
+   * never disagree with the log. */
+  MDB_cursor *cur;
+  if ((rc = mdb_cursor_open(txn, s->events, &cur)) != 0) {
+    lmdb_err(err, rc, "cursor");
+    goto fail;
+  }
+  MDB_val k, d;
+  rc = mdb_cursor_get(cur, &k, &d, MDB_LAST);
+  s->next_seq = (rc == 0 && k.mv_size == 8) ? get_u64be(k.mv_data) + 1 : 1;
+  mdb_cursor_close(cur);
+  if ((rc = mdb_txn_commit(txn)) != 0) {
+    txn = NULL;
+    lmdb_err(err, rc, "commit");
+    goto fail;
+  }
+  return s;
+fail:
+  if (txn) mdb_txn_abort(txn);
+  if (s->env) mdb_env_close(s->env);
+  free(s);
+  return NULL;
+}
+
+void fq_store_destroy(fq_store_t **sp) {
+  if (!sp || !*sp) return;
+  fq_store_t *s = *sp;
+  if (s->txn) mdb_txn_abort(s->txn);
+  mdb_env_close(s->env);
+  free(s);
+  *sp = NULL;
+}
+
+int fq_store_begin(fq_store_t *s, bool write, fq_err_t *err) {
+  if (s->txn) return fq_errf(err, FQ_EINTERNAL, "store: transaction already open");
+  int rc = mdb_txn_begin(s->env, NULL, write ? 0 : MDB_RDONLY, &s->txn);
+  if (rc) {
+    s->txn = NULL;
+    return lmdb_err(err, rc, "begin");
+  }
+  s->txn_write = write;
+  s->txn_next_cmd = s->next_cmd;
+  s->txn_next_q = s->next_q;
+  s->txn_next_seq = s->next_seq;
+  return 0;
+}
+
+int fq_store_commit(fq_store_t *s, fq_err_t *err) {
+  int rc;
+  if (!s->txn) return fq_errf(err, FQ_EINTERNAL, "store: no transaction");
+  if (s->txn_write) {
+    if (s->txn_next_cmd != s->next_cmd &&
+        (rc = meta_put_u64(s->txn, s->meta, "next_cmd", s->txn_next_cmd)) != 0)
+      goto fail;
+    if (s->txn_next_q != s->next_q &&
+        (rc = meta_put_u64(s->txn, s->meta, "next_q", s->txn_next_q)) != 0)
+      goto fail;
+  }
+  rc = mdb_txn_commit(s->txn);
+  s->txn = NULL;
+  if (rc) return lmdb_err(err, rc, "commit");
+  if (s->txn_write) {
+    s->next_cmd = s->txn_next_cmd;
+    s->next_q = s->txn_next_q;
+    s->next_seq = s->txn_next_seq;
+  }
+  return 0;
+fail:
+  mdb_txn_abort(s->txn);
+  s->txn = NULL;
+  return lmdb_err(err, rc, "commit counters");
+}
+
+void fq_store_abort(fq_store_t *s) {
+  if (s->txn) mdb_txn_abort(s->txn);
+  s->txn = NULL;
+}
+
+uint64_t fq_store_next_seq(const fq_store_t *s) { return s->txn ? s->txn_next_seq : s->next_seq; }
+
+unsigned fq_store_shard(const fq_store_t *s) { return s->shard; }
+
+void fq_store_new_id(fq_store_t *s, char id[FQ_ID_LEN + 1], uint64_t *qseq) {
+  uint64_t n = s->txn_next_cmd++;
+  snprintf(id, FQ_ID_LEN + 1, "%02x%014" PRIx64, s->shard & 0xff, (uint64_t)(n & 0xffffffffffffffULL));
+  *qseq = s->txn_next_q++;
+}
+
+int fq_store_id_shard(const char *id, size_t len) {
+  if (len != FQ_ID_LEN) return -1;
+  int v = 0;
+  for (size_t i = 0; i < len; i++) {
+    char c = id[i];
+    int d = (c >= '0' && c <= '9') ? c - '0' : (c >= 'a' && c <= 'f') ? c - 'a' + 10 : -1;
+    if (d < 0) return -1;
+    if (i < 2) v = v * 16 + d;
+  }
+  return v;
+}
+
+/* --- dedupe index ---------------------------------------------------- */
+
+static size_t idem_key(uint8_t *out, const char *tenant, size_t tlen, const char *key,
+                       size_t klen) {
+  memcpy(out, tenant, tlen);
+  out[tlen] = 0;
+  memcpy(out + tlen + 1, key, klen);
+  return tlen + 1 + klen;
+}
+
+int fq_store_idem_get(fq_store_t *s, const char *tenant, size_t tlen, const char *key,
+                      size_t klen, uint8_t hash[32], char id[FQ_ID_LEN + 1], fq_err_t *err) {
+  uint8_t kb[64 + 1 + 128];
+  if (tlen > 64 || klen > 128) return FQ_ENOTFOUND;
+  MDB_val k = {idem_key(kb, tenant, tlen, key, klen), kb}, d;
+  int rc = mdb_get(s->txn, s->idem, &k, &d);
+  if (rc == MDB_NOTFOUND) return FQ_ENOTFOUND;
+  if (rc) return lmdb_err(err, rc, "idem get");
+  if (d.mv_size != 32 + FQ_ID_LEN) return fq_errf(err, FQ_ESTORAGE, "idem record corrupted");
+  memcpy(hash, d.mv_data, 32);
+  memcpy(id, (const uint8_t *)d.mv_data + 32, FQ_ID_LEN);
+  id[FQ_ID_LEN] = 0;
+  return 0;
+}
+
+int fq_store_idem_put(fq_store_t *s, const fq_cmdrec_t *rec, fq_err_t *err) {
+  uint8_t kb[64 + 1 + 128], vb[32 + FQ_ID_LEN];
+  MDB_val k = {idem_key(kb, rec->tenant, strlen(rec->tenant), rec->key, strlen(rec->key)), kb};
+  memcpy(vb, rec->hash, 32);
+  memcpy(vb + 32, rec->id, FQ_ID_LEN);
+  MDB_val d = {sizeof vb, vb};
+  int rc = mdb_put(s->txn, s->idem, &k, &d, 0);
+  return rc ? lmdb_err(err, rc, "idem put") : 0;
+}
+
+/* --- command records --------------------------------------------------- */
+
+int fq_store_cmd_raw(fq_store_t *s, const char *id, size_t len, const uint8_t **p, size_t *n,
+                     fq_err_t *err) {
+  MDB_val k = {len, (void *)id}, d;
+  int rc = mdb_get(s->txn, s->cmd, &k, &d);
+  if (rc == MDB_NOTFOUND) return FQ_ENOTFOUND;
+  if (rc) return lmdb_err(err, rc, "cmd get");
+  *p = d.mv_data;
+  *n = d.mv_size;
+  return 0;
+}
+
+int fq_store_cmd_get(fq_store_t *s, const char *id, size_t len, fq_cmdrec_t *rec,
+                     fq_err_t *err) {
+  const uint8_t *p = NULL;
+  size_t n = 0;
+  int rc = fq_store_cmd_raw(s, id, len, &p, &n, err);
+  if (rc) return rc;
+  return fq_cmdrec_unpack(p, n, rec, err);
+}
+
+int fq_store_cmd_put(fq_store_t *s, const fq_cmdrec_t *rec, fq_err_t *err) {
+  fq_buf_t b;
+  fq_buf_init(&b, 1 << 20);
+  int rc = fq_cmdrec_pack(rec, &b);
+  if (rc) {
+    fq_buf_free(&b);
+    return fq_errf(err, rc, "cannot encode command record");
+  }
+  MDB_val k = {FQ_ID_LEN, (void *)rec->id}, d = {b.len, b.data};
+  rc = mdb_put(s->txn, s->cmd, &k, &d, 0);
+  fq_buf_free(&b);
+  return rc ? lmdb_err(err, rc, "cmd put") : 0;
+}
+
+/* --- queues and deadlines ------------------------------------------------ */
+
+static size_t queue_key(uint8_t *out, const char *device, uint64_t qseq) {
+  size_t dl = strlen(device);
+  memcpy(out, device, dl);
+  out[dl] = 0;
+  put_u64be(out + dl + 1, qseq);
+  return dl + 9;
+}
+
+static size_t expiry_key(uint8_t *out, int64_t deadline, const char *id) {
+  put_u64be(out, (uint64_t)deadline);
+  memcpy(out + 8, id, FQ_ID_LEN);
+  return 8 + FQ_ID_LEN;
+}
+
+int fq_store_queue_add(fq_store_t *s, const fq_cmdrec_t *rec, fq_err_t *err) {
+  uint8_t qk[FQ_DEVICE_MAX + 9], ek[8 + FQ_ID_LEN];
+  MDB_val k = {queue_key(qk, rec->device, rec->qseq), qk}, d = {FQ_ID_LEN, (void *)rec->id};
+  int rc = mdb_put(s->txn, s->queue, &k, &d, 0);
+  if (rc) return lmdb_err(err, rc, "queue put");
+  MDB_val ek_ = {expiry_key(ek, rec->deadline, rec->id), ek}, ed = {0, ""};
+  rc = mdb_put(s->txn, s->expiry, &ek_, &ed, 0);
+  return rc ? lmdb_err(err, rc, "expiry put") : 0;
+}
+
+int fq_store_queue_del(fq_store_t *s, const fq_cmdrec_t *rec, fq_err_t *err) {
+  uint8_t qk[FQ_DEVICE_MAX + 9], ek[8 + FQ_ID_LEN];
+  MDB_val k = {queue_key(qk, rec->device, rec->qseq), qk};
+  int rc = mdb_del(s->txn, s->queue, &k, NULL);
+  if (rc && rc != MDB_NOTFOUND) return lmdb_err(err, rc, "queue del");
+  MDB_val ek_ = {expiry_key(ek, rec->deadline, rec->id), ek};
+  rc = mdb_del(s->txn, s->expiry, &ek_, NULL);
+  if (rc && rc != MDB_NOTFOUND) return lmdb_err(err, rc, "expiry del");
+  return 0;
+}
+
+static int queue_walk(fq_store_t *s, const char *device, fq_store_queue_fn fn, void *ud,
+                      fq_err_t *err) {
+  MDB_cursor *cur;
+  int rc = mdb_cursor_open(s->txn, s->queue, &cur);
+  if (rc) return lmdb_err(err, rc, "cursor");
+  size_t dl = device ? strlen(device) : 0;
+  uint8_t kb[FQ_DEVICE_MAX + 1];
+  MDB_val k, d;
+  MDB_cursor_op op;
+  if (device) {
+    memcpy(kb, device, dl);
+    kb[dl] = 0;
+    k.mv_size = dl + 1;
+    k.mv_data = kb;
+    op = MDB_SET_RANGE;
+  } else {
+    op = MDB_FIRST;
+  }
+  int out = 0;
+  while ((rc = mdb_cursor_get(cur, &k, &d, op)) == 0) {
+    op = MDB_NEXT;
+    if (device && (k.mv_size != dl + 9 || memcmp(k.mv_data, kb, dl + 1) != 0)) break;
+    if (k.mv_size < 9 || d.mv_size != FQ_ID_LEN) continue;
+    char id[FQ_ID_LEN + 1];
+    memcpy(id, d.mv_data, FQ_ID_LEN);
+    id[FQ_ID_LEN] = 0;
+    out = fn(ud, id, get_u64be((const uint8_t *)k.mv_data + k.mv_size - 8));
+    if (out) break;
+  }
+  mdb_cursor_close(cur);
+  if (rc && rc != MDB_NOTFOUND) return lmdb_err(err, rc, "queue scan");
+  return out;
+}
+
+int fq_store_queue_scan(fq_store_t *s, const char *device, fq_store_queue_fn fn, void *ud,
+                        fq_err_t *err) {
+  return queue_walk(s, device, fn, ud, err);
+}
+
+int fq_store_queue_scan_all(fq_store_t *s, fq_store_queue_fn fn, void *ud, fq_err_t *err) {
+  return queue_walk(s, NULL, fn, ud, err);
+}
+
+int fq_store_expiry_first(fq_store_t *s, int64_t *deadline, char id[FQ_ID_LEN + 1],
+                          fq_err_t *err) {
+  MDB_cursor *cur;
+  int rc = mdb_cursor_open(s->txn, s->expiry, &cur);
+  if (rc) return lmdb_err(err, rc, "cursor");
+  MDB_val k, d;
+  rc = mdb_cursor_get(cur, &k, &d, MDB_FIRST);
+  mdb_cursor_close(cur);
+  if (rc == MDB_NOTFOUND) return FQ_ENOTFOUND;
+  if (rc) return lmdb_err(err, rc, "expiry first");
+  if (k.mv_size != 8 + FQ_ID_LEN) return fq_errf(err, FQ_ESTORAGE, "expiry key corrupted");
+  *deadline = (int64_t)get_u64be(k.mv_data);
+  memcpy(id, (const uint8_t *)k.mv_data + 8, FQ_ID_LEN);
+  id[FQ_ID_LEN] = 0;
+  return 0;
+}
+
+/* --- events --------------------------------------------------------------- */
+
+int fq_store_event_append(fq_store_t *s, const uint8_t *ev, size_t len, fq_err_t *err) {
+  uint8_t kb[8];
+  put_u64be(kb, s->txn_next_seq);
+  MDB_val k = {8, kb}, d = {len, (void *)ev};
+  int rc = mdb_put(s->txn, s->events, &k, &d, MDB_APPEND);
+  if (rc) return lmdb_err(err, rc, "event append");
+  s->txn_next_seq++;
+  return 0;
+}
+
+int fq_store_event_scan(fq_store_t *s, uint64_t after, size_t limit, fq_store_event_fn fn,
+                        void *ud, fq_err_t *err) {
+  MDB_cursor *cur;
+  int rc = mdb_cursor_open(s->txn, s->events, &cur);
+  if (rc) return lmdb_err(err, rc, "cursor");
+  uint8_t kb[8];
+  put_u64be(kb, after + 1);
+  MDB_val k = {8, kb}, d;
+  MDB_cursor_op op = MDB_SET_RANGE;
+  size_t n = 0;
+  int out = 0;
+  while (n < limit && (rc = mdb_cursor_get(cur, &k, &d, op)) == 0) {
+    op = MDB_NEXT;
+    if (k.mv_size != 8) continue;
+    out = fn(ud, get_u64be(k.mv_data), d.mv_data, d.mv_size);
+    if (out) break;
+    n++;
+  }
+  mdb_cursor_close(cur);
+  if (rc && rc != MDB_NOTFOUND) return lmdb_err(err, rc, "event scan");
+  return out;
+}
+
+/* --- sessions ---------------------------------------------------------- */
+
+static size_t session_key(uint8_t *out, const char *vin, int domain) {
+  size_t n = strlen(vin);
+  if (n > 17) n = 17;
+  memcpy(out, vin, n);
+  out[n] = 0;
+  out[n + 1] = (uint8_t)domain;
+  return n + 2;
+}
+
+int fq_store_session_get(fq_store_t *s, const char *vin, int domain, fq_buf_t *out,
+                         fq_err_t *err) {
+  uint8_t kb[20];
+  MDB_val k = {session_key(kb, vin, domain), kb}, d;
+  int rc = mdb_get(s->txn, s->session, &k, &d);
+  if (rc == MDB_NOTFOUND) return FQ_ENOTFOUND;
+  if (rc) return lmdb_err(err, rc, "session get");
+  return fq_buf_append(out, d.mv_data, d.mv_size);
+}
+
+int fq_store_session_put(fq_store_t *s, const char *vin, int domain, const uint8_t *p, size_t n,
+                         fq_err_t *err) {
+  uint8_t kb[20];
+  MDB_val k = {session_key(kb, vin, domain), kb}, d = {n, (void *)p};
+  int rc = mdb_put(s->txn, s->session, &k, &d, 0);
+  return rc ? lmdb_err(err, rc, "session put") : 0;
+}
+
+int fq_store_stats(fq_store_t *s, fq_store_stats_t *st, fq_err_t *err) {
+  MDB_stat ms;
+  MDB_envinfo ei;
+  memset(st, 0, sizeof *st);
+  int rc;
+  if ((rc = mdb_stat(s->txn, s->cmd, &ms)) != 0) return lmdb_err(err, rc, "stat");
+  st->commands = ms.ms_entries;
+  if ((rc = mdb_stat(s->txn, s->queue, &ms)) != 0) return lmdb_err(err, rc, "stat");
+  st->queued = ms.ms_entries;
+  if ((rc = mdb_stat(s->txn, s->events, &ms)) != 0) return lmdb_err(err, rc, "stat");
+  st->events = ms.ms_entries;
+  st->next_seq = fq_store_next_seq(s);
+  mdb_env_info(s->env, &ei);
+  mdb_env_stat(s->env, &ms);
+  st->map_size = ei.me_mapsize;
+  st->map_used = (uint64_t)(ei.me_last_pgno + 1) * ms.ms_psize;
+  return 0;
+}
+
+/* --- record codec ------------------------------------------------------------ */
+
+static int buf_write(void *data, const char *p, size_t n) {
+  return fq_buf_append((fq_buf_t *)data, p, n) ? -1 : 0;
+}
+
+static void pk_str(msgpack_packer *pk, const char *s) {
+  size_t n = strlen(s);
+  msgpack_pack_str(pk, n);
+  msgpack_pack_str_body(pk, s, n);
+}
+
+static void pk_kv_str(msgpack_packer *pk, const char *k, const char *v) {
+  pk_str(pk, k);
+  pk_str(pk, v);
+}
+
+static void pk_kv_int(msgpack_packer *pk, const char *k, int64_t v) {
+  pk_str(pk, k);
+  msgpack_pack_int64(pk, v);
+}
+
+void fq_cmdrec_free(fq_cmdrec_t *rec) {
+  free(rec->params);
+  rec->params = NULL;
+  rec->params_len = 0;
+}
+
+int fq_cmdrec_pack(const fq_cmdrec_t *rec, fq_buf_t *out) {
+  msgpack_packer pk;
+  msgpack_packer_init(&pk, out, buf_write);
+  size_t start = out->len;
+  msgpack_pack_map(&pk, 23);
+  pk_kv_str(&pk, "id", rec->id);
+  pk_kv_str(&pk, "tenant", rec->tenant);
+  pk_kv_str(&pk, "key", rec->key);
+  pk_kv_str(&pk, "account", rec->account);
+  if (rec->vin[0]) {
+    pk_kv_str(&pk, "vin", rec->vin);
+  } else {
+    pk_str(&pk, "site");
+    msgpack_pack_uint64(&pk, rec->site);
+  }
+  pk_kv_str(&pk, "command", rec->command);
+  pk_str(&pk, "params");
+  if (rec->params && rec->params_len) {
+    if (fq_buf_append(out, rec->params, rec->params_len)) return FQ_ETOOLARGE;
+  } else {
+    msgpack_pack_map(&pk, 0);
+  }
+  pk_kv_str(&pk, "state", fq_state_name(rec->state));
+  pk_kv_str(&pk, "reason", rec->reason);
+  pk_str(&pk, "error");
+  if (rec->error)
+    pk_str(&pk, fq_errname(rec->error));
+  else
+    msgpack_pack_nil(&pk);
+  pk_str(&pk, "http");
+  if (rec->http)
+    msgpack_pack_int(&pk, rec->http);
+  else
+    msgpack_pack_nil(&pk);
+  pk_str(&pk, "fault");
+  if (rec->fault >= 0)
+    msgpack_pack_int(&pk, rec->fault);
+  else
+    msgpack_pack_nil(&pk);
+  pk_kv_int(&pk, "attempts", rec->attempts);
+  pk_kv_int(&pk, "created", rec->created);
+  pk_kv_int(&pk, "updated", rec->updated);
+  pk_kv_int(&pk, "deadline", rec->deadline);
+  pk_kv_int(&pk, "ttl_ms", rec->ttl_ms);
+  pk_str(&pk, "coalesce");
+  if (rec->coalesce)
+    msgpack_pack_true(&pk);
+  else
+    msgpack_pack_false(&pk);
+  pk_kv_int(&pk, "shard", fq_store_id_shard(rec->id, strlen(rec->id)));
+  pk_kv_int(&pk, "queue_seq", (int64_t)rec->qseq);
+  char hex[65];
+  fq_hex_encode(rec->hash, 32, hex);
+  pk_kv_str(&pk, "request_hash", hex);
+  pk_kv_str(&pk, "device", rec->device);
+  pk_str(&pk, "transitions");
+  msgpack_pack_array(&pk, rec->ntrans);
+  for (size_t i = 0; i < rec->ntrans; i++) {
+    msgpack_pack_map(&pk, 2);
+    pk_kv_str(&pk, "state", fq_state_name(rec->trans[i].state));
+    pk_kv_int(&pk, "at", rec->trans[i].at);
+  }
+  /* The packer cannot report a failed write; a short buffer shows here. */
+  if (out->len == start) return FQ_ETOOLARGE;
+  return 0;
+}
+
+static bool key_is(const msgpack_object *k, const char *name) {
+  size_t n = strlen(name);
+  return k->type == MSGPACK_OBJECT_STR && k->via.str.size == n &&
+         memcmp(k->via.str.ptr, name, n) == 0;
+}
+
+static void copy_str(char *dst, size_t cap, const msgpack_object *v) {
+  size_t n = 0;
+  if (v->type == MSGPACK_OBJECT_STR) {
+    n = v->via.str.size < cap - 1 ? v->via.str.size : cap - 1;
+    memcpy(dst, v->via.str.ptr, n);
+  }
+  dst[n] = 0;
+}
+
+static int64_t obj_int(const msgpack_object *v) {
+  if (v->type == MSGPACK_OBJECT_POSITIVE_INTEGER) return (int64_t)v->via.u64;
+  if (v->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) return v->via.i64;
+  return 0;
+}
+
+static int obj_state(const msgpack_object *v) {
+  if (v->type != MSGPACK_OBJECT_STR) return -1;
+  return fq_state_parse(v->via.str.ptr, v->via.str.size);
+}
+
+int fq_cmdrec_unpack(const uint8_t *p, size_t n, fq_cmdrec_t *rec, fq_err_t *err) {
+  msgpack_unpacked u;
+  msgpack_unpacked_init(&u);
+  int rc = 0;
+  memset(rec, 0, sizeof *rec);
+  rec->fault = -1;
+  size_t off = 0;
+  if (msgpack_unpack_next(&u, (const char *)p, n, &off) != MSGPACK_UNPACK_SUCCESS ||
+      u.data.type != MSGPACK_OBJECT_MAP) {
+    rc = fq_errf(err, FQ_ESTORAGE, "command record corrupted");
+    goto out;
+  }
+  const msgpack_object_map *m = &u.data.via.map;
+  for (uint32_t i = 0; i < m->size; i++) {
+    const msgpack_object *k = &m->ptr[i].key, *v = &m->ptr[i].val;
+    if (key_is(k, "id")) copy_str(rec->id, sizeof rec->id, v);
+    else if (key_is(k, "tenant")) copy_str(rec->tenant, sizeof rec->tenant, v);
+    else if (key_is(k, "key")) copy_str(rec->key, sizeof rec->key, v);
+    else if (key_is(k, "account")) copy_str(rec->account, sizeof rec->account, v);
+    else if (key_is(k, "vin")) copy_str(rec->vin, sizeof rec->vin, v);
+    else if (key_is(k, "site")) rec->site = (uint64_t)obj_int(v);
+    else if (key_is(k, "device")) copy_str(rec->device, sizeof rec->device, v);
+    else if (key_is(k, "command")) copy_str(rec->command, sizeof rec->command, v);
+    else if (key_is(k, "params")) {
+      /* Re-pack the params map to keep its exact bytes. */
+      fq_buf_t b;
+      fq_buf_init(&b, FQ_WIRE_MAX_PARAMS_BYTES * 2);
+      msgpack_packer pk;
+      msgpack_packer_init(&pk, &b, buf_write);
+      msgpack_pack_object(&pk, *v);
+      rec->params = b.data;
+      rec->params_len = b.len;
+    } else if (key_is(k, "state")) rec->state = obj_state(v);
+    else if (key_is(k, "reason")) copy_str(rec->reason, sizeof rec->reason, v);
+    else if (key_is(k, "error")) {
+      if (v->type == MSGPACK_OBJECT_STR) {
+        char name[64];
+        copy_str(name, sizeof name, v);
+        rec->error = fq_errcode(name);
+        if (!rec->error) rec->error = FQ_EINTERNAL;
+      }
+    } else if (key_is(k, "http")) rec->http = (int)obj_int(v);
+    else if (key_is(k, "fault")) rec->fault = v->type == MSGPACK_OBJECT_NIL ? -1 : (int)obj_int(v);
+    else if (key_is(k, "attempts")) rec->attempts = (uint32_t)obj_int(v);
+    else if (key_is(k, "created")) rec->created = obj_int(v);
+    else if (key_is(k, "updated")) rec->updated = obj_int(v);
+    else if (key_is(k, "deadline")) rec->deadline = obj_int(v);
+    else if (key_is(k, "ttl_ms")) rec->ttl_ms = obj_int(v);
+    else if (key_is(k, "coalesce")) rec->coalesce = v->type == MSGPACK_OBJECT_BOOLEAN && v->via.boolean;
+    else if (key_is(k, "queue_seq")) rec->qseq = (uint64_t)obj_int(v);
+    else if (key_is(k, "request_hash")) {
+      char hex[65];
+      copy_str(hex, sizeof hex, v);
+      if (fq_hex_decode(hex, rec->hash, 32) != 32) memset(rec->hash, 0, 32);
+    } else if (key_is(k, "transitions") && v->type == MSGPACK_OBJECT_ARRAY) {
+      for (uint32_t j = 0; j < v->via.array.size && rec->ntrans < FQ_MAX_TRANSITIONS; j++) {
+        const msgpack_object *t = &v->via.array.ptr[j];
+        if (t->type != MSGPACK_OBJECT_MAP) continue;
+        fq_transition_t *tr = &rec->trans[rec->ntrans++];
+        tr->state = -1;
+        for (uint32_t q = 0; q < t->via.map.size; q++) {
+          if (key_is(&t->via.map.ptr[q].key, "state")) tr->state = obj_state(&t->via.map.ptr[q].val);
+          else if (key_is(&t->via.map.ptr[q].key, "at")) tr->at = obj_int(&t->via.map.ptr[q].val);
+        }
+      }
+    }
+  }
+  if (rec->state < 0 || strlen(rec->id) != FQ_ID_LEN) {
+    fq_cmdrec_free(rec);
+    rc = fq_errf(err, FQ_ESTORAGE, "command record corrupted (state or id)");
+  }
+out:
+  msgpack_unpacked_destroy(&u);
+  return rc;
+}

@@ -1,0 +1,157 @@
+/*
+ * The durable state of one shard: one LMDB environment holding commands,
+ * the dedupe index, per-device FIFO queues, the deadline index and the
+ * status event log.  A shard thread owns its store exclusively: nothing
+ * here is thread safe, and at most one transaction is open at a time.
+ *
+ * Durability: the environment is opened with LMDB's default (synchronous)
+ * flags; a commit returns only after fsync.  Never MDB_NOSYNC,
+ * MDB_NOMETASYNC, MDB_MAPASYNC or MDB_WRITEMAP.
+ *
+ * Named databases:
+ *   meta    "schema", "shard", "next_cmd", "next_q"  -> u64 big endian
+ *   cmd     id                                -> command record (msgpack map)
+ *   idem    tenant \0 key                     -> 32-byte request hash || id
+ *   queue   device \0 u64be(qseq)             -> id   (non-terminal commands)
+ *   expiry  u64be(deadline ms) || id          -> ""  (non-terminal commands)
+ *   events  u64be(seq)                        -> event (msgpack map)
+ *   session vin \0 domain                     -> opaque session bytes
+ */
+#ifndef FQ_STORE_H
+#define FQ_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fleetq/buf.h"
+#include "fleetq/error.h"
+#include "fleetq/wire.h"
+
+#define FQ_ID_LEN 16              /* ids are 16 lower-case hex digits */
+#define FQ_DEVICE_MAX 32          /* "v:" + VIN or "s:" + decimal site id */
+#define FQ_REASON_MAX 512
+#define FQ_MAX_TRANSITIONS 64
+#define FQ_SCHEMA_VERSION 1
+
+typedef struct fq_store fq_store_t;
+
+typedef struct fq_transition {
+  int state;
+  int64_t at;
+} fq_transition_t;
+
+/* A command as stored.  `params` is owned by the record (malloc'd) and
+ * freed by fq_cmdrec_free(). */
+typedef struct fq_cmdrec {
+  char id[FQ_ID_LEN + 1];
+  char tenant[65];
+  char key[129];
+  char account[129];
+  char vin[18];        /* "" for sites */
+  uint64_t site;       /* 0 for vehicles */
+  char device[FQ_DEVICE_MAX];
+  char command[48];
+  uint8_t *params;     /* msgpack map or NULL */
+  size_t params_len;
+  uint8_t hash[32];
+  int state;
+  char reason[FQ_REASON_MAX];
+  int error;           /* project error code or 0 */
+  int http;            /* 0 = none */
+  int fault;           /* -1 = none */
+  uint32_t attempts;
+  int64_t created, updated, deadline;
+  int64_t ttl_ms;
+  bool coalesce;
+  uint64_t qseq;
+  size_t ntrans;
+  fq_transition_t trans[FQ_MAX_TRANSITIONS];
+} fq_cmdrec_t;
+
+void fq_cmdrec_free(fq_cmdrec_t *rec);
+
+/* Open (creating if needed) the store of shard `shard` in directory dir
+ * (created 0700 if missing), with an LMDB map of map_size bytes.  Clears
+ * stale reader slots left by a killed process.  Refuses a store written by
+ * another shard number or schema.  NULL on error, with err filled. */
+fq_store_t *fq_store_open(const char *dir, unsigned shard, uint64_t map_size, fq_err_t *err);
+void fq_store_destroy(fq_store_t **sp);
+
+/* Transactions.  begin(write) opens the one transaction; commit makes it
+ * durable (fsync) or fails; abort drops it.  A failed commit leaves the
+ * store without a transaction.  Codes: 0, FQ_ESTORFULL (map full),
+ * FQ_ESTORAGE (anything else from LMDB, with its text in err). */
+int fq_store_begin(fq_store_t *s, bool write, fq_err_t *err);
+int fq_store_commit(fq_store_t *s, fq_err_t *err);
+void fq_store_abort(fq_store_t *s);
+
+/* Counters, valid inside and outside transactions; the new values are
+ * written by commit. */
+uint64_t fq_store_next_seq(const fq_store_t *s);  /* next event seq */
+unsigned fq_store_shard(const fq_store_t *s);
+
+/* Allocate the next command id and queue sequence number (inside a write
+ * transaction; persisted by commit). */
+void fq_store_new_id(fq_store_t *s, char id[FQ_ID_LEN + 1], uint64_t *qseq);
+
+/* Shard number encoded in an id, or -1 if id is malformed. */
+int fq_store_id_shard(const char *id, size_t len);
+
+/* Dedupe index.  get: 0 and hash/id filled, FQ_ENOTFOUND, or FQ_ESTORAGE. */
+int fq_store_idem_get(fq_store_t *s, const char *tenant, size_t tlen, const char *key,
+                      size_t klen, uint8_t hash[32], char id[FQ_ID_LEN + 1], fq_err_t *err);
+int fq_store_idem_put(fq_store_t *s, const fq_cmdrec_t *rec, fq_err_t *err);
+
+/* Command records.  get fills rec (caller frees with fq_cmdrec_free);
+ * FQ_ENOTFOUND when absent.  put inserts or replaces. */
+int fq_store_cmd_get(fq_store_t *s, const char *id, size_t len, fq_cmdrec_t *rec, fq_err_t *err);
+int fq_store_cmd_put(fq_store_t *s, const fq_cmdrec_t *rec, fq_err_t *err);
+/* The raw stored map of a command (borrowed until the transaction ends). */
+int fq_store_cmd_raw(fq_store_t *s, const char *id, size_t len, const uint8_t **p, size_t *n,
+                     fq_err_t *err);
+
+/* Queue and deadline index membership of a non-terminal command. */
+int fq_store_queue_add(fq_store_t *s, const fq_cmdrec_t *rec, fq_err_t *err);
+int fq_store_queue_del(fq_store_t *s, const fq_cmdrec_t *rec, fq_err_t *err);
+
+/* Visit the queue of one device in FIFO order; fn returns non-zero to stop
+ * (that value is returned).  ids are borrowed for the call. */
+typedef int (*fq_store_queue_fn)(void *ud, const char *id, uint64_t qseq);
+int fq_store_queue_scan(fq_store_t *s, const char *device, fq_store_queue_fn fn, void *ud,
+                        fq_err_t *err);
+/* Visit every queued command of every device (order: by device, then
+ * FIFO). */
+int fq_store_queue_scan_all(fq_store_t *s, fq_store_queue_fn fn, void *ud, fq_err_t *err);
+
+/* Earliest deadline in the index: 0 and *deadline/id set, or FQ_ENOTFOUND. */
+int fq_store_expiry_first(fq_store_t *s, int64_t *deadline, char id[FQ_ID_LEN + 1],
+                          fq_err_t *err);
+
+/* Append a packed event under seq = next_seq (then next_seq++). ev->seq
+ * and ev->shard must already be set by the caller from fq_store_next_seq. */
+int fq_store_event_append(fq_store_t *s, const uint8_t *ev, size_t len, fq_err_t *err);
+/* Visit stored events with seq > after, at most limit of them. */
+typedef int (*fq_store_event_fn)(void *ud, uint64_t seq, const uint8_t *ev, size_t len);
+int fq_store_event_scan(fq_store_t *s, uint64_t after, size_t limit, fq_store_event_fn fn,
+                        void *ud, fq_err_t *err);
+
+/* Encode a record as the msgpack map that `get` returns. */
+int fq_cmdrec_pack(const fq_cmdrec_t *rec, fq_buf_t *out);
+/* Decode a stored record (fills rec; params copied). */
+int fq_cmdrec_unpack(const uint8_t *p, size_t n, fq_cmdrec_t *rec, fq_err_t *err);
+
+/* Opaque per-(VIN, domain) session bytes for the signer. */
+int fq_store_session_get(fq_store_t *s, const char *vin, int domain, fq_buf_t *out,
+                         fq_err_t *err);
+int fq_store_session_put(fq_store_t *s, const char *vin, int domain, const uint8_t *p, size_t n,
+                         fq_err_t *err);
+
+/* Statistics for `stats` and tests. */
+typedef struct fq_store_stats {
+  uint64_t commands, queued, events, next_seq;
+  uint64_t map_size, map_used;
+} fq_store_stats_t;
+int fq_store_stats(fq_store_t *s, fq_store_stats_t *st, fq_err_t *err);
+
+#endif

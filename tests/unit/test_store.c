@@ -1,0 +1,180 @@
+/*
+ * Unit tests of the shard store: records, dedupe index, per-device FIFO,
+ * deadline index, event log, persistence across reopen, refusal of a store
+ * of another shard, and a full map reported as storage_full.
+ */
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "fq_test.h"
+#include "store.h"
+#include "util.h"
+
+static char *tmpdir(void) {
+  static char path[64];
+  snprintf(path, sizeof path, "/tmp/fq_store_XXXXXX");
+  return mkdtemp(path);
+}
+
+static void rm_rf(const char *dir) {
+  char cmd[256];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+  if (system(cmd) != 0) fprintf(stderr, "cleanup failed\n");
+}
+
+static void fill(fq_cmdrec_t *r, fq_store_t *s, const char *device, const char *key, int64_t dl) {
+  memset(r, 0, sizeof *r);
+  fq_store_new_id(s, r->id, &r->qseq);
+  snprintf(r->tenant, sizeof r->tenant, "acme");
+  snprintf(r->key, sizeof r->key, "%s", key);
+  snprintf(r->account, sizeof r->account, "acct");
+  snprintf(r->vin, sizeof r->vin, "5YJ30123456789ABC");
+  snprintf(r->device, sizeof r->device, "%s", device);
+  snprintf(r->command, sizeof r->command, "door_lock");
+  r->state = FQ_ST_QUEUED;
+  r->fault = -1;
+  r->deadline = dl;
+  r->created = r->updated = 1000;
+  r->ttl_ms = 60000;
+  r->hash[0] = (uint8_t)key[0];
+  r->ntrans = 1;
+  r->trans[0].state = FQ_ST_QUEUED;
+  r->trans[0].at = 1000;
+}
+
+static int collect(void *ud, const char *id, uint64_t qseq) {
+  (void)qseq;
+  char *out = ud;
+  strcat(out, id + 12);
+  strcat(out, ",");
+  return 0;
+}
+
+static int count_events(void *ud, uint64_t seq, const uint8_t *ev, size_t len) {
+  uint64_t *c = ud;
+  (void)ev;
+  (void)len;
+  CHECK_INT(seq, c[1] + 1);
+  c[1] = seq;
+  c[0]++;
+  return 0;
+}
+
+FQ_TEST(record_roundtrip_and_indexes) {
+  char *dir = tmpdir();
+  fq_err_t err;
+  fq_store_t *s = fq_store_open(dir, 3, 64 << 20, &err);
+  CHECK(s != NULL);
+  if (!s) return;
+  CHECK_INT(fq_store_begin(s, true, &err), 0);
+  fq_cmdrec_t a, b, c;
+  fill(&a, s, "v:AAA", "k1", 5000);
+  fill(&b, s, "v:BBB", "k2", 3000);
+  fill(&c, s, "v:AAA", "k3", 4000);
+  uint8_t params[] = {0x81, 0xa7, 'p', 'e', 'r', 'c', 'e', 'n', 't', 0x50};
+  a.params = params;
+  a.params_len = sizeof params;
+  CHECK_INT(fq_store_id_shard(a.id, strlen(a.id)), 3);
+  CHECK_INT(fq_store_cmd_put(s, &a, &err), 0);
+  CHECK_INT(fq_store_cmd_put(s, &b, &err), 0);
+  CHECK_INT(fq_store_cmd_put(s, &c, &err), 0);
+  CHECK_INT(fq_store_idem_put(s, &a, &err), 0);
+  CHECK_INT(fq_store_queue_add(s, &a, &err), 0);
+  CHECK_INT(fq_store_queue_add(s, &b, &err), 0);
+  CHECK_INT(fq_store_queue_add(s, &c, &err), 0);
+  CHECK_INT(fq_store_commit(s, &err), 0);
+
+  CHECK_INT(fq_store_begin(s, false, &err), 0);
+  fq_cmdrec_t got;
+  CHECK_INT(fq_store_cmd_get(s, a.id, FQ_ID_LEN, &got, &err), 0);
+  CHECK_STR(got.id, a.id);
+  CHECK_STR(got.device, "v:AAA");
+  CHECK_INT(got.state, FQ_ST_QUEUED);
+  CHECK_INT(got.fault, -1);
+  CHECK_INT(got.deadline, 5000);
+  CHECK_MEM(got.params, got.params_len, params, sizeof params);
+  CHECK_MEM(got.hash, 32, a.hash, 32);
+  CHECK_INT(got.ntrans, 1);
+  fq_cmdrec_free(&got);
+  uint8_t h[32];
+  char id[FQ_ID_LEN + 1];
+  CHECK_INT(fq_store_idem_get(s, "acme", 4, "k1", 2, h, id, &err), 0);
+  CHECK_STR(id, a.id);
+  CHECK_INT(fq_store_idem_get(s, "acme", 4, "nope", 4, h, id, &err), FQ_ENOTFOUND);
+  CHECK_INT(fq_store_idem_get(s, "acm", 3, "ek1", 3, h, id, &err), FQ_ENOTFOUND);
+  char order[128] = "";
+  CHECK_INT(fq_store_queue_scan(s, "v:AAA", collect, order, &err), 0);
+  char want[128];
+  snprintf(want, sizeof want, "%s,%s,", a.id + 12, c.id + 12);
+  CHECK_STR(order, want);
+  int64_t dl;
+  CHECK_INT(fq_store_expiry_first(s, &dl, id, &err), 0);
+  CHECK_INT(dl, 3000);
+  CHECK_STR(id, b.id);
+  fq_store_abort(s);
+  fq_store_destroy(&s);
+  CHECK(s == NULL);
+  rm_rf(dir);
+}
+
+FQ_TEST(events_and_counters_survive_reopen) {
+  char *dir = tmpdir();
+  fq_err_t err;
+  fq_store_t *s = fq_store_open(dir, 0, 64 << 20, &err);
+  CHECK(s != NULL);
+  if (!s) return;
+  char first[FQ_ID_LEN + 1];
+  uint64_t q;
+  CHECK_INT(fq_store_next_seq(s), 1);
+  for (int batch = 0; batch < 3; batch++) {
+    CHECK_INT(fq_store_begin(s, true, &err), 0);
+    for (int i = 0; i < 10; i++) CHECK_INT(fq_store_event_append(s, (const uint8_t *)"\x80", 1, &err), 0);
+    if (batch == 0) fq_store_new_id(s, first, &q);
+    CHECK_INT(fq_store_commit(s, &err), 0);
+  }
+  /* An aborted transaction consumes nothing. */
+  CHECK_INT(fq_store_begin(s, true, &err), 0);
+  CHECK_INT(fq_store_event_append(s, (const uint8_t *)"\x80", 1, &err), 0);
+  fq_store_abort(s);
+  CHECK_INT(fq_store_next_seq(s), 31);
+  fq_store_destroy(&s);
+
+  s = fq_store_open(dir, 0, 64 << 20, &err);
+  CHECK(s != NULL);
+  if (!s) return;
+  CHECK_INT(fq_store_next_seq(s), 31);
+  CHECK_INT(fq_store_begin(s, true, &err), 0);
+  char next[FQ_ID_LEN + 1];
+  fq_store_new_id(s, next, &q);
+  CHECK(strcmp(next, first) > 0);
+  uint64_t c[2] = {0, 10};
+  CHECK_INT(fq_store_event_scan(s, 10, 1000, count_events, c, &err), 0);
+  CHECK_INT(c[0], 20);
+  fq_store_abort(s);
+  fq_store_destroy(&s);
+
+  /* The same directory opened as another shard is refused. */
+  s = fq_store_open(dir, 1, 64 << 20, &err);
+  CHECK(s == NULL);
+  CHECK(strstr(err.msg, "shard") != NULL);
+  rm_rf(dir);
+}
+
+FQ_TEST(full_map_is_storage_full) {
+  char *dir = tmpdir();
+  fq_err_t err;
+  fq_store_t *s = fq_store_open(dir, 0, 1 << 20, &err);
+  CHECK(s != NULL);
+  if (!s) return;
+  CHECK_INT(fq_store_begin(s, true, &err), 0);
+  uint8_t big[2000];
+  memset(big, 0x42, sizeof big);
+  int rc = 0;
+  for (int i = 0; i < 10000 && rc == 0; i++) rc = fq_store_event_append(s, big, sizeof big, &err);
+  CHECK_INT(rc, FQ_ESTORFULL);
+  CHECK(strstr(err.msg, "storage full") != NULL);
+  fq_store_abort(s);
+  fq_store_destroy(&s);
+  rm_rf(dir);
+}

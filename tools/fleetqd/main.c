@@ -1,0 +1,133 @@
+/*
+ * fleetqd: the daemon.  Parses the configuration, opens one store per
+ * shard, starts the shard threads and runs the ingress loop in the main
+ * thread until SIGTERM / SIGINT, then drains and exits 0.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "config.h"
+#include "ingress.h"
+#include "log.h"
+#include "shard.h"
+
+static int stop_pipe[2] = {-1, -1};
+
+static void on_signal(int sig) {
+  (void)sig;
+  char c = 1;
+  ssize_t w = write(stop_pipe[1], &c, 1);
+  (void)w;
+}
+
+int main(int argc, char **argv) {
+  fq_config_t cfg;
+  fq_err_t err;
+  fq_err_clear(&err);
+  fq_config_defaults(&cfg);
+  int rc = fq_config_from_args(&cfg, argc, argv, &err);
+  if (rc == 1) return 0;
+  if (rc) {
+    fprintf(stderr, "fleetqd: %s\n", err.msg);
+    return 2;
+  }
+  fq_log_set_level(cfg.log_level);
+  if (!cfg.shards) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    cfg.shards = n > 0 ? (unsigned)n : 1;
+  }
+  if (!fq_endpoint_is_local(cfg.listen) || !fq_endpoint_is_local(cfg.publish)) {
+    fprintf(stderr,
+            "fleetqd: refusing to bind a non-loopback address (%s, %s): client authentication "
+            "(ZeroMQ CURVE) is not available in this version, and fleetqd never serves "
+            "unauthenticated clients beyond this host\n",
+            cfg.listen, cfg.publish);
+    return 2;
+  }
+  if (mkdir(cfg.data_dir, 0700) != 0 && errno != EEXIST) {
+    fprintf(stderr, "fleetqd: cannot create data directory %s: %s\n", cfg.data_dir,
+            strerror(errno));
+    return 1;
+  }
+  /* One daemon per data directory: LMDB alone would let two processes
+   * interleave their writes to the same queues. */
+  char lockpath[1100];
+  snprintf(lockpath, sizeof lockpath, "%s/LOCK", cfg.data_dir);
+  int lockfd = open(lockpath, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (lockfd < 0 || flock(lockfd, LOCK_EX | LOCK_NB) != 0) {
+    fprintf(stderr, "fleetqd: data directory %s is in use by another fleetqd (%s)\n",
+            cfg.data_dir, strerror(errno));
+    return 1;
+  }
+
+  if (pipe(stop_pipe) != 0) return 1;
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_signal;
+  sigaction(SIGTERM, &sa, NULL);
+  sigaction(SIGINT, &sa, NULL);
+  signal(SIGPIPE, SIG_IGN);
+
+  void *ctx = zmq_ctx_new();
+  zmq_ctx_set(ctx, ZMQ_IO_THREADS, 1);
+  fq_shard_t **shards = calloc(cfg.shards, sizeof *shards);
+  fq_ingress_t *in = NULL;
+  int status = 1;
+  for (unsigned i = 0; i < cfg.shards; i++) {
+    fq_shard_opts_t so = {.zmq_ctx = ctx,
+                          .data_dir = cfg.data_dir,
+                          .index = i,
+                          .count = cfg.shards,
+                          .map_size = cfg.map_size_mb << 20,
+                          .default_ttl_ms = cfg.default_ttl_ms,
+                          .batch_max = cfg.batch_max};
+    shards[i] = fq_shard_new(&so, &err);
+    if (!shards[i]) {
+      fprintf(stderr, "fleetqd: shard %u: %s\n", i, err.msg);
+      goto out;
+    }
+  }
+  fq_ingress_opts_t io = {.zmq_ctx = ctx,
+                          .listen = cfg.listen,
+                          .publish = cfg.publish,
+                          .shards = shards,
+                          .nshards = cfg.shards,
+                          .max_msg_size = cfg.max_msg_size,
+                          .client_hwm = cfg.client_hwm,
+                          .pub_hwm = cfg.pub_hwm,
+                          .shard_hwm = cfg.shard_hwm,
+                          .stop_fd = stop_pipe[0]};
+  in = fq_ingress_new(&io, &err);
+  if (!in) {
+    fprintf(stderr, "fleetqd: %s\n", err.msg);
+    goto out;
+  }
+  for (unsigned i = 0; i < cfg.shards; i++) {
+    if ((rc = fq_shard_start(shards[i])) != 0) {
+      fprintf(stderr, "fleetqd: cannot start shard %u: %s\n", i, strerror(-rc));
+      _exit(1);
+    }
+  }
+  fq_info("fleetqd", "version %s, %u shard(s), data %s, listen %s, publish %s", FQ_VERSION,
+          cfg.shards, cfg.data_dir, cfg.listen, cfg.publish);
+  fprintf(stderr, "fleetqd: ready\n");
+  fflush(stderr);
+  rc = fq_ingress_run(in);
+  status = rc ? 1 : 0;
+  fq_info("fleetqd", "stopped");
+out:
+  fq_ingress_destroy(&in);
+  for (unsigned i = 0; i < cfg.shards; i++) fq_shard_destroy(&shards[i]);
+  free(shards);
+  zmq_ctx_term(ctx);
+  close(lockfd);
+  return status;
+}
