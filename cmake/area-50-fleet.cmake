@@ -5,9 +5,11 @@
 if(FQ_PASS STREQUAL "sources")
   list(APPEND FQ_LIB_SOURCES
     ${CMAKE_SOURCE_DIR}/src/http.c
+    ${CMAKE_SOURCE_DIR}/src/jwt.c
   )
 else()
   fq_unit_test(test_http ${CMAKE_SOURCE_DIR}/tests/unit/test_http.c)
+  fq_unit_test(test_jwt ${CMAKE_SOURCE_DIR}/tests/unit/test_jwt.c)
   # The HTTPS tests make a throwaway CA with the openssl CLI.
   find_program(FQ_OPENSSL openssl)
   if(FQ_OPENSSL)
