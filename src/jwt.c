@@ -34,7 +34,7 @@ static unsigned scope_bit(const char *w, size_t n) {
   return 0;
 }
 
-static unsigned scope_words(const char *s) {
+unsigned fq_jwt_scope_words(const char *s) {
   unsigned bits = 0;
   while (*s) {
     while (*s == ' ' || *s == ',') s++;
@@ -122,7 +122,7 @@ int fq_jwt_decode(const char *token, size_t len, fq_jwt_claims_t *out, fq_err_t 
 
   json_t *scp = json_object_get(root, "scp");
   if (json_is_string(scp)) {
-    out->scopes = scope_words(json_string_value(scp));
+    out->scopes = fq_jwt_scope_words(json_string_value(scp));
   } else if (json_is_array(scp)) {
     size_t i;
     json_t *v;

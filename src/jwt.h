@@ -18,6 +18,9 @@
 #include "fleetq/error.h"
 
 #define FQ_JWT_MAX 16384     /* longest token accepted */
+/* Longest access or refresh token fleetq stores or sends (Tesla access
+ * tokens are about 1-2 KB). */
+#define FQ_TOKEN_MAX 8192
 #define FQ_JWT_MAX_AUD 16    /* audiences kept (more are ignored) */
 #define FQ_JWT_STR_MAX 256   /* longest sub / aud entry kept */
 
@@ -45,6 +48,10 @@ int fq_jwt_decode(const char *token, size_t len, fq_jwt_claims_t *out, fq_err_t 
  * (lower case), else the first.  Writes "https://HOST" into out.  Returns
  * 0, FQ_ENOTFOUND (no such audience) or FQ_ETOOLARGE (cap too small). */
 int fq_jwt_fleet_base_url(const fq_jwt_claims_t *c, char *out, size_t cap);
+
+/* FQ_SCOPE_* bits of a space- or comma-separated list of scope names;
+ * unknown names are ignored. */
+unsigned fq_jwt_scope_words(const char *s);
 
 /* Base64url (RFC 4648 §5, padding optional) into out; returns the byte
  * count, or -1 on a bad character or more than cap bytes. */
