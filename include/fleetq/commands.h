@@ -94,6 +94,7 @@ struct fq_cmd {
   const char *rest_suffix;/* path after /api/1/{vehicles|energy_sites}/{id}/ */
   fq_cmd_builder_fn build_payload; /* signed protobuf payload (vehicles), or NULL */
   fq_cmd_builder_fn build_json;    /* REST JSON body (sites, legacy cars) */
+  bool need_any_param;    /* all params optional, but at least one must be sent */
 };
 
 /* Look a command up by name for a device type.  Returns NULL when unknown;
@@ -113,6 +114,15 @@ int fq_cmd_validate(const fq_cmd_t *cmd, const fq_pval_t *params, size_t n, fq_e
 
 /* Find a parameter by name in a decoded list; NULL if absent. */
 const fq_pval_t *fq_pval_get(const fq_pval_t *params, size_t n, const char *name);
+
+/* Numeric value of an INT or FLOAT parameter as a double (an integer may be
+ * sent for a FLOAT parameter: builders should read FLOAT params with this);
+ * 0 for other types. */
+double fq_pval_num(const fq_pval_t *pv);
+
+/* Name of a parameter type for messages and docs: "bool", "integer",
+ * "number", "string", "map". */
+const char *fq_ptype_name(fq_ptype_t t);
 
 /* Parse a space- or comma-separated scope list ("openid vehicle_cmds ...")
  * into FQ_SCOPE_* bits; unknown names are ignored. */

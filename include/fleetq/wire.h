@@ -109,9 +109,12 @@ int fq_wire_decode_params(const uint8_t *buf, size_t len, fq_pval_t *out, size_t
                           fq_err_t *err);
 
 /* 32-byte SHA-256 over the canonical content of a submit: account, device,
- * command and params (sorted by name, types normalised).  ttl_ms, coalesce
- * and req are not part of it: a retry may recompute those. */
-void fq_wire_request_hash(const fq_request_t *req, uint8_t out[32]);
+ * command and params (sorted by name, types normalised: an integer sent for
+ * a FLOAT parameter hashes as that number).  ttl_ms, coalesce and req are
+ * not part of it: a retry may change those.  Nested maps (tou_settings)
+ * hash by their bytes as sent.  Returns 0, or -ENOMEM / FQ_ECRYPTO if
+ * OpenSSL failed (out is then zeroed: do not use it). */
+int fq_wire_request_hash(const fq_request_t *req, uint8_t out[32]);
 
 /* Device key used for sharding and queues: "v:<VIN>" or "s:<site id>".
  * Returns its length, or 0 if it did not fit in cap. */
@@ -136,7 +139,9 @@ typedef struct fq_event {
 /* Append the event's msgpack map to out. */
 int fq_wire_event_pack(struct fq_buf *out, const fq_event_t *ev);
 /* Decode an event map; strings borrow from buf.  Unknown error names
- * decode as FQ_EINTERNAL. */
+ * decode as FQ_EINTERNAL; unknown keys are skipped (newer daemons may add
+ * some).  id, tenant, command, state, shard, seq and one of vin / site are
+ * required.  Returns 0 or FQ_EPROTO. */
 int fq_wire_event_unpack(const uint8_t *buf, size_t len, fq_event_t *ev, fq_err_t *err);
 /* Topic frame "<tenant>/<vin or site>" into out; returns its length or 0
  * when it does not fit. */
@@ -153,11 +158,12 @@ int fq_wire_reply_ping(struct fq_buf *out, const char *version, uint32_t shards,
 /* `events` are n already-packed event maps, spliced in as they are. */
 int fq_wire_reply_history(struct fq_buf *out, const fq_str_t *events, size_t n, uint64_t next,
                           const uint8_t *req_raw, size_t req_raw_len);
-/* `command_map` is an already-packed map spliced in as `command`; with
- * `state` >= 0 an extra top-level `state` is added (used by cancel's
- * not_cancellable reply and by cancel's success reply). */
+/* `command_map` is an already-packed map spliced in as `command` (get's
+ * reply, and cancel's success reply: the map then shows the cancelled
+ * state). */
 int fq_wire_reply_command(struct fq_buf *out, const uint8_t *command_map, size_t len,
                           const uint8_t *req_raw, size_t req_raw_len);
+/* {ok: false, error: "not_cancellable", message, state, req}. */
 int fq_wire_reply_not_cancellable(struct fq_buf *out, const char *message, int state,
                                   const uint8_t *req_raw, size_t req_raw_len);
 

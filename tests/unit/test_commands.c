@@ -1,0 +1,367 @@
+/*
+ * Unit tests of the command table (commands.c): every command of the
+ * vehicle and energy tables is present with the right device, domain,
+ * scopes and idempotency, and parameter validation accepts both edges of
+ * every range and refuses one step beyond them.
+ */
+#include <math.h>
+#include <stdlib.h>
+
+#include "fleetq/commands.h"
+#include "fq_test.h"
+
+static const char *const vehicle_cmds[] = {
+    "door_lock", "door_unlock", "remote_start_drive", "actuate_trunk", "charge_start",
+    "charge_stop", "charge_standard", "charge_max_range", "set_charge_limit",
+    "set_charging_amps", "auto_conditioning_start", "auto_conditioning_stop", "set_temps",
+    "set_preconditioning_max", "set_cabin_overheat_protection", "set_sentry_mode", "honk_horn",
+    "flash_lights", "window_control", "charge_port_door_open", "charge_port_door_close",
+    "set_scheduled_charging", "set_vehicle_name", "wake_up",
+};
+static const char *const site_cmds[] = {
+    "backup", "operation", "storm_mode", "grid_import_export",
+    "off_grid_vehicle_charging_reserve", "time_of_use_settings",
+};
+static const char *const charging_set[] = {
+    "charge_start", "charge_stop", "charge_standard", "charge_max_range", "set_charge_limit",
+    "set_charging_amps", "charge_port_door_open", "charge_port_door_close",
+    "set_scheduled_charging",
+};
+static const char *const not_idempotent[] = {"honk_horn", "flash_lights", "actuate_trunk",
+                                             "remote_start_drive"};
+
+#define N(a) (sizeof(a) / sizeof((a)[0]))
+
+static bool in(const char *const *list, size_t n, const char *name) {
+  for (size_t i = 0; i < n; i++)
+    if (strcmp(list[i], name) == 0) return true;
+  return false;
+}
+
+static const fq_cmd_t *veh(const char *name) {
+  return fq_cmd_find(name, strlen(name), FQ_DEV_VEHICLE, NULL);
+}
+static const fq_cmd_t *site(const char *name) {
+  return fq_cmd_find(name, strlen(name), FQ_DEV_SITE, NULL);
+}
+
+FQ_TEST(every_command_is_found_once) {
+  CHECK_INT(fq_cmd_count(), N(vehicle_cmds) + N(site_cmds));
+  for (size_t i = 0; i < N(vehicle_cmds); i++) {
+    const fq_cmd_t *c = veh(vehicle_cmds[i]);
+    if (!c) {
+      fprintf(stderr, "  missing vehicle command %s\n", vehicle_cmds[i]);
+      fq_test_failures++;
+      continue;
+    }
+    CHECK_STR(c->name, vehicle_cmds[i]);
+    CHECK_INT(c->dev, FQ_DEV_VEHICLE);
+    CHECK(site(vehicle_cmds[i]) == NULL);
+  }
+  for (size_t i = 0; i < N(site_cmds); i++) {
+    const fq_cmd_t *c = site(site_cmds[i]);
+    if (!c) {
+      fprintf(stderr, "  missing site command %s\n", site_cmds[i]);
+      fq_test_failures++;
+      continue;
+    }
+    CHECK_INT(c->dev, FQ_DEV_SITE);
+    CHECK_INT(c->domain, FQ_DOMAIN_NONE);
+    CHECK_STR(c->rest_suffix, site_cmds[i]);
+  }
+  /* Every table entry is one of the listed names, and names are unique. */
+  for (size_t i = 0; i < fq_cmd_count(); i++) {
+    const fq_cmd_t *c = fq_cmd_at(i);
+    CHECK(in(vehicle_cmds, N(vehicle_cmds), c->name) || in(site_cmds, N(site_cmds), c->name));
+    for (size_t j = 0; j < i; j++) CHECK(strcmp(fq_cmd_at(j)->name, c->name) != 0);
+  }
+  CHECK(fq_cmd_at(fq_cmd_count()) == NULL);
+}
+
+FQ_TEST(lookup_is_exact_and_reports_other_device) {
+  bool other = true;
+  CHECK(fq_cmd_find("door_lock", 9, FQ_DEV_VEHICLE, &other) != NULL);
+  CHECK(!other);
+  CHECK(fq_cmd_find("door_loc", 8, FQ_DEV_VEHICLE, &other) == NULL);
+  CHECK(!other);
+  CHECK(fq_cmd_find("door_lockx", 10, FQ_DEV_VEHICLE, &other) == NULL);
+  /* A NUL inside the name must not match a prefix. */
+  CHECK(fq_cmd_find("backup\0xx", 9, FQ_DEV_SITE, &other) == NULL);
+  CHECK(fq_cmd_find("", 0, FQ_DEV_SITE, &other) == NULL);
+  CHECK(fq_cmd_find("backup", 6, FQ_DEV_VEHICLE, &other) == NULL);
+  CHECK(other);
+  other = false;
+  CHECK(fq_cmd_find("honk_horn", 9, FQ_DEV_SITE, &other) == NULL);
+  CHECK(other);
+}
+
+FQ_TEST(domains_and_rest_suffixes) {
+  CHECK_INT(veh("door_lock")->domain, FQ_DOMAIN_VCSEC);
+  CHECK_INT(veh("door_unlock")->domain, FQ_DOMAIN_VCSEC);
+  CHECK_INT(veh("remote_start_drive")->domain, FQ_DOMAIN_VCSEC);
+  CHECK_INT(veh("actuate_trunk")->domain, FQ_DOMAIN_VCSEC);
+  CHECK_INT(veh("wake_up")->domain, FQ_DOMAIN_NONE);
+  CHECK_STR(veh("wake_up")->rest_suffix, "wake_up");
+  for (size_t i = 0; i < N(vehicle_cmds); i++) {
+    const fq_cmd_t *c = veh(vehicle_cmds[i]);
+    if (strcmp(c->name, "wake_up") == 0) continue;
+    char want[80];
+    snprintf(want, sizeof want, "command/%s", c->name);
+    CHECK_STR(c->rest_suffix, want);
+    if (c->domain != FQ_DOMAIN_VCSEC) CHECK_INT(c->domain, FQ_DOMAIN_INFOTAINMENT);
+  }
+}
+
+FQ_TEST(scopes_follow_the_safe_rule) {
+  unsigned veh_only = FQ_SCOPE_VEHICLE_CMDS, charging = FQ_SCOPE_VEHICLE_CHARGING_CMDS,
+           data = FQ_SCOPE_VEHICLE_DEVICE_DATA, energy = FQ_SCOPE_ENERGY_CMDS;
+  for (size_t i = 0; i < N(vehicle_cmds); i++) {
+    const fq_cmd_t *c = veh(vehicle_cmds[i]);
+    bool is_charging = in(charging_set, N(charging_set), c->name);
+    bool is_wake = strcmp(c->name, "wake_up") == 0;
+    if (!fq_cmd_allowed(c, veh_only)) FQ__FAIL("%s not allowed by vehicle_cmds", c->name);
+    if (fq_cmd_allowed(c, charging) != (is_charging || is_wake))
+      FQ__FAIL("%s: vehicle_charging_cmds allows = %d", c->name, fq_cmd_allowed(c, charging));
+    if (fq_cmd_allowed(c, data) != is_wake)
+      FQ__FAIL("%s: vehicle_device_data allows = %d", c->name, fq_cmd_allowed(c, data));
+    CHECK(!fq_cmd_allowed(c, energy));
+    CHECK(!fq_cmd_allowed(c, 0));
+  }
+  for (size_t i = 0; i < N(site_cmds); i++) {
+    const fq_cmd_t *c = site(site_cmds[i]);
+    CHECK(fq_cmd_allowed(c, energy));
+    CHECK(!fq_cmd_allowed(c, veh_only | charging | data | FQ_SCOPE_ENERGY_DEVICE_DATA));
+  }
+}
+
+FQ_TEST(scope_parsing) {
+  CHECK_INT(fq_scope_parse("openid offline_access vehicle_cmds"), FQ_SCOPE_VEHICLE_CMDS);
+  CHECK_INT(fq_scope_parse("vehicle_charging_cmds,energy_cmds"),
+            FQ_SCOPE_VEHICLE_CHARGING_CMDS | FQ_SCOPE_ENERGY_CMDS);
+  CHECK_INT(fq_scope_parse(" vehicle_device_data ,, energy_device_data "),
+            FQ_SCOPE_VEHICLE_DEVICE_DATA | FQ_SCOPE_ENERGY_DEVICE_DATA);
+  CHECK_INT(fq_scope_parse("vehicle_cmdsx vehicle_cmd"), 0);
+  CHECK_INT(fq_scope_parse(""), 0);
+  CHECK_INT(fq_scope_parse(NULL), 0);
+  CHECK_STR(fq_scope_name(FQ_SCOPE_ENERGY_CMDS), "energy_cmds");
+  CHECK_STR(fq_scope_name(FQ_SCOPE_VEHICLE_CHARGING_CMDS), "vehicle_charging_cmds");
+}
+
+FQ_TEST(idempotency_flags) {
+  for (size_t i = 0; i < fq_cmd_count(); i++) {
+    const fq_cmd_t *c = fq_cmd_at(i);
+    bool want = !in(not_idempotent, N(not_idempotent), c->name);
+    if (c->idempotent != want) FQ__FAIL("%s: idempotent = %d, want %d", c->name, c->idempotent, want);
+  }
+}
+
+/* ---- validation ---------------------------------------------------------- */
+
+static fq_pval_t pi(const char *name, int64_t v) {
+  return (fq_pval_t){.name = name, .name_len = strlen(name), .type = FQ_PT_INT, .v.i = v};
+}
+static fq_pval_t pf(const char *name, double v) {
+  return (fq_pval_t){.name = name, .name_len = strlen(name), .type = FQ_PT_FLOAT, .v.f = v};
+}
+static fq_pval_t pb(const char *name, bool v) {
+  return (fq_pval_t){.name = name, .name_len = strlen(name), .type = FQ_PT_BOOL, .v.b = v};
+}
+static fq_pval_t ps(const char *name, const char *v) {
+  return (fq_pval_t){.name = name, .name_len = strlen(name), .type = FQ_PT_STR,
+                     .v.s = {v, strlen(v)}};
+}
+
+/* Validate and check the code and, on error, the exact message. */
+static void expect(const char *cmd, fq_devtype_t dev, const fq_pval_t *p, size_t n, int code,
+                   const char *msg, int line) {
+  const fq_cmd_t *c = fq_cmd_find(cmd, strlen(cmd), dev, NULL);
+  if (!c) {
+    FQ__FAIL("line %d: no command %s", line, cmd);
+    return;
+  }
+  fq_err_t e;
+  fq_err_clear(&e);
+  int rc = fq_cmd_validate(c, p, n, &e);
+  if (rc != code) FQ__FAIL("line %d: %s: rc %d (%s), want %d", line, cmd, rc, e.msg, code);
+  if (msg && strcmp(e.msg, msg) != 0)
+    FQ__FAIL("line %d: %s: message \"%s\", want \"%s\"", line, cmd, e.msg, msg);
+}
+#define OK(cmd, dev, ...)                                                          \
+  do {                                                                             \
+    fq_pval_t p_[] = {__VA_ARGS__};                                                \
+    expect(cmd, dev, p_, N(p_), 0, NULL, __LINE__);                                \
+  } while (0)
+#define BAD(cmd, dev, msg, ...)                                                    \
+  do {                                                                             \
+    fq_pval_t p_[] = {__VA_ARGS__};                                                \
+    expect(cmd, dev, p_, N(p_), FQ_EBADPARAM, msg, __LINE__);                      \
+  } while (0)
+/* The same without parameters. */
+#define OK0(cmd, dev) expect(cmd, dev, NULL, 0, 0, NULL, __LINE__)
+#define BAD0(cmd, dev, msg) expect(cmd, dev, NULL, 0, FQ_EBADPARAM, msg, __LINE__)
+#define V FQ_DEV_VEHICLE
+#define S FQ_DEV_SITE
+
+FQ_TEST(int_ranges_at_both_edges) {
+  OK("set_charge_limit", V, pi("percent", 50));
+  OK("set_charge_limit", V, pi("percent", 100));
+  BAD("set_charge_limit", V, "params.percent: 49 is out of range 50..100", pi("percent", 49));
+  BAD("set_charge_limit", V, "params.percent: 120 is out of range 50..100", pi("percent", 120));
+  BAD("set_charge_limit", V, "params.percent: 101 is out of range 50..100", pi("percent", 101));
+  OK("set_charging_amps", V, pi("charging_amps", 0));
+  OK("set_charging_amps", V, pi("charging_amps", 80));
+  BAD("set_charging_amps", V, "params.charging_amps: -1 is out of range 0..80",
+      pi("charging_amps", -1));
+  BAD("set_charging_amps", V, "params.charging_amps: 81 is out of range 0..80",
+      pi("charging_amps", 81));
+  OK("set_scheduled_charging", V, pb("enable", true), pi("time", 0));
+  OK("set_scheduled_charging", V, pb("enable", true), pi("time", 1439));
+  OK("set_scheduled_charging", V, pb("enable", false));
+  BAD("set_scheduled_charging", V, "params.time: 1440 is out of range 0..1439", pb("enable", true),
+      pi("time", 1440));
+  BAD("set_scheduled_charging", V, "params.time: -1 is out of range 0..1439", pb("enable", true),
+      pi("time", -1));
+  OK("backup", S, pi("backup_reserve_percent", 0));
+  OK("backup", S, pi("backup_reserve_percent", 100));
+  BAD("backup", S, "params.backup_reserve_percent: 101 is out of range 0..100",
+      pi("backup_reserve_percent", 101));
+  BAD("backup", S, "params.backup_reserve_percent: -1 is out of range 0..100",
+      pi("backup_reserve_percent", -1));
+  OK("off_grid_vehicle_charging_reserve", S, pi("off_grid_vehicle_charging_reserve_percent", 0));
+  OK("off_grid_vehicle_charging_reserve", S, pi("off_grid_vehicle_charging_reserve_percent", 100));
+  BAD("off_grid_vehicle_charging_reserve", S,
+      "params.off_grid_vehicle_charging_reserve_percent: 101 is out of range 0..100",
+      pi("off_grid_vehicle_charging_reserve_percent", 101));
+  BAD("set_charge_limit", V, "params.percent: -9223372036854775808 is out of range 50..100",
+      pi("percent", INT64_MIN));
+}
+
+FQ_TEST(float_ranges_accept_ints) {
+  OK("set_temps", V, pf("driver_temp", 15), pf("passenger_temp", 28));
+  OK("set_temps", V, pi("driver_temp", 15), pi("passenger_temp", 28));
+  OK("set_temps", V, pf("driver_temp", 21.5), pi("passenger_temp", 20));
+  BAD("set_temps", V, "params.driver_temp: 14.9 is out of range 15..28", pf("driver_temp", 14.9),
+      pf("passenger_temp", 20));
+  BAD("set_temps", V, "params.passenger_temp: 28.1 is out of range 15..28",
+      pf("driver_temp", 20), pf("passenger_temp", 28.1));
+  BAD("set_temps", V, "params.passenger_temp: 29 is out of range 15..28", pf("driver_temp", 20),
+      pi("passenger_temp", 29));
+  BAD("set_temps", V, "params.driver_temp: nan is out of range 15..28", pf("driver_temp", NAN),
+      pf("passenger_temp", 20));
+  BAD("set_temps", V, "params.passenger_temp: required", pf("driver_temp", 20));
+  OK("window_control", V, ps("command", "close"), pf("lat", -90), pf("lon", 180));
+  OK("window_control", V, ps("command", "vent"), pf("lat", 90), pf("lon", -180));
+  BAD("window_control", V, "params.lat: 90.5 is out of range -90..90", ps("command", "close"),
+      pf("lat", 90.5));
+  BAD("window_control", V, "params.lon: -181 is out of range -180..180", ps("command", "close"),
+      pi("lon", -181));
+}
+
+FQ_TEST(strings_choices_and_lengths) {
+  OK("actuate_trunk", V, ps("which_trunk", "rear"));
+  OK("actuate_trunk", V, ps("which_trunk", "front"));
+  BAD("actuate_trunk", V, "params.which_trunk: \"side\" is not one of rear, front",
+      ps("which_trunk", "side"));
+  BAD("actuate_trunk", V, "params.which_trunk: \"Rear\" is not one of rear, front",
+      ps("which_trunk", "Rear"));
+  BAD0("actuate_trunk", V, "params.which_trunk: required");
+  BAD("window_control", V, "params.command: \"open\" is not one of vent, close",
+      ps("command", "open"));
+  OK("operation", S, ps("default_real_mode", "autonomous"));
+  OK("operation", S, ps("default_real_mode", "self_consumption"));
+  OK("operation", S, ps("default_real_mode", "backup"));
+  BAD("operation", S,
+      "params.default_real_mode: \"off\" is not one of autonomous, self_consumption, backup",
+      ps("default_real_mode", "off"));
+  OK("set_vehicle_name", V, ps("vehicle_name", "x"));
+  char name64[65], name65[66];
+  memset(name64, 'n', 64);
+  name64[64] = '\0';
+  memset(name65, 'n', 65);
+  name65[65] = '\0';
+  OK("set_vehicle_name", V, ps("vehicle_name", name64));
+  BAD("set_vehicle_name", V, "params.vehicle_name: length 65 is out of range 1..64 bytes",
+      ps("vehicle_name", name65));
+  BAD("set_vehicle_name", V, "params.vehicle_name: length 0 is out of range 1..64 bytes",
+      ps("vehicle_name", ""));
+}
+
+FQ_TEST(bools_types_unknown_and_required) {
+  OK("set_sentry_mode", V, pb("on", true));
+  OK("set_preconditioning_max", V, pb("on", true), pb("manual_override", false));
+  OK("set_preconditioning_max", V, pb("on", false));
+  OK("set_cabin_overheat_protection", V, pb("fan_only", true), pb("on", true));
+  OK("storm_mode", S, pb("enabled", false));
+  BAD("set_sentry_mode", V, "params.on: expected bool, got string", ps("on", "true"));
+  BAD("set_sentry_mode", V, "params.on: expected bool, got integer", pi("on", 1));
+  BAD0("set_sentry_mode", V, "params.on: required");
+  BAD("set_charge_limit", V, "params.percent: expected integer, got float", pf("percent", 80));
+  BAD("set_charge_limit", V, "params.colour: unknown parameter for set_charge_limit",
+      pi("percent", 80), ps("colour", "red"));
+  BAD("set_charge_limit", V, "params.percent: duplicate parameter", pi("percent", 80),
+      pi("percent", 81));
+  BAD("honk_horn", V, "params.loud: unknown parameter for honk_horn", pb("loud", true));
+  OK0("honk_horn", V);
+  BAD("set_temps", V, "params.driver_temp: expected number, got string", ps("driver_temp", "20"),
+      pf("passenger_temp", 20));
+  BAD("time_of_use_settings", S, "params.tou_settings: expected map, got integer",
+      pi("tou_settings", 1));
+  BAD0("time_of_use_settings", S, "params.tou_settings: required");
+}
+
+FQ_TEST(grid_import_export_needs_one) {
+  OK("grid_import_export", S, pb("disallow_charge_from_grid_with_solar_installed", true));
+  OK("grid_import_export", S, ps("customer_preferred_export_rule", "pv_only"));
+  OK("grid_import_export", S, ps("customer_preferred_export_rule", "never"),
+     pb("disallow_charge_from_grid_with_solar_installed", false));
+  BAD0("grid_import_export", S,
+       "params: grid_import_export needs at least one of "
+       "disallow_charge_from_grid_with_solar_installed, customer_preferred_export_rule");
+  BAD("grid_import_export", S,
+      "params.customer_preferred_export_rule: \"sometimes\" is not one of battery_ok, pv_only, "
+      "never",
+      ps("customer_preferred_export_rule", "sometimes"));
+}
+
+FQ_TEST(pval_helpers) {
+  fq_pval_t p[] = {pi("a", 3), pf("bb", 2.5), ps("c", "x")};
+  CHECK(fq_pval_get(p, 3, "bb") == &p[1]);
+  CHECK(fq_pval_get(p, 3, "b") == NULL);
+  CHECK(fq_pval_get(p, 3, "cc") == NULL);
+  CHECK(fq_pval_num(&p[0]) == 3.0);
+  CHECK(fq_pval_num(&p[1]) == 2.5);
+  CHECK(fq_pval_num(&p[2]) == 0.0);
+  CHECK_STR(fq_ptype_name(FQ_PT_FLOAT), "number");
+}
+
+FQ_TEST(every_command_accepts_its_minimal_params) {
+  /* Build the smallest valid parameter set for each command from its own
+   * spec, so a table entry whose spec cannot be satisfied is caught. */
+  static const char *const dummy_map = "\x80";
+  for (size_t i = 0; i < fq_cmd_count(); i++) {
+    const fq_cmd_t *c = fq_cmd_at(i);
+    fq_pval_t p[FQ_MAX_PARAMS];
+    size_t n = 0;
+    for (size_t k = 0; k < c->nparams; k++) {
+      const fq_param_spec_t *sp = &c->params[k];
+      if (!sp->required && !(c->need_any_param && n == 0)) continue;
+      fq_pval_t v = {.name = sp->name, .name_len = strlen(sp->name), .type = sp->type};
+      if (sp->type == FQ_PT_INT) v.v.i = (int64_t)sp->min;
+      if (sp->type == FQ_PT_FLOAT) v.v.f = sp->max;
+      if (sp->type == FQ_PT_STR) {
+        const char *s = sp->choices ? sp->choices[0] : "x";
+        v.v.s.p = s;
+        v.v.s.n = strlen(s);
+      }
+      if (sp->type == FQ_PT_MAP) {
+        v.v.raw.p = (const uint8_t *)dummy_map;
+        v.v.raw.n = 1;
+      }
+      p[n++] = v;
+    }
+    fq_err_t e;
+    fq_err_clear(&e);
+    int rc = fq_cmd_validate(c, p, n, &e);
+    if (rc) FQ__FAIL("%s: minimal params refused: %s", c->name, e.msg);
+  }
+}
