@@ -8,12 +8,14 @@ if(FQ_PASS STREQUAL "sources")
     ${CMAKE_SOURCE_DIR}/src/jwt.c
     ${CMAKE_SOURCE_DIR}/src/oauth.c
     ${CMAKE_SOURCE_DIR}/src/ratelimit.c
+    ${CMAKE_SOURCE_DIR}/src/fleetapi.c
   )
 else()
   fq_unit_test(test_http ${CMAKE_SOURCE_DIR}/tests/unit/test_http.c)
   fq_unit_test(test_jwt ${CMAKE_SOURCE_DIR}/tests/unit/test_jwt.c)
   fq_unit_test(test_oauth ${CMAKE_SOURCE_DIR}/tests/unit/test_oauth.c)
   fq_unit_test(test_ratelimit ${CMAKE_SOURCE_DIR}/tests/unit/test_ratelimit.c)
+  fq_unit_test(test_fleetapi ${CMAKE_SOURCE_DIR}/tests/unit/test_fleetapi.c)
   # The HTTPS tests make a throwaway CA with the openssl CLI.
   find_program(FQ_OPENSSL openssl)
   if(FQ_OPENSSL)
