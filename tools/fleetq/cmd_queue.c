@@ -358,9 +358,12 @@ static fq_client_t *open_client(const qopts_t *o) {
 /* ------------------------------------------------------------------ */
 /* get / cancel output                                                  */
 
+/* Integer fields holding Unix milliseconds, shown as UTC times. */
 static bool is_time_key(const char *k, size_t n) {
-  return (n == 2 && memcmp(k, "at", 2) == 0) || (n > 3 && memcmp(k + n - 3, "_at", 3) == 0) ||
-         (n == 8 && memcmp(k, "deadline", 8) == 0);
+  static const char *const names[] = {"at", "created", "updated", "deadline", NULL};
+  for (const char *const *p = names; *p; p++)
+    if (strlen(*p) == n && memcmp(*p, k, n) == 0) return true;
+  return n > 3 && memcmp(k + n - 3, "_at", 3) == 0;
 }
 
 static void print_value(const char *k, size_t kn, const msgpack_object *v) {
@@ -425,6 +428,8 @@ static void print_command(const msgpack_object *cmd) {
     fmt_time(at, when, sizeof when);
     int pn = sfield(t, "prev", &prev), sn = sfield(t, "state", &state),
         rn = sfield(t, "reason", &reason);
+    /* A transition record may leave out `prev`: it is the state before. */
+    if (strcmp(prev, "-") == 0 && i > 0) pn = sfield(&trans->via.array.ptr[i - 1], "state", &prev);
     printf("  %-24s  %-11.*s -> %-11.*s  %.*s\n", when, pn, prev, sn, state,
            strcmp(reason, "-") ? rn : 0, reason);
   }
