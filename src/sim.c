@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <libgen.h>
+#include <stdarg.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <stdio.h>
@@ -759,6 +760,17 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
   *con_cls = NULL;
 }
 
+/* libmicrohttpd reports a handler's MHD_NO (our deliberate hang-ups) as an
+ * "internal error": keep its chatter at debug level. */
+static void mhd_log(void *cls, const char *fmt, va_list ap) {
+  (void)cls;
+  char line[512];
+  vsnprintf(line, sizeof line, fmt, ap);
+  size_t n = strlen(line);
+  while (n && line[n - 1] == '\n') line[--n] = 0;
+  fq_debug(MOD, "microhttpd: %s", line);
+}
+
 /* ---- lifecycle ------------------------------------------------------------------- */
 
 static fq_sim_t *sim_alloc(void) {
@@ -855,6 +867,7 @@ int fq_sim_start(fq_sim_t *sim, const char *host, uint16_t port, const char *tls
       flags, port, NULL, NULL, on_request, sim, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
       MHD_OPTION_THREAD_POOL_SIZE, (unsigned)2, MHD_OPTION_CONNECTION_LIMIT, (unsigned)16384,
       MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)300, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
+      sim, MHD_OPTION_EXTERNAL_LOGGER, mhd_log,
       sim, MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)1024, MHD_OPTION_ARRAY,
       tls_cert_path ? tls_opts : &tls_opts[2], MHD_OPTION_END);
   if (!sim->mhd) {
