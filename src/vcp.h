@@ -359,6 +359,9 @@ const uint8_t *fq_vcp_session_epoch(const fq_vcp_session_t *s);  /* 16 bytes */
 int64_t fq_vcp_session_clock_offset(const fq_vcp_session_t *s);  /* seconds */
 const uint8_t *fq_vcp_session_k(const fq_vcp_session_t *s);      /* 16 bytes, secret */
 void fq_vcp_session_set_routing(fq_vcp_session_t *s, const uint8_t routing[FQ_VCP_ROUTING_LEN]);
+/* True after a reply asked for a resync without session info that
+ * verified: handshake again before signing.  Cleared by a resync. */
+bool fq_vcp_session_stale(const fq_vcp_session_t *s);
 
 /* Serialize the session's state (VIN, domain, car public key, epoch,
  * counter, clock offset, routing address; not K: it is re-derived on
@@ -400,13 +403,14 @@ int fq_vcp_sign(fq_vcp_session_t *s, const uint8_t *payload, size_t len,
                 fq_err_t *err);
 
 /* Process the car's reply to a signed command:
- *  - request_uuid must equal req->uuid (else FQ_EPROTO);
+ *  - request_uuid must equal req->uuid, from_destination.domain (when
+ *    present) req->domain (else FQ_EPROTO);
  *  - session info + tag, when present, are verified and applied
  *    (fq_vcp_session_resync) before anything else;
- *  - a signedMessageStatus fault is classified (fq_vcp_classify_fault);
- *    a resync fault whose reply carried no usable session info still says
- *    RESYNC_RETRY only for the clock faults (17, 20: the offset is kept),
- *    otherwise RETRY after a fresh handshake is the caller's business;
+ *  - a signedMessageStatus fault is classified (fq_vcp_classify_fault).
+ *    RESYNC_RETRY means: retry once; when the reply carried no session info
+ *    that verified, the session is marked stale (fq_vcp_session_stale())
+ *    and the caller must handshake again before re-signing;
  *    OperationStatus WAIT -> RETRY;
  *  - an AES_GCM_Response_data reply is decrypted (AAD = SHA256(response
  *    metadata)); a reply counter already seen for req -> FQ_EREPLAY, a bad
@@ -485,16 +489,17 @@ typedef struct fq_vcp_vrequest {
 /* Verify one request exactly as the car does, in this order: decodable
  * (DECODING), to_destination domain matches (INVALID_DOMAINS), signer key
  * present and paired (UNKNOWN_KEY_ID), HMAC_Personalized data present
- * (BAD_PARAMETER otherwise, e.g. AES-GCM), epoch (INCORRECT_EPOCH),
- * expires_at more than 2^30 s ahead of the vehicle clock (BAD_PARAMETER),
- * expired (TIME_EXPIRED), counter (VCSEC: strictly greater than the last
- * accepted; INFOTAINMENT: greater, or one of the 32 below the highest not
- * yet seen; counter 0 never; else INVALID_TOKEN_OR_COUNTER), then the HMAC
- * tag over the metadata built with this car's VIN and domain.  A tag that
- * does not verify is INVALID_SIGNATURE, except that a tag which verifies
- * under one of the other VINs registered with fq_vcp_vdomain_add_alias_vin()
- * (the simulator registers its fleet's VINs) is WRONG_PERSONALIZATION: an
- * HMAC alone cannot name the VIN it was made for.
+ * (BAD_PARAMETER otherwise, e.g. AES-GCM), epoch (INCORRECT_EPOCH), the
+ * HMAC tag over the metadata built with this car's VIN and domain and the
+ * message's expires_at / counter / flags (INVALID_SIGNATURE; but a tag
+ * that verifies under one of the VINs registered with
+ * fq_vcp_vdomain_add_alias_vin() is WRONG_PERSONALIZATION: an HMAC alone
+ * cannot name the VIN it was made for), expires_at more than 2^30 s ahead
+ * of the vehicle clock (BAD_PARAMETER), expired (TIME_EXPIRED), counter
+ * (VCSEC: strictly greater than the last accepted; INFOTAINMENT: greater,
+ * or one of the 32 below the highest not yet seen; never 0; else
+ * INVALID_TOKEN_OR_COUNTER).  Checking the tag before expiry and counter
+ * means an unauthenticated sender learns nothing about the car's state.
  * Only an accepted request advances the counter state.  Handshake
  * requests set vr->is_handshake and are not verified here.  Returns 0
  * (vr->fault says the verdict) or FQ_EPROTO when the bytes are not a

@@ -1,0 +1,311 @@
+/*
+ * Unit tests of payload.c and the application side of vcp_app.c: every
+ * payload vector of tests/data/vectors.json (the 27 command payloads are
+ * built by the builders and decoded back by the car side; the 4 replies
+ * are classified), bad parameters refused locally, and the JSON bodies of
+ * REST endpoints (including time_of_use_settings' nested msgpack map).
+ */
+#include <stdlib.h>
+
+#include <jansson.h>
+#include <msgpack.h>
+
+#include "fq_test.h"
+#include "payload.h"
+#include "util.h"
+#include "vcp.h"
+
+static json_t *payload_vectors(void) {
+  static json_t *v;
+  if (!v) {
+    json_error_t e;
+    v = json_load_file("data/vectors.json", 0, &e);
+    if (!v) {
+      fprintf(stderr, "cannot load data/vectors.json: %s\n", e.text);
+      exit(2);
+    }
+  }
+  return json_object_get(v, "payloads");
+}
+
+/* Params from a JSON object into pv (strings borrow from j). */
+static size_t params_from_json(json_t *j, fq_pval_t *pv) {
+  size_t n = 0;
+  const char *k;
+  json_t *v;
+  json_object_foreach(j, k, v) {
+    fq_pval_t *p = &pv[n++];
+    memset(p, 0, sizeof *p);
+    p->name = k;
+    p->name_len = strlen(k);
+    if (json_is_boolean(v)) {
+      p->type = FQ_PT_BOOL;
+      p->v.b = json_is_true(v);
+    } else if (json_is_integer(v)) {
+      p->type = FQ_PT_INT;
+      p->v.i = json_integer_value(v);
+    } else if (json_is_real(v)) {
+      p->type = FQ_PT_FLOAT;
+      p->v.f = json_real_value(v);
+    } else if (json_is_string(v)) {
+      p->type = FQ_PT_STR;
+      p->v.s.p = json_string_value(v);
+      p->v.s.n = json_string_length(v);
+    }
+  }
+  return n;
+}
+
+/* Vector name -> command and params. */
+static const struct {
+  const char *vector, *command, *params;
+} cases[] = {
+    {"actuate_trunk_front", "actuate_trunk", "{\"which_trunk\":\"front\"}"},
+    {"actuate_trunk_rear", "actuate_trunk", "{\"which_trunk\":\"rear\"}"},
+    {"auto_conditioning_start", "auto_conditioning_start", "{}"},
+    {"auto_conditioning_stop", "auto_conditioning_stop", "{}"},
+    {"charge_max_range", "charge_max_range", "{}"},
+    {"charge_port_door_close", "charge_port_door_close", "{}"},
+    {"charge_port_door_open", "charge_port_door_open", "{}"},
+    {"charge_standard", "charge_standard", "{}"},
+    {"charge_start", "charge_start", "{}"},
+    {"charge_stop", "charge_stop", "{}"},
+    {"door_lock", "door_lock", "{}"},
+    {"door_unlock", "door_unlock", "{}"},
+    {"flash_lights", "flash_lights", "{}"},
+    {"honk_horn", "honk_horn", "{}"},
+    {"ping_7", "ping", "{\"ping_id\":7}"},
+    {"remote_start_drive", "remote_start_drive", "{}"},
+    {"set_cabin_overheat_protection_on_fanonly", "set_cabin_overheat_protection",
+     "{\"on\":true,\"fan_only\":true}"},
+    {"set_charge_limit_80", "set_charge_limit", "{\"percent\":80}"},
+    {"set_charging_amps_16", "set_charging_amps", "{\"charging_amps\":16}"},
+    {"set_preconditioning_max_on", "set_preconditioning_max", "{\"on\":true}"},
+    {"set_scheduled_charging_on_420", "set_scheduled_charging", "{\"enable\":true,\"time\":420}"},
+    {"set_sentry_mode_off", "set_sentry_mode", "{\"on\":false}"},
+    {"set_sentry_mode_on", "set_sentry_mode", "{\"on\":true}"},
+    {"set_temps_21.5_20", "set_temps", "{\"driver_temp\":21.5,\"passenger_temp\":20}"},
+    {"set_vehicle_name_Roadrunner", "set_vehicle_name", "{\"vehicle_name\":\"Roadrunner\"}"},
+    {"window_control_close", "window_control", "{\"command\":\"close\"}"},
+    {"window_control_vent", "window_control", "{\"command\":\"vent\"}"},
+};
+
+FQ_TEST(every_payload_vector) {
+  json_t *pv = payload_vectors();
+  size_t seen = 0, replies = 0;
+  const char *name;
+  json_t *entry;
+  CHECK_INT(json_object_size(pv), 31);
+  json_object_foreach(pv, name, entry) {
+    const char *msg = json_string_value(json_object_get(entry, "message"));
+    uint8_t want[256];
+    long wl = fq_hex_decode(json_string_value(json_object_get(entry, "hex")), want, sizeof want);
+    CHECK(wl >= 0);
+    if (strcmp(msg, "CarServer.Response") == 0 || strcmp(msg, "VCSEC.FromVCSECMessage") == 0) {
+      int domain = msg[0] == 'C' ? 3 : 2;
+      fq_vcp_outcome_t o;
+      CHECK_INT(fq_vcp_classify_app_reply(domain, want, (size_t)wl, &o), 0);
+      if (strcmp(name, "reply_ok") == 0) {
+        CHECK_INT(o.action, FQ_VCP_OK);
+      } else if (strcmp(name, "reply_error_already_set") == 0) {
+        CHECK_INT(o.action, FQ_VCP_FAIL);
+        CHECK_STR(o.reason, "already_set");
+      } else if (strcmp(name, "vcsec_reply_nominal_closures_open") == 0) {
+        CHECK_INT(o.action, FQ_VCP_FAIL);
+        CHECK_STR(o.reason, "vcsec could not execute command: CLOSURES_OPEN");
+      } else if (strcmp(name, "vcsec_reply_wait") == 0) {
+        CHECK_INT(o.action, FQ_VCP_RETRY);
+        CHECK_INT(o.error, FQ_EBUSY);
+      } else {
+        FQ__FAIL("unexpected reply vector %s", name);
+      }
+      /* The car side builds the same reply bytes. */
+      fq_buf_t b;
+      fq_buf_init(&b, 1024);
+      if (strcmp(name, "reply_ok") == 0) fq_vcp_app_carserver_reply(true, NULL, &b);
+      else if (strcmp(name, "reply_error_already_set") == 0)
+        fq_vcp_app_carserver_reply(false, "already_set", &b);
+      else if (strcmp(name, "vcsec_reply_wait") == 0) fq_vcp_app_vcsec_reply(1, 0, &b);
+      else fq_vcp_app_vcsec_reply(-1, 2, &b);
+      CHECK_MEM(b.data, b.len, want, (size_t)wl);
+      fq_buf_free(&b);
+      replies++;
+      continue;
+    }
+    size_t i;
+    for (i = 0; i < sizeof cases / sizeof cases[0]; i++)
+      if (strcmp(cases[i].vector, name) == 0) break;
+    if (i == sizeof cases / sizeof cases[0]) {
+      FQ__FAIL("no test case for payload vector %s", name);
+      continue;
+    }
+    json_t *pj = json_loads(cases[i].params, 0, NULL);
+    fq_pval_t params[FQ_MAX_PARAMS];
+    size_t n = params_from_json(pj, params);
+    fq_buf_t out;
+    fq_buf_init(&out, 1024);
+    int domain = 0;
+    fq_err_t err;
+    fq_err_clear(&err);
+    int rc = fq_payload_build_named(cases[i].command, params, n, &domain, &out, &err);
+    if (rc) fprintf(stderr, "  %s: %s\n", name, err.msg);
+    CHECK_INT(rc, 0);
+    if (out.len != (size_t)wl || memcmp(out.data, want, out.len) != 0) fprintf(stderr, "  vector %s:\n", name);
+    CHECK_MEM(out.data, out.len, want, (size_t)wl);
+    CHECK_INT(domain, strcmp(msg, "VCSEC.UnsignedMessage") == 0 ? 2 : 3);
+    CHECK_INT(fq_payload_domain(cases[i].command), domain);
+    /* The car decodes it back to the same command and params. */
+    fq_vcp_app_cmd_t cmd;
+    CHECK_INT(fq_vcp_app_decode_command(domain, want, (size_t)wl, &cmd, NULL), 0);
+    CHECK_STR(cmd.name, cases[i].command);
+    for (size_t k = 0; k < n; k++) {
+      bool found = false;
+      for (size_t m = 0; m < cmd.nparams; m++) {
+        if (strcmp(cmd.params[m].name, params[k].name) != 0) continue;
+        found = true;
+        switch (params[k].type) {
+        case FQ_PT_BOOL: CHECK_INT(cmd.params[m].b, params[k].v.b); break;
+        case FQ_PT_INT:
+          if (cmd.params[m].type == FQ_PT_FLOAT) CHECK(cmd.params[m].f == (double)params[k].v.i);
+          else CHECK_INT(cmd.params[m].i, params[k].v.i);
+          break;
+        case FQ_PT_FLOAT: CHECK(cmd.params[m].f == params[k].v.f); break;
+        case FQ_PT_STR: CHECK_STR(cmd.params[m].s, params[k].v.s.p); break;
+        default: break;
+        }
+      }
+      if (!found) FQ__FAIL("%s: param %s not decoded", name, params[k].name);
+    }
+    fq_buf_free(&out);
+    json_decref(pj);
+    seen++;
+  }
+  CHECK_INT(seen, sizeof cases / sizeof cases[0]);
+  CHECK_INT(replies, 4);
+}
+
+/* Build cmd with params JSON; returns the rc and fills err. */
+static int try_build(const char *cmd, const char *params, fq_err_t *err) {
+  json_t *pj = json_loads(params, 0, NULL);
+  fq_pval_t pv[FQ_MAX_PARAMS];
+  size_t n = params_from_json(pj, pv);
+  fq_buf_t out;
+  fq_buf_init(&out, 1024);
+  fq_err_clear(err);
+  int rc = fq_payload_build_named(cmd, pv, n, NULL, &out, err);
+  if (rc) CHECK_INT(out.len, 0);
+  fq_buf_free(&out);
+  json_decref(pj);
+  return rc;
+}
+
+FQ_TEST(bad_params_are_refused) {
+  fq_err_t err;
+  CHECK_INT(try_build("set_charge_limit", "{\"percent\":120}", &err), FQ_EBADPARAM);
+  CHECK(strstr(err.msg, "percent") && strstr(err.msg, "out of range"));
+  CHECK_INT(try_build("set_charge_limit", "{\"percent\":49}", &err), FQ_EBADPARAM);
+  CHECK_INT(try_build("set_charge_limit", "{\"percent\":\"80\"}", &err), FQ_EBADPARAM);
+  CHECK(strstr(err.msg, "wrong type") != NULL);
+  CHECK_INT(try_build("set_charge_limit", "{}", &err), FQ_EBADPARAM);
+  CHECK(strstr(err.msg, "required") != NULL);
+  CHECK_INT(try_build("set_charging_amps", "{\"charging_amps\":81}", &err), FQ_EBADPARAM);
+  CHECK_INT(try_build("set_temps", "{\"driver_temp\":21}", &err), FQ_EBADPARAM);
+  CHECK_INT(try_build("set_temps", "{\"driver_temp\":30,\"passenger_temp\":20}", &err), FQ_EBADPARAM);
+  CHECK_INT(try_build("set_temps", "{\"driver_temp\":21,\"passenger_temp\":20}", &err), 0);
+  CHECK_INT(try_build("set_sentry_mode", "{\"on\":1}", &err), FQ_EBADPARAM);
+  CHECK_INT(try_build("window_control", "{\"command\":\"open\"}", &err), FQ_EBADPARAM);
+  CHECK_INT(try_build("actuate_trunk", "{\"which_trunk\":\"side\"}", &err), FQ_EBADPARAM);
+  CHECK_INT(try_build("set_scheduled_charging", "{\"enable\":true,\"time\":1440}", &err),
+            FQ_EBADPARAM);
+  CHECK_INT(try_build("set_vehicle_name", "{\"vehicle_name\":\"\"}", &err), FQ_EBADPARAM);
+  CHECK_INT(try_build("set_vehicle_name",
+                      "{\"vehicle_name\":\"0123456789012345678901234567890123456789012345678901234567890123456789\"}",
+                      &err),
+            FQ_EBADPARAM);
+  CHECK_INT(try_build("wake_up", "{}", &err), FQ_EUNKCMD);
+  CHECK_INT(try_build("no_such_command", "{}", &err), FQ_EUNKCMD);
+  CHECK_INT(fq_payload_domain("wake_up"), 0);
+}
+
+FQ_TEST(json_bodies) {
+  fq_pval_t pv[4];
+  memset(pv, 0, sizeof pv);
+  pv[0].name = "backup_reserve_percent";
+  pv[0].name_len = strlen(pv[0].name);
+  pv[0].type = FQ_PT_INT;
+  pv[0].v.i = 30;
+  fq_buf_t out;
+  fq_buf_init(&out, 4096);
+  CHECK_INT(fq_payload_build_json(NULL, pv, 1, &out, NULL), 0);
+  fq_buf_append(&out, "", 1);
+  CHECK_STR((char *)out.data, "{\"backup_reserve_percent\":30}");
+
+  fq_buf_reset(&out);
+  CHECK_INT(fq_payload_build_json(NULL, pv, 0, &out, NULL), 0);
+  fq_buf_append(&out, "", 1);
+  CHECK_STR((char *)out.data, "{}");
+
+  /* Several types, in the order sent. */
+  pv[0].name = "disallow_charge_from_grid_with_solar_installed";
+  pv[0].name_len = strlen(pv[0].name);
+  pv[0].type = FQ_PT_BOOL;
+  pv[0].v.b = true;
+  pv[1].name = "customer_preferred_export_rule";
+  pv[1].name_len = strlen(pv[1].name);
+  pv[1].type = FQ_PT_STR;
+  pv[1].v.s.p = "pv_only";
+  pv[1].v.s.n = 7;
+  pv[2].name = "driver_temp";
+  pv[2].name_len = strlen(pv[2].name);
+  pv[2].type = FQ_PT_FLOAT;
+  pv[2].v.f = 21.5;
+  fq_buf_reset(&out);
+  CHECK_INT(fq_payload_build_json(NULL, pv, 3, &out, NULL), 0);
+  fq_buf_append(&out, "", 1);
+  CHECK_STR((char *)out.data, "{\"disallow_charge_from_grid_with_solar_installed\":true,"
+                              "\"customer_preferred_export_rule\":\"pv_only\",\"driver_temp\":21.5}");
+
+  /* time_of_use_settings: a nested msgpack map becomes nested JSON. */
+  msgpack_sbuffer sb;
+  msgpack_sbuffer_init(&sb);
+  msgpack_packer pk;
+  msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+  msgpack_pack_map(&pk, 1);
+  msgpack_pack_str_with_body(&pk, "tariff_content_v2", 17);
+  msgpack_pack_map(&pk, 3);
+  msgpack_pack_str_with_body(&pk, "name", 4);
+  msgpack_pack_str_with_body(&pk, "TOU", 3);
+  msgpack_pack_str_with_body(&pk, "rates", 5);
+  msgpack_pack_array(&pk, 2);
+  msgpack_pack_double(&pk, 0.25);
+  msgpack_pack_int(&pk, -3);
+  msgpack_pack_str_with_body(&pk, "on", 2);
+  msgpack_pack_nil(&pk);
+  pv[0].name = "tou_settings";
+  pv[0].name_len = strlen(pv[0].name);
+  pv[0].type = FQ_PT_MAP;
+  pv[0].v.raw.p = (const uint8_t *)sb.data;
+  pv[0].v.raw.n = sb.size;
+  fq_buf_reset(&out);
+  CHECK_INT(fq_payload_build_json(NULL, pv, 1, &out, NULL), 0);
+  fq_buf_append(&out, "", 1);
+  CHECK_STR((char *)out.data,
+            "{\"tou_settings\":{\"tariff_content_v2\":{\"name\":\"TOU\",\"rates\":[0.25,-3],\"on\":null}}}");
+  /* A map with a non-string key, or truncated bytes, is refused. */
+  pv[0].v.raw.n = sb.size - 1;
+  fq_err_t err;
+  fq_err_clear(&err);
+  fq_buf_reset(&out);
+  CHECK_INT(fq_payload_build_json(NULL, pv, 1, &out, &err), FQ_EBADPARAM);
+  msgpack_sbuffer_clear(&sb);
+  msgpack_pack_map(&pk, 1);
+  msgpack_pack_int(&pk, 1);
+  msgpack_pack_int(&pk, 2);
+  pv[0].v.raw.p = (const uint8_t *)sb.data;
+  pv[0].v.raw.n = sb.size;
+  fq_err_clear(&err);
+  CHECK_INT(fq_payload_build_json(NULL, pv, 1, &out, &err), FQ_EBADPARAM);
+  CHECK(strstr(err.msg, "string") != NULL);
+  msgpack_sbuffer_destroy(&sb);
+  fq_buf_free(&out);
+}
