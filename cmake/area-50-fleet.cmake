@@ -9,6 +9,7 @@ if(FQ_PASS STREQUAL "sources")
     ${CMAKE_SOURCE_DIR}/src/oauth.c
     ${CMAKE_SOURCE_DIR}/src/ratelimit.c
     ${CMAKE_SOURCE_DIR}/src/fleetapi.c
+    ${CMAKE_SOURCE_DIR}/src/accounts.c
   )
 else()
   fq_unit_test(test_http ${CMAKE_SOURCE_DIR}/tests/unit/test_http.c)
@@ -16,6 +17,7 @@ else()
   fq_unit_test(test_oauth ${CMAKE_SOURCE_DIR}/tests/unit/test_oauth.c)
   fq_unit_test(test_ratelimit ${CMAKE_SOURCE_DIR}/tests/unit/test_ratelimit.c)
   fq_unit_test(test_fleetapi ${CMAKE_SOURCE_DIR}/tests/unit/test_fleetapi.c)
+  fq_unit_test(test_accounts ${CMAKE_SOURCE_DIR}/tests/unit/test_accounts.c)
   # The HTTPS tests make a throwaway CA with the openssl CLI.
   find_program(FQ_OPENSSL openssl)
   if(FQ_OPENSSL)
