@@ -1,0 +1,182 @@
+/*
+ * fleetq keygen / pubkey: create the fleet's P-256 command-signing key
+ * pair, and show the public half of an existing one.  The private key is
+ * written 0600 and never overwritten; the public key is what Tesla and the
+ * cars fetch from the app's domain.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+
+#include "cli.h"
+#include "fleetq/error.h"
+#include "util.h"
+#include "vcp.h"
+
+#define WELL_KNOWN_PATH "/.well-known/appspecific/com.tesla.3p.public-key.pem"
+
+/* Write all of p to a new file (never an existing one, never through a
+ * symlink) with mode; fsync before close so a crash cannot leave a
+ * half-written key. */
+static int write_new_file(const char *path, const void *p, size_t n, mode_t mode) {
+  int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+  if (fd < 0) return -errno;
+  int rc = 0;
+  if (fchmod(fd, mode) != 0) rc = -errno; /* the umask must not widen or narrow it */
+  const uint8_t *b = p;
+  while (rc == 0 && n > 0) {
+    ssize_t w = write(fd, b, n);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      rc = -errno;
+      break;
+    }
+    b += w;
+    n -= (size_t)w;
+  }
+  if (rc == 0 && fsync(fd) != 0) rc = -errno;
+  if (close(fd) != 0 && rc == 0) rc = -errno;
+  if (rc) unlink(path);
+  return rc;
+}
+
+static void keygen_usage(FILE *f) {
+  fprintf(f,
+          "usage: fleetq keygen --out DIR\n"
+          "\n"
+          "Creates the fleet's command-signing key pair (NIST P-256):\n"
+          "  DIR/private.pem  the private key, mode 0600 (never overwritten)\n"
+          "  DIR/public.pem   the public key to publish\n"
+          "Host public.pem at https://<your-domain>" WELL_KNOWN_PATH "\n");
+}
+
+static int cmd_keygen(int argc, char **argv) {
+  static const struct option opts[] = {
+      {"out", required_argument, NULL, 'o'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+  const char *dir = NULL;
+  int c;
+  optind = 0;
+  while ((c = getopt_long(argc, argv, "+o:h", opts, NULL)) != -1) {
+    switch (c) {
+    case 'o': dir = optarg; break;
+    case 'h': keygen_usage(stdout); return 0;
+    default: keygen_usage(stderr); return 2;
+    }
+  }
+  if (!dir || optind != argc) {
+    keygen_usage(stderr);
+    return 2;
+  }
+  char priv_path[4096], pub_path[4096];
+  if (snprintf(priv_path, sizeof priv_path, "%s/private.pem", dir) >= (int)sizeof priv_path ||
+      snprintf(pub_path, sizeof pub_path, "%s/public.pem", dir) >= (int)sizeof pub_path) {
+    fprintf(stderr, "fleetq keygen: path too long\n");
+    return 2;
+  }
+  if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+    fprintf(stderr, "fleetq keygen: cannot create %s: %s\n", dir, strerror(errno));
+    return 1;
+  }
+  struct stat st;
+  if (lstat(priv_path, &st) == 0 || lstat(pub_path, &st) == 0) {
+    fprintf(stderr, "fleetq keygen: %s already holds a key (private.pem or public.pem); "
+                    "refusing to overwrite it\n", dir);
+    return 1;
+  }
+  int rc = 1;
+  fq_err_t err;
+  fq_err_clear(&err);
+  fq_vcp_key_t *key = NULL;
+  fq_buf_t priv, pub;
+  fq_buf_init(&priv, 0);
+  fq_buf_init(&pub, 0);
+  if (fq_vcp_key_generate(&key, &err) || fq_vcp_key_private_pem(key, &priv, &err) ||
+      fq_vcp_key_public_pem(key, &pub, &err)) {
+    fprintf(stderr, "fleetq keygen: %s\n", err.msg[0] ? err.msg : "key generation failed");
+    goto out;
+  }
+  int wr = write_new_file(priv_path, priv.data, priv.len, 0600);
+  if (wr) {
+    fprintf(stderr, "fleetq keygen: cannot write %s: %s\n", priv_path, fq_strerror(wr));
+    goto out;
+  }
+  if ((wr = write_new_file(pub_path, pub.data, pub.len, 0644))) {
+    fprintf(stderr, "fleetq keygen: cannot write %s: %s\n", pub_path, fq_strerror(wr));
+    unlink(priv_path);
+    goto out;
+  }
+  char hex[2 * FQ_VCP_PUBKEY_LEN + 1];
+  fq_hex_encode(fq_vcp_key_public(key), FQ_VCP_PUBKEY_LEN, hex);
+  printf("private key: %s (mode 0600: keep it secret, back it up)\n"
+         "public key:  %s\n"
+         "public key (hex): %s\n"
+         "\n"
+         "Next steps:\n"
+         "  1. Host %s at https://<your-domain>%s\n"
+         "  2. Register the domain: POST /api/1/partner_accounts {\"domain\": \"<your-domain>\"}\n"
+         "  3. Each owner pairs the key by opening https://tesla.com/_ak/<your-domain>\n",
+         priv_path, pub_path, hex, pub_path, WELL_KNOWN_PATH);
+  rc = 0;
+out:
+  if (priv.data) OPENSSL_cleanse(priv.data, priv.alloc);
+  fq_buf_free(&priv);
+  fq_buf_free(&pub);
+  fq_vcp_key_destroy(&key);
+  return rc;
+}
+
+static void pubkey_usage(FILE *f) {
+  fprintf(f, "usage: fleetq pubkey --key PEM\n"
+             "\n"
+             "Prints the public key of a fleet private key file as PEM and as the\n"
+             "65-byte uncompressed point in hex.  The file must not be readable by\n"
+             "group or others.\n");
+}
+
+static int cmd_pubkey(int argc, char **argv) {
+  static const struct option opts[] = {
+      {"key", required_argument, NULL, 'k'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+  const char *path = NULL;
+  int c;
+  optind = 0;
+  while ((c = getopt_long(argc, argv, "+k:h", opts, NULL)) != -1) {
+    switch (c) {
+    case 'k': path = optarg; break;
+    case 'h': pubkey_usage(stdout); return 0;
+    default: pubkey_usage(stderr); return 2;
+    }
+  }
+  if (!path || optind != argc) {
+    pubkey_usage(stderr);
+    return 2;
+  }
+  fq_err_t err;
+  fq_err_clear(&err);
+  fq_vcp_key_t *key = NULL;
+  fq_buf_t pub;
+  fq_buf_init(&pub, 0);
+  int rc = 1;
+  if (fq_vcp_key_load(path, &key, &err) || fq_vcp_key_public_pem(key, &pub, &err)) {
+    fprintf(stderr, "fleetq pubkey: %s\n", err.msg);
+    goto out;
+  }
+  char hex[2 * FQ_VCP_PUBKEY_LEN + 1];
+  fq_hex_encode(fq_vcp_key_public(key), FQ_VCP_PUBKEY_LEN, hex);
+  fwrite(pub.data, 1, pub.len, stdout);
+  printf("%s\n", hex);
+  rc = 0;
+out:
+  fq_buf_free(&pub);
+  fq_vcp_key_destroy(&key);
+  return rc;
+}
+
+FQ_CLI_COMMAND("keygen", cmd_keygen, "create the fleet's command-signing key pair")
+FQ_CLI_COMMAND("pubkey", cmd_pubkey, "print the public key of a fleet private key")
