@@ -234,12 +234,12 @@ static void val_obj(const scan_t *s, int k, fq__mp_obj_t *o) {
 }
 
 static int type_err(int k, const char *want, const fq__mp_obj_t *o, fq_err_t *err) {
-  return fq_errf(err, FQ_EBADREQ, "%s: expected %s, got %s", key_names[k], want,
+  return fq_errf(err, FQ_EBADREQ, "\"%s\": expected %s, got %s", key_names[k], want,
                  fq__mp_kind_name(o->kind));
 }
 
 static int required(int k, fq_err_t *err) {
-  return fq_errf(err, FQ_EBADREQ, "%s: required", key_names[k]);
+  return fq_errf(err, FQ_EBADREQ, "\"%s\": required", key_names[k]);
 }
 
 /* A string field: UTF-8, byte length within lo..hi. */
@@ -250,9 +250,9 @@ static int get_str(const scan_t *s, int k, bool req, size_t lo, size_t hi, fq_st
   val_obj(s, k, &o);
   if (o.kind != FQ__MP_STR) return type_err(k, "string", &o, err);
   if (!fq__utf8_valid(o.p, o.len))
-    return fq_errf(err, FQ_EBADREQ, "%s: invalid UTF-8", key_names[k]);
+    return fq_errf(err, FQ_EBADREQ, "\"%s\": invalid UTF-8", key_names[k]);
   if (o.len < lo || o.len > hi)
-    return fq_errf(err, FQ_EBADREQ, "%s: length %" PRIu32 " is out of range %zu..%zu bytes",
+    return fq_errf(err, FQ_EBADREQ, "\"%s\": length %" PRIu32 " is out of range %zu..%zu bytes",
                    key_names[k], o.len, lo, hi);
   out->p = (const char *)o.p;
   out->n = o.len;
@@ -265,11 +265,11 @@ static int get_uint(const scan_t *s, int k, uint64_t lo, uint64_t hi, uint64_t *
   fq__mp_obj_t o;
   val_obj(s, k, &o);
   if (o.kind == FQ__MP_NINT)
-    return fq_errf(err, FQ_EBADREQ, "%s: %" PRId64 " is out of range %" PRIu64 "..%" PRIu64,
+    return fq_errf(err, FQ_EBADREQ, "\"%s\": %" PRId64 " is out of range %" PRIu64 "..%" PRIu64,
                    key_names[k], o.v.i, lo, hi);
   if (o.kind != FQ__MP_UINT) return type_err(k, "integer", &o, err);
   if (o.v.u < lo || o.v.u > hi)
-    return fq_errf(err, FQ_EBADREQ, "%s: %" PRIu64 " is out of range %" PRIu64 "..%" PRIu64,
+    return fq_errf(err, FQ_EBADREQ, "\"%s\": %" PRIu64 " is out of range %" PRIu64 "..%" PRIu64,
                    key_names[k], o.v.u, lo, hi);
   *out = o.v.u;
   return 0;
@@ -287,7 +287,7 @@ static int check_tenant(const fq_str_t *t, fq_err_t *err) {
       char q[64];
       quoted(t, q, sizeof q);
       return fq_errf(err, FQ_EBADREQ,
-                     "tenant: \"%s\" has a character outside [A-Za-z0-9._-] at byte %zu", q, i);
+                     "\"tenant\": \"%s\" has a character outside [A-Za-z0-9._-] at byte %zu", q, i);
     }
   }
   return 0;
@@ -299,7 +299,7 @@ static int check_no_ctl(int k, const fq_str_t *v, fq_err_t *err) {
   for (size_t i = 0; i < v->n; i++) {
     unsigned char c = (unsigned char)v->p[i];
     if (c < 0x20 || c == 0x7f)
-      return fq_errf(err, FQ_EBADREQ, "%s: control character 0x%02x at byte %zu", key_names[k],
+      return fq_errf(err, FQ_EBADREQ, "\"%s\": control character 0x%02x at byte %zu", key_names[k],
                      c, i);
   }
   return 0;
@@ -313,11 +313,11 @@ static int check_vin(const fq_str_t *v, fq_err_t *err) {
   char q[64];
   quoted(v, q, sizeof q);
   if (v->n != 17)
-    return fq_errf(err, FQ_EBADREQ, "vin: \"%s\" is %zu characters, a VIN has 17", q, v->n);
+    return fq_errf(err, FQ_EBADREQ, "\"vin\": \"%s\" is %zu characters, a VIN has 17", q, v->n);
   for (size_t i = 0; i < 17; i++)
     if (!vin_char(v->p[i]))
       return fq_errf(err, FQ_EBADREQ,
-                     "vin: \"%s\" has an invalid character at position %zu (allowed: A-H J-N P "
+                     "\"vin\": \"%s\" has an invalid character at position %zu (allowed: A-H J-N P "
                      "R-Z 0-9; never I, O or Q)",
                      q, i + 1);
   return 0;
@@ -326,7 +326,7 @@ static int check_vin(const fq_str_t *v, fq_err_t *err) {
 static int check_id(const fq_str_t *v, fq_err_t *err) {
   for (size_t i = 0; i < v->n; i++)
     if (v->p[i] <= 0x20 || v->p[i] >= 0x7f)
-      return fq_errf(err, FQ_EBADREQ, "id: invalid character at byte %zu", i);
+      return fq_errf(err, FQ_EBADREQ, "\"id\": invalid character at byte %zu", i);
   return 0;
 }
 
@@ -343,16 +343,16 @@ static int decode_params(const uint8_t *buf, size_t len, const fq_cmd_t *cmd, fq
   int rc = fq__mp_next(&r, &m, err);
   if (rc) return rc;
   if (m.kind != FQ__MP_MAP)
-    return fq_errf(err, FQ_EBADREQ, "params: expected map, got %s", fq__mp_kind_name(m.kind));
+    return fq_errf(err, FQ_EBADREQ, "\"params\": expected map, got %s", fq__mp_kind_name(m.kind));
   if (m.v.count > FQ_MAX_PARAMS)
-    return fq_errf(err, FQ_EBADPARAM, "params: %" PRIu32 " entries, at most %d", m.v.count,
+    return fq_errf(err, FQ_EBADPARAM, "\"params\": %" PRIu32 " entries, at most %d", m.v.count,
                    FQ_MAX_PARAMS);
   for (uint32_t i = 0; i < m.v.count; i++) {
     const uint8_t *kat = r.p;
     rc = fq__mp_next(&r, &k, err);
     if (rc) return rc;
     if (k.kind != FQ__MP_STR)
-      return fq_errf(err, FQ_EBADPARAM, "params: key at byte %zu is %s, not a string",
+      return fq_errf(err, FQ_EBADPARAM, "\"params\": key at byte %zu is %s, not a string",
                      (size_t)(kat - buf), fq__mp_kind_name(k.kind));
     fq__mp_quote(k.p, k.len, nm, sizeof nm);
     if (!fq__utf8_valid(k.p, k.len))
@@ -423,7 +423,7 @@ static int decode_params(const uint8_t *buf, size_t len, const fq_cmd_t *cmd, fq
     *nout = i + 1;
   }
   if (r.p != r.end)
-    return fq_errf(err, FQ_EBADREQ, "params: %zu trailing bytes after the map",
+    return fq_errf(err, FQ_EBADREQ, "\"params\": %zu trailing bytes after the map",
                    (size_t)(r.end - r.p));
   return 0;
 }
@@ -432,9 +432,9 @@ int fq_wire_decode_params(const uint8_t *buf, size_t len, fq_pval_t *out, size_t
                           fq_err_t *err) {
   *n = 0;
   if (len > FQ_WIRE_MAX_PARAMS_BYTES)
-    return fq_errf(err, FQ_ETOOLARGE, "params: %zu bytes, at most %d", len,
+    return fq_errf(err, FQ_ETOOLARGE, "\"params\": %zu bytes, at most %d", len,
                    FQ_WIRE_MAX_PARAMS_BYTES);
-  if (len == 0) return fq_errf(err, FQ_EBADREQ, "params: empty");
+  if (len == 0) return fq_errf(err, FQ_EBADREQ, "\"params\": empty");
   return decode_params(buf, len, NULL, out, n, err);
 }
 
@@ -450,9 +450,9 @@ static int decode_submit(const scan_t *s, fq_request_t *req, fq_err_t *err) {
 
   bool has_vin = s->seen & B(K_VIN), has_site = s->seen & B(K_SITE);
   if (has_vin && has_site)
-    return fq_errf(err, FQ_EBADREQ, "vin, site: give exactly one, not both");
+    return fq_errf(err, FQ_EBADREQ, "\"vin\" and \"site\": give exactly one, not both");
   if (!has_vin && !has_site)
-    return fq_errf(err, FQ_EBADREQ, "vin or site: required (exactly one)");
+    return fq_errf(err, FQ_EBADREQ, "\"vin\" or \"site\": required (exactly one)");
   fq_devtype_t dev;
   if (has_vin) {
     if ((rc = get_str(s, K_VIN, true, 0, SIZE_MAX, &req->vin, err))) return rc;
@@ -463,8 +463,8 @@ static int decode_submit(const scan_t *s, fq_request_t *req, fq_err_t *err) {
     val_obj(s, K_SITE, &o);
     if (o.kind == FQ__MP_NINT || (o.kind == FQ__MP_UINT && o.v.u == 0)) {
       if (o.kind == FQ__MP_NINT)
-        return fq_errf(err, FQ_EBADREQ, "site: %" PRId64 " is not a positive integer", o.v.i);
-      return fq_errf(err, FQ_EBADREQ, "site: 0 is not a positive integer");
+        return fq_errf(err, FQ_EBADREQ, "\"site\": %" PRId64 " is not a positive integer", o.v.i);
+      return fq_errf(err, FQ_EBADREQ, "\"site\": 0 is not a positive integer");
     }
     if (o.kind != FQ__MP_UINT) return type_err(K_SITE, "integer", &o, err);
     req->site = o.v.u;
@@ -486,7 +486,7 @@ static int decode_submit(const scan_t *s, fq_request_t *req, fq_err_t *err) {
 
   if (s->seen & B(K_PARAMS)) {
     if (s->vlen[K_PARAMS] > FQ_WIRE_MAX_PARAMS_BYTES)
-      return fq_errf(err, FQ_ETOOLARGE, "params: %zu bytes, at most %d", s->vlen[K_PARAMS],
+      return fq_errf(err, FQ_ETOOLARGE, "\"params\": %zu bytes, at most %d", s->vlen[K_PARAMS],
                      FQ_WIRE_MAX_PARAMS_BYTES);
     rc = decode_params(s->val[K_PARAMS], s->vlen[K_PARAMS], req->cmd, req->params,
                        &req->nparams, err);
@@ -500,7 +500,7 @@ static int decode_submit(const scan_t *s, fq_request_t *req, fq_err_t *err) {
     fq__mp_obj_t o;
     val_obj(s, K_TTL, &o);
     if (o.kind == FQ__MP_NINT)
-      return fq_errf(err, FQ_EBADREQ, "ttl_ms: %" PRId64 " is out of range 1..%d", o.v.i,
+      return fq_errf(err, FQ_EBADREQ, "\"ttl_ms\": %" PRId64 " is out of range 1..%d", o.v.i,
                      FQ_WIRE_MAX_TTL_MS);
     uint64_t ttl;
     if ((rc = get_uint(s, K_TTL, 1, FQ_WIRE_MAX_TTL_MS, &ttl, err))) return rc;
@@ -523,12 +523,12 @@ static int decode_lookup(const scan_t *s, fq_request_t *req, fq_err_t *err) {
   }
   if (s->seen & B(K_ID)) {
     if (s->seen & B(K_KEY))
-      return fq_errf(err, FQ_EBADREQ, "id, key: give either id or tenant + key, not both");
+      return fq_errf(err, FQ_EBADREQ, "\"id\" and \"key\": give either \"id\" or \"tenant\" + \"key\", not both");
     if ((rc = get_str(s, K_ID, true, 1, 64, &req->id, err))) return rc;
     return check_id(&req->id, err);
   }
   if (!(s->seen & (B(K_TENANT) | B(K_KEY))))
-    return fq_errf(err, FQ_EBADREQ, "id or tenant + key: required");
+    return fq_errf(err, FQ_EBADREQ, "\"id\" or \"tenant\" + \"key\": required");
   if (!(s->seen & B(K_TENANT))) return required(K_TENANT, err);
   if ((rc = get_str(s, K_KEY, true, 1, 128, &req->key, err))) return rc;
   return check_no_ctl(K_KEY, &req->key, err);
@@ -569,11 +569,11 @@ int fq_wire_decode_request(const uint8_t *buf, size_t len, fq_request_t *req, fq
     fq__mp_obj_t o;
     val_obj(&s, K_V, &o);
     if (o.kind == FQ__MP_NINT)
-      return fq_errf(err, FQ_EVERSION, "v: version %" PRId64 " is not supported (this server speaks 1)",
+      return fq_errf(err, FQ_EVERSION, "\"v\": version %" PRId64 " is not supported (this server speaks 1)",
                      o.v.i);
     if (o.kind != FQ__MP_UINT) return type_err(K_V, "integer", &o, err);
     if (o.v.u != FQ_WIRE_VERSION)
-      return fq_errf(err, FQ_EVERSION, "v: version %" PRIu64 " is not supported (this server speaks 1)",
+      return fq_errf(err, FQ_EVERSION, "\"v\": version %" PRIu64 " is not supported (this server speaks 1)",
                      o.v.u);
   }
 
@@ -619,9 +619,9 @@ int fq_wire_decode_request(const uint8_t *buf, size_t len, fq_request_t *req, fq
     }
   }
   if ((s.seen & B(K_REQ)) && !req->req_raw) {
-    if (s.req_badutf8) return fq_errf(err, FQ_EBADREQ, "req: invalid UTF-8");
+    if (s.req_badutf8) return fq_errf(err, FQ_EBADREQ, "\"req\": invalid UTF-8");
     return fq_errf(err, FQ_EBADREQ,
-                   "req: expected a scalar (nil, bool, integer, float, string or binary), got %s",
+                   "\"req\": expected a scalar (nil, bool, integer, float, string or binary), got %s",
                    fq__mp_kind_name(s.req_kind));
   }
 

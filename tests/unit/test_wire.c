@@ -396,8 +396,8 @@ FQ_TEST(admin_keys_are_left_to_its_handler) {
   CHECK_INT(r.admin_raw_len, m.n);
   CHECK_MEM(r.req_raw, r.req_raw_len, "\x05", 1);
   free(m.p);
-  BADREQ("{'op':'admin'}", "action: required");
-  BADREQ("{'op':'admin','action':7}", "action: expected string, got integer");
+  BADREQ("{'op':'admin'}", "\"action\": required");
+  BADREQ("{'op':'admin','action':7}", "\"action\": expected string, got integer");
   BADREQ("{'op':'admin','action':'x','action':'y'}", "duplicate key \"action\"");
   BADREQ("{'op':'admin','action':'x',[1]:1}", "keys must be strings");
   expect_err("{'op':'admin','action':'x','v':2}", FQ_EVERSION, "version 2", __LINE__);
@@ -407,29 +407,29 @@ FQ_TEST(admin_keys_are_left_to_its_handler) {
 
 FQ_TEST(wrong_types_for_every_field) {
   BADREQ("{'op':'submit','tenant':5,'key':'k','account':'a','vin':'" VIN "','command':'door_lock'}",
-         "tenant: expected string, got integer");
+         "\"tenant\": expected string, got integer");
   BADREQ("{'op':'submit','tenant':'t','key':b'k','account':'a','vin':'" VIN "','command':'door_lock'}",
-         "key: expected string, got binary");
+         "\"key\": expected string, got binary");
   BADREQ("{'op':'submit','tenant':'t','key':'k','account':nil,'vin':'" VIN "','command':'door_lock'}",
-         "account: expected string, got nil");
-  BADREQ("{" SUBMIT_HEAD "'vin':12345,'command':'door_lock'}", "vin: expected string, got integer");
-  BADREQ("{" SUBMIT_HEAD "'site':'42','command':'backup'}", "site: expected integer, got string");
-  BADREQ("{" SUBMIT_HEAD "'site':4.2,'command':'backup'}", "site: expected integer, got float");
-  BADREQ("{" SUBMIT_VIN "'command':['door_lock']}", "command: expected string, got array");
-  BADREQ("{" SUBMIT_VIN "'command':'door_lock','params':[1]}", "params: expected map, got array");
+         "\"account\": expected string, got nil");
+  BADREQ("{" SUBMIT_HEAD "'vin':12345,'command':'door_lock'}", "\"vin\": expected string, got integer");
+  BADREQ("{" SUBMIT_HEAD "'site':'42','command':'backup'}", "\"site\": expected integer, got string");
+  BADREQ("{" SUBMIT_HEAD "'site':4.2,'command':'backup'}", "\"site\": expected integer, got float");
+  BADREQ("{" SUBMIT_VIN "'command':['door_lock']}", "\"command\": expected string, got array");
+  BADREQ("{" SUBMIT_VIN "'command':'door_lock','params':[1]}", "\"params\": expected map, got array");
   BADREQ("{" SUBMIT_VIN "'command':'door_lock','ttl_ms':'100'}",
-         "ttl_ms: expected integer, got string");
+         "\"ttl_ms\": expected integer, got string");
   BADREQ("{" SUBMIT_VIN "'command':'door_lock','ttl_ms':100.0}",
-         "ttl_ms: expected integer, got float");
-  BADREQ("{" SUBMIT_VIN "'command':'door_lock','coalesce':1}", "coalesce: expected bool, got integer");
-  BADREQ("{'op':1}", "op: expected string, got integer");
-  BADREQ("{'op':'ping','v':'1'}", "v: expected integer, got string");
-  BADREQ("{'op':'ping','req':[1]}", "req: expected a scalar");
+         "\"ttl_ms\": expected integer, got float");
+  BADREQ("{" SUBMIT_VIN "'command':'door_lock','coalesce':1}", "\"coalesce\": expected bool, got integer");
+  BADREQ("{'op':1}", "\"op\": expected string, got integer");
+  BADREQ("{'op':'ping','v':'1'}", "\"v\": expected integer, got string");
+  BADREQ("{'op':'ping','req':[1]}", "\"req\": expected a scalar");
   BADREQ("{'op':'ping','req':{'a':1}}", "got map");
-  BADREQ("{'op':'get','id':7}", "id: expected string, got integer");
-  BADREQ("{'op':'history','shard':'0'}", "shard: expected integer, got string");
-  BADREQ("{'op':'history','shard':0,'after':true}", "after: expected integer, got bool");
-  BADREQ("{'op':'history','shard':0,'limit':1.5}", "limit: expected integer, got float");
+  BADREQ("{'op':'get','id':7}", "\"id\": expected string, got integer");
+  BADREQ("{'op':'history','shard':'0'}", "\"shard\": expected integer, got string");
+  BADREQ("{'op':'history','shard':0,'after':true}", "\"after\": expected integer, got bool");
+  BADREQ("{'op':'history','shard':0,'limit':1.5}", "\"limit\": expected integer, got float");
 }
 
 FQ_TEST(huge_declared_sizes_are_refused) {
@@ -527,19 +527,19 @@ FQ_TEST(keys_must_be_known_unique_strings) {
   BADREQ("{'op':'ping','Op':'ping'}", "unknown key \"Op\"");
   BADREQ("{'op':'ping','\\x01\\\"':1}", "unknown key \"\\x01\\x22\"");
   BADREQ("{1:'x','op':'ping'}", "key at byte 1 is integer: keys must be strings");
-  BADREQ("{b'op':'ping'}", "op: required");
+  BADREQ("{b'op':'ping'}", "\"op\": required");
   BADREQ("{b'op':'ping','op':'ping'}", "keys must be strings");
   BADREQ("{'op':'ping','tenant':'acme'}", "key \"tenant\" is not allowed for op \"ping\"");
   BADREQ("{'op':'get','id':'a','ttl_ms':5}", "key \"ttl_ms\" is not allowed for op \"get\"");
   BADREQ("{'op':'ping','\\xc3\\x28':1}", "not valid UTF-8");
-  BADREQ("{}", "op: required");
+  BADREQ("{}", "\"op\": required");
   BADREQ("{'op':'frob'}", "unknown op \"frob\"");
   BADREQ("{'op':''}", "unknown op \"\"");
   BADREQ("{'op':'SUBMIT'}", "unknown op \"SUBMIT\"");
 }
 
 FQ_TEST(version_is_checked_first) {
-  expect_err("{'op':'ping','v':2}", FQ_EVERSION, "v: version 2 is not supported", __LINE__);
+  expect_err("{'op':'ping','v':2}", FQ_EVERSION, "\"v\": version 2 is not supported", __LINE__);
   expect_err("{'op':'ping','v':0}", FQ_EVERSION, "version 0", __LINE__);
   expect_err("{'op':'ping','v':-1}", FQ_EVERSION, "version -1", __LINE__);
   /* Even with keys this version does not know. */
@@ -558,70 +558,70 @@ FQ_TEST(device_rules) {
   BADREQ("{" SUBMIT_HEAD "'vin':'5YJ3E1EA7KF00000','command':'door_lock'}",
          "is 16 characters, a VIN has 17");
   BADREQ("{" SUBMIT_HEAD "'vin':'','command':'door_lock'}", "is 0 characters");
-  BADREQ("{" SUBMIT_VIN "'site':5,'command':'door_lock'}", "exactly one, not both");
-  BADREQ("{" SUBMIT_HEAD "'command':'door_lock'}", "vin or site: required");
-  BADREQ("{" SUBMIT_HEAD "'site':-5,'command':'backup'}", "site: -5 is not a positive integer");
-  BADREQ("{" SUBMIT_HEAD "'site':0,'command':'backup'}", "site: 0 is not a positive integer");
+  BADREQ("{" SUBMIT_VIN "'site':5,'command':'door_lock'}", "give exactly one, not both");
+  BADREQ("{" SUBMIT_HEAD "'command':'door_lock'}", "\"vin\" or \"site\": required");
+  BADREQ("{" SUBMIT_HEAD "'site':-5,'command':'backup'}", "\"site\": -5 is not a positive integer");
+  BADREQ("{" SUBMIT_HEAD "'site':0,'command':'backup'}", "\"site\": 0 is not a positive integer");
 }
 
 FQ_TEST(field_ranges) {
-  BADREQ("{" SUBMIT_VIN "'command':'door_lock','ttl_ms':0}", "ttl_ms: 0 is out of range 1..86400000");
+  BADREQ("{" SUBMIT_VIN "'command':'door_lock','ttl_ms':0}", "\"ttl_ms\": 0 is out of range 1..86400000");
   BADREQ("{" SUBMIT_VIN "'command':'door_lock','ttl_ms':86400001}",
-         "ttl_ms: 86400001 is out of range 1..86400000");
-  BADREQ("{" SUBMIT_VIN "'command':'door_lock','ttl_ms':-1}", "ttl_ms: -1 is out of range");
+         "\"ttl_ms\": 86400001 is out of range 1..86400000");
+  BADREQ("{" SUBMIT_VIN "'command':'door_lock','ttl_ms':-1}", "\"ttl_ms\": -1 is out of range");
   BADREQ("{'op':'submit','tenant':'','key':'k','account':'a','vin':'" VIN "','command':'door_lock'}",
-         "tenant: length 0 is out of range 1..64 bytes");
+         "\"tenant\": length 0 is out of range 1..64 bytes");
   BADREQ("{'op':'submit','tenant':'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa',"
          "'key':'k','account':'a','vin':'" VIN "','command':'door_lock'}",
-         "tenant: length 65 is out of range 1..64 bytes");
+         "\"tenant\": length 65 is out of range 1..64 bytes");
   BADREQ("{'op':'submit','tenant':'ac me','key':'k','account':'a','vin':'" VIN "','command':'door_lock'}",
-         "tenant: \"ac me\" has a character outside [A-Za-z0-9._-] at byte 2");
+         "\"tenant\": \"ac me\" has a character outside [A-Za-z0-9._-] at byte 2");
   BADREQ("{'op':'submit','tenant':'a/b','key':'k','account':'a','vin':'" VIN "','command':'door_lock'}",
          "outside [A-Za-z0-9._-]");
   BADREQ("{'op':'submit','tenant':'t','key':'','account':'a','vin':'" VIN "','command':'door_lock'}",
-         "key: length 0 is out of range 1..128 bytes");
+         "\"key\": length 0 is out of range 1..128 bytes");
   BADREQ("{'op':'submit','tenant':'t','key':'k\\x0a','account':'a','vin':'" VIN "','command':'door_lock'}",
-         "key: control character 0x0a at byte 1");
+         "\"key\": control character 0x0a at byte 1");
   BADREQ("{'op':'submit','tenant':'t','key':'k','account':'','vin':'" VIN "','command':'door_lock'}",
-         "account: length 0 is out of range 1..128 bytes");
+         "\"account\": length 0 is out of range 1..128 bytes");
   BADREQ("{'op':'submit','tenant':'t','key':'k','vin':'" VIN "','command':'door_lock'}",
-         "account: required");
+         "\"account\": required");
   BADREQ("{'op':'submit','key':'k','account':'a','vin':'" VIN "','command':'door_lock'}",
-         "tenant: required");
-  BADREQ("{" SUBMIT_VIN "'params':{}}", "command: required");
-  BADREQ("{'op':'history'}", "shard: required");
-  BADREQ("{'op':'history','shard':4294967296}", "shard: 4294967296 is out of range 0..4294967295");
-  BADREQ("{'op':'history','shard':1,'limit':1001}", "limit: 1001 is out of range 1..1000");
-  BADREQ("{'op':'history','shard':1,'limit':0}", "limit: 0 is out of range 1..1000");
-  BADREQ("{'op':'history','shard':1,'after':-1}", "after: -1 is out of range");
-  BADREQ("{'op':'get'}", "id or tenant + key: required");
-  BADREQ("{'op':'get','key':'k'}", "tenant: required");
-  BADREQ("{'op':'get','tenant':'t'}", "key: required");
+         "\"tenant\": required");
+  BADREQ("{" SUBMIT_VIN "'params':{}}", "\"command\": required");
+  BADREQ("{'op':'history'}", "\"shard\": required");
+  BADREQ("{'op':'history','shard':4294967296}", "\"shard\": 4294967296 is out of range 0..4294967295");
+  BADREQ("{'op':'history','shard':1,'limit':1001}", "\"limit\": 1001 is out of range 1..1000");
+  BADREQ("{'op':'history','shard':1,'limit':0}", "\"limit\": 0 is out of range 1..1000");
+  BADREQ("{'op':'history','shard':1,'after':-1}", "\"after\": -1 is out of range");
+  BADREQ("{'op':'get'}", "\"id\" or \"tenant\" + \"key\": required");
+  BADREQ("{'op':'get','key':'k'}", "\"tenant\": required");
+  BADREQ("{'op':'get','tenant':'t'}", "\"key\": required");
   BADREQ("{'op':'get','id':'x','key':'k','tenant':'t'}", "not both");
-  BADREQ("{'op':'cancel','id':''}", "id: length 0");
-  BADREQ("{'op':'cancel','id':'a b'}", "id: invalid character at byte 1");
+  BADREQ("{'op':'cancel','id':''}", "\"id\": length 0");
+  BADREQ("{'op':'cancel','id':'a b'}", "\"id\": invalid character at byte 1");
 }
 
 FQ_TEST(invalid_utf8_is_refused) {
   BADREQ("{'op':'submit','tenant':'t','key':'k\\xc3\\x28','account':'a','vin':'" VIN
          "','command':'door_lock'}",
-         "key: invalid UTF-8");
+         "\"key\": invalid UTF-8");
   /* Overlong slash, a UTF-16 surrogate, a code point above U+10FFFF. */
   BADREQ("{'op':'submit','tenant':'t','key':'k','account':'\\xc0\\xaf','vin':'" VIN
          "','command':'door_lock'}",
-         "account: invalid UTF-8");
+         "\"account\": invalid UTF-8");
   BADREQ("{'op':'submit','tenant':'t','key':'\\xed\\xa0\\x80','account':'a','vin':'" VIN
          "','command':'door_lock'}",
-         "key: invalid UTF-8");
+         "\"key\": invalid UTF-8");
   BADREQ("{'op':'submit','tenant':'t','key':'\\xf4\\x90\\x80\\x80','account':'a','vin':'" VIN
          "','command':'door_lock'}",
-         "key: invalid UTF-8");
+         "\"key\": invalid UTF-8");
   BADREQ("{'op':'submit','tenant':'t','key':'k\\xe2\\x82','account':'a','vin':'" VIN
          "','command':'door_lock'}",
-         "key: invalid UTF-8");
+         "\"key\": invalid UTF-8");
   BADPARAM("{" SUBMIT_VIN "'command':'set_vehicle_name','params':{'vehicle_name':'\\xff'}}",
            "params.vehicle_name: invalid UTF-8");
-  BADREQ("{'op':'ping','req':'\\xff'}", "req: invalid UTF-8");
+  BADREQ("{'op':'ping','req':'\\xff'}", "\"req\": invalid UTF-8");
   /* Valid multi-byte UTF-8 (2, 3 and 4 bytes) is accepted. */
   fq_request_t r;
   fq_err_t e;
@@ -657,7 +657,7 @@ FQ_TEST(commands_and_params_are_checked) {
   BADPARAM("{" SUBMIT_VIN "'command':'set_charge_limit','params':{'percent':80,'percent':81}}",
            "params.percent: duplicate parameter");
   BADPARAM("{" SUBMIT_VIN "'command':'set_charge_limit','params':{1:80}}",
-           "params: key at byte 1 is integer, not a string");
+           "\"params\": key at byte 1 is integer, not a string");
   BADPARAM("{" SUBMIT_VIN "'command':'set_temps','params':{'driver_temp':#cb 7ff8000000000000#,"
            "'passenger_temp':20}}",
            "params.driver_temp: nan is out of range 15..28");
@@ -673,7 +673,7 @@ FQ_TEST(commands_and_params_are_checked) {
            "needs at least one of");
   BADPARAM("{" SUBMIT_VIN "'command':'door_lock','params':{'a':1,'b':1,'c':1,'d':1,'e':1,'f':1,"
            "'g':1,'h':1,'i':1,'j':1,'k':1,'l':1,'m':1,'n':1,'o':1,'p':1,'q':1}}",
-           "params: 17 entries, at most 16");
+           "\"params\": 17 entries, at most 16");
 }
 
 FQ_TEST(size_limits) {
@@ -685,7 +685,7 @@ FQ_TEST(size_limits) {
                    "'tou_settings':{'x':'");
   memset(text + n, 'z', big);
   strcpy(text + n + big, "'}}}");
-  expect_err(text, FQ_ETOOLARGE, "params: 16", __LINE__);
+  expect_err(text, FQ_ETOOLARGE, "\"params\": 16", __LINE__);
   free(text);
   /* A body above FQ_WIRE_MAX_MSG is refused before it is even looked at. */
   size_t len = FQ_WIRE_MAX_MSG + 1;
