@@ -3,7 +3,7 @@
 # HTTP with wrk, against a generated fleet (default 10,000 cars).
 #
 #   perf/bench_sim.sh [BUILD_DIR]      (default: build)
-#   env: CARS=10000 ROUNDS=40 DURATION=8 CONNS=64 THREADS=2
+#   env: CARS=10000 ROUNDS=60 DURATION=8 CONNS=64 THREADS=2
 #
 # Honest by construction: every request is a distinct, freshly signed
 # command (real handshake per car, strictly increasing counters, one-hour
@@ -17,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${1:-build}
 CARS=${CARS:-10000}
-ROUNDS=${ROUNDS:-40}
+ROUNDS=${ROUNDS:-60}
 DURATION=${DURATION:-8}
 CONNS=${CONNS:-64}
 THREADS=${THREADS:-2}
