@@ -688,7 +688,23 @@ struct fq_vcp_session {
   int64_t clock_offset; /* local seconds - vehicle seconds */
   uint8_t routing[FQ_VCP_ROUTING_LEN];
   bool stale;
+  /* Random bytes for request uuids, drawn 256 at a time: one RAND_bytes()
+   * call costs more than the whole HMAC of a command, but its cost barely
+   * grows with the length.  uuids are public, so holding them is fine. */
+  uint8_t rnd[256];
+  size_t rnd_off;
 };
+
+/* Next 16 random bytes for a uuid; 0 or FQ_ECRYPTO. */
+static int session_uuid(fq_vcp_session_t *s, uint8_t out[FQ_VCP_UUID_LEN]) {
+  if (s->rnd_off + FQ_VCP_UUID_LEN > sizeof s->rnd) {
+    if (fq__vcp_random(s->rnd, sizeof s->rnd)) return FQ_ECRYPTO;
+    s->rnd_off = 0;
+  }
+  memcpy(out, s->rnd + s->rnd_off, FQ_VCP_UUID_LEN);
+  s->rnd_off += FQ_VCP_UUID_LEN;
+  return 0;
+}
 
 static int64_t floor_div_1000(int64_t ms) { return ms >= 0 ? ms / 1000 : -((999 - ms) / 1000); }
 
@@ -734,6 +750,7 @@ static int session_alloc(const fq_vcp_key_t *key, const char *vin, int domain,
   s->key = key;
   snprintf(s->vin, sizeof s->vin, "%s", vin);
   s->domain = domain;
+  s->rnd_off = sizeof s->rnd; /* empty: filled on first use */
   if (routing) memcpy(s->routing, routing, FQ_VCP_ROUTING_LEN);
   else if ((rc = fq__vcp_random(s->routing, FQ_VCP_ROUTING_LEN))) {
     free(s);
@@ -1053,7 +1070,7 @@ int fq_vcp_sign(fq_vcp_session_t *s, const uint8_t *payload, size_t len,
 
   uint8_t uuid[FQ_VCP_UUID_LEN];
   if (opts->uuid) memcpy(uuid, opts->uuid, FQ_VCP_UUID_LEN);
-  else if (fq__vcp_random(uuid, sizeof uuid))
+  else if (session_uuid(s, uuid))
     return fq_errf(err, FQ_ECRYPTO, "no random bytes");
 
   /* Pack the RoutableMessage in field-number order, as protobuf-c would:
