@@ -355,6 +355,12 @@ static fq__sim_vehicle_t *vehicle_new(fq__sim_world_t *w, const char *vin, fq_er
             FQ__SIM_MAX_ID - 1);
     return NULL;
   }
+  for (const char *c = vin; *c; c++)
+    if (!((*c >= '0' && *c <= '9') || (*c >= 'A' && *c <= 'Z') || (*c >= 'a' && *c <= 'z'))) {
+      /* VINs go into URLs and hand-built JSON: letters and digits only. */
+      fq_errf(err, FQ_ECONFIG, "vehicle vin \"%.20s\": letters and digits only", vin);
+      return NULL;
+    }
   if (fq__sim_map_get(&w->vin_map, vin, strlen(vin))) {
     fq_errf(err, FQ_ECONFIG, "vehicle %s listed twice", vin);
     return NULL;

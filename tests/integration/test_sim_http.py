@@ -14,7 +14,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from test_sim_lib import VIN, Sim, base_config, check, run_tests, vc
+from test_sim_lib import VIN, Sim, base_config, check, finish, run_tests, vc
 
 SIM = None
 VIN2 = "5YJ3SIM0000000002"
@@ -428,8 +428,9 @@ def test_reset_restores_the_config():
 def main():
     global SIM
     SIM = Sim(config())
+    failed = 1
     try:
-        run_tests([test_status_and_region, test_bad_and_missing_tokens,
+        failed = run_tests([test_status_and_region, test_bad_and_missing_tokens,
                    test_expired_token_and_refresh_rotation, test_scopes_follow_the_command_table,
                    test_asleep_until_woken, test_wrong_region_421,
                    test_legacy_cars_and_rest_commands, test_rate_limits,
@@ -438,7 +439,7 @@ def main():
                    test_drop_reply_after_execution, test_fleet_status, test_energy_sites,
                    test_unknown_devices_and_routes, test_reset_restores_the_config])
     finally:
-        SIM.stop()
+        finish(SIM, failed)
 
 
 if __name__ == "__main__":

@@ -138,8 +138,8 @@ def base_config(**over):
 
 
 def run_tests(tests):
-    """Run test functions in order; print both sides on failure; exit 1 if
-    any failed."""
+    """Run test functions in order; print both sides on failure; return the
+    number that failed."""
     failed = 0
     for t in tests:
         t0 = time.time()
@@ -152,6 +152,16 @@ def run_tests(tests):
             traceback.print_exc()
         sys.stdout.flush()
     print("%d of %d failed" % (failed, len(tests)))
+    return failed
+
+
+def finish(sim, failed):
+    """Stop the shared simulator, insist on a clean exit (sanitizer builds
+    report leaks through the exit status), and exit."""
+    rc = sim.stop()
+    if rc != 0:
+        print("FAIL fleetsim exited with status %r" % rc)
+        failed += 1
     sys.exit(1 if failed else 0)
 
 

@@ -7,7 +7,7 @@ execution log.  This is issue 4's done-when.
 """
 import binascii
 
-from test_sim_lib import VIN, Sim, base_config, check, run_tests, vc
+from test_sim_lib import VIN, Sim, base_config, check, finish, run_tests, vc
 
 SIM = None
 
@@ -237,8 +237,9 @@ def test_https_with_throwaway_ca():
 def main():
     global SIM
     SIM = Sim(base_config())
+    failed = 1
     try:
-        run_tests([test_the_vector_vin_is_not_special,
+        failed = run_tests([test_the_vector_vin_is_not_special,
                    test_handshake_and_signed_command_change_state,
                    test_unencrypted_reply_when_flag_not_set,
                    test_invalid_value_is_an_error_not_executed,
@@ -247,7 +248,7 @@ def main():
                    test_expired_command, test_wrong_epoch_then_resync,
                    test_wrong_vin_personalization, test_https_with_throwaway_ca])
     finally:
-        SIM.stop()
+        finish(SIM, failed)
 
 
 if __name__ == "__main__":
