@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "mpread.h"
+#include "payload.h"
 
 /* ---- parameter specs ------------------------------------------------------ */
 
@@ -103,9 +104,12 @@ static const fq_param_spec_t p_tou_settings[] = {
 #define SC_WAKE (FQ_SCOPE_VEHICLE_CMDS | FQ_SCOPE_VEHICLE_CHARGING_CMDS | FQ_SCOPE_VEHICLE_DEVICE_DATA)
 #define SC_ENERGY FQ_SCOPE_ENERGY_CMDS
 
-#define VCSEC .dev = FQ_DEV_VEHICLE, .domain = FQ_DOMAIN_VCSEC
-#define INFO .dev = FQ_DEV_VEHICLE, .domain = FQ_DOMAIN_INFOTAINMENT
-#define SITE .dev = FQ_DEV_SITE, .domain = FQ_DOMAIN_NONE, .scopes = SC_ENERGY, .idempotent = true
+#define VCSEC .dev = FQ_DEV_VEHICLE, .domain = FQ_DOMAIN_VCSEC, VEH_BUILDERS
+#define INFO .dev = FQ_DEV_VEHICLE, .domain = FQ_DOMAIN_INFOTAINMENT, VEH_BUILDERS
+#define SITE .dev = FQ_DEV_SITE, .domain = FQ_DOMAIN_NONE, .scopes = SC_ENERGY, .idempotent = true, \
+             .build_json = fq_payload_build_json
+/* Signed payload, and the JSON body for cars that only take REST. */
+#define VEH_BUILDERS .build_payload = fq_payload_build, .build_json = fq_payload_build_json
 
 static const fq_cmd_t cmds[] = {
     /* Vehicle security (VCSEC): reachable while infotainment sleeps. */
