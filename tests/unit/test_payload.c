@@ -309,3 +309,79 @@ FQ_TEST(json_bodies) {
   msgpack_sbuffer_destroy(&sb);
   fq_buf_free(&out);
 }
+
+/* Minimal valid params for cmd from its specs (required ones only). */
+static size_t minimal_params(const fq_cmd_t *cmd, fq_pval_t *pv) {
+  size_t n = 0;
+  for (size_t i = 0; i < cmd->nparams; i++) {
+    const fq_param_spec_t *sp = &cmd->params[i];
+    if (!sp->required && !(cmd->need_any_param && n == 0 && sp->type != FQ_PT_MAP)) continue;
+    fq_pval_t *p = &pv[n];
+    memset(p, 0, sizeof *p);
+    p->name = sp->name;
+    p->name_len = strlen(sp->name);
+    p->type = sp->type;
+    switch (sp->type) {
+    case FQ_PT_BOOL: p->v.b = true; break;
+    case FQ_PT_INT: p->v.i = (int64_t)sp->min; break;
+    case FQ_PT_FLOAT: p->v.f = sp->min; break;
+    case FQ_PT_STR:
+      p->v.s.p = sp->choices ? sp->choices[0] : "x";
+      p->v.s.n = strlen(p->v.s.p);
+      break;
+    case FQ_PT_MAP:
+      p->v.raw.p = (const uint8_t *)"\x81\xa1k\x01"; /* {"k": 1} */
+      p->v.raw.n = 4;
+      break;
+    }
+    n++;
+  }
+  return n;
+}
+
+FQ_TEST(command_table_builders) {
+  size_t signed_cmds = 0, sites = 0;
+  for (size_t i = 0; i < fq_cmd_count(); i++) {
+    const fq_cmd_t *cmd = fq_cmd_at(i);
+    fq_pval_t pv[FQ_MAX_PARAMS];
+    size_t n = minimal_params(cmd, pv);
+    fq_err_t err;
+    fq_err_clear(&err);
+    int rc = fq_cmd_validate(cmd, pv, n, &err);
+    if (rc) FQ__FAIL("%s: minimal params refused: %s", cmd->name, err.msg);
+    fq_buf_t out;
+    fq_buf_init(&out, 4096);
+    if (cmd->dev == FQ_DEV_VEHICLE && cmd->domain != FQ_DOMAIN_NONE) {
+      signed_cmds++;
+      CHECK(cmd->build_payload != NULL);
+      CHECK(cmd->build_json != NULL);
+      CHECK_INT(fq_payload_domain(cmd->name), cmd->domain);
+      if (!cmd->build_payload) continue;
+      rc = cmd->build_payload(cmd, pv, n, &out, &err);
+      if (rc) FQ__FAIL("%s: build_payload: %s", cmd->name, err.msg);
+      fq_vcp_app_cmd_t back;
+      CHECK_INT(fq_vcp_app_decode_command(cmd->domain, out.data, out.len, &back, NULL), 0);
+      CHECK_STR(back.name, cmd->name);
+    } else if (cmd->dev == FQ_DEV_SITE) {
+      sites++;
+      CHECK(cmd->build_json != NULL);
+      if (!cmd->build_json) continue;
+      rc = cmd->build_json(cmd, pv, n, &out, &err);
+      if (rc) FQ__FAIL("%s: build_json: %s", cmd->name, err.msg);
+      json_t *j = json_loadb((const char *)out.data, out.len, 0, NULL);
+      CHECK(json_is_object(j) && json_object_size(j) == n);
+      json_decref(j);
+    }
+    fq_buf_free(&out);
+  }
+  CHECK(signed_cmds >= 23);
+  CHECK(sites >= 6);
+  /* Validation refuses before any builder runs. */
+  const fq_cmd_t *c = fq_cmd_find("set_charge_limit", 16, FQ_DEV_VEHICLE, NULL);
+  CHECK(c != NULL);
+  fq_pval_t p = {.name = "percent", .name_len = 7, .type = FQ_PT_INT, .v.i = 101};
+  fq_err_t err;
+  fq_err_clear(&err);
+  CHECK_INT(fq_cmd_validate(c, &p, 1, &err), FQ_EBADPARAM);
+  CHECK(strstr(err.msg, "percent") != NULL);
+}
