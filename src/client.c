@@ -377,7 +377,9 @@ out:
 /* ------------------------------------------------------------------ */
 /* A bounded msgpack reader                                             */
 
-enum mp_kind { MP_NIL, MP_BOOL, MP_UINT, MP_INT, MP_FLOAT, MP_STR, MP_BIN, MP_EXT, MP_ARRAY, MP_MAP };
+enum mp_kind {
+  MP_NIL, MP_BOOL, MP_UINT, MP_INT, MP_FLOAT, MP_STR, MP_BIN, MP_EXT, MP_ARRAY, MP_MAP
+};
 
 typedef struct mp_item {
   int kind;

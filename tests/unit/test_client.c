@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <jansson.h>
 #include <zmq.h>
 
 #include "fleetq/client.h"
@@ -360,4 +361,87 @@ FQ_TEST(subscriber_filters_by_prefix) {
   fq_buf_free(&body);
   zmq_close(pub);
   zmq_ctx_term(ctx);
+}
+
+/* A small deterministic generator (xorshift64*), seed printed. */
+static uint64_t g_rng;
+static uint64_t rnd64(void) {
+  g_rng ^= g_rng >> 12;
+  g_rng ^= g_rng << 25;
+  g_rng ^= g_rng >> 27;
+  return g_rng * 0x2545F4914F6CDD1DULL;
+}
+
+/* Mutated and random bytes: the bounded reader, msgpack-c and the JSON
+ * printer must agree on what is well formed, and whatever the printer
+ * emits must parse as JSON. */
+FQ_TEST(reader_agrees_with_msgpack_c_on_mutations) {
+  g_rng = 0x9e3779b97f4a7c15ULL;
+  fprintf(stderr, "  seed 0x%016" PRIx64 "\n", g_rng);
+  fq_buf_t seed, js;
+  fq_buf_init(&seed, 4096);
+  fq_buf_init(&js, 0);
+  fq_pval_t pv[2];
+  fq_err_t e;
+  fq_param_parse("percent=80", &pv[0], &e);
+  fq_param_parse("name=x\xc3\xa9y", &pv[1], &e);
+  fq_submit_args_t a = {.tenant = "acme", .key = "k", .account = "a", .vin = "5YJ3E1EA7KF000001",
+                        .command = "c", .params = pv, .nparams = 2, .ttl_ms = 5,
+                        .has_req = true, .req = -70000};
+  fq_req_submit(&seed, &a);
+  uint8_t buf[512];
+  int disagree_unpack = 0, disagree_json = 0, bad_json = 0, accepted = 0;
+  for (int it = 0; it < 20000; it++) {
+    size_t n;
+    if (it % 4 == 0) {
+      n = rnd64() % 40;
+      for (size_t i = 0; i < n; i++) buf[i] = (uint8_t)rnd64();
+    } else {
+      n = seed.len;
+      memcpy(buf, seed.data, n);
+      int edits = 1 + (int)(rnd64() % 3);
+      for (int k = 0; k < edits && n > 0; k++) {
+        size_t pos = rnd64() % n;
+        switch (rnd64() % 3) {
+        case 0: buf[pos] = (uint8_t)rnd64(); break;
+        case 1: n = pos + (n - pos) / 2; break; /* truncate */
+        default: buf[pos] ^= (uint8_t)(1u << (rnd64() % 8)); break;
+        }
+      }
+    }
+    int chk = fq_msgpack_check(buf, n, &e);
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
+    size_t off = 0;
+    int ur = n ? msgpack_unpack_next(&up, (const char *)buf, n, &off) : MSGPACK_UNPACK_CONTINUE;
+    bool ref_ok = ur == MSGPACK_UNPACK_SUCCESS && off == n;
+    msgpack_unpacked_destroy(&up);
+    /* Inputs under 33 bytes cannot nest past the depth bound, so there the
+     * two decoders must agree exactly. */
+    if (n < 33 && (chk == 0) != ref_ok) {
+      if (disagree_unpack++ < 3) fprintf(stderr, "  it %d: check %d, msgpack-c %d\n", it, chk, ur);
+    }
+    if (chk == 0 && !ref_ok) disagree_unpack++;
+    fq_buf_reset(&js);
+    int jr = fq_msgpack_to_json(buf, n, &js, (int)(it & 1));
+    if ((jr == 0) != (chk == 0)) disagree_json++;
+    if (jr == 0) {
+      accepted++;
+      json_error_t je;
+      /* jansson cannot hold NUL in object keys; that JSON is still valid. */
+      json_t *j = json_loadb((const char *)js.data, js.len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &je);
+      if (!j && !strstr(je.text, "NUL byte in object key")) {
+        if (bad_json++ < 3)
+          fprintf(stderr, "  it %d: %s: %.*s\n", it, je.text, (int)js.len, (const char *)js.data);
+      }
+      json_decref(j);
+    }
+  }
+  fprintf(stderr, "  %d of 20000 inputs well formed\n", accepted);
+  CHECK_INT(disagree_unpack, 0);
+  CHECK_INT(disagree_json, 0);
+  CHECK_INT(bad_json, 0);
+  CHECK(accepted > 100);
+  fq_buf_free(&seed);
+  fq_buf_free(&js);
 }
