@@ -287,6 +287,22 @@ static void route_fleet_status(fq__sim_world_t *w, fq__sim_account_t *a, conn_ct
                               unpaired, "vehicle_info", info));
 }
 
+/* GET /api/1/vehicles: the account's cars, as the vehicle list shows them. */
+static void route_vehicle_list(fq__sim_world_t *w, fq__sim_account_t *a, answer_t *ans,
+                               int64_t now) {
+  json_t *list = json_array();
+  for (size_t i = 0; list && i < a->nvehicles; i++) {
+    fq__sim_vehicle_t *v = w->vehicles[a->vehicles[i]];
+    json_array_append_new(list, json_pack("{s:I, s:I, s:s, s:s, s:s, s:s}", "id",
+                                          (json_int_t)v->id, "vehicle_id", (json_int_t)v->id,
+                                          "vin", v->vin, "display_name", v->name, "state",
+                                          fq__sim_vehicle_state(v, now), "command_signing",
+                                          v->legacy ? "off" : "required"));
+  }
+  ans_json(ans, 200, json_pack("{s:o, s:I}", "response", list, "count",
+                               (json_int_t)a->nvehicles));
+}
+
 static void route_signed(fq__sim_world_t *w, fq__sim_account_t *a, fq__sim_vehicle_t *v,
                          conn_ctx_t *ctx, answer_t *ans, int64_t now) {
   json_t *body = parse_body(ctx);
@@ -520,6 +536,10 @@ static void route_api(fq_sim_t *sim, struct MHD_Connection *c, const char *rest,
     snprintf(ans->alt_svc, sizeof ans->alt_svc, "h2=%s", url);
     return;
   }
+  if (strcmp(rest, "vehicles") == 0 && strcmp(method, "GET") == 0) {
+    route_vehicle_list(w, a, ans, now);
+    return;
+  }
   if (prefix(&rest, "vehicles/")) {
     if (strcmp(rest, "fleet_status") == 0 && strcmp(method, "POST") == 0)
       route_fleet_status(w, a, ctx, ans);
@@ -723,7 +743,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     ctx = calloc(1, sizeof *ctx);
     if (!ctx) return MHD_NO;
     fq_buf_init(&ctx->req, FQ__SIM_MAX_BODY);
-    fq_buf_init(&ctx->ans.body, 1 << 20);
+    fq_buf_init(&ctx->ans.body, (size_t)64 << 20);
     *con_cls = ctx;
     return MHD_YES;
   }
@@ -737,12 +757,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
   route(sim, c, url, method, ctx, &ctx->ans);
   ctx->ready = true;
   if (ctx->ans.delay_ms > 0) {
-    MHD_suspend_connection(c);
     pthread_mutex_lock(&sim->tmu);
-    heap_push(sim, (delayed_t){fq_mono_ns() + ctx->ans.delay_ms * 1000000, c});
-    pthread_cond_signal(&sim->tcv);
+    /* Once shutdown began nobody would resume it: answer now instead. */
+    bool later = !sim->stopping;
+    if (later) {
+      MHD_suspend_connection(c);
+      heap_push(sim, (delayed_t){fq_mono_ns() + ctx->ans.delay_ms * 1000000, c});
+      pthread_cond_signal(&sim->tcv);
+    }
     pthread_mutex_unlock(&sim->tmu);
-    return MHD_YES;
+    if (later) return MHD_YES;
   }
   return send_answer(c, ctx);
 }
@@ -897,8 +921,11 @@ void fq_sim_destroy(fq_sim_t **sp) {
     pthread_cond_signal(&s->tcv);
     pthread_mutex_unlock(&s->tmu);
     pthread_join(s->timer, NULL);
-    /* MHD refuses to stop with suspended connections: let them go. */
+    /* MHD refuses to stop with suspended connections: let them go.  No
+     * handler adds to the heap once `stopping` is set. */
+    pthread_mutex_lock(&s->tmu);
     while (s->nheap) MHD_resume_connection(heap_pop(s).conn);
+    pthread_mutex_unlock(&s->tmu);
   }
   if (s->mhd) MHD_stop_daemon(s->mhd);
   fq__sim_world_clear(&s->w);

@@ -356,6 +356,10 @@ def test_fleet_status():
     check(r["vehicle_info"][VIN]["vehicle_command_protocol_required"] is True, r)
     check(r["vehicle_info"][LEGACY]["vehicle_command_protocol_required"] is False, r)
     check("NOTMINE0000000000" not in r["vehicle_info"], r)
+    st, hd, j = f().call("GET", "/api/1/vehicles")
+    check(st == 200 and j["count"] == 3, st, j)
+    check({v["vin"]: v["command_signing"] for v in j["response"]} ==
+          {VIN: "required", VIN2: "required", LEGACY: "off"}, j)
 
 
 def test_energy_sites():
