@@ -834,7 +834,7 @@ int fq_client_send(fq_client_t *c, const uint8_t *body, size_t len, fq_err_t *er
 
 int fq_client_recv(fq_client_t *c, fq_buf_t *reply, int timeout_ms, fq_err_t *err) {
   zmq_pollitem_t pi = {c->sock, 0, ZMQ_POLLIN, 0};
-  int rc = 0;
+  int rc;
   bool more = true, toolarge = false;
   if (timeout_ms < 0) timeout_ms = c->timeout_ms;
   int n = zmq_poll(&pi, 1, timeout_ms);
@@ -856,10 +856,9 @@ int fq_client_recv(fq_client_t *c, fq_buf_t *reply, int timeout_ms, fq_err_t *er
     }
     more = zmq_msg_more(&m);
     fq_buf_reset(reply);
-    if (!toolarge) {
-      rc = fq_buf_append(reply, zmq_msg_data(&m), zmq_msg_size(&m));
-      if (rc) toolarge = true;
-    }
+    /* Only the last frame's size matters: it is the one kept. */
+    rc = fq_buf_append(reply, zmq_msg_data(&m), zmq_msg_size(&m));
+    toolarge = rc != 0;
     zmq_msg_close(&m);
   }
   if (toolarge) return fq_errf(err, FQ_ETOOLARGE, "reply larger than %zu bytes", reply->cap);
@@ -871,7 +870,7 @@ int fq_client_request(fq_client_t *c, const uint8_t *body, size_t len, fq_buf_t 
   int rc = fq_client_send(c, body, len, err);
   if (rc) return rc;
   rc = fq_client_recv(c, reply, c->timeout_ms, err);
-  if (rc == -ETIMEDOUT) {
+  if (rc == -ETIMEDOUT || rc == -EINTR) {
     /* A reply that arrives after we gave up must never be read as the
      * answer to the next request: a fresh socket has a fresh identity, so
      * the daemon's late reply is dropped by its ROUTER. */

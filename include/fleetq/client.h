@@ -50,8 +50,9 @@ void fq_client_destroy(fq_client_t **c);
 
 /* Send one request body and wait for its reply (at most the timeout).
  * The reply body is appended to `reply` (reset first).  Returns 0,
- * -ETIMEDOUT (the socket is then reconnected with a fresh identity, so a
- * late reply can never be taken for the answer to a later request),
+ * -ETIMEDOUT or -EINTR (the socket is then reconnected with a fresh
+ * identity, so a late reply can never be taken for the answer to a later
+ * request),
  * FQ_ETOOLARGE (reply above reply's cap) or FQ_EINTERNAL.  Must not be
  * mixed with outstanding pipelined requests: their replies would be read
  * first. */
@@ -65,7 +66,7 @@ int fq_client_send(fq_client_t *c, const uint8_t *body, size_t len, fq_err_t *er
 
 /* Receive the next reply into `reply` (reset first), waiting at most
  * timeout_ms (< 0: the client's timeout; 0: do not wait).  Returns 0,
- * -ETIMEDOUT, FQ_ETOOLARGE or FQ_EINTERNAL.  Frames before the last one
+ * -ETIMEDOUT, -EINTR (a signal arrived), FQ_ETOOLARGE or FQ_EINTERNAL.  Frames before the last one
  * (none for a DEALER) are skipped. */
 int fq_client_recv(fq_client_t *c, fq_buf_t *reply, int timeout_ms, fq_err_t *err);
 
