@@ -1171,6 +1171,10 @@ int fq_vcp_open_reply(fq_vcp_session_t *s, fq_vcp_request_t *req, const uint8_t 
     outcome_set(o, FQ_VCP_RETRY, 0, FQ_EBUSY, "vehicle busy or finishing wake-up");
     goto out;
   }
+  if (m.has_status && m.op_status == FQ_VCP_OP_ERROR) {
+    outcome_set(o, FQ_VCP_FAIL, 0, FQ_EFAULT, "vehicle reported an error without a fault code");
+    goto out;
+  }
 
   const uint8_t *appb = m.payload;
   size_t appn = m.has_payload ? m.payload_len : 0;
@@ -1218,6 +1222,7 @@ int fq_vcp_open_reply(fq_vcp_session_t *s, fq_vcp_request_t *req, const uint8_t 
     goto out;
   }
   rc = fq_vcp_classify_app_reply(req->domain, appb, appn, o);
+  o->fault = fault;
   if (rc) fq_errf(err, rc, "%s", o->reason);
   /* The reply was genuine; an undecodable application payload is a
    * classification (fail), not a refusal. */

@@ -411,7 +411,7 @@ int fq_vcp_sign(fq_vcp_session_t *s, const uint8_t *payload, size_t len,
  *    RESYNC_RETRY means: retry once; when the reply carried no session info
  *    that verified, the session is marked stale (fq_vcp_session_stale())
  *    and the caller must handshake again before re-signing;
- *    OperationStatus WAIT -> RETRY;
+ *    OperationStatus WAIT -> RETRY, ERROR without a fault -> FAIL;
  *  - an AES_GCM_Response_data reply is decrypted (AAD = SHA256(response
  *    metadata)); a reply counter already seen for req -> FQ_EREPLAY, a bad
  *    GCM tag -> FQ_EVERIFY;
