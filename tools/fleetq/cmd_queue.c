@@ -864,8 +864,13 @@ static int cmd_watch(int argc, char **argv) {
     fprintf(stderr, "error: %s: %s\n", fq_errname(e.code), e.msg);
     goto out;
   }
+  /* Say so when the publisher is not there, instead of waiting silently;
+   * ZeroMQ keeps reconnecting, so the watch goes on. */
   struct timespec t0;
   clock_gettime(CLOCK_MONOTONIC, &t0);
+  int conn_ms = o.timeout_set && o.timeout_s < 2.0 ? (int)(o.timeout_s * 1000) : 2000;
+  if (fq_sub_wait_connected(sub, conn_ms, &e) == -ETIMEDOUT)
+    fprintf(stderr, "watch: publisher %s not reached yet; still trying\n", o.publish);
   for (;;) {
     if (o.count && w->printed >= o.count) {
       rc = 0;
