@@ -882,6 +882,11 @@ int fq_sim_start(fq_sim_t *sim, const char *host, uint16_t port, const char *tls
     goto out;
   }
   sim->timer_running = true;
+  /* Counted before the server runs: afterwards the world belongs to the
+   * handlers (and /sim/reset may rebuild it). */
+  pthread_mutex_lock(&sim->w.mu);
+  size_t nv = sim->w.nvehicles, ns = sim->w.nsites, na = sim->w.naccounts;
+  pthread_mutex_unlock(&sim->w.mu);
   struct MHD_OptionItem tls_opts[] = {
       {MHD_OPTION_HTTPS_MEM_CERT, 0, sim->tls_cert},
       {MHD_OPTION_HTTPS_MEM_KEY, 0, sim->tls_key},
@@ -902,8 +907,7 @@ int fq_sim_start(fq_sim_t *sim, const char *host, uint16_t port, const char *tls
   const union MHD_DaemonInfo *info = MHD_get_daemon_info(sim->mhd, MHD_DAEMON_INFO_BIND_PORT);
   sim->port = info ? info->port : port;
   fq_info(MOD, "listening on %s:%u (%s), %zu vehicles, %zu sites, %zu accounts",
-          host ? host : "*", (unsigned)sim->port, tls_cert_path ? "https" : "http",
-          sim->w.nvehicles, sim->w.nsites, sim->w.naccounts);
+          host ? host : "*", (unsigned)sim->port, tls_cert_path ? "https" : "http", nv, ns, na);
 out:
   freeaddrinfo(ai);
   return rc;
