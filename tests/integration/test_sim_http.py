@@ -417,6 +417,17 @@ def test_unknown_devices_and_routes():
     check(st == 400, st, j)
     st, j = SIM.ctl("POST", "/sim/vehicles/" + VIN, {"no_such_field": 1})
     check(st == 400, st, j)
+    # Valid base64 of bytes that are no RoutableMessage.
+    st, hd, j = f().call("POST", "/api/1/vehicles/%s/signed_command" % VIN,
+                         {"routable_message": base64.b64encode(b"\xff" * 40).decode()})
+    check(st == 400, st, j)
+    st, hd, j = f().call("POST", "/api/1/vehicles/%s/signed_command" % VIN, {})
+    check(st == 400, st, j)
+    # Bodies are capped.
+    st, hd, j = f().call("POST", "/api/1/vehicles/%s/signed_command" % VIN,
+                         {"routable_message": "A" * 100000})
+    check(st == 413, st, j)
+    check(SIM.executions(VIN) == [])
 
 
 def test_reset_restores_the_config():
