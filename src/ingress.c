@@ -13,6 +13,7 @@
 #include <zmq.h>
 
 #include "fleetq/wire.h"
+#include "idem.h"
 #include "log.h"
 #include "store.h"
 #include "util.h"
@@ -24,6 +25,14 @@ typedef struct fanout {
   uint64_t token;      /* 0 = free slot */
   unsigned remaining;
   bool answered;
+  /* A submit's dedupe check on the shard that first saw its key: the
+   * request is kept here and sent to its device's shard if the key turns
+   * out not to be there. */
+  bool check;
+  unsigned check_shard, dev_shard;
+  uint64_t keyhash;
+  int nframes;
+  zmq_msg_t frames[16];
 } fanout_t;
 
 struct fq_ingress {
@@ -32,6 +41,8 @@ struct fq_ingress {
   void **pairs;
   fq_buf_t out;
   uint64_t next_token;
+  fq_idem_t *keys;      /* hash(tenant, key) -> shard that stored it */
+  unsigned loaded;      /* shards that finished announcing their keys */
   fanout_t fan[FANOUT_SLOTS];
 };
 
@@ -46,10 +57,11 @@ fq_ingress_t *fq_ingress_new(const fq_ingress_opts_t *opts, fq_err_t *err) {
   in->o = *opts;
   in->next_token = 1;
   fq_buf_init(&in->out, 0);
+  in->keys = fq_idem_new(1 << 16);
   in->pairs = calloc(opts->nshards, sizeof *in->pairs);
   in->router = zmq_socket(opts->zmq_ctx, ZMQ_ROUTER);
   in->pub = zmq_socket(opts->zmq_ctx, ZMQ_PUB);
-  if (!in->pairs || !in->router || !in->pub) {
+  if (!in->pairs || !in->router || !in->pub || !in->keys) {
     fq_errf(err, FQ_EINTERNAL, "cannot create sockets: %s", zmq_strerror(errno));
     goto fail;
   }
@@ -101,6 +113,9 @@ void fq_ingress_destroy(fq_ingress_t **inp) {
     free(in->pairs);
   }
   fq_buf_free(&in->out);
+  fq_idem_destroy(&in->keys);
+  for (size_t i = 0; i < FANOUT_SLOTS; i++)
+    for (int j = 0; j < in->fan[i].nframes; j++) zmq_msg_close(&in->fan[i].frames[j]);
   free(in);
   *inp = NULL;
 }
@@ -213,7 +228,47 @@ static bool handle_client(fq_ingress_t *in) {
       char dev[FQ_DEVICE_MAX];
       size_t dl = fq_wire_device_key(&req, dev, sizeof dev);
       shard = fq_shard_for_device(dev, dl, in->o.nshards);
-      break;
+      if (in->o.nshards == 1) break;
+      /* Dedupe is per (tenant, key) across devices, but a command lives in
+       * its device's shard.  Remember which shard first took each key; a
+       * key seen on another shard is checked there before this submit may
+       * create anything. */
+      uint64_t h = fq_idem_hash(req.tenant.p, req.tenant.n, req.key.p, req.key.n), other;
+      size_t cur = 0;
+      bool seen_here = false, seen_elsewhere = false;
+      unsigned where = 0;
+      while (fq_idem_next(in->keys, h, &cur, &other)) {
+        if (other == shard) seen_here = true;
+        else {
+          seen_elsewhere = true;
+          where = (unsigned)other;
+        }
+      }
+      if (!seen_elsewhere || seen_here) {
+        if (!seen_here && fq_idem_put(in->keys, h, shard) != 0) {
+          reply_error(in, f, nenv, FQ_EBUSY, "out of memory", &req);
+          goto out;
+        }
+        break;
+      }
+      uint64_t token = in->next_token++;
+      fanout_t *fo = &in->fan[token % FANOUT_SLOTS];
+      if (fo->token) {
+        reply_error(in, f, nenv, FQ_EBUSY, "too many lookups in flight; retry", &req);
+        goto out;
+      }
+      if (to_shard(in, where, 'F', &token, f, n, false) != 0) {
+        reply_error(in, f, nenv, FQ_EBUSY, "fleetqd is saturated (shard queue full); retry later",
+                    &req);
+        goto out;
+      }
+      *fo = (fanout_t){.token = token, .remaining = 1, .check = true, .check_shard = where,
+                       .dev_shard = shard, .keyhash = h, .nframes = n};
+      for (int i = 0; i < n; i++) {
+        zmq_msg_init(&fo->frames[i]);
+        zmq_msg_move(&fo->frames[i], &f[i]);
+      }
+      goto out;
     }
     case FQ_OP_HISTORY:
       if (req.shard >= in->o.nshards) {
@@ -298,7 +353,27 @@ static int handle_shard(fq_ingress_t *in, unsigned idx) {
       memcpy(&token, zmq_msg_data(&f[1]), 8);
       uint8_t found = *(const uint8_t *)zmq_msg_data(&f[2]);
       fanout_t *fo = &in->fan[token % FANOUT_SLOTS];
-      if (fo->token == token) {
+      if (fo->token == token && fo->check) {
+        if (found) {
+          for (int i = 3; i < n; i++)
+            zmq_msg_send(&f[i], in->router, i + 1 < n ? ZMQ_SNDMORE : 0);
+        } else {
+          /* Not there after all (an entry left by a failed batch): the key
+           * is new, so the submit goes to its device's shard. */
+          fq_idem_del(in->keys, fo->keyhash, fo->check_shard);
+          fq_idem_put(in->keys, fo->keyhash, fo->dev_shard);
+          if (to_shard(in, fo->dev_shard, 'Q', NULL, fo->frames, fo->nframes, true) != 0) {
+            fq_buf_reset(&in->out);
+            fq_wire_reply_error(&in->out, FQ_EBUSY,
+                                "fleetqd is saturated (shard queue full); retry later", NULL, 0);
+            reply_client(in, fo->frames, fo->nframes - 1, in->out.data, in->out.len);
+          }
+        }
+        close_all(fo->frames, fo->nframes);
+        fo->nframes = 0;
+        fo->token = 0;
+        fo->check = false;
+      } else if (fo->token == token) {
         fo->remaining--;
         bool send = (found && !fo->answered) || (fo->remaining == 0 && !fo->answered);
         if (send) {
@@ -308,6 +383,16 @@ static int handle_shard(fq_ingress_t *in, unsigned idx) {
         }
         if (fo->remaining == 0) fo->token = 0;
       }
+    } else if (kind == 'K' && n == 2) {
+      const uint8_t *p = zmq_msg_data(&f[1]);
+      size_t cnt = zmq_msg_size(&f[1]) / 8;
+      for (size_t i = 0; i < cnt; i++) {
+        uint64_t h;
+        memcpy(&h, p + 8 * i, 8);
+        fq_idem_put(in->keys, h, idx);
+      }
+    } else if (kind == 'L') {
+      in->loaded++;
     } else if (kind == 'D') {
       done = 1;
     }
@@ -330,7 +415,10 @@ int fq_ingress_run(fq_ingress_t *in) {
   while (ndone < ns) {
     for (unsigned i = 0; i < ns; i++) items[i] = (zmq_pollitem_t){in->pairs[i], 0, ZMQ_POLLIN, 0};
     items[ns] = (zmq_pollitem_t){NULL, in->o.stop_fd, ZMQ_POLLIN, 0};
-    items[ns + 1] = (zmq_pollitem_t){in->router, 0, stopping ? 0 : ZMQ_POLLIN, 0};
+    /* Clients wait (ZeroMQ queues their requests) until every shard has
+     * announced its keys: dedupe must see every stored key. */
+    bool serving = !stopping && in->loaded >= ns;
+    items[ns + 1] = (zmq_pollitem_t){in->router, 0, serving ? ZMQ_POLLIN : 0, 0};
     int rc = zmq_poll(items, (int)ns + 2, stopping ? 100 : -1);
     if (rc < 0) {
       if (errno == EINTR) continue;
@@ -351,7 +439,7 @@ int fq_ingress_run(fq_ingress_t *in) {
         zmq_send(in->pairs[i], &t, 1, 0);
       }
     }
-    if (!stopping && (items[ns + 1].revents & ZMQ_POLLIN)) {
+    if (serving && (items[ns + 1].revents & ZMQ_POLLIN)) {
       /* Fairness: a bounded burst of client requests, then the shards. */
       for (int k = 0; k < 256 && handle_client(in); k++) {
       }

@@ -18,6 +18,7 @@
 #include <zmq.h>
 
 #include "fleetq/commands.h"
+#include "devq.h"
 #include "fleetq/wire.h"
 #include "log.h"
 #include "store.h"
@@ -45,6 +46,7 @@ struct fq_shard {
   char endpoint[64];
   char dir[4096];
   fq_store_t *store;
+  fq_devq_t *q;
   void *sock;
   pthread_t thread;
   bool started;
@@ -185,7 +187,10 @@ static int transition(fq_shard_t *sh, fq_cmdrec_t *rec, int state, const char *r
     rec->trans[FQ_MAX_TRANSITIONS - 1].at = now;
   }
   int rc;
-  if (fq_state_terminal(state) && (rc = fq_store_queue_del(sh->store, rec, err)) != 0) return rc;
+  if (fq_state_terminal(state)) {
+    if ((rc = fq_store_active_del(sh->store, rec->id, err)) != 0) return rc;
+    fq_devq_remove(sh->q, fq_store_id_num(rec->id));
+  }
   if ((rc = fq_store_cmd_put(sh->store, rec, err)) != 0) return rc;
   return emit_event(sh, rec, prev, err);
 }
@@ -210,33 +215,18 @@ static int reply_record(fq_shard_t *sh, pending_t *p, const char *id, const fq_r
   return 0;
 }
 
-typedef struct coalesce_ctx {
-  fq_shard_t *sh;
-  const char *command;
-  const char *new_id;
-  char ids[64][FQ_ID_LEN + 1];
-  size_t n;
-} coalesce_ctx_t;
-
-static int coalesce_visit(void *ud, const char *id, uint64_t qseq) {
-  coalesce_ctx_t *c = ud;
-  (void)qseq;
-  if (c->n < 64) {
-    memcpy(c->ids[c->n], id, FQ_ID_LEN + 1);
-    c->n++;
-  }
-  return 0;
-}
-
 /* Supersede older still-queued commands of the same name on the device. */
 static int do_coalesce(fq_shard_t *sh, const fq_cmdrec_t *rec, int64_t now, fq_err_t *err) {
-  coalesce_ctx_t c = {.sh = sh, .command = rec->command, .new_id = rec->id};
-  int rc = fq_store_queue_scan(sh->store, rec->device, coalesce_visit, &c, err);
-  if (rc < 0) return rc;
-  for (size_t i = 0; i < c.n; i++) {
-    if (strcmp(c.ids[i], rec->id) == 0) continue;
+  uint64_t nums[64];
+  size_t n = fq_devq_list(sh->q, rec->device, nums, 64);
+  if (n > 64) n = 64;
+  uint64_t self = fq_store_id_num(rec->id);
+  for (size_t i = 0; i < n; i++) {
+    if (nums[i] == self) continue;
+    char id[FQ_ID_LEN + 1];
+    fq_store_id_format(sh->o.index, nums[i], id);
     fq_cmdrec_t old;
-    rc = fq_store_cmd_get(sh->store, c.ids[i], FQ_ID_LEN, &old, err);
+    int rc = fq_store_cmd_get(sh->store, id, FQ_ID_LEN, &old, err);
     if (rc) return rc;
     if (old.state == FQ_ST_QUEUED && strcmp(old.command, rec->command) == 0) {
       char reason[96];
@@ -249,8 +239,12 @@ static int do_coalesce(fq_shard_t *sh, const fq_cmdrec_t *rec, int64_t now, fq_e
   return 0;
 }
 
+/* A submit arriving as a lookup ('F') is a dedupe check for a key whose
+ * first use was recorded on this shard while the device hashes elsewhere:
+ * answer dup / mismatch if the key is here, not_found otherwise (the
+ * ingress then sends the submit to the device's shard).  Never stores. */
 static int handle_submit(fq_shard_t *sh, pending_t *p, const fq_request_t *req, int64_t now,
-                         fq_err_t *err) {
+                         bool check_only, fq_err_t *err) {
   uint8_t hash[32], old_hash[32];
   char old_id[FQ_ID_LEN + 1];
   fq_wire_request_hash(req, hash);
@@ -275,6 +269,11 @@ static int handle_submit(fq_shard_t *sh, pending_t *p, const fq_request_t *req, 
     return 0;
   }
   if (rc != FQ_ENOTFOUND) return rc;
+  if (check_only) {
+    p->found = 0;
+    reply_error(sh, p, FQ_ENOTFOUND, "key not on this shard", req);
+    return 0;
+  }
 
   fq_cmdrec_t rec;
   memset(&rec, 0, sizeof rec);
@@ -296,7 +295,9 @@ static int handle_submit(fq_shard_t *sh, pending_t *p, const fq_request_t *req, 
   rec.fault = -1;
   rec.state = -1;
   if ((rc = fq_store_idem_put(sh->store, &rec, err)) != 0) return rc;
-  if ((rc = fq_store_queue_add(sh->store, &rec, err)) != 0) return rc;
+  if ((rc = fq_store_active_put(sh->store, &rec, err)) != 0) return rc;
+  if (fq_devq_push(sh->q, rec.device, fq_store_id_num(rec.id), rec.deadline) != 0)
+    return fq_errf(err, -ENOMEM, "out of memory for the device queues");
   if ((rc = transition(sh, &rec, FQ_ST_QUEUED, "", 0, now, err)) != 0) return rc;
   if (rec.coalesce && (rc = do_coalesce(sh, &rec, now, err)) != 0) return rc;
   if (rec.deadline < sh->next_deadline) sh->next_deadline = rec.deadline;
@@ -411,7 +412,7 @@ static int handle_request(fq_shard_t *sh, pending_t *p, const uint8_t *body, siz
     return 0;
   }
   switch (req.op) {
-    case FQ_OP_SUBMIT: return handle_submit(sh, p, &req, now, err);
+    case FQ_OP_SUBMIT: return handle_submit(sh, p, &req, now, p->kind == 'F', err);
     case FQ_OP_GET: return handle_get(sh, p, &req, err);
     case FQ_OP_CANCEL: return handle_cancel(sh, p, &req, now, err);
     case FQ_OP_HISTORY: return handle_history(sh, p, &req, err);
@@ -421,35 +422,39 @@ static int handle_request(fq_shard_t *sh, pending_t *p, const uint8_t *body, siz
   }
 }
 
+static void flush_batch(fq_shard_t *sh);
+
 /* --- expiry and recovery ------------------------------------------------ */
 
 static int expire_due(fq_shard_t *sh, int64_t now, fq_err_t *err) {
   for (int i = 0; i < 1024; i++) {
     int64_t deadline;
-    char id[FQ_ID_LEN + 1];
-    int rc = fq_store_expiry_first(sh->store, &deadline, id, err);
-    if (rc == FQ_ENOTFOUND) {
+    uint64_t num;
+    if (fq_devq_first_deadline(sh->q, &deadline, &num) != 0) {
       sh->next_deadline = INT64_MAX;
       return 0;
     }
-    if (rc) return rc;
     if (deadline > now) {
       sh->next_deadline = deadline;
       return 0;
     }
+    char id[FQ_ID_LEN + 1];
+    fq_store_id_format(sh->o.index, num, id);
     fq_cmdrec_t rec;
-    if ((rc = fq_store_cmd_get(sh->store, id, FQ_ID_LEN, &rec, err)) != 0) return rc;
+    int rc = fq_store_cmd_get(sh->store, id, FQ_ID_LEN, &rec, err);
+    if (rc) return rc;
     if (fq_state_terminal(rec.state)) {
-      rc = fq_store_queue_del(sh->store, &rec, err); /* stale index entry */
+      rc = fq_store_active_del(sh->store, id, err); /* stale entry */
+      fq_devq_remove(sh->q, num);
     } else if (rec.state == FQ_ST_QUEUED) {
       char reason[128];
       snprintf(reason, sizeof reason, "deadline passed after %" PRId64 " ms before dispatch",
                rec.ttl_ms);
       rc = transition(sh, &rec, FQ_ST_EXPIRED, reason, FQ_EEXPIRED, now, err);
     } else {
-      /* In flight: the dispatcher owns it; its expires_at already bounds
-       * what the car will accept. */
-      rc = fq_store_queue_del(sh->store, &rec, err);
+      /* In flight: the dispatcher owns its deadline; the expires_at it
+       * signed already bounds what the car will accept. */
+      fq_devq_clear_deadline(sh->q, num);
     }
     fq_cmdrec_free(&rec);
     if (rc) return rc;
@@ -463,9 +468,10 @@ typedef struct recover_ctx {
   size_t n, cap;
 } recover_ctx_t;
 
-static int recover_visit(void *ud, const char *id, uint64_t qseq) {
+static int recover_visit(void *ud, const char *id, const char *device, int64_t deadline) {
   recover_ctx_t *c = ud;
-  (void)qseq;
+  (void)device;
+  (void)deadline;
   if (c->n == c->cap) {
     size_t cap = c->cap ? c->cap * 2 : 1024;
     void *p = realloc(c->ids, cap * sizeof *c->ids);
@@ -477,16 +483,39 @@ static int recover_visit(void *ud, const char *id, uint64_t qseq) {
   return 0;
 }
 
+static int devq_visit(void *ud, const char *id, const char *device, int64_t deadline) {
+  fq_devq_t *q = ud;
+  return fq_devq_push(q, device, fq_store_id_num(id), deadline) ? -ENOMEM : 0;
+}
+
+/* Rebuild the in-memory queues from the store (inside a transaction). */
+static int rebuild_queues(fq_shard_t *sh, fq_err_t *err) {
+  fq_devq_destroy(&sh->q);
+  sh->q = fq_devq_new();
+  if (!sh->q) return fq_errf(err, -ENOMEM, "out of memory for the device queues");
+  int rc = fq_store_active_scan(sh->store, devq_visit, sh->q, err);
+  if (rc) return rc < 0 ? rc : fq_errf(err, -ENOMEM, "out of memory for the device queues");
+  int64_t d;
+  uint64_t num;
+  sh->next_deadline = fq_devq_first_deadline(sh->q, &d, &num) == 0 ? d : INT64_MAX;
+  return 0;
+}
+
 /* On start: settle what was in flight when the previous process died.
  * Idempotent commands go back to the queue; the others end `unknown`,
  * because the car may have executed them and they must never be re-signed
- * blindly. */
+ * blindly.  Then rebuild the in-memory queues. */
 static int recover(fq_shard_t *sh, fq_err_t *err) {
   recover_ctx_t c = {0};
   int64_t now = fq_now_ms();
   int rc = fq_store_begin(sh->store, true, err);
   if (rc) return rc;
-  rc = fq_store_queue_scan_all(sh->store, recover_visit, &c, err);
+  sh->q = fq_devq_new();
+  if (!sh->q) {
+    fq_store_abort(sh->store);
+    return fq_errf(err, -ENOMEM, "out of memory");
+  }
+  rc = fq_store_active_scan(sh->store, recover_visit, &c, err);
   size_t settled = 0;
   for (size_t i = 0; rc >= 0 && i < c.n; i++) {
     fq_cmdrec_t rec;
@@ -504,21 +533,22 @@ static int recover(fq_shard_t *sh, fq_err_t *err) {
                         "executed; check the device before sending it again",
                         FQ_EINTERNAL, now, err);
       settled++;
+    } else if (fq_state_terminal(rec.state)) {
+      rc = fq_store_active_del(sh->store, rec.id, err);
     }
     fq_cmdrec_free(&rec);
   }
   free(c.ids);
-  if (rc < 0) {
+  if (rc >= 0) rc = rebuild_queues(sh, err);
+  if (rc < 0 || rc > 0) {
     fq_store_abort(sh->store);
     return rc;
   }
-  int64_t d;
-  char id[FQ_ID_LEN + 1];
-  if (fq_store_expiry_first(sh->store, &d, id, err) == 0) sh->next_deadline = d;
   if ((rc = fq_store_commit(sh->store, err)) != 0) return rc;
+  flush_batch(sh); /* publish the settlement events */
   if (settled) fq_info("shard", "shard %u: settled %zu in-flight command(s)", sh->o.index, settled);
-  fq_info("shard", "shard %u: %zu queued command(s), next seq %" PRIu64, sh->o.index, c.n,
-          fq_store_next_seq(sh->store));
+  fq_info("shard", "shard %u: %zu queued command(s), next seq %" PRIu64, sh->o.index,
+          fq_devq_count(sh->q), fq_store_next_seq(sh->store));
   return 0;
 }
 
@@ -598,6 +628,7 @@ static void process_batch(fq_shard_t *sh, zmq_msg_t (*msgs)[MAX_FRAMES + 2], int
   fq_err_t err;
   fq_err_clear(&err);
   int64_t now = fq_now_ms();
+  int64_t t_start = fq_mono_ns();
   int rc = fq_store_begin(sh->store, true, &err);
   for (int m = 0; m < nmsgs; m++) {
     zmq_msg_t *f = msgs[m];
@@ -622,8 +653,21 @@ static void process_batch(fq_shard_t *sh, zmq_msg_t (*msgs)[MAX_FRAMES + 2], int
     }
   }
   if (rc == 0 && now >= sh->next_deadline) rc = expire_due(sh, now, &err);
+  int64_t t_proc = fq_mono_ns();
   if (rc == 0) {
     rc = fq_store_commit(sh->store, &err);
+    if (getenv("FQ_TRACE")) {
+      static __thread int64_t acc_p, acc_c, acc_n, nb;
+      int64_t t_end = fq_mono_ns();
+      acc_p += t_proc - t_start;
+      acc_c += t_end - t_proc;
+      acc_n += nmsgs;
+      if (++nb == 200) {
+        fq_warn("shard", "trace: %u: avg batch %.0f, process %.0f us, commit %.0f us", sh->o.index,
+                (double)acc_n / nb, (double)acc_p / nb / 1000, (double)acc_c / nb / 1000);
+        acc_p = acc_c = acc_n = nb = 0;
+      }
+    }
     if (rc) {
       /* A failed commit means the disk no longer takes our writes: stop
        * rather than limp on and ack things that are not durable. */
@@ -632,11 +676,56 @@ static void process_batch(fq_shard_t *sh, zmq_msg_t (*msgs)[MAX_FRAMES + 2], int
     }
   } else {
     fq_store_abort(sh->store);
+    /* The in-memory queues saw this batch's changes: rebuild them from what
+     * is on disk. */
+    fq_err_t e2;
+    if (fq_store_begin(sh->store, false, &e2) != 0 || rebuild_queues(sh, &e2) != 0) {
+      fq_error("shard", "shard %u: cannot rebuild queues: %s; stopping", sh->o.index, e2.msg);
+      _exit(70);
+    }
+    fq_store_abort(sh->store);
     fail_batch(sh, rc == FQ_ESTORFULL ? FQ_ESTORFULL : FQ_EINTERNAL,
                rc == FQ_ESTORFULL ? "storage full: the request was not stored"
                                   : "storage error: the request was not stored");
   }
   flush_batch(sh);
+}
+
+typedef struct keys_ctx {
+  void *sock;
+  uint64_t buf[8192];
+  size_t n;
+} keys_ctx_t;
+
+static int keys_visit(void *ud, uint64_t h, uint64_t num) {
+  keys_ctx_t *k = ud;
+  (void)num;
+  k->buf[k->n++] = h;
+  if (k->n == 8192) {
+    zmq_send(k->sock, "K", 1, ZMQ_SNDMORE);
+    zmq_send(k->sock, k->buf, k->n * 8, 0);
+    k->n = 0;
+  }
+  return 0;
+}
+
+/* Tell the ingress which (tenant, key) hashes this shard holds, so that a
+ * key reused for a device of another shard is still checked here. */
+static void announce_keys(fq_shard_t *sh) {
+  keys_ctx_t *k = malloc(sizeof *k);
+  if (!k) {
+    fq_error("shard", "shard %u: out of memory", sh->o.index);
+    _exit(70);
+  }
+  k->sock = sh->sock;
+  k->n = 0;
+  fq_store_idem_foreach(sh->store, keys_visit, k);
+  if (k->n) {
+    zmq_send(sh->sock, "K", 1, ZMQ_SNDMORE);
+    zmq_send(sh->sock, k->buf, k->n * 8, 0);
+  }
+  free(k);
+  zmq_send(sh->sock, "L", 1, 0);
 }
 
 static void *shard_main(void *arg) {
@@ -653,6 +742,7 @@ static void *shard_main(void *arg) {
     fq_error("shard", "shard %u: recovery failed: %s", sh->o.index, err.msg);
     _exit(70);
   }
+  announce_keys(sh);
   while (!sh->stopping) {
     int64_t now = fq_now_ms();
     long timeout = -1;
@@ -693,6 +783,9 @@ int fq_shard_start(fq_shard_t *sh) {
   }
   int rc = pthread_create(&sh->thread, NULL, shard_main, sh);
   if (rc) return -rc;
+  char name[16];
+  snprintf(name, sizeof name, "fq-shard-%u", sh->o.index);
+  pthread_setname_np(sh->thread, name);
   sh->started = true;
   return 0;
 }
@@ -703,6 +796,7 @@ void fq_shard_destroy(fq_shard_t **shp) {
   if (sh->started) pthread_join(sh->thread, NULL);
   if (sh->sock) zmq_close(sh->sock);
   fq_store_destroy(&sh->store);
+  fq_devq_destroy(&sh->q);
   free(sh->pend);
   free(sh->pev);
   fq_buf_free(&sh->replies);

@@ -6,11 +6,17 @@
  *
  * Frames (first frame is a one-byte kind):
  *   ingress -> shard  'Q' envelope... body          a request
- *                     'F' token(8) envelope... body a fan-out lookup
+ *                     'F' token(8) envelope... body a lookup: get/cancel by
+ *                                                   tenant + key on every
+ *                                                   shard, or a dedupe check
+ *                                                   of a submit (never stored)
  *                     'T'                           drain and stop
  *   shard -> ingress  'R' envelope... reply         a reply
  *                     'F' token(8) found(1) envelope... reply
  *                     'E' topic event               a status event
+ *                     'K' u64[n]                    (tenant, key) hashes of
+ *                                                   stored commands, at start
+ *                     'L'                           start-up done
  *                     'D'                           stopped
  * Replies and events leave only after the transaction holding them has
  * been committed to disk.

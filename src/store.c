@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "idem.h"
 #include "log.h"
 #include "util.h"
 
@@ -20,7 +21,9 @@ struct fq_store {
   MDB_env *env;
   MDB_txn *txn;
   bool txn_write;
-  MDB_dbi meta, cmd, idem, queue, expiry, events, session;
+  MDB_dbi meta, cmd, idemlog, active, events, session;
+  fq_idem_t *idem;
+  fq_buf_t scratch; /* reused for record encoding */
   unsigned shard;
   /* Counters: the committed values and the ones of the open transaction. */
   uint64_t next_cmd, next_q, next_seq;
@@ -71,6 +74,7 @@ fq_store_t *fq_store_open(const char *dir, unsigned shard, uint64_t map_size, fq
     return NULL;
   }
   s->shard = shard;
+  fq_buf_init(&s->scratch, 1 << 20);
   if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
     fq_errf(err, FQ_ESTORAGE, "cannot create %s: %s", dir, strerror(errno));
     goto fail;
@@ -98,9 +102,8 @@ fq_store_t *fq_store_open(const char *dir, unsigned shard, uint64_t map_size, fq
   struct {
     const char *name;
     MDB_dbi *dbi;
-  } dbs[] = {{"meta", &s->meta},     {"cmd", &s->cmd},       {"idem", &s->idem},
-             {"queue", &s->queue},   {"expiry", &s->expiry}, {"events", &s->events},
-             {"session", &s->session}};
+  } dbs[] = {{"meta", &s->meta},     {"cmd", &s->cmd},       {"idemlog", &s->idemlog},
+             {"active", &s->active}, {"events", &s->events}, {"session", &s->session}};
   for (size_t i = 0; i < sizeof dbs / sizeof dbs[0]; i++) {
     if ((rc = mdb_dbi_open(txn, dbs[i].name, MDB_CREATE, dbs[i].dbi)) != 0) {
       lmdb_err(err, rc, dbs[i].name);
@@ -154,6 +157,36 @@ fq_store_t *fq_store_open(const char *dir, unsigned shard, uint64_t map_size, fq
   rc = mdb_cursor_get(cur, &k, &d, MDB_LAST);
   s->next_seq = (rc == 0 && k.mv_size == 8) ? get_u64be(k.mv_data) + 1 : 1;
   mdb_cursor_close(cur);
+  /* Rebuild the in-memory dedupe table from the durable log. */
+  MDB_stat ms;
+  mdb_stat(txn, s->idemlog, &ms);
+  s->idem = fq_idem_new(ms.ms_entries + 1024);
+  if (!s->idem) {
+    fq_errf(err, -ENOMEM, "out of memory for the dedupe table");
+    goto fail;
+  }
+  if ((rc = mdb_cursor_open(txn, s->idemlog, &cur)) != 0) {
+    lmdb_err(err, rc, "cursor");
+    goto fail;
+  }
+  for (rc = mdb_cursor_get(cur, &k, &d, MDB_FIRST); rc == 0;
+       rc = mdb_cursor_get(cur, &k, &d, MDB_NEXT)) {
+    if (k.mv_size != FQ_ID_LEN || d.mv_size < 32 + 2) continue;
+    const char *tk = (const char *)d.mv_data + 32;
+    size_t tkl = d.mv_size - 32;
+    const char *sep = memchr(tk, 0, tkl);
+    if (!sep) continue;
+    char idbuf[FQ_ID_LEN + 1];
+    memcpy(idbuf, k.mv_data, FQ_ID_LEN);
+    idbuf[FQ_ID_LEN] = 0;
+    uint64_t h = fq_idem_hash(tk, (size_t)(sep - tk), sep + 1, tkl - (size_t)(sep - tk) - 1);
+    if (fq_idem_put(s->idem, h, fq_store_id_num(idbuf)) != 0) {
+      mdb_cursor_close(cur);
+      fq_errf(err, -ENOMEM, "out of memory for the dedupe table");
+      goto fail;
+    }
+  }
+  mdb_cursor_close(cur);
   if ((rc = mdb_txn_commit(txn)) != 0) {
     txn = NULL;
     lmdb_err(err, rc, "commit");
@@ -163,6 +196,7 @@ fq_store_t *fq_store_open(const char *dir, unsigned shard, uint64_t map_size, fq
 fail:
   if (txn) mdb_txn_abort(txn);
   if (s->env) mdb_env_close(s->env);
+  fq_idem_destroy(&s->idem);
   free(s);
   return NULL;
 }
@@ -172,6 +206,8 @@ void fq_store_destroy(fq_store_t **sp) {
   fq_store_t *s = *sp;
   if (s->txn) mdb_txn_abort(s->txn);
   mdb_env_close(s->env);
+  fq_idem_destroy(&s->idem);
+  fq_buf_free(&s->scratch);
   free(s);
   *sp = NULL;
 }
@@ -225,9 +261,22 @@ uint64_t fq_store_next_seq(const fq_store_t *s) { return s->txn ? s->txn_next_se
 
 unsigned fq_store_shard(const fq_store_t *s) { return s->shard; }
 
+void fq_store_id_format(unsigned shard, uint64_t num, char id[FQ_ID_LEN + 1]) {
+  snprintf(id, FQ_ID_LEN + 1, "%02x%014" PRIx64, shard & 0xff,
+           (uint64_t)(num & 0xffffffffffffffULL));
+}
+
+uint64_t fq_store_id_num(const char *id) {
+  uint64_t v = 0;
+  for (int i = 2; i < FQ_ID_LEN && id[i]; i++) {
+    char c = id[i];
+    v = v << 4 | (uint64_t)((c >= 'a') ? c - 'a' + 10 : c - '0');
+  }
+  return v;
+}
+
 void fq_store_new_id(fq_store_t *s, char id[FQ_ID_LEN + 1], uint64_t *qseq) {
-  uint64_t n = s->txn_next_cmd++;
-  snprintf(id, FQ_ID_LEN + 1, "%02x%014" PRIx64, s->shard & 0xff, (uint64_t)(n & 0xffffffffffffffULL));
+  fq_store_id_format(s->shard, s->txn_next_cmd++, id);
   *qseq = s->txn_next_q++;
 }
 
@@ -245,37 +294,47 @@ int fq_store_id_shard(const char *id, size_t len) {
 
 /* --- dedupe index ---------------------------------------------------- */
 
-static size_t idem_key(uint8_t *out, const char *tenant, size_t tlen, const char *key,
-                       size_t klen) {
-  memcpy(out, tenant, tlen);
-  out[tlen] = 0;
-  memcpy(out + tlen + 1, key, klen);
-  return tlen + 1 + klen;
-}
-
 int fq_store_idem_get(fq_store_t *s, const char *tenant, size_t tlen, const char *key,
                       size_t klen, uint8_t hash[32], char id[FQ_ID_LEN + 1], fq_err_t *err) {
-  uint8_t kb[64 + 1 + 128];
-  if (tlen > 64 || klen > 128) return FQ_ENOTFOUND;
-  MDB_val k = {idem_key(kb, tenant, tlen, key, klen), kb}, d;
-  int rc = mdb_get(s->txn, s->idem, &k, &d);
-  if (rc == MDB_NOTFOUND) return FQ_ENOTFOUND;
-  if (rc) return lmdb_err(err, rc, "idem get");
-  if (d.mv_size != 32 + FQ_ID_LEN) return fq_errf(err, FQ_ESTORAGE, "idem record corrupted");
-  memcpy(hash, d.mv_data, 32);
-  memcpy(id, (const uint8_t *)d.mv_data + 32, FQ_ID_LEN);
-  id[FQ_ID_LEN] = 0;
-  return 0;
+  uint64_t h = fq_idem_hash(tenant, tlen, key, klen), num;
+  size_t cursor = 0;
+  while (fq_idem_next(s->idem, h, &cursor, &num)) {
+    char cand[FQ_ID_LEN + 1];
+    fq_store_id_format(s->shard, num, cand);
+    MDB_val k = {FQ_ID_LEN, cand}, d;
+    int rc = mdb_get(s->txn, s->idemlog, &k, &d);
+    if (rc == MDB_NOTFOUND) continue; /* left over from an aborted batch */
+    if (rc) return lmdb_err(err, rc, "idemlog get");
+    const uint8_t *v = d.mv_data;
+    if (d.mv_size != 32 + tlen + 1 + klen || memcmp(v + 32, tenant, tlen) != 0 ||
+        v[32 + tlen] != 0 || memcmp(v + 33 + tlen, key, klen) != 0)
+      continue; /* a hash collision: another (tenant, key) */
+    memcpy(hash, v, 32);
+    memcpy(id, cand, FQ_ID_LEN + 1);
+    return 0;
+  }
+  return FQ_ENOTFOUND;
 }
 
 int fq_store_idem_put(fq_store_t *s, const fq_cmdrec_t *rec, fq_err_t *err) {
-  uint8_t kb[64 + 1 + 128], vb[32 + FQ_ID_LEN];
-  MDB_val k = {idem_key(kb, rec->tenant, strlen(rec->tenant), rec->key, strlen(rec->key)), kb};
+  uint8_t vb[32 + 64 + 1 + 128];
+  size_t tl = strlen(rec->tenant), kl = strlen(rec->key);
   memcpy(vb, rec->hash, 32);
-  memcpy(vb + 32, rec->id, FQ_ID_LEN);
-  MDB_val d = {sizeof vb, vb};
-  int rc = mdb_put(s->txn, s->idem, &k, &d, 0);
-  return rc ? lmdb_err(err, rc, "idem put") : 0;
+  memcpy(vb + 32, rec->tenant, tl);
+  vb[32 + tl] = 0;
+  memcpy(vb + 33 + tl, rec->key, kl);
+  MDB_val k = {FQ_ID_LEN, (void *)rec->id}, d = {33 + tl + kl, vb};
+  int rc = mdb_put(s->txn, s->idemlog, &k, &d, MDB_APPEND);
+  if (rc == MDB_KEYEXIST) rc = mdb_put(s->txn, s->idemlog, &k, &d, 0);
+  if (rc) return lmdb_err(err, rc, "idemlog put");
+  if (fq_idem_put(s->idem, fq_idem_hash(rec->tenant, tl, rec->key, kl), fq_store_id_num(rec->id)))
+    return fq_errf(err, -ENOMEM, "out of memory for the dedupe table");
+  return 0;
+}
+
+int fq_store_idem_foreach(fq_store_t *s, int (*fn)(void *ud, uint64_t h, uint64_t num),
+                          void *ud) {
+  return fq_idem_foreach(s->idem, fn, ud);
 }
 
 /* --- command records --------------------------------------------------- */
@@ -301,114 +360,57 @@ int fq_store_cmd_get(fq_store_t *s, const char *id, size_t len, fq_cmdrec_t *rec
 }
 
 int fq_store_cmd_put(fq_store_t *s, const fq_cmdrec_t *rec, fq_err_t *err) {
-  fq_buf_t b;
-  fq_buf_init(&b, 1 << 20);
-  int rc = fq_cmdrec_pack(rec, &b);
-  if (rc) {
-    fq_buf_free(&b);
-    return fq_errf(err, rc, "cannot encode command record");
-  }
-  MDB_val k = {FQ_ID_LEN, (void *)rec->id}, d = {b.len, b.data};
-  rc = mdb_put(s->txn, s->cmd, &k, &d, 0);
-  fq_buf_free(&b);
+  fq_buf_t *b = &s->scratch;
+  fq_buf_reset(b);
+  int rc = fq_cmdrec_pack(rec, b);
+  if (rc) return fq_errf(err, rc, "cannot encode command record");
+  MDB_val k = {FQ_ID_LEN, (void *)rec->id}, d = {b->len, b->data};
+  /* New commands carry the highest id so far: append without a search. */
+  rc = mdb_put(s->txn, s->cmd, &k, &d, MDB_APPEND);
+  if (rc == MDB_KEYEXIST) rc = mdb_put(s->txn, s->cmd, &k, &d, 0);
   return rc ? lmdb_err(err, rc, "cmd put") : 0;
 }
 
-/* --- queues and deadlines ------------------------------------------------ */
+/* --- non-terminal commands --------------------------------------------------- */
 
-static size_t queue_key(uint8_t *out, const char *device, uint64_t qseq) {
-  size_t dl = strlen(device);
-  memcpy(out, device, dl);
-  out[dl] = 0;
-  put_u64be(out + dl + 1, qseq);
-  return dl + 9;
+int fq_store_active_put(fq_store_t *s, const fq_cmdrec_t *rec, fq_err_t *err) {
+  uint8_t vb[8 + FQ_DEVICE_MAX];
+  size_t dl = strlen(rec->device);
+  put_u64be(vb, (uint64_t)rec->deadline);
+  memcpy(vb + 8, rec->device, dl);
+  MDB_val k = {FQ_ID_LEN, (void *)rec->id}, d = {8 + dl, vb};
+  int rc = mdb_put(s->txn, s->active, &k, &d, MDB_APPEND);
+  if (rc == MDB_KEYEXIST) rc = mdb_put(s->txn, s->active, &k, &d, 0);
+  return rc ? lmdb_err(err, rc, "active put") : 0;
 }
 
-static size_t expiry_key(uint8_t *out, int64_t deadline, const char *id) {
-  put_u64be(out, (uint64_t)deadline);
-  memcpy(out + 8, id, FQ_ID_LEN);
-  return 8 + FQ_ID_LEN;
-}
-
-int fq_store_queue_add(fq_store_t *s, const fq_cmdrec_t *rec, fq_err_t *err) {
-  uint8_t qk[FQ_DEVICE_MAX + 9], ek[8 + FQ_ID_LEN];
-  MDB_val k = {queue_key(qk, rec->device, rec->qseq), qk}, d = {FQ_ID_LEN, (void *)rec->id};
-  int rc = mdb_put(s->txn, s->queue, &k, &d, 0);
-  if (rc) return lmdb_err(err, rc, "queue put");
-  MDB_val ek_ = {expiry_key(ek, rec->deadline, rec->id), ek}, ed = {0, ""};
-  rc = mdb_put(s->txn, s->expiry, &ek_, &ed, 0);
-  return rc ? lmdb_err(err, rc, "expiry put") : 0;
-}
-
-int fq_store_queue_del(fq_store_t *s, const fq_cmdrec_t *rec, fq_err_t *err) {
-  uint8_t qk[FQ_DEVICE_MAX + 9], ek[8 + FQ_ID_LEN];
-  MDB_val k = {queue_key(qk, rec->device, rec->qseq), qk};
-  int rc = mdb_del(s->txn, s->queue, &k, NULL);
-  if (rc && rc != MDB_NOTFOUND) return lmdb_err(err, rc, "queue del");
-  MDB_val ek_ = {expiry_key(ek, rec->deadline, rec->id), ek};
-  rc = mdb_del(s->txn, s->expiry, &ek_, NULL);
-  if (rc && rc != MDB_NOTFOUND) return lmdb_err(err, rc, "expiry del");
+int fq_store_active_del(fq_store_t *s, const char *id, fq_err_t *err) {
+  MDB_val k = {FQ_ID_LEN, (void *)id};
+  int rc = mdb_del(s->txn, s->active, &k, NULL);
+  if (rc && rc != MDB_NOTFOUND) return lmdb_err(err, rc, "active del");
   return 0;
 }
 
-static int queue_walk(fq_store_t *s, const char *device, fq_store_queue_fn fn, void *ud,
-                      fq_err_t *err) {
+int fq_store_active_scan(fq_store_t *s, fq_store_active_fn fn, void *ud, fq_err_t *err) {
   MDB_cursor *cur;
-  int rc = mdb_cursor_open(s->txn, s->queue, &cur);
+  int rc = mdb_cursor_open(s->txn, s->active, &cur);
   if (rc) return lmdb_err(err, rc, "cursor");
-  size_t dl = device ? strlen(device) : 0;
-  uint8_t kb[FQ_DEVICE_MAX + 1];
   MDB_val k, d;
-  MDB_cursor_op op;
-  if (device) {
-    memcpy(kb, device, dl);
-    kb[dl] = 0;
-    k.mv_size = dl + 1;
-    k.mv_data = kb;
-    op = MDB_SET_RANGE;
-  } else {
-    op = MDB_FIRST;
-  }
   int out = 0;
-  while ((rc = mdb_cursor_get(cur, &k, &d, op)) == 0) {
-    op = MDB_NEXT;
-    if (device && (k.mv_size != dl + 9 || memcmp(k.mv_data, kb, dl + 1) != 0)) break;
-    if (k.mv_size < 9 || d.mv_size != FQ_ID_LEN) continue;
-    char id[FQ_ID_LEN + 1];
-    memcpy(id, d.mv_data, FQ_ID_LEN);
+  for (rc = mdb_cursor_get(cur, &k, &d, MDB_FIRST); rc == 0;
+       rc = mdb_cursor_get(cur, &k, &d, MDB_NEXT)) {
+    if (k.mv_size != FQ_ID_LEN || d.mv_size <= 8 || d.mv_size >= 8 + FQ_DEVICE_MAX) continue;
+    char id[FQ_ID_LEN + 1], dev[FQ_DEVICE_MAX];
+    memcpy(id, k.mv_data, FQ_ID_LEN);
     id[FQ_ID_LEN] = 0;
-    out = fn(ud, id, get_u64be((const uint8_t *)k.mv_data + k.mv_size - 8));
+    memcpy(dev, (const uint8_t *)d.mv_data + 8, d.mv_size - 8);
+    dev[d.mv_size - 8] = 0;
+    out = fn(ud, id, dev, (int64_t)get_u64be(d.mv_data));
     if (out) break;
   }
   mdb_cursor_close(cur);
-  if (rc && rc != MDB_NOTFOUND) return lmdb_err(err, rc, "queue scan");
+  if (rc && rc != MDB_NOTFOUND) return lmdb_err(err, rc, "active scan");
   return out;
-}
-
-int fq_store_queue_scan(fq_store_t *s, const char *device, fq_store_queue_fn fn, void *ud,
-                        fq_err_t *err) {
-  return queue_walk(s, device, fn, ud, err);
-}
-
-int fq_store_queue_scan_all(fq_store_t *s, fq_store_queue_fn fn, void *ud, fq_err_t *err) {
-  return queue_walk(s, NULL, fn, ud, err);
-}
-
-int fq_store_expiry_first(fq_store_t *s, int64_t *deadline, char id[FQ_ID_LEN + 1],
-                          fq_err_t *err) {
-  MDB_cursor *cur;
-  int rc = mdb_cursor_open(s->txn, s->expiry, &cur);
-  if (rc) return lmdb_err(err, rc, "cursor");
-  MDB_val k, d;
-  rc = mdb_cursor_get(cur, &k, &d, MDB_FIRST);
-  mdb_cursor_close(cur);
-  if (rc == MDB_NOTFOUND) return FQ_ENOTFOUND;
-  if (rc) return lmdb_err(err, rc, "expiry first");
-  if (k.mv_size != 8 + FQ_ID_LEN) return fq_errf(err, FQ_ESTORAGE, "expiry key corrupted");
-  *deadline = (int64_t)get_u64be(k.mv_data);
-  memcpy(id, (const uint8_t *)k.mv_data + 8, FQ_ID_LEN);
-  id[FQ_ID_LEN] = 0;
-  return 0;
 }
 
 /* --- events --------------------------------------------------------------- */
@@ -482,7 +484,7 @@ int fq_store_stats(fq_store_t *s, fq_store_stats_t *st, fq_err_t *err) {
   int rc;
   if ((rc = mdb_stat(s->txn, s->cmd, &ms)) != 0) return lmdb_err(err, rc, "stat");
   st->commands = ms.ms_entries;
-  if ((rc = mdb_stat(s->txn, s->queue, &ms)) != 0) return lmdb_err(err, rc, "stat");
+  if ((rc = mdb_stat(s->txn, s->active, &ms)) != 0) return lmdb_err(err, rc, "stat");
   st->queued = ms.ms_entries;
   if ((rc = mdb_stat(s->txn, s->events, &ms)) != 0) return lmdb_err(err, rc, "stat");
   st->events = ms.ms_entries;

@@ -10,12 +10,18 @@
  *
  * Named databases:
  *   meta    "schema", "shard", "next_cmd", "next_q"  -> u64 big endian
- *   cmd     id                                -> command record (msgpack map)
- *   idem    tenant \0 key                     -> 32-byte request hash || id
- *   queue   device \0 u64be(qseq)             -> id   (non-terminal commands)
- *   expiry  u64be(deadline ms) || id          -> ""  (non-terminal commands)
- *   events  u64be(seq)                        -> event (msgpack map)
- *   session vin \0 domain                     -> opaque session bytes
+ *   cmd     id                  -> command record (msgpack map)
+ *   idemlog id                  -> 32-byte request hash || tenant \0 key
+ *   active  id                  -> u64be(deadline) || device   (non-terminal)
+ *   events  u64be(seq)          -> event (msgpack map)
+ *   session vin \0 domain       -> opaque session bytes
+ *
+ * Every key written on the submit path grows monotonically (ids and seqs),
+ * so a group commit appends to the right edge of each B-tree and dirties
+ * few pages.  Lookups by (tenant, key) go through an in-memory table
+ * (idem.h) rebuilt from `idemlog` when the store is opened; the per-device
+ * queues and the deadline heap (devq.h) are rebuilt by the shard from
+ * `active`.
  */
 #ifndef FQ_STORE_H
 #define FQ_STORE_H
@@ -98,10 +104,16 @@ void fq_store_new_id(fq_store_t *s, char id[FQ_ID_LEN + 1], uint64_t *qseq);
 /* Shard number encoded in an id, or -1 if id is malformed. */
 int fq_store_id_shard(const char *id, size_t len);
 
-/* Dedupe index.  get: 0 and hash/id filled, FQ_ENOTFOUND, or FQ_ESTORAGE. */
+/* Dedupe index (in-memory table verified against `idemlog`).  get: 0 and
+ * hash/id filled, FQ_ENOTFOUND, or FQ_ESTORAGE.  put records a new
+ * command's (tenant, key) inside the open write transaction. */
 int fq_store_idem_get(fq_store_t *s, const char *tenant, size_t tlen, const char *key,
                       size_t klen, uint8_t hash[32], char id[FQ_ID_LEN + 1], fq_err_t *err);
 int fq_store_idem_put(fq_store_t *s, const fq_cmdrec_t *rec, fq_err_t *err);
+
+/* Visit the (tenant, key) hash of every remembered command (see idem.h),
+ * outside or inside a transaction. */
+int fq_store_idem_foreach(fq_store_t *s, int (*fn)(void *ud, uint64_t h, uint64_t num), void *ud);
 
 /* Command records.  get fills rec (caller frees with fq_cmdrec_free);
  * FQ_ENOTFOUND when absent.  put inserts or replaces. */
@@ -111,22 +123,18 @@ int fq_store_cmd_put(fq_store_t *s, const fq_cmdrec_t *rec, fq_err_t *err);
 int fq_store_cmd_raw(fq_store_t *s, const char *id, size_t len, const uint8_t **p, size_t *n,
                      fq_err_t *err);
 
-/* Queue and deadline index membership of a non-terminal command. */
-int fq_store_queue_add(fq_store_t *s, const fq_cmdrec_t *rec, fq_err_t *err);
-int fq_store_queue_del(fq_store_t *s, const fq_cmdrec_t *rec, fq_err_t *err);
+/* Membership of a non-terminal command in `active` (the durable source of
+ * the in-memory queues and deadline heap). */
+int fq_store_active_put(fq_store_t *s, const fq_cmdrec_t *rec, fq_err_t *err);
+int fq_store_active_del(fq_store_t *s, const char *id, fq_err_t *err);
+/* Visit every non-terminal command in id order (= queue order). */
+typedef int (*fq_store_active_fn)(void *ud, const char *id, const char *device,
+                                  int64_t deadline);
+int fq_store_active_scan(fq_store_t *s, fq_store_active_fn fn, void *ud, fq_err_t *err);
 
-/* Visit the queue of one device in FIFO order; fn returns non-zero to stop
- * (that value is returned).  ids are borrowed for the call. */
-typedef int (*fq_store_queue_fn)(void *ud, const char *id, uint64_t qseq);
-int fq_store_queue_scan(fq_store_t *s, const char *device, fq_store_queue_fn fn, void *ud,
-                        fq_err_t *err);
-/* Visit every queued command of every device (order: by device, then
- * FIFO). */
-int fq_store_queue_scan_all(fq_store_t *s, fq_store_queue_fn fn, void *ud, fq_err_t *err);
-
-/* Earliest deadline in the index: 0 and *deadline/id set, or FQ_ENOTFOUND. */
-int fq_store_expiry_first(fq_store_t *s, int64_t *deadline, char id[FQ_ID_LEN + 1],
-                          fq_err_t *err);
+/* The per-shard number of an id (its last 14 hex digits), and back. */
+uint64_t fq_store_id_num(const char *id);
+void fq_store_id_format(unsigned shard, uint64_t num, char id[FQ_ID_LEN + 1]);
 
 /* Append a packed event under seq = next_seq (then next_seq++). ev->seq
  * and ev->shard must already be set by the caller from fq_store_next_seq. */

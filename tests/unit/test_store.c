@@ -43,11 +43,11 @@ static void fill(fq_cmdrec_t *r, fq_store_t *s, const char *device, const char *
   r->trans[0].at = 1000;
 }
 
-static int collect(void *ud, const char *id, uint64_t qseq) {
-  (void)qseq;
+static int collect(void *ud, const char *id, const char *device, int64_t deadline) {
   char *out = ud;
-  strcat(out, id + 12);
-  strcat(out, ",");
+  char item[64];
+  snprintf(item, sizeof item, "%s@%s@%lld,", id + 12, device, (long long)deadline);
+  strcat(out, item);
   return 0;
 }
 
@@ -80,9 +80,9 @@ FQ_TEST(record_roundtrip_and_indexes) {
   CHECK_INT(fq_store_cmd_put(s, &b, &err), 0);
   CHECK_INT(fq_store_cmd_put(s, &c, &err), 0);
   CHECK_INT(fq_store_idem_put(s, &a, &err), 0);
-  CHECK_INT(fq_store_queue_add(s, &a, &err), 0);
-  CHECK_INT(fq_store_queue_add(s, &b, &err), 0);
-  CHECK_INT(fq_store_queue_add(s, &c, &err), 0);
+  CHECK_INT(fq_store_active_put(s, &a, &err), 0);
+  CHECK_INT(fq_store_active_put(s, &b, &err), 0);
+  CHECK_INT(fq_store_active_put(s, &c, &err), 0);
   CHECK_INT(fq_store_commit(s, &err), 0);
 
   CHECK_INT(fq_store_begin(s, false, &err), 0);
@@ -103,18 +103,57 @@ FQ_TEST(record_roundtrip_and_indexes) {
   CHECK_STR(id, a.id);
   CHECK_INT(fq_store_idem_get(s, "acme", 4, "nope", 4, h, id, &err), FQ_ENOTFOUND);
   CHECK_INT(fq_store_idem_get(s, "acm", 3, "ek1", 3, h, id, &err), FQ_ENOTFOUND);
-  char order[128] = "";
-  CHECK_INT(fq_store_queue_scan(s, "v:AAA", collect, order, &err), 0);
-  char want[128];
-  snprintf(want, sizeof want, "%s,%s,", a.id + 12, c.id + 12);
+  char order[4096] = "";
+  CHECK_INT(fq_store_active_scan(s, collect, order, &err), 0);
+  char want[4096];
+  snprintf(want, sizeof want, "%.4s@v:AAA@5000,%.4s@v:BBB@3000,%.4s@v:AAA@4000,", a.id + 12,
+           b.id + 12, c.id + 12);
   CHECK_STR(order, want);
-  int64_t dl;
-  CHECK_INT(fq_store_expiry_first(s, &dl, id, &err), 0);
-  CHECK_INT(dl, 3000);
-  CHECK_STR(id, b.id);
   fq_store_abort(s);
+  /* Removing from `active` is durable, and the id <-> number mapping holds. */
+  CHECK_INT(fq_store_begin(s, true, &err), 0);
+  CHECK_INT(fq_store_active_del(s, b.id, &err), 0);
+  CHECK_INT(fq_store_commit(s, &err), 0);
+  char idbuf[FQ_ID_LEN + 1];
+  fq_store_id_format(3, fq_store_id_num(c.id), idbuf);
+  CHECK_STR(idbuf, c.id);
   fq_store_destroy(&s);
   CHECK(s == NULL);
+  /* Reopen: the dedupe table is rebuilt from the log, `active` kept. */
+  s = fq_store_open(dir, 3, 64 << 20, &err);
+  CHECK(s != NULL);
+  if (s) {
+    CHECK_INT(fq_store_begin(s, false, &err), 0);
+    CHECK_INT(fq_store_idem_get(s, "acme", 4, "k1", 2, h, id, &err), 0);
+    CHECK_STR(id, a.id);
+    order[0] = 0;
+    CHECK_INT(fq_store_active_scan(s, collect, order, &err), 0);
+    snprintf(want, sizeof want, "%.4s@v:AAA@5000,%.4s@v:AAA@4000,", a.id + 12, c.id + 12);
+    CHECK_STR(order, want);
+    fq_store_abort(s);
+    fq_store_destroy(&s);
+  }
+  rm_rf(dir);
+}
+
+FQ_TEST(aborted_dedupe_entry_is_not_found) {
+  char *dir = tmpdir();
+  fq_err_t err;
+  fq_store_t *s = fq_store_open(dir, 0, 64 << 20, &err);
+  CHECK(s != NULL);
+  if (!s) return;
+  fq_cmdrec_t a;
+  CHECK_INT(fq_store_begin(s, true, &err), 0);
+  fill(&a, s, "v:AAA", "gone", 1);
+  CHECK_INT(fq_store_idem_put(s, &a, &err), 0);
+  uint8_t h[32];
+  char id[FQ_ID_LEN + 1];
+  CHECK_INT(fq_store_idem_get(s, "acme", 4, "gone", 4, h, id, &err), 0);
+  fq_store_abort(s);
+  CHECK_INT(fq_store_begin(s, false, &err), 0);
+  CHECK_INT(fq_store_idem_get(s, "acme", 4, "gone", 4, h, id, &err), FQ_ENOTFOUND);
+  fq_store_abort(s);
+  fq_store_destroy(&s);
   rm_rf(dir);
 }
 

@@ -1,0 +1,46 @@
+/*
+ * In-memory per-device FIFO queues and the deadline heap of one shard.
+ * The durable truth is the store's `active` database (command number ->
+ * device, queue sequence, deadline), written in the same transaction as
+ * every change; these structures are rebuilt from it at start-up.  They
+ * exist so that the hot path never rewrites B-tree pages keyed by device
+ * or by deadline.
+ *
+ * Commands are identified by their per-shard number.  Owned by one shard
+ * thread; not thread safe.
+ */
+#ifndef FQ_DEVQ_H
+#define FQ_DEVQ_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct fq_devq fq_devq_t;
+
+fq_devq_t *fq_devq_new(void);
+void fq_devq_destroy(fq_devq_t **qp);
+
+/* Append command num to the device's FIFO with its deadline.  Commands
+ * must be pushed in increasing queue order per device.  0 or -ENOMEM. */
+int fq_devq_push(fq_devq_t *q, const char *device, uint64_t num, int64_t deadline);
+
+/* Remove num from its device's FIFO and from the deadline heap (it became
+ * terminal).  No-op when absent. */
+void fq_devq_remove(fq_devq_t *q, uint64_t num);
+
+/* Stop tracking num's deadline (the dispatcher owns an in-flight command's
+ * deadline); it stays in its device's FIFO. */
+void fq_devq_clear_deadline(fq_devq_t *q, uint64_t num);
+
+/* Copy up to max numbers of the device's FIFO, oldest first; returns how
+ * many the queue holds (which may exceed max). */
+size_t fq_devq_list(const fq_devq_t *q, const char *device, uint64_t *nums, size_t max);
+
+/* Earliest deadline among queued commands: 0 with *deadline and *num set, or
+ * -1 when there is none. */
+int fq_devq_first_deadline(fq_devq_t *q, int64_t *deadline, uint64_t *num);
+
+/* Number of commands held. */
+size_t fq_devq_count(const fq_devq_t *q);
+
+#endif

@@ -1,0 +1,43 @@
+/*
+ * The in-memory dedupe table of one shard: 64-bit hash of (tenant, key) ->
+ * command number.  It is only an accelerator: the durable truth is the
+ * store's `idemlog` (written in the same transaction as the command), from
+ * which the table is rebuilt at start-up, and every hit is verified against
+ * it, so a hash collision can never merge two commands.
+ *
+ * Keeping this index in memory instead of a B-tree keyed by the client's
+ * key turns every dedupe write into an append, which is what lets group
+ * commit write few pages per batch.  Cost: 16 bytes per remembered command.
+ *
+ * Owned by one shard thread; not thread safe.
+ */
+#ifndef FQ_IDEM_H
+#define FQ_IDEM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct fq_idem fq_idem_t;
+
+fq_idem_t *fq_idem_new(size_t initial);
+void fq_idem_destroy(fq_idem_t **ip);
+
+uint64_t fq_idem_hash(const char *tenant, size_t tlen, const char *key, size_t klen);
+
+/* Insert (h -> num).  Several numbers may share one h.  0 or -ENOMEM. */
+int fq_idem_put(fq_idem_t *t, uint64_t h, uint64_t num);
+
+/* Remove one (h, num) pair if present. */
+void fq_idem_del(fq_idem_t *t, uint64_t h, uint64_t num);
+
+/* Iterate the numbers stored under h: start with *cursor = 0; returns 1
+ * and sets *num while there are more, 0 at the end. */
+int fq_idem_next(const fq_idem_t *t, uint64_t h, size_t *cursor, uint64_t *num);
+
+size_t fq_idem_count(const fq_idem_t *t);
+
+/* Visit every (h, num) pair, in no particular order; fn returns non-zero to
+ * stop (that value is returned). */
+int fq_idem_foreach(const fq_idem_t *t, int (*fn)(void *ud, uint64_t h, uint64_t num), void *ud);
+
+#endif
