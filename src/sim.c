@@ -218,7 +218,10 @@ static void post_faults(fq__sim_faults_t *dev, fq__sim_faults_t *acct, answer_t 
   if (f->drop_status == 0) {
     a->status = 0;
   } else {
-    ans_err(a, f->drop_status, f->drop_status == 504 ? "gateway_timeout" : "internal_error",
+    ans_err(a, f->drop_status,
+            f->drop_status == 504   ? "gateway_timeout"
+            : f->drop_status == 540 ? "device_unexpected_response"
+                                    : "internal_error",
             "the vehicle did not answer in time");
   }
 }

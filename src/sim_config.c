@@ -261,9 +261,9 @@ int fq__sim_faults_apply(fq__sim_faults_t *f, const json_t *o, const char *who, 
       if (in == &f->drop) {
         int64_t st = 504;
         if ((rc = get_int(e, "status", 0, 599, &st, who, err))) return rc;
-        if (st != 0 && st != 500 && st != 502 && st != 504)
-          return fq_errf(err, FQ_ECONFIG, "%s.fail.drop_reply.status: want 500, 502, 504 or 0",
-                         who);
+        if (st != 0 && st != 500 && st != 502 && st != 504 && st != 540)
+          return fq_errf(err, FQ_ECONFIG,
+                         "%s.fail.drop_reply.status: want 500, 502, 504, 540 or 0", who);
         f->drop_status = (int)st;
         f->drop_delay_ms = 0;
         if ((rc = get_int(e, "delay_ms", 0, 3600000, &f->drop_delay_ms, who, err))) return rc;

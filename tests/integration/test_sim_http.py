@@ -327,6 +327,14 @@ def test_drop_reply_after_execution():
     check(len(ex) == 1 and ex[0]["command"] == "set_charge_limit" and
           ex[0]["counter"] == req["counter"], ex)
     check(SIM.state(VIN)["charge_state"]["charge_limit_soc"] == 55)
+    # 540 on an energy site: executed, reply lost.
+    st, j = SIM.ctl("POST", "/sim/sites/42", {"fail": {"drop_reply": {"next": 1, "status": 540}}})
+    check(st == 200, st, j)
+    st, hd, j = f().call("POST", "/api/1/energy_sites/42/backup", {"backup_reserve_percent": 44})
+    check(st == 540, st, j)
+    check([e["command"] for e in SIM.executions(site=42)] == ["backup"])
+    st, hd, j = f().call("GET", "/api/1/energy_sites/42/site_info")
+    check(j["response"]["backup_reserve_percent"] == 44, j)
     # Close without answering.
     SIM.patch_vehicle(VIN, {"fail": {"drop_reply": {"next": 1, "status": 0}}})
     msg, req = s.sign(SIM.client.pub, vc.PAYLOADS["honk_horn"][1])
