@@ -43,6 +43,36 @@ else()
   if(EXISTS ${CMAKE_SOURCE_DIR}/perf/bench_sign.c)
     fq_program(bench_sign ${CMAKE_SOURCE_DIR}/perf/bench_sign.c)
   endif()
+  # Fuzz target of the protocol parsers: a plain driver run by ctest (the
+  # vectors plus 20,000 seeded mutations), and with -DFQ_FUZZ=ON under
+  # clang the libFuzzer build, parsers compiled in for coverage.
+  if(TARGET libfleetq)
+    set(FQ_PROTO_LIB libfleetq)
+  else()
+    set(FQ_PROTO_LIB fleetq)
+  endif()
+  add_executable(fuzz_vcp_driver ${CMAKE_SOURCE_DIR}/tests/fuzz/fuzz_vcp.c)
+  target_compile_options(fuzz_vcp_driver PRIVATE ${FQ_WARNINGS})
+  target_link_libraries(fuzz_vcp_driver PRIVATE ${FQ_PROTO_LIB})
+  set_target_properties(fuzz_vcp_driver PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/tests)
+  add_test(NAME fuzz_vcp_vectors COMMAND fuzz_vcp_driver data/vectors.json
+           WORKING_DIRECTORY ${CMAKE_SOURCE_DIR}/tests)
+  set_tests_properties(fuzz_vcp_vectors PROPERTIES TIMEOUT 300 LABELS "unit;fuzz")
+  if(FQ_FUZZ AND CMAKE_C_COMPILER_ID MATCHES "Clang")
+    set(FQ_PROTO_FUZZ_SRC "")
+    foreach(n ${FQ_PROTO_NAMES})
+      list(APPEND FQ_PROTO_FUZZ_SRC ${FQ_PROTO_GEN_DIR}/${n}.pb-c.c)
+    endforeach()
+    add_executable(fuzz_vcp ${CMAKE_SOURCE_DIR}/tests/fuzz/fuzz_vcp.c ${FQ_PROTO_FUZZ_SRC}
+      ${CMAKE_SOURCE_DIR}/src/vcp.c ${CMAKE_SOURCE_DIR}/src/vcp_vehicle.c
+      ${CMAKE_SOURCE_DIR}/src/vcp_app.c ${CMAKE_SOURCE_DIR}/src/payload.c)
+    target_compile_definitions(fuzz_vcp PRIVATE FQ_LIBFUZZER)
+    target_compile_options(fuzz_vcp PRIVATE ${FQ_WARNINGS} -fsanitize=fuzzer,address,undefined
+                           -fno-sanitize-recover=undefined)
+    target_link_options(fuzz_vcp PRIVATE -fsanitize=fuzzer,address,undefined)
+    target_link_libraries(fuzz_vcp PRIVATE ${FQ_PROTO_LIB})
+    set_target_properties(fuzz_vcp PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/fuzz)
+  endif()
   # The CLI test needs the `fleetq` program, whose main.c is the CLI area's.
   if(EXISTS ${CMAKE_SOURCE_DIR}/tools/fleetq/main.c
      AND EXISTS ${CMAKE_SOURCE_DIR}/tests/integration/test_proto_cli.py)

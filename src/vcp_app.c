@@ -20,6 +20,11 @@ static void set(fq_vcp_outcome_t *o, fq_vcp_action_t a, int error, const char *p
   o->fault = -1;
   o->error = error;
   snprintf(o->reason, sizeof o->reason, "%s%.*s", prefix, (int)sizeof o->reason - 1, text);
+  /* The car's text ends up in status events, logs and JSON: keep it to
+   * printable ASCII so a hostile or broken reply cannot inject control
+   * bytes or invalid UTF-8. */
+  for (char *p = o->reason; *p; p++)
+    if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e) *p = '?';
 }
 
 static const char *const nominal_names[] = {
