@@ -102,7 +102,8 @@ const char *fq_vcp_fault_name(int fault);
 typedef enum fq_vcp_action {
   FQ_VCP_OK = 0,        /* the car executed the command */
   FQ_VCP_RETRY,         /* transient: re-sign (new counter) and send again after a backoff */
-  FQ_VCP_RESYNC_RETRY,  /* the session was resynced from the reply: re-sign and retry once */
+  FQ_VCP_RESYNC_RETRY,  /* re-sign and retry once: the session was resynced from the
+                         * reply, or is stale (fq_vcp_session_stale): handshake first */
   FQ_VCP_FAIL,          /* definitive failure: do not retry */
   FQ_VCP_UNKNOWN,       /* the car may have executed it: never resend blindly */
 } fq_vcp_action_t;
@@ -118,7 +119,7 @@ typedef struct fq_vcp_outcome {
                  * fault 3 / KEY_NOT_ON_WHITELIST, FQ_EFAULT for other faults
                  * and application errors, FQ_EBUSY for WAIT, FQ_EVERIFY,
                  * FQ_EREPLAY, FQ_EPROTO for replies we refuse */
-  char reason[FQ_VCP_REASON_MAX]; /* human text, "" when ok */
+  char reason[FQ_VCP_REASON_MAX]; /* human text, printable ASCII, "" when ok */
 } fq_vcp_outcome_t;
 
 /* Classify one MessageFault_E value (any int; unknown values fail).  Fault
