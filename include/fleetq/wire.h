@@ -100,11 +100,24 @@ typedef struct fq_request {
  * command table.  On error returns the wire code (FQ_EBADREQ,
  * FQ_EVERSION, FQ_EUNKCMD, FQ_EBADPARAM, FQ_ETOOLARGE) with err->msg
  * naming the field; req->req_raw is still set when the body was a
- * well-formed map holding `req`, so the error reply can echo it. */
+ * well-formed map holding `req`, so the error reply can echo it.
+ *
+ * Never allocates; reads each byte a bounded number of times (a typical
+ * submit decodes in well under a microsecond).  Messages are ASCII and
+ * name top-level fields in quotes (`"tenant": expected string, got
+ * integer`) and parameters as params.<name>.  req is fully rewritten
+ * (zeroed first; limit defaults to 100).  get / cancel: either `id`
+ * (optionally with `tenant`) or `tenant` + `key`.  admin: only `action`
+ * is checked here; the handler validates the rest of admin_raw. */
 int fq_wire_decode_request(const uint8_t *buf, size_t len, fq_request_t *req, fq_err_t *err);
 
-/* Decode a stored or received `params` map (same rules as in a request)
- * into out[FQ_MAX_PARAMS]; *n receives the count. */
+/* Decode a stored or received `params` map (same rules as in a request:
+ * bounded, at most FQ_MAX_PARAMS entries and FQ_WIRE_MAX_PARAMS_BYTES,
+ * string names, no duplicates, values bool / int / float / UTF-8 string /
+ * JSON-representable map) into out[FQ_MAX_PARAMS]; *n receives the count.
+ * Names are not checked against a command: call fq_cmd_validate() for
+ * that.  Returns 0, FQ_EBADREQ, FQ_EBADPARAM or FQ_ETOOLARGE; views
+ * borrow from buf. */
 int fq_wire_decode_params(const uint8_t *buf, size_t len, fq_pval_t *out, size_t *n,
                           fq_err_t *err);
 
