@@ -29,6 +29,10 @@ void fq_config_defaults(fq_config_t *cfg) {
   cfg->shard_hwm = 200000;
   cfg->log_level = FQ_LOG_INFO;
   snprintf(cfg->pairing_domain, sizeof cfg->pairing_domain, "fleetq.example.com");
+  cfg->wake_poll_ms = 10000;
+  cfg->retry_backoff_ms = 1000;
+  cfg->http_timeout_ms = 10000;
+  cfg->wake_timeout_ms = 120000;
 }
 
 const char *fq_config_usage(void) {
@@ -48,6 +52,19 @@ const char *fq_config_usage(void) {
          "  --key PEM             fleet private key (P-256) for signing commands\n"
          "  --ca-file PEM         extra trusted CA for Fleet API TLS (the simulator's)\n"
          "  --pairing-domain D    domain of the virtual key pairing link\n"
+         "                        (https://tesla.com/_ak/D in 'key not paired' reasons)\n"
+         "  --allow-host H[:P]    a host besides Tesla's that a 421 may switch an account\n"
+         "                        to (the simulator's)\n"
+         "  --token-url URL       OAuth token endpoint (default: the account region's, or\n"
+         "                        <base_url>/oauth2/v3/token for a custom base URL)\n"
+         "  --wake-poll-ms N      poll a waking vehicle this often (default 10000)\n"
+         "  --wake-timeout-ms N   give up on a wake-up after this long (default 120000)\n"
+         "  --retry-backoff-ms N  wait before retrying a transient failure (default 1000)\n"
+         "  --http-timeout-ms N   Fleet API request timeout (default 10000)\n"
+         "  --device-rate R       commands per second per device (token bucket; default off)\n"
+         "  --device-burst B      bucket size per device (default 1)\n"
+         "  --account-rate R      commands per second per account (default off)\n"
+         "  --account-burst B     bucket size per account (default 1)\n"
          "  --demo                run the demo: embedded simulator and a scripted tour\n"
          "  -h, --help            this text\n"
          "\n"
@@ -107,6 +124,24 @@ static int apply(fq_config_t *c, const char *name, const char *sval, json_t *jva
   if (!strcmp(name, "ca-file")) return set_str(c->ca_file, sizeof c->ca_file, v, name, err);
   if (!strcmp(name, "pairing-domain"))
     return set_str(c->pairing_domain, sizeof c->pairing_domain, v, name, err);
+  if (!strcmp(name, "allow-host")) return set_str(c->allow_host, sizeof c->allow_host, v, name, err);
+  if (!strcmp(name, "token-url")) return set_str(c->token_url, sizeof c->token_url, v, name, err);
+  struct {
+    const char *name;
+    double *dst;
+  } reals[] = {{"device-rate", &c->device_rate},
+               {"device-burst", &c->device_burst},
+               {"account-rate", &c->account_rate},
+               {"account-burst", &c->account_burst}};
+  for (size_t i = 0; i < sizeof reals / sizeof reals[0]; i++) {
+    if (strcmp(name, reals[i].name) != 0) continue;
+    char *end;
+    double dv = strtod(v, &end);
+    if (end == v || *end || dv < 0 || dv > 1e6)
+      return fq_errf(err, FQ_ECONFIG, "%s: \"%s\" is not a number in 0..1000000", name, v);
+    *reals[i].dst = dv;
+    return 0;
+  }
   if (!strcmp(name, "demo")) {
     c->demo = !strcmp(v, "true") || !strcmp(v, "1");
     return 0;
@@ -127,7 +162,11 @@ static int apply(fq_config_t *c, const char *name, const char *sval, json_t *jva
               {"max-msg-size", 1024, 64 << 20},
               {"client-hwm", 0, 10000000},
               {"pub-hwm", 0, 10000000},
-              {"shard-hwm", 1, 10000000}};
+              {"shard-hwm", 1, 10000000},
+              {"wake-poll-ms", 10, 3600000},
+              {"retry-backoff-ms", 1, 3600000},
+              {"http-timeout-ms", 100, 600000},
+              {"wake-timeout-ms", 100, 86400000}};
   for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
     if (strcmp(name, ints[i].name) != 0) continue;
     if ((rc = parse_int(v, ints[i].lo, ints[i].hi, &x, name, err)) != 0) return rc;
@@ -140,6 +179,10 @@ static int apply(fq_config_t *c, const char *name, const char *sval, json_t *jva
       case 5: c->client_hwm = (int)x; break;
       case 6: c->pub_hwm = (int)x; break;
       case 7: c->shard_hwm = (int)x; break;
+      case 8: c->wake_poll_ms = x; break;
+      case 9: c->retry_backoff_ms = x; break;
+      case 10: c->http_timeout_ms = x; break;
+      case 11: c->wake_timeout_ms = x; break;
     }
     return 0;
   }

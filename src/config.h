@@ -27,6 +27,10 @@ typedef struct fq_config {
   char key_file[1024];
   char ca_file[1024];
   char pairing_domain[256];
+  char allow_host[256];      /* extra host[:port] a 421 may switch to */
+  char token_url[512];       /* override of the OAuth token endpoint */
+  int64_t wake_poll_ms, retry_backoff_ms, http_timeout_ms, wake_timeout_ms;
+  double device_rate, device_burst, account_rate, account_burst;
   bool demo;
 } fq_config_t;
 

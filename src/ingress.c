@@ -58,7 +58,7 @@ fq_ingress_t *fq_ingress_new(const fq_ingress_opts_t *opts, fq_err_t *err) {
   in->next_token = 1;
   fq_buf_init(&in->out, 0);
   in->keys = fq_idem_new(1 << 16);
-  in->pairs = calloc(opts->nshards, sizeof *in->pairs);
+  in->pairs = calloc(opts->nshards + 1, sizeof *in->pairs);
   in->router = zmq_socket(opts->zmq_ctx, ZMQ_ROUTER);
   in->pub = zmq_socket(opts->zmq_ctx, ZMQ_PUB);
   if (!in->pairs || !in->router || !in->pub || !in->keys) {
@@ -96,6 +96,18 @@ fq_ingress_t *fq_ingress_new(const fq_ingress_opts_t *opts, fq_err_t *err) {
       goto fail;
     }
   }
+  if (opts->auth_endpoint) {
+    /* The auth thread is one more peer with the shard framing, at index
+     * nshards. */
+    void *a = zmq_socket(opts->zmq_ctx, ZMQ_PAIR);
+    if (!a || zmq_connect(a, opts->auth_endpoint) != 0) {
+      fq_errf(err, FQ_EINTERNAL, "cannot connect to the auth thread: %s", zmq_strerror(errno));
+      if (a) zmq_close(a);
+      goto fail;
+    }
+    sockopt_int(a, ZMQ_LINGER, 0);
+    in->pairs[opts->nshards] = a;
+  }
   return in;
 fail:
   fq_ingress_destroy(&in);
@@ -108,7 +120,7 @@ void fq_ingress_destroy(fq_ingress_t **inp) {
   if (in->router) zmq_close(in->router);
   if (in->pub) zmq_close(in->pub);
   if (in->pairs) {
-    for (unsigned i = 0; i < in->o.nshards; i++)
+    for (unsigned i = 0; i <= in->o.nshards; i++)
       if (in->pairs[i]) zmq_close(in->pairs[i]);
     free(in->pairs);
   }
@@ -318,9 +330,12 @@ static bool handle_client(fq_ingress_t *in) {
       }
       break;
     case FQ_OP_ADMIN:
-      reply_error(in, f, nenv, FQ_EBADREQ,
-                  "\"op\": admin actions are not available in this version of fleetqd", &req);
-      goto out;
+      if (!in->pairs[in->o.nshards]) {
+        reply_error(in, f, nenv, FQ_EBADREQ, "\"op\": admin is not available", &req);
+        goto out;
+      }
+      shard = in->o.nshards; /* the auth thread */
+      break;
     default:
       reply_error(in, f, nenv, FQ_EBADREQ, "\"op\": not supported", &req);
       goto out;
@@ -402,7 +417,8 @@ static int handle_shard(fq_ingress_t *in, unsigned idx) {
 }
 
 int fq_ingress_run(fq_ingress_t *in) {
-  unsigned ns = in->o.nshards;
+  unsigned nshards = in->o.nshards;
+  unsigned ns = nshards + (in->pairs[nshards] ? 1 : 0); /* peers: shards + auth */
   zmq_pollitem_t *items = calloc(ns + 2, sizeof *items);
   bool *done = calloc(ns, sizeof *done);
   if (!items || !done) {
@@ -417,7 +433,7 @@ int fq_ingress_run(fq_ingress_t *in) {
     items[ns] = (zmq_pollitem_t){NULL, in->o.stop_fd, ZMQ_POLLIN, 0};
     /* Clients wait (ZeroMQ queues their requests) until every shard has
      * announced its keys: dedupe must see every stored key. */
-    bool serving = !stopping && in->loaded >= ns;
+    bool serving = !stopping && in->loaded >= nshards;
     items[ns + 1] = (zmq_pollitem_t){in->router, 0, serving ? ZMQ_POLLIN : 0, 0};
     int rc = zmq_poll(items, (int)ns + 2, stopping ? 100 : -1);
     if (rc < 0) {

@@ -28,6 +28,7 @@ typedef struct fq_ingress_opts {
   int pub_hwm;             /* PUB send high-water mark */
   int shard_hwm;           /* requests waiting per shard before `busy` */
   int stop_fd;             /* readable when the daemon must stop */
+  const char *auth_endpoint; /* auth thread's admin PAIR, or NULL */
 } fq_ingress_opts_t;
 
 /* Create the sockets: bind ROUTER, PUB and the shards' inproc endpoints.

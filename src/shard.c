@@ -47,6 +47,7 @@ struct fq_shard {
   char dir[4096];
   fq_store_t *store;
   fq_devq_t *q;
+  fq_dispatch_t *disp;
   void *sock;
   pthread_t thread;
   bool started;
@@ -301,6 +302,7 @@ static int handle_submit(fq_shard_t *sh, pending_t *p, const fq_request_t *req, 
   if ((rc = transition(sh, &rec, FQ_ST_QUEUED, "", 0, now, err)) != 0) return rc;
   if (rec.coalesce && (rc = do_coalesce(sh, &rec, now, err)) != 0) return rc;
   if (rec.deadline < sh->next_deadline) sh->next_deadline = rec.deadline;
+  if (sh->disp) fq_dispatch_kick(sh->disp, rec.device);
   fq_wire_reply_submit(&sh->replies, rec.id, FQ_ST_QUEUED, false, req->req_raw,
                        req->req_raw_len);
   pend_close(sh, p);
@@ -624,7 +626,7 @@ static int recv_msg(void *sock, zmq_msg_t *frames, int max, int flags) {
 }
 
 static void process_batch(fq_shard_t *sh, zmq_msg_t (*msgs)[MAX_FRAMES + 2], int *counts,
-                          int nmsgs) {
+                          int nmsgs, const zmq_pollitem_t *hitems, int nh) {
   fq_err_t err;
   fq_err_clear(&err);
   int64_t now = fq_now_ms();
@@ -652,6 +654,10 @@ static void process_batch(fq_shard_t *sh, zmq_msg_t (*msgs)[MAX_FRAMES + 2], int
       reply_error(sh, p, rc == FQ_ESTORFULL ? FQ_ESTORFULL : FQ_EINTERNAL, err.msg, NULL);
     }
   }
+  if (rc == 0 && sh->disp) {
+    rc = fq_dispatch_step(sh->disp, hitems, nh, now, &err);
+    if (rc) fq_error("shard", "shard %u: dispatch: %s", sh->o.index, err.msg);
+  }
   if (rc == 0 && now >= sh->next_deadline) rc = expire_due(sh, now, &err);
   int64_t t_proc = fq_mono_ns();
   if (rc == 0) {
@@ -676,6 +682,7 @@ static void process_batch(fq_shard_t *sh, zmq_msg_t (*msgs)[MAX_FRAMES + 2], int
     }
   } else {
     fq_store_abort(sh->store);
+    if (sh->disp) fq_dispatch_rollback(sh->disp);
     /* The in-memory queues saw this batch's changes: rebuild them from what
      * is on disk. */
     fq_err_t e2;
@@ -689,7 +696,14 @@ static void process_batch(fq_shard_t *sh, zmq_msg_t (*msgs)[MAX_FRAMES + 2], int
                                   : "storage error: the request was not stored");
   }
   flush_batch(sh);
+  if (sh->disp) fq_dispatch_launch(sh->disp);
 }
+
+static int dispatch_transition(void *shard, fq_cmdrec_t *rec, int state, const char *reason,
+                               int error, int64_t now, fq_err_t *err) {
+  return transition(shard, rec, state, reason, error, now, err);
+}
+
 
 typedef struct keys_ctx {
   void *sock;
@@ -743,14 +757,39 @@ static void *shard_main(void *arg) {
     _exit(70);
   }
   announce_keys(sh);
+  if (sh->o.dispatch) {
+    fq_dispatch_env_t env = {.shard = sh,
+                             .shard_index = sh->o.index,
+                             .store = sh->store,
+                             .q = &sh->q,
+                             .transition = dispatch_transition};
+    sh->disp = fq_dispatch_new(sh->o.dispatch, &env, &err);
+    if (!sh->disp) {
+      fq_error("shard", "shard %u: cannot start the dispatcher: %s", sh->o.index, err.msg);
+      _exit(70);
+    }
+    if (fq_store_begin(sh->store, false, &err) == 0) {
+      fq_dispatch_kick_all(sh->disp);
+      fq_store_abort(sh->store);
+    }
+  }
+  enum { MAX_ITEMS = 1025 };
+  zmq_pollitem_t *items = calloc(MAX_ITEMS, sizeof *items);
+  if (!items) _exit(70);
   while (!sh->stopping) {
     int64_t now = fq_now_ms();
     long timeout = -1;
     if (sh->next_deadline != INT64_MAX)
       timeout = sh->next_deadline <= now ? 0 : (long)(sh->next_deadline - now);
     if (timeout > 1000 || timeout < 0) timeout = 1000;
-    zmq_pollitem_t item = {sh->sock, 0, ZMQ_POLLIN, 0};
-    int prc = zmq_poll(&item, 1, timeout);
+    items[0] = (zmq_pollitem_t){sh->sock, 0, ZMQ_POLLIN, 0};
+    int nh = 0;
+    if (sh->disp) {
+      nh = fq_dispatch_pollitems(sh->disp, items + 1, MAX_ITEMS - 1);
+      long dt = fq_dispatch_timeout_ms(sh->disp, now);
+      if (dt >= 0 && dt < timeout) timeout = dt;
+    }
+    int prc = zmq_poll(items, 1 + nh, timeout);
     if (prc < 0 && errno != EINTR) break;
     int nmsgs = 0;
     while ((size_t)nmsgs < cap) {
@@ -758,10 +797,18 @@ static void *shard_main(void *arg) {
       if (n < 0) break;
       counts[nmsgs++] = n;
     }
-    if (nmsgs || fq_now_ms() >= sh->next_deadline) process_batch(sh, msgs, counts, nmsgs);
+    now = fq_now_ms();
+    bool http_ready = false;
+    for (int i = 1; i <= nh; i++)
+      if (items[i].revents) http_ready = true;
+    if (nmsgs || now >= sh->next_deadline || http_ready ||
+        (sh->disp && fq_dispatch_pending(sh->disp, now)))
+      process_batch(sh, msgs, counts, nmsgs, items + 1, nh);
     for (int m = 0; m < nmsgs; m++)
       for (int i = 0; i < counts[m]; i++) zmq_msg_close(&msgs[m][i]);
   }
+  free(items);
+  fq_dispatch_destroy(&sh->disp);
   zmq_send(sh->sock, "D", 1, 0);
   free(msgs);
   free(counts);

@@ -27,6 +27,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "dispatch.h"
 #include "fleetq/error.h"
 
 typedef struct fq_shard fq_shard_t;
@@ -38,6 +39,7 @@ typedef struct fq_shard_opts {
   uint64_t map_size;          /* LMDB map size in bytes */
   int64_t default_ttl_ms;
   size_t batch_max;           /* most requests in one transaction */
+  const fq_dispatch_opts_t *dispatch; /* NULL: commands stay queued */
 } fq_shard_opts_t;
 
 /* Open the shard's store (so that storage errors surface at start-up, in

@@ -14,10 +14,14 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "accounts.h"
+#include "auth.h"
 #include "config.h"
+#include "dispatch.h"
 #include "ingress.h"
 #include "log.h"
 #include "shard.h"
+#include "vcp.h"
 
 static int stop_pipe[2] = {-1, -1};
 
@@ -80,7 +84,46 @@ int main(int argc, char **argv) {
   zmq_ctx_set(ctx, ZMQ_IO_THREADS, 1);
   fq_shard_t **shards = calloc(cfg.shards, sizeof *shards);
   fq_ingress_t *in = NULL;
+  fq_vcp_key_t *key = NULL;
+  fq_accounts_t *accounts = NULL;
+  fq_auth_t *auth = NULL;
   int status = 1;
+  if (cfg.key_file[0] && fq_vcp_key_load(cfg.key_file, &key, &err) != 0) {
+    fprintf(stderr, "fleetqd: --key: %s\n", err.msg);
+    goto out;
+  }
+  accounts = fq_accounts_open(cfg.data_dir, &err);
+  if (!accounts) {
+    fprintf(stderr, "fleetqd: account store: %s\n", err.msg);
+    goto out;
+  }
+  char extra_host[300] = "";
+  snprintf(extra_host, sizeof extra_host, "%s", cfg.allow_host);
+  fq_auth_opts_t ao = {.zmq_ctx = ctx,
+                       .accounts = accounts,
+                       .ca_file = cfg.ca_file[0] ? cfg.ca_file : NULL,
+                       .token_url = cfg.token_url[0] ? cfg.token_url : NULL,
+                       .extra_host = extra_host[0] ? extra_host : NULL};
+  auth = fq_auth_new(&ao, &err);
+  if (!auth) {
+    fprintf(stderr, "fleetqd: %s\n", err.msg);
+    goto out;
+  }
+  fq_dispatch_opts_t dopts = {.key = key,
+                              .accounts = accounts,
+                              .zmq_ctx = ctx,
+                              .auth_refresh_ep = fq_auth_refresh_endpoint(auth),
+                              .ca_file = cfg.ca_file[0] ? cfg.ca_file : NULL,
+                              .pairing_domain = cfg.pairing_domain,
+                              .allow_host = extra_host[0] ? extra_host : NULL,
+                              .wake_poll_ms = cfg.wake_poll_ms,
+                              .retry_backoff_ms = cfg.retry_backoff_ms,
+                              .http_timeout_ms = cfg.http_timeout_ms,
+                              .wake_timeout_ms = cfg.wake_timeout_ms,
+                              .device_rate = cfg.device_rate,
+                              .device_burst = cfg.device_burst,
+                              .account_rate = cfg.account_rate,
+                              .account_burst = cfg.account_burst};
   for (unsigned i = 0; i < cfg.shards; i++) {
     fq_shard_opts_t so = {.zmq_ctx = ctx,
                           .data_dir = cfg.data_dir,
@@ -88,7 +131,8 @@ int main(int argc, char **argv) {
                           .count = cfg.shards,
                           .map_size = cfg.map_size_mb << 20,
                           .default_ttl_ms = cfg.default_ttl_ms,
-                          .batch_max = cfg.batch_max};
+                          .batch_max = cfg.batch_max,
+                          .dispatch = &dopts};
     shards[i] = fq_shard_new(&so, &err);
     if (!shards[i]) {
       fprintf(stderr, "fleetqd: shard %u: %s\n", i, err.msg);
@@ -104,11 +148,16 @@ int main(int argc, char **argv) {
                           .client_hwm = cfg.client_hwm,
                           .pub_hwm = cfg.pub_hwm,
                           .shard_hwm = cfg.shard_hwm,
-                          .stop_fd = stop_pipe[0]};
+                          .stop_fd = stop_pipe[0],
+                          .auth_endpoint = fq_auth_admin_endpoint(auth)};
   in = fq_ingress_new(&io, &err);
   if (!in) {
     fprintf(stderr, "fleetqd: %s\n", err.msg);
     goto out;
+  }
+  if ((rc = fq_auth_start(auth)) != 0) {
+    fprintf(stderr, "fleetqd: cannot start the auth thread: %s\n", strerror(-rc));
+    _exit(1);
   }
   for (unsigned i = 0; i < cfg.shards; i++) {
     if ((rc = fq_shard_start(shards[i])) != 0) {
@@ -127,6 +176,9 @@ out:
   fq_ingress_destroy(&in);
   for (unsigned i = 0; i < cfg.shards; i++) fq_shard_destroy(&shards[i]);
   free(shards);
+  fq_auth_destroy(&auth);
+  fq_accounts_destroy(&accounts);
+  fq_vcp_key_destroy(&key);
   zmq_ctx_term(ctx);
   close(lockfd);
   return status;

@@ -1,0 +1,1287 @@
+/*
+ * The dispatcher of one shard.  See dispatch.h for how it follows the
+ * shard's group commit.
+ *
+ * Per device there is at most one command in flight (`dev->cur`).  What a
+ * device is doing is its phase:
+ *   IDLE       nothing in flight; a kick looks at the queue head
+ *   HANDSHAKE  a session-info request is out (signed commands)
+ *   SEND       the command is out (signed, REST or energy)
+ *   WAKE       a wake_up is out (the car answered 408 / asleep)
+ *   WAKE_POLL  a GET of the vehicle's state is out while waking
+ *   WAIT       a timer is set; `resume` says what happens when it fires
+ *   HOLD       waiting for something outside: an account to be added, a
+ *              token refresh; the auth generation counter wakes it
+ * Everything a phase change decides is recorded through env.transition in
+ * the open transaction; HTTP requests prepared meanwhile leave only after
+ * the commit (fq_dispatch_launch).
+ */
+#include "dispatch.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+
+#include "auth.h"
+#include "fleetapi.h"
+#include "fleetq/commands.h"
+#include "fleetq/wire.h"
+#include "http.h"
+#include "log.h"
+#include "ratelimit.h"
+#include "util.h"
+
+enum phase { PH_IDLE = 0, PH_HANDSHAKE, PH_SEND, PH_WAKE, PH_WAKE_POLL, PH_WAIT, PH_HOLD };
+enum resume { R_NONE = 0, R_KICK, R_SEND, R_WAKE_POLL, R_LAUNCH, R_TOKEN_TIMEOUT, R_EXPIRE };
+
+#define URL_MAX 512
+#define RM_CAP 16384
+
+typedef struct dev {
+  struct dev *next;          /* hash chain */
+  struct dev *hold_next;     /* list of HOLD devices */
+  char name[FQ_DEVICE_MAX];
+  bool vehicle;
+  char vin[18];
+  uint64_t site;
+
+  uint64_t cur;              /* command in flight, 0 = none */
+  int phase;
+  int resume;
+  int64_t timer_at;
+  uint64_t http_id;
+  bool kick_pending, in_hold;
+  bool legacy, legacy_known;
+
+  /* Per-command bookkeeping, reset when a command starts. */
+  int resync_used, refresh_used, region_switches;
+  int64_t wake_started;
+  uint64_t token_gen;
+  fq_vcp_request_t vreq;
+  int domain;
+
+  /* The prepared request (phase HANDSHAKE/SEND/WAKE/WAKE_POLL). */
+  bool launch_pending;
+  struct dev *launch_next;
+  fq_http_method_t method;
+  fq_fa_endpoint_t ep;
+  char url[URL_MAX];
+  char account[FQ_ACCOUNT_ID_MAX + 1];
+  fq_buf_t body;
+  int launch_error;          /* set by a failed launch, acted on next step */
+  char launch_msg[FQ_ERRMSG_MAX];
+} dev_t_;
+
+typedef struct sess {
+  struct sess *next;
+  char vin[18];
+  int domain;
+  fq_vcp_session_t *s;
+} sess_t;
+
+typedef struct acct {
+  struct acct *next;
+  uint64_t gen;
+  bool missing;
+  fq_account_t a;
+} acct_t;
+
+typedef struct tmr {
+  int64_t at;
+  dev_t_ *dev;
+} tmr_t;
+
+struct fq_dispatch {
+  fq_dispatch_opts_t o;
+  fq_dispatch_env_t env;
+  fq_http_t *http;
+  fq_rl_t *rl_dev, *rl_acct;
+  void *auth_push;
+
+  dev_t_ **devs;
+  size_t ndev_buckets;
+  sess_t *sess[1024];
+  acct_t *accts[256];
+  uint64_t seen_gen;
+
+  tmr_t *heap;
+  size_t nheap, aheap;
+  dev_t_ **kicks;
+  size_t nkicks, akicks;
+  dev_t_ *launch_head;
+  dev_t_ *hold_head;
+
+  uint8_t rm[RM_CAP];
+  fq_buf_t scratch;
+  int64_t now;
+  fq_err_t *err;             /* the current step's error slot */
+  int step_rc;               /* first storage error in the current step */
+  fq_dispatch_stats_t st;
+};
+
+/* --- small tables ------------------------------------------------------------ */
+
+static uint64_t hash_str(const char *s) {
+  uint64_t h = 1469598103934665603ULL;
+  for (; *s; s++) h = (h ^ (uint8_t)*s) * 1099511628211ULL;
+  return h;
+}
+
+static dev_t_ *dev_get(fq_dispatch_t *d, const char *name) {
+  size_t b = hash_str(name) & (d->ndev_buckets - 1);
+  for (dev_t_ *x = d->devs[b]; x; x = x->next)
+    if (strcmp(x->name, name) == 0) return x;
+  dev_t_ *x = calloc(1, sizeof *x);
+  if (!x) return NULL;
+  snprintf(x->name, sizeof x->name, "%s", name);
+  if (name[0] == 'v') {
+    x->vehicle = true;
+    snprintf(x->vin, sizeof x->vin, "%s", name + 2);
+  } else {
+    x->site = strtoull(name + 2, NULL, 10);
+  }
+  fq_buf_init(&x->body, 64 * 1024);
+  x->next = d->devs[b];
+  d->devs[b] = x;
+  return x;
+}
+
+static void heap_push(fq_dispatch_t *d, int64_t at, dev_t_ *dev) {
+  if (d->nheap == d->aheap) {
+    size_t n = d->aheap ? d->aheap * 2 : 256;
+    tmr_t *h = realloc(d->heap, n * sizeof *h);
+    if (!h) return; /* the device is looked at again by its next kick */
+    d->heap = h;
+    d->aheap = n;
+  }
+  size_t i = d->nheap++;
+  while (i > 0 && d->heap[(i - 1) / 2].at > at) {
+    d->heap[i] = d->heap[(i - 1) / 2];
+    i = (i - 1) / 2;
+  }
+  d->heap[i] = (tmr_t){at, dev};
+}
+
+static void heap_pop(fq_dispatch_t *d) {
+  tmr_t last = d->heap[--d->nheap];
+  size_t i = 0;
+  for (;;) {
+    size_t c = 2 * i + 1;
+    if (c >= d->nheap) break;
+    if (c + 1 < d->nheap && d->heap[c + 1].at < d->heap[c].at) c++;
+    if (d->heap[c].at >= last.at) break;
+    d->heap[i] = d->heap[c];
+    i = c;
+  }
+  if (d->nheap) d->heap[i] = last;
+}
+
+static void set_timer(fq_dispatch_t *d, dev_t_ *dev, int64_t at, int resume) {
+  dev->phase = PH_WAIT;
+  dev->resume = resume;
+  dev->timer_at = at;
+  heap_push(d, at, dev);
+}
+
+static void hold(fq_dispatch_t *d, dev_t_ *dev) {
+  dev->phase = PH_HOLD;
+  if (!dev->in_hold) {
+    dev->in_hold = true;
+    dev->hold_next = d->hold_head;
+    d->hold_head = dev;
+  }
+}
+
+void fq_dispatch_kick(fq_dispatch_t *d, const char *device) {
+  dev_t_ *dev = dev_get(d, device);
+  if (!dev || dev->kick_pending) return;
+  if (d->nkicks == d->akicks) {
+    size_t n = d->akicks ? d->akicks * 2 : 256;
+    dev_t_ **k = realloc(d->kicks, n * sizeof *k);
+    if (!k) return;
+    d->kicks = k;
+    d->akicks = n;
+  }
+  dev->kick_pending = true;
+  d->kicks[d->nkicks++] = dev;
+}
+
+/* --- accounts and sessions ------------------------------------------------ */
+
+static acct_t *acct_get(fq_dispatch_t *d, const char *id) {
+  size_t b = hash_str(id) & 255;
+  acct_t *a;
+  for (a = d->accts[b]; a; a = a->next)
+    if (strcmp(a->a.id, id) == 0) break;
+  uint64_t gen = fq_auth_generation();
+  if (a && a->gen == gen) return a->missing ? NULL : a;
+  if (!a) {
+    a = calloc(1, sizeof *a);
+    if (!a) return NULL;
+    snprintf(a->a.id, sizeof a->a.id, "%s", id);
+    a->next = d->accts[b];
+    d->accts[b] = a;
+  }
+  fq_err_t e;
+  char keep[FQ_ACCOUNT_ID_MAX + 1];
+  snprintf(keep, sizeof keep, "%s", id);
+  fq_account_wipe(&a->a);
+  int rc = d->o.accounts ? fq_accounts_get(d->o.accounts, keep, &a->a, &e) : FQ_ENOTFOUND;
+  snprintf(a->a.id, sizeof a->a.id, "%s", keep);
+  a->gen = gen;
+  a->missing = rc != 0;
+  if (rc && rc != FQ_ENOTFOUND)
+    fq_warn("dispatch", "account %s unreadable: %s", keep, e.msg);
+  return a->missing ? NULL : a;
+}
+
+static const char *acct_base(const acct_t *a) {
+  if (a->a.base_url[0]) return a->a.base_url;
+  const char *u = fq_fa_region_base_url(a->a.region[0] ? a->a.region : "na");
+  return u ? u : fq_fa_region_base_url("na");
+}
+
+static sess_t **sess_slot(fq_dispatch_t *d, const char *vin, int domain) {
+  size_t b = (hash_str(vin) + (unsigned)domain) & 1023;
+  sess_t **pp = &d->sess[b];
+  while (*pp && !(strcmp((*pp)->vin, vin) == 0 && (*pp)->domain == domain)) pp = &(*pp)->next;
+  return pp;
+}
+
+/* The session of (vin, domain): memory, else the store, else NULL. */
+static fq_vcp_session_t *sess_get(fq_dispatch_t *d, const char *vin, int domain) {
+  sess_t **pp = sess_slot(d, vin, domain);
+  if (*pp) return (*pp)->s;
+  fq_buf_t b;
+  fq_buf_init(&b, FQ_VCP_SESSION_BLOB_MAX * 2);
+  fq_err_t e;
+  fq_vcp_session_t *s = NULL;
+  if (fq_store_session_get(d->env.store, vin, domain, &b, &e) == 0 &&
+      fq_vcp_session_restore(d->o.key, b.data, b.len, &s, &e) != 0)
+    s = NULL;
+  fq_buf_free(&b);
+  if (!s) return NULL;
+  sess_t *n = calloc(1, sizeof *n);
+  if (!n) {
+    fq_vcp_session_destroy(&s);
+    return NULL;
+  }
+  snprintf(n->vin, sizeof n->vin, "%s", vin);
+  n->domain = domain;
+  n->s = s;
+  *pp = n;
+  return s;
+}
+
+static void sess_put(fq_dispatch_t *d, const char *vin, int domain, fq_vcp_session_t *s) {
+  sess_t **pp = sess_slot(d, vin, domain);
+  if (*pp) {
+    if ((*pp)->s != s) fq_vcp_session_destroy(&(*pp)->s);
+    (*pp)->s = s;
+    return;
+  }
+  sess_t *n = calloc(1, sizeof *n);
+  if (!n) return;
+  snprintf(n->vin, sizeof n->vin, "%s", vin);
+  n->domain = domain;
+  n->s = s;
+  *pp = n;
+}
+
+static void sess_drop(fq_dispatch_t *d, const char *vin, int domain) {
+  sess_t **pp = sess_slot(d, vin, domain);
+  if (!*pp) return;
+  sess_t *x = *pp;
+  *pp = x->next;
+  fq_vcp_session_destroy(&x->s);
+  free(x);
+}
+
+/* Persist a session (counter, epoch, clock) in the open transaction. */
+static int sess_save(fq_dispatch_t *d, const char *vin, int domain, fq_vcp_session_t *s) {
+  uint8_t blob[FQ_VCP_SESSION_BLOB_MAX];
+  size_t n = fq_vcp_session_save(s, blob);
+  return fq_store_session_put(d->env.store, vin, domain, blob, n, d->err);
+}
+
+/* Whether a car speaks REST only, remembered per VIN under domain 0. */
+static void legacy_load(fq_dispatch_t *d, dev_t_ *dev) {
+  if (dev->legacy_known || !dev->vehicle) return;
+  fq_buf_t b;
+  fq_buf_init(&b, 16);
+  fq_err_t e;
+  dev->legacy = fq_store_session_get(d->env.store, dev->vin, 0, &b, &e) == 0 && b.len == 1 &&
+                b.data[0] == 'L';
+  fq_buf_free(&b);
+  dev->legacy_known = true;
+}
+
+static int legacy_save(fq_dispatch_t *d, dev_t_ *dev, bool legacy) {
+  dev->legacy = legacy;
+  dev->legacy_known = true;
+  return fq_store_session_put(d->env.store, dev->vin, 0, (const uint8_t *)(legacy ? "L" : "S"), 1,
+                              d->err);
+}
+
+/* --- command helpers -------------------------------------------------------- */
+
+static int load(fq_dispatch_t *d, uint64_t num, fq_cmdrec_t *rec) {
+  char id[FQ_ID_LEN + 1];
+  fq_store_id_format(d->env.shard_index, num, id);
+  return fq_store_cmd_get(d->env.store, id, FQ_ID_LEN, rec, d->err);
+}
+
+static const fq_cmd_t *cmd_of(const dev_t_ *dev, const fq_cmdrec_t *rec) {
+  return fq_cmd_find(rec->command, strlen(rec->command),
+                     dev->vehicle ? FQ_DEV_VEHICLE : FQ_DEV_SITE, NULL);
+}
+
+static void note_rc(fq_dispatch_t *d, int rc) {
+  if (rc && !d->step_rc) d->step_rc = rc;
+}
+
+static void move(fq_dispatch_t *d, fq_cmdrec_t *rec, int state, const char *reason, int error) {
+  note_rc(d, d->env.transition(d->env.shard, rec, state, reason, error, d->now, d->err));
+}
+
+/* A command reached a terminal state: free the device for the next one. */
+static void finish(fq_dispatch_t *d, dev_t_ *dev, fq_cmdrec_t *rec, int state, const char *reason,
+                   int error) {
+  move(d, rec, state, reason, error);
+  if (state == FQ_ST_SUCCEEDED) d->st.succeeded++;
+  else if (state == FQ_ST_UNKNOWN) d->st.unknown++;
+  else d->st.failed++;
+  dev->cur = 0;
+  dev->phase = PH_IDLE;
+  dev->resume = R_NONE;
+  dev->timer_at = 0;
+  fq_dispatch_kick(d, dev->name);
+}
+
+static void expire(fq_dispatch_t *d, dev_t_ *dev, fq_cmdrec_t *rec, const char *why) {
+  char reason[FQ_REASON_MAX];
+  snprintf(reason, sizeof reason, "deadline passed: %.440s", why);
+  finish(d, dev, rec, FQ_ST_EXPIRED, reason, FQ_EEXPIRED);
+}
+
+/* Wait and try again, or expire when the wait would pass the deadline. */
+static void retry_later(fq_dispatch_t *d, dev_t_ *dev, fq_cmdrec_t *rec, int64_t delay,
+                        const char *reason) {
+  if (d->now + delay >= rec->deadline) {
+    expire(d, dev, rec, reason);
+    return;
+  }
+  d->st.retries++;
+  char r[FQ_REASON_MAX];
+  snprintf(r, sizeof r, "%.440s; retrying in %" PRId64 " ms", reason, delay);
+  move(d, rec, FQ_ST_RETRYING, r, 0);
+  set_timer(d, dev, d->now + delay, R_SEND);
+}
+
+static void unknown_outcome(fq_dispatch_t *d, dev_t_ *dev, fq_cmdrec_t *rec, const fq_cmd_t *cmd,
+                            const char *reason) {
+  if (cmd && cmd->idempotent && d->now + d->o.retry_backoff_ms < rec->deadline) {
+    char r[FQ_REASON_MAX];
+    snprintf(r, sizeof r, "%.400s (idempotent command: safe to send again)", reason);
+    retry_later(d, dev, rec, d->o.retry_backoff_ms, r);
+    return;
+  }
+  char r[FQ_REASON_MAX];
+  snprintf(r, sizeof r,
+           "%.380s; the command may have been executed: check the device before sending it "
+           "again",
+           reason);
+  finish(d, dev, rec, FQ_ST_UNKNOWN, r, FQ_EHTTP);
+}
+
+/* Prepare the HTTP request in dev (sent after the commit). */
+static int prepare(fq_dispatch_t *d, dev_t_ *dev, fq_http_method_t m, fq_fa_endpoint_t ep,
+                   const acct_t *a, const char *path) {
+  dev->method = m;
+  dev->ep = ep;
+  const char *base = acct_base(a);
+  size_t bl = strlen(base), pl = strlen(path);
+  while (bl && base[bl - 1] == '/') bl--; /* no "//" between base and path */
+  if (bl + pl >= sizeof dev->url) return fq_errf(d->err, FQ_ETOOLARGE, "request URL too long");
+  memcpy(dev->url, base, bl);
+  memcpy(dev->url + bl, path, pl + 1);
+  snprintf(dev->account, sizeof dev->account, "%s", a->a.id);
+  if (!dev->launch_pending) {
+    dev->launch_pending = true;
+    dev->launch_next = d->launch_head;
+    d->launch_head = dev;
+  }
+  return 0;
+}
+
+static int body_routable(fq_dispatch_t *d, dev_t_ *dev, const uint8_t *msg, size_t len) {
+  fq_buf_reset(&dev->body);
+  int rc = fq_buf_append_str(&dev->body, "{\"routable_message\":\"");
+  if (!rc) rc = fq_buf_reserve(&dev->body, 4 * ((len + 2) / 3) + 4);
+  if (rc) return fq_errf(d->err, rc, "request body too large");
+  dev->body.len += fq_base64_encode(msg, len, (char *)dev->body.data + dev->body.len);
+  return fq_buf_append_str(&dev->body, "\"}");
+}
+
+static void fail_pairing(fq_dispatch_t *d, dev_t_ *dev, fq_cmdrec_t *rec) {
+  char reason[FQ_REASON_MAX];
+  fq_fa_pairing_reason(reason, sizeof reason, d->o.pairing_domain);
+  rec->fault = 3;
+  finish(d, dev, rec, FQ_ST_FAILED, reason, FQ_ENOTPAIRED);
+}
+
+/* Send (or resend) dev's current command: handshake first when there is
+ * no session; sign inside the transaction so the advanced counter is
+ * durable before the bytes leave. */
+static void send_cmd(fq_dispatch_t *d, dev_t_ *dev, fq_cmdrec_t *rec) {
+  const fq_cmd_t *cmd = cmd_of(dev, rec);
+  acct_t *a = acct_get(d, rec->account);
+  if (!cmd || !a) {
+    finish(d, dev, rec, FQ_ST_FAILED,
+           !cmd ? "command no longer known to this fleetqd" : "account was removed",
+           FQ_ECONFIG);
+    return;
+  }
+  if (d->now >= rec->deadline) {
+    expire(d, dev, rec, "the command could not be sent in time");
+    return;
+  }
+  fq_pval_t pv[FQ_MAX_PARAMS];
+  size_t np = 0;
+  fq_err_t pe;
+  if (rec->params_len && fq_wire_decode_params(rec->params, rec->params_len, pv, &np, &pe) != 0) {
+    finish(d, dev, rec, FQ_ST_FAILED, pe.msg, FQ_EBADPARAM);
+    return;
+  }
+  char path[256];
+  int rc;
+  if (!dev->vehicle || dev->legacy || cmd->domain == FQ_DOMAIN_NONE) {
+    /* REST: energy sites, cars without the protocol, wake_up. */
+    fq_buf_reset(&dev->body);
+    if (cmd->build_json) {
+      fq_err_t be;
+      if ((rc = cmd->build_json(cmd, pv, np, &dev->body, &be)) != 0) {
+        finish(d, dev, rec, FQ_ST_FAILED, be.msg, FQ_EBADPARAM);
+        return;
+      }
+    } else {
+      fq_buf_append_str(&dev->body, "{}");
+    }
+    if (dev->vehicle)
+      snprintf(path, sizeof path, "/api/1/vehicles/%s/%s", dev->vin, cmd->rest_suffix);
+    else
+      snprintf(path, sizeof path, "/api/1/energy_sites/%" PRIu64 "/%s", dev->site,
+               cmd->rest_suffix);
+    fq_fa_endpoint_t ep = !dev->vehicle ? FQ_FA_EP_ENERGY
+                          : cmd->domain == FQ_DOMAIN_NONE ? FQ_FA_EP_WAKE
+                                                          : FQ_FA_EP_REST_COMMAND;
+    note_rc(d, prepare(d, dev, FQ_HTTP_POST, ep, a, path));
+    dev->phase = PH_SEND;
+    rec->attempts++;
+    d->st.sent++;
+    move(d, rec, FQ_ST_SENT, "", 0);
+    return;
+  }
+  if (!d->o.key) {
+    finish(d, dev, rec, FQ_ST_FAILED,
+           "fleetqd has no fleet key (--key): vehicle commands cannot be signed", FQ_ECONFIG);
+    return;
+  }
+  snprintf(path, sizeof path, "/api/1/vehicles/%s/signed_command", dev->vin);
+  dev->domain = cmd->domain;
+  fq_vcp_session_t *s = sess_get(d, dev->vin, cmd->domain);
+  if (s && fq_vcp_session_stale(s)) {
+    sess_drop(d, dev->vin, cmd->domain);
+    s = NULL;
+  }
+  fq_buf_t *m = &d->scratch;
+  fq_buf_reset(m);
+  fq_err_t se;
+  if (!s) {
+    if ((rc = fq_vcp_handshake_request(d->o.key, cmd->domain, NULL, NULL, d->now, &dev->vreq, m,
+                                       &se)) != 0) {
+      finish(d, dev, rec, FQ_ST_FAILED, se.msg, rc);
+      return;
+    }
+    note_rc(d, body_routable(d, dev, m->data, m->len));
+    note_rc(d, prepare(d, dev, FQ_HTTP_POST, FQ_FA_EP_SIGNED, a, path));
+    dev->phase = PH_HANDSHAKE;
+    d->st.handshakes++;
+    return;
+  }
+  uint8_t payload[FQ_VCP_MAX_PAYLOAD];
+  fq_buf_t pb = {.data = payload, .alloc = sizeof payload, .cap = sizeof payload};
+  if (!cmd->build_payload || (rc = cmd->build_payload(cmd, pv, np, &pb, &se)) != 0) {
+    finish(d, dev, rec, FQ_ST_FAILED, cmd->build_payload ? se.msg : "no payload builder",
+           FQ_EBADPARAM);
+    return;
+  }
+  fq_vcp_sign_opts_t so = {.now_ms = d->now, .deadline_ms = rec->deadline};
+  rc = fq_vcp_sign(s, pb.data, pb.len, &so, &dev->vreq, m, &se);
+  if (rc == FQ_EEXPIRED) {
+    expire(d, dev, rec, "no time left to sign the command before its deadline");
+    return;
+  }
+  if (rc == FQ_ERANGE) {
+    /* The counter would wrap: a new handshake starts a fresh session. */
+    sess_drop(d, dev->vin, cmd->domain);
+    send_cmd(d, dev, rec);
+    return;
+  }
+  if (rc) {
+    finish(d, dev, rec, FQ_ST_FAILED, se.msg, rc);
+    return;
+  }
+  note_rc(d, sess_save(d, dev->vin, cmd->domain, s));
+  note_rc(d, body_routable(d, dev, m->data, m->len));
+  note_rc(d, prepare(d, dev, FQ_HTTP_POST, FQ_FA_EP_SIGNED, a, path));
+  dev->phase = PH_SEND;
+  rec->attempts++;
+  d->st.sent++;
+  move(d, rec, FQ_ST_SENT, "", 0);
+}
+
+static void wake(fq_dispatch_t *d, dev_t_ *dev, fq_cmdrec_t *rec, const char *why) {
+  acct_t *a = acct_get(d, rec->account);
+  if (!a) {
+    finish(d, dev, rec, FQ_ST_FAILED, "account was removed", FQ_ECONFIG);
+    return;
+  }
+  if (rec->state != FQ_ST_WAKING) {
+    char r[FQ_REASON_MAX];
+    snprintf(r, sizeof r, "%.440s; waking the vehicle", why);
+    move(d, rec, FQ_ST_WAKING, r, 0);
+  }
+  if (!dev->wake_started) dev->wake_started = d->now;
+  char path[128];
+  snprintf(path, sizeof path, "/api/1/vehicles/%s/wake_up", dev->vin);
+  fq_buf_reset(&dev->body);
+  note_rc(d, prepare(d, dev, FQ_HTTP_POST, FQ_FA_EP_WAKE, a, path));
+  dev->phase = PH_WAKE;
+  d->st.wakes++;
+}
+
+static void wake_poll(fq_dispatch_t *d, dev_t_ *dev, fq_cmdrec_t *rec) {
+  acct_t *a = acct_get(d, rec->account);
+  if (!a) {
+    finish(d, dev, rec, FQ_ST_FAILED, "account was removed", FQ_ECONFIG);
+    return;
+  }
+  char path[128];
+  snprintf(path, sizeof path, "/api/1/vehicles/%s", dev->vin);
+  note_rc(d, prepare(d, dev, FQ_HTTP_GET, FQ_FA_EP_WAKE, a, path));
+  dev->phase = PH_WAKE_POLL;
+}
+
+static void schedule_wake_poll(fq_dispatch_t *d, dev_t_ *dev, fq_cmdrec_t *rec) {
+  int64_t at = d->now + d->o.wake_poll_ms;
+  if (at >= rec->deadline) {
+    expire(d, dev, rec, "the vehicle did not wake up in time");
+    return;
+  }
+  if (d->now - dev->wake_started > d->o.wake_timeout_ms) {
+    finish(d, dev, rec, FQ_ST_FAILED,
+           "the vehicle did not come online after a wake_up: it may be offline (no "
+           "connectivity)",
+           FQ_EHTTP);
+    return;
+  }
+  set_timer(d, dev, at, R_WAKE_POLL);
+}
+
+/* Which scope to name when a command is not allowed. */
+static const char *scope_label(const fq_cmd_t *cmd) {
+  if ((cmd->scopes & FQ_SCOPE_VEHICLE_CMDS) && (cmd->scopes & FQ_SCOPE_VEHICLE_CHARGING_CMDS))
+    return "vehicle_cmds (or vehicle_charging_cmds)";
+  for (unsigned b = 1; b; b <<= 1)
+    if (cmd->scopes & b) return fq_scope_name(b);
+  return "?";
+}
+
+/* Look at the device's queue head and start it when nothing holds it. */
+static void start_next(fq_dispatch_t *d, dev_t_ *dev) {
+  if (dev->cur || dev->phase != PH_IDLE) return;
+  for (int guard = 0; guard < 64; guard++) {
+    uint64_t num;
+    if (fq_devq_list(*d->env.q, dev->name, &num, 1) == 0) return;
+    fq_cmdrec_t rec;
+    if (load(d, num, &rec) != 0) {
+      note_rc(d, d->err->code ? d->err->code : FQ_ESTORAGE);
+      return;
+    }
+    if (fq_state_terminal(rec.state)) {
+      fq_devq_remove(*d->env.q, num);
+      fq_cmdrec_free(&rec);
+      continue;
+    }
+    if (d->now >= rec.deadline) {
+      dev->cur = num;
+      expire(d, dev, &rec, "it was still queued");
+      fq_cmdrec_free(&rec);
+      continue;
+    }
+    const fq_cmd_t *cmd = cmd_of(dev, &rec);
+    acct_t *a = acct_get(d, rec.account);
+    char reason[FQ_REASON_MAX];
+    if (!cmd) {
+      dev->cur = num;
+      finish(d, dev, &rec, FQ_ST_FAILED, "command no longer known to this fleetqd", FQ_EUNKCMD);
+      fq_cmdrec_free(&rec);
+      continue;
+    }
+    if (!a) {
+      /* The account may be added later: keep the command queued until its
+       * deadline, and say why when it expires. */
+      hold(d, dev);
+      heap_push(d, rec.deadline, dev);
+      dev->timer_at = rec.deadline;
+      dev->resume = R_EXPIRE;
+      fq_cmdrec_free(&rec);
+      return;
+    }
+    char fail[384];
+    if (fq_auth_refresh_failure(a->a.id, fail, sizeof fail)) {
+      dev->cur = num;
+      finish(d, dev, &rec, FQ_ST_FAILED, fail, FQ_EAUTH);
+      fq_cmdrec_free(&rec);
+      continue;
+    }
+    if (!fq_cmd_allowed(cmd, a->a.scopes)) {
+      fq_fa_scope_reason(reason, sizeof reason, scope_label(cmd), a->a.client_id);
+      dev->cur = num;
+      finish(d, dev, &rec, FQ_ST_FAILED, reason, FQ_ESCOPE);
+      fq_cmdrec_free(&rec);
+      continue;
+    }
+    /* Rate limits: per device, then per account (also 429 parking). */
+    int64_t wait = 0;
+    if (d->rl_dev) {
+      wait = fq_rl_take(d->rl_dev, dev->name, strlen(dev->name), d->now);
+      if (wait < 0) wait = 100;
+    }
+    if (wait == 0 && d->rl_acct) {
+      wait = fq_rl_take(d->rl_acct, a->a.id, strlen(a->a.id), d->now);
+      if (wait < 0) wait = 100;
+      if (wait && d->rl_dev) fq_rl_refund(d->rl_dev, dev->name, strlen(dev->name));
+    }
+    if (wait > 0) {
+      set_timer(d, dev, d->now + wait, R_KICK);
+      fq_cmdrec_free(&rec);
+      return;
+    }
+    dev->cur = num;
+    dev->resync_used = dev->refresh_used = dev->region_switches = 0;
+    dev->launch_error = 0;
+    legacy_load(d, dev);
+    move(d, &rec, FQ_ST_DISPATCHING, "", 0);
+    send_cmd(d, dev, &rec);
+    fq_cmdrec_free(&rec);
+    return;
+  }
+}
+
+/* --- completions ------------------------------------------------------------ */
+
+static void ask_refresh(fq_dispatch_t *d, const char *account) {
+  if (!d->auth_push) return;
+  char msg[1 + FQ_ACCOUNT_ID_MAX + 1];
+  int n = snprintf(msg, sizeof msg, "R%s", account);
+  zmq_send(d->auth_push, msg, (size_t)n, ZMQ_DONTWAIT);
+}
+
+static void on_class(fq_dispatch_t *d, dev_t_ *dev, fq_cmdrec_t *rec, const fq_cmd_t *cmd,
+                     const fq_fa_result_t *r) {
+  acct_t *a;
+  switch (r->cls) {
+    case FQ_FA_SUCCESS: /* handled by the caller */
+      return;
+    case FQ_FA_REJECTED:
+      finish(d, dev, rec, FQ_ST_FAILED, r->reason, FQ_EFAULT);
+      return;
+    case FQ_FA_ASLEEP:
+      if (!dev->vehicle) {
+        retry_later(d, dev, rec, d->o.retry_backoff_ms, r->reason);
+        return;
+      }
+      wake(d, dev, rec, r->reason);
+      return;
+    case FQ_FA_WRONG_REGION:
+      a = acct_get(d, rec->account);
+      if (!a || dev->region_switches >= 2 || !r->base_url[0]) {
+        finish(d, dev, rec, FQ_ST_FAILED, r->reason, FQ_EHTTP);
+        return;
+      }
+      dev->region_switches++;
+      if (fq_accounts_set_base_url(d->o.accounts, a->a.id, r->base_url, d->err) == 0) {
+        fq_auth_bump_generation();
+        fq_info("dispatch", "account %s: switched to %s after a 421", a->a.id, r->base_url);
+      }
+      move(d, rec, FQ_ST_RETRYING, r->reason, 0);
+      send_cmd(d, dev, rec);
+      return;
+    case FQ_FA_LEGACY:
+      note_rc(d, legacy_save(d, dev, true));
+      move(d, rec, FQ_ST_RETRYING,
+           "vehicle does not support the Vehicle Command Protocol: using the REST endpoint", 0);
+      send_cmd(d, dev, rec);
+      return;
+    case FQ_FA_PROTOCOL_REQUIRED:
+      if (!dev->legacy) {
+        finish(d, dev, rec, FQ_ST_FAILED, r->reason, FQ_EHTTP);
+        return;
+      }
+      note_rc(d, legacy_save(d, dev, false));
+      move(d, rec, FQ_ST_RETRYING, "vehicle requires signed commands: signing it", 0);
+      send_cmd(d, dev, rec);
+      return;
+    case FQ_FA_MISSING_SCOPE:
+      finish(d, dev, rec, FQ_ST_FAILED, r->reason, FQ_ESCOPE);
+      return;
+    case FQ_FA_UNAUTHORIZED:
+      if (dev->refresh_used || !d->auth_push) {
+        char reason[FQ_REASON_MAX];
+        snprintf(reason, sizeof reason,
+                 "%.380s; the access token was refused again after a refresh: connect the "
+                 "account "
+                 "again",
+                 r->reason);
+        finish(d, dev, rec, FQ_ST_FAILED, reason, FQ_EAUTH);
+        return;
+      }
+      dev->refresh_used = 1;
+      dev->token_gen = fq_auth_generation();
+      ask_refresh(d, rec->account);
+      move(d, rec, FQ_ST_RETRYING, "access token refused (401): refreshing it", 0);
+      hold(d, dev);
+      heap_push(d, d->now + 30000, dev);
+      dev->timer_at = d->now + 30000;
+      dev->resume = R_TOKEN_TIMEOUT;
+      return;
+    case FQ_FA_RATE_LIMITED: {
+      int64_t wait = r->retry_after_ms > 0 ? r->retry_after_ms : d->o.retry_backoff_ms;
+      if (d->rl_dev) fq_rl_park(d->rl_dev, dev->name, strlen(dev->name), d->now + wait, d->now);
+      retry_later(d, dev, rec, wait, r->reason);
+      return;
+    }
+    case FQ_FA_NOT_PAIRED:
+      fail_pairing(d, dev, rec);
+      return;
+    case FQ_FA_CLIENT_ERROR:
+      finish(d, dev, rec, FQ_ST_FAILED, r->reason, FQ_EHTTP);
+      return;
+    case FQ_FA_TRANSIENT:
+      retry_later(d, dev, rec,
+                  r->retry_after_ms > 0 ? r->retry_after_ms : d->o.retry_backoff_ms, r->reason);
+      return;
+    case FQ_FA_UNKNOWN:
+      unknown_outcome(d, dev, rec, cmd, r->reason);
+      return;
+  }
+}
+
+/* A signed command's reply (HTTP 200 with a RoutableMessage). */
+static void on_signed_reply(fq_dispatch_t *d, dev_t_ *dev, fq_cmdrec_t *rec, const fq_cmd_t *cmd,
+                            const fq_fa_result_t *r) {
+  fq_vcp_session_t *s = sess_get(d, dev->vin, dev->domain);
+  if (!s) {
+    unknown_outcome(d, dev, rec, cmd, "session lost while the command was in flight");
+    return;
+  }
+  fq_vcp_outcome_t o;
+  fq_err_t e;
+  int rc = fq_vcp_open_reply(s, &dev->vreq, d->rm, r->rm_len, d->now, NULL, &o, &e);
+  note_rc(d, sess_save(d, dev->vin, dev->domain, s));
+  if (o.fault >= 0) rec->fault = o.fault;
+  if (rc && o.action != FQ_VCP_UNKNOWN) o.action = FQ_VCP_UNKNOWN;
+  switch (o.action) {
+    case FQ_VCP_OK:
+      finish(d, dev, rec, FQ_ST_SUCCEEDED, "", 0);
+      return;
+    case FQ_VCP_RETRY:
+      retry_later(d, dev, rec, d->o.retry_backoff_ms, o.reason);
+      return;
+    case FQ_VCP_RESYNC_RETRY:
+      if (dev->resync_used) {
+        char reason[FQ_REASON_MAX];
+        snprintf(reason, sizeof reason, "%.300s (again after a session resync)", o.reason);
+        finish(d, dev, rec, FQ_ST_FAILED, reason, FQ_EFAULT);
+        return;
+      }
+      dev->resync_used = 1;
+      move(d, rec, FQ_ST_RETRYING, o.reason, 0);
+      send_cmd(d, dev, rec);
+      return;
+    case FQ_VCP_FAIL:
+      if (o.error == FQ_ENOTPAIRED) {
+        fail_pairing(d, dev, rec);
+        return;
+      }
+      finish(d, dev, rec, FQ_ST_FAILED, o.reason, o.error ? o.error : FQ_EFAULT);
+      return;
+    case FQ_VCP_UNKNOWN:
+      unknown_outcome(d, dev, rec, cmd, rc ? e.msg : o.reason);
+      return;
+  }
+}
+
+static void on_handshake_reply(fq_dispatch_t *d, dev_t_ *dev, fq_cmdrec_t *rec,
+                               const fq_fa_result_t *r) {
+  fq_vcp_session_t *s = NULL;
+  fq_vcp_outcome_t o;
+  fq_err_t e;
+  int rc = fq_vcp_handshake_finish(d->o.key, dev->vin, &dev->vreq, d->rm, r->rm_len, d->now, &s,
+                                   &o, &e);
+  if (rc == 0) {
+    sess_put(d, dev->vin, dev->domain, s);
+    note_rc(d, sess_save(d, dev->vin, dev->domain, s));
+    send_cmd(d, dev, rec);
+    return;
+  }
+  if (o.fault >= 0) rec->fault = o.fault;
+  if (o.error == FQ_ENOTPAIRED || rc == FQ_ENOTPAIRED) {
+    fail_pairing(d, dev, rec);
+    return;
+  }
+  /* A handshake has no side effect on the car: anything but a definite
+   * refusal is worth another try within the deadline. */
+  if (o.action == FQ_VCP_FAIL) {
+    finish(d, dev, rec, FQ_ST_FAILED, o.reason[0] ? o.reason : e.msg, o.error ? o.error : rc);
+    return;
+  }
+  retry_later(d, dev, rec, d->o.retry_backoff_ms, o.reason[0] ? o.reason : e.msg);
+}
+
+/* The context of one HTTP request: freed by its callback. */
+typedef struct cb_ctx {
+  fq_dispatch_t *d;
+  dev_t_ *dev;
+} cb_ctx_t;
+
+static void completion(fq_dispatch_t *d, dev_t_ *dev, const fq_http_resp_t *resp) {
+  dev->http_id = 0;
+  if (!dev->cur) return;
+  fq_cmdrec_t rec;
+  if (load(d, dev->cur, &rec) != 0) {
+    note_rc(d, FQ_ESTORAGE);
+    return;
+  }
+  if (fq_state_terminal(rec.state)) { /* settled meanwhile */
+    dev->cur = 0;
+    dev->phase = PH_IDLE;
+    fq_dispatch_kick(d, dev->name);
+    fq_cmdrec_free(&rec);
+    return;
+  }
+  const fq_cmd_t *cmd = cmd_of(dev, &rec);
+  acct_t *a = acct_get(d, rec.account);
+  fq_fa_result_t r;
+  if (resp->outcome != FQ_HTTP_COMPLETE) {
+    fq_fa_classify_transport(resp->outcome, resp->err.msg, &r);
+    /* A failed wake-up poll or handshake had no effect on the car. */
+    if (r.cls == FQ_FA_UNKNOWN && (dev->phase == PH_WAKE_POLL || dev->phase == PH_WAKE ||
+                                   dev->phase == PH_HANDSHAKE))
+      r.cls = FQ_FA_TRANSIENT;
+  } else {
+    fq_fa_input_t in = {.status = resp->status,
+                        .body = resp->body,
+                        .body_len = resp->body_len,
+                        .retry_after = resp->retry_after,
+                        .alt_svc = resp->alt_svc,
+                        .ratelimit_reset = resp->ratelimit_reset,
+                        .endpoint = dev->ep,
+                        .command = rec.command,
+                        .scope_name = cmd ? scope_label(cmd) : NULL,
+                        .client_id = a ? a->a.client_id : NULL,
+                        .extra_host = d->o.allow_host,
+                        .now_unix_ms = fq_now_ms(),
+                        .rm_buf = d->rm,
+                        .rm_cap = sizeof d->rm};
+    fq_fa_classify(&in, &r);
+    if (r.cls == FQ_FA_UNKNOWN && (dev->phase == PH_WAKE_POLL || dev->phase == PH_WAKE ||
+                                   dev->phase == PH_HANDSHAKE))
+      r.cls = FQ_FA_TRANSIENT;
+  }
+  rec.http = (int)resp->status;
+  int phase = dev->phase;
+  if (r.cls != FQ_FA_SUCCESS) {
+    on_class(d, dev, &rec, cmd, &r);
+  } else if (phase == PH_HANDSHAKE) {
+    on_handshake_reply(d, dev, &rec, &r);
+  } else if (phase == PH_WAKE) {
+    schedule_wake_poll(d, dev, &rec);
+  } else if (phase == PH_WAKE_POLL) {
+    if (strcmp(r.vehicle_state, "online") == 0) {
+      dev->wake_started = 0;
+      send_cmd(d, dev, &rec);
+    } else {
+      schedule_wake_poll(d, dev, &rec);
+    }
+  } else if (dev->ep == FQ_FA_EP_SIGNED) {
+    on_signed_reply(d, dev, &rec, cmd, &r);
+  } else if (dev->ep == FQ_FA_EP_WAKE) {
+    /* The user's own wake_up command: done once the car is online. */
+    if (strcmp(r.vehicle_state, "online") == 0) {
+      finish(d, dev, &rec, FQ_ST_SUCCEEDED, "", 0);
+    } else {
+      if (!dev->wake_started) dev->wake_started = d->now;
+      if (rec.state != FQ_ST_WAKING) move(d, &rec, FQ_ST_WAKING, "vehicle is waking up", 0);
+      schedule_wake_poll(d, dev, &rec);
+    }
+  } else {
+    finish(d, dev, &rec, FQ_ST_SUCCEEDED, r.has_result ? r.car_reason : "", 0);
+  }
+  fq_cmdrec_free(&rec);
+}
+
+static void http_cb(void *ud, const fq_http_resp_t *resp) {
+  cb_ctx_t *c = ud;
+  fq_dispatch_t *d = c->d;
+  dev_t_ *dev = c->dev;
+  free(c);
+  completion(d, dev, resp);
+}
+
+/* --- timers --------------------------------------------------------------- */
+
+static void on_timer(fq_dispatch_t *d, dev_t_ *dev) {
+  int resume = dev->resume;
+  dev->resume = R_NONE;
+  dev->timer_at = 0;
+  if (resume == R_KICK || (resume == R_EXPIRE && !dev->cur)) {
+    dev->phase = PH_IDLE; /* a held device leaves the hold list lazily */
+    if (resume == R_EXPIRE) {
+      /* Still no account: expire the head with the reason. */
+      uint64_t num;
+      if (fq_devq_list(*d->env.q, dev->name, &num, 1)) {
+        fq_cmdrec_t rec;
+        if (load(d, num, &rec) == 0) {
+          if (!fq_state_terminal(rec.state) && d->now >= rec.deadline &&
+              !acct_get(d, rec.account)) {
+            char r[FQ_REASON_MAX];
+            snprintf(r, sizeof r,
+                     "account \"%s\" is not registered with fleetqd: add it with `fleetq "
+                     "account add`",
+                     rec.account);
+            dev->cur = num;
+            expire(d, dev, &rec, r);
+          }
+          fq_cmdrec_free(&rec);
+        }
+      }
+    }
+    fq_dispatch_kick(d, dev->name);
+    return;
+  }
+  if (!dev->cur) {
+    dev->phase = PH_IDLE;
+    fq_dispatch_kick(d, dev->name);
+    return;
+  }
+  fq_cmdrec_t rec;
+  if (load(d, dev->cur, &rec) != 0) {
+    note_rc(d, FQ_ESTORAGE);
+    return;
+  }
+  if (fq_state_terminal(rec.state)) {
+    dev->cur = 0;
+    dev->phase = PH_IDLE;
+    fq_dispatch_kick(d, dev->name);
+  } else if (resume == R_SEND) {
+    dev->phase = PH_IDLE;
+    send_cmd(d, dev, &rec);
+  } else if (resume == R_WAKE_POLL) {
+    wake_poll(d, dev, &rec);
+  } else if (resume == R_TOKEN_TIMEOUT) {
+    dev->phase = PH_IDLE;
+    finish(d, dev, &rec, FQ_ST_FAILED,
+           "access token refused (401) and no refreshed token arrived within 30 s", FQ_EAUTH);
+  } else if (resume == R_LAUNCH) {
+    if (dev->launch_error) {
+      finish(d, dev, &rec, FQ_ST_FAILED, dev->launch_msg, dev->launch_error);
+    } else {
+      dev->phase = PH_SEND;
+      if (!dev->launch_pending) {
+        dev->launch_pending = true;
+        dev->launch_next = d->launch_head;
+        d->launch_head = dev;
+      }
+    }
+  } else if (resume == R_EXPIRE) {
+    expire(d, dev, &rec, "it was still queued");
+  }
+  fq_cmdrec_free(&rec);
+}
+
+/* --- public ----------------------------------------------------------------- */
+
+fq_dispatch_t *fq_dispatch_new(const fq_dispatch_opts_t *opts, const fq_dispatch_env_t *env,
+                               fq_err_t *err) {
+  fq_dispatch_t *d = calloc(1, sizeof *d);
+  if (!d) {
+    fq_errf(err, -ENOMEM, "out of memory");
+    return NULL;
+  }
+  d->o = *opts;
+  d->env = *env;
+  if (!d->o.wake_poll_ms) d->o.wake_poll_ms = 10000;
+  if (!d->o.retry_backoff_ms) d->o.retry_backoff_ms = 1000;
+  if (!d->o.http_timeout_ms) d->o.http_timeout_ms = 10000;
+  if (!d->o.wake_timeout_ms) d->o.wake_timeout_ms = 120000;
+  if (!d->o.pairing_domain) d->o.pairing_domain = "fleetq.example.com";
+  d->ndev_buckets = 4096;
+  d->devs = calloc(d->ndev_buckets, sizeof *d->devs);
+  fq_buf_init(&d->scratch, 64 * 1024);
+  fq_http_opts_t ho = {.ca_file = opts->ca_file,
+                       .total_timeout_ms = d->o.http_timeout_ms,
+                       .max_body = 1 << 20,
+                       .max_inflight = 4096};
+  d->http = fq_http_new(&ho, err);
+  if (!d->devs || !d->http) goto fail;
+  if (opts->device_rate > 0) {
+    fq_rl_opts_t ro = {.rate = opts->device_rate,
+                       .burst = opts->device_burst >= 1 ? opts->device_burst : 1,
+                       .capacity = 65536};
+    if (!(d->rl_dev = fq_rl_new(&ro, err))) goto fail;
+  } else {
+    /* No limit configured: still needed to park devices after a 429. */
+    fq_rl_opts_t ro = {.rate = 1e9, .burst = 1e9, .capacity = 65536};
+    if (!(d->rl_dev = fq_rl_new(&ro, err))) goto fail;
+  }
+  if (opts->account_rate > 0) {
+    fq_rl_opts_t ro = {.rate = opts->account_rate,
+                       .burst = opts->account_burst >= 1 ? opts->account_burst : 1,
+                       .capacity = 16384};
+    if (!(d->rl_acct = fq_rl_new(&ro, err))) goto fail;
+  }
+  if (opts->auth_refresh_ep && opts->zmq_ctx) {
+    d->auth_push = zmq_socket(opts->zmq_ctx, ZMQ_PUSH);
+    int linger = 0;
+    if (d->auth_push) {
+      zmq_setsockopt(d->auth_push, ZMQ_LINGER, &linger, sizeof linger);
+      zmq_connect(d->auth_push, opts->auth_refresh_ep);
+    }
+  }
+  d->seen_gen = fq_auth_generation();
+  return d;
+fail:
+  fq_dispatch_destroy(&d);
+  return NULL;
+}
+
+void fq_dispatch_destroy(fq_dispatch_t **dp) {
+  if (!dp || !*dp) return;
+  fq_dispatch_t *d = *dp;
+  fq_http_destroy(&d->http); /* callbacks do not fire: their contexts leak
+                                nothing but a few bytes at exit */
+  fq_rl_destroy(&d->rl_dev);
+  fq_rl_destroy(&d->rl_acct);
+  if (d->auth_push) zmq_close(d->auth_push);
+  for (size_t i = 0; d->devs && i < d->ndev_buckets; i++) {
+    dev_t_ *x = d->devs[i];
+    while (x) {
+      dev_t_ *n = x->next;
+      fq_buf_free(&x->body);
+      free(x);
+      x = n;
+    }
+  }
+  for (size_t i = 0; i < 1024; i++) {
+    sess_t *x = d->sess[i];
+    while (x) {
+      sess_t *n = x->next;
+      fq_vcp_session_destroy(&x->s);
+      free(x);
+      x = n;
+    }
+  }
+  for (size_t i = 0; i < 256; i++) {
+    acct_t *x = d->accts[i];
+    while (x) {
+      acct_t *n = x->next;
+      fq_account_wipe(&x->a);
+      free(x);
+      x = n;
+    }
+  }
+  free(d->devs);
+  free(d->heap);
+  free(d->kicks);
+  fq_buf_free(&d->scratch);
+  free(d);
+  *dp = NULL;
+}
+
+typedef struct kick_all_ctx {
+  fq_dispatch_t *d;
+  char last[FQ_DEVICE_MAX];
+} kick_all_ctx_t;
+
+static int kick_visit(void *ud, const char *id, const char *device, int64_t deadline) {
+  kick_all_ctx_t *c = ud;
+  (void)id;
+  (void)deadline;
+  if (strcmp(c->last, device) != 0) {
+    fq_dispatch_kick(c->d, device);
+    snprintf(c->last, sizeof c->last, "%s", device);
+  }
+  return 0;
+}
+
+void fq_dispatch_kick_all(fq_dispatch_t *d) {
+  kick_all_ctx_t c = {.d = d};
+  fq_err_t e;
+  fq_store_active_scan(d->env.store, kick_visit, &c, &e);
+}
+
+int fq_dispatch_pollitems(fq_dispatch_t *d, zmq_pollitem_t *items, int max) {
+  int n = fq_http_fds(d->http, items, max);
+  return n > max ? max : n;
+}
+
+long fq_dispatch_timeout_ms(fq_dispatch_t *d, int64_t now_ms) {
+  long t = fq_http_timeout_ms(d->http);
+  if (d->nkicks || d->launch_head) return 0;
+  while (d->nheap && d->heap[0].dev->timer_at != d->heap[0].at) heap_pop(d);
+  if (d->nheap) {
+    int64_t w = d->heap[0].at - now_ms;
+    if (w < 0) w = 0;
+    if (t < 0 || w < t) t = (long)w;
+  }
+  if (d->hold_head && (t < 0 || t > 100)) t = 100; /* watch the auth generation */
+  return t;
+}
+
+bool fq_dispatch_pending(fq_dispatch_t *d, int64_t now_ms) {
+  if (d->nkicks) return true;
+  if (fq_http_inflight(d->http)) return true;
+  while (d->nheap && d->heap[0].dev->timer_at != d->heap[0].at) heap_pop(d);
+  if (d->nheap && d->heap[0].at <= now_ms) return true;
+  if (d->hold_head && fq_auth_generation() != d->seen_gen) return true;
+  return false;
+}
+
+int fq_dispatch_step(fq_dispatch_t *d, const zmq_pollitem_t *items, int n, int64_t now_ms,
+                     fq_err_t *err) {
+  d->now = now_ms;
+  d->err = err;
+  d->step_rc = 0;
+  fq_err_t he;
+  fq_http_perform(d->http, items, n, &he);
+  /* Token refreshes and added accounts release held devices. */
+  uint64_t gen = fq_auth_generation();
+  if (gen != d->seen_gen) {
+    d->seen_gen = gen;
+    dev_t_ *x = d->hold_head;
+    d->hold_head = NULL;
+    while (x) {
+      dev_t_ *next = x->hold_next;
+      x->in_hold = false;
+      x->hold_next = NULL;
+      if (x->phase == PH_HOLD) {
+        x->timer_at = 0;
+        x->resume = R_NONE;
+        if (x->cur) {
+          /* A refreshed token: send again. */
+          fq_cmdrec_t rec;
+          if (load(d, x->cur, &rec) == 0) {
+            x->phase = PH_IDLE;
+            if (!fq_state_terminal(rec.state)) send_cmd(d, x, &rec);
+            fq_cmdrec_free(&rec);
+          }
+        } else {
+          x->phase = PH_IDLE;
+          fq_dispatch_kick(d, x->name);
+        }
+      }
+      x = next;
+    }
+  }
+  while (d->nheap && d->heap[0].at <= now_ms) {
+    tmr_t t = d->heap[0];
+    heap_pop(d);
+    if (t.dev->timer_at != t.at) continue;
+    if (t.dev->phase == PH_HOLD && t.dev->resume == R_NONE) continue;
+    on_timer(d, t.dev);
+  }
+  /* Kicks may add kicks (a finished command kicks its device). */
+  for (size_t i = 0; i < d->nkicks; i++) {
+    dev_t_ *x = d->kicks[i];
+    x->kick_pending = false;
+    start_next(d, x);
+  }
+  d->nkicks = 0;
+  return d->step_rc;
+}
+
+void fq_dispatch_launch(fq_dispatch_t *d) {
+  dev_t_ *x = d->launch_head;
+  d->launch_head = NULL;
+  while (x) {
+    dev_t_ *next = x->launch_next;
+    x->launch_pending = false;
+    x->launch_next = NULL;
+    acct_t *a = acct_get(d, x->account);
+    cb_ctx_t *c = malloc(sizeof *c);
+    fq_http_req_t req = {.method = x->method,
+                         .url = x->url,
+                         .bearer = a ? a->a.access_token : NULL,
+                         .body = x->method == FQ_HTTP_POST ? x->body.data : NULL,
+                         .body_len = x->method == FQ_HTTP_POST ? x->body.len : 0};
+    if (x->method == FQ_HTTP_POST && x->body.len == 0) {
+      req.body = "{}";
+      req.body_len = 2;
+    }
+    fq_err_t e;
+    int rc = c ? fq_http_request(d->http, &req, http_cb, c, &x->http_id, &e) : -ENOMEM;
+    if (c) {
+      c->d = d;
+      c->dev = x;
+    }
+    if (rc != 0) {
+      free(c);
+      /* Not sent: try again shortly, or fail the command next step. */
+      if (rc != FQ_EBUSY && rc != -ENOMEM) {
+        x->launch_error = rc;
+        snprintf(x->launch_msg, sizeof x->launch_msg, "cannot send the request: %.200s", e.msg);
+      }
+      set_timer(d, x, fq_now_ms() + (rc == FQ_EBUSY ? 20 : 0), R_LAUNCH);
+    }
+    x = next;
+  }
+}
+
+void fq_dispatch_rollback(fq_dispatch_t *d) {
+  /* The transaction that prepared these requests is gone: forget the
+   * prepared requests and every session object (they may hold counters
+   * that were never stored), and look at the devices again. */
+  dev_t_ *x = d->launch_head;
+  d->launch_head = NULL;
+  while (x) {
+    dev_t_ *next = x->launch_next;
+    x->launch_pending = false;
+    x->launch_next = NULL;
+    x->cur = 0;
+    x->phase = PH_IDLE;
+    fq_dispatch_kick(d, x->name);
+    x = next;
+  }
+  for (size_t i = 0; i < 1024; i++) {
+    sess_t *s = d->sess[i];
+    d->sess[i] = NULL;
+    while (s) {
+      sess_t *n = s->next;
+      fq_vcp_session_destroy(&s->s);
+      free(s);
+      s = n;
+    }
+  }
+}
+
+void fq_dispatch_stats(const fq_dispatch_t *d, fq_dispatch_stats_t *st) {
+  *st = d->st;
+  st->inflight = fq_http_inflight(d->http);
+}

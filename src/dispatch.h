@@ -1,0 +1,103 @@
+/*
+ * The dispatcher of one shard: drives every queued command to a terminal
+ * state through Fleet API (see DESIGN.md, "Status").  It owns the shard's
+ * libcurl multi handle (fq_http_t), its vehicle sessions (vcp), the device
+ * dispatch states (in flight, waking, parked) and the rate-limit buckets.
+ *
+ * It lives inside the shard's loop and follows its group commit:
+ *   - fq_dispatch_step() runs inside the shard's write transaction: it
+ *     applies HTTP completions, due timers and queued kicks, and records
+ *     every state change (through env.transition) and every session change
+ *     in the same transaction;
+ *   - fq_dispatch_launch() runs after the commit: only then do the requests
+ *     prepared in the transaction leave.  A command is therefore durably
+ *     `dispatching` (or its session counter durably advanced) before any
+ *     byte of it reaches Fleet API, which is what lets a restart settle
+ *     in-flight commands safely.
+ * One command per device is in flight at a time.  Owned by the shard
+ * thread; nothing here is thread safe.
+ */
+#ifndef FQ_DISPATCH_H
+#define FQ_DISPATCH_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <zmq.h>
+
+#include "accounts.h"
+#include "devq.h"
+#include "fleetq/error.h"
+#include "store.h"
+#include "vcp.h"
+
+typedef struct fq_dispatch fq_dispatch_t;
+
+typedef struct fq_dispatch_opts {
+  const fq_vcp_key_t *key;     /* fleet key, or NULL: vehicle commands then fail */
+  fq_accounts_t *accounts;     /* shared store, or NULL: nothing is dispatched */
+  void *zmq_ctx;
+  const char *auth_refresh_ep; /* auth thread's PULL endpoint, or NULL */
+  const char *ca_file;         /* extra CA for Fleet API TLS, or NULL */
+  const char *pairing_domain;  /* for https://tesla.com/_ak/<domain> */
+  const char *allow_host;      /* extra host[:port] a 421 may switch to */
+  int64_t wake_poll_ms;        /* [10000] */
+  int64_t retry_backoff_ms;    /* [1000] */
+  int64_t http_timeout_ms;     /* [10000] */
+  int64_t wake_timeout_ms;     /* [120000] give up waking after this long */
+  double device_rate, device_burst;   /* 0 = no per-device limit */
+  double account_rate, account_burst; /* 0 = no per-account limit */
+} fq_dispatch_opts_t;
+
+/* What the dispatcher needs from its shard. */
+typedef struct fq_dispatch_env {
+  void *shard;
+  unsigned shard_index;
+  fq_store_t *store;
+  fq_devq_t **q;  /* the shard may rebuild its queues: always read through */
+  /* Record a state change of rec (record, transition list, event, queue
+   * membership when terminal) inside the open transaction. */
+  int (*transition)(void *shard, fq_cmdrec_t *rec, int state, const char *reason, int error,
+                    int64_t now, fq_err_t *err);
+} fq_dispatch_env_t;
+
+fq_dispatch_t *fq_dispatch_new(const fq_dispatch_opts_t *opts, const fq_dispatch_env_t *env,
+                               fq_err_t *err);
+/* Aborts every transfer; commands in flight stay `dispatching`/`sent` in
+ * the store and are settled by the next start.  NULLs *dp; accepts NULL. */
+void fq_dispatch_destroy(fq_dispatch_t **dp);
+
+/* Ask for a look at a device's queue head in the next step (after a
+ * submit, a cancel, a restart). */
+void fq_dispatch_kick(fq_dispatch_t *d, const char *device);
+/* Kick every device that has queued commands (start-up). */
+void fq_dispatch_kick_all(fq_dispatch_t *d);
+
+/* Sockets the shard must poll for the dispatcher (appended to items;
+ * returns how many, at most max), and how long it may sleep (ms, -1 = no
+ * limit). */
+int fq_dispatch_pollitems(fq_dispatch_t *d, zmq_pollitem_t *items, int max);
+long fq_dispatch_timeout_ms(fq_dispatch_t *d, int64_t now_ms);
+
+/* True when the next step has something to do even without new requests. */
+bool fq_dispatch_pending(fq_dispatch_t *d, int64_t now_ms);
+
+/* Inside the shard's write transaction: completions of the sockets in
+ * items[0..n) (as polled), due timers, kicks.  Errors are storage errors
+ * (the transaction must then be aborted). */
+int fq_dispatch_step(fq_dispatch_t *d, const zmq_pollitem_t *items, int n, int64_t now_ms,
+                     fq_err_t *err);
+
+/* After the commit: send what the step prepared.  After an abort call
+ * fq_dispatch_rollback() instead: prepared requests are dropped and their
+ * devices looked at again. */
+void fq_dispatch_launch(fq_dispatch_t *d);
+void fq_dispatch_rollback(fq_dispatch_t *d);
+
+/* Counters for stats. */
+typedef struct fq_dispatch_stats {
+  uint64_t sent, succeeded, failed, unknown, retries, wakes, handshakes;
+  unsigned inflight;
+} fq_dispatch_stats_t;
+void fq_dispatch_stats(const fq_dispatch_t *d, fq_dispatch_stats_t *st);
+
+#endif
