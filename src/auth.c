@@ -522,9 +522,9 @@ static void on_token_reply(void *ud, const fq_http_resp_t *resp) {
     break;
   }
   case FQ_OAUTH_RETRY:
-    fq_warn(MOD, "account %s: token endpoint busy (HTTP %ld): %s", r->id, resp->status,
-            res->reason);
     ref_backoff(r, now, res->retry_after_s * 1000);
+    fq_warn(MOD, "account %s: token endpoint unavailable (HTTP %ld); next try in %lld s", r->id,
+            resp->status, (long long)((r->next_ms - now) / 1000));
     break;
   case FQ_OAUTH_UNREADABLE:
     fq_warn(MOD, "account %s: unreadable token reply: %s", r->id, res->reason);
@@ -839,7 +839,8 @@ int fq_auth_check_base_url(const char *url, const char *extra_host, fq_err_t *er
   const char *port = h + hn;
   if (*port == ':') {
     size_t pn = strspn(port + 1, "0123456789");
-    if (pn < 1 || pn > 5 || (port[1 + pn] && port[1 + pn] != '/'))
+    if (pn < 1 || pn > 5 || atoi(port + 1) < 1 || atoi(port + 1) > 65535 ||
+        (port[1 + pn] && port[1 + pn] != '/'))
       return fq_errf(err, FQ_EBADPARAM, "\"base_url\": bad port");
   } else if (*port && *port != '/') {
     return fq_errf(err, FQ_EBADPARAM, "\"base_url\": bad host");
@@ -926,7 +927,9 @@ static int admin_add(fq_auth_t *a, const fq_request_t *req, const admin_args_t *
   }
   /* Read it back: that is what is stored (scopes and expiry from the JWT,
    * the store's time stamp). */
-  if ((rc = fq_accounts_get(a->o.accounts, acc->id, acc, err))) goto out;
+  char id[FQ_ACCOUNT_ID_MAX + 1];
+  memcpy(id, acc->id, sizeof id); /* the read below overwrites acc, id included */
+  if ((rc = fq_accounts_get(a->o.accounts, id, acc, err))) goto out;
   ref_reset(a, acc->id);
   failure_clear(acc->id);
   fq_auth_bump_generation();
