@@ -1,0 +1,57 @@
+"""Dispatch over HTTPS: fleetsim with a certificate from a throwaway CA
+(openssl CLI), fleetqd trusting it through --ca-file; a signed
+INFOTAINMENT command, a VCSEC command and an energy-site command all
+succeed, executed once each.  A second daemon *without* --ca-file must not
+get through (TLS verification is always on): its command never succeeds
+and the simulator executes nothing for it."""
+import dispatchlib as dl
+import fqlib
+
+V = dl.vin(133)
+SITE = 31
+
+
+def body(c, w):
+    a = w.submit("tls-limit", "set_charge_limit", V, params={"percent": 67})
+    b = w.submit("tls-lock", "door_lock", V)
+    s = w.submit("tls-site", "backup", site=SITE, params={"backup_reserve_percent": 44})
+    c.ok(w.wait_terminal([a, b, s], 30), "terminal", w.states(a), w.states(b), w.states(s))
+    for i in (a, b, s):
+        w.check_events(c, i, r"queued dispatching sent succeeded")
+        w.check_final(c, i, "succeeded", error=None, http=200)
+    w.check_execs(c, ["set_charge_limit", "door_lock"], V)
+    w.check_execs(c, ["backup"], site=SITE)
+    st = w.sim.vehicle(V)
+    c.eq((st["charge_state"]["charge_limit_soc"], st["vehicle_state"]["locked"]), (67, True),
+         "car state")
+    c.eq(w.sim.site(SITE)["backup_reserve_percent"], 44, "site state")
+    w.check_seq(c)
+
+    # No --ca-file: the simulator's certificate is not trusted.
+    extra = [x for x in w.daemon.extra]
+    k = extra.index("--ca-file")
+    del extra[k:k + 2]
+    d2 = fqlib.Daemon(shards=1, extra=extra, name="fleetqd-untrusting").start()
+    r = fqlib.cli("account", "add", "--endpoint", d2.endpoint, "--account", "acct1",
+                  "--access-token", w.accounts[0]["token"], "--refresh-token", "unused-r",
+                  "--client-id", dl.CLIENT_ID, "--base-url", w.base_url)
+    c.eq(r.returncode, 0, "account add on the second daemon", r.stdout, r.stderr)
+    cl = fqlib.Client(d2.endpoint)
+    rep = cl.call({"op": "submit", "tenant": dl.TENANT, "key": "tls-untrusted",
+                   "account": "acct1", "vin": V, "command": "set_charge_limit",
+                   "params": {"percent": 90}, "ttl_ms": 3000})
+    c.ok(rep.get("ok"), "accepted", rep)
+    final = fqlib.wait_for(lambda: cl.get(rep["id"])["command"]["state"] in fqlib.TERMINAL
+                           and cl.get(rep["id"])["command"], timeout=20)
+    c.ok(final, "untrusted: terminal", cl.get(rep["id"]))
+    if final:
+        c.ok(final["state"] in ("failed", "expired"), "untrusted: never succeeds",
+             final["state"], final.get("reason"))
+    c.eq(w.sim.vehicle(V)["charge_state"]["charge_limit_soc"], 67, "car unchanged")
+    w.check_execs(c, ["set_charge_limit", "door_lock"], V)
+    cl.close()
+    c.eq(d2.term(), 0, "second daemon exits 0")
+
+
+dl.run("test_dispatch_https", body, tls=True,
+       vehicles=[dl.default_vehicle(V, locked=False)], sites=[{"id": SITE}])

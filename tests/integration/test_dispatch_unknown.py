@@ -1,0 +1,34 @@
+"""Execute-then-drop on non-idempotent commands: the car executes the
+command, the reply is lost (500, or the connection closed without an
+answer).  The command ends `unknown` ("may have been executed"), was
+executed exactly once and is never re-sent."""
+import time
+
+import dispatchlib as dl
+
+V = dl.vin(111)
+
+
+def body(c, w):
+    warm = w.submit("unk-warm", "set_sentry_mode", V, params={"on": True})
+    c.ok(w.wait_terminal(warm, 30), "warm-up terminal", w.states(warm))
+    w.check_final(c, warm, "succeeded", error=None)
+    cases = [("unk-honk", "honk_horn", 500, 500), ("unk-flash", "flash_lights", 0, None)]
+    for key, cmd, status, http in cases:
+        w.sim.patch_vehicle(V, {"fail": {"drop_reply": {"next": 1, "status": status}}})
+        m = w.tap.mark()
+        i = w.submit(key, cmd, V)
+        c.ok(w.wait_terminal(i, 30), f"{key} terminal", w.states(i))
+        time.sleep(1.0)  # longer than the backoff: a resend would show
+        w.check_events(c, i, r"queued dispatching sent unknown", what=key)
+        w.check_final(c, i, "unknown", reason_has=("may have",), what=key,
+                      http=http if http else Ellipsis)
+        c.eq(w.tap.count(V + "/signed_command", m), 1, f"{key}: sent exactly once",
+             w.tap.paths(m))
+    w.check_execs(c, ["set_sentry_mode", "honk_horn", "flash_lights"], V)
+    st = w.sim.vehicle(V)["vehicle_state"]
+    c.eq((st["honk_count"], st["flash_count"]), (1, 1), "honked and flashed once")
+    w.check_seq(c)
+
+
+dl.run("test_dispatch_unknown", body, vehicles=[dl.default_vehicle(V)])
