@@ -1,0 +1,418 @@
+/*
+ * `fleetq account add | list | get | remove`: manage the Tesla accounts
+ * whose OAuth tokens fleetqd uses, through `op: "admin"` requests (see
+ * docs/accounts.md).  Tokens are secrets: they can come from files or
+ * stdin instead of the command line (where `ps` and shell history show
+ * them), are never printed, and are wiped from memory after use.
+ *
+ * Exit status: 0 success, 1 the daemon refused or did not answer, 2 usage.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <openssl/crypto.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "cli.h"
+#include "fleetq/client.h"
+
+#define REQ_TIMEOUT_S 10.0
+#define TOKEN_CAP 8192 /* FQ_TOKEN_MAX of the daemon */
+
+enum {
+  O_ENDPOINT = 1000, O_JSON, O_TIMEOUT, O_ACCOUNT, O_ACCESS, O_ACCESS_FILE, O_REFRESH,
+  O_REFRESH_FILE, O_CLIENT, O_REGION, O_BASE_URL, O_HELP,
+};
+
+static const struct option g_longopts[] = {
+    {"endpoint", required_argument, NULL, O_ENDPOINT},
+    {"json", no_argument, NULL, O_JSON},
+    {"timeout", required_argument, NULL, O_TIMEOUT},
+    {"account", required_argument, NULL, O_ACCOUNT},
+    {"access-token", required_argument, NULL, O_ACCESS},
+    {"access-token-file", required_argument, NULL, O_ACCESS_FILE},
+    {"refresh-token", required_argument, NULL, O_REFRESH},
+    {"refresh-token-file", required_argument, NULL, O_REFRESH_FILE},
+    {"client-id", required_argument, NULL, O_CLIENT},
+    {"region", required_argument, NULL, O_REGION},
+    {"base-url", required_argument, NULL, O_BASE_URL},
+    {"help", no_argument, NULL, O_HELP},
+    {NULL, 0, NULL, 0},
+};
+
+typedef struct aopts {
+  const char *endpoint;
+  bool json;
+  double timeout_s;
+  const char *account, *access, *access_file, *refresh, *refresh_file, *client, *region,
+      *base_url;
+} aopts_t;
+
+static const char g_help[] =
+    "usage: fleetq account add --account ID --client-id C\n"
+    "                          (--access-token T | --access-token-file F)\n"
+    "                          (--refresh-token R | --refresh-token-file F)\n"
+    "                          (--region na|eu|cn | --base-url URL)\n"
+    "       fleetq account list\n"
+    "       fleetq account get --account ID\n"
+    "       fleetq account remove --account ID\n"
+    "common options: [--endpoint EP] [--json] [--timeout S]\n"
+    "\n"
+    "Register the Tesla account whose OAuth tokens fleetqd uses to send commands\n"
+    "(a submit names it with \"account\"), list the registered ones, show one, or\n"
+    "remove one.  fleetqd stores the tokens encrypted (AES-256-GCM, key in\n"
+    "<data dir>/token.key), reads the scopes and expiry from the access token,\n"
+    "and refreshes it by itself about 5 minutes before it expires.  Adding an\n"
+    "account that exists replaces its tokens (do that when `get` shows a\n"
+    "refresh failure).  Replies never contain tokens.\n"
+    "\n"
+    "  --account ID            1-64 of A-Z a-z 0-9 . _ @ : -\n"
+    "  --client-id C           the OAuth client id of your Tesla developer app\n"
+    "  --region R              na, eu or cn: Tesla's Fleet API host of that region\n"
+    "  --base-url URL          a Fleet API base URL instead (https://; http:// only for\n"
+    "                          a simulator on 127.0.0.1 / localhost)\n"
+    "  --access-token-file F   read the token from file F ('-' = stdin); likewise\n"
+    "  --refresh-token-file F  trailing newlines are ignored\n"
+    "\n"
+    "Security: --access-token and --refresh-token put the tokens on the command\n"
+    "line, where other users can read them (ps, /proc) and your shell history\n"
+    "keeps them.  Prefer the -file forms, e.g.\n"
+    "  fleetq account add --account me --client-id C --region na \\\n"
+    "      --access-token-file at.txt --refresh-token-file - < rt.txt\n"
+    "Admin requests are accepted from this host only (fleetqd binds loopback).\n"
+    "\n"
+    "--json prints the daemon's reply as JSON.  Exit status: 0 ok, 1 refused or\n"
+    "no answer, 2 usage error.\n";
+
+static int usage_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static int usage_err(const char *fmt, ...) {
+  va_list ap;
+  fprintf(stderr, "fleetq account: ");
+  va_start(ap, fmt);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  fprintf(stderr, " (see 'fleetq account --help')\n");
+  return 2;
+}
+
+/* Parse options after the action word.  -1: fine; 0: --help shown; 2:
+ * usage error. */
+static int parse_opts(int argc, char **argv, aopts_t *o) {
+  memset(o, 0, sizeof *o);
+  o->endpoint = FQ_CLI_DEFAULT_ENDPOINT;
+  o->timeout_s = REQ_TIMEOUT_S;
+  optind = 0;
+  opterr = 0;
+  for (;;) {
+    int c = getopt_long(argc, argv, "+", g_longopts, NULL);
+    if (c == -1) break;
+    switch (c) {
+    case O_HELP: fputs(g_help, stdout); return 0;
+    case O_ENDPOINT: o->endpoint = optarg; break;
+    case O_JSON: o->json = true; break;
+    case O_TIMEOUT: {
+      char *end = NULL;
+      o->timeout_s = strtod(optarg, &end);
+      if (!end || *end || !(o->timeout_s > 0) || o->timeout_s > 3600)
+        return usage_err("--timeout wants seconds > 0, got '%s'", optarg);
+      break;
+    }
+    case O_ACCOUNT: o->account = optarg; break;
+    case O_ACCESS: o->access = optarg; break;
+    case O_ACCESS_FILE: o->access_file = optarg; break;
+    case O_REFRESH: o->refresh = optarg; break;
+    case O_REFRESH_FILE: o->refresh_file = optarg; break;
+    case O_CLIENT: o->client = optarg; break;
+    case O_REGION: o->region = optarg; break;
+    case O_BASE_URL: o->base_url = optarg; break;
+    default: {
+      const char *bad = optind > 0 && optind <= argc ? argv[optind - 1] : "?";
+      return usage_err("unknown option or missing value: %s", bad);
+    }
+    }
+  }
+  if (optind < argc) return usage_err("unexpected argument '%s'", argv[optind]);
+  return -1;
+}
+
+/* Read one token from path ("-" = stdin) into out[TOKEN_CAP + 1]:
+ * trailing whitespace dropped, must be non-empty.  Returns 0, or 2 after
+ * reporting a usage error. */
+static int read_token(const char *path, const char *what, char *out) {
+  FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
+  if (!f) return usage_err("cannot open %s file %s: %s", what, path, strerror(errno));
+  if (f != stdin) {
+    struct stat st;
+    if (fstat(fileno(f), &st) == 0 && (st.st_mode & 077))
+      fprintf(stderr,
+              "fleetq account: warning: %s file %s is readable by other users (chmod 600 it)\n",
+              what, path);
+  }
+  size_t n = fread(out, 1, TOKEN_CAP + 1, f);
+  bool more = n > TOKEN_CAP;
+  if (f != stdin) fclose(f);
+  if (more) {
+    OPENSSL_cleanse(out, TOKEN_CAP + 1);
+    return usage_err("%s in %s is longer than %d bytes", what, path, TOKEN_CAP);
+  }
+  while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == '\r' || out[n - 1] == ' ' ||
+                   out[n - 1] == '\t'))
+    n--;
+  out[n] = 0;
+  if (n == 0) return usage_err("%s file %s is empty", what, path);
+  return 0;
+}
+
+static int buf_write(void *data, const char *b, size_t len) {
+  return fq_buf_append(data, b, len) ? -1 : 0;
+}
+
+static void pstr(msgpack_packer *pk, const char *s) { msgpack_pack_str_with_body(pk, s, strlen(s)); }
+
+static void pkv(msgpack_packer *pk, const char *k, const char *v) {
+  pstr(pk, k);
+  pstr(pk, v);
+}
+
+/* UTC time of a Unix second, and how far away it is. */
+static void fmt_exp(int64_t s, char *out, size_t cap) {
+  time_t t = (time_t)s;
+  struct tm tm;
+  if (s <= 0 || !gmtime_r(&t, &tm)) {
+    snprintf(out, cap, "unknown (not a JWT)");
+    return;
+  }
+  char day[40];
+  strftime(day, sizeof day, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  int64_t d = s - (int64_t)time(NULL);
+  if (d < 0)
+    snprintf(out, cap, "%s (expired)", day);
+  else
+    snprintf(out, cap, "%s (in %" PRId64 "h%02" PRId64 "m)", day, d / 3600, d % 3600 / 60);
+}
+
+static int sfield(const msgpack_object *map, const char *key, const char **p) {
+  size_t n = 0;
+  if (!fq_mp_str(fq_mp_get(map, key), p, &n)) {
+    *p = "-";
+    return 1;
+  }
+  return (int)n;
+}
+
+static void scopes_text(const msgpack_object *acc, char *out, size_t cap) {
+  const msgpack_object *sc = fq_mp_get(acc, "scopes");
+  size_t k = 0;
+  out[0] = 0;
+  if (sc && sc->type == MSGPACK_OBJECT_ARRAY)
+    for (uint32_t i = 0; i < sc->via.array.size; i++) {
+      const char *p;
+      size_t n;
+      if (!fq_mp_str(&sc->via.array.ptr[i], &p, &n)) continue;
+      int w = snprintf(out + k, cap - k, "%s%.*s", k ? "," : "", (int)n, p);
+      if (w < 0 || (size_t)w >= cap - k) break;
+      k += (size_t)w;
+    }
+  if (!out[0]) snprintf(out, cap, "-");
+}
+
+static void print_account(const msgpack_object *acc) {
+  const char *id, *client, *region, *base, *fail;
+  int in = sfield(acc, "id", &id), cn = sfield(acc, "client_id", &client),
+      rn = sfield(acc, "region", &region), bn = sfield(acc, "base_url", &base),
+      fn = sfield(acc, "refresh_failure", &fail);
+  int64_t exp = 0;
+  fq_mp_int(fq_mp_get(acc, "access_expires"), &exp);
+  char when[80], scopes[256];
+  fmt_exp(exp, when, sizeof when);
+  scopes_text(acc, scopes, sizeof scopes);
+  printf("account         %.*s\n", in, id);
+  printf("client_id       %.*s\n", cn, client);
+  if (strcmp(region, "-") != 0) printf("region          %.*s\n", rn, region);
+  if (strcmp(base, "-") != 0) printf("base_url        %.*s\n", bn, base);
+  printf("scopes          %s\n", scopes);
+  printf("access_expires  %s\n", when);
+  if (strcmp(fail, "-") != 0) printf("refresh_failure %.*s\n", fn, fail);
+}
+
+/* Send req and decode the reply; 0 when ok: true (m live), 1 otherwise. */
+static int round_trip(const aopts_t *o, const fq_buf_t *req, fq_buf_t *raw, fq_msg_t *m) {
+  fq_err_t e;
+  bool ok = false;
+  memset(m, 0, sizeof *m);
+  fq_client_t *c = fq_client_new(o->endpoint, (int)(o->timeout_s * 1000), &e);
+  if (!c) {
+    fprintf(stderr, "error: %s: %s\n", fq_errname(e.code), e.msg);
+    return 1;
+  }
+  int rc = fq_client_request(c, req->data, req->len, raw, &e);
+  fq_client_destroy(&c);
+  if (rc) {
+    fprintf(stderr, "error: %s: %s\n", rc == -ETIMEDOUT ? "timeout" : fq_errname(rc),
+            rc == -ETIMEDOUT ? "no answer from fleetqd (is it running? --endpoint?)" : e.msg);
+    return 1;
+  }
+  if (o->json) {
+    fq_buf_t js;
+    fq_buf_init(&js, 4 * FQ_CLIENT_MAX_REPLY);
+    if (fq_msgpack_to_json(raw->data, raw->len, &js, 0) == 0)
+      printf("%.*s\n", (int)js.len, (const char *)js.data);
+    fq_buf_free(&js);
+  }
+  if (fq_msg_decode(m, raw->data, raw->len, &e)) {
+    fprintf(stderr, "error: bad_reply: %s\n", e.msg);
+    return 1;
+  }
+  if (!fq_mp_bool(fq_mp_get(m->root, "ok"), &ok) || !ok) {
+    const char *code, *msg;
+    int cn = sfield(m->root, "error", &code), mn = sfield(m->root, "message", &msg);
+    fprintf(stderr, "error: %.*s: %.*s\n", cn, code, mn, msg);
+    fq_msg_free(m);
+    return 1;
+  }
+  return 0;
+}
+
+static int do_add(const aopts_t *o, fq_buf_t *req) {
+  if (!o->account || !o->client) return usage_err("add needs --account and --client-id");
+  if (!!o->access == !!o->access_file)
+    return usage_err("give one of --access-token and --access-token-file");
+  if (!!o->refresh == !!o->refresh_file)
+    return usage_err("give one of --refresh-token and --refresh-token-file");
+  if (!!o->region == !!o->base_url) return usage_err("give one of --region and --base-url");
+  if (o->access_file && o->refresh_file && strcmp(o->access_file, "-") == 0 &&
+      strcmp(o->refresh_file, "-") == 0)
+    return usage_err("only one of the tokens can come from stdin");
+  int rc = 2;
+  char *at = calloc(1, TOKEN_CAP + 2), *rt = calloc(1, TOKEN_CAP + 2);
+  if (!at || !rt) {
+    fprintf(stderr, "error: out of memory\n");
+    rc = 1;
+    goto out;
+  }
+  if (o->access_file) {
+    if (read_token(o->access_file, "access token", at)) goto out;
+  } else if (strlen(o->access) > TOKEN_CAP) {
+    usage_err("--access-token is longer than %d bytes", TOKEN_CAP);
+    goto out;
+  } else {
+    snprintf(at, TOKEN_CAP + 1, "%s", o->access);
+  }
+  if (o->refresh_file) {
+    if (read_token(o->refresh_file, "refresh token", rt)) goto out;
+  } else if (strlen(o->refresh) > TOKEN_CAP) {
+    usage_err("--refresh-token is longer than %d bytes", TOKEN_CAP);
+    goto out;
+  } else {
+    snprintf(rt, TOKEN_CAP + 1, "%s", o->refresh);
+  }
+  msgpack_packer pk;
+  msgpack_packer_init(&pk, req, buf_write);
+  msgpack_pack_map(&pk, 7);
+  pkv(&pk, "op", "admin");
+  pkv(&pk, "action", "account_add");
+  pkv(&pk, "account", o->account);
+  pkv(&pk, "access_token", at);
+  pkv(&pk, "refresh_token", rt);
+  pkv(&pk, "client_id", o->client);
+  if (o->region) pkv(&pk, "region", o->region);
+  else pkv(&pk, "base_url", o->base_url);
+  rc = -1;
+out:
+  if (at) OPENSSL_cleanse(at, TOKEN_CAP + 2);
+  if (rt) OPENSSL_cleanse(rt, TOKEN_CAP + 2);
+  free(at);
+  free(rt);
+  return rc;
+}
+
+static int cmd_account(int argc, char **argv) {
+  if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+      strcmp(argv[1], "help") == 0) {
+    fputs(g_help, argc < 2 ? stderr : stdout);
+    return argc < 2 ? 2 : 0;
+  }
+  const char *action = argv[1];
+  aopts_t o;
+  int rc = parse_opts(argc - 1, argv + 1, &o);
+  if (rc >= 0) return rc;
+  bool add = strcmp(action, "add") == 0, list = strcmp(action, "list") == 0,
+       get = strcmp(action, "get") == 0, rem = strcmp(action, "remove") == 0;
+  if (!add && !list && !get && !rem)
+    return usage_err("unknown action '%s' (add, list, get, remove)", action);
+  if (!add && (o.access || o.access_file || o.refresh || o.refresh_file || o.client ||
+               o.region || o.base_url))
+    return usage_err("token, client, region and base URL options only apply to add");
+  if (list && o.account) return usage_err("list takes no --account");
+  if ((get || rem) && !o.account) return usage_err("%s needs --account ID", action);
+
+  fq_buf_t req, raw;
+  fq_msg_t m;
+  fq_buf_init(&req, 64 * 1024);
+  fq_buf_init(&raw, FQ_CLIENT_MAX_REPLY);
+  if (add) {
+    if ((rc = do_add(&o, &req)) >= 0) goto out;
+  } else {
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &req, buf_write);
+    msgpack_pack_map(&pk, o.account ? 3 : 2);
+    pkv(&pk, "op", "admin");
+    pkv(&pk, "action", list ? "account_list" : get ? "account_get" : "account_remove");
+    if (o.account) pkv(&pk, "account", o.account);
+  }
+  rc = round_trip(&o, &req, &raw, &m);
+  if (rc) goto out;
+  if (!o.json) {
+    if (add) {
+      const msgpack_object *acc = fq_mp_get(m.root, "account");
+      int64_t exp = 0;
+      printf("account added\n");
+      print_account(acc);
+      if (!fq_mp_int(fq_mp_get(acc, "access_expires"), &exp))
+        printf("note: the access token is not a JWT, so its scopes and expiry are unknown;\n"
+               "      fleetqd refreshes it when Fleet API answers 401\n");
+    } else if (get) {
+      print_account(fq_mp_get(m.root, "account"));
+    } else if (rem) {
+      printf("account %s removed\n", o.account);
+    } else {
+      const msgpack_object *arr = fq_mp_get(m.root, "accounts");
+      uint32_t n = arr && arr->type == MSGPACK_OBJECT_ARRAY ? arr->via.array.size : 0;
+      if (n == 0) {
+        printf("no accounts (add one with 'fleetq account add')\n");
+      } else {
+        printf("%-24s %-6s %-34s %-30s %s\n", "ACCOUNT", "REGION", "ACCESS EXPIRES", "SCOPES",
+               "STATUS");
+        for (uint32_t i = 0; i < n; i++) {
+          const msgpack_object *a = &arr->via.array.ptr[i];
+          const char *id, *region, *fail;
+          int in = sfield(a, "id", &id), rn = sfield(a, "region", &region);
+          sfield(a, "refresh_failure", &fail);
+          int64_t exp = 0;
+          fq_mp_int(fq_mp_get(a, "access_expires"), &exp);
+          char when[80], scopes[256];
+          fmt_exp(exp, when, sizeof when);
+          scopes_text(a, scopes, sizeof scopes);
+          printf("%-24.*s %-6.*s %-34s %-30s %s\n", in, id, rn, region, when, scopes,
+                 strcmp(fail, "-") ? "REFRESH FAILED (see 'fleetq account get')" : "ok");
+        }
+      }
+    }
+  }
+  fq_msg_free(&m);
+  rc = 0;
+out:
+  /* The request of an add holds both tokens. */
+  if (req.data) OPENSSL_cleanse(req.data, req.alloc);
+  fq_buf_free(&req);
+  fq_buf_free(&raw);
+  return rc;
+}
+
+FQ_CLI_COMMAND("account", cmd_account, "add, list, show or remove Tesla accounts (admin)")
