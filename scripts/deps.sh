@@ -12,7 +12,7 @@ PKGS=(
   lmdb-utils
 )
 if [ "${FQ_DEPS_PERF:-0}" = 1 ]; then
-  PKGS+=(wrk redis-server gnuplot-nox)
+  PKGS+=(wrk redis-server gnuplot-nox libhiredis-dev)
 fi
 
 missing=()
