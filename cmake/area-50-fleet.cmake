@@ -18,6 +18,7 @@ else()
   fq_unit_test(test_ratelimit ${CMAKE_SOURCE_DIR}/tests/unit/test_ratelimit.c)
   fq_unit_test(test_fleetapi ${CMAKE_SOURCE_DIR}/tests/unit/test_fleetapi.c)
   fq_unit_test(test_accounts ${CMAKE_SOURCE_DIR}/tests/unit/test_accounts.c)
+  fq_program(bench_http ${CMAKE_SOURCE_DIR}/perf/bench_http.c)
   # The HTTPS tests make a throwaway CA with the openssl CLI.
   find_program(FQ_OPENSSL openssl)
   if(FQ_OPENSSL)

@@ -23,6 +23,8 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <unistd.h>
 
 #include "util.h"
 
@@ -46,11 +48,6 @@ typedef struct xfer {
   int64_t start_ns;
 } xfer_t;
 
-typedef struct sock {
-  curl_socket_t fd;
-  short events;
-} sock_t;
-
 struct fq_http {
   CURLM *multi;
   fq_http_opts_t o;
@@ -59,8 +56,8 @@ struct fq_http {
   xfer_t *slots;
   uint32_t free_head;     /* slot index + 1, 0 = none free */
   unsigned inflight;
-  sock_t *socks;
-  int nsocks, socks_alloc;
+  int epfd;               /* epoll set of curl's sockets, the one fd the owner polls */
+  int nsocks;             /* sockets curl currently has */
   int64_t timer_deadline_ns; /* -1 = no timer */
   fq_err_t *cb_err;       /* where the socket callback records ENOMEM */
 };
@@ -82,41 +79,34 @@ const char *fq_http_outcome_name(fq_http_outcome_t o) {
 
 /* ---- curl callbacks ---------------------------------------------------- */
 
-/* Track curl's sockets in a dense array; curl_multi_assign() keeps each
- * socket's array index (+1) so updates and removals are O(1). */
+/* Keep curl's sockets in our epoll set.  The owner polls only the epoll
+ * descriptor, so its poll set stays one item whatever the number of
+ * transfers, and fq_http_perform() touches only the ready sockets.
+ * Level-triggered, as curl expects. */
 static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp) {
   fq_http_t *h = userp;
   (void)easy;
-  uintptr_t idx1 = (uintptr_t)socketp;
   if (what == CURL_POLL_REMOVE) {
-    if (idx1 == 0 || idx1 > (uintptr_t)h->nsocks) return 0;
-    int i = (int)idx1 - 1;
-    int last = h->nsocks - 1;
-    if (i != last) {
-      h->socks[i] = h->socks[last];
-      curl_multi_assign(h->multi, h->socks[i].fd, (void *)(uintptr_t)(i + 1));
+    if (socketp) {
+      epoll_ctl(h->epfd, EPOLL_CTL_DEL, s, NULL); /* may already be closed: fine */
+      curl_multi_assign(h->multi, s, NULL);
+      h->nsocks--;
     }
-    h->nsocks--;
     return 0;
   }
-  short ev = 0;
-  if (what == CURL_POLL_IN || what == CURL_POLL_INOUT) ev |= ZMQ_POLLIN;
-  if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT) ev |= ZMQ_POLLOUT;
-  if (idx1 != 0 && idx1 <= (uintptr_t)h->nsocks && h->socks[idx1 - 1].fd == s) {
-    h->socks[idx1 - 1].events = ev;
-    return 0;
+  struct epoll_event ev = {.events = 0, .data.fd = s};
+  if (what == CURL_POLL_IN || what == CURL_POLL_INOUT) ev.events |= EPOLLIN;
+  if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT) ev.events |= EPOLLOUT;
+  int op = socketp ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+  if (epoll_ctl(h->epfd, op, s, &ev) != 0) {
+    /* A descriptor number reused behind our back: fix up and go on. */
+    int alt = op == EPOLL_CTL_ADD ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+    if (epoll_ctl(h->epfd, alt, s, &ev) != 0) return -1; /* curl fails the transfer */
   }
-  if (h->nsocks == h->socks_alloc) {
-    int na = h->socks_alloc ? h->socks_alloc * 2 : 64;
-    sock_t *ns = realloc(h->socks, (size_t)na * sizeof *ns);
-    if (!ns) return -1; /* curl fails the transfer with an error */
-    h->socks = ns;
-    h->socks_alloc = na;
+  if (!socketp) {
+    curl_multi_assign(h->multi, s, (void *)1);
+    h->nsocks++;
   }
-  h->socks[h->nsocks].fd = s;
-  h->socks[h->nsocks].events = ev;
-  h->nsocks++;
-  curl_multi_assign(h->multi, s, (void *)(uintptr_t)h->nsocks);
   return 0;
 }
 
@@ -212,6 +202,7 @@ fq_http_t *fq_http_new(const fq_http_opts_t *opts, fq_err_t *err) {
   }
   h = calloc(1, sizeof *h);
   if (!h) goto nomem;
+  h->epfd = -1;
   if (opts) h->o = *opts;
   if (h->o.connect_timeout_ms <= 0) h->o.connect_timeout_ms = 5000;
   if (h->o.total_timeout_ms <= 0) h->o.total_timeout_ms = 30000;
@@ -225,6 +216,11 @@ fq_http_t *fq_http_new(const fq_http_opts_t *opts, fq_err_t *err) {
   h->o.user_agent = h->user_agent;
   h->o.ca_file = NULL; /* not kept: the certificates are loaded now */
   h->timer_deadline_ns = -1;
+  h->epfd = epoll_create1(EPOLL_CLOEXEC);
+  if (h->epfd < 0) {
+    fq_errf(err, -errno, "epoll_create1: %s", strerror(errno));
+    goto fail;
+  }
   if (opts && opts->ca_file && load_ca(h, opts->ca_file, err) != 0) goto fail;
 
   h->slots = calloc(h->o.max_inflight, sizeof *h->slots);
@@ -259,11 +255,9 @@ fail:
 }
 
 static void xfer_release(fq_http_t *h, xfer_t *x) {
-  if (x->easy) {
-    curl_multi_remove_handle(h->multi, x->easy);
-    curl_easy_cleanup(x->easy);
-    x->easy = NULL;
-  }
+  /* The easy handle stays with the slot and is reset on reuse: saves an
+   * allocation and curl's per-handle setup on every request. */
+  if (x->easy) curl_multi_remove_handle(h->multi, x->easy);
   /* The header list holds the bearer token: wipe before freeing. */
   for (struct curl_slist *s = x->hdrs; s; s = s->next)
     if (s->data) OPENSSL_cleanse(s->data, strlen(s->data));
@@ -288,8 +282,10 @@ void fq_http_destroy(fq_http_t **hp) {
   }
   if (h->multi) curl_multi_cleanup(h->multi);
   if (h->extra_ca) sk_X509_pop_free(h->extra_ca, X509_free);
+  for (uint32_t i = 0; h->slots && i < h->o.max_inflight; i++)
+    if (h->slots[i].easy) curl_easy_cleanup(h->slots[i].easy);
   free(h->slots);
-  free(h->socks);
+  if (h->epfd >= 0) close(h->epfd);
   free(h->user_agent);
   free(h);
   *hp = NULL;
@@ -438,7 +434,8 @@ int fq_http_request(fq_http_t *h, const fq_http_req_t *req, fq_http_cb cb, void 
     memcpy(x->req_body, req->body, req->body_len);
     x->req_len = req->body_len;
   }
-  x->easy = curl_easy_init();
+  if (x->easy) curl_easy_reset(x->easy);
+  else x->easy = curl_easy_init();
   if (!x->easy) {
     rc = fq_errf(err, -ENOMEM, "curl_easy_init failed");
     goto out;
@@ -480,16 +477,21 @@ unsigned fq_http_inflight(const fq_http_t *h) { return h->inflight; }
 
 /* ---- poll integration -------------------------------------------------- */
 
-int fq_http_nfds(const fq_http_t *h) { return h->nsocks; }
+int fq_http_nfds(const fq_http_t *h) {
+  (void)h;
+  return 1;
+}
+
+int fq_http_nsockets(const fq_http_t *h) { return h->nsocks; }
 
 int fq_http_fds(const fq_http_t *h, zmq_pollitem_t *items, int max) {
-  for (int i = 0; i < h->nsocks && i < max; i++) {
-    items[i].socket = NULL;
-    items[i].fd = h->socks[i].fd;
-    items[i].events = h->socks[i].events;
-    items[i].revents = 0;
+  if (max >= 1) {
+    items[0].socket = NULL;
+    items[0].fd = h->epfd;
+    items[0].events = ZMQ_POLLIN;
+    items[0].revents = 0;
   }
-  return h->nsocks;
+  return 1;
 }
 
 long fq_http_timeout_ms(const fq_http_t *h) {
@@ -565,14 +567,27 @@ static void finish(fq_http_t *h, xfer_t *x, CURLcode code) {
 int fq_http_perform(fq_http_t *h, const zmq_pollitem_t *items, int n, fq_err_t *err) {
   int running = 0, done = 0;
   CURLMcode mc;
-  for (int i = 0; i < n; i++) {
-    if (!items[i].revents) continue;
-    int ev = 0;
-    if (items[i].revents & ZMQ_POLLIN) ev |= CURL_CSELECT_IN;
-    if (items[i].revents & ZMQ_POLLOUT) ev |= CURL_CSELECT_OUT;
-    if (items[i].revents & ZMQ_POLLERR) ev |= CURL_CSELECT_ERR;
-    mc = curl_multi_socket_action(h->multi, items[i].fd, ev, &running);
-    if (mc != CURLM_OK) return fq_errf(err, FQ_EHTTP, "curl: %s", curl_multi_strerror(mc));
+  /* The items only say whether the epoll set was ready; asking it directly
+   * (without waiting) costs one system call and also catches readiness
+   * that arrived after the poll. */
+  (void)items;
+  (void)n;
+  struct epoll_event evs[128];
+  for (int round = 0; round < 16; round++) {
+    int k = epoll_wait(h->epfd, evs, 128, 0);
+    if (k < 0) {
+      if (errno == EINTR) continue;
+      return fq_errf(err, -errno, "epoll_wait: %s", strerror(errno));
+    }
+    for (int i = 0; i < k; i++) {
+      int ev = 0;
+      if (evs[i].events & EPOLLIN) ev |= CURL_CSELECT_IN;
+      if (evs[i].events & EPOLLOUT) ev |= CURL_CSELECT_OUT;
+      if (evs[i].events & (EPOLLERR | EPOLLHUP)) ev |= CURL_CSELECT_ERR;
+      mc = curl_multi_socket_action(h->multi, evs[i].data.fd, ev, &running);
+      if (mc != CURLM_OK) return fq_errf(err, FQ_EHTTP, "curl: %s", curl_multi_strerror(mc));
+    }
+    if (k < 128) break;
   }
   if (h->timer_deadline_ns >= 0 && fq_mono_ns() >= h->timer_deadline_ns) {
     h->timer_deadline_ns = -1;
@@ -593,23 +608,11 @@ int fq_http_perform(fq_http_t *h, const zmq_pollitem_t *items, int n, fq_err_t *
 }
 
 int fq_http_run_once(fq_http_t *h, long max_wait_ms, fq_err_t *err) {
-  zmq_pollitem_t stack_items[256], *items = stack_items;
-  int n = h->nsocks, rc;
-  if (n > 256) {
-    items = malloc((size_t)n * sizeof *items);
-    if (!items) return fq_errf(err, -ENOMEM, "out of memory");
-  }
-  fq_http_fds(h, items, n);
+  zmq_pollitem_t item;
+  fq_http_fds(h, &item, 1);
   long t = fq_http_timeout_ms(h);
   if (t < 0 || t > max_wait_ms) t = max_wait_ms;
-  if (n > 0 || t > 0) {
-    if (zmq_poll(items, n, t) < 0 && errno != EINTR) {
-      rc = fq_errf(err, -errno, "zmq_poll: %s", zmq_strerror(errno));
-      goto out;
-    }
-  }
-  rc = fq_http_perform(h, items, n, err);
-out:
-  if (items != stack_items) free(items);
-  return rc;
+  if (zmq_poll(&item, 1, t) < 0 && errno != EINTR)
+    return fq_errf(err, -errno, "zmq_poll: %s", zmq_strerror(errno));
+  return fq_http_perform(h, &item, 1, err);
 }

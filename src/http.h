@@ -4,9 +4,10 @@
  *
  * A shard submits requests (fq_http_request / fq_http_post_json /
  * fq_http_get) and gets one completion callback per request.  Nothing here
- * blocks: sockets are watched by the caller's zmq_poll() (zmq_pollitem_t
- * accepts raw file descriptors), so one loop can serve an inproc ZeroMQ
- * socket and hundreds of HTTP transfers at once:
+ * blocks: curl's sockets live in an epoll set whose one descriptor the
+ * caller adds to its zmq_poll() (zmq_pollitem_t accepts raw file
+ * descriptors), so one loop serves an inproc ZeroMQ socket and thousands of
+ * HTTP transfers at once, and only ready sockets cost work:
  *
  *     for (;;) {
  *       items[0] = inproc socket;
@@ -152,22 +153,26 @@ int fq_http_cancel(fq_http_t *h, uint64_t id);
 /* Number of requests started and not yet completed or cancelled. */
 unsigned fq_http_inflight(const fq_http_t *h);
 
-/* Fill up to max poll items with the sockets curl wants watched (fd set,
- * socket NULL, events ZMQ_POLLIN / ZMQ_POLLOUT, revents 0).  Returns the
- * total number of sockets, which may exceed max: call again with a larger
- * array (fq_http_nfds() tells the size beforehand). */
+/* Fill the poll items the owner must watch for this client: always one
+ * item today (an epoll descriptor holding all of curl's sockets, POLLIN),
+ * whatever the number of transfers.  Writes at most max items and returns
+ * the number needed (fq_http_nfds() tells it beforehand). */
 int fq_http_fds(const fq_http_t *h, zmq_pollitem_t *items, int max);
 int fq_http_nfds(const fq_http_t *h);
+
+/* Number of sockets (connections) curl has open right now; for stats. */
+int fq_http_nsockets(const fq_http_t *h);
 
 /* How long the caller may wait before fq_http_perform() must run even if
  * no socket is ready: -1 = no timer (only sockets matter), 0 = now. */
 long fq_http_timeout_ms(const fq_http_t *h);
 
-/* Let curl act on the ready sockets in items[0..n) (as filled by
- * fq_http_fds() and then zmq_poll()) and on an expired timer, then run the
- * callbacks of every finished request.  Items with revents 0 are skipped;
- * items may be NULL with n 0 (timer only).  Returns the number of
- * callbacks run, or FQ_EHTTP if the multi handle failed (err set). */
+/* Let curl act on its ready sockets and on an expired timer, then run the
+ * callbacks of every finished request.  items/n are what fq_http_fds()
+ * filled and zmq_poll() updated; they may be NULL / 0 (readiness is read
+ * from the epoll set directly, without waiting, so calling this after any
+ * wake-up is correct).  Returns the number of callbacks run, or FQ_EHTTP /
+ * -errno if the multi handle or epoll failed (err set). */
 int fq_http_perform(fq_http_t *h, const zmq_pollitem_t *items, int n, fq_err_t *err);
 
 /* Convenience loop step for programs with nothing else to poll (tests,

@@ -426,7 +426,7 @@ FQ_TEST(http_hundreds_in_flight) {
   int64_t t0 = fq_mono_ns();
   int64_t end = t0 + 10 * 1000000000LL;
   while (res->done < 300 && fq_mono_ns() < end) {
-    if (fq_http_nfds(h) > max_fds) max_fds = fq_http_nfds(h);
+    if (fq_http_nsockets(h) > max_fds) max_fds = fq_http_nsockets(h);
     fq_http_run_once(h, 100, &err);
   }
   int64_t ms = (fq_mono_ns() - t0) / 1000000;
@@ -494,7 +494,7 @@ FQ_TEST(http_driven_by_zmq_poll_with_inproc_socket) {
     zmq_pollitem_t items[16];
     items[0] = (zmq_pollitem_t){.socket = a, .events = ZMQ_POLLIN};
     int n = fq_http_fds(h, items + 1, 15);
-    CHECK(n <= 15);
+    CHECK_INT(n, 1); /* one descriptor, however many transfers */
     long t = fq_http_timeout_ms(h);
     zmq_poll(items, 1 + n, t < 0 || t > 1000 ? 1000 : t);
     if (items[0].revents & ZMQ_POLLIN) {
