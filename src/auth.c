@@ -36,9 +36,6 @@
 #define TOKEN_REPLY_MAX (64 * 1024)
 #define BACKOFF_MIN_MS 5000
 #define BACKOFF_MAX_MS 300000
-/* A refresh request arriving this soon after a successful refresh of the
- * same account is answered by that refresh (the asker used the old token). */
-#define RECENT_OK_MS 10000
 /* A failed (rejected) account is not retried automatically; an explicit
  * request retries it at most this often. */
 #define FAILED_RETRY_MS 600000
@@ -416,9 +413,8 @@ out:
 }
 
 /* A refresh was asked for (a shard after a 401, the expiry scan, an admin
- * add of an expiring token).  Merged into a running one; skipped right
- * after a success (the asker held the previous token) or while waiting for
- * a retry; a rejected account is retried only now and then. */
+ * add of an expiring token).  Merged into a running one or into a
+ * scheduled retry; a rejected account is retried only now and then. */
 static void ref_request(fq_auth_t *a, const char *id, bool explicit_ask) {
   if (a->stopping) return;
   auth_ref_t *r = ref_get(a, id);
@@ -435,10 +431,10 @@ static void ref_request(fq_auth_t *a, const char *id, bool explicit_ask) {
     if (!explicit_ask || now - r->failed_ms < FAILED_RETRY_MS) return;
     break;
   case REF_IDLE:
-    if (r->last_ok_ms && now - r->last_ok_ms < RECENT_OK_MS) {
-      fq_auth_bump_generation(); /* make the asker re-read the new token */
-      return;
-    }
+    /* Even right after a success: the asker may have been refused the new
+     * token (it expired or was revoked early), and a request carries no
+     * hint of which token it held.  One extra refresh costs little; a
+     * skipped one fails commands. */
     break;
   }
   ref_start(a, r);

@@ -37,8 +37,9 @@
  * expires within FQ_OAUTH_REFRESH_MARGIN_S; a shard's request (after a
  * 401) and an account_add of an almost expired token start one at once.
  * Single flight per account: a request for an account whose refresh is
- * running is merged into it; one arriving within 10 s after a success is
- * answered by that success (generation bumped so the asker re-reads).
+ * running (or waiting for its retry) is merged into it; one arriving after
+ * it finished starts a new one (a request does not say which token the
+ * asker held, and a skipped refresh would fail commands).
  * 429 / 5xx / endpoint not reached: retry with backoff (5 s doubling to
  * 5 min, at least Retry-After).  A lost or unreadable reply: one retry
  * with the same refresh token.  Rejected: the failure is recorded and the
