@@ -14,36 +14,9 @@
 #include "fleetq/commands.h"
 #include "util.h"
 
-/* Scope names fleetq acts on.  commands.c has the same table behind
- * fq_scope_parse(); this copy keeps the token decoder usable (and testable)
- * on its own and matches one name at a time without building a string. */
-static const struct {
-  const char *name;
-  unsigned bit;
-} scopes[] = {
-    {"vehicle_cmds", FQ_SCOPE_VEHICLE_CMDS},
-    {"vehicle_charging_cmds", FQ_SCOPE_VEHICLE_CHARGING_CMDS},
-    {"energy_cmds", FQ_SCOPE_ENERGY_CMDS},
-    {"vehicle_device_data", FQ_SCOPE_VEHICLE_DEVICE_DATA},
-    {"energy_device_data", FQ_SCOPE_ENERGY_DEVICE_DATA},
-};
-
-static unsigned scope_bit(const char *w, size_t n) {
-  for (size_t i = 0; i < sizeof scopes / sizeof scopes[0]; i++)
-    if (strlen(scopes[i].name) == n && memcmp(scopes[i].name, w, n) == 0) return scopes[i].bit;
-  return 0;
-}
-
-unsigned fq_jwt_scope_words(const char *s) {
-  unsigned bits = 0;
-  while (*s) {
-    while (*s == ' ' || *s == ',') s++;
-    const char *w = s;
-    while (*s && *s != ' ' && *s != ',') s++;
-    if (s > w) bits |= scope_bit(w, (size_t)(s - w));
-  }
-  return bits;
-}
+/* Scope names are matched by the command table's fq_scope_parse(), so the
+ * token's scopes and the commands' requirements use one list of names. */
+unsigned fq_jwt_scope_words(const char *s) { return fq_scope_parse(s); }
 
 long fq_base64url_decode(const char *s, size_t len, uint8_t *out, size_t cap) {
   /* Map the URL alphabet onto the standard one and let util decode it. */
@@ -131,7 +104,7 @@ int fq_jwt_decode(const char *token, size_t len, fq_jwt_claims_t *out, fq_err_t 
         rc = fq_errf(err, FQ_EBADPARAM, "token claim scp[%zu] is not a string", i);
         goto out;
       }
-      out->scopes |= scope_bit(json_string_value(v), json_string_length(v));
+      out->scopes |= fq_scope_parse(json_string_value(v));
     }
   } else if (scp && !json_is_null(scp)) {
     rc = fq_errf(err, FQ_EBADPARAM, "token claim scp is neither a string nor an array");
