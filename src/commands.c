@@ -13,7 +13,6 @@
 #include "fleetq/commands.h"
 
 #include <inttypes.h>
-#include <math.h>
 #include <stdio.h>
 #include <string.h>
 

@@ -15,7 +15,6 @@
 
 #include <errno.h>
 #include <inttypes.h>
-#include <math.h>
 #include <msgpack.h>
 #include <openssl/evp.h>
 #include <stdio.h>
