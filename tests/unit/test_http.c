@@ -28,6 +28,7 @@ typedef struct srv {
   atomic_int conns;        /* connections accepted */
   atomic_int target_hits;  /* hits on /target (must stay 0) */
   atomic_int requests;
+  atomic_int drops;        /* hits on /drop, which closes without a reply */
   char last_auth[256];     /* Authorization header of the last /echo */
   char last_ct[128];
 } srv_t;
@@ -138,6 +139,12 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
     enum MHD_Result ret = MHD_queue_response(c, 200, r);
     MHD_destroy_response(r);
     return ret;
+  }
+  if (strcmp(url, "/drop") == 0) {
+    /* Read the whole request, then hang up without answering: the server
+     * got the command and the reply is lost. */
+    atomic_fetch_add(&s->drops, 1);
+    return MHD_NO;
   }
   if (strcmp(url, "/redirect") == 0) return reply(c, 302, "{}", "Location", "/target");
   if (strcmp(url, "/target") == 0) {
@@ -323,6 +330,36 @@ FQ_TEST(http_timeout_after_send_is_unknown) {
   CHECK_INT(res->r[0].err.code, FQ_EHTTP);
   CHECK(ms >= 250 && ms < 1400);
   if (!(ms >= 250 && ms < 1400)) fprintf(stderr, "  elapsed %lld ms\n", (long long)ms);
+  free(res);
+  fq_http_destroy(&h);
+  srv_stop(&s);
+}
+
+/* A reused keep-alive connection that dies after the request reached the
+ * server: curl would normally re-send on a fresh connection; fq_http must
+ * not (the server already has the command) and must report unknown. */
+FQ_TEST(http_no_silent_resend_on_reused_connection) {
+  srv_t s;
+  CHECK_INT(srv_start(&s, NULL, NULL), 0);
+  fq_err_t err;
+  fq_http_t *h = fq_http_new(NULL, &err);
+  results_t *res = new_results();
+  char u1[128], u2[128];
+  url(u1, sizeof u1, "http", &s, "/echo");
+  url(u2, sizeof u2, "http", &s, "/drop");
+  uint64_t id;
+  CHECK_INT(fq_http_post_json(h, u1, "t", "{}", 2, collect, res, &id, &err), 0);
+  run_until(h, res, 1); /* the connection is now in curl's keep-alive pool */
+  CHECK_INT(fq_http_post_json(h, u2, "t", "{\"cmd\":1}", 9, collect, res, &id, &err), 0);
+  run_until(h, res, 2);
+  CHECK_INT(res->done, 2);
+  CHECK_INT(res->r[1].outcome, FQ_HTTP_UNKNOWN);
+  CHECK_INT(res->r[1].status, 0);
+  usleep(200000);
+  CHECK_INT(atomic_load(&s.drops), 1); /* delivered once, never twice */
+  /* curl did want to retry on a new connection; the rewind was refused
+   * before anything was sent on it. */
+  CHECK_INT(res->r[1].curl_code, 65); /* CURLE_SEND_FAIL_REWIND */
   free(res);
   fq_http_destroy(&h);
   srv_stop(&s);
