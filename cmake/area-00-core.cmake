@@ -11,6 +11,7 @@ if(FQ_PASS STREQUAL "sources")
     ${CMAKE_SOURCE_DIR}/src/devq.c
     ${CMAKE_SOURCE_DIR}/src/shard.c
     ${CMAKE_SOURCE_DIR}/src/dispatch.c
+    ${CMAKE_SOURCE_DIR}/src/demo.c
     ${CMAKE_SOURCE_DIR}/src/ingress.c
   )
 else()

@@ -483,6 +483,8 @@ static void send_cmd(fq_dispatch_t *d, dev_t_ *dev, fq_cmdrec_t *rec) {
     dev->phase = PH_SEND;
     rec->attempts++;
     d->st.sent++;
+    rec->http = 0;
+    rec->fault = -1;
     move(d, rec, FQ_ST_SENT, "", 0);
     return;
   }
@@ -542,6 +544,8 @@ static void send_cmd(fq_dispatch_t *d, dev_t_ *dev, fq_cmdrec_t *rec) {
   dev->phase = PH_SEND;
   rec->attempts++;
   d->st.sent++;
+  rec->http = 0;
+  rec->fault = -1;
   move(d, rec, FQ_ST_SENT, "", 0);
 }
 
@@ -551,11 +555,7 @@ static void wake(fq_dispatch_t *d, dev_t_ *dev, fq_cmdrec_t *rec, const char *wh
     finish(d, dev, rec, FQ_ST_FAILED, "account was removed", FQ_ECONFIG);
     return;
   }
-  if (rec->state != FQ_ST_WAKING) {
-    char r[FQ_REASON_MAX];
-    snprintf(r, sizeof r, "%.440s; waking the vehicle", why);
-    move(d, rec, FQ_ST_WAKING, r, 0);
-  }
+  if (rec->state != FQ_ST_WAKING) move(d, rec, FQ_ST_WAKING, why, 0);
   if (!dev->wake_started) dev->wake_started = d->now;
   char path[128];
   snprintf(path, sizeof path, "/api/1/vehicles/%s/wake_up", dev->vin);

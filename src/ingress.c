@@ -447,7 +447,8 @@ int fq_ingress_run(fq_ingress_t *in) {
       }
     if (!stopping && (items[ns].revents & ZMQ_POLLIN)) {
       stopping = true;
-      fq_info("ingress", "stopping: draining %u shard(s)", ns);
+      fq_info("ingress", "stopping: draining %u shard(s)%s", nshards,
+              ns > nshards ? " and the auth thread" : "");
       for (unsigned i = 0; i < ns; i++) {
         char t = 'T';
         /* Blocking send: the stop request must get through even when the

@@ -17,6 +17,7 @@
 #include "accounts.h"
 #include "auth.h"
 #include "config.h"
+#include "demo.h"
 #include "dispatch.h"
 #include "ingress.h"
 #include "log.h"
@@ -44,6 +45,13 @@ int main(int argc, char **argv) {
     return 2;
   }
   fq_log_set_level(cfg.log_level);
+  fq_demo_t *demo = NULL;
+  if (cfg.demo) {
+    if (fq_demo_prepare(&cfg, &demo, &err) != 0) {
+      fprintf(stderr, "fleetqd --demo: %s\n", err.msg);
+      return 1;
+    }
+  }
   if (!cfg.shards) {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     cfg.shards = n > 0 ? (unsigned)n : 1;
@@ -169,9 +177,14 @@ int main(int argc, char **argv) {
           cfg.shards, cfg.data_dir, cfg.listen, cfg.publish);
   fprintf(stderr, "fleetqd: ready\n");
   fflush(stderr);
+  if (demo && fq_demo_start_tour(demo, stop_pipe[1]) != 0) {
+    fprintf(stderr, "fleetqd --demo: cannot start the tour\n");
+    _exit(1);
+  }
   rc = fq_ingress_run(in);
   status = rc ? 1 : 0;
   fq_info("fleetqd", "stopped");
+
 out:
   fq_ingress_destroy(&in);
   for (unsigned i = 0; i < cfg.shards; i++) fq_shard_destroy(&shards[i]);
@@ -179,6 +192,10 @@ out:
   fq_auth_destroy(&auth);
   fq_accounts_destroy(&accounts);
   fq_vcp_key_destroy(&key);
+  if (demo) {
+    if (status == 0) status = fq_demo_result(demo);
+    fq_demo_destroy(&demo);
+  }
   zmq_ctx_term(ctx);
   close(lockfd);
   return status;
