@@ -32,10 +32,7 @@ def body(c, w):
     k = extra.index("--ca-file")
     del extra[k:k + 2]
     d2 = fqlib.Daemon(shards=1, extra=extra, name="fleetqd-untrusting").start()
-    r = fqlib.cli("account", "add", "--endpoint", d2.endpoint, "--account", "acct1",
-                  "--access-token", w.accounts[0]["token"], "--refresh-token", "unused-r",
-                  "--client-id", dl.CLIENT_ID, "--base-url", w.base_url)
-    c.eq(r.returncode, 0, "account add on the second daemon", r.stdout, r.stderr)
+    dl.add_account(d2.endpoint, "acct1", w.accounts[0]["token"], "unused-r", w.base_url)
     cl = fqlib.Client(d2.endpoint)
     rep = cl.call({"op": "submit", "tenant": dl.TENANT, "key": "tls-untrusted",
                    "account": "acct1", "vin": V, "command": "set_charge_limit",
