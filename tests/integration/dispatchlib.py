@@ -155,6 +155,12 @@ class _TapHandler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         rec["status"] = resp.status
+        hook = tap.on_response
+        if hook:
+            # Lets a test act on the simulator (through its /sim control
+            # endpoints) at an exact point, before the daemon sees the
+            # answer; the answer itself is relayed unchanged.
+            hook(rec)
         try:
             self.send_response(resp.status, resp.reason)
             for k, v in resp.getheaders():
@@ -181,6 +187,7 @@ class Tap:
         self.up_port = up_port
         self.lock = threading.Lock()
         self.log = []
+        self.on_response = None
         self.srv = ThreadingHTTPServer(("127.0.0.1", port), _TapHandler)
         self.srv.daemon_threads = True
         self.srv.tap = self
