@@ -1,0 +1,385 @@
+#!/usr/bin/env bash
+# The whole benchmark suite in one command:
+#
+#   perf/run-all.sh            # full run, about 5-10 minutes
+#   perf/run-all.sh --quick    # smaller counts, fewer points: 1-2 minutes
+#
+# Installs what it needs (wrk, redis-server, gnuplot-nox, libhiredis-dev via
+# FQ_DEPS_PERF=1 scripts/deps.sh), builds a Release tree (FQ_PERF_BUILD,
+# default build-perf), runs every benchmark on loopback and writes
+# perf/RESULTS.md plus PNG plots under perf/results/.  Every row records the
+# machine, the versions and the date.  Figures from a shared 2-core machine
+# are noisy: compare rows of the same run, not runs of different days.
+#
+# Benchmarks, all in the same run:
+#   1. durable ingest: fleetq (bench_ingest) against its ZeroMQ and LMDB
+#      ceilings and against Redis 7 (appendfsync always, Lua SET NX + XADD
+#      dedupe, bench_redis) at the same concurrency and pipelining;
+#   2. ack and end-to-end latency versus offered load (fleetq-replay, open
+#      loop, several rates);
+#   3. fleetqd memory (RSS) and startup time with 10k, 100k and 1M stored
+#      commands (--quick: 10k and 100k);
+#   4. the libcurl ceiling of dispatch (bench_http), when built; fleetq's
+#      end-to-end dispatch rows are pending the dispatch issue.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+QUICK=0
+for a in "$@"; do
+  case "$a" in
+    --quick) QUICK=1 ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    *) echo "run-all: unknown argument $a (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+BUILD=${FQ_PERF_BUILD:-$ROOT/build-perf}
+OUT=$ROOT/perf/results
+PY=/usr/bin/python3
+[ -x "$PY" ] || PY=python3
+mkdir -p "$OUT"
+W=$(mktemp -d /tmp/fq-perf-XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]:-}"; do
+    [ -n "$p" ] && kill "$p" 2>/dev/null || true
+  done
+  rm -rf "$W"
+}
+trap cleanup EXIT
+say() { echo "run-all: $*" >&2; }
+T0=$(date +%s)
+
+if [ "$QUICK" = 1 ]; then
+  INGEST_COUNT=25000; ROUNDS=1
+  LOAD_RATES="2000 10000 30000"; LOAD_SECS=2
+  MEM_SIZES="10000 100000"
+else
+  INGEST_COUNT=100000; ROUNDS=3
+  LOAD_RATES="1000 5000 10000 20000 40000 60000 80000"; LOAD_SECS=5
+  MEM_SIZES="10000 100000 1000000"
+fi
+PRODUCERS=4; WINDOW=256; DEVICES=10000
+
+# ---- dependencies and build ----------------------------------------------
+FQ_DEPS_PERF=1 "$ROOT/scripts/deps.sh"
+say "building Release in $BUILD"
+cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DFQ_WERROR=OFF >"$W/cmake.log" 2>&1 ||
+  { cat "$W/cmake.log" >&2; exit 1; }
+TARGETS="fleetqd fleetq fleetq-replay bench_ingest bench_redis"
+grep -q 'bench_http' "$BUILD/Makefile" 2>/dev/null && TARGETS="$TARGETS bench_http"
+# shellcheck disable=SC2086
+cmake --build "$BUILD" -j2 --target $TARGETS >"$W/build.log" 2>&1 ||
+  { tail -40 "$W/build.log" >&2; exit 1; }
+BIN=$BUILD/bin
+
+free_port() {
+  "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# ---- the machine ---------------------------------------------------------
+{
+  echo "date=$(date -u '+%Y-%m-%d %H:%M UTC')"
+  echo "host=$(uname -srm)"
+  echo "cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//') x $(nproc)"
+  echo "mem=$(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
+  echo "fs=$(df -T /tmp | awk 'NR==2 {print $2}') (/tmp, data dirs)"
+  echo "fleetq=$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)"
+  echo "cc=$(cc --version | head -1)"
+  echo "libzmq=$(pkg-config --modversion libzmq)"
+  echo "lmdb=$(pkg-config --modversion lmdb)"
+  echo "msgpack=$(pkg-config --modversion msgpack)"
+  echo "redis=$(redis-server --version | sed 's/.*v=\([^ ]*\).*/\1/')"
+  echo "hiredis=$(pkg-config --modversion hiredis 2>/dev/null || echo none)"
+  echo "quick=$QUICK"
+} >"$W/machine.env"
+cat "$W/machine.env" >&2
+
+# ---- 1. durable ingest: fleetq, ceilings, Redis ----------------------------
+say "1/4 durable ingest: fleetq vs ZeroMQ and LMDB ceilings ($ROUNDS rounds)"
+"$BIN/bench_ingest" --fleetqd "$BIN/fleetqd" --producers $PRODUCERS --window $WINDOW \
+  --count $INGEST_COUNT --devices $DEVICES --rounds $ROUNDS --out "$OUT/ingest.md" \
+  | tee "$W/ingest.txt" >&2
+
+say "1/4 durable ingest: Redis (appendonly yes, appendfsync always)"
+RPORT=$(free_port)
+mkdir -p "$W/redis"
+redis-server --port "$RPORT" --bind 127.0.0.1 --dir "$W/redis" --appendonly yes \
+  --appendfsync always --save '' --daemonize no --logfile "$W/redis/log" &
+PIDS+=($!)
+REDIS_PID=$!
+for _ in $(seq 100); do redis-cli -p "$RPORT" ping >/dev/null 2>&1 && break; sleep 0.05; done
+"$BIN/bench_redis" --port "$RPORT" --script "$ROOT/perf/redis_dedupe.lua" \
+  --producers $PRODUCERS --window $WINDOW --count $INGEST_COUNT --devices $DEVICES \
+  --rounds $ROUNDS | tee "$W/redis.txt" >&2
+redis-cli -p "$RPORT" shutdown nosave >/dev/null 2>&1 || kill "$REDIS_PID" 2>/dev/null || true
+wait "$REDIS_PID" 2>/dev/null || true
+
+# ---- a fleetqd of our own -------------------------------------------------
+# start_daemon DATA_DIR -> sets DPID, EP, PUB; waits for "fleetqd: ready".
+start_daemon() {
+  local data=$1 log=$1.log
+  EP="tcp://127.0.0.1:$(free_port)"
+  PUB="tcp://127.0.0.1:$(free_port)"
+  "$BIN/fleetqd" --data "$data" --listen "$EP" --publish "$PUB" --log-level warn \
+    --default-ttl-ms 86400000 2>"$log" &
+  DPID=$!
+  PIDS+=($DPID)
+}
+wait_ping() {
+  for _ in $(seq 2000); do
+    "$BIN/fleetq" ping --endpoint "$EP" --timeout 0.2 >/dev/null 2>&1 && return 0
+    kill -0 "$DPID" 2>/dev/null || { echo "fleetqd exited" >&2; return 1; }
+  done
+  return 1
+}
+stop_daemon() {
+  kill -TERM "$DPID" 2>/dev/null || true
+  wait "$DPID" 2>/dev/null || true
+}
+rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+
+# ---- 2. latency versus offered load ---------------------------------------
+say "2/4 latency versus offered load: $LOAD_RATES /s, $LOAD_SECS s each"
+MAXRATE=0
+for r in $LOAD_RATES; do [ "$r" -gt "$MAXRATE" ] && MAXRATE=$r; done
+"$BIN/fleetq-replay" gen --out "$W/load.fqt" --count $((MAXRATE * LOAD_SECS)) \
+  --devices $DEVICES --rate "$MAXRATE" --seed 1 --ttl-ms 86400000 2>>"$W/gen.log"
+start_daemon "$W/load-data"
+wait_ping
+for r in $LOAD_RATES; do
+  "$BIN/fleetq-replay" run "$W/load.fqt" --endpoint "$EP" --publish "$PUB" --rate "$r" \
+    --duration "$LOAD_SECS" --conns 4 --key-prefix "r$r-" --drain 10 --json \
+    >"$W/load-$r.json" 2>>"$W/load.log" || true
+  "$PY" - "$W/load-$r.json" <<'EOF' >&2
+import json, sys
+j = json.load(open(sys.argv[1]))
+a = j["ack_latency_ms"]
+print(f"  offered {j['target_rate']:.0f}/s: achieved {j['rate']:.0f}/s, ack p50 {a['p50']} "
+      f"p99 {a['p99']} p99.9 {a['p999']} ms, errors {j['errors']}")
+EOF
+done
+stop_daemon
+
+# ---- 3. memory and startup with stored commands ---------------------------
+say "3/4 memory and startup with $MEM_SIZES stored commands"
+: >"$W/memory.tsv"
+for n in $MEM_SIZES; do
+  "$BIN/fleetq-replay" gen --out "$W/fill.fqt" --count "$n" --devices $DEVICES --uniform \
+    --seed 2 --ttl-ms 86400000 --key-prefix "m$n" 2>>"$W/gen.log"
+  start_daemon "$W/mem-$n"
+  wait_ping
+  rss_empty=$(rss_kb "$DPID")
+  t1=$(date +%s%N)
+  "$BIN/fleetq-replay" run "$W/fill.fqt" --endpoint "$EP" --max-inflight 256 --conns 4 \
+    --drain 30 --json >"$W/fill-$n.json" 2>>"$W/fill.log" || true
+  t2=$(date +%s%N)
+  acked=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["acked"])' "$W/fill-$n.json")
+  rss_full=$(rss_kb "$DPID")
+  stop_daemon
+  disk=$(du -sk "$W/mem-$n" | cut -f1)
+  t3=$(date +%s%N)
+  start_daemon "$W/mem-$n"
+  # Ready line, first ping (answered by the ingress thread alone) and first
+  # `get` of a stored command (answered by its shard): startup is the last.
+  start_ms=$("$PY" - "$t3" "$W/mem-$n.log" "$EP" "m$n-$((n - 1))" <<'EOF'
+import sys, time, msgpack, zmq
+t0, log, ep, key = int(sys.argv[1]) / 1e9, sys.argv[2], sys.argv[3], sys.argv[4]
+deadline = time.time() + 300
+while b"fleetqd: ready" not in open(log, "rb").read() and time.time() < deadline:
+    time.sleep(0.001)
+ctx = zmq.Context()
+s = ctx.socket(zmq.DEALER)
+s.setsockopt(zmq.LINGER, 0)
+s.setsockopt(zmq.RECONNECT_IVL, 2)
+s.connect(ep)
+s.send(msgpack.packb({"op": "get", "tenant": "replay", "key": key}))
+ok = False
+while time.time() < deadline and not ok:
+    if s.poll(100):
+        ok = msgpack.unpackb(s.recv(), raw=False).get("ok", False)
+        if not ok:
+            s.send(msgpack.packb({"op": "get", "tenant": "replay", "key": key}))
+print(round((time.time() - t0) * 1000) if ok else -1)
+EOF
+)
+  wait_ping
+  sleep 1
+  rss_restart=$(rss_kb "$DPID")
+  stop_daemon
+  fill_s=$(( (t2 - t1) / 1000000 ))
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$n" "$acked" "$fill_s" "$rss_empty" "$rss_full" \
+    "$rss_restart" "$start_ms" "$disk" >>"$W/memory.tsv"
+  say "  $n commands (acked $acked, fill ${fill_s} ms): RSS empty ${rss_empty} kB, filled ${rss_full} kB, after restart ${rss_restart} kB; restart until a stored command is served ${start_ms} ms; data ${disk} kB"
+  rm -rf "$W/mem-$n" "$W/fill.fqt"
+done
+
+# ---- 4. dispatch ceiling ----------------------------------------------------
+: >"$W/http.txt"
+if [ -x "$BIN/bench_http" ]; then
+  say "4/4 libcurl ceiling (bench_http)"
+  if [ "$QUICK" = 1 ]; then HREQ=20000; HR=1; else HREQ=100000; HR=3; fi
+  "$BIN/bench_http" --requests $HREQ --rounds $HR --out "$W/http.md" >"$W/http.txt" 2>&1 || true
+  tail -3 "$W/http.txt" >&2
+else
+  say "4/4 bench_http not built: libcurl ceiling skipped"
+fi
+
+# ---- results --------------------------------------------------------------
+say "writing perf/RESULTS.md and plots"
+ELAPSED=$(( $(date +%s) - T0 ))
+"$PY" - "$W" "$OUT" "$ROOT/perf/RESULTS.md" "$ELAPSED" "$LOAD_RATES" <<'EOF'
+import json, os, re, sys
+W, OUT, MD, ELAPSED, RATES = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
+env = dict(l.rstrip("\n").split("=", 1) for l in open(os.path.join(W, "machine.env")) if "=" in l)
+quick = env.get("quick") == "1"
+run = (f"{env['date']}; {env['cpu']}, {env['mem']}, {env['fs']}; fleetq {env['fleetq']}")
+tag = f"{env['date'][:16]}, {env['cpu'].split(' x ')[-1]} CPUs, fleetq {env['fleetq']}"
+
+def num(pat, text, cast=float):
+    m = re.search(pat, text)
+    return cast(m.group(1)) if m else None
+
+ing = open(os.path.join(W, "ingest.txt")).read()
+fq_rate = num(r"median: fleetq (\d+) acks/s", ing)
+zmq_rate = num(r"zmq ceiling (\d+) msg/s", ing)
+lmdb_rate = num(r"lmdb ceiling (\d+) puts/s", ing)
+rounds = re.findall(r"round \d+: fleetq (\d+) acks/s \(p50 ([\d.]+) p99 ([\d.]+) p99.9 ([\d.]+) ms", ing)
+fq_lat = next((r[1:] for r in rounds if float(r[0]) == fq_rate), rounds[0][1:] if rounds else ("?",) * 3)
+m = re.search(r"half load: offered (\d+)/s achieved (\d+) acks/s, p50 ([\d.]+) p99 ([\d.]+) p99.9 ([\d.]+) max ([\d.]+)", ing)
+fq_half = m.groups() if m else ("?",) * 6
+hdr = re.search(r"msg (\d+) B", ing)
+msg_size = hdr.group(1) if hdr else "?"
+red = open(os.path.join(W, "redis.txt")).read()
+rr = dict(kv.split("=") for kv in re.search(r"RESULT (.*)", red).group(1).split()) if "RESULT" in red else {}
+redis_rate = float(rr.get("rate", 0)) or None
+
+L = []
+w = L.append
+w("# fleetq benchmark results\n")
+w(f"Written by `perf/run-all.sh{' --quick' if quick else ''}` in {ELAPSED} s. Run: {run}.")
+w(f"Versions: {env['cc']}; libzmq {env['libzmq']}, LMDB {env['lmdb']}, msgpack-c {env['msgpack']}, "
+  f"Redis {env['redis']} (Debian), hiredis {env['hiredis']}; {env['host']}.\n")
+w("The machine is a shared 2-core VM: other work ran beside the benchmarks, so single figures "
+  "move by 10-30 % between runs. Compare rows of the same run (they are), not runs of different "
+  "days. Every benchmark talks over loopback to processes on the same two cores, so client and "
+  "server compete for CPU: absolute figures are lower bounds for a real deployment.\n")
+
+w("## 1. Durable ingest\n")
+w(f"Workload (the same for every row): {4} producer connections, each pipelining up to 256 "
+  f"submits (closed loop), `set_charge_limit` on one of 10,000 cars, unique idempotency keys, "
+  f"message {msg_size} bytes; an acknowledgement means the command is on disk (fsync) and its "
+  f"key deduplicated. Median of the rounds; latency of the median round. Then open loop at half "
+  f"the measured maximum, latency from the intended send time.\n")
+w("| system | acks/s | ack p50 / p99 / p99.9 ms at max | half load: achieved/s, p50 / p99 / p99.9 / max ms | vs fleetq | run |")
+w("|---|---|---|---|---|---|")
+w(f"| fleetq (fleetqd, LMDB group commit, fsync) | {fq_rate:.0f} | {' / '.join(fq_lat)} | "
+  f"{fq_half[1]}, {' / '.join(fq_half[2:])} | 1.00 | {tag} |")
+if redis_rate:
+    w(f"| Redis {env['redis']}, appendfsync always, Lua SET NX + XADD | {redis_rate:.0f} | "
+      f"{rr['p50']} / {rr['p99']} / {rr['p999']} | {rr['half_rate']}, {rr['half_p50']} / "
+      f"{rr['half_p99']} / {rr['half_p999']} / {rr['half_max']} | {redis_rate / fq_rate:.2f} | {tag} |")
+w(f"| ceiling: ZeroMQ DEALER/ROUTER echo, same messages | {zmq_rate:.0f} | - | - | {zmq_rate / fq_rate:.2f} | {tag} |")
+w(f"| ceiling: LMDB puts, batches of 1000 x 600 B, fsync per batch | {lmdb_rate:.0f} | - | - | {lmdb_rate / fq_rate:.2f} | {tag} |")
+w("")
+if redis_rate:
+    ratio = fq_rate / redis_rate
+    if ratio >= 1.5:
+        w(f"**fleetq's durable ingest is {ratio:.2f}x Redis'** on the same workload (goal: at least "
+          f"1.5x): met.\n")
+    else:
+        w(f"**fleetq's durable ingest is {ratio:.2f}x Redis'** on the same workload: short of the "
+          f"1.5x goal by {(1.5 - ratio) / 1.5 * 100:.0f} % ({1.5 * redis_rate - fq_rate:.0f} acks/s).\n")
+w("Why the figures are what they are. Both systems make a reply wait for fsync and both group "
+  "commit: fleetqd's shard threads gather every request that arrived while the previous batch "
+  "was being committed into one LMDB write transaction (one fsync per batch, up to 4096 "
+  "requests), and Redis with `appendfsync always` writes and fsyncs the AOF once per event-loop "
+  "iteration, before it answers the clients served in that iteration. The difference is the "
+  "work per request between fsyncs: Redis runs every submit through its single thread (Lua "
+  "call, SHA1, GET, XADD, SET, AOF rewrite of the effects), so its throughput is one core's "
+  "worth of script executions; fleetqd decodes and validates on the ingress thread and spreads "
+  "storage over shard threads, and its per-request work is a hash-table probe and a few LMDB "
+  "puts. fleetq also does more per request than the Redis script: it validates every parameter "
+  "against the command table, stores the command, its dedupe entry, its queue entry and a status "
+  "event, and publishes the event. The ZeroMQ ceiling is what loopback messaging alone allows "
+  "with the same producers; the LMDB ceiling is one writer doing batched puts with fsync, which "
+  "fleetq can exceed because it commits several shards in parallel.\n")
+w("![durable ingest](results/ingest.png)\n")
+with open(os.path.join(OUT, "ingest.dat"), "w") as f:
+    f.write(f'"fleetq" {fq_rate:.0f}\n')
+    if redis_rate:
+        f.write(f'"Redis (fsync always)" {redis_rate:.0f}\n')
+    f.write(f'"ZeroMQ ceiling" {zmq_rate:.0f}\n"LMDB ceiling" {lmdb_rate:.0f}\n')
+
+w("## 2. Latency versus offered load\n")
+w("`fleetq-replay run --rate R` against one fleetqd (default shards), 4 DEALER connections, "
+  "open loop: each request is sent at its intended time whatever happened before, and latency "
+  "counts from that intended time. Synthetic traffic (`fleetq-replay gen`, seed 1, default "
+  "command mix, Zipf 1.0 over 10,000 cars), a fresh key prefix per rate. End-to-end is measured "
+  "to the command's `queued` event on the status stream (nothing is dispatched in this setup: "
+  "the report of each run says so).\n")
+w("| offered/s | achieved/s | sent | errors | ack p50 | p90 | p99 | p99.9 | max ms | e2e (queued) p50 / p99 ms | run |")
+w("|---|---|---|---|---|---|---|---|---|---|---|")
+with open(os.path.join(OUT, "latency.dat"), "w") as f:
+    f.write("# offered achieved p50 p90 p99 p999 max e2e_p50 e2e_p99\n")
+    for r in RATES.split():
+        try:
+            j = json.load(open(os.path.join(W, f"load-{r}.json")))
+        except (OSError, ValueError):
+            w(f"| {r} | run failed | | | | | | | | | {tag} |")
+            continue
+        a, e = j["ack_latency_ms"], j["e2e_latency_ms"]
+        errs = sum(j["errors"].values())
+        fmt = lambda v: "-" if v is None else f"{v:.2f}"
+        w(f"| {float(r):.0f} | {j['rate']:.0f} | {j['sent']} | {errs} | {fmt(a['p50'])} | "
+          f"{fmt(a['p90'])} | {fmt(a['p99'])} | {fmt(a['p999'])} | {fmt(a['max'])} | "
+          f"{fmt(e['p50'])} / {fmt(e['p99'])} | {tag} |")
+        if a["p50"] is not None:
+            f.write(f"{r} {j['rate']:.0f} {a['p50']} {a['p90']} {a['p99']} {a['p999']} {a['max']} "
+                    f"{e['p50'] if e['p50'] is not None else 'NaN'} "
+                    f"{e['p99'] if e['p99'] is not None else 'NaN'}\n")
+w("")
+w("![latency versus offered load](results/latency.png)\n")
+
+w("## 3. Memory and startup with stored commands\n")
+w("A fresh fleetqd is filled with N queued commands (`fleetq-replay run --max-inflight 256`, "
+  "closed loop, ttl 24 h so nothing expires, uniform over 10,000 cars), stopped with SIGTERM and "
+  "started again on the same data; startup is the time from exec until a `get` of the last "
+  "stored command is answered by its shard (so it includes opening the stores and rebuilding "
+  "the in-memory dedupe table and device queues). RSS from /proc.\n")
+w("| stored commands | acked | fill rate/s | RSS empty MB | RSS filled MB | RSS after restart MB | restart until served ms | data on disk MB | run |")
+w("|---|---|---|---|---|---|---|---|---|")
+with open(os.path.join(OUT, "memory.dat"), "w") as f:
+    f.write("# commands rss_filled_mb rss_restart_mb startup_ms disk_mb\n")
+    for line in open(os.path.join(W, "memory.tsv")):
+        n, acked, fill_ms, e0, e1, e2, st, disk = line.split()
+        mb = lambda k: f"{int(k) / 1024:.1f}"
+        rate = int(acked) / (int(fill_ms) / 1000) if int(fill_ms) else 0
+        w(f"| {int(n):,} | {acked} | {rate:.0f} | {mb(e0)} | {mb(e1)} | {mb(e2)} | {st} | {mb(disk)} | {tag} |")
+        f.write(f"{n} {mb(e1)} {mb(e2)} {st} {mb(disk)}\n")
+w("")
+w("![memory and startup](results/memory.png)\n")
+
+w("## 4. End to end: dispatch through fleetsim\n")
+http = open(os.path.join(W, "http.txt")).read()
+hm = re.search(r"median: (\d+) req/s, ([\d.]+) client CPU us/req", http)
+w("| measure | figure | run |\n|---|---|---|")
+if hm:
+    w(f"| ceiling: libcurl multi, one thread, keep-alive, loopback HTTP (bench_http) | {hm.group(1)} req/s, {hm.group(2)} client CPU us/req | {tag} |")
+else:
+    w(f"| ceiling: libcurl multi (bench_http) | not built in this tree | {tag} |")
+w(f"| fleetq submit -> signed command -> fleetsim -> succeeded event, commands/s and latency | pending the dispatch issue | {tag} |")
+w("")
+w("## Reproduce\n")
+w("```sh\nperf/run-all.sh          # full suite (about 5-10 minutes)\nperf/run-all.sh --quick  # 1-2 minutes, smaller counts\n```\n")
+w("Pieces can be run alone: `build-perf/bin/bench_ingest --help`, `bench_redis`, "
+  "`fleetq-replay gen|run --help`. The traffic format is in `proto/traffic-format.md`.")
+open(MD, "w").write("\n".join(L) + "\n")
+EOF
+if command -v gnuplot >/dev/null; then
+  for p in ingest latency memory; do
+    gnuplot -e "datadir='$OUT'" "$ROOT/perf/plot-$p.gp" 2>>"$W/gnuplot.log" ||
+      { say "gnuplot failed for $p:"; cat "$W/gnuplot.log" >&2; }
+  done
+fi
+say "done in ${ELAPSED} s: perf/RESULTS.md, perf/results/*.png"
