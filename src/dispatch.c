@@ -99,7 +99,7 @@ struct fq_dispatch {
   fq_dispatch_opts_t o;
   fq_dispatch_env_t env;
   fq_http_t *http;
-  fq_rl_t *rl_dev, *rl_acct;
+  fq_rl_t *rl_dev;
   void *auth_push;
 
   dev_t_ **devs;
@@ -663,8 +663,11 @@ static void start_next(fq_dispatch_t *d, dev_t_ *dev) {
       wait = fq_rl_take(d->rl_dev, dev->name, strlen(dev->name), d->now);
       if (wait < 0) wait = 100;
     }
-    if (wait == 0 && d->rl_acct) {
-      wait = fq_rl_take(d->rl_acct, a->a.id, strlen(a->a.id), d->now);
+    fq_shared_rl_t *arl = d->o.account_rl;
+    if (wait == 0 && arl) {
+      pthread_mutex_lock(&arl->mu);
+      wait = fq_rl_take(arl->rl, a->a.id, strlen(a->a.id), fq_mono_ns() / 1000000);
+      pthread_mutex_unlock(&arl->mu);
       if (wait < 0) wait = 100;
       if (wait && d->rl_dev) fq_rl_refund(d->rl_dev, dev->name, strlen(dev->name));
     }
@@ -1051,12 +1054,6 @@ fq_dispatch_t *fq_dispatch_new(const fq_dispatch_opts_t *opts, const fq_dispatch
     fq_rl_opts_t ro = {.rate = 1e9, .burst = 1e9, .capacity = 65536};
     if (!(d->rl_dev = fq_rl_new(&ro, err))) goto fail;
   }
-  if (opts->account_rate > 0) {
-    fq_rl_opts_t ro = {.rate = opts->account_rate,
-                       .burst = opts->account_burst >= 1 ? opts->account_burst : 1,
-                       .capacity = 16384};
-    if (!(d->rl_acct = fq_rl_new(&ro, err))) goto fail;
-  }
   if (opts->auth_refresh_ep && opts->zmq_ctx) {
     d->auth_push = zmq_socket(opts->zmq_ctx, ZMQ_PUSH);
     int linger = 0;
@@ -1078,7 +1075,6 @@ void fq_dispatch_destroy(fq_dispatch_t **dp) {
   fq_http_destroy(&d->http); /* callbacks do not fire: their contexts leak
                                 nothing but a few bytes at exit */
   fq_rl_destroy(&d->rl_dev);
-  fq_rl_destroy(&d->rl_acct);
   if (d->auth_push) zmq_close(d->auth_push);
   for (size_t i = 0; d->devs && i < d->ndev_buckets; i++) {
     dev_t_ *x = d->devs[i];

@@ -20,17 +20,27 @@
 #ifndef FQ_DISPATCH_H
 #define FQ_DISPATCH_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <zmq.h>
 
 #include "accounts.h"
 #include "devq.h"
+#include "ratelimit.h"
 #include "fleetq/error.h"
 #include "store.h"
 #include "vcp.h"
 
 typedef struct fq_dispatch fq_dispatch_t;
+
+/* Account limits are per account across every shard, so their buckets are
+ * the one piece of mutable state the shards share: a table behind a mutex,
+ * taken once per command start. */
+typedef struct fq_shared_rl {
+  pthread_mutex_t mu;
+  fq_rl_t *rl;
+} fq_shared_rl_t;
 
 typedef struct fq_dispatch_opts {
   const fq_vcp_key_t *key;     /* fleet key, or NULL: vehicle commands then fail */
@@ -45,7 +55,7 @@ typedef struct fq_dispatch_opts {
   int64_t http_timeout_ms;     /* [10000] */
   int64_t wake_timeout_ms;     /* [120000] give up waking after this long */
   double device_rate, device_burst;   /* 0 = no per-device limit */
-  double account_rate, account_burst; /* 0 = no per-account limit */
+  fq_shared_rl_t *account_rl;  /* per-account buckets shared by all shards, or NULL */
 } fq_dispatch_opts_t;
 
 /* What the dispatcher needs from its shard. */

@@ -4,6 +4,7 @@
  * thread until SIGTERM / SIGINT, then drains and exits 0.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -95,6 +96,7 @@ int main(int argc, char **argv) {
   fq_vcp_key_t *key = NULL;
   fq_accounts_t *accounts = NULL;
   fq_auth_t *auth = NULL;
+  fq_shared_rl_t account_rl = {.rl = NULL};
   int status = 1;
   if (cfg.key_file[0] && fq_vcp_key_load(cfg.key_file, &key, &err) != 0) {
     fprintf(stderr, "fleetqd: --key: %s\n", err.msg);
@@ -130,8 +132,19 @@ int main(int argc, char **argv) {
                               .wake_timeout_ms = cfg.wake_timeout_ms,
                               .device_rate = cfg.device_rate,
                               .device_burst = cfg.device_burst,
-                              .account_rate = cfg.account_rate,
-                              .account_burst = cfg.account_burst};
+                              .account_rl = NULL};
+  if (cfg.account_rate > 0) {
+    fq_rl_opts_t ro = {.rate = cfg.account_rate,
+                       .burst = cfg.account_burst >= 1 ? cfg.account_burst : 1,
+                       .capacity = 65536};
+    account_rl.rl = fq_rl_new(&ro, &err);
+    if (!account_rl.rl) {
+      fprintf(stderr, "fleetqd: --account-rate: %s\n", err.msg);
+      goto out;
+    }
+    pthread_mutex_init(&account_rl.mu, NULL);
+    dopts.account_rl = &account_rl;
+  }
   for (unsigned i = 0; i < cfg.shards; i++) {
     fq_shard_opts_t so = {.zmq_ctx = ctx,
                           .data_dir = cfg.data_dir,
@@ -190,6 +203,7 @@ out:
   for (unsigned i = 0; i < cfg.shards; i++) fq_shard_destroy(&shards[i]);
   free(shards);
   fq_auth_destroy(&auth);
+  fq_rl_destroy(&account_rl.rl);
   fq_accounts_destroy(&accounts);
   fq_vcp_key_destroy(&key);
   if (demo) {
