@@ -14,6 +14,7 @@
 #include <inttypes.h>
 #include <msgpack.h>
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -124,7 +125,11 @@ typedef struct auth_ref {
   int64_t last_ok_ms;     /* last successful refresh */
   int64_t failed_ms;      /* when it was rejected */
   bool stale;             /* the account was replaced or removed while the
-                             request ran: its answer must not be stored */
+                             request ran: its answer must not be stored,
+                             unless the new record kept the refresh token
+                             that was sent */
+  uint8_t sent_hash[32];  /* SHA-256 of the refresh token sent (no secret
+                             kept in memory longer than the request) */
   bool pending;           /* another request came in while in flight */
   bool doubtful;          /* the previous attempt may have spent the refresh
                              token (lost or unreadable reply) */
@@ -318,6 +323,25 @@ static int token_url_for(const fq_auth_t *a, const fq_account_t *acc, char *out,
 
 static void on_token_reply(void *ud, const fq_http_resp_t *resp);
 
+/* SHA-256 of a refresh token, to recognise it later without keeping it. */
+static void rt_hash(const char *rt, uint8_t out[32]) {
+  unsigned n = 0;
+  if (EVP_Digest(rt, strlen(rt), out, &n, EVP_sha256(), NULL) != 1) memset(out, 0, 32);
+}
+
+/* Does the stored account still hold the refresh token r sent? */
+static bool still_holds_sent(fq_auth_t *a, const auth_ref_t *r) {
+  fq_account_t *acc = fq_account_new();
+  uint8_t h[32];
+  bool same = false;
+  if (acc && fq_accounts_get(a->o.accounts, r->id, acc, NULL) == 0) {
+    rt_hash(acc->refresh_token, h);
+    same = CRYPTO_memcmp(h, r->sent_hash, 32) == 0;
+  }
+  fq_account_free(&acc);
+  return same;
+}
+
 /* Wait before the next try; the wait doubles up to BACKOFF_MAX_MS. */
 static void ref_backoff(auth_ref_t *r, int64_t now, int64_t at_least_ms) {
   int64_t w = r->backoff_ms > at_least_ms ? r->backoff_ms : at_least_ms;
@@ -400,6 +424,7 @@ static void ref_start(fq_auth_t *a, auth_ref_t *r) {
     }
     goto out;
   }
+  rt_hash(acc->refresh_token, r->sent_hash);
   r->state = REF_INFLIGHT;
   r->http_id = hid;
   r->stale = false;
@@ -448,9 +473,15 @@ static void on_token_reply(void *ud, const fq_http_resp_t *resp) {
   int64_t now = fq_now_ms();
   if (!r) goto out; /* cannot happen: slots of running requests stay */
   r->state = REF_IDLE;
+  if (r->stale && still_holds_sent(a, r)) {
+    /* Re-added with the same refresh token (say, the same `account add`
+     * run twice): the endpoint may just have spent it, so this answer is
+     * the account's only way forward.  Handle it as usual. */
+    r->stale = false;
+  }
   if (r->stale) {
-    /* The account was replaced or removed while this ran: the answer
-     * belongs to tokens nobody holds any more. */
+    /* The account was replaced (other tokens) or removed while this ran:
+     * the answer belongs to tokens nobody holds any more. */
     r->stale = false;
     fq_info(MOD, "account %s: dropped the answer of a refresh for replaced tokens", r->id);
     if (r->pending) {

@@ -898,6 +898,52 @@ FQ_TEST(auth_refresh_expiring_tokens_by_itself) {
   rmrf(h.dir);
 }
 
+/* An account re-added while its refresh runs: with the same refresh token
+ * the answer is still stored (the endpoint spent that token); with other
+ * tokens it is dropped and the new tokens stay. */
+FQ_TEST(auth_readd_during_refresh) {
+  tok_srv_t srv;
+  CHECK_INT(tok_start(&srv, "NA_same"), 0);
+  char url[128];
+  snprintf(url, sizeof url, "http://127.0.0.1:%u/oauth2/v3/token", srv.port);
+  harness_t h = {0};
+  CHECK_INT(h_start(&h, url, NULL, 0, false), 0);
+  kv_t add[] = {{"account", "readd"}, {"access_token", "opaque-r"},
+                {"refresh_token", "NA_same"}, {"client_id", "c"}, {"region", "na"}};
+  fq_msg_t m;
+  fq_buf_t raw;
+  fq_buf_init(&raw, 1 << 20);
+  CHECK_INT(admin(&h, "account_add", add, 5, 0, &m, &raw), 0);
+  fq_msg_free(&m);
+  atomic_store(&srv.delay_ms, 500);
+  push_refresh(&h, "readd");
+  calls_wait_t cw = {&srv, 1};
+  CHECK(wait_until(calls_reach, &cw, 3000));
+  CHECK_INT(admin(&h, "account_add", add, 5, 0, &m, &raw), 0); /* the same again */
+  fq_msg_free(&m);
+  acct_wait_t aw = {&h, "readd", "NA_rotated-1"};
+  CHECK(wait_until(stored_rt_is, &aw, 5000));
+
+  push_refresh(&h, "readd");
+  cw.n = 2;
+  CHECK(wait_until(calls_reach, &cw, 3000));
+  kv_t other[] = {{"account", "readd"}, {"access_token", "opaque-new"},
+                  {"refresh_token", "NA_from_user"}, {"client_id", "c"}, {"region", "na"}};
+  CHECK_INT(admin(&h, "account_add", other, 5, 0, &m, &raw), 0);
+  fq_msg_free(&m);
+  usleep(900000); /* the running request answers meanwhile */
+  fq_account_t *st = fq_account_new();
+  CHECK_INT(fq_accounts_get(h.acc, "readd", st, NULL), 0);
+  CHECK_STR(st->refresh_token, "NA_from_user");
+  CHECK_STR(st->access_token, "opaque-new");
+  fq_account_free(&st);
+  CHECK_INT(atomic_load(&srv.calls), 2);
+  fq_buf_free(&raw);
+  h_stop(&h);
+  tok_stop(&srv);
+  rmrf(h.dir);
+}
+
 /* Stopping while a token request runs waits for its answer and stores
  * the rotated token: losing it would lock the account out. */
 FQ_TEST(auth_stop_waits_for_running_refresh) {
