@@ -465,6 +465,70 @@ FQ_TEST(auth_admin_rejects_bad_requests) {
   rmrf(h.dir);
 }
 
+/* Seeded mutations of valid admin bodies: every one gets exactly one
+ * well-formed reply map with a boolean `ok`, and the thread keeps serving. */
+FQ_TEST(auth_admin_mutations) {
+  harness_t h = {0};
+  CHECK_INT(h_start(&h, NULL, NULL, 0, false), 0);
+  unsigned seed = 20261129;
+  printf("  seed %u\n", seed);
+  srand(seed);
+  kv_t add[] = {{"account", "m-1"}, {"access_token", "tok-a"}, {"refresh_token", "tok-r"},
+                {"client_id", "c"}, {"base_url", "http://127.0.0.1:9"}};
+  kv_t one[] = {{"account", "m-1"}};
+  fq_buf_t base[3], body, raw;
+  for (int i = 0; i < 3; i++) fq_buf_init(&base[i], 4096);
+  build(&base[0], "account_add", add, 5, 5);
+  build(&base[1], "account_get", one, 1, 6);
+  build(&base[2], "account_list", NULL, 0, 7);
+  fq_buf_init(&body, 8192);
+  fq_buf_init(&raw, 1 << 20);
+  int bad = 0, oks = 0;
+  for (int it = 0; it < 3000; it++) {
+    const fq_buf_t *b = &base[it % 3];
+    fq_buf_reset(&body);
+    fq_buf_append(&body, b->data, b->len);
+    int nmut = 1 + rand() % 4;
+    for (int k = 0; k < nmut; k++) {
+      size_t pos = (size_t)rand() % body.len;
+      switch (rand() % 4) {
+      case 0: body.data[pos] = (uint8_t)rand(); break;
+      case 1: body.data[pos] ^= (uint8_t)(1u << (rand() % 8)); break;
+      case 2: body.len = pos ? pos : 1; break; /* truncate */
+      default: {
+        uint8_t extra[4] = {(uint8_t)rand(), (uint8_t)rand(), (uint8_t)rand(), (uint8_t)rand()};
+        fq_buf_append(&body, extra, 1 + (size_t)rand() % 4);
+      }
+      }
+    }
+    if (roundtrip(&h, &body, &raw) != 0) {
+      bad++;
+      break;
+    }
+    fq_msg_t m;
+    fq_err_t err;
+    bool okv = false;
+    if (fq_msg_decode(&m, raw.data, raw.len, &err) != 0) {
+      bad++;
+      continue;
+    }
+    if (!fq_mp_bool(fq_mp_get(m.root, "ok"), &okv)) bad++;
+    if (okv) oks++;
+    fq_msg_free(&m);
+  }
+  CHECK_INT(bad, 0);
+  printf("  3000 mutated bodies, %d accepted\n", oks);
+  fq_msg_t m;
+  CHECK_INT(admin(&h, "account_list", NULL, 0, 0, &m, &raw), 0);
+  CHECK(reply_ok(&m));
+  fq_msg_free(&m);
+  for (int i = 0; i < 3; i++) fq_buf_free(&base[i]);
+  fq_buf_free(&body);
+  fq_buf_free(&raw);
+  h_stop(&h);
+  rmrf(h.dir);
+}
+
 FQ_TEST(auth_base_url_rules) {
   fq_err_t e;
   CHECK_INT(fq_auth_check_base_url("https://fleet-api.prd.na.vn.cloud.tesla.com", NULL, &e), 0);
