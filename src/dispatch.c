@@ -43,6 +43,7 @@ enum resume { R_NONE = 0, R_KICK, R_SEND, R_WAKE_POLL, R_LAUNCH, R_TOKEN_TIMEOUT
 
 typedef struct dev {
   struct dev *next;          /* hash chain */
+  fq_dispatch_t *owner;      /* for HTTP callbacks (at most one request per device) */
   struct dev *hold_next;     /* list of HOLD devices */
   char name[FQ_DEVICE_MAX];
   bool vehicle;
@@ -145,6 +146,7 @@ static dev_t_ *dev_get(fq_dispatch_t *d, const char *name) {
     x->site = strtoull(name + 2, NULL, 10);
   }
   fq_buf_init(&x->body, 64 * 1024);
+  x->owner = d;
   x->next = d->devs[b];
   d->devs[b] = x;
   return x;
@@ -858,12 +860,6 @@ static void on_handshake_reply(fq_dispatch_t *d, dev_t_ *dev, fq_cmdrec_t *rec,
   retry_later(d, dev, rec, d->o.retry_backoff_ms, o.reason[0] ? o.reason : e.msg);
 }
 
-/* The context of one HTTP request: freed by its callback. */
-typedef struct cb_ctx {
-  fq_dispatch_t *d;
-  dev_t_ *dev;
-} cb_ctx_t;
-
 static void completion(fq_dispatch_t *d, dev_t_ *dev, const fq_http_resp_t *resp) {
   dev->http_id = 0;
   if (!dev->cur) return;
@@ -941,11 +937,8 @@ static void completion(fq_dispatch_t *d, dev_t_ *dev, const fq_http_resp_t *resp
 }
 
 static void http_cb(void *ud, const fq_http_resp_t *resp) {
-  cb_ctx_t *c = ud;
-  fq_dispatch_t *d = c->d;
-  dev_t_ *dev = c->dev;
-  free(c);
-  completion(d, dev, resp);
+  dev_t_ *dev = ud;
+  completion(dev->owner, dev, resp);
 }
 
 /* --- timers --------------------------------------------------------------- */
@@ -1072,8 +1065,7 @@ fail:
 void fq_dispatch_destroy(fq_dispatch_t **dp) {
   if (!dp || !*dp) return;
   fq_dispatch_t *d = *dp;
-  fq_http_destroy(&d->http); /* callbacks do not fire: their contexts leak
-                                nothing but a few bytes at exit */
+  fq_http_destroy(&d->http); /* aborts transfers; their callbacks do not fire */
   fq_rl_destroy(&d->rl_dev);
   if (d->auth_push) zmq_close(d->auth_push);
   for (size_t i = 0; d->devs && i < d->ndev_buckets; i++) {
@@ -1221,7 +1213,6 @@ void fq_dispatch_launch(fq_dispatch_t *d) {
     x->launch_pending = false;
     x->launch_next = NULL;
     acct_t *a = acct_get(d, x->account);
-    cb_ctx_t *c = malloc(sizeof *c);
     fq_http_req_t req = {.method = x->method,
                          .url = x->url,
                          .bearer = a ? a->a.access_token : NULL,
@@ -1232,13 +1223,8 @@ void fq_dispatch_launch(fq_dispatch_t *d) {
       req.body_len = 2;
     }
     fq_err_t e;
-    int rc = c ? fq_http_request(d->http, &req, http_cb, c, &x->http_id, &e) : -ENOMEM;
-    if (c) {
-      c->d = d;
-      c->dev = x;
-    }
+    int rc = fq_http_request(d->http, &req, http_cb, x, &x->http_id, &e);
     if (rc != 0) {
-      free(c);
       /* Not sent: try again shortly, or fail the command next step. */
       if (rc != FQ_EBUSY && rc != -ENOMEM) {
         x->launch_error = rc;
