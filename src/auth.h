@@ -1,10 +1,10 @@
 /*
  * The auth thread: the one writer of the account store.  It answers the
- * admin requests that the ingress forwards (account add / list / remove),
- * refreshes OAuth tokens with single flight per account (on a shard's
- * request after a 401, and proactively about five minutes before expiry),
- * and stores every rotated refresh token durably before the new access
- * token can be used.
+ * admin requests that the ingress forwards (account add / list / get /
+ * remove), refreshes OAuth tokens with single flight per account (on a
+ * shard's request after a 401, and proactively about five minutes before
+ * expiry), and stores every rotated refresh token durably before the new
+ * access token can be used.
  *
  * Messaging (inproc ZeroMQ, like the shards).  fq_auth_new() binds both
  * sockets itself, at fixed endpoints (one auth side per ZeroMQ context),
@@ -73,7 +73,8 @@ typedef struct fq_auth_opts {
   fq_accounts_t *accounts;   /* shared, borrowed */
   const char *ca_file;       /* extra trusted CA for the token endpoint, or NULL */
   const char *token_url;     /* override of the regional token endpoint, or NULL */
-  const char *extra_host;    /* simulator host[:port] allowed besides Tesla's, or NULL */
+  const char *extra_host;    /* simulator host[:port] allowed besides Tesla's in an
+                                account_add base_url (fleetqd --allow-host), or NULL */
   bool allow_remote_admin;   /* reserved (see above); not used yet */
   int scan_interval_ms;      /* expiry scan period; 0 = FQ_AUTH_SCAN_INTERVAL_MS */
 } fq_auth_opts_t;
