@@ -285,6 +285,7 @@ int fq_fa_classify(const fq_fa_input_t *in, fq_fa_result_t *out) {
     char host[240]; /* 253 is DNS's limit; Tesla's hosts are ~40 */
     if (region_host(in, host, sizeof host) && fq_fa_host_allowed(host, in->extra_host)) {
       out->cls = FQ_FA_WRONG_REGION;
+      out->code = FQ_EHTTP;
       snprintf(out->base_url, sizeof out->base_url, "https://%s", host);
       R("account belongs to another region: switching to %s", out->base_url);
     } else {

@@ -51,6 +51,14 @@ static int get_int(json_t *o, const char *key, int64_t *v, fq_err_t *err) {
   return fq_errf(err, FQ_EBADPARAM, "token claim %s is not a number", key);
 }
 
+/* Copy a JSON string with control and non-ASCII bytes replaced by '?':
+ * claims end up in logs and replies, where they must not carry escape
+ * sequences. */
+static void copy_clean(char *out, const char *s, size_t n) {
+  for (size_t i = 0; i < n; i++) out[i] = (s[i] >= 0x20 && s[i] < 0x7f) ? s[i] : '?';
+  out[n] = 0;
+}
+
 static int get_str(json_t *o, const char *key, char *out, size_t cap, fq_err_t *err) {
   json_t *j = json_object_get(o, key);
   out[0] = 0;
@@ -58,7 +66,7 @@ static int get_str(json_t *o, const char *key, char *out, size_t cap, fq_err_t *
   if (!json_is_string(j)) return fq_errf(err, FQ_EBADPARAM, "token claim %s is not a string", key);
   if (json_string_length(j) >= cap)
     return fq_errf(err, FQ_EBADPARAM, "token claim %s longer than %zu bytes", key, cap - 1);
-  memcpy(out, json_string_value(j), json_string_length(j) + 1);
+  copy_clean(out, json_string_value(j), json_string_length(j));
   return 0;
 }
 
@@ -114,7 +122,7 @@ int fq_jwt_decode(const char *token, size_t len, fq_jwt_claims_t *out, fq_err_t 
   json_t *aud = json_object_get(root, "aud");
   if (json_is_string(aud)) {
     if (json_string_length(aud) < FQ_JWT_STR_MAX) {
-      memcpy(out->aud[0], json_string_value(aud), json_string_length(aud) + 1);
+      copy_clean(out->aud[0], json_string_value(aud), json_string_length(aud));
       out->naud = 1;
     }
   } else if (json_is_array(aud)) {
@@ -128,7 +136,7 @@ int fq_jwt_decode(const char *token, size_t len, fq_jwt_claims_t *out, fq_err_t 
       /* Over-long or surplus audiences are skipped, not fatal: only the
        * fleet-api ones matter and they are short. */
       if (out->naud < FQ_JWT_MAX_AUD && json_string_length(v) < FQ_JWT_STR_MAX) {
-        memcpy(out->aud[out->naud], json_string_value(v), json_string_length(v) + 1);
+        copy_clean(out->aud[out->naud], json_string_value(v), json_string_length(v));
         out->naud++;
       }
     }
