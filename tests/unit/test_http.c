@@ -629,20 +629,33 @@ FQ_TEST(https_with_extra_ca_and_refusals) {
   CHECK_INT(res->r[1].outcome, FQ_HTTP_NOT_SENT);
   CHECK_INT(res->r[1].curl_code, 60); /* CURLE_PEER_FAILED_VERIFICATION */
   CHECK_INT(atomic_load(&bad.requests), 0);
+  /* A second trusted server through the same handle: a new connection
+   * after the first (curl may reuse a cached trust store by then) still
+   * trusts the extra CA. */
+  srv_t good2;
+  CHECK_INT(srv_start(&good2, gk, gc), 0);
+  char u2[128];
+  url(u2, sizeof u2, "https", &good2, "/echo");
+  CHECK_INT(fq_http_post_json(h, u2, "t2", "{}", 2, collect, res, &id, &err), 0);
+  run_until(h, res, 3);
+  CHECK_INT(res->r[2].outcome, FQ_HTTP_COMPLETE);
+  CHECK_INT(res->r[2].status, 200);
+  CHECK_STR(good2.last_auth, "Bearer t2");
+  srv_stop(&good2);
   fq_http_destroy(&h);
 
   /* Without the CA, or with an unrelated one: refused, nothing sent. */
   h = fq_http_new(NULL, &err);
   CHECK_INT(fq_http_post_json(h, u, "t", "{}", 2, collect, res, &id, &err), 0);
-  run_until(h, res, 3);
-  CHECK_INT(res->r[2].outcome, FQ_HTTP_NOT_SENT);
-  CHECK_INT(res->r[2].curl_code, 60);
+  run_until(h, res, 4);
+  CHECK_INT(res->r[3].outcome, FQ_HTTP_NOT_SENT);
+  CHECK_INT(res->r[3].curl_code, 60);
   fq_http_destroy(&h);
   o.ca_file = other;
   h = fq_http_new(&o, &err);
   CHECK_INT(fq_http_post_json(h, u, "t", "{}", 2, collect, res, &id, &err), 0);
-  run_until(h, res, 4);
-  CHECK_INT(res->r[3].outcome, FQ_HTTP_NOT_SENT);
+  run_until(h, res, 5);
+  CHECK_INT(res->r[4].outcome, FQ_HTTP_NOT_SENT);
   fq_http_destroy(&h);
   CHECK_INT(atomic_load(&good.requests), 1);
 
