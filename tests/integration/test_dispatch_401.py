@@ -13,7 +13,7 @@ TOKEN_CALLS = r"POST /oauth2/v3/token$"
 
 def limit(c, w, key, pct):
     i = w.submit(key, "set_charge_limit", V, params={"percent": pct})
-    c.ok(w.wait_terminal(i, 30), f"{key} terminal", w.states(i))
+    c.ok(w.wait_terminal(i, 20), f"{key} terminal", w.states(i))
     return i
 
 

@@ -10,7 +10,7 @@ def body(c, w):
     w.sim.patch_vehicle(V, {"fail": {"http_429": {"next": 1, "retry_after": RETRY_AFTER}}})
     a = w.submit("rl-1", "set_charge_limit", V, params={"percent": 61})
     b = w.submit("rl-2", "set_charging_amps", V, params={"charging_amps": 12})
-    c.ok(w.wait_terminal([a, b], 30), "terminal", w.states(a), w.states(b))
+    c.ok(w.wait_terminal([a, b], 20), "terminal", w.states(a), w.states(b))
     w.check_events(c, a, r"queued dispatching( \w+)* retrying( \w+)* sent succeeded")
     w.check_events(c, b, r"queued .*succeeded")
     w.check_final(c, a, "succeeded", error=None)

@@ -8,7 +8,7 @@ V = dl.vin(110)
 def body(c, w):
     w.sim.patch_vehicle(V, {"fail": {"http_503": {"next": 2}}})
     i = w.submit("t503-1", "set_charge_limit", V, params={"percent": 64})
-    c.ok(w.wait_terminal(i, 30), "terminal", w.states(i))
+    c.ok(w.wait_terminal(i, 20), "terminal", w.states(i))
     w.check_events(c, i, r"queued dispatching( \w+)* retrying( \w+)* sent succeeded")
     w.check_final(c, i, "succeeded", error=None, http=200)
     rt = [e for e in w.evs(i) if e["state"] == "retrying"]

@@ -16,7 +16,7 @@ def body(c, w):
     c.ok(r.get("ok") and r["command"]["state"] == "cancelled", "cancel of the queued one", r)
     r = w.client.cancel(a)
     c.eq((r.get("ok"), r.get("error")), (False, "not_cancellable"), "cancel of the waking one", r)
-    c.ok(w.wait_terminal([a, b, d], 30), "terminal", w.states(a), w.states(b), w.states(d))
+    c.ok(w.wait_terminal([a, b, d], 20), "terminal", w.states(a), w.states(b), w.states(d))
     w.check_events(c, b, r"queued cancelled")
     w.check_final(c, b, "cancelled", http=None)
     for i in (a, d):

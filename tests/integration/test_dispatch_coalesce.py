@@ -15,7 +15,7 @@ def body(c, w):
     b = w.submit("co-2", "set_charge_limit", V, params={"percent": 70}, coalesce=True)
     x = w.submit("co-amps", "set_charging_amps", V, params={"charging_amps": 11})
     d = w.submit("co-3", "set_charge_limit", V, params={"percent": 80}, coalesce=True)
-    c.ok(w.wait_terminal([a, b, x, d], 30), "terminal",
+    c.ok(w.wait_terminal([a, b, x, d], 20), "terminal",
          *[w.states(i) for i in (a, b, x, d)])
     w.check_events(c, b, r"queued superseded")
     w.check_final(c, b, "superseded", http=None)

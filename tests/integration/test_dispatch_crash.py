@@ -14,7 +14,7 @@ A, B = dl.vin(122), dl.vin(123)
 def body(c, w):
     wa = w.submit("cr-warm-a", "set_sentry_mode", A, params={"on": True})
     wb = w.submit("cr-warm-b", "set_sentry_mode", B, params={"on": True})
-    c.ok(w.wait_terminal([wa, wb], 30), "warm-up terminal")
+    c.ok(w.wait_terminal([wa, wb], 20), "warm-up terminal")
     for v in (A, B):
         w.sim.patch_vehicle(v, {"latency": {"fixed_ms": 2500, "jitter_ms": 0}})
     m = w.tap.mark()

@@ -10,7 +10,7 @@ def body(c, w):
     c.eq(w.sim.site(SITE)["backup_reserve_percent"], 20, "site starts at 20 %")
     a = w.submit("site-backup", "backup", site=SITE, params={"backup_reserve_percent": 35})
     b = w.submit("site-op", "operation", site=SITE, params={"default_real_mode": "autonomous"})
-    c.ok(w.wait_terminal([a, b], 30), "terminal", w.states(a), w.states(b))
+    c.ok(w.wait_terminal([a, b], 20), "terminal", w.states(a), w.states(b))
     for i in (a, b):
         w.check_events(c, i, r"queued dispatching sent succeeded")
         w.check_final(c, i, "succeeded", error=None, http=200)

@@ -10,7 +10,7 @@ def body(c, w):
     before = w.sim.vehicle(V)["charge_state"]["charge_limit_soc"]
     c.ok(before != 65, "the car does not start at 65 %", before)
     i = w.submit("happy-1", "set_charge_limit", V, params={"percent": 65})
-    c.ok(w.wait_terminal(i, 30), "terminal within 30 s", w.states(i))
+    c.ok(w.wait_terminal(i, 20), "terminal within 30 s", w.states(i))
     w.check_events(c, i, r"queued dispatching sent succeeded")
     ev = w.check_final(c, i, "succeeded", error=None, http=200)
     c.ok(ev and ev["attempt"] >= 1, "attempt counted", ev)

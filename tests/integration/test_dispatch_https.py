@@ -15,7 +15,7 @@ def body(c, w):
     a = w.submit("tls-limit", "set_charge_limit", V, params={"percent": 67})
     b = w.submit("tls-lock", "door_lock", V)
     s = w.submit("tls-site", "backup", site=SITE, params={"backup_reserve_percent": 44})
-    c.ok(w.wait_terminal([a, b, s], 30), "terminal", w.states(a), w.states(b), w.states(s))
+    c.ok(w.wait_terminal([a, b, s], 20), "terminal", w.states(a), w.states(b), w.states(s))
     for i in (a, b, s):
         w.check_events(c, i, r"queued dispatching sent succeeded")
         w.check_final(c, i, "succeeded", error=None, http=200)
@@ -42,6 +42,7 @@ def body(c, w):
                            and cl.get(rep["id"])["command"], timeout=20)
     c.ok(final, "untrusted: terminal", cl.get(rep["id"]))
     if final:
+        dl.log(f"untrusted daemon: {final['state']} ({final.get('error')}): {final.get('reason')}")
         c.ok(final["state"] in ("failed", "expired"), "untrusted: never succeeds",
              final["state"], final.get("reason"))
     c.eq(w.sim.vehicle(V)["charge_state"]["charge_limit_soc"], 67, "car unchanged")

@@ -10,10 +10,10 @@ V = dl.vin(112)
 
 def body(c, w):
     warm = w.submit("idem-warm", "set_sentry_mode", V, params={"on": True})
-    c.ok(w.wait_terminal(warm, 30), "warm-up terminal", w.states(warm))
+    c.ok(w.wait_terminal(warm, 20), "warm-up terminal", w.states(warm))
     w.sim.patch_vehicle(V, {"fail": {"drop_reply": {"next": 1, "status": 500}}})
     i = w.submit("idem-1", "set_charge_limit", V, params={"percent": 77})
-    c.ok(w.wait_terminal(i, 30), "terminal", w.states(i))
+    c.ok(w.wait_terminal(i, 20), "terminal", w.states(i))
     w.check_events(c, i, r"queued dispatching sent (retrying |dispatching )+(\w+ )*sent succeeded")
     w.check_final(c, i, "succeeded", error=None, http=200)
     ex = w.execs(V)[1:]

@@ -8,14 +8,14 @@ V = dl.vin(107)
 
 def body(c, w):
     a = w.submit("legacy-1", "set_charge_limit", V, params={"percent": 72})
-    c.ok(w.wait_terminal(a, 30), "first terminal", w.states(a))
+    c.ok(w.wait_terminal(a, 20), "first terminal", w.states(a))
     w.check_events(c, a, r"queued dispatching( \w+)* sent succeeded")
     w.check_final(c, a, "succeeded", error=None, http=200)
     c.ok(w.tap.count(r"POST /api/1/vehicles/\w+/command/set_charge_limit$") == 1,
          "one REST call", w.tap.paths())
     mark = w.tap.mark()
     b = w.submit("legacy-2", "set_charging_amps", V, params={"charging_amps": 16})
-    c.ok(w.wait_terminal(b, 30), "second terminal", w.states(b))
+    c.ok(w.wait_terminal(b, 20), "second terminal", w.states(b))
     w.check_events(c, b, r"queued dispatching sent succeeded")
     w.check_final(c, b, "succeeded", error=None, http=200)
     c.eq(w.tap.paths(mark), [f"POST /api/1/vehicles/{V}/command/set_charging_amps"],

@@ -12,7 +12,7 @@ TTL = 3000
 def body(c, w):
     t0 = time.time()
     i = w.submit("offline-1", "set_charge_limit", V, params={"percent": 70}, ttl_ms=TTL)
-    c.ok(w.wait_terminal(i, 30), "terminal", w.states(i))
+    c.ok(w.wait_terminal(i, 20), "terminal", w.states(i))
     took = time.time() - t0
     w.check_events(c, i, r"queued dispatching( \w+)* waking( \w+)* expired")
     w.check_final(c, i, "expired", error="expired")

@@ -12,7 +12,7 @@ RATE = 2.0
 def body(c, w):
     warm = [w.submit(f"rd-warm-{n}", "set_sentry_mode", v, params={"on": True})
             for n, v in enumerate(CARS)]
-    c.ok(w.wait_terminal(warm, 30), "warm-up terminal")
+    c.ok(w.wait_terminal(warm, 20), "warm-up terminal")
     ids = []
     for k in range(N):
         for n, v in enumerate(CARS):
@@ -28,6 +28,8 @@ def body(c, w):
         if len(ex) == N:
             span = (ex[-1]["at_ms"] - ex[0]["at_ms"]) / 1000.0
             c.ok(span >= (N - 1) / RATE - 0.25, f"car {n}: paced by its bucket",
+                 f"{span:.2f} s for {N} commands at {RATE}/s")
+            c.ok(span <= (N - 1) / RATE + 1.5, f"car {n}: about N/rate, not slower",
                  f"{span:.2f} s for {N} commands at {RATE}/s")
             spans.append((ex[0]["at_ms"], ex[-1]["at_ms"]))
     if len(spans) == 2:

@@ -25,7 +25,7 @@ def body(c, w):
     w.start()
     try:
         a = w.submit("rg-1", "set_charge_limit", V, params={"percent": 62})
-        c.ok(w.wait_terminal(a, 30), "first terminal", w.states(a))
+        c.ok(w.wait_terminal(a, 20), "first terminal", w.states(a))
         w.check_events(c, a, r"queued dispatching( \w+)* sent succeeded")
         w.check_final(c, a, "succeeded", error=None, http=200)
         c.eq(w.execs(V), [], "never executed by the na simulator")
@@ -35,7 +35,7 @@ def body(c, w):
         w.restart_daemon(kill9=False)
         n0 = w.sim.daemon_requests()
         b = w.submit("rg-2", "set_charge_limit", V, params={"percent": 63})
-        c.ok(w.wait_terminal(b, 30), "second terminal", w.states(b))
+        c.ok(w.wait_terminal(b, 20), "second terminal", w.states(b))
         w.check_events(c, b, r"queued dispatching sent succeeded")
         w.check_final(c, b, "succeeded", error=None, http=200)
         c.eq(w.sim.daemon_requests() - n0, 0, "after restart: nothing sent to the old host")

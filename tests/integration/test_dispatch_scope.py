@@ -12,7 +12,7 @@ SCOPES = ["openid", "offline_access", "vehicle_device_data", "vehicle_charging_c
 def body(c, w):
     a = w.submit("scope-lock", "door_lock", V)
     b = w.submit("scope-site", "backup", site=SITE, params={"backup_reserve_percent": 50})
-    c.ok(w.wait_terminal([a, b], 30), "terminal", w.states(a), w.states(b))
+    c.ok(w.wait_terminal([a, b], 20), "terminal", w.states(a), w.states(b))
     for i, scope in ((a, "vehicle_cmds"), (b, "energy_cmds")):
         w.check_events(c, i, r"queued (dispatching )?failed")
         w.check_final(c, i, "failed", error="missing_scope", http=None,
@@ -23,7 +23,7 @@ def body(c, w):
     c.eq(w.execs(site=SITE), [], "site never executed anything")
     # vehicle_charging_cmds allows set_charge_limit.
     d = w.submit("scope-charge", "set_charge_limit", V, params={"percent": 70})
-    c.ok(w.wait_terminal(d, 30), "allowed command terminal", w.states(d))
+    c.ok(w.wait_terminal(d, 20), "allowed command terminal", w.states(d))
     w.check_final(c, d, "succeeded", error=None)
     w.check_execs(c, ["set_charge_limit"], V)
     w.check_seq(c)

@@ -10,7 +10,7 @@ V = dl.vin(121)
 def run_pair(c, w, tag, pct):
     a = w.submit(f"sr-{tag}-info", "set_charge_limit", V, params={"percent": pct})
     b = w.submit(f"sr-{tag}-vcsec", "door_lock" if pct % 2 else "door_unlock", V)
-    c.ok(w.wait_terminal([a, b], 30), f"{tag}: terminal", w.states(a), w.states(b))
+    c.ok(w.wait_terminal([a, b], 20), f"{tag}: terminal", w.states(a), w.states(b))
     for i in (a, b):
         w.check_events(c, i, r"queued dispatching sent succeeded", what=tag)
         w.check_final(c, i, "succeeded", error=None, what=tag)

@@ -12,12 +12,12 @@ HOLD_MS = 5000
 
 def body(c, w):
     warm = w.submit("to-warm", "set_sentry_mode", V, params={"on": True})
-    c.ok(w.wait_terminal(warm, 30), "warm-up terminal", w.states(warm))
+    c.ok(w.wait_terminal(warm, 20), "warm-up terminal", w.states(warm))
     w.sim.patch_vehicle(V, {"fail": {"timeout": {"next": 1, "hold_ms": HOLD_MS}}})
     m = w.tap.mark()
     t0 = time.time()
     i = w.submit("to-honk", "honk_horn", V)
-    c.ok(w.wait_terminal(i, 30), "honk terminal", w.states(i))
+    c.ok(w.wait_terminal(i, 20), "honk terminal", w.states(i))
     took = time.time() - t0
     c.ok(took < HOLD_MS / 1000.0, "gave up at its own timeout, before the hold ended", took)
     w.check_events(c, i, r"queued dispatching sent unknown")
@@ -28,7 +28,7 @@ def body(c, w):
     # Idempotent: retried after the timeout.
     w.sim.patch_vehicle(V, {"fail": {"timeout": {"next": 1, "hold_ms": HOLD_MS}}})
     j = w.submit("to-limit", "set_charge_limit", V, params={"percent": 58})
-    c.ok(w.wait_terminal(j, 30), "limit terminal", w.states(j))
+    c.ok(w.wait_terminal(j, 20), "limit terminal", w.states(j))
     w.check_events(c, j, r"queued dispatching sent (retrying |dispatching )+(\w+ )*sent succeeded")
     w.check_final(c, j, "succeeded", error=None)
     w.check_execs(c, ["set_sentry_mode", "set_charge_limit"], V)

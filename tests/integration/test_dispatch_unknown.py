@@ -11,14 +11,14 @@ V = dl.vin(111)
 
 def body(c, w):
     warm = w.submit("unk-warm", "set_sentry_mode", V, params={"on": True})
-    c.ok(w.wait_terminal(warm, 30), "warm-up terminal", w.states(warm))
+    c.ok(w.wait_terminal(warm, 20), "warm-up terminal", w.states(warm))
     w.check_final(c, warm, "succeeded", error=None)
     cases = [("unk-honk", "honk_horn", 500, 500), ("unk-flash", "flash_lights", 0, None)]
     for key, cmd, status, http in cases:
         w.sim.patch_vehicle(V, {"fail": {"drop_reply": {"next": 1, "status": status}}})
         m = w.tap.mark()
         i = w.submit(key, cmd, V)
-        c.ok(w.wait_terminal(i, 30), f"{key} terminal", w.states(i))
+        c.ok(w.wait_terminal(i, 20), f"{key} terminal", w.states(i))
         time.sleep(1.0)  # longer than the backoff: a resend would show
         w.check_events(c, i, r"queued dispatching sent unknown", what=key)
         w.check_final(c, i, "unknown", reason_has=("may have",), what=key,

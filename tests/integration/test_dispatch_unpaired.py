@@ -13,7 +13,7 @@ V2 = dl.vin(134)
 def body(c, w):
     a = w.submit("unpaired-limit", "set_charge_limit", V, params={"percent": 66})
     b = w.submit("unpaired-lock", "door_lock", V)
-    c.ok(w.wait_terminal([a, b], 30), "terminal", w.states(a), w.states(b))
+    c.ok(w.wait_terminal([a, b], 20), "terminal", w.states(a), w.states(b))
     for i in (a, b):
         w.check_events(c, i, r"queued dispatching (sent )?failed")
         w.check_final(c, i, "failed", error="key_not_paired", reason_prefix=dl.PAIRING_PREFIX,
@@ -25,11 +25,11 @@ def body(c, w):
     # Fault 3 on a command: the key was paired (session cached) and then
     # removed from the car; the command itself is answered UNKNOWN_KEY_ID.
     warm = w.submit("unpaired-warm", "set_charge_limit", V2, params={"percent": 55})
-    c.ok(w.wait_terminal(warm, 30), "warm-up terminal", w.states(warm))
+    c.ok(w.wait_terminal(warm, 20), "warm-up terminal", w.states(warm))
     w.check_final(c, warm, "succeeded", error=None)
     w.sim.patch_vehicle(V2, {"paired": False})
     i = w.submit("unpaired-fault3", "set_charge_limit", V2, params={"percent": 57})
-    c.ok(w.wait_terminal(i, 30), "fault 3 terminal", w.states(i))
+    c.ok(w.wait_terminal(i, 20), "fault 3 terminal", w.states(i))
     w.check_events(c, i, r"queued dispatching sent failed", what="fault 3")
     w.check_final(c, i, "failed", error="key_not_paired", reason_prefix=dl.PAIRING_PREFIX,
                   reason_has=(dl.PAIRING_LINK,), fault=3, what="fault 3")
