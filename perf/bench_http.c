@@ -133,9 +133,9 @@ int main(int argc, char **argv) {
   if (!url) {
     struct sockaddr_in sa = {.sin_family = AF_INET};
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    /* poll(), not epoll: libmicrohttpd 0.9.75 in epoll mode was seen to
-     * leave part of a burst of new connections unserved (requests sent,
-     * never read), which measures the server's bug, not the client. */
+    /* poll(), not a single epoll thread: libmicrohttpd 0.9.75 in that mode
+     * was seen to leave a burst of new connections unserved (requests
+     * sent, never read), which would measure the server, not the client. */
     d = MHD_start_daemon(MHD_USE_POLL_INTERNAL_THREAD, 0, NULL, NULL, handler, NULL,
                          MHD_OPTION_SOCK_ADDR, &sa, MHD_OPTION_CONNECTION_LIMIT, 4000u,
                          MHD_OPTION_CONNECTION_TIMEOUT, 60u, MHD_OPTION_END);
