@@ -35,7 +35,15 @@ def body(c):
         {"id": "other", "token": "sim-access-2", "refresh_token": "sim-refresh-2"}]})
     fqlib._cleanups.append(sim.stop)
     sim.start()
-    d = fqlib.Daemon(shards=2)
+    # A second fleetsim over HTTPS with a throwaway CA: the token endpoint
+    # is reached with TLS verification on, trusting the CA via --ca-file.
+    tls = dl.make_tls(tmp)
+    tsim = dl.Sim(tmp, {"accounts": [{"id": "tlsacct", "token": "tls-access",
+                                      "refresh_token": "tls-refresh-1"}]},
+                  tls=tls, name="fleetsim-tls")
+    fqlib._cleanups.append(tsim.stop)
+    tsim.start()
+    d = fqlib.Daemon(shards=2, extra=["--ca-file", tls[2]])
     d.start()
     ep = ["--endpoint", d.endpoint]
 
@@ -155,6 +163,18 @@ def body(c):
     c.ok(a and a["access_expires"] > time.time() + 3600, "fresh token after kill -9", a)
     c.eq(sim.account("simacct")["refresh_token"], srt, "no refresh at restart (token fresh)")
 
+    # The same over HTTPS.
+    r = cli("account", "add", *ep, "--account", "tlsacct", "--client-id", "sim-client",
+            "--base-url", tsim.base, "--access-token",
+            dl.make_jwt("tlsacct", SCOPES, [tsim.base], ttl=90), "--refresh-token",
+            "tls-refresh-1")
+    c.eq(r.returncode, 0, "add https sim account", r.stderr)
+    got = fqlib.wait_for(lambda: (account_json(d, "tlsacct") or {}).get("access_expires", 0)
+                         > time.time() + 3600, timeout=15)
+    c.ok(got, "refreshed over HTTPS", account_json(d, "tlsacct"), d.log_tail())
+    c.ok(tsim.account("tlsacct")["refresh_token"].startswith("NA_sim1"),
+         "https fleetsim rotated once", tsim.account("tlsacct"))
+
     # Rejected refresh: fleetsim does not know this refresh token.
     r = cli("account", "add", *ep, "--account", "other", "--client-id", "sim-client",
             "--base-url", sim.base, "--access-token",
@@ -181,7 +201,7 @@ def body(c):
     c.eq(r.returncode, 1, "remove again rc", r.stderr)
     c.ok("not_found" in r.stderr, "remove again: not_found", r.stderr)
     listing = json.loads(cli("account", "list", *ep, "--json").stdout)["accounts"]
-    c.eq([x["id"] for x in listing], ["fleet-2", "other", "simacct"], "after remove")
+    c.eq([x["id"] for x in listing], ["fleet-2", "other", "simacct", "tlsacct"], "after remove")
 
     c.eq(d.term(), 0, "SIGTERM exits 0")
     log("account CLI checks done")
