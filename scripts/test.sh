@@ -20,6 +20,8 @@ if [ "${FQ_TEST_SAN:-1}" = 1 ]; then
   cmake -S . -B build-asan -DFQ_WERROR=ON -DFQ_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
   cmake --build build-asan -j"$jobs"
   echo "== ctest (ASan + UBSan)"
-  (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+  # allocator_may_return_null: a hostile declared size must fail like malloc
+  # does in production (NULL), which the code handles, not abort the run.
+  (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:allocator_may_return_null=1 \
      UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j"$jobs")
 fi
