@@ -11,15 +11,19 @@
  * benchmark can state this ceiling for the same simulator in the same run.
  *
  *   bench_http [--inflight N] [--requests N] [--rounds N] [--url URL]
- *              [--ca-file PEM] [--out FILE]
+ *              [--method GET|POST] [--token T] [--ca-file PEM]
+ *              [--out FILE] [--append]
  *
- * Writes a Markdown summary to --out (default perf/results/http.md).
+ * A request counts as ok when it completes with HTTP 200.  Writes a
+ * Markdown summary to --out (default perf/results/http.md); --append adds
+ * a section instead of replacing the file (several targets, one file).
  */
 #include <arpa/inet.h>
 #include <curl/curl.h>
 #include <errno.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,7 +63,8 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
 
 typedef struct bench {
   fq_http_t *h;
-  const char *url;
+  const char *url, *token;
+  bool get;
   long target, started, done, ok, failed;
   const char *body;
   size_t body_len;
@@ -70,8 +75,9 @@ static void on_done(void *ud, const fq_http_resp_t *r);
 static int start_one(bench_t *b) {
   uint64_t id;
   fq_err_t err;
-  int rc = fq_http_post_json(b->h, b->url, "bench-token", b->body, b->body_len, on_done, b, &id,
-                             &err);
+  int rc = b->get ? fq_http_get(b->h, b->url, b->token, on_done, b, &id, &err)
+                  : fq_http_post_json(b->h, b->url, b->token, b->body, b->body_len, on_done, b,
+                                      &id, &err);
   if (rc == 0) b->started++;
   else if (rc != FQ_EBUSY) fprintf(stderr, "submit: %s\n", err.msg);
   return rc;
@@ -103,12 +109,18 @@ static double thread_cpu_us(void) {
 
 int main(int argc, char **argv) {
   long inflight = 256, requests = 20000, rounds = 5;
-  const char *url = NULL, *ca = NULL, *out = "perf/results/http.md";
+  const char *url = NULL, *ca = NULL, *out = "perf/results/http.md", *token = "bench-token";
+  bool get = false, append = false;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+    if (strcmp(a, "--append") == 0) {
+      append = true;
+      continue;
+    }
     if (!v) {
       fprintf(stderr, "usage: %s [--inflight N] [--requests N] [--rounds N] [--url URL] "
-                      "[--ca-file PEM] [--out FILE]\n", argv[0]);
+                      "[--method GET|POST] [--token T] [--ca-file PEM] [--out FILE] "
+                      "[--append]\n", argv[0]);
       return 2;
     }
     if (strcmp(a, "--inflight") == 0) inflight = atol(v);
@@ -116,6 +128,8 @@ int main(int argc, char **argv) {
     else if (strcmp(a, "--rounds") == 0) rounds = atol(v);
     else if (strcmp(a, "--url") == 0) url = v;
     else if (strcmp(a, "--ca-file") == 0) ca = v;
+    else if (strcmp(a, "--token") == 0) token = v;
+    else if (strcmp(a, "--method") == 0) get = strcmp(v, "GET") == 0 || strcmp(v, "get") == 0;
     else if (strcmp(a, "--out") == 0) out = v;
     else {
       fprintf(stderr, "unknown option %s\n", a);
@@ -133,11 +147,13 @@ int main(int argc, char **argv) {
   if (!url) {
     struct sockaddr_in sa = {.sin_family = AF_INET};
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    /* poll(), not a single epoll thread: libmicrohttpd 0.9.75 in that mode
-     * was seen to leave a burst of new connections unserved (requests
-     * sent, never read), which would measure the server, not the client. */
-    d = MHD_start_daemon(MHD_USE_POLL_INTERNAL_THREAD, 0, NULL, NULL, handler, NULL,
+    /* epoll with a pool of two threads, as fleetsim runs: a single epoll
+     * thread (libmicrohttpd 0.9.75) was seen to leave a burst of new
+     * connections unserved, which would measure the server, not the
+     * client. */
+    d = MHD_start_daemon(MHD_USE_EPOLL_INTERNAL_THREAD, 0, NULL, NULL, handler, NULL,
                          MHD_OPTION_SOCK_ADDR, &sa, MHD_OPTION_CONNECTION_LIMIT, 4000u,
+                         MHD_OPTION_THREAD_POOL_SIZE, 2u,
                          MHD_OPTION_CONNECTION_TIMEOUT, 60u, MHD_OPTION_END);
     if (!d) {
       fprintf(stderr, "cannot start the local server\n");
@@ -165,7 +181,7 @@ int main(int argc, char **argv) {
   printf("bench_http: %s, %ld in flight, %ld requests x %ld rounds\n", url, inflight, requests,
          rounds);
   for (long r = 0; r < rounds; r++) {
-    bench_t b = {.h = h, .url = url, .target = requests, .body = body,
+    bench_t b = {.h = h, .url = url, .token = token, .get = get, .target = requests, .body = body,
                  .body_len = sizeof body - 1};
     double c0 = thread_cpu_us();
     int64_t t0 = fq_mono_ns();
@@ -193,21 +209,26 @@ int main(int argc, char **argv) {
   printf("median: %.0f req/s, %.1f client CPU us/req, %ld failed in total\n", med, medcpu,
          total_failed);
 
-  FILE *f = fopen(out, "w");
+  FILE *f = fopen(out, append ? "a" : "w");
   if (f) {
     struct utsname u;
     uname(&u);
     time_t now = time(NULL);
     char when[64];
     strftime(when, sizeof when, "%Y-%m-%d %H:%M UTC", gmtime(&now));
-    fprintf(f, "# libcurl multi ceiling (bench_http)\n\n");
+    if (!append) fprintf(f, "# libcurl multi ceiling (bench_http)\n");
+    fprintf(f, "\n## %s %s\n\n", get ? "GET" : "POST", d ? "local libmicrohttpd server" : url);
     fprintf(f, "Measured %s on %s %s (%ld CPUs online), libcurl %s.\n\n", when, u.sysname,
             u.release, sysconf(_SC_NPROCESSORS_ONLN), curl_version_info(CURLVERSION_NOW)->version);
-    fprintf(f, "One fq_http handle on one thread (the shard code path): POST with a bearer "
+    if (get)
+      fprintf(f, "One fq_http handle on one thread (the shard code path): GET with a bearer "
+                 "token, %ld requests in flight, keep-alive, against %s.\n\n", inflight, url);
+    else
+      fprintf(f, "One fq_http handle on one thread (the shard code path): POST with a bearer "
                "token and a %zu-byte signed_command body, %ld requests in flight, keep-alive, "
                "against %s.\n\n", sizeof body - 1, inflight,
-            d ? "a libmicrohttpd server on loopback in the same process (one poll thread, "
-                "HTTP/1.1)" : url);
+            d ? "a libmicrohttpd server on loopback in the same process (epoll, a pool of "
+                "two threads, HTTP/1.1)" : url);
     fprintf(f, "| round | requests/s | client CPU us/request |\n|---:|---:|---:|\n");
     for (long r = 0; r < rounds; r++) fprintf(f, "| %ld | %.0f | %.1f |\n", r + 1, rps[r], cpu[r]);
     fprintf(f, "\n**Median: %.0f requests/s, %.1f client CPU us per request** "
@@ -216,7 +237,9 @@ int main(int argc, char **argv) {
     fprintf(f, "The machine has 2 cores shared with other work, and the server runs on the same "
                "machine, so this is a floor on what one shard's client can do, not a Fleet API "
                "figure.\n\nRe-run: `build/bin/bench_http --inflight %ld --requests %ld --rounds "
-               "%ld` (or `--url URL --ca-file PEM` for a simulator).\n", inflight, requests, rounds);
+               "%ld%s%s%s` (add `--url URL [--method GET] [--token T] [--ca-file PEM]` for a "
+               "simulator).\n", inflight, requests, rounds, d ? "" : " --url ", d ? "" : url,
+            get ? " --method GET" : "");
     fclose(f);
     printf("wrote %s\n", out);
   } else {

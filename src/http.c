@@ -4,12 +4,12 @@
  * owner's zmq_poll().  See http.h for the policy and the thread rules.
  *
  * Whether a failed request "may have been sent" decides between a safe
- * retry and an unknown outcome, so it is tracked directly: a POST body is
- * fed to curl through a read callback, and the first time curl asks for it
- * the request is considered sent.  curl silently re-sends a request when a
- * reused connection turns out dead; for a body that was already handed over
- * the rewind is refused, so a command can never go out twice behind our
- * back (the transfer ends as an unknown outcome instead).
+ * retry and an unknown outcome, so it is tracked directly: curl's
+ * pre-request callback runs once a connection is ready, just before the
+ * request is written, and from then on the request counts as sent.  curl
+ * silently re-sends a request when a reused connection turns out dead; that
+ * second pre-request call is refused, so a command can never go out twice
+ * behind our back (the transfer ends as an unknown outcome instead).
  */
 #include "http.h"
 
@@ -40,9 +40,8 @@ typedef struct xfer {
   void *ud;
   struct curl_slist *hdrs;
   uint8_t *req_body;
-  size_t req_len, req_off;
-  bool is_post;
-  bool body_read;         /* curl asked for the body: it may be on the wire */
+  size_t req_len;
+  bool sent;              /* curl started sending: the server may have it */
   bool truncated;
   fq_buf_t resp;
   int64_t start_ns;
@@ -128,25 +127,23 @@ static size_t on_write(char *p, size_t size, size_t nmemb, void *ud) {
   return n;
 }
 
-static size_t on_read(char *p, size_t size, size_t nmemb, void *ud) {
+/* curl is about to send the request on a connection (new or reused).  From
+ * here on the server may get it: the request counts as sent.  curl calls
+ * this again when it wants to re-send the request by itself (a reused
+ * keep-alive connection found dead, an HTTP/2 stream refused); that second
+ * send is refused, because the first copy may have reached the server and
+ * a silent duplicate of a command is exactly what must not happen.  The
+ * transfer then ends as an unknown outcome instead. */
+static int on_prereq(void *ud, char *conn_primary_ip, char *conn_local_ip, int conn_primary_port,
+                     int conn_local_port) {
   xfer_t *x = ud;
-  size_t room = size * nmemb, left = x->req_len - x->req_off;
-  size_t n = left < room ? left : room;
-  x->body_read = true;
-  memcpy(p, x->req_body + x->req_off, n);
-  x->req_off += n;
-  return n;
-}
-
-/* curl wants to send the request again on a new connection.  Only allowed
- * while no byte of the body was handed over: once it was, the server may
- * have the command, and a silent second copy is exactly what must not
- * happen. */
-static int on_seek(void *ud, curl_off_t off, int origin) {
-  xfer_t *x = ud;
-  if (off != 0 || origin != SEEK_SET || x->body_read) return CURL_SEEKFUNC_FAIL;
-  x->req_off = 0;
-  return CURL_SEEKFUNC_OK;
+  (void)conn_primary_ip;
+  (void)conn_local_ip;
+  (void)conn_primary_port;
+  (void)conn_local_port;
+  if (x->sent) return CURL_PREREQFUNC_ABORT;
+  x->sent = true;
+  return CURL_PREREQFUNC_OK;
 }
 
 /* Add the extra CA certificates to this connection's trust store, on top
@@ -381,18 +378,13 @@ static int setup_easy(fq_http_t *h, xfer_t *x, const fq_http_req_t *req, fq_err_
   curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
   curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
   curl_easy_setopt(e, CURLOPT_PRIVATE, x);
+  curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, on_prereq);
+  curl_easy_setopt(e, CURLOPT_PREREQDATA, x);
   if (req->method == FQ_HTTP_POST) {
-    curl_easy_setopt(e, CURLOPT_POST, 1L);
-    if (req->body_len == 0) {
-      curl_easy_setopt(e, CURLOPT_POSTFIELDS, "");
-      curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)0);
-    } else {
-      curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
-      curl_easy_setopt(e, CURLOPT_READFUNCTION, on_read);
-      curl_easy_setopt(e, CURLOPT_READDATA, x);
-      curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, on_seek);
-      curl_easy_setopt(e, CURLOPT_SEEKDATA, x);
-    }
+    /* From memory: curl sends small bodies in the same write as the
+     * headers. */
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)x->req_len);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, x->req_body ? (char *)x->req_body : "");
   } else {
     curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
   }
@@ -419,13 +411,11 @@ int fq_http_request(fq_http_t *h, const fq_http_req_t *req, fq_http_cb cb, void 
   x->id = ((uint64_t)x->gen << 32) | (uint64_t)(x - h->slots + 1);
   x->cb = cb;
   x->ud = ud;
-  x->is_post = req->method == FQ_HTTP_POST;
-  x->body_read = false;
+  x->sent = false;
   x->truncated = false;
-  x->req_off = 0;
   x->req_len = 0;
   fq_buf_init(&x->resp, h->o.max_body + 1);
-  if (x->is_post && req->body_len) {
+  if (req->method == FQ_HTTP_POST && req->body_len) {
     x->req_body = malloc(req->body_len);
     if (!x->req_body) {
       rc = fq_errf(err, -ENOMEM, "out of memory");
@@ -531,14 +521,7 @@ static void finish(fq_http_t *h, xfer_t *x, CURLcode code) {
     fq_errf(&r->err, FQ_ETOOLARGE, "response body larger than %zu bytes (truncated)",
             h->o.max_body);
   } else {
-    bool sent;
-    if (x->is_post && x->req_len) {
-      sent = x->body_read;
-    } else {
-      curl_off_t pre = 0;
-      curl_easy_getinfo(x->easy, CURLINFO_PRETRANSFER_TIME_T, &pre);
-      sent = pre > 0;
-    }
+    bool sent = x->sent;
     r->outcome = sent ? FQ_HTTP_UNKNOWN : FQ_HTTP_NOT_SENT;
     fq_errf(&r->err, FQ_EHTTP, "%s%s", curl_easy_strerror(code),
             sent ? " (after the request was sent)" : " (request not sent)");

@@ -357,9 +357,9 @@ FQ_TEST(http_no_silent_resend_on_reused_connection) {
   CHECK_INT(res->r[1].status, 0);
   usleep(200000);
   CHECK_INT(atomic_load(&s.drops), 1); /* delivered once, never twice */
-  /* curl did want to retry on a new connection; the rewind was refused
-   * before anything was sent on it. */
-  CHECK_INT(res->r[1].curl_code, 65); /* CURLE_SEND_FAIL_REWIND */
+  /* curl did want to re-send it on a new connection; the second
+   * pre-request call was refused before anything went out. */
+  CHECK_INT(res->r[1].curl_code, 42); /* CURLE_ABORTED_BY_CALLBACK */
   free(res);
   fq_http_destroy(&h);
   srv_stop(&s);
