@@ -218,8 +218,11 @@ int main(int argc, char **argv) {
     strftime(when, sizeof when, "%Y-%m-%d %H:%M UTC", gmtime(&now));
     if (!append) fprintf(f, "# libcurl multi ceiling (bench_http)\n");
     fprintf(f, "\n## %s %s\n\n", get ? "GET" : "POST", d ? "local libmicrohttpd server" : url);
-    fprintf(f, "Measured %s on %s %s (%ld CPUs online), libcurl %s.\n\n", when, u.sysname,
-            u.release, sysconf(_SC_NPROCESSORS_ONLN), curl_version_info(CURLVERSION_NOW)->version);
+    double la[1] = {0};
+    if (getloadavg(la, 1) < 1) la[0] = -1;
+    fprintf(f, "Measured %s on %s %s (%ld CPUs online, load average %.1f at the end: the "
+               "machine is shared, so rounds vary), libcurl %s.\n\n", when, u.sysname, u.release,
+            sysconf(_SC_NPROCESSORS_ONLN), la[0], curl_version_info(CURLVERSION_NOW)->version);
     if (get)
       fprintf(f, "One fq_http handle on one thread (the shard code path): GET with a bearer "
                  "token, %ld requests in flight, keep-alive, against %s.\n\n", inflight, url);
