@@ -81,6 +81,31 @@ int main(int argc, char **argv) {
     return 1;
   }
 
+  /* The shard count is part of the data: a device's commands live in the
+   * shard its id hashes to, so reopening with another count would split
+   * queues and dedupe.  Remember it and refuse a change. */
+  char countpath[1100];
+  snprintf(countpath, sizeof countpath, "%s/SHARDS", cfg.data_dir);
+  FILE *cf = fopen(countpath, "r");
+  if (cf) {
+    unsigned stored = 0;
+    int got = fscanf(cf, "%u", &stored);
+    fclose(cf);
+    if (got == 1 && stored != cfg.shards) {
+      fprintf(stderr,
+              "fleetqd: data directory %s was created with %u shard(s); the shard count "
+              "cannot change for a data directory (start with --shards %u)\n",
+              cfg.data_dir, stored, stored);
+      return 2;
+    }
+  } else {
+    cf = fopen(countpath, "w");
+    if (!cf || fprintf(cf, "%u\n", cfg.shards) < 0 || fclose(cf) != 0) {
+      fprintf(stderr, "fleetqd: cannot write %s: %s\n", countpath, strerror(errno));
+      return 1;
+    }
+  }
+
   if (pipe(stop_pipe) != 0) return 1;
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);

@@ -1,0 +1,88 @@
+"""fleetqd's command line and config file: --help, a JSON config applied
+and overridden by flags, unknown settings named, non-loopback binds
+refused, one daemon per data directory, a data directory's shard count
+fixed, key files with loose permissions refused."""
+import json
+import os
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+import fqlib  # noqa: E402
+from fqlib import Daemon, run_test  # noqa: E402
+
+EXE = os.path.join(fqlib.BIN, "fleetqd")
+
+
+def run(args, timeout=20):
+    p = subprocess.run([EXE] + args, capture_output=True, timeout=timeout, text=True)
+    return p.returncode, p.stdout + p.stderr
+
+
+def test(c):
+    rc, out = run(["--help"])
+    c.eq(rc, 0, "--help exits 0")
+    for flag in ("--data", "--listen", "--publish", "--shards", "--config", "--key",
+                 "--ca-file", "--pairing-domain"):
+        c.ok(flag in out, f"--help documents {flag}")
+
+    rc, out = run(["--colour", "blue"])
+    c.eq(rc, 2, "unknown flag exits 2")
+    c.ok("--colour" in out, "unknown flag is named", out)
+
+    rc, out = run(["--shards"])
+    c.eq(rc, 2, "flag without value exits 2")
+
+    rc, out = run(["--shards", "0"])
+    c.ok(rc == 2 and "out of range" in out, "shards 0 refused with the range", out)
+
+    rc, out = run(["--listen", "tcp://0.0.0.0:5999"])
+    c.ok(rc == 2 and "non-loopback" in out, "non-loopback bind refused", out)
+
+    d = Daemon(shards=2)
+    cfg = os.path.join(d.tmp, "fleetqd.json")
+    with open(cfg, "w") as f:
+        json.dump({"colour": "blue"}, f)
+    rc, out = run(["--config", cfg, "--data", d.data])
+    c.ok(rc == 2 and "colour" in out, "unknown config key named", out)
+    with open(cfg, "w") as f:
+        f.write("{not json")
+    rc, out = run(["--config", cfg, "--data", d.data])
+    c.ok(rc == 2 and cfg in out, "malformed config names the file", out)
+
+    # A config file takes effect (default_ttl_ms), and flags override it.
+    with open(cfg, "w") as f:
+        json.dump({"default_ttl_ms": 250, "shards": 2, "log_level": "info"}, f)
+    d.config = cfg
+    d.start()
+    cl = fqlib.Client(d.endpoint)
+    r = cl.call({"op": "submit", "tenant": "t", "key": "k1", "account": "nobody",
+                 "vin": fqlib.vin(1), "command": "door_lock"})
+    c.ok(r.get("ok"), "submit accepted", r)
+    g = cl.call({"op": "get", "id": r.get("id")})
+    c.eq(g.get("command", {}).get("ttl_ms"), 250, "config default_ttl_ms applied")
+    c.eq(cl.call({"op": "ping"}).get("shards"), 2, "config shards applied")
+
+    # A second daemon on the same data directory is refused.
+    rc, out = run(["--data", d.data, "--listen", "tcp://127.0.0.1:%d" % fqlib.free_port(),
+                   "--publish", "tcp://127.0.0.1:%d" % fqlib.free_port()])
+    c.ok(rc != 0 and "in use" in out, "second daemon on one data dir refused", out)
+    c.eq(d.term(), 0, "SIGTERM exits 0")
+
+    # The shard count of a data directory cannot change.
+    rc, out = run(["--data", d.data, "--shards", "3", "--listen",
+                   "tcp://127.0.0.1:%d" % fqlib.free_port(), "--publish",
+                   "tcp://127.0.0.1:%d" % fqlib.free_port()])
+    c.ok(rc != 0 and "shard count" in out, "changed shard count refused", out)
+
+    # A fleet key readable by others is refused, with the fix named.
+    key = os.path.join(d.tmp, "key.pem")
+    subprocess.run([os.path.join(fqlib.BIN, "fleetq"), "keygen", "--out",
+                    os.path.join(d.tmp, "keys")], check=True, capture_output=True)
+    os.rename(os.path.join(d.tmp, "keys", "private.pem"), key)
+    os.chmod(key, 0o644)
+    rc, out = run(["--data", d.data, "--shards", "2", "--key", key])
+    c.ok(rc != 0 and "chmod 600" in out, "world-readable key refused", out)
+
+
+run_test("daemon_options", test)
