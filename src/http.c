@@ -510,6 +510,13 @@ static void finish(fq_http_t *h, xfer_t *x, CURLcode code) {
     r = &local;
   }
   curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
+  long ver = 0;
+  curl_easy_getinfo(x->easy, CURLINFO_HTTP_VERSION, &ver);
+  r->http_version = ver == CURL_HTTP_VERSION_1_0   ? 10
+                    : ver == CURL_HTTP_VERSION_1_1 ? 11
+                    : ver == CURL_HTTP_VERSION_2_0 ? 20
+                    : ver == CURL_HTTP_VERSION_3   ? 30
+                                                   : 0;
   r->id = x->id;
   r->status = status;
   r->curl_code = (int)code;

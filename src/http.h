@@ -91,6 +91,7 @@ typedef struct fq_http_resp {
   uint64_t id;                 /* the id fq_http_request() returned */
   fq_http_outcome_t outcome;
   long status;                 /* HTTP status, 0 when none was received */
+  int http_version;            /* 10, 11, 20 or 30 for the answer; 0 when none */
   const uint8_t *body;         /* NUL-terminated for convenience; may be
                                   partial unless outcome is COMPLETE */
   size_t body_len;

@@ -6,13 +6,16 @@
  * a throwaway CA made by the openssl CLI at test time.
  */
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <sys/socket.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <zmq.h>
 
@@ -671,6 +674,96 @@ FQ_TEST(https_with_extra_ca_and_refusals) {
   free(gc);
   free(bk);
   free(bc);
+  char cmd[300];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", tls_dir);
+  if (system(cmd) != 0) fprintf(stderr, "  could not remove %s\n", tls_dir);
+}
+
+/* HTTP/2 over TLS against a real h2 server (nghttpd, from Debian's
+ * nghttp2-server, installed by scripts/deps.sh): many transfers multiplexed
+ * on one connection, the extra CA trusted, the bodies echoed back. */
+FQ_TEST(https_http2_multiplexes_on_one_connection) {
+  char nghttpd[64] = "";
+  const char *cands[] = {"/usr/sbin/nghttpd", "/usr/bin/nghttpd", "/usr/local/bin/nghttpd"};
+  for (size_t i = 0; i < 3; i++)
+    if (access(cands[i], X_OK) == 0) snprintf(nghttpd, sizeof nghttpd, "%s", cands[i]);
+  if (!nghttpd[0]) {
+    CHECK(!"nghttpd not found: scripts/deps.sh installs nghttp2-server");
+    return;
+  }
+  CHECK_INT(make_pki(), 0);
+  /* A free port: bind to 0, read it, close (nghttpd binds it next). */
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in sa = {.sin_family = AF_INET};
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t sl = sizeof sa;
+  CHECK_INT(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+  CHECK_INT(getsockname(fd, (struct sockaddr *)&sa, &sl), 0);
+  int port = ntohs(sa.sin_port);
+  close(fd);
+  char ports[16], key[300], cert[300];
+  snprintf(ports, sizeof ports, "%d", port);
+  snprintf(key, sizeof key, "%s/good.key", tls_dir);
+  snprintf(cert, sizeof cert, "%s/good.pem", tls_dir);
+  pid_t pid = fork();
+  if (pid == 0) {
+    int devnull = open("/dev/null", O_WRONLY);
+    if (devnull >= 0) {
+      dup2(devnull, 1);
+      dup2(devnull, 2);
+    }
+    execl(nghttpd, "nghttpd", "-a", "127.0.0.1", "-d", tls_dir, "--echo-upload", ports, key,
+          cert, (char *)NULL);
+    _exit(127);
+  }
+  CHECK(pid > 0);
+  /* Wait until it listens. */
+  int up = 0;
+  for (int i = 0; i < 100 && !up; i++) {
+    int c = socket(AF_INET, SOCK_STREAM, 0);
+    if (connect(c, (struct sockaddr *)&sa, sizeof sa) == 0) up = 1;
+    close(c);
+    if (!up) usleep(30000);
+  }
+  CHECK(up);
+  char ca[300], u[128];
+  snprintf(ca, sizeof ca, "%s/ca.pem", tls_dir);
+  snprintf(u, sizeof u, "https://127.0.0.1:%d/echo", port);
+  fq_err_t err;
+  fq_http_opts_t o = {.ca_file = ca};
+  fq_http_t *h = fq_http_new(&o, &err);
+  results_t *res = new_results();
+  char bodies[50][32];
+  uint64_t ids[50];
+  for (int i = 0; i < 50; i++) {
+    snprintf(bodies[i], sizeof bodies[i], "{\"i\":%d}", i);
+    CHECK_INT(fq_http_post_json(h, u, "h2-tok", bodies[i], strlen(bodies[i]), collect, res,
+                                &ids[i], &err), 0);
+  }
+  int max_socks = 0;
+  int64_t end = fq_mono_ns() + 10 * 1000000000LL;
+  while (res->done < 50 && fq_mono_ns() < end) {
+    if (fq_http_nsockets(h) > max_socks) max_socks = fq_http_nsockets(h);
+    fq_http_run_once(h, 100, &err);
+  }
+  CHECK_INT(res->done, 50);
+  int matched = 0;
+  for (int i = 0; i < res->done && i < 50; i++) {
+    CHECK_INT(res->r[i].outcome, FQ_HTTP_COMPLETE);
+    CHECK_INT(res->r[i].status, 200);
+    CHECK_INT(res->r[i].http_version, 20);
+    for (int j = 0; j < 50; j++)
+      if (res->r[i].id == ids[j] && strcmp(res->body[i], bodies[j]) == 0) matched++;
+  }
+  CHECK_INT(matched, 50); /* each reply is its own request's echo */
+  CHECK_INT(max_socks, 1); /* one connection, 50 streams */
+  printf("  50 POSTs over HTTP/2: up to %d socket(s)\n", max_socks);
+  fq_http_destroy(&h);
+  free(res);
+  if (pid > 0) {
+    kill(pid, SIGTERM);
+    waitpid(pid, NULL, 0);
+  }
   char cmd[300];
   snprintf(cmd, sizeof cmd, "rm -rf %s", tls_dir);
   if (system(cmd) != 0) fprintf(stderr, "  could not remove %s\n", tls_dir);
