@@ -89,7 +89,8 @@ int fq_accounts_put(fq_accounts_t *s, const fq_account_t *a, fq_err_t *err);
 int fq_accounts_get(fq_accounts_t *s, const char *id, fq_account_t *out, fq_err_t *err);
 
 /* All accounts without secrets, sorted by id, in a malloc'd array (free
- * with free()).  *n may be 0 (then *out is NULL).  Returns 0, -ENOMEM,
+ * with free()).  The fields are read without decrypting, so they are not
+ * authenticated here: fq_accounts_get() is what verifies a record.  *n may be 0 (then *out is NULL).  Returns 0, -ENOMEM,
  * FQ_ESTORAGE. */
 int fq_accounts_list(fq_accounts_t *s, fq_account_info_t **out, size_t *n, fq_err_t *err);
 
