@@ -348,21 +348,6 @@ def add_account(endpoint, account, token, refresh, base_url, client_id=CLIENT_ID
             "--access-token", token, "--refresh-token", refresh, "--client-id", client_id,
             "--base-url", base_url]
     r = cli(*args)
-    if r.returncode != 0 and "unknown command 'account'" in r.stderr and \
-            os.environ.get("FQ_E2E_ADMIN_WIRE"):
-        # Only while `fleetq account` is not built yet (opt-in, logged): the
-        # same admin request sent directly on the wire.
-        log("NOTE: fleetq account missing; FQ_E2E_ADMIN_WIRE=1 sends admin account_add")
-        cl = Client(endpoint)
-        try:
-            rep = cl.call({"op": "admin", "action": "account_add", "account": account,
-                           "access_token": token, "refresh_token": refresh,
-                           "client_id": client_id, "base_url": base_url})
-        finally:
-            cl.close()
-        if not rep.get("ok"):
-            raise RuntimeError(f"admin account_add {account}: {rep!r}")
-        return rep
     if r.returncode != 0:
         raise RuntimeError(f"fleetq account add {account} failed ({r.returncode}): "
                            f"{r.stdout}{r.stderr}")
@@ -419,7 +404,7 @@ class World:
             a.setdefault("refresh_token", f"{a['id']}-refresh-{self.seed}")
             a["token"] = make_jwt(a["id"], a["scopes"], [self.base_url])
         cfg = {"seed": self.seed, "fleet_public_key": self.public_pem, "wake_ms": 1000,
-               "accounts": [{k: v for k, v in a.items() if k not in ("client_id", "fleetq_base_url")}
+               "accounts": [{k: v for k, v in a.items() if k not in ("client_id", "fleetq_base_url", "fleetq")}
                             for a in self.accounts],
                "vehicles": self.vehicles, "sites": self.sites}
         if sim_extra:
@@ -457,7 +442,8 @@ class World:
         self.sim.start()
         self.start_daemon()
         for a in self.accounts:
-            self.add_account(a)
+            if a.get("fleetq", True):  # "fleetq": False = known to the simulator only
+                self.add_account(a)
         return self
 
     def start_daemon(self):
