@@ -155,6 +155,9 @@ class _TapHandler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         rec["status"] = resp.status
+        rec["wall"] = time.time()
+        if tap.keep_bodies:
+            rec["req"], rec["resp"] = body or b"", data
         hook = tap.on_response
         if hook:
             # Lets a test act on the simulator (through its /sim control
@@ -188,6 +191,7 @@ class Tap:
         self.lock = threading.Lock()
         self.log = []
         self.on_response = None
+        self.keep_bodies = False  # True: records keep "req" / "resp" bytes
         self.srv = ThreadingHTTPServer(("127.0.0.1", port), _TapHandler)
         self.srv.daemon_threads = True
         self.srv.tap = self
