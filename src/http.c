@@ -208,6 +208,7 @@ fq_http_t *fq_http_new(const fq_http_opts_t *opts, fq_err_t *err) {
   if (h->o.max_body == 0) h->o.max_body = 1u << 20;
   if (h->o.max_inflight == 0) h->o.max_inflight = 1024;
   if (h->o.dns_cache_s <= 0) h->o.dns_cache_s = 30;
+  if (h->o.max_idle_conn_s <= 0) h->o.max_idle_conn_s = 30;
   h->user_agent = strdup(h->o.user_agent ? h->o.user_agent : "fleetq/" FQ_VERSION);
   if (!h->user_agent) goto nomem;
   h->o.user_agent = h->user_agent;
@@ -368,6 +369,7 @@ static int setup_easy(fq_http_t *h, xfer_t *x, const fq_http_req_t *req, fq_err_
   curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
   curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
   curl_easy_setopt(e, CURLOPT_DNS_CACHE_TIMEOUT, h->o.dns_cache_s);
+  curl_easy_setopt(e, CURLOPT_MAXAGE_CONN, h->o.max_idle_conn_s);
   curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, h->o.connect_timeout_ms);
   curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, req->timeout_ms > 0 ? req->timeout_ms : h->o.total_timeout_ms);
   curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, h->o.low_speed_limit);

@@ -56,6 +56,10 @@ typedef struct fq_http_opts {
   unsigned max_inflight;        /* [1024] transfers in flight at once */
   unsigned max_host_conns;      /* [0 = no limit] connections per host */
   long dns_cache_s;             /* [30] DNS cache lifetime */
+  long max_idle_conn_s;         /* [30] an idle connection older than this is
+                                   not reused (servers close idle ones; reusing
+                                   one as it closes turns a send into an
+                                   unknown outcome) */
   const char *user_agent;       /* ["fleetq/<version>"] */
 } fq_http_opts_t;
 
