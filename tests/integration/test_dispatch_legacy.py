@@ -1,6 +1,7 @@
 """A car without the Vehicle Command Protocol: signed_command answers 422,
 the daemon falls back to the REST endpoint (executed once, unsigned) and
-remembers it: the next command to that car goes straight to REST."""
+remembers it: the next command to that car goes straight to REST, also
+after a restart."""
 import dispatchlib as dl
 
 V = dl.vin(107)
@@ -20,11 +21,21 @@ def body(c, w):
     w.check_final(c, b, "succeeded", error=None, http=200)
     c.eq(w.tap.paths(mark), [f"POST /api/1/vehicles/{V}/command/set_charging_amps"],
          "second command: straight to REST, nothing else")
+    # Remembered across a restart too.
+    w.restart_daemon(kill9=True)
+    mark = w.tap.mark()
+    d = w.submit("legacy-3", "charge_port_door_open", V)
+    c.ok(w.wait_terminal(d, 20), "third terminal", w.states(d))
+    w.check_final(c, d, "succeeded", error=None, http=200)
+    c.eq(w.tap.paths(mark), [f"POST /api/1/vehicles/{V}/command/charge_port_door_open"],
+         "after a restart: still straight to REST")
     ex = w.execs(V)
     c.eq([(e["command"], e["domain"], e["counter"]) for e in ex],
-         [("set_charge_limit", 0, 0), ("set_charging_amps", 0, 0)], "executed once each, REST")
+         [("set_charge_limit", 0, 0), ("set_charging_amps", 0, 0),
+          ("charge_port_door_open", 0, 0)], "executed once each, REST")
     st = w.sim.vehicle(V)["charge_state"]
-    c.eq((st["charge_limit_soc"], st["charge_current_request"]), (72, 16), "car state")
+    c.eq((st["charge_limit_soc"], st["charge_current_request"], st["charge_port_door_open"]),
+         (72, 16, True), "car state")
     w.check_seq(c)
 
 
