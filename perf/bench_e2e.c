@@ -26,14 +26,23 @@
  *
  * usage: bench_e2e [--fleetqd PATH] [--fleetsim PATH] [--cars N] [--producers N]
  *                  [--window N] [--duration S] [--rounds N] [--inflight N]
- *                  [--shards N] [--quick] [--profile] [--out FILE]
+ *                  [--shards N] [--quick] [--profile] [--keep] [--out FILE]
+ *
+ * --profile prints the CPU of every fleetqd and fleetsim thread during
+ * each measured window; --keep leaves the work dir (daemon and simulator
+ * stderr, the data dir) for a look afterwards.  Environment variables reach
+ * fleetqd unchanged (e.g. FQ_TRACE=1 makes the shards log batch sizes and
+ * commit times).
  */
+#include <arpa/inet.h>
 #include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <jansson.h>
 #include <lmdb.h>
 #include <math.h>
+#include <netinet/in.h>
 #include <msgpack.h>
 #include <openssl/crypto.h>
 #include <openssl/opensslv.h>
@@ -46,6 +55,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
@@ -66,7 +76,7 @@
 
 static int cars = 10000, producers = 4, window = 2048, rounds = 3, inflight = 1024, shards = 0;
 static double duration = 15, ramp = 1.5;
-static bool quick, profile;
+static bool quick, profile, keep;
 static const char *fleetqd_path, *fleetsim_path, *out_path = "perf/results/e2e.md";
 
 static char tmpdir[] = "/tmp/fq_e2e_XXXXXX";
@@ -429,7 +439,7 @@ struct load {
   atomic_int sub_stop;
   int64_t win0, win1;          /* steady window (monotonic ns) */
   /* subscriber's results (read after it is joined) */
-  long term_in_win, succ_in_win, term_total, events, bad_events, seq_gaps, foreign;
+  long term_in_win, succ_in_win, term_total, succ_total, events, bad_events, seq_gaps, foreign;
   int64_t *lat;
   long nlat, lat_cap;
   int64_t last_term_ns;
@@ -582,6 +592,7 @@ static void on_event(load_t *L, const uint8_t *p, size_t n) {
   bool in_win = now >= L->win0 && now < L->win1;
   bool ok = key_is(&state, "succeeded");
   L->term_total++;
+  if (ok) L->succ_total++;
   L->last_term_ns = now;
   if (in_win) {
     L->term_in_win++;
@@ -733,14 +744,63 @@ static ceil_res_t run_ceiling(bool post, int nthreads, double secs) {
 }
 
 /* ------------------------------------------------------------------ */
+/* the simulator's own counters (GET /sim/stats)                        */
+
+typedef struct sim_stats {
+  long requests, executions, handshakes, signed_ok, signed_fault;
+} sim_stats_t;
+
+typedef struct stats_call {
+  bool done;
+  int ok;
+  sim_stats_t *out;
+} stats_call_t;
+
+static void stats_done(void *ud, const fq_http_resp_t *r) {
+  stats_call_t *c = ud;
+  c->done = true;
+  if (r->outcome != FQ_HTTP_COMPLETE || r->status != 200) return;
+  json_error_t je;
+  json_t *j = json_loadb((const char *)r->body, r->body_len, 0, &je);
+  if (!j) return;
+  c->out->requests = (long)json_integer_value(json_object_get(j, "requests"));
+  c->out->executions = (long)json_integer_value(json_object_get(j, "executions"));
+  c->out->handshakes = (long)json_integer_value(json_object_get(j, "handshakes"));
+  c->out->signed_ok = (long)json_integer_value(json_object_get(j, "signed_ok"));
+  c->out->signed_fault = (long)json_integer_value(json_object_get(j, "signed_fault"));
+  c->ok = 1;
+  json_decref(j);
+}
+
+/* Read the simulator's counters; 0 or -1. */
+static int sim_stats(sim_stats_t *out) {
+  memset(out, 0, sizeof *out);
+  fq_err_t err;
+  fq_http_opts_t o = {.max_inflight = 1};
+  fq_http_t *h = fq_http_new(&o, &err);
+  if (!h) return -1;
+  char url[160];
+  snprintf(url, sizeof url, "%s/sim/stats", sim_base);
+  stats_call_t c = {.out = out};
+  uint64_t id;
+  int64_t deadline = fq_mono_ns() + 10LL * 1000000000;
+  if (fq_http_get(h, url, NULL, stats_done, &c, &id, &err) == 0)
+    while (!c.done && fq_mono_ns() < deadline)
+      if (fq_http_run_once(h, 100, &err) < 0) break;
+  fq_http_destroy(&h);
+  return c.ok ? 0 : -1;
+}
+
+/* ------------------------------------------------------------------ */
 /* one load phase                                                       */
 
 typedef struct e2e_res {
   double rate, elapsed;               /* terminal events/s in the window */
   double p50, p90, p99, p999, max;    /* ms, succeeded commands */
   double fq_cpu_per_cmd, sim_cpu_per_cmd, self_cpu_per_cmd, fq_cores, sim_cores;
-  long sent, succeeded_win, terminal_win, terminal_total, rejected, unfinished, events,
+  long sent, succeeded_win, terminal_win, terminal_total, succeeded_total, rejected, unfinished, events,
       seq_gaps, bad_events, foreign;
+  sim_stats_t sim;                    /* the simulator's counters over the phase */
   tally_t fails, rejects;
   tcpu_t threads;                     /* fleetqd per-thread CPU in the window */
   tcpu_t sim_threads;
@@ -778,6 +838,8 @@ static e2e_res_t run_load(void *ctx, int mode, unsigned run, double secs) {
   /* Let the subscription reach the publisher before anything is sent. */
   struct timespec settle = {0, 300 * 1000000L};
   nanosleep(&settle, NULL);
+  sim_stats_t st0, st1;
+  int st_rc = sim_stats(&st0);
   int64_t t0 = fq_mono_ns();
   if (mode == MODE_WARM) {
     L->win0 = t0;
@@ -834,6 +896,12 @@ static e2e_res_t run_load(void *ctx, int mode, unsigned run, double secs) {
   nanosleep(&tail, NULL);
   atomic_store(&L->sub_stop, 1);
   pthread_join(sub, NULL);
+  if (st_rc == 0 && sim_stats(&st1) == 0)
+    res.sim = (sim_stats_t){st1.requests - st0.requests - 1, st1.executions - st0.executions,
+                            st1.handshakes - st0.handshakes, st1.signed_ok - st0.signed_ok,
+                            st1.signed_fault - st0.signed_fault};
+  else
+    res.sim.requests = -1;
 
   for (int p = 0; p < producers; p++) {
     res.sent += L->prod[p].sent;
@@ -846,6 +914,7 @@ static e2e_res_t run_load(void *ctx, int mode, unsigned run, double secs) {
   res.bad_events = L->bad_events;
   res.foreign = L->foreign;
   res.terminal_total = L->term_total;
+  res.succeeded_total = L->succ_total;
   res.fails = L->fails;
   double window_s;
   if (mode == MODE_WARM) {
@@ -1021,10 +1090,33 @@ static int ping(void *ctx) {
   return n > 0 ? 0 : -1;
 }
 
+/* A loopback port free right now (the kernel's pick). */
+static int free_port(void) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in sa = {.sin_family = AF_INET};
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof sa;
+  int port = -1;
+  if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
+      getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
+    port = ntohs(sa.sin_port);
+  if (fd >= 0) close(fd);
+  return port;
+}
+
+static int start_daemon_once(void *ctx, int *nshards);
+
+/* Ports picked this way can be taken by someone else before fleetqd binds
+ * them: try a few times. */
 static int start_daemon(void *ctx, int *nshards) {
-  int port = 20000 + (int)(getpid() % 20000);
-  snprintf(endpoint, sizeof endpoint, "tcp://127.0.0.1:%d", port);
-  snprintf(pub_ep, sizeof pub_ep, "tcp://127.0.0.1:%d", port + 1);
+  for (int attempt = 0; attempt < 4; attempt++)
+    if (start_daemon_once(ctx, nshards) == 0) return 0;
+  return -1;
+}
+
+static int start_daemon_once(void *ctx, int *nshards) {
+  snprintf(endpoint, sizeof endpoint, "tcp://127.0.0.1:%d", free_port());
+  snprintf(pub_ep, sizeof pub_ep, "tcp://127.0.0.1:%d", free_port());
   char data[256], key[256], errp[256], sh[16];
   snprintf(data, sizeof data, "%s/data", tmpdir);
   snprintf(key, sizeof key, "%s/private.pem", tmpdir);
@@ -1035,6 +1127,11 @@ static int start_daemon(void *ctx, int *nshards) {
                   shards > 0 ? "--shards" : NULL, sh, NULL};
   fq_pid = spawn(argv, -1, errp);
   for (int i = 0; i < 100; i++) {
+    int st;
+    if (waitpid(fq_pid, &st, WNOHANG) == fq_pid) {
+      fq_pid = -1;
+      break;
+    }
     if (ping(ctx) == 0) {
       /* The ping reply says how many shards the daemon runs. */
       fq_err_t err;
@@ -1148,7 +1245,8 @@ static void usage(void) {
           "                 [--window N (commands not yet terminal, all producers)]\n"
           "                 [--duration S (each measured phase)] [--rounds N]\n"
           "                 [--inflight N (ceiling requests in flight)] [--shards N]\n"
-          "                 [--quick] [--profile] [--out FILE]\n");
+          "                 [--quick] [--profile] [--keep (the work dir: logs, data)]\n"
+          "                 [--out FILE]\n");
 }
 
 int main(int argc, char **argv) {
@@ -1156,6 +1254,7 @@ int main(int argc, char **argv) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!strcmp(a, "--quick")) { quick = true; continue; }
     if (!strcmp(a, "--profile")) { profile = true; continue; }
+    if (!strcmp(a, "--keep")) { keep = true; continue; }
     if (!v) { usage(); return 2; }
     if (!strcmp(a, "--fleetqd")) fleetqd_path = v;
     else if (!strcmp(a, "--fleetsim")) fleetsim_path = v;
@@ -1206,10 +1305,11 @@ int main(int argc, char **argv) {
   make_token();
   if (make_key() || start_sim() || start_daemon(ctx, &nshards) || add_account()) goto out;
   int cthreads = nshards > 0 ? (nshards < MAXT ? nshards : MAXT) : 2;
-  printf("bench_e2e: %d cars, fleetsim at %s, fleetqd %d shards (fsync on), %d producers, "
-         "window %d, %.1f s per phase, %d round%s, ceiling %d in flight on %d thread%s\n",
-         cars, sim_base, nshards, producers, window, duration, rounds, rounds > 1 ? "s" : "",
-         inflight, cthreads, cthreads > 1 ? "s" : "");
+  printf("bench_e2e: %d cars, fleetsim at %s (pid %d), fleetqd %d shards (pid %d, fsync on), "
+         "%d producers, window %d, %.1f s per phase, %d round%s, ceiling %d in flight on %d "
+         "thread%s\n",
+         cars, sim_base, (int)sim_pid, nshards, (int)fq_pid, producers, window, duration, rounds,
+         rounds > 1 ? "s" : "", inflight, cthreads, cthreads > 1 ? "s" : "");
   fflush(stdout);
 
   e2e_res_t warm = run_load(ctx, MODE_WARM, 0, 0);
@@ -1217,6 +1317,9 @@ int main(int argc, char **argv) {
          "%ld succeeded, p50 %.1f ms p99 %.1f ms, fleetqd %.0f us/cmd, fleetsim %.0f us/cmd\n",
          warm.sent, warm.elapsed, warm.rate, warm.succeeded_win, warm.p50, warm.p99,
          warm.fq_cpu_per_cmd, warm.sim_cpu_per_cmd);
+  printf("    fleetsim: %ld requests, %ld handshakes, %ld executions; %.2f events per command\n",
+         warm.sim.requests, warm.sim.handshakes, warm.sim.executions,
+         warm.terminal_total ? (double)warm.events / (double)warm.terminal_total : 0);
   print_tally(stdout, "failed", &warm.fails);
   print_tally(stdout, "refused", &warm.rejects);
   if (warm.unfinished) printf("    %ld did not finish\n", warm.unfinished);
@@ -1236,6 +1339,11 @@ int main(int argc, char **argv) {
            r + 1, e->rate, e->terminal_win, duration, e->succeeded_win, e->p50, e->p90, e->p99,
            e->p999, e->max, e->fq_cpu_per_cmd, e->fq_cores, e->sim_cpu_per_cmd, e->sim_cores,
            e->self_cpu_per_cmd);
+    printf("    fleetsim: %ld requests (%.2f per command), %ld executions for %ld succeeded "
+           "events, %ld handshakes, %ld faults; %.2f events per command\n",
+           e->sim.requests, e->terminal_total ? (double)e->sim.requests / (double)e->terminal_total : 0,
+           e->sim.executions, e->succeeded_total, e->sim.handshakes, e->sim.signed_fault,
+           e->terminal_total ? (double)e->events / (double)e->terminal_total : 0);
     print_tally(stdout, "failed", &e->fails);
     print_tally(stdout, "refused", &e->rejects);
     if (e->unfinished || e->seq_gaps || e->bad_events || e->foreign)
@@ -1367,9 +1475,13 @@ out:
     waitpid(sim_pid, &st, 0);
   }
   zmq_ctx_term(ctx);
-  char cmd[128];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-  if (system(cmd)) {
+  if (keep) {
+    printf("kept %s (fleetqd.err, fleetsim.err, data/)\n", tmpdir);
+  } else {
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+    if (system(cmd)) {
+    }
   }
   return status;
 }
