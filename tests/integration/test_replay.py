@@ -10,6 +10,8 @@
 3. Open loop: a daemon stopped (SIGSTOP) for 0.5 s during a run shows the
    stall in the latencies instead of hiding it.
 4. Refusals: non-loopback endpoints, corrupted files.
+5. With dispatch (fleetsim with the file's cars, an account in fleetqd),
+   end-to-end latency is measured to the terminal event, and says so.
 """
 
 import json
@@ -23,6 +25,7 @@ import time
 import msgpack
 import zmq
 
+import fqlib
 from fqlib import BIN, Daemon, Sub, log, run_test
 
 REPLAY = os.path.join(BIN, "fleetq-replay")
@@ -150,19 +153,25 @@ def test(c):
         # Unique commands only (duplicates make no event), so scale back.
         c.ok(abs(sub_rate * COUNT / len(first) - RATE) <= 0.02 * RATE,
              "subscriber-side rate within 2 % of the target", sub_rate)
-        # Tolerance: the two clocks are the same host clock, but the Python
-        # subscriber adds its own scheduling delay (GIL, interpreter): agree
-        # within 1 ms + 25 % at p50 / p90, 3 ms + 50 % at p99.
-        tol = {"p50": (1.0, 0.25), "p90": (1.0, 0.25), "p99": (3.0, 0.5)}
+        # Tolerances.  The replayer's e2e figure measures the same thing as
+        # this subscriber (arrival of the queued event, from the intended
+        # send time, same host clock); the Python subscriber adds its own
+        # scheduling delay (GIL, interpreter): agree within 1 ms + 25 % at
+        # p50 / p90, 3 ms + 50 % at p99.  The ack travels another path (the
+        # reply, not the publisher) and is compared more loosely: 2 ms +
+        # 50 %, and 5 ms + 75 % at p99 (on a loaded machine the two paths
+        # are scheduled differently).
+        tol = {"p50": (1.0, 0.25, 2.0, 0.5), "p90": (1.0, 0.25, 2.0, 0.5),
+               "p99": (3.0, 0.5, 5.0, 0.75)}
         q = {"p50": 0.5, "p90": 0.9, "p99": 0.99}
-        for k, (a_ms, rel) in tol.items():
+        for k, (a_ms, rel, ack_ms, ack_rel) in tol.items():
             mine = pct(lat, q[k])
             e2e = rep["e2e_latency_ms"][k]
             ack = rep["ack_latency_ms"][k]
             log(f"  {k}: subscriber {mine:.3f} ms, replay e2e {e2e:.3f} ms, replay ack {ack:.3f} ms")
             c.ok(close(mine, e2e, a_ms, rel), f"e2e {k} agrees with the subscriber",
                  f"subscriber {mine:.3f} ms", f"replay {e2e:.3f} ms")
-            c.ok(close(mine, ack, a_ms, rel), f"ack {k} agrees with the subscriber",
+            c.ok(close(mine, ack, ack_ms, ack_rel), f"ack {k} agrees with the subscriber",
                  f"subscriber {mine:.3f} ms", f"replay {ack:.3f} ms")
 
         # The same file again is all duplicates; with a key prefix it is new.
@@ -231,6 +240,33 @@ def test(c):
     r = replay("run", bad, "--endpoint", "tcp://127.0.0.1:1")
     c.ok(r.returncode == 1 and "percent" in r.stderr, "an invalid submit body is refused",
          r.stderr)
+
+    # ---- 5. end to end through dispatch ------------------------------------
+    import dispatchlib as dl
+    cars = 20
+    w = dl.World("test_replay_dispatch",
+                 vehicles=[dl.default_vehicle(fqlib.vin(k)) for k in range(cars)])
+    try:
+        e2e = os.path.join(w.tmp, "e2e.fqt")
+        r = replay("gen", "--out", e2e, "--count", 200, "--devices", cars, "--rate", 100,
+                   "--uniform", "--seed", 9, "--account", "acct1", "--tenant", "rd",
+                   "--mix", "set_charge_limit=3,door_lock=1,charge_start=1")
+        c.eq(r.returncode, 0, "gen for the dispatch run", r.stderr)
+        r = replay("run", e2e, "--endpoint", w.daemon.endpoint, "--publish", w.daemon.publish,
+                   "--drain", 30, "--json")
+        rep = json.loads(r.stdout)
+        log("dispatch report:", json.dumps(rep))
+        c.eq((rep["acked"], rep["errors"]), (200, {}), "all acked", r.stderr)
+        c.eq(rep["e2e_to"], "terminal", "commands are dispatched: e2e is to the terminal event")
+        c.eq((rep["e2e_latency_ms"]["count"], rep["e2e_missing"]), (200, 0),
+             "every command reached a terminal state within the drain")
+        c.ok(rep["e2e_latency_ms"]["p50"] > rep["ack_latency_ms"]["p50"],
+             "reaching the car takes longer than being acked", rep["e2e_latency_ms"],
+             rep["ack_latency_ms"])
+        st = w.sim.stats()
+        log("fleetsim stats:", json.dumps(st)[:300])
+    finally:
+        w.close()
 
 
 run_test("test_replay", test)
