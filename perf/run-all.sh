@@ -124,6 +124,21 @@ rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 # CPU time (user + system) of a process so far, in clock ticks.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 TICK=$(getconf CLK_TCK)
+# Copy a benchmark's output, adding after its first "round" line the CPU
+# time the server process PID used until then: the maximum-throughput
+# phase (the ceilings that follow in the same round do not touch the
+# server; the half-load run comes after the line).
+server_cpu() {
+  local pid=$1 c0 line done=0
+  c0=$(cpu_ticks "$pid")
+  while IFS= read -r line; do
+    echo "$line"
+    if [ "$done" = 0 ] && [ "${line#round}" != "$line" ]; then
+      echo "server_cpu_s=$(( $(cpu_ticks "$pid") - c0 ))/$TICK"
+      done=1
+    fi
+  done
+}
 
 # ---- 1. durable ingest: fleetq, ceilings, Redis ----------------------------
 # Paired rounds: each round runs fleetq (with its two ceilings) and then
@@ -150,27 +165,21 @@ for r in $(seq "$ROUNDS"); do
   for try in 1 2 3; do
     start_daemon "$W/ingest-data-$r-$try"
     wait_ping
-    c0=$(cpu_ticks "$DPID")
     ok=1
     "$BIN/bench_ingest" --endpoint "$EP" --producers $PRODUCERS --window $WINDOW \
       --count $INGEST_COUNT --devices $DEVICES --rounds 1 --out "$W/ingest-$r.md" \
-      >"$W/ingest-$r.txt" 2>"$W/ingest-$r.err" || ok=0
-    c1=$(cpu_ticks "$DPID")
+      2>"$W/ingest-$r.err" | server_cpu "$DPID" >"$W/ingest-$r.txt" || ok=0
     stop_daemon
     rm -rf "$W/ingest-data-$r-$try"
     [ "$ok" = 1 ] && break
     say "  bench_ingest failed (try $try): $(tail -1 "$W/ingest-$r.err")"
     [ "$try" = 3 ] && exit 1
   done
-  echo "server_cpu_s=$(( c1 - c0 ))/$TICK" >>"$W/ingest-$r.txt"
   grep -E '^round|^half' "$W/ingest-$r.txt" >&2
   say "  round $r/$ROUNDS: Redis (bench_redis)"
-  c0=$(cpu_ticks "$REDIS_PID")
   "$BIN/bench_redis" --port "$RPORT" --script "$ROOT/perf/redis_dedupe.lua" \
     --producers $PRODUCERS --window $WINDOW --count $INGEST_COUNT --devices $DEVICES \
-    --rounds 1 >"$W/redis-$r.txt"
-  c1=$(cpu_ticks "$REDIS_PID")
-  echo "server_cpu_s=$(( c1 - c0 ))/$TICK" >>"$W/redis-$r.txt"
+    --rounds 1 | server_cpu "$REDIS_PID" >"$W/redis-$r.txt"
   grep -E '^round|^half' "$W/redis-$r.txt" >&2
 done
 redis-cli -p "$RPORT" shutdown nosave >/dev/null 2>&1 || kill "$REDIS_PID" 2>/dev/null || true
@@ -309,16 +318,12 @@ for r in range(1, 100):
     p["msg"] = hdr.group(1) if hdr else "?"
     p["rr"] = dict(kv.split("=") for kv in re.search(r"RESULT (.*)", red).group(1).split()) if "RESULT" in red else {}
     p["redis"] = float(p["rr"].get("rate", 0)) or None
-    # Server CPU per acknowledged request: the measured round plus the
-    # half-load run (both tools send 4 x floor(half * 5 / 4) there).
-    def cpu_us(text, half):
+    # Server CPU per acknowledged request in the maximum-throughput phase.
+    def cpu_us(text):
         m = re.search(r"server_cpu_s=(\d+)/(\d+)", text)
-        if not m or not half:
-            return None
-        n = PRODUCERS * COUNT + PRODUCERS * int(float(half) * 5 / PRODUCERS)
-        return int(m.group(1)) / int(m.group(2)) / n * 1e6
-    p["fq_cpu"] = cpu_us(ing, p["fq_half"][0] if p["fq_half"][0] != "?" else None)
-    p["redis_cpu"] = cpu_us(red, float(p["rr"]["half_rate"]) if p["rr"] else None)
+        return int(m.group(1)) / int(m.group(2)) / (PRODUCERS * COUNT) * 1e6 if m else None
+    p["fq_cpu"] = cpu_us(ing)
+    p["redis_cpu"] = cpu_us(red)
     pairs.append(p)
 fq_rate = median([p["fq"] for p in pairs])
 zmq_rate = median([p["zmq"] for p in pairs])
@@ -366,9 +371,9 @@ if redis_rate:
 w(f"| ceiling: ZeroMQ DEALER/ROUTER echo, same messages | {zmq_rate:.0f} | - | - | - | {zmq_rate / fq_rate:.2f} | {tag} |")
 w(f"| ceiling: LMDB puts, batches of 1000 x 600 B, fsync per batch | {lmdb_rate:.0f} | - | - | - | {lmdb_rate / fq_rate:.2f} | {tag} |")
 w("")
-w("Server CPU per ack is the user + system time of the server process (fleetqd, all its "
-  "threads; redis-server) over the round and its half-load run, divided by the requests it "
-  "acknowledged: it depends much less on what else runs on the machine than throughput does.")
+w("Server CPU per ack: user + system time of the server process (fleetqd with all its "
+  "threads; redis-server) during the maximum-throughput phase, divided by the requests it "
+  "acknowledged there. It depends much less than throughput on what else runs on the machine.")
 w("")
 if pairs:
     w("Per round (acks/s): " + "; ".join(

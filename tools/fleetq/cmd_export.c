@@ -334,7 +334,7 @@ static int cmd_export(int argc, char **argv) {
   if (truncated)
     fprintf(stderr, "fleetq export: more than %" PRIu64 " commands in range; kept the first "
                     "%" PRIu64 " found (--limit)\n", limit, limit);
-  qsort(evs, nev, sizeof *evs, cmp_qev);
+  if (nev) qsort(evs, nev, sizeof *evs, cmp_qev); /* qsort(NULL, 0) is undefined */
 
   /* 3. Each command's submitted content, EXPORT_WINDOW lookups at a time,
    * written in time order. */
