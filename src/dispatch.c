@@ -104,7 +104,7 @@ struct fq_dispatch {
   void *auth_push;
 
   dev_t_ **devs;
-  size_t ndev_buckets;
+  size_t ndev_buckets, ndevs;
   sess_t *sess[1024];
   acct_t *accts[256];
   uint64_t seen_gen;
@@ -127,8 +127,12 @@ struct fq_dispatch {
 /* --- small tables ------------------------------------------------------------ */
 
 static uint64_t hash_str(const char *s) {
+  /* FNV-1a plus a finalizer (the low bits index a power-of-two table). */
   uint64_t h = 1469598103934665603ULL;
   for (; *s; s++) h = (h ^ (uint8_t)*s) * 1099511628211ULL;
+  h ^= h >> 33;
+  h *= 0xff51afd7ed558ccdULL;
+  h ^= h >> 33;
   return h;
 }
 
@@ -136,8 +140,30 @@ static dev_t_ *dev_get(fq_dispatch_t *d, const char *name) {
   size_t b = hash_str(name) & (d->ndev_buckets - 1);
   for (dev_t_ *x = d->devs[b]; x; x = x->next)
     if (strcmp(x->name, name) == 0) return x;
+  if (d->ndevs >= d->ndev_buckets) {
+    /* Keep chains short: every kick looks its device up. */
+    size_t nb = d->ndev_buckets * 2;
+    dev_t_ **nd = calloc(nb, sizeof *nd);
+    if (nd) {
+      for (size_t i = 0; i < d->ndev_buckets; i++) {
+        dev_t_ *y = d->devs[i];
+        while (y) {
+          dev_t_ *next = y->next;
+          size_t j = hash_str(y->name) & (nb - 1);
+          y->next = nd[j];
+          nd[j] = y;
+          y = next;
+        }
+      }
+      free(d->devs);
+      d->devs = nd;
+      d->ndev_buckets = nb;
+      b = hash_str(name) & (nb - 1);
+    }
+  }
   dev_t_ *x = calloc(1, sizeof *x);
   if (!x) return NULL;
+  d->ndevs++;
   snprintf(x->name, sizeof x->name, "%s", name);
   if (name[0] == 'v') {
     x->vehicle = true;

@@ -22,7 +22,7 @@ fq_idem_t *fq_idem_new(size_t initial) {
   fq_idem_t *t = calloc(1, sizeof *t);
   if (!t) return NULL;
   size_t cap = 1024;
-  while (cap < initial * 2) cap <<= 1;
+  while (cap < initial * 4) cap <<= 1;
   t->slots = calloc(cap, sizeof *t->slots);
   if (!t->slots) {
     free(t);
@@ -69,7 +69,9 @@ static int grow(fq_idem_t *t) {
 }
 
 int fq_idem_put(fq_idem_t *t, uint64_t h, uint64_t num) {
-  if ((t->count + 1) * 4 > t->cap * 3) {
+  /* At most half full: a miss (the common case: a new key) then probes
+   * about 2.5 slots instead of ~8.5 at three quarters. */
+  if ((t->count + 1) * 2 > t->cap) {
     int rc = grow(t);
     if (rc) return rc;
   }

@@ -71,6 +71,11 @@ unsigned fq_shard_for_device(const char *device, size_t len, unsigned count) {
     h ^= (uint8_t)device[i];
     h *= 1099511628211ULL;
   }
+  /* Finalizer: FNV-1a's low bits depend only on the bytes' low bits, which
+   * would spread similar ids unevenly over a small shard count. */
+  h ^= h >> 33;
+  h *= 0xff51afd7ed558ccdULL;
+  h ^= h >> 33;
   return count ? (unsigned)(h % count) : 0;
 }
 

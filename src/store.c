@@ -262,8 +262,14 @@ uint64_t fq_store_next_seq(const fq_store_t *s) { return s->txn ? s->txn_next_se
 unsigned fq_store_shard(const fq_store_t *s) { return s->shard; }
 
 void fq_store_id_format(unsigned shard, uint64_t num, char id[FQ_ID_LEN + 1]) {
-  snprintf(id, FQ_ID_LEN + 1, "%02x%014" PRIx64, shard & 0xff,
-           (uint64_t)(num & 0xffffffffffffffULL));
+  static const char hex[] = "0123456789abcdef";
+  id[0] = hex[(shard >> 4) & 15];
+  id[1] = hex[shard & 15];
+  for (int i = FQ_ID_LEN - 1; i >= 2; i--) {
+    id[i] = hex[num & 15];
+    num >>= 4;
+  }
+  id[FQ_ID_LEN] = 0;
 }
 
 uint64_t fq_store_id_num(const char *id) {

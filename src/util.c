@@ -46,6 +46,11 @@ int fq_buf_reserve(fq_buf_t *b, size_t n) {
 }
 
 int fq_buf_append(fq_buf_t *b, const void *p, size_t n) {
+  if (n <= b->alloc - b->len && b->data) { /* fast path: room already there */
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+    return 0;
+  }
   int rc = fq_buf_reserve(b, n);
   if (rc) return rc;
   if (n) memcpy(b->data + b->len, p, n);
