@@ -433,6 +433,8 @@ struct load {
   unsigned run;
   int nprod;
   long per_window;
+  double rate;                 /* open loop: commands/s in all; 0 = closed loop */
+  int64_t t0;
   prod_t prod[MAXP];
   _Atomic long done[MAXP];     /* terminal events (or rejections) per producer */
   atomic_int stop;             /* producers stop sending */
@@ -493,12 +495,22 @@ static void *producer_main(void *arg) {
   for (;;) {
     bool stopping = atomic_load(&L->stop);
     long done = atomic_load(&L->done[P->id]);
-    while (!stopping && P->sent < limit && P->sent - done < L->per_window) {
+    /* Open loop (rate > 0): send on schedule, time from the intended send
+     * time (a stalled daemon cannot hide latency by slowing us down); the
+     * window is then only a safety cap. */
+    long win = L->rate > 0 ? 4 * L->per_window : L->per_window;
+    while (!stopping && P->sent < limit && P->sent - done < win) {
+      int64_t at = fq_mono_ns();
+      if (L->rate > 0) {
+        int64_t due = L->t0 + (int64_t)((double)P->sent * 1e9 * L->nprod / L->rate);
+        if (due > at) break;
+        at = due;
+      }
       int car = L->mode == MODE_WARM ? (int)(P->sent * L->nprod + P->id)
                                      : (int)(rnd(&rng) % (uint32_t)cars);
       fq_buf_reset(&b);
       make_submit(&b, L->run, P->id, P->sent, car, &rng);
-      atomic_store_explicit(&P->sent_at[P->sent], fq_mono_ns(), memory_order_release);
+      atomic_store_explicit(&P->sent_at[P->sent], at, memory_order_release);
       if (zmq_send(s, b.data, b.len, 0) < 0) break;
       P->sent++;
     }
@@ -816,7 +828,7 @@ static void percentiles(int64_t *v, long n, e2e_res_t *r) {
   r->max = (double)v[n - 1] / 1e6;
 }
 
-static e2e_res_t run_load(void *ctx, int mode, unsigned run, double secs) {
+static e2e_res_t run_load(void *ctx, int mode, unsigned run, double secs, double rate) {
   load_t *L = calloc(1, sizeof *L);
   e2e_res_t res = {0};
   L->ctx = ctx;
@@ -824,6 +836,7 @@ static e2e_res_t run_load(void *ctx, int mode, unsigned run, double secs) {
   L->run = run;
   L->nprod = producers;
   L->per_window = window / producers > 0 ? window / producers : 1;
+  L->rate = rate;
   long cap = mode == MODE_WARM ? (cars + producers - 1) / producers
                                : (long)((secs + ramp + 1) * 150000.0 / producers) + 1000;
   L->lat_cap = mode == MODE_WARM ? cars : cap * producers;
@@ -841,6 +854,7 @@ static e2e_res_t run_load(void *ctx, int mode, unsigned run, double secs) {
   sim_stats_t st0, st1;
   int st_rc = sim_stats(&st0);
   int64_t t0 = fq_mono_ns();
+  L->t0 = t0;
   if (mode == MODE_WARM) {
     L->win0 = t0;
     L->win1 = INT64_MAX;
@@ -1312,7 +1326,7 @@ int main(int argc, char **argv) {
          rounds > 1 ? "s" : "", inflight, cthreads, cthreads > 1 ? "s" : "");
   fflush(stdout);
 
-  e2e_res_t warm = run_load(ctx, MODE_WARM, 0, 0);
+  e2e_res_t warm = run_load(ctx, MODE_WARM, 0, 0, 0);
   printf("warm-up: %ld commands (one per car, handshake included) in %.2f s: %.0f/s, "
          "%ld succeeded, p50 %.1f ms p99 %.1f ms, fleetqd %.0f us/cmd, fleetsim %.0f us/cmd\n",
          warm.sent, warm.elapsed, warm.rate, warm.succeeded_win, warm.p50, warm.p99,
@@ -1331,7 +1345,7 @@ int main(int argc, char **argv) {
       self_cpu[MAXR];
   long failures = warm.unfinished + tally_total(&warm.fails) + warm.rejected;
   for (int r = 0; r < rounds; r++) {
-    res[r] = run_load(ctx, MODE_MEASURE, (unsigned)r + 1, duration);
+    res[r] = run_load(ctx, MODE_MEASURE, (unsigned)r + 1, duration, 0);
     e2e_res_t *e = &res[r];
     printf("round %d: e2e %.0f commands/s (%ld terminal in %.1f s, %ld succeeded), "
            "p50 %.1f p90 %.1f p99 %.1f p99.9 %.1f max %.1f ms; fleetqd %.1f us/cmd (%.2f cores), "
@@ -1385,6 +1399,20 @@ int main(int argc, char **argv) {
          "max %.1f ms | fleetqd %.1f us/cmd, fleetsim %.1f us/cmd\n",
          rounds, e_med, g_med, p_med, ceil_med > 0 ? e_med / ceil_med : 0, m->p50, m->p90, m->p99,
          m->p999, m->max, median(fq_cpu, rounds), median(sim_cpu, rounds));
+  /* Latency at half the measured throughput, open loop. */
+  double half_rate = e_med / 2;
+  e2e_res_t half = {0};
+  if (half_rate >= 1) {
+    half = run_load(ctx, MODE_MEASURE, (unsigned)rounds + 1, duration, half_rate);
+    printf("half load: offered %.0f/s, achieved %.0f commands/s, p50 %.1f p90 %.1f p99 %.1f "
+           "p99.9 %.1f max %.1f ms (from the intended send time); fleetqd %.1f us/cmd "
+           "(%.2f cores)\n",
+           half_rate, half.rate, half.p50, half.p90, half.p99, half.p999, half.max,
+           half.fq_cpu_per_cmd, half.fq_cores);
+    print_tally(stdout, "failed", &half.fails);
+    print_tally(stdout, "refused", &half.rejects);
+    failures += half.unfinished + tally_total(&half.fails) + half.rejected;
+  }
   status = failures ? 1 : 0;
 
   FILE *f = fopen(out_path, "w");
@@ -1401,7 +1429,7 @@ int main(int argc, char **argv) {
     fprintf(f, "Date: %s. Machine: %s %s %s, %s, %ld CPUs online (shared with other work). "
                "fleetq %s, libzmq %d.%d.%d, libcurl %s, %s, %s.\n\n",
             date, u.sysname, u.release, u.machine, cpu, sysconf(_SC_NPROCESSORS_ONLN), FQ_VERSION,
-            maj, min, pat, curl_version_info(CURLVERSION_NOW)->version, MDB_VERSION_STRING,
+            maj, min, pat, curl_version_info(CURLVERSION_NOW)->version, mdb_version(NULL, NULL, NULL),
             OPENSSL_VERSION_TEXT);
     fprintf(f, "Setup: fleetsim (plain HTTP on loopback) with %d paired, awake cars in one "
                "account; fleetqd with %d shards, fsync on (the default), a fleet key and the "
@@ -1439,6 +1467,12 @@ int main(int argc, char **argv) {
                "(e2e / GET %.2f, e2e / POST %.2f).\n\n",
             rounds, e_med, g_med, p_med, ceil_med > 0 ? e_med / ceil_med : 0,
             g_med > 0 ? e_med / g_med : 0, p_med > 0 ? e_med / p_med : 0);
+    if (half_rate >= 1)
+      fprintf(f, "Latency at half load (open loop, %.0f commands/s offered, timed from the "
+                 "intended send time): achieved %.0f/s, p50 %.1f ms, p90 %.1f ms, p99 %.1f ms, "
+                 "p99.9 %.1f ms, max %.1f ms; fleetqd %.1f us CPU per command.\n\n",
+              half_rate, half.rate, half.p50, half.p90, half.p99, half.p999, half.max,
+              half.fq_cpu_per_cmd);
     fprintf(f, "CPU per command (median): fleetqd %.1f us, fleetsim %.1f us, benchmark "
                "process %.1f us. In the ceiling runs fleetsim spent %.1f us (GET) / %.1f us "
                "(POST) per request.\n\n",
