@@ -372,7 +372,8 @@ int fq_replay_gen(int argc, char **argv) {
       mix_add(&site, fq_cmd_find(g_default_site[i].name, strlen(g_default_site[i].name),
                                  FQ_DEV_SITE, NULL),
               g_default_site[i].w);
-  if (mixspec && veh.n == 0 && energy < 1 && site.n > 0 && energy == 0) energy = 1;
+  /* A mix of site commands only, without --energy-share: all sites. */
+  if (mixspec && veh.n == 0 && site.n > 0 && energy == 0) energy = 1;
   if (energy < 1 && veh.n == 0)
     return fq_replay_usage_err("gen", "the mix has no vehicle command but --energy-share < 1");
 

@@ -65,6 +65,7 @@ typedef struct run {
   uint8_t *status;
   uint8_t *primary;       /* 1: first record with its tenant + key */
   uint32_t *table;        /* tenant + key -> record index + 1 */
+  fq_str_t *tk;           /* tenant and key of record i at 2i, 2i+1 */
   size_t table_mask;
   int64_t start_ns;       /* monotonic time of intended offset 0 */
   int64_t start_unix_ns;  /* the same moment on the wall clock */
@@ -93,13 +94,11 @@ static uint64_t hash_tk(const char *t, size_t tn, const char *k, size_t kn) {
   return h ^ (h >> 29);
 }
 
-/* The record's decoded tenant and key (the file was validated at open). */
+/* The record's tenant and key, decoded once by build_table (they point
+ * into the mapped file). */
 static void rec_tk(const run_t *r, size_t i, fq_str_t *tenant, fq_str_t *key) {
-  fq_request_t q;
-  const fq_traffic_rec_t *rec = fq_traffic_rec(r->t, i);
-  fq_wire_decode_request(rec->body, rec->len, &q, NULL);
-  *tenant = q.tenant;
-  *key = q.key;
+  *tenant = r->tk[2 * i];
+  *key = r->tk[2 * i + 1];
 }
 
 /* Index of the first record with this tenant + key, or -1.  The key of an
@@ -124,7 +123,16 @@ static int build_table(run_t *r) {
   size_t cap = 16;
   while (cap < r->n * 2) cap <<= 1;
   r->table = calloc(cap, sizeof *r->table);
-  if (!r->table) return -ENOMEM;
+  r->tk = calloc(2 * r->n + 2, sizeof *r->tk);
+  if (!r->table || !r->tk) return -ENOMEM;
+  for (size_t i = 0; i < r->n; i++) {
+    /* The file was validated at open: this decode cannot fail. */
+    fq_request_t q;
+    const fq_traffic_rec_t *rec = fq_traffic_rec(r->t, i);
+    fq_wire_decode_request(rec->body, rec->len, &q, NULL);
+    r->tk[2 * i] = q.tenant;
+    r->tk[2 * i + 1] = q.key;
+  }
   r->table_mask = cap - 1;
   for (size_t i = 0; i < r->n; i++) {
     fq_str_t t, k;
@@ -224,7 +232,7 @@ static void *conn_main(void *arg) {
   int zero = 0, maxmsg = FQ_CLIENT_MAX_REPLY;
   fq_buf_t body;
   fq_buf_init(&body, FQ_TRAFFIC_MAX_RECORD + 64);
-  uint64_t my_sent = 0, my_replies = 0, inflight = 0;
+  uint64_t inflight = 0;
   int64_t last_reply = 0, last_send = 0;
   if (!s) {
     c->rc = 1;
@@ -258,7 +266,6 @@ static void *conn_main(void *arg) {
           zmq_send(s, body.data, body.len, ZMQ_DONTWAIT) == (int)body.len) {
         r->sent_at[next] = now;
         last_send = now;
-        my_sent++;
         inflight++;
         atomic_fetch_add(&r->sent, 1);
       } else {
@@ -279,7 +286,6 @@ static void *conn_main(void *arg) {
       if (got < 0) break;
       int64_t t = fq_mono_ns();
       if (take_reply(r, zmq_msg_data(&m), zmq_msg_size(&m), t)) {
-        my_replies++;
         inflight--;
         last_reply = t;
       }
@@ -307,8 +313,6 @@ static void *conn_main(void *arg) {
   if (last_reply > r->last_reply_ns) r->last_reply_ns = last_reply;
   if (last_send > r->last_send_ns) r->last_send_ns = last_send;
   pthread_mutex_unlock(&r->mu);
-  (void)my_sent;
-  (void)my_replies;
 out:
   if (s) zmq_close(s);
   fq_buf_free(&body);
@@ -830,6 +834,7 @@ out:
   free(r->status);
   free(r->primary);
   free(r->table);
+  free(r->tk);
   pthread_mutex_destroy(&r->mu);
   free(r);
   return rc;
