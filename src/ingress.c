@@ -349,7 +349,96 @@ out:
   return true;
 }
 
-/* Relay everything one shard has sent.  Returns 1 when it said 'D'. */
+typedef struct part {
+  const uint8_t *p;
+  size_t n;
+} part_t;
+
+static void send_parts(void *sock, const part_t *parts, int n, int flags) {
+  for (int i = 0; i < n; i++)
+    zmq_send(sock, parts[i].p, parts[i].n, (i + 1 < n ? ZMQ_SNDMORE : 0) | flags);
+}
+
+/* A shard's answer to a lookup ('F'): parts = envelope frames + reply. */
+static void on_lookup_reply(fq_ingress_t *in, uint64_t token, uint8_t found, const part_t *parts,
+                            int n) {
+  fanout_t *fo = &in->fan[token % FANOUT_SLOTS];
+  if (fo->token != token) return;
+  if (fo->check) {
+    if (found) {
+      send_parts(in->router, parts, n, 0);
+    } else {
+      /* Not there after all (an entry left by a failed batch): the key is
+       * new, so the submit goes to its device's shard. */
+      fq_idem_del(in->keys, fo->keyhash, fo->check_shard);
+      fq_idem_put(in->keys, fo->keyhash, fo->dev_shard);
+      if (to_shard(in, fo->dev_shard, 'Q', NULL, fo->frames, fo->nframes, true) != 0) {
+        fq_buf_reset(&in->out);
+        fq_wire_reply_error(&in->out, FQ_EBUSY,
+                            "fleetqd is saturated (shard queue full); retry later", NULL, 0);
+        reply_client(in, fo->frames, fo->nframes - 1, in->out.data, in->out.len);
+      }
+    }
+    close_all(fo->frames, fo->nframes);
+    fo->nframes = 0;
+    fo->token = 0;
+    fo->check = false;
+    return;
+  }
+  fo->remaining--;
+  if ((found && !fo->answered) || (fo->remaining == 0 && !fo->answered)) {
+    fo->answered = true;
+    send_parts(in->router, parts, n, 0);
+  }
+  if (fo->remaining == 0) fo->token = 0;
+}
+
+static bool take(const uint8_t **p, const uint8_t *end, void *out, size_t n) {
+  if ((size_t)(end - *p) < n) return false;
+  memcpy(out, *p, n);
+  *p += n;
+  return true;
+}
+
+static bool take_part(const uint8_t **p, const uint8_t *end, part_t *out) {
+  uint32_t len;
+  if (!take(p, end, &len, 4) || (size_t)(end - *p) < len) return false;
+  out->p = *p;
+  out->n = len;
+  *p += len;
+  return true;
+}
+
+/* One 'B' frame of a shard (format in shard.c): publish its events, then
+ * answer its replies.  The bytes come from our own shard thread; a
+ * malformed record is a bug, logged and the rest of the frame skipped. */
+static void relay_batch(fq_ingress_t *in, const uint8_t *p, size_t len) {
+  const uint8_t *end = p + len;
+  while (p < end) {
+    char kind = (char)*p++;
+    part_t parts[MAX_FRAMES + 1];
+    uint8_t nenv = 0, found = 1;
+    uint64_t token = 0;
+    if (kind == 'E') {
+      if (!take_part(&p, end, &parts[0]) || !take_part(&p, end, &parts[1])) break;
+      send_parts(in->pub, parts, 2, ZMQ_DONTWAIT);
+      continue;
+    }
+    if (kind == 'F' && (!take(&p, end, &token, 8) || !take(&p, end, &found, 1))) break;
+    if ((kind != 'R' && kind != 'F') || !take(&p, end, &nenv, 1) || nenv > MAX_FRAMES) break;
+    bool ok = true;
+    for (int i = 0; i <= nenv && ok; i++) ok = take_part(&p, end, &parts[i]);
+    if (!ok) break;
+    if (kind == 'R')
+      send_parts(in->router, parts, nenv + 1, 0);
+    else
+      on_lookup_reply(in, token, found, parts, nenv + 1);
+  }
+  if (p < end) fq_error("ingress", "malformed batch from a shard (%zu bytes left)", (size_t)(end - p));
+}
+
+/* Relay everything one peer (shard or auth thread) has sent.  Returns 1
+ * when it said 'D'. */
 static int handle_shard(fq_ingress_t *in, unsigned idx) {
   int done = 0;
   for (int budget = 0; budget < 4096; budget++) {
@@ -358,46 +447,11 @@ static int handle_shard(fq_ingress_t *in, unsigned idx) {
     int n = recv_all(in->pairs[idx], f, MAX_FRAMES + 4, &overflow);
     if (n <= 0) break;
     char kind = zmq_msg_size(&f[0]) == 1 ? *(const char *)zmq_msg_data(&f[0]) : '?';
-    if (kind == 'E' && n == 3) {
-      zmq_msg_send(&f[1], in->pub, ZMQ_SNDMORE | ZMQ_DONTWAIT);
-      zmq_msg_send(&f[2], in->pub, ZMQ_DONTWAIT);
+    if (kind == 'B' && n == 2) {
+      relay_batch(in, zmq_msg_data(&f[1]), zmq_msg_size(&f[1]));
     } else if (kind == 'R' && n >= 3) {
+      /* The auth thread answers admin requests frame by frame. */
       for (int i = 1; i < n; i++) zmq_msg_send(&f[i], in->router, i + 1 < n ? ZMQ_SNDMORE : 0);
-    } else if (kind == 'F' && n >= 5) {
-      uint64_t token;
-      memcpy(&token, zmq_msg_data(&f[1]), 8);
-      uint8_t found = *(const uint8_t *)zmq_msg_data(&f[2]);
-      fanout_t *fo = &in->fan[token % FANOUT_SLOTS];
-      if (fo->token == token && fo->check) {
-        if (found) {
-          for (int i = 3; i < n; i++)
-            zmq_msg_send(&f[i], in->router, i + 1 < n ? ZMQ_SNDMORE : 0);
-        } else {
-          /* Not there after all (an entry left by a failed batch): the key
-           * is new, so the submit goes to its device's shard. */
-          fq_idem_del(in->keys, fo->keyhash, fo->check_shard);
-          fq_idem_put(in->keys, fo->keyhash, fo->dev_shard);
-          if (to_shard(in, fo->dev_shard, 'Q', NULL, fo->frames, fo->nframes, true) != 0) {
-            fq_buf_reset(&in->out);
-            fq_wire_reply_error(&in->out, FQ_EBUSY,
-                                "fleetqd is saturated (shard queue full); retry later", NULL, 0);
-            reply_client(in, fo->frames, fo->nframes - 1, in->out.data, in->out.len);
-          }
-        }
-        close_all(fo->frames, fo->nframes);
-        fo->nframes = 0;
-        fo->token = 0;
-        fo->check = false;
-      } else if (fo->token == token) {
-        fo->remaining--;
-        bool send = (found && !fo->answered) || (fo->remaining == 0 && !fo->answered);
-        if (send) {
-          fo->answered = true;
-          for (int i = 3; i < n; i++)
-            zmq_msg_send(&f[i], in->router, i + 1 < n ? ZMQ_SNDMORE : 0);
-        }
-        if (fo->remaining == 0) fo->token = 0;
-      }
     } else if (kind == 'K' && n == 2) {
       const uint8_t *p = zmq_msg_data(&f[1]);
       size_t cnt = zmq_msg_size(&f[1]) / 8;

@@ -561,33 +561,52 @@ static int recover(fq_shard_t *sh, fq_err_t *err) {
 
 /* --- I/O --------------------------------------------------------------- */
 
-static int send_frames(void *sock, const void *const *parts, const size_t *lens, int n) {
-  for (int i = 0; i < n; i++) {
-    if (zmq_send(sock, parts[i], lens[i], i + 1 < n ? ZMQ_SNDMORE : 0) < 0) return -errno;
-  }
-  return 0;
+static int put_u32(fq_buf_t *b, size_t v) {
+  uint32_t x = (uint32_t)v;
+  return fq_buf_append(b, &x, 4);
 }
 
+/* Send everything the batch produced as ONE inproc message: frame 'B' then
+ * a frame of records (native byte order: both ends are this process):
+ *   'E' u32 topic_len topic u32 len event
+ *   'R' u8 nenv {u32 len bytes}*nenv u32 len reply
+ *   'F' u64 token u8 found u8 nenv {u32 len bytes}*nenv u32 len reply
+ * One message instead of several frames per request keeps the per-command
+ * cost of the hop to the ingress (which owns the client sockets) small.
+ * Events come first: a client that sees a reply can trust the matching
+ * event has been published. */
 static void flush_batch(fq_shard_t *sh) {
-  /* Events first: a consumer that sees a reply can then trust that the
-   * matching event has been published. */
-  for (size_t i = 0; i < sh->npev; i++) {
+  if (sh->npev == 0 && sh->npend == 0) return;
+  fq_buf_t *b = &sh->scratch;
+  fq_buf_reset(b);
+  int rc = 0;
+  for (size_t i = 0; i < sh->npev && !rc; i++) {
     pevent_t *pe = &sh->pev[i];
-    const void *parts[3] = {"E", sh->evbuf.data + pe->topic_off, sh->evbuf.data + pe->off};
-    size_t lens[3] = {1, pe->topic_len, pe->len};
-    send_frames(sh->sock, parts, lens, 3);
+    rc = fq_buf_append(b, "E", 1) || put_u32(b, pe->topic_len) ||
+         fq_buf_append(b, sh->evbuf.data + pe->topic_off, pe->topic_len) ||
+         put_u32(b, pe->len) || fq_buf_append(b, sh->evbuf.data + pe->off, pe->len);
   }
-  for (size_t i = 0; i < sh->npend; i++) {
+  for (size_t i = 0; i < sh->npend && !rc; i++) {
     pending_t *p = &sh->pend[i];
-    zmq_send(sh->sock, p->kind == 'F' ? "F" : "R", 1, ZMQ_SNDMORE);
-    if (p->kind == 'F') {
-      zmq_send(sh->sock, p->token, 8, ZMQ_SNDMORE);
-      zmq_send(sh->sock, &p->found, 1, ZMQ_SNDMORE);
-    }
-    for (int j = 0; j < p->nenv; j++) zmq_msg_send(&p->env[j], sh->sock, ZMQ_SNDMORE);
-    zmq_send(sh->sock, sh->replies.data + p->off, p->len, 0);
-    for (int j = 0; j < p->nenv; j++) zmq_msg_close(&p->env[j]);
+    uint8_t nenv = (uint8_t)p->nenv;
+    rc = fq_buf_append(b, p->kind == 'F' ? "F" : "R", 1);
+    if (!rc && p->kind == 'F')
+      rc = fq_buf_append(b, p->token, 8) || fq_buf_append(b, &p->found, 1);
+    if (!rc) rc = fq_buf_append(b, &nenv, 1);
+    for (int j = 0; j < p->nenv && !rc; j++)
+      rc = put_u32(b, zmq_msg_size(&p->env[j])) ||
+           fq_buf_append(b, zmq_msg_data(&p->env[j]), zmq_msg_size(&p->env[j]));
+    if (!rc)
+      rc = put_u32(b, p->len) || fq_buf_append(b, sh->replies.data + p->off, p->len);
   }
+  if (rc) {
+    fq_error("shard", "shard %u: cannot encode a batch for the ingress", sh->o.index);
+    _exit(70);
+  }
+  zmq_send(sh->sock, "B", 1, ZMQ_SNDMORE);
+  zmq_send(sh->sock, b->data, b->len, 0);
+  for (size_t i = 0; i < sh->npend; i++)
+    for (int j = 0; j < sh->pend[i].nenv; j++) zmq_msg_close(&sh->pend[i].env[j]);
   sh->npend = sh->npev = 0;
   fq_buf_reset(&sh->replies);
   fq_buf_reset(&sh->evbuf);

@@ -11,9 +11,11 @@
  *                                                   shard, or a dedupe check
  *                                                   of a submit (never stored)
  *                     'T'                           drain and stop
- *   shard -> ingress  'R' envelope... reply         a reply
- *                     'F' token(8) found(1) envelope... reply
- *                     'E' topic event               a status event
+ *   shard -> ingress  'B' records                   everything one commit
+ *                                                   produced, in one frame
+ *                                                   (format in shard.c):
+ *                                                   events, replies, lookup
+ *                                                   replies
  *                     'K' u64[n]                    (tenant, key) hashes of
  *                                                   stored commands, at start
  *                     'L'                           start-up done
