@@ -180,7 +180,9 @@ static int transition(fq_shard_t *sh, fq_cmdrec_t *rec, int state, const char *r
   int prev = rec->state;
   rec->state = state;
   rec->updated = now;
-  snprintf(rec->reason, sizeof rec->reason, "%s", reason ? reason : "");
+  size_t rl = reason ? strnlen(reason, sizeof rec->reason - 1) : 0;
+  if (rl) memmove(rec->reason, reason, rl);
+  rec->reason[rl] = 0;
   rec->error = error;
   if (rec->ntrans < FQ_MAX_TRANSITIONS) {
     rec->trans[rec->ntrans].state = state;

@@ -14,6 +14,7 @@
 #include "fleetq/wire.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <inttypes.h>
 #include <msgpack.h>
 #include <openssl/evp.h>
@@ -647,13 +648,39 @@ int fq_wire_decode_request(const uint8_t *buf, size_t len, fq_request_t *req, fq
 
 /* ---- device key and request hash ---------------------------------------- */
 
+/* Decimal digits of v into out (no NUL); returns the count.  out must
+ * have room for 20 bytes. */
+static size_t u64_dec(uint64_t v, char *out) {
+  char tmp[20];
+  size_t n = 0;
+  do {
+    tmp[n++] = (char)('0' + v % 10);
+    v /= 10;
+  } while (v);
+  for (size_t i = 0; i < n; i++) out[i] = tmp[n - 1 - i];
+  return n;
+}
+
+/* These two run for every request and event: plain copies, no printf. */
 size_t fq_wire_device_key(const fq_request_t *req, char *out, size_t cap) {
-  int n;
-  if (req->vin.p)
-    n = snprintf(out, cap, "v:%.*s", (int)req->vin.n, req->vin.p);
-  else
-    n = snprintf(out, cap, "s:%" PRIu64, req->site);
-  return n < 0 || (size_t)n >= cap ? 0 : (size_t)n;
+  char tmp[2 + 20];
+  const char *id;
+  size_t n;
+  if (req->vin.p) {
+    id = req->vin.p;
+    n = req->vin.n;
+    if (n + 3 > cap) return 0;
+    out[0] = 'v';
+  } else {
+    n = u64_dec(req->site, tmp);
+    id = tmp;
+    if (n + 3 > cap) return 0;
+    out[0] = 's';
+  }
+  out[1] = ':';
+  memcpy(out + 2, id, n);
+  out[n + 2] = 0;
+  return n + 2;
 }
 
 /* The canonical form fed to SHA-256: a domain tag, then tagged,
@@ -688,8 +715,19 @@ static fq_ptype_t spec_type(const fq_cmd_t *cmd, const fq_pval_t *pv) {
   return pv->type;
 }
 
+/* SHA-256 fetched once per process: an explicit fetch per hash cost more
+ * than the hash itself. */
+static EVP_MD *sha256_md;
+static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+static void sha256_fetch(void) { sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL); }
+
 int fq_wire_request_hash(const fq_request_t *req, uint8_t out[32]) {
   static const char domain[] = "fleetq.request.v1";
+  pthread_once(&sha256_once, sha256_fetch);
+  if (!sha256_md) {
+    memset(out, 0, 32);
+    return FQ_ECRYPTO;
+  }
   const fq_pval_t *sorted[FQ_MAX_PARAMS];
   size_t n = req->nparams < FQ_MAX_PARAMS ? req->nparams : FQ_MAX_PARAMS;
   char dev[64];
@@ -711,7 +749,7 @@ int fq_wire_request_hash(const fq_request_t *req, uint8_t out[32]) {
   const char *cname = req->cmd ? req->cmd->name : req->command.p;
   size_t clen = req->cmd ? strlen(req->cmd->name) : req->command.n;
 
-  if (!EVP_DigestInit_ex(c, EVP_sha256(), NULL)) goto out;
+  if (!EVP_DigestInit_ex(c, sha256_md, NULL)) goto out;
   if (h_put(c, 'V', domain, sizeof domain - 1) || h_put(c, 'A', req->account.p, req->account.n) ||
       h_put(c, 'D', dev, devlen) || h_put(c, 'C', cname, clen) || h_put_u64(c, 'N', n))
     goto out;
@@ -1050,12 +1088,17 @@ proto:
 }
 
 size_t fq_wire_event_topic(const fq_event_t *ev, char *out, size_t cap) {
-  int n;
-  if (ev->vin.p)
-    n = snprintf(out, cap, "%.*s/%.*s", (int)ev->tenant.n, ev->tenant.p ? ev->tenant.p : "",
-                 (int)ev->vin.n, ev->vin.p);
-  else
-    n = snprintf(out, cap, "%.*s/%" PRIu64, (int)ev->tenant.n, ev->tenant.p ? ev->tenant.p : "",
-                 ev->site);
-  return n < 0 || (size_t)n >= cap ? 0 : (size_t)n;
+  char tmp[20];
+  const char *dev = ev->vin.p;
+  size_t dn = ev->vin.n, tn = ev->tenant.p ? ev->tenant.n : 0;
+  if (!dev) {
+    dn = u64_dec(ev->site, tmp);
+    dev = tmp;
+  }
+  if (tn + 1 + dn + 1 > cap) return 0;
+  if (tn) memcpy(out, ev->tenant.p, tn);
+  out[tn] = '/';
+  memcpy(out + tn + 1, dev, dn);
+  out[tn + 1 + dn] = 0;
+  return tn + 1 + dn;
 }
