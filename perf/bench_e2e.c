@@ -26,10 +26,12 @@
  *
  * usage: bench_e2e [--fleetqd PATH] [--fleetsim PATH] [--cars N] [--producers N]
  *                  [--window N] [--duration S] [--rounds N] [--inflight N]
- *                  [--shards N] [--quick] [--profile] [--keep] [--out FILE]
+ *                  [--shards N] [--rate R] [--quick] [--profile] [--perf] [--keep]
+ *                  [--out FILE]
  *
  * --profile prints the CPU of every fleetqd and fleetsim thread during
- * each measured window; --keep leaves the work dir (daemon and simulator
+ * each measured window; --perf runs one more round under `perf record`
+ * (call graphs) and adds where fleetqd's time goes to the results; --keep leaves the work dir (daemon and simulator
  * stderr, the data dir) for a look afterwards.  Environment variables reach
  * fleetqd unchanged (e.g. FQ_TRACE=1 makes the shards log batch sizes and
  * commit times).
@@ -75,8 +77,8 @@
 #define NTALLY 16
 
 static int cars = 10000, producers = 4, window = 2048, rounds = 3, inflight = 1024, shards = 0;
-static double duration = 15, ramp = 1.5;
-static bool quick, profile, keep;
+static double duration = 15, ramp = 1.5, open_rate = 0;
+static bool quick, profile, keep, use_perf;
 static const char *fleetqd_path, *fleetsim_path, *out_path = "perf/results/e2e.md";
 
 static char tmpdir[] = "/tmp/fq_e2e_XXXXXX";
@@ -701,7 +703,9 @@ static void ceil_done(void *ud, const fq_http_resp_t *r) {
 static void *ceil_main(void *arg) {
   ceil_job_t *j = arg;
   fq_err_t err;
-  fq_http_opts_t o = {.max_inflight = (unsigned)j->inflight};
+  /* fleetqd's default --http-timeout-ms: a request the server leaves
+   * unanswered costs both sides the same. */
+  fq_http_opts_t o = {.max_inflight = (unsigned)j->inflight, .total_timeout_ms = 10000};
   j->h = fq_http_new(&o, &err);
   if (!j->h) {
     snprintf(j->first_err, sizeof j->first_err, "fq_http_new: %.200s", err.msg);
@@ -828,6 +832,57 @@ static void percentiles(int64_t *v, long n, e2e_res_t *r) {
   r->max = (double)v[n - 1] / 1e6;
 }
 
+/* --perf: `perf record` on fleetqd during one extra, unreported round
+ * (sampling with call graphs costs CPU, so it must not bias the measured
+ * rounds), then the functions with the most inclusive time. */
+static pid_t spawn(char *const argv[], int out_fd, const char *err_path);
+static bool perf_wanted;
+static pid_t perf_pid = -1;
+static char perf_data[300];
+
+static void perf_start(double secs) {
+  char pid[16], dur[16], errp[300];
+  snprintf(pid, sizeof pid, "%d", (int)fq_pid);
+  snprintf(dur, sizeof dur, "%.0f", secs < 5 ? secs : 5);
+  snprintf(perf_data, sizeof perf_data, "%s/perf.data", tmpdir);
+  snprintf(errp, sizeof errp, "%s/perf.err", tmpdir);
+  char *argv[] = {"/usr/bin/perf", "record", "-F", "499", "--call-graph", "dwarf,8192", "-p", pid,
+                  "-o", perf_data, "--", "sleep", dur, NULL};
+  perf_pid = spawn(argv, -1, errp);
+}
+
+/* Append perf's report (inclusive time per user-space function, and the
+ * split by thread and library) to out; also printed. */
+static void perf_report(fq_buf_t *out) {
+  if (perf_pid <= 0) return;
+  int st;
+  waitpid(perf_pid, &st, 0);
+  perf_pid = -1;
+  if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+    fq_buf_printf(out, "perf record failed (see %s/perf.err)\n", tmpdir);
+    return;
+  }
+  static const char *const cmds[] = {
+      "--no-children --sort comm,dso --stdio -g none --percent-limit 1.5 "
+      "2>/dev/null | grep -v '^#' | grep -v '^$' | head -20",
+      "--children --sort sym --stdio -g none --percent-limit 1.5 "
+      "2>/dev/null | grep -v '^#' | grep -v '^$' | grep -v '\\[k\\]' | grep -v '0x0000\\|0xffff' "
+      "| grep -v 'start_thread\\|clone3\\|_start$\\|libc_start' | head -45"};
+  static const char *const titles[] = {"self time by thread and library",
+                                       "inclusive time by function (user space)"};
+  for (size_t i = 0; i < 2; i++) {
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "perf report -i '%s' %s", perf_data, cmds[i]);
+    FILE *f = popen(cmd, "r");
+    if (!f) continue;
+    fq_buf_printf(out, "%s:\n\n```\n", titles[i]);
+    char line[512];
+    while (fgets(line, sizeof line, f)) fq_buf_append_str(out, line);
+    fq_buf_printf(out, "```\n\n");
+    pclose(f);
+  }
+}
+
 static e2e_res_t run_load(void *ctx, int mode, unsigned run, double secs, double rate) {
   load_t *L = calloc(1, sizeof *L);
   e2e_res_t res = {0};
@@ -869,6 +924,7 @@ static e2e_res_t run_load(void *ctx, int mode, unsigned run, double secs, double
   int64_t drain_deadline;
   if (mode == MODE_MEASURE) {
     sleep_until(L->win0);
+    if (perf_wanted) perf_start(secs);
     f0 = proc_cpu_us(fq_pid), s0 = proc_cpu_us(sim_pid), me0 = self_cpu_us();
     thread_cpu(fq_pid, &tc0);
     thread_cpu(sim_pid, &ts0);
@@ -1259,7 +1315,9 @@ static void usage(void) {
           "                 [--window N (commands not yet terminal, all producers)]\n"
           "                 [--duration S (each measured phase)] [--rounds N]\n"
           "                 [--inflight N (ceiling requests in flight)] [--shards N]\n"
-          "                 [--quick] [--profile] [--keep (the work dir: logs, data)]\n"
+          "                 [--rate R (open-loop latency phase; default half the median)]\n"
+          "                 [--quick] [--profile] [--perf (perf record an extra round)]\n"
+          "                 [--keep (the work dir: logs, data)]\n"
           "                 [--out FILE]\n");
 }
 
@@ -1269,6 +1327,7 @@ int main(int argc, char **argv) {
     if (!strcmp(a, "--quick")) { quick = true; continue; }
     if (!strcmp(a, "--profile")) { profile = true; continue; }
     if (!strcmp(a, "--keep")) { keep = true; continue; }
+    if (!strcmp(a, "--perf")) { use_perf = true; continue; }
     if (!v) { usage(); return 2; }
     if (!strcmp(a, "--fleetqd")) fleetqd_path = v;
     else if (!strcmp(a, "--fleetsim")) fleetsim_path = v;
@@ -1279,6 +1338,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(a, "--rounds")) rounds = atoi(v);
     else if (!strcmp(a, "--inflight")) inflight = atoi(v);
     else if (!strcmp(a, "--shards")) shards = atoi(v);
+    else if (!strcmp(a, "--rate")) open_rate = atof(v);
     else if (!strcmp(a, "--out")) out_path = v;
     else { usage(); return 2; }
     i++;
@@ -1314,6 +1374,8 @@ int main(int argc, char **argv) {
   signal(SIGTERM, kill_children);
   if (!mkdtemp(tmpdir)) return 1;
   int status = 1;
+  fq_buf_t perf_txt;
+  fq_buf_init(&perf_txt, 0);
   void *ctx = zmq_ctx_new();
   int nshards = 0;
   make_token();
@@ -1399,8 +1461,8 @@ int main(int argc, char **argv) {
          "max %.1f ms | fleetqd %.1f us/cmd, fleetsim %.1f us/cmd\n",
          rounds, e_med, g_med, p_med, ceil_med > 0 ? e_med / ceil_med : 0, m->p50, m->p90, m->p99,
          m->p999, m->max, median(fq_cpu, rounds), median(sim_cpu, rounds));
-  /* Latency at half the measured throughput, open loop. */
-  double half_rate = e_med / 2;
+  /* Latency at half the measured throughput (or --rate), open loop. */
+  double half_rate = open_rate > 0 ? open_rate : e_med / 2;
   e2e_res_t half = {0};
   if (half_rate >= 1) {
     half = run_load(ctx, MODE_MEASURE, (unsigned)rounds + 1, duration, half_rate);
@@ -1412,6 +1474,14 @@ int main(int argc, char **argv) {
     print_tally(stdout, "failed", &half.fails);
     print_tally(stdout, "refused", &half.rejects);
     failures += half.unfinished + tally_total(&half.fails) + half.rejected;
+  }
+  if (use_perf) {
+    perf_wanted = true;
+    e2e_res_t pr = run_load(ctx, MODE_MEASURE, (unsigned)rounds + 2, duration, 0);
+    perf_wanted = false;
+    perf_report(&perf_txt);
+    printf("profiled round (not counted): %.0f commands/s under perf record\n%.*s", pr.rate,
+           (int)perf_txt.len, perf_txt.data ? (const char *)perf_txt.data : "");
   }
   status = failures ? 1 : 0;
 
@@ -1468,11 +1538,11 @@ int main(int argc, char **argv) {
             rounds, e_med, g_med, p_med, ceil_med > 0 ? e_med / ceil_med : 0,
             g_med > 0 ? e_med / g_med : 0, p_med > 0 ? e_med / p_med : 0);
     if (half_rate >= 1)
-      fprintf(f, "Latency at half load (open loop, %.0f commands/s offered, timed from the "
+      fprintf(f, "Latency at %s (open loop, %.0f commands/s offered, timed from the "
                  "intended send time): achieved %.0f/s, p50 %.1f ms, p90 %.1f ms, p99 %.1f ms, "
                  "p99.9 %.1f ms, max %.1f ms; fleetqd %.1f us CPU per command.\n\n",
-              half_rate, half.rate, half.p50, half.p90, half.p99, half.p999, half.max,
-              half.fq_cpu_per_cmd);
+              open_rate > 0 ? "a fixed rate" : "half load", half_rate, half.rate, half.p50,
+              half.p90, half.p99, half.p999, half.max, half.fq_cpu_per_cmd);
     fprintf(f, "CPU per command (median): fleetqd %.1f us, fleetsim %.1f us, benchmark "
                "process %.1f us. In the ceiling runs fleetsim spent %.1f us (GET) / %.1f us "
                "(POST) per request.\n\n",
@@ -1487,6 +1557,9 @@ int main(int argc, char **argv) {
       print_tally(f, "failed", &m->fails);
       print_tally(f, "refused", &m->rejects);
     }
+    if (perf_txt.len)
+      fprintf(f, "\n## perf record of fleetqd (an extra round, not counted above)\n\n%.*s",
+              (int)perf_txt.len, (const char *)perf_txt.data);
     fprintf(f, "\nRe-run: `build/bin/bench_e2e%s` (options: --cars --producers --window "
                "--duration --rounds --inflight --shards --profile; --quick for a short "
                "check).\n",
@@ -1509,6 +1582,7 @@ out:
     waitpid(sim_pid, &st, 0);
   }
   zmq_ctx_term(ctx);
+  fq_buf_free(&perf_txt);
   if (keep) {
     printf("kept %s (fleetqd.err, fleetsim.err, data/)\n", tmpdir);
   } else {
