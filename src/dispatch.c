@@ -61,7 +61,7 @@ typedef struct dev {
   /* Per-command bookkeeping, reset when a command starts. */
   int resync_used, refresh_used, region_switches;
   int64_t wake_started;
-  uint64_t token_gen;
+  int64_t token_stamp;       /* account's updated_at when a refresh was asked */
   fq_vcp_request_t vreq;
   int domain;
 
@@ -706,6 +706,7 @@ static void start_next(fq_dispatch_t *d, dev_t_ *dev) {
     }
     dev->cur = num;
     dev->resync_used = dev->refresh_used = dev->region_switches = 0;
+    dev->wake_started = 0;
     dev->launch_error = 0;
     legacy_load(d, dev);
     move(d, &rec, FQ_ST_DISPATCHING, "", 0);
@@ -784,7 +785,8 @@ static void on_class(fq_dispatch_t *d, dev_t_ *dev, fq_cmdrec_t *rec, const fq_c
         return;
       }
       dev->refresh_used = 1;
-      dev->token_gen = fq_auth_generation();
+      a = acct_get(d, rec->account);
+      dev->token_stamp = a ? a->a.updated_at_ms : 0;
       ask_refresh(d, rec->account);
       move(d, rec, FQ_ST_RETRYING, "access token refused (401): refreshing it", 0);
       hold(d, dev);
@@ -1195,21 +1197,40 @@ int fq_dispatch_step(fq_dispatch_t *d, const zmq_pollitem_t *items, int n, int64
       dev_t_ *next = x->hold_next;
       x->in_hold = false;
       x->hold_next = NULL;
-      if (x->phase == PH_HOLD) {
+      if (x->phase == PH_HOLD && x->cur) {
+        /* Waiting for a refreshed token: go on once this account's record
+         * changed; another account's change leaves it waiting (its token
+         * timeout still armed). */
+        fq_cmdrec_t rec;
+        if (load(d, x->cur, &rec) == 0) {
+          acct_t *a = acct_get(d, rec.account);
+          char fail[384];
+          if (fq_state_terminal(rec.state)) {
+            x->cur = 0;
+            x->phase = PH_IDLE;
+            fq_dispatch_kick(d, x->name);
+          } else if (a && fq_auth_refresh_failure(rec.account, fail, sizeof fail)) {
+            x->timer_at = 0;
+            finish(d, x, &rec, FQ_ST_FAILED, fail, FQ_EAUTH);
+          } else if (!a || a->a.updated_at_ms != x->token_stamp) {
+            x->timer_at = 0;
+            x->resume = R_NONE;
+            x->phase = PH_IDLE;
+            if (!a)
+              finish(d, x, &rec, FQ_ST_FAILED, "account was removed", FQ_ECONFIG);
+            else
+              send_cmd(d, x, &rec);
+          } else {
+            hold(d, x);
+          }
+          fq_cmdrec_free(&rec);
+        }
+      } else if (x->phase == PH_HOLD) {
+        /* Waiting for its account to be added. */
         x->timer_at = 0;
         x->resume = R_NONE;
-        if (x->cur) {
-          /* A refreshed token: send again. */
-          fq_cmdrec_t rec;
-          if (load(d, x->cur, &rec) == 0) {
-            x->phase = PH_IDLE;
-            if (!fq_state_terminal(rec.state)) send_cmd(d, x, &rec);
-            fq_cmdrec_free(&rec);
-          }
-        } else {
-          x->phase = PH_IDLE;
-          fq_dispatch_kick(d, x->name);
-        }
+        x->phase = PH_IDLE;
+        fq_dispatch_kick(d, x->name);
       }
       x = next;
     }
