@@ -199,7 +199,22 @@ typedef struct tcpu {
   int n;
   char name[MAX_TNAMES][64];
   double us[MAX_TNAMES];
+  double wait_us[MAX_TNAMES];  /* runnable but waiting for a CPU (schedstat) */
+  int threads[MAX_TNAMES];
 } tcpu_t;
+
+/* Time a thread spent runnable but waiting for a CPU, in microseconds
+ * (second field of /proc/.../schedstat); 0 when unavailable. */
+static double sched_wait_us(const char *dir, const char *tid) {
+  char path[160];
+  snprintf(path, sizeof path, "%s/%s/schedstat", dir, tid);
+  FILE *f = fopen(path, "r");
+  if (!f) return 0;
+  unsigned long long run = 0, wait = 0;
+  int n = fscanf(f, "%llu %llu", &run, &wait);
+  fclose(f);
+  return n == 2 ? (double)wait / 1e3 : 0;
+}
 
 static void thread_cpu(pid_t pid, tcpu_t *t) {
   memset(t, 0, sizeof *t);
@@ -223,6 +238,8 @@ static void thread_cpu(pid_t pid, tcpu_t *t) {
       snprintf(t->name[t->n++], sizeof t->name[0], "%s", comm);
     }
     t->us[k] += us;
+    t->wait_us[k] += sched_wait_us(dir, tid);
+    t->threads[k]++;
   }
   pclose(ls);
 }
@@ -232,7 +249,10 @@ static void tcpu_delta(const tcpu_t *before, const tcpu_t *after, tcpu_t *d) {
   *d = *after;
   for (int i = 0; i < d->n; i++)
     for (int k = 0; k < before->n; k++)
-      if (!strcmp(before->name[k], d->name[i])) d->us[i] -= before->us[k];
+      if (!strcmp(before->name[k], d->name[i])) {
+        d->us[i] -= before->us[k];
+        d->wait_us[i] -= before->wait_us[k];
+      }
 }
 
 /* ------------------------------------------------------------------ */
@@ -1280,12 +1300,19 @@ static void print_threads(FILE *f, const char *who, const tcpu_t *t, double secs
                           bool md) {
   for (int i = 0; i < t->n; i++) {
     if (t->us[i] <= 0) continue;
+    /* Per thread: running, waiting for a CPU, and the rest of the wall
+     * time asleep (poll, fsync, locks). */
+    double wall = secs * 1e6 * t->threads[i];
+    double run = t->us[i] / wall * 100, wait = t->wait_us[i] / wall * 100;
+    double sleep = 100 - run - wait < 0 ? 0 : 100 - run - wait;
     if (md)
-      fprintf(f, "| %s | %s | %.0f %% | %.1f |\n", who, t->name[i], t->us[i] / secs / 1e4,
+      fprintf(f, "| %s | %s%s | %.0f %% | %.0f %% | %.0f %% | %.1f |\n", who, t->name[i],
+              t->threads[i] > 1 ? " (all)" : "", run, wait, sleep,
               cmds ? t->us[i] / (double)cmds : 0);
     else
-      fprintf(f, "    %-8s %-16s %5.1f %% of a core, %6.1f us/command\n", who, t->name[i],
-              t->us[i] / secs / 1e4, cmds ? t->us[i] / (double)cmds : 0);
+      fprintf(f, "    %-8s %-16s running %5.1f %%, waiting for a CPU %5.1f %%, asleep %5.1f %%; "
+                 "%6.1f us/command\n",
+              who, t->name[i], run, wait, sleep, cmds ? t->us[i] / (double)cmds : 0);
   }
 }
 
@@ -1461,6 +1488,26 @@ int main(int argc, char **argv) {
          "max %.1f ms | fleetqd %.1f us/cmd, fleetsim %.1f us/cmd\n",
          rounds, e_med, g_med, p_med, ceil_med > 0 ? e_med / ceil_med : 0, m->p50, m->p90, m->p99,
          m->p999, m->max, median(fq_cpu, rounds), median(sim_cpu, rounds));
+  /* The CPU budget: what one command costs end to end against what one
+   * ceiling request costs, both measured above.  On a machine doing only
+   * this, rates are bounded by CPUs / cost, so the ratio of the costs is
+   * what the throughput ratio tends to once every process gets CPU. */
+  bool post_hi = p_med >= g_med;
+  double cl[MAXR], cs[MAXR];
+  for (int r = 0; r < rounds; r++) {
+    cl[r] = post_hi ? cp[r].self_cpu_per_req : cg[r].self_cpu_per_req;
+    cs[r] = post_hi ? cp[r].sim_cpu_per_req : cg[r].sim_cpu_per_req;
+  }
+  double b_fq = median(fq_cpu, rounds), b_sim = median(sim_cpu, rounds),
+         b_self = median(self_cpu, rounds), b_cl = median(cl, rounds), b_cs = median(cs, rounds);
+  double cost_e2e = b_fq + b_sim + b_self, cost_ceil = b_cl + b_cs;
+  double fq_budget = 2 * cost_ceil - b_sim - b_self;
+  printf("CPU budget: a command costs %.1f us end to end (fleetqd %.1f + fleetsim %.1f + bench "
+         "%.1f), a %s ceiling request %.1f us (client %.1f + fleetsim %.1f): cost ratio %.2f; "
+         "e2e >= 0.5 x ceiling needs fleetqd <= %.1f us per command\n",
+         cost_e2e, b_fq, b_sim, b_self, post_hi ? "POST" : "GET", cost_ceil, b_cl, b_cs,
+         cost_e2e > 0 ? cost_ceil / cost_e2e : 0, fq_budget);
+
   /* Latency at half the measured throughput (or --rate), open loop. */
   double half_rate = open_rate > 0 ? open_rate : e_med / 2;
   e2e_res_t half = {0};
@@ -1548,8 +1595,20 @@ int main(int argc, char **argv) {
                "(POST) per request.\n\n",
             median(fq_cpu, rounds), median(sim_cpu, rounds), median(self_cpu, rounds),
             cg[mi].sim_cpu_per_req, cp[mi].sim_cpu_per_req);
-    fprintf(f, "Per-thread CPU during the median round's window (share of one core, CPU per "
-               "command):\n\n| process | thread | CPU | us/command |\n|---|---|---:|---:|\n");
+    fprintf(f, "**CPU budget.** One command costs %.1f us of CPU end to end (fleetqd %.1f + "
+               "fleetsim %.1f + benchmark %.1f); one request of the higher (%s) ceiling costs "
+               "%.1f us (client %.1f + fleetsim %.1f). With every process getting the CPU it "
+               "wants, throughput is CPUs / cost, so the ratio tends to %.2f. Reaching 0.5 x "
+               "the ceiling needs about %.1f us per command in all, i.e. fleetqd at or below "
+               "**%.1f us per command** (today %.1f), or a cheaper simulator path for signed "
+               "commands.\n\n",
+            cost_e2e, b_fq, b_sim, b_self, post_hi ? "POST" : "GET", cost_ceil, b_cl, b_cs,
+            cost_e2e > 0 ? cost_ceil / cost_e2e : 0, 2 * cost_ceil, fq_budget, b_fq);
+    fprintf(f, "Per-thread CPU during the median round's window (CPU per "
+               "command; running, runnable but waiting for a CPU, asleep: shares of the wall time "
+               "per thread, from /proc/PID/task/*/stat and schedstat):\n\n| process | thread | "
+               "running | waiting for a CPU | asleep | CPU us/command |\n"
+               "|---|---|---:|---:|---:|---:|\n");
     print_threads(f, "fleetqd", &m->threads, duration, m->terminal_win, true);
     print_threads(f, "fleetsim", &m->sim_threads, duration, m->terminal_win, true);
     if (m->fails.n || m->rejects.n) {
@@ -1561,8 +1620,10 @@ int main(int argc, char **argv) {
       fprintf(f, "\n## perf record of fleetqd (an extra round, not counted above)\n\n%.*s",
               (int)perf_txt.len, (const char *)perf_txt.data);
     fprintf(f, "\nRe-run: `build/bin/bench_e2e%s` (options: --cars --producers --window "
-               "--duration --rounds --inflight --shards --profile; --quick for a short "
-               "check).\n",
+               "--duration --rounds --inflight --shards --rate --profile --perf --keep; "
+               "--quick for a short check). The machine is shared: other engineers' builds and "
+               "tests run at the same time, so rounds vary; the ratio compares phases of the "
+               "same run.\n",
             quick ? " --quick" : "");
     fclose(f);
     printf("wrote %s\n", out_path);
