@@ -1371,7 +1371,7 @@ int main(int argc, char **argv) {
     i++;
   }
   if (quick) {
-    duration = 2;
+    duration = 1;
     ramp = 0.5;
     rounds = 1;
   }
