@@ -10,42 +10,48 @@
  *      on an ephemeral port, fleetqd on a temporary data dir (fsync on, the
  *      default), the account added with an admin `account_add`;
  *   2. warm-up: one set_charge_limit per car, so every car has a session
- *      (its rate includes one handshake per car);
+ *      (its rate includes one handshake per car); then, for the signed
+ *      ceiling, one handshake per car with a second key paired on every car;
  *   3. per round: DEALER producers submit set-point commands for cars
  *      chosen uniformly, each keeping at most `window` commands that have
  *      not reached a terminal state; a SUB socket counts terminal events
  *      and times them against the submit's send time; throughput is the
  *      terminal events of the steady window per second; fleetqd's and
- *      fleetsim's CPU (utime + stime) are sampled around the window;
- *      then the ceiling: fq_http (the shard's own client code) on as many
+ *      fleetsim's CPU (utime + stime) are sampled around the window, and
+ *      the simulator's own counters (requests, executions) around the phase;
+ *      then the ceilings: fq_http (the shard's own client code) on as many
  *      threads as fleetqd has shards, `inflight` requests in flight in all,
- *      GET /api/1/vehicles/{vin} and POST .../wake_up to awake cars (the
- *      cheapest POST the simulator answers 200 to), same duration;
- *   4. medians over the rounds, the ratio, latency percentiles, CPU per
- *      command, written to perf/results/e2e.md.
+ *      for the same duration: GET /api/1/vehicles/{vin}, POST .../wake_up to
+ *      awake cars (the cheapest POST the simulator answers 200 to), and POST
+ *      .../signed_command with set_charge_limit signed by the bench itself
+ *      (the very requests fleetqd sends, without fleetqd);
+ *   4. latency at half the measured throughput, open loop;
+ *   5. medians over the rounds, the ratios, latency percentiles, CPU per
+ *      command and the CPU budget, written to perf/results/e2e.md.
  *
  * usage: bench_e2e [--fleetqd PATH] [--fleetsim PATH] [--cars N] [--producers N]
  *                  [--window N] [--duration S] [--rounds N] [--inflight N]
  *                  [--shards N] [--rate R] [--quick] [--profile] [--perf] [--keep]
  *                  [--out FILE]
  *
- * --profile prints the CPU of every fleetqd and fleetsim thread during
- * each measured window; --perf runs one more round under `perf record`
- * (call graphs) and adds where fleetqd's time goes to the results; --keep leaves the work dir (daemon and simulator
- * stderr, the data dir) for a look afterwards.  Environment variables reach
+ * --profile prints, per fleetqd and fleetsim thread, the shares of each
+ * measured window spent running, waiting for a CPU and asleep; --perf
+ * runs one more, uncounted round under `perf record` (call graphs) and adds
+ * where fleetqd's time goes to the results; --keep leaves the work dir
+ * (daemon and simulator stderr, the data dir) for a look afterwards.  Environment variables reach
  * fleetqd unchanged (e.g. FQ_TRACE=1 makes the shards log batch sizes and
  * commit times).
  */
 #include <arpa/inet.h>
 #include <curl/curl.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <lmdb.h>
-#include <math.h>
-#include <netinet/in.h>
 #include <msgpack.h>
+#include <netinet/in.h>
 #include <openssl/crypto.h>
 #include <openssl/opensslv.h>
 #include <poll.h>
@@ -170,8 +176,7 @@ static double stat_cpu_us(const char *path, char *comm, size_t comm_cap) {
   char *p = r + 2;
   unsigned long long ut = 0, st = 0;
   for (int field = 3; field <= 15 && *p; field++) {
-    char *end;
-    unsigned long long v = strtoull(p, &end, 10);
+    unsigned long long v = strtoull(p, NULL, 10);
     if (field == 14) ut = v;
     if (field == 15) st = v;
     p = strchr(p, ' ');
@@ -208,7 +213,7 @@ typedef struct tcpu {
  * (second field of /proc/.../schedstat); 0 when unavailable. */
 static double sched_wait_us(const char *dir, const char *tid) {
   char path[160];
-  snprintf(path, sizeof path, "%s/%s/schedstat", dir, tid);
+  snprintf(path, sizeof path, "%s/%.32s/schedstat", dir, tid);
   FILE *f = fopen(path, "r");
   if (!f) return 0;
   unsigned long long run = 0, wait = 0;
@@ -221,15 +226,14 @@ static void thread_cpu(pid_t pid, tcpu_t *t) {
   memset(t, 0, sizeof *t);
   char dir[64];
   snprintf(dir, sizeof dir, "/proc/%d/task", (int)pid);
-  char cmd[128];
-  snprintf(cmd, sizeof cmd, "ls %s 2>/dev/null", dir);
-  FILE *ls = popen(cmd, "r");
+  DIR *ls = opendir(dir);
   if (!ls) return;
-  char tid[32];
-  while (fgets(tid, sizeof tid, ls)) {
-    tid[strcspn(tid, "\n")] = 0;
-    char path[128], comm[64];
-    snprintf(path, sizeof path, "%s/%s/stat", dir, tid);
+  struct dirent *de;
+  while ((de = readdir(ls))) {
+    const char *tid = de->d_name;
+    if (tid[0] == '.') continue;
+    char path[160], comm[64];
+    snprintf(path, sizeof path, "%s/%.32s/stat", dir, tid);
     double us = stat_cpu_us(path, comm, sizeof comm);
     if (us < 0) continue;
     int k = 0;
@@ -242,7 +246,7 @@ static void thread_cpu(pid_t pid, tcpu_t *t) {
     t->wait_us[k] += sched_wait_us(dir, tid);
     t->threads[k]++;
   }
-  pclose(ls);
+  closedir(ls);
 }
 
 /* after - before, by name, into d (names of `after`). */
