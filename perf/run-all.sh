@@ -184,6 +184,10 @@ for r in $(seq "$ROUNDS"); do
   "$BIN/bench_redis" --port "$RPORT" --script "$ROOT/perf/redis_dedupe.lua" \
     --producers $PRODUCERS --window $WINDOW --count $INGEST_COUNT --devices $DEVICES \
     --rounds 1 | server_cpu "$REDIS_PID" >"$W/redis-$r.txt"
+  # Redis rewrites its AOF in the background (fork, new base file) as it
+  # grows: the default configuration, counted so rounds can be compared.
+  redis-cli -p "$RPORT" info persistence | tr -d '\r' | grep -E '^aof_rewrites:' \
+    >>"$W/redis-$r.txt" || true
   grep -E '^round|^half' "$W/redis-$r.txt" >&2
 done
 echo "load_after=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$W/machine.env"
@@ -324,6 +328,8 @@ for r in range(1, 100):
     p["msg"] = hdr.group(1) if hdr else "?"
     p["rr"] = dict(kv.split("=") for kv in re.search(r"RESULT (.*)", red).group(1).split()) if "RESULT" in red else {}
     p["redis"] = float(p["rr"].get("rate", 0)) or None
+    m = re.search(r"aof_rewrites:(\d+)", red)
+    p["aof"] = int(m.group(1)) if m else None
     # Server CPU per acknowledged request in the maximum-throughput phase.
     def cpu_us(text):
         m = re.search(r"server_cpu_s=(\d+)/(\d+)", text)
@@ -400,7 +406,13 @@ w("")
 if pairs:
     w("Per round (acks/s): " + "; ".join(
         f"{p['r']}: fleetq {p['fq']:.0f}, Redis {p['redis'] or 0:.0f}"
-        + (f" ({p['fq'] / p['redis']:.2f}x)" if p['redis'] else "") for p in pairs) + ".\n")
+        + (f" ({p['fq'] / p['redis']:.2f}x)" if p['redis'] else "") for p in pairs) + ".")
+    aofs = [p["aof"] for p in pairs if p["aof"] is not None]
+    if aofs:
+        per = [b - a for a, b in zip([0] + aofs[:-1], aofs)]
+        w(f"Redis' background AOF rewrites (default auto-aof-rewrite settings) per round: "
+          f"{', '.join(str(x) for x in per)}.")
+    w("")
 if redis_rate:
     ratio = pair_ratio
     if ratio >= 1.5:
