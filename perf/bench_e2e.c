@@ -1900,6 +1900,9 @@ out:
   }
   zmq_ctx_term(ctx);
   fq_buf_free(&perf_txt);
+  for (int i = 0; csess && i < cars; i++) fq_vcp_session_destroy(&csess[i]);
+  free(csess);
+  fq_vcp_key_destroy(&ckey);
   if (keep) {
     printf("kept %s (fleetqd.err, fleetsim.err, data/)\n", tmpdir);
   } else {
