@@ -448,6 +448,7 @@ typedef struct prod {
   load_t *L;
   int id;
   long sent, acked, rejected;
+  _Atomic long sent_pub;   /* `sent` as the main thread may read it meanwhile */
   long slice;            /* warm-up: cars this producer sends */
   _Atomic int64_t *sent_at;
   long cap;
@@ -466,7 +467,7 @@ struct load {
   _Atomic long done[MAXP];     /* terminal events (or rejections) per producer */
   atomic_int stop;             /* producers stop sending */
   atomic_int sub_stop;
-  int64_t win0, win1;          /* steady window (monotonic ns) */
+  _Atomic int64_t win0, win1;  /* steady window (monotonic ns); set after the subscriber starts */
   /* subscriber's results (read after it is joined) */
   long term_in_win, succ_in_win, term_total, succ_total, events, bad_events, seq_gaps, foreign;
   int64_t *lat;
@@ -540,6 +541,7 @@ static void *producer_main(void *arg) {
       atomic_store_explicit(&P->sent_at[P->sent], at, memory_order_release);
       if (zmq_send(s, b.data, b.len, 0) < 0) break;
       P->sent++;
+      atomic_store_explicit(&P->sent_pub, P->sent, memory_order_relaxed);
     }
     if ((stopping || P->sent >= limit) && P->acked + P->rejected >= P->sent) break;
     zmq_pollitem_t it = {s, 0, ZMQ_POLLIN, 0};
@@ -1136,8 +1138,9 @@ static e2e_res_t run_load(void *ctx, int mode, unsigned run, double secs, double
     total_sent = total_done = 0;
     for (int p = 0; p < producers; p++) {
       total_done += atomic_load(&L->done[p]);
-      total_sent += L->prod[p].sent;
-      if (mode == MODE_WARM && L->prod[p].sent < L->prod[p].slice) senders_done = false;
+      long sent = atomic_load_explicit(&L->prod[p].sent_pub, memory_order_relaxed);
+      total_sent += sent;
+      if (mode == MODE_WARM && sent < L->prod[p].slice) senders_done = false;
     }
     if (senders_done && total_done >= total_sent) break;
     if (fq_mono_ns() > drain_deadline) {
