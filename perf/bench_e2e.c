@@ -1007,7 +1007,8 @@ typedef struct e2e_res {
   double rate, elapsed;               /* terminal events/s in the window */
   double p50, p90, p99, p999, max;    /* ms, succeeded commands */
   double fq_cpu_per_cmd, sim_cpu_per_cmd, self_cpu_per_cmd, fq_cores, sim_cores;
-  long sent, succeeded_win, terminal_win, terminal_total, succeeded_total, rejected, unfinished, events,
+  long sent, succeeded_win, terminal_win, terminal_total, succeeded_total, rejected, unfinished,
+      events,
       seq_gaps, bad_events, foreign;
   sim_stats_t sim;                    /* the simulator's counters over the phase */
   tally_t fails, rejects;
@@ -1648,7 +1649,8 @@ int main(int argc, char **argv) {
            e->self_cpu_per_cmd);
     printf("    fleetsim: %ld requests (%.2f per command), %ld executions for %ld succeeded "
            "events, %ld handshakes, %ld faults; %.2f events per command\n",
-           e->sim.requests, e->terminal_total ? (double)e->sim.requests / (double)e->terminal_total : 0,
+           e->sim.requests,
+           e->terminal_total ? (double)e->sim.requests / (double)e->terminal_total : 0,
            e->sim.executions, e->succeeded_total, e->sim.handshakes, e->sim.signed_fault,
            e->terminal_total ? (double)e->events / (double)e->terminal_total : 0);
     print_tally(stdout, "failed", &e->fails);
