@@ -105,7 +105,8 @@ struct fq_dispatch {
 
   dev_t_ **devs;
   size_t ndev_buckets, ndevs;
-  sess_t *sess[1024];
+  sess_t **sess;             /* chained, grows with the number of sessions */
+  size_t nsess_buckets, nsess;
   acct_t *accts[256];
   uint64_t seen_gen;
 
@@ -273,9 +274,35 @@ static const char *acct_base(const acct_t *a) {
   return u ? u : fq_fa_region_base_url("na");
 }
 
+static size_t sess_bucket(const fq_dispatch_t *d, const char *vin, int domain) {
+  return (hash_str(vin) + (unsigned)domain) & (d->nsess_buckets - 1);
+}
+
+/* Keep chains short: every send and every reply looks its session up. */
+static void sess_grow(fq_dispatch_t *d) {
+  if (d->nsess < d->nsess_buckets) return;
+  size_t nb = d->nsess_buckets * 2;
+  sess_t **nt = calloc(nb, sizeof *nt);
+  if (!nt) return;
+  size_t old = d->nsess_buckets;
+  sess_t **ot = d->sess;
+  d->sess = nt;
+  d->nsess_buckets = nb;
+  for (size_t i = 0; i < old; i++) {
+    sess_t *x = ot[i];
+    while (x) {
+      sess_t *next = x->next;
+      size_t b = sess_bucket(d, x->vin, x->domain);
+      x->next = nt[b];
+      nt[b] = x;
+      x = next;
+    }
+  }
+  free(ot);
+}
+
 static sess_t **sess_slot(fq_dispatch_t *d, const char *vin, int domain) {
-  size_t b = (hash_str(vin) + (unsigned)domain) & 1023;
-  sess_t **pp = &d->sess[b];
+  sess_t **pp = &d->sess[sess_bucket(d, vin, domain)];
   while (*pp && !(strcmp((*pp)->vin, vin) == 0 && (*pp)->domain == domain)) pp = &(*pp)->next;
   return pp;
 }
@@ -302,6 +329,8 @@ static fq_vcp_session_t *sess_get(fq_dispatch_t *d, const char *vin, int domain)
   n->domain = domain;
   n->s = s;
   *pp = n;
+  d->nsess++;
+  sess_grow(d);
   return s;
 }
 
@@ -318,6 +347,8 @@ static void sess_put(fq_dispatch_t *d, const char *vin, int domain, fq_vcp_sessi
   n->domain = domain;
   n->s = s;
   *pp = n;
+  d->nsess++;
+  sess_grow(d);
 }
 
 static void sess_drop(fq_dispatch_t *d, const char *vin, int domain) {
@@ -327,6 +358,7 @@ static void sess_drop(fq_dispatch_t *d, const char *vin, int domain) {
   *pp = x->next;
   fq_vcp_session_destroy(&x->s);
   free(x);
+  d->nsess--;
 }
 
 /* Persist a session (counter, epoch, clock) in the open transaction. */
@@ -1058,13 +1090,15 @@ fq_dispatch_t *fq_dispatch_new(const fq_dispatch_opts_t *opts, const fq_dispatch
   if (!d->o.pairing_domain) d->o.pairing_domain = "fleetq.example.com";
   d->ndev_buckets = 4096;
   d->devs = calloc(d->ndev_buckets, sizeof *d->devs);
+  d->nsess_buckets = 1024;
+  d->sess = calloc(d->nsess_buckets, sizeof *d->sess);
   fq_buf_init(&d->scratch, 64 * 1024);
   fq_http_opts_t ho = {.ca_file = opts->ca_file,
                        .total_timeout_ms = d->o.http_timeout_ms,
                        .max_body = 1 << 20,
                        .max_inflight = 4096};
   d->http = fq_http_new(&ho, err);
-  if (!d->devs || !d->http) goto fail;
+  if (!d->devs || !d->sess || !d->http) goto fail;
   if (opts->device_rate > 0) {
     fq_rl_opts_t ro = {.rate = opts->device_rate,
                        .burst = opts->device_burst >= 1 ? opts->device_burst : 1,
@@ -1105,7 +1139,7 @@ void fq_dispatch_destroy(fq_dispatch_t **dp) {
       x = n;
     }
   }
-  for (size_t i = 0; i < 1024; i++) {
+  for (size_t i = 0; d->sess && i < d->nsess_buckets; i++) {
     sess_t *x = d->sess[i];
     while (x) {
       sess_t *n = x->next;
@@ -1114,6 +1148,7 @@ void fq_dispatch_destroy(fq_dispatch_t **dp) {
       x = n;
     }
   }
+  free(d->sess);
   for (size_t i = 0; i < 256; i++) {
     acct_t *x = d->accts[i];
     while (x) {
@@ -1298,7 +1333,7 @@ void fq_dispatch_rollback(fq_dispatch_t *d) {
     fq_dispatch_kick(d, x->name);
     x = next;
   }
-  for (size_t i = 0; i < 1024; i++) {
+  for (size_t i = 0; i < d->nsess_buckets; i++) {
     sess_t *s = d->sess[i];
     d->sess[i] = NULL;
     while (s) {
@@ -1308,6 +1343,7 @@ void fq_dispatch_rollback(fq_dispatch_t *d) {
       s = n;
     }
   }
+  d->nsess = 0;
 }
 
 void fq_dispatch_stats(const fq_dispatch_t *d, fq_dispatch_stats_t *st) {

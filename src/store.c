@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 
 #include "idem.h"
+#include "mpread.h"
 #include "log.h"
 #include "util.h"
 
@@ -597,104 +598,115 @@ int fq_cmdrec_pack(const fq_cmdrec_t *rec, fq_buf_t *out) {
   return 0;
 }
 
-static bool key_is(const msgpack_object *k, const char *name) {
+/* Records are our own bytes, but a damaged file must not crash the
+ * daemon: the bounded reader (mpread.h) checks every size, and nothing is
+ * allocated but the params copy. */
+static bool key_eq(const fq__mp_obj_t *k, const char *name) {
   size_t n = strlen(name);
-  return k->type == MSGPACK_OBJECT_STR && k->via.str.size == n &&
-         memcmp(k->via.str.ptr, name, n) == 0;
+  return k->kind == FQ__MP_STR && k->len == n && memcmp(k->p, name, n) == 0;
 }
 
-static void copy_str(char *dst, size_t cap, const msgpack_object *v) {
+static void copy_obj_str(char *dst, size_t cap, const fq__mp_obj_t *v) {
   size_t n = 0;
-  if (v->type == MSGPACK_OBJECT_STR) {
-    n = v->via.str.size < cap - 1 ? v->via.str.size : cap - 1;
-    memcpy(dst, v->via.str.ptr, n);
+  if (v->kind == FQ__MP_STR) {
+    n = v->len < cap - 1 ? v->len : cap - 1;
+    memcpy(dst, v->p, n);
   }
   dst[n] = 0;
 }
 
-static int64_t obj_int(const msgpack_object *v) {
-  if (v->type == MSGPACK_OBJECT_POSITIVE_INTEGER) return (int64_t)v->via.u64;
-  if (v->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) return v->via.i64;
+static int64_t obj_i64(const fq__mp_obj_t *v) {
+  if (v->kind == FQ__MP_UINT) return (int64_t)v->v.u;
+  if (v->kind == FQ__MP_NINT) return v->v.i;
   return 0;
 }
 
-static int obj_state(const msgpack_object *v) {
-  if (v->type != MSGPACK_OBJECT_STR) return -1;
-  return fq_state_parse(v->via.str.ptr, v->via.str.size);
+static int obj_state_of(const fq__mp_obj_t *v) {
+  return v->kind == FQ__MP_STR ? fq_state_parse((const char *)v->p, v->len) : -1;
 }
 
 int fq_cmdrec_unpack(const uint8_t *p, size_t n, fq_cmdrec_t *rec, fq_err_t *err) {
-  msgpack_unpacked u;
-  msgpack_unpacked_init(&u);
-  int rc = 0;
+  fq__mp_rd_t r;
+  fq__mp_obj_t top, k, v;
+  fq_err_t e;
   memset(rec, 0, sizeof *rec);
   rec->fault = -1;
-  size_t off = 0;
-  if (msgpack_unpack_next(&u, (const char *)p, n, &off) != MSGPACK_UNPACK_SUCCESS ||
-      u.data.type != MSGPACK_OBJECT_MAP) {
-    rc = fq_errf(err, FQ_ESTORAGE, "command record corrupted");
-    goto out;
-  }
-  const msgpack_object_map *m = &u.data.via.map;
-  for (uint32_t i = 0; i < m->size; i++) {
-    const msgpack_object *k = &m->ptr[i].key, *v = &m->ptr[i].val;
-    if (key_is(k, "id")) copy_str(rec->id, sizeof rec->id, v);
-    else if (key_is(k, "tenant")) copy_str(rec->tenant, sizeof rec->tenant, v);
-    else if (key_is(k, "key")) copy_str(rec->key, sizeof rec->key, v);
-    else if (key_is(k, "account")) copy_str(rec->account, sizeof rec->account, v);
-    else if (key_is(k, "vin")) copy_str(rec->vin, sizeof rec->vin, v);
-    else if (key_is(k, "site")) rec->site = (uint64_t)obj_int(v);
-    else if (key_is(k, "device")) copy_str(rec->device, sizeof rec->device, v);
-    else if (key_is(k, "command")) copy_str(rec->command, sizeof rec->command, v);
-    else if (key_is(k, "params")) {
-      /* Re-pack the params map to keep its exact bytes. */
-      fq_buf_t b;
-      fq_buf_init(&b, FQ_WIRE_MAX_PARAMS_BYTES * 2);
-      msgpack_packer pk;
-      msgpack_packer_init(&pk, &b, buf_write);
-      msgpack_pack_object(&pk, *v);
-      rec->params = b.data;
-      rec->params_len = b.len;
-    } else if (key_is(k, "state")) rec->state = obj_state(v);
-    else if (key_is(k, "reason")) copy_str(rec->reason, sizeof rec->reason, v);
-    else if (key_is(k, "error")) {
-      if (v->type == MSGPACK_OBJECT_STR) {
+  fq__mp_rd_init(&r, p, n);
+  if (fq__mp_next(&r, &top, &e) || top.kind != FQ__MP_MAP) goto bad;
+  for (uint32_t i = 0; i < top.v.count; i++) {
+    if (fq__mp_next(&r, &k, &e)) goto bad;
+    if (key_eq(&k, "params")) {
+      const uint8_t *start = r.p;
+      if (fq__mp_skip(&r, 2, 32, &e)) goto bad;
+      size_t len = (size_t)(r.p - start);
+      free(rec->params);
+      rec->params = malloc(len ? len : 1);
+      if (!rec->params) {
+        fq_cmdrec_free(rec);
+        return fq_errf(err, -ENOMEM, "out of memory");
+      }
+      memcpy(rec->params, start, len);
+      rec->params_len = len;
+      continue;
+    }
+    if (key_eq(&k, "transitions")) {
+      if (fq__mp_next(&r, &v, &e) || v.kind != FQ__MP_ARRAY) goto bad;
+      for (uint32_t j = 0; j < v.v.count; j++) {
+        fq__mp_obj_t m, tk, tv;
+        if (fq__mp_next(&r, &m, &e) || m.kind != FQ__MP_MAP) goto bad;
+        fq_transition_t tr = {.state = -1};
+        for (uint32_t q = 0; q < m.v.count; q++) {
+          if (fq__mp_next(&r, &tk, &e) || fq__mp_next(&r, &tv, &e)) goto bad;
+          if (key_eq(&tk, "state")) tr.state = obj_state_of(&tv);
+          else if (key_eq(&tk, "at")) tr.at = obj_i64(&tv);
+          else if (tv.kind == FQ__MP_ARRAY || tv.kind == FQ__MP_MAP) goto bad;
+        }
+        if (rec->ntrans < FQ_MAX_TRANSITIONS) rec->trans[rec->ntrans++] = tr;
+      }
+      continue;
+    }
+    if (fq__mp_next(&r, &v, &e)) goto bad;
+    if (v.kind == FQ__MP_ARRAY || v.kind == FQ__MP_MAP) {
+      /* Not ours (a newer version's field): step over its contents. */
+      for (uint64_t c = (uint64_t)v.v.count * (v.kind == FQ__MP_MAP ? 2 : 1); c; c--)
+        if (fq__mp_skip(&r, 2, 32, &e)) goto bad;
+      continue;
+    }
+    if (key_eq(&k, "id")) copy_obj_str(rec->id, sizeof rec->id, &v);
+    else if (key_eq(&k, "tenant")) copy_obj_str(rec->tenant, sizeof rec->tenant, &v);
+    else if (key_eq(&k, "key")) copy_obj_str(rec->key, sizeof rec->key, &v);
+    else if (key_eq(&k, "account")) copy_obj_str(rec->account, sizeof rec->account, &v);
+    else if (key_eq(&k, "vin")) copy_obj_str(rec->vin, sizeof rec->vin, &v);
+    else if (key_eq(&k, "site")) rec->site = (uint64_t)obj_i64(&v);
+    else if (key_eq(&k, "device")) copy_obj_str(rec->device, sizeof rec->device, &v);
+    else if (key_eq(&k, "command")) copy_obj_str(rec->command, sizeof rec->command, &v);
+    else if (key_eq(&k, "state")) rec->state = obj_state_of(&v);
+    else if (key_eq(&k, "reason")) copy_obj_str(rec->reason, sizeof rec->reason, &v);
+    else if (key_eq(&k, "error")) {
+      if (v.kind == FQ__MP_STR) {
         char name[64];
-        copy_str(name, sizeof name, v);
+        copy_obj_str(name, sizeof name, &v);
         rec->error = fq_errcode(name);
         if (!rec->error) rec->error = FQ_EINTERNAL;
       }
-    } else if (key_is(k, "http")) rec->http = (int)obj_int(v);
-    else if (key_is(k, "fault")) rec->fault = v->type == MSGPACK_OBJECT_NIL ? -1 : (int)obj_int(v);
-    else if (key_is(k, "attempts")) rec->attempts = (uint32_t)obj_int(v);
-    else if (key_is(k, "created")) rec->created = obj_int(v);
-    else if (key_is(k, "updated")) rec->updated = obj_int(v);
-    else if (key_is(k, "deadline")) rec->deadline = obj_int(v);
-    else if (key_is(k, "ttl_ms")) rec->ttl_ms = obj_int(v);
-    else if (key_is(k, "coalesce")) rec->coalesce = v->type == MSGPACK_OBJECT_BOOLEAN && v->via.boolean;
-    else if (key_is(k, "queue_seq")) rec->qseq = (uint64_t)obj_int(v);
-    else if (key_is(k, "request_hash")) {
+    } else if (key_eq(&k, "http")) rec->http = (int)obj_i64(&v);
+    else if (key_eq(&k, "fault")) rec->fault = v.kind == FQ__MP_NIL ? -1 : (int)obj_i64(&v);
+    else if (key_eq(&k, "attempts")) rec->attempts = (uint32_t)obj_i64(&v);
+    else if (key_eq(&k, "created")) rec->created = obj_i64(&v);
+    else if (key_eq(&k, "updated")) rec->updated = obj_i64(&v);
+    else if (key_eq(&k, "deadline")) rec->deadline = obj_i64(&v);
+    else if (key_eq(&k, "ttl_ms")) rec->ttl_ms = obj_i64(&v);
+    else if (key_eq(&k, "coalesce")) rec->coalesce = v.kind == FQ__MP_BOOL && v.v.b;
+    else if (key_eq(&k, "queue_seq")) rec->qseq = (uint64_t)obj_i64(&v);
+    else if (key_eq(&k, "request_hash")) {
       char hex[65];
-      copy_str(hex, sizeof hex, v);
+      copy_obj_str(hex, sizeof hex, &v);
       if (fq_hex_decode(hex, rec->hash, 32) != 32) memset(rec->hash, 0, 32);
-    } else if (key_is(k, "transitions") && v->type == MSGPACK_OBJECT_ARRAY) {
-      for (uint32_t j = 0; j < v->via.array.size && rec->ntrans < FQ_MAX_TRANSITIONS; j++) {
-        const msgpack_object *t = &v->via.array.ptr[j];
-        if (t->type != MSGPACK_OBJECT_MAP) continue;
-        fq_transition_t *tr = &rec->trans[rec->ntrans++];
-        tr->state = -1;
-        for (uint32_t q = 0; q < t->via.map.size; q++) {
-          if (key_is(&t->via.map.ptr[q].key, "state")) tr->state = obj_state(&t->via.map.ptr[q].val);
-          else if (key_is(&t->via.map.ptr[q].key, "at")) tr->at = obj_int(&t->via.map.ptr[q].val);
-        }
-      }
     }
   }
-  if (rec->state < 0 || strlen(rec->id) != FQ_ID_LEN) {
-    fq_cmdrec_free(rec);
-    rc = fq_errf(err, FQ_ESTORAGE, "command record corrupted (state or id)");
-  }
-out:
-  msgpack_unpacked_destroy(&u);
-  return rc;
+  if (rec->state < 0 || strlen(rec->id) != FQ_ID_LEN) goto bad;
+  return 0;
+bad:
+  fq_cmdrec_free(rec);
+  return fq_errf(err, FQ_ESTORAGE, "command record corrupted");
 }
