@@ -48,7 +48,7 @@ cleanup() {
   rm -rf "$W"
 }
 trap cleanup EXIT
-say() { echo "run-all: $*" >&2; }
+say() { echo "run-all [$(( $(date +%s) - T0 )) s]: $*" >&2; }
 T0=$(date +%s)
 
 if [ "$QUICK" = 1 ]; then
@@ -56,7 +56,7 @@ if [ "$QUICK" = 1 ]; then
   LOAD_RATES="2000 10000 30000"; LOAD_SECS=2
   MEM_SIZES="10000 100000"
 else
-  INGEST_COUNT=100000; ROUNDS=5
+  INGEST_COUNT=100000; ROUNDS=3
   LOAD_RATES="1000 5000 10000 20000 40000 60000 80000"; LOAD_SECS=5
   MEM_SIZES="10000 100000 1000000"
 fi
@@ -354,8 +354,10 @@ for r in range(1, 100):
         p["trace"] = None
     pairs.append(p)
 fq_rate = median([p["fq"] for p in pairs])
-zmq_rate = median([p["zmq"] for p in pairs])
-lmdb_rate = median([p["lmdb"] for p in pairs])
+# A ceiling of 0 means that phase failed (bench_ingest's echo ROUTER could
+# not bind its port): leave it out.
+zmq_rate = median([p["zmq"] for p in pairs if p["zmq"]]) or 0
+lmdb_rate = median([p["lmdb"] for p in pairs if p["lmdb"]]) or 0
 redis_rate = median([p["redis"] for p in pairs if p["redis"]])
 ratios = [p["fq"] / p["redis"] for p in pairs if p["redis"]]
 pair_ratio = median(ratios)
@@ -396,7 +398,8 @@ if redis_rate:
     w(f"| Redis {env['redis']}, appendfsync always, Lua SET NX + XADD | {redis_rate:.0f} | {cpu(redis_cpu)} | "
       f"{rr['p50']} / {rr['p99']} / {rr['p999']} | {rr['half_rate']}, {rr['half_p50']} / "
       f"{rr['half_p99']} / {rr['half_p999']} / {rr['half_max']} | {redis_rate / fq_rate:.2f} | {tag} |")
-w(f"| ceiling: ZeroMQ DEALER/ROUTER echo, same messages | {zmq_rate:.0f} | - | - | - | {zmq_rate / fq_rate:.2f} | {tag} |")
+zmq_n = sum(1 for p in pairs if p["zmq"])
+w(f"| ceiling: ZeroMQ DEALER/ROUTER echo, same messages{'' if zmq_n == len(pairs) else f' ({zmq_n} of {len(pairs)} rounds measured)'} | {zmq_rate:.0f} | - | - | - | {zmq_rate / fq_rate:.2f} | {tag} |")
 w(f"| ceiling: LMDB puts, batches of 1000 x 600 B, fsync per batch | {lmdb_rate:.0f} | - | - | - | {lmdb_rate / fq_rate:.2f} | {tag} |")
 w("")
 w("Server CPU per ack: user + system time of the server process (fleetqd with all its "
@@ -412,6 +415,14 @@ if pairs:
         per = [b - a for a, b in zip([0] + aofs[:-1], aofs)]
         w(f"Redis' background AOF rewrites (default auto-aof-rewrite settings) per round: "
           f"{', '.join(str(x) for x in per)}.")
+        rp = [(x, p["redis"]) for x, p in zip(per, pairs) if p["redis"]]
+        if len(rp) > 1 and max(x for x, _ in rp) > min(x for x, _ in rp):
+            most = max(rp, key=lambda t: t[0])
+            if most[1] == min(r for _, r in rp):
+                w("Redis' slowest round was the one with the most AOF rewrites (each forks and "
+                  "writes a new base file while the clients wait on the same disk): a Redis "
+                  "that has been running for a while rewrites less often than one that starts "
+                  "empty, as here.")
     w("")
 if redis_rate:
     ratio = pair_ratio
@@ -545,6 +556,13 @@ if em:
     w(f"| CPU per command: fleetqd / fleetsim | {g[10]} / {g[11]} us | {tag} |")
     if "failures" in open(os.path.join(W, "e2e.err")).read().lower():
         w("\nbench_e2e reported failures in this run; see its output.")
+    em_md = os.path.join(W, "e2e.md")
+    if os.path.exists(em_md):
+        # bench_e2e's own report of this run, headings moved down a level.
+        w("\n<details><summary>bench_e2e's full report of this run</summary>\n")
+        for line in open(em_md).read().splitlines():
+            w("###" + line.lstrip("#") if line.startswith("#") else line)
+        w("\n</details>")
 else:
     w("| measure | figure | run |\n|---|---|---|")
     if hm:
