@@ -131,7 +131,22 @@ static void outcome_set(fq_vcp_outcome_t *o, fq_vcp_action_t a, int fault, int e
 static pthread_once_t mac_once = PTHREAD_ONCE_INIT;
 static EVP_MAC *g_hmac;
 
-static void fetch_mac(void) { g_hmac = EVP_MAC_fetch(NULL, "HMAC", NULL); }
+/* Algorithms fetched once: OpenSSL 3 fetches a method for every call that
+ * names one by a legacy getter (EVP_sha256(), EVP_aes_128_gcm()), and that
+ * lookup cost more than a whole reply's decryption. */
+static EVP_CIPHER *g_gcm;
+static EVP_MD *g_sha256;
+
+static void fetch_mac(void) {
+  g_hmac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+  g_gcm = EVP_CIPHER_fetch(NULL, "AES-128-GCM", NULL);
+  g_sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
+
+const EVP_MD *fq__vcp_sha256(void) {
+  pthread_once(&mac_once, fetch_mac);
+  return g_sha256;
+}
 
 /* A new HMAC-SHA256 context keyed with key; NULL on failure. */
 static EVP_MAC_CTX *hmac_ctx_new(const uint8_t *key, size_t keylen) {
@@ -277,9 +292,11 @@ static int gcm_run(bool enc, const uint8_t k[FQ_VCP_KEY_LEN], const uint8_t nonc
                    uint8_t tag[FQ_VCP_GCM_TAG_LEN]) {
   int rc = FQ_ECRYPTO, l = 0;
   if (n > INT32_MAX || aad_len > INT32_MAX) return FQ_ETOOLARGE;
+  pthread_once(&mac_once, fetch_mac);
+  if (!g_gcm) return FQ_ECRYPTO;
   EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
   if (!c) return -ENOMEM;
-  if (!EVP_CipherInit_ex2(c, EVP_aes_128_gcm(), k, nonce, enc ? 1 : 0, NULL)) goto out;
+  if (!EVP_CipherInit_ex2(c, g_gcm, k, nonce, enc ? 1 : 0, NULL)) goto out;
   if (aad_len && !EVP_CipherUpdate(c, NULL, &l, aad, (int)aad_len)) goto out;
   if (n && !EVP_CipherUpdate(c, out, &l, in, (int)n)) goto out;
   if (enc) {
@@ -1192,7 +1209,7 @@ int fq_vcp_open_reply(fq_vcp_session_t *s, fq_vcp_request_t *req, const uint8_t 
     size_t rl = fq_vcp_response_metadata(m.from_domain >= 0 ? m.from_domain : req->domain, s->vin,
                                          m.gcm_counter, m.flags, h, hl,
                                          (uint32_t)(fault > 0 ? fault : 0), rmeta, sizeof rmeta);
-    if (!rl || !EVP_Digest(rmeta, rl, aad, &aadl, EVP_sha256(), NULL)) {
+    if (!rl || !fq__vcp_sha256() || !EVP_Digest(rmeta, rl, aad, &aadl, fq__vcp_sha256(), NULL)) {
       rc = fq_errf(err, FQ_ECRYPTO, "cannot build the response metadata");
       refuse(o, fault, rc, err);
       goto out;

@@ -102,4 +102,8 @@ size_t fq__vcp_command_meta(int domain, const char *vin, const uint8_t epoch[FQ_
                             uint32_t expires_at, uint32_t counter, uint32_t flags, uint8_t *out,
                             size_t cap);
 
+/* SHA-256, fetched once per process (NULL if the provider lacks it). */
+#include <openssl/evp.h>
+const EVP_MD *fq__vcp_sha256(void);
+
 #endif

@@ -391,7 +391,7 @@ int fq_vcp_vdomain_reply(fq_vcp_vdomain_t *vd, const fq_vcp_vrequest_t *vr,
   size_t hl = fq_vcp_request_hash(vd->domain, vr->tag, h);
   size_t rl = fq_vcp_response_metadata(vd->domain, vd->vin, counter, 0, h, hl, 0, rmeta,
                                        sizeof rmeta);
-  if (!rl || !EVP_Digest(rmeta, rl, aad, &aadl, EVP_sha256(), NULL))
+  if (!rl || !fq__vcp_sha256() || !EVP_Digest(rmeta, rl, aad, &aadl, fq__vcp_sha256(), NULL))
     return fq_errf(err, FQ_ECRYPTO, "cannot hash the response metadata");
   ct = malloc(app_len ? app_len : 1);
   if (!ct) return -ENOMEM;
