@@ -13,6 +13,7 @@ if(FQ_PASS STREQUAL "sources")
     ${CMAKE_SOURCE_DIR}/src/dispatch.c
     ${CMAKE_SOURCE_DIR}/src/demo.c
     ${CMAKE_SOURCE_DIR}/src/ingress.c
+    ${CMAKE_SOURCE_DIR}/src/zmsg.c
   )
 else()
   fq_program(fleetqd ${CMAKE_SOURCE_DIR}/tools/fleetqd/main.c)

@@ -8,6 +8,7 @@
  * (any thread; they are the only shared state and are atomic or locked).
  */
 #include "auth.h"
+#include "zmsg.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -1080,41 +1081,13 @@ static void admin_handle(fq_auth_t *a, const uint8_t *body, size_t len) {
   }
 }
 
-/* Receive one multipart message; frames past max are dropped. */
-static int recv_all(void *sock, zmq_msg_t *frames, int max, bool *overflow) {
-  int n = 0;
-  *overflow = false;
-  for (;;) {
-    zmq_msg_t m;
-    zmq_msg_init(&m);
-    if (zmq_msg_recv(&m, sock, n == 0 ? ZMQ_DONTWAIT : 0) < 0) {
-      zmq_msg_close(&m);
-      return n == 0 ? -1 : n;
-    }
-    int more = zmq_msg_more(&m);
-    if (n < max) {
-      zmq_msg_init(&frames[n]);
-      zmq_msg_move(&frames[n], &m);
-      n++;
-    } else {
-      *overflow = true;
-    }
-    zmq_msg_close(&m);
-    if (!more) return n;
-  }
-}
-
-static void close_all(zmq_msg_t *f, int n) {
-  for (int i = 0; i < n; i++) zmq_msg_close(&f[i]);
-}
-
 /* Drain the ingress PAIR.  Returns true when it said 'T'. */
 static bool handle_pair(fq_auth_t *a) {
   bool stop = false;
   for (int budget = 0; budget < 256; budget++) {
     zmq_msg_t f[MAX_FRAMES];
     bool overflow;
-    int n = recv_all(a->pair, f, MAX_FRAMES, &overflow);
+    int n = fq_zmsg_recv(a->pair, f, MAX_FRAMES, ZMQ_DONTWAIT, &overflow);
     if (n <= 0) break;
     char kind = zmq_msg_size(&f[0]) == 1 ? *(const char *)zmq_msg_data(&f[0]) : '?';
     if (kind == 'T') {
@@ -1135,7 +1108,7 @@ static bool handle_pair(fq_auth_t *a) {
       fq_warn(MOD, "dropped a malformed message from the ingress (kind '%c', %d frames)",
               kind >= 0x20 && kind < 0x7f ? kind : '?', n);
     }
-    close_all(f, n);
+    fq_zmsg_close(f, n);
   }
   return stop;
 }

@@ -17,6 +17,7 @@
 #include "log.h"
 #include "store.h"
 #include "util.h"
+#include "zmsg.h"
 
 #define MAX_FRAMES 16
 #define FANOUT_SLOTS 4096
@@ -132,35 +133,6 @@ void fq_ingress_destroy(fq_ingress_t **inp) {
   *inp = NULL;
 }
 
-/* Receive one whole multipart message; frames past max are read and
- * dropped (*overflow set). */
-static int recv_all(void *sock, zmq_msg_t *frames, int max, bool *overflow) {
-  int n = 0;
-  *overflow = false;
-  for (;;) {
-    zmq_msg_t m;
-    zmq_msg_init(&m);
-    if (zmq_msg_recv(&m, sock, n == 0 ? ZMQ_DONTWAIT : 0) < 0) {
-      zmq_msg_close(&m);
-      return n == 0 ? -1 : n;
-    }
-    int more = zmq_msg_more(&m);
-    if (n < max) {
-      zmq_msg_init(&frames[n]);
-      zmq_msg_move(&frames[n], &m);
-      n++;
-    } else {
-      *overflow = true;
-    }
-    zmq_msg_close(&m);
-    if (!more) return n;
-  }
-}
-
-static void close_all(zmq_msg_t *frames, int n) {
-  for (int i = 0; i < n; i++) zmq_msg_close(&frames[i]);
-}
-
 /* Send envelope frames (copied) then body to the ROUTER. */
 static void reply_client(fq_ingress_t *in, zmq_msg_t *env, int nenv, const void *body,
                          size_t len) {
@@ -202,7 +174,7 @@ static int to_shard(fq_ingress_t *in, unsigned shard, char kind, const uint64_t 
 static bool handle_client(fq_ingress_t *in) {
   zmq_msg_t f[MAX_FRAMES];
   bool overflow;
-  int n = recv_all(in->router, f, MAX_FRAMES, &overflow);
+  int n = fq_zmsg_recv(in->router, f, MAX_FRAMES, ZMQ_DONTWAIT, &overflow);
   if (n <= 0) return false;
   int nenv = n - 1;
   fq_request_t req;
@@ -345,7 +317,7 @@ static bool handle_client(fq_ingress_t *in) {
                 &req);
   }
 out:
-  close_all(f, n);
+  fq_zmsg_close(f, n);
   return true;
 }
 
@@ -379,7 +351,7 @@ static void on_lookup_reply(fq_ingress_t *in, uint64_t token, uint8_t found, con
         reply_client(in, fo->frames, fo->nframes - 1, in->out.data, in->out.len);
       }
     }
-    close_all(fo->frames, fo->nframes);
+    fq_zmsg_close(fo->frames, fo->nframes);
     fo->nframes = 0;
     fo->token = 0;
     fo->check = false;
@@ -444,7 +416,7 @@ static int handle_shard(fq_ingress_t *in, unsigned idx) {
   for (int budget = 0; budget < 4096; budget++) {
     zmq_msg_t f[MAX_FRAMES + 4];
     bool overflow;
-    int n = recv_all(in->pairs[idx], f, MAX_FRAMES + 4, &overflow);
+    int n = fq_zmsg_recv(in->pairs[idx], f, MAX_FRAMES + 4, ZMQ_DONTWAIT, &overflow);
     if (n <= 0) break;
     char kind = zmq_msg_size(&f[0]) == 1 ? *(const char *)zmq_msg_data(&f[0]) : '?';
     if (kind == 'B' && n == 2) {
@@ -465,7 +437,7 @@ static int handle_shard(fq_ingress_t *in, unsigned idx) {
     } else if (kind == 'D') {
       done = 1;
     }
-    close_all(f, n);
+    fq_zmsg_close(f, n);
   }
   return done;
 }

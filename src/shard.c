@@ -23,6 +23,7 @@
 #include "log.h"
 #include "store.h"
 #include "util.h"
+#include "zmsg.h"
 
 #define MAX_FRAMES 8
 
@@ -628,29 +629,6 @@ static void fail_batch(fq_shard_t *sh, int code, const char *msg) {
   fq_buf_reset(&sh->evbuf);
 }
 
-/* Receive one multipart message into frames[]; returns the frame count or
- * -1 when nothing was waiting. */
-static int recv_msg(void *sock, zmq_msg_t *frames, int max, int flags) {
-  int n = 0;
-  int more = 1;
-  while (more) {
-    zmq_msg_t tmp;
-    zmq_msg_init(&tmp);
-    if (zmq_msg_recv(&tmp, sock, n == 0 ? flags : 0) < 0) {
-      zmq_msg_close(&tmp);
-      return n == 0 ? -1 : n;
-    }
-    more = zmq_msg_more(&tmp);
-    if (n < max) {
-      zmq_msg_init(&frames[n]);
-      zmq_msg_move(&frames[n], &tmp);
-      n++;
-    }
-    zmq_msg_close(&tmp);
-  }
-  return n;
-}
-
 static void process_batch(fq_shard_t *sh, zmq_msg_t (*msgs)[MAX_FRAMES + 2], int *counts,
                           int nmsgs, const zmq_pollitem_t *hitems, int nh) {
   fq_err_t err;
@@ -819,7 +797,7 @@ static void *shard_main(void *arg) {
     if (prc < 0 && errno != EINTR) break;
     int nmsgs = 0;
     while ((size_t)nmsgs < cap) {
-      int n = recv_msg(sh->sock, msgs[nmsgs], MAX_FRAMES + 2, ZMQ_DONTWAIT);
+      int n = fq_zmsg_recv(sh->sock, msgs[nmsgs], MAX_FRAMES + 2, ZMQ_DONTWAIT, NULL);
       if (n < 0) break;
       counts[nmsgs++] = n;
     }
