@@ -22,6 +22,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
@@ -35,7 +38,7 @@ static int producers = 4, window = 256, devices = 10000, rounds = 3;
 static long count = 100000; /* per producer, max-throughput phase */
 static const char *fleetqd_path = NULL, *out_path = "perf/results/ingest.md";
 static const char *external_ep = NULL; /* --endpoint: use a running daemon */
-static int port_base = 0;
+static int port_base = 0, pub_port = 0;
 static char endpoint[64];
 
 static int buf_write(void *data, const char *p, size_t n) {
@@ -278,10 +281,23 @@ static double lmdb_ceiling(const char *dir, long items, int batch, size_t vsize)
 
 /* --- the daemon ---------------------------------------------------------- */
 
+/* A TCP port on 127.0.0.1 that is free right now (the kernel picks it). */
+static int free_port(void) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t l = sizeof a;
+  int port = -1;
+  if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
+      getsockname(fd, (struct sockaddr *)&a, &l) == 0)
+    port = ntohs(a.sin_port);
+  if (fd >= 0) close(fd);
+  return port;
+}
+
 static pid_t start_daemon(const char *data) {
   char listen[64], publish[64];
   snprintf(listen, sizeof listen, "tcp://127.0.0.1:%d", port_base);
-  snprintf(publish, sizeof publish, "tcp://127.0.0.1:%d", port_base + 1);
+  snprintf(publish, sizeof publish, "tcp://127.0.0.1:%d", pub_port);
   pid_t pid = fork();
   if (pid == 0) {
     execl(fleetqd_path, fleetqd_path, "--data", data, "--listen", listen, "--publish", publish,
@@ -345,7 +361,12 @@ int main(int argc, char **argv) {
     snprintf(pathbuf, sizeof pathbuf, "%s/fleetqd", self_dir);
     fleetqd_path = pathbuf;
   }
-  port_base = 20000 + (int)(getpid() % 20000);
+  port_base = free_port();
+  pub_port = free_port();
+  if (port_base <= 0 || pub_port <= 0 || pub_port == port_base) {
+    fprintf(stderr, "bench_ingest: cannot find free loopback ports\n");
+    return 1;
+  }
   snprintf(endpoint, sizeof endpoint, "tcp://127.0.0.1:%d", port_base);
   char data[] = "/tmp/fq_bench_XXXXXX";
   if (!mkdtemp(data)) return 1;
@@ -378,12 +399,17 @@ int main(int argc, char **argv) {
          producers, count, window, devices, rounds, msg_size);
   /* Echo ROUTER for the ZeroMQ ceiling, in this process. */
   char echo_ep[64];
-  snprintf(echo_ep, sizeof echo_ep, "tcp://127.0.0.1:%d", port_base + 2);
   void *echo = zmq_socket(ctx, ZMQ_ROUTER);
   int zero = 0;
   zmq_setsockopt(echo, ZMQ_SNDHWM, &zero, sizeof zero);
   zmq_setsockopt(echo, ZMQ_RCVHWM, &zero, sizeof zero);
-  zmq_bind(echo, echo_ep);
+  size_t epl = sizeof echo_ep;
+  if (zmq_bind(echo, "tcp://127.0.0.1:*") != 0 ||
+      zmq_getsockopt(echo, ZMQ_LAST_ENDPOINT, echo_ep, &epl) != 0) {
+    fprintf(stderr, "bench_ingest: cannot bind the echo ROUTER: %s\n", zmq_strerror(errno));
+    if (pid > 0) kill(pid, SIGKILL);
+    return 1;
+  }
   pthread_t echo_th;
   pthread_create(&echo_th, NULL, echo_main, echo);
 

@@ -56,7 +56,7 @@ int fq__sim_site_command(fq__sim_world_t *w, fq__sim_site_t *s, const char *what
   int rc = 0;
   if (strcmp(what, "backup") == 0) {
     static const char *const k[] = {"backup_reserve_percent", NULL};
-    int v;
+    int v = 0;
     if ((rc = only_keys(body, k, err)) || (rc = percent(body, k[0], &v, err))) return rc;
     s->backup_reserve = v;
   } else if (strcmp(what, "operation") == 0) {
@@ -88,7 +88,7 @@ int fq__sim_site_command(fq__sim_world_t *w, fq__sim_site_t *s, const char *what
     if (r) snprintf(s->export_rule, sizeof s->export_rule, "%s", json_string_value(r));
   } else if (strcmp(what, "off_grid_vehicle_charging_reserve") == 0) {
     static const char *const k[] = {"off_grid_vehicle_charging_reserve_percent", NULL};
-    int v;
+    int v = 0;
     if ((rc = only_keys(body, k, err)) || (rc = percent(body, k[0], &v, err))) return rc;
     s->off_grid_reserve = v;
   } else if (strcmp(what, "time_of_use_settings") == 0) {
