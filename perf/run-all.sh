@@ -278,6 +278,7 @@ if [ -x "$BIN/bench_e2e" ] && [ -x "$BIN/fleetsim" ]; then
   # shellcheck disable=SC2086
   "$BIN/bench_e2e" $E2E_ARGS --out "$W/e2e.md" >"$W/e2e.txt" 2>"$W/e2e.err" ||
     say "  bench_e2e reported failures: $(tail -2 "$W/e2e.err")"
+  if [ -s "$W/e2e.md" ]; then cp "$W/e2e.md" "$ROOT/perf/results/e2e.md"; fi
   grep -E '^median' "$W/e2e.txt" >&2 || true
 elif [ -x "$BIN/bench_http" ]; then
   say "4/4 libcurl ceiling (bench_http); bench_e2e not built: end to end pending"
@@ -322,7 +323,7 @@ for r in range(1, 100):
     p["lmdb"] = num(r"lmdb ceiling (\d+) puts/s", ing)
     m = re.search(r"round \d+: fleetq \d+ acks/s \(p50 ([\d.]+) p99 ([\d.]+) p99.9 ([\d.]+) ms", ing)
     p["fq_lat"] = m.groups() if m else ("?",) * 3
-    m = re.search(r"half load: offered (\d+)/s achieved (\d+) acks/s, p50 ([\d.]+) p99 ([\d.]+) p99.9 ([\d.]+) max ([\d.]+)", ing)
+    m = re.search(r"(?:half load|open loop): offered (\d+)/s achieved (\d+) acks/s, p50 ([\d.]+) p99 ([\d.]+) p99.9 ([\d.]+) max ([\d.]+)", ing)
     p["fq_half"] = m.groups() if m else ("?",) * 6
     hdr = re.search(r"msg (\d+) B", ing)
     p["msg"] = hdr.group(1) if hdr else "?"
