@@ -451,9 +451,13 @@ static const char g_get_help[] =
     "Show one command: its fields, state, reason, error, attempts, timestamps\n"
     "and the table of its state transitions.  --json prints the reply.\n";
 
-static int cmd_get(int argc, char **argv) {
+/* get and cancel differ only in the op and in what they print. */
+typedef void (*lookup_show_fn)(const qopts_t *o, const fq_msg_t *m);
+
+static int run_lookup(int argc, char **argv, const char *op, const char *help,
+                      lookup_show_fn show) {
   qopts_t o;
-  int rc = parse_opts(argc, argv, g_lookup_opts, g_get_help, &o);
+  int rc = parse_opts(argc, argv, g_lookup_opts, help, &o);
   if (rc >= 0) return rc;
   if ((rc = lookup_args_ok(argv[0], &o)) >= 0) return rc;
   fq_buf_t req, raw;
@@ -462,9 +466,9 @@ static int cmd_get(int argc, char **argv) {
   fq_buf_init(&raw, FQ_CLIENT_MAX_REPLY);
   fq_client_t *c = open_client(&o);
   rc = 1;
-  if (!c || fq_req_lookup(&req, "get", o.id, o.tenant, o.key, false, 0)) goto out;
+  if (!c || fq_req_lookup(&req, op, o.id, o.tenant, o.key, false, 0)) goto out;
   if (round_trip(c, &o, &req, &raw, &m)) goto out;
-  if (!o.json) print_command(fq_mp_get(m.root, "command"));
+  if (!o.json) show(&o, &m);
   fq_msg_free(&m);
   rc = 0;
 out:
@@ -474,41 +478,33 @@ out:
   return rc;
 }
 
+static void show_get(const qopts_t *o, const fq_msg_t *m) {
+  (void)o;
+  print_command(fq_mp_get(m->root, "command"));
+}
+
+static int cmd_get(int argc, char **argv) {
+  return run_lookup(argc, argv, "get", g_get_help, show_get);
+}
+
 static const char g_cancel_help[] =
     "usage: fleetq cancel (--id ID | --tenant T --key K) [--endpoint EP] [--json]\n"
     "\n"
     "Cancel a command that is still queued.  Once dispatch has started the\n"
     "daemon answers not_cancellable with the current state (exit 1).\n";
 
+static void show_cancel(const qopts_t *o, const fq_msg_t *m) {
+  const msgpack_object *cmd = fq_mp_get(m->root, "command");
+  const char *id, *state;
+  int in = sfield(cmd ? cmd : m->root, "id", &id);
+  int sn = sfield(m->root, "state", &state);
+  if (strcmp(state, "-") == 0) sn = sfield(cmd, "state", &state);
+  if (strcmp(id, "-") == 0 && o->id) in = (int)strlen(id = o->id);
+  printf("%.*s %.*s\n", sn, state, in, id);
+}
+
 static int cmd_cancel(int argc, char **argv) {
-  qopts_t o;
-  int rc = parse_opts(argc, argv, g_lookup_opts, g_cancel_help, &o);
-  if (rc >= 0) return rc;
-  if ((rc = lookup_args_ok(argv[0], &o)) >= 0) return rc;
-  fq_buf_t req, raw;
-  fq_msg_t m;
-  fq_buf_init(&req, 64 * 1024);
-  fq_buf_init(&raw, FQ_CLIENT_MAX_REPLY);
-  fq_client_t *c = open_client(&o);
-  rc = 1;
-  if (!c || fq_req_lookup(&req, "cancel", o.id, o.tenant, o.key, false, 0)) goto out;
-  if (round_trip(c, &o, &req, &raw, &m)) goto out;
-  if (!o.json) {
-    const msgpack_object *cmd = fq_mp_get(m.root, "command");
-    const char *id, *state;
-    int in = sfield(cmd ? cmd : m.root, "id", &id);
-    int sn = sfield(m.root, "state", &state);
-    if (strcmp(state, "-") == 0) sn = sfield(cmd, "state", &state);
-    if (strcmp(id, "-") == 0 && o.id) in = (int)strlen(id = o.id);
-    printf("%.*s %.*s\n", sn, state, in, id);
-  }
-  fq_msg_free(&m);
-  rc = 0;
-out:
-  fq_client_destroy(&c);
-  fq_buf_free(&req);
-  fq_buf_free(&raw);
-  return rc;
+  return run_lookup(argc, argv, "cancel", g_cancel_help, show_cancel);
 }
 
 /* ------------------------------------------------------------------ */
