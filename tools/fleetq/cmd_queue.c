@@ -770,6 +770,9 @@ static const char g_watch_help[] =
     "the missing events are fetched with `history` from --endpoint and printed\n"
     "(marked \"(filled)\").  With --tenant / --device, seq jumps are normal\n"
     "(other devices share the shard), so only --fill can detect losses.\n"
+    "--fill also looks past the last event seen whenever the stream is quiet\n"
+    "for half a second, because events dropped at the end of a burst leave no\n"
+    "later seq to reveal them.\n"
     "Stops after N events (exit 0) or after S seconds (exit 0 without\n"
     "--count, 1 if fewer than N events arrived), or on Ctrl-C.\n";
 
@@ -792,8 +795,11 @@ static bool event_matches(const msgpack_object *ev, const char *prefix) {
 }
 
 /* Fetch events (after, upto) of a shard with history and print the ones
- * that match the watch filter; returns how many were printed. */
-static uint64_t watch_fill(watch_state_t *w, uint32_t shard, uint64_t after, uint64_t upto) {
+ * that match the watch filter; returns how many were printed.  *last
+ * (may be NULL) receives the highest seq fetched.  `tail` marks a look
+ * past the last event seen, where an empty history is the normal answer. */
+static uint64_t watch_fill(watch_state_t *w, uint32_t shard, uint64_t after, uint64_t upto,
+                           uint64_t *last, bool tail) {
   uint64_t printed = 0;
   fq_buf_t req, raw;
   fq_buf_init(&req, 4096);
@@ -826,10 +832,13 @@ static uint64_t watch_fill(watch_state_t *w, uint32_t shard, uint64_t after, uin
     }
     fq_msg_free(&m);
     if (after == before) {
-      fprintf(stderr, "watch: history of shard %u has nothing after %" PRIu64 "\n", shard, after);
+      if (!tail)
+        fprintf(stderr, "watch: history of shard %u has nothing after %" PRIu64 "\n", shard,
+                after);
       break;
     }
   }
+  if (last) *last = after;
   fq_buf_free(&req);
   fq_buf_free(&raw);
   return printed;
@@ -889,12 +898,31 @@ static int cmd_watch(int argc, char **argv) {
       }
       wait_ms = (int)((o.timeout_s - el) * 1000) + 1;
     }
+    /* With --fill, a quiet stream is also a reason to look: events dropped
+     * at the very end of a burst leave no later seq to reveal the gap. */
+    bool idle_check = o.fill && (wait_ms < 0 || wait_ms > 500);
+    if (idle_check) wait_ms = 500;
     int r = fq_sub_recv(sub, &topic, &body, wait_ms, &e);
     if (g_stop || r == -EINTR) {
       rc = 0;
       break;
     }
-    if (r == -ETIMEDOUT) continue;
+    if (r == -ETIMEDOUT) {
+      if (idle_check) {
+        for (int sh = 0; sh < WATCH_MAX_SHARDS; sh++) {
+          if (!w->seen[sh]) continue;
+          uint64_t upto = UINT64_MAX, last = w->last[sh];
+          uint64_t got = watch_fill(w, (uint32_t)sh, w->last[sh], upto, &last, true);
+          if (got)
+            fprintf(stderr,
+                    "watch: shard %d: recovered %" PRIu64 " event(s) missed after seq %" PRIu64
+                    "\n",
+                    sh, got, w->last[sh]);
+          if (last > w->last[sh]) w->last[sh] = last;
+        }
+      }
+      continue;
+    }
     if (r) {
       fprintf(stderr, "watch: dropped a malformed event: %s\n", e.msg);
       continue;
@@ -909,6 +937,11 @@ static int cmd_watch(int argc, char **argv) {
         fq_mp_int(fq_mp_get(m.root, "seq"), &seq) && shard >= 0 && shard < WATCH_MAX_SHARDS &&
         seq >= 0) {
       uint64_t s = (uint64_t)seq;
+      if (o.fill && w->seen[shard] && s <= w->last[shard]) {
+        /* Already printed from history while the stream was quiet. */
+        fq_msg_free(&m);
+        continue;
+      }
       if (w->seen[shard] && s > w->last[shard] + 1) {
         /* The PUB socket drops at its high-water mark and a SUB that was
          * reconnecting misses what was sent meanwhile.  Unfiltered, every
@@ -920,9 +953,9 @@ static int cmd_watch(int argc, char **argv) {
           fprintf(stderr,
                   "watch: gap in shard %" PRId64 ": events %" PRIu64 "..%" PRIu64 " missed%s\n",
                   shard, from, to, o.fill ? ", fetching them" : "");
-          if (o.fill) watch_fill(w, (uint32_t)shard, w->last[shard], s);
+          if (o.fill) watch_fill(w, (uint32_t)shard, w->last[shard], s, NULL, false);
         } else if (o.fill) {
-          uint64_t got = watch_fill(w, (uint32_t)shard, w->last[shard], s);
+          uint64_t got = watch_fill(w, (uint32_t)shard, w->last[shard], s, NULL, false);
           if (got)
             fprintf(stderr,
                     "watch: shard %" PRId64 ": recovered %" PRIu64
