@@ -83,13 +83,18 @@ def main(c):
         reqs = [make_request(rnd_no, i) for i in range(PER_ROUND)]
         acked, seen = {}, []
         th = threading.Thread(target=produce, args=(d.endpoint, reqs, acked, seen), daemon=True)
-        delay = rnd.uniform(0.05, 0.5)
+        # Kill at a seeded point of the stream (a number of acks, not a
+        # time: how far a fixed delay gets depends on the machine's speed).
+        target = int(PER_ROUND * rnd.uniform(0.05, 0.6))
+        t0 = time.monotonic()
         th.start()
-        time.sleep(delay)
+        while len(acked) < target and th.is_alive() and time.monotonic() - t0 < 60:
+            time.sleep(0.0005)
+        delay = time.monotonic() - t0
         d.kill9()
         th.join(30)
-        fqlib.log(f"round {rnd_no}: kill -9 after {delay:.3f} s: {len(acked)} acked, "
-                  f"{len(seen)} replies of {PER_ROUND}")
+        fqlib.log(f"round {rnd_no}: kill -9 after {delay:.3f} s (target {target} acks): "
+                  f"{len(acked)} acked, {len(seen)} replies of {PER_ROUND}")
         c.ok(0 < len(acked) < PER_ROUND, f"round {rnd_no}: the kill landed mid-stream")
         c.ok(all(r.get("ok") for r in seen), f"round {rnd_no}: no error replies before the kill",
              [r for r in seen if not r.get("ok")][:2])
