@@ -185,7 +185,7 @@ def main(c):
     with Daemon(shards=2, extra=["--pub-hwm", "20"]) as d:
         n = 20000
         w = subprocess.Popen([fqlib.BIN + "/fleetq", "watch", "--tenant", "gx", "--fill", "--json",
-                              "--count", str(n + 21), "--timeout", "60", "--publish", d.publish,
+                              "--count", str(n + 21), "--timeout", "110", "--publish", d.publish,
                               "--endpoint", d.endpoint],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         time.sleep(1.0)
