@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <curl/curl.h>
 #include <openssl/crypto.h>
 
 #include "auth.h"
@@ -938,6 +939,18 @@ static void completion(fq_dispatch_t *d, dev_t_ *dev, const fq_http_resp_t *resp
   const fq_cmd_t *cmd = cmd_of(dev, &rec);
   acct_t *a = acct_get(d, rec.account);
   fq_fa_result_t r;
+  if (resp->outcome == FQ_HTTP_NOT_SENT && resp->curl_code == CURLE_PEER_FAILED_VERIFICATION) {
+    /* An untrusted certificate does not get better by retrying: say what
+     * to fix instead of waiting for the deadline. */
+    char reason[FQ_REASON_MAX];
+    snprintf(reason, sizeof reason,
+             "TLS: the Fleet API host's certificate is not trusted (%.200s); nothing was sent. "
+             "If it is a test simulator, give its CA with --ca-file",
+             resp->err.msg);
+    finish(d, dev, &rec, FQ_ST_FAILED, reason, FQ_EHTTP);
+    fq_cmdrec_free(&rec);
+    return;
+  }
   if (resp->outcome != FQ_HTTP_COMPLETE) {
     fq_fa_classify_transport(resp->outcome, resp->err.msg, &r);
     /* A failed wake-up poll or handshake had no effect on the car. */
