@@ -579,3 +579,35 @@ out:
   json_decref(o);
   return rc;
 }
+
+int fq_pvals_from_json(const json_t *j, fq_pval_t *pv, size_t *n, fq_err_t *err) {
+  const char *k;
+  json_t *v;
+  *n = 0;
+  if (!json_is_object(j)) return fq_errf(err, FQ_EBADPARAM, "params: must be a JSON object");
+  json_object_foreach((json_t *)j, k, v) {
+    if (*n == FQ_MAX_PARAMS)
+      return fq_errf(err, FQ_EBADPARAM, "params: at most %d parameters", FQ_MAX_PARAMS);
+    fq_pval_t *p = &pv[(*n)++];
+    memset(p, 0, sizeof *p);
+    p->name = k;
+    p->name_len = strlen(k);
+    if (json_is_boolean(v)) {
+      p->type = FQ_PT_BOOL;
+      p->v.b = json_is_true(v);
+    } else if (json_is_integer(v)) {
+      p->type = FQ_PT_INT;
+      p->v.i = json_integer_value(v);
+    } else if (json_is_real(v)) {
+      p->type = FQ_PT_FLOAT;
+      p->v.f = json_real_value(v);
+    } else if (json_is_string(v)) {
+      p->type = FQ_PT_STR;
+      p->v.s.p = json_string_value(v);
+      p->v.s.n = json_string_length(v);
+    } else {
+      return fq_errf(err, FQ_EBADPARAM, "params.%s: null, arrays and objects are not accepted", k);
+    }
+  }
+  return 0;
+}

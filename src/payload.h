@@ -43,4 +43,12 @@ int fq_payload_domain(const char *name);
 int fq_payload_build_json(const fq_cmd_t *cmd, const fq_pval_t *params, size_t n, fq_buf_t *out,
                           fq_err_t *err);
 
+/* Params given as a JSON object (CLI, tests) into pv[FQ_MAX_PARAMS]; *n
+ * receives the count.  Types map one to one: true/false -> bool, integers
+ * -> int, reals -> float, strings -> str (borrowed from j: valid while j
+ * lives).  null, arrays and nested objects are FQ_EBADPARAM, as is more
+ * than FQ_MAX_PARAMS entries or a j that is not an object. */
+struct json_t;
+int fq_pvals_from_json(const struct json_t *j, fq_pval_t *pv, size_t *n, fq_err_t *err);
+
 #endif

@@ -31,28 +31,8 @@ static json_t *payload_vectors(void) {
 /* Params from a JSON object into pv (strings borrow from j). */
 static size_t params_from_json(json_t *j, fq_pval_t *pv) {
   size_t n = 0;
-  const char *k;
-  json_t *v;
-  json_object_foreach(j, k, v) {
-    fq_pval_t *p = &pv[n++];
-    memset(p, 0, sizeof *p);
-    p->name = k;
-    p->name_len = strlen(k);
-    if (json_is_boolean(v)) {
-      p->type = FQ_PT_BOOL;
-      p->v.b = json_is_true(v);
-    } else if (json_is_integer(v)) {
-      p->type = FQ_PT_INT;
-      p->v.i = json_integer_value(v);
-    } else if (json_is_real(v)) {
-      p->type = FQ_PT_FLOAT;
-      p->v.f = json_real_value(v);
-    } else if (json_is_string(v)) {
-      p->type = FQ_PT_STR;
-      p->v.s.p = json_string_value(v);
-      p->v.s.n = json_string_length(v);
-    }
-  }
+  fq_err_t e;
+  CHECK_INT(fq_pvals_from_json(j, pv, &n, &e), 0);
   return n;
 }
 

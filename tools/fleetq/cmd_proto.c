@@ -48,40 +48,6 @@ static int hex_opt(const char *name, const char *hex, uint8_t *out, size_t want)
   return 0;
 }
 
-/* JSON params into fq_pval_t (strings borrow from j).  Types map one to
- * one: true/false -> bool, integers -> int, reals -> float, strings. */
-static int params_from_json(json_t *j, fq_pval_t *pv, size_t *n, fq_err_t *err) {
-  const char *k;
-  json_t *v;
-  *n = 0;
-  if (!json_is_object(j)) return fq_errf(err, FQ_EBADPARAM, "params: must be a JSON object");
-  json_object_foreach(j, k, v) {
-    if (*n == FQ_MAX_PARAMS)
-      return fq_errf(err, FQ_EBADPARAM, "params: at most %d parameters", FQ_MAX_PARAMS);
-    fq_pval_t *p = &pv[(*n)++];
-    memset(p, 0, sizeof *p);
-    p->name = k;
-    p->name_len = strlen(k);
-    if (json_is_boolean(v)) {
-      p->type = FQ_PT_BOOL;
-      p->v.b = json_is_true(v);
-    } else if (json_is_integer(v)) {
-      p->type = FQ_PT_INT;
-      p->v.i = json_integer_value(v);
-    } else if (json_is_real(v)) {
-      p->type = FQ_PT_FLOAT;
-      p->v.f = json_real_value(v);
-    } else if (json_is_string(v)) {
-      p->type = FQ_PT_STR;
-      p->v.s.p = json_string_value(v);
-      p->v.s.n = json_string_length(v);
-    } else {
-      return fq_errf(err, FQ_EBADPARAM, "params.%s: null, arrays and objects are not accepted", k);
-    }
-  }
-  return 0;
-}
-
 static int proto_sign(int argc, char **argv) {
   static const struct option opts[] = {
       {"key", required_argument, NULL, 'k'},
@@ -179,7 +145,7 @@ static int proto_sign(int argc, char **argv) {
     fprintf(stderr, "fleetq proto sign: --params is not JSON: %s\n", je.text);
     goto out;
   }
-  if (params_from_json(pj, pv, &np, &err) || fq_cmd_validate(cmd, pv, np, &err)) {
+  if (fq_pvals_from_json(pj, pv, &np, &err) || fq_cmd_validate(cmd, pv, np, &err)) {
     fprintf(stderr, "fleetq proto sign: %s\n", err.msg);
     goto out;
   }
