@@ -5,6 +5,8 @@
  */
 #include "devq.h"
 
+#include "util.h"
+
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -37,16 +39,7 @@ struct fq_devq {
   size_t hn, hcap;
 };
 
-static uint64_t str_hash(const char *s) {
-  /* FNV-1a, then a finalizer: FNV's low bits alone (what a power-of-two
-   * table uses) barely vary for keys that differ in a few characters. */
-  uint64_t h = 1469598103934665603ULL;
-  for (; *s; s++) h = (h ^ (uint8_t)*s) * 1099511628211ULL;
-  h ^= h >> 33;
-  h *= 0xff51afd7ed558ccdULL;
-  h ^= h >> 33;
-  return h;
-}
+static uint64_t str_hash(const char *s) { return fq_hash64(s, strlen(s)); }
 
 static uint64_t num_hash(uint64_t x) {
   x ^= x >> 33;

@@ -128,15 +128,7 @@ struct fq_dispatch {
 
 /* --- small tables ------------------------------------------------------------ */
 
-static uint64_t hash_str(const char *s) {
-  /* FNV-1a plus a finalizer (the low bits index a power-of-two table). */
-  uint64_t h = 1469598103934665603ULL;
-  for (; *s; s++) h = (h ^ (uint8_t)*s) * 1099511628211ULL;
-  h ^= h >> 33;
-  h *= 0xff51afd7ed558ccdULL;
-  h ^= h >> 33;
-  return h;
-}
+static uint64_t hash_str(const char *s) { return fq_hash64(s, strlen(s)); }
 
 static dev_t_ *dev_get(fq_dispatch_t *d, const char *name) {
   size_t b = hash_str(name) & (d->ndev_buckets - 1);

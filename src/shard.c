@@ -67,17 +67,7 @@ struct fq_shard {
 unsigned fq_shard_for_device(const char *device, size_t len, unsigned count) {
   /* FNV-1a 64: stable across versions and platforms, which matters because
    * a device's commands live in its shard's store. */
-  uint64_t h = 1469598103934665603ULL;
-  for (size_t i = 0; i < len; i++) {
-    h ^= (uint8_t)device[i];
-    h *= 1099511628211ULL;
-  }
-  /* Finalizer: FNV-1a's low bits depend only on the bytes' low bits, which
-   * would spread similar ids unevenly over a small shard count. */
-  h ^= h >> 33;
-  h *= 0xff51afd7ed558ccdULL;
-  h ^= h >> 33;
-  return count ? (unsigned)(h % count) : 0;
+  return count ? (unsigned)(fq_hash64(device, len) % count) : 0;
 }
 
 fq_shard_t *fq_shard_new(const fq_shard_opts_t *opts, fq_err_t *err) {

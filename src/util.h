@@ -11,6 +11,12 @@
 
 #include "fleetq/buf.h"
 
+/* 64-bit hash of n bytes: FNV-1a followed by a finalizer, so that the low
+ * bits (what a power-of-two table or a modulo uses) vary even for keys
+ * that differ in a few characters.  Stable across versions: shard choice
+ * depends on it. */
+uint64_t fq_hash64(const void *p, size_t n);
+
 /* Wall clock in Unix milliseconds / seconds. */
 int64_t fq_now_ms(void);
 /* Monotonic clock in nanoseconds (for intervals). */

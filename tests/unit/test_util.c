@@ -82,3 +82,12 @@ FQ_TEST(secret_file_permissions) {
   unlink(link);
   unlink(path);
 }
+
+/* The shard of a device is fq_hash64 of its key: the value must never
+ * change between versions, or stored commands would be looked for in the
+ * wrong shard. */
+FQ_TEST(hash64_is_stable) {
+  const char *k = "v:5YJ3E1EA7KF000001";
+  CHECK(fq_hash64(k, strlen(k)) == 0x94ff5070792acb49ULL);
+  CHECK(fq_hash64("", 0) != fq_hash64("a", 1));
+}
