@@ -844,6 +844,66 @@ static uint64_t watch_fill(watch_state_t *w, uint32_t shard, uint64_t after, uin
   return printed;
 }
 
+/* One history request: does shard have an event after seq x?  Returns 1,
+ * 0, or -1 when the daemon did not answer. */
+static int has_event_after(watch_state_t *w, uint32_t shard, uint64_t x) {
+  fq_buf_t req, raw;
+  fq_msg_t m;
+  int out = -1;
+  fq_buf_init(&req, 256);
+  fq_buf_init(&raw, FQ_CLIENT_MAX_REPLY);
+  qopts_t quiet = *w->o;
+  quiet.json = false;
+  if (!fq_req_history(&req, shard, x, 1, false, 0) &&
+      !round_trip(w->c, &quiet, &req, &raw, &m)) {
+    const msgpack_object *evs = fq_mp_get(m.root, "events");
+    out = evs && evs->type == MSGPACK_OBJECT_ARRAY && evs->via.array.size > 0;
+    fq_msg_free(&m);
+  }
+  fq_buf_free(&req);
+  fq_buf_free(&raw);
+  return out;
+}
+
+/* With --fill, start every shard at its current last seq, found with
+ * about 2 log2(seq) one-event history requests, so that losses on a shard
+ * are caught even before its first live event arrives.  Done before
+ * subscribing: anything published in between shows up as a gap. */
+static void watch_start_points(watch_state_t *w) {
+  fq_buf_t req, raw;
+  fq_msg_t m;
+  int64_t shards = 0;
+  fq_buf_init(&req, 256);
+  fq_buf_init(&raw, FQ_CLIENT_MAX_REPLY);
+  qopts_t quiet = *w->o;
+  quiet.json = false;
+  if (!w->c) w->c = open_client(w->o);
+  if (w->c && !fq_req_ping(&req, false, 0) && !round_trip(w->c, &quiet, &req, &raw, &m)) {
+    fq_mp_int(fq_mp_get(m.root, "shards"), &shards);
+    fq_msg_free(&m);
+  }
+  fq_buf_free(&req);
+  fq_buf_free(&raw);
+  for (int64_t sh = 0; sh < shards && sh < WATCH_MAX_SHARDS; sh++) {
+    uint64_t hi = 1;
+    int r;
+    while ((r = has_event_after(w, (uint32_t)sh, hi)) == 1 && hi < (UINT64_C(1) << 62)) hi *= 2;
+    if (r < 0) continue;
+    uint64_t lo = hi / 2; /* lo has an event after it (or is 0), hi does not */
+    if (lo == 0 && has_event_after(w, (uint32_t)sh, 0) != 1) hi = 0;
+    while (hi && hi - lo > 1) {
+      uint64_t mid = lo + (hi - lo) / 2;
+      r = has_event_after(w, (uint32_t)sh, mid);
+      if (r < 0) break;
+      if (r) lo = mid;
+      else hi = mid;
+    }
+    if (r < 0) continue;
+    w->last[sh] = hi; /* the last seq stored (0: none yet) */
+    w->seen[sh] = true;
+  }
+}
+
 static int cmd_watch(int argc, char **argv) {
   qopts_t o;
   int rc = parse_opts(argc, argv, g_watch_opts, g_watch_help, &o);
@@ -862,6 +922,7 @@ static int cmd_watch(int argc, char **argv) {
   fq_buf_init(&topic, 4096);
   fq_buf_init(&body, FQ_CLIENT_MAX_REPLY);
   install_signals();
+  if (o.fill) watch_start_points(w);
   const char *pf[] = {prefix};
   fq_sub_t *sub = fq_sub_new(o.publish, pf, 1, &e);
   rc = 1;
