@@ -78,11 +78,21 @@ typedef struct dev {
   char launch_msg[FQ_ERRMSG_MAX];
 } dev_t_;
 
+/* Counters reserved by one session save: the store holds the counter
+ * plus this, so a session is written once per SESS_RESERVE commands, not
+ * once per command (see fq_vcp_session_save_ahead). */
+#define SESS_RESERVE 256
+
 typedef struct sess {
   struct sess *next;
   char vin[18];
   int domain;
   fq_vcp_session_t *s;
+  /* What the store holds for it (valid when saved). */
+  bool saved, saved_stale;
+  uint32_t saved_ctr;
+  int64_t saved_off;
+  uint8_t saved_epoch[FQ_VCP_EPOCH_LEN];
 } sess_t;
 
 typedef struct acct {
@@ -300,6 +310,15 @@ static sess_t **sess_slot(fq_dispatch_t *d, const char *vin, int domain) {
   return pp;
 }
 
+static void sess_mark_saved(sess_t *e, uint32_t ahead) {
+  uint32_t c = fq_vcp_session_counter(e->s);
+  e->saved = true;
+  e->saved_ctr = c > UINT32_MAX - ahead ? UINT32_MAX : c + ahead;
+  e->saved_off = fq_vcp_session_clock_offset(e->s);
+  e->saved_stale = fq_vcp_session_stale(e->s);
+  memcpy(e->saved_epoch, fq_vcp_session_epoch(e->s), FQ_VCP_EPOCH_LEN);
+}
+
 /* The session of (vin, domain): memory, else the store, else NULL. */
 static fq_vcp_session_t *sess_get(fq_dispatch_t *d, const char *vin, int domain) {
   sess_t **pp = sess_slot(d, vin, domain);
@@ -321,6 +340,7 @@ static fq_vcp_session_t *sess_get(fq_dispatch_t *d, const char *vin, int domain)
   snprintf(n->vin, sizeof n->vin, "%s", vin);
   n->domain = domain;
   n->s = s;
+  sess_mark_saved(n, 0); /* what was just read */
   *pp = n;
   d->nsess++;
   sess_grow(d);
@@ -332,6 +352,7 @@ static void sess_put(fq_dispatch_t *d, const char *vin, int domain, fq_vcp_sessi
   if (*pp) {
     if ((*pp)->s != s) fq_vcp_session_destroy(&(*pp)->s);
     (*pp)->s = s;
+    (*pp)->saved = false;
     return;
   }
   sess_t *n = calloc(1, sizeof *n);
@@ -354,11 +375,24 @@ static void sess_drop(fq_dispatch_t *d, const char *vin, int domain) {
   d->nsess--;
 }
 
-/* Persist a session (counter, epoch, clock) in the open transaction. */
+/* Make the store cover the session (counter, epoch, clock) in the open
+ * transaction.  Nothing is written while the counter stays within the
+ * last reservation and nothing else changed.  A rolled-back transaction
+ * drops every session object (fq_dispatch_rollback), so `saved` never
+ * outlives a write that did not land. */
 static int sess_save(fq_dispatch_t *d, const char *vin, int domain, fq_vcp_session_t *s) {
+  sess_t *e = *sess_slot(d, vin, domain);
+  if (e && e->s != s) e = NULL;
+  if (e && e->saved && fq_vcp_session_counter(s) <= e->saved_ctr &&
+      fq_vcp_session_clock_offset(s) == e->saved_off &&
+      fq_vcp_session_stale(s) == e->saved_stale &&
+      memcmp(fq_vcp_session_epoch(s), e->saved_epoch, FQ_VCP_EPOCH_LEN) == 0)
+    return 0;
   uint8_t blob[FQ_VCP_SESSION_BLOB_MAX];
-  size_t n = fq_vcp_session_save(s, blob);
-  return fq_store_session_put(d->env.store, vin, domain, blob, n, d->err);
+  size_t n = fq_vcp_session_save_ahead(s, SESS_RESERVE, blob);
+  int rc = fq_store_session_put(d->env.store, vin, domain, blob, n, d->err);
+  if (rc == 0 && e) sess_mark_saved(e, SESS_RESERVE);
+  return rc;
 }
 
 /* Whether a car speaks REST only, remembered per VIN under domain 0. */

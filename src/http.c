@@ -21,6 +21,7 @@
 #include <openssl/x509.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -38,9 +39,16 @@ typedef struct xfer {
   uint32_t next_free;     /* free list link (slot index + 1, 0 = end) */
   fq_http_cb cb;
   void *ud;
+  /* Kept with the slot from one request to the next, so a request costs
+   * no allocation once the slot has been used: the easy handle (options
+   * that never change are set once), the header list (rebuilt only when
+   * the method, content type or token differs) and both bodies. */
+  bool configured;
   struct curl_slist *hdrs;
-  uint8_t *req_body;
-  size_t req_len;
+  fq_http_method_t hdr_method;
+  char hdr_ctype[64];
+  char *hdr_bearer;       /* copy of the token in hdrs (secret), or NULL */
+  fq_buf_t body;
   bool sent;              /* curl started sending: the server may have it */
   bool truncated;
   fq_buf_t resp;
@@ -59,6 +67,7 @@ struct fq_http {
   int nsocks;             /* sockets curl currently has */
   int64_t timer_deadline_ns; /* -1 = no timer */
   fq_err_t *cb_err;       /* where the socket callback records ENOMEM */
+  fq_buf_t spare;         /* swapped with a slot's response body in finish() */
 };
 
 static pthread_once_t global_once = PTHREAD_ONCE_INIT;
@@ -252,18 +261,28 @@ fail:
   return NULL;
 }
 
-static void xfer_release(fq_http_t *h, xfer_t *x) {
-  /* The easy handle stays with the slot and is reset on reuse: saves an
-   * allocation and curl's per-handle setup on every request. */
-  if (x->easy) curl_multi_remove_handle(h->multi, x->easy);
-  /* The header list holds the bearer token: wipe before freeing. */
+/* The header list holds the bearer token: wipe before freeing. */
+static void drop_headers(xfer_t *x) {
   for (struct curl_slist *s = x->hdrs; s; s = s->next)
     if (s->data) OPENSSL_cleanse(s->data, strlen(s->data));
   curl_slist_free_all(x->hdrs);
   x->hdrs = NULL;
-  free(x->req_body);
-  x->req_body = NULL;
-  fq_buf_free(&x->resp);
+  if (x->hdr_bearer) {
+    OPENSSL_cleanse(x->hdr_bearer, strlen(x->hdr_bearer));
+    free(x->hdr_bearer);
+    x->hdr_bearer = NULL;
+  }
+}
+
+static void xfer_release(fq_http_t *h, xfer_t *x) {
+  /* The easy handle, header list and buffers stay with the slot for the
+   * next request (see xfer_t). */
+  if (x->easy) curl_multi_remove_handle(h->multi, x->easy);
+  /* Bodies may carry tokens (an OAuth refresh and its answer). */
+  if (x->body.len) OPENSSL_cleanse(x->body.data, x->body.len);
+  if (x->resp.len) OPENSSL_cleanse(x->resp.data, x->resp.len);
+  fq_buf_reset(&x->body);
+  fq_buf_reset(&x->resp);
   x->id = 0;
   x->cb = NULL;
   x->next_free = h->free_head;
@@ -280,8 +299,14 @@ void fq_http_destroy(fq_http_t **hp) {
   }
   if (h->multi) curl_multi_cleanup(h->multi);
   if (h->extra_ca) sk_X509_pop_free(h->extra_ca, X509_free);
-  for (uint32_t i = 0; h->slots && i < h->o.max_inflight; i++)
-    if (h->slots[i].easy) curl_easy_cleanup(h->slots[i].easy);
+  for (uint32_t i = 0; h->slots && i < h->o.max_inflight; i++) {
+    xfer_t *x = &h->slots[i];
+    if (x->easy) curl_easy_cleanup(x->easy);
+    drop_headers(x);
+    fq_buf_free(&x->body);
+    fq_buf_free(&x->resp);
+  }
+  fq_buf_free(&h->spare);
   free(h->slots);
   if (h->epfd >= 0) close(h->epfd);
   free(h->user_agent);
@@ -298,62 +323,10 @@ static xfer_t *find(fq_http_t *h, uint64_t id) {
   return x->id == id ? x : NULL;
 }
 
-static int setup_easy(fq_http_t *h, xfer_t *x, const fq_http_req_t *req, fq_err_t *err) {
+/* Options that are the same for every request of this client: set once
+ * per easy handle. */
+static void setup_constant(fq_http_t *h, xfer_t *x) {
   CURL *e = x->easy;
-  char hdr[64];
-  struct curl_slist *l;
-  int rc = 0;
-
-#define ADD_HDR(str)                         \
-  do {                                       \
-    l = curl_slist_append(x->hdrs, (str));   \
-    if (!l) {                                \
-      rc = fq_errf(err, -ENOMEM, "out of memory"); \
-      goto out;                              \
-    }                                        \
-    x->hdrs = l;                             \
-  } while (0)
-
-  ADD_HDR("Accept: application/json");
-  ADD_HDR("Expect:"); /* no 100-continue round trip */
-  if (req->method == FQ_HTTP_POST) {
-    snprintf(hdr, sizeof hdr, "Content-Type: %s",
-             req->content_type ? req->content_type : "application/json");
-    if (strlen(hdr) >= sizeof hdr - 1 || strpbrk(hdr, "\r\n")) {
-      rc = fq_errf(err, FQ_EBADPARAM, "content type too long or not one line");
-      goto out;
-    }
-    ADD_HDR(hdr);
-  }
-  if (req->bearer) {
-    size_t tl = strnlen(req->bearer, TOKEN_MAX + 1);
-    if (tl > TOKEN_MAX) {
-      rc = fq_errf(err, FQ_ETOOLARGE, "access token longer than %d bytes", TOKEN_MAX);
-      goto out;
-    }
-    if (strpbrk(req->bearer, "\r\n")) {
-      rc = fq_errf(err, FQ_EBADPARAM, "access token contains a line break");
-      goto out;
-    }
-    char *auth = malloc(tl + 32);
-    if (!auth) {
-      rc = fq_errf(err, -ENOMEM, "out of memory");
-      goto out;
-    }
-    memcpy(auth, "Authorization: Bearer ", 22);
-    memcpy(auth + 22, req->bearer, tl + 1);
-    l = curl_slist_append(x->hdrs, auth);
-    OPENSSL_cleanse(auth, tl + 22);
-    free(auth);
-    if (!l) {
-      rc = fq_errf(err, -ENOMEM, "out of memory");
-      goto out;
-    }
-    x->hdrs = l;
-  }
-#undef ADD_HDR
-
-  curl_easy_setopt(e, CURLOPT_URL, req->url);
   curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
   curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
   curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
@@ -371,27 +344,93 @@ static int setup_easy(fq_http_t *h, xfer_t *x, const fq_http_req_t *req, fq_err_
   curl_easy_setopt(e, CURLOPT_DNS_CACHE_TIMEOUT, h->o.dns_cache_s);
   curl_easy_setopt(e, CURLOPT_MAXAGE_CONN, h->o.max_idle_conn_s);
   curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, h->o.connect_timeout_ms);
-  curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, req->timeout_ms > 0 ? req->timeout_ms : h->o.total_timeout_ms);
   curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, h->o.low_speed_limit);
   curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, h->o.low_speed_time_s);
   curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)h->o.max_body);
   curl_easy_setopt(e, CURLOPT_USERAGENT, h->user_agent);
-  curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->hdrs);
   curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
   curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
   curl_easy_setopt(e, CURLOPT_PRIVATE, x);
   curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, on_prereq);
   curl_easy_setopt(e, CURLOPT_PREREQDATA, x);
+  x->configured = true;
+}
+
+/* The slot's header list for this request: kept when the method, content
+ * type and token are those of the slot's previous request. */
+static int setup_headers(xfer_t *x, const fq_http_req_t *req, fq_err_t *err) {
+  char ctype[64] = "";
+  if (req->method == FQ_HTTP_POST) {
+    const char *ct = req->content_type ? req->content_type : "application/json";
+    if (strlen(ct) >= sizeof ctype - 16 || strpbrk(ct, "\r\n"))
+      return fq_errf(err, FQ_EBADPARAM, "content type too long or not one line");
+    snprintf(ctype, sizeof ctype, "%s", ct);
+  }
+  size_t tl = 0;
+  if (req->bearer) {
+    tl = strnlen(req->bearer, TOKEN_MAX + 1);
+    if (tl > TOKEN_MAX)
+      return fq_errf(err, FQ_ETOOLARGE, "access token longer than %d bytes", TOKEN_MAX);
+    if (strpbrk(req->bearer, "\r\n"))
+      return fq_errf(err, FQ_EBADPARAM, "access token contains a line break");
+  }
+  if (x->hdrs && x->hdr_method == req->method && strcmp(x->hdr_ctype, ctype) == 0 &&
+      (req->bearer ? x->hdr_bearer && strcmp(x->hdr_bearer, req->bearer) == 0 : !x->hdr_bearer))
+    return 0;
+  drop_headers(x);
+  struct curl_slist *l;
+  char hdr[96];
+#define ADD_HDR(str)                       \
+  do {                                     \
+    l = curl_slist_append(x->hdrs, (str)); \
+    if (!l) goto nomem;                    \
+    x->hdrs = l;                           \
+  } while (0)
+  ADD_HDR("Accept: application/json");
+  ADD_HDR("Expect:"); /* no 100-continue round trip */
+  if (req->method == FQ_HTTP_POST) {
+    snprintf(hdr, sizeof hdr, "Content-Type: %s", ctype);
+    ADD_HDR(hdr);
+  }
+  if (req->bearer) {
+    char *auth = malloc(tl + 32);
+    if (!auth) goto nomem;
+    memcpy(auth, "Authorization: Bearer ", 22);
+    memcpy(auth + 22, req->bearer, tl + 1);
+    l = curl_slist_append(x->hdrs, auth);
+    OPENSSL_cleanse(auth, tl + 22);
+    free(auth);
+    if (!l) goto nomem;
+    x->hdrs = l;
+    x->hdr_bearer = strdup(req->bearer);
+    if (!x->hdr_bearer) goto nomem;
+  }
+#undef ADD_HDR
+  x->hdr_method = req->method;
+  memcpy(x->hdr_ctype, ctype, sizeof ctype);
+  return 0;
+nomem:
+  drop_headers(x);
+  return fq_errf(err, -ENOMEM, "out of memory");
+}
+
+static int setup_easy(fq_http_t *h, xfer_t *x, const fq_http_req_t *req, fq_err_t *err) {
+  CURL *e = x->easy;
+  int rc;
+  if (!x->configured) setup_constant(h, x);
+  if ((rc = setup_headers(x, req, err)) != 0) return rc;
+  curl_easy_setopt(e, CURLOPT_URL, req->url);
+  curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, req->timeout_ms > 0 ? req->timeout_ms : h->o.total_timeout_ms);
+  curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->hdrs);
   if (req->method == FQ_HTTP_POST) {
     /* From memory: curl sends small bodies in the same write as the
      * headers. */
-    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)x->req_len);
-    curl_easy_setopt(e, CURLOPT_POSTFIELDS, x->req_body ? (char *)x->req_body : "");
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)x->body.len);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, x->body.len ? (char *)x->body.data : "");
   } else {
     curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
   }
-out:
-  return rc;
+  return 0;
 }
 
 int fq_http_request(fq_http_t *h, const fq_http_req_t *req, fq_http_cb cb, void *ud,
@@ -415,19 +454,14 @@ int fq_http_request(fq_http_t *h, const fq_http_req_t *req, fq_http_cb cb, void 
   x->ud = ud;
   x->sent = false;
   x->truncated = false;
-  x->req_len = 0;
-  fq_buf_init(&x->resp, h->o.max_body + 1);
-  if (req->method == FQ_HTTP_POST && req->body_len) {
-    x->req_body = malloc(req->body_len);
-    if (!x->req_body) {
-      rc = fq_errf(err, -ENOMEM, "out of memory");
-      goto out;
-    }
-    memcpy(x->req_body, req->body, req->body_len);
-    x->req_len = req->body_len;
+  x->resp.cap = h->o.max_body + 1;
+  x->body.cap = 0; /* the default cap of a buffer */
+  if (req->method == FQ_HTTP_POST && req->body_len &&
+      (rc = fq_buf_append(&x->body, req->body, req->body_len)) != 0) {
+    rc = fq_errf(err, rc, rc == -ENOMEM ? "out of memory" : "request body too large");
+    goto out;
   }
-  if (x->easy) curl_easy_reset(x->easy);
-  else x->easy = curl_easy_init();
+  if (!x->easy) x->easy = curl_easy_init();
   if (!x->easy) {
     rc = fq_errf(err, -ENOMEM, "curl_easy_init failed");
     goto out;
@@ -501,16 +535,16 @@ static void copy_header(CURL *e, const char *name, char *out) {
 }
 
 static void finish(fq_http_t *h, xfer_t *x, CURLcode code) {
-  fq_http_resp_t *r = calloc(1, sizeof *r);
+  fq_http_resp_t resp;
+  fq_http_resp_t *r = &resp;
   static const uint8_t empty[1] = {0};
   fq_http_cb cb = x->cb;
   void *ud = x->ud;
   long status = 0;
-  fq_http_resp_t local;
-  if (!r) { /* stay correct without the heap: the struct fits the stack too */
-    memset(&local, 0, sizeof local);
-    r = &local;
-  }
+  /* Only the small fields: the header strings are set below. */
+  memset(r, 0, offsetof(fq_http_resp_t, retry_after));
+  r->retry_after[0] = r->alt_svc[0] = r->ratelimit_reset[0] = r->location[0] = 0;
+  fq_err_clear(&r->err);
   curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
   long ver = 0;
   curl_easy_getinfo(x->easy, CURLINFO_HTTP_VERSION, &ver);
@@ -535,7 +569,7 @@ static void finish(fq_http_t *h, xfer_t *x, CURLcode code) {
     fq_errf(&r->err, FQ_EHTTP, "%s%s", curl_easy_strerror(code),
             sent ? " (after the request was sent)" : " (request not sent)");
   }
-  if (status) {
+  if (status && (status < 200 || status > 299)) { /* only errors and redirects use them */
     copy_header(x->easy, "Retry-After", r->retry_after);
     copy_header(x->easy, "Alt-Svc", r->alt_svc);
     copy_header(x->easy, "RateLimit-Reset", r->ratelimit_reset);
@@ -547,13 +581,17 @@ static void finish(fq_http_t *h, xfer_t *x, CURLcode code) {
   r->body = x->resp.len ? x->resp.data : empty;
   r->body_len = x->resp.len;
   /* Release the slot first so the callback can reuse it at once, but keep
-   * the body alive until the callback returns. */
+   * the body alive until the callback returns: the slot gets the spare
+   * buffer, and the body becomes the spare afterwards. */
   fq_buf_t body = x->resp;
-  memset(&x->resp, 0, sizeof x->resp);
+  x->resp = h->spare;
+  memset(&h->spare, 0, sizeof h->spare);
   xfer_release(h, x);
   cb(ud, r);
-  fq_buf_free(&body);
-  if (r != &local) free(r);
+  if (body.len) OPENSSL_cleanse(body.data, body.len);
+  body.len = 0;
+  if (h->spare.data) fq_buf_free(&h->spare); /* a callback finished another (not expected) */
+  h->spare = body;
 }
 
 int fq_http_perform(fq_http_t *h, const zmq_pollitem_t *items, int n, fq_err_t *err) {

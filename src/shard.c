@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <zmq.h>
 
@@ -62,7 +63,18 @@ struct fq_shard {
   fq_buf_t scratch;
   int64_t next_deadline;     /* earliest deadline in the index, or INT64_MAX */
   bool stopping;
+  /* FQ_TRACE=1: where the shard thread's time goes (thread CPU ns). */
+  bool trace;
+  int64_t tr_proc, tr_commit, tr_flush, tr_launch, tr_poll, tr_recv, tr_loops, tr_batches;
+  uint64_t tr_msgs;
 };
+
+#define TNOW() (sh->trace ? thread_cpu_ns() : 0)
+static int64_t thread_cpu_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
 
 unsigned fq_shard_for_device(const char *device, size_t len, unsigned count) {
   /* FNV-1a 64: stable across versions and platforms, which matters because
@@ -77,6 +89,7 @@ fq_shard_t *fq_shard_new(const fq_shard_opts_t *opts, fq_err_t *err) {
     return NULL;
   }
   sh->o = *opts;
+  sh->trace = getenv("FQ_TRACE") != NULL;
   if (!sh->o.batch_max) sh->o.batch_max = 4096;
   snprintf(sh->endpoint, sizeof sh->endpoint, "inproc://fq-shard-%u", opts->index);
   snprintf(sh->dir, sizeof sh->dir, "%s/shard-%u", opts->data_dir, opts->index);
@@ -624,7 +637,7 @@ static void process_batch(fq_shard_t *sh, zmq_msg_t (*msgs)[MAX_FRAMES + 2], int
   fq_err_t err;
   fq_err_clear(&err);
   int64_t now = fq_now_ms();
-  int64_t t_start = fq_mono_ns();
+  int64_t t_start = TNOW();
   int rc = fq_store_begin(sh->store, true, &err);
   for (int m = 0; m < nmsgs; m++) {
     zmq_msg_t *f = msgs[m];
@@ -653,21 +666,12 @@ static void process_batch(fq_shard_t *sh, zmq_msg_t (*msgs)[MAX_FRAMES + 2], int
     if (rc) fq_error("shard", "shard %u: dispatch: %s", sh->o.index, err.msg);
   }
   if (rc == 0 && now >= sh->next_deadline) rc = expire_due(sh, now, &err);
-  int64_t t_proc = fq_mono_ns();
+  int64_t t_proc = TNOW();
   if (rc == 0) {
     rc = fq_store_commit(sh->store, &err);
-    if (getenv("FQ_TRACE")) {
-      static __thread int64_t acc_p, acc_c, acc_n, nb;
-      int64_t t_end = fq_mono_ns();
-      acc_p += t_proc - t_start;
-      acc_c += t_end - t_proc;
-      acc_n += nmsgs;
-      if (++nb == 200) {
-        fq_warn("shard", "trace: %u: avg batch %.0f, process %.0f us, commit %.0f us", sh->o.index,
-                (double)acc_n / nb, (double)acc_p / nb / 1000, (double)acc_c / nb / 1000);
-        acc_p = acc_c = acc_n = nb = 0;
-      }
-    }
+    sh->tr_proc += t_proc - t_start;
+    sh->tr_commit += TNOW() - t_proc;
+    sh->tr_msgs += (uint64_t)nmsgs;
     if (rc) {
       /* A failed commit means the disk no longer takes our writes: stop
        * rather than limp on and ack things that are not durable. */
@@ -689,8 +693,13 @@ static void process_batch(fq_shard_t *sh, zmq_msg_t (*msgs)[MAX_FRAMES + 2], int
                rc == FQ_ESTORFULL ? "storage full: the request was not stored"
                                   : "storage error: the request was not stored");
   }
+  int64_t t_f = TNOW();
   flush_batch(sh);
+  int64_t t_l = TNOW();
   if (sh->disp) fq_dispatch_launch(sh->disp);
+  sh->tr_flush += t_l - t_f;
+  sh->tr_launch += TNOW() - t_l;
+  sh->tr_batches++;
 }
 
 static int dispatch_transition(void *shard, fq_cmdrec_t *rec, int state, const char *reason,
@@ -783,7 +792,9 @@ static void *shard_main(void *arg) {
       long dt = fq_dispatch_timeout_ms(sh->disp, now);
       if (dt >= 0 && dt < timeout) timeout = dt;
     }
+    int64_t tp0 = TNOW();
     int prc = zmq_poll(items, 1 + nh, timeout);
+    int64_t tp1 = TNOW();
     if (prc < 0 && errno != EINTR) break;
     int nmsgs = 0;
     while ((size_t)nmsgs < cap) {
@@ -792,6 +803,26 @@ static void *shard_main(void *arg) {
       counts[nmsgs++] = n;
     }
     now = fq_now_ms();
+    if (sh->trace) {
+      int64_t tp2 = thread_cpu_ns();
+      sh->tr_poll += tp1 - tp0;
+      sh->tr_recv += tp2 - tp1;
+      sh->tr_loops++;
+      static __thread int64_t last;
+      int64_t w = fq_mono_ns();
+      if (!last) last = w;
+      if (w - last > 2000000000) {
+        double nb = sh->tr_batches ? (double)sh->tr_batches : 1;
+        fq_warn("shard", "trace %u: loops %" PRId64 " batches %" PRId64 " msgs/batch %.1f | us per batch: poll %.0f recv %.0f proc %.0f commit %.0f flush %.0f launch %.0f",
+                sh->o.index, sh->tr_loops, sh->tr_batches, sh->tr_msgs / nb, sh->tr_poll / nb / 1000,
+                sh->tr_recv / nb / 1000, sh->tr_proc / nb / 1000, sh->tr_commit / nb / 1000,
+                sh->tr_flush / nb / 1000, sh->tr_launch / nb / 1000);
+        sh->tr_poll = sh->tr_recv = sh->tr_proc = sh->tr_commit = sh->tr_flush = sh->tr_launch = 0;
+        sh->tr_loops = sh->tr_batches = 0;
+        sh->tr_msgs = 0;
+        last = w;
+      }
+    }
     bool http_ready = false;
     for (int i = 1; i <= nh; i++)
       if (items[i].revents) http_ready = true;

@@ -840,7 +840,13 @@ static uint64_t get_be(const uint8_t *p, int n) {
 }
 
 size_t fq_vcp_session_save(const fq_vcp_session_t *s, uint8_t out[FQ_VCP_SESSION_BLOB_MAX]) {
+  return fq_vcp_session_save_ahead(s, 0, out);
+}
+
+size_t fq_vcp_session_save_ahead(const fq_vcp_session_t *s, uint32_t ahead,
+                                 uint8_t out[FQ_VCP_SESSION_BLOB_MAX]) {
   size_t vl = strlen(s->vin), o = 0;
+  uint32_t counter = s->counter > UINT32_MAX - ahead ? UINT32_MAX : s->counter + ahead;
   out[o++] = BLOB_MAGIC0;
   out[o++] = BLOB_MAGIC1;
   out[o++] = BLOB_VERSION;
@@ -852,7 +858,7 @@ size_t fq_vcp_session_save(const fq_vcp_session_t *s, uint8_t out[FQ_VCP_SESSION
   o += FQ_VCP_PUBKEY_LEN;
   memcpy(out + o, s->epoch, FQ_VCP_EPOCH_LEN);
   o += FQ_VCP_EPOCH_LEN;
-  put_be(out + o, s->counter, 4);
+  put_be(out + o, counter, 4);
   o += 4;
   put_be(out + o, (uint64_t)s->clock_offset, 8);
   o += 8;

@@ -368,6 +368,14 @@ bool fq_vcp_session_stale(const fq_vcp_session_t *s);
  * counter, clock offset, routing address; not K: it is re-derived on
  * restore) into out[FQ_VCP_SESSION_BLOB_MAX].  Returns the length. */
 size_t fq_vcp_session_save(const fq_vcp_session_t *s, uint8_t out[FQ_VCP_SESSION_BLOB_MAX]);
+/* The same, but the stored counter is `ahead` past the session's (capped
+ * at UINT32_MAX): a reservation.  Counters up to the stored value may be
+ * used without saving again; a session restored from these bytes goes on
+ * after the reservation, so no counter is ever used twice, whatever
+ * crashed in between.  Saving once per `ahead` commands instead of once
+ * per command keeps random writes out of every commit. */
+size_t fq_vcp_session_save_ahead(const fq_vcp_session_t *s, uint32_t ahead,
+                                 uint8_t out[FQ_VCP_SESSION_BLOB_MAX]);
 /* Rebuild a session from fq_vcp_session_save() bytes with the same fleet
  * key (key borrowed, must outlive the session).  FQ_EPROTO on bad bytes,
  * FQ_ECRYPTO when the stored public key is not a P-256 point. */
