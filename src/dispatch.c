@@ -133,6 +133,7 @@ struct fq_dispatch {
   int64_t now;
   fq_err_t *err;             /* the current step's error slot */
   int step_rc;               /* first storage error in the current step */
+  uint64_t puts;             /* records written through move() */
   fq_dispatch_stats_t st;
 };
 
@@ -432,7 +433,8 @@ static void note_rc(fq_dispatch_t *d, int rc) {
 }
 
 static void move(fq_dispatch_t *d, fq_cmdrec_t *rec, int state, const char *reason, int error) {
-  note_rc(d, d->env.transition(d->env.shard, rec, state, reason, error, d->now, d->err));
+  note_rc(d, d->env.transition(d->env.shard, rec, state, reason, error, d->now, true, d->err));
+  d->puts++;
 }
 
 /* A command reached a terminal state: free the device for the next one. */
@@ -768,8 +770,15 @@ static void start_next(fq_dispatch_t *d, dev_t_ *dev) {
     dev->wake_started = 0;
     dev->launch_error = 0;
     legacy_load(d, dev);
-    move(d, &rec, FQ_ST_DISPATCHING, "", 0);
+    /* `dispatching` is almost always followed by `sent` (or an end) in
+     * this same transaction, which writes the record again: write it once,
+     * after send_cmd, unless send_cmd wrote it (the handshake path does
+     * not). */
+    note_rc(d, d->env.transition(d->env.shard, &rec, FQ_ST_DISPATCHING, "", 0, d->now, false,
+                                 d->err));
+    uint64_t puts = d->puts;
     send_cmd(d, dev, &rec);
+    if (d->puts == puts) note_rc(d, fq_store_cmd_put(d->env.store, &rec, d->err));
     fq_cmdrec_free(&rec);
     return;
   }

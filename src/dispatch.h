@@ -65,9 +65,11 @@ typedef struct fq_dispatch_env {
   fq_store_t *store;
   fq_devq_t **q;  /* the shard may rebuild its queues: always read through */
   /* Record a state change of rec (record, transition list, event, queue
-   * membership when terminal) inside the open transaction. */
+   * membership when terminal) inside the open transaction.  put false:
+   * everything but writing the record, which the caller writes later in
+   * the same transaction. */
   int (*transition)(void *shard, fq_cmdrec_t *rec, int state, const char *reason, int error,
-                    int64_t now, fq_err_t *err);
+                    int64_t now, bool put, fq_err_t *err);
 } fq_dispatch_env_t;
 
 fq_dispatch_t *fq_dispatch_new(const fq_dispatch_opts_t *opts, const fq_dispatch_env_t *env,

@@ -179,8 +179,8 @@ static int emit_event(fq_shard_t *sh, const fq_cmdrec_t *rec, int prev, fq_err_t
 
 /* Move a command to a new state: record, transition list, event, and queue
  * membership when it becomes terminal. */
-static int transition(fq_shard_t *sh, fq_cmdrec_t *rec, int state, const char *reason, int error,
-                      int64_t now, fq_err_t *err) {
+static int transition_put(fq_shard_t *sh, fq_cmdrec_t *rec, int state, const char *reason,
+                          int error, int64_t now, bool put, fq_err_t *err) {
   int prev = rec->state;
   rec->state = state;
   rec->updated = now;
@@ -203,8 +203,13 @@ static int transition(fq_shard_t *sh, fq_cmdrec_t *rec, int state, const char *r
     if ((rc = fq_store_active_del(sh->store, rec->id, err)) != 0) return rc;
     fq_devq_remove(sh->q, fq_store_id_num(rec->id));
   }
-  if ((rc = fq_store_cmd_put(sh->store, rec, err)) != 0) return rc;
+  if (put && (rc = fq_store_cmd_put(sh->store, rec, err)) != 0) return rc;
   return emit_event(sh, rec, prev, err);
+}
+
+static int transition(fq_shard_t *sh, fq_cmdrec_t *rec, int state, const char *reason, int error,
+                      int64_t now, fq_err_t *err) {
+  return transition_put(sh, rec, state, reason, error, now, true, err);
 }
 
 /* --- request handlers ------------------------------------------------------ */
@@ -703,8 +708,8 @@ static void process_batch(fq_shard_t *sh, zmq_msg_t (*msgs)[MAX_FRAMES + 2], int
 }
 
 static int dispatch_transition(void *shard, fq_cmdrec_t *rec, int state, const char *reason,
-                               int error, int64_t now, fq_err_t *err) {
-  return transition(shard, rec, state, reason, error, now, err);
+                               int error, int64_t now, bool put, fq_err_t *err) {
+  return transition_put(shard, rec, state, reason, error, now, put, err);
 }
 
 
