@@ -730,6 +730,19 @@ FQ_TEST(session_save_restore_and_resync_rules) {
   fq_vcp_sign_opts_t so = {.now_ms = T0_MS, .uuid = uuid};
   CHECK_INT(fq_vcp_sign(r, payload, pl, &so, &req, &out, NULL), 0);
   CHECK_MEM(out.data, out.len, want, vh("hmac_command.routable_message", want, sizeof want));
+  /* A save ahead reserves counters: the restored session goes on after
+   * the reservation, and the reservation stops at UINT32_MAX. */
+  fq_vcp_session_t *ra = NULL;
+  uint8_t blob2[FQ_VCP_SESSION_BLOB_MAX];
+  size_t n2 = fq_vcp_session_save_ahead(s, 256, blob2);
+  CHECK_INT(n2, n);
+  CHECK_INT(fq_vcp_session_restore(client_key(), blob2, n2, &ra, NULL), 0);
+  CHECK_INT(fq_vcp_session_counter(ra), 6 + 256);
+  fq_vcp_session_destroy(&ra);
+  n2 = fq_vcp_session_save_ahead(s, UINT32_MAX - 3, blob2);
+  CHECK_INT(fq_vcp_session_restore(client_key(), blob2, n2, &ra, NULL), 0);
+  CHECK(fq_vcp_session_counter(ra) == UINT32_MAX);
+  fq_vcp_session_destroy(&ra);
   /* Truncated or altered blobs are refused. */
   fq_vcp_session_t *bad = NULL;
   CHECK_INT(fq_vcp_session_restore(client_key(), blob, n - 1, &bad, NULL), FQ_EPROTO);
