@@ -61,6 +61,7 @@ struct fq_shard {
   size_t npev, apev;
   fq_buf_t evbuf;
   fq_buf_t scratch;
+  fq_buf_t wire;             /* a record in its `get` form, for a reply */
   int64_t next_deadline;     /* earliest deadline in the index, or INT64_MAX */
   bool stopping;
   /* FQ_TRACE=1: where the shard thread's time goes (thread CPU ns). */
@@ -101,6 +102,7 @@ fq_shard_t *fq_shard_new(const fq_shard_opts_t *opts, fq_err_t *err) {
   fq_buf_init(&sh->replies, 0);
   fq_buf_init(&sh->evbuf, 0);
   fq_buf_init(&sh->scratch, 0);
+  fq_buf_init(&sh->wire, 0);
   sh->next_deadline = INT64_MAX;
   return sh;
 }
@@ -223,11 +225,10 @@ static void reply_error(fq_shard_t *sh, pending_t *p, int code, const char *msg,
 
 static int reply_record(fq_shard_t *sh, pending_t *p, const char *id, const fq_request_t *req,
                         fq_err_t *err) {
-  const uint8_t *raw;
-  size_t n;
-  int rc = fq_store_cmd_raw(sh->store, id, strlen(id), &raw, &n, err);
+  fq_buf_reset(&sh->wire);
+  int rc = fq_store_cmd_wire(sh->store, id, strlen(id), &sh->wire, err);
   if (rc) return rc;
-  fq_wire_reply_command(&sh->replies, raw, n, req->req_raw, req->req_raw_len);
+  fq_wire_reply_command(&sh->replies, sh->wire.data, sh->wire.len, req->req_raw, req->req_raw_len);
   pend_close(sh, p);
   return 0;
 }
@@ -879,6 +880,7 @@ void fq_shard_destroy(fq_shard_t **shp) {
   fq_buf_free(&sh->replies);
   fq_buf_free(&sh->evbuf);
   fq_buf_free(&sh->scratch);
+  fq_buf_free(&sh->wire);
   free(sh);
   *shp = NULL;
 }

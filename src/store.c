@@ -346,6 +346,9 @@ int fq_store_idem_foreach(fq_store_t *s, int (*fn)(void *ud, uint64_t h, uint64_
 
 /* --- command records --------------------------------------------------- */
 
+#define REC_MAGIC 0xC1 /* first byte of the compact form (see the codec below) */
+static int cmdrec_decode(const uint8_t *p, size_t n, fq_cmdrec_t *rec, fq_err_t *err);
+
 int fq_store_cmd_raw(fq_store_t *s, const char *id, size_t len, const uint8_t **p, size_t *n,
                      fq_err_t *err) {
   MDB_val k = {len, (void *)id}, d;
@@ -355,6 +358,21 @@ int fq_store_cmd_raw(fq_store_t *s, const char *id, size_t len, const uint8_t **
   *p = d.mv_data;
   *n = d.mv_size;
   return 0;
+}
+
+int fq_store_cmd_wire(fq_store_t *s, const char *id, size_t len, fq_buf_t *out, fq_err_t *err) {
+  const uint8_t *p = NULL;
+  size_t n = 0;
+  int rc = fq_store_cmd_raw(s, id, len, &p, &n, err);
+  if (rc) return rc;
+  if (!n || p[0] != REC_MAGIC) /* the older form is the map itself */
+    return fq_buf_append(out, p, n) ? fq_errf(err, FQ_ETOOLARGE, "record too large") : 0;
+  fq_cmdrec_t rec;
+  memset(&rec, 0, sizeof rec);
+  if ((rc = cmdrec_decode(p, n, &rec, err)) != 0) return rc;
+  rc = fq_cmdrec_pack(&rec, out);
+  fq_cmdrec_free(&rec);
+  return rc ? fq_errf(err, rc, "cannot encode command record") : 0;
 }
 
 int fq_store_cmd_get(fq_store_t *s, const char *id, size_t len, fq_cmdrec_t *rec,
@@ -369,7 +387,7 @@ int fq_store_cmd_get(fq_store_t *s, const char *id, size_t len, fq_cmdrec_t *rec
 int fq_store_cmd_put(fq_store_t *s, const fq_cmdrec_t *rec, fq_err_t *err) {
   fq_buf_t *b = &s->scratch;
   fq_buf_reset(b);
-  int rc = fq_cmdrec_pack(rec, b);
+  int rc = fq_cmdrec_encode(rec, b);
   if (rc) return fq_errf(err, rc, "cannot encode command record");
   MDB_val k = {FQ_ID_LEN, (void *)rec->id}, d = {b->len, b->data};
   /* New commands carry the highest id so far: append without a search. */
@@ -598,6 +616,178 @@ int fq_cmdrec_pack(const fq_cmdrec_t *rec, fq_buf_t *out) {
   return 0;
 }
 
+/* --- compact stored form ---------------------------------------------------
+ * What the store keeps (the msgpack map above is what `get` returns, built
+ * from it on demand).  A record is rewritten at every state change and
+ * the pages it dirties are most of a commit's cost, so it is kept small
+ * (about half the map's size) and cheap to write:
+ *   u8 0xC1 (a byte msgpack never uses: tells it from the older map form)
+ *   u8 version, u8 state, u8 ntrans, u8 flags (bit 0: coalesce)
+ *   i32 error, i32 http, i32 fault, u32 attempts,
+ *   i64 created, updated, deadline, ttl_ms, u64 site, u64 queue_seq,
+ *   32 bytes request hash,
+ *   u8-length strings: id, tenant, key, account, vin, device, command,
+ *   u16-length reason, u32-length params (msgpack map bytes),
+ *   ntrans x (u8 state, i64 at)
+ * Integers are little endian. */
+#define REC_VERSION 1
+
+static uint8_t *w_u32(uint8_t *o, uint32_t v) {
+  for (int i = 0; i < 4; i++) o[i] = (uint8_t)(v >> (8 * i));
+  return o + 4;
+}
+
+static uint8_t *w_u64(uint8_t *o, uint64_t v) {
+  for (int i = 0; i < 8; i++) o[i] = (uint8_t)(v >> (8 * i));
+  return o + 8;
+}
+
+static uint8_t *w_str8(uint8_t *o, const char *str, size_t cap) {
+  size_t n = strnlen(str, cap < 255 ? cap : 255);
+  *o++ = (uint8_t)n;
+  memcpy(o, str, n);
+  return o + n;
+}
+
+int fq_cmdrec_encode(const fq_cmdrec_t *rec, fq_buf_t *out) {
+  size_t rl = strnlen(rec->reason, sizeof rec->reason - 1);
+  size_t nt = rec->ntrans < FQ_MAX_TRANSITIONS ? rec->ntrans : FQ_MAX_TRANSITIONS;
+  size_t pl = rec->params ? rec->params_len : 0;
+  size_t max = 5 + 16 + 48 + 16 + 32 + 7 * 256 + 2 + rl + 4 + pl + nt * 9;
+  int rc = fq_buf_reserve(out, max);
+  if (rc) return rc;
+  uint8_t *o = out->data + out->len;
+  *o++ = REC_MAGIC;
+  *o++ = REC_VERSION;
+  *o++ = (uint8_t)rec->state;
+  *o++ = (uint8_t)nt;
+  *o++ = rec->coalesce ? 1 : 0;
+  o = w_u32(o, (uint32_t)rec->error);
+  o = w_u32(o, (uint32_t)rec->http);
+  o = w_u32(o, (uint32_t)rec->fault);
+  o = w_u32(o, rec->attempts);
+  o = w_u64(o, (uint64_t)rec->created);
+  o = w_u64(o, (uint64_t)rec->updated);
+  o = w_u64(o, (uint64_t)rec->deadline);
+  o = w_u64(o, (uint64_t)rec->ttl_ms);
+  o = w_u64(o, rec->site);
+  o = w_u64(o, rec->qseq);
+  memcpy(o, rec->hash, 32);
+  o += 32;
+  o = w_str8(o, rec->id, sizeof rec->id);
+  o = w_str8(o, rec->tenant, sizeof rec->tenant);
+  o = w_str8(o, rec->key, sizeof rec->key);
+  o = w_str8(o, rec->account, sizeof rec->account);
+  o = w_str8(o, rec->vin, sizeof rec->vin);
+  o = w_str8(o, rec->device, sizeof rec->device);
+  o = w_str8(o, rec->command, sizeof rec->command);
+  *o++ = (uint8_t)(rl & 0xff);
+  *o++ = (uint8_t)(rl >> 8);
+  memcpy(o, rec->reason, rl);
+  o += rl;
+  o = w_u32(o, (uint32_t)pl);
+  if (pl) memcpy(o, rec->params, pl);
+  o += pl;
+  for (size_t i = 0; i < nt; i++) {
+    *o++ = (uint8_t)rec->trans[i].state;
+    o = w_u64(o, (uint64_t)rec->trans[i].at);
+  }
+  out->len = (size_t)(o - out->data);
+  return 0;
+}
+
+/* A bounded reader over a compact record: every read checks the length,
+ * so damaged bytes end in FQ_ESTORAGE, never past the end. */
+typedef struct crd {
+  const uint8_t *p, *end;
+  bool bad;
+} crd_t;
+
+static const uint8_t *r_take(crd_t *r, size_t n) {
+  if (r->bad || (size_t)(r->end - r->p) < n) {
+    r->bad = true;
+    return NULL;
+  }
+  const uint8_t *q = r->p;
+  r->p += n;
+  return q;
+}
+
+static uint64_t r_uint(crd_t *r, int bytes) {
+  const uint8_t *q = r_take(r, (size_t)bytes);
+  uint64_t v = 0;
+  if (!q) return 0;
+  for (int i = bytes - 1; i >= 0; i--) v = (v << 8) | q[i];
+  return v;
+}
+
+static void r_str8(crd_t *r, char *dst, size_t cap) {
+  size_t n = (size_t)r_uint(r, 1);
+  const uint8_t *q = r_take(r, n);
+  if (!q || n > cap - 1) {
+    r->bad = true;
+    dst[0] = 0;
+    return;
+  }
+  memcpy(dst, q, n);
+  dst[n] = 0;
+}
+
+static int cmdrec_decode(const uint8_t *p, size_t n, fq_cmdrec_t *rec, fq_err_t *err) {
+  crd_t r = {p, p + n, false};
+  if (r_uint(&r, 1) != REC_MAGIC || r_uint(&r, 1) != REC_VERSION)
+    return fq_errf(err, FQ_ESTORAGE, "command record of an unknown version");
+  rec->state = (int)r_uint(&r, 1);
+  size_t nt = (size_t)r_uint(&r, 1);
+  rec->coalesce = (r_uint(&r, 1) & 1) != 0;
+  rec->error = (int)(int32_t)(uint32_t)r_uint(&r, 4);
+  rec->http = (int)(int32_t)(uint32_t)r_uint(&r, 4);
+  rec->fault = (int)(int32_t)(uint32_t)r_uint(&r, 4);
+  rec->attempts = (uint32_t)r_uint(&r, 4);
+  rec->created = (int64_t)r_uint(&r, 8);
+  rec->updated = (int64_t)r_uint(&r, 8);
+  rec->deadline = (int64_t)r_uint(&r, 8);
+  rec->ttl_ms = (int64_t)r_uint(&r, 8);
+  rec->site = r_uint(&r, 8);
+  rec->qseq = r_uint(&r, 8);
+  const uint8_t *h = r_take(&r, 32);
+  if (h) memcpy(rec->hash, h, 32);
+  r_str8(&r, rec->id, sizeof rec->id);
+  r_str8(&r, rec->tenant, sizeof rec->tenant);
+  r_str8(&r, rec->key, sizeof rec->key);
+  r_str8(&r, rec->account, sizeof rec->account);
+  r_str8(&r, rec->vin, sizeof rec->vin);
+  r_str8(&r, rec->device, sizeof rec->device);
+  r_str8(&r, rec->command, sizeof rec->command);
+  size_t rl = (size_t)r_uint(&r, 2);
+  const uint8_t *q = r_take(&r, rl);
+  if (q && rl < sizeof rec->reason) {
+    memcpy(rec->reason, q, rl);
+    rec->reason[rl] = 0;
+  } else {
+    r.bad = true;
+  }
+  size_t pl = (size_t)r_uint(&r, 4);
+  q = r_take(&r, pl);
+  if (!r.bad && pl) {
+    rec->params = malloc(pl);
+    if (!rec->params) return fq_errf(err, -ENOMEM, "out of memory");
+    memcpy(rec->params, q, pl);
+    rec->params_len = pl;
+  }
+  if (nt > FQ_MAX_TRANSITIONS) r.bad = true;
+  for (size_t i = 0; i < nt && !r.bad; i++) {
+    rec->trans[i].state = (int)r_uint(&r, 1);
+    rec->trans[i].at = (int64_t)r_uint(&r, 8);
+  }
+  rec->ntrans = r.bad ? 0 : nt;
+  if (r.bad || r.p != r.end || rec->state >= FQ_ST_COUNT_ || strlen(rec->id) != FQ_ID_LEN) {
+    fq_cmdrec_free(rec);
+    return fq_errf(err, FQ_ESTORAGE, "command record corrupted");
+  }
+  return 0;
+}
+
 /* Records are our own bytes, but a damaged file must not crash the
  * daemon: the bounded reader (mpread.h) checks every size, and nothing is
  * allocated but the params copy. */
@@ -631,6 +821,7 @@ int fq_cmdrec_unpack(const uint8_t *p, size_t n, fq_cmdrec_t *rec, fq_err_t *err
   fq_err_t e;
   memset(rec, 0, sizeof *rec);
   rec->fault = -1;
+  if (n && p[0] == REC_MAGIC) return cmdrec_decode(p, n, rec, err);
   fq__mp_rd_init(&r, p, n);
   if (fq__mp_next(&r, &top, &e) || top.kind != FQ__MP_MAP) goto bad;
   for (uint32_t i = 0; i < top.v.count; i++) {

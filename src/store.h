@@ -146,8 +146,13 @@ int fq_store_event_scan(fq_store_t *s, uint64_t after, size_t limit, fq_store_ev
 
 /* Encode a record as the msgpack map that `get` returns. */
 int fq_cmdrec_pack(const fq_cmdrec_t *rec, fq_buf_t *out);
-/* Decode a stored record (fills rec; params copied). */
+/* Encode a record in the compact form the store keeps (see store.c). */
+int fq_cmdrec_encode(const fq_cmdrec_t *rec, fq_buf_t *out);
+/* Decode a stored record, compact or the older msgpack map (fills rec;
+ * params copied).  FQ_ESTORAGE on damaged bytes. */
 int fq_cmdrec_unpack(const uint8_t *p, size_t n, fq_cmdrec_t *rec, fq_err_t *err);
+/* The record of id as the msgpack map `get` returns, appended to out. */
+int fq_store_cmd_wire(fq_store_t *s, const char *id, size_t len, fq_buf_t *out, fq_err_t *err);
 
 /* Opaque per-(VIN, domain) session bytes for the signer. */
 int fq_store_session_get(fq_store_t *s, const char *vin, int domain, fq_buf_t *out,
