@@ -230,3 +230,11 @@ out:
   close(fd);
   return rc;
 }
+
+bool fq_endpoint_is_local(const char *ep) {
+  if (strncmp(ep, "inproc://", 9) == 0 || strncmp(ep, "ipc://", 6) == 0) return true;
+  if (strncmp(ep, "tcp://", 6) != 0) return false;
+  const char *h = ep + 6;
+  return strncmp(h, "127.", 4) == 0 || strncmp(h, "localhost:", 10) == 0 ||
+         strncmp(h, "[::1]:", 6) == 0;
+}

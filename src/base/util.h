@@ -44,4 +44,7 @@ int fq_check_secret_file(const char *path, struct fq_err *err);
  * buffer.  Returns 0, -errno or FQ_ETOOLARGE. */
 int fq_read_file(const char *path, size_t cap, char **out, size_t *outlen);
 
+/* True if a ZeroMQ endpoint is tcp on a loopback address, ipc or inproc. */
+bool fq_endpoint_is_local(const char *ep);
+
 #endif

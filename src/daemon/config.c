@@ -72,14 +72,6 @@ const char *fq_config_usage(void) {
          "replies and events) and exit 0.\n";
 }
 
-bool fq_endpoint_is_local(const char *ep) {
-  if (strncmp(ep, "inproc://", 9) == 0 || strncmp(ep, "ipc://", 6) == 0) return true;
-  if (strncmp(ep, "tcp://", 6) != 0) return false;
-  const char *h = ep + 6;
-  return strncmp(h, "127.", 4) == 0 || strncmp(h, "localhost:", 10) == 0 ||
-         strncmp(h, "[::1]:", 6) == 0;
-}
-
 static int set_str(char *dst, size_t cap, const char *v, const char *name, fq_err_t *err) {
   if (strlen(v) >= cap) return fq_errf(err, FQ_ECONFIG, "%s: value too long", name);
   snprintf(dst, cap, "%s", v);

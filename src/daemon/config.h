@@ -46,9 +46,6 @@ int fq_config_load_file(fq_config_t *cfg, const char *path, fq_err_t *err);
  * FQ_ECONFIG. */
 int fq_config_from_args(fq_config_t *cfg, int argc, char **argv, fq_err_t *err);
 
-/* True if a ZeroMQ endpoint is tcp on a loopback address, ipc or inproc. */
-bool fq_endpoint_is_local(const char *ep);
-
 /* Usage text of fleetqd. */
 const char *fq_config_usage(void);
 

@@ -23,6 +23,7 @@
 #include "ingress.h"
 #include "log.h"
 #include "shard.h"
+#include "util.h"
 #include "vcp.h"
 
 static int stop_pipe[2] = {-1, -1};

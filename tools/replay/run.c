@@ -26,7 +26,6 @@
 #include <unistd.h>
 #include <zmq.h>
 
-#include "config.h"
 #include "fleetq/client.h"
 #include "fleetq/wire.h"
 #include "replay.h"
