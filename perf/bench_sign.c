@@ -19,14 +19,17 @@
 #include <sys/utsname.h>
 #include <time.h>
 
+#include <openssl/bio.h>
+#include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <openssl/params.h>
+#include <openssl/pem.h>
 #include <protobuf-c/protobuf-c.h>
 
 #include "util.h"
 #include "vcp.h"
-#include "vcp_int.h"
 
 /* The spec's published test keys and handshake (vectors.json). */
 static const char client_pem[] =
@@ -60,7 +63,7 @@ typedef struct ctx {
   uint8_t kp[32];       /* K' */
   uint8_t mp[160];      /* M || P of one signature */
   size_t mpl;
-  EVP_PKEY *peer;
+  EVP_PKEY *own, *peer; /* the same key pair as plain OpenSSL objects */
   uint8_t resp[512];
   size_t resp_len;
   fq_vcp_request_t hreq;
@@ -111,12 +114,55 @@ static int op_handshake(ctx_t *c) {
 static int op_derive(ctx_t *c) {
   uint8_t x[32];
   size_t xl = sizeof x;
-  EVP_PKEY_CTX *d = EVP_PKEY_CTX_new_from_pkey(NULL, c->key->pkey, NULL);
+  EVP_PKEY_CTX *d = EVP_PKEY_CTX_new_from_pkey(NULL, c->own, NULL);
   int ok = d && EVP_PKEY_derive_init(d) == 1 && EVP_PKEY_derive_set_peer(d, c->peer) == 1 &&
            EVP_PKEY_derive(d, x, &xl) == 1;
   EVP_PKEY_CTX_free(d);
   sink += x[0];
   return ok ? 0 : -1;
+}
+
+/* The bare ECDH figure is OpenSSL alone, so it gets its own EVP_PKEY
+ * objects: the client key parsed from the same PEM, and the vehicle's
+ * public point.  NULL on failure. */
+static EVP_PKEY *own_key(void) {
+  BIO *b = BIO_new_mem_buf(client_pem, (int)sizeof client_pem - 1);
+  EVP_PKEY *k = b ? PEM_read_bio_PrivateKey(b, NULL, NULL, NULL) : NULL;
+  BIO_free(b);
+  return k;
+}
+
+static EVP_PKEY *peer_key(const uint8_t pub[FQ_VCP_PUBKEY_LEN]) {
+  EVP_PKEY *k = NULL;
+  char group[] = "prime256v1";
+  OSSL_PARAM params[] = {
+      OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, group, 0),
+      OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PUB_KEY, (void *)pub, FQ_VCP_PUBKEY_LEN),
+      OSSL_PARAM_construct_end()};
+  EVP_PKEY_CTX *pc = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
+  if (!pc || EVP_PKEY_fromdata_init(pc) != 1 ||
+      EVP_PKEY_fromdata(pc, &k, EVP_PKEY_PUBLIC_KEY, params) != 1)
+    k = NULL;
+  EVP_PKEY_CTX_free(pc);
+  return k;
+}
+
+/* M of one HMAC_PERSONALIZED signature, built with the public metadata
+ * writer in the order the spec gives (what fq_vcp_sign authenticates). */
+static size_t command_meta(int domain, const uint8_t epoch[FQ_VCP_EPOCH_LEN],
+                           uint32_t expires_at, uint32_t counter, uint32_t flags, uint8_t *out,
+                           size_t cap) {
+  fq_vcp_meta_t m;
+  uint8_t t = FQ_VCP_SIG_HMAC_PERSONALIZED, d = (uint8_t)domain;
+  fq_vcp_meta_init(&m, out, cap);
+  fq_vcp_meta_add(&m, FQ_VCP_TAG_SIGNATURE_TYPE, &t, 1);
+  fq_vcp_meta_add(&m, FQ_VCP_TAG_DOMAIN, &d, 1);
+  fq_vcp_meta_add(&m, FQ_VCP_TAG_PERSONALIZATION, VIN, strlen(VIN));
+  fq_vcp_meta_add(&m, FQ_VCP_TAG_EPOCH, epoch, FQ_VCP_EPOCH_LEN);
+  fq_vcp_meta_add_u32(&m, FQ_VCP_TAG_EXPIRES_AT, expires_at);
+  fq_vcp_meta_add_u32(&m, FQ_VCP_TAG_COUNTER, counter);
+  if (flags) fq_vcp_meta_add_u32(&m, FQ_VCP_TAG_FLAGS, flags);
+  return fq_vcp_meta_end(&m);
 }
 
 /* Run op for about ms milliseconds; returns operations per second. */
@@ -202,10 +248,15 @@ int main(int argc, char **argv) {
   fq_vcp_command_key(fq_vcp_session_k(c.s), c.kp);
   uint8_t epoch[16];
   memcpy(epoch, fq_vcp_session_epoch(c.s), 16);
-  c.mpl = fq__vcp_command_meta(3, VIN, epoch, 2655, 1000, 2, c.mp, sizeof c.mp);
+  c.mpl = command_meta(3, epoch, 2655, 1000, 2, c.mp, sizeof c.mp);
+  if (!c.mpl) {
+    fprintf(stderr, "bench_sign: metadata does not fit\n");
+    return 1;
+  }
   memcpy(c.mp + c.mpl, payload, sizeof payload);
   c.mpl += sizeof payload;
-  c.peer = fq__vcp_pub_from_bytes(vpub);
+  c.own = own_key();
+  c.peer = peer_key(vpub);
   EVP_MAC *hmac = EVP_MAC_fetch(NULL, "HMAC", NULL);
   char digest[] = "SHA256";
   OSSL_PARAM mp[] = {OSSL_PARAM_construct_utf8_string("digest", digest, 0), OSSL_PARAM_construct_end()};
@@ -218,7 +269,7 @@ int main(int argc, char **argv) {
   c.hreq.domain = 3;
   c.hreq.is_handshake = true;
   fq_hex_decode(uuid_hex, c.hreq.uuid, 16);
-  if (!c.peer || op_handshake(&c) != 0) {
+  if (!c.own || !c.peer || op_handshake(&c) != 0) {
     fprintf(stderr, "bench_sign: handshake setup failed\n");
     return 1;
   }
@@ -284,6 +335,7 @@ int main(int argc, char **argv) {
   free(pk);
   EVP_MAC_CTX_free(c.mac);
   EVP_MAC_free(hmac);
+  EVP_PKEY_free(c.own);
   EVP_PKEY_free(c.peer);
   fq_buf_free(&c.out);
   fq_vcp_session_destroy(&c.s);

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job: installs missing packages, builds fleetq, and runs the daemon
-# with an embedded Fleet API simulator (demo account, three cars, a Powerwall
-# site) through a scripted tour printed as a live status stream:
+# with the Fleet API simulator (fleetsim, as a child process: demo account,
+# three cars, a Powerwall site) through a scripted tour printed as a live
+# status stream:
 #   lock a car, set a charge limit, a sleeping car that wakes and succeeds,
 #   an unpaired car that fails with the pairing reason, a missing OAuth
 #   scope, a backup-reserve change.

@@ -1,20 +1,29 @@
 /*
  * fleetqd --demo: the whole system on one machine with no Tesla account.
- * An embedded fleetsim plays Fleet API with a demo account, three cars and
- * a Powerwall site; the daemon runs as usual against it; a tour thread then
- * submits a scripted set of commands over the daemon's own ROUTER socket and
- * prints the PUB status stream as it happens.
+ * A fleetsim child process plays Fleet API with a demo account, three cars
+ * and a Powerwall site, configured through its config file only (fleetqd
+ * does not link the simulator); the daemon runs as usual against it; a
+ * tour thread then submits a scripted set of commands over the daemon's
+ * own ROUTER socket and prints the PUB status stream as it happens.
  */
 #include "demo.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
+#include <limits.h>
 #include <msgpack.h>
+#include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 #include <zmq.h>
 
@@ -24,7 +33,6 @@
 #include "auth.h"
 #include "fleetq/wire.h"
 #include "log.h"
-#include "sim.h"
 #include "util.h"
 #include "vcp.h"
 
@@ -32,9 +40,13 @@
 #define DEMO_VIN_ASLEEP "5YJ3E1EA1PF000002"
 #define DEMO_VIN_UNPAIRED "5YJ3E1EA1PF000003"
 #define DEMO_SITE 42
+/* How long fleetsim may take to print its address (a sanitizer build
+ * starts slowly), and to exit after SIGTERM before it gets SIGKILL. */
+#define SIM_START_MS 20000
+#define SIM_STOP_MS 5000
 
 struct fq_demo {
-  fq_sim_t *sim;
+  pid_t sim_pid; /* the fleetsim child, 0 when none runs */
   char base_url[64];
   char allow_host[64];
   char key_path[1024];
@@ -67,6 +79,192 @@ static void make_token(const char *sub, const char *scopes_json, const char *aud
   snprintf(out, cap, "%s.%s.ZGVtbw", h64, p64);
 }
 
+/* --- the fleetsim child ------------------------------------------------- */
+
+/* The fleetsim program: $FQ_FLEETSIM, else the one beside this executable
+ * (build/bin holds both, and so does an installed bin directory). */
+static int sim_program(char *out, size_t cap, fq_err_t *err) {
+  const char *env = getenv("FQ_FLEETSIM");
+  if (env && env[0]) {
+    if (strlen(env) >= cap) return fq_errf(err, FQ_ECONFIG, "FQ_FLEETSIM: path too long");
+    snprintf(out, cap, "%s", env);
+  } else {
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0) return fq_errf(err, -errno, "cannot find this executable: %s", strerror(errno));
+    self[n] = 0;
+    char *slash = strrchr(self, '/');
+    if (slash) *slash = 0;
+    if (strlen(self) + sizeof "/fleetsim" > cap)
+      return fq_errf(err, FQ_ECONFIG, "executable path too long");
+    snprintf(out, cap, "%s/fleetsim", self);
+  }
+  if (access(out, X_OK) != 0)
+    return fq_errf(err, FQ_ECONFIG,
+                   "cannot run %s (%s): build it (cmake --build build --target fleetsim) or "
+                   "set FQ_FLEETSIM to its path",
+                   out, strerror(errno));
+  return 0;
+}
+
+/* Write the simulator's config next to the fleet key, 0600 (it holds the
+ * demo tokens), refusing to follow or reuse an existing file. */
+static int write_sim_config(const json_t *conf, const char *path, fq_err_t *err) {
+  int rc = 0;
+  char *text = json_dumps(conf, JSON_INDENT(1));
+  if (!text) return fq_errf(err, -ENOMEM, "out of memory");
+  size_t len = strlen(text), done = 0;
+  int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    rc = fq_errf(err, FQ_ECONFIG, "cannot write %s: %s", path, strerror(errno));
+    goto out;
+  }
+  while (done < len) {
+    ssize_t w = write(fd, text + done, len - done);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) {
+      rc = fq_errf(err, FQ_ECONFIG, "cannot write %s: %s", path, strerror(errno));
+      goto out;
+    }
+    done += (size_t)w;
+  }
+out:
+  if (fd >= 0 && close(fd) != 0 && !rc)
+    rc = fq_errf(err, FQ_ECONFIG, "cannot write %s: %s", path, strerror(errno));
+  OPENSSL_cleanse(text, len);
+  free(text);
+  return rc;
+}
+
+static void sleep_ms(long ms) {
+  struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+  }
+}
+
+/* Stop the child: SIGTERM, up to SIM_STOP_MS for it to exit, then
+ * SIGKILL.  Says so on stderr when it did not exit cleanly (a sanitizer
+ * build reports leaks through its exit status). */
+static void sim_stop(fq_demo_t *d) {
+  if (d->sim_pid <= 0) return;
+  int status = 0;
+  pid_t r = 0;
+  kill(d->sim_pid, SIGTERM);
+  for (long waited = 0; waited < SIM_STOP_MS; waited += 20) {
+    r = waitpid(d->sim_pid, &status, WNOHANG);
+    if (r < 0 && errno == EINTR) r = 0;
+    if (r != 0) break;
+    sleep_ms(20);
+  }
+  if (r == 0) {
+    fprintf(stderr, "fleetqd --demo: fleetsim did not stop within %d ms, killing it\n",
+            SIM_STOP_MS);
+    kill(d->sim_pid, SIGKILL);
+    while ((r = waitpid(d->sim_pid, &status, 0)) < 0 && errno == EINTR) {
+    }
+  } else if (r > 0 && !(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
+    if (WIFEXITED(status))
+      fprintf(stderr, "fleetqd --demo: fleetsim exited with status %d\n", WEXITSTATUS(status));
+    else if (WIFSIGNALED(status))
+      fprintf(stderr, "fleetqd --demo: fleetsim ended by signal %d\n", WTERMSIG(status));
+  }
+  d->sim_pid = 0;
+}
+
+/* Read the line fleetsim prints once it serves ("fleetsim listening on
+ * http://HOST:PORT") from fd, within SIM_START_MS; the URL goes to url. */
+static int sim_read_address(int fd, char *url, size_t cap, fq_err_t *err) {
+  static const char prefix[] = "fleetsim listening on ";
+  char line[256];
+  size_t n = 0;
+  int64_t until = fq_now_ms() + SIM_START_MS;
+  while (!memchr(line, '\n', n)) {
+    int64_t left = until - fq_now_ms();
+    if (left <= 0) return fq_errf(err, -ETIMEDOUT, "fleetsim did not start within %d ms", SIM_START_MS);
+    struct pollfd p = {fd, POLLIN, 0};
+    int pr = poll(&p, 1, (int)left);
+    if (pr < 0 && errno == EINTR) continue;
+    if (pr < 0) return fq_errf(err, -errno, "poll: %s", strerror(errno));
+    if (pr == 0) continue;
+    if (n == sizeof line - 1) return fq_errf(err, FQ_EPROTO, "fleetsim printed an overlong line");
+    ssize_t r = read(fd, line + n, sizeof line - 1 - n);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) return fq_errf(err, -errno, "reading from fleetsim: %s", strerror(errno));
+    if (r == 0)
+      return fq_errf(err, FQ_EINTERNAL,
+                     "fleetsim exited before it served (its messages, if any, are above)");
+    n += (size_t)r;
+  }
+  line[n] = 0;
+  line[strcspn(line, "\r\n")] = 0;
+  const char *u = line + sizeof prefix - 1;
+  if (strncmp(line, prefix, sizeof prefix - 1) != 0 || strncmp(u, "http://", 7) != 0 ||
+      strlen(u) >= cap)
+    return fq_errf(err, FQ_EPROTO, "unexpected first line from fleetsim: %s", line);
+  snprintf(url, cap, "%s", u);
+  return 0;
+}
+
+/* Start fleetsim on an ephemeral loopback port with config conf_path and
+ * read its address.  The child dies with fleetqd (PR_SET_PDEATHSIG) even
+ * when fleetqd ends without fq_demo_destroy, and ignores the terminal's
+ * SIGINT: fleetqd drains on Ctrl-C and stops the simulator itself
+ * afterwards. */
+static int sim_spawn(fq_demo_t *d, const char *conf_path, int log_level, fq_err_t *err) {
+  static const char *const level_names[] = {"debug", "info", "warn", "error"};
+  char prog[PATH_MAX];
+  int rc = sim_program(prog, sizeof prog, err);
+  if (rc) return rc;
+  const char *level =
+      log_level >= FQ_LOG_DEBUG && log_level <= FQ_LOG_ERROR ? level_names[log_level] : "info";
+  /* Everything the child needs is made before fork: between fork and exec
+   * only async-signal-safe calls are allowed. */
+  char *const argv[] = {prog, "--listen", "127.0.0.1:0", "--config", (char *)conf_path,
+                        "--log-level", (char *)level, NULL};
+  int out[2];
+  if (pipe2(out, O_CLOEXEC) != 0) return fq_errf(err, -errno, "pipe: %s", strerror(errno));
+  int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (devnull < 0) {
+    rc = fq_errf(err, -errno, "/dev/null: %s", strerror(errno));
+    close(out[0]);
+    close(out[1]);
+    return rc;
+  }
+  pid_t parent = getpid();
+  fflush(stdout);
+  fflush(stderr);
+  pid_t pid = fork();
+  if (pid == 0) {
+    struct sigaction ign;
+    memset(&ign, 0, sizeof ign);
+    ign.sa_handler = SIG_IGN;
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent) _exit(127);
+    sigaction(SIGINT, &ign, NULL);
+    if (dup2(devnull, 0) < 0 || dup2(out[1], 1) < 0) _exit(127);
+    execv(prog, argv);
+    _exit(127);
+  }
+  int fork_errno = errno;
+  close(out[1]);
+  close(devnull);
+  if (pid < 0) {
+    close(out[0]);
+    return fq_errf(err, -fork_errno, "fork: %s", strerror(fork_errno));
+  }
+  d->sim_pid = pid;
+  char url[sizeof d->base_url];
+  rc = sim_read_address(out[0], url, sizeof url, err);
+  /* fleetsim writes nothing more on stdout; closing our end cannot block
+   * it, and it ignores SIGPIPE. */
+  close(out[0]);
+  if (rc) return rc;
+  snprintf(d->base_url, sizeof d->base_url, "%s", url);
+  snprintf(d->allow_host, sizeof d->allow_host, "%s", url + 7);
+  return 0;
+}
+
+/* --- preparation ----------------------------------------------------------- */
+
 int fq_demo_prepare(fq_config_t *cfg, fq_demo_t **out, fq_err_t *err) {
   fq_demo_t *d = calloc(1, sizeof *d);
   int rc = 0;
@@ -75,6 +273,7 @@ int fq_demo_prepare(fq_config_t *cfg, fq_demo_t **out, fq_err_t *err) {
   fq_buf_t pem;
   fq_buf_init(&pem, 0);
   fq_accounts_t *acc = NULL;
+  char full[1024] = "", charging[1024] = "", conf_path[1100];
   if (!d) return fq_errf(err, -ENOMEM, "out of memory");
   if (!cfg->data_dir[0] || strcmp(cfg->data_dir, "./fleetq-data") == 0) {
     char tmpl[] = "/tmp/fleetq-demo-XXXXXX";
@@ -94,6 +293,7 @@ int fq_demo_prepare(fq_config_t *cfg, fq_demo_t **out, fq_err_t *err) {
   }
   memcpy(d->key_path, cfg->data_dir, strlen(cfg->data_dir));
   memcpy(d->key_path + strlen(cfg->data_dir), "/fleet-key.pem", 15);
+  snprintf(conf_path, sizeof conf_path, "%s/fleetsim.json", cfg->data_dir);
   if ((rc = fq_vcp_key_generate(&key, err)) != 0) goto out;
   if ((rc = fq_vcp_key_private_pem(key, &pem, err)) != 0) goto out;
   FILE *f = fopen(d->key_path, "wx");
@@ -107,8 +307,9 @@ int fq_demo_prepare(fq_config_t *cfg, fq_demo_t **out, fq_err_t *err) {
   char pub_hex[2 * FQ_VCP_PUBKEY_LEN + 1];
   fq_hex_encode(fq_vcp_key_public(key), FQ_VCP_PUBKEY_LEN, pub_hex);
 
-  /* The simulator first (its port goes into the tokens' audience). */
-  char full[1024], charging[1024];
+  /* The simulator's world, all of it in its config (docs/fleetsim.md): our
+   * key is on the whitelist of the first two cars, not of the third; the
+   * second sleeps; the demo-charging account lacks vehicle_cmds. */
   conf = json_pack("{s:s, s:i, s:[], s:[{s:s, s:b}, {s:s, s:b, s:b, s:i}, {s:s, s:b}], "
                    "s:[{s:i}]}",
                    "fleet_public_key", pub_hex, "wake_ms", 1500, "accounts", "vehicles", "vin",
@@ -119,10 +320,9 @@ int fq_demo_prepare(fq_config_t *cfg, fq_demo_t **out, fq_err_t *err) {
     rc = fq_errf(err, FQ_EINTERNAL, "cannot build the demo config");
     goto out;
   }
-  /* Tokens need the port, the port needs a started server, and a started
-   * server needs its accounts: reserve the port by starting a throwaway
-   * simulator? Simpler: pick the audience after start; the simulator does
-   * not check `aud`. */
+  /* The tokens cannot carry the simulator's port in their audience (the
+   * port is known only once it serves); the simulator does not check
+   * `aud`. */
   make_token("demo", "[\"openid\",\"offline_access\",\"vehicle_device_data\",\"vehicle_cmds\","
              "\"vehicle_charging_cmds\",\"energy_device_data\",\"energy_cmds\"]",
              "fleetq-demo", full, sizeof full);
@@ -139,14 +339,8 @@ int fq_demo_prepare(fq_config_t *cfg, fq_demo_t **out, fq_err_t *err) {
       accts, json_pack("{s:s, s:s, s:s, s:[s,s,s], s:[s]}", "id", "demo-charging", "token",
                        charging, "refresh_token", "demo-refresh-2", "scopes", "openid",
                        "offline_access", "vehicle_charging_cmds", "vins", DEMO_VIN_OK));
-  d->sim = fq_sim_new_json(conf, cfg->data_dir, err);
-  if (!d->sim) {
-    rc = err->code ? err->code : FQ_EINTERNAL;
-    goto out;
-  }
-  if ((rc = fq_sim_start(d->sim, "127.0.0.1", 0, NULL, NULL, err)) != 0) goto out;
-  snprintf(d->base_url, sizeof d->base_url, "http://127.0.0.1:%u", fq_sim_port(d->sim));
-  snprintf(d->allow_host, sizeof d->allow_host, "127.0.0.1:%u", fq_sim_port(d->sim));
+  if ((rc = write_sim_config(conf, conf_path, err)) != 0) goto out;
+  if ((rc = sim_spawn(d, conf_path, cfg->log_level, err)) != 0) goto out;
   snprintf(cfg->allow_host, sizeof cfg->allow_host, "%s", d->allow_host);
   if (!cfg->pairing_domain[0] || strcmp(cfg->pairing_domain, "fleetq.example.com") == 0)
     snprintf(cfg->pairing_domain, sizeof cfg->pairing_domain, "demo.fleetq.example.com");
@@ -180,10 +374,10 @@ int fq_demo_prepare(fq_config_t *cfg, fq_demo_t **out, fq_err_t *err) {
   snprintf(d->publish, sizeof d->publish, "%s", cfg->publish);
   printf("fleetq demo\n"
          "  data directory  %s\n"
-         "  Fleet API       %s (embedded fleetsim)\n"
+         "  Fleet API       %s (fleetsim, pid %ld)\n"
          "  requests        %s\n"
          "  status stream   %s\n\n",
-         cfg->data_dir, d->base_url, cfg->listen, cfg->publish);
+         cfg->data_dir, d->base_url, (long)d->sim_pid, cfg->listen, cfg->publish);
   fflush(stdout);
   *out = d;
   d = NULL;
@@ -385,7 +579,7 @@ void fq_demo_destroy(fq_demo_t **dp) {
   if (!dp || !*dp) return;
   fq_demo_t *d = *dp;
   if (d->tour_started) pthread_join(d->tour, NULL);
-  fq_sim_destroy(&d->sim);
+  sim_stop(d);
   free(d);
   *dp = NULL;
 }

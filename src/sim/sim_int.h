@@ -20,6 +20,7 @@
 #include "fleetq/buf.h"
 #include "fleetq/error.h"
 #include "vcp.h"
+#include "vcp_car.h"
 
 #define FQ__SIM_MAX_ID 64        /* account ids, VINs, tokens are shorter */
 #define FQ__SIM_MAX_TOKEN 2048   /* JWT-shaped access tokens */

@@ -1,11 +1,12 @@
 /*
- * The car's side of the Vehicle Command Protocol (see vcp.h), for the
+ * The car's side of the Vehicle Command Protocol (see vcp_car.h), for the
  * Fleet API simulator: a domain of a simulated car answers handshakes,
  * verifies HMAC-personalized commands with the rules a real car applies
  * (epoch, tag, expiry, anti-replay counter window), and builds fault and
  * encrypted replies.  Written against the same primitives as the client
- * side, so a test that signs with one and verifies with the other checks
- * both against the spec's vectors.
+ * side (vcp.h, and vcp_car_api.h for the command metadata and HMAC), so a
+ * test that signs with one and verifies with the other checks both against
+ * the spec's vectors.
  */
 #include <errno.h>
 #include <stddef.h>
@@ -16,8 +17,10 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
+#include "pbw.h"
 #include "vcp.h"
-#include "vcp_int.h"
+#include "vcp_car.h"
+#include "vcp_car_api.h"
 
 #define MAX_CLIENTS 64
 #define MAX_ALIASES 16

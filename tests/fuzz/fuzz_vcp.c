@@ -25,6 +25,7 @@
 #include "payload.h"
 #include "util.h"
 #include "vcp.h"
+#include "vcp_car.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

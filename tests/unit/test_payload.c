@@ -14,6 +14,7 @@
 #include "payload.h"
 #include "util.h"
 #include "vcp.h"
+#include "vcp_car.h"
 
 static json_t *payload_vectors(void) {
   static json_t *v;

@@ -20,6 +20,7 @@
 #include "fq_test.h"
 #include "util.h"
 #include "vcp.h"
+#include "vcp_car.h"
 #include "vcp_int.h"
 
 static json_t *vectors(void) {
