@@ -20,8 +20,9 @@ int fq_log_parse_level(const char *s) {
   return -1;
 }
 
-void fq_log(int level, const char *module, const char *fmt, ...) {
-  if (level < min_level) return;
+/* Format one line (timestamp, level, module, message, newline) and write
+ * it with a single write(2), so that lines of several threads never mix. */
+static void log_line(int level, const char *module, const char *fmt, va_list ap) {
   char line[1024];
   struct timespec ts;
   struct tm tm;
@@ -31,13 +32,28 @@ void fq_log(int level, const char *module, const char *fmt, ...) {
                    tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
                    tm.tm_sec, ts.tv_nsec / 1000000, level_names[level & 3], module);
   if (n < 0) return;
-  va_list ap;
-  va_start(ap, fmt);
   int m = vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
-  va_end(ap);
   size_t len = (size_t)n + (m < 0 ? 0 : (size_t)m);
   if (len > sizeof line - 2) len = sizeof line - 2;
   line[len++] = '\n';
   ssize_t w = write(STDERR_FILENO, line, len);
   (void)w;
+}
+
+void fq_log(int level, const char *module, const char *fmt, ...) {
+  if (level < min_level) return;
+  va_list ap;
+  va_start(ap, fmt);
+  log_line(level, module, fmt, ap);
+  va_end(ap);
+}
+
+void fq_fatal(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  log_line(FQ_LOG_ERROR, "fatal", fmt, ap);
+  va_end(ap);
+  /* _exit, not exit: other threads are still running, and atexit handlers
+   * or stdio clean-up would race with them (see log.h). */
+  _exit(FQ_FATAL_STATUS);
 }

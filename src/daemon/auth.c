@@ -44,70 +44,6 @@
 #define FAILURE_MAX 512
 
 /* ------------------------------------------------------------------ */
-/* Shared state: the generation counter and the failure table           */
-
-static _Atomic uint64_t g_generation = 1;
-
-typedef struct failure {
-  char id[FQ_ACCOUNT_ID_MAX + 1];
-  char reason[FAILURE_MAX];
-} failure_t;
-
-static pthread_mutex_t g_fail_mu = PTHREAD_MUTEX_INITIALIZER;
-static failure_t *g_fail;
-static size_t g_nfail, g_capfail;
-
-uint64_t fq_auth_generation(void) { return atomic_load(&g_generation); }
-
-void fq_auth_bump_generation(void) { atomic_fetch_add(&g_generation, 1); }
-
-static void failure_set(const char *id, const char *reason) {
-  pthread_mutex_lock(&g_fail_mu);
-  failure_t *f = NULL;
-  for (size_t i = 0; i < g_nfail && !f; i++)
-    if (strcmp(g_fail[i].id, id) == 0) f = &g_fail[i];
-  if (!f && g_nfail == g_capfail) {
-    size_t nc = g_capfail ? g_capfail * 2 : 8;
-    failure_t *nw = realloc(g_fail, nc * sizeof *nw);
-    if (nw) {
-      g_fail = nw;
-      g_capfail = nc;
-    }
-  }
-  if (!f && g_nfail < g_capfail) f = &g_fail[g_nfail++];
-  if (f) {
-    snprintf(f->id, sizeof f->id, "%s", id);
-    snprintf(f->reason, sizeof f->reason, "%s", reason);
-  }
-  pthread_mutex_unlock(&g_fail_mu);
-}
-
-static void failure_clear(const char *id) {
-  pthread_mutex_lock(&g_fail_mu);
-  for (size_t i = 0; i < g_nfail; i++)
-    if (strcmp(g_fail[i].id, id) == 0) {
-      g_fail[i] = g_fail[--g_nfail];
-      break;
-    }
-  pthread_mutex_unlock(&g_fail_mu);
-}
-
-bool fq_auth_refresh_failure(const char *account, char *out, size_t cap) {
-  bool found = false;
-  if (out && cap) out[0] = 0;
-  if (!account) return false;
-  pthread_mutex_lock(&g_fail_mu);
-  for (size_t i = 0; i < g_nfail; i++)
-    if (strcmp(g_fail[i].id, account) == 0) {
-      if (out && cap) snprintf(out, cap, "%s", g_fail[i].reason);
-      found = true;
-      break;
-    }
-  pthread_mutex_unlock(&g_fail_mu);
-  return found;
-}
-
-/* ------------------------------------------------------------------ */
 /* The auth object                                                      */
 
 typedef enum ref_state {
@@ -142,6 +78,12 @@ typedef struct ref_cb {
   char id[FQ_ACCOUNT_ID_MAX + 1];
 } ref_cb_t;
 
+/* The last rejected refresh of an account (fq_auth_refresh_failure). */
+typedef struct failure {
+  char id[FQ_ACCOUNT_ID_MAX + 1];
+  char reason[FAILURE_MAX];
+} failure_t;
+
 struct fq_auth {
   fq_auth_opts_t o;
   char *ca_file, *token_url, *extra_host;
@@ -155,7 +97,74 @@ struct fq_auth {
   size_t nrefs, caprefs;
   _Atomic uint64_t token_calls;
   fq_buf_t out;
+  /* Shared with the shards (the only state that is): the generation
+   * counter, atomic, and the failure table behind its mutex. */
+  _Atomic uint64_t generation;
+  pthread_mutex_t fail_mu;
+  bool fail_mu_ok;           /* initialised: destroy it */
+  failure_t *fail;
+  size_t nfail, capfail;
 };
+
+/* ------------------------------------------------------------------ */
+/* Shared state: the generation counter and the failure table           */
+
+/* The const-taking readers cast: the counter and the mutex change under a
+ * reader's feet by design (they are how threads talk), not the handle. */
+uint64_t fq_auth_generation(const fq_auth_t *a) {
+  return a ? atomic_load(&((fq_auth_t *)a)->generation) : 0;
+}
+
+void fq_auth_bump_generation(fq_auth_t *a) {
+  if (a) atomic_fetch_add(&a->generation, 1);
+}
+
+static void failure_set(fq_auth_t *a, const char *id, const char *reason) {
+  pthread_mutex_lock(&a->fail_mu);
+  failure_t *f = NULL;
+  for (size_t i = 0; i < a->nfail && !f; i++)
+    if (strcmp(a->fail[i].id, id) == 0) f = &a->fail[i];
+  if (!f && a->nfail == a->capfail) {
+    size_t nc = a->capfail ? a->capfail * 2 : 8;
+    failure_t *nw = realloc(a->fail, nc * sizeof *nw);
+    if (nw) {
+      a->fail = nw;
+      a->capfail = nc;
+    }
+  }
+  if (!f && a->nfail < a->capfail) f = &a->fail[a->nfail++];
+  if (f) {
+    snprintf(f->id, sizeof f->id, "%s", id);
+    snprintf(f->reason, sizeof f->reason, "%s", reason);
+  }
+  pthread_mutex_unlock(&a->fail_mu);
+}
+
+static void failure_clear(fq_auth_t *a, const char *id) {
+  pthread_mutex_lock(&a->fail_mu);
+  for (size_t i = 0; i < a->nfail; i++)
+    if (strcmp(a->fail[i].id, id) == 0) {
+      a->fail[i] = a->fail[--a->nfail];
+      break;
+    }
+  pthread_mutex_unlock(&a->fail_mu);
+}
+
+bool fq_auth_refresh_failure(const fq_auth_t *ca, const char *account, char *out, size_t cap) {
+  fq_auth_t *a = (fq_auth_t *)ca;
+  bool found = false;
+  if (out && cap) out[0] = 0;
+  if (!a || !account) return false;
+  pthread_mutex_lock(&a->fail_mu);
+  for (size_t i = 0; i < a->nfail; i++)
+    if (strcmp(a->fail[i].id, account) == 0) {
+      if (out && cap) snprintf(out, cap, "%s", a->fail[i].reason);
+      found = true;
+      break;
+    }
+  pthread_mutex_unlock(&a->fail_mu);
+  return found;
+}
 
 const char *fq_auth_admin_endpoint(const fq_auth_t *a) {
   (void)a;
@@ -182,6 +191,13 @@ fq_auth_t *fq_auth_new(const fq_auth_opts_t *opts, fq_err_t *err) {
     return NULL;
   }
   a->o = *opts;
+  atomic_init(&a->generation, 1);
+  int mrc = pthread_mutex_init(&a->fail_mu, NULL);
+  if (mrc) {
+    fq_errf(err, -mrc, "auth: cannot create a mutex");
+    goto fail;
+  }
+  a->fail_mu_ok = true;
   if (!opts->zmq_ctx || !opts->accounts) {
     fq_errf(err, FQ_ECONFIG, "auth: zmq context and account store are required");
     goto fail;
@@ -247,6 +263,8 @@ void fq_auth_destroy(fq_auth_t **ap) {
   fq_http_destroy(&a->http);
   fq_buf_free(&a->out);
   free(a->refs);
+  free(a->fail);
+  if (a->fail_mu_ok) pthread_mutex_destroy(&a->fail_mu);
   free(a->ca_file);
   free(a->token_url);
   free(a->extra_host);
@@ -356,8 +374,8 @@ static void ref_fail(fq_auth_t *a, auth_ref_t *r, const char *reason) {
   r->state = REF_FAILED;
   r->failed_ms = fq_now_ms();
   r->pending = false;
-  failure_set(r->id, reason);
-  fq_auth_bump_generation();
+  failure_set(a, r->id, reason);
+  fq_auth_bump_generation(a);
   fq_warn(MOD, "account %s: token refresh rejected: %s", r->id, reason);
   (void)a;
 }
@@ -543,8 +561,8 @@ static void on_token_reply(void *ud, const fq_http_resp_t *resp) {
     r->backoff_ms = BACKOFF_MIN_MS;
     r->doubtful = false;
     r->attempts = 0;
-    failure_clear(r->id);
-    fq_auth_bump_generation();
+    failure_clear(a, r->id);
+    fq_auth_bump_generation(a);
     fq_info(MOD, "account %s: access token refreshed (expires at %" PRId64 ")%s", r->id,
             res->access_exp, res->refresh_token[0] ? ", refresh token rotated" : "");
     break;
@@ -659,9 +677,9 @@ static void p_scopes(enc_t *e, unsigned scopes) {
 }
 
 /* One account without secrets. */
-static void p_account(enc_t *e, const fq_account_info_t *i) {
+static void p_account(const fq_auth_t *a, enc_t *e, const fq_account_info_t *i) {
   char why[FAILURE_MAX];
-  bool failed = fq_auth_refresh_failure(i->id, why, sizeof why);
+  bool failed = fq_auth_refresh_failure(a, i->id, why, sizeof why);
   msgpack_pack_map(&e->pk, failed ? 8 : 7);
   p_str(e, "id");
   p_str(e, i->id);
@@ -959,15 +977,15 @@ static int admin_add(fq_auth_t *a, const fq_request_t *req, const admin_args_t *
   memcpy(id, acc->id, sizeof id); /* the read below overwrites acc, id included */
   if ((rc = fq_accounts_get(a->o.accounts, id, acc, err))) goto out;
   ref_reset(a, acc->id);
-  failure_clear(acc->id);
-  fq_auth_bump_generation();
+  failure_clear(a, acc->id);
+  fq_auth_bump_generation(a);
   fq_info(MOD, "account %s added (client %s, %s %s)", acc->id, acc->client_id,
           acc->region[0] ? "region" : "base URL", acc->region[0] ? acc->region : acc->base_url);
   fq_account_info_t info;
   info_of(acc, &info);
   p_ok_head(e, 1, req);
   p_str(e, "account");
-  p_account(e, &info);
+  p_account(a, e, &info);
   /* A token already about to expire is refreshed right away rather than
    * at the next scan. */
   if (fq_oauth_needs_refresh(fq_now_ms() / 1000, acc->access_exp)) ref_request(a, acc->id, false);
@@ -984,7 +1002,7 @@ static int admin_list(fq_auth_t *a, const fq_request_t *req, enc_t *e, fq_err_t 
   p_ok_head(e, 1, req);
   p_str(e, "accounts");
   msgpack_pack_array(&e->pk, (uint32_t)n);
-  for (size_t i = 0; i < n; i++) p_account(e, &list[i]);
+  for (size_t i = 0; i < n; i++) p_account(a, e, &list[i]);
   free(list);
   return 0;
 }
@@ -1010,7 +1028,7 @@ static int admin_get(fq_auth_t *a, const fq_request_t *req, const admin_args_t *
     info_of(acc, &info);
     p_ok_head(e, 1, req);
     p_str(e, "account");
-    p_account(e, &info);
+    p_account(a, e, &info);
   }
   fq_account_free(&acc);
   return rc;
@@ -1026,8 +1044,8 @@ static int admin_remove(fq_auth_t *a, const fq_request_t *req, const admin_args_
   if (rc == FQ_ENOTFOUND) return fq_errf(err, FQ_ENOTFOUND, "no account \"%s\"", id);
   if (rc) return rc;
   ref_reset(a, id);
-  failure_clear(id);
-  fq_auth_bump_generation();
+  failure_clear(a, id);
+  fq_auth_bump_generation(a);
   fq_info(MOD, "account %s removed", id);
   p_ok_head(e, 1, req);
   p_str(e, "account");

@@ -23,7 +23,8 @@
  *   shards  -> auth    PUSH to FQ_AUTH_REFRESH_ENDPOINT: one frame
  *                      "R<account id>" asking for a refresh.  No reply: a
  *                      shard learns the outcome by polling
- *                      fq_auth_generation() and re-reading the account.
+ *                      fq_auth_generation() of the handle it was lent and
+ *                      re-reading the account.
  *
  * Admin actions: account_add, account_list, account_get, account_remove
  * (keys and replies in docs/accounts.md).  Admin is loopback-only by
@@ -108,13 +109,18 @@ uint64_t fq_auth_token_calls(const fq_auth_t *a);
  * simulator).  Returns 0 or FQ_EBADPARAM with the reason in err. */
 int fq_auth_check_base_url(const char *url, const char *extra_host, fq_err_t *err);
 
-/* Changes after every write to the account store (thread safe). */
-uint64_t fq_auth_generation(void);
-/* Bump it (the store's writers call this; thread safe). */
-void fq_auth_bump_generation(void);
+/* The state the auth side shares with the shards lives in its handle (one
+ * auth side per daemon, several in one test process), so a shard is lent
+ * the handle.  The functions below are thread safe and accept NULL (no
+ * auth side: the generation stays 0 and no account has a failure). */
+
+/* Changes after every write to the account store (starts at 1). */
+uint64_t fq_auth_generation(const fq_auth_t *a);
+/* Bump it (every writer of the account store calls this after its write). */
+void fq_auth_bump_generation(fq_auth_t *a);
 
 /* Copy the last refresh failure reason of an account into out ("" when
- * none); thread safe.  Returns true when there is one. */
-bool fq_auth_refresh_failure(const char *account, char *out, size_t cap);
+ * none).  Returns true when there is one. */
+bool fq_auth_refresh_failure(const fq_auth_t *a, const char *account, char *out, size_t cap);
 
 #endif

@@ -250,7 +250,7 @@ static acct_t *acct_get(fq_dispatch_t *d, const char *id) {
   acct_t *a;
   for (a = d->accts[b]; a; a = a->next)
     if (strcmp(a->a.id, id) == 0) break;
-  uint64_t gen = fq_auth_generation();
+  uint64_t gen = fq_auth_generation(d->o.auth);
   if (a && a->gen == gen) return a->missing ? NULL : a;
   if (!a) {
     a = calloc(1, sizeof *a);
@@ -733,7 +733,7 @@ static void start_next(fq_dispatch_t *d, dev_t_ *dev) {
       return;
     }
     char fail[384];
-    if (fq_auth_refresh_failure(a->a.id, fail, sizeof fail)) {
+    if (fq_auth_refresh_failure(d->o.auth, a->a.id, fail, sizeof fail)) {
       dev->cur = num;
       finish(d, dev, &rec, FQ_ST_FAILED, fail, FQ_EAUTH);
       fq_cmdrec_free(&rec);
@@ -817,7 +817,8 @@ static void on_class(fq_dispatch_t *d, dev_t_ *dev, fq_cmdrec_t *rec, const fq_c
       }
       dev->region_switches++;
       if (fq_accounts_set_base_url(d->o.accounts, a->a.id, r->base_url, d->err) == 0) {
-        fq_auth_bump_generation();
+        fq_auth_bump_generation(d->o.auth);
+        a->gen = UINT64_MAX; /* re-read here too, even without an auth side */
         fq_info("dispatch", "account %s: switched to %s after a 421", a->a.id, r->base_url);
       }
       move(d, rec, FQ_ST_RETRYING, r->reason, 0);
@@ -1145,8 +1146,11 @@ fq_dispatch_t *fq_dispatch_new(const fq_dispatch_opts_t *opts, const fq_dispatch
                        .total_timeout_ms = d->o.http_timeout_ms,
                        .max_body = 1 << 20,
                        .max_inflight = 4096};
-  d->http = fq_http_new(&ho, err);
-  if (!d->devs || !d->sess || !d->http) goto fail;
+  if (!d->devs || !d->sess) {
+    fq_errf(err, -ENOMEM, "out of memory");
+    goto fail;
+  }
+  if (!(d->http = fq_http_new(&ho, err))) goto fail;
   if (opts->device_rate > 0) {
     fq_rl_opts_t ro = {.rate = opts->device_rate,
                        .burst = opts->device_burst >= 1 ? opts->device_burst : 1,
@@ -1158,14 +1162,16 @@ fq_dispatch_t *fq_dispatch_new(const fq_dispatch_opts_t *opts, const fq_dispatch
     if (!(d->rl_dev = fq_rl_new(&ro, err))) goto fail;
   }
   if (opts->auth_refresh_ep && opts->zmq_ctx) {
-    d->auth_push = zmq_socket(opts->zmq_ctx, ZMQ_PUSH);
     int linger = 0;
-    if (d->auth_push) {
-      zmq_setsockopt(d->auth_push, ZMQ_LINGER, &linger, sizeof linger);
-      zmq_connect(d->auth_push, opts->auth_refresh_ep);
+    d->auth_push = zmq_socket(opts->zmq_ctx, ZMQ_PUSH);
+    if (!d->auth_push || zmq_setsockopt(d->auth_push, ZMQ_LINGER, &linger, sizeof linger) != 0 ||
+        zmq_connect(d->auth_push, opts->auth_refresh_ep) != 0) {
+      fq_errf(err, FQ_EINTERNAL, "cannot connect to the auth thread (%s): %s",
+              opts->auth_refresh_ep, zmq_strerror(zmq_errno()));
+      goto fail;
     }
   }
-  d->seen_gen = fq_auth_generation();
+  d->seen_gen = fq_auth_generation(d->o.auth);
   return d;
 fail:
   fq_dispatch_destroy(&d);
@@ -1259,7 +1265,7 @@ bool fq_dispatch_pending(fq_dispatch_t *d, int64_t now_ms) {
   if (fq_http_inflight(d->http)) return true;
   while (d->nheap && d->heap[0].dev->timer_at != d->heap[0].at) heap_pop(d);
   if (d->nheap && d->heap[0].at <= now_ms) return true;
-  if (d->hold_head && fq_auth_generation() != d->seen_gen) return true;
+  if (d->hold_head && fq_auth_generation(d->o.auth) != d->seen_gen) return true;
   return false;
 }
 
@@ -1271,7 +1277,7 @@ int fq_dispatch_step(fq_dispatch_t *d, const zmq_pollitem_t *items, int n, int64
   fq_err_t he;
   fq_http_perform(d->http, items, n, &he);
   /* Token refreshes and added accounts release held devices. */
-  uint64_t gen = fq_auth_generation();
+  uint64_t gen = fq_auth_generation(d->o.auth);
   if (gen != d->seen_gen) {
     d->seen_gen = gen;
     dev_t_ *x = d->hold_head;
@@ -1292,7 +1298,7 @@ int fq_dispatch_step(fq_dispatch_t *d, const zmq_pollitem_t *items, int n, int64
             x->cur = 0;
             x->phase = PH_IDLE;
             fq_dispatch_kick(d, x->name);
-          } else if (a && fq_auth_refresh_failure(rec.account, fail, sizeof fail)) {
+          } else if (a && fq_auth_refresh_failure(d->o.auth, rec.account, fail, sizeof fail)) {
             x->timer_at = 0;
             finish(d, x, &rec, FQ_ST_FAILED, fail, FQ_EAUTH);
           } else if (!a || a->a.updated_at_ms != x->token_stamp) {

@@ -26,6 +26,7 @@
 #include <zmq.h>
 
 #include "accounts.h"
+#include "auth.h"
 #include "devq.h"
 #include "ratelimit.h"
 #include "fleetq/error.h"
@@ -46,6 +47,8 @@ typedef struct fq_dispatch_opts {
   const fq_vcp_key_t *key;     /* fleet key, or NULL: vehicle commands then fail */
   fq_accounts_t *accounts;     /* shared store, or NULL: nothing is dispatched */
   void *zmq_ctx;
+  fq_auth_t *auth;             /* shared, borrowed: account generation and refresh
+                                  failures; NULL: none (the generation stays 0) */
   const char *auth_refresh_ep; /* auth thread's PULL endpoint, or NULL */
   const char *ca_file;         /* extra CA for Fleet API TLS, or NULL */
   const char *pairing_domain;  /* for https://tesla.com/_ak/<domain> */
@@ -72,6 +75,13 @@ typedef struct fq_dispatch_env {
                     int64_t now, bool put, fq_err_t *err);
 } fq_dispatch_env_t;
 
+/* Create a dispatcher: its HTTP client (curl multi handle), tables and,
+ * with auth_refresh_ep and zmq_ctx, its PUSH socket to the auth thread
+ * (created and connected here; the caller hands it to the thread that will
+ * own the dispatcher across a full memory barrier such as pthread_create,
+ * see shard.h).  opts' pointers are borrowed and must outlive it; env is
+ * copied.  NULL with err on failure (out of memory, a bad ca_file, a
+ * socket that cannot be created or connected). */
 fq_dispatch_t *fq_dispatch_new(const fq_dispatch_opts_t *opts, const fq_dispatch_env_t *env,
                                fq_err_t *err);
 /* Aborts every transfer; commands in flight stay `dispatching`/`sent` in

@@ -27,6 +27,8 @@
 #include "zmsg.h"
 
 #define MAX_FRAMES 8
+/* Poll items of one loop turn: the ingress socket plus the dispatcher's. */
+#define MAX_ITEMS 1025
 
 /* One reply waiting for the commit. */
 typedef struct pending {
@@ -64,6 +66,12 @@ struct fq_shard {
   fq_buf_t wire;             /* a record in its `get` form, for a reply */
   int64_t next_deadline;     /* earliest deadline in the index, or INT64_MAX */
   bool stopping;
+  /* The loop's buffers, allocated by fq_shard_new so that the thread has
+   * nothing left to fail on before it serves. */
+  zmq_msg_t (*msgs)[MAX_FRAMES + 2]; /* one received request per slot, batch_max slots */
+  int *counts;                       /* frames of each slot */
+  zmq_pollitem_t *items;             /* MAX_ITEMS */
+  struct keys_ctx *keys;             /* announce_keys() */
   /* FQ_TRACE=1: where the shard thread's time goes (thread CPU ns). */
   bool trace;
   int64_t tr_proc, tr_commit, tr_flush, tr_launch, tr_poll, tr_recv, tr_loops, tr_batches;
@@ -81,30 +89,6 @@ unsigned fq_shard_for_device(const char *device, size_t len, unsigned count) {
   /* FNV-1a 64: stable across versions and platforms, which matters because
    * a device's commands live in its shard's store. */
   return count ? (unsigned)(fq_hash64(device, len) % count) : 0;
-}
-
-fq_shard_t *fq_shard_new(const fq_shard_opts_t *opts, fq_err_t *err) {
-  fq_shard_t *sh = calloc(1, sizeof *sh);
-  if (!sh) {
-    fq_errf(err, -ENOMEM, "out of memory");
-    return NULL;
-  }
-  sh->o = *opts;
-  sh->trace = getenv("FQ_TRACE") != NULL;
-  if (!sh->o.batch_max) sh->o.batch_max = 4096;
-  snprintf(sh->endpoint, sizeof sh->endpoint, "inproc://fq-shard-%u", opts->index);
-  snprintf(sh->dir, sizeof sh->dir, "%s/shard-%u", opts->data_dir, opts->index);
-  sh->store = fq_store_open(sh->dir, opts->index, opts->map_size, err);
-  if (!sh->store) {
-    free(sh);
-    return NULL;
-  }
-  fq_buf_init(&sh->replies, 0);
-  fq_buf_init(&sh->evbuf, 0);
-  fq_buf_init(&sh->scratch, 0);
-  fq_buf_init(&sh->wire, 0);
-  sh->next_deadline = INT64_MAX;
-  return sh;
 }
 
 const char *fq_shard_endpoint(const fq_shard_t *sh) { return sh->endpoint; }
@@ -564,7 +548,9 @@ static int recover(fq_shard_t *sh, fq_err_t *err) {
     return rc;
   }
   if ((rc = fq_store_commit(sh->store, err)) != 0) return rc;
-  flush_batch(sh); /* publish the settlement events */
+  /* The settlement events stay in the batch buffers: the thread publishes
+   * them first thing (recovery runs in fq_shard_new, whose thread must not
+   * use the socket). */
   if (settled) fq_info("shard", "shard %u: settled %zu in-flight command(s)", sh->o.index, settled);
   fq_info("shard", "shard %u: %zu queued command(s), next seq %" PRIu64, sh->o.index,
           fq_devq_count(sh->q), fq_store_next_seq(sh->store));
@@ -611,10 +597,9 @@ static void flush_batch(fq_shard_t *sh) {
     if (!rc)
       rc = put_u32(b, p->len) || fq_buf_append(b, sh->replies.data + p->off, p->len);
   }
-  if (rc) {
-    fq_error("shard", "shard %u: cannot encode a batch for the ingress", sh->o.index);
-    _exit(70);
-  }
+  if (rc) /* only an allocation can fail here, and the batch is committed */
+    fq_fatal("shard %u: cannot encode a committed batch for the ingress: out of memory",
+             sh->o.index);
   zmq_send(sh->sock, "B", 1, ZMQ_SNDMORE);
   zmq_send(sh->sock, b->data, b->len, 0);
   for (size_t i = 0; i < sh->npend; i++)
@@ -681,8 +666,7 @@ static void process_batch(fq_shard_t *sh, zmq_msg_t (*msgs)[MAX_FRAMES + 2], int
     if (rc) {
       /* A failed commit means the disk no longer takes our writes: stop
        * rather than limp on and ack things that are not durable. */
-      fq_error("shard", "shard %u: commit failed: %s; stopping", sh->o.index, err.msg);
-      _exit(70);
+      fq_fatal("shard %u: commit failed: %s; stopping", sh->o.index, err.msg);
     }
   } else {
     fq_store_abort(sh->store);
@@ -690,10 +674,8 @@ static void process_batch(fq_shard_t *sh, zmq_msg_t (*msgs)[MAX_FRAMES + 2], int
     /* The in-memory queues saw this batch's changes: rebuild them from what
      * is on disk. */
     fq_err_t e2;
-    if (fq_store_begin(sh->store, false, &e2) != 0 || rebuild_queues(sh, &e2) != 0) {
-      fq_error("shard", "shard %u: cannot rebuild queues: %s; stopping", sh->o.index, e2.msg);
-      _exit(70);
-    }
+    if (fq_store_begin(sh->store, false, &e2) != 0 || rebuild_queues(sh, &e2) != 0)
+      fq_fatal("shard %u: cannot rebuild queues: %s; stopping", sh->o.index, e2.msg);
     fq_store_abort(sh->store);
     fail_batch(sh, rc == FQ_ESTORFULL ? FQ_ESTORFULL : FQ_EINTERNAL,
                rc == FQ_ESTORFULL ? "storage full: the request was not stored"
@@ -735,11 +717,7 @@ static int keys_visit(void *ud, uint64_t h, uint64_t num) {
 /* Tell the ingress which (tenant, key) hashes this shard holds, so that a
  * key reused for a device of another shard is still checked here. */
 static void announce_keys(fq_shard_t *sh) {
-  keys_ctx_t *k = malloc(sizeof *k);
-  if (!k) {
-    fq_error("shard", "shard %u: out of memory", sh->o.index);
-    _exit(70);
-  }
+  keys_ctx_t *k = sh->keys;
   k->sock = sh->sock;
   k->n = 0;
   fq_store_idem_foreach(sh->store, keys_visit, k);
@@ -747,44 +725,17 @@ static void announce_keys(fq_shard_t *sh) {
     zmq_send(sh->sock, "K", 1, ZMQ_SNDMORE);
     zmq_send(sh->sock, k->buf, k->n * 8, 0);
   }
-  free(k);
   zmq_send(sh->sock, "L", 1, 0);
 }
 
 static void *shard_main(void *arg) {
   fq_shard_t *sh = arg;
   size_t cap = sh->o.batch_max;
-  zmq_msg_t(*msgs)[MAX_FRAMES + 2] = calloc(cap, sizeof *msgs);
-  int *counts = calloc(cap, sizeof *counts);
-  fq_err_t err;
-  if (!msgs || !counts) {
-    fq_error("shard", "shard %u: out of memory", sh->o.index);
-    _exit(70);
-  }
-  if (recover(sh, &err) != 0) {
-    fq_error("shard", "shard %u: recovery failed: %s", sh->o.index, err.msg);
-    _exit(70);
-  }
+  zmq_msg_t(*msgs)[MAX_FRAMES + 2] = sh->msgs;
+  int *counts = sh->counts;
+  zmq_pollitem_t *items = sh->items;
+  flush_batch(sh); /* the settlement events of the recovery in fq_shard_new */
   announce_keys(sh);
-  if (sh->o.dispatch) {
-    fq_dispatch_env_t env = {.shard = sh,
-                             .shard_index = sh->o.index,
-                             .store = sh->store,
-                             .q = &sh->q,
-                             .transition = dispatch_transition};
-    sh->disp = fq_dispatch_new(sh->o.dispatch, &env, &err);
-    if (!sh->disp) {
-      fq_error("shard", "shard %u: cannot start the dispatcher: %s", sh->o.index, err.msg);
-      _exit(70);
-    }
-    if (fq_store_begin(sh->store, false, &err) == 0) {
-      fq_dispatch_kick_all(sh->disp);
-      fq_store_abort(sh->store);
-    }
-  }
-  enum { MAX_ITEMS = 1025 };
-  zmq_pollitem_t *items = calloc(MAX_ITEMS, sizeof *items);
-  if (!items) _exit(70);
   while (!sh->stopping) {
     int64_t now = fq_now_ms();
     long timeout = -1;
@@ -838,27 +789,97 @@ static void *shard_main(void *arg) {
     for (int m = 0; m < nmsgs; m++)
       for (int i = 0; i < counts[m]; i++) zmq_msg_close(&msgs[m][i]);
   }
-  free(items);
+  /* Transfers end here, in the thread that owns the curl handles. */
   fq_dispatch_destroy(&sh->disp);
   zmq_send(sh->sock, "D", 1, 0);
-  free(msgs);
-  free(counts);
+  return NULL;
+}
+
+/* --- creation and start ------------------------------------------------------ */
+
+static int alloc_loop(fq_shard_t *sh, fq_err_t *err) {
+  sh->msgs = calloc(sh->o.batch_max, sizeof *sh->msgs);
+  sh->counts = calloc(sh->o.batch_max, sizeof *sh->counts);
+  sh->items = calloc(MAX_ITEMS, sizeof *sh->items);
+  sh->keys = malloc(sizeof *sh->keys);
+  if (!sh->msgs || !sh->counts || !sh->items || !sh->keys)
+    return fq_errf(err, -ENOMEM, "out of memory for the batch buffers (batch_max %zu)",
+                   sh->o.batch_max);
+  return 0;
+}
+
+/* The shard's end of the ingress link: created, configured and connected
+ * here, in the caller's thread, and never used for messages by it (see
+ * shard.h).  inproc allows connecting before the ingress binds. */
+static int open_socket(fq_shard_t *sh, fq_err_t *err) {
+  int hwm = 0, linger = 1000;
+  sh->sock = zmq_socket(sh->o.zmq_ctx, ZMQ_PAIR);
+  if (!sh->sock ||
+      zmq_setsockopt(sh->sock, ZMQ_SNDHWM, &hwm, sizeof hwm) != 0 ||
+      zmq_setsockopt(sh->sock, ZMQ_RCVHWM, &hwm, sizeof hwm) != 0 ||
+      zmq_setsockopt(sh->sock, ZMQ_LINGER, &linger, sizeof linger) != 0 ||
+      zmq_connect(sh->sock, sh->endpoint) != 0)
+    return fq_errf(err, FQ_EINTERNAL, "cannot set up the socket to the ingress (%s): %s",
+                   sh->endpoint, zmq_strerror(zmq_errno()));
+  return 0;
+}
+
+/* Create the dispatcher (its curl multi handle and the socket to the auth
+ * thread, handed over like sh->sock) and give it every device with queued
+ * commands to look at once the thread runs. */
+static int open_dispatcher(fq_shard_t *sh, fq_err_t *err) {
+  fq_dispatch_env_t env = {.shard = sh,
+                           .shard_index = sh->o.index,
+                           .store = sh->store,
+                           .q = &sh->q,
+                           .transition = dispatch_transition};
+  fq_err_t e;
+  fq_err_clear(&e);
+  sh->disp = fq_dispatch_new(sh->o.dispatch, &env, &e);
+  if (!sh->disp) return fq_errf(err, e.code, "cannot create the dispatcher: %s", e.msg);
+  int rc = fq_store_begin(sh->store, false, &e);
+  if (rc) return fq_errf(err, rc, "cannot read the queues for the dispatcher: %s", e.msg);
+  fq_dispatch_kick_all(sh->disp);
+  fq_store_abort(sh->store);
+  return 0;
+}
+
+fq_shard_t *fq_shard_new(const fq_shard_opts_t *opts, fq_err_t *err) {
+  fq_shard_t *sh = calloc(1, sizeof *sh);
+  if (!sh) {
+    fq_errf(err, -ENOMEM, "out of memory");
+    return NULL;
+  }
+  sh->o = *opts;
+  sh->trace = getenv("FQ_TRACE") != NULL;
+  if (!sh->o.batch_max) sh->o.batch_max = 4096;
+  snprintf(sh->endpoint, sizeof sh->endpoint, "inproc://fq-shard-%u", opts->index);
+  snprintf(sh->dir, sizeof sh->dir, "%s/shard-%u", opts->data_dir, opts->index);
+  fq_buf_init(&sh->replies, 0);
+  fq_buf_init(&sh->evbuf, 0);
+  fq_buf_init(&sh->scratch, 0);
+  fq_buf_init(&sh->wire, 0);
+  sh->next_deadline = INT64_MAX;
+  fq_err_t e;
+  fq_err_clear(&e);
+  sh->store = fq_store_open(sh->dir, opts->index, opts->map_size, err);
+  if (!sh->store) goto fail;
+  if (alloc_loop(sh, err) != 0 || open_socket(sh, err) != 0) goto fail;
+  if (recover(sh, &e) != 0) {
+    fq_errf(err, e.code, "recovery failed: %s", e.msg);
+    goto fail;
+  }
+  if (sh->o.dispatch && open_dispatcher(sh, err) != 0) goto fail;
+  return sh;
+fail:
+  fq_shard_destroy(&sh);
   return NULL;
 }
 
 int fq_shard_start(fq_shard_t *sh) {
-  sh->sock = zmq_socket(sh->o.zmq_ctx, ZMQ_PAIR);
-  if (!sh->sock) return -errno;
-  int hwm = 0, linger = 1000;
-  zmq_setsockopt(sh->sock, ZMQ_SNDHWM, &hwm, sizeof hwm);
-  zmq_setsockopt(sh->sock, ZMQ_RCVHWM, &hwm, sizeof hwm);
-  zmq_setsockopt(sh->sock, ZMQ_LINGER, &linger, sizeof linger);
-  if (zmq_connect(sh->sock, sh->endpoint) != 0) {
-    int e = errno;
-    zmq_close(sh->sock);
-    sh->sock = NULL;
-    return -e;
-  }
+  if (sh->started) return -EALREADY;
+  /* pthread_create is the full memory barrier that hands the socket, the
+   * store and the dispatcher over to the thread. */
   int rc = pthread_create(&sh->thread, NULL, shard_main, sh);
   if (rc) return -rc;
   char name[16];
@@ -872,11 +893,16 @@ void fq_shard_destroy(fq_shard_t **shp) {
   if (!shp || !*shp) return;
   fq_shard_t *sh = *shp;
   if (sh->started) pthread_join(sh->thread, NULL);
+  fq_dispatch_destroy(&sh->disp); /* a shard that never started still has it */
   if (sh->sock) zmq_close(sh->sock);
   fq_store_destroy(&sh->store);
   fq_devq_destroy(&sh->q);
   free(sh->pend);
   free(sh->pev);
+  free(sh->msgs);
+  free(sh->counts);
+  free(sh->items);
+  free(sh->keys);
   fq_buf_free(&sh->replies);
   fq_buf_free(&sh->evbuf);
   fq_buf_free(&sh->scratch);

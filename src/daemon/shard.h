@@ -44,15 +44,32 @@ typedef struct fq_shard_opts {
   const fq_dispatch_opts_t *dispatch; /* NULL: commands stay queued */
 } fq_shard_opts_t;
 
-/* Open the shard's store (so that storage errors surface at start-up, in
- * the caller's thread) and create the shard; the thread is not started.
- * Returns NULL with err filled on failure. */
+/* Create the shard, in the caller's thread, so that every start-up
+ * failure comes back here as an error instead of ending the process from
+ * inside the thread: open its store, allocate the loop's buffers, create
+ * and connect its PAIR socket to the endpoint below, settle the commands
+ * that were in flight when the previous process stopped (recovery; its
+ * events are published when the thread starts), and create the dispatcher
+ * (when opts->dispatch is set) with the devices that have queued commands.
+ * The thread is not started.  Returns NULL with err filled ("recovery
+ * failed: ...", "cannot create the dispatcher: ...", a storage error).
+ *
+ * Sockets: ZeroMQ sockets are not thread safe, but one may move to another
+ * thread across a full memory barrier.  The shard's socket and the
+ * dispatcher's socket to the auth thread are created, configured and
+ * connected here and never used for messages by the caller;
+ * fq_shard_start()'s pthread_create() is the barrier that hands them to
+ * the thread, and fq_shard_destroy() closes them after pthread_join()
+ * (again a barrier), or without any thread when the shard never started.
+ * The caller must not touch the shard between start and destroy. */
 fq_shard_t *fq_shard_new(const fq_shard_opts_t *opts, fq_err_t *err);
 
-/* Endpoint the ingress must bind its PAIR socket to before start. */
+/* Endpoint the ingress must bind its PAIR socket to; the thread sends only
+ * after it started, so bind before fq_shard_start(). */
 const char *fq_shard_endpoint(const fq_shard_t *sh);
 
-/* Start the thread.  0 or -errno. */
+/* Start the thread; it does nothing that can fail before serving.
+ * 0, -EALREADY, or -errno from pthread_create. */
 int fq_shard_start(fq_shard_t *sh);
 
 /* Join the thread (after it was told 'T' and answered 'D') and free

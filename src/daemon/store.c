@@ -5,13 +5,16 @@
 #include "store.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <lmdb.h>
 #include <msgpack.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "idem.h"
 #include "mpread.h"
@@ -900,4 +903,140 @@ int fq_cmdrec_unpack(const uint8_t *p, size_t n, fq_cmdrec_t *rec, fq_err_t *err
 bad:
   fq_cmdrec_free(rec);
   return fq_errf(err, FQ_ESTORAGE, "command record corrupted");
+}
+
+/* --- the data directory ----------------------------------------------------- */
+
+struct fq_store_datadir {
+  int lockfd; /* flock'ed LOCK; closing it releases the lock */
+};
+
+/* The text of errno value e (strerror_r: this may run beside threads). */
+static const char *errno_text(int e, char *buf, size_t cap) { return strerror_r(e, buf, cap); }
+
+/* Read SHARDS into *count.  0, FQ_ENOTFOUND when there is no file yet,
+ * FQ_ECONFIG when it does not hold a count, FQ_ESTORAGE. */
+static int shards_read(const char *path, unsigned *count, fq_err_t *err) {
+  char buf[32], et[128];
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT) return FQ_ENOTFOUND;
+    return fq_errf(err, FQ_ESTORAGE, "cannot open %s: %s", path,
+                   errno_text(errno, et, sizeof et));
+  }
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  int e = errno;
+  close(fd);
+  if (n < 0) return fq_errf(err, FQ_ESTORAGE, "cannot read %s: %s", path, errno_text(e, et, sizeof et));
+  buf[n] = 0;
+  /* Exactly what shards_write() writes: decimal digits and a newline. */
+  unsigned long v = 0;
+  ssize_t i = 0;
+  for (; i < n && buf[i] >= '0' && buf[i] <= '9' && v <= 1000000; i++)
+    v = v * 10 + (unsigned long)(buf[i] - '0');
+  if (i == 0 || v == 0 || v > 1000000 || (i < n && !(buf[i] == '\n' && i + 1 == n)))
+    return fq_errf(err, FQ_ECONFIG,
+                   "%s does not hold a shard count: write the count this data directory "
+                   "was created with into it (one decimal number)",
+                   path);
+  *count = (unsigned)v;
+  return 0;
+}
+
+/* Write SHARDS so that it is never seen half written: a crash leaves
+ * either no file or the whole count. */
+static int shards_write(const char *dir, const char *path, unsigned count, fq_err_t *err) {
+  char tmp[4200 + 8], line[16], et[128];
+  int rc = 0;
+  snprintf(tmp, sizeof tmp, "%s.tmp", path);
+  int len = snprintf(line, sizeof line, "%u\n", count);
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0 || write(fd, line, (size_t)len) != len || fsync(fd) != 0) {
+    rc = fq_errf(err, FQ_ESTORAGE, "cannot write %s: %s", tmp, errno_text(errno, et, sizeof et));
+    goto out;
+  }
+  if (close(fd) != 0) {
+    fd = -1;
+    rc = fq_errf(err, FQ_ESTORAGE, "cannot write %s: %s", tmp, errno_text(errno, et, sizeof et));
+    goto out;
+  }
+  fd = -1;
+  if (rename(tmp, path) != 0) {
+    rc = fq_errf(err, FQ_ESTORAGE, "cannot rename %s to %s: %s", tmp, path,
+                 errno_text(errno, et, sizeof et));
+    goto out;
+  }
+  /* Make the rename itself durable before any store is created. */
+  int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    fsync(dfd);
+    close(dfd);
+  }
+out:
+  if (fd >= 0) close(fd);
+  if (rc) unlink(tmp);
+  return rc;
+}
+
+int fq_store_open_datadir(const char *dir, unsigned shards, fq_store_datadir_t **out,
+                          fq_err_t *err) {
+  char lockpath[4200], countpath[4200], et[128];
+  fq_store_datadir_t *dd = NULL;
+  int rc = 0;
+  *out = NULL;
+  if (shards == 0) return fq_errf(err, FQ_ECONFIG, "the shard count must be at least 1");
+  if (strlen(dir) > 4000) return fq_errf(err, FQ_ECONFIG, "data directory path too long");
+  snprintf(lockpath, sizeof lockpath, "%s/LOCK", dir);
+  snprintf(countpath, sizeof countpath, "%s/SHARDS", dir);
+  if (!(dd = calloc(1, sizeof *dd))) return fq_errf(err, -ENOMEM, "out of memory");
+  dd->lockfd = -1;
+  if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+    rc = fq_errf(err, FQ_ESTORAGE, "cannot create data directory %s: %s", dir,
+                 errno_text(errno, et, sizeof et));
+    goto out;
+  }
+  /* O_CLOEXEC: a child (the simulator of --demo) must not keep the lock
+   * alive after this daemon is gone. */
+  dd->lockfd = open(lockpath, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (dd->lockfd < 0) {
+    rc = fq_errf(err, FQ_ESTORAGE, "cannot open %s: %s", lockpath,
+                 errno_text(errno, et, sizeof et));
+    goto out;
+  }
+  if (flock(dd->lockfd, LOCK_EX | LOCK_NB) != 0) {
+    if (errno == EWOULDBLOCK)
+      rc = fq_errf(err, FQ_EBUSY,
+                   "data directory %s is in use by another fleetqd (%s is locked); stop it "
+                   "or choose another --data",
+                   dir, lockpath);
+    else
+      rc = fq_errf(err, FQ_ESTORAGE, "cannot lock %s: %s", lockpath,
+                   errno_text(errno, et, sizeof et));
+    goto out;
+  }
+  unsigned stored = 0;
+  rc = shards_read(countpath, &stored, err);
+  if (rc == FQ_ENOTFOUND) {
+    rc = shards_write(dir, countpath, shards, err);
+  } else if (rc == 0 && stored != shards) {
+    rc = fq_errf(err, FQ_ECONFIG,
+                 "data directory %s was created with %u shard(s); the shard count cannot "
+                 "change for a data directory (start with --shards %u)",
+                 dir, stored, stored);
+  }
+out:
+  if (rc) {
+    fq_store_close_datadir(&dd);
+    return rc;
+  }
+  *out = dd;
+  return 0;
+}
+
+void fq_store_close_datadir(fq_store_datadir_t **dp) {
+  if (!dp || !*dp) return;
+  /* Closing the only descriptor of the open file releases the flock. */
+  if ((*dp)->lockfd >= 0) close((*dp)->lockfd);
+  free(*dp);
+  *dp = NULL;
 }

@@ -167,4 +167,37 @@ typedef struct fq_store_stats {
 } fq_store_stats_t;
 int fq_store_stats(fq_store_t *s, fq_store_stats_t *st, fq_err_t *err);
 
+/* --- the data directory --------------------------------------------------
+ *
+ * A fleetqd data directory holds one store per shard (shard-<i>/), the
+ * account store, and two files that belong to the directory as a whole:
+ *   LOCK    flock(2)ed exclusively by the one daemon using the directory:
+ *           LMDB alone would let two processes interleave their writes to
+ *           the same queues.  The lock lives as long as the handle below
+ *           (the file itself stays; it carries no data).
+ *   SHARDS  the shard count, in decimal, written on first use.  A device's
+ *           commands live in the shard its key hashes to, so reopening
+ *           with another count would split queues and dedupe: it is part
+ *           of the data and is refused when it differs. */
+typedef struct fq_store_datadir fq_store_datadir_t;
+
+/* Claim data directory dir for a daemon with `shards` shards (> 0):
+ * create dir (0700) when missing, take the LOCK without waiting, then
+ * check SHARDS against shards, or write it (atomically: a temporary file,
+ * fsync, rename) when the directory is new.  On success *out is a handle
+ * that holds the lock until fq_store_close_datadir(); the lock is not
+ * inherited by child processes.
+ * Returns 0, or with *out NULL and the reason in err:
+ *   FQ_EBUSY     another process holds the lock ("in use by another
+ *                fleetqd");
+ *   FQ_ECONFIG   SHARDS holds another count (the message names the count
+ *                to start with) or is not a count; or dir is too long;
+ *   FQ_ESTORAGE  the directory or a file cannot be created, read, written.
+ * Caller's thread; call before starting threads that use the directory. */
+int fq_store_open_datadir(const char *dir, unsigned shards, fq_store_datadir_t **out,
+                          fq_err_t *err);
+
+/* Release the lock and free the handle.  Accepts NULL; NULLs *dp. */
+void fq_store_close_datadir(fq_store_datadir_t **dp);
+
 #endif

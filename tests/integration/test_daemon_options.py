@@ -1,7 +1,7 @@
 """fleetqd's command line and config file: --help, a JSON config applied
 and overridden by flags, unknown settings named, non-loopback binds
-refused, one daemon per data directory, a data directory's shard count
-fixed, key files with loose permissions refused."""
+refused, one daemon per data directory (exit 1), a data directory's shard
+count fixed (exit 2), key files with loose permissions refused."""
 import json
 import os
 import subprocess
@@ -63,17 +63,35 @@ def test(c):
     c.eq(g.get("command", {}).get("ttl_ms"), 250, "config default_ttl_ms applied")
     c.eq(cl.call({"op": "ping"}).get("shards"), 2, "config shards applied")
 
-    # A second daemon on the same data directory is refused.
+    # A second daemon on the same data directory is refused before it
+    # serves, with exit status 1 and the directory named, and the first one
+    # goes on serving.
     rc, out = run(["--data", d.data, "--listen", "tcp://127.0.0.1:%d" % fqlib.free_port(),
                    "--publish", "tcp://127.0.0.1:%d" % fqlib.free_port()])
-    c.ok(rc != 0 and "in use" in out, "second daemon on one data dir refused", out)
+    c.eq(rc, 1, "second daemon on one data dir exits 1")
+    c.ok("in use by another fleetqd" in out and d.data in out,
+         "second daemon on one data dir refused, naming it", out)
+    c.ok("ready" not in out, "refused before serving", out)
+    c.eq(cl.call({"op": "ping"}).get("shards"), 2, "first daemon still serves")
     c.eq(d.term(), 0, "SIGTERM exits 0")
 
-    # The shard count of a data directory cannot change.
+    # The shard count of a data directory cannot change: exit status 2, the
+    # count to start with named, the recorded count kept.
     rc, out = run(["--data", d.data, "--shards", "3", "--listen",
                    "tcp://127.0.0.1:%d" % fqlib.free_port(), "--publish",
                    "tcp://127.0.0.1:%d" % fqlib.free_port()])
-    c.ok(rc != 0 and "shard count" in out, "changed shard count refused", out)
+    c.eq(rc, 2, "changed shard count exits 2")
+    c.ok("shard count" in out and "created with 2 shard(s)" in out and "--shards 2" in out,
+         "changed shard count refused, naming the count to use", out)
+    with open(os.path.join(d.data, "SHARDS")) as f:
+        c.eq(f.read(), "2\n", "recorded shard count kept")
+    # The refused start released the lock: the right count starts again,
+    # with the command stored before.
+    d.start()
+    cl2 = fqlib.Client(d.endpoint)
+    g = cl2.call({"op": "get", "id": r.get("id")})
+    c.eq(g.get("command", {}).get("id"), r.get("id"), "restart with the recorded count keeps data", g)
+    c.eq(d.term(), 0, "SIGTERM exits 0 after the restart")
 
     # A fleet key readable by others is refused, with the fix named.
     key = os.path.join(d.tmp, "key.pem")

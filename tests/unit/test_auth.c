@@ -277,10 +277,10 @@ FQ_TEST(auth_admin_add_list_get_remove) {
   fq_msg_t m;
   fq_buf_t raw;
   fq_buf_init(&raw, 1 << 20);
-  uint64_t g0 = fq_auth_generation();
+  uint64_t g0 = fq_auth_generation(h.auth);
   CHECK_INT(admin(&h, "account_add", add, 5, 7, &m, &raw), 0);
   CHECK(reply_ok(&m));
-  CHECK(fq_auth_generation() > g0);
+  CHECK(fq_auth_generation(h.auth) > g0);
   /* Never a token in a reply. */
   CHECK(!mem_has(&raw, SECRET_RT));
   CHECK(!mem_has(&raw, at));
@@ -344,10 +344,10 @@ FQ_TEST(auth_admin_add_list_get_remove) {
   CHECK(!mem_has(&raw, SECRET_RT));
   fq_msg_free(&m);
 
-  uint64_t g1 = fq_auth_generation();
+  uint64_t g1 = fq_auth_generation(h.auth);
   CHECK_INT(admin(&h, "account_remove", one, 1, 0, &m, &raw), 0);
   CHECK(reply_ok(&m));
-  CHECK(fq_auth_generation() > g1);
+  CHECK(fq_auth_generation(h.auth) > g1);
   fq_msg_free(&m);
   EXPECT_ERROR(&h, "account_get", one, "not_found", "fleet-1");
   EXPECT_ERROR(&h, "account_remove", one, "not_found", "fleet-1");
@@ -699,7 +699,15 @@ static bool stored_rt_is(void *arg) {
   return ok;
 }
 
-static bool has_failure(void *arg) { return fq_auth_refresh_failure(arg, NULL, 0); }
+typedef struct fail_wait {
+  harness_t *h;
+  const char *id;
+} fail_wait_t;
+
+static bool has_failure(void *arg) {
+  fail_wait_t *w = arg;
+  return fq_auth_refresh_failure(w->h->auth, w->id, NULL, 0);
+}
 
 typedef struct calls_wait {
   tok_srv_t *s;
@@ -727,11 +735,11 @@ typedef struct watcher {
 
 static void *watch_main(void *arg) {
   watcher_t *w = arg;
-  uint64_t g = fq_auth_generation();
+  uint64_t g = fq_auth_generation(w->h->auth);
   fq_account_t *a = fq_account_new();
   char prev_at[2048] = "opaque-access";
   while (!atomic_load(&w->stop)) {
-    uint64_t ng = fq_auth_generation();
+    uint64_t ng = fq_auth_generation(w->h->auth);
     if (ng != g) {
       g = ng;
       w->bumps++;
@@ -783,7 +791,7 @@ FQ_TEST(auth_refresh_single_flight_and_rotation) {
   CHECK_INT(atomic_load(&srv.calls), 1);
   CHECK_INT(fq_auth_token_calls(h.auth), 1);
   CHECK_STR(srv.last_client, "client-77");
-  CHECK(!fq_auth_refresh_failure("acct-1", NULL, 0));
+  CHECK(!fq_auth_refresh_failure(h.auth, "acct-1", NULL, 0));
 
   fq_account_t *st = fq_account_new();
   fq_err_t err;
@@ -847,7 +855,7 @@ FQ_TEST(auth_refresh_retries_then_rejected) {
   int64_t took = fq_now_ms() - t0;
   CHECK_INT(atomic_load(&srv.calls), 2);
   CHECK(took >= 4500); /* the first backoff step is 5 s */
-  CHECK(!fq_auth_refresh_failure("busy", NULL, 0));
+  CHECK(!fq_auth_refresh_failure(h.auth, "busy", NULL, 0));
   printf("  retry after 503 took %lld ms\n", (long long)took);
 
   /* A refresh token the endpoint does not know: rejected and recorded. */
@@ -855,13 +863,14 @@ FQ_TEST(auth_refresh_retries_then_rejected) {
                  {"refresh_token", "NA_spent"}, {"client_id", "c"}, {"region", "na"}};
   CHECK_INT(admin(&h, "account_add", add2, 5, 0, &m, &raw), 0);
   fq_msg_free(&m);
-  uint64_t g = fq_auth_generation();
+  uint64_t g = fq_auth_generation(h.auth);
   int before = atomic_load(&srv.calls);
   push_refresh(&h, "dead");
-  CHECK(wait_until(has_failure, "dead", 5000));
-  CHECK(fq_auth_generation() > g);
+  fail_wait_t fw = {&h, "dead"};
+  CHECK(wait_until(has_failure, &fw, 5000));
+  CHECK(fq_auth_generation(h.auth) > g);
   char why[512];
-  CHECK(fq_auth_refresh_failure("dead", why, sizeof why));
+  CHECK(fq_auth_refresh_failure(h.auth, "dead", why, sizeof why));
   CHECK(strstr(why, "login_required") != NULL);
   CHECK(strstr(why, "fleetq account add") != NULL);
   CHECK(strstr(why, "NA_spent") == NULL);
@@ -891,7 +900,7 @@ FQ_TEST(auth_refresh_retries_then_rejected) {
   CHECK_INT(admin(&h, "account_add", add3, 5, 0, &m, &raw), 0);
   CHECK(fq_mp_get(fq_mp_get(m.root, "account"), "refresh_failure") == NULL);
   fq_msg_free(&m);
-  CHECK(!fq_auth_refresh_failure("dead", NULL, 0));
+  CHECK(!fq_auth_refresh_failure(h.auth, "dead", NULL, 0));
   push_refresh(&h, "dead");
   acct_wait_t aw2 = {&h, "dead", "NA_rotated-2"};
   CHECK(wait_until(stored_rt_is, &aw2, 5000));
@@ -1102,7 +1111,7 @@ FQ_TEST(auth_refresh_against_fleetsim) {
   }
   CHECK(done);
   usleep(300000);
-  CHECK(!fq_auth_refresh_failure("simacct", NULL, 0));
+  CHECK(!fq_auth_refresh_failure(h.auth, "simacct", NULL, 0));
   CHECK_INT(fq_auth_token_calls(h.auth), 1);
   CHECK(strncmp(st->refresh_token, "NA_sim1", 7) == 0);
   CHECK(st->access_exp > fq_now_ms() / 1000 + 3600);
@@ -1137,9 +1146,10 @@ FQ_TEST(auth_refresh_against_fleetsim) {
   CHECK_INT(admin(&h, "account_add", stale, 5, 0, &m, &raw), 0);
   fq_msg_free(&m);
   push_refresh(&h, "simacct");
-  CHECK(wait_until(has_failure, "simacct", 5000));
+  fail_wait_t fw = {&h, "simacct"};
+  CHECK(wait_until(has_failure, &fw, 5000));
   char why[512];
-  fq_auth_refresh_failure("simacct", why, sizeof why);
+  fq_auth_refresh_failure(h.auth, "simacct", why, sizeof why);
   CHECK(strstr(why, "login_required") != NULL);
   printf("  rejected refresh reason: %s\n", why);
   fq_account_free(&st);

@@ -1,8 +1,10 @@
 /*
  * Unit tests of the shard store: records, dedupe index, per-device FIFO,
  * deadline index, event log, persistence across reopen, refusal of a store
- * of another shard, and a full map reported as storage_full.
+ * of another shard, a full map reported as storage_full, and the data
+ * directory's lock and shard-count file.
  */
+#include <fcntl.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -324,4 +326,96 @@ FQ_TEST(compact_record_codec) {
   fq_buf_free(&c);
   fq_buf_free(&w1);
   fq_buf_free(&w2);
+}
+
+/* The whole content of a small file, or "" when it cannot be read. */
+static const char *slurp(const char *path) {
+  static char buf[64];
+  buf[0] = 0;
+  int fd = open(path, O_RDONLY);
+  if (fd < 0) return buf;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  buf[n > 0 ? n : 0] = 0;
+  return buf;
+}
+
+static void put_file(const char *path, const char *text) {
+  FILE *f = fopen(path, "w");
+  CHECK(f != NULL);
+  if (!f) return;
+  fputs(text, f);
+  fclose(f);
+}
+
+/* First use creates the directory and records the count; a second claim
+ * while the first is held is refused as busy (flock is per open file, so
+ * this holds within one process too) and leaves the first one working;
+ * closing releases the lock. */
+FQ_TEST(datadir_lock_and_first_run) {
+  char *tmp = tmpdir();
+  char dir[128], path[160];
+  snprintf(dir, sizeof dir, "%s/data", tmp);
+  fq_err_t err;
+  fq_err_clear(&err);
+  /* b starts non-NULL: a refused call must set it to NULL. */
+  fq_store_datadir_t *a = NULL, *b = (fq_store_datadir_t *)&err;
+  CHECK_INT(fq_store_open_datadir(dir, 4, &a, &err), 0);
+  CHECK(a != NULL);
+  struct stat st;
+  CHECK_INT(stat(dir, &st), 0);
+  CHECK_INT(st.st_mode & 0777, 0700);
+  snprintf(path, sizeof path, "%s/SHARDS", dir);
+  CHECK_STR(slurp(path), "4\n");
+  snprintf(path, sizeof path, "%s/SHARDS.tmp", dir);
+  CHECK(access(path, F_OK) != 0);
+
+  CHECK_INT(fq_store_open_datadir(dir, 4, &b, &err), FQ_EBUSY);
+  CHECK(b == NULL);
+  CHECK(strstr(err.msg, "in use by another fleetqd") != NULL);
+  CHECK(strstr(err.msg, dir) != NULL);
+
+  fq_store_close_datadir(&a);
+  CHECK(a == NULL);
+  fq_store_close_datadir(&a); /* NULL is accepted */
+  CHECK_INT(fq_store_open_datadir(dir, 4, &b, &err), 0);
+  CHECK(b != NULL);
+  fq_store_close_datadir(&b);
+  rm_rf(tmp);
+}
+
+/* Another count than the recorded one is refused, naming the count to use,
+ * and the file keeps the first count; a file that holds no count is
+ * refused too rather than silently accepted. */
+FQ_TEST(datadir_shard_count_fixed) {
+  char *dir = tmpdir();
+  char path[160];
+  snprintf(path, sizeof path, "%s/SHARDS", dir);
+  fq_err_t err;
+  fq_err_clear(&err);
+  fq_store_datadir_t *d = NULL;
+  CHECK_INT(fq_store_open_datadir(dir, 2, &d, &err), 0);
+  fq_store_close_datadir(&d);
+
+  CHECK_INT(fq_store_open_datadir(dir, 3, &d, &err), FQ_ECONFIG);
+  CHECK(d == NULL);
+  CHECK(strstr(err.msg, "created with 2 shard(s)") != NULL);
+  CHECK(strstr(err.msg, "--shards 2") != NULL);
+  CHECK_STR(slurp(path), "2\n");
+  /* The refusal released the lock. */
+  CHECK_INT(fq_store_open_datadir(dir, 2, &d, &err), 0);
+  fq_store_close_datadir(&d);
+
+  const char *bad[] = {"", "x\n", "0\n", "2 shards\n", "99999999999\n"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    put_file(path, bad[i]);
+    fq_err_clear(&err);
+    CHECK_INT(fq_store_open_datadir(dir, 2, &d, &err), FQ_ECONFIG);
+    CHECK(strstr(err.msg, "does not hold a shard count") != NULL);
+  }
+  /* Written by an older fleetqd without the newline: still read. */
+  put_file(path, "2");
+  CHECK_INT(fq_store_open_datadir(dir, 2, &d, &err), 0);
+  fq_store_close_datadir(&d);
+  rm_rf(dir);
 }

@@ -1,14 +1,17 @@
 /*
  * Unit tests of util.c and error.c: buffers with caps, hex, base64, the
- * error table and the secret-file check.
+ * error table, the secret-file check, and fq_fatal.
  */
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "fleetq/error.h"
 #include "fq_test.h"
+#include "log.h"
 #include "util.h"
 
 FQ_TEST(buf_cap_is_enforced) {
@@ -90,4 +93,49 @@ FQ_TEST(hash64_is_stable) {
   const char *k = "v:5YJ3E1EA7KF000001";
   CHECK(fq_hash64(k, strlen(k)) == 0x94ff5070792acb49ULL);
   CHECK(fq_hash64("", 0) != fq_hash64("a", 1));
+}
+
+/* fq_fatal, called from a thread other than main: one error line on
+ * stderr, status 70, and no atexit handler (it must not run while other
+ * threads are alive). */
+static void fatal_atexit(void) {
+  ssize_t w = write(STDERR_FILENO, "atexit ran\n", 11);
+  (void)w;
+}
+
+static void *fatal_thread(void *arg) {
+  (void)arg;
+  fq_fatal("shard %u: %s", 3u, "commit failed");
+}
+
+FQ_TEST(fatal_logs_and_exits_70_from_a_thread) {
+  int fds[2];
+  CHECK_INT(pipe(fds), 0);
+  fflush(NULL);
+  pid_t pid = fork();
+  CHECK(pid >= 0);
+  if (pid == 0) {
+    dup2(fds[1], STDERR_FILENO);
+    close(fds[0]);
+    atexit(fatal_atexit);
+    fq_log_set_level(FQ_LOG_ERROR);
+    pthread_t t;
+    if (pthread_create(&t, NULL, fatal_thread, NULL) != 0) _exit(1);
+    for (;;) pause(); /* the main thread stays busy elsewhere */
+  }
+  close(fds[1]);
+  char out[2048];
+  size_t len = 0;
+  ssize_t n;
+  while (len < sizeof out - 1 && (n = read(fds[0], out + len, sizeof out - 1 - len)) > 0)
+    len += (size_t)n;
+  out[len] = 0;
+  close(fds[0]);
+  int st = 0;
+  CHECK_INT(waitpid(pid, &st, 0), pid);
+  CHECK(WIFEXITED(st));
+  CHECK_INT(WEXITSTATUS(st), FQ_FATAL_STATUS);
+  CHECK_INT(FQ_FATAL_STATUS, 70);
+  if (!strstr(out, "error fatal: shard 3: commit failed\n") || strstr(out, "atexit"))
+    FQ__FAIL("unexpected output: \"%s\"", out);
 }

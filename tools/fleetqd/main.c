@@ -1,17 +1,23 @@
 /*
- * fleetqd: the daemon.  Parses the configuration, opens one store per
- * shard, starts the shard threads and runs the ingress loop in the main
- * thread until SIGTERM / SIGINT, then drains and exits 0.
+ * fleetqd: the daemon.  Parses the configuration, claims the data
+ * directory, creates every part (account store, auth side, one shard per
+ * core with its store and dispatcher, the ingress) in this thread so that
+ * any start-up failure ends here with a message, starts the threads and
+ * runs the ingress loop in the main thread until SIGTERM / SIGINT, then
+ * drains and exits 0.
+ *
+ * Exit status: 0 after a clean stop (or --help); 2 for a configuration
+ * the daemon refuses (flags, config file, a non-loopback bind, another
+ * shard count than the data directory's); 1 for any other start-up or
+ * run failure; 70 (fq_fatal) when a thread met a state it cannot go on
+ * from, such as a disk that stopped taking commits.
  */
 #include <errno.h>
 #include <pthread.h>
-#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
-#include <sys/stat.h>
 #include <unistd.h>
 #include <zmq.h>
 
@@ -23,6 +29,7 @@
 #include "ingress.h"
 #include "log.h"
 #include "shard.h"
+#include "store.h"
 #include "util.h"
 #include "vcp.h"
 
@@ -35,208 +42,259 @@ static void on_signal(int sig) {
   (void)w;
 }
 
-int main(int argc, char **argv) {
+/* Everything main() creates, released by daemon_close() in reverse. */
+typedef struct daemon {
   fq_config_t cfg;
+  fq_demo_t *demo;
+  fq_store_datadir_t *datadir;
+  void *ctx;
+  fq_vcp_key_t *key;
+  fq_accounts_t *accounts;
+  fq_auth_t *auth;
+  fq_shared_rl_t account_rl;
+  bool account_rl_mu;          /* account_rl.mu initialised */
+  char extra_host[300];
+  fq_dispatch_opts_t dopts;    /* lent to every shard: lives as long as they do */
+  fq_shard_t **shards;         /* cfg.shards entries */
+  fq_ingress_t *in;
+} daemon_t;
+
+/* Parse flags and config file.  Returns -1 to go on, else the exit status. */
+static int read_config(daemon_t *d, int argc, char **argv) {
   fq_err_t err;
   fq_err_clear(&err);
-  fq_config_defaults(&cfg);
-  int rc = fq_config_from_args(&cfg, argc, argv, &err);
+  fq_config_defaults(&d->cfg);
+  int rc = fq_config_from_args(&d->cfg, argc, argv, &err);
   if (rc == 1) return 0;
   if (rc) {
     fprintf(stderr, "fleetqd: %s\n", err.msg);
     return 2;
   }
-  fq_log_set_level(cfg.log_level);
-  fq_demo_t *demo = NULL;
-  if (cfg.demo) {
-    if (fq_demo_prepare(&cfg, &demo, &err) != 0) {
-      fprintf(stderr, "fleetqd --demo: %s\n", err.msg);
-      return 1;
-    }
+  fq_log_set_level(d->cfg.log_level);
+  if (d->cfg.demo && fq_demo_prepare(&d->cfg, &d->demo, &err) != 0) {
+    fprintf(stderr, "fleetqd --demo: %s\n", err.msg);
+    return 1;
   }
-  if (!cfg.shards) {
+  if (!d->cfg.shards) {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
-    cfg.shards = n > 0 ? (unsigned)n : 1;
+    d->cfg.shards = n > 0 ? (unsigned)n : 1;
   }
-  if (!fq_endpoint_is_local(cfg.listen) || !fq_endpoint_is_local(cfg.publish)) {
+  if (!fq_endpoint_is_local(d->cfg.listen) || !fq_endpoint_is_local(d->cfg.publish)) {
     fprintf(stderr,
             "fleetqd: refusing to bind a non-loopback address (%s, %s): client authentication "
             "(ZeroMQ CURVE) is not available in this version, and fleetqd never serves "
             "unauthenticated clients beyond this host\n",
-            cfg.listen, cfg.publish);
+            d->cfg.listen, d->cfg.publish);
     return 2;
   }
-  if (mkdir(cfg.data_dir, 0700) != 0 && errno != EEXIST) {
-    fprintf(stderr, "fleetqd: cannot create data directory %s: %s\n", cfg.data_dir,
-            strerror(errno));
-    return 1;
-  }
-  /* One daemon per data directory: LMDB alone would let two processes
-   * interleave their writes to the same queues. */
-  char lockpath[1100];
-  snprintf(lockpath, sizeof lockpath, "%s/LOCK", cfg.data_dir);
-  int lockfd = open(lockpath, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (lockfd < 0 || flock(lockfd, LOCK_EX | LOCK_NB) != 0) {
-    fprintf(stderr, "fleetqd: data directory %s is in use by another fleetqd (%s)\n",
-            cfg.data_dir, strerror(errno));
-    return 1;
-  }
+  snprintf(d->extra_host, sizeof d->extra_host, "%s", d->cfg.allow_host);
+  return -1;
+}
 
-  /* The shard count is part of the data: a device's commands live in the
-   * shard its id hashes to, so reopening with another count would split
-   * queues and dedupe.  Remember it and refuse a change. */
-  char countpath[1100];
-  snprintf(countpath, sizeof countpath, "%s/SHARDS", cfg.data_dir);
-  FILE *cf = fopen(countpath, "r");
-  if (cf) {
-    unsigned stored = 0;
-    int got = fscanf(cf, "%u", &stored);
-    fclose(cf);
-    if (got == 1 && stored != cfg.shards) {
-      fprintf(stderr,
-              "fleetqd: data directory %s was created with %u shard(s); the shard count "
-              "cannot change for a data directory (start with --shards %u)\n",
-              cfg.data_dir, stored, stored);
-      return 2;
-    }
-  } else {
-    cf = fopen(countpath, "w");
-    if (!cf || fprintf(cf, "%u\n", cfg.shards) < 0 || fclose(cf) != 0) {
-      fprintf(stderr, "fleetqd: cannot write %s: %s\n", countpath, strerror(errno));
-      return 1;
-    }
-  }
+/* One daemon per data directory, with the shard count it was created
+ * with (see store.h).  Returns -1 to go on, else the exit status. */
+static int claim_datadir(daemon_t *d) {
+  fq_err_t err;
+  fq_err_clear(&err);
+  int rc = fq_store_open_datadir(d->cfg.data_dir, d->cfg.shards, &d->datadir, &err);
+  if (rc == 0) return -1;
+  fprintf(stderr, "fleetqd: %s\n", err.msg);
+  return rc == FQ_ECONFIG ? 2 : 1;
+}
 
-  if (pipe(stop_pipe) != 0) return 1;
+/* SIGTERM / SIGINT write to the stop pipe the ingress polls. */
+static int install_signals(void) {
+  if (pipe(stop_pipe) != 0) {
+    fprintf(stderr, "fleetqd: cannot create the stop pipe: %s\n", strerror(errno));
+    return -1;
+  }
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = on_signal;
-  sigaction(SIGTERM, &sa, NULL);
-  sigaction(SIGINT, &sa, NULL);
-  signal(SIGPIPE, SIG_IGN);
+  if (sigaction(SIGTERM, &sa, NULL) != 0 || sigaction(SIGINT, &sa, NULL) != 0 ||
+      signal(SIGPIPE, SIG_IGN) == SIG_ERR) {
+    fprintf(stderr, "fleetqd: cannot install signal handlers: %s\n", strerror(errno));
+    return -1;
+  }
+  return 0;
+}
 
-  void *ctx = zmq_ctx_new();
-  zmq_ctx_set(ctx, ZMQ_IO_THREADS, 1);
-  fq_shard_t **shards = calloc(cfg.shards, sizeof *shards);
-  fq_ingress_t *in = NULL;
-  fq_vcp_key_t *key = NULL;
-  fq_accounts_t *accounts = NULL;
-  fq_auth_t *auth = NULL;
-  fq_shared_rl_t account_rl = {.rl = NULL};
-  int status = 1;
-  if (cfg.key_file[0] && fq_vcp_key_load(cfg.key_file, &key, &err) != 0) {
+/* The ZeroMQ context, the fleet key, the account store, the auth side and
+ * the per-account rate limits the shards share. */
+static int open_shared(daemon_t *d) {
+  fq_config_t *cfg = &d->cfg;
+  fq_err_t err;
+  fq_err_clear(&err);
+  if (!(d->ctx = zmq_ctx_new())) {
+    fprintf(stderr, "fleetqd: cannot create the ZeroMQ context: %s\n", zmq_strerror(errno));
+    return -1;
+  }
+  if (zmq_ctx_set(d->ctx, ZMQ_IO_THREADS, 1) != 0) {
+    fprintf(stderr, "fleetqd: cannot configure the ZeroMQ context: %s\n",
+            zmq_strerror(errno));
+    return -1;
+  }
+  if (cfg->key_file[0] && fq_vcp_key_load(cfg->key_file, &d->key, &err) != 0) {
     fprintf(stderr, "fleetqd: --key: %s\n", err.msg);
-    goto out;
+    return -1;
   }
-  accounts = fq_accounts_open(cfg.data_dir, &err);
-  if (!accounts) {
+  if (!(d->accounts = fq_accounts_open(cfg->data_dir, &err))) {
     fprintf(stderr, "fleetqd: account store: %s\n", err.msg);
-    goto out;
+    return -1;
   }
-  char extra_host[300] = "";
-  snprintf(extra_host, sizeof extra_host, "%s", cfg.allow_host);
-  fq_auth_opts_t ao = {.zmq_ctx = ctx,
-                       .accounts = accounts,
-                       .ca_file = cfg.ca_file[0] ? cfg.ca_file : NULL,
-                       .token_url = cfg.token_url[0] ? cfg.token_url : NULL,
-                       .extra_host = extra_host[0] ? extra_host : NULL};
-  auth = fq_auth_new(&ao, &err);
-  if (!auth) {
+  fq_auth_opts_t ao = {.zmq_ctx = d->ctx,
+                       .accounts = d->accounts,
+                       .ca_file = cfg->ca_file[0] ? cfg->ca_file : NULL,
+                       .token_url = cfg->token_url[0] ? cfg->token_url : NULL,
+                       .extra_host = d->extra_host[0] ? d->extra_host : NULL};
+  if (!(d->auth = fq_auth_new(&ao, &err))) {
     fprintf(stderr, "fleetqd: %s\n", err.msg);
-    goto out;
+    return -1;
   }
-  fq_dispatch_opts_t dopts = {.key = key,
-                              .accounts = accounts,
-                              .zmq_ctx = ctx,
-                              .auth_refresh_ep = fq_auth_refresh_endpoint(auth),
-                              .ca_file = cfg.ca_file[0] ? cfg.ca_file : NULL,
-                              .pairing_domain = cfg.pairing_domain,
-                              .allow_host = extra_host[0] ? extra_host : NULL,
-                              .wake_poll_ms = cfg.wake_poll_ms,
-                              .retry_backoff_ms = cfg.retry_backoff_ms,
-                              .http_timeout_ms = cfg.http_timeout_ms,
-                              .wake_timeout_ms = cfg.wake_timeout_ms,
-                              .device_rate = cfg.device_rate,
-                              .device_burst = cfg.device_burst,
-                              .account_rl = NULL};
-  if (cfg.account_rate > 0) {
-    fq_rl_opts_t ro = {.rate = cfg.account_rate,
-                       .burst = cfg.account_burst >= 1 ? cfg.account_burst : 1,
+  if (cfg->account_rate > 0) {
+    fq_rl_opts_t ro = {.rate = cfg->account_rate,
+                       .burst = cfg->account_burst >= 1 ? cfg->account_burst : 1,
                        .capacity = 65536};
-    account_rl.rl = fq_rl_new(&ro, &err);
-    if (!account_rl.rl) {
+    if (!(d->account_rl.rl = fq_rl_new(&ro, &err))) {
       fprintf(stderr, "fleetqd: --account-rate: %s\n", err.msg);
-      goto out;
+      return -1;
     }
-    pthread_mutex_init(&account_rl.mu, NULL);
-    dopts.account_rl = &account_rl;
+    int rc = pthread_mutex_init(&d->account_rl.mu, NULL);
+    if (rc) {
+      fprintf(stderr, "fleetqd: --account-rate: cannot create a mutex: %s\n", strerror(rc));
+      return -1;
+    }
+    d->account_rl_mu = true;
   }
-  for (unsigned i = 0; i < cfg.shards; i++) {
-    fq_shard_opts_t so = {.zmq_ctx = ctx,
-                          .data_dir = cfg.data_dir,
+  return 0;
+}
+
+/* One shard per core: store, recovery and dispatcher, all created here. */
+static int open_shards(daemon_t *d) {
+  fq_config_t *cfg = &d->cfg;
+  fq_err_t err;
+  fq_err_clear(&err);
+  d->dopts = (fq_dispatch_opts_t){.key = d->key,
+                                  .accounts = d->accounts,
+                                  .zmq_ctx = d->ctx,
+                                  .auth = d->auth,
+                                  .auth_refresh_ep = fq_auth_refresh_endpoint(d->auth),
+                                  .ca_file = cfg->ca_file[0] ? cfg->ca_file : NULL,
+                                  .pairing_domain = cfg->pairing_domain,
+                                  .allow_host = d->extra_host[0] ? d->extra_host : NULL,
+                                  .wake_poll_ms = cfg->wake_poll_ms,
+                                  .retry_backoff_ms = cfg->retry_backoff_ms,
+                                  .http_timeout_ms = cfg->http_timeout_ms,
+                                  .wake_timeout_ms = cfg->wake_timeout_ms,
+                                  .device_rate = cfg->device_rate,
+                                  .device_burst = cfg->device_burst,
+                                  .account_rl = d->account_rl.rl ? &d->account_rl : NULL};
+  if (!(d->shards = calloc(cfg->shards, sizeof *d->shards))) {
+    fprintf(stderr, "fleetqd: out of memory for %u shards\n", cfg->shards);
+    return -1;
+  }
+  for (unsigned i = 0; i < cfg->shards; i++) {
+    fq_shard_opts_t so = {.zmq_ctx = d->ctx,
+                          .data_dir = cfg->data_dir,
                           .index = i,
-                          .count = cfg.shards,
-                          .map_size = cfg.map_size_mb << 20,
-                          .default_ttl_ms = cfg.default_ttl_ms,
-                          .batch_max = cfg.batch_max,
-                          .dispatch = &dopts};
-    shards[i] = fq_shard_new(&so, &err);
-    if (!shards[i]) {
+                          .count = cfg->shards,
+                          .map_size = cfg->map_size_mb << 20,
+                          .default_ttl_ms = cfg->default_ttl_ms,
+                          .batch_max = cfg->batch_max,
+                          .dispatch = &d->dopts};
+    if (!(d->shards[i] = fq_shard_new(&so, &err))) {
       fprintf(stderr, "fleetqd: shard %u: %s\n", i, err.msg);
-      goto out;
+      return -1;
     }
   }
-  fq_ingress_opts_t io = {.zmq_ctx = ctx,
-                          .listen = cfg.listen,
-                          .publish = cfg.publish,
-                          .shards = shards,
-                          .nshards = cfg.shards,
-                          .max_msg_size = cfg.max_msg_size,
-                          .client_hwm = cfg.client_hwm,
-                          .pub_hwm = cfg.pub_hwm,
-                          .shard_hwm = cfg.shard_hwm,
+  return 0;
+}
+
+static int open_ingress(daemon_t *d) {
+  fq_config_t *cfg = &d->cfg;
+  fq_err_t err;
+  fq_err_clear(&err);
+  fq_ingress_opts_t io = {.zmq_ctx = d->ctx,
+                          .listen = cfg->listen,
+                          .publish = cfg->publish,
+                          .shards = d->shards,
+                          .nshards = cfg->shards,
+                          .max_msg_size = cfg->max_msg_size,
+                          .client_hwm = cfg->client_hwm,
+                          .pub_hwm = cfg->pub_hwm,
+                          .shard_hwm = cfg->shard_hwm,
                           .stop_fd = stop_pipe[0],
-                          .auth_endpoint = fq_auth_admin_endpoint(auth)};
-  in = fq_ingress_new(&io, &err);
-  if (!in) {
+                          .auth_endpoint = fq_auth_admin_endpoint(d->auth)};
+  if (!(d->in = fq_ingress_new(&io, &err))) {
     fprintf(stderr, "fleetqd: %s\n", err.msg);
-    goto out;
+    return -1;
   }
-  if ((rc = fq_auth_start(auth)) != 0) {
+  return 0;
+}
+
+/* Start the auth and shard threads.  Once one runs, a failure cannot just
+ * return: the running threads wait for the ingress's stop message, which
+ * only fq_ingress_run() sends, and never for the ones that did not start.
+ * Shutting the context down instead makes their next ZeroMQ call fail with
+ * ETERM, on which each thread leaves its loop, so daemon_close() can join
+ * them.  They have stored nothing new: no client was served yet. */
+static int start_threads(daemon_t *d) {
+  int rc = fq_auth_start(d->auth);
+  if (rc) {
     fprintf(stderr, "fleetqd: cannot start the auth thread: %s\n", strerror(-rc));
-    _exit(1);
+    return -1;
   }
-  for (unsigned i = 0; i < cfg.shards; i++) {
-    if ((rc = fq_shard_start(shards[i])) != 0) {
+  for (unsigned i = 0; i < d->cfg.shards; i++) {
+    if ((rc = fq_shard_start(d->shards[i])) != 0) {
       fprintf(stderr, "fleetqd: cannot start shard %u: %s\n", i, strerror(-rc));
-      _exit(1);
+      zmq_ctx_shutdown(d->ctx);
+      return -1;
     }
   }
+  return 0;
+}
+
+/* Release everything; returns the exit status, which the demo's result
+ * replaces after a clean stop (known only once its tour has ended). */
+static int daemon_close(daemon_t *d, int status) {
+  fq_ingress_destroy(&d->in);
+  for (unsigned i = 0; d->shards && i < d->cfg.shards; i++) fq_shard_destroy(&d->shards[i]);
+  free(d->shards);
+  fq_auth_destroy(&d->auth);
+  fq_rl_destroy(&d->account_rl.rl);
+  if (d->account_rl_mu) pthread_mutex_destroy(&d->account_rl.mu);
+  fq_accounts_destroy(&d->accounts);
+  fq_vcp_key_destroy(&d->key);
+  if (d->demo && status == 0) status = fq_demo_result(d->demo);
+  fq_demo_destroy(&d->demo);
+  /* Every socket is closed by now; EINTR (a signal) only needs a retry. */
+  while (d->ctx && zmq_ctx_term(d->ctx) != 0 && errno == EINTR) {
+  }
+  fq_store_close_datadir(&d->datadir);
+  return status;
+}
+
+int main(int argc, char **argv) {
+  static daemon_t d; /* static: large (paths in the config), and zeroed */
+  int status = read_config(&d, argc, argv);
+  if (status < 0) status = claim_datadir(&d);
+  if (status >= 0) return daemon_close(&d, status);
+  status = 1;
+  if (install_signals() != 0 || open_shared(&d) != 0 || open_shards(&d) != 0 ||
+      open_ingress(&d) != 0 || start_threads(&d) != 0)
+    goto out;
   fq_info("fleetqd", "version %s, %u shard(s), data %s, listen %s, publish %s", FQ_VERSION,
-          cfg.shards, cfg.data_dir, cfg.listen, cfg.publish);
+          d.cfg.shards, d.cfg.data_dir, d.cfg.listen, d.cfg.publish);
   fprintf(stderr, "fleetqd: ready\n");
   fflush(stderr);
-  if (demo && fq_demo_start_tour(demo, stop_pipe[1]) != 0) {
+  if (d.demo && fq_demo_start_tour(d.demo, stop_pipe[1]) != 0) {
     fprintf(stderr, "fleetqd --demo: cannot start the tour\n");
-    _exit(1);
+    /* The threads run: stop them the way start_threads() does. */
+    zmq_ctx_shutdown(d.ctx);
+    goto out;
   }
-  rc = fq_ingress_run(in);
-  status = rc ? 1 : 0;
+  status = fq_ingress_run(d.in) ? 1 : 0;
   fq_info("fleetqd", "stopped");
-
 out:
-  fq_ingress_destroy(&in);
-  for (unsigned i = 0; i < cfg.shards; i++) fq_shard_destroy(&shards[i]);
-  free(shards);
-  fq_auth_destroy(&auth);
-  fq_rl_destroy(&account_rl.rl);
-  fq_accounts_destroy(&accounts);
-  fq_vcp_key_destroy(&key);
-  if (demo) {
-    if (status == 0) status = fq_demo_result(demo);
-    fq_demo_destroy(&demo);
-  }
-  zmq_ctx_term(ctx);
-  close(lockfd);
-  return status;
+  return daemon_close(&d, status);
 }
