@@ -66,14 +66,15 @@ typedef struct fq_pval {
 
 #define FQ_MAX_PARAMS 16
 
-/* How one parameter is checked.  A STR without choices is free text:
- * 1..max_len bytes and no NUL byte (a protobuf string cannot carry one). */
+/* How one parameter is checked.  A STR is either one of its choices or
+ * free text: 1..max_len bytes and no NUL byte (a protobuf string cannot
+ * carry one). */
 typedef struct fq_param_spec {
   const char *name;
   fq_ptype_t type;
   bool required;
   double min, max;             /* INT / FLOAT: inclusive range */
-  size_t max_len;              /* STR: byte length 1..max_len */
+  size_t max_len;              /* STR without choices: byte length 1..max_len */
   const char *const *choices;  /* STR: NULL-terminated allowed values, or NULL */
   bool rest_only;              /* only REST bodies carry it: the signed payload has no field */
 } fq_param_spec_t;

@@ -42,8 +42,7 @@ static const char *const mode_choices[] = {"autonomous", "self_consumption", "ba
 static const char *const export_choices[] = {"battery_ok", "pv_only", "never", NULL};
 
 static const fq_param_spec_t p_actuate_trunk[] = {
-    {.name = "which_trunk", .type = FQ_PT_STR, .required = true, .max_len = 5,
-     .choices = trunk_choices},
+    {.name = "which_trunk", .type = FQ_PT_STR, .required = true, .choices = trunk_choices},
 };
 static const fq_param_spec_t p_set_charge_limit[] = {
     {.name = "percent", .type = FQ_PT_INT, .required = true, .min = 50, .max = 100},
@@ -69,8 +68,7 @@ static const fq_param_spec_t p_on[] = {
 /* lat/lon may be sent (older docs ask for them); cars on the protocol
  * ignore them, and so does the signed payload. */
 static const fq_param_spec_t p_window_control[] = {
-    {.name = "command", .type = FQ_PT_STR, .required = true, .max_len = 5,
-     .choices = window_choices},
+    {.name = "command", .type = FQ_PT_STR, .required = true, .choices = window_choices},
     {.name = "lat", .type = FQ_PT_FLOAT, .min = -90, .max = 90, .rest_only = true},
     {.name = "lon", .type = FQ_PT_FLOAT, .min = -180, .max = 180, .rest_only = true},
 };
@@ -86,16 +84,14 @@ static const fq_param_spec_t p_backup[] = {
     {.name = "backup_reserve_percent", .type = FQ_PT_INT, .required = true, .min = 0, .max = 100},
 };
 static const fq_param_spec_t p_operation[] = {
-    {.name = "default_real_mode", .type = FQ_PT_STR, .required = true, .max_len = 16,
-     .choices = mode_choices},
+    {.name = "default_real_mode", .type = FQ_PT_STR, .required = true, .choices = mode_choices},
 };
 static const fq_param_spec_t p_storm_mode[] = {
     REQ_BOOL("enabled"),
 };
 static const fq_param_spec_t p_grid_import_export[] = {
     OPT_BOOL("disallow_charge_from_grid_with_solar_installed"),
-    {.name = "customer_preferred_export_rule", .type = FQ_PT_STR, .max_len = 10,
-     .choices = export_choices},
+    {.name = "customer_preferred_export_rule", .type = FQ_PT_STR, .choices = export_choices},
 };
 static const fq_param_spec_t p_off_grid_reserve[] = {
     {.name = "off_grid_vehicle_charging_reserve_percent", .type = FQ_PT_INT, .required = true,

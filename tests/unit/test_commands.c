@@ -412,10 +412,12 @@ static void check_spec(const fq_cmd_t *c, const fq_param_spec_t *sp) {
       FQ__FAIL("%s.%s: range %g..%g is empty or not finite", cn, pn, sp->min, sp->max);
     break;
   case FQ_PT_STR:
-    if (sp->max_len < 1) FQ__FAIL("%s.%s: string without a length limit", cn, pn);
+    /* Choices are compared exactly: a length limit beside them would be a
+     * second statement of the same rule. */
+    if ((sp->max_len < 1) == !sp->choices)
+      FQ__FAIL("%s.%s: a string needs exactly one of choices and max_len", cn, pn);
     for (const char *const *ch = sp->choices; ch && *ch; ch++) {
-      if (strlen(*ch) < 1 || strlen(*ch) > sp->max_len)
-        FQ__FAIL("%s.%s: choice \"%s\" is not 1..%zu bytes", cn, pn, *ch, sp->max_len);
+      if (!**ch) FQ__FAIL("%s.%s: empty choice", cn, pn);
       for (const char *const *o = sp->choices; o < ch; o++)
         if (strcmp(*o, *ch) == 0) FQ__FAIL("%s.%s: choice \"%s\" twice", cn, pn, *ch);
     }
@@ -546,4 +548,133 @@ FQ_TEST(builders_take_what_validation_leaves) {
   CHECK_INT(c->build_json(c, &bp, 1, &b, &e), 0);
   CHECK_MEM(b.data, b.len, "{\"backup_reserve_percent\":30}", 29);
   fq_buf_free(&b);
+}
+
+/* ---- section 9 of the protocol doc -------------------------------------------
+ * proto/wire-protocol.md shows the table to client authors; these tests
+ * hold it to the code, so a range changed in one place only fails. */
+
+/* The doc's words for one parameter, e.g. "`percent` integer req, 50..100". */
+static void spec_text(const fq_param_spec_t *sp, char *out, size_t cap) {
+  int o = snprintf(out, cap, "`%s` %s%s", sp->name, fq_ptype_name(sp->type),
+                   sp->required ? " req" : "");
+  const char *sep = sp->required ? ", " : " ";
+  if (sp->choices) {
+    o += snprintf(out + o, cap - (size_t)o, ":");
+    for (const char *const *ch = sp->choices; *ch; ch++)
+      o += snprintf(out + o, cap - (size_t)o, " %s`%s`", ch == sp->choices ? "" : "\\| ", *ch);
+  } else if (sp->type == FQ_PT_INT) {
+    snprintf(out + o, cap - (size_t)o, "%s%.0f..%.0f", sep, sp->min, sp->max);
+  } else if (sp->type == FQ_PT_FLOAT) {
+    snprintf(out + o, cap - (size_t)o, "%s%g..%g", sep, sp->min, sp->max);
+  } else if (sp->type == FQ_PT_STR) {
+    snprintf(out + o, cap - (size_t)o, "%s1..%zu bytes", sep, sp->max_len);
+  }
+}
+
+/* Split a markdown table row in place at '|' not escaped as "\|"; returns
+ * the number of cells, each trimmed. */
+static int split_row(char *line, char **cells, int max) {
+  int n = 0;
+  char *p = line + 1, *start = p;
+  for (; *p && n < max; p++) {
+    if (*p != '|' || p[-1] == '\\') continue;
+    *p = '\0';
+    while (*start == ' ') start++;
+    for (char *e = p - 1; e >= start && *e == ' '; e--) *e = '\0';
+    cells[n++] = start;
+    start = p + 1;
+  }
+  return n;
+}
+
+static void check_doc_params(const fq_cmd_t *c, const char *cell) {
+  if (c->nparams == 0) {
+    if (strcmp(cell, "-") != 0) FQ__FAIL("doc %s: params \"%s\", want -", c->name, cell);
+    return;
+  }
+  size_t listed = cell[0] == '`';
+  for (const char *q = cell; (q = strstr(q, "; `")) != NULL; q++) listed++;
+  if (listed != c->nparams) FQ__FAIL("doc %s: %zu params, table %zu", c->name, listed, c->nparams);
+  for (size_t k = 0; k < c->nparams; k++) {
+    char want[256];
+    spec_text(&c->params[k], want, sizeof want);
+    const char *at = strstr(cell, want);
+    char next = at ? at[strlen(want)] : 0;
+    if (!at || (next != '\0' && next != ';' && next != ' '))
+      FQ__FAIL("doc %s: params \"%s\" do not say \"%s\"", c->name, cell, want);
+  }
+  if (c->need_any_param && !strstr(cell, "at least one"))
+    FQ__FAIL("doc %s: does not say that at least one parameter is needed", c->name);
+}
+
+static void check_doc_vehicle(const fq_cmd_t *c, char **cells, int n) {
+  if (n != 6) {
+    FQ__FAIL("doc %s: %d cells, want 6", c->name, n);
+    return;
+  }
+  const char *dom = c->domain == FQ_DOMAIN_VCSEC         ? "VCSEC"
+                    : c->domain == FQ_DOMAIN_INFOTAINMENT ? "INFO"
+                                                          : "none (";
+  if (strncmp(cells[1], dom, strlen(dom)) != 0 || (c->domain && strcmp(cells[1], dom) != 0))
+    FQ__FAIL("doc %s: domain \"%s\", want %s", c->name, cells[1], dom);
+  check_doc_params(c, cells[2]);
+  char scopes[160] = "";
+  for (unsigned bit = 1; bit; bit <<= 1)
+    if (c->scopes & bit)
+      snprintf(scopes + strlen(scopes), sizeof scopes - strlen(scopes), "%s%s",
+               scopes[0] ? ", " : "", fq_scope_name(bit));
+  if (strcmp(cells[3], scopes) != 0)
+    FQ__FAIL("doc %s: scopes \"%s\", want \"%s\"", c->name, cells[3], scopes);
+  const char *idem = c->idempotent ? "yes" : "**no**";
+  if (strncmp(cells[4], idem, strlen(idem)) != 0)
+    FQ__FAIL("doc %s: idempotent \"%s\", want %s", c->name, cells[4], idem);
+  if (strcmp(cells[5], c->coalesce ? "yes" : "-") != 0)
+    FQ__FAIL("doc %s: coalesce \"%s\", want %s", c->name, cells[5], c->coalesce ? "yes" : "-");
+}
+
+FQ_TEST(protocol_doc_matches_the_table) {
+  FILE *f = fopen("../proto/wire-protocol.md", "r");
+  if (!f) {
+    FQ__FAIL("cannot open ../proto/wire-protocol.md");
+    return;
+  }
+  char line[1024];
+  bool in9 = false;
+  fq_devtype_t dev = 0;
+  size_t rows = 0;
+  bool seen[64] = {false};
+  CHECK(fq_cmd_count() <= 64);
+  while (fgets(line, sizeof line, f)) {
+    line[strcspn(line, "\n")] = '\0';
+    if (strncmp(line, "## ", 3) == 0) in9 = strncmp(line, "## 9. ", 6) == 0;
+    if (!in9) continue;
+    if (strncmp(line, "### Vehicles", 12) == 0) dev = FQ_DEV_VEHICLE;
+    if (strncmp(line, "### Energy sites", 16) == 0) dev = FQ_DEV_SITE;
+    if (strncmp(line, "| `", 3) != 0) continue;
+    char *cells[8];
+    int n = split_row(line, cells, 8);
+    size_t len = strlen(cells[0]);
+    const fq_cmd_t *c = len > 2 ? fq_cmd_find(cells[0] + 1, len - 2, dev, NULL) : NULL;
+    if (!c) {
+      FQ__FAIL("doc: %s is no command of that device type", cells[0]);
+      continue;
+    }
+    size_t idx = (size_t)(c - fq_cmd_at(0));
+    if (seen[idx]) FQ__FAIL("doc: %s listed twice", c->name);
+    seen[idx] = true;
+    rows++;
+    if (dev == FQ_DEV_VEHICLE) {
+      check_doc_vehicle(c, cells, n);
+    } else if (n != 2) {
+      FQ__FAIL("doc %s: %d cells, want 2", c->name, n);
+    } else {
+      /* The prose above the sites' table says they all need energy_cmds,
+       * are idempotent and suit coalescing. */
+      check_doc_params(c, cells[1]);
+      CHECK(c->scopes == FQ_SCOPE_ENERGY_CMDS && c->idempotent && c->coalesce);
+    }
+  }
+  fclose(f);
+  CHECK_INT(rows, fq_cmd_count());
 }

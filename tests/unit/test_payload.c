@@ -203,6 +203,9 @@ FQ_TEST(bad_params_are_refused) {
                       "{\"vehicle_name\":\"0123456789012345678901234567890123456789012345678901234567890123456789\"}",
                       &err),
             FQ_EBADPARAM);
+  /* ping is no user command, but its ping_id is checked the same way. */
+  CHECK_INT(try_build("ping", "{\"ping_id\":2147483648}", &err), FQ_EBADPARAM);
+  CHECK_STR(err.msg, "params.ping_id: 2147483648 is out of range -2147483648..2147483647");
   CHECK_INT(try_build("wake_up", "{}", &err), FQ_EUNKCMD);
   CHECK_INT(try_build("no_such_command", "{}", &err), FQ_EUNKCMD);
   CHECK_INT(fq_payload_domain("wake_up"), 0);
