@@ -142,20 +142,20 @@ static bool arg_is(const fq_pval_t *ps, size_t n, const char *name, const char *
  * from protobuf-c: zero scalars are left out, oneof members are written even
  * when empty (set_sentry_mode off is 1203f20100). */
 
-static int pack(const ProtobufCMessage *m, fq_buf_t *out) {
+static int pack(const ProtobufCMessage *m, fq_buf_t *out, fq_err_t *err) {
   size_t n = protobuf_c_message_get_packed_size(m);
   int rc = fq_buf_reserve(out, n);
-  if (rc) return rc;
+  if (rc) return fq_errf(err, rc, "payload: no room for %zu bytes", n);
   out->len += protobuf_c_message_pack(m, out->data + out->len);
   return 0;
 }
 
 /* Wrap a filled VehicleAction into an Action and pack it. */
-static int pack_action(CarServer__VehicleAction *va, fq_buf_t *out) {
+static int pack_action(CarServer__VehicleAction *va, fq_buf_t *out, fq_err_t *err) {
   CarServer__Action a;
   car_server__action__init(&a);
   a.vehicleaction = va;
-  return pack(&a.base, out);
+  return pack(&a.base, out, err);
 }
 
 /* A table entry whose build_arg its builder does not know: a programmer
@@ -171,7 +171,7 @@ static int b_rke(const fq_cmd_t *cmd, const fq_pval_t *ps, size_t n, fq_buf_t *o
   vcsec__unsigned_message__init(&u);
   u.sub_message_case = VCSEC__UNSIGNED_MESSAGE__SUB_MESSAGE_RKEACTION;
   u.rkeaction = (VCSEC__RKEActionE)cmd->build_arg;
-  return pack(&u.base, out);
+  return pack(&u.base, out, err);
 }
 
 static int b_trunk(const fq_cmd_t *cmd, const fq_pval_t *ps, size_t n, fq_buf_t *out,
@@ -186,7 +186,7 @@ static int b_trunk(const fq_cmd_t *cmd, const fq_pval_t *ps, size_t n, fq_buf_t 
   vcsec__unsigned_message__init(&u);
   u.sub_message_case = VCSEC__UNSIGNED_MESSAGE__SUB_MESSAGE_CLOSURE_MOVE_REQUEST;
   u.closuremoverequest = &c;
-  return pack(&u.base, out);
+  return pack(&u.base, out, err);
 }
 
 /* build_arg is the ChargingStartStopAction oneof case; every member is an
@@ -213,7 +213,7 @@ static int b_charging(const fq_cmd_t *cmd, const fq_pval_t *ps, size_t n, fq_buf
   car_server__vehicle_action__init(&va);
   va.vehicle_action_msg_case = CAR_SERVER__VEHICLE_ACTION__VEHICLE_ACTION_MSG_CHARGING_START_STOP_ACTION;
   va.chargingstartstopaction = &c;
-  return pack_action(&va, out);
+  return pack_action(&va, out, err);
 }
 
 static int b_charge_limit(const fq_cmd_t *cmd, const fq_pval_t *ps, size_t n, fq_buf_t *out,
@@ -225,7 +225,7 @@ static int b_charge_limit(const fq_cmd_t *cmd, const fq_pval_t *ps, size_t n, fq
   car_server__vehicle_action__init(&va);
   va.vehicle_action_msg_case = CAR_SERVER__VEHICLE_ACTION__VEHICLE_ACTION_MSG_CHARGING_SET_LIMIT_ACTION;
   va.chargingsetlimitaction = &c;
-  return pack_action(&va, out);
+  return pack_action(&va, out, err);
 }
 
 static int b_charging_amps(const fq_cmd_t *cmd, const fq_pval_t *ps, size_t n, fq_buf_t *out,
@@ -237,7 +237,7 @@ static int b_charging_amps(const fq_cmd_t *cmd, const fq_pval_t *ps, size_t n, f
   car_server__vehicle_action__init(&va);
   va.vehicle_action_msg_case = CAR_SERVER__VEHICLE_ACTION__VEHICLE_ACTION_MSG_SET_CHARGING_AMPS_ACTION;
   va.setchargingampsaction = &c;
-  return pack_action(&va, out);
+  return pack_action(&va, out, err);
 }
 
 /* build_arg is power_on. */
@@ -250,7 +250,7 @@ static int b_hvac_auto(const fq_cmd_t *cmd, const fq_pval_t *ps, size_t n, fq_bu
   car_server__vehicle_action__init(&va);
   va.vehicle_action_msg_case = CAR_SERVER__VEHICLE_ACTION__VEHICLE_ACTION_MSG_HVAC_AUTO_ACTION;
   va.hvacautoaction = &c;
-  return pack_action(&va, out);
+  return pack_action(&va, out, err);
 }
 
 static int b_set_temps(const fq_cmd_t *cmd, const fq_pval_t *ps, size_t n, fq_buf_t *out,
@@ -266,7 +266,7 @@ static int b_set_temps(const fq_cmd_t *cmd, const fq_pval_t *ps, size_t n, fq_bu
   va.vehicle_action_msg_case =
       CAR_SERVER__VEHICLE_ACTION__VEHICLE_ACTION_MSG_HVAC_TEMPERATURE_ADJUSTMENT_ACTION;
   va.hvactemperatureadjustmentaction = &c;
-  return pack_action(&va, out);
+  return pack_action(&va, out, err);
 }
 
 static int b_precondition_max(const fq_cmd_t *cmd, const fq_pval_t *ps, size_t n, fq_buf_t *out,
@@ -280,7 +280,7 @@ static int b_precondition_max(const fq_cmd_t *cmd, const fq_pval_t *ps, size_t n
   va.vehicle_action_msg_case =
       CAR_SERVER__VEHICLE_ACTION__VEHICLE_ACTION_MSG_HVAC_SET_PRECONDITIONING_MAX_ACTION;
   va.hvacsetpreconditioningmaxaction = &c;
-  return pack_action(&va, out);
+  return pack_action(&va, out, err);
 }
 
 static int b_cabin_overheat(const fq_cmd_t *cmd, const fq_pval_t *ps, size_t n, fq_buf_t *out,
@@ -294,7 +294,7 @@ static int b_cabin_overheat(const fq_cmd_t *cmd, const fq_pval_t *ps, size_t n, 
   va.vehicle_action_msg_case =
       CAR_SERVER__VEHICLE_ACTION__VEHICLE_ACTION_MSG_SET_CABIN_OVERHEAT_PROTECTION_ACTION;
   va.setcabinoverheatprotectionaction = &c;
-  return pack_action(&va, out);
+  return pack_action(&va, out, err);
 }
 
 static int b_sentry(const fq_cmd_t *cmd, const fq_pval_t *ps, size_t n, fq_buf_t *out,
@@ -307,7 +307,7 @@ static int b_sentry(const fq_cmd_t *cmd, const fq_pval_t *ps, size_t n, fq_buf_t
   va.vehicle_action_msg_case =
       CAR_SERVER__VEHICLE_ACTION__VEHICLE_ACTION_MSG_VEHICLE_CONTROL_SET_SENTRY_MODE_ACTION;
   va.vehiclecontrolsetsentrymodeaction = &c;
-  return pack_action(&va, out);
+  return pack_action(&va, out, err);
 }
 
 /* The parameterless actions are empty messages: build_arg, the
@@ -340,7 +340,7 @@ static int b_empty(const fq_cmd_t *cmd, const fq_pval_t *ps, size_t n, fq_buf_t 
     break;
   default: return bad_arg(cmd, err);
   }
-  return pack_action(&va, out);
+  return pack_action(&va, out, err);
 }
 
 static int b_window(const fq_cmd_t *cmd, const fq_pval_t *ps, size_t n, fq_buf_t *out,
@@ -360,7 +360,7 @@ static int b_window(const fq_cmd_t *cmd, const fq_pval_t *ps, size_t n, fq_buf_t
   car_server__vehicle_action__init(&va);
   va.vehicle_action_msg_case = CAR_SERVER__VEHICLE_ACTION__VEHICLE_ACTION_MSG_VEHICLE_CONTROL_WINDOW_ACTION;
   va.vehiclecontrolwindowaction = &c;
-  return pack_action(&va, out);
+  return pack_action(&va, out, err);
 }
 
 static int b_scheduled_charging(const fq_cmd_t *cmd, const fq_pval_t *ps, size_t n, fq_buf_t *out,
@@ -373,7 +373,7 @@ static int b_scheduled_charging(const fq_cmd_t *cmd, const fq_pval_t *ps, size_t
   car_server__vehicle_action__init(&va);
   va.vehicle_action_msg_case = CAR_SERVER__VEHICLE_ACTION__VEHICLE_ACTION_MSG_SCHEDULED_CHARGING_ACTION;
   va.scheduledchargingaction = &c;
-  return pack_action(&va, out);
+  return pack_action(&va, out, err);
 }
 
 static int b_vehicle_name(const fq_cmd_t *cmd, const fq_pval_t *ps, size_t n, fq_buf_t *out,
@@ -382,7 +382,7 @@ static int b_vehicle_name(const fq_cmd_t *cmd, const fq_pval_t *ps, size_t n, fq
    * NUL out of them, strndup stops at one anyway). */
   const fq_pval_t *p = fq_pval_get(ps, n, "vehicle_name");
   char *name = p && p->type == FQ_PT_STR ? strndup(p->v.s.p, p->v.s.n) : strdup("");
-  if (!name) return -ENOMEM;
+  if (!name) return fq_errf(err, -ENOMEM, "payload: out of memory");
   CarServer__SetVehicleNameAction c;
   car_server__set_vehicle_name_action__init(&c);
   c.vehiclename = name;
@@ -390,7 +390,7 @@ static int b_vehicle_name(const fq_cmd_t *cmd, const fq_pval_t *ps, size_t n, fq
   car_server__vehicle_action__init(&va);
   va.vehicle_action_msg_case = CAR_SERVER__VEHICLE_ACTION__VEHICLE_ACTION_MSG_SET_VEHICLE_NAME_ACTION;
   va.setvehiclenameaction = &c;
-  int rc = pack_action(&va, out);
+  int rc = pack_action(&va, out, err);
   free(name);
   return rc;
 }
@@ -404,7 +404,7 @@ static int b_ping(const fq_cmd_t *cmd, const fq_pval_t *ps, size_t n, fq_buf_t *
   car_server__vehicle_action__init(&va);
   va.vehicle_action_msg_case = CAR_SERVER__VEHICLE_ACTION__VEHICLE_ACTION_MSG_PING;
   va.ping = &c;
-  return pack_action(&va, out);
+  return pack_action(&va, out, err);
 }
 
 /* ---- the table -------------------------------------------------------------

@@ -1,9 +1,10 @@
 /*
- * Unit tests of payload.c and the application side of vcp_app.c: every
- * payload vector of tests/data/vectors.json (the 27 command payloads are
- * built by the builders and decoded back by the car side; the 4 replies
- * are classified), bad parameters refused locally, and the JSON bodies of
- * REST endpoints (including time_of_use_settings' nested msgpack map).
+ * Unit tests of the payload builders (commands.c, payload.c) and the
+ * application side of vcp_app.c: every payload vector of
+ * tests/data/vectors.json (the 27 command payloads are built by the
+ * builders and decoded back by the car side; the 4 replies are
+ * classified), bad parameters refused locally, and the JSON bodies of REST
+ * endpoints (including time_of_use_settings' nested msgpack map).
  */
 #include <stdlib.h>
 
