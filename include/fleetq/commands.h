@@ -1,9 +1,10 @@
 /*
  * The command table: every command fleetq can send, declared once as data
  * (name, device type, vehicle domain, parameters with types and ranges,
- * OAuth scopes, idempotency, payload builder) and checked centrally before
- * anything is stored or sent.  Tesla bills every request answered below
- * HTTP 500, so a typo or an out-of-range value must be refused here.
+ * OAuth scopes, idempotency, coalescing, REST path, payload builder) and
+ * checked centrally before anything is stored or sent.  Tesla bills every
+ * request answered below HTTP 500, so a typo or an out-of-range value must
+ * be refused here.
  *
  * The table is read-only static data: every function here is thread safe.
  */
@@ -65,21 +66,28 @@ typedef struct fq_pval {
 
 #define FQ_MAX_PARAMS 16
 
-/* How one parameter is checked. */
+/* How one parameter is checked.  A STR is either one of its choices or
+ * free text: 1..max_len bytes and no NUL byte (a protobuf string cannot
+ * carry one). */
 typedef struct fq_param_spec {
   const char *name;
   fq_ptype_t type;
   bool required;
   double min, max;             /* INT / FLOAT: inclusive range */
-  size_t max_len;              /* STR: byte length 1..max_len */
+  size_t max_len;              /* STR without choices: byte length 1..max_len */
   const char *const *choices;  /* STR: NULL-terminated allowed values, or NULL */
+  bool rest_only;              /* only REST bodies carry it: the signed payload has no field */
 } fq_param_spec_t;
 
 typedef struct fq_cmd fq_cmd_t;
 
 /* Builds the bytes sent for one command: protobuf payload bytes for a
- * signed vehicle command, or the JSON body for a REST call.  Appends to out;
- * params were validated by fq_cmd_validate(). */
+ * signed vehicle command, or the JSON body for a REST call, appended to out.
+ * params must have passed fq_cmd_validate() for cmd: builders read them and
+ * check nothing again (handed unchecked params they stay memory safe, but
+ * what they build need not match).  Returns 0, a buffer error (-ENOMEM,
+ * FQ_ETOOLARGE past out's cap), or FQ_EBADPARAM from the JSON builder for a
+ * value JSON cannot carry; on error nothing is appended. */
 typedef int (*fq_cmd_builder_fn)(const fq_cmd_t *cmd, const fq_pval_t *params, size_t n,
                                  fq_buf_t *out, fq_err_t *err);
 
@@ -93,8 +101,14 @@ struct fq_cmd {
   bool idempotent;        /* safe to re-send after an unknown outcome */
   const char *rest_suffix;/* path after /api/1/{vehicles|energy_sites}/{id}/ */
   fq_cmd_builder_fn build_payload; /* signed protobuf payload (vehicles), or NULL */
+  int build_arg;          /* a constant for build_payload: which member of a shared
+                           * message it sets (an RKE action, a oneof case, ...) */
   fq_cmd_builder_fn build_json;    /* REST JSON body (sites, legacy cars) */
   bool need_any_param;    /* all params optional, but at least one must be sent */
+  bool coalesce;          /* sets a value, so only the newest queued one matters: what a
+                           * submit's `coalesce: true` is meant for.  Advice for clients
+                           * (the protocol doc shows it); the daemon coalesces any command
+                           * whose submit asks for it. */
 };
 
 /* Look a command up by name for a device type.  Returns NULL when unknown;
@@ -107,7 +121,8 @@ size_t fq_cmd_count(void);
 const fq_cmd_t *fq_cmd_at(size_t i);
 
 /* Check params against the command: names known (an unknown parameter is
- * an error), no duplicates, required ones present, types and ranges.
+ * an error), no duplicates, required ones present, types and ranges.  The
+ * one check of a command's params: run it before a builder.
  * Returns 0 or FQ_EBADPARAM with err->msg naming the parameter, e.g.
  * "params.percent: 120 is out of range 50..100". */
 int fq_cmd_validate(const fq_cmd_t *cmd, const fq_pval_t *params, size_t n, fq_err_t *err);

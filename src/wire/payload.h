@@ -4,8 +4,10 @@
  * for VCSEC) that fq_vcp_sign() wraps; for REST calls (energy sites, cars
  * that do not speak the Vehicle Command Protocol) the JSON body.
  *
- * Builders read parameters that fq_cmd_validate() already checked, but do
- * not rely on it: a missing or mistyped parameter is FQ_EBADPARAM here too.
+ * The protobuf builders sit next to the command table that names them
+ * (commands.c); this is the way in by name, and the generic JSON body.
+ * Builders read parameters that fq_cmd_validate() checked and never check
+ * them again; fq_payload_build_named() runs that check itself.
  * All functions are reentrant and thread safe.
  */
 #ifndef FQ_PAYLOAD_H
@@ -17,21 +19,28 @@
 #include "fleetq/commands.h"
 #include "fleetq/error.h"
 
-/* fq_cmd_builder_fn for every signed vehicle command of the table: builds
- * the protobuf payload for cmd->name and appends it to out.  Returns 0,
- * FQ_EUNKCMD (no signed payload for that name), FQ_EBADPARAM, or a buffer
- * error. */
+/* fq_cmd_builder_fn for any command of the table: runs cmd->build_payload
+ * on params that passed fq_cmd_validate().  Returns 0, FQ_EUNKCMD (cmd has
+ * no signed payload: wake_up, energy sites), or the builder's error (see
+ * fq_cmd_builder_fn); on error out is left as it was. */
 int fq_payload_build(const fq_cmd_t *cmd, const fq_pval_t *params, size_t n, fq_buf_t *out,
                      fq_err_t *err);
 
 /* The same by command name ("set_charge_limit"; also "ping" with ping_id,
- * which is not a user command).  *domain (may be NULL) receives the
- * vehicle domain (2 VCSEC, 3 INFOTAINMENT). */
+ * which is not a user command), with params not checked yet: they go
+ * through fq_cmd_validate() first.  *domain (may be NULL) receives the
+ * vehicle domain (2 VCSEC, 3 INFOTAINMENT).  Returns 0, FQ_EUNKCMD (no
+ * signed payload for that name), FQ_EBADPARAM (err names the parameter),
+ * or a buffer error; on error out is left as it was. */
 int fq_payload_build_named(const char *name, const fq_pval_t *params, size_t n, int *domain,
                            fq_buf_t *out, fq_err_t *err);
 
 /* Vehicle domain of a command name with a signed payload, or 0. */
 int fq_payload_domain(const char *name);
+
+/* The table entry (or the internal ping) whose signed payload is called
+ * name, or NULL.  For payload.c; defined in commands.c. */
+const fq_cmd_t *fq__cmd_signed(const char *name);
 
 /* fq_cmd_builder_fn for REST bodies: a JSON object of the params, each
  * under its own name with its own type (an energy site's

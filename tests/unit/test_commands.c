@@ -1,8 +1,11 @@
 /*
  * Unit tests of the command table (commands.c): every command of the
  * vehicle and energy tables is present with the right device, domain,
- * scopes and idempotency, and parameter validation accepts both edges of
- * every range and refuses one step beyond them.
+ * scopes and idempotency; parameter validation accepts both edges of every
+ * range and refuses one step beyond them; every entry keeps the table's
+ * invariants (well-formed specs, a builder for each signed command that
+ * uses each of its parameters); and section 9 of proto/wire-protocol.md
+ * states what the table says.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -364,4 +367,314 @@ FQ_TEST(every_command_accepts_its_minimal_params) {
     int rc = fq_cmd_validate(c, p, n, &e);
     if (rc) FQ__FAIL("%s: minimal params refused: %s", c->name, e.msg);
   }
+}
+
+/* ---- the table's own invariants -------------------------------------------
+ * Walks every entry, so a wrong one (a range the wrong way round, a signed
+ * command without a builder, a builder that ignores a parameter) fails here
+ * whatever command it is. */
+
+/* Two different valid values of a parameter: which = 0 or 1. */
+static fq_pval_t sample(const fq_param_spec_t *sp, int which) {
+  fq_pval_t v = {.name = sp->name, .name_len = strlen(sp->name), .type = sp->type};
+  switch (sp->type) {
+  case FQ_PT_BOOL: v.v.b = which == 1; break;
+  case FQ_PT_INT: v.v.i = (int64_t)(which ? sp->max : sp->min); break;
+  case FQ_PT_FLOAT: v.v.f = which ? sp->max : sp->min; break;
+  case FQ_PT_STR: {
+    const char *s = which ? "y" : "x";
+    if (sp->choices) s = sp->choices[which && sp->choices[1] ? 1 : 0];
+    v.v.s.p = s;
+    v.v.s.n = strlen(s);
+    break;
+  }
+  case FQ_PT_MAP:
+    v.v.raw.p = (const uint8_t *)(which ? "\x81\xa1k\x01" : "\x80"); /* {"k": 1} / {} */
+    v.v.raw.n = which ? 4 : 1;
+    break;
+  }
+  return v;
+}
+
+static void check_spec(const fq_cmd_t *c, const fq_param_spec_t *sp) {
+  const char *cn = c->name, *pn = sp->name ? sp->name : "(null)";
+  if (!sp->name || !sp->name[0]) FQ__FAIL("%s: a parameter without a name", cn);
+  bool numeric = sp->type == FQ_PT_INT || sp->type == FQ_PT_FLOAT;
+  switch (sp->type) {
+  case FQ_PT_INT:
+    /* Builders write int32 fields; %.0f prints the range exactly. */
+    if (!(sp->min >= INT32_MIN && sp->max <= INT32_MAX) || sp->min != floor(sp->min) ||
+        sp->max != floor(sp->max))
+      FQ__FAIL("%s.%s: integer range %g..%g is not within int32", cn, pn, sp->min, sp->max);
+    /* fall through */
+  case FQ_PT_FLOAT:
+    if (!(isfinite(sp->min) && isfinite(sp->max) && sp->min < sp->max))
+      FQ__FAIL("%s.%s: range %g..%g is empty or not finite", cn, pn, sp->min, sp->max);
+    break;
+  case FQ_PT_STR:
+    /* Choices are compared exactly: a length limit beside them would be a
+     * second statement of the same rule. */
+    if ((sp->max_len < 1) == !sp->choices)
+      FQ__FAIL("%s.%s: a string needs exactly one of choices and max_len", cn, pn);
+    for (const char *const *ch = sp->choices; ch && *ch; ch++) {
+      if (!**ch) FQ__FAIL("%s.%s: empty choice", cn, pn);
+      for (const char *const *o = sp->choices; o < ch; o++)
+        if (strcmp(*o, *ch) == 0) FQ__FAIL("%s.%s: choice \"%s\" twice", cn, pn, *ch);
+    }
+    if (sp->choices && (!sp->choices[0] || !sp->choices[1]))
+      FQ__FAIL("%s.%s: fewer than two choices", cn, pn);
+    break;
+  case FQ_PT_BOOL:
+  case FQ_PT_MAP: break;
+  default: FQ__FAIL("%s.%s: type %d is no fq_ptype_t", cn, pn, (int)sp->type);
+  }
+  /* A limit on a type that has none would be a misplaced one. */
+  if (!numeric && (sp->min != 0 || sp->max != 0)) FQ__FAIL("%s.%s: range on a %s", cn, pn,
+                                                          fq_ptype_name(sp->type));
+  if (sp->type != FQ_PT_STR && (sp->max_len || sp->choices))
+    FQ__FAIL("%s.%s: length or choices on a %s", cn, pn, fq_ptype_name(sp->type));
+  if (sp->rest_only && (!c->build_payload || sp->required))
+    FQ__FAIL("%s.%s: rest_only needs a signed command and an optional parameter", cn, pn);
+}
+
+/* Build cmd's signed payload for params that must validate; returns its
+ * length (0 on failure, reported). */
+static size_t build(const fq_cmd_t *c, const fq_pval_t *p, size_t n, uint8_t *out, size_t cap) {
+  fq_err_t e;
+  fq_err_clear(&e);
+  if (fq_cmd_validate(c, p, n, &e)) {
+    FQ__FAIL("%s: sample params refused: %s", c->name, e.msg);
+    return 0;
+  }
+  fq_buf_t b = {.data = out, .alloc = cap, .cap = cap};
+  int rc = c->build_payload(c, p, n, &b, &e);
+  if (rc || b.len == 0) FQ__FAIL("%s: build_payload rc %d, %zu bytes: %s", c->name, rc, b.len, e.msg);
+  return rc ? 0 : b.len;
+}
+
+/* Every parameter reaches the payload: changing only it changes the bytes
+ * (a rest_only one must not). */
+static void check_builder(const fq_cmd_t *c) {
+  fq_pval_t base[FQ_MAX_PARAMS];
+  uint8_t a[512], b[512];
+  /* The minimal valid params (the required ones) build a payload. */
+  size_t n = 0;
+  for (size_t k = 0; k < c->nparams; k++)
+    if (c->params[k].required || (c->need_any_param && k == 0))
+      base[n++] = sample(&c->params[k], 0);
+  build(c, base, n, a, sizeof a);
+  /* So do all of them, each changing the payload. */
+  for (size_t k = 0; k < c->nparams; k++) base[k] = sample(&c->params[k], 0);
+  size_t al = build(c, base, c->nparams, a, sizeof a);
+  for (size_t k = 0; k < c->nparams; k++) {
+    fq_pval_t var[FQ_MAX_PARAMS];
+    memcpy(var, base, sizeof var);
+    var[k] = sample(&c->params[k], 1);
+    size_t bl = build(c, var, c->nparams, b, sizeof b);
+    bool same = al == bl && memcmp(a, b, al) == 0;
+    if (same != c->params[k].rest_only)
+      FQ__FAIL("%s.%s: the payload %s with the parameter", c->name, c->params[k].name,
+               same ? "does not change" : "changes");
+  }
+}
+
+FQ_TEST(every_entry_is_well_formed) {
+  for (size_t i = 0; i < fq_cmd_count(); i++) {
+    const fq_cmd_t *c = fq_cmd_at(i);
+    const char *cn = c->name;
+    CHECK(cn && cn[0]);
+    for (const char *q = cn; *q; q++)
+      if (!((*q >= 'a' && *q <= 'z') || *q == '_')) FQ__FAIL("%s: name not [a-z_]", cn);
+    if (c->dev != FQ_DEV_VEHICLE && c->dev != FQ_DEV_SITE) FQ__FAIL("%s: device %d", cn, c->dev);
+    /* Scopes: at least one, each a known one. */
+    if (!c->scopes) FQ__FAIL("%s: no scope allows it", cn);
+    for (unsigned bit = 1; bit; bit <<= 1)
+      if ((c->scopes & bit) && strcmp(fq_scope_name(bit), "?") == 0)
+        FQ__FAIL("%s: unknown scope bit %#x", cn, bit);
+    /* Signed exactly when it has a domain; then the path is command/<name>. */
+    if (c->domain != FQ_DOMAIN_NONE && c->domain != FQ_DOMAIN_VCSEC &&
+        c->domain != FQ_DOMAIN_INFOTAINMENT)
+      FQ__FAIL("%s: domain %d", cn, c->domain);
+    if (c->dev == FQ_DEV_SITE && c->domain != FQ_DOMAIN_NONE) FQ__FAIL("%s: a signed site", cn);
+    if ((c->domain != FQ_DOMAIN_NONE) != (c->build_payload != NULL))
+      FQ__FAIL("%s: domain %d but build_payload %s", cn, c->domain,
+               c->build_payload ? "set" : "NULL");
+    if (c->build_arg && !c->build_payload) FQ__FAIL("%s: build_arg without a builder", cn);
+    /* What has params can be sent as REST (sites, legacy cars). */
+    if ((c->nparams || c->domain != FQ_DOMAIN_NONE || c->dev == FQ_DEV_SITE) && !c->build_json)
+      FQ__FAIL("%s: no JSON body builder", cn);
+    char want[96];
+    snprintf(want, sizeof want, "%s%s", c->domain != FQ_DOMAIN_NONE ? "command/" : "", cn);
+    if (!c->rest_suffix || strcmp(c->rest_suffix, want) != 0)
+      FQ__FAIL("%s: rest_suffix \"%s\", want \"%s\"", cn, c->rest_suffix ? c->rest_suffix : "",
+               want);
+    /* Params. */
+    if (c->nparams > FQ_MAX_PARAMS || (c->nparams > 0) != (c->params != NULL))
+      FQ__FAIL("%s: %zu params at %p", cn, c->nparams, (const void *)c->params);
+    size_t required = 0;
+    for (size_t k = 0; k < c->nparams; k++) {
+      check_spec(c, &c->params[k]);
+      required += c->params[k].required;
+      for (size_t j = 0; j < k; j++)
+        if (strcmp(c->params[j].name, c->params[k].name) == 0)
+          FQ__FAIL("%s.%s: declared twice", cn, c->params[k].name);
+    }
+    if (c->need_any_param && (required || c->nparams < 2))
+      FQ__FAIL("%s: need_any_param wants two or more optional parameters", cn);
+    /* Coalescing is for set-points: something to set, and safe to resend. */
+    if (c->coalesce && (!c->nparams || !c->idempotent))
+      FQ__FAIL("%s: coalesce without params or not idempotent", cn);
+    if (c->build_payload) check_builder(c);
+  }
+}
+
+FQ_TEST(builders_take_what_validation_leaves) {
+  /* Optional parameters left out still build (proto3 zero values), and a
+   * free-text string with a NUL is refused before any builder sees it. */
+  const fq_cmd_t *c = veh("set_scheduled_charging");
+  fq_pval_t p[] = {pb("enable", true)};
+  uint8_t out[64];
+  CHECK(build(c, p, 1, out, sizeof out) > 0);
+  fq_pval_t nul = {.name = "vehicle_name", .name_len = 12, .type = FQ_PT_STR,
+                   .v.s = {.p = "ab\0cd", .n = 5}};
+  BAD("set_vehicle_name", V, "params.vehicle_name: NUL byte at position 2", nul);
+  /* JSON bodies carry what was sent, for sites and legacy cars alike. */
+  fq_buf_t b;
+  fq_buf_init(&b, 256);
+  fq_err_t e;
+  fq_err_clear(&e);
+  c = site("backup");
+  fq_pval_t bp = pi("backup_reserve_percent", 30);
+  CHECK_INT(c->build_json(c, &bp, 1, &b, &e), 0);
+  CHECK_MEM(b.data, b.len, "{\"backup_reserve_percent\":30}", 29);
+  fq_buf_free(&b);
+}
+
+/* ---- section 9 of the protocol doc -------------------------------------------
+ * proto/wire-protocol.md shows the table to client authors; these tests
+ * hold it to the code, so a range changed in one place only fails. */
+
+/* The doc's words for one parameter, e.g. "`percent` integer req, 50..100". */
+static void spec_text(const fq_param_spec_t *sp, char *out, size_t cap) {
+  int o = snprintf(out, cap, "`%s` %s%s", sp->name, fq_ptype_name(sp->type),
+                   sp->required ? " req" : "");
+  const char *sep = sp->required ? ", " : " ";
+  if (sp->choices) {
+    o += snprintf(out + o, cap - (size_t)o, ":");
+    for (const char *const *ch = sp->choices; *ch; ch++)
+      o += snprintf(out + o, cap - (size_t)o, " %s`%s`", ch == sp->choices ? "" : "\\| ", *ch);
+  } else if (sp->type == FQ_PT_INT) {
+    snprintf(out + o, cap - (size_t)o, "%s%.0f..%.0f", sep, sp->min, sp->max);
+  } else if (sp->type == FQ_PT_FLOAT) {
+    snprintf(out + o, cap - (size_t)o, "%s%g..%g", sep, sp->min, sp->max);
+  } else if (sp->type == FQ_PT_STR) {
+    snprintf(out + o, cap - (size_t)o, "%s1..%zu bytes", sep, sp->max_len);
+  }
+}
+
+/* Split a markdown table row in place at '|' not escaped as "\|"; returns
+ * the number of cells, each trimmed. */
+static int split_row(char *line, char **cells, int max) {
+  int n = 0;
+  char *p = line + 1, *start = p;
+  for (; *p && n < max; p++) {
+    if (*p != '|' || p[-1] == '\\') continue;
+    *p = '\0';
+    while (*start == ' ') start++;
+    for (char *e = p - 1; e >= start && *e == ' '; e--) *e = '\0';
+    cells[n++] = start;
+    start = p + 1;
+  }
+  return n;
+}
+
+static void check_doc_params(const fq_cmd_t *c, const char *cell) {
+  if (c->nparams == 0) {
+    if (strcmp(cell, "-") != 0) FQ__FAIL("doc %s: params \"%s\", want -", c->name, cell);
+    return;
+  }
+  size_t listed = cell[0] == '`';
+  for (const char *q = cell; (q = strstr(q, "; `")) != NULL; q++) listed++;
+  if (listed != c->nparams) FQ__FAIL("doc %s: %zu params, table %zu", c->name, listed, c->nparams);
+  for (size_t k = 0; k < c->nparams; k++) {
+    char want[256];
+    spec_text(&c->params[k], want, sizeof want);
+    const char *at = strstr(cell, want);
+    char next = at ? at[strlen(want)] : 0;
+    if (!at || (next != '\0' && next != ';' && next != ' '))
+      FQ__FAIL("doc %s: params \"%s\" do not say \"%s\"", c->name, cell, want);
+  }
+  if (c->need_any_param && !strstr(cell, "at least one"))
+    FQ__FAIL("doc %s: does not say that at least one parameter is needed", c->name);
+}
+
+static void check_doc_vehicle(const fq_cmd_t *c, char **cells, int n) {
+  if (n != 6) {
+    FQ__FAIL("doc %s: %d cells, want 6", c->name, n);
+    return;
+  }
+  const char *dom = c->domain == FQ_DOMAIN_VCSEC         ? "VCSEC"
+                    : c->domain == FQ_DOMAIN_INFOTAINMENT ? "INFO"
+                                                          : "none (";
+  if (strncmp(cells[1], dom, strlen(dom)) != 0 || (c->domain && strcmp(cells[1], dom) != 0))
+    FQ__FAIL("doc %s: domain \"%s\", want %s", c->name, cells[1], dom);
+  check_doc_params(c, cells[2]);
+  char scopes[160] = "";
+  for (unsigned bit = 1; bit; bit <<= 1)
+    if (c->scopes & bit)
+      snprintf(scopes + strlen(scopes), sizeof scopes - strlen(scopes), "%s%s",
+               scopes[0] ? ", " : "", fq_scope_name(bit));
+  if (strcmp(cells[3], scopes) != 0)
+    FQ__FAIL("doc %s: scopes \"%s\", want \"%s\"", c->name, cells[3], scopes);
+  const char *idem = c->idempotent ? "yes" : "**no**";
+  if (strncmp(cells[4], idem, strlen(idem)) != 0)
+    FQ__FAIL("doc %s: idempotent \"%s\", want %s", c->name, cells[4], idem);
+  if (strcmp(cells[5], c->coalesce ? "yes" : "-") != 0)
+    FQ__FAIL("doc %s: coalesce \"%s\", want %s", c->name, cells[5], c->coalesce ? "yes" : "-");
+}
+
+FQ_TEST(protocol_doc_matches_the_table) {
+  FILE *f = fopen("../proto/wire-protocol.md", "r");
+  if (!f) {
+    FQ__FAIL("cannot open ../proto/wire-protocol.md");
+    return;
+  }
+  char line[1024];
+  bool in9 = false;
+  fq_devtype_t dev = 0;
+  size_t rows = 0;
+  bool seen[64] = {false};
+  CHECK(fq_cmd_count() <= 64);
+  while (fgets(line, sizeof line, f)) {
+    line[strcspn(line, "\n")] = '\0';
+    if (strncmp(line, "## ", 3) == 0) in9 = strncmp(line, "## 9. ", 6) == 0;
+    if (!in9) continue;
+    if (strncmp(line, "### Vehicles", 12) == 0) dev = FQ_DEV_VEHICLE;
+    if (strncmp(line, "### Energy sites", 16) == 0) dev = FQ_DEV_SITE;
+    if (strncmp(line, "| `", 3) != 0) continue;
+    char *cells[8];
+    int n = split_row(line, cells, 8);
+    size_t len = strlen(cells[0]);
+    const fq_cmd_t *c = len > 2 ? fq_cmd_find(cells[0] + 1, len - 2, dev, NULL) : NULL;
+    if (!c) {
+      FQ__FAIL("doc: %s is no command of that device type", cells[0]);
+      continue;
+    }
+    size_t idx = (size_t)(c - fq_cmd_at(0));
+    if (seen[idx]) FQ__FAIL("doc: %s listed twice", c->name);
+    seen[idx] = true;
+    rows++;
+    if (dev == FQ_DEV_VEHICLE) {
+      check_doc_vehicle(c, cells, n);
+    } else if (n != 2) {
+      FQ__FAIL("doc %s: %d cells, want 2", c->name, n);
+    } else {
+      /* The prose above the sites' table says they all need energy_cmds,
+       * are idempotent and suit coalescing. */
+      check_doc_params(c, cells[1]);
+      CHECK(c->scopes == FQ_SCOPE_ENERGY_CMDS && c->idempotent && c->coalesce);
+    }
+  }
+  fclose(f);
+  CHECK_INT(rows, fq_cmd_count());
 }
