@@ -126,13 +126,6 @@ static uint32_t rnd(uint32_t *s) {
   return *s;
 }
 
-static void b64url(const void *p, size_t n, char *out) {
-  size_t k = fq_base64_encode(p, n, out);
-  while (k && out[k - 1] == '=') k--;
-  out[k] = 0;
-  for (size_t i = 0; i < k; i++) out[i] = out[i] == '+' ? '-' : out[i] == '/' ? '_' : out[i];
-}
-
 static int cmp_i64(const void *a, const void *b) {
   int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
   return x < y ? -1 : x > y;
@@ -1271,8 +1264,8 @@ static void make_token(void) {
                    "\"aud\":[\"http://127.0.0.1\"]}",
                    scopes[0], scopes[1], scopes[2], scopes[3], scopes[4], now, now + 86400);
   static const char hdr[] = "{\"alg\":\"HS256\",\"typ\":\"JWT\"}";
-  b64url(hdr, sizeof hdr - 1, h);
-  b64url(payload, (size_t)n, pl);
+  fq_base64url_encode((const uint8_t *)hdr, sizeof hdr - 1, h);
+  fq_base64url_encode((const uint8_t *)payload, (size_t)n, pl);
   snprintf(token, sizeof token, "%s.%s.%s", h, pl, "c2ln");
 }
 
