@@ -5,6 +5,7 @@
  */
 #include "devq.h"
 
+#include "heap.h"
 #include "util.h"
 
 #include <errno.h>
@@ -25,18 +26,12 @@ typedef struct act {
   dev_t_ *dev;
 } act_t;
 
-typedef struct hent {
-  int64_t deadline;
-  uint64_t num;
-} hent_t;
-
 struct fq_devq {
   dev_t_ **buckets;
   size_t nbuckets, ndevs;
   act_t *act;
   size_t acap, acount;
-  hent_t *heap;
-  size_t hn, hcap;
+  fq_heap_t heap;   /* (deadline, num), stale entries dropped at the top */
 };
 
 static uint64_t str_hash(const char *s) { return fq_hash64(s, strlen(s)); }
@@ -76,7 +71,7 @@ void fq_devq_destroy(fq_devq_t **qp) {
   }
   free(q->buckets);
   free(q->act);
-  free(q->heap);
+  fq_heap_free(&q->heap);
   free(q);
   *qp = NULL;
 }
@@ -169,40 +164,6 @@ static void act_del(fq_devq_t *q, act_t *a) {
   q->acount--;
 }
 
-static int heap_push(fq_devq_t *q, int64_t deadline, uint64_t num) {
-  if (q->hn == q->hcap) {
-    size_t nc = q->hcap ? q->hcap * 2 : 1024;
-    hent_t *h = realloc(q->heap, nc * sizeof *h);
-    if (!h) return -ENOMEM;
-    q->heap = h;
-    q->hcap = nc;
-  }
-  size_t i = q->hn++;
-  while (i > 0) {
-    size_t p = (i - 1) / 2;
-    if (q->heap[p].deadline <= deadline) break;
-    q->heap[i] = q->heap[p];
-    i = p;
-  }
-  q->heap[i].deadline = deadline;
-  q->heap[i].num = num;
-  return 0;
-}
-
-static void heap_pop(fq_devq_t *q) {
-  hent_t last = q->heap[--q->hn];
-  size_t i = 0;
-  for (;;) {
-    size_t c = 2 * i + 1;
-    if (c >= q->hn) break;
-    if (c + 1 < q->hn && q->heap[c + 1].deadline < q->heap[c].deadline) c++;
-    if (q->heap[c].deadline >= last.deadline) break;
-    q->heap[i] = q->heap[c];
-    i = c;
-  }
-  if (q->hn) q->heap[i] = last;
-}
-
 int fq_devq_push(fq_devq_t *q, const char *device, uint64_t num, int64_t deadline) {
   if ((q->acount + 1) * 4 > q->acap * 3 && act_grow(q) != 0) return -ENOMEM;
   dev_t_ *d = dev_get(q, device);
@@ -214,7 +175,7 @@ int fq_devq_push(fq_devq_t *q, const char *device, uint64_t num, int64_t deadlin
     d->nums = p;
     d->cap = nc;
   }
-  if (heap_push(q, deadline, num) != 0) return -ENOMEM;
+  if (fq_heap_push(&q->heap, (fq_heap_ent_t){.key = deadline, .v.u = num}) != 0) return -ENOMEM;
   d->nums[d->n++] = num;
   size_t mask = q->acap - 1, j = num_hash(num) & mask;
   while (q->act[j].num) j = (j + 1) & mask;
@@ -252,14 +213,15 @@ size_t fq_devq_list(const fq_devq_t *q, const char *device, uint64_t *nums, size
 }
 
 int fq_devq_first_deadline(fq_devq_t *q, int64_t *deadline, uint64_t *num) {
-  while (q->hn) {
-    act_t *a = act_find(q, q->heap[0].num);
-    if (a && a->deadline == q->heap[0].deadline) {
-      *deadline = q->heap[0].deadline;
-      *num = q->heap[0].num;
+  const fq_heap_ent_t *top;
+  while ((top = fq_heap_top(&q->heap))) {
+    act_t *a = act_find(q, top->v.u);
+    if (a && a->deadline == top->key) {
+      *deadline = top->key;
+      *num = top->v.u;
       return 0;
     }
-    heap_pop(q);
+    fq_heap_pop(&q->heap);
   }
   return -1;
 }

@@ -29,6 +29,7 @@
 
 #include "auth.h"
 #include "fleetapi.h"
+#include "heap.h"
 #include "fleetq/commands.h"
 #include "fleetq/wire.h"
 #include "http.h"
@@ -102,11 +103,6 @@ typedef struct acct {
   fq_account_t a;
 } acct_t;
 
-typedef struct tmr {
-  int64_t at;
-  dev_t_ *dev;
-} tmr_t;
-
 struct fq_dispatch {
   fq_dispatch_opts_t o;
   fq_dispatch_env_t env;
@@ -121,8 +117,7 @@ struct fq_dispatch {
   acct_t *accts[256];
   uint64_t seen_gen;
 
-  tmr_t *heap;
-  size_t nheap, aheap;
+  fq_heap_t timers;          /* (timer_at, dev); stale when dev->timer_at moved */
   dev_t_ **kicks;
   size_t nkicks, akicks;
   dev_t_ *launch_head;
@@ -184,33 +179,16 @@ static dev_t_ *dev_get(fq_dispatch_t *d, const char *name) {
 }
 
 static void heap_push(fq_dispatch_t *d, int64_t at, dev_t_ *dev) {
-  if (d->nheap == d->aheap) {
-    size_t n = d->aheap ? d->aheap * 2 : 256;
-    tmr_t *h = realloc(d->heap, n * sizeof *h);
-    if (!h) return; /* the device is looked at again by its next kick */
-    d->heap = h;
-    d->aheap = n;
-  }
-  size_t i = d->nheap++;
-  while (i > 0 && d->heap[(i - 1) / 2].at > at) {
-    d->heap[i] = d->heap[(i - 1) / 2];
-    i = (i - 1) / 2;
-  }
-  d->heap[i] = (tmr_t){at, dev};
+  /* Out of memory: the device is looked at again by its next kick. */
+  (void)fq_heap_push(&d->timers, (fq_heap_ent_t){.key = at, .v.p = dev});
 }
 
-static void heap_pop(fq_dispatch_t *d) {
-  tmr_t last = d->heap[--d->nheap];
-  size_t i = 0;
-  for (;;) {
-    size_t c = 2 * i + 1;
-    if (c >= d->nheap) break;
-    if (c + 1 < d->nheap && d->heap[c + 1].at < d->heap[c].at) c++;
-    if (d->heap[c].at >= last.at) break;
-    d->heap[i] = d->heap[c];
-    i = c;
-  }
-  if (d->nheap) d->heap[i] = last;
+/* The earliest timer still armed (stale entries are dropped), or NULL. */
+static const fq_heap_ent_t *live_timer(fq_dispatch_t *d) {
+  const fq_heap_ent_t *t;
+  while ((t = fq_heap_top(&d->timers)) && ((dev_t_ *)t->v.p)->timer_at != t->key)
+    fq_heap_pop(&d->timers);
+  return t;
 }
 
 static void set_timer(fq_dispatch_t *d, dev_t_ *dev, int64_t at, int resume) {
@@ -1207,7 +1185,7 @@ void fq_dispatch_destroy(fq_dispatch_t **dp) {
     }
   }
   free(d->devs);
-  free(d->heap);
+  fq_heap_free(&d->timers);
   free(d->kicks);
   fq_buf_free(&d->scratch);
   free(d);
@@ -1244,9 +1222,9 @@ int fq_dispatch_pollitems(fq_dispatch_t *d, zmq_pollitem_t *items, int max) {
 long fq_dispatch_timeout_ms(fq_dispatch_t *d, int64_t now_ms) {
   long t = fq_http_timeout_ms(d->http);
   if (d->nkicks || d->launch_head) return 0;
-  while (d->nheap && d->heap[0].dev->timer_at != d->heap[0].at) heap_pop(d);
-  if (d->nheap) {
-    int64_t w = d->heap[0].at - now_ms;
+  const fq_heap_ent_t *timer = live_timer(d);
+  if (timer) {
+    int64_t w = timer->key - now_ms;
     if (w < 0) w = 0;
     if (t < 0 || w < t) t = (long)w;
   }
@@ -1257,8 +1235,8 @@ long fq_dispatch_timeout_ms(fq_dispatch_t *d, int64_t now_ms) {
 bool fq_dispatch_pending(fq_dispatch_t *d, int64_t now_ms) {
   if (d->nkicks) return true;
   if (fq_http_inflight(d->http)) return true;
-  while (d->nheap && d->heap[0].dev->timer_at != d->heap[0].at) heap_pop(d);
-  if (d->nheap && d->heap[0].at <= now_ms) return true;
+  const fq_heap_ent_t *timer = live_timer(d);
+  if (timer && timer->key <= now_ms) return true;
   if (d->hold_head && fq_auth_generation() != d->seen_gen) return true;
   return false;
 }
@@ -1318,12 +1296,13 @@ int fq_dispatch_step(fq_dispatch_t *d, const zmq_pollitem_t *items, int n, int64
       x = next;
     }
   }
-  while (d->nheap && d->heap[0].at <= now_ms) {
-    tmr_t t = d->heap[0];
-    heap_pop(d);
-    if (t.dev->timer_at != t.at) continue;
-    if (t.dev->phase == PH_HOLD && t.dev->resume == R_NONE) continue;
-    on_timer(d, t.dev);
+  const fq_heap_ent_t *top;
+  while ((top = fq_heap_top(&d->timers)) && top->key <= now_ms) {
+    fq_heap_ent_t t = fq_heap_pop(&d->timers);
+    dev_t_ *dev = t.v.p;
+    if (dev->timer_at != t.key) continue;
+    if (dev->phase == PH_HOLD && dev->resume == R_NONE) continue;
+    on_timer(d, dev);
   }
   /* Kicks may add kicks (a finished command kicks its device). */
   for (size_t i = 0; i < d->nkicks; i++) {
