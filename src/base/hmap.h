@@ -89,6 +89,12 @@ static inline uint64_t fq__hmap_slot_h(const unsigned char *slot) {
   return h;
 }
 
+/* The hash an item was stored under (0 reads back as 1, which the table
+ * treats as the same hash). */
+static inline uint64_t fq_hmap_item_hash(const void *item) {
+  return fq__hmap_slot_h((const unsigned char *)item - sizeof(uint64_t));
+}
+
 /* The next item stored under hash h: start with *cursor = 0 and call again
  * for more; returns NULL when there are no more.  Items of other keys that
  * share the 64-bit hash come too, so check the key.  The table must not

@@ -168,7 +168,7 @@ fq_store_t *fq_store_open(const char *dir, unsigned shard, uint64_t map_size, fq
     char idbuf[FQ_ID_LEN + 1];
     memcpy(idbuf, k.mv_data, FQ_ID_LEN);
     idbuf[FQ_ID_LEN] = 0;
-    uint64_t h = fq_idem_hash(tk, (size_t)(sep - tk), sep + 1, tkl - (size_t)(sep - tk) - 1);
+    uint64_t h = fq_hash64_pair(tk, (size_t)(sep - tk), sep + 1, tkl - (size_t)(sep - tk) - 1);
     if (fq_idem_put(s->idem, h, fq_store_id_num(idbuf)) != 0) {
       mdb_cursor_close(cur);
       fq_errf(err, -ENOMEM, "out of memory for the dedupe table");
@@ -291,7 +291,7 @@ int fq_store_id_shard(const char *id, size_t len) {
 
 int fq_store_idem_get(fq_store_t *s, const char *tenant, size_t tlen, const char *key,
                       size_t klen, uint8_t hash[32], char id[FQ_ID_LEN + 1], fq_err_t *err) {
-  uint64_t h = fq_idem_hash(tenant, tlen, key, klen), num;
+  uint64_t h = fq_hash64_pair(tenant, tlen, key, klen), num;
   size_t cursor = 0;
   while (fq_idem_next(s->idem, h, &cursor, &num)) {
     char cand[FQ_ID_LEN + 1];
@@ -322,7 +322,7 @@ int fq_store_idem_put(fq_store_t *s, const fq_cmdrec_t *rec, fq_err_t *err) {
   int rc = mdb_put(s->txn, s->idemlog, &k, &d, MDB_APPEND);
   if (rc == MDB_KEYEXIST) rc = mdb_put(s->txn, s->idemlog, &k, &d, 0);
   if (rc) return lmdb_err(err, rc, "idemlog put");
-  if (fq_idem_put(s->idem, fq_idem_hash(rec->tenant, tl, rec->key, kl), fq_store_id_num(rec->id)))
+  if (fq_idem_put(s->idem, fq_hash64_pair(rec->tenant, tl, rec->key, kl), fq_store_id_num(rec->id)))
     return fq_errf(err, -ENOMEM, "out of memory for the dedupe table");
   return 0;
 }
