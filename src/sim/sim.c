@@ -870,8 +870,9 @@ int fq_sim_start(fq_sim_t *sim, const char *host, uint16_t port, const char *tls
   }
   const union MHD_DaemonInfo *info = MHD_get_daemon_info(sim->mhd, MHD_DAEMON_INFO_BIND_PORT);
   sim->port = info ? info->port : port;
-  fq_info(MOD, "listening on %s:%u (%s), %zu vehicles, %zu sites, %zu accounts",
-          host ? host : "*", (unsigned)sim->port, tls_cert_path ? "https" : "http", nv, ns, na);
+  fq_info(MOD, "listening on %s:%u (%s), %zu vehicles, %zu sites, %zu accounts, seed %" PRIu64,
+          host ? host : "*", (unsigned)sim->port, tls_cert_path ? "https" : "http", nv, ns, na,
+          sim->w.seed);
 out:
   freeaddrinfo(ai);
   return rc;
