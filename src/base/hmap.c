@@ -1,6 +1,5 @@
 /*
- * The out-of-line half of hmap.h: growth, insertion and backward-shift
- * deletion.
+ * The out-of-line half of hmap.h: growth, backward-shift deletion, walks.
  */
 #include "hmap.h"
 
@@ -21,11 +20,13 @@ void fq_hmap_init(fq_hmap_t *m, size_t item_size, unsigned max_load_pct) {
 void fq_hmap_free(fq_hmap_t *m) {
   free(m->slots);
   m->slots = NULL;
-  m->cap = m->count = 0;
+  m->cap = m->count = m->limit = 0;
 }
 
-static bool fits(const fq_hmap_t *m, size_t cap, size_t n) {
-  return n <= cap / 100 * m->max_load + cap % 100 * m->max_load / 100;
+/* How many items cap slots may hold: cap * max_load / 100 without
+ * overflowing. */
+static size_t limit_of(const fq_hmap_t *m, size_t cap) {
+  return cap / 100 * m->max_load + cap % 100 * m->max_load / 100;
 }
 
 /* Move every item into a table of new_cap slots. */
@@ -45,27 +46,17 @@ static int rehash(fq_hmap_t *m, size_t new_cap) {
   free(m->slots);
   m->slots = ns;
   m->cap = new_cap;
+  m->limit = limit_of(m, new_cap);
   return 0;
 }
 
-int fq_hmap_reserve(fq_hmap_t *m, size_t n) {
+int fq__hmap_grow(fq_hmap_t *m, size_t n) {
   size_t cap = m->cap ? m->cap : MIN_CAP;
-  while (!fits(m, cap, n)) {
+  while (limit_of(m, cap) < n) {
     if (cap > SIZE_MAX / 2) return -ENOMEM;
     cap *= 2;
   }
   return cap == m->cap ? 0 : rehash(m, cap);
-}
-
-void *fq_hmap_add(fq_hmap_t *m, uint64_t h) {
-  if (!fits(m, m->cap, m->count + 1) && fq_hmap_reserve(m, m->count + 1) != 0) return NULL;
-  h = fq__hmap_h(h);
-  size_t mask = m->cap - 1, j = h & mask;
-  while (fq__hmap_slot_h(slot_at(m, j))) j = (j + 1) & mask;
-  unsigned char *s = slot_at(m, j);
-  memcpy(s, &h, sizeof h);
-  m->count++;
-  return s + sizeof(uint64_t); /* empty slots are kept zeroed */
 }
 
 void fq_hmap_del(fq_hmap_t *m, void *item) {

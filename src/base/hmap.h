@@ -20,8 +20,9 @@
  *
  * Allocation: only growth allocates (fq_hmap_add past the load limit, or
  * fq_hmap_reserve); after fq_hmap_reserve(m, n) succeeds, adding until the
- * table holds n items neither allocates nor fails.  Lookups are inline and
- * never allocate.  Not thread safe: one owner.
+ * table holds n items neither allocates nor fails.  Lookups, adds and the
+ * reserve check are inline (the device queues and the dispatcher use them
+ * per command); lookups never allocate.  Not thread safe: one owner.
  */
 #ifndef FQ_HMAP_H
 #define FQ_HMAP_H
@@ -35,6 +36,7 @@ typedef struct fq_hmap {
   unsigned char *slots; /* cap slots of `stride` bytes: uint64 hash (0 = empty), item */
   size_t cap;           /* 0 (nothing allocated yet) or a power of two */
   size_t count;
+  size_t limit;         /* most items cap slots may hold under max_load */
   size_t item_size, stride;
   unsigned max_load;    /* percent of cap in use before the table doubles */
 } fq_hmap_t;
@@ -48,13 +50,13 @@ void fq_hmap_init(fq_hmap_t *m, size_t item_size, unsigned max_load_pct);
  * load).  Items that own memory must be freed by the caller first. */
 void fq_hmap_free(fq_hmap_t *m);
 
-/* Make room for n items in all.  0, or -ENOMEM with the table unchanged. */
-int fq_hmap_reserve(fq_hmap_t *m, size_t n);
+/* Grow to hold n items (n > m->limit): 0 or -ENOMEM, table unchanged. */
+int fq__hmap_grow(fq_hmap_t *m, size_t n);
 
-/* A new, zeroed item stored under hash h, for the caller to fill in.  It
- * does not look for an existing item with this hash: find first when keys
- * must be unique.  NULL when the table cannot grow (out of memory). */
-void *fq_hmap_add(fq_hmap_t *m, uint64_t h);
+/* Make room for n items in all.  0, or -ENOMEM with the table unchanged. */
+static inline int fq_hmap_reserve(fq_hmap_t *m, size_t n) {
+  return n <= m->limit ? 0 : fq__hmap_grow(m, n);
+}
 
 /* Remove an item (a pointer fq_hmap_add, _next, _find or _each returned,
  * still valid).  Later items of its probe run move back one by one. */
@@ -114,6 +116,23 @@ static inline void *fq_hmap_next(const fq_hmap_t *m, uint64_t h, size_t *cursor)
   }
   *cursor = m->cap;
   return NULL;
+}
+
+/* A new, zeroed item stored under hash h, for the caller to fill in.  It
+ * does not look for an existing item with this hash: find first when keys
+ * must be unique.  NULL when the table cannot grow (out of memory). */
+static inline void *fq_hmap_add(fq_hmap_t *m, uint64_t h) {
+  if (m->count >= m->limit && fq__hmap_grow(m, m->count + 1) != 0) return NULL;
+  h = fq__hmap_h(h);
+  size_t mask = m->cap - 1, j = h & mask;
+  unsigned char *slot = m->slots + j * m->stride;
+  while (fq__hmap_slot_h(slot)) {
+    j = (j + 1) & mask;
+    slot = m->slots + j * m->stride;
+  }
+  memcpy(slot, &h, sizeof h);
+  m->count++;
+  return slot + sizeof(uint64_t); /* empty slots are kept zeroed */
 }
 
 /* The first item under hash h for which eq(item, key) is true, or NULL.
