@@ -73,6 +73,7 @@
 
 #include "fleetq/client.h"
 #include "http.h"
+#include "mpread.h"
 #include "payload.h"
 #include "util.h"
 #include "vcp.h"
@@ -124,13 +125,6 @@ static uint32_t rnd(uint32_t *s) {
   *s ^= *s >> 17;
   *s ^= *s << 5;
   return *s;
-}
-
-static void b64url(const void *p, size_t n, char *out) {
-  size_t k = fq_base64_encode(p, n, out);
-  while (k && out[k - 1] == '=') k--;
-  out[k] = 0;
-  for (size_t i = 0; i < k; i++) out[i] = out[i] == '+' ? '-' : out[i] == '/' ? '_' : out[i];
 }
 
 static int cmp_i64(const void *a, const void *b) {
@@ -261,12 +255,9 @@ static void tcpu_delta(const tcpu_t *before, const tcpu_t *after, tcpu_t *d) {
 }
 
 /* ------------------------------------------------------------------ */
-/* a minimal msgpack reader for events and acks (the bench must not be   */
-/* the bottleneck: four or so events per command)                        */
-
-typedef struct mpr {
-  const uint8_t *p, *end;
-} mpr_t;
+/* the values of events and acks the bench looks at, read with the base  */
+/* layer's bounded reader (it allocates nothing: four or so events per   */
+/* command must not make the bench the bottleneck)                       */
 
 enum { MT_BAD = 0, MT_STR, MT_INT, MT_NIL, MT_BOOL, MT_OTHER };
 
@@ -278,124 +269,46 @@ typedef struct mpv {
   bool b;
 } mpv_t;
 
-static bool need(mpr_t *r, size_t n) { return (size_t)(r->end - r->p) >= n; }
-
-static uint64_t be(const uint8_t *p, int n) {
-  uint64_t v = 0;
-  for (int i = 0; i < n; i++) v = v << 8 | p[i];
-  return v;
-}
-
-/* Read one value; containers, bin, ext and floats are skipped (MT_OTHER),
- * at most `depth` levels deep. */
-static bool mp_read(mpr_t *r, mpv_t *v, int depth) {
-  if (!need(r, 1) || depth > 8) return false;
-  uint8_t c = *r->p++;
+/* Read one value; containers (at most 8 levels), bin, ext and floats are
+ * skipped (MT_OTHER). */
+static bool mp_read(fq__mp_rd_t *r, mpv_t *v) {
+  fq__mp_rd_t at = *r;
+  fq__mp_obj_t o;
   memset(v, 0, sizeof *v);
-  size_t len = 0, count = 0;
-  int lenbytes = 0;
-  if (c <= 0x7f) { v->type = MT_INT; v->i = c; return true; }
-  if (c >= 0xe0) { v->type = MT_INT; v->i = (int8_t)c; return true; }
-  if (c >= 0xa0 && c <= 0xbf) { len = c & 31; goto str; }
-  if (c >= 0x80 && c <= 0x8f) { count = 2u * (c & 15); goto container; }
-  if (c >= 0x90 && c <= 0x9f) { count = c & 15; goto container; }
-  switch (c) {
-    case 0xc0: v->type = MT_NIL; return true;
-    case 0xc2: case 0xc3: v->type = MT_BOOL; v->b = c == 0xc3; return true;
-    case 0xcc: case 0xcd: case 0xce: case 0xcf: {
-      int n = 1 << (c - 0xcc);
-      if (!need(r, (size_t)n)) return false;
-      v->type = MT_INT;
-      v->i = (int64_t)be(r->p, n);
-      r->p += n;
-      return true;
-    }
-    case 0xd0: case 0xd1: case 0xd2: case 0xd3: {
-      int n = 1 << (c - 0xd0);
-      if (!need(r, (size_t)n)) return false;
-      uint64_t u = be(r->p, n);
-      v->type = MT_INT;
-      v->i = n == 1 ? (int8_t)u : n == 2 ? (int16_t)u : n == 4 ? (int32_t)u : (int64_t)u;
-      r->p += n;
-      return true;
-    }
-    case 0xca: case 0xcb: {
-      size_t n = c == 0xca ? 4 : 8;
-      if (!need(r, n)) return false;
-      r->p += n;
-      v->type = MT_OTHER;
-      return true;
-    }
-    case 0xd9: case 0xda: case 0xdb:
-      lenbytes = 1 << (c - 0xd9);
-      if (!need(r, (size_t)lenbytes)) return false;
-      len = (size_t)be(r->p, lenbytes);
-      r->p += lenbytes;
-      goto str;
-    case 0xc4: case 0xc5: case 0xc6:
-      lenbytes = 1 << (c - 0xc4);
-      if (!need(r, (size_t)lenbytes)) return false;
-      len = (size_t)be(r->p, lenbytes);
-      r->p += lenbytes;
-      if (!need(r, len)) return false;
-      r->p += len;
-      v->type = MT_OTHER;
-      return true;
-    case 0xd4: case 0xd5: case 0xd6: case 0xd7: case 0xd8:
-      len = 1 + ((size_t)1 << (c - 0xd4));
-      if (!need(r, len)) return false;
-      r->p += len;
-      v->type = MT_OTHER;
-      return true;
-    case 0xc7: case 0xc8: case 0xc9:
-      lenbytes = 1 << (c - 0xc7);
-      if (!need(r, (size_t)lenbytes + 1)) return false;
-      len = (size_t)be(r->p, lenbytes) + 1;
-      r->p += lenbytes;
-      if (!need(r, len)) return false;
-      r->p += len;
-      v->type = MT_OTHER;
-      return true;
-    case 0xdc: case 0xdd:
-      lenbytes = c == 0xdc ? 2 : 4;
-      if (!need(r, (size_t)lenbytes)) return false;
-      count = (size_t)be(r->p, lenbytes);
-      r->p += lenbytes;
-      goto container;
-    case 0xde: case 0xdf:
-      lenbytes = c == 0xde ? 2 : 4;
-      if (!need(r, (size_t)lenbytes)) return false;
-      count = 2 * (size_t)be(r->p, lenbytes);
-      r->p += lenbytes;
-      goto container;
-    default:
-      return false;
+  if (fq__mp_next(r, &o, NULL)) return false;
+  switch (o.kind) {
+  case FQ__MP_STR:
+    v->type = MT_STR;
+    v->s = (const char *)o.p;
+    v->n = o.len;
+    return true;
+  case FQ__MP_UINT:
+    v->type = MT_INT;
+    v->i = (int64_t)o.v.u;
+    return true;
+  case FQ__MP_NINT:
+    v->type = MT_INT;
+    v->i = o.v.i;
+    return true;
+  case FQ__MP_NIL: v->type = MT_NIL; return true;
+  case FQ__MP_BOOL:
+    v->type = MT_BOOL;
+    v->b = o.v.b;
+    return true;
+  case FQ__MP_ARRAY:
+  case FQ__MP_MAP:
+    *r = at;
+    v->type = MT_OTHER;
+    return fq__mp_skip(r, 1, 8, NULL) == 0;
+  default: v->type = MT_OTHER; return true;
   }
-str:
-  if (!need(r, len)) return false;
-  v->type = MT_STR;
-  v->s = (const char *)r->p;
-  v->n = len;
-  r->p += len;
-  return true;
-container:
-  if (count > (size_t)(r->end - r->p)) return false; /* at least a byte each */
-  for (size_t i = 0; i < count; i++) {
-    mpv_t x;
-    if (!mp_read(r, &x, depth + 1)) return false;
-  }
-  v->type = MT_OTHER;
-  return true;
 }
 
 /* Open a top-level map; returns its entry count or -1. */
-static long mp_map(mpr_t *r) {
-  if (!need(r, 1)) return -1;
-  uint8_t c = *r->p;
-  if (c >= 0x80 && c <= 0x8f) { r->p++; return c & 15; }
-  if (c == 0xde && need(r, 3)) { r->p += 3; return (long)be(r->p - 2, 2); }
-  if (c == 0xdf && need(r, 5)) { r->p += 5; return (long)be(r->p - 4, 4); }
-  return -1;
+static long mp_map(fq__mp_rd_t *r) {
+  fq__mp_obj_t o;
+  if (fq__mp_next(r, &o, NULL) || o.kind != FQ__MP_MAP) return -1;
+  return (long)o.v.count;
 }
 
 static bool key_is(const mpv_t *k, const char *s) {
@@ -549,13 +462,14 @@ static void *producer_main(void *arg) {
     zmq_msg_t m;
     zmq_msg_init(&m);
     while (zmq_msg_recv(&m, s, ZMQ_DONTWAIT) >= 0) {
-      mpr_t r = {zmq_msg_data(&m), (const uint8_t *)zmq_msg_data(&m) + zmq_msg_size(&m)};
+      fq__mp_rd_t r;
+      fq__mp_rd_init(&r, zmq_msg_data(&m), zmq_msg_size(&m));
       long n = mp_map(&r), req = -1;
       bool ok = false;
       char err[96] = "?", msg[200] = "";
       for (long k = 0; k < n; k++) {
         mpv_t kk, vv;
-        if (!mp_read(&r, &kk, 1) || !mp_read(&r, &vv, 1)) break;
+        if (!mp_read(&r, &kk) || !mp_read(&r, &vv)) break;
         if (key_is(&kk, "ok") && vv.type == MT_BOOL) ok = vv.b;
         else if (key_is(&kk, "req") && vv.type == MT_INT) req = (long)vv.i;
         else if (key_is(&kk, "error") && vv.type == MT_STR)
@@ -589,12 +503,13 @@ static bool terminal(const mpv_t *st) {
 }
 
 static void on_event(load_t *L, const uint8_t *p, size_t n) {
-  mpr_t r = {p, p + n};
+  fq__mp_rd_t r;
+  fq__mp_rd_init(&r, p, n);
   long cnt = mp_map(&r);
   mpv_t key = {0}, state = {0}, error = {0}, reason = {0}, shard = {0}, seq = {0};
   for (long k = 0; k < cnt; k++) {
     mpv_t kk, vv;
-    if (!mp_read(&r, &kk, 1) || !mp_read(&r, &vv, 1)) {
+    if (!mp_read(&r, &kk) || !mp_read(&r, &vv)) {
       L->bad_events++;
       return;
     }
@@ -1271,8 +1186,8 @@ static void make_token(void) {
                    "\"aud\":[\"http://127.0.0.1\"]}",
                    scopes[0], scopes[1], scopes[2], scopes[3], scopes[4], now, now + 86400);
   static const char hdr[] = "{\"alg\":\"HS256\",\"typ\":\"JWT\"}";
-  b64url(hdr, sizeof hdr - 1, h);
-  b64url(payload, (size_t)n, pl);
+  fq_base64url_encode((const uint8_t *)hdr, sizeof hdr - 1, h);
+  fq_base64url_encode((const uint8_t *)payload, (size_t)n, pl);
   snprintf(token, sizeof token, "%s.%s.%s", h, pl, "c2ln");
 }
 

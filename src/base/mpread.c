@@ -11,15 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 
-static inline uint16_t be16(const uint8_t *p) { return (uint16_t)((p[0] << 8) | p[1]); }
-
-static inline uint32_t be32(const uint8_t *p) {
-  return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
-}
-
-static inline uint64_t be64(const uint8_t *p) {
-  return ((uint64_t)be32(p) << 32) | be32(p + 4);
-}
+#include "byteorder.h"
 
 static size_t off(const fq__mp_rd_t *r, const uint8_t *at) { return (size_t)(at - r->base); }
 
@@ -116,17 +108,17 @@ int fq__mp_next(fq__mp_rd_t *r, fq__mp_obj_t *o, fq_err_t *err) {
   case 0xc5:
   case 0xc6:
     o->kind = FQ__MP_BIN;
-    return take_payload(r, start, o, b == 0xc4 ? h[0] : b == 0xc5 ? be16(h) : be32(h), err);
+    return take_payload(r, start, o, b == 0xc4 ? h[0] : b == 0xc5 ? fq_get_be16(h) : fq_get_be32(h), err);
   case 0xc7:
   case 0xc8:
   case 0xc9: {
     o->kind = FQ__MP_EXT;
-    uint32_t n = b == 0xc7 ? h[0] : b == 0xc8 ? be16(h) : be32(h);
+    uint32_t n = b == 0xc7 ? h[0] : b == 0xc8 ? fq_get_be16(h) : fq_get_be32(h);
     o->ext_type = (int8_t)h[need - 1];
     return take_payload(r, start, o, n, err);
   }
   case 0xca: {
-    uint32_t bits = be32(h);
+    uint32_t bits = fq_get_be32(h);
     float f;
     memcpy(&f, &bits, sizeof f);
     o->kind = FQ__MP_FLOAT;
@@ -134,7 +126,7 @@ int fq__mp_next(fq__mp_rd_t *r, fq__mp_obj_t *o, fq_err_t *err) {
     return 0;
   }
   case 0xcb: {
-    uint64_t bits = be64(h);
+    uint64_t bits = fq_get_be64(h);
     double d;
     memcpy(&d, &bits, sizeof d);
     o->kind = FQ__MP_FLOAT;
@@ -147,24 +139,24 @@ int fq__mp_next(fq__mp_rd_t *r, fq__mp_obj_t *o, fq_err_t *err) {
     return 0;
   case 0xcd:
     o->kind = FQ__MP_UINT;
-    o->v.u = be16(h);
+    o->v.u = fq_get_be16(h);
     return 0;
   case 0xce:
     o->kind = FQ__MP_UINT;
-    o->v.u = be32(h);
+    o->v.u = fq_get_be32(h);
     return 0;
   case 0xcf:
     o->kind = FQ__MP_UINT;
-    o->v.u = be64(h);
+    o->v.u = fq_get_be64(h);
     return 0;
   case 0xd0:
   case 0xd1:
   case 0xd2:
   case 0xd3: {
     int64_t v = b == 0xd0   ? (int8_t)h[0]
-                : b == 0xd1 ? (int16_t)be16(h)
-                : b == 0xd2 ? (int32_t)be32(h)
-                            : (int64_t)be64(h);
+                : b == 0xd1 ? (int16_t)fq_get_be16(h)
+                : b == 0xd2 ? (int32_t)fq_get_be32(h)
+                            : (int64_t)fq_get_be64(h);
     /* Some encoders use signed forms for small positive numbers; report
      * them as UINT so callers see one kind per sign. */
     if (v >= 0) {
@@ -190,14 +182,14 @@ int fq__mp_next(fq__mp_rd_t *r, fq__mp_obj_t *o, fq_err_t *err) {
   case 0xda:
   case 0xdb:
     o->kind = FQ__MP_STR;
-    return take_payload(r, start, o, b == 0xd9 ? h[0] : b == 0xda ? be16(h) : be32(h), err);
+    return take_payload(r, start, o, b == 0xd9 ? h[0] : b == 0xda ? fq_get_be16(h) : fq_get_be32(h), err);
   case 0xdc:
   case 0xdd:
     o->kind = FQ__MP_ARRAY;
-    return check_count(r, start, o, b == 0xdc ? be16(h) : be32(h), 1, err);
+    return check_count(r, start, o, b == 0xdc ? fq_get_be16(h) : fq_get_be32(h), 1, err);
   default: /* 0xde, 0xdf */
     o->kind = FQ__MP_MAP;
-    return check_count(r, start, o, b == 0xde ? be16(h) : be32(h), 2, err);
+    return check_count(r, start, o, b == 0xde ? fq_get_be16(h) : fq_get_be32(h), 2, err);
   }
 }
 
@@ -283,35 +275,38 @@ bool fq__utf8_valid(const uint8_t *p, size_t n) {
       i += 8;
     }
     if (i >= n) break;
-    uint8_t c = p[i];
-    if (c < 0x80) {
-      i++;
-      continue;
-    }
-    size_t len;
-    uint32_t cp;
-    if (c >= 0xc2 && c <= 0xdf) {
-      len = 2;
-      cp = c & 0x1f;
-    } else if (c >= 0xe0 && c <= 0xef) {
-      len = 3;
-      cp = c & 0x0f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-      len = 4;
-      cp = c & 0x07;
-    } else {
-      return false; /* continuation byte, overlong 2-byte lead, or > U+10FFFF lead */
-    }
-    if (n - i < len) return false;
-    for (size_t k = 1; k < len; k++) {
-      if ((p[i + k] & 0xc0) != 0x80) return false;
-      cp = (cp << 6) | (p[i + k] & 0x3f);
-    }
-    if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000)) return false; /* overlong */
-    if (cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return false;
+    size_t len = fq__utf8_seq_len(p + i, n - i);
+    if (!len) return false;
     i += len;
   }
   return true;
+}
+
+size_t fq__utf8_seq_len(const uint8_t *p, size_t n) {
+  uint8_t c = p[0];
+  if (c < 0x80) return 1;
+  size_t len;
+  uint32_t cp;
+  if (c >= 0xc2 && c <= 0xdf) {
+    len = 2;
+    cp = c & 0x1f;
+  } else if (c >= 0xe0 && c <= 0xef) {
+    len = 3;
+    cp = c & 0x0f;
+  } else if (c >= 0xf0 && c <= 0xf4) {
+    len = 4;
+    cp = c & 0x07;
+  } else {
+    return 0; /* continuation byte, overlong 2-byte lead, or > U+10FFFF lead */
+  }
+  if (n < len) return 0;
+  for (size_t k = 1; k < len; k++) {
+    if ((p[k] & 0xc0) != 0x80) return 0;
+    cp = (cp << 6) | (p[k] & 0x3f);
+  }
+  if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000)) return 0; /* overlong */
+  if (cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
+  return len;
 }
 
 const char *fq__mp_kind_name(int kind) {

@@ -90,6 +90,11 @@ int fq__mp_skip_jsonish(fq__mp_rd_t *r, int depth, int max_depth, const char *wh
  * surrogates, nothing above U+10FFFF). */
 bool fq__utf8_valid(const uint8_t *p, size_t n);
 
+/* Length (1 to 4) of the well-formed UTF-8 sequence p[0..n) starts with,
+ * or 0 when it does not start with one (same rules as fq__utf8_valid).
+ * n must be at least 1. */
+size_t fq__utf8_seq_len(const uint8_t *p, size_t n);
+
 /* Name of a kind for messages: "nil", "bool", "integer", "float",
  * "string", "binary", "array", "map", "extension". */
 const char *fq__mp_kind_name(int kind);

@@ -75,14 +75,26 @@ int fq_buf_printf(fq_buf_t *b, const char *fmt, ...) {
   return 0;
 }
 
-uint64_t fq_hash64(const void *p, size_t n) {
-  const uint8_t *b = p;
-  uint64_t h = 1469598103934665603ULL;
+/* FNV-1a over n bytes, continuing from h. */
+static uint64_t fnv1a(uint64_t h, const uint8_t *b, size_t n) {
   for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 1099511628211ULL;
+  return h;
+}
+
+/* The finalizer: FNV's low bits vary little between similar keys. */
+static uint64_t fmix(uint64_t h) {
   h ^= h >> 33;
   h *= 0xff51afd7ed558ccdULL;
   h ^= h >> 33;
   return h;
+}
+
+uint64_t fq_hash64(const void *p, size_t n) { return fmix(fnv1a(1469598103934665603ULL, p, n)); }
+
+uint64_t fq_hash64_pair(const void *a, size_t an, const void *b, size_t bn) {
+  uint64_t h = fnv1a(1469598103934665603ULL, a, an);
+  h = (h ^ 0xffu) * 1099511628211ULL; /* a separator: "a"+"bc" differs from "ab"+"c" */
+  return fmix(fnv1a(h, b, bn));
 }
 
 int64_t fq_now_ms(void) {
@@ -124,45 +136,57 @@ long fq_hex_decode(const char *hex, uint8_t *out, size_t cap) {
   return (long)(n / 2);
 }
 
-static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+static const char b64_std[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+static const char b64_url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
-size_t fq_base64_encode(const uint8_t *p, size_t n, char *out) {
+/* Both alphabets share the coder; only the last two digits and the
+ * padding differ. */
+static size_t b64_encode(const char *abc, bool pad, const uint8_t *p, size_t n, char *out) {
   size_t o = 0, i = 0;
   for (; i + 2 < n; i += 3) {
     uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 | p[i + 2];
-    out[o++] = b64[v >> 18];
-    out[o++] = b64[(v >> 12) & 63];
-    out[o++] = b64[(v >> 6) & 63];
-    out[o++] = b64[v & 63];
+    out[o++] = abc[v >> 18];
+    out[o++] = abc[(v >> 12) & 63];
+    out[o++] = abc[(v >> 6) & 63];
+    out[o++] = abc[v & 63];
   }
   if (i < n) {
     uint32_t v = (uint32_t)p[i] << 16 | (i + 1 < n ? (uint32_t)p[i + 1] << 8 : 0);
-    out[o++] = b64[v >> 18];
-    out[o++] = b64[(v >> 12) & 63];
-    out[o++] = i + 1 < n ? b64[(v >> 6) & 63] : '=';
-    out[o++] = '=';
+    out[o++] = abc[v >> 18];
+    out[o++] = abc[(v >> 12) & 63];
+    if (i + 1 < n) out[o++] = abc[(v >> 6) & 63];
+    else if (pad) out[o++] = '=';
+    if (pad) out[o++] = '=';
   }
   out[o] = '\0';
   return o;
 }
 
-static int b64val(char c) {
+size_t fq_base64_encode(const uint8_t *p, size_t n, char *out) {
+  return b64_encode(b64_std, true, p, n, out);
+}
+
+size_t fq_base64url_encode(const uint8_t *p, size_t n, char *out) {
+  return b64_encode(b64_url, false, p, n, out);
+}
+
+static int b64val(char c, char d62, char d63) {
   if (c >= 'A' && c <= 'Z') return c - 'A';
   if (c >= 'a' && c <= 'z') return c - 'a' + 26;
   if (c >= '0' && c <= '9') return c - '0' + 52;
-  if (c == '+') return 62;
-  if (c == '/') return 63;
+  if (c == d62) return 62;
+  if (c == d63) return 63;
   return -1;
 }
 
-long fq_base64_decode(const char *s, size_t slen, uint8_t *out, size_t cap) {
+static long b64_decode(char d62, char d63, const char *s, size_t slen, uint8_t *out, size_t cap) {
   while (slen && s[slen - 1] == '=') slen--;
   if (slen % 4 == 1) return -1;
   size_t o = 0;
   uint32_t acc = 0;
   int bits = 0;
   for (size_t i = 0; i < slen; i++) {
-    int v = b64val(s[i]);
+    int v = b64val(s[i], d62, d63);
     if (v < 0) return -1;
     acc = acc << 6 | (uint32_t)v;
     bits += 6;
@@ -173,6 +197,14 @@ long fq_base64_decode(const char *s, size_t slen, uint8_t *out, size_t cap) {
     }
   }
   return (long)o;
+}
+
+long fq_base64_decode(const char *s, size_t slen, uint8_t *out, size_t cap) {
+  return b64_decode('+', '/', s, slen, out, cap);
+}
+
+long fq_base64url_decode(const char *s, size_t slen, uint8_t *out, size_t cap) {
+  return b64_decode('-', '_', s, slen, out, cap);
 }
 
 int fq_check_secret_file(const char *path, fq_err_t *err) {

@@ -1,6 +1,6 @@
 /*
  * Small helpers every module uses: a bounded growable byte buffer, clocks,
- * hex and base64 coding, and file checks for secret files.
+ * hex, base64 and base64url coding, and file checks for secret files.
  */
 #ifndef FQ_UTIL_H
 #define FQ_UTIL_H
@@ -16,6 +16,10 @@
  * that differ in a few characters.  Stable across versions: shard choice
  * depends on it. */
 uint64_t fq_hash64(const void *p, size_t n);
+/* The same hash over a pair of byte strings (a tenant and its idempotency
+ * key): a separator between them keeps ("a", "bc") apart from ("ab", "c").
+ * Only ever kept in memory. */
+uint64_t fq_hash64_pair(const void *a, size_t an, const void *b, size_t bn);
 
 /* Wall clock in Unix milliseconds / seconds. */
 int64_t fq_now_ms(void);
@@ -33,6 +37,13 @@ size_t fq_base64_encode(const uint8_t *p, size_t n, char *out);
 /* Decode standard base64 (padding optional, no whitespace); returns the
  * number of bytes or -1 on bad input or when more than cap bytes. */
 long fq_base64_decode(const char *s, size_t slen, uint8_t *out, size_t cap);
+/* Base64url (RFC 4648 section 5: '-' and '_' for '+' and '/'), as JWTs
+ * use it: encoded without padding (out needs 4*((n+2)/3)+1 bytes; returns
+ * the length written before the NUL), decoded with or without padding
+ * (returns the number of bytes, or -1 on a character outside the URL
+ * alphabet, a bad length or more than cap bytes). */
+size_t fq_base64url_encode(const uint8_t *p, size_t n, char *out);
+long fq_base64url_decode(const char *s, size_t slen, uint8_t *out, size_t cap);
 
 /* Check that path names a regular file (not a symlink) that neither group
  * nor others can read or write.  Returns 0 or FQ_EKEYFILE with the reason

@@ -1,7 +1,7 @@
 /*
  * The fleetq client library (include/fleetq/client.h): a DEALER request
- * socket, the request builders, a bounded msgpack reader and JSON printer,
- * and the status-event subscriber.  The daemon is the only peer, but replies
+ * socket, the request builders, a JSON printer over the base layer's
+ * bounded msgpack reader (mpread.h), and the status-event subscriber.  The daemon is the only peer, but replies
  * still go through a bounds check before msgpack-c sees them, because
  * msgpack-c allocates whatever a container header declares.
  */
@@ -16,6 +16,8 @@
 
 #include <jansson.h>
 #include <zmq.h>
+
+#include "mpread.h"
 
 /* ------------------------------------------------------------------ */
 /* Packing into an fq_buf_t                                             */
@@ -375,195 +377,22 @@ out:
 }
 
 /* ------------------------------------------------------------------ */
-/* A bounded msgpack reader                                             */
-
-enum mp_kind {
-  MP_NIL, MP_BOOL, MP_UINT, MP_INT, MP_FLOAT, MP_STR, MP_BIN, MP_EXT, MP_ARRAY, MP_MAP
-};
-
-typedef struct mp_item {
-  int kind;
-  bool b;
-  uint64_t u;
-  int64_t i;
-  double f;
-  const uint8_t *data; /* str / bin / ext payload */
-  size_t n;            /* payload length, or element count of array / map */
-  int8_t ext_type;
-} mp_item_t;
-
-static uint64_t be(const uint8_t *p, size_t n) {
-  uint64_t v = 0;
-  for (size_t i = 0; i < n; i++) v = (v << 8) | p[i];
-  return v;
-}
-
-/* Read one item header at *off (and the payload of str / bin / ext).
- * Containers only report their count, which is checked against the bytes
- * left: every element takes at least one byte. */
-static int mp_next(const uint8_t *p, size_t len, size_t *off, mp_item_t *it) {
-  size_t o = *off;
-  if (o >= len) return -1;
-  uint8_t t = p[o++];
-  size_t lenbytes = 0, fixed = 0;
-  memset(it, 0, sizeof *it);
-  if (t <= 0x7f) {
-    it->kind = MP_UINT;
-    it->u = t;
-  } else if (t >= 0xe0) {
-    it->kind = MP_INT;
-    it->i = (int8_t)t;
-  } else if (t >= 0x80 && t <= 0x8f) {
-    it->kind = MP_MAP;
-    it->n = t & 0x0f;
-  } else if (t >= 0x90 && t <= 0x9f) {
-    it->kind = MP_ARRAY;
-    it->n = t & 0x0f;
-  } else if (t >= 0xa0 && t <= 0xbf) {
-    it->kind = MP_STR;
-    it->n = t & 0x1f;
-    fixed = 1;
-  } else {
-    switch (t) {
-    case 0xc0: it->kind = MP_NIL; break;
-    case 0xc2: it->kind = MP_BOOL; it->b = false; break;
-    case 0xc3: it->kind = MP_BOOL; it->b = true; break;
-    case 0xc4: case 0xc5: case 0xc6:
-      it->kind = MP_BIN;
-      lenbytes = (size_t)1 << (t - 0xc4);
-      break;
-    case 0xc7: case 0xc8: case 0xc9:
-      it->kind = MP_EXT;
-      lenbytes = (size_t)1 << (t - 0xc7);
-      break;
-    case 0xca: case 0xcb: {
-      size_t w = t == 0xca ? 4 : 8;
-      if (len - o < w) return -1;
-      uint64_t bits = be(p + o, w);
-      o += w;
-      it->kind = MP_FLOAT;
-      if (w == 4) {
-        uint32_t b32 = (uint32_t)bits;
-        float fl;
-        memcpy(&fl, &b32, 4);
-        it->f = fl;
-      } else {
-        memcpy(&it->f, &bits, 8);
-      }
-      break;
-    }
-    case 0xcc: case 0xcd: case 0xce: case 0xcf: {
-      size_t w = (size_t)1 << (t - 0xcc);
-      if (len - o < w) return -1;
-      it->kind = MP_UINT;
-      it->u = be(p + o, w);
-      o += w;
-      break;
-    }
-    case 0xd0: case 0xd1: case 0xd2: case 0xd3: {
-      size_t w = (size_t)1 << (t - 0xd0);
-      if (len - o < w) return -1;
-      uint64_t raw = be(p + o, w);
-      o += w;
-      it->kind = MP_INT;
-      if (w == 1) it->i = (int8_t)raw;
-      else if (w == 2) it->i = (int16_t)raw;
-      else if (w == 4) it->i = (int32_t)raw;
-      else it->i = (int64_t)raw;
-      break;
-    }
-    case 0xd4: case 0xd5: case 0xd6: case 0xd7: case 0xd8:
-      it->kind = MP_EXT;
-      it->n = (size_t)1 << (t - 0xd4);
-      fixed = 2; /* type byte, then n bytes */
-      break;
-    case 0xd9: case 0xda: case 0xdb:
-      it->kind = MP_STR;
-      lenbytes = (size_t)1 << (t - 0xd9);
-      break;
-    case 0xdc: case 0xdd:
-      it->kind = MP_ARRAY;
-      if (len - o < (t == 0xdc ? 2u : 4u)) return -1;
-      it->n = (size_t)be(p + o, t == 0xdc ? 2 : 4);
-      o += t == 0xdc ? 2 : 4;
-      break;
-    case 0xde: case 0xdf:
-      it->kind = MP_MAP;
-      if (len - o < (t == 0xde ? 2u : 4u)) return -1;
-      it->n = (size_t)be(p + o, t == 0xde ? 2 : 4);
-      o += t == 0xde ? 2 : 4;
-      break;
-    default: /* 0xc1 is never used */
-      return -1;
-    }
-  }
-  if (lenbytes) {
-    if (len - o < lenbytes) return -1;
-    it->n = (size_t)be(p + o, lenbytes);
-    o += lenbytes;
-    fixed = it->kind == MP_EXT ? 2 : 1;
-  }
-  if (fixed) {
-    if (it->kind == MP_EXT) {
-      if (len - o < 1) return -1;
-      it->ext_type = (int8_t)p[o++];
-    }
-    if (len - o < it->n) return -1;
-    it->data = p + o;
-    o += it->n;
-  }
-  if (it->kind == MP_ARRAY && it->n > len - o) return -1;
-  if (it->kind == MP_MAP && (it->n > (len - o) / 2)) return -1;
-  *off = o;
-  return 0;
-}
-
-static int mp_skip(const uint8_t *p, size_t len, size_t *off, int depth) {
-  mp_item_t it;
-  if (depth > FQ_CLIENT_MAX_DEPTH) return -1;
-  if (mp_next(p, len, off, &it)) return -1;
-  if (it.kind == MP_ARRAY || it.kind == MP_MAP) {
-    size_t k = it.kind == MP_MAP ? 2 * it.n : it.n;
-    for (size_t i = 0; i < k; i++)
-      if (mp_skip(p, len, off, depth + 1)) return -1;
-  }
-  return 0;
-}
+/* Checking untrusted msgpack (the base layer's bounded reader)          */
 
 int fq_msgpack_check(const uint8_t *buf, size_t len, fq_err_t *err) {
-  size_t off = 0;
-  if (mp_skip(buf, len, &off, 1))
-    return fq_errf(err, FQ_EBADREQ, "malformed msgpack (%zu bytes, bad value near offset %zu)",
-                   len, off);
-  if (off != len)
-    return fq_errf(err, FQ_EBADREQ, "trailing bytes after msgpack value (%zu of %zu used)", off,
-                   len);
+  if (!buf || !len) return fq_errf(err, FQ_EBADREQ, "malformed msgpack (no bytes)");
+  fq__mp_rd_t r;
+  fq__mp_rd_init(&r, buf, len);
+  int rc = fq__mp_skip(&r, 1, FQ_CLIENT_MAX_DEPTH, err);
+  if (rc) return rc;
+  if (fq__mp_left(&r))
+    return fq_errf(err, FQ_EBADREQ, "trailing bytes after msgpack value (%zu of %zu used)",
+                   len - fq__mp_left(&r), len);
   return 0;
 }
 
 /* ------------------------------------------------------------------ */
 /* msgpack -> JSON                                                      */
-
-static int utf8_len(const uint8_t *p, size_t n) {
-  /* Length of one valid UTF-8 sequence at p, or 0 if invalid. */
-  uint8_t c = p[0];
-  size_t want;
-  uint32_t cp;
-  if (c < 0x80) return 1;
-  if (c >= 0xc2 && c <= 0xdf) want = 2, cp = c & 0x1f;
-  else if (c >= 0xe0 && c <= 0xef) want = 3, cp = c & 0x0f;
-  else if (c >= 0xf0 && c <= 0xf4) want = 4, cp = c & 0x07;
-  else return 0;
-  if (n < want) return 0;
-  for (size_t i = 1; i < want; i++) {
-    if ((p[i] & 0xc0) != 0x80) return 0;
-    cp = (cp << 6) | (p[i] & 0x3f);
-  }
-  if ((want == 3 && cp < 0x800) || (want == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-      (cp >= 0xd800 && cp <= 0xdfff))
-    return 0;
-  return (int)want;
-}
 
 static int json_str(fq_buf_t *out, const uint8_t *p, size_t n) {
   int rc = fq_buf_append(out, "\"", 1);
@@ -578,15 +407,15 @@ static int json_str(fq_buf_t *out, const uint8_t *p, size_t n) {
       rc = fq_buf_printf(out, "\\u%04x", c);
       i++;
     } else {
-      int u = utf8_len(p + i, n - i);
+      size_t u = fq__utf8_seq_len(p + i, n - i);
       if (u == 0) {
         /* Invalid UTF-8 would make the whole line unreadable to a JSON
          * parser; mark the byte instead. */
         rc = fq_buf_append_str(out, "\\ufffd");
         i++;
       } else {
-        rc = fq_buf_append(out, p + i, (size_t)u);
-        i += (size_t)u;
+        rc = fq_buf_append(out, p + i, u);
+        i += u;
       }
     }
   }
@@ -614,71 +443,74 @@ static int json_nl(fq_buf_t *out, int pretty, int indent) {
   return rc;
 }
 
-static int mp_json(const uint8_t *p, size_t len, size_t *off, int depth, fq_buf_t *out,
-                   int pretty);
+static int mp_json(fq__mp_rd_t *r, int depth, fq_buf_t *out, int pretty);
 
-static int json_container(const uint8_t *p, size_t len, size_t *off, int depth, fq_buf_t *out,
-                          int pretty, const mp_item_t *it) {
-  bool map = it->kind == MP_MAP;
+static int json_container(fq__mp_rd_t *r, int depth, fq_buf_t *out, int pretty,
+                          const fq__mp_obj_t *o) {
+  bool map = o->kind == FQ__MP_MAP;
   int rc = fq_buf_append(out, map ? "{" : "[", 1);
-  for (size_t i = 0; !rc && i < it->n; i++) {
+  for (uint32_t i = 0; !rc && i < o->v.count; i++) {
     if (i) rc = fq_buf_append(out, ",", 1);
     if (!rc) rc = json_nl(out, pretty, depth);
     if (rc) break;
     if (map) {
-      size_t save = *off;
-      mp_item_t k;
-      if (mp_next(p, len, &save, &k)) return FQ_EBADREQ;
-      if (k.kind == MP_STR) {
-        *off = save;
-        rc = json_str(out, k.data, k.n);
+      fq__mp_rd_t save = *r;
+      fq__mp_obj_t k;
+      if (fq__mp_next(&save, &k, NULL)) return FQ_EBADREQ;
+      if (k.kind == FQ__MP_STR) {
+        *r = save;
+        rc = json_str(out, k.p, k.len);
       } else {
         /* JSON keys are strings: render the key as JSON, then quote it. */
         fq_buf_t tmp;
         fq_buf_init(&tmp, out->cap);
-        rc = mp_json(p, len, off, depth + 1, &tmp, 0);
+        rc = mp_json(r, depth + 1, &tmp, 0);
         if (!rc) rc = json_str(out, tmp.data, tmp.len);
         fq_buf_free(&tmp);
       }
       if (!rc) rc = fq_buf_append_str(out, pretty ? ": " : ":");
     }
-    if (!rc) rc = mp_json(p, len, off, depth + 1, out, pretty);
+    if (!rc) rc = mp_json(r, depth + 1, out, pretty);
   }
-  if (!rc && it->n) rc = json_nl(out, pretty, depth - 1);
+  if (!rc && o->v.count) rc = json_nl(out, pretty, depth - 1);
   if (!rc) rc = fq_buf_append(out, map ? "}" : "]", 1);
   return rc;
 }
 
-static int mp_json(const uint8_t *p, size_t len, size_t *off, int depth, fq_buf_t *out,
-                   int pretty) {
-  mp_item_t it;
-  if (depth > FQ_CLIENT_MAX_DEPTH) return FQ_EBADREQ;
-  if (mp_next(p, len, off, &it)) return FQ_EBADREQ;
-  switch (it.kind) {
-  case MP_NIL: return fq_buf_append_str(out, "null");
-  case MP_BOOL: return fq_buf_append_str(out, it.b ? "true" : "false");
-  case MP_UINT: return fq_buf_printf(out, "%" PRIu64, it.u);
-  case MP_INT: return fq_buf_printf(out, "%" PRId64, it.i);
-  case MP_FLOAT: {
-    if (!isfinite(it.f)) return fq_buf_append_str(out, "null");
+static int mp_json(fq__mp_rd_t *r, int depth, fq_buf_t *out, int pretty) {
+  fq__mp_obj_t o;
+  if (fq__mp_next(r, &o, NULL)) return FQ_EBADREQ;
+  switch (o.kind) {
+  case FQ__MP_NIL: return fq_buf_append_str(out, "null");
+  case FQ__MP_BOOL: return fq_buf_append_str(out, o.v.b ? "true" : "false");
+  case FQ__MP_UINT: return fq_buf_printf(out, "%" PRIu64, o.v.u);
+  case FQ__MP_NINT: return fq_buf_printf(out, "%" PRId64, o.v.i);
+  case FQ__MP_FLOAT: {
+    if (!isfinite(o.v.f)) return fq_buf_append_str(out, "null");
     char num[40];
-    snprintf(num, sizeof num, "%.17g", it.f);
+    snprintf(num, sizeof num, "%.17g", o.v.f);
     /* Keep a float looking like one, so a reader sees the type sent. */
     if (!strpbrk(num, ".eE")) strncat(num, ".0", sizeof num - strlen(num) - 1);
     return fq_buf_append_str(out, num);
   }
-  case MP_STR: return json_str(out, it.data, it.n);
-  case MP_BIN:
-  case MP_EXT: return json_hex(out, it.data, it.n);
-  default: return json_container(p, len, off, depth, out, pretty, &it);
+  case FQ__MP_STR: return json_str(out, o.p, o.len);
+  case FQ__MP_BIN:
+  case FQ__MP_EXT: return json_hex(out, o.p, o.len);
+  default:
+    /* The same bound as fq_msgpack_check: containers nest at most
+     * FQ_CLIENT_MAX_DEPTH deep, which also bounds this recursion. */
+    if (depth > FQ_CLIENT_MAX_DEPTH) return FQ_EBADREQ;
+    return json_container(r, depth, out, pretty, &o);
   }
 }
 
 int fq_msgpack_to_json(const uint8_t *buf, size_t len, fq_buf_t *out, int pretty) {
-  size_t off = 0;
+  if (!buf || !len) return FQ_EBADREQ;
+  fq__mp_rd_t r;
+  fq__mp_rd_init(&r, buf, len);
   size_t start = out->len;
-  int rc = mp_json(buf, len, &off, 1, out, pretty);
-  if (!rc && off != len) rc = FQ_EBADREQ;
+  int rc = mp_json(&r, 1, out, pretty);
+  if (!rc && fq__mp_left(&r)) rc = FQ_EBADREQ;
   if (rc) out->len = start;
   return rc;
 }

@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "byteorder.h"
 #include "fleetq/wire.h"
 
 struct fq_traffic_writer {
@@ -31,31 +32,6 @@ struct fq_traffic {
   int64_t origin_ms;
   char *note;
 };
-
-static void put_u16(uint8_t *p, uint16_t v) {
-  p[0] = (uint8_t)(v >> 8);
-  p[1] = (uint8_t)v;
-}
-
-static void put_u32(uint8_t *p, uint32_t v) {
-  for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (24 - 8 * i));
-}
-
-static void put_u64(uint8_t *p, uint64_t v) {
-  for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (56 - 8 * i));
-}
-
-static uint16_t get_u16(const uint8_t *p) { return (uint16_t)((p[0] << 8) | p[1]); }
-
-static uint32_t get_u32(const uint8_t *p) {
-  return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
-}
-
-static uint64_t get_u64(const uint8_t *p) {
-  uint64_t v = 0;
-  for (int i = 0; i < 8; i++) v = (v << 8) | p[i];
-  return v;
-}
 
 /* The note is text a person reads: no NUL and no control characters
  * other than tab and newline (it may be shown on a terminal). */
@@ -107,11 +83,11 @@ fq_traffic_writer_t *fq_traffic_writer_new(const char *path, int64_t origin_ms, 
   }
   uint8_t h[FQ_TRAFFIC_HEADER_SIZE];
   memcpy(h, FQ_TRAFFIC_MAGIC, 8);
-  put_u16(h + 8, FQ_TRAFFIC_VERSION);
-  put_u16(h + 10, 0);
-  put_u32(h + 12, (uint32_t)(FQ_TRAFFIC_HEADER_SIZE + nlen));
-  put_u64(h + 16, 0); /* count: patched by close, so a crashed writer's file is refused */
-  put_u64(h + 24, (uint64_t)origin_ms);
+  fq_put_be16(h + 8, FQ_TRAFFIC_VERSION);
+  fq_put_be16(h + 10, 0);
+  fq_put_be32(h + 12, (uint32_t)(FQ_TRAFFIC_HEADER_SIZE + nlen));
+  fq_put_be64(h + 16, 0); /* count: patched by close, so a crashed writer's file is refused */
+  fq_put_be64(h + 24, (uint64_t)origin_ms);
   if (fwrite(h, 1, sizeof h, w->f) != sizeof h || (nlen && fwrite(note, 1, nlen, w->f) != nlen)) {
     fq_errf(err, -EIO, "%s: write failed", path);
     goto fail;
@@ -140,8 +116,8 @@ int fq_traffic_write(fq_traffic_writer_t *w, uint64_t offset_us, const uint8_t *
   int rc = fq_traffic_check_body(body, len, err);
   if (rc) return rc;
   uint8_t h[FQ_TRAFFIC_REC_HEADER];
-  put_u64(h, offset_us);
-  put_u32(h + 8, (uint32_t)len);
+  fq_put_be64(h, offset_us);
+  fq_put_be32(h + 8, (uint32_t)len);
   if (fwrite(h, 1, sizeof h, w->f) != sizeof h || fwrite(body, 1, len, w->f) != len)
     return fq_errf(err, -EIO, "%s: write failed", w->path);
   w->count++;
@@ -157,7 +133,7 @@ int fq_traffic_writer_close(fq_traffic_writer_t **wp, fq_err_t *err) {
   *wp = NULL;
   if (!w) return 0;
   uint8_t c[8];
-  put_u64(c, w->count);
+  fq_put_be64(c, w->count);
   if (fflush(w->f) != 0 || fseeko(w->f, 16, SEEK_SET) != 0 || fwrite(c, 1, 8, w->f) != 8 ||
       fflush(w->f) != 0 || fsync(fileno(w->f)) != 0) {
     rc = fq_errf(err, -errno ? -errno : -EIO, "%s: %s", w->path, strerror(errno ? errno : EIO));
@@ -215,10 +191,10 @@ fq_traffic_t *fq_traffic_open(const char *path, fq_err_t *err) {
     fq_errf(err, FQ_EBADREQ, "%s: not a fleetq traffic file (bad magic)", path);
     goto fail;
   }
-  uint16_t ver = get_u16(p + 8), flags = get_u16(p + 10);
-  uint32_t hlen = get_u32(p + 12);
-  uint64_t count = get_u64(p + 16);
-  t->origin_ms = (int64_t)get_u64(p + 24);
+  uint16_t ver = fq_get_be16(p + 8), flags = fq_get_be16(p + 10);
+  uint32_t hlen = fq_get_be32(p + 12);
+  uint64_t count = fq_get_be64(p + 16);
+  t->origin_ms = (int64_t)fq_get_be64(p + 24);
   if (ver != FQ_TRAFFIC_VERSION) {
     fq_errf(err, FQ_EVERSION, "%s: traffic format version %u, this reader knows %d", path, ver,
             FQ_TRAFFIC_VERSION);
@@ -257,8 +233,8 @@ fq_traffic_t *fq_traffic_open(const char *path, fq_err_t *err) {
               off, i, count);
       goto fail;
     }
-    uint64_t o = get_u64(p + off);
-    uint32_t len = get_u32(p + off + 8);
+    uint64_t o = fq_get_be64(p + off);
+    uint32_t len = fq_get_be32(p + off + 8);
     if (o < prev || o > FQ_TRAFFIC_MAX_OFFSET_US) {
       fq_errf(err, FQ_EBADREQ, "%s: byte %zu: record %" PRIu64 ": offset %" PRIu64
               " us is %s", path, off, i, o,
@@ -325,10 +301,10 @@ int fq_traffic_with_req(const uint8_t *body, size_t len, int64_t req, fq_buf_t *
     n = body[0] & 0x0f;
     hl = 1;
   } else if (body[0] == 0xde && len >= 3) {
-    n = get_u16(body + 1);
+    n = fq_get_be16(body + 1);
     hl = 3;
   } else if (body[0] == 0xdf && len >= 5) {
-    n = get_u32(body + 1);
+    n = fq_get_be32(body + 1);
     hl = 5;
   } else {
     return FQ_EBADREQ;
@@ -342,17 +318,17 @@ int fq_traffic_with_req(const uint8_t *body, size_t len, int64_t req, fq_buf_t *
     nh = 1;
   } else if (n <= 0xffff) {
     h[0] = 0xde;
-    put_u16(h + 1, (uint16_t)n);
+    fq_put_be16(h + 1, (uint16_t)n);
     nh = 3;
   } else {
     h[0] = 0xdf;
-    put_u32(h + 1, n);
+    fq_put_be32(h + 1, n);
     nh = 5;
   }
   /* "req" as fixstr, then the value as int64 (always 9 bytes: simple and
    * any msgpack reader takes it). */
   uint8_t tail[4 + 9] = {0xa3, 'r', 'e', 'q', 0xd3};
-  put_u64(tail + 5, (uint64_t)req);
+  fq_put_be64(tail + 5, (uint64_t)req);
   int rc = fq_buf_append(out, h, nh);
   if (!rc) rc = fq_buf_append(out, body + hl, len - hl);
   if (!rc) rc = fq_buf_append(out, tail, sizeof tail);

@@ -57,16 +57,6 @@ struct fq_demo {
   int result;
 };
 
-static void b64url(const char *in, char *out) {
-  size_t n = fq_base64_encode((const uint8_t *)in, strlen(in), out);
-  size_t o = 0;
-  for (size_t i = 0; i < n; i++) {
-    if (out[i] == '=') break;
-    out[o++] = out[i] == '+' ? '-' : out[i] == '/' ? '_' : out[i];
-  }
-  out[o] = 0;
-}
-
 /* A JWT-shaped access token: fleetq reads `scp` and `exp` from it; the
  * simulator accepts it because its config lists it. */
 static void make_token(const char *sub, const char *scopes_json, const char *aud, char *out,
@@ -74,8 +64,9 @@ static void make_token(const char *sub, const char *scopes_json, const char *aud
   char payload[512], h64[128], p64[800];
   snprintf(payload, sizeof payload, "{\"sub\":\"%s\",\"scp\":%s,\"exp\":%lld,\"aud\":[\"%s\"]}",
            sub, scopes_json, (long long)(fq_now_ms() / 1000 + 8 * 3600), aud);
-  b64url("{\"alg\":\"none\",\"typ\":\"JWT\"}", h64);
-  b64url(payload, p64);
+  static const char hdr[] = "{\"alg\":\"none\",\"typ\":\"JWT\"}";
+  fq_base64url_encode((const uint8_t *)hdr, sizeof hdr - 1, h64);
+  fq_base64url_encode((const uint8_t *)payload, strlen(payload), p64);
   snprintf(out, cap, "%s.%s.ZGVtbw", h64, p64);
 }
 

@@ -29,6 +29,8 @@
 
 #include "auth.h"
 #include "fleetapi.h"
+#include "heap.h"
+#include "hmap.h"
 #include "fleetq/commands.h"
 #include "fleetq/wire.h"
 #include "http.h"
@@ -43,7 +45,6 @@ enum resume { R_NONE = 0, R_KICK, R_SEND, R_WAKE_POLL, R_LAUNCH, R_TOKEN_TIMEOUT
 #define RM_CAP 16384
 
 typedef struct dev {
-  struct dev *next;          /* hash chain */
   fq_dispatch_t *owner;      /* for HTTP callbacks (at most one request per device) */
   struct dev *hold_next;     /* list of HOLD devices */
   char name[FQ_DEVICE_MAX];
@@ -84,7 +85,6 @@ typedef struct dev {
 #define SESS_RESERVE 256
 
 typedef struct sess {
-  struct sess *next;
   char vin[18];
   int domain;
   fq_vcp_session_t *s;
@@ -96,16 +96,10 @@ typedef struct sess {
 } sess_t;
 
 typedef struct acct {
-  struct acct *next;
   uint64_t gen;
   bool missing;
   fq_account_t a;
 } acct_t;
-
-typedef struct tmr {
-  int64_t at;
-  dev_t_ *dev;
-} tmr_t;
 
 struct fq_dispatch {
   fq_dispatch_opts_t o;
@@ -114,15 +108,12 @@ struct fq_dispatch {
   fq_rl_t *rl_dev;
   void *auth_push;
 
-  dev_t_ **devs;
-  size_t ndev_buckets, ndevs;
-  sess_t **sess;             /* chained, grows with the number of sessions */
-  size_t nsess_buckets, nsess;
-  acct_t *accts[256];
+  fq_hmap_t devs;            /* dev_t_ * by name: every kick looks its device up */
+  fq_hmap_t sess;            /* sess_t * by (vin, domain): every send and reply */
+  fq_hmap_t accts;           /* acct_t * by account id */
   uint64_t seen_gen;
 
-  tmr_t *heap;
-  size_t nheap, aheap;
+  fq_heap_t timers;          /* (timer_at, dev); stale when dev->timer_at moved */
   dev_t_ **kicks;
   size_t nkicks, akicks;
   dev_t_ *launch_head;
@@ -141,34 +132,22 @@ struct fq_dispatch {
 
 static uint64_t hash_str(const char *s) { return fq_hash64(s, strlen(s)); }
 
+static bool dev_eq(const void *item, const void *name) {
+  return strcmp((*(dev_t_ *const *)item)->name, name) == 0;
+}
+
 static dev_t_ *dev_get(fq_dispatch_t *d, const char *name) {
-  size_t b = hash_str(name) & (d->ndev_buckets - 1);
-  for (dev_t_ *x = d->devs[b]; x; x = x->next)
-    if (strcmp(x->name, name) == 0) return x;
-  if (d->ndevs >= d->ndev_buckets) {
-    /* Keep chains short: every kick looks its device up. */
-    size_t nb = d->ndev_buckets * 2;
-    dev_t_ **nd = calloc(nb, sizeof *nd);
-    if (nd) {
-      for (size_t i = 0; i < d->ndev_buckets; i++) {
-        dev_t_ *y = d->devs[i];
-        while (y) {
-          dev_t_ *next = y->next;
-          size_t j = hash_str(y->name) & (nb - 1);
-          y->next = nd[j];
-          nd[j] = y;
-          y = next;
-        }
-      }
-      free(d->devs);
-      d->devs = nd;
-      d->ndev_buckets = nb;
-      b = hash_str(name) & (nb - 1);
-    }
-  }
+  uint64_t h = hash_str(name);
+  dev_t_ **slot = fq_hmap_find(&d->devs, h, dev_eq, name);
+  if (slot) return *slot;
   dev_t_ *x = calloc(1, sizeof *x);
   if (!x) return NULL;
-  d->ndevs++;
+  slot = fq_hmap_add(&d->devs, h);
+  if (!slot) {
+    free(x);
+    return NULL;
+  }
+  *slot = x;
   snprintf(x->name, sizeof x->name, "%s", name);
   if (name[0] == 'v') {
     x->vehicle = true;
@@ -178,39 +157,20 @@ static dev_t_ *dev_get(fq_dispatch_t *d, const char *name) {
   }
   fq_buf_init(&x->body, 64 * 1024);
   x->owner = d;
-  x->next = d->devs[b];
-  d->devs[b] = x;
   return x;
 }
 
 static void heap_push(fq_dispatch_t *d, int64_t at, dev_t_ *dev) {
-  if (d->nheap == d->aheap) {
-    size_t n = d->aheap ? d->aheap * 2 : 256;
-    tmr_t *h = realloc(d->heap, n * sizeof *h);
-    if (!h) return; /* the device is looked at again by its next kick */
-    d->heap = h;
-    d->aheap = n;
-  }
-  size_t i = d->nheap++;
-  while (i > 0 && d->heap[(i - 1) / 2].at > at) {
-    d->heap[i] = d->heap[(i - 1) / 2];
-    i = (i - 1) / 2;
-  }
-  d->heap[i] = (tmr_t){at, dev};
+  /* Out of memory: the device is looked at again by its next kick. */
+  (void)fq_heap_push(&d->timers, (fq_heap_ent_t){.key = at, .v.p = dev});
 }
 
-static void heap_pop(fq_dispatch_t *d) {
-  tmr_t last = d->heap[--d->nheap];
-  size_t i = 0;
-  for (;;) {
-    size_t c = 2 * i + 1;
-    if (c >= d->nheap) break;
-    if (c + 1 < d->nheap && d->heap[c + 1].at < d->heap[c].at) c++;
-    if (d->heap[c].at >= last.at) break;
-    d->heap[i] = d->heap[c];
-    i = c;
-  }
-  if (d->nheap) d->heap[i] = last;
+/* The earliest timer still armed (stale entries are dropped), or NULL. */
+static const fq_heap_ent_t *live_timer(fq_dispatch_t *d) {
+  const fq_heap_ent_t *t;
+  while ((t = fq_heap_top(&d->timers)) && ((dev_t_ *)t->v.p)->timer_at != t->key)
+    fq_heap_pop(&d->timers);
+  return t;
 }
 
 static void set_timer(fq_dispatch_t *d, dev_t_ *dev, int64_t at, int resume) {
@@ -245,19 +205,25 @@ void fq_dispatch_kick(fq_dispatch_t *d, const char *device) {
 
 /* --- accounts and sessions ------------------------------------------------ */
 
+static bool acct_eq(const void *item, const void *id) {
+  return strcmp((*(acct_t *const *)item)->a.id, id) == 0;
+}
+
 static acct_t *acct_get(fq_dispatch_t *d, const char *id) {
-  size_t b = hash_str(id) & 255;
-  acct_t *a;
-  for (a = d->accts[b]; a; a = a->next)
-    if (strcmp(a->a.id, id) == 0) break;
+  uint64_t h = hash_str(id);
+  acct_t **slot = fq_hmap_find(&d->accts, h, acct_eq, id);
+  acct_t *a = slot ? *slot : NULL;
   uint64_t gen = fq_auth_generation(d->o.auth);
   if (a && a->gen == gen) return a->missing ? NULL : a;
   if (!a) {
     a = calloc(1, sizeof *a);
     if (!a) return NULL;
+    if (!(slot = fq_hmap_add(&d->accts, h))) {
+      free(a);
+      return NULL;
+    }
+    *slot = a;
     snprintf(a->a.id, sizeof a->a.id, "%s", id);
-    a->next = d->accts[b];
-    d->accts[b] = a;
   }
   fq_err_t e;
   char keep[FQ_ACCOUNT_ID_MAX + 1];
@@ -278,37 +244,39 @@ static const char *acct_base(const acct_t *a) {
   return u ? u : fq_fa_region_base_url("na");
 }
 
-static size_t sess_bucket(const fq_dispatch_t *d, const char *vin, int domain) {
-  return (hash_str(vin) + (unsigned)domain) & (d->nsess_buckets - 1);
+typedef struct sess_key {
+  const char *vin;
+  int domain;
+} sess_key_t;
+
+static uint64_t sess_hash(const char *vin, int domain) { return hash_str(vin) + (unsigned)domain; }
+
+static bool sess_eq(const void *item, const void *key) {
+  const sess_t *x = *(sess_t *const *)item;
+  const sess_key_t *k = key;
+  return x->domain == k->domain && strcmp(x->vin, k->vin) == 0;
 }
 
-/* Keep chains short: every send and every reply looks its session up. */
-static void sess_grow(fq_dispatch_t *d) {
-  if (d->nsess < d->nsess_buckets) return;
-  size_t nb = d->nsess_buckets * 2;
-  sess_t **nt = calloc(nb, sizeof *nt);
-  if (!nt) return;
-  size_t old = d->nsess_buckets;
-  sess_t **ot = d->sess;
-  d->sess = nt;
-  d->nsess_buckets = nb;
-  for (size_t i = 0; i < old; i++) {
-    sess_t *x = ot[i];
-    while (x) {
-      sess_t *next = x->next;
-      size_t b = sess_bucket(d, x->vin, x->domain);
-      x->next = nt[b];
-      nt[b] = x;
-      x = next;
-    }
-  }
-  free(ot);
-}
-
+/* Where (vin, domain)'s session is kept, or NULL. */
 static sess_t **sess_slot(fq_dispatch_t *d, const char *vin, int domain) {
-  sess_t **pp = &d->sess[sess_bucket(d, vin, domain)];
-  while (*pp && !(strcmp((*pp)->vin, vin) == 0 && (*pp)->domain == domain)) pp = &(*pp)->next;
-  return pp;
+  sess_key_t k = {vin, domain};
+  return fq_hmap_find(&d->sess, sess_hash(vin, domain), sess_eq, &k);
+}
+
+/* Keep a new session entry; NULL (nothing kept) when out of memory. */
+static sess_t *sess_add(fq_dispatch_t *d, const char *vin, int domain, fq_vcp_session_t *s) {
+  sess_t *n = calloc(1, sizeof *n);
+  if (!n) return NULL;
+  sess_t **slot = fq_hmap_add(&d->sess, sess_hash(vin, domain));
+  if (!slot) {
+    free(n);
+    return NULL;
+  }
+  *slot = n;
+  snprintf(n->vin, sizeof n->vin, "%s", vin);
+  n->domain = domain;
+  n->s = s;
+  return n;
 }
 
 static void sess_mark_saved(sess_t *e, uint32_t ahead) {
@@ -323,7 +291,7 @@ static void sess_mark_saved(sess_t *e, uint32_t ahead) {
 /* The session of (vin, domain): memory, else the store, else NULL. */
 static fq_vcp_session_t *sess_get(fq_dispatch_t *d, const char *vin, int domain) {
   sess_t **pp = sess_slot(d, vin, domain);
-  if (*pp) return (*pp)->s;
+  if (pp) return (*pp)->s;
   fq_buf_t b;
   fq_buf_init(&b, FQ_VCP_SESSION_BLOB_MAX * 2);
   fq_err_t e;
@@ -333,47 +301,43 @@ static fq_vcp_session_t *sess_get(fq_dispatch_t *d, const char *vin, int domain)
     s = NULL;
   fq_buf_free(&b);
   if (!s) return NULL;
-  sess_t *n = calloc(1, sizeof *n);
+  sess_t *n = sess_add(d, vin, domain, s);
   if (!n) {
     fq_vcp_session_destroy(&s);
     return NULL;
   }
-  snprintf(n->vin, sizeof n->vin, "%s", vin);
-  n->domain = domain;
-  n->s = s;
   sess_mark_saved(n, 0); /* what was just read */
-  *pp = n;
-  d->nsess++;
-  sess_grow(d);
   return s;
 }
 
 static void sess_put(fq_dispatch_t *d, const char *vin, int domain, fq_vcp_session_t *s) {
   sess_t **pp = sess_slot(d, vin, domain);
-  if (*pp) {
+  if (pp) {
     if ((*pp)->s != s) fq_vcp_session_destroy(&(*pp)->s);
     (*pp)->s = s;
     (*pp)->saved = false;
     return;
   }
-  sess_t *n = calloc(1, sizeof *n);
-  if (!n) return;
-  snprintf(n->vin, sizeof n->vin, "%s", vin);
-  n->domain = domain;
-  n->s = s;
-  *pp = n;
-  d->nsess++;
-  sess_grow(d);
+  sess_add(d, vin, domain, s);
 }
 
 static void sess_drop(fq_dispatch_t *d, const char *vin, int domain) {
   sess_t **pp = sess_slot(d, vin, domain);
-  if (!*pp) return;
+  if (!pp) return;
   sess_t *x = *pp;
-  *pp = x->next;
+  fq_hmap_del(&d->sess, pp);
   fq_vcp_session_destroy(&x->s);
   free(x);
-  d->nsess--;
+}
+
+/* Forget every session object. */
+static void sess_free_all(fq_dispatch_t *d) {
+  size_t pos = 0;
+  for (sess_t **x; (x = fq_hmap_each(&d->sess, &pos));) {
+    fq_vcp_session_destroy(&(*x)->s);
+    free(*x);
+  }
+  fq_hmap_clear(&d->sess);
 }
 
 /* Make the store cover the session (counter, epoch, clock) in the open
@@ -1137,19 +1101,14 @@ fq_dispatch_t *fq_dispatch_new(const fq_dispatch_opts_t *opts, const fq_dispatch
   if (!d->o.http_timeout_ms) d->o.http_timeout_ms = 10000;
   if (!d->o.wake_timeout_ms) d->o.wake_timeout_ms = 120000;
   if (!d->o.pairing_domain) d->o.pairing_domain = "fleetq.example.com";
-  d->ndev_buckets = 4096;
-  d->devs = calloc(d->ndev_buckets, sizeof *d->devs);
-  d->nsess_buckets = 1024;
-  d->sess = calloc(d->nsess_buckets, sizeof *d->sess);
+  fq_hmap_init(&d->devs, sizeof(dev_t_ *), 50);
+  fq_hmap_init(&d->sess, sizeof(sess_t *), 50);
+  fq_hmap_init(&d->accts, sizeof(acct_t *), 50);
   fq_buf_init(&d->scratch, 64 * 1024);
   fq_http_opts_t ho = {.ca_file = opts->ca_file,
                        .total_timeout_ms = d->o.http_timeout_ms,
                        .max_body = 1 << 20,
                        .max_inflight = 4096};
-  if (!d->devs || !d->sess) {
-    fq_errf(err, -ENOMEM, "out of memory");
-    goto fail;
-  }
   if (!(d->http = fq_http_new(&ho, err))) goto fail;
   if (opts->device_rate > 0) {
     fq_rl_opts_t ro = {.rate = opts->device_rate,
@@ -1184,36 +1143,21 @@ void fq_dispatch_destroy(fq_dispatch_t **dp) {
   fq_http_destroy(&d->http); /* aborts transfers; their callbacks do not fire */
   fq_rl_destroy(&d->rl_dev);
   if (d->auth_push) zmq_close(d->auth_push);
-  for (size_t i = 0; d->devs && i < d->ndev_buckets; i++) {
-    dev_t_ *x = d->devs[i];
-    while (x) {
-      dev_t_ *n = x->next;
-      fq_buf_free(&x->body);
-      free(x);
-      x = n;
-    }
+  size_t pos = 0;
+  for (dev_t_ **x; (x = fq_hmap_each(&d->devs, &pos));) {
+    fq_buf_free(&(*x)->body);
+    free(*x);
   }
-  for (size_t i = 0; d->sess && i < d->nsess_buckets; i++) {
-    sess_t *x = d->sess[i];
-    while (x) {
-      sess_t *n = x->next;
-      fq_vcp_session_destroy(&x->s);
-      free(x);
-      x = n;
-    }
+  fq_hmap_free(&d->devs);
+  sess_free_all(d);
+  fq_hmap_free(&d->sess);
+  pos = 0;
+  for (acct_t **x; (x = fq_hmap_each(&d->accts, &pos));) {
+    fq_account_wipe(&(*x)->a);
+    free(*x);
   }
-  free(d->sess);
-  for (size_t i = 0; i < 256; i++) {
-    acct_t *x = d->accts[i];
-    while (x) {
-      acct_t *n = x->next;
-      fq_account_wipe(&x->a);
-      free(x);
-      x = n;
-    }
-  }
-  free(d->devs);
-  free(d->heap);
+  fq_hmap_free(&d->accts);
+  fq_heap_free(&d->timers);
   free(d->kicks);
   fq_buf_free(&d->scratch);
   free(d);
@@ -1250,9 +1194,9 @@ int fq_dispatch_pollitems(fq_dispatch_t *d, zmq_pollitem_t *items, int max) {
 long fq_dispatch_timeout_ms(fq_dispatch_t *d, int64_t now_ms) {
   long t = fq_http_timeout_ms(d->http);
   if (d->nkicks || d->launch_head) return 0;
-  while (d->nheap && d->heap[0].dev->timer_at != d->heap[0].at) heap_pop(d);
-  if (d->nheap) {
-    int64_t w = d->heap[0].at - now_ms;
+  const fq_heap_ent_t *timer = live_timer(d);
+  if (timer) {
+    int64_t w = timer->key - now_ms;
     if (w < 0) w = 0;
     if (t < 0 || w < t) t = (long)w;
   }
@@ -1263,8 +1207,8 @@ long fq_dispatch_timeout_ms(fq_dispatch_t *d, int64_t now_ms) {
 bool fq_dispatch_pending(fq_dispatch_t *d, int64_t now_ms) {
   if (d->nkicks) return true;
   if (fq_http_inflight(d->http)) return true;
-  while (d->nheap && d->heap[0].dev->timer_at != d->heap[0].at) heap_pop(d);
-  if (d->nheap && d->heap[0].at <= now_ms) return true;
+  const fq_heap_ent_t *timer = live_timer(d);
+  if (timer && timer->key <= now_ms) return true;
   if (d->hold_head && fq_auth_generation(d->o.auth) != d->seen_gen) return true;
   return false;
 }
@@ -1324,12 +1268,13 @@ int fq_dispatch_step(fq_dispatch_t *d, const zmq_pollitem_t *items, int n, int64
       x = next;
     }
   }
-  while (d->nheap && d->heap[0].at <= now_ms) {
-    tmr_t t = d->heap[0];
-    heap_pop(d);
-    if (t.dev->timer_at != t.at) continue;
-    if (t.dev->phase == PH_HOLD && t.dev->resume == R_NONE) continue;
-    on_timer(d, t.dev);
+  const fq_heap_ent_t *top;
+  while ((top = fq_heap_top(&d->timers)) && top->key <= now_ms) {
+    fq_heap_ent_t t = fq_heap_pop(&d->timers);
+    dev_t_ *dev = t.v.p;
+    if (dev->timer_at != t.key) continue;
+    if (dev->phase == PH_HOLD && dev->resume == R_NONE) continue;
+    on_timer(d, dev);
   }
   /* Kicks may add kicks (a finished command kicks its device). */
   for (size_t i = 0; i < d->nkicks; i++) {
@@ -1387,17 +1332,7 @@ void fq_dispatch_rollback(fq_dispatch_t *d) {
     fq_dispatch_kick(d, x->name);
     x = next;
   }
-  for (size_t i = 0; i < d->nsess_buckets; i++) {
-    sess_t *s = d->sess[i];
-    d->sess[i] = NULL;
-    while (s) {
-      sess_t *n = s->next;
-      fq_vcp_session_destroy(&s->s);
-      free(s);
-      s = n;
-    }
-  }
-  d->nsess = 0;
+  sess_free_all(d);
 }
 
 void fq_dispatch_stats(const fq_dispatch_t *d, fq_dispatch_stats_t *st) {

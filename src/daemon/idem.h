@@ -22,9 +22,8 @@ typedef struct fq_idem fq_idem_t;
 fq_idem_t *fq_idem_new(size_t initial);
 void fq_idem_destroy(fq_idem_t **ip);
 
-uint64_t fq_idem_hash(const char *tenant, size_t tlen, const char *key, size_t klen);
-
-/* Insert (h -> num).  Several numbers may share one h.  0 or -ENOMEM. */
+/* Insert (h -> num), h being fq_hash64_pair(tenant, key) (util.h).
+ * Several numbers may share one h.  0 or -ENOMEM. */
 int fq_idem_put(fq_idem_t *t, uint64_t h, uint64_t num);
 
 /* Remove one (h, num) pair if present. */

@@ -217,7 +217,7 @@ static bool handle_client(fq_ingress_t *in) {
        * its device's shard.  Remember which shard first took each key; a
        * key seen on another shard is checked there before this submit may
        * create anything. */
-      uint64_t h = fq_idem_hash(req.tenant.p, req.tenant.n, req.key.p, req.key.n), other;
+      uint64_t h = fq_hash64_pair(req.tenant.p, req.tenant.n, req.key.p, req.key.n), other;
       size_t cur = 0;
       bool seen_here = false, seen_elsewhere = false;
       unsigned where = 0;

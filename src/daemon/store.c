@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "byteorder.h"
 #include "idem.h"
 #include "mpread.h"
 #include "log.h"
@@ -40,31 +41,18 @@ static int lmdb_err(fq_err_t *err, int rc, const char *what) {
   return fq_errf(err, FQ_ESTORAGE, "%s: %s", what, mdb_strerror(rc));
 }
 
-static void put_u64be(uint8_t *p, uint64_t v) {
-  for (int i = 7; i >= 0; i--) {
-    p[i] = (uint8_t)v;
-    v >>= 8;
-  }
-}
-
-static uint64_t get_u64be(const uint8_t *p) {
-  uint64_t v = 0;
-  for (int i = 0; i < 8; i++) v = v << 8 | p[i];
-  return v;
-}
-
 static int meta_get_u64(MDB_txn *txn, MDB_dbi dbi, const char *name, uint64_t *v) {
   MDB_val k = {strlen(name), (void *)name}, d;
   int rc = mdb_get(txn, dbi, &k, &d);
   if (rc) return rc;
   if (d.mv_size != 8) return MDB_CORRUPTED;
-  *v = get_u64be(d.mv_data);
+  *v = fq_get_be64(d.mv_data);
   return 0;
 }
 
 static int meta_put_u64(MDB_txn *txn, MDB_dbi dbi, const char *name, uint64_t v) {
   uint8_t b[8];
-  put_u64be(b, v);
+  fq_put_be64(b, v);
   MDB_val k = {strlen(name), (void *)name}, d = {8, b};
   return mdb_put(txn, dbi, &k, &d, 0);
 }
@@ -159,7 +147,7 @@ fq_store_t *fq_store_open(const char *dir, unsigned shard, uint64_t map_size, fq
   }
   MDB_val k, d;
   rc = mdb_cursor_get(cur, &k, &d, MDB_LAST);
-  s->next_seq = (rc == 0 && k.mv_size == 8) ? get_u64be(k.mv_data) + 1 : 1;
+  s->next_seq = (rc == 0 && k.mv_size == 8) ? fq_get_be64(k.mv_data) + 1 : 1;
   mdb_cursor_close(cur);
   /* Rebuild the in-memory dedupe table from the durable log. */
   MDB_stat ms;
@@ -183,7 +171,7 @@ fq_store_t *fq_store_open(const char *dir, unsigned shard, uint64_t map_size, fq
     char idbuf[FQ_ID_LEN + 1];
     memcpy(idbuf, k.mv_data, FQ_ID_LEN);
     idbuf[FQ_ID_LEN] = 0;
-    uint64_t h = fq_idem_hash(tk, (size_t)(sep - tk), sep + 1, tkl - (size_t)(sep - tk) - 1);
+    uint64_t h = fq_hash64_pair(tk, (size_t)(sep - tk), sep + 1, tkl - (size_t)(sep - tk) - 1);
     if (fq_idem_put(s->idem, h, fq_store_id_num(idbuf)) != 0) {
       mdb_cursor_close(cur);
       fq_errf(err, -ENOMEM, "out of memory for the dedupe table");
@@ -306,7 +294,7 @@ int fq_store_id_shard(const char *id, size_t len) {
 
 int fq_store_idem_get(fq_store_t *s, const char *tenant, size_t tlen, const char *key,
                       size_t klen, uint8_t hash[32], char id[FQ_ID_LEN + 1], fq_err_t *err) {
-  uint64_t h = fq_idem_hash(tenant, tlen, key, klen), num;
+  uint64_t h = fq_hash64_pair(tenant, tlen, key, klen), num;
   size_t cursor = 0;
   while (fq_idem_next(s->idem, h, &cursor, &num)) {
     char cand[FQ_ID_LEN + 1];
@@ -337,7 +325,7 @@ int fq_store_idem_put(fq_store_t *s, const fq_cmdrec_t *rec, fq_err_t *err) {
   int rc = mdb_put(s->txn, s->idemlog, &k, &d, MDB_APPEND);
   if (rc == MDB_KEYEXIST) rc = mdb_put(s->txn, s->idemlog, &k, &d, 0);
   if (rc) return lmdb_err(err, rc, "idemlog put");
-  if (fq_idem_put(s->idem, fq_idem_hash(rec->tenant, tl, rec->key, kl), fq_store_id_num(rec->id)))
+  if (fq_idem_put(s->idem, fq_hash64_pair(rec->tenant, tl, rec->key, kl), fq_store_id_num(rec->id)))
     return fq_errf(err, -ENOMEM, "out of memory for the dedupe table");
   return 0;
 }
@@ -404,7 +392,7 @@ int fq_store_cmd_put(fq_store_t *s, const fq_cmdrec_t *rec, fq_err_t *err) {
 int fq_store_active_put(fq_store_t *s, const fq_cmdrec_t *rec, fq_err_t *err) {
   uint8_t vb[8 + FQ_DEVICE_MAX];
   size_t dl = strlen(rec->device);
-  put_u64be(vb, (uint64_t)rec->deadline);
+  fq_put_be64(vb, (uint64_t)rec->deadline);
   memcpy(vb + 8, rec->device, dl);
   MDB_val k = {FQ_ID_LEN, (void *)rec->id}, d = {8 + dl, vb};
   int rc = mdb_put(s->txn, s->active, &k, &d, MDB_APPEND);
@@ -433,7 +421,7 @@ int fq_store_active_scan(fq_store_t *s, fq_store_active_fn fn, void *ud, fq_err_
     id[FQ_ID_LEN] = 0;
     memcpy(dev, (const uint8_t *)d.mv_data + 8, d.mv_size - 8);
     dev[d.mv_size - 8] = 0;
-    out = fn(ud, id, dev, (int64_t)get_u64be(d.mv_data));
+    out = fn(ud, id, dev, (int64_t)fq_get_be64(d.mv_data));
     if (out) break;
   }
   mdb_cursor_close(cur);
@@ -445,7 +433,7 @@ int fq_store_active_scan(fq_store_t *s, fq_store_active_fn fn, void *ud, fq_err_
 
 int fq_store_event_append(fq_store_t *s, const uint8_t *ev, size_t len, fq_err_t *err) {
   uint8_t kb[8];
-  put_u64be(kb, s->txn_next_seq);
+  fq_put_be64(kb, s->txn_next_seq);
   MDB_val k = {8, kb}, d = {len, (void *)ev};
   int rc = mdb_put(s->txn, s->events, &k, &d, MDB_APPEND);
   if (rc) return lmdb_err(err, rc, "event append");
@@ -459,7 +447,7 @@ int fq_store_event_scan(fq_store_t *s, uint64_t after, size_t limit, fq_store_ev
   int rc = mdb_cursor_open(s->txn, s->events, &cur);
   if (rc) return lmdb_err(err, rc, "cursor");
   uint8_t kb[8];
-  put_u64be(kb, after + 1);
+  fq_put_be64(kb, after + 1);
   MDB_val k = {8, kb}, d;
   MDB_cursor_op op = MDB_SET_RANGE;
   size_t n = 0;
@@ -467,7 +455,7 @@ int fq_store_event_scan(fq_store_t *s, uint64_t after, size_t limit, fq_store_ev
   while (n < limit && (rc = mdb_cursor_get(cur, &k, &d, op)) == 0) {
     op = MDB_NEXT;
     if (k.mv_size != 8) continue;
-    out = fn(ud, get_u64be(k.mv_data), d.mv_data, d.mv_size);
+    out = fn(ud, fq_get_be64(k.mv_data), d.mv_data, d.mv_size);
     if (out) break;
     n++;
   }
@@ -636,12 +624,12 @@ int fq_cmdrec_pack(const fq_cmdrec_t *rec, fq_buf_t *out) {
 #define REC_VERSION 1
 
 static uint8_t *w_u32(uint8_t *o, uint32_t v) {
-  for (int i = 0; i < 4; i++) o[i] = (uint8_t)(v >> (8 * i));
+  fq_put_le32(o, v);
   return o + 4;
 }
 
 static uint8_t *w_u64(uint8_t *o, uint64_t v) {
-  for (int i = 0; i < 8; i++) o[i] = (uint8_t)(v >> (8 * i));
+  fq_put_le64(o, v);
   return o + 8;
 }
 
@@ -684,8 +672,8 @@ int fq_cmdrec_encode(const fq_cmdrec_t *rec, fq_buf_t *out) {
   o = w_str8(o, rec->vin, sizeof rec->vin);
   o = w_str8(o, rec->device, sizeof rec->device);
   o = w_str8(o, rec->command, sizeof rec->command);
-  *o++ = (uint8_t)(rl & 0xff);
-  *o++ = (uint8_t)(rl >> 8);
+  fq_put_le16(o, (uint16_t)rl);
+  o += 2;
   memcpy(o, rec->reason, rl);
   o += rl;
   o = w_u32(o, (uint32_t)pl);
@@ -716,12 +704,16 @@ static const uint8_t *r_take(crd_t *r, size_t n) {
   return q;
 }
 
+/* A little-endian integer of 1, 2, 4 or 8 bytes. */
 static uint64_t r_uint(crd_t *r, int bytes) {
   const uint8_t *q = r_take(r, (size_t)bytes);
-  uint64_t v = 0;
   if (!q) return 0;
-  for (int i = bytes - 1; i >= 0; i--) v = (v << 8) | q[i];
-  return v;
+  switch (bytes) {
+  case 1: return q[0];
+  case 2: return fq_get_le16(q);
+  case 4: return fq_get_le32(q);
+  default: return fq_get_le64(q);
+  }
 }
 
 static void r_str8(crd_t *r, char *dst, size_t cap) {

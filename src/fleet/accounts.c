@@ -25,6 +25,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "byteorder.h"
 #include "util.h"
 
 #define KEY_LEN 32
@@ -57,26 +58,6 @@ void fq_account_free(fq_account_t **a) {
 
 static int lmdb_err(fq_err_t *err, int rc, const char *what) {
   return fq_errf(err, FQ_ESTORAGE, "account store: %s: %s", what, mdb_strerror(rc));
-}
-
-static void put_u16(uint8_t *p, unsigned v) {
-  p[0] = (uint8_t)(v >> 8);
-  p[1] = (uint8_t)v;
-}
-static void put_u32(uint8_t *p, uint32_t v) {
-  for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (24 - 8 * i));
-}
-static void put_u64(uint8_t *p, uint64_t v) {
-  for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (56 - 8 * i));
-}
-static unsigned get_u16(const uint8_t *p) { return (unsigned)p[0] << 8 | p[1]; }
-static uint32_t get_u32(const uint8_t *p) {
-  return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-static uint64_t get_u64(const uint8_t *p) {
-  uint64_t v = 0;
-  for (int i = 0; i < 8; i++) v = v << 8 | p[i];
-  return v;
 }
 
 static bool valid_id(const char *id) {
@@ -242,13 +223,13 @@ static size_t encode_header(const fq_account_t *a, uint8_t *p) {
   const char *f[3] = {a->client_id, a->region, a->base_url};
   for (int i = 0; i < 3; i++) {
     size_t n = strlen(f[i]);
-    put_u16(p + k, (unsigned)n);
+    fq_put_be16(p + k, (uint16_t)n);
     memcpy(p + k + 2, f[i], n);
     k += 2 + n;
   }
-  put_u64(p + k, (uint64_t)a->access_exp);
-  put_u32(p + k + 8, a->scopes);
-  put_u64(p + k + 12, (uint64_t)a->updated_at_ms);
+  fq_put_be64(p + k, (uint64_t)a->access_exp);
+  fq_put_be32(p + k + 8, a->scopes);
+  fq_put_be64(p + k + 12, (uint64_t)a->updated_at_ms);
   return k + 20;
 }
 
@@ -276,9 +257,9 @@ static long seal(const fq_accounts_t *s, const fq_account_t *a, uint8_t *rec, fq
   int outl = 0, fl = 0;
   pt = malloc(ptl);
   if (!pt) return fq_errf(err, -ENOMEM, "out of memory");
-  put_u16(pt, (unsigned)al);
+  fq_put_be16(pt, (uint16_t)al);
   memcpy(pt + 2, a->access_token, al);
-  put_u16(pt + 2 + al, (unsigned)rl);
+  fq_put_be16(pt + 2 + al, (uint16_t)rl);
   memcpy(pt + 4 + al, a->refresh_token, rl);
   if (RAND_bytes(nonce, NONCE_LEN) != 1 || !(c = EVP_CIPHER_CTX_new()) ||
       EVP_EncryptInit_ex(c, EVP_aes_256_gcm(), NULL, NULL, NULL) != 1 ||
@@ -291,7 +272,7 @@ static long seal(const fq_accounts_t *s, const fq_account_t *a, uint8_t *rec, fq
     ret = fq_errf(err, FQ_ECRYPTO, "account store: encryption failed");
     goto out;
   }
-  put_u32(ctl, (uint32_t)ptl);
+  fq_put_be32(ctl, (uint32_t)ptl);
   ret = (long)(hl + NONCE_LEN + 4 + ptl + TAG_LEN);
 out:
   EVP_CIPHER_CTX_free(c);
@@ -303,7 +284,7 @@ out:
 /* Read a length-prefixed string field into out (cap bytes incl. NUL). */
 static bool get_field(const uint8_t *rec, size_t len, size_t *k, char *out, size_t cap) {
   if (*k + 2 > len) return false;
-  size_t n = get_u16(rec + *k);
+  size_t n = fq_get_be16(rec + *k);
   if (*k + 2 + n > len || n >= cap) return false;
   memcpy(out, rec + *k + 2, n);
   out[n] = 0;
@@ -319,9 +300,9 @@ static size_t parse_header(const uint8_t *rec, size_t len, fq_account_t *a) {
       !get_field(rec, len, &k, a->region, sizeof a->region) ||
       !get_field(rec, len, &k, a->base_url, sizeof a->base_url) || k + 20 > len)
     return 0;
-  a->access_exp = (int64_t)get_u64(rec + k);
-  a->scopes = get_u32(rec + k + 8);
-  a->updated_at_ms = (int64_t)get_u64(rec + k + 12);
+  a->access_exp = (int64_t)fq_get_be64(rec + k);
+  a->scopes = fq_get_be32(rec + k + 8);
+  a->updated_at_ms = (int64_t)fq_get_be64(rec + k + 12);
   return k + 20;
 }
 
@@ -336,7 +317,7 @@ static int unseal(const fq_accounts_t *s, const char *id, const uint8_t *rec, si
   size_t hl = parse_header(rec, len, a);
   if (!hl || hl + NONCE_LEN + 4 > len) goto bad;
   const uint8_t *nonce = rec + hl;
-  ptl = get_u32(rec + hl + NONCE_LEN);
+  ptl = fq_get_be32(rec + hl + NONCE_LEN);
   const uint8_t *ct = rec + hl + NONCE_LEN + 4;
   if (hl + NONCE_LEN + 4 + ptl + TAG_LEN != len || ptl < 4) {
     ptl = 0;
@@ -361,9 +342,9 @@ static int unseal(const fq_accounts_t *s, const char *id, const uint8_t *rec, si
                  "was altered or copied from another account); add the account again", id);
     goto out;
   }
-  size_t al = get_u16(pt);
+  size_t al = fq_get_be16(pt);
   if (2 + al + 2 > ptl || al > FQ_TOKEN_MAX) goto bad;
-  size_t rl = get_u16(pt + 2 + al);
+  size_t rl = fq_get_be16(pt + 2 + al);
   if (4 + al + rl != ptl || rl > FQ_TOKEN_MAX) goto bad;
   memcpy(a->access_token, pt + 2, al);
   a->access_token[al] = 0;

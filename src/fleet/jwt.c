@@ -18,22 +18,6 @@
  * token's scopes and the commands' requirements use one list of names. */
 unsigned fq_jwt_scope_words(const char *s) { return fq_scope_parse(s); }
 
-long fq_base64url_decode(const char *s, size_t len, uint8_t *out, size_t cap) {
-  /* Map the URL alphabet onto the standard one and let util decode it. */
-  char stack[1024], *tmp = len <= sizeof stack ? stack : malloc(len);
-  long n = -1;
-  if (!tmp) return -1;
-  for (size_t i = 0; i < len; i++) {
-    char c = s[i];
-    if (c == '+' || c == '/') goto out; /* standard alphabet: not base64url */
-    tmp[i] = c == '-' ? '+' : c == '_' ? '/' : c;
-  }
-  n = fq_base64_decode(tmp, len, out, cap);
-out:
-  if (tmp != stack) free(tmp);
-  return n;
-}
-
 static int get_int(json_t *o, const char *key, int64_t *v, fq_err_t *err) {
   json_t *j = json_object_get(o, key);
   *v = 0;

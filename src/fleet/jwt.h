@@ -53,8 +53,4 @@ int fq_jwt_fleet_base_url(const fq_jwt_claims_t *c, char *out, size_t cap);
  * unknown names are ignored. */
 unsigned fq_jwt_scope_words(const char *s);
 
-/* Base64url (RFC 4648 §5, padding optional) into out; returns the byte
- * count, or -1 on a bad character or more than cap bytes. */
-long fq_base64url_decode(const char *s, size_t len, uint8_t *out, size_t cap);
-
 #endif

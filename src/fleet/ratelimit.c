@@ -1,10 +1,15 @@
 /*
  * Token buckets in a bounded hash table with an LRU list; see ratelimit.h.
  *
- * Entries live in one array; hash chains and the LRU list are index links
- * inside it, so no operation allocates after fq_rl_new().
+ * Entries live in one array; the hash table (hmap.h) maps a key to its
+ * index, sized for every entry up front, and the LRU and free lists are
+ * index links inside the array, so no operation allocates after
+ * fq_rl_new().
  */
 #include "ratelimit.h"
+
+#include "hmap.h"
+#include "util.h"
 
 #include <errno.h>
 #include <stdbool.h>
@@ -20,28 +25,37 @@ typedef struct ent {
   int64_t tokens;    /* in millionths of a token: exact waits */
   int64_t last_ms;   /* when tokens was last brought up to date */
   int64_t park_ms;   /* parked until, 0 = not parked */
-  uint32_t hnext;    /* hash chain */
+  uint32_t free_next; /* free list */
   uint32_t prev, next; /* LRU list (head = most recent) */
-  uint32_t hash;
+  uint64_t hash;
 } ent_t;
 
 struct fq_rl {
   fq_rl_opts_t o;
   ent_t *ents;
-  uint32_t *heads;   /* hash buckets */
-  uint32_t mask;
+  fq_hmap_t index;   /* uint32_t entry index by key */
   uint32_t free_head;
   uint32_t lru_head, lru_tail;
   size_t size;
 };
 
-static uint32_t hash_key(const char *k, size_t n) {
-  uint32_t h = 2166136261u; /* FNV-1a */
-  for (size_t i = 0; i < n; i++) {
-    h ^= (uint8_t)k[i];
-    h *= 16777619u;
-  }
-  return h;
+static uint64_t hash_key(const char *k, size_t n) { return fq_hash64(k, n); }
+
+/* What a lookup compares an index entry with. */
+typedef struct lkey {
+  const fq_rl_t *rl;
+  const char *k;
+  size_t n;
+} lkey_t;
+
+static bool key_eq(const void *item, const void *key) {
+  const lkey_t *lk = key;
+  const ent_t *e = &lk->rl->ents[*(const uint32_t *)item];
+  return e->klen == lk->n && memcmp(e->key, lk->k, lk->n) == 0;
+}
+
+static bool index_eq(const void *item, const void *i) {
+  return *(const uint32_t *)item == *(const uint32_t *)i;
 }
 
 fq_rl_t *fq_rl_new(const fq_rl_opts_t *opts, fq_err_t *err) {
@@ -55,15 +69,11 @@ fq_rl_t *fq_rl_new(const fq_rl_opts_t *opts, fq_err_t *err) {
   if (!rl->o.capacity) rl->o.capacity = 4096;
   if (rl->o.capacity > (1u << 26)) rl->o.capacity = 1u << 26;
   if (rl->o.max_park_ms <= 0) rl->o.max_park_ms = 86400000;
-  uint32_t nb = 16;
-  while (nb < rl->o.capacity * 2) nb <<= 1;
-  rl->mask = nb - 1;
+  fq_hmap_init(&rl->index, sizeof(uint32_t), 50);
   rl->ents = calloc(rl->o.capacity, sizeof *rl->ents);
-  rl->heads = malloc(nb * sizeof *rl->heads);
-  if (!rl->ents || !rl->heads) goto nomem;
-  for (uint32_t i = 0; i < nb; i++) rl->heads[i] = NIL;
+  if (!rl->ents || fq_hmap_reserve(&rl->index, rl->o.capacity) != 0) goto nomem;
   for (uint32_t i = 0; i < rl->o.capacity; i++)
-    rl->ents[i].hnext = i + 1 < rl->o.capacity ? i + 1 : NIL;
+    rl->ents[i].free_next = i + 1 < rl->o.capacity ? i + 1 : NIL;
   rl->free_head = 0;
   rl->lru_head = rl->lru_tail = NIL;
   return rl;
@@ -76,7 +86,7 @@ nomem:
 void fq_rl_destroy(fq_rl_t **rlp) {
   if (!rlp || !*rlp) return;
   free((*rlp)->ents);
-  free((*rlp)->heads);
+  fq_hmap_free(&(*rlp)->index);
   free(*rlp);
   *rlp = NULL;
 }
@@ -100,11 +110,10 @@ static void lru_push_front(fq_rl_t *rl, uint32_t i) {
   if (rl->lru_tail == NIL) rl->lru_tail = i;
 }
 
-static uint32_t lookup(const fq_rl_t *rl, const char *k, size_t n, uint32_t h) {
-  for (uint32_t i = rl->heads[h & rl->mask]; i != NIL; i = rl->ents[i].hnext)
-    if (rl->ents[i].hash == h && rl->ents[i].klen == n && memcmp(rl->ents[i].key, k, n) == 0)
-      return i;
-  return NIL;
+static uint32_t lookup(const fq_rl_t *rl, const char *k, size_t n, uint64_t h) {
+  lkey_t lk = {rl, k, n};
+  const uint32_t *i = fq_hmap_find(&rl->index, h, key_eq, &lk);
+  return i ? *i : NIL;
 }
 
 /* Bring the bucket's tokens up to now. */
@@ -126,11 +135,10 @@ static bool idle(const fq_rl_t *rl, ent_t *e, int64_t now_ms) {
 
 static void remove_ent(fq_rl_t *rl, uint32_t i) {
   ent_t *e = &rl->ents[i];
-  uint32_t *pp = &rl->heads[e->hash & rl->mask];
-  while (*pp != i) pp = &rl->ents[*pp].hnext;
-  *pp = e->hnext;
+  uint32_t *slot = fq_hmap_find(&rl->index, e->hash, index_eq, &i);
+  if (slot) fq_hmap_del(&rl->index, slot);
   lru_unlink(rl, i);
-  e->hnext = rl->free_head;
+  e->free_next = rl->free_head;
   rl->free_head = i;
   rl->size--;
 }
@@ -141,7 +149,7 @@ static uint32_t get(fq_rl_t *rl, const char *k, size_t n, int64_t now_ms, int64_
     *rc = FQ_EBADPARAM;
     return NIL;
   }
-  uint32_t h = hash_key(k, n);
+  uint64_t h = hash_key(k, n);
   uint32_t i = lookup(rl, k, n, h);
   if (i != NIL) {
     lru_unlink(rl, i);
@@ -163,15 +171,15 @@ static uint32_t get(fq_rl_t *rl, const char *k, size_t n, int64_t now_ms, int64_
   }
   i = rl->free_head;
   ent_t *e = &rl->ents[i];
-  rl->free_head = e->hnext;
+  rl->free_head = e->free_next;
   memcpy(e->key, k, n);
   e->klen = (uint8_t)n;
   e->hash = h;
   e->tokens = (int64_t)(rl->o.burst * 1e6);
   e->last_ms = now_ms;
   e->park_ms = 0;
-  e->hnext = rl->heads[h & rl->mask];
-  rl->heads[h & rl->mask] = i;
+  /* Sized for every entry in fq_rl_new: cannot fail. */
+  *(uint32_t *)fq_hmap_add(&rl->index, h) = i;
   lru_push_front(rl, i);
   rl->size++;
   return i;

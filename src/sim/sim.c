@@ -27,6 +27,7 @@
 #include <time.h>
 
 #include "fleetq/commands.h"
+#include "heap.h"
 #include "log.h"
 #include "sim_int.h"
 #include "util.h"
@@ -34,11 +35,6 @@
 #define MOD "sim"
 /* GET /sim/executions may list millions of records. */
 #define MAX_LIST_BODY ((size_t)512 << 20)
-
-typedef struct delayed {
-  int64_t due_ns;
-  struct MHD_Connection *conn;
-} delayed_t;
 
 struct fq_sim {
   fq__sim_world_t w;
@@ -49,8 +45,7 @@ struct fq_sim {
   bool timer_running, stopping;
   pthread_mutex_t tmu;
   pthread_cond_t tcv;
-  delayed_t *heap;
-  size_t nheap, heap_alloc;
+  fq_heap_t delayed; /* (due, monotonic ns; the suspended MHD connection) */
 };
 
 /* What one request gets back, prepared under the world lock and sent
@@ -73,66 +68,32 @@ typedef struct conn_ctx {
 
 /* ---- delayed answers ----------------------------------------------------------- */
 
-static void heap_push(fq_sim_t *s, delayed_t d) {
-  if (s->nheap == s->heap_alloc) {
-    size_t n = s->heap_alloc ? s->heap_alloc * 2 : 64;
-    delayed_t *p = realloc(s->heap, n * sizeof *p);
-    if (!p) {
-      /* Cannot delay: answer now rather than hang the client forever. */
-      MHD_resume_connection(d.conn);
-      return;
-    }
-    s->heap = p;
-    s->heap_alloc = n;
-  }
-  size_t i = s->nheap++;
-  while (i > 0) {
-    size_t up = (i - 1) / 2;
-    if (s->heap[up].due_ns <= d.due_ns) break;
-    s->heap[i] = s->heap[up];
-    i = up;
-  }
-  s->heap[i] = d;
-}
-
-static delayed_t heap_pop(fq_sim_t *s) {
-  delayed_t top = s->heap[0], last = s->heap[--s->nheap];
-  size_t i = 0;
-  for (;;) {
-    size_t l = 2 * i + 1, r = l + 1, m = i;
-    int64_t mv = last.due_ns;
-    if (l < s->nheap && s->heap[l].due_ns < mv) {
-      m = l;
-      mv = s->heap[l].due_ns;
-    }
-    if (r < s->nheap && s->heap[r].due_ns < mv) m = r;
-    if (m == i) break;
-    s->heap[i] = s->heap[m];
-    i = m;
-  }
-  if (s->nheap) s->heap[i] = last;
-  return top;
+static void delay_push(fq_sim_t *s, int64_t due_ns, struct MHD_Connection *conn) {
+  /* Cannot delay: answer now rather than hang the client forever. */
+  if (fq_heap_push(&s->delayed, (fq_heap_ent_t){.key = due_ns, .v.p = conn}) != 0)
+    MHD_resume_connection(conn);
 }
 
 static void *timer_main(void *arg) {
   fq_sim_t *s = arg;
   pthread_mutex_lock(&s->tmu);
   while (!s->stopping) {
-    if (!s->nheap) {
+    const fq_heap_ent_t *top = fq_heap_top(&s->delayed);
+    if (!top) {
       pthread_cond_wait(&s->tcv, &s->tmu);
       continue;
     }
     int64_t now = fq_mono_ns();
-    if (s->heap[0].due_ns <= now) {
-      delayed_t d = heap_pop(s);
+    if (top->key <= now) {
+      struct MHD_Connection *conn = fq_heap_pop(&s->delayed).v.p;
       pthread_mutex_unlock(&s->tmu);
-      MHD_resume_connection(d.conn);
+      MHD_resume_connection(conn);
       pthread_mutex_lock(&s->tmu);
       continue;
     }
     /* The condvar uses CLOCK_MONOTONIC (see fq_sim_start). */
     struct timespec ts;
-    int64_t due = s->heap[0].due_ns;
+    int64_t due = top->key;
     ts.tv_sec = (time_t)(due / 1000000000);
     ts.tv_nsec = (long)(due % 1000000000);
     pthread_cond_timedwait(&s->tcv, &s->tmu, &ts);
@@ -765,7 +726,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     bool later = !sim->stopping;
     if (later) {
       MHD_suspend_connection(c);
-      heap_push(sim, (delayed_t){fq_mono_ns() + ctx->ans.delay_ms * 1000000, c});
+      delay_push(sim, fq_mono_ns() + ctx->ans.delay_ms * 1000000, c);
       pthread_cond_signal(&sim->tcv);
     }
     pthread_mutex_unlock(&sim->tmu);
@@ -909,8 +870,9 @@ int fq_sim_start(fq_sim_t *sim, const char *host, uint16_t port, const char *tls
   }
   const union MHD_DaemonInfo *info = MHD_get_daemon_info(sim->mhd, MHD_DAEMON_INFO_BIND_PORT);
   sim->port = info ? info->port : port;
-  fq_info(MOD, "listening on %s:%u (%s), %zu vehicles, %zu sites, %zu accounts",
-          host ? host : "*", (unsigned)sim->port, tls_cert_path ? "https" : "http", nv, ns, na);
+  fq_info(MOD, "listening on %s:%u (%s), %zu vehicles, %zu sites, %zu accounts, seed %" PRIu64,
+          host ? host : "*", (unsigned)sim->port, tls_cert_path ? "https" : "http", nv, ns, na,
+          sim->w.seed);
 out:
   freeaddrinfo(ai);
   return rc;
@@ -931,14 +893,14 @@ void fq_sim_destroy(fq_sim_t **sp) {
     /* MHD refuses to stop with suspended connections: let them go.  No
      * handler adds to the heap once `stopping` is set. */
     pthread_mutex_lock(&s->tmu);
-    while (s->nheap) MHD_resume_connection(heap_pop(s).conn);
+    while (fq_heap_count(&s->delayed)) MHD_resume_connection(fq_heap_pop(&s->delayed).v.p);
     pthread_mutex_unlock(&s->tmu);
   }
   if (s->mhd) MHD_stop_daemon(s->mhd);
   fq__sim_world_clear(&s->w);
   json_decref(s->w.config);
   free(s->w.base_dir);
-  free(s->heap);
+  fq_heap_free(&s->delayed);
   free(s->tls_cert);
   free(s->tls_key);
   pthread_mutex_destroy(&s->w.mu);

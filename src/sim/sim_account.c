@@ -81,20 +81,11 @@ bool fq__sim_scope_ok(const fq__sim_account_t *a, const char *cmd, int devtype,
 
 /* ---- JWT-shaped tokens ------------------------------------------------------- */
 
+/* Append the base64url of p (nothing when the buffer cannot hold it:
+ * tokens stay far below FQ__SIM_MAX_TOKEN). */
 static void b64url(const uint8_t *p, size_t n, fq_buf_t *out) {
-  char *tmp = malloc(4 * ((n + 2) / 3) + 1);
-  if (!tmp) return;
-  size_t m = fq_base64_encode(p, n, tmp);
-  for (size_t i = 0; i < m; i++) {
-    if (tmp[i] == '+') tmp[i] = '-';
-    else if (tmp[i] == '/') tmp[i] = '_';
-    else if (tmp[i] == '=') {
-      m = i;
-      break;
-    }
-  }
-  fq_buf_append(out, tmp, m);
-  free(tmp);
+  if (fq_buf_reserve(out, 4 * ((n + 2) / 3) + 1)) return;
+  out->len += fq_base64url_encode(p, n, (char *)out->data + out->len);
 }
 
 static char *make_jwt(fq__sim_world_t *w, const fq__sim_account_t *a, int64_t now_s) {

@@ -3,8 +3,8 @@
  * simulated world (accounts, vehicles, energy sites, their failure
  * scenarios), applies run-time patches from the /sim control endpoints,
  * generates large fleets for load tests, and keeps the ground-truth log of
- * executed commands.  Also holds the small helpers every sim module uses
- * (string map, seeded random numbers, injected failures).
+ * executed commands.  The helpers the other sim modules share (string map,
+ * injected failures, the execution log) are in sim_common.c.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -20,138 +20,7 @@
 #include "sim_int.h"
 #include "util.h"
 
-/* ---- string map ------------------------------------------------------------ */
-
-static uint64_t hash_str(const char *s, size_t n) {
-  uint64_t h = 1469598103934665603ull; /* FNV-1a */
-  for (size_t i = 0; i < n; i++) {
-    h ^= (uint8_t)s[i];
-    h *= 1099511628211ull;
-  }
-  return h;
-}
-
-static int map_grow(fq__sim_map_t *m) {
-  size_t ncap = m->cap ? m->cap * 2 : 64;
-  char **nk = calloc(ncap, sizeof *nk);
-  void **nv = calloc(ncap, sizeof *nv);
-  if (!nk || !nv) {
-    free(nk);
-    free(nv);
-    return -ENOMEM;
-  }
-  for (size_t i = 0; i < m->cap; i++) {
-    if (!m->keys[i]) continue;
-    size_t j = hash_str(m->keys[i], strlen(m->keys[i])) & (ncap - 1);
-    while (nk[j]) j = (j + 1) & (ncap - 1);
-    nk[j] = m->keys[i];
-    nv[j] = m->vals[i];
-  }
-  free(m->keys);
-  free(m->vals);
-  m->keys = nk;
-  m->vals = nv;
-  m->cap = ncap;
-  return 0;
-}
-
-int fq__sim_map_put(fq__sim_map_t *m, const char *key, void *val) {
-  if ((m->n + 1) * 2 > m->cap && map_grow(m)) return -ENOMEM;
-  size_t n = strlen(key);
-  size_t j = hash_str(key, n) & (m->cap - 1);
-  while (m->keys[j]) {
-    if (strcmp(m->keys[j], key) == 0) {
-      m->vals[j] = val;
-      return 0;
-    }
-    j = (j + 1) & (m->cap - 1);
-  }
-  m->keys[j] = strdup(key);
-  if (!m->keys[j]) return -ENOMEM;
-  m->vals[j] = val;
-  m->n++;
-  return 0;
-}
-
-void *fq__sim_map_get(const fq__sim_map_t *m, const char *key, size_t len) {
-  if (!m->cap) return NULL;
-  size_t j = hash_str(key, len) & (m->cap - 1);
-  while (m->keys[j]) {
-    if (strlen(m->keys[j]) == len && memcmp(m->keys[j], key, len) == 0) return m->vals[j];
-    j = (j + 1) & (m->cap - 1);
-  }
-  return NULL;
-}
-
-void fq__sim_map_del(fq__sim_map_t *m, const char *key) {
-  if (!m->cap) return;
-  size_t n = strlen(key), mask = m->cap - 1;
-  size_t j = hash_str(key, n) & mask;
-  while (m->keys[j] && strcmp(m->keys[j], key) != 0) j = (j + 1) & mask;
-  if (!m->keys[j]) return;
-  free(m->keys[j]);
-  m->keys[j] = NULL;
-  m->n--;
-  /* Backward-shift the rest of the probe run so lookups never stop at the
-   * hole we just made. */
-  size_t i = j;
-  for (size_t k = (j + 1) & mask; m->keys[k]; k = (k + 1) & mask) {
-    size_t home = hash_str(m->keys[k], strlen(m->keys[k])) & mask;
-    bool movable = (i <= k) ? (home <= i || home > k) : (home <= i && home > k);
-    if (movable) {
-      m->keys[i] = m->keys[k];
-      m->vals[i] = m->vals[k];
-      m->keys[k] = NULL;
-      i = k;
-    }
-  }
-}
-
-void fq__sim_map_free(fq__sim_map_t *m) {
-  for (size_t i = 0; i < m->cap; i++) free(m->keys[i]);
-  free(m->keys);
-  free(m->vals);
-  memset(m, 0, sizeof *m);
-}
-
-/* ---- random numbers and injected failures --------------------------------- */
-
-uint64_t fq__sim_rand(uint64_t *s) {
-  uint64_t x = *s;
-  x ^= x >> 12;
-  x ^= x << 25;
-  x ^= x >> 27;
-  *s = x;
-  return x * 2685821657736338717ull;
-}
-
-double fq__sim_rand01(uint64_t *s) { return (double)(fq__sim_rand(s) >> 11) / 9007199254740992.0; }
-
-bool fq__sim_inject_fire(fq__sim_inject_t *in, uint64_t *rng) {
-  if (in->next > 0) {
-    in->next--;
-    return true;
-  }
-  if (in->prob > 0) return fq__sim_rand01(rng) < in->prob;
-  return false;
-}
-
-bool fq__sim_rate_limited(fq__sim_faults_t *f, int64_t now_ms) {
-  if (f->rl_limit <= 0) return false;
-  if (now_ms - f->rl_start_ms >= f->rl_window_ms) {
-    f->rl_start_ms = now_ms;
-    f->rl_count = 0;
-  }
-  if (f->rl_count >= f->rl_limit) return true;
-  f->rl_count++;
-  return false;
-}
-
-int64_t fq__sim_latency(fq__sim_faults_t *f) {
-  int64_t ms = f->latency_ms;
-  if (f->jitter_ms > 0) ms += (int64_t)(fq__sim_rand(&f->rng) % (uint64_t)(f->jitter_ms + 1));
-  return ms;
-}
+/* ---- configuration values -------------------------------------------------- */
 
 static int get_int(const json_t *o, const char *key, int64_t lo, int64_t hi, int64_t *out,
                    const char *who, fq_err_t *err) {
@@ -197,7 +66,7 @@ int fq__sim_faults_apply(fq__sim_faults_t *f, const json_t *o, const char *who, 
   json_t *x;
   if ((x = json_object_get(o, "seed"))) {
     if (!json_is_integer(x)) return fq_errf(err, FQ_ECONFIG, "%s.seed: want an integer", who);
-    f->rng = (uint64_t)json_integer_value(x) * 0x9e3779b97f4a7c15ull | 1;
+    fq_rng_seed(&f->rng, (uint64_t)json_integer_value(x));
   }
   if ((x = json_object_get(o, "latency"))) {
     f->latency_ms = f->jitter_ms = 0;
@@ -225,7 +94,7 @@ int fq__sim_faults_apply(fq__sim_faults_t *f, const json_t *o, const char *who, 
   }
   if ((x = json_object_get(o, "fail"))) {
     if (json_is_null(x)) {
-      uint64_t rng = f->rng;
+      fq_rng_t rng = f->rng;
       int64_t lat = f->latency_ms, jit = f->jitter_ms, rl = f->rl_limit, rw = f->rl_window_ms;
       int64_t ra = f->retry_after_s;
       memset(f, 0, sizeof *f);
@@ -335,8 +204,10 @@ static int load_priv(const char *dir, const char *spec, fq_vcp_key_t **out, fq_e
 
 /* ---- entities -------------------------------------------------------------------- */
 
-static uint64_t seed_for(const fq__sim_world_t *w, const char *id) {
-  return (w->seed ^ hash_str(id, strlen(id))) | 1;
+/* Each entity draws from its own sequence, fixed by the world's seed and
+ * its id, so adding a car does not change what the others draw. */
+static void seed_for(fq_rng_t *rng, const fq__sim_world_t *w, const char *id) {
+  fq_rng_seed(rng, w->seed ^ fq_hash64(id, strlen(id)));
 }
 
 static int add_index(size_t **arr, size_t *n, size_t v) {
@@ -377,7 +248,7 @@ static fq__sim_vehicle_t *vehicle_new(fq__sim_world_t *w, const char *vin, fq_er
   v->id = 100000 + w->nvehicles;
   v->paired = true;
   v->wake_ms = w->default_wake_ms;
-  v->faults.rng = seed_for(w, vin);
+  seed_for(&v->faults.rng, w, vin);
   fq__sim_vehicle_defaults(v);
   if (fq__sim_map_put(&w->vin_map, v->vin, v)) {
     free(v);
@@ -406,7 +277,7 @@ static fq__sim_site_t *site_new(fq__sim_world_t *w, uint64_t id, fq_err_t *err) 
   s->id = id;
   char ids[32];
   snprintf(ids, sizeof ids, "site%" PRIu64, id);
-  s->faults.rng = seed_for(w, ids);
+  seed_for(&s->faults.rng, w, ids);
   fq__sim_site_defaults(s);
   w->sites[w->nsites++] = s;
   return s;
@@ -706,7 +577,7 @@ int fq__sim_world_load(fq__sim_world_t *w, json_t *config, const char *base_dir,
   }
   int64_t seed = 1;
   if ((rc = get_int(config, "seed", INT64_MIN, INT64_MAX, &seed, "config", err))) return rc;
-  w->seed = (uint64_t)seed * 0x9e3779b97f4a7c15ull | 1;
+  w->seed = (uint64_t)seed;
   snprintf(w->region, sizeof w->region, "na");
   if ((x = json_object_get(config, "region"))) {
     if (!json_is_string(x) || json_string_length(x) >= sizeof w->region)
@@ -781,7 +652,7 @@ int fq__sim_world_load(fq__sim_world_t *w, json_t *config, const char *base_dir,
         return fq_errf(err, FQ_ECONFIG, "config.accounts[%zu]: id %s listed twice", i, a->id);
     snprintf(a->region, sizeof a->region, "%s", w->region);
     a->expires_in_s = 28800;
-    a->faults.rng = seed_for(w, a->id);
+    seed_for(&a->faults.rng, w, a->id);
     if (!json_object_get(e, "scopes")) {
       json_t *def = json_pack("[sssss]", "openid", "offline_access", "vehicle_device_data",
                               "vehicle_cmds", "vehicle_charging_cmds");
@@ -844,11 +715,9 @@ void fq__sim_world_clear(fq__sim_world_t *w) {
   free(w->sites);
   w->sites = NULL;
   w->nsites = 0;
-  for (size_t i = 0; i < w->tok_map.cap; i++)
-    if (w->tok_map.keys && w->tok_map.keys[i]) free(w->tok_map.vals[i]);
-  fq__sim_map_free(&w->tok_map);
-  fq__sim_map_free(&w->ref_map);
-  fq__sim_map_free(&w->vin_map);
+  fq__sim_map_free(&w->tok_map, free);
+  fq__sim_map_free(&w->ref_map, NULL);
+  fq__sim_map_free(&w->vin_map, NULL);
   for (size_t i = 0; i < w->nexecs; i++) free(w->execs[i].payload_hex);
   free(w->execs);
   w->execs = NULL;
@@ -857,42 +726,4 @@ void fq__sim_world_clear(fq__sim_world_t *w) {
   w->st_requests = w->st_signed_ok = w->st_signed_fault = w->st_handshakes = w->st_rest = 0;
   json_decref(w->base_urls);
   w->base_urls = NULL;
-}
-
-void fq__sim_exec_record(fq__sim_world_t *w, const char *device, bool site, int domain,
-                         uint32_t counter, const char *command, const uint8_t *payload,
-                         size_t len) {
-  w->exec_seq++;
-  if (w->nexecs >= w->max_execs) {
-    /* The log is full: count what could not be kept so /sim/executions can
-     * say it is incomplete rather than silently lie. */
-    w->execs_dropped++;
-    return;
-  }
-  if (w->nexecs == w->execs_alloc) {
-    size_t n = w->execs_alloc ? w->execs_alloc * 2 : 1024;
-    fq__sim_exec_t *p = realloc(w->execs, n * sizeof *p);
-    if (!p) {
-      w->execs_dropped++;
-      return;
-    }
-    w->execs = p;
-    w->execs_alloc = n;
-  }
-  fq__sim_exec_t *e = &w->execs[w->nexecs];
-  memset(e, 0, sizeof *e);
-  e->seq = w->exec_seq;
-  e->at_ms = fq_now_ms();
-  snprintf(e->device, sizeof e->device, "%s", device);
-  e->site = site;
-  e->domain = domain;
-  e->counter = counter;
-  snprintf(e->command, sizeof e->command, "%s", command);
-  e->payload_hex = malloc(len * 2 + 1);
-  if (!e->payload_hex) {
-    w->execs_dropped++;
-    return;
-  }
-  fq_hex_encode(payload, len, e->payload_hex);
-  w->nexecs++;
 }

@@ -1,6 +1,7 @@
 /*
  * Internals shared by the simulator's modules (sim.c, sim_config.c,
- * sim_account.c, sim_vehicle.c, sim_site.c) and its unit tests.  Nothing
+ * sim_account.c, sim_vehicle.c, sim_site.c, sim_common.c) and its unit
+ * tests.  Nothing
  * outside src/sim*.c and tests/unit/test_sim*.c may include this header.
  *
  * Locking: all simulated state (accounts, tokens, vehicles, sites, the
@@ -19,6 +20,8 @@
 
 #include "fleetq/buf.h"
 #include "fleetq/error.h"
+#include "hmap.h"
+#include "rng.h"
 #include "vcp.h"
 #include "vcp_car.h"
 
@@ -28,25 +31,23 @@
 #define FQ__SIM_MAX_BODY (64 * 1024)
 #define FQ__SIM_MAX_NAME 64      /* vehicle name */
 
-/* ---- small helpers (sim_config.c) ---------------------------------------- */
+/* ---- string map (sim_common.c) ---------------------------------------------- */
 
-/* String-keyed hash map (open addressing, linear probing); keys are copied,
- * values are borrowed pointers. */
+/* String-keyed map on the base hash table: keys are copied, values are
+ * borrowed pointers.  A zeroed map is empty. */
 typedef struct fq__sim_map {
-  char **keys;
-  void **vals;
-  size_t cap, n;
+  fq_hmap_t h;
 } fq__sim_map_t;
 
+/* Set key's value (replacing an old one).  0 or -ENOMEM. */
 int fq__sim_map_put(fq__sim_map_t *m, const char *key, void *val);
+/* The value of the len-byte key, or NULL. */
 void *fq__sim_map_get(const fq__sim_map_t *m, const char *key, size_t len);
 void fq__sim_map_del(fq__sim_map_t *m, const char *key);
-void fq__sim_map_free(fq__sim_map_t *m);
-
-/* xorshift64* step; the state must be non-zero. */
-uint64_t fq__sim_rand(uint64_t *state);
-/* Uniform double in [0, 1). */
-double fq__sim_rand01(uint64_t *state);
+size_t fq__sim_map_count(const fq__sim_map_t *m);
+/* Free the keys (and each value with free_val when not NULL); the map is
+ * empty again. */
+void fq__sim_map_free(fq__sim_map_t *m, void (*free_val)(void *));
 
 /* ---- injected failures ---------------------------------------------------- */
 
@@ -59,7 +60,7 @@ typedef struct fq__sim_inject {
 
 /* Failure scenario of one account, vehicle or site. */
 typedef struct fq__sim_faults {
-  uint64_t rng;
+  fq_rng_t rng;                   /* seeded from the world's seed and the id */
   int64_t latency_ms, jitter_ms;  /* added before every answer */
   fq__sim_inject_t http429, http503, http500, hold, drop, fault;
   int64_t hold_ms;                /* "hold": keep the connection, then close */
@@ -71,11 +72,14 @@ typedef struct fq__sim_faults {
   int64_t rl_start_ms, rl_count;
 } fq__sim_faults_t;
 
-/* Apply a JSON scenario object ("latency", "rate_limit", "fail") onto f.
- * Returns 0 or FQ_ECONFIG with err naming the field. */
+/* Apply a JSON scenario object ("latency", "rate_limit", "fail", "seed")
+ * onto f (sim_config.c).  Returns 0 or FQ_ECONFIG with err naming the
+ * field. */
 int fq__sim_faults_apply(fq__sim_faults_t *f, const json_t *obj, const char *who, fq_err_t *err);
+
+/* The rest of this section is in sim_common.c. */
 /* Draw one injection: true if it fires now (consumes a "next"). */
-bool fq__sim_inject_fire(fq__sim_inject_t *in, uint64_t *rng);
+bool fq__sim_inject_fire(fq__sim_inject_t *in, fq_rng_t *rng);
 /* Rate-limit bookkeeping for one request at now_ms: true when it is over
  * the limit (429). */
 bool fq__sim_rate_limited(fq__sim_faults_t *f, int64_t now_ms);
@@ -170,7 +174,7 @@ typedef struct fq__sim_world {
   pthread_mutex_t mu;
   json_t *config;          /* the config as loaded, for /sim/reset */
   char *base_dir;
-  uint64_t seed;
+  uint64_t seed;           /* config "seed" (default 1), logged at start */
   char region[8];          /* the region this server is */
   json_t *base_urls;       /* region -> base URL */
   uint8_t fleet_pub[65];   /* the fleet's client key, uncompressed */
@@ -212,6 +216,9 @@ int fq__sim_account_apply(fq__sim_world_t *w, fq__sim_account_t *a, const json_t
 int fq__sim_site_apply(fq__sim_world_t *w, fq__sim_site_t *s, const json_t *o, fq_err_t *err);
 fq__sim_site_t *fq__sim_site_find(fq__sim_world_t *w, uint64_t id);
 fq__sim_account_t *fq__sim_account_find(fq__sim_world_t *w, const char *id_or_token);
+
+/* ---- execution log (sim_common.c) ------------------------------------------- */
+
 /* Record an execution; payload is copied as hex. */
 void fq__sim_exec_record(fq__sim_world_t *w, const char *device, bool site, int domain,
                          uint32_t counter, const char *command, const uint8_t *payload,

@@ -63,7 +63,7 @@ fq_vcp_vdomain_t *fq__sim_vehicle_vd(fq__sim_world_t *w, fq__sim_vehicle_t *v, i
   fq_err_t err = {0};
   if (!v->key[d] && fq_vcp_key_generate(&v->key[d], &err)) return NULL;
   /* The car has been up for a while: its clock is not at 0. */
-  int64_t start = fq_now_ms() - 1000 * (int64_t)(1000 + fq__sim_rand(&v->faults.rng) % 100000);
+  int64_t start = fq_now_ms() - 1000 * (int64_t)(1000 + fq_rng_below(&v->faults.rng, 100000));
   if (fq_vcp_vdomain_new(v->vin, vcp_domain[d], v->key[d], NULL, start, &v->vd[d], &err))
     return NULL;
   if (pair_all(w, v, v->vd[d])) {

@@ -27,6 +27,7 @@
 #include <openssl/pem.h>
 #include <openssl/rand.h>
 
+#include "byteorder.h"
 #include "signatures.pb-c.h"
 #include "universal_message.pb-c.h"
 #include "util.h"
@@ -203,7 +204,8 @@ void fq_vcp_meta_add(fq_vcp_meta_t *m, int tag, const void *v, size_t n) {
 }
 
 void fq_vcp_meta_add_u32(fq_vcp_meta_t *m, int tag, uint32_t v) {
-  uint8_t b[4] = {(uint8_t)(v >> 24), (uint8_t)(v >> 16), (uint8_t)(v >> 8), (uint8_t)v};
+  uint8_t b[4];
+  fq_put_be32(b, v);
   fq_vcp_meta_add(m, tag, b, 4);
 }
 
@@ -826,19 +828,6 @@ void fq_vcp_session_set_routing(fq_vcp_session_t *s, const uint8_t routing[FQ_VC
 #define BLOB_MAGIC1 'V'
 #define BLOB_VERSION 1
 
-static void put_be(uint8_t *p, uint64_t v, int n) {
-  for (int i = n - 1; i >= 0; i--) {
-    p[i] = (uint8_t)v;
-    v >>= 8;
-  }
-}
-
-static uint64_t get_be(const uint8_t *p, int n) {
-  uint64_t v = 0;
-  for (int i = 0; i < n; i++) v = (v << 8) | p[i];
-  return v;
-}
-
 size_t fq_vcp_session_save(const fq_vcp_session_t *s, uint8_t out[FQ_VCP_SESSION_BLOB_MAX]) {
   return fq_vcp_session_save_ahead(s, 0, out);
 }
@@ -858,9 +847,9 @@ size_t fq_vcp_session_save_ahead(const fq_vcp_session_t *s, uint32_t ahead,
   o += FQ_VCP_PUBKEY_LEN;
   memcpy(out + o, s->epoch, FQ_VCP_EPOCH_LEN);
   o += FQ_VCP_EPOCH_LEN;
-  put_be(out + o, counter, 4);
+  fq_put_be32(out + o, counter);
   o += 4;
-  put_be(out + o, (uint64_t)s->clock_offset, 8);
+  fq_put_be64(out + o, (uint64_t)s->clock_offset);
   o += 8;
   memcpy(out + o, s->routing, FQ_VCP_ROUTING_LEN);
   o += FQ_VCP_ROUTING_LEN;
@@ -890,8 +879,8 @@ int fq_vcp_session_restore(const fq_vcp_key_t *key, const uint8_t *p, size_t n,
   q += FQ_VCP_PUBKEY_LEN;
   memcpy(s->epoch, q, FQ_VCP_EPOCH_LEN);
   q += FQ_VCP_EPOCH_LEN;
-  s->counter = (uint32_t)get_be(q, 4);
-  s->clock_offset = (int64_t)get_be(q + 4, 8);
+  s->counter = fq_get_be32(q);
+  s->clock_offset = (int64_t)fq_get_be64(q + 4);
   s->stale = routing[FQ_VCP_ROUTING_LEN] != 0;
   *out = s;
   s = NULL;

@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "byteorder.h"
 #include "mpread.h"
 
 /* ---- states ------------------------------------------------------------- */
@@ -687,15 +688,15 @@ size_t fq_wire_device_key(const fq_request_t *req, char *out, size_t cap) {
  * length-prefixed fields, so that no two different requests can produce
  * the same byte string (no field can absorb its neighbour's bytes). */
 static int h_put(EVP_MD_CTX *c, char tag, const void *p, size_t n) {
-  uint8_t hdr[5] = {(uint8_t)tag, (uint8_t)(n >> 24), (uint8_t)(n >> 16), (uint8_t)(n >> 8),
-                    (uint8_t)n};
+  uint8_t hdr[5] = {(uint8_t)tag};
+  fq_put_be32(hdr + 1, (uint32_t)n);
   if (!EVP_DigestUpdate(c, hdr, sizeof hdr)) return -1;
   return n && !EVP_DigestUpdate(c, p, n) ? -1 : 0;
 }
 
 static int h_put_u64(EVP_MD_CTX *c, char tag, uint64_t v) {
   uint8_t b[8];
-  for (int i = 0; i < 8; i++) b[i] = (uint8_t)(v >> (56 - 8 * i));
+  fq_put_be64(b, v);
   return h_put(c, tag, b, sizeof b);
 }
 

@@ -21,6 +21,7 @@
 #include "jwt.h"
 #include "oauth.h"
 #include "ratelimit.h"
+#include "util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

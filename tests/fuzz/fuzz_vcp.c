@@ -23,6 +23,7 @@
 #include <jansson.h>
 
 #include "payload.h"
+#include "rng.h"
 #include "util.h"
 #include "vcp.h"
 #include "vcp_car.h"
@@ -149,13 +150,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 }
 
 #ifndef FQ_LIBFUZZER
-static uint64_t rng_state;
-static uint64_t rng(void) {
-  rng_state ^= rng_state >> 12;
-  rng_state ^= rng_state << 25;
-  rng_state ^= rng_state >> 27;
-  return rng_state * 2685821657736338717ULL;
-}
+static fq_rng_t rng_state;
+static uint64_t rng(void) { return fq_rng_next(&rng_state); }
 
 #define MAX_SEEDS 128
 
@@ -186,9 +182,10 @@ int main(int argc, char **argv) {
     }
   }
   for (size_t i = 0; i < nseeds; i++) LLVMFuzzerTestOneInput(seeds[i], lens[i]);
-  rng_state = 0x2545f4914f6cdd1dULL;
+  uint64_t seed = 0x2545f4914f6cdd1dULL;
+  fq_rng_seed(&rng_state, seed);
   printf("fuzz_vcp: %zu seeds, 100000 mutations, seed 0x%016llx\n", nseeds,
-         (unsigned long long)rng_state);
+         (unsigned long long)seed);
   uint8_t buf[1100];
   for (int it = 0; it < 100000; it++) {
     size_t s = rng() % nseeds, n = lens[s];

@@ -23,6 +23,7 @@
 
 #include "fleetq/buf.h"
 #include "fleetq/wire.h"
+#include "rng.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -212,15 +213,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 #define MUTATIONS 20000
 #define FUZZ_MAX_INPUT (64 * 1024)
 
-static uint64_t rng_state;
+/* The base generator: reproducible from the logged seed. */
+static fq_rng_t rng_state;
 
-/* xorshift64*: small, fast, and reproducible from the logged seed. */
-static uint64_t rnd(void) {
-  rng_state ^= rng_state >> 12;
-  rng_state ^= rng_state << 25;
-  rng_state ^= rng_state >> 27;
-  return rng_state * UINT64_C(2685821657736338717);
-}
+static uint64_t rnd(void) { return fq_rng_next(&rng_state); }
 
 static size_t rnd_below(size_t n) { return n ? (size_t)(rnd() % n) : 0; }
 
@@ -361,7 +357,7 @@ int main(int argc, char **argv) {
     return 1;
   }
   g_accepted = g_refused = 0;
-  rng_state = seed ? seed : 1;
+  fq_rng_seed(&rng_state, seed);
   uint8_t *buf = malloc(FUZZ_MAX_INPUT);
   if (!buf) abort();
   for (int i = 0; i < count; i++) {

@@ -44,15 +44,7 @@ static void rmrf(const char *d) {
 }
 
 static void b64url(const char *in, char *out) {
-  char tmp[2048];
-  size_t n = fq_base64_encode((const uint8_t *)in, strlen(in), tmp);
-  size_t k = 0;
-  for (size_t i = 0; i < n; i++) {
-    char c = tmp[i];
-    if (c == '=') break;
-    out[k++] = c == '+' ? '-' : c == '/' ? '_' : c;
-  }
-  out[k] = 0;
+  fq_base64url_encode((const uint8_t *)in, strlen(in), out);
 }
 
 /* A JWT-shaped access token (unsigned: fleetq only reads the claims). */

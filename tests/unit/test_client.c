@@ -15,6 +15,7 @@
 
 #include "fleetq/client.h"
 #include "fq_test.h"
+#include "rng.h"
 
 static void to_json(const uint8_t *p, size_t n, char *out, size_t cap) {
   fq_buf_t b;
@@ -363,21 +364,17 @@ FQ_TEST(subscriber_filters_by_prefix) {
   zmq_ctx_term(ctx);
 }
 
-/* A small deterministic generator (xorshift64*), seed printed. */
-static uint64_t g_rng;
-static uint64_t rnd64(void) {
-  g_rng ^= g_rng >> 12;
-  g_rng ^= g_rng << 25;
-  g_rng ^= g_rng >> 27;
-  return g_rng * 0x2545F4914F6CDD1DULL;
-}
+/* The base generator, seed printed. */
+static fq_rng_t g_rng;
+static uint64_t rnd64(void) { return fq_rng_next(&g_rng); }
 
 /* Mutated and random bytes: the bounded reader, msgpack-c and the JSON
  * printer must agree on what is well formed, and whatever the printer
  * emits must parse as JSON. */
 FQ_TEST(reader_agrees_with_msgpack_c_on_mutations) {
-  g_rng = 0x9e3779b97f4a7c15ULL;
-  fprintf(stderr, "  seed 0x%016" PRIx64 "\n", g_rng);
+  uint64_t rng_seed = 0x9e3779b97f4a7c15ULL;
+  fq_rng_seed(&g_rng, rng_seed);
+  fprintf(stderr, "  seed 0x%016" PRIx64 "\n", rng_seed);
   fq_buf_t seed, js;
   fq_buf_init(&seed, 4096);
   fq_buf_init(&js, 0);

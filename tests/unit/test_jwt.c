@@ -11,13 +11,7 @@
 
 /* base64url without padding of s. */
 static void b64url(const char *s, char *out) {
-  fq_base64_encode((const uint8_t *)s, strlen(s), out);
-  char *w = out;
-  for (char *p = out; *p; p++) {
-    if (*p == '=') continue;
-    *w++ = *p == '+' ? '-' : *p == '/' ? '_' : *p;
-  }
-  *w = 0;
+  fq_base64url_encode((const uint8_t *)s, strlen(s), out);
 }
 
 /* A token "header.payload.signature" around a JSON payload. */

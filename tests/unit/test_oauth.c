@@ -11,13 +11,7 @@
 #include "util.h"
 
 static void b64url(const char *s, char *out) {
-  fq_base64_encode((const uint8_t *)s, strlen(s), out);
-  char *w = out;
-  for (char *p = out; *p; p++) {
-    if (*p == '=') continue;
-    *w++ = *p == '+' ? '-' : *p == '/' ? '_' : *p;
-  }
-  *w = 0;
+  fq_base64url_encode((const uint8_t *)s, strlen(s), out);
 }
 
 FQ_TEST(oauth_refresh_body_is_form_encoded) {

@@ -1,6 +1,7 @@
 /*
- * Unit tests of util.c and error.c: buffers with caps, hex, base64, the
- * error table, the secret-file check, and fq_fatal.
+ * Unit tests of util.c and error.c: buffers with caps, hex, base64,
+ * base64url, the pair hash, the error table, the secret-file check and
+ * fq_fatal.
  */
 #include <fcntl.h>
 #include <pthread.h>
@@ -50,6 +51,51 @@ FQ_TEST(base64_rfc4648_vectors) {
   }
   uint8_t back[4];
   CHECK_INT(fq_base64_decode("Zm9v!", 5, back, sizeof back), -1);
+}
+
+/* RFC 4648 section 10 vectors without padding, plus bytes that use the two
+ * characters where base64url differs from base64. */
+FQ_TEST(base64url_rfc4648_vectors) {
+  static const char *plain[] = {"", "f", "fo", "foo", "foob", "fooba", "foobar"};
+  static const char *enc[] = {"", "Zg", "Zm8", "Zm9v", "Zm9vYg", "Zm9vYmE", "Zm9vYmFy"};
+  for (int i = 0; i < 7; i++) {
+    char out[16];
+    uint8_t back[16];
+    size_t n = fq_base64url_encode((const uint8_t *)plain[i], strlen(plain[i]), out);
+    CHECK_STR(out, enc[i]);
+    CHECK_INT(n, strlen(enc[i]));
+    long m = fq_base64url_decode(enc[i], strlen(enc[i]), back, sizeof back);
+    CHECK_INT(m, (long)strlen(plain[i]));
+    CHECK_MEM(back, (size_t)m, plain[i], strlen(plain[i]));
+  }
+  /* 0xfb 0xff 0xbf is "+/+/" in base64 and "-_-_" in base64url. */
+  static const uint8_t odd[] = {0xfb, 0xff, 0xbf};
+  char out[8], std[8];
+  uint8_t back[8];
+  fq_base64url_encode(odd, 3, out);
+  CHECK_STR(out, "-_-_");
+  fq_base64_encode(odd, 3, std);
+  CHECK_STR(std, "+/+/");
+  CHECK_INT(fq_base64url_decode("-_-_", 4, back, sizeof back), 3);
+  CHECK_MEM(back, 3, odd, 3);
+  /* Each decoder refuses the other alphabet's two digits. */
+  CHECK_INT(fq_base64url_decode("+/+/", 4, back, sizeof back), -1);
+  CHECK_INT(fq_base64_decode("-_-_", 4, back, sizeof back), -1);
+  /* Padding is accepted; a length of 4k+1 and overflow are not. */
+  CHECK_INT(fq_base64url_decode("Zm8=", 4, back, sizeof back), 2);
+  CHECK_INT(fq_base64url_decode("Zm9vY", 5, back, sizeof back), -1);
+  CHECK_INT(fq_base64url_decode("Zm9vYmFy", 8, back, 5), -1);
+}
+
+FQ_TEST(hash64_pair_keeps_the_boundary) {
+  CHECK(fq_hash64_pair("a", 1, "bc", 2) != fq_hash64_pair("ab", 2, "c", 1));
+  CHECK(fq_hash64_pair("t", 1, "k", 1) == fq_hash64_pair("t", 1, "k", 1));
+  CHECK(fq_hash64_pair("t", 1, "k", 1) != fq_hash64_pair("k", 1, "t", 1));
+  /* Known answers (FNV-1a 64 then the finalizer, computed independently):
+   * fq_hash64 picks a device's shard, so it must never change. */
+  CHECK(fq_hash64("", 0) == 0xe36f5519ee926a53ULL);
+  CHECK(fq_hash64("v:5YJ3E1EA7JF000001", 19) == 0xc91a86ccefcbf624ULL);
+  CHECK(fq_hash64_pair("tenant", 6, "key-1", 5) == 0xabedf1d1d2053be3ULL);
 }
 
 FQ_TEST(error_names_round_trip) {

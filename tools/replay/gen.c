@@ -19,6 +19,7 @@
 #include "fleetq/client.h"
 #include "fleetq/commands.h"
 #include "replay.h"
+#include "rng.h"
 #include "traffic.h"
 
 #define GEN_MAX_DEVICES 10000000ULL

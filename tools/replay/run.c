@@ -28,6 +28,7 @@
 
 #include "fleetq/client.h"
 #include "fleetq/wire.h"
+#include "hmap.h"
 #include "replay.h"
 #include "traffic.h"
 #include "util.h"
@@ -63,9 +64,8 @@ typedef struct run {
   _Atomic int64_t *ev_t;  /* arrival of the first terminal event */
   uint8_t *status;
   uint8_t *primary;       /* 1: first record with its tenant + key */
-  uint32_t *table;        /* tenant + key -> record index + 1 */
+  fq_hmap_t table;        /* uint32_t index of the first record, by tenant + key */
   fq_str_t *tk;           /* tenant and key of record i at 2i, 2i+1 */
-  size_t table_mask;
   int64_t start_ns;       /* monotonic time of intended offset 0 */
   int64_t start_unix_ns;  /* the same moment on the wall clock */
   _Atomic uint64_t sent, replies, errors, send_done_threads, events, events_ours;
@@ -85,19 +85,31 @@ static void on_sigint(int sig) {
 /* ------------------------------------------------------------------ */
 /* tenant + key -> record                                               */
 
-static uint64_t hash_tk(const char *t, size_t tn, const char *k, size_t kn) {
-  uint64_t h = 1469598103934665603ULL;
-  for (size_t i = 0; i < tn; i++) h = (h ^ (uint8_t)t[i]) * 1099511628211ULL;
-  h = (h ^ 0xff) * 1099511628211ULL; /* separator no tenant byte can be */
-  for (size_t i = 0; i < kn; i++) h = (h ^ (uint8_t)k[i]) * 1099511628211ULL;
-  return h ^ (h >> 29);
-}
-
 /* The record's tenant and key, decoded once by build_table (they point
  * into the mapped file). */
 static void rec_tk(const run_t *r, size_t i, fq_str_t *tenant, fq_str_t *key) {
   *tenant = r->tk[2 * i];
   *key = r->tk[2 * i + 1];
+}
+
+/* A tenant + key as a table lookup compares it. */
+typedef struct tk_key {
+  const run_t *r;
+  const char *t, *k;
+  size_t tn, kn;
+} tk_key_t;
+
+static bool tk_eq(const void *item, const void *key) {
+  const tk_key_t *q = key;
+  fq_str_t tt, kk;
+  rec_tk(q->r, *(const uint32_t *)item, &tt, &kk);
+  return tt.n == q->tn && kk.n == q->kn && !memcmp(tt.p, q->t, q->tn) && !memcmp(kk.p, q->k, q->kn);
+}
+
+static long find_tk(const run_t *r, const char *t, size_t tn, const char *k, size_t kn) {
+  tk_key_t q = {r, t, k, tn, kn};
+  const uint32_t *i = fq_hmap_find(&r->table, fq_hash64_pair(t, tn, k, kn), tk_eq, &q);
+  return i ? (long)*i : -1;
 }
 
 /* Index of the first record with this tenant + key, or -1.  The key of an
@@ -109,21 +121,13 @@ static long lookup(const run_t *r, const char *t, size_t tn, const char *k, size
     k += pl;
     kn -= pl;
   }
-  for (size_t s = hash_tk(t, tn, k, kn) & r->table_mask;; s = (s + 1) & r->table_mask) {
-    uint32_t v = r->table[s];
-    if (!v) return -1;
-    fq_str_t tt, kk;
-    rec_tk(r, v - 1, &tt, &kk);
-    if (tt.n == tn && kk.n == kn && !memcmp(tt.p, t, tn) && !memcmp(kk.p, k, kn)) return v - 1;
-  }
+  return find_tk(r, t, tn, k, kn);
 }
 
 static int build_table(run_t *r) {
-  size_t cap = 16;
-  while (cap < r->n * 2) cap <<= 1;
-  r->table = calloc(cap, sizeof *r->table);
+  fq_hmap_init(&r->table, sizeof(uint32_t), 50);
   r->tk = calloc(2 * r->n + 2, sizeof *r->tk);
-  if (!r->table || !r->tk) return -ENOMEM;
+  if (!r->tk || fq_hmap_reserve(&r->table, r->n) != 0) return -ENOMEM;
   for (size_t i = 0; i < r->n; i++) {
     /* The file was validated at open: this decode cannot fail. */
     fq_request_t q;
@@ -132,24 +136,13 @@ static int build_table(run_t *r) {
     r->tk[2 * i] = q.tenant;
     r->tk[2 * i + 1] = q.key;
   }
-  r->table_mask = cap - 1;
   for (size_t i = 0; i < r->n; i++) {
     fq_str_t t, k;
     rec_tk(r, i, &t, &k);
-    size_t s = hash_tk(t.p, t.n, k.p, k.n) & r->table_mask;
-    bool found = false;
-    for (; r->table[s]; s = (s + 1) & r->table_mask) {
-      fq_str_t tt, kk;
-      rec_tk(r, r->table[s] - 1, &tt, &kk);
-      if (tt.n == t.n && kk.n == k.n && !memcmp(tt.p, t.p, t.n) && !memcmp(kk.p, k.p, k.n)) {
-        found = true;
-        break;
-      }
-    }
-    if (!found) {
-      r->table[s] = (uint32_t)(i + 1);
-      r->primary[i] = 1;
-    }
+    if (find_tk(r, t.p, t.n, k.p, k.n) >= 0) continue;
+    /* Reserved for every record above: cannot fail. */
+    *(uint32_t *)fq_hmap_add(&r->table, fq_hash64_pair(t.p, t.n, k.p, k.n)) = (uint32_t)i;
+    r->primary[i] = 1;
   }
   return 0;
 }
@@ -832,7 +825,7 @@ out:
   free((void *)r->ev_t);
   free(r->status);
   free(r->primary);
-  free(r->table);
+  fq_hmap_free(&r->table);
   free(r->tk);
   pthread_mutex_destroy(&r->mu);
   free(r);
