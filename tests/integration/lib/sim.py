@@ -1,11 +1,16 @@
-"""Shared harness of the fleetsim integration tests (not a test itself):
-starts the real fleetsim binary on a loopback ephemeral port with a
-temporary config directory, talks to its /sim control endpoints, and makes
-a throwaway CA + server certificate with the openssl CLI for HTTPS tests.
+"""The one fleetsim wrapper of the integration tests, plus the small harness
+of the fleetsim tests (test_sim_*.py).
+
+Sim starts the real $FQ_BIN/fleetsim on loopback with a generated config
+file, waits for its "fleetsim listening on ..." line, talks to its /sim
+control endpoints and stops it (stop() returns the exit status: a
+sanitizer build reports leaks through it).  Every Sim is stopped at exit
+whatever happened (fqlib's atexit hook).
 """
 
 import json
 import os
+import select
 import shutil
 import ssl
 import subprocess
@@ -16,107 +21,178 @@ import traceback
 import urllib.error
 import urllib.request
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import vcp_client as vc  # noqa: E402
-
-FQ_BIN = os.environ.get("FQ_BIN") or os.path.join(
-    os.path.dirname(os.path.abspath(__file__)), "..", "..", "build", "bin")
-
-VIN = "5YJ3SIM0000000001"
+from . import fqlib
+from . import vcp_client as vc
+from .fqlib import BIN, log
+from .tls import make_tls
 
 
 class Sim:
-    def __init__(self, config, tls=False, extra_args=(), keep_keys=None):
-        self.dir = tempfile.mkdtemp(prefix="fleetsim-test-")
-        self.fleet_key = keep_keys or vc.new_private()
-        with open(os.path.join(self.dir, "fleet_pub.pem"), "wb") as f:
-            f.write(vc.public_pem(self.fleet_key))
-        config.setdefault("fleet_public_key", "fleet_pub.pem")
+    """One fleetsim process on loopback.
+
+    config:     the simulator config (a dict, written to DIR/NAME.json at
+                start(); later changes to it apply at the next start())
+    dir:        where its files go; None: a temporary directory of its own,
+                removed by stop()
+    tls:        None/False plain HTTP; True: HTTPS with a throwaway CA made
+                in dir; or (cert, key, ca) paths from tls.make_tls()
+    port:       0 lets fleetsim pick (self.port and self.base are known
+                after start()); a fixed port makes self.base known at once
+    fleet_key:  None leaves config["fleet_public_key"] to the caller; True
+                makes a fresh fleet key pair, a private key object uses that
+                one: its public half is written to dir and named in the
+                config, and self.client (vcp_client.Client) signs with it
+    """
+
+    def __init__(self, config, dir=None, tls=None, port=0, name="fleetsim", extra_args=(),
+                 fleet_key=None):
+        self.own_dir = dir is None
+        self.dir = tempfile.mkdtemp(prefix="fleetsim-test-") if dir is None else dir
+        self.name = name
         self.config = config
-        with open(os.path.join(self.dir, "config.json"), "w") as f:
-            json.dump(config, f)
-        args = [os.path.join(FQ_BIN, "fleetsim"), "--listen", "127.0.0.1:0", "--config",
-                os.path.join(self.dir, "config.json")]
-        self.context = None
-        scheme = "http"
-        if tls:
-            cert, key, ca = make_tls(self.dir)
-            args += ["--tls-cert", cert, "--tls-key", key]
-            self.context = ssl.create_default_context(cafile=ca)
-            scheme = "https"
-        args += list(extra_args)
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=sys.stderr, text=True)
-        line = self.proc.stdout.readline()
+        self.extra_args = list(extra_args)
+        self.fleet_key = None
+        self.client = None
+        if fleet_key is not None:
+            self.fleet_key = vc.new_private() if fleet_key is True else fleet_key
+            pub = os.path.join(self.dir, name + "-fleet-pub.pem")
+            with open(pub, "wb") as f:
+                f.write(vc.public_pem(self.fleet_key))
+            config.setdefault("fleet_public_key", pub)
+            self.client = vc.Client(self.fleet_key)
+        self.tls = make_tls(self.dir) if tls is True else (tls or None)
+        self.scheme = "https" if self.tls else "http"
+        self.context = ssl.create_default_context(cafile=self.tls[2]) if self.tls else None
+        self.port = port
+        self.base = f"{self.scheme}://127.0.0.1:{port}" if port else None
+        self.proc = None
+        self.own = 0  # our own /sim calls, see daemon_requests()
+        self.cfgpath = os.path.join(self.dir, name + ".json")
+        self.errpath = os.path.join(self.dir, name + ".err")
+        fqlib._cleanups.append(self.stop)
+
+    def start(self, timeout=15):
+        with open(self.cfgpath, "w") as f:
+            json.dump(self.config, f, indent=1)
+        args = [os.path.join(BIN, "fleetsim"), "--listen", f"127.0.0.1:{self.port}",
+                "--config", self.cfgpath] + self.extra_args
+        if self.tls:
+            args += ["--tls-cert", self.tls[0], "--tls-key", self.tls[1]]
+        err = open(self.errpath, "wb")
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=err)
+        err.close()
+        r, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        line = self.proc.stdout.readline().decode(errors="replace") if r else ""
         if "listening on" not in line:
-            self.stop()
-            raise RuntimeError("fleetsim did not start: %r" % line)
+            self.proc.kill()
+            self.proc.wait()
+            raise RuntimeError(f"{self.name} did not start: {line!r}\n{self.err_tail()}")
         self.port = int(line.strip().rsplit(":", 1)[1])
-        self.base = "%s://127.0.0.1:%d" % (scheme, self.port)
-        self.client = vc.Client(self.fleet_key)
+        self.base = f"{self.scheme}://127.0.0.1:{self.port}"
+        log(f"[{self.name}] {line.strip()} (config {self.cfgpath}, seed {self.config.get('seed')})")
+        return self
+
+    def err_tail(self, n=20):
+        try:
+            with open(self.errpath, "r", errors="replace") as f:
+                return "".join(f.readlines()[-n:])
+        except OSError:
+            return ""
+
+    # ---- the Fleet API, through the spec-only client ----------------------
 
     def fleet(self, token, timeout=10):
         return vc.Fleet(self.base, token, context=self.context, timeout=timeout)
 
+    def state(self, vin, token="t1"):
+        st, hd, j = self.fleet(token).call("GET", "/api/1/vehicles/" + vin)
+        if st != 200:
+            raise RuntimeError(f"{self.name} GET vehicle {vin} -> {st} {j!r}")
+        return j["response"]
+
+    # ---- /sim control endpoints -------------------------------------------
+
     def ctl(self, method, path, body=None):
+        """(HTTP status, decoded JSON body or None)."""
+        self.own += 1
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(self.base + path, data=data, method=method,
                                      headers={"Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(req, timeout=10, context=self.context) as r:
-                return r.status, json.loads(r.read())
+                return r.status, json.loads(r.read() or b"null")
         except urllib.error.HTTPError as e:
             return e.code, json.loads(e.read() or b"null")
 
-    def patch_vehicle(self, vin, body):
-        st, j = self.ctl("POST", "/sim/vehicles/" + vin, body)
-        assert st == 200, (st, j)
-        return j["response"]
+    def _ok(self, method, path, body=None):
+        st, j = self.ctl(method, path, body)
+        if st != 200:
+            raise RuntimeError(f"{self.name} {method} {path} -> {st} {j!r}")
+        return j
 
-    def patch_account(self, ident, body):
-        st, j = self.ctl("POST", "/sim/accounts/" + ident, body)
-        assert st == 200, (st, j)
-        return j["response"]
+    def stats(self):
+        return self._ok("GET", "/sim/stats")
 
     def executions(self, vin=None, site=None):
-        q = ("?vin=" + vin) if vin else ("?site=%d" % site) if site else ""
-        st, j = self.ctl("GET", "/sim/executions" + q)
-        assert st == 200, (st, j)
-        return j["executions"]
+        q = f"?vin={vin}" if vin else (f"?site={site}" if site is not None else "")
+        return self._ok("GET", "/sim/executions" + q)["executions"]
 
-    def state(self, vin, token="t1"):
-        st, hd, j = self.fleet(token).call("GET", "/api/1/vehicles/" + vin)
-        assert st == 200, (st, j)
-        return j["response"]
+    def vehicle(self, v):
+        return self._ok("GET", "/sim/vehicles/" + v)["response"]
+
+    def site(self, s):
+        return self._ok("GET", f"/sim/sites/{s}")["response"]
+
+    def account(self, a):
+        return self._ok("GET", "/sim/accounts/" + a)["response"]
+
+    def patch_vehicle(self, v, body):
+        return self._ok("POST", "/sim/vehicles/" + v, body)["response"]
+
+    def patch_account(self, a, body):
+        return self._ok("POST", "/sim/accounts/" + a, body)["response"]
+
+    def patch_site(self, s, body):
+        return self._ok("POST", f"/sim/sites/{s}", body)["response"]
+
+    def reboot(self, v):
+        return self._ok("POST", f"/sim/vehicles/{v}/reboot", {})
+
+    def daemon_requests(self):
+        """Requests the simulator got from anybody but this harness (every
+        /sim call of ours is counted in self.own, this read included)."""
+        return self.stats()["requests"] - self.own
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
+        """SIGTERM, wait (SIGKILL after 10 s); returns the exit status, None
+        if never started.  Safe to call again."""
+        rc = None
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.terminate()
+                try:
+                    self.proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
+            rc = self.proc.returncode
             try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        rc = self.proc.returncode
-        shutil.rmtree(self.dir, ignore_errors=True)
+                self.proc.stdout.close()
+            except OSError:
+                pass
+            if rc != 0 and not getattr(self, "_told", False):
+                self._told = True
+                log(f"---- {self.name} exited with {rc}; stderr tail ----\n{self.err_tail(40)}")
+        if self.own_dir and not os.environ.get("FQ_KEEP"):
+            shutil.rmtree(self.dir, ignore_errors=True)
         return rc
 
 
-def make_tls(d):
-    """Throwaway CA and a server certificate for 127.0.0.1, via openssl."""
-    ca_key, ca_crt = os.path.join(d, "ca.key"), os.path.join(d, "ca.pem")
-    key, csr, crt = os.path.join(d, "srv.key"), os.path.join(d, "srv.csr"), os.path.join(d, "srv.pem")
-    ext = os.path.join(d, "ext.cnf")
-    with open(ext, "w") as f:
-        f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n"
-                "keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n")
-    run = lambda *a: subprocess.run(a, check=True, capture_output=True)  # noqa: E731
-    run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out",
-        ca_crt, "-days", "2", "-subj", "/CN=fleetsim test CA")
-    run("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr,
-        "-subj", "/CN=127.0.0.1")
-    run("openssl", "x509", "-req", "-in", csr, "-CA", ca_crt, "-CAkey", ca_key,
-        "-CAcreateserial", "-out", crt, "-days", "2", "-extfile", ext)
-    return crt, key, ca_crt
+# --------------------------------------------------------------------------
+# the fleetsim tests' harness (test_sim_*.py)
+
+VIN = "5YJ3SIM0000000001"
 
 
 def base_config(**over):
@@ -158,6 +234,8 @@ def run_tests(tests):
 def finish(sim, failed):
     """Stop the shared simulator, insist on a clean exit (sanitizer builds
     report leaks through the exit status), and exit."""
+    if failed:
+        log(f"---- {sim.name} stderr tail ----\n{sim.err_tail(40)}")
     rc = sim.stop()
     if rc != 0:
         print("FAIL fleetsim exited with status %r" % rc)
