@@ -6,6 +6,7 @@
  * sanitizer report or a hang fails that test by name and the run goes on.
  *
  *   test_x                    every test, each forked, default timeout 60 s
+ *                             (100 s in a sanitizer build)
  *   test_x NAME...            only these, in this order
  *   test_x --no-fork NAME...  in this process, no timeout (for a debugger);
  *                             FQ_TEST_NOFORK=1 does the same

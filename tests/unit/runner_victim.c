@@ -42,3 +42,11 @@ FQ_TEST_WITH_TIMEOUT(hangs, 1) {
 FQ_TEST(sleeps_3s) { sleep(3); }
 
 FQ_TEST(prints_pid) { printf("pid %d\n", (int)getpid()); }
+
+/* Leaks: in a sanitizer build LeakSanitizer reports it when the child
+ * exits, which must fail the test. */
+static void *volatile leaked;
+FQ_TEST(leaks) {
+  leaked = malloc(64);
+  leaked = NULL;
+}

@@ -151,6 +151,36 @@ FQ_TEST(every_failure_is_named_and_the_run_goes_on) {
   }
 }
 
+/* A sanitizer's report in the child fails the test: in an ASan build
+ * (GCC's __SANITIZE_ADDRESS__, clang's __has_feature) the leak is caught
+ * at the child's exit; in a plain build the same test passes. */
+#if defined(__SANITIZE_ADDRESS__)
+#define FQ_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define FQ_ASAN 1
+#endif
+#endif
+FQ_TEST(a_sanitizer_report_fails_the_test) {
+  struct run r;
+  run_victim(&r, NULL, (const char *const[]){"leaks", "passes", NULL});
+#ifdef FQ_ASAN
+  const char *opts = getenv("ASAN_OPTIONS");
+  if (opts && strstr(opts, "detect_leaks=0")) {
+    fprintf(stderr, "  ASAN_OPTIONS has detect_leaks=0: nothing to check\n");
+    return;
+  }
+  CHECK_INT(r.status, 1);
+  CHECK_LINE(r.out, "FAIL leaks");
+  CHECK(strstr(r.out, "LeakSanitizer") != NULL);
+  CHECK_LINE(r.out, "1 passed, 1 failed");
+#else
+  CHECK_INT(r.status, 0);
+  CHECK_LINE(r.out, "ok   leaks");
+  CHECK_LINE(r.out, "2 passed, 0 failed");
+#endif
+}
+
 FQ_TEST(env_timeout_sets_the_default) {
   struct run r;
   run_victim(&r, "FQ_TEST_TIMEOUT=1", (const char *const[]){"sleeps_3s", NULL});
