@@ -1817,7 +1817,7 @@ int main(int argc, char **argv) {
     fclose(f);
     printf("wrote %s\n", out_path);
   } else {
-    fprintf(stderr, "cannot write %s: %s\n", out_path, strerror(errno));
+    fprintf(stderr, "cannot write %s: %s\n", out_path, fq_strerror(-errno));
   }
 
 out:

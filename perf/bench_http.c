@@ -246,7 +246,7 @@ int main(int argc, char **argv) {
     fclose(f);
     printf("wrote %s\n", out);
   } else {
-    fprintf(stderr, "cannot write %s: %s\n", out, strerror(errno));
+    fprintf(stderr, "cannot write %s: %s\n", out, fq_strerror(-errno));
   }
   fq_http_destroy(&h);
   if (d) MHD_stop_daemon(d);

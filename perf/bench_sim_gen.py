@@ -2,7 +2,7 @@
 """Pre-sign benchmark traffic for fleetsim (perf/bench_sim.sh).
 
 Handshakes with every car over HTTP keep-alive (a real INFOTAINMENT
-session each, through the spec-only client tests/integration/vcp_client.py)
+session each, through the spec-only client tests/integration/lib/vcp_client.py)
 and writes one signed_command body per line, "VIN<TAB>{json body}", in
 rounds: round r holds counter session+r+1 of every car.  Counters only
 increase, each is used once, so the simulator verifies every request fully
@@ -23,7 +23,7 @@ import urllib.parse
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests",
                                 "integration"))
-import vcp_client as vc  # noqa: E402
+from lib import vcp_client as vc  # noqa: E402
 
 PAYLOADS = [vc.PAYLOADS["flash_lights"][1], vc.set_charge_limit(80)[1],
             vc.set_charging_amps(16)[1], vc.PAYLOADS["auto_conditioning_start"][1],

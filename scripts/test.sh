@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The whole test suite: installs missing packages, builds fleetq with
-# warnings as errors, runs every ctest test, then builds the suite again with
-# AddressSanitizer + UndefinedBehaviorSanitizer and runs it once more.
+# The whole test suite: installs missing packages, checks the source rules
+# (scripts/checksrc.sh), builds fleetq with warnings as errors, checks the
+# object files for cycles between files, runs every ctest test, then builds
+# the suite again with AddressSanitizer + UndefinedBehaviorSanitizer and runs
+# it once more.
 #   scripts/test.sh            both builds
 #   FQ_TEST_SAN=0 scripts/test.sh   skip the sanitizer build
 set -euo pipefail
@@ -9,9 +11,13 @@ cd "$(dirname "$0")/.."
 scripts/deps.sh
 
 jobs=$(nproc 2>/dev/null || echo 2)
+echo "== checksrc (source rules)"
+scripts/checksrc.sh --sources
 echo "== build (release, -Werror)"
 cmake -S . -B build -DFQ_WERROR=ON >/dev/null
 cmake --build build -j"$jobs"
+echo "== checksrc (cycles between files)"
+scripts/checksrc.sh --cycles build
 echo "== ctest (release)"
 (cd build && ctest --output-on-failure -j"$jobs")
 

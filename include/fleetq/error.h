@@ -55,8 +55,11 @@ enum fq_error {
   FQ_ERROR_END_
 };
 
-/* Human text for code (a project code or a negative errno).  Never NULL;
- * the string is static. */
+/* Human text for code (a project code or a negative errno).  Never NULL.
+ * Thread-safe, and the one way fleetq turns an errno into text
+ * (scripts/checksrc.sh bans strerror()): write fq_strerror(-errno).  The
+ * string is static, except for an errno the C library does not know, whose
+ * text lives in a per-thread buffer until this thread's next call. */
 const char *fq_strerror(int code);
 
 /* Stable wire name for code: one of the twelve wire codes for those, the

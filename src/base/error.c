@@ -30,7 +30,13 @@ const char *fq_strerror(int code) {
   const struct errdef *d = find(code);
   if (d) return d->text;
   if (code == 0) return "success";
-  if (code < 0 && code > -4096) return strerror(-code);
+  if (code < 0 && code > -4096) {
+    /* strerror() may share one buffer between threads; the GNU strerror_r
+     * (the tree builds with _GNU_SOURCE) returns a static text or fills
+     * this thread's own buffer, so any thread may call fq_strerror(). */
+    static _Thread_local char buf[64];
+    return strerror_r(-code, buf, sizeof buf);
+  }
   return "unknown error";
 }
 

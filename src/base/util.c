@@ -210,7 +210,7 @@ long fq_base64url_decode(const char *s, size_t slen, uint8_t *out, size_t cap) {
 int fq_check_secret_file(const char *path, fq_err_t *err) {
   struct stat st;
   if (lstat(path, &st) != 0)
-    return fq_errf(err, FQ_EKEYFILE, "%s: %s", path, strerror(errno));
+    return fq_errf(err, FQ_EKEYFILE, "%s: %s", path, fq_strerror(-errno));
   if (S_ISLNK(st.st_mode))
     return fq_errf(err, FQ_EKEYFILE, "%s: is a symbolic link; refusing to use it as a secret file",
                    path);

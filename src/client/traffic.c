@@ -78,7 +78,7 @@ fq_traffic_writer_t *fq_traffic_writer_new(const char *path, int64_t origin_ms, 
   }
   w->f = fopen(path, "wb");
   if (!w->f) {
-    fq_errf(err, -errno, "%s: %s", path, strerror(errno));
+    fq_errf(err, -errno, "%s: %s", path, fq_strerror(-errno));
     goto fail;
   }
   uint8_t h[FQ_TRAFFIC_HEADER_SIZE];
@@ -136,7 +136,7 @@ int fq_traffic_writer_close(fq_traffic_writer_t **wp, fq_err_t *err) {
   fq_put_be64(c, w->count);
   if (fflush(w->f) != 0 || fseeko(w->f, 16, SEEK_SET) != 0 || fwrite(c, 1, 8, w->f) != 8 ||
       fflush(w->f) != 0 || fsync(fileno(w->f)) != 0) {
-    rc = fq_errf(err, -errno ? -errno : -EIO, "%s: %s", w->path, strerror(errno ? errno : EIO));
+    rc = fq_errf(err, -errno ? -errno : -EIO, "%s: %s", w->path, fq_strerror(errno ? -errno : -EIO));
   }
   if (fclose(w->f) != 0 && !rc) rc = fq_errf(err, -EIO, "%s: close failed", w->path);
   free(w->path);
@@ -167,7 +167,7 @@ fq_traffic_t *fq_traffic_open(const char *path, fq_err_t *err) {
   }
   fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0 || fstat(fd, &st) != 0) {
-    fq_errf(err, -errno, "%s: %s", path, strerror(errno));
+    fq_errf(err, -errno, "%s: %s", path, fq_strerror(-errno));
     goto fail;
   }
   if (!S_ISREG(st.st_mode)) {
@@ -183,7 +183,7 @@ fq_traffic_t *fq_traffic_open(const char *path, fq_err_t *err) {
   t->map = mmap(NULL, t->size, PROT_READ, MAP_PRIVATE, fd, 0);
   if (t->map == MAP_FAILED) {
     t->map = NULL;
-    fq_errf(err, -errno, "%s: mmap: %s", path, strerror(errno));
+    fq_errf(err, -errno, "%s: mmap: %s", path, fq_strerror(-errno));
     goto fail;
   }
   const uint8_t *p = t->map;

@@ -68,7 +68,7 @@ fq_store_t *fq_store_open(const char *dir, unsigned shard, uint64_t map_size, fq
   s->shard = shard;
   fq_buf_init(&s->scratch, 1 << 20);
   if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
-    fq_errf(err, FQ_ESTORAGE, "cannot create %s: %s", dir, strerror(errno));
+    fq_errf(err, FQ_ESTORAGE, "cannot create %s: %s", dir, fq_strerror(-errno));
     goto fail;
   }
   if ((rc = mdb_env_create(&s->env)) != 0) {

@@ -86,7 +86,7 @@ static int create_key(const char *path, const char *dir, fq_err_t *err) {
   int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
   if (fd < 0) {
     if (errno == EEXIST) return 0; /* someone else made it: checked next */
-    return fq_errf(err, -errno, "%s: cannot create: %s", path, strerror(errno));
+    return fq_errf(err, -errno, "%s: cannot create: %s", path, fq_strerror(-errno));
   }
   /* The umask could only have removed bits; make sure of 0600 anyway. */
   if (fchmod(fd, 0600) != 0 || RAND_bytes(k, KEY_LEN) != 1) {
@@ -98,13 +98,13 @@ static int create_key(const char *path, const char *dir, fq_err_t *err) {
     ssize_t w = write(fd, k + off, KEY_LEN - off);
     if (w < 0 && errno == EINTR) continue;
     if (w <= 0) {
-      rc = fq_errf(err, -errno, "%s: write: %s", path, strerror(errno));
+      rc = fq_errf(err, -errno, "%s: write: %s", path, fq_strerror(-errno));
       goto out;
     }
     off += (size_t)w;
   }
   if (fsync(fd) != 0) {
-    rc = fq_errf(err, -errno, "%s: fsync: %s", path, strerror(errno));
+    rc = fq_errf(err, -errno, "%s: fsync: %s", path, fq_strerror(-errno));
     goto out;
   }
   int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -123,7 +123,7 @@ static int load_key(const char *path, uint8_t *key, fq_err_t *err) {
   int rc = fq_check_secret_file(path, err);
   if (rc) return rc;
   int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-  if (fd < 0) return fq_errf(err, FQ_EKEYFILE, "%s: %s", path, strerror(errno));
+  if (fd < 0) return fq_errf(err, FQ_EKEYFILE, "%s: %s", path, fq_strerror(-errno));
   uint8_t buf[KEY_LEN + 1];
   size_t got = 0;
   for (;;) {
@@ -156,11 +156,11 @@ fq_accounts_t *fq_accounts_open(const char *data_dir, fq_err_t *err) {
     return NULL;
   }
   if (mkdir(data_dir, 0700) != 0 && errno != EEXIST) {
-    fq_errf(err, -errno, "%s: %s", data_dir, strerror(errno));
+    fq_errf(err, -errno, "%s: %s", data_dir, fq_strerror(-errno));
     return NULL;
   }
   if (mkdir(path, 0700) != 0 && errno != EEXIST) {
-    fq_errf(err, -errno, "%s: %s", path, strerror(errno));
+    fq_errf(err, -errno, "%s: %s", path, fq_strerror(-errno));
     return NULL;
   }
   s = calloc(1, sizeof *s);
@@ -171,7 +171,7 @@ fq_accounts_t *fq_accounts_open(const char *data_dir, fq_err_t *err) {
   struct stat st;
   if (lstat(kpath, &st) != 0) {
     if (errno != ENOENT) {
-      fq_errf(err, FQ_EKEYFILE, "%s: %s", kpath, strerror(errno));
+      fq_errf(err, FQ_EKEYFILE, "%s: %s", kpath, fq_strerror(-errno));
       goto fail;
     }
     if (create_key(kpath, data_dir, err) != 0) goto fail;

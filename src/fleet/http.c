@@ -225,7 +225,7 @@ fq_http_t *fq_http_new(const fq_http_opts_t *opts, fq_err_t *err) {
   h->timer_deadline_ns = -1;
   h->epfd = epoll_create1(EPOLL_CLOEXEC);
   if (h->epfd < 0) {
-    fq_errf(err, -errno, "epoll_create1: %s", strerror(errno));
+    fq_errf(err, -errno, "epoll_create1: %s", fq_strerror(-errno));
     goto fail;
   }
   if (opts && opts->ca_file && load_ca(h, opts->ca_file, err) != 0) goto fail;
@@ -607,7 +607,7 @@ int fq_http_perform(fq_http_t *h, const zmq_pollitem_t *items, int n, fq_err_t *
     int k = epoll_wait(h->epfd, evs, 128, 0);
     if (k < 0) {
       if (errno == EINTR) continue;
-      return fq_errf(err, -errno, "epoll_wait: %s", strerror(errno));
+      return fq_errf(err, -errno, "epoll_wait: %s", fq_strerror(-errno));
     }
     for (int i = 0; i < k; i++) {
       int ev = 0;

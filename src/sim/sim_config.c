@@ -167,7 +167,7 @@ static int load_pub(const char *dir, const char *spec, uint8_t out[65], fq_err_t
   EVP_PKEY *pk = NULL;
   FILE *f = fopen(path, "r");
   if (!f) {
-    rc = fq_errf(err, FQ_EKEYFILE, "%s: %s", path, strerror(errno));
+    rc = fq_errf(err, FQ_EKEYFILE, "%s: %s", path, fq_strerror(-errno));
     goto out;
   }
   pk = PEM_read_PUBKEY(f, NULL, NULL, NULL);

@@ -13,9 +13,9 @@ import stat
 import tempfile
 import time
 
-import dispatchlib as dl
-import fqlib
-from fqlib import cli, log
+from lib import dispatch as dl
+from lib import fqlib
+from lib.fqlib import cli, log
 
 SCOPES = ["openid", "offline_access", "vehicle_device_data", "vehicle_cmds"]
 
@@ -30,18 +30,16 @@ def account_json(d, acct):
 def body(c):
     tmp = tempfile.mkdtemp(prefix="fq-acct-")
     fqlib._cleanups.append(lambda: shutil.rmtree(tmp, ignore_errors=True))
-    sim = dl.Sim(tmp, {"accounts": [
+    sim = dl.Sim({"accounts": [
         {"id": "simacct", "token": "sim-access-1", "refresh_token": "sim-refresh-1"},
-        {"id": "other", "token": "sim-access-2", "refresh_token": "sim-refresh-2"}]})
-    fqlib._cleanups.append(sim.stop)
+        {"id": "other", "token": "sim-access-2", "refresh_token": "sim-refresh-2"}]}, dir=tmp)
     sim.start()
     # A second fleetsim over HTTPS with a throwaway CA: the token endpoint
     # is reached with TLS verification on, trusting the CA via --ca-file.
     tls = dl.make_tls(tmp)
-    tsim = dl.Sim(tmp, {"accounts": [{"id": "tlsacct", "token": "tls-access",
-                                      "refresh_token": "tls-refresh-1"}]},
-                  tls=tls, name="fleetsim-tls")
-    fqlib._cleanups.append(tsim.stop)
+    tsim = dl.Sim({"accounts": [{"id": "tlsacct", "token": "tls-access",
+                                 "refresh_token": "tls-refresh-1"}]},
+                  dir=tmp, tls=tls, name="fleetsim-tls")
     tsim.start()
     d = fqlib.Daemon(shards=2, extra=["--ca-file", tls[2]])
     d.start()

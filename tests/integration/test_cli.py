@@ -9,8 +9,8 @@ import signal
 import subprocess
 import time
 
-import fqlib
-from fqlib import Client, Daemon, cli, free_port, json_lines, pipeline, vin
+from lib import fqlib
+from lib.fqlib import Client, Daemon, cli, free_port, json_lines, pipeline, vin
 
 
 def main(c):

@@ -5,11 +5,9 @@ count fixed (exit 2), key files with loose permissions refused."""
 import json
 import os
 import subprocess
-import sys
 
-sys.path.insert(0, os.path.dirname(__file__))
-import fqlib  # noqa: E402
-from fqlib import Daemon, run_test  # noqa: E402
+from lib import fqlib
+from lib.fqlib import Daemon, run_test
 
 EXE = os.path.join(fqlib.BIN, "fleetqd")
 

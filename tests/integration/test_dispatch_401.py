@@ -5,7 +5,7 @@ kept the rotated token, also across a restart.  When the refresh itself
 is refused (refresh token revoked), or the fresh token is refused again
 (a second 401 after the refresh), the command fails with `auth_error`
 after exactly one refresh attempt, never executed."""
-import dispatchlib as dl
+from lib import dispatch as dl
 
 V = dl.vin(109)
 TOKEN_CALLS = r"POST /oauth2/v3/token$"

@@ -1,6 +1,6 @@
 """429 with Retry-After: the device is parked (no request to it) until
 Retry-After has passed, then the command succeeds, executed once."""
-import dispatchlib as dl
+from lib import dispatch as dl
 
 V = dl.vin(108)
 RETRY_AFTER = 2

@@ -1,7 +1,7 @@
 """Transient 503 (not executed): retried with backoff, then succeeds; the
 car executes the command exactly once.  A car that answers 503 every time
 is retried with backoff until the deadline: `expired`, never executed."""
-import dispatchlib as dl
+from lib import dispatch as dl
 
 V = dl.vin(110)
 V2 = dl.vin(135)

@@ -6,7 +6,7 @@ answers 404) fails with the HTTP status and a reason, never executed; a
 command for an account removed with `fleetq account remove` is treated
 like an unknown account.  `fleetq account list` shows the account and
 never its token."""
-import dispatchlib as dl
+from lib import dispatch as dl
 
 V = dl.vin(136)        # on acct1
 FOREIGN = dl.vin(137)  # only on acct2, which fleetq never hears of

@@ -2,7 +2,7 @@
 the car, the second is still `queued` and is cancelled (queued ->
 cancelled, never sent, never executed); the others succeed in order.
 Cancelling the one already waking is refused (not_cancellable)."""
-import dispatchlib as dl
+from lib import dispatch as dl
 
 V = dl.vin(117)
 

@@ -4,7 +4,7 @@ executes, and exits non-zero with the actionable reason (pairing link) for
 a car that does not have the key; `fleetq get` shows the same outcome."""
 import json
 
-import dispatchlib as dl
+from lib import dispatch as dl
 
 V = dl.vin(141)
 UNPAIRED = dl.vin(142)

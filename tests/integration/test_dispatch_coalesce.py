@@ -3,8 +3,8 @@ coalesce=true supersedes an older one still queued (which ends
 `superseded`, never sent); the one already waking is not touched; a
 different command name is not touched either.  The car ends at the newest
 value; the execution log holds exactly the survivors."""
-import dispatchlib as dl
-import vcp_client as vc
+from lib import dispatch as dl
+from lib import vcp_client as vc
 
 V = dl.vin(118)
 

@@ -5,8 +5,8 @@ never re-sent (executed at most once), the idempotent one
 stay gap-free across the restart."""
 import time
 
-import dispatchlib as dl
-import vcp_client as vc
+from lib import dispatch as dl
+from lib import vcp_client as vc
 
 A, B = dl.vin(122), dl.vin(123)
 

@@ -1,7 +1,7 @@
 """Energy-site commands go to their REST endpoints: backup reserve and
 operation mode change on the simulated Powerwall, each executed once,
 nothing signed."""
-import dispatchlib as dl
+from lib import dispatch as dl
 
 SITE = 4242
 

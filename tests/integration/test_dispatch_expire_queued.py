@@ -1,7 +1,7 @@
 """A command whose deadline passes while it waits behind a slow one ends
 `expired` without ever being dispatched: queued -> expired, no request,
 never executed.  The slow one still succeeds."""
-import dispatchlib as dl
+from lib import dispatch as dl
 
 V = dl.vin(116)
 

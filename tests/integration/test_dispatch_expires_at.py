@@ -8,8 +8,8 @@ expiry no later than its deadline in car time."""
 import base64
 import json
 
-import dispatchlib as dl
-import vcp_client as vc
+from lib import dispatch as dl
+from lib import vcp_client as vc
 
 V = dl.vin(140)
 

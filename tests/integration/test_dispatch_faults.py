@@ -2,7 +2,7 @@
 retried with backoff and then succeed (executed once); a final fault
 (7, INSUFFICIENT_PRIVILEGES) fails with `vehicle_fault` and the fault
 number, never executed."""
-import dispatchlib as dl
+from lib import dispatch as dl
 
 V = dl.vin(114)
 

@@ -1,7 +1,7 @@
 """Dispatch end to end, happy path on a modern car: a signed INFOTAINMENT
 command (set_charge_limit) goes queued -> dispatching -> sent -> succeeded,
 the simulated car executes it exactly once and its state changes."""
-import dispatchlib as dl
+from lib import dispatch as dl
 
 V = dl.vin(101)
 

@@ -4,8 +4,8 @@ INFOTAINMENT command, a VCSEC command and an energy-site command all
 succeed, executed once each.  A second daemon *without* --ca-file must not
 get through (TLS verification is always on): its command never succeeds
 and the simulator executes nothing for it."""
-import dispatchlib as dl
-import fqlib
+from lib import dispatch as dl
+from lib import fqlib
 
 V = dl.vin(133)
 SITE = 31

@@ -2,8 +2,8 @@
 reply is lost after execution, the daemon may retry within the deadline
 and the command succeeds; every extra execution is the same set-point (no
 other command executed), and the car ends at the requested value."""
-import dispatchlib as dl
-import vcp_client as vc
+from lib import dispatch as dl
+from lib import vcp_client as vc
 
 V = dl.vin(112)
 

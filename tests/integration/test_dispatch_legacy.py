@@ -2,7 +2,7 @@
 the daemon falls back to the REST endpoint (executed once, unsigned) and
 remembers it: the next command to that car goes straight to REST, also
 after a restart."""
-import dispatchlib as dl
+from lib import dispatch as dl
 
 V = dl.vin(107)
 

@@ -3,7 +3,7 @@ waits in `waking` and ends `expired` at its deadline, never executed; the
 daemon does not hammer the car while waiting."""
 import time
 
-import dispatchlib as dl
+from lib import dispatch as dl
 
 V = dl.vin(106)
 TTL = 3000

@@ -1,8 +1,8 @@
 """Per-device order: 10 commands to each of two cars, submitted
 interleaved and pipelined, are executed per car in submit order (the
 car's execution log and its session counters agree), one at a time."""
-import dispatchlib as dl
-import fqlib
+from lib import dispatch as dl
+from lib import fqlib
 
 CARS = [dl.vin(119), dl.vin(120)]
 N = 10

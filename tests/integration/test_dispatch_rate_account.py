@@ -1,7 +1,7 @@
 """Per-account token bucket (--account-rate 2 --account-burst 1): six
 commands over three cars of one account take at least (6-1)/2 = 2.5 s from
 the first to the last execution; a second account is not slowed by it."""
-import dispatchlib as dl
+from lib import dispatch as dl
 
 CARS = [dl.vin(126), dl.vin(127), dl.vin(128)]
 OTHER = [dl.vin(129), dl.vin(130), dl.vin(131)]

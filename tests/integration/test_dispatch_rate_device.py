@@ -2,7 +2,7 @@
 commands to one car take at least (5-1)/2 = 2 s between the first and the
 last execution, while two cars are served side by side (their execution
 windows overlap: the limit is per device, not global)."""
-import dispatchlib as dl
+from lib import dispatch as dl
 
 CARS = [dl.vin(124), dl.vin(125)]
 N = 5

@@ -6,8 +6,8 @@ switch is persisted: after a restart the next command goes straight to the
 new host (the na simulator sees no request at all)."""
 import copy
 
-import dispatchlib as dl
-import fqlib
+from lib import dispatch as dl
+from lib import fqlib
 
 V = dl.vin(132)
 P2 = fqlib.free_port()
@@ -19,8 +19,7 @@ def body(c, w):
     cfg2["region"] = "eu"
     for a in cfg2["accounts"]:
         a.pop("base_url", None)
-    eu = dl.Sim(w.tmp, cfg2, tls=w.tls, port=P2, name="fleetsim-eu")
-    fqlib._cleanups.append(eu.stop)
+    eu = dl.Sim(cfg2, dir=w.tmp, tls=w.tls, port=P2, name="fleetsim-eu")
     eu.start()
     w.start()
     try:

@@ -2,7 +2,7 @@
 /sim).  The next command is refused with INCORRECT_EPOCH plus fresh session
 info; the daemon resyncs from it and retries once: succeeded, executed
 once, exactly one faulted attempt.  Works for both domains."""
-import dispatchlib as dl
+from lib import dispatch as dl
 
 V = dl.vin(115)
 

@@ -2,7 +2,7 @@
 names the scope and the re-consent link with the app's client id; the
 simulator sees no request for it.  A command the token's scopes do allow
 still goes through (the check is per command, from the JWT `scp`)."""
-import dispatchlib as dl
+from lib import dispatch as dl
 
 V = dl.vin(103)
 SITE = 77

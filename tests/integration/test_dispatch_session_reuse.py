@@ -3,7 +3,7 @@ per (VIN, domain), neither a graceful restart nor a kill -9 leads to a new
 handshake (the simulator's handshake counter stays put) and the counters
 keep going up.  A session save reserves counters (256 at a time), so after a
 restart the counter jumps ahead, never back and never by more than that."""
-import dispatchlib as dl
+from lib import dispatch as dl
 
 V = dl.vin(121)
 

@@ -4,7 +4,7 @@ daemon's HTTP timeout.  A non-idempotent command (honk_horn) ends
 retried and succeeds, executed once."""
 import time
 
-import dispatchlib as dl
+from lib import dispatch as dl
 
 V = dl.vin(113)
 HOLD_MS = 5000

@@ -4,7 +4,7 @@ answer, or 504).  The command ends `unknown` ("may have been executed"), was
 executed exactly once and is never re-sent."""
 import time
 
-import dispatchlib as dl
+from lib import dispatch as dl
 
 V = dl.vin(111)
 

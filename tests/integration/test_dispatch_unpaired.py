@@ -4,7 +4,7 @@ carries the pairing link https://tesla.com/_ak/<pairing domain>; the car
 never executes anything (INFOTAINMENT and VCSEC alike).  The same when the
 key is removed from a car that had a session: the command's fault 3
 (UNKNOWN_KEY_ID) fails it with the same reason and `fault` 3."""
-import dispatchlib as dl
+from lib import dispatch as dl
 
 V = dl.vin(104)
 V2 = dl.vin(134)

@@ -1,6 +1,6 @@
 """Dispatch of VCSEC commands (door_lock / door_unlock): signed in the
 vehicle security domain, executed once each, the car's lock follows."""
-import dispatchlib as dl
+from lib import dispatch as dl
 
 V = dl.vin(102)
 

@@ -2,7 +2,7 @@
 the daemon sends exactly one wake_up for the whole backlog, waits (state
 `waking`) until the car is online, then all commands succeed in submit
 order, each executed once."""
-import dispatchlib as dl
+from lib import dispatch as dl
 
 V = dl.vin(105)
 WAKE_MS = 1500

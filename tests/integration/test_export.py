@@ -19,7 +19,7 @@ import time
 
 import msgpack
 
-from fqlib import BIN, Client, Daemon, cli, log, run_test, seeded, vin
+from lib.fqlib import BIN, Client, Daemon, cli, log, run_test, seeded, vin
 
 REPLAY = os.path.join(BIN, "fleetq-replay")
 

@@ -7,8 +7,8 @@ import time
 
 import zmq
 
-import fqlib
-from fqlib import Client, Daemon, pack, unpack, vin
+from lib import fqlib
+from lib.fqlib import Client, Daemon, pack, unpack, vin
 
 
 def main(c):

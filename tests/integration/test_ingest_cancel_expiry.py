@@ -6,8 +6,8 @@ and the state in `get`."""
 
 import time
 
-import fqlib
-from fqlib import Client, Daemon, Sub, vin
+from lib import fqlib
+from lib.fqlib import Client, Daemon, Sub, vin
 
 
 def state_of(reply):

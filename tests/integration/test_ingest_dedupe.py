@@ -4,8 +4,8 @@ dup: true and the current state; different content -> idempotency_mismatch;
 another tenant with the same key -> a new command; concurrent duplicates
 from two connections resolve to one command."""
 
-import fqlib
-from fqlib import Client, Daemon, pipeline, vin
+from lib import fqlib
+from lib.fqlib import Client, Daemon, pipeline, vin
 
 
 def main(c):

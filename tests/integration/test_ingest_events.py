@@ -6,8 +6,8 @@ tenant or one device."""
 
 import time
 
-import fqlib
-from fqlib import EVENT_KEYS, Client, Daemon, Sub, vin
+from lib import fqlib
+from lib.fqlib import EVENT_KEYS, Client, Daemon, Sub, vin
 
 
 def main(c):

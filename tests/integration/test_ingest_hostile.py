@@ -9,8 +9,8 @@ bodies: every one is answered."""
 
 import struct
 
-import fqlib
-from fqlib import Client, Daemon, pack, pipeline, unpack, vin
+from lib import fqlib
+from lib.fqlib import Client, Daemon, pack, pipeline, unpack, vin
 
 WIRE_CODES = {"bad_request", "unsupported_version", "unknown_command", "bad_param",
               "idempotency_mismatch", "not_found", "not_cancellable", "forbidden", "busy",

@@ -7,8 +7,8 @@ PUB stream carries the same events as the durable log."""
 
 import threading
 
-import fqlib
-from fqlib import Client, Daemon, Sub, pipeline, vin
+from lib import fqlib
+from lib.fqlib import Client, Daemon, Sub, pipeline, vin
 
 DEVICES = 50
 PRODUCERS = 4

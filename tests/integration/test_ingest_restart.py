@@ -9,8 +9,8 @@ SIGTERM drains and exits 0."""
 import threading
 import time
 
-import fqlib
-from fqlib import Client, Daemon, pipeline, vin
+from lib import fqlib
+from lib.fqlib import Client, Daemon, pipeline, vin
 
 ROUNDS = 3
 PER_ROUND = 30000  # more than the daemon acks before the kill

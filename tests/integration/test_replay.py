@@ -25,8 +25,8 @@ import time
 import msgpack
 import zmq
 
-import fqlib
-from fqlib import BIN, Daemon, Sub, log, run_test
+from lib import fqlib
+from lib.fqlib import BIN, Daemon, Sub, log, run_test
 
 REPLAY = os.path.join(BIN, "fleetq-replay")
 RATE = 2000
@@ -242,7 +242,7 @@ def test(c):
          r.stderr)
 
     # ---- 5. end to end through dispatch ------------------------------------
-    import dispatchlib as dl
+    from lib import dispatch as dl
     cars = 20
     w = dl.World("test_replay_dispatch",
                  vehicles=[dl.default_vehicle(fqlib.vin(k)) for k in range(cars)])

@@ -14,7 +14,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from test_sim_lib import VIN, Sim, base_config, check, finish, run_tests, vc
+from lib.sim import VIN, Sim, base_config, check, finish, run_tests, vc
 
 SIM = None
 VIN2 = "5YJ3SIM0000000002"
@@ -450,7 +450,7 @@ def test_reset_restores_the_config():
 
 def main():
     global SIM
-    SIM = Sim(config())
+    SIM = Sim(config(), fleet_key=True).start()
     failed = 1
     try:
         failed = run_tests([test_status_and_region, test_bad_and_missing_tokens,

@@ -6,7 +6,7 @@ Also: many concurrent keep-alive clients signing for different cars.
 import threading
 import time
 
-from test_sim_lib import Sim, base_config, check, finish, run_tests, vc
+from lib.sim import Sim, base_config, check, finish, run_tests, vc
 
 SIM = None
 N = 10000
@@ -75,7 +75,7 @@ def test_reset_keeps_generated_cars():
 def main():
     global SIM
     t0 = time.time()
-    SIM = Sim(base_config(), extra_args=["--gen-vehicles", str(N)])
+    SIM = Sim(base_config(), extra_args=["--gen-vehicles", str(N)], fleet_key=True).start()
     dt = time.time() - t0
     print("     %d generated cars up in %.2fs" % (N, dt))
     failed = 1

@@ -7,7 +7,7 @@ execution log.  This is issue 4's done-when.
 """
 import binascii
 
-from test_sim_lib import VIN, Sim, base_config, check, finish, run_tests, vc
+from lib.sim import VIN, Sim, base_config, check, finish, run_tests, vc
 
 SIM = None
 
@@ -221,7 +221,7 @@ def test_wrong_vin_personalization():
 
 
 def test_https_with_throwaway_ca():
-    sim = Sim(base_config(), tls=True)
+    sim = Sim(base_config(), tls=True, fleet_key=True).start()
     try:
         s, r, si = sim.fleet("t1").session(sim.client, VIN, vc.DOMAIN_INFOTAINMENT)
         check(s is not None, r, si)
@@ -236,7 +236,7 @@ def test_https_with_throwaway_ca():
 
 def main():
     global SIM
-    SIM = Sim(base_config())
+    SIM = Sim(base_config(), fleet_key=True).start()
     failed = 1
     try:
         failed = run_tests([test_the_vector_vin_is_not_special,

@@ -146,7 +146,7 @@ static int parse_opts(int argc, char **argv, aopts_t *o) {
  * reporting a usage error. */
 static int read_token(const char *path, const char *what, char *out) {
   FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
-  if (!f) return usage_err("cannot open %s file %s: %s", what, path, strerror(errno));
+  if (!f) return usage_err("cannot open %s file %s: %s", what, path, fq_strerror(-errno));
   if (f != stdin) {
     struct stat st;
     if (fstat(fileno(f), &st) == 0 && (st.st_mode & 077))

@@ -81,7 +81,7 @@ static int cmd_keygen(int argc, char **argv) {
     return 2;
   }
   if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
-    fprintf(stderr, "fleetq keygen: cannot create %s: %s\n", dir, strerror(errno));
+    fprintf(stderr, "fleetq keygen: cannot create %s: %s\n", dir, fq_strerror(-errno));
     return 1;
   }
   struct stat st;

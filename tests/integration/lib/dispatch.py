@@ -7,8 +7,8 @@ One `World` per test:
   --key, public.pem as fleetsim's `fleet_public_key`);
 * builds JWT-shaped access tokens (the daemon reads scopes from `scp`) and
   uses the same string as the simulator account's `token`;
-* starts fleetsim on a loopback port with a generated config (seed logged),
-  optionally over HTTPS with a throwaway CA made with the openssl CLI;
+* starts fleetsim (sim.Sim) on a loopback port with a generated config
+  (seed logged), optionally over HTTPS with a throwaway CA (tls.make_tls);
 * by default puts a recording HTTP relay ("tap") between fleetqd and a
   plain-HTTP fleetsim: it forwards every request unchanged to the
   simulator and keeps (method, path, status) so tests can count what the
@@ -28,22 +28,17 @@ import http.client
 import json
 import os
 import re
-import select
 import shutil
-import ssl
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 import traceback
-import urllib.error
-import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import fqlib  # noqa: E402
-from fqlib import BIN, TERMINAL, Checks, Client, Daemon, Sub, cli, free_port, log  # noqa: E402,F401
+from . import fqlib
+from .fqlib import BIN, TERMINAL, Checks, Client, Daemon, Sub, cli, free_port, log  # noqa: F401
+from .sim import Sim  # noqa: F401  (tests use dl.Sim)
+from .tls import make_tls  # noqa: F401  (tests use dl.make_tls)
 
 TENANT = "e2e"
 PAIRING_DOMAIN = "fleet.example.com"
@@ -76,7 +71,7 @@ def vin(n):
 
 
 # --------------------------------------------------------------------------
-# tokens and TLS
+# tokens
 
 
 def b64u(b):
@@ -92,31 +87,6 @@ def make_jwt(sub, scopes, aud, ttl=3600):
     return ".".join([b64u(json.dumps(header, separators=(",", ":")).encode()),
                      b64u(json.dumps(payload, separators=(",", ":")).encode()),
                      b64u(b"sig")])
-
-
-def make_tls(d):
-    """A throwaway CA and a server certificate for 127.0.0.1 (openssl CLI,
-    P-256 keys).  Returns (server cert, server key, CA cert) paths."""
-    ca_key, ca_crt = os.path.join(d, "ca.key"), os.path.join(d, "ca.pem")
-    key, csr, crt = os.path.join(d, "srv.key"), os.path.join(d, "srv.csr"), os.path.join(d, "srv.pem")
-    ext = os.path.join(d, "ext.cnf")
-    with open(ext, "w") as f:
-        f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n"
-                "keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n")
-
-    def run(*a):
-        r = subprocess.run(a, capture_output=True, text=True)
-        if r.returncode != 0:
-            raise RuntimeError(f"{' '.join(a)} failed: {r.stderr}")
-
-    run("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-        "-nodes", "-keyout", ca_key, "-out", ca_crt, "-days", "2", "-subj", "/CN=fleetq e2e test CA",
-        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign")
-    run("openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1")
-    run("openssl", "x509", "-req", "-in", csr, "-CA", ca_crt, "-CAkey", ca_key, "-CAcreateserial",
-        "-out", crt, "-days", "2", "-extfile", ext)
-    return crt, key, ca_crt
 
 
 # --------------------------------------------------------------------------
@@ -226,123 +196,6 @@ class Tap:
 
 
 # --------------------------------------------------------------------------
-# the simulator
-
-
-class Sim:
-    """One fleetsim process on loopback with a generated config."""
-
-    def __init__(self, d, config, tls=None, port=None, name="fleetsim", extra_args=()):
-        self.dir = d
-        self.name = name
-        self.config = config
-        self.tls = tls           # (cert, key, ca) or None
-        self.port = port or free_port()
-        self.scheme = "https" if tls else "http"
-        self.base = f"{self.scheme}://127.0.0.1:{self.port}"
-        self.extra_args = list(extra_args)
-        self.proc = None
-        self.own = 0
-        self.cfgpath = os.path.join(d, name + ".json")
-        self.errpath = os.path.join(d, name + ".err")
-        self.context = ssl.create_default_context(cafile=tls[2]) if tls else None
-
-    def start(self, timeout=15):
-        with open(self.cfgpath, "w") as f:
-            json.dump(self.config, f, indent=1)
-        args = [os.path.join(BIN, "fleetsim"), "--listen", f"127.0.0.1:{self.port}",
-                "--config", self.cfgpath] + self.extra_args
-        if self.tls:
-            args += ["--tls-cert", self.tls[0], "--tls-key", self.tls[1]]
-        err = open(self.errpath, "wb")
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=err)
-        err.close()
-        r, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        line = self.proc.stdout.readline().decode(errors="replace") if r else ""
-        if "listening on" not in line:
-            self.proc.kill()
-            self.proc.wait()
-            raise RuntimeError(f"{self.name} did not start: {line!r}\n{self.err_tail()}")
-        log(f"[{self.name}] {line.strip()} (config {self.cfgpath}, seed {self.config.get('seed')})")
-        return self
-
-    def err_tail(self, n=20):
-        try:
-            with open(self.errpath, "r", errors="replace") as f:
-                return "".join(f.readlines()[-n:])
-        except OSError:
-            return ""
-
-    def ctl(self, method, path, body=None):
-        self.own += 1
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.base + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=10, context=self.context) as r:
-                return r.status, json.loads(r.read() or b"null")
-        except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read() or b"null")
-
-    def _ok(self, method, path, body=None):
-        st, j = self.ctl(method, path, body)
-        if st != 200:
-            raise RuntimeError(f"{self.name} {method} {path} -> {st} {j!r}")
-        return j
-
-    def stats(self):
-        return self._ok("GET", "/sim/stats")
-
-    def executions(self, vin=None, site=None):
-        q = f"?vin={vin}" if vin else (f"?site={site}" if site is not None else "")
-        return self._ok("GET", "/sim/executions" + q)["executions"]
-
-    def vehicle(self, v):
-        return self._ok("GET", "/sim/vehicles/" + v)["response"]
-
-    def site(self, s):
-        return self._ok("GET", f"/sim/sites/{s}")["response"]
-
-    def account(self, a):
-        return self._ok("GET", "/sim/accounts/" + a)["response"]
-
-    def patch_vehicle(self, v, body):
-        return self._ok("POST", "/sim/vehicles/" + v, body)["response"]
-
-    def patch_account(self, a, body):
-        return self._ok("POST", "/sim/accounts/" + a, body)["response"]
-
-    def patch_site(self, s, body):
-        return self._ok("POST", f"/sim/sites/{s}", body)["response"]
-
-    def reboot(self, v):
-        return self._ok("POST", f"/sim/vehicles/{v}/reboot", {})
-
-    def daemon_requests(self):
-        """Requests the simulator got from anybody but this harness (every
-        /sim call of ours is counted in self.own, this read included)."""
-        return self.stats()["requests"] - self.own
-
-    def stop(self):
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        rc = self.proc.returncode
-        try:
-            self.proc.stdout.close()
-        except OSError:
-            pass
-        return rc
-
-
-# --------------------------------------------------------------------------
 # one test's world
 
 
@@ -413,8 +266,7 @@ class World:
                "vehicles": self.vehicles, "sites": self.sites}
         if sim_extra:
             cfg.update(sim_extra)
-        self.sim = Sim(self.tmp, cfg, tls=self.tls, port=self.sim_port)
-        fqlib._cleanups.append(self.sim.stop)
+        self.sim = Sim(cfg, dir=self.tmp, tls=self.tls, port=self.sim_port)
         opts = dict(DEFAULT_DAEMON_OPTS)
         opts.update(daemon_opts or {})
         self.daemon_opts = opts
