@@ -82,7 +82,7 @@ static int sim_program(char *out, size_t cap, fq_err_t *err) {
   } else {
     char self[PATH_MAX];
     ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (n <= 0) return fq_errf(err, -errno, "cannot find this executable: %s", strerror(errno));
+    if (n <= 0) return fq_errf(err, -errno, "cannot find this executable: %s", fq_strerror(-errno));
     self[n] = 0;
     char *slash = strrchr(self, '/');
     if (slash) *slash = 0;
@@ -94,7 +94,7 @@ static int sim_program(char *out, size_t cap, fq_err_t *err) {
     return fq_errf(err, FQ_ECONFIG,
                    "cannot run %s (%s): build it (cmake --build build --target fleetsim) or "
                    "set FQ_FLEETSIM to its path",
-                   out, strerror(errno));
+                   out, fq_strerror(-errno));
   return 0;
 }
 
@@ -107,21 +107,21 @@ static int write_sim_config(const json_t *conf, const char *path, fq_err_t *err)
   size_t len = strlen(text), done = 0;
   int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
   if (fd < 0) {
-    rc = fq_errf(err, FQ_ECONFIG, "cannot write %s: %s", path, strerror(errno));
+    rc = fq_errf(err, FQ_ECONFIG, "cannot write %s: %s", path, fq_strerror(-errno));
     goto out;
   }
   while (done < len) {
     ssize_t w = write(fd, text + done, len - done);
     if (w < 0 && errno == EINTR) continue;
     if (w <= 0) {
-      rc = fq_errf(err, FQ_ECONFIG, "cannot write %s: %s", path, strerror(errno));
+      rc = fq_errf(err, FQ_ECONFIG, "cannot write %s: %s", path, fq_strerror(-errno));
       goto out;
     }
     done += (size_t)w;
   }
 out:
   if (fd >= 0 && close(fd) != 0 && !rc)
-    rc = fq_errf(err, FQ_ECONFIG, "cannot write %s: %s", path, strerror(errno));
+    rc = fq_errf(err, FQ_ECONFIG, "cannot write %s: %s", path, fq_strerror(-errno));
   OPENSSL_cleanse(text, len);
   free(text);
   return rc;
@@ -175,12 +175,12 @@ static int sim_read_address(int fd, char *url, size_t cap, fq_err_t *err) {
     struct pollfd p = {fd, POLLIN, 0};
     int pr = poll(&p, 1, (int)left);
     if (pr < 0 && errno == EINTR) continue;
-    if (pr < 0) return fq_errf(err, -errno, "poll: %s", strerror(errno));
+    if (pr < 0) return fq_errf(err, -errno, "poll: %s", fq_strerror(-errno));
     if (pr == 0) continue;
     if (n == sizeof line - 1) return fq_errf(err, FQ_EPROTO, "fleetsim printed an overlong line");
     ssize_t r = read(fd, line + n, sizeof line - 1 - n);
     if (r < 0 && errno == EINTR) continue;
-    if (r < 0) return fq_errf(err, -errno, "reading from fleetsim: %s", strerror(errno));
+    if (r < 0) return fq_errf(err, -errno, "reading from fleetsim: %s", fq_strerror(-errno));
     if (r == 0)
       return fq_errf(err, FQ_EINTERNAL,
                      "fleetsim exited before it served (its messages, if any, are above)");
@@ -213,10 +213,10 @@ static int sim_spawn(fq_demo_t *d, const char *conf_path, int log_level, fq_err_
   char *const argv[] = {prog, "--listen", "127.0.0.1:0", "--config", (char *)conf_path,
                         "--log-level", (char *)level, NULL};
   int out[2];
-  if (pipe2(out, O_CLOEXEC) != 0) return fq_errf(err, -errno, "pipe: %s", strerror(errno));
+  if (pipe2(out, O_CLOEXEC) != 0) return fq_errf(err, -errno, "pipe: %s", fq_strerror(-errno));
   int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
   if (devnull < 0) {
-    rc = fq_errf(err, -errno, "/dev/null: %s", strerror(errno));
+    rc = fq_errf(err, -errno, "/dev/null: %s", fq_strerror(-errno));
     close(out[0]);
     close(out[1]);
     return rc;
@@ -240,7 +240,7 @@ static int sim_spawn(fq_demo_t *d, const char *conf_path, int log_level, fq_err_
   close(devnull);
   if (pid < 0) {
     close(out[0]);
-    return fq_errf(err, -fork_errno, "fork: %s", strerror(fork_errno));
+    return fq_errf(err, -fork_errno, "fork: %s", fq_strerror(-fork_errno));
   }
   d->sim_pid = pid;
   char url[sizeof d->base_url];
@@ -269,12 +269,12 @@ int fq_demo_prepare(fq_config_t *cfg, fq_demo_t **out, fq_err_t *err) {
   if (!cfg->data_dir[0] || strcmp(cfg->data_dir, "./fleetq-data") == 0) {
     char tmpl[] = "/tmp/fleetq-demo-XXXXXX";
     if (!mkdtemp(tmpl)) {
-      rc = fq_errf(err, -errno, "cannot create a demo data directory: %s", strerror(errno));
+      rc = fq_errf(err, -errno, "cannot create a demo data directory: %s", fq_strerror(-errno));
       goto out;
     }
     snprintf(cfg->data_dir, sizeof cfg->data_dir, "%s", tmpl);
   } else if (mkdir(cfg->data_dir, 0700) != 0 && errno != EEXIST) {
-    rc = fq_errf(err, -errno, "cannot create %s: %s", cfg->data_dir, strerror(errno));
+    rc = fq_errf(err, -errno, "cannot create %s: %s", cfg->data_dir, fq_strerror(-errno));
     goto out;
   }
   /* A fresh fleet key, written 0600 like a real one. */
@@ -290,7 +290,7 @@ int fq_demo_prepare(fq_config_t *cfg, fq_demo_t **out, fq_err_t *err) {
   FILE *f = fopen(d->key_path, "wx");
   if (!f || chmod(d->key_path, 0600) != 0 || fwrite(pem.data, 1, pem.len, f) != pem.len) {
     if (f) fclose(f);
-    rc = fq_errf(err, FQ_EKEYFILE, "cannot write %s: %s", d->key_path, strerror(errno));
+    rc = fq_errf(err, FQ_EKEYFILE, "cannot write %s: %s", d->key_path, fq_strerror(-errno));
     goto out;
   }
   fclose(f);

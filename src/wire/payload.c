@@ -1,7 +1,9 @@
 /*
- * Payloads by name (see payload.h) and the one JSON body builder for REST
- * endpoints.  The protobuf builders of signed commands are in commands.c,
- * next to the table entries that name them.
+ * The one JSON body builder for REST endpoints and the JSON-to-params
+ * conversion (see payload.h).  The protobuf builders of signed commands and
+ * the payloads by name are in commands.c, next to the table entries that
+ * name them, so this file uses nothing of commands.c and the table can
+ * name fq_payload_build_json.
  */
 #include "payload.h"
 
@@ -13,34 +15,6 @@
 
 #include <jansson.h>
 #include <msgpack.h>
-
-/* ---------------------------------------------------------------------- */
-/* Signed payloads                                                         */
-
-int fq_payload_domain(const char *name) {
-  const fq_cmd_t *cmd = fq__cmd_signed(name);
-  return cmd ? cmd->domain : 0;
-}
-
-int fq_payload_build(const fq_cmd_t *cmd, const fq_pval_t *params, size_t n, fq_buf_t *out,
-                     fq_err_t *err) {
-  if (!cmd->build_payload)
-    return fq_errf(err, FQ_EUNKCMD, "%s: no signed payload for this command", cmd->name);
-  size_t before = out->len;
-  int rc = cmd->build_payload(cmd, params, n, out, err);
-  if (rc) out->len = before;
-  return rc;
-}
-
-int fq_payload_build_named(const char *name, const fq_pval_t *params, size_t n, int *domain,
-                           fq_buf_t *out, fq_err_t *err) {
-  const fq_cmd_t *cmd = fq__cmd_signed(name);
-  if (!cmd) return fq_errf(err, FQ_EUNKCMD, "%s: no signed payload for this command", name);
-  if (domain) *domain = cmd->domain;
-  int rc = fq_cmd_validate(cmd, params, n, err);
-  if (rc) return rc;
-  return fq_payload_build(cmd, params, n, out, err);
-}
 
 /* ---------------------------------------------------------------------- */
 /* JSON bodies                                                             */

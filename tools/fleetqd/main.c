@@ -105,7 +105,7 @@ static int claim_datadir(daemon_t *d) {
 /* SIGTERM / SIGINT write to the stop pipe the ingress polls. */
 static int install_signals(void) {
   if (pipe(stop_pipe) != 0) {
-    fprintf(stderr, "fleetqd: cannot create the stop pipe: %s\n", strerror(errno));
+    fprintf(stderr, "fleetqd: cannot create the stop pipe: %s\n", fq_strerror(-errno));
     return -1;
   }
   struct sigaction sa;
@@ -113,7 +113,7 @@ static int install_signals(void) {
   sa.sa_handler = on_signal;
   if (sigaction(SIGTERM, &sa, NULL) != 0 || sigaction(SIGINT, &sa, NULL) != 0 ||
       signal(SIGPIPE, SIG_IGN) == SIG_ERR) {
-    fprintf(stderr, "fleetqd: cannot install signal handlers: %s\n", strerror(errno));
+    fprintf(stderr, "fleetqd: cannot install signal handlers: %s\n", fq_strerror(-errno));
     return -1;
   }
   return 0;
@@ -161,7 +161,7 @@ static int open_shared(daemon_t *d) {
     }
     int rc = pthread_mutex_init(&d->account_rl.mu, NULL);
     if (rc) {
-      fprintf(stderr, "fleetqd: --account-rate: cannot create a mutex: %s\n", strerror(rc));
+      fprintf(stderr, "fleetqd: --account-rate: cannot create a mutex: %s\n", fq_strerror(-rc));
       return -1;
     }
     d->account_rl_mu = true;
@@ -241,12 +241,12 @@ static int open_ingress(daemon_t *d) {
 static int start_threads(daemon_t *d) {
   int rc = fq_auth_start(d->auth);
   if (rc) {
-    fprintf(stderr, "fleetqd: cannot start the auth thread: %s\n", strerror(-rc));
+    fprintf(stderr, "fleetqd: cannot start the auth thread: %s\n", fq_strerror(rc));
     return -1;
   }
   for (unsigned i = 0; i < d->cfg.shards; i++) {
     if ((rc = fq_shard_start(d->shards[i])) != 0) {
-      fprintf(stderr, "fleetqd: cannot start shard %u: %s\n", i, strerror(-rc));
+      fprintf(stderr, "fleetqd: cannot start shard %u: %s\n", i, fq_strerror(rc));
       zmq_ctx_shutdown(d->ctx);
       return -1;
     }
