@@ -105,7 +105,7 @@ start_daemon() {
   EP="tcp://127.0.0.1:$(free_port)"
   PUB="tcp://127.0.0.1:$(free_port)"
   # TRACE=1: the shards log their average batch size, processing and
-  # commit times (FQ_TRACE, read by src/shard.c) every 200 batches.
+  # commit times (FQ_TRACE, read by src/daemon/shard.c) every 200 batches.
   env ${TRACE:+FQ_TRACE=1} "$BIN/fleetqd" --data "$data" --listen "$EP" --publish "$PUB" \
     --log-level warn --default-ttl-ms 86400000 2>"$log" &
   DPID=$!

@@ -1,5 +1,5 @@
 /*
- * Unit tests of the client library (src/client.c): request builders read
+ * Unit tests of the client library (src/client/client.c): request builders read
  * back through the reply reader, CLI parameter typing, JSON parameters, the
  * bounded msgpack check, the JSON printer, and the sockets against a real
  * ROUTER / PUB on loopback (a peer thread plays the daemon).
