@@ -227,6 +227,7 @@ typedef struct sh_h {
   uint64_t last_seq;         /* seq of the last event seen, for the gap check */
   int seq_gaps;
   batch_t *b;                /* scratch for receive */
+  bool no_dispatch;
 } sh_h_t;
 
 static int buf_write(void *data, const char *p, size_t len) {
@@ -240,10 +241,10 @@ static void pk_str(msgpack_packer *pk, const char *s) {
 /* A submit of `backup` (an energy-site set-point) for site `site`; pct
  * distinguishes requests. */
 static void build_submit(fq_buf_t *out, const char *tenant, const char *key, uint64_t site,
-                         int pct, bool coalesce, int req) {
+                         int pct, bool coalesce, int64_t ttl_ms, int req) {
   msgpack_packer pk;
   msgpack_packer_init(&pk, out, buf_write);
-  msgpack_pack_map(&pk, 8 + (coalesce ? 1 : 0));
+  msgpack_pack_map(&pk, 8 + (coalesce ? 1 : 0) + (ttl_ms ? 1 : 0));
   pk_str(&pk, "op");
   pk_str(&pk, "submit");
   pk_str(&pk, "tenant");
@@ -263,6 +264,10 @@ static void build_submit(fq_buf_t *out, const char *tenant, const char *key, uin
   if (coalesce) {
     pk_str(&pk, "coalesce");
     msgpack_pack_true(&pk);
+  }
+  if (ttl_ms) {
+    pk_str(&pk, "ttl_ms");
+    msgpack_pack_int64(&pk, ttl_ms);
   }
   pk_str(&pk, "req");
   msgpack_pack_int(&pk, req);
@@ -311,13 +316,18 @@ static void send_q(sh_h_t *h, const fq_buf_t *body) {
   zmq_send(h->pair, body->data, body->len, 0);
 }
 
-static void q_submit(sh_h_t *h, const char *tenant, const char *key, uint64_t site, int pct,
-                     bool coalesce, int req) {
+static void q_submit_ttl(sh_h_t *h, const char *tenant, const char *key, uint64_t site, int pct,
+                         bool coalesce, int64_t ttl_ms, int req) {
   fq_buf_t b;
   fq_buf_init(&b, 1 << 16);
-  build_submit(&b, tenant, key, site, pct, coalesce, req);
+  build_submit(&b, tenant, key, site, pct, coalesce, ttl_ms, req);
   send_q(h, &b);
   fq_buf_free(&b);
+}
+
+static void q_submit(sh_h_t *h, const char *tenant, const char *key, uint64_t site, int pct,
+                     bool coalesce, int req) {
+  q_submit_ttl(h, tenant, key, site, pct, coalesce, 0, req);
 }
 
 static void q_lookup(sh_h_t *h, const char *op, const char *tenant, const char *key_or_id,
@@ -518,7 +528,7 @@ static int sh_start(sh_h_t *h) {
                         .count = 1,
                         .map_size = h->map_size,
                         .default_ttl_ms = 600000,
-                        .dispatch = &h->dopts};
+                        .dispatch = h->no_dispatch ? NULL : &h->dopts};
   h->sh = fq_shard_new(&so, &err);
   if (!h->sh) {
     fprintf(stderr, "  shard: %s\n", err.msg);
@@ -585,7 +595,10 @@ static void sh_stop(sh_h_t *h) {
   h->pair = NULL;
 }
 
-static int sh_open(sh_h_t *h, bool with_account, uint64_t map_size) {
+/* with_account: the dispatcher sends (to the test transport); else it
+ * holds every command.  no_dispatch: no dispatcher at all (the shard's own
+ * deadline handling alone; batches cannot be held). */
+static int sh_open2(sh_h_t *h, bool with_account, uint64_t map_size, bool no_dispatch) {
   memset(h, 0, sizeof *h);
   snprintf(h->dir, sizeof h->dir, "/tmp/fq_shard_XXXXXX");
   if (!mkdtemp(h->dir)) return -1;
@@ -616,7 +629,12 @@ static int sh_open(sh_h_t *h, bool with_account, uint64_t map_size) {
       .ud = &h->net, .request = net_request, .perform = net_perform, .inflight = net_inflight};
   /* Without an account nothing is dispatched: commands stay queued. */
   h->dopts = (fq_dispatch_opts_t){.accounts = h->acc, .transport = &h->tr};
+  h->no_dispatch = no_dispatch;
   return sh_start(h);
+}
+
+static int sh_open(sh_h_t *h, bool with_account, uint64_t map_size) {
+  return sh_open2(h, with_account, map_size, false);
 }
 
 static void sh_close(sh_h_t *h) {
@@ -815,9 +833,10 @@ FQ_TEST(cancel_and_coalesce_in_the_same_batch) {
   q_submit(&h, "acme", "b", 100, 20, false, 6);
   q_submit(&h, "acme", "c", 100, 30, true, 7);   /* supersedes b (same device, same name) */
   q_submit(&h, "acme", "d", 200, 40, false, 8);  /* another device: untouched */
+  q_submit(&h, "acme", "e", 100, 50, false, 9);  /* not coalescing: c stays */
   CHECK(hold_next(&h));
   CHECK(hold_end(&h, b));
-  CHECK_INT(b->nrep, 8);
+  CHECK_INT(b->nrep, 9);
   const rep_t *ra = rep_for(b, 1);
   CHECK_REP(b, 1, true, "queued", false, NULL);
   CHECK_REP(b, 2, true, "cancelled", false, ra ? ra->id : NULL);
@@ -829,13 +848,13 @@ FQ_TEST(cancel_and_coalesce_in_the_same_batch) {
   CHECK_REP(b, 8, true, "queued", false, NULL);
   /* Events, in the order things happened, seqs without a gap. */
   const int want[] = {FQ_ST_QUEUED, FQ_ST_CANCELLED, FQ_ST_QUEUED, FQ_ST_QUEUED,
-                      FQ_ST_SUPERSEDED, FQ_ST_QUEUED};
-  CHECK_INT(b->nev, 6);
-  for (int i = 0; i < 6 && i < b->nev; i++) {
+                      FQ_ST_SUPERSEDED, FQ_ST_QUEUED, FQ_ST_QUEUED};
+  CHECK_INT(b->nev, 7);
+  for (int i = 0; i < 7 && i < b->nev; i++) {
     CHECK_STR(fq_state_name(b->ev[i].state), fq_state_name(want[i]));
     CHECK_INT(b->ev[i].seq, b->ev[0].seq + (uint64_t)i);
   }
-  if (b->nev == 6 && rep_for(b, 6)) CHECK_STR(b->ev[4].id, rep_for(b, 6)->id);
+  if (b->nev == 7 && rep_for(b, 6)) CHECK_STR(b->ev[4].id, rep_for(b, 6)->id);
   CHECK_INT(h.seq_gaps, 0);
 
   /* What the gets say after the commit. */
@@ -843,11 +862,13 @@ FQ_TEST(cancel_and_coalesce_in_the_same_batch) {
   q_lookup(&h, "get", "acme", "b", 1);
   q_lookup(&h, "get", "acme", "c", 2);
   q_lookup(&h, "get", "acme", "d", 3);
+  q_lookup(&h, "get", "acme", "e", 4);
   CHECK(hold_next(&h));
   CHECK(hold_end(&h, b));
   CHECK_REP(b, 1, true, "superseded", false, NULL);
   CHECK_REP(b, 2, true, "queued", false, NULL);
   CHECK_REP(b, 3, true, "queued", false, NULL);
+  CHECK_REP(b, 4, true, "queued", false, NULL);
   free(b);
   sh_close(&h);
 }
@@ -1014,6 +1035,49 @@ FQ_TEST(per_device_order_across_batches) {
   CHECK_INT(h.net.nreqs, 4);
   pthread_mutex_unlock(&h.net.mu);
   CHECK_INT(h.seq_gaps, 0);
+  free(b);
+  sh_close(&h);
+}
+
+/* A queued command whose deadline passes ends expired by the shard's own
+ * deadline index, in a batch of its own, with the next seq. */
+FQ_TEST(queued_command_expires_at_its_deadline) {
+  sh_h_t h;
+  if (sh_open2(&h, false, 0, true) != 0) {
+    FQ__FAIL("harness");
+    sh_close(&h);
+    return;
+  }
+  batch_t *b = malloc(sizeof *b);
+  int64_t t0 = fq_now_ms();
+  q_submit_ttl(&h, "acme", "short", 100, 10, false, 300, 1);
+  q_submit_ttl(&h, "acme", "long", 100, 20, false, 600000, 2);
+  int got = 0;
+  while (got < 2 && recv_batch(&h, b, 5000) == 0) got += b->nrep;
+  CHECK_INT(got, 2);
+  CHECK_INT(recv_batch(&h, b, 5000), 0);
+  int64_t waited = fq_now_ms() - t0;
+  CHECK_INT(b->nrep, 0);
+  CHECK_INT(b->nev, 1);
+  if (b->nev == 1) {
+    CHECK_STR(fq_state_name(b->ev[0].state), "expired");
+    CHECK_STR(fq_state_name(b->ev[0].prev), "queued");
+  }
+  CHECK(waited >= 300);
+  CHECK_INT(h.seq_gaps, 0);
+  q_lookup(&h, "get", "acme", "long", 3);
+  q_lookup(&h, "get", "acme", "short", 4);
+  got = 0;
+  rep_t r3 = {.req = -1}, r4 = {.req = -1};
+  while (got < 2 && recv_batch(&h, b, 5000) == 0) {
+    for (int i = 0; i < b->nrep; i++) {
+      if (b->rep[i].req == 3) r3 = b->rep[i];
+      if (b->rep[i].req == 4) r4 = b->rep[i];
+    }
+    got += b->nrep;
+  }
+  CHECK_STR(r3.state, "queued");
+  CHECK_STR(r4.state, "expired");
   free(b);
   sh_close(&h);
 }
