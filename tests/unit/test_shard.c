@@ -570,7 +570,15 @@ static int sh_start(sh_h_t *h) {
       more = zmq_msg_more(&m);
       zmq_msg_close(&m);
     }
-    if (kind == 'L') return 0;
+    if (kind == 'L') break;
+  }
+  /* One round trip, so that the batch the dispatcher's start-up kicks
+   * cause (after a restart with queued commands) is behind us: holding a
+   * batch (hold_start) needs an idle shard. */
+  q_lookup(h, "get", NULL, "ffffffffffffffff", 998);
+  for (;;) {
+    if (recv_batch(h, h->b, 10000) != 0) return -1;
+    if (rep_for(h->b, 998)) return 0;
   }
 }
 
@@ -651,7 +659,9 @@ static void sh_close(sh_h_t *h) {
 
 /* Hold the shard inside a batch (started by a harmless lookup), so that
  * everything sent until hold_next() lands in one batch.  The held batch's
- * output is read by hold_next(). */
+ * output is read by hold_next().  The shard must be idle (no batch of its
+ * own due: no request in flight, no due timer), or that batch would be
+ * the one held. */
 static bool hold_start(sh_h_t *h) {
   gate_arm(&h->net);
   q_lookup(h, "get", NULL, "ffffffffffffffff", 999);
