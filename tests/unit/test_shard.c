@@ -46,6 +46,7 @@ typedef struct net {
   bool armed;                /* hold the next batch inside its step */
   bool inside;               /* a batch is held */
   bool release;
+  unsigned holds;            /* batches held so far */
   int steps;
   int nreqs;
   struct {
@@ -93,6 +94,7 @@ static int net_perform(void *ud, const zmq_pollitem_t *items, int nitems, fq_err
   if (n->armed) {
     n->armed = false;
     n->inside = true;
+    n->holds++;
     pthread_cond_broadcast(&n->cv);
     while (!n->release) pthread_cond_wait(&n->cv, &n->mu);
     n->release = false;
@@ -138,20 +140,25 @@ static void deadline_in(struct timespec *ts, int ms) {
   }
 }
 
-static void gate_arm(net_t *n) {
+/* Hold the next batch; returns the number of holds so far, for
+ * gate_wait(). */
+static unsigned gate_arm(net_t *n) {
   pthread_mutex_lock(&n->mu);
   n->armed = true;
+  unsigned holds = n->holds;
   pthread_mutex_unlock(&n->mu);
+  return holds;
 }
 
-/* Wait until the shard thread is held inside a batch. */
-static bool gate_wait(net_t *n) {
+/* Wait until the shard thread is held inside a batch that it entered after
+ * gate_arm() returned `after` (not one held before). */
+static bool gate_wait(net_t *n, unsigned after) {
   struct timespec ts;
   deadline_in(&ts, 10000);
   pthread_mutex_lock(&n->mu);
   int rc = 0;
-  while (!n->inside && rc == 0) rc = pthread_cond_timedwait(&n->cv, &n->mu, &ts);
-  bool in = n->inside;
+  while (n->holds == after && rc == 0) rc = pthread_cond_timedwait(&n->cv, &n->mu, &ts);
+  bool in = n->holds != after && n->inside;
   pthread_mutex_unlock(&n->mu);
   return in;
 }
@@ -663,18 +670,18 @@ static void sh_close(sh_h_t *h) {
  * own due: no request in flight, no due timer), or that batch would be
  * the one held. */
 static bool hold_start(sh_h_t *h) {
-  gate_arm(&h->net);
+  unsigned holds = gate_arm(&h->net);
   q_lookup(h, "get", NULL, "ffffffffffffffff", 999);
-  return gate_wait(&h->net);
+  return gate_wait(&h->net, holds);
 }
 
 /* Let the held batch commit and hold the next one (everything queued
  * meanwhile); the released batch's output must arrive only now. */
 static bool hold_next(sh_h_t *h) {
   bool early = !quiet(h, 50);
-  gate_arm(&h->net);
+  unsigned holds = gate_arm(&h->net);
   gate_release(&h->net);
-  if (!gate_wait(&h->net)) return false;
+  if (!gate_wait(&h->net, holds)) return false;
   if (recv_batch(h, h->b, 10000) != 0) return false;
   return !early;
 }
