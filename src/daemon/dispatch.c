@@ -104,7 +104,8 @@ typedef struct acct {
 struct fq_dispatch {
   fq_dispatch_opts_t o;
   fq_dispatch_env_t env;
-  fq_http_t *http;
+  fq_dispatch_transport_t tr; /* opts.transport, or the wrappers of http below */
+  fq_http_t *http;            /* NULL when opts.transport was given */
   fq_rl_t *rl_dev;
   void *auth_push;
 
@@ -969,7 +970,7 @@ static void completion(fq_dispatch_t *d, dev_t_ *dev, const fq_http_resp_t *resp
                         .scope_name = cmd ? scope_label(cmd) : NULL,
                         .client_id = a ? a->a.client_id : NULL,
                         .extra_host = d->o.allow_host,
-                        .now_unix_ms = fq_now_ms(),
+                        .now_unix_ms = d->now,
                         .rm_buf = d->rm,
                         .rm_cap = sizeof d->rm};
     fq_fa_classify(&in, &r);
@@ -1085,6 +1086,19 @@ static void on_timer(fq_dispatch_t *d, dev_t_ *dev) {
   fq_cmdrec_free(&rec);
 }
 
+/* --- the default transport: fq_http ----------------------------------------- */
+
+static int http_tr_request(void *ud, const fq_http_req_t *req, fq_http_cb cb, void *cb_ud,
+                           uint64_t *id, fq_err_t *err) {
+  return fq_http_request(ud, req, cb, cb_ud, id, err);
+}
+
+static int http_tr_perform(void *ud, const zmq_pollitem_t *items, int n, fq_err_t *err) {
+  return fq_http_perform(ud, items, n, err);
+}
+
+static unsigned http_tr_inflight(void *ud) { return fq_http_inflight(ud); }
+
 /* --- public ----------------------------------------------------------------- */
 
 fq_dispatch_t *fq_dispatch_new(const fq_dispatch_opts_t *opts, const fq_dispatch_env_t *env,
@@ -1109,7 +1123,12 @@ fq_dispatch_t *fq_dispatch_new(const fq_dispatch_opts_t *opts, const fq_dispatch
                        .total_timeout_ms = d->o.http_timeout_ms,
                        .max_body = 1 << 20,
                        .max_inflight = 4096};
-  if (!(d->http = fq_http_new(&ho, err))) goto fail;
+  if (!opts->transport && !(d->http = fq_http_new(&ho, err))) goto fail;
+  d->tr = opts->transport ? *opts->transport
+                          : (fq_dispatch_transport_t){.ud = d->http,
+                                                      .request = http_tr_request,
+                                                      .perform = http_tr_perform,
+                                                      .inflight = http_tr_inflight};
   if (opts->device_rate > 0) {
     fq_rl_opts_t ro = {.rate = opts->device_rate,
                        .burst = opts->device_burst >= 1 ? opts->device_burst : 1,
@@ -1187,12 +1206,13 @@ void fq_dispatch_kick_all(fq_dispatch_t *d) {
 }
 
 int fq_dispatch_pollitems(fq_dispatch_t *d, zmq_pollitem_t *items, int max) {
+  if (!d->http) return 0;
   int n = fq_http_fds(d->http, items, max);
   return n > max ? max : n;
 }
 
 long fq_dispatch_timeout_ms(fq_dispatch_t *d, int64_t now_ms) {
-  long t = fq_http_timeout_ms(d->http);
+  long t = d->http ? fq_http_timeout_ms(d->http) : -1;
   if (d->nkicks || d->launch_head) return 0;
   const fq_heap_ent_t *timer = live_timer(d);
   if (timer) {
@@ -1206,7 +1226,7 @@ long fq_dispatch_timeout_ms(fq_dispatch_t *d, int64_t now_ms) {
 
 bool fq_dispatch_pending(fq_dispatch_t *d, int64_t now_ms) {
   if (d->nkicks) return true;
-  if (fq_http_inflight(d->http)) return true;
+  if (d->tr.inflight(d->tr.ud)) return true;
   const fq_heap_ent_t *timer = live_timer(d);
   if (timer && timer->key <= now_ms) return true;
   if (d->hold_head && fq_auth_generation(d->o.auth) != d->seen_gen) return true;
@@ -1219,7 +1239,7 @@ int fq_dispatch_step(fq_dispatch_t *d, const zmq_pollitem_t *items, int n, int64
   d->err = err;
   d->step_rc = 0;
   fq_err_t he;
-  fq_http_perform(d->http, items, n, &he);
+  d->tr.perform(d->tr.ud, items, n, &he);
   /* Token refreshes and added accounts release held devices. */
   uint64_t gen = fq_auth_generation(d->o.auth);
   if (gen != d->seen_gen) {
@@ -1286,7 +1306,7 @@ int fq_dispatch_step(fq_dispatch_t *d, const zmq_pollitem_t *items, int n, int64
   return d->step_rc;
 }
 
-void fq_dispatch_launch(fq_dispatch_t *d) {
+void fq_dispatch_launch(fq_dispatch_t *d, int64_t now_ms) {
   dev_t_ *x = d->launch_head;
   d->launch_head = NULL;
   while (x) {
@@ -1304,14 +1324,14 @@ void fq_dispatch_launch(fq_dispatch_t *d) {
       req.body_len = 2;
     }
     fq_err_t e;
-    int rc = fq_http_request(d->http, &req, http_cb, x, &x->http_id, &e);
+    int rc = d->tr.request(d->tr.ud, &req, http_cb, x, &x->http_id, &e);
     if (rc != 0) {
       /* Not sent: try again shortly, or fail the command next step. */
       if (rc != FQ_EBUSY && rc != -ENOMEM) {
         x->launch_error = rc;
         snprintf(x->launch_msg, sizeof x->launch_msg, "cannot send the request: %.200s", e.msg);
       }
-      set_timer(d, x, fq_now_ms() + (rc == FQ_EBUSY ? 20 : 0), R_LAUNCH);
+      set_timer(d, x, now_ms + (rc == FQ_EBUSY ? 20 : 0), R_LAUNCH);
     }
     x = next;
   }
@@ -1337,5 +1357,5 @@ void fq_dispatch_rollback(fq_dispatch_t *d) {
 
 void fq_dispatch_stats(const fq_dispatch_t *d, fq_dispatch_stats_t *st) {
   *st = d->st;
-  st->inflight = fq_http_inflight(d->http);
+  st->inflight = d->tr.inflight(d->tr.ud);
 }

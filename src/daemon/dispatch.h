@@ -16,6 +16,12 @@
  *     in-flight commands safely.
  * One command per device is in flight at a time.  Owned by the shard
  * thread; nothing here is thread safe.
+ *
+ * Time: the dispatcher reads no clock of its own for its timers and
+ * deadlines; it acts on the now_ms (Unix ms) its caller passes to step,
+ * launch, timeout_ms and pending.  The one exception is the per-account
+ * limit shared by all shards (account_rl), which runs on the monotonic
+ * clock.
  */
 #ifndef FQ_DISPATCH_H
 #define FQ_DISPATCH_H
@@ -28,12 +34,38 @@
 #include "accounts.h"
 #include "auth.h"
 #include "devq.h"
+#include "http.h"
 #include "ratelimit.h"
 #include "fleetq/error.h"
 #include "store.h"
 #include "vcp.h"
 
 typedef struct fq_dispatch fq_dispatch_t;
+
+/* How the dispatcher reaches Fleet API.  By default (opts.transport NULL)
+ * it is a libcurl multi client (fq_http_t) that the dispatcher creates and
+ * owns, whose descriptor fq_dispatch_pollitems() hands to the shard's poll.
+ * A test passes its own table to drive the state machine without a
+ * network: it sees every request the dispatcher makes and chooses every
+ * answer.  The functions run on the shard thread only; the dispatcher
+ * makes one call through the table per request, per step and per
+ * fq_dispatch_pending(). */
+typedef struct fq_dispatch_transport {
+  void *ud;                  /* passed to every function below */
+  /* Start a request, with fq_http_request()'s contract: 0 with *id set
+   * (never 0), then cb runs exactly once, from a later perform(); or an
+   * error and cb never runs (FQ_EBUSY: the dispatcher tries again shortly;
+   * -ENOMEM: likewise; anything else fails the command with err's text).
+   * req and what it points to are lent for the call only. */
+  int (*request)(void *ud, const fq_http_req_t *req, fq_http_cb cb, void *cb_ud, uint64_t *id,
+                 fq_err_t *err);
+  /* Run the callbacks of finished requests, as fq_http_perform() (items/n
+   * are the poll items of the step).  Called inside fq_dispatch_step(),
+   * so the callbacks' state changes land in the open transaction. */
+  int (*perform)(void *ud, const zmq_pollitem_t *items, int n, fq_err_t *err);
+  /* Requests started whose callback has not run yet. */
+  unsigned (*inflight)(void *ud);
+} fq_dispatch_transport_t;
 
 /* Account limits are per account across every shard, so their buckets are
  * the one piece of mutable state the shards share: a table behind a mutex,
@@ -59,6 +91,8 @@ typedef struct fq_dispatch_opts {
   int64_t wake_timeout_ms;     /* [120000] give up waking after this long */
   double device_rate, device_burst;   /* 0 = no per-device limit */
   fq_shared_rl_t *account_rl;  /* per-account buckets shared by all shards, or NULL */
+  const fq_dispatch_transport_t *transport; /* NULL: the real HTTP client (ca_file and
+                                               http_timeout_ms apply to it); else copied */
 } fq_dispatch_opts_t;
 
 /* What the dispatcher needs from its shard. */
@@ -109,10 +143,12 @@ bool fq_dispatch_pending(fq_dispatch_t *d, int64_t now_ms);
 int fq_dispatch_step(fq_dispatch_t *d, const zmq_pollitem_t *items, int n, int64_t now_ms,
                      fq_err_t *err);
 
-/* After the commit: send what the step prepared.  After an abort call
+/* After the commit: send what the step prepared.  now_ms is the caller's
+ * clock (as for fq_dispatch_step); a request that could not be started is
+ * tried again, or failed, by a timer counted from it.  After an abort call
  * fq_dispatch_rollback() instead: prepared requests are dropped and their
  * devices looked at again. */
-void fq_dispatch_launch(fq_dispatch_t *d);
+void fq_dispatch_launch(fq_dispatch_t *d, int64_t now_ms);
 void fq_dispatch_rollback(fq_dispatch_t *d);
 
 /* Counters for stats. */

@@ -684,7 +684,7 @@ static void process_batch(fq_shard_t *sh, zmq_msg_t (*msgs)[MAX_FRAMES + 2], int
   int64_t t_f = TNOW();
   flush_batch(sh);
   int64_t t_l = TNOW();
-  if (sh->disp) fq_dispatch_launch(sh->disp);
+  if (sh->disp) fq_dispatch_launch(sh->disp, fq_now_ms());
   sh->tr_flush += t_l - t_f;
   sh->tr_launch += TNOW() - t_l;
   sh->tr_batches++;

@@ -1,0 +1,1102 @@
+/*
+ * Unit tests of the shard's batch/commit logic, through its real interface:
+ * a shard thread with its store in a temporary directory, and the test as
+ * its ingress peer on the inproc PAIR socket (shard.h's framing).
+ *
+ * To make batches deterministic the test holds the shard thread inside a
+ * batch: the shard's dispatcher gets a test transport whose perform()
+ * (called once per batch, inside the write transaction, after the
+ * batch's requests were applied) can block until the test lets it go.
+ * While it is held, the test queues the next requests, so they are all
+ * drained into the next batch; and it can look at the store from another
+ * process to see what is committed.  With accounts the same transport
+ * records the requests the dispatcher makes, which shows each device's
+ * queue order.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <lmdb.h>
+#include <msgpack.h>
+#include <zmq.h>
+
+#include "accounts.h"
+#include "auth.h"
+#include "dispatch.h"
+#include "fleetq/wire.h"
+#include "fq_test.h"
+#include "shard.h"
+#include "util.h"
+
+#define BASE "https://fleet-api.test.example"
+
+/* --- the test transport: gate and recorder --------------------------------- */
+
+#define MAX_REQS 64
+
+typedef struct net {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  bool armed;                /* hold the next batch inside its step */
+  bool inside;               /* a batch is held */
+  bool release;
+  unsigned holds;            /* batches held so far */
+  int steps;
+  int nreqs;
+  struct {
+    char url[256];
+    char body[256];
+    fq_http_cb cb;
+    void *ud;
+    uint64_t id;
+    bool ready, done;
+    long status;
+    char answer[128];
+  } reqs[MAX_REQS];
+} net_t;
+
+static int net_request(void *ud, const fq_http_req_t *req, fq_http_cb cb, void *cb_ud,
+                       uint64_t *id, fq_err_t *err) {
+  net_t *n = ud;
+  pthread_mutex_lock(&n->mu);
+  int rc = 0;
+  if (n->nreqs == MAX_REQS) {
+    rc = fq_errf(err, FQ_EBUSY, "test transport full");
+  } else {
+    int i = n->nreqs++;
+    memset(&n->reqs[i], 0, sizeof n->reqs[i]);
+    snprintf(n->reqs[i].url, sizeof n->reqs[i].url, "%s", req->url);
+    snprintf(n->reqs[i].body, sizeof n->reqs[i].body, "%.*s", (int)req->body_len,
+             (const char *)req->body);
+    n->reqs[i].cb = cb;
+    n->reqs[i].ud = cb_ud;
+    n->reqs[i].id = (uint64_t)i + 1;
+    *id = n->reqs[i].id;
+  }
+  pthread_cond_broadcast(&n->cv);
+  pthread_mutex_unlock(&n->mu);
+  return rc;
+}
+
+static int net_perform(void *ud, const zmq_pollitem_t *items, int nitems, fq_err_t *err) {
+  net_t *n = ud;
+  (void)items;
+  (void)nitems;
+  (void)err;
+  pthread_mutex_lock(&n->mu);
+  n->steps++;
+  if (n->armed) {
+    n->armed = false;
+    n->inside = true;
+    n->holds++;
+    pthread_cond_broadcast(&n->cv);
+    while (!n->release) pthread_cond_wait(&n->cv, &n->mu);
+    n->release = false;
+    n->inside = false;
+  }
+  /* Answers are delivered on the shard thread, inside its transaction,
+   * as fq_http_perform() would. */
+  int ran = 0;
+  for (int i = 0; i < n->nreqs; i++) {
+    if (!n->reqs[i].ready || n->reqs[i].done) continue;
+    n->reqs[i].done = true;
+    fq_http_resp_t r;
+    memset(&r, 0, sizeof r);
+    r.id = n->reqs[i].id;
+    r.outcome = FQ_HTTP_COMPLETE;
+    r.status = n->reqs[i].status;
+    r.body = (const uint8_t *)n->reqs[i].answer;
+    r.body_len = strlen(n->reqs[i].answer);
+    n->reqs[i].cb(n->reqs[i].ud, &r);
+    ran++;
+  }
+  pthread_cond_broadcast(&n->cv);
+  pthread_mutex_unlock(&n->mu);
+  return ran;
+}
+
+static unsigned net_inflight(void *ud) {
+  net_t *n = ud;
+  pthread_mutex_lock(&n->mu);
+  unsigned k = 0;
+  for (int i = 0; i < n->nreqs; i++) k += !n->reqs[i].done;
+  pthread_mutex_unlock(&n->mu);
+  return k;
+}
+
+static void deadline_in(struct timespec *ts, int ms) {
+  clock_gettime(CLOCK_REALTIME, ts);
+  ts->tv_sec += ms / 1000;
+  ts->tv_nsec += (long)(ms % 1000) * 1000000;
+  if (ts->tv_nsec >= 1000000000) {
+    ts->tv_sec++;
+    ts->tv_nsec -= 1000000000;
+  }
+}
+
+/* Hold the next batch; returns the number of holds so far, for
+ * gate_wait(). */
+static unsigned gate_arm(net_t *n) {
+  pthread_mutex_lock(&n->mu);
+  n->armed = true;
+  unsigned holds = n->holds;
+  pthread_mutex_unlock(&n->mu);
+  return holds;
+}
+
+/* Wait until the shard thread is held inside a batch that it entered after
+ * gate_arm() returned `after` (not one held before). */
+static bool gate_wait(net_t *n, unsigned after) {
+  struct timespec ts;
+  deadline_in(&ts, 10000);
+  pthread_mutex_lock(&n->mu);
+  int rc = 0;
+  while (n->holds == after && rc == 0) rc = pthread_cond_timedwait(&n->cv, &n->mu, &ts);
+  bool in = n->holds != after && n->inside;
+  pthread_mutex_unlock(&n->mu);
+  return in;
+}
+
+static void gate_release(net_t *n) {
+  pthread_mutex_lock(&n->mu);
+  n->release = true;
+  pthread_cond_broadcast(&n->cv);
+  pthread_mutex_unlock(&n->mu);
+}
+
+/* Wait until the dispatcher has made `count` requests. */
+static bool net_wait_reqs(net_t *n, int count) {
+  struct timespec ts;
+  deadline_in(&ts, 10000);
+  pthread_mutex_lock(&n->mu);
+  int rc = 0;
+  while (n->nreqs < count && rc == 0) rc = pthread_cond_timedwait(&n->cv, &n->mu, &ts);
+  bool ok = n->nreqs >= count;
+  pthread_mutex_unlock(&n->mu);
+  return ok;
+}
+
+static void net_answer(net_t *n, int i, long status, const char *body) {
+  pthread_mutex_lock(&n->mu);
+  if (i < n->nreqs) {
+    n->reqs[i].ready = true;
+    n->reqs[i].status = status;
+    snprintf(n->reqs[i].answer, sizeof n->reqs[i].answer, "%s", body);
+  }
+  pthread_mutex_unlock(&n->mu);
+}
+
+/* --- the ingress side ---------------------------------------------------------- */
+
+typedef struct rep {
+  int req;
+  bool ok, dup;
+  char id[FQ_ID_LEN + 1];
+  char state[16];            /* submit's state, or the command map's */
+  char error[32];
+  char message[256];
+  int nevents;               /* history */
+  uint64_t ev_seq[64];
+} rep_t;
+
+typedef struct ev {
+  uint64_t seq;
+  char id[FQ_ID_LEN + 1];
+  int state, prev;
+} ev_t;
+
+#define MAX_REP 4096
+#define MAX_EV 4096
+
+/* What one 'B' message held. */
+typedef struct batch {
+  int nrep, nev;
+  bool events_first;         /* no event came after a reply */
+  rep_t rep[MAX_REP];
+  ev_t ev[MAX_EV];
+} batch_t;
+
+typedef struct sh_h {
+  char dir[64];
+  void *ctx, *pair;
+  fq_shard_t *sh;
+  fq_accounts_t *acc;
+  net_t net;
+  fq_dispatch_transport_t tr;
+  fq_dispatch_opts_t dopts;
+  uint64_t map_size;
+  uint64_t last_seq;         /* seq of the last event seen, for the gap check */
+  int seq_gaps;
+  batch_t *b;                /* scratch for receive */
+  bool no_dispatch;
+} sh_h_t;
+
+static int buf_write(void *data, const char *p, size_t len) {
+  return fq_buf_append(data, p, len) ? -1 : 0;
+}
+
+static void pk_str(msgpack_packer *pk, const char *s) {
+  msgpack_pack_str_with_body(pk, s, strlen(s));
+}
+
+/* A submit of `backup` (an energy-site set-point) for site `site`; pct
+ * distinguishes requests. */
+static void build_submit(fq_buf_t *out, const char *tenant, const char *key, uint64_t site,
+                         int pct, bool coalesce, int64_t ttl_ms, int req) {
+  msgpack_packer pk;
+  msgpack_packer_init(&pk, out, buf_write);
+  msgpack_pack_map(&pk, 8 + (coalesce ? 1 : 0) + (ttl_ms ? 1 : 0));
+  pk_str(&pk, "op");
+  pk_str(&pk, "submit");
+  pk_str(&pk, "tenant");
+  pk_str(&pk, tenant);
+  pk_str(&pk, "key");
+  pk_str(&pk, key);
+  pk_str(&pk, "account");
+  pk_str(&pk, "acct");
+  pk_str(&pk, "site");
+  msgpack_pack_uint64(&pk, site);
+  pk_str(&pk, "command");
+  pk_str(&pk, "backup");
+  pk_str(&pk, "params");
+  msgpack_pack_map(&pk, 1);
+  pk_str(&pk, "backup_reserve_percent");
+  msgpack_pack_int(&pk, pct);
+  if (coalesce) {
+    pk_str(&pk, "coalesce");
+    msgpack_pack_true(&pk);
+  }
+  if (ttl_ms) {
+    pk_str(&pk, "ttl_ms");
+    msgpack_pack_int64(&pk, ttl_ms);
+  }
+  pk_str(&pk, "req");
+  msgpack_pack_int(&pk, req);
+}
+
+/* get / cancel by tenant + key, or by id when tenant is NULL. */
+static void build_lookup(fq_buf_t *out, const char *op, const char *tenant, const char *key_or_id,
+                         int req) {
+  msgpack_packer pk;
+  msgpack_packer_init(&pk, out, buf_write);
+  msgpack_pack_map(&pk, tenant ? 4 : 3);
+  pk_str(&pk, "op");
+  pk_str(&pk, op);
+  if (tenant) {
+    pk_str(&pk, "tenant");
+    pk_str(&pk, tenant);
+    pk_str(&pk, "key");
+  } else {
+    pk_str(&pk, "id");
+  }
+  pk_str(&pk, key_or_id);
+  pk_str(&pk, "req");
+  msgpack_pack_int(&pk, req);
+}
+
+static void build_history(fq_buf_t *out, uint64_t after, int req) {
+  msgpack_packer pk;
+  msgpack_packer_init(&pk, out, buf_write);
+  msgpack_pack_map(&pk, 5);
+  pk_str(&pk, "op");
+  pk_str(&pk, "history");
+  pk_str(&pk, "shard");
+  msgpack_pack_uint32(&pk, 0);
+  pk_str(&pk, "after");
+  msgpack_pack_uint64(&pk, after);
+  pk_str(&pk, "limit");
+  msgpack_pack_uint32(&pk, 1000);
+  pk_str(&pk, "req");
+  msgpack_pack_int(&pk, req);
+}
+
+/* Send ['Q', "peer", body]. */
+static void send_q(sh_h_t *h, const fq_buf_t *body) {
+  zmq_send(h->pair, "Q", 1, ZMQ_SNDMORE);
+  zmq_send(h->pair, "peer", 4, ZMQ_SNDMORE);
+  zmq_send(h->pair, body->data, body->len, 0);
+}
+
+static void q_submit_ttl(sh_h_t *h, const char *tenant, const char *key, uint64_t site, int pct,
+                         bool coalesce, int64_t ttl_ms, int req) {
+  fq_buf_t b;
+  fq_buf_init(&b, 1 << 16);
+  build_submit(&b, tenant, key, site, pct, coalesce, ttl_ms, req);
+  send_q(h, &b);
+  fq_buf_free(&b);
+}
+
+static void q_submit(sh_h_t *h, const char *tenant, const char *key, uint64_t site, int pct,
+                     bool coalesce, int req) {
+  q_submit_ttl(h, tenant, key, site, pct, coalesce, 0, req);
+}
+
+static void q_lookup(sh_h_t *h, const char *op, const char *tenant, const char *key_or_id,
+                     int req) {
+  fq_buf_t b;
+  fq_buf_init(&b, 1 << 16);
+  build_lookup(&b, op, tenant, key_or_id, req);
+  send_q(h, &b);
+  fq_buf_free(&b);
+}
+
+static void q_history(sh_h_t *h, uint64_t after, int req) {
+  fq_buf_t b;
+  fq_buf_init(&b, 1 << 16);
+  build_history(&b, after, req);
+  send_q(h, &b);
+  fq_buf_free(&b);
+}
+
+static bool key_is(const msgpack_object *k, const char *s) {
+  return k->type == MSGPACK_OBJECT_STR && k->via.str.size == strlen(s) &&
+         memcmp(k->via.str.ptr, s, k->via.str.size) == 0;
+}
+
+static void copy_str(char *out, size_t cap, const msgpack_object *v) {
+  if (v->type != MSGPACK_OBJECT_STR) return;
+  snprintf(out, cap, "%.*s", (int)v->via.str.size, v->via.str.ptr);
+}
+
+static const msgpack_object *map_get(const msgpack_object *m, const char *key) {
+  if (m->type != MSGPACK_OBJECT_MAP) return NULL;
+  for (uint32_t i = 0; i < m->via.map.size; i++)
+    if (key_is(&m->via.map.ptr[i].key, key)) return &m->via.map.ptr[i].val;
+  return NULL;
+}
+
+static void parse_reply(const uint8_t *p, size_t n, rep_t *r) {
+  memset(r, 0, sizeof *r);
+  r->req = -1;
+  msgpack_unpacked u;
+  msgpack_unpacked_init(&u);
+  size_t off = 0;
+  if (msgpack_unpack_next(&u, (const char *)p, n, &off) == MSGPACK_UNPACK_SUCCESS) {
+    const msgpack_object *m = &u.data, *v;
+    if ((v = map_get(m, "ok")) && v->type == MSGPACK_OBJECT_BOOLEAN) r->ok = v->via.boolean;
+    if ((v = map_get(m, "dup")) && v->type == MSGPACK_OBJECT_BOOLEAN) r->dup = v->via.boolean;
+    if ((v = map_get(m, "req")) && v->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+      r->req = (int)v->via.u64;
+    if ((v = map_get(m, "id"))) copy_str(r->id, sizeof r->id, v);
+    if ((v = map_get(m, "state"))) copy_str(r->state, sizeof r->state, v);
+    if ((v = map_get(m, "error"))) copy_str(r->error, sizeof r->error, v);
+    if ((v = map_get(m, "message"))) copy_str(r->message, sizeof r->message, v);
+    const msgpack_object *c = map_get(m, "command");
+    if (c) {
+      if ((v = map_get(c, "id"))) copy_str(r->id, sizeof r->id, v);
+      if ((v = map_get(c, "state"))) copy_str(r->state, sizeof r->state, v);
+    }
+    const msgpack_object *evs = map_get(m, "events");
+    if (evs && evs->type == MSGPACK_OBJECT_ARRAY) {
+      for (uint32_t i = 0; i < evs->via.array.size && r->nevents < 64; i++) {
+        const msgpack_object *s = map_get(&evs->via.array.ptr[i], "seq");
+        r->ev_seq[r->nevents++] = s && s->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? s->via.u64 : 0;
+      }
+    }
+  }
+  msgpack_unpacked_destroy(&u);
+}
+
+static bool take(const uint8_t **p, const uint8_t *end, void *out, size_t n) {
+  if ((size_t)(end - *p) < n) return false;
+  memcpy(out, *p, n);
+  *p += n;
+  return true;
+}
+
+/* Receive one 'B' message (within ms) and decode its records.  Also
+ * checks the gap-free seq of every event the test ever saw. */
+static int recv_batch(sh_h_t *h, batch_t *b, int ms) {
+  memset(b, 0, offsetof(batch_t, rep));
+  b->events_first = true;
+  zmq_pollitem_t it = {h->pair, 0, ZMQ_POLLIN, 0};
+  if (zmq_poll(&it, 1, ms) <= 0) return -1;
+  zmq_msg_t f[2];
+  int n = 0;
+  for (;;) {
+    zmq_msg_t m;
+    zmq_msg_init(&m);
+    if (zmq_msg_recv(&m, h->pair, 0) < 0) {
+      zmq_msg_close(&m);
+      break;
+    }
+    bool more = zmq_msg_more(&m);
+    if (n < 2) f[n++] = m;
+    else zmq_msg_close(&m);
+    if (!more) break;
+  }
+  int rc = -1;
+  if (n == 2 && zmq_msg_size(&f[0]) == 1 && *(char *)zmq_msg_data(&f[0]) == 'B') {
+    const uint8_t *p = zmq_msg_data(&f[1]), *end = p + zmq_msg_size(&f[1]);
+    rc = 0;
+    while (p < end && rc == 0) {
+      char kind = (char)*p++;
+      uint32_t len;
+      if (kind == 'E') {
+        char topic[128];
+        if (!take(&p, end, &len, 4) || len >= sizeof topic || !take(&p, end, topic, len) ||
+            !take(&p, end, &len, 4) || (size_t)(end - p) < len) {
+          rc = -1;
+          break;
+        }
+        fq_event_t e;
+        fq_err_t err;
+        if (fq_wire_event_unpack(p, len, &e, &err) == 0 && b->nev < MAX_EV) {
+          ev_t *x = &b->ev[b->nev++];
+          x->seq = e.seq;
+          x->state = e.state;
+          x->prev = e.prev;
+          snprintf(x->id, sizeof x->id, "%.*s", (int)e.id.n, e.id.p);
+          if (h->last_seq && e.seq != h->last_seq + 1) {
+            fprintf(stderr, "  event seq %llu follows %llu\n", (unsigned long long)e.seq,
+                    (unsigned long long)h->last_seq);
+            h->seq_gaps++;
+          }
+          h->last_seq = e.seq;
+        } else {
+          rc = -1;
+        }
+        if (b->nrep) b->events_first = false;
+        p += len;
+      } else if (kind == 'R') {
+        uint8_t nenv;
+        if (!take(&p, end, &nenv, 1)) rc = -1;
+        for (int i = 0; i < nenv && rc == 0; i++) {
+          if (!take(&p, end, &len, 4) || (size_t)(end - p) < len) rc = -1;
+          else p += len;
+        }
+        if (rc || !take(&p, end, &len, 4) || (size_t)(end - p) < len) {
+          rc = -1;
+          break;
+        }
+        if (b->nrep < MAX_REP) parse_reply(p, len, &b->rep[b->nrep++]);
+        p += len;
+      } else {
+        rc = -1;
+      }
+    }
+  }
+  for (int i = 0; i < n; i++) zmq_msg_close(&f[i]);
+  if (rc) FQ__FAIL("a malformed batch from the shard");
+  return rc;
+}
+
+/* The reply to request number req in b, or NULL. */
+static const rep_t *rep_for(const batch_t *b, int req) {
+  for (int i = 0; i < b->nrep; i++)
+    if (b->rep[i].req == req) return &b->rep[i];
+  return NULL;
+}
+
+/* Nothing arrives from the shard within ms. */
+static bool quiet(sh_h_t *h, int ms) {
+  zmq_pollitem_t it = {h->pair, 0, ZMQ_POLLIN, 0};
+  return zmq_poll(&it, 1, ms) == 0;
+}
+
+/* Number of commands a reader in another process sees committed (LMDB
+ * readers see the last commit, never an open transaction).  A child
+ * process, because one process must not open an environment twice. */
+static long committed_commands(const sh_h_t *h) {
+  char path[128];
+  snprintf(path, sizeof path, "%s/shard-0", h->dir);
+  pid_t pid = fork();
+  if (pid == 0) {
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    MDB_stat st;
+    if (mdb_env_create(&env) || mdb_env_set_maxdbs(env, 16) ||
+        mdb_env_set_mapsize(env, (size_t)h->map_size) ||
+        mdb_env_open(env, path, MDB_RDONLY | MDB_NOTLS, 0600) ||
+        mdb_txn_begin(env, NULL, MDB_RDONLY, &txn) || mdb_dbi_open(txn, "cmd", 0, &dbi) ||
+        mdb_stat(txn, dbi, &st))
+      _exit(255);
+    _exit(st.ms_entries > 250 ? 250 : (int)st.ms_entries);
+  }
+  int status = 0;
+  if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status)) return -1;
+  return WEXITSTATUS(status) == 255 ? -1 : WEXITSTATUS(status);
+}
+
+/* --- harness -------------------------------------------------------------------- */
+
+static int sh_start(sh_h_t *h) {
+  fq_err_t err;
+  fq_shard_opts_t so = {.zmq_ctx = h->ctx,
+                        .data_dir = h->dir,
+                        .index = 0,
+                        .count = 1,
+                        .map_size = h->map_size,
+                        .default_ttl_ms = 600000,
+                        .dispatch = h->no_dispatch ? NULL : &h->dopts};
+  h->sh = fq_shard_new(&so, &err);
+  if (!h->sh) {
+    fprintf(stderr, "  shard: %s\n", err.msg);
+    return -1;
+  }
+  h->pair = zmq_socket(h->ctx, ZMQ_PAIR);
+  int hwm = 0, sndtimeo = 10000;
+  zmq_setsockopt(h->pair, ZMQ_SNDHWM, &hwm, sizeof hwm);
+  zmq_setsockopt(h->pair, ZMQ_RCVHWM, &hwm, sizeof hwm);
+  /* A send never blocks the test for good if the shard is gone. */
+  zmq_setsockopt(h->pair, ZMQ_SNDTIMEO, &sndtimeo, sizeof sndtimeo);
+  /* After a restart the previous socket's inproc name is released by
+   * ZeroMQ's reaper thread, a moment after zmq_close(). */
+  int rc = -1;
+  for (int i = 0; i < 200 && rc != 0; i++) {
+    rc = zmq_bind(h->pair, fq_shard_endpoint(h->sh));
+    if (rc != 0 && zmq_errno() != EADDRINUSE) break;
+    if (rc != 0) usleep(10000);
+  }
+  if (rc != 0) {
+    fprintf(stderr, "  bind %s: %s\n", fq_shard_endpoint(h->sh), zmq_strerror(zmq_errno()));
+    return -1;
+  }
+  if (fq_shard_start(h->sh) != 0) return -1;
+  /* 'K' frames (keys held), then 'L'. */
+  for (;;) {
+    zmq_pollitem_t it = {h->pair, 0, ZMQ_POLLIN, 0};
+    if (zmq_poll(&it, 1, 10000) <= 0) return -1;
+    char kind = 0;
+    zmq_msg_t m;
+    zmq_msg_init(&m);
+    zmq_msg_recv(&m, h->pair, 0);
+    if (zmq_msg_size(&m) == 1) kind = *(char *)zmq_msg_data(&m);
+    bool more = zmq_msg_more(&m);
+    zmq_msg_close(&m);
+    while (more) {
+      zmq_msg_init(&m);
+      zmq_msg_recv(&m, h->pair, 0);
+      more = zmq_msg_more(&m);
+      zmq_msg_close(&m);
+    }
+    if (kind == 'L') break;
+  }
+  /* One round trip, so that the batch the dispatcher's start-up kicks
+   * cause (after a restart with queued commands) is behind us: holding a
+   * batch (hold_start) needs an idle shard. */
+  q_lookup(h, "get", NULL, "ffffffffffffffff", 998);
+  for (;;) {
+    if (recv_batch(h, h->b, 10000) != 0) return -1;
+    if (rep_for(h->b, 998)) return 0;
+  }
+}
+
+/* 'T', wait for 'D', join. */
+static void sh_stop(sh_h_t *h) {
+  if (h->sh && h->pair) {
+    zmq_send(h->pair, "T", 1, 0);
+    bool done = false;
+    for (int i = 0; i < 100 && !done; i++) {
+      zmq_pollitem_t it = {h->pair, 0, ZMQ_POLLIN, 0};
+      if (zmq_poll(&it, 1, 10000) <= 0) break;
+      zmq_msg_t m;
+      zmq_msg_init(&m);
+      zmq_msg_recv(&m, h->pair, 0);
+      done = zmq_msg_size(&m) == 1 && *(char *)zmq_msg_data(&m) == 'D' && !zmq_msg_more(&m);
+      zmq_msg_close(&m);
+    }
+    CHECK(done);
+  }
+  fq_shard_destroy(&h->sh);
+  if (h->pair) zmq_close(h->pair);
+  h->pair = NULL;
+}
+
+/* with_account: the dispatcher sends (to the test transport); else it
+ * holds every command.  no_dispatch: no dispatcher at all (the shard's own
+ * deadline handling alone; batches cannot be held). */
+static int sh_open2(sh_h_t *h, bool with_account, uint64_t map_size, bool no_dispatch) {
+  memset(h, 0, sizeof *h);
+  snprintf(h->dir, sizeof h->dir, "/tmp/fq_shard_XXXXXX");
+  if (!mkdtemp(h->dir)) return -1;
+  h->map_size = map_size ? map_size : 64 << 20;
+  h->b = malloc(sizeof *h->b);
+  pthread_mutex_init(&h->net.mu, NULL);
+  pthread_cond_init(&h->net.cv, NULL);
+  h->ctx = zmq_ctx_new();
+  if (!h->b || !h->ctx) return -1;
+  fq_err_t err;
+  if (with_account) {
+    if (!(h->acc = fq_accounts_open(h->dir, &err))) return -1;
+    fq_account_t *a = fq_account_new();
+    if (!a) return -1;
+    snprintf(a->id, sizeof a->id, "acct");
+    snprintf(a->client_id, sizeof a->client_id, "client-1");
+    snprintf(a->base_url, sizeof a->base_url, "%s", BASE);
+    snprintf(a->access_token, sizeof a->access_token, "tok-not-a-secret");
+    snprintf(a->refresh_token, sizeof a->refresh_token, "refresh-not-a-secret");
+    a->access_exp = fq_now_ms() / 1000 + 86400;
+    a->scopes = FQ_SCOPE_ENERGY_CMDS;
+    int rc = fq_accounts_put(h->acc, a, &err);
+    fq_account_free(&a);
+    if (rc) return -1;
+    /* No auth side (opts.auth NULL): the account generation stays 0, and
+     * the account is written before the shard starts, so the dispatcher
+     * reads it on first use. */
+  }
+  h->tr = (fq_dispatch_transport_t){
+      .ud = &h->net, .request = net_request, .perform = net_perform, .inflight = net_inflight};
+  /* Without an account nothing is dispatched: commands stay queued. */
+  h->dopts = (fq_dispatch_opts_t){.accounts = h->acc, .transport = &h->tr};
+  h->no_dispatch = no_dispatch;
+  return sh_start(h);
+}
+
+static int sh_open(sh_h_t *h, bool with_account, uint64_t map_size) {
+  return sh_open2(h, with_account, map_size, false);
+}
+
+static void sh_close(sh_h_t *h) {
+  sh_stop(h);
+  if (h->ctx) zmq_ctx_term(h->ctx);
+  fq_accounts_destroy(&h->acc);
+  pthread_mutex_destroy(&h->net.mu);
+  pthread_cond_destroy(&h->net.cv);
+  free(h->b);
+  char cmd[128];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", h->dir);
+  if (system(cmd) != 0) fprintf(stderr, "  cleanup of %s failed\n", h->dir);
+}
+
+/* Hold the shard inside a batch (started by a harmless lookup), so that
+ * everything sent until hold_next() lands in one batch.  The held batch's
+ * output is read by hold_next().  The shard must be idle (no batch of its
+ * own due: no request in flight, no due timer), or that batch would be
+ * the one held. */
+static bool hold_start(sh_h_t *h) {
+  unsigned holds = gate_arm(&h->net);
+  q_lookup(h, "get", NULL, "ffffffffffffffff", 999);
+  return gate_wait(&h->net, holds);
+}
+
+/* Let the held batch commit and hold the next one (everything queued
+ * meanwhile); the released batch's output must arrive only now. */
+static bool hold_next(sh_h_t *h) {
+  bool early = !quiet(h, 50);
+  unsigned holds = gate_arm(&h->net);
+  gate_release(&h->net);
+  if (!gate_wait(&h->net, holds)) return false;
+  if (recv_batch(h, h->b, 10000) != 0) return false;
+  return !early;
+}
+
+/* Let the held batch commit and read its output into b. */
+static bool hold_end(sh_h_t *h, batch_t *b) {
+  bool early = !quiet(h, 50);
+  gate_release(&h->net);
+  if (recv_batch(h, b, 10000) != 0) return false;
+  return !early;
+}
+
+static void check_rep(const batch_t *b, int req, bool ok, const char *state_or_error, bool dup,
+                      const char *id, int line) {
+  const rep_t *r = rep_for(b, req);
+  if (!r) {
+    fprintf(stderr, "  line %d: no reply to request %d in the batch\n", line, req);
+    fq_test_failures++;
+    return;
+  }
+  const char *got = ok ? r->state : r->error;
+  if (r->ok != ok || strcmp(got, state_or_error) != 0 || r->dup != dup ||
+      (id && strcmp(r->id, id) != 0)) {
+    fprintf(stderr,
+            "  line %d: reply %d: ok %d %s dup %d id %s (%s); want ok %d %s dup %d id %s\n", line,
+            req, r->ok, got, r->dup, r->id, r->message, ok, state_or_error, dup, id ? id : "*");
+    fq_test_failures++;
+  }
+}
+#define CHECK_REP(b, req, ok, what, dup, id) check_rep(b, req, ok, what, dup, id, __LINE__)
+
+static int count_events(const batch_t *b, int state) {
+  int n = 0;
+  for (int i = 0; i < b->nev; i++) n += b->ev[i].state == state;
+  return n;
+}
+
+/* --- tests -------------------------------------------------------------------- */
+
+FQ_TEST(batch_is_one_transaction_acked_after_commit) {
+  sh_h_t h;
+  if (sh_open(&h, false, 0) != 0) {
+    FQ__FAIL("harness");
+    sh_close(&h);
+    return;
+  }
+  batch_t *b = malloc(sizeof *b);
+  CHECK(hold_start(&h));
+  for (int i = 0; i < 5; i++) {
+    char key[16];
+    snprintf(key, sizeof key, "k%d", i);
+    q_submit(&h, "acme", key, 100 + (uint64_t)(i % 2), 10 + i, false, i);
+  }
+  /* Held inside the batch of the lookup: nothing of the submits is
+   * committed, and no reply has left. */
+  CHECK_INT(committed_commands(&h), 0);
+  CHECK(hold_next(&h)); /* the lookup's batch: its reply only after its commit */
+  CHECK_INT(h.b->nrep, 1);
+  CHECK_INT(h.b->nev, 0);
+  CHECK_REP(h.b, 999, false, "not_found", false, NULL);
+  /* Now held inside the batch of the five submits: applied, not
+   * committed, not acked. */
+  CHECK_INT(committed_commands(&h), 0);
+  CHECK(hold_end(&h, b));
+  /* One batch: all five acks and their events in one message, events
+   * first; and all five committed by the time the acks arrive. */
+  CHECK_INT(b->nrep, 5);
+  CHECK_INT(b->nev, 5);
+  CHECK(b->events_first);
+  CHECK_INT(committed_commands(&h), 5);
+  for (int i = 0; i < 5; i++) {
+    CHECK_REP(b, i, true, "queued", false, NULL);
+    const rep_t *r = rep_for(b, i);
+    /* Ids in arrival order: the per-device FIFOs follow them. */
+    if (r && i > 0 && rep_for(b, i - 1)) CHECK(strcmp(rep_for(b, i - 1)->id, r->id) < 0);
+  }
+  CHECK_INT(count_events(b, FQ_ST_QUEUED), 5);
+  CHECK_INT(h.seq_gaps, 0);
+  CHECK_INT(b->ev[0].seq, 1);
+  free(b);
+  sh_close(&h);
+}
+
+FQ_TEST(duplicates_in_one_batch_and_across_batches) {
+  sh_h_t h;
+  if (sh_open(&h, false, 0) != 0) {
+    FQ__FAIL("harness");
+    sh_close(&h);
+    return;
+  }
+  batch_t *b = malloc(sizeof *b);
+  CHECK(hold_start(&h));
+  q_submit(&h, "acme", "k1", 100, 50, false, 1);
+  q_submit(&h, "acme", "k1", 100, 50, false, 2); /* same key, same request */
+  q_submit(&h, "acme", "k1", 100, 60, false, 3); /* same key, another request */
+  q_submit(&h, "acme", "k2", 100, 50, false, 4);
+  q_submit(&h, "other", "k1", 100, 60, false, 5); /* keys are per tenant */
+  CHECK(hold_next(&h));
+  CHECK(hold_end(&h, b));
+  CHECK_INT(b->nrep, 5);
+  const rep_t *first = rep_for(b, 1);
+  char id1[FQ_ID_LEN + 1] = "";
+  if (first) snprintf(id1, sizeof id1, "%s", first->id);
+  CHECK_REP(b, 1, true, "queued", false, NULL);
+  CHECK_REP(b, 2, true, "queued", true, id1);
+  CHECK_REP(b, 3, false, "idempotency_mismatch", false, NULL);
+  const rep_t *r3 = rep_for(b, 3);
+  CHECK(r3 && strstr(r3->message, id1) != NULL);
+  CHECK_REP(b, 4, true, "queued", false, NULL);
+  CHECK_REP(b, 5, true, "queued", false, NULL);
+  const rep_t *r4 = rep_for(b, 4), *r5 = rep_for(b, 5);
+  CHECK(r4 && r5 && strcmp(r4->id, id1) != 0 && strcmp(r5->id, id1) != 0 &&
+        strcmp(r4->id, r5->id) != 0);
+  /* Only the three new commands were stored. */
+  CHECK_INT(b->nev, 3);
+  CHECK_INT(committed_commands(&h), 3);
+
+  /* A later batch: the same answers, with the command's current state. */
+  CHECK(hold_start(&h));
+  q_lookup(&h, "cancel", NULL, id1, 10);
+  q_submit(&h, "acme", "k1", 100, 50, false, 11);
+  q_submit(&h, "acme", "k1", 100, 70, false, 12);
+  CHECK(hold_next(&h));
+  CHECK(hold_end(&h, b));
+  CHECK_REP(b, 10, true, "cancelled", false, id1);
+  CHECK_REP(b, 11, true, "cancelled", true, id1);
+  CHECK_REP(b, 12, false, "idempotency_mismatch", false, NULL);
+  CHECK_INT(b->nev, 1);
+  CHECK_INT(committed_commands(&h), 3);
+
+  /* And after a restart (the dedupe index is rebuilt from the store). */
+  sh_stop(&h);
+  if (sh_start(&h) != 0) {
+    FQ__FAIL("restart");
+    free(b);
+    sh_close(&h);
+    return;
+  }
+  CHECK(hold_start(&h));
+  q_submit(&h, "acme", "k1", 100, 50, false, 20);
+  q_submit(&h, "acme", "k1", 100, 80, false, 21);
+  CHECK(hold_next(&h));
+  CHECK(hold_end(&h, b));
+  CHECK_REP(b, 20, true, "cancelled", true, id1);
+  CHECK_REP(b, 21, false, "idempotency_mismatch", false, NULL);
+  CHECK_INT(b->nev, 0);
+  CHECK_INT(h.seq_gaps, 0);
+  free(b);
+  sh_close(&h);
+}
+
+FQ_TEST(cancel_and_coalesce_in_the_same_batch) {
+  sh_h_t h;
+  if (sh_open(&h, false, 0) != 0) {
+    FQ__FAIL("harness");
+    sh_close(&h);
+    return;
+  }
+  batch_t *b = malloc(sizeof *b);
+  CHECK(hold_start(&h));
+  q_submit(&h, "acme", "a", 100, 10, false, 1);
+  q_lookup(&h, "cancel", "acme", "a", 2);        /* cancels what request 1 queued */
+  q_lookup(&h, "get", "acme", "a", 3);
+  q_lookup(&h, "cancel", "acme", "a", 4);        /* no longer queued */
+  q_lookup(&h, "cancel", "acme", "nope", 5);
+  q_submit(&h, "acme", "b", 100, 20, false, 6);
+  q_submit(&h, "acme", "c", 100, 30, true, 7);   /* supersedes b (same device, same name) */
+  q_submit(&h, "acme", "d", 200, 40, false, 8);  /* another device: untouched */
+  q_submit(&h, "acme", "e", 100, 50, false, 9);  /* not coalescing: c stays */
+  CHECK(hold_next(&h));
+  CHECK(hold_end(&h, b));
+  CHECK_INT(b->nrep, 9);
+  const rep_t *ra = rep_for(b, 1);
+  CHECK_REP(b, 1, true, "queued", false, NULL);
+  CHECK_REP(b, 2, true, "cancelled", false, ra ? ra->id : NULL);
+  CHECK_REP(b, 3, true, "cancelled", false, ra ? ra->id : NULL);
+  CHECK_REP(b, 4, false, "not_cancellable", false, NULL);
+  CHECK_REP(b, 5, false, "not_found", false, NULL);
+  CHECK_REP(b, 6, true, "queued", false, NULL);
+  CHECK_REP(b, 7, true, "queued", false, NULL);
+  CHECK_REP(b, 8, true, "queued", false, NULL);
+  /* Events, in the order things happened, seqs without a gap. */
+  const int want[] = {FQ_ST_QUEUED, FQ_ST_CANCELLED, FQ_ST_QUEUED, FQ_ST_QUEUED,
+                      FQ_ST_SUPERSEDED, FQ_ST_QUEUED, FQ_ST_QUEUED};
+  CHECK_INT(b->nev, 7);
+  for (int i = 0; i < 7 && i < b->nev; i++) {
+    CHECK_STR(fq_state_name(b->ev[i].state), fq_state_name(want[i]));
+    CHECK_INT(b->ev[i].seq, b->ev[0].seq + (uint64_t)i);
+  }
+  if (b->nev == 7 && rep_for(b, 6)) CHECK_STR(b->ev[4].id, rep_for(b, 6)->id);
+  CHECK_INT(h.seq_gaps, 0);
+
+  /* What the gets say after the commit. */
+  CHECK(hold_start(&h));
+  q_lookup(&h, "get", "acme", "b", 1);
+  q_lookup(&h, "get", "acme", "c", 2);
+  q_lookup(&h, "get", "acme", "d", 3);
+  q_lookup(&h, "get", "acme", "e", 4);
+  CHECK(hold_next(&h));
+  CHECK(hold_end(&h, b));
+  CHECK_REP(b, 1, true, "superseded", false, NULL);
+  CHECK_REP(b, 2, true, "queued", false, NULL);
+  CHECK_REP(b, 3, true, "queued", false, NULL);
+  CHECK_REP(b, 4, true, "queued", false, NULL);
+  free(b);
+  sh_close(&h);
+}
+
+FQ_TEST(event_seq_is_gap_free_across_batches_and_restarts) {
+  sh_h_t h;
+  if (sh_open(&h, false, 0) != 0) {
+    FQ__FAIL("harness");
+    sh_close(&h);
+    return;
+  }
+  batch_t *b = malloc(sizeof *b);
+  int total = 0;
+  for (int round = 0; round < 3; round++) {
+    CHECK(hold_start(&h));
+    for (int i = 0; i < 4; i++) {
+      char key[32];
+      snprintf(key, sizeof key, "r%d-%d", round, i);
+      q_submit(&h, "acme", key, 100 + (uint64_t)i, 10 + i, false, i);
+    }
+    q_lookup(&h, "cancel", "acme", "r0-0", 9); /* one cancel in the first round */
+    CHECK(hold_next(&h));
+    CHECK(hold_end(&h, b));
+    total += b->nev;
+    if (round == 1) {
+      sh_stop(&h);
+      if (sh_start(&h) != 0) {
+        FQ__FAIL("restart");
+        break;
+      }
+    }
+  }
+  CHECK_INT(total, 13);
+  CHECK_INT(h.last_seq, 13);
+  CHECK_INT(h.seq_gaps, 0);
+  /* history gives the same events with the same seqs. */
+  CHECK(hold_start(&h));
+  q_history(&h, 0, 1);
+  q_history(&h, 10, 2);
+  CHECK(hold_next(&h));
+  CHECK(hold_end(&h, b));
+  const rep_t *r = rep_for(b, 1);
+  CHECK(r != NULL);
+  if (r) {
+    CHECK_INT(r->nevents, 13);
+    for (int i = 0; i < r->nevents; i++) CHECK_INT(r->ev_seq[i], (uint64_t)i + 1);
+  }
+  r = rep_for(b, 2);
+  CHECK(r && r->nevents == 3 && r->ev_seq[0] == 11);
+  free(b);
+  sh_close(&h);
+}
+
+FQ_TEST(storage_full_fails_the_whole_batch) {
+  /* A map this small takes a few hundred commands, not two thousand. */
+  sh_h_t h;
+  if (sh_open(&h, false, 1 << 20) != 0) {
+    FQ__FAIL("harness");
+    sh_close(&h);
+    return;
+  }
+  batch_t *b = malloc(sizeof *b);
+  CHECK(hold_start(&h));
+  q_submit(&h, "acme", "before", 100, 10, false, 1);
+  CHECK(hold_next(&h));
+  CHECK(hold_end(&h, b));
+  CHECK_REP(b, 1, true, "queued", false, NULL);
+  uint64_t seq = h.last_seq;
+
+  enum { N = 2000 };
+  CHECK(hold_start(&h));
+  for (int i = 0; i < N; i++) {
+    char key[128];
+    snprintf(key, sizeof key, "%0120d", i); /* long keys fill the map sooner */
+    q_submit(&h, "acme", key, 100 + (uint64_t)(i % 7), i % 100, false, 10 + i);
+  }
+  /* The failed batch never reaches the dispatcher's step (it is aborted
+   * first), so it cannot be held: release the lookup's batch and read
+   * both. */
+  CHECK(hold_end(&h, b));
+  CHECK_REP(b, 999, false, "not_found", false, NULL);
+  CHECK_INT(b->nrep, 1);
+  CHECK_INT(recv_batch(&h, b, 10000), 0);
+  /* Nothing of the batch was stored: every submit answers storage_full,
+   * no event was published, the seq did not move. */
+  CHECK_INT(b->nrep, N);
+  int full = 0;
+  for (int i = 0; i < b->nrep; i++) full += !b->rep[i].ok && strcmp(b->rep[i].error, "storage_full") == 0;
+  CHECK_INT(full, N);
+  CHECK_INT(b->nev, 0);
+  CHECK_INT(committed_commands(&h), 1);
+
+  /* Reads still work; the batch's first key is unknown. */
+  CHECK(hold_start(&h));
+  q_lookup(&h, "get", "acme", "before", 1);
+  char k0[128];
+  snprintf(k0, sizeof k0, "%0120d", 0);
+  q_lookup(&h, "get", "acme", k0, 2);
+  CHECK(hold_next(&h));
+  CHECK(hold_end(&h, b));
+  CHECK_REP(b, 1, true, "queued", false, NULL);
+  CHECK_REP(b, 2, false, "not_found", false, NULL);
+  /* A later small batch is stored, its events following the old seq. */
+  CHECK(hold_start(&h));
+  q_submit(&h, "acme", "after", 100, 20, false, 3);
+  CHECK(hold_next(&h));
+  CHECK(hold_end(&h, b));
+  CHECK_REP(b, 3, true, "queued", false, NULL);
+  CHECK_INT(b->nev, 1);
+  if (b->nev) CHECK_INT(b->ev[0].seq, seq + 1);
+  CHECK_INT(h.seq_gaps, 0);
+  free(b);
+  sh_close(&h);
+}
+
+/* The device queues the shard keeps, as the dispatcher sees them: one
+ * command per device in flight, each device's in submit order. */
+FQ_TEST(per_device_order_across_batches) {
+  sh_h_t h;
+  if (sh_open(&h, true, 0) != 0) {
+    FQ__FAIL("harness");
+    sh_close(&h);
+    return;
+  }
+  batch_t *b = malloc(sizeof *b);
+  CHECK(hold_start(&h));
+  q_submit(&h, "acme", "a1", 1, 11, false, 1);
+  q_submit(&h, "acme", "b1", 2, 21, false, 2);
+  q_submit(&h, "acme", "a2", 1, 12, false, 3);
+  CHECK(hold_next(&h));
+  CHECK(hold_end(&h, b));
+  CHECK_INT(b->nrep, 3);
+  /* A later batch adds to the same device's tail. */
+  q_submit(&h, "acme", "a3", 1, 13, false, 4);
+  CHECK(recv_batch(&h, b, 10000) == 0);
+  CHECK(net_wait_reqs(&h.net, 2));
+  pthread_mutex_lock(&h.net.mu);
+  int n = h.net.nreqs;
+  bool a_first = strstr(h.net.reqs[0].url, "/energy_sites/1/") != NULL;
+  pthread_mutex_unlock(&h.net.mu);
+  CHECK_INT(n, 2);
+  /* Answer device 1's requests one by one; each answer lets exactly the
+   * next one of that device go. */
+  const int want[3] = {11, 12, 13};
+  int idx = a_first ? 0 : 1;
+  for (int k = 0; k < 3; k++) {
+    char body[64];
+    snprintf(body, sizeof body, "{\"backup_reserve_percent\":%d}", want[k]);
+    pthread_mutex_lock(&h.net.mu);
+    CHECK(strstr(h.net.reqs[idx].url, BASE "/api/1/energy_sites/1/backup") != NULL);
+    CHECK_STR(h.net.reqs[idx].body, body);
+    pthread_mutex_unlock(&h.net.mu);
+    net_answer(&h.net, idx, 200, "{\"response\":{\"code\":201,\"message\":\"Updated\"}}");
+    /* Wake the shard: the answer is delivered in its next batch. */
+    q_lookup(&h, "get", "acme", "a1", 50 + k);
+    if (k < 2) {
+      CHECK(net_wait_reqs(&h.net, 3 + k));
+      idx = 2 + k;
+    }
+    while (recv_batch(&h, b, 200) == 0) {
+    }
+  }
+  pthread_mutex_lock(&h.net.mu);
+  CHECK_INT(h.net.nreqs, 4);
+  pthread_mutex_unlock(&h.net.mu);
+  CHECK_INT(h.seq_gaps, 0);
+  free(b);
+  sh_close(&h);
+}
+
+/* A queued command whose deadline passes ends expired by the shard's own
+ * deadline index, in a batch of its own, with the next seq. */
+FQ_TEST(queued_command_expires_at_its_deadline) {
+  sh_h_t h;
+  if (sh_open2(&h, false, 0, true) != 0) {
+    FQ__FAIL("harness");
+    sh_close(&h);
+    return;
+  }
+  batch_t *b = malloc(sizeof *b);
+  int64_t t0 = fq_now_ms();
+  q_submit_ttl(&h, "acme", "short", 100, 10, false, 300, 1);
+  q_submit_ttl(&h, "acme", "long", 100, 20, false, 600000, 2);
+  int got = 0;
+  while (got < 2 && recv_batch(&h, b, 5000) == 0) got += b->nrep;
+  CHECK_INT(got, 2);
+  CHECK_INT(recv_batch(&h, b, 5000), 0);
+  int64_t waited = fq_now_ms() - t0;
+  CHECK_INT(b->nrep, 0);
+  CHECK_INT(b->nev, 1);
+  if (b->nev == 1) {
+    CHECK_STR(fq_state_name(b->ev[0].state), "expired");
+    CHECK_STR(fq_state_name(b->ev[0].prev), "queued");
+  }
+  CHECK(waited >= 300);
+  CHECK_INT(h.seq_gaps, 0);
+  q_lookup(&h, "get", "acme", "long", 3);
+  q_lookup(&h, "get", "acme", "short", 4);
+  got = 0;
+  rep_t r3 = {.req = -1}, r4 = {.req = -1};
+  while (got < 2 && recv_batch(&h, b, 5000) == 0) {
+    for (int i = 0; i < b->nrep; i++) {
+      if (b->rep[i].req == 3) r3 = b->rep[i];
+      if (b->rep[i].req == 4) r4 = b->rep[i];
+    }
+    got += b->nrep;
+  }
+  CHECK_STR(r3.state, "queued");
+  CHECK_STR(r4.state, "expired");
+  free(b);
+  sh_close(&h);
+}
