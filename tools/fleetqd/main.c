@@ -170,10 +170,23 @@ static int open_shared(daemon_t *d) {
 }
 
 /* One shard per core: store, recovery and dispatcher, all created here. */
+/* Opening one shard, on an opener thread of open_shards(). */
+typedef struct shard_open {
+  fq_shard_opts_t so;
+  fq_shard_t *sh;
+  fq_err_t err;
+  pthread_t th;
+  bool started;
+} shard_open_t;
+
+static void *shard_opener(void *arg) {
+  shard_open_t *o = arg;
+  o->sh = fq_shard_new(&o->so, &o->err);
+  return NULL;
+}
+
 static int open_shards(daemon_t *d) {
   fq_config_t *cfg = &d->cfg;
-  fq_err_t err;
-  fq_err_clear(&err);
   d->dopts = (fq_dispatch_opts_t){.key = d->key,
                                   .accounts = d->accounts,
                                   .zmq_ctx = d->ctx,
@@ -193,21 +206,42 @@ static int open_shards(daemon_t *d) {
     fprintf(stderr, "fleetqd: out of memory for %u shards\n", cfg->shards);
     return -1;
   }
+  /* Each shard opens its store and recovers it (re-queues, settles what
+   * was in flight) before the daemon is ready.  The shards share nothing,
+   * so they open side by side, one opener thread each, as they did when
+   * the shard threads opened themselves: a restart with a large store
+   * takes as long as its largest shard, not the sum.  Every failure is
+   * reported, and returned here in this thread. */
+  shard_open_t *op = calloc(cfg->shards, sizeof *op);
+  if (!op) {
+    fprintf(stderr, "fleetqd: out of memory for %u shards\n", cfg->shards);
+    return -1;
+  }
   for (unsigned i = 0; i < cfg->shards; i++) {
-    fq_shard_opts_t so = {.zmq_ctx = d->ctx,
-                          .data_dir = cfg->data_dir,
-                          .index = i,
-                          .count = cfg->shards,
-                          .map_size = cfg->map_size_mb << 20,
-                          .default_ttl_ms = cfg->default_ttl_ms,
-                          .batch_max = cfg->batch_max,
-                          .dispatch = &d->dopts};
-    if (!(d->shards[i] = fq_shard_new(&so, &err))) {
-      fprintf(stderr, "fleetqd: shard %u: %s\n", i, err.msg);
-      return -1;
+    op[i].so = (fq_shard_opts_t){.zmq_ctx = d->ctx,
+                                 .data_dir = cfg->data_dir,
+                                 .index = i,
+                                 .count = cfg->shards,
+                                 .map_size = cfg->map_size_mb << 20,
+                                 .default_ttl_ms = cfg->default_ttl_ms,
+                                 .batch_max = cfg->batch_max,
+                                 .dispatch = &d->dopts};
+    fq_err_clear(&op[i].err);
+    /* One shard (or a thread that cannot start) opens right here. */
+    op[i].started = cfg->shards > 1 && pthread_create(&op[i].th, NULL, shard_opener, &op[i]) == 0;
+    if (!op[i].started) shard_opener(&op[i]);
+  }
+  int rc = 0;
+  for (unsigned i = 0; i < cfg->shards; i++) {
+    if (op[i].started) pthread_join(op[i].th, NULL);
+    d->shards[i] = op[i].sh;
+    if (!op[i].sh) {
+      fprintf(stderr, "fleetqd: shard %u: %s\n", i, op[i].err.msg);
+      rc = -1;
     }
   }
-  return 0;
+  free(op);
+  return rc;
 }
 
 static int open_ingress(daemon_t *d) {
