@@ -33,6 +33,7 @@ void fq_config_defaults(fq_config_t *cfg) {
   cfg->retry_backoff_ms = 1000;
   cfg->http_timeout_ms = 10000;
   cfg->wake_timeout_ms = 120000;
+  cfg->drain_timeout_ms = 15000;
 }
 
 const char *fq_config_usage(void) {
@@ -61,6 +62,8 @@ const char *fq_config_usage(void) {
          "  --wake-timeout-ms N   give up on a wake-up after this long (default 120000)\n"
          "  --retry-backoff-ms N  wait before retrying a transient failure (default 1000)\n"
          "  --http-timeout-ms N   Fleet API request timeout (default 10000)\n"
+         "  --drain-timeout-ms N  on SIGTERM / SIGINT, wait this long for requests in\n"
+         "                        flight to be answered (default 15000)\n"
          "  --device-rate R       commands per second per device (token bucket; default off)\n"
          "  --device-burst B      bucket size per device (default 1)\n"
          "  --account-rate R      commands per second per account (default off)\n"
@@ -70,8 +73,9 @@ const char *fq_config_usage(void) {
          "                        or from the environment variable FQ_FLEETSIM\n"
          "  -h, --help            this text\n"
          "\n"
-         "Signals: SIGTERM / SIGINT drain (finish and commit the current batch, send its\n"
-         "replies and events) and exit 0.\n";
+         "Signals: SIGTERM / SIGINT stop: no new request leaves, the ones in flight get\n"
+         "up to --drain-timeout-ms to be answered, commands never sent stay queued for\n"
+         "the next start; then exit 0.  SIGHUP is logged and ignored (no log file).\n";
 }
 
 static int set_str(char *dst, size_t cap, const char *v, const char *name, fq_err_t *err) {
@@ -160,7 +164,8 @@ static int apply(fq_config_t *c, const char *name, const char *sval, json_t *jva
               {"wake-poll-ms", 10, 3600000},
               {"retry-backoff-ms", 1, 3600000},
               {"http-timeout-ms", 100, 600000},
-              {"wake-timeout-ms", 100, 86400000}};
+              {"wake-timeout-ms", 100, 86400000},
+              {"drain-timeout-ms", 0, 3600000}};
   for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
     if (strcmp(name, ints[i].name) != 0) continue;
     if ((rc = parse_int(v, ints[i].lo, ints[i].hi, &x, name, err)) != 0) return rc;
@@ -177,6 +182,7 @@ static int apply(fq_config_t *c, const char *name, const char *sval, json_t *jva
       case 9: c->retry_backoff_ms = x; break;
       case 10: c->http_timeout_ms = x; break;
       case 11: c->wake_timeout_ms = x; break;
+      case 12: c->drain_timeout_ms = x; break;
     }
     return 0;
   }

@@ -126,6 +126,8 @@ struct fq_dispatch {
   fq_err_t *err;             /* the current step's error slot */
   int step_rc;               /* first storage error in the current step */
   uint64_t puts;             /* records written through move() */
+  bool draining;             /* stopping: no request leaves for a new attempt */
+  unsigned drain_left;       /* commands still waiting for an answer (last drain) */
   fq_dispatch_stats_t st;
 };
 
@@ -452,6 +454,20 @@ static void unknown_outcome(fq_dispatch_t *d, dev_t_ *dev, fq_cmdrec_t *rec, con
   finish(d, dev, rec, FQ_ST_UNKNOWN, r, FQ_EHTTP);
 }
 
+/* The daemon is stopping and dev's command has nothing out that could
+ * reach the car: give it back to the queue, attempts unchanged, so that
+ * the next start sends it (see fq_dispatch_drain). */
+static void requeue(fq_dispatch_t *d, dev_t_ *dev, fq_cmdrec_t *rec) {
+  move(d, rec, FQ_ST_QUEUED,
+       "fleetqd stopped before this command was sent (again): it stays queued and is sent "
+       "after the restart",
+       0);
+  dev->cur = 0;
+  dev->phase = PH_IDLE;
+  dev->resume = R_NONE;
+  dev->timer_at = 0;
+}
+
 /* Prepare the HTTP request in dev (sent after the commit). */
 static int prepare(fq_dispatch_t *d, dev_t_ *dev, fq_http_method_t m, fq_fa_endpoint_t ep,
                    const acct_t *a, const char *path) {
@@ -492,6 +508,10 @@ static void fail_pairing(fq_dispatch_t *d, dev_t_ *dev, fq_cmdrec_t *rec) {
  * no session; sign inside the transaction so the advanced counter is
  * durable before the bytes leave. */
 static void send_cmd(fq_dispatch_t *d, dev_t_ *dev, fq_cmdrec_t *rec) {
+  if (d->draining) {
+    requeue(d, dev, rec);
+    return;
+  }
   const fq_cmd_t *cmd = cmd_of(dev, rec);
   acct_t *a = acct_get(d, rec->account);
   if (!cmd || !a) {
@@ -604,6 +624,10 @@ static void send_cmd(fq_dispatch_t *d, dev_t_ *dev, fq_cmdrec_t *rec) {
 }
 
 static void wake(fq_dispatch_t *d, dev_t_ *dev, fq_cmdrec_t *rec, const char *why) {
+  if (d->draining) {
+    requeue(d, dev, rec);
+    return;
+  }
   acct_t *a = acct_get(d, rec->account);
   if (!a) {
     finish(d, dev, rec, FQ_ST_FAILED, "account was removed", FQ_ECONFIG);
@@ -658,7 +682,20 @@ static const char *scope_label(const fq_cmd_t *cmd) {
 
 /* Look at the device's queue head and start it when nothing holds it. */
 static void start_next(fq_dispatch_t *d, dev_t_ *dev) {
-  if (dev->cur || dev->phase != PH_IDLE) return;
+  if (dev->cur || d->draining) return;
+  /* A device held for its head's missing account waits for that head
+   * only: when the head ended meanwhile (cancelled, expired, superseded)
+   * the next command must not wait for the old one's deadline, so look at
+   * the queue again.  The hold is taken again when the head still has no
+   * account, its timer kept when the deadline is the same. */
+  int64_t held_until = 0;
+  if (dev->phase == PH_HOLD && dev->resume == R_EXPIRE) {
+    held_until = dev->timer_at;
+    dev->phase = PH_IDLE;
+    dev->resume = R_NONE;
+    dev->timer_at = 0;
+  }
+  if (dev->phase != PH_IDLE) return;
   for (int guard = 0; guard < 64; guard++) {
     uint64_t num;
     if (fq_devq_list(*d->env.q, dev->name, &num, 1) == 0) return;
@@ -691,7 +728,7 @@ static void start_next(fq_dispatch_t *d, dev_t_ *dev) {
       /* The account may be added later: keep the command queued until its
        * deadline, and say why when it expires. */
       hold(d, dev);
-      heap_push(d, rec.deadline, dev);
+      if (held_until != rec.deadline) heap_push(d, rec.deadline, dev);
       dev->timer_at = rec.deadline;
       dev->resume = R_EXPIRE;
       fq_cmdrec_free(&rec);
@@ -1313,6 +1350,10 @@ void fq_dispatch_launch(fq_dispatch_t *d, int64_t now_ms) {
     dev_t_ *next = x->launch_next;
     x->launch_pending = false;
     x->launch_next = NULL;
+    if (!x->cur) { /* given back to the queue after it was prepared (stopping) */
+      x = next;
+      continue;
+    }
     acct_t *a = acct_get(d, x->account);
     fq_http_req_t req = {.method = x->method,
                          .url = x->url,
@@ -1354,6 +1395,56 @@ void fq_dispatch_rollback(fq_dispatch_t *d) {
   }
   sess_free_all(d);
 }
+
+int fq_dispatch_drain(fq_dispatch_t *d, int64_t now_ms, bool final, fq_err_t *err) {
+  d->now = now_ms;
+  d->err = err;
+  d->step_rc = 0;
+  d->draining = true;
+  unsigned left = 0;
+  size_t pos = 0;
+  for (dev_t_ **x; (x = fq_hmap_each(&d->devs, &pos));) {
+    dev_t_ *dev = *x;
+    if (!dev->cur) continue;
+    /* The command's own request is out: its answer is its real outcome,
+     * worth waiting for until the drain ends. */
+    bool out = dev->phase == PH_SEND && dev->http_id != 0;
+    if (out && !final) {
+      left++;
+      continue;
+    }
+    fq_cmdrec_t rec;
+    if (load(d, dev->cur, &rec) != 0) {
+      note_rc(d, d->err->code ? d->err->code : FQ_ESTORAGE);
+      break;
+    }
+    const fq_cmd_t *cmd = cmd_of(dev, &rec);
+    if (fq_state_terminal(rec.state)) {
+      dev->cur = 0;
+      dev->phase = PH_IDLE;
+    } else if (out && !(cmd && cmd->idempotent)) {
+      /* It may have reached the car and no answer came: only the car
+       * knows.  An idempotent one is simply sent again after the
+       * restart. */
+      finish(d, dev, &rec, FQ_ST_UNKNOWN,
+             "fleetqd stopped while the request was in flight and no answer came within "
+             "--drain-timeout-ms: the command may have been executed; check the device "
+             "before sending it again",
+             FQ_EINTERNAL);
+    } else if (!out && d->now >= rec.deadline) {
+      expire(d, dev, &rec, "fleetqd was stopping");
+    } else {
+      /* Waiting (timer, wake-up, handshake, token refresh) or, at the
+       * end of the drain, an idempotent command still in flight. */
+      requeue(d, dev, &rec);
+    }
+    fq_cmdrec_free(&rec);
+  }
+  d->drain_left = left;
+  return d->step_rc;
+}
+
+bool fq_dispatch_drained(const fq_dispatch_t *d) { return d->draining && d->drain_left == 0; }
 
 void fq_dispatch_stats(const fq_dispatch_t *d, fq_dispatch_stats_t *st) {
   *st = d->st;

@@ -118,8 +118,9 @@ typedef struct fq_dispatch_env {
  * socket that cannot be created or connected). */
 fq_dispatch_t *fq_dispatch_new(const fq_dispatch_opts_t *opts, const fq_dispatch_env_t *env,
                                fq_err_t *err);
-/* Aborts every transfer; commands in flight stay `dispatching`/`sent` in
- * the store and are settled by the next start.  NULLs *dp; accepts NULL. */
+/* Aborts every transfer; commands in flight stay as they are in the store
+ * and are settled by the next start (after fq_dispatch_drain() with final,
+ * none is left).  NULLs *dp; accepts NULL. */
 void fq_dispatch_destroy(fq_dispatch_t **dp);
 
 /* Ask for a look at a device's queue head in the next step (after a
@@ -150,6 +151,23 @@ int fq_dispatch_step(fq_dispatch_t *d, const zmq_pollitem_t *items, int n, int64
  * devices looked at again. */
 void fq_dispatch_launch(fq_dispatch_t *d, int64_t now_ms);
 void fq_dispatch_rollback(fq_dispatch_t *d);
+
+/* Stopping (SIGTERM), inside the shard's write transaction, after
+ * fq_dispatch_step(): from the first call on, no command starts and no
+ * request leaves for a new attempt (a retry, a resync, a wake-up, a
+ * handshake).  Every command that has no request of its own out goes back
+ * to `queued` with its attempts unchanged, to be sent by the next start
+ * (expired instead when its deadline has passed); a command whose request
+ * is out keeps waiting for its answer, which is recorded as usual.  Call
+ * it after every step while stopping; with final (the drain time is up)
+ * the commands still waiting are settled too: `unknown` for a
+ * non-idempotent one (it may have reached the car), `queued` for an
+ * idempotent one (sent again after the restart).  Errors are storage
+ * errors (the transaction must then be aborted). */
+int fq_dispatch_drain(fq_dispatch_t *d, int64_t now_ms, bool final, fq_err_t *err);
+/* True once fq_dispatch_drain() was called and, at its last call, no
+ * command was still waiting for an answer. */
+bool fq_dispatch_drained(const fq_dispatch_t *d);
 
 /* Counters for stats. */
 typedef struct fq_dispatch_stats {

@@ -66,6 +66,7 @@ struct fq_shard {
   fq_buf_t wire;             /* a record in its `get` form, for a reply */
   int64_t next_deadline;     /* earliest deadline in the index, or INT64_MAX */
   bool stopping;
+  int64_t drain_until;       /* 'T' received: stop once drained or at this time; 0 = serving */
   /* The loop's buffers, allocated by fq_shard_new so that the thread has
    * nothing left to fail on before it serves. */
   zmq_msg_t (*msgs)[MAX_FRAMES + 2]; /* one received request per slot, batch_max slots */
@@ -193,9 +194,15 @@ static int transition_put(fq_shard_t *sh, fq_cmdrec_t *rec, int state, const cha
   return emit_event(sh, rec, prev, err);
 }
 
+/* A change the shard makes itself (cancel, supersede, expiry of a queued
+ * command, recovery).  A command it ends may be the head its device's
+ * dispatcher waits on: kick the device, so that the next command goes
+ * now rather than when the ended one's deadline would have passed. */
 static int transition(fq_shard_t *sh, fq_cmdrec_t *rec, int state, const char *reason, int error,
                       int64_t now, fq_err_t *err) {
-  return transition_put(sh, rec, state, reason, error, now, true, err);
+  int rc = transition_put(sh, rec, state, reason, error, now, true, err);
+  if (rc == 0 && sh->disp && fq_state_terminal(state)) fq_dispatch_kick(sh->disp, rec->device);
+  return rc;
 }
 
 /* --- request handlers ------------------------------------------------------ */
@@ -505,9 +512,10 @@ static int rebuild_queues(fq_shard_t *sh, fq_err_t *err) {
 }
 
 /* On start: settle what was in flight when the previous process died.
- * Idempotent commands go back to the queue; the others end `unknown`,
- * because the car may have executed them and they must never be re-signed
- * blindly.  Then rebuild the in-memory queues. */
+ * Idempotent commands go back to the queue, and so does every command
+ * whose request was not out (anything but `sent`); a non-idempotent `sent`
+ * one ends `unknown`, because the car may have executed it and it must
+ * never be re-signed blindly.  Then rebuild the in-memory queues. */
 static int recover(fq_shard_t *sh, fq_err_t *err) {
   recover_ctx_t c = {0};
   int64_t now = fq_now_ms();
@@ -530,6 +538,14 @@ static int recover(fq_shard_t *sh, fq_err_t *err) {
         rc = transition(sh, &rec, FQ_ST_QUEUED,
                         "re-queued after a restart while in flight (idempotent command)", 0,
                         now, err);
+      else if (rec.state != FQ_ST_SENT)
+        /* Only `sent` means a request of the command itself may be out:
+         * `dispatching` (at most a handshake out), `waking` and
+         * `retrying` (the last attempt was answered, and the next one
+         * would have been `sent` first) never reached the car unanswered. */
+        rc = transition(sh, &rec, FQ_ST_QUEUED,
+                        "re-queued after a restart: it had not been sent when fleetqd stopped",
+                        0, now, err);
       else
         rc = transition(sh, &rec, FQ_ST_UNKNOWN,
                         "fleetqd stopped while this command was in flight: it may have been "
@@ -636,7 +652,9 @@ static void process_batch(fq_shard_t *sh, zmq_msg_t (*msgs)[MAX_FRAMES + 2], int
     const char *kind = zmq_msg_data(&f[0]);
     if (zmq_msg_size(&f[0]) != 1) continue;
     if (*kind == 'T') {
-      sh->stopping = true;
+      /* Without a dispatcher nothing is in flight: stop after this batch. */
+      if (!sh->disp) sh->stopping = true;
+      else if (!sh->drain_until) sh->drain_until = now + sh->o.drain_timeout_ms;
       continue;
     }
     int first_env = (*kind == 'F') ? 2 : 1;
@@ -652,9 +670,18 @@ static void process_batch(fq_shard_t *sh, zmq_msg_t (*msgs)[MAX_FRAMES + 2], int
       reply_error(sh, p, rc == FQ_ESTORFULL ? FQ_ESTORFULL : FQ_EINTERNAL, err.msg, NULL);
     }
   }
+  /* Stopping: settle what waits before the step, so that the step starts
+   * nothing new, and again after it for what its answers left waiting. */
+  if (rc == 0 && sh->disp && sh->drain_until) rc = fq_dispatch_drain(sh->disp, now, false, &err);
   if (rc == 0 && sh->disp) {
     rc = fq_dispatch_step(sh->disp, hitems, nh, now, &err);
     if (rc) fq_error("shard", "shard %u: dispatch: %s", sh->o.index, err.msg);
+  }
+  bool drain_final = false;
+  if (rc == 0 && sh->disp && sh->drain_until) {
+    drain_final = now >= sh->drain_until;
+    rc = fq_dispatch_drain(sh->disp, now, drain_final, &err);
+    if (rc) fq_error("shard", "shard %u: drain: %s", sh->o.index, err.msg);
   }
   if (rc == 0 && now >= sh->next_deadline) rc = expire_due(sh, now, &err);
   int64_t t_proc = TNOW();
@@ -681,6 +708,10 @@ static void process_batch(fq_shard_t *sh, zmq_msg_t (*msgs)[MAX_FRAMES + 2], int
                rc == FQ_ESTORFULL ? "storage full: the request was not stored"
                                   : "storage error: the request was not stored");
   }
+  /* Stopping: done once nothing waits for an answer, or the drain time is
+   * up (a failed final batch still stops: what it did not record is
+   * settled by the next start). */
+  if (sh->drain_until && (drain_final || fq_dispatch_drained(sh->disp))) sh->stopping = true;
   int64_t t_f = TNOW();
   flush_batch(sh);
   int64_t t_l = TNOW();
@@ -748,6 +779,8 @@ static void *shard_main(void *arg) {
       nh = fq_dispatch_pollitems(sh->disp, items + 1, MAX_ITEMS - 1);
       long dt = fq_dispatch_timeout_ms(sh->disp, now);
       if (dt >= 0 && dt < timeout) timeout = dt;
+      if (sh->drain_until && timeout > sh->drain_until - now)
+        timeout = sh->drain_until <= now ? 0 : (long)(sh->drain_until - now);
     }
     int64_t tp0 = TNOW();
     int prc = zmq_poll(items, 1 + nh, timeout);
@@ -784,6 +817,7 @@ static void *shard_main(void *arg) {
     for (int i = 1; i <= nh; i++)
       if (items[i].revents) http_ready = true;
     if (nmsgs || now >= sh->next_deadline || http_ready ||
+        (sh->drain_until && now >= sh->drain_until) ||
         (sh->disp && fq_dispatch_pending(sh->disp, now)))
       process_batch(sh, msgs, counts, nmsgs, items + 1, nh);
     for (int m = 0; m < nmsgs; m++)

@@ -10,7 +10,11 @@
  *                                                   tenant + key on every
  *                                                   shard, or a dedupe check
  *                                                   of a submit (never stored)
- *                     'T'                           drain and stop
+ *                     'T'                           drain and stop: no new
+ *                                                   request leaves; the ones
+ *                                                   out get drain_timeout_ms
+ *                                                   to be answered (see
+ *                                                   fq_dispatch_drain)
  *   shard -> ingress  'B' records                   everything one commit
  *                                                   produced, in one frame
  *                                                   (format in shard.c):
@@ -42,6 +46,7 @@ typedef struct fq_shard_opts {
   int64_t default_ttl_ms;
   size_t batch_max;           /* most requests in one transaction */
   const fq_dispatch_opts_t *dispatch; /* NULL: commands stay queued */
+  int64_t drain_timeout_ms;   /* after 'T': longest wait for requests in flight (0: none) */
 } fq_shard_opts_t;
 
 /* Create the shard, in the caller's thread, so that every start-up

@@ -536,27 +536,35 @@ static int sh_start(sh_h_t *h) {
                         .map_size = h->map_size,
                         .default_ttl_ms = 600000,
                         .dispatch = h->no_dispatch ? NULL : &h->dopts};
-  h->sh = fq_shard_new(&so, &err);
-  if (!h->sh) {
-    fprintf(stderr, "  shard: %s\n", err.msg);
-    return -1;
-  }
   h->pair = zmq_socket(h->ctx, ZMQ_PAIR);
   int hwm = 0, sndtimeo = 10000;
   zmq_setsockopt(h->pair, ZMQ_SNDHWM, &hwm, sizeof hwm);
   zmq_setsockopt(h->pair, ZMQ_RCVHWM, &hwm, sizeof hwm);
   /* A send never blocks the test for good if the shard is gone. */
   zmq_setsockopt(h->pair, ZMQ_SNDTIMEO, &sndtimeo, sizeof sndtimeo);
-  /* After a restart the previous socket's inproc name is released by
-   * ZeroMQ's reaper thread, a moment after zmq_close(). */
+  /* Bind before the shard connects (in fq_shard_new): after a restart the
+   * previous socket's inproc name is released by ZeroMQ's reaper thread a
+   * moment after zmq_close(), and a shard connecting meanwhile would be
+   * attached to that closing socket and never to this one. */
+  char ep[64];
+  snprintf(ep, sizeof ep, "inproc://fq-shard-%u", so.index);
   int rc = -1;
   for (int i = 0; i < 200 && rc != 0; i++) {
-    rc = zmq_bind(h->pair, fq_shard_endpoint(h->sh));
+    rc = zmq_bind(h->pair, ep);
     if (rc != 0 && zmq_errno() != EADDRINUSE) break;
     if (rc != 0) usleep(10000);
   }
   if (rc != 0) {
-    fprintf(stderr, "  bind %s: %s\n", fq_shard_endpoint(h->sh), zmq_strerror(zmq_errno()));
+    fprintf(stderr, "  bind %s: %s\n", ep, zmq_strerror(zmq_errno()));
+    return -1;
+  }
+  h->sh = fq_shard_new(&so, &err);
+  if (!h->sh) {
+    fprintf(stderr, "  shard: %s\n", err.msg);
+    return -1;
+  }
+  if (strcmp(fq_shard_endpoint(h->sh), ep) != 0) {
+    fprintf(stderr, "  shard endpoint %s, bound %s\n", fq_shard_endpoint(h->sh), ep);
     return -1;
   }
   if (fq_shard_start(h->sh) != 0) return -1;

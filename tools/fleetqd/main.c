@@ -4,7 +4,8 @@
  * core with its store and dispatcher, the ingress) in this thread so that
  * any start-up failure ends here with a message, starts the threads and
  * runs the ingress loop in the main thread until SIGTERM / SIGINT, then
- * drains and exits 0.
+ * drains (requests in flight get --drain-timeout-ms to be answered) and
+ * exits 0.  SIGHUP is logged and never ends it.
  *
  * Exit status: 0 after a clean stop (or --help); 2 for a configuration
  * the daemon refuses (flags, config file, a non-loopback bind, another
@@ -40,6 +41,23 @@ static void on_signal(int sig) {
   char c = 1;
   ssize_t w = write(stop_pipe[1], &c, 1);
   (void)w;
+}
+
+/* SIGHUP (a terminal hang-up, or an operator's habit of asking for a log
+ * reopen) must never end the daemon.  fleetqd logs to stderr only, so
+ * there is no file to reopen and nothing is reloaded: the signal is taken
+ * by this thread with sigwait() (every thread blocks it, see
+ * install_signals) and logged, which a signal handler could not do
+ * safely. */
+static void *hup_main(void *arg) {
+  sigset_t *set = arg;
+  for (;;) {
+    int sig;
+    if (sigwait(set, &sig) == 0 && sig == SIGHUP)
+      fq_info("fleetqd", "SIGHUP received: fleetqd logs to stderr (no log file to reopen) and "
+                         "keeps running");
+  }
+  return NULL;
 }
 
 /* Everything main() creates, released by daemon_close() in reverse. */
@@ -102,8 +120,21 @@ static int claim_datadir(daemon_t *d) {
   return rc == FQ_ECONFIG ? 2 : 1;
 }
 
-/* SIGTERM / SIGINT write to the stop pipe the ingress polls. */
+/* SIGTERM / SIGINT write to the stop pipe the ingress polls.  SIGHUP is
+ * blocked here, before any thread exists, so that every thread inherits
+ * the mask and only hup_main() receives it. */
 static int install_signals(void) {
+  static sigset_t hup;
+  sigemptyset(&hup);
+  sigaddset(&hup, SIGHUP);
+  pthread_t th;
+  int rc = pthread_sigmask(SIG_BLOCK, &hup, NULL);
+  if (rc == 0) rc = pthread_create(&th, NULL, hup_main, &hup);
+  if (rc == 0) rc = pthread_detach(th);
+  if (rc) {
+    fprintf(stderr, "fleetqd: cannot set up SIGHUP handling: %s\n", fq_strerror(-rc));
+    return -1;
+  }
   if (pipe(stop_pipe) != 0) {
     fprintf(stderr, "fleetqd: cannot create the stop pipe: %s\n", fq_strerror(-errno));
     return -1;
@@ -225,7 +256,8 @@ static int open_shards(daemon_t *d) {
                                  .map_size = cfg->map_size_mb << 20,
                                  .default_ttl_ms = cfg->default_ttl_ms,
                                  .batch_max = cfg->batch_max,
-                                 .dispatch = &d->dopts};
+                                 .dispatch = &d->dopts,
+                                 .drain_timeout_ms = cfg->drain_timeout_ms};
     fq_err_clear(&op[i].err);
     /* One shard (or a thread that cannot start) opens right here. */
     op[i].started = cfg->shards > 1 && pthread_create(&op[i].th, NULL, shard_opener, &op[i]) == 0;
