@@ -98,6 +98,7 @@ typedef struct h {
   int nlog;
   car_t car;
   int nsubmits;
+  const char *account;       /* account of the next submits; NULL: "acct" */
 } h_t;
 
 static int tr_request(void *ud, const fq_http_req_t *req, fq_http_cb cb, void *cb_ud,
@@ -425,7 +426,7 @@ static uint64_t submit_p(h_t *h, const char *device, const char *command, const 
   fq_store_new_id(h->store, rec.id, &rec.qseq);
   snprintf(rec.tenant, sizeof rec.tenant, "acme");
   snprintf(rec.key, sizeof rec.key, "key-%d", h->nsubmits++);
-  snprintf(rec.account, sizeof rec.account, "acct");
+  snprintf(rec.account, sizeof rec.account, "%s", h->account ? h->account : "acct");
   snprintf(rec.device, sizeof rec.device, "%s", device);
   if (device[0] == 'v') snprintf(rec.vin, sizeof rec.vin, "%s", device + 2);
   else rec.site = strtoull(device + 2, NULL, 10);
@@ -1276,5 +1277,167 @@ FQ_TEST(one_in_flight_per_device_in_fifo_order) {
     if (strstr(h.reqs[i].url, VIN "/"))
       for (int j = 0; j < i; j++)
         if (strstr(h.reqs[j].url, VIN "/")) CHECK(h.reqs[j].done);
+  h_close(&h);
+}
+
+/* --- a head the shard ends, and stopping ---------------------------------------- */
+
+/* Cancel command num as the shard does: the transition in its own
+ * transaction, then a kick of the device (shard.c's transition()). */
+static void cancel(h_t *h, uint64_t num, const char *device) {
+  fq_err_t err;
+  fq_cmdrec_t rec = rec_of(h, num);
+  int rc = fq_store_begin(h->store, true, &err);
+  if (!rc) rc = t_transition(h, &rec, FQ_ST_CANCELLED, "cancelled by request", 0, h->now, true,
+                             &err);
+  if (!rc) rc = fq_store_commit(h->store, &err);
+  if (rc) FQ__FAIL("cancel: %s", err.msg);
+  fq_cmdrec_free(&rec);
+  fq_dispatch_kick(h->d, device);
+}
+
+/* One turn of a stopping shard: fq_dispatch_drain() in a write
+ * transaction at now, the commit, then the launch (which must send
+ * nothing new). */
+static void drain(h_t *h, int64_t now, bool final) {
+  fq_err_t err;
+  fq_err_clear(&err);
+  h->now = now;
+  if (fq_store_begin(h->store, true, &err) != 0) {
+    FQ__FAIL("begin: %s", err.msg);
+    return;
+  }
+  int rc = fq_dispatch_drain(h->d, now, final, &err);
+  if (rc) {
+    FQ__FAIL("drain: %d %s", rc, err.msg);
+    fq_store_abort(h->store);
+    fq_dispatch_rollback(h->d);
+    return;
+  }
+  if (fq_store_commit(h->store, &err) != 0) FQ__FAIL("commit: %s", err.msg);
+  fq_dispatch_launch(h->d, now);
+}
+
+FQ_TEST(cancelled_head_releases_the_device_at_once) {
+  h_t h;
+  if (h_open(&h, NULL) != 0) {
+    FQ__FAIL("harness");
+    return;
+  }
+  make_legacy(&h, VIN);
+  /* The head's account is unknown: the device waits for it until the
+   * head's deadline (30 s), with the next command behind it. */
+  h.account = "not-yet";
+  uint64_t a = submit(&h, DEV, "honk_horn", 30000);
+  h.account = NULL;
+  uint64_t b = submit(&h, DEV, "flash_lights", 30000);
+  step(&h, T0);
+  step(&h, T0 + 1000);
+  CHECK_INT(h.nreqs, 0);
+  CHECK_CMD(&h, b, FQ_ST_QUEUED, 0, 0, "");
+  /* Cancelling the head lets the next one go in the very next step. */
+  cancel(&h, a, DEV);
+  step(&h, T0 + 1001);
+  CHECK_INT(h.nreqs, 1);
+  CHECK_REQ(&h, 0, FQ_HTTP_POST, REST("flash_lights"));
+  CHECK_CMD(&h, b, FQ_ST_SENT, 0, 1, "");
+  answer(&h, 0, 200, OK_RESULT);
+  step(&h, T0 + 1100);
+  CHECK_CMD(&h, b, FQ_ST_SUCCEEDED, 0, 1, "");
+  CHECK_CMD(&h, a, FQ_ST_CANCELLED, 0, 0, "cancelled by request");
+  CHECK_STATES(&h, a, FQ_ST_QUEUED, FQ_ST_CANCELLED);
+  /* A new head that still has no account is waited for, with its own
+   * deadline, and the one behind it goes when it is cancelled too. */
+  h.account = "not-yet";
+  uint64_t c = submit(&h, DEV, "honk_horn", 5000);
+  uint64_t d = submit(&h, DEV, "honk_horn", 60000);
+  h.account = NULL;
+  uint64_t e = submit(&h, DEV, "flash_lights", 60000);
+  step(&h, T0 + 2000);
+  cancel(&h, c, DEV);
+  step(&h, T0 + 2001);
+  CHECK_INT(h.nreqs, 1);
+  CHECK_CMD(&h, d, FQ_ST_QUEUED, 0, 0, "");
+  step(&h, T0 + 7000); /* c's old deadline: nothing happens to d */
+  CHECK_CMD(&h, d, FQ_ST_QUEUED, 0, 0, "");
+  CHECK_INT(h.nreqs, 1);
+  cancel(&h, d, DEV);
+  step(&h, T0 + 7001);
+  CHECK_INT(h.nreqs, 2);
+  CHECK_REQ(&h, 1, FQ_HTTP_POST, REST("flash_lights"));
+  CHECK_CMD(&h, e, FQ_ST_SENT, 0, 1, "");
+  h_close(&h);
+}
+
+FQ_TEST(stop_waits_for_answers_and_leaves_the_unsent_queued) {
+  h_t h;
+  if (h_open(&h, NULL) != 0) {
+    FQ__FAIL("harness");
+    return;
+  }
+  make_legacy(&h, VIN);
+  make_legacy(&h, VIN2);
+  uint64_t a = submit(&h, DEV, "honk_horn", 60000);
+  uint64_t b = submit(&h, DEV, "flash_lights", 60000);
+  uint64_t c = submit(&h, DEV2, "door_lock", 60000);
+  step(&h, T0);
+  CHECK_INT(h.nreqs, 2);
+  /* The launch order of two devices is not specified: find c's request. */
+  int ic = strstr(h.reqs[0].url, VIN2) ? 0 : 1;
+  /* c's request ends in a 500: c (idempotent) waits to be sent again when
+   * the stop begins. */
+  answer(&h, ic, 500, "{\"error\":\"internal\"}");
+  step(&h, T0 + 10);
+  CHECK_CMD(&h, c, FQ_ST_RETRYING, 0, 1, "safe to send again");
+  drain(&h, T0 + 20, false);
+  CHECK(!fq_dispatch_drained(h.d));
+  /* c goes back to the queue with its one attempt; a is still awaited;
+   * b was never touched. */
+  CHECK_CMD(&h, c, FQ_ST_QUEUED, 0, 1, "sent after the restart");
+  CHECK_STATES(&h, c, FQ_ST_QUEUED, FQ_ST_DISPATCHING, FQ_ST_SENT, FQ_ST_RETRYING,
+               FQ_ST_QUEUED);
+  CHECK_CMD(&h, a, FQ_ST_SENT, 0, 1, "");
+  CHECK_STATES(&h, b, FQ_ST_QUEUED);
+  /* a's answer is its real outcome; nothing new starts after it. */
+  answer(&h, 1 - ic, 200, OK_RESULT);
+  step(&h, T0 + 2000);
+  drain(&h, T0 + 2000, false);
+  CHECK_CMD(&h, a, FQ_ST_SUCCEEDED, 0, 1, "");
+  CHECK(fq_dispatch_drained(h.d));
+  step(&h, T0 + 5000);
+  drain(&h, T0 + 5000, true);
+  CHECK_INT(h.nreqs, 2);
+  CHECK_CMD(&h, b, FQ_ST_QUEUED, 0, 0, "");
+  CHECK_STATES(&h, b, FQ_ST_QUEUED);
+  CHECK_CMD(&h, c, FQ_ST_QUEUED, 0, 1, "sent after the restart");
+  h_close(&h);
+}
+
+FQ_TEST(stop_deadline_unknown_only_for_a_non_idempotent_request_out) {
+  h_t h;
+  if (h_open(&h, NULL) != 0) {
+    FQ__FAIL("harness");
+    return;
+  }
+  make_legacy(&h, VIN);
+  make_legacy(&h, VIN2);
+  uint64_t a = submit(&h, DEV, "honk_horn", 60000);
+  uint64_t b = submit(&h, DEV2, "door_lock", 60000);
+  step(&h, T0);
+  CHECK_INT(h.nreqs, 2);
+  drain(&h, T0 + 10, false);
+  CHECK(!fq_dispatch_drained(h.d));
+  drain(&h, T0 + 15010, true);
+  CHECK(fq_dispatch_drained(h.d));
+  CHECK_CMD(&h, a, FQ_ST_UNKNOWN, FQ_EINTERNAL, 1, "--drain-timeout-ms");
+  CHECK_REASON(&h, a, "may have been executed");
+  CHECK_CMD(&h, b, FQ_ST_QUEUED, 0, 1, "sent after the restart");
+  /* A late answer changes nothing and sends nothing. */
+  answer(&h, 0, 200, OK_RESULT);
+  answer(&h, 1, 200, OK_RESULT);
+  step(&h, T0 + 15100);
+  CHECK_CMD(&h, a, FQ_ST_UNKNOWN, FQ_EINTERNAL, 1, "--drain-timeout-ms");
+  CHECK_CMD(&h, b, FQ_ST_QUEUED, 0, 1, "sent after the restart");
+  CHECK_INT(h.nreqs, 2);
   h_close(&h);
 }
