@@ -1,10 +1,13 @@
 """fleetqd's command line and config file: --help, a JSON config applied
 and overridden by flags, unknown settings named, non-loopback binds
 refused, one daemon per data directory (exit 1), a data directory's shard
-count fixed (exit 2), key files with loose permissions refused."""
+count fixed (exit 2), key files with loose permissions refused, SIGHUP
+logged without stopping the daemon, --drain-timeout-ms checked."""
 import json
 import os
+import signal
 import subprocess
+import time
 
 from lib import fqlib
 from lib.fqlib import Daemon, run_test
@@ -21,7 +24,7 @@ def test(c):
     rc, out = run(["--help"])
     c.eq(rc, 0, "--help exits 0")
     for flag in ("--data", "--listen", "--publish", "--shards", "--config", "--key",
-                 "--ca-file", "--pairing-domain"):
+                 "--ca-file", "--pairing-domain", "--drain-timeout-ms"):
         c.ok(flag in out, f"--help documents {flag}")
 
     rc, out = run(["--colour", "blue"])
@@ -33,6 +36,10 @@ def test(c):
 
     rc, out = run(["--shards", "0"])
     c.ok(rc == 2 and "out of range" in out, "shards 0 refused with the range", out)
+
+    rc, out = run(["--drain-timeout-ms", "-1"])
+    c.ok(rc == 2 and "drain-timeout-ms" in out and "out of range" in out,
+         "negative drain timeout refused with the range", out)
 
     rc, out = run(["--listen", "tcp://0.0.0.0:5999"])
     c.ok(rc == 2 and "non-loopback" in out, "non-loopback bind refused", out)
@@ -50,7 +57,8 @@ def test(c):
 
     # A config file takes effect (default_ttl_ms), and flags override it.
     with open(cfg, "w") as f:
-        json.dump({"default_ttl_ms": 250, "shards": 2, "log_level": "info"}, f)
+        json.dump({"default_ttl_ms": 250, "shards": 2, "log_level": "info",
+                   "drain_timeout_ms": 2000}, f)
     d.config = cfg
     d.start()
     cl = fqlib.Client(d.endpoint)
@@ -60,6 +68,13 @@ def test(c):
     g = cl.call({"op": "get", "id": r.get("id")})
     c.eq(g.get("command", {}).get("ttl_ms"), 250, "config default_ttl_ms applied")
     c.eq(cl.call({"op": "ping"}).get("shards"), 2, "config shards applied")
+    # SIGHUP is logged and never stops the daemon.
+    d.proc.send_signal(signal.SIGHUP)
+    time.sleep(0.3)
+    c.ok(d.alive(), "alive after SIGHUP")
+    c.eq(cl.call({"op": "ping"}).get("shards"), 2, "serves after SIGHUP")
+    with open(d.logpath, "rb") as f:
+        c.ok(b"SIGHUP received" in f.read(), "SIGHUP is logged")
 
     # A second daemon on the same data directory is refused before it
     # serves, with exit status 1 and the directory named, and the first one
