@@ -82,7 +82,7 @@ int fq_vcp_classify_app_reply(int domain, const uint8_t *p, size_t n, fq_vcp_out
      * and upstream code match on: copy them as they are. */
     set(out, FQ_VCP_FAIL, FQ_EFAULT, "", why);
     out->car_refused = true;
-    if (why != rr->plain_text) why = "";
+    if (!rr || why != rr->plain_text) why = ""; /* "unspecified error" is ours */
     snprintf(out->car_reason, sizeof out->car_reason, "%.*s", (int)sizeof out->car_reason - 1,
              why);
     for (char *q = out->car_reason; *q; q++)
