@@ -23,7 +23,8 @@
 static const int vcp_domain[2] = {FQ_VCP_DOMAIN_VCSEC, FQ_VCP_DOMAIN_INFOTAINMENT};
 
 void fq__sim_vehicle_defaults(fq__sim_vehicle_t *v) {
-  snprintf(v->name, sizeof v->name, "Sim %s", v->vin + (strlen(v->vin) > 6 ? strlen(v->vin) - 6 : 0));
+  /* The last six characters of the VIN (the whole VIN when shorter). */
+  snprintf(v->name, sizeof v->name, "Sim %.6s", v->vin + (strlen(v->vin) > 6 ? strlen(v->vin) - 6 : 0));
   v->locked = true;
   v->remote_start = v->ft_open = v->rt_open = v->sentry = v->port_open = false;
   v->cable = true;
