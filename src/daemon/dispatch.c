@@ -954,6 +954,12 @@ static void on_signed_reply(fq_dispatch_t *d, dev_t_ *dev, fq_cmdrec_t *rec, con
       retry_later(d, dev, rec, d->o.retry_backoff_ms, o.reason);
       return;
     case FQ_VCP_RESYNC_RETRY:
+      if (o.fault == FQ_VCP_FAULT_REPEATED_COUNTER && !(cmd && cmd->idempotent)) {
+        /* A repeated counter may answer a copy of a command the car already
+         * ran: Tesla's client does not retry it, and neither do we. */
+        unknown_outcome(d, dev, rec, cmd, "vehicle saw a repeated counter");
+        return;
+      }
       if (dev->resync_used) {
         char reason[FQ_REASON_MAX];
         snprintf(reason, sizeof reason, "%.300s (again after a session resync)", o.reason);
@@ -967,6 +973,17 @@ static void on_signed_reply(fq_dispatch_t *d, dev_t_ *dev, fq_cmdrec_t *rec, con
     case FQ_VCP_FAIL:
       if (o.error == FQ_ENOTPAIRED) {
         fail_pairing(d, dev, rec);
+        return;
+      }
+      if (o.car_refused) {
+        /* The same table and words as a REST result:false (fleetapi.c). */
+        if (fq_cmd_refusal(rec->command, o.car_reason) == FQ_REFUSAL_DONE) {
+          finish(d, dev, rec, FQ_ST_SUCCEEDED, o.car_reason, 0);
+          return;
+        }
+        char reason[FQ_REASON_MAX];
+        fq_cmd_refusal_reason(reason, sizeof reason, o.car_reason);
+        finish(d, dev, rec, FQ_ST_FAILED, reason, FQ_EFAULT);
         return;
       }
       finish(d, dev, rec, FQ_ST_FAILED, o.reason, o.error ? o.error : FQ_EFAULT);

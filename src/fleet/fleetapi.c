@@ -14,6 +14,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "fleetq/commands.h"
 #include "ratelimit.h"
 #include "util.h"
 
@@ -148,15 +149,6 @@ static int64_t parse_delay_ms(const fq_fa_input_t *in) {
   return 60000; /* no hint: a minute, then ask again */
 }
 
-/* Commands whose result:false reason means "already as requested". */
-static bool benign(const char *cmd, const char *reason) {
-  if (!cmd || !reason) return false;
-  if (strcmp(cmd, "charge_start") == 0)
-    return strcmp(reason, "is_charging") == 0 || strcmp(reason, "complete") == 0;
-  if (strcmp(cmd, "charge_stop") == 0) return strcmp(reason, "not_charging") == 0;
-  return strcmp(reason, "already_set") == 0;
-}
-
 #define R(...) snprintf(out->reason, sizeof out->reason, __VA_ARGS__)
 
 static void read_2xx(const fq_fa_input_t *in, json_t *root, fq_fa_result_t *out) {
@@ -206,15 +198,15 @@ static void read_2xx(const fq_fa_input_t *in, json_t *root, fq_fa_result_t *out)
     return;
   }
   if (out->has_result && !out->result) {
-    if (benign(in->command, out->car_reason)) {
+    /* The refusal table the signed path reads too (fq_cmd_refusal). */
+    if (fq_cmd_refusal(in->command, out->car_reason) == FQ_REFUSAL_DONE) {
       out->cls = FQ_FA_SUCCESS;
       R("vehicle was already in the requested state (%s)", out->car_reason);
       return;
     }
     out->cls = FQ_FA_REJECTED;
     out->code = FQ_EFAULT;
-    R("vehicle could not execute the command: %s",
-      out->car_reason[0] ? out->car_reason : "no reason given");
+    fq_cmd_refusal_reason(out->reason, sizeof out->reason, out->car_reason);
     return;
   }
   out->cls = FQ_FA_SUCCESS;

@@ -388,10 +388,9 @@ static int setup_headers(xfer_t *x, const fq_http_req_t *req, fq_err_t *err) {
   } while (0)
   ADD_HDR("Accept: application/json");
   ADD_HDR("Expect:"); /* no 100-continue round trip */
-  if (req->method == FQ_HTTP_POST) {
-    snprintf(hdr, sizeof hdr, "Content-Type: %s", ctype);
-    ADD_HDR(hdr);
-  }
+  /* On GETs too: Tesla's Fleet API requires it on every request. */
+  snprintf(hdr, sizeof hdr, "Content-Type: %s", ctype);
+  ADD_HDR(hdr);
   if (req->bearer) {
     char *auth = malloc(tl + 32);
     if (!auth) goto nomem;

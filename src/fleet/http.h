@@ -125,7 +125,7 @@ typedef struct fq_http_req {
   fq_http_method_t method;
   const char *url;             /* http:// or https:// */
   const char *bearer;          /* access token, or NULL for no Authorization */
-  const char *content_type;    /* POST: defaults to application/json */
+  const char *content_type;    /* every request: defaults to application/json */
   const void *body;            /* POST body (may be NULL with len 0) */
   size_t body_len;
   long timeout_ms;             /* 0 = the handle's total_timeout_ms */

@@ -323,7 +323,10 @@ static void route_signed(fq__sim_world_t *w, fq__sim_account_t *a, fq__sim_vehic
   fq_buf_t reply;
   fq_buf_init(&reply, FQ_VCP_MAX_MSG);
   fq__sim_signed_result_t res;
-  int rc = fq__sim_vehicle_signed(w, v, msg, (size_t)n, &reply, &res);
+  /* Drawn for commands only, so a handshake never uses up a `next`. */
+  bool garble = name[0] && (fq__sim_inject_fire(&v->faults.garble, &v->faults.rng) ||
+                            fq__sim_inject_fire(&a->faults.garble, &a->faults.rng));
+  int rc = fq__sim_vehicle_signed(w, v, msg, (size_t)n, garble, &reply, &res);
   if (rc == FQ_EPROTO) {
     ans_err(ans, 400, "invalid_request", "routable_message: not a RoutableMessage");
   } else if (rc) {

@@ -119,6 +119,7 @@ int fq__sim_faults_apply(fq__sim_faults_t *f, const json_t *o, const char *who, 
       else if (strcmp(k, "vehicle_fault") == 0) in = &f->fault;
       else if (strcmp(k, "http_451") == 0) in = &f->http451;
       else if (strcmp(k, "mobile_access_disabled") == 0) in = &f->mobile_off;
+      else if (strcmp(k, "garbled_reply") == 0) in = &f->garble;
       else return fq_errf(err, FQ_ECONFIG, "%s.fail.%s: unknown failure", who, k);
       if ((rc = inject_apply(in, e, who, k, err))) return rc;
       if (!json_is_object(e)) continue;
