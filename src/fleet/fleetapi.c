@@ -21,7 +21,7 @@
 static const char *const class_names[] = {
     "success",       "rejected",          "asleep",       "wrong_region", "legacy",
     "missing_scope", "protocol_required", "unauthorized", "rate_limited", "not_paired",
-    "client_error",  "transient",         "unknown",
+    "client_error",  "transient",         "unknown",      "account_refused",
 };
 
 const char *fq_fa_class_name(fq_fa_class_t c) {
@@ -271,8 +271,8 @@ int fq_fa_classify(const fq_fa_input_t *in, fq_fa_result_t *out) {
     R("vehicle is asleep or offline (HTTP %ld): waking it", s);
   } else if (s == 401) {
     if (find_ci(in->body, in->body_len, "mobile_access_disabled")) {
-      out->cls = FQ_FA_CLIENT_ERROR;
-      out->code = FQ_EFORBIDDEN;
+      out->cls = FQ_FA_ACCOUNT_REFUSED;
+      out->code = FQ_EMOBILEOFF;
       R("the vehicle owner turned off Mobile access (HTTP 401 mobile_access_disabled): enable "
         "'Allow Mobile Access' in the car's Safety settings, then send again");
     } else {
@@ -357,7 +357,8 @@ int fq_fa_classify(const fq_fa_input_t *in, fq_fa_result_t *out) {
           "owns it", said);
         break;
       case 412:
-        out->code = FQ_EFORBIDDEN;
+        out->cls = FQ_FA_ACCOUNT_REFUSED;
+        out->code = FQ_ENOTREGISTERED;
         R("application not registered in this region (HTTP 412): register the app's domain "
           "with POST /api/1/partner_accounts in this region");
         break;
@@ -370,7 +371,8 @@ int fq_fa_classify(const fq_fa_input_t *in, fq_fa_result_t *out) {
         R("Tesla account locked (HTTP 423): the owner must contact Tesla");
         break;
       case 451:
-        out->code = FQ_EFORBIDDEN;
+        out->cls = FQ_FA_ACCOUNT_REFUSED;
+        out->code = FQ_ELEGAL;
         R("refused for legal or privacy reasons (HTTP 451): check the vehicle's data sharing "
           "settings and the account's region");
         break;

@@ -104,6 +104,10 @@ typedef struct fq_http_resp {
   char alt_svc[FQ_HTTP_HDR_MAX];
   char ratelimit_reset[FQ_HTTP_HDR_MAX];
   char location[FQ_HTTP_HDR_MAX];
+  /* Fleet API's account budget, sent on every answer (success included):
+   * with RateLimit-Reset they let the dispatcher slow down before a 429. */
+  char ratelimit_limit[FQ_HTTP_HDR_MAX];
+  char ratelimit_remaining[FQ_HTTP_HDR_MAX];
   /* Transport detail when outcome != COMPLETE: code FQ_EHTTP (or
    * FQ_ETOOLARGE for TRUNCATED) and curl's text.  Never holds secrets. */
   fq_err_t err;

@@ -63,6 +63,7 @@ typedef struct fq__sim_faults {
   fq_rng_t rng;                   /* seeded from the world's seed and the id */
   int64_t latency_ms, jitter_ms;  /* added before every answer */
   fq__sim_inject_t http429, http503, http500, hold, drop, fault;
+  fq__sim_inject_t http451, mobile_off; /* account-wide refusals (no execution) */
   fq__sim_inject_t garble;        /* "garbled_reply": executed, reply unreadable */
   int64_t hold_ms;                /* "hold": keep the connection, then close */
   int drop_status;                /* "drop_reply": 500 / 504, 0 = close */
@@ -105,6 +106,7 @@ typedef struct fq__sim_account {
   json_t *scope_names;     /* array of scope names, for the JWT */
   char region[8];
   char *base_url;          /* where 421 sends this account, NULL = default */
+  bool unregistered;       /* "registered": false: 412 to vehicle and energy requests */
   uint32_t gen, min_gen;   /* tokens with gen < min_gen are expired */
   int64_t expires_in_s;
   uint32_t refresh_seq;
