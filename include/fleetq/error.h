@@ -45,7 +45,8 @@
   X(FQ_ENOTPAIRED, "key_not_paired", "virtual key not paired")                 \
   X(FQ_EFAULT, "vehicle_fault", "vehicle reported a fault")                    \
   X(FQ_EREPLAY, "replay", "replayed message")                                  \
-  X(FQ_ERANGE, "out_of_range", "value out of range")
+  X(FQ_ERANGE, "out_of_range", "value out of range")                           \
+  X(FQ_EASLEEP, "vehicle_asleep", "vehicle is asleep and was not woken")
 
 enum fq_error {
   FQ_ERROR_BASE_ = -10000,
