@@ -607,7 +607,9 @@ static void send_cmd(fq_dispatch_t *d, dev_t_ *dev, fq_cmdrec_t *rec) {
 
 /* Every wake_up is billed and a wake loop drains the car's battery: a
  * command gets at most --wake-max of them.  They are spaced by at least
- * wake_poll_ms because each is followed by a poll that long after it. */
+ * wake_poll_ms because each is followed by a poll that long after it, and
+ * the next one only follows a poll (or a command) that found the car not
+ * awake. */
 static void wake(fq_dispatch_t *d, dev_t_ *dev, fq_cmdrec_t *rec, const char *why) {
   acct_t *a = acct_get(d, rec->account);
   if (!a) {
@@ -1038,10 +1040,13 @@ static void completion(fq_dispatch_t *d, dev_t_ *dev, const fq_http_resp_t *resp
        * fresh wake_timeout_ms. */
       dev->woke = true;
       send_cmd(d, dev, &rec);
-    } else if (dev->woke) {
-      wake(d, dev, &rec, "vehicle went back to sleep before the command reached it");
     } else {
-      schedule_wake_poll(d, dev, &rec);
+      /* As Tesla's client: another wake_up one poll interval after the
+       * last, until --wake-max of them. */
+      char why[128];
+      snprintf(why, sizeof why, "vehicle still %s %" PRId64 " ms after a wake_up",
+               r.vehicle_state[0] ? r.vehicle_state : "not online", d->o.wake_poll_ms);
+      wake(d, dev, &rec, why);
     }
   } else if (dev->ep == FQ_FA_EP_SIGNED) {
     on_signed_reply(d, dev, &rec, cmd, &r);

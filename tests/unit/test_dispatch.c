@@ -838,7 +838,15 @@ static int count_reqs(h_t *h, fq_http_method_t m, const char *path) {
   return n;
 }
 
-FQ_TEST(asleep_408_wakes_once_then_polls) {
+/* The wakes count the store keeps for command num. */
+static uint32_t wakes_of(h_t *h, uint64_t num) {
+  fq_cmdrec_t r = rec_of(h, num);
+  uint32_t n = r.wakes;
+  fq_cmdrec_free(&r);
+  return n;
+}
+
+FQ_TEST(asleep_408_wakes_polls_and_wakes_again) {
   h_t h;
   if (h_open(&h, NULL) != 0) {
     FQ__FAIL("harness");
@@ -854,8 +862,7 @@ FQ_TEST(asleep_408_wakes_once_then_polls) {
   CHECK_REQ(&h, 1, FQ_HTTP_POST, WAKE);
   answer(&h, 1, 200, STATE("asleep"));
   step(&h, T0 + 200);
-  /* Polls every wake_poll_ms (10 s) from the wake_up's answer, never a
-   * second wake_up. */
+  /* Polls wake_poll_ms (10 s) after the wake_up's answer. */
   step(&h, T0 + 200 + 9999);
   CHECK_INT(h.nreqs, 2);
   step(&h, T0 + 200 + 10000);
@@ -863,45 +870,53 @@ FQ_TEST(asleep_408_wakes_once_then_polls) {
   CHECK_REQ(&h, 2, FQ_HTTP_GET, POLL);
   answer(&h, 2, 200, STATE("asleep"));
   step(&h, T0 + 10300);
-  step(&h, T0 + 20299);
-  CHECK_INT(h.nreqs, 3);
-  step(&h, T0 + 20300);
+  /* Still asleep: a second wake_up, as Tesla's client sends one every
+   * 10 s (at most --wake-max per command). */
   CHECK_INT(h.nreqs, 4);
-  CHECK_REQ(&h, 3, FQ_HTTP_GET, POLL);
-  answer(&h, 3, 200, STATE("online"));
+  CHECK_REQ(&h, 3, FQ_HTTP_POST, WAKE);
+  CHECK_INT(h.reqs[3].at, T0 + 10300);
+  answer(&h, 3, 200, STATE("asleep"));
+  step(&h, T0 + 10400);
+  step(&h, T0 + 20399);
+  CHECK_INT(h.nreqs, 4);
   step(&h, T0 + 20400);
-  /* Online: the command goes again, at once. */
   CHECK_INT(h.nreqs, 5);
-  CHECK_REQ(&h, 4, FQ_HTTP_POST, REST("honk_horn"));
-  CHECK_INT(h.reqs[4].at, T0 + 20400);
-  CHECK_CMD(&h, a, FQ_ST_SENT, 0, 2, "");
-  answer(&h, 4, 200, OK_RESULT);
+  CHECK_REQ(&h, 4, FQ_HTTP_GET, POLL);
+  answer(&h, 4, 200, STATE("online"));
   step(&h, T0 + 20500);
+  /* Online: the command goes again, at once. */
+  CHECK_INT(h.nreqs, 6);
+  CHECK_REQ(&h, 5, FQ_HTTP_POST, REST("honk_horn"));
+  CHECK_INT(h.reqs[5].at, T0 + 20500);
+  CHECK_CMD(&h, a, FQ_ST_SENT, 0, 2, "");
+  answer(&h, 5, 200, OK_RESULT);
+  step(&h, T0 + 20600);
   CHECK_CMD(&h, a, FQ_ST_SUCCEEDED, 0, 2, "");
   CHECK_STATES(&h, a, FQ_ST_QUEUED, FQ_ST_DISPATCHING, FQ_ST_SENT, FQ_ST_WAKING, FQ_ST_SENT,
                FQ_ST_SUCCEEDED);
-  CHECK_INT(count_reqs(&h, FQ_HTTP_POST, WAKE), 1);
+  CHECK_INT(count_reqs(&h, FQ_HTTP_POST, WAKE), 2);
   CHECK_INT(count_reqs(&h, FQ_HTTP_GET, POLL), 2);
+  CHECK_INT(wakes_of(&h, a), 2);
   fq_dispatch_stats_t st;
   fq_dispatch_stats(h.d, &st);
-  CHECK_INT(st.wakes, 1);
+  CHECK_INT(st.wakes, 2);
 
   /* The car is awake now: the next command of the backlog goes straight. */
   uint64_t b = submit(&h, DEV, "flash_lights", 60000);
   step(&h, T0 + 21000);
-  CHECK_INT(h.nreqs, 6);
-  CHECK_REQ(&h, 5, FQ_HTTP_POST, REST("flash_lights"));
-  answer(&h, 5, 200, OK_RESULT);
+  CHECK_INT(h.nreqs, 7);
+  CHECK_REQ(&h, 6, FQ_HTTP_POST, REST("flash_lights"));
+  answer(&h, 6, 200, OK_RESULT);
   step(&h, T0 + 21100);
   CHECK_CMD(&h, b, FQ_ST_SUCCEEDED, 0, 1, "");
-  CHECK_INT(count_reqs(&h, FQ_HTTP_POST, WAKE), 1);
+  CHECK_INT(wakes_of(&h, b), 0);
+  CHECK_INT(count_reqs(&h, FQ_HTTP_POST, WAKE), 2);
   h_close(&h);
 }
 
-FQ_TEST(asleep_503_wakes_and_gives_up) {
-  hopts_t o = {.wake_timeout_ms = 25000};
+FQ_TEST(asleep_503_wakes_up_to_wake_max) {
   h_t h;
-  if (h_open(&h, &o) != 0) {
+  if (h_open(&h, NULL) != 0) {
     FQ__FAIL("harness");
     return;
   }
@@ -912,42 +927,49 @@ FQ_TEST(asleep_503_wakes_and_gives_up) {
   answer(&h, 0, 503, "{\"error\":\"vehicle is offline or asleep\"}");
   step(&h, T0 + 100);
   CHECK_CMD(&h, a, FQ_ST_WAKING, 0, 1, "HTTP 503");
-  CHECK_REQ(&h, 1, FQ_HTTP_POST, WAKE);
-  answer(&h, 1, 200, STATE("asleep"));
-  int64_t t = T0 + 200;
-  step(&h, t);
-  for (int i = 2; i < 5; i++) {
+  int64_t t = T0 + 100;
+  int n = 1;
+  for (uint32_t w = 1; w <= 3; w++) {
+    CHECK_REQ(&h, n, FQ_HTTP_POST, WAKE);
+    CHECK_INT(h.reqs[n].at, t);
+    CHECK_INT(wakes_of(&h, a), w);
+    answer(&h, n++, 200, STATE("asleep"));
+    step(&h, t += 100);
     CHECK_CMD(&h, a, FQ_ST_WAKING, 0, 1, "waking it");
-    t += 10000;
-    step(&h, t);
-    CHECK_INT(h.nreqs, i + 1);
-    CHECK_REQ(&h, i, FQ_HTTP_GET, POLL);
-    answer(&h, i, 200, STATE("offline"));
-    t += 10;
-    step(&h, t);
+    step(&h, t += 10000);
+    CHECK_REQ(&h, n, FQ_HTTP_GET, POLL);
+    answer(&h, n++, 200, STATE("offline"));
+    step(&h, t += 10);
   }
-  /* The third poll's answer comes 30.13 s after the wake_up, over
-   * wake_timeout_ms (25 s): failed. */
-  CHECK_CMD(&h, a, FQ_ST_FAILED, FQ_EHTTP, 1, "did not come online after a wake_up");
-  CHECK_INT(count_reqs(&h, FQ_HTTP_POST, WAKE), 1);
+  /* The third poll still finds it offline: a fourth wake_up would pass
+   * --wake-max (3), so the command fails naming the limit. */
+  CHECK_CMD(&h, a, FQ_ST_FAILED, FQ_EASLEEP, 1,
+            "after 3 wake_up requests, the limit (--wake-max 3)");
+  CHECK_REASON(&h, a, "vehicle still offline");
+  CHECK_INT(wakes_of(&h, a), 3);
+  CHECK_INT(count_reqs(&h, FQ_HTTP_POST, WAKE), 3);
+  CHECK_INT(h.nreqs, 7);
   step(&h, t + 60000);
-  CHECK_INT(h.nreqs, 5);
+  CHECK_INT(h.nreqs, 7);
 
   /* Waking past the deadline: expired. */
   uint64_t b = submit(&h, DEV, "honk_horn", 15000);
   int64_t t1 = h.now;
   step(&h, t1);
-  answer(&h, 5, 408, "");
+  answer(&h, 7, 408, "");
   step(&h, t1 + 100);
-  CHECK_REQ(&h, 6, FQ_HTTP_POST, WAKE);
-  answer(&h, 6, 200, STATE("asleep"));
+  CHECK_REQ(&h, 8, FQ_HTTP_POST, WAKE);
+  answer(&h, 8, 200, STATE("asleep"));
   step(&h, t1 + 200);
   step(&h, t1 + 10200);
-  CHECK_REQ(&h, 7, FQ_HTTP_GET, POLL);
-  answer(&h, 7, 200, STATE("asleep"));
-  step(&h, t1 + 10300); /* the next poll would be past the deadline */
+  CHECK_REQ(&h, 9, FQ_HTTP_GET, POLL);
+  answer(&h, 9, 200, STATE("asleep"));
+  step(&h, t1 + 10300);
+  CHECK_REQ(&h, 10, FQ_HTTP_POST, WAKE);
+  answer(&h, 10, 200, STATE("asleep"));
+  step(&h, t1 + 10400); /* the next poll would be past the deadline */
   CHECK_CMD(&h, b, FQ_ST_EXPIRED, FQ_EEXPIRED, 1, "did not wake up in time");
-  CHECK_INT(h.nreqs, 8);
+  CHECK_INT(h.nreqs, 11);
   h_close(&h);
 }
 
@@ -995,14 +1017,6 @@ FQ_TEST(rate_limited_429_parks_until_retry_after) {
 }
 
 /* --- retries and unknown outcomes ---------------------------------------------- */
-
-/* The wakes count the store keeps for command num. */
-static uint32_t wakes_of(h_t *h, uint64_t num) {
-  fq_cmdrec_t r = rec_of(h, num);
-  uint32_t n = r.wakes;
-  fq_cmdrec_free(&r);
-  return n;
-}
 
 FQ_TEST(plain_503_goes_through_wake_path) {
   h_t h;
