@@ -823,7 +823,7 @@ FQ_TEST(unauthorized_refreshes_once_then_retries) {
   h_close(&h);
 }
 
-/* --- asleep: wake once, then poll ------------------------------------------- */
+/* --- asleep: wake, poll, wake again up to --wake-max ----------------------- */
 
 #define WAKE "/api/1/vehicles/" VIN "/wake_up"
 #define POLL "/api/1/vehicles/" VIN
