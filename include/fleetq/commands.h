@@ -147,4 +147,26 @@ const char *fq_scope_name(unsigned bit);
 /* True if the granted bits allow cmd. */
 bool fq_cmd_allowed(const fq_cmd_t *cmd, unsigned granted);
 
+/* What a car's refusal of a command means.  The car refuses in its own
+ * words on both paths: REST answers {"response":{"result":false,
+ * "reason":R}}, a signed command's CarServer reply carries actionStatus
+ * ERROR with plain_text R.  Some of these words say the car is already
+ * where the command asked (`already_set`, `is_charging` for charge_start):
+ * the command succeeded, with R as its reason.  Every other refusal
+ * (`disconnected`, `invalid_value`, unknown words) fails it.  This one
+ * table decides for both paths (docs/operations.md shows it). */
+typedef enum fq_refusal {
+  FQ_REFUSAL_FAILED = 0, /* the car did not do it: failed */
+  FQ_REFUSAL_DONE = 1,   /* the car already was as asked: succeeded */
+} fq_refusal_t;
+
+/* Classify the car's refusal reason for the command named cmd (either may
+ * be NULL: failed).  Thread safe. */
+fq_refusal_t fq_cmd_refusal(const char *cmd, const char *reason);
+
+/* The reason text of a refusal that failed a command, the same on both
+ * paths: "vehicle could not execute the command: R" ("no reason given"
+ * when R is empty).  Returns what snprintf returns. */
+int fq_cmd_refusal_reason(char *out, size_t cap, const char *reason);
+
 #endif

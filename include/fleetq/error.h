@@ -45,7 +45,11 @@
   X(FQ_ENOTPAIRED, "key_not_paired", "virtual key not paired")                 \
   X(FQ_EFAULT, "vehicle_fault", "vehicle reported a fault")                    \
   X(FQ_EREPLAY, "replay", "replayed message")                                  \
-  X(FQ_ERANGE, "out_of_range", "value out of range")                           \
+  X(FQ_ERANGE, "out_of_range", "value out of range")                          \
+  X(FQ_ENOTREGISTERED, "not_registered",                                       \
+    "app's partner account not registered in the region")                     \
+  X(FQ_ELEGAL, "unavailable_for_legal_reasons", "refused for legal reasons")   \
+  X(FQ_EMOBILEOFF, "mobile_access_disabled", "vehicle owner disabled Mobile access")  \
   X(FQ_EASLEEP, "vehicle_asleep", "vehicle is asleep and was not woken")
 
 enum fq_error {

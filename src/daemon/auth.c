@@ -78,11 +78,18 @@ typedef struct ref_cb {
   char id[FQ_ACCOUNT_ID_MAX + 1];
 } ref_cb_t;
 
-/* The last rejected refresh of an account (fq_auth_refresh_failure). */
+/* The last rejected refresh of an account (fq_auth_refresh_failure), or
+ * the account-wide refusal Fleet API gave it (fq_auth_account_refused). */
 typedef struct failure {
   char id[FQ_ACCOUNT_ID_MAX + 1];
+  int code;
   char reason[FAILURE_MAX];
 } failure_t;
+
+typedef struct failtab {
+  failure_t *v;
+  size_t n, cap;
+} failtab_t;
 
 struct fq_auth {
   fq_auth_opts_t o;
@@ -98,12 +105,12 @@ struct fq_auth {
   _Atomic uint64_t token_calls;
   fq_buf_t out;
   /* Shared with the shards (the only state that is): the generation
-   * counter, atomic, and the failure table behind its mutex. */
+   * counter, atomic, and the two failure tables behind their mutex. */
   _Atomic uint64_t generation;
   pthread_mutex_t fail_mu;
   bool fail_mu_ok;           /* initialised: destroy it */
-  failure_t *fail;
-  size_t nfail, capfail;
+  failtab_t fail;            /* rejected refreshes */
+  failtab_t refused;         /* 412 / 451 / mobile_access_disabled, set by shards */
 };
 
 /* ------------------------------------------------------------------ */
@@ -119,51 +126,73 @@ void fq_auth_bump_generation(fq_auth_t *a) {
   if (a) atomic_fetch_add(&a->generation, 1);
 }
 
-static void failure_set(fq_auth_t *a, const char *id, const char *reason) {
+static void failure_set(fq_auth_t *a, failtab_t *t, const char *id, int code,
+                        const char *reason) {
   pthread_mutex_lock(&a->fail_mu);
   failure_t *f = NULL;
-  for (size_t i = 0; i < a->nfail && !f; i++)
-    if (strcmp(a->fail[i].id, id) == 0) f = &a->fail[i];
-  if (!f && a->nfail == a->capfail) {
-    size_t nc = a->capfail ? a->capfail * 2 : 8;
-    failure_t *nw = realloc(a->fail, nc * sizeof *nw);
+  for (size_t i = 0; i < t->n && !f; i++)
+    if (strcmp(t->v[i].id, id) == 0) f = &t->v[i];
+  if (!f && t->n == t->cap) {
+    size_t nc = t->cap ? t->cap * 2 : 8;
+    failure_t *nw = realloc(t->v, nc * sizeof *nw);
     if (nw) {
-      a->fail = nw;
-      a->capfail = nc;
+      t->v = nw;
+      t->cap = nc;
     }
   }
-  if (!f && a->nfail < a->capfail) f = &a->fail[a->nfail++];
+  if (!f && t->n < t->cap) f = &t->v[t->n++];
   if (f) {
     snprintf(f->id, sizeof f->id, "%s", id);
+    f->code = code;
     snprintf(f->reason, sizeof f->reason, "%s", reason);
   }
   pthread_mutex_unlock(&a->fail_mu);
 }
 
-static void failure_clear(fq_auth_t *a, const char *id) {
-  pthread_mutex_lock(&a->fail_mu);
-  for (size_t i = 0; i < a->nfail; i++)
-    if (strcmp(a->fail[i].id, id) == 0) {
-      a->fail[i] = a->fail[--a->nfail];
-      break;
-    }
-  pthread_mutex_unlock(&a->fail_mu);
-}
-
-bool fq_auth_refresh_failure(const fq_auth_t *ca, const char *account, char *out, size_t cap) {
-  fq_auth_t *a = (fq_auth_t *)ca;
+/* True when id had an entry. */
+static bool failure_clear(fq_auth_t *a, failtab_t *t, const char *id) {
   bool found = false;
-  if (out && cap) out[0] = 0;
-  if (!a || !account) return false;
   pthread_mutex_lock(&a->fail_mu);
-  for (size_t i = 0; i < a->nfail; i++)
-    if (strcmp(a->fail[i].id, account) == 0) {
-      if (out && cap) snprintf(out, cap, "%s", a->fail[i].reason);
+  for (size_t i = 0; i < t->n; i++)
+    if (strcmp(t->v[i].id, id) == 0) {
+      t->v[i] = t->v[--t->n];
       found = true;
       break;
     }
   pthread_mutex_unlock(&a->fail_mu);
   return found;
+}
+
+/* The entry's code (FQ_EAUTH for refresh failures) and reason; 0 when
+ * none. */
+static int failure_get(const fq_auth_t *ca, const failtab_t *t, const char *account, char *out,
+                       size_t cap) {
+  fq_auth_t *a = (fq_auth_t *)ca;
+  int code = 0;
+  if (out && cap) out[0] = 0;
+  if (!a || !account) return 0;
+  pthread_mutex_lock(&a->fail_mu);
+  for (size_t i = 0; i < t->n; i++)
+    if (strcmp(t->v[i].id, account) == 0) {
+      if (out && cap) snprintf(out, cap, "%s", t->v[i].reason);
+      code = t->v[i].code;
+      break;
+    }
+  pthread_mutex_unlock(&a->fail_mu);
+  return code;
+}
+
+bool fq_auth_refresh_failure(const fq_auth_t *a, const char *account, char *out, size_t cap) {
+  return failure_get(a, a ? &a->fail : NULL, account, out, cap) != 0;
+}
+
+void fq_auth_account_refuse(fq_auth_t *a, const char *account, int code, const char *reason) {
+  if (!a || !account || !code) return;
+  failure_set(a, &a->refused, account, code, reason);
+}
+
+int fq_auth_account_refused(const fq_auth_t *a, const char *account, char *out, size_t cap) {
+  return failure_get(a, a ? &a->refused : NULL, account, out, cap);
 }
 
 const char *fq_auth_admin_endpoint(const fq_auth_t *a) {
@@ -263,7 +292,8 @@ void fq_auth_destroy(fq_auth_t **ap) {
   fq_http_destroy(&a->http);
   fq_buf_free(&a->out);
   free(a->refs);
-  free(a->fail);
+  free(a->fail.v);
+  free(a->refused.v);
   if (a->fail_mu_ok) pthread_mutex_destroy(&a->fail_mu);
   free(a->ca_file);
   free(a->token_url);
@@ -374,7 +404,7 @@ static void ref_fail(fq_auth_t *a, auth_ref_t *r, const char *reason) {
   r->state = REF_FAILED;
   r->failed_ms = fq_now_ms();
   r->pending = false;
-  failure_set(a, r->id, reason);
+  failure_set(a, &a->fail, r->id, FQ_EAUTH, reason);
   fq_auth_bump_generation(a);
   fq_warn(MOD, "account %s: token refresh rejected: %s", r->id, reason);
   (void)a;
@@ -561,7 +591,7 @@ static void on_token_reply(void *ud, const fq_http_resp_t *resp) {
     r->backoff_ms = BACKOFF_MIN_MS;
     r->doubtful = false;
     r->attempts = 0;
-    failure_clear(a, r->id);
+    failure_clear(a, &a->fail, r->id);
     fq_auth_bump_generation(a);
     fq_info(MOD, "account %s: access token refreshed (expires at %" PRId64 ")%s", r->id,
             res->access_exp, res->refresh_token[0] ? ", refresh token rotated" : "");
@@ -678,9 +708,10 @@ static void p_scopes(enc_t *e, unsigned scopes) {
 
 /* One account without secrets. */
 static void p_account(const fq_auth_t *a, enc_t *e, const fq_account_info_t *i) {
-  char why[FAILURE_MAX];
+  char why[FAILURE_MAX], refused_why[FAILURE_MAX];
   bool failed = fq_auth_refresh_failure(a, i->id, why, sizeof why);
-  msgpack_pack_map(&e->pk, failed ? 8 : 7);
+  int refused = fq_auth_account_refused(a, i->id, refused_why, sizeof refused_why);
+  msgpack_pack_map(&e->pk, 7 + (failed ? 1 : 0) + (refused ? 2 : 0));
   p_str(e, "id");
   p_str(e, i->id);
   p_str(e, "client_id");
@@ -699,6 +730,12 @@ static void p_account(const fq_auth_t *a, enc_t *e, const fq_account_info_t *i) 
   if (failed) {
     p_str(e, "refresh_failure");
     p_str(e, why);
+  }
+  if (refused) {
+    p_str(e, "refused");
+    p_str(e, refused_why);
+    p_str(e, "refused_error");
+    p_str(e, fq_errname(refused));
   }
 }
 
@@ -763,6 +800,7 @@ static const struct {
     {"account_list", 0, 0},
     {"account_get", A_ACCOUNT, A_ACCOUNT},
     {"account_remove", A_ACCOUNT, A_ACCOUNT},
+    {"account_retry", A_ACCOUNT, A_ACCOUNT},
 };
 
 static bool str_is(const uint8_t *p, size_t n, const char *s) {
@@ -977,7 +1015,9 @@ static int admin_add(fq_auth_t *a, const fq_request_t *req, const admin_args_t *
   memcpy(id, acc->id, sizeof id); /* the read below overwrites acc, id included */
   if ((rc = fq_accounts_get(a->o.accounts, id, acc, err))) goto out;
   ref_reset(a, acc->id);
-  failure_clear(a, acc->id);
+  failure_clear(a, &a->fail, acc->id);
+  /* New credentials or a new region: Fleet API may answer differently. */
+  failure_clear(a, &a->refused, acc->id);
   fq_auth_bump_generation(a);
   fq_info(MOD, "account %s added (client %s, %s %s)", acc->id, acc->client_id,
           acc->region[0] ? "region" : "base URL", acc->region[0] ? acc->region : acc->base_url);
@@ -1044,12 +1084,40 @@ static int admin_remove(fq_auth_t *a, const fq_request_t *req, const admin_args_
   if (rc == FQ_ENOTFOUND) return fq_errf(err, FQ_ENOTFOUND, "no account \"%s\"", id);
   if (rc) return rc;
   ref_reset(a, id);
-  failure_clear(a, id);
+  failure_clear(a, &a->fail, id);
+  failure_clear(a, &a->refused, id);
   fq_auth_bump_generation(a);
   fq_info(MOD, "account %s removed", id);
   p_ok_head(e, 1, req);
   p_str(e, "account");
   p_str(e, id);
+  return 0;
+}
+
+/* Forget an account's refusal (412, 451, mobile_access_disabled) once the
+ * user fixed its cause: its next command is sent again.  An account with
+ * no refusal is fine (nothing to do); an unknown one is not_found. */
+static int admin_retry(fq_auth_t *a, const fq_request_t *req, const admin_args_t *x, enc_t *e,
+                       fq_err_t *err) {
+  char id[FQ_ACCOUNT_ID_MAX + 1];
+  if (!valid_account_id(&x->account) || !copy_str(id, sizeof id, &x->account))
+    return fq_errf(err, FQ_EBADPARAM, "\"account\": must be 1..%d of A-Z a-z 0-9 . _ @ : -",
+                   FQ_ACCOUNT_ID_MAX);
+  bool cleared = failure_clear(a, &a->refused, id);
+  if (!cleared) {
+    fq_account_t *acc = fq_account_new();
+    if (!acc) return fq_errf(err, -ENOMEM, "out of memory");
+    int rc = fq_accounts_get(a->o.accounts, id, acc, err);
+    fq_account_free(&acc);
+    if (rc == FQ_ENOTFOUND) return fq_errf(err, FQ_ENOTFOUND, "no account \"%s\"", id);
+  }
+  if (cleared) fq_info(MOD, "account %s: refusal cleared, its commands are sent again", id);
+  p_ok_head(e, 2, req);
+  p_str(e, "account");
+  p_str(e, id);
+  p_str(e, "cleared");
+  if (cleared) msgpack_pack_true(&e->pk);
+  else msgpack_pack_false(&e->pk);
   return 0;
 }
 
@@ -1073,7 +1141,7 @@ static void admin_handle(fq_auth_t *a, const uint8_t *body, size_t len) {
       fq__mp_quote((const uint8_t *)req.admin_action.p, req.admin_action.n, q, sizeof q);
       rc = fq_errf(&err, FQ_EBADREQ,
                    "\"action\": unknown action \"%s\" (account_add, account_list, "
-                   "account_get, account_remove)",
+                   "account_get, account_remove, account_retry)",
                    q);
     }
   }
@@ -1086,7 +1154,8 @@ static void admin_handle(fq_auth_t *a, const uint8_t *body, size_t len) {
     case 0: rc = admin_add(a, &req, &x, &e, &err); break;
     case 1: rc = admin_list(a, &req, &e, &err); break;
     case 2: rc = admin_get(a, &req, &x, &e, &err); break;
-    default: rc = admin_remove(a, &req, &x, &e, &err); break;
+    case 3: rc = admin_remove(a, &req, &x, &e, &err); break;
+    default: rc = admin_retry(a, &req, &x, &e, &err); break;
     }
   }
   if (!rc && e.rc) rc = fq_errf(&err, FQ_EINTERNAL, "reply too large");

@@ -26,8 +26,9 @@
  *                      fq_auth_generation() of the handle it was lent and
  *                      re-reading the account.
  *
- * Admin actions: account_add, account_list, account_get, account_remove
- * (keys and replies in docs/accounts.md).  Admin is loopback-only by
+ * Admin actions: account_add, account_list, account_get, account_remove,
+ * account_retry (keys and replies in docs/accounts.md and
+ * proto/wire-protocol.md).  Admin is loopback-only by
  * construction: the ingress cannot see a peer's address cheaply, and
  * fleetqd refuses to bind a non-loopback address until CURVE client
  * authentication lands, so every client that reaches the ingress is on
@@ -122,5 +123,16 @@ void fq_auth_bump_generation(fq_auth_t *a);
 /* Copy the last refresh failure reason of an account into out ("" when
  * none).  Returns true when there is one. */
 bool fq_auth_refresh_failure(const fq_auth_t *a, const char *account, char *out, size_t cap);
+
+/* Account-wide refusals (HTTP 412 partner account not registered, 451,
+ * 401 mobile_access_disabled): a shard records the code and reason of the
+ * first one (a later one replaces it), and every shard then fails the
+ * account's commands at once with them, without a request, until
+ * account_add or account_remove of that account, or account_retry.  Kept
+ * in memory: after a restart the first command asks Fleet API again.
+ * fq_auth_account_refused() copies the reason into out ("" when none) and
+ * returns the code, 0 when none. */
+void fq_auth_account_refuse(fq_auth_t *a, const char *account, int code, const char *reason);
+int fq_auth_account_refused(const fq_auth_t *a, const char *account, char *out, size_t cap);
 
 #endif

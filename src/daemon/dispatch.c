@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <curl/curl.h>
 #include <openssl/crypto.h>
@@ -108,6 +109,9 @@ struct fq_dispatch {
   fq_dispatch_transport_t tr; /* opts.transport, or the wrappers of http below */
   fq_http_t *http;            /* NULL when opts.transport was given */
   fq_rl_t *rl_dev;
+  fq_shared_rl_t *arl;       /* opts.account_rl, or own_arl */
+  fq_shared_rl_t own_arl;
+  bool own_arl_mu;           /* own_arl.mu initialised */
   void *auth_push;
 
   fq_hmap_t devs;            /* dev_t_ * by name: every kick looks its device up */
@@ -244,6 +248,40 @@ static const char *acct_base(const acct_t *a) {
   if (a->a.base_url[0]) return a->a.base_url;
   const char *u = fq_fa_region_base_url(a->a.region[0] ? a->a.region : "na");
   return u ? u : fq_fa_region_base_url("na");
+}
+
+/* Until when (now_ms clock) the account must not send: a 429 or a low
+ * RateLimit-Remaining parked it, on any shard.  0 when it may send. */
+static int64_t acct_parked(fq_dispatch_t *d, const char *account) {
+  if (!d->arl || !d->arl->park) return 0;
+  pthread_mutex_lock(&d->arl->mu);
+  int64_t until = fq_rl_parked_until(d->arl->park, account, strlen(account), d->now);
+  pthread_mutex_unlock(&d->arl->mu);
+  return until > d->now ? until : 0;
+}
+
+static void acct_park(fq_dispatch_t *d, const char *account, int64_t until) {
+  if (!d->arl || !d->arl->park || until <= d->now) return;
+  pthread_mutex_lock(&d->arl->mu);
+  int rc = fq_rl_park(d->arl->park, account, strlen(account), until, d->now);
+  pthread_mutex_unlock(&d->arl->mu);
+  if (rc) fq_warn("dispatch", "account %s: cannot park it: %s", account, fq_strerror(rc));
+}
+
+/* Slow down before Fleet API's limit: with fewer than 10 % of
+ * RateLimit-Limit left, the account's next request waits
+ * reset / (remaining + 1), so what is left lasts until RateLimit-Reset
+ * (remaining 0: the whole time to the reset). */
+static void acct_pace(fq_dispatch_t *d, const char *account, const fq_http_resp_t *resp) {
+  char *end;
+  if (!resp->ratelimit_limit[0] || !resp->ratelimit_remaining[0]) return;
+  long long lim = strtoll(resp->ratelimit_limit, &end, 10);
+  if (*end && *end != ' ') return;
+  long long left = strtoll(resp->ratelimit_remaining, &end, 10);
+  if (*end && *end != ' ') return;
+  int64_t reset = fq_rl_parse_retry_after(resp->ratelimit_reset, d->now);
+  if (lim <= 0 || left < 0 || left * 10 >= lim || reset <= 0) return;
+  acct_park(d, account, d->now + reset / (left + 1));
 }
 
 typedef struct sess_key {
@@ -675,6 +713,14 @@ static void not_awake(fq_dispatch_t *d, dev_t_ *dev, fq_cmdrec_t *rec, const cha
     schedule_wake_poll(d, dev, rec);
     return;
   }
+  int64_t parked = acct_parked(d, rec->account);
+  if (parked) {
+    /* A parked account sends nothing, wake_ups included: try the command
+     * again when the park ends, and wake the car then if it still sleeps. */
+    if (rec->state != FQ_ST_WAKING) move(d, rec, FQ_ST_WAKING, why, 0);
+    set_timer(d, dev, parked, R_SEND);
+    return;
+  }
   wake(d, dev, rec, why);
 }
 
@@ -751,6 +797,16 @@ static void start_next(fq_dispatch_t *d, dev_t_ *dev) {
       fq_cmdrec_free(&rec);
       continue;
     }
+    char why[FQ_REASON_MAX];
+    int refused = fq_auth_account_refused(d->o.auth, a->a.id, why, sizeof why);
+    if (refused) {
+      snprintf(reason, sizeof reason, "not sent: Fleet API refused account %s earlier: %.400s",
+               a->a.id, why);
+      dev->cur = num;
+      finish(d, dev, &rec, FQ_ST_FAILED, reason, refused);
+      fq_cmdrec_free(&rec);
+      continue;
+    }
     if (!fq_cmd_allowed(cmd, a->a.scopes)) {
       fq_fa_scope_reason(reason, sizeof reason, scope_label(cmd), a->a.client_id);
       dev->cur = num;
@@ -758,14 +814,20 @@ static void start_next(fq_dispatch_t *d, dev_t_ *dev) {
       fq_cmdrec_free(&rec);
       continue;
     }
-    /* Rate limits: per device, then per account (also 429 parking). */
-    int64_t wait = 0;
+    /* Rate limits: the account's park (429, RateLimit-Remaining), per
+     * device, then per account. */
+    int64_t wait = 0, parked = acct_parked(d, a->a.id);
+    if (parked) {
+      set_timer(d, dev, parked, R_KICK);
+      fq_cmdrec_free(&rec);
+      return;
+    }
     if (d->rl_dev) {
       wait = fq_rl_take(d->rl_dev, dev->name, strlen(dev->name), d->now);
       if (wait < 0) wait = 100;
     }
-    fq_shared_rl_t *arl = d->o.account_rl;
-    if (wait == 0 && arl) {
+    fq_shared_rl_t *arl = d->arl;
+    if (wait == 0 && arl && arl->rl) {
       pthread_mutex_lock(&arl->mu);
       wait = fq_rl_take(arl->rl, a->a.id, strlen(a->a.id), fq_mono_ns() / 1000000);
       pthread_mutex_unlock(&arl->mu);
@@ -877,9 +939,37 @@ static void on_class(fq_dispatch_t *d, dev_t_ *dev, fq_cmdrec_t *rec, const fq_c
       dev->resume = R_TOKEN_TIMEOUT;
       return;
     case FQ_FA_RATE_LIMITED: {
+      /* Tesla limits per account and app: every device of the account
+       * waits, on every shard (start_next and on_timer look at the park). */
       int64_t wait = r->retry_after_ms > 0 ? r->retry_after_ms : d->o.retry_backoff_ms;
       if (d->rl_dev) fq_rl_park(d->rl_dev, dev->name, strlen(dev->name), d->now + wait, d->now);
-      retry_later(d, dev, rec, wait, r->reason);
+      acct_park(d, rec->account, d->now + wait);
+      char reason[FQ_REASON_MAX], when[32];
+      time_t t = (time_t)((d->now + wait + 999) / 1000);
+      struct tm tm;
+      if (!gmtime_r(&t, &tm) || !strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm))
+        snprintf(when, sizeof when, "?");
+      snprintf(reason, sizeof reason, "%.300s; account %s paused until %s", r->reason,
+               rec->account, when);
+      retry_later(d, dev, rec, wait, reason);
+      return;
+    }
+    case FQ_FA_ACCOUNT_REFUSED: {
+      /* The same answer awaits every command of the account: remember it
+       * (all shards) so they fail without a request until it is cleared. */
+      char reason[FQ_REASON_MAX], where[160], full[2 * FQ_REASON_MAX];
+      a = acct_get(d, rec->account);
+      if (a && a->a.region[0])
+        snprintf(where, sizeof where, "region %s, %.120s", a->a.region, acct_base(a));
+      else
+        snprintf(where, sizeof where, "base URL %.140s", a ? acct_base(a) : "?");
+      snprintf(full, sizeof full,
+               "%.200s [account %s, %.150s]; its later commands fail without a request until "
+               "`fleetq account retry --account %s` (or `fleetq account add`)",
+               r->reason, rec->account, where, rec->account);
+      snprintf(reason, sizeof reason, "%.*s", (int)sizeof reason - 1, full);
+      fq_auth_account_refuse(d->o.auth, rec->account, r->code, reason);
+      finish(d, dev, rec, FQ_ST_FAILED, reason, r->code);
       return;
     }
     case FQ_FA_NOT_PAIRED:
@@ -920,6 +1010,12 @@ static void on_signed_reply(fq_dispatch_t *d, dev_t_ *dev, fq_cmdrec_t *rec, con
       retry_later(d, dev, rec, d->o.retry_backoff_ms, o.reason);
       return;
     case FQ_VCP_RESYNC_RETRY:
+      if (o.fault == FQ_VCP_FAULT_REPEATED_COUNTER && !(cmd && cmd->idempotent)) {
+        /* A repeated counter may answer a copy of a command the car already
+         * ran: Tesla's client does not retry it, and neither do we. */
+        unknown_outcome(d, dev, rec, cmd, "vehicle saw a repeated counter");
+        return;
+      }
       if (dev->resync_used) {
         char reason[FQ_REASON_MAX];
         snprintf(reason, sizeof reason, "%.300s (again after a session resync)", o.reason);
@@ -933,6 +1029,17 @@ static void on_signed_reply(fq_dispatch_t *d, dev_t_ *dev, fq_cmdrec_t *rec, con
     case FQ_VCP_FAIL:
       if (o.error == FQ_ENOTPAIRED) {
         fail_pairing(d, dev, rec);
+        return;
+      }
+      if (o.car_refused) {
+        /* The same table and words as a REST result:false (fleetapi.c). */
+        if (fq_cmd_refusal(rec->command, o.car_reason) == FQ_REFUSAL_DONE) {
+          finish(d, dev, rec, FQ_ST_SUCCEEDED, o.car_reason, 0);
+          return;
+        }
+        char reason[FQ_REASON_MAX];
+        fq_cmd_refusal_reason(reason, sizeof reason, o.car_reason);
+        finish(d, dev, rec, FQ_ST_FAILED, reason, FQ_EFAULT);
         return;
       }
       finish(d, dev, rec, FQ_ST_FAILED, o.reason, o.error ? o.error : FQ_EFAULT);
@@ -1007,6 +1114,7 @@ static void completion(fq_dispatch_t *d, dev_t_ *dev, const fq_http_resp_t *resp
                                    dev->phase == PH_HANDSHAKE))
       r.cls = FQ_FA_TRANSIENT;
   } else {
+    acct_pace(d, rec.account, resp);
     fq_fa_input_t in = {.status = resp->status,
                         .body = resp->body,
                         .body_len = resp->body_len,
@@ -1115,6 +1223,9 @@ static void on_timer(fq_dispatch_t *d, dev_t_ *dev) {
     dev->cur = 0;
     dev->phase = PH_IDLE;
     fq_dispatch_kick(d, dev->name);
+  } else if ((resume == R_SEND || resume == R_WAKE_POLL) && acct_parked(d, rec.account)) {
+    /* Another device of the account met a 429 meanwhile: wait with it. */
+    set_timer(d, dev, acct_parked(d, rec.account), resume);
   } else if (resume == R_SEND) {
     dev->phase = PH_IDLE;
     send_cmd(d, dev, &rec);
@@ -1195,6 +1306,19 @@ fq_dispatch_t *fq_dispatch_new(const fq_dispatch_opts_t *opts, const fq_dispatch
     fq_rl_opts_t ro = {.rate = 1e9, .burst = 1e9, .capacity = 65536};
     if (!(d->rl_dev = fq_rl_new(&ro, err))) goto fail;
   }
+  d->arl = opts->account_rl;
+  if (!d->arl) {
+    /* No shared tables (a lone dispatcher): park this shard's accounts. */
+    fq_rl_opts_t ro = {.rate = 1e9, .burst = 1e9, .capacity = 65536};
+    if (!(d->own_arl.park = fq_rl_new(&ro, err))) goto fail;
+    int rc = pthread_mutex_init(&d->own_arl.mu, NULL);
+    if (rc) {
+      fq_errf(err, FQ_EINTERNAL, "cannot create a mutex: %s", fq_strerror(-rc));
+      goto fail;
+    }
+    d->own_arl_mu = true;
+    d->arl = &d->own_arl;
+  }
   if (opts->auth_refresh_ep && opts->zmq_ctx) {
     int linger = 0;
     d->auth_push = zmq_socket(opts->zmq_ctx, ZMQ_PUSH);
@@ -1217,6 +1341,8 @@ void fq_dispatch_destroy(fq_dispatch_t **dp) {
   fq_dispatch_t *d = *dp;
   fq_http_destroy(&d->http); /* aborts transfers; their callbacks do not fire */
   fq_rl_destroy(&d->rl_dev);
+  fq_rl_destroy(&d->own_arl.park);
+  if (d->own_arl_mu) pthread_mutex_destroy(&d->own_arl.mu);
   if (d->auth_push) zmq_close(d->auth_push);
   size_t pos = 0;
   for (dev_t_ **x; (x = fq_hmap_each(&d->devs, &pos));) {

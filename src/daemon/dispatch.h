@@ -67,12 +67,19 @@ typedef struct fq_dispatch_transport {
   unsigned (*inflight)(void *ud);
 } fq_dispatch_transport_t;
 
-/* Account limits are per account across every shard, so their buckets are
- * the one piece of mutable state the shards share: a table behind a mutex,
- * taken once per command start. */
+/* Account limits are per account across every shard (Tesla counts per
+ * account and app), so their tables are the one piece of mutable state
+ * the shards share, behind a mutex taken once per command start:
+ *   rl    the --account-rate buckets (monotonic ms), or NULL: no limit;
+ *   park  accounts parked after a 429 (Retry-After, else RateLimit-Reset)
+ *         or slowed down when RateLimit-Remaining runs low (below 10 % of
+ *         RateLimit-Limit: the requests left are spread over the time to
+ *         the reset); keyed by account id, times in the dispatchers' now_ms
+ *         (Unix ms).  NULL: no account parking. */
 typedef struct fq_shared_rl {
   pthread_mutex_t mu;
   fq_rl_t *rl;
+  fq_rl_t *park;
 } fq_shared_rl_t;
 
 typedef struct fq_dispatch_opts {
@@ -92,7 +99,9 @@ typedef struct fq_dispatch_opts {
   int wake_max;                /* [3] most wake_up requests per command; the
                                   next one needed fails it instead */
   double device_rate, device_burst;   /* 0 = no per-device limit */
-  fq_shared_rl_t *account_rl;  /* per-account buckets shared by all shards, or NULL */
+  fq_shared_rl_t *account_rl;  /* per-account tables shared by all shards, or NULL:
+                                  no account rate, and the dispatcher parks
+                                  accounts in a table of its own (one shard) */
   const fq_dispatch_transport_t *transport; /* NULL: the real HTTP client (ca_file and
                                                http_timeout_ms apply to it); else copied */
 } fq_dispatch_opts_t;

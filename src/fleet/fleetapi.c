@@ -14,13 +14,14 @@
 #include <string.h>
 #include <strings.h>
 
+#include "fleetq/commands.h"
 #include "ratelimit.h"
 #include "util.h"
 
 static const char *const class_names[] = {
     "success",       "rejected",          "asleep",       "wrong_region", "legacy",
     "missing_scope", "protocol_required", "unauthorized", "rate_limited", "not_paired",
-    "client_error",  "transient",         "unknown",
+    "client_error",  "transient",         "unknown",      "account_refused",
 };
 
 const char *fq_fa_class_name(fq_fa_class_t c) {
@@ -148,15 +149,6 @@ static int64_t parse_delay_ms(const fq_fa_input_t *in) {
   return 60000; /* no hint: a minute, then ask again */
 }
 
-/* Commands whose result:false reason means "already as requested". */
-static bool benign(const char *cmd, const char *reason) {
-  if (!cmd || !reason) return false;
-  if (strcmp(cmd, "charge_start") == 0)
-    return strcmp(reason, "is_charging") == 0 || strcmp(reason, "complete") == 0;
-  if (strcmp(cmd, "charge_stop") == 0) return strcmp(reason, "not_charging") == 0;
-  return strcmp(reason, "already_set") == 0;
-}
-
 #define R(...) snprintf(out->reason, sizeof out->reason, __VA_ARGS__)
 
 static void read_2xx(const fq_fa_input_t *in, json_t *root, fq_fa_result_t *out) {
@@ -206,15 +198,15 @@ static void read_2xx(const fq_fa_input_t *in, json_t *root, fq_fa_result_t *out)
     return;
   }
   if (out->has_result && !out->result) {
-    if (benign(in->command, out->car_reason)) {
+    /* The refusal table the signed path reads too (fq_cmd_refusal). */
+    if (fq_cmd_refusal(in->command, out->car_reason) == FQ_REFUSAL_DONE) {
       out->cls = FQ_FA_SUCCESS;
       R("vehicle was already in the requested state (%s)", out->car_reason);
       return;
     }
     out->cls = FQ_FA_REJECTED;
     out->code = FQ_EFAULT;
-    R("vehicle could not execute the command: %s",
-      out->car_reason[0] ? out->car_reason : "no reason given");
+    fq_cmd_refusal_reason(out->reason, sizeof out->reason, out->car_reason);
     return;
   }
   out->cls = FQ_FA_SUCCESS;
@@ -288,8 +280,8 @@ int fq_fa_classify(const fq_fa_input_t *in, fq_fa_result_t *out) {
       "waking it", said);
   } else if (s == 401) {
     if (find_ci(in->body, in->body_len, "mobile_access_disabled")) {
-      out->cls = FQ_FA_CLIENT_ERROR;
-      out->code = FQ_EFORBIDDEN;
+      out->cls = FQ_FA_ACCOUNT_REFUSED;
+      out->code = FQ_EMOBILEOFF;
       R("the vehicle owner turned off Mobile access (HTTP 401 mobile_access_disabled): enable "
         "'Allow Mobile Access' in the car's Safety settings, then send again");
     } else {
@@ -374,7 +366,8 @@ int fq_fa_classify(const fq_fa_input_t *in, fq_fa_result_t *out) {
           "owns it", said);
         break;
       case 412:
-        out->code = FQ_EFORBIDDEN;
+        out->cls = FQ_FA_ACCOUNT_REFUSED;
+        out->code = FQ_ENOTREGISTERED;
         R("application not registered in this region (HTTP 412): register the app's domain "
           "with POST /api/1/partner_accounts in this region");
         break;
@@ -387,7 +380,8 @@ int fq_fa_classify(const fq_fa_input_t *in, fq_fa_result_t *out) {
         R("Tesla account locked (HTTP 423): the owner must contact Tesla");
         break;
       case 451:
-        out->code = FQ_EFORBIDDEN;
+        out->cls = FQ_FA_ACCOUNT_REFUSED;
+        out->code = FQ_ELEGAL;
         R("refused for legal or privacy reasons (HTTP 451): check the vehicle's data sharing "
           "settings and the account's region");
         break;

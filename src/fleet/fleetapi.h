@@ -37,6 +37,8 @@ typedef enum fq_fa_class {
   FQ_FA_TRANSIENT,        /* not executed, try again: 503, connect failures */
   FQ_FA_UNKNOWN,          /* may have executed: 500/502/504/540, lost or
                              truncated reply, unreadable 200 */
+  FQ_FA_ACCOUNT_REFUSED,  /* 412, 451, 401 mobile_access_disabled: final, and the
+                             same answer awaits every command of the account */
 } fq_fa_class_t;
 
 /* Which endpoint was called: decides how a 2xx body is read and what a

@@ -388,10 +388,9 @@ static int setup_headers(xfer_t *x, const fq_http_req_t *req, fq_err_t *err) {
   } while (0)
   ADD_HDR("Accept: application/json");
   ADD_HDR("Expect:"); /* no 100-continue round trip */
-  if (req->method == FQ_HTTP_POST) {
-    snprintf(hdr, sizeof hdr, "Content-Type: %s", ctype);
-    ADD_HDR(hdr);
-  }
+  /* On GETs too: Tesla's Fleet API requires it on every request. */
+  snprintf(hdr, sizeof hdr, "Content-Type: %s", ctype);
+  ADD_HDR(hdr);
   if (req->bearer) {
     char *auth = malloc(tl + 32);
     if (!auth) goto nomem;
@@ -544,6 +543,7 @@ static void finish(fq_http_t *h, xfer_t *x, CURLcode code) {
   /* Only the small fields: the header strings are set below. */
   memset(r, 0, offsetof(fq_http_resp_t, retry_after));
   r->retry_after[0] = r->alt_svc[0] = r->ratelimit_reset[0] = r->location[0] = 0;
+  r->ratelimit_limit[0] = r->ratelimit_remaining[0] = 0;
   fq_err_clear(&r->err);
   curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
   long ver = 0;
@@ -572,8 +572,12 @@ static void finish(fq_http_t *h, xfer_t *x, CURLcode code) {
   if (status && (status < 200 || status > 299)) { /* only errors and redirects use them */
     copy_header(x->easy, "Retry-After", r->retry_after);
     copy_header(x->easy, "Alt-Svc", r->alt_svc);
-    copy_header(x->easy, "RateLimit-Reset", r->ratelimit_reset);
     copy_header(x->easy, "Location", r->location);
+  }
+  if (status) { /* the account's budget comes with every answer */
+    copy_header(x->easy, "RateLimit-Reset", r->ratelimit_reset);
+    copy_header(x->easy, "RateLimit-Limit", r->ratelimit_limit);
+    copy_header(x->easy, "RateLimit-Remaining", r->ratelimit_remaining);
   }
   /* Terminate the body for string-minded parsers; room is reserved by the
    * buffer cap being max_body + 1. */

@@ -104,6 +104,10 @@ typedef struct fq_http_resp {
   char alt_svc[FQ_HTTP_HDR_MAX];
   char ratelimit_reset[FQ_HTTP_HDR_MAX];
   char location[FQ_HTTP_HDR_MAX];
+  /* Fleet API's account budget, sent on every answer (success included):
+   * with RateLimit-Reset they let the dispatcher slow down before a 429. */
+  char ratelimit_limit[FQ_HTTP_HDR_MAX];
+  char ratelimit_remaining[FQ_HTTP_HDR_MAX];
   /* Transport detail when outcome != COMPLETE: code FQ_EHTTP (or
    * FQ_ETOOLARGE for TRUNCATED) and curl's text.  Never holds secrets. */
   fq_err_t err;
@@ -121,7 +125,7 @@ typedef struct fq_http_req {
   fq_http_method_t method;
   const char *url;             /* http:// or https:// */
   const char *bearer;          /* access token, or NULL for no Authorization */
-  const char *content_type;    /* POST: defaults to application/json */
+  const char *content_type;    /* every request: defaults to application/json */
   const void *body;            /* POST body (may be NULL with len 0) */
   size_t body_len;
   long timeout_ms;             /* 0 = the handle's total_timeout_ms */

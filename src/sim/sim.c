@@ -55,6 +55,7 @@ typedef struct answer {
   fq_buf_t body;
   const char *ctype;
   char retry_after[24];
+  char rl_limit[24], rl_remaining[24], rl_reset[24]; /* RateLimit-*, "" = none */
   char alt_svc[300];
   int64_t delay_ms;
 } answer_t;
@@ -149,6 +150,20 @@ static bool pre_faults(fq__sim_faults_t *f, answer_t *a, int64_t now_ms) {
     snprintf(desc, sizeof desc, "Retry in %" PRId64 " seconds", retry);
     ans_err(a, 429, "rate_limited", desc);
     snprintf(a->retry_after, sizeof a->retry_after, "%" PRId64, retry);
+    /* The budget is spent: 0 left until the reset (an injected 429
+     * without a configured limit reports a budget of 1). */
+    snprintf(a->rl_limit, sizeof a->rl_limit, "%" PRId64, f->rl_limit > 0 ? f->rl_limit : 1);
+    snprintf(a->rl_remaining, sizeof a->rl_remaining, "0");
+    snprintf(a->rl_reset, sizeof a->rl_reset, "%" PRId64, retry);
+    return true;
+  }
+  if (fq__sim_inject_fire(&f->http451, &f->rng)) {
+    ans_err(a, 451, "Unavailable For Legal Reasons",
+            "the request is not allowed by the user's or vehicle's privacy settings");
+    return true;
+  }
+  if (fq__sim_inject_fire(&f->mobile_off, &f->rng)) {
+    ans_err(a, 401, "mobile_access_disabled", "");
     return true;
   }
   if (fq__sim_inject_fire(&f->http503, &f->rng)) {
@@ -325,7 +340,10 @@ static void route_signed(fq__sim_world_t *w, fq__sim_account_t *a, fq__sim_vehic
   fq_buf_t reply;
   fq_buf_init(&reply, FQ_VCP_MAX_MSG);
   fq__sim_signed_result_t res;
-  int rc = fq__sim_vehicle_signed(w, v, msg, (size_t)n, &reply, &res);
+  /* Drawn for commands only, so a handshake never uses up a `next`. */
+  bool garble = name[0] && (fq__sim_inject_fire(&v->faults.garble, &v->faults.rng) ||
+                            fq__sim_inject_fire(&a->faults.garble, &a->faults.rng));
+  int rc = fq__sim_vehicle_signed(w, v, msg, (size_t)n, garble, &reply, &res);
   if (rc == FQ_EPROTO) {
     ans_err(ans, 400, "invalid_request", "routable_message: not a RoutableMessage");
   } else if (rc) {
@@ -504,6 +522,14 @@ static void route_api(fq_sim_t *sim, struct MHD_Connection *c, const char *rest,
     return;
   }
   if (pre_faults(&a->faults, ans, now)) return;
+  if (a->faults.rl_limit > 0) {
+    /* Every answer carries the account's budget, as Fleet API's do. */
+    fq__sim_faults_t *f = &a->faults;
+    int64_t left = f->rl_limit - f->rl_count, reset = f->rl_start_ms + f->rl_window_ms - now;
+    snprintf(ans->rl_limit, sizeof ans->rl_limit, "%" PRId64, f->rl_limit);
+    snprintf(ans->rl_remaining, sizeof ans->rl_remaining, "%" PRId64, left > 0 ? left : 0);
+    snprintf(ans->rl_reset, sizeof ans->rl_reset, "%" PRId64, reset > 0 ? (reset + 999) / 1000 : 0);
+  }
   if (strcmp(a->region, w->region) != 0) {
     const char *url = base_url(w, a);
     char desc[400];
@@ -513,6 +539,18 @@ static void route_api(fq_sim_t *sim, struct MHD_Connection *c, const char *rest,
              url);
     ans_err(ans, 421, desc, "");
     snprintf(ans->alt_svc, sizeof ans->alt_svc, "h2=%s", url);
+    return;
+  }
+  if (a->unregistered && (strncmp(rest, "vehicles", 8) == 0 ||
+                          strncmp(rest, "energy_sites/", 13) == 0)) {
+    /* The app never called POST /api/1/partner_accounts in this region. */
+    char desc[400];
+    snprintf(desc, sizeof desc,
+             "Account must be registered in the current region %s. See "
+             "https://developer.tesla.com/docs/fleet-api/endpoints/partner-endpoints#register "
+             "for more information",
+             base_url(w, a));
+    ans_err(ans, 412, desc, "");
     return;
   }
   if (strcmp(rest, "vehicles") == 0 && strcmp(method, "GET") == 0) {
@@ -536,10 +574,11 @@ static void route_api(fq_sim_t *sim, struct MHD_Connection *c, const char *rest,
 
 static json_t *account_json(fq__sim_account_t *a) {
   json_t *vins = json_array();
-  return json_pack("{s:s, s:s?, s:s?, s:O, s:s, s:i, s:o}", "id", a->id, "token",
+  return json_pack("{s:s, s:s?, s:s?, s:O, s:s, s:i, s:b, s:o}", "id", a->id, "token",
                    a->nissued ? a->issued[a->nissued - 1] : a->token, "refresh_token",
                    a->refresh, "scopes", a->scope_names, "region", a->region,
-                   "token_expired", a->min_gen > 0, "vins", vins);
+                   "token_expired", a->min_gen > 0, "registered", !a->unregistered, "vins",
+                   vins);
 }
 
 static void route_executions(fq__sim_world_t *w, struct MHD_Connection *c, answer_t *ans) {
@@ -713,6 +752,11 @@ static enum MHD_Result send_answer(struct MHD_Connection *c, conn_ctx_t *ctx) {
   if (a->ctype) MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, a->ctype);
   if (a->retry_after[0]) MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, a->retry_after);
   if (a->alt_svc[0]) MHD_add_response_header(r, "Alt-Svc", a->alt_svc);
+  if (a->rl_limit[0]) {
+    MHD_add_response_header(r, "RateLimit-Limit", a->rl_limit);
+    MHD_add_response_header(r, "RateLimit-Remaining", a->rl_remaining);
+    MHD_add_response_header(r, "RateLimit-Reset", a->rl_reset);
+  }
   enum MHD_Result ret = MHD_queue_response(c, (unsigned)a->status, r);
   MHD_destroy_response(r);
   return ret;

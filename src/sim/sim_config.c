@@ -117,6 +117,9 @@ int fq__sim_faults_apply(fq__sim_faults_t *f, const json_t *o, const char *who, 
       else if (strcmp(k, "timeout") == 0) in = &f->hold;
       else if (strcmp(k, "drop_reply") == 0) in = &f->drop;
       else if (strcmp(k, "vehicle_fault") == 0) in = &f->fault;
+      else if (strcmp(k, "http_451") == 0) in = &f->http451;
+      else if (strcmp(k, "mobile_access_disabled") == 0) in = &f->mobile_off;
+      else if (strcmp(k, "garbled_reply") == 0) in = &f->garble;
       else return fq_errf(err, FQ_ECONFIG, "%s.fail.%s: unknown failure", who, k);
       if ((rc = inject_apply(in, e, who, k, err))) return rc;
       if (!json_is_object(e)) continue;
@@ -430,7 +433,8 @@ int fq__sim_account_apply(fq__sim_world_t *w, fq__sim_account_t *a, const json_t
                           fq_err_t *err) {
   static const char *const known[] = {"id", "token", "refresh_token", "scopes", "region",
                                       "base_url", "expires_in", "token_expired", "vins",
-                                      "sites", "latency", "rate_limit", "fail", "seed", NULL};
+                                      "sites", "latency", "rate_limit", "fail", "seed",
+                                      "registered", NULL};
   const char *k;
   json_t *x;
   json_object_foreach((json_t *)o, k, x) {
@@ -456,6 +460,11 @@ int fq__sim_account_apply(fq__sim_world_t *w, fq__sim_account_t *a, const json_t
     }
   }
   if ((rc = get_int(o, "expires_in", 1, 86400 * 365, &a->expires_in_s, a->id, err))) return rc;
+  if ((x = json_object_get(o, "registered"))) {
+    if (!json_is_boolean(x))
+      return fq_errf(err, FQ_ECONFIG, "account %s.registered: want true or false", a->id);
+    a->unregistered = !json_is_true(x);
+  }
   if ((x = json_object_get(o, "token_expired"))) {
     if (!json_is_boolean(x))
       return fq_errf(err, FQ_ECONFIG, "account %s.token_expired: want true or false", a->id);

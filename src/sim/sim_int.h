@@ -63,6 +63,8 @@ typedef struct fq__sim_faults {
   fq_rng_t rng;                   /* seeded from the world's seed and the id */
   int64_t latency_ms, jitter_ms;  /* added before every answer */
   fq__sim_inject_t http429, http503, http500, hold, drop, fault;
+  fq__sim_inject_t http451, mobile_off; /* account-wide refusals (no execution) */
+  fq__sim_inject_t garble;        /* "garbled_reply": executed, reply unreadable */
   int64_t hold_ms;                /* "hold": keep the connection, then close */
   int drop_status;                /* "drop_reply": 500 / 504, 0 = close */
   int64_t drop_delay_ms;
@@ -104,6 +106,7 @@ typedef struct fq__sim_account {
   json_t *scope_names;     /* array of scope names, for the JWT */
   char region[8];
   char *base_url;          /* where 421 sends this account, NULL = default */
+  bool unregistered;       /* "registered": false: 412 to vehicle and energy requests */
   uint32_t gen, min_gen;   /* tokens with gen < min_gen are expired */
   int64_t expires_in_s;
   uint32_t refresh_seq;
@@ -267,7 +270,8 @@ int fq__sim_peek_command(const uint8_t *msg, size_t len, char *name, size_t cap,
  * Returns 0, or FQ_EPROTO when the bytes are not a RoutableMessage (HTTP
  * 400). */
 int fq__sim_vehicle_signed(fq__sim_world_t *w, fq__sim_vehicle_t *v, const uint8_t *msg,
-                           size_t len, fq_buf_t *out, fq__sim_signed_result_t *res);
+                           size_t len, bool garble, fq_buf_t *out,
+                           fq__sim_signed_result_t *res);
 /* Execute a REST command on a legacy car: JSON params in, reply
  * {"result":bool,"reason":...} appended to out.  Returns 0, FQ_EUNKCMD,
  * FQ_EBADPARAM (HTTP 400, err filled). */

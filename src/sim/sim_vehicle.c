@@ -23,7 +23,8 @@
 static const int vcp_domain[2] = {FQ_VCP_DOMAIN_VCSEC, FQ_VCP_DOMAIN_INFOTAINMENT};
 
 void fq__sim_vehicle_defaults(fq__sim_vehicle_t *v) {
-  snprintf(v->name, sizeof v->name, "Sim %s", v->vin + (strlen(v->vin) > 6 ? strlen(v->vin) - 6 : 0));
+  /* The last six characters of the VIN (the whole VIN when shorter). */
+  snprintf(v->name, sizeof v->name, "Sim %.6s", v->vin + (strlen(v->vin) > 6 ? strlen(v->vin) - 6 : 0));
   v->locked = true;
   v->remote_start = v->ft_open = v->rt_open = v->sentry = v->port_open = false;
   v->cable = true;
@@ -148,16 +149,20 @@ static const char *execute(fq__sim_vehicle_t *v, const fq_vcp_app_cmd_t *c) {
   } else if (strcmp(n, "set_charge_limit") == 0) {
     double pct = p_num(c, "percent", -1);
     if (pct < 50 || pct > 100 || pct != floor(pct)) return "invalid_value";
+    /* A set-point to the value it has: the car says so and does nothing. */
+    if ((int)pct == v->charge_limit) return "already_set";
     v->charge_limit = (int)pct;
   } else if (strcmp(n, "set_charging_amps") == 0) {
     double a = p_num(c, "charging_amps", -1);
     if (a < 0 || a > v->charge_amps_max || a != floor(a)) return "invalid_value";
+    if ((int)a == v->charge_amps) return "already_set";
     v->charge_amps = (int)a;
   } else if (strcmp(n, "auto_conditioning_start") == 0) v->climate_on = true;
   else if (strcmp(n, "auto_conditioning_stop") == 0) v->climate_on = false;
   else if (strcmp(n, "set_temps") == 0) {
     double d = p_num(c, "driver_temp", NAN), p = p_num(c, "passenger_temp", NAN);
     if (!(d >= 15 && d <= 28) || !(p >= 15 && p <= 28)) return "invalid_value";
+    if (d == v->driver_temp && p == v->passenger_temp) return "already_set";
     v->driver_temp = d;
     v->passenger_temp = p;
   } else if (strcmp(n, "set_preconditioning_max") == 0) {
@@ -210,7 +215,7 @@ int fq__sim_peek_command(const uint8_t *msg, size_t len, char *name, size_t cap,
 }
 
 int fq__sim_vehicle_signed(fq__sim_world_t *w, fq__sim_vehicle_t *v, const uint8_t *msg,
-                           size_t len, fq_buf_t *out, fq__sim_signed_result_t *res) {
+                           size_t len, bool garble, fq_buf_t *out, fq__sim_signed_result_t *res) {
   memset(res, 0, sizeof *res);
   int dom = fq_vcp_peek_domain(msg, len);
   /* Anything not for VCSEC goes to INFOTAINMENT, whose verifier answers
@@ -256,8 +261,17 @@ int fq__sim_vehicle_signed(fq__sim_world_t *w, fq__sim_vehicle_t *v, const uint8
   w->st_signed_ok++;
   fq_buf_t app;
   fq_buf_init(&app, FQ_VCP_MAX_PAYLOAD);
-  if (d == FQ__SIM_INFO) rc = fq_vcp_app_carserver_reply(why == NULL, why, &app);
-  else rc = fq_vcp_app_vcsec_reply(why ? FQ_VCP_OP_ERROR : -1, 0, &app);
+  if (garble && !why) {
+    /* "garbled_reply": the car ran the command, and its answer, sealed
+     * and authentic, holds bytes that are no reply message (a varint
+     * that never ends). */
+    static const uint8_t junk[] = {0x08, 0xff, 0xff, 0xff, 0xff};
+    rc = fq_buf_append(&app, junk, sizeof junk);
+  } else if (d == FQ__SIM_INFO) {
+    rc = fq_vcp_app_carserver_reply(why == NULL, why, &app);
+  } else {
+    rc = fq_vcp_app_vcsec_reply(why ? FQ_VCP_OP_ERROR : -1, 0, &app);
+  }
   if (!rc)
     rc = fq_vcp_vdomain_reply(vd, vr, app.data, app.len, w->fixed_nonce ? w->nonce : NULL, 0, out,
                               &err);

@@ -27,6 +27,9 @@
 #define WINDOW 32
 /* A command may not claim to live longer than this (2^30 s). */
 #define MAX_AHEAD ((int64_t)1 << 30)
+/* Nor longer than an hour (TIME_TO_LIVE_TOO_LONG): clients sign for
+ * seconds, so only a wrong clock offset comes near it. */
+#define MAX_TTL ((int64_t)3600)
 
 struct vclient {
   uint8_t pub[FQ_VCP_PUBKEY_LEN];
@@ -238,6 +241,22 @@ int fq_vcp_vdomain_verify(fq_vcp_vdomain_t *vd, const uint8_t *p, size_t n, int6
     vr->fault = FQ_VCP_FAULT_INCORRECT_EPOCH;
     goto out;
   }
+  /* Tesla's verifier checks in this order: epoch, expiry, the bounds of
+   * expires_at, then the tag, then the counter; a client learns which
+   * fault wins when several apply. */
+  int64_t vnow = vclock(vd, now_ms);
+  if ((int64_t)m.expires_at < vnow) {
+    vr->fault = FQ_VCP_FAULT_TIME_EXPIRED;
+    goto out;
+  }
+  if ((int64_t)m.expires_at > vnow + MAX_AHEAD) {
+    vr->fault = FQ_VCP_FAULT_BAD_PARAMETER;
+    goto out;
+  }
+  if ((int64_t)m.expires_at > vnow + MAX_TTL) {
+    vr->fault = FQ_VCP_FAULT_TIME_TO_LIVE_TOO_LONG;
+    goto out;
+  }
   if (!tag_matches(cl->cmd_key, vd->domain, vd->vin, &m)) {
     vr->fault = FQ_VCP_FAULT_INVALID_SIGNATURE;
     for (size_t i = 0; i < vd->naliases; i++)
@@ -245,15 +264,6 @@ int fq_vcp_vdomain_verify(fq_vcp_vdomain_t *vd, const uint8_t *p, size_t n, int6
         vr->fault = FQ_VCP_FAULT_WRONG_PERSONALIZATION;
         break;
       }
-    goto out;
-  }
-  int64_t vnow = vclock(vd, now_ms);
-  if ((int64_t)m.expires_at > vnow + MAX_AHEAD) {
-    vr->fault = FQ_VCP_FAULT_BAD_PARAMETER;
-    goto out;
-  }
-  if ((int64_t)m.expires_at < vnow) {
-    vr->fault = FQ_VCP_FAULT_TIME_EXPIRED;
     goto out;
   }
   if (!counter_ok(vd, cl, m.counter)) {

@@ -63,7 +63,10 @@ const char *fq_vcp_action_name(fq_vcp_action_t a) {
 
 /* What the dispatcher does for each MessageFault_E, and the text users
  * see.  The table follows the spec's fault table; REPEATED_COUNTER is
- * resynced like INVALID_TOKEN_OR_COUNTER because the cure is the same. */
+ * resynced like INVALID_TOKEN_OR_COUNTER because the cure is the same, but
+ * unlike that fault it may answer a command the car already ran (the
+ * dispatcher retries it only for an idempotent command, as Tesla's client
+ * does). */
 static const struct {
   fq_vcp_action_t action;
   const char *reason;
@@ -106,6 +109,8 @@ static const struct {
 
 void fq_vcp_classify_fault(int fault, fq_vcp_outcome_t *out) {
   out->fault = fault;
+  out->car_refused = false;
+  out->car_reason[0] = 0;
   if (fault < 0 || fault >= FQ_VCP_FAULT_COUNT_) {
     out->action = FQ_VCP_FAIL;
     out->error = FQ_EFAULT;
@@ -123,6 +128,8 @@ static void outcome_set(fq_vcp_outcome_t *o, fq_vcp_action_t a, int fault, int e
   o->action = a;
   o->fault = fault;
   o->error = error;
+  o->car_refused = false;
+  o->car_reason[0] = 0;
   snprintf(o->reason, sizeof o->reason, "%.*s", (int)sizeof o->reason - 1, reason);
 }
 
@@ -1184,7 +1191,10 @@ int fq_vcp_open_reply(fq_vcp_session_t *s, fq_vcp_request_t *req, const uint8_t 
     goto out;
   }
   if (m.has_status && m.op_status == FQ_VCP_OP_ERROR) {
-    outcome_set(o, FQ_VCP_FAIL, 0, FQ_EFAULT, "vehicle reported an error without a fault code");
+    /* The request was authentic and the car says neither what went wrong
+     * nor that it did nothing: it may have run the command. */
+    outcome_set(o, FQ_VCP_UNKNOWN, 0, FQ_EFAULT,
+                "vehicle reported an error without a fault code");
     goto out;
   }
 
@@ -1235,9 +1245,15 @@ int fq_vcp_open_reply(fq_vcp_session_t *s, fq_vcp_request_t *req, const uint8_t 
   }
   rc = fq_vcp_classify_app_reply(req->domain, appb, appn, o);
   o->fault = fault;
-  if (rc) fq_errf(err, rc, "%s", o->reason);
-  /* The reply was genuine; an undecodable application payload is a
-   * classification (fail), not a refusal. */
+  if (rc) {
+    /* The reply was genuine, so the car got the command, but what it says
+     * about it cannot be read: the command may have run.  This is a
+     * classification (unknown), not a refusal of the reply. */
+    fq_errf(err, rc, "%s", o->reason);
+    char why[FQ_VCP_REASON_MAX];
+    snprintf(why, sizeof why, "%.120s: the vehicle's answer cannot be read", o->reason);
+    outcome_set(o, FQ_VCP_UNKNOWN, fault, rc, why);
+  }
   rc = 0;
 out:
   free(plain);

@@ -121,6 +121,12 @@ typedef struct fq_vcp_outcome {
                  * and application errors, FQ_EBUSY for WAIT, FQ_EVERIFY,
                  * FQ_EREPLAY, FQ_EPROTO for replies we refuse */
   char reason[FQ_VCP_REASON_MAX]; /* human text, printable ASCII, "" when ok */
+  /* A CarServer actionStatus ERROR: the car refused the command in its own
+   * words, car_reason (plain_text, printable ASCII, "" when it gave none).
+   * The caller decides with fq_cmd_refusal() whether that refusal means
+   * "already as asked", as the REST path does. */
+  bool car_refused;
+  char car_reason[64];
 } fq_vcp_outcome_t;
 
 /* Classify one MessageFault_E value (any int; unknown values fail).  Fault
@@ -131,7 +137,7 @@ void fq_vcp_classify_fault(int fault, fq_vcp_outcome_t *out);
 
 /* Classify an application reply: for INFOTAINMENT a CarServer.Response
  * (actionStatus ERROR -> fail, reason = result_reason.plain_text or
- * "unspecified error"), for VCSEC a VCSEC.FromVCSECMessage (empty -> ok,
+ * "unspecified error", car_refused set and car_reason = the plain text), for VCSEC a VCSEC.FromVCSECMessage (empty -> ok,
  * commandStatus WAIT -> retry, ERROR -> fail, nominalError -> fail with its
  * name, e.g. "vcsec could not execute command: CLOSURES_OPEN").  An empty
  * buffer is ok for both domains.  Returns 0, or FQ_EPROTO when the bytes do
@@ -421,11 +427,14 @@ int fq_vcp_sign(fq_vcp_session_t *s, const uint8_t *payload, size_t len,
  *    RESYNC_RETRY means: retry once; when the reply carried no session info
  *    that verified, the session is marked stale (fq_vcp_session_stale())
  *    and the caller must handshake again before re-signing;
- *    OperationStatus WAIT -> RETRY, ERROR without a fault -> FAIL;
+ *    OperationStatus WAIT -> RETRY, ERROR without a fault -> UNKNOWN (the
+ *    request was authentic: the car may have run it);
  *  - an AES_GCM_Response_data reply is decrypted (AAD = SHA256(response
  *    metadata)); a reply counter already seen for req -> FQ_EREPLAY, a bad
  *    GCM tag -> FQ_EVERIFY;
- *  - the application reply is classified (fq_vcp_classify_app_reply).
+ *  - the application reply is classified (fq_vcp_classify_app_reply); one
+ *    that does not decode is UNKNOWN (FQ_EPROTO in o->error), not a
+ *    failure: the car authenticated the command and may have run it.
  * The decrypted (or plain) application bytes are appended to app (may be
  * NULL).  Returns 0 whenever o classifies a genuine reply (even a failure
  * of the command).  Returns FQ_EPROTO / FQ_EVERIFY / FQ_EREPLAY when the

@@ -18,6 +18,8 @@ static void set(fq_vcp_outcome_t *o, fq_vcp_action_t a, int error, const char *p
   o->action = a;
   o->fault = -1;
   o->error = error;
+  o->car_refused = false;
+  o->car_reason[0] = 0;
   snprintf(o->reason, sizeof o->reason, "%s%.*s", prefix, (int)sizeof o->reason - 1, text);
   /* The car's text ends up in status events, logs and JSON: keep it to
    * printable ASCII so a hostile or broken reply cannot inject control
@@ -79,6 +81,12 @@ int fq_vcp_classify_app_reply(int domain, const uint8_t *p, size_t n, fq_vcp_out
     /* The car's own words ("already_set", "is_charging") are what users
      * and upstream code match on: copy them as they are. */
     set(out, FQ_VCP_FAIL, FQ_EFAULT, "", why);
+    out->car_refused = true;
+    if (!rr || why != rr->plain_text) why = ""; /* "unspecified error" is ours */
+    snprintf(out->car_reason, sizeof out->car_reason, "%.*s", (int)sizeof out->car_reason - 1,
+             why);
+    for (char *q = out->car_reason; *q; q++)
+      if ((unsigned char)*q < 0x20 || (unsigned char)*q > 0x7e) *q = '?';
   } else {
     set(out, FQ_VCP_OK, 0, "", "");
   }

@@ -707,6 +707,38 @@ const char *fq_scope_name(unsigned bit) {
 bool fq_cmd_allowed(const fq_cmd_t *cmd, unsigned granted) { return (cmd->scopes & granted) != 0; }
 
 /* ---------------------------------------------------------------------- */
+/* Car refusals                                                            */
+
+/* The refusals that mean "already as asked".  A NULL command matches every
+ * command.  `is_charging` is success only for charge_start: refusing
+ * charge_port_door_close because the car charges is a real refusal.
+ * `complete` (the battery is at its limit) answers charge_start: charging
+ * to the limit is what was asked and it is reached.  `disconnected` (no
+ * cable) is not here: nothing the user asked for happened. */
+static const struct {
+  const char *cmd, *reason;
+} refusal_done[] = {
+    {NULL, "already_set"},
+    {"charge_start", "is_charging"},
+    {"charge_start", "complete"},
+    {"charge_stop", "not_charging"},
+};
+
+fq_refusal_t fq_cmd_refusal(const char *cmd, const char *reason) {
+  if (!cmd || !reason) return FQ_REFUSAL_FAILED;
+  for (size_t i = 0; i < sizeof refusal_done / sizeof refusal_done[0]; i++)
+    if (strcmp(refusal_done[i].reason, reason) == 0 &&
+        (!refusal_done[i].cmd || strcmp(refusal_done[i].cmd, cmd) == 0))
+      return FQ_REFUSAL_DONE;
+  return FQ_REFUSAL_FAILED;
+}
+
+int fq_cmd_refusal_reason(char *out, size_t cap, const char *reason) {
+  return snprintf(out, cap, "vehicle could not execute the command: %s",
+                  reason && *reason ? reason : "no reason given");
+}
+
+/* ---------------------------------------------------------------------- */
 /* Signed payloads by name (declared in payload.h)                         */
 
 int fq_payload_domain(const char *name) {

@@ -79,7 +79,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                           .now_unix_ms = 1700000000000LL, .rm_buf = rm, .rm_cap = sizeof rm};
       fq_fa_result_t r;
       if (fq_fa_classify(&in, &r) != 0) FAIL("classify refused valid arguments");
-      if ((unsigned)r.cls > FQ_FA_UNKNOWN) FAIL("class %d out of range", (int)r.cls);
+      if ((unsigned)r.cls > FQ_FA_ACCOUNT_REFUSED) FAIL("class %d out of range", (int)r.cls);
       printable(r.reason, sizeof r.reason, "reason");
       printable(r.error, sizeof r.error, "error");
       printable(r.car_reason, sizeof r.car_reason, "car_reason");

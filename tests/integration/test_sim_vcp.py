@@ -6,6 +6,7 @@ INFOTAINMENT's window; encrypted replies; invalid values; the ground-truth
 execution log.  This is issue 4's done-when.
 """
 import binascii
+import time
 
 from lib.sim import VIN, Sim, base_config, check, finish, run_tests, vc
 
@@ -208,8 +209,10 @@ def test_wrong_vin_personalization():
     s2 = sess(vc.DOMAIN_INFOTAINMENT, vin=vin2)
     s = sess(vc.DOMAIN_INFOTAINMENT)
     n = len(SIM.executions(vin2))
+    # Car 2's epoch and clock, so that only the tag is wrong (the car checks
+    # epoch and expiry before the tag).
     msg, req = s.sign(SIM.client.pub, vc.PAYLOADS["honk_horn"][1], epoch=s2.epoch,
-                      counter=s2.counter + 1)
+                      counter=s2.counter + 1, expires_at=s2.vehicle_now() + 5)
     st, j, reply = SIM.fleet("t1").signed(vin2, msg)
     check(st == 200, st, j)
     f = vc.decode_routable(reply)["fault"]
@@ -218,6 +221,39 @@ def test_wrong_vin_personalization():
     st, j, reply = SIM.fleet("t1").signed(vin2, msg)
     check(vc.decode_routable(reply)["fault"] == 15, "own epoch: INCORRECT_EPOCH first")
     check(len(SIM.executions(vin2)) == n, SIM.executions(vin2))
+
+
+def test_fault_order_as_teslas_verifier():
+    # One message wrong in several ways gets the fault Tesla's verifier
+    # checks first: epoch, expiry, bounds of expires_at (BAD_PARAMETER past
+    # 2^30 s, TIME_TO_LIVE_TOO_LONG past an hour), tag, counter.
+    s = sess(vc.DOMAIN_INFOTAINMENT)
+    pl = vc.PAYLOADS["honk_horn"][1]
+    msg, req = s.sign(SIM.client.pub, pl)
+    st, j, reply = SIM.fleet("t1").signed(VIN, msg)
+    check(st == 200 and vc.decode_routable(reply)["fault"] in (0, None), st, j)
+    used = s.counter
+    n = len(SIM.executions(VIN))
+    if s.vehicle_now() < 6:  # the car's clock starts at 0 with each epoch
+        time.sleep(6 - s.vehicle_now())
+    now = s.vehicle_now()
+    bad_epoch = bytes(16)
+    cases = [
+        ("epoch before expiry", dict(epoch=bad_epoch, expires_at=now - 5), 15),
+        ("expiry before bounds", dict(expires_at=now - 5, tamper=True), 17),
+        ("2^30 s ahead", dict(expires_at=0xFFFFFFFF, tamper=True),
+         13 if now + (1 << 30) < 0xFFFFFFFF else 20),
+        ("ttl too long before tag", dict(expires_at=now + 7200, tamper=True), 20),
+        ("tag before counter", dict(counter=used, tamper=True), 5),
+        ("counter last", dict(counter=used), 6),
+    ]
+    for what, kw, want in cases:
+        msg, req = s.sign(SIM.client.pub, pl, **kw)
+        st, j, reply = SIM.fleet("t1").signed(VIN, msg)
+        check(st == 200, what, st, j)
+        f = vc.decode_routable(reply)["fault"]
+        check(f == want, what, "want", want, "got", f)
+    check(len(SIM.executions(VIN)) == n, "nothing executed", SIM.executions(VIN))
 
 
 def test_https_with_throwaway_ca():
@@ -246,7 +282,8 @@ def main():
                    test_vcsec_lock_unlock_and_trunk, test_unpaired_key_faults, test_tampered_tag,
                    test_replayed_counter, test_infotainment_window_vs_vcsec_order,
                    test_expired_command, test_wrong_epoch_then_resync,
-                   test_wrong_vin_personalization, test_https_with_throwaway_ca])
+                   test_wrong_vin_personalization, test_fault_order_as_teslas_verifier,
+                   test_https_with_throwaway_ca])
     finally:
         finish(SIM, failed)
 

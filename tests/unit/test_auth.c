@@ -336,6 +336,30 @@ FQ_TEST(auth_admin_add_list_get_remove) {
   CHECK(!mem_has(&raw, SECRET_RT));
   fq_msg_free(&m);
 
+  /* A remembered refusal shows in get and is cleared by account_retry. */
+  char why[128];
+  CHECK_INT(fq_auth_account_refused(h.auth, "fleet-1", why, sizeof why), 0);
+  fq_auth_account_refuse(h.auth, "fleet-1", FQ_ENOTREGISTERED, "HTTP 412: register it");
+  CHECK_INT(fq_auth_account_refused(h.auth, "fleet-1", why, sizeof why), FQ_ENOTREGISTERED);
+  CHECK_STR(why, "HTTP 412: register it");
+  CHECK_INT(admin(&h, "account_get", one, 1, 0, &m, &raw), 0);
+  CHECK(fq_mp_str_eq(fq_mp_get(fq_mp_get(m.root, "account"), "refused"),
+                     "HTTP 412: register it"));
+  CHECK(fq_mp_str_eq(fq_mp_get(fq_mp_get(m.root, "account"), "refused_error"),
+                     "not_registered"));
+  fq_msg_free(&m);
+  CHECK_INT(admin(&h, "account_retry", one, 1, 0, &m, &raw), 0);
+  CHECK(reply_ok(&m));
+  bool cleared = false;
+  CHECK(fq_mp_bool(fq_mp_get(m.root, "cleared"), &cleared) && cleared);
+  fq_msg_free(&m);
+  CHECK_INT(fq_auth_account_refused(h.auth, "fleet-1", why, sizeof why), 0);
+  CHECK_INT(admin(&h, "account_retry", one, 1, 0, &m, &raw), 0);
+  CHECK(fq_mp_bool(fq_mp_get(m.root, "cleared"), &cleared) && !cleared);
+  fq_msg_free(&m);
+  kv_t nobody[] = {{"account", "nobody"}};
+  EXPECT_ERROR(&h, "account_retry", nobody, "not_found", "nobody");
+
   uint64_t g1 = fq_auth_generation(h.auth);
   CHECK_INT(admin(&h, "account_remove", one, 1, 0, &m, &raw), 0);
   CHECK(reply_ok(&m));

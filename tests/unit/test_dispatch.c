@@ -174,6 +174,15 @@ static void answer(h_t *h, int i, long status, const char *body) {
   answer_hdr(h, i, status, NULL, body);
 }
 
+/* Fleet API's RateLimit-* headers on answer i (call before its step). */
+static void answer_budget(h_t *h, int i, const char *limit, const char *remaining,
+                          const char *reset) {
+  treq_t *r = &h->reqs[i];
+  snprintf(r->resp.ratelimit_limit, sizeof r->resp.ratelimit_limit, "%s", limit);
+  snprintf(r->resp.ratelimit_remaining, sizeof r->resp.ratelimit_remaining, "%s", remaining);
+  snprintf(r->resp.ratelimit_reset, sizeof r->resp.ratelimit_reset, "%s", reset);
+}
+
 /* A transport failure instead of an answer. */
 static void answer_transport(h_t *h, int i, fq_http_outcome_t outcome, int curl_code,
                              const char *msg) {
@@ -838,6 +847,15 @@ static int count_reqs(h_t *h, fq_http_method_t m, const char *path) {
   return n;
 }
 
+/* Index of the first request at or after from to path, -1 when none. */
+static int find_req(h_t *h, int from, const char *path) {
+  char url[600];
+  snprintf(url, sizeof url, "%s%s", BASE, path);
+  for (int i = from; i < h->nreqs; i++)
+    if (strcmp(h->reqs[i].url, url) == 0) return i;
+  return -1;
+}
+
 /* The wakes count the store keeps for command num. */
 static uint32_t wakes_of(h_t *h, uint64_t num) {
   fq_cmdrec_t r = rec_of(h, num);
@@ -975,45 +993,148 @@ FQ_TEST(asleep_503_wakes_up_to_wake_max) {
 
 /* --- rate limits -------------------------------------------------------------- */
 
-FQ_TEST(rate_limited_429_parks_until_retry_after) {
+FQ_TEST(rate_limited_429_parks_the_account_until_retry_after) {
   h_t h;
   if (h_open(&h, NULL) != 0) {
     FQ__FAIL("harness");
     return;
   }
   make_legacy(&h, VIN);
+  make_legacy(&h, VIN2);
   uint64_t a = submit(&h, DEV, "honk_horn", 120000);
   step(&h, T0);
   answer_hdr(&h, 0, 429, "30", "{\"error\":\"rate limited\"}");
   step(&h, T0 + 100);
   CHECK_CMD(&h, a, FQ_ST_RETRYING, 0, 1, "waiting 30 s");
+  CHECK_REASON(&h, a, "account acct paused until");
+  /* Tesla limits per account: the account's other car waits too. */
+  uint64_t a2 = submit(&h, DEV2, "flash_lights", 120000);
+  step(&h, T0 + 200);
   step(&h, T0 + 100 + 29999);
   CHECK_INT(h.nreqs, 1);
+  CHECK_CMD(&h, a2, FQ_ST_QUEUED, 0, 0, "");
   step(&h, T0 + 100 + 30000);
-  CHECK_INT(h.nreqs, 2);
-  CHECK_REQ(&h, 1, FQ_HTTP_POST, REST("honk_horn"));
+  CHECK_INT(h.nreqs, 3);
+  CHECK_INT(count_reqs(&h, FQ_HTTP_POST, REST("honk_horn")), 2);
+  CHECK_INT(count_reqs(&h, FQ_HTTP_POST, "/api/1/vehicles/" VIN2 "/command/flash_lights"), 1);
   CHECK_CMD(&h, a, FQ_ST_SENT, 0, 2, "");
+  CHECK_CMD(&h, a2, FQ_ST_SENT, 0, 1, "");
   answer(&h, 1, 200, OK_RESULT);
+  answer(&h, 2, 200, OK_RESULT);
   step(&h, T0 + 30200);
   CHECK_CMD(&h, a, FQ_ST_SUCCEEDED, 0, 2, "");
+  CHECK_CMD(&h, a2, FQ_ST_SUCCEEDED, 0, 1, "");
 
   /* A wait that passes the deadline ends the command; the park still
-   * holds the device's next command back until Retry-After. */
+   * holds the account's next commands back until Retry-After, the other
+   * car's retry included. */
   uint64_t b = submit(&h, DEV, "honk_horn", 10000);
   uint64_t c = submit(&h, DEV, "flash_lights", 120000);
+  uint64_t d2 = submit(&h, DEV2, "honk_horn", 120000);
   int64_t t = T0 + 40000;
   step(&h, t);
-  CHECK_INT(h.nreqs, 3);
-  answer_hdr(&h, 2, 429, "60", "");
+  CHECK_INT(h.nreqs, 5);
+  int ib = find_req(&h, 3, REST("honk_horn")),
+      id2 = find_req(&h, 3, "/api/1/vehicles/" VIN2 "/command/honk_horn");
+  CHECK(ib >= 3 && id2 >= 3);
+  if (ib < 0 || id2 < 0) {
+    h_close(&h);
+    return;
+  }
+  answer_hdr(&h, ib, 429, "60", "");
+  step(&h, t + 50);
+  /* A plain 503 means "not awake" (issue 12): DEV2 would send a wake_up,
+   * but the account is parked, so it tries again when the park ends. */
+  answer(&h, id2, 503, "");
   step(&h, t + 100);
   CHECK_CMD(&h, b, FQ_ST_EXPIRED, FQ_EEXPIRED, 1, "rate limited");
   CHECK_CMD(&h, c, FQ_ST_QUEUED, 0, 0, "");
-  step(&h, t + 100 + 59999);
-  CHECK_INT(h.nreqs, 3);
+  CHECK_CMD(&h, d2, FQ_ST_WAKING, 0, 1, "HTTP 503");
+  CHECK_INT(count_reqs(&h, FQ_HTTP_POST, "/api/1/vehicles/" VIN2 "/wake_up"), 0);
+  step(&h, t + 1200);
+  step(&h, t + 50 + 59999);
+  CHECK_INT(h.nreqs, 5);
   step(&h, t + 100 + 60000);
-  CHECK_INT(h.nreqs, 4);
-  CHECK_REQ(&h, 3, FQ_HTTP_POST, REST("flash_lights"));
+  CHECK_INT(h.nreqs, 7);
+  CHECK_INT(count_reqs(&h, FQ_HTTP_POST, REST("flash_lights")), 1);
+  CHECK_INT(count_reqs(&h, FQ_HTTP_POST, "/api/1/vehicles/" VIN2 "/command/honk_horn"), 2);
   h_close(&h);
+}
+
+FQ_TEST(ratelimit_remaining_low_spaces_the_account) {
+  h_t h;
+  if (h_open(&h, NULL) != 0) {
+    FQ__FAIL("harness");
+    return;
+  }
+  make_legacy(&h, VIN);
+  make_legacy(&h, VIN2);
+  /* 20 of 100 left: plenty, no wait. */
+  uint64_t a = submit(&h, DEV, "honk_horn", 120000);
+  step(&h, T0);
+  answer(&h, 0, 200, OK_RESULT);
+  answer_budget(&h, 0, "100", "20", "40");
+  step(&h, T0 + 100);
+  CHECK_CMD(&h, a, FQ_ST_SUCCEEDED, 0, 1, "");
+  uint64_t b = submit(&h, DEV2, "honk_horn", 120000);
+  step(&h, T0 + 200);
+  CHECK_INT(h.nreqs, 2);
+  /* 3 of 100 left, reset in 40 s: the next request of the account waits
+   * 40 s / (3 + 1) = 10 s, on either car. */
+  answer(&h, 1, 200, OK_RESULT);
+  answer_budget(&h, 1, "100", "3", "40");
+  step(&h, T0 + 300);
+  CHECK_CMD(&h, b, FQ_ST_SUCCEEDED, 0, 1, "");
+  uint64_t c = submit(&h, DEV, "flash_lights", 120000);
+  step(&h, T0 + 400);
+  step(&h, T0 + 300 + 9999);
+  CHECK_INT(h.nreqs, 2);
+  CHECK_CMD(&h, c, FQ_ST_QUEUED, 0, 0, "");
+  step(&h, T0 + 300 + 10000);
+  CHECK_INT(h.nreqs, 3);
+  CHECK_REQ(&h, 2, FQ_HTTP_POST, REST("flash_lights"));
+  h_close(&h);
+}
+
+FQ_TEST(account_refusals_are_remembered) {
+  static const struct {
+    long status;
+    const char *body;
+    int code;
+    const char *says;
+  } rows[] = {
+      {412, "{\"error\":\"application not registered\"}", FQ_ENOTREGISTERED,
+       "POST /api/1/partner_accounts"},
+      {451, "{\"error\":\"unavailable for legal reasons\"}", FQ_ELEGAL, "HTTP 451"},
+      {401, "{\"error\":\"mobile_access_disabled\"}", FQ_EMOBILEOFF, "Allow Mobile Access"},
+  };
+  for (size_t i = 0; i < sizeof rows / sizeof *rows; i++) {
+    h_t h;
+    if (h_open(&h, NULL) != 0) {
+      FQ__FAIL("harness");
+      return;
+    }
+    make_legacy(&h, VIN);
+    make_legacy(&h, VIN2);
+    uint64_t a = submit(&h, DEV, "honk_horn", 120000);
+    step(&h, T0);
+    answer(&h, 0, rows[i].status, rows[i].body);
+    step(&h, T0 + 100);
+    CHECK_CMD(&h, a, FQ_ST_FAILED, rows[i].code, 1, rows[i].says);
+    CHECK_REASON(&h, a, "fleetq account retry --account acct");
+    CHECK_REASON(&h, a, BASE);
+    char why[FQ_REASON_MAX];
+    CHECK_INT(fq_auth_account_refused(h.auth, "acct", why, sizeof why), rows[i].code);
+    CHECK(strstr(why, rows[i].says) != NULL);
+    /* Every later command of the account fails at once, on any car,
+     * without a request. */
+    uint64_t b = submit(&h, DEV2, "flash_lights", 120000);
+    step(&h, T0 + 200);
+    CHECK_INT(h.nreqs, 1);
+    CHECK_CMD(&h, b, FQ_ST_FAILED, rows[i].code, 0, "not sent: Fleet API refused account acct");
+    CHECK_REASON(&h, b, rows[i].says);
+    h_close(&h);
+  }
 }
 
 /* --- retries and unknown outcomes ---------------------------------------------- */

@@ -169,7 +169,8 @@ FQ_TEST(fa_401_rows) {
   CHECK_INT(R.code, FQ_EAUTH);
   CHECK_STR(R.reason, "access token rejected (HTTP 401): refreshing the token and trying once more");
   CHECK_INT(run(401, "{\"error\":\"token expired (401)\"}", SIGNED), FQ_FA_UNAUTHORIZED);
-  CHECK_INT(run(401, "{\"error\":\"mobile_access_disabled\"}", SIGNED), FQ_FA_CLIENT_ERROR);
+  CHECK_INT(run(401, "{\"error\":\"mobile_access_disabled\"}", SIGNED), FQ_FA_ACCOUNT_REFUSED);
+  CHECK_INT(R.code, FQ_EMOBILEOFF);
   CHECK(strstr(R.reason, "Allow Mobile Access") != NULL);
 }
 
@@ -235,12 +236,15 @@ FQ_TEST(fa_other_4xx_and_3xx) {
   struct { long s; int code; const char *needle; } rows[] = {
       {400, FQ_EBADPARAM, "malformed"},      {402, FQ_EFORBIDDEN, "billing"},
       {404, FQ_ENOTFOUND, "owns it"},        {405, FQ_EHTTP, "HTTP 405"},
-      {406, FQ_EHTTP, "HTTP 406"},           {412, FQ_EFORBIDDEN, "partner_accounts"},
-      {423, FQ_EFORBIDDEN, "contact Tesla"}, {451, FQ_EFORBIDDEN, "privacy"},
+      {406, FQ_EHTTP, "HTTP 406"},           {412, FQ_ENOTREGISTERED, "partner_accounts"},
+      {423, FQ_EFORBIDDEN, "contact Tesla"}, {451, FQ_ELEGAL, "privacy"},
       {302, FQ_EHTTP, "never follows"},
   };
   for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
-    CHECK_INT(run(rows[i].s, "{\"error\":\"e\"}", REST), FQ_FA_CLIENT_ERROR);
+    /* 412 and 451 refuse the whole account, not this one request. */
+    fq_fa_class_t want = rows[i].s == 412 || rows[i].s == 451 ? FQ_FA_ACCOUNT_REFUSED
+                                                              : FQ_FA_CLIENT_ERROR;
+    CHECK_INT(run(rows[i].s, "{\"error\":\"e\"}", REST), want);
     CHECK_INT(R.code, rows[i].code);
     if (!strstr(R.reason, rows[i].needle)) {
       fprintf(stderr, "  HTTP %ld reason \"%s\" lacks \"%s\"\n", rows[i].s, R.reason,

@@ -608,6 +608,15 @@ static void sh_stop(sh_h_t *h) {
   fq_shard_destroy(&h->sh);
   if (h->pair) zmq_close(h->pair);
   h->pair = NULL;
+  /* A new context for the next start: fq_shard_new() connects the shard's
+   * socket to its inproc endpoint before the test binds it, and in the old
+   * context that name may still belong to the socket just closed (ZeroMQ's
+   * reaper releases it a moment later), so the new shard could attach to
+   * the dying socket.  Terminating waits for the reaper. */
+  if (h->ctx) {
+    zmq_ctx_term(h->ctx);
+    h->ctx = zmq_ctx_new();
+  }
 }
 
 /* with_account: the dispatcher sends (to the test transport); else it

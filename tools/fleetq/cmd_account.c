@@ -1,5 +1,5 @@
 /*
- * `fleetq account add | list | get | remove`: manage the Tesla accounts
+ * `fleetq account add | list | get | remove | retry`: manage the Tesla accounts
  * whose OAuth tokens fleetqd uses, through `op: "admin"` requests (see
  * docs/accounts.md).  Tokens are secrets: they can come from files or
  * stdin instead of the command line (where `ps` and shell history show
@@ -61,6 +61,7 @@ static const char g_help[] =
     "       fleetq account list\n"
     "       fleetq account get --account ID\n"
     "       fleetq account remove --account ID\n"
+    "       fleetq account retry --account ID\n"
     "common options: [--endpoint EP] [--json] [--timeout S]\n"
     "\n"
     "Register the Tesla account whose OAuth tokens fleetqd uses to send commands\n"
@@ -70,6 +71,12 @@ static const char g_help[] =
     "and refreshes it by itself about 5 minutes before it expires.  Adding an\n"
     "account that exists replaces its tokens (do that when `get` shows a\n"
     "refresh failure).  Replies never contain tokens.\n"
+    "\n"
+    "When Fleet API refuses a whole account (HTTP 412: the app's partner account is\n"
+    "not registered in that region; 451; 401 mobile_access_disabled), fleetqd\n"
+    "fails that account's later commands at once without sending them, and `get`\n"
+    "shows the refusal.  Fix the cause, then `retry` (or `add` again) sends them\n"
+    "again.\n"
     "\n"
     "  --account ID            1-64 of A-Z a-z 0-9 . _ @ : -\n"
     "  --client-id C           the OAuth client id of your Tesla developer app\n"
@@ -227,6 +234,8 @@ static void print_account(const msgpack_object *acc) {
   int in = sfield(acc, "id", &id), cn = sfield(acc, "client_id", &client),
       rn = sfield(acc, "region", &region), bn = sfield(acc, "base_url", &base),
       fn = sfield(acc, "refresh_failure", &fail);
+  const char *refused, *refused_code;
+  int fdn = sfield(acc, "refused", &refused), fcn = sfield(acc, "refused_error", &refused_code);
   int64_t exp = 0;
   fq_mp_int(fq_mp_get(acc, "access_expires"), &exp);
   char when[80], scopes[256];
@@ -239,6 +248,8 @@ static void print_account(const msgpack_object *acc) {
   printf("scopes          %s\n", scopes);
   printf("access_expires  %s\n", when);
   if (strcmp(fail, "-") != 0) printf("refresh_failure %.*s\n", fn, fail);
+  if (strcmp(refused, "-") != 0)
+    printf("refused         %.*s: %.*s\n", fcn, refused_code, fdn, refused);
 }
 
 /* Send req and decode the reply; 0 when ok: true (m live), 1 otherwise. */
@@ -343,14 +354,15 @@ static int cmd_account(int argc, char **argv) {
   int rc = parse_opts(argc - 1, argv + 1, &o);
   if (rc >= 0) return rc;
   bool add = strcmp(action, "add") == 0, list = strcmp(action, "list") == 0,
-       get = strcmp(action, "get") == 0, rem = strcmp(action, "remove") == 0;
-  if (!add && !list && !get && !rem)
-    return usage_err("unknown action '%s' (add, list, get, remove)", action);
+       get = strcmp(action, "get") == 0, rem = strcmp(action, "remove") == 0,
+       retry = strcmp(action, "retry") == 0;
+  if (!add && !list && !get && !rem && !retry)
+    return usage_err("unknown action '%s' (add, list, get, remove, retry)", action);
   if (!add && (o.access || o.access_file || o.refresh || o.refresh_file || o.client ||
                o.region || o.base_url))
     return usage_err("token, client, region and base URL options only apply to add");
   if (list && o.account) return usage_err("list takes no --account");
-  if ((get || rem) && !o.account) return usage_err("%s needs --account ID", action);
+  if ((get || rem || retry) && !o.account) return usage_err("%s needs --account ID", action);
 
   fq_buf_t req, raw;
   fq_msg_t m;
@@ -363,7 +375,8 @@ static int cmd_account(int argc, char **argv) {
     msgpack_packer_init(&pk, &req, buf_write);
     msgpack_pack_map(&pk, o.account ? 3 : 2);
     pkv(&pk, "op", "admin");
-    pkv(&pk, "action", list ? "account_list" : get ? "account_get" : "account_remove");
+    pkv(&pk, "action",
+        list ? "account_list" : get ? "account_get" : rem ? "account_remove" : "account_retry");
     if (o.account) pkv(&pk, "account", o.account);
   }
   rc = round_trip(&o, &req, &raw, &m);
@@ -381,6 +394,12 @@ static int cmd_account(int argc, char **argv) {
       print_account(fq_mp_get(m.root, "account"));
     } else if (rem) {
       printf("account %s removed\n", o.account);
+    } else if (retry) {
+      bool cleared = false;
+      fq_mp_bool(fq_mp_get(m.root, "cleared"), &cleared);
+      printf(cleared ? "account %s: refusal cleared, its next commands are sent\n"
+                     : "account %s: no refusal recorded, nothing to clear\n",
+             o.account);
     } else {
       const msgpack_object *arr = fq_mp_get(m.root, "accounts");
       uint32_t n = arr && arr->type == MSGPACK_OBJECT_ARRAY ? arr->via.array.size : 0;
@@ -391,16 +410,19 @@ static int cmd_account(int argc, char **argv) {
                "STATUS");
         for (uint32_t i = 0; i < n; i++) {
           const msgpack_object *a = &arr->via.array.ptr[i];
-          const char *id, *region, *fail;
+          const char *id, *region, *fail, *refused;
           int in = sfield(a, "id", &id), rn = sfield(a, "region", &region);
           sfield(a, "refresh_failure", &fail);
+          sfield(a, "refused", &refused);
           int64_t exp = 0;
           fq_mp_int(fq_mp_get(a, "access_expires"), &exp);
           char when[80], scopes[256];
           fmt_exp(exp, when, sizeof when);
           scopes_text(a, scopes, sizeof scopes);
           printf("%-24.*s %-6.*s %-34s %-30s %s\n", in, id, rn, region, when, scopes,
-                 strcmp(fail, "-") ? "REFRESH FAILED (see 'fleetq account get')" : "ok");
+                 strcmp(fail, "-")      ? "REFRESH FAILED (see 'fleetq account get')"
+                 : strcmp(refused, "-") ? "REFUSED (see 'fleetq account get')"
+                                        : "ok");
         }
       }
     }

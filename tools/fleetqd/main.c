@@ -159,13 +159,19 @@ static int open_shared(daemon_t *d) {
       fprintf(stderr, "fleetqd: --account-rate: %s\n", err.msg);
       return -1;
     }
-    int rc = pthread_mutex_init(&d->account_rl.mu, NULL);
-    if (rc) {
-      fprintf(stderr, "fleetqd: --account-rate: cannot create a mutex: %s\n", fq_strerror(-rc));
-      return -1;
-    }
-    d->account_rl_mu = true;
   }
+  /* Always: a 429 parks the account on every shard. */
+  fq_rl_opts_t po = {.rate = 1e9, .burst = 1e9, .capacity = 65536};
+  if (!(d->account_rl.park = fq_rl_new(&po, &err))) {
+    fprintf(stderr, "fleetqd: account park table: %s\n", err.msg);
+    return -1;
+  }
+  int rc = pthread_mutex_init(&d->account_rl.mu, NULL);
+  if (rc) {
+    fprintf(stderr, "fleetqd: cannot create the account limits' mutex: %s\n", fq_strerror(-rc));
+    return -1;
+  }
+  d->account_rl_mu = true;
   return 0;
 }
 
@@ -202,7 +208,7 @@ static int open_shards(daemon_t *d) {
                                   .wake_max = cfg->wake_max,
                                   .device_rate = cfg->device_rate,
                                   .device_burst = cfg->device_burst,
-                                  .account_rl = d->account_rl.rl ? &d->account_rl : NULL};
+                                  .account_rl = &d->account_rl};
   if (!(d->shards = calloc(cfg->shards, sizeof *d->shards))) {
     fprintf(stderr, "fleetqd: out of memory for %u shards\n", cfg->shards);
     return -1;
@@ -297,6 +303,7 @@ static int daemon_close(daemon_t *d, int status) {
   free(d->shards);
   fq_auth_destroy(&d->auth);
   fq_rl_destroy(&d->account_rl.rl);
+  fq_rl_destroy(&d->account_rl.park);
   if (d->account_rl_mu) pthread_mutex_destroy(&d->account_rl.mu);
   fq_accounts_destroy(&d->accounts);
   fq_vcp_key_destroy(&d->key);
