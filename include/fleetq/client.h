@@ -86,6 +86,7 @@ typedef struct fq_submit_args {
   size_t nparams;
   int64_t ttl_ms;          /* 0: not sent (daemon default) */
   bool coalesce;
+  bool no_wake;            /* sends `wake: false` */
   bool has_req;
   int64_t req;
 } fq_submit_args_t;

@@ -49,7 +49,8 @@
   X(FQ_ENOTREGISTERED, "not_registered",                                       \
     "app's partner account not registered in the region")                     \
   X(FQ_ELEGAL, "unavailable_for_legal_reasons", "refused for legal reasons")   \
-  X(FQ_EMOBILEOFF, "mobile_access_disabled", "vehicle owner disabled Mobile access")
+  X(FQ_EMOBILEOFF, "mobile_access_disabled", "vehicle owner disabled Mobile access")  \
+  X(FQ_EASLEEP, "vehicle_asleep", "vehicle is asleep and was not woken")
 
 enum fq_error {
   FQ_ERROR_BASE_ = -10000,

@@ -83,6 +83,7 @@ typedef struct fq_request {
   size_t params_raw_len;
   int64_t ttl_ms;                /* 0 when not given */
   bool coalesce;
+  bool no_wake;                  /* `wake: false` (the default is true) */
   const uint8_t *req_raw;        /* msgpack bytes of `req`, echoed verbatim */
   size_t req_raw_len;
   uint32_t shard;                /* history */
@@ -123,7 +124,7 @@ int fq_wire_decode_params(const uint8_t *buf, size_t len, fq_pval_t *out, size_t
 
 /* 32-byte SHA-256 over the canonical content of a submit: account, device,
  * command and params (sorted by name, types normalised: an integer sent for
- * a FLOAT parameter hashes as that number).  ttl_ms, coalesce and req are
+ * a FLOAT parameter hashes as that number).  ttl_ms, coalesce, wake and req are
  * not part of it: a retry may change those.  Nested maps (tou_settings)
  * hash by their bytes as sent.  Returns 0, or -ENOMEM / FQ_ECRYPTO if
  * OpenSSL failed (out is then zeroed: do not use it). */

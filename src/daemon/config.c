@@ -33,6 +33,7 @@ void fq_config_defaults(fq_config_t *cfg) {
   cfg->retry_backoff_ms = 1000;
   cfg->http_timeout_ms = 10000;
   cfg->wake_timeout_ms = 120000;
+  cfg->wake_max = 3;
   cfg->drain_timeout_ms = 15000;
 }
 
@@ -60,6 +61,7 @@ const char *fq_config_usage(void) {
          "                        <base_url>/oauth2/v3/token for a custom base URL)\n"
          "  --wake-poll-ms N      poll a waking vehicle this often (default 10000)\n"
          "  --wake-timeout-ms N   give up on a wake-up after this long (default 120000)\n"
+         "  --wake-max N          most wake_up requests per command (default 3)\n"
          "  --retry-backoff-ms N  wait before retrying a transient failure (default 1000)\n"
          "  --http-timeout-ms N   Fleet API request timeout (default 10000)\n"
          "  --drain-timeout-ms N  on SIGTERM / SIGINT, wait this long for requests in\n"
@@ -165,6 +167,7 @@ static int apply(fq_config_t *c, const char *name, const char *sval, json_t *jva
               {"retry-backoff-ms", 1, 3600000},
               {"http-timeout-ms", 100, 600000},
               {"wake-timeout-ms", 100, 86400000},
+              {"wake-max", 1, 100},
               {"drain-timeout-ms", 0, 3600000}};
   for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
     if (strcmp(name, ints[i].name) != 0) continue;
@@ -182,7 +185,8 @@ static int apply(fq_config_t *c, const char *name, const char *sval, json_t *jva
       case 9: c->retry_backoff_ms = x; break;
       case 10: c->http_timeout_ms = x; break;
       case 11: c->wake_timeout_ms = x; break;
-      case 12: c->drain_timeout_ms = x; break;
+      case 12: c->wake_max = (int)x; break;
+      case 13: c->drain_timeout_ms = x; break;
     }
     return 0;
   }

@@ -7,7 +7,7 @@
  *   IDLE       nothing in flight; a kick looks at the queue head
  *   HANDSHAKE  a session-info request is out (signed commands)
  *   SEND       the command is out (signed, REST or energy)
- *   WAKE       a wake_up is out (the car answered 408 / asleep)
+ *   WAKE       a wake_up is out (the car answered 408 or 503: not awake)
  *   WAKE_POLL  a GET of the vehicle's state is out while waking
  *   WAIT       a timer is set; `resume` says what happens when it fires
  *   HOLD       waiting for something outside: an account to be added, a
@@ -63,7 +63,8 @@ typedef struct dev {
 
   /* Per-command bookkeeping, reset when a command starts. */
   int resync_used, refresh_used, region_switches;
-  int64_t wake_started;
+  int64_t wake_started;      /* the wake timer: first wake_up of the command */
+  bool woke;                 /* the car reported online during this command */
   int64_t token_stamp;       /* account's updated_at when a refresh was asked */
   fq_vcp_request_t vreq;
   int domain;
@@ -593,6 +594,7 @@ static void send_cmd(fq_dispatch_t *d, dev_t_ *dev, fq_cmdrec_t *rec) {
                                                           : FQ_FA_EP_REST_COMMAND;
     note_rc(d, prepare(d, dev, FQ_HTTP_POST, ep, a, path));
     dev->phase = PH_SEND;
+    if (ep == FQ_FA_EP_WAKE) rec->wakes++; /* the user's own wake_up is billed as one */
     rec->attempts++;
     d->st.sent++;
     rec->http = 0;
@@ -661,6 +663,11 @@ static void send_cmd(fq_dispatch_t *d, dev_t_ *dev, fq_cmdrec_t *rec) {
   move(d, rec, FQ_ST_SENT, "", 0);
 }
 
+/* Every wake_up is billed and a wake loop drains the car's battery: a
+ * command gets at most --wake-max of them.  They are spaced by at least
+ * wake_poll_ms because each is followed by a poll that long after it, and
+ * the next one only follows a poll (or a command) that found the car not
+ * awake. */
 static void wake(fq_dispatch_t *d, dev_t_ *dev, fq_cmdrec_t *rec, const char *why) {
   if (d->draining) {
     requeue(d, dev, rec);
@@ -671,7 +678,20 @@ static void wake(fq_dispatch_t *d, dev_t_ *dev, fq_cmdrec_t *rec, const char *wh
     finish(d, dev, rec, FQ_ST_FAILED, "account was removed", FQ_ECONFIG);
     return;
   }
-  if (rec->state != FQ_ST_WAKING) move(d, rec, FQ_ST_WAKING, why, 0);
+  if (rec->wakes >= (uint32_t)d->o.wake_max) {
+    char reason[FQ_REASON_MAX];
+    snprintf(reason, sizeof reason,
+             "vehicle still not awake after %" PRIu32 " wake_up requests, the limit "
+             "(--wake-max %d): the command did not reach the car (last answer: %.200s)",
+             rec->wakes, d->o.wake_max, why);
+    finish(d, dev, rec, FQ_ST_FAILED, reason, FQ_EASLEEP);
+    return;
+  }
+  rec->wakes++;
+  if (rec->state != FQ_ST_WAKING)
+    move(d, rec, FQ_ST_WAKING, why, 0);
+  else /* no transition writes the record: keep the count anyway */
+    note_rc(d, fq_store_cmd_put(d->env.store, rec, d->err));
   if (!dev->wake_started) dev->wake_started = d->now;
   char path[128];
   snprintf(path, sizeof path, "/api/1/vehicles/%s/wake_up", dev->vin);
@@ -691,6 +711,41 @@ static void wake_poll(fq_dispatch_t *d, dev_t_ *dev, fq_cmdrec_t *rec) {
   snprintf(path, sizeof path, "/api/1/vehicles/%s", dev->vin);
   note_rc(d, prepare(d, dev, FQ_HTTP_GET, FQ_FA_EP_WAKE, a, path));
   dev->phase = PH_WAKE_POLL;
+}
+
+static void schedule_wake_poll(fq_dispatch_t *d, dev_t_ *dev, fq_cmdrec_t *rec);
+
+/* The command did not reach the car because it is not awake: a 408, or a
+ * 503, which Tesla's client treats alike. */
+static void not_awake(fq_dispatch_t *d, dev_t_ *dev, fq_cmdrec_t *rec, const char *why) {
+  if (rec->no_wake) {
+    char reason[FQ_REASON_MAX];
+    snprintf(reason, sizeof reason,
+             "vehicle is asleep (HTTP %d) and the command was submitted with wake: false: "
+             "nothing was sent to the car and no wake_up was requested",
+             rec->http);
+    finish(d, dev, rec, FQ_ST_FAILED, reason, FQ_EASLEEP);
+    return;
+  }
+  if (dev->woke && rec->http == 408) {
+    /* The car reported online during this command: a 408 now is its
+     * infotainment computer still starting after VCSEC woke, not a car
+     * asleep again.  Poll on the wake timer already running (not
+     * restarted) instead of billing another wake_up. */
+    if (rec->state != FQ_ST_WAKING)
+      move(d, rec, FQ_ST_WAKING, "vehicle is online but still answers 408: waiting for it", 0);
+    schedule_wake_poll(d, dev, rec);
+    return;
+  }
+  int64_t parked = acct_parked(d, rec->account);
+  if (parked) {
+    /* A parked account sends nothing, wake_ups included: try the command
+     * again when the park ends, and wake the car then if it still sleeps. */
+    if (rec->state != FQ_ST_WAKING) move(d, rec, FQ_ST_WAKING, why, 0);
+    set_timer(d, dev, parked, R_SEND);
+    return;
+  }
+  wake(d, dev, rec, why);
 }
 
 static void schedule_wake_poll(fq_dispatch_t *d, dev_t_ *dev, fq_cmdrec_t *rec) {
@@ -824,6 +879,7 @@ static void start_next(fq_dispatch_t *d, dev_t_ *dev) {
     dev->cur = num;
     dev->resync_used = dev->refresh_used = dev->region_switches = 0;
     dev->wake_started = 0;
+    dev->woke = false;
     dev->launch_error = 0;
     legacy_load(d, dev);
     /* `dispatching` is almost always followed by `sent` (or an end) in
@@ -863,7 +919,7 @@ static void on_class(fq_dispatch_t *d, dev_t_ *dev, fq_cmdrec_t *rec, const fq_c
         retry_later(d, dev, rec, d->o.retry_backoff_ms, r->reason);
         return;
       }
-      wake(d, dev, rec, r->reason);
+      not_awake(d, dev, rec, r->reason);
       return;
     case FQ_FA_WRONG_REGION:
       a = acct_get(d, rec->account);
@@ -1125,10 +1181,17 @@ static void completion(fq_dispatch_t *d, dev_t_ *dev, const fq_http_resp_t *resp
     schedule_wake_poll(d, dev, &rec);
   } else if (phase == PH_WAKE_POLL) {
     if (strcmp(r.vehicle_state, "online") == 0) {
-      dev->wake_started = 0;
+      /* The wake timer keeps running: a 408 that follows does not get a
+       * fresh wake_timeout_ms. */
+      dev->woke = true;
       send_cmd(d, dev, &rec);
     } else {
-      schedule_wake_poll(d, dev, &rec);
+      /* As Tesla's client: another wake_up one poll interval after the
+       * last, until --wake-max of them. */
+      char why[128];
+      snprintf(why, sizeof why, "vehicle still %s %" PRId64 " ms after a wake_up",
+               r.vehicle_state[0] ? r.vehicle_state : "not online", d->o.wake_poll_ms);
+      wake(d, dev, &rec, why);
     }
   } else if (dev->ep == FQ_FA_EP_SIGNED) {
     on_signed_reply(d, dev, &rec, cmd, &r);
@@ -1254,6 +1317,7 @@ fq_dispatch_t *fq_dispatch_new(const fq_dispatch_opts_t *opts, const fq_dispatch
   if (!d->o.retry_backoff_ms) d->o.retry_backoff_ms = 1000;
   if (!d->o.http_timeout_ms) d->o.http_timeout_ms = 10000;
   if (!d->o.wake_timeout_ms) d->o.wake_timeout_ms = 120000;
+  if (d->o.wake_max <= 0) d->o.wake_max = 3;
   if (!d->o.pairing_domain) d->o.pairing_domain = "fleetq.example.com";
   fq_hmap_init(&d->devs, sizeof(dev_t_ *), 50);
   fq_hmap_init(&d->sess, sizeof(sess_t *), 50);

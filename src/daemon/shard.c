@@ -301,6 +301,7 @@ static int handle_submit(fq_shard_t *sh, pending_t *p, const fq_request_t *req, 
   rec.created = now;
   rec.deadline = now + rec.ttl_ms;
   rec.coalesce = req->coalesce;
+  rec.no_wake = req->no_wake;
   rec.fault = -1;
   rec.state = -1;
   if ((rc = fq_store_idem_put(sh->store, &rec, err)) != 0) return rc;

@@ -544,7 +544,7 @@ int fq_cmdrec_pack(const fq_cmdrec_t *rec, fq_buf_t *out) {
   msgpack_packer pk;
   msgpack_packer_init(&pk, out, buf_write);
   size_t start = out->len;
-  msgpack_pack_map(&pk, 23);
+  msgpack_pack_map(&pk, 25);
   pk_kv_str(&pk, "id", rec->id);
   pk_kv_str(&pk, "tenant", rec->tenant);
   pk_kv_str(&pk, "key", rec->key);
@@ -589,6 +589,12 @@ int fq_cmdrec_pack(const fq_cmdrec_t *rec, fq_buf_t *out) {
     msgpack_pack_true(&pk);
   else
     msgpack_pack_false(&pk);
+  pk_str(&pk, "wake");
+  if (rec->no_wake)
+    msgpack_pack_false(&pk);
+  else
+    msgpack_pack_true(&pk);
+  pk_kv_int(&pk, "wakes", rec->wakes);
   pk_kv_int(&pk, "shard", fq_store_id_shard(rec->id, strlen(rec->id)));
   pk_kv_int(&pk, "queue_seq", (int64_t)rec->qseq);
   char hex[65];
@@ -613,15 +619,19 @@ int fq_cmdrec_pack(const fq_cmdrec_t *rec, fq_buf_t *out) {
  * the pages it dirties are most of a commit's cost, so it is kept small
  * (about half the map's size) and cheap to write:
  *   u8 0xC1 (a byte msgpack never uses: tells it from the older map form)
- *   u8 version, u8 state, u8 ntrans, u8 flags (bit 0: coalesce)
+ *   u8 version, u8 state, u8 ntrans,
+ *   u8 flags (bit 0: coalesce, bit 1: `wake: false`; version 2)
  *   i32 error, i32 http, i32 fault, u32 attempts,
  *   i64 created, updated, deadline, ttl_ms, u64 site, u64 queue_seq,
  *   32 bytes request hash,
  *   u8-length strings: id, tenant, key, account, vin, device, command,
  *   u16-length reason, u32-length params (msgpack map bytes),
- *   ntrans x (u8 state, i64 at)
- * Integers are little endian. */
-#define REC_VERSION 1
+ *   ntrans x (u8 state, i64 at),
+ *   version 2 only: u32 wakes
+ * Integers are little endian.  Version 2 added the trailing wakes count
+ * (and flag bit 1); version 1 records, written before, still decode, with
+ * no wakes and `wake` true. */
+#define REC_VERSION 2
 
 static uint8_t *w_u32(uint8_t *o, uint32_t v) {
   fq_put_le32(o, v);
@@ -644,7 +654,7 @@ int fq_cmdrec_encode(const fq_cmdrec_t *rec, fq_buf_t *out) {
   size_t rl = strnlen(rec->reason, sizeof rec->reason - 1);
   size_t nt = rec->ntrans < FQ_MAX_TRANSITIONS ? rec->ntrans : FQ_MAX_TRANSITIONS;
   size_t pl = rec->params ? rec->params_len : 0;
-  size_t max = 5 + 16 + 48 + 16 + 32 + 7 * 256 + 2 + rl + 4 + pl + nt * 9;
+  size_t max = 5 + 16 + 48 + 16 + 32 + 7 * 256 + 2 + rl + 4 + pl + nt * 9 + 4;
   int rc = fq_buf_reserve(out, max);
   if (rc) return rc;
   uint8_t *o = out->data + out->len;
@@ -652,7 +662,7 @@ int fq_cmdrec_encode(const fq_cmdrec_t *rec, fq_buf_t *out) {
   *o++ = REC_VERSION;
   *o++ = (uint8_t)rec->state;
   *o++ = (uint8_t)nt;
-  *o++ = rec->coalesce ? 1 : 0;
+  *o++ = (uint8_t)((rec->coalesce ? 1 : 0) | (rec->no_wake ? 2 : 0));
   o = w_u32(o, (uint32_t)rec->error);
   o = w_u32(o, (uint32_t)rec->http);
   o = w_u32(o, (uint32_t)rec->fault);
@@ -683,6 +693,7 @@ int fq_cmdrec_encode(const fq_cmdrec_t *rec, fq_buf_t *out) {
     *o++ = (uint8_t)rec->trans[i].state;
     o = w_u64(o, (uint64_t)rec->trans[i].at);
   }
+  o = w_u32(o, rec->wakes);
   out->len = (size_t)(o - out->data);
   return 0;
 }
@@ -730,11 +741,16 @@ static void r_str8(crd_t *r, char *dst, size_t cap) {
 
 static int cmdrec_decode(const uint8_t *p, size_t n, fq_cmdrec_t *rec, fq_err_t *err) {
   crd_t r = {p, p + n, false};
-  if (r_uint(&r, 1) != REC_MAGIC || r_uint(&r, 1) != REC_VERSION)
+  if (r_uint(&r, 1) != REC_MAGIC)
+    return fq_errf(err, FQ_ESTORAGE, "command record of an unknown version");
+  unsigned version = (unsigned)r_uint(&r, 1);
+  if (version < 1 || version > REC_VERSION)
     return fq_errf(err, FQ_ESTORAGE, "command record of an unknown version");
   rec->state = (int)r_uint(&r, 1);
   size_t nt = (size_t)r_uint(&r, 1);
-  rec->coalesce = (r_uint(&r, 1) & 1) != 0;
+  unsigned flags = (unsigned)r_uint(&r, 1);
+  rec->coalesce = (flags & 1) != 0;
+  rec->no_wake = version >= 2 && (flags & 2) != 0;
   rec->error = (int)(int32_t)(uint32_t)r_uint(&r, 4);
   rec->http = (int)(int32_t)(uint32_t)r_uint(&r, 4);
   rec->fault = (int)(int32_t)(uint32_t)r_uint(&r, 4);
@@ -775,6 +791,7 @@ static int cmdrec_decode(const uint8_t *p, size_t n, fq_cmdrec_t *rec, fq_err_t 
     rec->trans[i].state = (int)r_uint(&r, 1);
     rec->trans[i].at = (int64_t)r_uint(&r, 8);
   }
+  if (version >= 2) rec->wakes = (uint32_t)r_uint(&r, 4);
   rec->ntrans = r.bad ? 0 : nt;
   if (r.bad || r.p != r.end || rec->state >= FQ_ST_COUNT_ || strlen(rec->id) != FQ_ID_LEN) {
     fq_cmdrec_free(rec);
@@ -883,6 +900,8 @@ int fq_cmdrec_unpack(const uint8_t *p, size_t n, fq_cmdrec_t *rec, fq_err_t *err
     else if (key_eq(&k, "deadline")) rec->deadline = obj_i64(&v);
     else if (key_eq(&k, "ttl_ms")) rec->ttl_ms = obj_i64(&v);
     else if (key_eq(&k, "coalesce")) rec->coalesce = v.kind == FQ__MP_BOOL && v.v.b;
+    else if (key_eq(&k, "wake")) rec->no_wake = v.kind == FQ__MP_BOOL && !v.v.b;
+    else if (key_eq(&k, "wakes")) rec->wakes = (uint32_t)obj_i64(&v);
     else if (key_eq(&k, "queue_seq")) rec->qseq = (uint64_t)obj_i64(&v);
     else if (key_eq(&k, "request_hash")) {
       char hex[65];

@@ -70,6 +70,8 @@ typedef struct fq_cmdrec {
   int64_t created, updated, deadline;
   int64_t ttl_ms;
   bool coalesce;
+  bool no_wake;        /* submitted with `wake: false` */
+  uint32_t wakes;      /* wake_up requests sent for this command */
   uint64_t qseq;
   size_t ntrans;
   fq_transition_t trans[FQ_MAX_TRANSITIONS];

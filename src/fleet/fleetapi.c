@@ -269,6 +269,15 @@ int fq_fa_classify(const fq_fa_input_t *in, fq_fa_result_t *out) {
     out->cls = FQ_FA_ASLEEP;
     out->code = FQ_EBUSY;
     R("vehicle is asleep or offline (HTTP %ld): waking it", s);
+  } else if (s == 503 && (in->endpoint == FQ_FA_EP_SIGNED ||
+                          in->endpoint == FQ_FA_EP_REST_COMMAND)) {
+    /* Tesla's own client reads every 503 to a vehicle command as "not
+     * awake" (nothing reached the car): wake it, within --wake-max,
+     * rather than resend the same request until the deadline. */
+    out->cls = FQ_FA_ASLEEP;
+    out->code = FQ_EBUSY;
+    R("Fleet API answered HTTP 503%s to a vehicle command: taking the vehicle as not awake, "
+      "waking it", said);
   } else if (s == 401) {
     if (find_ci(in->body, in->body_len, "mobile_access_disabled")) {
       out->cls = FQ_FA_ACCOUNT_REFUSED;

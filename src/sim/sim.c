@@ -282,6 +282,26 @@ static void route_vehicle_list(fq__sim_world_t *w, fq__sim_account_t *a, answer_
                                (json_int_t)a->nvehicles));
 }
 
+/* A command the car cannot take yet: asleep or offline (408, or 503 when
+ * the vehicle's asleep_status says so: Tesla's client reads both as "not
+ * awake"), or awake with an infotainment computer still starting (408 for
+ * infotainment_lag_ms after a wake; VCSEC answers already).  True when it
+ * answered. */
+static bool not_awake(fq__sim_vehicle_t *v, bool infotainment, answer_t *ans, int64_t now) {
+  if (strcmp(fq__sim_vehicle_state(v, now), "online") != 0) {
+    if (v->asleep_status == 503 && !v->offline)
+      ans_err(ans, 503, "service_unavailable", "");
+    else
+      ans_err(ans, 408, "vehicle unavailable: vehicle is offline or asleep", "");
+    return true;
+  }
+  if (infotainment && v->online_at_ms && now < v->online_at_ms + v->infotainment_lag_ms) {
+    ans_err(ans, 408, "vehicle unavailable: vehicle is offline or asleep", "");
+    return true;
+  }
+  return false;
+}
+
 static void route_signed(fq__sim_world_t *w, fq__sim_account_t *a, fq__sim_vehicle_t *v,
                          conn_ctx_t *ctx, answer_t *ans, int64_t now) {
   json_t *body = parse_body(ctx);
@@ -316,10 +336,7 @@ static void route_signed(fq__sim_world_t *w, fq__sim_account_t *a, fq__sim_vehic
     ans_err(ans, 403, "Unauthorized missing scopes", "");
     goto out;
   }
-  if (strcmp(fq__sim_vehicle_state(v, now), "online") != 0) {
-    ans_err(ans, 408, "vehicle unavailable: vehicle is offline or asleep", "");
-    goto out;
-  }
+  if (not_awake(v, dom != FQ_VCP_DOMAIN_VCSEC, ans, now)) goto out;
   fq_buf_t reply;
   fq_buf_init(&reply, FQ_VCP_MAX_MSG);
   fq__sim_signed_result_t res;
@@ -374,6 +391,7 @@ static void route_vehicle(fq__sim_world_t *w, fq__sim_account_t *a, const char *
       ans_err(ans, 403, "Unauthorized missing scopes", "");
       return;
     }
+    v->wake_ups++;
     if (!v->offline && v->asleep && !v->wake_at_ms) v->wake_at_ms = now + v->wake_ms;
     ans_response(ans, json_pack("{s:I, s:s, s:s}", "id", (json_int_t)v->id, "vin", v->vin,
                                 "state", fq__sim_vehicle_state(v, now)));
@@ -401,10 +419,7 @@ static void route_vehicle(fq__sim_world_t *w, fq__sim_account_t *a, const char *
       ans_err(ans, 403, "Unauthorized missing scopes", "");
       return;
     }
-    if (strcmp(fq__sim_vehicle_state(v, now), "online") != 0) {
-      ans_err(ans, 408, "vehicle unavailable: vehicle is offline or asleep", "");
-      return;
-    }
+    if (not_awake(v, true, ans, now)) return;
     json_t *params = parse_body(ctx);
     if (!params) {
       ans_err(ans, 400, "invalid_request", "the body is not JSON");
@@ -658,8 +673,14 @@ static void route_sim(fq_sim_t *sim, struct MHD_Connection *c, const char *rest,
       if (post && json_object_get(patch, "vin"))
         rc = fq_errf(&err, FQ_ECONFIG, "the vin cannot be changed");
       if (post && !rc) rc = fq__sim_vehicle_apply(w, v, patch, &err);
-      if (rc) ans_err(ans, 400, "invalid_field", err.msg);
-      else ans_response(ans, fq__sim_vehicle_json(v, fq_now_ms()));
+      if (rc) {
+        ans_err(ans, 400, "invalid_field", err.msg);
+      } else {
+        /* The simulator's own view adds what Fleet API does not show. */
+        json_t *j = fq__sim_vehicle_json(v, fq_now_ms());
+        if (j) json_object_set_new(j, "wake_ups", json_integer((json_int_t)v->wake_ups));
+        ans_response(ans, j);
+      }
     } else {
       ans_err(ans, 404, "not_found", "");
     }

@@ -251,6 +251,7 @@ static fq__sim_vehicle_t *vehicle_new(fq__sim_world_t *w, const char *vin, fq_er
   v->id = 100000 + w->nvehicles;
   v->paired = true;
   v->wake_ms = w->default_wake_ms;
+  v->asleep_status = 408;
   seed_for(&v->faults.rng, w, vin);
   fq__sim_vehicle_defaults(v);
   if (fq__sim_map_put(&w->vin_map, v->vin, v)) {
@@ -295,7 +296,8 @@ int fq__sim_vehicle_apply(fq__sim_world_t *w, fq__sim_vehicle_t *v, const json_t
       "vin", "id", "paired", "paired_keys", "asleep", "offline", "legacy", "wake_ms",
       "vcsec_key", "infotainment_key", "name", "locked", "charge_limit",
       "charging_amps", "charging_amps_max", "battery_level", "cable_connected",
-      "charging_state", "latency", "rate_limit", "fail", "seed", NULL};
+      "charging_state", "latency", "rate_limit", "fail", "seed", "asleep_status",
+      "infotainment_lag_ms", NULL};
   const char *who = v->vin;
   const char *k;
   json_t *x;
@@ -314,6 +316,16 @@ int fq__sim_vehicle_apply(fq__sim_world_t *w, fq__sim_vehicle_t *v, const json_t
     v->wake_at_ms = 0;
   }
   if ((rc = get_int(o, "wake_ms", 0, 3600000, &v->wake_ms, who, err))) return rc;
+  if ((x = json_object_get(o, "asleep_status"))) {
+    n = 0;
+    if ((rc = get_int(o, "asleep_status", 408, 503, &n, who, err))) return rc;
+    if (n != 408 && n != 503)
+      return fq_errf(err, FQ_ECONFIG, "vehicle %s.asleep_status: 408 or 503, not %lld", who,
+                     (long long)n);
+    v->asleep_status = (int)n;
+  }
+  if ((rc = get_int(o, "infotainment_lag_ms", 0, 3600000, &v->infotainment_lag_ms, who, err)))
+    return rc;
   if ((x = json_object_get(o, "id"))) {
     n = 0;
     if ((rc = get_int(o, "id", 1, INT64_MAX, &n, who, err))) return rc;

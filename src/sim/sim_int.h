@@ -129,6 +129,10 @@ typedef struct fq__sim_vehicle {
   bool asleep, offline, legacy;
   int64_t wake_ms;         /* how long a wake_up takes */
   int64_t wake_at_ms;      /* when a pending wake completes, 0 = none */
+  int asleep_status;       /* 408 or 503: what commands to an asleep car get */
+  int64_t infotainment_lag_ms; /* INFOTAINMENT answers 408 this long after waking */
+  int64_t online_at_ms;    /* when the last wake completed, 0 = none */
+  uint64_t wake_ups;       /* wake_up requests received */
   /* Per domain (FQ__SIM_VCSEC, FQ__SIM_INFO): the car's key and its
    * verifier, both created on first use so that 10,000s of idle cars cost
    * no key generation. */

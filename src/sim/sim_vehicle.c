@@ -89,6 +89,7 @@ const char *fq__sim_vehicle_state(fq__sim_vehicle_t *v, int64_t now_ms) {
   if (v->offline) return "offline";
   if (v->asleep && v->wake_at_ms && now_ms >= v->wake_at_ms) {
     v->asleep = false;
+    v->online_at_ms = v->wake_at_ms;
     v->wake_at_ms = 0;
   }
   return v->asleep ? "asleep" : "online";

@@ -67,6 +67,7 @@ enum key_id {
   K_AFTER,
   K_LIMIT,
   K_ACTION,
+  K_WAKE,
   K_COUNT_
 };
 
@@ -75,7 +76,7 @@ static const char *const key_names[K_COUNT_] = {
     [K_KEY] = "key",       [K_ACCOUNT] = "account", [K_VIN] = "vin",      [K_SITE] = "site",
     [K_COMMAND] = "command", [K_PARAMS] = "params", [K_TTL] = "ttl_ms",   [K_COALESCE] = "coalesce",
     [K_ID] = "id",         [K_SHARD] = "shard",   [K_AFTER] = "after",    [K_LIMIT] = "limit",
-    [K_ACTION] = "action",
+    [K_ACTION] = "action",  [K_WAKE] = "wake",
 };
 
 #define B(k) (1u << (k))
@@ -88,7 +89,7 @@ static const struct {
 } ops[] = {
     {"submit", FQ_OP_SUBMIT,
      COMMON_KEYS | B(K_TENANT) | B(K_KEY) | B(K_ACCOUNT) | B(K_VIN) | B(K_SITE) | B(K_COMMAND) |
-         B(K_PARAMS) | B(K_TTL) | B(K_COALESCE)},
+         B(K_PARAMS) | B(K_TTL) | B(K_COALESCE) | B(K_WAKE)},
     {"get", FQ_OP_GET, COMMON_KEYS | B(K_TENANT) | B(K_KEY) | B(K_ID)},
     {"cancel", FQ_OP_CANCEL, COMMON_KEYS | B(K_TENANT) | B(K_KEY) | B(K_ID)},
     {"history", FQ_OP_HISTORY, COMMON_KEYS | B(K_SHARD) | B(K_AFTER) | B(K_LIMIT)},
@@ -108,7 +109,7 @@ static int key_lookup(const uint8_t *p, size_t n) {
   case 1: return p[0] == 'v' ? K_V : -1;
   case 2: return EQ(p, n, "op") ? K_OP : EQ(p, n, "id") ? K_ID : -1;
   case 3: return EQ(p, n, "key") ? K_KEY : EQ(p, n, "req") ? K_REQ : EQ(p, n, "vin") ? K_VIN : -1;
-  case 4: return EQ(p, n, "site") ? K_SITE : -1;
+  case 4: return EQ(p, n, "site") ? K_SITE : EQ(p, n, "wake") ? K_WAKE : -1;
   case 5:
     return EQ(p, n, "shard") ? K_SHARD : EQ(p, n, "after") ? K_AFTER : EQ(p, n, "limit") ? K_LIMIT : -1;
   case 6:
@@ -512,6 +513,12 @@ static int decode_submit(const scan_t *s, fq_request_t *req, fq_err_t *err) {
     val_obj(s, K_COALESCE, &o);
     if (o.kind != FQ__MP_BOOL) return type_err(K_COALESCE, "bool", &o, err);
     req->coalesce = o.v.b;
+  }
+  if (s->seen & B(K_WAKE)) {
+    fq__mp_obj_t o;
+    val_obj(s, K_WAKE, &o);
+    if (o.kind != FQ__MP_BOOL) return type_err(K_WAKE, "bool", &o, err);
+    req->no_wake = !o.v.b;
   }
   return 0;
 }

@@ -28,4 +28,7 @@ def body(c, w):
 
 
 dl.run("test_dispatch_cancel", body,
-       vehicles=[dl.default_vehicle(V, asleep=True, wake_ms=2500)])
+       vehicles=[dl.default_vehicle(V, asleep=True, wake_ms=2500)],
+       # Polls that find the car asleep send another wake_up (at most
+       # --wake-max, 3): poll slowly enough for the car to wake in time.
+       daemon_opts={"--wake-poll-ms": 1500})

@@ -1,7 +1,9 @@
 """An asleep car with a backlog: the first command finds the car asleep,
 the daemon sends exactly one wake_up for the whole backlog, waits (state
 `waking`) until the car is online, then all commands succeed in submit
-order, each executed once."""
+order, each executed once.  The poll interval (2 s) is longer than the
+car takes to wake (1.5 s): a poll that found it still asleep would send
+another wake_up (issue 12, at most --wake-max)."""
 from lib import dispatch as dl
 
 V = dl.vin(105)
@@ -21,6 +23,9 @@ def body(c, w):
         w.check_final(c, i, "succeeded", error=None)
     c.eq(w.tap.count(r"POST /api/1/vehicles/\w+/wake_up"), 1, "exactly one wake_up",
          w.tap.paths())
+    c.eq(w.sim.vehicle(V)["wake_ups"], 1, "fleetsim counted one wake_up")
+    c.eq(w.get(ids[0])["wakes"], 1, "get: the first command woke the car once")
+    c.eq([w.get(i)["wakes"] for i in ids[1:]], [0, 0, 0], "get: the backlog needed no wake")
     w.check_execs(c, ["set_charge_limit", "set_charging_amps", "set_sentry_mode", "door_lock"], V)
     st = w.sim.vehicle(V)
     c.eq((st["state"], st["charge_state"]["charge_limit_soc"],
@@ -36,4 +41,5 @@ def body(c, w):
 
 
 dl.run("test_dispatch_wake", body,
-       vehicles=[dl.default_vehicle(V, asleep=True, wake_ms=WAKE_MS, locked=False)])
+       vehicles=[dl.default_vehicle(V, asleep=True, wake_ms=WAKE_MS, locked=False)],
+       daemon_opts={"--wake-poll-ms": 2000})

@@ -98,6 +98,7 @@ typedef struct h {
   int nlog;
   car_t car;
   int nsubmits;
+  bool no_wake;              /* the next submits carry `wake: false` */
   const char *account;       /* account of the next submits; NULL: "acct" */
 } h_t;
 
@@ -310,6 +311,7 @@ typedef struct hopts {
   bool refresh;              /* give the dispatcher an auth refresh endpoint */
   bool unpaired;             /* the car does not know the fleet key */
   int64_t wake_timeout_ms;
+  int wake_max;              /* 0: the default (3) */
   double device_rate;
 } hopts_t;
 
@@ -351,6 +353,7 @@ static int h_open(h_t *h, const hopts_t *o) {
                               .http_timeout_ms = 10000,
                               .wake_timeout_ms = o && o->wake_timeout_ms ? o->wake_timeout_ms
                                                                          : 120000,
+                              .wake_max = o ? o->wake_max : 0,
                               .device_rate = o ? o->device_rate : 0,
                               .transport = &h->tr};
   h->tr = (fq_dispatch_transport_t){
@@ -443,6 +446,7 @@ static uint64_t submit_p(h_t *h, const char *device, const char *command, const 
   rec.params = (uint8_t *)params; /* borrowed */
   rec.params_len = plen;
   rec.ttl_ms = ttl_ms;
+  rec.no_wake = h->no_wake;
   rec.created = h->now;
   rec.deadline = h->now + ttl_ms;
   rec.fault = -1;
@@ -829,7 +833,7 @@ FQ_TEST(unauthorized_refreshes_once_then_retries) {
   h_close(&h);
 }
 
-/* --- asleep: wake once, then poll ------------------------------------------- */
+/* --- asleep: wake, poll, wake again up to --wake-max ----------------------- */
 
 #define WAKE "/api/1/vehicles/" VIN "/wake_up"
 #define POLL "/api/1/vehicles/" VIN
@@ -853,7 +857,15 @@ static int find_req(h_t *h, int from, const char *path) {
   return -1;
 }
 
-FQ_TEST(asleep_408_wakes_once_then_polls) {
+/* The wakes count the store keeps for command num. */
+static uint32_t wakes_of(h_t *h, uint64_t num) {
+  fq_cmdrec_t r = rec_of(h, num);
+  uint32_t n = r.wakes;
+  fq_cmdrec_free(&r);
+  return n;
+}
+
+FQ_TEST(asleep_408_wakes_polls_and_wakes_again) {
   h_t h;
   if (h_open(&h, NULL) != 0) {
     FQ__FAIL("harness");
@@ -869,8 +881,7 @@ FQ_TEST(asleep_408_wakes_once_then_polls) {
   CHECK_REQ(&h, 1, FQ_HTTP_POST, WAKE);
   answer(&h, 1, 200, STATE("asleep"));
   step(&h, T0 + 200);
-  /* Polls every wake_poll_ms (10 s) from the wake_up's answer, never a
-   * second wake_up. */
+  /* Polls wake_poll_ms (10 s) after the wake_up's answer. */
   step(&h, T0 + 200 + 9999);
   CHECK_INT(h.nreqs, 2);
   step(&h, T0 + 200 + 10000);
@@ -878,45 +889,53 @@ FQ_TEST(asleep_408_wakes_once_then_polls) {
   CHECK_REQ(&h, 2, FQ_HTTP_GET, POLL);
   answer(&h, 2, 200, STATE("asleep"));
   step(&h, T0 + 10300);
-  step(&h, T0 + 20299);
-  CHECK_INT(h.nreqs, 3);
-  step(&h, T0 + 20300);
+  /* Still asleep: a second wake_up, as Tesla's client sends one every
+   * 10 s (at most --wake-max per command). */
   CHECK_INT(h.nreqs, 4);
-  CHECK_REQ(&h, 3, FQ_HTTP_GET, POLL);
-  answer(&h, 3, 200, STATE("online"));
+  CHECK_REQ(&h, 3, FQ_HTTP_POST, WAKE);
+  CHECK_INT(h.reqs[3].at, T0 + 10300);
+  answer(&h, 3, 200, STATE("asleep"));
+  step(&h, T0 + 10400);
+  step(&h, T0 + 20399);
+  CHECK_INT(h.nreqs, 4);
   step(&h, T0 + 20400);
-  /* Online: the command goes again, at once. */
   CHECK_INT(h.nreqs, 5);
-  CHECK_REQ(&h, 4, FQ_HTTP_POST, REST("honk_horn"));
-  CHECK_INT(h.reqs[4].at, T0 + 20400);
-  CHECK_CMD(&h, a, FQ_ST_SENT, 0, 2, "");
-  answer(&h, 4, 200, OK_RESULT);
+  CHECK_REQ(&h, 4, FQ_HTTP_GET, POLL);
+  answer(&h, 4, 200, STATE("online"));
   step(&h, T0 + 20500);
+  /* Online: the command goes again, at once. */
+  CHECK_INT(h.nreqs, 6);
+  CHECK_REQ(&h, 5, FQ_HTTP_POST, REST("honk_horn"));
+  CHECK_INT(h.reqs[5].at, T0 + 20500);
+  CHECK_CMD(&h, a, FQ_ST_SENT, 0, 2, "");
+  answer(&h, 5, 200, OK_RESULT);
+  step(&h, T0 + 20600);
   CHECK_CMD(&h, a, FQ_ST_SUCCEEDED, 0, 2, "");
   CHECK_STATES(&h, a, FQ_ST_QUEUED, FQ_ST_DISPATCHING, FQ_ST_SENT, FQ_ST_WAKING, FQ_ST_SENT,
                FQ_ST_SUCCEEDED);
-  CHECK_INT(count_reqs(&h, FQ_HTTP_POST, WAKE), 1);
+  CHECK_INT(count_reqs(&h, FQ_HTTP_POST, WAKE), 2);
   CHECK_INT(count_reqs(&h, FQ_HTTP_GET, POLL), 2);
+  CHECK_INT(wakes_of(&h, a), 2);
   fq_dispatch_stats_t st;
   fq_dispatch_stats(h.d, &st);
-  CHECK_INT(st.wakes, 1);
+  CHECK_INT(st.wakes, 2);
 
   /* The car is awake now: the next command of the backlog goes straight. */
   uint64_t b = submit(&h, DEV, "flash_lights", 60000);
   step(&h, T0 + 21000);
-  CHECK_INT(h.nreqs, 6);
-  CHECK_REQ(&h, 5, FQ_HTTP_POST, REST("flash_lights"));
-  answer(&h, 5, 200, OK_RESULT);
+  CHECK_INT(h.nreqs, 7);
+  CHECK_REQ(&h, 6, FQ_HTTP_POST, REST("flash_lights"));
+  answer(&h, 6, 200, OK_RESULT);
   step(&h, T0 + 21100);
   CHECK_CMD(&h, b, FQ_ST_SUCCEEDED, 0, 1, "");
-  CHECK_INT(count_reqs(&h, FQ_HTTP_POST, WAKE), 1);
+  CHECK_INT(wakes_of(&h, b), 0);
+  CHECK_INT(count_reqs(&h, FQ_HTTP_POST, WAKE), 2);
   h_close(&h);
 }
 
-FQ_TEST(asleep_503_wakes_and_gives_up) {
-  hopts_t o = {.wake_timeout_ms = 25000};
+FQ_TEST(asleep_503_wakes_up_to_wake_max) {
   h_t h;
-  if (h_open(&h, &o) != 0) {
+  if (h_open(&h, NULL) != 0) {
     FQ__FAIL("harness");
     return;
   }
@@ -927,42 +946,49 @@ FQ_TEST(asleep_503_wakes_and_gives_up) {
   answer(&h, 0, 503, "{\"error\":\"vehicle is offline or asleep\"}");
   step(&h, T0 + 100);
   CHECK_CMD(&h, a, FQ_ST_WAKING, 0, 1, "HTTP 503");
-  CHECK_REQ(&h, 1, FQ_HTTP_POST, WAKE);
-  answer(&h, 1, 200, STATE("asleep"));
-  int64_t t = T0 + 200;
-  step(&h, t);
-  for (int i = 2; i < 5; i++) {
+  int64_t t = T0 + 100;
+  int n = 1;
+  for (uint32_t w = 1; w <= 3; w++) {
+    CHECK_REQ(&h, n, FQ_HTTP_POST, WAKE);
+    CHECK_INT(h.reqs[n].at, t);
+    CHECK_INT(wakes_of(&h, a), w);
+    answer(&h, n++, 200, STATE("asleep"));
+    step(&h, t += 100);
     CHECK_CMD(&h, a, FQ_ST_WAKING, 0, 1, "waking it");
-    t += 10000;
-    step(&h, t);
-    CHECK_INT(h.nreqs, i + 1);
-    CHECK_REQ(&h, i, FQ_HTTP_GET, POLL);
-    answer(&h, i, 200, STATE("offline"));
-    t += 10;
-    step(&h, t);
+    step(&h, t += 10000);
+    CHECK_REQ(&h, n, FQ_HTTP_GET, POLL);
+    answer(&h, n++, 200, STATE("offline"));
+    step(&h, t += 10);
   }
-  /* The third poll's answer comes 30.13 s after the wake_up, over
-   * wake_timeout_ms (25 s): failed. */
-  CHECK_CMD(&h, a, FQ_ST_FAILED, FQ_EHTTP, 1, "did not come online after a wake_up");
-  CHECK_INT(count_reqs(&h, FQ_HTTP_POST, WAKE), 1);
+  /* The third poll still finds it offline: a fourth wake_up would pass
+   * --wake-max (3), so the command fails naming the limit. */
+  CHECK_CMD(&h, a, FQ_ST_FAILED, FQ_EASLEEP, 1,
+            "after 3 wake_up requests, the limit (--wake-max 3)");
+  CHECK_REASON(&h, a, "vehicle still offline");
+  CHECK_INT(wakes_of(&h, a), 3);
+  CHECK_INT(count_reqs(&h, FQ_HTTP_POST, WAKE), 3);
+  CHECK_INT(h.nreqs, 7);
   step(&h, t + 60000);
-  CHECK_INT(h.nreqs, 5);
+  CHECK_INT(h.nreqs, 7);
 
   /* Waking past the deadline: expired. */
   uint64_t b = submit(&h, DEV, "honk_horn", 15000);
   int64_t t1 = h.now;
   step(&h, t1);
-  answer(&h, 5, 408, "");
+  answer(&h, 7, 408, "");
   step(&h, t1 + 100);
-  CHECK_REQ(&h, 6, FQ_HTTP_POST, WAKE);
-  answer(&h, 6, 200, STATE("asleep"));
+  CHECK_REQ(&h, 8, FQ_HTTP_POST, WAKE);
+  answer(&h, 8, 200, STATE("asleep"));
   step(&h, t1 + 200);
   step(&h, t1 + 10200);
-  CHECK_REQ(&h, 7, FQ_HTTP_GET, POLL);
-  answer(&h, 7, 200, STATE("asleep"));
-  step(&h, t1 + 10300); /* the next poll would be past the deadline */
+  CHECK_REQ(&h, 9, FQ_HTTP_GET, POLL);
+  answer(&h, 9, 200, STATE("asleep"));
+  step(&h, t1 + 10300);
+  CHECK_REQ(&h, 10, FQ_HTTP_POST, WAKE);
+  answer(&h, 10, 200, STATE("asleep"));
+  step(&h, t1 + 10400); /* the next poll would be past the deadline */
   CHECK_CMD(&h, b, FQ_ST_EXPIRED, FQ_EEXPIRED, 1, "did not wake up in time");
-  CHECK_INT(h.nreqs, 8);
+  CHECK_INT(h.nreqs, 11);
   h_close(&h);
 }
 
@@ -1016,14 +1042,18 @@ FQ_TEST(rate_limited_429_parks_the_account_until_retry_after) {
     h_close(&h);
     return;
   }
-  answer(&h, id2, 503, ""); /* DEV2 retries after the backoff (1 s) */
   answer_hdr(&h, ib, 429, "60", "");
+  step(&h, t + 50);
+  /* A plain 503 means "not awake" (issue 12): DEV2 would send a wake_up,
+   * but the account is parked, so it tries again when the park ends. */
+  answer(&h, id2, 503, "");
   step(&h, t + 100);
   CHECK_CMD(&h, b, FQ_ST_EXPIRED, FQ_EEXPIRED, 1, "rate limited");
   CHECK_CMD(&h, c, FQ_ST_QUEUED, 0, 0, "");
-  CHECK_CMD(&h, d2, FQ_ST_RETRYING, 0, 1, "HTTP 503");
+  CHECK_CMD(&h, d2, FQ_ST_WAKING, 0, 1, "HTTP 503");
+  CHECK_INT(count_reqs(&h, FQ_HTTP_POST, "/api/1/vehicles/" VIN2 "/wake_up"), 0);
   step(&h, t + 1200);
-  step(&h, t + 100 + 59999);
+  step(&h, t + 50 + 59999);
   CHECK_INT(h.nreqs, 5);
   step(&h, t + 100 + 60000);
   CHECK_INT(h.nreqs, 7);
@@ -1110,7 +1140,7 @@ FQ_TEST(account_refusals_are_remembered) {
 
 /* --- retries and unknown outcomes ---------------------------------------------- */
 
-FQ_TEST(plain_503_retries_after_backoff) {
+FQ_TEST(plain_503_goes_through_wake_path) {
   h_t h;
   if (h_open(&h, NULL) != 0) {
     FQ__FAIL("harness");
@@ -1121,37 +1151,206 @@ FQ_TEST(plain_503_retries_after_backoff) {
   step(&h, T0);
   answer(&h, 0, 503, "{\"error\":\"upstream busy\"}");
   step(&h, T0 + 100);
-  /* Not executed: even a non-idempotent command goes again. */
-  CHECK_CMD(&h, a, FQ_ST_RETRYING, 0, 1, "retrying in 1000 ms");
-  step(&h, T0 + 1099);
-  CHECK_INT(h.nreqs, 1);
-  step(&h, T0 + 1100);
+  /* Tesla's client reads any 503 as "not awake": a wake_up, not a resend
+   * of the same request. */
+  CHECK_CMD(&h, a, FQ_ST_WAKING, 0, 1, "HTTP 503: upstream busy");
   CHECK_INT(h.nreqs, 2);
-  CHECK_INT(h.reqs[1].at, T0 + 1100);
+  CHECK_REQ(&h, 1, FQ_HTTP_POST, WAKE);
+  CHECK_INT(wakes_of(&h, a), 1);
+  answer(&h, 1, 200, STATE("online"));
+  step(&h, T0 + 200);
+  step(&h, T0 + 200 + 9999);
+  CHECK_INT(h.nreqs, 2);
+  step(&h, T0 + 200 + 10000);
+  CHECK_REQ(&h, 2, FQ_HTTP_GET, POLL);
+  answer(&h, 2, 200, STATE("online"));
+  step(&h, T0 + 10300);
+  CHECK_INT(h.nreqs, 4);
+  CHECK_REQ(&h, 3, FQ_HTTP_POST, REST("honk_horn"));
   CHECK_CMD(&h, a, FQ_ST_SENT, 0, 2, "");
-  /* Connect failure: nothing left, same again. */
-  answer_transport(&h, 1, FQ_HTTP_NOT_SENT, 7, "Failed to connect");
-  step(&h, T0 + 1200);
+  /* Connect failure: nothing left, retried after the backoff. */
+  answer_transport(&h, 3, FQ_HTTP_NOT_SENT, 7, "Failed to connect");
+  step(&h, T0 + 10400);
   CHECK_CMD(&h, a, FQ_ST_RETRYING, 0, 2, "nothing was sent");
-  step(&h, T0 + 2200);
-  CHECK_INT(h.nreqs, 3);
-  answer(&h, 2, 200, OK_RESULT);
-  step(&h, T0 + 2300);
+  step(&h, T0 + 11399);
+  CHECK_INT(h.nreqs, 4);
+  step(&h, T0 + 11400);
+  CHECK_INT(h.nreqs, 5);
+  CHECK_REQ(&h, 4, FQ_HTTP_POST, REST("honk_horn"));
+  answer(&h, 4, 200, OK_RESULT);
+  step(&h, T0 + 11500);
   CHECK_CMD(&h, a, FQ_ST_SUCCEEDED, 0, 3, "");
-  CHECK_STATES(&h, a, FQ_ST_QUEUED, FQ_ST_DISPATCHING, FQ_ST_SENT, FQ_ST_RETRYING, FQ_ST_SENT,
+  CHECK_STATES(&h, a, FQ_ST_QUEUED, FQ_ST_DISPATCHING, FQ_ST_SENT, FQ_ST_WAKING, FQ_ST_SENT,
                FQ_ST_RETRYING, FQ_ST_SENT, FQ_ST_SUCCEEDED);
+  CHECK_INT(wakes_of(&h, a), 1);
+  CHECK_INT(count_reqs(&h, FQ_HTTP_POST, WAKE), 1);
   fq_dispatch_stats_t st;
   fq_dispatch_stats(h.d, &st);
-  CHECK_INT(st.retries, 2);
+  CHECK_INT(st.retries, 1);
+  CHECK_INT(st.wakes, 1);
 
-  /* A retry that would land on or past the deadline expires instead. */
-  uint64_t b = submit(&h, DEV, "honk_horn", 1500); /* at T0 + 2300 */
-  step(&h, T0 + 3000);
-  answer(&h, 3, 503, "");
-  step(&h, T0 + 3500); /* 3500 + 1000 >= 2300 + 1500 */
-  CHECK_CMD(&h, b, FQ_ST_EXPIRED, FQ_EEXPIRED, 1, "deadline passed");
-  step(&h, T0 + 10000);
+  /* Waking that would pass the deadline expires instead. */
+  uint64_t b = submit(&h, DEV, "honk_horn", 5000); /* at T0 + 11500 */
+  step(&h, T0 + 12000);
+  CHECK_INT(h.nreqs, 6);
+  answer(&h, 5, 503, "");
+  step(&h, T0 + 12100);
+  CHECK_REQ(&h, 6, FQ_HTTP_POST, WAKE);
+  answer(&h, 6, 200, STATE("asleep"));
+  step(&h, T0 + 12200); /* 12200 + 10000 >= 11500 + 5000 */
+  CHECK_CMD(&h, b, FQ_ST_EXPIRED, FQ_EEXPIRED, 1, "did not wake up in time");
+  step(&h, T0 + 30000);
+  CHECK_INT(h.nreqs, 7);
+  h_close(&h);
+}
+
+/* A car that keeps answering 503 gets at most --wake-max wake_ups, each
+ * one poll interval after the one before; then the command fails naming
+ * the limit. */
+FQ_TEST(wake_max_bounds_wake_ups) {
+  hopts_t o = {.wake_max = 2};
+  h_t h;
+  if (h_open(&h, &o) != 0) {
+    FQ__FAIL("harness");
+    return;
+  }
+  make_legacy(&h, VIN);
+  uint64_t a = submit(&h, DEV, "honk_horn", 120000);
+  int64_t t = T0;
+  step(&h, t);
+  int n = 0; /* requests answered so far */
+  for (int round = 1; round <= 2; round++) {
+    answer(&h, n++, 503, "");
+    step(&h, t += 100);
+    CHECK_CMD(&h, a, FQ_ST_WAKING, 0, (uint32_t)round, "HTTP 503");
+    CHECK_REQ(&h, n, FQ_HTTP_POST, WAKE);
+    CHECK_INT(h.reqs[n].at, t);
+    CHECK_INT(wakes_of(&h, a), round);
+    answer(&h, n++, 200, STATE("online"));
+    step(&h, t += 100);
+    step(&h, t += 10000);
+    CHECK_REQ(&h, n, FQ_HTTP_GET, POLL);
+    answer(&h, n++, 200, STATE("online"));
+    step(&h, t += 100);
+    CHECK_REQ(&h, n, FQ_HTTP_POST, REST("honk_horn"));
+  }
+  CHECK_INT(h.reqs[3 + 1].at - h.reqs[1].at >= 10000, 1);
+  answer(&h, n++, 503, "");
+  step(&h, t += 100);
+  CHECK_CMD(&h, a, FQ_ST_FAILED, FQ_EASLEEP, 3, "after 2 wake_up requests, the limit (--wake-max 2)");
+  CHECK_INT(wakes_of(&h, a), 2);
+  CHECK_INT(count_reqs(&h, FQ_HTTP_POST, WAKE), 2);
+  step(&h, t + 60000);
+  CHECK_INT(h.nreqs, n);
+  h_close(&h);
+}
+
+/* `wake: false`: an asleep car fails the command at once, no wake_up. */
+FQ_TEST(wake_false_fails_asleep_car_without_wake) {
+  h_t h;
+  if (h_open(&h, NULL) != 0) {
+    FQ__FAIL("harness");
+    return;
+  }
+  make_legacy(&h, VIN);
+  h.no_wake = true;
+  uint64_t a = submit(&h, DEV, "honk_horn", 60000);
+  uint64_t b = submit(&h, DEV, "flash_lights", 60000);
+  step(&h, T0);
+  answer(&h, 0, 408, "{\"error\":\"vehicle unavailable: vehicle is offline or asleep\"}");
+  step(&h, T0 + 100);
+  CHECK_CMD(&h, a, FQ_ST_FAILED, FQ_EASLEEP, 1, "wake: false");
+  CHECK_REASON(&h, a, "vehicle is asleep (HTTP 408)");
+  CHECK_REASON(&h, a, "nothing was sent to the car and no wake_up");
+  CHECK_INT(wakes_of(&h, a), 0);
+  /* A plain 503 is "not awake" too. */
+  CHECK_REQ(&h, 1, FQ_HTTP_POST, REST("flash_lights"));
+  answer(&h, 1, 503, "");
+  step(&h, T0 + 200);
+  CHECK_CMD(&h, b, FQ_ST_FAILED, FQ_EASLEEP, 1, "vehicle is asleep (HTTP 503)");
+  CHECK_INT(count_reqs(&h, FQ_HTTP_POST, WAKE), 0);
+  step(&h, T0 + 60000);
+  CHECK_INT(h.nreqs, 2);
+  h_close(&h);
+}
+
+/* INFOTAINMENT answers 408 for a while after the car reported online:
+ * polls on the running wake timer, no second wake_up, and the timer is
+ * not restarted. */
+FQ_TEST(asleep_408_after_online_polls_without_waking) {
+  hopts_t o = {.wake_timeout_ms = 25000};
+  h_t h;
+  if (h_open(&h, &o) != 0) {
+    FQ__FAIL("harness");
+    return;
+  }
+  make_legacy(&h, VIN);
+  uint64_t a = submit(&h, DEV, "honk_horn", 120000);
+  step(&h, T0);
+  answer(&h, 0, 408, "");
+  step(&h, T0 + 100); /* the wake timer starts here */
+  CHECK_REQ(&h, 1, FQ_HTTP_POST, WAKE);
+  answer(&h, 1, 200, STATE("asleep"));
+  step(&h, T0 + 200);
+  step(&h, T0 + 10200);
+  CHECK_REQ(&h, 2, FQ_HTTP_GET, POLL);
+  answer(&h, 2, 200, STATE("online"));
+  step(&h, T0 + 10300);
+  CHECK_REQ(&h, 3, FQ_HTTP_POST, REST("honk_horn"));
+  answer(&h, 3, 408, "");
+  step(&h, T0 + 10400);
+  CHECK_CMD(&h, a, FQ_ST_WAKING, 0, 2, "still answers 408");
+  step(&h, T0 + 20399);
   CHECK_INT(h.nreqs, 4);
+  step(&h, T0 + 20400);
+  CHECK_REQ(&h, 4, FQ_HTTP_GET, POLL);
+  answer(&h, 4, 200, STATE("online"));
+  step(&h, T0 + 20500);
+  CHECK_REQ(&h, 5, FQ_HTTP_POST, REST("honk_horn"));
+  answer(&h, 5, 408, "");
+  step(&h, T0 + 20600);
+  step(&h, T0 + 30600);
+  CHECK_REQ(&h, 6, FQ_HTTP_GET, POLL);
+  answer(&h, 6, 200, STATE("online"));
+  step(&h, T0 + 30700);
+  CHECK_REQ(&h, 7, FQ_HTTP_POST, REST("honk_horn"));
+  answer(&h, 7, 408, "");
+  /* 30.8 s after the one wake_up, over wake_timeout_ms (25 s): the timer
+   * was not restarted when the car came online. */
+  step(&h, T0 + 30800);
+  CHECK_CMD(&h, a, FQ_ST_FAILED, FQ_EHTTP, 4, "did not come online after a wake_up");
+  CHECK_INT(count_reqs(&h, FQ_HTTP_POST, WAKE), 1);
+  CHECK_INT(wakes_of(&h, a), 1);
+  CHECK_INT(h.nreqs, 8);
+
+  /* The same lag, then the command goes through: one wake only. */
+  uint64_t b = submit(&h, DEV, "flash_lights", 120000);
+  int64_t t = T0 + 40000;
+  step(&h, t);
+  answer(&h, 8, 408, "");
+  step(&h, t + 100);
+  CHECK_REQ(&h, 9, FQ_HTTP_POST, WAKE);
+  answer(&h, 9, 200, STATE("online"));
+  step(&h, t + 200);
+  step(&h, t + 10200);
+  CHECK_REQ(&h, 10, FQ_HTTP_GET, POLL);
+  answer(&h, 10, 200, STATE("online"));
+  step(&h, t + 10300);
+  CHECK_REQ(&h, 11, FQ_HTTP_POST, REST("flash_lights"));
+  answer(&h, 11, 408, "");
+  step(&h, t + 10400);
+  step(&h, t + 20400);
+  CHECK_REQ(&h, 12, FQ_HTTP_GET, POLL);
+  answer(&h, 12, 200, STATE("online"));
+  step(&h, t + 20500);
+  CHECK_REQ(&h, 13, FQ_HTTP_POST, REST("flash_lights"));
+  answer(&h, 13, 200, OK_RESULT);
+  step(&h, t + 20600);
+  CHECK_CMD(&h, b, FQ_ST_SUCCEEDED, 0, 3, "");
+  CHECK_STATES(&h, b, FQ_ST_QUEUED, FQ_ST_DISPATCHING, FQ_ST_SENT, FQ_ST_WAKING, FQ_ST_SENT,
+               FQ_ST_WAKING, FQ_ST_SENT, FQ_ST_SUCCEEDED);
+  CHECK_INT(wakes_of(&h, b), 1);
+  CHECK_INT(count_reqs(&h, FQ_HTTP_POST, WAKE), 2);
   h_close(&h);
 }
 

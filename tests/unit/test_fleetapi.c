@@ -201,8 +201,20 @@ FQ_TEST(fa_429_delays) {
 }
 
 FQ_TEST(fa_5xx_rows) {
-  CHECK_INT(run(503, "{\"error\":\"upstream internal error\"}", SIGNED), FQ_FA_TRANSIENT);
+  /* A plain 503 to a vehicle command is "not awake" (Tesla's client reads
+   * every 503 so): the wake path, never "may have been executed". */
+  CHECK_INT(run(503, "{\"error\":\"upstream internal error\"}", SIGNED), FQ_FA_ASLEEP);
   CHECK(!R.may_have_executed);
+  CHECK(strstr(R.reason, "HTTP 503: upstream internal error") != NULL);
+  CHECK(strstr(R.reason, "waking it") != NULL);
+  CHECK_INT(run(503, "", REST), FQ_FA_ASLEEP);
+  CHECK(!R.may_have_executed);
+  /* Elsewhere (energy sites, the wake_up and its polls) it stays a
+   * transient failure retried after a backoff. */
+  CHECK_INT(run(503, "{\"error\":\"upstream internal error\"}", FQ_FA_EP_ENERGY),
+            FQ_FA_TRANSIENT);
+  CHECK(!R.may_have_executed);
+  CHECK_INT(run(503, "", FQ_FA_EP_WAKE), FQ_FA_TRANSIENT);
   long unknown[] = {500, 502, 504, 540, 599};
   for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++) {
     CHECK_INT(run(unknown[i], "{\"error\":\"x\"}", SIGNED), FQ_FA_UNKNOWN);

@@ -232,7 +232,7 @@ FQ_TEST(submit_vehicle_decodes) {
   fq_request_t r;
   fq_err_t e;
   int rc = decode("{" SUBMIT_VIN "'command':'set_charge_limit','params':{'percent':80},"
-                  "'ttl_ms':30000,'coalesce':true,'req':7,'v':1}",
+                  "'ttl_ms':30000,'coalesce':true,'wake':false,'req':7,'v':1}",
                   &r, &e);
   CHECK_INT(rc, 0);
   if (rc) {
@@ -256,6 +256,7 @@ FQ_TEST(submit_vehicle_decodes) {
   free(pm.p);
   CHECK_INT(r.ttl_ms, 30000);
   CHECK(r.coalesce);
+  CHECK(r.no_wake);
   CHECK_MEM(r.req_raw, r.req_raw_len, "\x07", 1);
   char dk[32];
   CHECK_INT(fq_wire_device_key(&r, dk, sizeof dk), 19);
@@ -274,6 +275,7 @@ FQ_TEST(submit_site_and_defaults) {
   CHECK(r.vin.p == NULL);
   CHECK_INT(r.ttl_ms, 0);
   CHECK(!r.coalesce);
+  CHECK(!r.no_wake); /* `wake` defaults to true */
   CHECK(r.req_raw == NULL);
   char dk[32];
   CHECK_INT(fq_wire_device_key(&r, dk, sizeof dk), 15);
@@ -422,6 +424,7 @@ FQ_TEST(wrong_types_for_every_field) {
   BADREQ("{" SUBMIT_VIN "'command':'door_lock','ttl_ms':100.0}",
          "\"ttl_ms\": expected integer, got float");
   BADREQ("{" SUBMIT_VIN "'command':'door_lock','coalesce':1}", "\"coalesce\": expected bool, got integer");
+  BADREQ("{" SUBMIT_VIN "'command':'door_lock','wake':'no'}", "\"wake\": expected bool, got string");
   BADREQ("{'op':1}", "\"op\": expected string, got integer");
   BADREQ("{'op':'ping','v':'1'}", "\"v\": expected integer, got string");
   BADREQ("{'op':'ping','req':[1]}", "\"req\": expected a scalar");
@@ -909,8 +912,8 @@ static void hash_of(const char *text, uint8_t out[32]) {
 FQ_TEST(request_hash_is_content_only) {
   uint8_t a[32], b[32];
   hash_of("{" SUBMIT_VIN "'command':'set_temps','params':{'driver_temp':21,'passenger_temp':22.5}}", a);
-  /* Param order, int-vs-float, ttl, coalesce, req, tenant and key do not count. */
-  hash_of("{'req':9,'coalesce':true,'ttl_ms':5,'op':'submit','tenant':'other','key':'k9',"
+  /* Param order, int-vs-float, ttl, coalesce, wake, req, tenant and key do not count. */
+  hash_of("{'req':9,'coalesce':true,'wake':false,'ttl_ms':5,'op':'submit','tenant':'other','key':'k9',"
           "'account':'acct-1','vin':'" VIN "','command':'set_temps',"
           "'params':{'passenger_temp':#ca 41b40000#,'driver_temp':21.0}}",
           b);

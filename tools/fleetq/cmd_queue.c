@@ -25,7 +25,7 @@
 enum {
   O_ENDPOINT = 1000, O_PUBLISH, O_JSON, O_TIMEOUT, O_TENANT, O_KEY, O_ACCOUNT, O_VIN, O_SITE,
   O_COMMAND, O_PARAM, O_PARAMS, O_TTL, O_COALESCE, O_WAIT, O_ID, O_DEVICE, O_COUNT, O_FILL,
-  O_SHARD, O_AFTER, O_LIMIT, O_HELP,
+  O_SHARD, O_AFTER, O_LIMIT, O_HELP, O_NO_WAKE,
 };
 
 static const struct option g_longopts[] = {
@@ -43,6 +43,7 @@ static const struct option g_longopts[] = {
     {"params", required_argument, NULL, O_PARAMS},
     {"ttl-ms", required_argument, NULL, O_TTL},
     {"coalesce", no_argument, NULL, O_COALESCE},
+    {"no-wake", no_argument, NULL, O_NO_WAKE},
     {"wait", no_argument, NULL, O_WAIT},
     {"id", required_argument, NULL, O_ID},
     {"device", required_argument, NULL, O_DEVICE},
@@ -66,7 +67,7 @@ typedef struct qopts {
   size_t nparams;
   const char *params_json;
   int64_t ttl_ms;
-  bool coalesce, wait, fill;
+  bool coalesce, wait, fill, no_wake;
   uint64_t shard, after, limit, count;
   bool shard_set;
 } qopts_t;
@@ -173,6 +174,7 @@ static int parse_opts(int argc, char **argv, const int *allowed, const char *hel
       o->ttl_ms = (int64_t)u;
       break;
     case O_COALESCE: o->coalesce = true; break;
+    case O_NO_WAKE: o->no_wake = true; break;
     case O_WAIT: o->wait = true; break;
     case O_ID: o->id = optarg; break;
     case O_DEVICE: o->device = optarg; break;
@@ -512,19 +514,20 @@ static int cmd_cancel(int argc, char **argv) {
 
 static const int g_send_opts[] = {O_ENDPOINT, O_PUBLISH, O_JSON,  O_TIMEOUT,  O_TENANT,
                                   O_KEY,      O_ACCOUNT, O_VIN,   O_SITE,     O_COMMAND,
-                                  O_PARAM,    O_PARAMS,  O_TTL,   O_COALESCE, O_WAIT, 0};
+                                  O_PARAM,    O_PARAMS,  O_TTL,   O_COALESCE, O_WAIT, O_NO_WAKE, 0};
 
 static const char g_send_help[] =
     "usage: fleetq send --tenant T --key K --account A (--vin VIN | --site ID)\n"
     "                   --command C [--param name=value ...] [--params JSON]\n"
-    "                   [--ttl-ms N] [--coalesce] [--wait] [--timeout S]\n"
+    "                   [--ttl-ms N] [--coalesce] [--no-wake] [--wait] [--timeout S]\n"
     "                   [--endpoint EP] [--publish EP] [--json]\n"
     "\n"
     "Submit one command; the daemon answers once it is durable.  --key is the\n"
     "idempotency key: sending again with the same key and content returns the\n"
     "original command (dup).  --param values: true/false are booleans, plain\n"
     "integers and decimals are numbers, anything else is a string; --params\n"
-    "takes a JSON object (both may be combined).\n"
+    "takes a JSON object (both may be combined).  --no-wake sends wake: false:\n"
+    "an asleep car fails the command (vehicle_asleep) instead of being woken.\n"
     "\n"
     "--wait subscribes to the command's device first, then submits and follows\n"
     "its status events until a terminal state (at most --timeout seconds,\n"
@@ -677,7 +680,8 @@ static int cmd_send(int argc, char **argv) {
   if (!c) goto out;
   fq_submit_args_t a = {.tenant = o.tenant, .key = o.key, .account = o.account, .vin = o.vin,
                         .site = o.site, .command = o.command, .params = all, .nparams = nall,
-                        .ttl_ms = o.ttl_ms, .coalesce = o.coalesce};
+                        .ttl_ms = o.ttl_ms, .coalesce = o.coalesce,
+                        .no_wake = o.no_wake};
   if (fq_req_submit(&req, &a)) {
     fprintf(stderr, "error: too_large: request does not fit in %zu bytes\n", req.cap);
     goto out;

@@ -236,6 +236,7 @@ static int open_shards(daemon_t *d) {
                                   .retry_backoff_ms = cfg->retry_backoff_ms,
                                   .http_timeout_ms = cfg->http_timeout_ms,
                                   .wake_timeout_ms = cfg->wake_timeout_ms,
+                                  .wake_max = cfg->wake_max,
                                   .device_rate = cfg->device_rate,
                                   .device_burst = cfg->device_burst,
                                   .account_rl = &d->account_rl};
