@@ -814,8 +814,9 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 }
 
 /* libmicrohttpd reports a handler's MHD_NO (our deliberate hang-ups) as an
- * "internal error": keep its chatter at debug level. */
-static void mhd_log(void *cls, const char *fmt, va_list ap) {
+ * "internal error": keep its chatter at debug level.  The format is
+ * libmicrohttpd's own (the attribute tells -Wformat-nonliteral so). */
+__attribute__((format(printf, 2, 0))) static void mhd_log(void *cls, const char *fmt, va_list ap) {
   (void)cls;
   char line[512];
   vsnprintf(line, sizeof line, fmt, ap);
