@@ -22,7 +22,8 @@ int fq_log_parse_level(const char *s) {
 
 /* Format one line (timestamp, level, module, message, newline) and write
  * it with a single write(2), so that lines of several threads never mix. */
-static void log_line(int level, const char *module, const char *fmt, va_list ap) {
+__attribute__((format(printf, 3, 0))) static void log_line(int level, const char *module,
+                                                           const char *fmt, va_list ap) {
   char line[1024];
   struct timespec ts;
   struct tm tm;
