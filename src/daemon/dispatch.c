@@ -844,7 +844,8 @@ static void start_next(fq_dispatch_t *d, dev_t_ *dev) {
       fq_cmdrec_free(&rec);
       continue;
     }
-    if (!fq_cmd_allowed(cmd, a->a.scopes)) {
+    /* Unknown scopes (a token that is not a JWT): Fleet API's 403 decides. */
+    if (!(a->a.scopes & FQ_SCOPES_UNKNOWN) && !fq_cmd_allowed(cmd, a->a.scopes)) {
       fq_fa_scope_reason(reason, sizeof reason, scope_label(cmd), a->a.client_id);
       dev->cur = num;
       finish(d, dev, &rec, FQ_ST_FAILED, reason, FQ_ESCOPE);
