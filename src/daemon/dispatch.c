@@ -945,7 +945,14 @@ static void on_class(fq_dispatch_t *d, dev_t_ *dev, fq_cmdrec_t *rec, const fq_c
       return;
     case FQ_FA_PROTOCOL_REQUIRED:
       if (!dev->legacy) {
-        finish(d, dev, rec, FQ_ST_FAILED, r->reason, FQ_EHTTP);
+        /* Only a command with no signed form (no domain) goes REST to a
+         * car known to take signed commands: there is nothing to retry. */
+        char why[FQ_REASON_MAX];
+        snprintf(why, sizeof why,
+                 "vehicle requires signed commands (Vehicle Command Protocol) and %s has no "
+                 "signed form: not retried, the car cannot be sent this command",
+                 cmd ? cmd->name : "this command");
+        finish(d, dev, rec, FQ_ST_FAILED, why, FQ_EHTTP);
         return;
       }
       note_rc(d, legacy_save(d, dev, false));

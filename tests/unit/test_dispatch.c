@@ -712,6 +712,38 @@ FQ_TEST(unpaired_key_fails_with_pairing_link) {
   h_close(&h);
 }
 
+#define PROTOCOL_REQUIRED                                                                 \
+  "{\"response\":null,\"error\":\"Tesla Vehicle Command Protocol required, please refer to " \
+  "the documentation here: https://developer.tesla.com/docs\",\"error_description\":\"\"}"
+
+/* A car thought to speak REST only answers "Vehicle Command Protocol
+ * required": the dispatcher says it signs the command, and does. */
+FQ_TEST(protocol_required_resends_signed) {
+  h_t h;
+  if (h_open(&h, NULL) != 0) {
+    FQ__FAIL("harness");
+    return;
+  }
+  make_legacy(&h, VIN);
+  uint64_t a = submit(&h, DEV, "charge_start", 60000);
+  step(&h, T0);
+  CHECK_REQ(&h, 0, FQ_HTTP_POST, REST("charge_start"));
+  answer(&h, 0, 403, PROTOCOL_REQUIRED);
+  step(&h, T0 + 100);
+  CHECK_INT(h.nreqs, 2);
+  CHECK_REQ(&h, 1, FQ_HTTP_POST, SIGNED); /* the handshake */
+  CHECK_REASON(&h, a, "vehicle requires signed commands: signing it");
+  car_answer(&h, 1);
+  step(&h, T0 + 200);
+  CHECK_INT(h.nreqs, 3);
+  CHECK_REQ(&h, 2, FQ_HTTP_POST, SIGNED);
+  car_answer(&h, 2);
+  step(&h, T0 + 300);
+  CHECK_CMD(&h, a, FQ_ST_SUCCEEDED, 0, 2, "");
+  CHECK_INT(h.car.accepted, 1);
+  h_close(&h);
+}
+
 FQ_TEST(missing_scope_and_client_errors_fail_without_retry) {
   h_t h;
   if (h_open(&h, NULL) != 0) {
