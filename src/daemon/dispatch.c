@@ -844,7 +844,8 @@ static void start_next(fq_dispatch_t *d, dev_t_ *dev) {
       fq_cmdrec_free(&rec);
       continue;
     }
-    if (!fq_cmd_allowed(cmd, a->a.scopes)) {
+    /* Unknown scopes (a token that is not a JWT): Fleet API's 403 decides. */
+    if (!(a->a.scopes & FQ_SCOPES_UNKNOWN) && !fq_cmd_allowed(cmd, a->a.scopes)) {
       fq_fa_scope_reason(reason, sizeof reason, scope_label(cmd), a->a.client_id);
       dev->cur = num;
       finish(d, dev, &rec, FQ_ST_FAILED, reason, FQ_ESCOPE);
@@ -944,7 +945,14 @@ static void on_class(fq_dispatch_t *d, dev_t_ *dev, fq_cmdrec_t *rec, const fq_c
       return;
     case FQ_FA_PROTOCOL_REQUIRED:
       if (!dev->legacy) {
-        finish(d, dev, rec, FQ_ST_FAILED, r->reason, FQ_EHTTP);
+        /* Only a command with no signed form (no domain) goes REST to a
+         * car known to take signed commands: there is nothing to retry. */
+        char why[FQ_REASON_MAX];
+        snprintf(why, sizeof why,
+                 "vehicle requires signed commands (Vehicle Command Protocol) and %s has no "
+                 "signed form: not retried, the car cannot be sent this command",
+                 cmd ? cmd->name : "this command");
+        finish(d, dev, rec, FQ_ST_FAILED, why, FQ_EHTTP);
         return;
       }
       note_rc(d, legacy_save(d, dev, false));

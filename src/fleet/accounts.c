@@ -420,6 +420,8 @@ int fq_accounts_put(fq_accounts_t *s, const fq_account_t *in, fq_err_t *err) {
     if (fq_jwt_decode(a->access_token, strlen(a->access_token), &c, NULL) == 0) {
       a->scopes = c.scopes;
       a->access_exp = c.exp;
+    } else {
+      a->scopes = FQ_SCOPES_UNKNOWN;
     }
   }
   if ((rc = mdb_txn_begin(s->env, NULL, 0, &txn)) != 0) {
@@ -576,11 +578,15 @@ static void set_tokens(fq_account_t *a, const void *p) {
   }
   a->access_exp = t->exp;
   a->scopes = t->scopes;
-  if (!t->exp && !t->scopes) {
+  if (!t->scopes) {
+    /* No scopes given (a refresh reply without `scope` keeps the expiry
+     * from expires_in): only a JWT can tell them. */
     fq_jwt_claims_t c;
     if (fq_jwt_decode(a->access_token, strlen(a->access_token), &c, NULL) == 0) {
-      a->access_exp = c.exp;
+      if (!t->exp) a->access_exp = c.exp;
       a->scopes = c.scopes;
+    } else {
+      a->scopes = FQ_SCOPES_UNKNOWN;
     }
   }
 }

@@ -46,9 +46,14 @@ typedef struct fq_account {
   char access_token[FQ_TOKEN_MAX + 1];
   char refresh_token[FQ_TOKEN_MAX + 1];
   int64_t access_exp;                    /* Unix seconds, 0 = unknown */
-  unsigned scopes;                       /* FQ_SCOPE_* bits */
+  unsigned scopes;                       /* FQ_SCOPE_* bits, or FQ_SCOPES_UNKNOWN */
   int64_t updated_at_ms;                 /* set by the store on each write */
 } fq_account_t;
+
+/* In `scopes`: the access token is not a JWT, so what it grants is not
+ * known here.  Commands are then sent and Fleet API's 403 decides; this
+ * bit is no scope, so fq_cmd_allowed() never matches it. */
+#define FQ_SCOPES_UNKNOWN 0x80000000u
 
 /* The same without secrets, for listings. */
 typedef struct fq_account_info {
@@ -79,7 +84,7 @@ void fq_accounts_destroy(fq_accounts_t **s);
 /* Add or replace an account.  id: 1..64 of [A-Za-z0-9._@:-]; client_id
  * and both tokens required; region one of na/eu/cn, or base_url https://
  * (or both).  When scopes and access_exp are 0 they are read from the
- * access token if it is a JWT.  Returns 0, FQ_EBADPARAM, FQ_ESTORAGE,
+ * access token if it is a JWT, else scopes become FQ_SCOPES_UNKNOWN.  Returns 0, FQ_EBADPARAM, FQ_ESTORAGE,
  * FQ_ECRYPTO. */
 int fq_accounts_put(fq_accounts_t *s, const fq_account_t *a, fq_err_t *err);
 
@@ -98,7 +103,7 @@ int fq_accounts_list(fq_accounts_t *s, fq_account_info_t **out, size_t *n, fq_er
 int fq_accounts_remove(fq_accounts_t *s, const char *id, fq_err_t *err);
 
 /* Store the result of a token refresh: new access token, its expiry and
- * scopes (0 / 0 = read from the JWT), and the new refresh token (NULL or
+ * scopes (0 / 0 = read from the JWT, FQ_SCOPES_UNKNOWN if it is none), and the new refresh token (NULL or
  * "" keeps the old one).  Returns after the commit is durable: only then
  * may the caller use the new access token.  Returns as fq_accounts_put(),
  * plus FQ_ENOTFOUND / FQ_EVERIFY for the existing record. */

@@ -298,7 +298,7 @@ int fq_fa_classify(const fq_fa_input_t *in, fq_fa_result_t *out) {
     } else if (find_ci(in->body, in->body_len, "Vehicle Command Protocol required")) {
       out->cls = FQ_FA_PROTOCOL_REQUIRED;
       out->code = FQ_EFORBIDDEN;
-      R("vehicle requires signed commands (Vehicle Command Protocol): sending it signed");
+      R("vehicle requires signed commands (Vehicle Command Protocol, HTTP 403)");
     } else {
       out->cls = FQ_FA_CLIENT_ERROR;
       out->code = FQ_EFORBIDDEN;

@@ -359,13 +359,13 @@ static void setup_constant(fq_http_t *h, xfer_t *x) {
 /* The slot's header list for this request: kept when the method, content
  * type and token are those of the slot's previous request. */
 static int setup_headers(xfer_t *x, const fq_http_req_t *req, fq_err_t *err) {
-  char ctype[64] = "";
-  if (req->method == FQ_HTTP_POST) {
-    const char *ct = req->content_type ? req->content_type : "application/json";
-    if (strlen(ct) >= sizeof ctype - 16 || strpbrk(ct, "\r\n"))
-      return fq_errf(err, FQ_EBADPARAM, "content type too long or not one line");
-    snprintf(ctype, sizeof ctype, "%s", ct);
-  }
+  /* On GETs too (http.h): left empty, the header line "Content-Type: "
+   * would make curl drop the header altogether. */
+  char ctype[64];
+  const char *ct = req->content_type ? req->content_type : "application/json";
+  if (strlen(ct) >= sizeof ctype - 16 || strpbrk(ct, "\r\n"))
+    return fq_errf(err, FQ_EBADPARAM, "content type too long or not one line");
+  snprintf(ctype, sizeof ctype, "%s", ct);
   size_t tl = 0;
   if (req->bearer) {
     tl = strnlen(req->bearer, TOKEN_MAX + 1);

@@ -712,6 +712,9 @@ struct fq_vcp_session {
   uint8_t epoch[FQ_VCP_EPOCH_LEN];
   uint32_t counter;
   int64_t clock_offset; /* local seconds - vehicle seconds */
+  /* Vehicle clock of the last session info adopted, to refuse one whose
+   * clock goes back in the same epoch; 0 = not known (a restored session). */
+  uint32_t clock_time;
   uint8_t routing[FQ_VCP_ROUTING_LEN];
   bool stale;
   /* Random bytes for request uuids, drawn 256 at a time: one RAND_bytes()
@@ -811,6 +814,7 @@ int fq_vcp_session_from_info(const fq_vcp_key_t *key, const char *vin, int domai
   memcpy(s->epoch, si.epoch, FQ_VCP_EPOCH_LEN);
   s->counter = si.counter;
   s->clock_offset = floor_div_1000(now_ms) - (int64_t)si.clock_time;
+  s->clock_time = si.clock_time;
   *out = s;
   s = NULL;
 out:
@@ -906,6 +910,11 @@ int fq_vcp_session_resync(fq_vcp_session_t *s, const fq_vcp_request_t *req,
   if (si.status != 0)
     return fq_errf(err, FQ_ENOTPAIRED, "vehicle rejected request: your public key has not been "
                                        "paired with the vehicle");
+  /* A late answer would set the clock offset off by its delay. */
+  if (req->sent_ms && now_ms - req->sent_ms > FQ_VCP_MAX_LATENCY_MS)
+    return fq_errf(err, FQ_EEXPIRED,
+                   "session info answers a request sent %lld ms ago (over %d ms): discarded",
+                   (long long)(now_ms - req->sent_ms), FQ_VCP_MAX_LATENCY_MS);
   bool new_key = memcmp(si.public_key, s->vpub, FQ_VCP_PUBKEY_LEN) != 0;
   if (new_key) {
     if ((rc = fq_vcp_shared_key(s->key, si.public_key, k, err))) return rc;
@@ -917,14 +926,22 @@ int fq_vcp_session_resync(fq_vcp_session_t *s, const fq_vcp_request_t *req,
   if (rc) return fq_errf(err, rc, "HMAC failed");
   if (CRYPTO_memcmp(want, tag, FQ_VCP_TAG_LEN) != 0)
     return fq_errf(err, FQ_EVERIFY, "session info tag does not verify (wrong VIN, key or challenge)");
+  bool same_epoch = !new_key && memcmp(si.epoch, s->epoch, FQ_VCP_EPOCH_LEN) == 0;
+  /* Within an epoch the car's clock only goes forward: older info is a
+   * replay or a reordered answer, and would move the clock back. */
+  if (same_epoch && si.clock_time < s->clock_time)
+    return fq_errf(err, FQ_EEXPIRED,
+                   "session info clock goes back in the same epoch (%u < %u): discarded",
+                   (unsigned)si.clock_time, (unsigned)s->clock_time);
   if (new_key && (rc = session_rekey(s, si.public_key, err))) return rc;
-  if (new_key || memcmp(si.epoch, s->epoch, FQ_VCP_EPOCH_LEN) != 0) {
+  if (!same_epoch) {
     memcpy(s->epoch, si.epoch, FQ_VCP_EPOCH_LEN);
     s->counter = si.counter;
   } else if (si.counter > s->counter) {
     s->counter = si.counter;
   }
   s->clock_offset = floor_div_1000(now_ms) - (int64_t)si.clock_time;
+  s->clock_time = si.clock_time;
   s->stale = false;
   return 0;
 }
@@ -1032,6 +1049,7 @@ int fq_vcp_handshake_finish(const fq_vcp_key_t *key, const char *vin,
   memcpy(s->epoch, si.epoch, FQ_VCP_EPOCH_LEN);
   s->counter = si.counter;
   s->clock_offset = floor_div_1000(now_ms) - (int64_t)si.clock_time;
+  s->clock_time = si.clock_time;
   outcome_set(o, FQ_VCP_OK, m.has_status ? m.fault : -1, 0, "");
   *out = s;
   s = NULL;

@@ -44,6 +44,9 @@
 #define FQ_VCP_MAX_MSG 16384  /* cap on a RoutableMessage we parse */
 #define FQ_VCP_MAX_PAYLOAD 4096 /* cap on a command / reply payload */
 #define FQ_VCP_DEFAULT_LIFETIME_S 5
+/* Session info answering a request sent longer ago than this is discarded
+ * (Tesla's client: MaxLatency). */
+#define FQ_VCP_MAX_LATENCY_MS 10000
 #define FQ_VCP_FLAG_ENCRYPT_RESPONSE 2u /* 1 << Flags.ENCRYPT_RESPONSE */
 /* Bytes of a serialized session (fq_vcp_session_save). */
 #define FQ_VCP_SESSION_BLOB_MAX 192
@@ -393,8 +396,11 @@ int fq_vcp_session_restore(const fq_vcp_key_t *key, const uint8_t *p, size_t n,
  * (challenge = req->uuid; if the car's public key changed, K is re-derived
  * first), then: a new epoch is adopted with its counter; within the same
  * epoch the counter never goes down (max of ours and theirs); the clock
- * offset is updated.  0, FQ_EVERIFY, FQ_EPROTO, FQ_ENOTPAIRED (status
- * KEY_NOT_ON_WHITELIST), FQ_ECRYPTO.  On error the session is unchanged. */
+ * offset is updated.  Discarded with FQ_EEXPIRED: info answering a request
+ * sent more than FQ_VCP_MAX_LATENCY_MS before now_ms, or whose clock is
+ * behind the last adopted one in the same epoch.  0, FQ_EVERIFY,
+ * FQ_EPROTO, FQ_ENOTPAIRED (status KEY_NOT_ON_WHITELIST), FQ_ECRYPTO,
+ * FQ_EEXPIRED.  On error the session is unchanged. */
 int fq_vcp_session_resync(fq_vcp_session_t *s, const fq_vcp_request_t *req,
                           const uint8_t *info, size_t info_len,
                           const uint8_t tag[FQ_VCP_TAG_LEN], int64_t now_ms, fq_err_t *err);

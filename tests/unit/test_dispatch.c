@@ -712,6 +712,38 @@ FQ_TEST(unpaired_key_fails_with_pairing_link) {
   h_close(&h);
 }
 
+#define PROTOCOL_REQUIRED                                                                 \
+  "{\"response\":null,\"error\":\"Tesla Vehicle Command Protocol required, please refer to " \
+  "the documentation here: https://developer.tesla.com/docs\",\"error_description\":\"\"}"
+
+/* A car thought to speak REST only answers "Vehicle Command Protocol
+ * required": the dispatcher says it signs the command, and does. */
+FQ_TEST(protocol_required_resends_signed) {
+  h_t h;
+  if (h_open(&h, NULL) != 0) {
+    FQ__FAIL("harness");
+    return;
+  }
+  make_legacy(&h, VIN);
+  uint64_t a = submit(&h, DEV, "charge_start", 60000);
+  step(&h, T0);
+  CHECK_REQ(&h, 0, FQ_HTTP_POST, REST("charge_start"));
+  answer(&h, 0, 403, PROTOCOL_REQUIRED);
+  step(&h, T0 + 100);
+  CHECK_INT(h.nreqs, 2);
+  CHECK_REQ(&h, 1, FQ_HTTP_POST, SIGNED); /* the handshake */
+  CHECK_REASON(&h, a, "vehicle requires signed commands: signing it");
+  car_answer(&h, 1);
+  step(&h, T0 + 200);
+  CHECK_INT(h.nreqs, 3);
+  CHECK_REQ(&h, 2, FQ_HTTP_POST, SIGNED);
+  car_answer(&h, 2);
+  step(&h, T0 + 300);
+  CHECK_CMD(&h, a, FQ_ST_SUCCEEDED, 0, 2, "");
+  CHECK_INT(h.car.accepted, 1);
+  h_close(&h);
+}
+
 FQ_TEST(missing_scope_and_client_errors_fail_without_retry) {
   h_t h;
   if (h_open(&h, NULL) != 0) {
@@ -732,6 +764,44 @@ FQ_TEST(missing_scope_and_client_errors_fail_without_retry) {
   /* A final refusal is never retried. */
   step(&h, T0 + 60000);
   CHECK_INT(h.nreqs, 2);
+  h_close(&h);
+}
+
+/* A token that is not a JWT grants scopes fleetq cannot know: the
+ * command is sent and Fleet API's 403 decides, with the same reason. */
+FQ_TEST(unknown_scopes_are_sent_and_fleet_api_decides) {
+  h_t h;
+  if (h_open(&h, NULL) != 0) {
+    FQ__FAIL("harness");
+    return;
+  }
+  fq_err_t err;
+  CHECK_INT(fq_accounts_update_tokens(h.acc, "acct", TOKEN_A, NULL, 0, 0, &err), 0);
+  fq_account_t *acc = fq_account_new();
+  CHECK(acc != NULL);
+  CHECK_INT(fq_accounts_get(h.acc, "acct", acc, &err), 0);
+  CHECK_INT(acc->scopes, FQ_SCOPES_UNKNOWN);
+  fq_account_free(&acc);
+  fq_auth_bump_generation(h.auth);
+  make_legacy(&h, VIN);
+  uint64_t a = submit(&h, DEV, "honk_horn", 60000);
+  step(&h, T0);
+  CHECK_INT(h.nreqs, 1);
+  CHECK_REQ(&h, 0, FQ_HTTP_POST, REST("honk_horn"));
+  CHECK_CMD(&h, a, FQ_ST_SENT, 0, 1, "");
+  answer(&h, 0, 403, "{\"error\":\"Unauthorized missing scopes\"}");
+  step(&h, T0 + 100);
+  CHECK_CMD(&h, a, FQ_ST_FAILED, FQ_ESCOPE, 1, "missing OAuth scope vehicle_cmds");
+  CHECK_REASON(&h, a, "revoke_client_id=client-1");
+  /* With known scopes that lack the command's, nothing is sent. */
+  CHECK_INT(fq_accounts_update_tokens(h.acc, "acct", TOKEN_A, NULL, T0 / 1000 + 86400,
+                                      FQ_SCOPE_VEHICLE_DEVICE_DATA, &err),
+            0);
+  fq_auth_bump_generation(h.auth);
+  uint64_t b = submit(&h, DEV, "honk_horn", 60000);
+  step(&h, T0 + 200);
+  CHECK_INT(h.nreqs, 1);
+  CHECK_CMD(&h, b, FQ_ST_FAILED, FQ_ESCOPE, 0, "missing OAuth scope vehicle_cmds");
   h_close(&h);
 }
 

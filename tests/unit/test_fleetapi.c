@@ -159,6 +159,8 @@ FQ_TEST(fa_403_rows) {
   CHECK_INT(run(403, "{\"response\":null,\"error\":\"Tesla Vehicle Command Protocol required, "
                      "please refer to the documentation here: https://developer.tesla.com/docs"
                      "\",\"error_description\":\"\"}", REST), FQ_FA_PROTOCOL_REQUIRED);
+  /* The class says what Fleet API wants; the dispatcher says what it does. */
+  CHECK_STR(R.reason, "vehicle requires signed commands (Vehicle Command Protocol, HTTP 403)");
   CHECK_INT(run(403, "{\"error\":\"unsupported vehicle\"}", REST), FQ_FA_CLIENT_ERROR);
   CHECK_INT(R.code, FQ_EFORBIDDEN);
   CHECK(strstr(R.reason, "unsupported vehicle") != NULL);

@@ -258,6 +258,15 @@ FQ_TEST(http_post_json_sends_headers_and_body) {
   run_until(h, res, 2);
   CHECK_STR(res->body[1], "GET:");
   CHECK_STR(s.last_auth, "");
+  /* Tesla's Fleet API wants Content-Type: application/json on GETs too
+   * (the server records each request's own, "" when absent). */
+  CHECK_STR(s.last_ct, "application/json");
+  /* A GET with a token carries both. */
+  CHECK_INT(fq_http_get(h, u, "tok-456", collect, res, &id, &err), 0);
+  run_until(h, res, 3);
+  CHECK_STR(res->body[2], "GET:");
+  CHECK_STR(s.last_auth, "Bearer tok-456");
+  CHECK_STR(s.last_ct, "application/json");
   /* A token with a line break cannot inject a header. */
   CHECK_INT(fq_http_post_json(h, u, "a\r\nX-Evil: 1", "{}", 2, collect, res, &id, &err),
             FQ_EBADPARAM);

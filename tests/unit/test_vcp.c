@@ -785,6 +785,78 @@ FQ_TEST(session_save_restore_and_resync_rules) {
   fq_vcp_session_destroy(&r);
 }
 
+/* Session info that is late (answers a request sent over MaxLatency ago)
+ * or whose clock goes back in the same epoch is discarded and changes
+ * nothing; a new epoch may start its clock anywhere. */
+FQ_TEST(session_info_discard_rules) {
+  fq_vcp_session_t *s = vector_session(); /* clock 2650 at T0, counter 6 */
+  fq_vcp_vdomain_t *vd = vector_car(3);
+  fq_vcp_session_info_t si;
+  fq_buf_t info;
+  fq_buf_init(&info, 1024);
+  uint8_t tag[32], k[16];
+  vh("shared_key_K", k, 16);
+  fq_vcp_request_t req;
+  memset(&req, 0, sizeof req);
+  memset(req.uuid, 0x22, 16);
+  req.sent_ms = T0_MS + 20000;
+  fq_err_t err;
+#define SI_AT(car_ms, ctr)                                                          \
+  do {                                                                              \
+    fq_vcp_vdomain_session_info(vd, fq_vcp_key_public(client_key()), (car_ms), &si); \
+    si.counter = (ctr);                                                             \
+    fq_buf_reset(&info);                                                            \
+    fq_vcp_session_info_encode(&si, &info);                                         \
+    fq_vcp_session_info_tag(k, VIN, req.uuid, 16, info.data, info.len, tag);       \
+  } while (0)
+  /* Accepted: answered 10 s after the request (the limit), clock ahead. */
+  SI_AT(T0_MS + 20000, 9);
+  CHECK_INT(fq_vcp_session_resync(s, &req, info.data, info.len, tag,
+                                  T0_MS + 20000 + FQ_VCP_MAX_LATENCY_MS, NULL),
+            0);
+  CHECK_INT(fq_vcp_session_counter(s), 9);
+  CHECK_INT(fq_vcp_session_clock_offset(s), T0_MS / 1000 - 2650 + 10);
+  /* Late by one millisecond: discarded, nothing moves. */
+  SI_AT(T0_MS + 40000, 50);
+  fq_err_clear(&err);
+  CHECK_INT(fq_vcp_session_resync(s, &req, info.data, info.len, tag,
+                                  T0_MS + 20001 + FQ_VCP_MAX_LATENCY_MS, &err),
+            FQ_EEXPIRED);
+  CHECK(strstr(err.msg, "discarded") != NULL);
+  CHECK_INT(fq_vcp_session_counter(s), 9);
+  CHECK_INT(fq_vcp_session_clock_offset(s), T0_MS / 1000 - 2650 + 10);
+  /* The clock going back in the same epoch: discarded, even with a
+   * higher counter. */
+  req.sent_ms = T0_MS + 30000;
+  SI_AT(T0_MS + 19000, 60);
+  fq_err_clear(&err);
+  CHECK_INT(fq_vcp_session_resync(s, &req, info.data, info.len, tag, T0_MS + 30000, &err),
+            FQ_EEXPIRED);
+  CHECK(strstr(err.msg, "clock goes back") != NULL);
+  CHECK_INT(fq_vcp_session_counter(s), 9);
+  CHECK_INT(fq_vcp_session_clock_offset(s), T0_MS / 1000 - 2650 + 10);
+  /* The same clock is not "back"; a lower counter never lowers ours. */
+  SI_AT(T0_MS + 20000, 2);
+  CHECK_INT(fq_vcp_session_resync(s, &req, info.data, info.len, tag, T0_MS + 30000, NULL), 0);
+  CHECK_INT(fq_vcp_session_counter(s), 9);
+  CHECK_INT(fq_vcp_session_clock_offset(s), T0_MS / 1000 + 30 - (2650 + 20));
+  /* A new epoch (the car rebooted) restarts its clock and counter. */
+  SI_AT(T0_MS + 30000, 1);
+  si.epoch[0] ^= 0xff;
+  si.clock_time = 5;
+  fq_buf_reset(&info);
+  fq_vcp_session_info_encode(&si, &info);
+  fq_vcp_session_info_tag(k, VIN, req.uuid, 16, info.data, info.len, tag);
+  CHECK_INT(fq_vcp_session_resync(s, &req, info.data, info.len, tag, T0_MS + 30000, NULL), 0);
+  CHECK_INT(fq_vcp_session_counter(s), 1);
+  CHECK_INT(fq_vcp_session_clock_offset(s), T0_MS / 1000 + 30 - 5);
+  CHECK(fq_vcp_session_epoch(s)[0] == si.epoch[0]);
+#undef SI_AT
+  fq_buf_free(&info);
+  fq_vcp_vdomain_destroy(&vd);
+  fq_vcp_session_destroy(&s);
+}
+
 FQ_TEST(fault_classification_table) {
   fq_vcp_outcome_t o;
   int retry[] = {1, 2, 11}, resync[] = {5, 6, 15, 17, 20, 26};

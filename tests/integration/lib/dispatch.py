@@ -259,9 +259,11 @@ class World:
         for a in self.accounts:
             a.setdefault("scopes", ALL_SCOPES)
             a.setdefault("refresh_token", f"{a['id']}-refresh-{self.seed}")
-            a["token"] = make_jwt(a["id"], a["scopes"], [self.base_url])
+            # opaque=True: a token that is not a JWT (fleetqd cannot read its scopes).
+            a["token"] = (f"{a['id']}-opaque-{self.seed}" if a.get("opaque")
+                          else make_jwt(a["id"], a["scopes"], [self.base_url]))
         cfg = {"seed": self.seed, "fleet_public_key": self.public_pem, "wake_ms": 1000,
-               "accounts": [{k: v for k, v in a.items() if k not in ("client_id", "fleetq_base_url", "fleetq")}
+               "accounts": [{k: v for k, v in a.items() if k not in ("client_id", "fleetq_base_url", "fleetq", "opaque")}
                             for a in self.accounts],
                "vehicles": self.vehicles, "sites": self.sites}
         if sim_extra:
