@@ -11,25 +11,17 @@ import signal
 import socket
 import stat
 import subprocess
-import sys
 import tempfile
 import time
+
+from lib import fqlib
 
 BIN = os.environ.get("FQ_BIN", "../build/bin")
 FLEETQD = os.path.join(BIN, "fleetqd")
 
-failures = 0
-
-
-def check(cond, what, detail=None):
-    global failures
-    if cond:
-        print("ok   " + what)
-        return
-    failures += 1
-    print("FAIL " + what)
-    if detail is not None:
-        print("     " + str(detail).replace("\n", "\n     "))
+# The integration harness's checker: keeps going, prints both sides.
+CHECKS = fqlib.Checks("test_demo")
+check = CHECKS.ok
 
 
 def free_ports(n):
@@ -138,9 +130,8 @@ def main():
     if pid:
         check(gone_within(pid, 10), "fleetsim ends when fleetqd is killed")
 
-    print("%s: %d failure(s)" % (os.path.basename(sys.argv[0]), failures))
-    return 1 if failures else 0
+    CHECKS.finish()
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
