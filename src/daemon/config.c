@@ -35,6 +35,7 @@ void fq_config_defaults(fq_config_t *cfg) {
   cfg->wake_timeout_ms = 120000;
   cfg->wake_max = 3;
   cfg->drain_timeout_ms = 15000;
+  cfg->ipc_mode = 0600;
 }
 
 const char *fq_config_usage(void) {
@@ -70,6 +71,11 @@ const char *fq_config_usage(void) {
          "  --device-burst B      bucket size per device (default 1)\n"
          "  --account-rate R      commands per second per account (default off)\n"
          "  --account-burst B     bucket size per account (default 1)\n"
+         "  --curve-secret FILE   CURVE server key file (from `fleetq curve-keygen`):\n"
+         "                        clients must use CURVE and be listed in --clients\n"
+         "  --clients FILE        JSON list of client keys with their tenants and roles\n"
+         "                        (docs/security.md); reloaded on SIGHUP\n"
+         "  --ipc-mode MODE       octal mode of ipc:// socket files (default 0600)\n"
          "  --demo                run the demo: a fleetsim child process as Fleet API and\n"
          "                        a scripted tour; fleetsim is taken from beside fleetqd\n"
          "                        or from the environment variable FQ_FLEETSIM\n"
@@ -77,7 +83,11 @@ const char *fq_config_usage(void) {
          "\n"
          "Signals: SIGTERM / SIGINT stop: no new request leaves, the ones in flight get\n"
          "up to --drain-timeout-ms to be answered, commands never sent stay queued for\n"
-         "the next start; then exit 0.  SIGHUP is logged and ignored (no log file).\n";
+         "the next start; then exit 0.  SIGHUP reloads the clients file (with CURVE)\n"
+         "and never stops the daemon.\n"
+         "\n"
+         "Without --curve-secret, fleetqd binds only loopback and ipc:// endpoints and\n"
+         "any local user can send it commands; see docs/security.md.\n";
 }
 
 static int set_str(char *dst, size_t cap, const char *v, const char *name, fq_err_t *err) {
@@ -126,6 +136,23 @@ static int apply(fq_config_t *c, const char *name, const char *sval, json_t *jva
     return set_str(c->pairing_domain, sizeof c->pairing_domain, v, name, err);
   if (!strcmp(name, "allow-host")) return set_str(c->allow_host, sizeof c->allow_host, v, name, err);
   if (!strcmp(name, "token-url")) return set_str(c->token_url, sizeof c->token_url, v, name, err);
+  if (!strcmp(name, "curve-secret"))
+    return set_str(c->curve_secret, sizeof c->curve_secret, v, name, err);
+  if (!strcmp(name, "clients")) return set_str(c->clients, sizeof c->clients, v, name, err);
+  if (!strcmp(name, "ipc-mode")) {
+    char *end;
+    errno = 0;
+    unsigned long m = strtoul(v, &end, 8);
+    if (errno || end == v || *end || m > 0777 || !(m & 0600))
+      return fq_errf(err, FQ_ECONFIG,
+                     "ipc-mode: \"%s\" is not an octal mode 0600..0777 that lets the owner "
+                     "read and write (e.g. 0600, 0660)",
+                     v);
+    if ((m & 0600) != 0600)
+      return fq_errf(err, FQ_ECONFIG, "ipc-mode: %03lo must let the owner read and write", m);
+    c->ipc_mode = (unsigned)m;
+    return 0;
+  }
   struct {
     const char *name;
     double *dst;

@@ -5,10 +5,12 @@
 #include "ingress.h"
 
 #include <errno.h>
+#include <openssl/crypto.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <zmq.h>
 
@@ -36,9 +38,28 @@ typedef struct fanout {
   zmq_msg_t frames[16];
 } fanout_t;
 
+/* At most RL_BURST lines of one kind per RL_WINDOW_MS; the rest are
+ * counted and reported when the window ends. */
+#define RL_BURST 10
+#define RL_WINDOW_MS 60000
+
+typedef struct ratelog {
+  int64_t start;
+  unsigned n, dropped;
+} ratelog_t;
+
 struct fq_ingress {
   fq_ingress_opts_t o;
   void *router, *pub;
+  /* CURVE: the ZAP handler, the sockets' monitors (handshake failures:
+   * plaintext clients, bad keys), the client table, and the secret key
+   * kept to re-create the PUB side when a reload narrows access. */
+  bool curve;
+  char secret[41];
+  fq_clients_t *clients;
+  void *zap, *mon_router, *mon_pub;
+  unsigned mon_gen;
+  ratelog_t rl_zap, rl_hs, rl_forbid;
   void **pairs;
   fq_buf_t out;
   uint64_t next_token;
@@ -49,20 +70,122 @@ struct fq_ingress {
 
 static int sockopt_int(void *s, int opt, int v) { return zmq_setsockopt(s, opt, &v, sizeof v); }
 
+/* True when a line of this kind may be logged now (see ratelog_t). */
+static bool ratelog_ok(ratelog_t *r, const char *what) {
+  int64_t now = fq_now_ms();
+  if (now - r->start >= RL_WINDOW_MS) {
+    if (r->dropped)
+      fq_warn("ingress", "%u more %s were not logged in the last %d s", r->dropped, what,
+              RL_WINDOW_MS / 1000);
+    r->start = now;
+    r->n = r->dropped = 0;
+  }
+  if (r->n < RL_BURST) {
+    r->n++;
+    return true;
+  }
+  r->dropped++;
+  return false;
+}
+
+/* Bind an endpoint.  An ipc:// socket file is created with mode 0600 (the
+ * umask is tightened around the bind, so no other user can connect in
+ * between), then given the configured mode. */
+static int bind_ep(fq_ingress_t *in, void *s, const char *ep, fq_err_t *err, const char *what) {
+  bool ipc_file = strncmp(ep, "ipc://", 6) == 0 && ep[6] != '@';
+  mode_t old = 0;
+  if (ipc_file) old = umask(0177);
+  int rc = zmq_bind(s, ep);
+  int e = errno;
+  if (ipc_file) umask(old);
+  if (rc != 0)
+    return fq_errf(err, FQ_ECONFIG, "cannot %s on %s: %s", what, ep, zmq_strerror(e));
+  unsigned mode = in->o.ipc_mode ? in->o.ipc_mode : 0600;
+  if (ipc_file && mode != 0600 && chmod(ep + 6, (mode_t)mode) != 0)
+    return fq_errf(err, FQ_ECONFIG, "cannot set mode %03o on %s: %s", mode, ep + 6,
+                   strerror(errno));
+  return 0;
+}
+
+static int curve_server(fq_ingress_t *in, void *s) {
+  int one = 1;
+  if (zmq_setsockopt(s, ZMQ_CURVE_SERVER, &one, sizeof one) != 0 ||
+      zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, in->secret, 40) != 0 ||
+      zmq_setsockopt(s, ZMQ_ZAP_DOMAIN, "fleetq", 6) != 0)
+    return -1;
+  return 0;
+}
+
+/* A PAIR receiving the handshake failures of socket s (and the end of the
+ * monitor, awaited before a PUB socket is re-created). */
+static void *open_monitor(fq_ingress_t *in, void *s, const char *tag) {
+  char ep[80];
+  snprintf(ep, sizeof ep, "inproc://fq-ingress-monitor-%s-%u", tag, in->mon_gen++);
+  int events = ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+               ZMQ_EVENT_MONITOR_STOPPED;
+  if (zmq_socket_monitor(s, ep, events) != 0) return NULL;
+  void *m = zmq_socket(in->o.zmq_ctx, ZMQ_PAIR);
+  if (m && zmq_connect(m, ep) != 0) {
+    zmq_close(m);
+    return NULL;
+  }
+  if (m) sockopt_int(m, ZMQ_LINGER, 0);
+  return m;
+}
+
+/* The status socket: a plain PUB, or with CURVE an XPUB whose
+ * subscriptions this thread applies itself (each checked against the
+ * subscriber's tenants). */
+static int open_pub(fq_ingress_t *in, fq_err_t *err) {
+  in->pub = zmq_socket(in->o.zmq_ctx, in->curve ? ZMQ_XPUB : ZMQ_PUB);
+  if (!in->pub)
+    return fq_errf(err, FQ_EINTERNAL, "cannot create the PUB socket: %s", zmq_strerror(errno));
+  sockopt_int(in->pub, ZMQ_SNDHWM, in->o.pub_hwm);
+  sockopt_int(in->pub, ZMQ_LINGER, 0);
+  if (in->curve) {
+    if (curve_server(in, in->pub) != 0 || sockopt_int(in->pub, ZMQ_XPUB_MANUAL, 1) != 0)
+      return fq_errf(err, FQ_EINTERNAL, "cannot set up CURVE on the PUB socket: %s",
+                     zmq_strerror(errno));
+    if (!(in->mon_pub = open_monitor(in, in->pub, "pub")))
+      return fq_errf(err, FQ_EINTERNAL, "cannot monitor the PUB socket: %s", zmq_strerror(errno));
+  }
+  return bind_ep(in, in->pub, in->o.publish, err, "publish");
+}
+
 fq_ingress_t *fq_ingress_new(const fq_ingress_opts_t *opts, fq_err_t *err) {
   fq_ingress_t *in = calloc(1, sizeof *in);
   if (!in) {
+    fq_clients_t *c = opts->clients;
+    fq_clients_free(&c);
     fq_errf(err, -ENOMEM, "out of memory");
     return NULL;
   }
   in->o = *opts;
+  in->clients = opts->clients;
+  in->curve = opts->curve_secret != NULL;
+  if (in->curve) {
+    if (strlen(opts->curve_secret) != 40 || !in->clients) {
+      fq_errf(err, FQ_ECONFIG, "CURVE needs a 40-character Z85 secret key and a clients file");
+      goto fail;
+    }
+    memcpy(in->secret, opts->curve_secret, 41);
+  }
   in->next_token = 1;
   fq_buf_init(&in->out, 0);
   in->keys = fq_idem_new(1 << 16);
   in->pairs = calloc(opts->nshards + 1, sizeof *in->pairs);
+  if (in->curve) {
+    /* The ZAP handler must exist before a CURVE socket binds: libzmq
+     * admits every key when no handler is bound. */
+    in->zap = zmq_socket(opts->zmq_ctx, ZMQ_REP);
+    if (!in->zap || zmq_bind(in->zap, "inproc://zeromq.zap.01") != 0) {
+      fq_errf(err, FQ_EINTERNAL, "cannot start the ZAP handler: %s", zmq_strerror(errno));
+      goto fail;
+    }
+    sockopt_int(in->zap, ZMQ_LINGER, 0);
+  }
   in->router = zmq_socket(opts->zmq_ctx, ZMQ_ROUTER);
-  in->pub = zmq_socket(opts->zmq_ctx, ZMQ_PUB);
-  if (!in->pairs || !in->router || !in->pub || !in->keys) {
+  if (!in->pairs || !in->router || !in->keys) {
     fq_errf(err, FQ_EINTERNAL, "cannot create sockets: %s", zmq_strerror(errno));
     goto fail;
   }
@@ -71,16 +194,19 @@ fq_ingress_t *fq_ingress_new(const fq_ingress_opts_t *opts, fq_err_t *err) {
   sockopt_int(in->router, ZMQ_SNDHWM, opts->client_hwm);
   sockopt_int(in->router, ZMQ_RCVHWM, opts->client_hwm);
   sockopt_int(in->router, ZMQ_LINGER, 0);
-  sockopt_int(in->pub, ZMQ_SNDHWM, opts->pub_hwm);
-  sockopt_int(in->pub, ZMQ_LINGER, 0);
-  if (zmq_bind(in->router, opts->listen) != 0) {
-    fq_errf(err, FQ_ECONFIG, "cannot listen on %s: %s", opts->listen, zmq_strerror(errno));
-    goto fail;
+  if (in->curve) {
+    if (curve_server(in, in->router) != 0) {
+      fq_errf(err, FQ_EINTERNAL, "cannot set up CURVE on the request socket: %s",
+              zmq_strerror(errno));
+      goto fail;
+    }
+    if (!(in->mon_router = open_monitor(in, in->router, "router"))) {
+      fq_errf(err, FQ_EINTERNAL, "cannot monitor the request socket: %s", zmq_strerror(errno));
+      goto fail;
+    }
   }
-  if (zmq_bind(in->pub, opts->publish) != 0) {
-    fq_errf(err, FQ_ECONFIG, "cannot publish on %s: %s", opts->publish, zmq_strerror(errno));
-    goto fail;
-  }
+  if (bind_ep(in, in->router, opts->listen, err, "listen") != 0) goto fail;
+  if (open_pub(in, err) != 0) goto fail;
   for (unsigned i = 0; i < opts->nshards; i++) {
     in->pairs[i] = zmq_socket(opts->zmq_ctx, ZMQ_PAIR);
     if (!in->pairs[i]) {
@@ -120,6 +246,11 @@ void fq_ingress_destroy(fq_ingress_t **inp) {
   fq_ingress_t *in = *inp;
   if (in->router) zmq_close(in->router);
   if (in->pub) zmq_close(in->pub);
+  if (in->zap) zmq_close(in->zap);
+  if (in->mon_router) zmq_close(in->mon_router);
+  if (in->mon_pub) zmq_close(in->mon_pub);
+  fq_clients_free(&in->clients);
+  OPENSSL_cleanse(in->secret, sizeof in->secret);
   if (in->pairs) {
     for (unsigned i = 0; i <= in->o.nshards; i++)
       if (in->pairs[i]) zmq_close(in->pairs[i]);
@@ -152,12 +283,24 @@ static void reply_error(fq_ingress_t *in, zmq_msg_t *env, int nenv, int code, co
   reply_client(in, env, nenv, in->out.data, in->out.len);
 }
 
-/* Forward [kind (token) envelope... body] to one shard.  Returns 0 or
- * -EAGAIN when the shard's queue is full. */
+/* Forward [kind (token) envelope... body] to one shard.  The kind frame
+ * carries the tenants the client may see when it is limited to some
+ * (shard.h): the shard hides other tenants' commands and events.  Returns
+ * 0 or -EAGAIN when the shard's queue is full. */
 static int to_shard(fq_ingress_t *in, unsigned shard, char kind, const uint64_t *token,
-                    zmq_msg_t *frames, int n, bool move) {
+                    zmq_msg_t *frames, int n, bool move, const fq_client_entry_t *who) {
   void *s = in->pairs[shard];
-  if (zmq_send(s, &kind, 1, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) return -errno;
+  size_t acl = who && !who->all_tenants ? who->acl_len : 0;
+  zmq_msg_t k;
+  if (zmq_msg_init_size(&k, 1 + acl) != 0) return -ENOMEM;
+  uint8_t *kp = zmq_msg_data(&k);
+  kp[0] = (uint8_t)kind;
+  if (acl) memcpy(kp + 1, who->acl, acl);
+  if (zmq_msg_send(&k, s, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
+    int e = errno;
+    zmq_msg_close(&k);
+    return -e;
+  }
   if (token) zmq_send(s, token, 8, ZMQ_SNDMORE);
   for (int i = 0; i < n; i++) {
     zmq_msg_t c;
@@ -167,6 +310,224 @@ static int to_shard(fq_ingress_t *in, unsigned shard, char kind, const uint64_t 
     else
       zmq_msg_copy(&c, &frames[i]);
     if (zmq_msg_send(&c, s, i + 1 < n ? ZMQ_SNDMORE : 0) < 0) zmq_msg_close(&c);
+  }
+  return 0;
+}
+
+/* --- CURVE: admission (ZAP), handshake failures, authorization ---------- */
+
+/* Frames of a ZAP request (ZeroMQ RFC 27): version, request id, domain,
+ * address, routing id, mechanism, credentials.  The reply carries the
+ * client's Z85 public key as User-Id, which libzmq attaches to every
+ * message of that connection: authorization looks the key up again on each
+ * request, so a reload takes effect at once. */
+static void handle_zap(fq_ingress_t *in) {
+  zmq_msg_t f[8];
+  bool overflow;
+  int n = fq_zmsg_recv(in->zap, f, 8, ZMQ_DONTWAIT, &overflow);
+  if (n <= 0) return;
+  const char *status = "400", *text = "client key not allowed";
+  char user[41] = "", addr[64] = "?";
+  if (n >= 4) {
+    size_t al = zmq_msg_size(&f[3]);
+    snprintf(addr, sizeof addr, "%.*s", (int)(al < 63 ? al : 63), (const char *)zmq_msg_data(&f[3]));
+  }
+  bool is_curve = n >= 7 && zmq_msg_size(&f[5]) == 5 && !memcmp(zmq_msg_data(&f[5]), "CURVE", 5);
+  if (is_curve && zmq_msg_size(&f[6]) == 32) {
+    char z[41];
+    zmq_z85_encode(z, zmq_msg_data(&f[6]), 32);
+    const fq_client_entry_t *e = fq_clients_find(in->clients, z, 40);
+    if (e) {
+      status = "200";
+      text = "OK";
+      memcpy(user, z, 41);
+      fq_debug("ingress", "client \"%s\" (key %.8s...) connected from %s", e->name, z, addr);
+    } else if (ratelog_ok(&in->rl_zap, "refused connections")) {
+      fq_warn("ingress",
+              "refused a connection from %s: CURVE key %.8s... is not in the clients file", addr,
+              z);
+    }
+  } else if (ratelog_ok(&in->rl_zap, "refused connections")) {
+    fq_warn("ingress", "refused a connection from %s: it does not use CURVE", addr);
+  }
+  /* REP: a reply is owed whatever came in. */
+  zmq_send(in->zap, "1.0", 3, ZMQ_SNDMORE);
+  if (n >= 2)
+    zmq_send(in->zap, zmq_msg_data(&f[1]), zmq_msg_size(&f[1]), ZMQ_SNDMORE);
+  else
+    zmq_send(in->zap, "", 0, ZMQ_SNDMORE);
+  zmq_send(in->zap, status, 3, ZMQ_SNDMORE);
+  zmq_send(in->zap, text, strlen(text), ZMQ_SNDMORE);
+  zmq_send(in->zap, user, strlen(user), ZMQ_SNDMORE);
+  zmq_send(in->zap, "", 0, 0);
+  fq_zmsg_close(f, n);
+}
+
+/* Handshake failures reported by a socket monitor: a plaintext client
+ * meets a CURVE server here (ZAP never sees it), as does a client using
+ * another server key.  Returns true when the monitor has stopped. */
+static bool handle_monitor(fq_ingress_t *in, void *mon, const char *sock) {
+  bool stopped = false;
+  for (int budget = 0; budget < 64; budget++) {
+    zmq_msg_t f[2];
+    bool overflow;
+    int n = fq_zmsg_recv(mon, f, 2, ZMQ_DONTWAIT, &overflow);
+    if (n <= 0) break;
+    if (n == 2 && zmq_msg_size(&f[0]) >= 6) {
+      const uint8_t *d = zmq_msg_data(&f[0]);
+      uint16_t ev;
+      uint32_t val;
+      memcpy(&ev, d, 2);
+      memcpy(&val, d + 2, 4);
+      if (ev == ZMQ_EVENT_MONITOR_STOPPED) {
+        stopped = true;
+      } else if (ratelog_ok(&in->rl_hs, "failed handshakes")) {
+        const char *why = "handshake failed";
+        if (val == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH)
+          why = "the client does not use CURVE (plaintext or another mechanism)";
+        else if (val == ZMQ_PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC)
+          why = "the client's CURVE handshake does not decrypt (wrong server key?)";
+        size_t al = zmq_msg_size(&f[1]);
+        fq_warn("ingress", "refused a client on the %s socket (%.*s): %s (code 0x%x)", sock,
+                (int)(al < 80 ? al : 80), (const char *)zmq_msg_data(&f[1]), why, val);
+      }
+    }
+    fq_zmsg_close(f, n);
+  }
+  return stopped;
+}
+
+typedef struct sub_apply {
+  void *pub;
+  int opt;
+} sub_apply_t;
+
+static void apply_sub(void *ud, const char *prefix, size_t len) {
+  sub_apply_t *a = ud;
+  zmq_setsockopt(a->pub, a->opt, prefix, len);
+}
+
+/* Subscriptions arriving on the XPUB: each is applied (manual mode) only
+ * within the subscriber's tenants, so a "" subscription of a key holding
+ * tenant acme receives acme/... and nothing else. */
+static void handle_subscriptions(fq_ingress_t *in) {
+  for (int budget = 0; budget < 1024; budget++) {
+    zmq_msg_t m;
+    zmq_msg_init(&m);
+    if (zmq_msg_recv(&m, in->pub, ZMQ_DONTWAIT) < 0) {
+      zmq_msg_close(&m);
+      break;
+    }
+    size_t len = zmq_msg_size(&m);
+    const uint8_t *d = zmq_msg_data(&m);
+    if (len >= 1 && (d[0] == 0 || d[0] == 1)) {
+      const char *uid = zmq_msg_gets(&m, "User-Id");
+      const fq_client_entry_t *e = uid ? fq_clients_find(in->clients, uid, strlen(uid)) : NULL;
+      if (e && (e->roles & FQ_ROLE_SUBSCRIBE)) {
+        sub_apply_t a = {in->pub, d[0] ? ZMQ_SUBSCRIBE : ZMQ_UNSUBSCRIBE};
+        fq_client_map_subscription(e, (const char *)d + 1, len - 1, apply_sub, &a);
+      } else if (d[0] == 1 && ratelog_ok(&in->rl_forbid, "refused requests")) {
+        if (e)
+          fq_warn("ingress", "client \"%s\" subscribed without the \"subscribe\" role: it "
+                  "receives nothing", e->name);
+        else
+          fq_warn("ingress", "a subscription from a key no longer in the clients file was "
+                  "ignored");
+      }
+    }
+    zmq_msg_close(&m);
+  }
+}
+
+/* Re-create the status socket: its subscribers reconnect (SUB does so by
+ * itself), pass ZAP again and re-subscribe under the new table.  The old
+ * socket's end is awaited so that its listener has released the address
+ * (and an ipc:// file) before the new one binds. */
+static void reopen_pub(fq_ingress_t *in) {
+  if (in->pub) zmq_close(in->pub);
+  in->pub = NULL;
+  if (in->mon_pub) {
+    sockopt_int(in->mon_pub, ZMQ_RCVTIMEO, 100);
+    for (int i = 0; i < 50; i++) {
+      zmq_pollitem_t it = {in->mon_pub, 0, ZMQ_POLLIN, 0};
+      if (zmq_poll(&it, 1, 100) > 0 && handle_monitor(in, in->mon_pub, "status")) break;
+    }
+    zmq_close(in->mon_pub);
+    in->mon_pub = NULL;
+  }
+  fq_err_t err;
+  fq_err_clear(&err);
+  for (int tries = 0; tries < 100; tries++) {
+    if (open_pub(in, &err) == 0) return;
+    if (in->pub) zmq_close(in->pub);
+    if (in->mon_pub) zmq_close(in->mon_pub);
+    in->pub = in->mon_pub = NULL;
+    usleep(10000);
+  }
+  fq_error("ingress", "status stream is down: %s (retrying; events stay in history)", err.msg);
+}
+
+/* SIGHUP: read the clients file again.  A file with a mistake leaves the
+ * table in force as it was; a key removed or narrowed loses access from
+ * the next request on, and its status subscriptions are dropped. */
+static void reload_clients(fq_ingress_t *in) {
+  char buf[64];
+  while (read(in->o.reload_fd, buf, sizeof buf) > 0) {
+  }
+  if (!in->curve || !in->o.clients_file) return;
+  fq_err_t err;
+  fq_err_clear(&err);
+  fq_clients_t *neu = fq_clients_load(in->o.clients_file, &err);
+  if (!neu) {
+    fq_error("ingress", "clients file not reloaded, the previous one stays in force: %s", err.msg);
+    return;
+  }
+  bool narrowed = fq_clients_narrowed(in->clients, neu);
+  fq_clients_free(&in->clients);
+  in->clients = neu;
+  fq_info("ingress", "clients file %s reloaded: %zu key(s)%s", in->o.clients_file,
+          fq_clients_count(neu),
+          narrowed ? "; access was narrowed, so status subscribers reconnect and are checked again"
+                   : "");
+  if (narrowed) reopen_pub(in);
+}
+
+/* Whether the client behind a request may make it.  Returns 0 with *who
+ * set (NULL without CURVE), or FQ_EFORBIDDEN with msg. */
+static int authorize(fq_ingress_t *in, zmq_msg_t *body, const fq_request_t *req,
+                     const fq_client_entry_t **who, char *msg, size_t cap) {
+  *who = NULL;
+  if (!in->curve) return 0;
+  const char *uid = zmq_msg_gets(body, "User-Id");
+  const fq_client_entry_t *e = uid ? fq_clients_find(in->clients, uid, strlen(uid)) : NULL;
+  if (!e) {
+    snprintf(msg, cap, "this client's key is not (or no longer) in fleetqd's clients file");
+    return FQ_EFORBIDDEN;
+  }
+  *who = e;
+  unsigned need = 0;
+  const char *verb = "";
+  switch (req->op) {
+    case FQ_OP_PING: return 0;
+    case FQ_OP_SUBMIT: need = FQ_ROLE_SUBMIT; verb = "submit"; break;
+    case FQ_OP_GET: need = FQ_ROLE_READ; verb = "read"; break;
+    case FQ_OP_HISTORY: need = FQ_ROLE_READ; verb = "read"; break;
+    case FQ_OP_CANCEL: need = FQ_ROLE_CANCEL; verb = "cancel"; break;
+    case FQ_OP_ADMIN: need = FQ_ROLE_ADMIN; verb = "admin"; break;
+    default: return 0;
+  }
+  if (!(e->roles & need)) {
+    char have[64];
+    fq_client_roles_str(e->roles, have, sizeof have);
+    snprintf(msg, cap, "client \"%s\" lacks the \"%s\" role (it has: %s)", e->name, verb,
+             have[0] ? have : "none");
+    return FQ_EFORBIDDEN;
+  }
+  if (req->op != FQ_OP_ADMIN && req->tenant.p &&
+      !fq_client_has_tenant(e, req->tenant.p, req->tenant.n)) {
+    snprintf(msg, cap, "client \"%s\" may not act for tenant \"%.*s\"", e->name,
+             (int)req->tenant.n, req->tenant.p);
+    return FQ_EFORBIDDEN;
   }
   return 0;
 }
@@ -199,6 +560,12 @@ static bool handle_client(fq_ingress_t *in) {
   int rc = fq_wire_decode_request(body, blen, &req, &err);
   if (rc) {
     reply_error(in, f, nenv, rc, err.msg, &req);
+    goto out;
+  }
+  const fq_client_entry_t *who = NULL;
+  if ((rc = authorize(in, &f[n - 1], &req, &who, msg, sizeof msg)) != 0) {
+    if (ratelog_ok(&in->rl_forbid, "refused requests")) fq_warn("ingress", "forbidden: %s", msg);
+    reply_error(in, f, nenv, rc, msg, &req);
     goto out;
   }
   unsigned shard = 0;
@@ -241,7 +608,7 @@ static bool handle_client(fq_ingress_t *in) {
         reply_error(in, f, nenv, FQ_EBUSY, "too many lookups in flight; retry", &req);
         goto out;
       }
-      if (to_shard(in, where, 'F', &token, f, n, false) != 0) {
+      if (to_shard(in, where, 'F', &token, f, n, false, who) != 0) {
         reply_error(in, f, nenv, FQ_EBUSY, "fleetqd is saturated (shard queue full); retry later",
                     &req);
         goto out;
@@ -289,7 +656,7 @@ static bool handle_client(fq_ingress_t *in) {
         fo->remaining = in->o.nshards;
         fo->answered = false;
         for (unsigned i = 0; i < in->o.nshards; i++) {
-          if (to_shard(in, i, 'F', &token, f, n, false) != 0) {
+          if (to_shard(in, i, 'F', &token, f, n, false, who) != 0) {
             /* That shard will not answer: count it as "not here". */
             fo->remaining--;
           }
@@ -312,7 +679,7 @@ static bool handle_client(fq_ingress_t *in) {
       reply_error(in, f, nenv, FQ_EBADREQ, "\"op\": not supported", &req);
       goto out;
   }
-  if (to_shard(in, shard, 'Q', NULL, f, n, true) != 0) {
+  if (to_shard(in, shard, 'Q', NULL, f, n, true, who) != 0) {
     reply_error(in, f, nenv, FQ_EBUSY, "fleetqd is saturated (shard queue full); retry later",
                 &req);
   }
@@ -344,7 +711,7 @@ static void on_lookup_reply(fq_ingress_t *in, uint64_t token, uint8_t found, con
        * new, so the submit goes to its device's shard. */
       fq_idem_del(in->keys, fo->keyhash, fo->check_shard);
       fq_idem_put(in->keys, fo->keyhash, fo->dev_shard);
-      if (to_shard(in, fo->dev_shard, 'Q', NULL, fo->frames, fo->nframes, true) != 0) {
+      if (to_shard(in, fo->dev_shard, 'Q', NULL, fo->frames, fo->nframes, true, NULL) != 0) {
         fq_buf_reset(&in->out);
         fq_wire_reply_error(&in->out, FQ_EBUSY,
                             "fleetqd is saturated (shard queue full); retry later", NULL, 0);
@@ -393,7 +760,7 @@ static void relay_batch(fq_ingress_t *in, const uint8_t *p, size_t len) {
     uint64_t token = 0;
     if (kind == 'E') {
       if (!take_part(&p, end, &parts[0]) || !take_part(&p, end, &parts[1])) break;
-      send_parts(in->pub, parts, 2, ZMQ_DONTWAIT);
+      if (in->pub) send_parts(in->pub, parts, 2, ZMQ_DONTWAIT);
       continue;
     }
     if (kind == 'F' && (!take(&p, end, &token, 8) || !take(&p, end, &found, 1))) break;
@@ -445,7 +812,10 @@ static int handle_shard(fq_ingress_t *in, unsigned idx) {
 int fq_ingress_run(fq_ingress_t *in) {
   unsigned nshards = in->o.nshards;
   unsigned ns = nshards + (in->pairs[nshards] ? 1 : 0); /* peers: shards + auth */
-  zmq_pollitem_t *items = calloc(ns + 2, sizeof *items);
+  /* After the peers: stop fd, router, then the CURVE side (ZAP, monitors,
+   * XPUB subscriptions) and the reload fd. */
+  enum { X_STOP, X_ROUTER, X_ZAP, X_MONR, X_MONP, X_PUB, X_RELOAD, X_N };
+  zmq_pollitem_t *items = calloc(ns + X_N, sizeof *items);
   bool *done = calloc(ns, sizeof *done);
   if (!items || !done) {
     free(items);
@@ -454,14 +824,26 @@ int fq_ingress_run(fq_ingress_t *in) {
   }
   bool stopping = false;
   unsigned ndone = 0;
+  int64_t pub_retry = 0;
   while (ndone < ns) {
     for (unsigned i = 0; i < ns; i++) items[i] = (zmq_pollitem_t){in->pairs[i], 0, ZMQ_POLLIN, 0};
-    items[ns] = (zmq_pollitem_t){NULL, in->o.stop_fd, ZMQ_POLLIN, 0};
+    zmq_pollitem_t *x = items + ns;
+    x[X_STOP] = (zmq_pollitem_t){NULL, in->o.stop_fd, ZMQ_POLLIN, 0};
     /* Clients wait (ZeroMQ queues their requests) until every shard has
      * announced its keys: dedupe must see every stored key. */
     bool serving = !stopping && in->loaded >= nshards;
-    items[ns + 1] = (zmq_pollitem_t){in->router, 0, serving ? ZMQ_POLLIN : 0, 0};
-    int rc = zmq_poll(items, (int)ns + 2, stopping ? 100 : -1);
+    x[X_ROUTER] = (zmq_pollitem_t){in->router, 0, serving ? ZMQ_POLLIN : 0, 0};
+    /* Sockets that do not exist are polled as an fd of -1 (ignored). */
+    x[X_ZAP] = (zmq_pollitem_t){in->zap, -1, in->zap ? ZMQ_POLLIN : 0, 0};
+    x[X_MONR] = (zmq_pollitem_t){in->mon_router, -1, in->mon_router ? ZMQ_POLLIN : 0, 0};
+    x[X_MONP] = (zmq_pollitem_t){in->mon_pub, -1, in->mon_pub ? ZMQ_POLLIN : 0, 0};
+    bool xpub = in->curve && in->pub;
+    x[X_PUB] = (zmq_pollitem_t){xpub ? in->pub : NULL, -1, xpub ? ZMQ_POLLIN : 0, 0};
+    x[X_RELOAD] = (zmq_pollitem_t){NULL, in->o.reload_fd, in->o.reload_fd >= 0 ? ZMQ_POLLIN : 0,
+                                   0};
+    long timeout = stopping ? 100 : -1;
+    if (!in->pub) timeout = 1000;
+    int rc = zmq_poll(items, (int)(ns + X_N), timeout);
     if (rc < 0) {
       if (errno == EINTR) continue;
       if (errno == ETERM) break;
@@ -471,7 +853,22 @@ int fq_ingress_run(fq_ingress_t *in) {
         done[i] = true;
         ndone++;
       }
-    if (!stopping && (items[ns].revents & ZMQ_POLLIN)) {
+    if (x[X_ZAP].revents & ZMQ_POLLIN) {
+      for (int k = 0; k < 64; k++) {
+        zmq_pollitem_t it = {in->zap, 0, ZMQ_POLLIN, 0};
+        if (k && zmq_poll(&it, 1, 0) <= 0) break;
+        handle_zap(in);
+      }
+    }
+    if (x[X_MONR].revents & ZMQ_POLLIN) handle_monitor(in, in->mon_router, "request");
+    if (x[X_MONP].revents & ZMQ_POLLIN) handle_monitor(in, in->mon_pub, "status");
+    if (xpub && (x[X_PUB].revents & ZMQ_POLLIN)) handle_subscriptions(in);
+    if (x[X_RELOAD].revents & ZMQ_POLLIN) reload_clients(in);
+    if (!in->pub && fq_now_ms() - pub_retry >= 1000) {
+      pub_retry = fq_now_ms();
+      reopen_pub(in);
+    }
+    if (!stopping && (x[X_STOP].revents & ZMQ_POLLIN)) {
       stopping = true;
       fq_info("ingress", "stopping: draining %u shard(s)%s", nshards,
               ns > nshards ? " and the auth thread" : "");
@@ -482,7 +879,7 @@ int fq_ingress_run(fq_ingress_t *in) {
         zmq_send(in->pairs[i], &t, 1, 0);
       }
     }
-    if (serving && (items[ns + 1].revents & ZMQ_POLLIN)) {
+    if (serving && (x[X_ROUTER].revents & ZMQ_POLLIN)) {
       /* Fairness: a bounded burst of client requests, then the shards. */
       for (int k = 0; k < 256 && handle_client(in); k++) {
       }

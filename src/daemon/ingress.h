@@ -12,6 +12,7 @@
 
 #include <stddef.h>
 
+#include "clients.h"
 #include "fleetq/error.h"
 #include "shard.h"
 
@@ -29,9 +30,20 @@ typedef struct fq_ingress_opts {
   int shard_hwm;           /* requests waiting per shard before `busy` */
   int stop_fd;             /* readable when the daemon must stop */
   const char *auth_endpoint; /* auth thread's admin PAIR, or NULL */
+  /* CURVE (docs/security.md).  curve_secret NULL: plaintext, and fleetqd
+   * binds only loopback / ipc endpoints (checked by the caller).  With it,
+   * both sockets are CURVE servers, a ZAP handler in this thread admits
+   * only the keys of `clients`, and every request is authorized against
+   * its key's roles and tenants. */
+  const char *curve_secret;  /* Z85 secret key (40 chars), copied */
+  fq_clients_t *clients;     /* taken over by the ingress (freed by it) */
+  const char *clients_file;  /* reloaded when reload_fd becomes readable */
+  int reload_fd;             /* -1: none */
+  unsigned ipc_mode;         /* permission bits of ipc:// socket files */
 } fq_ingress_opts_t;
 
-/* Create the sockets: bind ROUTER, PUB and the shards' inproc endpoints.
+/* Create the sockets: bind ROUTER, PUB and the shards' inproc endpoints
+ * (and the ZAP handler first, with CURVE).
  * Returns NULL with err filled (e.g. the address is in use). */
 fq_ingress_t *fq_ingress_new(const fq_ingress_opts_t *opts, fq_err_t *err);
 

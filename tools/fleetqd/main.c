@@ -5,15 +5,18 @@
  * any start-up failure ends here with a message, starts the threads and
  * runs the ingress loop in the main thread until SIGTERM / SIGINT, then
  * drains (requests in flight get --drain-timeout-ms to be answered) and
- * exits 0.  SIGHUP is logged and never ends it.
+ * exits 0.  SIGHUP reloads the clients file and never ends it.
  *
  * Exit status: 0 after a clean stop (or --help); 2 for a configuration
- * the daemon refuses (flags, config file, a non-loopback bind, another
+ * the daemon refuses (flags, config file, CURVE key or clients file, a
+ * non-loopback bind without CURVE, another
  * shard count than the data directory's); 1 for any other start-up or
  * run failure; 70 (fq_fatal) when a thread met a state it cannot go on
  * from, such as a disk that stopped taking commits.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <openssl/crypto.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -24,7 +27,9 @@
 
 #include "accounts.h"
 #include "auth.h"
+#include "clients.h"
 #include "config.h"
+#include "curvekey.h"
 #include "demo.h"
 #include "dispatch.h"
 #include "ingress.h"
@@ -35,6 +40,7 @@
 #include "vcp.h"
 
 static int stop_pipe[2] = {-1, -1};
+static int reload_pipe[2] = {-1, -1};
 
 static void on_signal(int sig) {
   (void)sig;
@@ -43,19 +49,22 @@ static void on_signal(int sig) {
   (void)w;
 }
 
-/* SIGHUP (a terminal hang-up, or an operator's habit of asking for a log
- * reopen) must never end the daemon.  fleetqd logs to stderr only, so
- * there is no file to reopen and nothing is reloaded: the signal is taken
- * by this thread with sigwait() (every thread blocks it, see
- * install_signals) and logged, which a signal handler could not do
- * safely. */
+/* SIGHUP (a terminal hang-up, or an operator asking for a reload) must
+ * never end the daemon.  It is taken by this thread with sigwait() (every
+ * thread blocks it, see install_signals), logged, which a signal handler
+ * could not do safely, and passed to the ingress thread, which reloads the
+ * clients file (with CURVE).  fleetqd logs to stderr only: no log file to
+ * reopen. */
 static void *hup_main(void *arg) {
   sigset_t *set = arg;
   for (;;) {
     int sig;
-    if (sigwait(set, &sig) == 0 && sig == SIGHUP)
-      fq_info("fleetqd", "SIGHUP received: fleetqd logs to stderr (no log file to reopen) and "
-                         "keeps running");
+    if (sigwait(set, &sig) != 0 || sig != SIGHUP) continue;
+    fq_info("fleetqd", "SIGHUP received: reloading what can be reloaded; fleetqd keeps running");
+    char c = 1;
+    if (reload_pipe[1] >= 0 && write(reload_pipe[1], &c, 1) < 0) {
+      /* Full pipe: a reload is pending already. */
+    }
   }
   return NULL;
 }
@@ -75,7 +84,52 @@ typedef struct daemon {
   fq_dispatch_opts_t dopts;    /* lent to every shard: lives as long as they do */
   fq_shard_t **shards;         /* cfg.shards entries */
   fq_ingress_t *in;
+  char curve_secret[41];       /* CURVE server secret key (Z85), "" = plaintext */
+  fq_clients_t *clients;       /* handed to the ingress */
 } daemon_t;
+
+/* CURVE: the server key and the clients file, or, without them, loopback
+ * and ipc:// endpoints only.  Returns 0 or -1 (message printed). */
+static int load_security(daemon_t *d) {
+  fq_config_t *cfg = &d->cfg;
+  fq_err_t err;
+  fq_err_clear(&err);
+  if (!cfg->curve_secret[0]) {
+    if (cfg->clients[0]) {
+      fprintf(stderr, "fleetqd: --clients needs --curve-secret: client keys are checked only "
+                      "when the sockets use CURVE\n");
+      return -1;
+    }
+    if (!fq_endpoint_is_local(cfg->listen) || !fq_endpoint_is_local(cfg->publish)) {
+      fprintf(stderr,
+              "fleetqd: refusing to bind a non-loopback address (%s, %s) without client "
+              "authentication: give --curve-secret and --clients (docs/security.md)\n",
+              cfg->listen, cfg->publish);
+      return -1;
+    }
+    fq_warn("fleetqd", "no --curve-secret: any local user can send commands to %s and read "
+                       "every tenant's events on %s (docs/security.md)",
+            cfg->listen, cfg->publish);
+    return 0;
+  }
+  if (!cfg->clients[0]) {
+    fprintf(stderr, "fleetqd: --curve-secret needs --clients FILE: the client keys allowed in, "
+                    "with their tenants and roles (docs/security.md)\n");
+    return -1;
+  }
+  char pub[41];
+  if (fq_curve_keyfile_load(cfg->curve_secret, pub, d->curve_secret, &err) != 0) {
+    fprintf(stderr, "fleetqd: --curve-secret: %s\n", err.msg);
+    return -1;
+  }
+  if (!(d->clients = fq_clients_load(cfg->clients, &err))) {
+    fprintf(stderr, "fleetqd: --clients: %s\n", err.msg);
+    return -1;
+  }
+  fq_info("fleetqd", "CURVE on: server public key %s, %zu client key(s) from %s", pub,
+          fq_clients_count(d->clients), cfg->clients);
+  return 0;
+}
 
 /* Parse flags and config file.  Returns -1 to go on, else the exit status. */
 static int read_config(daemon_t *d, int argc, char **argv) {
@@ -97,14 +151,7 @@ static int read_config(daemon_t *d, int argc, char **argv) {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     d->cfg.shards = n > 0 ? (unsigned)n : 1;
   }
-  if (!fq_endpoint_is_local(d->cfg.listen) || !fq_endpoint_is_local(d->cfg.publish)) {
-    fprintf(stderr,
-            "fleetqd: refusing to bind a non-loopback address (%s, %s): client authentication "
-            "(ZeroMQ CURVE) is not available in this version, and fleetqd never serves "
-            "unauthenticated clients beyond this host\n",
-            d->cfg.listen, d->cfg.publish);
-    return 2;
-  }
+  if (load_security(d) != 0) return 2;
   snprintf(d->extra_host, sizeof d->extra_host, "%s", d->cfg.allow_host);
   return -1;
 }
@@ -133,6 +180,11 @@ static int install_signals(void) {
   if (rc == 0) rc = pthread_detach(th);
   if (rc) {
     fprintf(stderr, "fleetqd: cannot set up SIGHUP handling: %s\n", fq_strerror(-rc));
+    return -1;
+  }
+  if (pipe(reload_pipe) != 0 || fcntl(reload_pipe[0], F_SETFL, O_NONBLOCK) != 0 ||
+      fcntl(reload_pipe[1], F_SETFL, O_NONBLOCK) != 0) {
+    fprintf(stderr, "fleetqd: cannot create the reload pipe: %s\n", fq_strerror(-errno));
     return -1;
   }
   if (pipe(stop_pipe) != 0) {
@@ -297,7 +349,13 @@ static int open_ingress(daemon_t *d) {
                           .pub_hwm = cfg->pub_hwm,
                           .shard_hwm = cfg->shard_hwm,
                           .stop_fd = stop_pipe[0],
-                          .auth_endpoint = fq_auth_admin_endpoint(d->auth)};
+                          .auth_endpoint = fq_auth_admin_endpoint(d->auth),
+                          .curve_secret = d->curve_secret[0] ? d->curve_secret : NULL,
+                          .clients = d->clients,
+                          .clients_file = cfg->clients[0] ? cfg->clients : NULL,
+                          .reload_fd = reload_pipe[0],
+                          .ipc_mode = cfg->ipc_mode};
+  d->clients = NULL; /* the ingress owns it now, even when it fails */
   if (!(d->in = fq_ingress_new(&io, &err))) {
     fprintf(stderr, "fleetqd: %s\n", err.msg);
     return -1;
@@ -331,6 +389,8 @@ static int start_threads(daemon_t *d) {
  * replaces after a clean stop (known only once its tour has ended). */
 static int daemon_close(daemon_t *d, int status) {
   fq_ingress_destroy(&d->in);
+  fq_clients_free(&d->clients);
+  OPENSSL_cleanse(d->curve_secret, sizeof d->curve_secret);
   for (unsigned i = 0; d->shards && i < d->cfg.shards; i++) fq_shard_destroy(&d->shards[i]);
   free(d->shards);
   fq_auth_destroy(&d->auth);
