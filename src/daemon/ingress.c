@@ -382,14 +382,21 @@ static bool handle_monitor(fq_ingress_t *in, void *mon, const char *sock) {
       if (ev == ZMQ_EVENT_MONITOR_STOPPED) {
         stopped = true;
       } else if (ratelog_ok(&in->rl_hs, "failed handshakes")) {
-        const char *why = "handshake failed";
-        if (val == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH)
-          why = "the client does not use CURVE (plaintext or another mechanism)";
+        char why[160];
+        snprintf(why, sizeof why, "the handshake failed (code 0x%x)", val);
+        if (ev == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+          snprintf(why, sizeof why,
+                   "the connection ended during the handshake (%s): a client without CURVE, or "
+                   "one using another server key",
+                   strerror((int)val));
+        else if (val == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH)
+          snprintf(why, sizeof why, "the client does not use CURVE (plaintext or another mechanism)");
         else if (val == ZMQ_PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC)
-          why = "the client's CURVE handshake does not decrypt (wrong server key?)";
+          snprintf(why, sizeof why,
+                   "the client's CURVE handshake does not decrypt (wrong server key?)");
         size_t al = zmq_msg_size(&f[1]);
-        fq_warn("ingress", "refused a client on the %s socket (%.*s): %s (code 0x%x)", sock,
-                (int)(al < 80 ? al : 80), (const char *)zmq_msg_data(&f[1]), why, val);
+        fq_warn("ingress", "refused a client on the %s socket (%.*s): %s", sock,
+                (int)(al < 80 ? al : 80), (const char *)zmq_msg_data(&f[1]), why);
       }
     }
     fq_zmsg_close(f, n);
@@ -447,11 +454,18 @@ static void reopen_pub(fq_ingress_t *in) {
   if (in->pub) zmq_close(in->pub);
   in->pub = NULL;
   if (in->mon_pub) {
-    sockopt_int(in->mon_pub, ZMQ_RCVTIMEO, 100);
-    for (int i = 0; i < 50; i++) {
-      zmq_pollitem_t it = {in->mon_pub, 0, ZMQ_POLLIN, 0};
-      if (zmq_poll(&it, 1, 100) > 0 && handle_monitor(in, in->mon_pub, "status")) break;
+    /* Keep answering ZAP meanwhile: a subscriber reconnecting at once may
+     * reach the old listener, and the old socket cannot finish closing
+     * while that handshake waits for its ZAP reply. */
+    int64_t until = fq_now_ms() + 5000;
+    bool stopped = false;
+    while (!stopped && fq_now_ms() < until) {
+      zmq_pollitem_t it[2] = {{in->mon_pub, 0, ZMQ_POLLIN, 0}, {in->zap, 0, ZMQ_POLLIN, 0}};
+      if (zmq_poll(it, 2, 100) <= 0) continue;
+      if (it[1].revents & ZMQ_POLLIN) handle_zap(in);
+      if (it[0].revents & ZMQ_POLLIN) stopped = handle_monitor(in, in->mon_pub, "status");
     }
+    if (!stopped) fq_warn("ingress", "the old status socket did not report its end in 5 s");
     zmq_close(in->mon_pub);
     in->mon_pub = NULL;
   }

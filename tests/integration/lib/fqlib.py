@@ -234,12 +234,14 @@ class Client:
     """A DEALER to the daemon's ingress.  call() is request/reply; send() and
     recv() pipeline (tell replies apart by their echoed `req`)."""
 
-    def __init__(self, endpoint, timeout=10.0, kind=zmq.DEALER):
+    def __init__(self, endpoint, timeout=10.0, kind=zmq.DEALER, curve=None):
         self.endpoint = endpoint
         self.timeout = timeout
         self.kind = kind
         self.sock = _ZCTX.socket(kind)
         self.sock.setsockopt(zmq.LINGER, 0)
+        if curve:
+            set_curve(self.sock, curve)
         self.sock.setsockopt(zmq.SNDHWM, 0)
         self.sock.setsockopt(zmq.RCVHWM, 0)
         self.sock.connect(endpoint)
@@ -362,13 +364,23 @@ def pipeline(client, requests, window=500, timeout=30.0):
     return replies, order
 
 
+def set_curve(sock, curve):
+    """curve = (client public, client secret, server public), Z85 bytes."""
+    pub, sec, server = (k.encode() if isinstance(k, str) else k for k in curve)
+    sock.setsockopt(zmq.CURVE_PUBLICKEY, pub)
+    sock.setsockopt(zmq.CURVE_SECRETKEY, sec)
+    sock.setsockopt(zmq.CURVE_SERVERKEY, server)
+
+
 class Sub:
     """A SUB socket on the daemon's publisher with topic prefix filters."""
 
-    def __init__(self, endpoint, prefixes=("",)):
+    def __init__(self, endpoint, prefixes=("",), curve=None):
         self.sock = _ZCTX.socket(zmq.SUB)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.RCVHWM, 0)
+        if curve:
+            set_curve(self.sock, curve)
         mon = self.sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
         for p in prefixes:
             self.sock.setsockopt(zmq.SUBSCRIBE, p.encode() if isinstance(p, str) else p)
