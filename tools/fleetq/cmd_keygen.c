@@ -3,6 +3,9 @@
  * pair, and show the public half of an existing one.  The private key is
  * written 0600 and never overwritten; the public key is what Tesla and the
  * cars fetch from the app's domain.
+ *
+ * fleetq curve-keygen: create a ZeroMQ CURVE key pair file for fleetqd
+ * (--curve-secret) or for a client (--curve-key); see curvekey.h.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -16,6 +19,7 @@
 #include <openssl/crypto.h>
 
 #include "cli.h"
+#include "curvekey.h"
 #include "fleetq/error.h"
 #include "util.h"
 #include "vcp.h"
@@ -178,5 +182,64 @@ out:
   return rc;
 }
 
+static void curve_keygen_usage(FILE *f) {
+  fprintf(f,
+          "usage: fleetq curve-keygen --out FILE\n"
+          "\n"
+          "Creates a ZeroMQ CURVE key pair and writes it to FILE (mode 0600, never\n"
+          "overwritten) as two lines:\n"
+          "  public <40-character Z85 public key>\n"
+          "  secret <40-character Z85 secret key>\n"
+          "and prints the public key (only the key, one line) on stdout.\n"
+          "\n"
+          "For the daemon: fleetqd --curve-secret FILE; give the printed key to the\n"
+          "clients (--server-key, FLEETQ_SERVER_KEY).  For a client: fleetq ...\n"
+          "--curve-key FILE (or FLEETQ_CURVE_KEY); list the printed key in fleetqd's\n"
+          "clients file.  Keep FILE secret: whoever has it acts as that key.\n"
+          "\n"
+          "Exit status: 0 written, 1 not written (FILE exists, I/O error), 2 usage.\n");
+}
+
+static int cmd_curve_keygen(int argc, char **argv) {
+  static const struct option opts[] = {
+      {"out", required_argument, NULL, 'o'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+  const char *out = NULL;
+  int c;
+  optind = 0;
+  opterr = 0;
+  while ((c = getopt_long(argc, argv, "+o:h", opts, NULL)) != -1) {
+    switch (c) {
+    case 'o': out = optarg; break;
+    case 'h': curve_keygen_usage(stdout); return 0;
+    default:
+      fprintf(stderr, "fleetq curve-keygen: unknown option or missing value: %s\n",
+              optind > 0 && optind <= argc ? argv[optind - 1] : "?");
+      curve_keygen_usage(stderr);
+      return 2;
+    }
+  }
+  if (optind != argc) {
+    fprintf(stderr, "fleetq curve-keygen: unexpected argument '%s'\n", argv[optind]);
+    curve_keygen_usage(stderr);
+    return 2;
+  }
+  if (!out || !*out) {
+    fprintf(stderr, "fleetq curve-keygen: --out FILE is required\n");
+    curve_keygen_usage(stderr);
+    return 2;
+  }
+  char pub[FQ_CURVE_KEY_LEN + 1];
+  fq_err_t err;
+  fq_err_clear(&err);
+  if (fq_curve_keyfile_write(out, pub, &err)) {
+    fprintf(stderr, "fleetq curve-keygen: %s\n", err.msg);
+    return 1;
+  }
+  printf("%s\n", pub);
+  return fflush(stdout) == 0 ? 0 : 1;
+}
+
 FQ_CLI_COMMAND("keygen", cmd_keygen, "create the fleet's command-signing key pair")
 FQ_CLI_COMMAND("pubkey", cmd_pubkey, "print the public key of a fleet private key")
+FQ_CLI_COMMAND("curve-keygen", cmd_curve_keygen,
+               "create a CURVE key pair file for fleetqd or a client")

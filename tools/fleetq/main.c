@@ -53,7 +53,7 @@ static void usage(FILE *f) {
           "\n"
           "commands:\n");
   for (size_t i = 0; i < g_ncmds; i++)
-    fprintf(f, "  %-10s %s\n", g_cmds[i].name, g_cmds[i].summary ? g_cmds[i].summary : "");
+    fprintf(f, "  %-13s %s\n", g_cmds[i].name, g_cmds[i].summary ? g_cmds[i].summary : "");
   fprintf(f,
           "\n"
           "Exit status: 0 success, 1 the request failed, 2 usage error.\n"
