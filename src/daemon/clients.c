@@ -11,7 +11,8 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <zmq.h>
+
+#include "curvekey.h"
 
 struct fq_clients {
   size_t n;
@@ -63,11 +64,6 @@ static bool tenant_ok(const char *t) {
 }
 
 static bool name_ok(const char *s) { return strlen(s) <= FQ_CLIENT_NAME_MAX && tenant_ok(s); }
-
-static bool z85_key_ok(const char *s) {
-  uint8_t raw[32];
-  return strlen(s) == 40 && zmq_z85_decode(raw, s) != NULL;
-}
 
 /* "entry 3 (\"billing-svc\")" or "entry 3" before the name is known. */
 static void entry_label(char *out, size_t cap, size_t idx, const char *name) {
@@ -169,7 +165,7 @@ static int load_entry(fq_client_entry_t *e, json_t *o, size_t idx, const char *p
   if (!json_is_string(key))
     return fq_errf(err, FQ_ECONFIG, "%s: %s: \"key\" is required: the client's Z85 public key",
                    path, lbl);
-  if (!z85_key_ok(json_string_value(key)))
+  if (!fq_curve_key_valid(json_string_value(key)))
     return fq_errf(err, FQ_ECONFIG,
                    "%s: %s: \"key\" is not a CURVE public key (40 Z85 characters, as printed by "
                    "`fleetq curve-keygen`)",
