@@ -9,8 +9,15 @@
  * Then latency at half the measured maximum, sent open-loop at a fixed rate
  * (latency counted from the intended send time).
  *
+ * With --curve, a second fleetqd with CURVE on (a server key, one client
+ * key in its clients file) runs beside the plaintext one, and every round
+ * measures both, one after the other, with the same load: throughput, ack
+ * latency and the daemon's CPU time per ack (from /proc/<pid>/stat), and
+ * the median of the per-round CURVE / plaintext ratios.
+ *
  * usage: bench_ingest [--fleetqd PATH] [--producers N] [--count N]
  *                     [--window N] [--devices N] [--rounds N] [--out FILE]
+ *                     [--curve]
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -41,6 +48,9 @@ static const char *external_ep = NULL; /* --endpoint: use a running daemon */
 static double fixed_rate = 0;          /* --rate: open-loop phase rate (default: half the max) */
 static int port_base = 0, pub_port = 0;
 static char endpoint[64];
+/* --curve: the CURVE daemon's endpoint and the keys its producers use. */
+static int use_curve = 0;
+static char curve_ep[64], srv_pub[41], cli_pub[41], cli_sec[41];
 
 static int buf_write(void *data, const char *p, size_t n) {
   return fq_buf_append((fq_buf_t *)data, p, n) ? -1 : 0;
@@ -113,6 +123,7 @@ typedef struct job {
   int64_t *lat_ns;    /* n entries */
   long acked, errors;
   int echo;           /* 1: peer is the echo ROUTER (replies carry our bytes) */
+  int curve;          /* 1: connect with CURVE (cli_* keys, srv_pub) */
 } job_t;
 
 static void *producer_main(void *arg) {
@@ -122,6 +133,11 @@ static void *producer_main(void *arg) {
   zmq_setsockopt(s, ZMQ_SNDHWM, &hwm, sizeof hwm);
   zmq_setsockopt(s, ZMQ_RCVHWM, &hwm, sizeof hwm);
   zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
+  if (j->curve) {
+    zmq_setsockopt(s, ZMQ_CURVE_SERVERKEY, srv_pub, 40);
+    zmq_setsockopt(s, ZMQ_CURVE_PUBLICKEY, cli_pub, 40);
+    zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, cli_sec, 40);
+  }
   zmq_connect(s, j->ep);
   int64_t *sent_at = calloc((size_t)j->n, sizeof *sent_at);
   fq_buf_t b;
@@ -181,8 +197,8 @@ typedef struct result {
   long acked, errors;
 } result_t;
 
-static result_t run_load(void *ctx, const char *ep, long per_producer, double total_rate,
-                         uint64_t run, int echo) {
+static result_t run_load_c(void *ctx, const char *ep, long per_producer, double total_rate,
+                           uint64_t run, int echo, int curve) {
   job_t jobs[64];
   pthread_t th[64];
   int64_t *all = calloc((size_t)per_producer * (size_t)producers, sizeof *all);
@@ -190,7 +206,8 @@ static result_t run_load(void *ctx, const char *ep, long per_producer, double to
   for (int i = 0; i < producers; i++) {
     jobs[i] = (job_t){.ctx = ctx, .ep = ep, .id = i, .n = per_producer, .run = run,
                       .rate = total_rate > 0 ? total_rate / producers : 0,
-                      .lat_ns = calloc((size_t)per_producer, sizeof(int64_t)), .echo = echo};
+                      .lat_ns = calloc((size_t)per_producer, sizeof(int64_t)), .echo = echo,
+                      .curve = curve};
     pthread_create(&th[i], NULL, producer_main, &jobs[i]);
   }
   result_t r = {0};
@@ -214,6 +231,11 @@ static result_t run_load(void *ctx, const char *ep, long per_producer, double to
   }
   free(all);
   return r;
+}
+
+static result_t run_load(void *ctx, const char *ep, long per_producer, double total_rate,
+                         uint64_t run, int echo) {
+  return run_load_c(ctx, ep, per_producer, total_rate, run, echo, 0);
 }
 
 /* --- ceiling 1: ZeroMQ echo ROUTER ------------------------------------ */
@@ -295,24 +317,82 @@ static int free_port(void) {
   return port;
 }
 
-static pid_t start_daemon(const char *data) {
-  char listen[64], publish[64];
-  snprintf(listen, sizeof listen, "tcp://127.0.0.1:%d", port_base);
-  snprintf(publish, sizeof publish, "tcp://127.0.0.1:%d", pub_port);
+/* Start fleetqd on 127.0.0.1:port (PUB on pport); curve_dir non-NULL: with
+ * the CURVE key files written there. */
+static pid_t start_daemon_on(const char *data, int port, int pport, const char *curve_dir) {
+  char listen[64], publish[64], key[340], clients[340];
+  snprintf(listen, sizeof listen, "tcp://127.0.0.1:%d", port);
+  snprintf(publish, sizeof publish, "tcp://127.0.0.1:%d", pport);
+  if (curve_dir) {
+    snprintf(key, sizeof key, "%s/server.key", curve_dir);
+    snprintf(clients, sizeof clients, "%s/clients.json", curve_dir);
+  }
   pid_t pid = fork();
   if (pid == 0) {
-    execl(fleetqd_path, fleetqd_path, "--data", data, "--listen", listen, "--publish", publish,
-          "--log-level", "warn", (char *)NULL);
+    if (curve_dir)
+      execl(fleetqd_path, fleetqd_path, "--data", data, "--listen", listen, "--publish", publish,
+            "--log-level", "warn", "--curve-secret", key, "--clients", clients, (char *)NULL);
+    else
+      execl(fleetqd_path, fleetqd_path, "--data", data, "--listen", listen, "--publish",
+            publish, "--log-level", "warn", (char *)NULL);
     _exit(127);
   }
   return pid;
 }
 
-static int ping(void *ctx, const char *ep) {
+static pid_t start_daemon(const char *data) {
+  return start_daemon_on(data, port_base, pub_port, NULL);
+}
+
+/* Key files for the CURVE daemon: its server key and a clients file with
+ * the producers' key (every tenant, submit only).  Returns 0 or -1. */
+static int write_curve_files(const char *dir) {
+  char srv_sec[41], path[340];
+  if (zmq_curve_keypair(srv_pub, srv_sec) != 0 || zmq_curve_keypair(cli_pub, cli_sec) != 0)
+    return -1;
+  if (mkdir(dir, 0700) != 0 && errno != EEXIST) return -1;
+  snprintf(path, sizeof path, "%s/server.key", dir);
+  FILE *f = fopen(path, "w");
+  if (!f) return -1;
+  chmod(path, 0600);
+  fprintf(f, "public %s\nsecret %s\n", srv_pub, srv_sec);
+  fclose(f);
+  snprintf(path, sizeof path, "%s/clients.json", dir);
+  if (!(f = fopen(path, "w"))) return -1;
+  chmod(path, 0600);
+  fprintf(f, "[{\"name\": \"bench\", \"key\": \"%s\", \"tenants\": [\"*\"], "
+             "\"roles\": [\"submit\"]}]\n",
+          cli_pub);
+  fclose(f);
+  return 0;
+}
+
+/* CPU seconds (user + system) a process has used so far. */
+static double cpu_seconds(pid_t pid) {
+  char path[64], buf[1024];
+  snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+  FILE *f = fopen(path, "r");
+  if (!f) return 0;
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = 0;
+  const char *p = strrchr(buf, ')'); /* the name may hold spaces */
+  unsigned long ut = 0, st = 0;
+  if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
+    return 0;
+  return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+static int ping_c(void *ctx, const char *ep, int curve) {
   void *s = zmq_socket(ctx, ZMQ_DEALER);
   int linger = 0, to = 300;
   zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
   zmq_setsockopt(s, ZMQ_RCVTIMEO, &to, sizeof to);
+  if (curve) {
+    zmq_setsockopt(s, ZMQ_CURVE_SERVERKEY, srv_pub, 40);
+    zmq_setsockopt(s, ZMQ_CURVE_PUBLICKEY, cli_pub, 40);
+    zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, cli_sec, 40);
+  }
   zmq_connect(s, ep);
   zmq_send(s, "\x81\xa2op\xa4ping", 9, 0);
   char buf[256];
@@ -320,6 +400,8 @@ static int ping(void *ctx, const char *ep) {
   zmq_close(s);
   return n > 0 ? 0 : -1;
 }
+
+static int ping(void *ctx, const char *ep) { return ping_c(ctx, ep, 0); }
 
 static double median(double *v, int n) {
   for (int i = 1; i < n; i++)
@@ -343,16 +425,22 @@ int main(int argc, char **argv) {
     else if (!strcmp(argv[i], "--out") && i + 1 < argc) out_path = argv[++i];
     else if (!strcmp(argv[i], "--endpoint") && i + 1 < argc) external_ep = argv[++i];
     else if (!strcmp(argv[i], "--rate") && i + 1 < argc) fixed_rate = atof(argv[++i]);
+    else if (!strcmp(argv[i], "--curve")) use_curve = 1;
     else {
       fprintf(stderr,
               "usage: bench_ingest [--fleetqd PATH] [--producers N] [--count N per producer]\n"
               "                    [--window N] [--devices N] [--rounds N] [--out FILE]\n"
               "                    [--endpoint EP (use a running fleetqd)]\n"
-              "                    [--rate R (open-loop phase; default half the maximum)]\n");
+              "                    [--rate R (open-loop phase; default half the maximum)]\n"
+              "                    [--curve (also a CURVE fleetqd, measured in the same rounds)]\n");
       return 2;
     }
   }
   if (producers < 1 || producers > 64 || rounds < 1 || rounds > 15) return 2;
+  if (use_curve && external_ep) {
+    fprintf(stderr, "bench_ingest: --curve starts its own daemons: not with --endpoint\n");
+    return 2;
+  }
   static char pathbuf[4200];
   if (!fleetqd_path) {
     ssize_t n = readlink("/proc/self/exe", self_dir, sizeof self_dir - 1);
@@ -388,6 +476,29 @@ int main(int argc, char **argv) {
     return 1;
   }
 
+  pid_t cpid = -1;
+  char cdata[300], cdir[300];
+  if (use_curve) {
+    int cport = free_port(), cpub = free_port();
+    snprintf(cdata, sizeof cdata, "%s/curve-data", data);
+    snprintf(cdir, sizeof cdir, "%s/curve-keys", data);
+    snprintf(curve_ep, sizeof curve_ep, "tcp://127.0.0.1:%d", cport);
+    if (cport <= 0 || cpub <= 0 || cport == port_base || write_curve_files(cdir) != 0) {
+      fprintf(stderr, "bench_ingest: cannot set up the CURVE daemon\n");
+      if (pid > 0) kill(pid, SIGKILL);
+      return 1;
+    }
+    cpid = start_daemon_on(cdata, cport, cpub, cdir);
+    up = 0;
+    for (int i = 0; i < 100 && !up; i++) up = ping_c(ctx, curve_ep, 1) == 0;
+    if (!up) {
+      fprintf(stderr, "bench_ingest: the CURVE fleetqd did not answer at %s\n", curve_ep);
+      if (pid > 0) kill(pid, SIGKILL);
+      if (cpid > 0) kill(cpid, SIGKILL);
+      return 1;
+    }
+  }
+
   /* Probe message size for the ceilings. */
   fq_buf_t probe;
   fq_buf_init(&probe, 0);
@@ -397,6 +508,9 @@ int main(int argc, char **argv) {
   fq_buf_free(&probe);
 
   double fq_rates[15], zmq_rates[15], lmdb_rates[15];
+  /* --curve: per round, plaintext and CURVE figures side by side. */
+  double cv_rates[15], cv_ratio[15], cpu_plain[15], cpu_curve[15], cpu_ratio[15];
+  result_t cv_res[15] = {{0}};
   result_t fq_res[15] = {{0}};
   printf("bench_ingest: %d producers x %ld submits, window %d, %d devices, %d rounds, msg %zu B\n",
          producers, count, window, devices, rounds, msg_size);
@@ -417,8 +531,23 @@ int main(int argc, char **argv) {
   pthread_create(&echo_th, NULL, echo_main, echo);
 
   for (int r = 0; r < rounds; r++) {
+    double c0 = pid > 0 ? cpu_seconds(pid) : 0;
     fq_res[r] = run_load(ctx, endpoint, count, 0, (uint64_t)r + 1, 0);
     fq_rates[r] = fq_res[r].rate;
+    if (use_curve) {
+      cpu_plain[r] = (cpu_seconds(pid) - c0) * 1e6 / (double)(fq_res[r].acked ? fq_res[r].acked : 1);
+      double c1 = cpu_seconds(cpid);
+      cv_res[r] = run_load_c(ctx, curve_ep, count, 0, (uint64_t)r + 1, 0, 1);
+      cv_rates[r] = cv_res[r].rate;
+      cpu_curve[r] =
+          (cpu_seconds(cpid) - c1) * 1e6 / (double)(cv_res[r].acked ? cv_res[r].acked : 1);
+      cv_ratio[r] = fq_res[r].rate > 0 ? cv_res[r].rate / fq_res[r].rate : 0;
+      cpu_ratio[r] = cpu_plain[r] > 0 ? cpu_curve[r] / cpu_plain[r] : 0;
+      printf("round %d: plaintext %.0f acks/s (%.1f us CPU/ack, p99 %.2f ms) | CURVE %.0f acks/s "
+             "(%.1f us CPU/ack, p99 %.2f ms, errors %ld) | CURVE/plaintext %.2f, CPU %.2fx\n",
+             r + 1, fq_res[r].rate, cpu_plain[r], fq_res[r].p99, cv_res[r].rate, cpu_curve[r],
+             cv_res[r].p99, cv_res[r].errors, cv_ratio[r], cpu_ratio[r]);
+    }
     result_t z = run_load(ctx, echo_ep, count, 0, 1000 + (uint64_t)r, 1);
     zmq_rates[r] = z.rate;
     char ldir[64];
@@ -449,6 +578,18 @@ int main(int argc, char **argv) {
          "puts/s (ratio %.2f)\n",
          fq_med, z_med, fq_med / z_med, l_med, fq_med / l_med);
 
+  double cv_med = 0, cvr_med = 0, cpp_med = 0, cpc_med = 0, cpr_med = 0;
+  if (use_curve) {
+    cv_med = median(cv_rates, rounds);
+    cvr_med = median(cv_ratio, rounds);
+    cpp_med = median(cpu_plain, rounds);
+    cpc_med = median(cpu_curve, rounds);
+    cpr_med = median(cpu_ratio, rounds);
+    printf("CURVE: median %.0f acks/s vs plaintext %.0f; median of per-round ratios %.2f "
+           "(goal >= 0.70); CPU per ack %.1f vs %.1f us (ratio %.2f)\n",
+           cv_med, fq_med, cvr_med, cpc_med, cpp_med, cpr_med);
+  }
+
   echo_stop = 1;
   pthread_join(echo_th, NULL);
   zmq_close(echo);
@@ -456,6 +597,11 @@ int main(int argc, char **argv) {
     int st;
     kill(pid, SIGTERM);
     waitpid(pid, &st, 0);
+  }
+  if (cpid > 0) {
+    int st;
+    kill(cpid, SIGTERM);
+    waitpid(cpid, &st, 0);
   }
   char cmd[256];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", data);
@@ -490,6 +636,19 @@ int main(int argc, char **argv) {
     fprintf(f, "| open loop at %.0f/s offered: achieved acks/s | %.0f |\n", half, h.rate);
     fprintf(f, "| open-loop ack latency p50 / p99 / p99.9 / max ms | %.2f / %.2f / %.2f / %.2f |\n",
             h.p50, h.p99, h.p999, h.max);
+    if (use_curve) {
+      fprintf(f, "\n## CURVE (the same load, same rounds, a second fleetqd with CURVE on)\n\n");
+      fprintf(f, "| round | plaintext acks/s | CURVE acks/s | ratio | plaintext CPU us/ack | "
+                 "CURVE CPU us/ack | CPU ratio |\n|---|---|---|---|---|---|---|\n");
+      for (int r = 0; r < rounds; r++)
+        fprintf(f, "| %d | %.0f | %.0f | %.2f | %.1f | %.1f | %.2f |\n", r + 1, fq_rates[r],
+                cv_rates[r], cv_ratio[r], cpu_plain[r], cpu_curve[r], cpu_ratio[r]);
+      fprintf(f, "| median | %.0f | %.0f | %.2f | %.1f | %.1f | %.2f |\n\n", fq_med, cv_med,
+              cvr_med, cpp_med, cpc_med, cpr_med);
+      fprintf(f, "Goal: CURVE at least 0.70x of plaintext throughput (median of per-round "
+                 "ratios %.2f).\n",
+              cvr_med);
+    }
     fclose(f);
     printf("wrote %s\n", out_path);
   }
