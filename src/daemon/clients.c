@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "curvekey.h"
+#include "util.h"
 
 struct fq_clients {
   size_t n;
@@ -188,12 +189,12 @@ static int by_key(const void *a, const void *b) {
 static int check_file(const char *path, json_t **root, fq_err_t *err) {
   int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
   if (fd < 0)
-    return fq_errf(err, FQ_ECONFIG, "%s: cannot open: %s%s", path, strerror(errno),
+    return fq_errf(err, FQ_ECONFIG, "%s: cannot open: %s%s", path, fq_strerror(-errno),
                    errno == ELOOP ? " (a symbolic link; give the real path)" : "");
   struct stat st;
   int rc = 0;
   if (fstat(fd, &st) != 0) {
-    rc = fq_errf(err, FQ_ECONFIG, "%s: cannot stat: %s", path, strerror(errno));
+    rc = fq_errf(err, FQ_ECONFIG, "%s: cannot stat: %s", path, fq_strerror(-errno));
   } else if (!S_ISREG(st.st_mode)) {
     rc = fq_errf(err, FQ_ECONFIG, "%s: not a regular file", path);
   } else if (st.st_mode & (S_IWGRP | S_IWOTH)) {
@@ -204,7 +205,7 @@ static int check_file(const char *path, json_t **root, fq_err_t *err) {
     json_error_t je;
     FILE *f = fdopen(fd, "r");
     if (!f) {
-      rc = fq_errf(err, FQ_ECONFIG, "%s: %s", path, strerror(errno));
+      rc = fq_errf(err, FQ_ECONFIG, "%s: %s", path, fq_strerror(-errno));
     } else {
       fd = -1;
       *root = json_loadf(f, JSON_REJECT_DUPLICATES, &je);

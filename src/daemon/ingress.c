@@ -103,7 +103,7 @@ static int bind_ep(fq_ingress_t *in, void *s, const char *ep, fq_err_t *err, con
   unsigned mode = in->o.ipc_mode ? in->o.ipc_mode : 0600;
   if (ipc_file && mode != 0600 && chmod(ep + 6, (mode_t)mode) != 0)
     return fq_errf(err, FQ_ECONFIG, "cannot set mode %03o on %s: %s", mode, ep + 6,
-                   strerror(errno));
+                   fq_strerror(-errno));
   return 0;
 }
 
@@ -388,7 +388,7 @@ static bool handle_monitor(fq_ingress_t *in, void *mon, const char *sock) {
           snprintf(why, sizeof why,
                    "the connection ended during the handshake (%s): a client without CURVE, or "
                    "one using another server key",
-                   strerror((int)val));
+                   fq_strerror(-(int)val));
         else if (val == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH)
           snprintf(why, sizeof why, "the client does not use CURVE (plaintext or another mechanism)");
         else if (val == ZMQ_PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC)
