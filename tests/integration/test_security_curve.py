@@ -303,7 +303,11 @@ def main(c):
 
     # CURVE on a wildcard address: allowed (traffic of this test stays on
     # loopback).
-    wild = Daemon(shards=1, extra=["--curve-secret", keyfile, "--clients", clients_file])
+    # (The settings come from the config file this time.)
+    conf = os.path.join(tmp, "fleetqd.json")
+    with open(conf, "w") as f:
+        json.dump({"curve_secret": keyfile, "clients": clients_file}, f)
+    wild = Daemon(shards=1, config=conf)
     port = fqlib.free_port()
     wild.extra += ["--listen", f"tcp://0.0.0.0:{port}"]
     wild.endpoint = f"tcp://127.0.0.1:{port}"
@@ -311,6 +315,9 @@ def main(c):
     g2 = Client(wild.endpoint, timeout=10, curve=cur("globex"))
     c.ok(g2.ping().get("ok") is True, "with CURVE fleetqd may bind a non-loopback address")
     g2.close()
+    plain2 = Client(wild.endpoint, timeout=2)
+    c.ok(no_reply(plain2, "plaintext"), "curve_secret / clients from the config file enforce CURVE")
+    plain2.close()
     wild.term()
 
     # --- without CURVE: warning and ipc modes --------------------------------
