@@ -170,13 +170,13 @@ FQ_TEST(events_and_counters_survive_reopen) {
   CHECK_INT(fq_store_next_seq(s), 1);
   for (int batch = 0; batch < 3; batch++) {
     CHECK_INT(fq_store_begin(s, true, &err), 0);
-    for (int i = 0; i < 10; i++) CHECK_INT(fq_store_event_append(s, (const uint8_t *)"\x80", 1, &err), 0);
+    for (int i = 0; i < 10; i++) CHECK_INT(fq_store_event_append(s, NULL, 0, (const uint8_t *)"\x80", 1, &err), 0);
     if (batch == 0) fq_store_new_id(s, first, &q);
     CHECK_INT(fq_store_commit(s, &err), 0);
   }
   /* An aborted transaction consumes nothing. */
   CHECK_INT(fq_store_begin(s, true, &err), 0);
-  CHECK_INT(fq_store_event_append(s, (const uint8_t *)"\x80", 1, &err), 0);
+  CHECK_INT(fq_store_event_append(s, NULL, 0, (const uint8_t *)"\x80", 1, &err), 0);
   fq_store_abort(s);
   CHECK_INT(fq_store_next_seq(s), 31);
   fq_store_destroy(&s);
@@ -212,7 +212,7 @@ FQ_TEST(full_map_is_storage_full) {
   uint8_t big[2000];
   memset(big, 0x42, sizeof big);
   int rc = 0;
-  for (int i = 0; i < 10000 && rc == 0; i++) rc = fq_store_event_append(s, big, sizeof big, &err);
+  for (int i = 0; i < 10000 && rc == 0; i++) rc = fq_store_event_append(s, NULL, 0, big, sizeof big, &err);
   CHECK_INT(rc, FQ_ESTORFULL);
   CHECK(strstr(err.msg, "storage full") != NULL);
   fq_store_abort(s);
