@@ -97,6 +97,11 @@ int fq_req_lookup(fq_buf_t *out, const char *op, const char *id, const char *ten
                   const char *key, bool has_req, int64_t req);
 int fq_req_history(fq_buf_t *out, uint32_t shard, uint64_t after, uint32_t limit, bool has_req,
                    int64_t req);
+/* history of one tenant's events of the shard (tenant NULL: all tenants,
+ * as fq_req_history): `after` and the reply's `next` then count that
+ * tenant's tseq instead of the shard's seq. */
+int fq_req_history_tenant(fq_buf_t *out, uint32_t shard, const char *tenant, uint64_t after,
+                          uint32_t limit, bool has_req, int64_t req);
 int fq_req_ping(fq_buf_t *out, bool has_req, int64_t req);
 
 /* Parse one CLI parameter "name=value" into *pv: true/false -> BOOL, a

@@ -87,7 +87,7 @@ typedef struct fq_request {
   const uint8_t *req_raw;        /* msgpack bytes of `req`, echoed verbatim */
   size_t req_raw_len;
   uint32_t shard;                /* history */
-  uint64_t after;                /* history */
+  uint64_t after;                /* history: seq, or tseq when `tenant` is given */
   uint32_t limit;                /* history; default 100 */
   fq_str_t admin_action;         /* admin: "account_add", ... */
   const uint8_t *admin_raw;      /* admin: the whole body, for its handler */
@@ -148,6 +148,7 @@ typedef struct fq_event {
   int fault;
   uint32_t shard;
   uint64_t seq;
+  uint64_t tseq; /* per (tenant, shard) sequence; 0 = none (stored before tseq existed) */
 } fq_event_t;
 
 /* Append the event's msgpack map to out. */
@@ -155,7 +156,8 @@ int fq_wire_event_pack(struct fq_buf *out, const fq_event_t *ev);
 /* Decode an event map; strings borrow from buf.  Unknown error names
  * decode as FQ_EINTERNAL; unknown keys are skipped (newer daemons may add
  * some).  id, tenant, command, state, shard, seq and one of vin / site are
- * required.  Returns 0 or FQ_EPROTO. */
+ * required; tseq is optional (0 when absent: an event stored by an older
+ * daemon).  Returns 0 or FQ_EPROTO. */
 int fq_wire_event_unpack(const uint8_t *buf, size_t len, fq_event_t *ev, fq_err_t *err);
 /* Topic frame "<tenant>/<vin or site>" into out; returns its length or 0
  * when it does not fit. */

@@ -150,13 +150,19 @@ int fq_req_lookup(fq_buf_t *out, const char *op, const char *id, const char *ten
 
 int fq_req_history(fq_buf_t *out, uint32_t shard, uint64_t after, uint32_t limit, bool has_req,
                    int64_t req) {
+  return fq_req_history_tenant(out, shard, NULL, after, limit, has_req, req);
+}
+
+int fq_req_history_tenant(fq_buf_t *out, uint32_t shard, const char *tenant, uint64_t after,
+                          uint32_t limit, bool has_req, int64_t req) {
   pack_ctx_t pc = {out, 0};
   msgpack_packer pk;
   msgpack_packer_init(&pk, &pc, pack_write);
-  msgpack_pack_map(&pk, 4 + (has_req ? 1 : 0));
+  msgpack_pack_map(&pk, 4 + (tenant ? 1 : 0) + (has_req ? 1 : 0));
   pack_kv_str(&pk, "op", "history");
   pack_cstr(&pk, "shard");
   msgpack_pack_uint32(&pk, shard);
+  if (tenant) pack_kv_str(&pk, "tenant", tenant);
   pack_cstr(&pk, "after");
   msgpack_pack_uint64(&pk, after);
   pack_cstr(&pk, "limit");

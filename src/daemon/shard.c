@@ -22,6 +22,7 @@
 #include "devq.h"
 #include "fleetq/wire.h"
 #include "log.h"
+#include "mpread.h"
 #include "store.h"
 #include "util.h"
 #include "zmsg.h"
@@ -140,6 +141,7 @@ static int emit_event(fq_shard_t *sh, const fq_cmdrec_t *rec, int prev, fq_err_t
   ev.fault = rec->fault;
   ev.shard = sh->o.index;
   ev.seq = fq_store_next_seq(sh->store);
+  ev.tseq = fq_store_next_tseq(sh->store, ev.tenant.p, ev.tenant.n);
 
   if (sh->npev == sh->apev) {
     size_t n = sh->apev ? sh->apev * 2 : 256;
@@ -158,7 +160,8 @@ static int emit_event(fq_shard_t *sh, const fq_cmdrec_t *rec, int prev, fq_err_t
   pe->off = sh->evbuf.len;
   if ((rc = fq_wire_event_pack(&sh->evbuf, &ev)) != 0) return fq_errf(err, rc, "event encode");
   pe->len = sh->evbuf.len - pe->off;
-  if ((rc = fq_store_event_append(sh->store, sh->evbuf.data + pe->off, pe->len, err)) != 0)
+  if ((rc = fq_store_event_append(sh->store, ev.tenant.p, ev.tenant.n, sh->evbuf.data + pe->off,
+                                  pe->len, err)) != 0)
     return rc;
   sh->npev++;
   return 0;
@@ -203,6 +206,71 @@ static int transition(fq_shard_t *sh, fq_cmdrec_t *rec, int state, const char *r
   int rc = transition_put(sh, rec, state, reason, error, now, true, err);
   if (rc == 0 && sh->disp && fq_state_terminal(state)) fq_dispatch_kick(sh->disp, rec->device);
   return rc;
+}
+
+/* --- tenant restriction ------------------------------------------------------
+ *
+ * The kind frame of a request may carry the tenants its client may see
+ * (shard.h): the ingress decides, the shard enforces it on what it reads
+ * and returns.  An ACL is a run of names each followed by one \0. */
+
+typedef struct acl {
+  const char *p;
+  size_t n;
+} acl_t;
+
+/* The ACL of a kind frame of len bytes (kind byte first) into *acl.
+ * Returns NULL for an unrestricted request (no list, or "*" in it) and
+ * acl otherwise.  A malformed list (empty name, no final \0) allows
+ * nothing: failing closed is the only safe reading of a frame we did not
+ * expect. */
+static const acl_t *acl_parse(const char *frame, size_t len, acl_t *acl) {
+  if (len <= 1) return NULL;
+  acl->p = frame + 1;
+  acl->n = len - 1;
+  bool ok = acl->p[acl->n - 1] == 0;
+  for (size_t i = 0; i < acl->n && ok;) {
+    size_t l = strnlen(acl->p + i, acl->n - i);
+    if (l == 0) ok = false;
+    else if (l == 1 && acl->p[i] == '*') return NULL;
+    i += l + 1;
+  }
+  if (!ok) {
+    fq_error("shard", "malformed tenant list in a request's kind frame (%zu bytes): "
+             "the request is treated as allowed no tenant", acl->n);
+    acl->n = 0;
+  }
+  return acl;
+}
+
+static bool acl_allows(const acl_t *acl, const char *t, size_t tn) {
+  if (!acl) return true;
+  for (size_t i = 0; i < acl->n;) {
+    size_t l = strnlen(acl->p + i, acl->n - i);
+    if (l == tn && memcmp(acl->p + i, t, tn) == 0) return true;
+    i += l + 1;
+  }
+  return false;
+}
+
+/* The tenant of a stored event, read without decoding the rest (it is the
+ * second key of the maps we write; any order is accepted). */
+static bool event_tenant(const uint8_t *ev, size_t len, fq_str_t *t) {
+  fq__mp_rd_t r;
+  fq__mp_obj_t m, k, v;
+  fq__mp_rd_init(&r, ev, len);
+  if (fq__mp_next(&r, &m, NULL) || m.kind != FQ__MP_MAP) return false;
+  for (uint32_t i = 0; i < m.v.count; i++) {
+    if (fq__mp_next(&r, &k, NULL)) return false;
+    if (k.kind == FQ__MP_STR && k.len == 6 && memcmp(k.p, "tenant", 6) == 0) {
+      if (fq__mp_next(&r, &v, NULL) || v.kind != FQ__MP_STR) return false;
+      t->p = (const char *)v.p;
+      t->n = v.len;
+      return true;
+    }
+    if (fq__mp_skip(&r, 2, FQ_WIRE_MAX_DEPTH, NULL)) return false;
+  }
+  return false;
 }
 
 /* --- request handlers ------------------------------------------------------ */
@@ -253,9 +321,17 @@ static int do_coalesce(fq_shard_t *sh, const fq_cmdrec_t *rec, int64_t now, fq_e
  * answer dup / mismatch if the key is here, not_found otherwise (the
  * ingress then sends the submit to the device's shard).  Never stores. */
 static int handle_submit(fq_shard_t *sh, pending_t *p, const fq_request_t *req, int64_t now,
-                         bool check_only, fq_err_t *err) {
+                         bool check_only, const acl_t *acl, fq_err_t *err) {
   uint8_t hash[32], old_hash[32];
   char old_id[FQ_ID_LEN + 1];
+  if (!acl_allows(acl, req->tenant.p, req->tenant.n)) {
+    /* The ingress refuses this first; a second line of defence. */
+    char msg[160];
+    snprintf(msg, sizeof msg, "this client may not submit for tenant \"%.*s\"",
+             (int)req->tenant.n, req->tenant.p);
+    reply_error(sh, p, FQ_EFORBIDDEN, msg, req);
+    return 0;
+  }
   fq_wire_request_hash(req, hash);
   int rc = fq_store_idem_get(sh->store, req->tenant.p, req->tenant.n, req->key.p, req->key.n,
                              old_hash, old_id, err);
@@ -318,17 +394,27 @@ static int handle_submit(fq_shard_t *sh, pending_t *p, const fq_request_t *req, 
   return 0;
 }
 
-/* Resolve the id a get/cancel names; FQ_ENOTFOUND when there is none here. */
-static int resolve_id(fq_shard_t *sh, const fq_request_t *req, char id[FQ_ID_LEN + 1],
-                      fq_err_t *err) {
+/* Resolve the id a get/cancel names; FQ_ENOTFOUND when there is none here,
+ * or when the command belongs to a tenant outside acl: to such a client
+ * another tenant's command does not exist (the same answer, word for word,
+ * as for an id never given out). */
+static int resolve_id(fq_shard_t *sh, const fq_request_t *req, const acl_t *acl,
+                      char id[FQ_ID_LEN + 1], fq_err_t *err) {
+  int rc;
   if (req->id.p) {
     if (req->id.n != FQ_ID_LEN) return FQ_ENOTFOUND;
     memcpy(id, req->id.p, FQ_ID_LEN);
     id[FQ_ID_LEN] = 0;
     const uint8_t *raw;
     size_t n;
-    return fq_store_cmd_raw(sh->store, id, FQ_ID_LEN, &raw, &n, err);
+    if ((rc = fq_store_cmd_raw(sh->store, id, FQ_ID_LEN, &raw, &n, err)) != 0 || !acl) return rc;
+    fq_cmdrec_t rec;
+    if ((rc = fq_cmdrec_unpack(raw, n, &rec, err)) != 0) return rc;
+    bool allowed = acl_allows(acl, rec.tenant, strlen(rec.tenant));
+    fq_cmdrec_free(&rec);
+    return allowed ? 0 : FQ_ENOTFOUND;
   }
+  if (!acl_allows(acl, req->tenant.p, req->tenant.n)) return FQ_ENOTFOUND;
   uint8_t hash[32];
   return fq_store_idem_get(sh->store, req->tenant.p, req->tenant.n, req->key.p, req->key.n, hash,
                            id, err);
@@ -347,9 +433,10 @@ static void not_found(fq_shard_t *sh, pending_t *p, const fq_request_t *req) {
   reply_error(sh, p, FQ_ENOTFOUND, msg, req);
 }
 
-static int handle_get(fq_shard_t *sh, pending_t *p, const fq_request_t *req, fq_err_t *err) {
+static int handle_get(fq_shard_t *sh, pending_t *p, const fq_request_t *req, const acl_t *acl,
+                      fq_err_t *err) {
   char id[FQ_ID_LEN + 1];
-  int rc = resolve_id(sh, req, id, err);
+  int rc = resolve_id(sh, req, acl, id, err);
   if (rc == FQ_ENOTFOUND) {
     not_found(sh, p, req);
     return 0;
@@ -359,9 +446,9 @@ static int handle_get(fq_shard_t *sh, pending_t *p, const fq_request_t *req, fq_
 }
 
 static int handle_cancel(fq_shard_t *sh, pending_t *p, const fq_request_t *req, int64_t now,
-                         fq_err_t *err) {
+                         const acl_t *acl, fq_err_t *err) {
   char id[FQ_ID_LEN + 1];
-  int rc = resolve_id(sh, req, id, err);
+  int rc = resolve_id(sh, req, acl, id, err);
   if (rc == FQ_ENOTFOUND) {
     not_found(sh, p, req);
     return 0;
@@ -384,27 +471,63 @@ static int handle_cancel(fq_shard_t *sh, pending_t *p, const fq_request_t *req, 
   return reply_record(sh, p, id, req, err);
 }
 
+/* A restricted client's history without `tenant` skips other tenants'
+ * events; this bounds how many one request may read (per event returned,
+ * and in all), so that such a request cannot hold the shard long. */
+#define HIST_EXAMINE_PER_EVENT 50
+#define HIST_EXAMINE_MAX 20000
+
 typedef struct hist_ctx {
   fq_str_t *ev;
-  size_t n;
-  uint64_t last;
+  size_t n, limit;
+  uint64_t last;       /* seq (tseq by tenant) of the last event examined */
+  const acl_t *acl;    /* keep only these tenants' events; NULL: all */
 } hist_ctx_t;
 
 static int hist_visit(void *ud, uint64_t seq, const uint8_t *ev, size_t len) {
   hist_ctx_t *h = ud;
+  h->last = seq;
+  if (h->acl) {
+    fq_str_t t;
+    if (!event_tenant(ev, len, &t) || !acl_allows(h->acl, t.p, t.n)) return 0;
+  }
   h->ev[h->n].p = (const char *)ev;
   h->ev[h->n].n = len;
   h->n++;
-  h->last = seq;
-  return 0;
+  return h->n == h->limit; /* a full page: stop */
 }
 
-static int handle_history(fq_shard_t *sh, pending_t *p, const fq_request_t *req, fq_err_t *err) {
+/* history: a page of the shard's events in seq order, or with `tenant` of
+ * that tenant's in tseq order; `next` is what to pass as `after` for the
+ * next page.  With an ACL and no tenant, `next` is the seq of the last
+ * event examined, returned or not, so that paging moves on through pages
+ * of other tenants' events. */
+static int handle_history(fq_shard_t *sh, pending_t *p, const fq_request_t *req,
+                          const acl_t *acl, fq_err_t *err) {
   fq_str_t ev[FQ_WIRE_MAX_HISTORY];
-  hist_ctx_t h = {ev, 0, req->after};
   size_t limit = req->limit ? req->limit : 100;
   if (limit > FQ_WIRE_MAX_HISTORY) limit = FQ_WIRE_MAX_HISTORY;
-  int rc = fq_store_event_scan(sh->store, req->after, limit, hist_visit, &h, err);
+  hist_ctx_t h = {ev, 0, limit, req->after, NULL};
+  int rc;
+  if (req->tenant.p) {
+    if (!acl_allows(acl, req->tenant.p, req->tenant.n)) {
+      char msg[160];
+      snprintf(msg, sizeof msg, "this client may not read the history of tenant \"%.*s\"",
+               (int)req->tenant.n, req->tenant.p);
+      reply_error(sh, p, FQ_EFORBIDDEN, msg, req);
+      return 0;
+    }
+    rc = fq_store_tenant_event_scan(sh->store, req->tenant.p, req->tenant.n, req->after, limit,
+                                    hist_visit, &h, err);
+  } else {
+    size_t budget = limit;
+    if (acl) {
+      h.acl = acl;
+      budget = limit * HIST_EXAMINE_PER_EVENT;
+      if (budget > HIST_EXAMINE_MAX) budget = HIST_EXAMINE_MAX;
+    }
+    rc = fq_store_event_scan(sh->store, req->after, budget, hist_visit, &h, err);
+  }
   if (rc < 0) return rc;
   fq_wire_reply_history(&sh->replies, ev, h.n, h.last, req->req_raw, req->req_raw_len);
   pend_close(sh, p);
@@ -412,7 +535,7 @@ static int handle_history(fq_shard_t *sh, pending_t *p, const fq_request_t *req,
 }
 
 static int handle_request(fq_shard_t *sh, pending_t *p, const uint8_t *body, size_t len,
-                          int64_t now, fq_err_t *err) {
+                          const acl_t *acl, int64_t now, fq_err_t *err) {
   fq_request_t req;
   fq_err_t derr;
   fq_err_clear(&derr);
@@ -423,10 +546,10 @@ static int handle_request(fq_shard_t *sh, pending_t *p, const uint8_t *body, siz
     return 0;
   }
   switch (req.op) {
-    case FQ_OP_SUBMIT: return handle_submit(sh, p, &req, now, p->kind == 'F', err);
-    case FQ_OP_GET: return handle_get(sh, p, &req, err);
-    case FQ_OP_CANCEL: return handle_cancel(sh, p, &req, now, err);
-    case FQ_OP_HISTORY: return handle_history(sh, p, &req, err);
+    case FQ_OP_SUBMIT: return handle_submit(sh, p, &req, now, p->kind == 'F', acl, err);
+    case FQ_OP_GET: return handle_get(sh, p, &req, acl, err);
+    case FQ_OP_CANCEL: return handle_cancel(sh, p, &req, now, acl, err);
+    case FQ_OP_HISTORY: return handle_history(sh, p, &req, acl, err);
     default:
       reply_error(sh, p, FQ_EBADREQ, "operation not handled by a shard", &req);
       return 0;
@@ -651,7 +774,8 @@ static void process_batch(fq_shard_t *sh, zmq_msg_t (*msgs)[MAX_FRAMES + 2], int
     zmq_msg_t *f = msgs[m];
     int n = counts[m];
     const char *kind = zmq_msg_data(&f[0]);
-    if (zmq_msg_size(&f[0]) < 1) continue; /* TEMP */
+    size_t klen = zmq_msg_size(&f[0]);
+    if (klen == 0) continue;
     if (*kind == 'T') {
       /* Without a dispatcher nothing is in flight: stop after this batch. */
       if (!sh->disp) sh->stopping = true;
@@ -664,7 +788,10 @@ static void process_batch(fq_shard_t *sh, zmq_msg_t (*msgs)[MAX_FRAMES + 2], int
     if (!p) continue;
     if (*kind == 'F') memcpy(p->token, zmq_msg_data(&f[1]), 8);
     if (rc == 0) {
-      rc = handle_request(sh, p, zmq_msg_data(&f[n - 1]), zmq_msg_size(&f[n - 1]), now, &err);
+      acl_t acl_buf;
+      const acl_t *acl = acl_parse(kind, klen, &acl_buf);
+      rc = handle_request(sh, p, zmq_msg_data(&f[n - 1]), zmq_msg_size(&f[n - 1]), acl, now,
+                          &err);
       if (rc) fq_error("shard", "shard %u: %s", sh->o.index, err.msg);
     }
     if (rc && p->len == 0 && sh->replies.len == p->off) {

@@ -26,6 +26,17 @@
  *                     'D'                           stopped
  * Replies and events leave only after the transaction holding them has
  * been committed to disk.
+ *
+ * Tenant restriction: the kind frame of 'Q' and 'F' may be longer than one
+ * byte: the kind, then the tenants the requesting client may see, each
+ * name followed by one \0 ("Qacme\0beta\0").  One byte, or a list holding
+ * "*", means unrestricted.  With a list the shard answers as if other
+ * tenants' commands did not exist: get / cancel of one (by id, or by
+ * tenant + key) is `not_found` with the message of an unknown one, and
+ * cancels nothing; history without `tenant` returns only the listed
+ * tenants' events (examining a bounded number per request, `next` being
+ * the seq of the last one examined); history of an unlisted tenant and a
+ * submit for one are `forbidden`.  A malformed list allows no tenant.
  */
 #ifndef FQ_SHARD_H
 #define FQ_SHARD_H

@@ -17,22 +17,39 @@
 #include <unistd.h>
 
 #include "byteorder.h"
+#include "hmap.h"
 #include "idem.h"
 #include "mpread.h"
 #include "log.h"
 #include "util.h"
 
+/* The tseq counter of one tenant.  `last` is the committed value;
+ * `txn_last` is the value inside the open write transaction, valid only
+ * while `gen` equals the store's txn_gen (a transaction that aborts simply
+ * leaves a stale generation behind, so nothing has to be undone). */
+typedef struct tctr {
+  uint64_t last, txn_last, gen;
+  size_t len;
+  char name[FQ_TENANT_MAX + 1];
+} tctr_t;
+
 struct fq_store {
   MDB_env *env;
   MDB_txn *txn;
   bool txn_write;
-  MDB_dbi meta, cmd, idemlog, active, events, session;
+  MDB_dbi meta, cmd, idemlog, active, events, session, tcount, tindex;
   fq_idem_t *idem;
   fq_buf_t scratch; /* reused for record encoding */
   unsigned shard;
   /* Counters: the committed values and the ones of the open transaction. */
   uint64_t next_cmd, next_q, next_seq;
   uint64_t txn_next_cmd, txn_next_q, txn_next_seq;
+  /* Per-tenant tseq counters (items: tctr_t *), and the ones the open
+   * write transaction moved (their rows are written by commit). */
+  fq_hmap_t tenants;
+  tctr_t **tdirty;
+  size_t ndirty, adirty;
+  uint64_t txn_gen;
 };
 
 static int lmdb_err(fq_err_t *err, int rc, const char *what) {
@@ -55,6 +72,123 @@ static int meta_put_u64(MDB_txn *txn, MDB_dbi dbi, const char *name, uint64_t v)
   fq_put_be64(b, v);
   MDB_val k = {strlen(name), (void *)name}, d = {8, b};
   return mdb_put(txn, dbi, &k, &d, 0);
+}
+
+/* --- per-tenant event sequence (tseq) ---------------------------------------
+ *
+ * Each tenant's events of this shard are numbered 1, 2, 3... (tseq) in the
+ * transaction that appends them, next to their seq.  The counters live in
+ * memory (tenants, loaded on open) and in `tcount`, whose row of a tenant
+ * is rewritten once per transaction that gave it events, not once per
+ * event; `tindex` maps (tenant, tseq) to seq so that history pages by
+ * tseq. */
+
+static bool tctr_eq(const void *item, const void *key) {
+  const tctr_t *c = *(tctr_t *const *)item;
+  const fq_str_t *k = key;
+  return c->len == k->n && memcmp(c->name, k->p, k->n) == 0;
+}
+
+static tctr_t *tctr_find(const fq_store_t *s, const char *tenant, size_t tlen) {
+  fq_str_t k = {tenant, tlen};
+  tctr_t **it = fq_hmap_find(&s->tenants, fq_hash64(tenant, tlen), tctr_eq, &k);
+  return it ? *it : NULL;
+}
+
+/* The counter of tenant, created (at 0) when missing.  NULL when out of
+ * memory or when the name cannot be a tenant (empty, too long). */
+static tctr_t *tctr_get(fq_store_t *s, const char *tenant, size_t tlen) {
+  tctr_t *c = tctr_find(s, tenant, tlen);
+  if (c || tlen == 0 || tlen > FQ_TENANT_MAX) return c;
+  if (!(c = calloc(1, sizeof *c))) return NULL;
+  tctr_t **it = fq_hmap_add(&s->tenants, fq_hash64(tenant, tlen));
+  if (!it) {
+    free(c);
+    return NULL;
+  }
+  memcpy(c->name, tenant, tlen);
+  c->len = tlen;
+  *it = c;
+  return c;
+}
+
+static void tenants_free(fq_store_t *s) {
+  size_t pos = 0;
+  tctr_t **it;
+  while ((it = fq_hmap_each(&s->tenants, &pos))) free(*it);
+  fq_hmap_free(&s->tenants);
+  free(s->tdirty);
+  s->tdirty = NULL;
+  s->ndirty = s->adirty = 0;
+}
+
+/* Index key: tenant \0 u64be(tseq).  Tenant names hold no \0 (and [A-Za-z0-9._-]
+ * only), so one tenant's keys are one contiguous range in tseq order. */
+static size_t tindex_key(uint8_t *kb, const char *tenant, size_t tlen, uint64_t tseq) {
+  memcpy(kb, tenant, tlen);
+  kb[tlen] = 0;
+  fq_put_be64(kb + tlen + 1, tseq);
+  return tlen + 9;
+}
+
+/* The highest tseq of tenant in `tindex` (0 when none). */
+static int tindex_last(MDB_txn *txn, MDB_dbi dbi, const char *tenant, size_t tlen,
+                       uint64_t *last) {
+  uint8_t kb[FQ_TENANT_MAX + 9];
+  MDB_cursor *cur;
+  int rc = mdb_cursor_open(txn, dbi, &cur);
+  if (rc) return rc;
+  MDB_val k = {tindex_key(kb, tenant, tlen, UINT64_MAX), kb}, d;
+  rc = mdb_cursor_get(cur, &k, &d, MDB_SET_RANGE);
+  if (rc == 0) rc = mdb_cursor_get(cur, &k, &d, MDB_PREV);
+  else if (rc == MDB_NOTFOUND) rc = mdb_cursor_get(cur, &k, &d, MDB_LAST);
+  *last = 0;
+  if (rc == 0 && k.mv_size == tlen + 9 && memcmp(k.mv_data, tenant, tlen) == 0 &&
+      ((const uint8_t *)k.mv_data)[tlen] == 0)
+    *last = fq_get_be64((const uint8_t *)k.mv_data + tlen + 1);
+  mdb_cursor_close(cur);
+  return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+/* Load every tenant's counter from `tcount`.  A store written before tseq
+ * existed has no rows: its tenants start at 1.  Each counter is checked
+ * against the index (one lookup per tenant), so that a damaged row can
+ * never make a tseq repeat. */
+static int tenants_load(fq_store_t *s, MDB_txn *txn, fq_err_t *err) {
+  MDB_stat ms;
+  MDB_cursor *cur;
+  MDB_val k, d;
+  int rc = mdb_stat(txn, s->tcount, &ms);
+  if (rc) return lmdb_err(err, rc, "tcount");
+  fq_hmap_init(&s->tenants, sizeof(tctr_t *), 70);
+  if (fq_hmap_reserve(&s->tenants, ms.ms_entries + 64) != 0)
+    return fq_errf(err, -ENOMEM, "out of memory for the tenant counters");
+  if ((rc = mdb_cursor_open(txn, s->tcount, &cur)) != 0) return lmdb_err(err, rc, "cursor");
+  for (rc = mdb_cursor_get(cur, &k, &d, MDB_FIRST); rc == 0;
+       rc = mdb_cursor_get(cur, &k, &d, MDB_NEXT)) {
+    if (k.mv_size == 0 || k.mv_size > FQ_TENANT_MAX || d.mv_size != 8) continue;
+    tctr_t *c = tctr_get(s, k.mv_data, k.mv_size);
+    if (!c) {
+      mdb_cursor_close(cur);
+      return fq_errf(err, -ENOMEM, "out of memory for the tenant counters");
+    }
+    c->last = fq_get_be64(d.mv_data);
+  }
+  mdb_cursor_close(cur);
+  if (rc != MDB_NOTFOUND) return lmdb_err(err, rc, "tcount scan");
+  size_t pos = 0;
+  tctr_t **it;
+  while ((it = fq_hmap_each(&s->tenants, &pos))) {
+    uint64_t last;
+    if ((rc = tindex_last(txn, s->tindex, (*it)->name, (*it)->len, &last)) != 0)
+      return lmdb_err(err, rc, "tindex");
+    if (last > (*it)->last) {
+      fq_warn("store", "shard %u: tenant %s: counter %" PRIu64 " behind its index (%" PRIu64
+              "); continuing after the index", s->shard, (*it)->name, (*it)->last, last);
+      (*it)->last = last;
+    }
+  }
+  return 0;
 }
 
 fq_store_t *fq_store_open(const char *dir, unsigned shard, uint64_t map_size, fq_err_t *err) {
@@ -95,7 +229,8 @@ fq_store_t *fq_store_open(const char *dir, unsigned shard, uint64_t map_size, fq
     const char *name;
     MDB_dbi *dbi;
   } dbs[] = {{"meta", &s->meta},     {"cmd", &s->cmd},       {"idemlog", &s->idemlog},
-             {"active", &s->active}, {"events", &s->events}, {"session", &s->session}};
+             {"active", &s->active}, {"events", &s->events}, {"session", &s->session},
+             {"tcount", &s->tcount}, {"tindex", &s->tindex}};
   for (size_t i = 0; i < sizeof dbs / sizeof dbs[0]; i++) {
     if ((rc = mdb_dbi_open(txn, dbs[i].name, MDB_CREATE, dbs[i].dbi)) != 0) {
       lmdb_err(err, rc, dbs[i].name);
@@ -179,6 +314,7 @@ fq_store_t *fq_store_open(const char *dir, unsigned shard, uint64_t map_size, fq
     }
   }
   mdb_cursor_close(cur);
+  if (tenants_load(s, txn, err) != 0) goto fail;
   if ((rc = mdb_txn_commit(txn)) != 0) {
     txn = NULL;
     lmdb_err(err, rc, "commit");
@@ -189,6 +325,8 @@ fail:
   if (txn) mdb_txn_abort(txn);
   if (s->env) mdb_env_close(s->env);
   fq_idem_destroy(&s->idem);
+  tenants_free(s);
+  fq_buf_free(&s->scratch);
   free(s);
   return NULL;
 }
@@ -199,6 +337,7 @@ void fq_store_destroy(fq_store_t **sp) {
   if (s->txn) mdb_txn_abort(s->txn);
   mdb_env_close(s->env);
   fq_idem_destroy(&s->idem);
+  tenants_free(s);
   fq_buf_free(&s->scratch);
   free(s);
   *sp = NULL;
@@ -215,6 +354,9 @@ int fq_store_begin(fq_store_t *s, bool write, fq_err_t *err) {
   s->txn_next_cmd = s->next_cmd;
   s->txn_next_q = s->next_q;
   s->txn_next_seq = s->next_seq;
+  /* A new generation: every tenant's txn_last is stale until touched. */
+  s->txn_gen++;
+  s->ndirty = 0;
   return 0;
 }
 
@@ -228,28 +370,53 @@ int fq_store_commit(fq_store_t *s, fq_err_t *err) {
     if (s->txn_next_q != s->next_q &&
         (rc = meta_put_u64(s->txn, s->meta, "next_q", s->txn_next_q)) != 0)
       goto fail;
+    /* One counter row per tenant this transaction gave events to. */
+    for (size_t i = 0; i < s->ndirty; i++) {
+      tctr_t *c = s->tdirty[i];
+      uint8_t b[8];
+      fq_put_be64(b, c->txn_last);
+      MDB_val k = {c->len, c->name}, d = {8, b};
+      if ((rc = mdb_put(s->txn, s->tcount, &k, &d, 0)) != 0) goto fail;
+    }
   }
   rc = mdb_txn_commit(s->txn);
   s->txn = NULL;
-  if (rc) return lmdb_err(err, rc, "commit");
+  if (rc) {
+    s->ndirty = 0;
+    return lmdb_err(err, rc, "commit");
+  }
   if (s->txn_write) {
     s->next_cmd = s->txn_next_cmd;
     s->next_q = s->txn_next_q;
     s->next_seq = s->txn_next_seq;
+    for (size_t i = 0; i < s->ndirty; i++) s->tdirty[i]->last = s->tdirty[i]->txn_last;
   }
+  s->ndirty = 0;
   return 0;
 fail:
   mdb_txn_abort(s->txn);
   s->txn = NULL;
+  s->ndirty = 0;
   return lmdb_err(err, rc, "commit counters");
 }
 
+/* The transaction's counters are dropped with it: next_seq, next_cmd and
+ * next_q keep their committed values, and each tenant's txn_last is left
+ * stale (its generation is over), so no seq or tseq is lost. */
 void fq_store_abort(fq_store_t *s) {
   if (s->txn) mdb_txn_abort(s->txn);
   s->txn = NULL;
+  s->ndirty = 0;
 }
 
 uint64_t fq_store_next_seq(const fq_store_t *s) { return s->txn ? s->txn_next_seq : s->next_seq; }
+
+uint64_t fq_store_next_tseq(const fq_store_t *s, const char *tenant, size_t tlen) {
+  const tctr_t *c = tctr_find(s, tenant, tlen);
+  if (!c) return 1;
+  bool in_txn = s->txn && s->txn_write && c->gen == s->txn_gen;
+  return (in_txn ? c->txn_last : c->last) + 1;
+}
 
 unsigned fq_store_shard(const fq_store_t *s) { return s->shard; }
 
@@ -431,14 +598,79 @@ int fq_store_active_scan(fq_store_t *s, fq_store_active_fn fn, void *ud, fq_err_
 
 /* --- events --------------------------------------------------------------- */
 
-int fq_store_event_append(fq_store_t *s, const uint8_t *ev, size_t len, fq_err_t *err) {
+int fq_store_event_append(fq_store_t *s, const char *tenant, size_t tlen, const uint8_t *ev,
+                          size_t len, fq_err_t *err) {
   uint8_t kb[8];
   fq_put_be64(kb, s->txn_next_seq);
   MDB_val k = {8, kb}, d = {len, (void *)ev};
   int rc = mdb_put(s->txn, s->events, &k, &d, MDB_APPEND);
   if (rc) return lmdb_err(err, rc, "event append");
+  if (tenant) {
+    if (tlen == 0 || tlen > FQ_TENANT_MAX)
+      return fq_errf(err, FQ_EINTERNAL, "event append: tenant of %zu bytes", tlen);
+    tctr_t *c = tctr_get(s, tenant, tlen);
+    if (!c) return fq_errf(err, -ENOMEM, "out of memory for the tenant counters");
+    if (c->gen != s->txn_gen) {
+      /* First event of this tenant in the transaction: remember it for
+       * commit (which writes its row) before moving its counter. */
+      if (s->ndirty == s->adirty) {
+        size_t n = s->adirty ? s->adirty * 2 : 64;
+        tctr_t **p = realloc(s->tdirty, n * sizeof *p);
+        if (!p) return fq_errf(err, -ENOMEM, "out of memory for the tenant counters");
+        s->tdirty = p;
+        s->adirty = n;
+      }
+      s->tdirty[s->ndirty++] = c;
+      c->gen = s->txn_gen;
+      c->txn_last = c->last;
+    }
+    uint8_t ik[FQ_TENANT_MAX + 9];
+    MDB_val ikv = {tindex_key(ik, tenant, tlen, c->txn_last + 1), ik}, sv = {8, kb};
+    /* Within one tenant the keys grow; across tenants they do not, so no
+     * MDB_APPEND here. */
+    if ((rc = mdb_put(s->txn, s->tindex, &ikv, &sv, 0)) != 0)
+      return lmdb_err(err, rc, "tseq index put");
+    c->txn_last++;
+  }
   s->txn_next_seq++;
   return 0;
+}
+
+int fq_store_tenant_event_scan(fq_store_t *s, const char *tenant, size_t tlen, uint64_t after,
+                               size_t limit, fq_store_event_fn fn, void *ud, fq_err_t *err) {
+  if (tlen == 0 || tlen > FQ_TENANT_MAX || after == UINT64_MAX) return 0;
+  MDB_cursor *cur;
+  int rc = mdb_cursor_open(s->txn, s->tindex, &cur);
+  if (rc) return lmdb_err(err, rc, "cursor");
+  uint8_t kb[FQ_TENANT_MAX + 9];
+  MDB_val k = {tindex_key(kb, tenant, tlen, after + 1), kb}, d, ek, ed;
+  MDB_cursor_op op = MDB_SET_RANGE;
+  size_t n = 0;
+  int out = 0;
+  while (n < limit && (rc = mdb_cursor_get(cur, &k, &d, op)) == 0) {
+    op = MDB_NEXT;
+    const uint8_t *kp = k.mv_data;
+    if (k.mv_size != tlen + 9 || memcmp(kp, tenant, tlen) != 0 || kp[tlen] != 0) {
+      rc = MDB_NOTFOUND; /* past this tenant's range */
+      break;
+    }
+    if (d.mv_size != 8) continue;
+    ek = (MDB_val){8, d.mv_data};
+    if ((rc = mdb_get(s->txn, s->events, &ek, &ed)) != 0) {
+      if (rc == MDB_NOTFOUND) {
+        mdb_cursor_close(cur);
+        return fq_errf(err, FQ_ESTORAGE, "tseq index names seq %" PRIu64 ", not in the log",
+                       fq_get_be64(d.mv_data));
+      }
+      break;
+    }
+    out = fn(ud, fq_get_be64(kp + tlen + 1), ed.mv_data, ed.mv_size);
+    if (out) break;
+    n++;
+  }
+  mdb_cursor_close(cur);
+  if (rc && rc != MDB_NOTFOUND) return lmdb_err(err, rc, "tenant event scan");
+  return out;
 }
 
 int fq_store_event_scan(fq_store_t *s, uint64_t after, size_t limit, fq_store_event_fn fn,

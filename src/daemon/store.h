@@ -15,6 +15,16 @@
  *   active  id                  -> u64be(deadline) || device   (non-terminal)
  *   events  u64be(seq)          -> event (msgpack map)
  *   session vin \0 domain       -> opaque session bytes
+ *   tcount  tenant              -> u64be(last tseq given to the tenant)
+ *   tindex  tenant \0 u64be(tseq) -> u64be(seq)   (the tenant's events)
+ *
+ * tseq numbers one tenant's events of this shard 1, 2, 3..., assigned with
+ * the event's seq in the same transaction.  The counters are kept in
+ * memory (loaded from `tcount` on open); commit writes the row of each
+ * tenant the transaction gave events to, once, and an aborted transaction
+ * leaves the counters as they were.  Stores written before tseq existed
+ * open as they are: their events have no tseq and are not in `tindex`,
+ * and each tenant's first new event gets tseq 1.
  *
  * Every key written on the submit path grows monotonically (ids and seqs),
  * so a group commit appends to the right edge of each B-tree and dirties
@@ -35,6 +45,7 @@
 #include "fleetq/wire.h"
 
 #define FQ_ID_LEN 16              /* ids are 16 lower-case hex digits */
+#define FQ_TENANT_MAX 64          /* tenant names: 1..64 of [A-Za-z0-9._-] */
 #define FQ_DEVICE_MAX 32          /* "v:" + VIN or "s:" + decimal site id */
 #define FQ_REASON_MAX 512
 #define FQ_MAX_TRANSITIONS 64
@@ -138,13 +149,29 @@ int fq_store_active_scan(fq_store_t *s, fq_store_active_fn fn, void *ud, fq_err_
 uint64_t fq_store_id_num(const char *id);
 void fq_store_id_format(unsigned shard, uint64_t num, char id[FQ_ID_LEN + 1]);
 
-/* Append a packed event under seq = next_seq (then next_seq++). ev->seq
- * and ev->shard must already be set by the caller from fq_store_next_seq. */
-int fq_store_event_append(fq_store_t *s, const uint8_t *ev, size_t len, fq_err_t *err);
-/* Visit stored events with seq > after, at most limit of them. */
+/* The tseq the next event of tenant will get (1 for a tenant without
+ * events); inside a write transaction it counts that transaction's
+ * appends, like fq_store_next_seq. */
+uint64_t fq_store_next_tseq(const fq_store_t *s, const char *tenant, size_t tlen);
+
+/* Append a packed event under seq = next_seq (then next_seq++) inside the
+ * open write transaction.  With tenant (1..FQ_TENANT_MAX bytes) the event
+ * also takes that tenant's next tseq and goes into its index; NULL for an
+ * event without a tenant.  The packed event's seq, tseq and shard must
+ * already be set by the caller from fq_store_next_seq and
+ * fq_store_next_tseq. */
+int fq_store_event_append(fq_store_t *s, const char *tenant, size_t tlen, const uint8_t *ev,
+                          size_t len, fq_err_t *err);
+/* Visit stored events with seq > after, at most limit of them; fn returns
+ * non-zero to stop, and that value is returned (negative: an error). */
 typedef int (*fq_store_event_fn)(void *ud, uint64_t seq, const uint8_t *ev, size_t len);
 int fq_store_event_scan(fq_store_t *s, uint64_t after, size_t limit, fq_store_event_fn fn,
                         void *ud, fq_err_t *err);
+/* Visit tenant's events with tseq > after, in tseq order, at most limit;
+ * fn gets the tseq as its `seq`.  Events stored before tseq existed are
+ * not visited. */
+int fq_store_tenant_event_scan(fq_store_t *s, const char *tenant, size_t tlen, uint64_t after,
+                               size_t limit, fq_store_event_fn fn, void *ud, fq_err_t *err);
 
 /* Encode a record as the msgpack map that `get` returns. */
 int fq_cmdrec_pack(const fq_cmdrec_t *rec, fq_buf_t *out);

@@ -92,7 +92,7 @@ static const struct {
          B(K_PARAMS) | B(K_TTL) | B(K_COALESCE) | B(K_WAKE)},
     {"get", FQ_OP_GET, COMMON_KEYS | B(K_TENANT) | B(K_KEY) | B(K_ID)},
     {"cancel", FQ_OP_CANCEL, COMMON_KEYS | B(K_TENANT) | B(K_KEY) | B(K_ID)},
-    {"history", FQ_OP_HISTORY, COMMON_KEYS | B(K_SHARD) | B(K_AFTER) | B(K_LIMIT)},
+    {"history", FQ_OP_HISTORY, COMMON_KEYS | B(K_SHARD) | B(K_AFTER) | B(K_LIMIT) | B(K_TENANT)},
     {"ping", FQ_OP_PING, COMMON_KEYS},
     {"admin", FQ_OP_ADMIN, UINT32_MAX},
 };
@@ -551,6 +551,11 @@ static int decode_history(const scan_t *s, fq_request_t *req, fq_err_t *err) {
   if (s->seen & B(K_AFTER)) {
     if ((rc = get_uint(s, K_AFTER, 0, UINT64_MAX, &req->after, err))) return rc;
   }
+  /* With a tenant, only its events, and `after` counts its tseq. */
+  if (s->seen & B(K_TENANT)) {
+    if ((rc = get_str(s, K_TENANT, true, 1, 64, &req->tenant, err))) return rc;
+    if ((rc = check_tenant(&req->tenant, err))) return rc;
+  }
   req->limit = 100;
   if (s->seen & B(K_LIMIT)) {
     if ((rc = get_uint(s, K_LIMIT, 1, FQ_WIRE_MAX_HISTORY, &u, err))) return rc;
@@ -931,7 +936,7 @@ int fq_wire_reply_not_cancellable(fq_buf_t *out, const char *message, int state,
 int fq_wire_event_pack(fq_buf_t *out, const fq_event_t *ev) {
   enc_t e;
   enc_init(&e, out);
-  int rc = msgpack_pack_map(&e.pk, 15);
+  int rc = msgpack_pack_map(&e.pk, 16);
   rc |= p_key(&e, "id") | p_str(&e, ev->id.p, ev->id.n);
   rc |= p_key(&e, "tenant") | p_str(&e, ev->tenant.p, ev->tenant.n);
   rc |= p_key(&e, "key") | p_str(&e, ev->key.p, ev->key.n);
@@ -956,17 +961,19 @@ int fq_wire_event_pack(fq_buf_t *out, const fq_event_t *ev) {
   rc |= ev->fault >= 0 ? msgpack_pack_int(&e.pk, ev->fault) : msgpack_pack_nil(&e.pk);
   rc |= p_key(&e, "shard") | msgpack_pack_uint32(&e.pk, ev->shard);
   rc |= p_key(&e, "seq") | msgpack_pack_uint64(&e.pk, ev->seq);
+  rc |= p_key(&e, "tseq") | msgpack_pack_uint64(&e.pk, ev->tseq);
   return enc_done(&e, rc);
 }
 
 enum ev_key {
   EK_ID, EK_TENANT, EK_KEY, EK_VIN, EK_SITE, EK_COMMAND, EK_STATE, EK_PREV, EK_AT,
-  EK_ATTEMPT, EK_REASON, EK_ERROR, EK_HTTP, EK_FAULT, EK_SHARD, EK_SEQ, EK_COUNT_
+  EK_ATTEMPT, EK_REASON, EK_ERROR, EK_HTTP, EK_FAULT, EK_SHARD, EK_SEQ, EK_TSEQ, EK_COUNT_
 };
 
 static const char *const ev_names[EK_COUNT_] = {
     "id",     "tenant", "key",   "vin",  "site",  "command", "state", "prev",
     "at",     "attempt", "reason", "error", "http", "fault",  "shard", "seq",
+    "tseq",
 };
 
 static int ev_bad(const char *name, const char *want, const fq__mp_obj_t *o, fq_err_t *err) {
@@ -1078,6 +1085,8 @@ int fq_wire_event_unpack(const uint8_t *buf, size_t len, fq_event_t *ev, fq_err_
       ev->shard = (uint32_t)u;
       break;
     case EK_SEQ: rc = ev_uint(&v, nm, UINT64_MAX, &ev->seq, err); break;
+    /* Optional: events stored before tseq existed have none (0). */
+    case EK_TSEQ: rc = ev_uint(&v, nm, UINT64_MAX, &ev->tseq, err); break;
     }
     if (rc) return rc;
   }

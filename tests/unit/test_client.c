@@ -14,6 +14,7 @@
 #include <zmq.h>
 
 #include "fleetq/client.h"
+#include "fleetq/wire.h"
 #include "fq_test.h"
 #include "rng.h"
 
@@ -80,6 +81,23 @@ FQ_TEST(other_builders) {
   CHECK_STR(js, "{\"op\":\"cancel\",\"tenant\":\"acme\",\"key\":\"k9\",\"req\":-3}");
   fq_buf_reset(&b);
   CHECK_INT(fq_req_history(&b, 3, 17, 1000, false, 0), 0);
+  to_json(b.data, b.len, js, sizeof js);
+  CHECK_STR(js, "{\"op\":\"history\",\"shard\":3,\"after\":17,\"limit\":1000}");
+  fq_buf_reset(&b);
+  /* By tenant: `after` counts the tenant's tseq; the daemon's decoder
+   * takes the request as built. */
+  CHECK_INT(fq_req_history_tenant(&b, 1, "acme", 5, 20, true, 9), 0);
+  to_json(b.data, b.len, js, sizeof js);
+  CHECK_STR(js, "{\"op\":\"history\",\"shard\":1,\"tenant\":\"acme\",\"after\":5,\"limit\":20,"
+                "\"req\":9}");
+  fq_request_t rq;
+  fq_err_t e;
+  CHECK_INT(fq_wire_decode_request(b.data, b.len, &rq, &e), 0);
+  CHECK_INT(rq.op, FQ_OP_HISTORY);
+  CHECK(rq.tenant.n == 4 && memcmp(rq.tenant.p, "acme", 4) == 0);
+  CHECK_INT(rq.after, 5);
+  fq_buf_reset(&b);
+  CHECK_INT(fq_req_history_tenant(&b, 3, NULL, 17, 1000, false, 0), 0);
   to_json(b.data, b.len, js, sizeof js);
   CHECK_STR(js, "{\"op\":\"history\",\"shard\":3,\"after\":17,\"limit\":1000}");
   fq_buf_reset(&b);

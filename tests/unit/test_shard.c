@@ -203,11 +203,15 @@ typedef struct rep {
   char message[256];
   int nevents;               /* history */
   uint64_t ev_seq[64];
+  uint64_t ev_tseq[64];      /* 0 when the event has none */
+  char ev_tenant[64][12];
+  uint64_t next;             /* history's `next` */
 } rep_t;
 
 typedef struct ev {
-  uint64_t seq;
+  uint64_t seq, tseq;
   char id[FQ_ID_LEN + 1];
+  char tenant[16];
   int state, prev;
 } ev_t;
 
@@ -233,6 +237,11 @@ typedef struct sh_h {
   uint64_t map_size;
   uint64_t last_seq;         /* seq of the last event seen, for the gap check */
   int seq_gaps;
+  struct {                   /* the same per tenant for tseq */
+    char name[16];
+    uint64_t last;
+  } tseq[8];
+  int tseq_gaps;
   batch_t *b;                /* scratch for receive */
   bool no_dispatch;
 } sh_h_t;
@@ -354,6 +363,70 @@ static void q_history(sh_h_t *h, uint64_t after, int req) {
   fq_buf_free(&b);
 }
 
+/* history with every field: tenant NULL for the whole shard. */
+static void build_history2(fq_buf_t *out, const char *tenant, uint64_t after, uint32_t limit,
+                           int req) {
+  msgpack_packer pk;
+  msgpack_packer_init(&pk, out, buf_write);
+  msgpack_pack_map(&pk, 5 + (tenant ? 1 : 0));
+  pk_str(&pk, "op");
+  pk_str(&pk, "history");
+  pk_str(&pk, "shard");
+  msgpack_pack_uint32(&pk, 0);
+  if (tenant) {
+    pk_str(&pk, "tenant");
+    pk_str(&pk, tenant);
+  }
+  pk_str(&pk, "after");
+  msgpack_pack_uint64(&pk, after);
+  pk_str(&pk, "limit");
+  msgpack_pack_uint32(&pk, limit);
+  pk_str(&pk, "req");
+  msgpack_pack_int(&pk, req);
+}
+
+/* The tenant list of a kind frame, as the ingress sends it: a string
+ * literal of names each ending in \0 (its implicit final \0 not counted). */
+#define ACL(lit) lit, sizeof(lit) - 1
+#define NO_ACL NULL, 0
+
+/* Send ['Q' + acl, "peer", body]. */
+static void send_q_acl(sh_h_t *h, const char *acl, size_t acl_len, const fq_buf_t *body) {
+  char kind[128];
+  kind[0] = 'Q';
+  if (acl_len) memcpy(kind + 1, acl, acl_len);
+  zmq_send(h->pair, kind, 1 + acl_len, ZMQ_SNDMORE);
+  zmq_send(h->pair, "peer", 4, ZMQ_SNDMORE);
+  zmq_send(h->pair, body->data, body->len, 0);
+}
+
+static void q_lookup_acl(sh_h_t *h, const char *acl, size_t acl_len, const char *op,
+                         const char *tenant, const char *key_or_id, int req) {
+  fq_buf_t b;
+  fq_buf_init(&b, 1 << 16);
+  build_lookup(&b, op, tenant, key_or_id, req);
+  send_q_acl(h, acl, acl_len, &b);
+  fq_buf_free(&b);
+}
+
+static void q_history_acl(sh_h_t *h, const char *acl, size_t acl_len, const char *tenant,
+                          uint64_t after, uint32_t limit, int req) {
+  fq_buf_t b;
+  fq_buf_init(&b, 1 << 16);
+  build_history2(&b, tenant, after, limit, req);
+  send_q_acl(h, acl, acl_len, &b);
+  fq_buf_free(&b);
+}
+
+static void q_submit_acl(sh_h_t *h, const char *acl, size_t acl_len, const char *tenant,
+                         const char *key, uint64_t site, int req) {
+  fq_buf_t b;
+  fq_buf_init(&b, 1 << 16);
+  build_submit(&b, tenant, key, site, 10, false, 0, req);
+  send_q_acl(h, acl, acl_len, &b);
+  fq_buf_free(&b);
+}
+
 static bool key_is(const msgpack_object *k, const char *s) {
   return k->type == MSGPACK_OBJECT_STR && k->via.str.size == strlen(s) &&
          memcmp(k->via.str.ptr, s, k->via.str.size) == 0;
@@ -387,6 +460,8 @@ static void parse_reply(const uint8_t *p, size_t n, rep_t *r) {
     if ((v = map_get(m, "state"))) copy_str(r->state, sizeof r->state, v);
     if ((v = map_get(m, "error"))) copy_str(r->error, sizeof r->error, v);
     if ((v = map_get(m, "message"))) copy_str(r->message, sizeof r->message, v);
+    if ((v = map_get(m, "next")) && v->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+      r->next = v->via.u64;
     const msgpack_object *c = map_get(m, "command");
     if (c) {
       if ((v = map_get(c, "id"))) copy_str(r->id, sizeof r->id, v);
@@ -395,12 +470,37 @@ static void parse_reply(const uint8_t *p, size_t n, rep_t *r) {
     const msgpack_object *evs = map_get(m, "events");
     if (evs && evs->type == MSGPACK_OBJECT_ARRAY) {
       for (uint32_t i = 0; i < evs->via.array.size && r->nevents < 64; i++) {
-        const msgpack_object *s = map_get(&evs->via.array.ptr[i], "seq");
+        const msgpack_object *e = &evs->via.array.ptr[i];
+        const msgpack_object *s = map_get(e, "seq"), *t = map_get(e, "tseq");
+        if ((v = map_get(e, "tenant")))
+          copy_str(r->ev_tenant[r->nevents], sizeof r->ev_tenant[0], v);
+        r->ev_tseq[r->nevents] = t && t->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? t->via.u64 : 0;
         r->ev_seq[r->nevents++] = s && s->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? s->via.u64 : 0;
       }
     }
   }
   msgpack_unpacked_destroy(&u);
+}
+
+/* Every published event's tseq follows the last one of its tenant (from 1,
+ * across batches and restarts of the shard). */
+static void tseq_check(sh_h_t *h, const char *tenant, uint64_t tseq) {
+  int i = 0;
+  while (i < 8 && h->tseq[i].name[0] && strcmp(h->tseq[i].name, tenant) != 0) i++;
+  if (i == 8) return;
+  if (!h->tseq[i].name[0]) snprintf(h->tseq[i].name, sizeof h->tseq[i].name, "%s", tenant);
+  if (tseq != h->tseq[i].last + 1) {
+    fprintf(stderr, "  tenant %s: event tseq %llu follows %llu\n", tenant,
+            (unsigned long long)tseq, (unsigned long long)h->tseq[i].last);
+    h->tseq_gaps++;
+  }
+  h->tseq[i].last = tseq;
+}
+
+static uint64_t tseq_last(const sh_h_t *h, const char *tenant) {
+  for (int i = 0; i < 8; i++)
+    if (strcmp(h->tseq[i].name, tenant) == 0) return h->tseq[i].last;
+  return 0;
 }
 
 static bool take(const uint8_t **p, const uint8_t *end, void *out, size_t n) {
@@ -450,6 +550,9 @@ static int recv_batch(sh_h_t *h, batch_t *b, int ms) {
         if (fq_wire_event_unpack(p, len, &e, &err) == 0 && b->nev < MAX_EV) {
           ev_t *x = &b->ev[b->nev++];
           x->seq = e.seq;
+          x->tseq = e.tseq;
+          snprintf(x->tenant, sizeof x->tenant, "%.*s", (int)e.tenant.n, e.tenant.p);
+          tseq_check(h, x->tenant, e.tseq);
           x->state = e.state;
           x->prev = e.prev;
           snprintf(x->id, sizeof x->id, "%.*s", (int)e.id.n, e.id.p);
@@ -492,6 +595,21 @@ static const rep_t *rep_for(const batch_t *b, int req) {
   for (int i = 0; i < b->nrep; i++)
     if (b->rep[i].req == req) return &b->rep[i];
   return NULL;
+}
+
+/* Read batches until the reply to request req arrives (within 10 s);
+ * *r gets it, *nev the events published meanwhile.  False on time out. */
+static bool await_rep(sh_h_t *h, int req, rep_t *r, int *nev) {
+  if (nev) *nev = 0;
+  for (;;) {
+    if (recv_batch(h, h->b, 10000) != 0) return false;
+    if (nev) *nev += h->b->nev;
+    const rep_t *x = rep_for(h->b, req);
+    if (x) {
+      *r = *x;
+      return true;
+    }
+  }
 }
 
 /* Nothing arrives from the shard within ms. */
@@ -673,6 +791,7 @@ static int sh_open(sh_h_t *h, bool with_account, uint64_t map_size) {
 
 static void sh_close(sh_h_t *h) {
   sh_stop(h);
+  CHECK_INT(h->tseq_gaps, 0); /* in every test: no published tseq skipped or repeated */
   if (h->ctx) zmq_ctx_term(h->ctx);
   fq_accounts_destroy(&h->acc);
   pthread_mutex_destroy(&h->net.mu);
@@ -1115,5 +1234,337 @@ FQ_TEST(queued_command_expires_at_its_deadline) {
   CHECK_STR(r3.state, "queued");
   CHECK_STR(r4.state, "expired");
   free(b);
+  sh_close(&h);
+}
+
+/* --- tseq: the per-tenant event sequence --------------------------------------- */
+
+/* Each tenant's events are numbered 1, 2, 3... within the shard, whatever
+ * other tenants' events come between, across batches and restarts (the
+ * harness checks every published event: tseq_check), and history by
+ * tenant returns them in tseq order, paging by tseq. */
+FQ_TEST(tseq_per_tenant_gap_free_across_batches_and_restarts) {
+  sh_h_t h;
+  if (sh_open(&h, false, 0) != 0) {
+    FQ__FAIL("harness");
+    sh_close(&h);
+    return;
+  }
+  batch_t *b = malloc(sizeof *b);
+  for (int round = 0; round < 3; round++) {
+    CHECK(hold_start(&h));
+    char key[32];
+    for (int i = 0; i < 2; i++) {
+      snprintf(key, sizeof key, "a%d-%d", round, i);
+      q_submit(&h, "acme", key, 100 + (uint64_t)i, 10 + i, false, 10 * i + 1);
+      snprintf(key, sizeof key, "b%d-%d", round, i);
+      q_submit(&h, i ? "gamma" : "beta", key, 200, 10 + i, false, 10 * i + 2);
+    }
+    if (round == 0) q_lookup(&h, "cancel", "acme", "a0-0", 9);
+    CHECK(hold_next(&h));
+    CHECK(hold_end(&h, b));
+    CHECK_INT(b->nev, round == 0 ? 5 : 4);
+    /* Within the batch, interleaved tenants: each one's own run. */
+    if (round == 0 && b->nev == 5) {
+      CHECK_STR(b->ev[0].tenant, "acme");
+      CHECK_INT(b->ev[0].tseq, 1);
+      CHECK_STR(b->ev[1].tenant, "beta");
+      CHECK_INT(b->ev[1].tseq, 1);
+      CHECK_INT(b->ev[2].tseq, 2); /* acme */
+      CHECK_INT(b->ev[3].tseq, 1); /* gamma */
+      CHECK_INT(b->ev[4].tseq, 3); /* acme's cancel */
+    }
+    if (round == 1) {
+      sh_stop(&h);
+      if (sh_start(&h) != 0) {
+        FQ__FAIL("restart");
+        break;
+      }
+    }
+  }
+  CHECK_INT(tseq_last(&h, "acme"), 7);
+  CHECK_INT(tseq_last(&h, "beta"), 3);
+  CHECK_INT(tseq_last(&h, "gamma"), 3);
+  CHECK_INT(h.last_seq, 13);
+  CHECK_INT(h.seq_gaps, 0);
+  CHECK_INT(h.tseq_gaps, 0);
+
+  /* history by tenant: that tenant's events only, tseq 1..n, seqs rising. */
+  CHECK(hold_start(&h));
+  q_history_acl(&h, NO_ACL, "acme", 0, 1000, 1);
+  q_history_acl(&h, NO_ACL, "acme", 3, 2, 2);
+  q_history_acl(&h, NO_ACL, "acme", 7, 100, 3);
+  q_history_acl(&h, NO_ACL, "beta", 0, 100, 4);
+  q_history_acl(&h, NO_ACL, "zeta", 5, 100, 5);
+  q_history_acl(&h, NO_ACL, NULL, 0, 1000, 6);
+  CHECK(hold_next(&h));
+  CHECK(hold_end(&h, b));
+  const rep_t *r = rep_for(b, 1);
+  CHECK(r && r->ok && r->nevents == 7 && r->next == 7);
+  for (int i = 0; r && i < r->nevents; i++) {
+    CHECK_STR(r->ev_tenant[i], "acme");
+    CHECK_INT(r->ev_tseq[i], (uint64_t)i + 1);
+    if (i) CHECK(r->ev_seq[i] > r->ev_seq[i - 1]);
+  }
+  r = rep_for(b, 2); /* a page: tseq 4 and 5, continue after 5 */
+  CHECK(r && r->nevents == 2 && r->ev_tseq[0] == 4 && r->ev_tseq[1] == 5 && r->next == 5);
+  r = rep_for(b, 3); /* caught up: nothing, next = after */
+  CHECK(r && r->ok && r->nevents == 0 && r->next == 7);
+  r = rep_for(b, 4);
+  CHECK(r && r->nevents == 3 && r->ev_tseq[2] == 3 && strcmp(r->ev_tenant[2], "beta") == 0);
+  r = rep_for(b, 5); /* a tenant without events */
+  CHECK(r && r->ok && r->nevents == 0 && r->next == 5);
+  /* Without tenant: seq order, every event carrying its tseq. */
+  r = rep_for(b, 6);
+  CHECK(r && r->nevents == 13 && r->next == 13);
+  uint64_t per[3] = {0, 0, 0};
+  for (int i = 0; r && i < r->nevents; i++) {
+    int t = strcmp(r->ev_tenant[i], "acme") == 0 ? 0 : strcmp(r->ev_tenant[i], "beta") == 0 ? 1 : 2;
+    CHECK_INT(r->ev_seq[i], (uint64_t)i + 1);
+    CHECK_INT(r->ev_tseq[i], ++per[t]);
+  }
+  free(b);
+  sh_close(&h);
+}
+
+/* A batch whose transaction fails (storage full) consumes no tseq: the
+ * next event of each tenant follows the last committed one, also after a
+ * restart. */
+FQ_TEST(tseq_failed_batch_leaves_no_gap) {
+  sh_h_t h;
+  if (sh_open(&h, false, 1 << 20) != 0) {
+    FQ__FAIL("harness");
+    sh_close(&h);
+    return;
+  }
+  batch_t *b = malloc(sizeof *b);
+  CHECK(hold_start(&h));
+  q_submit(&h, "acme", "before", 100, 10, false, 1);
+  q_submit(&h, "beta", "before", 200, 10, false, 2);
+  CHECK(hold_next(&h));
+  CHECK(hold_end(&h, b));
+  CHECK_INT(b->nev, 2);
+
+  enum { N = 2000 };
+  CHECK(hold_start(&h));
+  for (int i = 0; i < N; i++) {
+    char key[128];
+    snprintf(key, sizeof key, "%0120d", i);
+    q_submit(&h, i % 2 ? "beta" : "acme", key, 100 + (uint64_t)(i % 7), i % 100, false, 10 + i);
+  }
+  CHECK(hold_end(&h, b)); /* the lookup's batch */
+  CHECK_INT(recv_batch(&h, b, 10000), 0);
+  CHECK_INT(b->nrep, N);
+  CHECK_INT(b->nev, 0);
+  if (b->nrep) CHECK_STR(b->rep[0].error, "storage_full");
+
+  CHECK(hold_start(&h));
+  q_submit(&h, "beta", "after", 200, 20, false, 3);
+  q_submit(&h, "acme", "after", 100, 20, false, 4);
+  CHECK(hold_next(&h));
+  CHECK(hold_end(&h, b));
+  CHECK_INT(b->nev, 2);
+  if (b->nev == 2) {
+    CHECK_STR(b->ev[0].tenant, "beta");
+    CHECK_INT(b->ev[0].tseq, 2);
+    CHECK_STR(b->ev[1].tenant, "acme");
+    CHECK_INT(b->ev[1].tseq, 2);
+  }
+  /* And the counters on disk agree: after a restart, 3. */
+  sh_stop(&h);
+  if (sh_start(&h) != 0) {
+    FQ__FAIL("restart");
+    free(b);
+    sh_close(&h);
+    return;
+  }
+  CHECK(hold_start(&h));
+  q_submit(&h, "acme", "later", 100, 30, false, 5);
+  q_history_acl(&h, NO_ACL, "acme", 0, 100, 6);
+  CHECK(hold_next(&h));
+  CHECK(hold_end(&h, b));
+  CHECK_INT(b->nev, 1);
+  if (b->nev == 1) CHECK_INT(b->ev[0].tseq, 3);
+  const rep_t *r = rep_for(b, 6);
+  CHECK(r && r->nevents == 3 && r->ev_tseq[0] == 1 && r->ev_tseq[1] == 2 &&
+        r->ev_tseq[2] == 3 && r->next == 3);
+  CHECK_INT(h.seq_gaps, 0);
+  free(b);
+  sh_close(&h);
+}
+
+/* --- tenant restriction (ACL in the kind frame) ---------------------------------- */
+
+/* get / cancel of another tenant's command answer exactly as for a
+ * command that does not exist, and cancel changes nothing. */
+FQ_TEST(acl_get_cancel_of_another_tenant_is_not_found) {
+  sh_h_t h;
+  if (sh_open(&h, false, 0) != 0) {
+    FQ__FAIL("harness");
+    sh_close(&h);
+    return;
+  }
+  rep_t r;
+  int nev = 0;
+  char aid[FQ_ID_LEN + 1] = "", bid[FQ_ID_LEN + 1] = "", want[128];
+  q_submit(&h, "acme", "a1", 100, 10, false, 1);
+  CHECK(await_rep(&h, 1, &r, NULL));
+  snprintf(aid, sizeof aid, "%s", r.id);
+  q_submit(&h, "beta", "b1", 200, 10, false, 2);
+  CHECK(await_rep(&h, 2, &r, NULL));
+  snprintf(bid, sizeof bid, "%s", r.id);
+  CHECK_INT(strlen(bid), FQ_ID_LEN);
+
+  /* An id that was never given out, as a reference. */
+  const char *none = "00000000000000ff";
+  q_lookup_acl(&h, ACL("acme\0"), "get", NULL, none, 3);
+  CHECK(await_rep(&h, 3, &r, NULL));
+  CHECK(!r.ok);
+  CHECK_STR(r.error, "not_found");
+  snprintf(want, sizeof want, "no command with id \"%s\"", none);
+  CHECK_STR(r.message, want);
+  rep_t ref = r;
+
+  /* beta's command, asked for by a client limited to acme. */
+  snprintf(want, sizeof want, "no command with id \"%s\"", bid);
+  q_lookup_acl(&h, ACL("acme\0"), "get", NULL, bid, 4);
+  CHECK(await_rep(&h, 4, &r, NULL));
+  CHECK(!r.ok && !r.dup);
+  CHECK_STR(r.error, ref.error);
+  CHECK_STR(r.message, want);
+  CHECK_STR(r.state, ref.state); /* no state, no id: nothing more than for `none` */
+  CHECK_STR(r.id, ref.id);
+  q_lookup_acl(&h, ACL("acme\0"), "cancel", NULL, bid, 5);
+  CHECK(await_rep(&h, 5, &r, &nev));
+  CHECK_STR(r.error, "not_found");
+  CHECK_STR(r.message, want);
+  CHECK_INT(nev, 0);
+  /* By tenant + key: not_found as for an unknown key, nothing cancelled. */
+  q_lookup_acl(&h, ACL("acme\0"), "get", "beta", "b1", 6);
+  CHECK(await_rep(&h, 6, &r, NULL));
+  CHECK_STR(r.error, "not_found");
+  CHECK_STR(r.message, "no command with tenant \"beta\" and key \"b1\"");
+  q_lookup_acl(&h, ACL("acme\0"), "cancel", "beta", "b1", 7);
+  CHECK(await_rep(&h, 7, &r, &nev));
+  CHECK_STR(r.error, "not_found");
+  CHECK_INT(nev, 0);
+  /* beta's command is untouched. */
+  q_lookup(&h, "get", NULL, bid, 8);
+  CHECK(await_rep(&h, 8, &r, NULL));
+  CHECK(r.ok);
+  CHECK_STR(r.state, "queued");
+
+  /* The client's own tenant, a list holding both, and "*": found. */
+  q_lookup_acl(&h, ACL("acme\0"), "get", NULL, aid, 9);
+  CHECK(await_rep(&h, 9, &r, NULL));
+  CHECK(r.ok && strcmp(r.id, aid) == 0);
+  q_lookup_acl(&h, ACL("acme\0beta\0"), "get", NULL, bid, 10);
+  CHECK(await_rep(&h, 10, &r, NULL));
+  CHECK(r.ok && strcmp(r.id, bid) == 0);
+  q_lookup_acl(&h, ACL("*\0"), "get", "beta", "b1", 11);
+  CHECK(await_rep(&h, 11, &r, NULL));
+  CHECK(r.ok && strcmp(r.id, bid) == 0);
+  /* A name that is only a prefix of the tenant does not match. */
+  q_lookup_acl(&h, ACL("bet\0"), "get", NULL, bid, 12);
+  CHECK(await_rep(&h, 12, &r, NULL));
+  CHECK_STR(r.error, "not_found");
+  /* A malformed list (no final \0, an empty name) allows nothing. */
+  q_lookup_acl(&h, ACL("acme"), "get", NULL, aid, 13);
+  CHECK(await_rep(&h, 13, &r, NULL));
+  CHECK_STR(r.error, "not_found");
+  q_lookup_acl(&h, ACL("\0acme\0"), "get", NULL, aid, 14);
+  CHECK(await_rep(&h, 14, &r, NULL));
+  CHECK_STR(r.error, "not_found");
+
+  /* A restricted cancel of its own tenant's command works. */
+  q_lookup_acl(&h, ACL("beta\0"), "cancel", NULL, bid, 15);
+  CHECK(await_rep(&h, 15, &r, &nev));
+  CHECK(r.ok);
+  CHECK_STR(r.state, "cancelled");
+  CHECK_INT(nev, 1);
+  /* A submit for a tenant outside the list: forbidden, nothing stored. */
+  q_submit_acl(&h, ACL("acme\0"), "beta", "b2", 200, 16);
+  CHECK(await_rep(&h, 16, &r, &nev));
+  CHECK(!r.ok);
+  CHECK_STR(r.error, "forbidden");
+  CHECK_INT(nev, 0);
+  q_lookup(&h, "get", "beta", "b2", 17);
+  CHECK(await_rep(&h, 17, &r, NULL));
+  CHECK_STR(r.error, "not_found");
+  q_submit_acl(&h, ACL("acme\0"), "acme", "a2", 100, 18);
+  CHECK(await_rep(&h, 18, &r, &nev));
+  CHECK(r.ok);
+  CHECK_INT(nev, 1);
+  sh_close(&h);
+}
+
+/* history of a restricted client: only its tenants' events; `next` moves
+ * on through pages of other tenants' events (each request examines at most
+ * 50 per event asked for); history of a tenant outside the list is
+ * forbidden. */
+FQ_TEST(acl_history_filters_and_pages) {
+  sh_h_t h;
+  if (sh_open(&h, false, 0) != 0) {
+    FQ__FAIL("harness");
+    sh_close(&h);
+    return;
+  }
+  rep_t r;
+  /* seq 1: acme; 2..121: beta; 122: acme. */
+  q_submit(&h, "acme", "a0", 100, 10, false, 1);
+  CHECK(await_rep(&h, 1, &r, NULL));
+  for (int i = 0; i < 120; i++) {
+    char key[16];
+    snprintf(key, sizeof key, "b%d", i);
+    q_submit(&h, "beta", key, 200 + (uint64_t)(i % 5), 10, false, 100 + i);
+  }
+  CHECK(await_rep(&h, 219, &r, NULL));
+  q_submit(&h, "acme", "a1", 100, 11, false, 2);
+  CHECK(await_rep(&h, 2, &r, NULL));
+  CHECK_INT(h.last_seq, 122);
+
+  struct {
+    uint64_t after;
+    uint32_t limit;
+    int nevents;
+    uint64_t first_seq, next;
+  } pages[] = {
+      {0, 1, 1, 1, 1},       /* acme's first event */
+      {1, 1, 0, 0, 51},      /* 50 of beta's examined, none returned */
+      {51, 1, 0, 0, 101},
+      {101, 1, 1, 122, 122}, /* beta's last 20, then acme's second */
+      {122, 1, 0, 0, 122},   /* caught up: nothing examined, next = after */
+      {0, 2, 1, 1, 100},     /* 100 examined for two asked */
+      {0, 1000, 2, 1, 122},  /* the whole log fits the bound */
+  };
+  for (size_t i = 0; i < sizeof pages / sizeof pages[0]; i++) {
+    q_history_acl(&h, ACL("acme\0"), NULL, pages[i].after, pages[i].limit, 300 + (int)i);
+    CHECK(await_rep(&h, 300 + (int)i, &r, NULL));
+    if (!r.ok || r.nevents != pages[i].nevents || r.next != pages[i].next ||
+        (r.nevents && r.ev_seq[0] != pages[i].first_seq)) {
+      fprintf(stderr, "  page %zu: ok %d, %d events (first seq %llu), next %llu\n", i, r.ok,
+              r.nevents, (unsigned long long)(r.nevents ? r.ev_seq[0] : 0),
+              (unsigned long long)r.next);
+      fq_test_failures++;
+    }
+    for (int j = 0; j < r.nevents; j++) CHECK_STR(r.ev_tenant[j], "acme");
+  }
+  if (r.nevents == 2) CHECK(r.ev_tseq[0] == 1 && r.ev_tseq[1] == 2);
+  /* Both tenants listed: everything, as unrestricted. */
+  q_history_acl(&h, ACL("beta\0acme\0"), NULL, 100, 1000, 400);
+  CHECK(await_rep(&h, 400, &r, NULL));
+  CHECK(r.nevents == 22 && r.ev_seq[0] == 101 && r.next == 122);
+  q_history_acl(&h, NO_ACL, NULL, 0, 10, 401);
+  CHECK(await_rep(&h, 401, &r, NULL));
+  CHECK(r.nevents == 10 && r.next == 10 && strcmp(r.ev_tenant[1], "beta") == 0);
+  /* By tenant: the client's own works, another's is forbidden. */
+  q_history_acl(&h, ACL("acme\0"), "acme", 0, 10, 402);
+  CHECK(await_rep(&h, 402, &r, NULL));
+  CHECK(r.ok && r.nevents == 2 && r.ev_tseq[1] == 2 && r.ev_seq[1] == 122 && r.next == 2);
+  q_history_acl(&h, ACL("acme\0"), "beta", 0, 10, 403);
+  CHECK(await_rep(&h, 403, &r, NULL));
+  CHECK(!r.ok);
+  CHECK_STR(r.error, "forbidden");
+  CHECK(strstr(r.message, "beta") != NULL);
   sh_close(&h);
 }

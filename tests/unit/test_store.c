@@ -1,10 +1,12 @@
 /*
  * Unit tests of the shard store: records, dedupe index, per-device FIFO,
- * deadline index, event log, persistence across reopen, refusal of a store
+ * deadline index, event log, per-tenant event sequence (tseq),
+ * persistence across reopen, refusal of a store
  * of another shard, a full map reported as storage_full, and the data
  * directory's lock and shard-count file.
  */
 #include <fcntl.h>
+#include <lmdb.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -170,13 +172,13 @@ FQ_TEST(events_and_counters_survive_reopen) {
   CHECK_INT(fq_store_next_seq(s), 1);
   for (int batch = 0; batch < 3; batch++) {
     CHECK_INT(fq_store_begin(s, true, &err), 0);
-    for (int i = 0; i < 10; i++) CHECK_INT(fq_store_event_append(s, (const uint8_t *)"\x80", 1, &err), 0);
+    for (int i = 0; i < 10; i++) CHECK_INT(fq_store_event_append(s, NULL, 0, (const uint8_t *)"\x80", 1, &err), 0);
     if (batch == 0) fq_store_new_id(s, first, &q);
     CHECK_INT(fq_store_commit(s, &err), 0);
   }
   /* An aborted transaction consumes nothing. */
   CHECK_INT(fq_store_begin(s, true, &err), 0);
-  CHECK_INT(fq_store_event_append(s, (const uint8_t *)"\x80", 1, &err), 0);
+  CHECK_INT(fq_store_event_append(s, NULL, 0, (const uint8_t *)"\x80", 1, &err), 0);
   fq_store_abort(s);
   CHECK_INT(fq_store_next_seq(s), 31);
   fq_store_destroy(&s);
@@ -202,6 +204,179 @@ FQ_TEST(events_and_counters_survive_reopen) {
   rm_rf(dir);
 }
 
+/* --- tseq ------------------------------------------------------------------- */
+
+typedef struct tev {
+  int n;
+  uint64_t seq[32];
+  char body[32][16];
+} tev_t;
+
+static int collect_tev(void *ud, uint64_t seq, const uint8_t *ev, size_t len) {
+  tev_t *t = ud;
+  if (t->n == 32) return 1;
+  t->seq[t->n] = seq;
+  snprintf(t->body[t->n], sizeof t->body[0], "%.*s", (int)len, (const char *)ev);
+  t->n++;
+  return 0;
+}
+
+/* Append an event of tenant t (its body "t:tseq"), checking the tseq it
+ * is about to get. */
+static void append_t(fq_store_t *s, const char *t, uint64_t want, int line) {
+  fq_err_t err;
+  uint64_t got = fq_store_next_tseq(s, t, strlen(t));
+  if (got != want) {
+    fprintf(stderr, "  line %d: tenant %s: next tseq %llu, want %llu\n", line, t,
+            (unsigned long long)got, (unsigned long long)want);
+    fq_test_failures++;
+  }
+  char body[16];
+  int n = snprintf(body, sizeof body, "%s:%llu", t, (unsigned long long)got);
+  CHECK_INT(fq_store_event_append(s, t, strlen(t), (const uint8_t *)body, (size_t)n, &err), 0);
+}
+#define APPEND_T(s, t, want) append_t(s, t, want, __LINE__)
+
+static tev_t tenant_scan(fq_store_t *s, const char *t, uint64_t after, size_t limit) {
+  tev_t out;
+  fq_err_t err;
+  memset(&out, 0, sizeof out);
+  CHECK_INT(fq_store_tenant_event_scan(s, t, strlen(t), after, limit, collect_tev, &out, &err), 0);
+  return out;
+}
+
+/* Change the store as an older fleetqd (or damage) would have left it,
+ * with LMDB directly: drop the tseq databases, or set one counter row. */
+static int raw_edit(const char *dir, bool drop, const char *tenant, uint64_t last) {
+  MDB_env *env;
+  MDB_txn *txn;
+  MDB_dbi count, index;
+  int rc = mdb_env_create(&env);
+  if (rc) return rc;
+  mdb_env_set_maxdbs(env, 16);
+  mdb_env_set_mapsize(env, 64 << 20);
+  if ((rc = mdb_env_open(env, dir, MDB_NOTLS, 0600)) == 0 &&
+      (rc = mdb_txn_begin(env, NULL, 0, &txn)) == 0) {
+    if ((rc = mdb_dbi_open(txn, "tcount", 0, &count)) == 0 &&
+        (rc = mdb_dbi_open(txn, "tindex", 0, &index)) == 0) {
+      if (drop) {
+        if ((rc = mdb_drop(txn, count, 1)) == 0) rc = mdb_drop(txn, index, 1);
+      } else {
+        uint8_t b[8];
+        for (int i = 0; i < 8; i++) b[i] = (uint8_t)(last >> (56 - 8 * i));
+        MDB_val k = {strlen(tenant), (void *)tenant}, d = {8, b};
+        rc = mdb_put(txn, count, &k, &d, 0);
+      }
+    }
+    if (rc) mdb_txn_abort(txn);
+    else rc = mdb_txn_commit(txn);
+  }
+  mdb_env_close(env);
+  return rc;
+}
+
+FQ_TEST(tseq_per_tenant_abort_reopen_and_old_stores) {
+  char *dir = tmpdir();
+  fq_err_t err;
+  fq_store_t *s = fq_store_open(dir, 0, 64 << 20, &err);
+  CHECK(s != NULL);
+  if (!s) return;
+  /* Interleaved tenants, one of them a prefix of another. */
+  CHECK_INT(fq_store_begin(s, true, &err), 0);
+  APPEND_T(s, "acme", 1);
+  APPEND_T(s, "beta", 1);
+  APPEND_T(s, "acme", 2);
+  APPEND_T(s, "acme2", 1);
+  APPEND_T(s, "beta", 2);
+  APPEND_T(s, "acme", 3);
+  CHECK_INT(fq_store_next_seq(s), 7);
+  CHECK_INT(fq_store_commit(s, &err), 0);
+  CHECK_INT(fq_store_next_tseq(s, "acme", 4), 4);
+  CHECK_INT(fq_store_next_tseq(s, "beta", 4), 3);
+  CHECK_INT(fq_store_next_tseq(s, "zeta", 4), 1);
+
+  /* An aborted transaction gives nothing away: the same tseqs again. */
+  CHECK_INT(fq_store_begin(s, true, &err), 0);
+  APPEND_T(s, "acme", 4);
+  APPEND_T(s, "zeta", 1);
+  APPEND_T(s, "acme", 5);
+  fq_store_abort(s);
+  CHECK_INT(fq_store_next_tseq(s, "acme", 4), 4);
+  CHECK_INT(fq_store_next_tseq(s, "zeta", 4), 1);
+  CHECK_INT(fq_store_begin(s, true, &err), 0);
+  APPEND_T(s, "zeta", 1);
+  APPEND_T(s, "acme", 4);
+  CHECK_INT(fq_store_commit(s, &err), 0);
+  /* A read transaction sees the committed counters. */
+  CHECK_INT(fq_store_begin(s, false, &err), 0);
+  CHECK_INT(fq_store_next_tseq(s, "acme", 4), 5);
+  fq_store_abort(s);
+
+  /* The index pages by tseq, one tenant's events only. */
+  CHECK_INT(fq_store_begin(s, false, &err), 0);
+  tev_t t = tenant_scan(s, "acme", 0, 100);
+  CHECK_INT(t.n, 4);
+  for (int i = 0; i < t.n; i++) {
+    char want[16];
+    snprintf(want, sizeof want, "acme:%d", i + 1);
+    CHECK_INT(t.seq[i], (uint64_t)i + 1);
+    CHECK_STR(t.body[i], want);
+  }
+  t = tenant_scan(s, "acme", 2, 1);
+  CHECK(t.n == 1 && t.seq[0] == 3 && strcmp(t.body[0], "acme:3") == 0);
+  t = tenant_scan(s, "acme", 4, 100);
+  CHECK_INT(t.n, 0);
+  t = tenant_scan(s, "acm", 0, 100);
+  CHECK_INT(t.n, 0);
+  t = tenant_scan(s, "acme2", 0, 100);
+  CHECK(t.n == 1 && strcmp(t.body[0], "acme2:1") == 0);
+  t = tenant_scan(s, "zeta", 0, 100);
+  CHECK(t.n == 1 && strcmp(t.body[0], "zeta:1") == 0);
+  fq_store_abort(s);
+  fq_store_destroy(&s);
+
+  /* Reopen: the counters are where they were. */
+  s = fq_store_open(dir, 0, 64 << 20, &err);
+  CHECK(s != NULL);
+  if (!s) return;
+  CHECK_INT(fq_store_next_tseq(s, "acme", 4), 5);
+  CHECK_INT(fq_store_next_tseq(s, "beta", 4), 3);
+  CHECK_INT(fq_store_next_tseq(s, "acme2", 5), 2);
+  CHECK_INT(fq_store_next_tseq(s, "zeta", 4), 2);
+  CHECK_INT(fq_store_next_seq(s), 9);
+  fq_store_destroy(&s);
+
+  /* A counter row behind the index (damage) never makes a tseq repeat. */
+  CHECK_INT(raw_edit(dir, false, "acme", 1), 0);
+  s = fq_store_open(dir, 0, 64 << 20, &err);
+  CHECK(s != NULL);
+  if (!s) return;
+  CHECK_INT(fq_store_next_tseq(s, "acme", 4), 5);
+  fq_store_destroy(&s);
+
+  /* A store from before tseq (no tcount, no tindex) opens; its events
+   * stay, without tseq; each tenant's next event gets 1. */
+  CHECK_INT(raw_edit(dir, true, NULL, 0), 0);
+  s = fq_store_open(dir, 0, 64 << 20, &err);
+  CHECK(s != NULL);
+  if (!s) return;
+  CHECK_INT(fq_store_next_seq(s), 9);
+  CHECK_INT(fq_store_next_tseq(s, "acme", 4), 1);
+  CHECK_INT(fq_store_begin(s, true, &err), 0);
+  APPEND_T(s, "acme", 1);
+  APPEND_T(s, "acme", 2);
+  CHECK_INT(fq_store_commit(s, &err), 0);
+  CHECK_INT(fq_store_begin(s, false, &err), 0);
+  uint64_t c[2] = {0, 0};
+  CHECK_INT(fq_store_event_scan(s, 0, 1000, count_events, c, &err), 0);
+  CHECK_INT(c[0], 10);
+  t = tenant_scan(s, "acme", 0, 100);
+  CHECK(t.n == 2 && strcmp(t.body[0], "acme:1") == 0 && strcmp(t.body[1], "acme:2") == 0);
+  fq_store_abort(s);
+  fq_store_destroy(&s);
+  rm_rf(dir);
+}
+
 FQ_TEST(full_map_is_storage_full) {
   char *dir = tmpdir();
   fq_err_t err;
@@ -212,7 +387,7 @@ FQ_TEST(full_map_is_storage_full) {
   uint8_t big[2000];
   memset(big, 0x42, sizeof big);
   int rc = 0;
-  for (int i = 0; i < 10000 && rc == 0; i++) rc = fq_store_event_append(s, big, sizeof big, &err);
+  for (int i = 0; i < 10000 && rc == 0; i++) rc = fq_store_event_append(s, NULL, 0, big, sizeof big, &err);
   CHECK_INT(rc, FQ_ESTORFULL);
   CHECK(strstr(err.msg, "storage full") != NULL);
   fq_store_abort(s);

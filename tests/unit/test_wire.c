@@ -383,6 +383,12 @@ FQ_TEST(other_ops_decode) {
   CHECK_INT(r.limit, 1000);
   CHECK_INT(decode("{'op':'history','shard':0,'limit':1}", &r, &e), 0);
   CHECK_INT(r.limit, 1);
+  CHECK(r.tenant.p == NULL);
+  /* history by tenant: `after` then counts that tenant's tseq. */
+  CHECK_INT(decode("{'op':'history','shard':2,'tenant':'acme.eu-1','after':7}", &r, &e), 0);
+  CHECK_INT(r.op, FQ_OP_HISTORY);
+  CHECK_FQSTR(r.tenant, "acme.eu-1");
+  CHECK_INT(r.after, 7);
 }
 
 FQ_TEST(admin_keys_are_left_to_its_handler) {
@@ -597,6 +603,13 @@ FQ_TEST(field_ranges) {
   BADREQ("{'op':'history','shard':1,'limit':1001}", "\"limit\": 1001 is out of range 1..1000");
   BADREQ("{'op':'history','shard':1,'limit':0}", "\"limit\": 0 is out of range 1..1000");
   BADREQ("{'op':'history','shard':1,'after':-1}", "\"after\": -1 is out of range");
+  /* history's tenant is checked as submit's. */
+  BADREQ("{'op':'history','shard':1,'tenant':''}", "\"tenant\": length 0 is out of range 1..64 bytes");
+  BADREQ("{'op':'history','shard':1,'tenant':'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa'}",
+         "\"tenant\": length 65 is out of range 1..64 bytes");
+  BADREQ("{'op':'history','shard':1,'tenant':'a/b'}",
+         "\"tenant\": \"a/b\" has a character outside [A-Za-z0-9._-] at byte 1");
+  BADREQ("{'op':'history','shard':1,'tenant':7}", "\"tenant\": expected string, got integer");
   BADREQ("{'op':'get'}", "\"id\" or \"tenant\" + \"key\": required");
   BADREQ("{'op':'get','key':'k'}", "\"tenant\": required");
   BADREQ("{'op':'get','tenant':'t'}", "\"key\": required");
@@ -813,7 +826,7 @@ FQ_TEST(events_pack_and_unpack) {
       .id = {"0-2b", 4}, .tenant = {"acme", 4}, .key = {"k1", 2}, .vin = {VIN, 17},
       .command = {"door_lock", 9}, .reason = {"vehicle rejected request", 24},
       .state = FQ_ST_FAILED, .prev = FQ_ST_SENT, .at = 1764390000123, .attempt = 2,
-      .error = FQ_ENOTPAIRED, .http = 200, .fault = 5, .shard = 3, .seq = 99,
+      .error = FQ_ENOTPAIRED, .http = 200, .fault = 5, .shard = 3, .seq = 99, .tseq = 12,
   };
   fq_buf_t b;
   fq_buf_init(&b, 4096);
@@ -822,7 +835,7 @@ FQ_TEST(events_pack_and_unpack) {
                "{'id':'0-2b','tenant':'acme','key':'k1','vin':'" VIN "','command':'door_lock',"
                "'state':'failed','prev':'sent','at':1764390000123,'attempt':2,"
                "'reason':'vehicle rejected request','error':'key_not_paired','http':200,"
-               "'fault':5,'shard':3,'seq':99}",
+               "'fault':5,'shard':3,'seq':99,'tseq':12}",
                __LINE__);
   fq_event_t back;
   fq_err_t e;
@@ -842,6 +855,7 @@ FQ_TEST(events_pack_and_unpack) {
   CHECK_INT(back.fault, 5);
   CHECK_INT(back.shard, 3);
   CHECK_INT(back.seq, 99);
+  CHECK_INT(back.tseq, 12);
   char topic[64];
   CHECK_INT(fq_wire_event_topic(&ev, topic, sizeof topic), 22);
   CHECK_STR(topic, "acme/" VIN);
@@ -850,13 +864,13 @@ FQ_TEST(events_pack_and_unpack) {
   /* A site event with every optional field nil. */
   fq_event_t s = {.id = {"1-1", 3}, .tenant = {"t", 1}, .key = {"k", 1}, .site = 42,
                   .command = {"backup", 6}, .state = FQ_ST_QUEUED, .prev = -1, .at = 5,
-                  .fault = -1, .shard = 1, .seq = 1};
+                  .fault = -1, .shard = 1, .seq = 1, .tseq = 1};
   fq_buf_reset(&b);
   CHECK_INT(fq_wire_event_pack(&b, &s), 0);
   expect_bytes(&b,
                "{'id':'1-1','tenant':'t','key':'k','site':42,'command':'backup','state':'queued',"
                "'prev':nil,'at':5,'attempt':0,'reason':'','error':nil,'http':nil,'fault':nil,"
-               "'shard':1,'seq':1}",
+               "'shard':1,'seq':1,'tseq':1}",
                __LINE__);
   CHECK_INT(fq_wire_event_unpack(b.data, b.len, &back, &e), 0);
   CHECK(back.vin.p == NULL);
@@ -876,6 +890,8 @@ FQ_TEST(events_pack_and_unpack) {
   CHECK_INT(fq_wire_event_unpack(m.p, m.n, &back, &e), 0);
   CHECK_INT(back.error, FQ_EINTERNAL);
   CHECK_INT(back.seq, 7);
+  /* An event stored before tseq existed has none: 0. */
+  CHECK_INT(back.tseq, 0);
   free(m.p);
   const char *bad[] = {
       "{'id':'x','tenant':'t','site':1,'command':'c','state':'bogus','shard':0,'seq':7}",
@@ -884,6 +900,10 @@ FQ_TEST(events_pack_and_unpack) {
       "{'id':'x','tenant':'t','site':1,'command':'c','state':'sent','shard':0}",
       "{'id':1,'tenant':'t','site':1,'command':'c','state':'sent','shard':0,'seq':7}",
       "{'id':'x','id':'y','tenant':'t','site':1,'command':'c','state':'sent','shard':0,'seq':7}",
+      "{'id':'x','tenant':'t','site':1,'command':'c','state':'sent','shard':0,'seq':7,'tseq':-1}",
+      "{'id':'x','tenant':'t','site':1,'command':'c','state':'sent','shard':0,'seq':7,'tseq':'1'}",
+      "{'id':'x','tenant':'t','site':1,'command':'c','state':'sent','shard':0,'seq':7,'tseq':1,"
+      "'tseq':2}",
       "[1]",
       "#81 a2 69 64 db ff ff ff ff#",
   };

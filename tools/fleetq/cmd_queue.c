@@ -719,13 +719,17 @@ out:
 /* history                                                              */
 
 static const int g_history_opts[] = {O_ENDPOINT, O_JSON,  O_TIMEOUT, O_SHARD,
-                                     O_AFTER,    O_LIMIT, 0};
+                                     O_AFTER,    O_LIMIT, O_TENANT,  0};
 
 static const char g_history_help[] =
-    "usage: fleetq history --shard N [--after SEQ] [--limit L] [--endpoint EP] [--json]\n"
+    "usage: fleetq history --shard N [--tenant T] [--after SEQ] [--limit L]\n"
+    "                      [--endpoint EP] [--json]\n"
     "\n"
     "Print the stored status events of one shard with seq > SEQ (default 0),\n"
-    "at most L (default 100, max 1000), then the seq to continue after.\n";
+    "at most L (default 100, max 1000), then the seq to continue after.\n"
+    "With --tenant, only tenant T's events of the shard, in the order of\n"
+    "their per-tenant sequence tseq: --after and the `next` printed count\n"
+    "tseq (1, 2, 3... for each tenant and shard) instead of seq.\n";
 
 static int cmd_history(int argc, char **argv) {
   qopts_t o;
@@ -738,15 +742,22 @@ static int cmd_history(int argc, char **argv) {
   fq_buf_init(&raw, FQ_CLIENT_MAX_REPLY);
   fq_client_t *c = open_client(&o);
   rc = 1;
-  if (!c || fq_req_history(&req, (uint32_t)o.shard, o.after, (uint32_t)o.limit, false, 0))
+  if (!c || fq_req_history_tenant(&req, (uint32_t)o.shard, o.tenant, o.after, (uint32_t)o.limit,
+                                  false, 0))
     goto out;
   if (round_trip(c, &o, &req, &raw, &m)) goto out;
   if (!o.json) {
     const msgpack_object *evs = fq_mp_get(m.root, "events");
-    int64_t next = 0;
+    int64_t next = 0, tseq = 0;
+    char mark[40];
+    /* By tenant the page counts tseq: show it beside each event. */
     if (evs && evs->type == MSGPACK_OBJECT_ARRAY)
-      for (uint32_t i = 0; i < evs->via.array.size; i++)
-        print_event(&evs->via.array.ptr[i], false, NULL);
+      for (uint32_t i = 0; i < evs->via.array.size; i++) {
+        const msgpack_object *ev = &evs->via.array.ptr[i];
+        bool t = o.tenant && fq_mp_int(fq_mp_get(ev, "tseq"), &tseq);
+        if (t) snprintf(mark, sizeof mark, "tseq %" PRId64, tseq);
+        print_event(ev, false, t ? mark : NULL);
+      }
     if (fq_mp_int(fq_mp_get(m.root, "next"), &next)) printf("next %" PRId64 "\n", next);
   }
   fq_msg_free(&m);

@@ -470,7 +470,7 @@ class World:
         c.eq(len({e["shard"] for e in evs}), 1, f"{tag}: one shard")
         for e in evs:
             missing = {"id", "tenant", "key", "command", "state", "prev", "at", "attempt",
-                       "reason", "error", "http", "fault", "shard", "seq"} - set(e)
+                       "reason", "error", "http", "fault", "shard", "seq", "tseq"} - set(e)
             c.eq(missing, set(), f"{tag}: event keys", e)
         if pattern is not None:
             c.ok(re.fullmatch(pattern, " ".join(sts)), f"{tag}: state sequence",
@@ -492,6 +492,12 @@ class World:
             per.setdefault(e["shard"], []).append(e["seq"])
         for s, seqs in sorted(per.items()):
             c.eq(seqs, list(range(1, len(seqs) + 1)), f"shard {s}: seq contiguous from 1")
+        # and each tenant's tseq within a shard, in seq order
+        pert = {}
+        for e in hist:
+            pert.setdefault((e["shard"], e["tenant"]), []).append(e.get("tseq"))
+        for (s, t), tseqs in sorted(pert.items()):
+            c.eq(tseqs, list(range(1, len(tseqs) + 1)), f"shard {s} tenant {t}: tseq contiguous from 1")
         stored = {(e["shard"], e["seq"]) for e in hist}
         for e in self.all_events:
             c.ok((e["shard"], e["seq"]) in stored, "published event is stored", e)

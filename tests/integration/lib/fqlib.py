@@ -35,7 +35,7 @@ VIN_CHARS = "ABCDEFGHJKLMNPRSTUVWXYZ0123456789"
 
 TERMINAL = {"succeeded", "failed", "unknown", "expired", "cancelled", "superseded"}
 EVENT_KEYS = {"id", "tenant", "key", "command", "state", "prev", "at", "attempt",
-              "reason", "error", "http", "fault", "shard", "seq"}
+              "reason", "error", "http", "fault", "shard", "seq", "tseq"}
 
 _ZCTX = zmq.Context.instance()
 _cleanups = []
@@ -315,8 +315,11 @@ class Client:
     def ping(self, timeout=None):
         return self.call({"op": "ping"}, timeout)
 
-    def history(self, shard, after=0, limit=1000):
-        return self.call({"op": "history", "shard": shard, "after": after, "limit": limit})
+    def history(self, shard, after=0, limit=1000, tenant=None):
+        m = {"op": "history", "shard": shard, "after": after, "limit": limit}
+        if tenant is not None:
+            m["tenant"] = tenant  # then after / next count the tenant's tseq
+        return self.call(m)
 
     def history_all(self, shard, after=0):
         """Every stored event of a shard after `after`, following `next`."""
