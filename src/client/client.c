@@ -768,13 +768,23 @@ static int hs_judge(hs_watch_t *w, uint16_t ev, uint32_t val, const char *peer, 
     return fq_errf(err, FQ_EAUTH, "handshake with %s %s failed: ZMTP protocol error 0x%x", peer,
                    ep, (unsigned)val);
   case ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+    /* A mechanism mismatch can look like this too: the side that notices
+     * first closes at once, and its reset may discard the greeting that
+     * would have told this side. */
     w->ok = false;
-    if (!w->curve || ++w->no_detail < HS_NO_DETAIL_LIMIT) return 0;
-    return fq_errf(err, FQ_EAUTH,
-                   "%s %s refused the CURVE handshake (it closed the connection %d times): the "
-                   "server key is not the public key of fleetqd's --curve-secret file, or the "
-                   "server refused this client's key",
-                   peer, ep, w->no_detail);
+    if (++w->no_detail < HS_NO_DETAIL_LIMIT) return 0;
+    return w->curve ? fq_errf(err, FQ_EAUTH,
+                              "%s %s refused the CURVE handshake (it closed the connection %d "
+                              "times): the server key is not the public key of fleetqd's "
+                              "--curve-secret file, the server refused this client's key, or it "
+                              "does not use CURVE",
+                              peer, ep, w->no_detail)
+                    : fq_errf(err, FQ_EAUTH,
+                              "%s %s closed the connection during the handshake %d times: it "
+                              "probably requires CURVE authentication (give a client key file "
+                              "and the server's public key: --curve-key FILE --server-key Z85, "
+                              "or " FQ_ENV_CURVE_KEY " and " FQ_ENV_SERVER_KEY ")",
+                              peer, ep, w->no_detail);
   default: return 0;
   }
 }

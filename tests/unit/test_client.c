@@ -715,8 +715,11 @@ FQ_TEST(curve_client_request_and_reconnect) {
 }
 
 /* A request that must fail fast with FQ_EAUTH and a message holding frag
- * (the client's timeout is 10 s; the refusal must come well before). */
-static void expect_refused_fast(const fq_client_opts_t *o, const char *frag) {
+ * or frag2 (the client's timeout is 10 s; the refusal must come well
+ * before).  Two texts because a mechanism mismatch shows either as such or,
+ * when the other side's reset wins the race, as a connection closed
+ * mid-handshake. */
+static void expect_refused_fast(const fq_client_opts_t *o, const char *frag, const char *frag2) {
   fq_err_t e;
   fq_client_t *c = fq_client_new_opts(o, &e);
   CHECK(c != NULL);
@@ -727,7 +730,8 @@ static void expect_refused_fast(const fq_client_opts_t *o, const char *frag) {
   int rc = fq_client_request(c, (const uint8_t *)"hello", 5, &reply, &e);
   double took = now_s() - t0;
   CHECK_INT(rc, FQ_EAUTH);
-  if (!strstr(e.msg, frag)) FQ__FAIL("message \"%s\" lacks \"%s\"", e.msg, frag);
+  if (!strstr(e.msg, frag) && (!frag2 || !strstr(e.msg, frag2)))
+    FQ__FAIL("message \"%s\" lacks \"%s\"", e.msg, frag);
   if (took > 3.0) FQ__FAIL("refusal took %.2f s", took);
   /* The client stays usable (a fresh socket), and is refused again. */
   CHECK_INT(fq_client_request(c, (const uint8_t *)"hello", 5, &reply, &e), FQ_EAUTH);
@@ -746,24 +750,24 @@ FQ_TEST(curve_client_refusals_are_reported) {
   /* The wrong server key: the server cannot open the client's HELLO. */
   fq_client_opts_t o = {.endpoint = pr.p.ep, .timeout_ms = 10000, .curve_key_file = path,
                         .server_key = other_pub};
-  expect_refused_fast(&o, "refused the CURVE handshake");
+  expect_refused_fast(&o, "refused the CURVE handshake", NULL);
   /* A plaintext client against the CURVE server. */
   fq_client_opts_t plain = {.endpoint = pr.p.ep, .timeout_ms = 10000};
-  expect_refused_fast(&plain, "requires CURVE");
+  expect_refused_fast(&plain, "requires CURVE", "probably requires CURVE");
   CHECK_INT(atomic_load(&pr.p.nreq), 0);
   peer_stop(&pr);
   /* A CURVE client against a plaintext server. */
   peer_start(&pr, ZMQ_ROUTER, NULL, false);
   fq_client_opts_t o2 = {.endpoint = pr.p.ep, .timeout_ms = 10000, .curve_key_file = path,
                          .server_key = spub};
-  expect_refused_fast(&o2, "does not use CURVE");
+  expect_refused_fast(&o2, "does not use CURVE", "or it does not use CURVE");
   CHECK_INT(atomic_load(&pr.p.nreq), 0);
   peer_stop(&pr);
   /* The right keys, but the server's ZAP handler refuses this client. */
   peer_start(&pr, ZMQ_ROUTER, ssec, true);
   fq_client_opts_t o3 = {.endpoint = pr.p.ep, .timeout_ms = 10000, .curve_key_file = path,
                          .server_key = spub};
-  expect_refused_fast(&o3, "ZAP status 400");
+  expect_refused_fast(&o3, "ZAP status 400", NULL);
   CHECK(atomic_load(&pr.p.nzap) >= 1);
   CHECK_INT(atomic_load(&pr.p.nreq), 0);
   peer_stop(&pr);
@@ -805,7 +809,7 @@ FQ_TEST(curve_subscriber) {
   s = fq_sub_new(pr.p.ep, pf, 1, &e);
   CHECK(s != NULL);
   CHECK_INT(fq_sub_wait_connected(s, 5000, &e), FQ_EAUTH);
-  CHECK(strstr(e.msg, "requires CURVE") != NULL);
+  CHECK(strstr(e.msg, "requires CURVE") != NULL); /* either text has it */
   fq_sub_destroy(&s);
   fq_buf_free(&topic);
   fq_buf_free(&body);
