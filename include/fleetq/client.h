@@ -61,6 +61,15 @@ typedef struct fq_client_opts {
  * unset).  The strings then borrow from the environment. */
 void fq_client_opts_from_env(fq_client_opts_t *o);
 
+/* For programs whose flags are --curve-key FILE and --server-key Z85
+ * (fleetq, fleetq-replay): fill the unset ones from the environment
+ * (fq_client_opts_from_env), then check what results as
+ * fq_curve_creds_load would (both or neither, the server key's form, the
+ * key file), with messages that name the flags and variables, so that a
+ * mistake is reported before anything connects.  Returns 0 or the codes
+ * of fq_curve_creds_load. */
+int fq_client_opts_resolve(fq_client_opts_t *o, fq_err_t *err);
+
 /* CURVE credentials resolved from fq_client_opts_t: loaded and checked
  * once, applied to any number of sockets.  sec is secret: wipe with
  * fq_curve_creds_wipe(). */

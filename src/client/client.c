@@ -615,6 +615,40 @@ void fq_client_opts_from_env(fq_client_opts_t *o) {
   if (!o->server_key && s && *s) o->server_key = s;
 }
 
+int fq_client_opts_resolve(fq_client_opts_t *o, fq_err_t *err) {
+  const char *key_flag = o->curve_key_file, *server_flag = o->server_key;
+  fq_client_opts_from_env(o);
+  const char *key_from = key_flag ? "--curve-key" : FQ_ENV_CURVE_KEY;
+  const char *server_from = server_flag ? "--server-key" : FQ_ENV_SERVER_KEY;
+  bool has_key = o->curve_key_file && *o->curve_key_file;
+  bool has_server = o->server_key && *o->server_key;
+  if (has_key && !has_server)
+    return fq_errf(err, FQ_ECONFIG,
+                   "%s is set but not --server-key (or " FQ_ENV_SERVER_KEY "): CURVE needs "
+                   "both, or neither for a plaintext fleetqd",
+                   key_from);
+  if (has_server && !has_key)
+    return fq_errf(err, FQ_ECONFIG,
+                   "%s is set but not --curve-key (or " FQ_ENV_CURVE_KEY "): CURVE needs "
+                   "both, or neither for a plaintext fleetqd",
+                   server_from);
+  if (has_server && !fq_curve_key_valid(o->server_key))
+    return fq_errf(err, FQ_ECONFIG,
+                   "%s: not a CURVE public key (%zu characters; expected the 40 Z85 characters "
+                   "'fleetq curve-keygen' printed for fleetqd's key)",
+                   server_from, strlen(o->server_key));
+  fq_curve_creds_t cc;
+  int rc = fq_curve_creds_load(&cc, o, err);
+  fq_curve_creds_wipe(&cc);
+  if (rc && err) {
+    /* The key file's own message names the file; say which setting gave it. */
+    char msg[FQ_ERRMSG_MAX];
+    snprintf(msg, sizeof msg, "%s", err->msg);
+    fq_errf(err, rc, "%s: %s", key_from, msg);
+  }
+  return rc;
+}
+
 void fq_curve_creds_wipe(fq_curve_creds_t *cc) { OPENSSL_cleanse(cc, sizeof *cc); }
 
 int fq_curve_creds_load(fq_curve_creds_t *cc, const fq_client_opts_t *o, fq_err_t *err) {
