@@ -357,6 +357,7 @@ static int cmd_account(int argc, char **argv) {
   if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
       strcmp(argv[1], "help") == 0) {
     fputs(g_help, argc < 2 ? stderr : stdout);
+    fputs(FQ_CLI_CURVE_HELP, argc < 2 ? stderr : stdout);
     return argc < 2 ? 2 : 0;
   }
   const char *action = argv[1];
