@@ -141,10 +141,10 @@ int fq_client_send(fq_client_t *c, const uint8_t *body, size_t len, fq_err_t *er
  * -ETIMEDOUT, -EINTR (a signal arrived), FQ_ETOOLARGE, FQ_EINTERNAL, or
  * FQ_EAUTH as soon as the handshake is refused: the server rejected the
  * client's CURVE key (ZAP), the mechanisms differ (a CURVE client and a
- * plaintext server or the reverse), or, with CURVE, the server closed the
- * connection in two handshakes in a row without one succeeding (what a
- * wrong server key looks like from the client).  Frames before the last
- * one (none for a DEALER) are skipped. */
+ * plaintext server or the reverse), or the server closed the connection
+ * in two handshakes in a row without one succeeding (what a wrong server
+ * key looks like from a CURVE client, and a mechanism mismatch sometimes
+ * does).  Frames before the last one (none for a DEALER) are skipped. */
 int fq_client_recv(fq_client_t *c, fq_buf_t *reply, int timeout_ms, fq_err_t *err);
 
 /* ------------------------------------------------------------------ */
@@ -254,8 +254,8 @@ void fq_sub_destroy(fq_sub_t **s);
  * race the subscription (the subscription itself follows the handshake on
  * the same connection).  Returns 0, -ETIMEDOUT, -EINTR, or FQ_EAUTH at
  * once when the handshake is refused (as for fq_client_recv: the server
- * refused the key, mechanisms differ, or a CURVE handshake was cut off
- * twice in a row); the message says which. */
+ * refused the key, mechanisms differ, or a handshake was cut off twice in
+ * a row); the message says which. */
 int fq_sub_wait_connected(fq_sub_t *s, int timeout_ms, fq_err_t *err);
 
 /* Receive one event: topic and body are reset and filled.  timeout_ms < 0
