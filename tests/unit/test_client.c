@@ -456,12 +456,21 @@ FQ_TEST_WITH_TIMEOUT(reader_agrees_with_msgpack_c_on_mutations, 280) {
 /* ------------------------------------------------------------------ */
 /* CURVE                                                                */
 
-/* A fresh directory for key files (each test runs in its own process). */
+/* A fresh directory for key files (each test runs in its own process,
+ * which ends with exit(): the atexit handler removes it). */
 static char g_keydir[64];
+
+static void rm_keydir(void) {
+  char cmd[128];
+  if (!g_keydir[0]) return;
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_keydir);
+  if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", g_keydir);
+}
 
 static void keydir(void) {
   snprintf(g_keydir, sizeof g_keydir, "/tmp/fq-client-curve-XXXXXX");
   if (!mkdtemp(g_keydir)) abort();
+  atexit(rm_keydir);
 }
 
 /* Write a client key file named name; its public key into pub. */
