@@ -1,23 +1,30 @@
 /*
  * The fleetq client library (include/fleetq/client.h): a DEALER request
  * socket, the request builders, a JSON printer over the base layer's
- * bounded msgpack reader (mpread.h), and the status-event subscriber.  The daemon is the only peer, but replies
- * still go through a bounds check before msgpack-c sees them, because
- * msgpack-c allocates whatever a container header declares.
+ * bounded msgpack reader (mpread.h), and the status-event subscriber.  The
+ * daemon is the only peer, but replies still go through a bounds check
+ * before msgpack-c sees them, because msgpack-c allocates whatever a
+ * container header declares.  Both sockets can be CURVE clients (keys from
+ * curvekey.h files) and watch their handshakes through a socket monitor,
+ * so that a refused key is reported as such instead of as a timeout.
  */
 #include "fleetq/client.h"
 
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <jansson.h>
+#include <openssl/crypto.h>
 #include <zmq.h>
 
+#include "curvekey.h"
 #include "mpread.h"
+#include "util.h"
 
 /* ------------------------------------------------------------------ */
 /* Packing into an fq_buf_t                                             */
@@ -602,6 +609,245 @@ bool fq_mp_str_eq(const msgpack_object *o, const char *s) {
 }
 
 /* ------------------------------------------------------------------ */
+/* CURVE credentials                                                    */
+
+static int zmq_fail(fq_err_t *err, const char *what) {
+  return fq_errf(err, FQ_EINTERNAL, "%s: %s", what, zmq_strerror(zmq_errno()));
+}
+
+void fq_client_opts_from_env(fq_client_opts_t *o) {
+  const char *k = getenv(FQ_ENV_CURVE_KEY), *s = getenv(FQ_ENV_SERVER_KEY);
+  if (!o->curve_key_file && k && *k) o->curve_key_file = k;
+  if (!o->server_key && s && *s) o->server_key = s;
+}
+
+int fq_client_opts_resolve(fq_client_opts_t *o, fq_err_t *err) {
+  const char *key_flag = o->curve_key_file, *server_flag = o->server_key;
+  fq_client_opts_from_env(o);
+  const char *key_from = key_flag ? "--curve-key" : FQ_ENV_CURVE_KEY;
+  const char *server_from = server_flag ? "--server-key" : FQ_ENV_SERVER_KEY;
+  bool has_key = o->curve_key_file && *o->curve_key_file;
+  bool has_server = o->server_key && *o->server_key;
+  if (has_key && !has_server)
+    return fq_errf(err, FQ_ECONFIG,
+                   "%s is set but not --server-key (or " FQ_ENV_SERVER_KEY "): CURVE needs "
+                   "both, or neither for a plaintext fleetqd",
+                   key_from);
+  if (has_server && !has_key)
+    return fq_errf(err, FQ_ECONFIG,
+                   "%s is set but not --curve-key (or " FQ_ENV_CURVE_KEY "): CURVE needs "
+                   "both, or neither for a plaintext fleetqd",
+                   server_from);
+  if (has_server && !fq_curve_key_valid(o->server_key))
+    return fq_errf(err, FQ_ECONFIG,
+                   "%s: not a CURVE public key (%zu characters; expected the 40 Z85 characters "
+                   "'fleetq curve-keygen' printed for fleetqd's key)",
+                   server_from, strlen(o->server_key));
+  fq_curve_creds_t cc;
+  int rc = fq_curve_creds_load(&cc, o, err);
+  fq_curve_creds_wipe(&cc);
+  if (rc && err) {
+    /* The key file's own message names the file; say which setting gave it. */
+    char msg[FQ_ERRMSG_MAX];
+    snprintf(msg, sizeof msg, "%s", err->msg);
+    fq_errf(err, rc, "%s: %s", key_from, msg);
+  }
+  return rc;
+}
+
+void fq_curve_creds_wipe(fq_curve_creds_t *cc) { OPENSSL_cleanse(cc, sizeof *cc); }
+
+int fq_curve_creds_load(fq_curve_creds_t *cc, const fq_client_opts_t *o, fq_err_t *err) {
+  memset(cc, 0, sizeof *cc);
+  bool has_key = o->curve_key_file && *o->curve_key_file;
+  bool has_server = o->server_key && *o->server_key;
+  if (!has_key && !has_server) return 0;
+  /* Half a CURVE setup would silently fall back to plaintext, or fail
+   * every handshake with nothing to say why: refuse it here. */
+  if (!has_server)
+    return fq_errf(err, FQ_ECONFIG,
+                   "a client key file was given but not the server's public key: CURVE needs "
+                   "both (or neither, for a plaintext daemon)");
+  if (!has_key)
+    return fq_errf(err, FQ_ECONFIG,
+                   "the server's public key was given but not a client key file: CURVE needs "
+                   "both (or neither, for a plaintext daemon)");
+  if (!fq_curve_key_valid(o->server_key))
+    return fq_errf(err, FQ_ECONFIG,
+                   "the server key is not a CURVE public key (%zu characters; expected the 40 "
+                   "Z85 characters that 'fleetq curve-keygen' printed for fleetqd)",
+                   strlen(o->server_key));
+  int rc = fq_curve_keyfile_load(o->curve_key_file, cc->pub, cc->sec, err);
+  if (rc) {
+    fq_curve_creds_wipe(cc);
+    return rc;
+  }
+  memcpy(cc->server, o->server_key, FQ_CURVE_KEY_LEN + 1);
+  cc->on = true;
+  return 0;
+}
+
+int fq_curve_creds_apply(const fq_curve_creds_t *cc, void *zsock, fq_err_t *err) {
+  if (!cc->on) return 0;
+  if (zmq_setsockopt(zsock, ZMQ_CURVE_SERVERKEY, cc->server, FQ_CURVE_KEY_LEN + 1) ||
+      zmq_setsockopt(zsock, ZMQ_CURVE_PUBLICKEY, cc->pub, FQ_CURVE_KEY_LEN + 1) ||
+      zmq_setsockopt(zsock, ZMQ_CURVE_SECRETKEY, cc->sec, FQ_CURVE_KEY_LEN + 1))
+    return zmq_fail(err, "CURVE socket options");
+  return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Handshake monitor                                                    */
+
+/* The events a socket monitor reports to the client and subscriber. */
+#define HS_EVENTS                                                                    \
+  (ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |            \
+   ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
+
+/* With CURVE, a server that cannot open the client's HELLO (the client
+ * used the wrong server key) just closes the connection: the client sees
+ * "failed, no detail".  That also happens once when a daemon goes away
+ * mid-handshake, so only this many in a row, with no success between, are
+ * taken as a refusal. */
+#define HS_NO_DETAIL_LIMIT 2
+
+typedef struct hs_watch {
+  void *mon;     /* PAIR connected to the socket's monitor, or NULL */
+  bool curve;    /* the socket is a CURVE client */
+  int no_detail; /* "no detail" failures since the last success */
+  bool ok;       /* a handshake succeeded (and none failed since) */
+} hs_watch_t;
+
+static atomic_uint g_mon_seq; /* only makes monitor endpoint names unique */
+
+/* Attach a monitor for the handshake events to sock; must precede connect
+ * so that no event is missed. */
+static int hs_attach(hs_watch_t *w, void *ctx, void *sock, const char *what, fq_err_t *err) {
+  char ep[96];
+  int linger = 0;
+  /* A reconnecting client monitors a new socket on the same context: the
+   * name must differ from the old monitor's, which is unbound only once
+   * ZeroMQ has finished closing it. */
+  snprintf(ep, sizeof ep, "inproc://fq-%s-monitor-%p-%u", what, sock,
+           atomic_fetch_add(&g_mon_seq, 1) + 1);
+  if (zmq_socket_monitor(sock, ep, HS_EVENTS)) return zmq_fail(err, "zmq_socket_monitor");
+  w->mon = zmq_socket(ctx, ZMQ_PAIR);
+  if (!w->mon || zmq_setsockopt(w->mon, ZMQ_LINGER, &linger, sizeof linger) ||
+      zmq_connect(w->mon, ep))
+    return zmq_fail(err, "monitor socket");
+  w->no_detail = 0;
+  w->ok = false;
+  return 0;
+}
+
+/* Stop monitoring sock and close the PAIR; w->mon becomes NULL. */
+static void hs_detach(hs_watch_t *w, void *sock) {
+  if (sock) zmq_socket_monitor(sock, NULL, 0);
+  if (w->mon) zmq_close(w->mon);
+  w->mon = NULL;
+}
+
+/* Read one monitor event (two frames: 6 bytes of event id and value,
+ * then the endpoint).  Returns 0 or -1 (nothing readable). */
+static int hs_read(void *mon, uint16_t *ev, uint32_t *val) {
+  bool more = true;
+  int frame = 0;
+  *ev = 0;
+  *val = 0;
+  while (more) {
+    zmq_msg_t m;
+    zmq_msg_init(&m);
+    if (zmq_msg_recv(&m, mon, frame ? 0 : ZMQ_DONTWAIT) < 0) {
+      zmq_msg_close(&m);
+      return -1;
+    }
+    if (frame == 0 && zmq_msg_size(&m) >= 6) {
+      const uint8_t *d = zmq_msg_data(&m);
+      memcpy(ev, d, 2);
+      memcpy(val, d + 2, 4);
+    }
+    more = zmq_msg_more(&m);
+    zmq_msg_close(&m);
+    frame++;
+  }
+  return 0;
+}
+
+/* Take one handshake event into w.  Returns 0, or FQ_EAUTH with the
+ * reason when it amounts to a refusal. */
+static int hs_judge(hs_watch_t *w, uint16_t ev, uint32_t val, const char *peer, const char *ep,
+                    fq_err_t *err) {
+  switch (ev) {
+  case ZMQ_EVENT_HANDSHAKE_SUCCEEDED:
+    w->ok = true;
+    w->no_detail = 0;
+    return 0;
+  case ZMQ_EVENT_HANDSHAKE_FAILED_AUTH:
+    w->ok = false;
+    return fq_errf(err, FQ_EAUTH,
+                   "%s %s refused this client's %s (ZAP status %u): the key is not in fleetqd's "
+                   "clients file, or was removed",
+                   peer, ep, w->curve ? "CURVE key" : "connection", (unsigned)val);
+  case ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL:
+    w->ok = false;
+    if (val == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH)
+      return w->curve ? fq_errf(err, FQ_EAUTH,
+                                "%s %s does not use CURVE (security mechanisms differ): drop the "
+                                "client and server keys for a plaintext fleetqd",
+                                peer, ep)
+                      : fq_errf(err, FQ_EAUTH,
+                                "%s %s requires CURVE authentication: give a client key file and "
+                                "the server's public key (--curve-key FILE --server-key Z85, or "
+                                FQ_ENV_CURVE_KEY " and " FQ_ENV_SERVER_KEY ")",
+                                peer, ep);
+    if (val == ZMQ_PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC)
+      return fq_errf(err, FQ_EAUTH,
+                     "CURVE handshake with %s %s failed (cryptographic error): is the server "
+                     "key the public key of fleetqd's --curve-secret file?",
+                     peer, ep);
+    return fq_errf(err, FQ_EAUTH, "handshake with %s %s failed: ZMTP protocol error 0x%x", peer,
+                   ep, (unsigned)val);
+  case ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+    /* A mechanism mismatch can look like this too: the side that notices
+     * first closes at once, and its reset may discard the greeting that
+     * would have told this side. */
+    w->ok = false;
+    if (++w->no_detail < HS_NO_DETAIL_LIMIT) return 0;
+    return w->curve ? fq_errf(err, FQ_EAUTH,
+                              "%s %s refused the CURVE handshake (it closed the connection %d "
+                              "times): the server key is not the public key of fleetqd's "
+                              "--curve-secret file, the server refused this client's key, or it "
+                              "does not use CURVE",
+                              peer, ep, w->no_detail)
+                    : fq_errf(err, FQ_EAUTH,
+                              "%s %s closed the connection during the handshake %d times: it "
+                              "probably requires CURVE authentication (give a client key file "
+                              "and the server's public key: --curve-key FILE --server-key Z85, "
+                              "or " FQ_ENV_CURVE_KEY " and " FQ_ENV_SERVER_KEY ")",
+                              peer, ep, w->no_detail);
+  default: return 0;
+  }
+}
+
+/* Read and judge every pending event.  Returns 0 or FQ_EAUTH. */
+static int hs_drain(hs_watch_t *w, const char *peer, const char *ep, fq_err_t *err) {
+  uint16_t ev;
+  uint32_t val;
+  int rc = 0;
+  while (w->mon && hs_read(w->mon, &ev, &val) == 0) {
+    int r = hs_judge(w, ev, val, peer, ep, err);
+    if (r && !rc) rc = r;
+  }
+  return rc;
+}
+
+/* Milliseconds left until deadline (monotonic ns), never negative. */
+static long ms_left(int64_t deadline) {
+  int64_t d = deadline - fq_mono_ns();
+  return d <= 0 ? 0 : (long)((d + 999999) / 1000000);
+}
+
+/* ------------------------------------------------------------------ */
 /* Request socket                                                       */
 
 struct fq_client {
@@ -609,10 +855,14 @@ struct fq_client {
   void *sock;
   char *endpoint;
   int timeout_ms;
+  fq_curve_creds_t curve; /* applied to every socket opened */
+  hs_watch_t hs;
 };
 
-static int zmq_fail(fq_err_t *err, const char *what) {
-  return fq_errf(err, FQ_EINTERNAL, "%s: %s", what, zmq_strerror(zmq_errno()));
+static void client_close(fq_client_t *c) {
+  hs_detach(&c->hs, c->sock);
+  if (c->sock) zmq_close(c->sock);
+  c->sock = NULL;
 }
 
 static int client_open(fq_client_t *c, fq_err_t *err) {
@@ -621,6 +871,7 @@ static int client_open(fq_client_t *c, fq_err_t *err) {
    * mark of 1000 would make sends block long before the daemon pushes back. */
   int hwm = 100000;
   int64_t maxmsg = FQ_CLIENT_MAX_REPLY;
+  int rc;
   c->sock = zmq_socket(c->ctx, ZMQ_DEALER);
   if (!c->sock) return zmq_fail(err, "zmq_socket");
   if (zmq_setsockopt(c->sock, ZMQ_LINGER, &linger, sizeof linger) ||
@@ -629,19 +880,23 @@ static int client_open(fq_client_t *c, fq_err_t *err) {
       zmq_setsockopt(c->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) ||
       zmq_setsockopt(c->sock, ZMQ_SNDTIMEO, &c->timeout_ms, sizeof c->timeout_ms))
     return zmq_fail(err, "zmq_setsockopt");
+  if ((rc = fq_curve_creds_apply(&c->curve, c->sock, err))) return rc;
+  c->hs.curve = c->curve.on;
+  if ((rc = hs_attach(&c->hs, c->ctx, c->sock, "client", err))) return rc;
   if (zmq_connect(c->sock, c->endpoint))
     return fq_errf(err, FQ_EINTERNAL, "connect %s: %s", c->endpoint, zmq_strerror(zmq_errno()));
   return 0;
 }
 
-fq_client_t *fq_client_new(const char *endpoint, int timeout_ms, fq_err_t *err) {
+fq_client_t *fq_client_new_opts(const fq_client_opts_t *o, fq_err_t *err) {
   fq_client_t *c = calloc(1, sizeof *c);
   if (!c) {
     fq_errf(err, -ENOMEM, "out of memory");
     return NULL;
   }
-  c->timeout_ms = timeout_ms > 0 ? timeout_ms : 5000;
-  c->endpoint = strdup(endpoint);
+  c->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : 5000;
+  if (fq_curve_creds_load(&c->curve, o, err)) goto fail;
+  c->endpoint = strdup(o->endpoint ? o->endpoint : "");
   c->ctx = zmq_ctx_new();
   if (!c->endpoint || !c->ctx) {
     fq_errf(err, c->endpoint ? FQ_EINTERNAL : -ENOMEM, "cannot create ZeroMQ context");
@@ -654,11 +909,17 @@ fail:
   return NULL;
 }
 
+fq_client_t *fq_client_new(const char *endpoint, int timeout_ms, fq_err_t *err) {
+  fq_client_opts_t o = {.endpoint = endpoint, .timeout_ms = timeout_ms};
+  return fq_client_new_opts(&o, err);
+}
+
 void fq_client_destroy(fq_client_t **cp) {
   if (!cp || !*cp) return;
   fq_client_t *c = *cp;
-  if (c->sock) zmq_close(c->sock);
+  client_close(c);
   if (c->ctx) zmq_ctx_term(c->ctx);
+  fq_curve_creds_wipe(&c->curve);
   free(c->endpoint);
   free(c);
   *cp = NULL;
@@ -674,18 +935,34 @@ int fq_client_send(fq_client_t *c, const uint8_t *body, size_t len, fq_err_t *er
   return 0;
 }
 
+/* Wait until the socket has a reply, the handshake is refused or the
+ * deadline passes.  Returns 0 (readable), -ETIMEDOUT, -EINTR, FQ_EAUTH or
+ * FQ_EINTERNAL. */
+static int client_wait(fq_client_t *c, int timeout_ms, fq_err_t *err) {
+  int64_t deadline = fq_mono_ns() + (int64_t)timeout_ms * 1000000;
+  for (;;) {
+    zmq_pollitem_t pi[2] = {{c->sock, 0, ZMQ_POLLIN, 0}, {c->hs.mon, 0, ZMQ_POLLIN, 0}};
+    int n = zmq_poll(pi, c->hs.mon ? 2 : 1, ms_left(deadline));
+    if (n < 0) {
+      if (zmq_errno() == EINTR) return fq_errf(err, -EINTR, "interrupted");
+      return zmq_fail(err, "zmq_poll");
+    }
+    if (pi[0].revents & ZMQ_POLLIN) return 0;
+    if (n > 0 && (pi[1].revents & ZMQ_POLLIN)) {
+      int rc = hs_drain(&c->hs, "fleetqd", c->endpoint, err);
+      if (rc) return rc;
+      continue;
+    }
+    if (ms_left(deadline) == 0)
+      return fq_errf(err, -ETIMEDOUT, "no reply from %s within %d ms", c->endpoint, timeout_ms);
+  }
+}
+
 int fq_client_recv(fq_client_t *c, fq_buf_t *reply, int timeout_ms, fq_err_t *err) {
-  zmq_pollitem_t pi = {c->sock, 0, ZMQ_POLLIN, 0};
   int rc;
   bool more = true, toolarge = false;
   if (timeout_ms < 0) timeout_ms = c->timeout_ms;
-  int n = zmq_poll(&pi, 1, timeout_ms);
-  if (n < 0) {
-    if (zmq_errno() == EINTR) return fq_errf(err, -EINTR, "interrupted");
-    return zmq_fail(err, "zmq_poll");
-  }
-  if (n == 0)
-    return fq_errf(err, -ETIMEDOUT, "no reply from %s within %d ms", c->endpoint, timeout_ms);
+  if ((rc = client_wait(c, timeout_ms, err))) return rc;
   fq_buf_reset(reply);
   /* Keep only the last frame: that is the body; frames before it are an
    * envelope (none on a DEALER unless the peer added some). */
@@ -712,12 +989,13 @@ int fq_client_request(fq_client_t *c, const uint8_t *body, size_t len, fq_buf_t 
   int rc = fq_client_send(c, body, len, err);
   if (rc) return rc;
   rc = fq_client_recv(c, reply, c->timeout_ms, err);
-  if (rc == -ETIMEDOUT || rc == -EINTR) {
+  if (rc == -ETIMEDOUT || rc == -EINTR || rc == FQ_EAUTH) {
     /* A reply that arrives after we gave up must never be read as the
      * answer to the next request: a fresh socket has a fresh identity, so
-     * the daemon's late reply is dropped by its ROUTER. */
-    zmq_close(c->sock);
-    c->sock = NULL;
+     * the daemon's late reply is dropped by its ROUTER.  After a refused
+     * handshake the request is still queued on the old socket; it must
+     * not go out later, should a handshake succeed. */
+    client_close(c);
     fq_err_t e2;
     if (client_open(c, &e2)) {
       if (err) *err = e2;
@@ -733,19 +1011,27 @@ int fq_client_request(fq_client_t *c, const uint8_t *body, size_t len, fq_buf_t 
 struct fq_sub {
   void *ctx;
   void *sock;
-  void *mon;
+  char *endpoint;
+  hs_watch_t hs;
   bool connected;
 };
 
-fq_sub_t *fq_sub_new(const char *endpoint, const char *const *prefixes, size_t n,
-                     fq_err_t *err) {
+fq_sub_t *fq_sub_new_opts(const fq_client_opts_t *o, const char *const *prefixes, size_t n,
+                          fq_err_t *err) {
   fq_sub_t *s = calloc(1, sizeof *s);
   int linger = 0, hwm = 100000;
   int64_t maxmsg = FQ_CLIENT_MAX_REPLY;
-  char monep[64];
+  fq_curve_creds_t cc;
+  memset(&cc, 0, sizeof cc);
   if (!s) {
     fq_errf(err, -ENOMEM, "out of memory");
     return NULL;
+  }
+  if (fq_curve_creds_load(&cc, o, err)) goto fail;
+  s->endpoint = strdup(o->endpoint ? o->endpoint : "");
+  if (!s->endpoint) {
+    fq_errf(err, -ENOMEM, "out of memory");
+    goto fail;
   }
   s->ctx = zmq_ctx_new();
   if (!s->ctx) {
@@ -763,6 +1049,8 @@ fq_sub_t *fq_sub_new(const char *endpoint, const char *const *prefixes, size_t n
     zmq_fail(err, "zmq_setsockopt");
     goto fail;
   }
+  if (fq_curve_creds_apply(&cc, s->sock, err)) goto fail;
+  s->hs.curve = cc.on;
   for (size_t i = 0; i < n || (n == 0 && i == 0); i++) {
     const char *pfx = n ? prefixes[i] : "";
     if (zmq_setsockopt(s->sock, ZMQ_SUBSCRIBE, pfx, strlen(pfx))) {
@@ -770,71 +1058,51 @@ fq_sub_t *fq_sub_new(const char *endpoint, const char *const *prefixes, size_t n
       goto fail;
     }
   }
-  /* The monitor tells fq_sub_wait_connected() when the handshake is done;
-   * it must be attached before connect so that no event is missed. */
-  snprintf(monep, sizeof monep, "inproc://fq-sub-monitor-%p", (void *)s);
-  if (zmq_socket_monitor(s->sock, monep, ZMQ_EVENT_HANDSHAKE_SUCCEEDED)) {
-    zmq_fail(err, "zmq_socket_monitor");
+  /* The monitor tells fq_sub_wait_connected() when the handshake is done
+   * or refused. */
+  if (hs_attach(&s->hs, s->ctx, s->sock, "sub", err)) goto fail;
+  if (zmq_connect(s->sock, s->endpoint)) {
+    fq_errf(err, FQ_EINTERNAL, "connect %s: %s", s->endpoint, zmq_strerror(zmq_errno()));
     goto fail;
   }
-  s->mon = zmq_socket(s->ctx, ZMQ_PAIR);
-  if (!s->mon || zmq_setsockopt(s->mon, ZMQ_LINGER, &linger, sizeof linger) ||
-      zmq_connect(s->mon, monep)) {
-    zmq_fail(err, "monitor socket");
-    goto fail;
-  }
-  if (zmq_connect(s->sock, endpoint)) {
-    fq_errf(err, FQ_EINTERNAL, "connect %s: %s", endpoint, zmq_strerror(zmq_errno()));
-    goto fail;
-  }
+  fq_curve_creds_wipe(&cc);
   return s;
 fail:
+  fq_curve_creds_wipe(&cc);
   fq_sub_destroy(&s);
   return NULL;
+}
+
+fq_sub_t *fq_sub_new(const char *endpoint, const char *const *prefixes, size_t n,
+                     fq_err_t *err) {
+  fq_client_opts_t o = {.endpoint = endpoint};
+  return fq_sub_new_opts(&o, prefixes, n, err);
 }
 
 void fq_sub_destroy(fq_sub_t **sp) {
   if (!sp || !*sp) return;
   fq_sub_t *s = *sp;
-  if (s->sock) {
-    zmq_socket_monitor(s->sock, NULL, 0);
-    zmq_close(s->sock);
-  }
-  if (s->mon) zmq_close(s->mon);
+  hs_detach(&s->hs, s->sock);
+  if (s->sock) zmq_close(s->sock);
   if (s->ctx) zmq_ctx_term(s->ctx);
+  free(s->endpoint);
   free(s);
   *sp = NULL;
 }
 
 int fq_sub_wait_connected(fq_sub_t *s, int timeout_ms, fq_err_t *err) {
-  int64_t left = timeout_ms;
+  int64_t deadline = fq_mono_ns() + (int64_t)timeout_ms * 1000000;
   while (!s->connected) {
-    zmq_pollitem_t pi = {s->mon, 0, ZMQ_POLLIN, 0};
-    int n = zmq_poll(&pi, 1, (long)left);
+    zmq_pollitem_t pi = {s->hs.mon, 0, ZMQ_POLLIN, 0};
+    int n = zmq_poll(&pi, 1, ms_left(deadline));
     if (n < 0 && zmq_errno() == EINTR) return fq_errf(err, -EINTR, "interrupted");
-    if (n <= 0) return fq_errf(err, -ETIMEDOUT, "publisher not reached within %d ms", timeout_ms);
-    /* A monitor event is two frames: 6 bytes (event id, value), then the
-     * endpoint. */
-    bool more = true;
-    int frame = 0;
-    while (more) {
-      zmq_msg_t m;
-      zmq_msg_init(&m);
-      if (zmq_msg_recv(&m, s->mon, 0) < 0) {
-        zmq_msg_close(&m);
-        return zmq_fail(err, "monitor recv");
-      }
-      if (frame == 0 && zmq_msg_size(&m) >= 2) {
-        const uint8_t *d = zmq_msg_data(&m);
-        uint16_t ev;
-        memcpy(&ev, d, 2);
-        if (ev == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) s->connected = true;
-      }
-      more = zmq_msg_more(&m);
-      zmq_msg_close(&m);
-      frame++;
-    }
-    left = left > 50 ? left - 50 : 50; /* coarse: events are rare */
+    if (n < 0) return zmq_fail(err, "zmq_poll");
+    if (n == 0) return fq_errf(err, -ETIMEDOUT, "publisher not reached within %d ms", timeout_ms);
+    int rc = hs_drain(&s->hs, "publisher", s->endpoint, err);
+    if (rc) return rc;
+    /* Connected once a handshake succeeded; a later failure in the same
+     * drain (a reconnect refused) takes that back. */
+    s->connected = s->hs.ok;
   }
   return 0;
 }

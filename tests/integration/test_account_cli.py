@@ -1,6 +1,8 @@
 """`fleetq account` against the real fleetqd and a real fleetsim: add (tokens
-from a file and from stdin), list, get, remove; refusals (bad base URL, bad
-region, unknown keys in a raw admin request, usage errors); tokens never in
+from a file and from stdin), list, get, remove; tokens on the command line
+(--access-token, --refresh-token) refused with exit 2 and the reason, nothing
+sent; refusals (bad base URL, bad region, unknown keys in a raw admin
+request, usage errors); tokens never in
 any output nor in clear on disk, token.key 0600; an almost expired token
 is refreshed by the daemon at once through fleetsim's token endpoint, the
 rotated refresh token is what fleetsim now holds and survives kill -9; a
@@ -25,6 +27,16 @@ def account_json(d, acct):
     if r.returncode != 0:
         return None
     return json.loads(r.stdout.strip().splitlines()[-1])["account"]
+
+
+def add(tmp, ep, at, rt, *args):
+    """`fleetq account add` with the access token in a 0600 file and the
+    refresh token on stdin (the only ways the CLI takes them)."""
+    fd, atf = tempfile.mkstemp(dir=tmp, prefix="at-")
+    with os.fdopen(fd, "w") as f:
+        f.write(at + "\n")
+    return cli("account", "add", *ep, *args, "--access-token-file", atf,
+               "--refresh-token-file", "-", input_=rt + "\n")
 
 
 def body(c):
@@ -76,12 +88,35 @@ def body(c):
         c.ok(abs(a["access_expires"] - (time.time() + 8 * 3600)) < 120, "expiry from the JWT", a)
         c.ok("refresh_failure" not in a, "no failure", a)
 
-    # Tokens on the command line work too; an existing id is replaced.
+    # Tokens on the command line are refused (ps and shell history show
+    # them), whichever of the two, before anything is sent.
     at2 = dl.make_jwt("u2", ["vehicle_cmds", "energy_cmds"], [], ttl=4 * 3600)
-    r = cli("account", "add", *ep, "--account", "fleet-2", "--client-id", "c2", "--region", "eu",
-            "--access-token", at2, "--refresh-token", "EU_rt-2-secret", "--json")
-    c.eq(r.returncode, 0, "add (argv tokens) rc", r.stderr)
-    outs = []
+    refusals = []
+    for flag, args in (
+            ("--access-token", ["--access-token", at2, "--refresh-token-file", atf]),
+            ("--refresh-token", ["--access-token-file", atf, "--refresh-token",
+                                 "EU_rt-2-secret"]),
+            ("--access-token", ["--access-token", at2, "--refresh-token", "EU_rt-2-secret"])):
+        r = cli("account", "add", *ep, "--account", "fleet-2", "--client-id", "c2",
+                "--region", "eu", *args)
+        c.eq(r.returncode, 2, f"{flag} on the command line: usage error", r.stdout, r.stderr)
+        c.ok(f"{flag} is refused" in r.stderr, f"says {flag} is refused", r.stderr)
+        c.ok("ps" in r.stderr and "shell history" in r.stderr, "says why", r.stderr)
+        c.ok(f"{flag}-file F" in r.stderr and "standard input" in r.stderr,
+             "says what to use instead", r.stderr)
+        c.eq(r.stdout, "", "nothing on stdout")
+        refusals.append(r.stdout + r.stderr)
+    # Also for actions other than add, and without a value's worth of
+    # other options.
+    r = cli("account", "list", *ep, "--access-token", "x")
+    c.eq(r.returncode, 2, "list with --access-token: usage error", r.stderr)
+    c.eq(account_json(d, "fleet-2"), None, "no refused add reached the daemon")
+    # From files, an existing id is replaced (fleet-2 added, then again).
+    for i in range(2):
+        r = add(tmp, ep, at2, "EU_rt-2-secret", "--account", "fleet-2", "--client-id", "c2",
+                "--region", "eu", "--json")
+        c.eq(r.returncode, 0, f"add fleet-2 (#{i + 1}) rc", r.stderr)
+    outs = refusals[:]
     for args in (["list"], ["list", "--json"], ["get", "--account", "fleet-1"],
                  ["get", "--account", "fleet-2", "--json"]):
         rr = cli("account", *args, *ep)
@@ -108,19 +143,18 @@ def body(c):
     c.ok(b"client-abc" in blob, "clear fields are stored (sanity of the scan)")
 
     # Refusals.
-    r = cli("account", "add", *ep, "--account", "x", "--client-id", "c", "--access-token", "a",
-            "--refresh-token", "r", "--base-url", "http://fleet-api.example.com")
+    r = add(tmp, ep, "a", "r", "--account", "x", "--client-id", "c",
+            "--base-url", "http://fleet-api.example.com")
     c.eq(r.returncode, 1, "plain http to a remote host refused", r.stderr)
     c.ok("bad_param" in r.stderr and "base_url" in r.stderr, "names base_url", r.stderr)
-    r = cli("account", "add", *ep, "--account", "x", "--client-id", "c", "--access-token", "a",
-            "--refresh-token", "r", "--base-url", "https://collector.example.net")
+    r = add(tmp, ep, "a", "r", "--account", "x", "--client-id", "c",
+            "--base-url", "https://collector.example.net")
     c.eq(r.returncode, 1, "non-Tesla host refused", r.stderr)
-    r = cli("account", "add", *ep, "--account", "x", "--client-id", "c", "--access-token", "a",
-            "--refresh-token", "r", "--region", "us")
+    r = add(tmp, ep, "a", "r", "--account", "x", "--client-id", "c", "--region", "us")
     c.eq(r.returncode, 1, "bad region refused", r.stderr)
     c.ok("region" in r.stderr, "names region", r.stderr)
-    r = cli("account", "add", *ep, "--account", "x", "--client-id", "c", "--access-token", "a",
-            "--refresh-token", "r", "--region", "na", "--base-url", "https://a.tesla.com")
+    r = add(tmp, ep, "a", "r", "--account", "x", "--client-id", "c", "--region", "na",
+            "--base-url", "https://a.tesla.com")
     c.eq(r.returncode, 2, "region and base url together: usage error", r.stderr)
     r = cli("account", "get", *ep, "--account", "nobody")
     c.eq(r.returncode, 1, "get unknown rc", r.stderr)
@@ -128,6 +162,10 @@ def body(c):
     r = cli("account", "--help")
     c.ok(r.returncode == 0 and "ps" in r.stdout and "--access-token-file" in r.stdout,
          "help warns about tokens on the command line", r.stdout)
+    c.ok("--access-token T" not in r.stdout and "are refused" in r.stdout,
+         "help no longer offers tokens on the command line", r.stdout)
+    c.ok("--curve-key FILE" in r.stdout and "FLEETQ_SERVER_KEY" in r.stdout,
+         "help documents the CURVE options", r.stdout)
 
     # A raw admin request: strict keys, req echoed, through the ingress.
     cl = fqlib.Client(d.endpoint)
@@ -144,9 +182,8 @@ def body(c):
     # Refresh through fleetsim: the access token expires in 2 minutes, so the
     # daemon refreshes it right after the add.
     exp_soon = dl.make_jwt("simacct", SCOPES, [sim.base], ttl=120)
-    r = cli("account", "add", *ep, "--account", "simacct", "--client-id", "sim-client",
-            "--base-url", sim.base, "--access-token", exp_soon, "--refresh-token",
-            "sim-refresh-1")
+    r = add(tmp, ep, exp_soon, "sim-refresh-1", "--account", "simacct",
+            "--client-id", "sim-client", "--base-url", sim.base)
     c.eq(r.returncode, 0, "add sim account", r.stderr)
     got = fqlib.wait_for(lambda: (account_json(d, "simacct") or {}).get("access_expires", 0)
                          > time.time() + 3600, timeout=15)
@@ -162,10 +199,8 @@ def body(c):
     c.eq(sim.account("simacct")["refresh_token"], srt, "no refresh at restart (token fresh)")
 
     # The same over HTTPS.
-    r = cli("account", "add", *ep, "--account", "tlsacct", "--client-id", "sim-client",
-            "--base-url", tsim.base, "--access-token",
-            dl.make_jwt("tlsacct", SCOPES, [tsim.base], ttl=90), "--refresh-token",
-            "tls-refresh-1")
+    r = add(tmp, ep, dl.make_jwt("tlsacct", SCOPES, [tsim.base], ttl=90), "tls-refresh-1",
+            "--account", "tlsacct", "--client-id", "sim-client", "--base-url", tsim.base)
     c.eq(r.returncode, 0, "add https sim account", r.stderr)
     got = fqlib.wait_for(lambda: (account_json(d, "tlsacct") or {}).get("access_expires", 0)
                          > time.time() + 3600, timeout=15)
@@ -174,9 +209,8 @@ def body(c):
          "https fleetsim rotated once", tsim.account("tlsacct"))
 
     # Rejected refresh: fleetsim does not know this refresh token.
-    r = cli("account", "add", *ep, "--account", "other", "--client-id", "sim-client",
-            "--base-url", sim.base, "--access-token",
-            dl.make_jwt("other", SCOPES, [sim.base], ttl=60), "--refresh-token", "not-known-here")
+    r = add(tmp, ep, dl.make_jwt("other", SCOPES, [sim.base], ttl=60), "not-known-here",
+            "--account", "other", "--client-id", "sim-client", "--base-url", sim.base)
     c.eq(r.returncode, 0, "add account with a dead refresh token", r.stderr)
     got = fqlib.wait_for(lambda: "refresh_failure" in (account_json(d, "other") or {}), timeout=15)
     c.ok(got, "refresh failure recorded", account_json(d, "other"), d.log_tail())

@@ -2,17 +2,24 @@
  * Unit tests of the client library (src/client/client.c): request builders read
  * back through the reply reader, CLI parameter typing, JSON parameters, the
  * bounded msgpack check, the JSON printer, and the sockets against a real
- * ROUTER / PUB on loopback (a peer thread plays the daemon).
+ * ROUTER / PUB on loopback (a peer thread plays the daemon), plaintext and
+ * CURVE: requests through a CURVE server, the CURVE options surviving the
+ * reconnect after a timeout, and each kind of refused handshake (wrong
+ * server key, plaintext against CURVE and the reverse, a ZAP refusal)
+ * reported quickly as FQ_EAUTH.
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <jansson.h>
 #include <zmq.h>
 
+#include "curvekey.h"
 #include "fleetq/client.h"
 #include "fleetq/wire.h"
 #include "fq_test.h"
@@ -462,4 +469,376 @@ FQ_TEST_WITH_TIMEOUT(reader_agrees_with_msgpack_c_on_mutations, 280) {
   CHECK(accepted > 100);
   fq_buf_free(&seed);
   fq_buf_free(&js);
+}
+
+/* ------------------------------------------------------------------ */
+/* CURVE                                                                */
+
+/* A fresh directory for key files (each test runs in its own process,
+ * which ends with exit(): the atexit handler removes it). */
+static char g_keydir[64];
+
+static void rm_keydir(void) {
+  char cmd[128];
+  if (!g_keydir[0]) return;
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_keydir);
+  if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", g_keydir);
+}
+
+static void keydir(void) {
+  snprintf(g_keydir, sizeof g_keydir, "/tmp/fq-client-curve-XXXXXX");
+  if (!mkdtemp(g_keydir)) abort();
+  atexit(rm_keydir);
+}
+
+/* Write a client key file named name; its public key into pub. */
+static void client_keyfile(const char *name, char *path, size_t cap, char pub[41]) {
+  fq_err_t e;
+  snprintf(path, cap, "%s/%s", g_keydir, name);
+  if (fq_curve_keyfile_write(path, pub, &e)) {
+    fprintf(stderr, "keyfile %s: %s\n", path, e.msg);
+    abort();
+  }
+}
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+FQ_TEST(curve_creds_both_or_neither) {
+  keydir();
+  char path[128], pub[41], spub[41], ssec[41];
+  client_keyfile("c.key", path, sizeof path, pub);
+  CHECK_INT(zmq_curve_keypair(spub, ssec), 0);
+  fq_curve_creds_t cc;
+  fq_err_t e;
+  fq_client_opts_t o = {.endpoint = "tcp://127.0.0.1:1"};
+  CHECK_INT(fq_curve_creds_load(&cc, &o, &e), 0);
+  CHECK(!cc.on);
+  o.curve_key_file = path;
+  CHECK_INT(fq_curve_creds_load(&cc, &o, &e), FQ_ECONFIG);
+  CHECK(strstr(e.msg, "not the server's public key") != NULL);
+  CHECK(!cc.on);
+  o.curve_key_file = NULL;
+  o.server_key = spub;
+  CHECK_INT(fq_curve_creds_load(&cc, &o, &e), FQ_ECONFIG);
+  CHECK(strstr(e.msg, "not a client key file") != NULL);
+  o.curve_key_file = path;
+  o.server_key = "not-a-key";
+  CHECK_INT(fq_curve_creds_load(&cc, &o, &e), FQ_ECONFIG);
+  CHECK(strstr(e.msg, "9 characters") != NULL);
+  o.server_key = spub;
+  CHECK_INT(fq_curve_creds_load(&cc, &o, &e), 0);
+  CHECK(cc.on);
+  CHECK_STR(cc.pub, pub);
+  CHECK_STR(cc.server, spub);
+  char derived[41];
+  CHECK_INT(zmq_curve_public(derived, cc.sec), 0);
+  CHECK_STR(derived, pub);
+  fq_curve_creds_wipe(&cc);
+  CHECK(!cc.on);
+  CHECK_INT(cc.sec[0], 0);
+  /* The key file's own checks come through, with its path. */
+  chmod(path, 0644);
+  CHECK_INT(fq_curve_creds_load(&cc, &o, &e), FQ_EKEYFILE);
+  CHECK(strstr(e.msg, "chmod 600") != NULL);
+  /* And fq_client_new_opts / fq_sub_new_opts refuse the same way. */
+  CHECK(fq_client_new_opts(&o, &e) == NULL);
+  CHECK_INT(e.code, FQ_EKEYFILE);
+  CHECK(fq_sub_new_opts(&o, NULL, 0, &e) == NULL);
+  CHECK_INT(e.code, FQ_EKEYFILE);
+  chmod(path, 0600);
+  o.server_key = NULL;
+  CHECK(fq_client_new_opts(&o, &e) == NULL);
+  CHECK_INT(e.code, FQ_ECONFIG);
+}
+
+FQ_TEST(curve_opts_from_env_flag_wins) {
+  setenv(FQ_ENV_CURVE_KEY, "/env/key", 1);
+  setenv(FQ_ENV_SERVER_KEY, "envserver", 1);
+  fq_client_opts_t o = {0};
+  fq_client_opts_from_env(&o);
+  CHECK_STR(o.curve_key_file, "/env/key");
+  CHECK_STR(o.server_key, "envserver");
+  fq_client_opts_t f = {.curve_key_file = "/flag/key"};
+  fq_client_opts_from_env(&f);
+  CHECK_STR(f.curve_key_file, "/flag/key");
+  CHECK_STR(f.server_key, "envserver");
+  setenv(FQ_ENV_CURVE_KEY, "", 1);
+  unsetenv(FQ_ENV_SERVER_KEY);
+  fq_client_opts_t u = {0};
+  fq_client_opts_from_env(&u);
+  CHECK(u.curve_key_file == NULL);
+  CHECK(u.server_key == NULL);
+}
+
+/* A CURVE (or plaintext) ROUTER in a thread, as fleetqd's ingress would
+ * be: echoes each request, except "slow", whose late answer goes out only
+ * with the next reply.  With zap_deny, a ZAP handler on its context
+ * refuses every client (status 400), as fleetqd does an unlisted key. */
+typedef struct curve_peer {
+  void *ctx;
+  const char *secret; /* server secret key (Z85), NULL: plaintext */
+  bool zap_deny;
+  int type;           /* ZMQ_ROUTER or ZMQ_PUB */
+  char ep[64];
+  atomic_int stop;
+  atomic_int nreq, nzap;
+} curve_peer_t;
+
+static void *zap_main(void *arg) {
+  curve_peer_t *p = arg;
+  void *z = zmq_socket(p->ctx, ZMQ_REP);
+  int linger = 0, tmo = 50;
+  zmq_setsockopt(z, ZMQ_LINGER, &linger, sizeof linger);
+  zmq_setsockopt(z, ZMQ_RCVTIMEO, &tmo, sizeof tmo);
+  if (zmq_bind(z, "inproc://zeromq.zap.01")) abort();
+  while (!atomic_load(&p->stop)) {
+    /* version, request id, domain, address, identity, mechanism, creds */
+    zmq_msg_t f[8];
+    int nf = 0;
+    bool more = true;
+    while (more && nf < 8) {
+      zmq_msg_init(&f[nf]);
+      if (zmq_msg_recv(&f[nf], z, 0) < 0) {
+        zmq_msg_close(&f[nf]);
+        break;
+      }
+      more = zmq_msg_more(&f[nf]);
+      nf++;
+    }
+    if (nf < 2) {
+      for (int i = 0; i < nf; i++) zmq_msg_close(&f[i]);
+      continue;
+    }
+    atomic_fetch_add(&p->nzap, 1);
+    zmq_send(z, "1.0", 3, ZMQ_SNDMORE);
+    zmq_send(z, zmq_msg_data(&f[1]), zmq_msg_size(&f[1]), ZMQ_SNDMORE);
+    zmq_send(z, "400", 3, ZMQ_SNDMORE);
+    zmq_send(z, "key not listed", 14, ZMQ_SNDMORE);
+    zmq_send(z, "", 0, ZMQ_SNDMORE);
+    zmq_send(z, "", 0, 0);
+    for (int i = 0; i < nf; i++) zmq_msg_close(&f[i]);
+  }
+  zmq_close(z);
+  return NULL;
+}
+
+static void *curve_peer_main(void *arg) {
+  curve_peer_t *p = arg;
+  void *r = zmq_socket(p->ctx, p->type);
+  int linger = 0, one = 1, tmo = 20;
+  zmq_setsockopt(r, ZMQ_LINGER, &linger, sizeof linger);
+  zmq_setsockopt(r, ZMQ_RCVTIMEO, &tmo, sizeof tmo);
+  if (p->secret) {
+    zmq_setsockopt(r, ZMQ_CURVE_SERVER, &one, sizeof one);
+    zmq_setsockopt(r, ZMQ_CURVE_SECRETKEY, p->secret, 41);
+  }
+  zmq_bind(r, "tcp://127.0.0.1:*");
+  size_t len = sizeof p->ep;
+  zmq_getsockopt(r, ZMQ_LAST_ENDPOINT, p->ep, &len);
+  zmq_msg_t held;
+  bool holding = false;
+  zmq_msg_init(&held);
+  while (!atomic_load(&p->stop)) {
+    if (p->type == ZMQ_PUB) {
+      /* Publish until stopped: a subscriber joining at any time sees
+       * events within a few milliseconds. */
+      zmq_send(r, "acme/5YJ1", 9, ZMQ_SNDMORE);
+      zmq_send(r, "\x81\xa1x\x01", 4, 0);
+      usleep(5000);
+      continue;
+    }
+    zmq_msg_t id, body;
+    zmq_msg_init(&id);
+    zmq_msg_init(&body);
+    if (zmq_msg_recv(&id, r, 0) < 0) {
+      zmq_msg_close(&id);
+      zmq_msg_close(&body);
+      continue;
+    }
+    zmq_msg_recv(&body, r, 0);
+    atomic_fetch_add(&p->nreq, 1);
+    if (zmq_msg_size(&body) == 4 && memcmp(zmq_msg_data(&body), "slow", 4) == 0) {
+      zmq_msg_copy(&held, &id);
+      holding = true;
+    } else {
+      if (holding) {
+        zmq_msg_send(&held, r, ZMQ_SNDMORE);
+        zmq_send(r, "late", 4, 0);
+        holding = false;
+      }
+      zmq_msg_send(&id, r, ZMQ_SNDMORE);
+      zmq_msg_send(&body, r, 0);
+    }
+    zmq_msg_close(&id);
+    zmq_msg_close(&body);
+  }
+  zmq_msg_close(&held);
+  zmq_close(r);
+  return NULL;
+}
+
+typedef struct peer_run {
+  curve_peer_t p;
+  pthread_t th, zth;
+  bool zap;
+} peer_run_t;
+
+static void peer_start(peer_run_t *pr, int type, const char *secret, bool zap_deny) {
+  memset(pr, 0, sizeof *pr);
+  pr->p.ctx = zmq_ctx_new();
+  pr->p.type = type;
+  pr->p.secret = secret;
+  pr->p.zap_deny = zap_deny;
+  if (zap_deny) {
+    pthread_create(&pr->zth, NULL, zap_main, &pr->p);
+    pr->zap = true;
+    usleep(20000); /* the ZAP endpoint must be bound before handshakes */
+  }
+  pthread_create(&pr->th, NULL, curve_peer_main, &pr->p);
+  for (int i = 0; i < 500 && !pr->p.ep[0]; i++) usleep(2000);
+  if (!pr->p.ep[0]) abort();
+}
+
+static void peer_stop(peer_run_t *pr) {
+  atomic_store(&pr->p.stop, 1);
+  pthread_join(pr->th, NULL);
+  if (pr->zap) pthread_join(pr->zth, NULL);
+  zmq_ctx_term(pr->p.ctx);
+}
+
+FQ_TEST(curve_client_request_and_reconnect) {
+  keydir();
+  char path[128], cpub[41], spub[41], ssec[41];
+  client_keyfile("c.key", path, sizeof path, cpub);
+  CHECK_INT(zmq_curve_keypair(spub, ssec), 0);
+  peer_run_t pr;
+  peer_start(&pr, ZMQ_ROUTER, ssec, false);
+  fq_err_t e;
+  fq_client_opts_t o = {.endpoint = pr.p.ep, .timeout_ms = 400, .curve_key_file = path,
+                        .server_key = spub};
+  fq_client_t *c = fq_client_new_opts(&o, &e);
+  CHECK(c != NULL);
+  fq_buf_t reply;
+  fq_buf_init(&reply, 1024);
+  int rc = fq_client_request(c, (const uint8_t *)"hello", 5, &reply, &e);
+  if (rc) FQ__FAIL("request over CURVE: %d %s", rc, e.msg);
+  CHECK_MEM(reply.data, reply.len, "hello", 5);
+  /* A timeout reopens the socket: the new one must be a CURVE client too
+   * (a plaintext one would be refused by this server), and the late
+   * answer to "slow" must not be read. */
+  CHECK_INT(fq_client_request(c, (const uint8_t *)"slow", 4, &reply, &e), -ETIMEDOUT);
+  rc = fq_client_request(c, (const uint8_t *)"again", 5, &reply, &e);
+  if (rc) FQ__FAIL("request after reconnect: %d %s", rc, e.msg);
+  CHECK_MEM(reply.data, reply.len, "again", 5);
+  CHECK_INT(fq_client_recv(c, &reply, 100, &e), -ETIMEDOUT);
+  CHECK_INT(atomic_load(&pr.p.nreq), 3);
+  fq_client_destroy(&c);
+  fq_buf_free(&reply);
+  peer_stop(&pr);
+}
+
+/* A request that must fail fast with FQ_EAUTH and a message holding frag
+ * or frag2 (the client's timeout is 10 s; the refusal must come well
+ * before).  Two texts because a mechanism mismatch shows either as such or,
+ * when the other side's reset wins the race, as a connection closed
+ * mid-handshake. */
+static void expect_refused_fast(const fq_client_opts_t *o, const char *frag, const char *frag2) {
+  fq_err_t e;
+  fq_client_t *c = fq_client_new_opts(o, &e);
+  CHECK(c != NULL);
+  if (!c) return;
+  fq_buf_t reply;
+  fq_buf_init(&reply, 1024);
+  double t0 = now_s();
+  int rc = fq_client_request(c, (const uint8_t *)"hello", 5, &reply, &e);
+  double took = now_s() - t0;
+  CHECK_INT(rc, FQ_EAUTH);
+  if (!strstr(e.msg, frag) && (!frag2 || !strstr(e.msg, frag2)))
+    FQ__FAIL("message \"%s\" lacks \"%s\"", e.msg, frag);
+  if (took > 3.0) FQ__FAIL("refusal took %.2f s", took);
+  /* The client stays usable (a fresh socket), and is refused again. */
+  CHECK_INT(fq_client_request(c, (const uint8_t *)"hello", 5, &reply, &e), FQ_EAUTH);
+  fq_client_destroy(&c);
+  fq_buf_free(&reply);
+}
+
+FQ_TEST(curve_client_refusals_are_reported) {
+  keydir();
+  char path[128], cpub[41], spub[41], ssec[41], other_pub[41], other_sec[41];
+  client_keyfile("c.key", path, sizeof path, cpub);
+  CHECK_INT(zmq_curve_keypair(spub, ssec), 0);
+  CHECK_INT(zmq_curve_keypair(other_pub, other_sec), 0);
+  peer_run_t pr;
+  peer_start(&pr, ZMQ_ROUTER, ssec, false);
+  /* The wrong server key: the server cannot open the client's HELLO. */
+  fq_client_opts_t o = {.endpoint = pr.p.ep, .timeout_ms = 10000, .curve_key_file = path,
+                        .server_key = other_pub};
+  expect_refused_fast(&o, "refused the CURVE handshake", NULL);
+  /* A plaintext client against the CURVE server. */
+  fq_client_opts_t plain = {.endpoint = pr.p.ep, .timeout_ms = 10000};
+  expect_refused_fast(&plain, "requires CURVE", "probably requires CURVE");
+  CHECK_INT(atomic_load(&pr.p.nreq), 0);
+  peer_stop(&pr);
+  /* A CURVE client against a plaintext server. */
+  peer_start(&pr, ZMQ_ROUTER, NULL, false);
+  fq_client_opts_t o2 = {.endpoint = pr.p.ep, .timeout_ms = 10000, .curve_key_file = path,
+                         .server_key = spub};
+  expect_refused_fast(&o2, "does not use CURVE", "or it does not use CURVE");
+  CHECK_INT(atomic_load(&pr.p.nreq), 0);
+  peer_stop(&pr);
+  /* The right keys, but the server's ZAP handler refuses this client. */
+  peer_start(&pr, ZMQ_ROUTER, ssec, true);
+  fq_client_opts_t o3 = {.endpoint = pr.p.ep, .timeout_ms = 10000, .curve_key_file = path,
+                         .server_key = spub};
+  expect_refused_fast(&o3, "ZAP status 400", NULL);
+  CHECK(atomic_load(&pr.p.nzap) >= 1);
+  CHECK_INT(atomic_load(&pr.p.nreq), 0);
+  peer_stop(&pr);
+}
+
+FQ_TEST(curve_subscriber) {
+  keydir();
+  char path[128], cpub[41], spub[41], ssec[41], other_pub[41], other_sec[41];
+  client_keyfile("c.key", path, sizeof path, cpub);
+  CHECK_INT(zmq_curve_keypair(spub, ssec), 0);
+  CHECK_INT(zmq_curve_keypair(other_pub, other_sec), 0);
+  peer_run_t pr;
+  peer_start(&pr, ZMQ_PUB, ssec, false);
+  fq_err_t e;
+  const char *pf[] = {"acme/"};
+  fq_client_opts_t o = {.endpoint = pr.p.ep, .curve_key_file = path, .server_key = spub};
+  fq_sub_t *s = fq_sub_new_opts(&o, pf, 1, &e);
+  CHECK(s != NULL);
+  int rc = fq_sub_wait_connected(s, 3000, &e);
+  if (rc) FQ__FAIL("wait_connected over CURVE: %d %s", rc, e.msg);
+  fq_buf_t topic, body;
+  fq_buf_init(&topic, 256);
+  fq_buf_init(&body, 256);
+  CHECK_INT(fq_sub_recv(s, &topic, &body, 3000, &e), 0);
+  CHECK_MEM(topic.data, topic.len, "acme/5YJ1", 9);
+  fq_sub_destroy(&s);
+  /* The wrong server key: refused quickly, not a 5 s wait. */
+  o.server_key = other_pub;
+  s = fq_sub_new_opts(&o, pf, 1, &e);
+  CHECK(s != NULL);
+  double t0 = now_s();
+  CHECK_INT(fq_sub_wait_connected(s, 5000, &e), FQ_EAUTH);
+  CHECK(now_s() - t0 < 3.0);
+  CHECK(strstr(e.msg, "publisher") != NULL);
+  CHECK(strstr(e.msg, "refused the CURVE handshake") != NULL);
+  CHECK_INT(fq_sub_recv(s, &topic, &body, 100, &e), -ETIMEDOUT);
+  fq_sub_destroy(&s);
+  /* A plaintext subscriber to the CURVE publisher. */
+  s = fq_sub_new(pr.p.ep, pf, 1, &e);
+  CHECK(s != NULL);
+  CHECK_INT(fq_sub_wait_connected(s, 5000, &e), FQ_EAUTH);
+  CHECK(strstr(e.msg, "requires CURVE") != NULL); /* either text has it */
+  fq_sub_destroy(&s);
+  fq_buf_free(&topic);
+  fq_buf_free(&body);
+  peer_stop(&pr);
 }

@@ -6,6 +6,7 @@
  * line in the message and never the secret.
  */
 #include <errno.h>
+#include <ftw.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -15,8 +16,21 @@
 #include "curvekey.h"
 #include "fq_test.h"
 
-/* A fresh directory per test (each test runs in its own process). */
+/* A fresh directory per test (each test runs in its own process, which
+ * exits through exit(): the atexit handler removes the directory and the
+ * test keys in it). */
 static char g_dir[64];
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+  (void)st;
+  (void)flag;
+  (void)ftw;
+  return remove(path);
+}
+
+static void rm_tmpdir(void) {
+  if (g_dir[0]) nftw(g_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
 
 static const char *tmpdir(void) {
   snprintf(g_dir, sizeof g_dir, "/tmp/fq-curvekey-XXXXXX");
@@ -24,6 +38,7 @@ static const char *tmpdir(void) {
     fprintf(stderr, "mkdtemp: errno %d\n", errno);
     abort();
   }
+  atexit(rm_tmpdir);
   return g_dir;
 }
 

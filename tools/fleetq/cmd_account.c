@@ -1,9 +1,10 @@
 /*
  * `fleetq account add | list | get | remove | retry`: manage the Tesla accounts
  * whose OAuth tokens fleetqd uses, through `op: "admin"` requests (see
- * docs/accounts.md).  Tokens are secrets: they can come from files or
- * stdin instead of the command line (where `ps` and shell history show
- * them), are never printed, and are wiped from memory after use.
+ * docs/accounts.md).  Tokens are secrets: they come only from files or
+ * stdin, never from the command line (where `ps` and shell history show
+ * them: --access-token / --refresh-token are parsed only to refuse them
+ * with the reason), are never printed, and are wiped from memory after use.
  *
  * Exit status: 0 success, 1 the daemon refused or did not answer, 2 usage.
  */
@@ -26,7 +27,7 @@
 
 enum {
   O_ENDPOINT = 1000, O_JSON, O_TIMEOUT, O_ACCOUNT, O_ACCESS, O_ACCESS_FILE, O_REFRESH,
-  O_REFRESH_FILE, O_CLIENT, O_REGION, O_BASE_URL, O_HELP,
+  O_REFRESH_FILE, O_CLIENT, O_REGION, O_BASE_URL, O_HELP, O_CURVE_KEY, O_SERVER_KEY,
 };
 
 static const struct option g_longopts[] = {
@@ -41,28 +42,28 @@ static const struct option g_longopts[] = {
     {"client-id", required_argument, NULL, O_CLIENT},
     {"region", required_argument, NULL, O_REGION},
     {"base-url", required_argument, NULL, O_BASE_URL},
+    FQ_CLI_CURVE_LONGOPTS(O_CURVE_KEY, O_SERVER_KEY),
     {"help", no_argument, NULL, O_HELP},
     {NULL, 0, NULL, 0},
 };
 
 typedef struct aopts {
-  const char *endpoint;
+  const char *endpoint, *curve_key, *server_key;
   bool json;
   double timeout_s;
-  const char *account, *access, *access_file, *refresh, *refresh_file, *client, *region,
-      *base_url;
+  const char *account, *access_file, *refresh_file, *client, *region, *base_url;
 } aopts_t;
 
 static const char g_help[] =
     "usage: fleetq account add --account ID --client-id C\n"
-    "                          (--access-token T | --access-token-file F)\n"
-    "                          (--refresh-token R | --refresh-token-file F)\n"
+    "                          --access-token-file F --refresh-token-file F\n"
     "                          (--region na|eu|cn | --base-url URL)\n"
     "       fleetq account list\n"
     "       fleetq account get --account ID\n"
     "       fleetq account remove --account ID\n"
     "       fleetq account retry --account ID\n"
     "common options: [--endpoint EP] [--json] [--timeout S]\n"
+    "                [--curve-key FILE --server-key Z85]\n"
     "\n"
     "Register the Tesla account whose OAuth tokens fleetqd uses to send commands\n"
     "(a submit names it with \"account\"), list the registered ones, show one, or\n"
@@ -86,12 +87,14 @@ static const char g_help[] =
     "  --access-token-file F   read the token from file F ('-' = stdin); likewise\n"
     "  --refresh-token-file F  trailing newlines are ignored\n"
     "\n"
-    "Security: --access-token and --refresh-token put the tokens on the command\n"
-    "line, where other users can read them (ps, /proc) and your shell history\n"
-    "keeps them.  Prefer the -file forms, e.g.\n"
+    "Security: tokens are read only from files or standard input.  --access-token\n"
+    "and --refresh-token are refused (exit 2): a token on the command line is\n"
+    "visible to every local user (ps, /proc) and stays in your shell history.\n"
+    "Keep the token files mode 0600, e.g.\n"
     "  fleetq account add --account me --client-id C --region na \\\n"
     "      --access-token-file at.txt --refresh-token-file - < rt.txt\n"
-    "Admin requests are accepted from this host only (fleetqd binds loopback).\n"
+    "Admin requests need a client key with the admin role when fleetqd runs with\n"
+    "CURVE; without CURVE fleetqd listens on this host only.\n"
     "\n"
     "--json prints the daemon's reply as JSON.  Exit status: 0 ok, 1 refused or\n"
     "no answer, 2 usage error.\n";
@@ -108,6 +111,18 @@ static int usage_err(const char *fmt, ...) {
   return 2;
 }
 
+/* --access-token / --refresh-token: refuse, say why and what instead.  The
+ * value is wiped from argv, so that it stops showing in /proc/<pid>/cmdline
+ * for the rest of this (short) run; it has been visible until now, which
+ * is the point of the refusal. */
+static int refuse_token_flag(const char *flag, char *value) {
+  if (value) OPENSSL_cleanse(value, strlen(value));
+  return usage_err("%s is refused: a token on the command line is visible to every local user "
+                   "(ps, /proc) and is kept in your shell history; put it in a file readable only "
+                   "by you and use %s-file F, or %s-file - to read it from standard input",
+                   flag, flag, flag);
+}
+
 /* Parse options after the action word.  -1: fine; 0: --help shown; 2:
  * usage error. */
 static int parse_opts(int argc, char **argv, aopts_t *o) {
@@ -120,8 +135,13 @@ static int parse_opts(int argc, char **argv, aopts_t *o) {
     int c = getopt_long(argc, argv, "+", g_longopts, NULL);
     if (c == -1) break;
     switch (c) {
-    case O_HELP: fputs(g_help, stdout); return 0;
+    case O_HELP:
+      fputs(g_help, stdout);
+      fputs(FQ_CLI_CURVE_HELP, stdout);
+      return 0;
     case O_ENDPOINT: o->endpoint = optarg; break;
+    case O_CURVE_KEY: o->curve_key = optarg; break;
+    case O_SERVER_KEY: o->server_key = optarg; break;
     case O_JSON: o->json = true; break;
     case O_TIMEOUT: {
       char *end = NULL;
@@ -131,9 +151,9 @@ static int parse_opts(int argc, char **argv, aopts_t *o) {
       break;
     }
     case O_ACCOUNT: o->account = optarg; break;
-    case O_ACCESS: o->access = optarg; break;
+    case O_ACCESS: return refuse_token_flag("--access-token", optarg);
     case O_ACCESS_FILE: o->access_file = optarg; break;
-    case O_REFRESH: o->refresh = optarg; break;
+    case O_REFRESH: return refuse_token_flag("--refresh-token", optarg);
     case O_REFRESH_FILE: o->refresh_file = optarg; break;
     case O_CLIENT: o->client = optarg; break;
     case O_REGION: o->region = optarg; break;
@@ -145,6 +165,11 @@ static int parse_opts(int argc, char **argv, aopts_t *o) {
     }
   }
   if (optind < argc) return usage_err("unexpected argument '%s'", argv[optind]);
+  fq_client_opts_t co = {.curve_key_file = o->curve_key, .server_key = o->server_key};
+  int rc = fq_cli_conn_resolve("account", &co);
+  if (rc >= 0) return rc;
+  o->curve_key = co.curve_key_file;
+  o->server_key = co.server_key;
   return -1;
 }
 
@@ -257,7 +282,9 @@ static int round_trip(const aopts_t *o, const fq_buf_t *req, fq_buf_t *raw, fq_m
   fq_err_t e;
   bool ok = false;
   memset(m, 0, sizeof *m);
-  fq_client_t *c = fq_client_new(o->endpoint, (int)(o->timeout_s * 1000), &e);
+  fq_client_opts_t co = {.endpoint = o->endpoint, .timeout_ms = (int)(o->timeout_s * 1000),
+                         .curve_key_file = o->curve_key, .server_key = o->server_key};
+  fq_client_t *c = fq_client_new_opts(&co, &e);
   if (!c) {
     fprintf(stderr, "error: %s: %s\n", fq_errname(e.code), e.msg);
     return 1;
@@ -292,13 +319,10 @@ static int round_trip(const aopts_t *o, const fq_buf_t *req, fq_buf_t *raw, fq_m
 
 static int do_add(const aopts_t *o, fq_buf_t *req) {
   if (!o->account || !o->client) return usage_err("add needs --account and --client-id");
-  if (!!o->access == !!o->access_file)
-    return usage_err("give one of --access-token and --access-token-file");
-  if (!!o->refresh == !!o->refresh_file)
-    return usage_err("give one of --refresh-token and --refresh-token-file");
+  if (!o->access_file) return usage_err("add needs --access-token-file F ('-' = stdin)");
+  if (!o->refresh_file) return usage_err("add needs --refresh-token-file F ('-' = stdin)");
   if (!!o->region == !!o->base_url) return usage_err("give one of --region and --base-url");
-  if (o->access_file && o->refresh_file && strcmp(o->access_file, "-") == 0 &&
-      strcmp(o->refresh_file, "-") == 0)
+  if (strcmp(o->access_file, "-") == 0 && strcmp(o->refresh_file, "-") == 0)
     return usage_err("only one of the tokens can come from stdin");
   int rc = 2;
   char *at = calloc(1, TOKEN_CAP + 2), *rt = calloc(1, TOKEN_CAP + 2);
@@ -307,22 +331,8 @@ static int do_add(const aopts_t *o, fq_buf_t *req) {
     rc = 1;
     goto out;
   }
-  if (o->access_file) {
-    if (read_token(o->access_file, "access token", at)) goto out;
-  } else if (strlen(o->access) > TOKEN_CAP) {
-    usage_err("--access-token is longer than %d bytes", TOKEN_CAP);
-    goto out;
-  } else {
-    snprintf(at, TOKEN_CAP + 1, "%s", o->access);
-  }
-  if (o->refresh_file) {
-    if (read_token(o->refresh_file, "refresh token", rt)) goto out;
-  } else if (strlen(o->refresh) > TOKEN_CAP) {
-    usage_err("--refresh-token is longer than %d bytes", TOKEN_CAP);
-    goto out;
-  } else {
-    snprintf(rt, TOKEN_CAP + 1, "%s", o->refresh);
-  }
+  if (read_token(o->access_file, "access token", at)) goto out;
+  if (read_token(o->refresh_file, "refresh token", rt)) goto out;
   msgpack_packer pk;
   msgpack_packer_init(&pk, req, buf_write);
   msgpack_pack_map(&pk, 7);
@@ -347,6 +357,7 @@ static int cmd_account(int argc, char **argv) {
   if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
       strcmp(argv[1], "help") == 0) {
     fputs(g_help, argc < 2 ? stderr : stdout);
+    fputs(FQ_CLI_CURVE_HELP, argc < 2 ? stderr : stdout);
     return argc < 2 ? 2 : 0;
   }
   const char *action = argv[1];
@@ -358,8 +369,7 @@ static int cmd_account(int argc, char **argv) {
        retry = strcmp(action, "retry") == 0;
   if (!add && !list && !get && !rem && !retry)
     return usage_err("unknown action '%s' (add, list, get, remove, retry)", action);
-  if (!add && (o.access || o.access_file || o.refresh || o.refresh_file || o.client ||
-               o.region || o.base_url))
+  if (!add && (o.access_file || o.refresh_file || o.client || o.region || o.base_url))
     return usage_err("token, client, region and base URL options only apply to add");
   if (list && o.account) return usage_err("list takes no --account");
   if ((get || rem || retry) && !o.account) return usage_err("%s needs --account ID", action);

@@ -33,6 +33,7 @@
 static const char g_export_help[] =
     "usage: fleetq export --from TIME --to TIME --out FILE [--tenant T]\n"
     "                     [--limit N] [--endpoint EP] [--timeout S]\n"
+    "                     [--curve-key FILE --server-key Z85]\n"
     "\n"
     "Write the commands a daemon accepted between --from and --to (inclusive)\n"
     "as a traffic file for fleetq-replay (proto/traffic-format.md): one submit\n"
@@ -43,7 +44,10 @@ static const char g_export_help[] =
     "--tenant keeps one tenant's commands; --limit caps the count (default\n"
     "10,000,000).  Commands purged since (not_found) are skipped and counted.\n";
 
-enum { E_FROM = 1000, E_TO, E_OUT, E_TENANT, E_LIMIT, E_ENDPOINT, E_TIMEOUT, E_HELP };
+enum {
+  E_FROM = 1000, E_TO, E_OUT, E_TENANT, E_LIMIT, E_ENDPOINT, E_TIMEOUT, E_HELP, E_CURVE_KEY,
+  E_SERVER_KEY
+};
 
 static const struct option g_opts[] = {
     {"from", required_argument, NULL, E_FROM},
@@ -53,6 +57,7 @@ static const struct option g_opts[] = {
     {"limit", required_argument, NULL, E_LIMIT},
     {"endpoint", required_argument, NULL, E_ENDPOINT},
     {"timeout", required_argument, NULL, E_TIMEOUT},
+    FQ_CLI_CURVE_LONGOPTS(E_CURVE_KEY, E_SERVER_KEY),
     {"help", no_argument, NULL, E_HELP},
     {NULL, 0, NULL, 0},
 };
@@ -188,6 +193,7 @@ out:
 static int cmd_export(int argc, char **argv) {
   const char *from_s = NULL, *to_s = NULL, *out = NULL, *tenant = NULL;
   const char *endpoint = FQ_CLI_DEFAULT_ENDPOINT;
+  fq_client_opts_t co = {0};
   uint64_t limit = EXPORT_DEFAULT_LIMIT;
   double timeout_s = EXPORT_TIMEOUT_MS / 1000.0;
   optind = 0;
@@ -197,7 +203,12 @@ static int cmd_export(int argc, char **argv) {
     if (c == -1) break;
     char *end = NULL;
     switch (c) {
-    case E_HELP: fputs(g_export_help, stdout); return 0;
+    case E_HELP:
+      fputs(g_export_help, stdout);
+      fputs(FQ_CLI_CURVE_HELP, stdout);
+      return 0;
+    case E_CURVE_KEY: co.curve_key_file = optarg; break;
+    case E_SERVER_KEY: co.server_key = optarg; break;
     case E_FROM: from_s = optarg; break;
     case E_TO: to_s = optarg; break;
     case E_OUT: out = optarg; break;
@@ -238,6 +249,10 @@ static int cmd_export(int argc, char **argv) {
             from_s, to_s);
     return 2;
   }
+  int crc = fq_cli_conn_resolve("export", &co);
+  if (crc >= 0) return crc;
+  co.endpoint = endpoint;
+  co.timeout_ms = (int)(timeout_s * 1000);
 
   int rc = 1;
   fq_err_t e;
@@ -253,7 +268,7 @@ static int cmd_export(int argc, char **argv) {
   fq_buf_init(&req, 4096);
   fq_buf_init(&raw, FQ_CLIENT_MAX_REPLY);
   fq_buf_init(&body, FQ_TRAFFIC_MAX_RECORD);
-  fq_client_t *c = fq_client_new(endpoint, (int)(timeout_s * 1000), &e);
+  fq_client_t *c = fq_client_new_opts(&co, &e);
   if (!c) {
     fprintf(stderr, "fleetq export: %s\n", e.msg);
     goto out;

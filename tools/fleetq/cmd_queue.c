@@ -25,7 +25,7 @@
 enum {
   O_ENDPOINT = 1000, O_PUBLISH, O_JSON, O_TIMEOUT, O_TENANT, O_KEY, O_ACCOUNT, O_VIN, O_SITE,
   O_COMMAND, O_PARAM, O_PARAMS, O_TTL, O_COALESCE, O_WAIT, O_ID, O_DEVICE, O_COUNT, O_FILL,
-  O_SHARD, O_AFTER, O_LIMIT, O_HELP, O_NO_WAKE,
+  O_SHARD, O_AFTER, O_LIMIT, O_HELP, O_NO_WAKE, O_CURVE_KEY, O_SERVER_KEY,
 };
 
 static const struct option g_longopts[] = {
@@ -52,12 +52,14 @@ static const struct option g_longopts[] = {
     {"shard", required_argument, NULL, O_SHARD},
     {"after", required_argument, NULL, O_AFTER},
     {"limit", required_argument, NULL, O_LIMIT},
+    FQ_CLI_CURVE_LONGOPTS(O_CURVE_KEY, O_SERVER_KEY),
     {"help", no_argument, NULL, O_HELP},
     {NULL, 0, NULL, 0},
 };
 
 typedef struct qopts {
   const char *endpoint, *publish;
+  const char *curve_key, *server_key; /* both or neither, after parse_opts */
   bool json;
   double timeout_s;
   bool timeout_set;
@@ -134,14 +136,20 @@ static int parse_opts(int argc, char **argv, const int *allowed, const char *hel
       const char *bad = optind > 0 && optind <= argc ? argv[optind - 1] : "?";
       return usage_err(cmd, "unknown option or missing value: %s", bad);
     }
-    bool ok = c == O_HELP;
+    /* Every queue subcommand connects, so each takes the CURVE options. */
+    bool ok = c == O_HELP || c == O_CURVE_KEY || c == O_SERVER_KEY;
     for (const int *a = allowed; !ok && *a; a++) ok = *a == c;
     if (!ok) return usage_err(cmd, "option --%s does not apply here", g_longopts[li].name);
     uint64_t u = 0;
     switch (c) {
-    case O_HELP: fputs(help, stdout); return 0;
+    case O_HELP:
+      fputs(help, stdout);
+      fputs(FQ_CLI_CURVE_HELP, stdout);
+      return 0;
     case O_ENDPOINT: o->endpoint = optarg; break;
     case O_PUBLISH: o->publish = optarg; break;
+    case O_CURVE_KEY: o->curve_key = optarg; break;
+    case O_SERVER_KEY: o->server_key = optarg; break;
     case O_JSON: o->json = true; break;
     case O_TIMEOUT: {
       char *end = NULL;
@@ -200,6 +208,11 @@ static int parse_opts(int argc, char **argv, const int *allowed, const char *hel
     }
   }
   if (optind < argc) return usage_err(cmd, "unexpected argument '%s'", argv[optind]);
+  fq_client_opts_t co = {.curve_key_file = o->curve_key, .server_key = o->server_key};
+  int rc = fq_cli_conn_resolve(cmd, &co);
+  if (rc >= 0) return rc;
+  o->curve_key = co.curve_key_file;
+  o->server_key = co.server_key;
   return -1;
 }
 
@@ -352,9 +365,22 @@ static int round_trip(fq_client_t *c, const qopts_t *o, const fq_buf_t *req, fq_
 
 static fq_client_t *open_client(const qopts_t *o) {
   fq_err_t e;
-  fq_client_t *c = fq_client_new(o->endpoint, (int)(o->timeout_s * 1000), &e);
+  fq_client_opts_t co = {.endpoint = o->endpoint, .timeout_ms = (int)(o->timeout_s * 1000),
+                         .curve_key_file = o->curve_key, .server_key = o->server_key};
+  fq_client_t *c = fq_client_new_opts(&co, &e);
   if (!c) fprintf(stderr, "error: %s: %s\n", fq_errname(e.code), e.msg);
   return c;
+}
+
+/* A subscriber to the status publisher with the same CURVE keys: fleetqd
+ * serves both sockets with one key pair. */
+static fq_sub_t *open_sub(const qopts_t *o, const char *const *prefixes, size_t n) {
+  fq_err_t e;
+  fq_client_opts_t co = {.endpoint = o->publish, .curve_key_file = o->curve_key,
+                         .server_key = o->server_key};
+  fq_sub_t *s = fq_sub_new_opts(&co, prefixes, n, &e);
+  if (!s) fprintf(stderr, "error: %s: %s\n", fq_errname(e.code), e.msg);
+  return s;
 }
 
 /* ------------------------------------------------------------------ */
@@ -667,12 +693,15 @@ static int cmd_send(int argc, char **argv) {
     fq_err_t e;
     const char *pf[] = {topic};
     install_signals();
-    sub = fq_sub_new(o.publish, pf, 1, &e);
-    if (!sub) {
-      fprintf(stderr, "error: %s: %s\n", fq_errname(e.code), e.msg);
+    sub = open_sub(&o, pf, 1);
+    if (!sub) goto out;
+    int wr = fq_sub_wait_connected(sub, 2000, &e);
+    if (wr == FQ_EAUTH) {
+      /* The request socket would be refused the same way. */
+      fprintf(stderr, "error: %s: %s\n", fq_errname(wr), e.msg);
       goto out;
     }
-    if (fq_sub_wait_connected(sub, 2000, &e))
+    if (wr)
       fprintf(stderr, "warning: status publisher %s not reached (%s); polling instead\n",
               o.publish, e.msg);
   }
@@ -939,19 +968,22 @@ static int cmd_watch(int argc, char **argv) {
   install_signals();
   if (o.fill) watch_start_points(w);
   const char *pf[] = {prefix};
-  fq_sub_t *sub = fq_sub_new(o.publish, pf, 1, &e);
+  fq_sub_t *sub = open_sub(&o, pf, 1);
   rc = 1;
-  if (!sub) {
-    fprintf(stderr, "error: %s: %s\n", fq_errname(e.code), e.msg);
-    goto out;
-  }
+  if (!sub) goto out;
   /* Say so when the publisher is not there, instead of waiting silently;
    * ZeroMQ keeps reconnecting, so the watch goes on. */
   struct timespec t0;
   clock_gettime(CLOCK_MONOTONIC, &t0);
   int conn_ms = o.timeout_set && o.timeout_s < 2.0 ? (int)(o.timeout_s * 1000) : 2000;
-  if (fq_sub_wait_connected(sub, conn_ms, &e) == -ETIMEDOUT)
+  int wr = fq_sub_wait_connected(sub, conn_ms, &e);
+  if (wr == -ETIMEDOUT)
     fprintf(stderr, "watch: publisher %s not reached yet; still trying\n", o.publish);
+  if (wr == FQ_EAUTH) {
+    /* Retrying cannot help a refused key or a missing one. */
+    fprintf(stderr, "error: %s: %s\n", fq_errname(wr), e.msg);
+    goto out;
+  }
   for (;;) {
     if (o.count && w->printed >= o.count) {
       rc = 0;

@@ -58,7 +58,9 @@ static void usage(FILE *f) {
           "\n"
           "Exit status: 0 success, 1 the request failed, 2 usage error.\n"
           "The daemon's request endpoint defaults to %s, its status\n"
-          "publisher to %s.\n",
+          "publisher to %s.  For a fleetqd with CURVE, the commands\n"
+          "that connect take --curve-key FILE --server-key Z85 (defaults:\n"
+          "$FLEETQ_CURVE_KEY, $FLEETQ_SERVER_KEY); make a key with curve-keygen.\n",
           FQ_CLI_DEFAULT_ENDPOINT, FQ_CLI_DEFAULT_PUBLISH);
 }
 

@@ -46,6 +46,7 @@ enum { ST_NONE = 0, ST_OK = 1, ST_DUP = 2, ST_SEND_FAILED = 3, ST_BAD_REPLY = 4,
 
 typedef struct run_opts {
   const char *file, *endpoint, *publish, *key_prefix;
+  const char *curve_key, *server_key; /* both or neither, after parsing */
   double rate, speed, duration, drain;
   int conns;
   uint64_t max_inflight;
@@ -54,6 +55,7 @@ typedef struct run_opts {
 
 typedef struct run {
   run_opts_t o;
+  fq_curve_creds_t curve; /* loaded once, applied to every DEALER */
   fq_traffic_t *t;
   size_t n;
   size_t n_sched;         /* records whose intended time is within the duration */
@@ -236,7 +238,7 @@ static void *conn_main(void *arg) {
   zmq_setsockopt(s, ZMQ_RCVHWM, &zero, sizeof zero);
   zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
   zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
-  if (zmq_connect(s, r->o.endpoint) != 0) {
+  if (fq_curve_creds_apply(&r->curve, s, NULL) != 0 || zmq_connect(s, r->o.endpoint) != 0) {
     c->rc = 1;
     goto out;
   }
@@ -421,7 +423,7 @@ static void text_pct(const char *name, const pct_t *p) {
 static const char g_run_help[] =
     "usage: fleetq-replay run FILE --endpoint EP [--publish EP] [--rate R | --speed X]\n"
     "           [--conns N] [--duration S] [--drain S] [--key-prefix P]\n"
-    "           [--max-inflight W] [--json]\n"
+    "           [--max-inflight W] [--json] [--curve-key FILE --server-key Z85]\n"
     "\n"
     "Send the submit requests of a traffic file to a fleetqd on this host, each at\n"
     "its intended time (open loop), and report requests sent, acked, errors by\n"
@@ -444,12 +446,16 @@ static const char g_run_help[] =
     "                   outstanding per connection (to fill a daemon); latency\n"
     "                   then counts from the actual send\n"
     "  --json           print one JSON object instead of the text report\n"
+    "  --curve-key FILE this client's CURVE key pair file (fleetq curve-keygen),\n"
+    "                   for a fleetqd with --curve-secret; default $FLEETQ_CURVE_KEY\n"
+    "  --server-key Z85 fleetqd's CURVE public key; default $FLEETQ_SERVER_KEY.\n"
+    "                   Give both or neither; a flag wins over its variable\n"
     "A progress line is shown on stderr when it is a terminal.  Exit status: 0 when\n"
     "every request was acked, 1 otherwise, 2 usage error.\n";
 
 enum {
   R_ENDPOINT = 1000, R_PUBLISH, R_RATE, R_SPEED, R_CONNS, R_DURATION, R_DRAIN, R_KEYPFX,
-  R_INFLIGHT, R_JSON, R_HELP
+  R_INFLIGHT, R_JSON, R_HELP, R_CURVE_KEY, R_SERVER_KEY
 };
 
 static const struct option g_run_opts[] = {
@@ -463,6 +469,8 @@ static const struct option g_run_opts[] = {
     {"key-prefix", required_argument, NULL, R_KEYPFX},
     {"max-inflight", required_argument, NULL, R_INFLIGHT},
     {"json", no_argument, NULL, R_JSON},
+    {"curve-key", required_argument, NULL, R_CURVE_KEY},
+    {"server-key", required_argument, NULL, R_SERVER_KEY},
     {"help", no_argument, NULL, R_HELP},
     {NULL, 0, NULL, 0},
 };
@@ -515,6 +523,8 @@ static int parse_run_opts(int argc, char **argv, run_opts_t *o) {
         return fq_replay_usage_err("run", "--max-inflight wants 1..100000");
       break;
     case R_JSON: o->json = true; break;
+    case R_CURVE_KEY: o->curve_key = optarg; break;
+    case R_SERVER_KEY: o->server_key = optarg; break;
     default:
       return fq_replay_usage_err("run", "unknown option or missing value: %s",
                                  optind > 0 && optind <= argc ? argv[optind - 1] : "?");
@@ -537,6 +547,11 @@ static int parse_run_opts(int argc, char **argv, run_opts_t *o) {
             o->endpoint, o->publish ? ", " : "", o->publish ? o->publish : "");
     return 2;
   }
+  fq_client_opts_t co = {.curve_key_file = o->curve_key, .server_key = o->server_key};
+  fq_err_t e;
+  if (fq_client_opts_resolve(&co, &e)) return fq_replay_usage_err("run", "%s", e.msg);
+  o->curve_key = co.curve_key_file;
+  o->server_key = co.server_key;
   return -1;
 }
 
@@ -623,9 +638,16 @@ int fq_replay_run(int argc, char **argv) {
   sigaction(SIGINT, &sa, NULL);
   sigaction(SIGTERM, &sa, NULL);
 
-  /* Is the daemon there?  Fail early and clearly rather than time out. */
+  fq_client_opts_t co = {.endpoint = r->o.endpoint, .timeout_ms = 3000,
+                         .curve_key_file = r->o.curve_key, .server_key = r->o.server_key};
+  if (fq_curve_creds_load(&r->curve, &co, &e)) {
+    fprintf(stderr, "fleetq-replay run: %s\n", e.msg);
+    goto out;
+  }
+  /* Is the daemon there, and does it take our key?  Fail early and clearly
+   * rather than time out. */
   {
-    fq_client_t *pc = fq_client_new(r->o.endpoint, 3000, &e);
+    fq_client_t *pc = fq_client_new_opts(&co, &e);
     fq_buf_t req, rep;
     fq_buf_init(&req, 256);
     fq_buf_init(&rep, FQ_CLIENT_MAX_REPLY);
@@ -635,8 +657,11 @@ int fq_replay_run(int argc, char **argv) {
     fq_buf_free(&req);
     fq_buf_free(&rep);
     if (prc) {
-      fprintf(stderr, "fleetq-replay run: no answer to ping from %s: %s\n", r->o.endpoint,
-              e.msg);
+      if (prc == FQ_EAUTH)
+        fprintf(stderr, "fleetq-replay run: %s\n", e.msg);
+      else
+        fprintf(stderr, "fleetq-replay run: no answer to ping from %s: %s\n", r->o.endpoint,
+                e.msg);
       goto out;
     }
   }
@@ -646,7 +671,8 @@ int fq_replay_run(int argc, char **argv) {
     size_t np = tenant_prefixes(r, pfx);
     const char *pp[RUN_MAX_TENANT_PREFIXES];
     for (size_t i = 0; i < np; i++) pp[i] = pfx[i];
-    sub = fq_sub_new(r->o.publish, pp, np, &e);
+    co.endpoint = r->o.publish;
+    sub = fq_sub_new_opts(&co, pp, np, &e);
     if (!sub || fq_sub_wait_connected(sub, 3000, &e)) {
       fprintf(stderr, "fleetq-replay run: status publisher %s not reached: %s\n", r->o.publish,
               e.msg);
@@ -828,6 +854,7 @@ out:
   fq_hmap_free(&r->table);
   free(r->tk);
   pthread_mutex_destroy(&r->mu);
+  fq_curve_creds_wipe(&r->curve);
   free(r);
   return rc;
 }
