@@ -812,8 +812,11 @@ static const char g_watch_help[] =
     "tenant/device, command, prev -> state, reason.  Sequence gaps within a\n"
     "shard (events the publisher dropped) are reported on stderr; with --fill\n"
     "the missing events are fetched with `history` from --endpoint and printed\n"
-    "(marked \"(filled)\").  With --tenant / --device, seq jumps are normal\n"
-    "(other devices share the shard), so only --fill can detect losses.\n"
+    "(marked \"(filled)\").  Events carry tseq, a gap-free sequence per tenant\n"
+    "and shard: a jump in it is a loss even when the watch sees only some\n"
+    "tenants (--tenant, or a CURVE key limited to its tenants), and --fill\n"
+    "fetches that tenant's missing events.  With --device, seq and tseq jumps\n"
+    "are normal (other devices share them), so only --fill can detect losses.\n"
     "--fill also looks past the last event seen whenever the stream is quiet\n"
     "for half a second, because events dropped at the end of a burst leave no\n"
     "later seq to reveal them.\n"
@@ -823,6 +826,18 @@ static const char g_watch_help[] =
 /* Last seq seen per shard; a shard beyond the table is not tracked. */
 #define WATCH_MAX_SHARDS 4096
 
+/* Last tseq seen per (shard, tenant): events carry a gap-free sequence per
+ * tenant and shard, which stays gap-free for a subscriber that sees only
+ * some tenants (a CURVE key limited to its tenants, or --tenant), where
+ * seq jumps are normal. */
+#define WATCH_MAX_TENANTS 4096
+
+typedef struct watch_tenant {
+  uint32_t shard;
+  char tenant[65];
+  uint64_t last;
+} watch_tenant_t;
+
 typedef struct watch_state {
   const qopts_t *o;
   const char *prefix;
@@ -830,7 +845,89 @@ typedef struct watch_state {
   uint64_t last[WATCH_MAX_SHARDS];
   bool seen[WATCH_MAX_SHARDS];
   uint64_t printed;
+  watch_tenant_t *tenants;
+  size_t ntenants;
 } watch_state_t;
+
+static bool event_matches(const msgpack_object *ev, const char *prefix);
+
+/* The tseq slot of (shard, tenant), created with last 0; NULL when the
+ * table is full. */
+static watch_tenant_t *watch_tenant(watch_state_t *w, uint32_t shard, const char *t, size_t tl) {
+  for (size_t i = 0; i < w->ntenants; i++)
+    if (w->tenants[i].shard == shard && strlen(w->tenants[i].tenant) == tl &&
+        !memcmp(w->tenants[i].tenant, t, tl))
+      return &w->tenants[i];
+  if (tl > 64 || w->ntenants >= WATCH_MAX_TENANTS) return NULL;
+  if (!w->tenants && !(w->tenants = calloc(WATCH_MAX_TENANTS, sizeof *w->tenants))) return NULL;
+  watch_tenant_t *x = &w->tenants[w->ntenants++];
+  x->shard = shard;
+  memcpy(x->tenant, t, tl);
+  x->tenant[tl] = 0;
+  x->last = 0;
+  return x;
+}
+
+/* Whether an event fetched from history is new to this watch: false when
+ * its tenant's tseq shows it was printed already (live or from an earlier
+ * fetch).  Moves the tenant's tseq on. */
+static bool watch_fresh(watch_state_t *w, const msgpack_object *ev) {
+  int64_t tseq = 0, shard = -1;
+  const char *tn;
+  size_t tnl;
+  if (w->o->device || !fq_mp_int(fq_mp_get(ev, "tseq"), &tseq) || tseq <= 0 ||
+      !fq_mp_int(fq_mp_get(ev, "shard"), &shard) || shard < 0 || shard >= WATCH_MAX_SHARDS ||
+      !fq_mp_str(fq_mp_get(ev, "tenant"), &tn, &tnl))
+    return true;
+  watch_tenant_t *wt = watch_tenant(w, (uint32_t)shard, tn, tnl);
+  if (!wt) return true;
+  if ((uint64_t)tseq <= wt->last) return false;
+  wt->last = (uint64_t)tseq;
+  return true;
+}
+
+/* Fetch a tenant's events (after, upto) of a shard by tseq and print the
+ * ones that match the filter; returns how many were printed. */
+static uint64_t watch_fill_tenant(watch_state_t *w, uint32_t shard, const char *tenant,
+                                  uint64_t after, uint64_t upto) {
+  uint64_t printed = 0;
+  fq_buf_t req, raw;
+  fq_buf_init(&req, 4096);
+  fq_buf_init(&raw, FQ_CLIENT_MAX_REPLY);
+  if (!w->c) w->c = open_client(w->o);
+  qopts_t quiet = *w->o;
+  quiet.json = false;
+  while (w->c && after + 1 < upto && !g_stop) {
+    fq_msg_t m;
+    uint64_t want = upto - after - 1;
+    fq_buf_reset(&req);
+    if (fq_req_history_tenant(&req, shard, tenant, after, (uint32_t)(want > 1000 ? 1000 : want),
+                              false, 0))
+      break;
+    if (round_trip(w->c, &quiet, &req, &raw, &m)) break;
+    const msgpack_object *evs = fq_mp_get(m.root, "events");
+    uint64_t before = after;
+    if (evs && evs->type == MSGPACK_OBJECT_ARRAY) {
+      for (uint32_t i = 0; i < evs->via.array.size; i++) {
+        const msgpack_object *ev = &evs->via.array.ptr[i];
+        int64_t tseq = 0;
+        if (!fq_mp_int(fq_mp_get(ev, "tseq"), &tseq) || (uint64_t)tseq >= upto) continue;
+        if ((uint64_t)tseq > after) after = (uint64_t)tseq;
+        if (event_matches(ev, w->prefix) && watch_fresh(w, ev) &&
+            (w->o->count == 0 || w->printed < w->o->count)) {
+          print_event(ev, w->o->json, "(filled)");
+          w->printed++;
+          printed++;
+        }
+      }
+    }
+    fq_msg_free(&m);
+    if (after == before) break;
+  }
+  fq_buf_free(&req);
+  fq_buf_free(&raw);
+  return printed;
+}
 
 static bool event_matches(const msgpack_object *ev, const char *prefix) {
   char dev[512];
@@ -866,7 +963,7 @@ static uint64_t watch_fill(watch_state_t *w, uint32_t shard, uint64_t after, uin
         int64_t seq = 0;
         if (!fq_mp_int(fq_mp_get(ev, "seq"), &seq) || (uint64_t)seq >= upto) continue;
         if ((uint64_t)seq > after) after = (uint64_t)seq;
-        if (event_matches(ev, w->prefix) &&
+        if (event_matches(ev, w->prefix) && watch_fresh(w, ev) &&
             (w->o->count == 0 || w->printed < w->o->count)) {
           print_event(ev, w->o->json, "(filled)");
           w->printed++;
@@ -1040,8 +1137,44 @@ static int cmd_watch(int argc, char **argv) {
       fprintf(stderr, "watch: dropped a malformed event: %s\n", e.msg);
       continue;
     }
-    int64_t shard = -1, seq = -1;
-    if (fq_mp_int(fq_mp_get(m.root, "shard"), &shard) &&
+    int64_t shard = -1, seq = -1, tseq = 0;
+    const char *tn = NULL;
+    size_t tnl = 0;
+    watch_tenant_t *wt = NULL;
+    /* A whole tenant is watched (not one device): its tseq tells losses
+     * apart from the seq jumps of events this subscriber does not get. */
+    if (!o.device && fq_mp_int(fq_mp_get(m.root, "tseq"), &tseq) && tseq > 0 &&
+        fq_mp_int(fq_mp_get(m.root, "shard"), &shard) && shard >= 0 &&
+        shard < WATCH_MAX_SHARDS && fq_mp_str(fq_mp_get(m.root, "tenant"), &tn, &tnl))
+      wt = watch_tenant(w, (uint32_t)shard, tn, tnl);
+    if (wt) {
+      uint64_t t = (uint64_t)tseq;
+      if (t <= wt->last) {
+        fq_msg_free(&m); /* already printed from history */
+        continue;
+      }
+      if (wt->last && t > wt->last + 1) {
+        if (!o.fill) {
+          fprintf(stderr,
+                  "watch: gap in tenant %s on shard %" PRId64 ": tseq %" PRIu64 "..%" PRIu64
+                  " missed (--fill fetches them)\n",
+                  wt->tenant, shard, wt->last + 1, t - 1);
+        } else {
+          uint64_t from = wt->last + 1;
+          uint64_t got = watch_fill_tenant(w, (uint32_t)shard, wt->tenant, wt->last, t);
+          fprintf(stderr,
+                  "watch: tenant %s on shard %" PRId64 ": recovered %" PRIu64
+                  " missed event(s) from history (tseq %" PRIu64 "..%" PRIu64 ")\n",
+                  wt->tenant, shard, got, from, t - 1);
+        }
+      }
+      if (t > wt->last) wt->last = t;
+      /* The shard's seq still moves the quiet-stream look of --fill on. */
+      if (fq_mp_int(fq_mp_get(m.root, "seq"), &seq) && seq >= 0 &&
+          (!w->seen[shard] || (uint64_t)seq > w->last[shard]))
+        w->last[shard] = (uint64_t)seq;
+      w->seen[shard] = true;
+    } else if (fq_mp_int(fq_mp_get(m.root, "shard"), &shard) &&
         fq_mp_int(fq_mp_get(m.root, "seq"), &seq) && shard >= 0 && shard < WATCH_MAX_SHARDS &&
         seq >= 0) {
       uint64_t s = (uint64_t)seq;
@@ -1085,6 +1218,7 @@ out:
   fq_client_destroy(&w->c);
   fq_buf_free(&topic);
   fq_buf_free(&body);
+  free(w->tenants);
   free(w);
   return rc;
 }
