@@ -1216,6 +1216,20 @@ int fq_vcp_open_reply(fq_vcp_session_t *s, fq_vcp_request_t *req, const uint8_t 
     goto out;
   }
 
+  if (!m.has_gcm_response && (req->flags & FQ_VCP_FLAG_ENCRYPT_RESPONSE)) {
+    /* We asked for an encrypted response, and the car encrypts every answer
+     * to such a request that is not a fault: a plaintext "success" is
+     * nobody's authenticated word (Fleet API or anything on the path could
+     * have written it).  Tesla's client passes plaintext replies through;
+     * we do not count one as success.  Our request was authentic and may
+     * have reached the car, so the outcome is unknown (the caller may send
+     * an idempotent command again). */
+    rc = fq_errf(err, FQ_EVERIFY,
+                 "plaintext reply without a fault to a request that asked for an encrypted "
+                 "response: not authenticated");
+    refuse(o, fault, rc, err);
+    goto out;
+  }
   const uint8_t *appb = m.payload;
   size_t appn = m.has_payload ? m.payload_len : 0;
   if (m.has_gcm_response) {

@@ -438,6 +438,9 @@ int fq_vcp_sign(fq_vcp_session_t *s, const uint8_t *payload, size_t len,
  *  - an AES_GCM_Response_data reply is decrypted (AAD = SHA256(response
  *    metadata)); a reply counter already seen for req -> FQ_EREPLAY, a bad
  *    GCM tag -> FQ_EVERIFY;
+ *  - a reply with neither a fault nor AES-GCM response data to a request
+ *    that set FQ_VCP_FLAG_ENCRYPT_RESPONSE (every fq_vcp_sign request) is
+ *    not authenticated: refused with FQ_EVERIFY, never OK;
  *  - the application reply is classified (fq_vcp_classify_app_reply); one
  *    that does not decode is UNKNOWN (FQ_EPROTO in o->error), not a
  *    failure: the car authenticated the command and may have run it.
