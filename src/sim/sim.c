@@ -341,9 +341,25 @@ static void route_signed(fq__sim_world_t *w, fq__sim_account_t *a, fq__sim_vehic
   fq_buf_init(&reply, FQ_VCP_MAX_MSG);
   fq__sim_signed_result_t res;
   /* Drawn for commands only, so a handshake never uses up a `next`. */
-  bool garble = name[0] && (fq__sim_inject_fire(&v->faults.garble, &v->faults.rng) ||
-                            fq__sim_inject_fire(&a->faults.garble, &a->faults.rng));
-  int rc = fq__sim_vehicle_signed(w, v, msg, (size_t)n, garble, &reply, &res);
+  fq__sim_reply_opts_t ro = {0};
+  int64_t late_ms = 0;
+  if (name[0]) {
+    ro.garble = fq__sim_inject_fire(&v->faults.garble, &v->faults.rng) ||
+                fq__sim_inject_fire(&a->faults.garble, &a->faults.rng);
+    ro.plaintext = fq__sim_inject_fire(&v->faults.plaintext, &v->faults.rng) ||
+                   fq__sim_inject_fire(&a->faults.plaintext, &a->faults.rng);
+    if (fq__sim_inject_fire(&v->faults.info_back, &v->faults.rng))
+      ro.info_back_ms = 1000 * v->faults.info_back_s;
+    else if (fq__sim_inject_fire(&a->faults.info_back, &a->faults.rng))
+      ro.info_back_ms = 1000 * a->faults.info_back_s;
+    if (fq__sim_inject_fire(&v->faults.info_late, &v->faults.rng))
+      late_ms = v->faults.info_late_ms;
+    else if (fq__sim_inject_fire(&a->faults.info_late, &a->faults.rng))
+      late_ms = a->faults.info_late_ms;
+  }
+  int rc = fq__sim_vehicle_signed(w, v, msg, (size_t)n, &ro, &reply, &res);
+  /* "session_info_late": only an answer that carries session info waits. */
+  if (rc == 0 && res.session_info) ans->delay_ms += late_ms;
   if (rc == FQ_EPROTO) {
     ans_err(ans, 400, "invalid_request", "routable_message: not a RoutableMessage");
   } else if (rc) {
