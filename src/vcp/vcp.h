@@ -345,8 +345,10 @@ typedef struct fq_vcp_session fq_vcp_session_t;
  * clock_time).  Returns 0 with *out set and o->action OK; otherwise *out
  * stays NULL and o classifies the failure: KEY_NOT_ON_WHITELIST or fault 3
  * -> FAIL/FQ_ENOTPAIRED, other faults per fq_vcp_classify_fault, bad tag
- * -> FAIL/FQ_EVERIFY.  Return codes: 0, FQ_ENOTPAIRED, FQ_EFAULT, FQ_EVERIFY,
- * FQ_EPROTO, FQ_ECRYPTO, -ENOMEM (err says why).  key is borrowed and must
+ * -> FAIL/FQ_EVERIFY, an answer more than FQ_VCP_MAX_LATENCY_MS after
+ * req->sent_ms (when set) -> RETRY/FQ_EEXPIRED (discarded: its clock would
+ * be off by the delay).  Return codes: 0, FQ_ENOTPAIRED, FQ_EFAULT,
+ * FQ_EVERIFY, FQ_EEXPIRED, FQ_EPROTO, FQ_ECRYPTO, -ENOMEM (err says why).  key is borrowed and must
  * outlive the session. */
 int fq_vcp_handshake_finish(const fq_vcp_key_t *key, const char *vin,
                             const fq_vcp_request_t *req, const uint8_t *reply, size_t len,

@@ -236,6 +236,24 @@ FQ_TEST(handshake_request_and_session_info) {
   fq_vcp_session_destroy(&s);
   CHECK(s == NULL);
 
+  /* The same answer 10 s after the request (the limit) is taken; 1 ms
+   * later it is discarded (its clock would be off by the delay), to be
+   * asked again: RETRY, no session. */
+  CHECK_INT(fq_vcp_handshake_finish(client_key(), VIN, &req, resp, rl,
+                                    T0_MS + FQ_VCP_MAX_LATENCY_MS, &s, &o, NULL),
+            0);
+  CHECK_INT(o.action, FQ_VCP_OK);
+  if (s) CHECK_INT(fq_vcp_session_clock_offset(s), FQ_VCP_MAX_LATENCY_MS / 1000);
+  fq_vcp_session_destroy(&s);
+  fq_err_clear(&err);
+  CHECK_INT(fq_vcp_handshake_finish(client_key(), VIN, &req, resp, rl,
+                                    T0_MS + FQ_VCP_MAX_LATENCY_MS + 1, &s, &o, &err),
+            FQ_EEXPIRED);
+  CHECK(s == NULL);
+  CHECK_INT(o.action, FQ_VCP_RETRY);
+  CHECK_INT(o.error, FQ_EEXPIRED);
+  CHECK(strstr(err.msg, "discarded") != NULL);
+
   /* The same reply for another VIN does not verify. */
   fq_err_clear(&err);
   CHECK_INT(fq_vcp_handshake_finish(client_key(), "5YJ3XXXXXXXXXXXXX", &req, resp, rl, T0_MS, &s,
