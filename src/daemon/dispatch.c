@@ -944,18 +944,26 @@ static void on_class(fq_dispatch_t *d, dev_t_ *dev, fq_cmdrec_t *rec, const fq_c
       send_cmd(d, dev, rec);
       return;
     case FQ_FA_PROTOCOL_REQUIRED:
-      if (!dev->legacy) {
-        /* Only a command with no signed form (no domain) goes REST to a
-         * car known to take signed commands: there is nothing to retry. */
+      /* The car takes signed commands (now): later commands are signed. */
+      if (dev->legacy) note_rc(d, legacy_save(d, dev, false));
+      if (!cmd || cmd->domain == FQ_DOMAIN_NONE || dev->ep == FQ_FA_EP_WAKE) {
+        /* wake_up has no signed form: the user's own, or the one waking
+         * the car for another command (which then was not sent).  Sending
+         * it again would get the same answer: there is nothing to retry. */
         char why[FQ_REASON_MAX];
-        snprintf(why, sizeof why,
-                 "vehicle requires signed commands (Vehicle Command Protocol) and %s has no "
-                 "signed form: not retried, the car cannot be sent this command",
-                 cmd ? cmd->name : "this command");
+        if (dev->ep == FQ_FA_EP_WAKE && cmd && cmd->domain != FQ_DOMAIN_NONE)
+          snprintf(why, sizeof why,
+                   "vehicle requires signed commands (Vehicle Command Protocol) and wake_up has "
+                   "no signed form: not retried, the car cannot be woken, so %s was not sent",
+                   cmd->name);
+        else
+          snprintf(why, sizeof why,
+                   "vehicle requires signed commands (Vehicle Command Protocol) and %s has no "
+                   "signed form: not retried, the car cannot be sent this command",
+                   cmd ? cmd->name : "this command");
         finish(d, dev, rec, FQ_ST_FAILED, why, FQ_EHTTP);
         return;
       }
-      note_rc(d, legacy_save(d, dev, false));
       move(d, rec, FQ_ST_RETRYING, "vehicle requires signed commands: signing it", 0);
       send_cmd(d, dev, rec);
       return;

@@ -121,6 +121,7 @@ int fq__sim_faults_apply(fq__sim_faults_t *f, const json_t *o, const char *who, 
       else if (strcmp(k, "mobile_access_disabled") == 0) in = &f->mobile_off;
       else if (strcmp(k, "garbled_reply") == 0) in = &f->garble;
       else if (strcmp(k, "plaintext_reply") == 0) in = &f->plaintext;
+      else if (strcmp(k, "protocol_required") == 0) in = &f->protocol;
       else if (strcmp(k, "session_info_clock_back") == 0) in = &f->info_back;
       else if (strcmp(k, "session_info_late") == 0) in = &f->info_late;
       else return fq_errf(err, FQ_ECONFIG, "%s.fail.%s: unknown failure", who, k);

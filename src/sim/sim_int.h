@@ -66,6 +66,7 @@ typedef struct fq__sim_faults {
   fq__sim_inject_t http451, mobile_off; /* account-wide refusals (no execution) */
   fq__sim_inject_t garble;        /* "garbled_reply": executed, reply unreadable */
   fq__sim_inject_t plaintext;     /* "plaintext_reply": executed, reply not encrypted */
+  fq__sim_inject_t protocol;      /* "protocol_required": 403 to REST commands, wake_up */
   fq__sim_inject_t info_back;     /* "session_info_clock_back" */
   fq__sim_inject_t info_late;     /* "session_info_late" */
   int64_t info_back_s;            /* how far back that session info's clock reads */

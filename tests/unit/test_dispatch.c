@@ -1003,6 +1003,61 @@ FQ_TEST(asleep_408_wakes_polls_and_wakes_again) {
   h_close(&h);
 }
 
+/* wake_up has no signed form: "Vehicle Command Protocol required" to it
+ * fails the command at once, also for a car thought REST-only (no
+ * "signing it" round that would send the same wake_up again), and the car
+ * is known to take signed commands from then on.  The wake_up that wakes
+ * the car for another command says that command was not sent. */
+FQ_TEST(protocol_required_to_wake_up_fails_at_once) {
+  h_t h;
+  if (h_open(&h, NULL) != 0) {
+    FQ__FAIL("harness");
+    return;
+  }
+  make_legacy(&h, VIN);
+  uint64_t a = submit(&h, DEV, "wake_up", 60000);
+  step(&h, T0);
+  CHECK_INT(h.nreqs, 1);
+  CHECK_REQ(&h, 0, FQ_HTTP_POST, WAKE);
+  answer(&h, 0, 403, PROTOCOL_REQUIRED);
+  step(&h, T0 + 100);
+  CHECK_CMD(&h, a, FQ_ST_FAILED, FQ_EHTTP, 1,
+            "and wake_up has no signed form: not retried, the car cannot be sent this command");
+  step(&h, T0 + 30000);
+  CHECK_INT(h.nreqs, 1);
+
+  /* The next command is signed: handshake, command. */
+  uint64_t b = submit(&h, DEV, "charge_start", 60000);
+  step(&h, T0 + 30100);
+  CHECK_INT(h.nreqs, 2);
+  CHECK_REQ(&h, 1, FQ_HTTP_POST, SIGNED);
+  car_answer(&h, 1);
+  step(&h, T0 + 30200);
+  CHECK_REQ(&h, 2, FQ_HTTP_POST, SIGNED);
+  car_answer(&h, 2);
+  step(&h, T0 + 30300);
+  CHECK_CMD(&h, b, FQ_ST_SUCCEEDED, 0, 1, "");
+
+  /* Asleep: the wake_up for honk_horn gets the same answer. */
+  uint64_t c = submit(&h, DEV, "honk_horn", 60000);
+  step(&h, T0 + 30400);
+  CHECK_INT(h.nreqs, 4);
+  CHECK_REQ(&h, 3, FQ_HTTP_POST, SIGNED);
+  answer(&h, 3, 408, "{\"error\":\"vehicle unavailable: vehicle is offline or asleep\"}");
+  step(&h, T0 + 30500);
+  CHECK_INT(h.nreqs, 5);
+  CHECK_REQ(&h, 4, FQ_HTTP_POST, WAKE);
+  answer(&h, 4, 403, PROTOCOL_REQUIRED);
+  step(&h, T0 + 30600);
+  CHECK_CMD(&h, c, FQ_ST_FAILED, FQ_EHTTP, 1,
+            "wake_up has no signed form: not retried, the car cannot be woken, so honk_horn was "
+            "not sent");
+  step(&h, T0 + 90000);
+  CHECK_INT(h.nreqs, 5);
+  CHECK_INT(h.car.accepted, 1);
+  h_close(&h);
+}
+
 FQ_TEST(asleep_503_wakes_up_to_wake_max) {
   h_t h;
   if (h_open(&h, NULL) != 0) {
