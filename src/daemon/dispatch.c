@@ -1012,8 +1012,11 @@ static void on_class(fq_dispatch_t *d, dev_t_ *dev, fq_cmdrec_t *rec, const fq_c
        * (all shards) so they fail without a request until it is cleared. */
       char reason[FQ_REASON_MAX], where[160], full[2 * FQ_REASON_MAX];
       a = acct_get(d, rec->account);
-      if (a && a->a.region[0])
-        snprintf(where, sizeof where, "region %s, %.120s", a->a.region, acct_base(a));
+      /* The region of the host the request went to: an account added with
+       * --base-url, or moved by a 421, has no (or a stale) region field. */
+      const char *region = a ? fq_fa_base_url_region(acct_base(a)) : NULL;
+      if (region)
+        snprintf(where, sizeof where, "region %s, %.120s", region, acct_base(a));
       else
         snprintf(where, sizeof where, "base URL %.140s", a ? acct_base(a) : "?");
       snprintf(full, sizeof full,

@@ -1263,6 +1263,32 @@ FQ_TEST(account_refusals_are_remembered) {
   }
 }
 
+/* The 412 reason names the region of the host the request went to, also
+ * for an account given a base URL (no region field) or moved by a 421;
+ * for any other host it names the base URL (above). */
+FQ_TEST(account_refusal_names_the_region) {
+  h_t h;
+  if (h_open(&h, NULL) != 0) {
+    FQ__FAIL("harness");
+    return;
+  }
+  fq_err_t err;
+  CHECK_INT(fq_accounts_set_base_url(h.acc, "acct", "https://fleet-api.prd.eu.vn.cloud.tesla.com",
+                                     &err),
+            0);
+  fq_auth_bump_generation(h.auth);
+  make_legacy(&h, VIN);
+  uint64_t a = submit(&h, DEV, "honk_horn", 120000);
+  step(&h, T0);
+  CHECK_INT(h.nreqs, 1);
+  CHECK(strncmp(h.reqs[0].url, "https://fleet-api.prd.eu.vn.cloud.tesla.com/api/1/", 50) == 0);
+  answer(&h, 0, 412, "{\"error\":\"Account must be registered in the current region\"}");
+  step(&h, T0 + 100);
+  CHECK_CMD(&h, a, FQ_ST_FAILED, FQ_ENOTREGISTERED, 1, "POST /api/1/partner_accounts");
+  CHECK_REASON(&h, a, "[account acct, region eu, https://fleet-api.prd.eu.vn.cloud.tesla.com]");
+  h_close(&h);
+}
+
 /* --- retries and unknown outcomes ---------------------------------------------- */
 
 FQ_TEST(plain_503_goes_through_wake_path) {
