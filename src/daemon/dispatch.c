@@ -592,6 +592,21 @@ static void send_cmd(fq_dispatch_t *d, dev_t_ *dev, fq_cmdrec_t *rec) {
     fq_fa_endpoint_t ep = !dev->vehicle ? FQ_FA_EP_ENERGY
                           : cmd->domain == FQ_DOMAIN_NONE ? FQ_FA_EP_WAKE
                                                           : FQ_FA_EP_REST_COMMAND;
+    if (ep == FQ_FA_EP_WAKE && rec->wakes >= (uint32_t)d->o.wake_max) {
+      /* The user's own wake_up is billed as one, and sent again after a
+       * 503 or a lost answer: bounded like the dispatcher's own. */
+      char reason[FQ_REASON_MAX];
+      const char *last = rec->reason[0] ? rec->reason : "none";
+      const char *cut = strstr(last, "; retrying in "); /* not any more */
+      int n = (int)(cut ? (size_t)(cut - last) : strlen(last));
+      if (n > 200) n = 200;
+      snprintf(reason, sizeof reason,
+               "vehicle not online after %" PRIu32 " wake_up requests, the limit (--wake-max "
+               "%d) (last answer: %.*s)",
+               rec->wakes, d->o.wake_max, n, last);
+      finish(d, dev, rec, FQ_ST_FAILED, reason, FQ_EASLEEP);
+      return;
+    }
     note_rc(d, prepare(d, dev, FQ_HTTP_POST, ep, a, path));
     dev->phase = PH_SEND;
     if (ep == FQ_FA_EP_WAKE) rec->wakes++; /* the user's own wake_up is billed as one */
@@ -1199,7 +1214,11 @@ static void completion(fq_dispatch_t *d, dev_t_ *dev, const fq_http_resp_t *resp
   } else if (phase == PH_WAKE) {
     schedule_wake_poll(d, dev, &rec);
   } else if (phase == PH_WAKE_POLL) {
-    if (strcmp(r.vehicle_state, "online") == 0) {
+    if (strcmp(r.vehicle_state, "online") == 0 && cmd && cmd->domain == FQ_DOMAIN_NONE) {
+      /* The user's own wake_up: online is what it asked for; sending it
+       * again would bill one more. */
+      finish(d, dev, &rec, FQ_ST_SUCCEEDED, "", 0);
+    } else if (strcmp(r.vehicle_state, "online") == 0) {
       /* The wake timer keeps running: a 408 that follows does not get a
        * fresh wake_timeout_ms. */
       dev->woke = true;

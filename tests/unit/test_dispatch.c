@@ -1003,6 +1003,59 @@ FQ_TEST(asleep_408_wakes_polls_and_wakes_again) {
   h_close(&h);
 }
 
+/* The user's own wake_up is billed like the dispatcher's: at most
+ * --wake-max of them for the command, whatever answers come (503s are
+ * retried); and once a poll finds the car online it is done, without one
+ * more wake_up. */
+FQ_TEST(own_wake_up_bounded_by_wake_max) {
+  h_t h;
+  hopts_t o = {.wake_max = 2};
+  if (h_open(&h, &o) != 0) {
+    FQ__FAIL("harness");
+    return;
+  }
+  make_legacy(&h, VIN);
+  uint64_t a = submit(&h, DEV, "wake_up", 600000);
+  step(&h, T0);
+  CHECK_INT(h.nreqs, 1);
+  CHECK_REQ(&h, 0, FQ_HTTP_POST, WAKE);
+  answer(&h, 0, 503, "{\"error\":\"upstream busy\"}");
+  step(&h, T0 + 100);
+  CHECK_CMD(&h, a, FQ_ST_RETRYING, 0, 1, "HTTP 503");
+  step(&h, T0 + 1100);
+  CHECK_INT(h.nreqs, 2);
+  CHECK_REQ(&h, 1, FQ_HTTP_POST, WAKE);
+  answer(&h, 1, 503, "{\"error\":\"upstream busy\"}");
+  step(&h, T0 + 1200);
+  step(&h, T0 + 60000);
+  CHECK_INT(h.nreqs, 2); /* no third wake_up */
+  CHECK_INT(wakes_of(&h, a), 2);
+  CHECK_CMD(&h, a, FQ_ST_FAILED, FQ_EASLEEP, 2, "2 wake_up requests, the limit (--wake-max 2)");
+  CHECK_REASON(&h, a, "HTTP 503");
+  fq_cmdrec_t ra = rec_of(&h, a);
+  CHECK(strstr(ra.reason, "retrying in") == NULL); /* the last answer, not the old plan */
+  fq_cmdrec_free(&ra);
+
+  /* Asleep, then online at the poll: succeeded, one wake_up in all. */
+  uint64_t b = submit(&h, DEV, "wake_up", 600000);
+  step(&h, T0 + 60100);
+  CHECK_INT(h.nreqs, 3);
+  CHECK_REQ(&h, 2, FQ_HTTP_POST, WAKE);
+  answer(&h, 2, 200, STATE("asleep"));
+  step(&h, T0 + 60200);
+  CHECK_CMD(&h, b, FQ_ST_WAKING, 0, 1, "waking");
+  step(&h, T0 + 60200 + 10000);
+  CHECK_INT(h.nreqs, 4);
+  CHECK_REQ(&h, 3, FQ_HTTP_GET, POLL);
+  answer(&h, 3, 200, STATE("online"));
+  step(&h, T0 + 70300);
+  CHECK_CMD(&h, b, FQ_ST_SUCCEEDED, 0, 1, "");
+  step(&h, T0 + 130000);
+  CHECK_INT(h.nreqs, 4);
+  CHECK_INT(wakes_of(&h, b), 1);
+  h_close(&h);
+}
+
 /* wake_up has no signed form: "Vehicle Command Protocol required" to it
  * fails the command at once, also for a car thought REST-only (no
  * "signing it" round that would send the same wake_up again), and the car
