@@ -592,6 +592,21 @@ static void send_cmd(fq_dispatch_t *d, dev_t_ *dev, fq_cmdrec_t *rec) {
     fq_fa_endpoint_t ep = !dev->vehicle ? FQ_FA_EP_ENERGY
                           : cmd->domain == FQ_DOMAIN_NONE ? FQ_FA_EP_WAKE
                                                           : FQ_FA_EP_REST_COMMAND;
+    if (ep == FQ_FA_EP_WAKE && rec->wakes >= (uint32_t)d->o.wake_max) {
+      /* The user's own wake_up is billed as one, and sent again after a
+       * 503 or a lost answer: bounded like the dispatcher's own. */
+      char reason[FQ_REASON_MAX];
+      const char *last = rec->reason[0] ? rec->reason : "none";
+      const char *cut = strstr(last, "; retrying in "); /* not any more */
+      int n = (int)(cut ? (size_t)(cut - last) : strlen(last));
+      if (n > 200) n = 200;
+      snprintf(reason, sizeof reason,
+               "vehicle not online after %" PRIu32 " wake_up requests, the limit (--wake-max "
+               "%d) (last answer: %.*s)",
+               rec->wakes, d->o.wake_max, n, last);
+      finish(d, dev, rec, FQ_ST_FAILED, reason, FQ_EASLEEP);
+      return;
+    }
     note_rc(d, prepare(d, dev, FQ_HTTP_POST, ep, a, path));
     dev->phase = PH_SEND;
     if (ep == FQ_FA_EP_WAKE) rec->wakes++; /* the user's own wake_up is billed as one */
@@ -944,18 +959,26 @@ static void on_class(fq_dispatch_t *d, dev_t_ *dev, fq_cmdrec_t *rec, const fq_c
       send_cmd(d, dev, rec);
       return;
     case FQ_FA_PROTOCOL_REQUIRED:
-      if (!dev->legacy) {
-        /* Only a command with no signed form (no domain) goes REST to a
-         * car known to take signed commands: there is nothing to retry. */
+      /* The car takes signed commands (now): later commands are signed. */
+      if (dev->legacy) note_rc(d, legacy_save(d, dev, false));
+      if (!cmd || cmd->domain == FQ_DOMAIN_NONE || dev->ep == FQ_FA_EP_WAKE) {
+        /* wake_up has no signed form: the user's own, or the one waking
+         * the car for another command (which then was not sent).  Sending
+         * it again would get the same answer: there is nothing to retry. */
         char why[FQ_REASON_MAX];
-        snprintf(why, sizeof why,
-                 "vehicle requires signed commands (Vehicle Command Protocol) and %s has no "
-                 "signed form: not retried, the car cannot be sent this command",
-                 cmd ? cmd->name : "this command");
+        if (dev->ep == FQ_FA_EP_WAKE && cmd && cmd->domain != FQ_DOMAIN_NONE)
+          snprintf(why, sizeof why,
+                   "vehicle requires signed commands (Vehicle Command Protocol) and wake_up has "
+                   "no signed form: not retried, the car cannot be woken, so %s was not sent",
+                   cmd->name);
+        else
+          snprintf(why, sizeof why,
+                   "vehicle requires signed commands (Vehicle Command Protocol) and %s has no "
+                   "signed form: not retried, the car cannot be sent this command",
+                   cmd ? cmd->name : "this command");
         finish(d, dev, rec, FQ_ST_FAILED, why, FQ_EHTTP);
         return;
       }
-      note_rc(d, legacy_save(d, dev, false));
       move(d, rec, FQ_ST_RETRYING, "vehicle requires signed commands: signing it", 0);
       send_cmd(d, dev, rec);
       return;
@@ -1004,8 +1027,11 @@ static void on_class(fq_dispatch_t *d, dev_t_ *dev, fq_cmdrec_t *rec, const fq_c
        * (all shards) so they fail without a request until it is cleared. */
       char reason[FQ_REASON_MAX], where[160], full[2 * FQ_REASON_MAX];
       a = acct_get(d, rec->account);
-      if (a && a->a.region[0])
-        snprintf(where, sizeof where, "region %s, %.120s", a->a.region, acct_base(a));
+      /* The region of the host the request went to: an account added with
+       * --base-url, or moved by a 421, has no (or a stale) region field. */
+      const char *region = a ? fq_fa_base_url_region(acct_base(a)) : NULL;
+      if (region)
+        snprintf(where, sizeof where, "region %s, %.120s", region, acct_base(a));
       else
         snprintf(where, sizeof where, "base URL %.140s", a ? acct_base(a) : "?");
       snprintf(full, sizeof full,
@@ -1188,7 +1214,11 @@ static void completion(fq_dispatch_t *d, dev_t_ *dev, const fq_http_resp_t *resp
   } else if (phase == PH_WAKE) {
     schedule_wake_poll(d, dev, &rec);
   } else if (phase == PH_WAKE_POLL) {
-    if (strcmp(r.vehicle_state, "online") == 0) {
+    if (strcmp(r.vehicle_state, "online") == 0 && cmd && cmd->domain == FQ_DOMAIN_NONE) {
+      /* The user's own wake_up: online is what it asked for; sending it
+       * again would bill one more. */
+      finish(d, dev, &rec, FQ_ST_SUCCEEDED, "", 0);
+    } else if (strcmp(r.vehicle_state, "online") == 0) {
       /* The wake timer keeps running: a 408 that follows does not get a
        * fresh wake_timeout_ms. */
       dev->woke = true;

@@ -44,6 +44,18 @@ const char *fq_fa_region_base_url(const char *region) {
   return NULL;
 }
 
+const char *fq_fa_base_url_region(const char *base_url) {
+  if (!base_url) return NULL;
+  for (size_t i = 0; i < sizeof regions / sizeof regions[0]; i++) {
+    size_t n = strlen(regions[i].url);
+    if (strncasecmp(base_url, regions[i].url, n) != 0) continue;
+    const char *p = base_url + n;
+    while (*p == '/') p++;
+    if (!*p) return regions[i].region;
+  }
+  return NULL;
+}
+
 static bool ends_with_ci(const char *s, const char *suf) {
   size_t n = strlen(s), m = strlen(suf);
   return n > m && strcasecmp(s + n - m, suf) == 0;

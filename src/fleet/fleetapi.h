@@ -101,6 +101,10 @@ const char *fq_fa_class_name(fq_fa_class_t c);
 /* Fleet API base URL of a region ("na", "eu", "cn"); NULL when unknown.
  * Static string without a trailing slash. */
 const char *fq_fa_region_base_url(const char *region);
+/* The reverse: the region ("na", "eu", "cn") whose Fleet API base URL
+ * base_url is (case-insensitive, trailing slashes ignored); NULL for any
+ * other URL (a simulator, a proxy).  Static string. */
+const char *fq_fa_base_url_region(const char *base_url);
 
 /* True when host (no scheme, no path, lower or upper case) may receive
  * our tokens after a 421: a name under .tesla.com, .tesla.cn or

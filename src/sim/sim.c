@@ -125,6 +125,16 @@ static void ans_err(answer_t *a, int status, const char *error, const char *desc
                                 "error_description", desc ? desc : ""));
 }
 
+/* Fleet API's answer to a REST command for a car that takes only signed
+ * ones. */
+static void ans_protocol_required(answer_t *a) {
+  ans_err(a, 403,
+          "Tesla Vehicle Command Protocol required, please refer to the documentation here: "
+          "https://developer.tesla.com/docs/fleet-api/announcements"
+          "#2023-10-09-rest-api-vehicle-commands-endpoint-deprecation-warning",
+          "");
+}
+
 static void ans_response(answer_t *a, json_t *response) {
   ans_json(a, 200, json_pack("{s:o}", "response", response));
 }
@@ -341,9 +351,25 @@ static void route_signed(fq__sim_world_t *w, fq__sim_account_t *a, fq__sim_vehic
   fq_buf_init(&reply, FQ_VCP_MAX_MSG);
   fq__sim_signed_result_t res;
   /* Drawn for commands only, so a handshake never uses up a `next`. */
-  bool garble = name[0] && (fq__sim_inject_fire(&v->faults.garble, &v->faults.rng) ||
-                            fq__sim_inject_fire(&a->faults.garble, &a->faults.rng));
-  int rc = fq__sim_vehicle_signed(w, v, msg, (size_t)n, garble, &reply, &res);
+  fq__sim_reply_opts_t ro = {0};
+  int64_t late_ms = 0;
+  if (name[0]) {
+    ro.garble = fq__sim_inject_fire(&v->faults.garble, &v->faults.rng) ||
+                fq__sim_inject_fire(&a->faults.garble, &a->faults.rng);
+    ro.plaintext = fq__sim_inject_fire(&v->faults.plaintext, &v->faults.rng) ||
+                   fq__sim_inject_fire(&a->faults.plaintext, &a->faults.rng);
+    if (fq__sim_inject_fire(&v->faults.info_back, &v->faults.rng))
+      ro.info_back_ms = 1000 * v->faults.info_back_s;
+    else if (fq__sim_inject_fire(&a->faults.info_back, &a->faults.rng))
+      ro.info_back_ms = 1000 * a->faults.info_back_s;
+    if (fq__sim_inject_fire(&v->faults.info_late, &v->faults.rng))
+      late_ms = v->faults.info_late_ms;
+    else if (fq__sim_inject_fire(&a->faults.info_late, &a->faults.rng))
+      late_ms = a->faults.info_late_ms;
+  }
+  int rc = fq__sim_vehicle_signed(w, v, msg, (size_t)n, &ro, &reply, &res);
+  /* "session_info_late": only an answer that carries session info waits. */
+  if (rc == 0 && res.session_info) ans->delay_ms += late_ms;
   if (rc == FQ_EPROTO) {
     ans_err(ans, 400, "invalid_request", "routable_message: not a RoutableMessage");
   } else if (rc) {
@@ -385,6 +411,14 @@ static void route_vehicle(fq__sim_world_t *w, fq__sim_account_t *a, const char *
     else ans_response(ans, fq__sim_vehicle_json(v, now));
     return;
   }
+  /* "protocol_required": the REST calls of a car (commands and wake_up)
+   * get the answer a modern car's REST commands get, before anything runs. */
+  if (post && (strcmp(rest, "wake_up") == 0 || strncmp(rest, "command/", 8) == 0) &&
+      (fq__sim_inject_fire(&v->faults.protocol, &v->faults.rng) ||
+       fq__sim_inject_fire(&a->faults.protocol, &a->faults.rng))) {
+    ans_protocol_required(ans);
+    return;
+  }
   if (post && strcmp(rest, "wake_up") == 0) {
     if (!fq__sim_scope_ok(a, "wake_up", FQ_DEV_VEHICLE,
                           FQ_SCOPE_VEHICLE_CMDS | FQ_SCOPE_VEHICLE_DEVICE_DATA)) {
@@ -403,11 +437,7 @@ static void route_vehicle(fq__sim_world_t *w, fq__sim_account_t *a, const char *
   }
   if (post && prefix(&rest, "command/")) {
     if (!v->legacy) {
-      ans_err(ans, 403,
-              "Tesla Vehicle Command Protocol required, please refer to the documentation here: "
-              "https://developer.tesla.com/docs/fleet-api/announcements"
-              "#2023-10-09-rest-api-vehicle-commands-endpoint-deprecation-warning",
-              "");
+      ans_protocol_required(ans);
       return;
     }
     const fq_cmd_t *cmd = fq_cmd_find(rest, strlen(rest), FQ_DEV_VEHICLE, NULL);

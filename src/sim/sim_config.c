@@ -120,6 +120,10 @@ int fq__sim_faults_apply(fq__sim_faults_t *f, const json_t *o, const char *who, 
       else if (strcmp(k, "http_451") == 0) in = &f->http451;
       else if (strcmp(k, "mobile_access_disabled") == 0) in = &f->mobile_off;
       else if (strcmp(k, "garbled_reply") == 0) in = &f->garble;
+      else if (strcmp(k, "plaintext_reply") == 0) in = &f->plaintext;
+      else if (strcmp(k, "protocol_required") == 0) in = &f->protocol;
+      else if (strcmp(k, "session_info_clock_back") == 0) in = &f->info_back;
+      else if (strcmp(k, "session_info_late") == 0) in = &f->info_late;
       else return fq_errf(err, FQ_ECONFIG, "%s.fail.%s: unknown failure", who, k);
       if ((rc = inject_apply(in, e, who, k, err))) return rc;
       if (!json_is_object(e)) continue;
@@ -139,6 +143,14 @@ int fq__sim_faults_apply(fq__sim_faults_t *f, const json_t *o, const char *who, 
         f->drop_status = (int)st;
         f->drop_delay_ms = 0;
         if ((rc = get_int(e, "delay_ms", 0, 3600000, &f->drop_delay_ms, who, err))) return rc;
+      }
+      if (in == &f->info_back) {
+        f->info_back_s = 60;
+        if ((rc = get_int(e, "back_s", 1, 86400, &f->info_back_s, who, err))) return rc;
+      }
+      if (in == &f->info_late) {
+        f->info_late_ms = 11000;
+        if ((rc = get_int(e, "delay_ms", 0, 3600000, &f->info_late_ms, who, err))) return rc;
       }
       if (in == &f->fault) {
         int64_t code = 1;

@@ -65,6 +65,12 @@ typedef struct fq__sim_faults {
   fq__sim_inject_t http429, http503, http500, hold, drop, fault;
   fq__sim_inject_t http451, mobile_off; /* account-wide refusals (no execution) */
   fq__sim_inject_t garble;        /* "garbled_reply": executed, reply unreadable */
+  fq__sim_inject_t plaintext;     /* "plaintext_reply": executed, reply not encrypted */
+  fq__sim_inject_t protocol;      /* "protocol_required": 403 to REST commands, wake_up */
+  fq__sim_inject_t info_back;     /* "session_info_clock_back" */
+  fq__sim_inject_t info_late;     /* "session_info_late" */
+  int64_t info_back_s;            /* how far back that session info's clock reads */
+  int64_t info_late_ms;           /* how late an answer with session info comes */
   int64_t hold_ms;                /* "hold": keep the connection, then close */
   int drop_status;                /* "drop_reply": 500 / 504, 0 = close */
   int64_t drop_delay_ms;
@@ -258,8 +264,18 @@ bool fq__sim_scope_ok(const fq__sim_account_t *a, const char *cmd, int devtype,
 typedef struct fq__sim_signed_result {
   bool executed;           /* a command ran (recorded in the log) */
   int fault;               /* MessageFault_E of the reply, 0 = none */
+  bool session_info;       /* a command's (fault) reply carries session info */
   char command[48];        /* command name when recognised */
 } fq__sim_signed_result_t;
+
+/* How the car shapes its answer to one signed command: the injected
+ * failures drawn for it (none for handshakes). */
+typedef struct fq__sim_reply_opts {
+  bool garble;             /* "garbled_reply": authentic reply that does not decode */
+  bool plaintext;          /* "plaintext_reply": the answer in clear, no AES-GCM */
+  int64_t info_back_ms;    /* "session_info_clock_back": session info in a fault
+                            * reply reads the car's clock this much earlier */
+} fq__sim_reply_opts_t;
 
 /* The command name carried by a RoutableMessage's payload, decoded only
  * (no verification), so the server can check scopes first.  Returns 0 and
@@ -267,10 +283,10 @@ typedef struct fq__sim_signed_result {
 int fq__sim_peek_command(const uint8_t *msg, size_t len, char *name, size_t cap, int *domain);
 /* Process one RoutableMessage addressed to v as the car would: handshake,
  * verify, execute, reply.  The reply RoutableMessage is appended to out.
- * Returns 0, or FQ_EPROTO when the bytes are not a RoutableMessage (HTTP
- * 400). */
+ * opts may be NULL (a plain answer).  Returns 0, or FQ_EPROTO when the
+ * bytes are not a RoutableMessage (HTTP 400). */
 int fq__sim_vehicle_signed(fq__sim_world_t *w, fq__sim_vehicle_t *v, const uint8_t *msg,
-                           size_t len, bool garble, fq_buf_t *out,
+                           size_t len, const fq__sim_reply_opts_t *opts, fq_buf_t *out,
                            fq__sim_signed_result_t *res);
 /* Execute a REST command on a legacy car: JSON params in, reply
  * {"result":bool,"reason":...} appended to out.  Returns 0, FQ_EUNKCMD,

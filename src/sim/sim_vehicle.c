@@ -215,7 +215,10 @@ int fq__sim_peek_command(const uint8_t *msg, size_t len, char *name, size_t cap,
 }
 
 int fq__sim_vehicle_signed(fq__sim_world_t *w, fq__sim_vehicle_t *v, const uint8_t *msg,
-                           size_t len, bool garble, fq_buf_t *out, fq__sim_signed_result_t *res) {
+                           size_t len, const fq__sim_reply_opts_t *opts, fq_buf_t *out,
+                           fq__sim_signed_result_t *res) {
+  static const fq__sim_reply_opts_t plain_answer;
+  if (!opts) opts = &plain_answer;
   memset(res, 0, sizeof *res);
   int dom = fq_vcp_peek_domain(msg, len);
   /* Anything not for VCSEC goes to INFOTAINMENT, whose verifier answers
@@ -236,19 +239,25 @@ int fq__sim_vehicle_signed(fq__sim_world_t *w, fq__sim_vehicle_t *v, const uint8
   }
   if (vr->fault == 0 && fq__sim_inject_fire(&v->faults.fault, &v->faults.rng))
     vr->fault = v->faults.fault_code;
+  fq_vcp_app_cmd_t c;
+  if (!vr->fault &&
+      (rc = fq_vcp_app_decode_command(vcp_domain[d], vr->payload, vr->payload_len, &c, &err))) {
+    /* Authentic but not a command this car knows: the car says so. */
+    vr->fault = rc == FQ_EUNKCMD ? FQ_VCP_FAULT_INVALID_COMMAND : FQ_VCP_FAULT_DECODING;
+  }
   if (vr->fault) {
     res->fault = vr->fault;
     w->st_signed_fault++;
-    rc = fq_vcp_vdomain_fault_reply(vd, vr, vr->fault, now, out, &err);
-    goto out;
-  }
-  fq_vcp_app_cmd_t c;
-  rc = fq_vcp_app_decode_command(vcp_domain[d], vr->payload, vr->payload_len, &c, &err);
-  if (rc) {
-    /* Authentic but not a command this car knows: the car says so. */
-    res->fault = rc == FQ_EUNKCMD ? FQ_VCP_FAULT_INVALID_COMMAND : FQ_VCP_FAULT_DECODING;
-    w->st_signed_fault++;
-    rc = fq_vcp_vdomain_fault_reply(vd, vr, res->fault, now, out, &err);
+    /* "session_info_clock_back": the session info the fault reply carries
+     * is as the car would have written it info_back_ms earlier (same
+     * epoch), like a reordered or replayed answer. */
+    size_t before = out->len;
+    rc = fq_vcp_vdomain_fault_reply(vd, vr, vr->fault, now - opts->info_back_ms, out, &err);
+    fq_vcp_msg_t m;
+    if (!rc && fq_vcp_msg_decode(out->data + before, out->len - before, &m, NULL) == 0) {
+      res->session_info = m.has_session_info;
+      fq_vcp_msg_clear(&m);
+    }
     goto out;
   }
   snprintf(res->command, sizeof res->command, "%s", c.name);
@@ -261,7 +270,7 @@ int fq__sim_vehicle_signed(fq__sim_world_t *w, fq__sim_vehicle_t *v, const uint8
   w->st_signed_ok++;
   fq_buf_t app;
   fq_buf_init(&app, FQ_VCP_MAX_PAYLOAD);
-  if (garble && !why) {
+  if (opts->garble && !why) {
     /* "garbled_reply": the car ran the command, and its answer, sealed
      * and authentic, holds bytes that are no reply message (a varint
      * that never ends). */
@@ -272,9 +281,21 @@ int fq__sim_vehicle_signed(fq__sim_world_t *w, fq__sim_vehicle_t *v, const uint8
   } else {
     rc = fq_vcp_app_vcsec_reply(why ? FQ_VCP_OP_ERROR : -1, 0, &app);
   }
-  if (!rc)
+  if (!rc && opts->plaintext) {
+    /* "plaintext_reply": the answer in clear although the request asked
+     * for it encrypted: what a client cannot tell from a forged one. */
+    fq_vcp_vrequest_t *clear = malloc(sizeof *clear);
+    if (!clear) rc = -ENOMEM;
+    else {
+      *clear = *vr;
+      clear->flags &= ~FQ_VCP_FLAG_ENCRYPT_RESPONSE;
+      rc = fq_vcp_vdomain_reply(vd, clear, app.data, app.len, NULL, 0, out, &err);
+      free(clear);
+    }
+  } else if (!rc) {
     rc = fq_vcp_vdomain_reply(vd, vr, app.data, app.len, w->fixed_nonce ? w->nonce : NULL, 0, out,
                               &err);
+  }
   fq_buf_free(&app);
 out:
   free(vr);

@@ -1030,6 +1030,16 @@ int fq_vcp_handshake_finish(const fq_vcp_key_t *key, const char *vin,
     rc = fq_errf(err, FQ_ENOTPAIRED, "%s", r);
     goto out;
   }
+  /* The rule of fq_vcp_session_resync, as in Tesla's client: a late answer
+   * would set the clock offset off by its delay.  A handshake has no side
+   * effect on the car, so the caller simply asks again. */
+  if (req->sent_ms && now_ms - req->sent_ms > FQ_VCP_MAX_LATENCY_MS) {
+    rc = fq_errf(err, FQ_EEXPIRED,
+                 "handshake answer came %lld ms after the request (over %d ms): discarded",
+                 (long long)(now_ms - req->sent_ms), FQ_VCP_MAX_LATENCY_MS);
+    outcome_set(o, FQ_VCP_RETRY, -1, rc, "handshake answer came too late: discarded");
+    goto out;
+  }
   if ((rc = session_alloc(key, vin, req->domain, req->routing_address, &s, err)) ||
       (rc = session_rekey(s, si.public_key, err))) {
     outcome_set(o, FQ_VCP_FAIL, -1, rc, err ? err->msg : "cannot derive the session key");
@@ -1216,6 +1226,20 @@ int fq_vcp_open_reply(fq_vcp_session_t *s, fq_vcp_request_t *req, const uint8_t 
     goto out;
   }
 
+  if (!m.has_gcm_response && (req->flags & FQ_VCP_FLAG_ENCRYPT_RESPONSE)) {
+    /* We asked for an encrypted response, and the car encrypts every answer
+     * to such a request that is not a fault: a plaintext "success" is
+     * nobody's authenticated word (Fleet API or anything on the path could
+     * have written it).  Tesla's client passes plaintext replies through;
+     * we do not count one as success.  Our request was authentic and may
+     * have reached the car, so the outcome is unknown (the caller may send
+     * an idempotent command again). */
+    rc = fq_errf(err, FQ_EVERIFY,
+                 "plaintext reply without a fault to a request that asked for an encrypted "
+                 "response: not authenticated");
+    refuse(o, fault, rc, err);
+    goto out;
+  }
   const uint8_t *appb = m.payload;
   size_t appn = m.has_payload ? m.payload_len : 0;
   if (m.has_gcm_response) {

@@ -345,8 +345,10 @@ typedef struct fq_vcp_session fq_vcp_session_t;
  * clock_time).  Returns 0 with *out set and o->action OK; otherwise *out
  * stays NULL and o classifies the failure: KEY_NOT_ON_WHITELIST or fault 3
  * -> FAIL/FQ_ENOTPAIRED, other faults per fq_vcp_classify_fault, bad tag
- * -> FAIL/FQ_EVERIFY.  Return codes: 0, FQ_ENOTPAIRED, FQ_EFAULT, FQ_EVERIFY,
- * FQ_EPROTO, FQ_ECRYPTO, -ENOMEM (err says why).  key is borrowed and must
+ * -> FAIL/FQ_EVERIFY, an answer more than FQ_VCP_MAX_LATENCY_MS after
+ * req->sent_ms (when set) -> RETRY/FQ_EEXPIRED (discarded: its clock would
+ * be off by the delay).  Return codes: 0, FQ_ENOTPAIRED, FQ_EFAULT,
+ * FQ_EVERIFY, FQ_EEXPIRED, FQ_EPROTO, FQ_ECRYPTO, -ENOMEM (err says why).  key is borrowed and must
  * outlive the session. */
 int fq_vcp_handshake_finish(const fq_vcp_key_t *key, const char *vin,
                             const fq_vcp_request_t *req, const uint8_t *reply, size_t len,
@@ -438,6 +440,9 @@ int fq_vcp_sign(fq_vcp_session_t *s, const uint8_t *payload, size_t len,
  *  - an AES_GCM_Response_data reply is decrypted (AAD = SHA256(response
  *    metadata)); a reply counter already seen for req -> FQ_EREPLAY, a bad
  *    GCM tag -> FQ_EVERIFY;
+ *  - a reply with neither a fault nor AES-GCM response data to a request
+ *    that set FQ_VCP_FLAG_ENCRYPT_RESPONSE (every fq_vcp_sign request) is
+ *    not authenticated: refused with FQ_EVERIFY, never OK;
  *  - the application reply is classified (fq_vcp_classify_app_reply); one
  *    that does not decode is UNKNOWN (FQ_EPROTO in o->error), not a
  *    failure: the car authenticated the command and may have run it.

@@ -86,6 +86,7 @@ static void setup(void) {
   g.req.domain = 3;
   fq_hex_decode(uuid_hex, g.req.uuid, 16);
   fq_hex_decode(tag_hex, g.req.tag, 32);
+  g.req.flags = FQ_VCP_FLAG_ENCRYPT_RESPONSE; /* as every request fq_vcp_sign makes */
   fq_buf_init(&g.out, 1 << 16);
   fq_buf_init(&g.app, 1 << 16);
 }
@@ -136,6 +137,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     FAIL("open_reply rc %d", rc);
   if (rc != 0 && o.action != FQ_VCP_UNKNOWN) FAIL("refused reply not UNKNOWN");
   if (rc == 0) g.opened++;
+  if (rc == 0 && o.action == FQ_VCP_OK) {
+    /* Only an AES-GCM reply can be the car's success answer. */
+    fq_vcp_msg_t rm;
+    if (fq_vcp_msg_decode(data, size, &rm, NULL) != 0) FAIL("opened a reply that does not decode");
+    bool gcm = rm.has_gcm_response;
+    fq_vcp_msg_clear(&rm);
+    if (!gcm) FAIL("plaintext reply accepted as success");
+  }
   check_outcome(&o, "open_reply");
 
   /* Application payload decoders. */

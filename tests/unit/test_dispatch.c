@@ -1003,6 +1003,114 @@ FQ_TEST(asleep_408_wakes_polls_and_wakes_again) {
   h_close(&h);
 }
 
+/* The user's own wake_up is billed like the dispatcher's: at most
+ * --wake-max of them for the command, whatever answers come (503s are
+ * retried); and once a poll finds the car online it is done, without one
+ * more wake_up. */
+FQ_TEST(own_wake_up_bounded_by_wake_max) {
+  h_t h;
+  hopts_t o = {.wake_max = 2};
+  if (h_open(&h, &o) != 0) {
+    FQ__FAIL("harness");
+    return;
+  }
+  make_legacy(&h, VIN);
+  uint64_t a = submit(&h, DEV, "wake_up", 600000);
+  step(&h, T0);
+  CHECK_INT(h.nreqs, 1);
+  CHECK_REQ(&h, 0, FQ_HTTP_POST, WAKE);
+  answer(&h, 0, 503, "{\"error\":\"upstream busy\"}");
+  step(&h, T0 + 100);
+  CHECK_CMD(&h, a, FQ_ST_RETRYING, 0, 1, "HTTP 503");
+  step(&h, T0 + 1100);
+  CHECK_INT(h.nreqs, 2);
+  CHECK_REQ(&h, 1, FQ_HTTP_POST, WAKE);
+  answer(&h, 1, 503, "{\"error\":\"upstream busy\"}");
+  step(&h, T0 + 1200);
+  step(&h, T0 + 60000);
+  CHECK_INT(h.nreqs, 2); /* no third wake_up */
+  CHECK_INT(wakes_of(&h, a), 2);
+  CHECK_CMD(&h, a, FQ_ST_FAILED, FQ_EASLEEP, 2, "2 wake_up requests, the limit (--wake-max 2)");
+  CHECK_REASON(&h, a, "HTTP 503");
+  fq_cmdrec_t ra = rec_of(&h, a);
+  CHECK(strstr(ra.reason, "retrying in") == NULL); /* the last answer, not the old plan */
+  fq_cmdrec_free(&ra);
+
+  /* Asleep, then online at the poll: succeeded, one wake_up in all. */
+  uint64_t b = submit(&h, DEV, "wake_up", 600000);
+  step(&h, T0 + 60100);
+  CHECK_INT(h.nreqs, 3);
+  CHECK_REQ(&h, 2, FQ_HTTP_POST, WAKE);
+  answer(&h, 2, 200, STATE("asleep"));
+  step(&h, T0 + 60200);
+  CHECK_CMD(&h, b, FQ_ST_WAKING, 0, 1, "waking");
+  step(&h, T0 + 60200 + 10000);
+  CHECK_INT(h.nreqs, 4);
+  CHECK_REQ(&h, 3, FQ_HTTP_GET, POLL);
+  answer(&h, 3, 200, STATE("online"));
+  step(&h, T0 + 70300);
+  CHECK_CMD(&h, b, FQ_ST_SUCCEEDED, 0, 1, "");
+  step(&h, T0 + 130000);
+  CHECK_INT(h.nreqs, 4);
+  CHECK_INT(wakes_of(&h, b), 1);
+  h_close(&h);
+}
+
+/* wake_up has no signed form: "Vehicle Command Protocol required" to it
+ * fails the command at once, also for a car thought REST-only (no
+ * "signing it" round that would send the same wake_up again), and the car
+ * is known to take signed commands from then on.  The wake_up that wakes
+ * the car for another command says that command was not sent. */
+FQ_TEST(protocol_required_to_wake_up_fails_at_once) {
+  h_t h;
+  if (h_open(&h, NULL) != 0) {
+    FQ__FAIL("harness");
+    return;
+  }
+  make_legacy(&h, VIN);
+  uint64_t a = submit(&h, DEV, "wake_up", 60000);
+  step(&h, T0);
+  CHECK_INT(h.nreqs, 1);
+  CHECK_REQ(&h, 0, FQ_HTTP_POST, WAKE);
+  answer(&h, 0, 403, PROTOCOL_REQUIRED);
+  step(&h, T0 + 100);
+  CHECK_CMD(&h, a, FQ_ST_FAILED, FQ_EHTTP, 1,
+            "and wake_up has no signed form: not retried, the car cannot be sent this command");
+  step(&h, T0 + 30000);
+  CHECK_INT(h.nreqs, 1);
+
+  /* The next command is signed: handshake, command. */
+  uint64_t b = submit(&h, DEV, "charge_start", 60000);
+  step(&h, T0 + 30100);
+  CHECK_INT(h.nreqs, 2);
+  CHECK_REQ(&h, 1, FQ_HTTP_POST, SIGNED);
+  car_answer(&h, 1);
+  step(&h, T0 + 30200);
+  CHECK_REQ(&h, 2, FQ_HTTP_POST, SIGNED);
+  car_answer(&h, 2);
+  step(&h, T0 + 30300);
+  CHECK_CMD(&h, b, FQ_ST_SUCCEEDED, 0, 1, "");
+
+  /* Asleep: the wake_up for honk_horn gets the same answer. */
+  uint64_t c = submit(&h, DEV, "honk_horn", 60000);
+  step(&h, T0 + 30400);
+  CHECK_INT(h.nreqs, 4);
+  CHECK_REQ(&h, 3, FQ_HTTP_POST, SIGNED);
+  answer(&h, 3, 408, "{\"error\":\"vehicle unavailable: vehicle is offline or asleep\"}");
+  step(&h, T0 + 30500);
+  CHECK_INT(h.nreqs, 5);
+  CHECK_REQ(&h, 4, FQ_HTTP_POST, WAKE);
+  answer(&h, 4, 403, PROTOCOL_REQUIRED);
+  step(&h, T0 + 30600);
+  CHECK_CMD(&h, c, FQ_ST_FAILED, FQ_EHTTP, 1,
+            "wake_up has no signed form: not retried, the car cannot be woken, so honk_horn was "
+            "not sent");
+  step(&h, T0 + 90000);
+  CHECK_INT(h.nreqs, 5);
+  CHECK_INT(h.car.accepted, 1);
+  h_close(&h);
+}
+
 FQ_TEST(asleep_503_wakes_up_to_wake_max) {
   h_t h;
   if (h_open(&h, NULL) != 0) {
@@ -1206,6 +1314,32 @@ FQ_TEST(account_refusals_are_remembered) {
     CHECK_REASON(&h, b, rows[i].says);
     h_close(&h);
   }
+}
+
+/* The 412 reason names the region of the host the request went to, also
+ * for an account given a base URL (no region field) or moved by a 421;
+ * for any other host it names the base URL (above). */
+FQ_TEST(account_refusal_names_the_region) {
+  h_t h;
+  if (h_open(&h, NULL) != 0) {
+    FQ__FAIL("harness");
+    return;
+  }
+  fq_err_t err;
+  CHECK_INT(fq_accounts_set_base_url(h.acc, "acct", "https://fleet-api.prd.eu.vn.cloud.tesla.com",
+                                     &err),
+            0);
+  fq_auth_bump_generation(h.auth);
+  make_legacy(&h, VIN);
+  uint64_t a = submit(&h, DEV, "honk_horn", 120000);
+  step(&h, T0);
+  CHECK_INT(h.nreqs, 1);
+  CHECK(strncmp(h.reqs[0].url, "https://fleet-api.prd.eu.vn.cloud.tesla.com/api/1/", 50) == 0);
+  answer(&h, 0, 412, "{\"error\":\"Account must be registered in the current region\"}");
+  step(&h, T0 + 100);
+  CHECK_CMD(&h, a, FQ_ST_FAILED, FQ_ENOTREGISTERED, 1, "POST /api/1/partner_accounts");
+  CHECK_REASON(&h, a, "[account acct, region eu, https://fleet-api.prd.eu.vn.cloud.tesla.com]");
+  h_close(&h);
 }
 
 /* --- retries and unknown outcomes ---------------------------------------------- */

@@ -284,6 +284,16 @@ FQ_TEST(fa_tables_and_reasons) {
   CHECK_STR(fq_fa_region_base_url("eu"), "https://fleet-api.prd.eu.vn.cloud.tesla.com");
   CHECK_STR(fq_fa_region_base_url("cn"), "https://fleet-api.prd.cn.vn.cloud.tesla.cn");
   CHECK(fq_fa_region_base_url("ap") == NULL);
+  /* And back, from the URL a request went to. */
+  CHECK_STR(fq_fa_base_url_region("https://fleet-api.prd.na.vn.cloud.tesla.com"), "na");
+  CHECK_STR(fq_fa_base_url_region("https://Fleet-API.prd.EU.vn.cloud.tesla.com/"), "eu");
+  CHECK_STR(fq_fa_base_url_region("https://fleet-api.prd.cn.vn.cloud.tesla.cn//"), "cn");
+  CHECK(fq_fa_base_url_region("https://fleet-api.prd.eu.vn.cloud.tesla.com.evil.example") ==
+        NULL);
+  CHECK(fq_fa_base_url_region("https://fleet-api.prd.eu.vn.cloud.tesla.com/api") == NULL);
+  CHECK(fq_fa_base_url_region("http://127.0.0.1:8443") == NULL);
+  CHECK(fq_fa_base_url_region("") == NULL);
+  CHECK(fq_fa_base_url_region(NULL) == NULL);
   char buf[512];
   fq_fa_scope_reason(buf, sizeof buf, "energy_cmds", "abc");
   CHECK_STR(buf, "missing OAuth scope energy_cmds: update the app's access at "

@@ -105,7 +105,7 @@ FQ_TEST(car_accepts_vector_command_and_encrypts_reply) {
   fq_buf_t out;
   fq_buf_init(&out, 16384);
   fq__sim_signed_result_t res;
-  CHECK_INT(fq__sim_vehicle_signed(&w, v, msg, n, false, &out, &res), 0);
+  CHECK_INT(fq__sim_vehicle_signed(&w, v, msg, n, NULL, &out, &res), 0);
   CHECK_INT(res.fault, 0);
   CHECK(res.executed);
   CHECK_STR(res.command, "auto_conditioning_start");
@@ -123,7 +123,7 @@ FQ_TEST(car_accepts_vector_command_and_encrypts_reply) {
   /* The same bytes again: refused (counter already used), not executed. */
   fq_buf_reset(&out);
   v->climate_on = false;
-  CHECK_INT(fq__sim_vehicle_signed(&w, v, msg, n, false, &out, &res), 0);
+  CHECK_INT(fq__sim_vehicle_signed(&w, v, msg, n, NULL, &out, &res), 0);
   CHECK_INT(res.fault, FQ_VCP_FAULT_INVALID_TOKEN_OR_COUNTER);
   CHECK(!res.executed);
   CHECK(!v->climate_on);
@@ -140,7 +140,7 @@ FQ_TEST(car_accepts_vector_command_and_encrypts_reply) {
       break;
     }
   fq_buf_reset(&out);
-  CHECK_INT(fq__sim_vehicle_signed(&w, v, msg, n, false, &out, &res), 0);
+  CHECK_INT(fq__sim_vehicle_signed(&w, v, msg, n, NULL, &out, &res), 0);
   CHECK_INT(res.fault, FQ_VCP_FAULT_INVALID_SIGNATURE);
   CHECK_INT(w.nexecs, 1);
   fq_buf_free(&out);

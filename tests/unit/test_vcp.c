@@ -236,6 +236,24 @@ FQ_TEST(handshake_request_and_session_info) {
   fq_vcp_session_destroy(&s);
   CHECK(s == NULL);
 
+  /* The same answer 10 s after the request (the limit) is taken; 1 ms
+   * later it is discarded (its clock would be off by the delay), to be
+   * asked again: RETRY, no session. */
+  CHECK_INT(fq_vcp_handshake_finish(client_key(), VIN, &req, resp, rl,
+                                    T0_MS + FQ_VCP_MAX_LATENCY_MS, &s, &o, NULL),
+            0);
+  CHECK_INT(o.action, FQ_VCP_OK);
+  if (s) CHECK_INT(fq_vcp_session_clock_offset(s), FQ_VCP_MAX_LATENCY_MS / 1000);
+  fq_vcp_session_destroy(&s);
+  fq_err_clear(&err);
+  CHECK_INT(fq_vcp_handshake_finish(client_key(), VIN, &req, resp, rl,
+                                    T0_MS + FQ_VCP_MAX_LATENCY_MS + 1, &s, &o, &err),
+            FQ_EEXPIRED);
+  CHECK(s == NULL);
+  CHECK_INT(o.action, FQ_VCP_RETRY);
+  CHECK_INT(o.error, FQ_EEXPIRED);
+  CHECK(strstr(err.msg, "discarded") != NULL);
+
   /* The same reply for another VIN does not verify. */
   fq_err_clear(&err);
   CHECK_INT(fq_vcp_handshake_finish(client_key(), "5YJ3XXXXXXXXXXXXX", &req, resp, rl, T0_MS, &s,
@@ -545,6 +563,85 @@ FQ_TEST(vehicle_rejects_and_client_resyncs) {
   CHECK_INT(o.error, FQ_ENOTPAIRED);
   CHECK_STR(o.reason, "vehicle rejected request: your public key has not been paired with the vehicle");
   fq_buf_free(&reply);
+  fq_vcp_session_destroy(&s);
+  fq_vcp_vdomain_destroy(&vd);
+}
+
+/* Every signed request asks for an encrypted response.  A plaintext reply
+ * without a fault is then nobody's authenticated word: refused
+ * (FQ_EVERIFY, UNKNOWN: the authentic command may have reached the car),
+ * never OK, and it does not spoil the genuine reply that may follow. */
+FQ_TEST(plaintext_reply_is_not_success) {
+  static const uint8_t payload[] = {0x12, 0x04, 0x52, 0x02, 0x08, 0x01};
+  static const uint8_t answer[] = {0x0a, 0x00}; /* CarServer.Response: actionStatus OK */
+  fq_vcp_vdomain_t *vd = vector_car(3);
+  fq_vcp_session_t *s = vector_session();
+  fq_vcp_vrequest_t *vr = malloc(sizeof *vr);
+  fq_buf_t out, reply, app;
+  fq_buf_init(&out, 4096);
+  fq_buf_init(&reply, 4096);
+  fq_buf_init(&app, 4096);
+  fq_vcp_request_t req;
+  fq_vcp_sign_opts_t so = {.now_ms = T0_MS};
+  CHECK_INT(fq_vcp_sign(s, payload, sizeof payload, &so, &req, &out, NULL), 0);
+  CHECK(req.flags & FQ_VCP_FLAG_ENCRYPT_RESPONSE);
+  CHECK_INT(fq_vcp_vdomain_handle(vd, out.data, out.len, T0_MS, vr, &reply, NULL), 0);
+  CHECK_INT(vr->fault, 0);
+
+  /* The car's answer, but in clear: as if the request had not asked. */
+  fq_vcp_vrequest_t clear = *vr;
+  clear.flags &= ~FQ_VCP_FLAG_ENCRYPT_RESPONSE;
+  fq_buf_reset(&reply);
+  CHECK_INT(fq_vcp_vdomain_reply(vd, &clear, answer, sizeof answer, NULL, 0, &reply, NULL), 0);
+  fq_vcp_msg_t m;
+  CHECK_INT(fq_vcp_msg_decode(reply.data, reply.len, &m, NULL), 0);
+  CHECK(!m.has_gcm_response && !m.has_status);
+  fq_vcp_msg_clear(&m);
+  fq_vcp_outcome_t o;
+  fq_err_t err;
+  fq_err_clear(&err);
+  CHECK_INT(fq_vcp_open_reply(s, &req, reply.data, reply.len, T0_MS, &app, &o, &err),
+            FQ_EVERIFY);
+  CHECK_INT(o.action, FQ_VCP_UNKNOWN);
+  CHECK_INT(o.error, FQ_EVERIFY);
+  CHECK(strstr(o.reason, "plaintext reply") != NULL);
+  CHECK(strstr(err.msg, "not authenticated") != NULL);
+  CHECK_INT(app.len, 0); /* nothing of it is handed on as the car's answer */
+
+  /* An empty plaintext reply (no payload at all) is no better. */
+  fq_buf_reset(&reply);
+  CHECK_INT(fq_vcp_vdomain_reply(vd, &clear, NULL, 0, NULL, 0, &reply, NULL), 0);
+  CHECK_INT(fq_vcp_open_reply(s, &req, reply.data, reply.len, T0_MS, NULL, &o, NULL), FQ_EVERIFY);
+  CHECK_INT(o.action, FQ_VCP_UNKNOWN);
+
+  /* The genuine, encrypted reply to the same request still opens. */
+  fq_buf_reset(&reply);
+  CHECK_INT(fq_vcp_vdomain_reply(vd, vr, answer, sizeof answer, NULL, 0, &reply, NULL), 0);
+  CHECK_INT(fq_vcp_open_reply(s, &req, reply.data, reply.len, T0_MS, &app, &o, NULL), 0);
+  CHECK_INT(o.action, FQ_VCP_OK);
+  CHECK_MEM(app.data, app.len, answer, sizeof answer);
+
+  /* A request that did not ask for encryption takes a plaintext answer. */
+  fq_vcp_request_t plain_req = req;
+  plain_req.flags = 0;
+  plain_req.nseen = 0;
+  fq_buf_reset(&reply);
+  fq_buf_reset(&app);
+  CHECK_INT(fq_vcp_vdomain_reply(vd, &clear, answer, sizeof answer, NULL, 0, &reply, NULL), 0);
+  CHECK_INT(fq_vcp_open_reply(s, &plain_req, reply.data, reply.len, T0_MS, &app, &o, NULL), 0);
+  CHECK_INT(o.action, FQ_VCP_OK);
+  CHECK_MEM(app.data, app.len, answer, sizeof answer);
+
+  /* A plaintext fault is still the car's (faults are never encrypted). */
+  fq_buf_reset(&reply);
+  CHECK_INT(fq_vcp_vdomain_fault_reply(vd, vr, FQ_VCP_FAULT_TIME_EXPIRED, T0_MS, &reply, NULL), 0);
+  CHECK_INT(fq_vcp_open_reply(s, &req, reply.data, reply.len, T0_MS, NULL, &o, NULL), 0);
+  CHECK_INT(o.action, FQ_VCP_RESYNC_RETRY);
+  CHECK_INT(o.fault, FQ_VCP_FAULT_TIME_EXPIRED);
+  free(vr);
+  fq_buf_free(&out);
+  fq_buf_free(&reply);
+  fq_buf_free(&app);
   fq_vcp_session_destroy(&s);
   fq_vcp_vdomain_destroy(&vd);
 }
@@ -1059,7 +1156,8 @@ FQ_TEST(mutated_messages_are_handled) {
   req.domain = 3;
   vh("hmac_command.uuid", req.uuid, 16);
   vh("hmac_command.tag", req.tag, 32);
-  int accepted = 0;
+  req.flags = FQ_VCP_FLAG_ENCRYPT_RESPONSE; /* as every request fq_vcp_sign makes */
+  int accepted = 0, plain_refused = 0;
   for (int iter = 0; iter < 4000; iter++) {
     size_t n = vh(names[iter % 5], orig, sizeof orig);
     memcpy(m, orig, n);
@@ -1073,7 +1171,10 @@ FQ_TEST(mutated_messages_are_handled) {
       m[rng() % n] = (uint8_t)rng();
     }
     fq_vcp_msg_t dm;
-    if (fq_vcp_msg_decode(m, n, &dm, NULL) == 0) fq_vcp_msg_clear(&dm);
+    bool decoded = fq_vcp_msg_decode(m, n, &dm, NULL) == 0;
+    bool plain = decoded && !dm.has_gcm_response && !(dm.has_status && dm.fault != 0);
+    bool status = decoded && dm.has_status;
+    if (decoded) fq_vcp_msg_clear(&dm);
     fq_buf_reset(&out);
     if (fq_vcp_vdomain_handle(vd, m, n, T0_MS, vr, &out, NULL) == 0 && !vr->is_handshake &&
         vr->fault == 0) {
@@ -1085,9 +1186,19 @@ FQ_TEST(mutated_messages_are_handled) {
     fq_vcp_outcome_t o;
     fq_buf_reset(&app);
     fq_vcp_request_t r2 = req;
-    if (fq_vcp_open_reply(s, &r2, m, n, T0_MS, &app, &o, NULL) == 0 && o.action == FQ_VCP_OK &&
-        app.len)
-      CHECK_MEM(app.data, app.len, "\x0a\x00", 2); /* GCM lets only the genuine reply through */
+    int orc = fq_vcp_open_reply(s, &r2, m, n, T0_MS, &app, &o, NULL);
+    if (orc == 0 && o.action == FQ_VCP_OK) {
+      /* Only an authenticated (AES-GCM) reply is the car's answer, and GCM
+       * lets only the genuine one through.  A mutated signed command used
+       * to pass here as a plaintext reply. */
+      CHECK(!plain);
+      CHECK_MEM(app.data, app.len, "\x0a\x00", 2);
+    }
+    if (plain && !status && orc != FQ_EPROTO) { /* EPROTO: not an answer to req */
+      CHECK_INT(orc, FQ_EVERIFY);
+      CHECK_INT(o.action, FQ_VCP_UNKNOWN);
+      plain_refused++;
+    }
     fq_vcp_app_cmd_t ac;
     fq_vcp_app_decode_command(3, m, n, &ac, NULL);
     fq_vcp_app_decode_command(2, m, n, &ac, NULL);
@@ -1095,6 +1206,8 @@ FQ_TEST(mutated_messages_are_handled) {
     fq_vcp_classify_app_reply(2, m, n, &o);
   }
   CHECK(accepted <= 1); /* counter 7 can be accepted once at most */
+  fprintf(stderr, "  %d plaintext replies refused\n", plain_refused);
+  CHECK(plain_refused > 0); /* the inputs do reach the plaintext check */
   free(vr);
   fq_buf_free(&out);
   fq_buf_free(&app);
