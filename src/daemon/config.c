@@ -121,8 +121,13 @@ static int apply(fq_config_t *c, const char *name, const char *sval, json_t *jva
       v = buf;
     } else if (json_is_boolean(jval)) {
       v = json_is_true(jval) ? "true" : "false";
+    } else if (json_is_real(jval)) {
+      /* Rates and bursts take fractions ("device_rate": 0.5); an integer
+       * setting given a fraction is refused by its own parser. */
+      snprintf(buf, sizeof buf, "%.17g", json_real_value(jval));
+      v = buf;
     } else {
-      return fq_errf(err, FQ_ECONFIG, "%s: expected a string, integer or boolean", name);
+      return fq_errf(err, FQ_ECONFIG, "%s: expected a string, number or boolean", name);
     }
   }
   long long x = 0;

@@ -55,10 +55,20 @@ def test(c):
     rc, out = run(["--config", cfg, "--data", d.data])
     c.ok(rc == 2 and cfg in out, "malformed config names the file", out)
 
+    # A fraction for a rate is a JSON number like any other.
+    with open(cfg, "w") as f:
+        json.dump({"shards": 2, "device_rate": 2.5}, f)
+    rc, out = run(["--config", cfg, "--data", d.data, "--help"])
+    c.ok(rc == 0, "a JSON real for device_rate is accepted", out)
+    with open(cfg, "w") as f:
+        json.dump({"shards": 2.5}, f)
+    rc, out = run(["--config", cfg, "--data", d.data])
+    c.ok(rc == 2 and "shards" in out, "a fraction for an integer setting is refused", out)
+
     # A config file takes effect (default_ttl_ms), and flags override it.
     with open(cfg, "w") as f:
         json.dump({"default_ttl_ms": 250, "shards": 2, "log_level": "info",
-                   "drain_timeout_ms": 2000}, f)
+                   "drain_timeout_ms": 2000, "device_rate": 0.5, "device_burst": 2}, f)
     d.config = cfg
     d.start()
     cl = fqlib.Client(d.endpoint)

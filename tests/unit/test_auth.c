@@ -55,7 +55,10 @@ static void make_jwt(char *out, size_t cap, int64_t exp, const char *scp, const 
            (long long)exp, (long long)(exp - 3600));
   b64url("{\"alg\":\"HS256\",\"typ\":\"JWT\"}", h);
   b64url(payload, p);
-  snprintf(out, cap, "%s.%s.c2lnbmF0dXJl", h, p);
+  /* The caller's buffer holds any token this test makes (payloads are
+   * short); the check keeps a mistake from going unnoticed. */
+  int n = snprintf(out, cap, "%.127s.%.1023s.c2lnbmF0dXJl", h, p);
+  if (n < 0 || (size_t)n >= cap) printf("  make_jwt: token truncated to %zu bytes\n", cap);
 }
 
 typedef struct harness {
