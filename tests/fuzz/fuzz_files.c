@@ -29,6 +29,7 @@
 #include "fleetq/buf.h"
 #include "fleetq/client.h"
 #include "traffic.h"
+#include "util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -47,17 +48,17 @@ static void setup(void) {
   if (g_dir[0]) return;
   const char *base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
   snprintf(g_dir, sizeof g_dir, "%s/fq-fuzz-files-XXXXXX", base);
-  if (!mkdtemp(g_dir)) FAIL("mkdtemp: %s", strerror(errno));
+  if (!mkdtemp(g_dir)) FAIL("mkdtemp: %s", fq_strerror(-errno));
   snprintf(g_path, sizeof g_path, "%s/input", g_dir);
 }
 
 static void write_input(const uint8_t *data, size_t size) {
   int fd = open(g_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  if (fd < 0) FAIL("open %s: %s", g_path, strerror(errno));
+  if (fd < 0) FAIL("open %s: %s", g_path, fq_strerror(-errno));
   size_t off = 0;
   while (off < size) {
     ssize_t w = write(fd, data + off, size - off);
-    if (w <= 0) FAIL("write: %s", strerror(errno));
+    if (w <= 0) FAIL("write: %s", fq_strerror(-errno));
     off += (size_t)w;
   }
   fchmod(fd, 0600);
