@@ -114,7 +114,7 @@ static int prune_keys(fq_retention_t *r, int64_t now, size_t *done, int64_t *due
     if (rc) return rc;
     rc = fq_store_cmd_created(s, id, &created, err);
     if (rc == 0 && now - created < r->window_ms) {
-      *due = created + r->window_ms;
+      if (created + r->window_ms < *due) *due = created + r->window_ms;
       return 0;
     }
     if (rc && rc != FQ_ENOTFOUND) return rc; /* no record: nothing to dedupe against */
@@ -130,7 +130,7 @@ static int prune_keys(fq_retention_t *r, int64_t now, size_t *done, int64_t *due
 /* A command whose terminal event just left the log: it has been terminal
  * for longer than the retention.  Terminal states are final, so its record
  * says terminal too; anything else (a damaged log) keeps the record. */
-static int prune_command(fq_retention_t *r, const char *id, fq_err_t *err) {
+static int prune_command(fq_retention_t *r, const char *id, size_t *done, fq_err_t *err) {
   fq_store_t *s = r->store;
   fq_cmdrec_t rec;
   int rc = fq_store_cmd_get(s, id, FQ_ID_LEN, &rec, err);
@@ -145,10 +145,12 @@ static int prune_command(fq_retention_t *r, const char *id, fq_err_t *err) {
   if (rc == 0) {
     if ((rc = forget_add(r, h, id, err)) != 0) return rc;
     r->step_keys++;
+    (*done)++;
   } else if (rc != FQ_ENOTFOUND) {
     return rc;
   }
   r->step_commands++;
+  (*done)++;
   return 0;
 }
 
@@ -166,9 +168,8 @@ static int prune_events(fq_retention_t *r, int64_t now, size_t *done, int64_t *d
     if (rc) return rc;
     if (seq + 1 >= fq_store_next_seq(s)) {
       /* The last event: the next seq is derived from it on open.  It goes
-       * once a newer one exists, which takes at least the retention. */
-      int64_t t = now + r->retention_ms;
-      if (t < *due) *due = t;
+       * once a newer one exists, itself due a retention from now at the
+       * soonest (the step's default due). */
       return 0;
     }
     fq_event_t e;
@@ -184,7 +185,7 @@ static int prune_events(fq_retention_t *r, int64_t now, size_t *done, int64_t *d
               fq_store_shard(s), seq, derr.msg);
     } else {
       if (now - e.at < r->retention_ms) {
-        *due = e.at + r->retention_ms;
+        if (e.at + r->retention_ms < *due) *due = e.at + r->retention_ms;
         return 0;
       }
       if (e.tenant.n > 0 && e.tenant.n <= FQ_TENANT_MAX) {
@@ -201,7 +202,7 @@ static int prune_events(fq_retention_t *r, int64_t now, size_t *done, int64_t *d
     if ((rc = fq_store_event_del(s, seq, tlen ? tenant : NULL, tlen, tseq, err)) != 0) return rc;
     r->step_events++;
     (*done)++;
-    if (terminal && (rc = prune_command(r, id, err)) != 0) return rc;
+    if (terminal && (rc = prune_command(r, id, done, err)) != 0) return rc;
   }
   return 0;
 }
@@ -214,7 +215,11 @@ size_t fq_retention_step(fq_retention_t *r, int64_t now) {
   /* What this step adds, to take back if it fails. */
   size_t mark = r->nforget, done = 0;
   uint64_t ev0 = r->step_events, cmd0 = r->step_commands, keys0 = r->step_keys;
+  /* A key or event added from now on is due no sooner than a window or a
+   * retention from now; the oldest rows of the store lower this below. */
   int64_t due = now + POLL_MS;
+  if (r->window_ms && now + r->window_ms < due) due = now + r->window_ms;
+  if (r->retention_ms && now + r->retention_ms < due) due = now + r->retention_ms;
   r->st.steps++;
   int rc = fq_store_nest_begin(s, &err);
   if (rc == 0 && r->window_ms) rc = prune_keys(r, now, &done, &due, &err);

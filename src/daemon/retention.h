@@ -22,7 +22,8 @@
  *              dedupe against a command that is no longer stored.
  *
  * Work is bounded: a step deletes at most `batch` rows (an event with its
- * index row, a command with its key, or a key), in a nested transaction
+ * index row, a command, or a key; the last event it takes may add the
+ * command it ends and that command's key), in a nested transaction
  * of the shard's batch transaction (store.h), so it costs no extra
  * fsync, never holds the writer long, and a failure in it (a full map)
  * drops only the step: the next one, a second later, tries half as much.
