@@ -53,6 +53,7 @@ struct fq_shard {
   char dir[4096];
   fq_store_t *store;
   fq_retention_t *ret;       /* pruning of old commands, events and keys */
+  uint64_t received;         /* 'Q' and 'F' messages received (see announce_gone) */
   fq_devq_t *q;
   fq_dispatch_t *disp;
   void *sock;
@@ -772,6 +773,25 @@ static void fail_batch(fq_shard_t *sh, int code, const char *msg) {
   fq_buf_reset(&sh->evbuf);
 }
 
+/* Tell the ingress which (tenant, key) hashes this shard no longer holds
+ * (their keys left the dedupe window), with the number of requests it had
+ * received when the batch that dropped them ran: a request sent after
+ * that may have stored the key again, and the ingress keeps its entry
+ * then.  Frame: u64 received, u64 hash... (native byte order). */
+static void announce_gone(fq_shard_t *sh) {
+  const uint64_t *h;
+  size_t n = fq_retention_take_gone(sh->ret, &h);
+  for (size_t off = 0; off < n;) {
+    size_t k = n - off < 8191 ? n - off : 8191;
+    uint64_t buf[8192];
+    buf[0] = sh->received;
+    memcpy(buf + 1, h + off, k * 8);
+    zmq_send(sh->sock, "X", 1, ZMQ_SNDMORE);
+    zmq_send(sh->sock, buf, (k + 1) * 8, 0);
+    off += k;
+  }
+}
+
 static void process_batch(fq_shard_t *sh, zmq_msg_t (*msgs)[MAX_FRAMES + 2], int *counts,
                           int nmsgs, const zmq_pollitem_t *hitems, int nh) {
   fq_err_t err;
@@ -791,6 +811,7 @@ static void process_batch(fq_shard_t *sh, zmq_msg_t (*msgs)[MAX_FRAMES + 2], int
       else if (!sh->drain_until) sh->drain_until = now + sh->o.drain_timeout_ms;
       continue;
     }
+    if (*kind == 'Q' || *kind == 'F') sh->received++;
     int first_env = (*kind == 'F') ? 2 : 1;
     if (n < first_env + 1) continue;
     pending_t *p = pend_add(sh, *kind == 'F' ? 'F' : 'R', &f[first_env], n - first_env - 1);
@@ -855,6 +876,7 @@ static void process_batch(fq_shard_t *sh, zmq_msg_t (*msgs)[MAX_FRAMES + 2], int
   if (sh->drain_until && (drain_final || fq_dispatch_drained(sh->disp))) sh->stopping = true;
   int64_t t_f = TNOW();
   flush_batch(sh);
+  announce_gone(sh);
   int64_t t_l = TNOW();
   if (sh->disp) fq_dispatch_launch(sh->disp, fq_now_ms());
   sh->tr_flush += t_l - t_f;

@@ -22,6 +22,10 @@
  *                                                   replies
  *                     'K' u64[n]                    (tenant, key) hashes of
  *                                                   stored commands, at start
+ *                     'X' u64 r, u64[n]             hashes no longer held
+ *                                                   (dedupe window over), as
+ *                                                   of the r-th 'Q'/'F'
+ *                                                   received (retention.h)
  *                     'L'                           start-up done
  *                     'D'                           stopped
  * Replies and events leave only after the transaction holding them has

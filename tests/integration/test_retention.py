@@ -4,9 +4,11 @@ and their events are pruned: `get` of a pruned command is not_found,
 `history` says where retained history begins (`first`, by seq and by
 tenant tseq) and an `after` below it is no error; past --dedupe-window-s
 the same key and content make a new command; a dedupe window above the
-retention is refused at start; and under steady load (cycles of commands
-run to the end by fleetsim) the shards' data.mdb stop growing."""
+retention is refused at start; under steady load (cycles of commands run
+to the end by fleetsim) the shards' data.mdb stop growing; and the
+ingress's table of keys (multi-shard dedupe) forgets expired keys."""
 import os
+import re
 import subprocess
 import tempfile
 import time
@@ -117,7 +119,15 @@ def body(c, w):
     total = sum(x.get("first") or 0 for x in h)
     c.ok(total > CYCLES * PER_CYCLE, "history begins well after the first cycles",
          [x.get("first") for x in h])
-    # The log says what was pruned (at most once a minute: not asserted).
+    # The ingress forgets keys past the window too (its table of which
+    # shard holds a key): it says how many it holds when it stops.
+    rc = w.daemon.term()
+    c.eq(rc, 0, "fleetqd stops cleanly")
+    with open(w.daemon.logpath, errors="replace") as f:
+        m = re.search(r"(\d+) key\(s\) in the dedupe table", f.read())
+    held = int(m.group(1)) if m else None
+    c.ok(held is not None and held < 50, "the ingress holds only keys inside the window "
+         f"(of {CYCLES * PER_CYCLE + 42} used)", held)
 
 
 dl.run("test_retention", body, vehicles=[dl.default_vehicle(v) for v in VEHICLES],

@@ -246,6 +246,8 @@ typedef struct sh_h {
   batch_t *b;                /* scratch for receive */
   bool no_dispatch;
   int64_t retention_ms, window_ms; /* the shard's retention (0: none) */
+  int gone;                  /* key hashes the shard said it no longer holds ('X') */
+  uint64_t gone_upto;        /* the request count of the last 'X' */
 } sh_h_t;
 
 static int buf_write(void *data, const char *p, size_t len) {
@@ -520,20 +522,33 @@ static int recv_batch(sh_h_t *h, batch_t *b, int ms) {
   memset(b, 0, offsetof(batch_t, rep));
   b->events_first = true;
   zmq_pollitem_t it = {h->pair, 0, ZMQ_POLLIN, 0};
-  if (zmq_poll(&it, 1, ms) <= 0) return -1;
   zmq_msg_t f[2];
   int n = 0;
   for (;;) {
-    zmq_msg_t m;
-    zmq_msg_init(&m);
-    if (zmq_msg_recv(&m, h->pair, 0) < 0) {
-      zmq_msg_close(&m);
-      break;
+    if (zmq_poll(&it, 1, ms) <= 0) return -1;
+    n = 0;
+    for (;;) {
+      zmq_msg_t m;
+      zmq_msg_init(&m);
+      if (zmq_msg_recv(&m, h->pair, 0) < 0) {
+        zmq_msg_close(&m);
+        break;
+      }
+      bool more = zmq_msg_more(&m);
+      if (n < 2) f[n++] = m;
+      else zmq_msg_close(&m);
+      if (!more) break;
     }
-    bool more = zmq_msg_more(&m);
-    if (n < 2) f[n++] = m;
-    else zmq_msg_close(&m);
-    if (!more) break;
+    /* 'X' (keys no longer held, retention) comes on its own: note it and
+     * wait for the batch. */
+    if (n == 2 && zmq_msg_size(&f[0]) == 1 && *(char *)zmq_msg_data(&f[0]) == 'X' &&
+        zmq_msg_size(&f[1]) >= 8) {
+      memcpy(&h->gone_upto, zmq_msg_data(&f[1]), 8);
+      h->gone += (int)(zmq_msg_size(&f[1]) / 8 - 1);
+      for (int i = 0; i < n; i++) zmq_msg_close(&f[i]);
+      continue;
+    }
+    break;
   }
   int rc = -1;
   if (n == 2 && zmq_msg_size(&f[0]) == 1 && *(char *)zmq_msg_data(&f[0]) == 'B') {
@@ -1665,6 +1680,10 @@ FQ_TEST(retention_prunes_while_idle_and_frees_keys) {
   CHECK(r.ok && !r.dup);
   CHECK(strcmp(r.id, id3) != 0);
   CHECK_INT(h.last_seq, 7);
+  /* The ingress was told the three keys left (as of the 7 requests
+   * received before the step that dropped them, or more). */
+  CHECK_INT(h.gone, 3);
+  CHECK(h.gone_upto >= 7);
 
   /* A restart: seq and tseq go on (the harness checks every published
    * event follows the last one), and the new key still dedupes. */
