@@ -26,6 +26,12 @@
  * open as they are: their events have no tseq and are not in `tindex`,
  * and each tenant's first new event gets tseq 1.
  *
+ * Retention (retention.h) deletes from the other end: the oldest events
+ * with their `tindex` rows, the records (and keys) of commands terminal
+ * for longer than the retention, and keys past the dedupe window.  It
+ * never touches `tcount`, `meta`, `active` or `session`, and keeps the
+ * log's last event, from which the next seq is derived on open.
+ *
  * Every key written on the submit path grows monotonically (ids and seqs),
  * so a group commit appends to the right edge of each B-tree and dirties
  * few pages.  Lookups by (tenant, key) go through an in-memory table
