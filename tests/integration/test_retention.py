@@ -7,8 +7,10 @@ the same key and content make a new command; a dedupe window above the
 retention is refused at start; under steady load (cycles of commands run
 to the end by fleetsim) the shards' data.mdb stop growing; and the
 ingress's table of keys (multi-shard dedupe) forgets expired keys."""
+import json
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 import time
@@ -38,19 +40,37 @@ def run_cycle(c, w, label, n):
     return ids
 
 
-def check_refused_window():
-    """A dedupe window longer than the retention: exit 2, saying why."""
-    tmp = tempfile.mkdtemp(prefix="fq-ret-")
-    p = subprocess.run([os.path.join(fqlib.BIN, "fleetqd"), "--data", os.path.join(tmp, "d"),
-                        "--retention-s", "10", "--dedupe-window-s", "20"],
+def fleetqd(*args):
+    p = subprocess.run([os.path.join(fqlib.BIN, "fleetqd")] + list(args),
                        capture_output=True, text=True, timeout=20)
     return p.returncode, p.stdout + p.stderr
 
 
-def body(c, w):
-    rc, out = check_refused_window()
+def check_options(c):
+    """The flags are documented; a dedupe window longer than the retention
+    is refused at start (exit 2, saying why), from flags or the file."""
+    rc, out = fleetqd("--help")
+    c.ok(rc == 0 and "--retention-s" in out and "--dedupe-window-s" in out,
+         "--help documents --retention-s and --dedupe-window-s", out[-300:])
+    tmp = tempfile.mkdtemp(prefix="fq-ret-")
+    fqlib._cleanups.append(lambda: shutil.rmtree(tmp, ignore_errors=True))
+    data = os.path.join(tmp, "d")
+    rc, out = fleetqd("--data", data, "--retention-s", "10", "--dedupe-window-s", "20")
     c.ok(rc == 2 and "dedupe window" in out and "retention" in out,
          "a dedupe window above the retention is refused at start", rc, out)
+    cfg = os.path.join(tmp, "fleetqd.json")
+    with open(cfg, "w") as f:
+        json.dump({"retention_s": 3600, "dedupe_window_s": 7200}, f)
+    rc, out = fleetqd("--config", cfg, "--data", data)
+    c.ok(rc == 2 and "dedupe_window_s" in out, "the same from the config file", rc, out)
+    rc, out = fleetqd("--data", data, "--retention-s", "-1")
+    c.ok(rc == 2 and "retention-s" in out and "out of range" in out,
+         "a negative retention is refused with the range", rc, out)
+    c.ok(not os.path.exists(data), "nothing was created for a refused configuration")
+
+
+def body(c, w):
+    check_options(c)
 
     # --- pruning: get -> not_found, history begins later ----------------
     ids = run_cycle(c, w, "first", 40)
