@@ -26,6 +26,8 @@ typedef struct forget {
 
 struct fq_retention {
   fq_store_t *store;
+  bool (*busy)(void *ud, const char *device, uint64_t num);
+  void *busy_ud;
   int64_t retention_ms, window_ms;
   size_t batch_max, batch; /* batch: the current bound, halved after a failure */
   int64_t due;
@@ -62,6 +64,8 @@ fq_retention_t *fq_retention_new(fq_store_t *store, const fq_retention_opts_t *o
     return NULL;
   }
   r->store = store;
+  r->busy = o->busy;
+  r->busy_ud = o->busy_ud;
   r->retention_ms = o->retention_ms;
   r->window_ms = o->dedupe_window_ms;
   r->batch_max = r->batch = o->batch ? o->batch : FQ_RETENTION_BATCH;
@@ -127,19 +131,29 @@ static int prune_keys(fq_retention_t *r, int64_t now, size_t *done, int64_t *due
   return 0;
 }
 
-/* A command whose terminal event just left the log: it has been terminal
- * for longer than the retention.  Terminal states are final, so its record
- * says terminal too; anything else (a damaged log) keeps the record. */
-static int prune_command(fq_retention_t *r, const char *id, size_t *done, fq_err_t *err) {
-  fq_store_t *s = r->store;
+/* The command whose terminal event is about to leave the log: it has
+ * been terminal for longer than the retention.  Terminal states are final,
+ * so its record says terminal too (anything else, a damaged log, keeps the
+ * record).  *busy when the shard still refers to it (r->busy): then
+ * neither the event nor the record may go yet, or the record would never
+ * be looked at again. */
+static int command_prunable(fq_retention_t *r, const char *id, bool *prune, bool *busy,
+                            fq_err_t *err) {
   fq_cmdrec_t rec;
-  int rc = fq_store_cmd_get(s, id, FQ_ID_LEN, &rec, err);
+  *prune = *busy = false;
+  int rc = fq_store_cmd_get(r->store, id, FQ_ID_LEN, &rec, err);
   if (rc == FQ_ENOTFOUND) return 0;
   if (rc) return rc;
-  bool terminal = fq_state_terminal(rec.state);
+  *prune = fq_state_terminal(rec.state);
+  *busy = *prune && r->busy && r->busy(r->busy_ud, rec.device, fq_store_id_num(id));
   fq_cmdrec_free(&rec);
-  if (!terminal) return 0;
-  if ((rc = fq_store_cmd_del(s, id, err)) != 0) return rc;
+  return 0;
+}
+
+static int prune_command(fq_retention_t *r, const char *id, size_t *done, fq_err_t *err) {
+  fq_store_t *s = r->store;
+  int rc = fq_store_cmd_del(s, id, err);
+  if (rc) return rc;
   uint64_t h = 0;
   rc = fq_store_idem_del(s, id, &h, err); /* still there if the key pruning lags */
   if (rc == 0) {
@@ -198,11 +212,18 @@ static int prune_events(fq_retention_t *r, int64_t now, size_t *done, int64_t *d
         terminal = fq_state_terminal(e.state);
       }
     }
+    bool prune = false, busy = false;
+    if (terminal && (rc = command_prunable(r, id, &prune, &busy, err)) != 0) return rc;
+    if (busy) {
+      /* Not yet: the log waits here (history stays gap-free). */
+      if (now + RETRY_MS < *due) *due = now + RETRY_MS;
+      return 0;
+    }
     /* ev is borrowed from the page the deletion changes: copied above. */
     if ((rc = fq_store_event_del(s, seq, tlen ? tenant : NULL, tlen, tseq, err)) != 0) return rc;
     r->step_events++;
     (*done)++;
-    if (terminal && (rc = prune_command(r, id, done, err)) != 0) return rc;
+    if (prune && (rc = prune_command(r, id, done, err)) != 0) return rc;
   }
   return 0;
 }

@@ -35,6 +35,7 @@
 #ifndef FQ_RETENTION_H
 #define FQ_RETENTION_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -49,6 +50,11 @@ typedef struct fq_retention_opts {
   int64_t retention_ms;     /* 0: keep every event and command */
   int64_t dedupe_window_ms; /* 0: keys dedupe for ever; else 1..retention_ms (if set) */
   size_t batch;             /* most rows per step; 0: FQ_RETENTION_BATCH */
+  /* Optional: true while the shard still refers to terminal command num
+   * of device (its dispatcher may look at it again); such a command, and
+   * the log from its terminal event on, wait for the next step. */
+  bool (*busy)(void *ud, const char *device, uint64_t num);
+  void *busy_ud;
 } fq_retention_opts_t;
 
 typedef struct fq_retention_stats {

@@ -1042,6 +1042,14 @@ static int open_dispatcher(fq_shard_t *sh, fq_err_t *err) {
   return 0;
 }
 
+/* Retention asks before it removes a terminal command: the dispatcher may
+ * still hold it as a device's current command (settled by the shard while
+ * a timer of the dispatcher runs) and read it again. */
+static bool shard_refers(void *ud, const char *device, uint64_t num) {
+  fq_shard_t *sh = ud;
+  return sh->disp && fq_dispatch_refers(sh->disp, device, num);
+}
+
 fq_shard_t *fq_shard_new(const fq_shard_opts_t *opts, fq_err_t *err) {
   fq_shard_t *sh = calloc(1, sizeof *sh);
   if (!sh) {
@@ -1068,7 +1076,9 @@ fq_shard_t *fq_shard_new(const fq_shard_opts_t *opts, fq_err_t *err) {
     goto fail;
   }
   fq_retention_opts_t ro = {.retention_ms = opts->retention_ms,
-                            .dedupe_window_ms = opts->dedupe_window_ms};
+                            .dedupe_window_ms = opts->dedupe_window_ms,
+                            .busy = shard_refers,
+                            .busy_ud = sh};
   if (!(sh->ret = fq_retention_new(sh->store, &ro, fq_now_ms(), err))) goto fail;
   if (sh->o.dispatch && open_dispatcher(sh, err) != 0) goto fail;
   return sh;

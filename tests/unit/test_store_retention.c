@@ -426,3 +426,48 @@ FQ_TEST(aborted_outer_transaction_keeps_everything) {
   fq_store_destroy(&s);
   rm_rf(dir);
 }
+
+static uint64_t g_busy_num;
+
+static bool busy_cb(void *ud, const char *device, uint64_t num) {
+  (void)ud;
+  CHECK_STR(device, "v:5YJ30123456789ABC");
+  return num == g_busy_num;
+}
+
+/* A terminal command the shard still refers to (its dispatcher's current
+ * command) stays, and so does the log from its terminal event on, until
+ * the shard lets go. */
+FQ_TEST(command_in_use_waits_with_the_log) {
+  char *dir = tmpdir();
+  fq_err_t err;
+  fq_store_t *s = fq_store_open(dir, 0, 64 << 20, &err);
+  CHECK(s != NULL);
+  if (!s) return;
+  int64_t now = fq_now_ms();
+  char a[FQ_ID_LEN + 1], b[FQ_ID_LEN + 1], c[FQ_ID_LEN + 1];
+  CHECK_INT(fq_store_begin(s, true, &err), 0);
+  add_cmd(s, "acme", "a", now - 5000, FQ_ST_SUCCEEDED, now - 4900, a); /* seq 1, 2 */
+  add_cmd(s, "acme", "b", now - 4800, FQ_ST_EXPIRED, now - 4700, b);   /* seq 3, 4 */
+  add_cmd(s, "acme", "c", now - 4600, FQ_ST_SUCCEEDED, now - 4500, c); /* seq 5, 6 */
+  CHECK_INT(fq_store_commit(s, &err), 0);
+  g_busy_num = fq_store_id_num(b);
+  fq_retention_opts_t o = {.retention_ms = 1000, .dedupe_window_ms = 1000, .busy = busy_cb};
+  fq_retention_t *r = fq_retention_new(s, &o, now, &err);
+  CHECK(r != NULL);
+  if (!r) return;
+  CHECK_INT(step(s, r, now), 3 + 3 + 1); /* keys a b c, seq 1-3, command a */
+  CHECK(!has_cmd(s, a));
+  CHECK(has_cmd(s, b));
+  CHECK_INT(first_seq(s, NULL), 4);
+  CHECK(fq_retention_due(r) <= now + 1000); /* soon: a second, not a retention */
+  CHECK_INT(step(s, r, now), 0);
+  g_busy_num = 0; /* let go */
+  CHECK_INT(step(s, r, now), 2 + 1); /* seq 4, 5, command b (seq 6 is the last) */
+  CHECK(!has_cmd(s, b));
+  CHECK(has_cmd(s, c));
+  CHECK_INT(first_seq(s, NULL), 6);
+  fq_retention_destroy(&r);
+  fq_store_destroy(&s);
+  rm_rf(dir);
+}
