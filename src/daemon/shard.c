@@ -586,6 +586,12 @@ static int expire_due(fq_shard_t *sh, int64_t now, fq_err_t *err) {
     fq_store_id_format(sh->o.index, num, id);
     fq_cmdrec_t rec;
     int rc = fq_store_cmd_get(sh->store, id, FQ_ID_LEN, &rec, err);
+    if (rc == FQ_ENOTFOUND) {
+      /* A stale entry whose command retention already removed. */
+      fq_devq_remove(sh->q, num);
+      if ((rc = fq_store_active_del(sh->store, id, err)) != 0) return rc;
+      continue;
+    }
     if (rc) return rc;
     if (fq_state_terminal(rec.state)) {
       rc = fq_store_active_del(sh->store, id, err); /* stale entry */
