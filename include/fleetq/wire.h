@@ -171,9 +171,11 @@ int fq_wire_reply_submit(struct fq_buf *out, const char *id, int state, bool dup
                          const uint8_t *req_raw, size_t req_raw_len);
 int fq_wire_reply_ping(struct fq_buf *out, const char *version, uint32_t shards,
                        const uint8_t *req_raw, size_t req_raw_len);
-/* `events` are n already-packed event maps, spliced in as they are. */
+/* `events` are n already-packed event maps, spliced in as they are;
+ * `first` is where retained history begins (the lowest seq, or with a
+ * tenant tseq, still stored: older events were pruned). */
 int fq_wire_reply_history(struct fq_buf *out, const fq_str_t *events, size_t n, uint64_t next,
-                          const uint8_t *req_raw, size_t req_raw_len);
+                          uint64_t first, const uint8_t *req_raw, size_t req_raw_len);
 /* `command_map` is an already-packed map spliced in as `command` (get's
  * reply, and cancel's success reply: the map then shows the cancelled
  * state). */

@@ -23,6 +23,8 @@ void fq_config_defaults(fq_config_t *cfg) {
   cfg->default_ttl_ms = FQ_WIRE_DEFAULT_TTL_MS;
   cfg->map_size_mb = 16384;
   cfg->batch_max = 4096;
+  cfg->retention_s = FQ_CONFIG_RETENTION_S;
+  cfg->dedupe_window_s = FQ_CONFIG_DEDUPE_WINDOW_S;
   cfg->max_msg_size = FQ_WIRE_MAX_MSG;
   cfg->client_hwm = 100000;
   cfg->pub_hwm = 100000;
@@ -51,6 +53,10 @@ const char *fq_config_usage(void) {
          "  --default-ttl-ms N    deadline of a command without ttl_ms (default 60000)\n"
          "  --map-size-mb N       LMDB map size per shard (default 16384)\n"
          "  --batch-max N         most requests in one group commit (default 4096)\n"
+         "  --retention-s N       remove terminal commands and events older than N\n"
+         "                        seconds (default 604800 = 7 days; 0 keeps everything)\n"
+         "  --dedupe-window-s N   a tenant + key dedupes for N seconds after its command\n"
+         "                        was accepted (default 86400; at most --retention-s)\n"
          "  --log-level L         debug | info | warn | error (default info)\n"
          "  --key PEM             fleet private key (P-256) for signing commands\n"
          "  --ca-file PEM         extra trusted CA for Fleet API TLS (the simulator's)\n"
@@ -200,7 +206,9 @@ static int apply(fq_config_t *c, const char *name, const char *sval, json_t *jva
               {"http-timeout-ms", 100, 600000},
               {"wake-timeout-ms", 100, 86400000},
               {"wake-max", 1, 100},
-              {"drain-timeout-ms", 0, 3600000}};
+              {"drain-timeout-ms", 0, 3600000},
+              {"retention-s", 0, FQ_CONFIG_MAX_S},
+              {"dedupe-window-s", 1, FQ_CONFIG_MAX_S}};
   for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
     if (strcmp(name, ints[i].name) != 0) continue;
     if ((rc = parse_int(v, ints[i].lo, ints[i].hi, &x, name, err)) != 0) return rc;
@@ -219,6 +227,8 @@ static int apply(fq_config_t *c, const char *name, const char *sval, json_t *jva
       case 11: c->wake_timeout_ms = x; break;
       case 12: c->wake_max = (int)x; break;
       case 13: c->drain_timeout_ms = x; break;
+      case 14: c->retention_s = x; break;
+      case 15: c->dedupe_window_s = x; break;
     }
     return 0;
   }
@@ -285,5 +295,17 @@ int fq_config_from_args(fq_config_t *cfg, int argc, char **argv, fq_err_t *err) 
       return rc;
     }
   }
+  return fq_config_check(cfg, err);
+}
+
+int fq_config_check(const fq_config_t *cfg, fq_err_t *err) {
+  /* A key cannot dedupe against a command that is no longer stored: a
+   * retry after the command was pruned would silently run it again. */
+  if (cfg->retention_s > 0 && cfg->dedupe_window_s > cfg->retention_s)
+    return fq_errf(err, FQ_ECONFIG,
+                   "dedupe window (%lld s) is longer than the retention (%lld s): a key cannot "
+                   "dedupe against a command that was already removed; lower "
+                   "--dedupe-window-s (dedupe_window_s) or raise --retention-s (retention_s)",
+                   (long long)cfg->dedupe_window_s, (long long)cfg->retention_s);
   return 0;
 }

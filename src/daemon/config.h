@@ -20,6 +20,8 @@ typedef struct fq_config {
   int64_t default_ttl_ms;
   uint64_t map_size_mb;      /* LMDB map size per shard */
   unsigned batch_max;        /* requests per group commit */
+  int64_t retention_s;       /* prune terminal commands and events older (0: never) */
+  int64_t dedupe_window_s;   /* how long a (tenant, key) dedupes; <= retention_s */
   int max_msg_size;
   int client_hwm, pub_hwm, shard_hwm;
   int log_level;
@@ -40,6 +42,10 @@ typedef struct fq_config {
   unsigned ipc_mode;         /* mode of ipc:// socket files (default 0600) */
 } fq_config_t;
 
+#define FQ_CONFIG_RETENTION_S 604800     /* 7 days */
+#define FQ_CONFIG_DEDUPE_WINDOW_S 86400   /* 24 hours */
+#define FQ_CONFIG_MAX_S 315360000LL       /* 10 years: bounds both */
+
 /* Fill cfg with the built-in defaults. */
 void fq_config_defaults(fq_config_t *cfg);
 
@@ -51,6 +57,10 @@ int fq_config_load_file(fq_config_t *cfg, const char *path, fq_err_t *err);
  * wherever it appears.  Returns 0, 1 when --help was printed (exit 0), or
  * FQ_ECONFIG. */
 int fq_config_from_args(fq_config_t *cfg, int argc, char **argv, fq_err_t *err);
+
+/* The checks between settings (run by fq_config_from_args once every
+ * source was applied): the dedupe window must not exceed the retention. */
+int fq_config_check(const fq_config_t *cfg, fq_err_t *err);
 
 /* Usage text of fleetqd. */
 const char *fq_config_usage(void);

@@ -197,6 +197,11 @@ static void hold(fq_dispatch_t *d, dev_t_ *dev) {
   }
 }
 
+bool fq_dispatch_refers(const fq_dispatch_t *d, const char *device, uint64_t num) {
+  dev_t_ *const *slot = fq_hmap_find(&d->devs, hash_str(device), dev_eq, device);
+  return slot && (*slot)->cur == num;
+}
+
 void fq_dispatch_kick(fq_dispatch_t *d, const char *device) {
   dev_t_ *dev = dev_get(d, device);
   if (!dev || dev->kick_pending) return;

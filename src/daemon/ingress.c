@@ -63,7 +63,8 @@ struct fq_ingress {
   void **pairs;
   fq_buf_t out;
   uint64_t next_token;
-  fq_idem_t *keys;      /* hash(tenant, key) -> shard that stored it */
+  fq_idem_t *keys;      /* hash(tenant, key) -> shard that stored it (see key_mark) */
+  uint64_t *sent;       /* 'Q' and 'F' messages sent to each shard so far */
   unsigned loaded;      /* shards that finished announcing their keys */
   fanout_t fan[FANOUT_SLOTS];
 };
@@ -174,6 +175,7 @@ fq_ingress_t *fq_ingress_new(const fq_ingress_opts_t *opts, fq_err_t *err) {
   fq_buf_init(&in->out, 0);
   in->keys = fq_idem_new(1 << 16);
   in->pairs = calloc(opts->nshards + 1, sizeof *in->pairs);
+  in->sent = calloc(opts->nshards + 1, sizeof *in->sent);
   if (in->curve) {
     /* The ZAP handler must exist before a CURVE socket binds: libzmq
      * admits every key when no handler is bound. */
@@ -185,7 +187,7 @@ fq_ingress_t *fq_ingress_new(const fq_ingress_opts_t *opts, fq_err_t *err) {
     sockopt_int(in->zap, ZMQ_LINGER, 0);
   }
   in->router = zmq_socket(opts->zmq_ctx, ZMQ_ROUTER);
-  if (!in->pairs || !in->router || !in->keys) {
+  if (!in->pairs || !in->router || !in->keys || !in->sent) {
     fq_errf(err, FQ_EINTERNAL, "cannot create sockets: %s", zmq_strerror(errno));
     goto fail;
   }
@@ -258,6 +260,7 @@ void fq_ingress_destroy(fq_ingress_t **inp) {
   }
   fq_buf_free(&in->out);
   fq_idem_destroy(&in->keys);
+  free(in->sent);
   for (size_t i = 0; i < FANOUT_SLOTS; i++)
     for (int j = 0; j < in->fan[i].nframes; j++) zmq_msg_close(&in->fan[i].frames[j]);
   free(in);
@@ -301,6 +304,8 @@ static int to_shard(fq_ingress_t *in, unsigned shard, char kind, const uint64_t 
     zmq_msg_close(&k);
     return -e;
   }
+  /* Sent: the shard will count it too (see key_mark). */
+  if (kind == 'Q' || kind == 'F') in->sent[shard]++;
   if (token) zmq_send(s, token, 8, ZMQ_SNDMORE);
   for (int i = 0; i < n; i++) {
     zmq_msg_t c;
@@ -312,6 +317,38 @@ static int to_shard(fq_ingress_t *in, unsigned shard, char kind, const uint64_t 
     if (zmq_msg_send(&c, s, i + 1 < n ? ZMQ_SNDMORE : 0) < 0) zmq_msg_close(&c);
   }
   return 0;
+}
+
+/* --- which shard holds a key ------------------------------------------------
+ *
+ * With several shards, dedupe by (tenant, key) needs to know which shard
+ * took a key first (the command lives in its device's shard).  Each value
+ * under a key's hash is the shard index in its low 8 bits and, above them,
+ * the stamp: the number of the last message (this thread's count of 'Q'
+ * and 'F' messages to that shard) that may have stored the key there.  A
+ * shard that no longer holds a key (past the dedupe window) says so with
+ * 'X', giving the number of messages it had received when it decided;
+ * the entry goes only when no message sent after that could have stored
+ * the key again, so a key reused at the very moment it expires is never
+ * forgotten while a shard holds it.  Shards announce their keys at start
+ * ('K') with stamp 0. */
+#define KEY_SHARD(v) ((unsigned)((v) & 0xff))
+#define KEY_STAMP(v) ((v) >> 8)
+
+/* Remove (h -> shard) when its stamp is at most upto. */
+static void key_drop(fq_ingress_t *in, uint64_t h, unsigned shard, uint64_t upto) {
+  uint64_t found[8], v;
+  size_t n = 0, cur = 0;
+  while (n < 8 && fq_idem_next(in->keys, h, &cur, &v))
+    if (KEY_SHARD(v) == shard && KEY_STAMP(v) <= upto) found[n++] = v;
+  for (size_t i = 0; i < n; i++) fq_idem_del(in->keys, h, found[i]);
+}
+
+/* (h -> shard), stamped with the next message to that shard (the one
+ * about to carry the key).  0 or -ENOMEM. */
+static int key_mark(fq_ingress_t *in, uint64_t h, unsigned shard) {
+  key_drop(in, h, shard, UINT64_MAX);
+  return fq_idem_put(in->keys, h, (in->sent[shard] + 1) << 8 | shard);
 }
 
 /* --- CURVE: admission (ZAP), handshake failures, authorization ---------- */
@@ -603,14 +640,15 @@ static bool handle_client(fq_ingress_t *in) {
       bool seen_here = false, seen_elsewhere = false;
       unsigned where = 0;
       while (fq_idem_next(in->keys, h, &cur, &other)) {
-        if (other == shard) seen_here = true;
+        if (KEY_SHARD(other) == shard) seen_here = true;
         else {
           seen_elsewhere = true;
-          where = (unsigned)other;
+          where = KEY_SHARD(other);
         }
       }
       if (!seen_elsewhere || seen_here) {
-        if (!seen_here && fq_idem_put(in->keys, h, shard) != 0) {
+        /* Stamped anew even when known: this submit may store it again. */
+        if (key_mark(in, h, shard) != 0) {
           reply_error(in, f, nenv, FQ_EBUSY, "out of memory", &req);
           goto out;
         }
@@ -723,8 +761,8 @@ static void on_lookup_reply(fq_ingress_t *in, uint64_t token, uint8_t found, con
     } else {
       /* Not there after all (an entry left by a failed batch): the key is
        * new, so the submit goes to its device's shard. */
-      fq_idem_del(in->keys, fo->keyhash, fo->check_shard);
-      fq_idem_put(in->keys, fo->keyhash, fo->dev_shard);
+      key_drop(in, fo->keyhash, fo->check_shard, UINT64_MAX);
+      key_mark(in, fo->keyhash, fo->dev_shard);
       if (to_shard(in, fo->dev_shard, 'Q', NULL, fo->frames, fo->nframes, true, NULL) != 0) {
         fq_buf_reset(&in->out);
         fq_wire_reply_error(&in->out, FQ_EBUSY,
@@ -813,6 +851,17 @@ static int handle_shard(fq_ingress_t *in, unsigned idx) {
         memcpy(&h, p + 8 * i, 8);
         fq_idem_put(in->keys, h, idx);
       }
+    } else if (kind == 'X' && n == 2 && zmq_msg_size(&f[1]) >= 8) {
+      /* Keys the shard no longer holds, as of its upto-th message. */
+      const uint8_t *p = zmq_msg_data(&f[1]);
+      size_t cnt = (zmq_msg_size(&f[1]) - 8) / 8;
+      uint64_t upto;
+      memcpy(&upto, p, 8);
+      for (size_t i = 0; i < cnt; i++) {
+        uint64_t h;
+        memcpy(&h, p + 8 + 8 * i, 8);
+        key_drop(in, h, idx, upto);
+      }
     } else if (kind == 'L') {
       in->loaded++;
     } else if (kind == 'D') {
@@ -884,8 +933,10 @@ int fq_ingress_run(fq_ingress_t *in) {
     }
     if (!stopping && (x[X_STOP].revents & ZMQ_POLLIN)) {
       stopping = true;
-      fq_info("ingress", "stopping: draining %u shard(s)%s", nshards,
-              ns > nshards ? " and the auth thread" : "");
+      /* The table grows with the keys inside the dedupe window and shrinks
+       * as they leave it (16 bytes a key, shard.h 'X'). */
+      fq_info("ingress", "stopping: draining %u shard(s)%s; %zu key(s) in the dedupe table",
+              nshards, ns > nshards ? " and the auth thread" : "", fq_idem_count(in->keys));
       for (unsigned i = 0; i < ns; i++) {
         char t = 'T';
         /* Blocking send: the stop request must get through even when the

@@ -23,6 +23,7 @@
 #include "fleetq/wire.h"
 #include "log.h"
 #include "mpread.h"
+#include "retention.h"
 #include "store.h"
 #include "util.h"
 #include "zmsg.h"
@@ -51,6 +52,8 @@ struct fq_shard {
   char endpoint[64];
   char dir[4096];
   fq_store_t *store;
+  fq_retention_t *ret;       /* pruning of old commands, events and keys */
+  uint64_t received;         /* 'Q' and 'F' messages received (see announce_gone) */
   fq_devq_t *q;
   fq_dispatch_t *disp;
   void *sock;
@@ -529,7 +532,14 @@ static int handle_history(fq_shard_t *sh, pending_t *p, const fq_request_t *req,
     rc = fq_store_event_scan(sh->store, req->after, budget, hist_visit, &h, err);
   }
   if (rc < 0) return rc;
-  fq_wire_reply_history(&sh->replies, ev, h.n, h.last, req->req_raw, req->req_raw_len);
+  /* Where retained history begins: an `after` below it is no error, the
+   * page just starts there. */
+  uint64_t first = 0;
+  rc = req->tenant.p ? fq_store_tenant_first_tseq(sh->store, req->tenant.p, req->tenant.n,
+                                                  &first, err)
+                     : fq_store_first_seq(sh->store, &first, err);
+  if (rc) return rc;
+  fq_wire_reply_history(&sh->replies, ev, h.n, h.last, first, req->req_raw, req->req_raw_len);
   pend_close(sh, p);
   return 0;
 }
@@ -576,6 +586,12 @@ static int expire_due(fq_shard_t *sh, int64_t now, fq_err_t *err) {
     fq_store_id_format(sh->o.index, num, id);
     fq_cmdrec_t rec;
     int rc = fq_store_cmd_get(sh->store, id, FQ_ID_LEN, &rec, err);
+    if (rc == FQ_ENOTFOUND) {
+      /* A stale entry whose command retention already removed. */
+      fq_devq_remove(sh->q, num);
+      if ((rc = fq_store_active_del(sh->store, id, err)) != 0) return rc;
+      continue;
+    }
     if (rc) return rc;
     if (fq_state_terminal(rec.state)) {
       rc = fq_store_active_del(sh->store, id, err); /* stale entry */
@@ -763,6 +779,25 @@ static void fail_batch(fq_shard_t *sh, int code, const char *msg) {
   fq_buf_reset(&sh->evbuf);
 }
 
+/* Tell the ingress which (tenant, key) hashes this shard no longer holds
+ * (their keys left the dedupe window), with the number of requests it had
+ * received when the batch that dropped them ran: a request sent after
+ * that may have stored the key again, and the ingress keeps its entry
+ * then.  Frame: u64 received, u64 hash... (native byte order). */
+static void announce_gone(fq_shard_t *sh) {
+  const uint64_t *h;
+  size_t n = fq_retention_take_gone(sh->ret, &h);
+  for (size_t off = 0; off < n;) {
+    size_t k = n - off < 8191 ? n - off : 8191;
+    uint64_t buf[8192];
+    buf[0] = sh->received;
+    memcpy(buf + 1, h + off, k * 8);
+    zmq_send(sh->sock, "X", 1, ZMQ_SNDMORE);
+    zmq_send(sh->sock, buf, (k + 1) * 8, 0);
+    off += k;
+  }
+}
+
 static void process_batch(fq_shard_t *sh, zmq_msg_t (*msgs)[MAX_FRAMES + 2], int *counts,
                           int nmsgs, const zmq_pollitem_t *hitems, int nh) {
   fq_err_t err;
@@ -782,6 +817,7 @@ static void process_batch(fq_shard_t *sh, zmq_msg_t (*msgs)[MAX_FRAMES + 2], int
       else if (!sh->drain_until) sh->drain_until = now + sh->o.drain_timeout_ms;
       continue;
     }
+    if (*kind == 'Q' || *kind == 'F') sh->received++;
     int first_env = (*kind == 'F') ? 2 : 1;
     if (n < first_env + 1) continue;
     pending_t *p = pend_add(sh, *kind == 'F' ? 'F' : 'R', &f[first_env], n - first_env - 1);
@@ -812,6 +848,8 @@ static void process_batch(fq_shard_t *sh, zmq_msg_t (*msgs)[MAX_FRAMES + 2], int
     if (rc) fq_error("shard", "shard %u: drain: %s", sh->o.index, err.msg);
   }
   if (rc == 0 && now >= sh->next_deadline) rc = expire_due(sh, now, &err);
+  /* Bounded, and in a nested transaction: it cannot fail the batch. */
+  if (rc == 0 && now >= fq_retention_due(sh->ret)) fq_retention_step(sh->ret, now);
   int64_t t_proc = TNOW();
   if (rc == 0) {
     rc = fq_store_commit(sh->store, &err);
@@ -823,8 +861,10 @@ static void process_batch(fq_shard_t *sh, zmq_msg_t (*msgs)[MAX_FRAMES + 2], int
        * rather than limp on and ack things that are not durable. */
       fq_fatal("shard %u: commit failed: %s; stopping", sh->o.index, err.msg);
     }
+    fq_retention_committed(sh->ret);
   } else {
     fq_store_abort(sh->store);
+    fq_retention_aborted(sh->ret);
     if (sh->disp) fq_dispatch_rollback(sh->disp);
     /* The in-memory queues saw this batch's changes: rebuild them from what
      * is on disk. */
@@ -842,6 +882,7 @@ static void process_batch(fq_shard_t *sh, zmq_msg_t (*msgs)[MAX_FRAMES + 2], int
   if (sh->drain_until && (drain_final || fq_dispatch_drained(sh->disp))) sh->stopping = true;
   int64_t t_f = TNOW();
   flush_batch(sh);
+  announce_gone(sh);
   int64_t t_l = TNOW();
   if (sh->disp) fq_dispatch_launch(sh->disp, fq_now_ms());
   sh->tr_flush += t_l - t_f;
@@ -898,8 +939,9 @@ static void *shard_main(void *arg) {
   while (!sh->stopping) {
     int64_t now = fq_now_ms();
     long timeout = -1;
-    if (sh->next_deadline != INT64_MAX)
-      timeout = sh->next_deadline <= now ? 0 : (long)(sh->next_deadline - now);
+    int64_t wake_at = sh->next_deadline;
+    if (fq_retention_due(sh->ret) < wake_at) wake_at = fq_retention_due(sh->ret);
+    if (wake_at != INT64_MAX) timeout = wake_at <= now ? 0 : (long)(wake_at - now);
     if (timeout > 1000 || timeout < 0) timeout = 1000;
     items[0] = (zmq_pollitem_t){sh->sock, 0, ZMQ_POLLIN, 0};
     int nh = 0;
@@ -944,7 +986,7 @@ static void *shard_main(void *arg) {
     bool http_ready = false;
     for (int i = 1; i <= nh; i++)
       if (items[i].revents) http_ready = true;
-    if (nmsgs || now >= sh->next_deadline || http_ready ||
+    if (nmsgs || now >= sh->next_deadline || now >= fq_retention_due(sh->ret) || http_ready ||
         (sh->drain_until && now >= sh->drain_until) ||
         (sh->disp && fq_dispatch_pending(sh->disp, now)))
       process_batch(sh, msgs, counts, nmsgs, items + 1, nh);
@@ -1006,6 +1048,14 @@ static int open_dispatcher(fq_shard_t *sh, fq_err_t *err) {
   return 0;
 }
 
+/* Retention asks before it removes a terminal command: the dispatcher may
+ * still hold it as a device's current command (settled by the shard while
+ * a timer of the dispatcher runs) and read it again. */
+static bool shard_refers(void *ud, const char *device, uint64_t num) {
+  fq_shard_t *sh = ud;
+  return sh->disp && fq_dispatch_refers(sh->disp, device, num);
+}
+
 fq_shard_t *fq_shard_new(const fq_shard_opts_t *opts, fq_err_t *err) {
   fq_shard_t *sh = calloc(1, sizeof *sh);
   if (!sh) {
@@ -1031,6 +1081,11 @@ fq_shard_t *fq_shard_new(const fq_shard_opts_t *opts, fq_err_t *err) {
     fq_errf(err, e.code, "recovery failed: %s", e.msg);
     goto fail;
   }
+  fq_retention_opts_t ro = {.retention_ms = opts->retention_ms,
+                            .dedupe_window_ms = opts->dedupe_window_ms,
+                            .busy = shard_refers,
+                            .busy_ud = sh};
+  if (!(sh->ret = fq_retention_new(sh->store, &ro, fq_now_ms(), err))) goto fail;
   if (sh->o.dispatch && open_dispatcher(sh, err) != 0) goto fail;
   return sh;
 fail:
@@ -1057,6 +1112,7 @@ void fq_shard_destroy(fq_shard_t **shp) {
   if (sh->started) pthread_join(sh->thread, NULL);
   fq_dispatch_destroy(&sh->disp); /* a shard that never started still has it */
   if (sh->sock) zmq_close(sh->sock);
+  fq_retention_destroy(&sh->ret);
   fq_store_destroy(&sh->store);
   fq_devq_destroy(&sh->q);
   free(sh->pend);

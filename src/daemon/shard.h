@@ -22,6 +22,10 @@
  *                                                   replies
  *                     'K' u64[n]                    (tenant, key) hashes of
  *                                                   stored commands, at start
+ *                     'X' u64 r, u64[n]             hashes no longer held
+ *                                                   (dedupe window over), as
+ *                                                   of the r-th 'Q'/'F'
+ *                                                   received (retention.h)
  *                     'L'                           start-up done
  *                     'D'                           stopped
  * Replies and events leave only after the transaction holding them has
@@ -58,6 +62,8 @@ typedef struct fq_shard_opts {
   size_t batch_max;           /* most requests in one transaction */
   const fq_dispatch_opts_t *dispatch; /* NULL: commands stay queued */
   int64_t drain_timeout_ms;   /* after 'T': longest wait for requests in flight (0: none) */
+  int64_t retention_ms;       /* prune terminal commands and events older (0: never; retention.h) */
+  int64_t dedupe_window_ms;   /* how long a (tenant, key) dedupes (0: for ever) */
 } fq_shard_opts_t;
 
 /* Create the shard, in the caller's thread, so that every start-up

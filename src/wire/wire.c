@@ -894,15 +894,16 @@ int fq_wire_reply_ping(fq_buf_t *out, const char *version, uint32_t shards,
 }
 
 int fq_wire_reply_history(fq_buf_t *out, const fq_str_t *events, size_t n, uint64_t next,
-                          const uint8_t *req_raw, size_t req_raw_len) {
+                          uint64_t first, const uint8_t *req_raw, size_t req_raw_len) {
   enc_t e;
   enc_init(&e, out);
-  int rc = msgpack_pack_map(&e.pk, req_raw ? 4 : 3);
+  int rc = msgpack_pack_map(&e.pk, req_raw ? 5 : 4);
   rc |= p_key(&e, "ok") | msgpack_pack_true(&e.pk);
   rc |= p_key(&e, "events") | msgpack_pack_array(&e.pk, n);
   for (size_t i = 0; i < n && !rc; i++)
     rc |= p_raw(&e, (const uint8_t *)events[i].p, events[i].n);
   rc |= p_key(&e, "next") | msgpack_pack_uint64(&e.pk, next);
+  rc |= p_key(&e, "first") | msgpack_pack_uint64(&e.pk, first);
   rc |= p_req(&e, req_raw, req_raw_len);
   return enc_done(&e, rc);
 }

@@ -206,6 +206,7 @@ typedef struct rep {
   uint64_t ev_tseq[64];      /* 0 when the event has none */
   char ev_tenant[64][12];
   uint64_t next;             /* history's `next` */
+  uint64_t first;            /* history's `first` (0 when absent) */
 } rep_t;
 
 typedef struct ev {
@@ -244,6 +245,9 @@ typedef struct sh_h {
   int tseq_gaps;
   batch_t *b;                /* scratch for receive */
   bool no_dispatch;
+  int64_t retention_ms, window_ms; /* the shard's retention (0: none) */
+  int gone;                  /* key hashes the shard said it no longer holds ('X') */
+  uint64_t gone_upto;        /* the request count of the last 'X' */
 } sh_h_t;
 
 static int buf_write(void *data, const char *p, size_t len) {
@@ -462,6 +466,8 @@ static void parse_reply(const uint8_t *p, size_t n, rep_t *r) {
     if ((v = map_get(m, "message"))) copy_str(r->message, sizeof r->message, v);
     if ((v = map_get(m, "next")) && v->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
       r->next = v->via.u64;
+    if ((v = map_get(m, "first")) && v->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+      r->first = v->via.u64;
     const msgpack_object *c = map_get(m, "command");
     if (c) {
       if ((v = map_get(c, "id"))) copy_str(r->id, sizeof r->id, v);
@@ -516,20 +522,33 @@ static int recv_batch(sh_h_t *h, batch_t *b, int ms) {
   memset(b, 0, offsetof(batch_t, rep));
   b->events_first = true;
   zmq_pollitem_t it = {h->pair, 0, ZMQ_POLLIN, 0};
-  if (zmq_poll(&it, 1, ms) <= 0) return -1;
   zmq_msg_t f[2];
   int n = 0;
   for (;;) {
-    zmq_msg_t m;
-    zmq_msg_init(&m);
-    if (zmq_msg_recv(&m, h->pair, 0) < 0) {
-      zmq_msg_close(&m);
-      break;
+    if (zmq_poll(&it, 1, ms) <= 0) return -1;
+    n = 0;
+    for (;;) {
+      zmq_msg_t m;
+      zmq_msg_init(&m);
+      if (zmq_msg_recv(&m, h->pair, 0) < 0) {
+        zmq_msg_close(&m);
+        break;
+      }
+      bool more = zmq_msg_more(&m);
+      if (n < 2) f[n++] = m;
+      else zmq_msg_close(&m);
+      if (!more) break;
     }
-    bool more = zmq_msg_more(&m);
-    if (n < 2) f[n++] = m;
-    else zmq_msg_close(&m);
-    if (!more) break;
+    /* 'X' (keys no longer held, retention) comes on its own: note it and
+     * wait for the batch. */
+    if (n == 2 && zmq_msg_size(&f[0]) == 1 && *(char *)zmq_msg_data(&f[0]) == 'X' &&
+        zmq_msg_size(&f[1]) >= 8) {
+      memcpy(&h->gone_upto, zmq_msg_data(&f[1]), 8);
+      h->gone += (int)(zmq_msg_size(&f[1]) / 8 - 1);
+      for (int i = 0; i < n; i++) zmq_msg_close(&f[i]);
+      continue;
+    }
+    break;
   }
   int rc = -1;
   if (n == 2 && zmq_msg_size(&f[0]) == 1 && *(char *)zmq_msg_data(&f[0]) == 'B') {
@@ -653,7 +672,9 @@ static int sh_start(sh_h_t *h) {
                         .count = 1,
                         .map_size = h->map_size,
                         .default_ttl_ms = 600000,
-                        .dispatch = h->no_dispatch ? NULL : &h->dopts};
+                        .dispatch = h->no_dispatch ? NULL : &h->dopts,
+                        .retention_ms = h->retention_ms,
+                        .dedupe_window_ms = h->window_ms};
   h->pair = zmq_socket(h->ctx, ZMQ_PAIR);
   int hwm = 0, sndtimeo = 10000;
   zmq_setsockopt(h->pair, ZMQ_SNDHWM, &hwm, sizeof hwm);
@@ -748,8 +769,11 @@ static void sh_stop(sh_h_t *h) {
 /* with_account: the dispatcher sends (to the test transport); else it
  * holds every command.  no_dispatch: no dispatcher at all (the shard's own
  * deadline handling alone; batches cannot be held). */
-static int sh_open2(sh_h_t *h, bool with_account, uint64_t map_size, bool no_dispatch) {
+static int sh_open3(sh_h_t *h, bool with_account, uint64_t map_size, bool no_dispatch,
+                    int64_t retention_ms, int64_t window_ms) {
   memset(h, 0, sizeof *h);
+  h->retention_ms = retention_ms;
+  h->window_ms = window_ms;
   snprintf(h->dir, sizeof h->dir, "/tmp/fq_shard_XXXXXX");
   if (!mkdtemp(h->dir)) return -1;
   h->map_size = map_size ? map_size : 64 << 20;
@@ -783,6 +807,10 @@ static int sh_open2(sh_h_t *h, bool with_account, uint64_t map_size, bool no_dis
   h->dopts = (fq_dispatch_opts_t){.accounts = h->acc, .transport = &h->tr};
   h->no_dispatch = no_dispatch;
   return sh_start(h);
+}
+
+static int sh_open2(sh_h_t *h, bool with_account, uint64_t map_size, bool no_dispatch) {
+  return sh_open3(h, with_account, map_size, no_dispatch, 0, 0);
 }
 
 static int sh_open(sh_h_t *h, bool with_account, uint64_t map_size) {
@@ -1566,5 +1594,110 @@ FQ_TEST(acl_history_filters_and_pages) {
   CHECK(!r.ok);
   CHECK_STR(r.error, "forbidden");
   CHECK(strstr(r.message, "beta") != NULL);
+  sh_close(&h);
+}
+
+/* Retention through the shard's loop: with no request arriving, old
+ * terminal commands and events go and expired keys are freed; get of a
+ * pruned command is not_found, history says where it begins, the same key
+ * makes a new command; seq and tseq go on gap-free across a restart. */
+FQ_TEST(retention_prunes_while_idle_and_frees_keys) {
+  sh_h_t h;
+  if (sh_open3(&h, false, 0, true, 1200, 800) != 0) {
+    FQ__FAIL("harness");
+    sh_close(&h);
+    return;
+  }
+  rep_t r;
+  char id1[FQ_ID_LEN + 1], id2[FQ_ID_LEN + 1], id3[FQ_ID_LEN + 1];
+  /* seq 1..3: queued k1 k2 k3; 4, 5: k1 and k2 cancelled. */
+  q_submit(&h, "acme", "k1", 1, 10, false, 1);
+  CHECK(await_rep(&h, 1, &r, NULL));
+  snprintf(id1, sizeof id1, "%s", r.id);
+  q_submit(&h, "acme", "k2", 2, 10, false, 2);
+  CHECK(await_rep(&h, 2, &r, NULL));
+  snprintf(id2, sizeof id2, "%s", r.id);
+  q_submit(&h, "acme", "k3", 3, 10, false, 3);
+  CHECK(await_rep(&h, 3, &r, NULL));
+  snprintf(id3, sizeof id3, "%s", r.id);
+  q_lookup(&h, "cancel", "acme", "k1", 4);
+  CHECK(await_rep(&h, 4, &r, NULL));
+  CHECK_STR(r.state, "cancelled");
+  q_lookup(&h, "cancel", "acme", "k2", 5);
+  CHECK(await_rep(&h, 5, &r, NULL));
+  /* Within the window the key dedupes. */
+  q_submit(&h, "acme", "k1", 1, 10, false, 6);
+  CHECK(await_rep(&h, 6, &r, NULL));
+  CHECK(r.ok && r.dup);
+  CHECK_STR(r.id, id1);
+  q_history(&h, 0, 7);
+  CHECK(await_rep(&h, 7, &r, NULL));
+  CHECK_INT(r.nevents, 5);
+  CHECK_INT(r.first, 1);
+  CHECK_INT(h.last_seq, 5);
+
+  /* Idle past the retention: the shard prunes on its own. */
+  usleep(1800 * 1000);
+  q_lookup(&h, "get", NULL, id1, 8);
+  CHECK(await_rep(&h, 8, &r, NULL));
+  CHECK(!r.ok);
+  CHECK_STR(r.error, "not_found");
+  q_lookup(&h, "get", NULL, id3, 9); /* still queued: kept */
+  CHECK(await_rep(&h, 9, &r, NULL));
+  CHECK(r.ok);
+  CHECK_STR(r.state, "queued");
+  q_lookup(&h, "get", NULL, id2, 10); /* its end is the log's last event: kept */
+  CHECK(await_rep(&h, 10, &r, NULL));
+  CHECK(r.ok);
+  CHECK_STR(r.state, "cancelled");
+  /* History begins at the last event; an `after` below it is no error. */
+  q_history(&h, 0, 11);
+  CHECK(await_rep(&h, 11, &r, NULL));
+  CHECK(r.ok);
+  CHECK_INT(r.first, 5);
+  CHECK_INT(r.nevents, 1);
+  CHECK_INT(r.ev_seq[0], 5);
+  CHECK_INT(r.next, 5);
+  q_history_acl(&h, NO_ACL, "acme", 1, 100, 12);
+  CHECK(await_rep(&h, 12, &r, NULL));
+  CHECK(r.ok);
+  CHECK_INT(r.first, 5);
+  CHECK_INT(r.nevents, 1);
+  CHECK_INT(r.ev_tseq[0], 5);
+  /* Past the window the same key and content make a new command, also
+   * for a command still queued; a lookup by the key finds nothing. */
+  q_lookup(&h, "get", "acme", "k3", 13);
+  CHECK(await_rep(&h, 13, &r, NULL));
+  CHECK_STR(r.error, "not_found");
+  q_submit(&h, "acme", "k1", 1, 10, false, 14);
+  CHECK(await_rep(&h, 14, &r, NULL));
+  CHECK(r.ok && !r.dup);
+  CHECK(strcmp(r.id, id1) != 0);
+  char id1b[FQ_ID_LEN + 1];
+  snprintf(id1b, sizeof id1b, "%s", r.id);
+  q_submit(&h, "acme", "k3", 3, 10, false, 15);
+  CHECK(await_rep(&h, 15, &r, NULL));
+  CHECK(r.ok && !r.dup);
+  CHECK(strcmp(r.id, id3) != 0);
+  CHECK_INT(h.last_seq, 7);
+  /* The ingress was told the three keys left (as of the 7 requests
+   * received before the step that dropped them, or more). */
+  CHECK_INT(h.gone, 3);
+  CHECK(h.gone_upto >= 7);
+
+  /* A restart: seq and tseq go on (the harness checks every published
+   * event follows the last one), and the new key still dedupes. */
+  sh_stop(&h);
+  CHECK_INT(sh_start(&h), 0);
+  q_submit(&h, "acme", "k1", 1, 10, false, 16);
+  CHECK(await_rep(&h, 16, &r, NULL));
+  CHECK(r.ok && r.dup);
+  CHECK_STR(r.id, id1b);
+  q_submit(&h, "acme", "k4", 4, 10, false, 17);
+  CHECK(await_rep(&h, 17, &r, NULL));
+  CHECK(r.ok && !r.dup);
+  CHECK_INT(h.last_seq, 8);
+  CHECK_INT(tseq_last(&h, "acme"), 8);
+  CHECK_INT(h.seq_gaps, 0);
   sh_close(&h);
 }

@@ -778,11 +778,11 @@ FQ_TEST(replies_encode_exactly) {
   fq_buf_reset(&b);
   mb_t e1 = mp("{'seq':1}"), e2 = mp("{'seq':2}");
   fq_str_t evs[2] = {{(const char *)e1.p, e1.n}, {(const char *)e2.p, e2.n}};
-  CHECK_INT(fq_wire_reply_history(&b, evs, 2, 3, NULL, 0), 0);
-  expect_bytes(&b, "{'ok':true,'events':[{'seq':1},{'seq':2}],'next':3}", __LINE__);
+  CHECK_INT(fq_wire_reply_history(&b, evs, 2, 3, 1, NULL, 0), 0);
+  expect_bytes(&b, "{'ok':true,'events':[{'seq':1},{'seq':2}],'next':3,'first':1}", __LINE__);
   fq_buf_reset(&b);
-  CHECK_INT(fq_wire_reply_history(&b, NULL, 0, 0, (const uint8_t *)"\xc0", 1), 0);
-  expect_bytes(&b, "{'ok':true,'events':[],'next':0,'req':nil}", __LINE__);
+  CHECK_INT(fq_wire_reply_history(&b, NULL, 0, 0, 7, (const uint8_t *)"\xc0", 1), 0);
+  expect_bytes(&b, "{'ok':true,'events':[],'next':0,'first':7,'req':nil}", __LINE__);
   fq_buf_reset(&b);
   CHECK_INT(fq_wire_reply_command(&b, e1.p, e1.n, (const uint8_t *)"\x01", 1), 0);
   expect_bytes(&b, "{'ok':true,'command':{'seq':1},'req':1}", __LINE__);

@@ -758,7 +758,10 @@ static const char g_history_help[] =
     "at most L (default 100, max 1000), then the seq to continue after.\n"
     "With --tenant, only tenant T's events of the shard, in the order of\n"
     "their per-tenant sequence tseq: --after and the `next` printed count\n"
-    "tseq (1, 2, 3... for each tenant and shard) instead of seq.\n";
+    "tseq (1, 2, 3... for each tenant and shard) instead of seq.\n"
+    "Events older than the daemon's --retention-s are pruned: when --after is\n"
+    "below where retained history begins, a note on stderr says so and the\n"
+    "page starts at the first event still stored.\n";
 
 static int cmd_history(int argc, char **argv) {
   qopts_t o;
@@ -777,8 +780,14 @@ static int cmd_history(int argc, char **argv) {
   if (round_trip(c, &o, &req, &raw, &m)) goto out;
   if (!o.json) {
     const msgpack_object *evs = fq_mp_get(m.root, "events");
-    int64_t next = 0, tseq = 0;
+    int64_t next = 0, tseq = 0, first = 0;
     char mark[40];
+    /* Events older than the daemon's retention are gone: say so rather
+     * than let the page look like the start of history. */
+    if (fq_mp_int(fq_mp_get(m.root, "first"), &first) && first > 0 &&
+        (uint64_t)first - 1 > (uint64_t)o.after)
+      fprintf(stderr, "note: %s before %" PRId64 " were pruned (retention); history begins there\n",
+              o.tenant ? "this tenant's events (tseq)" : "events (seq)", first);
     /* By tenant the page counts tseq: show it beside each event. */
     if (evs && evs->type == MSGPACK_OBJECT_ARRAY)
       for (uint32_t i = 0; i < evs->via.array.size; i++) {

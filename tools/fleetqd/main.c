@@ -316,7 +316,9 @@ static int open_shards(daemon_t *d) {
                                  .default_ttl_ms = cfg->default_ttl_ms,
                                  .batch_max = cfg->batch_max,
                                  .dispatch = &d->dopts,
-                                 .drain_timeout_ms = cfg->drain_timeout_ms};
+                                 .drain_timeout_ms = cfg->drain_timeout_ms,
+                                 .retention_ms = cfg->retention_s * 1000,
+                                 .dedupe_window_ms = cfg->dedupe_window_s * 1000};
     fq_err_clear(&op[i].err);
     /* One shard (or a thread that cannot start) opens right here. */
     op[i].started = cfg->shards > 1 && pthread_create(&op[i].th, NULL, shard_opener, &op[i]) == 0;
