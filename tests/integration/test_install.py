@@ -31,6 +31,21 @@ SRC = fqlib.SRC
 PARTS_OUTSIDE = ("fq_daemon", "fq_fleet", "fq_vcp", "fq_sim")
 
 
+def sanitizer_flags():
+    """The -fsanitize flags of this build (an ASan or TSan build installs
+    instrumented libraries: a program linking them needs the runtime)."""
+    flags = []
+    try:
+        cache = open(os.path.join(BUILD, "CMakeCache.txt")).read()
+    except OSError:
+        return flags
+    if re.search(r"^FQ_SANITIZE:BOOL=(ON|1|TRUE)", cache, re.M | re.I):
+        flags.append("-fsanitize=address,undefined")
+    if re.search(r"^FQ_TSAN:BOOL=(ON|1|TRUE)", cache, re.M | re.I):
+        flags.append("-fsanitize=thread")
+    return flags
+
+
 def sh(args, timeout=180, env=None, cwd=None):
     return subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
 
@@ -127,14 +142,16 @@ def example_checks(c, prefix, tmp):
     exe_pc = os.path.join(tmp, "example-pc")
     flags = r.returncode == 0 and sh(["pkg-config", "--cflags", "--libs", "fleetq"],
                                      env=env).stdout.split()
-    r = sh(["cc", "-std=c11", "-Wall", "-Wextra", "-Werror", src] + (flags or []) +
+    san = sanitizer_flags()
+    r = sh(["cc", "-std=c11", "-Wall", "-Wextra", "-Werror"] + san + [src] + (flags or []) +
            ["-o", exe_pc], env=env)
     c.ok(r.returncode == 0, "examples/c builds with cc $(pkg-config --cflags --libs fleetq)",
          r.stdout, r.stderr)
 
     bdir = os.path.join(tmp, "example-cmake")
     r = sh(["cmake", "-S", os.path.join(SRC, "examples", "c"), "-B", bdir,
-            f"-DCMAKE_PREFIX_PATH={prefix}", "-DFLEETQ_STATIC=ON"])
+            f"-DCMAKE_PREFIX_PATH={prefix}", "-DFLEETQ_STATIC=ON",
+            f"-DCMAKE_C_FLAGS={' '.join(san)}", f"-DCMAKE_EXE_LINKER_FLAGS={' '.join(san)}"])
     ok = c.ok(r.returncode == 0, "examples/c configures with find_package(fleetq)",
               r.stdout[-800:], r.stderr[-800:])
     if ok:
