@@ -86,6 +86,9 @@ const char *fq_config_usage(void) {
          "                        a scripted tour; fleetsim is taken from beside fleetqd\n"
          "                        or from the environment variable FQ_FLEETSIM\n"
          "  -h, --help            this text\n"
+         "  --version             print \"fleetqd <version>\" and exit\n"
+         "\n"
+         "Every flag takes its value as --flag VALUE or --flag=VALUE.\n"
          "\n"
          "Signals: SIGTERM / SIGINT stop: no new request leaves, the ones in flight get\n"
          "up to --drain-timeout-ms to be answered, commands never sent stay queued for\n"
@@ -265,13 +268,27 @@ out:
   return rc;
 }
 
+/* "--name=value" and "--name value" alike: the name (into name[]) and
+ * where its value is, NULL when the next argument holds it. */
+static int split_flag(const char *a, char *name, size_t cap, const char **value, fq_err_t *err) {
+  const char *eq = strchr(a, '=');
+  size_t n = eq ? (size_t)(eq - a) : strlen(a);
+  if (n >= cap) return fq_errf(err, FQ_ECONFIG, "unknown option %.*s (see --help)", (int)n, a);
+  memcpy(name, a, n);
+  name[n] = 0;
+  *value = eq ? eq + 1 : NULL;
+  return 0;
+}
+
 int fq_config_from_args(fq_config_t *cfg, int argc, char **argv, fq_err_t *err) {
   int rc;
+  char flag[80];
+  const char *v = NULL;
   for (int i = 1; i < argc; i++) {
-    if (!strcmp(argv[i], "--config")) {
-      if (i + 1 >= argc) return fq_errf(err, FQ_ECONFIG, "--config needs a file");
-      if ((rc = fq_config_load_file(cfg, argv[i + 1], err)) != 0) return rc;
-    }
+    if (strncmp(argv[i], "--config", 8) != 0 || (argv[i][8] && argv[i][8] != '=')) continue;
+    if ((rc = split_flag(argv[i], flag, sizeof flag, &v, err)) != 0) return rc;
+    if (!v && i + 1 >= argc) return fq_errf(err, FQ_ECONFIG, "--config needs a file");
+    if ((rc = fq_config_load_file(cfg, v ? v : argv[i + 1], err)) != 0) return rc;
   }
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
@@ -279,19 +296,27 @@ int fq_config_from_args(fq_config_t *cfg, int argc, char **argv, fq_err_t *err) 
       fputs(fq_config_usage(), stdout);
       return 1;
     }
+    if (!strcmp(a, "--version")) {
+      printf("fleetqd %s\n", FQ_VERSION);
+      return 1;
+    }
     if (strncmp(a, "--", 2) != 0)
       return fq_errf(err, FQ_ECONFIG, "unexpected argument \"%s\" (see --help)", a);
-    const char *name = a + 2;
+    if ((rc = split_flag(a, flag, sizeof flag, &v, err)) != 0) return rc;
+    const char *name = flag + 2;
     if (!strcmp(name, "demo")) {
+      if (v) return fq_errf(err, FQ_ECONFIG, "--demo takes no value");
       cfg->demo = true;
       continue;
     }
-    if (i + 1 >= argc) return fq_errf(err, FQ_ECONFIG, "%s needs a value", a);
-    const char *v = argv[++i];
+    if (!v) {
+      if (i + 1 >= argc) return fq_errf(err, FQ_ECONFIG, "%s needs a value", flag);
+      v = argv[++i];
+    }
     if (!strcmp(name, "config")) continue;
     if ((rc = apply(cfg, name, v, NULL, err)) != 0) {
       if (strstr(err->msg, "unknown setting"))
-        fq_errf(err, FQ_ECONFIG, "unknown option %s (see --help)", a);
+        fq_errf(err, FQ_ECONFIG, "unknown option %s (see --help)", flag);
       return rc;
     }
   }

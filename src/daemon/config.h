@@ -53,9 +53,9 @@ void fq_config_defaults(fq_config_t *cfg);
  * key and what is wrong. */
 int fq_config_load_file(fq_config_t *cfg, const char *path, fq_err_t *err);
 
-/* Apply argv (fleetqd's flags) on top of cfg; --config is read first
- * wherever it appears.  Returns 0, 1 when --help was printed (exit 0), or
- * FQ_ECONFIG. */
+/* Apply argv (fleetqd's flags, "--flag value" or "--flag=value") on top
+ * of cfg; --config is read first wherever it appears.  Returns 0, 1 when
+ * --help or --version was printed (exit 0), or FQ_ECONFIG. */
 int fq_config_from_args(fq_config_t *cfg, int argc, char **argv, fq_err_t *err);
 
 /* The checks between settings (run by fq_config_from_args once every

@@ -906,7 +906,10 @@ int fq_ingress_run(fq_ingress_t *in) {
                                    0};
     long timeout = stopping ? 100 : -1;
     if (!in->pub) timeout = 1000;
+    if (in->o.heartbeat && (timeout < 0 || timeout > in->o.heartbeat_ms))
+      timeout = in->o.heartbeat_ms;
     int rc = zmq_poll(items, (int)(ns + X_N), timeout);
+    if (in->o.heartbeat) atomic_fetch_add(in->o.heartbeat, 1);
     if (rc < 0) {
       if (errno == EINTR) continue;
       if (errno == ETERM) break;

@@ -10,7 +10,9 @@
 #ifndef FQ_INGRESS_H
 #define FQ_INGRESS_H
 
+#include <stdatomic.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "clients.h"
 #include "fleetq/error.h"
@@ -40,6 +42,10 @@ typedef struct fq_ingress_opts {
   const char *clients_file;  /* reloaded when reload_fd becomes readable */
   int reload_fd;             /* -1: none */
   unsigned ipc_mode;         /* permission bits of ipc:// socket files */
+  /* The systemd watchdog (sdnotify.h): when set, the loop increments
+   * *heartbeat on every turn and turns at least every heartbeat_ms. */
+  _Atomic uint64_t *heartbeat;
+  int heartbeat_ms;
 } fq_ingress_opts_t;
 
 /* Create the sockets: bind ROUTER, PUB and the shards' inproc endpoints
