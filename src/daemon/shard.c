@@ -292,7 +292,11 @@ static int reply_record(fq_shard_t *sh, pending_t *p, const char *id, const fq_r
   return 0;
 }
 
-/* Supersede older still-queued commands of the same name on the device. */
+/* Supersede older still-queued commands of the same name on the device,
+ * of the same tenant and account only: a device may be shared by tenants
+ * (and reached through several accounts), and one tenant's set-point must
+ * never replace another's command, which that tenant would see end
+ * `superseded` by a command it cannot even look up. */
 static int do_coalesce(fq_shard_t *sh, const fq_cmdrec_t *rec, int64_t now, fq_err_t *err) {
   uint64_t nums[64];
   size_t n = fq_devq_list(sh->q, rec->device, nums, 64);
@@ -305,7 +309,8 @@ static int do_coalesce(fq_shard_t *sh, const fq_cmdrec_t *rec, int64_t now, fq_e
     fq_cmdrec_t old;
     int rc = fq_store_cmd_get(sh->store, id, FQ_ID_LEN, &old, err);
     if (rc) return rc;
-    if (old.state == FQ_ST_QUEUED && strcmp(old.command, rec->command) == 0) {
+    if (old.state == FQ_ST_QUEUED && strcmp(old.command, rec->command) == 0 &&
+        strcmp(old.tenant, rec->tenant) == 0 && strcmp(old.account, rec->account) == 0) {
       char reason[96];
       snprintf(reason, sizeof reason, "superseded by newer command %s", rec->id);
       rc = transition(sh, &old, FQ_ST_SUPERSEDED, reason, 0, now, err);

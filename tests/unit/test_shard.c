@@ -256,8 +256,9 @@ static void pk_str(msgpack_packer *pk, const char *s) {
 
 /* A submit of `backup` (an energy-site set-point) for site `site`; pct
  * distinguishes requests. */
-static void build_submit(fq_buf_t *out, const char *tenant, const char *key, uint64_t site,
-                         int pct, bool coalesce, int64_t ttl_ms, int req) {
+static void build_submit_as(fq_buf_t *out, const char *tenant, const char *account,
+                            const char *key, uint64_t site, int pct, bool coalesce, int64_t ttl_ms,
+                            int req) {
   msgpack_packer pk;
   msgpack_packer_init(&pk, out, buf_write);
   msgpack_pack_map(&pk, 8 + (coalesce ? 1 : 0) + (ttl_ms ? 1 : 0));
@@ -268,7 +269,7 @@ static void build_submit(fq_buf_t *out, const char *tenant, const char *key, uin
   pk_str(&pk, "key");
   pk_str(&pk, key);
   pk_str(&pk, "account");
-  pk_str(&pk, "acct");
+  pk_str(&pk, account);
   pk_str(&pk, "site");
   msgpack_pack_uint64(&pk, site);
   pk_str(&pk, "command");
@@ -287,6 +288,11 @@ static void build_submit(fq_buf_t *out, const char *tenant, const char *key, uin
   }
   pk_str(&pk, "req");
   msgpack_pack_int(&pk, req);
+}
+
+static void build_submit(fq_buf_t *out, const char *tenant, const char *key, uint64_t site,
+                         int pct, bool coalesce, int64_t ttl_ms, int req) {
+  build_submit_as(out, tenant, "acct", key, site, pct, coalesce, ttl_ms, req);
 }
 
 /* get / cancel by tenant + key, or by id when tenant is NULL. */
@@ -344,6 +350,16 @@ static void q_submit_ttl(sh_h_t *h, const char *tenant, const char *key, uint64_
 static void q_submit(sh_h_t *h, const char *tenant, const char *key, uint64_t site, int pct,
                      bool coalesce, int req) {
   q_submit_ttl(h, tenant, key, site, pct, coalesce, 0, req);
+}
+
+/* A submit for another account than "acct". */
+static void q_submit_as(sh_h_t *h, const char *tenant, const char *account, const char *key,
+                        uint64_t site, int pct, bool coalesce, int req) {
+  fq_buf_t b;
+  fq_buf_init(&b, 1 << 16);
+  build_submit_as(&b, tenant, account, key, site, pct, coalesce, 0, req);
+  send_q(h, &b);
+  fq_buf_free(&b);
 }
 
 static void q_lookup(sh_h_t *h, const char *op, const char *tenant, const char *key_or_id,
@@ -967,6 +983,44 @@ FQ_TEST(duplicates_in_one_batch_and_across_batches) {
   CHECK_REP(b, 21, false, "idempotency_mismatch", false, NULL);
   CHECK_INT(b->nev, 0);
   CHECK_INT(h.seq_gaps, 0);
+  free(b);
+  sh_close(&h);
+}
+
+/* Issue 13 (5): `coalesce: true` supersedes only the same tenant's
+ * commands for the same account: tenant beta's set-point for a site that
+ * tenant acme also commands leaves acme's queued command alone, and so does
+ * acme's own set-point sent through another account. */
+FQ_TEST(coalesce_stays_within_tenant_and_account) {
+  sh_h_t h;
+  if (sh_open(&h, false, 0) != 0) {
+    FQ__FAIL("harness");
+    sh_close(&h);
+    return;
+  }
+  batch_t *b = malloc(sizeof *b);
+  CHECK(hold_start(&h));
+  q_submit(&h, "acme", "a1", 300, 10, false, 1);
+  q_submit(&h, "beta", "b1", 300, 20, true, 2);            /* another tenant */
+  q_submit_as(&h, "acme", "acct-2", "a2", 300, 30, true, 3); /* another account */
+  q_submit(&h, "acme", "a3", 300, 40, true, 4);            /* supersedes a1 only */
+  CHECK(hold_next(&h));
+  CHECK(hold_end(&h, b));
+  for (int r = 1; r <= 4; r++) CHECK_REP(b, r, true, "queued", false, NULL);
+  CHECK_INT(count_events(b, FQ_ST_SUPERSEDED), 1);
+  CHECK_INT(count_events(b, FQ_ST_QUEUED), 4);
+
+  CHECK(hold_start(&h));
+  q_lookup(&h, "get", "acme", "a1", 1);
+  q_lookup(&h, "get", "beta", "b1", 2);
+  q_lookup(&h, "get", "acme", "a2", 3);
+  q_lookup(&h, "get", "acme", "a3", 4);
+  CHECK(hold_next(&h));
+  CHECK(hold_end(&h, b));
+  CHECK_REP(b, 1, true, "superseded", false, NULL);
+  CHECK_REP(b, 2, true, "queued", false, NULL);
+  CHECK_REP(b, 3, true, "queued", false, NULL);
+  CHECK_REP(b, 4, true, "queued", false, NULL);
   free(b);
   sh_close(&h);
 }
