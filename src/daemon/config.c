@@ -71,6 +71,9 @@ const char *fq_config_usage(void) {
          "  --device-burst B      bucket size per device (default 1)\n"
          "  --account-rate R      commands per second per account (default off)\n"
          "  --account-burst B     bucket size per account (default 1)\n"
+         "  --no-dispatch         accept, store and serve commands but send none: they\n"
+         "                        stay queued until cancelled or expired (ingest tests\n"
+         "                        and benchmarks, a maintenance pause)\n"
          "  --curve-secret FILE   CURVE server key file (from `fleetq curve-keygen`):\n"
          "                        clients must use CURVE and be listed in --clients\n"
          "  --clients FILE        JSON list of client keys with their tenants and roles\n"
@@ -173,6 +176,12 @@ static int apply(fq_config_t *c, const char *name, const char *sval, json_t *jva
     c->demo = !strcmp(v, "true") || !strcmp(v, "1");
     return 0;
   }
+  if (!strcmp(name, "no-dispatch")) {
+    if (strcmp(v, "true") && strcmp(v, "false"))
+      return fq_errf(err, FQ_ECONFIG, "no-dispatch: expected true or false");
+    c->no_dispatch = !strcmp(v, "true");
+    return 0;
+  }
   if (!strcmp(name, "log-level")) {
     int l = fq_log_parse_level(v);
     if (l < 0) return fq_errf(err, FQ_ECONFIG, "log-level: \"%s\" is not debug|info|warn|error", v);
@@ -267,8 +276,9 @@ int fq_config_from_args(fq_config_t *cfg, int argc, char **argv, fq_err_t *err) 
     if (strncmp(a, "--", 2) != 0)
       return fq_errf(err, FQ_ECONFIG, "unexpected argument \"%s\" (see --help)", a);
     const char *name = a + 2;
-    if (!strcmp(name, "demo")) {
-      cfg->demo = true;
+    if (!strcmp(name, "demo") || !strcmp(name, "no-dispatch")) {
+      /* Switches: no value follows. */
+      if (apply(cfg, name, "true", NULL, err) != 0) return FQ_ECONFIG;
       continue;
     }
     if (i + 1 >= argc) return fq_errf(err, FQ_ECONFIG, "%s needs a value", a);

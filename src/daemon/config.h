@@ -34,6 +34,7 @@ typedef struct fq_config {
   int64_t drain_timeout_ms;  /* on SIGTERM: longest wait for requests in flight */
   double device_rate, device_burst, account_rate, account_burst;
   bool demo;
+  bool no_dispatch;          /* store and serve commands, send none (they stay queued) */
   /* Security (docs/security.md). */
   char curve_secret[1024];   /* server key file (fleetq curve-keygen); "" = no CURVE */
   char clients[1024];        /* clients file (JSON); required with curve_secret */

@@ -20,6 +20,7 @@
 
 #include "fleetq/commands.h"
 #include "devq.h"
+#include "hmap.h"
 #include "fleetq/wire.h"
 #include "log.h"
 #include "mpread.h"
@@ -74,6 +75,10 @@ struct fq_shard {
   int *counts;                       /* frames of each slot */
   zmq_pollitem_t *items;             /* MAX_ITEMS */
   struct keys_ctx *keys;             /* announce_keys() */
+  /* Accounts found in the account store since its generation last moved
+   * (acct_known): names only, so at most one entry per stored account. */
+  fq_hmap_t accts;
+  uint64_t accts_gen;
   /* FQ_TRACE=1: where the shard thread's time goes (thread CPU ns). */
   bool trace;
   int64_t tr_proc, tr_commit, tr_flush, tr_launch, tr_poll, tr_recv, tr_loops, tr_batches;
@@ -321,6 +326,49 @@ static int do_coalesce(fq_shard_t *sh, const fq_cmdrec_t *rec, int64_t now, fq_e
   return 0;
 }
 
+/* --- accounts ------------------------------------------------------------ */
+
+typedef struct acct_name {
+  char id[FQ_ACCOUNT_ID_MAX + 1];
+} acct_name_t;
+
+typedef struct acct_key {
+  const char *p;
+  size_t n;
+} acct_key_t;
+
+static bool acct_name_eq(const void *item, const void *key) {
+  const acct_name_t *a = item;
+  const acct_key_t *k = key;
+  return strlen(a->id) == k->n && memcmp(a->id, k->p, k->n) == 0;
+}
+
+/* Whether the account a submit names exists: 0, FQ_EUNKACCT, or
+ * FQ_ESTORAGE (the account store could not be read).  Names found are
+ * remembered until the auth side's generation moves (every add, remove
+ * and token write), so the common case is a hash lookup; a name not found
+ * is looked up again on every submit (one read of the account store, no
+ * decryption), which is what lets an account added a moment ago be seen
+ * at once, and keeps the table bounded by the accounts that exist. */
+static int acct_known(fq_shard_t *sh, const fq_str_t *name, fq_err_t *err) {
+  if (!sh->o.accounts) return 0;
+  uint64_t gen = fq_auth_generation(sh->o.auth);
+  if (gen != sh->accts_gen) {
+    fq_hmap_clear(&sh->accts);
+    sh->accts_gen = gen;
+  }
+  acct_key_t k = {name->p, name->n};
+  uint64_t h = fq_hash64(name->p, name->n);
+  if (fq_hmap_find(&sh->accts, h, acct_name_eq, &k)) return 0;
+  int rc = fq_accounts_exists(sh->o.accounts, name->p, name->n, err);
+  if (rc == FQ_ENOTFOUND) return FQ_EUNKACCT;
+  if (rc) return rc;
+  /* Without an auth side the generation never moves: nothing is kept. */
+  acct_name_t *a = sh->o.auth ? fq_hmap_add(&sh->accts, h) : NULL;
+  if (a) memcpy(a->id, name->p, name->n); /* n <= FQ_ACCOUNT_ID_MAX: checked by the store */
+  return 0;
+}
+
 /* A submit arriving as a lookup ('F') is a dedupe check for a key whose
  * first use was recorded on this shard while the device hashes elsewhere:
  * answer dup / mismatch if the key is here, not_found otherwise (the
@@ -362,6 +410,28 @@ static int handle_submit(fq_shard_t *sh, pending_t *p, const fq_request_t *req, 
   if (check_only) {
     p->found = 0;
     reply_error(sh, p, FQ_ENOTFOUND, "key not on this shard", req);
+    return 0;
+  }
+  /* A new command for an account fleetqd does not have would wait in its
+   * device's queue, holding back every later command for that device,
+   * until its deadline: refuse it now instead, storing nothing.  After the
+   * dedupe check, so a retry of a command accepted earlier still gets its
+   * original. */
+  fq_err_t aerr;
+  fq_err_clear(&aerr);
+  if ((rc = acct_known(sh, &req->account, &aerr)) != 0) {
+    char msg[320], q[176];
+    fq__mp_quote((const uint8_t *)req->account.p, req->account.n, q, sizeof q);
+    if (rc == FQ_EUNKACCT)
+      snprintf(msg, sizeof msg,
+               "account \"%s\" is not registered with fleetqd: add it with `fleetq account "
+               "add`, then submit again; nothing was stored",
+               q);
+    else
+      snprintf(msg, sizeof msg, "cannot read the account store, nothing was stored: %.150s",
+               aerr.msg);
+    if (rc != FQ_EUNKACCT) fq_error("shard", "shard %u: %s", sh->o.index, msg);
+    reply_error(sh, p, rc == FQ_EUNKACCT ? FQ_EUNKACCT : FQ_EINTERNAL, msg, req);
     return 0;
   }
 
@@ -1026,6 +1096,7 @@ fq_shard_t *fq_shard_new(const fq_shard_opts_t *opts, fq_err_t *err) {
   fq_buf_init(&sh->evbuf, 0);
   fq_buf_init(&sh->scratch, 0);
   fq_buf_init(&sh->wire, 0);
+  fq_hmap_init(&sh->accts, sizeof(acct_name_t), 50);
   sh->next_deadline = INT64_MAX;
   fq_err_t e;
   fq_err_clear(&e);
@@ -1074,6 +1145,7 @@ void fq_shard_destroy(fq_shard_t **shp) {
   fq_buf_free(&sh->evbuf);
   fq_buf_free(&sh->scratch);
   fq_buf_free(&sh->wire);
+  fq_hmap_free(&sh->accts);
   free(sh);
   *shp = NULL;
 }

@@ -57,6 +57,16 @@ typedef struct fq_shard_opts {
   int64_t default_ttl_ms;
   size_t batch_max;           /* most requests in one transaction */
   const fq_dispatch_opts_t *dispatch; /* NULL: commands stay queued */
+  /* The account store: a submit naming an account it does not hold is
+   * refused at once with unknown_account (nothing stored), so that no
+   * command waits in a device queue for an account that may never come.
+   * NULL: no check (every account accepted).  auth (may be NULL) is the
+   * auth side whose generation tells the shard when accounts changed: the
+   * shard keeps the names it found present until the next change, and
+   * looks up a name it has not found every time, so an account added a
+   * moment ago is seen by the next submit.  Both borrowed. */
+  fq_accounts_t *accounts;
+  fq_auth_t *auth;
   int64_t drain_timeout_ms;   /* after 'T': longest wait for requests in flight (0: none) */
 } fq_shard_opts_t;
 

@@ -244,6 +244,7 @@ typedef struct sh_h {
   int tseq_gaps;
   batch_t *b;                /* scratch for receive */
   bool no_dispatch;
+  bool check_accounts;       /* the shard refuses submits for accounts not in acc */
 } sh_h_t;
 
 static int buf_write(void *data, const char *p, size_t len) {
@@ -669,7 +670,8 @@ static int sh_start(sh_h_t *h) {
                         .count = 1,
                         .map_size = h->map_size,
                         .default_ttl_ms = 600000,
-                        .dispatch = h->no_dispatch ? NULL : &h->dopts};
+                        .dispatch = h->no_dispatch ? NULL : &h->dopts,
+                        .accounts = h->check_accounts ? h->acc : NULL};
   h->pair = zmq_socket(h->ctx, ZMQ_PAIR);
   int hwm = 0, sndtimeo = 10000;
   zmq_setsockopt(h->pair, ZMQ_SNDHWM, &hwm, sizeof hwm);
@@ -764,8 +766,10 @@ static void sh_stop(sh_h_t *h) {
 /* with_account: the dispatcher sends (to the test transport); else it
  * holds every command.  no_dispatch: no dispatcher at all (the shard's own
  * deadline handling alone; batches cannot be held). */
-static int sh_open2(sh_h_t *h, bool with_account, uint64_t map_size, bool no_dispatch) {
+static int sh_open3(sh_h_t *h, bool with_account, uint64_t map_size, bool no_dispatch,
+                    bool check_accounts) {
   memset(h, 0, sizeof *h);
+  h->check_accounts = check_accounts;
   snprintf(h->dir, sizeof h->dir, "/tmp/fq_shard_XXXXXX");
   if (!mkdtemp(h->dir)) return -1;
   h->map_size = map_size ? map_size : 64 << 20;
@@ -799,6 +803,10 @@ static int sh_open2(sh_h_t *h, bool with_account, uint64_t map_size, bool no_dis
   h->dopts = (fq_dispatch_opts_t){.accounts = h->acc, .transport = &h->tr};
   h->no_dispatch = no_dispatch;
   return sh_start(h);
+}
+
+static int sh_open2(sh_h_t *h, bool with_account, uint64_t map_size, bool no_dispatch) {
+  return sh_open3(h, with_account, map_size, no_dispatch, false);
 }
 
 static int sh_open(sh_h_t *h, bool with_account, uint64_t map_size) {
@@ -983,6 +991,74 @@ FQ_TEST(duplicates_in_one_batch_and_across_batches) {
   CHECK_REP(b, 21, false, "idempotency_mismatch", false, NULL);
   CHECK_INT(b->nev, 0);
   CHECK_INT(h.seq_gaps, 0);
+  free(b);
+  sh_close(&h);
+}
+
+/* An account "id" in the harness's account store (added while the shard
+ * runs, as the auth thread would). */
+static int put_account(sh_h_t *h, const char *id) {
+  fq_err_t err;
+  fq_account_t *a = fq_account_new();
+  if (!a) return -1;
+  snprintf(a->id, sizeof a->id, "%s", id);
+  snprintf(a->client_id, sizeof a->client_id, "client-1");
+  snprintf(a->base_url, sizeof a->base_url, "%s", BASE);
+  snprintf(a->access_token, sizeof a->access_token, "tok-not-a-secret");
+  snprintf(a->refresh_token, sizeof a->refresh_token, "refresh-not-a-secret");
+  int rc = fq_accounts_put(h->acc, a, &err);
+  fq_account_free(&a);
+  return rc;
+}
+
+/* Issue 13 (4): a submit naming an account fleetqd does not have is
+ * refused at once with unknown_account, stores nothing and publishes
+ * nothing, while the same batch's submits for a known account are queued;
+ * a retry of an accepted key still gets its original; once the account is
+ * added the very next submit for it is taken. */
+FQ_TEST(unknown_account_is_refused_at_once) {
+  sh_h_t h;
+  if (sh_open3(&h, true, 0, false, true) != 0) {
+    FQ__FAIL("harness");
+    sh_close(&h);
+    return;
+  }
+  batch_t *b = malloc(sizeof *b);
+  CHECK(hold_start(&h));
+  q_submit(&h, "acme", "known", 400, 10, false, 1);
+  q_submit_as(&h, "acme", "nobody", "unknown", 400, 20, false, 2);
+  q_submit_as(&h, "acme", "bad name with spaces", "odd", 400, 30, false, 3);
+  CHECK(hold_next(&h));
+  CHECK(hold_end(&h, b));
+  CHECK_REP(b, 1, true, "queued", false, NULL);
+  CHECK_REP(b, 2, false, "unknown_account", false, NULL);
+  CHECK_REP(b, 3, false, "unknown_account", false, NULL);
+  const rep_t *r2 = rep_for(b, 2);
+  if (r2) {
+    CHECK(strstr(r2->message, "\"nobody\" is not registered") != NULL);
+    CHECK(strstr(r2->message, "fleetq account add") != NULL);
+  }
+  /* Events: the known account's command only (its `queued`, and what
+   * the dispatcher did with it in the same transaction). */
+  CHECK_INT(count_events(b, FQ_ST_QUEUED), 1);
+  for (int i = 0; i < b->nev; i++) CHECK_STR(b->ev[i].id, rep_for(b, 1) ? rep_for(b, 1)->id : "");
+
+  /* Nothing was stored for the refused key; the accepted one dedupes. */
+  CHECK(hold_start(&h));
+  q_lookup(&h, "get", "acme", "unknown", 1);
+  q_submit(&h, "acme", "known", 400, 10, false, 2);
+  CHECK(hold_next(&h));
+  CHECK(hold_end(&h, b));
+  CHECK_REP(b, 1, false, "not_found", false, NULL);
+  CHECK_REP(b, 2, true, "sent", true, NULL); /* the dispatcher sent it meanwhile */
+
+  /* Added a moment ago: seen by the next submit. */
+  CHECK_INT(put_account(&h, "nobody"), 0);
+  CHECK(hold_start(&h));
+  q_submit_as(&h, "acme", "nobody", "unknown", 400, 20, false, 1);
+  CHECK(hold_next(&h));
+  CHECK(hold_end(&h, b));
+  CHECK_REP(b, 1, true, "queued", false, NULL);
   free(b);
   sh_close(&h);
 }

@@ -104,6 +104,12 @@ FQ_TEST(error_names_round_trip) {
   CHECK_STR(fq_wire_errname(FQ_ESTORAGE), "internal");
   CHECK_STR(fq_wire_errname(-5), "internal");
   CHECK_INT(fq_errcode("not_cancellable"), FQ_ENOTCANCEL);
+  /* A wire code added after the first twelve: on the wire by its name, and
+   * appended last, so the numbers stored in command records never move. */
+  CHECK_STR(fq_wire_errname(FQ_EUNKACCT), "unknown_account");
+  CHECK_INT(fq_errcode("unknown_account"), FQ_EUNKACCT);
+  CHECK_INT(FQ_EUNKACCT, FQ_ERROR_END_ - 1);
+  CHECK_INT(FQ_EASLEEP, FQ_ERROR_BASE_ + 30);
   CHECK_INT(fq_errcode("no_such_code"), 0);
   fq_err_t e;
   fq_err_clear(&e);

@@ -315,7 +315,9 @@ static int open_shards(daemon_t *d) {
                                  .map_size = cfg->map_size_mb << 20,
                                  .default_ttl_ms = cfg->default_ttl_ms,
                                  .batch_max = cfg->batch_max,
-                                 .dispatch = &d->dopts,
+                                 .dispatch = cfg->no_dispatch ? NULL : &d->dopts,
+                                 .accounts = d->accounts,
+                                 .auth = d->auth,
                                  .drain_timeout_ms = cfg->drain_timeout_ms};
     fq_err_clear(&op[i].err);
     /* One shard (or a thread that cannot start) opens right here. */
@@ -419,6 +421,9 @@ int main(int argc, char **argv) {
     goto out;
   fq_info("fleetqd", "version %s, %u shard(s), data %s, listen %s, publish %s", FQ_VERSION,
           d.cfg.shards, d.cfg.data_dir, d.cfg.listen, d.cfg.publish);
+  if (d.cfg.no_dispatch)
+    fq_warn("fleetqd", "--no-dispatch: commands are stored and served but none is sent; they "
+                       "stay queued until cancelled or expired");
   fprintf(stderr, "fleetqd: ready\n");
   fflush(stderr);
   if (d.demo && fq_demo_start_tour(d.demo, stop_pipe[1]) != 0) {
