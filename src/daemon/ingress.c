@@ -21,7 +21,13 @@
 #include "util.h"
 #include "zmsg.h"
 
-#define MAX_FRAMES 16
+/* Frames of a request the ingress passes on: the routing id its ROUTER
+ * adds, the client's envelope (at most FQ_WIRE_MAX_ENVELOPE frames), the
+ * body.  A request with more frames is refused (bad_request), and up to
+ * RECV_FRAMES of it are kept so that the refusal can carry its envelope
+ * back; frames past that are dropped unread by fq_zmsg_recv. */
+#define REQ_FRAMES (FQ_WIRE_MAX_ENVELOPE + 2)
+#define RECV_FRAMES 64
 #define FANOUT_SLOTS 4096
 
 typedef struct fanout {
@@ -35,7 +41,7 @@ typedef struct fanout {
   unsigned check_shard, dev_shard;
   uint64_t keyhash;
   int nframes;
-  zmq_msg_t frames[16];
+  zmq_msg_t frames[REQ_FRAMES];
 } fanout_t;
 
 /* At most RL_BURST lines of one kind per RL_WINDOW_MS; the rest are
@@ -274,6 +280,44 @@ static void reply_client(fq_ingress_t *in, zmq_msg_t *env, int nenv, const void 
     if (zmq_msg_send(&c, in->router, ZMQ_SNDMORE) < 0) zmq_msg_close(&c);
   }
   zmq_send(in->router, body, len, 0);
+}
+
+/* The refusal of a request whose envelope breaks the limits: its frames
+ * go back as they came, each cut to FQ_WIRE_MAX_ENVELOPE_FRAME bytes, so
+ * that what a client can make the daemon echo stays bounded while a REQ
+ * client (whose first envelope frame is its empty delimiter) and a DEALER
+ * with a small envelope still get the reply where they expect it. */
+static void reply_cut_envelope(fq_ingress_t *in, zmq_msg_t *env, int nenv, const char *msg,
+                               const fq_request_t *req) {
+  fq_buf_reset(&in->out);
+  fq_wire_reply_error(&in->out, FQ_EBADREQ, msg, req ? req->req_raw : NULL,
+                      req ? req->req_raw_len : 0);
+  for (int i = 0; i < nenv; i++) {
+    size_t len = zmq_msg_size(&env[i]);
+    if (len > FQ_WIRE_MAX_ENVELOPE_FRAME && i > 0) len = FQ_WIRE_MAX_ENVELOPE_FRAME;
+    zmq_send(in->router, zmq_msg_data(&env[i]), len, ZMQ_SNDMORE);
+  }
+  zmq_send(in->router, in->out.data, in->out.len, 0);
+}
+
+/* Whether the envelope of a request of n frames (routing id first, body
+ * last) is within the limits; else the message saying why. */
+static bool envelope_ok(zmq_msg_t *f, int n, bool overflow, char *msg, size_t cap) {
+  if (overflow || n - 2 > FQ_WIRE_MAX_ENVELOPE) {
+    snprintf(msg, cap,
+             "too many frames: %s%d envelope frames before the body, at most %d",
+             overflow ? "more than " : "", overflow ? n - 1 : n - 2, FQ_WIRE_MAX_ENVELOPE);
+    return false;
+  }
+  for (int i = 1; i < n - 1; i++) {
+    size_t len = zmq_msg_size(&f[i]);
+    if (len > FQ_WIRE_MAX_ENVELOPE_FRAME) {
+      snprintf(msg, cap, "envelope frame %d is %zu bytes, at most %d", i, len,
+               FQ_WIRE_MAX_ENVELOPE_FRAME);
+      return false;
+    }
+  }
+  return true;
 }
 
 static void reply_error(fq_ingress_t *in, zmq_msg_t *env, int nenv, int code, const char *msg,
@@ -547,9 +591,9 @@ static int authorize(fq_ingress_t *in, zmq_msg_t *body, const fq_request_t *req,
 }
 
 static bool handle_client(fq_ingress_t *in) {
-  zmq_msg_t f[MAX_FRAMES];
+  zmq_msg_t f[RECV_FRAMES];
   bool overflow;
-  int n = fq_zmsg_recv(in->router, f, MAX_FRAMES, ZMQ_DONTWAIT, &overflow);
+  int n = fq_zmsg_recv(in->router, f, RECV_FRAMES, ZMQ_DONTWAIT, &overflow);
   if (n <= 0) return false;
   int nenv = n - 1;
   fq_request_t req;
@@ -563,15 +607,17 @@ static bool handle_client(fq_ingress_t *in) {
                 NULL);
     goto out;
   }
-  if (overflow) {
-    snprintf(msg, sizeof msg, "too many frames: at most %d envelope frames and one body",
-             MAX_FRAMES - 1);
-    reply_error(in, f, 1, FQ_EBADREQ, msg, NULL);
-    goto out;
-  }
   const uint8_t *body = zmq_msg_data(&f[n - 1]);
   size_t blen = zmq_msg_size(&f[n - 1]);
-  int rc = fq_wire_decode_request(body, blen, &req, &err);
+  int rc;
+  if (!envelope_ok(f, n, overflow, msg, sizeof msg)) {
+    /* Refused whatever the body says; its `req` is echoed when it has one
+     * (with overflow the last frame kept is not the body). */
+    if (!overflow) fq_wire_decode_request(body, blen, &req, &err);
+    reply_cut_envelope(in, f, overflow ? n : nenv, msg, overflow ? NULL : &req);
+    goto out;
+  }
+  rc = fq_wire_decode_request(body, blen, &req, &err);
   if (rc) {
     reply_error(in, f, nenv, rc, err.msg, &req);
     goto out;
@@ -769,7 +815,7 @@ static void relay_batch(fq_ingress_t *in, const uint8_t *p, size_t len) {
   const uint8_t *end = p + len;
   while (p < end) {
     char kind = (char)*p++;
-    part_t parts[MAX_FRAMES + 1];
+    part_t parts[REQ_FRAMES];
     uint8_t nenv = 0, found = 1;
     uint64_t token = 0;
     if (kind == 'E') {
@@ -778,7 +824,7 @@ static void relay_batch(fq_ingress_t *in, const uint8_t *p, size_t len) {
       continue;
     }
     if (kind == 'F' && (!take(&p, end, &token, 8) || !take(&p, end, &found, 1))) break;
-    if ((kind != 'R' && kind != 'F') || !take(&p, end, &nenv, 1) || nenv > MAX_FRAMES) break;
+    if ((kind != 'R' && kind != 'F') || !take(&p, end, &nenv, 1) || nenv >= REQ_FRAMES) break;
     bool ok = true;
     for (int i = 0; i <= nenv && ok; i++) ok = take_part(&p, end, &parts[i]);
     if (!ok) break;
@@ -795,9 +841,9 @@ static void relay_batch(fq_ingress_t *in, const uint8_t *p, size_t len) {
 static int handle_shard(fq_ingress_t *in, unsigned idx) {
   int done = 0;
   for (int budget = 0; budget < 4096; budget++) {
-    zmq_msg_t f[MAX_FRAMES + 4];
+    zmq_msg_t f[REQ_FRAMES + 4];
     bool overflow;
-    int n = fq_zmsg_recv(in->pairs[idx], f, MAX_FRAMES + 4, ZMQ_DONTWAIT, &overflow);
+    int n = fq_zmsg_recv(in->pairs[idx], f, REQ_FRAMES + 4, ZMQ_DONTWAIT, &overflow);
     if (n <= 0) break;
     char kind = zmq_msg_size(&f[0]) == 1 ? *(const char *)zmq_msg_data(&f[0]) : '?';
     if (kind == 'B' && n == 2) {

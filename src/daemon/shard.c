@@ -28,7 +28,13 @@
 #include "util.h"
 #include "zmsg.h"
 
-#define MAX_FRAMES 8
+/* Envelope of a request as the ingress passes it on: the client's routing
+ * id and its envelope frames (FQ_WIRE_MAX_ENVELOPE, the one limit the
+ * ingress, the shards and the auth thread share).  A request is its kind
+ * frame, a lookup's token, that envelope and the body: at most
+ * MAX_FRAMES + 2 frames. */
+#define MAX_ENV (1 + FQ_WIRE_MAX_ENVELOPE)
+#define MAX_FRAMES (MAX_ENV + 1)
 /* Poll items of one loop turn: the ingress socket plus the dispatcher's. */
 #define MAX_ITEMS 1025
 
@@ -38,7 +44,7 @@ typedef struct pending {
   uint8_t token[8];
   uint8_t found;
   int nenv;
-  zmq_msg_t env[MAX_FRAMES];
+  zmq_msg_t env[MAX_ENV];
   size_t off, len;          /* slice of sh->replies */
 } pending_t;
 
@@ -857,11 +863,28 @@ static void process_batch(fq_shard_t *sh, zmq_msg_t (*msgs)[MAX_FRAMES + 2], int
       else if (!sh->drain_until) sh->drain_until = now + sh->o.drain_timeout_ms;
       continue;
     }
+    /* More frames than the limit (the ingress refuses such requests, so
+     * this is a second line of defence): none of those kept is taken as
+     * the body, the request is refused with the envelope it came with. */
+    bool over = n < 0;
+    if (over) n = -n;
     int first_env = (*kind == 'F') ? 2 : 1;
     if (n < first_env + 1) continue;
-    pending_t *p = pend_add(sh, *kind == 'F' ? 'F' : 'R', &f[first_env], n - first_env - 1);
+    int nenv = over ? n - first_env : n - first_env - 1;
+    if (nenv > MAX_ENV) {
+      over = true;
+      nenv = MAX_ENV;
+    }
+    pending_t *p = pend_add(sh, *kind == 'F' ? 'F' : 'R', &f[first_env], nenv);
     if (!p) continue;
     if (*kind == 'F') memcpy(p->token, zmq_msg_data(&f[1]), 8);
+    if (over) {
+      char msg[96];
+      snprintf(msg, sizeof msg, "too many frames: at most %d envelope frames before the body",
+               FQ_WIRE_MAX_ENVELOPE);
+      reply_error(sh, p, FQ_EBADREQ, msg, NULL);
+      continue;
+    }
     if (rc == 0) {
       acl_t acl_buf;
       const acl_t *acl = acl_parse(kind, klen, &acl_buf);
@@ -991,9 +1014,10 @@ static void *shard_main(void *arg) {
     if (prc < 0 && errno != EINTR) break;
     int nmsgs = 0;
     while ((size_t)nmsgs < cap) {
-      int n = fq_zmsg_recv(sh->sock, msgs[nmsgs], MAX_FRAMES + 2, ZMQ_DONTWAIT, NULL);
+      bool over;
+      int n = fq_zmsg_recv(sh->sock, msgs[nmsgs], MAX_FRAMES + 2, ZMQ_DONTWAIT, &over);
       if (n < 0) break;
-      counts[nmsgs++] = n;
+      counts[nmsgs++] = over ? -n : n; /* negative: frames past the limit were dropped */
     }
     now = fq_now_ms();
     if (sh->trace) {
@@ -1024,7 +1048,7 @@ static void *shard_main(void *arg) {
         (sh->disp && fq_dispatch_pending(sh->disp, now)))
       process_batch(sh, msgs, counts, nmsgs, items + 1, nh);
     for (int m = 0; m < nmsgs; m++)
-      for (int i = 0; i < counts[m]; i++) zmq_msg_close(&msgs[m][i]);
+      for (int i = 0; i < abs(counts[m]); i++) zmq_msg_close(&msgs[m][i]);
   }
   /* Transfers end here, in the thread that owns the curl handles. */
   fq_dispatch_destroy(&sh->disp);

@@ -206,6 +206,7 @@ typedef struct rep {
   uint64_t ev_tseq[64];      /* 0 when the event has none */
   char ev_tenant[64][12];
   uint64_t next;             /* history's `next` */
+  int nenv;                  /* envelope frames it came back with */
 } rep_t;
 
 typedef struct ev {
@@ -595,7 +596,10 @@ static int recv_batch(sh_h_t *h, batch_t *b, int ms) {
           rc = -1;
           break;
         }
-        if (b->nrep < MAX_REP) parse_reply(p, len, &b->rep[b->nrep++]);
+        if (b->nrep < MAX_REP) {
+          parse_reply(p, len, &b->rep[b->nrep]);
+          b->rep[b->nrep++].nenv = nenv;
+        }
         p += len;
       } else {
         rc = -1;
@@ -1059,6 +1063,70 @@ FQ_TEST(unknown_account_is_refused_at_once) {
   CHECK(hold_next(&h));
   CHECK(hold_end(&h, b));
   CHECK_REP(b, 1, true, "queued", false, NULL);
+  free(b);
+  sh_close(&h);
+}
+
+/* Issue 13 (7): a request with more frames than the envelope limit (the
+ * ingress refuses those first) is refused by the shard too, and none of
+ * its frames is taken as the body: before, the shard kept 10 frames and
+ * decoded the last one kept, an envelope frame.  At the limit the body is
+ * the last frame, as always. */
+FQ_TEST(too_many_frames_never_take_an_envelope_frame_as_body) {
+  sh_h_t h;
+  if (sh_open(&h, false, 0) != 0) {
+    FQ__FAIL("harness");
+    sh_close(&h);
+    return;
+  }
+  batch_t *b = malloc(sizeof *b);
+  fq_buf_t hidden, body1, body2;
+  fq_buf_init(&hidden, 1 << 16);
+  fq_buf_init(&body1, 1 << 16);
+  fq_buf_init(&body2, 1 << 16);
+  build_submit(&hidden, "acme", "hidden", 500, 10, false, 0, 1);
+  build_submit(&body1, "acme", "over", 500, 20, false, 0, 2);
+  build_submit(&body2, "acme", "at-limit", 500, 30, false, 0, 3);
+  CHECK(hold_start(&h));
+  for (int over = 1; over >= 0; over--) {
+    /* ['Q', routing id, envelope (the last frame of it a submit), body] */
+    int nenv = FQ_WIRE_MAX_ENVELOPE + over;
+    zmq_send(h.pair, "Q", 1, ZMQ_SNDMORE);
+    zmq_send(h.pair, "peer", 4, ZMQ_SNDMORE);
+    for (int i = 0; i < nenv - 1; i++) zmq_send(h.pair, "env", 3, ZMQ_SNDMORE);
+    zmq_send(h.pair, hidden.data, hidden.len, ZMQ_SNDMORE);
+    const fq_buf_t *bd = over ? &body1 : &body2;
+    zmq_send(h.pair, bd->data, bd->len, 0);
+  }
+  CHECK(hold_next(&h));
+  CHECK(hold_end(&h, b));
+  CHECK_INT(b->nrep, 2);
+  CHECK_REP(b, 3, true, "queued", false, NULL);
+  if (rep_for(b, 3)) CHECK_INT(rep_for(b, 3)->nenv, 1 + FQ_WIRE_MAX_ENVELOPE);
+  const rep_t *r = NULL;
+  for (int i = 0; i < b->nrep; i++)
+    if (b->rep[i].req != 3) r = &b->rep[i];
+  CHECK(r != NULL);
+  if (r) {
+    CHECK(!r->ok);
+    CHECK_STR(r->error, "bad_request");
+    CHECK(strstr(r->message, "too many frames") != NULL);
+    CHECK_INT(r->nenv, 1 + FQ_WIRE_MAX_ENVELOPE);
+  }
+  CHECK_INT(count_events(b, FQ_ST_QUEUED), 1);
+
+  CHECK(hold_start(&h));
+  q_lookup(&h, "get", "acme", "hidden", 1);
+  q_lookup(&h, "get", "acme", "over", 2);
+  q_lookup(&h, "get", "acme", "at-limit", 3);
+  CHECK(hold_next(&h));
+  CHECK(hold_end(&h, b));
+  CHECK_REP(b, 1, false, "not_found", false, NULL);
+  CHECK_REP(b, 2, false, "not_found", false, NULL);
+  CHECK_REP(b, 3, true, "queued", false, NULL);
+  fq_buf_free(&hidden);
+  fq_buf_free(&body1);
+  fq_buf_free(&body2);
   free(b);
   sh_close(&h);
 }
