@@ -25,7 +25,8 @@ void fq_config_defaults(fq_config_t *cfg) {
   cfg->batch_max = 4096;
   cfg->max_msg_size = FQ_WIRE_MAX_MSG;
   cfg->client_hwm = 100000;
-  cfg->pub_hwm = 100000;
+  cfg->client_reply_kb = 32768;
+  cfg->pub_hwm = 10000;
   cfg->shard_hwm = 200000;
   cfg->log_level = FQ_LOG_INFO;
   snprintf(cfg->pairing_domain, sizeof cfg->pairing_domain, "fleetq.example.com");
@@ -51,6 +52,11 @@ const char *fq_config_usage(void) {
          "  --default-ttl-ms N    deadline of a command without ttl_ms (default 60000)\n"
          "  --map-size-mb N       LMDB map size per shard (default 16384)\n"
          "  --batch-max N         most requests in one group commit (default 4096)\n"
+         "  --client-reply-kb N   replies one client may leave unread, in KiB (default\n"
+         "                        32768); past it its replies are dropped\n"
+         "  --client-hwm N        ROUTER high-water mark, in messages (default 100000)\n"
+         "  --pub-hwm N           events queued per subscriber (default 10000); a\n"
+         "                        slower subscriber loses events (seq gaps, history)\n"
          "  --log-level L         debug | info | warn | error (default info)\n"
          "  --key PEM             fleet private key (P-256) for signing commands\n"
          "  --ca-file PEM         extra trusted CA for Fleet API TLS (the simulator's)\n"
@@ -204,7 +210,8 @@ static int apply(fq_config_t *c, const char *name, const char *sval, json_t *jva
               {"http-timeout-ms", 100, 600000},
               {"wake-timeout-ms", 100, 86400000},
               {"wake-max", 1, 100},
-              {"drain-timeout-ms", 0, 3600000}};
+              {"drain-timeout-ms", 0, 3600000},
+              {"client-reply-kb", 16, 4194304}};
   for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
     if (strcmp(name, ints[i].name) != 0) continue;
     if ((rc = parse_int(v, ints[i].lo, ints[i].hi, &x, name, err)) != 0) return rc;
@@ -223,6 +230,7 @@ static int apply(fq_config_t *c, const char *name, const char *sval, json_t *jva
       case 11: c->wake_timeout_ms = x; break;
       case 12: c->wake_max = (int)x; break;
       case 13: c->drain_timeout_ms = x; break;
+      case 14: c->client_reply_kb = (uint64_t)x; break;
     }
     return 0;
   }

@@ -22,6 +22,7 @@ typedef struct fq_config {
   unsigned batch_max;        /* requests per group commit */
   int max_msg_size;
   int client_hwm, pub_hwm, shard_hwm;
+  uint64_t client_reply_kb;  /* unread replies one client may hold (KiB) */
   int log_level;
   /* Dispatch (Fleet API). */
   char key_file[1024];

@@ -26,6 +26,8 @@ typedef struct fq_ingress_opts {
   unsigned nshards;
   int max_msg_size;        /* ZMQ_MAXMSGSIZE on the ROUTER */
   int client_hwm;          /* ROUTER send/receive high-water mark */
+  size_t client_reply_max; /* bytes of unread replies one client may hold
+                              (replies.h); 0: no limit */
   int pub_hwm;             /* PUB send high-water mark */
   int shard_hwm;           /* requests waiting per shard before `busy` */
   int stop_fd;             /* readable when the daemon must stop */

@@ -35,6 +35,11 @@
  * MAX_FRAMES + 2 frames. */
 #define MAX_ENV (1 + FQ_WIRE_MAX_ENVELOPE)
 #define MAX_FRAMES (MAX_ENV + 1)
+/* Replies and events one batch may produce before the requests left in it
+ * wait for the next batch: 8000 `get`s of a command with 16 KiB of params
+ * made a 125 MB batch, past the buffers' 64 MiB cap, and the daemon
+ * stopped.  Also what a batch's buffers keep between batches. */
+#define BATCH_OUT_MAX (8u << 20)
 /* Poll items of one loop turn: the ingress socket plus the dispatcher's. */
 #define MAX_ITEMS 1025
 
@@ -828,6 +833,14 @@ static void flush_batch(fq_shard_t *sh) {
   sh->npend = sh->npev = 0;
   fq_buf_reset(&sh->replies);
   fq_buf_reset(&sh->evbuf);
+  /* A large batch (many `get`s of large commands, history pages) leaves
+   * its buffers large: give the memory back rather than keep it. */
+  fq_buf_t *big[] = {&sh->replies, &sh->evbuf, &sh->scratch};
+  for (size_t i = 0; i < sizeof big / sizeof big[0]; i++)
+    if (big[i]->alloc > BATCH_OUT_MAX / 2) {
+      fq_buf_free(big[i]);
+      fq_buf_init(big[i], 0);
+    }
 }
 
 /* Replace every reply of the batch with one error (the transaction failed),
@@ -844,14 +857,20 @@ static void fail_batch(fq_shard_t *sh, int code, const char *msg) {
   fq_buf_reset(&sh->evbuf);
 }
 
-static void process_batch(fq_shard_t *sh, zmq_msg_t (*msgs)[MAX_FRAMES + 2], int *counts,
-                          int nmsgs, const zmq_pollitem_t *hitems, int nh) {
+/* Apply msgs[0..nmsgs) (and the dispatcher's step) in one transaction,
+ * commit, answer.  Returns how many of the messages it took: fewer than
+ * nmsgs when their output reached BATCH_OUT_MAX (the caller keeps the rest
+ * for the next batch). */
+static int process_batch(fq_shard_t *sh, zmq_msg_t (*msgs)[MAX_FRAMES + 2], int *counts,
+                         int nmsgs, const zmq_pollitem_t *hitems, int nh) {
   fq_err_t err;
   fq_err_clear(&err);
   int64_t now = fq_now_ms();
   int64_t t_start = TNOW();
   int rc = fq_store_begin(sh->store, true, &err);
-  for (int m = 0; m < nmsgs; m++) {
+  int m;
+  for (m = 0; m < nmsgs; m++) {
+    if (m > 0 && sh->replies.len + sh->evbuf.len >= BATCH_OUT_MAX) break;
     zmq_msg_t *f = msgs[m];
     int n = counts[m];
     const char *kind = zmq_msg_data(&f[0]);
@@ -945,6 +964,7 @@ static void process_batch(fq_shard_t *sh, zmq_msg_t (*msgs)[MAX_FRAMES + 2], int
   sh->tr_flush += t_l - t_f;
   sh->tr_launch += TNOW() - t_l;
   sh->tr_batches++;
+  return m;
 }
 
 static int dispatch_transition(void *shard, fq_cmdrec_t *rec, int state, const char *reason,
@@ -993,6 +1013,7 @@ static void *shard_main(void *arg) {
   zmq_pollitem_t *items = sh->items;
   flush_batch(sh); /* the settlement events of the recovery in fq_shard_new */
   announce_keys(sh);
+  int carry = 0; /* requests a batch left for the next one, at msgs[0..carry) */
   while (!sh->stopping) {
     int64_t now = fq_now_ms();
     long timeout = -1;
@@ -1008,11 +1029,12 @@ static void *shard_main(void *arg) {
       if (sh->drain_until && timeout > sh->drain_until - now)
         timeout = sh->drain_until <= now ? 0 : (long)(sh->drain_until - now);
     }
+    if (carry) timeout = 0;
     int64_t tp0 = TNOW();
     int prc = zmq_poll(items, 1 + nh, timeout);
     int64_t tp1 = TNOW();
     if (prc < 0 && errno != EINTR) break;
-    int nmsgs = 0;
+    int nmsgs = carry;
     while ((size_t)nmsgs < cap) {
       bool over;
       int n = fq_zmsg_recv(sh->sock, msgs[nmsgs], MAX_FRAMES + 2, ZMQ_DONTWAIT, &over);
@@ -1043,13 +1065,26 @@ static void *shard_main(void *arg) {
     bool http_ready = false;
     for (int i = 1; i <= nh; i++)
       if (items[i].revents) http_ready = true;
+    int done = nmsgs;
     if (nmsgs || now >= sh->next_deadline || http_ready ||
         (sh->drain_until && now >= sh->drain_until) ||
         (sh->disp && fq_dispatch_pending(sh->disp, now)))
-      process_batch(sh, msgs, counts, nmsgs, items + 1, nh);
-    for (int m = 0; m < nmsgs; m++)
+      done = process_batch(sh, msgs, counts, nmsgs, items + 1, nh);
+    for (int m = 0; m < done; m++)
       for (int i = 0; i < abs(counts[m]); i++) zmq_msg_close(&msgs[m][i]);
+    /* What the batch left goes first in the next one, in order. */
+    carry = nmsgs - done;
+    for (int m = 0; m < carry; m++) {
+      for (int i = 0; i < abs(counts[done + m]); i++) {
+        zmq_msg_init(&msgs[m][i]);
+        zmq_msg_move(&msgs[m][i], &msgs[done + m][i]);
+        zmq_msg_close(&msgs[done + m][i]);
+      }
+      counts[m] = counts[done + m];
+    }
   }
+  for (int m = 0; m < carry; m++)
+    for (int i = 0; i < abs(counts[m]); i++) zmq_msg_close(&msgs[m][i]);
   /* Transfers end here, in the thread that owns the curl handles. */
   fq_dispatch_destroy(&sh->disp);
   zmq_send(sh->sock, "D", 1, 0);

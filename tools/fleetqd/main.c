@@ -348,6 +348,7 @@ static int open_ingress(daemon_t *d) {
                           .nshards = cfg->shards,
                           .max_msg_size = cfg->max_msg_size,
                           .client_hwm = cfg->client_hwm,
+                          .client_reply_max = (size_t)cfg->client_reply_kb * 1024,
                           .pub_hwm = cfg->pub_hwm,
                           .shard_hwm = cfg->shard_hwm,
                           .stop_fd = stop_pipe[0],
