@@ -211,7 +211,7 @@ static int apply(fq_config_t *c, const char *name, const char *sval, json_t *jva
               {"wake-timeout-ms", 100, 86400000},
               {"wake-max", 1, 100},
               {"drain-timeout-ms", 0, 3600000},
-              {"client-reply-kb", 16, 4194304}};
+              {"client-reply-kb", 8192, 4194304}};
   for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
     if (strcmp(name, ints[i].name) != 0) continue;
     if ((rc = parse_int(v, ints[i].lo, ints[i].hi, &x, name, err)) != 0) return rc;

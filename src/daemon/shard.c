@@ -38,8 +38,11 @@
 /* Replies and events one batch may produce before the requests left in it
  * wait for the next batch: 8000 `get`s of a command with 16 KiB of params
  * made a 125 MB batch, past the buffers' 64 MiB cap, and the daemon
- * stopped.  Also what a batch's buffers keep between batches. */
-#define BATCH_OUT_MAX (8u << 20)
+ * stopped.  It is also the burst one shard sends a client at once, which
+ * the per-client reply limit (--client-reply-kb, at least 8 MiB) must
+ * absorb while a client that reads takes it; and what a batch's buffers
+ * keep between batches.  A batch of 4096 submits makes about 1.3 MB. */
+#define BATCH_OUT_MAX (2u << 20)
 /* Poll items of one loop turn: the ingress socket plus the dispatcher's. */
 #define MAX_ITEMS 1025
 

@@ -98,7 +98,9 @@ FQ_TEST(a_client_that_does_not_read_holds_at_most_the_limit) {
   CHECK_INT(got, 9);
   CHECK_INT(fq_replies_queued(h.r, "client-a", 8), 0);
   /* Sweeping forgets a, which holds nothing, and keeps b. */
-  CHECK_INT(fq_replies_sweep(h.r, NULL), 1);
+  size_t held = 0;
+  CHECK_INT(fq_replies_sweep(h.r, &held), 1);
+  CHECK_INT(held, CHARGE(1000));
   CHECK_INT(take(h.b), 1000);
   CHECK_INT(fq_replies_sweep(h.r, NULL), 0);
   /* A reply larger than the limit is never sent. */
