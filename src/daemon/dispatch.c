@@ -292,7 +292,7 @@ static void acct_pace(fq_dispatch_t *d, const char *account, const fq_http_resp_
   if (*end && *end != ' ') return;
   long long left = strtoll(resp->ratelimit_remaining, &end, 10);
   if (*end && *end != ' ') return;
-  int64_t reset = fq_rl_parse_retry_after(resp->ratelimit_reset, d->now);
+  int64_t reset = fq_rl_retry_after_ms(resp->ratelimit_reset, d->now, FQ_FA_RETRY_AFTER_MAX_MS);
   if (lim <= 0 || left < 0 || left * 10 >= lim || reset <= 0) return;
   acct_park(d, account, d->now + reset / (left + 1));
 }

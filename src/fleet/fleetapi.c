@@ -145,9 +145,10 @@ static bool region_host(const fq_fa_input_t *in, char *host, size_t cap) {
 }
 
 static int64_t parse_delay_ms(const fq_fa_input_t *in) {
-  int64_t d = fq_rl_parse_retry_after(in->retry_after, in->now_unix_ms);
+  const int64_t max = FQ_FA_RETRY_AFTER_MAX_MS;
+  int64_t d = fq_rl_retry_after_ms(in->retry_after, in->now_unix_ms, max);
   if (d >= 0) return d;
-  d = fq_rl_parse_retry_after(in->ratelimit_reset, in->now_unix_ms);
+  d = fq_rl_retry_after_ms(in->ratelimit_reset, in->now_unix_ms, max);
   if (d >= 0) return d;
   const char *p = find_ci(in->body, in->body_len, "retry in ");
   if (p) {
@@ -156,7 +157,7 @@ static int64_t parse_delay_ms(const fq_fa_input_t *in) {
     int64_t n = 0;
     int nd = 0;
     while (p < end && *p >= '0' && *p <= '9' && nd < 9) n = n * 10 + (*p++ - '0'), nd++;
-    if (nd) return n * 1000;
+    if (nd) return n * 1000 > max ? max : n * 1000;
   }
   return 60000; /* no hint: a minute, then ask again */
 }
