@@ -44,6 +44,26 @@ def test(c):
     rc, out = run(["--listen", "tcp://0.0.0.0:5999"])
     c.ok(rc == 2 and "non-loopback" in out, "non-loopback bind refused", out)
 
+    # tcp://localhost:P passes the loopback check, and binds (as 127.0.0.1):
+    # before, it was accepted as loopback and then could not be bound.
+    lh = Daemon(shards=1)
+    lh.extra = []
+    lp, pp = fqlib.free_port(), fqlib.free_port()
+    lh.endpoint, lh.publish = f"tcp://localhost:{lp}", f"tcp://localhost:{pp}"
+    try:
+        lh.start(timeout=15)
+        for ep in (f"tcp://localhost:{lp}", f"tcp://127.0.0.1:{lp}"):
+            cl = fqlib.Client(ep, timeout=5)
+            c.eq(cl.ping().get("ok"), True, f"--listen tcp://localhost: ping via {ep}")
+            cl.close()
+        sub = fqlib.Sub(f"tcp://localhost:{pp}")
+        sub.close()
+        with open(lh.logpath, "rb") as f:
+            c.ok(b"binding localhost as 127.0.0.1" in f.read(), "the rewrite is logged")
+        c.eq(lh.term(), 0, "localhost daemon stops cleanly")
+    except RuntimeError as e:
+        c.ok(False, "fleetqd --listen tcp://localhost:P starts", str(e)[-400:])
+
     d = Daemon(shards=2, accounts=["nobody"])
     cfg = os.path.join(d.tmp, "fleetqd.json")
     with open(cfg, "w") as f:

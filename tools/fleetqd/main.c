@@ -151,6 +151,11 @@ static int read_config(daemon_t *d, int argc, char **argv) {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     d->cfg.shards = n > 0 ? (unsigned)n : 1;
   }
+  /* A bind needs an address: tcp://localhost:P binds 127.0.0.1:P. */
+  if (fq_endpoint_bindable(d->cfg.listen, sizeof d->cfg.listen))
+    fq_info("fleetqd", "--listen: binding localhost as 127.0.0.1 (%s)", d->cfg.listen);
+  if (fq_endpoint_bindable(d->cfg.publish, sizeof d->cfg.publish))
+    fq_info("fleetqd", "--publish: binding localhost as 127.0.0.1 (%s)", d->cfg.publish);
   if (load_security(d) != 0) return 2;
   snprintf(d->extra_host, sizeof d->extra_host, "%s", d->cfg.allow_host);
   return -1;
