@@ -1185,13 +1185,23 @@ static void completion(fq_dispatch_t *d, dev_t_ *dev, const fq_http_resp_t *resp
   acct_t *a = acct_get(d, rec.account);
   fq_fa_result_t r;
   if (resp->outcome == FQ_HTTP_NOT_SENT && resp->curl_code == CURLE_PEER_FAILED_VERIFICATION) {
-    /* An untrusted certificate does not get better by retrying: say what
-     * to fix instead of waiting for the deadline. */
+    /* A refused certificate does not get better by retrying: say what to
+     * fix instead of waiting for the deadline.  A certificate for other
+     * names is not a trust problem, and --ca-file cannot fix it. */
     char reason[FQ_REASON_MAX];
-    snprintf(reason, sizeof reason,
-             "TLS: the Fleet API host's certificate is not trusted (%.200s); nothing was sent. "
-             "If it is a test simulator, give its CA with --ca-file",
-             resp->err.msg);
+    if (resp->tls == FQ_HTTP_TLS_NAME_MISMATCH)
+      snprintf(reason, sizeof reason,
+               "TLS: the Fleet API host's certificate is trusted but not issued for the host "
+               "the account's base URL names (%.200s); nothing was sent. Use a base URL with a "
+               "host name the certificate names",
+               resp->err.msg);
+    else
+      snprintf(reason, sizeof reason,
+               "TLS: the Fleet API host's certificate is not trusted (%.200s); nothing was "
+               "sent. %s",
+               resp->err.msg,
+               d->o.ca_file ? "The CA given with --ca-file does not vouch for it either"
+                            : "If it is a test simulator, give its CA with --ca-file");
     finish(d, dev, &rec, FQ_ST_FAILED, reason, FQ_EHTTP);
     fq_cmdrec_free(&rec);
     return;
