@@ -488,6 +488,9 @@ static void retry_later(fq_dispatch_t *d, dev_t_ *dev, fq_cmdrec_t *rec, int64_t
   set_timer(d, dev, d->now + delay, R_SEND);
 }
 
+/* The request may have reached the car and no answer says what came of
+ * it.  reason says what happened (the classifiers give the cause only);
+ * what it means for the command is said here, once. */
 static void unknown_outcome(fq_dispatch_t *d, dev_t_ *dev, fq_cmdrec_t *rec, const fq_cmd_t *cmd,
                             const char *reason) {
   if (cmd && cmd->idempotent && d->now + d->o.retry_backoff_ms < rec->deadline) {

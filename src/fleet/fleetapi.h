@@ -83,7 +83,11 @@ typedef struct fq_fa_result {
                                  FQ_FA_RETRY_AFTER_MAX_MS); TRANSIENT: suggested */
   char base_url[256];         /* WRONG_REGION: "https://HOST" */
   char error[96];             /* the envelope's `error`, cleaned; "" when none */
-  char reason[FQ_FA_REASON_MAX]; /* human text, says what happens or what to do */
+  /* Human text, says what happens or what to do; for UNKNOWN only what
+   * happened: the caller says what it means for the command (sent again
+   * when idempotent, else "may have been executed: check the vehicle
+   * ..."), once. */
+  char reason[FQ_FA_REASON_MAX];
   /* 2xx details */
   bool has_result;            /* REST {"response":{"result":...}} seen */
   bool result;

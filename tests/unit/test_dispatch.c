@@ -515,6 +515,20 @@ static void check_reason(h_t *h, uint64_t num, const char *has, int line) {
 }
 #define CHECK_REASON(h, num, has) check_reason(h, num, has, __LINE__)
 
+/* Check that the reason of command num holds `has` exactly once. */
+static void check_reason_once(h_t *h, uint64_t num, const char *has, int line) {
+  fq_cmdrec_t r = rec_of(h, num);
+  int n = 0;
+  for (const char *p = r.reason; (p = strstr(p, has)) != NULL; p += strlen(has)) n++;
+  if (n != 1) {
+    fprintf(stderr, "  line %d: reason \"%s\" holds \"%s\" %d times, want once\n", line,
+            r.reason, has, n);
+    fq_test_failures++;
+  }
+  fq_cmdrec_free(&r);
+}
+#define CHECK_REASON_ONCE(h, num, has) check_reason_once(h, num, has, __LINE__)
+
 /* Check the states command num went through, in order. */
 static void check_states(h_t *h, uint64_t num, const int *want, int n, int line) {
   char got[512] = "", exp[512] = "";
@@ -1575,6 +1589,7 @@ FQ_TEST(server_5xx_after_send_unknown_unless_idempotent) {
     answer(&h, i, codes[i], "{\"error\":\"internal\"}");
     step(&h, t + 100);
     CHECK_CMD(&h, a, FQ_ST_UNKNOWN, FQ_EHTTP, 1, "may have been executed");
+    CHECK_REASON_ONCE(&h, a, "may have been executed");
     step(&h, t + 5000);
     CHECK_INT(h.nreqs, i + 1);
     t += 10000;
@@ -1614,18 +1629,28 @@ FQ_TEST(timeout_after_send_is_unknown) {
   step(&h, T0 + 10000);
   CHECK_CMD(&h, a, FQ_ST_UNKNOWN, FQ_EHTTP, 1, "reply from Fleet API lost (Operation timed out");
   CHECK_REASON(&h, a, "check the device before sending it again");
+  /* The advice once (issue 13, 8: the classifier and the dispatcher both
+   * gave it). */
+  CHECK_REASON_ONCE(&h, a, "may have been executed");
+  CHECK_REASON_ONCE(&h, a, "before sending it again");
   /* A truncated reply is just as unknown. */
   uint64_t b = submit(&h, DEV, "honk_horn", 60000);
   step(&h, T0 + 11000);
   answer_transport(&h, 1, FQ_HTTP_TRUNCATED, 23, "body over 1048576 bytes");
   step(&h, T0 + 11100);
   CHECK_CMD(&h, b, FQ_ST_UNKNOWN, FQ_EHTTP, 1, "too large to read");
+  CHECK_REASON_ONCE(&h, b, "may have been executed");
   /* The same timeout on an idempotent command: sent again. */
   uint64_t c = submit(&h, DEV, "door_lock", 60000);
   step(&h, T0 + 12000);
   answer_transport(&h, 2, FQ_HTTP_UNKNOWN, 28, "Operation timed out");
   step(&h, T0 + 12100);
   CHECK_CMD(&h, c, FQ_ST_RETRYING, 0, 1, "idempotent command");
+  /* Sent again: no "check before sending it again" beside it. */
+  CHECK_REASON_ONCE(&h, c, "safe to send again");
+  fq_cmdrec_t rc_ = rec_of(&h, c);
+  CHECK(strstr(rc_.reason, "before sending it again") == NULL);
+  fq_cmdrec_free(&rc_);
   step(&h, T0 + 13100);
   CHECK_INT(h.nreqs, 4);
   CHECK_REQ(&h, 3, FQ_HTTP_POST, REST("door_lock"));
