@@ -4,7 +4,10 @@
  * ingress thread only through one inproc ZeroMQ PAIR socket, with the
  * framing below, and shares nothing else.
  *
- * Frames (first frame is a one-byte kind):
+ * Frames (first frame is a one-byte kind; the envelope is the client's
+ * routing id and at most FQ_WIRE_MAX_ENVELOPE frames, the ingress's
+ * limit: a request with more is refused, none of its frames taken as the
+ * body):
  *   ingress -> shard  'Q' envelope... body          a request
  *                     'F' token(8) envelope... body a lookup: get/cancel by
  *                                                   tenant + key on every
