@@ -27,7 +27,8 @@ void fq_config_defaults(fq_config_t *cfg) {
   cfg->dedupe_window_s = FQ_CONFIG_DEDUPE_WINDOW_S;
   cfg->max_msg_size = FQ_WIRE_MAX_MSG;
   cfg->client_hwm = 100000;
-  cfg->pub_hwm = 100000;
+  cfg->client_reply_kb = 32768;
+  cfg->pub_hwm = 10000;
   cfg->shard_hwm = 200000;
   cfg->log_level = FQ_LOG_INFO;
   snprintf(cfg->pairing_domain, sizeof cfg->pairing_domain, "fleetq.example.com");
@@ -40,8 +41,10 @@ void fq_config_defaults(fq_config_t *cfg) {
   cfg->ipc_mode = 0600;
 }
 
-const char *fq_config_usage(void) {
-  return "usage: fleetqd [options]\n"
+/* The usage text, in two literals: one would pass the 4095 characters C99
+ * promises a string literal may hold. */
+static const char usage_a[] =
+    "usage: fleetqd [options]\n"
          "\n"
          "  --data DIR            data directory (default ./fleetq-data); one LMDB\n"
          "                        environment per shard under DIR/shard-N\n"
@@ -57,6 +60,13 @@ const char *fq_config_usage(void) {
          "                        seconds (default 604800 = 7 days; 0 keeps everything)\n"
          "  --dedupe-window-s N   a tenant + key dedupes for N seconds after its command\n"
          "                        was accepted (default 86400; at most --retention-s)\n"
+         "  --client-reply-kb N   replies one client may leave unread, in KiB (default\n"
+         "                        32768); past it its replies are dropped\n"
+         "  --client-hwm N        ROUTER high-water mark, in messages (default 100000)\n"
+         "  --pub-hwm N           events queued per subscriber (default 10000); a\n"
+         "                        slower subscriber loses events (seq gaps, history)\n"
+         ;
+static const char usage_b[] =
          "  --log-level L         debug | info | warn | error (default info)\n"
          "  --key PEM             fleet private key (P-256) for signing commands\n"
          "  --ca-file PEM         extra trusted CA for Fleet API TLS (the simulator's)\n"
@@ -77,6 +87,9 @@ const char *fq_config_usage(void) {
          "  --device-burst B      bucket size per device (default 1)\n"
          "  --account-rate R      commands per second per account (default off)\n"
          "  --account-burst B     bucket size per account (default 1)\n"
+         "  --no-dispatch         accept, store and serve commands but send none: they\n"
+         "                        stay queued until cancelled or expired (ingest tests\n"
+         "                        and benchmarks, a maintenance pause)\n"
          "  --curve-secret FILE   CURVE server key file (from `fleetq curve-keygen`):\n"
          "                        clients must use CURVE and be listed in --clients\n"
          "  --clients FILE        JSON list of client keys with their tenants and roles\n"
@@ -97,6 +110,14 @@ const char *fq_config_usage(void) {
          "\n"
          "Without --curve-secret, fleetqd binds only loopback and ipc:// endpoints and\n"
          "any local user can send it commands; see docs/security.md.\n";
+
+const char *fq_config_usage(void) {
+  static char text[sizeof usage_a + sizeof usage_b];
+  if (!text[0]) {
+    memcpy(text, usage_a, sizeof usage_a - 1);
+    memcpy(text + sizeof usage_a - 1, usage_b, sizeof usage_b);
+  }
+  return text;
 }
 
 static int set_str(char *dst, size_t cap, const char *v, const char *name, fq_err_t *err) {
@@ -187,6 +208,12 @@ static int apply(fq_config_t *c, const char *name, const char *sval, json_t *jva
     c->demo = !strcmp(v, "true") || !strcmp(v, "1");
     return 0;
   }
+  if (!strcmp(name, "no-dispatch")) {
+    if (strcmp(v, "true") && strcmp(v, "false"))
+      return fq_errf(err, FQ_ECONFIG, "no-dispatch: expected true or false");
+    c->no_dispatch = !strcmp(v, "true");
+    return 0;
+  }
   if (!strcmp(name, "log-level")) {
     int l = fq_log_parse_level(v);
     if (l < 0) return fq_errf(err, FQ_ECONFIG, "log-level: \"%s\" is not debug|info|warn|error", v);
@@ -211,7 +238,8 @@ static int apply(fq_config_t *c, const char *name, const char *sval, json_t *jva
               {"wake-max", 1, 100},
               {"drain-timeout-ms", 0, 3600000},
               {"retention-s", 0, FQ_CONFIG_MAX_S},
-              {"dedupe-window-s", 1, FQ_CONFIG_MAX_S}};
+              {"dedupe-window-s", 1, FQ_CONFIG_MAX_S},
+              {"client-reply-kb", 8192, 4194304}};
   for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
     if (strcmp(name, ints[i].name) != 0) continue;
     if ((rc = parse_int(v, ints[i].lo, ints[i].hi, &x, name, err)) != 0) return rc;
@@ -232,6 +260,7 @@ static int apply(fq_config_t *c, const char *name, const char *sval, json_t *jva
       case 13: c->drain_timeout_ms = x; break;
       case 14: c->retention_s = x; break;
       case 15: c->dedupe_window_s = x; break;
+      case 16: c->client_reply_kb = (uint64_t)x; break;
     }
     return 0;
   }
@@ -304,9 +333,10 @@ int fq_config_from_args(fq_config_t *cfg, int argc, char **argv, fq_err_t *err) 
       return fq_errf(err, FQ_ECONFIG, "unexpected argument \"%s\" (see --help)", a);
     if ((rc = split_flag(a, flag, sizeof flag, &v, err)) != 0) return rc;
     const char *name = flag + 2;
-    if (!strcmp(name, "demo")) {
-      if (v) return fq_errf(err, FQ_ECONFIG, "--demo takes no value");
-      cfg->demo = true;
+    if (!strcmp(name, "demo") || !strcmp(name, "no-dispatch")) {
+      /* Switches: no value follows. */
+      if (v) return fq_errf(err, FQ_ECONFIG, "%s takes no value", flag);
+      if (apply(cfg, name, "true", NULL, err) != 0) return FQ_ECONFIG;
       continue;
     }
     if (!v) {

@@ -24,6 +24,7 @@ typedef struct fq_config {
   int64_t dedupe_window_s;   /* how long a (tenant, key) dedupes; <= retention_s */
   int max_msg_size;
   int client_hwm, pub_hwm, shard_hwm;
+  uint64_t client_reply_kb;  /* unread replies one client may hold (KiB) */
   int log_level;
   /* Dispatch (Fleet API). */
   char key_file[1024];
@@ -36,6 +37,7 @@ typedef struct fq_config {
   int64_t drain_timeout_ms;  /* on SIGTERM: longest wait for requests in flight */
   double device_rate, device_burst, account_rate, account_burst;
   bool demo;
+  bool no_dispatch;          /* store and serve commands, send none (they stay queued) */
   /* Security (docs/security.md). */
   char curve_secret[1024];   /* server key file (fleetq curve-keygen); "" = no CURVE */
   char clients[1024];        /* clients file (JSON); required with curve_secret */

@@ -20,6 +20,7 @@
 
 #include "fleetq/commands.h"
 #include "devq.h"
+#include "hmap.h"
 #include "fleetq/wire.h"
 #include "log.h"
 #include "mpread.h"
@@ -28,7 +29,21 @@
 #include "util.h"
 #include "zmsg.h"
 
-#define MAX_FRAMES 8
+/* Envelope of a request as the ingress passes it on: the client's routing
+ * id and its envelope frames (FQ_WIRE_MAX_ENVELOPE, the one limit the
+ * ingress, the shards and the auth thread share).  A request is its kind
+ * frame, a lookup's token, that envelope and the body: at most
+ * MAX_FRAMES + 2 frames. */
+#define MAX_ENV (1 + FQ_WIRE_MAX_ENVELOPE)
+#define MAX_FRAMES (MAX_ENV + 1)
+/* Replies and events one batch may produce before the requests left in it
+ * wait for the next batch: 8000 `get`s of a command with 16 KiB of params
+ * made a 125 MB batch, past the buffers' 64 MiB cap, and the daemon
+ * stopped.  It is also the burst one shard sends a client at once, which
+ * the per-client reply limit (--client-reply-kb, at least 8 MiB) must
+ * absorb while a client that reads takes it; and what a batch's buffers
+ * keep between batches.  A batch of 4096 submits makes about 1.3 MB. */
+#define BATCH_OUT_MAX (2u << 20)
 /* Poll items of one loop turn: the ingress socket plus the dispatcher's. */
 #define MAX_ITEMS 1025
 
@@ -38,7 +53,7 @@ typedef struct pending {
   uint8_t token[8];
   uint8_t found;
   int nenv;
-  zmq_msg_t env[MAX_FRAMES];
+  zmq_msg_t env[MAX_ENV];
   size_t off, len;          /* slice of sh->replies */
 } pending_t;
 
@@ -77,6 +92,10 @@ struct fq_shard {
   int *counts;                       /* frames of each slot */
   zmq_pollitem_t *items;             /* MAX_ITEMS */
   struct keys_ctx *keys;             /* announce_keys() */
+  /* Accounts found in the account store since its generation last moved
+   * (acct_known): names only, so at most one entry per stored account. */
+  fq_hmap_t accts;
+  uint64_t accts_gen;
   /* FQ_TRACE=1: where the shard thread's time goes (thread CPU ns). */
   bool trace;
   int64_t tr_proc, tr_commit, tr_flush, tr_launch, tr_poll, tr_recv, tr_loops, tr_batches;
@@ -295,7 +314,11 @@ static int reply_record(fq_shard_t *sh, pending_t *p, const char *id, const fq_r
   return 0;
 }
 
-/* Supersede older still-queued commands of the same name on the device. */
+/* Supersede older still-queued commands of the same name on the device,
+ * of the same tenant and account only: a device may be shared by tenants
+ * (and reached through several accounts), and one tenant's set-point must
+ * never replace another's command, which that tenant would see end
+ * `superseded` by a command it cannot even look up. */
 static int do_coalesce(fq_shard_t *sh, const fq_cmdrec_t *rec, int64_t now, fq_err_t *err) {
   uint64_t nums[64];
   size_t n = fq_devq_list(sh->q, rec->device, nums, 64);
@@ -308,7 +331,8 @@ static int do_coalesce(fq_shard_t *sh, const fq_cmdrec_t *rec, int64_t now, fq_e
     fq_cmdrec_t old;
     int rc = fq_store_cmd_get(sh->store, id, FQ_ID_LEN, &old, err);
     if (rc) return rc;
-    if (old.state == FQ_ST_QUEUED && strcmp(old.command, rec->command) == 0) {
+    if (old.state == FQ_ST_QUEUED && strcmp(old.command, rec->command) == 0 &&
+        strcmp(old.tenant, rec->tenant) == 0 && strcmp(old.account, rec->account) == 0) {
       char reason[96];
       snprintf(reason, sizeof reason, "superseded by newer command %s", rec->id);
       rc = transition(sh, &old, FQ_ST_SUPERSEDED, reason, 0, now, err);
@@ -316,6 +340,49 @@ static int do_coalesce(fq_shard_t *sh, const fq_cmdrec_t *rec, int64_t now, fq_e
     fq_cmdrec_free(&old);
     if (rc) return rc;
   }
+  return 0;
+}
+
+/* --- accounts ------------------------------------------------------------ */
+
+typedef struct acct_name {
+  char id[FQ_ACCOUNT_ID_MAX + 1];
+} acct_name_t;
+
+typedef struct acct_key {
+  const char *p;
+  size_t n;
+} acct_key_t;
+
+static bool acct_name_eq(const void *item, const void *key) {
+  const acct_name_t *a = item;
+  const acct_key_t *k = key;
+  return strlen(a->id) == k->n && memcmp(a->id, k->p, k->n) == 0;
+}
+
+/* Whether the account a submit names exists: 0, FQ_EUNKACCT, or
+ * FQ_ESTORAGE (the account store could not be read).  Names found are
+ * remembered until the auth side's generation moves (every add, remove
+ * and token write), so the common case is a hash lookup; a name not found
+ * is looked up again on every submit (one read of the account store, no
+ * decryption), which is what lets an account added a moment ago be seen
+ * at once, and keeps the table bounded by the accounts that exist. */
+static int acct_known(fq_shard_t *sh, const fq_str_t *name, fq_err_t *err) {
+  if (!sh->o.accounts) return 0;
+  uint64_t gen = fq_auth_generation(sh->o.auth);
+  if (gen != sh->accts_gen) {
+    fq_hmap_clear(&sh->accts);
+    sh->accts_gen = gen;
+  }
+  acct_key_t k = {name->p, name->n};
+  uint64_t h = fq_hash64(name->p, name->n);
+  if (fq_hmap_find(&sh->accts, h, acct_name_eq, &k)) return 0;
+  int rc = fq_accounts_exists(sh->o.accounts, name->p, name->n, err);
+  if (rc == FQ_ENOTFOUND) return FQ_EUNKACCT;
+  if (rc) return rc;
+  /* Without an auth side the generation never moves: nothing is kept. */
+  acct_name_t *a = sh->o.auth ? fq_hmap_add(&sh->accts, h) : NULL;
+  if (a) memcpy(a->id, name->p, name->n); /* n <= FQ_ACCOUNT_ID_MAX: checked by the store */
   return 0;
 }
 
@@ -360,6 +427,28 @@ static int handle_submit(fq_shard_t *sh, pending_t *p, const fq_request_t *req, 
   if (check_only) {
     p->found = 0;
     reply_error(sh, p, FQ_ENOTFOUND, "key not on this shard", req);
+    return 0;
+  }
+  /* A new command for an account fleetqd does not have would wait in its
+   * device's queue, holding back every later command for that device,
+   * until its deadline: refuse it now instead, storing nothing.  After the
+   * dedupe check, so a retry of a command accepted earlier still gets its
+   * original. */
+  fq_err_t aerr;
+  fq_err_clear(&aerr);
+  if ((rc = acct_known(sh, &req->account, &aerr)) != 0) {
+    char msg[320], q[176];
+    fq__mp_quote((const uint8_t *)req->account.p, req->account.n, q, sizeof q);
+    if (rc == FQ_EUNKACCT)
+      snprintf(msg, sizeof msg,
+               "account \"%s\" is not registered with fleetqd: add it with `fleetq account "
+               "add`, then submit again; nothing was stored",
+               q);
+    else
+      snprintf(msg, sizeof msg, "cannot read the account store, nothing was stored: %.150s",
+               aerr.msg);
+    if (rc != FQ_EUNKACCT) fq_error("shard", "shard %u: %s", sh->o.index, msg);
+    reply_error(sh, p, rc == FQ_EUNKACCT ? FQ_EUNKACCT : FQ_EINTERNAL, msg, req);
     return 0;
   }
 
@@ -763,6 +852,14 @@ static void flush_batch(fq_shard_t *sh) {
   sh->npend = sh->npev = 0;
   fq_buf_reset(&sh->replies);
   fq_buf_reset(&sh->evbuf);
+  /* A large batch (many `get`s of large commands, history pages) leaves
+   * its buffers large: give the memory back rather than keep it. */
+  fq_buf_t *big[] = {&sh->replies, &sh->evbuf, &sh->scratch};
+  for (size_t i = 0; i < sizeof big / sizeof big[0]; i++)
+    if (big[i]->alloc > BATCH_OUT_MAX / 2) {
+      fq_buf_free(big[i]);
+      fq_buf_init(big[i], 0);
+    }
 }
 
 /* Replace every reply of the batch with one error (the transaction failed),
@@ -798,14 +895,20 @@ static void announce_gone(fq_shard_t *sh) {
   }
 }
 
-static void process_batch(fq_shard_t *sh, zmq_msg_t (*msgs)[MAX_FRAMES + 2], int *counts,
-                          int nmsgs, const zmq_pollitem_t *hitems, int nh) {
+/* Apply msgs[0..nmsgs) (and the dispatcher's step) in one transaction,
+ * commit, answer.  Returns how many of the messages it took: fewer than
+ * nmsgs when their output reached BATCH_OUT_MAX (the caller keeps the rest
+ * for the next batch). */
+static int process_batch(fq_shard_t *sh, zmq_msg_t (*msgs)[MAX_FRAMES + 2], int *counts,
+                         int nmsgs, const zmq_pollitem_t *hitems, int nh) {
   fq_err_t err;
   fq_err_clear(&err);
   int64_t now = fq_now_ms();
   int64_t t_start = TNOW();
   int rc = fq_store_begin(sh->store, true, &err);
-  for (int m = 0; m < nmsgs; m++) {
+  int m;
+  for (m = 0; m < nmsgs; m++) {
+    if (m > 0 && sh->replies.len + sh->evbuf.len >= BATCH_OUT_MAX) break;
     zmq_msg_t *f = msgs[m];
     int n = counts[m];
     const char *kind = zmq_msg_data(&f[0]);
@@ -818,11 +921,28 @@ static void process_batch(fq_shard_t *sh, zmq_msg_t (*msgs)[MAX_FRAMES + 2], int
       continue;
     }
     if (*kind == 'Q' || *kind == 'F') sh->received++;
+    /* More frames than the limit (the ingress refuses such requests, so
+     * this is a second line of defence): none of those kept is taken as
+     * the body, the request is refused with the envelope it came with. */
+    bool over = n < 0;
+    if (over) n = -n;
     int first_env = (*kind == 'F') ? 2 : 1;
     if (n < first_env + 1) continue;
-    pending_t *p = pend_add(sh, *kind == 'F' ? 'F' : 'R', &f[first_env], n - first_env - 1);
+    int nenv = over ? n - first_env : n - first_env - 1;
+    if (nenv > MAX_ENV) {
+      over = true;
+      nenv = MAX_ENV;
+    }
+    pending_t *p = pend_add(sh, *kind == 'F' ? 'F' : 'R', &f[first_env], nenv);
     if (!p) continue;
     if (*kind == 'F') memcpy(p->token, zmq_msg_data(&f[1]), 8);
+    if (over) {
+      char msg[96];
+      snprintf(msg, sizeof msg, "too many frames: at most %d envelope frames before the body",
+               FQ_WIRE_MAX_ENVELOPE);
+      reply_error(sh, p, FQ_EBADREQ, msg, NULL);
+      continue;
+    }
     if (rc == 0) {
       acl_t acl_buf;
       const acl_t *acl = acl_parse(kind, klen, &acl_buf);
@@ -888,6 +1008,7 @@ static void process_batch(fq_shard_t *sh, zmq_msg_t (*msgs)[MAX_FRAMES + 2], int
   sh->tr_flush += t_l - t_f;
   sh->tr_launch += TNOW() - t_l;
   sh->tr_batches++;
+  return m;
 }
 
 static int dispatch_transition(void *shard, fq_cmdrec_t *rec, int state, const char *reason,
@@ -936,6 +1057,7 @@ static void *shard_main(void *arg) {
   zmq_pollitem_t *items = sh->items;
   flush_batch(sh); /* the settlement events of the recovery in fq_shard_new */
   announce_keys(sh);
+  int carry = 0; /* requests a batch left for the next one, at msgs[0..carry) */
   while (!sh->stopping) {
     int64_t now = fq_now_ms();
     long timeout = -1;
@@ -952,15 +1074,17 @@ static void *shard_main(void *arg) {
       if (sh->drain_until && timeout > sh->drain_until - now)
         timeout = sh->drain_until <= now ? 0 : (long)(sh->drain_until - now);
     }
+    if (carry) timeout = 0;
     int64_t tp0 = TNOW();
     int prc = zmq_poll(items, 1 + nh, timeout);
     int64_t tp1 = TNOW();
     if (prc < 0 && errno != EINTR) break;
-    int nmsgs = 0;
+    int nmsgs = carry;
     while ((size_t)nmsgs < cap) {
-      int n = fq_zmsg_recv(sh->sock, msgs[nmsgs], MAX_FRAMES + 2, ZMQ_DONTWAIT, NULL);
+      bool over;
+      int n = fq_zmsg_recv(sh->sock, msgs[nmsgs], MAX_FRAMES + 2, ZMQ_DONTWAIT, &over);
       if (n < 0) break;
-      counts[nmsgs++] = n;
+      counts[nmsgs++] = over ? -n : n; /* negative: frames past the limit were dropped */
     }
     now = fq_now_ms();
     if (sh->trace) {
@@ -986,13 +1110,26 @@ static void *shard_main(void *arg) {
     bool http_ready = false;
     for (int i = 1; i <= nh; i++)
       if (items[i].revents) http_ready = true;
+    int done = nmsgs;
     if (nmsgs || now >= sh->next_deadline || now >= fq_retention_due(sh->ret) || http_ready ||
         (sh->drain_until && now >= sh->drain_until) ||
         (sh->disp && fq_dispatch_pending(sh->disp, now)))
-      process_batch(sh, msgs, counts, nmsgs, items + 1, nh);
-    for (int m = 0; m < nmsgs; m++)
-      for (int i = 0; i < counts[m]; i++) zmq_msg_close(&msgs[m][i]);
+      done = process_batch(sh, msgs, counts, nmsgs, items + 1, nh);
+    for (int m = 0; m < done; m++)
+      for (int i = 0; i < abs(counts[m]); i++) zmq_msg_close(&msgs[m][i]);
+    /* What the batch left goes first in the next one, in order. */
+    carry = nmsgs - done;
+    for (int m = 0; m < carry; m++) {
+      for (int i = 0; i < abs(counts[done + m]); i++) {
+        zmq_msg_init(&msgs[m][i]);
+        zmq_msg_move(&msgs[m][i], &msgs[done + m][i]);
+        zmq_msg_close(&msgs[done + m][i]);
+      }
+      counts[m] = counts[done + m];
+    }
   }
+  for (int m = 0; m < carry; m++)
+    for (int i = 0; i < abs(counts[m]); i++) zmq_msg_close(&msgs[m][i]);
   /* Transfers end here, in the thread that owns the curl handles. */
   fq_dispatch_destroy(&sh->disp);
   zmq_send(sh->sock, "D", 1, 0);
@@ -1071,6 +1208,7 @@ fq_shard_t *fq_shard_new(const fq_shard_opts_t *opts, fq_err_t *err) {
   fq_buf_init(&sh->evbuf, 0);
   fq_buf_init(&sh->scratch, 0);
   fq_buf_init(&sh->wire, 0);
+  fq_hmap_init(&sh->accts, sizeof(acct_name_t), 50);
   sh->next_deadline = INT64_MAX;
   fq_err_t e;
   fq_err_clear(&e);
@@ -1125,6 +1263,7 @@ void fq_shard_destroy(fq_shard_t **shp) {
   fq_buf_free(&sh->evbuf);
   fq_buf_free(&sh->scratch);
   fq_buf_free(&sh->wire);
+  fq_hmap_free(&sh->accts);
   free(sh);
   *shp = NULL;
 }

@@ -14,7 +14,9 @@ from lib.fqlib import Client, Daemon, cli, free_port, json_lines, pipeline, vin
 
 
 def main(c):
-    with Daemon(shards=2) as d:
+    # Commands stay queued (nothing is sent) for the accounts these tests
+    # name, which fleetqd must have: it refuses others (unknown_account).
+    with Daemon(shards=2, extra=["--no-dispatch"], accounts=["a", "acct"]) as d:
         ep = ["--endpoint", d.endpoint]
 
         # help and usage
@@ -73,6 +75,11 @@ def main(c):
                 "--param", "percent=120", *ep)
         c.ok(r.returncode == 1 and r.stderr.startswith("fleetq send: bad_param: ")
              and "percent" in r.stderr, "out-of-range param: fleetq send: bad_param, exit 1", r)
+        r = cli("send", "--tenant", "cli", "--account", "never-added", "--vin", vin(3), "--key",
+                "c6", "--command", "door_lock", *ep)
+        c.ok(r.returncode == 1 and r.stderr.startswith("fleetq send: unknown_account: ")
+             and "fleetq account add" in r.stderr, "unknown account: fleetq send: unknown_account, exit 1",
+             r)
         r = cli("send", *base, "--key", "c3", "--command", "teleport", *ep)
         c.ok(r.returncode == 1 and r.stderr.startswith("fleetq send: unknown_command: "),
              "unknown command: exit 1", r)
@@ -182,7 +189,7 @@ def main(c):
 
     # watch --fill: a stopped watcher on a daemon with a tiny publisher HWM
     # loses events; once resumed, the seq jumps are filled from history.
-    with Daemon(shards=2, extra=["--pub-hwm", "20"]) as d:
+    with Daemon(shards=2, extra=["--pub-hwm", "20", "--no-dispatch"], accounts=["a", "acct1"]) as d:
         n = 20000
         w = subprocess.Popen([fqlib.BIN + "/fleetq", "watch", "--tenant", "gx", "--fill", "--json",
                               "--count", str(n + 21), "--timeout", "110", "--publish", d.publish,

@@ -24,7 +24,7 @@ def test(c):
     rc, out = run(["--help"])
     c.eq(rc, 0, "--help exits 0")
     for flag in ("--data", "--listen", "--publish", "--shards", "--config", "--key",
-                 "--ca-file", "--pairing-domain", "--drain-timeout-ms"):
+                 "--ca-file", "--pairing-domain", "--drain-timeout-ms", "--no-dispatch"):
         c.ok(flag in out, f"--help documents {flag}")
 
     rc, out = run(["--colour", "blue"])
@@ -44,7 +44,27 @@ def test(c):
     rc, out = run(["--listen", "tcp://0.0.0.0:5999"])
     c.ok(rc == 2 and "non-loopback" in out, "non-loopback bind refused", out)
 
-    d = Daemon(shards=2)
+    # tcp://localhost:P passes the loopback check, and binds (as 127.0.0.1):
+    # before, it was accepted as loopback and then could not be bound.
+    lh = Daemon(shards=1)
+    lh.extra = []
+    lp, pp = fqlib.free_port(), fqlib.free_port()
+    lh.endpoint, lh.publish = f"tcp://localhost:{lp}", f"tcp://localhost:{pp}"
+    try:
+        lh.start(timeout=15)
+        for ep in (f"tcp://localhost:{lp}", f"tcp://127.0.0.1:{lp}"):
+            cl = fqlib.Client(ep, timeout=5)
+            c.eq(cl.ping().get("ok"), True, f"--listen tcp://localhost: ping via {ep}")
+            cl.close()
+        sub = fqlib.Sub(f"tcp://localhost:{pp}")
+        sub.close()
+        with open(lh.logpath, "rb") as f:
+            c.ok(b"binding localhost as 127.0.0.1" in f.read(), "the rewrite is logged")
+        c.eq(lh.term(), 0, "localhost daemon stops cleanly")
+    except RuntimeError as e:
+        c.ok(False, "fleetqd --listen tcp://localhost:P starts", str(e)[-400:])
+
+    d = Daemon(shards=2, accounts=["nobody"])
     cfg = os.path.join(d.tmp, "fleetqd.json")
     with open(cfg, "w") as f:
         json.dump({"colour": "blue"}, f)
@@ -68,7 +88,8 @@ def test(c):
     # A config file takes effect (default_ttl_ms), and flags override it.
     with open(cfg, "w") as f:
         json.dump({"default_ttl_ms": 250, "shards": 2, "log_level": "info",
-                   "drain_timeout_ms": 2000, "device_rate": 0.5, "device_burst": 2}, f)
+                   "drain_timeout_ms": 2000, "device_rate": 0.5, "device_burst": 2,
+                   "no_dispatch": True}, f)
     d.config = cfg
     d.start()
     cl = fqlib.Client(d.endpoint)
@@ -77,6 +98,16 @@ def test(c):
     c.ok(r.get("ok"), "submit accepted", r)
     g = cl.call({"op": "get", "id": r.get("id")})
     c.eq(g.get("command", {}).get("ttl_ms"), 250, "config default_ttl_ms applied")
+    # no_dispatch: nothing is sent, so the command expires queued (the
+    # account's base URL is a port where nothing listens).
+    exp = fqlib.wait_for(lambda: cl.call({"op": "get", "id": r.get("id")})["command"]["state"]
+                         == "expired", timeout=5)
+    g = cl.call({"op": "get", "id": r.get("id")}).get("command", {})
+    c.ok(exp, "config no_dispatch: expired without being sent", g)
+    c.eq([t.get("state") for t in g.get("transitions", [])], ["queued", "expired"],
+         "config no_dispatch: queued -> expired", g.get("reason"))
+    with open(d.logpath, "rb") as f:
+        c.ok(b"--no-dispatch" in f.read(), "no_dispatch is logged as a warning")
     c.eq(cl.call({"op": "ping"}).get("shards"), 2, "config shards applied")
     # SIGHUP is logged and never stops the daemon.
     d.proc.send_signal(signal.SIGHUP)

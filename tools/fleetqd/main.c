@@ -157,6 +157,11 @@ static int read_config(daemon_t *d, int argc, char **argv) {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     d->cfg.shards = n > 0 ? (unsigned)n : 1;
   }
+  /* A bind needs an address: tcp://localhost:P binds 127.0.0.1:P. */
+  if (fq_endpoint_bindable(d->cfg.listen, sizeof d->cfg.listen))
+    fq_info("fleetqd", "--listen: binding localhost as 127.0.0.1 (%s)", d->cfg.listen);
+  if (fq_endpoint_bindable(d->cfg.publish, sizeof d->cfg.publish))
+    fq_info("fleetqd", "--publish: binding localhost as 127.0.0.1 (%s)", d->cfg.publish);
   if (load_security(d) != 0) return 2;
   snprintf(d->extra_host, sizeof d->extra_host, "%s", d->cfg.allow_host);
   return -1;
@@ -328,7 +333,9 @@ static int open_shards(daemon_t *d) {
                                  .map_size = cfg->map_size_mb << 20,
                                  .default_ttl_ms = cfg->default_ttl_ms,
                                  .batch_max = cfg->batch_max,
-                                 .dispatch = &d->dopts,
+                                 .dispatch = cfg->no_dispatch ? NULL : &d->dopts,
+                                 .accounts = d->accounts,
+                                 .auth = d->auth,
                                  .drain_timeout_ms = cfg->drain_timeout_ms,
                                  .retention_ms = cfg->retention_s * 1000,
                                  .dedupe_window_ms = cfg->dedupe_window_s * 1000};
@@ -361,6 +368,7 @@ static int open_ingress(daemon_t *d) {
                           .nshards = cfg->shards,
                           .max_msg_size = cfg->max_msg_size,
                           .client_hwm = cfg->client_hwm,
+                          .client_reply_max = (size_t)cfg->client_reply_kb * 1024,
                           .pub_hwm = cfg->pub_hwm,
                           .shard_hwm = cfg->shard_hwm,
                           .stop_fd = stop_pipe[0],
@@ -437,6 +445,9 @@ int main(int argc, char **argv) {
     goto out;
   fq_info("fleetqd", "version %s, %u shard(s), data %s, listen %s, publish %s", FQ_VERSION,
           d.cfg.shards, d.cfg.data_dir, d.cfg.listen, d.cfg.publish);
+  if (d.cfg.no_dispatch)
+    fq_warn("fleetqd", "--no-dispatch: commands are stored and served but none is sent; they "
+                       "stay queued until cancelled or expired");
   fprintf(stderr, "fleetqd: ready\n");
   fflush(stderr);
   char sd_status[600];
