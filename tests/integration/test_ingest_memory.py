@@ -17,6 +17,7 @@ costs the daemon a bounded, small amount:
   the daemon exited 70)."""
 
 import os
+import subprocess
 import time
 
 import zmq
@@ -26,6 +27,22 @@ from lib.fqlib import Client, Daemon, pack, unpack
 
 CTX = zmq.Context.instance()
 
+
+
+def _sanitized():
+    """True when fleetqd is an ASan build: its allocator keeps freed memory
+    in quarantine (256 MB by default), so RSS says nothing about what the
+    daemon holds.  The bounds are then logged, not asserted; every other
+    check of this test still runs."""
+    try:
+        out = subprocess.run(["ldd", os.path.join(fqlib.BIN, "fleetqd")], capture_output=True,
+                             text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return "libasan" in out
+
+
+SANITIZED = _sanitized()
 
 def rss_mb(pid):
     with open(f"/proc/{pid}/status") as f:
@@ -81,7 +98,7 @@ def main(c):
             s.send(pack({"op": "ping", "req": big}))
         during = settle(pid)
         fqlib.log(f"pings: RSS {before:.1f} MB -> {during:.1f} MB")
-        c.ok(during - before < 20, f"2,000 pings with a 200 KB req: RSS +{during - before:.1f} MB "
+        c.ok(SANITIZED or during - before < 20, f"2,000 pings with a 200 KB req: RSS +{during - before:.1f} MB "
              "(want < 20; 400 MB before the cap)")
         s.close(0)
         c.eq(cl.ping().get("ok"), True, "still serving")
@@ -108,7 +125,7 @@ def main(c):
         c.eq(got, 200, "a reading client gets every reply meanwhile")
         during = settle(pid)
         fqlib.log(f"gets: RSS {before:.1f} MB -> {during:.1f} MB")
-        c.ok(during - before < 60, f"10,000 unread 15 KB replies: RSS +{during - before:.1f} MB "
+        c.ok(SANITIZED or during - before < 60, f"10,000 unread 15 KB replies: RSS +{during - before:.1f} MB "
              "(want < 60: the 8 MiB limit and the shards' batch buffers; 150 MB without it)")
         with open(d.logpath, "rb") as f:
             text = f.read()
