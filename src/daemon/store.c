@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "byteorder.h"
@@ -34,6 +35,7 @@ typedef struct tctr {
 } tctr_t;
 
 struct fq_store {
+  char dir[4096];
   MDB_env *env;
   MDB_txn *txn;
   bool txn_write;
@@ -52,9 +54,14 @@ struct fq_store {
   uint64_t txn_gen;
 };
 
+/* LMDB's codes are its own or errno values (a failed write or fsync).
+ * Both ways of running out of room are storage_full: the map (fixed size)
+ * and the disk (ENOSPC, EDQUOT); every other failure is a storage error. */
 static int lmdb_err(fq_err_t *err, int rc, const char *what) {
   if (rc == MDB_MAP_FULL)
     return fq_errf(err, FQ_ESTORFULL, "%s: storage full (LMDB map size reached)", what);
+  if (rc == ENOSPC || rc == EDQUOT)
+    return fq_errf(err, FQ_ESTORFULL, "%s: disk full (%s)", what, fq_strerror(-rc));
   return fq_errf(err, FQ_ESTORAGE, "%s: %s", what, mdb_strerror(rc));
 }
 
@@ -200,6 +207,7 @@ fq_store_t *fq_store_open(const char *dir, unsigned shard, uint64_t map_size, fq
     return NULL;
   }
   s->shard = shard;
+  snprintf(s->dir, sizeof s->dir, "%s", dir);
   fq_buf_init(&s->scratch, 1 << 20);
   if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
     fq_errf(err, FQ_ESTORAGE, "cannot create %s: %s", dir, fq_strerror(-errno));
@@ -741,6 +749,57 @@ int fq_store_stats(fq_store_t *s, fq_store_stats_t *st, fq_err_t *err) {
   mdb_env_stat(s->env, &ms);
   st->map_size = ei.me_mapsize;
   st->map_used = (uint64_t)(ei.me_last_pgno + 1) * ms.ms_psize;
+  return 0;
+}
+
+/* --- room ------------------------------------------------------------------------ */
+
+int fq_store_usage(fq_store_t *s, fq_store_usage_t *u, fq_err_t *err) {
+  if (!s->txn) return fq_errf(err, FQ_EINTERNAL, "store: usage outside a transaction");
+  /* LMDB's own free list (dbi 0) and main database (dbi 1), then ours:
+   * every page in use is in one of their trees, except the two meta
+   * pages.  The free list's entries are room, its own pages are not. */
+  MDB_dbi dbis[10] = {0, 1, s->meta, s->cmd, s->idemlog, s->active, s->events, s->session,
+                      s->tcount, s->tindex};
+  MDB_stat ms;
+  uint64_t pages = 2;
+  for (size_t i = 0; i < sizeof dbis / sizeof dbis[0]; i++) {
+    int rc = mdb_stat(s->txn, dbis[i], &ms);
+    if (rc) return lmdb_err(err, rc, "stat");
+    pages += ms.ms_branch_pages + ms.ms_leaf_pages + ms.ms_overflow_pages;
+  }
+  MDB_envinfo ei;
+  mdb_env_info(s->env, &ei);
+  u->page = ms.ms_psize;
+  u->used = pages * ms.ms_psize;
+  u->map_size = ei.me_mapsize;
+  return 0;
+}
+
+uint64_t fq_store_map_size(const fq_store_t *s) {
+  MDB_envinfo ei;
+  mdb_env_info(s->env, &ei);
+  return ei.me_mapsize;
+}
+
+int fq_store_set_map_size(fq_store_t *s, uint64_t bytes, fq_err_t *err) {
+  if (s->txn) return fq_errf(err, FQ_EINTERNAL, "store: map size change inside a transaction");
+  int rc = mdb_env_set_mapsize(s->env, (size_t)bytes);
+  if (rc) return lmdb_err(err, rc, "map size");
+  return 0;
+}
+
+int fq_store_disk(const fq_store_t *s, uint64_t *avail, uint64_t *file_size, fq_err_t *err) {
+  char path[sizeof s->dir + 16];
+  struct statvfs vfs;
+  struct stat st;
+  snprintf(path, sizeof path, "%s/data.mdb", s->dir);
+  if (statvfs(s->dir, &vfs) != 0)
+    return fq_errf(err, FQ_ESTORAGE, "statvfs %s: %s", s->dir, fq_strerror(-errno));
+  if (stat(path, &st) != 0)
+    return fq_errf(err, FQ_ESTORAGE, "stat %s: %s", path, fq_strerror(-errno));
+  *avail = (uint64_t)vfs.f_bavail * vfs.f_frsize;
+  *file_size = (uint64_t)st.st_size;
   return 0;
 }
 

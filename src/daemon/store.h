@@ -99,8 +99,10 @@ void fq_store_destroy(fq_store_t **sp);
 
 /* Transactions.  begin(write) opens the one transaction; commit makes it
  * durable (fsync) or fails; abort drops it.  A failed commit leaves the
- * store without a transaction.  Codes: 0, FQ_ESTORFULL (map full),
- * FQ_ESTORAGE (anything else from LMDB, with its text in err). */
+ * store without a transaction (and changes nothing on disk: LMDB writes
+ * its meta page last).  Codes: 0, FQ_ESTORFULL (map full, or the disk:
+ * ENOSPC, EDQUOT), FQ_ESTORAGE (anything else from LMDB or the disk, EIO
+ * included, with its text in err). */
 int fq_store_begin(fq_store_t *s, bool write, fq_err_t *err);
 int fq_store_commit(fq_store_t *s, fq_err_t *err);
 void fq_store_abort(fq_store_t *s);
@@ -195,6 +197,36 @@ typedef struct fq_store_stats {
   uint64_t map_size, map_used;
 } fq_store_stats_t;
 int fq_store_stats(fq_store_t *s, fq_store_stats_t *st, fq_err_t *err);
+
+/* --- room ----------------------------------------------------------------
+ *
+ * The map (--map-size-mb) is the most the store can hold; what is in use
+ * is counted in pages of the B-trees (every database and LMDB's free list)
+ * plus the two meta pages.  Pages on the free list are room: LMDB takes
+ * them before it extends the file, although the ones a transaction frees
+ * are reusable only two commits later (the previous snapshot must stay
+ * whole), which is why the shard keeps slack under the map size. */
+typedef struct fq_store_usage {
+  uint64_t map_size;   /* bytes */
+  uint64_t used;       /* bytes of live pages, as the open transaction sees them */
+  uint64_t page;       /* page size */
+} fq_store_usage_t;
+
+/* Inside a transaction (read or write); a write transaction counts its own
+ * changes.  Cheap: one lookup per database. */
+int fq_store_usage(fq_store_t *s, fq_store_usage_t *u, fq_err_t *err);
+
+/* The map size in force (the one opened with, or larger when the store
+ * already held more, or set since). */
+uint64_t fq_store_map_size(const fq_store_t *s);
+
+/* Grow the map to bytes.  No transaction may be open (LMDB's rule, which
+ * the shard thread, the only user of its store, meets between batches). */
+int fq_store_set_map_size(fq_store_t *s, uint64_t bytes, fq_err_t *err);
+
+/* Room on the store's filesystem for an unprivileged writer, and the size
+ * of its data file, in bytes. */
+int fq_store_disk(const fq_store_t *s, uint64_t *avail, uint64_t *file_size, fq_err_t *err);
 
 /* --- the data directory --------------------------------------------------
  *
