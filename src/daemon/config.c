@@ -50,6 +50,8 @@ const char *fq_config_usage(void) {
          "  --config FILE         JSON config file (keys: docs/configuration.md)\n"
          "  --default-ttl-ms N    deadline of a command without ttl_ms (default 60000)\n"
          "  --map-size-mb N       LMDB map size per shard (default 16384)\n"
+         "  --max-store-mb N      let a shard's map grow up to N MiB when it fills and\n"
+         "                        the disk has room (default: --map-size-mb, no growth)\n"
          "  --batch-max N         most requests in one group commit (default 4096)\n"
          "  --log-level L         debug | info | warn | error (default info)\n"
          "  --key PEM             fleet private key (P-256) for signing commands\n"
@@ -195,7 +197,8 @@ static int apply(fq_config_t *c, const char *name, const char *sval, json_t *jva
               {"http-timeout-ms", 100, 600000},
               {"wake-timeout-ms", 100, 86400000},
               {"wake-max", 1, 100},
-              {"drain-timeout-ms", 0, 3600000}};
+              {"drain-timeout-ms", 0, 3600000},
+              {"max-store-mb", 16, 1 << 24}};
   for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
     if (strcmp(name, ints[i].name) != 0) continue;
     if ((rc = parse_int(v, ints[i].lo, ints[i].hi, &x, name, err)) != 0) return rc;
@@ -214,6 +217,7 @@ static int apply(fq_config_t *c, const char *name, const char *sval, json_t *jva
       case 11: c->wake_timeout_ms = x; break;
       case 12: c->wake_max = (int)x; break;
       case 13: c->drain_timeout_ms = x; break;
+      case 14: c->max_store_mb = (uint64_t)x; break;
     }
     return 0;
   }
@@ -280,5 +284,11 @@ int fq_config_from_args(fq_config_t *cfg, int argc, char **argv, fq_err_t *err) 
       return rc;
     }
   }
+  /* Settings that depend on each other, once all are in. */
+  if (cfg->max_store_mb && cfg->max_store_mb < cfg->map_size_mb)
+    return fq_errf(err, FQ_ECONFIG,
+                   "max-store-mb (%llu) is below map-size-mb (%llu): the map never shrinks; "
+                   "give at least the map size, or leave max-store-mb out (no growth)",
+                   (unsigned long long)cfg->max_store_mb, (unsigned long long)cfg->map_size_mb);
   return 0;
 }

@@ -19,6 +19,7 @@ typedef struct fq_config {
   unsigned shards;           /* 0 = number of online CPUs */
   int64_t default_ttl_ms;
   uint64_t map_size_mb;      /* LMDB map size per shard */
+  uint64_t max_store_mb;     /* the most a shard's map may grow to; 0 = map_size_mb */
   unsigned batch_max;        /* requests per group commit */
   int max_msg_size;
   int client_hwm, pub_hwm, shard_hwm;

@@ -54,6 +54,8 @@ typedef struct fq_shard_opts {
   const char *data_dir;       /* the daemon's data dir; the shard uses <dir>/shard-<i> */
   unsigned index, count;
   uint64_t map_size;          /* LMDB map size in bytes */
+  uint64_t max_store;         /* the most the map may grow to, bytes (below map_size: no
+                                 growth) */
   int64_t default_ttl_ms;
   size_t batch_max;           /* most requests in one transaction */
   const fq_dispatch_opts_t *dispatch; /* NULL: commands stay queued */

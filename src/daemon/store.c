@@ -776,6 +776,12 @@ int fq_store_usage(fq_store_t *s, fq_store_usage_t *u, fq_err_t *err) {
   return 0;
 }
 
+int fq_store_reader_check(fq_store_t *s) {
+  int dead = 0;
+  mdb_reader_check(s->env, &dead);
+  return dead;
+}
+
 uint64_t fq_store_map_size(const fq_store_t *s) {
   MDB_envinfo ei;
   mdb_env_info(s->env, &ei);

@@ -216,6 +216,11 @@ typedef struct fq_store_usage {
  * changes.  Cheap: one lookup per database. */
 int fq_store_usage(fq_store_t *s, fq_store_usage_t *u, fq_err_t *err);
 
+/* Clear the reader slots of processes that died inside a read
+ * transaction (they pin every page freed after their snapshot); returns
+ * how many. */
+int fq_store_reader_check(fq_store_t *s);
+
 /* The map size in force (the one opened with, or larger when the store
  * already held more, or set since). */
 uint64_t fq_store_map_size(const fq_store_t *s);
