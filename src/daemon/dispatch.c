@@ -370,10 +370,11 @@ static int txn_begin(fq_dispatch_t *d) {
    * is missing half way through. */
   size_t need = fq_hmap_count(&d->devs) + 1;
   if (need > d->asnaps) {
-    dsnap_t *p = realloc(d->snaps, need * sizeof *p);
+    size_t n = d->asnaps * 2 > need ? d->asnaps * 2 : need;
+    dsnap_t *p = realloc(d->snaps, n * sizeof *p);
     if (!p) return -ENOMEM;
     d->snaps = p;
-    d->asnaps = need;
+    d->asnaps = n;
   }
   return 0;
 }

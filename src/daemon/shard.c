@@ -89,6 +89,7 @@ struct fq_shard {
   int64_t disp_retry_at;     /* the dispatcher's changes could not be written: next try */
   int64_t disp_backoff;
   int64_t grow_next;         /* the next look at growing the map */
+  int64_t disk_probe_at;     /* the disk had no room: ask again then */
   bool want_grow;            /* usage crossed the growth mark in the last batch */
   bool full;                 /* submits are being refused (logged once per episode) */
   bool recover_pending;      /* the start-up settlement could not be written yet */
@@ -315,9 +316,16 @@ static bool event_tenant(const uint8_t *ev, size_t len, fq_str_t *t) {
  * GROW_PCT of the map the shard grows it, between batches, up to
  * --max-store-mb and only as far as the disk has room.
  *
- * The figures, measured with the integration test's 110-byte keys: a
- * command takes about 1 KB when stored, 1.5 to 2 KB once its events are
- * in (queued, dispatching, sent, succeeded). */
+ * The figures (docs/operations.md, "Full storage"): a command with a
+ * 120-byte key takes 1.0 KB stored and queued, 1.3 KB more by the time it
+ * succeeded (three events, the record rewritten); with a short key 0.6 and
+ * 0.8 KB.  RESERVE_PER_CMD covers the longest keys with some margin.
+ *
+ * The disk must hold what the map promises: the data file's blocks are
+ * allocated ahead (fq_store_reserve_disk) up to the live data, the
+ * reserve and the slack (at most DISK_SLACK_MAX), and a new command needs
+ * that room too, else storage_full ("disk full").  The disk is asked again
+ * PROBE_MS later, so room that comes back is used without a restart. */
 #define HWM_PCT 90
 #define GROW_PCT 80
 #define SUBMIT_COST 2048
@@ -340,6 +348,44 @@ static int measure(fq_shard_t *sh, fq_err_t *err) {
   return 0;
 }
 
+static void refusing(fq_shard_t *sh) {
+  if (sh->full) return;
+  sh->full = true;
+  fq_warn("shard", "%s: new commands get storage_full (--max-store-mb %.0f)", sh->full_why,
+          mib(sh->o.max_store));
+}
+
+/* The disk's share: the data file's blocks allocated ahead up to end
+ * (fq_store_reserve_disk), so that what the map's reserve promises is on
+ * the disk too.  0 or FQ_ESTORFULL (sh->full_why says why); after a
+ * refusal the disk is asked again only PROBE_MS later. */
+static int disk_room(fq_shard_t *sh, uint64_t end) {
+  int64_t now = fq_now_ms();
+  if (now < sh->disk_probe_at) return FQ_ESTORFULL;
+  uint64_t map = fq_store_map_size(sh->store), chunk = map / 32;
+  if (chunk < ((uint64_t)1 << 20)) chunk = (uint64_t)1 << 20;
+  fq_err_t e;
+  int rc = fq_store_reserve_disk(sh->store, end + chunk, &e);
+  if (rc == FQ_ESTORFULL) rc = fq_store_reserve_disk(sh->store, end, &e);
+  if (rc == FQ_ESTORFULL) {
+    sh->disk_probe_at = now + PROBE_MS;
+    snprintf(sh->full_why, sizeof sh->full_why, "%s", e.msg);
+    refusing(sh);
+    return FQ_ESTORFULL;
+  }
+  /* Anything else: the commit will tell (and a failed commit is handled). */
+  if (rc) fq_warn("shard", "shard %u: %s", sh->o.index, e.msg);
+  return 0;
+}
+
+/* Room the disk keeps beyond the map's reserve for LMDB's copies (see
+ * HWM_PCT), at most DISK_SLACK_MAX: no need to hold gigabytes for it. */
+#define DISK_SLACK_MAX ((uint64_t)64 << 20)
+static uint64_t disk_slack(const fq_shard_t *sh) {
+  uint64_t x = fq_store_map_size(sh->store) / 100 * (100 - HWM_PCT);
+  return x > DISK_SLACK_MAX ? DISK_SLACK_MAX : x;
+}
+
 /* May one more command be stored?  0, FQ_ESTORFULL (sh->full_why says
  * why), or a storage error. */
 static int admit(fq_shard_t *sh, fq_err_t *err) {
@@ -357,14 +403,12 @@ static int admit(fq_shard_t *sh, fq_err_t *err) {
                sh->o.index, mib(u.used), mib(u.map_size), mib(reserve - RESERVE_PER_CMD),
                fq_devq_count(sh->q));
       if (fq_store_map_size(sh->store) < sh->o.max_store) sh->want_grow = true;
-      if (!sh->full) {
-        sh->full = true;
-        fq_warn("shard", "%s: new commands get storage_full (--max-store-mb %.0f)",
-                sh->full_why, mib(sh->o.max_store));
-      }
+      refusing(sh);
       return FQ_ESTORFULL;
     }
   }
+  uint64_t end = sh->used_est + SUBMIT_COST + reserve + disk_slack(sh);
+  if (end > fq_store_disk_end(sh->store) && disk_room(sh, end) != 0) return FQ_ESTORFULL;
   sh->used_est += SUBMIT_COST;
   if (sh->full) {
     sh->full = false;

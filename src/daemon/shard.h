@@ -27,6 +27,12 @@
  * Replies and events leave only after the transaction holding them has
  * been committed to disk.
  *
+ * Full storage never stops a shard (shard.c, "storage full"): new commands
+ * get storage_full at a high-water mark of the map that keeps room for the
+ * commands already accepted to finish, and a batch whose transaction fails
+ * is applied again asking less of the store (no new commands, then without
+ * the dispatcher, then read only); the map grows up to max_store.
+ *
  * Tenant restriction: the kind frame of 'Q' and 'F' may be longer than one
  * byte: the kind, then the tenants the requesting client may see, each
  * name followed by one \0 ("Qacme\0beta\0").  One byte, or a list holding

@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <inttypes.h>
 #include <lmdb.h>
 #include <msgpack.h>
@@ -37,6 +38,8 @@ typedef struct tctr {
 struct fq_store {
   char dir[4096];
   MDB_env *env;
+  uint64_t disk_end;   /* the data file's blocks are allocated up to here (bytes) */
+  bool no_fallocate;   /* the filesystem cannot reserve blocks ahead */
   MDB_txn *txn;
   bool txn_write;
   MDB_dbi meta, cmd, idemlog, active, events, session, tcount, tindex;
@@ -328,6 +331,11 @@ fq_store_t *fq_store_open(const char *dir, unsigned shard, uint64_t map_size, fq
     lmdb_err(err, rc, "commit");
     goto fail;
   }
+  /* What the file holds now is allocated; fq_store_reserve_disk() goes
+   * further. */
+  int fd;
+  struct stat st;
+  if (mdb_env_get_fd(s->env, &fd) == 0 && fstat(fd, &st) == 0) s->disk_end = (uint64_t)st.st_size;
   return s;
 fail:
   if (txn) mdb_txn_abort(txn);
@@ -795,6 +803,38 @@ int fq_store_set_map_size(fq_store_t *s, uint64_t bytes, fq_err_t *err) {
   return 0;
 }
 
+int fq_store_reserve_disk(fq_store_t *s, uint64_t end, fq_err_t *err) {
+  uint64_t map = fq_store_map_size(s);
+  if (end > map) end = map;
+  if (s->no_fallocate || end <= s->disk_end) return 0;
+  int fd;
+  if (mdb_env_get_fd(s->env, &fd) != 0) return fq_errf(err, FQ_ESTORAGE, "no data file");
+  /* KEEP_SIZE: the blocks are the file's, its size stays what LMDB wrote
+   * (LMDB's own writes move it on, into blocks already there). */
+  if (fallocate(fd, FALLOC_FL_KEEP_SIZE, (off_t)s->disk_end, (off_t)(end - s->disk_end)) != 0) {
+    int e = errno;
+    if (e == EOPNOTSUPP || e == ENOSYS) {
+      s->no_fallocate = true;
+      fq_warn("store", "shard %u: the filesystem of %s cannot reserve blocks ahead (%s): a full "
+              "disk is met at commit time only", s->shard, s->dir, fq_strerror(-e));
+      return 0;
+    }
+    if (e == ENOSPC || e == EDQUOT) {
+      struct statvfs vfs;
+      double avail = statvfs(s->dir, &vfs) == 0 ? (double)vfs.f_bavail * vfs.f_frsize : 0;
+      return fq_errf(err, FQ_ESTORFULL, "disk full: the filesystem of shard %u's store has "
+                     "%.1f MiB free, not the %.1f MiB more its reserve needs (%s)", s->shard,
+                     avail / 1048576.0, (double)(end - s->disk_end) / 1048576.0,
+                     fq_strerror(-e));
+    }
+    return fq_errf(err, FQ_ESTORAGE, "fallocate %s: %s", s->dir, fq_strerror(-e));
+  }
+  s->disk_end = end;
+  return 0;
+}
+
+uint64_t fq_store_disk_end(const fq_store_t *s) { return s->no_fallocate ? UINT64_MAX : s->disk_end; }
+
 int fq_store_disk(const fq_store_t *s, uint64_t *avail, uint64_t *file_size, fq_err_t *err) {
   char path[sizeof s->dir + 16];
   struct statvfs vfs;
@@ -805,7 +845,7 @@ int fq_store_disk(const fq_store_t *s, uint64_t *avail, uint64_t *file_size, fq_
   if (stat(path, &st) != 0)
     return fq_errf(err, FQ_ESTORAGE, "stat %s: %s", path, fq_strerror(-errno));
   *avail = (uint64_t)vfs.f_bavail * vfs.f_frsize;
-  *file_size = (uint64_t)st.st_size;
+  *file_size = (uint64_t)st.st_size > s->disk_end ? (uint64_t)st.st_size : s->disk_end;
   return 0;
 }
 

@@ -230,8 +230,18 @@ uint64_t fq_store_map_size(const fq_store_t *s);
 int fq_store_set_map_size(fq_store_t *s, uint64_t bytes, fq_err_t *err);
 
 /* Room on the store's filesystem for an unprivileged writer, and the size
- * of its data file, in bytes. */
+ * of its data file (with the blocks reserved ahead), in bytes. */
 int fq_store_disk(const fq_store_t *s, uint64_t *avail, uint64_t *file_size, fq_err_t *err);
+
+/* The disk's share of the reserve: allocate the data file's blocks up to
+ * end bytes (at most the map size) ahead of LMDB's writes, so that writes
+ * below it never meet a full disk.  0 (also on a filesystem that cannot:
+ * then nothing is reserved, and fq_store_disk_end() says UINT64_MAX),
+ * FQ_ESTORFULL when the disk has no such room, FQ_ESTORAGE.  Outside or
+ * inside a transaction. */
+int fq_store_reserve_disk(fq_store_t *s, uint64_t end, fq_err_t *err);
+/* Up to where blocks are reserved (bytes), UINT64_MAX when unknown. */
+uint64_t fq_store_disk_end(const fq_store_t *s);
 
 /* --- the data directory --------------------------------------------------
  *

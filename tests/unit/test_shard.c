@@ -32,6 +32,7 @@
 #include "fleetq/wire.h"
 #include "fq_test.h"
 #include "shard.h"
+#include "store.h"
 #include "util.h"
 
 #define BASE "https://fleet-api.test.example"
@@ -1514,6 +1515,106 @@ FQ_TEST(unwritable_store_answers_reads_and_leaves_no_gap) {
   CHECK_INT(tseq_last(&h, "acme"), 3);
   CHECK_INT(tseq_last(&h, "beta"), 2);
   free(b);
+  sh_close(&h);
+}
+
+/* Mark command id as `sent` in the stopped shard's store, as a kill -9
+ * during its request would leave it (another process, as fleetqd itself
+ * is not running). */
+static bool mark_sent(const sh_h_t *h, const char *id) {
+  char path[128];
+  snprintf(path, sizeof path, "%s/shard-0", h->dir);
+  pid_t pid = fork();
+  if (pid == 0) {
+    fq_err_t err;
+    fq_cmdrec_t rec;
+    fq_store_t *st = fq_store_open(path, 0, h->map_size, &err);
+    if (!st || fq_store_begin(st, true, &err) ||
+        fq_store_cmd_get(st, id, FQ_ID_LEN, &rec, &err))
+      _exit(1);
+    rec.state = FQ_ST_SENT;
+    rec.attempts = 1;
+    if (fq_store_cmd_put(st, &rec, &err) || fq_store_commit(st, &err)) _exit(1);
+    fq_store_destroy(&st);
+    _exit(0);
+  }
+  int status = 0;
+  return pid > 0 && waitpid(pid, &status, 0) == pid && WIFEXITED(status) &&
+         WEXITSTATUS(status) == 0;
+}
+
+/* A start on a store too full to take the settlement of the commands that
+ * were in flight serves anyway (get, history, storage_full for new ones)
+ * and writes the settlement by itself once there is room, before any
+ * dispatch: the command is re-queued as after any restart and sent again
+ * (an idempotent set-point), nothing is taken for a lost attempt. */
+FQ_TEST(start_on_a_full_store_serves_and_settles_later) {
+  sh_h_t h;
+  if (sh_open(&h, false, 1 << 20) != 0) {
+    FQ__FAIL("harness");
+    sh_close(&h);
+    return;
+  }
+  rep_t r;
+  q_submit(&h, "acme", "a1", 7, 10, false, 1);
+  CHECK(await_rep(&h, 1, &r, NULL));
+  char id[FQ_ID_LEN + 1];
+  snprintf(id, sizeof id, "%s", r.id);
+  sh_stop(&h);
+  CHECK(mark_sent(&h, id));
+  pid_t pinner = 0;
+  int pin = pin_snapshot(&h, &pinner);
+  CHECK(pin >= 0);
+  CHECK(junk_store(&h, false));
+  /* With the dispatcher this time: the command's device is kicked at
+   * start, and its request must wait for the settlement. */
+  fq_err_t err;
+  h.acc = fq_accounts_open(h.dir, &err);
+  fq_account_t *a = fq_account_new();
+  CHECK(h.acc && a);
+  if (a && h.acc) {
+    snprintf(a->id, sizeof a->id, "acct");
+    snprintf(a->client_id, sizeof a->client_id, "client-1");
+    snprintf(a->base_url, sizeof a->base_url, "%s", BASE);
+    snprintf(a->access_token, sizeof a->access_token, "tok-not-a-secret");
+    snprintf(a->refresh_token, sizeof a->refresh_token, "refresh-not-a-secret");
+    a->access_exp = fq_now_ms() / 1000 + 86400;
+    a->scopes = FQ_SCOPE_ENERGY_CMDS;
+    CHECK_INT(fq_accounts_put(h.acc, a, &err), 0);
+  }
+  fq_account_free(&a);
+  h.dopts.accounts = h.acc;
+  if (sh_start(&h) != 0) {
+    FQ__FAIL("start on a full store");
+    unpin_snapshot(pin, pinner);
+    sh_close(&h);
+    return;
+  }
+  q_lookup(&h, "get", "acme", "a1", 2);
+  CHECK(await_rep(&h, 2, &r, NULL));
+  CHECK(r.ok && strcmp(r.state, "sent") == 0);
+  q_submit(&h, "acme", "a2", 7, 11, false, 3);
+  CHECK(await_rep(&h, 3, &r, NULL));
+  CHECK(!r.ok && strcmp(r.error, "storage_full") == 0);
+  CHECK(quiet(&h, 300));
+  pthread_mutex_lock(&h.net.mu);
+  CHECK_INT(h.net.nreqs, 0); /* nothing sent before the settlement */
+  pthread_mutex_unlock(&h.net.mu);
+  unpin_snapshot(pin, pinner);
+  CHECK(junk_store(&h, true));
+  /* Within a second or two: the settlement, then the request. */
+  CHECK(net_wait_reqs(&h.net, 1));
+  q_lookup(&h, "get", "acme", "a1", 4);
+  CHECK(await_rep(&h, 4, &r, NULL));
+  CHECK(r.ok && strcmp(r.state, "sent") == 0);
+  q_history(&h, 0, 5);
+  CHECK(await_rep(&h, 5, &r, NULL));
+  /* queued (submit), then queued (the settlement), dispatching, sent */
+  CHECK_INT(r.nevents, 4);
+  pthread_mutex_lock(&h.net.mu);
+  CHECK_INT(h.net.nreqs, 1);
+  pthread_mutex_unlock(&h.net.mu);
+  CHECK_INT(h.seq_gaps, 0);
   sh_close(&h);
 }
 
