@@ -1856,7 +1856,7 @@ int fq_dispatch_step(fq_dispatch_t *d, const zmq_pollitem_t *items, int n, int64
     x->kick_pending = false;
     start_next(d, x);
   }
-  memmove(d->kicks, d->kicks + i, (d->nkicks - i) * sizeof *d->kicks);
+  if (i < d->nkicks) memmove(d->kicks, d->kicks + i, (d->nkicks - i) * sizeof *d->kicks);
   d->nkicks -= i;
   return d->step_rc;
 }

@@ -369,7 +369,7 @@ static int disk_room(fq_shard_t *sh, uint64_t end) {
   if (rc == FQ_ESTORFULL) rc = fq_store_reserve_disk(sh->store, end, &e);
   if (rc == FQ_ESTORFULL) {
     sh->disk_probe_at = now + PROBE_MS;
-    snprintf(sh->full_why, sizeof sh->full_why, "%s", e.msg);
+    snprintf(sh->full_why, sizeof sh->full_why, "%.190s", e.msg);
     refusing(sh);
     return FQ_ESTORFULL;
   }
