@@ -348,6 +348,11 @@ static int measure(fq_shard_t *sh, fq_err_t *err) {
   return 0;
 }
 
+/* Room the disk keeps beyond the map's reserve for LMDB's copies (see
+ * HWM_PCT), at most DISK_SLACK_MAX: the 90 % mark of a 16 GiB map leaves
+ * 1.6 GiB, which the disk need not hold for a few transactions' copies. */
+#define DISK_SLACK_MAX ((uint64_t)8 << 20)
+
 static void refusing(fq_shard_t *sh) {
   if (sh->full) return;
   sh->full = true;
@@ -362,8 +367,11 @@ static void refusing(fq_shard_t *sh) {
 static int disk_room(fq_shard_t *sh, uint64_t end) {
   int64_t now = fq_now_ms();
   if (now < sh->disk_probe_at) return FQ_ESTORFULL;
+  /* Ahead by a chunk, so that the disk is asked once per chunk of new
+   * commands, not for each. */
   uint64_t map = fq_store_map_size(sh->store), chunk = map / 32;
   if (chunk < ((uint64_t)1 << 20)) chunk = (uint64_t)1 << 20;
+  if (chunk > DISK_SLACK_MAX) chunk = DISK_SLACK_MAX;
   fq_err_t e;
   int rc = fq_store_reserve_disk(sh->store, end + chunk, &e);
   if (rc == FQ_ESTORFULL) rc = fq_store_reserve_disk(sh->store, end, &e);
@@ -378,9 +386,6 @@ static int disk_room(fq_shard_t *sh, uint64_t end) {
   return 0;
 }
 
-/* Room the disk keeps beyond the map's reserve for LMDB's copies (see
- * HWM_PCT), at most DISK_SLACK_MAX: no need to hold gigabytes for it. */
-#define DISK_SLACK_MAX ((uint64_t)64 << 20)
 static uint64_t disk_slack(const fq_shard_t *sh) {
   uint64_t x = fq_store_map_size(sh->store) / 100 * (100 - HWM_PCT);
   return x > DISK_SLACK_MAX ? DISK_SLACK_MAX : x;
