@@ -9,6 +9,13 @@
  * Then latency at half the measured maximum, sent open-loop at a fixed rate
  * (latency counted from the intended send time).
  *
+ * The submits name account acct-1, which bench_ingest adds first (admin
+ * account_add): fleetqd refuses submits for accounts it does not have
+ * (unknown_account), and the account check is part of the path measured.
+ * The daemons it starts run with --no-dispatch, so no Fleet API traffic
+ * competes with ingest (end to end with dispatch is bench_e2e); with
+ * --endpoint the running daemon gets the account added the same way.
+ *
  * With --curve, a second fleetqd with CURVE on (a server key, one client
  * key in its clients file) runs beside the plaintext one, and every round
  * measures both, one after the other, with the same load: throughput, ack
@@ -331,10 +338,11 @@ static pid_t start_daemon_on(const char *data, int port, int pport, const char *
   if (pid == 0) {
     if (curve_dir)
       execl(fleetqd_path, fleetqd_path, "--data", data, "--listen", listen, "--publish", publish,
-            "--log-level", "warn", "--curve-secret", key, "--clients", clients, (char *)NULL);
+            "--log-level", "warn", "--no-dispatch", "--curve-secret", key, "--clients", clients,
+            (char *)NULL);
     else
       execl(fleetqd_path, fleetqd_path, "--data", data, "--listen", listen, "--publish",
-            publish, "--log-level", "warn", (char *)NULL);
+            publish, "--log-level", "warn", "--no-dispatch", (char *)NULL);
     _exit(127);
   }
   return pid;
@@ -361,7 +369,7 @@ static int write_curve_files(const char *dir) {
   if (!(f = fopen(path, "w"))) return -1;
   chmod(path, 0600);
   fprintf(f, "[{\"name\": \"bench\", \"key\": \"%s\", \"tenants\": [\"*\"], "
-             "\"roles\": [\"submit\"]}]\n",
+             "\"roles\": [\"submit\", \"admin\"]}]\n",
           cli_pub);
   fclose(f);
   return 0;
@@ -402,6 +410,48 @@ static int ping_c(void *ctx, const char *ep, int curve) {
 }
 
 static int ping(void *ctx, const char *ep) { return ping_c(ctx, ep, 0); }
+
+/* Add the account the submits name (acct-1), as `fleetq account add`
+ * would: an opaque token and a loopback base URL where nothing listens
+ * (the daemons started here send nothing: --no-dispatch).  Returns 0, or
+ * -1 with the daemon's answer printed. */
+static int add_account_c(void *ctx, const char *ep, int curve) {
+  void *s = zmq_socket(ctx, ZMQ_DEALER);
+  int linger = 0, to = 5000;
+  zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
+  zmq_setsockopt(s, ZMQ_RCVTIMEO, &to, sizeof to);
+  if (curve) {
+    zmq_setsockopt(s, ZMQ_CURVE_SERVERKEY, srv_pub, 40);
+    zmq_setsockopt(s, ZMQ_CURVE_PUBLICKEY, cli_pub, 40);
+    zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, cli_sec, 40);
+  }
+  zmq_connect(s, ep);
+  fq_buf_t b;
+  fq_buf_init(&b, 0);
+  msgpack_packer pk;
+  msgpack_packer_init(&pk, &b, buf_write);
+  msgpack_pack_map(&pk, 7);
+  pk_str(&pk, "op"); pk_str(&pk, "admin");
+  pk_str(&pk, "action"); pk_str(&pk, "account_add");
+  pk_str(&pk, "account"); pk_str(&pk, "acct-1");
+  pk_str(&pk, "access_token"); pk_str(&pk, "bench-opaque-token");
+  pk_str(&pk, "refresh_token"); pk_str(&pk, "bench-refresh-token");
+  pk_str(&pk, "client_id"); pk_str(&pk, "bench");
+  pk_str(&pk, "base_url"); pk_str(&pk, "http://127.0.0.1:9");
+  zmq_send(s, b.data, b.len, 0);
+  fq_buf_free(&b);
+  char buf[1024];
+  int n = zmq_recv(s, buf, sizeof buf, 0);
+  zmq_close(s);
+  int ok = 0;
+  if (n > 0) reply_req((const uint8_t *)buf, (size_t)(n < (int)sizeof buf ? n : (int)sizeof buf), &ok);
+  if (!ok) {
+    fprintf(stderr, "bench_ingest: cannot add account acct-1 at %s: %s\n", ep,
+            n > 0 ? "refused (an admin request; see the daemon's log)" : "no answer");
+    return -1;
+  }
+  return 0;
+}
 
 static double median(double *v, int n) {
   for (int i = 1; i < n; i++)
@@ -475,6 +525,10 @@ int main(int argc, char **argv) {
     if (pid > 0) kill(pid, SIGKILL);
     return 1;
   }
+  if (add_account_c(ctx, endpoint, 0) != 0) {
+    if (pid > 0) kill(pid, SIGKILL);
+    return 1;
+  }
 
   pid_t cpid = -1;
   char cdata[300], cdir[300];
@@ -491,8 +545,8 @@ int main(int argc, char **argv) {
     cpid = start_daemon_on(cdata, cport, cpub, cdir);
     up = 0;
     for (int i = 0; i < 100 && !up; i++) up = ping_c(ctx, curve_ep, 1) == 0;
-    if (!up) {
-      fprintf(stderr, "bench_ingest: the CURVE fleetqd did not answer at %s\n", curve_ep);
+    if (!up || add_account_c(ctx, curve_ep, 1) != 0) {
+      if (!up) fprintf(stderr, "bench_ingest: the CURVE fleetqd did not answer at %s\n", curve_ep);
       if (pid > 0) kill(pid, SIGKILL);
       if (cpid > 0) kill(cpid, SIGKILL);
       return 1;

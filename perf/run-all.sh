@@ -100,6 +100,8 @@ cat "$W/machine.env" >&2
 
 # ---- a fleetqd of our own -------------------------------------------------
 # start_daemon DATA_DIR -> sets DPID, EP, PUB; waits for "fleetqd: ready".
+# --no-dispatch: these benchmarks measure ingest, so nothing is sent to a
+# Fleet API (the commands stay queued); section 4 (bench_e2e) dispatches.
 start_daemon() {
   local data=$1 log=$1.log
   EP="tcp://127.0.0.1:$(free_port)"
@@ -107,7 +109,7 @@ start_daemon() {
   # TRACE=1: the shards log their average batch size, processing and
   # commit times (FQ_TRACE, read by src/daemon/shard.c) every 200 batches.
   env ${TRACE:+FQ_TRACE=1} "$BIN/fleetqd" --data "$data" --listen "$EP" --publish "$PUB" \
-    --log-level warn --default-ttl-ms 86400000 2>"$log" &
+    --log-level warn --default-ttl-ms 86400000 --no-dispatch 2>"$log" &
   DPID=$!
   PIDS+=($DPID)
 }
@@ -117,6 +119,17 @@ wait_ping() {
     kill -0 "$DPID" 2>/dev/null || { echo "fleetqd exited" >&2; return 1; }
   done
   return 1
+}
+# fleetqd refuses submits for accounts it does not have (unknown_account):
+# add the one fleetq-replay's traffic names (its default, replay-acct), with
+# an opaque token and a loopback base URL where nothing listens.  Kept in the
+# data directory across a restart.
+add_replay_account() {
+  local tok="$W/replay-acct.token"
+  (umask 077; echo "bench-opaque-token" >"$tok")
+  echo "bench-refresh-token" | "$BIN/fleetq" account add --endpoint "$EP" \
+    --account replay-acct --client-id bench --base-url http://127.0.0.1:9 \
+    --access-token-file "$tok" --refresh-token-file - >/dev/null
 }
 stop_daemon() {
   kill -TERM "$DPID" 2>/dev/null || true
@@ -202,6 +215,7 @@ for r in $LOAD_RATES; do [ "$r" -gt "$MAXRATE" ] && MAXRATE=$r; done
   --devices $DEVICES --rate "$MAXRATE" --seed 1 --ttl-ms 86400000 2>>"$W/gen.log"
 start_daemon "$W/load-data"
 wait_ping
+add_replay_account
 for r in $LOAD_RATES; do
   "$BIN/fleetq-replay" run "$W/load.fqt" --endpoint "$EP" --publish "$PUB" --rate "$r" \
     --duration "$LOAD_SECS" --conns 4 --key-prefix "r$r-" --drain 10 --json \
@@ -224,6 +238,7 @@ for n in $MEM_SIZES; do
     --seed 2 --ttl-ms 86400000 --key-prefix "m$n" 2>>"$W/gen.log"
   start_daemon "$W/mem-$n"
   wait_ping
+  add_replay_account
   rss_empty=$(rss_kb "$DPID")
   t1=$(date +%s%N)
   "$BIN/fleetq-replay" run "$W/fill.fqt" --endpoint "$EP" --max-inflight 256 --conns 4 \

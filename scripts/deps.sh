@@ -8,6 +8,7 @@ PKGS=(
   build-essential cmake pkg-config git
   libzmq3-dev libcurl4-openssl-dev libmsgpack-dev liblmdb-dev libssl-dev
   libprotobuf-c-dev protobuf-c-compiler libmicrohttpd-dev libjansson-dev
+  libsystemd-dev scdoc man-db
   python3 python3-zmq python3-msgpack python3-cryptography openssl
   lmdb-utils nghttp2-server
 )

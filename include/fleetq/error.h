@@ -15,9 +15,11 @@
 
 #include <stddef.h>
 
-/* X(enum name, wire name, short text).  The first twelve are the codes of
- * the wire protocol; the rest are internal and reach the wire as "internal"
- * unless a module maps them to one of the twelve. */
+/* X(enum name, wire name, short text).  The codes of the wire protocol are
+ * the first twelve and unknown_account (added later, so at the end: a
+ * command record stores its error as this number, so a new code is always
+ * appended, never inserted); the rest are internal and reach the wire as
+ * "internal" unless a module maps them to a wire code. */
 #define FQ_ERRORS(X)                                                            \
   X(FQ_EBADREQ, "bad_request", "malformed request")                            \
   X(FQ_EVERSION, "unsupported_version", "unsupported protocol version")        \
@@ -50,7 +52,8 @@
     "app's partner account not registered in the region")                     \
   X(FQ_ELEGAL, "unavailable_for_legal_reasons", "refused for legal reasons")   \
   X(FQ_EMOBILEOFF, "mobile_access_disabled", "vehicle owner disabled Mobile access")  \
-  X(FQ_EASLEEP, "vehicle_asleep", "vehicle is asleep and was not woken")
+  X(FQ_EASLEEP, "vehicle_asleep", "vehicle is asleep and was not woken")         \
+  X(FQ_EUNKACCT, "unknown_account", "account not registered with fleetqd")
 
 enum fq_error {
   FQ_ERROR_BASE_ = -10000,
@@ -67,8 +70,8 @@ enum fq_error {
  * text lives in a per-thread buffer until this thread's next call. */
 const char *fq_strerror(int code);
 
-/* Stable wire name for code: one of the twelve wire codes for those, the
- * internal name for internal codes, "internal" for errno values.  Static. */
+/* Stable name for code: the wire name for the wire codes, the internal
+ * name for internal codes, "internal" for errno values.  Static. */
 const char *fq_errname(int code);
 
 /* Wire-visible name: internal codes and errno values map to "internal". */

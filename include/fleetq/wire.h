@@ -27,6 +27,16 @@
 /* Deepest container nesting accepted anywhere in a request. */
 #define FQ_WIRE_MAX_DEPTH 8
 #define FQ_WIRE_MAX_HISTORY 1000
+/* Largest `req` (its msgpack encoding, type byte included): every reply
+ * echoes it, so it bounds what a client can make fleetqd hold for it. */
+#define FQ_WIRE_MAX_REQ 256
+/* Envelope of a request: the frames a client sends before the body (the
+ * routing id fleetqd's ROUTER adds is not counted), at most this many and
+ * each at most FQ_WIRE_MAX_ENVELOPE_FRAME bytes (ZeroMQ's own limit for a
+ * routing id); they are echoed in front of the reply.  The ingress, the
+ * shards and the auth thread all use this limit. */
+#define FQ_WIRE_MAX_ENVELOPE 8
+#define FQ_WIRE_MAX_ENVELOPE_FRAME 255
 #define FQ_WIRE_DEFAULT_TTL_MS 60000
 #define FQ_WIRE_MAX_TTL_MS 86400000
 
@@ -101,7 +111,9 @@ typedef struct fq_request {
  * command table.  On error returns the wire code (FQ_EBADREQ,
  * FQ_EVERSION, FQ_EUNKCMD, FQ_EBADPARAM, FQ_ETOOLARGE) with err->msg
  * naming the field; req->req_raw is still set when the body was a
- * well-formed map holding `req`, so the error reply can echo it.
+ * well-formed map holding `req` (a scalar of at most FQ_WIRE_MAX_REQ
+ * encoded bytes: a larger one is bad_request and never echoed), so the
+ * error reply can echo it.
  *
  * Never allocates; reads each byte a bounded number of times (a typical
  * submit decodes in well under a microsecond).  Messages are ASCII and
@@ -171,9 +183,11 @@ int fq_wire_reply_submit(struct fq_buf *out, const char *id, int state, bool dup
                          const uint8_t *req_raw, size_t req_raw_len);
 int fq_wire_reply_ping(struct fq_buf *out, const char *version, uint32_t shards,
                        const uint8_t *req_raw, size_t req_raw_len);
-/* `events` are n already-packed event maps, spliced in as they are. */
+/* `events` are n already-packed event maps, spliced in as they are;
+ * `first` is where retained history begins (the lowest seq, or with a
+ * tenant tseq, still stored: older events were pruned). */
 int fq_wire_reply_history(struct fq_buf *out, const fq_str_t *events, size_t n, uint64_t next,
-                          const uint8_t *req_raw, size_t req_raw_len);
+                          uint64_t first, const uint8_t *req_raw, size_t req_raw_len);
 /* `command_map` is an already-packed map spliced in as `command` (get's
  * reply, and cancel's success reply: the map then shows the cancelled
  * state). */

@@ -46,7 +46,8 @@ const char *fq_errname(int code) {
 }
 
 const char *fq_wire_errname(int code) {
-  if (code >= FQ_EBADREQ && code <= FQ_EINTERNAL) return fq_errname(code);
+  if ((code >= FQ_EBADREQ && code <= FQ_EINTERNAL) || code == FQ_EUNKACCT)
+    return fq_errname(code);
   return "internal";
 }
 

@@ -263,6 +263,15 @@ out:
   return rc;
 }
 
+bool fq_endpoint_bindable(char *ep, size_t cap) {
+  static const char pre[] = "tcp://localhost:";
+  size_t n = sizeof pre - 1, len = strlen(ep);
+  /* "localhost" (9) becomes "127.0.0.1" (9): the same length. */
+  if (len < n || strncmp(ep, pre, n) != 0 || len >= cap) return false;
+  memcpy(ep + 6, "127.0.0.1", 9);
+  return true;
+}
+
 bool fq_endpoint_is_local(const char *ep) {
   if (strncmp(ep, "inproc://", 9) == 0 || strncmp(ep, "ipc://", 6) == 0) return true;
   if (strncmp(ep, "tcp://", 6) != 0) return false;

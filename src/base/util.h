@@ -58,4 +58,11 @@ int fq_read_file(const char *path, size_t cap, char **out, size_t *outlen);
 /* True if a ZeroMQ endpoint is tcp on a loopback address, ipc or inproc. */
 bool fq_endpoint_is_local(const char *ep);
 
+/* Rewrite "tcp://localhost:P" (in place, ep holding cap bytes) as
+ * "tcp://127.0.0.1:P": ZeroMQ binds only interface names and addresses,
+ * not host names, so a bind to localhost fails although the endpoint is
+ * loopback (a client may still connect to localhost: connecting resolves
+ * names).  Returns true when it rewrote ep. */
+bool fq_endpoint_bindable(char *ep, size_t cap);
+
 #endif

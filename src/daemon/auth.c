@@ -33,7 +33,10 @@
 #include "util.h"
 
 #define MOD "auth"
-#define MAX_FRAMES 16
+/* An admin request from the ingress: 'Q', the client's routing id, its
+ * envelope (FQ_WIRE_MAX_ENVELOPE frames at most: the one limit of the
+ * ingress, the shards and this thread) and the body. */
+#define MAX_FRAMES (FQ_WIRE_MAX_ENVELOPE + 3)
 #define REFRESH_TIMEOUT_MS 15000
 #define TOKEN_REPLY_MAX (64 * 1024)
 #define BACKOFF_MIN_MS 5000
@@ -1179,7 +1182,23 @@ static bool handle_pair(fq_auth_t *a) {
     char kind = zmq_msg_size(&f[0]) == 1 ? *(const char *)zmq_msg_data(&f[0]) : '?';
     if (kind == 'T') {
       stop = true;
-    } else if (kind == 'Q' && n >= 3 && !overflow) {
+    } else if (kind == 'Q' && n >= 3 && overflow) {
+      /* More frames than the limit (the ingress refuses such requests
+       * first): answered, and none of the frames kept is taken as the
+       * body, which may hold tokens: every frame kept is wiped. */
+      char msg[96];
+      snprintf(msg, sizeof msg, "too many frames: at most %d envelope frames before the body",
+               FQ_WIRE_MAX_ENVELOPE);
+      fq_buf_reset(&a->out);
+      fq_wire_reply_error(&a->out, FQ_EBADREQ, msg, NULL, 0);
+      char r = 'R';
+      zmq_send(a->pair, &r, 1, ZMQ_SNDMORE);
+      for (int i = 1; i < n && i <= 1 + FQ_WIRE_MAX_ENVELOPE; i++) {
+        zmq_send(a->pair, zmq_msg_data(&f[i]), zmq_msg_size(&f[i]), ZMQ_SNDMORE);
+      }
+      zmq_send(a->pair, a->out.data, a->out.len, 0);
+      for (int i = 1; i < n; i++) OPENSSL_cleanse(zmq_msg_data(&f[i]), zmq_msg_size(&f[i]));
+    } else if (kind == 'Q' && n >= 3) {
       /* The body frame may hold tokens: wipe it once answered. */
       uint8_t *body = zmq_msg_data(&f[n - 1]);
       size_t blen = zmq_msg_size(&f[n - 1]);

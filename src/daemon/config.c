@@ -23,9 +23,12 @@ void fq_config_defaults(fq_config_t *cfg) {
   cfg->default_ttl_ms = FQ_WIRE_DEFAULT_TTL_MS;
   cfg->map_size_mb = 16384;
   cfg->batch_max = 4096;
+  cfg->retention_s = FQ_CONFIG_RETENTION_S;
+  cfg->dedupe_window_s = FQ_CONFIG_DEDUPE_WINDOW_S;
   cfg->max_msg_size = FQ_WIRE_MAX_MSG;
   cfg->client_hwm = 100000;
-  cfg->pub_hwm = 100000;
+  cfg->client_reply_kb = 32768;
+  cfg->pub_hwm = 10000;
   cfg->shard_hwm = 200000;
   cfg->log_level = FQ_LOG_INFO;
   snprintf(cfg->pairing_domain, sizeof cfg->pairing_domain, "fleetq.example.com");
@@ -38,8 +41,10 @@ void fq_config_defaults(fq_config_t *cfg) {
   cfg->ipc_mode = 0600;
 }
 
-const char *fq_config_usage(void) {
-  return "usage: fleetqd [options]\n"
+/* The usage text, in two literals: one would pass the 4095 characters C99
+ * promises a string literal may hold. */
+static const char usage_a[] =
+    "usage: fleetqd [options]\n"
          "\n"
          "  --data DIR            data directory (default ./fleetq-data); one LMDB\n"
          "                        environment per shard under DIR/shard-N\n"
@@ -53,6 +58,17 @@ const char *fq_config_usage(void) {
          "  --max-store-mb N      let a shard's map grow up to N MiB when it fills and\n"
          "                        the disk has room (default: --map-size-mb, no growth)\n"
          "  --batch-max N         most requests in one group commit (default 4096)\n"
+         "  --retention-s N       remove terminal commands and events older than N\n"
+         "                        seconds (default 604800 = 7 days; 0 keeps everything)\n"
+         "  --dedupe-window-s N   a tenant + key dedupes for N seconds after its command\n"
+         "                        was accepted (default 86400; at most --retention-s)\n"
+         "  --client-reply-kb N   replies one client may leave unread, in KiB (default\n"
+         "                        32768); past it its replies are dropped\n"
+         "  --client-hwm N        ROUTER high-water mark, in messages (default 100000)\n"
+         "  --pub-hwm N           events queued per subscriber (default 10000); a\n"
+         "                        slower subscriber loses events (seq gaps, history)\n"
+         ;
+static const char usage_b[] =
          "  --log-level L         debug | info | warn | error (default info)\n"
          "  --key PEM             fleet private key (P-256) for signing commands\n"
          "  --ca-file PEM         extra trusted CA for Fleet API TLS (the simulator's)\n"
@@ -73,6 +89,9 @@ const char *fq_config_usage(void) {
          "  --device-burst B      bucket size per device (default 1)\n"
          "  --account-rate R      commands per second per account (default off)\n"
          "  --account-burst B     bucket size per account (default 1)\n"
+         "  --no-dispatch         accept, store and serve commands but send none: they\n"
+         "                        stay queued until cancelled or expired (ingest tests\n"
+         "                        and benchmarks, a maintenance pause)\n"
          "  --curve-secret FILE   CURVE server key file (from `fleetq curve-keygen`):\n"
          "                        clients must use CURVE and be listed in --clients\n"
          "  --clients FILE        JSON list of client keys with their tenants and roles\n"
@@ -82,6 +101,9 @@ const char *fq_config_usage(void) {
          "                        a scripted tour; fleetsim is taken from beside fleetqd\n"
          "                        or from the environment variable FQ_FLEETSIM\n"
          "  -h, --help            this text\n"
+         "  --version             print \"fleetqd <version>\" and exit\n"
+         "\n"
+         "Every flag takes its value as --flag VALUE or --flag=VALUE.\n"
          "\n"
          "Signals: SIGTERM / SIGINT stop: no new request leaves, the ones in flight get\n"
          "up to --drain-timeout-ms to be answered, commands never sent stay queued for\n"
@@ -90,6 +112,14 @@ const char *fq_config_usage(void) {
          "\n"
          "Without --curve-secret, fleetqd binds only loopback and ipc:// endpoints and\n"
          "any local user can send it commands; see docs/security.md.\n";
+
+const char *fq_config_usage(void) {
+  static char text[sizeof usage_a + sizeof usage_b];
+  if (!text[0]) {
+    memcpy(text, usage_a, sizeof usage_a - 1);
+    memcpy(text + sizeof usage_a - 1, usage_b, sizeof usage_b);
+  }
+  return text;
 }
 
 static int set_str(char *dst, size_t cap, const char *v, const char *name, fq_err_t *err) {
@@ -123,8 +153,13 @@ static int apply(fq_config_t *c, const char *name, const char *sval, json_t *jva
       v = buf;
     } else if (json_is_boolean(jval)) {
       v = json_is_true(jval) ? "true" : "false";
+    } else if (json_is_real(jval)) {
+      /* Rates and bursts take fractions ("device_rate": 0.5); an integer
+       * setting given a fraction is refused by its own parser. */
+      snprintf(buf, sizeof buf, "%.17g", json_real_value(jval));
+      v = buf;
     } else {
-      return fq_errf(err, FQ_ECONFIG, "%s: expected a string, integer or boolean", name);
+      return fq_errf(err, FQ_ECONFIG, "%s: expected a string, number or boolean", name);
     }
   }
   long long x = 0;
@@ -175,6 +210,12 @@ static int apply(fq_config_t *c, const char *name, const char *sval, json_t *jva
     c->demo = !strcmp(v, "true") || !strcmp(v, "1");
     return 0;
   }
+  if (!strcmp(name, "no-dispatch")) {
+    if (strcmp(v, "true") && strcmp(v, "false"))
+      return fq_errf(err, FQ_ECONFIG, "no-dispatch: expected true or false");
+    c->no_dispatch = !strcmp(v, "true");
+    return 0;
+  }
   if (!strcmp(name, "log-level")) {
     int l = fq_log_parse_level(v);
     if (l < 0) return fq_errf(err, FQ_ECONFIG, "log-level: \"%s\" is not debug|info|warn|error", v);
@@ -198,6 +239,9 @@ static int apply(fq_config_t *c, const char *name, const char *sval, json_t *jva
               {"wake-timeout-ms", 100, 86400000},
               {"wake-max", 1, 100},
               {"drain-timeout-ms", 0, 3600000},
+              {"retention-s", 0, FQ_CONFIG_MAX_S},
+              {"dedupe-window-s", 1, FQ_CONFIG_MAX_S},
+              {"client-reply-kb", 8192, 4194304},
               {"max-store-mb", 16, 1 << 24}};
   for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
     if (strcmp(name, ints[i].name) != 0) continue;
@@ -217,7 +261,10 @@ static int apply(fq_config_t *c, const char *name, const char *sval, json_t *jva
       case 11: c->wake_timeout_ms = x; break;
       case 12: c->wake_max = (int)x; break;
       case 13: c->drain_timeout_ms = x; break;
-      case 14: c->max_store_mb = (uint64_t)x; break;
+      case 14: c->retention_s = x; break;
+      case 15: c->dedupe_window_s = x; break;
+      case 16: c->client_reply_kb = (uint64_t)x; break;
+      case 17: c->max_store_mb = (uint64_t)x; break;
     }
     return 0;
   }
@@ -254,13 +301,27 @@ out:
   return rc;
 }
 
+/* "--name=value" and "--name value" alike: the name (into name[]) and
+ * where its value is, NULL when the next argument holds it. */
+static int split_flag(const char *a, char *name, size_t cap, const char **value, fq_err_t *err) {
+  const char *eq = strchr(a, '=');
+  size_t n = eq ? (size_t)(eq - a) : strlen(a);
+  if (n >= cap) return fq_errf(err, FQ_ECONFIG, "unknown option %.*s (see --help)", (int)n, a);
+  memcpy(name, a, n);
+  name[n] = 0;
+  *value = eq ? eq + 1 : NULL;
+  return 0;
+}
+
 int fq_config_from_args(fq_config_t *cfg, int argc, char **argv, fq_err_t *err) {
   int rc;
+  char flag[80];
+  const char *v = NULL;
   for (int i = 1; i < argc; i++) {
-    if (!strcmp(argv[i], "--config")) {
-      if (i + 1 >= argc) return fq_errf(err, FQ_ECONFIG, "--config needs a file");
-      if ((rc = fq_config_load_file(cfg, argv[i + 1], err)) != 0) return rc;
-    }
+    if (strncmp(argv[i], "--config", 8) != 0 || (argv[i][8] && argv[i][8] != '=')) continue;
+    if ((rc = split_flag(argv[i], flag, sizeof flag, &v, err)) != 0) return rc;
+    if (!v && i + 1 >= argc) return fq_errf(err, FQ_ECONFIG, "--config needs a file");
+    if ((rc = fq_config_load_file(cfg, v ? v : argv[i + 1], err)) != 0) return rc;
   }
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
@@ -268,23 +329,44 @@ int fq_config_from_args(fq_config_t *cfg, int argc, char **argv, fq_err_t *err) 
       fputs(fq_config_usage(), stdout);
       return 1;
     }
+    if (!strcmp(a, "--version")) {
+      printf("fleetqd %s\n", FQ_VERSION);
+      return 1;
+    }
     if (strncmp(a, "--", 2) != 0)
       return fq_errf(err, FQ_ECONFIG, "unexpected argument \"%s\" (see --help)", a);
-    const char *name = a + 2;
-    if (!strcmp(name, "demo")) {
-      cfg->demo = true;
+    if ((rc = split_flag(a, flag, sizeof flag, &v, err)) != 0) return rc;
+    const char *name = flag + 2;
+    if (!strcmp(name, "demo") || !strcmp(name, "no-dispatch")) {
+      /* Switches: no value follows. */
+      if (v) return fq_errf(err, FQ_ECONFIG, "%s takes no value", flag);
+      if (apply(cfg, name, "true", NULL, err) != 0) return FQ_ECONFIG;
       continue;
     }
-    if (i + 1 >= argc) return fq_errf(err, FQ_ECONFIG, "%s needs a value", a);
-    const char *v = argv[++i];
+    if (!v) {
+      if (i + 1 >= argc) return fq_errf(err, FQ_ECONFIG, "%s needs a value", flag);
+      v = argv[++i];
+    }
     if (!strcmp(name, "config")) continue;
     if ((rc = apply(cfg, name, v, NULL, err)) != 0) {
       if (strstr(err->msg, "unknown setting"))
-        fq_errf(err, FQ_ECONFIG, "unknown option %s (see --help)", a);
+        fq_errf(err, FQ_ECONFIG, "unknown option %s (see --help)", flag);
       return rc;
     }
   }
-  /* Settings that depend on each other, once all are in. */
+  return fq_config_check(cfg, err);
+}
+
+int fq_config_check(const fq_config_t *cfg, fq_err_t *err) {
+  /* A key cannot dedupe against a command that is no longer stored: a
+   * retry after the command was pruned would silently run it again. */
+  if (cfg->retention_s > 0 && cfg->dedupe_window_s > cfg->retention_s)
+    return fq_errf(err, FQ_ECONFIG,
+                   "dedupe window (%lld s) is longer than the retention (%lld s): a key cannot "
+                   "dedupe against a command that was already removed; lower "
+                   "--dedupe-window-s (dedupe_window_s) or raise --retention-s (retention_s)",
+                   (long long)cfg->dedupe_window_s, (long long)cfg->retention_s);
+  /* The map can grow but never shrink. */
   if (cfg->max_store_mb && cfg->max_store_mb < cfg->map_size_mb)
     return fq_errf(err, FQ_ECONFIG,
                    "max-store-mb (%llu) is below map-size-mb (%llu): the map never shrinks; "

@@ -21,8 +21,11 @@ typedef struct fq_config {
   uint64_t map_size_mb;      /* LMDB map size per shard */
   uint64_t max_store_mb;     /* the most a shard's map may grow to; 0 = map_size_mb */
   unsigned batch_max;        /* requests per group commit */
+  int64_t retention_s;       /* prune terminal commands and events older (0: never) */
+  int64_t dedupe_window_s;   /* how long a (tenant, key) dedupes; <= retention_s */
   int max_msg_size;
   int client_hwm, pub_hwm, shard_hwm;
+  uint64_t client_reply_kb;  /* unread replies one client may hold (KiB) */
   int log_level;
   /* Dispatch (Fleet API). */
   char key_file[1024];
@@ -35,11 +38,16 @@ typedef struct fq_config {
   int64_t drain_timeout_ms;  /* on SIGTERM: longest wait for requests in flight */
   double device_rate, device_burst, account_rate, account_burst;
   bool demo;
+  bool no_dispatch;          /* store and serve commands, send none (they stay queued) */
   /* Security (docs/security.md). */
   char curve_secret[1024];   /* server key file (fleetq curve-keygen); "" = no CURVE */
   char clients[1024];        /* clients file (JSON); required with curve_secret */
   unsigned ipc_mode;         /* mode of ipc:// socket files (default 0600) */
 } fq_config_t;
+
+#define FQ_CONFIG_RETENTION_S 604800     /* 7 days */
+#define FQ_CONFIG_DEDUPE_WINDOW_S 86400   /* 24 hours */
+#define FQ_CONFIG_MAX_S 315360000LL       /* 10 years: bounds both */
 
 /* Fill cfg with the built-in defaults. */
 void fq_config_defaults(fq_config_t *cfg);
@@ -48,10 +56,14 @@ void fq_config_defaults(fq_config_t *cfg);
  * key and what is wrong. */
 int fq_config_load_file(fq_config_t *cfg, const char *path, fq_err_t *err);
 
-/* Apply argv (fleetqd's flags) on top of cfg; --config is read first
- * wherever it appears.  Returns 0, 1 when --help was printed (exit 0), or
- * FQ_ECONFIG. */
+/* Apply argv (fleetqd's flags, "--flag value" or "--flag=value") on top
+ * of cfg; --config is read first wherever it appears.  Returns 0, 1 when
+ * --help or --version was printed (exit 0), or FQ_ECONFIG. */
 int fq_config_from_args(fq_config_t *cfg, int argc, char **argv, fq_err_t *err);
+
+/* The checks between settings (run by fq_config_from_args once every
+ * source was applied): the dedupe window must not exceed the retention. */
+int fq_config_check(const fq_config_t *cfg, fq_err_t *err);
 
 /* Usage text of fleetqd. */
 const char *fq_config_usage(void);

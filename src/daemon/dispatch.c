@@ -10,8 +10,8 @@
  *   WAKE       a wake_up is out (the car answered 408 or 503: not awake)
  *   WAKE_POLL  a GET of the vehicle's state is out while waking
  *   WAIT       a timer is set; `resume` says what happens when it fires
- *   HOLD       waiting for something outside: an account to be added, a
- *              token refresh; the auth generation counter wakes it
+ *   HOLD       waiting for something outside: a token refresh; the auth
+ *              generation counter wakes it
  * Everything a phase change decides is recorded through env.transition in
  * the open transaction; HTTP requests prepared meanwhile leave only after
  * the commit (fq_dispatch_launch).
@@ -40,7 +40,7 @@
 #include "util.h"
 
 enum phase { PH_IDLE = 0, PH_HANDSHAKE, PH_SEND, PH_WAKE, PH_WAKE_POLL, PH_WAIT, PH_HOLD };
-enum resume { R_NONE = 0, R_KICK, R_SEND, R_WAKE_POLL, R_LAUNCH, R_TOKEN_TIMEOUT, R_EXPIRE };
+enum resume { R_NONE = 0, R_KICK, R_SEND, R_WAKE_POLL, R_LAUNCH, R_TOKEN_TIMEOUT };
 
 #define URL_MAX 512
 #define RM_CAP 16384
@@ -242,6 +242,17 @@ static void set_timer(fq_dispatch_t *d, dev_t_ *dev, int64_t at, int resume) {
   heap_push(d, at, dev);
 }
 
+/* set_timer for a device whose queue head waits its turn (R_KICK), when
+ * the device already had a heap entry at `prev` (0: none): the entry is
+ * reused when the time is the same, so that looking at a waiting head
+ * again on every kick does not grow the heap. */
+static void wait_turn(fq_dispatch_t *d, dev_t_ *dev, int64_t at, int64_t prev) {
+  if (at != prev) heap_push(d, at, dev);
+  dev->phase = PH_WAIT;
+  dev->resume = R_KICK;
+  dev->timer_at = at;
+}
+
 static void hold(fq_dispatch_t *d, dev_t_ *dev) {
   dev->phase = PH_HOLD;
   if (!dev->in_hold) {
@@ -249,6 +260,11 @@ static void hold(fq_dispatch_t *d, dev_t_ *dev) {
     dev->hold_next = d->hold_head;
     d->hold_head = dev;
   }
+}
+
+bool fq_dispatch_refers(const fq_dispatch_t *d, const char *device, uint64_t num) {
+  dev_t_ *const *slot = fq_hmap_find(&d->devs, hash_str(device), dev_eq, device);
+  return slot && (*slot)->cur == num;
 }
 
 void fq_dispatch_kick(fq_dispatch_t *d, const char *device) {
@@ -506,7 +522,7 @@ static void acct_pace(fq_dispatch_t *d, const char *account, const fq_http_resp_
   if (*end && *end != ' ') return;
   long long left = strtoll(resp->ratelimit_remaining, &end, 10);
   if (*end && *end != ' ') return;
-  int64_t reset = fq_rl_parse_retry_after(resp->ratelimit_reset, d->now);
+  int64_t reset = fq_rl_retry_after_ms(resp->ratelimit_reset, d->now, FQ_FA_RETRY_AFTER_MAX_MS);
   if (lim <= 0 || left < 0 || left * 10 >= lim || reset <= 0) return;
   acct_park(d, account, d->now + reset / (left + 1));
 }
@@ -702,6 +718,9 @@ static void retry_later(fq_dispatch_t *d, dev_t_ *dev, fq_cmdrec_t *rec, int64_t
   set_timer(d, dev, d->now + delay, R_SEND);
 }
 
+/* The request may have reached the car and no answer says what came of
+ * it.  reason says what happened (the classifiers give the cause only);
+ * what it means for the command is said here, once. */
 static void unknown_outcome(fq_dispatch_t *d, dev_t_ *dev, fq_cmdrec_t *rec, const fq_cmd_t *cmd,
                             const char *reason) {
   if (cmd && cmd->idempotent && d->now + d->o.retry_backoff_ms < rec->deadline) {
@@ -1034,18 +1053,21 @@ static void settle_lost(fq_dispatch_t *d, dev_t_ *dev, uint64_t num, fq_cmdrec_t
 
 /* Look at the device's queue head and start it when nothing holds it. */
 static void start_next(fq_dispatch_t *d, dev_t_ *dev) {
-  if (dev->cur || d->draining) return;
+  /* No account store: nothing is dispatched (dispatch.h); the shard
+   * expires what stays queued. */
+  if (dev->cur || d->draining || !d->o.accounts) return;
   if (!touch(d, dev)) {
     fq_dispatch_kick(d, dev->name); /* this step fails: look again in the next */
     return;
   }
-  /* A device held for its head's missing account waits for that head
-   * only: when the head ended meanwhile (cancelled, expired, superseded)
-   * the next command must not wait for the old one's deadline, so look at
-   * the queue again.  The hold is taken again when the head still has no
-   * account, its timer kept when the deadline is the same. */
+  /* A device whose queue head waits its turn (its account parked after a
+   * 429, an empty rate-limit bucket) waits for that head only: when the
+   * head ended meanwhile (cancelled, expired, superseded) the next command
+   * must not wait for the old one's timer, so look at the queue again.
+   * The wait is taken again when the head still has to wait, its timer
+   * kept when the time is the same (wait_turn). */
   int64_t held_until = 0;
-  if (dev->phase == PH_HOLD && dev->resume == R_EXPIRE) {
+  if (dev->phase == PH_WAIT && dev->resume == R_KICK) {
     held_until = dev->timer_at;
     dev->phase = PH_IDLE;
     dev->resume = R_NONE;
@@ -1091,14 +1113,18 @@ static void start_next(fq_dispatch_t *d, dev_t_ *dev) {
       continue;
     }
     if (!a) {
-      /* The account may be added later: keep the command queued until its
-       * deadline, and say why when it expires. */
-      hold(d, dev);
-      if (held_until != rec.deadline) heap_push(d, rec.deadline, dev);
-      dev->timer_at = rec.deadline;
-      dev->resume = R_EXPIRE;
+      /* Submits for an account fleetqd does not have are refused
+       * (unknown_account), so this one was removed (or its record cannot
+       * be read) after the command was accepted.  Never wait for an
+       * account: the device's later commands would wait behind it. */
+      snprintf(reason, sizeof reason,
+               "account \"%s\" is not registered with fleetqd (removed after this command was "
+               "accepted): nothing was sent; add it with `fleetq account add` and submit again",
+               rec.account);
+      dev->cur = num;
+      finish(d, dev, &rec, FQ_ST_FAILED, reason, FQ_EUNKACCT);
       fq_cmdrec_free(&rec);
-      return;
+      continue;
     }
     char fail[384];
     if (fq_auth_refresh_failure(d->o.auth, a->a.id, fail, sizeof fail)) {
@@ -1129,7 +1155,7 @@ static void start_next(fq_dispatch_t *d, dev_t_ *dev) {
      * device, then per account. */
     int64_t wait = 0, parked = acct_parked(d, a->a.id);
     if (parked) {
-      set_timer(d, dev, parked, R_KICK);
+      wait_turn(d, dev, parked, held_until);
       fq_cmdrec_free(&rec);
       return;
     }
@@ -1146,7 +1172,7 @@ static void start_next(fq_dispatch_t *d, dev_t_ *dev) {
       if (wait && d->rl_dev) fq_rl_refund(d->rl_dev, dev->name, strlen(dev->name));
     }
     if (wait > 0) {
-      set_timer(d, dev, d->now + wait, R_KICK);
+      wait_turn(d, dev, d->now + wait, held_until);
       fq_cmdrec_free(&rec);
       return;
     }
@@ -1426,13 +1452,23 @@ static void act_on_answer(fq_dispatch_t *d, dev_t_ *dev, const fq_http_resp_t *r
   acct_t *a = acct_get(d, rec.account);
   fq_fa_result_t r;
   if (resp->outcome == FQ_HTTP_NOT_SENT && resp->curl_code == CURLE_PEER_FAILED_VERIFICATION) {
-    /* An untrusted certificate does not get better by retrying: say what
-     * to fix instead of waiting for the deadline. */
+    /* A refused certificate does not get better by retrying: say what to
+     * fix instead of waiting for the deadline.  A certificate for other
+     * names is not a trust problem, and --ca-file cannot fix it. */
     char reason[FQ_REASON_MAX];
-    snprintf(reason, sizeof reason,
-             "TLS: the Fleet API host's certificate is not trusted (%.200s); nothing was sent. "
-             "If it is a test simulator, give its CA with --ca-file",
-             resp->err.msg);
+    if (resp->tls == FQ_HTTP_TLS_NAME_MISMATCH)
+      snprintf(reason, sizeof reason,
+               "TLS: the Fleet API host's certificate is trusted but not issued for the host "
+               "the account's base URL names (%.200s); nothing was sent. Use a base URL with a "
+               "host name the certificate names",
+               resp->err.msg);
+    else
+      snprintf(reason, sizeof reason,
+               "TLS: the Fleet API host's certificate is not trusted (%.200s); nothing was "
+               "sent. %s",
+               resp->err.msg,
+               d->o.ca_file ? "The CA given with --ca-file does not vouch for it either"
+                            : "If it is a test simulator, give its CA with --ca-file");
     finish(d, dev, &rec, FQ_ST_FAILED, reason, FQ_EHTTP);
     fq_cmdrec_free(&rec);
     return;
@@ -1532,28 +1568,8 @@ static void on_timer(fq_dispatch_t *d, dev_t_ *dev) {
   int resume = dev->resume;
   dev->resume = R_NONE;
   dev->timer_at = 0;
-  if (resume == R_KICK || (resume == R_EXPIRE && !dev->cur)) {
-    dev->phase = PH_IDLE; /* a held device leaves the hold list lazily */
-    if (resume == R_EXPIRE) {
-      /* Still no account: expire the head with the reason. */
-      uint64_t num;
-      if (fq_devq_list(*d->env.q, dev->name, &num, 1)) {
-        fq_cmdrec_t rec;
-        if (load(d, num, &rec) == 0) {
-          if (!fq_state_terminal(rec.state) && d->now >= rec.deadline &&
-              !acct_get(d, rec.account)) {
-            char r[FQ_REASON_MAX];
-            snprintf(r, sizeof r,
-                     "account \"%s\" is not registered with fleetqd: add it with `fleetq "
-                     "account add`",
-                     rec.account);
-            dev->cur = num;
-            expire(d, dev, &rec, r);
-          }
-          fq_cmdrec_free(&rec);
-        }
-      }
-    }
+  if (resume == R_KICK) {
+    dev->phase = PH_IDLE;
     fq_dispatch_kick(d, dev->name);
     return;
   }
@@ -1594,8 +1610,6 @@ static void on_timer(fq_dispatch_t *d, dev_t_ *dev) {
         d->launch_head = dev;
       }
     }
-  } else if (resume == R_EXPIRE) {
-    expire(d, dev, &rec, "it was still queued");
   }
   fq_cmdrec_free(&rec);
 }
@@ -1786,7 +1800,7 @@ int fq_dispatch_step(fq_dispatch_t *d, const zmq_pollitem_t *items, int n, int64
   fq_err_t he;
   /* Without room to keep every answer, the transfers wait in the client. */
   if (kept_reserve(d) == 0) d->tr.perform(d->tr.ud, items, n, &he);
-  /* Token refreshes and added accounts release held devices. */
+  /* Token refreshes release held devices. */
   uint64_t gen = fq_auth_generation(d->o.auth);
   if (gen != d->seen_gen && !d->step_rc) {
     d->seen_gen = gen;
@@ -1826,12 +1840,6 @@ int fq_dispatch_step(fq_dispatch_t *d, const zmq_pollitem_t *items, int n, int64
           }
           fq_cmdrec_free(&rec);
         }
-      } else if (x->phase == PH_HOLD) {
-        /* Waiting for its account to be added. */
-        x->timer_at = 0;
-        x->resume = R_NONE;
-        x->phase = PH_IDLE;
-        fq_dispatch_kick(d, x->name);
       }
       x = next;
     }

@@ -137,6 +137,10 @@ void fq_dispatch_destroy(fq_dispatch_t **dp);
 /* Ask for a look at a device's queue head in the next step (after a
  * submit, a cancel, a restart). */
 void fq_dispatch_kick(fq_dispatch_t *d, const char *device);
+/* Whether command num is the one the dispatcher works on for device (it
+ * will read its record again): retention keeps such a record even once
+ * it is terminal. */
+bool fq_dispatch_refers(const fq_dispatch_t *d, const char *device, uint64_t num);
 /* Kick every device that has queued commands (start-up). */
 void fq_dispatch_kick_all(fq_dispatch_t *d);
 

@@ -5,6 +5,9 @@
 #include "ingress.h"
 
 #include <errno.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <openssl/crypto.h>
 #include <poll.h>
 #include <stdio.h>
@@ -17,11 +20,18 @@
 #include "fleetq/wire.h"
 #include "idem.h"
 #include "log.h"
+#include "replies.h"
 #include "store.h"
 #include "util.h"
 #include "zmsg.h"
 
-#define MAX_FRAMES 16
+/* Frames of a request the ingress passes on: the routing id its ROUTER
+ * adds, the client's envelope (at most FQ_WIRE_MAX_ENVELOPE frames), the
+ * body.  A request with more frames is refused (bad_request), and up to
+ * RECV_FRAMES of it are kept so that the refusal can carry its envelope
+ * back; frames past that are dropped unread by fq_zmsg_recv. */
+#define REQ_FRAMES (FQ_WIRE_MAX_ENVELOPE + 2)
+#define RECV_FRAMES 64
 #define FANOUT_SLOTS 4096
 
 typedef struct fanout {
@@ -35,7 +45,7 @@ typedef struct fanout {
   unsigned check_shard, dev_shard;
   uint64_t keyhash;
   int nframes;
-  zmq_msg_t frames[16];
+  zmq_msg_t frames[REQ_FRAMES];
 } fanout_t;
 
 /* At most RL_BURST lines of one kind per RL_WINDOW_MS; the rest are
@@ -59,11 +69,15 @@ struct fq_ingress {
   fq_clients_t *clients;
   void *zap, *mon_router, *mon_pub;
   unsigned mon_gen;
-  ratelog_t rl_zap, rl_hs, rl_forbid;
+  ratelog_t rl_zap, rl_hs, rl_forbid, rl_drop;
+  fq_replies_t *replies;  /* what each client holds in unread replies */
+  int64_t last_sweep;
+  bool trim_due;          /* clients held much since the last malloc_trim */
   void **pairs;
   fq_buf_t out;
   uint64_t next_token;
-  fq_idem_t *keys;      /* hash(tenant, key) -> shard that stored it */
+  fq_idem_t *keys;      /* hash(tenant, key) -> shard that stored it (see key_mark) */
+  uint64_t *sent;       /* 'Q' and 'F' messages sent to each shard so far */
   unsigned loaded;      /* shards that finished announcing their keys */
   fanout_t fan[FANOUT_SLOTS];
 };
@@ -174,6 +188,7 @@ fq_ingress_t *fq_ingress_new(const fq_ingress_opts_t *opts, fq_err_t *err) {
   fq_buf_init(&in->out, 0);
   in->keys = fq_idem_new(1 << 16);
   in->pairs = calloc(opts->nshards + 1, sizeof *in->pairs);
+  in->sent = calloc(opts->nshards + 1, sizeof *in->sent);
   if (in->curve) {
     /* The ZAP handler must exist before a CURVE socket binds: libzmq
      * admits every key when no handler is bound. */
@@ -185,7 +200,7 @@ fq_ingress_t *fq_ingress_new(const fq_ingress_opts_t *opts, fq_err_t *err) {
     sockopt_int(in->zap, ZMQ_LINGER, 0);
   }
   in->router = zmq_socket(opts->zmq_ctx, ZMQ_ROUTER);
-  if (!in->pairs || !in->router || !in->keys) {
+  if (!in->pairs || !in->router || !in->keys || !in->sent) {
     fq_errf(err, FQ_EINTERNAL, "cannot create sockets: %s", zmq_strerror(errno));
     goto fail;
   }
@@ -204,6 +219,10 @@ fq_ingress_t *fq_ingress_new(const fq_ingress_opts_t *opts, fq_err_t *err) {
       fq_errf(err, FQ_EINTERNAL, "cannot monitor the request socket: %s", zmq_strerror(errno));
       goto fail;
     }
+  }
+  if (!(in->replies = fq_replies_new(in->router, opts->client_reply_max))) {
+    fq_errf(err, -ENOMEM, "out of memory");
+    goto fail;
   }
   if (bind_ep(in, in->router, opts->listen, err, "listen") != 0) goto fail;
   if (open_pub(in, err) != 0) goto fail;
@@ -244,6 +263,9 @@ fail:
 void fq_ingress_destroy(fq_ingress_t **inp) {
   if (!inp || !*inp) return;
   fq_ingress_t *in = *inp;
+  /* Replies still queued are released when ZeroMQ closes the socket; the
+   * ledger's entries they use outlive it (replies.h). */
+  fq_replies_destroy(&in->replies);
   if (in->router) zmq_close(in->router);
   if (in->pub) zmq_close(in->pub);
   if (in->zap) zmq_close(in->zap);
@@ -258,22 +280,97 @@ void fq_ingress_destroy(fq_ingress_t **inp) {
   }
   fq_buf_free(&in->out);
   fq_idem_destroy(&in->keys);
+  free(in->sent);
   for (size_t i = 0; i < FANOUT_SLOTS; i++)
     for (int j = 0; j < in->fan[i].nframes; j++) zmq_msg_close(&in->fan[i].frames[j]);
   free(in);
   *inp = NULL;
 }
 
-/* Send envelope frames (copied) then body to the ROUTER. */
+/* Every reply leaves here: [envelope... body] on the ROUTER, charged to
+ * its client until ZeroMQ has written it out (replies.h).  A client over
+ * --client-reply-kb has stopped reading: its reply is dropped (it would
+ * only pile up), and logged, a bounded number of lines a minute. */
+static void send_reply(fq_ingress_t *in, const fq_frame_t *env, int nenv, const void *body,
+                       size_t len) {
+  int rc = fq_replies_send(in->replies, env, nenv, body, len);
+  if (rc == FQ_EBUSY && ratelog_ok(&in->rl_drop, "dropped replies")) {
+    char id[24] = "";
+    size_t n = env[0].n < 8 ? env[0].n : 8;
+    for (size_t i = 0; i < n; i++)
+      snprintf(id + 2 * i, sizeof id - 2 * i, "%02x", ((const uint8_t *)env[0].p)[i]);
+    fq_warn("ingress",
+            "a client (routing id %s%s) holds %zu bytes of replies it has not read, over "
+            "--client-reply-kb %zu: a reply of %zu bytes was dropped",
+            id, env[0].n > 8 ? "..." : "", fq_replies_queued(in->replies, env[0].p, env[0].n),
+            in->o.client_reply_max / 1024, len);
+  }
+}
+
+/* Once a second: forget clients that hold nothing.  When clients held a
+ * lot of reply memory and now hold little (a client that stopped reading
+ * went away), give what the allocator kept back to the system: glibc keeps
+ * freed memory in each thread's arena, and the replies were allocated here
+ * and freed in ZeroMQ's I/O thread, the large batches in the shards. */
+static void sweep_replies(fq_ingress_t *in) {
+  size_t held = 0;
+  fq_replies_sweep(in->replies, &held);
+  if (held >= (4u << 20)) in->trim_due = true;
+  if (in->trim_due && held < (1u << 20)) {
+    in->trim_due = false;
+#ifdef __GLIBC__
+    malloc_trim(0);
+#endif
+  }
+}
+
+/* The same with the envelope as received frames. */
 static void reply_client(fq_ingress_t *in, zmq_msg_t *env, int nenv, const void *body,
                          size_t len) {
+  fq_frame_t fr[RECV_FRAMES];
+  if (nenv > RECV_FRAMES) nenv = RECV_FRAMES;
+  for (int i = 0; i < nenv; i++) fr[i] = (fq_frame_t){zmq_msg_data(&env[i]), zmq_msg_size(&env[i])};
+  send_reply(in, fr, nenv, body, len);
+}
+
+/* The refusal of a request whose envelope breaks the limits: its frames
+ * go back as they came, each cut to FQ_WIRE_MAX_ENVELOPE_FRAME bytes, so
+ * that what a client can make the daemon echo stays bounded while a REQ
+ * client (whose first envelope frame is its empty delimiter) and a DEALER
+ * with a small envelope still get the reply where they expect it. */
+static void reply_cut_envelope(fq_ingress_t *in, zmq_msg_t *env, int nenv, const char *msg,
+                               const fq_request_t *req) {
+  fq_buf_reset(&in->out);
+  fq_wire_reply_error(&in->out, FQ_EBADREQ, msg, req ? req->req_raw : NULL,
+                      req ? req->req_raw_len : 0);
+  fq_frame_t fr[RECV_FRAMES];
+  if (nenv > RECV_FRAMES) nenv = RECV_FRAMES;
   for (int i = 0; i < nenv; i++) {
-    zmq_msg_t c;
-    zmq_msg_init(&c);
-    zmq_msg_copy(&c, &env[i]);
-    if (zmq_msg_send(&c, in->router, ZMQ_SNDMORE) < 0) zmq_msg_close(&c);
+    size_t len = zmq_msg_size(&env[i]);
+    if (len > FQ_WIRE_MAX_ENVELOPE_FRAME && i > 0) len = FQ_WIRE_MAX_ENVELOPE_FRAME;
+    fr[i] = (fq_frame_t){zmq_msg_data(&env[i]), len};
   }
-  zmq_send(in->router, body, len, 0);
+  send_reply(in, fr, nenv, in->out.data, in->out.len);
+}
+
+/* Whether the envelope of a request of n frames (routing id first, body
+ * last) is within the limits; else the message saying why. */
+static bool envelope_ok(zmq_msg_t *f, int n, bool overflow, char *msg, size_t cap) {
+  if (overflow || n - 2 > FQ_WIRE_MAX_ENVELOPE) {
+    snprintf(msg, cap,
+             "too many frames: %s%d envelope frames before the body, at most %d",
+             overflow ? "more than " : "", overflow ? n - 1 : n - 2, FQ_WIRE_MAX_ENVELOPE);
+    return false;
+  }
+  for (int i = 1; i < n - 1; i++) {
+    size_t len = zmq_msg_size(&f[i]);
+    if (len > FQ_WIRE_MAX_ENVELOPE_FRAME) {
+      snprintf(msg, cap, "envelope frame %d is %zu bytes, at most %d", i, len,
+               FQ_WIRE_MAX_ENVELOPE_FRAME);
+      return false;
+    }
+  }
+  return true;
 }
 
 static void reply_error(fq_ingress_t *in, zmq_msg_t *env, int nenv, int code, const char *msg,
@@ -301,6 +398,8 @@ static int to_shard(fq_ingress_t *in, unsigned shard, char kind, const uint64_t 
     zmq_msg_close(&k);
     return -e;
   }
+  /* Sent: the shard will count it too (see key_mark). */
+  if (kind == 'Q' || kind == 'F') in->sent[shard]++;
   if (token) zmq_send(s, token, 8, ZMQ_SNDMORE);
   for (int i = 0; i < n; i++) {
     zmq_msg_t c;
@@ -312,6 +411,38 @@ static int to_shard(fq_ingress_t *in, unsigned shard, char kind, const uint64_t 
     if (zmq_msg_send(&c, s, i + 1 < n ? ZMQ_SNDMORE : 0) < 0) zmq_msg_close(&c);
   }
   return 0;
+}
+
+/* --- which shard holds a key ------------------------------------------------
+ *
+ * With several shards, dedupe by (tenant, key) needs to know which shard
+ * took a key first (the command lives in its device's shard).  Each value
+ * under a key's hash is the shard index in its low 8 bits and, above them,
+ * the stamp: the number of the last message (this thread's count of 'Q'
+ * and 'F' messages to that shard) that may have stored the key there.  A
+ * shard that no longer holds a key (past the dedupe window) says so with
+ * 'X', giving the number of messages it had received when it decided;
+ * the entry goes only when no message sent after that could have stored
+ * the key again, so a key reused at the very moment it expires is never
+ * forgotten while a shard holds it.  Shards announce their keys at start
+ * ('K') with stamp 0. */
+#define KEY_SHARD(v) ((unsigned)((v) & 0xff))
+#define KEY_STAMP(v) ((v) >> 8)
+
+/* Remove (h -> shard) when its stamp is at most upto. */
+static void key_drop(fq_ingress_t *in, uint64_t h, unsigned shard, uint64_t upto) {
+  uint64_t found[8], v;
+  size_t n = 0, cur = 0;
+  while (n < 8 && fq_idem_next(in->keys, h, &cur, &v))
+    if (KEY_SHARD(v) == shard && KEY_STAMP(v) <= upto) found[n++] = v;
+  for (size_t i = 0; i < n; i++) fq_idem_del(in->keys, h, found[i]);
+}
+
+/* (h -> shard), stamped with the next message to that shard (the one
+ * about to carry the key).  0 or -ENOMEM. */
+static int key_mark(fq_ingress_t *in, uint64_t h, unsigned shard) {
+  key_drop(in, h, shard, UINT64_MAX);
+  return fq_idem_put(in->keys, h, (in->sent[shard] + 1) << 8 | shard);
 }
 
 /* --- CURVE: admission (ZAP), handshake failures, authorization ---------- */
@@ -547,9 +678,9 @@ static int authorize(fq_ingress_t *in, zmq_msg_t *body, const fq_request_t *req,
 }
 
 static bool handle_client(fq_ingress_t *in) {
-  zmq_msg_t f[MAX_FRAMES];
+  zmq_msg_t f[RECV_FRAMES];
   bool overflow;
-  int n = fq_zmsg_recv(in->router, f, MAX_FRAMES, ZMQ_DONTWAIT, &overflow);
+  int n = fq_zmsg_recv(in->router, f, RECV_FRAMES, ZMQ_DONTWAIT, &overflow);
   if (n <= 0) return false;
   int nenv = n - 1;
   fq_request_t req;
@@ -563,15 +694,17 @@ static bool handle_client(fq_ingress_t *in) {
                 NULL);
     goto out;
   }
-  if (overflow) {
-    snprintf(msg, sizeof msg, "too many frames: at most %d envelope frames and one body",
-             MAX_FRAMES - 1);
-    reply_error(in, f, 1, FQ_EBADREQ, msg, NULL);
-    goto out;
-  }
   const uint8_t *body = zmq_msg_data(&f[n - 1]);
   size_t blen = zmq_msg_size(&f[n - 1]);
-  int rc = fq_wire_decode_request(body, blen, &req, &err);
+  int rc;
+  if (!envelope_ok(f, n, overflow, msg, sizeof msg)) {
+    /* Refused whatever the body says; its `req` is echoed when it has one
+     * (with overflow the last frame kept is not the body). */
+    if (!overflow) fq_wire_decode_request(body, blen, &req, &err);
+    reply_cut_envelope(in, f, overflow ? n : nenv, msg, overflow ? NULL : &req);
+    goto out;
+  }
+  rc = fq_wire_decode_request(body, blen, &req, &err);
   if (rc) {
     reply_error(in, f, nenv, rc, err.msg, &req);
     goto out;
@@ -603,14 +736,15 @@ static bool handle_client(fq_ingress_t *in) {
       bool seen_here = false, seen_elsewhere = false;
       unsigned where = 0;
       while (fq_idem_next(in->keys, h, &cur, &other)) {
-        if (other == shard) seen_here = true;
+        if (KEY_SHARD(other) == shard) seen_here = true;
         else {
           seen_elsewhere = true;
-          where = (unsigned)other;
+          where = KEY_SHARD(other);
         }
       }
       if (!seen_elsewhere || seen_here) {
-        if (!seen_here && fq_idem_put(in->keys, h, shard) != 0) {
+        /* Stamped anew even when known: this submit may store it again. */
+        if (key_mark(in, h, shard) != 0) {
           reply_error(in, f, nenv, FQ_EBUSY, "out of memory", &req);
           goto out;
         }
@@ -712,6 +846,14 @@ static void send_parts(void *sock, const part_t *parts, int n, int flags) {
     zmq_send(sock, parts[i].p, parts[i].n, (i + 1 < n ? ZMQ_SNDMORE : 0) | flags);
 }
 
+/* A shard's reply to a client: parts = envelope frames + reply. */
+static void relay_reply(fq_ingress_t *in, const part_t *parts, int n) {
+  fq_frame_t fr[REQ_FRAMES];
+  if (n < 2 || n > REQ_FRAMES) return;
+  for (int i = 0; i < n - 1; i++) fr[i] = (fq_frame_t){parts[i].p, parts[i].n};
+  send_reply(in, fr, n - 1, parts[n - 1].p, parts[n - 1].n);
+}
+
 /* A shard's answer to a lookup ('F'): parts = envelope frames + reply. */
 static void on_lookup_reply(fq_ingress_t *in, uint64_t token, uint8_t found, const part_t *parts,
                             int n) {
@@ -719,12 +861,12 @@ static void on_lookup_reply(fq_ingress_t *in, uint64_t token, uint8_t found, con
   if (fo->token != token) return;
   if (fo->check) {
     if (found) {
-      send_parts(in->router, parts, n, 0);
+      relay_reply(in, parts, n);
     } else {
       /* Not there after all (an entry left by a failed batch): the key is
        * new, so the submit goes to its device's shard. */
-      fq_idem_del(in->keys, fo->keyhash, fo->check_shard);
-      fq_idem_put(in->keys, fo->keyhash, fo->dev_shard);
+      key_drop(in, fo->keyhash, fo->check_shard, UINT64_MAX);
+      key_mark(in, fo->keyhash, fo->dev_shard);
       if (to_shard(in, fo->dev_shard, 'Q', NULL, fo->frames, fo->nframes, true, NULL) != 0) {
         fq_buf_reset(&in->out);
         fq_wire_reply_error(&in->out, FQ_EBUSY,
@@ -741,7 +883,7 @@ static void on_lookup_reply(fq_ingress_t *in, uint64_t token, uint8_t found, con
   fo->remaining--;
   if ((found && !fo->answered) || (fo->remaining == 0 && !fo->answered)) {
     fo->answered = true;
-    send_parts(in->router, parts, n, 0);
+    relay_reply(in, parts, n);
   }
   if (fo->remaining == 0) fo->token = 0;
 }
@@ -769,7 +911,7 @@ static void relay_batch(fq_ingress_t *in, const uint8_t *p, size_t len) {
   const uint8_t *end = p + len;
   while (p < end) {
     char kind = (char)*p++;
-    part_t parts[MAX_FRAMES + 1];
+    part_t parts[REQ_FRAMES];
     uint8_t nenv = 0, found = 1;
     uint64_t token = 0;
     if (kind == 'E') {
@@ -778,12 +920,12 @@ static void relay_batch(fq_ingress_t *in, const uint8_t *p, size_t len) {
       continue;
     }
     if (kind == 'F' && (!take(&p, end, &token, 8) || !take(&p, end, &found, 1))) break;
-    if ((kind != 'R' && kind != 'F') || !take(&p, end, &nenv, 1) || nenv > MAX_FRAMES) break;
+    if ((kind != 'R' && kind != 'F') || !take(&p, end, &nenv, 1) || nenv >= REQ_FRAMES) break;
     bool ok = true;
     for (int i = 0; i <= nenv && ok; i++) ok = take_part(&p, end, &parts[i]);
     if (!ok) break;
     if (kind == 'R')
-      send_parts(in->router, parts, nenv + 1, 0);
+      relay_reply(in, parts, nenv + 1);
     else
       on_lookup_reply(in, token, found, parts, nenv + 1);
   }
@@ -795,16 +937,16 @@ static void relay_batch(fq_ingress_t *in, const uint8_t *p, size_t len) {
 static int handle_shard(fq_ingress_t *in, unsigned idx) {
   int done = 0;
   for (int budget = 0; budget < 4096; budget++) {
-    zmq_msg_t f[MAX_FRAMES + 4];
+    zmq_msg_t f[REQ_FRAMES + 4];
     bool overflow;
-    int n = fq_zmsg_recv(in->pairs[idx], f, MAX_FRAMES + 4, ZMQ_DONTWAIT, &overflow);
+    int n = fq_zmsg_recv(in->pairs[idx], f, REQ_FRAMES + 4, ZMQ_DONTWAIT, &overflow);
     if (n <= 0) break;
     char kind = zmq_msg_size(&f[0]) == 1 ? *(const char *)zmq_msg_data(&f[0]) : '?';
     if (kind == 'B' && n == 2) {
       relay_batch(in, zmq_msg_data(&f[1]), zmq_msg_size(&f[1]));
     } else if (kind == 'R' && n >= 3) {
       /* The auth thread answers admin requests frame by frame. */
-      for (int i = 1; i < n; i++) zmq_msg_send(&f[i], in->router, i + 1 < n ? ZMQ_SNDMORE : 0);
+      reply_client(in, &f[1], n - 2, zmq_msg_data(&f[n - 1]), zmq_msg_size(&f[n - 1]));
     } else if (kind == 'K' && n == 2) {
       const uint8_t *p = zmq_msg_data(&f[1]);
       size_t cnt = zmq_msg_size(&f[1]) / 8;
@@ -812,6 +954,17 @@ static int handle_shard(fq_ingress_t *in, unsigned idx) {
         uint64_t h;
         memcpy(&h, p + 8 * i, 8);
         fq_idem_put(in->keys, h, idx);
+      }
+    } else if (kind == 'X' && n == 2 && zmq_msg_size(&f[1]) >= 8) {
+      /* Keys the shard no longer holds, as of its upto-th message. */
+      const uint8_t *p = zmq_msg_data(&f[1]);
+      size_t cnt = (zmq_msg_size(&f[1]) - 8) / 8;
+      uint64_t upto;
+      memcpy(&upto, p, 8);
+      for (size_t i = 0; i < cnt; i++) {
+        uint64_t h;
+        memcpy(&h, p + 8 + 8 * i, 8);
+        key_drop(in, h, idx, upto);
       }
     } else if (kind == 'L') {
       in->loaded++;
@@ -855,9 +1008,11 @@ int fq_ingress_run(fq_ingress_t *in) {
     x[X_PUB] = (zmq_pollitem_t){xpub ? in->pub : NULL, -1, xpub ? ZMQ_POLLIN : 0, 0};
     x[X_RELOAD] = (zmq_pollitem_t){NULL, in->o.reload_fd, in->o.reload_fd >= 0 ? ZMQ_POLLIN : 0,
                                    0};
-    long timeout = stopping ? 100 : -1;
-    if (!in->pub) timeout = 1000;
+    /* At least once a second: the reply ledger is swept (below). */
+    long timeout = stopping ? 100 : 1000;
+    if (in->o.heartbeat && timeout > in->o.heartbeat_ms) timeout = in->o.heartbeat_ms;
     int rc = zmq_poll(items, (int)(ns + X_N), timeout);
+    if (in->o.heartbeat) atomic_fetch_add(in->o.heartbeat, 1);
     if (rc < 0) {
       if (errno == EINTR) continue;
       if (errno == ETERM) break;
@@ -878,14 +1033,20 @@ int fq_ingress_run(fq_ingress_t *in) {
     if (x[X_MONP].revents & ZMQ_POLLIN) handle_monitor(in, in->mon_pub, "status");
     if (xpub && (x[X_PUB].revents & ZMQ_POLLIN)) handle_subscriptions(in);
     if (x[X_RELOAD].revents & ZMQ_POLLIN) reload_clients(in);
+    if (fq_now_ms() - in->last_sweep >= 1000) {
+      in->last_sweep = fq_now_ms();
+      sweep_replies(in);
+    }
     if (!in->pub && fq_now_ms() - pub_retry >= 1000) {
       pub_retry = fq_now_ms();
       reopen_pub(in);
     }
     if (!stopping && (x[X_STOP].revents & ZMQ_POLLIN)) {
       stopping = true;
-      fq_info("ingress", "stopping: draining %u shard(s)%s", nshards,
-              ns > nshards ? " and the auth thread" : "");
+      /* The table grows with the keys inside the dedupe window and shrinks
+       * as they leave it (16 bytes a key, shard.h 'X'). */
+      fq_info("ingress", "stopping: draining %u shard(s)%s; %zu key(s) in the dedupe table",
+              nshards, ns > nshards ? " and the auth thread" : "", fq_idem_count(in->keys));
       for (unsigned i = 0; i < ns; i++) {
         char t = 'T';
         /* Blocking send: the stop request must get through even when the

@@ -6,11 +6,17 @@
  * a shard by a stable hash of the device (or by the shard encoded in a
  * command id, or to every shard for a lookup by tenant + key), and relays
  * the shards' replies and events.  No disk or network I/O happens here.
+ * A request with more than FQ_WIRE_MAX_ENVELOPE envelope frames (or one
+ * above FQ_WIRE_MAX_ENVELOPE_FRAME bytes) is refused here; every reply
+ * leaves through the per-client ledger of replies.h, which drops the
+ * replies of a client holding client_reply_max bytes it has not read.
  */
 #ifndef FQ_INGRESS_H
 #define FQ_INGRESS_H
 
+#include <stdatomic.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "clients.h"
 #include "fleetq/error.h"
@@ -26,6 +32,8 @@ typedef struct fq_ingress_opts {
   unsigned nshards;
   int max_msg_size;        /* ZMQ_MAXMSGSIZE on the ROUTER */
   int client_hwm;          /* ROUTER send/receive high-water mark */
+  size_t client_reply_max; /* bytes of unread replies one client may hold
+                              (replies.h); 0: no limit */
   int pub_hwm;             /* PUB send high-water mark */
   int shard_hwm;           /* requests waiting per shard before `busy` */
   int stop_fd;             /* readable when the daemon must stop */
@@ -40,6 +48,10 @@ typedef struct fq_ingress_opts {
   const char *clients_file;  /* reloaded when reload_fd becomes readable */
   int reload_fd;             /* -1: none */
   unsigned ipc_mode;         /* permission bits of ipc:// socket files */
+  /* The systemd watchdog (sdnotify.h): when set, the loop increments
+   * *heartbeat on every turn and turns at least every heartbeat_ms. */
+  _Atomic uint64_t *heartbeat;
+  int heartbeat_ms;
 } fq_ingress_opts_t;
 
 /* Create the sockets: bind ROUTER, PUB and the shards' inproc endpoints

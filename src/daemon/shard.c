@@ -20,14 +20,30 @@
 
 #include "fleetq/commands.h"
 #include "devq.h"
+#include "hmap.h"
 #include "fleetq/wire.h"
 #include "log.h"
 #include "mpread.h"
+#include "retention.h"
 #include "store.h"
 #include "util.h"
 #include "zmsg.h"
 
-#define MAX_FRAMES 8
+/* Envelope of a request as the ingress passes it on: the client's routing
+ * id and its envelope frames (FQ_WIRE_MAX_ENVELOPE, the one limit the
+ * ingress, the shards and the auth thread share).  A request is its kind
+ * frame, a lookup's token, that envelope and the body: at most
+ * MAX_FRAMES + 2 frames. */
+#define MAX_ENV (1 + FQ_WIRE_MAX_ENVELOPE)
+#define MAX_FRAMES (MAX_ENV + 1)
+/* Replies and events one batch may produce before the requests left in it
+ * wait for the next batch: 8000 `get`s of a command with 16 KiB of params
+ * made a 125 MB batch, past the buffers' 64 MiB cap, and the daemon
+ * stopped.  It is also the burst one shard sends a client at once, which
+ * the per-client reply limit (--client-reply-kb, at least 8 MiB) must
+ * absorb while a client that reads takes it; and what a batch's buffers
+ * keep between batches.  A batch of 4096 submits makes about 1.3 MB. */
+#define BATCH_OUT_MAX (2u << 20)
 /* Poll items of one loop turn: the ingress socket plus the dispatcher's. */
 #define MAX_ITEMS 1025
 
@@ -37,10 +53,12 @@ typedef struct pending {
   uint8_t token[8];
   uint8_t found;
   int nenv;
-  zmq_msg_t env[MAX_FRAMES];
+  zmq_msg_t env[MAX_ENV];
   size_t off, len;          /* slice of sh->replies */
   /* The request, borrowed from its message for the batch: a batch whose
    * transaction fails is applied again, in a more careful way. */
+  int msg;                  /* its message's index in the batch */
+  bool over;                /* more envelope frames than MAX_ENV: refused */
   const char *kframe;       /* the kind frame (kind, then the tenant list) */
   size_t klen;
   const uint8_t *body;
@@ -64,6 +82,8 @@ struct fq_shard {
   char endpoint[64];
   char dir[4096];
   fq_store_t *store;
+  fq_retention_t *ret;       /* pruning of old commands, events and keys */
+  uint64_t received;         /* 'Q' and 'F' messages received (see announce_gone) */
   fq_devq_t *q;
   fq_dispatch_t *disp;
   void *sock;
@@ -87,6 +107,7 @@ struct fq_shard {
   int64_t nosubmit_until;    /* a commit with new commands failed: none stored until then */
   int64_t readonly_until;    /* nothing could be written: read only until then */
   int64_t disp_retry_at;     /* the dispatcher's changes could not be written: next try */
+  int64_t prune_retry_at;    /* pruning alone could not be written: next try (prune_alone) */
   int64_t disp_backoff;
   int64_t grow_next;         /* the next look at growing the map */
   int64_t disk_probe_at;     /* the disk had no room: ask again then */
@@ -100,6 +121,10 @@ struct fq_shard {
   int *counts;                       /* frames of each slot */
   zmq_pollitem_t *items;             /* MAX_ITEMS */
   struct keys_ctx *keys;             /* announce_keys() */
+  /* Accounts found in the account store since its generation last moved
+   * (acct_known): names only, so at most one entry per stored account. */
+  fq_hmap_t accts;
+  uint64_t accts_gen;
   /* FQ_TRACE=1: where the shard thread's time goes (thread CPU ns). */
   bool trace;
   int64_t tr_proc, tr_commit, tr_flush, tr_launch, tr_poll, tr_recv, tr_loops, tr_batches;
@@ -489,7 +514,11 @@ static int reply_record(fq_shard_t *sh, pending_t *p, const char *id, const fq_r
   return 0;
 }
 
-/* Supersede older still-queued commands of the same name on the device. */
+/* Supersede older still-queued commands of the same name on the device,
+ * of the same tenant and account only: a device may be shared by tenants
+ * (and reached through several accounts), and one tenant's set-point must
+ * never replace another's command, which that tenant would see end
+ * `superseded` by a command it cannot even look up. */
 static int do_coalesce(fq_shard_t *sh, const fq_cmdrec_t *rec, int64_t now, fq_err_t *err) {
   uint64_t nums[64];
   size_t n = fq_devq_list(sh->q, rec->device, nums, 64);
@@ -502,7 +531,8 @@ static int do_coalesce(fq_shard_t *sh, const fq_cmdrec_t *rec, int64_t now, fq_e
     fq_cmdrec_t old;
     int rc = fq_store_cmd_get(sh->store, id, FQ_ID_LEN, &old, err);
     if (rc) return rc;
-    if (old.state == FQ_ST_QUEUED && strcmp(old.command, rec->command) == 0) {
+    if (old.state == FQ_ST_QUEUED && strcmp(old.command, rec->command) == 0 &&
+        strcmp(old.tenant, rec->tenant) == 0 && strcmp(old.account, rec->account) == 0) {
       char reason[96];
       snprintf(reason, sizeof reason, "superseded by newer command %s", rec->id);
       rc = transition(sh, &old, FQ_ST_SUPERSEDED, reason, 0, now, err);
@@ -510,6 +540,49 @@ static int do_coalesce(fq_shard_t *sh, const fq_cmdrec_t *rec, int64_t now, fq_e
     fq_cmdrec_free(&old);
     if (rc) return rc;
   }
+  return 0;
+}
+
+/* --- accounts ------------------------------------------------------------ */
+
+typedef struct acct_name {
+  char id[FQ_ACCOUNT_ID_MAX + 1];
+} acct_name_t;
+
+typedef struct acct_key {
+  const char *p;
+  size_t n;
+} acct_key_t;
+
+static bool acct_name_eq(const void *item, const void *key) {
+  const acct_name_t *a = item;
+  const acct_key_t *k = key;
+  return strlen(a->id) == k->n && memcmp(a->id, k->p, k->n) == 0;
+}
+
+/* Whether the account a submit names exists: 0, FQ_EUNKACCT, or
+ * FQ_ESTORAGE (the account store could not be read).  Names found are
+ * remembered until the auth side's generation moves (every add, remove
+ * and token write), so the common case is a hash lookup; a name not found
+ * is looked up again on every submit (one read of the account store, no
+ * decryption), which is what lets an account added a moment ago be seen
+ * at once, and keeps the table bounded by the accounts that exist. */
+static int acct_known(fq_shard_t *sh, const fq_str_t *name, fq_err_t *err) {
+  if (!sh->o.accounts) return 0;
+  uint64_t gen = fq_auth_generation(sh->o.auth);
+  if (gen != sh->accts_gen) {
+    fq_hmap_clear(&sh->accts);
+    sh->accts_gen = gen;
+  }
+  acct_key_t k = {name->p, name->n};
+  uint64_t h = fq_hash64(name->p, name->n);
+  if (fq_hmap_find(&sh->accts, h, acct_name_eq, &k)) return 0;
+  int rc = fq_accounts_exists(sh->o.accounts, name->p, name->n, err);
+  if (rc == FQ_ENOTFOUND) return FQ_EUNKACCT;
+  if (rc) return rc;
+  /* Without an auth side the generation never moves: nothing is kept. */
+  acct_name_t *a = sh->o.auth ? fq_hmap_add(&sh->accts, h) : NULL;
+  if (a) memcpy(a->id, name->p, name->n); /* n <= FQ_ACCOUNT_ID_MAX: checked by the store */
   return 0;
 }
 
@@ -554,6 +627,28 @@ static int handle_submit(fq_shard_t *sh, pending_t *p, const fq_request_t *req, 
   if (check_only) {
     p->found = 0;
     reply_error(sh, p, FQ_ENOTFOUND, "key not on this shard", req);
+    return 0;
+  }
+  /* A new command for an account fleetqd does not have would wait in its
+   * device's queue, holding back every later command for that device,
+   * until its deadline: refuse it now instead, storing nothing.  After the
+   * dedupe check, so a retry of a command accepted earlier still gets its
+   * original. */
+  fq_err_t aerr;
+  fq_err_clear(&aerr);
+  if ((rc = acct_known(sh, &req->account, &aerr)) != 0) {
+    char msg[320], q[176];
+    fq__mp_quote((const uint8_t *)req->account.p, req->account.n, q, sizeof q);
+    if (rc == FQ_EUNKACCT)
+      snprintf(msg, sizeof msg,
+               "account \"%s\" is not registered with fleetqd: add it with `fleetq account "
+               "add`, then submit again; nothing was stored",
+               q);
+    else
+      snprintf(msg, sizeof msg, "cannot read the account store, nothing was stored: %.150s",
+               aerr.msg);
+    if (rc != FQ_EUNKACCT) fq_error("shard", "shard %u: %s", sh->o.index, msg);
+    reply_error(sh, p, rc == FQ_EUNKACCT ? FQ_EUNKACCT : FQ_EINTERNAL, msg, req);
     return 0;
   }
   if (!ps->submits || (rc = admit(sh, err)) == FQ_ESTORFULL) {
@@ -742,7 +837,14 @@ static int handle_history(fq_shard_t *sh, pending_t *p, const fq_request_t *req,
     rc = fq_store_event_scan(sh->store, req->after, budget, hist_visit, &h, err);
   }
   if (rc < 0) return rc;
-  fq_wire_reply_history(&sh->replies, ev, h.n, h.last, req->req_raw, req->req_raw_len);
+  /* Where retained history begins: an `after` below it is no error, the
+   * page just starts there. */
+  uint64_t first = 0;
+  rc = req->tenant.p ? fq_store_tenant_first_tseq(sh->store, req->tenant.p, req->tenant.n,
+                                                  &first, err)
+                     : fq_store_first_seq(sh->store, &first, err);
+  if (rc) return rc;
+  fq_wire_reply_history(&sh->replies, ev, h.n, h.last, first, req->req_raw, req->req_raw_len);
   pend_close(sh, p);
   return 0;
 }
@@ -789,6 +891,12 @@ static int expire_due(fq_shard_t *sh, int64_t now, fq_err_t *err) {
     fq_store_id_format(sh->o.index, num, id);
     fq_cmdrec_t rec;
     int rc = fq_store_cmd_get(sh->store, id, FQ_ID_LEN, &rec, err);
+    if (rc == FQ_ENOTFOUND) {
+      /* A stale entry whose command retention already removed. */
+      fq_devq_remove(sh->q, num);
+      if ((rc = fq_store_active_del(sh->store, id, err)) != 0) return rc;
+      continue;
+    }
     if (rc) return rc;
     if (fq_state_terminal(rec.state)) {
       rc = fq_store_active_del(sh->store, id, err); /* stale entry */
@@ -976,6 +1084,14 @@ static void flush_batch(fq_shard_t *sh) {
   sh->npend = sh->npev = 0;
   fq_buf_reset(&sh->replies);
   fq_buf_reset(&sh->evbuf);
+  /* A large batch (many `get`s of large commands, history pages) leaves
+   * its buffers large: give the memory back rather than keep it. */
+  fq_buf_t *big[] = {&sh->replies, &sh->evbuf, &sh->scratch};
+  for (size_t i = 0; i < sizeof big / sizeof big[0]; i++)
+    if (big[i]->alloc > BATCH_OUT_MAX / 2) {
+      fq_buf_free(big[i]);
+      fq_buf_init(big[i], 0);
+    }
 }
 
 /* Replace every reply of the batch with one error (no transaction could
@@ -989,7 +1105,8 @@ static void fail_batch(fq_shard_t *sh, int code, const char *msg) {
     pending_t *p = &sh->pend[i];
     fq_request_t req;
     fq_err_t derr;
-    fq_wire_decode_request(p->body, p->blen, &req, &derr); /* for its req only */
+    memset(&req, 0, sizeof req);
+    if (!p->over) fq_wire_decode_request(p->body, p->blen, &req, &derr); /* for its req only */
     p->off = sh->replies.len;
     fq_wire_reply_error(&sh->replies, code, msg, req.req_raw, req.req_raw_len);
     p->len = sh->replies.len - p->off;
@@ -1009,10 +1126,11 @@ static void reset_batch(fq_shard_t *sh) {
   }
 }
 
-/* After an aborted transaction: the dispatcher and the in-memory queues
- * go back to what is on disk. */
+/* After an aborted transaction: the dispatcher, the in-memory queues and
+ * the pruning's pending changes go back to what is on disk. */
 static void undo(fq_shard_t *sh) {
   fq_store_abort(sh->store);
+  fq_retention_aborted(sh->ret);
   if (sh->disp) fq_dispatch_rollback(sh->disp);
   fq_err_t e2;
   fq_err_clear(&e2);
@@ -1024,23 +1142,43 @@ static void undo(fq_shard_t *sh) {
   if (rc) fq_fatal("shard %u: cannot rebuild queues: %s; stopping", sh->o.index, e2.msg);
 }
 
+/* When pruning is next due: the retention's time, unless a transaction
+ * that pruned alone failed lately (see process_batch). */
+static int64_t prune_due(const fq_shard_t *sh) {
+  int64_t due = fq_retention_due(sh->ret);
+  return due < sh->prune_retry_at ? sh->prune_retry_at : due;
+}
+
 /* One attempt at the batch within ps's limits: one transaction, committed.
  * 0, or the error (already undone: aborted, dispatcher rolled back, queues
- * rebuilt). */
+ * rebuilt, pruning forgotten).  *taken gets how many of the pending
+ * requests it handled: it stops once their output reaches BATCH_OUT_MAX,
+ * and the rest wait for the next batch. */
 static int run_pass(fq_shard_t *sh, const pass_t *ps, int64_t now, const zmq_pollitem_t *hitems,
-                    int nh, bool *drain_final, fq_err_t *err) {
+                    int nh, bool *drain_final, size_t *taken, fq_err_t *err) {
+  *taken = 0;
   int rc = fq_store_begin(sh->store, ps->writes, err);
   if (rc) return rc;
   if (ps->submits) rc = measure(sh, err);
   if (rc == 0 && ps->writes && sh->recover_pending) rc = settle_inflight(sh, now, err);
-  for (size_t i = 0; i < sh->npend && rc == 0; i++) {
+  size_t i;
+  for (i = 0; i < sh->npend && rc == 0; i++) {
+    if (i > 0 && sh->replies.len + sh->evbuf.len >= BATCH_OUT_MAX) break;
     pending_t *p = &sh->pend[i];
     p->off = sh->replies.len;
+    if (p->over) {
+      char msg[96];
+      snprintf(msg, sizeof msg, "too many frames: at most %d envelope frames before the body",
+               FQ_WIRE_MAX_ENVELOPE);
+      reply_error(sh, p, FQ_EBADREQ, msg, NULL);
+      continue;
+    }
     acl_t acl_buf;
     const acl_t *acl = acl_parse(p->kframe, p->klen, &acl_buf);
     rc = handle_request(sh, p, p->body, p->blen, acl, now, ps, err);
     if (rc) fq_error("shard", "shard %u: %s", sh->o.index, err->msg);
   }
+  *taken = i;
   /* Stopping: settle what waits before the step, so that the step starts
    * nothing new, and again after it for what its answers left waiting. */
   if (rc == 0 && ps->dispatch && sh->drain_until)
@@ -1055,11 +1193,16 @@ static int run_pass(fq_shard_t *sh, const pass_t *ps, int64_t now, const zmq_pol
     if (rc) fq_error("shard", "shard %u: drain: %s", sh->o.index, err->msg);
   }
   if (rc == 0 && ps->writes && now >= sh->next_deadline) rc = expire_due(sh, now, err);
+  /* Bounded, and in a nested transaction: it cannot fail the pass.  Also
+   * in the passes of a full store: pruning is how a full map gets room
+   * back. */
+  if (rc == 0 && ps->writes && now >= prune_due(sh)) fq_retention_step(sh->ret, now);
   int64_t t_proc = TNOW();
   if (rc == 0) {
     rc = fq_store_commit(sh->store, err);
     sh->tr_commit += TNOW() - t_proc;
     if (rc == 0) {
+      if (ps->writes) fq_retention_committed(sh->ret);
       if (ps->writes && sh->recover_pending) {
         sh->recover_pending = false;
         fq_info("shard", "shard %u: the commands in flight at the last stop are settled",
@@ -1075,28 +1218,73 @@ static int run_pass(fq_shard_t *sh, const pass_t *ps, int64_t now, const zmq_pol
   return rc;
 }
 
+/* A batch that could not write anything: prune alone, in a transaction of
+ * its own, since deleting is what gives a full map room back.  A failure
+ * here waits PROBE_MS before the next try (the step itself may say "now"
+ * when it has more to do, which would otherwise spin on failed commits). */
+static void prune_alone(fq_shard_t *sh, int64_t now) {
+  fq_err_t err;
+  fq_err_clear(&err);
+  if (fq_store_begin(sh->store, true, &err) != 0) {
+    sh->prune_retry_at = now + PROBE_MS;
+    return;
+  }
+  fq_retention_step(sh->ret, now);
+  if (fq_store_commit(sh->store, &err) == 0) {
+    fq_retention_committed(sh->ret);
+    return;
+  }
+  fq_retention_aborted(sh->ret);
+  sh->prune_retry_at = now + PROBE_MS;
+}
+
+/* Tell the ingress which (tenant, key) hashes this shard no longer holds
+ * (their keys left the dedupe window), with the number of requests it had
+ * received when the batch that dropped them ran: a request sent after
+ * that may have stored the key again, and the ingress keeps its entry
+ * then.  Frame: u64 received, u64 hash... (native byte order). */
+static void announce_gone(fq_shard_t *sh) {
+  const uint64_t *h;
+  size_t n = fq_retention_take_gone(sh->ret, &h);
+  for (size_t off = 0; off < n;) {
+    size_t k = n - off < 8191 ? n - off : 8191;
+    uint64_t buf[8192];
+    buf[0] = sh->received;
+    memcpy(buf + 1, h + off, k * 8);
+    zmq_send(sh->sock, "X", 1, ZMQ_SNDMORE);
+    zmq_send(sh->sock, buf, (k + 1) * 8, 0);
+    off += k;
+  }
+}
+
 /* The group commit of one batch.  Replies and events leave only after the
  * transaction holding them is committed.  When it cannot be (the map is
  * full, the disk is full, a write fails), the batch is applied again,
  * each time asking less of the store, and answered by the first attempt
  * that commits:
  *   1. everything: new commands (within the map's high-water mark),
- *      cancels, the dispatcher's step, deadlines;
+ *      cancels, the dispatcher's step, deadlines, pruning;
  *   2. no new command: submits that are not duplicates get storage_full;
  *      the rest as in 1, so commands already accepted keep going;
  *   3. as 2 without the dispatcher (its answers are kept for later);
  *   4. read only: get, history and duplicate submits are answered, a
- *      cancel of a queued command gets storage_full.
+ *      cancel of a queued command gets storage_full; pruning, when due,
+ *      is tried on its own after it (prune_alone).
  * A failure also lowers where the next batches start for a while (new
  * commands: PROBE_MS; the dispatcher: a backoff; writes: PROBE_MS), so
  * that a full disk costs a failed commit per second, not per batch, and
- * the shard finds out by itself when room is back. */
-static void process_batch(fq_shard_t *sh, zmq_msg_t (*msgs)[MAX_FRAMES + 2], int *counts,
-                          int nmsgs, const zmq_pollitem_t *hitems, int nh) {
+ * the shard finds out by itself when room is back.
+ *
+ * Returns how many of the messages it took: fewer than nmsgs when the
+ * output of their requests reached BATCH_OUT_MAX (the caller keeps the
+ * rest for the next batch). */
+static int process_batch(fq_shard_t *sh, zmq_msg_t (*msgs)[MAX_FRAMES + 2], int *counts,
+                         int nmsgs, const zmq_pollitem_t *hitems, int nh) {
   fq_err_t err;
   fq_err_clear(&err);
   int64_t now = fq_now_ms();
   int64_t t_start = TNOW();
+  int stop_at = -1; /* a 'T' without a dispatcher: stop after this batch, if taken */
   for (int m = 0; m < nmsgs; m++) {
     zmq_msg_t *f = msgs[m];
     int n = counts[m];
@@ -1105,32 +1293,48 @@ static void process_batch(fq_shard_t *sh, zmq_msg_t (*msgs)[MAX_FRAMES + 2], int
     if (klen == 0) continue;
     if (*kind == 'T') {
       /* Without a dispatcher nothing is in flight: stop after this batch. */
-      if (!sh->disp) sh->stopping = true;
-      else if (!sh->drain_until) sh->drain_until = now + sh->o.drain_timeout_ms;
+      if (!sh->disp) {
+        if (stop_at < 0) stop_at = m;
+      } else if (!sh->drain_until) {
+        sh->drain_until = now + sh->o.drain_timeout_ms;
+      }
       continue;
     }
+    /* More frames than the limit (the ingress refuses such requests, so
+     * this is a second line of defence): none of those kept is taken as
+     * the body, the request is refused with the envelope it came with. */
+    bool over = n < 0;
+    if (over) n = -n;
     int first_env = (*kind == 'F') ? 2 : 1;
     if (n < first_env + 1) continue;
-    pending_t *p = pend_add(sh, *kind == 'F' ? 'F' : 'R', &f[first_env], n - first_env - 1);
+    int nenv = over ? n - first_env : n - first_env - 1;
+    if (nenv > MAX_ENV) {
+      over = true;
+      nenv = MAX_ENV;
+    }
+    pending_t *p = pend_add(sh, *kind == 'F' ? 'F' : 'R', &f[first_env], nenv);
     if (!p) continue;
     if (*kind == 'F') memcpy(p->token, zmq_msg_data(&f[1]), 8);
+    p->msg = m;
+    p->over = over;
     p->kframe = kind;
     p->klen = klen;
-    p->body = zmq_msg_data(&f[n - 1]);
-    p->blen = zmq_msg_size(&f[n - 1]);
+    p->body = over ? NULL : zmq_msg_data(&f[n - 1]);
+    p->blen = over ? 0 : zmq_msg_size(&f[n - 1]);
   }
   bool disp_ok = sh->disp && now >= sh->disp_retry_at;
   pass_t passes[4] = {{true, true, disp_ok}, {false, true, disp_ok}, {false, true, false},
                       {false, false, false}};
   int first = now < sh->readonly_until ? 3 : now < sh->nosubmit_until ? 1 : 0;
   bool drain_final = false, stepped = false;
+  size_t taken = sh->npend;
   int rc = -1, ip;
   for (ip = first; ip < 4; ip++) {
     if (ip == 2 && !passes[1].dispatch) continue; /* the same as 1 */
     reset_batch(sh);
     drain_final = false;
     fq_err_clear(&err);
-    rc = run_pass(sh, &passes[ip], now, hitems, nh, &drain_final, &err);
+    rc = run_pass(sh, &passes[ip], now, hitems, nh, &drain_final, &taken, &err);
     if (rc == 0) {
       stepped = passes[ip].dispatch;
       break;
@@ -1149,8 +1353,21 @@ static void process_batch(fq_shard_t *sh, zmq_msg_t (*msgs)[MAX_FRAMES + 2], int
       storage_trouble(sh, &err);
     }
   }
+  /* Only a pass that ran answers requests: no transaction at all answers
+   * them all (below); a committed pass answers those it took. */
+  if (rc) taken = sh->npend;
+  int done = taken < sh->npend ? sh->pend[taken].msg : nmsgs;
+  for (size_t i = taken; i < sh->npend; i++)
+    for (int j = 0; j < sh->pend[i].nenv; j++) zmq_msg_close(&sh->pend[i].env[j]);
+  sh->npend = taken;
+  for (int m = 0; m < done; m++) {
+    const char *kind = zmq_msg_data(&msgs[m][0]);
+    if (zmq_msg_size(&msgs[m][0]) && (*kind == 'Q' || *kind == 'F')) sh->received++;
+  }
+  if (stop_at >= 0 && stop_at < done) sh->stopping = true;
+  if (rc == 0 && ip == 3 && now >= prune_due(sh)) prune_alone(sh, now);
   sh->tr_proc += TNOW() - t_start;
-  sh->tr_msgs += (uint64_t)nmsgs;
+  sh->tr_msgs += (uint64_t)done;
   if (rc) {
     /* Not even a read transaction: every request gets the error. */
     fq_error("shard", "shard %u: no transaction at all: %s", sh->o.index, err.msg);
@@ -1169,11 +1386,13 @@ static void process_batch(fq_shard_t *sh, zmq_msg_t (*msgs)[MAX_FRAMES + 2], int
     sh->stopping = true;
   int64_t t_f = TNOW();
   flush_batch(sh);
+  announce_gone(sh);
   int64_t t_l = TNOW();
   if (sh->disp) fq_dispatch_launch(sh->disp, fq_now_ms());
   sh->tr_flush += t_l - t_f;
   sh->tr_launch += TNOW() - t_l;
   sh->tr_batches++;
+  return done;
 }
 
 static int dispatch_transition(void *shard, fq_cmdrec_t *rec, int state, const char *reason,
@@ -1222,13 +1441,16 @@ static void *shard_main(void *arg) {
   zmq_pollitem_t *items = sh->items;
   flush_batch(sh); /* the settlement events of the recovery in fq_shard_new */
   announce_keys(sh);
+  int carry = 0; /* requests a batch left for the next one, at msgs[0..carry) */
   while (!sh->stopping) {
     int64_t now = fq_now_ms();
     long timeout = -1;
     /* Deadlines are enforced by writing: not while nothing can be. */
     int64_t due = sh->next_deadline;
     if (due < sh->readonly_until) due = sh->readonly_until;
-    if (due != INT64_MAX) timeout = due <= now ? 0 : (long)(due - now);
+    int64_t wake_at = due;
+    if (prune_due(sh) < wake_at) wake_at = prune_due(sh);
+    if (wake_at != INT64_MAX) timeout = wake_at <= now ? 0 : (long)(wake_at - now);
     if (timeout > 1000 || timeout < 0) timeout = 1000;
     items[0] = (zmq_pollitem_t){sh->sock, 0, ZMQ_POLLIN, 0};
     int nh = 0;
@@ -1242,15 +1464,17 @@ static void *shard_main(void *arg) {
       if (sh->drain_until && timeout > sh->drain_until - now)
         timeout = sh->drain_until <= now ? 0 : (long)(sh->drain_until - now);
     }
+    if (carry) timeout = 0;
     int64_t tp0 = TNOW();
     int prc = zmq_poll(items, 1 + nh, timeout);
     int64_t tp1 = TNOW();
     if (prc < 0 && errno != EINTR) break;
-    int nmsgs = 0;
+    int nmsgs = carry;
     while ((size_t)nmsgs < cap) {
-      int n = fq_zmsg_recv(sh->sock, msgs[nmsgs], MAX_FRAMES + 2, ZMQ_DONTWAIT, NULL);
+      bool over;
+      int n = fq_zmsg_recv(sh->sock, msgs[nmsgs], MAX_FRAMES + 2, ZMQ_DONTWAIT, &over);
       if (n < 0) break;
-      counts[nmsgs++] = n;
+      counts[nmsgs++] = over ? -n : n; /* negative: frames past the limit were dropped */
     }
     now = fq_now_ms();
     if (sh->trace) {
@@ -1277,14 +1501,27 @@ static void *shard_main(void *arg) {
     for (int i = 1; i <= nh; i++)
       if (items[i].revents) http_ready = true;
     disp_paused = sh->disp && now < sh->disp_retry_at;
-    if (nmsgs || now >= due || http_ready ||
+    int done = nmsgs;
+    if (nmsgs || now >= due || now >= prune_due(sh) || http_ready ||
         (sh->drain_until && now >= sh->drain_until) ||
         (sh->disp && !disp_paused && fq_dispatch_pending(sh->disp, now)))
-      process_batch(sh, msgs, counts, nmsgs, items + 1, nh);
-    for (int m = 0; m < nmsgs; m++)
-      for (int i = 0; i < counts[m]; i++) zmq_msg_close(&msgs[m][i]);
+      done = process_batch(sh, msgs, counts, nmsgs, items + 1, nh);
+    for (int m = 0; m < done; m++)
+      for (int i = 0; i < abs(counts[m]); i++) zmq_msg_close(&msgs[m][i]);
+    /* What the batch left goes first in the next one, in order. */
+    carry = nmsgs - done;
+    for (int m = 0; m < carry; m++) {
+      for (int i = 0; i < abs(counts[done + m]); i++) {
+        zmq_msg_init(&msgs[m][i]);
+        zmq_msg_move(&msgs[m][i], &msgs[done + m][i]);
+        zmq_msg_close(&msgs[done + m][i]);
+      }
+      counts[m] = counts[done + m];
+    }
     grow_map(sh, fq_now_ms());
   }
+  for (int m = 0; m < carry; m++)
+    for (int i = 0; i < abs(counts[m]); i++) zmq_msg_close(&msgs[m][i]);
   /* Transfers end here, in the thread that owns the curl handles. */
   fq_dispatch_destroy(&sh->disp);
   zmq_send(sh->sock, "D", 1, 0);
@@ -1340,6 +1577,14 @@ static int open_dispatcher(fq_shard_t *sh, fq_err_t *err) {
   return 0;
 }
 
+/* Retention asks before it removes a terminal command: the dispatcher may
+ * still hold it as a device's current command (settled by the shard while
+ * a timer of the dispatcher runs) and read it again. */
+static bool shard_refers(void *ud, const char *device, uint64_t num) {
+  fq_shard_t *sh = ud;
+  return sh->disp && fq_dispatch_refers(sh->disp, device, num);
+}
+
 fq_shard_t *fq_shard_new(const fq_shard_opts_t *opts, fq_err_t *err) {
   fq_shard_t *sh = calloc(1, sizeof *sh);
   if (!sh) {
@@ -1356,6 +1601,7 @@ fq_shard_t *fq_shard_new(const fq_shard_opts_t *opts, fq_err_t *err) {
   fq_buf_init(&sh->evbuf, 0);
   fq_buf_init(&sh->scratch, 0);
   fq_buf_init(&sh->wire, 0);
+  fq_hmap_init(&sh->accts, sizeof(acct_name_t), 50);
   sh->next_deadline = INT64_MAX;
   fq_err_t e;
   fq_err_clear(&e);
@@ -1366,6 +1612,11 @@ fq_shard_t *fq_shard_new(const fq_shard_opts_t *opts, fq_err_t *err) {
     fq_errf(err, e.code, "recovery failed: %s", e.msg);
     goto fail;
   }
+  fq_retention_opts_t ro = {.retention_ms = opts->retention_ms,
+                            .dedupe_window_ms = opts->dedupe_window_ms,
+                            .busy = shard_refers,
+                            .busy_ud = sh};
+  if (!(sh->ret = fq_retention_new(sh->store, &ro, fq_now_ms(), err))) goto fail;
   if (sh->o.dispatch && open_dispatcher(sh, err) != 0) goto fail;
   return sh;
 fail:
@@ -1392,6 +1643,7 @@ void fq_shard_destroy(fq_shard_t **shp) {
   if (sh->started) pthread_join(sh->thread, NULL);
   fq_dispatch_destroy(&sh->disp); /* a shard that never started still has it */
   if (sh->sock) zmq_close(sh->sock);
+  fq_retention_destroy(&sh->ret);
   fq_store_destroy(&sh->store);
   fq_devq_destroy(&sh->q);
   free(sh->pend);
@@ -1404,6 +1656,7 @@ void fq_shard_destroy(fq_shard_t **shp) {
   fq_buf_free(&sh->evbuf);
   fq_buf_free(&sh->scratch);
   fq_buf_free(&sh->wire);
+  fq_hmap_free(&sh->accts);
   free(sh);
   *shp = NULL;
 }

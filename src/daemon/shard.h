@@ -4,7 +4,10 @@
  * ingress thread only through one inproc ZeroMQ PAIR socket, with the
  * framing below, and shares nothing else.
  *
- * Frames (first frame is a one-byte kind):
+ * Frames (first frame is a one-byte kind; the envelope is the client's
+ * routing id and at most FQ_WIRE_MAX_ENVELOPE frames, the ingress's
+ * limit: a request with more is refused, none of its frames taken as the
+ * body):
  *   ingress -> shard  'Q' envelope... body          a request
  *                     'F' token(8) envelope... body a lookup: get/cancel by
  *                                                   tenant + key on every
@@ -22,6 +25,10 @@
  *                                                   replies
  *                     'K' u64[n]                    (tenant, key) hashes of
  *                                                   stored commands, at start
+ *                     'X' u64 r, u64[n]             hashes no longer held
+ *                                                   (dedupe window over), as
+ *                                                   of the r-th 'Q'/'F'
+ *                                                   received (retention.h)
  *                     'L'                           start-up done
  *                     'D'                           stopped
  * Replies and events leave only after the transaction holding them has
@@ -65,7 +72,19 @@ typedef struct fq_shard_opts {
   int64_t default_ttl_ms;
   size_t batch_max;           /* most requests in one transaction */
   const fq_dispatch_opts_t *dispatch; /* NULL: commands stay queued */
+  /* The account store: a submit naming an account it does not hold is
+   * refused at once with unknown_account (nothing stored), so that no
+   * command waits in a device queue for an account that may never come.
+   * NULL: no check (every account accepted).  auth (may be NULL) is the
+   * auth side whose generation tells the shard when accounts changed: the
+   * shard keeps the names it found present until the next change, and
+   * looks up a name it has not found every time, so an account added a
+   * moment ago is seen by the next submit.  Both borrowed. */
+  fq_accounts_t *accounts;
+  fq_auth_t *auth;
   int64_t drain_timeout_ms;   /* after 'T': longest wait for requests in flight (0: none) */
+  int64_t retention_ms;       /* prune terminal commands and events older (0: never; retention.h) */
+  int64_t dedupe_window_ms;   /* how long a (tenant, key) dedupes (0: for ever) */
 } fq_shard_opts_t;
 
 /* Create the shard, in the caller's thread, so that every start-up

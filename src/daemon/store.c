@@ -55,6 +55,11 @@ struct fq_store {
   tctr_t **tdirty;
   size_t ndirty, adirty;
   uint64_t txn_gen;
+  /* Retention (see the section at the end of the file): the outer write
+   * transaction while a nested one is open, and how long a (tenant, key)
+   * dedupes (0: for ever). */
+  MDB_txn *parent;
+  int64_t idem_window_ms;
 };
 
 /* LMDB's codes are its own or errno values (a failed write or fsync).
@@ -475,6 +480,8 @@ int fq_store_id_shard(const char *id, size_t len) {
 
 /* --- dedupe index ---------------------------------------------------- */
 
+static int idem_expired(fq_store_t *s, const char *id, int64_t now, bool *expired, fq_err_t *err);
+
 int fq_store_idem_get(fq_store_t *s, const char *tenant, size_t tlen, const char *key,
                       size_t klen, uint8_t hash[32], char id[FQ_ID_LEN + 1], fq_err_t *err) {
   uint64_t h = fq_hash64_pair(tenant, tlen, key, klen), num;
@@ -490,6 +497,13 @@ int fq_store_idem_get(fq_store_t *s, const char *tenant, size_t tlen, const char
     if (d.mv_size != 32 + tlen + 1 + klen || memcmp(v + 32, tenant, tlen) != 0 ||
         v[32 + tlen] != 0 || memcmp(v + 33 + tlen, key, klen) != 0)
       continue; /* a hash collision: another (tenant, key) */
+    if (s->idem_window_ms > 0) {
+      /* Past its dedupe window the key names nothing, even while the
+       * pruning of its entry is still to come. */
+      bool expired;
+      if ((rc = idem_expired(s, cand, fq_now_ms(), &expired, err)) != 0) return rc;
+      if (expired) continue;
+    }
     memcpy(hash, v, 32);
     memcpy(id, cand, FQ_ID_LEN + 1);
     return 0;
@@ -847,6 +861,240 @@ int fq_store_disk(const fq_store_t *s, uint64_t *avail, uint64_t *file_size, fq_
   *avail = (uint64_t)vfs.f_bavail * vfs.f_frsize;
   *file_size = (uint64_t)st.st_size > s->disk_end ? (uint64_t)st.st_size : s->disk_end;
   return 0;
+}
+
+/* --- retention ---------------------------------------------------------------
+ *
+ * The primitives retention.c prunes with.  Every write here happens in the
+ * nested transaction retention opens inside a batch's, and only deletes:
+ * no id, seq or tseq is given out in it, so the counters of the outer
+ * transaction stay as they are.  The in-memory dedupe table is never
+ * changed here but by fq_store_idem_forget(), which the caller runs once
+ * the outer transaction is durable: an entry still in memory whose log row
+ * is gone is only a miss (fq_store_idem_get checks the log), while a row
+ * whose entry left memory too early could let a key create a second
+ * command. */
+
+/* Offset of `created` in the compact record (see the codec below): magic,
+ * version, state, ntrans, flags, then four 4-byte integers. */
+#define REC_CREATED_OFF 21
+
+int fq_store_cmd_created(fq_store_t *s, const char *id, int64_t *created, fq_err_t *err) {
+  const uint8_t *p = NULL;
+  size_t n = 0;
+  int rc = fq_store_cmd_raw(s, id, FQ_ID_LEN, &p, &n, err);
+  if (rc) return rc;
+  if (n >= REC_CREATED_OFF + 8 && p[0] == REC_MAGIC) {
+    *created = (int64_t)fq_get_le64(p + REC_CREATED_OFF);
+    return 0;
+  }
+  fq_cmdrec_t rec;
+  if ((rc = fq_cmdrec_unpack(p, n, &rec, err)) != 0) return rc;
+  *created = rec.created;
+  fq_cmdrec_free(&rec);
+  return 0;
+}
+
+/* Whether the key recorded for command id has outlived the dedupe window.
+ * A command whose record is gone dedupes nothing. */
+static int idem_expired(fq_store_t *s, const char *id, int64_t now, bool *expired, fq_err_t *err) {
+  int64_t created = 0;
+  int rc = fq_store_cmd_created(s, id, &created, err);
+  if (rc == FQ_ENOTFOUND) {
+    *expired = true;
+    return 0;
+  }
+  if (rc) return rc;
+  *expired = s->idem_window_ms > 0 && now - created >= s->idem_window_ms;
+  return 0;
+}
+
+/* The (tenant, key) hash of an `idemlog` row, or false when the row is not
+ * one we write. */
+static bool idem_row_hash(const MDB_val *d, uint64_t *h) {
+  if (d->mv_size < 32 + 2) return false;
+  const char *tk = (const char *)d->mv_data + 32;
+  size_t tkl = d->mv_size - 32;
+  const char *sep = memchr(tk, 0, tkl);
+  if (!sep) return false;
+  *h = fq_hash64_pair(tk, (size_t)(sep - tk), sep + 1, tkl - (size_t)(sep - tk) - 1);
+  return true;
+}
+
+int fq_store_set_dedupe_window(fq_store_t *s, int64_t window_ms, int64_t now, size_t *dropped,
+                               fq_err_t *err) {
+  bool own = false;
+  int rc = 0;
+  MDB_cursor *cur = NULL;
+  MDB_val k, d;
+  *dropped = 0;
+  s->idem_window_ms = window_ms > 0 ? window_ms : 0;
+  if (!s->idem_window_ms) return 0;
+  if (!s->txn) {
+    if ((rc = fq_store_begin(s, false, err)) != 0) return rc;
+    own = true;
+  }
+  /* Ids grow with the time of acceptance, so the expired keys are a
+   * prefix of `idemlog`: drop them from memory up to the first live one
+   * (their rows go with the pruning). */
+  if ((rc = mdb_cursor_open(s->txn, s->idemlog, &cur)) != 0) {
+    rc = lmdb_err(err, rc, "cursor");
+    goto out;
+  }
+  for (int mrc = mdb_cursor_get(cur, &k, &d, MDB_FIRST); mrc == 0;
+       mrc = mdb_cursor_get(cur, &k, &d, MDB_NEXT)) {
+    if (k.mv_size != FQ_ID_LEN) continue;
+    char id[FQ_ID_LEN + 1];
+    memcpy(id, k.mv_data, FQ_ID_LEN);
+    id[FQ_ID_LEN] = 0;
+    bool expired;
+    if ((rc = idem_expired(s, id, now, &expired, err)) != 0) goto out;
+    if (!expired) break;
+    uint64_t h;
+    if (idem_row_hash(&d, &h)) fq_idem_del(s->idem, h, fq_store_id_num(id));
+    (*dropped)++;
+  }
+out:
+  if (cur) mdb_cursor_close(cur);
+  if (own) fq_store_abort(s);
+  return rc;
+}
+
+int64_t fq_store_dedupe_window(const fq_store_t *s) { return s->idem_window_ms; }
+
+int fq_store_idem_first(fq_store_t *s, char id[FQ_ID_LEN + 1], fq_err_t *err) {
+  MDB_cursor *cur;
+  MDB_val k, d;
+  int rc = mdb_cursor_open(s->txn, s->idemlog, &cur);
+  if (rc) return lmdb_err(err, rc, "cursor");
+  for (rc = mdb_cursor_get(cur, &k, &d, MDB_FIRST); rc == 0 && k.mv_size != FQ_ID_LEN;
+       rc = mdb_cursor_get(cur, &k, &d, MDB_NEXT)) {
+  }
+  if (rc == 0) {
+    memcpy(id, k.mv_data, FQ_ID_LEN);
+    id[FQ_ID_LEN] = 0;
+  }
+  mdb_cursor_close(cur);
+  if (rc == MDB_NOTFOUND) return FQ_ENOTFOUND;
+  return rc ? lmdb_err(err, rc, "idemlog first") : 0;
+}
+
+int fq_store_idem_del(fq_store_t *s, const char *id, uint64_t *h, fq_err_t *err) {
+  MDB_val k = {FQ_ID_LEN, (void *)id}, d;
+  int rc = mdb_get(s->txn, s->idemlog, &k, &d);
+  if (rc == MDB_NOTFOUND) return FQ_ENOTFOUND;
+  if (rc) return lmdb_err(err, rc, "idemlog get");
+  if (!idem_row_hash(&d, h)) *h = 0;
+  rc = mdb_del(s->txn, s->idemlog, &k, NULL);
+  return rc ? lmdb_err(err, rc, "idemlog del") : 0;
+}
+
+void fq_store_idem_forget(fq_store_t *s, uint64_t h, uint64_t num) { fq_idem_del(s->idem, h, num); }
+
+bool fq_store_idem_has(const fq_store_t *s, uint64_t h) {
+  size_t cursor = 0;
+  uint64_t num;
+  return fq_idem_next(s->idem, h, &cursor, &num) != 0;
+}
+
+size_t fq_store_idem_count(const fq_store_t *s) { return fq_idem_count(s->idem); }
+
+int fq_store_cmd_del(fq_store_t *s, const char *id, fq_err_t *err) {
+  MDB_val k = {FQ_ID_LEN, (void *)id};
+  int rc = mdb_del(s->txn, s->cmd, &k, NULL);
+  if (rc == MDB_NOTFOUND) return FQ_ENOTFOUND;
+  return rc ? lmdb_err(err, rc, "cmd del") : 0;
+}
+
+int fq_store_event_first(fq_store_t *s, uint64_t *seq, const uint8_t **ev, size_t *len,
+                         fq_err_t *err) {
+  MDB_cursor *cur;
+  MDB_val k, d;
+  int rc = mdb_cursor_open(s->txn, s->events, &cur);
+  if (rc) return lmdb_err(err, rc, "cursor");
+  for (rc = mdb_cursor_get(cur, &k, &d, MDB_FIRST); rc == 0 && k.mv_size != 8;
+       rc = mdb_cursor_get(cur, &k, &d, MDB_NEXT)) {
+  }
+  if (rc == 0) {
+    *seq = fq_get_be64(k.mv_data);
+    *ev = d.mv_data;
+    *len = d.mv_size;
+  }
+  mdb_cursor_close(cur);
+  if (rc == MDB_NOTFOUND) return FQ_ENOTFOUND;
+  return rc ? lmdb_err(err, rc, "event first") : 0;
+}
+
+int fq_store_event_del(fq_store_t *s, uint64_t seq, const char *tenant, size_t tlen,
+                       uint64_t tseq, fq_err_t *err) {
+  uint8_t kb[8];
+  fq_put_be64(kb, seq);
+  MDB_val k = {8, kb};
+  int rc = mdb_del(s->txn, s->events, &k, NULL);
+  if (rc == MDB_NOTFOUND) return FQ_ENOTFOUND;
+  if (rc) return lmdb_err(err, rc, "event del");
+  if (tenant && tlen > 0 && tlen <= FQ_TENANT_MAX && tseq) {
+    uint8_t ik[FQ_TENANT_MAX + 9];
+    MDB_val ikv = {tindex_key(ik, tenant, tlen, tseq), ik}, iv;
+    /* Only the row that names this event: a damaged event must not take
+     * another event's index row with it. */
+    rc = mdb_get(s->txn, s->tindex, &ikv, &iv);
+    if (rc == 0 && iv.mv_size == 8 && fq_get_be64(iv.mv_data) == seq)
+      rc = mdb_del(s->txn, s->tindex, &ikv, NULL);
+    if (rc && rc != MDB_NOTFOUND) return lmdb_err(err, rc, "tseq index del");
+  }
+  return 0;
+}
+
+int fq_store_first_seq(fq_store_t *s, uint64_t *first, fq_err_t *err) {
+  const uint8_t *ev;
+  size_t len;
+  int rc = fq_store_event_first(s, first, &ev, &len, err);
+  if (rc == FQ_ENOTFOUND) *first = fq_store_next_seq(s);
+  return rc == FQ_ENOTFOUND ? 0 : rc;
+}
+
+int fq_store_tenant_first_tseq(fq_store_t *s, const char *tenant, size_t tlen, uint64_t *first,
+                               fq_err_t *err) {
+  *first = fq_store_next_tseq(s, tenant, tlen);
+  if (tlen == 0 || tlen > FQ_TENANT_MAX) return 0;
+  MDB_cursor *cur;
+  int rc = mdb_cursor_open(s->txn, s->tindex, &cur);
+  if (rc) return lmdb_err(err, rc, "cursor");
+  uint8_t kb[FQ_TENANT_MAX + 9];
+  MDB_val k = {tindex_key(kb, tenant, tlen, 0), kb}, d;
+  rc = mdb_cursor_get(cur, &k, &d, MDB_SET_RANGE);
+  const uint8_t *kp = k.mv_data;
+  if (rc == 0 && k.mv_size == tlen + 9 && memcmp(kp, tenant, tlen) == 0 && kp[tlen] == 0)
+    *first = fq_get_be64(kp + tlen + 1);
+  mdb_cursor_close(cur);
+  return rc && rc != MDB_NOTFOUND ? lmdb_err(err, rc, "tindex first") : 0;
+}
+
+int fq_store_nest_begin(fq_store_t *s, fq_err_t *err) {
+  if (!s->txn || !s->txn_write || s->parent)
+    return fq_errf(err, FQ_EINTERNAL, "store: no write transaction to nest in");
+  MDB_txn *child;
+  int rc = mdb_txn_begin(s->env, s->txn, 0, &child);
+  if (rc) return lmdb_err(err, rc, "begin nested");
+  s->parent = s->txn;
+  s->txn = child;
+  return 0;
+}
+
+int fq_store_nest_commit(fq_store_t *s, fq_err_t *err) {
+  if (!s->parent) return fq_errf(err, FQ_EINTERNAL, "store: no nested transaction");
+  int rc = mdb_txn_commit(s->txn); /* frees the child, committed or not */
+  s->txn = s->parent;
+  s->parent = NULL;
+  return rc ? lmdb_err(err, rc, "commit nested") : 0;
+}
+
+void fq_store_nest_abort(fq_store_t *s) {
+  if (!s->parent) return;
+  mdb_txn_abort(s->txn);
+  s->txn = s->parent;
+  s->parent = NULL;
 }
 
 /* --- record codec ------------------------------------------------------------ */

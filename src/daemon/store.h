@@ -26,6 +26,12 @@
  * open as they are: their events have no tseq and are not in `tindex`,
  * and each tenant's first new event gets tseq 1.
  *
+ * Retention (retention.h) deletes from the other end: the oldest events
+ * with their `tindex` rows, the records (and keys) of commands terminal
+ * for longer than the retention, and keys past the dedupe window.  It
+ * never touches `tcount`, `meta`, `active` or `session`, and keeps the
+ * log's last event, from which the next seq is derived on open.
+ *
  * Every key written on the submit path grows monotonically (ids and seqs),
  * so a group commit appends to the right edge of each B-tree and dirties
  * few pages.  Lookups by (tenant, key) go through an in-memory table
@@ -242,6 +248,63 @@ int fq_store_disk(const fq_store_t *s, uint64_t *avail, uint64_t *file_size, fq_
 int fq_store_reserve_disk(fq_store_t *s, uint64_t end, fq_err_t *err);
 /* Up to where blocks are reserved (bytes), UINT64_MAX when unknown. */
 uint64_t fq_store_disk_end(const fq_store_t *s);
+
+/* --- retention (used by retention.c) --------------------------------------
+ *
+ * Pruning deletes old rows in a nested transaction inside the open write
+ * transaction, so that a failure there (a full map) drops only the
+ * pruning, never the batch around it.  Only deletions belong in it: no
+ * new id, event or tseq.  begin needs an open write transaction; commit
+ * folds the nested one into it (durable with the outer commit), abort
+ * drops it; either way the outer transaction is current again. */
+int fq_store_nest_begin(fq_store_t *s, fq_err_t *err);
+int fq_store_nest_commit(fq_store_t *s, fq_err_t *err);
+void fq_store_nest_abort(fq_store_t *s);
+
+/* How long a (tenant, key) dedupes, from the acceptance of its command
+ * (0, the default of a new handle: for ever).  Past it fq_store_idem_get
+ * no longer finds the key, so a submit with it creates a new command.
+ * Setting it drops the keys already expired from the in-memory table
+ * (*dropped of them), without writing: their `idemlog` rows are left to
+ * the pruning.  Outside a transaction or inside one. */
+int fq_store_set_dedupe_window(fq_store_t *s, int64_t window_ms, int64_t now, size_t *dropped,
+                               fq_err_t *err);
+int64_t fq_store_dedupe_window(const fq_store_t *s);
+
+/* The `created` time of command id (FQ_ENOTFOUND when it has no record). */
+int fq_store_cmd_created(fq_store_t *s, const char *id, int64_t *created, fq_err_t *err);
+/* Delete the record of id; FQ_ENOTFOUND when there is none. */
+int fq_store_cmd_del(fq_store_t *s, const char *id, fq_err_t *err);
+
+/* The lowest id in `idemlog` (the oldest remembered key); FQ_ENOTFOUND
+ * when empty. */
+int fq_store_idem_first(fq_store_t *s, char id[FQ_ID_LEN + 1], fq_err_t *err);
+/* Delete the `idemlog` row of id, giving its (tenant, key) hash in *h for
+ * fq_store_idem_forget() once the deletion is durable; FQ_ENOTFOUND when
+ * there is no row. */
+int fq_store_idem_del(fq_store_t *s, const char *id, uint64_t *h, fq_err_t *err);
+/* Remove (h, command number) from the in-memory table. */
+void fq_store_idem_forget(fq_store_t *s, uint64_t h, uint64_t num);
+/* Whether any command is remembered under hash h; and how many pairs the
+ * in-memory table holds. */
+bool fq_store_idem_has(const fq_store_t *s, uint64_t h);
+size_t fq_store_idem_count(const fq_store_t *s);
+
+/* The lowest stored event (borrowed until the transaction ends, or until
+ * the next write); FQ_ENOTFOUND when the log is empty. */
+int fq_store_event_first(fq_store_t *s, uint64_t *seq, const uint8_t **ev, size_t *len,
+                         fq_err_t *err);
+/* Delete event seq and, with tenant and tseq (> 0), its `tindex` row (only
+ * if that row names seq).  The tenant's counter in `tcount` stays: tseq
+ * never repeats.  FQ_ENOTFOUND when seq is not stored. */
+int fq_store_event_del(fq_store_t *s, uint64_t seq, const char *tenant, size_t tlen,
+                       uint64_t tseq, fq_err_t *err);
+/* Where retained history begins: the lowest stored seq (the next seq when
+ * the log is empty), and the lowest stored tseq of tenant (its next tseq
+ * when it has none stored).  Inside a transaction. */
+int fq_store_first_seq(fq_store_t *s, uint64_t *first, fq_err_t *err);
+int fq_store_tenant_first_tseq(fq_store_t *s, const char *tenant, size_t tlen, uint64_t *first,
+                               fq_err_t *err);
 
 /* --- the data directory --------------------------------------------------
  *

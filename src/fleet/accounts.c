@@ -60,9 +60,8 @@ static int lmdb_err(fq_err_t *err, int rc, const char *what) {
   return fq_errf(err, FQ_ESTORAGE, "account store: %s: %s", what, mdb_strerror(rc));
 }
 
-static bool valid_id(const char *id) {
-  size_t n = id ? strlen(id) : 0;
-  if (n == 0 || n > FQ_ACCOUNT_ID_MAX) return false;
+static bool valid_id_n(const char *id, size_t n) {
+  if (!id || n == 0 || n > FQ_ACCOUNT_ID_MAX) return false;
   for (size_t i = 0; i < n; i++) {
     char c = id[i];
     if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
@@ -71,6 +70,8 @@ static bool valid_id(const char *id) {
   }
   return true;
 }
+
+static bool valid_id(const char *id) { return id && valid_id_n(id, strlen(id)); }
 
 static bool printable_token(const char *t) {
   for (; *t; t++)
@@ -450,6 +451,20 @@ int fq_accounts_get(fq_accounts_t *s, const char *id, fq_account_t *out, fq_err_
   else rc = unseal(s, id, v.mv_data, v.mv_size, out, err);
   mdb_txn_abort(txn);
   return rc;
+}
+
+int fq_accounts_exists(fq_accounts_t *s, const char *id, size_t len, fq_err_t *err) {
+  /* A name the store could never hold (too long, other characters) is
+   * simply not there: no transaction needed. */
+  if (!valid_id_n(id, len)) return FQ_ENOTFOUND;
+  MDB_txn *txn = NULL;
+  int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+  if (rc) return lmdb_err(err, rc, "begin");
+  MDB_val k = {len, (void *)id}, v;
+  rc = mdb_get(txn, s->dbi, &k, &v);
+  mdb_txn_abort(txn);
+  if (rc == MDB_NOTFOUND) return FQ_ENOTFOUND;
+  return rc ? lmdb_err(err, rc, "get") : 0;
 }
 
 int fq_accounts_list(fq_accounts_t *s, fq_account_info_t **out, size_t *n, fq_err_t *err) {

@@ -93,6 +93,15 @@ int fq_accounts_put(fq_accounts_t *s, const fq_account_t *a, fq_err_t *err);
  * key, tampered, or copied from another id), FQ_ESTORAGE. */
 int fq_accounts_get(fq_accounts_t *s, const char *id, fq_account_t *out, fq_err_t *err);
 
+/* Whether the store holds account id (len bytes, not NUL-terminated): a
+ * read of the key alone, nothing decrypted, so it is cheap enough for every
+ * submit (one LMDB read transaction) and sees every write committed before
+ * the call.  An id that is not a valid account id (length, characters) is
+ * FQ_ENOTFOUND without a lookup.  Returns 0 (present, even if its record
+ * would not decrypt: fq_accounts_get() says so when it is used),
+ * FQ_ENOTFOUND, FQ_ESTORAGE.  Thread safe like every read here. */
+int fq_accounts_exists(fq_accounts_t *s, const char *id, size_t len, fq_err_t *err);
+
 /* All accounts without secrets, sorted by id, in a malloc'd array (free
  * with free()).  The fields are read without decrypting, so they are not
  * authenticated here: fq_accounts_get() is what verifies a record.  *n may be 0 (then *out is NULL).  Returns 0, -ENOMEM,

@@ -145,9 +145,10 @@ static bool region_host(const fq_fa_input_t *in, char *host, size_t cap) {
 }
 
 static int64_t parse_delay_ms(const fq_fa_input_t *in) {
-  int64_t d = fq_rl_parse_retry_after(in->retry_after, in->now_unix_ms);
+  const int64_t max = FQ_FA_RETRY_AFTER_MAX_MS;
+  int64_t d = fq_rl_retry_after_ms(in->retry_after, in->now_unix_ms, max);
   if (d >= 0) return d;
-  d = fq_rl_parse_retry_after(in->ratelimit_reset, in->now_unix_ms);
+  d = fq_rl_retry_after_ms(in->ratelimit_reset, in->now_unix_ms, max);
   if (d >= 0) return d;
   const char *p = find_ci(in->body, in->body_len, "retry in ");
   if (p) {
@@ -156,7 +157,7 @@ static int64_t parse_delay_ms(const fq_fa_input_t *in) {
     int64_t n = 0;
     int nd = 0;
     while (p < end && *p >= '0' && *p <= '9' && nd < 9) n = n * 10 + (*p++ - '0'), nd++;
-    if (nd) return n * 1000;
+    if (nd) return n * 1000 > max ? max : n * 1000;
   }
   return 60000; /* no hint: a minute, then ask again */
 }
@@ -175,8 +176,7 @@ static void read_2xx(const fq_fa_input_t *in, json_t *root, fq_fa_result_t *out)
         out->cls = FQ_FA_UNKNOWN;
         out->code = FQ_EPROTO;
         out->may_have_executed = true;
-        R("Fleet API answered %ld but the signed reply is unreadable; the command may have "
-          "been executed: check the vehicle before sending it again", in->status);
+        R("Fleet API answered %ld but the signed reply is unreadable", in->status);
         return;
       }
       out->rm_len = (size_t)n;
@@ -205,8 +205,7 @@ static void read_2xx(const fq_fa_input_t *in, json_t *root, fq_fa_result_t *out)
     out->cls = FQ_FA_UNKNOWN;
     out->code = FQ_EPROTO;
     out->may_have_executed = true;
-    R("Fleet API answered %ld without a command result; the command may have been executed: "
-      "check the vehicle before sending it again", in->status);
+    R("Fleet API answered %ld without a command result", in->status);
     return;
   }
   if (out->has_result && !out->result) {
@@ -354,11 +353,9 @@ int fq_fa_classify(const fq_fa_input_t *in, fq_fa_result_t *out) {
     out->code = FQ_EHTTP;
     out->may_have_executed = true;
     if (s == 540)
-      R("vehicle returned an unexpected response (HTTP 540); the command may have been "
-        "executed: check the vehicle before sending it again (it may need a reboot or service)");
+      R("vehicle returned an unexpected response (HTTP 540: it may need a reboot or service)");
     else
-      R("no definitive answer from Fleet API (HTTP %ld%s); the command may have been executed: "
-        "check the vehicle before sending it again", s, said);
+      R("no definitive answer from Fleet API (HTTP %ld%s)", s, said);
   } else {
     out->cls = FQ_FA_CLIENT_ERROR;
     switch (s) {
@@ -429,16 +426,14 @@ void fq_fa_classify_transport(fq_http_outcome_t outcome, const char *detail, fq_
       out->cls = FQ_FA_UNKNOWN;
       out->code = FQ_ETOOLARGE;
       out->may_have_executed = true;
-      R("Fleet API reply too large to read (%s); the command may have been executed: check "
-        "the vehicle before sending it again", d);
+      R("Fleet API reply too large to read (%s)", d);
       break;
     case FQ_HTTP_UNKNOWN:
     default:
       out->cls = FQ_FA_UNKNOWN;
       out->code = FQ_EHTTP;
       out->may_have_executed = true;
-      R("reply from Fleet API lost (%s); the command may have been executed: check the "
-        "vehicle before sending it again", d);
+      R("reply from Fleet API lost (%s)", d);
       break;
   }
 }

@@ -22,6 +22,11 @@
 #include "fleetq/error.h"
 #include "http.h"
 
+/* The longest wait a 429 may ask for (Retry-After, RateLimit-Reset or the
+ * body's "Retry in N seconds", in any form): one day, the longest a command
+ * may live and the longest an account is parked. */
+#define FQ_FA_RETRY_AFTER_MAX_MS 86400000
+
 typedef enum fq_fa_class {
   FQ_FA_SUCCESS = 0,      /* done (a signed reply still needs its fault checked) */
   FQ_FA_REJECTED,         /* the car answered and refused: result:false; final */
@@ -74,10 +79,15 @@ typedef struct fq_fa_result {
   fq_fa_class_t cls;
   int code;                   /* FQ_E* to report if the command ends here; 0 on success */
   bool may_have_executed;     /* true only for UNKNOWN */
-  int64_t retry_after_ms;     /* RATE_LIMITED: park this long; TRANSIENT: suggested */
+  int64_t retry_after_ms;     /* RATE_LIMITED: park this long (at most
+                                 FQ_FA_RETRY_AFTER_MAX_MS); TRANSIENT: suggested */
   char base_url[256];         /* WRONG_REGION: "https://HOST" */
   char error[96];             /* the envelope's `error`, cleaned; "" when none */
-  char reason[FQ_FA_REASON_MAX]; /* human text, says what happens or what to do */
+  /* Human text, says what happens or what to do; for UNKNOWN only what
+   * happened: the caller says what it means for the command (sent again
+   * when idempotent, else "may have been executed: check the vehicle
+   * ..."), once. */
+  char reason[FQ_FA_REASON_MAX];
   /* 2xx details */
   bool has_result;            /* REST {"response":{"result":...}} seen */
   bool result;

@@ -50,6 +50,7 @@ typedef struct xfer {
   char *hdr_bearer;       /* copy of the token in hdrs (secret), or NULL */
   fq_buf_t body;
   bool sent;              /* curl started sending: the server may have it */
+  char errbuf[CURL_ERROR_SIZE]; /* curl's detailed message of a failure */
   bool truncated;
   fq_buf_t resp;
   int64_t start_ns;
@@ -351,6 +352,7 @@ static void setup_constant(fq_http_t *h, xfer_t *x) {
   curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
   curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
   curl_easy_setopt(e, CURLOPT_PRIVATE, x);
+  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
   curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, on_prereq);
   curl_easy_setopt(e, CURLOPT_PREREQDATA, x);
   x->configured = true;
@@ -453,6 +455,7 @@ int fq_http_request(fq_http_t *h, const fq_http_req_t *req, fq_http_cb cb, void 
   x->ud = ud;
   x->sent = false;
   x->truncated = false;
+  x->errbuf[0] = 0; /* curl only writes it on a failure */
   x->resp.cap = h->o.max_body + 1;
   x->body.cap = 0; /* the default cap of a buffer */
   if (req->method == FQ_HTTP_POST && req->body_len &&
@@ -566,8 +569,24 @@ static void finish(fq_http_t *h, xfer_t *x, CURLcode code) {
   } else {
     bool sent = x->sent;
     r->outcome = sent ? FQ_HTTP_UNKNOWN : FQ_HTTP_NOT_SENT;
-    fq_errf(&r->err, FQ_EHTTP, "%s%s", curl_easy_strerror(code),
+    x->errbuf[sizeof x->errbuf - 1] = 0;
+    fq_errf(&r->err, FQ_EHTTP, "%.200s%s", x->errbuf[0] ? x->errbuf : curl_easy_strerror(code),
             sent ? " (after the request was sent)" : " (request not sent)");
+    if (code == CURLE_PEER_FAILED_VERIFICATION) {
+      /* OpenSSL verifies the chain during the handshake and records why it
+       * refused it; curl checks the host name itself afterwards, on a
+       * chain OpenSSL trusted (the verify result then reads "OK", or "not
+       * determined yet" in curl 7.88), and says so in its message ("no
+       * alternative certificate subject name matches target host name").
+       * A certificate for other names is not a trust problem, however the
+       * chain came to be trusted (the system store or --ca-file). */
+      long vr = -1;
+      curl_easy_getinfo(x->easy, CURLINFO_SSL_VERIFYRESULT, &vr);
+      bool name = vr == X509_V_ERR_HOSTNAME_MISMATCH || vr == X509_V_ERR_IP_ADDRESS_MISMATCH ||
+                  ((vr == X509_V_OK || vr == X509_V_ERR_UNSPECIFIED) &&
+                   strstr(x->errbuf, "target host name") != NULL);
+      r->tls = name ? FQ_HTTP_TLS_NAME_MISMATCH : FQ_HTTP_TLS_UNTRUSTED;
+    }
   }
   if (status && (status < 200 || status > 299)) { /* only errors and redirects use them */
     copy_header(x->easy, "Retry-After", r->retry_after);

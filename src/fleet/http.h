@@ -86,6 +86,16 @@ typedef enum fq_http_outcome {
  * "truncated"); static. */
 const char *fq_http_outcome_name(fq_http_outcome_t o);
 
+/* Why a TLS handshake was refused (outcome NOT_SENT, curl's "peer failed
+ * verification"): the certificate chain is not trusted (no CA vouches for
+ * it: the system store, --ca-file), or it is trusted but issued for other
+ * names than the host the URL names.  The two need different fixes. */
+typedef enum fq_http_tls {
+  FQ_HTTP_TLS_OK = 0,          /* no certificate problem (or no TLS) */
+  FQ_HTTP_TLS_UNTRUSTED,
+  FQ_HTTP_TLS_NAME_MISMATCH,
+} fq_http_tls_t;
+
 /* Caps of the response headers kept (longer values are cut). */
 #define FQ_HTTP_HDR_MAX 256
 
@@ -96,6 +106,7 @@ typedef struct fq_http_resp {
   fq_http_outcome_t outcome;
   long status;                 /* HTTP status, 0 when none was received */
   int http_version;            /* 10, 11, 20 or 30 for the answer; 0 when none */
+  fq_http_tls_t tls;           /* a refused certificate: which problem */
   const uint8_t *body;         /* NUL-terminated for convenience; may be
                                   partial unless outcome is COMPLETE */
   size_t body_len;
@@ -109,7 +120,9 @@ typedef struct fq_http_resp {
   char ratelimit_limit[FQ_HTTP_HDR_MAX];
   char ratelimit_remaining[FQ_HTTP_HDR_MAX];
   /* Transport detail when outcome != COMPLETE: code FQ_EHTTP (or
-   * FQ_ETOOLARGE for TRUNCATED) and curl's text.  Never holds secrets. */
+   * FQ_ETOOLARGE for TRUNCATED) and curl's text, its detailed message when
+   * it gave one ("SSL: no alternative certificate subject name matches
+   * target host name ...").  Never holds secrets. */
   fq_err_t err;
   int curl_code;               /* CURLcode, for logs and tests */
   int64_t elapsed_us;          /* submit -> completion */

@@ -2,6 +2,7 @@
  * OAuth refresh request and response handling; see oauth.h for the flow.
  */
 #include "oauth.h"
+#include "ratelimit.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -68,12 +69,12 @@ static void copy_clean(char *out, size_t cap, const char *s) {
   out[k] = 0;
 }
 
-static int64_t parse_secs(const char *v, int64_t dflt) {
+/* A token endpoint's Retry-After in seconds, delta seconds or an HTTP
+ * date alike, capped at a week; dflt when absent or unreadable. */
+static int64_t parse_secs(const char *v, int64_t now_s, int64_t dflt) {
   if (!v || !*v) return dflt;
-  char *end;
-  long long n = strtoll(v, &end, 10);
-  if (end == v || n < 0) return dflt;
-  return n > 86400 * 7 ? 86400 * 7 : n;
+  int64_t ms = fq_rl_retry_after_ms(v, now_s * 1000, (int64_t)86400 * 7 * 1000);
+  return ms < 0 ? dflt : (ms + 999) / 1000;
 }
 
 int fq_oauth_parse_response(long status, const uint8_t *body, size_t len, const char *retry_after,
@@ -125,7 +126,7 @@ int fq_oauth_parse_response(long status, const uint8_t *body, size_t len, const 
   }
   if (status == 429 || status >= 500 || status == 0) {
     out->status = FQ_OAUTH_RETRY;
-    out->retry_after_s = parse_secs(retry_after, status == 429 ? 60 : 15);
+    out->retry_after_s = parse_secs(retry_after, now_s, status == 429 ? 60 : 15);
     snprintf(out->reason, sizeof out->reason,
              "token endpoint unavailable (HTTP %ld); retrying the refresh in %lld s", status,
              (long long)out->retry_after_s);

@@ -271,6 +271,17 @@ static bool digits(const char *s, int n, int *out) {
   return true;
 }
 
+int64_t fq_rl_retry_after_ms(const char *v, int64_t now_unix_ms, int64_t max_ms) {
+  int64_t d = fq_rl_parse_retry_after(v, now_unix_ms);
+  if (d < 0 && v) {
+    /* All digits but too many to read: the farthest a delay can be. */
+    const char *p = v + strspn(v, " ");
+    size_t nd = strspn(p, "0123456789");
+    if (nd && p[nd + strspn(p + nd, " ")] == 0) d = max_ms;
+  }
+  return d > max_ms ? max_ms : d;
+}
+
 int64_t fq_rl_parse_retry_after(const char *v, int64_t now_unix_ms) {
   if (!v) return -1;
   while (*v == ' ') v++;

@@ -71,4 +71,11 @@ size_t fq_rl_size(const fq_rl_t *rl);
  * value is neither. */
 int64_t fq_rl_parse_retry_after(const char *value, int64_t now_unix_ms);
 
+/* The delay a Retry-After value (or RateLimit-Reset) asks for, capped at
+ * max_ms whichever form it takes: delta seconds, including a number too
+ * large to read, or an HTTP date however far off (a date in 2099 asked one
+ * command to wait 2,299,916,018 s).  Returns 0..max_ms, or -1 when the
+ * value is neither form. */
+int64_t fq_rl_retry_after_ms(const char *value, int64_t now_unix_ms, int64_t max_ms);
+
 #endif

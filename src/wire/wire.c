@@ -140,6 +140,7 @@ typedef struct scan {
   size_t unk_len;
   int req_kind;         /* kind of `req`'s value, 0 if absent */
   bool req_badutf8;
+  size_t req_len;       /* its encoded size, when above FQ_WIRE_MAX_REQ (else 0) */
 } scan_t;
 
 static bool is_scalar(int kind) {
@@ -213,7 +214,11 @@ static int scan_body(const uint8_t *buf, size_t len, scan_t *s, fq_request_t *re
       if (fq__mp_next(&vr, &v, NULL) == 0) {
         s->req_kind = v.kind;
         s->req_badutf8 = v.kind == FQ__MP_STR && !fq__utf8_valid(v.p, v.len);
-        if (is_scalar(v.kind) && !s->req_badutf8) {
+        /* Every reply echoes `req`, so its size is what a client can make
+         * the daemon hold per reply it does not read: an oversized one is
+         * refused and not echoed. */
+        if (s->vlen[id] > FQ_WIRE_MAX_REQ) s->req_len = s->vlen[id];
+        else if (is_scalar(v.kind) && !s->req_badutf8) {
           req->req_raw = vat;
           req->req_raw_len = s->vlen[id];
         }
@@ -632,6 +637,9 @@ int fq_wire_decode_request(const uint8_t *buf, size_t len, fq_request_t *req, fq
     }
   }
   if ((s.seen & B(K_REQ)) && !req->req_raw) {
+    if (s.req_len)
+      return fq_errf(err, FQ_EBADREQ, "\"req\": %zu bytes encoded, at most %d", s.req_len,
+                     FQ_WIRE_MAX_REQ);
     if (s.req_badutf8) return fq_errf(err, FQ_EBADREQ, "\"req\": invalid UTF-8");
     return fq_errf(err, FQ_EBADREQ,
                    "\"req\": expected a scalar (nil, bool, integer, float, string or binary), got %s",
@@ -894,15 +902,16 @@ int fq_wire_reply_ping(fq_buf_t *out, const char *version, uint32_t shards,
 }
 
 int fq_wire_reply_history(fq_buf_t *out, const fq_str_t *events, size_t n, uint64_t next,
-                          const uint8_t *req_raw, size_t req_raw_len) {
+                          uint64_t first, const uint8_t *req_raw, size_t req_raw_len) {
   enc_t e;
   enc_init(&e, out);
-  int rc = msgpack_pack_map(&e.pk, req_raw ? 4 : 3);
+  int rc = msgpack_pack_map(&e.pk, req_raw ? 5 : 4);
   rc |= p_key(&e, "ok") | msgpack_pack_true(&e.pk);
   rc |= p_key(&e, "events") | msgpack_pack_array(&e.pk, n);
   for (size_t i = 0; i < n && !rc; i++)
     rc |= p_raw(&e, (const uint8_t *)events[i].p, events[i].n);
   rc |= p_key(&e, "next") | msgpack_pack_uint64(&e.pk, next);
+  rc |= p_key(&e, "first") | msgpack_pack_uint64(&e.pk, first);
   rc |= p_req(&e, req_raw, req_raw_len);
   return enc_done(&e, rc);
 }

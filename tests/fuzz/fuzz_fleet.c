@@ -92,6 +92,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
           FAIL("switch to a host that is not allowed: %s", r.base_url);
       }
       if (r.cls == FQ_FA_RATE_LIMITED && r.retry_after_ms < 0) FAIL("negative delay");
+      if (r.cls == FQ_FA_RATE_LIMITED && r.retry_after_ms > FQ_FA_RETRY_AFTER_MAX_MS)
+        FAIL("delay %lld ms past the cap", (long long)r.retry_after_ms);
       if (r.cls != FQ_FA_SUCCESS && r.code == 0) FAIL("failure class without a code");
     }
   }

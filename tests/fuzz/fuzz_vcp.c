@@ -193,10 +193,13 @@ int main(int argc, char **argv) {
   for (size_t i = 0; i < nseeds; i++) LLVMFuzzerTestOneInput(seeds[i], lens[i]);
   uint64_t seed = 0x2545f4914f6cdd1dULL;
   fq_rng_seed(&rng_state, seed);
-  printf("fuzz_vcp: %zu seeds, 100000 mutations, seed 0x%016llx\n", nseeds,
+  /* argv[2]: mutations (scripts/soak.sh runs many more than ctest). */
+  long iters = argc > 2 ? atol(argv[2]) : 100000;
+  if (iters < 0) iters = 0;
+  printf("fuzz_vcp: %zu seeds, %ld mutations, seed 0x%016llx\n", nseeds, iters,
          (unsigned long long)seed);
   uint8_t buf[1100];
-  for (int it = 0; it < 100000; it++) {
+  for (long it = 0; it < iters; it++) {
     size_t s = rng() % nseeds, n = lens[s];
     memcpy(buf, seeds[s], n);
     int flips = 1 + (int)(rng() % 4);

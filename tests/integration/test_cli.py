@@ -2,7 +2,7 @@
 """The `fleetq` CLI against a real daemon: send (with --param / --params,
 dup, --wait), get, cancel, history, watch --count, ping; --json output is
 parseable; exit codes: 0 ok, 1 the daemon refused or did not answer, 2
-usage error."""
+usage error; a refusal is reported as "fleetq <command>: <error code>: ..."."""
 
 import re
 import signal
@@ -14,7 +14,9 @@ from lib.fqlib import Client, Daemon, cli, free_port, json_lines, pipeline, vin
 
 
 def main(c):
-    with Daemon(shards=2) as d:
+    # Commands stay queued (nothing is sent) for the accounts these tests
+    # name, which fleetqd must have: it refuses others (unknown_account).
+    with Daemon(shards=2, extra=["--no-dispatch"], accounts=["a", "acct"]) as d:
         ep = ["--endpoint", d.endpoint]
 
         # help and usage
@@ -52,8 +54,8 @@ def main(c):
         c.ok(r.returncode == 0 and j and j[0].get("ok") is True and j[0].get("shards") == 2,
              "ping --json", r)
         r = cli("ping", "--endpoint", f"tcp://127.0.0.1:{free_port()}", "--timeout", "0.5")
-        c.ok(r.returncode == 1 and r.stderr.startswith("error: timeout:"),
-             "ping with no daemon: error: timeout, exit 1", r)
+        c.ok(r.returncode == 1 and r.stderr.startswith("fleetq ping: timeout:"),
+             "ping with no daemon: fleetq ping: timeout, exit 1", r)
 
         # send / dup / params
         base = ["--tenant", "cli", "--account", "acct", "--vin", vin(3)]
@@ -67,14 +69,19 @@ def main(c):
         c.eq((r.returncode, r.stdout.strip()), (0, f"duplicate {cid} queued"), "send dup")
         r = cli("send", *base, "--key", "c1", "--command", "set_charge_limit",
                 "--param", "percent=81", *ep)
-        c.ok(r.returncode == 1 and r.stderr.startswith("error: idempotency_mismatch: "),
+        c.ok(r.returncode == 1 and r.stderr.startswith("fleetq send: idempotency_mismatch: "),
              "send with other content: idempotency_mismatch, exit 1", r)
         r = cli("send", *base, "--key", "c2", "--command", "set_charge_limit",
                 "--param", "percent=120", *ep)
-        c.ok(r.returncode == 1 and r.stderr.startswith("error: bad_param: ")
-             and "percent" in r.stderr, "out-of-range param: error: bad_param, exit 1", r)
+        c.ok(r.returncode == 1 and r.stderr.startswith("fleetq send: bad_param: ")
+             and "percent" in r.stderr, "out-of-range param: fleetq send: bad_param, exit 1", r)
+        r = cli("send", "--tenant", "cli", "--account", "never-added", "--vin", vin(3), "--key",
+                "c6", "--command", "door_lock", *ep)
+        c.ok(r.returncode == 1 and r.stderr.startswith("fleetq send: unknown_account: ")
+             and "fleetq account add" in r.stderr, "unknown account: fleetq send: unknown_account, exit 1",
+             r)
         r = cli("send", *base, "--key", "c3", "--command", "teleport", *ep)
-        c.ok(r.returncode == 1 and r.stderr.startswith("error: unknown_command: "),
+        c.ok(r.returncode == 1 and r.stderr.startswith("fleetq send: unknown_command: "),
              "unknown command: exit 1", r)
         r = cli("send", *base, "--key", "c4", "--command", "set_temps", "--json",
                 "--params", '{"driver_temp": 21.5, "passenger_temp": 20}',
@@ -102,13 +109,13 @@ def main(c):
         c.ok(r.returncode == 0 and j and j[0]["command"]["id"] == cid
              and j[0]["command"]["params"] == {"percent": 80}, "get --json by tenant+key", r)
         r = cli("get", "--id", "ffffffffffffffff", *ep)
-        c.ok(r.returncode == 1 and r.stderr.startswith("error: not_found: "), "get unknown", r)
+        c.ok(r.returncode == 1 and r.stderr.startswith("fleetq get: not_found: "), "get unknown", r)
 
         # cancel
         r = cli("cancel", "--id", cid, *ep)
         c.eq((r.returncode, r.stdout.strip()), (0, f"cancelled {cid}"), "cancel")
         r = cli("cancel", "--id", cid, *ep)
-        c.ok(r.returncode == 1 and r.stderr.startswith("error: not_cancellable: ")
+        c.ok(r.returncode == 1 and r.stderr.startswith("fleetq cancel: not_cancellable: ")
              and "(state: cancelled)" in r.stderr, "cancel again: not_cancellable", r)
         r = cli("get", "--id", cid, *ep)
         c.ok(re.search(r"queued\s+->\s+cancelled", r.stdout), "get shows queued -> cancelled", r)
@@ -182,7 +189,7 @@ def main(c):
 
     # watch --fill: a stopped watcher on a daemon with a tiny publisher HWM
     # loses events; once resumed, the seq jumps are filled from history.
-    with Daemon(shards=2, extra=["--pub-hwm", "20"]) as d:
+    with Daemon(shards=2, extra=["--pub-hwm", "20", "--no-dispatch"], accounts=["a", "acct1"]) as d:
         n = 20000
         w = subprocess.Popen([fqlib.BIN + "/fleetq", "watch", "--tenant", "gx", "--fill", "--json",
                               "--count", str(n + 21), "--timeout", "110", "--publish", d.publish,

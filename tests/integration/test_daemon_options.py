@@ -24,7 +24,8 @@ def test(c):
     rc, out = run(["--help"])
     c.eq(rc, 0, "--help exits 0")
     for flag in ("--data", "--listen", "--publish", "--shards", "--config", "--key",
-                 "--ca-file", "--pairing-domain", "--drain-timeout-ms", "--max-store-mb"):
+                 "--ca-file", "--pairing-domain", "--drain-timeout-ms", "--max-store-mb",
+                 "--no-dispatch"):
         c.ok(flag in out, f"--help documents {flag}")
 
     rc, out = run(["--colour", "blue"])
@@ -53,7 +54,27 @@ def test(c):
     rc, out = run(["--listen", "tcp://0.0.0.0:5999"])
     c.ok(rc == 2 and "non-loopback" in out, "non-loopback bind refused", out)
 
-    d = Daemon(shards=2)
+    # tcp://localhost:P passes the loopback check, and binds (as 127.0.0.1):
+    # before, it was accepted as loopback and then could not be bound.
+    lh = Daemon(shards=1)
+    lh.extra = []
+    lp, pp = fqlib.free_port(), fqlib.free_port()
+    lh.endpoint, lh.publish = f"tcp://localhost:{lp}", f"tcp://localhost:{pp}"
+    try:
+        lh.start(timeout=15)
+        for ep in (f"tcp://localhost:{lp}", f"tcp://127.0.0.1:{lp}"):
+            cl = fqlib.Client(ep, timeout=5)
+            c.eq(cl.ping().get("ok"), True, f"--listen tcp://localhost: ping via {ep}")
+            cl.close()
+        sub = fqlib.Sub(f"tcp://localhost:{pp}")
+        sub.close()
+        with open(lh.logpath, "rb") as f:
+            c.ok(b"binding localhost as 127.0.0.1" in f.read(), "the rewrite is logged")
+        c.eq(lh.term(), 0, "localhost daemon stops cleanly")
+    except RuntimeError as e:
+        c.ok(False, "fleetqd --listen tcp://localhost:P starts", str(e)[-400:])
+
+    d = Daemon(shards=2, accounts=["nobody"])
     cfg = os.path.join(d.tmp, "fleetqd.json")
     with open(cfg, "w") as f:
         json.dump({"colour": "blue"}, f)
@@ -64,10 +85,21 @@ def test(c):
     rc, out = run(["--config", cfg, "--data", d.data])
     c.ok(rc == 2 and cfg in out, "malformed config names the file", out)
 
+    # A fraction for a rate is a JSON number like any other.
+    with open(cfg, "w") as f:
+        json.dump({"shards": 2, "device_rate": 2.5}, f)
+    rc, out = run(["--config", cfg, "--data", d.data, "--help"])
+    c.ok(rc == 0, "a JSON real for device_rate is accepted", out)
+    with open(cfg, "w") as f:
+        json.dump({"shards": 2.5}, f)
+    rc, out = run(["--config", cfg, "--data", d.data])
+    c.ok(rc == 2 and "shards" in out, "a fraction for an integer setting is refused", out)
+
     # A config file takes effect (default_ttl_ms), and flags override it.
     with open(cfg, "w") as f:
         json.dump({"default_ttl_ms": 250, "shards": 2, "log_level": "info",
-                   "drain_timeout_ms": 2000, "map_size_mb": 16, "max_store_mb": 32}, f)
+                   "drain_timeout_ms": 2000, "map_size_mb": 16, "max_store_mb": 32,
+                   "device_rate": 0.5, "device_burst": 2, "no_dispatch": True}, f)
     d.config = cfg
     d.start()
     cl = fqlib.Client(d.endpoint)
@@ -76,6 +108,16 @@ def test(c):
     c.ok(r.get("ok"), "submit accepted", r)
     g = cl.call({"op": "get", "id": r.get("id")})
     c.eq(g.get("command", {}).get("ttl_ms"), 250, "config default_ttl_ms applied")
+    # no_dispatch: nothing is sent, so the command expires queued (the
+    # account's base URL is a port where nothing listens).
+    exp = fqlib.wait_for(lambda: cl.call({"op": "get", "id": r.get("id")})["command"]["state"]
+                         == "expired", timeout=5)
+    g = cl.call({"op": "get", "id": r.get("id")}).get("command", {})
+    c.ok(exp, "config no_dispatch: expired without being sent", g)
+    c.eq([t.get("state") for t in g.get("transitions", [])], ["queued", "expired"],
+         "config no_dispatch: queued -> expired", g.get("reason"))
+    with open(d.logpath, "rb") as f:
+        c.ok(b"--no-dispatch" in f.read(), "no_dispatch is logged as a warning")
     c.eq(cl.call({"op": "ping"}).get("shards"), 2, "config shards applied")
     # SIGHUP is logged and never stops the daemon.
     d.proc.send_signal(signal.SIGHUP)

@@ -45,10 +45,32 @@ def body(c, w):
         dl.log(f"untrusted daemon: {final['state']} ({final.get('error')}): {final.get('reason')}")
         c.ok(final["state"] in ("failed", "expired"), "untrusted: never succeeds",
              final["state"], final.get("reason"))
+        c.ok("not trusted" in final.get("reason", "") and "--ca-file" in final.get("reason", ""),
+             "untrusted: the reason says so and names --ca-file", final.get("reason"))
     c.eq(w.sim.vehicle(V)["charge_state"]["charge_limit_soc"], 67, "car unchanged")
     w.check_execs(c, ["set_charge_limit", "door_lock"], V)
     cl.close()
     c.eq(d2.term(), 0, "second daemon exits 0")
+
+    # A certificate from the CA the daemon trusts (--ca-file), but issued
+    # for another name than the host the base URL names (issue 13, 8): a
+    # host-name mismatch, reported as such, not as an untrusted CA.
+    crt, key, ca = dl.make_tls(w.tmp, names="DNS:localhost", stem="other", reuse_ca=True)
+    other = dl.Sim(dict(w.sim.config), dir=w.tmp, tls=(crt, key, ca), port=dl.free_port(),
+                   name="fleetsim-other-name").start()
+    a2 = dict(w.accounts[0], id="acct-other")
+    w.add_account(a2, base_url=other.base)  # https://127.0.0.1:port; the cert says localhost
+    m = w.submit("tls-mismatch", "set_charge_limit", V, params={"percent": 91},
+                 account="acct-other", ttl_ms=5000)
+    c.ok(w.wait_terminal(m, 20), "name mismatch: terminal", w.states(m))
+    ev = w.check_final(c, m, "failed", error="http_error", what="name mismatch",
+                       reason_has=("not issued for the host", "no alternative certificate subject"
+                                   " name matches", "nothing was sent"))
+    c.ok(ev and "not trusted" not in ev["reason"] and "give its CA" not in ev["reason"],
+         "name mismatch: not reported as an untrusted CA", ev and ev["reason"])
+    other.context.check_hostname = False  # our own look at its execution log
+    c.eq(other.executions(), [], "the other simulator executed nothing")
+    other.stop()
 
 
 dl.run("test_dispatch_https", body, tls=True,

@@ -74,7 +74,9 @@ def submit_all(cl, reqs, gap):
 
 def test(c):
     rng = seeded("test_export", 77)
-    with Daemon(shards=3, log_level="warn") as d:
+    # Commands stay queued (--no-dispatch) for the two accounts the batches name.
+    with Daemon(shards=3, log_level="warn", extra=["--no-dispatch"],
+                accounts=["acct-0", "acct-1"]) as d:
         cl = Client(d.endpoint)
         a, b, z = batch(rng, "a", 10), batch(rng, "b", 30), batch(rng, "z", 10)
         submit_all(cl, a, 0.002)
@@ -143,7 +145,8 @@ def test(c):
         exported = open(path, "rb").read()  # d.tmp goes with d
 
     # Replay against a fresh daemon creates the same commands.
-    with Daemon(shards=2, log_level="warn") as d2:
+    with Daemon(shards=2, log_level="warn", extra=["--no-dispatch"],
+                accounts=["acct-0", "acct-1"]) as d2:
         path = os.path.join(d2.tmp, "b.fqt")
         open(path, "wb").write(exported)
         r = subprocess.run([REPLAY, "run", path, "--endpoint", d2.endpoint, "--speed", "5",

@@ -77,7 +77,7 @@ def check_published(c, evs, label, start):
 
 
 def main(c):
-    d = Daemon(shards=SHARDS)
+    d = Daemon(shards=SHARDS, extra=["--no-dispatch"], accounts=["acct1"])
     d.start()
     cl = Client(d.endpoint)
     sub = Sub(d.publish)

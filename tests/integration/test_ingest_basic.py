@@ -12,7 +12,9 @@ from lib.fqlib import Client, Daemon, pack, unpack, vin
 
 
 def main(c):
-    with Daemon(shards=4) as d:
+    # Nothing is sent (--no-dispatch): commands stay queued; fleetqd has
+    # the accounts the submits name (it refuses others: unknown_account).
+    with Daemon(shards=4, extra=["--no-dispatch"], accounts=["acct1", "a"]) as d:
         cl = Client(d.endpoint)
 
         # ping: version string and the shard count we started with

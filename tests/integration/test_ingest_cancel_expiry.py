@@ -15,7 +15,9 @@ def state_of(reply):
 
 
 def main(c):
-    with Daemon(shards=2) as d:
+    # --no-dispatch: nothing is sent, so commands stay queued until
+    # cancelled or expired.
+    with Daemon(shards=2, extra=["--no-dispatch"], accounts=["acct1"]) as d:
         cl = Client(d.endpoint)
         sub = Sub(d.publish, ["cx/"])
 
@@ -54,7 +56,7 @@ def main(c):
         nf = cl.cancel(tenant="cx", key="never")
         c.eq((nf.get("ok"), nf.get("error")), (False, "not_found"), "cancel unknown key")
 
-        # expiry: 300 ms TTL, nothing dispatches it (no accounts), so it expires
+        # expiry: 300 ms TTL, nothing dispatches it (--no-dispatch), so it expires
         t0 = time.monotonic()
         r3 = cl.submit("cx", "e-1", vin_=vin(3), command="honk_horn", ttl_ms=300)
         eid = r3.get("id")

@@ -9,7 +9,7 @@ from lib.fqlib import Client, Daemon, pipeline, vin
 
 
 def main(c):
-    with Daemon(shards=4) as d:
+    with Daemon(shards=4, extra=["--no-dispatch"], accounts=["acct1", "acct2", "a"]) as d:
         cl = Client(d.endpoint)
         base = dict(command="set_charge_limit", vin_=vin(7), params={"percent": 70})
 

@@ -11,7 +11,7 @@ from lib.fqlib import EVENT_KEYS, Client, Daemon, Sub, vin
 
 
 def main(c):
-    with Daemon(shards=3) as d:
+    with Daemon(shards=3, extra=["--no-dispatch"], accounts=["acct1"]) as d:
         cl = Client(d.endpoint)
         all_sub = Sub(d.publish)
         t1_sub = Sub(d.publish, ["t1/"])

@@ -14,7 +14,7 @@ from lib.fqlib import Client, Daemon, pack, pipeline, unpack, vin
 
 WIRE_CODES = {"bad_request", "unsupported_version", "unknown_command", "bad_param",
               "idempotency_mismatch", "not_found", "not_cancellable", "forbidden", "busy",
-              "storage_full", "too_large", "internal"}
+              "storage_full", "too_large", "internal", "unknown_account"}
 BR = {"bad_request"}
 BP = {"bad_param"}
 BRP = {"bad_request", "bad_param"}
@@ -145,7 +145,7 @@ CASES = [
 
 
 def main(c):
-    with Daemon(shards=2) as d:
+    with Daemon(shards=2, extra=["--no-dispatch"], accounts=["a"]) as d:
         cl = Client(d.endpoint, timeout=5)
         c.ok(len(CASES) >= 30, f"{len(CASES)} hostile cases")
         for n, (name, body, codes, words) in enumerate(CASES):

@@ -38,7 +38,7 @@ def producer(endpoint, p, rnd_seed, out):
 
 def main(c):
     rnd = fqlib.seeded("ingest_order", 2024)
-    with Daemon(shards=4) as d:
+    with Daemon(shards=4, extra=["--no-dispatch"], accounts=["a"]) as d:
         sub = Sub(d.publish, ["ord/"])
         out = {}
         ths = [threading.Thread(target=producer, args=(d.endpoint, p, rnd.randrange(1 << 30), out))

@@ -76,7 +76,7 @@ def check_history(c, cl, label):
 
 def main(c):
     rnd = fqlib.seeded("ingest_restart", 777)
-    d = Daemon(shards=SHARDS)
+    d = Daemon(shards=SHARDS, extra=["--no-dispatch"], accounts=["a", "acct1"])
     d.start()
     all_acked = {}  # key -> (request, reply)
     for rnd_no in range(ROUNDS):

@@ -105,7 +105,10 @@ def test(c):
     c.ok(open(path, "rb").read() == open(path2, "rb").read(), "same seed, same file")
 
     # ---- 2. rate and percentiles against a subscriber ----------------------
-    with Daemon(shards=4, log_level="warn") as d:
+    # The generated traffic names replay-acct (gen's default); --no-dispatch:
+    # the commands stay queued, so the `queued` event is the last one.
+    with Daemon(shards=4, log_level="warn", extra=["--no-dispatch"],
+                accounts=["replay-acct"]) as d:
         sub = Sub(d.publish, prefixes=("rt/",))
         arrivals = {}
         stop = threading.Event()
@@ -188,7 +191,8 @@ def test(c):
     stall = os.path.join(tmp, "s.fqt")
     replay("gen", "--out", stall, "--count", 3000, "--devices", 300, "--rate", 1000,
            "--arrival", "even", "--seed", 5, "--tenant", "st")
-    with Daemon(shards=2, log_level="warn") as d:
+    with Daemon(shards=2, log_level="warn", extra=["--no-dispatch"],
+                accounts=["replay-acct"]) as d:
         p = subprocess.Popen([REPLAY, "run", stall, "--endpoint", d.endpoint, "--rate", "1000",
                               "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True)

@@ -78,7 +78,9 @@ def main(c):
     def cur(name):
         return (keys[name][0], keys[name][1], server_pub)
 
-    d = Daemon(shards=2, extra=["--curve-secret", keyfile, "--clients", clients_file])
+    # --no-dispatch: the commands below stay queued (nothing is sent).
+    d = Daemon(shards=2, extra=["--curve-secret", keyfile, "--clients", clients_file,
+                                "--no-dispatch"])
     d.start()
     text = log_text(d)
     c.ok(f"server public key {server_pub}" in text, "start-up log names the server public key")
@@ -112,6 +114,12 @@ def main(c):
     for n, cl in (("acme", acme), ("globex", globex), ("ops", ops), ("reader", reader)):
         r = cl.ping()
         c.ok(r.get("ok") is True, f"listed key {n}: ping answered", r)
+    # The account the submits below name, added by the admin key (fleetqd
+    # refuses submits for accounts it does not have: unknown_account).
+    r = ops.call({"op": "admin", "action": "account_add", "account": "acct1",
+                  "access_token": "acct1-opaque-token", "refresh_token": "refresh-not-a-secret",
+                  "client_id": "test-client", "base_url": "http://127.0.0.1:9"})
+    c.ok(r.get("ok") is True, "the admin key adds the account", r)
 
     # --- the status stream ---------------------------------------------
     sub_acme_all = Sub(d.publish, [""], curve=cur("acme"))

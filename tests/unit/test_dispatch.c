@@ -526,6 +526,20 @@ static void check_reason(h_t *h, uint64_t num, const char *has, int line) {
 }
 #define CHECK_REASON(h, num, has) check_reason(h, num, has, __LINE__)
 
+/* Check that the reason of command num holds `has` exactly once. */
+static void check_reason_once(h_t *h, uint64_t num, const char *has, int line) {
+  fq_cmdrec_t r = rec_of(h, num);
+  int n = 0;
+  for (const char *p = r.reason; (p = strstr(p, has)) != NULL; p += strlen(has)) n++;
+  if (n != 1) {
+    fprintf(stderr, "  line %d: reason \"%s\" holds \"%s\" %d times, want once\n", line,
+            r.reason, has, n);
+    fq_test_failures++;
+  }
+  fq_cmdrec_free(&r);
+}
+#define CHECK_REASON_ONCE(h, num, has) check_reason_once(h, num, has, __LINE__)
+
 /* Check the states command num went through, in order. */
 static void check_states(h_t *h, uint64_t num, const int *want, int n, int line) {
   char got[512] = "", exp[512] = "";
@@ -1586,6 +1600,7 @@ FQ_TEST(server_5xx_after_send_unknown_unless_idempotent) {
     answer(&h, i, codes[i], "{\"error\":\"internal\"}");
     step(&h, t + 100);
     CHECK_CMD(&h, a, FQ_ST_UNKNOWN, FQ_EHTTP, 1, "may have been executed");
+    CHECK_REASON_ONCE(&h, a, "may have been executed");
     step(&h, t + 5000);
     CHECK_INT(h.nreqs, i + 1);
     t += 10000;
@@ -1625,18 +1640,28 @@ FQ_TEST(timeout_after_send_is_unknown) {
   step(&h, T0 + 10000);
   CHECK_CMD(&h, a, FQ_ST_UNKNOWN, FQ_EHTTP, 1, "reply from Fleet API lost (Operation timed out");
   CHECK_REASON(&h, a, "check the device before sending it again");
+  /* The advice once (issue 13, 8: the classifier and the dispatcher both
+   * gave it). */
+  CHECK_REASON_ONCE(&h, a, "may have been executed");
+  CHECK_REASON_ONCE(&h, a, "before sending it again");
   /* A truncated reply is just as unknown. */
   uint64_t b = submit(&h, DEV, "honk_horn", 60000);
   step(&h, T0 + 11000);
   answer_transport(&h, 1, FQ_HTTP_TRUNCATED, 23, "body over 1048576 bytes");
   step(&h, T0 + 11100);
   CHECK_CMD(&h, b, FQ_ST_UNKNOWN, FQ_EHTTP, 1, "too large to read");
+  CHECK_REASON_ONCE(&h, b, "may have been executed");
   /* The same timeout on an idempotent command: sent again. */
   uint64_t c = submit(&h, DEV, "door_lock", 60000);
   step(&h, T0 + 12000);
   answer_transport(&h, 2, FQ_HTTP_UNKNOWN, 28, "Operation timed out");
   step(&h, T0 + 12100);
   CHECK_CMD(&h, c, FQ_ST_RETRYING, 0, 1, "idempotent command");
+  /* Sent again: no "check before sending it again" beside it. */
+  CHECK_REASON_ONCE(&h, c, "safe to send again");
+  fq_cmdrec_t rc_ = rec_of(&h, c);
+  CHECK(strstr(rc_.reason, "before sending it again") == NULL);
+  fq_cmdrec_free(&rc_);
   step(&h, T0 + 13100);
   CHECK_INT(h.nreqs, 4);
   CHECK_REQ(&h, 3, FQ_HTTP_POST, REST("door_lock"));
@@ -1702,7 +1727,12 @@ FQ_TEST(queued_command_past_deadline_expires) {
   h_close(&h);
 }
 
-FQ_TEST(unknown_account_waits_then_expires) {
+/* Issue 13 (4): nothing waits for an account.  Submits for an unknown
+ * account are refused by the shard; a command whose account was removed
+ * after it was accepted fails at once (unknown_account, nothing sent)
+ * instead of holding its device until its deadline, and the command
+ * behind it on the same device goes in the same step. */
+FQ_TEST(removed_account_fails_at_once) {
   h_t h;
   if (h_open(&h, NULL) != 0) {
     FQ__FAIL("harness");
@@ -1710,16 +1740,33 @@ FQ_TEST(unknown_account_waits_then_expires) {
   }
   make_legacy(&h, VIN);
   fq_err_t err;
+  h.account = "gone";
+  uint64_t a = submit(&h, DEV, "honk_horn", 30000);
+  h.account = NULL;
+  uint64_t b = submit(&h, DEV, "flash_lights", 30000);
+  step(&h, T0);
+  CHECK_CMD(&h, a, FQ_ST_FAILED, FQ_EUNKACCT, 0, "account \"gone\" is not registered");
+  CHECK_REASON(&h, a, "nothing was sent");
+  CHECK_STATES(&h, a, FQ_ST_QUEUED, FQ_ST_FAILED);
+  CHECK_INT(h.nreqs, 1);
+  CHECK_REQ(&h, 0, FQ_HTTP_POST, REST("flash_lights"));
+  CHECK_CMD(&h, b, FQ_ST_SENT, 0, 1, "");
+  answer(&h, 0, 200, OK_RESULT);
+  step(&h, T0 + 100);
+  CHECK_CMD(&h, b, FQ_ST_SUCCEEDED, 0, 1, "");
+  /* Removed while queued behind a command in flight: fails when its turn
+   * comes, without a request. */
+  uint64_t c = submit(&h, DEV, "flash_lights", 30000);
+  uint64_t d = submit(&h, DEV, "honk_horn", 30000);
+  step(&h, T0 + 200);
+  CHECK_CMD(&h, c, FQ_ST_SENT, 0, 1, "");
   CHECK_INT(fq_accounts_remove(h.acc, "acct", &err), 0);
   fq_auth_bump_generation(h.auth);
-  uint64_t a = submit(&h, DEV, "honk_horn", 30000);
-  step(&h, T0);
-  step(&h, T0 + 29999);
-  CHECK_INT(h.nreqs, 0);
-  CHECK_CMD(&h, a, FQ_ST_QUEUED, 0, 0, "");
-  step(&h, T0 + 30000);
-  CHECK_CMD(&h, a, FQ_ST_EXPIRED, FQ_EEXPIRED, 0, "account \"acct\" is not registered");
-  CHECK_INT(h.nreqs, 0);
+  answer(&h, 1, 200, OK_RESULT);
+  step(&h, T0 + 300);
+  CHECK_CMD(&h, c, FQ_ST_SUCCEEDED, 0, 1, "");
+  CHECK_CMD(&h, d, FQ_ST_FAILED, FQ_EUNKACCT, 0, "account \"acct\" is not registered");
+  CHECK_INT(h.nreqs, 2);
   h_close(&h);
 }
 
@@ -1849,54 +1896,77 @@ static void drain(h_t *h, int64_t now, bool final) {
   fq_dispatch_launch(h->d, now);
 }
 
+/* A second account, "acct2", with token B. */
+static int add_acct2(h_t *h) {
+  fq_err_t err;
+  fq_account_t *a = fq_account_new();
+  if (!a) return -1;
+  snprintf(a->id, sizeof a->id, "acct2");
+  snprintf(a->client_id, sizeof a->client_id, "client-2");
+  snprintf(a->base_url, sizeof a->base_url, "%s", BASE);
+  snprintf(a->access_token, sizeof a->access_token, "%s", TOKEN_B);
+  snprintf(a->refresh_token, sizeof a->refresh_token, "refresh-B");
+  a->access_exp = T0 / 1000 + 86400;
+  a->scopes = FQ_SCOPE_VEHICLE_CMDS | FQ_SCOPE_VEHICLE_CHARGING_CMDS | FQ_SCOPE_ENERGY_CMDS;
+  int rc = fq_accounts_put(h->acc, a, &err);
+  fq_account_free(&a);
+  fq_auth_bump_generation(h->auth);
+  return rc;
+}
+
+/* A head that waits its turn holds its device, and only it: the head's
+ * account is parked by a 429 (Retry-After 30 s) met on another car, so the
+ * device waits with the next command (another account's) behind it;
+ * cancelling the head lets that one go in the very next step, not when
+ * the park ends.  Issue 12 (1) did this for a head waiting for its
+ * account, which no longer happens (issue 13 (4)). */
 FQ_TEST(cancelled_head_releases_the_device_at_once) {
   h_t h;
-  if (h_open(&h, NULL) != 0) {
+  if (h_open(&h, NULL) != 0 || add_acct2(&h) != 0) {
     FQ__FAIL("harness");
     return;
   }
   make_legacy(&h, VIN);
-  /* The head's account is unknown: the device waits for it until the
-   * head's deadline (30 s), with the next command behind it. */
-  h.account = "not-yet";
-  uint64_t a = submit(&h, DEV, "honk_horn", 30000);
-  h.account = NULL;
-  uint64_t b = submit(&h, DEV, "flash_lights", 30000);
+  make_legacy(&h, VIN2);
+  uint64_t p = submit(&h, DEV2, "honk_horn", 120000);
   step(&h, T0);
+  answer_hdr(&h, 0, 429, "30", "{\"error\":\"rate limited\"}");
+  step(&h, T0 + 100);
+  CHECK_CMD(&h, p, FQ_ST_RETRYING, 0, 1, "waiting 30 s");
+  uint64_t a = submit(&h, DEV, "honk_horn", 60000);  /* acct: parked */
+  h.account = "acct2";
+  uint64_t b = submit(&h, DEV, "flash_lights", 60000);
+  h.account = NULL;
+  step(&h, T0 + 200);
   step(&h, T0 + 1000);
-  CHECK_INT(h.nreqs, 0);
+  CHECK_INT(h.nreqs, 1);
+  CHECK_CMD(&h, a, FQ_ST_QUEUED, 0, 0, "");
   CHECK_CMD(&h, b, FQ_ST_QUEUED, 0, 0, "");
-  /* Cancelling the head lets the next one go in the very next step. */
-  cancel(&h, a, DEV);
+  /* Another submit to the waiting device changes nothing. */
+  uint64_t e = submit(&h, DEV, "flash_lights", 60000);
   step(&h, T0 + 1001);
   CHECK_INT(h.nreqs, 1);
-  CHECK_REQ(&h, 0, FQ_HTTP_POST, REST("flash_lights"));
+  /* Cancelling the head lets the next one (acct2, not parked) go now. */
+  cancel(&h, a, DEV);
+  step(&h, T0 + 1002);
+  CHECK_INT(h.nreqs, 2);
+  CHECK_REQ(&h, 1, FQ_HTTP_POST, REST("flash_lights"));
+  CHECK_INT(h.reqs[1].token, 1); /* acct2's token */
   CHECK_CMD(&h, b, FQ_ST_SENT, 0, 1, "");
-  answer(&h, 0, 200, OK_RESULT);
+  answer(&h, 1, 200, OK_RESULT);
   step(&h, T0 + 1100);
   CHECK_CMD(&h, b, FQ_ST_SUCCEEDED, 0, 1, "");
   CHECK_CMD(&h, a, FQ_ST_CANCELLED, 0, 0, "cancelled by request");
   CHECK_STATES(&h, a, FQ_ST_QUEUED, FQ_ST_CANCELLED);
-  /* A new head that still has no account is waited for, with its own
-   * deadline, and the one behind it goes when it is cancelled too. */
-  h.account = "not-yet";
-  uint64_t c = submit(&h, DEV, "honk_horn", 5000);
-  uint64_t d = submit(&h, DEV, "honk_horn", 60000);
-  h.account = NULL;
-  uint64_t e = submit(&h, DEV, "flash_lights", 60000);
-  step(&h, T0 + 2000);
-  cancel(&h, c, DEV);
-  step(&h, T0 + 2001);
-  CHECK_INT(h.nreqs, 1);
-  CHECK_CMD(&h, d, FQ_ST_QUEUED, 0, 0, "");
-  step(&h, T0 + 7000); /* c's old deadline: nothing happens to d */
-  CHECK_CMD(&h, d, FQ_ST_QUEUED, 0, 0, "");
-  CHECK_INT(h.nreqs, 1);
-  cancel(&h, d, DEV);
-  step(&h, T0 + 7001);
+  /* The next head is acct's again: it waits for the park, and goes when
+   * it ends (with the parked car's retry). */
+  step(&h, T0 + 1200);
+  CHECK_CMD(&h, e, FQ_ST_QUEUED, 0, 0, "");
   CHECK_INT(h.nreqs, 2);
-  CHECK_REQ(&h, 1, FQ_HTTP_POST, REST("flash_lights"));
+  step(&h, T0 + 100 + 30000);
+  CHECK_INT(h.nreqs, 4);
   CHECK_CMD(&h, e, FQ_ST_SENT, 0, 1, "");
+  CHECK_CMD(&h, p, FQ_ST_SENT, 0, 2, "");
   h_close(&h);
 }
 

@@ -641,6 +641,11 @@ FQ_TEST(https_with_extra_ca_and_refusals) {
   CHECK_INT(res->r[1].outcome, FQ_HTTP_NOT_SENT);
   CHECK_INT(res->r[1].curl_code, 60); /* CURLE_PEER_FAILED_VERIFICATION */
   CHECK_INT(atomic_load(&bad.requests), 0);
+  /* ... and said to be a name mismatch, not an untrusted CA (issue 13, 8),
+   * with curl's own words. */
+  CHECK_INT(res->r[1].tls, FQ_HTTP_TLS_NAME_MISMATCH);
+  CHECK(strstr(res->r[1].err.msg, "target host name") != NULL);
+  CHECK_INT(res->r[0].tls, FQ_HTTP_TLS_OK);
   /* A second trusted server through the same handle: a new connection
    * after the first (curl may reuse a cached trust store by then) still
    * trusts the extra CA. */
@@ -662,12 +667,15 @@ FQ_TEST(https_with_extra_ca_and_refusals) {
   run_until(h, res, 4);
   CHECK_INT(res->r[3].outcome, FQ_HTTP_NOT_SENT);
   CHECK_INT(res->r[3].curl_code, 60);
+  CHECK_INT(res->r[3].tls, FQ_HTTP_TLS_UNTRUSTED);
+  CHECK(strstr(res->r[3].err.msg, "certificate problem") != NULL);
   fq_http_destroy(&h);
   o.ca_file = other;
   h = fq_http_new(&o, &err);
   CHECK_INT(fq_http_post_json(h, u, "t", "{}", 2, collect, res, &id, &err), 0);
   run_until(h, res, 5);
   CHECK_INT(res->r[4].outcome, FQ_HTTP_NOT_SENT);
+  CHECK_INT(res->r[4].tls, FQ_HTTP_TLS_UNTRUSTED);
   fq_http_destroy(&h);
   CHECK_INT(atomic_load(&good.requests), 1);
 

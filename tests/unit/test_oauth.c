@@ -88,6 +88,16 @@ FQ_TEST(oauth_error_classes) {
   CHECK_INT(fq_oauth_parse_response(429, NULL, 0, "120", 0, r), 0);
   CHECK_INT(r->status, FQ_OAUTH_RETRY);
   CHECK_INT(r->retry_after_s, 120);
+  /* Retry-After as an HTTP date: read (it was ignored), and capped at a
+   * week like a number of seconds is. */
+  CHECK_INT(fq_oauth_parse_response(429, NULL, 0, "Sun, 06 Nov 1994 09:49:37 GMT",
+                                    784111777, r), 0);
+  CHECK_INT(r->retry_after_s, 3600);
+  CHECK_INT(fq_oauth_parse_response(429, NULL, 0, "Thu, 31 Dec 2099 23:59:59 GMT",
+                                    784111777, r), 0);
+  CHECK_INT(r->retry_after_s, 86400 * 7);
+  CHECK_INT(fq_oauth_parse_response(429, NULL, 0, "99999999999", 0, r), 0);
+  CHECK_INT(r->retry_after_s, 86400 * 7);
   CHECK_INT(fq_oauth_parse_response(503, (const uint8_t *)"<html>", 6, NULL, 0, r), 0);
   CHECK_INT(r->status, FQ_OAUTH_RETRY);
   CHECK_INT(r->retry_after_s, 15);

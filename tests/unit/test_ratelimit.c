@@ -142,4 +142,12 @@ FQ_TEST(rl_retry_after_parsing) {
   CHECK_INT(fq_rl_parse_retry_after("Sun, 06 Foo 1994 08:49:37 GMT", now), -1);
   CHECK_INT(fq_rl_parse_retry_after("99999999999999999999", now), -1);
   CHECK_INT(fq_rl_parse_retry_after(NULL, now), -1);
+  /* The capped reading: both forms, and numbers too large to read. */
+  CHECK_INT(fq_rl_retry_after_ms("120", now, 60000), 60000);
+  CHECK_INT(fq_rl_retry_after_ms("30", now, 60000), 30000);
+  CHECK_INT(fq_rl_retry_after_ms("Sun, 06 Nov 1994 08:50:37 GMT", now, 30000), 30000);
+  CHECK_INT(fq_rl_retry_after_ms("Thu, 31 Dec 2099 23:59:59 GMT", now, 86400000), 86400000);
+  CHECK_INT(fq_rl_retry_after_ms(" 99999999999999999999 ", now, 86400000), 86400000);
+  CHECK_INT(fq_rl_retry_after_ms("12abc", now, 86400000), -1);
+  CHECK_INT(fq_rl_retry_after_ms(NULL, now, 86400000), -1);
 }

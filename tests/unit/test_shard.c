@@ -207,6 +207,8 @@ typedef struct rep {
   uint64_t ev_tseq[64];      /* 0 when the event has none */
   char ev_tenant[64][12];
   uint64_t next;             /* history's `next` */
+  uint64_t first;            /* history's `first` (0 when absent) */
+  int nenv;                  /* envelope frames it came back with */
 } rep_t;
 
 typedef struct ev {
@@ -246,6 +248,10 @@ typedef struct sh_h {
   int tseq_gaps;
   batch_t *b;                /* scratch for receive */
   bool no_dispatch;
+  int64_t retention_ms, window_ms; /* the shard's retention (0: none) */
+  int gone;                  /* key hashes the shard said it no longer holds ('X') */
+  uint64_t gone_upto;        /* the request count of the last 'X' */
+  bool check_accounts;       /* the shard refuses submits for accounts not in acc */
 } sh_h_t;
 
 static int buf_write(void *data, const char *p, size_t len) {
@@ -258,8 +264,9 @@ static void pk_str(msgpack_packer *pk, const char *s) {
 
 /* A submit of `backup` (an energy-site set-point) for site `site`; pct
  * distinguishes requests. */
-static void build_submit(fq_buf_t *out, const char *tenant, const char *key, uint64_t site,
-                         int pct, bool coalesce, int64_t ttl_ms, int req) {
+static void build_submit_as(fq_buf_t *out, const char *tenant, const char *account,
+                            const char *key, uint64_t site, int pct, bool coalesce, int64_t ttl_ms,
+                            int req) {
   msgpack_packer pk;
   msgpack_packer_init(&pk, out, buf_write);
   msgpack_pack_map(&pk, 8 + (coalesce ? 1 : 0) + (ttl_ms ? 1 : 0));
@@ -270,7 +277,7 @@ static void build_submit(fq_buf_t *out, const char *tenant, const char *key, uin
   pk_str(&pk, "key");
   pk_str(&pk, key);
   pk_str(&pk, "account");
-  pk_str(&pk, "acct");
+  pk_str(&pk, account);
   pk_str(&pk, "site");
   msgpack_pack_uint64(&pk, site);
   pk_str(&pk, "command");
@@ -289,6 +296,11 @@ static void build_submit(fq_buf_t *out, const char *tenant, const char *key, uin
   }
   pk_str(&pk, "req");
   msgpack_pack_int(&pk, req);
+}
+
+static void build_submit(fq_buf_t *out, const char *tenant, const char *key, uint64_t site,
+                         int pct, bool coalesce, int64_t ttl_ms, int req) {
+  build_submit_as(out, tenant, "acct", key, site, pct, coalesce, ttl_ms, req);
 }
 
 /* get / cancel by tenant + key, or by id when tenant is NULL. */
@@ -346,6 +358,16 @@ static void q_submit_ttl(sh_h_t *h, const char *tenant, const char *key, uint64_
 static void q_submit(sh_h_t *h, const char *tenant, const char *key, uint64_t site, int pct,
                      bool coalesce, int req) {
   q_submit_ttl(h, tenant, key, site, pct, coalesce, 0, req);
+}
+
+/* A submit for another account than "acct". */
+static void q_submit_as(sh_h_t *h, const char *tenant, const char *account, const char *key,
+                        uint64_t site, int pct, bool coalesce, int req) {
+  fq_buf_t b;
+  fq_buf_init(&b, 1 << 16);
+  build_submit_as(&b, tenant, account, key, site, pct, coalesce, 0, req);
+  send_q(h, &b);
+  fq_buf_free(&b);
 }
 
 static void q_lookup(sh_h_t *h, const char *op, const char *tenant, const char *key_or_id,
@@ -464,6 +486,8 @@ static void parse_reply(const uint8_t *p, size_t n, rep_t *r) {
     if ((v = map_get(m, "message"))) copy_str(r->message, sizeof r->message, v);
     if ((v = map_get(m, "next")) && v->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
       r->next = v->via.u64;
+    if ((v = map_get(m, "first")) && v->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+      r->first = v->via.u64;
     const msgpack_object *c = map_get(m, "command");
     if (c) {
       if ((v = map_get(c, "id"))) copy_str(r->id, sizeof r->id, v);
@@ -518,20 +542,33 @@ static int recv_batch(sh_h_t *h, batch_t *b, int ms) {
   memset(b, 0, offsetof(batch_t, rep));
   b->events_first = true;
   zmq_pollitem_t it = {h->pair, 0, ZMQ_POLLIN, 0};
-  if (zmq_poll(&it, 1, ms) <= 0) return -1;
   zmq_msg_t f[2];
   int n = 0;
   for (;;) {
-    zmq_msg_t m;
-    zmq_msg_init(&m);
-    if (zmq_msg_recv(&m, h->pair, 0) < 0) {
-      zmq_msg_close(&m);
-      break;
+    if (zmq_poll(&it, 1, ms) <= 0) return -1;
+    n = 0;
+    for (;;) {
+      zmq_msg_t m;
+      zmq_msg_init(&m);
+      if (zmq_msg_recv(&m, h->pair, 0) < 0) {
+        zmq_msg_close(&m);
+        break;
+      }
+      bool more = zmq_msg_more(&m);
+      if (n < 2) f[n++] = m;
+      else zmq_msg_close(&m);
+      if (!more) break;
     }
-    bool more = zmq_msg_more(&m);
-    if (n < 2) f[n++] = m;
-    else zmq_msg_close(&m);
-    if (!more) break;
+    /* 'X' (keys no longer held, retention) comes on its own: note it and
+     * wait for the batch. */
+    if (n == 2 && zmq_msg_size(&f[0]) == 1 && *(char *)zmq_msg_data(&f[0]) == 'X' &&
+        zmq_msg_size(&f[1]) >= 8) {
+      memcpy(&h->gone_upto, zmq_msg_data(&f[1]), 8);
+      h->gone += (int)(zmq_msg_size(&f[1]) / 8 - 1);
+      for (int i = 0; i < n; i++) zmq_msg_close(&f[i]);
+      continue;
+    }
+    break;
   }
   int rc = -1;
   if (n == 2 && zmq_msg_size(&f[0]) == 1 && *(char *)zmq_msg_data(&f[0]) == 'B') {
@@ -580,7 +617,10 @@ static int recv_batch(sh_h_t *h, batch_t *b, int ms) {
           rc = -1;
           break;
         }
-        if (b->nrep < MAX_REP) parse_reply(p, len, &b->rep[b->nrep++]);
+        if (b->nrep < MAX_REP) {
+          parse_reply(p, len, &b->rep[b->nrep]);
+          b->rep[b->nrep++].nenv = nenv;
+        }
         p += len;
       } else {
         rc = -1;
@@ -828,7 +868,10 @@ static int sh_start(sh_h_t *h) {
                         .map_size = h->map_size,
                         .max_store = h->max_store,
                         .default_ttl_ms = 600000,
-                        .dispatch = h->no_dispatch ? NULL : &h->dopts};
+                        .dispatch = h->no_dispatch ? NULL : &h->dopts,
+                        .retention_ms = h->retention_ms,
+                        .dedupe_window_ms = h->window_ms,
+                        .accounts = h->check_accounts ? h->acc : NULL};
   h->pair = zmq_socket(h->ctx, ZMQ_PAIR);
   int hwm = 0, sndtimeo = 10000;
   zmq_setsockopt(h->pair, ZMQ_SNDHWM, &hwm, sizeof hwm);
@@ -923,8 +966,12 @@ static void sh_stop(sh_h_t *h) {
 /* with_account: the dispatcher sends (to the test transport); else it
  * holds every command.  no_dispatch: no dispatcher at all (the shard's own
  * deadline handling alone; batches cannot be held). */
-static int sh_open2(sh_h_t *h, bool with_account, uint64_t map_size, bool no_dispatch) {
+static int sh_open3(sh_h_t *h, bool with_account, uint64_t map_size, bool no_dispatch,
+                    int64_t retention_ms, int64_t window_ms, bool check_accounts) {
   memset(h, 0, sizeof *h);
+  h->retention_ms = retention_ms;
+  h->window_ms = window_ms;
+  h->check_accounts = check_accounts;
   snprintf(h->dir, sizeof h->dir, "/tmp/fq_shard_XXXXXX");
   if (!mkdtemp(h->dir)) return -1;
   h->map_size = map_size ? map_size : 64 << 20;
@@ -958,6 +1005,10 @@ static int sh_open2(sh_h_t *h, bool with_account, uint64_t map_size, bool no_dis
   h->dopts = (fq_dispatch_opts_t){.accounts = h->acc, .transport = &h->tr};
   h->no_dispatch = no_dispatch;
   return sh_start(h);
+}
+
+static int sh_open2(sh_h_t *h, bool with_account, uint64_t map_size, bool no_dispatch) {
+  return sh_open3(h, with_account, map_size, no_dispatch, 0, 0, false);
 }
 
 static int sh_open(sh_h_t *h, bool with_account, uint64_t map_size) {
@@ -1142,6 +1193,176 @@ FQ_TEST(duplicates_in_one_batch_and_across_batches) {
   CHECK_REP(b, 21, false, "idempotency_mismatch", false, NULL);
   CHECK_INT(b->nev, 0);
   CHECK_INT(h.seq_gaps, 0);
+  free(b);
+  sh_close(&h);
+}
+
+/* An account "id" in the harness's account store (added while the shard
+ * runs, as the auth thread would). */
+static int put_account(sh_h_t *h, const char *id) {
+  fq_err_t err;
+  fq_account_t *a = fq_account_new();
+  if (!a) return -1;
+  snprintf(a->id, sizeof a->id, "%s", id);
+  snprintf(a->client_id, sizeof a->client_id, "client-1");
+  snprintf(a->base_url, sizeof a->base_url, "%s", BASE);
+  snprintf(a->access_token, sizeof a->access_token, "tok-not-a-secret");
+  snprintf(a->refresh_token, sizeof a->refresh_token, "refresh-not-a-secret");
+  int rc = fq_accounts_put(h->acc, a, &err);
+  fq_account_free(&a);
+  return rc;
+}
+
+/* Issue 13 (4): a submit naming an account fleetqd does not have is
+ * refused at once with unknown_account, stores nothing and publishes
+ * nothing, while the same batch's submits for a known account are queued;
+ * a retry of an accepted key still gets its original; once the account is
+ * added the very next submit for it is taken. */
+FQ_TEST(unknown_account_is_refused_at_once) {
+  sh_h_t h;
+  if (sh_open3(&h, true, 0, false, 0, 0, true) != 0) {
+    FQ__FAIL("harness");
+    sh_close(&h);
+    return;
+  }
+  batch_t *b = malloc(sizeof *b);
+  CHECK(hold_start(&h));
+  q_submit(&h, "acme", "known", 400, 10, false, 1);
+  q_submit_as(&h, "acme", "nobody", "unknown", 400, 20, false, 2);
+  q_submit_as(&h, "acme", "bad name with spaces", "odd", 400, 30, false, 3);
+  CHECK(hold_next(&h));
+  CHECK(hold_end(&h, b));
+  CHECK_REP(b, 1, true, "queued", false, NULL);
+  CHECK_REP(b, 2, false, "unknown_account", false, NULL);
+  CHECK_REP(b, 3, false, "unknown_account", false, NULL);
+  const rep_t *r2 = rep_for(b, 2);
+  if (r2) {
+    CHECK(strstr(r2->message, "\"nobody\" is not registered") != NULL);
+    CHECK(strstr(r2->message, "fleetq account add") != NULL);
+  }
+  /* Events: the known account's command only (its `queued`, and what
+   * the dispatcher did with it in the same transaction). */
+  CHECK_INT(count_events(b, FQ_ST_QUEUED), 1);
+  for (int i = 0; i < b->nev; i++) CHECK_STR(b->ev[i].id, rep_for(b, 1) ? rep_for(b, 1)->id : "");
+
+  /* Nothing was stored for the refused key; the accepted one dedupes. */
+  CHECK(hold_start(&h));
+  q_lookup(&h, "get", "acme", "unknown", 1);
+  q_submit(&h, "acme", "known", 400, 10, false, 2);
+  CHECK(hold_next(&h));
+  CHECK(hold_end(&h, b));
+  CHECK_REP(b, 1, false, "not_found", false, NULL);
+  CHECK_REP(b, 2, true, "sent", true, NULL); /* the dispatcher sent it meanwhile */
+
+  /* Added a moment ago: seen by the next submit. */
+  CHECK_INT(put_account(&h, "nobody"), 0);
+  CHECK(hold_start(&h));
+  q_submit_as(&h, "acme", "nobody", "unknown", 400, 20, false, 1);
+  CHECK(hold_next(&h));
+  CHECK(hold_end(&h, b));
+  CHECK_REP(b, 1, true, "queued", false, NULL);
+  free(b);
+  sh_close(&h);
+}
+
+/* Issue 13 (7): a request with more frames than the envelope limit (the
+ * ingress refuses those first) is refused by the shard too, and none of
+ * its frames is taken as the body: before, the shard kept 10 frames and
+ * decoded the last one kept, an envelope frame.  At the limit the body is
+ * the last frame, as always. */
+FQ_TEST(too_many_frames_never_take_an_envelope_frame_as_body) {
+  sh_h_t h;
+  if (sh_open(&h, false, 0) != 0) {
+    FQ__FAIL("harness");
+    sh_close(&h);
+    return;
+  }
+  batch_t *b = malloc(sizeof *b);
+  fq_buf_t hidden, body1, body2;
+  fq_buf_init(&hidden, 1 << 16);
+  fq_buf_init(&body1, 1 << 16);
+  fq_buf_init(&body2, 1 << 16);
+  build_submit(&hidden, "acme", "hidden", 500, 10, false, 0, 1);
+  build_submit(&body1, "acme", "over", 500, 20, false, 0, 2);
+  build_submit(&body2, "acme", "at-limit", 500, 30, false, 0, 3);
+  CHECK(hold_start(&h));
+  for (int over = 1; over >= 0; over--) {
+    /* ['Q', routing id, envelope (the last frame of it a submit), body] */
+    int nenv = FQ_WIRE_MAX_ENVELOPE + over;
+    zmq_send(h.pair, "Q", 1, ZMQ_SNDMORE);
+    zmq_send(h.pair, "peer", 4, ZMQ_SNDMORE);
+    for (int i = 0; i < nenv - 1; i++) zmq_send(h.pair, "env", 3, ZMQ_SNDMORE);
+    zmq_send(h.pair, hidden.data, hidden.len, ZMQ_SNDMORE);
+    const fq_buf_t *bd = over ? &body1 : &body2;
+    zmq_send(h.pair, bd->data, bd->len, 0);
+  }
+  CHECK(hold_next(&h));
+  CHECK(hold_end(&h, b));
+  CHECK_INT(b->nrep, 2);
+  CHECK_REP(b, 3, true, "queued", false, NULL);
+  if (rep_for(b, 3)) CHECK_INT(rep_for(b, 3)->nenv, 1 + FQ_WIRE_MAX_ENVELOPE);
+  const rep_t *r = NULL;
+  for (int i = 0; i < b->nrep; i++)
+    if (b->rep[i].req != 3) r = &b->rep[i];
+  CHECK(r != NULL);
+  if (r) {
+    CHECK(!r->ok);
+    CHECK_STR(r->error, "bad_request");
+    CHECK(strstr(r->message, "too many frames") != NULL);
+    CHECK_INT(r->nenv, 1 + FQ_WIRE_MAX_ENVELOPE);
+  }
+  CHECK_INT(count_events(b, FQ_ST_QUEUED), 1);
+
+  CHECK(hold_start(&h));
+  q_lookup(&h, "get", "acme", "hidden", 1);
+  q_lookup(&h, "get", "acme", "over", 2);
+  q_lookup(&h, "get", "acme", "at-limit", 3);
+  CHECK(hold_next(&h));
+  CHECK(hold_end(&h, b));
+  CHECK_REP(b, 1, false, "not_found", false, NULL);
+  CHECK_REP(b, 2, false, "not_found", false, NULL);
+  CHECK_REP(b, 3, true, "queued", false, NULL);
+  fq_buf_free(&hidden);
+  fq_buf_free(&body1);
+  fq_buf_free(&body2);
+  free(b);
+  sh_close(&h);
+}
+
+/* Issue 13 (5): `coalesce: true` supersedes only the same tenant's
+ * commands for the same account: tenant beta's set-point for a site that
+ * tenant acme also commands leaves acme's queued command alone, and so does
+ * acme's own set-point sent through another account. */
+FQ_TEST(coalesce_stays_within_tenant_and_account) {
+  sh_h_t h;
+  if (sh_open(&h, false, 0) != 0) {
+    FQ__FAIL("harness");
+    sh_close(&h);
+    return;
+  }
+  batch_t *b = malloc(sizeof *b);
+  CHECK(hold_start(&h));
+  q_submit(&h, "acme", "a1", 300, 10, false, 1);
+  q_submit(&h, "beta", "b1", 300, 20, true, 2);            /* another tenant */
+  q_submit_as(&h, "acme", "acct-2", "a2", 300, 30, true, 3); /* another account */
+  q_submit(&h, "acme", "a3", 300, 40, true, 4);            /* supersedes a1 only */
+  CHECK(hold_next(&h));
+  CHECK(hold_end(&h, b));
+  for (int r = 1; r <= 4; r++) CHECK_REP(b, r, true, "queued", false, NULL);
+  CHECK_INT(count_events(b, FQ_ST_SUPERSEDED), 1);
+  CHECK_INT(count_events(b, FQ_ST_QUEUED), 4);
+
+  CHECK(hold_start(&h));
+  q_lookup(&h, "get", "acme", "a1", 1);
+  q_lookup(&h, "get", "beta", "b1", 2);
+  q_lookup(&h, "get", "acme", "a2", 3);
+  q_lookup(&h, "get", "acme", "a3", 4);
+  CHECK(hold_next(&h));
+  CHECK(hold_end(&h, b));
+  CHECK_REP(b, 1, true, "superseded", false, NULL);
+  CHECK_REP(b, 2, true, "queued", false, NULL);
+  CHECK_REP(b, 3, true, "queued", false, NULL);
+  CHECK_REP(b, 4, true, "queued", false, NULL);
   free(b);
   sh_close(&h);
 }
@@ -1979,5 +2200,110 @@ FQ_TEST(acl_history_filters_and_pages) {
   CHECK(!r.ok);
   CHECK_STR(r.error, "forbidden");
   CHECK(strstr(r.message, "beta") != NULL);
+  sh_close(&h);
+}
+
+/* Retention through the shard's loop: with no request arriving, old
+ * terminal commands and events go and expired keys are freed; get of a
+ * pruned command is not_found, history says where it begins, the same key
+ * makes a new command; seq and tseq go on gap-free across a restart. */
+FQ_TEST(retention_prunes_while_idle_and_frees_keys) {
+  sh_h_t h;
+  if (sh_open3(&h, false, 0, true, 1200, 800, false) != 0) {
+    FQ__FAIL("harness");
+    sh_close(&h);
+    return;
+  }
+  rep_t r;
+  char id1[FQ_ID_LEN + 1], id2[FQ_ID_LEN + 1], id3[FQ_ID_LEN + 1];
+  /* seq 1..3: queued k1 k2 k3; 4, 5: k1 and k2 cancelled. */
+  q_submit(&h, "acme", "k1", 1, 10, false, 1);
+  CHECK(await_rep(&h, 1, &r, NULL));
+  snprintf(id1, sizeof id1, "%s", r.id);
+  q_submit(&h, "acme", "k2", 2, 10, false, 2);
+  CHECK(await_rep(&h, 2, &r, NULL));
+  snprintf(id2, sizeof id2, "%s", r.id);
+  q_submit(&h, "acme", "k3", 3, 10, false, 3);
+  CHECK(await_rep(&h, 3, &r, NULL));
+  snprintf(id3, sizeof id3, "%s", r.id);
+  q_lookup(&h, "cancel", "acme", "k1", 4);
+  CHECK(await_rep(&h, 4, &r, NULL));
+  CHECK_STR(r.state, "cancelled");
+  q_lookup(&h, "cancel", "acme", "k2", 5);
+  CHECK(await_rep(&h, 5, &r, NULL));
+  /* Within the window the key dedupes. */
+  q_submit(&h, "acme", "k1", 1, 10, false, 6);
+  CHECK(await_rep(&h, 6, &r, NULL));
+  CHECK(r.ok && r.dup);
+  CHECK_STR(r.id, id1);
+  q_history(&h, 0, 7);
+  CHECK(await_rep(&h, 7, &r, NULL));
+  CHECK_INT(r.nevents, 5);
+  CHECK_INT(r.first, 1);
+  CHECK_INT(h.last_seq, 5);
+
+  /* Idle past the retention: the shard prunes on its own. */
+  usleep(1800 * 1000);
+  q_lookup(&h, "get", NULL, id1, 8);
+  CHECK(await_rep(&h, 8, &r, NULL));
+  CHECK(!r.ok);
+  CHECK_STR(r.error, "not_found");
+  q_lookup(&h, "get", NULL, id3, 9); /* still queued: kept */
+  CHECK(await_rep(&h, 9, &r, NULL));
+  CHECK(r.ok);
+  CHECK_STR(r.state, "queued");
+  q_lookup(&h, "get", NULL, id2, 10); /* its end is the log's last event: kept */
+  CHECK(await_rep(&h, 10, &r, NULL));
+  CHECK(r.ok);
+  CHECK_STR(r.state, "cancelled");
+  /* History begins at the last event; an `after` below it is no error. */
+  q_history(&h, 0, 11);
+  CHECK(await_rep(&h, 11, &r, NULL));
+  CHECK(r.ok);
+  CHECK_INT(r.first, 5);
+  CHECK_INT(r.nevents, 1);
+  CHECK_INT(r.ev_seq[0], 5);
+  CHECK_INT(r.next, 5);
+  q_history_acl(&h, NO_ACL, "acme", 1, 100, 12);
+  CHECK(await_rep(&h, 12, &r, NULL));
+  CHECK(r.ok);
+  CHECK_INT(r.first, 5);
+  CHECK_INT(r.nevents, 1);
+  CHECK_INT(r.ev_tseq[0], 5);
+  /* Past the window the same key and content make a new command, also
+   * for a command still queued; a lookup by the key finds nothing. */
+  q_lookup(&h, "get", "acme", "k3", 13);
+  CHECK(await_rep(&h, 13, &r, NULL));
+  CHECK_STR(r.error, "not_found");
+  q_submit(&h, "acme", "k1", 1, 10, false, 14);
+  CHECK(await_rep(&h, 14, &r, NULL));
+  CHECK(r.ok && !r.dup);
+  CHECK(strcmp(r.id, id1) != 0);
+  char id1b[FQ_ID_LEN + 1];
+  snprintf(id1b, sizeof id1b, "%s", r.id);
+  q_submit(&h, "acme", "k3", 3, 10, false, 15);
+  CHECK(await_rep(&h, 15, &r, NULL));
+  CHECK(r.ok && !r.dup);
+  CHECK(strcmp(r.id, id3) != 0);
+  CHECK_INT(h.last_seq, 7);
+  /* The ingress was told the three keys left (as of the 7 requests
+   * received before the step that dropped them, or more). */
+  CHECK_INT(h.gone, 3);
+  CHECK(h.gone_upto >= 7);
+
+  /* A restart: seq and tseq go on (the harness checks every published
+   * event follows the last one), and the new key still dedupes. */
+  sh_stop(&h);
+  CHECK_INT(sh_start(&h), 0);
+  q_submit(&h, "acme", "k1", 1, 10, false, 16);
+  CHECK(await_rep(&h, 16, &r, NULL));
+  CHECK(r.ok && r.dup);
+  CHECK_STR(r.id, id1b);
+  q_submit(&h, "acme", "k4", 4, 10, false, 17);
+  CHECK(await_rep(&h, 17, &r, NULL));
+  CHECK(r.ok && !r.dup);
+  CHECK_INT(h.last_seq, 8);
+  CHECK_INT(tseq_last(&h, "acme"), 8);
+  CHECK_INT(h.seq_gaps, 0);
   sh_close(&h);
 }

@@ -104,11 +104,34 @@ FQ_TEST(error_names_round_trip) {
   CHECK_STR(fq_wire_errname(FQ_ESTORAGE), "internal");
   CHECK_STR(fq_wire_errname(-5), "internal");
   CHECK_INT(fq_errcode("not_cancellable"), FQ_ENOTCANCEL);
+  /* A wire code added after the first twelve: on the wire by its name, and
+   * appended last, so the numbers stored in command records never move. */
+  CHECK_STR(fq_wire_errname(FQ_EUNKACCT), "unknown_account");
+  CHECK_INT(fq_errcode("unknown_account"), FQ_EUNKACCT);
+  CHECK_INT(FQ_EUNKACCT, FQ_ERROR_END_ - 1);
+  CHECK_INT(FQ_EASLEEP, FQ_ERROR_BASE_ + 30);
   CHECK_INT(fq_errcode("no_such_code"), 0);
   fq_err_t e;
   fq_err_clear(&e);
   CHECK_INT(fq_errf(&e, FQ_EBADPARAM, "params.%s bad", "x"), FQ_EBADPARAM);
   CHECK_STR(e.msg, "params.x bad");
+}
+
+/* Issue 13 (8): tcp://localhost:P passes the loopback check and is bound
+ * as 127.0.0.1 (ZeroMQ cannot bind a host name); nothing else changes. */
+FQ_TEST(endpoint_localhost_is_bound_as_127_0_0_1) {
+  char ep[64] = "tcp://localhost:5555";
+  CHECK(fq_endpoint_is_local(ep));
+  CHECK(fq_endpoint_bindable(ep, sizeof ep));
+  CHECK_STR(ep, "tcp://127.0.0.1:5555");
+  CHECK(fq_endpoint_is_local(ep));
+  const char *same[] = {"tcp://127.0.0.1:5555", "tcp://[::1]:5", "ipc:///tmp/x",
+                        "tcp://localhostile:1", "tcp://localhost", "tcp://LOCALHOST:1"};
+  for (size_t i = 0; i < sizeof same / sizeof same[0]; i++) {
+    snprintf(ep, sizeof ep, "%s", same[i]);
+    CHECK(!fq_endpoint_bindable(ep, sizeof ep));
+    CHECK_STR(ep, same[i]);
+  }
 }
 
 FQ_TEST(secret_file_permissions) {

@@ -749,6 +749,36 @@ FQ_TEST(req_is_echoed_on_errors) {
   CHECK_MEM(r.req_raw, r.req_raw_len, "\x01", 1);
 }
 
+/* Issue 13 (6): `req` is echoed in every reply, so it is capped at
+ * FQ_WIRE_MAX_REQ encoded bytes: a 254-byte string (256 with its str8
+ * header) is echoed, one byte more is bad_request naming `req`, and is not
+ * echoed (a client sending 200 KB `req`s pinned 200 KB per unread reply). */
+FQ_TEST(req_is_capped) {
+  char text[600];
+  fq_request_t r;
+  fq_err_t e;
+  for (int extra = 0; extra <= 1; extra++) {
+    char s[300];
+    memset(s, 'q', sizeof s);
+    s[254 + extra] = 0;
+    snprintf(text, sizeof text, "{'op':'ping','req':'%s'}", s);
+    int rc = decode(text, &r, &e);
+    if (!extra) {
+      CHECK_INT(rc, 0);
+      CHECK_INT(r.req_raw_len, 256);
+    } else {
+      CHECK_INT(rc, FQ_EBADREQ);
+      CHECK(strstr(e.msg, "\"req\": 257 bytes encoded, at most 256") != NULL);
+      CHECK(r.req_raw == NULL);
+    }
+  }
+  /* Checked at the `req` step: after the keys, before the op's fields. */
+  snprintf(text, sizeof text, "{'op':'submit','req':b'%0300d','tenant':1}", 0);
+  CHECK_INT(decode(text, &r, &e), FQ_EBADREQ);
+  CHECK(strstr(e.msg, "\"req\"") != NULL);
+  CHECK(r.req_raw == NULL);
+}
+
 /* ---- encoders ---------------------------------------------------------------- */
 
 static void expect_bytes(const fq_buf_t *b, const char *text, int line) {
@@ -778,11 +808,11 @@ FQ_TEST(replies_encode_exactly) {
   fq_buf_reset(&b);
   mb_t e1 = mp("{'seq':1}"), e2 = mp("{'seq':2}");
   fq_str_t evs[2] = {{(const char *)e1.p, e1.n}, {(const char *)e2.p, e2.n}};
-  CHECK_INT(fq_wire_reply_history(&b, evs, 2, 3, NULL, 0), 0);
-  expect_bytes(&b, "{'ok':true,'events':[{'seq':1},{'seq':2}],'next':3}", __LINE__);
+  CHECK_INT(fq_wire_reply_history(&b, evs, 2, 3, 1, NULL, 0), 0);
+  expect_bytes(&b, "{'ok':true,'events':[{'seq':1},{'seq':2}],'next':3,'first':1}", __LINE__);
   fq_buf_reset(&b);
-  CHECK_INT(fq_wire_reply_history(&b, NULL, 0, 0, (const uint8_t *)"\xc0", 1), 0);
-  expect_bytes(&b, "{'ok':true,'events':[],'next':0,'req':nil}", __LINE__);
+  CHECK_INT(fq_wire_reply_history(&b, NULL, 0, 0, 7, (const uint8_t *)"\xc0", 1), 0);
+  expect_bytes(&b, "{'ok':true,'events':[],'next':0,'first':7,'req':nil}", __LINE__);
   fq_buf_reset(&b);
   CHECK_INT(fq_wire_reply_command(&b, e1.p, e1.n, (const uint8_t *)"\x01", 1), 0);
   expect_bytes(&b, "{'ok':true,'command':{'seq':1},'req':1}", __LINE__);

@@ -2,9 +2,19 @@
  * The fleetq CLI: every subcommand lives in its own tools/fleetq/cmd_*.c
  * file and registers itself at load time with FQ_CLI_COMMAND, so files can
  * be added without touching main.c.
+ *
+ * Every subcommand follows one convention (docs/cli.md, cliopt.h): its
+ * options come from one table (fq_opt_t) that both parses them and prints
+ * its --help, --opt value and --opt=value alike, -h / --help and
+ * --version everywhere, --json wherever results are printed, messages as
+ * "fleetq <command>: ...", exit status 0 success, 1 failure, 2 usage.
  */
 #ifndef FQ_CLI_H
 #define FQ_CLI_H
+
+#include <stdio.h>
+
+#include "cliopt.h"
 
 /* A subcommand's entry point: argv[0] is the subcommand name.  Returns the
  * process exit status (0 ok, 1 the request failed, 2 usage error). */
@@ -17,31 +27,51 @@ void fq_cli_register(const char *name, fq_cli_fn fn, const char *summary);
     fq_cli_register(name, fn, summary);                                        \
   }
 
-/* Default daemon endpoint for --endpoint. */
+/* Default daemon endpoints for --endpoint and --publish. */
 #define FQ_CLI_DEFAULT_ENDPOINT "tcp://127.0.0.1:5555"
 #define FQ_CLI_DEFAULT_PUBLISH "tcp://127.0.0.1:5556"
 
 /* ------------------------------------------------------------------ */
-/* CURVE options, the same in every subcommand that connects (conn.c)  */
+/* --help                                                               */
+
+/* What a subcommand's --help says besides its option list. */
+typedef struct fq_cli_doc {
+  const char *usage; /* the synopsis line(s) after "usage: " */
+  const char *about; /* what it does (paragraphs, '\n'-terminated) */
+  const char *notes; /* after the option list, or NULL */
+  const char *exit;  /* what each exit status means, e.g. "0 ok, 1 ..., 2 usage error" */
+} fq_cli_doc_t;
+
+/* Print a --help text: usage, about, "Options:" with the table
+ * (fq_opt_print), the notes, and "Exit status: <exit>". */
+void fq_cli_help(FILE *f, const fq_cli_doc_t *doc, const fq_opt_t *opts);
+
+/* ------------------------------------------------------------------ */
+/* Option-table entries the subcommands share                          */
+
+#define FQ_CLI_OPT_ENDPOINT(id)                                                \
+  {"endpoint", 0, "EP", (id), "fleetqd's request endpoint (default\n" FQ_CLI_DEFAULT_ENDPOINT ")"}
+#define FQ_CLI_OPT_PUBLISH(id)                                                 \
+  {"publish", 0, "EP", (id), "fleetqd's status publisher (default\n" FQ_CLI_DEFAULT_PUBLISH ")"}
+#define FQ_CLI_OPT_TIMEOUT(id, what) {"timeout", 0, "S", (id), what}
+
+/* --curve-key and --server-key, for a fleetqd with CURVE (every
+ * subcommand that connects; resolved by fq_cli_conn_resolve). */
+#define FQ_CLI_OPT_CURVE(key_id, server_id)                                    \
+  {"curve-key", 0, "FILE", (key_id),                                           \
+   "this client's CURVE key pair file (fleetq\n"                               \
+   "curve-keygen, mode 0600); default $FLEETQ_CURVE_KEY"},                     \
+      {"server-key", 0, "Z85", (server_id),                                    \
+       "fleetqd's CURVE public key (40 characters);\n"                         \
+       "default $FLEETQ_SERVER_KEY"}
+
+/* The note every connecting subcommand's --help ends with. */
+#define FQ_CLI_CURVE_NOTE                                                      \
+  "For a fleetqd with CURVE (--curve-secret) give both --curve-key and\n"     \
+  "--server-key, or neither for a plaintext fleetqd on this host; a flag\n"   \
+  "wins over its variable.  A refused key fails at once (exit 1, auth_error).\n"
 
 struct fq_client_opts;
-
-/* The two getopt_long entries; key_id / server_id are the subcommand's
- * own option codes. */
-#define FQ_CLI_CURVE_LONGOPTS(key_id, server_id)                               \
-  {"curve-key", required_argument, NULL, (key_id)},                            \
-      {"server-key", required_argument, NULL, (server_id)}
-
-/* Printed after a connecting subcommand's --help. */
-#define FQ_CLI_CURVE_HELP                                                      \
-  "\n"                                                                         \
-  "Authentication (when fleetqd runs with --curve-secret):\n"                  \
-  "  --curve-key FILE   this client's CURVE key pair file (fleetq curve-keygen;\n" \
-  "                     mode 0600); default $FLEETQ_CURVE_KEY\n"                \
-  "  --server-key Z85   fleetqd's CURVE public key (40 characters); default\n"  \
-  "                     $FLEETQ_SERVER_KEY\n"                                   \
-  "  Give both, or neither for a plaintext fleetqd on this host.  A flag wins\n" \
-  "  over its variable.  A refused key fails at once (exit 1, auth_error).\n"
 
 /* Complete the connection options of subcommand cmd after parsing: the
  * CURVE settings the flags left unset come from FLEETQ_CURVE_KEY /

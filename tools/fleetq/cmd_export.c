@@ -12,8 +12,8 @@
  */
 #include <ctype.h>
 #include <errno.h>
-#include <getopt.h>
 #include <inttypes.h>
+#include <jansson.h>
 #include <msgpack.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,36 +30,41 @@
 #define EXPORT_WINDOW 256
 #define EXPORT_DEFAULT_LIMIT 10000000ULL
 
-static const char g_export_help[] =
-    "usage: fleetq export --from TIME --to TIME --out FILE [--tenant T]\n"
-    "                     [--limit N] [--endpoint EP] [--timeout S]\n"
-    "                     [--curve-key FILE --server-key Z85]\n"
-    "\n"
-    "Write the commands a daemon accepted between --from and --to (inclusive)\n"
-    "as a traffic file for fleetq-replay (proto/traffic-format.md): one submit\n"
-    "per command with its original tenant, key, account, device, command,\n"
-    "params, ttl_ms and coalesce, spaced as they arrived.\n"
-    "TIME is unix milliseconds (1795920000000) or ISO-8601 UTC\n"
-    "(2026-11-29T03:00:00Z, 2026-11-29T03:00:00.250+01:00, 2026-11-29).\n"
-    "--tenant keeps one tenant's commands; --limit caps the count (default\n"
-    "10,000,000).  Commands purged since (not_found) are skipped and counted.\n";
-
 enum {
-  E_FROM = 1000, E_TO, E_OUT, E_TENANT, E_LIMIT, E_ENDPOINT, E_TIMEOUT, E_HELP, E_CURVE_KEY,
-  E_SERVER_KEY
+  E_FROM = 1000, E_TO, E_OUT, E_TENANT, E_LIMIT, E_ENDPOINT, E_TIMEOUT, E_HELP, E_VERSION,
+  E_JSON, E_CURVE_KEY, E_SERVER_KEY
 };
 
-static const struct option g_opts[] = {
-    {"from", required_argument, NULL, E_FROM},
-    {"to", required_argument, NULL, E_TO},
-    {"out", required_argument, NULL, E_OUT},
-    {"tenant", required_argument, NULL, E_TENANT},
-    {"limit", required_argument, NULL, E_LIMIT},
-    {"endpoint", required_argument, NULL, E_ENDPOINT},
-    {"timeout", required_argument, NULL, E_TIMEOUT},
-    FQ_CLI_CURVE_LONGOPTS(E_CURVE_KEY, E_SERVER_KEY),
-    {"help", no_argument, NULL, E_HELP},
-    {NULL, 0, NULL, 0},
+static const fq_opt_t g_opts[] = {
+    FQ_OPT_HELP(E_HELP),
+    FQ_OPT_VERSION(E_VERSION),
+    {"from", 0, "TIME", E_FROM, "first acceptance time to export (required)"},
+    {"to", 0, "TIME", E_TO, "last acceptance time to export (required)"},
+    {"out", 0, "FILE", E_OUT, "the traffic file to write (required)"},
+    {"tenant", 0, "T", E_TENANT, "only tenant T's commands"},
+    {"limit", 0, "N", E_LIMIT, "at most N commands (default 10,000,000)"},
+    FQ_CLI_OPT_ENDPOINT(E_ENDPOINT),
+    FQ_CLI_OPT_TIMEOUT(E_TIMEOUT, "wait at most S seconds for each answer (default 10)"),
+    {"json", 0, NULL, E_JSON, "print the summary as one JSON object on stdout"},
+    FQ_CLI_OPT_CURVE(E_CURVE_KEY, E_SERVER_KEY),
+    {NULL, 0, NULL, 0, NULL},
+};
+
+static const fq_cli_doc_t g_doc = {
+    .usage = "fleetq export --from TIME --to TIME --out FILE [--tenant T]\n"
+             "                     [--limit N] [--endpoint EP] [--timeout S] [--json]\n"
+             "                     [--curve-key FILE --server-key Z85]",
+    .about = "Write the commands a daemon accepted between --from and --to (inclusive)\n"
+             "as a traffic file for fleetq-replay (proto/traffic-format.md): one submit\n"
+             "per command with its original tenant, key, account, device, command,\n"
+             "params, ttl_ms and coalesce, spaced as they arrived.\n"
+             "TIME is unix milliseconds (1795920000000) or ISO-8601 UTC\n"
+             "(2026-11-29T03:00:00Z, 2026-11-29T03:00:00.250+01:00, 2026-11-29).\n"
+             "Commands purged since (not_found) are skipped and counted.  A summary\n"
+             "line goes to stderr (with --json, a JSON object to stdout as well).\n",
+    .notes = FQ_CLI_CURVE_NOTE,
+    .exit = "0 the file was written, 1 the daemon refused or did not answer, or\n"
+            "the file could not be written, 2 usage error.",
 };
 
 /* Parse unix ms or ISO-8601 into unix ms.  Returns false when malformed. */
@@ -196,59 +201,50 @@ static int cmd_export(int argc, char **argv) {
   fq_client_opts_t co = {0};
   uint64_t limit = EXPORT_DEFAULT_LIMIT;
   double timeout_s = EXPORT_TIMEOUT_MS / 1000.0;
-  optind = 0;
-  opterr = 0;
-  for (;;) {
-    int c = getopt_long(argc, argv, "+", g_opts, NULL);
-    if (c == -1) break;
+  bool json = false;
+  const char *prog = "fleetq export";
+  fq_opt_parser_t p;
+  fq_opt_init(&p, prog, g_opts, argc, argv);
+  int oc;
+  while ((oc = fq_opt_next(&p)) != FQ_OPT_END) {
     char *end = NULL;
-    switch (c) {
-    case E_HELP:
-      fputs(g_export_help, stdout);
-      fputs(FQ_CLI_CURVE_HELP, stdout);
-      return 0;
-    case E_CURVE_KEY: co.curve_key_file = optarg; break;
-    case E_SERVER_KEY: co.server_key = optarg; break;
-    case E_FROM: from_s = optarg; break;
-    case E_TO: to_s = optarg; break;
-    case E_OUT: out = optarg; break;
-    case E_TENANT: tenant = optarg; break;
-    case E_ENDPOINT: endpoint = optarg; break;
+    const char *v = p.value;
+    switch (oc) {
+    case FQ_OPT_ERROR: return 2;
+    case E_HELP: fq_cli_help(stdout, &g_doc, g_opts); return 0;
+    case E_VERSION: return fq_opt_version(prog);
+    case E_JSON: json = true; break;
+    case E_CURVE_KEY: co.curve_key_file = v; break;
+    case E_SERVER_KEY: co.server_key = v; break;
+    case E_FROM: from_s = v; break;
+    case E_TO: to_s = v; break;
+    case E_OUT: out = v; break;
+    case E_TENANT: tenant = v; break;
+    case E_ENDPOINT: endpoint = v; break;
     case E_LIMIT:
       errno = 0;
-      limit = strtoull(optarg, &end, 10);
-      if (errno || !end || *end || *optarg == '-' || limit == 0 ||
-          limit > FQ_TRAFFIC_MAX_RECORDS) {
-        fprintf(stderr, "fleetq export: --limit wants 1..%llu (see 'fleetq export --help')\n",
-                (unsigned long long)FQ_TRAFFIC_MAX_RECORDS);
-        return 2;
-      }
+      limit = strtoull(v, &end, 10);
+      if (errno || !end || *end || *v == '-' || limit == 0 || limit > FQ_TRAFFIC_MAX_RECORDS)
+        return fq_opt_usage_error(prog, "--limit wants 1..%llu",
+                                  (unsigned long long)FQ_TRAFFIC_MAX_RECORDS);
       break;
     case E_TIMEOUT:
-      timeout_s = strtod(optarg, &end);
-      if (!end || *end || !(timeout_s > 0) || timeout_s > 3600) {
-        fprintf(stderr, "fleetq export: --timeout wants seconds > 0 (see 'fleetq export --help')\n");
-        return 2;
-      }
+      timeout_s = strtod(v, &end);
+      if (!end || *end || !(timeout_s > 0) || timeout_s > 3600)
+        return fq_opt_usage_error(prog, "--timeout wants seconds > 0");
       break;
-    default:
-      fprintf(stderr, "fleetq export: unknown option or missing value: %s (see 'fleetq export --help')\n",
-              optind > 0 && optind <= argc ? argv[optind - 1] : "?");
-      return 2;
+    default: return fq_opt_usage_error(prog, "option --%s is not handled", p.opt->name);
     }
   }
+  if (p.next < argc) return fq_opt_usage_error(prog, "unexpected argument '%s'", argv[p.next]);
   int64_t from = 0, to = 0;
-  if (optind < argc || !from_s || !to_s || !out) {
-    fprintf(stderr, "fleetq export: --from, --to and --out are required (see 'fleetq export --help')\n");
-    return 2;
-  }
-  if (!parse_time(from_s, &from) || !parse_time(to_s, &to) || to < from) {
-    fprintf(stderr,
-            "fleetq export: --from / --to want unix ms or ISO-8601 times, from <= to "
-            "(got '%s', '%s')\n",
-            from_s, to_s);
-    return 2;
-  }
+  if (!from_s || !to_s || !out)
+    return fq_opt_usage_error(prog, "--from, --to and --out are required");
+  if (!parse_time(from_s, &from) || !parse_time(to_s, &to) || to < from)
+    return fq_opt_usage_error(prog,
+                              "--from / --to want unix ms or ISO-8601 times, from <= to "
+                              "(got '%s', '%s')",
+                              from_s, to_s);
   int crc = fq_cli_conn_resolve("export", &co);
   if (crc >= 0) return crc;
   co.endpoint = endpoint;
@@ -424,11 +420,21 @@ static int cmd_export(int argc, char **argv) {
     fprintf(stderr, "fleetq export: %s\n", e.msg);
     goto out;
   }
+  double span = nev ? (double)(evs[nev - 1].at - evs[0].at) / 1000.0 : 0.0;
   fprintf(stderr,
           "fleetq export: wrote %" PRIu64 " commands to %s, spanning %.3f s (%" PRIu64
           " no longer stored, %" PRIu64 " skipped)\n",
-          written, out, nev ? (double)(evs[nev - 1].at - evs[0].at) / 1000.0 : 0.0, purged,
-          skipped);
+          written, out, span, purged, skipped);
+  if (json) {
+    json_t *j = json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:f,s:b}", "out", out, "from_ms",
+                          (json_int_t)from, "to_ms", (json_int_t)to, "written",
+                          (json_int_t)written, "no_longer_stored", (json_int_t)purged, "skipped",
+                          (json_int_t)skipped, "span_s", span, "truncated", truncated);
+    char *txt = j ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    if (txt) printf("%s\n", txt);
+    free(txt);
+    json_decref(j);
+  }
   rc = 0;
 out:
   if (slots && have)

@@ -9,13 +9,13 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <jansson.h>
 #include <openssl/crypto.h>
 
 #include "cli.h"
@@ -51,33 +51,67 @@ static int write_new_file(const char *path, const void *p, size_t n, mode_t mode
   return rc;
 }
 
-static void keygen_usage(FILE *f) {
-  fprintf(f,
-          "usage: fleetq keygen --out DIR\n"
-          "\n"
-          "Creates the fleet's command-signing key pair (NIST P-256):\n"
-          "  DIR/private.pem  the private key, mode 0600 (never overwritten)\n"
-          "  DIR/public.pem   the public key to publish\n"
-          "Host public.pem at https://<your-domain>" WELL_KNOWN_PATH "\n");
+/* The option ids of all three commands. */
+enum { K_HELP = 1000, K_VERSION, K_OUT, K_KEY, K_JSON };
+
+/* Print a JSON object built with json_pack on one line; NULL is a failure. */
+static int print_json(json_t *j) {
+  char *txt = j ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+  json_decref(j);
+  if (!txt) return 1;
+  printf("%s\n", txt);
+  free(txt);
+  return fflush(stdout) == 0 ? 0 : 1;
 }
 
-static int cmd_keygen(int argc, char **argv) {
-  static const struct option opts[] = {
-      {"out", required_argument, NULL, 'o'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
-  const char *dir = NULL;
+/* Parse a command of this file: --help, --version, --json and the one
+ * path option `want` (K_OUT or K_KEY), which is required.  Returns -1 to
+ * go on, else the exit status. */
+static int parse_one(int argc, char **argv, const char *prog, const fq_opt_t *opts,
+                     const fq_cli_doc_t *doc, int want, const char **path, bool *json) {
+  fq_opt_parser_t p;
+  fq_opt_init(&p, prog, opts, argc, argv);
   int c;
-  optind = 0;
-  while ((c = getopt_long(argc, argv, "+o:h", opts, NULL)) != -1) {
-    switch (c) {
-    case 'o': dir = optarg; break;
-    case 'h': keygen_usage(stdout); return 0;
-    default: keygen_usage(stderr); return 2;
+  while ((c = fq_opt_next(&p)) != FQ_OPT_END) {
+    if (c == FQ_OPT_ERROR) return 2;
+    if (c == K_HELP) {
+      fq_cli_help(stdout, doc, opts);
+      return 0;
     }
+    if (c == K_VERSION) return fq_opt_version(prog);
+    if (c == K_JSON) *json = true;
+    if (c == want) *path = p.value;
   }
-  if (!dir || optind != argc) {
-    keygen_usage(stderr);
-    return 2;
-  }
+  if (p.next < argc) return fq_opt_usage_error(prog, "unexpected argument '%s'", argv[p.next]);
+  if (!*path || !**path)
+    return fq_opt_usage_error(prog, "--%s is required", want == K_OUT ? "out" : "key");
+  return -1;
+}
+
+static const fq_opt_t g_keygen_opts[] = {
+    FQ_OPT_HELP(K_HELP),
+    FQ_OPT_VERSION(K_VERSION),
+    {"out", 0, "DIR", K_OUT, "directory for private.pem and public.pem (required;\ncreated 0700)"},
+    {"json", 0, NULL, K_JSON, "print the paths and the public key as one JSON object"},
+    {NULL, 0, NULL, 0, NULL},
+};
+
+static const fq_cli_doc_t g_keygen_doc = {
+    .usage = "fleetq keygen --out DIR [--json]",
+    .about = "Creates the fleet's command-signing key pair (NIST P-256):\n"
+             "  DIR/private.pem  the private key, mode 0600 (never overwritten)\n"
+             "  DIR/public.pem   the public key to publish\n"
+             "Host public.pem at https://<your-domain>" WELL_KNOWN_PATH "\n",
+    .exit = "0 written, 1 not written (DIR already holds a key, I/O error),\n"
+            "2 usage error.",
+};
+
+static int cmd_keygen(int argc, char **argv) {
+  const char *dir = NULL;
+  bool json = false;
+  int prc = parse_one(argc, argv, "fleetq keygen", g_keygen_opts, &g_keygen_doc, K_OUT, &dir,
+                      &json);
+  if (prc >= 0) return prc;
   char priv_path[4096], pub_path[4096];
   if (snprintf(priv_path, sizeof priv_path, "%s/private.pem", dir) >= (int)sizeof priv_path ||
       snprintf(pub_path, sizeof pub_path, "%s/public.pem", dir) >= (int)sizeof pub_path) {
@@ -118,6 +152,12 @@ static int cmd_keygen(int argc, char **argv) {
   }
   char hex[2 * FQ_VCP_PUBKEY_LEN + 1];
   fq_hex_encode(fq_vcp_key_public(key), FQ_VCP_PUBKEY_LEN, hex);
+  if (json) {
+    rc = print_json(json_pack("{s:s,s:s,s:s,s:s}", "private_key", priv_path, "public_key",
+                              pub_path, "public_key_hex", hex, "host_at",
+                              "https://<your-domain>" WELL_KNOWN_PATH));
+    goto out;
+  }
   printf("private key: %s (mode 0600: keep it secret, back it up)\n"
          "public key:  %s\n"
          "public key (hex): %s\n"
@@ -136,31 +176,29 @@ out:
   return rc;
 }
 
-static void pubkey_usage(FILE *f) {
-  fprintf(f, "usage: fleetq pubkey --key PEM\n"
-             "\n"
-             "Prints the public key of a fleet private key file as PEM and as the\n"
+static const fq_opt_t g_pubkey_opts[] = {
+    FQ_OPT_HELP(K_HELP),
+    FQ_OPT_VERSION(K_VERSION),
+    {"key", 0, "PEM", K_KEY, "the fleet private key file (required)"},
+    {"json", 0, NULL, K_JSON, "print the PEM and hex forms as one JSON object"},
+    {NULL, 0, NULL, 0, NULL},
+};
+
+static const fq_cli_doc_t g_pubkey_doc = {
+    .usage = "fleetq pubkey --key PEM [--json]",
+    .about = "Prints the public key of a fleet private key file as PEM and as the\n"
              "65-byte uncompressed point in hex.  The file must not be readable by\n"
-             "group or others.\n");
-}
+             "group or others.\n",
+    .exit = "0 printed, 1 the key file was refused (unreadable, loose mode, a\n"
+            "symlink, another curve), 2 usage error.",
+};
 
 static int cmd_pubkey(int argc, char **argv) {
-  static const struct option opts[] = {
-      {"key", required_argument, NULL, 'k'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
   const char *path = NULL;
-  int c;
-  optind = 0;
-  while ((c = getopt_long(argc, argv, "+k:h", opts, NULL)) != -1) {
-    switch (c) {
-    case 'k': path = optarg; break;
-    case 'h': pubkey_usage(stdout); return 0;
-    default: pubkey_usage(stderr); return 2;
-    }
-  }
-  if (!path || optind != argc) {
-    pubkey_usage(stderr);
-    return 2;
-  }
+  bool json = false;
+  int prc = parse_one(argc, argv, "fleetq pubkey", g_pubkey_opts, &g_pubkey_doc, K_KEY, &path,
+                      &json);
+  if (prc >= 0) return prc;
   fq_err_t err;
   fq_err_clear(&err);
   fq_vcp_key_t *key = NULL;
@@ -173,6 +211,11 @@ static int cmd_pubkey(int argc, char **argv) {
   }
   char hex[2 * FQ_VCP_PUBKEY_LEN + 1];
   fq_hex_encode(fq_vcp_key_public(key), FQ_VCP_PUBKEY_LEN, hex);
+  if (json) {
+    rc = print_json(json_pack("{s:s%,s:s}", "public_key_pem", (const char *)pub.data,
+                              (size_t)pub.len, "public_key_hex", hex));
+    goto out;
+  }
   fwrite(pub.data, 1, pub.len, stdout);
   printf("%s\n", hex);
   rc = 0;
@@ -182,52 +225,35 @@ out:
   return rc;
 }
 
-static void curve_keygen_usage(FILE *f) {
-  fprintf(f,
-          "usage: fleetq curve-keygen --out FILE\n"
-          "\n"
-          "Creates a ZeroMQ CURVE key pair and writes it to FILE (mode 0600, never\n"
-          "overwritten) as two lines:\n"
-          "  public <40-character Z85 public key>\n"
-          "  secret <40-character Z85 secret key>\n"
-          "and prints the public key (only the key, one line) on stdout.\n"
-          "\n"
-          "For the daemon: fleetqd --curve-secret FILE; give the printed key to the\n"
-          "clients (--server-key, FLEETQ_SERVER_KEY).  For a client: fleetq ...\n"
-          "--curve-key FILE (or FLEETQ_CURVE_KEY); list the printed key in fleetqd's\n"
-          "clients file.  Keep FILE secret: whoever has it acts as that key.\n"
-          "\n"
-          "Exit status: 0 written, 1 not written (FILE exists, I/O error), 2 usage.\n");
-}
+static const fq_opt_t g_curve_opts[] = {
+    FQ_OPT_HELP(K_HELP),
+    FQ_OPT_VERSION(K_VERSION),
+    {"out", 0, "FILE", K_OUT, "the key pair file to create (required)"},
+    {"json", 0, NULL, K_JSON, "print the file and the public key as one JSON object"},
+    {NULL, 0, NULL, 0, NULL},
+};
+
+static const fq_cli_doc_t g_curve_doc = {
+    .usage = "fleetq curve-keygen --out FILE [--json]",
+    .about = "Creates a ZeroMQ CURVE key pair and writes it to FILE (mode 0600, never\n"
+             "overwritten) as two lines:\n"
+             "  public <40-character Z85 public key>\n"
+             "  secret <40-character Z85 secret key>\n"
+             "and prints the public key (only the key, one line) on stdout.\n"
+             "\n"
+             "For the daemon: fleetqd --curve-secret FILE; give the printed key to the\n"
+             "clients (--server-key, FLEETQ_SERVER_KEY).  For a client: fleetq ...\n"
+             "--curve-key FILE (or FLEETQ_CURVE_KEY); list the printed key in fleetqd's\n"
+             "clients file.  Keep FILE secret: whoever has it acts as that key.\n",
+    .exit = "0 written, 1 not written (FILE exists, I/O error), 2 usage error.",
+};
 
 static int cmd_curve_keygen(int argc, char **argv) {
-  static const struct option opts[] = {
-      {"out", required_argument, NULL, 'o'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
   const char *out = NULL;
-  int c;
-  optind = 0;
-  opterr = 0;
-  while ((c = getopt_long(argc, argv, "+o:h", opts, NULL)) != -1) {
-    switch (c) {
-    case 'o': out = optarg; break;
-    case 'h': curve_keygen_usage(stdout); return 0;
-    default:
-      fprintf(stderr, "fleetq curve-keygen: unknown option or missing value: %s\n",
-              optind > 0 && optind <= argc ? argv[optind - 1] : "?");
-      curve_keygen_usage(stderr);
-      return 2;
-    }
-  }
-  if (optind != argc) {
-    fprintf(stderr, "fleetq curve-keygen: unexpected argument '%s'\n", argv[optind]);
-    curve_keygen_usage(stderr);
-    return 2;
-  }
-  if (!out || !*out) {
-    fprintf(stderr, "fleetq curve-keygen: --out FILE is required\n");
-    curve_keygen_usage(stderr);
-    return 2;
-  }
+  bool json = false;
+  int prc = parse_one(argc, argv, "fleetq curve-keygen", g_curve_opts, &g_curve_doc, K_OUT, &out,
+                      &json);
+  if (prc >= 0) return prc;
   char pub[FQ_CURVE_KEY_LEN + 1];
   fq_err_t err;
   fq_err_clear(&err);
@@ -235,6 +261,7 @@ static int cmd_curve_keygen(int argc, char **argv) {
     fprintf(stderr, "fleetq curve-keygen: %s\n", err.msg);
     return 1;
   }
+  if (json) return print_json(json_pack("{s:s,s:s}", "file", out, "public_key", pub));
   printf("%s\n", pub);
   return fflush(stdout) == 0 ? 0 : 1;
 }

@@ -7,7 +7,6 @@
  * Nothing here talks to the network.
  */
 #include <errno.h>
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,18 +22,65 @@
 
 #define HEX_MAX (2 * FQ_VCP_MAX_MSG + 2)
 
-static void sign_usage(FILE *f) {
-  fprintf(f,
-          "usage: fleetq proto sign --key PEM --vin VIN --session-info HEX --now SECS\n"
-          "                         --command NAME [--params JSON] [--lifetime SECS]\n"
-          "                         [--uuid HEX] [--routing-address HEX] [--domain N]\n"
-          "\n"
-          "Signs one vehicle command (HMAC_PERSONALIZED, flags 2) and prints the\n"
-          "RoutableMessage as hex.  --session-info is the SessionInfo the car sent\n"
-          "(hex, not re-verified), --now the vehicle clock in seconds; the counter\n"
-          "used is the session's + 1.  Params are checked against the command table.\n"
-          "\n"
-          "usage: fleetq proto decode [HEX]   (reads stdin without HEX)\n");
+enum {
+  P_HELP = 1000, P_VERSION, P_KEY, P_VIN, P_INFO, P_NOW, P_LIFETIME, P_UUID, P_ROUTING, P_DOMAIN,
+  P_COMMAND, P_PARAMS, P_JSON
+};
+
+static const fq_opt_t g_sign_opts[] = {
+    FQ_OPT_HELP(P_HELP),
+    FQ_OPT_VERSION(P_VERSION),
+    {"key", 0, "PEM", P_KEY, "the fleet private key (required)"},
+    {"vin", 0, "VIN", P_VIN, "the vehicle (required)"},
+    {"session-info", 0, "HEX", P_INFO, "the SessionInfo the car sent (required; not re-verified)"},
+    {"now", 0, "SECS", P_NOW, "the vehicle clock in seconds (required)"},
+    {"command", 0, "NAME", P_COMMAND, "the command, from the command table (required)"},
+    {"params", 0, "JSON", P_PARAMS, "its parameters as a JSON object"},
+    {"lifetime", 0, "SECS", P_LIFETIME, "how long the signature is valid (default 5)"},
+    {"uuid", 0, "HEX", P_UUID, "the request UUID (16 bytes; default random)"},
+    {"routing-address", 0, "HEX", P_ROUTING, "the routing address (16 bytes)"},
+    {"domain", 0, "N", P_DOMAIN, "2 (VCSEC) or 3 (INFOTAINMENT); default the command's"},
+    {"json", 0, NULL, P_JSON, "print {\"routable_message\": HEX} instead of the hex"},
+    {NULL, 0, NULL, 0, NULL},
+};
+
+static const fq_cli_doc_t g_sign_doc = {
+    .usage = "fleetq proto sign --key PEM --vin VIN --session-info HEX --now SECS\n"
+             "                         --command NAME [--params JSON] [--lifetime SECS]\n"
+             "                         [--uuid HEX] [--routing-address HEX] [--domain N] [--json]",
+    .about = "Signs one vehicle command (HMAC_PERSONALIZED, flags 2) and prints the\n"
+             "RoutableMessage as hex.  The counter used is the session's + 1.  Params\n"
+             "are checked against the command table.  Nothing is sent anywhere.\n",
+    .exit = "0 signed, 1 cannot sign (unknown command, bad params, unusable key or\n"
+            "session info), 2 usage error.",
+};
+
+static const fq_opt_t g_decode_opts[] = {
+    FQ_OPT_HELP(P_HELP),
+    FQ_OPT_VERSION(P_VERSION),
+    {"json", 0, NULL, P_JSON, "print the JSON on one line instead of indented"},
+    {NULL, 0, NULL, 0, NULL},
+};
+
+static const fq_cli_doc_t g_decode_doc = {
+    .usage = "fleetq proto decode [--json] [HEX]   (reads stdin without HEX)",
+    .about = "Prints any RoutableMessage (a signed command, a reply, a session info,\n"
+             "a fault) as readable JSON, with its payload decoded where it is not\n"
+             "encrypted.  White space in HEX is ignored.\n",
+    .exit = "0 decoded, 1 not hex or not a RoutableMessage, 2 usage error.",
+};
+
+/* `fleetq proto --help`: both. */
+static void proto_usage(FILE *f) {
+  fprintf(f, "usage: fleetq proto sign [options]     sign a command (see 'fleetq proto sign "
+             "--help')\n"
+             "       fleetq proto decode [HEX]      decode a message (see 'fleetq proto decode "
+             "--help')\n"
+             "\n"
+             "Offline tools for the Vehicle Command Protocol: nothing here talks to the\n"
+             "network.\n"
+             "\n"
+             "Exit status: 0 success, 1 failure, 2 usage error.\n");
 }
 
 /* Decode a fixed-size hex option; returns 0 or prints why and returns 2. */
@@ -42,64 +88,55 @@ static int hex_opt(const char *name, const char *hex, uint8_t *out, size_t want)
   if (!hex) return 0;
   long n = fq_hex_decode(hex, out, want);
   if (n != (long)want || strlen(hex) != 2 * want) {
-    fprintf(stderr, "fleetq proto sign: --%s must be %zu bytes of hex\n", name, want);
-    return 2;
+    return fq_opt_usage_error("fleetq proto sign", "--%s must be %zu bytes of hex", name, want);
   }
   return 0;
 }
 
 static int proto_sign(int argc, char **argv) {
-  static const struct option opts[] = {
-      {"key", required_argument, NULL, 'k'},
-      {"vin", required_argument, NULL, 'v'},
-      {"session-info", required_argument, NULL, 's'},
-      {"now", required_argument, NULL, 'n'},
-      {"lifetime", required_argument, NULL, 'l'},
-      {"uuid", required_argument, NULL, 'u'},
-      {"routing-address", required_argument, NULL, 'r'},
-      {"domain", required_argument, NULL, 'd'},
-      {"command", required_argument, NULL, 'c'},
-      {"params", required_argument, NULL, 'p'},
-      {"help", no_argument, NULL, 'h'},
-      {NULL, 0, NULL, 0}};
+  const char *prog = "fleetq proto sign";
   const char *keyp = NULL, *vin = NULL, *info_hex = NULL, *now_s = NULL, *life_s = NULL,
              *uuid_hex = NULL, *routing_hex = NULL, *domain_s = NULL, *command = NULL,
              *params_s = NULL;
+  bool json = false;
+  fq_opt_parser_t p;
+  fq_opt_init(&p, prog, g_sign_opts, argc, argv);
   int c;
-  optind = 0;
-  while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+  while ((c = fq_opt_next(&p)) != FQ_OPT_END) {
+    const char *v = p.value;
     switch (c) {
-    case 'k': keyp = optarg; break;
-    case 'v': vin = optarg; break;
-    case 's': info_hex = optarg; break;
-    case 'n': now_s = optarg; break;
-    case 'l': life_s = optarg; break;
-    case 'u': uuid_hex = optarg; break;
-    case 'r': routing_hex = optarg; break;
-    case 'd': domain_s = optarg; break;
-    case 'c': command = optarg; break;
-    case 'p': params_s = optarg; break;
-    case 'h': sign_usage(stdout); return 0;
-    default: sign_usage(stderr); return 2;
+    case FQ_OPT_ERROR: return 2;
+    case P_HELP: fq_cli_help(stdout, &g_sign_doc, g_sign_opts); return 0;
+    case P_VERSION: return fq_opt_version(prog);
+    case P_KEY: keyp = v; break;
+    case P_VIN: vin = v; break;
+    case P_INFO: info_hex = v; break;
+    case P_NOW: now_s = v; break;
+    case P_LIFETIME: life_s = v; break;
+    case P_UUID: uuid_hex = v; break;
+    case P_ROUTING: routing_hex = v; break;
+    case P_DOMAIN: domain_s = v; break;
+    case P_COMMAND: command = v; break;
+    case P_PARAMS: params_s = v; break;
+    case P_JSON: json = true; break;
+    default: return fq_opt_usage_error(prog, "option --%s is not handled", p.opt->name);
     }
   }
-  if (!keyp || !vin || !info_hex || !now_s || !command || optind != argc) {
-    sign_usage(stderr);
-    return 2;
-  }
+  if (p.next < argc) return fq_opt_usage_error(prog, "unexpected argument '%s'", argv[p.next]);
+  if (!keyp || !vin || !info_hex || !now_s || !command)
+    return fq_opt_usage_error(prog, "--key, --vin, --session-info, --now and --command are "
+                                    "required");
   char *end;
   errno = 0;
   long long now = strtoll(now_s, &end, 10);
   if (errno || *end || now < 0 || now > (long long)UINT32_MAX) {
-    fprintf(stderr, "fleetq proto sign: --now must be seconds (0..%u)\n", UINT32_MAX);
-    return 2;
+    return fq_opt_usage_error(prog, "--now must be seconds (0..%u)", UINT32_MAX);
   }
   long long life = FQ_VCP_DEFAULT_LIFETIME_S;
   if (life_s) {
     life = strtoll(life_s, &end, 10);
     if (*end || life < 1 || life > 86400) {
-      fprintf(stderr, "fleetq proto sign: --lifetime must be 1..86400 seconds\n");
-      return 2;
+      return fq_opt_usage_error(prog, "--lifetime must be 1..86400 seconds");
     }
   }
   uint8_t uuid[FQ_VCP_UUID_LEN], routing[FQ_VCP_ROUTING_LEN];
@@ -109,8 +146,7 @@ static int proto_sign(int argc, char **argv) {
   uint8_t info[1024];
   long il = fq_hex_decode(info_hex, info, sizeof info);
   if (il < 0) {
-    fprintf(stderr, "fleetq proto sign: --session-info must be hex (at most 1024 bytes)\n");
-    return 2;
+    return fq_opt_usage_error(prog, "--session-info must be hex (at most 1024 bytes)");
   }
 
   int rc = 1;
@@ -158,8 +194,7 @@ static int proto_sign(int argc, char **argv) {
   if (domain_s) {
     domain = (int)strtol(domain_s, &end, 10);
     if (*end || (domain != FQ_VCP_DOMAIN_VCSEC && domain != FQ_VCP_DOMAIN_INFOTAINMENT)) {
-      fprintf(stderr, "fleetq proto sign: --domain must be 2 (VCSEC) or 3 (INFOTAINMENT)\n");
-      rc = 2;
+      rc = fq_opt_usage_error(prog, "--domain must be 2 (VCSEC) or 3 (INFOTAINMENT)");
       goto out;
     }
   }
@@ -183,7 +218,10 @@ static int proto_sign(int argc, char **argv) {
   hex = malloc(2 * msg.len + 1);
   if (!hex) goto out;
   fq_hex_encode(msg.data, msg.len, hex);
-  printf("%s\n", hex);
+  if (json)
+    printf("{\"routable_message\":\"%s\"}\n", hex); /* hex needs no JSON escaping */
+  else
+    printf("%s\n", hex);
   rc = 0;
 out:
   free(hex);
@@ -242,23 +280,31 @@ static json_t *japp_command(int domain, const uint8_t *p, size_t n) {
 }
 
 static int proto_decode(int argc, char **argv) {
-  if (argc > 1 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
-    sign_usage(stdout);
-    return 0;
+  const char *prog = "fleetq proto decode";
+  bool json = false;
+  fq_opt_parser_t p;
+  fq_opt_init(&p, prog, g_decode_opts, argc, argv);
+  int c;
+  while ((c = fq_opt_next(&p)) != FQ_OPT_END) {
+    if (c == FQ_OPT_ERROR) return 2;
+    if (c == P_HELP) {
+      fq_cli_help(stdout, &g_decode_doc, g_decode_opts);
+      return 0;
+    }
+    if (c == P_VERSION) return fq_opt_version(prog);
+    if (c == P_JSON) json = true;
   }
-  if (argc > 2) {
-    sign_usage(stderr);
-    return 2;
-  }
+  if (argc - p.next > 1) return fq_opt_usage_error(prog, "give one message (HEX) at most");
+  const char *arg = p.next < argc ? argv[p.next] : NULL;
   static char text[HEX_MAX + 1];
   size_t tl = 0;
-  if (argc == 2) {
-    tl = strlen(argv[1]);
+  if (arg) {
+    tl = strlen(arg);
     if (tl > HEX_MAX) {
       fprintf(stderr, "fleetq proto decode: message larger than %d bytes\n", FQ_VCP_MAX_MSG);
       return 1;
     }
-    memcpy(text, argv[1], tl);
+    memcpy(text, arg, tl);
   } else {
     tl = fread(text, 1, HEX_MAX, stdin);
   }
@@ -362,7 +408,7 @@ static int proto_decode(int argc, char **argv) {
   if (m.uuid_len) json_object_set_new(j, "uuid", jhex(m.uuid, m.uuid_len));
   if (m.flags) json_object_set_new(j, "flags", json_integer(m.flags));
   fq_vcp_msg_clear(&m);
-  char *out = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+  char *out = json_dumps(j, (json ? JSON_COMPACT : JSON_INDENT(2)) | JSON_PRESERVE_ORDER);
   json_decref(j);
   if (!out) return 1;
   printf("%s\n", out);
@@ -371,14 +417,15 @@ static int proto_decode(int argc, char **argv) {
 }
 
 static int cmd_proto(int argc, char **argv) {
-  if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
-    sign_usage(argc < 2 ? stderr : stdout);
+  if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+      strcmp(argv[1], "help") == 0) {
+    proto_usage(argc < 2 ? stderr : stdout);
     return argc < 2 ? 2 : 0;
   }
+  if (strcmp(argv[1], "--version") == 0) return fq_opt_version("fleetq");
   if (strcmp(argv[1], "sign") == 0) return proto_sign(argc - 1, argv + 1);
   if (strcmp(argv[1], "decode") == 0) return proto_decode(argc - 1, argv + 1);
-  fprintf(stderr, "fleetq proto: unknown subcommand '%s' (sign, decode)\n", argv[1]);
-  return 2;
+  return fq_opt_usage_error("fleetq proto", "unknown subcommand '%s' (sign, decode)", argv[1]);
 }
 
 FQ_CLI_COMMAND("proto", cmd_proto, "sign or decode Vehicle Command Protocol messages offline")

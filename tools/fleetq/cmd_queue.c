@@ -6,7 +6,6 @@
  * 1 the daemon refused or did not answer, 2 usage error.
  */
 #include <errno.h>
-#include <getopt.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -20,44 +19,27 @@
 
 #define REQ_TIMEOUT_S 5.0
 
-/* Every option any queue subcommand takes; each subcommand lists the ones
- * it accepts and refuses the rest, so a typo never silently does nothing. */
+/* Every option any queue subcommand takes.  Each subcommand has its own
+ * table of the ones it accepts (below, beside its code), which parses its
+ * options and prints its --help; anything else is refused, so a typo
+ * never silently does nothing. */
 enum {
   O_ENDPOINT = 1000, O_PUBLISH, O_JSON, O_TIMEOUT, O_TENANT, O_KEY, O_ACCOUNT, O_VIN, O_SITE,
   O_COMMAND, O_PARAM, O_PARAMS, O_TTL, O_COALESCE, O_WAIT, O_ID, O_DEVICE, O_COUNT, O_FILL,
-  O_SHARD, O_AFTER, O_LIMIT, O_HELP, O_NO_WAKE, O_CURVE_KEY, O_SERVER_KEY,
+  O_SHARD, O_AFTER, O_LIMIT, O_HELP, O_VERSION, O_NO_WAKE, O_CURVE_KEY, O_SERVER_KEY,
 };
 
-static const struct option g_longopts[] = {
-    {"endpoint", required_argument, NULL, O_ENDPOINT},
-    {"publish", required_argument, NULL, O_PUBLISH},
-    {"json", no_argument, NULL, O_JSON},
-    {"timeout", required_argument, NULL, O_TIMEOUT},
-    {"tenant", required_argument, NULL, O_TENANT},
-    {"key", required_argument, NULL, O_KEY},
-    {"account", required_argument, NULL, O_ACCOUNT},
-    {"vin", required_argument, NULL, O_VIN},
-    {"site", required_argument, NULL, O_SITE},
-    {"command", required_argument, NULL, O_COMMAND},
-    {"param", required_argument, NULL, O_PARAM},
-    {"params", required_argument, NULL, O_PARAMS},
-    {"ttl-ms", required_argument, NULL, O_TTL},
-    {"coalesce", no_argument, NULL, O_COALESCE},
-    {"no-wake", no_argument, NULL, O_NO_WAKE},
-    {"wait", no_argument, NULL, O_WAIT},
-    {"id", required_argument, NULL, O_ID},
-    {"device", required_argument, NULL, O_DEVICE},
-    {"count", required_argument, NULL, O_COUNT},
-    {"fill", no_argument, NULL, O_FILL},
-    {"shard", required_argument, NULL, O_SHARD},
-    {"after", required_argument, NULL, O_AFTER},
-    {"limit", required_argument, NULL, O_LIMIT},
-    FQ_CLI_CURVE_LONGOPTS(O_CURVE_KEY, O_SERVER_KEY),
-    {"help", no_argument, NULL, O_HELP},
-    {NULL, 0, NULL, 0},
-};
+/* Table entries several subcommands share. */
+#define E_HELP FQ_OPT_HELP(O_HELP)
+#define E_VERSION FQ_OPT_VERSION(O_VERSION)
+#define E_ENDPOINT FQ_CLI_OPT_ENDPOINT(O_ENDPOINT)
+#define E_PUBLISH FQ_CLI_OPT_PUBLISH(O_PUBLISH)
+#define E_CURVE FQ_CLI_OPT_CURVE(O_CURVE_KEY, O_SERVER_KEY)
+#define E_TIMEOUT FQ_CLI_OPT_TIMEOUT(O_TIMEOUT, "wait at most S seconds for the answer (default 5)")
+#define E_END {NULL, 0, NULL, 0, NULL}
 
 typedef struct qopts {
+  char prog[64];                      /* "fleetq send": the prefix of messages */
   const char *endpoint, *publish;
   const char *curve_key, *server_key; /* both or neither, after parse_opts */
   bool json;
@@ -102,114 +84,93 @@ static bool parse_u64(const char *s, uint64_t *v) {
   return true;
 }
 
-static int usage_err(const char *cmd, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-/* Report a usage error and return exit status 2. */
-static int usage_err(const char *cmd, const char *fmt, ...) {
-  va_list ap;
-  fprintf(stderr, "fleetq %s: ", cmd);
-  va_start(ap, fmt);
-  vfprintf(stderr, fmt, ap);
-  va_end(ap);
-  fprintf(stderr, " (see 'fleetq %s --help')\n", cmd);
-  return 2;
-}
-
-/* Parse argv for subcommand cmd accepting only the options in `allowed`
- * (0-terminated).  Returns -1 when the options were fine, 0 after --help,
- * 2 on a usage error. */
-static int parse_opts(int argc, char **argv, const int *allowed, const char *help, qopts_t *o) {
-  const char *cmd = argv[0];
+/* Parse argv for subcommand argv[0] with its option table; --help prints
+ * doc around the table.  Returns -1 when the options were fine, 0 after
+ * --help or --version, 2 on a usage error (printed). */
+static int parse_opts(int argc, char **argv, const fq_opt_t *opts, const fq_cli_doc_t *doc,
+                      qopts_t *o) {
   memset(o, 0, sizeof *o);
+  snprintf(o->prog, sizeof o->prog, "fleetq %s", argv[0]);
+  const char *cmd = o->prog;
   o->endpoint = FQ_CLI_DEFAULT_ENDPOINT;
   o->publish = FQ_CLI_DEFAULT_PUBLISH;
   o->timeout_s = REQ_TIMEOUT_S;
   o->limit = 100;
-  optind = 0; /* glibc: full re-initialisation */
-  opterr = 0;
-  for (;;) {
-    int li = 0;
-    int c = getopt_long(argc, argv, "+", g_longopts, &li);
-    if (c == -1) break;
-    if (c == '?' || c == ':') {
-      const char *bad = optind > 0 && optind <= argc ? argv[optind - 1] : "?";
-      return usage_err(cmd, "unknown option or missing value: %s", bad);
-    }
-    /* Every queue subcommand connects, so each takes the CURVE options. */
-    bool ok = c == O_HELP || c == O_CURVE_KEY || c == O_SERVER_KEY;
-    for (const int *a = allowed; !ok && *a; a++) ok = *a == c;
-    if (!ok) return usage_err(cmd, "option --%s does not apply here", g_longopts[li].name);
+  fq_opt_parser_t p;
+  fq_opt_init(&p, cmd, opts, argc, argv);
+  int c;
+  while ((c = fq_opt_next(&p)) != FQ_OPT_END) {
+    const char *v = p.value;
     uint64_t u = 0;
     switch (c) {
-    case O_HELP:
-      fputs(help, stdout);
-      fputs(FQ_CLI_CURVE_HELP, stdout);
-      return 0;
-    case O_ENDPOINT: o->endpoint = optarg; break;
-    case O_PUBLISH: o->publish = optarg; break;
-    case O_CURVE_KEY: o->curve_key = optarg; break;
-    case O_SERVER_KEY: o->server_key = optarg; break;
+    case FQ_OPT_ERROR: return 2;
+    case O_HELP: fq_cli_help(stdout, doc, opts); return 0;
+    case O_VERSION: return fq_opt_version(cmd);
+    case O_ENDPOINT: o->endpoint = v; break;
+    case O_PUBLISH: o->publish = v; break;
+    case O_CURVE_KEY: o->curve_key = v; break;
+    case O_SERVER_KEY: o->server_key = v; break;
     case O_JSON: o->json = true; break;
     case O_TIMEOUT: {
       char *end = NULL;
-      o->timeout_s = strtod(optarg, &end);
+      o->timeout_s = strtod(v, &end);
       if (!end || *end || !(o->timeout_s > 0) || o->timeout_s > 86400 * 7)
-        return usage_err(cmd, "--timeout wants seconds > 0, got '%s'", optarg);
+        return fq_opt_usage_error(cmd, "--timeout wants seconds > 0, got '%s'", v);
       o->timeout_set = true;
       break;
     }
-    case O_TENANT: o->tenant = optarg; break;
-    case O_KEY: o->key = optarg; break;
-    case O_ACCOUNT: o->account = optarg; break;
-    case O_VIN: o->vin = optarg; break;
+    case O_TENANT: o->tenant = v; break;
+    case O_KEY: o->key = v; break;
+    case O_ACCOUNT: o->account = v; break;
+    case O_VIN: o->vin = v; break;
     case O_SITE:
-      if (!parse_u64(optarg, &o->site) || o->site == 0)
-        return usage_err(cmd, "--site wants a positive integer, got '%s'", optarg);
+      if (!parse_u64(v, &o->site) || o->site == 0)
+        return fq_opt_usage_error(cmd, "--site wants a positive integer, got '%s'", v);
       break;
-    case O_COMMAND: o->command = optarg; break;
+    case O_COMMAND: o->command = v; break;
     case O_PARAM: {
       fq_err_t e;
-      if (o->nparams == FQ_MAX_PARAMS) return usage_err(cmd, "too many --param");
-      if (fq_param_parse(optarg, &o->params[o->nparams], &e)) return usage_err(cmd, "%s", e.msg);
+      if (o->nparams == FQ_MAX_PARAMS) return fq_opt_usage_error(cmd, "too many --param");
+      if (fq_param_parse(v, &o->params[o->nparams], &e))
+        return fq_opt_usage_error(cmd, "%s", e.msg);
       o->nparams++;
       break;
     }
-    case O_PARAMS: o->params_json = optarg; break;
+    case O_PARAMS: o->params_json = v; break;
     case O_TTL:
-      if (!parse_u64(optarg, &u) || u == 0 || u > INT64_MAX)
-        return usage_err(cmd, "--ttl-ms wants a positive integer, got '%s'", optarg);
+      if (!parse_u64(v, &u) || u == 0 || u > INT64_MAX)
+        return fq_opt_usage_error(cmd, "--ttl-ms wants a positive integer, got '%s'", v);
       o->ttl_ms = (int64_t)u;
       break;
     case O_COALESCE: o->coalesce = true; break;
     case O_NO_WAKE: o->no_wake = true; break;
     case O_WAIT: o->wait = true; break;
-    case O_ID: o->id = optarg; break;
-    case O_DEVICE: o->device = optarg; break;
+    case O_ID: o->id = v; break;
+    case O_DEVICE: o->device = v; break;
     case O_COUNT:
-      if (!parse_u64(optarg, &o->count) || o->count == 0)
-        return usage_err(cmd, "--count wants a positive integer, got '%s'", optarg);
+      if (!parse_u64(v, &o->count) || o->count == 0)
+        return fq_opt_usage_error(cmd, "--count wants a positive integer, got '%s'", v);
       break;
     case O_FILL: o->fill = true; break;
     case O_SHARD:
-      if (!parse_u64(optarg, &o->shard) || o->shard > UINT32_MAX)
-        return usage_err(cmd, "--shard wants a shard number, got '%s'", optarg);
+      if (!parse_u64(v, &o->shard) || o->shard > UINT32_MAX)
+        return fq_opt_usage_error(cmd, "--shard wants a shard number, got '%s'", v);
       o->shard_set = true;
       break;
     case O_AFTER:
-      if (!parse_u64(optarg, &o->after))
-        return usage_err(cmd, "--after wants a sequence number, got '%s'", optarg);
+      if (!parse_u64(v, &o->after))
+        return fq_opt_usage_error(cmd, "--after wants a sequence number, got '%s'", v);
       break;
     case O_LIMIT:
-      if (!parse_u64(optarg, &o->limit) || o->limit == 0 || o->limit > UINT32_MAX)
-        return usage_err(cmd, "--limit wants a positive integer, got '%s'", optarg);
+      if (!parse_u64(v, &o->limit) || o->limit == 0 || o->limit > UINT32_MAX)
+        return fq_opt_usage_error(cmd, "--limit wants a positive integer, got '%s'", v);
       break;
-    default: return usage_err(cmd, "unexpected option");
+    default: return fq_opt_usage_error(cmd, "option --%s is not handled", p.opt->name);
     }
   }
-  if (optind < argc) return usage_err(cmd, "unexpected argument '%s'", argv[optind]);
+  if (p.next < argc) return fq_opt_usage_error(cmd, "unexpected argument '%s'", argv[p.next]);
   fq_client_opts_t co = {.curve_key_file = o->curve_key, .server_key = o->server_key};
-  int rc = fq_cli_conn_resolve(cmd, &co);
+  int rc = fq_cli_conn_resolve(argv[0], &co);
   if (rc >= 0) return rc;
   o->curve_key = co.curve_key_file;
   o->server_key = co.server_key;
@@ -318,12 +279,13 @@ static void print_event(const msgpack_object *ev, bool json, const char *mark) {
   fflush(stdout);
 }
 
-/* Print an error reply as "error: <code>: <message>" on stderr. */
-static void print_error_reply(const msgpack_object *r) {
+/* Print an error reply as "fleetq <command>: <code>: <message>" on
+ * stderr: the daemon's error code is the stable part scripts match. */
+static void print_error_reply(const qopts_t *o, const msgpack_object *r) {
   const char *code, *msg, *state;
   int cn = sfield(r, "error", &code), mn = sfield(r, "message", &msg);
   int sn = sfield(r, "state", &state);
-  fprintf(stderr, "error: %.*s: %.*s", cn, code, mn, msg);
+  fprintf(stderr, "%s: %.*s: %.*s", o->prog, cn, code, mn, msg);
   if (strcmp(state, "-") != 0) fprintf(stderr, " (state: %.*s)", sn, state);
   fputc('\n', stderr);
 }
@@ -347,16 +309,17 @@ static int round_trip(fq_client_t *c, const qopts_t *o, const fq_buf_t *req, fq_
   memset(m, 0, sizeof *m);
   int rc = fq_client_request(c, req->data, req->len, raw, &e);
   if (rc) {
-    fprintf(stderr, "error: %s: %s\n", rc == -ETIMEDOUT ? "timeout" : fq_errname(rc), e.msg);
+    fprintf(stderr, "%s: %s: %s\n", o->prog, rc == -ETIMEDOUT ? "timeout" : fq_errname(rc),
+            e.msg);
     return 1;
   }
   if (o->json) print_raw_json(raw);
   if (fq_msg_decode(m, raw->data, raw->len, &e)) {
-    fprintf(stderr, "error: bad_reply: %s\n", e.msg);
+    fprintf(stderr, "%s: bad_reply: %s\n", o->prog, e.msg);
     return 1;
   }
   if (!fq_mp_bool(fq_mp_get(m->root, "ok"), &ok) || !ok) {
-    print_error_reply(m->root);
+    print_error_reply(o, m->root);
     fq_msg_free(m);
     return 1;
   }
@@ -368,7 +331,7 @@ static fq_client_t *open_client(const qopts_t *o) {
   fq_client_opts_t co = {.endpoint = o->endpoint, .timeout_ms = (int)(o->timeout_s * 1000),
                          .curve_key_file = o->curve_key, .server_key = o->server_key};
   fq_client_t *c = fq_client_new_opts(&co, &e);
-  if (!c) fprintf(stderr, "error: %s: %s\n", fq_errname(e.code), e.msg);
+  if (!c) fprintf(stderr, "%s: %s: %s\n", o->prog, fq_errname(e.code), e.msg);
   return c;
 }
 
@@ -379,7 +342,7 @@ static fq_sub_t *open_sub(const qopts_t *o, const char *const *prefixes, size_t 
   fq_client_opts_t co = {.endpoint = o->publish, .curve_key_file = o->curve_key,
                          .server_key = o->server_key};
   fq_sub_t *s = fq_sub_new_opts(&co, prefixes, n, &e);
-  if (!s) fprintf(stderr, "error: %s: %s\n", fq_errname(e.code), e.msg);
+  if (!s) fprintf(stderr, "%s: %s: %s\n", o->prog, fq_errname(e.code), e.msg);
   return s;
 }
 
@@ -463,31 +426,46 @@ static void print_command(const msgpack_object *cmd) {
   }
 }
 
-static int lookup_args_ok(const char *cmd, const qopts_t *o) {
+static int lookup_args_ok(const qopts_t *o) {
   if (o->id && (o->tenant || o->key))
-    return usage_err(cmd, "give either --id or --tenant and --key");
+    return fq_opt_usage_error(o->prog, "give either --id or --tenant and --key");
   if (!o->id && (!o->tenant || !o->key))
-    return usage_err(cmd, "give --id ID, or --tenant T and --key K");
+    return fq_opt_usage_error(o->prog, "give --id ID, or --tenant T and --key K");
   return -1;
 }
 
-static const int g_lookup_opts[] = {O_ENDPOINT, O_JSON, O_TIMEOUT, O_ID, O_TENANT, O_KEY, 0};
+/* get and cancel take the same options. */
+static const fq_opt_t g_lookup_opts[] = {
+    E_HELP,
+    E_VERSION,
+    {"id", 0, "ID", O_ID, "the command's id (from send)"},
+    {"tenant", 0, "T", O_TENANT, "or the tenant and ..."},
+    {"key", 0, "K", O_KEY, "... the idempotency key it was sent with"},
+    E_ENDPOINT,
+    {"json", 0, NULL, O_JSON, "print the daemon's reply as one JSON object"},
+    E_TIMEOUT,
+    E_CURVE,
+    E_END,
+};
 
-static const char g_get_help[] =
-    "usage: fleetq get (--id ID | --tenant T --key K) [--endpoint EP] [--json] [--timeout S]\n"
-    "\n"
-    "Show one command: its fields, state, reason, error, attempts, timestamps\n"
-    "and the table of its state transitions.  --json prints the reply.\n";
+static const fq_cli_doc_t g_get_doc = {
+    .usage = "fleetq get (--id ID | --tenant T --key K) [--endpoint EP] [--json] [--timeout S]",
+    .about = "Show one command: its fields, state, reason, error, attempts, timestamps\n"
+             "and the table of its state transitions.\n",
+    .notes = FQ_CLI_CURVE_NOTE,
+    .exit = "0 the command was found, 1 the daemon refused (not_found, ...) or\n"
+            "did not answer, 2 usage error.",
+};
 
 /* get and cancel differ only in the op and in what they print. */
 typedef void (*lookup_show_fn)(const qopts_t *o, const fq_msg_t *m);
 
-static int run_lookup(int argc, char **argv, const char *op, const char *help,
+static int run_lookup(int argc, char **argv, const char *op, const fq_cli_doc_t *doc,
                       lookup_show_fn show) {
   qopts_t o;
-  int rc = parse_opts(argc, argv, g_lookup_opts, help, &o);
+  int rc = parse_opts(argc, argv, g_lookup_opts, doc, &o);
   if (rc >= 0) return rc;
-  if ((rc = lookup_args_ok(argv[0], &o)) >= 0) return rc;
+  if ((rc = lookup_args_ok(&o)) >= 0) return rc;
   fq_buf_t req, raw;
   fq_msg_t m;
   fq_buf_init(&req, 64 * 1024);
@@ -512,14 +490,18 @@ static void show_get(const qopts_t *o, const fq_msg_t *m) {
 }
 
 static int cmd_get(int argc, char **argv) {
-  return run_lookup(argc, argv, "get", g_get_help, show_get);
+  return run_lookup(argc, argv, "get", &g_get_doc, show_get);
 }
 
-static const char g_cancel_help[] =
-    "usage: fleetq cancel (--id ID | --tenant T --key K) [--endpoint EP] [--json]\n"
-    "\n"
-    "Cancel a command that is still queued.  Once dispatch has started the\n"
-    "daemon answers not_cancellable with the current state (exit 1).\n";
+static const fq_cli_doc_t g_cancel_doc = {
+    .usage = "fleetq cancel (--id ID | --tenant T --key K) [--endpoint EP] [--json]",
+    .about = "Cancel a command that is still queued; prints its state and id.  Once\n"
+             "dispatch has started the daemon answers not_cancellable with the\n"
+             "current state.\n",
+    .notes = FQ_CLI_CURVE_NOTE,
+    .exit = "0 cancelled, 1 the daemon refused (not_cancellable, not_found, ...)\n"
+            "or did not answer, 2 usage error.",
+};
 
 static void show_cancel(const qopts_t *o, const fq_msg_t *m) {
   const msgpack_object *cmd = fq_mp_get(m->root, "command");
@@ -532,32 +514,57 @@ static void show_cancel(const qopts_t *o, const fq_msg_t *m) {
 }
 
 static int cmd_cancel(int argc, char **argv) {
-  return run_lookup(argc, argv, "cancel", g_cancel_help, show_cancel);
+  return run_lookup(argc, argv, "cancel", &g_cancel_doc, show_cancel);
 }
 
 /* ------------------------------------------------------------------ */
 /* send                                                                 */
 
-static const int g_send_opts[] = {O_ENDPOINT, O_PUBLISH, O_JSON,  O_TIMEOUT,  O_TENANT,
-                                  O_KEY,      O_ACCOUNT, O_VIN,   O_SITE,     O_COMMAND,
-                                  O_PARAM,    O_PARAMS,  O_TTL,   O_COALESCE, O_WAIT, O_NO_WAKE, 0};
+static const fq_opt_t g_send_opts[] = {
+    E_HELP,
+    E_VERSION,
+    {"tenant", 0, "T", O_TENANT, "the tenant the command belongs to (required)"},
+    {"key", 0, "K", O_KEY,
+     "idempotency key (required): sending again with the\n"
+     "same key and content returns the original command"},
+    {"account", 0, "A", O_ACCOUNT, "the Tesla account whose token is used (required)"},
+    {"vin", 0, "VIN", O_VIN, "the vehicle, or ..."},
+    {"site", 0, "ID", O_SITE, "... the energy site (exactly one of the two)"},
+    {"command", 0, "C", O_COMMAND, "the command, from the command table (required)"},
+    {"param", 0, "NAME=VALUE", O_PARAM,
+     "a parameter (repeatable): true/false are booleans,\n"
+     "integers and decimals numbers, the rest strings"},
+    {"params", 0, "JSON", O_PARAMS, "parameters as a JSON object (--param wins)"},
+    {"ttl-ms", 0, "N", O_TTL, "deadline in ms (default: the daemon's)"},
+    {"coalesce", 0, NULL, O_COALESCE, "supersede a queued command of the same kind"},
+    {"no-wake", 0, NULL, O_NO_WAKE,
+     "send wake: false: an asleep car fails the command\n"
+     "(vehicle_asleep) instead of being woken"},
+    {"wait", 0, NULL, O_WAIT, "follow the command's events to its end"},
+    {"timeout", 0, "S", O_TIMEOUT,
+     "wait at most S seconds for the answer (default 5);\n"
+     "with --wait for the end (default the TTL + 30 s)"},
+    E_ENDPOINT,
+    E_PUBLISH,
+    {"json", 0, NULL, O_JSON, "print the reply (and with --wait each event) as JSON"},
+    E_CURVE,
+    E_END,
+};
 
-static const char g_send_help[] =
-    "usage: fleetq send --tenant T --key K --account A (--vin VIN | --site ID)\n"
-    "                   --command C [--param name=value ...] [--params JSON]\n"
-    "                   [--ttl-ms N] [--coalesce] [--no-wake] [--wait] [--timeout S]\n"
-    "                   [--endpoint EP] [--publish EP] [--json]\n"
-    "\n"
-    "Submit one command; the daemon answers once it is durable.  --key is the\n"
-    "idempotency key: sending again with the same key and content returns the\n"
-    "original command (dup).  --param values: true/false are booleans, plain\n"
-    "integers and decimals are numbers, anything else is a string; --params\n"
-    "takes a JSON object (both may be combined).  --no-wake sends wake: false:\n"
-    "an asleep car fails the command (vehicle_asleep) instead of being woken.\n"
-    "\n"
-    "--wait subscribes to the command's device first, then submits and follows\n"
-    "its status events until a terminal state (at most --timeout seconds,\n"
-    "default the TTL plus 30 s).  Exit 0 only if it succeeded.\n";
+static const fq_cli_doc_t g_send_doc = {
+    .usage = "fleetq send --tenant T --key K --account A (--vin VIN | --site ID)\n"
+             "                   --command C [--param name=value ...] [--params JSON]\n"
+             "                   [--ttl-ms N] [--coalesce] [--no-wake] [--wait] [--timeout S]\n"
+             "                   [--endpoint EP] [--publish EP] [--json]",
+    .about = "Submit one command; the daemon answers once it is durable, and this\n"
+             "prints \"accepted <id> <state>\" (\"duplicate ...\" for a retry).\n"
+             "--wait subscribes to the command's device first, then submits and\n"
+             "follows its status events until a terminal state.\n",
+    .notes = FQ_CLI_CURVE_NOTE,
+    .exit = "0 accepted (with --wait: the command succeeded), 1 the daemon\n"
+            "refused it or did not answer (with --wait also: it ended otherwise\n"
+            "than succeeded, or --timeout passed first), 2 usage error.",
+};
 
 /* Follow a submitted command to its end.  Events are the fast path; a
  * `get` whenever the publisher has been silent for a while covers events
@@ -579,7 +586,8 @@ static int follow(fq_client_t *c, fq_sub_t *sub, const qopts_t *o, const char *i
     double el = (double)(now.tv_sec - t0.tv_sec) + (double)(now.tv_nsec - t0.tv_nsec) / 1e9;
     if (g_stop) goto out;
     if (el >= wait_s) {
-      fprintf(stderr, "error: timeout: command %s not finished after %.1f s\n", id, wait_s);
+      fprintf(stderr, "%s: timeout: command %s not finished after %.1f s\n", o->prog, id,
+              wait_s);
       goto out;
     }
     fq_err_t e;
@@ -644,13 +652,12 @@ out:
 
 static int cmd_send(int argc, char **argv) {
   qopts_t o;
-  int rc = parse_opts(argc, argv, g_send_opts, g_send_help, &o);
+  int rc = parse_opts(argc, argv, g_send_opts, &g_send_doc, &o);
   if (rc >= 0) return rc;
-  const char *cmdname = argv[0];
   if (!o.tenant || !o.key || !o.account || !o.command)
-    return usage_err(cmdname, "--tenant, --key, --account and --command are required");
+    return fq_opt_usage_error(o.prog, "--tenant, --key, --account and --command are required");
   if ((o.vin != NULL) == (o.site != 0))
-    return usage_err(cmdname, "give exactly one of --vin and --site");
+    return fq_opt_usage_error(o.prog, "give exactly one of --vin and --site");
 
   fq_buf_t store, req, raw;
   fq_msg_t m;
@@ -665,7 +672,7 @@ static int cmd_send(int argc, char **argv) {
   if (o.params_json) {
     fq_err_t e;
     if (fq_params_from_json(o.params_json, &store, all, FQ_MAX_PARAMS, &nall, &e)) {
-      usage_err(cmdname, "%s", e.msg);
+      fq_opt_usage_error(o.prog, "%s", e.msg);
       goto out;
     }
   }
@@ -676,7 +683,7 @@ static int cmd_send(int argc, char **argv) {
                          memcmp(all[j].name, o.params[i].name, all[j].name_len) == 0))
       j++;
     if (j == nall && nall == FQ_MAX_PARAMS) {
-      usage_err(cmdname, "more than 16 parameters");
+      fq_opt_usage_error(o.prog, "more than 16 parameters");
       goto out;
     }
     all[j] = o.params[i];
@@ -698,12 +705,12 @@ static int cmd_send(int argc, char **argv) {
     int wr = fq_sub_wait_connected(sub, 2000, &e);
     if (wr == FQ_EAUTH) {
       /* The request socket would be refused the same way. */
-      fprintf(stderr, "error: %s: %s\n", fq_errname(wr), e.msg);
+      fprintf(stderr, "%s: %s: %s\n", o.prog, fq_errname(wr), e.msg);
       goto out;
     }
     if (wr)
-      fprintf(stderr, "warning: status publisher %s not reached (%s); polling instead\n",
-              o.publish, e.msg);
+      fprintf(stderr, "%s: warning: status publisher %s not reached (%s); polling instead\n",
+              o.prog, o.publish, e.msg);
   }
   c = open_client(&o);
   if (!c) goto out;
@@ -712,7 +719,7 @@ static int cmd_send(int argc, char **argv) {
                         .ttl_ms = o.ttl_ms, .coalesce = o.coalesce,
                         .no_wake = o.no_wake};
   if (fq_req_submit(&req, &a)) {
-    fprintf(stderr, "error: too_large: request does not fit in %zu bytes\n", req.cap);
+    fprintf(stderr, "%s: too_large: request does not fit in %zu bytes\n", o.prog, req.cap);
     goto out;
   }
   if (round_trip(c, &o, &req, &raw, &m)) goto out;
@@ -747,24 +754,38 @@ out:
 /* ------------------------------------------------------------------ */
 /* history                                                              */
 
-static const int g_history_opts[] = {O_ENDPOINT, O_JSON,  O_TIMEOUT, O_SHARD,
-                                     O_AFTER,    O_LIMIT, O_TENANT,  0};
+static const fq_opt_t g_history_opts[] = {
+    E_HELP,
+    E_VERSION,
+    {"shard", 0, "N", O_SHARD, "the shard whose events to print (required)"},
+    {"tenant", 0, "T", O_TENANT, "only tenant T's events, paged by their tseq"},
+    {"after", 0, "SEQ", O_AFTER, "start after this seq (tseq with --tenant; default 0)"},
+    {"limit", 0, "L", O_LIMIT, "at most L events (default 100, max 1000)"},
+    E_ENDPOINT,
+    {"json", 0, NULL, O_JSON, "print the daemon's reply as one JSON object"},
+    E_TIMEOUT,
+    E_CURVE,
+    E_END,
+};
 
-static const char g_history_help[] =
-    "usage: fleetq history --shard N [--tenant T] [--after SEQ] [--limit L]\n"
-    "                      [--endpoint EP] [--json]\n"
-    "\n"
-    "Print the stored status events of one shard with seq > SEQ (default 0),\n"
-    "at most L (default 100, max 1000), then the seq to continue after.\n"
-    "With --tenant, only tenant T's events of the shard, in the order of\n"
-    "their per-tenant sequence tseq: --after and the `next` printed count\n"
-    "tseq (1, 2, 3... for each tenant and shard) instead of seq.\n";
+static const fq_cli_doc_t g_history_doc = {
+    .usage = "fleetq history --shard N [--tenant T] [--after SEQ] [--limit L]\n"
+             "                      [--endpoint EP] [--json]",
+    .about = "Print the stored status events of one shard with seq > SEQ, then\n"
+             "\"next <seq>\", the seq to continue after.  With --tenant, only tenant T's\n"
+             "events of the shard, in the order of their per-tenant sequence tseq:\n"
+             "--after and the `next` printed count tseq (1, 2, 3... for each tenant\n"
+             "and shard) instead of seq.\n",
+    .notes = FQ_CLI_CURVE_NOTE,
+    .exit = "0 the page was printed, 1 the daemon refused or did not answer,\n"
+            "2 usage error.",
+};
 
 static int cmd_history(int argc, char **argv) {
   qopts_t o;
-  int rc = parse_opts(argc, argv, g_history_opts, g_history_help, &o);
+  int rc = parse_opts(argc, argv, g_history_opts, &g_history_doc, &o);
   if (rc >= 0) return rc;
-  if (!o.shard_set) return usage_err(argv[0], "--shard is required");
+  if (!o.shard_set) return fq_opt_usage_error(o.prog, "--shard is required");
   fq_buf_t req, raw;
   fq_msg_t m;
   fq_buf_init(&req, 4096);
@@ -777,8 +798,14 @@ static int cmd_history(int argc, char **argv) {
   if (round_trip(c, &o, &req, &raw, &m)) goto out;
   if (!o.json) {
     const msgpack_object *evs = fq_mp_get(m.root, "events");
-    int64_t next = 0, tseq = 0;
+    int64_t next = 0, tseq = 0, first = 0;
     char mark[40];
+    /* Events older than the daemon's retention are gone: say so rather
+     * than let the page look like the start of history. */
+    if (fq_mp_int(fq_mp_get(m.root, "first"), &first) && first > 0 &&
+        (uint64_t)first - 1 > (uint64_t)o.after)
+      fprintf(stderr, "note: %s before %" PRId64 " were pruned (retention); history begins there\n",
+              o.tenant ? "this tenant's events (tseq)" : "events (seq)", first);
     /* By tenant the page counts tseq: show it beside each event. */
     if (evs && evs->type == MSGPACK_OBJECT_ARRAY)
       for (uint32_t i = 0; i < evs->via.array.size; i++) {
@@ -801,27 +828,43 @@ out:
 /* ------------------------------------------------------------------ */
 /* watch                                                                */
 
-static const int g_watch_opts[] = {O_ENDPOINT, O_PUBLISH, O_JSON, O_TIMEOUT, O_TENANT,
-                                   O_DEVICE,   O_COUNT,   O_FILL, 0};
+static const fq_opt_t g_watch_opts[] = {
+    E_HELP,
+    E_VERSION,
+    {"tenant", 0, "T", O_TENANT, "only tenant T's events"},
+    {"device", 0, "VIN|SITE", O_DEVICE, "only this device's events (needs --tenant)"},
+    {"count", 0, "N", O_COUNT, "stop after N events"},
+    {"timeout", 0, "S", O_TIMEOUT, "stop after S seconds"},
+    {"fill", 0, NULL, O_FILL, "fetch missed events with `history` and print them"},
+    E_PUBLISH,
+    {"endpoint", 0, "EP", O_ENDPOINT, "fleetqd's request endpoint, for --fill (default\n"
+                                        FQ_CLI_DEFAULT_ENDPOINT ")"},
+    {"json", 0, NULL, O_JSON, "print each event as one JSON object"},
+    E_CURVE,
+    E_END,
+};
 
-static const char g_watch_help[] =
-    "usage: fleetq watch [--tenant T [--device VIN|SITE]] [--count N] [--timeout S]\n"
-    "                    [--fill] [--publish EP] [--endpoint EP] [--json]\n"
-    "\n"
-    "Print status events as they are published, one per line: time,\n"
-    "tenant/device, command, prev -> state, reason.  Sequence gaps within a\n"
-    "shard (events the publisher dropped) are reported on stderr; with --fill\n"
-    "the missing events are fetched with `history` from --endpoint and printed\n"
-    "(marked \"(filled)\").  Events carry tseq, a gap-free sequence per tenant\n"
-    "and shard: a jump in it is a loss even when the watch sees only some\n"
-    "tenants (--tenant, or a CURVE key limited to its tenants), and --fill\n"
-    "fetches that tenant's missing events.  With --device, seq and tseq jumps\n"
-    "are normal (other devices share them), so only --fill can detect losses.\n"
-    "--fill also looks past the last event seen whenever the stream is quiet\n"
-    "for half a second, because events dropped at the end of a burst leave no\n"
-    "later seq to reveal them.\n"
-    "Stops after N events (exit 0) or after S seconds (exit 0 without\n"
-    "--count, 1 if fewer than N events arrived), or on Ctrl-C.\n";
+static const fq_cli_doc_t g_watch_doc = {
+    .usage = "fleetq watch [--tenant T [--device VIN|SITE]] [--count N] [--timeout S]\n"
+             "                    [--fill] [--publish EP] [--endpoint EP] [--json]",
+    .about =
+        "Print status events as they are published, one per line: time,\n"
+        "tenant/device, command, prev -> state, reason.  Sequence gaps within a\n"
+        "shard (events the publisher dropped) are reported on stderr; with --fill\n"
+        "the missing events are fetched with `history` from --endpoint and printed\n"
+        "(marked \"(filled)\").  Events carry tseq, a gap-free sequence per tenant\n"
+        "and shard: a jump in it is a loss even when the watch sees only some\n"
+        "tenants (--tenant, or a CURVE key limited to its tenants), and --fill\n"
+        "fetches that tenant's missing events.  With --device, seq and tseq jumps\n"
+        "are normal (other devices share them), so only --fill can detect losses.\n"
+        "--fill also looks past the last event seen whenever the stream is quiet\n"
+        "for half a second, because events dropped at the end of a burst leave no\n"
+        "later seq to reveal them.\n",
+    .notes = FQ_CLI_CURVE_NOTE,
+    .exit = "0 after N events, after S seconds without --count, or on Ctrl-C;\n"
+            "1 fewer than N events arrived within S seconds, or the publisher\n"
+            "refused the key; 2 usage error.",
+};
 
 /* Last seq seen per shard; a shard beyond the table is not tracked. */
 #define WATCH_MAX_SHARDS 4096
@@ -974,8 +1017,8 @@ static uint64_t watch_fill(watch_state_t *w, uint32_t shard, uint64_t after, uin
     fq_msg_free(&m);
     if (after == before) {
       if (!tail)
-        fprintf(stderr, "watch: history of shard %u has nothing after %" PRIu64 "\n", shard,
-                after);
+        fprintf(stderr, "%s: history of shard %u has nothing after %" PRIu64 "\n", w->o->prog,
+                shard, after);
       break;
     }
   }
@@ -1047,10 +1090,10 @@ static void watch_start_points(watch_state_t *w) {
 
 static int cmd_watch(int argc, char **argv) {
   qopts_t o;
-  int rc = parse_opts(argc, argv, g_watch_opts, g_watch_help, &o);
+  int rc = parse_opts(argc, argv, g_watch_opts, &g_watch_doc, &o);
   if (rc >= 0) return rc;
   if (o.device && !o.tenant)
-    return usage_err(argv[0], "--device needs --tenant (topics are tenant/device)");
+    return fq_opt_usage_error(o.prog, "--device needs --tenant (topics are tenant/device)");
   char prefix[512];
   snprintf(prefix, sizeof prefix, "%s%s%s", o.tenant ? o.tenant : "", o.tenant ? "/" : "",
            o.device ? o.device : "");
@@ -1075,10 +1118,10 @@ static int cmd_watch(int argc, char **argv) {
   int conn_ms = o.timeout_set && o.timeout_s < 2.0 ? (int)(o.timeout_s * 1000) : 2000;
   int wr = fq_sub_wait_connected(sub, conn_ms, &e);
   if (wr == -ETIMEDOUT)
-    fprintf(stderr, "watch: publisher %s not reached yet; still trying\n", o.publish);
+    fprintf(stderr, "%s: publisher %s not reached yet; still trying\n", o.prog, o.publish);
   if (wr == FQ_EAUTH) {
     /* Retrying cannot help a refused key or a missing one. */
-    fprintf(stderr, "error: %s: %s\n", fq_errname(wr), e.msg);
+    fprintf(stderr, "%s: %s: %s\n", o.prog, fq_errname(wr), e.msg);
     goto out;
   }
   for (;;) {
@@ -1093,8 +1136,8 @@ static int cmd_watch(int argc, char **argv) {
       double el = (double)(now.tv_sec - t0.tv_sec) + (double)(now.tv_nsec - t0.tv_nsec) / 1e9;
       if (el >= o.timeout_s) {
         if (o.count) {
-          fprintf(stderr, "watch: timeout after %.1f s with %" PRIu64 " of %" PRIu64 " events\n",
-                  o.timeout_s, w->printed, o.count);
+          fprintf(stderr, "%s: timeout after %.1f s with %" PRIu64 " of %" PRIu64 " events\n",
+                  o.prog, o.timeout_s, w->printed, o.count);
           rc = 1;
         } else {
           rc = 0;
@@ -1120,7 +1163,7 @@ static int cmd_watch(int argc, char **argv) {
           uint64_t got = watch_fill(w, (uint32_t)sh, w->last[sh], upto, &last, true);
           if (got)
             fprintf(stderr,
-                    "watch: shard %d: recovered %" PRIu64 " event(s) missed after seq %" PRIu64
+                    "fleetq watch: shard %d: recovered %" PRIu64 " event(s) missed after seq %" PRIu64
                     "\n",
                     sh, got, w->last[sh]);
           if (last > w->last[sh]) w->last[sh] = last;
@@ -1129,12 +1172,12 @@ static int cmd_watch(int argc, char **argv) {
       continue;
     }
     if (r) {
-      fprintf(stderr, "watch: dropped a malformed event: %s\n", e.msg);
+      fprintf(stderr, "%s: dropped a malformed event: %s\n", o.prog, e.msg);
       continue;
     }
     fq_msg_t m;
     if (fq_msg_decode(&m, body.data, body.len, &e)) {
-      fprintf(stderr, "watch: dropped a malformed event: %s\n", e.msg);
+      fprintf(stderr, "%s: dropped a malformed event: %s\n", o.prog, e.msg);
       continue;
     }
     int64_t shard = -1, seq = -1, tseq = 0;
@@ -1156,14 +1199,14 @@ static int cmd_watch(int argc, char **argv) {
       if (wt->last && t > wt->last + 1) {
         if (!o.fill) {
           fprintf(stderr,
-                  "watch: gap in tenant %s on shard %" PRId64 ": tseq %" PRIu64 "..%" PRIu64
+                  "fleetq watch: gap in tenant %s on shard %" PRId64 ": tseq %" PRIu64 "..%" PRIu64
                   " missed (--fill fetches them)\n",
                   wt->tenant, shard, wt->last + 1, t - 1);
         } else {
           uint64_t from = wt->last + 1;
           uint64_t got = watch_fill_tenant(w, (uint32_t)shard, wt->tenant, wt->last, t);
           fprintf(stderr,
-                  "watch: tenant %s on shard %" PRId64 ": recovered %" PRIu64
+                  "fleetq watch: tenant %s on shard %" PRId64 ": recovered %" PRIu64
                   " missed event(s) from history (tseq %" PRIu64 "..%" PRIu64 ")\n",
                   wt->tenant, shard, got, from, t - 1);
         }
@@ -1192,14 +1235,14 @@ static int cmd_watch(int argc, char **argv) {
         uint64_t from = w->last[shard] + 1, to = s - 1;
         if (!prefix[0]) {
           fprintf(stderr,
-                  "watch: gap in shard %" PRId64 ": events %" PRIu64 "..%" PRIu64 " missed%s\n",
+                  "fleetq watch: gap in shard %" PRId64 ": events %" PRIu64 "..%" PRIu64 " missed%s\n",
                   shard, from, to, o.fill ? ", fetching them" : "");
           if (o.fill) watch_fill(w, (uint32_t)shard, w->last[shard], s, NULL, false);
         } else if (o.fill) {
           uint64_t got = watch_fill(w, (uint32_t)shard, w->last[shard], s, NULL, false);
           if (got)
             fprintf(stderr,
-                    "watch: shard %" PRId64 ": recovered %" PRIu64
+                    "fleetq watch: shard %" PRId64 ": recovered %" PRIu64
                     " missed event(s) from history (seq %" PRIu64 "..%" PRIu64 ")\n",
                     shard, got, from, to);
         }
@@ -1226,16 +1269,26 @@ out:
 /* ------------------------------------------------------------------ */
 /* ping                                                                 */
 
-static const int g_ping_opts[] = {O_ENDPOINT, O_JSON, O_TIMEOUT, 0};
+static const fq_opt_t g_ping_opts[] = {
+    E_HELP,
+    E_VERSION,
+    E_ENDPOINT,
+    {"json", 0, NULL, O_JSON, "print the daemon's reply as one JSON object"},
+    E_TIMEOUT,
+    E_CURVE,
+    E_END,
+};
 
-static const char g_ping_help[] =
-    "usage: fleetq ping [--endpoint EP] [--json] [--timeout S]\n"
-    "\n"
-    "Check that the daemon answers; prints its version and shard count.\n";
+static const fq_cli_doc_t g_ping_doc = {
+    .usage = "fleetq ping [--endpoint EP] [--json] [--timeout S]",
+    .about = "Check that the daemon answers; prints \"ok <endpoint> version <v> shards <n>\".\n",
+    .notes = FQ_CLI_CURVE_NOTE,
+    .exit = "0 the daemon answered, 1 it refused or did not answer, 2 usage error.",
+};
 
 static int cmd_ping(int argc, char **argv) {
   qopts_t o;
-  int rc = parse_opts(argc, argv, g_ping_opts, g_ping_help, &o);
+  int rc = parse_opts(argc, argv, g_ping_opts, &g_ping_doc, &o);
   if (rc >= 0) return rc;
   fq_buf_t req, raw;
   fq_msg_t m;

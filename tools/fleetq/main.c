@@ -4,7 +4,8 @@
  * with FQ_CLI_COMMAND (cli.h) before main() runs.
  *
  * Exit status: 0 success, 1 the request failed (daemon error, timeout),
- * 2 usage error (unknown subcommand, bad option).
+ * 2 usage error (unknown subcommand, bad option).  The convention every
+ * subcommand follows is in cli.h.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,23 +51,30 @@ static void usage(FILE *f) {
   fprintf(f,
           "usage: fleetq <command> [options]\n"
           "       fleetq help <command>   (or: fleetq <command> --help)\n"
+          "       fleetq --version\n"
           "\n"
           "commands:\n");
   for (size_t i = 0; i < g_ncmds; i++)
     fprintf(f, "  %-13s %s\n", g_cmds[i].name, g_cmds[i].summary ? g_cmds[i].summary : "");
   fprintf(f,
           "\n"
-          "Exit status: 0 success, 1 the request failed, 2 usage error.\n"
+          "Every command takes -h / --help, --version, and its options as --opt value\n"
+          "or --opt=value; the ones that print results take --json.  Errors go to\n"
+          "stderr as 'fleetq <command>: ...'.\n"
+          "\n"
           "The daemon's request endpoint defaults to %s, its status\n"
           "publisher to %s.  For a fleetqd with CURVE, the commands\n"
           "that connect take --curve-key FILE --server-key Z85 (defaults:\n"
-          "$FLEETQ_CURVE_KEY, $FLEETQ_SERVER_KEY); make a key with curve-keygen.\n",
+          "$FLEETQ_CURVE_KEY, $FLEETQ_SERVER_KEY); make a key with curve-keygen.\n"
+          "\n"
+          "Exit status: 0 success, 1 failure (the daemon refused or did not answer,\n"
+          "a file could not be written, ...), 2 usage error; each command's --help\n"
+          "says what they mean for it.\n",
           FQ_CLI_DEFAULT_ENDPOINT, FQ_CLI_DEFAULT_PUBLISH);
 }
 
 static int unknown(const char *name) {
-  fprintf(stderr, "fleetq: unknown command '%s' (run 'fleetq --help' for the list)\n", name);
-  return 2;
+  return fq_opt_usage_error("fleetq", "unknown command '%s'", name);
 }
 
 int main(int argc, char **argv) {
@@ -76,14 +84,13 @@ int main(int argc, char **argv) {
     return 2;
   }
   const char *name = argv[1];
+  /* The program's own options come before the command: only these two,
+   * so no parser (a table parser would take the command's options). */
   if (strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0) {
     usage(stdout);
     return 0;
   }
-  if (strcmp(name, "--version") == 0) {
-    printf("fleetq %s\n", FQ_VERSION);
-    return 0;
-  }
+  if (strcmp(name, "--version") == 0) return fq_opt_version("fleetq");
   if (strcmp(name, "help") == 0) {
     if (argc < 3) {
       usage(stdout);
@@ -95,9 +102,9 @@ int main(int argc, char **argv) {
     return e->fn(2, hargv);
   }
   if (name[0] == '-') {
-    fprintf(stderr, "fleetq: expected a command before '%s'\n", name);
-    usage(stderr);
-    return 2;
+    size_t n = strcspn(name, "=");
+    return fq_opt_usage_error("fleetq", "unknown option '%.*s' before the command", (int)n,
+                              name);
   }
   const cli_entry_t *e = find_cmd(name);
   if (!e) return unknown(name);

@@ -5,7 +5,9 @@
  * any start-up failure ends here with a message, starts the threads and
  * runs the ingress loop in the main thread until SIGTERM / SIGINT, then
  * drains (requests in flight get --drain-timeout-ms to be answered) and
- * exits 0.  SIGHUP reloads the clients file and never ends it.
+ * exits 0.  SIGHUP reloads the clients file and never ends it.  Under
+ * systemd (packaging/fleetqd.service, Type=notify) it also says READY=1,
+ * STOPPING=1 and WATCHDOG=1 (sdnotify.h).
  *
  * Exit status: 0 after a clean stop (or --help); 2 for a configuration
  * the daemon refuses (flags, config file, CURVE key or clients file, a
@@ -34,6 +36,7 @@
 #include "dispatch.h"
 #include "ingress.h"
 #include "log.h"
+#include "sdnotify.h"
 #include "shard.h"
 #include "store.h"
 #include "util.h"
@@ -47,6 +50,7 @@ static void on_signal(int sig) {
   char c = 1;
   ssize_t w = write(stop_pipe[1], &c, 1);
   (void)w;
+  fq_sdnotify_stopping(); /* async-signal-safe: a write to the notifier's pipe */
 }
 
 /* SIGHUP (a terminal hang-up, or an operator asking for a reload) must
@@ -86,6 +90,8 @@ typedef struct daemon {
   fq_ingress_t *in;
   char curve_secret[41];       /* CURVE server secret key (Z85), "" = plaintext */
   fq_clients_t *clients;       /* handed to the ingress */
+  fq_sdnotify_t *notify;       /* systemd: READY / STOPPING / WATCHDOG */
+  _Atomic uint64_t heartbeat;  /* the ingress loop's turns, for the watchdog */
 } daemon_t;
 
 /* CURVE: the server key and the clients file, or, without them, loopback
@@ -151,6 +157,11 @@ static int read_config(daemon_t *d, int argc, char **argv) {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     d->cfg.shards = n > 0 ? (unsigned)n : 1;
   }
+  /* A bind needs an address: tcp://localhost:P binds 127.0.0.1:P. */
+  if (fq_endpoint_bindable(d->cfg.listen, sizeof d->cfg.listen))
+    fq_info("fleetqd", "--listen: binding localhost as 127.0.0.1 (%s)", d->cfg.listen);
+  if (fq_endpoint_bindable(d->cfg.publish, sizeof d->cfg.publish))
+    fq_info("fleetqd", "--publish: binding localhost as 127.0.0.1 (%s)", d->cfg.publish);
   if (load_security(d) != 0) return 2;
   snprintf(d->extra_host, sizeof d->extra_host, "%s", d->cfg.allow_host);
   return -1;
@@ -170,7 +181,14 @@ static int claim_datadir(daemon_t *d) {
 /* SIGTERM / SIGINT write to the stop pipe the ingress polls.  SIGHUP is
  * blocked here, before any thread exists, so that every thread inherits
  * the mask and only hup_main() receives it. */
-static int install_signals(void) {
+static int install_signals(daemon_t *d) {
+  fq_err_t err;
+  fq_err_clear(&err);
+  /* Before the SIGTERM handler, which tells the notifier a stop began. */
+  if (!(d->notify = fq_sdnotify_new(&d->heartbeat, &err))) {
+    fprintf(stderr, "fleetqd: %s\n", err.msg);
+    return -1;
+  }
   static sigset_t hup;
   sigemptyset(&hup);
   sigaddset(&hup, SIGHUP);
@@ -316,8 +334,12 @@ static int open_shards(daemon_t *d) {
                                  .max_store = cfg->max_store_mb << 20,
                                  .default_ttl_ms = cfg->default_ttl_ms,
                                  .batch_max = cfg->batch_max,
-                                 .dispatch = &d->dopts,
-                                 .drain_timeout_ms = cfg->drain_timeout_ms};
+                                 .dispatch = cfg->no_dispatch ? NULL : &d->dopts,
+                                 .accounts = d->accounts,
+                                 .auth = d->auth,
+                                 .drain_timeout_ms = cfg->drain_timeout_ms,
+                                 .retention_ms = cfg->retention_s * 1000,
+                                 .dedupe_window_ms = cfg->dedupe_window_s * 1000};
     fq_err_clear(&op[i].err);
     /* One shard (or a thread that cannot start) opens right here. */
     op[i].started = cfg->shards > 1 && pthread_create(&op[i].th, NULL, shard_opener, &op[i]) == 0;
@@ -347,6 +369,7 @@ static int open_ingress(daemon_t *d) {
                           .nshards = cfg->shards,
                           .max_msg_size = cfg->max_msg_size,
                           .client_hwm = cfg->client_hwm,
+                          .client_reply_max = (size_t)cfg->client_reply_kb * 1024,
                           .pub_hwm = cfg->pub_hwm,
                           .shard_hwm = cfg->shard_hwm,
                           .stop_fd = stop_pipe[0],
@@ -355,7 +378,9 @@ static int open_ingress(daemon_t *d) {
                           .clients = d->clients,
                           .clients_file = cfg->clients[0] ? cfg->clients : NULL,
                           .reload_fd = reload_pipe[0],
-                          .ipc_mode = cfg->ipc_mode};
+                          .ipc_mode = cfg->ipc_mode,
+                          .heartbeat = fq_sdnotify_heartbeat_ms(d->notify) ? &d->heartbeat : NULL,
+                          .heartbeat_ms = fq_sdnotify_heartbeat_ms(d->notify)};
   d->clients = NULL; /* the ingress owns it now, even when it fails */
   if (!(d->in = fq_ingress_new(&io, &err))) {
     fprintf(stderr, "fleetqd: %s\n", err.msg);
@@ -402,6 +427,7 @@ static int daemon_close(daemon_t *d, int status) {
   fq_vcp_key_destroy(&d->key);
   if (d->demo && status == 0) status = fq_demo_result(d->demo);
   fq_demo_destroy(&d->demo);
+  fq_sdnotify_destroy(&d->notify);
   /* Every socket is closed by now; EINTR (a signal) only needs a retry. */
   while (d->ctx && zmq_ctx_term(d->ctx) != 0 && errno == EINTR) {
   }
@@ -415,13 +441,20 @@ int main(int argc, char **argv) {
   if (status < 0) status = claim_datadir(&d);
   if (status >= 0) return daemon_close(&d, status);
   status = 1;
-  if (install_signals() != 0 || open_shared(&d) != 0 || open_shards(&d) != 0 ||
+  if (install_signals(&d) != 0 || open_shared(&d) != 0 || open_shards(&d) != 0 ||
       open_ingress(&d) != 0 || start_threads(&d) != 0)
     goto out;
   fq_info("fleetqd", "version %s, %u shard(s), data %s, listen %s, publish %s", FQ_VERSION,
           d.cfg.shards, d.cfg.data_dir, d.cfg.listen, d.cfg.publish);
+  if (d.cfg.no_dispatch)
+    fq_warn("fleetqd", "--no-dispatch: commands are stored and served but none is sent; they "
+                       "stay queued until cancelled or expired");
   fprintf(stderr, "fleetqd: ready\n");
   fflush(stderr);
+  char sd_status[600];
+  snprintf(sd_status, sizeof sd_status, "ready: %u shard(s), listen %s, publish %s", d.cfg.shards,
+           d.cfg.listen, d.cfg.publish);
+  fq_sdnotify_ready(d.notify, sd_status);
   if (d.demo && fq_demo_start_tour(d.demo, stop_pipe[1]) != 0) {
     fprintf(stderr, "fleetqd --demo: cannot start the tour\n");
     /* The threads run: stop them the way start_threads() does. */

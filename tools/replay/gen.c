@@ -7,7 +7,6 @@
  * share of energy-site commands.  The same seed gives the same file.
  */
 #include <errno.h>
-#include <getopt.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -17,6 +16,7 @@
 #include <unistd.h>
 
 #include "fleetq/client.h"
+#include "cliopt.h"
 #include "fleetq/commands.h"
 #include "replay.h"
 #include "rng.h"
@@ -223,57 +223,58 @@ static int parse_mix(const char *spec, mix_t *veh, mix_t *site) {
   return rc;
 }
 
-static const char g_gen_help[] =
-    "usage: fleetq-replay gen --out FILE --count N --devices D [--rate R]\n"
-    "           [--arrival poisson|even] [--mix name=weight,...] [--zipf S | --uniform]\n"
-    "           [--burst MULT:EVERY:LEN] [--dup-ratio X] [--energy-share X] [--seed N]\n"
-    "           [--tenant T] [--account A] [--key-prefix P] [--ttl-ms MS]\n"
-    "\n"
-    "Write N synthetic submit requests to FILE (a traffic file, see\n"
-    "proto/traffic-format.md) for D devices.\n"
-    "  --rate R          average requests per second (default 1000)\n"
-    "  --arrival         poisson (default: exponential gaps, like independent\n"
-    "                    clients) or even (one every 1/R s)\n"
-    "  --mix             command weights, e.g. set_charge_limit=5,door_lock=1;\n"
-    "                    names from the command table (vehicle and site commands\n"
-    "                    may be mixed); default: a charging-platform mix\n"
-    "  --zipf S          device popularity: rank k drawn with weight 1/k^S\n"
-    "                    (default 1.0); --uniform: every device alike\n"
-    "  --burst M:E:L     every E seconds, for L seconds, send at M times the rate\n"
-    "  --dup-ratio X     share of records that repeat an earlier request exactly\n"
-    "                    (same tenant, key and content: a retry), 0..0.9\n"
-    "  --energy-share X  share of requests for energy sites (default 0); that\n"
-    "                    share of the D devices are sites\n"
-    "  --seed N          random seed (default: from the clock; always logged)\n"
-    "  --tenant / --account   default 'replay' / 'replay-acct'\n"
-    "  --key-prefix P    idempotency keys are P-<n> (default g<seed>)\n"
-    "  --ttl-ms MS       ttl_ms of every request (default: the daemon's)\n";
-
 enum {
   G_OUT = 1000, G_COUNT, G_DEVICES, G_RATE, G_ARRIVAL, G_MIX, G_ZIPF, G_UNIFORM, G_BURST,
-  G_DUP, G_ENERGY, G_SEED, G_TENANT, G_ACCOUNT, G_KEYPFX, G_TTL, G_HELP
+  G_DUP, G_ENERGY, G_SEED, G_TENANT, G_ACCOUNT, G_KEYPFX, G_TTL, G_HELP, G_VERSION, G_JSON
 };
 
-static const struct option g_gen_opts[] = {
-    {"out", required_argument, NULL, G_OUT},
-    {"count", required_argument, NULL, G_COUNT},
-    {"devices", required_argument, NULL, G_DEVICES},
-    {"rate", required_argument, NULL, G_RATE},
-    {"arrival", required_argument, NULL, G_ARRIVAL},
-    {"mix", required_argument, NULL, G_MIX},
-    {"zipf", required_argument, NULL, G_ZIPF},
-    {"uniform", no_argument, NULL, G_UNIFORM},
-    {"burst", required_argument, NULL, G_BURST},
-    {"dup-ratio", required_argument, NULL, G_DUP},
-    {"energy-share", required_argument, NULL, G_ENERGY},
-    {"seed", required_argument, NULL, G_SEED},
-    {"tenant", required_argument, NULL, G_TENANT},
-    {"account", required_argument, NULL, G_ACCOUNT},
-    {"key-prefix", required_argument, NULL, G_KEYPFX},
-    {"ttl-ms", required_argument, NULL, G_TTL},
-    {"help", no_argument, NULL, G_HELP},
-    {NULL, 0, NULL, 0},
+/* The options of gen: they parse the command line and make its --help. */
+static const fq_opt_t g_gen_opts[] = {
+    FQ_OPT_HELP(G_HELP),
+    FQ_OPT_VERSION(G_VERSION),
+    {"out", 0, "FILE", G_OUT, "the traffic file to write (required)"},
+    {"count", 0, "N", G_COUNT, "how many records (required)"},
+    {"devices", 0, "D", G_DEVICES, "how many devices (required)"},
+    {"rate", 0, "R", G_RATE, "average requests per second (default 1000)"},
+    {"arrival", 0, "LAW", G_ARRIVAL,
+     "poisson (default: exponential gaps, like independent\n"
+     "clients) or even (one every 1/R s)"},
+    {"mix", 0, "NAME=W,...", G_MIX,
+     "command weights, e.g. set_charge_limit=5,door_lock=1;\n"
+     "names from the command table (vehicle and site\n"
+     "commands may be mixed); default: a charging-platform mix"},
+    {"zipf", 0, "S", G_ZIPF, "device popularity: rank k drawn with weight 1/k^S\n(default 1.0)"},
+    {"uniform", 0, NULL, G_UNIFORM, "every device alike instead"},
+    {"burst", 0, "M:E:L", G_BURST, "every E seconds, for L seconds, send at M times the rate"},
+    {"dup-ratio", 0, "X", G_DUP,
+     "share of records that repeat an earlier request exactly\n"
+     "(same tenant, key and content: a retry), 0..0.9"},
+    {"energy-share", 0, "X", G_ENERGY,
+     "share of requests for energy sites (default 0); that\n"
+     "share of the D devices are sites"},
+    {"seed", 0, "N", G_SEED, "random seed (default: from the clock; always logged)"},
+    {"tenant", 0, "T", G_TENANT, "the tenant of every record (default replay)"},
+    {"account", 0, "A", G_ACCOUNT, "the account of every record (default replay-acct)"},
+    {"key-prefix", 0, "P", G_KEYPFX, "idempotency keys are P-<n> (default g<seed>)"},
+    {"ttl-ms", 0, "MS", G_TTL, "ttl_ms of every request (default: the daemon's)"},
+    {"json", 0, NULL, G_JSON, "print the summary as one JSON object on stdout"},
+    {NULL, 0, NULL, 0, NULL},
 };
+
+static void gen_help(void) {
+  fputs("usage: fleetq-replay gen --out FILE --count N --devices D [--rate R]\n"
+        "           [--arrival poisson|even] [--mix name=weight,...] [--zipf S | --uniform]\n"
+        "           [--burst MULT:EVERY:LEN] [--dup-ratio X] [--energy-share X] [--seed N]\n"
+        "           [--tenant T] [--account A] [--key-prefix P] [--ttl-ms MS] [--json]\n"
+        "\n"
+        "Write N synthetic submit requests to FILE (a traffic file, see\n"
+        "proto/traffic-format.md) for D devices.  The same seed gives the same file.\n"
+        "\n"
+        "Options:\n",
+        stdout);
+  fq_opt_print(stdout, g_gen_opts);
+  fputs("\nExit status: 0 written, 1 the file could not be written, 2 usage error.\n", stdout);
+}
 
 int fq_replay_gen(int argc, char **argv) {
   const char *out = NULL, *mixspec = NULL, *tenant = "replay", *account = "replay-acct";
@@ -282,74 +283,77 @@ int fq_replay_gen(int argc, char **argv) {
   double rate = 1000, zipf = 1.0, dup = 0, energy = 0;
   double burst_mult = 1, burst_every = 0, burst_len = 0;
   bool even = false, seed_set = false, zipf_set = false, uniform = false;
-  optind = 0;
-  opterr = 0;
+  bool json = false;
+  fq_opt_parser_t p;
+  fq_opt_init(&p, "fleetq-replay gen", g_gen_opts, argc, argv);
   for (;;) {
-    int c = getopt_long(argc, argv, "+", g_gen_opts, NULL);
-    if (c == -1) break;
+    int c = fq_opt_next(&p);
+    if (c == FQ_OPT_END) break;
+    const char *v = p.value;
     switch (c) {
-    case G_HELP: fputs(g_gen_help, stdout); return 0;
-    case G_OUT: out = optarg; break;
+    case FQ_OPT_ERROR: return 2;
+    case G_HELP: gen_help(); return 0;
+    case G_VERSION: return fq_opt_version("fleetq-replay");
+    case G_JSON: json = true; break;
+    case G_OUT: out = v; break;
     case G_COUNT:
-      if (!fq_replay_parse_u64(optarg, 1, FQ_TRAFFIC_MAX_RECORDS, &count))
+      if (!fq_replay_parse_u64(v, 1, FQ_TRAFFIC_MAX_RECORDS, &count))
         return fq_replay_usage_err("gen", "--count wants 1..%llu",
                                    (unsigned long long)FQ_TRAFFIC_MAX_RECORDS);
       break;
     case G_DEVICES:
-      if (!fq_replay_parse_u64(optarg, 1, GEN_MAX_DEVICES, &devices))
+      if (!fq_replay_parse_u64(v, 1, GEN_MAX_DEVICES, &devices))
         return fq_replay_usage_err("gen", "--devices wants 1..%llu",
                                    (unsigned long long)GEN_MAX_DEVICES);
       break;
     case G_RATE:
-      if (!fq_replay_parse_double(optarg, 0.001, 10e6, &rate))
+      if (!fq_replay_parse_double(v, 0.001, 10e6, &rate))
         return fq_replay_usage_err("gen", "--rate wants requests per second, 0.001..1e7");
       break;
     case G_ARRIVAL:
-      if (!strcmp(optarg, "even"))
+      if (!strcmp(v, "even"))
         even = true;
-      else if (strcmp(optarg, "poisson"))
+      else if (strcmp(v, "poisson"))
         return fq_replay_usage_err("gen", "--arrival is poisson or even");
       break;
-    case G_MIX: mixspec = optarg; break;
+    case G_MIX: mixspec = v; break;
     case G_ZIPF:
-      if (!fq_replay_parse_double(optarg, 0.01, 5, &zipf))
+      if (!fq_replay_parse_double(v, 0.01, 5, &zipf))
         return fq_replay_usage_err("gen", "--zipf wants an exponent 0.01..5");
       zipf_set = true;
       break;
     case G_UNIFORM: uniform = true; break;
     case G_BURST:
-      if (sscanf(optarg, "%lf:%lf:%lf", &burst_mult, &burst_every, &burst_len) != 3 ||
+      if (sscanf(v, "%lf:%lf:%lf", &burst_mult, &burst_every, &burst_len) != 3 ||
           !(burst_mult >= 1 && burst_mult <= 1000) || !(burst_every > 0) ||
           !(burst_len > 0 && burst_len < burst_every))
         return fq_replay_usage_err(
             "gen", "--burst wants MULT:EVERY:LEN, 1 <= MULT <= 1000, 0 < LEN < EVERY seconds");
       break;
     case G_DUP:
-      if (!fq_replay_parse_double(optarg, 0, 0.9, &dup))
+      if (!fq_replay_parse_double(v, 0, 0.9, &dup))
         return fq_replay_usage_err("gen", "--dup-ratio wants 0..0.9");
       break;
     case G_ENERGY:
-      if (!fq_replay_parse_double(optarg, 0, 1, &energy))
+      if (!fq_replay_parse_double(v, 0, 1, &energy))
         return fq_replay_usage_err("gen", "--energy-share wants 0..1");
       break;
     case G_SEED:
-      if (!fq_replay_parse_u64(optarg, 0, UINT64_MAX, &seed))
+      if (!fq_replay_parse_u64(v, 0, UINT64_MAX, &seed))
         return fq_replay_usage_err("gen", "--seed wants an unsigned integer");
       seed_set = true;
       break;
-    case G_TENANT: tenant = optarg; break;
-    case G_ACCOUNT: account = optarg; break;
-    case G_KEYPFX: keypfx = optarg; break;
+    case G_TENANT: tenant = v; break;
+    case G_ACCOUNT: account = v; break;
+    case G_KEYPFX: keypfx = v; break;
     case G_TTL:
-      if (!fq_replay_parse_u64(optarg, 1, 86400000, &ttl))
+      if (!fq_replay_parse_u64(v, 1, 86400000, &ttl))
         return fq_replay_usage_err("gen", "--ttl-ms wants 1..86400000");
       break;
-    default:
-      return fq_replay_usage_err("gen", "unknown option or missing value: %s",
-                                 optind > 0 && optind <= argc ? argv[optind - 1] : "?");
+    default: return fq_replay_usage_err("gen", "option --%s is not handled", p.opt->name);
     }
   }
-  if (optind < argc) return fq_replay_usage_err("gen", "unexpected argument '%s'", argv[optind]);
+  if (p.next < argc) return fq_replay_usage_err("gen", "unexpected argument '%s'", argv[p.next]);
   if (!out || !count || !devices)
     return fq_replay_usage_err("gen", "--out, --count and --devices are required");
   if (zipf_set && uniform) return fq_replay_usage_err("gen", "--zipf and --uniform exclude each other");
@@ -398,7 +402,7 @@ int fq_replay_gen(int argc, char **argv) {
            seed, count, devices, nveh, nsite, rate, even ? "even" : "poisson",
            zipf > 0 ? "zipf=" : "uniform", zipf > 0 ? zipf : 0.0, burst_mult, burst_every,
            burst_len, dup, energy, tenant, mixspec ? mixspec : "default");
-  fprintf(stderr, "gen: seed %" PRIu64 " (pass --seed %" PRIu64 " to repeat)\n", seed, seed);
+  fprintf(stderr, "fleetq-replay gen: seed %" PRIu64 " (pass --seed %" PRIu64 " to repeat)\n", seed, seed);
 
   fq_rng_t rng;
   fq_rng_seed(&rng, seed);
@@ -411,7 +415,7 @@ int fq_replay_gen(int argc, char **argv) {
   fq_buf_init(&body, FQ_TRAFFIC_MAX_RECORD);
   fq_traffic_writer_t *w = NULL;
   if (devlaw_init(&dv, nveh, zipf) || devlaw_init(&ds, nsite, zipf)) {
-    fprintf(stderr, "gen: out of memory for the device table\n");
+    fprintf(stderr, "fleetq-replay gen: out of memory for the device table\n");
     goto out;
   }
   ring = calloc(DUP_WINDOW, sizeof *ring);
@@ -419,7 +423,7 @@ int fq_replay_gen(int argc, char **argv) {
   if (!ring || !ringlen) goto out;
   w = fq_traffic_writer_new(out, 0, note, &e);
   if (!w) {
-    fprintf(stderr, "gen: %s\n", e.msg);
+    fprintf(stderr, "fleetq-replay gen: %s\n", e.msg);
     goto out;
   }
   double t = 0;
@@ -459,7 +463,7 @@ int fq_replay_gen(int argc, char **argv) {
       }
       fq_buf_reset(&body);
       if (fq_req_submit(&body, &a)) {
-        fprintf(stderr, "gen: record %" PRIu64 " does not fit in %d bytes\n", i,
+        fprintf(stderr, "fleetq-replay gen: record %" PRIu64 " does not fit in %d bytes\n", i,
                 FQ_TRAFFIC_MAX_RECORD);
         goto out;
       }
@@ -475,18 +479,30 @@ int fq_replay_gen(int argc, char **argv) {
     }
     if (fq_traffic_write(w, off, bp, blen, &e)) {
       /* tenant / account / key-prefix come from the user: say which. */
-      fprintf(stderr, "gen: record %" PRIu64 " refused: %s\n", i, e.msg);
+      fprintf(stderr, "fleetq-replay gen: record %" PRIu64 " refused: %s\n", i, e.msg);
       goto out;
     }
   }
   if (fq_traffic_writer_close(&w, &e)) {
-    fprintf(stderr, "gen: %s\n", e.msg);
+    fprintf(stderr, "fleetq-replay gen: %s\n", e.msg);
     goto out;
   }
   fprintf(stderr,
-          "gen: wrote %" PRIu64 " records to %s (%" PRIu64 " duplicates, %" PRIu64
+          "fleetq-replay gen: wrote %" PRIu64 " records to %s (%" PRIu64 " duplicates, %" PRIu64
           " for energy sites), spanning %.3f s\n",
           count, out, dups, sites, t);
+  if (json) {
+    fq_buf_t js;
+    fq_buf_init(&js, 0);
+    fq_buf_append_str(&js, "{\"out\":");
+    fq_replay_json_str(&js, out);
+    fq_buf_printf(&js,
+                  ",\"records\":%" PRIu64 ",\"duplicates\":%" PRIu64 ",\"sites\":%" PRIu64
+                  ",\"span_s\":%.6f,\"seed\":%" PRIu64 "}",
+                  count, dups, sites, t, seed);
+    printf("%.*s\n", (int)js.len, (const char *)js.data);
+    fq_buf_free(&js);
+  }
   rc = 0;
 out:
   fq_traffic_writer_destroy(&w);

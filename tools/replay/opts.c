@@ -1,6 +1,6 @@
 /*
  * fleetq-replay: the option helpers gen.c and run.c share (usage errors,
- * strict number parsing).  See replay.h.
+ * strict number parsing, JSON strings of the reports).  See replay.h.
  */
 #include <errno.h>
 #include <math.h>
@@ -38,4 +38,17 @@ bool fq_replay_parse_double(const char *s, double lo, double hi, double *out) {
   if (errno || !end || *end || !isfinite(v) || v < lo || v > hi) return false;
   *out = v;
   return true;
+}
+
+int fq_replay_json_str(fq_buf_t *out, const char *s) {
+  int rc = fq_buf_append_str(out, "\"");
+  for (const unsigned char *p = (const unsigned char *)s; !rc && *p; p++) {
+    if (*p == '"' || *p == '\\')
+      rc = fq_buf_printf(out, "\\%c", *p);
+    else if (*p < 0x20)
+      rc = fq_buf_printf(out, "\\u%04x", *p);
+    else
+      rc = fq_buf_append(out, p, 1);
+  }
+  return rc ? rc : fq_buf_append_str(out, "\"");
 }

@@ -12,7 +12,6 @@
  * as it goes; latency then counts from the actual send).
  */
 #include <errno.h>
-#include <getopt.h>
 #include <inttypes.h>
 #include <math.h>
 #include <poll.h>
@@ -26,6 +25,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "cliopt.h"
 #include "fleetq/client.h"
 #include "fleetq/wire.h"
 #include "hmap.h"
@@ -420,60 +420,63 @@ static void text_pct(const char *name, const pct_t *p) {
 /* ------------------------------------------------------------------ */
 /* command line                                                         */
 
-static const char g_run_help[] =
-    "usage: fleetq-replay run FILE --endpoint EP [--publish EP] [--rate R | --speed X]\n"
-    "           [--conns N] [--duration S] [--drain S] [--key-prefix P]\n"
-    "           [--max-inflight W] [--json] [--curve-key FILE --server-key Z85]\n"
-    "\n"
-    "Send the submit requests of a traffic file to a fleetqd on this host, each at\n"
-    "its intended time (open loop), and report requests sent, acked, errors by\n"
-    "code, the achieved rate, and ack and end-to-end latency percentiles counted\n"
-    "from the intended send time.\n"
-    "  --endpoint EP    the daemon's request socket (loopback, ipc or inproc only)\n"
-    "  --publish EP     its status publisher: measure end-to-end latency (time to\n"
-    "                   the command's first terminal event, or to its `queued`\n"
-    "                   event when nothing is dispatched; the report says which)\n"
-    "  --rate R         send record i at i/R s, ignoring the recorded times\n"
-    "  --speed X        play the recorded times X times faster (default 1)\n"
-    "  --conns N        DEALER connections, round-robin (default 4, max 64)\n"
-    "  --duration S     stop sending after S seconds (default and max 600; up to\n"
-    "                   86400 when given)\n"
-    "  --drain S        after the last send, wait at most S s for replies and\n"
-    "                   events (default 5)\n"
-    "  --key-prefix P   prepend P to every idempotency key (replay one file\n"
-    "                   several times against the same daemon)\n"
-    "  --max-inflight W closed loop instead: send as fast as replies allow, W\n"
-    "                   outstanding per connection (to fill a daemon); latency\n"
-    "                   then counts from the actual send\n"
-    "  --json           print one JSON object instead of the text report\n"
-    "  --curve-key FILE this client's CURVE key pair file (fleetq curve-keygen),\n"
-    "                   for a fleetqd with --curve-secret; default $FLEETQ_CURVE_KEY\n"
-    "  --server-key Z85 fleetqd's CURVE public key; default $FLEETQ_SERVER_KEY.\n"
-    "                   Give both or neither; a flag wins over its variable\n"
-    "A progress line is shown on stderr when it is a terminal.  Exit status: 0 when\n"
-    "every request was acked, 1 otherwise, 2 usage error.\n";
-
 enum {
   R_ENDPOINT = 1000, R_PUBLISH, R_RATE, R_SPEED, R_CONNS, R_DURATION, R_DRAIN, R_KEYPFX,
-  R_INFLIGHT, R_JSON, R_HELP, R_CURVE_KEY, R_SERVER_KEY
+  R_INFLIGHT, R_JSON, R_HELP, R_VERSION, R_CURVE_KEY, R_SERVER_KEY
 };
 
-static const struct option g_run_opts[] = {
-    {"endpoint", required_argument, NULL, R_ENDPOINT},
-    {"publish", required_argument, NULL, R_PUBLISH},
-    {"rate", required_argument, NULL, R_RATE},
-    {"speed", required_argument, NULL, R_SPEED},
-    {"conns", required_argument, NULL, R_CONNS},
-    {"duration", required_argument, NULL, R_DURATION},
-    {"drain", required_argument, NULL, R_DRAIN},
-    {"key-prefix", required_argument, NULL, R_KEYPFX},
-    {"max-inflight", required_argument, NULL, R_INFLIGHT},
-    {"json", no_argument, NULL, R_JSON},
-    {"curve-key", required_argument, NULL, R_CURVE_KEY},
-    {"server-key", required_argument, NULL, R_SERVER_KEY},
-    {"help", no_argument, NULL, R_HELP},
-    {NULL, 0, NULL, 0},
+/* The options of run: they parse the command line and make its --help. */
+static const fq_opt_t g_run_opts[] = {
+    FQ_OPT_HELP(R_HELP),
+    FQ_OPT_VERSION(R_VERSION),
+    {"endpoint", 0, "EP", R_ENDPOINT,
+     "the daemon's request socket (required; loopback, ipc\nor inproc only)"},
+    {"publish", 0, "EP", R_PUBLISH,
+     "its status publisher: measure end-to-end latency (time\n"
+     "to the command's first terminal event, or to its\n"
+     "`queued` event when nothing is dispatched)"},
+    {"rate", 0, "R", R_RATE, "send record i at i/R s, ignoring the recorded times"},
+    {"speed", 0, "X", R_SPEED, "play the recorded times X times faster (default 1)"},
+    {"conns", 0, "N", R_CONNS, "DEALER connections, round-robin (default 4, max 64)"},
+    {"duration", 0, "S", R_DURATION,
+     "stop sending after S seconds (default and max 600;\nup to 86400 when given)"},
+    {"drain", 0, "S", R_DRAIN,
+     "after the last send, wait at most S s for replies and\nevents (default 5)"},
+    {"key-prefix", 0, "P", R_KEYPFX,
+     "prepend P to every idempotency key (replay one file\n"
+     "several times against the same daemon)"},
+    {"max-inflight", 0, "W", R_INFLIGHT,
+     "closed loop instead: send as fast as replies allow,\n"
+     "W outstanding per connection (to fill a daemon);\n"
+     "latency then counts from the actual send"},
+    {"json", 0, NULL, R_JSON, "print one JSON object instead of the text report"},
+    {"curve-key", 0, "FILE", R_CURVE_KEY,
+     "this client's CURVE key pair file (fleetq curve-keygen),\n"
+     "for a fleetqd with --curve-secret; default $FLEETQ_CURVE_KEY"},
+    {"server-key", 0, "Z85", R_SERVER_KEY,
+     "fleetqd's CURVE public key; default $FLEETQ_SERVER_KEY.\n"
+     "Give both or neither; a flag wins over its variable"},
+    {NULL, 0, NULL, 0, NULL},
 };
+
+static void run_help(void) {
+  fputs("usage: fleetq-replay run FILE --endpoint EP [--publish EP] [--rate R | --speed X]\n"
+        "           [--conns N] [--duration S] [--drain S] [--key-prefix P]\n"
+        "           [--max-inflight W] [--json] [--curve-key FILE --server-key Z85]\n"
+        "\n"
+        "Send the submit requests of a traffic file to a fleetqd on this host, each at\n"
+        "its intended time (open loop), and report requests sent, acked, errors by\n"
+        "code, the achieved rate, and ack and end-to-end latency percentiles counted\n"
+        "from the intended send time.  A progress line is shown on stderr when it is\n"
+        "a terminal.\n"
+        "\n"
+        "Options:\n",
+        stdout);
+  fq_opt_print(stdout, g_run_opts);
+  fputs("\nExit status: 0 every request was acked, 1 otherwise (or the file could not\n"
+        "be read, the daemon did not answer), 2 usage error.\n",
+        stdout);
+}
 
 static int parse_run_opts(int argc, char **argv, run_opts_t *o) {
   memset(o, 0, sizeof *o);
@@ -481,59 +484,60 @@ static int parse_run_opts(int argc, char **argv, run_opts_t *o) {
   o->conns = 4;
   o->duration = RUN_DEFAULT_MAX_S;
   o->drain = 5;
-  optind = 0;
-  opterr = 0;
   uint64_t u;
+  fq_opt_parser_t p;
+  fq_opt_init(&p, "fleetq-replay run", g_run_opts, argc, argv);
   for (;;) {
-    int c = getopt_long(argc, argv, "", g_run_opts, NULL);
-    if (c == -1) break;
+    int c = fq_opt_next(&p);
+    if (c == FQ_OPT_END) break;
+    const char *v = p.value;
     switch (c) {
-    case R_HELP: fputs(g_run_help, stdout); return 0;
-    case R_ENDPOINT: o->endpoint = optarg; break;
-    case R_PUBLISH: o->publish = optarg; break;
+    case FQ_OPT_ERROR: return 2;
+    case R_HELP: run_help(); return 0;
+    case R_VERSION: return fq_opt_version("fleetq-replay");
+    case R_ENDPOINT: o->endpoint = v; break;
+    case R_PUBLISH: o->publish = v; break;
     case R_RATE:
-      if (!fq_replay_parse_double(optarg, 0.001, 10e6, &o->rate))
+      if (!fq_replay_parse_double(v, 0.001, 10e6, &o->rate))
         return fq_replay_usage_err("run", "--rate wants requests per second, 0.001..1e7");
       break;
     case R_SPEED:
-      if (!fq_replay_parse_double(optarg, 0.001, 100000, &o->speed))
+      if (!fq_replay_parse_double(v, 0.001, 100000, &o->speed))
         return fq_replay_usage_err("run", "--speed wants a factor 0.001..100000");
       break;
     case R_CONNS:
-      if (!fq_replay_parse_u64(optarg, 1, RUN_MAX_CONNS, &u))
+      if (!fq_replay_parse_u64(v, 1, RUN_MAX_CONNS, &u))
         return fq_replay_usage_err("run", "--conns wants 1..%d", RUN_MAX_CONNS);
       o->conns = (int)u;
       break;
     case R_DURATION:
-      if (!fq_replay_parse_double(optarg, 0.001, RUN_MAX_S, &o->duration))
+      if (!fq_replay_parse_double(v, 0.001, RUN_MAX_S, &o->duration))
         return fq_replay_usage_err("run", "--duration wants seconds, at most %.0f", RUN_MAX_S);
       o->duration_set = true;
       break;
     case R_DRAIN:
-      if (!fq_replay_parse_double(optarg, 0, 600, &o->drain))
+      if (!fq_replay_parse_double(v, 0, 600, &o->drain))
         return fq_replay_usage_err("run", "--drain wants 0..600 seconds");
       break;
     case R_KEYPFX:
-      if (!*optarg || strlen(optarg) > 64)
+      if (!*v || strlen(v) > 64)
         return fq_replay_usage_err("run", "--key-prefix wants 1..64 bytes");
-      o->key_prefix = optarg;
+      o->key_prefix = v;
       break;
     case R_INFLIGHT:
-      if (!fq_replay_parse_u64(optarg, 1, 100000, &o->max_inflight))
+      if (!fq_replay_parse_u64(v, 1, 100000, &o->max_inflight))
         return fq_replay_usage_err("run", "--max-inflight wants 1..100000");
       break;
     case R_JSON: o->json = true; break;
-    case R_CURVE_KEY: o->curve_key = optarg; break;
-    case R_SERVER_KEY: o->server_key = optarg; break;
-    default:
-      return fq_replay_usage_err("run", "unknown option or missing value: %s",
-                                 optind > 0 && optind <= argc ? argv[optind - 1] : "?");
+    case R_CURVE_KEY: o->curve_key = v; break;
+    case R_SERVER_KEY: o->server_key = v; break;
+    default: return fq_replay_usage_err("run", "option --%s is not handled", p.opt->name);
     }
   }
-  if (optind + 1 != argc)
-    return fq_replay_usage_err("run", optind >= argc ? "the traffic FILE is required"
+  if (p.next + 1 != argc)
+    return fq_replay_usage_err("run", p.next >= argc ? "the traffic FILE is required"
                                                      : "exactly one traffic FILE, please");
-  o->file = argv[optind];
+  o->file = argv[p.next];
   if (!o->endpoint) return fq_replay_usage_err("run", "--endpoint is required");
   if (o->rate > 0 && o->speed != 1)
     return fq_replay_usage_err("run", "--rate and --speed exclude each other");
@@ -775,8 +779,13 @@ int fq_replay_run(int argc, char **argv) {
   const char *e2e_to = !r->o.publish ? "none" : terminal ? "terminal" : "queued";
 
   if (r->o.json) {
-    printf("{\"file\":\"%s\",\"records\":%zu,\"scheduled\":%zu,\"mode\":\"%s\",\"conns\":%d,",
-           r->o.file, r->n, r->n_sched, r->o.max_inflight ? "closed" : "open", r->o.conns);
+    fq_buf_t fn;
+    fq_buf_init(&fn, 0);
+    fq_replay_json_str(&fn, r->o.file); /* a path may hold quotes */
+    printf("{\"file\":%.*s,\"records\":%zu,\"scheduled\":%zu,\"mode\":\"%s\",\"conns\":%d,",
+           (int)fn.len, (const char *)fn.data, r->n, r->n_sched,
+           r->o.max_inflight ? "closed" : "open", r->o.conns);
+    fq_buf_free(&fn);
     printf("\"sent\":%" PRIu64 ",\"acked\":%" PRIu64 ",\"dup\":%" PRIu64 ",\"no_reply\":%" PRIu64
            ",\"errors\":{",
            sent, acked, dups, no_reply);

@@ -116,8 +116,15 @@ def run_test(name, fn):
 class Daemon:
     """One fleetqd process on loopback, restartable on the same data dir."""
 
-    def __init__(self, shards=4, config=None, extra=(), log_level="info", name="fleetqd"):
+    def __init__(self, shards=4, config=None, extra=(), log_level="info", name="fleetqd",
+                 accounts=()):
+        """accounts: ids added with `fleetq account add` after the first
+        start (fleetqd refuses submits for accounts it does not have, with
+        unknown_account).  They hold an opaque token and a loopback base
+        URL where nothing listens: with --no-dispatch (extra) nothing is
+        ever sent; without it a command sent for them fails to connect."""
         self.exe = os.path.join(BIN, "fleetqd")
+        self.accounts = list(accounts)
         if not os.access(self.exe, os.X_OK):
             raise RuntimeError(f"{self.exe} not found: build fleetqd first (FQ_BIN={BIN})")
         self.shards = shards
@@ -152,6 +159,9 @@ class Daemon:
         while time.monotonic() < deadline:
             with open(self.logpath, "rb") as f:
                 if b"fleetqd: ready" in f.read():
+                    if self.starts == 1:
+                        for a in self.accounts:
+                            add_account(self.endpoint, a)
                     return self
             if self.proc.poll() is not None:
                 raise RuntimeError(f"fleetqd exited with {self.proc.returncode} before ready:\n"
@@ -443,6 +453,29 @@ def cli(*args, timeout=30, input_=None):
     exe = os.path.join(BIN, "fleetq")
     return subprocess.run([exe] + [str(a) for a in args], capture_output=True, text=True,
                           timeout=timeout, input=input_)
+
+
+def add_account(endpoint, account, token=None, refresh="refresh-not-a-secret",
+                base_url="http://127.0.0.1:9", client_id="test-client"):
+    """`fleetq account add` against the daemon at endpoint.  The CLI takes
+    tokens only from files or stdin: the access token goes through a 0600
+    temporary file (removed at once), the refresh token through stdin.  The
+    default token is opaque (no expiry known, so no refresh is started) and
+    the default base URL a loopback port where nothing listens."""
+    token = token or f"{account}-opaque-token"
+    fd, atf = tempfile.mkstemp(prefix="fq-at-")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
+        r = cli("account", "add", "--endpoint", endpoint, "--account", account,
+                "--access-token-file", atf, "--refresh-token-file", "-",
+                "--client-id", client_id, "--base-url", base_url, input_=refresh + "\n")
+    finally:
+        os.unlink(atf)
+    if r.returncode != 0:
+        raise RuntimeError(f"fleetq account add {account} failed ({r.returncode}): "
+                           f"{r.stdout}{r.stderr}")
+    return r
 
 
 def json_lines(text):
