@@ -170,7 +170,8 @@ def fleetq_checks(c, tmp, d):
          "watch --count=1 prints the cancelled event", j)
     j = js(run("fleetq", "account", "list", ep, "--json", "--timeout=5"),
            "account list --endpoint=EP --json")
-    c.ok(j and j[0].get("accounts") == [], "account list --json: no accounts", j)
+    c.ok(j and sorted(a.get("id") for a in j[0].get("accounts", [])) == ["acct", "replay-acct"],
+         "account list --json: the two accounts", j)
     r = run("fleetq", "account", "get", "--account=nobody", ep)
     c.ok(r.returncode == 1 and r.stderr.startswith("fleetq account get: not_found"),
          "account get unknown: exit 1, 'fleetq account get: not_found'", r.stderr)
@@ -353,7 +354,10 @@ def test(c):
     try:
         fleetqd_checks(c, tmp)
         fleetsim_checks(c, tmp)
-        with Daemon(shards=2) as d:
+        # --no-dispatch: the commands stay queued for the get / cancel /
+        # watch checks; the accounts the submits name must exist (acct for
+        # fleetq send, replay-acct for fleetq-replay gen's default).
+        with Daemon(shards=2, extra=["--no-dispatch"], accounts=["acct", "replay-acct"]) as d:
             traffic = fleetq_checks(c, tmp, d)
             replay_checks(c, tmp, d, traffic)
     finally:

@@ -123,7 +123,14 @@ def main(c):
                      "site": 78, "command": "time_of_use_settings",
                      "params": {"tou_settings": tou}})
         c.ok(r.get("ok"), "the 16 KB command is accepted", r)
-        reps, _ = fqlib.pipeline(cl, [{"op": "get", "id": r.get("id")}] * 8000, window=8000,
+        # At most 400 in flight (about 6.2 MB of replies, under the 8 MiB
+        # per-client limit): a client whose outstanding replies fit in the
+        # limit never loses one, however slowly it reads.  With 8,000 in
+        # flight (125 MB asked for at once) a reader slower than the daemon
+        # loses replies by design (docs/operations.md), which made this
+        # check depend on the machine's load.  Batches still exceed the
+        # shard's 2 MiB output cap, the case that used to exit 70.
+        reps, _ = fqlib.pipeline(cl, [{"op": "get", "id": r.get("id")}] * 8000, window=400,
                                  timeout=120)
         c.eq(sum(1 for x in reps.values() if x.get("ok")), 8000,
              "8,000 pipelined gets of a 16 KB command: all answered")

@@ -167,7 +167,9 @@ def example_checks(c, prefix, tmp):
     runenv["LD_LIBRARY_PATH"] = os.path.join(prefix, "lib")
     runenv.pop("FLEETQ_CURVE_KEY", None)
     runenv.pop("FLEETQ_SERVER_KEY", None)
-    with Daemon(shards=2) as d:
+    # --no-dispatch: the example's commands stay queued (what it prints);
+    # fleetqd refuses submits for accounts it does not have.
+    with Daemon(shards=2, extra=["--no-dispatch"], accounts=["alice"]) as d:
         ids = []
         for n, exe in enumerate((exe_pc, exe_cm)):
             r = sh([exe, d.endpoint, "acme", f"example-{n}", "alice", vin(n + 1),
