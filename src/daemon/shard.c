@@ -58,6 +58,7 @@ typedef struct pending {
   /* The request, borrowed from its message for the batch: a batch whose
    * transaction fails is applied again, in a more careful way. */
   int msg;                  /* its message's index in the batch */
+  int env_at;               /* where its envelope was in that message */
   bool over;                /* more envelope frames than MAX_ENV: refused */
   const char *kframe;       /* the kind frame (kind, then the tenant list) */
   size_t klen;
@@ -1316,6 +1317,7 @@ static int process_batch(fq_shard_t *sh, zmq_msg_t (*msgs)[MAX_FRAMES + 2], int 
     if (!p) continue;
     if (*kind == 'F') memcpy(p->token, zmq_msg_data(&f[1]), 8);
     p->msg = m;
+    p->env_at = first_env;
     p->over = over;
     p->kframe = kind;
     p->klen = klen;
@@ -1357,8 +1359,15 @@ static int process_batch(fq_shard_t *sh, zmq_msg_t (*msgs)[MAX_FRAMES + 2], int 
    * them all (below); a committed pass answers those it took. */
   if (rc) taken = sh->npend;
   int done = taken < sh->npend ? sh->pend[taken].msg : nmsgs;
-  for (size_t i = taken; i < sh->npend; i++)
-    for (int j = 0; j < sh->pend[i].nenv; j++) zmq_msg_close(&sh->pend[i].env[j]);
+  /* pend_add moved their envelope out of the message: give it back, the
+   * carried message is taken again whole by the next batch. */
+  for (size_t i = taken; i < sh->npend; i++) {
+    pending_t *p = &sh->pend[i];
+    for (int j = 0; j < p->nenv; j++) {
+      zmq_msg_move(&msgs[p->msg][p->env_at + j], &p->env[j]);
+      zmq_msg_close(&p->env[j]);
+    }
+  }
   sh->npend = taken;
   for (int m = 0; m < done; m++) {
     const char *kind = zmq_msg_data(&msgs[m][0]);
