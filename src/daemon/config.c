@@ -55,6 +55,8 @@ static const char usage_a[] =
          "  --config FILE         JSON config file (keys: docs/configuration.md)\n"
          "  --default-ttl-ms N    deadline of a command without ttl_ms (default 60000)\n"
          "  --map-size-mb N       LMDB map size per shard (default 16384)\n"
+         "  --max-store-mb N      let a shard's map grow up to N MiB when it fills and\n"
+         "                        the disk has room (default: --map-size-mb, no growth)\n"
          "  --batch-max N         most requests in one group commit (default 4096)\n"
          "  --retention-s N       remove terminal commands and events older than N\n"
          "                        seconds (default 604800 = 7 days; 0 keeps everything)\n"
@@ -239,7 +241,8 @@ static int apply(fq_config_t *c, const char *name, const char *sval, json_t *jva
               {"drain-timeout-ms", 0, 3600000},
               {"retention-s", 0, FQ_CONFIG_MAX_S},
               {"dedupe-window-s", 1, FQ_CONFIG_MAX_S},
-              {"client-reply-kb", 8192, 4194304}};
+              {"client-reply-kb", 8192, 4194304},
+              {"max-store-mb", 16, 1 << 24}};
   for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
     if (strcmp(name, ints[i].name) != 0) continue;
     if ((rc = parse_int(v, ints[i].lo, ints[i].hi, &x, name, err)) != 0) return rc;
@@ -261,6 +264,7 @@ static int apply(fq_config_t *c, const char *name, const char *sval, json_t *jva
       case 14: c->retention_s = x; break;
       case 15: c->dedupe_window_s = x; break;
       case 16: c->client_reply_kb = (uint64_t)x; break;
+      case 17: c->max_store_mb = (uint64_t)x; break;
     }
     return 0;
   }
@@ -362,5 +366,11 @@ int fq_config_check(const fq_config_t *cfg, fq_err_t *err) {
                    "dedupe against a command that was already removed; lower "
                    "--dedupe-window-s (dedupe_window_s) or raise --retention-s (retention_s)",
                    (long long)cfg->dedupe_window_s, (long long)cfg->retention_s);
+  /* The map can grow but never shrink. */
+  if (cfg->max_store_mb && cfg->max_store_mb < cfg->map_size_mb)
+    return fq_errf(err, FQ_ECONFIG,
+                   "max-store-mb (%llu) is below map-size-mb (%llu): the map never shrinks; "
+                   "give at least the map size, or leave max-store-mb out (no growth)",
+                   (unsigned long long)cfg->max_store_mb, (unsigned long long)cfg->map_size_mb);
   return 0;
 }

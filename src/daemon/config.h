@@ -19,6 +19,7 @@ typedef struct fq_config {
   unsigned shards;           /* 0 = number of online CPUs */
   int64_t default_ttl_ms;
   uint64_t map_size_mb;      /* LMDB map size per shard */
+  uint64_t max_store_mb;     /* the most a shard's map may grow to; 0 = map_size_mb */
   unsigned batch_max;        /* requests per group commit */
   int64_t retention_s;       /* prune terminal commands and events older (0: never) */
   int64_t dedupe_window_s;   /* how long a (tenant, key) dedupes; <= retention_s */

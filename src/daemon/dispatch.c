@@ -79,7 +79,47 @@ typedef struct dev {
   fq_buf_t body;
   int launch_error;          /* set by a failed launch, acted on next step */
   char launch_msg[FQ_ERRMSG_MAX];
+
+  uint64_t snap_gen;         /* the step (transaction) whose snapshot holds this device */
 } dev_t_;
+
+/* --- a transaction's changes, until it is known committed ---------------------
+ *
+ * Everything a step decides lands in the shard's transaction, but the
+ * dispatcher also changes its own memory: which command a device is on,
+ * what is out, timers, the vehicle request a reply must match.  When the
+ * transaction is aborted (the map or the disk is full, a storage error)
+ * the store is back where it was and the memory must follow, or the two
+ * disagree: a command the store still holds as `sent` would look idle
+ * and be signed and sent again.
+ *
+ * So the first time a transaction touches a device, the device's dispatch
+ * state is copied (dsnap_t); an abort restores every copy.  And an answer
+ * of Fleet API cannot be un-received: each one is kept (kept_t) until the
+ * transaction that acted on it is committed.  After an abort the device is
+ * back to "request out", and its kept answer is acted on again in the next
+ * step: the request left once and its outcome is recorded once, whatever
+ * had to be retried in between.  A step may also leave answers for later
+ * (a work budget after failures, or while the shard cannot write at all:
+ * fq_dispatch_collect), in the order they came. */
+typedef struct dsnap {
+  dev_t_ *dev;
+  uint64_t cur, http_id;
+  int phase, resume, domain, launch_error;
+  int64_t timer_at, wake_started, token_stamp;
+  bool legacy, legacy_known, woke;
+  int resync_used, refresh_used, region_switches;
+  fq_http_method_t method;
+  fq_fa_endpoint_t ep;
+  fq_vcp_request_t vreq;
+} dsnap_t;
+
+typedef struct kept {
+  dev_t_ *dev;
+  bool pending;              /* still to be acted on (in the next step) */
+  fq_http_resp_t r;          /* r.body points into body when delivered */
+  fq_buf_t body;
+} kept_t;
 
 /* Counters reserved by one session save: the store holds the counter
  * plus this, so a session is written once per SESS_RESERVE commands, not
@@ -134,6 +174,20 @@ struct fq_dispatch {
   bool draining;             /* stopping: no request leaves for a new attempt */
   unsigned drain_left;       /* commands still waiting for an answer (last drain) */
   fq_dispatch_stats_t st;
+
+  /* The open transaction's changes (see dsnap_t above). */
+  bool in_txn;               /* a step or drain ran since the last launch / rollback */
+  bool rolled_back;          /* the last transaction was aborted */
+  bool collecting;           /* inside fq_dispatch_collect(): keep answers only */
+  uint64_t gen;              /* transaction generation (dev->snap_gen) */
+  dsnap_t *snaps;
+  size_t nsnaps, asnaps;
+  kept_t *kept;
+  size_t nkept, akept;
+  uint64_t gen_at_begin;     /* seen_gen when the transaction began */
+  fq_dispatch_stats_t st_at_begin;
+  size_t budget;             /* most pieces of work in one transaction */
+  size_t work;               /* pieces of work done in this one */
 };
 
 /* --- small tables ------------------------------------------------------------ */
@@ -225,6 +279,177 @@ void fq_dispatch_kick(fq_dispatch_t *d, const char *device) {
   }
   dev->kick_pending = true;
   d->kicks[d->nkicks++] = dev;
+}
+
+/* --- transactions: snapshots, kept answers, work budget ----------------------- */
+
+/* Most pieces of work after a failed transaction: each failure halves the
+ * next one's work (so that a step whose changes do not fit in the room
+ * left can still go on in smaller pieces), each commit doubles it, up to
+ * no limit again past this. */
+#define BUDGET_FREE 4096
+
+/* Copy dev's dispatch state, once per transaction, before it changes.
+ * False (and the step fails) only when no memory is left for the copy:
+ * the caller then leaves the device alone. */
+static bool touch(fq_dispatch_t *d, dev_t_ *dev) {
+  if (dev->snap_gen == d->gen) return true;
+  if (d->nsnaps == d->asnaps) {
+    size_t n = d->asnaps ? d->asnaps * 2 : 64;
+    dsnap_t *p = realloc(d->snaps, n * sizeof *p);
+    if (!p) {
+      if (!d->step_rc) d->step_rc = fq_errf(d->err, -ENOMEM, "out of memory for a dispatch snapshot");
+      return false;
+    }
+    d->snaps = p;
+    d->asnaps = n;
+  }
+  dsnap_t *x = &d->snaps[d->nsnaps++];
+  x->dev = dev;
+  x->cur = dev->cur;
+  x->http_id = dev->http_id;
+  x->phase = dev->phase;
+  x->resume = dev->resume;
+  x->domain = dev->domain;
+  x->launch_error = dev->launch_error;
+  x->timer_at = dev->timer_at;
+  x->wake_started = dev->wake_started;
+  x->token_stamp = dev->token_stamp;
+  x->legacy = dev->legacy;
+  x->legacy_known = dev->legacy_known;
+  x->woke = dev->woke;
+  x->resync_used = dev->resync_used;
+  x->refresh_used = dev->refresh_used;
+  x->region_switches = dev->region_switches;
+  x->method = dev->method;
+  x->ep = dev->ep;
+  x->vreq = dev->vreq;
+  dev->snap_gen = d->gen;
+  return true;
+}
+
+static void restore(fq_dispatch_t *d, const dsnap_t *x) {
+  dev_t_ *dev = x->dev;
+  dev->cur = x->cur;
+  dev->http_id = x->http_id;
+  dev->phase = x->phase;
+  dev->resume = x->resume;
+  dev->domain = x->domain;
+  dev->launch_error = x->launch_error;
+  dev->timer_at = x->timer_at;
+  dev->wake_started = x->wake_started;
+  dev->token_stamp = x->token_stamp;
+  dev->legacy = x->legacy;
+  dev->legacy_known = x->legacy_known;
+  dev->woke = x->woke;
+  dev->resync_used = x->resync_used;
+  dev->refresh_used = x->refresh_used;
+  dev->region_switches = x->region_switches;
+  dev->method = x->method;
+  dev->ep = x->ep;
+  dev->vreq = x->vreq;
+  dev->snap_gen = 0;
+  /* Its timer may have fired in the aborted step (popped): arm it again
+   * (a duplicate entry is dropped as stale once it fires). */
+  if (dev->timer_at) heap_push(d, dev->timer_at, dev);
+  if (dev->phase == PH_HOLD) hold(d, dev);
+  if (!dev->cur && dev->phase == PH_IDLE) fq_dispatch_kick(d, dev->name);
+}
+
+/* A transaction begins with the first step or drain after a launch or a
+ * rollback: answers acted on in a committed one are done with. */
+static int txn_begin(fq_dispatch_t *d) {
+  if (d->in_txn) return 0;
+  d->in_txn = true;
+  d->gen++;
+  d->nsnaps = 0;
+  d->work = 0;
+  if (!d->rolled_back) {
+    /* Keep the pending ones, in order; the others' buffers move to the
+     * tail for reuse. */
+    size_t w = 0;
+    for (size_t i = 0; i < d->nkept; i++) {
+      if (!d->kept[i].pending) continue;
+      if (i != w) {
+        kept_t t = d->kept[w];
+        d->kept[w] = d->kept[i];
+        d->kept[i] = t;
+      }
+      w++;
+    }
+    d->nkept = w;
+  }
+  d->rolled_back = false;
+  d->gen_at_begin = d->seen_gen;
+  d->st_at_begin = d->st;
+  /* Every device can be touched once: make room now, so that no snapshot
+   * is missing half way through. */
+  size_t need = fq_hmap_count(&d->devs) + 1;
+  if (need > d->asnaps) {
+    size_t n = d->asnaps * 2 > need ? d->asnaps * 2 : need;
+    dsnap_t *p = realloc(d->snaps, n * sizeof *p);
+    if (!p) return -ENOMEM;
+    d->snaps = p;
+    d->asnaps = n;
+  }
+  return 0;
+}
+
+/* One piece of work (an answer, a timer, a kick) within the budget. */
+static bool spend(fq_dispatch_t *d) {
+  if (d->work >= d->budget) return false;
+  d->work++;
+  return true;
+}
+
+/* Room to keep every answer that may arrive in the next perform. */
+static int kept_reserve(fq_dispatch_t *d) {
+  size_t need = d->nkept + d->tr.inflight(d->tr.ud) + 1;
+  if (need <= d->akept) return 0;
+  size_t n = d->akept ? d->akept : 64;
+  while (n < need) n *= 2;
+  kept_t *p = realloc(d->kept, n * sizeof *p);
+  if (!p) return -ENOMEM;
+  for (size_t i = d->akept; i < n; i++) {
+    memset(&p[i], 0, sizeof p[i]);
+    fq_buf_init(&p[i].body, (size_t)2 << 20);
+  }
+  d->kept = p;
+  d->akept = n;
+  return 0;
+}
+
+/* Keep an answer (copied) until the transaction acting on it commits.
+ * NULL when there is no slot (kept_reserve failed): the answer is then
+ * acted on without a copy, as before this existed.  A body that cannot
+ * be copied is kept as an unknown outcome: after an abort the command is
+ * settled as if no answer had come (never sent again unless idempotent). */
+static kept_t *keep(fq_dispatch_t *d, dev_t_ *dev, const fq_http_resp_t *resp, bool pending) {
+  if (d->nkept == d->akept) return NULL;
+  kept_t *k = &d->kept[d->nkept++];
+  k->dev = dev;
+  k->pending = pending;
+  k->r = *resp; /* the header fields; the body is copied below */
+  fq_buf_reset(&k->body);
+  int rc = resp->body_len ? fq_buf_append(&k->body, resp->body, resp->body_len) : 0;
+  if (!rc) rc = fq_buf_append(&k->body, "", 1); /* NUL-terminated, as fq_http's */
+  if (rc) {
+    fq_buf_reset(&k->body);
+    k->r.outcome = FQ_HTTP_UNKNOWN;
+    k->r.status = 0;
+    k->r.body_len = 0;
+    fq_errf(&k->r.err, FQ_EHTTP, "fleetqd could not keep the answer (%s)", fq_strerror(rc));
+  } else {
+    k->r.body_len = k->body.len - 1;
+  }
+  k->r.body = NULL; /* set when delivered: the buffer may move */
+  return k;
+}
+
+static bool kept_pending(const fq_dispatch_t *d) {
+  for (size_t i = 0; i < d->nkept; i++)
+    if (d->kept[i].pending) return true;
+  return false;
 }
 
 /* --- accounts and sessions ------------------------------------------------ */
@@ -807,11 +1032,34 @@ static const char *scope_label(const fq_cmd_t *cmd) {
   return "?";
 }
 
+/* A command found started (not queued) while its device has nothing in
+ * flight: like a restart (shard.c, recover), a non-idempotent one whose
+ * request may have left (`sent`) ends `unknown`; any other goes back to
+ * `queued`, attempts unchanged, and is started again. */
+static void settle_lost(fq_dispatch_t *d, dev_t_ *dev, uint64_t num, fq_cmdrec_t *rec) {
+  const fq_cmd_t *cmd = cmd_of(dev, rec);
+  fq_error("dispatch", "device %s: command %s is %s but not in flight here: settling it",
+           dev->name, rec->id, fq_state_name(rec->state));
+  if (rec->state == FQ_ST_SENT && !(cmd && cmd->idempotent)) {
+    dev->cur = num;
+    finish(d, dev, rec, FQ_ST_UNKNOWN,
+           "fleetqd lost track of this command's request: it may have been executed; check the "
+           "device before sending it again",
+           FQ_EINTERNAL);
+    return;
+  }
+  move(d, rec, FQ_ST_QUEUED, "re-queued: fleetqd lost track of this command's attempt", 0);
+}
+
 /* Look at the device's queue head and start it when nothing holds it. */
 static void start_next(fq_dispatch_t *d, dev_t_ *dev) {
   /* No account store: nothing is dispatched (dispatch.h); the shard
    * expires what stays queued. */
   if (dev->cur || d->draining || !d->o.accounts) return;
+  if (!touch(d, dev)) {
+    fq_dispatch_kick(d, dev->name); /* this step fails: look again in the next */
+    return;
+  }
   /* A device whose queue head waits its turn (its account parked after a
    * 429, an empty rate-limit bucket) waits for that head only: when the
    * head ended meanwhile (cancelled, expired, superseded) the next command
@@ -836,6 +1084,16 @@ static void start_next(fq_dispatch_t *d, dev_t_ *dev) {
     }
     if (fq_state_terminal(rec.state)) {
       fq_devq_remove(*d->env.q, num);
+      fq_cmdrec_free(&rec);
+      continue;
+    }
+    if (rec.state != FQ_ST_QUEUED) {
+      /* Only a queued command may start.  Any other state means it was
+       * started before and this dispatcher no longer knows what became of
+       * its attempt (a rollback must restore the device, so this is a
+       * bug's safety net): settle it as a restart would, never sign it
+       * blindly again. */
+      settle_lost(d, dev, num, &rec);
       fq_cmdrec_free(&rec);
       continue;
     }
@@ -1174,7 +1432,8 @@ static void on_handshake_reply(fq_dispatch_t *d, dev_t_ *dev, fq_cmdrec_t *rec,
   retry_later(d, dev, rec, d->o.retry_backoff_ms, o.reason[0] ? o.reason : e.msg);
 }
 
-static void completion(fq_dispatch_t *d, dev_t_ *dev, const fq_http_resp_t *resp) {
+/* Act on an answer to dev's request (dev already touched). */
+static void act_on_answer(fq_dispatch_t *d, dev_t_ *dev, const fq_http_resp_t *resp) {
   dev->http_id = 0;
   if (!dev->cur) return;
   fq_cmdrec_t rec;
@@ -1284,14 +1543,28 @@ static void completion(fq_dispatch_t *d, dev_t_ *dev, const fq_http_resp_t *resp
   fq_cmdrec_free(&rec);
 }
 
+/* Every answer is kept (see kept_t): acted on now when the open
+ * transaction can take it, else left for a later step. */
 static void http_cb(void *ud, const fq_http_resp_t *resp) {
   dev_t_ *dev = ud;
-  completion(dev->owner, dev, resp);
+  fq_dispatch_t *d = dev->owner;
+  bool act = !d->collecting && d->in_txn && !d->step_rc && touch(d, dev) && spend(d);
+  kept_t *k = keep(d, dev, resp, !act);
+  if (act) {
+    act_on_answer(d, dev, resp);
+  } else if (!k) {
+    /* Not reached: perform runs only with a slot for every transfer. */
+    fq_error("dispatch", "device %s: an answer could not be kept", dev->name);
+  }
 }
 
 /* --- timers --------------------------------------------------------------- */
 
 static void on_timer(fq_dispatch_t *d, dev_t_ *dev) {
+  if (!touch(d, dev)) {
+    heap_push(d, dev->timer_at, dev); /* fires again in a later step */
+    return;
+  }
   int resume = dev->resume;
   dev->resume = R_NONE;
   dev->timer_at = 0;
@@ -1370,6 +1643,7 @@ fq_dispatch_t *fq_dispatch_new(const fq_dispatch_opts_t *opts, const fq_dispatch
   if (!d->o.http_timeout_ms) d->o.http_timeout_ms = 10000;
   if (!d->o.wake_timeout_ms) d->o.wake_timeout_ms = 120000;
   if (d->o.wake_max <= 0) d->o.wake_max = 3;
+  d->budget = SIZE_MAX;
   if (!d->o.pairing_domain) d->o.pairing_domain = "fleetq.example.com";
   fq_hmap_init(&d->devs, sizeof(dev_t_ *), 50);
   fq_hmap_init(&d->sess, sizeof(sess_t *), 50);
@@ -1449,6 +1723,9 @@ void fq_dispatch_destroy(fq_dispatch_t **dp) {
   fq_hmap_free(&d->accts);
   fq_heap_free(&d->timers);
   free(d->kicks);
+  free(d->snaps);
+  for (size_t i = 0; i < d->akept; i++) fq_buf_free(&d->kept[i].body);
+  free(d->kept);
   fq_buf_free(&d->scratch);
   free(d);
   *dp = NULL;
@@ -1484,7 +1761,7 @@ int fq_dispatch_pollitems(fq_dispatch_t *d, zmq_pollitem_t *items, int max) {
 
 long fq_dispatch_timeout_ms(fq_dispatch_t *d, int64_t now_ms) {
   long t = d->http ? fq_http_timeout_ms(d->http) : -1;
-  if (d->nkicks || d->launch_head) return 0;
+  if (d->nkicks || d->launch_head || kept_pending(d)) return 0;
   const fq_heap_ent_t *timer = live_timer(d);
   if (timer) {
     int64_t w = timer->key - now_ms;
@@ -1496,7 +1773,7 @@ long fq_dispatch_timeout_ms(fq_dispatch_t *d, int64_t now_ms) {
 }
 
 bool fq_dispatch_pending(fq_dispatch_t *d, int64_t now_ms) {
-  if (d->nkicks) return true;
+  if (d->nkicks || kept_pending(d)) return true;
   if (d->tr.inflight(d->tr.ud)) return true;
   const fq_heap_ent_t *timer = live_timer(d);
   if (timer && timer->key <= now_ms) return true;
@@ -1509,11 +1786,23 @@ int fq_dispatch_step(fq_dispatch_t *d, const zmq_pollitem_t *items, int n, int64
   d->now = now_ms;
   d->err = err;
   d->step_rc = 0;
+  if (txn_begin(d) != 0) return fq_errf(err, -ENOMEM, "out of memory for dispatch snapshots");
+  /* First the answers an aborted transaction acted on, or a step left for
+   * later, in the order they came. */
+  for (size_t i = 0; i < d->nkept && !d->step_rc; i++) {
+    kept_t *k = &d->kept[i];
+    if (!k->pending) continue;
+    if (!touch(d, k->dev) || !spend(d)) break;
+    k->pending = false;
+    k->r.body = k->body.data;
+    act_on_answer(d, k->dev, &k->r);
+  }
   fq_err_t he;
-  d->tr.perform(d->tr.ud, items, n, &he);
+  /* Without room to keep every answer, the transfers wait in the client. */
+  if (kept_reserve(d) == 0) d->tr.perform(d->tr.ud, items, n, &he);
   /* Token refreshes release held devices. */
   uint64_t gen = fq_auth_generation(d->o.auth);
-  if (gen != d->seen_gen) {
+  if (gen != d->seen_gen && !d->step_rc) {
     d->seen_gen = gen;
     dev_t_ *x = d->hold_head;
     d->hold_head = NULL;
@@ -1521,7 +1810,9 @@ int fq_dispatch_step(fq_dispatch_t *d, const zmq_pollitem_t *items, int n, int64
       dev_t_ *next = x->hold_next;
       x->in_hold = false;
       x->hold_next = NULL;
-      if (x->phase == PH_HOLD && x->cur) {
+      if (!touch(d, x)) {
+        hold(d, x); /* the step fails; the rollback keeps the generation */
+      } else if (x->phase == PH_HOLD && x->cur) {
         /* Waiting for a refreshed token: go on once this account's record
          * changed; another account's change leaves it waiting (its token
          * timeout still armed). */
@@ -1554,24 +1845,37 @@ int fq_dispatch_step(fq_dispatch_t *d, const zmq_pollitem_t *items, int n, int64
     }
   }
   const fq_heap_ent_t *top;
-  while ((top = fq_heap_top(&d->timers)) && top->key <= now_ms) {
-    fq_heap_ent_t t = fq_heap_pop(&d->timers);
-    dev_t_ *dev = t.v.p;
-    if (dev->timer_at != t.key) continue;
-    if (dev->phase == PH_HOLD && dev->resume == R_NONE) continue;
+  while (!d->step_rc && (top = fq_heap_top(&d->timers)) && top->key <= now_ms) {
+    dev_t_ *dev = top->v.p;
+    if (dev->timer_at != top->key || (dev->phase == PH_HOLD && dev->resume == R_NONE)) {
+      fq_heap_pop(&d->timers);
+      continue;
+    }
+    if (!spend(d)) break;
+    fq_heap_pop(&d->timers);
     on_timer(d, dev);
   }
-  /* Kicks may add kicks (a finished command kicks its device). */
-  for (size_t i = 0; i < d->nkicks; i++) {
+  /* Kicks may add kicks (a finished command kicks its device).  Once the
+   * step has failed, or its budget is spent, the rest wait for the next. */
+  size_t i = 0;
+  for (; i < d->nkicks && !d->step_rc; i++) {
     dev_t_ *x = d->kicks[i];
+    if (!x->cur && !d->draining && !spend(d)) break;
     x->kick_pending = false;
     start_next(d, x);
   }
-  d->nkicks = 0;
+  if (i < d->nkicks) memmove(d->kicks, d->kicks + i, (d->nkicks - i) * sizeof *d->kicks);
+  d->nkicks -= i;
   return d->step_rc;
 }
 
 void fq_dispatch_launch(fq_dispatch_t *d, int64_t now_ms) {
+  if (d->in_txn) {
+    /* The transaction is committed: its answers are recorded, and the
+     * work budget a failure halved grows back. */
+    d->in_txn = false;
+    if (d->budget != SIZE_MAX) d->budget = d->budget >= BUDGET_FREE ? SIZE_MAX : d->budget * 2;
+  }
   dev_t_ *x = d->launch_head;
   d->launch_head = NULL;
   while (x) {
@@ -1607,27 +1911,48 @@ void fq_dispatch_launch(fq_dispatch_t *d, int64_t now_ms) {
 }
 
 void fq_dispatch_rollback(fq_dispatch_t *d) {
-  /* The transaction that prepared these requests is gone: forget the
-   * prepared requests and every session object (they may hold counters
-   * that were never stored), and look at the devices again. */
+  /* The transaction is gone: the requests it prepared never leave, every
+   * device it touched is as it was before (a request that was out is out
+   * again, waiting for its kept answer), every answer it acted on is due
+   * again, and every session object is dropped (it may hold counters that
+   * were never stored; the store's reservation covers the ones used). */
   dev_t_ *x = d->launch_head;
   d->launch_head = NULL;
   while (x) {
     dev_t_ *next = x->launch_next;
     x->launch_pending = false;
     x->launch_next = NULL;
-    x->cur = 0;
-    x->phase = PH_IDLE;
-    fq_dispatch_kick(d, x->name);
     x = next;
   }
+  for (size_t i = 0; i < d->nsnaps; i++) restore(d, &d->snaps[i]);
+  d->nsnaps = 0;
+  for (size_t i = 0; i < d->nkept; i++) d->kept[i].pending = true;
+  if (d->in_txn) {
+    d->seen_gen = d->gen_at_begin;
+    d->st = d->st_at_begin;
+    /* Maybe the step's changes did not fit: do half as much next time
+     * (a failure that the step's own work did not cause costs a few
+     * batches of slower dispatch while the budget grows back). */
+    if (d->work >= 2) d->budget = d->work / 2;
+  }
+  d->in_txn = false;
+  d->rolled_back = true;
   sess_free_all(d);
+}
+
+void fq_dispatch_collect(fq_dispatch_t *d, const zmq_pollitem_t *items, int n) {
+  fq_err_t he;
+  if (kept_reserve(d) != 0) return;
+  d->collecting = true;
+  d->tr.perform(d->tr.ud, items, n, &he);
+  d->collecting = false;
 }
 
 int fq_dispatch_drain(fq_dispatch_t *d, int64_t now_ms, bool final, fq_err_t *err) {
   d->now = now_ms;
   d->err = err;
   d->step_rc = 0;
+  if (txn_begin(d) != 0) return fq_errf(err, -ENOMEM, "out of memory for dispatch snapshots");
   d->draining = true;
   unsigned left = 0;
   size_t pos = 0;
@@ -1641,6 +1966,7 @@ int fq_dispatch_drain(fq_dispatch_t *d, int64_t now_ms, bool final, fq_err_t *er
       left++;
       continue;
     }
+    if (!touch(d, dev)) break;
     fq_cmdrec_t rec;
     if (load(d, dev->cur, &rec) != 0) {
       note_rc(d, d->err->code ? d->err->code : FQ_ESTORAGE);

@@ -161,11 +161,27 @@ int fq_dispatch_step(fq_dispatch_t *d, const zmq_pollitem_t *items, int n, int64
 
 /* After the commit: send what the step prepared.  now_ms is the caller's
  * clock (as for fq_dispatch_step); a request that could not be started is
- * tried again, or failed, by a timer counted from it.  After an abort call
- * fq_dispatch_rollback() instead: prepared requests are dropped and their
- * devices looked at again. */
+ * tried again, or failed, by a timer counted from it.
+ *
+ * After an abort call fq_dispatch_rollback() instead (then launch, which
+ * has nothing to send): the prepared requests are dropped and every
+ * device the transaction touched is put back as it was, so memory agrees
+ * with the store again.  A request that was out stays out: the answer
+ * that came for it (kept until a transaction acting on it commits) is
+ * acted on again in the next step.  So a request leaves once and its
+ * outcome is recorded once, however many transactions fail in between;
+ * a command the store holds as started is never started again.  After a
+ * rollback the next steps do less work each (half of the failed one's,
+ * doubling with every commit), so that changes too large for the room
+ * left go through in smaller transactions. */
 void fq_dispatch_launch(fq_dispatch_t *d, int64_t now_ms);
 void fq_dispatch_rollback(fq_dispatch_t *d);
+
+/* Outside any transaction, when the shard cannot write (storage full or
+ * failing) and runs no step: take the answers that arrived (items/n as
+ * for fq_dispatch_step) and keep them, in order, for the next step, so
+ * that transfers are not left to time out meanwhile. */
+void fq_dispatch_collect(fq_dispatch_t *d, const zmq_pollitem_t *items, int n);
 
 /* Stopping (SIGTERM), inside the shard's write transaction, after
  * fq_dispatch_step(): from the first call on, no command starts and no

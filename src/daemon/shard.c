@@ -55,7 +55,23 @@ typedef struct pending {
   int nenv;
   zmq_msg_t env[MAX_ENV];
   size_t off, len;          /* slice of sh->replies */
+  /* The request, borrowed from its message for the batch: a batch whose
+   * transaction fails is applied again, in a more careful way. */
+  int msg;                  /* its message's index in the batch */
+  int env_at;               /* where its envelope was in that message */
+  bool over;                /* more envelope frames than MAX_ENV: refused */
+  const char *kframe;       /* the kind frame (kind, then the tenant list) */
+  size_t klen;
+  const uint8_t *body;
+  size_t blen;
 } pending_t;
+
+/* How one attempt at a batch may change the store (see process_batch). */
+typedef struct pass {
+  bool submits;             /* new commands may be stored */
+  bool writes;              /* a write transaction; else read only */
+  bool dispatch;            /* the dispatcher steps, drains, and deadlines are enforced */
+} pass_t;
 
 /* One event waiting for the commit. */
 typedef struct pevent {
@@ -86,6 +102,20 @@ struct fq_shard {
   int64_t next_deadline;     /* earliest deadline in the index, or INT64_MAX */
   bool stopping;
   int64_t drain_until;       /* 'T' received: stop once drained or at this time; 0 = serving */
+  /* Room (see "storage full" below). */
+  uint64_t limit;            /* the high-water mark of the map, bytes */
+  uint64_t used_est;         /* bytes in use, as measured and estimated in this pass */
+  int64_t nosubmit_until;    /* a commit with new commands failed: none stored until then */
+  int64_t readonly_until;    /* nothing could be written: read only until then */
+  int64_t disp_retry_at;     /* the dispatcher's changes could not be written: next try */
+  int64_t prune_retry_at;    /* pruning alone could not be written: next try (prune_alone) */
+  int64_t disp_backoff;
+  int64_t grow_next;         /* the next look at growing the map */
+  int64_t disk_probe_at;     /* the disk had no room: ask again then */
+  bool want_grow;            /* usage crossed the growth mark in the last batch */
+  bool full;                 /* submits are being refused (logged once per episode) */
+  bool recover_pending;      /* the start-up settlement could not be written yet */
+  char full_why[200];        /* why, for replies and the log */
   /* The loop's buffers, allocated by fq_shard_new so that the thread has
    * nothing left to fail on before it serves. */
   zmq_msg_t (*msgs)[MAX_FRAMES + 2]; /* one received request per slot, batch_max slots */
@@ -295,6 +325,177 @@ static bool event_tenant(const uint8_t *ev, size_t len, fq_str_t *t) {
   return false;
 }
 
+/* --- storage full -----------------------------------------------------------
+ *
+ * A full store must never stop the shard, and the commands it accepted
+ * must still reach their end.  So new commands are refused (storage_full)
+ * at a high-water mark of the map, HWM_PCT of it, minus a reserve for the
+ * rest of the life of every command not yet terminal (its state changes
+ * and events: RESERVE_PER_CMD each).  What stays above the mark is slack
+ * for what LMDB needs besides live data: the copies a transaction writes
+ * before it frees the old pages, which become reusable only two commits
+ * later.
+ *
+ * In use is counted in live pages (fq_store_usage), at the start of each
+ * attempt at a batch and again for each submit once the estimate (each
+ * new command SUBMIT_COST, an upper bound) comes near the mark.  Past
+ * GROW_PCT of the map the shard grows it, between batches, up to
+ * --max-store-mb and only as far as the disk has room.
+ *
+ * The figures (docs/operations.md, "Full storage"): a command with a
+ * 120-byte key takes 1.0 KB stored and queued, 1.3 KB more by the time it
+ * succeeded (three events, the record rewritten); with a short key 0.6 and
+ * 0.8 KB.  RESERVE_PER_CMD covers the longest keys with some margin.
+ *
+ * The disk must hold what the map promises: the data file's blocks are
+ * allocated ahead (fq_store_reserve_disk) up to the live data, the
+ * reserve and the slack (at most DISK_SLACK_MAX), and a new command needs
+ * that room too, else storage_full ("disk full").  The disk is asked again
+ * PROBE_MS later, so room that comes back is used without a restart. */
+#define HWM_PCT 90
+#define GROW_PCT 80
+#define SUBMIT_COST 2048
+#define RESERVE_PER_CMD 1536
+#define PROBE_MS 1000
+
+static double mib(uint64_t b) { return (double)b / (1024.0 * 1024.0); }
+
+/* The pass's starting point: bytes in use and the mark, inside its
+ * transaction. */
+static int measure(fq_shard_t *sh, fq_err_t *err) {
+  fq_store_usage_t u;
+  int rc = fq_store_usage(sh->store, &u, err);
+  if (rc) return rc;
+  sh->used_est = u.used;
+  sh->limit = u.map_size / 100 * HWM_PCT;
+  uint64_t reserve = (uint64_t)fq_devq_count(sh->q) * RESERVE_PER_CMD;
+  if (u.used + reserve >= u.map_size / 100 * GROW_PCT && fq_store_map_size(sh->store) < sh->o.max_store)
+    sh->want_grow = true;
+  return 0;
+}
+
+/* Room the disk keeps beyond the map's reserve for LMDB's copies (see
+ * HWM_PCT), at most DISK_SLACK_MAX: the 90 % mark of a 16 GiB map leaves
+ * 1.6 GiB, which the disk need not hold for a few transactions' copies. */
+#define DISK_SLACK_MAX ((uint64_t)8 << 20)
+
+static void refusing(fq_shard_t *sh) {
+  if (sh->full) return;
+  sh->full = true;
+  fq_warn("shard", "%s: new commands get storage_full (--max-store-mb %.0f)", sh->full_why,
+          mib(sh->o.max_store));
+}
+
+/* The disk's share: the data file's blocks allocated ahead up to end
+ * (fq_store_reserve_disk), so that what the map's reserve promises is on
+ * the disk too.  0 or FQ_ESTORFULL (sh->full_why says why); after a
+ * refusal the disk is asked again only PROBE_MS later. */
+static int disk_room(fq_shard_t *sh, uint64_t end) {
+  int64_t now = fq_now_ms();
+  if (now < sh->disk_probe_at) return FQ_ESTORFULL;
+  /* Ahead by a chunk, so that the disk is asked once per chunk of new
+   * commands, not for each. */
+  uint64_t map = fq_store_map_size(sh->store), chunk = map / 32;
+  if (chunk < ((uint64_t)1 << 20)) chunk = (uint64_t)1 << 20;
+  if (chunk > DISK_SLACK_MAX) chunk = DISK_SLACK_MAX;
+  fq_err_t e;
+  int rc = fq_store_reserve_disk(sh->store, end + chunk, &e);
+  if (rc == FQ_ESTORFULL) rc = fq_store_reserve_disk(sh->store, end, &e);
+  if (rc == FQ_ESTORFULL) {
+    sh->disk_probe_at = now + PROBE_MS;
+    snprintf(sh->full_why, sizeof sh->full_why, "%.190s", e.msg);
+    refusing(sh);
+    return FQ_ESTORFULL;
+  }
+  /* Anything else: the commit will tell (and a failed commit is handled). */
+  if (rc) fq_warn("shard", "shard %u: %s", sh->o.index, e.msg);
+  return 0;
+}
+
+static uint64_t disk_slack(const fq_shard_t *sh) {
+  uint64_t x = fq_store_map_size(sh->store) / 100 * (100 - HWM_PCT);
+  return x > DISK_SLACK_MAX ? DISK_SLACK_MAX : x;
+}
+
+/* May one more command be stored?  0, FQ_ESTORFULL (sh->full_why says
+ * why), or a storage error. */
+static int admit(fq_shard_t *sh, fq_err_t *err) {
+  uint64_t reserve = (uint64_t)(fq_devq_count(sh->q) + 1) * RESERVE_PER_CMD;
+  if (sh->used_est + SUBMIT_COST + reserve > sh->limit) {
+    /* The estimate is from above: measure before refusing. */
+    fq_store_usage_t u;
+    int rc = fq_store_usage(sh->store, &u, err);
+    if (rc) return rc;
+    sh->used_est = u.used;
+    if (u.used + SUBMIT_COST + reserve > sh->limit) {
+      snprintf(sh->full_why, sizeof sh->full_why,
+               "shard %u's store is at its high-water mark: %.1f MiB of %.1f MiB in use, "
+               "%.1f MiB kept for the %zu commands not yet finished",
+               sh->o.index, mib(u.used), mib(u.map_size), mib(reserve - RESERVE_PER_CMD),
+               fq_devq_count(sh->q));
+      if (fq_store_map_size(sh->store) < sh->o.max_store) sh->want_grow = true;
+      refusing(sh);
+      return FQ_ESTORFULL;
+    }
+  }
+  uint64_t end = sh->used_est + SUBMIT_COST + reserve + disk_slack(sh);
+  if (end > fq_store_disk_end(sh->store) && disk_room(sh, end) != 0) return FQ_ESTORFULL;
+  sh->used_est += SUBMIT_COST;
+  if (sh->full) {
+    sh->full = false;
+    fq_info("shard", "shard %u: room again (%.1f MiB of %.1f MiB in use): storing new commands",
+            sh->o.index, mib(sh->used_est), mib(fq_store_map_size(sh->store)));
+  }
+  return 0;
+}
+
+/* A transaction of the batch failed: say why in the replies that follow
+ * and, once per episode, in the log. */
+static void storage_trouble(fq_shard_t *sh, const fq_err_t *err) {
+  snprintf(sh->full_why, sizeof sh->full_why, "shard %u cannot write to its store: %.150s",
+           sh->o.index, err->msg);
+  /* A reader that died with its transaction open (another process: a
+   * backup, mdb_stat killed) keeps every page freed since from being
+   * reused: clear such slots, LMDB does not by itself. */
+  int dead = fq_store_reader_check(sh->store);
+  if (dead) fq_warn("shard", "shard %u: cleared %d stale reader slot(s)", sh->o.index, dead);
+  if (!sh->full) {
+    sh->full = true;
+    fq_warn("shard", "%s: new commands get storage_full; trying again every %d ms",
+            sh->full_why, PROBE_MS);
+  }
+}
+
+/* Between batches (no transaction open): give the map room, up to
+ * --max-store-mb, doubling it, but never past what the disk can hold. */
+static void grow_map(fq_shard_t *sh, int64_t now) {
+  if (!sh->want_grow || now < sh->grow_next) return;
+  sh->want_grow = false;
+  sh->grow_next = now + PROBE_MS; /* after a refusal: look again in a while */
+  uint64_t cur = fq_store_map_size(sh->store), want = cur * 2, avail, file;
+  if (cur >= sh->o.max_store) return;
+  if (want > sh->o.max_store) want = sh->o.max_store;
+  fq_err_t err;
+  if (fq_store_disk(sh->store, &avail, &file, &err) != 0) {
+    fq_warn("shard", "shard %u: cannot grow the map: %s", sh->o.index, err.msg);
+    return;
+  }
+  /* The file grows up to the map as it fills: the disk must have that
+   * room, for this shard at least. */
+  uint64_t fits = file + avail, step = (uint64_t)1 << 20;
+  if (want > fits) want = fits / step * step;
+  if (want < cur + cur / 8) {
+    fq_warn("shard", "shard %u: the map (%.1f MiB) cannot grow: the disk has %.1f MiB free",
+            sh->o.index, mib(cur), mib(avail));
+    return;
+  }
+  if (fq_store_set_map_size(sh->store, want, &err) != 0) /* the environment is unusable */
+    fq_fatal("shard %u: cannot grow the map to %.1f MiB: %s", sh->o.index, mib(want), err.msg);
+  fq_info("shard", "shard %u: map grown from %.1f MiB to %.1f MiB (--max-store-mb %.0f)",
+          sh->o.index, mib(cur), mib(want), mib(sh->o.max_store));
+  sh->grow_next = 0;
+}
+
 /* --- request handlers ------------------------------------------------------ */
 
 static void reply_error(fq_shard_t *sh, pending_t *p, int code, const char *msg,
@@ -391,7 +592,7 @@ static int acct_known(fq_shard_t *sh, const fq_str_t *name, fq_err_t *err) {
  * answer dup / mismatch if the key is here, not_found otherwise (the
  * ingress then sends the submit to the device's shard).  Never stores. */
 static int handle_submit(fq_shard_t *sh, pending_t *p, const fq_request_t *req, int64_t now,
-                         bool check_only, const acl_t *acl, fq_err_t *err) {
+                         bool check_only, const acl_t *acl, const pass_t *ps, fq_err_t *err) {
   uint8_t hash[32], old_hash[32];
   char old_id[FQ_ID_LEN + 1];
   if (!acl_allows(acl, req->tenant.p, req->tenant.n)) {
@@ -451,6 +652,14 @@ static int handle_submit(fq_shard_t *sh, pending_t *p, const fq_request_t *req, 
     reply_error(sh, p, rc == FQ_EUNKACCT ? FQ_EUNKACCT : FQ_EINTERNAL, msg, req);
     return 0;
   }
+  if (!ps->submits || (rc = admit(sh, err)) == FQ_ESTORFULL) {
+    char msg[320];
+    snprintf(msg, sizeof msg, "storage full: the command was not stored (%s); submit it again "
+             "later with the same key", sh->full_why);
+    reply_error(sh, p, FQ_ESTORFULL, msg, req);
+    return 0;
+  }
+  if (rc) return rc;
 
   fq_cmdrec_t rec;
   memset(&rec, 0, sizeof rec);
@@ -538,7 +747,7 @@ static int handle_get(fq_shard_t *sh, pending_t *p, const fq_request_t *req, con
 }
 
 static int handle_cancel(fq_shard_t *sh, pending_t *p, const fq_request_t *req, int64_t now,
-                         const acl_t *acl, fq_err_t *err) {
+                         const acl_t *acl, const pass_t *ps, fq_err_t *err) {
   char id[FQ_ID_LEN + 1];
   int rc = resolve_id(sh, req, acl, id, err);
   if (rc == FQ_ENOTFOUND) {
@@ -555,6 +764,14 @@ static int handle_cancel(fq_shard_t *sh, pending_t *p, const fq_request_t *req, 
     fq_wire_reply_not_cancellable(&sh->replies, msg, rec.state, req->req_raw, req->req_raw_len);
     pend_close(sh, p);
     fq_cmdrec_free(&rec);
+    return 0;
+  }
+  if (!ps->writes) {
+    char msg[320];
+    snprintf(msg, sizeof msg, "storage full: the cancel was not recorded (%s); command %s is "
+             "still queued: try again", sh->full_why, id);
+    fq_cmdrec_free(&rec);
+    reply_error(sh, p, FQ_ESTORFULL, msg, req);
     return 0;
   }
   rc = transition(sh, &rec, FQ_ST_CANCELLED, "cancelled by request", 0, now, err);
@@ -634,7 +851,7 @@ static int handle_history(fq_shard_t *sh, pending_t *p, const fq_request_t *req,
 }
 
 static int handle_request(fq_shard_t *sh, pending_t *p, const uint8_t *body, size_t len,
-                          const acl_t *acl, int64_t now, fq_err_t *err) {
+                          const acl_t *acl, int64_t now, const pass_t *ps, fq_err_t *err) {
   fq_request_t req;
   fq_err_t derr;
   fq_err_clear(&derr);
@@ -645,9 +862,9 @@ static int handle_request(fq_shard_t *sh, pending_t *p, const uint8_t *body, siz
     return 0;
   }
   switch (req.op) {
-    case FQ_OP_SUBMIT: return handle_submit(sh, p, &req, now, p->kind == 'F', acl, err);
+    case FQ_OP_SUBMIT: return handle_submit(sh, p, &req, now, p->kind == 'F', acl, ps, err);
     case FQ_OP_GET: return handle_get(sh, p, &req, acl, err);
-    case FQ_OP_CANCEL: return handle_cancel(sh, p, &req, now, acl, err);
+    case FQ_OP_CANCEL: return handle_cancel(sh, p, &req, now, acl, ps, err);
     case FQ_OP_HISTORY: return handle_history(sh, p, &req, acl, err);
     default:
       reply_error(sh, p, FQ_EBADREQ, "operation not handled by a shard", &req);
@@ -740,22 +957,14 @@ static int rebuild_queues(fq_shard_t *sh, fq_err_t *err) {
   return 0;
 }
 
-/* On start: settle what was in flight when the previous process died.
- * Idempotent commands go back to the queue, and so does every command
- * whose request was not out (anything but `sent`); a non-idempotent `sent`
- * one ends `unknown`, because the car may have executed it and it must
- * never be re-signed blindly.  Then rebuild the in-memory queues. */
-static int recover(fq_shard_t *sh, fq_err_t *err) {
+/* Settle what was in flight when the previous process died (inside the
+ * open write transaction).  Idempotent commands go back to the queue, and
+ * so does every command whose request was not out (anything but `sent`);
+ * a non-idempotent `sent` one ends `unknown`, because the car may have
+ * executed it and it must never be re-signed blindly. */
+static int settle_inflight(fq_shard_t *sh, int64_t now, fq_err_t *err) {
   recover_ctx_t c = {0};
-  int64_t now = fq_now_ms();
-  int rc = fq_store_begin(sh->store, true, err);
-  if (rc) return rc;
-  sh->q = fq_devq_new();
-  if (!sh->q) {
-    fq_store_abort(sh->store);
-    return fq_errf(err, -ENOMEM, "out of memory");
-  }
-  rc = fq_store_active_scan(sh->store, recover_visit, &c, err);
+  int rc = fq_store_active_scan(sh->store, recover_visit, &c, err);
   size_t settled = 0;
   for (size_t i = 0; rc >= 0 && i < c.n; i++) {
     fq_cmdrec_t rec;
@@ -787,16 +996,40 @@ static int recover(fq_shard_t *sh, fq_err_t *err) {
     fq_cmdrec_free(&rec);
   }
   free(c.ids);
-  if (rc >= 0) rc = rebuild_queues(sh, err);
-  if (rc < 0 || rc > 0) {
+  if (rc < 0 || rc > 0) return rc;
+  if (settled) fq_info("shard", "shard %u: settled %zu in-flight command(s)", sh->o.index, settled);
+  return 0;
+}
+
+/* On start: settle what was in flight (above), then rebuild the in-memory
+ * queues.  A store too full (or a disk too full) to take the settlement
+ * still starts and serves: the settlement is written by the first batch
+ * that can write, before the dispatcher's step in the same transaction
+ * (so nothing of this process is ever taken for a leftover). */
+static int recover(fq_shard_t *sh, fq_err_t *err) {
+  int64_t now = fq_now_ms();
+  sh->q = fq_devq_new();
+  if (!sh->q) return fq_errf(err, -ENOMEM, "out of memory");
+  int rc = fq_store_begin(sh->store, true, err);
+  if (rc == 0) rc = settle_inflight(sh, now, err);
+  if (rc == 0) rc = rebuild_queues(sh, err);
+  if (rc == 0) rc = fq_store_commit(sh->store, err);
+  else fq_store_abort(sh->store);
+  if (rc == FQ_ESTORFULL || rc == FQ_ESTORAGE) {
+    fq_warn("shard", "shard %u: cannot write the settlement of the commands in flight at the "
+            "last stop (%s): starting without it; it is written as soon as there is room",
+            sh->o.index, err->msg);
+    sh->recover_pending = true;
+    sh->npev = 0;
+    fq_buf_reset(&sh->evbuf);
+    if ((rc = fq_store_begin(sh->store, false, err)) != 0) return rc;
+    rc = rebuild_queues(sh, err);
     fq_store_abort(sh->store);
-    return rc;
   }
-  if ((rc = fq_store_commit(sh->store, err)) != 0) return rc;
+  if (rc) return rc;
   /* The settlement events stay in the batch buffers: the thread publishes
    * them first thing (recovery runs in fq_shard_new, whose thread must not
    * use the socket). */
-  if (settled) fq_info("shard", "shard %u: settled %zu in-flight command(s)", sh->o.index, settled);
   fq_info("shard", "shard %u: %zu queued command(s), next seq %" PRIu64, sh->o.index,
           fq_devq_count(sh->q), fq_store_next_seq(sh->store));
   return 0;
@@ -862,18 +1095,148 @@ static void flush_batch(fq_shard_t *sh) {
     }
 }
 
-/* Replace every reply of the batch with one error (the transaction failed),
- * and drop its events: none of them happened. */
+/* Replace every reply of the batch with one error (no transaction could
+ * be had at all), each with its request's `req`, and drop its events:
+ * none of them happened. */
 static void fail_batch(fq_shard_t *sh, int code, const char *msg) {
   fq_buf_reset(&sh->replies);
-  for (size_t i = 0; i < sh->npend; i++) {
-    pending_t *p = &sh->pend[i];
-    p->off = sh->replies.len;
-    fq_wire_reply_error(&sh->replies, code, msg, NULL, 0);
-    p->len = sh->replies.len - p->off;
-  }
   sh->npev = 0;
   fq_buf_reset(&sh->evbuf);
+  for (size_t i = 0; i < sh->npend; i++) {
+    pending_t *p = &sh->pend[i];
+    fq_request_t req;
+    fq_err_t derr;
+    memset(&req, 0, sizeof req);
+    if (!p->over) fq_wire_decode_request(p->body, p->blen, &req, &derr); /* for its req only */
+    p->off = sh->replies.len;
+    fq_wire_reply_error(&sh->replies, code, msg, req.req_raw, req.req_raw_len);
+    p->len = sh->replies.len - p->off;
+  }
+}
+
+/* Forget what a failed attempt at the batch produced: its replies and
+ * events (the transaction holding them is gone). */
+static void reset_batch(fq_shard_t *sh) {
+  fq_buf_reset(&sh->replies);
+  sh->npev = 0;
+  fq_buf_reset(&sh->evbuf);
+  for (size_t i = 0; i < sh->npend; i++) {
+    sh->pend[i].off = 0;
+    sh->pend[i].len = 0;
+    sh->pend[i].found = 1;
+  }
+}
+
+/* After an aborted transaction: the dispatcher, the in-memory queues and
+ * the pruning's pending changes go back to what is on disk. */
+static void undo(fq_shard_t *sh) {
+  fq_store_abort(sh->store);
+  fq_retention_aborted(sh->ret);
+  if (sh->disp) fq_dispatch_rollback(sh->disp);
+  fq_err_t e2;
+  fq_err_clear(&e2);
+  int rc = fq_store_begin(sh->store, false, &e2);
+  if (rc == 0) rc = rebuild_queues(sh, &e2);
+  fq_store_abort(sh->store);
+  /* Only memory can fail here (a read transaction of a store that was
+   * just written): the queues cannot be trusted without it. */
+  if (rc) fq_fatal("shard %u: cannot rebuild queues: %s; stopping", sh->o.index, e2.msg);
+}
+
+/* When pruning is next due: the retention's time, unless a transaction
+ * that pruned alone failed lately (see process_batch). */
+static int64_t prune_due(const fq_shard_t *sh) {
+  int64_t due = fq_retention_due(sh->ret);
+  return due < sh->prune_retry_at ? sh->prune_retry_at : due;
+}
+
+/* One attempt at the batch within ps's limits: one transaction, committed.
+ * 0, or the error (already undone: aborted, dispatcher rolled back, queues
+ * rebuilt, pruning forgotten).  *taken gets how many of the pending
+ * requests it handled: it stops once their output reaches BATCH_OUT_MAX,
+ * and the rest wait for the next batch. */
+static int run_pass(fq_shard_t *sh, const pass_t *ps, int64_t now, const zmq_pollitem_t *hitems,
+                    int nh, bool *drain_final, size_t *taken, fq_err_t *err) {
+  *taken = 0;
+  int rc = fq_store_begin(sh->store, ps->writes, err);
+  if (rc) return rc;
+  if (ps->submits) rc = measure(sh, err);
+  if (rc == 0 && ps->writes && sh->recover_pending) rc = settle_inflight(sh, now, err);
+  size_t i;
+  for (i = 0; i < sh->npend && rc == 0; i++) {
+    if (i > 0 && sh->replies.len + sh->evbuf.len >= BATCH_OUT_MAX) break;
+    pending_t *p = &sh->pend[i];
+    p->off = sh->replies.len;
+    if (p->over) {
+      char msg[96];
+      snprintf(msg, sizeof msg, "too many frames: at most %d envelope frames before the body",
+               FQ_WIRE_MAX_ENVELOPE);
+      reply_error(sh, p, FQ_EBADREQ, msg, NULL);
+      continue;
+    }
+    acl_t acl_buf;
+    const acl_t *acl = acl_parse(p->kframe, p->klen, &acl_buf);
+    rc = handle_request(sh, p, p->body, p->blen, acl, now, ps, err);
+    if (rc) fq_error("shard", "shard %u: %s", sh->o.index, err->msg);
+  }
+  *taken = i;
+  /* Stopping: settle what waits before the step, so that the step starts
+   * nothing new, and again after it for what its answers left waiting. */
+  if (rc == 0 && ps->dispatch && sh->drain_until)
+    rc = fq_dispatch_drain(sh->disp, now, false, err);
+  if (rc == 0 && ps->dispatch) {
+    rc = fq_dispatch_step(sh->disp, hitems, nh, now, err);
+    if (rc) fq_error("shard", "shard %u: dispatch: %s", sh->o.index, err->msg);
+  }
+  if (rc == 0 && ps->dispatch && sh->drain_until) {
+    *drain_final = now >= sh->drain_until;
+    rc = fq_dispatch_drain(sh->disp, now, *drain_final, err);
+    if (rc) fq_error("shard", "shard %u: drain: %s", sh->o.index, err->msg);
+  }
+  if (rc == 0 && ps->writes && now >= sh->next_deadline) rc = expire_due(sh, now, err);
+  /* Bounded, and in a nested transaction: it cannot fail the pass.  Also
+   * in the passes of a full store: pruning is how a full map gets room
+   * back. */
+  if (rc == 0 && ps->writes && now >= prune_due(sh)) fq_retention_step(sh->ret, now);
+  int64_t t_proc = TNOW();
+  if (rc == 0) {
+    rc = fq_store_commit(sh->store, err);
+    sh->tr_commit += TNOW() - t_proc;
+    if (rc == 0) {
+      if (ps->writes) fq_retention_committed(sh->ret);
+      if (ps->writes && sh->recover_pending) {
+        sh->recover_pending = false;
+        fq_info("shard", "shard %u: the commands in flight at the last stop are settled",
+                sh->o.index);
+      }
+      return 0;
+    }
+    fq_error("shard", "shard %u: commit failed: %s", sh->o.index, err->msg);
+    /* The store has no transaction left; the dispatcher and the queues
+     * are undone below like after an abort. */
+  }
+  undo(sh);
+  return rc;
+}
+
+/* A batch that could not write anything: prune alone, in a transaction of
+ * its own, since deleting is what gives a full map room back.  A failure
+ * here waits PROBE_MS before the next try (the step itself may say "now"
+ * when it has more to do, which would otherwise spin on failed commits). */
+static void prune_alone(fq_shard_t *sh, int64_t now) {
+  fq_err_t err;
+  fq_err_clear(&err);
+  if (fq_store_begin(sh->store, true, &err) != 0) {
+    sh->prune_retry_at = now + PROBE_MS;
+    return;
+  }
+  fq_retention_step(sh->ret, now);
+  if (fq_store_commit(sh->store, &err) == 0) {
+    fq_retention_committed(sh->ret);
+    return;
+  }
+  fq_retention_aborted(sh->ret);
+  sh->prune_retry_at = now + PROBE_MS;
 }
 
 /* Tell the ingress which (tenant, key) hashes this shard no longer holds
@@ -895,20 +1258,35 @@ static void announce_gone(fq_shard_t *sh) {
   }
 }
 
-/* Apply msgs[0..nmsgs) (and the dispatcher's step) in one transaction,
- * commit, answer.  Returns how many of the messages it took: fewer than
- * nmsgs when their output reached BATCH_OUT_MAX (the caller keeps the rest
- * for the next batch). */
+/* The group commit of one batch.  Replies and events leave only after the
+ * transaction holding them is committed.  When it cannot be (the map is
+ * full, the disk is full, a write fails), the batch is applied again,
+ * each time asking less of the store, and answered by the first attempt
+ * that commits:
+ *   1. everything: new commands (within the map's high-water mark),
+ *      cancels, the dispatcher's step, deadlines, pruning;
+ *   2. no new command: submits that are not duplicates get storage_full;
+ *      the rest as in 1, so commands already accepted keep going;
+ *   3. as 2 without the dispatcher (its answers are kept for later);
+ *   4. read only: get, history and duplicate submits are answered, a
+ *      cancel of a queued command gets storage_full; pruning, when due,
+ *      is tried on its own after it (prune_alone).
+ * A failure also lowers where the next batches start for a while (new
+ * commands: PROBE_MS; the dispatcher: a backoff; writes: PROBE_MS), so
+ * that a full disk costs a failed commit per second, not per batch, and
+ * the shard finds out by itself when room is back.
+ *
+ * Returns how many of the messages it took: fewer than nmsgs when the
+ * output of their requests reached BATCH_OUT_MAX (the caller keeps the
+ * rest for the next batch). */
 static int process_batch(fq_shard_t *sh, zmq_msg_t (*msgs)[MAX_FRAMES + 2], int *counts,
                          int nmsgs, const zmq_pollitem_t *hitems, int nh) {
   fq_err_t err;
   fq_err_clear(&err);
   int64_t now = fq_now_ms();
   int64_t t_start = TNOW();
-  int rc = fq_store_begin(sh->store, true, &err);
-  int m;
-  for (m = 0; m < nmsgs; m++) {
-    if (m > 0 && sh->replies.len + sh->evbuf.len >= BATCH_OUT_MAX) break;
+  int stop_at = -1; /* a 'T' without a dispatcher: stop after this batch, if taken */
+  for (int m = 0; m < nmsgs; m++) {
     zmq_msg_t *f = msgs[m];
     int n = counts[m];
     const char *kind = zmq_msg_data(&f[0]);
@@ -916,11 +1294,13 @@ static int process_batch(fq_shard_t *sh, zmq_msg_t (*msgs)[MAX_FRAMES + 2], int 
     if (klen == 0) continue;
     if (*kind == 'T') {
       /* Without a dispatcher nothing is in flight: stop after this batch. */
-      if (!sh->disp) sh->stopping = true;
-      else if (!sh->drain_until) sh->drain_until = now + sh->o.drain_timeout_ms;
+      if (!sh->disp) {
+        if (stop_at < 0) stop_at = m;
+      } else if (!sh->drain_until) {
+        sh->drain_until = now + sh->o.drain_timeout_ms;
+      }
       continue;
     }
-    if (*kind == 'Q' || *kind == 'F') sh->received++;
     /* More frames than the limit (the ingress refuses such requests, so
      * this is a second line of defence): none of those kept is taken as
      * the body, the request is refused with the envelope it came with. */
@@ -936,70 +1316,83 @@ static int process_batch(fq_shard_t *sh, zmq_msg_t (*msgs)[MAX_FRAMES + 2], int 
     pending_t *p = pend_add(sh, *kind == 'F' ? 'F' : 'R', &f[first_env], nenv);
     if (!p) continue;
     if (*kind == 'F') memcpy(p->token, zmq_msg_data(&f[1]), 8);
-    if (over) {
-      char msg[96];
-      snprintf(msg, sizeof msg, "too many frames: at most %d envelope frames before the body",
-               FQ_WIRE_MAX_ENVELOPE);
-      reply_error(sh, p, FQ_EBADREQ, msg, NULL);
-      continue;
-    }
+    p->msg = m;
+    p->env_at = first_env;
+    p->over = over;
+    p->kframe = kind;
+    p->klen = klen;
+    p->body = over ? NULL : zmq_msg_data(&f[n - 1]);
+    p->blen = over ? 0 : zmq_msg_size(&f[n - 1]);
+  }
+  bool disp_ok = sh->disp && now >= sh->disp_retry_at;
+  pass_t passes[4] = {{true, true, disp_ok}, {false, true, disp_ok}, {false, true, false},
+                      {false, false, false}};
+  int first = now < sh->readonly_until ? 3 : now < sh->nosubmit_until ? 1 : 0;
+  bool drain_final = false, stepped = false;
+  size_t taken = sh->npend;
+  int rc = -1, ip;
+  for (ip = first; ip < 4; ip++) {
+    if (ip == 2 && !passes[1].dispatch) continue; /* the same as 1 */
+    reset_batch(sh);
+    drain_final = false;
+    fq_err_clear(&err);
+    rc = run_pass(sh, &passes[ip], now, hitems, nh, &drain_final, &taken, &err);
     if (rc == 0) {
-      acl_t acl_buf;
-      const acl_t *acl = acl_parse(kind, klen, &acl_buf);
-      rc = handle_request(sh, p, zmq_msg_data(&f[n - 1]), zmq_msg_size(&f[n - 1]), acl, now,
-                          &err);
-      if (rc) fq_error("shard", "shard %u: %s", sh->o.index, err.msg);
+      stepped = passes[ip].dispatch;
+      break;
     }
-    if (rc && p->len == 0 && sh->replies.len == p->off) {
-      reply_error(sh, p, rc == FQ_ESTORFULL ? FQ_ESTORFULL : FQ_EINTERNAL, err.msg, NULL);
+    /* What the failure says about the next batches. */
+    if (ip == 0) {
+      sh->nosubmit_until = now + PROBE_MS;
+      storage_trouble(sh, &err);
+    } else if (ip == 1 && passes[1].dispatch) {
+      sh->disp_backoff = sh->disp_backoff ? sh->disp_backoff * 2 : 100;
+      if (sh->disp_backoff > 2000) sh->disp_backoff = 2000;
+      sh->disp_retry_at = now + sh->disp_backoff;
+      storage_trouble(sh, &err);
+    } else if (ip < 3) {
+      sh->readonly_until = now + PROBE_MS;
+      storage_trouble(sh, &err);
     }
   }
-  /* Stopping: settle what waits before the step, so that the step starts
-   * nothing new, and again after it for what its answers left waiting. */
-  if (rc == 0 && sh->disp && sh->drain_until) rc = fq_dispatch_drain(sh->disp, now, false, &err);
-  if (rc == 0 && sh->disp) {
-    rc = fq_dispatch_step(sh->disp, hitems, nh, now, &err);
-    if (rc) fq_error("shard", "shard %u: dispatch: %s", sh->o.index, err.msg);
-  }
-  bool drain_final = false;
-  if (rc == 0 && sh->disp && sh->drain_until) {
-    drain_final = now >= sh->drain_until;
-    rc = fq_dispatch_drain(sh->disp, now, drain_final, &err);
-    if (rc) fq_error("shard", "shard %u: drain: %s", sh->o.index, err.msg);
-  }
-  if (rc == 0 && now >= sh->next_deadline) rc = expire_due(sh, now, &err);
-  /* Bounded, and in a nested transaction: it cannot fail the batch. */
-  if (rc == 0 && now >= fq_retention_due(sh->ret)) fq_retention_step(sh->ret, now);
-  int64_t t_proc = TNOW();
-  if (rc == 0) {
-    rc = fq_store_commit(sh->store, &err);
-    sh->tr_proc += t_proc - t_start;
-    sh->tr_commit += TNOW() - t_proc;
-    sh->tr_msgs += (uint64_t)nmsgs;
-    if (rc) {
-      /* A failed commit means the disk no longer takes our writes: stop
-       * rather than limp on and ack things that are not durable. */
-      fq_fatal("shard %u: commit failed: %s; stopping", sh->o.index, err.msg);
+  /* Only a pass that ran answers requests: no transaction at all answers
+   * them all (below); a committed pass answers those it took. */
+  if (rc) taken = sh->npend;
+  int done = taken < sh->npend ? sh->pend[taken].msg : nmsgs;
+  /* pend_add moved their envelope out of the message: give it back, the
+   * carried message is taken again whole by the next batch. */
+  for (size_t i = taken; i < sh->npend; i++) {
+    pending_t *p = &sh->pend[i];
+    for (int j = 0; j < p->nenv; j++) {
+      zmq_msg_move(&msgs[p->msg][p->env_at + j], &p->env[j]);
+      zmq_msg_close(&p->env[j]);
     }
-    fq_retention_committed(sh->ret);
-  } else {
-    fq_store_abort(sh->store);
-    fq_retention_aborted(sh->ret);
-    if (sh->disp) fq_dispatch_rollback(sh->disp);
-    /* The in-memory queues saw this batch's changes: rebuild them from what
-     * is on disk. */
-    fq_err_t e2;
-    if (fq_store_begin(sh->store, false, &e2) != 0 || rebuild_queues(sh, &e2) != 0)
-      fq_fatal("shard %u: cannot rebuild queues: %s; stopping", sh->o.index, e2.msg);
-    fq_store_abort(sh->store);
-    fail_batch(sh, rc == FQ_ESTORFULL ? FQ_ESTORFULL : FQ_EINTERNAL,
-               rc == FQ_ESTORFULL ? "storage full: the request was not stored"
-                                  : "storage error: the request was not stored");
   }
+  sh->npend = taken;
+  for (int m = 0; m < done; m++) {
+    const char *kind = zmq_msg_data(&msgs[m][0]);
+    if (zmq_msg_size(&msgs[m][0]) && (*kind == 'Q' || *kind == 'F')) sh->received++;
+  }
+  if (stop_at >= 0 && stop_at < done) sh->stopping = true;
+  if (rc == 0 && ip == 3 && now >= prune_due(sh)) prune_alone(sh, now);
+  sh->tr_proc += TNOW() - t_start;
+  sh->tr_msgs += (uint64_t)done;
+  if (rc) {
+    /* Not even a read transaction: every request gets the error. */
+    fq_error("shard", "shard %u: no transaction at all: %s", sh->o.index, err.msg);
+    char msg[FQ_ERRMSG_MAX + 64];
+    snprintf(msg, sizeof msg, "storage error: the request was not handled (%s)", err.msg);
+    fail_batch(sh, rc == FQ_ESTORFULL ? FQ_ESTORFULL : FQ_EINTERNAL, msg);
+  } else if (stepped) {
+    sh->disp_backoff = 0;
+  }
+  /* Answers that came while the dispatcher could not act wait for it. */
+  if (sh->disp && !stepped) fq_dispatch_collect(sh->disp, hitems, nh);
   /* Stopping: done once nothing waits for an answer, or the drain time is
    * up (a failed final batch still stops: what it did not record is
    * settled by the next start). */
-  if (sh->drain_until && (drain_final || fq_dispatch_drained(sh->disp))) sh->stopping = true;
+  if (sh->drain_until && (drain_final || now >= sh->drain_until || fq_dispatch_drained(sh->disp)))
+    sh->stopping = true;
   int64_t t_f = TNOW();
   flush_batch(sh);
   announce_gone(sh);
@@ -1008,7 +1401,7 @@ static int process_batch(fq_shard_t *sh, zmq_msg_t (*msgs)[MAX_FRAMES + 2], int 
   sh->tr_flush += t_l - t_f;
   sh->tr_launch += TNOW() - t_l;
   sh->tr_batches++;
-  return m;
+  return done;
 }
 
 static int dispatch_transition(void *shard, fq_cmdrec_t *rec, int state, const char *reason,
@@ -1061,15 +1454,21 @@ static void *shard_main(void *arg) {
   while (!sh->stopping) {
     int64_t now = fq_now_ms();
     long timeout = -1;
-    int64_t wake_at = sh->next_deadline;
-    if (fq_retention_due(sh->ret) < wake_at) wake_at = fq_retention_due(sh->ret);
+    /* Deadlines are enforced by writing: not while nothing can be. */
+    int64_t due = sh->next_deadline;
+    if (due < sh->readonly_until) due = sh->readonly_until;
+    int64_t wake_at = due;
+    if (prune_due(sh) < wake_at) wake_at = prune_due(sh);
     if (wake_at != INT64_MAX) timeout = wake_at <= now ? 0 : (long)(wake_at - now);
     if (timeout > 1000 || timeout < 0) timeout = 1000;
     items[0] = (zmq_pollitem_t){sh->sock, 0, ZMQ_POLLIN, 0};
     int nh = 0;
+    /* While the dispatcher's changes cannot be written its timers and
+     * kept answers wait for the retry (its sockets are still read). */
+    bool disp_paused = sh->disp && now < sh->disp_retry_at;
     if (sh->disp) {
       nh = fq_dispatch_pollitems(sh->disp, items + 1, MAX_ITEMS - 1);
-      long dt = fq_dispatch_timeout_ms(sh->disp, now);
+      long dt = disp_paused ? (long)(sh->disp_retry_at - now) : fq_dispatch_timeout_ms(sh->disp, now);
       if (dt >= 0 && dt < timeout) timeout = dt;
       if (sh->drain_until && timeout > sh->drain_until - now)
         timeout = sh->drain_until <= now ? 0 : (long)(sh->drain_until - now);
@@ -1110,10 +1509,11 @@ static void *shard_main(void *arg) {
     bool http_ready = false;
     for (int i = 1; i <= nh; i++)
       if (items[i].revents) http_ready = true;
+    disp_paused = sh->disp && now < sh->disp_retry_at;
     int done = nmsgs;
-    if (nmsgs || now >= sh->next_deadline || now >= fq_retention_due(sh->ret) || http_ready ||
+    if (nmsgs || now >= due || now >= prune_due(sh) || http_ready ||
         (sh->drain_until && now >= sh->drain_until) ||
-        (sh->disp && fq_dispatch_pending(sh->disp, now)))
+        (sh->disp && !disp_paused && fq_dispatch_pending(sh->disp, now)))
       done = process_batch(sh, msgs, counts, nmsgs, items + 1, nh);
     for (int m = 0; m < done; m++)
       for (int i = 0; i < abs(counts[m]); i++) zmq_msg_close(&msgs[m][i]);
@@ -1127,6 +1527,7 @@ static void *shard_main(void *arg) {
       }
       counts[m] = counts[done + m];
     }
+    grow_map(sh, fq_now_ms());
   }
   for (int m = 0; m < carry; m++)
     for (int i = 0; i < abs(counts[m]); i++) zmq_msg_close(&msgs[m][i]);
@@ -1202,6 +1603,7 @@ fq_shard_t *fq_shard_new(const fq_shard_opts_t *opts, fq_err_t *err) {
   sh->o = *opts;
   sh->trace = getenv("FQ_TRACE") != NULL;
   if (!sh->o.batch_max) sh->o.batch_max = 4096;
+  if (sh->o.max_store < sh->o.map_size) sh->o.max_store = sh->o.map_size;
   snprintf(sh->endpoint, sizeof sh->endpoint, "inproc://fq-shard-%u", opts->index);
   snprintf(sh->dir, sizeof sh->dir, "%s/shard-%u", opts->data_dir, opts->index);
   fq_buf_init(&sh->replies, 0);

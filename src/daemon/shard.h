@@ -34,6 +34,12 @@
  * Replies and events leave only after the transaction holding them has
  * been committed to disk.
  *
+ * Full storage never stops a shard (shard.c, "storage full"): new commands
+ * get storage_full at a high-water mark of the map that keeps room for the
+ * commands already accepted to finish, and a batch whose transaction fails
+ * is applied again asking less of the store (no new commands, then without
+ * the dispatcher, then read only); the map grows up to max_store.
+ *
  * Tenant restriction: the kind frame of 'Q' and 'F' may be longer than one
  * byte: the kind, then the tenants the requesting client may see, each
  * name followed by one \0 ("Qacme\0beta\0").  One byte, or a list holding
@@ -61,6 +67,8 @@ typedef struct fq_shard_opts {
   const char *data_dir;       /* the daemon's data dir; the shard uses <dir>/shard-<i> */
   unsigned index, count;
   uint64_t map_size;          /* LMDB map size in bytes */
+  uint64_t max_store;         /* the most the map may grow to, bytes (below map_size: no
+                                 growth) */
   int64_t default_ttl_ms;
   size_t batch_max;           /* most requests in one transaction */
   const fq_dispatch_opts_t *dispatch; /* NULL: commands stay queued */

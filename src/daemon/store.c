@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <inttypes.h>
 #include <lmdb.h>
 #include <msgpack.h>
@@ -14,6 +15,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "byteorder.h"
@@ -34,7 +36,10 @@ typedef struct tctr {
 } tctr_t;
 
 struct fq_store {
+  char dir[4096];
   MDB_env *env;
+  uint64_t disk_end;   /* the data file's blocks are allocated up to here (bytes) */
+  bool no_fallocate;   /* the filesystem cannot reserve blocks ahead */
   MDB_txn *txn;
   bool txn_write;
   MDB_dbi meta, cmd, idemlog, active, events, session, tcount, tindex;
@@ -57,9 +62,14 @@ struct fq_store {
   int64_t idem_window_ms;
 };
 
+/* LMDB's codes are its own or errno values (a failed write or fsync).
+ * Both ways of running out of room are storage_full: the map (fixed size)
+ * and the disk (ENOSPC, EDQUOT); every other failure is a storage error. */
 static int lmdb_err(fq_err_t *err, int rc, const char *what) {
   if (rc == MDB_MAP_FULL)
     return fq_errf(err, FQ_ESTORFULL, "%s: storage full (LMDB map size reached)", what);
+  if (rc == ENOSPC || rc == EDQUOT)
+    return fq_errf(err, FQ_ESTORFULL, "%s: disk full (%s)", what, fq_strerror(-rc));
   return fq_errf(err, FQ_ESTORAGE, "%s: %s", what, mdb_strerror(rc));
 }
 
@@ -205,6 +215,7 @@ fq_store_t *fq_store_open(const char *dir, unsigned shard, uint64_t map_size, fq
     return NULL;
   }
   s->shard = shard;
+  snprintf(s->dir, sizeof s->dir, "%s", dir);
   fq_buf_init(&s->scratch, 1 << 20);
   if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
     fq_errf(err, FQ_ESTORAGE, "cannot create %s: %s", dir, fq_strerror(-errno));
@@ -325,6 +336,11 @@ fq_store_t *fq_store_open(const char *dir, unsigned shard, uint64_t map_size, fq
     lmdb_err(err, rc, "commit");
     goto fail;
   }
+  /* What the file holds now is allocated; fq_store_reserve_disk() goes
+   * further. */
+  int fd;
+  struct stat st;
+  if (mdb_env_get_fd(s->env, &fd) == 0 && fstat(fd, &st) == 0) s->disk_end = (uint64_t)st.st_size;
   return s;
 fail:
   if (txn) mdb_txn_abort(txn);
@@ -755,6 +771,95 @@ int fq_store_stats(fq_store_t *s, fq_store_stats_t *st, fq_err_t *err) {
   mdb_env_stat(s->env, &ms);
   st->map_size = ei.me_mapsize;
   st->map_used = (uint64_t)(ei.me_last_pgno + 1) * ms.ms_psize;
+  return 0;
+}
+
+/* --- room ------------------------------------------------------------------------ */
+
+int fq_store_usage(fq_store_t *s, fq_store_usage_t *u, fq_err_t *err) {
+  if (!s->txn) return fq_errf(err, FQ_EINTERNAL, "store: usage outside a transaction");
+  /* LMDB's own free list (dbi 0) and main database (dbi 1), then ours:
+   * every page in use is in one of their trees, except the two meta
+   * pages.  The free list's entries are room, its own pages are not. */
+  MDB_dbi dbis[10] = {0, 1, s->meta, s->cmd, s->idemlog, s->active, s->events, s->session,
+                      s->tcount, s->tindex};
+  MDB_stat ms;
+  uint64_t pages = 2;
+  for (size_t i = 0; i < sizeof dbis / sizeof dbis[0]; i++) {
+    int rc = mdb_stat(s->txn, dbis[i], &ms);
+    if (rc) return lmdb_err(err, rc, "stat");
+    pages += ms.ms_branch_pages + ms.ms_leaf_pages + ms.ms_overflow_pages;
+  }
+  MDB_envinfo ei;
+  mdb_env_info(s->env, &ei);
+  u->page = ms.ms_psize;
+  u->used = pages * ms.ms_psize;
+  u->map_size = ei.me_mapsize;
+  return 0;
+}
+
+int fq_store_reader_check(fq_store_t *s) {
+  int dead = 0;
+  mdb_reader_check(s->env, &dead);
+  return dead;
+}
+
+uint64_t fq_store_map_size(const fq_store_t *s) {
+  MDB_envinfo ei;
+  mdb_env_info(s->env, &ei);
+  return ei.me_mapsize;
+}
+
+int fq_store_set_map_size(fq_store_t *s, uint64_t bytes, fq_err_t *err) {
+  if (s->txn) return fq_errf(err, FQ_EINTERNAL, "store: map size change inside a transaction");
+  int rc = mdb_env_set_mapsize(s->env, (size_t)bytes);
+  if (rc) return lmdb_err(err, rc, "map size");
+  return 0;
+}
+
+int fq_store_reserve_disk(fq_store_t *s, uint64_t end, fq_err_t *err) {
+  uint64_t map = fq_store_map_size(s);
+  if (end > map) end = map;
+  if (s->no_fallocate || end <= s->disk_end) return 0;
+  int fd;
+  if (mdb_env_get_fd(s->env, &fd) != 0) return fq_errf(err, FQ_ESTORAGE, "no data file");
+  /* KEEP_SIZE: the blocks are the file's, its size stays what LMDB wrote
+   * (LMDB's own writes move it on, into blocks already there). */
+  if (fallocate(fd, FALLOC_FL_KEEP_SIZE, (off_t)s->disk_end, (off_t)(end - s->disk_end)) != 0) {
+    int e = errno;
+    if (e == EOPNOTSUPP || e == ENOSYS) {
+      s->no_fallocate = true;
+      fq_warn("store", "shard %u: the filesystem of %s cannot reserve blocks ahead (%s): a full "
+              "disk is met at commit time only", s->shard, s->dir, fq_strerror(-e));
+      return 0;
+    }
+    if (e == ENOSPC || e == EDQUOT) {
+      struct statvfs vfs;
+      double avail = statvfs(s->dir, &vfs) == 0 ? (double)vfs.f_bavail * vfs.f_frsize : 0;
+      return fq_errf(err, FQ_ESTORFULL, "disk full: the filesystem of shard %u's store has "
+                     "%.1f MiB free, not the %.1f MiB more its reserve needs (%s)", s->shard,
+                     avail / 1048576.0, (double)(end - s->disk_end) / 1048576.0,
+                     fq_strerror(-e));
+    }
+    return fq_errf(err, FQ_ESTORAGE, "fallocate %s: %s", s->dir, fq_strerror(-e));
+  }
+  s->disk_end = end;
+  return 0;
+}
+
+uint64_t fq_store_disk_end(const fq_store_t *s) { return s->no_fallocate ? UINT64_MAX : s->disk_end; }
+
+int fq_store_disk(const fq_store_t *s, uint64_t *avail, uint64_t *file_size, fq_err_t *err) {
+  char path[sizeof s->dir + 16];
+  struct statvfs vfs;
+  struct stat st;
+  snprintf(path, sizeof path, "%s/data.mdb", s->dir);
+  if (statvfs(s->dir, &vfs) != 0)
+    return fq_errf(err, FQ_ESTORAGE, "statvfs %s: %s", s->dir, fq_strerror(-errno));
+  if (stat(path, &st) != 0)
+    return fq_errf(err, FQ_ESTORAGE, "stat %s: %s", path, fq_strerror(-errno));
+  *avail = (uint64_t)vfs.f_bavail * vfs.f_frsize;
+  *file_size = (uint64_t)st.st_size > s->disk_end ? (uint64_t)st.st_size : s->disk_end;
   return 0;
 }
 

@@ -105,8 +105,10 @@ void fq_store_destroy(fq_store_t **sp);
 
 /* Transactions.  begin(write) opens the one transaction; commit makes it
  * durable (fsync) or fails; abort drops it.  A failed commit leaves the
- * store without a transaction.  Codes: 0, FQ_ESTORFULL (map full),
- * FQ_ESTORAGE (anything else from LMDB, with its text in err). */
+ * store without a transaction (and changes nothing on disk: LMDB writes
+ * its meta page last).  Codes: 0, FQ_ESTORFULL (map full, or the disk:
+ * ENOSPC, EDQUOT), FQ_ESTORAGE (anything else from LMDB or the disk, EIO
+ * included, with its text in err). */
 int fq_store_begin(fq_store_t *s, bool write, fq_err_t *err);
 int fq_store_commit(fq_store_t *s, fq_err_t *err);
 void fq_store_abort(fq_store_t *s);
@@ -201,6 +203,51 @@ typedef struct fq_store_stats {
   uint64_t map_size, map_used;
 } fq_store_stats_t;
 int fq_store_stats(fq_store_t *s, fq_store_stats_t *st, fq_err_t *err);
+
+/* --- room ----------------------------------------------------------------
+ *
+ * The map (--map-size-mb) is the most the store can hold; what is in use
+ * is counted in pages of the B-trees (every database and LMDB's free list)
+ * plus the two meta pages.  Pages on the free list are room: LMDB takes
+ * them before it extends the file, although the ones a transaction frees
+ * are reusable only two commits later (the previous snapshot must stay
+ * whole), which is why the shard keeps slack under the map size. */
+typedef struct fq_store_usage {
+  uint64_t map_size;   /* bytes */
+  uint64_t used;       /* bytes of live pages, as the open transaction sees them */
+  uint64_t page;       /* page size */
+} fq_store_usage_t;
+
+/* Inside a transaction (read or write); a write transaction counts its own
+ * changes.  Cheap: one lookup per database. */
+int fq_store_usage(fq_store_t *s, fq_store_usage_t *u, fq_err_t *err);
+
+/* Clear the reader slots of processes that died inside a read
+ * transaction (they pin every page freed after their snapshot); returns
+ * how many. */
+int fq_store_reader_check(fq_store_t *s);
+
+/* The map size in force (the one opened with, or larger when the store
+ * already held more, or set since). */
+uint64_t fq_store_map_size(const fq_store_t *s);
+
+/* Grow the map to bytes.  No transaction may be open (LMDB's rule, which
+ * the shard thread, the only user of its store, meets between batches). */
+int fq_store_set_map_size(fq_store_t *s, uint64_t bytes, fq_err_t *err);
+
+/* Room on the store's filesystem for an unprivileged writer, and the size
+ * of its data file (with the blocks reserved ahead), in bytes. */
+int fq_store_disk(const fq_store_t *s, uint64_t *avail, uint64_t *file_size, fq_err_t *err);
+
+/* The disk's share of the reserve: allocate the data file's blocks up to
+ * end bytes (at most the map size) ahead of LMDB's writes, so that writes
+ * below it never meet a full disk.  0 (also on a filesystem that cannot:
+ * then nothing is reserved, and fq_store_disk_end() says UINT64_MAX),
+ * FQ_ESTORFULL when the disk has no such room, FQ_ESTORAGE.  Outside or
+ * inside a transaction. */
+int fq_store_reserve_disk(fq_store_t *s, uint64_t end, fq_err_t *err);
+/* Up to where blocks are reserved (bytes), UINT64_MAX when unknown. */
+uint64_t fq_store_disk_end(const fq_store_t *s);
 
 /* --- retention (used by retention.c) --------------------------------------
  *

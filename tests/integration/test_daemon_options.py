@@ -24,7 +24,8 @@ def test(c):
     rc, out = run(["--help"])
     c.eq(rc, 0, "--help exits 0")
     for flag in ("--data", "--listen", "--publish", "--shards", "--config", "--key",
-                 "--ca-file", "--pairing-domain", "--drain-timeout-ms", "--no-dispatch"):
+                 "--ca-file", "--pairing-domain", "--drain-timeout-ms", "--max-store-mb",
+                 "--no-dispatch"):
         c.ok(flag in out, f"--help documents {flag}")
 
     rc, out = run(["--colour", "blue"])
@@ -40,6 +41,15 @@ def test(c):
     rc, out = run(["--drain-timeout-ms", "-1"])
     c.ok(rc == 2 and "drain-timeout-ms" in out and "out of range" in out,
          "negative drain timeout refused with the range", out)
+
+    # The map never shrinks: a growth limit below the map size is refused,
+    # from flags or the config file alike.
+    rc, out = run(["--map-size-mb", "32", "--max-store-mb", "20"])
+    c.ok(rc == 2 and "max-store-mb (20) is below map-size-mb (32)" in out,
+         "--max-store-mb below --map-size-mb refused", out)
+    rc, out = run(["--max-store-mb", "8"])
+    c.ok(rc == 2 and "max-store-mb" in out and "out of range" in out,
+         "--max-store-mb below 16 refused with the range", out)
 
     rc, out = run(["--listen", "tcp://0.0.0.0:5999"])
     c.ok(rc == 2 and "non-loopback" in out, "non-loopback bind refused", out)
@@ -88,8 +98,8 @@ def test(c):
     # A config file takes effect (default_ttl_ms), and flags override it.
     with open(cfg, "w") as f:
         json.dump({"default_ttl_ms": 250, "shards": 2, "log_level": "info",
-                   "drain_timeout_ms": 2000, "device_rate": 0.5, "device_burst": 2,
-                   "no_dispatch": True}, f)
+                   "drain_timeout_ms": 2000, "map_size_mb": 16, "max_store_mb": 32,
+                   "device_rate": 0.5, "device_burst": 2, "no_dispatch": True}, f)
     d.config = cfg
     d.start()
     cl = fqlib.Client(d.endpoint)

@@ -10,10 +10,13 @@
  * Each case checks the command's final state, reason, error code and
  * attempts, the transitions it went through and the requests it made.
  */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <lmdb.h>
 #include <zmq.h>
 
 #include "accounts.h"
@@ -100,6 +103,7 @@ typedef struct h {
   int nsubmits;
   bool no_wake;              /* the next submits carry `wake: false` */
   const char *account;       /* account of the next submits; NULL: "acct" */
+  int fail_transitions;      /* the next this many state changes fail (storage full) */
 } h_t;
 
 static int tr_request(void *ud, const fq_http_req_t *req, fq_http_cb cb, void *cb_ud,
@@ -281,6 +285,11 @@ static void car_answer(h_t *h, int i) {
 static int t_transition(void *shard, fq_cmdrec_t *rec, int state, const char *reason, int error,
                         int64_t now, bool put, fq_err_t *err) {
   h_t *h = shard;
+  if (h->fail_transitions > 0) {
+    /* As a full map fails a write: nothing of the change is recorded. */
+    h->fail_transitions--;
+    return fq_errf(err, FQ_ESTORFULL, "storage full (the test's)");
+  }
   rec->state = state;
   rec->updated = now;
   snprintf(rec->reason, sizeof rec->reason, "%s", reason ? reason : "");
@@ -313,6 +322,7 @@ typedef struct hopts {
   int64_t wake_timeout_ms;
   int wake_max;              /* 0: the default (3) */
   double device_rate;
+  uint64_t map_size;         /* the store's map; 0: 64 MiB */
 } hopts_t;
 
 static int h_open(h_t *h, const hopts_t *o) {
@@ -321,7 +331,8 @@ static int h_open(h_t *h, const hopts_t *o) {
   if (!mkdtemp(h->dir)) return -1;
   fq_err_t err;
   h->now = T0;
-  if (!(h->store = fq_store_open(h->dir, 0, 64 << 20, &err))) goto fail;
+  if (!(h->store = fq_store_open(h->dir, 0, o && o->map_size ? o->map_size : 64 << 20, &err)))
+    goto fail;
   if (!(h->q = fq_devq_new())) goto fail;
   if (!(h->acc = fq_accounts_open(h->dir, &err))) goto fail;
   /* An auth side that is never started: the dispatcher only reads its
@@ -2029,5 +2040,338 @@ FQ_TEST(stop_deadline_unknown_only_for_a_non_idempotent_request_out) {
   CHECK_CMD(&h, a, FQ_ST_UNKNOWN, FQ_EINTERNAL, 1, "--drain-timeout-ms");
   CHECK_CMD(&h, b, FQ_ST_QUEUED, 0, 1, "sent after the restart");
   CHECK_INT(h.nreqs, 2);
+  h_close(&h);
+}
+
+/* --- a failed transaction (issue 13, defect 1) ---------------------------------- */
+
+static int devq_visit(void *ud, const char *id, const char *device, int64_t deadline) {
+  return fq_devq_push(ud, device, fq_store_id_num(id), deadline) ? -ENOMEM : 0;
+}
+
+/* One turn of the shard's loop whose transaction fails (a full map, a
+ * storage error): the step reports the error, the shard aborts, rolls the
+ * dispatcher back and rebuilds its queues from the store.  The log loses
+ * what the aborted transaction recorded: it never happened. */
+static void step_fails(h_t *h, int64_t now) {
+  fq_err_t err;
+  fq_err_clear(&err);
+  h->now = now;
+  int nlog = h->nlog;
+  if (fq_store_begin(h->store, true, &err) != 0) {
+    FQ__FAIL("begin: %s", err.msg);
+    return;
+  }
+  int rc = fq_dispatch_step(h->d, NULL, 0, now, &err);
+  if (rc == 0) FQ__FAIL("the step did not fail");
+  fq_store_abort(h->store);
+  fq_dispatch_rollback(h->d);
+  fq_dispatch_launch(h->d, now);
+  h->nlog = nlog;
+  fq_devq_destroy(&h->q);
+  h->q = fq_devq_new();
+  if (!h->q || fq_store_begin(h->store, false, &err) != 0) {
+    FQ__FAIL("rebuild");
+    return;
+  }
+  if (fq_store_active_scan(h->store, devq_visit, h->q, &err) != 0) FQ__FAIL("rebuild scan");
+  fq_store_abort(h->store);
+}
+
+/* The answer to a sent command arrives in a step whose transaction then
+ * fails: the store still says `sent`.  The command must not be signed
+ * and sent again (it was: queued dispatching sent dispatching sent, one
+ * honk more than reported); its kept answer is recorded by the next step,
+ * and the next command goes after it. */
+FQ_TEST(failed_step_never_sends_a_command_twice) {
+  h_t h;
+  if (h_open(&h, NULL) != 0) {
+    FQ__FAIL("harness");
+    return;
+  }
+  make_legacy(&h, VIN);
+  uint64_t a = submit(&h, DEV, "honk_horn", 60000);
+  uint64_t b = submit(&h, DEV, "flash_lights", 60000);
+  step(&h, T0);
+  CHECK_INT(h.nreqs, 1);
+  CHECK_REQ(&h, 0, FQ_HTTP_POST, REST("honk_horn"));
+  answer(&h, 0, 200, OK_RESULT);
+  h.fail_transitions = 1; /* a's `succeeded` does not fit */
+  step_fails(&h, T0 + 100);
+  CHECK_CMD(&h, a, FQ_ST_SENT, 0, 1, "");
+  CHECK_INT(h.nreqs, 1);
+  /* Whatever kicks the device next (a submit, a cancel) and however many
+   * steps run: the honk is never sent again. */
+  fq_dispatch_kick(h.d, DEV);
+  step(&h, T0 + 200);
+  CHECK_CMD(&h, a, FQ_ST_SUCCEEDED, 0, 1, "");
+  CHECK_STATES(&h, a, FQ_ST_QUEUED, FQ_ST_DISPATCHING, FQ_ST_SENT, FQ_ST_SUCCEEDED);
+  CHECK_INT(h.nreqs, 2);
+  CHECK_REQ(&h, 1, FQ_HTTP_POST, REST("flash_lights"));
+  CHECK_CMD(&h, b, FQ_ST_SENT, 0, 1, "");
+  /* Two failures in a row, the second while acting on the kept answer
+   * again: still once. */
+  answer(&h, 1, 200, OK_RESULT);
+  h.fail_transitions = 1;
+  step_fails(&h, T0 + 300);
+  h.fail_transitions = 1;
+  step_fails(&h, T0 + 400);
+  CHECK_CMD(&h, b, FQ_ST_SENT, 0, 1, "");
+  step(&h, T0 + 500);
+  step(&h, T0 + 600);
+  CHECK_CMD(&h, b, FQ_ST_SUCCEEDED, 0, 1, "");
+  CHECK_STATES(&h, b, FQ_ST_QUEUED, FQ_ST_DISPATCHING, FQ_ST_SENT, FQ_ST_SUCCEEDED);
+  CHECK_INT(h.nreqs, 2);
+  fq_dispatch_stats_t st;
+  fq_dispatch_stats(h.d, &st);
+  CHECK_INT(st.sent, 2);
+  CHECK_INT(st.succeeded, 2);
+  h_close(&h);
+}
+
+/* A failed step that had started the next command (its request prepared,
+ * never launched) and one that met a command in flight elsewhere: each
+ * device is back exactly where it was. */
+FQ_TEST(failed_step_puts_every_device_back) {
+  h_t h;
+  if (h_open(&h, NULL) != 0) {
+    FQ__FAIL("harness");
+    return;
+  }
+  make_legacy(&h, VIN);
+  make_legacy(&h, VIN2);
+  uint64_t a = submit(&h, DEV, "honk_horn", 60000);
+  uint64_t b = submit(&h, DEV2, "flash_lights", 60000);
+  step(&h, T0);
+  CHECK_INT(h.nreqs, 2);
+  int ia = strstr(h.reqs[0].url, VIN2) ? 1 : 0;
+  uint64_t c = submit(&h, DEV, "door_lock", 60000);
+  answer(&h, ia, 200, OK_RESULT);
+  /* a succeeds and c starts (dispatching, sent: its request prepared),
+   * then a later change fails. */
+  h.fail_transitions = 0;
+  int nlog = h.nlog;
+  fq_err_t err;
+  CHECK_INT(fq_store_begin(h.store, true, &err), 0);
+  CHECK_INT(fq_dispatch_step(h.d, NULL, 0, T0 + 100, &err), 0);
+  fq_store_abort(h.store);
+  fq_dispatch_rollback(h.d);
+  fq_dispatch_launch(h.d, T0 + 100);
+  h.nlog = nlog;
+  CHECK_INT(h.nreqs, 2); /* c's request never left */
+  CHECK_CMD(&h, a, FQ_ST_SENT, 0, 1, "");
+  CHECK_CMD(&h, c, FQ_ST_QUEUED, 0, 0, "");
+  fq_devq_destroy(&h.q);
+  h.q = fq_devq_new();
+  CHECK_INT(fq_store_begin(h.store, false, &err), 0);
+  CHECK_INT(fq_store_active_scan(h.store, devq_visit, h.q, &err), 0);
+  fq_store_abort(h.store);
+  /* b's device was not touched: its request is still awaited. */
+  step(&h, T0 + 200);
+  CHECK_CMD(&h, a, FQ_ST_SUCCEEDED, 0, 1, "");
+  CHECK_INT(h.nreqs, 3);
+  CHECK_REQ(&h, 2, FQ_HTTP_POST, REST("door_lock"));
+  CHECK_STATES(&h, c, FQ_ST_QUEUED, FQ_ST_DISPATCHING, FQ_ST_SENT);
+  answer(&h, 1 - ia, 200, OK_RESULT);
+  answer(&h, 2, 200, OK_RESULT);
+  step(&h, T0 + 300);
+  CHECK_CMD(&h, b, FQ_ST_SUCCEEDED, 0, 1, "");
+  CHECK_CMD(&h, c, FQ_ST_SUCCEEDED, 0, 1, "");
+  CHECK_INT(h.nreqs, 3);
+  h_close(&h);
+}
+
+/* A reader in another process holding the store's current snapshot: LMDB
+ * then reuses no page freed after it.  Returns the pipe that lets it go
+ * (close it), or -1. */
+static int pin_snapshot(h_t *h, uint64_t map_size) {
+  int up[2], down[2];
+  if (pipe(up) != 0) return -1;
+  if (pipe(down) != 0) return -1;
+  pid_t pid = fork();
+  if (pid == 0) {
+    MDB_env *env;
+    MDB_txn *txn;
+    char c = 'r';
+    close(up[0]);
+    close(down[1]);
+    if (mdb_env_create(&env) || mdb_env_set_maxdbs(env, 16) ||
+        mdb_env_set_mapsize(env, (size_t)map_size) ||
+        mdb_env_open(env, h->dir, MDB_RDONLY | MDB_NOTLS, 0600) ||
+        mdb_txn_begin(env, NULL, MDB_RDONLY, &txn))
+      _exit(1);
+    if (write(up[1], &c, 1) != 1) _exit(1);
+    while (read(down[0], &c, 1) > 0) {
+    }
+    mdb_txn_abort(txn);
+    mdb_env_close(env);
+    _exit(0);
+  }
+  close(up[1]);
+  close(down[0]);
+  char c;
+  bool ok = pid > 0 && read(up[0], &c, 1) == 1;
+  close(up[0]);
+  if (!ok) {
+    close(down[1]);
+    return -1;
+  }
+  return down[1];
+}
+
+static void unpin_snapshot(int fd) {
+  close(fd);
+  int status;
+  while (wait(&status) > 0) {
+  }
+}
+
+/* Fill the store's map until not one more page can be had (with the pages
+ * freed meanwhile pinned by pin_snapshot): junk sessions committed in ever
+ * smaller transactions, then rewrites of one of them in place (each needs
+ * only copies of the pages on its path) until even that fails.  A
+ * transaction then fails at its first write that needs a page (every
+ * change needs one), and LMDB refuses every later operation of it
+ * (MDB_BAD_TXN), reads included. */
+static void fill_map(h_t *h) {
+  static const uint8_t junk[2000];
+  static const size_t size[] = {2000, 200, 10};
+  unsigned k = 0;
+  for (size_t s = 0; s < 3; s++) {
+    for (int per = 64; per >= 1; per /= 8) {
+      for (bool fits = true; fits;) {
+        fq_err_t err;
+        if (fq_store_begin(h->store, true, &err) != 0) return;
+        for (int i = 0; i < per && fits; i++) {
+          char vin[18];
+          snprintf(vin, sizeof vin, "J%015u", k++);
+          fits = fq_store_session_put(h->store, vin, 9, junk, size[s], &err) == 0;
+        }
+        if (fits) fits = fq_store_commit(h->store, &err) == 0;
+        else fq_store_abort(h->store);
+      }
+    }
+  }
+  for (bool fits = true; fits;) {
+    fq_err_t err;
+    if (fq_store_begin(h->store, true, &err) != 0) return;
+    fits = fq_store_session_put(h->store, "J000000000000000", 9, junk, 2000, &err) == 0;
+    if (fits) fits = fq_store_commit(h->store, &err) == 0;
+    else fq_store_abort(h->store);
+  }
+}
+
+/* The same with a real full map: the step's first write fails with
+ * MDB_MAP_FULL and every later read of its transaction with MDB_BAD_TXN
+ * (the answer could not even be looked at).  The honk is signed once; its
+ * answer is recorded once the map has room (grown here). */
+FQ_TEST(full_map_step_never_signs_a_command_twice) {
+  h_t h;
+  hopts_t o = {.map_size = 1 << 20};
+  if (h_open(&h, &o) != 0) {
+    FQ__FAIL("harness");
+    return;
+  }
+  uint64_t a = submit(&h, DEV, "honk_horn", 60000);
+  uint64_t b = submit(&h, DEV, "honk_horn", 60000);
+  step(&h, T0);
+  car_answer(&h, 0); /* the handshake */
+  step(&h, T0 + 100);
+  CHECK_INT(h.nreqs, 2);
+  CHECK_CMD(&h, a, FQ_ST_SENT, 0, 1, "");
+  car_answer(&h, 1);
+  CHECK_INT(h.car.accepted, 1);
+  int pin = pin_snapshot(&h, o.map_size);
+  CHECK(pin >= 0);
+  fill_map(&h);
+  step_fails(&h, T0 + 200);
+  fq_dispatch_kick(h.d, DEV);
+  step_fails(&h, T0 + 300);
+  unpin_snapshot(pin);
+  CHECK_CMD(&h, a, FQ_ST_SENT, 0, 1, "");
+  CHECK_INT(h.nreqs, 2);
+  fq_err_t err;
+  CHECK_INT(fq_store_set_map_size(h.store, 4 << 20, &err), 0);
+  CHECK_INT((int)(fq_store_map_size(h.store) >> 20), 4);
+  fq_dispatch_kick(h.d, DEV);
+  step(&h, T0 + 400);
+  CHECK_CMD(&h, a, FQ_ST_SUCCEEDED, 0, 1, "");
+  CHECK_STATES(&h, a, FQ_ST_QUEUED, FQ_ST_DISPATCHING, FQ_ST_SENT, FQ_ST_SUCCEEDED);
+  CHECK_INT(h.nreqs, 3);
+  car_answer(&h, 2);
+  step(&h, T0 + 500);
+  CHECK_CMD(&h, b, FQ_ST_SUCCEEDED, 0, 1, "");
+  CHECK_STATES(&h, b, FQ_ST_QUEUED, FQ_ST_DISPATCHING, FQ_ST_SENT, FQ_ST_SUCCEEDED);
+  CHECK_INT(h.nreqs, 3);
+  CHECK_INT(h.car.accepted, 2); /* two honks submitted, two executed */
+  CHECK_INT(h.car.handshakes, 1);
+  h_close(&h);
+}
+
+/* Answers that arrive while the shard cannot write are kept in order
+ * (fq_dispatch_collect) and recorded by the next step. */
+FQ_TEST(collected_answers_are_recorded_by_the_next_step) {
+  h_t h;
+  if (h_open(&h, NULL) != 0) {
+    FQ__FAIL("harness");
+    return;
+  }
+  make_legacy(&h, VIN);
+  make_legacy(&h, VIN2);
+  uint64_t a = submit(&h, DEV, "honk_horn", 60000);
+  uint64_t b = submit(&h, DEV2, "honk_horn", 60000);
+  step(&h, T0);
+  CHECK_INT(h.nreqs, 2);
+  answer(&h, 0, 200, OK_RESULT);
+  answer(&h, 1, 500, "{\"error\":\"internal\"}");
+  fq_dispatch_collect(h.d, NULL, 0);
+  CHECK(fq_dispatch_pending(h.d, T0 + 10));
+  CHECK_INT(fq_dispatch_timeout_ms(h.d, T0 + 10), 0);
+  CHECK_CMD(&h, a, FQ_ST_SENT, 0, 1, "");
+  CHECK_CMD(&h, b, FQ_ST_SENT, 0, 1, "");
+  step(&h, T0 + 20);
+  int ia = strstr(h.reqs[0].url, VIN2) ? 1 : 0;
+  CHECK_CMD(&h, ia == 0 ? a : b, FQ_ST_SUCCEEDED, 0, 1, "");
+  CHECK_CMD(&h, ia == 0 ? b : a, FQ_ST_UNKNOWN, FQ_EHTTP, 1, "may have been executed");
+  CHECK_INT(h.nreqs, 2);
+  CHECK(!fq_dispatch_pending(h.d, T0 + 30));
+  h_close(&h);
+}
+
+/* The safety net: a command stored as started while its device has
+ * nothing in flight is settled as a restart would (a non-idempotent
+ * `sent` one ends unknown, unsent; an idempotent one is sent again), never
+ * started blindly. */
+FQ_TEST(only_a_queued_command_is_started) {
+  h_t h;
+  if (h_open(&h, NULL) != 0) {
+    FQ__FAIL("harness");
+    return;
+  }
+  make_legacy(&h, VIN);
+  make_legacy(&h, VIN2);
+  uint64_t a = submit(&h, DEV, "honk_horn", 60000);
+  uint64_t b = submit(&h, DEV2, "door_lock", 60000);
+  /* Behind the dispatcher's back, as a lost rollback would leave them. */
+  fq_err_t err;
+  CHECK_INT(fq_store_begin(h.store, true, &err), 0);
+  uint64_t nums[2] = {a, b};
+  for (int i = 0; i < 2; i++) {
+    fq_cmdrec_t r;
+    char id[FQ_ID_LEN + 1];
+    fq_store_id_format(0, nums[i], id);
+    CHECK_INT(fq_store_cmd_get(h.store, id, FQ_ID_LEN, &r, &err), 0);
+    r.attempts = 1;
+    CHECK_INT(t_transition(&h, &r, FQ_ST_SENT, "", 0, T0, true, &err), 0);
+    fq_cmdrec_free(&r);
+  }
+  CHECK_INT(fq_store_commit(h.store, &err), 0);
+  step(&h, T0 + 10);
+  CHECK_CMD(&h, a, FQ_ST_UNKNOWN, FQ_EINTERNAL, 1, "lost track");
+  CHECK_REASON(&h, a, "may have been executed");
+  CHECK_INT(h.nreqs, 1);
+  CHECK_REQ(&h, 0, FQ_HTTP_POST, "/api/1/vehicles/" VIN2 "/command/door_lock");
+  CHECK_STATES(&h, b, FQ_ST_QUEUED, FQ_ST_SENT, FQ_ST_QUEUED, FQ_ST_DISPATCHING, FQ_ST_SENT);
+  CHECK_CMD(&h, b, FQ_ST_SENT, 0, 2, "");
   h_close(&h);
 }

@@ -331,6 +331,7 @@ static int open_shards(daemon_t *d) {
                                  .index = i,
                                  .count = cfg->shards,
                                  .map_size = cfg->map_size_mb << 20,
+                                 .max_store = cfg->max_store_mb << 20,
                                  .default_ttl_ms = cfg->default_ttl_ms,
                                  .batch_max = cfg->batch_max,
                                  .dispatch = cfg->no_dispatch ? NULL : &d->dopts,
