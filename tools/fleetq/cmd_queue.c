@@ -892,8 +892,6 @@ typedef struct watch_state {
   size_t ntenants;
 } watch_state_t;
 
-static bool event_matches(const msgpack_object *ev, const char *prefix);
-
 /* The tseq slot of (shard, tenant), created with last 0; NULL when the
  * table is full. */
 static watch_tenant_t *watch_tenant(watch_state_t *w, uint32_t shard, const char *t, size_t tl) {
@@ -929,49 +927,6 @@ static bool watch_fresh(watch_state_t *w, const msgpack_object *ev) {
   return true;
 }
 
-/* Fetch a tenant's events (after, upto) of a shard by tseq and print the
- * ones that match the filter; returns how many were printed. */
-static uint64_t watch_fill_tenant(watch_state_t *w, uint32_t shard, const char *tenant,
-                                  uint64_t after, uint64_t upto) {
-  uint64_t printed = 0;
-  fq_buf_t req, raw;
-  fq_buf_init(&req, 4096);
-  fq_buf_init(&raw, FQ_CLIENT_MAX_REPLY);
-  if (!w->c) w->c = open_client(w->o);
-  qopts_t quiet = *w->o;
-  quiet.json = false;
-  while (w->c && after + 1 < upto && !g_stop) {
-    fq_msg_t m;
-    uint64_t want = upto - after - 1;
-    fq_buf_reset(&req);
-    if (fq_req_history_tenant(&req, shard, tenant, after, (uint32_t)(want > 1000 ? 1000 : want),
-                              false, 0))
-      break;
-    if (round_trip(w->c, &quiet, &req, &raw, &m)) break;
-    const msgpack_object *evs = fq_mp_get(m.root, "events");
-    uint64_t before = after;
-    if (evs && evs->type == MSGPACK_OBJECT_ARRAY) {
-      for (uint32_t i = 0; i < evs->via.array.size; i++) {
-        const msgpack_object *ev = &evs->via.array.ptr[i];
-        int64_t tseq = 0;
-        if (!fq_mp_int(fq_mp_get(ev, "tseq"), &tseq) || (uint64_t)tseq >= upto) continue;
-        if ((uint64_t)tseq > after) after = (uint64_t)tseq;
-        if (event_matches(ev, w->prefix) && watch_fresh(w, ev) &&
-            (w->o->count == 0 || w->printed < w->o->count)) {
-          print_event(ev, w->o->json, "(filled)");
-          w->printed++;
-          printed++;
-        }
-      }
-    }
-    fq_msg_free(&m);
-    if (after == before) break;
-  }
-  fq_buf_free(&req);
-  fq_buf_free(&raw);
-  return printed;
-}
-
 static bool event_matches(const msgpack_object *ev, const char *prefix) {
   char dev[512];
   device_of(ev, dev, sizeof dev, true);
@@ -979,11 +934,13 @@ static bool event_matches(const msgpack_object *ev, const char *prefix) {
 }
 
 /* Fetch events (after, upto) of a shard with history and print the ones
- * that match the watch filter; returns how many were printed.  *last
- * (may be NULL) receives the highest seq fetched.  `tail` marks a look
- * past the last event seen, where an empty history is the normal answer. */
-static uint64_t watch_fill(watch_state_t *w, uint32_t shard, uint64_t after, uint64_t upto,
-                           uint64_t *last, bool tail) {
+ * that match the watch filter; returns how many were printed.  With
+ * tenant, only that tenant's events, and after / upto / *last count its
+ * tseq; else seq.  *last (may be NULL) receives the highest one fetched.
+ * `tail` marks a look past the last event seen, where an empty history is
+ * the normal answer. */
+static uint64_t watch_fill(watch_state_t *w, uint32_t shard, const char *tenant, uint64_t after,
+                           uint64_t upto, uint64_t *last, bool tail) {
   uint64_t printed = 0;
   fq_buf_t req, raw;
   fq_buf_init(&req, 4096);
@@ -995,7 +952,8 @@ static uint64_t watch_fill(watch_state_t *w, uint32_t shard, uint64_t after, uin
     fq_msg_t m;
     uint64_t want = upto - after - 1;
     fq_buf_reset(&req);
-    if (fq_req_history(&req, shard, after, (uint32_t)(want > 1000 ? 1000 : want), false, 0))
+    if (fq_req_history_tenant(&req, shard, tenant, after,
+                              (uint32_t)(want > 1000 ? 1000 : want), false, 0))
       break;
     if (round_trip(w->c, &quiet, &req, &raw, &m)) break;
     const msgpack_object *evs = fq_mp_get(m.root, "events");
@@ -1004,7 +962,8 @@ static uint64_t watch_fill(watch_state_t *w, uint32_t shard, uint64_t after, uin
       for (uint32_t i = 0; i < evs->via.array.size; i++) {
         const msgpack_object *ev = &evs->via.array.ptr[i];
         int64_t seq = 0;
-        if (!fq_mp_int(fq_mp_get(ev, "seq"), &seq) || (uint64_t)seq >= upto) continue;
+        if (!fq_mp_int(fq_mp_get(ev, tenant ? "tseq" : "seq"), &seq) || (uint64_t)seq >= upto)
+          continue;
         if ((uint64_t)seq > after) after = (uint64_t)seq;
         if (event_matches(ev, w->prefix) && watch_fresh(w, ev) &&
             (w->o->count == 0 || w->printed < w->o->count)) {
@@ -1160,7 +1119,7 @@ static int cmd_watch(int argc, char **argv) {
         for (int sh = 0; sh < WATCH_MAX_SHARDS; sh++) {
           if (!w->seen[sh]) continue;
           uint64_t upto = UINT64_MAX, last = w->last[sh];
-          uint64_t got = watch_fill(w, (uint32_t)sh, w->last[sh], upto, &last, true);
+          uint64_t got = watch_fill(w, (uint32_t)sh, NULL, w->last[sh], upto, &last, true);
           if (got)
             fprintf(stderr,
                     "fleetq watch: shard %d: recovered %" PRIu64 " event(s) missed after seq %" PRIu64
@@ -1204,7 +1163,7 @@ static int cmd_watch(int argc, char **argv) {
                   wt->tenant, shard, wt->last + 1, t - 1);
         } else {
           uint64_t from = wt->last + 1;
-          uint64_t got = watch_fill_tenant(w, (uint32_t)shard, wt->tenant, wt->last, t);
+          uint64_t got = watch_fill(w, (uint32_t)shard, wt->tenant, wt->last, t, NULL, true);
           fprintf(stderr,
                   "fleetq watch: tenant %s on shard %" PRId64 ": recovered %" PRIu64
                   " missed event(s) from history (tseq %" PRIu64 "..%" PRIu64 ")\n",
@@ -1237,9 +1196,9 @@ static int cmd_watch(int argc, char **argv) {
           fprintf(stderr,
                   "fleetq watch: gap in shard %" PRId64 ": events %" PRIu64 "..%" PRIu64 " missed%s\n",
                   shard, from, to, o.fill ? ", fetching them" : "");
-          if (o.fill) watch_fill(w, (uint32_t)shard, w->last[shard], s, NULL, false);
+          if (o.fill) watch_fill(w, (uint32_t)shard, NULL, w->last[shard], s, NULL, false);
         } else if (o.fill) {
-          uint64_t got = watch_fill(w, (uint32_t)shard, w->last[shard], s, NULL, false);
+          uint64_t got = watch_fill(w, (uint32_t)shard, NULL, w->last[shard], s, NULL, false);
           if (got)
             fprintf(stderr,
                     "fleetq watch: shard %" PRId64 ": recovered %" PRIu64
