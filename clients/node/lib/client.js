@@ -52,10 +52,14 @@ class Client {
     this._reader = null
     this._sendChain = Promise.resolve()
     this._closed = false
+    this._watches = new Set()
   }
 
+  // Closes the socket and every watch of this client (their subscribers
+  // would keep the process alive).
   close () {
     this._closed = true
+    for (const w of this._watches) w.close()
     for (const d of new Set(this._waiting.values())) d.resolve(null)
     this._waiting.clear()
     if (!this._sock.closed) this._sock.close()
@@ -284,7 +288,9 @@ class Client {
   }
 
   watch (opts = {}) {
-    return new Watch(this, opts)
+    const w = new Watch(this, opts)
+    this._watches.add(w)
+    return w
   }
 
   // ---- accounts (admin) -------------------------------------------------------
@@ -327,14 +333,15 @@ class Watch {
     this._inbox = null
     this._closed = false
     this.shards = 0
+    this._heard = 0
     this._starting = null
   }
 
   get filled () { return this.core.filled }
 
-  // Positions reached ({shard: BigInt}, seq or, with a tenant, tseq): pass
-  // it as `cursor` to resume after the last event yielded.
-  get cursor () { return Object.fromEntries(this.core.pos) }
+  // Positions of the events yielded so far ({shard: BigInt}, seq or, with a
+  // tenant, tseq): pass it as `cursor` to resume right after the last one.
+  get cursor () { return this.core.cursor(this._ready) }
 
   async _call (body) {
     // Waits out a fleetqd restart: timeouts are retried until it answers.
@@ -359,7 +366,9 @@ class Watch {
           }
         }
         this._sub = await this._c._subscriber([this.core.topic], this._opts)
+        if (this._closed) this._sub.close() // closed while starting
         this._inbox = new Inbox(this._sub)
+        this._heard = now()
         return this
       })()
     }
@@ -384,8 +393,17 @@ class Watch {
     const end = timeoutMs == null ? null : now() + timeoutMs
     while (!this._ready.length) {
       if (this._closed) return null
-      const left = end === null ? this.idleMs : Math.min(this.idleMs, end - now())
-      if (left <= 0) return null
+      const t = now()
+      if (end !== null && t >= end) return null
+      // Quiet for idleMs (across calls): events lost at the end of a
+      // burst leave no later event to reveal them, so look.
+      const quiet = t - this._heard
+      if (quiet >= this.idleMs) {
+        for (let sh = 0; sh < this.shards; sh++) await this._fill(sh, this.core.pos.get(sh) ?? 0n, null)
+        this._heard = now()
+        continue
+      }
+      const left = end === null ? this.idleMs - quiet : Math.min(this.idleMs - quiet, end - t)
       let msg
       try {
         msg = await this._inbox.next(left)
@@ -394,6 +412,7 @@ class Watch {
         throw e
       }
       if (msg) {
+        this._heard = now()
         let ev
         try {
           ev = C.unpack(msg[msg.length - 1])
@@ -407,10 +426,6 @@ class Watch {
         }
         if (kind === 'gap') await this._fill(ev.shard, after, upto)
         if (this.core.advance(ev) && this.core.matches(ev)) this._ready.push(ev)
-      } else if (left >= this.idleMs || end === null) {
-        // A quiet stream: events lost at the end of a burst leave no later
-        // event to reveal them, so look.
-        for (let sh = 0; sh < this.shards; sh++) await this._fill(sh, this.core.pos.get(sh) ?? 0n, null)
       }
     }
     return this._ready.shift()
@@ -431,6 +446,7 @@ class Watch {
 
   close () {
     this._closed = true
+    this._c._watches.delete(this)
     if (this._sub && !this._sub.closed) this._sub.close()
   }
 }

@@ -306,6 +306,22 @@ class WatchCore {
     return [evs, next, done]
   }
 
+  // Positions up to which every event was yielded (or filtered out): the
+  // tracked ones, except on a shard with events still waiting to be
+  // yielded, where it is just before the first of them.
+  cursor (unyielded) {
+    const out = Object.fromEntries(this.pos)
+    const seen = new Set()
+    for (const ev of unyielded) {
+      const p = this.position(ev)
+      if (typeof ev.shard === 'number' && p !== null && !seen.has(ev.shard)) {
+        seen.add(ev.shard)
+        out[ev.shard] = p - 1n
+      }
+    }
+    return out
+  }
+
   probeRequest (shard, x) { return historyRequest(shard, x, 1, this.tenant) }
 
   probeResult (reply, x) {

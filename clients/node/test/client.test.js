@@ -10,16 +10,16 @@ const assert = require('node:assert/strict')
 const zmq = require('zeromq')
 const { Encoder, Decoder } = require('@msgpack/msgpack')
 const fq = require('..')
-const { startWorld, unique } = require('./world')
+const { startWorld, unique, track, closeAll } = require('./world')
 
 let W
 let c
 before(async () => {
   W = await startWorld()
-  c = new fq.Client({ endpoint: W.endpoint, publish: W.publish, timeout: 5000 })
+  c = track(new fq.Client({ endpoint: W.endpoint, publish: W.publish, timeout: 5000 }))
 })
 after(async () => {
-  if (c) c.close()
+  closeAll()
   if (W) await W.stop()
 })
 
@@ -32,7 +32,7 @@ test('ping and health', async () => {
   const h = await c.health()
   assert.equal(h.ok, true)
   assert.ok(h.latencyMs >= 0)
-  const dead = new fq.Client({ endpoint: 'tcp://127.0.0.1:9', timeout: 300 })
+  const dead = track(new fq.Client({ endpoint: 'tcp://127.0.0.1:9', timeout: 300 }))
   const d = await dead.health({ timeout: 300 })
   dead.close()
   assert.equal(d.ok, false)
@@ -160,7 +160,7 @@ test('pipelining 1,000 submits on one connection', async () => {
 
 test('a retry after a timeout reuses the key: one command', async () => {
   const t = unique('retry')
-  const rc = new fq.Client({ endpoint: W.endpoint, timeout: 400, retries: 8 })
+  const rc = track(new fq.Client({ endpoint: W.endpoint, timeout: 400, retries: 8 }))
   process.kill(W.pid, 'SIGSTOP')
   let p
   try {
@@ -179,7 +179,7 @@ test('a retry after a timeout reuses the key: one command', async () => {
 })
 
 test('no reply is a Timeout error', async () => {
-  const dc = new fq.Client({ endpoint: 'tcp://127.0.0.1:9', timeout: 200, retries: 1 })
+  const dc = track(new fq.Client({ endpoint: 'tcp://127.0.0.1:9', timeout: 200, retries: 1 }))
   await assert.rejects(dc.ping(), (e) => e instanceof fq.Timeout && e instanceof fq.FleetqError && e.code === 'timeout')
   dc.close()
 })

@@ -10,13 +10,16 @@ const fs = require('fs')
 const os = require('os')
 const path = require('path')
 const fq = require('..')
-const { startWorld } = require('./world')
+const { startWorld, track, closeAll } = require('./world')
 
 let W
 before(async () => { W = await startWorld(['--curve']) })
-after(async () => { if (W) await W.stop() })
+after(async () => {
+  closeAll()
+  if (W) await W.stop()
+})
 
-const client = (name, extra = {}) => new fq.Client({ endpoint: W.endpoint, publish: W.publish, curveKey: W.curve.keyFiles[name], serverKey: W.curve.serverKey, timeout: 5000, ...extra })
+const client = (name, extra = {}) => track(new fq.Client({ endpoint: W.endpoint, publish: W.publish, curveKey: W.curve.keyFiles[name], serverKey: W.curve.serverKey, timeout: 5000, ...extra }))
 
 test('a tenant service submits, waits and watches over CURVE', async () => {
   const c = client('acme')
@@ -49,7 +52,7 @@ test('the admin key manages accounts; other keys keep to their tenant', async ()
 })
 
 test('refusals: plaintext, a loose key file, half a key', async () => {
-  const plain = new fq.Client({ endpoint: W.endpoint, timeout: 500, retries: 0 })
+  const plain = track(new fq.Client({ endpoint: W.endpoint, timeout: 500, retries: 0 }))
   const h = await plain.health({ timeout: 500 })
   assert.equal(h.ok, false)
   assert.equal(h.error, 'timeout')

@@ -8,11 +8,14 @@
 const { test, before, after } = require('node:test')
 const assert = require('node:assert/strict')
 const fq = require('..')
-const { startWorld, unique } = require('./world')
+const { startWorld, unique, track, closeAll } = require('./world')
 
 let W
 before(async () => { W = await startWorld(['--pub-hwm', '20']) })
-after(async () => { if (W) await W.stop() })
+after(async () => {
+  closeAll()
+  if (W) await W.stop()
+})
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
 
@@ -78,7 +81,7 @@ function exactlyOnce (got, want, key) {
 }
 
 test('watch by tenant across a kill -9 restart with forced gaps', async () => {
-  const c = new fq.Client({ endpoint: W.endpoint, publish: W.publish, timeout: 2000 })
+  const c = track(new fq.Client({ endpoint: W.endpoint, publish: W.publish, timeout: 2000 }))
   const t = unique('watch')
   const watch = c.watch({ tenant: t, receiveHighWaterMark: 1, receiveBufferSize: 4096, idleMs: 300 })
   await watch.start()
@@ -98,7 +101,7 @@ test('watch by tenant across a kill -9 restart with forced gaps', async () => {
 })
 
 test('watch over all tenants by seq', async () => {
-  const c = new fq.Client({ endpoint: W.endpoint, publish: W.publish, timeout: 5000 })
+  const c = track(new fq.Client({ endpoint: W.endpoint, publish: W.publish, timeout: 5000 }))
   const watch = c.watch({ receiveHighWaterMark: 1, receiveBufferSize: 4096, idleMs: 300 })
   await watch.start()
   const start = watch.cursor
@@ -119,7 +122,7 @@ test('watch over all tenants by seq', async () => {
 })
 
 test('watch one device, then resume from the cursor', async () => {
-  const c = new fq.Client({ endpoint: W.endpoint, publish: W.publish, timeout: 5000 })
+  const c = track(new fq.Client({ endpoint: W.endpoint, publish: W.publish, timeout: 5000 }))
   const t = unique('dev')
   const watch = c.watch({ tenant: t, device: W.vins[1], idleMs: 300 })
   await watch.start()
@@ -136,6 +139,7 @@ test('watch one device, then resume from the cursor', async () => {
   const since = (await storedByTenant(c, t)).filter((e) => e.tseq > (cursor[e.shard] ?? 0n))
   exactlyOnce(got2, since, 'tseq')
   assert.deepEqual(new Set(got2.map((e) => e.id)), new Set(more))
+  again.close()
   // for await works too, and ends the watch when left.
   const w3 = c.watch({ tenant: t, cursor, idleMs: 300 })
   let n = 0

@@ -45,10 +45,21 @@ async function startWorld (args = []) {
   }
 }
 
+// Clients a test made, closed by closeAll() in its after() hook even when
+// an assertion failed half-way (an open socket keeps the process alive).
+const made = []
+function track (c) {
+  made.push(c)
+  return c
+}
+function closeAll () {
+  for (const c of made.splice(0)) c.close()
+}
+
 let n = 0
 function unique (prefix) {
   n++
   return `${prefix}-${process.pid}-${n}`
 }
 
-module.exports = { startWorld, unique }
+module.exports = { startWorld, unique, track, closeAll }

@@ -8,7 +8,7 @@ import numbers
 import os
 import re
 import stat
-from typing import Any, Dict, Generator, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Generator, Iterable, List, Mapping, Optional, Tuple
 
 import msgpack
 
@@ -353,6 +353,19 @@ class WatchCore:
         done = nxt <= after or (upto is not None and nxt + 1 >= upto)
         self.filled += len(evs)
         return evs, max(nxt, after), done
+
+    def cursor(self, unyielded: Iterable[Mapping[str, Any]]) -> Dict[int, int]:
+        """Positions up to which every event was yielded (or filtered out):
+        the tracked ones, except on a shard with events still waiting to
+        be yielded, where it is just before the first of them."""
+        out = dict(self.pos)
+        seen = set()
+        for ev in unyielded:
+            sh, p = ev.get("shard"), self.position(ev)
+            if isinstance(sh, int) and p is not None and sh not in seen:
+                seen.add(sh)
+                out[sh] = p - 1
+        return out
 
     def probe_request(self, shard: int, x: int) -> Dict[str, Any]:
         return history_request(shard, x, 1, self.tenant)

@@ -14,6 +14,7 @@ import collections
 import itertools
 import random
 import time
+import weakref
 from typing import Any, Deque, Dict, Iterable, List, Mapping, Optional, Union
 
 import zmq
@@ -52,6 +53,7 @@ class Client:
         self._req = itertools.count(random.randrange(1, 2 ** 40))
         self._waiting: Dict[int, "asyncio.Future[Reply]"] = {}
         self._reader: Optional["asyncio.Task[None]"] = None
+        self._watches: "weakref.WeakSet[Watch]" = weakref.WeakSet()
 
     def _socket(self, kind: int) -> zmq.asyncio.Socket:
         s = self._ctx.socket(kind)
@@ -86,6 +88,9 @@ class Client:
         return s
 
     async def close(self) -> None:
+        """Close the socket and this client's watches."""
+        for w in list(self._watches):
+            w.close()
         if self._reader is not None:
             self._reader.cancel()
             try:
@@ -294,8 +299,9 @@ class Client:
               cursor: Optional[Mapping[int, int]] = None, idle: float = 0.5,
               rcvhwm: Optional[int] = None, rcvbuf: Optional[int] = None) -> "Watch":
         """``async for ev in client.watch(...)``: as :class:`fleetq_client.Watch`."""
-        return Watch(self, tenant, device, cursor=cursor, idle=idle, rcvhwm=rcvhwm,
-                     rcvbuf=rcvbuf)
+        w = Watch(self, tenant, device, cursor=cursor, idle=idle, rcvhwm=rcvhwm, rcvbuf=rcvbuf)
+        self._watches.add(w)
+        return w
 
     async def admin(self, action: str, **fields: Any) -> Reply:
         return await self.call(C.admin_request(action, fields), retry=action != "account_remove")
@@ -337,6 +343,7 @@ class Watch:
         self._sub: Optional[zmq.asyncio.Socket] = None
         self._closed = False
         self.shards = 0
+        self._heard = 0.0
 
     @property
     def filled(self) -> int:
@@ -344,7 +351,7 @@ class Watch:
 
     @property
     def cursor(self) -> Dict[int, int]:
-        return dict(self.core.pos)
+        return self.core.cursor(self._ready)
 
     async def _call(self, body: Mapping[str, Any]) -> Reply:
         while True:
@@ -363,6 +370,7 @@ class Watch:
                 for sh in range(self.shards):
                     self.core.pos[sh] = await self._c._search_last(self.core, sh, self._call)
             self._sub = await self._c._sub([self.core.topic], *self._opts)
+            self._heard = _now()
         return self
 
     async def _fill(self, shard: int, after: int, upto: Optional[int]) -> None:
@@ -382,11 +390,19 @@ class Watch:
         assert self._sub is not None
         end = None if timeout is None else _now() + timeout
         while not self._ready:
-            left = self.idle if end is None else min(self.idle, end - _now())
-            if left <= 0:
+            now = _now()
+            if end is not None and now >= end:
                 return None
+            quiet = now - self._heard
+            if quiet >= self.idle:
+                for sh in range(self.shards):
+                    await self._fill(sh, self.core.pos.get(sh, 0), None)
+                self._heard = _now()
+                continue
+            left = self.idle - quiet if end is None else min(self.idle - quiet, end - now)
             if await self._sub.poll(max(1, int(left * 1000))):
                 frames = await self._sub.recv_multipart()
+                self._heard = _now()
                 try:
                     ev = C.unpack(frames[-1])
                 except Exception:
@@ -401,9 +417,6 @@ class Watch:
                     await self._fill(ev["shard"], after, upto)
                 if self.core.advance(ev) and self.core.matches(ev):
                     self._ready.append(ev)
-            elif left >= self.idle or end is None:
-                for sh in range(self.shards):
-                    await self._fill(sh, self.core.pos.get(sh, 0), None)
         return self._ready.popleft()
 
     def __aiter__(self) -> "Watch":

@@ -10,6 +10,7 @@ import collections
 import itertools
 import random
 import time
+import weakref
 from typing import Any, Deque, Dict, Iterable, Iterator, List, Mapping, Optional, Set, Union
 
 import zmq
@@ -61,6 +62,7 @@ class Client:
         # process's request on a reused connection cannot be taken for ours.
         self._req = itertools.count(random.randrange(1, 2 ** 40))
         self._waiter: Optional[zmq.Socket] = None
+        self._watches: "weakref.WeakSet[Watch]" = weakref.WeakSet()
 
     # ---- sockets -----------------------------------------------------------
 
@@ -101,7 +103,10 @@ class Client:
         return s
 
     def close(self) -> None:
-        """Close the sockets (pending requests are abandoned)."""
+        """Close the sockets and this client's watches (pending requests
+        are abandoned)."""
+        for w in list(self._watches):
+            w.close()
         for s in (self._sock, self._waiter):
             if s is not None and not s.closed:
                 s.close(0)
@@ -382,8 +387,9 @@ class Client:
         """Follow status events: an iterator that yields each event once,
         in order per shard, filling whatever the stream dropped (slow
         consumer, fleetqd restart) from history.  See :class:`Watch`."""
-        return Watch(self, tenant, device, cursor=cursor, idle=idle, rcvhwm=rcvhwm,
-                     rcvbuf=rcvbuf)
+        w = Watch(self, tenant, device, cursor=cursor, idle=idle, rcvhwm=rcvhwm, rcvbuf=rcvbuf)
+        self._watches.add(w)
+        return w
 
     # ---- accounts (admin) --------------------------------------------------
 
@@ -446,6 +452,7 @@ class Watch:
             for sh in range(self.shards):
                 self.core.pos[sh] = self._search_last(sh)
         self._sub = client._sub([self.core.topic], rcvhwm=rcvhwm, rcvbuf=rcvbuf)
+        self._heard = _now()  # last live event or look at history
 
     @property
     def filled(self) -> int:
@@ -453,9 +460,10 @@ class Watch:
 
     @property
     def cursor(self) -> Dict[int, int]:
-        """Positions reached ({shard: seq}, or tseq with a tenant): pass it
-        as ``cursor=`` to resume after the last event yielded."""
-        return dict(self.core.pos)
+        """Positions of the events yielded so far ({shard: seq}, or tseq
+        with a tenant): pass it as ``cursor=`` to resume right after the
+        last event yielded."""
+        return self.core.cursor(self._ready)
 
     def _call(self, body: Mapping[str, Any]) -> Reply:
         """A request that waits out a fleetqd restart: timeouts are retried
@@ -505,20 +513,27 @@ class Watch:
         (None: wait as long as it takes)."""
         end = None if timeout is None else _now() + timeout
         while not self._ready:
-            left = self.idle if end is None else min(self.idle, end - _now())
-            if left <= 0:
+            now = _now()
+            if end is not None and now >= end:
                 return None
+            # Quiet for `idle` seconds (across calls): look for what the
+            # end of a burst may have lost.
+            quiet = now - self._heard
+            if quiet >= self.idle:
+                for sh in range(self.shards):
+                    self._fill(sh, self.core.pos.get(sh, 0), None)
+                self._heard = _now()
+                continue
+            left = self.idle - quiet if end is None else min(self.idle - quiet, end - now)
             if self._sub.poll(max(1, int(left * 1000))):
                 frames = self._sub.recv_multipart()
+                self._heard = _now()
                 try:
                     ev = C.unpack(frames[-1])
                 except Exception:
                     continue
                 if isinstance(ev, dict):
                     self._on_live(ev)
-            elif left >= self.idle or end is None:
-                for sh in range(self.shards):
-                    self._fill(sh, self.core.pos.get(sh, 0), None)
         return self._ready.popleft()
 
     def __iter__(self) -> "Watch":
