@@ -29,7 +29,13 @@ const encoder = new Encoder({ useBigInt64: true, ignoreUndefined: true })
 const decoder = new Decoder({ useBigInt64: true })
 
 function pack (obj) {
-  return encoder.encode(obj)
+  // Encode into the encoder's own buffer, then copy into a Buffer from
+  // Node's pool: a fresh ArrayBuffer per message (what encode() returns)
+  // costs more than the copy, in allocation and in garbage collection.
+  const ref = encoder.encodeSharedRef(obj)
+  const out = Buffer.allocUnsafe(ref.length)
+  out.set(ref)
+  return out
 }
 
 function normalize (v, key) {
@@ -42,9 +48,11 @@ function normalize (v, key) {
   }
   if (Array.isArray(v)) return v.map((x) => normalize(x, key === 'events' ? undefined : key))
   if (v instanceof Uint8Array || v === null || typeof v !== 'object') return v
-  const out = {}
-  for (const [k, x] of Object.entries(v)) out[k] = normalize(x, k)
-  return out
+  for (const k in v) {
+    const x = v[k]
+    if (typeof x === 'bigint' || typeof x === 'object' || (typeof x === 'number' && BIG_KEYS.has(k))) v[k] = normalize(x, k)
+  }
+  return v
 }
 
 function unpack (buf) {

@@ -46,6 +46,8 @@ def default_publish(endpoint: str) -> Optional[str]:
 
 
 def _text(name: str, v: Any) -> str:
+    if type(v) is str:  # the common case first: this runs for every field
+        return v
     if isinstance(v, bytes):
         try:
             return v.decode("utf-8")
@@ -59,6 +61,8 @@ def _text(name: str, v: Any) -> str:
 def _int(name: str, v: Any) -> int:
     """An integer from int, an integral float / Decimal, or numpy's types.
     bool is refused: True for a TTL is a mistake, not 1 ms."""
+    if type(v) is int:
+        return v
     if isinstance(v, bool):
         raise TypeError(f"{name}: expected an integer, got bool")
     if isinstance(v, numbers.Integral):
@@ -72,7 +76,7 @@ def _int(name: str, v: Any) -> int:
 
 
 def _bool(name: str, v: Any) -> bool:
-    if isinstance(v, bool):
+    if v is True or v is False:
         return v
     if isinstance(v, numbers.Integral) and int(v) in (0, 1):
         return bool(v)
@@ -113,18 +117,20 @@ def params_value(params: Optional[Mapping[str, Any]]) -> Optional[Dict[str, Any]
     refuse a nil parameter) and the strictly typed ones converted."""
     if params is None:
         return None
-    if not isinstance(params, Mapping):
+    if type(params) is not dict and not isinstance(params, Mapping):
         raise TypeError(f"params: expected a mapping, got {type(params).__name__}")
     out: Dict[str, Any] = {}
     for k, v in params.items():
         k = _text("params key", k)
         if v is None:
             continue
-        name = f"params.{k}"
+        tv = type(v)
         if k in INT_PARAMS:
-            out[k] = _int(name, v)
+            out[k] = v if tv is int else _int(f"params.{k}", v)
         elif k in BOOL_PARAMS:
-            out[k] = _bool(name, v)
+            out[k] = v if tv is bool else _bool(f"params.{k}", v)
+        elif tv is str or tv is bool or tv is int or tv is float:
+            out[k] = v
         elif isinstance(v, bool) or isinstance(v, str):
             out[k] = v
         elif isinstance(v, numbers.Integral):
@@ -132,7 +138,7 @@ def params_value(params: Optional[Mapping[str, Any]]) -> Optional[Dict[str, Any]
         elif isinstance(v, (float, decimal.Decimal, numbers.Real)):
             out[k] = float(v)
         else:
-            out[k] = _json_value(name, v)
+            out[k] = _json_value(f"params.{k}", v)
     return out
 
 
@@ -143,7 +149,7 @@ def submit_request(tenant: Any, key: Any, account: Any, command: Any, vin: Any =
     arguments are left out (never sent as nil)."""
     if (vin is None) == (site is None):
         raise ValueError("give exactly one of vin and site")
-    if isinstance(key, numbers.Integral) and not isinstance(key, bool):
+    if type(key) is not str and isinstance(key, numbers.Integral) and not isinstance(key, bool):
         key = str(int(key))  # order numbers make good idempotency keys
     m: Dict[str, Any] = {"op": "submit", "tenant": _text("tenant", tenant),
                          "key": _text("key", key), "account": _text("account", account)}

@@ -15,7 +15,7 @@ import itertools
 import random
 import time
 import weakref
-from typing import Any, Deque, Dict, Iterable, List, Mapping, Optional, Union
+from typing import Any, Deque, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 import zmq
 import zmq.asyncio
@@ -29,6 +29,33 @@ Event = Dict[str, Any]
 
 def _now() -> float:
     return time.monotonic()
+
+
+class _Batch:
+    """Replies of one call_many, queued by the reader; wait() sleeps until
+    there is one (or the timeout)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.replies: Deque[Reply] = collections.deque()
+        self._wake: "Optional[asyncio.Future[None]]" = None
+
+    def put(self, reply: Reply) -> None:
+        self.replies.append(reply)
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+
+    async def wait(self, timeout: float) -> bool:
+        if self.replies:
+            return True
+        self._wake = self.loop.create_future()
+        timer = self.loop.call_later(timeout, lambda f=self._wake: f.done() or f.set_result(None))
+        try:
+            await self._wake
+        finally:
+            timer.cancel()
+            self._wake = None
+        return bool(self.replies)
 
 
 class Client:
@@ -50,8 +77,12 @@ class Client:
         self._sock.setsockopt(zmq.SNDHWM, 0)
         self._sock.setsockopt(zmq.RCVHWM, 0)
         self._sock.connect(endpoint)
+        # Plain non-blocking calls on the same socket: sends never block
+        # (no high-water mark) and replies are drained in one go after each
+        # wake-up, far cheaper than one awaited future per message.
+        self._sync = zmq.Socket.shadow(self._sock.underlying)
         self._req = itertools.count(random.randrange(1, 2 ** 40))
-        self._waiting: Dict[int, "asyncio.Future[Reply]"] = {}
+        self._waiting: Dict[int, Any] = {}  # req -> Future or _Batch
         self._reader: Optional["asyncio.Task[None]"] = None
         self._watches: "weakref.WeakSet[Watch]" = weakref.WeakSet()
 
@@ -115,43 +146,67 @@ class Client:
 
     async def _read(self) -> None:
         """Hand each reply to the call waiting for its `req`."""
+        sync, more = self._sync, zmq.RCVMORE
         while True:
-            frames = await self._sock.recv_multipart()
-            try:
-                reply = C.unpack(frames[-1])
-            except Exception:
-                continue
-            if not isinstance(reply, dict):
-                continue
-            fut = self._waiting.get(reply.get("req"))  # type: ignore[arg-type]
-            if fut is not None and not fut.done():
-                fut.set_result(reply)
+            await self._sock.poll(zmq.POLLIN)
+            while True:
+                try:
+                    data = sync.recv(zmq.NOBLOCK)
+                    while sync.get(more):
+                        data = sync.recv()
+                except zmq.Again:
+                    break
+                try:
+                    reply = C.unpack(data)
+                except Exception:
+                    continue
+                if not isinstance(reply, dict):
+                    continue
+                w = self._waiting.get(reply.get("req"))  # type: ignore[arg-type]
+                if w is None:
+                    continue
+                if isinstance(w, _Batch):
+                    w.put(reply)
+                elif not w.done():
+                    w.set_result(reply)
+
+    def _send(self, body: Mapping[str, Any], req: int) -> None:
+        m = dict(body)
+        m["req"] = req
+        self._sync.send(C.pack(m))
+
+    def _start_reader(self) -> None:
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.get_running_loop().create_task(self._read())
 
     async def call(self, body: Mapping[str, Any], timeout: Optional[float] = None,
                    retry: bool = True) -> Reply:
         """As :meth:`fleetq_client.Client.call`.  Any number of calls may
         run at once: they share the socket and pipeline."""
-        if self._reader is None or self._reader.done():
-            self._reader = asyncio.get_running_loop().create_task(self._read())
+        self._start_reader()
+        loop = asyncio.get_running_loop()
         budget = timeout if timeout is not None else self.timeout * (self.retries + 1)
         deadline = _now() + budget
-        fut: "asyncio.Future[Reply]" = asyncio.get_running_loop().create_future()
         reqs: List[int] = []
         tries = 0
         try:
             while True:
+                # A fresh future per attempt (a timed-out one is done); every
+                # copy sent so far resolves the newest, so a late reply to an
+                # earlier copy is taken too.
+                fut: "asyncio.Future[Optional[Reply]]" = loop.create_future()
                 req = next(self._req)
                 reqs.append(req)
-                self._waiting[req] = fut
-                m = dict(body)
-                m["req"] = req
-                await self._sock.send(C.pack(m))
+                for r in reqs:
+                    self._waiting[r] = fut
+                self._send(body, req)
                 tries += 1
+                timer = loop.call_later(max(0.001, min(self.timeout, deadline - _now())),
+                                        lambda f=fut: f.done() or f.set_result(None))
                 try:
-                    reply = await asyncio.wait_for(
-                        asyncio.shield(fut), max(0.001, min(self.timeout, deadline - _now())))
-                except asyncio.TimeoutError:
-                    reply = None
+                    reply = await fut
+                finally:
+                    timer.cancel()
                 more = retry and tries <= self.retries and _now() < deadline
                 if reply is None:
                     if more:
@@ -162,9 +217,6 @@ class Client:
                     return reply
                 err = error_for(reply)
                 if err.retriable and more:
-                    fut = asyncio.get_running_loop().create_future()
-                    for r in reqs:
-                        self._waiting[r] = fut
                     await asyncio.sleep(min(0.05 * 2 ** tries, 1.0))
                     continue
                 raise err
@@ -174,18 +226,71 @@ class Client:
 
     async def call_many(self, bodies: Iterable[Mapping[str, Any]], window: int = 1000
                         ) -> List[Union[Reply, FleetqError]]:
-        """Pipeline requests, at most `window` at once; each reply or the
-        FleetqError it turned into, in order."""
-        sem = asyncio.Semaphore(window)
+        """Pipeline requests, at most `window` at once (as the blocking
+        client's call_many: timeouts and ``busy`` sent again); each reply
+        or the FleetqError it turned into, in order."""
+        self._start_reader()
+        todo = list(bodies)
+        n = len(todo)
+        out: List[Any] = [None] * n
+        batch = _Batch(asyncio.get_running_loop())
+        owner: Dict[int, int] = {}
+        sent_at: Dict[int, float] = {}
+        order: Deque[Tuple[float, int]] = collections.deque()
+        tries = [0] * n
+        queue: Deque[int] = collections.deque(range(n))
 
-        async def one(b: Mapping[str, Any]) -> Union[Reply, FleetqError]:
-            async with sem:
-                try:
-                    return await self.call(b)
-                except FleetqError as e:
-                    return e
+        def send(i: int) -> None:
+            req = next(self._req)
+            owner[req] = i
+            self._waiting[req] = batch
+            self._send(todo[i], req)
+            t = _now()
+            sent_at[i] = t
+            order.append((t, i))
+            tries[i] += 1
 
-        return list(await asyncio.gather(*(one(b) for b in bodies)))
+        try:
+            while queue or sent_at:
+                while queue and len(sent_at) < window:
+                    send(queue.popleft())
+                if not batch.replies:
+                    while order and sent_at.get(order[0][1]) != order[0][0]:
+                        order.popleft()
+                    left = (order[0][0] + self.timeout - _now()) if order else self.timeout
+                    if left > 0 and await batch.wait(left):
+                        continue
+                    now = _now()
+                    while order and order[0][0] + self.timeout <= now:
+                        t, i = order.popleft()
+                        if sent_at.get(i) != t:
+                            continue
+                        if tries[i] > self.retries:
+                            out[i] = Timeout(f"no reply from {self.endpoint} after {tries[i]} attempts")
+                            del sent_at[i]
+                        else:
+                            send(i)
+                    continue
+                reply = batch.replies.popleft()
+                req = reply.get("req")
+                self._waiting.pop(req, None)
+                i = owner.pop(req, -1)
+                if i < 0 or i not in sent_at:
+                    continue
+                del sent_at[i]
+                if reply.get("ok"):
+                    out[i] = reply
+                    continue
+                err = error_for(reply)
+                if err.retriable and tries[i] <= self.retries:
+                    await asyncio.sleep(0.01)
+                    queue.append(i)
+                else:
+                    out[i] = err
+        finally:
+            for r in owner:
+                self._waiting.pop(r, None)
+        return out
 
     # ---- operations --------------------------------------------------------
 

@@ -11,8 +11,9 @@ import itertools
 import random
 import time
 import weakref
-from typing import Any, Deque, Dict, Iterable, Iterator, List, Mapping, Optional, Set, Union
+from typing import Any, Deque, Dict, Iterable, Iterator, List, Mapping, Optional, Set, Tuple, Union
 
+import msgpack
 import zmq
 
 from . import _common as C
@@ -179,49 +180,75 @@ class Client:
         refusal).  Requests unanswered for ``self.timeout`` are sent again,
         as by :meth:`call`; ``busy`` replies are sent again after a pause."""
         todo = list(bodies)
-        out: List[Any] = [None] * len(todo)
+        n = len(todo)
+        out: List[Any] = [None] * n
         owner: Dict[int, int] = {}          # req -> index (every copy sent)
-        outstanding: Dict[int, float] = {}  # index -> time of its last send
-        tries = [0] * len(todo)
-        queue: Deque[int] = collections.deque(range(len(todo)))
+        sent_at: Dict[int, float] = {}      # index -> time of its last send, while unanswered
+        order: Deque[Tuple[float, int]] = collections.deque()  # (time, index), send order
+        tries = [0] * n
+        queue: Deque[int] = collections.deque(range(n))
         end = _now() + timeout if timeout is not None else None
+        sock, packb, unpackb = self._sock, msgpack.Packer(use_bin_type=True).pack, C.unpack
+        nxt = self._req
+        rcvmore = zmq.RCVMORE
 
         def send(i: int) -> None:
-            owner[self._send(todo[i])] = i
-            outstanding[i] = _now()
+            req = next(nxt)
+            m = dict(todo[i])
+            m["req"] = req
+            sock.send(packb(m))
+            owner[req] = i
+            t = _now()
+            sent_at[i] = t
+            order.append((t, i))
             tries[i] += 1
 
-        while queue or outstanding:
-            while queue and len(outstanding) < window:
+        while queue or sent_at:
+            while queue and len(sent_at) < window:
                 send(queue.popleft())
-            oldest = min(outstanding.values())
-            reply = self._recv_for(owner, oldest + self.timeout)
-            if reply is None:
+            try:
+                data = sock.recv(zmq.NOBLOCK)
+                while sock.get(rcvmore):
+                    data = sock.recv()
+            except zmq.Again:
+                # Nothing waiting: sleep until a reply or the oldest
+                # request's timeout, whichever comes first.
+                while order and sent_at.get(order[0][1]) != order[0][0]:
+                    order.popleft()  # answered, or sent again since
+                if not order:
+                    continue
+                left = order[0][0] + self.timeout - _now()
+                if left > 0 and sock.poll(max(1, int(left * 1000))):
+                    continue
                 now = _now()
-                for i, t in list(outstanding.items()):
-                    if now - t < self.timeout:
+                while order and order[0][0] + self.timeout <= now:
+                    t, i = order.popleft()
+                    if sent_at.get(i) != t:
                         continue
                     if tries[i] > self.retries or (end is not None and now >= end):
                         out[i] = Timeout(f"no reply from {self.endpoint} after {tries[i]} attempts")
-                        del outstanding[i]
+                        del sent_at[i]
                     else:
                         send(i)
                 continue
-            i = owner.pop(reply["req"])
-            if i not in outstanding:
-                continue  # a late copy of one already answered
+            try:
+                reply = unpackb(data)
+            except Exception:
+                continue
+            i = owner.pop(reply.get("req"), -1) if isinstance(reply, dict) else -1
+            if i < 0 or i not in sent_at:
+                continue  # not ours, or a late copy of one already answered
             if reply.get("ok"):
                 out[i] = reply
-                del outstanding[i]
+                del sent_at[i]
                 continue
             err = error_for(reply)
+            del sent_at[i]
             if err.retriable and tries[i] <= self.retries:
-                del outstanding[i]
                 time.sleep(0.01)
                 queue.append(i)
             else:
                 out[i] = err
-                del outstanding[i]
         return out
 
     # ---- operations --------------------------------------------------------
