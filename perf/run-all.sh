@@ -21,7 +21,9 @@
 #      commands (--quick: 10k and 100k);
 #   4. end to end: submit -> succeeded through fleetsim next to the
 #      libcurl ceiling against the same simulator (bench_e2e, when built;
-#      else the bare libcurl ceiling of bench_http).
+#      else the bare libcurl ceiling of bench_http);
+#   5. the client packages' submit loops (Python blocking and asyncio,
+#      Node): acknowledged submits/s against one fleetqd (bench_clients.py).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -303,6 +305,12 @@ elif [ -x "$BIN/bench_http" ]; then
 else
   say "4/4 neither bench_e2e nor bench_http built: end to end skipped"
 fi
+
+say "5 client packages: pipelined submit loops against one fleetqd (bench_clients.py)"
+"$PY" "$ROOT/perf/bench_clients.py" --bin "$BIN" --out "$OUT/clients.md" \
+  $([ "$QUICK" = 1 ] && echo --quick) >"$W/clients.txt" 2>"$W/clients.err" ||
+  say "  bench_clients failed: $(tail -3 "$W/clients.err")"
+grep '^RESULT' "$W/clients.txt" >&2 || true
 
 # ---- results --------------------------------------------------------------
 say "writing perf/RESULTS.md and plots"
@@ -592,6 +600,14 @@ else:
     if hm:
         w(f"| ceiling: libcurl multi, one thread, keep-alive, loopback HTTP (bench_http) | {hm.group(1)} req/s, {hm.group(2)} client CPU us/req | {tag} |")
     w(f"| fleetq submit -> signed command -> fleetsim -> succeeded event | pending the dispatch issue (bench_e2e not built or failed) | {tag} |")
+w("")
+w("## 5. Client packages\n")
+cm = os.path.join(OUT, "clients.md")
+if os.path.exists(cm) and open(os.path.join(W, "clients.txt")).read().strip():
+    # bench_clients.py's report of this run, without its title.
+    w("\n".join(open(cm).read().splitlines()[2:]))
+else:
+    w("bench_clients.py did not run to the end in this run; see `perf/bench_clients.py --help`.")
 w("")
 w("## Reproduce\n")
 w("```sh\nperf/run-all.sh          # full suite (about 5-10 minutes)\nperf/run-all.sh --quick  # 1-2 minutes, smaller counts\n```\n")

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install the Debian 12 packages fleetq needs to build, test and benchmark,
+# Install the Debian 12 packages fleetq needs to build, test and benchmark
+# (and the npm packages of clients/node, from its package-lock.json),
 # but only those that are missing.  Needs root (or sudo) when something is
 # missing; does nothing otherwise.
 set -euo pipefail
@@ -9,7 +10,7 @@ PKGS=(
   libzmq3-dev libcurl4-openssl-dev libmsgpack-dev liblmdb-dev libssl-dev
   libprotobuf-c-dev protobuf-c-compiler libmicrohttpd-dev libjansson-dev
   libsystemd-dev scdoc man-db
-  python3 python3-zmq python3-msgpack python3-cryptography openssl
+  python3 python3-zmq python3-msgpack python3-cryptography python3-pytest openssl
   lmdb-utils nghttp2-server
 )
 if [ "${FQ_DEPS_PERF:-0}" = 1 ]; then
@@ -22,7 +23,31 @@ for p in "${PKGS[@]}"; do
     missing+=("$p")
   fi
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
+# The Node client (clients/node) and its tests need node and npm: Debian's
+# packages unless a node with its npm is there already (another packaging
+# of Node brings npm inside its nodejs package).
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  missing+=(nodejs npm)
+fi
+
+# clients/node's npm packages (zeromq ships prebuilt addons for Linux x64
+# in the package itself: no native build, nothing fetched but the
+# registry's tarballs), installed again only when package-lock.json changed.
+node_modules() {
+  local dir
+  dir="$(cd "$(dirname "$0")/.." && pwd)/clients/node"
+  [ -f "$dir/package-lock.json" ] || return 0
+  if [ ! -f "$dir/node_modules/.package-lock.json" ] ||
+     [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
+    echo "deps: npm ci in clients/node" >&2
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >&2)
+  fi
+}
+
+if [ ${#missing[@]} -eq 0 ]; then
+  node_modules
+  exit 0
+fi
 
 echo "deps: installing ${missing[*]}" >&2
 SUDO=""
@@ -33,3 +58,4 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+node_modules

@@ -251,8 +251,8 @@ int fq__mp_skip_jsonish(fq__mp_rd_t *r, int depth, int max_depth, const char *wh
       rc = fq__mp_next(r, &k, err);
       if (rc) return rc;
       if (k.kind != FQ__MP_STR)
-        return fq_errf(err, FQ_EBADPARAM, "%s: map key at byte %zu is %s, not a string", what,
-                       off(r, kat), fq__mp_kind_name(k.kind));
+        return fq_errf(err, FQ_EBADPARAM, "%s: map key at byte %zu: keys must be strings (got %s)",
+                       what, off(r, kat), fq__mp_kind_name(k.kind));
       if (!fq__utf8_valid(k.p, k.len))
         return fq_errf(err, FQ_EBADPARAM, "%s: invalid UTF-8 in map key at byte %zu", what,
                        off(r, kat));

@@ -64,6 +64,17 @@ static inline void fq__mp_rd_init(fq__mp_rd_t *r, const uint8_t *buf, size_t len
   r->end = buf + len;
 }
 
+/* A cursor over [at, at + len) that counts byte offsets in its messages
+ * from `base`: a value inside a larger message (a request's `params`)
+ * then reports positions counted from the start of that message, as
+ * everything else does. */
+static inline void fq__mp_rd_init_at(fq__mp_rd_t *r, const uint8_t *base, const uint8_t *at,
+                                     size_t len) {
+  r->base = base;
+  r->p = at;
+  r->end = at + len;
+}
+
 static inline size_t fq__mp_left(const fq__mp_rd_t *r) { return (size_t)(r->end - r->p); }
 
 /* Read one object header (and, for STR/BIN/EXT, step over its payload).

@@ -628,7 +628,7 @@ static int check_value(const fq_param_spec_t *sp, const fq_pval_t *pv, fq_err_t 
      * car would get a shorter text than the one accepted here. */
     const char *nul = memchr(pv->v.s.p, 0, pv->v.s.n);
     if (nul)
-      return fq_errf(err, FQ_EBADPARAM, "params.%s: NUL byte at position %zu", sp->name,
+      return fq_errf(err, FQ_EBADPARAM, "params.%s: NUL at byte %zu", sp->name,
                      (size_t)(nul - pv->v.s.p));
     return 0;
   case FQ_PT_BOOL:

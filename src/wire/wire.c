@@ -82,19 +82,29 @@ static const char *const key_names[K_COUNT_] = {
 #define B(k) (1u << (k))
 #define COMMON_KEYS (B(K_V) | B(K_OP) | B(K_REQ))
 
+/* `optional`: the keys of the op that a request may leave out.  Many
+ * msgpack encoders write nil for a field that is None / undefined, so a
+ * nil value of one of these counts as the key being absent.  `v` is
+ * optional for every op (checked before the op is known); `req` is not
+ * listed: a nil `req` is a value like any other and is echoed. */
 static const struct {
   const char *name;
   int op;
   uint32_t allowed; /* keys this op takes; admin takes any */
+  uint32_t optional;
 } ops[] = {
     {"submit", FQ_OP_SUBMIT,
      COMMON_KEYS | B(K_TENANT) | B(K_KEY) | B(K_ACCOUNT) | B(K_VIN) | B(K_SITE) | B(K_COMMAND) |
-         B(K_PARAMS) | B(K_TTL) | B(K_COALESCE) | B(K_WAKE)},
-    {"get", FQ_OP_GET, COMMON_KEYS | B(K_TENANT) | B(K_KEY) | B(K_ID)},
-    {"cancel", FQ_OP_CANCEL, COMMON_KEYS | B(K_TENANT) | B(K_KEY) | B(K_ID)},
-    {"history", FQ_OP_HISTORY, COMMON_KEYS | B(K_SHARD) | B(K_AFTER) | B(K_LIMIT) | B(K_TENANT)},
-    {"ping", FQ_OP_PING, COMMON_KEYS},
-    {"admin", FQ_OP_ADMIN, UINT32_MAX},
+         B(K_PARAMS) | B(K_TTL) | B(K_COALESCE) | B(K_WAKE),
+     B(K_VIN) | B(K_SITE) | B(K_PARAMS) | B(K_TTL) | B(K_COALESCE) | B(K_WAKE)},
+    {"get", FQ_OP_GET, COMMON_KEYS | B(K_TENANT) | B(K_KEY) | B(K_ID),
+     B(K_TENANT) | B(K_KEY) | B(K_ID)},
+    {"cancel", FQ_OP_CANCEL, COMMON_KEYS | B(K_TENANT) | B(K_KEY) | B(K_ID),
+     B(K_TENANT) | B(K_KEY) | B(K_ID)},
+    {"history", FQ_OP_HISTORY, COMMON_KEYS | B(K_SHARD) | B(K_AFTER) | B(K_LIMIT) | B(K_TENANT),
+     B(K_AFTER) | B(K_LIMIT) | B(K_TENANT)},
+    {"ping", FQ_OP_PING, COMMON_KEYS, 0},
+    {"admin", FQ_OP_ADMIN, UINT32_MAX, 0},
 };
 
 static bool eq(const uint8_t *p, size_t n, const char *lit, size_t litlen) {
@@ -126,16 +136,17 @@ static int key_lookup(const uint8_t *p, size_t n) {
 
 /* ---- pass 1: structure -------------------------------------------------- */
 
-enum key_problem { KP_NONE, KP_NONSTR, KP_BADUTF8, KP_DUP };
+enum key_problem { KP_NONE, KP_NONSTR, KP_BADUTF8 };
 
 typedef struct scan {
   const uint8_t *val[K_COUNT_]; /* start of each known key's value */
   size_t vlen[K_COUNT_];
   uint32_t seen;
-  int kp;               /* first key problem (enum key_problem) */
+  uint32_t nil;         /* known keys whose value is nil */
+  int kp;               /* first key that is no UTF-8 string: KP_NONSTR, KP_BADUTF8 */
   size_t kp_off;        /* its byte offset */
   int kp_kind;          /* KP_NONSTR: the key's msgpack kind */
-  int kp_key;           /* KP_DUP: the key id */
+  int dup_key;          /* first duplicate known key (its id), or -1 */
   const uint8_t *unk;   /* first unknown key, or NULL */
   size_t unk_len;
   int req_kind;         /* kind of `req`'s value, 0 if absent */
@@ -188,11 +199,7 @@ static int scan_body(const uint8_t *buf, size_t len, scan_t *s, fq_request_t *re
           s->unk_len = k.len;
         }
       } else if (s->seen & B(id)) {
-        if (!s->kp) {
-          s->kp = KP_DUP;
-          s->kp_off = (size_t)(kat - buf);
-          s->kp_key = id;
-        }
+        if (s->dup_key < 0) s->dup_key = id;
         id = -1;
       } else {
         s->seen |= B(id);
@@ -204,6 +211,7 @@ static int scan_body(const uint8_t *buf, size_t len, scan_t *s, fq_request_t *re
     if (id < 0) continue;
     s->val[id] = vat;
     s->vlen[id] = (size_t)(r.p - vat);
+    if (*vat == 0xc0) s->nil |= B(id);
     if (id == K_REQ) {
       /* Capture `req` now: whatever else is wrong, the reply echoes it.
        * A string that is not UTF-8 is not echoed (strict clients could not
@@ -245,14 +253,18 @@ static int type_err(int k, const char *want, const fq__mp_obj_t *o, fq_err_t *er
                  fq__mp_kind_name(o->kind));
 }
 
-static int required(int k, fq_err_t *err) {
+/* A missing required field.  One sent as nil was taken for absent (see
+ * optional_keys): say so, since the sender did write the key. */
+static int required(const scan_t *s, int k, fq_err_t *err) {
+  if (s->nil & B(k))
+    return fq_errf(err, FQ_EBADREQ, "\"%s\": required, got nil", key_names[k]);
   return fq_errf(err, FQ_EBADREQ, "\"%s\": required", key_names[k]);
 }
 
 /* A string field: UTF-8, byte length within lo..hi. */
 static int get_str(const scan_t *s, int k, bool req, size_t lo, size_t hi, fq_str_t *out,
                    fq_err_t *err) {
-  if (!(s->seen & B(k))) return req ? required(k, err) : 0;
+  if (!(s->seen & B(k))) return req ? required(s, k, err) : 0;
   fq__mp_obj_t o;
   val_obj(s, k, &o);
   if (o.kind != FQ__MP_STR) return type_err(k, "string", &o, err);
@@ -324,9 +336,9 @@ static int check_vin(const fq_str_t *v, fq_err_t *err) {
   for (size_t i = 0; i < 17; i++)
     if (!vin_char(v->p[i]))
       return fq_errf(err, FQ_EBADREQ,
-                     "\"vin\": \"%s\" has an invalid character at position %zu (allowed: A-H J-N P "
+                     "\"vin\": \"%s\" has an invalid character at byte %zu (allowed: A-H J-N P "
                      "R-Z 0-9; never I, O or Q)",
-                     q, i + 1);
+                     q, i);
   return 0;
 }
 
@@ -337,16 +349,18 @@ static int check_id(const fq_str_t *v, fq_err_t *err) {
   return 0;
 }
 
-/* Decode a params map.  With cmd, names are checked against the command
- * while decoding, so that a nil or an array gets "expected X" rather than a
- * generic message; fq_cmd_validate() does the rest. */
-static int decode_params(const uint8_t *buf, size_t len, const fq_cmd_t *cmd, fq_pval_t *out,
-                         size_t *nout, fq_err_t *err) {
+/* Decode a params map of len bytes at buf, a value inside the message that
+ * starts at base (positions in messages count from base, as for every
+ * other fault of a request).  With cmd, names are checked against the
+ * command while decoding, so that a nil or an array gets "expected X"
+ * rather than a generic message; fq_cmd_validate() does the rest. */
+static int decode_params(const uint8_t *base, const uint8_t *buf, size_t len,
+                         const fq_cmd_t *cmd, fq_pval_t *out, size_t *nout, fq_err_t *err) {
   fq__mp_rd_t r;
   fq__mp_obj_t m, k, v;
   char nm[64];
   *nout = 0;
-  fq__mp_rd_init(&r, buf, len);
+  fq__mp_rd_init_at(&r, base, buf, len);
   int rc = fq__mp_next(&r, &m, err);
   if (rc) return rc;
   if (m.kind != FQ__MP_MAP)
@@ -359,8 +373,8 @@ static int decode_params(const uint8_t *buf, size_t len, const fq_cmd_t *cmd, fq
     rc = fq__mp_next(&r, &k, err);
     if (rc) return rc;
     if (k.kind != FQ__MP_STR)
-      return fq_errf(err, FQ_EBADPARAM, "\"params\": key at byte %zu is %s, not a string",
-                     (size_t)(kat - buf), fq__mp_kind_name(k.kind));
+      return fq_errf(err, FQ_EBADPARAM, "\"params\": key at byte %zu: keys must be strings (got %s)",
+                     (size_t)(kat - base), fq__mp_kind_name(k.kind));
     fq__mp_quote(k.p, k.len, nm, sizeof nm);
     if (!fq__utf8_valid(k.p, k.len))
       return fq_errf(err, FQ_EBADPARAM, "params.%s: invalid UTF-8 in name", nm);
@@ -442,10 +456,10 @@ int fq_wire_decode_params(const uint8_t *buf, size_t len, fq_pval_t *out, size_t
     return fq_errf(err, FQ_ETOOLARGE, "\"params\": %zu bytes, at most %d", len,
                    FQ_WIRE_MAX_PARAMS_BYTES);
   if (len == 0) return fq_errf(err, FQ_EBADREQ, "\"params\": empty");
-  return decode_params(buf, len, NULL, out, n, err);
+  return decode_params(buf, buf, len, NULL, out, n, err);
 }
 
-static int decode_submit(const scan_t *s, fq_request_t *req, fq_err_t *err) {
+static int decode_submit(const uint8_t *body, const scan_t *s, fq_request_t *req, fq_err_t *err) {
   int rc;
   char q[64];
   if ((rc = get_str(s, K_TENANT, true, 1, 64, &req->tenant, err))) return rc;
@@ -495,7 +509,7 @@ static int decode_submit(const scan_t *s, fq_request_t *req, fq_err_t *err) {
     if (s->vlen[K_PARAMS] > FQ_WIRE_MAX_PARAMS_BYTES)
       return fq_errf(err, FQ_ETOOLARGE, "\"params\": %zu bytes, at most %d", s->vlen[K_PARAMS],
                      FQ_WIRE_MAX_PARAMS_BYTES);
-    rc = decode_params(s->val[K_PARAMS], s->vlen[K_PARAMS], req->cmd, req->params,
+    rc = decode_params(body, s->val[K_PARAMS], s->vlen[K_PARAMS], req->cmd, req->params,
                        &req->nparams, err);
     if (rc) return rc;
     req->params_raw = s->val[K_PARAMS];
@@ -542,7 +556,7 @@ static int decode_lookup(const scan_t *s, fq_request_t *req, fq_err_t *err) {
   }
   if (!(s->seen & (B(K_TENANT) | B(K_KEY))))
     return fq_errf(err, FQ_EBADREQ, "\"id\" or \"tenant\" + \"key\": required");
-  if (!(s->seen & B(K_TENANT))) return required(K_TENANT, err);
+  if (!(s->seen & B(K_TENANT))) return required(s, K_TENANT, err);
   if ((rc = get_str(s, K_KEY, true, 1, 128, &req->key, err))) return rc;
   return check_no_ctl(K_KEY, &req->key, err);
 }
@@ -550,7 +564,7 @@ static int decode_lookup(const scan_t *s, fq_request_t *req, fq_err_t *err) {
 static int decode_history(const scan_t *s, fq_request_t *req, fq_err_t *err) {
   int rc;
   uint64_t u;
-  if (!(s->seen & B(K_SHARD))) return required(K_SHARD, err);
+  if (!(s->seen & B(K_SHARD))) return required(s, K_SHARD, err);
   if ((rc = get_uint(s, K_SHARD, 0, UINT32_MAX, &u, err))) return rc;
   req->shard = (uint32_t)u;
   if (s->seen & B(K_AFTER)) {
@@ -575,15 +589,29 @@ int fq_wire_decode_request(const uint8_t *buf, size_t len, fq_request_t *req, fq
   int rc;
   memset(req, 0, sizeof *req);
   memset(&s, 0, sizeof s);
+  s.dup_key = -1;
   req->limit = 100;
   if (len > FQ_WIRE_MAX_MSG)
     return fq_errf(err, FQ_ETOOLARGE, "request body of %zu bytes, at most %d", len,
                    FQ_WIRE_MAX_MSG);
   if ((rc = scan_body(buf, len, &s, req, err))) return rc;
+  /* A key that is not a (UTF-8) string is a fault of the structure: said
+   * first, or a body whose keys are all binary (an encoder that writes
+   * bytes) would get "op": required and hide the cause. */
+  switch (s.kp) {
+  case KP_NONSTR:
+    return fq_errf(err, FQ_EBADREQ, "key at byte %zu: keys must be strings (got %s)", s.kp_off,
+                   fq__mp_kind_name(s.kp_kind));
+  case KP_BADUTF8:
+    return fq_errf(err, FQ_EBADREQ, "key at byte %zu: keys must be valid UTF-8", s.kp_off);
+  default:
+    break;
+  }
 
   /* The version goes first: a newer client's other keys may be unknown
-   * to us, and "unsupported_version" is the useful answer then. */
-  if (s.seen & B(K_V)) {
+   * to us, and "unsupported_version" is the useful answer then.  A nil
+   * `v` is an absent one (version 1). */
+  if ((s.seen & B(K_V)) && !(s.nil & B(K_V))) {
     fq__mp_obj_t o;
     val_obj(&s, K_V, &o);
     if (o.kind == FQ__MP_NINT)
@@ -595,16 +623,17 @@ int fq_wire_decode_request(const uint8_t *buf, size_t len, fq_request_t *req, fq
                      o.v.u);
   }
 
-  if (!(s.seen & B(K_OP))) return required(K_OP, err);
+  if (!(s.seen & B(K_OP))) return required(&s, K_OP, err);
   fq__mp_obj_t opv;
   val_obj(&s, K_OP, &opv);
   if (opv.kind != FQ__MP_STR) return type_err(K_OP, "string", &opv, err);
-  uint32_t allowed = 0;
+  uint32_t allowed = 0, optional = 0;
   const char *opname = "";
   for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++)
     if (eq(opv.p, opv.len, ops[i].name, strlen(ops[i].name))) {
       req->op = ops[i].op;
       allowed = ops[i].allowed;
+      optional = ops[i].optional;
       opname = ops[i].name;
     }
   if (!req->op) {
@@ -612,23 +641,15 @@ int fq_wire_decode_request(const uint8_t *buf, size_t len, fq_request_t *req, fq
     return fq_errf(err, FQ_EBADREQ, "unknown op \"%s\"", q);
   }
 
-  switch (s.kp) {
-  case KP_NONSTR:
-    return fq_errf(err, FQ_EBADREQ, "key at byte %zu is %s: keys must be strings", s.kp_off,
-                   fq__mp_kind_name(s.kp_kind));
-  case KP_BADUTF8:
-    return fq_errf(err, FQ_EBADREQ, "key at byte %zu is not valid UTF-8", s.kp_off);
-  case KP_DUP:
-    return fq_errf(err, FQ_EBADREQ, "duplicate key \"%s\"", key_names[s.kp_key]);
-  default:
-    break;
-  }
+  if (s.dup_key >= 0)
+    return fq_errf(err, FQ_EBADREQ, "duplicate key \"%s\"", key_names[s.dup_key]);
   /* Admin requests carry keys of their own, checked by the admin handler. */
   if (req->op != FQ_OP_ADMIN) {
     if (s.unk) {
       fq__mp_quote(s.unk, s.unk_len, q, sizeof q);
       return fq_errf(err, FQ_EBADREQ, "unknown key \"%s\"", q);
     }
+    /* Even nil: a key the op does not take is a mistake worth naming. */
     uint32_t extra = s.seen & ~allowed;
     if (extra) {
       int k = __builtin_ctz(extra);
@@ -636,6 +657,10 @@ int fq_wire_decode_request(const uint8_t *buf, size_t len, fq_request_t *req, fq
                      opname);
     }
   }
+  /* From here on an optional key sent as nil is an absent one.  s.nil
+   * keeps the fact, so that a field the request then lacks is reported as
+   * "required, got nil". */
+  s.seen &= ~(s.nil & (optional | B(K_V)));
   if ((s.seen & B(K_REQ)) && !req->req_raw) {
     if (s.req_len)
       return fq_errf(err, FQ_EBADREQ, "\"req\": %zu bytes encoded, at most %d", s.req_len,
@@ -648,7 +673,7 @@ int fq_wire_decode_request(const uint8_t *buf, size_t len, fq_request_t *req, fq
 
   switch (req->op) {
   case FQ_OP_SUBMIT:
-    return decode_submit(&s, req, err);
+    return decode_submit(buf, &s, req, err);
   case FQ_OP_GET:
   case FQ_OP_CANCEL:
     return decode_lookup(&s, req, err);

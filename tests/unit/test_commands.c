@@ -537,7 +537,7 @@ FQ_TEST(builders_take_what_validation_leaves) {
   CHECK(build(c, p, 1, out, sizeof out) > 0);
   fq_pval_t nul = {.name = "vehicle_name", .name_len = 12, .type = FQ_PT_STR,
                    .v.s = {.p = "ab\0cd", .n = 5}};
-  BAD("set_vehicle_name", V, "params.vehicle_name: NUL byte at position 2", nul);
+  BAD("set_vehicle_name", V, "params.vehicle_name: NUL at byte 2", nul);
   /* JSON bodies carry what was sent, for sites and legacy cars alike. */
   fq_buf_t b;
   fq_buf_init(&b, 256);

@@ -535,12 +535,14 @@ FQ_TEST(keys_must_be_known_unique_strings) {
   BADREQ("{'op':'ping','colour':'red'}", "unknown key \"colour\"");
   BADREQ("{'op':'ping','Op':'ping'}", "unknown key \"Op\"");
   BADREQ("{'op':'ping','\\x01\\\"':1}", "unknown key \"\\x01\\x22\"");
-  BADREQ("{1:'x','op':'ping'}", "key at byte 1 is integer: keys must be strings");
-  BADREQ("{b'op':'ping'}", "\"op\": required");
-  BADREQ("{b'op':'ping','op':'ping'}", "keys must be strings");
+  BADREQ("{1:'x','op':'ping'}", "key at byte 1: keys must be strings (got integer)");
+  /* A body whose only key is binary names that, not a missing "op". */
+  BADREQ("{b'op':'ping'}", "key at byte 1: keys must be strings (got binary)");
+  BADREQ("{b'op':'ping','op':'ping'}", "keys must be strings (got binary)");
+  BADREQ("{'op':'ping','op':'ping',b'x':1}", "key at byte 17: keys must be strings (got binary)");
   BADREQ("{'op':'ping','tenant':'acme'}", "key \"tenant\" is not allowed for op \"ping\"");
   BADREQ("{'op':'get','id':'a','ttl_ms':5}", "key \"ttl_ms\" is not allowed for op \"get\"");
-  BADREQ("{'op':'ping','\\xc3\\x28':1}", "not valid UTF-8");
+  BADREQ("{'op':'ping','\\xc3\\x28':1}", "key at byte 9: keys must be valid UTF-8");
   BADREQ("{}", "\"op\": required");
   BADREQ("{'op':'frob'}", "unknown op \"frob\"");
   BADREQ("{'op':''}", "unknown op \"\"");
@@ -557,13 +559,13 @@ FQ_TEST(version_is_checked_first) {
 
 FQ_TEST(device_rules) {
   BADREQ("{" SUBMIT_HEAD "'vin':'5YJ3E1EA7KF00000I','command':'door_lock'}",
-         "invalid character at position 17");
+         "invalid character at byte 16");
   BADREQ("{" SUBMIT_HEAD "'vin':'5YJ3E1EO7KF000001','command':'door_lock'}",
-         "invalid character at position 8");
+         "invalid character at byte 7");
   BADREQ("{" SUBMIT_HEAD "'vin':'Q YJ3E1EA7KF00001','command':'door_lock'}",
-         "invalid character at position 1");
+         "invalid character at byte 0");
   BADREQ("{" SUBMIT_HEAD "'vin':'5yj3e1ea7kf000001','command':'door_lock'}",
-         "invalid character at position 2");
+         "invalid character at byte 1");
   BADREQ("{" SUBMIT_HEAD "'vin':'5YJ3E1EA7KF00000','command':'door_lock'}",
          "is 16 characters, a VIN has 17");
   BADREQ("{" SUBMIT_HEAD "'vin':'','command':'door_lock'}", "is 0 characters");
@@ -673,7 +675,9 @@ FQ_TEST(commands_and_params_are_checked) {
   BADPARAM("{" SUBMIT_VIN "'command':'set_charge_limit','params':{'percent':80,'percent':81}}",
            "params.percent: duplicate parameter");
   BADPARAM("{" SUBMIT_VIN "'command':'set_charge_limit','params':{1:80}}",
-           "\"params\": key at byte 1 is integer, not a string");
+           "\"params\": key at byte ");
+  BADPARAM("{" SUBMIT_VIN "'command':'set_charge_limit','params':{1:80}}",
+           ": keys must be strings (got integer)");
   BADPARAM("{" SUBMIT_VIN "'command':'set_temps','params':{'driver_temp':#cb 7ff8000000000000#,"
            "'passenger_temp':20}}",
            "params.driver_temp: nan is out of range 15..28");
@@ -690,6 +694,133 @@ FQ_TEST(commands_and_params_are_checked) {
   BADPARAM("{" SUBMIT_VIN "'command':'door_lock','params':{'a':1,'b':1,'c':1,'d':1,'e':1,'f':1,"
            "'g':1,'h':1,'i':1,'j':1,'k':1,'l':1,'m':1,'n':1,'o':1,'p':1,'q':1}}",
            "\"params\": 17 entries, at most 16");
+}
+
+/* Offset of the first occurrence of pat in m (the test's expected
+ * position of a fault), or SIZE_MAX. */
+static size_t find_off(const mb_t *m, const void *pat, size_t n) {
+  for (size_t i = 0; i + n <= m->n; i++)
+    if (memcmp(m->p + i, pat, n) == 0) return i;
+  return SIZE_MAX;
+}
+
+static void expect_at(const char *text, int code, const char *prefix, const void *pat, size_t n,
+                      size_t delta, const char *suffix, int line) {
+  mb_t m = mp(text);
+  size_t at = find_off(&m, pat, n);
+  if (at == SIZE_MAX) FQ__FAIL("line %d: pattern not in body", line);
+  char want[256];
+  snprintf(want, sizeof want, "%s at byte %zu%s", prefix, at + delta, suffix);
+  expect_err_bytes(m.p, m.n, code, want, line);
+  free(m.p);
+}
+
+FQ_TEST(positions_count_from_the_body) {
+  /* Every position inside the msgpack structure counts bytes from the
+   * first byte of the body, params included (they used to count from the
+   * params map, so the same kind of fault had two rulers). */
+  expect_at("{" SUBMIT_VIN "'command':'set_charge_limit','params':{1:80}}", FQ_EBADPARAM,
+            "\"params\": key", "\xa6params\x81\x01", 9, 8, ": keys must be strings (got integer)",
+            __LINE__);
+  expect_at("{" SUBMIT_VIN "'command':'set_charge_limit','params':{b'percent':80}}", FQ_EBADPARAM,
+            "\"params\": key", "\xa6params\x81\xc4", 9, 8, ": keys must be strings (got binary)",
+            __LINE__);
+  expect_at("{" SUBMIT_HEAD "'site':1,'command':'time_of_use_settings','params':{'tou_settings':"
+            "{'a':b'x'}}}",
+            FQ_EBADPARAM, "params.tou_settings: binary", "\xc4\x01x", 3, 0, " cannot be sent as JSON",
+            __LINE__);
+  expect_at("{" SUBMIT_HEAD "'site':1,'command':'time_of_use_settings','params':{'tou_settings':"
+            "{5:1}}}",
+            FQ_EBADPARAM, "params.tou_settings: map key", "\x81\x05\x01", 3, 1,
+            ": keys must be strings (got integer)", __LINE__);
+  expect_at("{" SUBMIT_HEAD "'site':1,'command':'time_of_use_settings','params':{'tou_settings':"
+            "{'x':#cb 7ff0000000000000#}}}",
+            FQ_EBADPARAM, "params.tou_settings: non-finite float", "\xcb\x7f\xf0", 3, 0, "",
+            __LINE__);
+  /* The body's own keys, with the same wording. */
+  expect_at("{'op':'ping',7:1}", FQ_EBADREQ, "key", "\x07\x01", 2, 0,
+            ": keys must be strings (got integer)", __LINE__);
+  /* Inside a string field, a position counts from the string's first
+   * byte, also from 0. */
+  BADREQ("{" SUBMIT_HEAD "'vin':'I5YJ3E1EA7KF00001','command':'door_lock'}",
+         "invalid character at byte 0");
+  BADREQ("{'op':'get','id':' x'}", "\"id\": invalid character at byte 0");
+  BADREQ("{'op':'submit','tenant':'t','key':'\\x01k','account':'a','vin':'" VIN
+         "','command':'door_lock'}",
+         "\"key\": control character 0x01 at byte 0");
+  BADPARAM("{" SUBMIT_VIN "'command':'set_vehicle_name','params':{'vehicle_name':'a\\x00b'}}",
+           "params.vehicle_name: NUL at byte 1");
+}
+
+FQ_TEST(nil_for_an_optional_key_is_absent) {
+  fq_request_t r;
+  fq_err_t e;
+  /* As @msgpack/msgpack writes {vin: undefined, site: 42n, ttl_ms: undefined}. */
+  int rc = decode("{" SUBMIT_HEAD "'vin':nil,'site':42,'command':'backup',"
+                  "'params':{'backup_reserve_percent':30},'ttl_ms':nil,'coalesce':nil,"
+                  "'wake':nil,'v':nil}",
+                  &r, &e);
+  CHECK_INT(rc, 0);
+  if (rc) fprintf(stderr, "  %s\n", e.msg);
+  CHECK_INT(r.site, 42);
+  CHECK(r.vin.p == NULL);
+  CHECK_INT(r.ttl_ms, 0);
+  CHECK(!r.coalesce);
+  CHECK(!r.no_wake);
+  rc = decode("{" SUBMIT_VIN "'site':nil,'command':'door_lock','params':nil,'req':nil}", &r, &e);
+  CHECK_INT(rc, 0);
+  CHECK_FQSTR(r.vin, VIN);
+  CHECK_INT(r.site, 0);
+  CHECK_INT(r.nparams, 0);
+  CHECK(r.params_raw == NULL);
+  /* `req` is not "absent" when nil: it is echoed, as before. */
+  CHECK_MEM(r.req_raw, r.req_raw_len, "\xc0", 1);
+  /* The same content hashes the same whether a key is nil or left out. */
+  uint8_t h1[32], h2[32];
+  CHECK_INT(decode("{" SUBMIT_VIN "'command':'door_lock','params':nil,'ttl_ms':nil}", &r, &e), 0);
+  CHECK_INT(fq_wire_request_hash(&r, h1), 0);
+  CHECK_INT(decode("{" SUBMIT_VIN "'command':'door_lock'}", &r, &e), 0);
+  CHECK_INT(fq_wire_request_hash(&r, h2), 0);
+  CHECK_MEM(h1, 32, h2, 32);
+
+  CHECK_INT(decode("{'op':'get','id':nil,'tenant':'acme','key':'k1'}", &r, &e), 0);
+  CHECK(r.id.p == NULL);
+  CHECK_FQSTR(r.key, "k1");
+  CHECK_INT(decode("{'op':'cancel','id':'abc','tenant':nil,'key':nil}", &r, &e), 0);
+  CHECK_FQSTR(r.id, "abc");
+  CHECK(r.tenant.p == NULL && r.key.p == NULL);
+  CHECK_INT(decode("{'op':'history','shard':1,'after':nil,'limit':nil,'tenant':nil}", &r, &e), 0);
+  CHECK_INT(r.after, 0);
+  CHECK_INT(r.limit, 100);
+  CHECK(r.tenant.p == NULL);
+  CHECK_INT(decode("{'op':'ping','v':nil}", &r, &e), 0);
+  CHECK_INT(decode("{'op':'admin','action':'account_list','v':nil}", &r, &e), 0);
+}
+
+FQ_TEST(nil_for_a_required_key_stays_an_error) {
+  BADREQ("{'op':nil}", "\"op\": expected string, got nil");
+  BADREQ("{'op':'submit','tenant':nil,'key':'k','account':'a','vin':'" VIN "','command':'door_lock'}",
+         "\"tenant\": expected string, got nil");
+  BADREQ("{" SUBMIT_VIN "'command':nil}", "\"command\": expected string, got nil");
+  BADREQ("{" SUBMIT_HEAD "'vin':nil,'site':nil,'command':'door_lock'}",
+         "\"vin\" or \"site\": required");
+  BADREQ("{'op':'history','shard':nil}", "\"shard\": expected integer, got nil");
+  BADREQ("{'op':'get','tenant':'acme','key':nil}", "\"key\": required, got nil");
+  BADREQ("{'op':'get','id':nil,'key':'k','tenant':nil}", "\"tenant\": required, got nil");
+  BADREQ("{'op':'get','id':nil}", "\"id\" or \"tenant\" + \"key\": required");
+  BADREQ("{'op':'admin','action':nil}", "\"action\": expected string, got nil");
+  /* Nil does not hide a key the op does not take, a duplicate or a typo. */
+  BADREQ("{'op':'ping','ttl_ms':nil}", "key \"ttl_ms\" is not allowed for op \"ping\"");
+  BADREQ("{" SUBMIT_VIN "'command':'door_lock','ttl_ms':nil,'ttl_ms':5}", "duplicate key \"ttl_ms\"");
+  BADREQ("{" SUBMIT_VIN "'command':'door_lock','ttl':nil}", "unknown key \"ttl\"");
+  /* Everything else stays strict: no coercion of 1 to true or 80.0 to 80. */
+  BADREQ("{" SUBMIT_VIN "'command':'door_lock','coalesce':1}", "\"coalesce\": expected bool, got integer");
+  BADREQ("{" SUBMIT_VIN "'command':'door_lock','ttl_ms':1000.0}", "\"ttl_ms\": expected integer, got float");
+  BADREQ("{" SUBMIT_HEAD "'site':42.0,'command':'backup'}", "\"site\": expected integer, got float");
+  /* Inside params nothing changes: a parameter is a value of the command. */
+  BADPARAM("{" SUBMIT_VIN "'command':'set_preconditioning_max','params':{'on':true,"
+           "'manual_override':nil}}",
+           "params.manual_override: expected bool, got nil");
 }
 
 FQ_TEST(size_limits) {
