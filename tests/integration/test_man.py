@@ -15,6 +15,7 @@ from lib import fqlib
 from lib.fqlib import BIN, log, run_test
 
 BUILD = os.path.dirname(BIN)
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MAN_DIR = os.path.join(BUILD, "man")
 PAGES = {"fleetqd.8": "fleetqd", "fleetq.1": "fleetq", "fleetsim.1": "fleetsim",
          "fleetq-replay.1": "fleetq-replay", "fleetq-wire.7": None}
@@ -74,6 +75,11 @@ def test(c):
                           f"(add the missing ones to docs/man/{page}.scd)")
 
     covers("fleetqd.8", help_options("fleetqd"), "fleetqd --help")
+    # docs/configuration.md is the operator's list of every flag (issue 14):
+    # it must not fall behind the option table either.
+    conf = open(os.path.join(ROOT, "docs", "configuration.md"), encoding="utf-8").read()
+    c.eq(sorted(o for o in help_options("fleetqd") if f"--{o}" not in conf), [],
+         "docs/configuration.md lists every option of fleetqd --help")
     covers("fleetsim.1", help_options("fleetsim"), "fleetsim --help")
     covers("fleetq-replay.1", help_options("fleetq-replay", "gen") |
            help_options("fleetq-replay", "run"), "fleetq-replay gen/run --help")
