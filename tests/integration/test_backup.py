@@ -201,7 +201,7 @@ def main(c):
     cl.close()
     plain = os.path.join(d2.tmp, "plain")
     comp = os.path.join(d2.tmp, "compact")
-    rp = cli("backup", "--data", out, "--out", plain, "--json")
+    rp = cli("backup", "--data", out, "--out", plain, "--include-token-key", "--json")
     rc_ = cli("backup", "--data", out, "--out", comp, "--compact", "--json")
     c.eq((rp.returncode, rc_.returncode), (0, 0), "plain and compact backups of the restore",
          rp.stderr, rc_.stderr)
@@ -212,6 +212,17 @@ def main(c):
              [(e["path"], e["entries"]) for e in mp["envs"]],
              "compacted copies hold the same number of records")
         c.ok(all(e["compacted"] for e in mc["envs"]), "every env of it marked compacted")
+        c.eq((mp.get("token_key_included"), mc.get("token_key_included")), (True, False),
+             "manifest says whether token.key is in the backup")
+        kp = os.path.join(plain, "token.key")
+        c.ok(os.path.isfile(kp) and mode(kp) == 0o600, "--include-token-key: token.key, 0600")
+        with open(kp, "rb") as f1, open(os.path.join(out, "token.key"), "rb") as f2:
+            c.eq(f1.read(), f2.read(), "--include-token-key: the same key")
+        c.ok(not os.path.exists(os.path.join(comp, "token.key")), "not without the flag")
+        c.ok("holds usable OAuth tokens" in rp.stderr, "--include-token-key warns", rp.stderr)
+        c.ok(MANIFEST in mp.get("not_copied", []),
+             "a file that is not fleetqd's (the old manifest) is named, not copied",
+             mp.get("not_copied"))
     except (ValueError, KeyError) as e:
         c.ok(False, "backup --json of the restore parses", repr(e), rp.stdout, rc_.stdout)
     c.ok(envs, "manifest envs")

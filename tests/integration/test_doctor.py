@@ -139,6 +139,34 @@ def body(c, w):
     c.ok("FAIL" in r.stdout and dl.PAIRING_LINK in r.stdout, "text shows FAIL and the link",
          r.stdout)
 
+    # An expired token Fleet API does not take (its refresh fails too, so
+    # fleetqd keeps it): the token check fails, and the API says 401.
+    dl.add_account(w.daemon.endpoint, "acct5",
+                   dl.make_jwt("acct5", dl.ALL_SCOPES, [w.base_url], ttl=-600),
+                   "acct5-refresh-unknown", w.base_url)
+    r, out = doctor(w, account="acct5")
+    ch = checks_by_name(out)
+    c.eq(r.returncode, 1, "expired token: exit 1", r.stdout, r.stderr)
+    c.ok(ch.get("token", {}).get("ok") is False and "expired" in ch["token"].get("detail", ""),
+         "expired token: the token check fails", ch.get("token"))
+    c.ok(ch.get("region", {}).get("ok") is False
+         and "refused the access token" in ch["region"].get("detail", ""),
+         "expired token: Fleet API's 401 is reported", ch.get("region"))
+
+    # A partner token Fleet API refuses: the key check fails and says which
+    # token it used.
+    bad = os.path.join(w.tmp, "partner.token")
+    with open(bad, "w") as f:
+        f.write("not-a-partner-token\n")
+    os.chmod(bad, 0o600)
+    r, out = doctor(w, "--partner-token-file", bad)
+    k = checks_by_name(out).get("public_key", {})
+    c.eq(r.returncode, 1, "refused partner token: exit 1", r.stdout, r.stderr)
+    c.ok(k.get("ok") is False and "partner token" in k.get("fix", ""),
+         "refused partner token: names it", k)
+    c.eq(checks_by_name(out).get("region", {}).get("ok"), True,
+         "the account's own token still serves the other checks")
+
     # ---- unreachable, usage, unknown account -------------------------------
     r, out = doctor(w, account="acct3")
     c.eq(r.returncode, 3, "Fleet API unreachable: exit 3", r.stdout, r.stderr)

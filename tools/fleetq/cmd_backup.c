@@ -286,6 +286,13 @@ static int copy_env(const char *src_dir, const char *dst_dir, bool compact, env_
     rc = fq_opt_fail(g_prog, "cannot create %s: %s", dst_file, fq_strerror(-errno));
     goto out;
   }
+  /* A compacting copy restarts the transaction numbering in the copy, so
+   * for it the manifest records the source's last committed transaction
+   * read before the copy: the snapshot is that one or a later one, so
+   * everything committed up to it is in the backup. */
+  MDB_envinfo ei;
+  mdb_env_info(env, &ei);
+  uint64_t src_txn = (uint64_t)ei.me_last_txnid;
   unsigned flags = compact ? MDB_CP_COMPACT : 0;
   rc = mdb_env_copyfd2(env, fd, flags);
   if (rc == MDB_MAP_RESIZED) {
@@ -314,18 +321,8 @@ static int copy_env(const char *src_dir, const char *dst_dir, bool compact, env_
     goto out;
   }
   fsync_dir(dst_dir);
-  if (compact) {
-    /* A compacting copy restarts the transaction numbering; what matters
-     * to an operator is where the source was, so record the source's last
-     * committed transaction (the snapshot is that one or a later one). */
-    MDB_envinfo ei;
-    mdb_env_info(env, &ei);
-    uint64_t src_txn = (uint64_t)ei.me_last_txnid;
-    rc = inspect_copy(dst_dir, r) ? 1 : 0;
-    r->txnid = src_txn;
-  } else {
-    rc = inspect_copy(dst_dir, r) ? 1 : 0;
-  }
+  rc = inspect_copy(dst_dir, r) ? 1 : 0;
+  if (compact) r->txnid = src_txn;
 out:
   if (fd >= 0) close(fd);
   mdb_env_close(env);

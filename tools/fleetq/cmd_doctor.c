@@ -485,9 +485,16 @@ static void check_public_key(doctor_t *d, const char *bearer, const uint8_t flee
                d->o->domain, mine);
     }
   } else if (h.status == 401 || h.status == 403) {
-    size_t n = strlen(c->fix);
-    snprintf(c->fix + n, sizeof c->fix - n, "%sthis lookup needs a partner token: give "
-             "--partner-token-file", n ? "; " : "");
+    /* The account's token serves the other checks; this one is the
+     * partner token's business. */
+    if (d->o->partner_file)
+      snprintf(c->fix, sizeof c->fix,
+               "Fleet API refused the partner token of --partner-token-file: get a new one "
+               "(client_credentials grant with the app's client id and secret)");
+    else
+      snprintf(c->fix, sizeof c->fix,
+               "Tesla answers this lookup to a partner token: give one with "
+               "--partner-token-file");
   }
   json_decref(h.body);
 }
