@@ -399,7 +399,7 @@ static void check_scopes(doctor_t *d, const fq_account_t *a) {
              "the token grants vehicle_cmds, vehicle_charging_cmds and energy_cmds");
     return;
   }
-  snprintf(c->detail, sizeof c->detail, "missing OAuth scope(s) %s: fleetqd refuses %s", missing,
+  snprintf(c->detail, sizeof c->detail, "missing OAuth scope(s) %s: fleetqd refuses %.200s", missing,
            what);
   snprintf(c->fix, sizeof c->fix,
            "have the user grant them: revoke the app's access at the link, connect again "
@@ -520,6 +520,7 @@ static void check_vins(doctor_t *d, const fq_account_t *a) {
   json_decref(req);
   hres_t h;
   check_t probe;
+  memset(&h, 0, sizeof h);
   memset(&probe, 0, sizeof probe);
   int st = body ? http_call(d, FQ_HTTP_POST, url, a->access_token, body, &h) : -1;
   if (!body) snprintf(h.detail, sizeof h.detail, "out of memory");
