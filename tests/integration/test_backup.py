@@ -154,6 +154,11 @@ def main(c):
     r4 = cli("backup", "--data", foreign, "--out", os.path.join(d.tmp, "b4"))
     c.eq(r4.returncode, 1, "not a data dir: exit 1", r4.stderr)
     c.ok("not a fleetq data directory" in r4.stderr, "not a data dir: says so", r4.stderr)
+    inside = os.path.join(d.data, "bk")
+    r6 = cli("backup", "--data", d.data, "--out", inside)
+    c.eq(r6.returncode, 1, "--out inside the data dir: exit 1", r6.stderr)
+    c.ok("inside the data directory" in r6.stderr and not os.path.exists(inside),
+         "--out inside the data dir: refused before creating it", r6.stderr)
     r5 = cli("backup", "--data", d.data)
     c.eq(r5.returncode, 2, "no --out: usage error", r5.stderr)
 

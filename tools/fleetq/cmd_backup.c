@@ -52,8 +52,8 @@ enum { B_HELP = 1000, B_VERSION, B_OUT, B_DATA, B_COMPACT, B_TOKEN_KEY, B_JSON }
 static const fq_opt_t g_opts[] = {
     FQ_OPT_HELP(B_HELP),
     FQ_OPT_VERSION(B_VERSION),
-    {"out", 0, "DIR", B_OUT, "where to write the backup: a new or empty directory\n"
-                              "(required; created 0700)"},
+    {"out", 0, "DIR", B_OUT, "where to write the backup: a new or empty directory,\n"
+                              "not inside the data directory (required; created 0700)"},
     {"data", 0, "DIR", B_DATA, "fleetqd's data directory (default ./fleetq-data)"},
     {"compact", 0, NULL, B_COMPACT, "copy with MDB_CP_COMPACT: free pages left out and\n"
                                      "the tree renumbered (smaller, slower)"},
@@ -85,8 +85,8 @@ static const fq_cli_doc_t g_doc = {
              "yourself (docs/operations.md, \"Backup and restore\").  Anything else\n"
              "found in the data directory is named in a warning and not copied.\n",
     .exit = "0 the backup is complete, 1 it failed (no such data directory, not\n"
-            "a data directory, DIR not empty, a read or write error; an unfinished\n"
-            "DIR has no manifest), 2 usage error.",
+            "a data directory, DIR not empty or inside the data directory, a read\n"
+            "or write error; an unfinished DIR has no manifest), 2 usage error.",
 };
 
 typedef struct bopts {
@@ -194,6 +194,30 @@ static int prepare_out(const char *out) {
                        out);
   if (chmod(out, 0700) != 0)
     return fq_opt_fail(g_prog, "cannot chmod %s: %s", out, fq_strerror(-errno));
+  return 0;
+}
+
+/* A backup inside the data directory would be copied into the next
+ * backup's warnings, and lost with the directory it protects: refuse it.
+ * Compares real paths (the parent of out, which must exist). */
+static int out_inside_data(const char *out, const char *data) {
+  char parent[BACKUP_PATH_MAX], rp_parent[PATH_MAX], rp_data[PATH_MAX];
+  snprintf(parent, sizeof parent, "%s", out);
+  size_t n = strlen(parent);
+  while (n > 1 && parent[n - 1] == '/') parent[--n] = 0;
+  char *slash = strrchr(parent, '/');
+  if (!slash) snprintf(parent, sizeof parent, ".");
+  else if (slash == parent) parent[1] = 0;
+  else *slash = 0;
+  if (!realpath(parent, rp_parent))
+    return fq_opt_fail(g_prog, "cannot use --out %s: %s: %s", out, parent, fq_strerror(-errno));
+  if (!realpath(data, rp_data)) return 0;
+  size_t dn = strlen(rp_data);
+  if (strncmp(rp_parent, rp_data, dn) == 0 && (rp_parent[dn] == 0 || rp_parent[dn] == '/'))
+    return fq_opt_fail(g_prog,
+                       "--out %s is inside the data directory %s: write the backup elsewhere "
+                       "(another disk, ideally)",
+                       out, data);
   return 0;
 }
 
@@ -440,6 +464,7 @@ static int cmd_backup(int argc, char **argv) {
   snprintf(accounts_src, sizeof accounts_src, "%s/accounts", o.data);
   snprintf(accounts_db, sizeof accounts_db, "%s/data.mdb", accounts_src);
   bool have_accounts = stat(accounts_db, &st) == 0;
+  if (out_inside_data(o.out, o.data)) return 1;
   if (prepare_out(o.out)) return 1;
 
   int64_t t0 = fq_now_ms();
