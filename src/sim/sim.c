@@ -276,6 +276,33 @@ static void route_fleet_status(fq__sim_world_t *w, fq__sim_account_t *a, conn_ct
                               unpaired, "vehicle_info", info));
 }
 
+/* GET /api/1/partner_accounts/public_key?domain=D: the key the app
+ * registered for D, as hex of the uncompressed point.  Without
+ * "partner_keys" in the config every domain is registered with the
+ * fleet_public_key the cars pair with (what a correctly set up app has);
+ * with it, only the domains listed, with their keys.  Tesla wants a
+ * partner token here; the simulator takes any token it issued. */
+static void route_partner_key(fq__sim_world_t *w, struct MHD_Connection *c, answer_t *ans) {
+  const char *dom = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "domain");
+  if (!dom || !*dom) {
+    ans_err(ans, 400, "invalid_field", "domain: required");
+    return;
+  }
+  char hex[131];
+  const char *key = NULL;
+  if (w->partner_keys) {
+    key = json_string_value(json_object_get(w->partner_keys, dom));
+  } else if (w->have_fleet_pub) {
+    fq_hex_encode(w->fleet_pub, sizeof w->fleet_pub, hex);
+    key = hex;
+  }
+  if (!key) {
+    ans_err(ans, 404, "not_found", "no public key is registered for this domain");
+    return;
+  }
+  ans_response(ans, json_pack("{s:s}", "public_key", key));
+}
+
 /* GET /api/1/vehicles: the account's cars, as the vehicle list shows them. */
 static void route_vehicle_list(fq__sim_world_t *w, fq__sim_account_t *a, answer_t *ans,
                                int64_t now) {
@@ -581,6 +608,10 @@ static void route_api(fq_sim_t *sim, struct MHD_Connection *c, const char *rest,
              "for more information",
              base_url(w, a));
     ans_err(ans, 412, desc, "");
+    return;
+  }
+  if (strcmp(rest, "partner_accounts/public_key") == 0 && strcmp(method, "GET") == 0) {
+    route_partner_key(w, c, ans);
     return;
   }
   if (strcmp(rest, "vehicles") == 0 && strcmp(method, "GET") == 0) {

@@ -591,7 +591,7 @@ int fq__sim_world_load(fq__sim_world_t *w, json_t *config, const char *base_dir,
   if (!json_is_object(config)) return fq_errf(err, FQ_ECONFIG, "config: want a JSON object");
   static const char *const known[] = {"fleet_public_key", "accounts", "vehicles", "sites",
                                       "seed", "region", "base_urls", "wake_ms",
-                                      "max_executions", NULL};
+                                      "max_executions", "partner_keys", NULL};
   const char *k;
   json_object_foreach(config, k, x) {
     size_t i = 0;
@@ -637,6 +637,28 @@ int fq__sim_world_load(fq__sim_world_t *w, json_t *config, const char *base_dir,
       return fq_errf(err, FQ_ECONFIG, "config.fleet_public_key: want a PEM file name");
     if ((rc = load_pub(w->base_dir, json_string_value(x), w->fleet_pub, err))) return rc;
     w->have_fleet_pub = true;
+  }
+  json_decref(w->partner_keys);
+  w->partner_keys = NULL;
+  if ((x = json_object_get(config, "partner_keys"))) {
+    /* The domains the app registered (POST /api/1/partner_accounts) and
+     * the key each one serves: lets a test register a key other than the
+     * one the cars are paired with, or none for a domain. */
+    if (!json_is_object(x))
+      return fq_errf(err, FQ_ECONFIG, "config.partner_keys: want an object {domain: key}");
+    if (!(w->partner_keys = json_object())) return -ENOMEM;
+    const char *dom;
+    json_t *kv;
+    json_object_foreach(x, dom, kv) {
+      uint8_t pub[65];
+      char hex[131];
+      if (!json_is_string(kv))
+        return fq_errf(err, FQ_ECONFIG,
+                       "config.partner_keys.%s: want a PEM file name or 130 hex digits", dom);
+      if ((rc = load_pub(w->base_dir, json_string_value(kv), pub, err))) return rc;
+      fq_hex_encode(pub, sizeof pub, hex);
+      json_object_set_new(w->partner_keys, dom, json_string(hex));
+    }
   }
   if (RAND_bytes(w->jwt_key, sizeof w->jwt_key) != 1)
     return fq_errf(err, FQ_ECRYPTO, "RAND_bytes failed");
@@ -759,4 +781,6 @@ void fq__sim_world_clear(fq__sim_world_t *w) {
   w->st_requests = w->st_signed_ok = w->st_signed_fault = w->st_handshakes = w->st_rest = 0;
   json_decref(w->base_urls);
   w->base_urls = NULL;
+  json_decref(w->partner_keys);
+  w->partner_keys = NULL;
 }

@@ -190,6 +190,10 @@ typedef struct fq__sim_world {
   uint64_t seed;           /* config "seed" (default 1), logged at start */
   char region[8];          /* the region this server is */
   json_t *base_urls;       /* region -> base URL */
+  /* GET /api/1/partner_accounts/public_key: domain -> the registered key
+   * (130 lower-case hex digits).  NULL: no "partner_keys" in the config,
+   * so every domain answers the fleet_public_key the cars pair with. */
+  json_t *partner_keys;
   uint8_t fleet_pub[65];   /* the fleet's client key, uncompressed */
   bool have_fleet_pub;
   int64_t default_wake_ms;

@@ -30,7 +30,7 @@ from lib.fqlib import BIN, Daemon, free_port, log, run_test, vin
 VERSION_RE = r"\d+\.\d+\.\d+"
 
 FLEETQ_SUBCOMMANDS = ["send", "get", "cancel", "watch", "history", "ping", "export", "keygen",
-                      "pubkey", "curve-keygen", "account add", "account list", "account get",
+                      "pubkey", "curve-keygen", "backup", "doctor", "account add", "account list", "account get",
                       "account remove", "account retry", "proto sign", "proto decode"]
 # Subcommands that print no result a script would parse: none.  Every one
 # takes --json.
@@ -96,7 +96,7 @@ def fleetq_checks(c, tmp, d):
          "fleetq --help names the account actions that exist", acc and acc.group(0))
     listed = re.findall(r"^  ([a-z-]+)\s{2,}", top, re.M)
     for sub in ("send", "get", "cancel", "watch", "history", "ping", "account", "export",
-                "keygen", "pubkey", "curve-keygen", "proto"):
+                "keygen", "pubkey", "curve-keygen", "proto", "backup", "doctor"):
         c.ok(sub in listed, f"fleetq --help lists {sub}", listed)
     r = run("fleetq", "--version")
     c.ok(r.returncode == 0 and re.fullmatch(rf"fleetq {VERSION_RE}\n", r.stdout),

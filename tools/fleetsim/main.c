@@ -43,6 +43,11 @@ static void usage(FILE *f) {
           "\"fleetsim listening on http(s)://HOST:PORT\" on stdout once it serves,\n"
           "then runs until SIGINT or SIGTERM.\n"
           "\n"
+          "GET /api/1/partner_accounts/public_key?domain=D answers the config's\n"
+          "fleet_public_key (the key the cars pair with) for every domain, or, with\n"
+          "the config key partner_keys {\"D\": \"PEM file or hex\"}, only the domains\n"
+          "it lists (for fleetq doctor's failing cases).\n"
+          "\n"
           "Options:\n");
   fq_opt_print(f, g_opts);
   fprintf(f, "\nExit status: 0 stopped by a signal, 1 cannot start (bad config file,\n"
