@@ -44,6 +44,10 @@ async function main () {
   })
   const c = new Client({ endpoint: a.endpoint, publish: a.publish })
   const watch = c.watch({ tenant: a.tenant, cursor: a['cursor-file'] ? load(a['cursor-file']) : undefined })
+  await watch.start()
+  // From here on nothing is missed: the start points are fixed and
+  // whatever is published after them is received or fetched.
+  console.error(`watching ${a.tenant}`)
   const count = Number(a.count)
   let n = 0
   // Ctrl-C / SIGTERM end the loop between two events, never between

@@ -54,6 +54,9 @@ def main():
         signal.signal(sig, lambda *_: stopping.append(True))
     with Client(a.endpoint, publish=a.publish) as c, \
             c.watch(tenant=a.tenant, cursor=cursor) as watch:
+        # From here on nothing is missed: the start points are fixed and
+        # whatever is published after them is received or fetched.
+        print(f"watching {a.tenant} from {watch.cursor}", file=sys.stderr, flush=True)
         while not stopping:
             ev = watch.get(timeout=0.5)
             if ev is None:

@@ -38,14 +38,27 @@ test('submit-and-wait', () => {
   assert.match(r.stderr, /bad_param/)
 })
 
-function consumer (t, cursorFile) {
-  // Output to a file: a pipe nobody reads would stall it.
-  const out = `${cursorFile}.out${Date.now()}`
+async function consumer (t, cursorFile) {
+  // Output to files: a pipe nobody reads would stall it.
+  const tag = `${Date.now()}${Math.random().toString(36).slice(2, 6)}`
+  const out = `${cursorFile}.out${tag}`
+  const errFile = `${cursorFile}.err${tag}`
   const fd = fs.openSync(out, 'w')
-  const p = spawn(process.execPath, [path.join(EX, 'status-consumer.js'), '--endpoint', W.endpoint, '--publish', W.publish, '--tenant', t, '--json', '--cursor-file', cursorFile], { stdio: ['ignore', fd, 'inherit'] })
+  const efd = fs.openSync(errFile, 'w')
+  const p = spawn(process.execPath, [path.join(EX, 'status-consumer.js'), '--endpoint', W.endpoint, '--publish', W.publish, '--tenant', t, '--json', '--cursor-file', cursorFile], { stdio: ['ignore', fd, efd] })
   fs.closeSync(fd)
+  fs.closeSync(efd)
   p.outFile = out
-  p.exited = new Promise((resolve) => p.on('exit', resolve))
+  let code = null
+  p.exited = new Promise((resolve) => p.on('exit', (c) => { code = c; resolve(c) }))
+  // It says when its start points are fixed (a loaded machine can take
+  // seconds to get there); events published before that are not its.
+  const deadline = Date.now() + 30000
+  while (!fs.readFileSync(errFile, 'utf8').includes('watching ')) {
+    assert.equal(code, null, `status-consumer.js exited early: ${fs.readFileSync(errFile, 'utf8')}`)
+    assert.ok(Date.now() < deadline, 'status-consumer.js never said it was watching')
+    await sleep(50)
+  }
   return p
 }
 
@@ -61,8 +74,7 @@ test('status-consumer survives a fleetqd restart and its own', async () => {
   const cursorFile = path.join(dir, 'cursor.json')
   const c = track(new fq.Client({ endpoint: W.endpoint, timeout: 3000 }))
   const burst = async (n, start) => (await c.submitMany(Array.from({ length: n }, (_, j) => ({ tenant: t, key: `k${start + j}`, account: W.account, command: 'door_lock', vin: W.vins[(start + j) % W.vins.length] })))).map((r) => r.id)
-  let p = consumer(t, cursorFile)
-  await sleep(1500)
+  let p = await consumer(t, cursorFile)
   let ids = await burst(40, 0)
   await sleep(1000)
   await W.restart()
@@ -70,7 +82,7 @@ test('status-consumer survives a fleetqd restart and its own', async () => {
   await sleep(3000)
   let seen = await stop(p)
   ids = ids.concat(await burst(40, 80))
-  p = consumer(t, cursorFile)
+  p = await consumer(t, cursorFile)
   const stored = async () => {
     const out = []
     for (let sh = 0; sh < 2; sh++) {

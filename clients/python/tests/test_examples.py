@@ -37,12 +37,25 @@ def test_submit_and_wait(world):
 
 def consumer(world, t, cursor_file):
     # Output to a file, not a pipe nobody reads: a full pipe would stall it.
-    out = open(cursor_file + f".out{time.monotonic_ns()}", "w+")
+    tag = time.monotonic_ns()
+    out = open(cursor_file + f".out{tag}", "w+")
+    err = open(cursor_file + f".err{tag}", "w+")
     p = subprocess.Popen([sys.executable, os.path.join(EX, "status_consumer.py"),
                           "--endpoint", world.daemon.endpoint, "--publish",
                           world.daemon.publish, "--tenant", t, "--json",
-                          "--cursor-file", cursor_file], stdout=out, text=True)
+                          "--cursor-file", cursor_file], stdout=out, stderr=err, text=True)
     p.out = out
+    # It says when its start points are fixed (a loaded machine can take
+    # seconds to get there); events published before that are not its.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        err.seek(0)
+        if "watching " in err.read():
+            break
+        assert p.poll() is None, "status_consumer.py exited early"
+        time.sleep(0.05)
+    else:
+        raise AssertionError("status_consumer.py never said it was watching")
     return p
 
 
@@ -66,7 +79,6 @@ def test_status_consumer_survives_restarts(world, tmp_path):
               "vin": VINS[i % len(VINS)]} for i in range(start, start + n)])]
 
     p = consumer(world, t, cursor_file)
-    time.sleep(1.5)  # it finds its start points and subscribes
     ids = burst(40, 0)
     time.sleep(1.0)
     world.daemon.kill9()  # fleetqd goes away under the consumer...
