@@ -15,6 +15,7 @@
 #include "fleetq/wire.h"
 #include "fq_test.h"
 #include "metrics.h"
+#include "util.h"
 
 static char *render(void) {
   size_t len = 0;
@@ -110,7 +111,9 @@ FQ_TEST(render_after_known_updates) {
   fq_metrics_token_refresh(FQ_MR_OK);
   fq_metrics_token_refresh(FQ_MR_REJECTED);
   fq_metrics_events(5);
+  int64_t t0 = fq_mono_ns();
   char *t = render();
+  fprintf(stderr, "  render with 2 accounts: %.3f ms\n", (double)(fq_mono_ns() - t0) / 1e6);
   if (!t) return;
   CHECK_LINE(t, "# TYPE fleetq_submits_total counter");
   CHECK_LINE(t, "fleetq_submits_total{result=\"accepted\"} 3");
@@ -183,7 +186,12 @@ FQ_TEST(accounts_past_capacity) {
     fq_metrics_fleet_api(FQ_MK_COMMAND, 200, name);
     fq_metrics_fleet_api(FQ_MK_COMMAND, 200, name); /* the same slot again */
   }
+  /* What a scrape costs with a full table (logged, not asserted:
+   * docs/operations.md quotes it). */
+  int64_t t0 = fq_mono_ns();
   char *t = render();
+  fprintf(stderr, "  render with %d accounts: %.2f ms, %zu bytes\n", FQ_METRICS_MAX_ACCOUNTS,
+          (double)(fq_mono_ns() - t0) / 1e6, t ? strlen(t) : 0);
   if (!t) return;
   /* Every request is counted once: per account, or under _other. */
   unsigned long long sum = 0, v;
