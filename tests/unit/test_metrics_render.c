@@ -8,6 +8,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -225,8 +226,8 @@ static void *bump(void *arg) {
 }
 
 static void *scrape(void *arg) {
-  volatile int *stop = arg;
-  while (!*stop) {
+  _Atomic int *stop = arg;
+  while (!atomic_load(stop)) {
     size_t len;
     char *t = fq_metrics_render(2, &len);
     free(t);
@@ -237,11 +238,11 @@ static void *scrape(void *arg) {
 FQ_TEST(concurrent_updates_are_exact) {
   fq_metrics_reset();
   pthread_t th[THREADS], sc;
-  volatile int stop = 0;
+  _Atomic int stop = 0;
   CHECK_INT(pthread_create(&sc, NULL, scrape, (void *)&stop), 0);
   for (int i = 0; i < THREADS; i++) CHECK_INT(pthread_create(&th[i], NULL, bump, NULL), 0);
   for (int i = 0; i < THREADS; i++) pthread_join(th[i], NULL);
-  stop = 1;
+  atomic_store(&stop, 1);
   pthread_join(sc, NULL);
   char *t = render();
   if (!t) return;
