@@ -574,6 +574,15 @@ fq_metrics_t *fq_metrics_start(const char *spec, unsigned nshards, fq_err_t *err
     return NULL;
   }
   fq_info("metrics", "serving GET /metrics on http://%s/metrics", m->where);
+  /* The operator asked for it, but the endpoint has no authentication:
+   * say so once, as for the ZeroMQ endpoints without CURVE. */
+  bool loop = addr.ss_family == AF_INET
+                  ? (ntohl(((struct sockaddr_in *)&addr)->sin_addr.s_addr) >> 24) == 127
+                  : IN6_IS_ADDR_LOOPBACK(&((struct sockaddr_in6 *)&addr)->sin6_addr);
+  if (!loop)
+    fq_warn("metrics", "--metrics %s is not a loopback address: anyone who reaches it reads the "
+                       "metrics (account ids included); keep it behind a firewall",
+            m->where);
   return m;
 }
 
