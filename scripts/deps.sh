@@ -10,7 +10,8 @@ PKGS=(
   libzmq3-dev libcurl4-openssl-dev libmsgpack-dev liblmdb-dev libssl-dev
   libprotobuf-c-dev protobuf-c-compiler libmicrohttpd-dev libjansson-dev
   libsystemd-dev scdoc man-db
-  python3 python3-zmq python3-msgpack python3-cryptography python3-pytest openssl
+  python3 python3-zmq python3-msgpack python3-cryptography python3-pytest
+  python3-prometheus-client openssl
   lmdb-utils nghttp2-server
 )
 if [ "${FQ_DEPS_PERF:-0}" = 1 ]; then

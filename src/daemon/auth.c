@@ -28,6 +28,7 @@
 #include "fleetq/wire.h"
 #include "http.h"
 #include "log.h"
+#include "metrics.h"
 #include "mpread.h"
 #include "oauth.h"
 #include "util.h"
@@ -524,6 +525,7 @@ static void on_token_reply(void *ud, const fq_http_resp_t *resp) {
   fq_oauth_result_t *res = calloc(1, sizeof *res);
   int64_t now = fq_now_ms();
   if (!r) goto out; /* cannot happen: slots of running requests stay */
+  fq_metrics_fleet_api(FQ_MK_TOKEN, resp->outcome == FQ_HTTP_COMPLETE ? resp->status : 0, NULL);
   r->state = REF_IDLE;
   if (r->stale && still_holds_sent(a, r)) {
     /* Re-added with the same refresh token (say, the same `account add`
@@ -548,6 +550,7 @@ static void on_token_reply(void *ud, const fq_http_resp_t *resp) {
   }
   if (resp->outcome == FQ_HTTP_NOT_SENT) {
     fq_warn(MOD, "account %s: token endpoint not reached (%s); retrying", r->id, resp->err.msg);
+    fq_metrics_token_refresh(FQ_MR_UNREACHABLE);
     ref_backoff(r, now, 0);
     goto out;
   }
@@ -557,6 +560,7 @@ static void on_token_reply(void *ud, const fq_http_resp_t *resp) {
      * account needs the user. */
     fq_warn(MOD, "account %s: token reply lost (%s); trying once more", r->id,
             fq_http_outcome_name(resp->outcome));
+    fq_metrics_token_refresh(FQ_MR_LOST);
     if (r->doubtful) {
       ref_backoff(r, now, 0);
     } else {
@@ -586,9 +590,11 @@ static void on_token_reply(void *ud, const fq_http_resp_t *resp) {
                "the refreshed tokens could not be stored (%s): connect the account again "
                "with fleetq account add",
                err.msg);
+      fq_metrics_token_refresh(FQ_MR_STORE_FAILED);
       ref_fail(a, r, why);
       break;
     }
+    fq_metrics_token_refresh(FQ_MR_OK);
     /* Durable now: only from here may anyone use the new access token. */
     r->last_ok_ms = now;
     r->backoff_ms = BACKOFF_MIN_MS;
@@ -601,12 +607,14 @@ static void on_token_reply(void *ud, const fq_http_resp_t *resp) {
     break;
   }
   case FQ_OAUTH_RETRY:
+    fq_metrics_token_refresh(FQ_MR_UNAVAILABLE);
     ref_backoff(r, now, res->retry_after_s * 1000);
     fq_warn(MOD, "account %s: token endpoint unavailable (HTTP %ld); next try in %lld s", r->id,
             resp->status, (long long)((r->next_ms - now) / 1000));
     break;
   case FQ_OAUTH_UNREADABLE:
     fq_warn(MOD, "account %s: unreadable token reply: %s", r->id, res->reason);
+    fq_metrics_token_refresh(FQ_MR_UNREADABLE);
     if (r->doubtful) {
       ref_fail(a, r, res->reason);
     } else {
@@ -616,6 +624,7 @@ static void on_token_reply(void *ud, const fq_http_resp_t *resp) {
     }
     break;
   case FQ_OAUTH_REJECTED: {
+    fq_metrics_token_refresh(FQ_MR_REJECTED);
     char why[FAILURE_MAX];
     if (r->doubtful)
       snprintf(why, sizeof why, "%.380s (an earlier token reply was lost, so the refresh token "

@@ -13,6 +13,7 @@
 
 #include "fleetq/wire.h"
 #include "log.h"
+#include "metrics.h"
 
 void fq_config_defaults(fq_config_t *cfg) {
   memset(cfg, 0, sizeof *cfg);
@@ -97,6 +98,8 @@ static const char usage_b[] =
          "  --clients FILE        JSON list of client keys with their tenants and roles\n"
          "                        (docs/security.md); reloaded on SIGHUP\n"
          "  --ipc-mode MODE       octal mode of ipc:// socket files (default 0600)\n"
+         "  --metrics HOST:PORT   serve Prometheus metrics on http://HOST:PORT/metrics\n"
+         "                        (:PORT or PORT bind 127.0.0.1; default off)\n"
          "  --demo                run the demo: a fleetsim child process as Fleet API and\n"
          "                        a scripted tour; fleetsim is taken from beside fleetqd\n"
          "                        or from the environment variable FQ_FLEETSIM\n"
@@ -176,6 +179,13 @@ static int apply(fq_config_t *c, const char *name, const char *sval, json_t *jva
   if (!strcmp(name, "curve-secret"))
     return set_str(c->curve_secret, sizeof c->curve_secret, v, name, err);
   if (!strcmp(name, "clients")) return set_str(c->clients, sizeof c->clients, v, name, err);
+  if (!strcmp(name, "metrics")) {
+    /* Checked here, so a typo is a usage error, not a failure at start. */
+    struct sockaddr_storage sa;
+    socklen_t sl;
+    if ((rc = fq_metrics_parse_addr(v, &sa, &sl, err)) != 0) return rc;
+    return set_str(c->metrics, sizeof c->metrics, v, name, err);
+  }
   if (!strcmp(name, "ipc-mode")) {
     char *end;
     errno = 0;

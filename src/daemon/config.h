@@ -43,6 +43,7 @@ typedef struct fq_config {
   char curve_secret[1024];   /* server key file (fleetq curve-keygen); "" = no CURVE */
   char clients[1024];        /* clients file (JSON); required with curve_secret */
   unsigned ipc_mode;         /* mode of ipc:// socket files (default 0600) */
+  char metrics[128];         /* --metrics HOST:PORT of GET /metrics; "" = off (metrics.h) */
 } fq_config_t;
 
 #define FQ_CONFIG_RETENTION_S 604800     /* 7 days */

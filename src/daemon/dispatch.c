@@ -36,6 +36,7 @@
 #include "fleetq/wire.h"
 #include "http.h"
 #include "log.h"
+#include "metrics.h"
 #include "ratelimit.h"
 #include "util.h"
 
@@ -1548,6 +1549,13 @@ static void act_on_answer(fq_dispatch_t *d, dev_t_ *dev, const fq_http_resp_t *r
 static void http_cb(void *ud, const fq_http_resp_t *resp) {
   dev_t_ *dev = ud;
   fq_dispatch_t *d = dev->owner;
+  /* Counted here, once per request: a kept answer may be acted on twice. */
+  fq_metrics_fleet_api(dev->method == FQ_HTTP_GET       ? FQ_MK_VEHICLE
+                       : dev->ep == FQ_FA_EP_SIGNED     ? FQ_MK_SIGNED_COMMAND
+                       : dev->ep == FQ_FA_EP_WAKE       ? FQ_MK_WAKE_UP
+                       : dev->ep == FQ_FA_EP_ENERGY     ? FQ_MK_ENERGY
+                                                        : FQ_MK_COMMAND,
+                       resp->outcome == FQ_HTTP_COMPLETE ? resp->status : 0, dev->account);
   bool act = !d->collecting && d->in_txn && !d->step_rc && touch(d, dev) && spend(d);
   kept_t *k = keep(d, dev, resp, !act);
   if (act) {

@@ -20,6 +20,7 @@
 #include "fleetq/wire.h"
 #include "idem.h"
 #include "log.h"
+#include "metrics.h"
 #include "replies.h"
 #include "store.h"
 #include "util.h"
@@ -343,6 +344,7 @@ static void reply_cut_envelope(fq_ingress_t *in, zmq_msg_t *env, int nenv, const
   fq_buf_reset(&in->out);
   fq_wire_reply_error(&in->out, FQ_EBADREQ, msg, req ? req->req_raw : NULL,
                       req ? req->req_raw_len : 0);
+  if (req && req->op == FQ_OP_SUBMIT) fq_metrics_submit(FQ_EBADREQ);
   fq_frame_t fr[RECV_FRAMES];
   if (nenv > RECV_FRAMES) nenv = RECV_FRAMES;
   for (int i = 0; i < nenv; i++) {
@@ -377,6 +379,7 @@ static void reply_error(fq_ingress_t *in, zmq_msg_t *env, int nenv, int code, co
                         const fq_request_t *req) {
   fq_buf_reset(&in->out);
   fq_wire_reply_error(&in->out, code, msg, req ? req->req_raw : NULL, req ? req->req_raw_len : 0);
+  if (req && req->op == FQ_OP_SUBMIT) fq_metrics_submit(code);
   reply_client(in, env, nenv, in->out.data, in->out.len);
 }
 
@@ -871,6 +874,7 @@ static void on_lookup_reply(fq_ingress_t *in, uint64_t token, uint8_t found, con
         fq_buf_reset(&in->out);
         fq_wire_reply_error(&in->out, FQ_EBUSY,
                             "fleetqd is saturated (shard queue full); retry later", NULL, 0);
+        fq_metrics_submit(FQ_EBUSY);
         reply_client(in, fo->frames, fo->nframes - 1, in->out.data, in->out.len);
       }
     }
@@ -916,7 +920,10 @@ static void relay_batch(fq_ingress_t *in, const uint8_t *p, size_t len) {
     uint64_t token = 0;
     if (kind == 'E') {
       if (!take_part(&p, end, &parts[0]) || !take_part(&p, end, &parts[1])) break;
-      if (in->pub) send_parts(in->pub, parts, 2, ZMQ_DONTWAIT);
+      if (in->pub) {
+        send_parts(in->pub, parts, 2, ZMQ_DONTWAIT);
+        fq_metrics_events(1);
+      }
       continue;
     }
     if (kind == 'F' && (!take(&p, end, &token, 8) || !take(&p, end, &found, 1))) break;

@@ -23,6 +23,7 @@
 #include "hmap.h"
 #include "fleetq/wire.h"
 #include "log.h"
+#include "metrics.h"
 #include "mpread.h"
 #include "retention.h"
 #include "store.h"
@@ -64,7 +65,11 @@ typedef struct pending {
   size_t klen;
   const uint8_t *body;
   size_t blen;
+  int sub;                  /* a submit's result for the metrics (SUB_NONE: not one) */
+  int64_t rcvd_ns;          /* when the shard received it (monotonic), for the ack time */
 } pending_t;
+
+#define SUB_NONE INT32_MIN
 
 /* How one attempt at a batch may change the store (see process_batch). */
 typedef struct pass {
@@ -76,6 +81,8 @@ typedef struct pass {
 /* One event waiting for the commit. */
 typedef struct pevent {
   size_t topic_off, topic_len, off, len; /* slices of sh->evbuf */
+  int state;                /* the command's new state, and its age (ms) then: */
+  int64_t age_ms;           /* counted in the metrics once committed */
 } pevent_t;
 
 struct fq_shard {
@@ -120,6 +127,7 @@ struct fq_shard {
    * nothing left to fail on before it serves. */
   zmq_msg_t (*msgs)[MAX_FRAMES + 2]; /* one received request per slot, batch_max slots */
   int *counts;                       /* frames of each slot */
+  int64_t *rcvd;                     /* when each slot was received (fq_mono_ns) */
   zmq_pollitem_t *items;             /* MAX_ITEMS */
   struct keys_ctx *keys;             /* announce_keys() */
   /* Accounts found in the account store since its generation last moved
@@ -160,6 +168,7 @@ static pending_t *pend_add(fq_shard_t *sh, char kind, zmq_msg_t *env, int nenv) 
   pending_t *p = &sh->pend[sh->npend++];
   p->kind = kind;
   p->found = 1;
+  p->sub = SUB_NONE;
   p->nenv = nenv;
   for (int i = 0; i < nenv; i++) {
     zmq_msg_init(&p->env[i]);
@@ -212,6 +221,8 @@ static int emit_event(fq_shard_t *sh, const fq_cmdrec_t *rec, int prev, fq_err_t
   pe->off = sh->evbuf.len;
   if ((rc = fq_wire_event_pack(&sh->evbuf, &ev)) != 0) return fq_errf(err, rc, "event encode");
   pe->len = sh->evbuf.len - pe->off;
+  pe->state = rec->state;
+  pe->age_ms = rec->updated - rec->created;
   if ((rc = fq_store_event_append(sh->store, ev.tenant.p, ev.tenant.n, sh->evbuf.data + pe->off,
                                   pe->len, err)) != 0)
     return rc;
@@ -367,6 +378,7 @@ static int measure(fq_shard_t *sh, fq_err_t *err) {
   int rc = fq_store_usage(sh->store, &u, err);
   if (rc) return rc;
   sh->used_est = u.used;
+  fq_metrics_shard_store(sh->o.index, u.used, u.map_size);
   sh->limit = u.map_size / 100 * HWM_PCT;
   uint64_t reserve = (uint64_t)fq_devq_count(sh->q) * RESERVE_PER_CMD;
   if (u.used + reserve >= u.map_size / 100 * GROW_PCT && fq_store_map_size(sh->store) < sh->o.max_store)
@@ -502,6 +514,7 @@ static void reply_error(fq_shard_t *sh, pending_t *p, int code, const char *msg,
                         const fq_request_t *req) {
   fq_wire_reply_error(&sh->replies, code, msg, req ? req->req_raw : NULL,
                       req ? req->req_raw_len : 0);
+  if (req && req->op == FQ_OP_SUBMIT) p->sub = code;
   pend_close(sh, p);
 }
 
@@ -620,6 +633,7 @@ static int handle_submit(fq_shard_t *sh, pending_t *p, const fq_request_t *req, 
     fq_cmdrec_t old;
     if ((rc = fq_store_cmd_get(sh->store, old_id, FQ_ID_LEN, &old, err)) != 0) return rc;
     fq_wire_reply_submit(&sh->replies, old.id, old.state, true, req->req_raw, req->req_raw_len);
+    p->sub = FQ_METRICS_DUPLICATE;
     pend_close(sh, p);
     fq_cmdrec_free(&old);
     return 0;
@@ -691,6 +705,7 @@ static int handle_submit(fq_shard_t *sh, pending_t *p, const fq_request_t *req, 
   if (sh->disp) fq_dispatch_kick(sh->disp, rec.device);
   fq_wire_reply_submit(&sh->replies, rec.id, FQ_ST_QUEUED, false, req->req_raw,
                        req->req_raw_len);
+  p->sub = FQ_METRICS_ACCEPTED;
   pend_close(sh, p);
   return 0;
 }
@@ -1051,6 +1066,30 @@ static int put_u32(fq_buf_t *b, size_t v) {
  * cost of the hop to the ingress (which owns the client sockets) small.
  * Events come first: a client that sees a reply can trust the matching
  * event has been published. */
+/* The metrics of a batch that is committed and sent: submits answered
+ * (a lookup that found nothing is not an answer), ack times, commands
+ * that ended.  Counted only now, since a batch may be applied again or
+ * fail before. */
+static void count_batch(fq_shard_t *sh) {
+  int64_t t = fq_mono_ns();
+  for (size_t i = 0; i < sh->npend; i++) {
+    const pending_t *p = &sh->pend[i];
+    if (p->sub == SUB_NONE || (p->kind == 'F' && !p->found)) continue;
+    fq_metrics_submit(p->sub);
+    if (p->sub == FQ_METRICS_ACCEPTED) fq_metrics_ack_ns(t - p->rcvd_ns);
+  }
+  for (size_t i = 0; i < sh->npev; i++)
+    if (fq_state_terminal(sh->pev[i].state))
+      fq_metrics_terminal(sh->pev[i].state, sh->pev[i].age_ms);
+}
+
+/* The shard's gauges, after each batch. */
+static void count_load(fq_shard_t *sh) {
+  fq_dispatch_stats_t st = {0};
+  if (sh->disp) fq_dispatch_stats(sh->disp, &st);
+  fq_metrics_shard_load(sh->o.index, fq_devq_count(sh->q), st.inflight);
+}
+
 static void flush_batch(fq_shard_t *sh) {
   if (sh->npev == 0 && sh->npend == 0) return;
   fq_buf_t *b = &sh->scratch;
@@ -1080,6 +1119,7 @@ static void flush_batch(fq_shard_t *sh) {
              sh->o.index);
   zmq_send(sh->sock, "B", 1, ZMQ_SNDMORE);
   zmq_send(sh->sock, b->data, b->len, 0);
+  count_batch(sh);
   for (size_t i = 0; i < sh->npend; i++)
     for (int j = 0; j < sh->pend[i].nenv; j++) zmq_msg_close(&sh->pend[i].env[j]);
   sh->npend = sh->npev = 0;
@@ -1108,6 +1148,7 @@ static void fail_batch(fq_shard_t *sh, int code, const char *msg) {
     fq_err_t derr;
     memset(&req, 0, sizeof req);
     if (!p->over) fq_wire_decode_request(p->body, p->blen, &req, &derr); /* for its req only */
+    p->sub = req.op == FQ_OP_SUBMIT ? code : SUB_NONE;
     p->off = sh->replies.len;
     fq_wire_reply_error(&sh->replies, code, msg, req.req_raw, req.req_raw_len);
     p->len = sh->replies.len - p->off;
@@ -1124,6 +1165,7 @@ static void reset_batch(fq_shard_t *sh) {
     sh->pend[i].off = 0;
     sh->pend[i].len = 0;
     sh->pend[i].found = 1;
+    sh->pend[i].sub = SUB_NONE;
   }
 }
 
@@ -1321,6 +1363,7 @@ static int process_batch(fq_shard_t *sh, zmq_msg_t (*msgs)[MAX_FRAMES + 2], int 
     p->over = over;
     p->kframe = kind;
     p->klen = klen;
+    p->rcvd_ns = sh->rcvd[m];
     p->body = over ? NULL : zmq_msg_data(&f[n - 1]);
     p->blen = over ? 0 : zmq_msg_size(&f[n - 1]);
   }
@@ -1398,6 +1441,7 @@ static int process_batch(fq_shard_t *sh, zmq_msg_t (*msgs)[MAX_FRAMES + 2], int 
   announce_gone(sh);
   int64_t t_l = TNOW();
   if (sh->disp) fq_dispatch_launch(sh->disp, fq_now_ms());
+  count_load(sh);
   sh->tr_flush += t_l - t_f;
   sh->tr_launch += TNOW() - t_l;
   sh->tr_batches++;
@@ -1479,10 +1523,12 @@ static void *shard_main(void *arg) {
     int64_t tp1 = TNOW();
     if (prc < 0 && errno != EINTR) break;
     int nmsgs = carry;
+    int64_t t_rcvd = fq_mono_ns();
     while ((size_t)nmsgs < cap) {
       bool over;
       int n = fq_zmsg_recv(sh->sock, msgs[nmsgs], MAX_FRAMES + 2, ZMQ_DONTWAIT, &over);
       if (n < 0) break;
+      sh->rcvd[nmsgs] = t_rcvd;
       counts[nmsgs++] = over ? -n : n; /* negative: frames past the limit were dropped */
     }
     now = fq_now_ms();
@@ -1526,6 +1572,7 @@ static void *shard_main(void *arg) {
         zmq_msg_close(&msgs[done + m][i]);
       }
       counts[m] = counts[done + m];
+      sh->rcvd[m] = sh->rcvd[done + m];
     }
     grow_map(sh, fq_now_ms());
   }
@@ -1542,9 +1589,10 @@ static void *shard_main(void *arg) {
 static int alloc_loop(fq_shard_t *sh, fq_err_t *err) {
   sh->msgs = calloc(sh->o.batch_max, sizeof *sh->msgs);
   sh->counts = calloc(sh->o.batch_max, sizeof *sh->counts);
+  sh->rcvd = calloc(sh->o.batch_max, sizeof *sh->rcvd);
   sh->items = calloc(MAX_ITEMS, sizeof *sh->items);
   sh->keys = malloc(sizeof *sh->keys);
-  if (!sh->msgs || !sh->counts || !sh->items || !sh->keys)
+  if (!sh->msgs || !sh->counts || !sh->rcvd || !sh->items || !sh->keys)
     return fq_errf(err, -ENOMEM, "out of memory for the batch buffers (batch_max %zu)",
                    sh->o.batch_max);
   return 0;
@@ -1659,6 +1707,7 @@ void fq_shard_destroy(fq_shard_t **shp) {
   free(sh->pev);
   free(sh->msgs);
   free(sh->counts);
+  free(sh->rcvd);
   free(sh->items);
   free(sh->keys);
   fq_buf_free(&sh->replies);

@@ -36,6 +36,7 @@
 #include "dispatch.h"
 #include "ingress.h"
 #include "log.h"
+#include "metrics.h"
 #include "sdnotify.h"
 #include "shard.h"
 #include "store.h"
@@ -91,6 +92,7 @@ typedef struct daemon {
   char curve_secret[41];       /* CURVE server secret key (Z85), "" = plaintext */
   fq_clients_t *clients;       /* handed to the ingress */
   fq_sdnotify_t *notify;       /* systemd: READY / STOPPING / WATCHDOG */
+  fq_metrics_t *metrics;       /* GET /metrics (--metrics), or NULL */
   _Atomic uint64_t heartbeat;  /* the ingress loop's turns, for the watchdog */
 } daemon_t;
 
@@ -389,6 +391,19 @@ static int open_ingress(daemon_t *d) {
   return 0;
 }
 
+/* --metrics: bind and start the HTTP thread (after install_signals, so
+ * that it inherits the blocked SIGHUP).  A port in use ends the start. */
+static int open_metrics(daemon_t *d) {
+  if (!d->cfg.metrics[0]) return 0;
+  fq_err_t err;
+  fq_err_clear(&err);
+  if (!(d->metrics = fq_metrics_start(d->cfg.metrics, d->cfg.shards, &err))) {
+    fprintf(stderr, "fleetqd: %s\n", err.msg);
+    return -1;
+  }
+  return 0;
+}
+
 /* Start the auth and shard threads.  Once one runs, a failure cannot just
  * return: the running threads wait for the ingress's stop message, which
  * only fq_ingress_run() sends, and never for the ones that did not start.
@@ -414,6 +429,7 @@ static int start_threads(daemon_t *d) {
 /* Release everything; returns the exit status, which the demo's result
  * replaces after a clean stop (known only once its tour has ended). */
 static int daemon_close(daemon_t *d, int status) {
+  fq_metrics_destroy(&d->metrics);
   fq_ingress_destroy(&d->in);
   fq_clients_free(&d->clients);
   OPENSSL_cleanse(d->curve_secret, sizeof d->curve_secret);
@@ -441,8 +457,8 @@ int main(int argc, char **argv) {
   if (status < 0) status = claim_datadir(&d);
   if (status >= 0) return daemon_close(&d, status);
   status = 1;
-  if (install_signals(&d) != 0 || open_shared(&d) != 0 || open_shards(&d) != 0 ||
-      open_ingress(&d) != 0 || start_threads(&d) != 0)
+  if (install_signals(&d) != 0 || open_metrics(&d) != 0 || open_shared(&d) != 0 ||
+      open_shards(&d) != 0 || open_ingress(&d) != 0 || start_threads(&d) != 0)
     goto out;
   fq_info("fleetqd", "version %s, %u shard(s), data %s, listen %s, publish %s", FQ_VERSION,
           d.cfg.shards, d.cfg.data_dir, d.cfg.listen, d.cfg.publish);
