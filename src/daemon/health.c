@@ -96,7 +96,7 @@ int fq_health_reply(fq_buf_t *out, const fq_shard_health_t *sh, unsigned n,
     char lines[3][256];
     int v = verdict(s, stuck_ms, now_ms, lines);
     bool data = s->answered && s->read_ok;
-    rc |= msgpack_pack_map(&w.pk, 12);
+    rc |= msgpack_pack_map(&w.pk, 13);
     rc |= k(&w, "shard") | msgpack_pack_uint32(&w.pk, s->index);
     rc |= k(&w, "answered") | (s->answered ? msgpack_pack_true(&w.pk) : msgpack_pack_false(&w.pk));
     rc |= k(&w, "read");
@@ -111,6 +111,11 @@ int fq_health_reply(fq_buf_t *out, const fq_shard_health_t *sh, unsigned n,
                       : msgpack_pack_nil(&w.pk);
     rc |= k(&w, "map_used_ratio");
     rc |= data && s->map_size ? msgpack_pack_double(&w.pk, (double)s->map_used / (double)s->map_size)
+                              : msgpack_pack_nil(&w.pk);
+    /* Room kept for the unfinished commands (and the next one) counts
+     * against the mark: a map 35 % used can be full of queued work. */
+    rc |= k(&w, "map_reserved_ratio");
+    rc |= data && s->map_size ? msgpack_pack_double(&w.pk, (double)s->reserved / (double)s->map_size)
                               : msgpack_pack_nil(&w.pk);
     rc |= k(&w, "map_high_water_ratio");
     rc |= data && s->map_size ? msgpack_pack_double(&w.pk, (double)s->map_limit / (double)s->map_size)
