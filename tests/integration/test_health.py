@@ -9,12 +9,19 @@ for longer than --stuck-ms) and needs no test hook: `fleetq health
 threshold (30 s) still calls it healthy; cancelling the command makes it
 healthy again.  Near full: a 16 MiB map (--map-size-mb 16, one shard)
 filled until submits get storage_full: exit 1, the shard near full.
+Silent shard: another process holds the LMDB write lock of shard 1's
+store (mdb_load, fed its header and then nothing, keeps its write
+transaction open: an operator's tool run against a live store), so shard
+1's thread blocks at its next batch: health answers within about 2 s all
+the same, shard 1 "did not answer" (stuck, exit 1), shard 0 fine; once
+the lock is released the shard catches up and is healthy again.
 An account whose token refresh fleetsim rejected: exit 1, the account and
 its error code named, no token in the output.  Daemon down: exit 3.
 Usage errors: exit 2.  The wire op is strict like the others."""
 import json
 import os
 import shutil
+import subprocess
 import tempfile
 import time
 
@@ -143,6 +150,52 @@ def near_full(c):
         c.eq(s.get("queued"), stored, "every stored command still queued", s)
 
 
+def silent_shard(c):
+    if not shutil.which("mdb_load"):
+        fqlib.log("SKIP silent shard: mdb_load not found (Debian package lmdb-utils)")
+        return
+    d = Daemon(shards=2, accounts=["acct1"], extra=["--no-dispatch"])
+    with d:
+        cl = Client(d.endpoint)
+        env = os.path.join(d.data, "shard-1")
+        holder = subprocess.Popen(["mdb_load", env], stdin=subprocess.PIPE,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        holder.stdin.write(b"VERSION=3\nformat=bytevalue\ntype=btree\nHEADER=END\n")
+        holder.stdin.flush()
+        time.sleep(0.3)
+        c.ok(holder.poll() is None, "mdb_load holds the write transaction")
+        # Submits to both shards: shard 1's batch blocks on the lock.
+        n = 20
+        for i in range(n):
+            cl.send({"op": "submit", "tenant": "acme", "key": f"silent-{i}", "account": "acct1",
+                     "vin": fqlib.vin(i), "command": "door_lock", "req": i})
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        r = health(d, "--stuck-ms", "600000")
+        took = time.monotonic() - t0
+        c.eq(r.returncode, 1, "a shard that does not answer: exit 1", r.stdout, r.stderr)
+        c.ok("shard 1 is stuck: its thread did not answer" in r.stdout, "names shard 1",
+             r.stdout)
+        c.ok("shard 0 is stuck" not in r.stdout and "shard 0: read ok" in r.stdout,
+             "shard 0 answers", r.stdout)
+        c.ok(took < 4.5, "health answers in about 2 s despite the blocked shard", took)
+        rc, h = health_json(c, d, "--stuck-ms", "600000")
+        s1 = (h.get("shards") or [{}, {}])[1]
+        c.eq((s1.get("answered"), s1.get("read"), s1.get("stuck"), s1.get("queued")),
+             (False, "no_answer", True, None), "shard 1 entry", s1)
+        holder.stdin.close()
+        holder.wait(10)
+        got = []
+        while len(got) < n:
+            x = cl.recv(10)
+            if x is None:
+                break
+            got.append(x)
+        c.eq(len([x for x in got if x.get("ok")]), n, "every submit answered once the lock is free")
+        r = health(d, "--stuck-ms", "600000")
+        c.eq(r.returncode, 0, "healthy again", r.stdout)
+
+
 def refresh_failure(c):
     tmp = tempfile.mkdtemp(prefix="fq-health-")
     fqlib._cleanups.append(lambda: shutil.rmtree(tmp, ignore_errors=True))
@@ -191,6 +244,7 @@ def usage(c):
 def test(c):
     usage(c)
     healthy_and_stuck(c)
+    silent_shard(c)
     near_full(c)
     refresh_failure(c)
 
