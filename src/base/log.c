@@ -307,6 +307,13 @@ void fq_log_kv(int level, const char *module, const fq_log_field_t *fields, size
   va_end(ap);
 }
 
+void fq_log_always(int level, const char *module, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  log_line(level, module, NULL, 0, fmt, ap);
+  va_end(ap);
+}
+
 void fq_fatal(const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);

@@ -72,6 +72,11 @@ void fq_log(int level, const char *module, const char *fmt, ...)
 void fq_log_kv(int level, const char *module, const fq_log_field_t *fields, size_t n,
                const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 
+/* fq_log whatever the level set: for the few lines a supervisor waits
+ * for ("fleetqd: ready"). */
+void fq_log_always(int level, const char *module, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 #define fq_debug(mod, ...) fq_log(FQ_LOG_DEBUG, mod, __VA_ARGS__)
 #define fq_info(mod, ...) fq_log(FQ_LOG_INFO, mod, __VA_ARGS__)
 #define fq_warn(mod, ...) fq_log(FQ_LOG_WARN, mod, __VA_ARGS__)

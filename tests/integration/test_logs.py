@@ -137,7 +137,8 @@ def level_reload(c):
         time.sleep(0.5)
         objs = [json.loads(x) for x in open(d.logpath).read().splitlines() if x.startswith("{")]
         c.eq(len(ends(objs)), 0, "at warn, failed lines (info) are not written")
-        c.ok(not [o for o in objs if o["level"] == "info"], "no info line at warn")
+        c.ok(not [o for o in objs if o["level"] == "info" and o["msg"] != "fleetqd: ready"],
+             "no info line at warn but the ready line", objs)
         with open(conf, "w") as f:
             json.dump({"log_level": "info", "log_format": "json"}, f)
         d.proc.send_signal(signal.SIGHUP)
@@ -162,6 +163,24 @@ def level_reload(c):
         ok = submit_many(cl, 1, "lvl-c", vins=1)
         c.ok(fqlib.wait_for(lambda: ok[0]["id"] in {o["id"] for o in ends(lines())}, 10),
              "level still info after the bad reload")
+
+
+def json_stderr(c):
+    """Without --log-file, --log-format json makes stderr all JSON once the
+    daemon runs, the ready line included (at any level)."""
+    d = Daemon(shards=1, log_level="warn", accounts=["acct1"], extra=["--log-format", "json"])
+    with d:
+        Client(d.endpoint).ping()
+        lines = [x for x in open(d.logpath).read().splitlines() if x.strip()]
+        bad = []
+        for x in lines:
+            try:
+                json.loads(x)
+            except ValueError:
+                bad.append(x)
+        c.eq(bad, [], "every stderr line is JSON")
+        c.ok(any(json.loads(x).get("msg") == "fleetqd: ready" for x in lines if x not in bad),
+             "the ready line is a JSON line", lines)
 
 
 def storm(c):
@@ -228,6 +247,7 @@ def test(c):
     text_fields(c)
     json_file_and_rotation(c)
     level_reload(c)
+    json_stderr(c)
     storm(c)
 
 

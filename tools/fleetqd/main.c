@@ -496,8 +496,15 @@ int main(int argc, char **argv) {
   if (d.cfg.no_dispatch)
     fq_warn("fleetqd", "--no-dispatch: commands are stored and served but none is sent; they "
                        "stay queued until cancelled or expired");
-  fprintf(stderr, "fleetqd: ready\n");
-  fflush(stderr);
+  /* The line supervisors and scripts wait for.  JSON logs on stderr get
+   * it as a JSON line too (msg "fleetqd: ready"), so that every line of
+   * that stream parses once the daemon runs. */
+  if (d.cfg.log_format == FQ_LOG_JSON && !d.cfg.log_file[0]) {
+    fq_log_always(FQ_LOG_INFO, "fleetqd", "fleetqd: ready");
+  } else {
+    fprintf(stderr, "fleetqd: ready\n");
+    fflush(stderr);
+  }
   char sd_status[600];
   snprintf(sd_status, sizeof sd_status, "ready: %u shard(s), listen %s, publish %s", d.cfg.shards,
            d.cfg.listen, d.cfg.publish);
