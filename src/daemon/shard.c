@@ -1117,11 +1117,16 @@ static int recover(fq_shard_t *sh, fq_err_t *err) {
     sh->recover_pending = true;
     sh->npev = 0;
     fq_buf_reset(&sh->evbuf);
+    sh->nendl = 0; /* logged when the settlement is written */
+    sh->endl_over = 0;
     if ((rc = fq_store_begin(sh->store, false, err)) != 0) return rc;
     rc = rebuild_queues(sh, err);
     fq_store_abort(sh->store);
   }
   if (rc) return rc;
+  /* The commands the last stop left unknown or expired, now committed. */
+  endlog_flush(sh, now);
+  sh->changed = false;
   /* The settlement events stay in the batch buffers: the thread publishes
    * them first thing (recovery runs in fq_shard_new, whose thread must not
    * use the socket). */
