@@ -79,7 +79,12 @@ enum fq_op {
   FQ_OP_HISTORY,
   FQ_OP_PING,
   FQ_OP_ADMIN, /* account management; see proto/wire-protocol.md */
+  FQ_OP_HEALTH,
 };
+
+/* health: a shard with queued work and no commit for longer than this
+ * is stuck, unless the request says `stuck_ms`. */
+#define FQ_WIRE_DEFAULT_STUCK_MS 30000
 
 /* One decoded request.  Fields not sent are zero / {NULL, 0}. */
 typedef struct fq_request {
@@ -99,6 +104,7 @@ typedef struct fq_request {
   uint32_t shard;                /* history */
   uint64_t after;                /* history: seq, or tseq when `tenant` is given */
   uint32_t limit;                /* history; default 100 */
+  int64_t stuck_ms;              /* health; default FQ_WIRE_DEFAULT_STUCK_MS */
   fq_str_t admin_action;         /* admin: "account_add", ... */
   const uint8_t *admin_raw;      /* admin: the whole body, for its handler */
   size_t admin_raw_len;

@@ -190,6 +190,21 @@ bool fq_auth_refresh_failure(const fq_auth_t *a, const char *account, char *out,
   return failure_get(a, a ? &a->fail : NULL, account, out, cap) != 0;
 }
 
+size_t fq_auth_refresh_failures(const fq_auth_t *ca, char (*ids)[FQ_ACCOUNT_ID_MAX + 1],
+                                int *codes, char (*reasons)[200], size_t max) {
+  fq_auth_t *a = (fq_auth_t *)ca;
+  if (!a) return 0;
+  pthread_mutex_lock(&a->fail_mu);
+  size_t n = a->fail.n;
+  for (size_t i = 0; i < n && i < max; i++) {
+    snprintf(ids[i], sizeof ids[i], "%s", a->fail.v[i].id);
+    codes[i] = a->fail.v[i].code;
+    snprintf(reasons[i], sizeof reasons[i], "%.199s", a->fail.v[i].reason);
+  }
+  pthread_mutex_unlock(&a->fail_mu);
+  return n;
+}
+
 void fq_auth_account_refuse(fq_auth_t *a, const char *account, int code, const char *reason) {
   if (!a || !account || !code) return;
   failure_set(a, &a->refused, account, code, reason);

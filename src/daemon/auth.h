@@ -124,6 +124,11 @@ void fq_auth_bump_generation(fq_auth_t *a);
  * none).  Returns true when there is one. */
 bool fq_auth_refresh_failure(const fq_auth_t *a, const char *account, char *out, size_t cap);
 
+/* Copy up to max of the recorded refresh failures (account id, code,
+ * reason: never a token) into out; returns how many there are in all. */
+size_t fq_auth_refresh_failures(const fq_auth_t *a, char (*ids)[FQ_ACCOUNT_ID_MAX + 1],
+                                int *codes, char (*reasons)[200], size_t max);
+
 /* Account-wide refusals (HTTP 412 partner account not registered, 451,
  * 401 mobile_access_disabled): a shard records the code and reason of the
  * first one (a later one replaces it), and every shard then fails the

@@ -70,7 +70,12 @@ static const char usage_a[] =
          "                        slower subscriber loses events (seq gaps, history)\n"
          ;
 static const char usage_b[] =
-         "  --log-level L         debug | info | warn | error (default info)\n"
+         "  --log-level L         debug | info | warn | error (default info); reloaded\n"
+         "                        from --config on SIGHUP when no flag sets it\n"
+         "  --log-format F        text | json (default text): json writes one object per\n"
+         "                        line (ts, level, module, msg and fields)\n"
+         "  --log-file FILE       write the log to FILE (appended, created 0640) instead\n"
+         "                        of stderr; reopened on SIGHUP (logrotate)\n"
          "  --key PEM             fleet private key (P-256) for signing commands\n"
          "  --ca-file PEM         extra trusted CA for Fleet API TLS (the simulator's)\n"
          "  --pairing-domain D    domain of the virtual key pairing link\n"
@@ -110,8 +115,9 @@ static const char usage_b[] =
          "\n"
          "Signals: SIGTERM / SIGINT stop: no new request leaves, the ones in flight get\n"
          "up to --drain-timeout-ms to be answered, commands never sent stay queued for\n"
-         "the next start; then exit 0.  SIGHUP reloads the clients file (with CURVE)\n"
-         "and never stops the daemon.\n"
+         "the next start; then exit 0.  SIGHUP reopens --log-file, reloads the log\n"
+         "level (--config) and the clients file (with CURVE), and never stops the\n"
+         "daemon.\n"
          "\n"
          "Without --curve-secret, fleetqd binds only loopback and ipc:// endpoints and\n"
          "any local user can send it commands; see docs/security.md.\n";
@@ -185,6 +191,13 @@ static int apply(fq_config_t *c, const char *name, const char *sval, json_t *jva
     socklen_t sl;
     if ((rc = fq_metrics_parse_addr(v, &sa, &sl, err)) != 0) return rc;
     return set_str(c->metrics, sizeof c->metrics, v, name, err);
+  }
+  if (!strcmp(name, "log-file")) return set_str(c->log_file, sizeof c->log_file, v, name, err);
+  if (!strcmp(name, "log-format")) {
+    int f = fq_log_parse_format(v);
+    if (f < 0) return fq_errf(err, FQ_ECONFIG, "log-format: \"%s\" is not text|json", v);
+    c->log_format = f;
+    return 0;
   }
   if (!strcmp(name, "ipc-mode")) {
     char *end;

@@ -27,6 +27,8 @@ typedef struct fq_config {
   int client_hwm, pub_hwm, shard_hwm;
   uint64_t client_reply_kb;  /* unread replies one client may hold (KiB) */
   int log_level;
+  int log_format;            /* FQ_LOG_TEXT or FQ_LOG_JSON */
+  char log_file[1024];       /* "" = stderr */
   /* Dispatch (Fleet API). */
   char key_file[1024];
   char ca_file[1024];

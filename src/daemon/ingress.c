@@ -17,7 +17,9 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "auth.h"
 #include "fleetq/wire.h"
+#include "health.h"
 #include "idem.h"
 #include "log.h"
 #include "metrics.h"
@@ -48,6 +50,25 @@ typedef struct fanout {
   int nframes;
   zmq_msg_t frames[REQ_FRAMES];
 } fanout_t;
+
+/* A health request waiting for the shards' answers ('H', shard.h).  A
+ * shard that has not answered after HEALTH_WAIT_MS (or stuck_ms, when
+ * shorter) is reported stuck: its thread is busy with something long. */
+#define HEALTH_SLOTS 8
+#define HEALTH_WAIT_MS 2000
+#define HEALTH_ACCOUNTS 64
+
+typedef struct health_wait {
+  uint64_t token;            /* 0 = free slot */
+  int64_t deadline, stuck_ms;
+  unsigned remaining;
+  fq_shard_health_t *h;      /* one per shard */
+  int nframes;
+  zmq_msg_t frames[REQ_FRAMES]; /* the request: envelope for the reply */
+  bool has_req;
+  size_t req_len;
+  uint8_t req_raw[FQ_WIRE_MAX_REQ];
+} health_wait_t;
 
 /* At most RL_BURST lines of one kind per RL_WINDOW_MS; the rest are
  * counted and reported when the window ends. */
@@ -81,6 +102,7 @@ struct fq_ingress {
   uint64_t *sent;       /* 'Q' and 'F' messages sent to each shard so far */
   unsigned loaded;      /* shards that finished announcing their keys */
   fanout_t fan[FANOUT_SLOTS];
+  health_wait_t health[HEALTH_SLOTS];
 };
 
 static int sockopt_int(void *s, int opt, int v) { return zmq_setsockopt(s, opt, &v, sizeof v); }
@@ -190,6 +212,11 @@ fq_ingress_t *fq_ingress_new(const fq_ingress_opts_t *opts, fq_err_t *err) {
   in->keys = fq_idem_new(1 << 16);
   in->pairs = calloc(opts->nshards + 1, sizeof *in->pairs);
   in->sent = calloc(opts->nshards + 1, sizeof *in->sent);
+  for (int i = 0; i < HEALTH_SLOTS; i++)
+    if (!(in->health[i].h = calloc(opts->nshards, sizeof *in->health[i].h))) {
+      fq_errf(err, -ENOMEM, "out of memory");
+      goto fail;
+    }
   if (in->curve) {
     /* The ZAP handler must exist before a CURVE socket binds: libzmq
      * admits every key when no handler is bound. */
@@ -284,6 +311,10 @@ void fq_ingress_destroy(fq_ingress_t **inp) {
   free(in->sent);
   for (size_t i = 0; i < FANOUT_SLOTS; i++)
     for (int j = 0; j < in->fan[i].nframes; j++) zmq_msg_close(&in->fan[i].frames[j]);
+  for (int i = 0; i < HEALTH_SLOTS; i++) {
+    fq_zmsg_close(in->health[i].frames, in->health[i].nframes);
+    free(in->health[i].h);
+  }
   free(in);
   *inp = NULL;
 }
@@ -657,6 +688,9 @@ static int authorize(fq_ingress_t *in, zmq_msg_t *body, const fq_request_t *req,
   const char *verb = "";
   switch (req->op) {
     case FQ_OP_PING: return 0;
+    /* It names shards and accounts, not tenants' data: a reader or an
+     * administrator may ask. */
+    case FQ_OP_HEALTH: need = FQ_ROLE_READ | FQ_ROLE_ADMIN; verb = "read"; break;
     case FQ_OP_SUBMIT: need = FQ_ROLE_SUBMIT; verb = "submit"; break;
     case FQ_OP_GET: need = FQ_ROLE_READ; verb = "read"; break;
     case FQ_OP_HISTORY: need = FQ_ROLE_READ; verb = "read"; break;
@@ -678,6 +712,103 @@ static int authorize(fq_ingress_t *in, zmq_msg_t *body, const fq_request_t *req,
     return FQ_EFORBIDDEN;
   }
   return 0;
+}
+
+/* --- health ------------------------------------------------------------------ */
+
+/* Answer a health request with what the shards said so far; the ones
+ * that did not answer count as stuck (health.h). */
+static void health_finish(fq_ingress_t *in, health_wait_t *hw) {
+  static char ids[HEALTH_ACCOUNTS][FQ_ACCOUNT_ID_MAX + 1];
+  static int codes[HEALTH_ACCOUNTS];
+  static char reasons[HEALTH_ACCOUNTS][200];
+  static fq_health_account_t acc[HEALTH_ACCOUNTS];
+  size_t nacc = fq_auth_refresh_failures(in->o.auth, ids, codes, reasons, HEALTH_ACCOUNTS);
+  if (nacc > HEALTH_ACCOUNTS) nacc = HEALTH_ACCOUNTS;
+  for (size_t i = 0; i < nacc; i++) {
+    snprintf(acc[i].name, sizeof acc[i].name, "%.64s", ids[i]);
+    acc[i].code = codes[i];
+    snprintf(acc[i].reason, sizeof acc[i].reason, "%.199s", reasons[i]);
+  }
+  fq_buf_reset(&in->out);
+  if (fq_health_reply(&in->out, hw->h, in->o.nshards, acc, nacc, hw->stuck_ms, fq_now_ms(),
+                      hw->has_req ? hw->req_raw : NULL, hw->req_len) != 0)
+    fq_wire_reply_error(&in->out, FQ_EINTERNAL, "cannot encode the health reply",
+                        hw->has_req ? hw->req_raw : NULL, hw->req_len);
+  reply_client(in, hw->frames, hw->nframes - 1, in->out.data, in->out.len);
+  fq_zmsg_close(hw->frames, hw->nframes);
+  hw->nframes = 0;
+  hw->token = 0;
+}
+
+/* Ask every shard ('H'); the request's frames are kept for the reply. */
+static void health_start(fq_ingress_t *in, zmq_msg_t *f, int n, const fq_request_t *req) {
+  health_wait_t *hw = NULL;
+  for (int i = 0; i < HEALTH_SLOTS && !hw; i++)
+    if (!in->health[i].token) hw = &in->health[i];
+  if (!hw) {
+    reply_error(in, f, n - 1, FQ_EBUSY, "too many health checks in flight; retry", req);
+    return;
+  }
+  hw->token = in->next_token++;
+  hw->stuck_ms = req->stuck_ms;
+  int64_t wait = req->stuck_ms < HEALTH_WAIT_MS ? req->stuck_ms : HEALTH_WAIT_MS;
+  hw->deadline = fq_now_ms() + wait;
+  hw->has_req = req->req_raw && req->req_raw_len <= sizeof hw->req_raw;
+  hw->req_len = hw->has_req ? req->req_raw_len : 0;
+  if (hw->has_req) memcpy(hw->req_raw, req->req_raw, hw->req_len);
+  hw->remaining = 0;
+  for (unsigned i = 0; i < in->o.nshards; i++) {
+    memset(&hw->h[i], 0, sizeof hw->h[i]);
+    hw->h[i].index = i;
+    /* Never blocking: a shard whose queue is full does not answer. */
+    if (zmq_send(in->pairs[i], "H", 1, ZMQ_SNDMORE | ZMQ_DONTWAIT) == 1 &&
+        zmq_send(in->pairs[i], &hw->token, 8, ZMQ_DONTWAIT) == 8)
+      hw->remaining++;
+  }
+  hw->nframes = n;
+  for (int i = 0; i < n; i++) {
+    zmq_msg_init(&hw->frames[i]);
+    zmq_msg_move(&hw->frames[i], &f[i]);
+  }
+  if (hw->remaining == 0) health_finish(in, hw);
+}
+
+static void on_health_answer(fq_ingress_t *in, unsigned idx, const zmq_msg_t *tok,
+                             const zmq_msg_t *body) {
+  if (zmq_msg_size(tok) != 8 || zmq_msg_size(body) != sizeof(fq_shard_health_t) ||
+      idx >= in->o.nshards)
+    return;
+  uint64_t token;
+  memcpy(&token, zmq_msg_data((zmq_msg_t *)tok), 8);
+  for (int i = 0; i < HEALTH_SLOTS; i++) {
+    health_wait_t *hw = &in->health[i];
+    if (hw->token != token) continue;
+    /* A late answer to a finished request finds no slot: dropped. */
+    if (hw->h[idx].answered) return;
+    memcpy(&hw->h[idx], zmq_msg_data((zmq_msg_t *)body), sizeof hw->h[idx]);
+    hw->h[idx].answered = true;
+    if (--hw->remaining == 0) health_finish(in, hw);
+    return;
+  }
+}
+
+/* Requests whose wait is over; returns the ms until the next deadline
+ * (or -1 when none waits). */
+static long health_expire(fq_ingress_t *in) {
+  int64_t now = fq_now_ms();
+  long next = -1;
+  for (int i = 0; i < HEALTH_SLOTS; i++) {
+    health_wait_t *hw = &in->health[i];
+    if (!hw->token) continue;
+    if (now >= hw->deadline) {
+      health_finish(in, hw);
+      continue;
+    }
+    long left = (long)(hw->deadline - now);
+    if (next < 0 || left < next) next = left;
+  }
+  return next;
 }
 
 static bool handle_client(fq_ingress_t *in) {
@@ -724,6 +855,9 @@ static bool handle_client(fq_ingress_t *in) {
       fq_buf_reset(&in->out);
       fq_wire_reply_ping(&in->out, FQ_VERSION, in->o.nshards, req.req_raw, req.req_raw_len);
       reply_client(in, f, nenv, in->out.data, in->out.len);
+      goto out;
+    case FQ_OP_HEALTH:
+      health_start(in, f, n, &req);
       goto out;
     case FQ_OP_SUBMIT: {
       char dev[FQ_DEVICE_MAX];
@@ -973,6 +1107,8 @@ static int handle_shard(fq_ingress_t *in, unsigned idx) {
         memcpy(&h, p + 8 + 8 * i, 8);
         key_drop(in, h, idx, upto);
       }
+    } else if (kind == 'H' && n == 3) {
+      on_health_answer(in, idx, &f[1], &f[2]);
     } else if (kind == 'L') {
       in->loaded++;
     } else if (kind == 'D') {
@@ -1018,6 +1154,8 @@ int fq_ingress_run(fq_ingress_t *in) {
     /* At least once a second: the reply ledger is swept (below). */
     long timeout = stopping ? 100 : 1000;
     if (in->o.heartbeat && timeout > in->o.heartbeat_ms) timeout = in->o.heartbeat_ms;
+    long hwait = health_expire(in);
+    if (hwait >= 0 && hwait < timeout) timeout = hwait;
     int rc = zmq_poll(items, (int)(ns + X_N), timeout);
     if (in->o.heartbeat) atomic_fetch_add(in->o.heartbeat, 1);
     if (rc < 0) {
@@ -1040,6 +1178,7 @@ int fq_ingress_run(fq_ingress_t *in) {
     if (x[X_MONP].revents & ZMQ_POLLIN) handle_monitor(in, in->mon_pub, "status");
     if (xpub && (x[X_PUB].revents & ZMQ_POLLIN)) handle_subscriptions(in);
     if (x[X_RELOAD].revents & ZMQ_POLLIN) reload_clients(in);
+    health_expire(in);
     if (fq_now_ms() - in->last_sweep >= 1000) {
       in->last_sweep = fq_now_ms();
       sweep_replies(in);

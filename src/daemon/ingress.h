@@ -38,6 +38,7 @@ typedef struct fq_ingress_opts {
   int shard_hwm;           /* requests waiting per shard before `busy` */
   int stop_fd;             /* readable when the daemon must stop */
   const char *auth_endpoint; /* auth thread's admin PAIR, or NULL */
+  struct fq_auth *auth;      /* refresh failures for `health` (borrowed), or NULL */
   /* CURVE (docs/security.md).  curve_secret NULL: plaintext, and fleetqd
    * binds only loopback / ipc endpoints (checked by the caller).  With it,
    * both sockets are CURVE servers, a ZAP handler in this thread admits

@@ -22,6 +22,7 @@
 #include "devq.h"
 #include "hmap.h"
 #include "fleetq/wire.h"
+#include "health.h"
 #include "log.h"
 #include "metrics.h"
 #include "mpread.h"
@@ -134,6 +135,17 @@ struct fq_shard {
    * (acct_known): names only, so at most one entry per stored account. */
   fq_hmap_t accts;
   uint64_t accts_gen;
+  /* One log line per command that ends failed / unknown / expired, once
+   * its transaction committed (see endlog_add). */
+  struct endline *endl;      /* ENDLOG_BATCH entries */
+  size_t nendl;
+  uint64_t endl_over;        /* ends of this transaction past ENDLOG_BATCH */
+  int64_t endl_win;          /* start of the current one-second window */
+  unsigned endl_n;           /* lines written in it */
+  uint64_t endl_supp;        /* lines held back since the last "suppressed" line */
+  /* Health (shard.h 'H'): the last commit that changed a command. */
+  int64_t last_change_ms;
+  bool changed;              /* this transaction changed a command */
   /* FQ_TRACE=1: where the shard thread's time goes (thread CPU ns). */
   bool trace;
   int64_t tr_proc, tr_commit, tr_flush, tr_launch, tr_poll, tr_recv, tr_loops, tr_batches;
@@ -184,6 +196,7 @@ static void pend_close(fq_shard_t *sh, pending_t *p) { p->len = sh->replies.len 
 /* Queue an event for publication after the commit and append it to the
  * store's log inside the open transaction. */
 static int emit_event(fq_shard_t *sh, const fq_cmdrec_t *rec, int prev, fq_err_t *err) {
+  sh->changed = true; /* every event is a command stored or moved */
   fq_event_t ev;
   memset(&ev, 0, sizeof ev);
   ev.id = (fq_str_t){rec->id, strlen(rec->id)};
@@ -230,6 +243,86 @@ static int emit_event(fq_shard_t *sh, const fq_cmdrec_t *rec, int prev, fq_err_t
   return 0;
 }
 
+/* --- command end lines -------------------------------------------------------
+ *
+ * Every command that ends failed, unknown or expired gets one log line
+ * (id, tenant, device, command, state, error, reason: never a token,
+ * which a command record does not hold).  The line waits for the commit:
+ * a transaction that is undone and applied again would otherwise log the
+ * same end twice, or an end that never happened.  Under a storm (a Fleet
+ * API outage failing thousands of commands) at most ENDLOG_PER_S lines a
+ * second leave each shard; the rest are counted and one "suppressed" line
+ * says how many once the second is over. */
+#define ENDLOG_BATCH 64
+#define ENDLOG_PER_S 20
+
+typedef struct endline {
+  char id[FQ_ID_LEN + 1];
+  char tenant[65];
+  char device[FQ_DEVICE_MAX];
+  char command[48];
+  int state, error;
+  char reason[256];
+} endline_t;
+
+static void endlog_add(fq_shard_t *sh, const fq_cmdrec_t *rec) {
+  if (rec->state != FQ_ST_FAILED && rec->state != FQ_ST_UNKNOWN && rec->state != FQ_ST_EXPIRED)
+    return;
+  if (!sh->endl || sh->nendl == ENDLOG_BATCH) {
+    sh->endl_over++;
+    return;
+  }
+  endline_t *e = &sh->endl[sh->nendl++];
+  snprintf(e->id, sizeof e->id, "%s", rec->id);
+  snprintf(e->tenant, sizeof e->tenant, "%s", rec->tenant);
+  snprintf(e->device, sizeof e->device, "%s", rec->device);
+  snprintf(e->command, sizeof e->command, "%s", rec->command);
+  snprintf(e->reason, sizeof e->reason, "%.255s", rec->reason);
+  e->state = rec->state;
+  e->error = rec->error;
+}
+
+/* A new window: say what the last one held back. */
+static void endlog_tick(fq_shard_t *sh, int64_t now) {
+  if (now - sh->endl_win < 1000) return;
+  if (sh->endl_supp) {
+    char shard[16], n[24];
+    snprintf(shard, sizeof shard, "%u", sh->o.index);
+    snprintf(n, sizeof n, "%" PRIu64, sh->endl_supp);
+    fq_log_field_t f[] = {{"shard", shard}, {"suppressed", n}};
+    fq_log_kv(FQ_LOG_WARN, "shard", f, 2,
+              "suppressed %" PRIu64 " lines of commands that ended failed/unknown/expired "
+              "(at most %d a second per shard)",
+              sh->endl_supp, ENDLOG_PER_S);
+  }
+  sh->endl_win = now;
+  sh->endl_n = 0;
+  sh->endl_supp = 0;
+}
+
+/* After the commit: the lines of the ends it made durable. */
+static void endlog_flush(fq_shard_t *sh, int64_t now) {
+  endlog_tick(sh, now);
+  for (size_t i = 0; i < sh->nendl; i++) {
+    if (sh->endl_n >= ENDLOG_PER_S) {
+      sh->endl_supp++;
+      continue;
+    }
+    sh->endl_n++;
+    const endline_t *e = &sh->endl[i];
+    const char *st = fq_state_name(e->state);
+    fq_log_field_t f[] = {{"id", e->id},         {"tenant", e->tenant},
+                          {"device", e->device}, {"command", e->command},
+                          {"state", st},         {"error", e->error ? fq_errname(e->error) : NULL},
+                          {"reason", e->reason}};
+    fq_log_kv(e->state == FQ_ST_UNKNOWN ? FQ_LOG_WARN : FQ_LOG_INFO, "shard", f,
+              sizeof f / sizeof f[0], "command %s %s", e->id, st);
+  }
+  sh->endl_supp += sh->endl_over;
+  sh->nendl = 0;
+  sh->endl_over = 0;
+}
+
 /* Move a command to a new state: record, transition list, event, and queue
  * membership when it becomes terminal. */
 static int transition_put(fq_shard_t *sh, fq_cmdrec_t *rec, int state, const char *reason,
@@ -257,7 +350,9 @@ static int transition_put(fq_shard_t *sh, fq_cmdrec_t *rec, int state, const cha
     fq_devq_remove(sh->q, fq_store_id_num(rec->id));
   }
   if (put && (rc = fq_store_cmd_put(sh->store, rec, err)) != 0) return rc;
-  return emit_event(sh, rec, prev, err);
+  if ((rc = emit_event(sh, rec, prev, err)) != 0) return rc;
+  endlog_add(sh, rec);
+  return 0;
 }
 
 /* A change the shard makes itself (cancel, supersede, expiry of a queued
@@ -1037,11 +1132,16 @@ static int recover(fq_shard_t *sh, fq_err_t *err) {
     sh->recover_pending = true;
     sh->npev = 0;
     fq_buf_reset(&sh->evbuf);
+    sh->nendl = 0; /* logged when the settlement is written */
+    sh->endl_over = 0;
     if ((rc = fq_store_begin(sh->store, false, err)) != 0) return rc;
     rc = rebuild_queues(sh, err);
     fq_store_abort(sh->store);
   }
   if (rc) return rc;
+  /* The commands the last stop left unknown or expired, now committed. */
+  endlog_flush(sh, now);
+  sh->changed = false;
   /* The settlement events stay in the batch buffers: the thread publishes
    * them first thing (recovery runs in fq_shard_new, whose thread must not
    * use the socket). */
@@ -1173,6 +1273,9 @@ static void reset_batch(fq_shard_t *sh) {
  * the pruning's pending changes go back to what is on disk. */
 static void undo(fq_shard_t *sh) {
   fq_store_abort(sh->store);
+  sh->nendl = 0; /* those ends did not happen */
+  sh->endl_over = 0;
+  sh->changed = false;
   fq_retention_aborted(sh->ret);
   if (sh->disp) fq_dispatch_rollback(sh->disp);
   fq_err_t e2;
@@ -1246,6 +1349,9 @@ static int run_pass(fq_shard_t *sh, const pass_t *ps, int64_t now, const zmq_pol
     sh->tr_commit += TNOW() - t_proc;
     if (rc == 0) {
       if (ps->writes) fq_retention_committed(sh->ret);
+      if (sh->changed) sh->last_change_ms = now;
+      sh->changed = false;
+      endlog_flush(sh, now);
       if (ps->writes && sh->recover_pending) {
         sh->recover_pending = false;
         fq_info("shard", "shard %u: the commands in flight at the last stop are settled",
@@ -1486,6 +1592,69 @@ static void announce_keys(fq_shard_t *sh) {
   zmq_send(sh->sock, "L", 1, 0);
 }
 
+/* --- health (shard.h 'H') --------------------------------------------------- */
+
+static int oldest_visit(void *ud, const char *id, const char *device, int64_t deadline) {
+  (void)device;
+  (void)deadline;
+  memcpy(ud, id, FQ_ID_LEN + 1);
+  return 1; /* the first in id order is the oldest */
+}
+
+/* The oldest unfinished command's creation time, inside a transaction. */
+static int oldest_created(fq_shard_t *sh, int64_t *at, fq_err_t *err) {
+  char id[FQ_ID_LEN + 1] = "";
+  *at = 0;
+  int rc = fq_store_active_scan(sh->store, oldest_visit, id, err);
+  if (rc < 0) return rc; /* 1: stopped at the first */
+  if (!id[0]) return 0;
+  fq_cmdrec_t rec;
+  rc = fq_store_cmd_get(sh->store, id, FQ_ID_LEN, &rec, err);
+  if (rc == FQ_ENOTFOUND) return 0; /* a stale entry: retention removed it */
+  if (rc) return rc;
+  *at = rec.created;
+  fq_cmdrec_free(&rec);
+  return 0;
+}
+
+/* Answer an 'H' at once, between batches (no transaction is open): the
+ * shard's own numbers and one read transaction, so that a health check
+ * also proves the store can be read.  Frames: 'H', token (8 bytes). */
+static void answer_health(fq_shard_t *sh, zmq_msg_t *f, int n) {
+  if (n != 2 || zmq_msg_size(&f[1]) != 8) return;
+  fq_shard_health_t h;
+  memset(&h, 0, sizeof h);
+  h.index = sh->o.index;
+  h.answered = true;
+  h.queued = fq_devq_count(sh->q);
+  h.last_change_ms = sh->last_change_ms;
+  h.refusing = sh->full;
+  h.max_store = sh->o.max_store;
+  /* What admit() asks for the next new command. */
+  h.reserved = (h.queued + 1) * RESERVE_PER_CMD + SUBMIT_COST;
+  fq_err_t err;
+  fq_err_clear(&err);
+  int rc = fq_store_begin(sh->store, false, &err);
+  if (rc == 0) {
+    fq_store_usage_t u;
+    rc = fq_store_usage(sh->store, &u, &err);
+    if (rc == 0) {
+      h.map_used = u.used;
+      h.map_size = u.map_size;
+      h.map_limit = u.map_size / 100 * HWM_PCT;
+      rc = oldest_created(sh, &h.oldest_ms, &err);
+    }
+    fq_store_abort(sh->store);
+  }
+  h.read_ok = rc == 0;
+  if (rc) snprintf(h.read_error, sizeof h.read_error, "%.150s", err.msg);
+  if (h.max_store < h.map_size) h.max_store = h.map_size;
+  h.at_ms = fq_now_ms();
+  zmq_send(sh->sock, "H", 1, ZMQ_SNDMORE);
+  zmq_send(sh->sock, zmq_msg_data(&f[1]), 8, ZMQ_SNDMORE);
+  zmq_send(sh->sock, &h, sizeof h, 0);
+}
+
 static void *shard_main(void *arg) {
   fq_shard_t *sh = arg;
   size_t cap = sh->o.batch_max;
@@ -1528,6 +1697,13 @@ static void *shard_main(void *arg) {
       bool over;
       int n = fq_zmsg_recv(sh->sock, msgs[nmsgs], MAX_FRAMES + 2, ZMQ_DONTWAIT, &over);
       if (n < 0) break;
+      if (n > 0 && zmq_msg_size(&msgs[nmsgs][0]) == 1 &&
+          *(const char *)zmq_msg_data(&msgs[nmsgs][0]) == 'H') {
+        /* Health is answered now, not behind the batch. */
+        answer_health(sh, msgs[nmsgs], over ? 0 : n);
+        for (int i = 0; i < n; i++) zmq_msg_close(&msgs[nmsgs][i]);
+        continue;
+      }
       sh->rcvd[nmsgs] = t_rcvd;
       counts[nmsgs++] = over ? -n : n; /* negative: frames past the limit were dropped */
     }
@@ -1575,6 +1751,7 @@ static void *shard_main(void *arg) {
       sh->rcvd[m] = sh->rcvd[done + m];
     }
     grow_map(sh, fq_now_ms());
+    endlog_tick(sh, fq_now_ms());
   }
   for (int m = 0; m < carry; m++)
     for (int i = 0; i < abs(counts[m]); i++) zmq_msg_close(&msgs[m][i]);
@@ -1591,8 +1768,9 @@ static int alloc_loop(fq_shard_t *sh, fq_err_t *err) {
   sh->counts = calloc(sh->o.batch_max, sizeof *sh->counts);
   sh->rcvd = calloc(sh->o.batch_max, sizeof *sh->rcvd);
   sh->items = calloc(MAX_ITEMS, sizeof *sh->items);
+  sh->endl = calloc(ENDLOG_BATCH, sizeof *sh->endl);
   sh->keys = malloc(sizeof *sh->keys);
-  if (!sh->msgs || !sh->counts || !sh->rcvd || !sh->items || !sh->keys)
+  if (!sh->msgs || !sh->counts || !sh->rcvd || !sh->items || !sh->keys || !sh->endl)
     return fq_errf(err, -ENOMEM, "out of memory for the batch buffers (batch_max %zu)",
                    sh->o.batch_max);
   return 0;
@@ -1660,6 +1838,7 @@ fq_shard_t *fq_shard_new(const fq_shard_opts_t *opts, fq_err_t *err) {
   fq_buf_init(&sh->wire, 0);
   fq_hmap_init(&sh->accts, sizeof(acct_name_t), 50);
   sh->next_deadline = INT64_MAX;
+  sh->last_change_ms = fq_now_ms();
   fq_err_t e;
   fq_err_clear(&e);
   sh->store = fq_store_open(sh->dir, opts->index, opts->map_size, err);
@@ -1705,6 +1884,7 @@ void fq_shard_destroy(fq_shard_t **shp) {
   fq_devq_destroy(&sh->q);
   free(sh->pend);
   free(sh->pev);
+  free(sh->endl);
   free(sh->msgs);
   free(sh->counts);
   free(sh->rcvd);

@@ -13,6 +13,8 @@
  *                                                   tenant + key on every
  *                                                   shard, or a dedupe check
  *                                                   of a submit (never stored)
+ *                     'H' token(8)                  health: answered at once,
+ *                                                   between batches, with 'H'
  *                     'T'                           drain and stop: no new
  *                                                   request leaves; the ones
  *                                                   out get drain_timeout_ms
@@ -29,6 +31,7 @@
  *                                                   (dedupe window over), as
  *                                                   of the r-th 'Q'/'F'
  *                                                   received (retention.h)
+ *                     'H' token(8) fq_shard_health_t  the answer to 'H' (health.h)
  *                     'L'                           start-up done
  *                     'D'                           stopped
  * Replies and events leave only after the transaction holding them has

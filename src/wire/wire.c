@@ -68,6 +68,7 @@ enum key_id {
   K_LIMIT,
   K_ACTION,
   K_WAKE,
+  K_STUCK,
   K_COUNT_
 };
 
@@ -76,7 +77,7 @@ static const char *const key_names[K_COUNT_] = {
     [K_KEY] = "key",       [K_ACCOUNT] = "account", [K_VIN] = "vin",      [K_SITE] = "site",
     [K_COMMAND] = "command", [K_PARAMS] = "params", [K_TTL] = "ttl_ms",   [K_COALESCE] = "coalesce",
     [K_ID] = "id",         [K_SHARD] = "shard",   [K_AFTER] = "after",    [K_LIMIT] = "limit",
-    [K_ACTION] = "action",  [K_WAKE] = "wake",
+    [K_ACTION] = "action",  [K_WAKE] = "wake",     [K_STUCK] = "stuck_ms",
 };
 
 #define B(k) (1u << (k))
@@ -104,6 +105,7 @@ static const struct {
     {"history", FQ_OP_HISTORY, COMMON_KEYS | B(K_SHARD) | B(K_AFTER) | B(K_LIMIT) | B(K_TENANT),
      B(K_AFTER) | B(K_LIMIT) | B(K_TENANT)},
     {"ping", FQ_OP_PING, COMMON_KEYS, 0},
+    {"health", FQ_OP_HEALTH, COMMON_KEYS | B(K_STUCK), B(K_STUCK)},
     {"admin", FQ_OP_ADMIN, UINT32_MAX, 0},
 };
 
@@ -129,7 +131,7 @@ static int key_lookup(const uint8_t *p, size_t n) {
            : EQ(p, n, "action") ? K_ACTION
                                 : -1;
   case 7: return EQ(p, n, "account") ? K_ACCOUNT : EQ(p, n, "command") ? K_COMMAND : -1;
-  case 8: return EQ(p, n, "coalesce") ? K_COALESCE : -1;
+  case 8: return EQ(p, n, "coalesce") ? K_COALESCE : EQ(p, n, "stuck_ms") ? K_STUCK : -1;
   default: return -1;
   }
 }
@@ -680,6 +682,14 @@ int fq_wire_decode_request(const uint8_t *buf, size_t len, fq_request_t *req, fq
   case FQ_OP_HISTORY:
     return decode_history(&s, req, err);
   case FQ_OP_PING:
+    return 0;
+  case FQ_OP_HEALTH:
+    req->stuck_ms = FQ_WIRE_DEFAULT_STUCK_MS;
+    if (s.seen & B(K_STUCK)) {
+      uint64_t u;
+      if ((rc = get_uint(&s, K_STUCK, 1, FQ_WIRE_MAX_TTL_MS, &u, err))) return rc;
+      req->stuck_ms = (int64_t)u;
+    }
     return 0;
   case FQ_OP_ADMIN:
     if ((rc = get_str(&s, K_ACTION, true, 1, 64, &req->admin_action, err))) return rc;

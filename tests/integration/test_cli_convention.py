@@ -29,8 +29,9 @@ from lib.fqlib import BIN, Daemon, free_port, log, run_test, vin
 
 VERSION_RE = r"\d+\.\d+\.\d+"
 
-FLEETQ_SUBCOMMANDS = ["send", "get", "cancel", "watch", "history", "ping", "export", "keygen",
-                      "pubkey", "curve-keygen", "backup", "doctor", "account add", "account list", "account get",
+FLEETQ_SUBCOMMANDS = ["send", "get", "cancel", "watch", "history", "ping", "health", "export",
+                      "keygen", "pubkey", "curve-keygen", "backup", "doctor", "account add",
+                      "account list", "account get",
                       "account remove", "account retry", "proto sign", "proto decode"]
 # Subcommands that print no result a script would parse: none.  Every one
 # takes --json.

@@ -26,6 +26,11 @@ def body(c, w):
     c.ok(w.wait_terminal([h, s], 40), "terminal after restart", w.states(h), w.states(s))
     w.check_events(c, h, r"queued dispatching sent unknown")
     w.check_final(c, h, "unknown", reason_has=("may have",))
+    # Its end is one log line of the restarted daemon, with the fields.
+    with open(w.daemon.logpath) as f:
+        ends = [ln for ln in f if f"command {h} unknown" in ln]
+    c.ok(len(ends) == 1 and f"id={h} " in ends[0] and "state=unknown" in ends[0]
+         and "command=honk_horn" in ends[0], "the unknown end is logged once", ends)
     w.check_events(c, s, r"queued dispatching sent .*succeeded")
     w.check_final(c, s, "succeeded", error=None)
     time.sleep(3.0)  # a resend of the honk would have reached the car by now

@@ -60,7 +60,8 @@ def main(c):
     server_pub, server_sec = keypair()
     keyfile = os.path.join(tmp, "server.key")
     write_private(keyfile, f"public {server_pub}\nsecret {server_sec}\n")
-    keys = {n: keypair() for n in ("acme", "globex", "ops", "reader", "stranger", "nosub")}
+    keys = {n: keypair() for n in ("acme", "globex", "ops", "reader", "stranger", "nosub",
+                                   "writer")}
     entries = [
         {"name": "acme-svc", "key": keys["acme"][0], "tenants": ["acme"],
          "roles": ["submit", "read", "cancel", "subscribe"]},
@@ -71,6 +72,8 @@ def main(c):
         {"name": "acme-reader", "key": keys["reader"][0], "tenants": ["acme"], "roles": ["read"]},
         {"name": "acme-nosub", "key": keys["nosub"][0], "tenants": ["acme"],
          "roles": ["read", "submit"]},
+        {"name": "acme-writer", "key": keys["writer"][0], "tenants": ["acme"],
+         "roles": ["submit"]},
     ]
     clients_file = os.path.join(tmp, "clients.json")
     write_clients(clients_file, entries)
@@ -183,6 +186,16 @@ def main(c):
     r = ops.call({"op": "admin", "action": "account_list"})
     c.ok(r.get("ok") is True, "admin with the admin role", r)
 
+    # --- health: the read role or admin -----------------------------------
+    for n, cl in (("reader", reader), ("ops", ops)):
+        r = cl.call({"op": "health"})
+        c.ok(r.get("ok") is True and len(r.get("shards", [])) == 2, f"health for {n}", r)
+    writer = Client(d.endpoint, timeout=10, curve=cur("writer"))
+    r = writer.call({"op": "health"})
+    c.eq(r.get("error"), "forbidden", "health without the read or admin role", r)
+    c.ok("\"read\" role" in r.get("message", ""), "names the role it lacks", r)
+    writer.close()
+
     # --- history -----------------------------------------------------------
     def history_tenants(cl, **kw):
         tenants = set()
@@ -255,7 +268,8 @@ def main(c):
     # A request of globex right before the reload is answered after it.
     globex.send({"op": "get", "id": gid, "req": 77})
     d.proc.send_signal(signal.SIGHUP)
-    ok = wait_for(lambda: "reloaded: 4 key(s)" in log_text(d), timeout=5)
+    # The six keys of entries but acme's.
+    ok = wait_for(lambda: "reloaded: 5 key(s)" in log_text(d), timeout=5)
     c.ok(ok, "the clients file is reloaded on SIGHUP", d.log_tail(5))
     r = globex.recv(5)
     c.ok(r is not None and r.get("req") == 77 and r.get("ok") is True,

@@ -5,7 +5,8 @@
  * any start-up failure ends here with a message, starts the threads and
  * runs the ingress loop in the main thread until SIGTERM / SIGINT, then
  * drains (requests in flight get --drain-timeout-ms to be answered) and
- * exits 0.  SIGHUP reloads the clients file and never ends it.  Under
+ * exits 0.  SIGHUP reopens the log file, reloads the log level and the
+ * clients file, and never ends it.  Under
  * systemd (packaging/fleetqd.service, Type=notify) it also says READY=1,
  * STOPPING=1 and WATCHDOG=1 (sdnotify.h).
  *
@@ -54,18 +55,56 @@ static void on_signal(int sig) {
   fq_sdnotify_stopping(); /* async-signal-safe: a write to the notifier's pipe */
 }
 
+/* The command line, for the reload on SIGHUP. */
+static int g_argc;
+static char **g_argv;
+
+/* SIGHUP's log part: reopen the log file (logrotate renamed it), and read
+ * the configuration again the way start-up did (defaults, --config file,
+ * flags), of which only the log level takes effect: a flag still wins over
+ * the file, so a level given with --log-level stays.  A file that no
+ * longer parses leaves everything as it was. */
+static void reload_log(void) {
+  fq_err_t err;
+  fq_err_clear(&err);
+  if (fq_log_reopen(&err) != 0)
+    fq_error("fleetqd", "log file not reopened, still writing to the old one: %s", err.msg);
+  fq_config_t *cfg = malloc(sizeof *cfg);
+  if (!cfg) {
+    fq_error("fleetqd", "log level not reloaded: out of memory");
+    return;
+  }
+  fq_config_defaults(cfg);
+  fq_err_clear(&err);
+  int rc = fq_config_from_args(cfg, g_argc, g_argv, &err);
+  if (rc != 0) {
+    fq_error("fleetqd", "configuration not reloaded, the log level stays %s: %s",
+             fq_log_level_name(fq_log_get_level()), err.msg);
+  } else if (cfg->log_level != fq_log_get_level()) {
+    int old = fq_log_get_level();
+    /* Said at both levels' threshold: whichever is lower shows it. */
+    fq_log_set_level(cfg->log_level < old ? cfg->log_level : old);
+    fq_info("fleetqd", "log level %s -> %s", fq_log_level_name(old),
+            fq_log_level_name(cfg->log_level));
+    fq_log_set_level(cfg->log_level);
+  }
+  free(cfg);
+}
+
 /* SIGHUP (a terminal hang-up, or an operator asking for a reload) must
  * never end the daemon.  It is taken by this thread with sigwait() (every
  * thread blocks it, see install_signals), logged, which a signal handler
- * could not do safely, and passed to the ingress thread, which reloads the
- * clients file (with CURVE).  fleetqd logs to stderr only: no log file to
- * reopen. */
+ * could not do safely; this thread reopens the log file and reloads the
+ * log level (reload_log), and passes the signal on to the ingress thread,
+ * which reloads the clients file (with CURVE). */
 static void *hup_main(void *arg) {
   sigset_t *set = arg;
   for (;;) {
     int sig;
     if (sigwait(set, &sig) != 0 || sig != SIGHUP) continue;
-    fq_info("fleetqd", "SIGHUP received: reloading what can be reloaded; fleetqd keeps running");
+    reload_log();
+    fq_info("fleetqd", "SIGHUP received: log reopened, reloading what can be reloaded; "
+                       "fleetqd keeps running");
     char c = 1;
     if (reload_pipe[1] >= 0 && write(reload_pipe[1], &c, 1) < 0) {
       /* Full pipe: a reload is pending already. */
@@ -151,6 +190,11 @@ static int read_config(daemon_t *d, int argc, char **argv) {
     return 2;
   }
   fq_log_set_level(d->cfg.log_level);
+  fq_log_set_format(d->cfg.log_format);
+  if (d->cfg.log_file[0] && fq_log_open(d->cfg.log_file, &err) != 0) {
+    fprintf(stderr, "fleetqd: %s\n", err.msg);
+    return 2;
+  }
   if (d->cfg.demo && fq_demo_prepare(&d->cfg, &d->demo, &err) != 0) {
     fprintf(stderr, "fleetqd --demo: %s\n", err.msg);
     return 1;
@@ -376,6 +420,7 @@ static int open_ingress(daemon_t *d) {
                           .shard_hwm = cfg->shard_hwm,
                           .stop_fd = stop_pipe[0],
                           .auth_endpoint = fq_auth_admin_endpoint(d->auth),
+                          .auth = d->auth,
                           .curve_secret = d->curve_secret[0] ? d->curve_secret : NULL,
                           .clients = d->clients,
                           .clients_file = cfg->clients[0] ? cfg->clients : NULL,
@@ -453,6 +498,8 @@ static int daemon_close(daemon_t *d, int status) {
 
 int main(int argc, char **argv) {
   static daemon_t d; /* static: large (paths in the config), and zeroed */
+  g_argc = argc;
+  g_argv = argv;
   int status = read_config(&d, argc, argv);
   if (status < 0) status = claim_datadir(&d);
   if (status >= 0) return daemon_close(&d, status);
@@ -465,8 +512,15 @@ int main(int argc, char **argv) {
   if (d.cfg.no_dispatch)
     fq_warn("fleetqd", "--no-dispatch: commands are stored and served but none is sent; they "
                        "stay queued until cancelled or expired");
-  fprintf(stderr, "fleetqd: ready\n");
-  fflush(stderr);
+  /* The line supervisors and scripts wait for.  JSON logs on stderr get
+   * it as a JSON line too (msg "fleetqd: ready"), so that every line of
+   * that stream parses once the daemon runs. */
+  if (d.cfg.log_format == FQ_LOG_JSON && !d.cfg.log_file[0]) {
+    fq_log_always(FQ_LOG_INFO, "fleetqd", "fleetqd: ready");
+  } else {
+    fprintf(stderr, "fleetqd: ready\n");
+    fflush(stderr);
+  }
   char sd_status[600];
   snprintf(sd_status, sizeof sd_status, "ready: %u shard(s), listen %s, publish %s", d.cfg.shards,
            d.cfg.listen, d.cfg.publish);

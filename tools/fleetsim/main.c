@@ -1,7 +1,7 @@
 /*
  * fleetsim: the Fleet API + vehicle simulator as a program.
  *   fleetsim --listen HOST:PORT --config FILE [--tls-cert PEM --tls-key PEM]
- *            [--gen-vehicles N] [--log-level LEVEL]
+ *            [--gen-vehicles N] [--log-level LEVEL] [--log-format text|json]
  * (options from one table: cliopt.h)
  * Prints "fleetsim listening on http(s)://HOST:PORT" once it serves, then
  * runs until SIGINT or SIGTERM.  Everything else lives in src/sim*.c.
@@ -16,7 +16,9 @@
 #include "log.h"
 #include "sim.h"
 
-enum { S_HELP = 1000, S_VERSION, S_LISTEN, S_CONFIG, S_CERT, S_KEY, S_GEN, S_LOG_LEVEL };
+enum {
+  S_HELP = 1000, S_VERSION, S_LISTEN, S_CONFIG, S_CERT, S_KEY, S_GEN, S_LOG_LEVEL, S_LOG_FORMAT
+};
 
 /* fleetsim's options: they parse the command line and make --help. */
 static const fq_opt_t g_opts[] = {
@@ -31,6 +33,7 @@ static const fq_opt_t g_opts[] = {
     {"tls-key", 0, "PEM", S_KEY, "... and this key"},
     {"gen-vehicles", 0, "N", S_GEN, "add N generated vehicles (up to 10,000,000)"},
     {"log-level", 0, "LEVEL", S_LOG_LEVEL, "debug, info, warn or error (default info)"},
+    {"log-format", 0, "F", S_LOG_FORMAT, "text or json (default text), as fleetqd's"},
     {NULL, 0, NULL, 0, NULL},
 };
 
@@ -38,6 +41,7 @@ static void usage(FILE *f) {
   fprintf(f,
           "usage: fleetsim --config FILE [--listen HOST:PORT] [--tls-cert PEM --tls-key PEM]\n"
           "                [--gen-vehicles N] [--log-level debug|info|warn|error]\n"
+          "                [--log-format text|json]\n"
           "\n"
           "The Fleet API and vehicle simulator (docs/fleetsim.md).  Prints\n"
           "\"fleetsim listening on http(s)://HOST:PORT\" on stdout once it serves,\n"
@@ -83,6 +87,12 @@ int main(int argc, char **argv) {
       if (lvl < 0)
         return fq_opt_usage_error("fleetsim", "--log-level wants debug, info, warn or error");
       fq_log_set_level(lvl);
+      break;
+    }
+    case S_LOG_FORMAT: {
+      int f = fq_log_parse_format(v);
+      if (f < 0) return fq_opt_usage_error("fleetsim", "--log-format wants text or json");
+      fq_log_set_format(f);
       break;
     }
     default: return fq_opt_usage_error("fleetsim", "option --%s is not handled", p.opt->name);

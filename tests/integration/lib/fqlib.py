@@ -148,8 +148,11 @@ class Daemon:
         self.starts += 1
         self.logpath = os.path.join(self.tmp, f"fleetqd.{self.starts}.log")
         args = [self.exe, "--data", self.data, "--listen", self.endpoint,
-                "--publish", self.publish, "--shards", str(self.shards),
-                "--log-level", self.log_level] + self.extra
+                "--publish", self.publish, "--shards", str(self.shards)]
+        # log_level=None: no flag, so that a --config file's log_level counts.
+        if self.log_level is not None:
+            args += ["--log-level", self.log_level]
+        args += self.extra
         if self.config:
             args += ["--config", self.config]
         logf = open(self.logpath, "wb")

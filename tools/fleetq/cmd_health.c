@@ -1,0 +1,218 @@
+/*
+ * fleetq health: ask fleetqd how its shards and accounts are (the `health`
+ * op, proto/wire-protocol.md) and turn the answer into an exit status a
+ * monitoring probe can use: 0 healthy, 1 unhealthy (a shard stuck or not
+ * answering, storage near full, a store that cannot be read, an account
+ * whose token refresh failed), 2 usage, 3 the daemon could not be reached.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <msgpack.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "fleetq/client.h"
+#include "fleetq/wire.h"
+
+/* Exit status when no answer came: distinct from an unhealthy answer, so
+ * that a probe can tell "the daemon says it is in trouble" from "the
+ * daemon is not there". */
+#define HEALTH_UNREACHABLE 3
+
+enum {
+  H_HELP = 1000, H_VERSION, H_ENDPOINT, H_TIMEOUT, H_JSON, H_STUCK, H_CURVE_KEY, H_SERVER_KEY
+};
+
+static const fq_opt_t g_opts[] = {
+    FQ_OPT_HELP(H_HELP),
+    FQ_OPT_VERSION(H_VERSION),
+    FQ_CLI_OPT_ENDPOINT(H_ENDPOINT),
+    {"stuck-ms", 0, "MS", H_STUCK,
+     "a shard with unfinished commands and no commit\nfor longer than MS is stuck (default 30000)"},
+    {"json", 0, NULL, H_JSON, "print the daemon's reply as one JSON object"},
+    FQ_CLI_OPT_TIMEOUT(H_TIMEOUT, "wait at most S seconds for the answer (default 5)"),
+    FQ_CLI_OPT_CURVE(H_CURVE_KEY, H_SERVER_KEY),
+    {NULL, 0, NULL, 0, NULL},
+};
+
+static const fq_cli_doc_t g_doc = {
+    .usage = "fleetq health [--endpoint EP] [--stuck-ms MS] [--json] [--timeout S]\n"
+             "                     [--curve-key FILE --server-key Z85]",
+    .about =
+        "Ask the daemon how it is: per shard whether a read transaction works, the\n"
+        "commands not yet finished, the age of the oldest, the time since the last\n"
+        "commit that stored or moved a command, and how full the store's map is;\n"
+        "and the accounts whose token refresh failed.  Prints one line per shard,\n"
+        "then the problems.  A shard that does not answer within 2 s (or MS, when\n"
+        "shorter) is stuck; so is one with unfinished commands and no commit for\n"
+        "more than MS; a shard is near full when the next new command would get\n"
+        "storage_full and its map cannot grow.  Needs the \"read\" or \"admin\" role\n"
+        "with CURVE.\n",
+    .notes = FQ_CLI_CURVE_NOTE,
+    .exit = "0 healthy, 1 unhealthy (a shard stuck or not answering, storage near\n"
+            "full, a store that cannot be read, an account whose token refresh failed;\n"
+            "or the daemon refused the request), 2 usage error, 3 the daemon could not\n"
+            "be reached (no answer within --timeout).",
+};
+
+static int pk_write(void *data, const char *p, size_t n) {
+  return fq_buf_append(data, p, n) ? -1 : 0;
+}
+
+static int build_request(fq_buf_t *out, int64_t stuck_ms) {
+  msgpack_packer pk;
+  msgpack_packer_init(&pk, out, pk_write);
+  int rc = msgpack_pack_map(&pk, 2);
+  rc |= msgpack_pack_str_with_body(&pk, "op", 2) | msgpack_pack_str_with_body(&pk, "health", 6);
+  rc |= msgpack_pack_str_with_body(&pk, "stuck_ms", 8) | msgpack_pack_int64(&pk, stuck_ms);
+  return rc;
+}
+
+/* "-" for nil, else the integer. */
+static void put_int(const msgpack_object *o, const char *unit) {
+  int64_t v;
+  if (o && fq_mp_int(o, &v)) printf("%" PRId64 "%s", v, unit);
+  else printf("-");
+}
+
+static void print_text(const msgpack_object *root, bool healthy) {
+  const msgpack_object *shards = fq_mp_get(root, "shards");
+  if (shards && shards->type == MSGPACK_OBJECT_ARRAY) {
+    for (uint32_t i = 0; i < shards->via.array.size; i++) {
+      const msgpack_object *s = &shards->via.array.ptr[i];
+      const char *read = "?";
+      size_t rn = 1;
+      fq_mp_str(fq_mp_get(s, "read"), &read, &rn);
+      printf("shard ");
+      put_int(fq_mp_get(s, "shard"), "");
+      printf(": read %.*s, queued ", (int)rn, read);
+      put_int(fq_mp_get(s, "queued"), "");
+      printf(", oldest queued ");
+      put_int(fq_mp_get(s, "oldest_queued_age_ms"), " ms");
+      printf(", last commit ");
+      put_int(fq_mp_get(s, "last_commit_age_ms"), " ms ago");
+      const msgpack_object *r = fq_mp_get(s, "map_used_ratio");
+      const msgpack_object *hw = fq_mp_get(s, "map_high_water_ratio");
+      if (r && r->type == MSGPACK_OBJECT_FLOAT64 && hw && hw->type == MSGPACK_OBJECT_FLOAT64)
+        printf(", map %.1f%% used (high-water %.0f%%)", r->via.f64 * 100, hw->via.f64 * 100);
+      bool stuck = false, full = false;
+      fq_mp_bool(fq_mp_get(s, "stuck"), &stuck);
+      fq_mp_bool(fq_mp_get(s, "near_full"), &full);
+      printf("%s%s\n", stuck ? ", STUCK" : "", full ? ", NEAR FULL" : "");
+    }
+  }
+  const msgpack_object *probs = fq_mp_get(root, "problems");
+  if (probs && probs->type == MSGPACK_OBJECT_ARRAY)
+    for (uint32_t i = 0; i < probs->via.array.size; i++) {
+      const char *p;
+      size_t n;
+      if (fq_mp_str(&probs->via.array.ptr[i], &p, &n)) printf("problem: %.*s\n", (int)n, p);
+    }
+  printf("%s\n", healthy ? "healthy" : "UNHEALTHY");
+}
+
+static int cmd_health(int argc, char **argv) {
+  const char *prog = "fleetq health";
+  const char *endpoint = FQ_CLI_DEFAULT_ENDPOINT;
+  fq_client_opts_t co = {0};
+  double timeout_s = 5;
+  int64_t stuck_ms = FQ_WIRE_DEFAULT_STUCK_MS;
+  bool json = false;
+  fq_opt_parser_t p;
+  fq_opt_init(&p, prog, g_opts, argc, argv);
+  int oc;
+  while ((oc = fq_opt_next(&p)) != FQ_OPT_END) {
+    char *end = NULL;
+    const char *v = p.value;
+    switch (oc) {
+    case FQ_OPT_ERROR: return 2;
+    case H_HELP: fq_cli_help(stdout, &g_doc, g_opts); return 0;
+    case H_VERSION: return fq_opt_version(prog);
+    case H_JSON: json = true; break;
+    case H_ENDPOINT: endpoint = v; break;
+    case H_CURVE_KEY: co.curve_key_file = v; break;
+    case H_SERVER_KEY: co.server_key = v; break;
+    case H_STUCK:
+      errno = 0;
+      stuck_ms = strtoll(v, &end, 10);
+      if (errno || !end || *end || stuck_ms < 1 || stuck_ms > FQ_WIRE_MAX_TTL_MS)
+        return fq_opt_usage_error(prog, "--stuck-ms wants 1..%d, got '%s'", FQ_WIRE_MAX_TTL_MS,
+                                  v);
+      break;
+    case H_TIMEOUT:
+      timeout_s = strtod(v, &end);
+      if (!end || *end || !(timeout_s > 0) || timeout_s > 3600)
+        return fq_opt_usage_error(prog, "--timeout wants seconds > 0, got '%s'", v);
+      break;
+    default: return fq_opt_usage_error(prog, "option --%s is not handled", p.opt->name);
+    }
+  }
+  if (p.next < argc) return fq_opt_usage_error(prog, "unexpected argument '%s'", argv[p.next]);
+  int crc = fq_cli_conn_resolve("health", &co);
+  if (crc >= 0) return crc;
+  co.endpoint = endpoint;
+  co.timeout_ms = (int)(timeout_s * 1000);
+
+  int rc = 1;
+  fq_err_t e;
+  fq_err_clear(&e);
+  fq_buf_t req, raw;
+  fq_msg_t m;
+  bool decoded = false;
+  fq_buf_init(&req, 256);
+  fq_buf_init(&raw, FQ_CLIENT_MAX_REPLY);
+  fq_client_t *c = fq_client_new_opts(&co, &e);
+  if (!c) {
+    fprintf(stderr, "%s: %s: %s\n", prog, fq_errname(e.code), e.msg);
+    goto out;
+  }
+  if (build_request(&req, stuck_ms) != 0) {
+    fprintf(stderr, "%s: out of memory\n", prog);
+    goto out;
+  }
+  int qrc = fq_client_request(c, req.data, req.len, &raw, &e);
+  if (qrc) {
+    /* ZeroMQ connects in the background: a daemon that is not there is
+     * a request that times out. */
+    bool away = qrc == -ETIMEDOUT;
+    fprintf(stderr, "%s: %s%s: %s\n", prog, away ? "cannot reach fleetqd at " : fq_errname(qrc),
+            away ? endpoint : "", e.msg);
+    rc = away ? HEALTH_UNREACHABLE : 1;
+    goto out;
+  }
+  if (fq_msg_decode(&m, raw.data, raw.len, &e)) {
+    fprintf(stderr, "%s: bad_reply: %s\n", prog, e.msg);
+    goto out;
+  }
+  decoded = true;
+  bool ok = false, healthy = false;
+  if (!fq_mp_bool(fq_mp_get(m.root, "ok"), &ok) || !ok) {
+    const char *code = "error", *msg = "";
+    size_t cn = 5, mn = 0;
+    fq_mp_str(fq_mp_get(m.root, "error"), &code, &cn);
+    fq_mp_str(fq_mp_get(m.root, "message"), &msg, &mn);
+    fprintf(stderr, "%s: %.*s: %.*s\n", prog, (int)cn, code, (int)mn, msg);
+    goto out;
+  }
+  fq_mp_bool(fq_mp_get(m.root, "healthy"), &healthy);
+  if (json) {
+    fq_buf_t js;
+    fq_buf_init(&js, 4 * FQ_CLIENT_MAX_REPLY);
+    if (fq_msgpack_to_json(raw.data, raw.len, &js, 0) == 0)
+      printf("%.*s\n", (int)js.len, (const char *)js.data);
+    fq_buf_free(&js);
+  } else {
+    print_text(m.root, healthy);
+  }
+  rc = healthy ? 0 : 1;
+out:
+  if (decoded) fq_msg_free(&m);
+  fq_client_destroy(&c);
+  fq_buf_free(&req);
+  fq_buf_free(&raw);
+  return rc;
+}
+
+FQ_CLI_COMMAND("health", cmd_health, "check the daemon's shards, storage and accounts")
