@@ -147,6 +147,16 @@ static bool ends_with(const char *s, size_t n, const char *suf) {
   return n >= m && memcmp(s + n - m, suf, m) == 0;
 }
 
+static bool host_name_ok(const char *h, size_t n) {
+  if (n == 0 || n > 253 || h[0] == '.' || h[n - 1] == '.') return false;
+  for (size_t i = 0; i < n; i++) {
+    char ch = h[i];
+    if (!(isalnum((unsigned char)ch) || ch == '-' || ch == '.')) return false;
+    if (ch == '.' && h[i - 1] == '.') return false;
+  }
+  return true;
+}
+
 int fq_jwt_fleet_base_url(const fq_jwt_claims_t *c, char *out, size_t cap) {
   char want[24] = "";
   const char *best = NULL;
@@ -164,6 +174,11 @@ int fq_jwt_fleet_base_url(const fq_jwt_claims_t *c, char *out, size_t cap) {
     if (strncmp(a, "https://", 8) == 0) a += 8;
     size_t n = strcspn(a, "/");
     if (n < 10 || strncmp(a, "fleet-api.", 10) != 0) continue;
+    /* A host name only: letters, digits, '-' and non-empty labels.  A
+     * claim like "fleet-api.pr`.na.vn.cloud.tesla.com" is not a host the
+     * requests may go to, so it must not become the account's base URL
+     * (found by fuzz_fleet in the soak). */
+    if (!host_name_ok(a, n)) continue;
     if (!ends_with(a, n, ".tesla.com") && !ends_with(a, n, ".tesla.cn") &&
         !ends_with(a, n, ".teslamotors.com"))
       continue;

@@ -78,6 +78,26 @@ FQ_TEST(jwt_fleet_host_must_be_tesla) {
   CHECK_INT(c.exp, 0);
 }
 
+FQ_TEST(jwt_fleet_host_must_be_a_host_name) {
+  /* Found by fuzz_fleet in the soak: a byte that no host name has, an
+   * empty label, a port or user part: none may become the base URL; the
+   * well-formed audience after them is taken. */
+  const char *t = make_token(
+      "{\"aud\":[\"https://fleet-api.pr`.na.vn.cloud.tesla.com\","
+      "\"https://fleet-api..na.vn.cloud.tesla.com\",\"https://fleet-api.x:443@y.tesla.com\","
+      "\"https://fleet-api.prd.eu.vn.cloud.tesla.com\"]}");
+  fq_jwt_claims_t c;
+  fq_err_t err;
+  CHECK_INT(fq_jwt_decode(t, strlen(t), &c, &err), 0);
+  CHECK_INT(c.naud, 4);
+  char url[256];
+  CHECK_INT(fq_jwt_fleet_base_url(&c, url, sizeof url), 0);
+  CHECK_STR(url, "https://fleet-api.prd.eu.vn.cloud.tesla.com");
+  t = make_token("{\"aud\":\"https://fleet-api.pr`.na.vn.cloud.tesla.com\"}");
+  CHECK_INT(fq_jwt_decode(t, strlen(t), &c, &err), 0);
+  CHECK_INT(fq_jwt_fleet_base_url(&c, url, sizeof url), FQ_ENOTFOUND);
+}
+
 FQ_TEST(jwt_malformed_tokens_are_refused) {
   fq_jwt_claims_t c;
   fq_err_t err;
