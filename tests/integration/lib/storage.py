@@ -98,18 +98,24 @@ class Ends:
     after the last seq seen (the World's helpers read all of it each time,
     too slow for tens of thousands of events).  One shard (shard 0)."""
 
-    def __init__(self, w):
+    def __init__(self, w, lives=False):
         self.w = w
         self.after = 0
         self.last = {}
+        self.missed = 0  # events retention pruned before they were read
+        # lives=True: every command's (state, prev) pairs too, in seq order
+        self.lives = {} if lives else None
 
     def poll(self):
         while True:
             r = self.w.client.history(0, self.after, 1000)
             if not r.get("ok") or not r["events"]:
                 return
+            self.missed += max(0, r["events"][0]["seq"] - self.after - 1)
             for e in r["events"]:
                 self.last[e["id"]] = e
+                if self.lives is not None:
+                    self.lives.setdefault(e["id"], []).append((e["state"], e["prev"]))
             self.after = r["events"][-1]["seq"]
 
     def wait(self, ids, timeout):

@@ -1,0 +1,381 @@
+#!/usr/bin/env python3
+"""Torture: full map and full disk (issue 13, defect 2).
+
+fleetqd dispatches to a real fleetsim whose cars answer slowly, so that
+commands pile up while submits (every third a honk_horn: not idempotent)
+fill the store until it refuses them with storage_full.  Then, each round:
+
+* full map (--map-size-mb 16, one shard, --retention-s short so that each
+  round's commands are pruned and the next round can fill again): the
+  daemon stays up; every refused submit gets storage_full with its `req`
+  and says why; get, history, a duplicate submit and a cancel work; the
+  accepted commands make progress while the store is full; fleetqd is
+  killed with SIGKILL at a random moment and restarted on the full store,
+  where it starts and serves (storage_full again, with `req`); then the
+  cars answer at once and every accepted command ends; new submits are
+  stored again once the round's commands ended (and were pruned).
+* growth: restarted with --max-store-mb, the map grows (logged) and
+  stores more than a 16 MiB round did.
+* full disk: the data directory on a small tmpfs under a larger map: the
+  same promises while the disk is full (and a kill -9 and restart on it),
+  and once the tmpfs is made larger, submits are stored again by
+  themselves, without a restart.  Mounting needs root or a user namespace
+  (`unshare -rm`); where neither is allowed that part is skipped with
+  "skipped: cannot mount tmpfs (...)", and only that skip passes.
+
+Checker, over the whole run: every acknowledged command ends terminal; 0
+lost (each acknowledged id was seen to end); per car the honks fleetsim
+executed are within [succeeded, succeeded + unknown] (0 run twice); every
+command's events form one life (a `sent` honk never goes back to the
+queue); retained
+history is gap-free; fleetqd never crashes (it exits 0 on SIGTERM at the end).
+
+usage: torture_full.py [--rounds N] [--disk-rounds N] [--seed S]
+Short form (CI): 2 map rounds and 1 disk round, about a minute; long form
+(scripts/soak.sh): --rounds 40 --disk-rounds 10.
+"""
+import argparse
+import os
+import random
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "integration"))
+from lib import dispatch as dl  # noqa: E402
+from lib import fqlib  # noqa: E402
+from lib.fqlib import log  # noqa: E402
+from lib.storage import Ends, Fill, honks_at_most_once, mount_tmpfs, resize_tmpfs  # noqa: E402
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--rounds", type=int, default=int(os.environ.get("FQ_TORTURE_ROUNDS", "2")),
+                help="fill / drain rounds on the 16 MiB map")
+ap.add_argument("--disk-rounds", type=int, default=1, help="fill / drain rounds on the tmpfs")
+ap.add_argument("--seed", type=int, default=int(os.environ.get("FQ_SEED", "1717")))
+ap.add_argument("--settle", type=float, default=240.0, help="seconds a round may take to drain")
+args = ap.parse_args()
+
+UNSHARED = "FQ_TORTURE_FULL_UNSHARED"
+rng = random.Random(args.seed)
+CARS = [dl.vin(1700 + i) for i in range(12)]
+FAST = {"latency": {"fixed_ms": 0, "jitter_ms": 0}}
+# Long enough that the checker reads every event before it is pruned (it
+# reads history at least every few seconds; Ends counts what it missed).
+RETENTION_S = 5
+# What the cars cannot do within the ttl expires (a terminal state): a round
+# drains in about TTL_MS, whatever it stored.
+TTL_MS = 12000
+HONK_EVERY = 3
+
+
+class Tally:
+    """What the whole run acknowledged and saw end, for the checker and the
+    figures line."""
+
+    def __init__(self):
+        self.tried = 0      # submits sent by the fills
+        self.full = 0       # answered storage_full
+        self.ids = []       # acknowledged
+        self.kills = 0
+        self.honks = 0      # acknowledged honks
+        self.left = []      # acknowledged, never seen to end
+        self.twice = 0      # cars that ran more honks than succeeded + unknown
+        self.full_after_restart = 0
+
+    def add(self, f):
+        self.tried += len(f.accepted) + len(f.full) + len(f.other) + len(f.no_req)
+        self.full += len(f.full)
+        self.ids += f.ids()
+        self.honks += sum(1 for m, _ in f.accepted if m["command"] == "honk_horn")
+
+
+def slow_cars(w):
+    """Each car answers after 1-3 s (seeded): one command in flight per
+    car, the rest queued, so the store fills with live commands."""
+    for v in CARS:
+        w.sim.patch_vehicle(v, {"latency": {"fixed_ms": rng.randrange(1000, 3001),
+                                            "jitter_ms": 0}})
+
+
+def fast_cars(w):
+    for v in CARS:
+        w.sim.patch_vehicle(v, FAST)
+
+
+def promises_when_full(c, w, f, tag, why, ends, reqbase):
+    """Checks while the store is full: up, replies with req, reads, a
+    duplicate, a cancel, progress of accepted commands, storage_full."""
+    f.check(c, why)
+    c.ok(len(f.accepted) > 500, f"[{tag}] hundreds stored before full", len(f.accepted))
+    c.ok(w.daemon.alive(), f"[{tag}] fleetqd is up when full")
+    first, last = f.accepted[0], f.accepted[-1]
+    g = w.client.call({"op": "get", "id": first[1]["id"], "req": reqbase + 1})
+    c.ok(g.get("ok") and g["command"]["id"] == first[1]["id"] and g.get("req") == reqbase + 1,
+         f"[{tag}] get works when full", g)
+    h = w.client.history(0, 0, 100)
+    c.ok(h.get("ok") and h["events"], f"[{tag}] history works when full", h.get("error"))
+    d = w.client.call(dict(last[0], req=reqbase + 2))
+    c.ok(d.get("ok") and d.get("dup") and d.get("id") == last[1]["id"] and
+         d.get("req") == reqbase + 2, f"[{tag}] a duplicate submit is answered when full", d)
+    n = w.client.call(f.probe(1, reqbase + 3))
+    c.ok(n.get("error") == "storage_full" and n.get("req") == reqbase + 3,
+         f"[{tag}] a new submit: storage_full with its req", n)
+    # A queued command that is not a honk, from the end of the fill (the
+    # cars work from the front).
+    victim = next(r for m, r in reversed(f.accepted) if m["command"] != "honk_horn")
+    x = w.client.call({"op": "cancel", "id": victim["id"], "req": reqbase + 4})
+    c.ok(x.get("ok") and x["command"]["state"] == "cancelled" and x.get("req") == reqbase + 4,
+         f"[{tag}] a queued command is cancelled when full", x)
+    # Progress: accepted commands keep ending while the store is full.
+    ids = f.ids()
+    ends.poll()
+    before = sum(1 for i in ids if ends.last.get(i, {}).get("state") in dl.TERMINAL)
+    t_end = time.monotonic() + 15
+    after = before
+    while after < before + len(CARS) and time.monotonic() < t_end:
+        time.sleep(0.5)
+        ends.poll()
+        after = sum(1 for i in ids if ends.last.get(i, {}).get("state") in dl.TERMINAL)
+    c.ok(after >= before + len(CARS), f"[{tag}] accepted commands progress while full",
+         before, after)
+
+
+def restart_on_full(c, w, f, tag, t, ends, reqbase):
+    """kill -9 at a random moment, restart on the full store: it serves."""
+    time.sleep(rng.uniform(0.0, 1.5))
+    w.restart_daemon(kill9=True)
+    t.kills += 1
+    # The fill's last command not ended yet (retention has not pruned it).
+    ends.poll()
+    last = next(r["id"] for _, r in reversed(f.accepted)
+                if ends.last.get(r["id"], {}).get("state") not in dl.TERMINAL)
+    g = w.client.get(last)
+    c.ok(g.get("ok"), f"[{tag}] get after a kill -9 and restart on the full store", g)
+    # Full still, or room already (the commands that ended meanwhile gave
+    # their reserve back, retention pruned): either way answered, with req.
+    n = w.client.call(f.probe(3, reqbase + 5))
+    c.ok((n.get("ok") or n.get("error") == "storage_full") and n.get("req") == reqbase + 5,
+         f"[{tag}] after the restart: stored or storage_full, with its req", n)
+    if n.get("ok"):
+        t.ids.append(n["id"])
+    else:
+        t.full_after_restart += 1
+
+
+def drain(c, w, f, tag, ends, t):
+    """The cars answer at once: every accepted command of the fill ends."""
+    fast_cars(w)
+    t0 = time.monotonic()
+    left = ends.wait(f.ids(), args.settle)
+    c.eq(left[:5], [], f"[{tag}] every accepted command ends")
+    c.ok(w.daemon.alive(), f"[{tag}] fleetqd is up after the drain")
+    log(f"[{tag}] drained in {time.monotonic() - t0:.1f} s: {ends.states(f.ids())}")
+
+
+def stored_again(c, w, f, tag, t, reqbase, timeout):
+    """New submits are stored again (their room came back by itself)."""
+    t_end, k = time.monotonic() + timeout, 0
+    while time.monotonic() < t_end:
+        k += 1
+        n = w.client.call(f.probe(10 + k, reqbase + 10 + k))
+        if n.get("ok"):
+            c.eq(n.get("req"), reqbase + 10 + k, f"[{tag}] stored again, with its req")
+            t.ids.append(n["id"])
+            return n
+        if not c.ok(n.get("error") == "storage_full", f"[{tag}] stored or storage_full", n):
+            return None
+        time.sleep(0.25)
+    c.ok(False, f"[{tag}] stored again within {timeout} s")
+    return None
+
+
+def all_end(c, w, ends, ids, tag, t):
+    """Every command the part acknowledged was seen to end, and the checker
+    saw every event before retention pruned it (else "lost" would mean
+    nothing)."""
+    left = ends.wait(ids, args.settle)
+    t.left += left
+    c.eq(left[:5], [], f"[{tag}] every acknowledged command ended ({len(ids)})")
+    c.eq(ends.missed, 0, f"[{tag}] the checker read every event before it was pruned")
+
+
+def check_history(c, w, tag):
+    """Retained history is one gap-free run of seqs (from where it begins
+    now: an `after` below `first` starts the page there), and each
+    tenant's tseqs too."""
+    evs = w.client.history_all(0, 0)
+    seqs = [e["seq"] for e in evs]
+    gaps = [(a, b) for a, b in zip(seqs, seqs[1:]) if b != a + 1]
+    c.eq(gaps[:3], [], f"[{tag}] history gap-free from {seqs[:1]} ({len(seqs)} events)")
+    tseqs = [e["tseq"] for e in evs if e["tenant"] == dl.TENANT]
+    gaps = [(a, b) for a, b in zip(tseqs, tseqs[1:]) if b != a + 1]
+    c.eq(gaps[:3], [], f"[{tag}] tenant history gap-free")
+
+
+def idle(ends, secs):
+    """Wait, reading history meanwhile (so retention prunes nothing unread)."""
+    t_end = time.monotonic() + secs
+    while time.monotonic() < t_end:
+        ends.poll()
+        time.sleep(0.5)
+
+
+def check_lives(c, ends, ids, tag):
+    """Every command's events, as the checker read them (all of them: it
+    missed none), form one life: the first `queued` with no prev, each
+    prev the state before (an idempotent command may go back from `sent`
+    to `queued` after a crash), one terminal state and it is last; a honk
+    that was `sent` goes on only to an end or to `retrying` (the answer
+    said it did not run: 429, 503, a busy car), never back to `queued` or
+    `dispatching` (defect 1).  Failures are counted, the first few shown."""
+    bad = []
+    for i in ids:
+        life = ends.lives.get(i) or []
+        sts = [x[0] for x in life]
+        prevs = [x[1] for x in life]
+        honk = ends.last.get(i, {}).get("command") == "honk_horn"
+        if (not life or prevs != [None] + sts[:-1] or
+                [x for x in sts if x in dl.TERMINAL] != [sts[-1]] or
+                (honk and any(a == "sent" and b not in dl.TERMINAL | {"retrying"}
+                              for a, b in zip(sts, sts[1:])))):
+            bad.append((i, sts, prevs))
+    c.eq(len(bad), 0, f"[{tag}] every command's events form one life ({len(ids)} commands)",
+         *bad[:3])
+
+
+def round_(c, w, tag, ends, t, after_full, reqbase, kill=True):
+    slow_cars(w)
+    f = Fill(tag, CARS, honk_every=HONK_EVERY, extra={"ttl_ms": TTL_MS}).run(
+        w, after_full=after_full)
+    t.add(f)
+    promises_when_full(c, w, f, tag, "high-water mark" if "disk" not in tag else "disk full",
+                       ends, reqbase)
+    if kill:
+        restart_on_full(c, w, f, tag, t, ends, reqbase)
+    drain(c, w, f, tag, ends, t)
+    check_lives(c, ends, f.ids(), tag)
+    return f
+
+
+def part_map(c, t):
+    w = dl.World("torture_full map", vehicles=[dl.default_vehicle(v) for v in CARS], shards=1,
+                 sim_extra={"max_executions": 4000000},
+                 daemon_opts={"--map-size-mb": 16, "--http-timeout-ms": 10000,
+                              "--retention-s": RETENTION_S, "--dedupe-window-s": RETENTION_S})
+    try:
+        ends = Ends(w, lives=True)
+        sizes = []
+        for k in range(args.rounds):
+            f = round_(c, w, f"map{k}", ends, t, 200, 100000 * (k + 1))
+            sizes.append(len(f.accepted))
+            # The round's commands ended: room comes back (their reserve,
+            # then what pruning gives back).
+            stored_again(c, w, f, f"map{k}", t, 100000 * (k + 1) + 50, RETENTION_S + 30)
+            # Let the round be pruned before the next fills the map again.
+            idle(ends, RETENTION_S + 1.0)
+        check_history(c, w, "map")
+
+        # Growth: the map may grow to --max-store-mb.
+        w.daemon.extra += ["--max-store-mb", "24"]
+        w.restart_daemon(kill9=False)
+        f = round_(c, w, "grown", ends, t, 100, 900000, kill=False)
+        c.ok(len(f.accepted) > max(sizes) * 1.2, "the grown map stores more than a 16 MiB round",
+             len(f.accepted), sizes)
+        logs = w.daemon.log_tail(400)
+        c.ok("map grown from 16.0 MiB to 24.0 MiB" in logs, "the map grew to --max-store-mb",
+             logs[-1500:])
+        c.ok("fatal" not in logs, "nothing fatal in the log")
+        all_end(c, w, ends, t.ids, "map", t)
+        t.twice += honks_at_most_once(c, w, ends, t.ids, CARS)
+        check_history(c, w, "grown")
+    except Exception:
+        w.dump()
+        raise
+    finally:
+        rc_d, rc_s = w.close()
+        c.eq(rc_d, 0, "fleetqd exits 0 on SIGTERM (map)")
+        c.eq(rc_s, 0, "fleetsim exits 0 (map)")
+
+
+def can_mount(w):
+    mnt = os.path.join(w.tmp, "disk")
+    ok, why = mount_tmpfs(mnt, "16m")
+    return mnt if ok else None, why
+
+
+def part_disk(c, t):
+    w = dl.World("torture_full disk", vehicles=[dl.default_vehicle(v) for v in CARS], shards=1,
+                 sim_extra={"max_executions": 4000000},
+                 daemon_opts={"--map-size-mb": 64, "--http-timeout-ms": 10000,
+                              "--retention-s": RETENTION_S, "--dedupe-window-s": RETENTION_S},
+                 start=False)
+    mnt, why = can_mount(w)
+    if mnt is None:
+        w.close()
+        return why
+    try:
+        w.daemon.data = os.path.join(mnt, "data")
+        w.start()
+        ends = Ends(w, lives=True)
+        ids0 = len(t.ids)
+        for k in range(args.disk_rounds):
+            tag = f"disk{k}"
+            f = round_(c, w, tag, ends, t, 200, 2000000 + 100000 * k)
+            # Room comes back on the disk: made larger, then given back.
+            ok, err = resize_tmpfs(mnt, "48m")
+            c.ok(ok, f"[{tag}] remount larger", err)
+            stored_again(c, w, f, tag, t, 2000000 + 100000 * k + 50, 20)
+            c.ok(w.daemon.alive(), f"[{tag}] fleetqd is up")
+            # Pruned, and the tmpfs small again for the next round: the
+            # retention frees what the round stored.
+            idle(ends, RETENTION_S + 1.0)
+            ok, err = resize_tmpfs(mnt, "16m")
+            if not ok:  # the files hold more than 16m: take what they hold
+                log(f"[{tag}] tmpfs back to 16m refused ({err}); 24m")
+                resize_tmpfs(mnt, "24m")
+        all_end(c, w, ends, t.ids[ids0:], "disk", t)
+        t.twice += honks_at_most_once(c, w, ends, t.ids[ids0:], CARS)
+        c.ok("fatal" not in w.daemon.log_tail(400), "nothing fatal in the log (disk)")
+        check_history(c, w, "disk")
+    except Exception:
+        w.dump()
+        raise
+    finally:
+        rc_d, rc_s = w.close()
+        c.eq(rc_d, 0, "fleetqd exits 0 on SIGTERM (disk)")
+        c.eq(rc_s, 0, "fleetsim exits 0 (disk)")
+    return None
+
+
+def reexec_unshared():
+    """Not root: run again in a user and mount namespace (`unshare -rm`),
+    where a tmpfs can be mounted, when that is allowed."""
+    if os.geteuid() == 0 or os.environ.get(UNSHARED):
+        return
+    try:
+        ok = subprocess.run(["unshare", "-rm", "true"], capture_output=True,
+                            timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        ok = False
+    if ok:
+        env = dict(os.environ, **{UNSHARED: "1"})
+        os.execvpe("unshare", ["unshare", "-rm", sys.executable] + sys.argv, env)
+
+
+def main(c):
+    t = Tally()
+    t0 = time.monotonic()
+    part_map(c, t)
+    skipped = part_disk(c, t) if args.disk_rounds else "--disk-rounds 0"
+    if skipped:
+        log(f"torture_full: disk part skipped: cannot mount tmpfs ({skipped})")
+    log(f"torture_full: tried {t.tried}, acked {len(t.ids)} ({t.honks} honks), storage_full "
+        f"{t.full}, lost {len(t.left)}, run twice {t.twice}, crashed 0, kill -9 on a full store "
+        f"{t.kills}, {args.rounds} map + {0 if skipped else args.disk_rounds} disk rounds in "
+        f"{time.monotonic() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    reexec_unshared()
+    fqlib.run_test("torture_full", main)
