@@ -190,6 +190,21 @@ def stored_again(c, w, f, tag, t, reqbase, timeout):
     return None
 
 
+def finish_part(c, w, ends, ids, tag, t):
+    """The part's verdict on what it acknowledged: all ended, honks within
+    what was reported, nothing fatal logged, history gap-free."""
+    all_end(c, w, ends, ids, tag, t)
+    t.twice += honks_at_most_once(c, w, ends, ids, CARS)
+    c.ok("fatal" not in w.daemon.log_tail(400), f"[{tag}] nothing fatal in the log")
+    check_history(c, w, tag)
+
+
+def close_world(c, w, tag):
+    rc_d, rc_s = w.close()
+    c.eq(rc_d, 0, f"[{tag}] fleetqd exits 0 on SIGTERM")
+    c.eq(rc_s, 0, f"[{tag}] fleetsim exits 0")
+
+
 def all_end(c, w, ends, ids, tag, t):
     """Every command the part acknowledged was seen to end, and the checker
     saw every event before retention pruned it (else "lost" would mean
@@ -285,17 +300,12 @@ def part_map(c, t):
         logs = w.daemon.log_tail(400)
         c.ok("map grown from 16.0 MiB to 24.0 MiB" in logs, "the map grew to --max-store-mb",
              logs[-1500:])
-        c.ok("fatal" not in logs, "nothing fatal in the log")
-        all_end(c, w, ends, t.ids, "map", t)
-        t.twice += honks_at_most_once(c, w, ends, t.ids, CARS)
-        check_history(c, w, "grown")
+        finish_part(c, w, ends, t.ids, "map", t)
     except Exception:
         w.dump()
         raise
     finally:
-        rc_d, rc_s = w.close()
-        c.eq(rc_d, 0, "fleetqd exits 0 on SIGTERM (map)")
-        c.eq(rc_s, 0, "fleetsim exits 0 (map)")
+        close_world(c, w, "map")
 
 
 def can_mount(w):
@@ -334,17 +344,12 @@ def part_disk(c, t):
             if not ok:  # the files hold more than 16m: take what they hold
                 log(f"[{tag}] tmpfs back to 16m refused ({err}); 24m")
                 resize_tmpfs(mnt, "24m")
-        all_end(c, w, ends, t.ids[ids0:], "disk", t)
-        t.twice += honks_at_most_once(c, w, ends, t.ids[ids0:], CARS)
-        c.ok("fatal" not in w.daemon.log_tail(400), "nothing fatal in the log (disk)")
-        check_history(c, w, "disk")
+        finish_part(c, w, ends, t.ids[ids0:], "disk", t)
     except Exception:
         w.dump()
         raise
     finally:
-        rc_d, rc_s = w.close()
-        c.eq(rc_d, 0, "fleetqd exits 0 on SIGTERM (disk)")
-        c.eq(rc_s, 0, "fleetsim exits 0 (disk)")
+        close_world(c, w, "disk")
     return None
 
 
