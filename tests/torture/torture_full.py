@@ -82,6 +82,7 @@ class Tally:
         self.left = []      # acknowledged, never seen to end
         self.twice = 0      # cars that ran more honks than succeeded + unknown
         self.full_after_restart = 0
+        self.states = {}    # final states of what was acknowledged
 
     def add(self, f):
         self.tried += len(f.accepted) + len(f.full) + len(f.other) + len(f.no_req)
@@ -175,11 +176,13 @@ def drain(c, w, f, tag, ends, t):
 
 def stored_again(c, w, f, tag, t, reqbase, timeout):
     """New submits are stored again (their room came back by itself)."""
-    t_end, k = time.monotonic() + timeout, 0
+    t0 = time.monotonic()
+    t_end, k = t0 + timeout, 0
     while time.monotonic() < t_end:
         k += 1
         n = w.client.call(f.probe(10 + k, reqbase + 10 + k))
         if n.get("ok"):
+            log(f"[{tag}] stored again {time.monotonic() - t0:.1f} s after room came back")
             c.eq(n.get("req"), reqbase + 10 + k, f"[{tag}] stored again, with its req")
             t.ids.append(n["id"])
             return n
@@ -194,6 +197,8 @@ def finish_part(c, w, ends, ids, tag, t):
     """The part's verdict on what it acknowledged: all ended, honks within
     what was reported, nothing fatal logged, history gap-free."""
     all_end(c, w, ends, ids, tag, t)
+    for k, n in ends.states(ids).items():
+        t.states[k] = t.states.get(k, 0) + n
     t.twice += honks_at_most_once(c, w, ends, ids, CARS)
     c.ok("fatal" not in w.daemon.log_tail(400), f"[{tag}] nothing fatal in the log")
     check_history(c, w, tag)
@@ -377,7 +382,8 @@ def main(c):
         log(f"torture_full: disk part skipped: cannot mount tmpfs ({skipped})")
     log(f"torture_full: tried {t.tried}, acked {len(t.ids)} ({t.honks} honks), storage_full "
         f"{t.full}, lost {len(t.left)}, run twice {t.twice}, crashed 0, kill -9 on a full store "
-        f"{t.kills}, {args.rounds} map + {0 if skipped else args.disk_rounds} disk rounds in "
+        f"{t.kills} ({t.full_after_restart} still full after it), final states {t.states}, "
+        f"{args.rounds} map + {0 if skipped else args.disk_rounds} disk rounds in "
         f"{time.monotonic() - t0:.0f} s")
 
 
