@@ -47,10 +47,12 @@ class Fill:
         return m
 
     def probe(self, k, req):
-        """A submit beyond the fill, never a honk (those are counted)."""
-        i = self.n + k
-        while self.is_honk(i):
+        """A submit beyond the fill, never a honk (those are counted): the
+        k-th (k >= 1) non-honk after the fill, so each k is its own key."""
+        i, left = self.n - 1, k
+        while left > 0:
             i += 1
+            left -= not self.is_honk(i)
         m = self.request(i)
         m["req"] = req
         return m
