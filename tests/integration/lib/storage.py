@@ -179,8 +179,10 @@ def mount_tmpfs(path, size):
 
 def resize_tmpfs(path, size):
     """Remount the tmpfs at path with a new size: (ok, stderr)."""
-    r = subprocess.run(["mount", "-o", f"remount,size={size}", path], capture_output=True,
-                       text=True, timeout=20)
+    # With -t and a source: in a user namespace (unshare -rm) mount(8)
+    # refuses the short form ("mount point not mounted").
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"remount,size={size}", "tmpfs", path],
+                       capture_output=True, text=True, timeout=20)
     return r.returncode == 0, r.stderr.strip()
 
 
