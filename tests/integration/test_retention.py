@@ -142,8 +142,9 @@ def body(c, w):
     # Once the retention window is full, the files hold what the last
     # retention's commands need and reuse the pages pruning frees.  Measured
     # without pruning (--retention-s 3600): each cycle adds some 30 pages
-    # in use and 115-140 KB of data.mdb per shard, 104 -> 245 pages and
-    # 537 -> 1110 KB over the last five cycles, far past the tolerances;
+    # in use and 115-140 KB of data.mdb per shard (pages 48, 76, 104, 135,
+    # 162, 190, 218, 245; data.mdb 537 -> 1110 KB over the last five
+    # cycles), far past the tolerances;
     # with it: 41-43 and 49 pages, data.mdb within one page.  The blocks
     # on the disk are mostly what fleetqd allocated ahead (32 MiB here):
     # they must not grow either, but alone they would not show pruning.
@@ -152,9 +153,13 @@ def body(c, w):
         c.ok(last[s] <= settled[s] * 1.10 + 65536,
              f"shard {s}: data.mdb stopped growing after cycle 3 ({settled[s]} -> {last[s]} "
              f"bytes over {CYCLES - 3} cycles of {PER_CYCLE} commands)", [x[s] for x in sizes])
-        c.ok(pages[-1][s] <= pages[2][s] * 1.10 + 8,
+        # The peak varies with how far pruning got when it is measured (a
+        # slow build, a busy machine): the highest of the last three
+        # cycles against the highest of cycles 2-4.
+        early, late = max(x[s] for x in pages[1:4]), max(x[s] for x in pages[-3:])
+        c.ok(late <= early * 1.10 + 8,
              f"shard {s}: the map's pages in use stopped growing after cycle 3 "
-             f"({pages[2][s]} -> {pages[-1][s]})", [x[s] for x in pages])
+             f"(at most {early} in cycles 2-4, {late} in the last three)", [x[s] for x in pages])
     c.ok(disk[-1] <= disk[2] * 1.10 + 65536, "the data directory stopped growing on the disk "
          f"after cycle 3 ({disk[2]} -> {disk[-1]} bytes)", disk)
     h = [w.client.history(s, after=0, limit=1) for s in range(SHARDS)]
