@@ -5,14 +5,18 @@
 #
 #   scripts/soak.sh                 everything, long forms
 #   scripts/soak.sh --quick         the same, a few minutes (checks the script)
-#   KILLS=200 COMMANDS=5000 FUZZ=1000000 scripts/soak.sh
+#   KILLS=200 COMMANDS=5000 FULL_ROUNDS=10 FUZZ=1000000 scripts/soak.sh
 #
 # What runs:
 #   1. torture_crash: kill -9 of fleetqd (KILLS times, default 1000) and of
 #      fleetsim every 7th time, under load; release build.
 #   2. torture_faults: COMMANDS commands (default 20000) with 20 % of the
 #      Fleet API requests failing; release build.
-#   3. the torture tests again in the ASan + UBSan build (short forms), and
+#   3. torture_full: FULL_ROUNDS (default 40) rounds of filling the 16 MiB
+#      map to storage_full and draining it (kill -9 on the full store each
+#      time), a grown map, and FULL_ROUNDS / 4 rounds on a full tmpfs (root
+#      or `unshare -rm` needed, else that part says it is skipped); release.
+#   4. the torture tests again in the ASan + UBSan build (short forms), and
 #      every fuzz driver with FUZZ mutations (default 2,000,000) there.
 # Each step prints its own verdict; the summary at the end lists them and
 # the figures (tried, lost, run twice) for docs/reliability.md.  The exit
@@ -21,17 +25,19 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 KILLS=${KILLS:-1000}
 COMMANDS=${COMMANDS:-20000}
+FULL_ROUNDS=${FULL_ROUNDS:-40}
 FUZZ=${FUZZ:-2000000}
 if [ "${1:-}" = "--quick" ]; then
   KILLS=${KILLS_QUICK:-30}; COMMANDS=${COMMANDS_QUICK:-3000}; FUZZ=${FUZZ_QUICK:-100000}
+  FULL_ROUNDS=${FULL_ROUNDS_QUICK:-4}
 elif [ -n "${1:-}" ]; then
-  sed -n '2,20p' "$0"; exit 2
+  sed -n '2,23p' "$0"; exit 2
 fi
 scripts/deps.sh || exit 1
 jobs=$(nproc 2>/dev/null || echo 2)
 PY=/usr/bin/python3
 log=$(mktemp -d /tmp/fq-soak-XXXXXX)
-echo "soak: kills $KILLS, commands $COMMANDS, fuzz $FUZZ; logs in $log"
+echo "soak: kills $KILLS, commands $COMMANDS, full rounds $FULL_ROUNDS, fuzz $FUZZ; logs in $log"
 
 cmake -S . -B build -DFQ_WERROR=ON >/dev/null && cmake --build build -j"$jobs" >/dev/null || exit 1
 cmake -S . -B build-asan -DFQ_WERROR=ON -DFQ_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null &&
@@ -61,6 +67,9 @@ step "torture_crash x$KILLS (release)" "$T" "$log/crash.log" \
 step "torture_faults x$COMMANDS (release)" "$T" "$log/faults.log" \
   env FQ_BIN="$PWD/build/bin" $PY torture/torture_faults.py --commands "$COMMANDS" \
     --cars 200 --settle 1800
+step "torture_full x$FULL_ROUNDS (release)" "$T" "$log/full.log" \
+  env FQ_BIN="$PWD/build/bin" $PY torture/torture_full.py --rounds "$FULL_ROUNDS" \
+    --disk-rounds "$(( (FULL_ROUNDS + 3) / 4 ))" --settle 600
 step "torture, short forms (ASan + UBSan)" "$PWD/build-asan" "$log/torture-asan.log" \
   ctest -L torture --output-on-failure
 step "fuzz_wire x$FUZZ (ASan + UBSan)" "$T" "$log/fuzz-wire.log" \
@@ -75,6 +84,6 @@ step "fuzz_files x$((FUZZ / 20)) (ASan + UBSan)" "$T" "$log/fuzz-files.log" \
 echo
 echo "== soak summary ($(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null))"
 for i in "${!names[@]}"; do printf '  %-45s %s\n' "${names[$i]}" "${verdicts[$i]}"; done
-grep -h "^torture_crash: tried\|^torture_faults: tried\|^[0-9]* fleetqd kills" "$log"/*.log
+grep -h "^torture_crash: tried\|^torture_faults: tried\|^torture_full: tried\|skipped: cannot mount\|^[0-9]* fleetqd kills" "$log"/*.log
 echo "logs: $log"
 exit $fail

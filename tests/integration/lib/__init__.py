@@ -9,6 +9,9 @@
   dispatch    the end-to-end dispatch world: fleetsim + recording relay +
               fleetqd + accounts
   vcp_client  a Vehicle Command Protocol client written from the spec alone
+  storage     full storage and retention: fill a store to storage_full,
+              follow commands to their end, honks run at most once, a
+              tmpfs, a store's pages in use (mdb_stat)
 
 Tests import it as `from lib import fqlib` (their own folder is first on
 sys.path when python3 runs tests/integration/test_x.py).
