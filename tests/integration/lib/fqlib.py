@@ -257,6 +257,11 @@ class Client:
             set_curve(self.sock, curve)
         self.sock.setsockopt(zmq.SNDHWM, 0)
         self.sock.setsockopt(zmq.RCVHWM, 0)
+        # A DEALER without a peer blocks in send, and one whose handshake
+        # was refused (plaintext, unlisted key) has none left once libzmq
+        # dropped the session: a send then must fail (zmq.Again), never
+        # hang the test.
+        self.sock.setsockopt(zmq.SNDTIMEO, max(1, int(timeout * 1000)))
         self.sock.connect(endpoint)
         self._next = 0
 
