@@ -1276,6 +1276,7 @@ static void on_class(fq_dispatch_t *d, dev_t_ *dev, fq_cmdrec_t *rec, const fq_c
       send_cmd(d, dev, rec);
       return;
     case FQ_FA_LEGACY:
+      if (d->pc) fq_precheck_note_signing(d->pc, dev->vin, 0);
       note_rc(d, legacy_save(d, dev, true));
       move(d, rec, FQ_ST_RETRYING,
            "vehicle does not support the Vehicle Command Protocol: using the REST endpoint", 0);
@@ -1283,6 +1284,7 @@ static void on_class(fq_dispatch_t *d, dev_t_ *dev, fq_cmdrec_t *rec, const fq_c
       return;
     case FQ_FA_PROTOCOL_REQUIRED:
       /* The car takes signed commands (now): later commands are signed. */
+      if (d->pc) fq_precheck_note_signing(d->pc, dev->vin, 1);
       if (dev->legacy) note_rc(d, legacy_save(d, dev, false));
       if (!cmd || cmd->domain == FQ_DOMAIN_NONE || dev->ep == FQ_FA_EP_WAKE) {
         /* wake_up has no signed form: the user's own, or the one waking

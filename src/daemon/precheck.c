@@ -181,6 +181,11 @@ void fq_precheck_forget(fq_precheck_t *p, const char *vin) {
   if (e && e->state == E_KNOWN) e->state = E_NONE;
 }
 
+void fq_precheck_note_signing(fq_precheck_t *p, const char *vin, int signing) {
+  entry_t *e = entry_get(p, vin, false);
+  if (e && e->state == E_KNOWN) e->signing = signing;
+}
+
 fq_precheck_batch_t *fq_precheck_next(fq_precheck_t *p, int64_t now_ms, const char **account,
                                       const void **body, size_t *len) {
   if (!p->ready) return NULL;

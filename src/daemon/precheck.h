@@ -70,6 +70,11 @@ int fq_precheck_look(fq_precheck_t *p, const char *account, const char *vin, con
  * next command. */
 void fq_precheck_forget(fq_precheck_t *p, const char *vin);
 
+/* The car itself said how it takes commands (1: a 403 "Vehicle Command
+ * Protocol required", 0: a 422 on signed_command): that wins over the
+ * cached fleet_status answer until the next one. */
+void fq_precheck_note_signing(fq_precheck_t *p, const char *vin, int signing);
+
 /* Launching: the next batch whose request may leave now, with its account
  * and JSON body (valid until the batch's answer), or NULL.  The caller
  * sends it and hands its answer to fq_precheck_answer(), or calls
