@@ -208,12 +208,12 @@ fq_precheck_batch_t *fq_precheck_next(fq_precheck_t *p, int64_t now_ms, const ch
     memmove(b->pending, b->pending + n, (b->npending - n) * sizeof *b->pending);
     b->npending -= n;
     b->is_out = true;
+    p->st.requests++;
+    p->st.vins_asked += n;
     if (rc) { /* out of memory for the body: as a failed request */
       fq_precheck_not_sent(p, b, now_ms, "out of memory for the request body");
       return fq_precheck_next(p, now_ms, account, body, len);
     }
-    p->st.requests++;
-    p->st.vins_asked += n;
     *account = b->account;
     *body = b->body.data;
     *len = b->body.len;
@@ -255,8 +255,9 @@ static void failed(fq_precheck_t *p, fq_precheck_batch_t *b, int64_t now_ms, int
 
 void fq_precheck_not_sent(fq_precheck_t *p, fq_precheck_batch_t *b, int64_t now_ms,
                           const char *why) {
-  p->st.requests -= p->st.requests ? 1 : 0;
-  p->st.vins_asked -= b->nout <= p->st.vins_asked ? b->nout : 0;
+  /* Counted by fq_precheck_next: it never left. */
+  p->st.requests--;
+  p->st.vins_asked -= b->nout;
   char w[256];
   snprintf(w, sizeof w, "not sent: %.200s", why);
   failed(p, b, now_ms, 0, w);
