@@ -24,7 +24,7 @@ P = dl.vin(162)      # paired, awake
 L = dl.vin(163)      # legacy (REST only)
 F = dl.vin(164)      # acct2: fleet_status fails
 B = [dl.vin(165 + i) for i in range(4)]   # acct3: slow account, batching
-TTL = 3
+TTL = 5
 FS = "POST /api/1/vehicles/fleet_status"
 
 
