@@ -1928,7 +1928,7 @@ static void precheck_kick(void *owner, const char *device) { fq_dispatch_kick(ow
 static void precheck_cb(void *ud, const fq_http_resp_t *resp) {
   fq_precheck_batch_t *b = ud;
   fq_dispatch_t *d = fq_precheck_owner(b);
-  int64_t now = d->now, wait = 0;
+  int64_t now = d->now;
   const char *account = fq_precheck_account(b);
   if (resp->outcome == FQ_HTTP_COMPLETE) {
     /* Billed like any answer below 500: it counts against the account's
@@ -1936,12 +1936,11 @@ static void precheck_cb(void *ud, const fq_http_resp_t *resp) {
      * command's would. */
     acct_pace(d, account, resp);
     if (resp->status == 429) {
-      wait = fq_rl_retry_after_ms(resp->retry_after, now, FQ_FA_RETRY_AFTER_MAX_MS);
-      if (wait <= 0) wait = d->o.retry_backoff_ms;
-      acct_park(d, account, now + wait);
+      int64_t wait = fq_rl_retry_after_ms(resp->retry_after, now, FQ_FA_RETRY_AFTER_MAX_MS);
+      acct_park(d, account, now + (wait > 0 ? wait : d->o.retry_backoff_ms));
     }
   }
-  fq_precheck_answer(d->pc, b, resp, now, wait);
+  fq_precheck_answer(d->pc, b, resp, now, acct_parked(d, account));
 }
 
 static void precheck_launch(fq_dispatch_t *d, int64_t now_ms) {

@@ -231,9 +231,13 @@ static void release(fq_precheck_t *p, const char *vin) {
 }
 
 /* The request failed: every VIN it carried or that waits for the
- * account's next one goes out as before; the account backs off. */
+ * account's next one goes out as before; the account backs off.  The
+ * back-off counts from the end of the account's park (a 429, RateLimit
+ * pacing), when there is one: the released commands wait for the park,
+ * and a back-off that ended with it would only send them to ask again,
+ * 429 after 429, never to the car. */
 static void failed(fq_precheck_t *p, fq_precheck_batch_t *b, int64_t now_ms, int64_t wait,
-                   const char *why) {
+                   int64_t parked_until_ms, const char *why) {
   p->st.failures++;
   b->fails++;
   if (wait <= 0) {
@@ -242,7 +246,9 @@ static void failed(fq_precheck_t *p, fq_precheck_batch_t *b, int64_t now_ms, int
     if (wait > FQ_PRECHECK_BACKOFF_MAX_MS) wait = FQ_PRECHECK_BACKOFF_MAX_MS;
   }
   if (wait > p->ttl_ms) wait = p->ttl_ms;
-  b->backoff_until = now_ms + wait;
+  int64_t from = parked_until_ms > now_ms ? parked_until_ms : now_ms;
+  b->backoff_until = from + wait;
+  wait = b->backoff_until - now_ms;
   fq_warn("dispatch",
           "account %s: fleet_status pre-check failed (%s): %zu command(s) go out without it, "
           "and the account's commands do for the next %" PRId64 " ms",
@@ -260,7 +266,7 @@ void fq_precheck_not_sent(fq_precheck_t *p, fq_precheck_batch_t *b, int64_t now_
   p->st.vins_asked -= b->nout;
   char w[256];
   snprintf(w, sizeof w, "not sent: %.200s", why);
-  failed(p, b, now_ms, 0, w);
+  failed(p, b, now_ms, 0, 0, w);
 }
 
 typedef struct visit_ctx {
@@ -286,31 +292,27 @@ static int visit(void *ud, const fq_fs_vin_t *v) {
 }
 
 void fq_precheck_answer(fq_precheck_t *p, fq_precheck_batch_t *b, const fq_http_resp_t *resp,
-                        int64_t now_ms, int64_t retry_after_ms) {
+                        int64_t now_ms, int64_t parked_until_ms) {
   char why[256];
   b->is_out = false;
   if (b->npending) p->ready = true;
   if (resp->outcome != FQ_HTTP_COMPLETE) {
     snprintf(why, sizeof why, "no answer: %.200s", resp->err.msg);
-    failed(p, b, now_ms, 0, why);
+    failed(p, b, now_ms, 0, parked_until_ms, why);
     return;
   }
   if (resp->status != 200) {
     snprintf(why, sizeof why, "HTTP %ld", resp->status);
     /* 404: an API without fleet_status; asking again before the TTL
      * would get the same answer. */
-    failed(p, b, now_ms,
-           resp->status == 404   ? p->ttl_ms
-           : resp->status == 429 ? retry_after_ms
-                                 : 0,
-           why);
+    failed(p, b, now_ms, resp->status == 404 ? p->ttl_ms : 0, parked_until_ms, why);
     return;
   }
   visit_ctx_t c = {p, b, now_ms};
   fq_err_t e;
   if (fq_fs_walk(resp->body, resp->body_len, visit, &c, &e) != 0) {
     snprintf(why, sizeof why, "HTTP 200 but %.200s", e.msg);
-    failed(p, b, now_ms, 0, why);
+    failed(p, b, now_ms, 0, parked_until_ms, why);
     return;
   }
   /* A VIN the answer does not name: Fleet API does not list it for the

@@ -18,7 +18,8 @@
  * 404 of an API without it, 429, 401/403, anything unreadable) the VINs
  * waiting on it are dispatched as before, and the account's pre-check
  * backs off (5 s doubling, at most the TTL; a 404 waits the whole TTL)
- * during which its commands go out as before.  A 401/403 is left to the
+ * during which its commands go out as before (counted from the end of the
+ * account's park when a 429 or RateLimit pacing parked it).  A 401/403 is left to the
  * command's own request, which goes through the token and scope handling.
  *
  * This module keeps the state and reads the answers; dispatch.c sends the
@@ -84,10 +85,11 @@ fq_precheck_batch_t *fq_precheck_next(fq_precheck_t *p, int64_t now_ms, const ch
 void fq_precheck_not_sent(fq_precheck_t *p, fq_precheck_batch_t *b, int64_t now_ms,
                           const char *why);
 /* Read the answer: fill the cache (or back off) and kick the devices that
- * waited.  retry_after_ms: for a 429, how long the account must wait
- * (the caller parks it), else 0. */
+ * waited.  parked_until_ms: until when the account may not send (the
+ * caller parked it after this answer's 429 or RateLimit headers, or it
+ * was parked already), 0 when it may: a back-off counts from then. */
 void fq_precheck_answer(fq_precheck_t *p, fq_precheck_batch_t *b, const fq_http_resp_t *resp,
-                        int64_t now_ms, int64_t retry_after_ms);
+                        int64_t now_ms, int64_t parked_until_ms);
 
 /* The owner given to fq_precheck_new (for transport callbacks). */
 void *fq_precheck_owner(const fq_precheck_batch_t *b);

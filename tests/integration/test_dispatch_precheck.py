@@ -12,7 +12,7 @@ keeps the answer for --fleet-status-ttl seconds.
   together in the next request;
 * fleet_status failing (fleetsim's fleet_status_status 503, then 404):
   the commands still go out and succeed, as without the pre-check, and
-  the account's pre-check backs off;
+  the account's pre-check backs off; a 429 parks the account first;
 * past the TTL the daemon asks again."""
 import json
 import time
@@ -24,6 +24,7 @@ P = dl.vin(162)      # paired, awake
 L = dl.vin(163)      # legacy (REST only)
 F = dl.vin(164)      # acct2: fleet_status fails
 B = [dl.vin(165 + i) for i in range(4)]   # acct3: slow account, batching
+R = dl.vin(170)      # acct4: fleet_status answers 429
 TTL = 5
 FS = "POST /api/1/vehicles/fleet_status"
 
@@ -125,6 +126,21 @@ def body(c, w):
          [("fleet_status", 404)], "pc-fail-404: asked again after the back-off")
     w.check_execs(c, ["set_charge_limit", "door_lock", "flash_lights"], F)
 
+    # A 429 to fleet_status: billed like any request, it parks the account
+    # (Retry-After 1 s) as a command's 429 does; then the command goes out
+    # as before.
+    m = w.tap.mark()
+    i = w.submit("pc-429", "door_lock", R, account="acct4")
+    done(c, w, "pc-429", i, error=None)
+    recs = w.tap.records(m)
+    c.eq([(r["path"].rsplit("/", 1)[-1], r["status"]) for r in recs][:2],
+         [("fleet_status", 429), ("signed_command", 200)],
+         "pc-429: fleet_status 429, then the command", [(r["path"], r["status"]) for r in recs])
+    if len(recs) >= 2:
+        c.ok(recs[1]["t"] - recs[0]["t"] >= 0.8, "pc-429: the account waited the Retry-After",
+             recs[1]["t"] - recs[0]["t"])
+    w.check_execs(c, ["door_lock"], R)
+
     # Past the TTL the paired car is asked about again (once).
     m = w.tap.mark()
     i = w.submit("pc-ttl", "door_unlock", P)
@@ -148,7 +164,9 @@ dl.run("test_dispatch_precheck", body, shards=1,
        daemon_opts={"--fleet-status-ttl": TTL},
        vehicles=[dl.default_vehicle(U, paired=False, asleep=True),
                  dl.default_vehicle(P), dl.default_vehicle(L, legacy=True),
-                 dl.default_vehicle(F)] + [dl.default_vehicle(v) for v in B],
+                 dl.default_vehicle(F), dl.default_vehicle(R)]
+       + [dl.default_vehicle(v) for v in B],
        accounts=[{"id": "acct1", "vins": [U, P, L]},
                  {"id": "acct2", "vins": [F], "fleet_status_status": 503},
-                 {"id": "acct3", "vins": B, "latency": {"fixed_ms": 600}}])
+                 {"id": "acct3", "vins": B, "latency": {"fixed_ms": 600}},
+                 {"id": "acct4", "vins": [R], "fleet_status_status": 429}])

@@ -240,13 +240,17 @@ FQ_TEST(pc_failures_fall_back_and_back_off) {
   CHECK_INT(look(p, "a", V1, t + TTL - 1, &sig), FQ_PC_GO);
   CHECK_INT(look(p, "a", V1, t + TTL, &sig), FQ_PC_WAIT);
   t += TTL;
-  /* 429: the Retry-After given. */
+  /* 429: the account is parked (2 s here); the back-off (the fourth
+   * failure in a row: 40 s) counts from the end of the park, so the
+   * commands released go to the car once the park ends instead of asking
+   * again. */
   b = fq_precheck_next(p, t, &acct, &body, &len);
   r = resp_of(429, "{}");
-  fq_precheck_answer(p, b, &r, t, 2000);
-  CHECK_INT(look(p, "a", V1, t + 1999, &sig), FQ_PC_GO);
-  CHECK_INT(look(p, "a", V1, t + 2000, &sig), FQ_PC_WAIT);
-  t += 2000;
+  fq_precheck_answer(p, b, &r, t, t + 2000);
+  CHECK_INT(look(p, "a", V1, t + 2000, &sig), FQ_PC_GO);
+  CHECK_INT(look(p, "a", V1, t + 2000 + 8 * FQ_PRECHECK_BACKOFF_MS - 1, &sig), FQ_PC_GO);
+  CHECK_INT(look(p, "a", V1, t + 2000 + 8 * FQ_PRECHECK_BACKOFF_MS, &sig), FQ_PC_WAIT);
+  t += 2000 + 8 * FQ_PRECHECK_BACKOFF_MS;
   /* An unreadable 200, and a request that could not be sent. */
   b = fq_precheck_next(p, t, &acct, &body, &len);
   r = resp_of(200, "<html>");
