@@ -38,6 +38,7 @@ void fq_config_defaults(fq_config_t *cfg) {
   cfg->http_timeout_ms = 10000;
   cfg->wake_timeout_ms = 120000;
   cfg->wake_max = 3;
+  cfg->fleet_status_ttl_s = 3600;
   cfg->drain_timeout_ms = 15000;
   cfg->ipc_mode = 0600;
 }
@@ -87,6 +88,9 @@ static const char usage_b[] =
          "  --wake-poll-ms N      poll a waking vehicle this often (default 10000)\n"
          "  --wake-timeout-ms N   give up on a wake-up after this long (default 120000)\n"
          "  --wake-max N          most wake_up requests per command (default 3)\n"
+         "  --fleet-status-ttl N  ask fleet_status (key paired? signed commands needed?)\n"
+         "                        before a VIN's first command and when the answer is\n"
+         "                        older than N seconds (default 3600; 0 = no pre-check)\n"
          "  --retry-backoff-ms N  wait before retrying a transient failure (default 1000)\n"
          "  --http-timeout-ms N   Fleet API request timeout (default 10000)\n"
          "  --drain-timeout-ms N  on SIGTERM / SIGINT, wait this long for requests in\n"
@@ -265,7 +269,8 @@ static int apply(fq_config_t *c, const char *name, const char *sval, json_t *jva
               {"retention-s", 0, FQ_CONFIG_MAX_S},
               {"dedupe-window-s", 1, FQ_CONFIG_MAX_S},
               {"client-reply-kb", 8192, 4194304},
-              {"max-store-mb", 16, 1 << 24}};
+              {"max-store-mb", 16, 1 << 24},
+              {"fleet-status-ttl", 0, 86400}};
   for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
     if (strcmp(name, ints[i].name) != 0) continue;
     if ((rc = parse_int(v, ints[i].lo, ints[i].hi, &x, name, err)) != 0) return rc;
@@ -288,6 +293,7 @@ static int apply(fq_config_t *c, const char *name, const char *sval, json_t *jva
       case 15: c->dedupe_window_s = x; break;
       case 16: c->client_reply_kb = (uint64_t)x; break;
       case 17: c->max_store_mb = (uint64_t)x; break;
+      case 18: c->fleet_status_ttl_s = x; break;
     }
     return 0;
   }

@@ -37,6 +37,7 @@ typedef struct fq_config {
   char token_url[512];       /* override of the OAuth token endpoint */
   int64_t wake_poll_ms, retry_backoff_ms, http_timeout_ms, wake_timeout_ms;
   int wake_max;              /* most wake_up requests per command */
+  int64_t fleet_status_ttl_s; /* fleet_status pre-check answers trusted this long; 0 = off */
   int64_t drain_timeout_ms;  /* on SIGTERM: longest wait for requests in flight */
   double device_rate, device_burst, account_rate, account_burst;
   bool demo;

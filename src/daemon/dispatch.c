@@ -37,6 +37,7 @@
 #include "http.h"
 #include "log.h"
 #include "metrics.h"
+#include "precheck.h"
 #include "ratelimit.h"
 #include "util.h"
 
@@ -154,6 +155,7 @@ struct fq_dispatch {
   fq_shared_rl_t own_arl;
   bool own_arl_mu;           /* own_arl.mu initialised */
   void *auth_push;
+  fq_precheck_t *pc;         /* fleet_status pre-check, or NULL (fleet_status_ttl_ms 0) */
 
   fq_hmap_t devs;            /* dev_t_ * by name: every kick looks its device up */
   fq_hmap_t sess;            /* sess_t * by (vin, domain): every send and reply */
@@ -782,6 +784,8 @@ static int body_routable(fq_dispatch_t *d, dev_t_ *dev, const uint8_t *msg, size
 }
 
 static void fail_pairing(fq_dispatch_t *d, dev_t_ *dev, fq_cmdrec_t *rec) {
+  /* The car refused our key: whatever fleet_status said is stale. */
+  if (d->pc) fq_precheck_forget(d->pc, dev->vin);
   char reason[FQ_REASON_MAX];
   fq_fa_pairing_reason(reason, sizeof reason, d->o.pairing_domain);
   rec->fault = 3;
@@ -1052,6 +1056,22 @@ static void settle_lost(fq_dispatch_t *d, dev_t_ *dev, uint64_t num, fq_cmdrec_t
   move(d, rec, FQ_ST_QUEUED, "re-queued: fleetqd lost track of this command's attempt", 0);
 }
 
+/* fleet_status says the fleet key is not on the car and the car needs
+ * signed commands: fail now, the same reason and code as the car's own
+ * refusal, before any wake_up or billed command. */
+static void precheck_unpaired(fq_dispatch_t *d, dev_t_ *dev, uint64_t num, fq_cmdrec_t *rec) {
+  char link[FQ_REASON_MAX], reason[FQ_REASON_MAX];
+  fq_fa_pairing_reason(link, sizeof link, d->o.pairing_domain);
+  snprintf(reason, sizeof reason,
+           "%.380s (fleet_status lists the car as unpaired: nothing was sent to it, no wake_up)",
+           link);
+  dev->cur = num;
+  note_rc(d, d->env.transition(d->env.shard, rec, FQ_ST_DISPATCHING, "", 0, d->now, false,
+                               d->err));
+  fq_precheck_count_unpaired(d->pc);
+  finish(d, dev, rec, FQ_ST_FAILED, reason, FQ_ENOTPAIRED);
+}
+
 /* Look at the device's queue head and start it when nothing holds it. */
 static void start_next(fq_dispatch_t *d, dev_t_ *dev) {
   /* No account store: nothing is dispatched (dispatch.h); the shard
@@ -1160,6 +1180,21 @@ static void start_next(fq_dispatch_t *d, dev_t_ *dev) {
       fq_cmdrec_free(&rec);
       return;
     }
+    /* The fleet_status pre-check (precheck.h), for what may be signed:
+     * wake_up has no signed form and needs no key. */
+    int signing = -1;
+    if (d->pc && dev->vehicle && cmd->domain != FQ_DOMAIN_NONE) {
+      int v = fq_precheck_look(d->pc, a->a.id, dev->vin, dev->name, d->now, &signing);
+      if (v == FQ_PC_WAIT) { /* kicked when the answer comes */
+        fq_cmdrec_free(&rec);
+        return;
+      }
+      if (v == FQ_PC_UNPAIRED) {
+        precheck_unpaired(d, dev, num, &rec);
+        fq_cmdrec_free(&rec);
+        continue;
+      }
+    }
     if (d->rl_dev) {
       wait = fq_rl_take(d->rl_dev, dev->name, strlen(dev->name), d->now);
       if (wait < 0) wait = 100;
@@ -1183,6 +1218,10 @@ static void start_next(fq_dispatch_t *d, dev_t_ *dev) {
     dev->woke = false;
     dev->launch_error = 0;
     legacy_load(d, dev);
+    /* fleet_status said how the car takes commands: REST up front for one
+     * without the Vehicle Command Protocol (no signed attempt first). */
+    if (signing == 0 && !dev->legacy) note_rc(d, legacy_save(d, dev, true));
+    else if (signing == 1 && dev->legacy) note_rc(d, legacy_save(d, dev, false));
     /* `dispatching` is almost always followed by `sent` (or an end) in
      * this same transaction, which writes the record again: write it once,
      * after send_cmd, unless send_cmd wrote it (the handshake path does
@@ -1238,6 +1277,7 @@ static void on_class(fq_dispatch_t *d, dev_t_ *dev, fq_cmdrec_t *rec, const fq_c
       send_cmd(d, dev, rec);
       return;
     case FQ_FA_LEGACY:
+      if (d->pc) fq_precheck_note_signing(d->pc, dev->vin, 0);
       note_rc(d, legacy_save(d, dev, true));
       move(d, rec, FQ_ST_RETRYING,
            "vehicle does not support the Vehicle Command Protocol: using the REST endpoint", 0);
@@ -1245,6 +1285,7 @@ static void on_class(fq_dispatch_t *d, dev_t_ *dev, fq_cmdrec_t *rec, const fq_c
       return;
     case FQ_FA_PROTOCOL_REQUIRED:
       /* The car takes signed commands (now): later commands are signed. */
+      if (d->pc) fq_precheck_note_signing(d->pc, dev->vin, 1);
       if (dev->legacy) note_rc(d, legacy_save(d, dev, false));
       if (!cmd || cmd->domain == FQ_DOMAIN_NONE || dev->ep == FQ_FA_EP_WAKE) {
         /* wake_up has no signed form: the user's own, or the one waking
@@ -1637,6 +1678,8 @@ static unsigned http_tr_inflight(void *ud) { return fq_http_inflight(ud); }
 
 /* --- public ----------------------------------------------------------------- */
 
+static void precheck_kick(void *owner, const char *device);
+
 fq_dispatch_t *fq_dispatch_new(const fq_dispatch_opts_t *opts, const fq_dispatch_env_t *env,
                                fq_err_t *err) {
   fq_dispatch_t *d = calloc(1, sizeof *d);
@@ -1700,6 +1743,11 @@ fq_dispatch_t *fq_dispatch_new(const fq_dispatch_opts_t *opts, const fq_dispatch
       goto fail;
     }
   }
+  if (opts->fleet_status_ttl_ms > 0 &&
+      !(d->pc = fq_precheck_new(opts->fleet_status_ttl_ms, precheck_kick, d))) {
+    fq_errf(err, -ENOMEM, "out of memory");
+    goto fail;
+  }
   d->seen_gen = fq_auth_generation(d->o.auth);
   return d;
 fail:
@@ -1711,6 +1759,7 @@ void fq_dispatch_destroy(fq_dispatch_t **dp) {
   if (!dp || !*dp) return;
   fq_dispatch_t *d = *dp;
   fq_http_destroy(&d->http); /* aborts transfers; their callbacks do not fire */
+  fq_precheck_destroy(&d->pc);
   fq_rl_destroy(&d->rl_dev);
   fq_rl_destroy(&d->own_arl.park);
   if (d->own_arl_mu) pthread_mutex_destroy(&d->own_arl.mu);
@@ -1877,6 +1926,63 @@ int fq_dispatch_step(fq_dispatch_t *d, const zmq_pollitem_t *items, int n, int64
   return d->step_rc;
 }
 
+/* --- the fleet_status pre-check's requests (precheck.h) ---------------------- */
+
+static void precheck_kick(void *owner, const char *device) { fq_dispatch_kick(owner, device); }
+
+/* A fleet_status answer: read outside the command state machine (it
+ * changes no command and nothing in the store); the devices that waited
+ * are kicked and look again in the next step. */
+static void precheck_cb(void *ud, const fq_http_resp_t *resp) {
+  fq_precheck_batch_t *b = ud;
+  fq_dispatch_t *d = fq_precheck_owner(b);
+  int64_t now = d->now;
+  const char *account = fq_precheck_account(b);
+  if (resp->outcome == FQ_HTTP_COMPLETE) {
+    /* Billed like any answer below 500: it counts against the account's
+     * budget, so its RateLimit headers and a 429 park the account as a
+     * command's would. */
+    acct_pace(d, account, resp);
+    if (resp->status == 429) {
+      int64_t wait = fq_rl_retry_after_ms(resp->retry_after, now, FQ_FA_RETRY_AFTER_MAX_MS);
+      acct_park(d, account, now + (wait > 0 ? wait : d->o.retry_backoff_ms));
+    }
+  }
+  fq_precheck_answer(d->pc, b, resp, now, acct_parked(d, account));
+}
+
+static void precheck_launch(fq_dispatch_t *d, int64_t now_ms) {
+  const char *account;
+  const void *body;
+  size_t len;
+  fq_precheck_batch_t *b;
+  while ((b = fq_precheck_next(d->pc, now_ms, &account, &body, &len))) {
+    acct_t *a = acct_get(d, account);
+    if (!a) {
+      fq_precheck_not_sent(d->pc, b, now_ms, "account not readable");
+      continue;
+    }
+    char url[URL_MAX];
+    const char *base = acct_base(a);
+    size_t bl = strlen(base);
+    while (bl && base[bl - 1] == '/') bl--;
+    if (snprintf(url, sizeof url, "%.*s/api/1/vehicles/fleet_status", (int)bl, base) >=
+        (int)sizeof url) {
+      fq_precheck_not_sent(d->pc, b, now_ms, "request URL too long");
+      continue;
+    }
+    fq_http_req_t req = {.method = FQ_HTTP_POST,
+                         .url = url,
+                         .bearer = a->a.access_token,
+                         .body = body,
+                         .body_len = len};
+    uint64_t id;
+    fq_err_t e;
+    if (d->tr.request(d->tr.ud, &req, precheck_cb, b, &id, &e) != 0)
+      fq_precheck_not_sent(d->pc, b, now_ms, e.msg);
+  }
+}
+
 void fq_dispatch_launch(fq_dispatch_t *d, int64_t now_ms) {
   if (d->in_txn) {
     /* The transaction is committed: its answers are recorded, and the
@@ -1916,6 +2022,7 @@ void fq_dispatch_launch(fq_dispatch_t *d, int64_t now_ms) {
     }
     x = next;
   }
+  if (d->pc && !d->draining) precheck_launch(d, now_ms);
 }
 
 void fq_dispatch_rollback(fq_dispatch_t *d) {

@@ -98,6 +98,8 @@ typedef struct fq_dispatch_opts {
   int64_t wake_timeout_ms;     /* [120000] give up waking after this long */
   int wake_max;                /* [3] most wake_up requests per command; the
                                   next one needed fails it instead */
+  int64_t fleet_status_ttl_ms; /* fleet_status pre-check (precheck.h): how long an
+                                  answer is trusted; 0 = no pre-check */
   double device_rate, device_burst;   /* 0 = no per-device limit */
   fq_shared_rl_t *account_rl;  /* per-account tables shared by all shards, or NULL:
                                   no account rate, and the dispatcher parks

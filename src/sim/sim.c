@@ -256,6 +256,21 @@ static void route_fleet_status(fq__sim_world_t *w, fq__sim_account_t *a, conn_ct
     ans_err(ans, 400, "invalid_field", "vins: want an array of VINs");
     return;
   }
+  w->st_fleet_status++;
+  w->st_fleet_status_vins += json_array_size(vins);
+  if (a->fleet_status_status) {
+    /* A Fleet API without the endpoint (404) or failing it (5xx, 429). */
+    long st = (long)a->fleet_status_status;
+    json_decref(body);
+    ans_err(ans, (int)st,
+            st == 404   ? "not_found"
+            : st == 429 ? "rate_limited"
+            : st >= 500 ? "internal_error"
+                        : "invalid_request",
+            "fleet_status_status set for this account");
+    if (st == 429) snprintf(ans->retry_after, sizeof ans->retry_after, "1");
+    return;
+  }
   json_t *paired = json_array(), *unpaired = json_array(), *info = json_object();
   size_t i;
   json_t *e;
@@ -689,12 +704,14 @@ static void route_sim(fq_sim_t *sim, struct MHD_Connection *c, const char *rest,
   }
   if (get && strcmp(rest, "stats") == 0) {
     ans_json(ans, 200,
-             json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "requests",
+             json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "requests",
                        (json_int_t)w->st_requests, "signed_ok", (json_int_t)w->st_signed_ok,
                        "signed_fault", (json_int_t)w->st_signed_fault, "handshakes",
                        (json_int_t)w->st_handshakes, "rest", (json_int_t)w->st_rest,
                        "executions", (json_int_t)w->exec_seq, "vehicles",
-                       (json_int_t)w->nvehicles));
+                       (json_int_t)w->nvehicles, "fleet_status",
+                       (json_int_t)w->st_fleet_status, "fleet_status_vins",
+                       (json_int_t)w->st_fleet_status_vins));
     return;
   }
   if (post && strcmp(rest, "reset") == 0) {

@@ -446,7 +446,7 @@ int fq__sim_account_apply(fq__sim_world_t *w, fq__sim_account_t *a, const json_t
   static const char *const known[] = {"id", "token", "refresh_token", "scopes", "region",
                                       "base_url", "expires_in", "token_expired", "vins",
                                       "sites", "latency", "rate_limit", "fail", "seed",
-                                      "registered", NULL};
+                                      "registered", "fleet_status_status", NULL};
   const char *k;
   json_t *x;
   json_object_foreach((json_t *)o, k, x) {
@@ -472,6 +472,15 @@ int fq__sim_account_apply(fq__sim_world_t *w, fq__sim_account_t *a, const json_t
     }
   }
   if ((rc = get_int(o, "expires_in", 1, 86400 * 365, &a->expires_in_s, a->id, err))) return rc;
+  if ((x = json_object_get(o, "fleet_status_status"))) {
+    json_int_t st = json_integer_value(x);
+    if (!json_is_integer(x) || (st != 0 && (st < 400 || st > 599)))
+      return fq_errf(err, FQ_ECONFIG,
+                     "account %s.fleet_status_status: want 0 (answer normally) or an HTTP "
+                     "error status 400..599",
+                     a->id);
+    a->fleet_status_status = st;
+  }
   if ((x = json_object_get(o, "registered"))) {
     if (!json_is_boolean(x))
       return fq_errf(err, FQ_ECONFIG, "account %s.registered: want true or false", a->id);
@@ -779,6 +788,7 @@ void fq__sim_world_clear(fq__sim_world_t *w) {
   w->nexecs = w->execs_alloc = 0;
   w->exec_seq = w->execs_dropped = 0;
   w->st_requests = w->st_signed_ok = w->st_signed_fault = w->st_handshakes = w->st_rest = 0;
+  w->st_fleet_status = w->st_fleet_status_vins = 0;
   json_decref(w->base_urls);
   w->base_urls = NULL;
   json_decref(w->partner_keys);

@@ -113,6 +113,8 @@ typedef struct fq__sim_account {
   char region[8];
   char *base_url;          /* where 421 sends this account, NULL = default */
   bool unregistered;       /* "registered": false: 412 to vehicle and energy requests */
+  int64_t fleet_status_status; /* "fleet_status_status": fleet_status answers this HTTP
+                                  status (an error), 0 = normally */
   uint32_t gen, min_gen;   /* tokens with gen < min_gen are expired */
   int64_t expires_in_s;
   uint32_t refresh_seq;
@@ -213,6 +215,7 @@ typedef struct fq__sim_world {
   uint64_t exec_seq, execs_dropped;
   /* counters for /sim/stats */
   uint64_t st_requests, st_signed_ok, st_signed_fault, st_handshakes, st_rest;
+  uint64_t st_fleet_status, st_fleet_status_vins; /* requests, VINs asked in them */
   /* deterministic nonce for tests: when set, encrypted replies use it */
   bool fixed_nonce;
   uint8_t nonce[12];

@@ -48,9 +48,12 @@ def body(c, w):
            (NO_FORM, "the car cannot be woken, so honk_horn was not sent"), error="http_error",
            http=403)
     c.eq(w.tap.count(r"/wake_up$", m), 1, "pr-honk: one wake_up", w.tap.paths(m))
-    c.eq(w.tap.paths(m), [f"POST /api/1/vehicles/{SLEEPY}/signed_command",
+    # Its first command: the fleet_status pre-check (paired, signed
+    # commands needed) comes first.
+    c.eq(w.tap.paths(m), ["POST /api/1/vehicles/fleet_status",
+                          f"POST /api/1/vehicles/{SLEEPY}/signed_command",
                           f"POST /api/1/vehicles/{SLEEPY}/wake_up"],
-         "pr-honk: the handshake (408), one wake_up")
+         "pr-honk: fleet_status, the handshake (408), one wake_up")
     st = w.sim.vehicle(SLEEPY)
     c.eq((st["wake_ups"], st["state"], st["vehicle_state"]["honk_count"]), (0, "asleep", 0),
          "pr-honk: the car still asleep, never honked")

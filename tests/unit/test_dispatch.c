@@ -323,6 +323,7 @@ typedef struct hopts {
   int wake_max;              /* 0: the default (3) */
   double device_rate;
   uint64_t map_size;         /* the store's map; 0: 64 MiB */
+  int64_t fleet_status_ttl_ms; /* 0: no fleet_status pre-check */
 } hopts_t;
 
 static int h_open(h_t *h, const hopts_t *o) {
@@ -366,6 +367,7 @@ static int h_open(h_t *h, const hopts_t *o) {
                                                                          : 120000,
                               .wake_max = o ? o->wake_max : 0,
                               .device_rate = o ? o->device_rate : 0,
+                              .fleet_status_ttl_ms = o ? o->fleet_status_ttl_ms : 0,
                               .transport = &h->tr};
   h->tr = (fq_dispatch_transport_t){
       .ud = h, .request = tr_request, .perform = tr_perform, .inflight = tr_inflight};
@@ -2373,5 +2375,153 @@ FQ_TEST(only_a_queued_command_is_started) {
   CHECK_REQ(&h, 0, FQ_HTTP_POST, "/api/1/vehicles/" VIN2 "/command/door_lock");
   CHECK_STATES(&h, b, FQ_ST_QUEUED, FQ_ST_SENT, FQ_ST_QUEUED, FQ_ST_DISPATCHING, FQ_ST_SENT);
   CHECK_CMD(&h, b, FQ_ST_SENT, 0, 2, "");
+  h_close(&h);
+}
+
+/* --- the fleet_status pre-check (precheck.c) ---------------------------------- */
+
+#define FLEET_STATUS "/api/1/vehicles/fleet_status"
+#define FS_UNPAIRED                                                                     \
+  "{\"response\":{\"key_paired_vins\":[],\"unpaired_vins\":[\"" VIN "\"],"             \
+  "\"vehicle_info\":{\"" VIN "\":{\"vehicle_command_protocol_required\":true}}}}"
+#define FS_PAIRED                                                                       \
+  "{\"response\":{\"key_paired_vins\":[\"" VIN "\",\"" VIN2 "\"],\"unpaired_vins\":[]," \
+  "\"vehicle_info\":{\"" VIN "\":{\"vehicle_command_protocol_required\":true},\""      \
+  VIN2 "\":{\"vehicle_command_protocol_required\":false}}}}"
+
+/* An unpaired car: one fleet_status, then the command fails with the
+ * pairing link; no handshake, no wake_up, nothing signed. */
+FQ_TEST(precheck_unpaired_fails_without_touching_the_car) {
+  hopts_t o = {.unpaired = true, .fleet_status_ttl_ms = 3600000};
+  h_t h;
+  if (h_open(&h, &o) != 0) {
+    FQ__FAIL("harness");
+    return;
+  }
+  uint64_t a = submit(&h, DEV, "door_lock", 60000);
+  step(&h, T0);
+  CHECK_INT(h.nreqs, 1);
+  CHECK_REQ(&h, 0, FQ_HTTP_POST, FLEET_STATUS);
+  CHECK_MEM(h.reqs[0].body, h.reqs[0].body_len, "{\"vins\":[\"" VIN "\"]}",
+            strlen("{\"vins\":[\"" VIN "\"]}"));
+  CHECK_INT(h.reqs[0].token, 0);
+  CHECK_CMD(&h, a, FQ_ST_QUEUED, 0, 0, ""); /* waits for the answer */
+  answer(&h, 0, 200, FS_UNPAIRED);
+  step(&h, T0 + 100);
+  CHECK_CMD(&h, a, FQ_ST_FAILED, FQ_ENOTPAIRED, 0, "https://tesla.com/_ak/" PAIRING);
+  check_reason(&h, a, "fleet_status", __LINE__);
+  CHECK_STATES(&h, a, FQ_ST_QUEUED, FQ_ST_DISPATCHING, FQ_ST_FAILED);
+  /* The next command shares the answer. */
+  uint64_t b = submit(&h, DEV, "honk_horn", 60000);
+  step(&h, T0 + 200);
+  CHECK_CMD(&h, b, FQ_ST_FAILED, FQ_ENOTPAIRED, 0, "https://tesla.com/_ak/" PAIRING);
+  CHECK_INT(h.nreqs, 1);
+  CHECK_INT(h.car.handshakes, 0);
+  CHECK_INT(h.car.accepted, 0);
+  h_close(&h);
+}
+
+/* Paired: signed as before, fleet_status asked once for both cars of the
+ * account; the car without the protocol goes to REST up front. */
+FQ_TEST(precheck_batches_and_chooses_rest_up_front) {
+  hopts_t o = {.fleet_status_ttl_ms = 3600000};
+  h_t h;
+  if (h_open(&h, &o) != 0) {
+    FQ__FAIL("harness");
+    return;
+  }
+  uint64_t a = submit(&h, DEV, "door_lock", 60000);
+  uint64_t b = submit(&h, DEV2, "honk_horn", 60000);
+  step(&h, T0);
+  CHECK_INT(h.nreqs, 1);
+  CHECK_REQ(&h, 0, FQ_HTTP_POST, FLEET_STATUS);
+  CHECK(strstr(h.reqs[0].body, VIN) && strstr(h.reqs[0].body, VIN2));
+  answer(&h, 0, 200, FS_PAIRED);
+  step(&h, T0 + 100);
+  CHECK_INT(h.nreqs, 3);
+  int hs = find_req(&h, 1, SIGNED), rest = find_req(&h, 1, "/api/1/vehicles/" VIN2
+                                                          "/command/honk_horn");
+  CHECK(hs >= 1);
+  CHECK(rest >= 1);
+  if (rest >= 1) answer(&h, rest, 200, OK_RESULT);
+  step(&h, T0 + 200);
+  CHECK_CMD(&h, b, FQ_ST_SUCCEEDED, 0, 1, "");
+  CHECK_STATES(&h, b, FQ_ST_QUEUED, FQ_ST_DISPATCHING, FQ_ST_SENT, FQ_ST_SUCCEEDED);
+  if (hs >= 1) car_answer(&h, hs); /* session info */
+  step(&h, T0 + 300);
+  int cmd = find_req(&h, hs + 1, SIGNED);
+  CHECK(cmd > hs);
+  if (cmd > hs) car_answer(&h, cmd);
+  step(&h, T0 + 400);
+  CHECK_CMD(&h, a, FQ_ST_SUCCEEDED, 0, 1, "");
+  /* More commands within the TTL: no fleet_status. */
+  uint64_t c = submit(&h, DEV2, "flash_lights", 60000);
+  step(&h, T0 + 500);
+  CHECK_INT(count_reqs(&h, FQ_HTTP_POST, FLEET_STATUS), 1);
+  CHECK_REQ(&h, h.nreqs - 1, FQ_HTTP_POST, "/api/1/vehicles/" VIN2 "/command/flash_lights");
+  answer(&h, h.nreqs - 1, 200, OK_RESULT);
+  step(&h, T0 + 600);
+  CHECK_CMD(&h, c, FQ_ST_SUCCEEDED, 0, 1, "");
+  /* Past the TTL: asked again. */
+  h.now = T0 + 3600000 + 100;
+  uint64_t d = submit(&h, DEV2, "flash_lights", 60000);
+  step(&h, T0 + 3600000 + 100);
+  CHECK_INT(count_reqs(&h, FQ_HTTP_POST, FLEET_STATUS), 2);
+  CHECK_CMD(&h, d, FQ_ST_QUEUED, 0, 0, "");
+  h_close(&h);
+}
+
+/* fleet_status fails: the command goes out as before (handshake), and
+ * the account's next command does not ask during the back-off. */
+FQ_TEST(precheck_failure_falls_back) {
+  hopts_t o = {.fleet_status_ttl_ms = 3600000};
+  h_t h;
+  if (h_open(&h, &o) != 0) {
+    FQ__FAIL("harness");
+    return;
+  }
+  make_legacy(&h, VIN2);
+  uint64_t a = submit(&h, DEV, "door_lock", 60000);
+  step(&h, T0);
+  CHECK_REQ(&h, 0, FQ_HTTP_POST, FLEET_STATUS);
+  answer(&h, 0, 503, "{\"error\":\"upstream\"}");
+  step(&h, T0 + 100);
+  CHECK_INT(h.nreqs, 2);
+  CHECK_REQ(&h, 1, FQ_HTTP_POST, SIGNED);
+  car_answer(&h, 1);
+  step(&h, T0 + 200);
+  car_answer(&h, 2);
+  step(&h, T0 + 300);
+  CHECK_CMD(&h, a, FQ_ST_SUCCEEDED, 0, 1, "");
+  uint64_t b = submit(&h, DEV2, "honk_horn", 60000);
+  step(&h, T0 + 400);
+  CHECK_REQ(&h, h.nreqs - 1, FQ_HTTP_POST, "/api/1/vehicles/" VIN2 "/command/honk_horn");
+  CHECK_INT(count_reqs(&h, FQ_HTTP_POST, FLEET_STATUS), 1);
+  answer(&h, h.nreqs - 1, 200, OK_RESULT);
+  step(&h, T0 + 500);
+  CHECK_CMD(&h, b, FQ_ST_SUCCEEDED, 0, 1, "");
+  h_close(&h);
+}
+
+/* The step that acts on an unpaired answer fails (storage full): after
+ * the rollback the next step fails the command the same way, without
+ * asking again and without touching the car. */
+FQ_TEST(precheck_survives_a_failed_step) {
+  hopts_t o = {.unpaired = true, .fleet_status_ttl_ms = 3600000};
+  h_t h;
+  if (h_open(&h, &o) != 0) {
+    FQ__FAIL("harness");
+    return;
+  }
+  uint64_t a = submit(&h, DEV, "door_lock", 60000);
+  step(&h, T0);
+  answer(&h, 0, 200, FS_UNPAIRED);
+  h.fail_transitions = 1;
+  step_fails(&h, T0 + 100);
+  CHECK_CMD(&h, a, FQ_ST_QUEUED, 0, 0, "");
+  step(&h, T0 + 200);
+  CHECK_CMD(&h, a, FQ_ST_FAILED, FQ_ENOTPAIRED, 0, "https://tesla.com/_ak/" PAIRING);
+  CHECK_INT(h.nreqs, 1);
+  CHECK_INT(h.car.handshakes, 0);
   h_close(&h);
 }

@@ -37,6 +37,7 @@
 #include "accounts.h"
 #include "cli.h"
 #include "fleetapi.h"
+#include "fleetstatus.h"
 #include "fleetq/commands.h"
 #include "fleetq/error.h"
 #include "http.h"
@@ -499,16 +500,6 @@ static void check_public_key(doctor_t *d, const char *bearer, const uint8_t flee
   json_decref(h.body);
 }
 
-static bool in_array(json_t *arr, const char *vin) {
-  size_t i;
-  json_t *e;
-  json_array_foreach(arr, i, e) {
-    const char *s = json_string_value(e);
-    if (s && strcasecmp(s, vin) == 0) return true;
-  }
-  return false;
-}
-
 static void check_vins(doctor_t *d, const fq_account_t *a) {
   if (d->o->nvins == 0) return;
   char url[FQ_BASE_URL_MAX + 64];
@@ -526,9 +517,6 @@ static void check_vins(doctor_t *d, const fq_account_t *a) {
   if (!body) snprintf(h.detail, sizeof h.detail, "out of memory");
   free(body);
   bool ok = answered(d, &h, st, url, &probe);
-  json_t *r = json_object_get(h.body, "response");
-  json_t *paired = json_object_get(r, "key_paired_vins"),
-         *unpaired = json_object_get(r, "unpaired_vins"), *info = json_object_get(r, "vehicle_info");
   for (size_t i = 0; i < d->o->nvins; i++) {
     const char *vin = d->o->vins[i];
     char name[40];
@@ -540,18 +528,19 @@ static void check_vins(doctor_t *d, const fq_account_t *a) {
       snprintf(c->link, sizeof c->link, "%s", probe.link);
       continue;
     }
-    json_t *vi = json_object_get(info, vin);
-    json_t *req_sig = json_object_get(vi, "vehicle_command_protocol_required");
-    bool needs = !json_is_false(req_sig); /* unknown: assume it does, as fleetqd does */
-    const char *signing = json_is_boolean(req_sig)
+    /* The parser fleetqd's pre-check uses (src/fleet/fleetstatus.c). */
+    fq_fs_vin_t fs;
+    fq_fs_find(h.body, vin, &fs);
+    bool needs = fs.protocol_required != 0; /* unknown: assume it does, as fleetqd does */
+    const char *signing = fs.protocol_required >= 0
                               ? (needs ? "the car needs signed commands"
                                        : "the car takes unsigned REST commands (no Vehicle "
                                          "Command Protocol)")
                               : "whether it needs signed commands is not known";
-    if (in_array(paired, vin)) {
+    if (fs.paired == 1) {
       c->ok = true;
       snprintf(c->detail, sizeof c->detail, "key paired; %s", signing);
-    } else if (in_array(unpaired, vin)) {
+    } else if (fs.paired == 0) {
       if (!needs) {
         c->ok = true;
         snprintf(c->detail, sizeof c->detail, "key not paired, not needed: %s", signing);

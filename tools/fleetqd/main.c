@@ -353,6 +353,7 @@ static int open_shards(daemon_t *d) {
                                   .http_timeout_ms = cfg->http_timeout_ms,
                                   .wake_timeout_ms = cfg->wake_timeout_ms,
                                   .wake_max = cfg->wake_max,
+                                  .fleet_status_ttl_ms = cfg->fleet_status_ttl_s * 1000,
                                   .device_rate = cfg->device_rate,
                                   .device_burst = cfg->device_burst,
                                   .account_rl = &d->account_rl};
