@@ -1938,6 +1938,8 @@ static void precheck_cb(void *ud, const fq_http_resp_t *resp) {
   fq_dispatch_t *d = fq_precheck_owner(b);
   int64_t now = d->now;
   const char *account = fq_precheck_account(b);
+  fq_metrics_fleet_api(FQ_MK_FLEET_STATUS,
+                       resp->outcome == FQ_HTTP_COMPLETE ? resp->status : 0, account);
   if (resp->outcome == FQ_HTTP_COMPLETE) {
     /* Billed like any answer below 500: it counts against the account's
      * budget, so its RateLimit headers and a 429 park the account as a

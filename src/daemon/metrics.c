@@ -99,8 +99,8 @@ static hist_t H_disp = {"fleetq_dispatch_seconds",
                         {0},
                         0};
 
-static const char *const kind_name[FQ_MK_COUNT_] = {"signed_command", "command", "wake_up",
-                                                     "vehicle",        "energy",  "token"};
+static const char *const kind_name[FQ_MK_COUNT_] = {
+    "signed_command", "command", "wake_up", "vehicle", "energy", "token", "fleet_status"};
 static const char *const refresh_name[FQ_MR_COUNT_] = {
     "ok", "unreachable", "lost", "unavailable", "unreadable", "rejected", "store_failed"};
 
@@ -190,7 +190,9 @@ void fq_metrics_fleet_api(fq_metrics_kind_t kind, long status, const char *accou
   /* Tesla bills every answer below 500; the token endpoint is not Fleet
    * API and is not billed.  No answer (0) is not billed either. */
   if (kind == FQ_MK_TOKEN || st == 0 || st >= 500 || !account) return;
-  int bk = kind == FQ_MK_WAKE_UP ? 0 : kind == FQ_MK_VEHICLE ? 2 : 1;
+  int bk = kind == FQ_MK_WAKE_UP                                   ? 0
+           : kind == FQ_MK_VEHICLE || kind == FQ_MK_FLEET_STATUS ? 2
+                                                                  : 1;
   ADD(bill_slot(account)->n[bk], 1);
 }
 

@@ -98,6 +98,7 @@ typedef enum fq_metrics_kind {
   FQ_MK_VEHICLE,             /* GET .../vehicles/{vin} (wake-up polls) */
   FQ_MK_ENERGY,              /* energy site commands */
   FQ_MK_TOKEN,               /* the OAuth token endpoint */
+  FQ_MK_FLEET_STATUS,        /* POST .../vehicles/fleet_status (the pre-check) */
   FQ_MK_COUNT_
 } fq_metrics_kind_t;
 

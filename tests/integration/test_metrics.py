@@ -86,6 +86,8 @@ def tap_kind(rec):
         return "command"
     if p.endswith("/wake_up"):
         return "wake_up"
+    if p.endswith("/vehicles/fleet_status"):
+        return "fleet_status"
     if "/energy_sites/" in p:
         return "energy"
     if rec["method"] == "GET" and re.search(r"/api/1/vehicles/\w+$", p):
@@ -169,10 +171,11 @@ def check_fleet_api(c, w, smp):
          "requests == fleetsim's own request counter")
     c.ok(("wake_up", "200") in got and ("signed_command", "200") in got,
          "wake_up and signed_command answers counted", got)
+    c.ok(("fleet_status", "200") in got, "the fleet_status pre-check's requests counted", got)
     bill = collections.Counter()
     for (kind, code), n in want.items():
         if kind != "token" and 0 < int(code) < 500:
-            bill["wake_up" if kind == "wake_up" else "data" if kind == "vehicle"
+            bill["wake_up" if kind == "wake_up" else "data" if kind in ("vehicle", "fleet_status")
                  else "command"] += n
     c.eq(by_label(smp, "fleetq_billable_requests_total", "account", "kind"),
          {("acct1", k): float(v) for k, v in bill.items()},
