@@ -312,7 +312,7 @@ static size_t minimal_params(const fq_cmd_t *cmd, fq_pval_t *pv) {
     case FQ_PT_INT: p->v.i = (int64_t)sp->min; break;
     case FQ_PT_FLOAT: p->v.f = sp->min; break;
     case FQ_PT_STR:
-      p->v.s.p = sp->choices ? sp->choices[0] : "x";
+      p->v.s.p = sp->choices ? sp->choices[0] : sp->check ? sp->examples[0] : "x";
       p->v.s.n = strlen(p->v.s.p);
       break;
     case FQ_PT_MAP:
