@@ -160,6 +160,12 @@ static size_t draw_params(const fq_cmd_t *cmd, fq_rng_t *r, fq_pval_t *pv, char 
         const char *c = sp->choices[fq_rng_below(r, nc)];
         p->v.s.p = c;
         p->v.s.n = strlen(c);
+      } else if (sp->check) {
+        /* A string with a further rule (a PIN, a day list): one of the
+         * values its spec names as accepted. */
+        const char *c = sp->examples[fq_rng_below(r, 2)];
+        p->v.s.p = c;
+        p->v.s.n = strlen(c);
       } else {
         int len = snprintf(names, names_cap, "car %" PRIu64, fq_rng_below(r, 100000));
         if (len < 1 || (size_t)len > sp->max_len) len = 1;
