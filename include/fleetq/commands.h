@@ -114,6 +114,10 @@ struct fq_cmd {
                            * message it sets (an RKE action, a oneof case, ...) */
   fq_cmd_builder_fn build_json;    /* REST JSON body (sites, legacy cars) */
   bool need_any_param;    /* all params optional, but at least one must be sent */
+  /* A rule across parameters the specs cannot state (set_valet_mode on
+   * needs its PIN), run last by fq_cmd_validate(): 0, or FQ_EBADPARAM with
+   * err set.  NULL for most commands. */
+  int (*check)(const fq_pval_t *params, size_t n, fq_err_t *err);
   bool coalesce;          /* sets a value, so only the newest queued one matters: what a
                            * submit's `coalesce: true` is meant for.  Advice for clients
                            * (the protocol doc shows it); the daemon coalesces any command

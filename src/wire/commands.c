@@ -173,6 +173,12 @@ static const fq_param_spec_t p_on_password[] = {
     REQ_BOOL("on"),
     PIN("password", false),
 };
+/* Valet mode: the PIN goes with `on` (the official SDK refuses to enable
+ * it without one); turning it off sends none. */
+static const fq_param_spec_t p_valet[] = {
+    {.name = "on", .type = FQ_PT_BOOL, .required = true, .gates = true},
+    PIN("password", false),
+};
 static const fq_param_spec_t p_pin[] = {
     PIN("pin", true),
 };
@@ -678,7 +684,7 @@ static int b_on_password(const fq_cmd_t *cmd, const fq_pval_t *ps, size_t n, fq_
   case ACTION_CASE(VEHICLE_CONTROL_SET_VALET_MODE_ACTION):
     car_server__vehicle_control_set_valet_mode_action__init(&valet);
     valet.on = arg_bool(ps, n, "on");
-    valet.password = pw;
+    valet.password = valet.on ? pw : (char *)""; /* as the SDK's DisableValetMode */
     msg = &valet;
     break;
   case ACTION_CASE(VEHICLE_CONTROL_SET_PIN_TO_DRIVE_ACTION):
@@ -870,6 +876,12 @@ static int b_remove_schedule(const fq_cmd_t *cmd, const fq_pval_t *ps, size_t n,
   return pack_va(cmd->build_arg, msg, out, err);
 }
 
+static int check_valet(const fq_pval_t *ps, size_t n, fq_err_t *err) {
+  if (arg_bool(ps, n, "on") && !fq_pval_get(ps, n, "password"))
+    return fq_errf(err, FQ_EBADPARAM, "params.password: required when on is true");
+  return 0;
+}
+
 /* ---- the table -------------------------------------------------------------
  * One designated initializer per command.  A vehicle command is signed with
  * its build_payload, or sent as REST with the JSON body of its params to a
@@ -987,8 +999,8 @@ static const fq_cmd_t cmds[] = {
      .idempotent = true, SIGNED(b_auto_seat)},
 
     /* Issue 16: security. */
-    {CMD("set_valet_mode"), INFO, PARAMS(p_on_password), .scopes = SC_VEH, .idempotent = true,
-     .coalesce = true,
+    {CMD("set_valet_mode"), INFO, PARAMS(p_valet), .scopes = SC_VEH, .idempotent = true,
+     .coalesce = true, .check = check_valet,
      SIGNED_ARG(b_on_password, ACTION_CASE(VEHICLE_CONTROL_SET_VALET_MODE_ACTION))},
     {CMD("reset_valet_pin"), INFO, .scopes = SC_VEH, .idempotent = true,
      SIGNED_ARG(b_void, ACTION_CASE(VEHICLE_CONTROL_RESET_VALET_PIN_ACTION))},
@@ -1203,6 +1215,10 @@ int fq_cmd_validate(const fq_cmd_t *cmd, const fq_pval_t *params, size_t n, fq_e
     const fq_param_spec_t *sp = &cmd->params[k];
     if (sp->required && !fq_pval_get(params, n, sp->name))
       return fq_errf(err, FQ_EBADPARAM, "params.%s: required", sp->name);
+  }
+  if (cmd->check) {
+    int rc = cmd->check(params, n, err);
+    if (rc) return rc;
   }
   if (cmd->need_any_param && n == 0) {
     char list[160] = "";

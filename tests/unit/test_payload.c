@@ -301,7 +301,10 @@ static size_t minimal_params(const fq_cmd_t *cmd, fq_pval_t *pv) {
   size_t n = 0;
   for (size_t i = 0; i < cmd->nparams; i++) {
     const fq_param_spec_t *sp = &cmd->params[i];
-    if (!sp->required && !(cmd->need_any_param && n == 0 && sp->type != FQ_PT_MAP)) continue;
+    /* A command with a rule across its parameters gets them all: the rule
+     * may need an optional one (set_valet_mode on needs its password). */
+    if (!sp->required && !cmd->check && !(cmd->need_any_param && n == 0 && sp->type != FQ_PT_MAP))
+      continue;
     fq_pval_t *p = &pv[n];
     memset(p, 0, sizeof *p);
     p->name = sp->name;
@@ -476,6 +479,7 @@ FQ_TEST(issue16_bad_params) {
       {"remote_auto_seat_climate_request", "{\"auto_seat_position\":3,\"auto_climate_on\":true}",
        "params.auto_seat_position: 3 is out of range 1..2"},
       {"set_valet_mode", "{\"on\":true,\"password\":\"12a4\"}", "params.password: must be 4 digits"},
+      {"set_valet_mode", "{\"on\":true}", "params.password: required when on is true"},
       {"reset_valet_pin", "{\"pin\":\"1234\"}", "params.pin: unknown parameter for reset_valet_pin"},
       {"set_pin_to_drive", "{\"on\":true,\"password\":\"123\"}", "params.password: must be 4 digits"},
       {"speed_limit_activate", "{}", "params.pin: required"},
