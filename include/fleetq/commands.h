@@ -66,9 +66,14 @@ typedef struct fq_pval {
 
 #define FQ_MAX_PARAMS 16
 
+/* A further rule for a free-text STR parameter (a PIN's digits, a list of
+ * day names): NULL when the n bytes at s are fine, else what is wrong, as
+ * the end of the error message ("must be 4 digits"). */
+typedef const char *(*fq_str_check_fn)(const char *s, size_t n);
+
 /* How one parameter is checked.  A STR is either one of its choices or
  * free text: 1..max_len bytes and no NUL byte (a protobuf string cannot
- * carry one). */
+ * carry one), and then what `check` says, if set. */
 typedef struct fq_param_spec {
   const char *name;
   fq_ptype_t type;
@@ -77,6 +82,10 @@ typedef struct fq_param_spec {
   size_t max_len;              /* STR without choices: byte length 1..max_len */
   const char *const *choices;  /* STR: NULL-terminated allowed values, or NULL */
   bool rest_only;              /* only REST bodies carry it: the signed payload has no field */
+  fq_str_check_fn check;       /* STR without choices: a further rule, or NULL */
+  const char *examples[2];     /* STR with check: two different values it accepts (tests) */
+  bool gates;                  /* BOOL: the other parameters reach the payload only when this
+                                * is true (set_scheduled_departure's `enable`) */
 } fq_param_spec_t;
 
 typedef struct fq_cmd fq_cmd_t;
@@ -105,6 +114,10 @@ struct fq_cmd {
                            * message it sets (an RKE action, a oneof case, ...) */
   fq_cmd_builder_fn build_json;    /* REST JSON body (sites, legacy cars) */
   bool need_any_param;    /* all params optional, but at least one must be sent */
+  /* A rule across parameters the specs cannot state (set_valet_mode on
+   * needs its PIN), run last by fq_cmd_validate(): 0, or FQ_EBADPARAM with
+   * err set.  NULL for most commands. */
+  int (*check)(const fq_pval_t *params, size_t n, fq_err_t *err);
   bool coalesce;          /* sets a value, so only the newest queued one matters: what a
                            * submit's `coalesce: true` is meant for.  Advice for clients
                            * (the protocol doc shows it); the daemon coalesces any command
@@ -138,6 +151,12 @@ double fq_pval_num(const fq_pval_t *pv);
 /* Name of a parameter type for messages and docs: "bool", "integer",
  * "number", "string", "map". */
 const char *fq_ptype_name(fq_ptype_t t);
+
+/* Days of the week as the Fleet API writes them ("Mon,Wed", "All",
+ * "Weekdays"; names or their short forms Sun Mon Tues Wed Thurs Fri Sat,
+ * any case, blanks around commas allowed) to the bit mask of the car's
+ * schedules (Sunday = 1 ... Saturday = 64).  -1 if any item is no day. */
+int fq_days_of_week_parse(const char *s, size_t n);
 
 /* Parse a space- or comma-separated scope list ("openid vehicle_cmds ...")
  * into FQ_SCOPE_* bits; unknown names are ignored. */

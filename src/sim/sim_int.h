@@ -127,6 +127,16 @@ typedef struct fq__sim_account {
 
 enum { FQ__SIM_VCSEC = 0, FQ__SIM_INFO = 1 };
 
+/* A charge or precondition schedule a car holds (precondition schedules
+ * use `start` as their time and leave the end fields unused). */
+#define FQ__SIM_MAX_SCHED 8
+typedef struct fq__sim_sched {
+  int64_t id;
+  int days, start, end;
+  bool start_enabled, end_enabled, one_time, enabled;
+  double lat, lon;
+} fq__sim_sched_t;
+
 typedef struct fq__sim_vehicle {
   char vin[FQ__SIM_MAX_ID];
   uint64_t id;
@@ -156,6 +166,25 @@ typedef struct fq__sim_vehicle {
   int charge_limit, charge_amps, charge_amps_max, battery_level, sched_time;
   double driver_temp, passenger_temp;
   uint32_t honks, flashes;
+  /* issue 16 state */
+  int keeper;              /* climate keeper: 0 off, 1 on, 2 dog, 3 camp */
+  int cop_temp;            /* COP activation temperature: 1 low, 2 medium, 3 high */
+  bool bioweapon, wheel_heater, auto_seat[2];
+  int seat_heat[9];        /* 0..3 per seat, in the order of seat_position */
+  int seat_cool[2];        /* front left / right: 1 off .. 4 high */
+  bool valet, valet_pin_set, pin_to_drive, guest, speed_limit_on, speed_pin_set;
+  char speed_pin[5];
+  double speed_limit_mph;
+  char sunroof[8];         /* "closed" / "vent" / "open" */
+  uint32_t homelinks;
+  int64_t update_at_ms;    /* when the scheduled software update installs, 0 = none */
+  bool playing;
+  double volume;           /* 0..10 */
+  int track, fav;
+  bool dep_on;             /* scheduled departure */
+  int dep_time, dep_off_peak_end, dep_pre, dep_off; /* policies: 0 off, 1 all week, 2 weekdays */
+  fq__sim_sched_t charge_sched[FQ__SIM_MAX_SCHED], pre_sched[FQ__SIM_MAX_SCHED];
+  size_t ncharge_sched, npre_sched;
   size_t *accounts;        /* accounts holding this VIN */
   size_t naccounts;
   fq__sim_faults_t faults;

@@ -39,6 +39,24 @@ void fq__sim_vehicle_defaults(fq__sim_vehicle_t *v) {
   v->sched_time = 0;
   v->driver_temp = v->passenger_temp = 21.0;
   v->honks = v->flashes = 0;
+  v->keeper = 0;
+  v->cop_temp = 2;
+  v->bioweapon = v->wheel_heater = v->auto_seat[0] = v->auto_seat[1] = false;
+  memset(v->seat_heat, 0, sizeof v->seat_heat);
+  v->seat_cool[0] = v->seat_cool[1] = 1;
+  v->valet = v->valet_pin_set = v->pin_to_drive = v->guest = false;
+  v->speed_limit_on = v->speed_pin_set = false;
+  v->speed_pin[0] = 0;
+  v->speed_limit_mph = 65;
+  snprintf(v->sunroof, sizeof v->sunroof, "closed");
+  v->homelinks = 0;
+  v->update_at_ms = 0;
+  v->playing = false;
+  v->volume = 3;
+  v->track = v->fav = 0;
+  v->dep_on = false;
+  v->dep_time = v->dep_off_peak_end = v->dep_pre = v->dep_off = 0;
+  v->ncharge_sched = v->npre_sched = 0;
 }
 
 void fq__sim_vehicle_free(fq__sim_vehicle_t *v) {
@@ -120,10 +138,209 @@ static const char *p_str(const fq_vcp_app_cmd_t *c, const char *name) {
   return NULL;
 }
 
+/* days_of_week: the mask a signed payload carries, or the Fleet API's
+ * day list a REST body carries.  -1 when neither is valid. */
+static int p_days(const fq_vcp_app_cmd_t *c) {
+  const char *s = p_str(c, "days_of_week");
+  if (s) return fq_days_of_week_parse(s, strlen(s));
+  double m = p_num(c, "days_of_week", -1);
+  return m >= 1 && m <= 127 && m == floor(m) ? (int)m : -1;
+}
+
+/* Add a schedule, or replace the one with its id. */
+static const char *sched_put(fq__sim_sched_t *list, size_t *n, const fq__sim_sched_t *s) {
+  for (size_t i = 0; i < *n; i++)
+    if (list[i].id == s->id) {
+      list[i] = *s;
+      return NULL;
+    }
+  if (*n == FQ__SIM_MAX_SCHED) return "too_many_schedules";
+  list[(*n)++] = *s;
+  return NULL;
+}
+
+static const char *sched_remove(fq__sim_sched_t *list, size_t *n, int64_t id) {
+  for (size_t i = 0; i < *n; i++)
+    if (list[i].id == id) {
+      memmove(&list[i], &list[i + 1], (*n - i - 1) * sizeof list[0]);
+      (*n)--;
+      return NULL;
+    }
+  return "schedule_not_found";
+}
+
+/* A scheduled-departure policy: 0 off, 1 all week, 2 weekdays. */
+static int p_policy(const fq_vcp_app_cmd_t *c, const char *enabled, const char *weekdays) {
+  return p_bool(c, weekdays, false) ? 2 : p_bool(c, enabled, false) ? 1 : 0;
+}
+
+static bool is_pin(const char *s) {
+  return s && strlen(s) == 4 && strspn(s, "0123456789") == 4;
+}
+
+/* The issue-16 commands.  Returns NULL on success, the refusal reason, or
+ * "" when n is none of them. */
+static const char *execute_more(fq__sim_vehicle_t *v, const fq_vcp_app_cmd_t *c, int64_t now_ms) {
+  const char *n = c->name;
+  if (strcmp(n, "add_charge_schedule") == 0 || strcmp(n, "add_precondition_schedule") == 0) {
+    bool charge = n[4] == 'c';
+    fq__sim_sched_t s = {0};
+    s.id = (int64_t)p_num(c, "id", 0);
+    if (s.id <= 0) s.id = now_ms / 1000;
+    s.days = p_days(c);
+    s.start = (int)p_num(c, charge ? "start_time" : "precondition_time", 0);
+    s.end = (int)p_num(c, "end_time", 0);
+    s.start_enabled = p_bool(c, "start_enabled", false);
+    s.end_enabled = p_bool(c, "end_enabled", false);
+    s.one_time = p_bool(c, "one_time", false);
+    s.enabled = p_bool(c, "enabled", false);
+    s.lat = p_num(c, "lat", NAN);
+    s.lon = p_num(c, "lon", NAN);
+    if (s.days < 1 || s.start < 0 || s.start > 1439 || s.end < 0 || s.end > 1439 ||
+        !(s.lat >= -90 && s.lat <= 90) || !(s.lon >= -180 && s.lon <= 180))
+      return "invalid_value";
+    return charge ? sched_put(v->charge_sched, &v->ncharge_sched, &s)
+                  : sched_put(v->pre_sched, &v->npre_sched, &s);
+  }
+  if (strcmp(n, "remove_charge_schedule") == 0)
+    return sched_remove(v->charge_sched, &v->ncharge_sched, (int64_t)p_num(c, "id", 0));
+  if (strcmp(n, "remove_precondition_schedule") == 0)
+    return sched_remove(v->pre_sched, &v->npre_sched, (int64_t)p_num(c, "id", 0));
+  if (strcmp(n, "set_scheduled_departure") == 0) {
+    v->dep_on = p_bool(c, "enable", false);
+    if (v->dep_on) {
+      double t = p_num(c, "departure_time", 0), e = p_num(c, "end_off_peak_time", 0);
+      if (t < 0 || t > 1439 || e < 0 || e > 1439) return "invalid_value";
+      v->dep_time = (int)t;
+      v->dep_off_peak_end = (int)e;
+      v->dep_pre = p_policy(c, "preconditioning_enabled", "preconditioning_weekdays_only");
+      v->dep_off = p_policy(c, "off_peak_charging_enabled", "off_peak_charging_weekdays_only");
+    }
+    return NULL;
+  }
+  if (strcmp(n, "set_climate_keeper_mode") == 0) {
+    double m = p_num(c, "climate_keeper_mode", -1);
+    if (m < 0 || m > 3 || m != floor(m)) return "invalid_value";
+    v->keeper = (int)m;
+    return NULL;
+  }
+  if (strcmp(n, "set_bioweapon_mode") == 0) {
+    v->bioweapon = p_bool(c, "on", false);
+    return NULL;
+  }
+  if (strcmp(n, "set_cop_temp") == 0) {
+    double t = p_num(c, "cop_temp", -1);
+    if (t < 1 || t > 3 || t != floor(t)) return "invalid_value";
+    v->cop_temp = (int)t;
+    return NULL;
+  }
+  if (strcmp(n, "remote_seat_heater_request") == 0) {
+    double seat = p_num(c, "seat_position", -1), level = p_num(c, "level", -1);
+    if (seat < 0 || seat > 8 || level < 0 || level > 3) return "invalid_value";
+    v->seat_heat[(int)seat] = (int)level;
+    return NULL;
+  }
+  if (strcmp(n, "remote_seat_cooler_request") == 0) {
+    double seat = p_num(c, "seat_position", -1), level = p_num(c, "seat_cooler_level", -1);
+    if (seat < 1 || seat > 2 || level < 1 || level > 4) return "invalid_value";
+    v->seat_cool[(int)seat - 1] = (int)level;
+    return NULL;
+  }
+  if (strcmp(n, "remote_auto_seat_climate_request") == 0) {
+    double seat = p_num(c, "auto_seat_position", -1);
+    if (seat < 1 || seat > 2) return "invalid_value";
+    v->auto_seat[(int)seat - 1] = p_bool(c, "auto_climate_on", false);
+    return NULL;
+  }
+  if (strcmp(n, "remote_steering_wheel_heater_request") == 0) {
+    v->wheel_heater = p_bool(c, "on", false);
+    return NULL;
+  }
+  if (strcmp(n, "set_valet_mode") == 0) {
+    const char *pw = p_str(c, "password");
+    if (pw && !is_pin(pw)) return "invalid_value";
+    v->valet = p_bool(c, "on", false);
+    if (v->valet && pw) v->valet_pin_set = true;
+    return NULL;
+  }
+  if (strcmp(n, "reset_valet_pin") == 0) {
+    v->valet_pin_set = false;
+    return NULL;
+  }
+  if (strcmp(n, "set_pin_to_drive") == 0) {
+    const char *pw = p_str(c, "password");
+    if (pw && !is_pin(pw)) return "invalid_value";
+    v->pin_to_drive = p_bool(c, "on", false);
+    return NULL;
+  }
+  if (strcmp(n, "speed_limit_activate") == 0 || strcmp(n, "speed_limit_deactivate") == 0) {
+    const char *pin = p_str(c, "pin");
+    if (!is_pin(pin)) return "invalid_value";
+    /* The first activation sets the PIN; after that it must match. */
+    if (v->speed_pin_set && strcmp(pin, v->speed_pin) != 0) return "incorrect_pin";
+    if (!v->speed_pin_set) {
+      snprintf(v->speed_pin, sizeof v->speed_pin, "%s", pin);
+      v->speed_pin_set = true;
+    }
+    v->speed_limit_on = n[12] == 'a';
+    return NULL;
+  }
+  if (strcmp(n, "speed_limit_set_limit") == 0) {
+    double mph = p_num(c, "limit_mph", -1);
+    if (!(mph >= 50 && mph <= 120)) return "invalid_value";
+    v->speed_limit_mph = mph;
+    return NULL;
+  }
+  if (strcmp(n, "guest_mode") == 0) {
+    v->guest = p_bool(c, "enable", false);
+    return NULL;
+  }
+  if (strcmp(n, "sun_roof_control") == 0) {
+    const char *st = p_str(c, "state");
+    if (!st || (strcmp(st, "vent") && strcmp(st, "close") && strcmp(st, "open")))
+      return "invalid_value";
+    snprintf(v->sunroof, sizeof v->sunroof, "%s", strcmp(st, "close") == 0 ? "closed" : st);
+    return NULL;
+  }
+  if (strcmp(n, "trigger_homelink") == 0) {
+    double lat = p_num(c, "lat", NAN), lon = p_num(c, "lon", NAN);
+    if (!(lat >= -90 && lat <= 90) || !(lon >= -180 && lon <= 180)) return "invalid_value";
+    v->homelinks++;
+    return NULL;
+  }
+  if (strcmp(n, "schedule_software_update") == 0) {
+    double off = p_num(c, "offset_sec", -1);
+    if (off < 0) return "invalid_value";
+    v->update_at_ms = now_ms + (int64_t)off * 1000;
+    return NULL;
+  }
+  if (strcmp(n, "cancel_software_update") == 0) {
+    v->update_at_ms = 0;
+    return NULL;
+  }
+  if (strcmp(n, "media_toggle_playback") == 0) v->playing = !v->playing;
+  else if (strcmp(n, "media_next_track") == 0) v->track++;
+  else if (strcmp(n, "media_prev_track") == 0) v->track--;
+  else if (strcmp(n, "media_next_fav") == 0) v->fav++;
+  else if (strcmp(n, "media_prev_fav") == 0) v->fav--;
+  else if (strcmp(n, "media_volume_up") == 0) v->volume = fmin(10, v->volume + 1);
+  else if (strcmp(n, "media_volume_down") == 0) v->volume = fmax(0, v->volume - 1);
+  else if (strcmp(n, "adjust_volume") == 0) {
+    double vol = p_num(c, "volume", -1);
+    if (!(vol >= 0 && vol <= 10)) return "invalid_value";
+    v->volume = vol;
+  } else {
+    return "";
+  }
+  return NULL;
+}
+
 /* Run one command against the car's state.  Returns NULL on success or
  * the reason the car refuses it (what Tesla puts in plain_text / reason). */
 static const char *execute(fq__sim_vehicle_t *v, const fq_vcp_app_cmd_t *c) {
   const char *n = c->name;
+  const char *more = execute_more(v, c, fq_now_ms());
+  if (!more || *more) return more;
   if (strcmp(n, "door_lock") == 0) v->locked = true;
   else if (strcmp(n, "door_unlock") == 0) v->locked = false;
   else if (strcmp(n, "remote_start_drive") == 0) v->remote_start = true;
@@ -373,6 +590,86 @@ int fq__sim_vehicle_rest(fq__sim_world_t *w, fq__sim_vehicle_t *v, const char *n
 
 /* ---- state ------------------------------------------------------------------ */
 
+/* ---- issue 16 state, named as Tesla's vehicle_data names it where it has
+ * a name (climate_keeper_mode, seat_heater_left, speed_limit_mode, ...);
+ * the counters are fleetsim's own, like honk_count. */
+
+static void set_new(json_t *o, const char *k, json_t *v) {
+  if (o && v) json_object_set_new(o, k, v);
+  else json_decref(v);
+}
+
+static const char *policy_name(int p) { return p == 2 ? "weekdays" : p == 1 ? "all_week" : "off"; }
+
+static void add_more_state(const fq__sim_vehicle_t *v, json_t *charge, json_t *climate, json_t *vs) {
+  static const char *const keeper[] = {"off", "on", "dog", "camp"};
+  static const char *const cop[] = {"Unspecified", "Low", "Medium", "High"};
+  static const char *const heater[] = {
+      "seat_heater_left", "seat_heater_right", "seat_heater_rear_left",
+      "seat_heater_rear_left_back", "seat_heater_rear_center", "seat_heater_rear_right",
+      "seat_heater_rear_right_back", "seat_heater_third_row_left", "seat_heater_third_row_right"};
+  set_new(climate, "climate_keeper_mode", json_string(keeper[v->keeper & 3]));
+  set_new(climate, "bioweapon_mode", json_boolean(v->bioweapon));
+  set_new(climate, "cop_activation_temperature", json_string(cop[v->cop_temp & 3]));
+  for (int i = 0; i < 9; i++) set_new(climate, heater[i], json_integer(v->seat_heat[i]));
+  set_new(climate, "seat_fan_front_left", json_integer(v->seat_cool[0]));
+  set_new(climate, "seat_fan_front_right", json_integer(v->seat_cool[1]));
+  set_new(climate, "auto_seat_climate_left", json_boolean(v->auto_seat[0]));
+  set_new(climate, "auto_seat_climate_right", json_boolean(v->auto_seat[1]));
+  set_new(climate, "steering_wheel_heater", json_boolean(v->wheel_heater));
+
+  if (v->dep_on) set_new(charge, "scheduled_charging_mode", json_string("DepartBy"));
+  set_new(charge, "scheduled_departure_time_minutes", json_integer(v->dep_time));
+  set_new(charge, "off_peak_hours_end_time", json_integer(v->dep_off_peak_end));
+  set_new(charge, "preconditioning_enabled", json_boolean(v->dep_on && v->dep_pre != 0));
+  set_new(charge, "preconditioning_times", json_string(policy_name(v->dep_on ? v->dep_pre : 0)));
+  set_new(charge, "off_peak_charging_enabled", json_boolean(v->dep_on && v->dep_off != 0));
+  set_new(charge, "off_peak_charging_times", json_string(policy_name(v->dep_on ? v->dep_off : 0)));
+
+  set_new(vs, "valet_mode", json_boolean(v->valet));
+  set_new(vs, "valet_pin_needed", json_boolean(v->valet_pin_set));
+  set_new(vs, "pin_to_drive_enabled", json_boolean(v->pin_to_drive));
+  set_new(vs, "guest_mode_enabled", json_boolean(v->guest));
+  set_new(vs, "speed_limit_mode",
+          json_pack("{s:b, s:f, s:b, s:i, s:i}", "active", v->speed_limit_on, "current_limit_mph",
+                    v->speed_limit_mph, "pin_code_set", v->speed_pin_set, "max_limit_mph", 120,
+                    "min_limit_mph", 50));
+  set_new(vs, "sun_roof_state", json_string(v->sunroof));
+  set_new(vs, "homelink_count", json_integer(v->homelinks));
+  set_new(vs, "software_update",
+          json_pack("{s:s, s:I, s:s}", "status", v->update_at_ms ? "scheduled" : "available",
+                    "scheduled_time_ms", (json_int_t)v->update_at_ms, "version", "2026.44.1"));
+  set_new(vs, "media_info",
+          json_pack("{s:s, s:f, s:i, s:i}", "media_playback_status",
+                    v->playing ? "Playing" : "Paused", "audio_volume", v->volume, "track_index",
+                    v->track, "favorite_index", v->fav));
+}
+
+static json_t *sched_json(const fq__sim_sched_t *s, bool charge) {
+  json_t *o = json_pack("{s:I, s:i, s:b, s:b, s:f, s:f}", "id", (json_int_t)s->id, "days_of_week",
+                        s->days, "one_time", s->one_time, "enabled", s->enabled, "latitude",
+                        s->lat, "longitude", s->lon);
+  if (charge) {
+    set_new(o, "start_time", json_integer(s->start));
+    set_new(o, "start_enabled", json_boolean(s->start_enabled));
+    set_new(o, "end_time", json_integer(s->end));
+    set_new(o, "end_enabled", json_boolean(s->end_enabled));
+  } else {
+    set_new(o, "precondition_time", json_integer(s->start));
+  }
+  return o;
+}
+
+static void add_schedules(const fq__sim_vehicle_t *v, json_t *j) {
+  json_t *cs = json_array(), *ps = json_array();
+  for (size_t i = 0; i < v->ncharge_sched; i++)
+    json_array_append_new(cs, sched_json(&v->charge_sched[i], true));
+  for (size_t i = 0; i < v->npre_sched; i++)
+    json_array_append_new(ps, sched_json(&v->pre_sched[i], false));
+  set_new(j, "charge_schedule_data", json_pack("{s:o}", "charge_schedules", cs));
+  set_new(j, "preconditioning_schedule_data", json_pack("{s:o}", "precondition_schedules", ps));
+}
+
 json_t *fq__sim_vehicle_json(fq__sim_vehicle_t *v, int64_t now_ms) {
   const char *state = fq__sim_vehicle_state(v, now_ms);
   json_t *charge = json_pack(
@@ -392,10 +689,12 @@ json_t *fq__sim_vehicle_json(fq__sim_vehicle_t *v, int64_t now_ms) {
       v->sentry, "ft", v->ft_open, "rt", v->rt_open, "windows", v->windows, "vehicle_name",
       v->name, "remote_start", v->remote_start, "honk_count", (json_int_t)v->honks,
       "flash_count", (json_int_t)v->flashes);
+  add_more_state(v, charge, climate, vs);
   json_t *j = json_pack("{s:I, s:I, s:s, s:s, s:s, s:b, s:s, s:o, s:o, s:o}", "id",
                         (json_int_t)v->id, "vehicle_id", (json_int_t)v->id, "vin", v->vin,
                         "display_name", v->name, "state", state, "in_service", 0,
                         "command_signing", v->legacy ? "off" : "required", "charge_state",
                         charge, "climate_state", climate, "vehicle_state", vs);
+  if (j) add_schedules(v, j);
   return j;
 }

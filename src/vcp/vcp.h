@@ -470,7 +470,7 @@ typedef struct fq_vcp_app_cmd {
     int64_t i;
     double f;
     char s[256];
-  } params[4];
+  } params[12];
   size_t nparams;
 } fq_vcp_app_cmd_t;
 

@@ -29,6 +29,7 @@
 #include "car_server.pb-c.h"
 #include "mpread.h"
 #include "payload.h"
+#include "util.h"
 #include "vcsec.pb-c.h"
 
 /* ---- parameter specs ------------------------------------------------------ */
@@ -78,6 +79,128 @@ static const fq_param_spec_t p_scheduled_charging[] = {
 };
 static const fq_param_spec_t p_vehicle_name[] = {
     {.name = "vehicle_name", .type = FQ_PT_STR, .required = true, .max_len = 64},
+};
+
+/* ---- issue 16: the rest of the vehicle command set --------------------------
+ * Names and required-ness as the official proxy (vehicle-command's
+ * pkg/proxy/command.go) reads them; ranges are what the car's enums and the
+ * Tesla app allow (see each). */
+
+/* A PIN (valet mode, PIN to drive, speed limit mode) is 4 digits on the
+ * car's keypad. */
+static const char *check_pin(const char *s, size_t n) {
+  if (n != 4) return "must be 4 digits";
+  for (size_t i = 0; i < n; i++)
+    if (s[i] < '0' || s[i] > '9') return "must be 4 digits";
+  return NULL;
+}
+
+static const char *check_days(const char *s, size_t n) {
+  return fq_days_of_week_parse(s, n) < 0
+             ? "not a comma list of days (Sun..Sat, Sunday..Saturday, All, Weekdays)"
+             : NULL;
+}
+
+#define PIN(n, req) \
+  {.name = n, .type = FQ_PT_STR, .required = req, .max_len = 4, .check = check_pin, \
+   .examples = {"1234", "9876"}}
+#define DAYS {.name = "days_of_week", .type = FQ_PT_STR, .required = true, .max_len = 96, \
+              .check = check_days, .examples = {"All", "Mon,Wed"}}
+/* Minutes after local midnight. */
+#define MINUTES(n, req) {.name = n, .type = FQ_PT_INT, .required = req, .min = 0, .max = 1439}
+#define LAT(req) {.name = "lat", .type = FQ_PT_FLOAT, .required = req, .min = -90, .max = 90}
+#define LON(req) {.name = "lon", .type = FQ_PT_FLOAT, .required = req, .min = -180, .max = 180}
+/* Schedule ids are unix seconds (the proxy uses the current time for 0);
+ * the car's field is a uint64, ours stays within int32 like every INT. */
+#define SCHED_ID(req) {.name = "id", .type = FQ_PT_INT, .required = req, .min = 1, .max = INT32_MAX}
+
+static const char *const sunroof_choices[] = {"vent", "close", "open", NULL};
+
+static const fq_param_spec_t p_add_charge_schedule[] = {
+    LAT(true), LON(true), MINUTES("start_time", false), REQ_BOOL("start_enabled"),
+    MINUTES("end_time", false), REQ_BOOL("end_enabled"), DAYS, SCHED_ID(false),
+    REQ_BOOL("enabled"), OPT_BOOL("one_time"),
+};
+static const fq_param_spec_t p_add_precondition_schedule[] = {
+    LAT(true), LON(true), MINUTES("precondition_time", true), OPT_BOOL("one_time"), DAYS,
+    SCHED_ID(false), REQ_BOOL("enabled"),
+};
+static const fq_param_spec_t p_schedule_id[] = {
+    SCHED_ID(true),
+};
+/* enable = false clears the departure: the proxy sends only that. */
+static const fq_param_spec_t p_scheduled_departure[] = {
+    {.name = "enable", .type = FQ_PT_BOOL, .required = true, .gates = true},
+    MINUTES("departure_time", false),
+    MINUTES("end_off_peak_time", false),
+    OPT_BOOL("preconditioning_enabled"),
+    OPT_BOOL("preconditioning_weekdays_only"),
+    OPT_BOOL("off_peak_charging_enabled"),
+    OPT_BOOL("off_peak_charging_weekdays_only"),
+};
+/* 0 off, 1 on, 2 dog, 3 camp (HvacClimateKeeperAction.ClimateKeeperAction_E). */
+static const fq_param_spec_t p_climate_keeper[] = {
+    {.name = "climate_keeper_mode", .type = FQ_PT_INT, .required = true, .min = 0, .max = 3},
+    OPT_BOOL("manual_override"),
+};
+static const fq_param_spec_t p_bioweapon[] = {
+    REQ_BOOL("on"),
+    REQ_BOOL("manual_override"),
+};
+/* Passed on as ClimateState.CopActivationTemp, as the proxy does: 1 low,
+ * 2 medium, 3 high (0 is the enum's "unspecified"). */
+static const fq_param_spec_t p_cop_temp[] = {
+    {.name = "cop_temp", .type = FQ_PT_INT, .required = true, .min = 1, .max = 3},
+};
+/* seat_position indexes the proxy's seat list: 0 front left, 1 front right,
+ * 2 rear left, 3 rear left back, 4 rear center, 5 rear right, 6 rear right
+ * back, 7 third row left, 8 third row right; level 0 off .. 3 high. */
+static const fq_param_spec_t p_seat_heater[] = {
+    {.name = "seat_position", .type = FQ_PT_INT, .required = true, .min = 0, .max = 8},
+    {.name = "level", .type = FQ_PT_INT, .required = true, .min = 0, .max = 3},
+};
+/* Front seats only: 1 left, 2 right.  The level goes into the car's enum
+ * unchanged, as the proxy sends it: 1 off, 2 low, 3 medium, 4 high. */
+static const fq_param_spec_t p_seat_cooler[] = {
+    {.name = "seat_position", .type = FQ_PT_INT, .required = true, .min = 1, .max = 2},
+    {.name = "seat_cooler_level", .type = FQ_PT_INT, .required = true, .min = 1, .max = 4},
+};
+static const fq_param_spec_t p_auto_seat[] = {
+    {.name = "auto_seat_position", .type = FQ_PT_INT, .required = true, .min = 1, .max = 2},
+    REQ_BOOL("auto_climate_on"),
+};
+static const fq_param_spec_t p_on_password[] = {
+    REQ_BOOL("on"),
+    PIN("password", false),
+};
+/* Valet mode: the PIN goes with `on` (the official SDK refuses to enable
+ * it without one); turning it off sends none. */
+static const fq_param_spec_t p_valet[] = {
+    {.name = "on", .type = FQ_PT_BOOL, .required = true, .gates = true},
+    PIN("password", false),
+};
+static const fq_param_spec_t p_pin[] = {
+    PIN("pin", true),
+};
+/* The Tesla app's speed limit mode range. */
+static const fq_param_spec_t p_speed_limit[] = {
+    {.name = "limit_mph", .type = FQ_PT_FLOAT, .required = true, .min = 50, .max = 120},
+};
+static const fq_param_spec_t p_enable[] = {
+    REQ_BOOL("enable"),
+};
+static const fq_param_spec_t p_sun_roof[] = {
+    {.name = "state", .type = FQ_PT_STR, .required = true, .choices = sunroof_choices},
+};
+static const fq_param_spec_t p_homelink[] = {
+    LAT(true),
+    LON(true),
+};
+static const fq_param_spec_t p_software_update[] = {
+    {.name = "offset_sec", .type = FQ_PT_INT, .required = true, .min = 0, .max = INT32_MAX},
+};
+static const fq_param_spec_t p_volume[] = {
+    {.name = "volume", .type = FQ_PT_FLOAT, .required = true, .min = 0, .max = 10},
 };
 
 static const fq_param_spec_t p_backup[] = {
@@ -133,6 +256,9 @@ static bool arg_is(const fq_pval_t *ps, size_t n, const char *name, const char *
   return p && p->type == FQ_PT_STR && p->v.s.n == strlen(value) &&
          memcmp(p->v.s.p, value, p->v.s.n) == 0;
 }
+
+/* A VehicleAction oneof case by its member's name. */
+#define ACTION_CASE(x) CAR_SERVER__VEHICLE_ACTION__VEHICLE_ACTION_MSG_##x
 
 /* ---- payload builders -------------------------------------------------------
  * One fq_cmd_builder_fn per payload shape, filling the protobuf-c structs
@@ -407,6 +533,355 @@ static int b_ping(const fq_cmd_t *cmd, const fq_pval_t *ps, size_t n, fq_buf_t *
   return pack_action(&va, out, err);
 }
 
+/* ---- issue 16 builders ------------------------------------------------------ */
+
+/* Pack msg as the VehicleAction member whose oneof case is `which`.  Every
+ * member of that oneof is a message pointer at the same offset, and
+ * protobuf-c finds the member by its case: one pointer serves them all. */
+static int pack_va(int which, void *msg, fq_buf_t *out, fq_err_t *err) {
+  CarServer__VehicleAction va;
+  car_server__vehicle_action__init(&va);
+  va.vehicle_action_msg_case = (CarServer__VehicleAction__VehicleActionMsgCase)which;
+  va.ping = msg;
+  return pack_action(&va, out, err);
+}
+
+/* A string parameter as a C string for protobuf-c ("" when absent): the
+ * spec keeps NUL out, strndup stops at one anyway.  NULL only when out of
+ * memory; free it. */
+static char *arg_strdup(const fq_pval_t *ps, size_t n, const char *name) {
+  const fq_pval_t *p = fq_pval_get(ps, n, name);
+  return p && p->type == FQ_PT_STR ? strndup(p->v.s.p, p->v.s.n) : strdup("");
+}
+
+static int no_memory(fq_err_t *err) { return fq_errf(err, -ENOMEM, "payload: out of memory"); }
+
+/* Messages without fields: zero bytes whatever their type, so CarServer.Void
+ * stands for each.  build_arg is the VehicleAction case. */
+static int b_void(const fq_cmd_t *cmd, const fq_pval_t *ps, size_t n, fq_buf_t *out,
+                  fq_err_t *err) {
+  CarServer__Void v;
+  car_server__void__init(&v);
+  return pack_va(cmd->build_arg, &v, out, err);
+}
+
+/* build_arg: +1 / -1 steps the volume (media_volume_up / _down), 0 sets
+ * `volume` (adjust_volume). */
+static int b_volume(const fq_cmd_t *cmd, const fq_pval_t *ps, size_t n, fq_buf_t *out,
+                    fq_err_t *err) {
+  CarServer__MediaUpdateVolume c;
+  car_server__media_update_volume__init(&c);
+  if (cmd->build_arg) {
+    c.media_volume_case = CAR_SERVER__MEDIA_UPDATE_VOLUME__MEDIA_VOLUME_VOLUME_DELTA;
+    c.volume_delta = cmd->build_arg;
+  } else {
+    c.media_volume_case = CAR_SERVER__MEDIA_UPDATE_VOLUME__MEDIA_VOLUME_VOLUME_ABSOLUTE_FLOAT;
+    c.volume_absolute_float = arg_float(ps, n, "volume");
+  }
+  return pack_va(ACTION_CASE(MEDIA_UPDATE_VOLUME), &c, out, err);
+}
+
+static int b_bioweapon(const fq_cmd_t *cmd, const fq_pval_t *ps, size_t n, fq_buf_t *out,
+                       fq_err_t *err) {
+  CarServer__HvacBioweaponModeAction c;
+  car_server__hvac_bioweapon_mode_action__init(&c);
+  c.on = arg_bool(ps, n, "on");
+  c.manual_override = arg_bool(ps, n, "manual_override");
+  return pack_va(ACTION_CASE(HVAC_BIOWEAPON_MODE_ACTION), &c, out, err);
+}
+
+static int b_climate_keeper(const fq_cmd_t *cmd, const fq_pval_t *ps, size_t n, fq_buf_t *out,
+                            fq_err_t *err) {
+  CarServer__HvacClimateKeeperAction c;
+  car_server__hvac_climate_keeper_action__init(&c);
+  c.climatekeeperaction =
+      (CarServer__HvacClimateKeeperAction__ClimateKeeperActionE)arg_int(ps, n, "climate_keeper_mode");
+  c.manual_override = arg_bool(ps, n, "manual_override");
+  return pack_va(ACTION_CASE(HVAC_CLIMATE_KEEPER_ACTION), &c, out, err);
+}
+
+static int b_cop_temp(const fq_cmd_t *cmd, const fq_pval_t *ps, size_t n, fq_buf_t *out,
+                      fq_err_t *err) {
+  CarServer__SetCopTempAction c;
+  car_server__set_cop_temp_action__init(&c);
+  c.copactivationtemp = (CarServer__ClimateState__CopActivationTemp)arg_int(ps, n, "cop_temp");
+  return pack_va(ACTION_CASE(SET_COP_TEMP_ACTION), &c, out, err);
+}
+
+static int b_seat_heater(const fq_cmd_t *cmd, const fq_pval_t *ps, size_t n, fq_buf_t *out,
+                         fq_err_t *err) {
+  CarServer__Void v;
+  car_server__void__init(&v);
+  CarServer__HvacSeatHeaterActions__HvacSeatHeaterAction one;
+  car_server__hvac_seat_heater_actions__hvac_seat_heater_action__init(&one);
+  /* Both oneofs hold only Void members, numbered in order: level 0 (off)
+   * is case 2 (SEAT_HEATER_OFF), seat 0 (front left) is case 7. */
+  one.seat_heater_level_case =
+      (CarServer__HvacSeatHeaterActions__HvacSeatHeaterAction__SeatHeaterLevelCase)(
+          arg_int(ps, n, "level") + 2);
+  one.seat_heater_off = &v;
+  one.seat_position_case =
+      (CarServer__HvacSeatHeaterActions__HvacSeatHeaterAction__SeatPositionCase)(
+          arg_int(ps, n, "seat_position") + 7);
+  one.car_seat_front_left = &v;
+  CarServer__HvacSeatHeaterActions__HvacSeatHeaterAction *list[1] = {&one};
+  CarServer__HvacSeatHeaterActions c;
+  car_server__hvac_seat_heater_actions__init(&c);
+  c.n_hvacseatheateraction = 1;
+  c.hvacseatheateraction = list;
+  return pack_va(ACTION_CASE(HVAC_SEAT_HEATER_ACTIONS), &c, out, err);
+}
+
+static int b_seat_cooler(const fq_cmd_t *cmd, const fq_pval_t *ps, size_t n, fq_buf_t *out,
+                         fq_err_t *err) {
+  CarServer__HvacSeatCoolerActions__HvacSeatCoolerAction one;
+  car_server__hvac_seat_cooler_actions__hvac_seat_cooler_action__init(&one);
+  one.seat_cooler_level =
+      (CarServer__HvacSeatCoolerActions__HvacSeatCoolerLevelE)arg_int(ps, n, "seat_cooler_level");
+  one.seat_position =
+      (CarServer__HvacSeatCoolerActions__HvacSeatCoolerPositionE)arg_int(ps, n, "seat_position");
+  CarServer__HvacSeatCoolerActions__HvacSeatCoolerAction *list[1] = {&one};
+  CarServer__HvacSeatCoolerActions c;
+  car_server__hvac_seat_cooler_actions__init(&c);
+  c.n_hvacseatcooleraction = 1;
+  c.hvacseatcooleraction = list;
+  return pack_va(ACTION_CASE(HVAC_SEAT_COOLER_ACTIONS), &c, out, err);
+}
+
+static int b_auto_seat(const fq_cmd_t *cmd, const fq_pval_t *ps, size_t n, fq_buf_t *out,
+                       fq_err_t *err) {
+  CarServer__AutoSeatClimateAction__CarSeat one;
+  car_server__auto_seat_climate_action__car_seat__init(&one);
+  one.on = arg_bool(ps, n, "auto_climate_on");
+  one.seat_position =
+      (CarServer__AutoSeatClimateAction__AutoSeatPositionE)arg_int(ps, n, "auto_seat_position");
+  CarServer__AutoSeatClimateAction__CarSeat *list[1] = {&one};
+  CarServer__AutoSeatClimateAction c;
+  car_server__auto_seat_climate_action__init(&c);
+  c.n_carseat = 1;
+  c.carseat = list;
+  return pack_va(ACTION_CASE(AUTO_SEAT_CLIMATE_ACTION), &c, out, err);
+}
+
+static int b_wheel_heater(const fq_cmd_t *cmd, const fq_pval_t *ps, size_t n, fq_buf_t *out,
+                          fq_err_t *err) {
+  CarServer__HvacSteeringWheelHeaterAction c;
+  car_server__hvac_steering_wheel_heater_action__init(&c);
+  c.power_on = arg_bool(ps, n, "on");
+  return pack_va(ACTION_CASE(HVAC_STEERING_WHEEL_HEATER_ACTION), &c, out, err);
+}
+
+/* set_valet_mode and set_pin_to_drive: {on, password}, two messages of the
+ * same shape; build_arg is the VehicleAction case. */
+static int b_on_password(const fq_cmd_t *cmd, const fq_pval_t *ps, size_t n, fq_buf_t *out,
+                         fq_err_t *err) {
+  char *pw = arg_strdup(ps, n, "password");
+  if (!pw) return no_memory(err);
+  CarServer__VehicleControlSetValetModeAction valet;
+  CarServer__VehicleControlSetPinToDriveAction pin;
+  void *msg;
+  switch (cmd->build_arg) {
+  case ACTION_CASE(VEHICLE_CONTROL_SET_VALET_MODE_ACTION):
+    car_server__vehicle_control_set_valet_mode_action__init(&valet);
+    valet.on = arg_bool(ps, n, "on");
+    valet.password = valet.on ? pw : (char *)""; /* as the SDK's DisableValetMode */
+    msg = &valet;
+    break;
+  case ACTION_CASE(VEHICLE_CONTROL_SET_PIN_TO_DRIVE_ACTION):
+    car_server__vehicle_control_set_pin_to_drive_action__init(&pin);
+    pin.on = arg_bool(ps, n, "on");
+    pin.password = pw;
+    msg = &pin;
+    break;
+  default: free(pw); return bad_arg(cmd, err);
+  }
+  int rc = pack_va(cmd->build_arg, msg, out, err);
+  free(pw);
+  return rc;
+}
+
+/* build_arg is `activate`. */
+static int b_speed_limit(const fq_cmd_t *cmd, const fq_pval_t *ps, size_t n, fq_buf_t *out,
+                         fq_err_t *err) {
+  char *pin = arg_strdup(ps, n, "pin");
+  if (!pin) return no_memory(err);
+  CarServer__DrivingSpeedLimitAction c;
+  car_server__driving_speed_limit_action__init(&c);
+  c.activate = cmd->build_arg != 0;
+  c.pin = pin;
+  int rc = pack_va(ACTION_CASE(DRIVING_SPEED_LIMIT_ACTION), &c, out, err);
+  free(pin);
+  return rc;
+}
+
+static int b_speed_limit_set(const fq_cmd_t *cmd, const fq_pval_t *ps, size_t n, fq_buf_t *out,
+                             fq_err_t *err) {
+  CarServer__DrivingSetSpeedLimitAction c;
+  car_server__driving_set_speed_limit_action__init(&c);
+  const fq_pval_t *p = fq_pval_get(ps, n, "limit_mph");
+  c.limit_mph = p ? fq_pval_num(p) : 0; /* a double on the wire: no float rounding */
+  return pack_va(ACTION_CASE(DRIVING_SET_SPEED_LIMIT_ACTION), &c, out, err);
+}
+
+static int b_guest_mode(const fq_cmd_t *cmd, const fq_pval_t *ps, size_t n, fq_buf_t *out,
+                        fq_err_t *err) {
+  CarServer__VehicleState__GuestMode c;
+  car_server__vehicle_state__guest_mode__init(&c);
+  c.guestmodeactive = arg_bool(ps, n, "enable");
+  return pack_va(ACTION_CASE(GUEST_MODE_ACTION), &c, out, err);
+}
+
+static int b_sun_roof(const fq_cmd_t *cmd, const fq_pval_t *ps, size_t n, fq_buf_t *out,
+                      fq_err_t *err) {
+  CarServer__Void v;
+  car_server__void__init(&v);
+  CarServer__VehicleControlSunroofOpenCloseAction c;
+  car_server__vehicle_control_sunroof_open_close_action__init(&c);
+  if (arg_is(ps, n, "state", "vent")) {
+    c.action_case = CAR_SERVER__VEHICLE_CONTROL_SUNROOF_OPEN_CLOSE_ACTION__ACTION_VENT;
+    c.vent = &v;
+  } else if (arg_is(ps, n, "state", "open")) {
+    c.action_case = CAR_SERVER__VEHICLE_CONTROL_SUNROOF_OPEN_CLOSE_ACTION__ACTION_OPEN;
+    c.open = &v;
+  } else {
+    c.action_case = CAR_SERVER__VEHICLE_CONTROL_SUNROOF_OPEN_CLOSE_ACTION__ACTION_CLOSE;
+    c.close = &v;
+  }
+  return pack_va(ACTION_CASE(VEHICLE_CONTROL_SUNROOF_OPEN_CLOSE_ACTION), &c, out, err);
+}
+
+static int b_homelink(const fq_cmd_t *cmd, const fq_pval_t *ps, size_t n, fq_buf_t *out,
+                      fq_err_t *err) {
+  CarServer__LatLong ll;
+  car_server__lat_long__init(&ll);
+  ll.latitude = arg_float(ps, n, "lat");
+  ll.longitude = arg_float(ps, n, "lon");
+  CarServer__VehicleControlTriggerHomelinkAction c;
+  car_server__vehicle_control_trigger_homelink_action__init(&c);
+  c.location = &ll;
+  return pack_va(ACTION_CASE(VEHICLE_CONTROL_TRIGGER_HOMELINK_ACTION), &c, out, err);
+}
+
+static int b_software_update(const fq_cmd_t *cmd, const fq_pval_t *ps, size_t n, fq_buf_t *out,
+                             fq_err_t *err) {
+  CarServer__VehicleControlScheduleSoftwareUpdateAction c;
+  car_server__vehicle_control_schedule_software_update_action__init(&c);
+  c.offset_sec = arg_int(ps, n, "offset_sec");
+  return pack_va(ACTION_CASE(VEHICLE_CONTROL_SCHEDULE_SOFTWARE_UPDATE_ACTION), &c, out, err);
+}
+
+/* The proxy's policy rule: *_weekdays_only wins over *_enabled; neither
+ * leaves the message out (off).  Returns the oneof case, 0 for off. */
+static int policy(const fq_pval_t *ps, size_t n, const char *enabled, const char *weekdays) {
+  if (arg_bool(ps, n, weekdays)) return CAR_SERVER__PRECONDITIONING_TIMES__TIMES_WEEKDAYS;
+  if (arg_bool(ps, n, enabled)) return CAR_SERVER__PRECONDITIONING_TIMES__TIMES_ALL_WEEK;
+  return 0;
+}
+
+static int b_departure(const fq_cmd_t *cmd, const fq_pval_t *ps, size_t n, fq_buf_t *out,
+                       fq_err_t *err) {
+  CarServer__Void v;
+  car_server__void__init(&v);
+  CarServer__PreconditioningTimes pre;
+  car_server__preconditioning_times__init(&pre);
+  CarServer__OffPeakChargingTimes off;
+  car_server__off_peak_charging_times__init(&off);
+  CarServer__ScheduledDepartureAction c;
+  car_server__scheduled_departure_action__init(&c);
+  /* enable = false is the proxy's ClearScheduledDeparture: that field alone. */
+  if (arg_bool(ps, n, "enable")) {
+    c.enabled = true;
+    c.departure_time = arg_int(ps, n, "departure_time");
+    c.off_peak_hours_end_time = arg_int(ps, n, "end_off_peak_time");
+    /* Both oneofs number all_week 1, weekdays 2. */
+    int pc = policy(ps, n, "preconditioning_enabled", "preconditioning_weekdays_only");
+    if (pc) {
+      pre.times_case = (CarServer__PreconditioningTimes__TimesCase)pc;
+      pre.all_week = &v;
+      c.preconditioning_times = &pre;
+    }
+    int oc = policy(ps, n, "off_peak_charging_enabled", "off_peak_charging_weekdays_only");
+    if (oc) {
+      off.times_case = (CarServer__OffPeakChargingTimes__TimesCase)oc;
+      off.all_week = &v;
+      c.off_peak_charging_times = &off;
+    }
+  }
+  return pack_va(ACTION_CASE(SCHEDULED_DEPARTURE_ACTION), &c, out, err);
+}
+
+/* A schedule's id: the one sent, or now in unix seconds as the proxy does
+ * (an id the car has not seen adds a schedule; a known one replaces it). */
+static uint64_t schedule_id(const fq_pval_t *ps, size_t n) {
+  int32_t id = arg_int(ps, n, "id");
+  return id > 0 ? (uint64_t)id : (uint64_t)(fq_now_ms() / 1000);
+}
+
+static int days_mask(const fq_pval_t *ps, size_t n) {
+  const fq_pval_t *p = fq_pval_get(ps, n, "days_of_week");
+  int m = p && p->type == FQ_PT_STR ? fq_days_of_week_parse(p->v.s.p, p->v.s.n) : 0;
+  return m < 0 ? 0 : m;
+}
+
+static int b_add_charge_schedule(const fq_cmd_t *cmd, const fq_pval_t *ps, size_t n,
+                                 fq_buf_t *out, fq_err_t *err) {
+  CarServer__ChargeSchedule c;
+  car_server__charge_schedule__init(&c);
+  c.id = schedule_id(ps, n);
+  c.days_of_week = days_mask(ps, n);
+  c.start_enabled = arg_bool(ps, n, "start_enabled");
+  c.start_time = arg_int(ps, n, "start_time");
+  c.end_enabled = arg_bool(ps, n, "end_enabled");
+  c.end_time = arg_int(ps, n, "end_time");
+  c.one_time = arg_bool(ps, n, "one_time");
+  c.enabled = arg_bool(ps, n, "enabled");
+  c.latitude = arg_float(ps, n, "lat");
+  c.longitude = arg_float(ps, n, "lon");
+  return pack_va(ACTION_CASE(ADD_CHARGE_SCHEDULE_ACTION), &c, out, err);
+}
+
+static int b_add_precondition_schedule(const fq_cmd_t *cmd, const fq_pval_t *ps, size_t n,
+                                       fq_buf_t *out, fq_err_t *err) {
+  CarServer__PreconditionSchedule c;
+  car_server__precondition_schedule__init(&c);
+  c.id = schedule_id(ps, n);
+  c.days_of_week = days_mask(ps, n);
+  c.precondition_time = arg_int(ps, n, "precondition_time");
+  c.one_time = arg_bool(ps, n, "one_time");
+  c.enabled = arg_bool(ps, n, "enabled");
+  c.latitude = arg_float(ps, n, "lat");
+  c.longitude = arg_float(ps, n, "lon");
+  return pack_va(ACTION_CASE(ADD_PRECONDITION_SCHEDULE_ACTION), &c, out, err);
+}
+
+/* build_arg is the VehicleAction case: the two remove messages are both {id}. */
+static int b_remove_schedule(const fq_cmd_t *cmd, const fq_pval_t *ps, size_t n, fq_buf_t *out,
+                             fq_err_t *err) {
+  CarServer__RemoveChargeScheduleAction charge;
+  CarServer__RemovePreconditionScheduleAction pre;
+  void *msg;
+  switch (cmd->build_arg) {
+  case ACTION_CASE(REMOVE_CHARGE_SCHEDULE_ACTION):
+    car_server__remove_charge_schedule_action__init(&charge);
+    charge.id = (uint64_t)arg_int(ps, n, "id");
+    msg = &charge;
+    break;
+  case ACTION_CASE(REMOVE_PRECONDITION_SCHEDULE_ACTION):
+    car_server__remove_precondition_schedule_action__init(&pre);
+    pre.id = (uint64_t)arg_int(ps, n, "id");
+    msg = &pre;
+    break;
+  default: return bad_arg(cmd, err);
+  }
+  return pack_va(cmd->build_arg, msg, out, err);
+}
+
+static int check_valet(const fq_pval_t *ps, size_t n, fq_err_t *err) {
+  if (arg_bool(ps, n, "on") && !fq_pval_get(ps, n, "password"))
+    return fq_errf(err, FQ_EBADPARAM, "params.password: required when on is true");
+  return 0;
+}
+
 /* ---- the table -------------------------------------------------------------
  * One designated initializer per command.  A vehicle command is signed with
  * its build_payload, or sent as REST with the JSON body of its params to a
@@ -492,6 +967,83 @@ static const fq_cmd_t cmds[] = {
      .coalesce = true, SIGNED(b_window)},
     {CMD("set_vehicle_name"), INFO, PARAMS(p_vehicle_name), .scopes = SC_VEH, .idempotent = true,
      .coalesce = true, SIGNED(b_vehicle_name)},
+
+    /* Issue 16: schedules (infotainment, charging). */
+    /* Without an `id` a resend would add the schedule twice. */
+    {CMD("add_charge_schedule"), INFO, PARAMS(p_add_charge_schedule), .scopes = SC_CHARGE,
+     .idempotent = false, SIGNED(b_add_charge_schedule)},
+    {CMD("remove_charge_schedule"), INFO, PARAMS(p_schedule_id), .scopes = SC_CHARGE,
+     .idempotent = true, SIGNED_ARG(b_remove_schedule, ACTION_CASE(REMOVE_CHARGE_SCHEDULE_ACTION))},
+    {CMD("add_precondition_schedule"), INFO, PARAMS(p_add_precondition_schedule), .scopes = SC_VEH,
+     .idempotent = false, SIGNED(b_add_precondition_schedule)},
+    {CMD("remove_precondition_schedule"), INFO, PARAMS(p_schedule_id), .scopes = SC_VEH,
+     .idempotent = true,
+     SIGNED_ARG(b_remove_schedule, ACTION_CASE(REMOVE_PRECONDITION_SCHEDULE_ACTION))},
+    {CMD("set_scheduled_departure"), INFO, PARAMS(p_scheduled_departure), .scopes = SC_CHARGE,
+     .idempotent = true, .coalesce = true, SIGNED(b_departure)},
+
+    /* Issue 16: climate. */
+    {CMD("set_climate_keeper_mode"), INFO, PARAMS(p_climate_keeper), .scopes = SC_VEH,
+     .idempotent = true, .coalesce = true, SIGNED(b_climate_keeper)},
+    {CMD("set_bioweapon_mode"), INFO, PARAMS(p_bioweapon), .scopes = SC_VEH, .idempotent = true,
+     .coalesce = true, SIGNED(b_bioweapon)},
+    {CMD("set_cop_temp"), INFO, PARAMS(p_cop_temp), .scopes = SC_VEH, .idempotent = true,
+     .coalesce = true, SIGNED(b_cop_temp)},
+    {CMD("remote_seat_heater_request"), INFO, PARAMS(p_seat_heater), .scopes = SC_VEH,
+     .idempotent = true, SIGNED(b_seat_heater)},
+    {CMD("remote_seat_cooler_request"), INFO, PARAMS(p_seat_cooler), .scopes = SC_VEH,
+     .idempotent = true, SIGNED(b_seat_cooler)},
+    {CMD("remote_steering_wheel_heater_request"), INFO, PARAMS(p_on), .scopes = SC_VEH,
+     .idempotent = true, .coalesce = true, SIGNED(b_wheel_heater)},
+    {CMD("remote_auto_seat_climate_request"), INFO, PARAMS(p_auto_seat), .scopes = SC_VEH,
+     .idempotent = true, SIGNED(b_auto_seat)},
+
+    /* Issue 16: security. */
+    {CMD("set_valet_mode"), INFO, PARAMS(p_valet), .scopes = SC_VEH, .idempotent = true,
+     .coalesce = true, .check = check_valet,
+     SIGNED_ARG(b_on_password, ACTION_CASE(VEHICLE_CONTROL_SET_VALET_MODE_ACTION))},
+    {CMD("reset_valet_pin"), INFO, .scopes = SC_VEH, .idempotent = true,
+     SIGNED_ARG(b_void, ACTION_CASE(VEHICLE_CONTROL_RESET_VALET_PIN_ACTION))},
+    {CMD("set_pin_to_drive"), INFO, PARAMS(p_on_password), .scopes = SC_VEH, .idempotent = true,
+     .coalesce = true,
+     SIGNED_ARG(b_on_password, ACTION_CASE(VEHICLE_CONTROL_SET_PIN_TO_DRIVE_ACTION))},
+    {CMD("speed_limit_activate"), INFO, PARAMS(p_pin), .scopes = SC_VEH, .idempotent = true,
+     SIGNED_ARG(b_speed_limit, 1)},
+    {CMD("speed_limit_deactivate"), INFO, PARAMS(p_pin), .scopes = SC_VEH, .idempotent = true,
+     SIGNED_ARG(b_speed_limit, 0)},
+    {CMD("speed_limit_set_limit"), INFO, PARAMS(p_speed_limit), .scopes = SC_VEH,
+     .idempotent = true, .coalesce = true, SIGNED(b_speed_limit_set)},
+    {CMD("guest_mode"), INFO, PARAMS(p_enable), .scopes = SC_VEH, .idempotent = true,
+     .coalesce = true, SIGNED(b_guest_mode)},
+
+    /* Issue 16: openings, homelink, updates. */
+    {CMD("sun_roof_control"), INFO, PARAMS(p_sun_roof), .scopes = SC_VEH, .idempotent = true,
+     .coalesce = true, SIGNED(b_sun_roof)},
+    /* Each trigger moves the garage door: a second one reverses it. */
+    {CMD("trigger_homelink"), INFO, PARAMS(p_homelink), .scopes = SC_VEH, .idempotent = false,
+     SIGNED(b_homelink)},
+    {CMD("schedule_software_update"), INFO, PARAMS(p_software_update), .scopes = SC_VEH,
+     .idempotent = true, .coalesce = true, SIGNED(b_software_update)},
+    {CMD("cancel_software_update"), INFO, .scopes = SC_VEH, .idempotent = true,
+     SIGNED_ARG(b_void, ACTION_CASE(VEHICLE_CONTROL_CANCEL_SOFTWARE_UPDATE_ACTION))},
+
+    /* Issue 16: media.  Toggles and steps repeat their effect when sent twice. */
+    {CMD("media_toggle_playback"), INFO, .scopes = SC_VEH, .idempotent = false,
+     SIGNED_ARG(b_void, ACTION_CASE(MEDIA_PLAY_ACTION))},
+    {CMD("media_next_track"), INFO, .scopes = SC_VEH, .idempotent = false,
+     SIGNED_ARG(b_void, ACTION_CASE(MEDIA_NEXT_TRACK))},
+    {CMD("media_prev_track"), INFO, .scopes = SC_VEH, .idempotent = false,
+     SIGNED_ARG(b_void, ACTION_CASE(MEDIA_PREVIOUS_TRACK))},
+    {CMD("media_next_fav"), INFO, .scopes = SC_VEH, .idempotent = false,
+     SIGNED_ARG(b_void, ACTION_CASE(MEDIA_NEXT_FAVORITE))},
+    {CMD("media_prev_fav"), INFO, .scopes = SC_VEH, .idempotent = false,
+     SIGNED_ARG(b_void, ACTION_CASE(MEDIA_PREVIOUS_FAVORITE))},
+    {CMD("media_volume_up"), INFO, .scopes = SC_VEH, .idempotent = false,
+     SIGNED_ARG(b_volume, 1)},
+    {CMD("media_volume_down"), INFO, .scopes = SC_VEH, .idempotent = false,
+     SIGNED_ARG(b_volume, -1)},
+    {CMD("adjust_volume"), INFO, PARAMS(p_volume), .scopes = SC_VEH, .idempotent = true,
+     .coalesce = true, SIGNED(b_volume)},
 
     /* Not signed: a plain REST call that only wakes the car. */
     {ENDPOINT("wake_up"), .dev = FQ_DEV_VEHICLE, .domain = FQ_DOMAIN_NONE, .scopes = SC_WAKE,
@@ -630,6 +1182,10 @@ static int check_value(const fq_param_spec_t *sp, const fq_pval_t *pv, fq_err_t 
     if (nul)
       return fq_errf(err, FQ_EBADPARAM, "params.%s: NUL at byte %zu", sp->name,
                      (size_t)(nul - pv->v.s.p));
+    if (sp->check) {
+      const char *why = sp->check(pv->v.s.p, pv->v.s.n);
+      if (why) return fq_errf(err, FQ_EBADPARAM, "params.%s: %s", sp->name, why);
+    }
     return 0;
   case FQ_PT_BOOL:
   case FQ_PT_MAP:
@@ -660,6 +1216,10 @@ int fq_cmd_validate(const fq_cmd_t *cmd, const fq_pval_t *params, size_t n, fq_e
     if (sp->required && !fq_pval_get(params, n, sp->name))
       return fq_errf(err, FQ_EBADPARAM, "params.%s: required", sp->name);
   }
+  if (cmd->check) {
+    int rc = cmd->check(params, n, err);
+    if (rc) return rc;
+  }
   if (cmd->need_any_param && n == 0) {
     char list[160] = "";
     size_t o = 0;
@@ -668,6 +1228,42 @@ int fq_cmd_validate(const fq_cmd_t *cmd, const fq_pval_t *params, size_t n, fq_e
     return fq_errf(err, FQ_EBADPARAM, "params: %s needs at least one of %s", cmd->name, list);
   }
   return 0;
+}
+
+/* ---- days of the week ----------------------------------------------------- */
+
+int fq_days_of_week_parse(const char *s, size_t n) {
+  /* The names the official proxy knows (dayNamesBitMask), upper-cased. */
+  static const struct {
+    const char *name;
+    int mask;
+  } days[] = {
+      {"SUN", 1},        {"SUNDAY", 1},    {"MON", 2},       {"MONDAY", 2},  {"TUES", 4},
+      {"TUESDAY", 4},    {"WED", 8},       {"WEDNESDAY", 8}, {"THURS", 16},  {"THURSDAY", 16},
+      {"FRI", 32},       {"FRIDAY", 32},   {"SAT", 64},      {"SATURDAY", 64}, {"ALL", 127},
+      {"WEEKDAYS", 62},
+  };
+  int mask = 0;
+  size_t i = 0;
+  for (;;) {
+    while (i < n && (s[i] == ' ' || s[i] == '\t')) i++;
+    size_t start = i;
+    while (i < n && s[i] != ',') i++;
+    size_t end = i;
+    while (end > start && (s[end - 1] == ' ' || s[end - 1] == '\t')) end--;
+    int found = 0;
+    for (size_t d = 0; d < sizeof days / sizeof days[0] && !found; d++) {
+      size_t len = strlen(days[d].name);
+      if (len != end - start) continue;
+      size_t k = 0;
+      while (k < len && (s[start + k] & ~0x20) == days[d].name[k]) k++;
+      if (k == len) found = days[d].mask;
+    }
+    if (!found) return -1;
+    mask |= found;
+    if (i >= n) return mask;
+    i++; /* the comma */
+  }
 }
 
 /* ---- scopes ------------------------------------------------------------- */

@@ -24,7 +24,14 @@ def body(c, w):
     c.eq(r.returncode, 0, "send --wait: exit 0 on success", r.stdout, r.stderr)
     c.ok("succeeded" in r.stdout, "says succeeded", r.stdout)
     c.eq(w.sim.vehicle(V)["charge_state"]["charge_limit_soc"], 68, "car state")
-    w.check_execs(c, ["set_charge_limit"], V)
+    # A PIN typed on the shell stays text (0042 is no number 42).
+    r = send(w, "cli-pin", V, "speed_limit_activate", "pin=0042")
+    c.eq(r.returncode, 0, "send --param pin=0042: exit 0", r.stdout, r.stderr)
+    c.eq(w.sim.vehicle(V)["vehicle_state"]["speed_limit_mode"]["active"], True,
+         "speed limit mode on")
+    r = send(w, "cli-pin-off", V, "speed_limit_deactivate", "pin=0042")
+    c.eq(r.returncode, 0, "the same PIN turns it off: sent as typed", r.stdout, r.stderr)
+    w.check_execs(c, ["set_charge_limit", "speed_limit_activate", "speed_limit_deactivate"], V)
     r = send(w, "cli-unpaired", UNPAIRED, "door_lock")
     c.ok(r.returncode != 0, "send --wait: non-zero exit on failure", r.returncode, r.stdout)
     out = r.stdout + r.stderr

@@ -20,6 +20,16 @@ static const char *const vehicle_cmds[] = {
     "set_preconditioning_max", "set_cabin_overheat_protection", "set_sentry_mode", "honk_horn",
     "flash_lights", "window_control", "charge_port_door_open", "charge_port_door_close",
     "set_scheduled_charging", "set_vehicle_name", "wake_up",
+    /* issue 16 */
+    "add_charge_schedule", "remove_charge_schedule", "add_precondition_schedule",
+    "remove_precondition_schedule", "set_scheduled_departure", "set_climate_keeper_mode",
+    "set_bioweapon_mode", "set_cop_temp", "remote_seat_heater_request",
+    "remote_seat_cooler_request", "remote_steering_wheel_heater_request",
+    "remote_auto_seat_climate_request", "set_valet_mode", "reset_valet_pin", "set_pin_to_drive",
+    "speed_limit_activate", "speed_limit_deactivate", "speed_limit_set_limit", "guest_mode",
+    "sun_roof_control", "trigger_homelink", "schedule_software_update", "cancel_software_update",
+    "media_toggle_playback", "media_next_track", "media_prev_track", "media_next_fav",
+    "media_prev_fav", "media_volume_up", "media_volume_down", "adjust_volume",
 };
 static const char *const site_cmds[] = {
     "backup", "operation", "storm_mode", "grid_import_export",
@@ -28,10 +38,16 @@ static const char *const site_cmds[] = {
 static const char *const charging_set[] = {
     "charge_start", "charge_stop", "charge_standard", "charge_max_range", "set_charge_limit",
     "set_charging_amps", "charge_port_door_open", "charge_port_door_close",
-    "set_scheduled_charging",
+    "set_scheduled_charging", "add_charge_schedule", "remove_charge_schedule",
+    "set_scheduled_departure",
 };
-static const char *const not_idempotent[] = {"honk_horn", "flash_lights", "actuate_trunk",
-                                             "remote_start_drive"};
+static const char *const not_idempotent[] = {
+    "honk_horn", "flash_lights", "actuate_trunk", "remote_start_drive",
+    /* issue 16 */
+    "add_charge_schedule", "add_precondition_schedule", "trigger_homelink",
+    "media_toggle_playback", "media_next_track", "media_prev_track", "media_next_fav",
+    "media_prev_fav", "media_volume_up", "media_volume_down",
+};
 
 #define N(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -352,7 +368,7 @@ FQ_TEST(every_command_accepts_its_minimal_params) {
       if (sp->type == FQ_PT_INT) v.v.i = (int64_t)sp->min;
       if (sp->type == FQ_PT_FLOAT) v.v.f = sp->max;
       if (sp->type == FQ_PT_STR) {
-        const char *s = sp->choices ? sp->choices[0] : "x";
+        const char *s = sp->choices ? sp->choices[0] : sp->check ? sp->examples[0] : "x";
         v.v.s.p = s;
         v.v.s.n = strlen(s);
       }
@@ -384,6 +400,8 @@ static fq_pval_t sample(const fq_param_spec_t *sp, int which) {
   case FQ_PT_STR: {
     const char *s = which ? "y" : "x";
     if (sp->choices) s = sp->choices[which && sp->choices[1] ? 1 : 0];
+    /* A string with a further rule names two values it accepts. */
+    if (sp->check) s = sp->examples[which];
     v.v.s.p = s;
     v.v.s.n = strlen(s);
     break;
@@ -433,6 +451,13 @@ static void check_spec(const fq_cmd_t *c, const fq_param_spec_t *sp) {
                                                           fq_ptype_name(sp->type));
   if (sp->type != FQ_PT_STR && (sp->max_len || sp->choices))
     FQ__FAIL("%s.%s: length or choices on a %s", cn, pn, fq_ptype_name(sp->type));
+  if (sp->check && (sp->type != FQ_PT_STR || sp->choices || !sp->examples[0] ||
+                    !sp->examples[1] || strcmp(sp->examples[0], sp->examples[1]) == 0 ||
+                    sp->check(sp->examples[0], strlen(sp->examples[0])) ||
+                    sp->check(sp->examples[1], strlen(sp->examples[1]))))
+    FQ__FAIL("%s.%s: a check needs a free-text string and two different examples it accepts",
+             cn, pn);
+  if (sp->gates && sp->type != FQ_PT_BOOL) FQ__FAIL("%s.%s: only a bool gates", cn, pn);
   if (sp->rest_only && (!c->build_payload || sp->required))
     FQ__FAIL("%s.%s: rest_only needs a signed command and an optional parameter", cn, pn);
 }
@@ -463,13 +488,15 @@ static void check_builder(const fq_cmd_t *c) {
     if (c->params[k].required || (c->need_any_param && k == 0))
       base[n++] = sample(&c->params[k], 0);
   build(c, base, n, a, sizeof a);
-  /* So do all of them, each changing the payload. */
-  for (size_t k = 0; k < c->nparams; k++) base[k] = sample(&c->params[k], 0);
+  /* So do all of them, each changing the payload.  A gating bool (the
+   * others count only when it is true) is true in the base and varied to
+   * false. */
+  for (size_t k = 0; k < c->nparams; k++) base[k] = sample(&c->params[k], c->params[k].gates);
   size_t al = build(c, base, c->nparams, a, sizeof a);
   for (size_t k = 0; k < c->nparams; k++) {
     fq_pval_t var[FQ_MAX_PARAMS];
     memcpy(var, base, sizeof var);
-    var[k] = sample(&c->params[k], 1);
+    var[k] = sample(&c->params[k], !c->params[k].gates);
     size_t bl = build(c, var, c->nparams, b, sizeof b);
     bool same = al == bl && memcmp(a, b, al) == 0;
     if (same != c->params[k].rest_only)

@@ -16,6 +16,7 @@
 
 #include "cli.h"
 #include "fleetq/client.h"
+#include "fleetq/commands.h"
 
 #define REQ_TIMEOUT_S 5.0
 
@@ -87,6 +88,30 @@ static bool parse_u64(const char *s, uint64_t *v) {
 /* Parse argv for subcommand argv[0] with its option table; --help prints
  * doc around the table.  Returns -1 when the options were fine, 0 after
  * --help or --version, 2 on a usage error (printed). */
+/* --param types a value as the shell user means it ("80" a number,
+ * "true" a bool), but a parameter the command table wants as a string
+ * keeps the text as typed: a PIN such as 0042 or 1234 is no number. */
+static void keep_text_params(qopts_t *o) {
+  if (!o->command) return;
+  const fq_cmd_t *c = fq_cmd_find(o->command, strlen(o->command),
+                                  o->site ? FQ_DEV_SITE : FQ_DEV_VEHICLE, NULL);
+  for (size_t i = 0; c && i < o->nparams; i++) {
+    fq_pval_t *pv = &o->params[i];
+    if (pv->type == FQ_PT_STR || pv->type == FQ_PT_MAP) continue;
+    for (size_t k = 0; k < c->nparams; k++) {
+      const fq_param_spec_t *sp = &c->params[k];
+      if (sp->type != FQ_PT_STR || strlen(sp->name) != pv->name_len ||
+          memcmp(sp->name, pv->name, pv->name_len) != 0)
+        continue;
+      /* fq_param_parse() points name at "name=value". */
+      const char *text = pv->name + pv->name_len + 1;
+      pv->type = FQ_PT_STR;
+      pv->v.s.p = text;
+      pv->v.s.n = strlen(text);
+    }
+  }
+}
+
 static int parse_opts(int argc, char **argv, const fq_opt_t *opts, const fq_cli_doc_t *doc,
                       qopts_t *o) {
   memset(o, 0, sizeof *o);
@@ -169,6 +194,7 @@ static int parse_opts(int argc, char **argv, const fq_opt_t *opts, const fq_cli_
     }
   }
   if (p.next < argc) return fq_opt_usage_error(cmd, "unexpected argument '%s'", argv[p.next]);
+  keep_text_params(o);
   fq_client_opts_t co = {.curve_key_file = o->curve_key, .server_key = o->server_key};
   int rc = fq_cli_conn_resolve(argv[0], &co);
   if (rc >= 0) return rc;
@@ -533,7 +559,8 @@ static const fq_opt_t g_send_opts[] = {
     {"command", 0, "C", O_COMMAND, "the command, from the command table (required)"},
     {"param", 0, "NAME=VALUE", O_PARAM,
      "a parameter (repeatable): true/false are booleans,\n"
-     "integers and decimals numbers, the rest strings"},
+     "integers and decimals numbers, the rest strings;\n"
+     "a string parameter keeps its text (pin=0042)"},
     {"params", 0, "JSON", O_PARAMS, "parameters as a JSON object (--param wins)"},
     {"ttl-ms", 0, "N", O_TTL, "deadline in ms (default: the daemon's)"},
     {"coalesce", 0, NULL, O_COALESCE, "supersede a queued command of the same kind"},

@@ -136,7 +136,8 @@ static size_t draw_params(const fq_cmd_t *cmd, fq_rng_t *r, fq_pval_t *pv, char 
   size_t n = 0;
   for (size_t i = 0; i < cmd->nparams && n < FQ_MAX_PARAMS; i++) {
     const fq_param_spec_t *sp = &cmd->params[i];
-    if (!sp->required && fq_rng_unit(r) < 0.5) continue;
+    /* A rule across parameters may need an optional one: send them all. */
+    if (!sp->required && !cmd->check && fq_rng_unit(r) < 0.5) continue;
     fq_pval_t *p = &pv[n];
     memset(p, 0, sizeof *p);
     p->name = sp->name;
@@ -158,6 +159,12 @@ static size_t draw_params(const fq_cmd_t *cmd, fq_rng_t *r, fq_pval_t *pv, char 
         size_t nc = 0;
         while (sp->choices[nc]) nc++;
         const char *c = sp->choices[fq_rng_below(r, nc)];
+        p->v.s.p = c;
+        p->v.s.n = strlen(c);
+      } else if (sp->check) {
+        /* A string with a further rule (a PIN, a day list): one of the
+         * values its spec names as accepted. */
+        const char *c = sp->examples[fq_rng_below(r, 2)];
         p->v.s.p = c;
         p->v.s.n = strlen(c);
       } else {
