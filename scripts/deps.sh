@@ -8,7 +8,7 @@ set -euo pipefail
 PKGS=(
   build-essential cmake pkg-config git
   libzmq3-dev libcurl4-openssl-dev libmsgpack-dev liblmdb-dev libssl-dev
-  libprotobuf-c-dev protobuf-c-compiler libmicrohttpd-dev libjansson-dev
+  libprotobuf-c-dev protobuf-c-compiler protobuf-compiler libmicrohttpd-dev libjansson-dev
   libsystemd-dev scdoc man-db
   python3 python3-zmq python3-msgpack python3-cryptography python3-pytest
   python3-prometheus-client openssl
