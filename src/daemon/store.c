@@ -587,23 +587,29 @@ int fq_store_cmd_put(fq_store_t *s, const fq_cmdrec_t *rec, fq_err_t *err) {
 /* --- non-terminal commands --------------------------------------------------- */
 
 /* The value of an `active` row: u64be(deadline), 0x01, u64be(queue
- * position), device.  Rows written before the queue position existed are
+ * position), device; or, when the position is the id's number,
  * u64be(deadline) || device (a device key starts with "v:" or "s:", never
- * 0x01) and take their id's number as position: until then every command
- * entered its queue when it was created, with next_q and next_cmd moving
- * together.  The position is what orders a device's queue when it is
+ * 0x01), which is also what rows written before the position existed hold:
+ * until then every command entered its queue when it was created, with
+ * next_q and next_cmd moving together.  The position is what orders a device's queue when it is
  * rebuilt: a scheduled command enters its queue when its time comes, behind
  * commands created after it (fq_store_new_qseq). */
 #define ACTIVE_QPOS 0x01
 
 int fq_store_active_put(fq_store_t *s, const fq_cmdrec_t *rec, fq_err_t *err) {
   uint8_t vb[17 + FQ_DEVICE_MAX];
-  size_t dl = strlen(rec->device);
+  size_t dl = strlen(rec->device), off = 8;
   fq_put_be64(vb, (uint64_t)rec->deadline);
-  vb[8] = ACTIVE_QPOS;
-  fq_put_be64(vb + 9, rec->qseq);
-  memcpy(vb + 17, rec->device, dl);
-  MDB_val k = {FQ_ID_LEN, (void *)rec->id}, d = {17 + dl, vb};
+  /* The position only when it differs from the id's number (the short
+   * form's reading): every row stays as small as before until a scheduled
+   * command has been released. */
+  if (rec->qseq != fq_store_id_num(rec->id)) {
+    vb[8] = ACTIVE_QPOS;
+    fq_put_be64(vb + 9, rec->qseq);
+    off = 17;
+  }
+  memcpy(vb + off, rec->device, dl);
+  MDB_val k = {FQ_ID_LEN, (void *)rec->id}, d = {off + dl, vb};
   int rc = mdb_put(s->txn, s->active, &k, &d, MDB_APPEND);
   if (rc == MDB_KEYEXIST) rc = mdb_put(s->txn, s->active, &k, &d, 0);
   return rc ? lmdb_err(err, rc, "active put") : 0;
@@ -1321,7 +1327,8 @@ int fq_cmdrec_pack(const fq_cmdrec_t *rec, fq_buf_t *out) {
  *   u16-length reason, u32-length params (msgpack map bytes),
  *   ntrans x (u8 state, i64 at),
  *   version 2 on: u32 wakes
- *   version 3 on: i64 not_before (0: none)
+ *   version 3 only: i64 not_before (a record without one is written as
+ *   version 2)
  * Integers are little endian.  Version 2 added the trailing wakes count
  * (and flag bit 1); version 1 records, written before, still decode, with
  * no wakes and `wake` true.  Version 3 added not_before (scheduled
@@ -1354,7 +1361,9 @@ int fq_cmdrec_encode(const fq_cmdrec_t *rec, fq_buf_t *out) {
   if (rc) return rc;
   uint8_t *o = out->data + out->len;
   *o++ = REC_MAGIC;
-  *o++ = REC_VERSION;
+  /* Without a not_before the record is what version 2 wrote: the most
+   * common record stays as small as it was. */
+  *o++ = rec->not_before ? REC_VERSION : 2;
   *o++ = (uint8_t)rec->state;
   *o++ = (uint8_t)nt;
   *o++ = (uint8_t)((rec->coalesce ? 1 : 0) | (rec->no_wake ? 2 : 0));
@@ -1389,7 +1398,7 @@ int fq_cmdrec_encode(const fq_cmdrec_t *rec, fq_buf_t *out) {
     o = w_u64(o, (uint64_t)rec->trans[i].at);
   }
   o = w_u32(o, rec->wakes);
-  o = w_u64(o, (uint64_t)rec->not_before);
+  if (rec->not_before) o = w_u64(o, (uint64_t)rec->not_before);
   out->len = (size_t)(o - out->data);
   return 0;
 }

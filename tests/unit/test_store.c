@@ -417,13 +417,30 @@ FQ_TEST(compact_record_v1_still_decodes) {
   a.trans[1].state = FQ_ST_WAKING;
   fq_buf_t c;
   fq_buf_init(&c, 0);
+  a.wakes = 3;
+  /* Without a not_before: written as version 2, as before it existed. */
   CHECK_INT(fq_cmdrec_encode(&a, &c), 0);
   CHECK_INT(c.data[1], 2);
+  fq_buf_reset(&c);
+  a.not_before = 1764390000123;
+  CHECK_INT(fq_cmdrec_encode(&a, &c), 0);
+  CHECK_INT(c.data[1], 3);
+  fq_cmdrec_t b;
+  fq_err_t err;
+  CHECK_INT(fq_cmdrec_unpack(c.data, c.len, &b, &err), 0);
+  CHECK(b.not_before == a.not_before);
+  CHECK_INT(b.wakes, 3);
+  fq_cmdrec_free(&b);
+  /* What version 2 wrote: no not_before. */
+  c.data[1] = 2;
+  c.len -= 8;
+  CHECK_INT(fq_cmdrec_unpack(c.data, c.len, &b, &err), 0);
+  CHECK(b.not_before == 0);
+  CHECK_INT(b.wakes, 3);
+  fq_cmdrec_free(&b);
   /* Turn it into what version 1 wrote. */
   c.data[1] = 1;
   c.len -= 4;
-  fq_cmdrec_t b;
-  fq_err_t err;
   CHECK_INT(fq_cmdrec_unpack(c.data, c.len, &b, &err), 0);
   CHECK_STR(b.id, a.id);
   CHECK_INT(b.state, FQ_ST_WAKING);
@@ -436,7 +453,7 @@ FQ_TEST(compact_record_v1_still_decodes) {
   c.len += 4;
   CHECK_INT(fq_cmdrec_unpack(c.data, c.len, &b, &err), FQ_ESTORAGE);
   /* An unknown newer version is refused. */
-  c.data[1] = 3;
+  c.data[1] = 4;
   CHECK_INT(fq_cmdrec_unpack(c.data, c.len, &b, &err), FQ_ESTORAGE);
   fq_buf_free(&c);
 }

@@ -978,8 +978,12 @@ FQ_TEST(states_table) {
   for (int s = 0; s < FQ_ST_COUNT_; s++) {
     const char *n = fq_state_name(s);
     CHECK_INT(fq_state_parse(n, strlen(n)), s);
-    CHECK_INT(fq_state_terminal(s), s >= FQ_ST_SUCCEEDED);
+    CHECK_INT(fq_state_terminal(s), s >= FQ_ST_SUCCEEDED && s <= FQ_ST_SUPERSEDED);
   }
+  /* Added after the others (records store the number): not terminal. */
+  CHECK_STR(fq_state_name(FQ_ST_SCHEDULED), "scheduled");
+  CHECK_INT(FQ_ST_SCHEDULED, FQ_ST_SUPERSEDED + 1);
+  CHECK(!fq_state_terminal(FQ_ST_SCHEDULED));
 }
 
 FQ_TEST(events_pack_and_unpack) {
