@@ -124,6 +124,33 @@ def main(c):
         c.ok(g.get("deadline", 0) >= g.get("created", 0) + 20000,
              "past not_before: deadline counts from now", g.get("created"), g.get("deadline"))
 
+        # -- the CLI: fleetq send --not-before -------------------------------
+        ep = ["--endpoint", d.endpoint]
+        base = ["send", "--tenant", T, "--account", "acct1", "--vin", vin(11), "--command",
+                "door_lock", *ep]
+        t0 = now_ms()
+        r = fqlib.cli(*base, "--key", "cli-rel", "--not-before", "+90s")
+        c.ok(r.returncode == 0 and r.stdout.startswith("accepted ") and
+             r.stdout.split()[-1] == "scheduled", "send --not-before +90s: scheduled", r)
+        g = cmd(cl, r.stdout.split()[1]) if r.returncode == 0 else {}
+        c.ok(t0 + 90000 <= g.get("not_before", 0) <= now_ms() + 90000,
+             "+90s is 90 s from now", g.get("not_before"), t0)
+        when = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t0 // 1000 + 3600))
+        for form, want in ((when + "Z", (t0 // 1000 + 3600) * 1000),
+                           (when + ".250+00:00", (t0 // 1000 + 3600) * 1000 + 250),
+                           (str(t0 + 7200000), t0 + 7200000)):
+            r = fqlib.cli(*base, "--key", f"cli-{form}", "--not-before", form)
+            g = cmd(cl, r.stdout.split()[1]) if r.returncode == 0 else {}
+            c.eq((r.returncode, g.get("state"), g.get("not_before")), (0, "scheduled", want),
+                 f"send --not-before {form}", r)
+        for bad in ("+5x", "tomorrow", "+", "2026-13-01T00:00:00Z", "-5"):
+            r = fqlib.cli(*base, "--key", "cli-bad", "--not-before", bad)
+            c.ok(r.returncode == 2 and "--not-before" in r.stderr, f"--not-before {bad}: exit 2",
+                 r)
+        r = fqlib.cli(*base, "--key", "cli-far", "--not-before", "+40d")
+        c.ok(r.returncode == 1 and "bad_param" in r.stderr and "not_before" in r.stderr,
+             "--not-before +40d: the daemon's bad_param, exit 1", r)
+
         # -- many due at once -----------------------------------------------
         nb = now_ms() + 2500
         reqs = [{"op": "submit", "tenant": T, "key": f"m-{i}", "account": "acct1",
