@@ -362,7 +362,8 @@ static fq_sub_t *open_sub(const qopts_t *o, const char *const *prefixes, size_t 
 
 /* Integer fields holding Unix milliseconds, shown as UTC times. */
 static bool is_time_key(const char *k, size_t n) {
-  static const char *const names[] = {"at", "created", "updated", "deadline", NULL};
+  static const char *const names[] = {"at", "created", "updated", "deadline", "not_before",
+                                      NULL};
   for (const char *const *p = names; *p; p++)
     if (strlen(*p) == n && memcmp(*p, k, n) == 0) return true;
   return n > 3 && memcmp(k + n - 3, "_at", 3) == 0;
