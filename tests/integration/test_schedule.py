@@ -206,5 +206,27 @@ def main(c):
              "queue position of a released command kept across the restart")
         cl.close()
 
+    # -- retention never removes a scheduled command ---------------------
+    with Daemon(shards=1, extra=["--no-dispatch", "--retention-s", "1", "--dedupe-window-s", "1"],
+                accounts=["acct1"]) as d:
+        cl = Client(d.endpoint)
+        nb = now_ms() + 8000
+        r = cl.submit(T, "ret-1", vin_=vin(12), command="door_lock", not_before=nb)
+        rid = r.get("id")
+        c.eq(r.get("state"), "scheduled", "scheduled under a 1 s retention")
+        # Terminal traffic after it, so that pruning has work and runs.
+        xs = []
+        for i in range(20):
+            xs.append(cl.submit(T, f"ret-x-{i}", vin_=vin(13), command="door_lock").get("id"))
+            cl.cancel(xs[-1])
+        time.sleep(2.5)
+        c.ok(fqlib.wait_for(lambda: cl.get(xs[0]).get("error") == "not_found", 3),
+             "retention ran: a cancelled command of the same time is gone")
+        g = cmd(cl, rid)
+        c.ok(now_ms() < nb, "checked before its time", nb - now_ms())
+        c.eq(g.get("state"), "scheduled", "past the retention: still stored, scheduled", g)
+        c.ok(wait_state(cl, rid, "queued", 8), "released at its time despite the retention")
+        cl.close()
+
 
 fqlib.run_test("schedule", main)
