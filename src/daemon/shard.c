@@ -1119,7 +1119,8 @@ static int release_due(fq_shard_t *sh, int64_t now, fq_err_t *err) {
       char reason[200];
       snprintf(reason, sizeof reason,
                "deadline passed before it could be queued: scheduled for %" PRId64
-               ", released %" PRId64 " ms late (fleetqd was not running), ttl_ms %" PRId64,
+               ", released %" PRId64 " ms late (fleetqd was not running, or could not "
+               "write), ttl_ms %" PRId64,
                rec.not_before, now - rec.not_before, rec.ttl_ms);
       rc = transition(sh, &rec, FQ_ST_EXPIRED, reason, FQ_EEXPIRED, now, err);
     } else {
@@ -1130,10 +1131,10 @@ static int release_due(fq_shard_t *sh, int64_t now, fq_err_t *err) {
           fq_devq_push(sh->q, rec.device, fq_store_id_num(rec.id), rec.deadline) != 0)
         rc = fq_errf(err, -ENOMEM, "out of memory for the device queues");
       if (rc == 0) {
-        char reason[96] = "";
+        char reason[128] = "";
         if (now - rec.not_before > 1000)
           snprintf(reason, sizeof reason, "queued %" PRId64 " ms after its time (fleetqd was "
-                   "not running)", now - rec.not_before);
+                   "not running, or could not write)", now - rec.not_before);
         rc = transition(sh, &rec, FQ_ST_QUEUED, reason, 0, now, err);
       }
       if (rc == 0) {
