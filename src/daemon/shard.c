@@ -625,6 +625,23 @@ static int reply_record(fq_shard_t *sh, pending_t *p, const char *id, const fq_r
   return 0;
 }
 
+/* Hold a new command (rec: stored in `idemlog`, not yet anywhere else,
+ * rec->not_before ahead of now) until its time: `sched`, state
+ * `scheduled`, in no device queue, so that it holds back nothing
+ * submitted after it; its deadline counts from its time.  Never coalesced
+ * (see release_due).  Inside the batch's write transaction; any command
+ * the shard creates with a time (a campaign's device commands) goes
+ * through here. */
+static int schedule(fq_shard_t *sh, fq_cmdrec_t *rec, int64_t now, fq_err_t *err) {
+  rec->deadline = rec->not_before + rec->ttl_ms;
+  int rc = fq_store_sched_put(sh->store, rec, err);
+  if (rc == 0) rc = transition(sh, rec, FQ_ST_SCHEDULED, "", 0, now, err);
+  if (rc) return rc;
+  sh->nsched++;
+  if (rec->not_before < sh->next_sched) sh->next_sched = rec->not_before;
+  return 0;
+}
+
 /* Supersede older still-queued commands of the same name on the device,
  * of the same tenant and account only: a device may be shared by tenants
  * (and reached through several accounts), and one tenant's set-point must
@@ -807,14 +824,7 @@ static int handle_submit(fq_shard_t *sh, pending_t *p, const fq_request_t *req, 
   rec.state = -1;
   if ((rc = fq_store_idem_put(sh->store, &rec, err)) != 0) return rc;
   if (req->not_before > now) {
-    /* Scheduled: held in `sched`, in no device queue, so that it holds
-     * back nothing submitted after it; its deadline counts from its time.
-     * Never coalesced while it waits (see release_due). */
-    rec.deadline = rec.not_before + rec.ttl_ms;
-    if ((rc = fq_store_sched_put(sh->store, &rec, err)) != 0) return rc;
-    if ((rc = transition(sh, &rec, FQ_ST_SCHEDULED, "", 0, now, err)) != 0) return rc;
-    sh->nsched++;
-    if (rec.not_before < sh->next_sched) sh->next_sched = rec.not_before;
+    if ((rc = schedule(sh, &rec, now, err)) != 0) return rc;
     fq_wire_reply_submit(&sh->replies, rec.id, FQ_ST_SCHEDULED, false, req->req_raw,
                          req->req_raw_len);
     p->sub = FQ_METRICS_ACCEPTED;
