@@ -1369,6 +1369,7 @@ static void count_load(fq_shard_t *sh) {
   fq_dispatch_stats_t st = {0};
   if (sh->disp) fq_dispatch_stats(sh->disp, &st);
   fq_metrics_shard_load(sh->o.index, fq_devq_count(sh->q), st.inflight);
+  fq_metrics_shard_scheduled(sh->o.index, sh->nsched);
 }
 
 static void flush_batch(fq_shard_t *sh) {
@@ -1849,6 +1850,7 @@ static void *shard_main(void *arg) {
   zmq_pollitem_t *items = sh->items;
   flush_batch(sh); /* the settlement events of the recovery in fq_shard_new */
   announce_keys(sh);
+  count_load(sh); /* the gauges of what the store holds, before any batch */
   int carry = 0; /* requests a batch left for the next one, at msgs[0..carry) */
   while (!sh->stopping) {
     int64_t now = fq_now_ms();

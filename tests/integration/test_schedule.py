@@ -8,7 +8,9 @@ scheduled, one spanning the time releases it at once, one long after
 its deadline ends it `expired`; dedupe includes not_before; bad values
 are refused; 1,500 due at the same millisecond are all released."""
 
+import re
 import time
+import urllib.request
 
 from lib import fqlib
 from lib.fqlib import Client, Daemon, Sub, vin
@@ -207,13 +209,22 @@ def main(c):
         cl.close()
 
     # -- retention never removes a scheduled command ---------------------
-    with Daemon(shards=1, extra=["--no-dispatch", "--retention-s", "1", "--dedupe-window-s", "1"],
-                accounts=["acct1"]) as d:
+    mport = fqlib.free_port()
+
+    def scheduled_gauge():
+        with urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5) as r:
+            m = re.search(r'^fleetq_commands_scheduled\{shard="0"\} (\d+)$', r.read().decode(),
+                          re.M)
+        return int(m.group(1)) if m else None
+
+    with Daemon(shards=1, extra=["--no-dispatch", "--retention-s", "1", "--dedupe-window-s", "1",
+                                 "--metrics", f"127.0.0.1:{mport}"], accounts=["acct1"]) as d:
         cl = Client(d.endpoint)
         nb = now_ms() + 8000
         r = cl.submit(T, "ret-1", vin_=vin(12), command="door_lock", not_before=nb)
         rid = r.get("id")
         c.eq(r.get("state"), "scheduled", "scheduled under a 1 s retention")
+        c.eq(scheduled_gauge(), 1, "fleetq_commands_scheduled counts it")
         # Terminal traffic after it, so that pruning has work and runs.
         xs = []
         for i in range(20):
@@ -226,6 +237,7 @@ def main(c):
         c.ok(now_ms() < nb, "checked before its time", nb - now_ms())
         c.eq(g.get("state"), "scheduled", "past the retention: still stored, scheduled", g)
         c.ok(wait_state(cl, rid, "queued", 8), "released at its time despite the retention")
+        c.eq(scheduled_gauge(), 0, "fleetq_commands_scheduled: 0 once released")
         cl.close()
 
 
