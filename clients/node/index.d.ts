@@ -7,7 +7,7 @@
 // their wire names (snake_case).
 
 export type State =
-  | 'queued' | 'dispatching' | 'waking' | 'retrying' | 'sent'
+  | 'scheduled' | 'queued' | 'dispatching' | 'waking' | 'retrying' | 'sent'
   | 'succeeded' | 'failed' | 'unknown' | 'expired' | 'cancelled' | 'superseded'
 
 export type TerminalState = 'succeeded' | 'failed' | 'unknown' | 'expired' | 'cancelled' | 'superseded'
@@ -54,6 +54,9 @@ export interface SubmitArgs {
   ttl_ms?: number | bigint
   wake?: boolean | 0 | 1
   coalesce?: boolean | 0 | 1
+  /** Schedule it (unix ms or a Date): state 'scheduled' until then; the TTL counts from then. */
+  notBefore?: number | bigint | Date
+  not_before?: number | bigint | Date
   /** Wait for the command to end: the reply then carries the terminal event. */
   wait?: boolean
   /** Milliseconds for the whole call (default: the retries; with wait, the TTL + 30 s). */
@@ -112,6 +115,8 @@ export interface Command {
   updated: number
   deadline: number
   ttl_ms: number
+  /** Unix ms, when submitted with not_before. */
+  not_before: number | null
   coalesce: boolean
   wake: boolean
   wakes: number

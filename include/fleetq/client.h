@@ -166,6 +166,8 @@ typedef struct fq_submit_args {
   bool no_wake;            /* sends `wake: false` */
   bool has_req;
   int64_t req;
+  int64_t not_before;      /* unix ms: `scheduled` until then; 0: not sent.  Last, so
+                              that the fields before keep their offsets */
 } fq_submit_args_t;
 
 int fq_req_submit(fq_buf_t *out, const fq_submit_args_t *a);

@@ -39,8 +39,11 @@
 #define FQ_WIRE_MAX_ENVELOPE_FRAME 255
 #define FQ_WIRE_DEFAULT_TTL_MS 60000
 #define FQ_WIRE_MAX_TTL_MS 86400000
+/* How far ahead of the daemon's clock a submit's not_before may be. */
+#define FQ_WIRE_MAX_SCHEDULE_MS (30LL * 86400000)
 
-/* Command states; X(enum, wire name, terminal). */
+/* Command states; X(enum, wire name, terminal).  A record stores its state
+ * as this number: new states go at the end. */
 #define FQ_STATES(X)                      \
   X(FQ_ST_QUEUED, "queued", 0)            \
   X(FQ_ST_DISPATCHING, "dispatching", 0)  \
@@ -52,7 +55,8 @@
   X(FQ_ST_UNKNOWN, "unknown", 1)          \
   X(FQ_ST_EXPIRED, "expired", 1)          \
   X(FQ_ST_CANCELLED, "cancelled", 1)      \
-  X(FQ_ST_SUPERSEDED, "superseded", 1)
+  X(FQ_ST_SUPERSEDED, "superseded", 1)    \
+  X(FQ_ST_SCHEDULED, "scheduled", 0)
 
 enum fq_state {
 #define FQ__ST_ENUM(e, name, term) e,
@@ -99,6 +103,8 @@ typedef struct fq_request {
   int64_t ttl_ms;                /* 0 when not given */
   bool coalesce;
   bool no_wake;                  /* `wake: false` (the default is true) */
+  bool has_not_before;           /* `not_before` given (0 is a time, long past) */
+  int64_t not_before;            /* unix ms; 0 when not given */
   const uint8_t *req_raw;        /* msgpack bytes of `req`, echoed verbatim */
   size_t req_raw_len;
   uint32_t shard;                /* history */
@@ -142,7 +148,8 @@ int fq_wire_decode_params(const uint8_t *buf, size_t len, fq_pval_t *out, size_t
 
 /* 32-byte SHA-256 over the canonical content of a submit: account, device,
  * command and params (sorted by name, types normalised: an integer sent for
- * a FLOAT parameter hashes as that number).  ttl_ms, coalesce, wake and req are
+ * a FLOAT parameter hashes as that number), and not_before when given (a
+ * retry with another time is another request).  ttl_ms, coalesce, wake and req are
  * not part of it: a retry may change those.  Nested maps (tou_settings)
  * hash by their bytes as sent.  Returns 0, or -ENOMEM / FQ_ECRYPTO if
  * OpenSSL failed (out is then zeroed: do not use it). */

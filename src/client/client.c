@@ -104,7 +104,7 @@ int fq_req_submit(fq_buf_t *out, const fq_submit_args_t *a) {
   msgpack_packer pk;
   msgpack_packer_init(&pk, &pc, pack_write);
   size_t n = 6 + (a->nparams ? 1 : 0) + (a->ttl_ms ? 1 : 0) + (a->coalesce ? 1 : 0) +
-             (a->no_wake ? 1 : 0) + (a->has_req ? 1 : 0);
+             (a->no_wake ? 1 : 0) + (a->has_req ? 1 : 0) + (a->not_before ? 1 : 0);
   msgpack_pack_map(&pk, n);
   pack_kv_str(&pk, "op", "submit");
   pack_kv_str(&pk, "tenant", a->tenant ? a->tenant : "");
@@ -133,6 +133,10 @@ int fq_req_submit(fq_buf_t *out, const fq_submit_args_t *a) {
   if (a->no_wake) {
     pack_cstr(&pk, "wake");
     msgpack_pack_false(&pk);
+  }
+  if (a->not_before) {
+    pack_cstr(&pk, "not_before");
+    msgpack_pack_int64(&pk, a->not_before);
   }
   pack_req(&pk, a->has_req, a->req);
   return pc.rc;

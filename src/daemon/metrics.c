@@ -63,7 +63,7 @@ typedef struct bill_slot {
 #define PROBE_MAX 64
 
 typedef struct shard_g {
-  _Alignas(64) counter_t active, in_flight, used, map_size;
+  _Alignas(64) counter_t active, in_flight, used, map_size, scheduled;
 } shard_g_t;
 
 static struct {
@@ -147,6 +147,11 @@ void fq_metrics_shard_load(unsigned shard, uint64_t active, uint64_t in_flight) 
   if (shard >= FQ_METRICS_MAX_SHARDS) return;
   SET(M.shard[shard].active, active);
   SET(M.shard[shard].in_flight, in_flight);
+}
+
+void fq_metrics_shard_scheduled(unsigned shard, uint64_t scheduled) {
+  if (shard >= FQ_METRICS_MAX_SHARDS) return;
+  SET(M.shard[shard].scheduled, scheduled);
 }
 
 void fq_metrics_shard_store(unsigned shard, uint64_t used, uint64_t map_size) {
@@ -337,6 +342,11 @@ static void render_shards(sb_t *b, unsigned nshards) {
        "Commands with a Fleet API request out (at most one per device), per shard.");
   for (unsigned i = 0; i < nshards; i++)
     sb_printf(b, "fleetq_commands_in_flight{shard=\"%u\"} %llu\n", i, (unsigned long long)inf[i]);
+  head(b, "fleetq_commands_scheduled", "gauge",
+       "Commands waiting for their not_before, in no device queue yet, per shard.");
+  for (unsigned i = 0; i < nshards; i++)
+    sb_printf(b, "fleetq_commands_scheduled{shard=\"%u\"} %llu\n", i,
+              (unsigned long long)GET(M.shard[i].scheduled));
   head(b, "fleetq_store_bytes", "gauge",
        "Bytes of live pages in the shard's LMDB store, as of its last batch.");
   for (unsigned i = 0; i < nshards; i++)

@@ -89,6 +89,8 @@ void fq_metrics_terminal(int state, int64_t age_ms);
  * out at Fleet API; bytes in use in the store and its map size. */
 void fq_metrics_shard_load(unsigned shard, uint64_t active, uint64_t in_flight);
 void fq_metrics_shard_store(unsigned shard, uint64_t used, uint64_t map_size);
+/* Commands the shard holds for a later time (state scheduled). */
+void fq_metrics_shard_scheduled(unsigned shard, uint64_t scheduled);
 
 /* Fleet API endpoint kinds (label `kind`). */
 typedef enum fq_metrics_kind {

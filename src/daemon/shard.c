@@ -108,6 +108,8 @@ struct fq_shard {
   fq_buf_t scratch;
   fq_buf_t wire;             /* a record in its `get` form, for a reply */
   int64_t next_deadline;     /* earliest deadline in the index, or INT64_MAX */
+  int64_t next_sched;        /* earliest not_before of a scheduled command, or INT64_MAX */
+  size_t nsched;             /* scheduled commands (not in the device queues) */
   bool stopping;
   int64_t drain_until;       /* 'T' received: stop once drained or at this time; 0 = serving */
   /* Room (see "storage full" below). */
@@ -475,7 +477,7 @@ static int measure(fq_shard_t *sh, fq_err_t *err) {
   sh->used_est = u.used;
   fq_metrics_shard_store(sh->o.index, u.used, u.map_size);
   sh->limit = u.map_size / 100 * HWM_PCT;
-  uint64_t reserve = (uint64_t)fq_devq_count(sh->q) * RESERVE_PER_CMD;
+  uint64_t reserve = (uint64_t)(fq_devq_count(sh->q) + sh->nsched) * RESERVE_PER_CMD;
   if (u.used + reserve >= u.map_size / 100 * GROW_PCT && fq_store_map_size(sh->store) < sh->o.max_store)
     sh->want_grow = true;
   return 0;
@@ -527,7 +529,7 @@ static uint64_t disk_slack(const fq_shard_t *sh) {
 /* May one more command be stored?  0, FQ_ESTORFULL (sh->full_why says
  * why), or a storage error. */
 static int admit(fq_shard_t *sh, fq_err_t *err) {
-  uint64_t reserve = (uint64_t)(fq_devq_count(sh->q) + 1) * RESERVE_PER_CMD;
+  uint64_t reserve = (uint64_t)(fq_devq_count(sh->q) + sh->nsched + 1) * RESERVE_PER_CMD;
   if (sh->used_est + SUBMIT_COST + reserve > sh->limit) {
     /* The estimate is from above: measure before refusing. */
     fq_store_usage_t u;
@@ -539,7 +541,7 @@ static int admit(fq_shard_t *sh, fq_err_t *err) {
                "shard %u's store is at its high-water mark: %.1f MiB of %.1f MiB in use, "
                "%.1f MiB kept for the %zu commands not yet finished",
                sh->o.index, mib(u.used), mib(u.map_size), mib(reserve - RESERVE_PER_CMD),
-               fq_devq_count(sh->q));
+               fq_devq_count(sh->q) + sh->nsched);
       if (fq_store_map_size(sh->store) < sh->o.max_store) sh->want_grow = true;
       refusing(sh);
       return FQ_ESTORFULL;
@@ -620,6 +622,23 @@ static int reply_record(fq_shard_t *sh, pending_t *p, const char *id, const fq_r
   if (rc) return rc;
   fq_wire_reply_command(&sh->replies, sh->wire.data, sh->wire.len, req->req_raw, req->req_raw_len);
   pend_close(sh, p);
+  return 0;
+}
+
+/* Hold a new command (rec: stored in `idemlog`, not yet anywhere else,
+ * rec->not_before ahead of now) until its time: `sched`, state
+ * `scheduled`, in no device queue, so that it holds back nothing
+ * submitted after it; its deadline counts from its time.  Never coalesced
+ * (see release_due).  Inside the batch's write transaction; any command
+ * the shard creates with a time (a campaign's device commands) goes
+ * through here. */
+static int schedule(fq_shard_t *sh, fq_cmdrec_t *rec, int64_t now, fq_err_t *err) {
+  rec->deadline = rec->not_before + rec->ttl_ms;
+  int rc = fq_store_sched_put(sh->store, rec, err);
+  if (rc == 0) rc = transition(sh, rec, FQ_ST_SCHEDULED, "", 0, now, err);
+  if (rc) return rc;
+  sh->nsched++;
+  if (rec->not_before < sh->next_sched) sh->next_sched = rec->not_before;
   return 0;
 }
 
@@ -739,6 +758,18 @@ static int handle_submit(fq_shard_t *sh, pending_t *p, const fq_request_t *req, 
     reply_error(sh, p, FQ_ENOTFOUND, "key not on this shard", req);
     return 0;
   }
+  /* After the dedupe check: a retry of a command accepted earlier gets its
+   * original even when the daemon's clock moved. */
+  if (req->not_before > now + FQ_WIRE_MAX_SCHEDULE_MS) {
+    char msg[200];
+    snprintf(msg, sizeof msg,
+             "\"not_before\": %" PRId64 " is %" PRId64 " s ahead of fleetqd's clock (%" PRId64
+             "); at most %lld days ahead",
+             req->not_before, (req->not_before - now) / 1000, now,
+             FQ_WIRE_MAX_SCHEDULE_MS / 86400000);
+    reply_error(sh, p, FQ_EBADPARAM, msg, req);
+    return 0;
+  }
   /* A new command for an account fleetqd does not have would wait in its
    * device's queue, holding back every later command for that device,
    * until its deadline: refuse it now instead, storing nothing.  After the
@@ -788,9 +819,18 @@ static int handle_submit(fq_shard_t *sh, pending_t *p, const fq_request_t *req, 
   rec.deadline = now + rec.ttl_ms;
   rec.coalesce = req->coalesce;
   rec.no_wake = req->no_wake;
+  rec.not_before = req->not_before;
   rec.fault = -1;
   rec.state = -1;
   if ((rc = fq_store_idem_put(sh->store, &rec, err)) != 0) return rc;
+  if (req->not_before > now) {
+    if ((rc = schedule(sh, &rec, now, err)) != 0) return rc;
+    fq_wire_reply_submit(&sh->replies, rec.id, FQ_ST_SCHEDULED, false, req->req_raw,
+                         req->req_raw_len);
+    p->sub = FQ_METRICS_ACCEPTED;
+    pend_close(sh, p);
+    return 0;
+  }
   if ((rc = fq_store_active_put(sh->store, &rec, err)) != 0) return rc;
   if (fq_devq_push(sh->q, rec.device, fq_store_id_num(rec.id), rec.deadline) != 0)
     return fq_errf(err, -ENOMEM, "out of memory for the device queues");
@@ -867,9 +907,10 @@ static int handle_cancel(fq_shard_t *sh, pending_t *p, const fq_request_t *req, 
   if (rc) return rc;
   fq_cmdrec_t rec;
   if ((rc = fq_store_cmd_get(sh->store, id, FQ_ID_LEN, &rec, err)) != 0) return rc;
-  if (rec.state != FQ_ST_QUEUED) {
+  if (rec.state != FQ_ST_QUEUED && rec.state != FQ_ST_SCHEDULED) {
     char msg[160];
-    snprintf(msg, sizeof msg, "command %s is %s; only a queued command can be cancelled", id,
+    snprintf(msg, sizeof msg,
+             "command %s is %s; only a queued or scheduled command can be cancelled", id,
              fq_state_name(rec.state));
     fq_wire_reply_not_cancellable(&sh->replies, msg, rec.state, req->req_raw, req->req_raw_len);
     pend_close(sh, p);
@@ -879,10 +920,17 @@ static int handle_cancel(fq_shard_t *sh, pending_t *p, const fq_request_t *req, 
   if (!ps->writes) {
     char msg[320];
     snprintf(msg, sizeof msg, "storage full: the cancel was not recorded (%s); command %s is "
-             "still queued: try again", sh->full_why, id);
+             "still %s: try again", sh->full_why, id, fq_state_name(rec.state));
     fq_cmdrec_free(&rec);
     reply_error(sh, p, FQ_ESTORFULL, msg, req);
     return 0;
+  }
+  if (rec.state == FQ_ST_SCHEDULED) {
+    if ((rc = fq_store_sched_del(sh->store, rec.not_before, rec.id, err)) != 0) {
+      fq_cmdrec_free(&rec);
+      return rc;
+    }
+    if (sh->nsched) sh->nsched--;
   }
   rc = transition(sh, &rec, FQ_ST_CANCELLED, "cancelled by request", 0, now, err);
   fq_cmdrec_free(&rec);
@@ -1029,6 +1077,91 @@ static int expire_due(fq_shard_t *sh, int64_t now, fq_err_t *err) {
   return 0;
 }
 
+/* --- scheduled commands -------------------------------------------------
+ *
+ * A command submitted with a not_before ahead waits in the store's `sched`
+ * index (time, id), in no device queue, and enters its device's queue,
+ * at its tail, in the first batch at or after its time: the loop's poll
+ * wakes for sh->next_sched.  At most RELEASE_BATCH are released per batch,
+ * so that thousands due at the same millisecond (a campaign) never make
+ * one huge transaction; the rest follow in the next batches at once.
+ *
+ * A command whose deadline (not_before + ttl_ms) passed before it could
+ * be released, which happens only when fleetqd was down (or the shard was
+ * stopped) over its time, ends `expired` instead.  A released command is
+ * not coalesced: it supersedes nothing, and once queued it is an ordinary
+ * queued command that a later coalescing submit may supersede. */
+#define RELEASE_BATCH 512
+
+static int sched_refresh(fq_shard_t *sh, fq_err_t *err);
+
+typedef struct due_ctx {
+  int64_t nb[RELEASE_BATCH];
+  char id[RELEASE_BATCH][FQ_ID_LEN + 1];
+  size_t n;
+} due_ctx_t;
+
+static int due_visit(void *ud, int64_t not_before, const char *id) {
+  due_ctx_t *c = ud;
+  c->nb[c->n] = not_before;
+  memcpy(c->id[c->n], id, FQ_ID_LEN + 1);
+  c->n++;
+  return 0;
+}
+
+static int release_due(fq_shard_t *sh, int64_t now, fq_err_t *err) {
+  static __thread due_ctx_t c;
+  c.n = 0;
+  int rc = fq_store_sched_due(sh->store, now, RELEASE_BATCH, due_visit, &c, err);
+  if (rc) return rc;
+  for (size_t i = 0; i < c.n; i++) {
+    if ((rc = fq_store_sched_del(sh->store, c.nb[i], c.id[i], err)) != 0) return rc;
+    if (sh->nsched) sh->nsched--;
+    fq_cmdrec_t rec;
+    rc = fq_store_cmd_get(sh->store, c.id[i], FQ_ID_LEN, &rec, err);
+    if (rc == FQ_ENOTFOUND) continue; /* a stale row: nothing to release */
+    if (rc) return rc;
+    if (rec.state != FQ_ST_SCHEDULED) { /* a stale row of a command settled otherwise */
+      fq_cmdrec_free(&rec);
+      continue;
+    }
+    if (rec.deadline <= now) {
+      char reason[200];
+      snprintf(reason, sizeof reason,
+               "deadline passed before it could be queued: scheduled for %" PRId64
+               ", released %" PRId64 " ms late (fleetqd was not running, or could not "
+               "write), ttl_ms %" PRId64,
+               rec.not_before, now - rec.not_before, rec.ttl_ms);
+      rc = transition(sh, &rec, FQ_ST_EXPIRED, reason, FQ_EEXPIRED, now, err);
+    } else {
+      /* The tail of its device's queue: behind what was submitted before
+       * its time, and so in the queue position it gets now. */
+      rec.qseq = fq_store_new_qseq(sh->store);
+      if ((rc = fq_store_active_put(sh->store, &rec, err)) == 0 &&
+          fq_devq_push(sh->q, rec.device, fq_store_id_num(rec.id), rec.deadline) != 0)
+        rc = fq_errf(err, -ENOMEM, "out of memory for the device queues");
+      if (rc == 0) {
+        char reason[128] = "";
+        if (now - rec.not_before > 1000)
+          snprintf(reason, sizeof reason, "queued %" PRId64 " ms after its time (fleetqd was "
+                   "not running, or could not write)", now - rec.not_before);
+        rc = transition(sh, &rec, FQ_ST_QUEUED, reason, 0, now, err);
+      }
+      if (rc == 0) {
+        if (rec.deadline < sh->next_deadline) sh->next_deadline = rec.deadline;
+        if (sh->disp) fq_dispatch_kick(sh->disp, rec.device);
+      }
+    }
+    fq_cmdrec_free(&rec);
+    if (rc) return rc;
+  }
+  if (c.n == RELEASE_BATCH) {
+    sh->next_sched = now; /* more may be due: the next batch, at once */
+    return 0;
+  }
+  return sched_refresh(sh, err);
+}
+
 typedef struct recover_ctx {
   char (*ids)[FQ_ID_LEN + 1];
   size_t n, cap;
@@ -1049,9 +1182,51 @@ static int recover_visit(void *ud, const char *id, const char *device, int64_t d
   return 0;
 }
 
-static int devq_visit(void *ud, const char *id, const char *device, int64_t deadline) {
-  fq_devq_t *q = ud;
-  return fq_devq_push(q, device, fq_store_id_num(id), deadline) ? -ENOMEM : 0;
+/* The rows of `active`, collected to be put in queue order (sorted by
+ * queue position only when some scheduled command made it differ from the
+ * id order the scan gives). */
+typedef struct qent {
+  uint64_t qpos, num;
+  int64_t deadline;
+  char device[FQ_DEVICE_MAX];
+} qent_t;
+
+typedef struct qcollect {
+  qent_t *e;
+  size_t n, cap;
+  bool sorted;
+} qcollect_t;
+
+static int devq_visit(void *ud, const char *id, const char *device, int64_t deadline,
+                      uint64_t qpos) {
+  qcollect_t *c = ud;
+  if (c->n == c->cap) {
+    size_t cap = c->cap ? c->cap * 2 : 1024;
+    qent_t *p = realloc(c->e, cap * sizeof *p);
+    if (!p) return -ENOMEM;
+    c->e = p;
+    c->cap = cap;
+  }
+  qent_t *e = &c->e[c->n];
+  if (c->n && c->e[c->n - 1].qpos > qpos) c->sorted = false;
+  e->qpos = qpos;
+  e->num = fq_store_id_num(id);
+  e->deadline = deadline;
+  snprintf(e->device, sizeof e->device, "%s", device);
+  c->n++;
+  return 0;
+}
+
+static int qent_cmp(const void *a, const void *b) {
+  const qent_t *x = a, *y = b;
+  if (x->qpos != y->qpos) return x->qpos < y->qpos ? -1 : 1;
+  return x->num < y->num ? -1 : x->num > y->num;
+}
+
+/* The next scheduled time and the count, from the store (inside a
+ * transaction). */
+static int sched_refresh(fq_shard_t *sh, fq_err_t *err) {
+  return fq_store_sched_next(sh->store, &sh->next_sched, &sh->nsched, err);
 }
 
 /* Rebuild the in-memory queues from the store (inside a transaction). */
@@ -1059,12 +1234,18 @@ static int rebuild_queues(fq_shard_t *sh, fq_err_t *err) {
   fq_devq_destroy(&sh->q);
   sh->q = fq_devq_new();
   if (!sh->q) return fq_errf(err, -ENOMEM, "out of memory for the device queues");
-  int rc = fq_store_active_scan(sh->store, devq_visit, sh->q, err);
-  if (rc) return rc < 0 ? rc : fq_errf(err, -ENOMEM, "out of memory for the device queues");
+  qcollect_t c = {NULL, 0, 0, true};
+  int rc = fq_store_active_scan_q(sh->store, devq_visit, &c, err);
+  if (rc == 0 && !c.sorted) qsort(c.e, c.n, sizeof *c.e, qent_cmp);
+  for (size_t i = 0; rc == 0 && i < c.n; i++)
+    if (fq_devq_push(sh->q, c.e[i].device, c.e[i].num, c.e[i].deadline) != 0) rc = -ENOMEM;
+  free(c.e);
+  if (rc == -ENOMEM) return fq_errf(err, -ENOMEM, "out of memory for the device queues");
+  if (rc) return rc;
   int64_t d;
   uint64_t num;
   sh->next_deadline = fq_devq_first_deadline(sh->q, &d, &num) == 0 ? d : INT64_MAX;
-  return 0;
+  return sched_refresh(sh, err);
 }
 
 /* Settle what was in flight when the previous process died (inside the
@@ -1188,6 +1369,7 @@ static void count_load(fq_shard_t *sh) {
   fq_dispatch_stats_t st = {0};
   if (sh->disp) fq_dispatch_stats(sh->disp, &st);
   fq_metrics_shard_load(sh->o.index, fq_devq_count(sh->q), st.inflight);
+  fq_metrics_shard_scheduled(sh->o.index, sh->nsched);
 }
 
 static void flush_batch(fq_shard_t *sh) {
@@ -1329,6 +1511,11 @@ static int run_pass(fq_shard_t *sh, const pass_t *ps, int64_t now, const zmq_pol
    * nothing new, and again after it for what its answers left waiting. */
   if (rc == 0 && ps->dispatch && sh->drain_until)
     rc = fq_dispatch_drain(sh->disp, now, false, err);
+  /* Scheduled commands whose time came enter their queues before the
+   * step, which may then start them; not while stopping, when the step
+   * must start nothing new (they are released by the next start). */
+  if (rc == 0 && ps->writes && !sh->drain_until && now >= sh->next_sched)
+    rc = release_due(sh, now, err);
   if (rc == 0 && ps->dispatch) {
     rc = fq_dispatch_step(sh->disp, hitems, nh, now, err);
     if (rc) fq_error("shard", "shard %u: dispatch: %s", sh->o.index, err->msg);
@@ -1631,7 +1818,7 @@ static void answer_health(fq_shard_t *sh, zmq_msg_t *f, int n) {
   h.refusing = sh->full;
   h.max_store = sh->o.max_store;
   /* What admit() asks for the next new command. */
-  h.reserved = (h.queued + 1) * RESERVE_PER_CMD + SUBMIT_COST;
+  h.reserved = (h.queued + sh->nsched + 1) * RESERVE_PER_CMD + SUBMIT_COST;
   fq_err_t err;
   fq_err_clear(&err);
   int rc = fq_store_begin(sh->store, false, &err);
@@ -1663,12 +1850,16 @@ static void *shard_main(void *arg) {
   zmq_pollitem_t *items = sh->items;
   flush_batch(sh); /* the settlement events of the recovery in fq_shard_new */
   announce_keys(sh);
+  count_load(sh); /* the gauges of what the store holds, before any batch */
   int carry = 0; /* requests a batch left for the next one, at msgs[0..carry) */
   while (!sh->stopping) {
     int64_t now = fq_now_ms();
     long timeout = -1;
     /* Deadlines are enforced by writing: not while nothing can be. */
+    /* Scheduled commands too (release_due), except while stopping, when
+     * none is released. */
     int64_t due = sh->next_deadline;
+    if (!sh->drain_until && sh->next_sched < due) due = sh->next_sched;
     if (due < sh->readonly_until) due = sh->readonly_until;
     int64_t wake_at = due;
     if (prune_due(sh) < wake_at) wake_at = prune_due(sh);
@@ -1838,6 +2029,7 @@ fq_shard_t *fq_shard_new(const fq_shard_opts_t *opts, fq_err_t *err) {
   fq_buf_init(&sh->wire, 0);
   fq_hmap_init(&sh->accts, sizeof(acct_name_t), 50);
   sh->next_deadline = INT64_MAX;
+  sh->next_sched = INT64_MAX;
   sh->last_change_ms = fq_now_ms();
   fq_err_t e;
   fq_err_clear(&e);

@@ -42,7 +42,7 @@ struct fq_store {
   bool no_fallocate;   /* the filesystem cannot reserve blocks ahead */
   MDB_txn *txn;
   bool txn_write;
-  MDB_dbi meta, cmd, idemlog, active, events, session, tcount, tindex;
+  MDB_dbi meta, cmd, idemlog, active, events, session, tcount, tindex, sched;
   fq_idem_t *idem;
   fq_buf_t scratch; /* reused for record encoding */
   unsigned shard;
@@ -246,7 +246,7 @@ fq_store_t *fq_store_open(const char *dir, unsigned shard, uint64_t map_size, fq
     MDB_dbi *dbi;
   } dbs[] = {{"meta", &s->meta},     {"cmd", &s->cmd},       {"idemlog", &s->idemlog},
              {"active", &s->active}, {"events", &s->events}, {"session", &s->session},
-             {"tcount", &s->tcount}, {"tindex", &s->tindex}};
+             {"tcount", &s->tcount}, {"tindex", &s->tindex}, {"sched", &s->sched}};
   for (size_t i = 0; i < sizeof dbs / sizeof dbs[0]; i++) {
     if ((rc = mdb_dbi_open(txn, dbs[i].name, MDB_CREATE, dbs[i].dbi)) != 0) {
       lmdb_err(err, rc, dbs[i].name);
@@ -586,12 +586,30 @@ int fq_store_cmd_put(fq_store_t *s, const fq_cmdrec_t *rec, fq_err_t *err) {
 
 /* --- non-terminal commands --------------------------------------------------- */
 
+/* The value of an `active` row: u64be(deadline), 0x01, u64be(queue
+ * position), device; or, when the position is the id's number,
+ * u64be(deadline) || device (a device key starts with "v:" or "s:", never
+ * 0x01), which is also what rows written before the position existed hold:
+ * until then every command entered its queue when it was created, with
+ * next_q and next_cmd moving together.  The position is what orders a device's queue when it is
+ * rebuilt: a scheduled command enters its queue when its time comes, behind
+ * commands created after it (fq_store_new_qseq). */
+#define ACTIVE_QPOS 0x01
+
 int fq_store_active_put(fq_store_t *s, const fq_cmdrec_t *rec, fq_err_t *err) {
-  uint8_t vb[8 + FQ_DEVICE_MAX];
-  size_t dl = strlen(rec->device);
+  uint8_t vb[17 + FQ_DEVICE_MAX];
+  size_t dl = strlen(rec->device), off = 8;
   fq_put_be64(vb, (uint64_t)rec->deadline);
-  memcpy(vb + 8, rec->device, dl);
-  MDB_val k = {FQ_ID_LEN, (void *)rec->id}, d = {8 + dl, vb};
+  /* The position only when it differs from the id's number (the short
+   * form's reading): every row stays as small as before until a scheduled
+   * command has been released. */
+  if (rec->qseq != fq_store_id_num(rec->id)) {
+    vb[8] = ACTIVE_QPOS;
+    fq_put_be64(vb + 9, rec->qseq);
+    off = 17;
+  }
+  memcpy(vb + off, rec->device, dl);
+  MDB_val k = {FQ_ID_LEN, (void *)rec->id}, d = {off + dl, vb};
   int rc = mdb_put(s->txn, s->active, &k, &d, MDB_APPEND);
   if (rc == MDB_KEYEXIST) rc = mdb_put(s->txn, s->active, &k, &d, 0);
   return rc ? lmdb_err(err, rc, "active put") : 0;
@@ -604,7 +622,8 @@ int fq_store_active_del(fq_store_t *s, const char *id, fq_err_t *err) {
   return 0;
 }
 
-int fq_store_active_scan(fq_store_t *s, fq_store_active_fn fn, void *ud, fq_err_t *err) {
+static int active_scan(fq_store_t *s, fq_store_active_fn fn, fq_store_active_q_fn fnq, void *ud,
+                       fq_err_t *err) {
   MDB_cursor *cur;
   int rc = mdb_cursor_open(s->txn, s->active, &cur);
   if (rc) return lmdb_err(err, rc, "cursor");
@@ -612,18 +631,108 @@ int fq_store_active_scan(fq_store_t *s, fq_store_active_fn fn, void *ud, fq_err_
   int out = 0;
   for (rc = mdb_cursor_get(cur, &k, &d, MDB_FIRST); rc == 0;
        rc = mdb_cursor_get(cur, &k, &d, MDB_NEXT)) {
-    if (k.mv_size != FQ_ID_LEN || d.mv_size <= 8 || d.mv_size >= 8 + FQ_DEVICE_MAX) continue;
+    const uint8_t *v = d.mv_data;
+    size_t off = 8;
+    if (k.mv_size != FQ_ID_LEN || d.mv_size <= 8) continue;
     char id[FQ_ID_LEN + 1], dev[FQ_DEVICE_MAX];
     memcpy(id, k.mv_data, FQ_ID_LEN);
     id[FQ_ID_LEN] = 0;
-    memcpy(dev, (const uint8_t *)d.mv_data + 8, d.mv_size - 8);
-    dev[d.mv_size - 8] = 0;
-    out = fn(ud, id, dev, (int64_t)fq_get_be64(d.mv_data));
+    uint64_t qpos = fq_store_id_num(id);
+    if (v[8] == ACTIVE_QPOS) {
+      if (d.mv_size <= 17) continue;
+      qpos = fq_get_be64(v + 9);
+      off = 17;
+    }
+    if (d.mv_size - off >= FQ_DEVICE_MAX) continue;
+    memcpy(dev, v + off, d.mv_size - off);
+    dev[d.mv_size - off] = 0;
+    int64_t deadline = (int64_t)fq_get_be64(v);
+    out = fnq ? fnq(ud, id, dev, deadline, qpos) : fn(ud, id, dev, deadline);
     if (out) break;
   }
   mdb_cursor_close(cur);
   if (rc && rc != MDB_NOTFOUND) return lmdb_err(err, rc, "active scan");
   return out;
+}
+
+int fq_store_active_scan(fq_store_t *s, fq_store_active_fn fn, void *ud, fq_err_t *err) {
+  return active_scan(s, fn, NULL, ud, err);
+}
+
+int fq_store_active_scan_q(fq_store_t *s, fq_store_active_q_fn fn, void *ud, fq_err_t *err) {
+  return active_scan(s, NULL, fn, ud, err);
+}
+
+uint64_t fq_store_new_qseq(fq_store_t *s) { return s->txn_next_q++; }
+
+/* --- scheduled commands ------------------------------------------------------
+ * `sched`: u64be(not_before) || id -> device.  Keys sort by time, then by
+ * id, so the rows due are a prefix of the database. */
+
+static void sched_key(uint8_t kb[8 + FQ_ID_LEN], int64_t nb, const char *id) {
+  fq_put_be64(kb, (uint64_t)nb);
+  memcpy(kb + 8, id, FQ_ID_LEN);
+}
+
+int fq_store_sched_put(fq_store_t *s, const fq_cmdrec_t *rec, fq_err_t *err) {
+  uint8_t kb[8 + FQ_ID_LEN];
+  sched_key(kb, rec->not_before, rec->id);
+  MDB_val k = {sizeof kb, kb}, d = {strlen(rec->device), (void *)rec->device};
+  int rc = mdb_put(s->txn, s->sched, &k, &d, 0);
+  return rc ? lmdb_err(err, rc, "sched put") : 0;
+}
+
+int fq_store_sched_del(fq_store_t *s, int64_t not_before, const char *id, fq_err_t *err) {
+  uint8_t kb[8 + FQ_ID_LEN];
+  sched_key(kb, not_before, id);
+  MDB_val k = {sizeof kb, kb};
+  int rc = mdb_del(s->txn, s->sched, &k, NULL);
+  if (rc && rc != MDB_NOTFOUND) return lmdb_err(err, rc, "sched del");
+  return 0;
+}
+
+int fq_store_sched_due(fq_store_t *s, int64_t upto, size_t max, fq_store_sched_fn fn, void *ud,
+                       fq_err_t *err) {
+  MDB_cursor *cur;
+  int rc = mdb_cursor_open(s->txn, s->sched, &cur);
+  if (rc) return lmdb_err(err, rc, "cursor");
+  MDB_val k, d;
+  int out = 0;
+  size_t n = 0;
+  for (rc = mdb_cursor_get(cur, &k, &d, MDB_FIRST); rc == 0 && n < max;
+       rc = mdb_cursor_get(cur, &k, &d, MDB_NEXT)) {
+    if (k.mv_size != 8 + FQ_ID_LEN) continue;
+    int64_t nb = (int64_t)fq_get_be64(k.mv_data);
+    if (nb > upto) break;
+    char id[FQ_ID_LEN + 1];
+    memcpy(id, (const uint8_t *)k.mv_data + 8, FQ_ID_LEN);
+    id[FQ_ID_LEN] = 0;
+    n++;
+    if ((out = fn(ud, nb, id)) != 0) break;
+  }
+  mdb_cursor_close(cur);
+  if (rc && rc != MDB_NOTFOUND) return lmdb_err(err, rc, "sched scan");
+  return out;
+}
+
+int fq_store_sched_next(fq_store_t *s, int64_t *not_before, size_t *count, fq_err_t *err) {
+  MDB_stat ms;
+  int rc = mdb_stat(s->txn, s->sched, &ms);
+  if (rc) return lmdb_err(err, rc, "sched stat");
+  *count = ms.ms_entries;
+  *not_before = INT64_MAX;
+  MDB_cursor *cur;
+  if ((rc = mdb_cursor_open(s->txn, s->sched, &cur)) != 0) return lmdb_err(err, rc, "cursor");
+  MDB_val k, d;
+  for (rc = mdb_cursor_get(cur, &k, &d, MDB_FIRST); rc == 0;
+       rc = mdb_cursor_get(cur, &k, &d, MDB_NEXT))
+    if (k.mv_size == 8 + FQ_ID_LEN) {
+      *not_before = (int64_t)fq_get_be64(k.mv_data);
+      break;
+    }
+  mdb_cursor_close(cur);
+  if (rc && rc != MDB_NOTFOUND) return lmdb_err(err, rc, "sched first");
+  return 0;
 }
 
 /* --- events --------------------------------------------------------------- */
@@ -781,8 +890,8 @@ int fq_store_usage(fq_store_t *s, fq_store_usage_t *u, fq_err_t *err) {
   /* LMDB's own free list (dbi 0) and main database (dbi 1), then ours:
    * every page in use is in one of their trees, except the two meta
    * pages.  The free list's entries are room, its own pages are not. */
-  MDB_dbi dbis[10] = {0, 1, s->meta, s->cmd, s->idemlog, s->active, s->events, s->session,
-                      s->tcount, s->tindex};
+  MDB_dbi dbis[11] = {0, 1, s->meta, s->cmd, s->idemlog, s->active, s->events, s->session,
+                      s->tcount, s->tindex, s->sched};
   MDB_stat ms;
   uint64_t pages = 2;
   for (size_t i = 0; i < sizeof dbis / sizeof dbis[0]; i++) {
@@ -1129,7 +1238,7 @@ int fq_cmdrec_pack(const fq_cmdrec_t *rec, fq_buf_t *out) {
   msgpack_packer pk;
   msgpack_packer_init(&pk, out, buf_write);
   size_t start = out->len;
-  msgpack_pack_map(&pk, 25);
+  msgpack_pack_map(&pk, 26);
   pk_kv_str(&pk, "id", rec->id);
   pk_kv_str(&pk, "tenant", rec->tenant);
   pk_kv_str(&pk, "key", rec->key);
@@ -1169,6 +1278,11 @@ int fq_cmdrec_pack(const fq_cmdrec_t *rec, fq_buf_t *out) {
   pk_kv_int(&pk, "updated", rec->updated);
   pk_kv_int(&pk, "deadline", rec->deadline);
   pk_kv_int(&pk, "ttl_ms", rec->ttl_ms);
+  pk_str(&pk, "not_before");
+  if (rec->not_before)
+    msgpack_pack_int64(&pk, rec->not_before);
+  else
+    msgpack_pack_nil(&pk);
   pk_str(&pk, "coalesce");
   if (rec->coalesce)
     msgpack_pack_true(&pk);
@@ -1212,11 +1326,14 @@ int fq_cmdrec_pack(const fq_cmdrec_t *rec, fq_buf_t *out) {
  *   u8-length strings: id, tenant, key, account, vin, device, command,
  *   u16-length reason, u32-length params (msgpack map bytes),
  *   ntrans x (u8 state, i64 at),
- *   version 2 only: u32 wakes
+ *   version 2 on: u32 wakes
+ *   version 3 only: i64 not_before (a record without one is written as
+ *   version 2)
  * Integers are little endian.  Version 2 added the trailing wakes count
  * (and flag bit 1); version 1 records, written before, still decode, with
- * no wakes and `wake` true. */
-#define REC_VERSION 2
+ * no wakes and `wake` true.  Version 3 added not_before (scheduled
+ * commands); older records decode without one. */
+#define REC_VERSION 3
 
 static uint8_t *w_u32(uint8_t *o, uint32_t v) {
   fq_put_le32(o, v);
@@ -1239,12 +1356,14 @@ int fq_cmdrec_encode(const fq_cmdrec_t *rec, fq_buf_t *out) {
   size_t rl = strnlen(rec->reason, sizeof rec->reason - 1);
   size_t nt = rec->ntrans < FQ_MAX_TRANSITIONS ? rec->ntrans : FQ_MAX_TRANSITIONS;
   size_t pl = rec->params ? rec->params_len : 0;
-  size_t max = 5 + 16 + 48 + 16 + 32 + 7 * 256 + 2 + rl + 4 + pl + nt * 9 + 4;
+  size_t max = 5 + 16 + 48 + 16 + 32 + 7 * 256 + 2 + rl + 4 + pl + nt * 9 + 4 + 8;
   int rc = fq_buf_reserve(out, max);
   if (rc) return rc;
   uint8_t *o = out->data + out->len;
   *o++ = REC_MAGIC;
-  *o++ = REC_VERSION;
+  /* Without a not_before the record is what version 2 wrote: the most
+   * common record stays as small as it was. */
+  *o++ = rec->not_before ? REC_VERSION : 2;
   *o++ = (uint8_t)rec->state;
   *o++ = (uint8_t)nt;
   *o++ = (uint8_t)((rec->coalesce ? 1 : 0) | (rec->no_wake ? 2 : 0));
@@ -1279,6 +1398,7 @@ int fq_cmdrec_encode(const fq_cmdrec_t *rec, fq_buf_t *out) {
     o = w_u64(o, (uint64_t)rec->trans[i].at);
   }
   o = w_u32(o, rec->wakes);
+  if (rec->not_before) o = w_u64(o, (uint64_t)rec->not_before);
   out->len = (size_t)(o - out->data);
   return 0;
 }
@@ -1377,6 +1497,7 @@ static int cmdrec_decode(const uint8_t *p, size_t n, fq_cmdrec_t *rec, fq_err_t 
     rec->trans[i].at = (int64_t)r_uint(&r, 8);
   }
   if (version >= 2) rec->wakes = (uint32_t)r_uint(&r, 4);
+  if (version >= 3) rec->not_before = (int64_t)r_uint(&r, 8);
   rec->ntrans = r.bad ? 0 : nt;
   if (r.bad || r.p != r.end || rec->state >= FQ_ST_COUNT_ || strlen(rec->id) != FQ_ID_LEN) {
     fq_cmdrec_free(rec);

@@ -12,11 +12,14 @@
  *   meta    "schema", "shard", "next_cmd", "next_q"  -> u64 big endian
  *   cmd     id                  -> command record (msgpack map)
  *   idemlog id                  -> 32-byte request hash || tenant \0 key
- *   active  id                  -> u64be(deadline) || device   (non-terminal)
+ *   active  id                  -> u64be(deadline) 0x01 u64be(queue position)
+ *                                  device   (non-terminal, in a device queue)
  *   events  u64be(seq)          -> event (msgpack map)
  *   session vin \0 domain       -> opaque session bytes
  *   tcount  tenant              -> u64be(last tseq given to the tenant)
  *   tindex  tenant \0 u64be(tseq) -> u64be(seq)   (the tenant's events)
+ *   sched   u64be(not_before) id -> device        (scheduled commands, not
+ *                                                  in `active` until due)
  *
  * tseq numbers one tenant's events of this shard 1, 2, 3..., assigned with
  * the event's seq in the same transaction.  The counters are kept in
@@ -29,7 +32,7 @@
  * Retention (retention.h) deletes from the other end: the oldest events
  * with their `tindex` rows, the records (and keys) of commands terminal
  * for longer than the retention, and keys past the dedupe window.  It
- * never touches `tcount`, `meta`, `active` or `session`, and keeps the
+ * never touches `tcount`, `meta`, `active`, `sched` or `session`, and keeps the
  * log's last event, from which the next seq is derived on open.
  *
  * Every key written on the submit path grows monotonically (ids and seqs),
@@ -89,6 +92,7 @@ typedef struct fq_cmdrec {
   bool coalesce;
   bool no_wake;        /* submitted with `wake: false` */
   uint32_t wakes;      /* wake_up requests sent for this command */
+  int64_t not_before;  /* unix ms the command was scheduled for; 0: none */
   uint64_t qseq;
   size_t ntrans;
   fq_transition_t trans[FQ_MAX_TRANSITIONS];
@@ -152,6 +156,27 @@ int fq_store_active_del(fq_store_t *s, const char *id, fq_err_t *err);
 typedef int (*fq_store_active_fn)(void *ud, const char *id, const char *device,
                                   int64_t deadline);
 int fq_store_active_scan(fq_store_t *s, fq_store_active_fn fn, void *ud, fq_err_t *err);
+/* The same with each command's queue position (the order of its device's
+ * queue: a scheduled command entered it when its time came). */
+typedef int (*fq_store_active_q_fn)(void *ud, const char *id, const char *device,
+                                    int64_t deadline, uint64_t qpos);
+int fq_store_active_scan_q(fq_store_t *s, fq_store_active_q_fn fn, void *ud, fq_err_t *err);
+/* A fresh queue position (inside a write transaction; persisted by
+ * commit): for a scheduled command entering its queue. */
+uint64_t fq_store_new_qseq(fq_store_t *s);
+
+/* Scheduled commands (`sched`): a command with a not_before ahead waits
+ * here, outside every queue, until its time.  put / del by (not_before,
+ * id); due visits the rows with not_before <= upto, earliest first, at
+ * most max (fn returns non-zero to stop; that value is returned); next
+ * gives the earliest not_before (INT64_MAX when none) and how many rows
+ * there are.  Inside a transaction. */
+int fq_store_sched_put(fq_store_t *s, const fq_cmdrec_t *rec, fq_err_t *err);
+int fq_store_sched_del(fq_store_t *s, int64_t not_before, const char *id, fq_err_t *err);
+typedef int (*fq_store_sched_fn)(void *ud, int64_t not_before, const char *id);
+int fq_store_sched_due(fq_store_t *s, int64_t upto, size_t max, fq_store_sched_fn fn, void *ud,
+                       fq_err_t *err);
+int fq_store_sched_next(fq_store_t *s, int64_t *not_before, size_t *count, fq_err_t *err);
 
 /* The per-shard number of an id (its last 14 hex digits), and back. */
 uint64_t fq_store_id_num(const char *id);

@@ -69,6 +69,7 @@ enum key_id {
   K_ACTION,
   K_WAKE,
   K_STUCK,
+  K_NOT_BEFORE,
   K_COUNT_
 };
 
@@ -77,7 +78,7 @@ static const char *const key_names[K_COUNT_] = {
     [K_KEY] = "key",       [K_ACCOUNT] = "account", [K_VIN] = "vin",      [K_SITE] = "site",
     [K_COMMAND] = "command", [K_PARAMS] = "params", [K_TTL] = "ttl_ms",   [K_COALESCE] = "coalesce",
     [K_ID] = "id",         [K_SHARD] = "shard",   [K_AFTER] = "after",    [K_LIMIT] = "limit",
-    [K_ACTION] = "action",  [K_WAKE] = "wake",     [K_STUCK] = "stuck_ms",
+    [K_ACTION] = "action",  [K_WAKE] = "wake",     [K_STUCK] = "stuck_ms", [K_NOT_BEFORE] = "not_before",
 };
 
 #define B(k) (1u << (k))
@@ -96,8 +97,8 @@ static const struct {
 } ops[] = {
     {"submit", FQ_OP_SUBMIT,
      COMMON_KEYS | B(K_TENANT) | B(K_KEY) | B(K_ACCOUNT) | B(K_VIN) | B(K_SITE) | B(K_COMMAND) |
-         B(K_PARAMS) | B(K_TTL) | B(K_COALESCE) | B(K_WAKE),
-     B(K_VIN) | B(K_SITE) | B(K_PARAMS) | B(K_TTL) | B(K_COALESCE) | B(K_WAKE)},
+         B(K_PARAMS) | B(K_TTL) | B(K_COALESCE) | B(K_WAKE) | B(K_NOT_BEFORE),
+     B(K_VIN) | B(K_SITE) | B(K_PARAMS) | B(K_TTL) | B(K_COALESCE) | B(K_WAKE) | B(K_NOT_BEFORE)},
     {"get", FQ_OP_GET, COMMON_KEYS | B(K_TENANT) | B(K_KEY) | B(K_ID),
      B(K_TENANT) | B(K_KEY) | B(K_ID)},
     {"cancel", FQ_OP_CANCEL, COMMON_KEYS | B(K_TENANT) | B(K_KEY) | B(K_ID),
@@ -132,6 +133,7 @@ static int key_lookup(const uint8_t *p, size_t n) {
                                 : -1;
   case 7: return EQ(p, n, "account") ? K_ACCOUNT : EQ(p, n, "command") ? K_COMMAND : -1;
   case 8: return EQ(p, n, "coalesce") ? K_COALESCE : EQ(p, n, "stuck_ms") ? K_STUCK : -1;
+  case 10: return EQ(p, n, "not_before") ? K_NOT_BEFORE : -1;
   default: return -1;
   }
 }
@@ -541,6 +543,14 @@ static int decode_submit(const uint8_t *body, const scan_t *s, fq_request_t *req
     if (o.kind != FQ__MP_BOOL) return type_err(K_WAKE, "bool", &o, err);
     req->no_wake = !o.v.b;
   }
+  if (s->seen & B(K_NOT_BEFORE)) {
+    /* Unix ms.  How far ahead it may be depends on the clock: the shard
+     * checks that (bad_param); a time in the past is a plain submit. */
+    uint64_t nb;
+    if ((rc = get_uint(s, K_NOT_BEFORE, 0, INT64_MAX, &nb, err))) return rc;
+    req->not_before = (int64_t)nb;
+    req->has_not_before = true;
+  }
   return 0;
 }
 
@@ -809,6 +819,9 @@ int fq_wire_request_hash(const fq_request_t *req, uint8_t out[32]) {
   if (h_put(c, 'V', domain, sizeof domain - 1) || h_put(c, 'A', req->account.p, req->account.n) ||
       h_put(c, 'D', dev, devlen) || h_put(c, 'C', cname, clen) || h_put_u64(c, 'N', n))
     goto out;
+  /* Only when given, so that the hash of every request without it (and of
+   * every command stored before it existed) stays what it was. */
+  if ((req->has_not_before && h_put_u64(c, 'T', (uint64_t)req->not_before))) goto out;
   for (size_t i = 0; i < n; i++) {
     const fq_pval_t *pv = sorted[i];
     if (h_put(c, 'P', pv->name, pv->name_len)) goto out;

@@ -797,6 +797,40 @@ FQ_TEST(nil_for_an_optional_key_is_absent) {
   CHECK_INT(decode("{'op':'admin','action':'account_list','v':nil}", &r, &e), 0);
 }
 
+/* not_before: an optional unsigned integer (unix ms) of submit; nil is
+ * absent; part of the request hash only when given, so requests without
+ * it hash as they always did. */
+static void hash_of(const char *text, uint8_t out[32]);
+
+FQ_TEST(submit_not_before) {
+  fq_request_t r;
+  fq_err_t e;
+  CHECK_INT(decode("{" SUBMIT_VIN "'command':'door_lock','not_before':1795920000000}", &r, &e), 0);
+  CHECK(r.has_not_before);
+  CHECK(r.not_before == 1795920000000LL);
+  CHECK_INT(decode("{" SUBMIT_VIN "'command':'door_lock','not_before':nil}", &r, &e), 0);
+  CHECK(!r.has_not_before && r.not_before == 0);
+  CHECK_INT(decode("{" SUBMIT_VIN "'command':'door_lock','not_before':0}", &r, &e), 0);
+  CHECK(r.has_not_before && r.not_before == 0);
+  BADREQ("{" SUBMIT_VIN "'command':'door_lock','not_before':'soon'}",
+         "\"not_before\": expected integer, got string");
+  BADREQ("{" SUBMIT_VIN "'command':'door_lock','not_before':-5}", "\"not_before\": -5 is out of range");
+  BADREQ("{" SUBMIT_VIN "'command':'door_lock','not_before':1.5}", "\"not_before\": expected integer");
+  BADREQ("{'op':'get','id':'abc','not_before':1}", "key \"not_before\" is not allowed for op \"get\"");
+  uint8_t plain[32], nilh[32], t1[32], t1b[32], t2[32], t0[32];
+  hash_of("{" SUBMIT_VIN "'command':'door_lock'}", plain);
+  hash_of("{" SUBMIT_VIN "'command':'door_lock','not_before':nil}", nilh);
+  hash_of("{" SUBMIT_VIN "'command':'door_lock','not_before':1795920000000}", t1);
+  hash_of("{" SUBMIT_VIN "'command':'door_lock','not_before':1795920000000,'ttl_ms':5}", t1b);
+  hash_of("{" SUBMIT_VIN "'command':'door_lock','not_before':1795920000001}", t2);
+  hash_of("{" SUBMIT_VIN "'command':'door_lock','not_before':0}", t0);
+  CHECK_MEM(plain, 32, nilh, 32);
+  CHECK_MEM(t1, 32, t1b, 32);
+  CHECK(memcmp(plain, t1, 32) != 0);
+  CHECK(memcmp(t1, t2, 32) != 0);
+  CHECK(memcmp(plain, t0, 32) != 0);
+}
+
 FQ_TEST(nil_for_a_required_key_stays_an_error) {
   BADREQ("{'op':nil}", "\"op\": expected string, got nil");
   BADREQ("{'op':'submit','tenant':nil,'key':'k','account':'a','vin':'" VIN "','command':'door_lock'}",
@@ -978,8 +1012,12 @@ FQ_TEST(states_table) {
   for (int s = 0; s < FQ_ST_COUNT_; s++) {
     const char *n = fq_state_name(s);
     CHECK_INT(fq_state_parse(n, strlen(n)), s);
-    CHECK_INT(fq_state_terminal(s), s >= FQ_ST_SUCCEEDED);
+    CHECK_INT(fq_state_terminal(s), s >= FQ_ST_SUCCEEDED && s <= FQ_ST_SUPERSEDED);
   }
+  /* Added after the others (records store the number): not terminal. */
+  CHECK_STR(fq_state_name(FQ_ST_SCHEDULED), "scheduled");
+  CHECK_INT(FQ_ST_SCHEDULED, FQ_ST_SUPERSEDED + 1);
+  CHECK(!fq_state_terminal(FQ_ST_SCHEDULED));
 }
 
 FQ_TEST(events_pack_and_unpack) {

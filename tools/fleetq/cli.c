@@ -3,9 +3,15 @@
  * around the option list their table prints, and the connection options
  * (CURVE keys from --curve-key / --server-key or the environment, checked
  * once after parsing so that a wrong or half setup is a usage error naming
- * the flag, not a timeout).
+ * the flag, not a timeout), and the parsing of times.
  */
+#include <ctype.h>
+#include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
 
 #include "cli.h"
 #include "fleetq/client.h"
@@ -25,4 +31,76 @@ int fq_cli_conn_resolve(const char *cmd, fq_client_opts_t *o) {
   if (fq_client_opts_resolve(o, &e) == 0) return -1;
   fprintf(stderr, "fleetq %s: %s\n", cmd, e.msg);
   return 2;
+}
+
+bool fq_cli_parse_time(const char *s, int64_t *ms) {
+  size_t n = strlen(s);
+  bool digits = n > 0;
+  for (size_t i = 0; i < n; i++) digits = digits && isdigit((unsigned char)s[i]);
+  if (digits) {
+    if (n > 15) return false;
+    *ms = strtoll(s, NULL, 10);
+    return true;
+  }
+  int y, mo, d, h = 0, mi = 0, sec = 0, used = 0;
+  if (sscanf(s, "%4d-%2d-%2d%n", &y, &mo, &d, &used) != 3 || used != 10) return false;
+  const char *p = s + used;
+  int64_t frac_ms = 0, off_s = 0;
+  if (*p == 'T' || *p == 't' || *p == ' ') {
+    p++;
+    if (sscanf(p, "%2d:%2d%n", &h, &mi, &used) != 2 || used != 5) return false;
+    p += used;
+    if (*p == ':') {
+      if (sscanf(p + 1, "%2d%n", &sec, &used) != 1 || used != 2) return false;
+      p += 3;
+      if (*p == '.') {
+        int scale = 100, nd = 0;
+        for (p++; isdigit((unsigned char)*p); p++, nd++)
+          if (scale >= 1) {
+            frac_ms += (*p - '0') * scale;
+            scale /= 10;
+          }
+        if (nd == 0) return false;
+      }
+    }
+  }
+  if (*p == 'Z' || *p == 'z') {
+    p++;
+  } else if (*p == '+' || *p == '-') {
+    int oh, om;
+    if (sscanf(p + 1, "%2d:%2d%n", &oh, &om, &used) != 2 || used != 5 || oh > 23 || om > 59)
+      return false;
+    off_s = (int64_t)(oh * 3600 + om * 60) * (*p == '+' ? 1 : -1);
+    p += 1 + used;
+  }
+  if (*p || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60) return false;
+  struct tm tm = {.tm_year = y - 1900, .tm_mon = mo - 1, .tm_mday = d, .tm_hour = h,
+                  .tm_min = mi, .tm_sec = sec};
+  time_t t = timegm(&tm);
+  if (t == (time_t)-1) return false;
+  *ms = ((int64_t)t - off_s) * 1000 + frac_ms;
+  return true;
+}
+
+bool fq_cli_parse_when(const char *s, int64_t now_ms, int64_t *ms) {
+  if (*s != '+') return fq_cli_parse_time(s, ms);
+  /* +N followed by one unit: ms, s, m, h or d. */
+  const char *p = s + 1;
+  if (!isdigit((unsigned char)*p)) return false;
+  char *end = NULL;
+  errno = 0;
+  unsigned long long n = strtoull(p, &end, 10);
+  if (errno || end == p) return false;
+  int64_t unit;
+  if (strcmp(end, "ms") == 0) unit = 1;
+  else if (strcmp(end, "s") == 0) unit = 1000;
+  else if (strcmp(end, "m") == 0) unit = 60000;
+  else if (strcmp(end, "h") == 0) unit = 3600000;
+  else if (strcmp(end, "d") == 0) unit = 86400000;
+  else return false;
+  /* A year ahead is far past what the daemon takes: refuse before any
+   * overflow, the daemon's own bound says the rest. */
+  if (n > (unsigned long long)(366LL * 86400000 / unit)) return false;
+  *ms = now_ms + (int64_t)n * unit;
+  return true;
 }

@@ -12,6 +12,8 @@
 #ifndef FQ_CLI_H
 #define FQ_CLI_H
 
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "cliopt.h"
@@ -79,5 +81,13 @@ struct fq_client_opts;
  * file are checked (fq_client_opts_resolve).  Returns -1 when fine, or 2
  * after printing "fleetq <cmd>: <why>" (a usage error). */
 int fq_cli_conn_resolve(const char *cmd, struct fq_client_opts *o);
+
+/* A time as unix ms: decimal unix milliseconds (1795920000000) or
+ * ISO-8601 / RFC 3339 (2026-11-29T03:00:00Z, 2026-11-29T03:00:00.250+01:00,
+ * 2026-11-29; no offset: UTC).  False when malformed. */
+bool fq_cli_parse_time(const char *s, int64_t *ms);
+/* The same, or a time relative to now_ms: "+" then a count and one unit
+ * of ms, s, m, h or d ("+30s", "+5m", "+2h"), at most a year. */
+bool fq_cli_parse_when(const char *s, int64_t now_ms, int64_t *ms);
 
 #endif

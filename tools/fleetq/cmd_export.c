@@ -67,56 +67,6 @@ static const fq_cli_doc_t g_doc = {
             "the file could not be written, 2 usage error.",
 };
 
-/* Parse unix ms or ISO-8601 into unix ms.  Returns false when malformed. */
-static bool parse_time(const char *s, int64_t *ms) {
-  size_t n = strlen(s);
-  bool digits = n > 0;
-  for (size_t i = 0; i < n; i++) digits = digits && isdigit((unsigned char)s[i]);
-  if (digits) {
-    if (n > 15) return false;
-    *ms = strtoll(s, NULL, 10);
-    return true;
-  }
-  int y, mo, d, h = 0, mi = 0, sec = 0, used = 0;
-  if (sscanf(s, "%4d-%2d-%2d%n", &y, &mo, &d, &used) != 3 || used != 10) return false;
-  const char *p = s + used;
-  int64_t frac_ms = 0, off_s = 0;
-  if (*p == 'T' || *p == 't' || *p == ' ') {
-    p++;
-    if (sscanf(p, "%2d:%2d%n", &h, &mi, &used) != 2 || used != 5) return false;
-    p += used;
-    if (*p == ':') {
-      if (sscanf(p + 1, "%2d%n", &sec, &used) != 1 || used != 2) return false;
-      p += 3;
-      if (*p == '.') {
-        int scale = 100, nd = 0;
-        for (p++; isdigit((unsigned char)*p); p++, nd++)
-          if (scale >= 1) {
-            frac_ms += (*p - '0') * scale;
-            scale /= 10;
-          }
-        if (nd == 0) return false;
-      }
-    }
-  }
-  if (*p == 'Z' || *p == 'z') {
-    p++;
-  } else if (*p == '+' || *p == '-') {
-    int oh, om;
-    if (sscanf(p + 1, "%2d:%2d%n", &oh, &om, &used) != 2 || used != 5 || oh > 23 || om > 59)
-      return false;
-    off_s = (int64_t)(oh * 3600 + om * 60) * (*p == '+' ? 1 : -1);
-    p += 1 + used;
-  }
-  if (*p || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60) return false;
-  struct tm tm = {.tm_year = y - 1900, .tm_mon = mo - 1, .tm_mday = d, .tm_hour = h,
-                  .tm_min = mi, .tm_sec = sec};
-  time_t t = timegm(&tm);
-  if (t == (time_t)-1) return false;
-  *ms = ((int64_t)t - off_s) * 1000 + frac_ms;
-  return true;
-}
-
 typedef struct qev {
   int64_t at;
   uint32_t shard;
@@ -240,7 +190,7 @@ static int cmd_export(int argc, char **argv) {
   int64_t from = 0, to = 0;
   if (!from_s || !to_s || !out)
     return fq_opt_usage_error(prog, "--from, --to and --out are required");
-  if (!parse_time(from_s, &from) || !parse_time(to_s, &to) || to < from)
+  if (!fq_cli_parse_time(from_s, &from) || !fq_cli_parse_time(to_s, &to) || to < from)
     return fq_opt_usage_error(prog,
                               "--from / --to want unix ms or ISO-8601 times, from <= to "
                               "(got '%s', '%s')",

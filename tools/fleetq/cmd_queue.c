@@ -17,6 +17,7 @@
 #include "cli.h"
 #include "fleetq/client.h"
 #include "fleetq/commands.h"
+#include "util.h"
 
 #define REQ_TIMEOUT_S 5.0
 
@@ -28,6 +29,7 @@ enum {
   O_ENDPOINT = 1000, O_PUBLISH, O_JSON, O_TIMEOUT, O_TENANT, O_KEY, O_ACCOUNT, O_VIN, O_SITE,
   O_COMMAND, O_PARAM, O_PARAMS, O_TTL, O_COALESCE, O_WAIT, O_ID, O_DEVICE, O_COUNT, O_FILL,
   O_SHARD, O_AFTER, O_LIMIT, O_HELP, O_VERSION, O_NO_WAKE, O_CURVE_KEY, O_SERVER_KEY,
+  O_NOT_BEFORE,
 };
 
 /* Table entries several subcommands share. */
@@ -52,6 +54,7 @@ typedef struct qopts {
   size_t nparams;
   const char *params_json;
   int64_t ttl_ms;
+  int64_t not_before;                 /* unix ms; 0: not sent */
   bool coalesce, wait, fill, no_wake;
   uint64_t shard, after, limit, count;
   bool shard_set;
@@ -169,6 +172,14 @@ static int parse_opts(int argc, char **argv, const fq_opt_t *opts, const fq_cli_
       break;
     case O_COALESCE: o->coalesce = true; break;
     case O_NO_WAKE: o->no_wake = true; break;
+    case O_NOT_BEFORE:
+      if (!fq_cli_parse_when(v, fq_now_ms(), &o->not_before) || o->not_before <= 0)
+        return fq_opt_usage_error(cmd,
+                                  "--not-before wants unix ms, an RFC 3339 time "
+                                  "(2026-12-04T18:00:00Z) or +N with a unit of ms/s/m/h/d "
+                                  "(+30s, +5m, +2h), got '%s'",
+                                  v);
+      break;
     case O_WAIT: o->wait = true; break;
     case O_ID: o->id = v; break;
     case O_DEVICE: o->device = v; break;
@@ -377,7 +388,8 @@ static fq_sub_t *open_sub(const qopts_t *o, const char *const *prefixes, size_t 
 
 /* Integer fields holding Unix milliseconds, shown as UTC times. */
 static bool is_time_key(const char *k, size_t n) {
-  static const char *const names[] = {"at", "created", "updated", "deadline", NULL};
+  static const char *const names[] = {"at", "created", "updated", "deadline", "not_before",
+                                      NULL};
   for (const char *const *p = names; *p; p++)
     if (strlen(*p) == n && memcmp(*p, k, n) == 0) return true;
   return n > 3 && memcmp(k + n - 3, "_at", 3) == 0;
@@ -567,6 +579,10 @@ static const fq_opt_t g_send_opts[] = {
     {"no-wake", 0, NULL, O_NO_WAKE,
      "send wake: false: an asleep car fails the command\n"
      "(vehicle_asleep) instead of being woken"},
+    {"not-before", 0, "TIME", O_NOT_BEFORE,
+     "schedule it: held (state scheduled) until TIME, unix ms,\n"
+     "RFC 3339 (2026-12-04T18:00:00Z) or +30s/+5m/+2h from now;\n"
+     "the TTL counts from then"},
     {"wait", 0, NULL, O_WAIT, "follow the command's events to its end"},
     {"timeout", 0, "S", O_TIMEOUT,
      "wait at most S seconds for the answer (default 5);\n"
@@ -581,12 +597,15 @@ static const fq_opt_t g_send_opts[] = {
 static const fq_cli_doc_t g_send_doc = {
     .usage = "fleetq send --tenant T --key K --account A (--vin VIN | --site ID)\n"
              "                   --command C [--param name=value ...] [--params JSON]\n"
-             "                   [--ttl-ms N] [--coalesce] [--no-wake] [--wait] [--timeout S]\n"
+             "                   [--ttl-ms N] [--coalesce] [--no-wake] [--not-before TIME]\n"
+             "                   [--wait] [--timeout S]\n"
              "                   [--endpoint EP] [--publish EP] [--json]",
     .about = "Submit one command; the daemon answers once it is durable, and this\n"
              "prints \"accepted <id> <state>\" (\"duplicate ...\" for a retry).\n"
              "--wait subscribes to the command's device first, then submits and\n"
-             "follows its status events until a terminal state.\n",
+             "follows its status events until a terminal state.\n"
+             "With --not-before the command waits (state scheduled) until that time,\n"
+             "then enters its device's queue; its TTL counts from then.\n",
     .notes = FQ_CLI_CURVE_NOTE,
     .exit = "0 accepted (with --wait: the command succeeded), 1 the daemon\n"
             "refused it or did not answer (with --wait also: it ended otherwise\n"
@@ -744,7 +763,7 @@ static int cmd_send(int argc, char **argv) {
   fq_submit_args_t a = {.tenant = o.tenant, .key = o.key, .account = o.account, .vin = o.vin,
                         .site = o.site, .command = o.command, .params = all, .nparams = nall,
                         .ttl_ms = o.ttl_ms, .coalesce = o.coalesce,
-                        .no_wake = o.no_wake};
+                        .no_wake = o.no_wake, .not_before = o.not_before};
   if (fq_req_submit(&req, &a)) {
     fprintf(stderr, "%s: too_large: request does not fit in %zu bytes\n", o.prog, req.cap);
     goto out;
@@ -765,6 +784,9 @@ static int cmd_send(int argc, char **argv) {
     } else {
       double wait_s = o.timeout_set ? o.timeout_s
                                     : (double)(o.ttl_ms ? o.ttl_ms : 60000) / 1000.0 + 30.0;
+      /* A scheduled command's TTL starts at its time. */
+      int64_t ahead = o.not_before - fq_now_ms();
+      if (!o.timeout_set && ahead > 0) wait_s += (double)ahead / 1000.0;
       rc = follow(c, sub, &o, idz, wait_s);
     }
   }

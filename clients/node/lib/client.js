@@ -316,7 +316,7 @@ class Client {
   async submit (args) {
     const body = C.submitRequest(args)
     if (!args.wait) return this._call(body, { timeout: args.timeout })
-    const deadline = now() + (args.timeout ?? C.waitBudgetMs(body.ttl_ms === undefined ? undefined : Number(body.ttl_ms)))
+    const deadline = now() + (args.timeout ?? C.waitBudgetMs(body.ttl_ms === undefined ? undefined : Number(body.ttl_ms), body.not_before))
     const device = body.vin !== undefined ? body.vin : String(body.site)
     const sub = await this._subscriber([`${body.tenant}/${device}`])
     try {

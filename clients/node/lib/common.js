@@ -158,6 +158,10 @@ function submitRequest (a) {
   if (wake !== undefined) m.wake = bool('wake', wake)
   const co = pick(a, 'coalesce')
   if (co !== undefined) m.coalesce = bool('coalesce', co)
+  const nb = pick(a, 'notBefore', 'not_before')
+  // A BigInt: the encoder writes a number beyond 2^32 as a float, which
+  // fleetqd refuses for an integer field (unix ms are past 2^40).
+  if (nb !== undefined) m.not_before = BigInt(int('not_before', nb instanceof Date ? nb.getTime() : nb))
   return m
 }
 
@@ -186,9 +190,11 @@ function historyRequest (shard, after, limit, tenant) {
   return m
 }
 
-function waitBudgetMs (ttlMs) {
-  // The command's TTL (fleetqd's default 60 s) and 30 s for the last answer.
-  return Number(ttlMs === undefined ? 60000 : ttlMs) + 30000
+function waitBudgetMs (ttlMs, notBefore) {
+  // The command's TTL (fleetqd's default 60 s) and 30 s for the last
+  // answer, from notBefore for a scheduled command.
+  const ahead = notBefore === undefined ? 0 : Math.max(0, Number(notBefore) - Date.now())
+  return ahead + Number(ttlMs === undefined ? 60000 : ttlMs) + 30000
 }
 
 // ---- CURVE ----------------------------------------------------------------

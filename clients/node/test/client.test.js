@@ -109,6 +109,20 @@ test('natural JavaScript values are accepted', async () => {
   assert.deepEqual((await c.get({ id: s.id })).params, { enable: true, time: 120 })
 })
 
+test('notBefore schedules a command', async () => {
+  const t = unique('nb')
+  const at = Date.now() + 600000
+  const r = await c.submit({ tenant: t, key: 'nb-1', account: W.account, command: 'door_lock', vin: W.vins[3], notBefore: at })
+  assert.equal(r.state, 'scheduled')
+  const g = await c.get({ id: r.id })
+  assert.equal(Number(g.not_before), at)
+  assert.equal(Number(g.deadline), at + Number(g.ttl_ms))
+  const r2 = await c.submit({ tenant: t, key: 'nb-1', account: W.account, command: 'door_lock', vin: W.vins[3], not_before: new Date(at) })
+  assert.equal(r2.dup, true)
+  assert.equal(r2.id, r.id)
+  assert.equal((await c.cancel({ id: r.id })).state, 'cancelled')
+})
+
 test('the daemon forgives what @msgpack/msgpack writes by default', async () => {
   // Without ignoreUndefined, undefined fields go out as nil.
   const enc = new Encoder({ useBigInt64: true })

@@ -10,6 +10,9 @@ async function main (): Promise<void> {
   const site: bigint | undefined = ev.site
   const r2 = await c.submit({ tenant: 'acme', key: 'k', account: 'a', site: 2n ** 60n, command: 'backup', params: { backup_reserve_percent: 30, x: undefined } })
   const id: string = r2.id
+  const r3 = await c.submit({ tenant: 'acme', key: 's', account: 'a', vin: 'X', command: 'door_lock', notBefore: new Date() })
+  const sched: boolean = r3.state === 'scheduled'
+  const nb: number | null = (await c.get(r3.id)).not_before
   const cmd = await c.get({ tenant: 'acme', key: 'k' })
   const st: string = cmd.state
   const h = await c.history({ shard: 0, after: 0n, tenant: 'acme' })

@@ -3,11 +3,13 @@ Python values (so that fleetqd's strict typing never shows), CURVE key
 files, and the bookkeeping of a status watch.  Nothing here does I/O on
 sockets."""
 
+import datetime
 import decimal
 import numbers
 import os
 import re
 import stat
+import time
 from typing import Any, Dict, Generator, Iterable, List, Mapping, Optional, Tuple
 
 import msgpack
@@ -144,7 +146,8 @@ def params_value(params: Optional[Mapping[str, Any]]) -> Optional[Dict[str, Any]
 
 def submit_request(tenant: Any, key: Any, account: Any, command: Any, vin: Any = None,
                    site: Any = None, params: Optional[Mapping[str, Any]] = None,
-                   ttl_ms: Any = None, wake: Any = None, coalesce: Any = None) -> Dict[str, Any]:
+                   ttl_ms: Any = None, wake: Any = None, coalesce: Any = None,
+                   not_before: Any = None) -> Dict[str, Any]:
     """The submit map, every value in the type fleetqd wants; absent
     arguments are left out (never sent as nil)."""
     if (vin is None) == (site is None):
@@ -167,7 +170,19 @@ def submit_request(tenant: Any, key: Any, account: Any, command: Any, vin: Any =
         m["wake"] = _bool("wake", wake)
     if coalesce is not None:
         m["coalesce"] = _bool("coalesce", coalesce)
+    if not_before is not None:
+        m["not_before"] = _when("not_before", not_before)
     return m
+
+
+def _when(name: str, v: Any) -> int:
+    """Unix milliseconds from an integer (ms) or a timezone-aware
+    datetime; a naive datetime is refused rather than guessed."""
+    if isinstance(v, datetime.datetime):
+        if v.tzinfo is None:
+            raise ValueError(f"{name}: a naive datetime; give it a timezone (or unix ms)")
+        return int(v.timestamp() * 1000)
+    return _int(name, v)
 
 
 def lookup_request(op: str, id: Any = None, tenant: Any = None, key: Any = None) -> Dict[str, Any]:
@@ -208,10 +223,12 @@ def admin_request(action: str, fields: Mapping[str, Any]) -> Dict[str, Any]:
     return m
 
 
-def wait_budget(ttl_ms: Optional[int]) -> float:
+def wait_budget(ttl_ms: Optional[int], not_before: Optional[int] = None) -> float:
     """How long wait=True waits by default: the command's TTL (fleetqd's
-    default is 60 s) and 30 s for the last attempt to be answered."""
-    return (ttl_ms if ttl_ms is not None else 60000) / 1000.0 + 30.0
+    default is 60 s) and 30 s for the last attempt to be answered, from
+    not_before for a scheduled command."""
+    ahead = max(0.0, not_before / 1000.0 - time.time()) if not_before is not None else 0.0
+    return ahead + (ttl_ms if ttl_ms is not None else 60000) / 1000.0 + 30.0
 
 
 # ---- CURVE --------------------------------------------------------------

@@ -11,6 +11,7 @@ coroutines, on one DEALER socket shared by every task (replies matched by
 
 import asyncio
 import collections
+import datetime
 import itertools
 import random
 import time
@@ -298,13 +299,14 @@ class Client:
                      vin: Optional[str] = None, site: Union[int, str, None] = None,
                      params: Optional[Mapping[str, Any]] = None, ttl_ms: Optional[int] = None,
                      wake: Optional[bool] = None, coalesce: Optional[bool] = None,
-                     wait: bool = False, timeout: Optional[float] = None) -> Reply:
+                     wait: bool = False, timeout: Optional[float] = None,
+               not_before: Union[int, datetime.datetime, None] = None) -> Reply:
         """As :meth:`fleetq_client.Client.submit`."""
         body = C.submit_request(tenant, key, account, command, vin, site, params, ttl_ms,
-                                wake, coalesce)
+                                wake, coalesce, not_before)
         if not wait:
             return await self.call(body, timeout)
-        deadline = _now() + (timeout if timeout is not None else C.wait_budget(body.get("ttl_ms")))
+        deadline = _now() + (timeout if timeout is not None else C.wait_budget(body.get("ttl_ms"), body.get("not_before")))
         device = body.get("vin") or str(body.get("site"))
         sub = await self._sub([f"{body['tenant']}/{device}".encode()])
         try:

@@ -7,6 +7,7 @@ or the asyncio variant (:mod:`fleetq_client.aio`) for concurrency.
 """
 
 import collections
+import datetime
 import itertools
 import random
 import time
@@ -257,7 +258,8 @@ class Client:
                vin: Optional[str] = None, site: Union[int, str, None] = None,
                params: Optional[Mapping[str, Any]] = None, ttl_ms: Optional[int] = None,
                wake: Optional[bool] = None, coalesce: Optional[bool] = None,
-               wait: bool = False, timeout: Optional[float] = None) -> Reply:
+               wait: bool = False, timeout: Optional[float] = None,
+               not_before: Union[int, datetime.datetime, None] = None) -> Reply:
         """Queue one command; returns once fleetqd has it on disk.
 
         Returns the reply map: ``id``, ``state`` (``queued``, or the
@@ -269,12 +271,14 @@ class Client:
         30 s).  Resending after a timeout uses the same key, so a command is
         never queued twice.  Values are converted to what fleetqd accepts
         (``coalesce=1``, ``percent=80.0``, a site id as str); None means
-        "not given"."""
+        "not given".  ``not_before`` (unix ms, or an aware datetime)
+        schedules the command: ``state`` is ``scheduled`` until then, and
+        the TTL counts from then."""
         body = C.submit_request(tenant, key, account, command, vin, site, params, ttl_ms,
-                                wake, coalesce)
+                                wake, coalesce, not_before)
         if not wait:
             return self.call(body, timeout)
-        deadline = _now() + (timeout if timeout is not None else C.wait_budget(body.get("ttl_ms")))
+        deadline = _now() + (timeout if timeout is not None else C.wait_budget(body.get("ttl_ms"), body.get("not_before")))
         device = body.get("vin") or str(body.get("site"))
         topic = f"{body['tenant']}/{device}".encode()
         if self._waiter is None:

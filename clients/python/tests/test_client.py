@@ -4,6 +4,7 @@ errors as exceptions per code, conversions that make fleetqd's strict
 typing invisible, big site ids, pipelining 1,000 submits and a retry with
 the same key while fleetqd does not answer."""
 
+import datetime
 import os
 import signal
 import threading
@@ -117,6 +118,24 @@ def test_natural_python_values_are_accepted(world, client):
     r = client.submit(t, "temps", ACCOUNT, "set_temps", vin=VINS[2],
                       params={"driver_temp": 21, "passenger_temp": 21.5, "unused": None})
     assert client.get(id=r["id"])["params"] == {"driver_temp": 21, "passenger_temp": 21.5}
+
+
+def test_not_before_schedules(world, client):
+    """not_before (unix ms or an aware datetime) is sent as an integer:
+    the command is scheduled, `get` shows the time, cancel works."""
+    t = unique("nb")
+    at = int(time.time() * 1000) + 600000
+    r = client.submit(t, "nb-1", ACCOUNT, "door_lock", vin=VINS[3], not_before=at)
+    assert r["state"] == "scheduled" and r["dup"] is False
+    g = client.get(id=r["id"])
+    assert g["not_before"] == at and g["deadline"] == at + g["ttl_ms"]
+    when = datetime.datetime.fromtimestamp(at / 1000, datetime.timezone.utc)
+    r2 = client.submit(t, "nb-1", ACCOUNT, "door_lock", vin=VINS[3], not_before=when)
+    assert r2["dup"] is True and r2["id"] == r["id"] and r2["state"] == "scheduled"
+    with pytest.raises(ValueError):
+        client.submit(t, "nb-2", ACCOUNT, "door_lock", vin=VINS[3],
+                      not_before=datetime.datetime(2030, 1, 1))
+    assert client.cancel(id=r["id"])["state"] == "cancelled"
 
 
 def test_protocol_forgives_nil_and_names_binary_keys(world):

@@ -56,7 +56,7 @@ DEFAULT_DAEMON_OPTS = {
     "--http-timeout-ms": 2000,
 }
 
-NONTERMINAL = {"queued", "dispatching", "waking", "retrying", "sent"}
+NONTERMINAL = {"scheduled", "queued", "dispatching", "waking", "retrying", "sent"}
 STATES = NONTERMINAL | TERMINAL
 
 
@@ -447,7 +447,7 @@ class World:
 
     def check_events(self, c, id_, pattern=None, what=""):
         """The event list of one command is a well-formed life: starts
-        `queued` with prev nil, every prev is the state before, exactly one
+        `queued` (or `scheduled`, then `queued`) with prev nil, every prev is the state before, exactly one
         terminal state and it is last, attempts never go down, all keys
         present; `pattern` (regex over the space-joined states) when given."""
         evs = self.evs(id_)
@@ -455,7 +455,10 @@ class World:
         tag = f"{what or id_}: states {' '.join(sts)}"
         if not c.ok(evs, f"{tag}: has events"):
             return sts
-        c.eq(sts[0], "queued", f"{tag}: first state")
+        # A command submitted with a not_before ahead starts `scheduled`.
+        c.ok(sts[0] == "queued" or sts[:2] == ["scheduled", "queued"]
+             or sts == ["scheduled", "cancelled"] or sts == ["scheduled", "expired"],
+             f"{tag}: first state", sts[:2])
         c.eq(evs[0]["prev"], None, f"{tag}: first prev")
         for a, b in zip(evs, evs[1:]):
             c.eq(b["prev"], a["state"], f"{tag}: prev of {b['state']} (seq {b['seq']})")
