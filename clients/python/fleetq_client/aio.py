@@ -174,7 +174,16 @@ class Client:
     def _send(self, body: Mapping[str, Any], req: int) -> None:
         m = dict(body)
         m["req"] = req
-        self._sync.send(C.pack(m))
+        try:
+            # Never blocks the event loop: without a high-water mark a send
+            # fails only when libzmq has no connection left at all, which
+            # is what a refused handshake (an unlisted or removed CURVE key,
+            # a wrong server key) leaves behind.
+            self._sync.send(C.pack(m), zmq.NOBLOCK)
+        except zmq.Again:
+            raise Timeout(f"cannot send to {self.endpoint}: no connection (fleetqd refused "
+                          "this client: check the CURVE key is in fleetqd's clients file and "
+                          "the server key is fleetqd's)") from None
 
     def _start_reader(self) -> None:
         if self._reader is None or self._reader.done():

@@ -59,6 +59,11 @@ class Client:
         self._sock = self._socket(zmq.DEALER)
         self._sock.setsockopt(zmq.SNDHWM, 0)
         self._sock.setsockopt(zmq.RCVHWM, 0)
+        # A DEALER with no connection blocks in send, and libzmq drops the
+        # connection fleetqd refused (an unlisted or removed CURVE key, a
+        # wrong server key): a send then fails after `timeout` (Timeout)
+        # instead of hanging the caller.
+        self._sock.setsockopt(zmq.SNDTIMEO, max(1, int(self.timeout * 1000)))
         self._sock.connect(endpoint)
         # Start request numbers at random so that a reply to an earlier
         # process's request on a reused connection cannot be taken for ours.
@@ -125,8 +130,16 @@ class Client:
         req = next(self._req)
         m = dict(body)
         m["req"] = req
-        self._sock.send(C.pack(m))
+        try:
+            self._sock.send(C.pack(m))
+        except zmq.Again:
+            raise Timeout(self._unsent()) from None
         return req
+
+    def _unsent(self) -> str:
+        return (f"cannot send to {self.endpoint} within {self.timeout:.1f} s: no connection "
+                "(fleetqd is down, or it refused this client: check the CURVE key is in "
+                "fleetqd's clients file and the server key is fleetqd's)")
 
     def _recv_for(self, reqs: Union[Set[int], Mapping[int, Any]], deadline: float) -> Optional[Reply]:
         """The next reply to one of reqs, or None at the deadline.  Replies
@@ -197,7 +210,10 @@ class Client:
             req = next(nxt)
             m = dict(todo[i])
             m["req"] = req
-            sock.send(packb(m))
+            try:
+                sock.send(packb(m))
+            except zmq.Again:
+                raise Timeout(self._unsent()) from None
             owner[req] = i
             t = _now()
             sent_at[i] = t

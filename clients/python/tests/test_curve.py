@@ -67,3 +67,39 @@ def test_curve_refusals(curve_world, tmp_path, monkeypatch):
     monkeypatch.setenv("FLEETQ_SERVER_KEY", cw.server_pub)
     with fleetq_client.Client(cw.endpoint, timeout=5) as c:
         assert c.ping()["ok"]
+
+
+def test_refused_key_fails_fast_never_hangs(curve_world, tmp_path):
+    """A key fleetqd does not list gets no session; libzmq then drops the
+    connection, and a DEALER without one would block in send forever.  Every
+    call must end in Timeout instead, in both clients."""
+    cw = curve_world
+    pub, sec = (k.decode() for k in fleetq_client_zmq().curve_keypair())
+    kf = tmp_path / "stranger.key"
+    fd = os.open(kf, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(f"public {pub}\nsecret {sec}\n")
+    t0 = time.monotonic()
+    with fleetq_client.Client(cw.endpoint, str(kf), cw.server_pub, timeout=0.5,
+                              retries=0) as c:
+        for i in range(6):
+            with pytest.raises(fleetq_client.Timeout):
+                c.submit("acme", f"stranger-{i}", ACCOUNT, "door_lock", vin=VINS[0])
+            time.sleep(0.2)
+    assert time.monotonic() - t0 < 15
+
+    async def aio_part():
+        async with aio.Client(cw.endpoint, str(kf), cw.server_pub, timeout=0.5,
+                              retries=0) as ac:
+            for i in range(6):
+                with pytest.raises(fleetq_client.Timeout):
+                    await asyncio.wait_for(
+                        ac.submit("acme", f"stranger-a{i}", ACCOUNT, "door_lock", vin=VINS[0]),
+                        10)
+                await asyncio.sleep(0.2)
+    asyncio.run(aio_part())
+
+
+def fleetq_client_zmq():
+    import zmq
+    return zmq
