@@ -192,6 +192,9 @@ size_t fq_wire_event_topic(const fq_event_t *ev, char *out, size_t cap);
  * echoed as `req`. */
 int fq_wire_reply_error(struct fq_buf *out, int code, const char *message,
                         const uint8_t *req_raw, size_t req_raw_len);
+/* budget_exceeded with `reset_at` (unix ms: the next UTC midnight). */
+int fq_wire_reply_budget(struct fq_buf *out, const char *message, int64_t reset_at,
+                         const uint8_t *req_raw, size_t req_raw_len);
 int fq_wire_reply_submit(struct fq_buf *out, const char *id, int state, bool dup,
                          const uint8_t *req_raw, size_t req_raw_len);
 int fq_wire_reply_ping(struct fq_buf *out, const char *version, uint32_t shards,

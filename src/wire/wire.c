@@ -924,6 +924,21 @@ int fq_wire_reply_error(fq_buf_t *out, int code, const char *message, const uint
   return enc_done(&e, rc);
 }
 
+/* budget_exceeded carries, besides the message, when the budget resets
+ * (unix ms) so that a client can wait without parsing text. */
+int fq_wire_reply_budget(fq_buf_t *out, const char *message, int64_t reset_at,
+                         const uint8_t *req_raw, size_t req_raw_len) {
+  enc_t e;
+  enc_init(&e, out);
+  int rc = msgpack_pack_map(&e.pk, req_raw ? 5 : 4);
+  rc |= p_key(&e, "ok") | msgpack_pack_false(&e.pk);
+  rc |= p_key(&e, "error") | p_cstr(&e, fq_wire_errname(FQ_EBUDGET));
+  rc |= p_key(&e, "message") | p_cstr(&e, message);
+  rc |= p_key(&e, "reset_at") | msgpack_pack_int64(&e.pk, reset_at);
+  rc |= p_req(&e, req_raw, req_raw_len);
+  return enc_done(&e, rc);
+}
+
 int fq_wire_reply_submit(fq_buf_t *out, const char *id, int state, bool dup,
                          const uint8_t *req_raw, size_t req_raw_len) {
   enc_t e;
