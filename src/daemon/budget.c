@@ -219,24 +219,35 @@ int fq_budget_check(const char *tenant, size_t tenant_len, int64_t now_ms, int64
 
 uint64_t fq_budget_refusals(void) { return atomic_load(&g.refusals); }
 
-char *fq_budget_usage_json(const char *tenant, int days, int64_t now_ms) {
+static int row_cmp(const void *a, const void *b) {
+  const fq_usage_row_t *x = a, *y = b;
+  int c = strcmp(x->date, y->date);
+  if (!c) c = strcmp(x->tenant, y->tenant);
+  if (!c) c = strcmp(x->account, y->account);
+  return c;
+}
+
+size_t fq_budget_usage(const char *tenant, size_t tenant_len, int days, int64_t now_ms,
+                       fq_usage_row_t **out) {
   int64_t today = fq_budget_day(now_ms);
-  json_t *arr = json_array();
-  if (!arr) return NULL;
+  *out = NULL;
   pthread_mutex_lock(&g.mu);
-  for (size_t i = 0; i < g.n; i++) {
+  size_t n = 0;
+  fq_usage_row_t *rows = g.n ? calloc(g.n, sizeof *rows) : NULL;
+  for (size_t i = 0; rows && i < g.n; i++) {
     const entry_t *e = &g.e[i];
-    if (e->day <= today - days || (tenant && tenant[0] && strcmp(tenant, e->tenant) != 0))
+    if (e->day <= today - days || e->day > today) continue;
+    if (tenant && (strlen(e->tenant) != tenant_len || memcmp(e->tenant, tenant, tenant_len) != 0))
       continue;
-    char date[16];
-    day_date(e->day, date, sizeof date);
-    json_array_append_new(arr, json_pack("{sI ss ss ss sI sI}", "day", (json_int_t)e->day, "date",
-                                         date, "tenant", e->tenant, "account", e->account,
-                                         "billable", (json_int_t)e->billable, "wakeups",
-                                         (json_int_t)e->wakeups));
+    fq_usage_row_t *r = &rows[n++];
+    day_date(e->day, r->date, sizeof r->date);
+    snprintf(r->tenant, sizeof r->tenant, "%s", e->tenant);
+    snprintf(r->account, sizeof r->account, "%s", e->account);
+    r->billable = e->billable;
+    r->wakeups = e->wakeups;
   }
   pthread_mutex_unlock(&g.mu);
-  char *s = json_dumps(arr, JSON_COMPACT);
-  json_decref(arr);
-  return s;
+  if (n) qsort(rows, n, sizeof *rows, row_cmp);
+  *out = rows;
+  return n;
 }

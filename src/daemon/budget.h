@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "fleetq/error.h"
+#include "fleetq/wire.h"
 #include "util.h"
 
 #define FQ_BUDGETS_MAX 256
@@ -60,9 +61,10 @@ int fq_budget_check(const char *tenant, size_t tenant_len, int64_t now_ms, int64
 /* Refusals so far, for metrics. */
 uint64_t fq_budget_refusals(void);
 
-/* The counts of the last `days` UTC days (1 = today), optionally of one
- * tenant, as a JSON array of {day, date, tenant, account, billable,
- * wakeups} into a malloc'd string (NULL on ENOMEM). */
-char *fq_budget_usage_json(const char *tenant, int days, int64_t now_ms);
+/* The counts of the last `days` UTC days (1 = today), of one tenant
+ * when tenant is not NULL, oldest day first: a malloc'd array (*out, its
+ * length returned; *out NULL on ENOMEM or none). */
+size_t fq_budget_usage(const char *tenant, size_t tenant_len, int days, int64_t now_ms,
+                       fq_usage_row_t **out);
 
 #endif
