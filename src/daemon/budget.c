@@ -74,7 +74,7 @@ static void save_locked(int64_t now_ms) {
   g.n = w;
   json_t *arr = json_array();
   for (size_t i = 0; arr && i < g.n; i++)
-    json_array_append_new(arr, json_pack("{sI sss ss sI sI}", "day", (json_int_t)g.e[i].day,
+    json_array_append_new(arr, json_pack("{sI ss ss sI sI}", "day", (json_int_t)g.e[i].day,
                                          "tenant", g.e[i].tenant, "account", g.e[i].account,
                                          "billable", (json_int_t)g.e[i].billable, "wakeups",
                                          (json_int_t)g.e[i].wakeups));
