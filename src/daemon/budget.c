@@ -11,7 +11,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "log.h"
 
@@ -29,11 +31,14 @@ static struct {
   const fq_budget_limit_t *deflt; /* the "*" limit, or NULL */
   entry_t *e;
   size_t n, cap;
-  char path[1100];
+  char path[1100];            /* the snapshot, budget-usage.json */
+  char jpath[1100];           /* the journal, budget-usage.log */
+  int jfd;                    /* the journal, open for appends; -1 = none */
+  uint64_t gen;               /* journal generation the snapshot holds up to */
+  uint64_t jlines;            /* lines in the journal since the snapshot */
   bool dirty;
-  int64_t saved_at;
   atomic_uint_fast64_t refusals;
-} g = {.mu = PTHREAD_MUTEX_INITIALIZER};
+} g = {.mu = PTHREAD_MUTEX_INITIALIZER, .jfd = -1};
 
 int64_t fq_budget_day(int64_t now_ms) {
   /* Floor division: a time before 1970 still lands in its own day. */
@@ -64,7 +69,19 @@ static void day_date(int64_t day, char *out, size_t cap) {
   strftime(out, cap, "%Y-%m-%d", &tm);
 }
 
-/* Save the table (mutex held).  Days older than FQ_BUDGET_KEEP_DAYS go. */
+/* Durability: the snapshot (budget-usage.json: {"gen", "counts": [...]})
+ * plus a journal (budget-usage.log) that every counted answer appends one
+ * line to ("<gen> <day> <wake 0|1> <tenant> <account>"), with one write(2)
+ * on a descriptor opened O_APPEND: a kill -9 loses nothing the kernel
+ * took.  Each JOURNAL_MAX lines (and at start and stop) the table goes
+ * into a new snapshot under gen + 1 and the journal is emptied; a journal
+ * line of an older gen than the snapshot's was already in it and is
+ * skipped, so a crash between the rename and the truncation counts
+ * nothing twice. */
+#define JOURNAL_MAX 20000
+
+/* Write the snapshot and empty the journal (mutex held).  Days older than
+ * FQ_BUDGET_KEEP_DAYS go. */
 static void save_locked(int64_t now_ms) {
   if (!g.path[0] || !g.dirty) return;
   int64_t oldest = fq_budget_day(now_ms) - FQ_BUDGET_KEEP_DAYS;
@@ -78,15 +95,28 @@ static void save_locked(int64_t now_ms) {
                                          "tenant", g.e[i].tenant, "account", g.e[i].account,
                                          "billable", (json_int_t)g.e[i].billable, "wakeups",
                                          (json_int_t)g.e[i].wakeups));
+  json_t *root = arr ? json_pack("{sI so}", "gen", (json_int_t)(g.gen + 1), "counts", arr) : NULL;
   char tmp[1200];
   snprintf(tmp, sizeof tmp, "%s.tmp", g.path);
-  if (!arr || json_dump_file(arr, tmp, JSON_COMPACT) != 0 || rename(tmp, g.path) != 0) {
+  if (!root || json_dump_file(root, tmp, JSON_COMPACT) != 0 || rename(tmp, g.path) != 0) {
     fq_error("budget", "cannot save the budget counts to %s: %s", g.path, fq_strerror(-errno));
   } else {
+    g.gen++;
     g.dirty = false;
-    g.saved_at = now_ms;
+    if (g.jfd >= 0 && ftruncate(g.jfd, 0) == 0) g.jlines = 0;
   }
-  json_decref(arr);
+  json_decref(root);
+}
+
+static void journal_locked(int64_t day, bool wake, const char *tenant, const char *account) {
+  if (g.jfd < 0) return;
+  char line[300];
+  int n = snprintf(line, sizeof line, "%" PRIu64 " %" PRId64 " %d %s %s\n", g.gen, day,
+                   wake ? 1 : 0, tenant, account);
+  if (n <= 0 || (size_t)n >= sizeof line || write(g.jfd, line, (size_t)n) != n)
+    fq_error("budget", "cannot append to %s: %s", g.jpath, fq_strerror(-errno));
+  else
+    g.jlines++;
 }
 
 static entry_t *find_add(int64_t day, const char *tenant, const char *account) {
@@ -109,6 +139,87 @@ static entry_t *find_add(int64_t day, const char *tenant, const char *account) {
   return e;
 }
 
+/* Read the snapshot into the table (mutex held).  No file: nothing spent
+ * yet.  A file there but unreadable refuses the start rather than forget
+ * what was spent. */
+static int load_locked(fq_err_t *err) {
+  json_error_t je;
+  json_t *root = json_load_file(g.path, 0, &je);
+  if (!root) {
+    if (access(g.path, F_OK) != 0) return 0;
+    return fq_errf(err, FQ_ECONFIG, "%s: %s (line %d)", g.path, je.text, je.line);
+  }
+  int rc = 0;
+  json_int_t gen = 0;
+  json_t *arr = NULL;
+  if (json_unpack(root, "{sI so}", "gen", &gen, "counts", &arr) != 0 || !json_is_array(arr) ||
+      gen < 0) {
+    rc = fq_errf(err, FQ_ECONFIG, "%s: expected {\"gen\": N, \"counts\": [...]}", g.path);
+    goto out;
+  }
+  g.gen = (uint64_t)gen;
+  size_t i;
+  json_t *v;
+  json_array_foreach(arr, i, v) {
+    json_int_t day = 0, b = 0, wk = 0;
+    const char *t = NULL, *a = NULL;
+    if (json_unpack(v, "{sI ss ss sI sI}", "day", &day, "tenant", &t, "account", &a, "billable",
+                    &b, "wakeups", &wk) != 0 ||
+        strlen(t) > 64 || strlen(a) > 128) {
+      rc = fq_errf(err, FQ_ECONFIG, "%s: entry %zu is malformed", g.path, i);
+      goto out;
+    }
+    entry_t *e = find_add(day, t, a);
+    if (!e) {
+      rc = fq_errf(err, -ENOMEM, "budget counts: out of memory");
+      goto out;
+    }
+    e->billable = b;
+    e->wakeups = wk;
+  }
+out:
+  json_decref(root);
+  return rc;
+}
+
+/* Add the journal's lines of the snapshot's generation or later (mutex
+ * held).  A last line cut short by a crash is skipped. */
+static int replay_locked(fq_err_t *err) {
+  FILE *f = fopen(g.jpath, "r");
+  if (!f) return errno == ENOENT ? 0 : fq_errf(err, -errno, "%s: %s", g.jpath, fq_strerror(-errno));
+  char line[400];
+  int rc = 0;
+  while (fgets(line, sizeof line, f)) {
+    size_t len = strlen(line);
+    if (!len || line[len - 1] != '\n') break; /* torn last line */
+    uint64_t gen;
+    int64_t day;
+    int wake;
+    char t[65];
+    int off = -1;
+    /* The account last, as the rest of the line: it may hold spaces. */
+    if (sscanf(line, "%" SCNu64 " %" SCNd64 " %d %64s %n", &gen, &day, &wake, t, &off) != 4 ||
+        off < 0 || len - 1 - (size_t)off > 128) {
+      fq_warn("budget", "%s: a damaged line is skipped", g.jpath);
+      continue;
+    }
+    if (gen < g.gen) continue;
+    line[len - 1] = 0;
+    entry_t *e = find_add(day, t, line + off);
+    if (!e) {
+      rc = fq_errf(err, -ENOMEM, "budget counts: out of memory");
+      break;
+    }
+    if (wake)
+      e->wakeups++;
+    else
+      e->billable++;
+    g.dirty = true;
+  }
+  fclose(f);
+  return rc;
+}
+
 int fq_budget_init(const fq_budget_limit_t *limits, size_t n, const char *data_dir,
                    fq_err_t *err) {
   pthread_mutex_lock(&g.mu);
@@ -125,39 +236,25 @@ int fq_budget_init(const fq_budget_limit_t *limits, size_t n, const char *data_d
   }
   g.nlimits = w;
   g.n = 0;
+  g.gen = 0;
+  g.jlines = 0;
+  g.jfd = -1;
+  g.path[0] = g.jpath[0] = 0;
   int rc = 0;
   if (data_dir && data_dir[0]) {
     snprintf(g.path, sizeof g.path, "%s/budget-usage.json", data_dir);
-    json_error_t je;
-    json_t *root = json_load_file(g.path, 0, &je);
-    if (!root) {
-      FILE *f = fopen(g.path, "r");
-      if (f) {
-        /* There but unreadable: refuse to start rather than forget what was spent. */
-        fclose(f);
-        rc = fq_errf(err, FQ_ECONFIG, "%s: %s (line %d)", g.path, je.text, je.line);
-      }
-    } else {
-      size_t i;
-      json_t *v;
-      json_array_foreach(root, i, v) {
-        json_int_t day = 0, b = 0, wk = 0;
-        const char *t = NULL, *a = NULL;
-        if (json_unpack(v, "{sI ss ss sI sI}", "day", &day, "tenant", &t, "account", &a,
-                        "billable", &b, "wakeups", &wk) != 0 ||
-            strlen(t) > 64 || strlen(a) > 128) {
-          rc = fq_errf(err, FQ_ECONFIG, "%s: entry %zu is malformed", g.path, i);
-          break;
-        }
-        entry_t *e = find_add(day, t, a);
-        if (!e) {
-          rc = fq_errf(err, -ENOMEM, "budget counts: out of memory");
-          break;
-        }
-        e->billable = b;
-        e->wakeups = wk;
-      }
-      json_decref(root);
+    snprintf(g.jpath, sizeof g.jpath, "%s/budget-usage.log", data_dir);
+    rc = load_locked(err);
+    if (!rc) rc = replay_locked(err);
+    if (!rc && (g.jfd = open(g.jpath, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600)) < 0)
+      rc = fq_errf(err, -errno, "%s: %s", g.jpath, fq_strerror(-errno));
+    /* What the journal held goes into a new snapshot at once, written
+     * even when nothing moved: the journal's lines then carry a generation
+     * above 0, and a data directory that cannot take it shows at start. */
+    if (!rc) {
+      g.dirty = true;
+      save_locked(fq_now_ms());
+      if (g.dirty) rc = fq_errf(err, FQ_ESTORAGE, "%s: cannot be written", g.path);
     }
   }
   pthread_mutex_unlock(&g.mu);
@@ -167,6 +264,8 @@ int fq_budget_init(const fq_budget_limit_t *limits, size_t n, const char *data_d
 void fq_budget_close(void) {
   pthread_mutex_lock(&g.mu);
   save_locked(fq_now_ms());
+  if (g.jfd >= 0) close(g.jfd);
+  g.jfd = -1;
   free(g.e);
   g.e = NULL;
   g.n = g.cap = 0;
@@ -185,7 +284,8 @@ void fq_budget_count(const char *tenant, const char *account, long status, bool 
     else
       e->billable++;
     g.dirty = true;
-    if (now_ms - g.saved_at >= 200) save_locked(now_ms);
+    journal_locked(e->day, wake, e->tenant, e->account);
+    if (g.jlines >= JOURNAL_MAX) save_locked(now_ms);
   }
   pthread_mutex_unlock(&g.mu);
 }

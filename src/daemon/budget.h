@@ -9,9 +9,9 @@
  *
  * One process-wide table behind a mutex: shard threads count answers and
  * check submits.  A tenant without a limit (and no "*" default) never
- * takes the lock on submit.  The table is saved to DATA/budget-usage.json
- * (written to a temporary file, then renamed) at most every 200 ms while
- * counts move, and at stop; it is loaded at start.
+ * takes the lock on submit.  Durable: a snapshot DATA/budget-usage.json
+ * and a journal DATA/budget-usage.log that each counted answer is
+ * appended to (budget.c), read back at start.
  */
 #ifndef FLEETQ_DAEMON_BUDGET_H
 #define FLEETQ_DAEMON_BUDGET_H
