@@ -7,7 +7,6 @@
 #include <inttypes.h>
 #include <jansson.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,7 +36,6 @@ static struct {
   uint64_t gen;               /* journal generation the snapshot holds up to */
   uint64_t jlines;            /* lines in the journal since the snapshot */
   bool dirty;
-  atomic_uint_fast64_t refusals;
 } g = {.mu = PTHREAD_MUTEX_INITIALIZER, .jfd = -1};
 
 int64_t fq_budget_day(int64_t now_ms) {
@@ -246,15 +244,19 @@ int fq_budget_init(const fq_budget_limit_t *limits, size_t n, const char *data_d
     snprintf(g.jpath, sizeof g.jpath, "%s/budget-usage.log", data_dir);
     rc = load_locked(err);
     if (!rc) rc = replay_locked(err);
+    /* A full or read-only disk must not keep fleetqd from starting (the
+     * commands already accepted have to go on): the counts are then kept
+     * in memory only, and said so. */
     if (!rc && (g.jfd = open(g.jpath, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600)) < 0)
-      rc = fq_errf(err, -errno, "%s: %s", g.jpath, fq_strerror(-errno));
+      fq_error("budget", "cannot open %s, the budget counts of this run are not kept "
+               "across a crash: %s", g.jpath, fq_strerror(-errno));
     /* What the journal held goes into a new snapshot at once, written
-     * even when nothing moved: the journal's lines then carry a generation
-     * above 0, and a data directory that cannot take it shows at start. */
+     * even when nothing moved, so that the journal's lines carry a
+     * generation above 0.  When it cannot be written the journal keeps
+     * its lines and their generation: nothing is lost or counted twice. */
     if (!rc) {
       g.dirty = true;
       save_locked(fq_now_ms());
-      if (g.dirty) rc = fq_errf(err, FQ_ESTORAGE, "%s: cannot be written", g.path);
     }
   }
   pthread_mutex_unlock(&g.mu);
@@ -313,11 +315,8 @@ int fq_budget_check(const char *tenant, size_t tenant_len, int64_t now_ms, int64
            " (unix ms, next UTC midnight)",
            (int)tenant_len, tenant, billed ? "daily_billable_requests:" : "daily_wakeups:",
            billed ? b : wk, billed ? lim->billable : lim->wakeups, *reset_at);
-  atomic_fetch_add(&g.refusals, 1);
   return FQ_EBUDGET;
 }
-
-uint64_t fq_budget_refusals(void) { return atomic_load(&g.refusals); }
 
 static int row_cmp(const void *a, const void *b) {
   const fq_usage_row_t *x = a, *y = b;

@@ -58,9 +58,6 @@ void fq_budget_count(const char *tenant, const char *account, long status, bool 
 int fq_budget_check(const char *tenant, size_t tenant_len, int64_t now_ms, int64_t *reset_at,
                     char *msg, size_t cap);
 
-/* Refusals so far, for metrics. */
-uint64_t fq_budget_refusals(void);
-
 /* The counts of the last `days` UTC days (1 = today), of one tenant
  * when tenant is not NULL, oldest day first: a malloc'd array (*out, its
  * length returned; *out NULL on ENOMEM or none). */

@@ -29,6 +29,7 @@
 #include <openssl/crypto.h>
 
 #include "auth.h"
+#include "budget.h"
 #include "fleetapi.h"
 #include "heap.h"
 #include "hmap.h"
@@ -37,7 +38,6 @@
 #include "http.h"
 #include "log.h"
 #include "metrics.h"
-#include "budget.h"
 #include "precheck.h"
 #include "ratelimit.h"
 #include "util.h"

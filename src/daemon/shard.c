@@ -19,6 +19,7 @@
 #include <zmq.h>
 
 #include "fleetq/commands.h"
+#include "budget.h"
 #include "devq.h"
 #include "hmap.h"
 #include "fleetq/wire.h"
@@ -27,7 +28,6 @@
 #include "metrics.h"
 #include "mpread.h"
 #include "retention.h"
-#include "budget.h"
 #include "store.h"
 #include "util.h"
 #include "zmsg.h"

@@ -14,7 +14,8 @@ is one billable request:
 * tenant "beta" (its own larger budget) is not affected; tenant "nowake"
   (daily_wakeups 0) is refused at once, naming daily_wakeups;
 * `fleetq usage` (text, --json, --tenant, --days) shows today's counts per
-  tenant and account: acme 4, beta 1;
+  tenant and account: acme 4, beta 1; fleetq_submits_total counts the 2
+  refusals; `fleetq backup` copies the count files;
 * after a kill -9 and a restart the counts are kept: acme is still refused
   and usage still shows 4.
 
@@ -23,9 +24,11 @@ tests/unit/test_budget.c (count_check_and_rollover)."""
 import calendar
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
+import urllib.request
 
 from lib import dispatch as dl
 from lib import fqlib
@@ -38,6 +41,14 @@ with open(CONFIG, "w") as f:
     json.dump({"budgets": {"acme": {"daily_billable_requests": 3},
                            "beta": {"daily_billable_requests": 100},
                            "nowake": {"daily_wakeups": 0}}}, f)
+
+
+METRICS_PORT = fqlib.free_port()
+
+
+def scrape():
+    with urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=5) as r:
+        return r.status, r.read().decode()
 
 
 def next_midnight_ms(t):
@@ -116,6 +127,20 @@ def body(c, w):
              f"{what}: beta's line", r.stdout)
 
     check_usage("before the restart")
+    code, text = scrape()
+    c.eq(code, 200, "metrics scraped")
+    m = re.search(r'^fleetq_submits_total\{result="budget_exceeded"\} (\S+)$', text, re.M)
+    c.eq(float(m.group(1)) if m else None, 2.0,
+         "fleetq_submits_total{result=\"budget_exceeded\"}: acme-over and nw-0")
+
+    # A hot backup carries the counts (journal and snapshot), with no warning about them.
+    out = os.path.join(TMP, "backup")
+    r = dl.cli("backup", "--data", w.daemon.data, "--out", out)
+    c.eq(r.returncode, 0, "fleetq backup exits 0", r.stderr)
+    c.ok("budget-usage" not in r.stderr, "no warning about the budget files", r.stderr)
+    c.ok(os.path.exists(os.path.join(out, "budget-usage.json")) and
+         os.path.exists(os.path.join(out, "budget-usage.log")), "both budget files in the backup",
+         os.listdir(out) if os.path.isdir(out) else None)
     r = usage(w, "--days", "0")
     c.eq(r.returncode, 2, "--days 0 is a usage error", r.stdout, r.stderr)
     c.ok("--days" in r.stderr, "naming --days", r.stderr)
@@ -127,4 +152,4 @@ def body(c, w):
     w.check_seq(c)
 
 
-dl.run("test_budgets", body, sites=[{"id": SITE}], daemon_opts={"--config": CONFIG})
+dl.run("test_budgets", body, sites=[{"id": SITE}], daemon_opts={"--config": CONFIG, "--metrics": f"127.0.0.1:{METRICS_PORT}"})
