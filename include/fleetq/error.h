@@ -53,7 +53,8 @@
   X(FQ_ELEGAL, "unavailable_for_legal_reasons", "refused for legal reasons")   \
   X(FQ_EMOBILEOFF, "mobile_access_disabled", "vehicle owner disabled Mobile access")  \
   X(FQ_EASLEEP, "vehicle_asleep", "vehicle is asleep and was not woken")         \
-  X(FQ_EUNKACCT, "unknown_account", "account not registered with fleetqd")
+  X(FQ_EUNKACCT, "unknown_account", "account not registered with fleetqd")                 \
+  X(FQ_EBUDGET, "budget_exceeded", "the tenant's daily budget is used up")
 
 enum fq_error {
   FQ_ERROR_BASE_ = -10000,

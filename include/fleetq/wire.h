@@ -84,11 +84,14 @@ enum fq_op {
   FQ_OP_PING,
   FQ_OP_ADMIN, /* account management; see proto/wire-protocol.md */
   FQ_OP_HEALTH,
+  FQ_OP_USAGE, /* per-day budget counts (issue 16) */
 };
 
 /* health: a shard with queued work and no commit for longer than this
  * is stuck, unless the request says `stuck_ms`. */
 #define FQ_WIRE_DEFAULT_STUCK_MS 30000
+/* usage: most days a request may ask for (the days the daemon keeps). */
+#define FQ_WIRE_MAX_USAGE_DAYS 90
 
 /* One decoded request.  Fields not sent are zero / {NULL, 0}. */
 typedef struct fq_request {
@@ -111,6 +114,7 @@ typedef struct fq_request {
   uint64_t after;                /* history: seq, or tseq when `tenant` is given */
   uint32_t limit;                /* history; default 100 */
   int64_t stuck_ms;              /* health; default FQ_WIRE_DEFAULT_STUCK_MS */
+  uint32_t days;                 /* usage: UTC days back, 1 = today; default 7 */
   fq_str_t admin_action;         /* admin: "account_add", ... */
   const uint8_t *admin_raw;      /* admin: the whole body, for its handler */
   size_t admin_raw_len;
@@ -191,6 +195,18 @@ size_t fq_wire_event_topic(const fq_event_t *ev, char *out, size_t cap);
 /* Replies.  Each appends one msgpack map to out; req_raw (may be NULL) is
  * echoed as `req`. */
 int fq_wire_reply_error(struct fq_buf *out, int code, const char *message,
+                        const uint8_t *req_raw, size_t req_raw_len);
+/* budget_exceeded with `reset_at` (unix ms: the next UTC midnight). */
+int fq_wire_reply_budget(struct fq_buf *out, const char *message, int64_t reset_at,
+                         const uint8_t *req_raw, size_t req_raw_len);
+/* One row of a usage reply: a UTC day's counts of a tenant and account. */
+typedef struct fq_usage_row {
+  char date[16];                 /* YYYY-MM-DD */
+  char tenant[65];
+  char account[129];
+  int64_t billable, wakeups;
+} fq_usage_row_t;
+int fq_wire_reply_usage(struct fq_buf *out, const fq_usage_row_t *rows, size_t n,
                         const uint8_t *req_raw, size_t req_raw_len);
 int fq_wire_reply_submit(struct fq_buf *out, const char *id, int state, bool dup,
                          const uint8_t *req_raw, size_t req_raw_len);

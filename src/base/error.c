@@ -46,7 +46,7 @@ const char *fq_errname(int code) {
 }
 
 const char *fq_wire_errname(int code) {
-  if ((code >= FQ_EBADREQ && code <= FQ_EINTERNAL) || code == FQ_EUNKACCT)
+  if ((code >= FQ_EBADREQ && code <= FQ_EINTERNAL) || code == FQ_EUNKACCT || code == FQ_EBUDGET)
     return fq_errname(code);
   return "internal";
 }

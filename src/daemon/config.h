@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "budget.h"
 #include "fleetq/error.h"
 
 typedef struct fq_config {
@@ -47,6 +48,9 @@ typedef struct fq_config {
   char clients[1024];        /* clients file (JSON); required with curve_secret */
   unsigned ipc_mode;         /* mode of ipc:// socket files (default 0600) */
   char metrics[128];         /* --metrics HOST:PORT of GET /metrics; "" = off (metrics.h) */
+  /* "budgets" of the config file (budget.h): per tenant, "*" the default. */
+  fq_budget_limit_t budgets[FQ_BUDGETS_MAX];
+  size_t nbudgets;
 } fq_config_t;
 
 #define FQ_CONFIG_RETENTION_S 604800     /* 7 days */

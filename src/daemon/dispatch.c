@@ -29,6 +29,7 @@
 #include <openssl/crypto.h>
 
 #include "auth.h"
+#include "budget.h"
 #include "fleetapi.h"
 #include "heap.h"
 #include "hmap.h"
@@ -78,6 +79,7 @@ typedef struct dev {
   fq_fa_endpoint_t ep;
   char url[URL_MAX];
   char account[FQ_ACCOUNT_ID_MAX + 1];
+  char tenant[FQ_TENANT_MAX + 1]; /* whose command: its answers count in its budget */
   fq_buf_t body;
   int launch_error;          /* set by a failed launch, acted on next step */
   char launch_msg[FQ_ERRMSG_MAX];
@@ -756,7 +758,7 @@ static void requeue(fq_dispatch_t *d, dev_t_ *dev, fq_cmdrec_t *rec) {
 
 /* Prepare the HTTP request in dev (sent after the commit). */
 static int prepare(fq_dispatch_t *d, dev_t_ *dev, fq_http_method_t m, fq_fa_endpoint_t ep,
-                   const acct_t *a, const char *path) {
+                   const acct_t *a, const char *path, const char *tenant) {
   dev->method = m;
   dev->ep = ep;
   const char *base = acct_base(a);
@@ -766,6 +768,7 @@ static int prepare(fq_dispatch_t *d, dev_t_ *dev, fq_http_method_t m, fq_fa_endp
   memcpy(dev->url, base, bl);
   memcpy(dev->url + bl, path, pl + 1);
   snprintf(dev->account, sizeof dev->account, "%s", a->a.id);
+  snprintf(dev->tenant, sizeof dev->tenant, "%s", tenant);
   if (!dev->launch_pending) {
     dev->launch_pending = true;
     dev->launch_next = d->launch_head;
@@ -856,7 +859,7 @@ static void send_cmd(fq_dispatch_t *d, dev_t_ *dev, fq_cmdrec_t *rec) {
       finish(d, dev, rec, FQ_ST_FAILED, reason, FQ_EASLEEP);
       return;
     }
-    note_rc(d, prepare(d, dev, FQ_HTTP_POST, ep, a, path));
+    note_rc(d, prepare(d, dev, FQ_HTTP_POST, ep, a, path, rec->tenant));
     dev->phase = PH_SEND;
     if (ep == FQ_FA_EP_WAKE) rec->wakes++; /* the user's own wake_up is billed as one */
     rec->attempts++;
@@ -888,7 +891,7 @@ static void send_cmd(fq_dispatch_t *d, dev_t_ *dev, fq_cmdrec_t *rec) {
       return;
     }
     note_rc(d, body_routable(d, dev, m->data, m->len));
-    note_rc(d, prepare(d, dev, FQ_HTTP_POST, FQ_FA_EP_SIGNED, a, path));
+    note_rc(d, prepare(d, dev, FQ_HTTP_POST, FQ_FA_EP_SIGNED, a, path, rec->tenant));
     dev->phase = PH_HANDSHAKE;
     d->st.handshakes++;
     return;
@@ -918,7 +921,7 @@ static void send_cmd(fq_dispatch_t *d, dev_t_ *dev, fq_cmdrec_t *rec) {
   }
   note_rc(d, sess_save(d, dev->vin, cmd->domain, s));
   note_rc(d, body_routable(d, dev, m->data, m->len));
-  note_rc(d, prepare(d, dev, FQ_HTTP_POST, FQ_FA_EP_SIGNED, a, path));
+  note_rc(d, prepare(d, dev, FQ_HTTP_POST, FQ_FA_EP_SIGNED, a, path, rec->tenant));
   dev->phase = PH_SEND;
   rec->attempts++;
   d->st.sent++;
@@ -960,7 +963,7 @@ static void wake(fq_dispatch_t *d, dev_t_ *dev, fq_cmdrec_t *rec, const char *wh
   char path[128];
   snprintf(path, sizeof path, "/api/1/vehicles/%s/wake_up", dev->vin);
   fq_buf_reset(&dev->body);
-  note_rc(d, prepare(d, dev, FQ_HTTP_POST, FQ_FA_EP_WAKE, a, path));
+  note_rc(d, prepare(d, dev, FQ_HTTP_POST, FQ_FA_EP_WAKE, a, path, rec->tenant));
   dev->phase = PH_WAKE;
   d->st.wakes++;
 }
@@ -973,7 +976,7 @@ static void wake_poll(fq_dispatch_t *d, dev_t_ *dev, fq_cmdrec_t *rec) {
   }
   char path[128];
   snprintf(path, sizeof path, "/api/1/vehicles/%s", dev->vin);
-  note_rc(d, prepare(d, dev, FQ_HTTP_GET, FQ_FA_EP_WAKE, a, path));
+  note_rc(d, prepare(d, dev, FQ_HTTP_GET, FQ_FA_EP_WAKE, a, path, rec->tenant));
   dev->phase = PH_WAKE_POLL;
 }
 
@@ -1597,6 +1600,11 @@ static void http_cb(void *ud, const fq_http_resp_t *resp) {
                        : dev->ep == FQ_FA_EP_ENERGY     ? FQ_MK_ENERGY
                                                         : FQ_MK_COMMAND,
                        resp->outcome == FQ_HTTP_COMPLETE ? resp->status : 0, dev->account);
+  /* Billed answers (below 500) count in the tenant's daily budget; the
+   * wake_up POSTs apart, in its wakes (budget.h). */
+  fq_budget_count(dev->tenant, dev->account,
+                  resp->outcome == FQ_HTTP_COMPLETE ? resp->status : 0,
+                  dev->method == FQ_HTTP_POST && dev->ep == FQ_FA_EP_WAKE, fq_now_ms());
   bool act = !d->collecting && d->in_txn && !d->step_rc && touch(d, dev) && spend(d);
   kept_t *k = keep(d, dev, resp, !act);
   if (act) {

@@ -19,6 +19,7 @@
 
 #include "auth.h"
 #include "fleetq/wire.h"
+#include "budget.h"
 #include "health.h"
 #include "idem.h"
 #include "log.h"
@@ -696,6 +697,7 @@ static int authorize(fq_ingress_t *in, zmq_msg_t *body, const fq_request_t *req,
     case FQ_OP_HISTORY: need = FQ_ROLE_READ; verb = "read"; break;
     case FQ_OP_CANCEL: need = FQ_ROLE_CANCEL; verb = "cancel"; break;
     case FQ_OP_ADMIN: need = FQ_ROLE_ADMIN; verb = "admin"; break;
+    case FQ_OP_USAGE: need = FQ_ROLE_READ | FQ_ROLE_ADMIN; verb = "read"; break;
     default: return 0;
   }
   if (!(e->roles & need)) {
@@ -703,6 +705,13 @@ static int authorize(fq_ingress_t *in, zmq_msg_t *body, const fq_request_t *req,
     fq_client_roles_str(e->roles, have, sizeof have);
     snprintf(msg, cap, "client \"%s\" lacks the \"%s\" role (it has: %s)", e->name, verb,
              have[0] ? have : "none");
+    return FQ_EFORBIDDEN;
+  }
+  /* Every tenant's counts are for an administrator; a reader names one of
+   * its tenants. */
+  if (req->op == FQ_OP_USAGE && !req->tenant.p && !(e->roles & FQ_ROLE_ADMIN)) {
+    snprintf(msg, cap, "client \"%s\" may read usage only of its tenants: name one (tenant)",
+             e->name);
     return FQ_EFORBIDDEN;
   }
   if (req->op != FQ_OP_ADMIN && req->tenant.p &&
@@ -859,6 +868,20 @@ static bool handle_client(fq_ingress_t *in) {
     case FQ_OP_HEALTH:
       health_start(in, f, n, &req);
       goto out;
+    case FQ_OP_USAGE: {
+      /* The counts are process-wide (budget.h): answered here. */
+      fq_usage_row_t *rows = NULL;
+      size_t nr = fq_budget_usage(req.tenant.p, req.tenant.n, (int)req.days, fq_now_ms(), &rows);
+      fq_buf_reset(&in->out);
+      if (fq_wire_reply_usage(&in->out, rows, nr, req.req_raw, req.req_raw_len) != 0) {
+        free(rows);
+        reply_error(in, f, nenv, FQ_EINTERNAL, "cannot encode the usage reply", &req);
+        goto out;
+      }
+      free(rows);
+      reply_client(in, f, nenv, in->out.data, in->out.len);
+      goto out;
+    }
     case FQ_OP_SUBMIT: {
       char dev[FQ_DEVICE_MAX];
       size_t dl = fq_wire_device_key(&req, dev, sizeof dev);

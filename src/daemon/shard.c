@@ -19,6 +19,7 @@
 #include <zmq.h>
 
 #include "fleetq/commands.h"
+#include "budget.h"
 #include "devq.h"
 #include "hmap.h"
 #include "fleetq/wire.h"
@@ -791,6 +792,19 @@ static int handle_submit(fq_shard_t *sh, pending_t *p, const fq_request_t *req, 
     if (rc != FQ_EUNKACCT) fq_error("shard", "shard %u: %s", sh->o.index, msg);
     reply_error(sh, p, rc == FQ_EUNKACCT ? FQ_EUNKACCT : FQ_EINTERNAL, msg, req);
     return 0;
+  }
+  /* Over its daily budget, a tenant's new commands are refused; after the
+   * dedupe check, so a retry of a command accepted earlier still gets its
+   * original, and commands already accepted go on. */
+  {
+    char msg[320];
+    int64_t reset_at = 0;
+    if (fq_budget_check(req->tenant.p, req->tenant.n, now, &reset_at, msg, sizeof msg)) {
+      fq_wire_reply_budget(&sh->replies, msg, reset_at, req->req_raw, req->req_raw_len);
+      p->sub = FQ_EBUDGET;
+      pend_close(sh, p);
+      return 0;
+    }
   }
   if (!ps->submits || (rc = admit(sh, err)) == FQ_ESTORFULL) {
     char msg[320];

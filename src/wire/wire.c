@@ -70,6 +70,7 @@ enum key_id {
   K_WAKE,
   K_STUCK,
   K_NOT_BEFORE,
+  K_DAYS,
   K_COUNT_
 };
 
@@ -79,6 +80,7 @@ static const char *const key_names[K_COUNT_] = {
     [K_COMMAND] = "command", [K_PARAMS] = "params", [K_TTL] = "ttl_ms",   [K_COALESCE] = "coalesce",
     [K_ID] = "id",         [K_SHARD] = "shard",   [K_AFTER] = "after",    [K_LIMIT] = "limit",
     [K_ACTION] = "action",  [K_WAKE] = "wake",     [K_STUCK] = "stuck_ms", [K_NOT_BEFORE] = "not_before",
+    [K_DAYS] = "days",
 };
 
 #define B(k) (1u << (k))
@@ -108,6 +110,7 @@ static const struct {
     {"ping", FQ_OP_PING, COMMON_KEYS, 0},
     {"health", FQ_OP_HEALTH, COMMON_KEYS | B(K_STUCK), B(K_STUCK)},
     {"admin", FQ_OP_ADMIN, UINT32_MAX, 0},
+    {"usage", FQ_OP_USAGE, COMMON_KEYS | B(K_TENANT) | B(K_DAYS), B(K_TENANT) | B(K_DAYS)},
 };
 
 static bool eq(const uint8_t *p, size_t n, const char *lit, size_t litlen) {
@@ -122,7 +125,8 @@ static int key_lookup(const uint8_t *p, size_t n) {
   case 1: return p[0] == 'v' ? K_V : -1;
   case 2: return EQ(p, n, "op") ? K_OP : EQ(p, n, "id") ? K_ID : -1;
   case 3: return EQ(p, n, "key") ? K_KEY : EQ(p, n, "req") ? K_REQ : EQ(p, n, "vin") ? K_VIN : -1;
-  case 4: return EQ(p, n, "site") ? K_SITE : EQ(p, n, "wake") ? K_WAKE : -1;
+  case 4:
+    return EQ(p, n, "site") ? K_SITE : EQ(p, n, "wake") ? K_WAKE : EQ(p, n, "days") ? K_DAYS : -1;
   case 5:
     return EQ(p, n, "shard") ? K_SHARD : EQ(p, n, "after") ? K_AFTER : EQ(p, n, "limit") ? K_LIMIT : -1;
   case 6:
@@ -595,6 +599,22 @@ static int decode_history(const scan_t *s, fq_request_t *req, fq_err_t *err) {
   return 0;
 }
 
+/* usage: optional tenant, days 1..FQ_WIRE_MAX_USAGE_DAYS (default 7). */
+static int decode_usage(const scan_t *s, fq_request_t *req, fq_err_t *err) {
+  int rc;
+  uint64_t u;
+  if (s->seen & B(K_TENANT)) {
+    if ((rc = get_str(s, K_TENANT, true, 1, 64, &req->tenant, err))) return rc;
+    if ((rc = check_tenant(&req->tenant, err))) return rc;
+  }
+  req->days = 7;
+  if (s->seen & B(K_DAYS)) {
+    if ((rc = get_uint(s, K_DAYS, 1, FQ_WIRE_MAX_USAGE_DAYS, &u, err))) return rc;
+    req->days = (uint32_t)u;
+  }
+  return 0;
+}
+
 int fq_wire_decode_request(const uint8_t *buf, size_t len, fq_request_t *req, fq_err_t *err) {
   scan_t s;
   char q[64];
@@ -701,6 +721,8 @@ int fq_wire_decode_request(const uint8_t *buf, size_t len, fq_request_t *req, fq
       req->stuck_ms = (int64_t)u;
     }
     return 0;
+  case FQ_OP_USAGE:
+    return decode_usage(&s, req, err);
   case FQ_OP_ADMIN:
     if ((rc = get_str(&s, K_ACTION, true, 1, 64, &req->admin_action, err))) return rc;
     if ((rc = check_no_ctl(K_ACTION, &req->admin_action, err))) return rc;
@@ -920,6 +942,41 @@ int fq_wire_reply_error(fq_buf_t *out, int code, const char *message, const uint
   rc |= p_key(&e, "ok") | msgpack_pack_false(&e.pk);
   rc |= p_key(&e, "error") | p_cstr(&e, fq_wire_errname(code));
   rc |= p_key(&e, "message") | p_cstr(&e, message ? message : fq_strerror(code));
+  rc |= p_req(&e, req_raw, req_raw_len);
+  return enc_done(&e, rc);
+}
+
+/* budget_exceeded carries, besides the message, when the budget resets
+ * (unix ms) so that a client can wait without parsing text. */
+int fq_wire_reply_budget(fq_buf_t *out, const char *message, int64_t reset_at,
+                         const uint8_t *req_raw, size_t req_raw_len) {
+  enc_t e;
+  enc_init(&e, out);
+  int rc = msgpack_pack_map(&e.pk, req_raw ? 5 : 4);
+  rc |= p_key(&e, "ok") | msgpack_pack_false(&e.pk);
+  rc |= p_key(&e, "error") | p_cstr(&e, fq_wire_errname(FQ_EBUDGET));
+  rc |= p_key(&e, "message") | p_cstr(&e, message);
+  rc |= p_key(&e, "reset_at") | msgpack_pack_int64(&e.pk, reset_at);
+  rc |= p_req(&e, req_raw, req_raw_len);
+  return enc_done(&e, rc);
+}
+
+int fq_wire_reply_usage(fq_buf_t *out, const fq_usage_row_t *rows, size_t n,
+                        const uint8_t *req_raw, size_t req_raw_len) {
+  enc_t e;
+  enc_init(&e, out);
+  int rc = msgpack_pack_map(&e.pk, req_raw ? 3 : 2);
+  rc |= p_key(&e, "ok") | msgpack_pack_true(&e.pk);
+  rc |= p_key(&e, "usage") | msgpack_pack_array(&e.pk, n);
+  for (size_t i = 0; i < n; i++) {
+    const fq_usage_row_t *r = &rows[i];
+    rc |= msgpack_pack_map(&e.pk, 5);
+    rc |= p_key(&e, "date") | p_cstr(&e, r->date);
+    rc |= p_key(&e, "tenant") | p_cstr(&e, r->tenant);
+    rc |= p_key(&e, "account") | p_cstr(&e, r->account);
+    rc |= p_key(&e, "billable") | msgpack_pack_int64(&e.pk, r->billable);
+    rc |= p_key(&e, "wakeups") | msgpack_pack_int64(&e.pk, r->wakeups);
+  }
   rc |= p_req(&e, req_raw, req_raw_len);
   return enc_done(&e, rc);
 }

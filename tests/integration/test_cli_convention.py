@@ -32,7 +32,7 @@ VERSION_RE = r"\d+\.\d+\.\d+"
 FLEETQ_SUBCOMMANDS = ["send", "get", "cancel", "watch", "history", "ping", "health", "export",
                       "keygen", "pubkey", "curve-keygen", "backup", "doctor", "account add",
                       "account list", "account get",
-                      "account remove", "account retry", "proto sign", "proto decode"]
+                      "account remove", "account retry", "proto sign", "proto decode", "usage"]
 # Subcommands that print no result a script would parse: none.  Every one
 # takes --json.
 REPLAY_SUBCOMMANDS = ["gen", "run"]

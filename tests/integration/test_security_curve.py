@@ -199,6 +199,19 @@ def main(c):
     r = writer.call({"op": "health"})
     c.eq(r.get("error"), "forbidden", "health without the read or admin role", r)
     c.ok("\"read\" role" in r.get("message", ""), "names the role it lacks", r)
+
+    # --- usage (budgets): admin, or read naming one of the key's tenants ---
+    r = reader.call({"op": "usage", "tenant": "acme"})
+    c.ok(r.get("ok") is True and isinstance(r.get("usage"), list), "usage of acme for reader", r)
+    r = reader.call({"op": "usage"})
+    c.eq(r.get("error"), "forbidden", "usage of every tenant needs admin", r)
+    c.ok("name one" in r.get("message", ""), "says to name a tenant", r)
+    r = reader.call({"op": "usage", "tenant": "globex"})
+    c.eq(r.get("error"), "forbidden", "usage of another tenant", r)
+    r = writer.call({"op": "usage", "tenant": "acme"})
+    c.eq(r.get("error"), "forbidden", "usage without the read or admin role", r)
+    r = ops.call({"op": "usage", "days": 2})
+    c.ok(r.get("ok") is True and isinstance(r.get("usage"), list), "usage of all for admin", r)
     writer.close()
 
     # --- history -----------------------------------------------------------

@@ -108,7 +108,11 @@ FQ_TEST(error_names_round_trip) {
    * appended last, so the numbers stored in command records never move. */
   CHECK_STR(fq_wire_errname(FQ_EUNKACCT), "unknown_account");
   CHECK_INT(fq_errcode("unknown_account"), FQ_EUNKACCT);
-  CHECK_INT(FQ_EUNKACCT, FQ_ERROR_END_ - 1);
+  CHECK_INT(FQ_EUNKACCT, FQ_ERROR_END_ - 2);
+  /* budget_exceeded (issue 16): appended after it, on the wire by name. */
+  CHECK_STR(fq_wire_errname(FQ_EBUDGET), "budget_exceeded");
+  CHECK_INT(fq_errcode("budget_exceeded"), FQ_EBUDGET);
+  CHECK_INT(FQ_EBUDGET, FQ_ERROR_END_ - 1);
   CHECK_INT(FQ_EASLEEP, FQ_ERROR_BASE_ + 30);
   CHECK_INT(fq_errcode("no_such_code"), 0);
   fq_err_t e;

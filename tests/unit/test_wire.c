@@ -391,6 +391,28 @@ FQ_TEST(other_ops_decode) {
   CHECK_INT(r.after, 7);
 }
 
+FQ_TEST(usage_op_decodes) {
+  fq_request_t r;
+  fq_err_t e;
+  CHECK_INT(decode("{'op':'usage'}", &r, &e), 0);
+  CHECK_INT(r.op, FQ_OP_USAGE);
+  CHECK_INT(r.days, 7);
+  CHECK(r.tenant.p == NULL);
+  CHECK_INT(decode("{'op':'usage','tenant':'acme','days':90}", &r, &e), 0);
+  CHECK_FQSTR(r.tenant, "acme");
+  CHECK_INT(r.days, 90);
+  CHECK_INT(decode("{'op':'usage','tenant':nil,'days':nil}", &r, &e), 0);
+  CHECK_INT(r.days, 7);
+  CHECK_INT(decode("{'op':'usage','days':0}", &r, &e), FQ_EBADREQ);
+  CHECK(strstr(e.msg, "days"));
+  CHECK_INT(decode("{'op':'usage','days':91}", &r, &e), FQ_EBADREQ);
+  CHECK_INT(decode("{'op':'usage','days':'7'}", &r, &e), FQ_EBADREQ);
+  CHECK_INT(decode("{'op':'usage','tenant':'a b'}", &r, &e), FQ_EBADREQ);
+  CHECK_INT(decode("{'op':'usage','shard':1}", &r, &e), FQ_EBADREQ);
+  /* `days` belongs to usage only. */
+  CHECK_INT(decode("{'op':'ping','days':1}", &r, &e), FQ_EBADREQ);
+}
+
 FQ_TEST(admin_keys_are_left_to_its_handler) {
   fq_request_t r;
   fq_err_t e;
@@ -985,6 +1007,18 @@ FQ_TEST(replies_encode_exactly) {
   CHECK_INT(fq_wire_reply_not_cancellable(&b, "already sent", FQ_ST_SENT, NULL, 0), 0);
   expect_bytes(&b,
                "{'ok':false,'error':'not_cancellable','message':'already sent','state':'sent'}",
+               __LINE__);
+  fq_buf_reset(&b);
+  CHECK_INT(fq_wire_reply_budget(&b, "over", 1796428800000LL, NULL, 0), 0);
+  expect_bytes(&b,
+               "{'ok':false,'error':'budget_exceeded','message':'over','reset_at':1796428800000}",
+               __LINE__);
+  fq_buf_reset(&b);
+  fq_usage_row_t row = {"2026-12-04", "acme", "acct1", 4, 1};
+  CHECK_INT(fq_wire_reply_usage(&b, &row, 1, (const uint8_t *)"\x02", 1), 0);
+  expect_bytes(&b,
+               "{'ok':true,'usage':[{'date':'2026-12-04','tenant':'acme','account':'acct1',"
+               "'billable':4,'wakeups':1}],'req':2}",
                __LINE__);
   free(e1.p);
   free(e2.p);

@@ -143,6 +143,42 @@ static ssize_t read_small_file(const char *path, char *buf, size_t cap) {
   return (ssize_t)n;
 }
 
+/* Copy a plain file of the data directory (the budget counts) into out:
+ * 0, 1 when the source is not there, or -errno. */
+static int copy_plain(const char *data, const char *out, const char *name) {
+  char src[BACKUP_PATH_MAX + 64], dst[BACKUP_PATH_MAX + 64];
+  snprintf(src, sizeof src, "%s/%s", data, name);
+  snprintf(dst, sizeof dst, "%s/%s", out, name);
+  int fd = open(src, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) return errno == ENOENT ? 1 : -errno;
+  struct stat st;
+  char *buf = NULL;
+  size_t n = 0;
+  int rc = 0;
+  if (fstat(fd, &st) != 0) {
+    rc = -errno;
+  } else if (!(buf = malloc((size_t)st.st_size + 1))) {
+    rc = -ENOMEM;
+  } else {
+    /* Read what is there now; a file that grows meanwhile is cut at its
+     * size when the copy began (the journal's torn last line is skipped
+     * on start). */
+    ssize_t r;
+    while (n < (size_t)st.st_size && (r = read(fd, buf + n, (size_t)st.st_size - n)) != 0) {
+      if (r < 0) {
+        if (errno == EINTR) continue;
+        rc = -errno;
+        break;
+      }
+      n += (size_t)r;
+    }
+  }
+  close(fd);
+  if (!rc) rc = write_new_file(dst, buf ? buf : "", n);
+  free(buf);
+  return rc;
+}
+
 /* ---- the source ------------------------------------------------------------ */
 
 /* The shard count in <data>/SHARDS (what fleetqd wrote), or 0 after
@@ -425,7 +461,9 @@ static int parse_opts(int argc, char **argv, bopts_t *o) {
 /* Whether a name in the data directory is one of fleetqd's own. */
 static bool known_entry(const char *name, unsigned shards) {
   if (!strcmp(name, "LOCK") || !strcmp(name, "SHARDS") || !strcmp(name, "accounts") ||
-      !strcmp(name, "token.key") || !strcmp(name, ".") || !strcmp(name, ".."))
+      !strcmp(name, "token.key") || !strcmp(name, ".") || !strcmp(name, "..") ||
+      !strcmp(name, "budget-usage.json") || !strcmp(name, "budget-usage.log") ||
+      !strcmp(name, "budget-usage.json.tmp"))
     return true;
   unsigned i;
   char tail;
@@ -535,6 +573,18 @@ static int cmd_backup(int argc, char **argv) {
          "that file apart from the backups and put it back as %s/token.key (mode 0600) "
          "before starting fleetqd on it",
          kpath, o.out);
+  }
+  /* The budget counts: the journal first, then the snapshot, so that a
+   * snapshot written between the two (which empties the journal) only
+   * makes the copied journal's lines older than it, skipped on start;
+   * the other order could lose the lines of the new journal. */
+  static const char *const budget_files[] = {"budget-usage.log", "budget-usage.json"};
+  for (size_t i = 0; i < 2; i++) {
+    int bc = copy_plain(o.data, o.out, budget_files[i]);
+    if (bc < 0) {
+      fq_opt_fail(g_prog, "cannot copy %s/%s: %s", o.data, budget_files[i], fq_strerror(bc));
+      goto out;
+    }
   }
   DIR *d = opendir(o.data);
   struct dirent *de;

@@ -31,6 +31,7 @@
 #include "accounts.h"
 #include "auth.h"
 #include "clients.h"
+#include "budget.h"
 #include "config.h"
 #include "curvekey.h"
 #include "demo.h"
@@ -219,7 +220,11 @@ static int claim_datadir(daemon_t *d) {
   fq_err_t err;
   fq_err_clear(&err);
   int rc = fq_store_open_datadir(d->cfg.data_dir, d->cfg.shards, &d->datadir, &err);
-  if (rc == 0) return -1;
+  /* The budget counts live beside the shards: loaded once the directory
+   * is ours. */
+  if (rc == 0 && (rc = fq_budget_init(d->cfg.budgets, d->cfg.nbudgets, d->cfg.data_dir,
+                                      &err)) == 0)
+    return -1;
   fprintf(stderr, "fleetqd: %s\n", err.msg);
   return rc == FQ_ECONFIG ? 2 : 1;
 }
@@ -481,6 +486,7 @@ static int daemon_close(daemon_t *d, int status) {
   OPENSSL_cleanse(d->curve_secret, sizeof d->curve_secret);
   for (unsigned i = 0; d->shards && i < d->cfg.shards; i++) fq_shard_destroy(&d->shards[i]);
   free(d->shards);
+  fq_budget_close(); /* after the shards: no answer counts any more */
   fq_auth_destroy(&d->auth);
   fq_rl_destroy(&d->account_rl.rl);
   fq_rl_destroy(&d->account_rl.park);

@@ -37,10 +37,13 @@ const StorageFull = kind('StorageFull', 'storage_full')
 const TooLarge = kind('TooLarge', 'too_large')
 const InternalError = kind('InternalError', 'internal', { retriable: true })
 const UnknownAccount = kind('UnknownAccount', 'unknown_account')
+const BudgetExceeded = kind('BudgetExceeded', 'budget_exceeded')
+Object.defineProperty(BudgetExceeded.prototype, 'resetAt', { get () { return this.reply ? this.reply.reset_at : undefined } })
 const Timeout = kind('Timeout', 'timeout', { retriable: true })
 
 const BY_CODE = new Map([BadRequest, UnsupportedVersion, UnknownCommand, BadParam, IdempotencyMismatch,
-  NotFound, NotCancellable, Forbidden, Busy, StorageFull, TooLarge, InternalError, UnknownAccount]
+  NotFound, NotCancellable, Forbidden, Busy, StorageFull, TooLarge, InternalError, UnknownAccount,
+  BudgetExceeded]
   .map((C) => [C.code, C]))
 
 function errorFor (reply) {
@@ -64,6 +67,7 @@ module.exports = {
   TooLarge,
   InternalError,
   UnknownAccount,
+  BudgetExceeded,
   Timeout,
   errorFor
 }

@@ -13,14 +13,14 @@ clients are compared in docs/clients.md.
 """
 
 from .client import Client, Watch
-from .errors import (BadParam, BadRequest, Busy, FleetqError, Forbidden, IdempotencyMismatch,
+from .errors import (BadParam, BadRequest, BudgetExceeded, Busy, FleetqError, Forbidden, IdempotencyMismatch,
                      InternalError, NotCancellable, NotFound, StorageFull, Timeout, TooLarge,
                      UnknownAccount, UnknownCommand, UnsupportedVersion, error_for)
 from ._common import TERMINAL
 
 __version__ = "0.1.0"
 
-__all__ = ["Client", "Watch", "FleetqError", "BadRequest", "BadParam", "Busy", "Forbidden",
+__all__ = ["Client", "Watch", "FleetqError", "BadRequest", "BadParam", "BudgetExceeded", "Busy", "Forbidden",
            "IdempotencyMismatch", "InternalError", "NotCancellable", "NotFound", "StorageFull",
            "Timeout", "TooLarge", "UnknownAccount", "UnknownCommand", "UnsupportedVersion",
            "TERMINAL", "error_for", "__version__"]

@@ -100,6 +100,17 @@ class UnknownAccount(FleetqError):
     code = "unknown_account"
 
 
+class BudgetExceeded(FleetqError):
+    """The tenant has used today's (UTC) Fleet API budget; nothing was
+    stored.  ``reset_at`` (unix ms, the next UTC midnight) says when to
+    submit again, with the same key."""
+    code = "budget_exceeded"
+
+    @property
+    def reset_at(self) -> Optional[int]:
+        return self.reply.get("reset_at") if self.reply else None
+
+
 class Timeout(FleetqError, TimeoutError):
     """No reply (or, with ``wait=True``, no terminal event) in time."""
     code = "timeout"
@@ -109,7 +120,7 @@ class Timeout(FleetqError, TimeoutError):
 _BY_CODE: Dict[str, Type[FleetqError]] = {
     c.code: c for c in (BadRequest, UnsupportedVersion, UnknownCommand, BadParam,
                         IdempotencyMismatch, NotFound, NotCancellable, Forbidden, Busy,
-                        StorageFull, TooLarge, InternalError, UnknownAccount)
+                        StorageFull, TooLarge, InternalError, UnknownAccount, BudgetExceeded)
 }
 
 

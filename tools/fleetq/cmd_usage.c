@@ -1,0 +1,186 @@
+/*
+ * fleetq usage: the per-day Fleet API counts that the tenants' budgets are
+ * checked against (the `usage` op, proto/wire-protocol.md; issue 16), per
+ * UTC day, tenant and account.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <msgpack.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "fleetq/client.h"
+#include "fleetq/wire.h"
+
+enum { U_HELP = 1000, U_VERSION, U_ENDPOINT, U_TIMEOUT, U_JSON, U_TENANT, U_DAYS, U_CURVE_KEY,
+       U_SERVER_KEY };
+
+static const fq_opt_t g_opts[] = {
+    FQ_OPT_HELP(U_HELP),
+    FQ_OPT_VERSION(U_VERSION),
+    FQ_CLI_OPT_ENDPOINT(U_ENDPOINT),
+    {"tenant", 0, "T", U_TENANT, "only this tenant's counts"},
+    {"days", 0, "N", U_DAYS, "the last N UTC days, today included (1..90,\ndefault 7)"},
+    {"json", 0, NULL, U_JSON, "print the daemon's reply as one JSON object"},
+    FQ_CLI_OPT_TIMEOUT(U_TIMEOUT, "wait at most S seconds for the answer (default 5)"),
+    FQ_CLI_OPT_CURVE(U_CURVE_KEY, U_SERVER_KEY),
+    {NULL, 0, NULL, 0, NULL},
+};
+
+static const fq_cli_doc_t g_doc = {
+    .usage = "fleetq usage [--endpoint EP] [--tenant T] [--days N] [--json] [--timeout S]\n"
+             "                    [--curve-key FILE --server-key Z85]",
+    .about =
+        "Show the Fleet API requests each tenant's commands used, per UTC day and\n"
+        "account: \"billable\" counts every answer below 500 but those to wake_up,\n"
+        "\"wakeups\" the wake_up answers.  The daily budgets of the config file\n"
+        "(\"budgets\", docs/configuration.md) are checked against these counts.\n"
+        "One line per day, tenant and account, oldest day first.  Needs the\n"
+        "\"admin\" role with CURVE, or \"read\" with --tenant naming one of its\n"
+        "tenants.\n",
+    .notes = FQ_CLI_CURVE_NOTE,
+    .exit = "0 answered, 1 the daemon refused the request or could not be reached,\n"
+            "2 usage error.",
+};
+
+static int pk_write(void *data, const char *p, size_t n) {
+  return fq_buf_append(data, p, n) ? -1 : 0;
+}
+
+static int build_request(fq_buf_t *out, const char *tenant, long days) {
+  msgpack_packer pk;
+  msgpack_packer_init(&pk, out, pk_write);
+  int rc = msgpack_pack_map(&pk, tenant ? 3 : 2);
+  rc |= msgpack_pack_str_with_body(&pk, "op", 2) | msgpack_pack_str_with_body(&pk, "usage", 5);
+  rc |= msgpack_pack_str_with_body(&pk, "days", 4) | msgpack_pack_int64(&pk, days);
+  if (tenant)
+    rc |= msgpack_pack_str_with_body(&pk, "tenant", 6) |
+          msgpack_pack_str_with_body(&pk, tenant, strlen(tenant));
+  return rc;
+}
+
+static void print_text(const msgpack_object *root) {
+  const msgpack_object *rows = fq_mp_get(root, "usage");
+  printf("%-10s  %-20s  %-24s  %10s  %8s\n", "DATE", "TENANT", "ACCOUNT", "BILLABLE", "WAKEUPS");
+  if (!rows || rows->type != MSGPACK_OBJECT_ARRAY) return;
+  for (uint32_t i = 0; i < rows->via.array.size; i++) {
+    const msgpack_object *r = &rows->via.array.ptr[i];
+    const char *d = "", *t = "", *a = "";
+    size_t dn = 0, tn = 0, an = 0;
+    int64_t b = 0, w = 0;
+    fq_mp_str(fq_mp_get(r, "date"), &d, &dn);
+    fq_mp_str(fq_mp_get(r, "tenant"), &t, &tn);
+    fq_mp_str(fq_mp_get(r, "account"), &a, &an);
+    fq_mp_int(fq_mp_get(r, "billable"), &b);
+    fq_mp_int(fq_mp_get(r, "wakeups"), &w);
+    printf("%-10.*s  %-20.*s  %-24.*s  %10" PRId64 "  %8" PRId64 "\n", (int)dn, d, (int)tn, t,
+           (int)an, a, b, w);
+  }
+}
+
+static int cmd_usage(int argc, char **argv) {
+  const char *prog = "fleetq usage";
+  const char *endpoint = FQ_CLI_DEFAULT_ENDPOINT, *tenant = NULL;
+  fq_client_opts_t co = {0};
+  double timeout_s = 5;
+  long days = 7;
+  bool json = false;
+  fq_opt_parser_t p;
+  fq_opt_init(&p, prog, g_opts, argc, argv);
+  int oc;
+  while ((oc = fq_opt_next(&p)) != FQ_OPT_END) {
+    char *end = NULL;
+    const char *v = p.value;
+    switch (oc) {
+    case FQ_OPT_ERROR: return 2;
+    case U_HELP: fq_cli_help(stdout, &g_doc, g_opts); return 0;
+    case U_VERSION: return fq_opt_version(prog);
+    case U_JSON: json = true; break;
+    case U_ENDPOINT: endpoint = v; break;
+    case U_CURVE_KEY: co.curve_key_file = v; break;
+    case U_SERVER_KEY: co.server_key = v; break;
+    case U_TENANT:
+      if (!v[0] || strlen(v) > 64)
+        return fq_opt_usage_error(prog, "--tenant wants 1-64 characters, got '%s'", v);
+      tenant = v;
+      break;
+    case U_DAYS:
+      errno = 0;
+      days = strtol(v, &end, 10);
+      if (errno || !end || *end || days < 1 || days > FQ_WIRE_MAX_USAGE_DAYS)
+        return fq_opt_usage_error(prog, "--days wants 1..%d, got '%s'", FQ_WIRE_MAX_USAGE_DAYS,
+                                  v);
+      break;
+    case U_TIMEOUT:
+      timeout_s = strtod(v, &end);
+      if (!end || *end || !(timeout_s > 0) || timeout_s > 3600)
+        return fq_opt_usage_error(prog, "--timeout wants seconds > 0, got '%s'", v);
+      break;
+    default: return fq_opt_usage_error(prog, "option --%s is not handled", p.opt->name);
+    }
+  }
+  if (p.next < argc) return fq_opt_usage_error(prog, "unexpected argument '%s'", argv[p.next]);
+  int crc = fq_cli_conn_resolve("usage", &co);
+  if (crc >= 0) return crc;
+  co.endpoint = endpoint;
+  co.timeout_ms = (int)(timeout_s * 1000);
+
+  int rc = 1;
+  fq_err_t e;
+  fq_err_clear(&e);
+  fq_buf_t req, raw;
+  fq_msg_t m;
+  bool decoded = false;
+  fq_buf_init(&req, 256);
+  fq_buf_init(&raw, FQ_CLIENT_MAX_REPLY);
+  fq_client_t *c = fq_client_new_opts(&co, &e);
+  if (!c) {
+    fprintf(stderr, "%s: %s: %s\n", prog, fq_errname(e.code), e.msg);
+    goto out;
+  }
+  if (build_request(&req, tenant, days) != 0) {
+    fprintf(stderr, "%s: out of memory\n", prog);
+    goto out;
+  }
+  int qrc = fq_client_request(c, req.data, req.len, &raw, &e);
+  if (qrc) {
+    bool away = qrc == -ETIMEDOUT;
+    fprintf(stderr, "%s: %s%s: %s\n", prog, away ? "cannot reach fleetqd at " : fq_errname(qrc),
+            away ? endpoint : "", e.msg);
+    goto out;
+  }
+  if (fq_msg_decode(&m, raw.data, raw.len, &e)) {
+    fprintf(stderr, "%s: bad_reply: %s\n", prog, e.msg);
+    goto out;
+  }
+  decoded = true;
+  bool ok = false;
+  if (!fq_mp_bool(fq_mp_get(m.root, "ok"), &ok) || !ok) {
+    const char *code = "error", *msg = "";
+    size_t cn = 5, mn = 0;
+    fq_mp_str(fq_mp_get(m.root, "error"), &code, &cn);
+    fq_mp_str(fq_mp_get(m.root, "message"), &msg, &mn);
+    fprintf(stderr, "%s: %.*s: %.*s\n", prog, (int)cn, code, (int)mn, msg);
+    goto out;
+  }
+  if (json) {
+    fq_buf_t js;
+    fq_buf_init(&js, 4 * FQ_CLIENT_MAX_REPLY);
+    if (fq_msgpack_to_json(raw.data, raw.len, &js, 0) == 0)
+      printf("%.*s\n", (int)js.len, (const char *)js.data);
+    fq_buf_free(&js);
+  } else {
+    print_text(m.root);
+  }
+  rc = 0;
+out:
+  if (decoded) fq_msg_free(&m);
+  fq_client_destroy(&c);
+  fq_buf_free(&req);
+  fq_buf_free(&raw);
+  return rc;
+}
+
+FQ_CLI_COMMAND("usage", cmd_usage, "per-day Fleet API counts per tenant and account (budgets)")
