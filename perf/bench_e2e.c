@@ -108,8 +108,8 @@ static void pk_str(msgpack_packer *pk, const char *s) {
 static const char vinchars[] = "ABCDEFGHJKLMNPRSTUVWXYZ0123456789";
 
 /* Car i's VIN: a fixed prefix and i in base 33 (unique for i < 33^9).  The
- * simulator's --gen-vehicles names (SIMGEN...) hold an I, which fleetqd's
- * wire rules refuse, so the cars are listed in the config instead. */
+ * cars are listed in the simulator's config (rather than --gen-vehicles) so
+ * that the benchmark chooses their VINs and accounts itself. */
 static void vin_of(int i, char out[18]) {
   memcpy(out, "5YJ3E1EA", 8);
   unsigned v = (unsigned)i;

@@ -46,7 +46,7 @@ def main():
     sessions = []
     t0 = time.time()
     for i in range(cars):
-        vin = "SIMGEN%011d" % i
+        vin = "SMGEN%012d" % i
         msg, req = client.handshake_request(vc.DOMAIN_INFOTAINMENT)
         body = json.dumps({"routable_message": base64.b64encode(msg).decode()})
         conn.request("POST", "/api/1/vehicles/%s/signed_command" % vin, body, hdr)

@@ -735,7 +735,7 @@ int fq__sim_world_load(fq__sim_world_t *w, json_t *config, const char *base_dir,
 int fq__sim_world_gen(fq__sim_world_t *w, uint32_t n, fq_err_t *err) {
   char vin[32];
   for (uint32_t i = 0; i < n; i++) {
-    snprintf(vin, sizeof vin, "SIMGEN%011" PRIu32, i);
+    snprintf(vin, sizeof vin, "SMGEN%012" PRIu32, i);
     fq__sim_vehicle_t *v = vehicle_new(w, vin, err);
     if (!v) return err ? err->code : -ENOMEM;
     size_t vi = w->nvehicles - 1;
