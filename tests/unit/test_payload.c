@@ -319,8 +319,10 @@ static size_t minimal_params(const fq_cmd_t *cmd, fq_pval_t *pv) {
       p->v.s.n = strlen(p->v.s.p);
       break;
     case FQ_PT_MAP:
-      p->v.raw.p = (const uint8_t *)"\x81\xa1k\x01"; /* {"k": 1} */
-      p->v.raw.n = 4;
+      /* {"android.intent.extra.TEXT": "x"}: any map parameter takes it,
+       * navigation_request's value needs that key. */
+      p->v.raw.p = (const uint8_t *)"\x81\xb9" "android.intent.extra.TEXT" "\xa1x";
+      p->v.raw.n = 29;
       break;
     }
     n++;
@@ -329,7 +331,7 @@ static size_t minimal_params(const fq_cmd_t *cmd, fq_pval_t *pv) {
 }
 
 FQ_TEST(command_table_builders) {
-  size_t signed_cmds = 0, sites = 0;
+  size_t signed_cmds = 0, sites = 0, rest_only = 0;
   for (size_t i = 0; i < fq_cmd_count(); i++) {
     const fq_cmd_t *cmd = fq_cmd_at(i);
     fq_pval_t pv[FQ_MAX_PARAMS];
@@ -351,8 +353,11 @@ FQ_TEST(command_table_builders) {
       fq_vcp_app_cmd_t back;
       CHECK_INT(fq_vcp_app_decode_command(cmd->domain, out.data, out.len, &back, NULL), 0);
       CHECK_STR(back.name, cmd->name);
-    } else if (cmd->dev == FQ_DEV_SITE) {
-      sites++;
+    } else if (cmd->dev == FQ_DEV_SITE || (cmd->params && !cmd->build_payload)) {
+      /* Sites, and the vehicle commands only REST takes: a JSON body of
+       * exactly the params. */
+      sites += cmd->dev == FQ_DEV_SITE;
+      rest_only += cmd->dev == FQ_DEV_VEHICLE;
       CHECK(cmd->build_json != NULL);
       if (!cmd->build_json) continue;
       rc = cmd->build_json(cmd, pv, n, &out, &err);
@@ -365,6 +370,7 @@ FQ_TEST(command_table_builders) {
   }
   CHECK(signed_cmds >= 23);
   CHECK(sites >= 6);
+  CHECK(rest_only >= 1); /* navigation_request */
   /* Validation refuses before any builder runs. */
   const fq_cmd_t *c = fq_cmd_find("set_charge_limit", 16, FQ_DEV_VEHICLE, NULL);
   CHECK(c != NULL);
