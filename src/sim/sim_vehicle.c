@@ -350,6 +350,12 @@ static const char *execute(fq__sim_vehicle_t *v, const fq_vcp_app_cmd_t *c) {
     if (!which || strcmp(which, "rear") == 0) v->rt_open = !v->rt_open;
     else if (strcmp(which, "front") == 0) v->ft_open = !v->ft_open;
     else return "invalid_value";
+  } else if (strcmp(n, "open_trunk") == 0) {
+    v->rt_open = true; /* a position, not a move: open stays open */
+  } else if (strcmp(n, "close_trunk") == 0) {
+    v->rt_open = false;
+  } else if (strcmp(n, "open_frunk") == 0) {
+    v->ft_open = true;
   } else if (strcmp(n, "charge_start") == 0) {
     if (!v->cable) return "disconnected";
     if (strcmp(v->charging, "Charging") == 0) return "is_charging";

@@ -346,6 +346,25 @@ static int b_trunk(const fq_cmd_t *cmd, const fq_pval_t *ps, size_t n, fq_buf_t 
   return pack(&u.base, out, err);
 }
 
+/* The non-toggling closures: build_arg is CLOSURE(part, move type), the
+ * move type being OPEN or CLOSE rather than actuate_trunk's MOVE. */
+#define CLOSURE_FRONT 0x100
+#define CLOSURE(front, type) ((front) | VCSEC__CLOSURE_MOVE_TYPE__E__CLOSURE_MOVE_TYPE_##type)
+
+static int b_closure(const fq_cmd_t *cmd, const fq_pval_t *ps, size_t n, fq_buf_t *out,
+                     fq_err_t *err) {
+  VCSEC__ClosureMoveRequest c;
+  vcsec__closure_move_request__init(&c);
+  VCSEC__ClosureMoveTypeE type = (VCSEC__ClosureMoveTypeE)(cmd->build_arg & 0xff);
+  if (cmd->build_arg & CLOSURE_FRONT) c.fronttrunk = type;
+  else c.reartrunk = type;
+  VCSEC__UnsignedMessage u;
+  vcsec__unsigned_message__init(&u);
+  u.sub_message_case = VCSEC__UNSIGNED_MESSAGE__SUB_MESSAGE_CLOSURE_MOVE_REQUEST;
+  u.closuremoverequest = &c;
+  return pack(&u.base, out, err);
+}
+
 /* build_arg is the ChargingStartStopAction oneof case; every member is an
  * empty Void. */
 static int b_charging(const fq_cmd_t *cmd, const fq_pval_t *ps, size_t n, fq_buf_t *out,
@@ -988,6 +1007,18 @@ static const fq_cmd_t cmds[] = {
     /* A trunk "move" toggles: sending it twice closes what the first opened. */
     {CMD("actuate_trunk"), VCSEC, PARAMS(p_actuate_trunk), .scopes = SC_VEH, .idempotent = false,
      SIGNED(b_trunk)},
+    /* Issue 16: the non-toggling forms, named like Fleet API's open_tonneau /
+     * close_tonneau (tesla-control: trunk-open, trunk-close, frunk-open;
+     * Fleet API and the proxy have no name for them).  They ask for a
+     * position (OPEN / CLOSE), not a move: sent twice, an open trunk stays
+     * open.  Closing works only on cars with a powered liftgate; no car
+     * closes its frunk remotely. */
+    {CMD("open_trunk"), VCSEC, .scopes = SC_VEH, .idempotent = true,
+     SIGNED_ARG(b_closure, CLOSURE(0, OPEN))},
+    {CMD("close_trunk"), VCSEC, .scopes = SC_VEH, .idempotent = true,
+     SIGNED_ARG(b_closure, CLOSURE(0, CLOSE))},
+    {CMD("open_frunk"), VCSEC, .scopes = SC_VEH, .idempotent = true,
+     SIGNED_ARG(b_closure, CLOSURE(CLOSURE_FRONT, OPEN))},
 
     /* Infotainment: charging. */
     {CMD("charge_start"), INFO, .scopes = SC_CHARGE, .idempotent = true,

@@ -73,6 +73,7 @@ PHASE2 = [
     ("set_scheduled_departure", {"enable": False}),
     ("sun_roof_control", {"state": "close"}),
 ]
+TRUNK = [("open_trunk", None), ("open_trunk", None), ("open_frunk", None), ("open_frunk", None)]
 LEGACY = [
     ("add_charge_schedule", dict(SCHED, days_of_week="Sun, saturday")),
     ("set_climate_keeper_mode", {"climate_keeper_mode": 3, "manual_override": True}),
@@ -150,6 +151,17 @@ def body(c, w):
     c.eq(cs["preconditioning_times"], "off", "departure cleared")
     c.eq(cs["scheduled_charging_mode"], "Off", "no departure mode")
     c.eq(vs["sun_roof_state"], "closed", "sun roof closed")
+
+    # The non-toggling closures (VCSEC): a position, so open sent twice stays
+    # open (actuate_trunk's MOVE would close it again).
+    send(w, c, "tr", V, TRUNK)
+    c.eq([(e["command"], e["domain"]) for e in w.execs(V)][-len(TRUNK):],
+         [(cmd, 2) for cmd, _ in TRUNK], "trunk commands executed once each, signed VCSEC")
+    vs = w.sim.state(V, token)["vehicle_state"]
+    c.eq((vs["rt"], vs["ft"]), (True, True), "rear trunk and frunk open after two opens each")
+    send(w, c, "tr2", V, [("close_trunk", None), ("close_trunk", None)])
+    vs = w.sim.state(V, token)["vehicle_state"]
+    c.eq((vs["rt"], vs["ft"]), (False, True), "rear trunk closed (twice), frunk still open")
 
     # A wrong speed-limit PIN is the car's refusal, and fails the command.
     i = w.submit("p3-wrong-pin", "speed_limit_activate", V, params={"pin": "1111"})

@@ -30,7 +30,7 @@ static const char *const vehicle_cmds[] = {
     "sun_roof_control", "trigger_homelink", "schedule_software_update", "cancel_software_update",
     "media_toggle_playback", "media_next_track", "media_prev_track", "media_next_fav",
     "media_prev_fav", "media_volume_up", "media_volume_down", "adjust_volume",
-    "navigation_request",
+    "navigation_request", "open_trunk", "close_trunk", "open_frunk",
 };
 static const char *const site_cmds[] = {
     "backup", "operation", "storm_mode", "grid_import_export",

@@ -398,6 +398,7 @@ static const char *const issue16[] = {
     "sun_roof_control", "trigger_homelink", "schedule_software_update", "cancel_software_update",
     "media_toggle_playback", "media_next_track", "media_prev_track", "media_next_fav",
     "media_prev_fav", "media_volume_up", "media_volume_down", "adjust_volume",
+    "open_trunk", "close_trunk", "open_frunk",
 };
 #define NISSUE16 (sizeof issue16 / sizeof issue16[0])
 
@@ -429,7 +430,10 @@ FQ_TEST(issue16_payload_vectors) {
     if (out.len != (size_t)wl || memcmp(out.data, want, out.len) != 0)
       fprintf(stderr, "  vector %zu (%s):\n", i, command);
     CHECK_MEM(out.data, out.len, want, (size_t)wl);
-    CHECK_INT(domain, FQ_VCP_DOMAIN_INFOTAINMENT);
+    /* CarServer.Action for infotainment, VCSEC.UnsignedMessage for the closures. */
+    const char *msg = json_string_value(json_object_get(v, "message"));
+    CHECK_INT(domain, msg && strncmp(msg, "VCSEC.", 6) == 0 ? FQ_VCP_DOMAIN_VCSEC
+                                                          : FQ_VCP_DOMAIN_INFOTAINMENT);
     fq_vcp_app_cmd_t back;
     CHECK_INT(fq_vcp_app_decode_command(domain, want, (size_t)wl, &back, NULL), 0);
     CHECK_STR(back.name, command);
@@ -509,6 +513,12 @@ FQ_TEST(issue16_bad_params) {
       {"media_volume_down", "{\"volume\":1}",
        "params.volume: unknown parameter for media_volume_down"},
       {"adjust_volume", "{\"volume\":10.5}", "params.volume: 10.5 is out of range 0..10"},
+      /* actuate_trunk's parameter does not apply: each names its part. */
+      {"open_trunk", "{\"which_trunk\":\"front\"}",
+       "params.which_trunk: unknown parameter for open_trunk"},
+      {"close_trunk", "{\"which_trunk\":\"rear\"}",
+       "params.which_trunk: unknown parameter for close_trunk"},
+      {"open_frunk", "{\"x\":1}", "params.x: unknown parameter for open_frunk"},
   };
   bool covered[NISSUE16] = {false};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
