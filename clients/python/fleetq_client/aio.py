@@ -411,6 +411,11 @@ class Client:
         return {"ok": True, "version": r.get("version"), "shards": r.get("shards"),
                 "latency_ms": round((_now() - t0) * 1000, 3)}
 
+    async def health_report(self, stuck_ms: Optional[int] = None,
+                            timeout: Optional[float] = None) -> Reply:
+        """As :meth:`fleetq_client.Client.health_report`."""
+        return await self.call(C.health_request(stuck_ms), timeout)
+
     def watch(self, tenant: Optional[str] = None, device: Union[str, int, None] = None, *,
               cursor: Optional[Mapping[int, int]] = None, idle: float = 0.5,
               rcvhwm: Optional[int] = None, rcvbuf: Optional[int] = None) -> "Watch":

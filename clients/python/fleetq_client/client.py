@@ -428,6 +428,15 @@ class Client:
         return {"ok": True, "version": r.get("version"), "shards": r.get("shards"),
                 "latency_ms": round((_now() - t0) * 1000, 3)}
 
+    def health_report(self, stuck_ms: Optional[int] = None,
+                      timeout: Optional[float] = None) -> Reply:
+        """fleetqd's own verdict (the ``health`` op): ``healthy``,
+        ``problems``, per-shard ``shards`` and failing ``accounts``; a shard
+        with unfinished commands and no commit for ``stuck_ms`` (default
+        30000) is stuck.  Raises like any call (``Forbidden`` without the
+        read or admin role under CURVE); ``health()`` only pings."""
+        return self.call(C.health_request(stuck_ms), timeout)
+
     def watch(self, tenant: Optional[str] = None, device: Union[str, int, None] = None, *,
               cursor: Optional[Mapping[int, int]] = None, idle: float = 0.5,
               rcvhwm: Optional[int] = None, rcvbuf: Optional[int] = None) -> "Watch":
