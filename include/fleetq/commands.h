@@ -103,7 +103,8 @@ typedef int (*fq_cmd_builder_fn)(const fq_cmd_t *cmd, const fq_pval_t *params, s
 struct fq_cmd {
   const char *name;       /* Fleet API REST name, also our wire `command` */
   fq_devtype_t dev;
-  int domain;             /* FQ_DOMAIN_*; NONE for energy sites and wake_up */
+  int domain;             /* FQ_DOMAIN_*; NONE for energy sites, wake_up and the vehicle
+                           * commands Fleet API takes only as REST (navigation_request) */
   const fq_param_spec_t *params;
   size_t nparams;
   unsigned scopes;        /* FQ_SCOPE_* bits, any one suffices */
@@ -118,6 +119,10 @@ struct fq_cmd {
    * needs its PIN), run last by fq_cmd_validate(): 0, or FQ_EBADPARAM with
    * err set.  NULL for most commands. */
   int (*check)(const fq_pval_t *params, size_t n, fq_err_t *err);
+  bool wake;              /* the wake_up endpoint itself: done once the car is online.
+                           * Other unsigned vehicle commands (domain NONE: a plain REST
+                           * call, e.g. navigation_request) wake the car first like any
+                           * command and are then sent. */
   bool coalesce;          /* sets a value, so only the newest queued one matters: what a
                            * submit's `coalesce: true` is meant for.  Advice for clients
                            * (the protocol doc shows it); the daemon coalesces any command

@@ -7,6 +7,7 @@
 #include <inttypes.h>
 #include <jansson.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,11 +24,31 @@ typedef struct entry {
   int64_t billable, wakeups;
 } entry_t;
 
+/* Refusals per tenant for the metrics: the first REFUSALS_MAX tenants by
+ * name, the rest together under "*" (no tenant is named so), so that a
+ * "*" limit refusing many tenants cannot grow the scrape without bound. */
+#define REFUSALS_MAX 1024
+
 static struct {
   pthread_mutex_t mu;
-  fq_budget_limit_t limits[FQ_BUDGETS_MAX];
+  /* The limits in force: the config's and the clients file's merged
+   * (fq_budget_set_limits), "*" apart in deflt. */
+  fq_budget_limit_t limits[2 * FQ_BUDGETS_MAX];
   size_t nlimits;
-  const fq_budget_limit_t *deflt; /* the "*" limit, or NULL */
+  fq_budget_limit_t deflt_lim;
+  const fq_budget_limit_t *deflt; /* &deflt_lim, or NULL */
+  /* Each source as last set. */
+  fq_budget_limit_t src[FQ_BUDGET_SOURCES][FQ_BUDGETS_MAX];
+  size_t nsrc[FQ_BUDGET_SOURCES];
+  /* Any limit at all: read without the lock so that a daemon without
+   * budgets never takes it on submit. */
+  atomic_bool any;
+  struct {
+    char tenant[65];
+    uint64_t n;
+  } refusals[REFUSALS_MAX];
+  size_t nrefusals;
+  uint64_t refusals_other;
   entry_t *e;
   size_t n, cap;
   char path[1100];            /* the snapshot, budget-usage.json */
@@ -218,21 +239,95 @@ static int replay_locked(fq_err_t *err) {
   return rc;
 }
 
+/* Merge the sources into the limits in force: a tenant (or "*") named by
+ * the clients file takes its limits from there alone, both keys (one left
+ * out there means no limit on that count, whatever the config says); the
+ * config's other tenants keep theirs. */
+static void merge_locked(void) {
+  g.nlimits = 0;
+  g.deflt = NULL;
+  for (int s = FQ_BUDGET_SOURCES - 1; s >= 0; s--)
+    for (size_t i = 0; i < g.nsrc[s]; i++) {
+      const fq_budget_limit_t *l = &g.src[s][i];
+      bool taken = false;
+      if (strcmp(l->tenant, "*") == 0) {
+        if (g.deflt) continue; /* the clients file's "*" came first */
+        g.deflt_lim = *l;
+        g.deflt = &g.deflt_lim;
+        continue;
+      }
+      for (size_t k = 0; k < g.nlimits && !taken; k++)
+        taken = strcmp(g.limits[k].tenant, l->tenant) == 0;
+      if (!taken) g.limits[g.nlimits++] = *l;
+    }
+  atomic_store_explicit(&g.any, g.nlimits > 0 || g.deflt, memory_order_release);
+}
+
+void fq_budget_set_limits(int source, const fq_budget_limit_t *limits, size_t n) {
+  if (source < 0 || source >= FQ_BUDGET_SOURCES) return;
+  if (n > FQ_BUDGETS_MAX) n = FQ_BUDGETS_MAX;
+  pthread_mutex_lock(&g.mu);
+  if (n) memcpy(g.src[source], limits, n * sizeof *limits);
+  g.nsrc[source] = n;
+  merge_locked();
+  pthread_mutex_unlock(&g.mu);
+}
+
+int fq_budget_parse(json_t *v, const char *what, fq_budget_limit_t *out, size_t *n,
+                    fq_err_t *err) {
+  if (!json_is_object(v))
+    return fq_errf(err, FQ_ECONFIG, "%s\"budgets\": expected an object of tenants", what);
+  *n = 0;
+  const char *t;
+  json_t *o;
+  json_object_foreach(v, t, o) {
+    size_t tl = strlen(t);
+    bool ok = tl >= 1 && tl <= 64;
+    for (size_t i = 0; ok && i < tl; i++)
+      ok = (t[i] >= 'A' && t[i] <= 'Z') || (t[i] >= 'a' && t[i] <= 'z') ||
+           (t[i] >= '0' && t[i] <= '9') || t[i] == '.' || t[i] == '_' || t[i] == '-';
+    if (!ok && strcmp(t, "*") != 0)
+      return fq_errf(err, FQ_ECONFIG,
+                     "%s\"budgets\": \"%.70s\" is not a tenant name (1-64 of A-Z a-z 0-9 . _ -) "
+                     "nor \"*\"",
+                     what, t);
+    if (!json_is_object(o))
+      return fq_errf(err, FQ_ECONFIG, "%s\"budgets\": tenant \"%s\": expected an object", what,
+                     t);
+    if (*n == FQ_BUDGETS_MAX)
+      return fq_errf(err, FQ_ECONFIG, "%s\"budgets\": more than %d tenants", what,
+                     FQ_BUDGETS_MAX);
+    fq_budget_limit_t *b = &out[*n];
+    snprintf(b->tenant, sizeof b->tenant, "%s", t);
+    b->billable = b->wakeups = -1;
+    const char *k;
+    json_t *x;
+    json_object_foreach(o, k, x) {
+      int64_t *dst = strcmp(k, "daily_billable_requests") == 0 ? &b->billable
+                     : strcmp(k, "daily_wakeups") == 0         ? &b->wakeups
+                                                               : NULL;
+      if (!dst)
+        return fq_errf(err, FQ_ECONFIG,
+                       "%s\"budgets\": tenant \"%s\": unknown key \"%.64s\" "
+                       "(daily_billable_requests, daily_wakeups)",
+                       what, t, k);
+      if (!json_is_integer(x) || json_integer_value(x) < 0)
+        return fq_errf(err, FQ_ECONFIG,
+                       "%s\"budgets\": tenant \"%s\": \"%s\" must be an integer >= 0", what, t,
+                       k);
+      *dst = json_integer_value(x);
+    }
+    (*n)++;
+  }
+  return 0;
+}
+
 int fq_budget_init(const fq_budget_limit_t *limits, size_t n, const char *data_dir,
                    fq_err_t *err) {
+  fq_budget_set_limits(FQ_BUDGET_CONFIG, limits, n);
   pthread_mutex_lock(&g.mu);
-  g.nlimits = n > FQ_BUDGETS_MAX ? FQ_BUDGETS_MAX : n;
-  g.deflt = NULL;
-  size_t w = 0;
-  for (size_t i = 0; i < g.nlimits; i++) {
-    if (strcmp(limits[i].tenant, "*") == 0) {
-      g.limits[FQ_BUDGETS_MAX - 1] = limits[i];
-      g.deflt = &g.limits[FQ_BUDGETS_MAX - 1];
-    } else {
-      g.limits[w++] = limits[i];
-    }
-  }
-  g.nlimits = w;
+  g.nrefusals = 0;
+  g.refusals_other = 0;
   g.n = 0;
   g.gen = 0;
   g.jlines = 0;
@@ -292,21 +387,51 @@ void fq_budget_count(const char *tenant, const char *account, long status, bool 
   pthread_mutex_unlock(&g.mu);
 }
 
+static void count_refusal_locked(const char *tenant, size_t len) {
+  for (size_t i = 0; i < g.nrefusals; i++)
+    if (strlen(g.refusals[i].tenant) == len && memcmp(g.refusals[i].tenant, tenant, len) == 0) {
+      g.refusals[i].n++;
+      return;
+    }
+  if (g.nrefusals == REFUSALS_MAX || len >= sizeof g.refusals[0].tenant) {
+    g.refusals_other++;
+    return;
+  }
+  memcpy(g.refusals[g.nrefusals].tenant, tenant, len);
+  g.refusals[g.nrefusals].tenant[len] = 0;
+  g.refusals[g.nrefusals++].n = 1;
+}
+
+void fq_budget_refusals(void (*fn)(void *ud, const char *tenant, uint64_t n), void *ud) {
+  pthread_mutex_lock(&g.mu);
+  for (size_t i = 0; i < g.nrefusals; i++) fn(ud, g.refusals[i].tenant, g.refusals[i].n);
+  if (g.refusals_other) fn(ud, "*", g.refusals_other);
+  pthread_mutex_unlock(&g.mu);
+}
+
 int fq_budget_check(const char *tenant, size_t tenant_len, int64_t now_ms, int64_t *reset_at,
                     char *msg, size_t cap) {
-  if (!g.nlimits && !g.deflt) return 0; /* set once at start: no lock needed */
-  const fq_budget_limit_t *lim = limit_of(tenant, tenant_len);
-  if (!lim) return 0;
+  if (!atomic_load_explicit(&g.any, memory_order_acquire)) return 0;
   int64_t day = fq_budget_day(now_ms), b = 0, wk = 0;
   pthread_mutex_lock(&g.mu);
+  /* Limits change on a reload: copied under the lock. */
+  const fq_budget_limit_t *lp = limit_of(tenant, tenant_len);
+  if (!lp) {
+    pthread_mutex_unlock(&g.mu);
+    return 0;
+  }
+  fq_budget_limit_t l = *lp;
+  const fq_budget_limit_t *lim = &l;
   for (size_t i = 0; i < g.n; i++)
     if (g.e[i].day == day && strlen(g.e[i].tenant) == tenant_len &&
         memcmp(g.e[i].tenant, tenant, tenant_len) == 0) {
       b += g.e[i].billable;
       wk += g.e[i].wakeups;
     }
+  bool over = fq_budget_over(lim, b, wk);
+  if (over) count_refusal_locked(tenant, tenant_len);
   pthread_mutex_unlock(&g.mu);
-  if (!fq_budget_over(lim, b, wk)) return 0;
+  if (!over) return 0;
   *reset_at = fq_budget_reset_at(now_ms);
   bool billed = lim->billable >= 0 && b >= lim->billable;
   snprintf(msg, cap,

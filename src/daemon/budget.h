@@ -8,8 +8,7 @@
  * days; a day's counts are kept per tenant and account.
  *
  * One process-wide table behind a mutex: shard threads count answers and
- * check submits.  A tenant without a limit (and no "*" default) never
- * takes the lock on submit.  Durable: a snapshot DATA/budget-usage.json
+ * check submits.  Without any limit, a submit never takes the lock.  Durable: a snapshot DATA/budget-usage.json
  * and a journal DATA/budget-usage.log that each counted answer is
  * appended to (budget.c), read back at start.
  */
@@ -19,6 +18,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include <jansson.h>
 
 #include "fleetq/error.h"
 #include "fleetq/wire.h"
@@ -43,7 +44,27 @@ int64_t fq_budget_reset_at(int64_t now_ms);
 /* Whether a day's counts are over a limit: pure (the refusal rule). */
 bool fq_budget_over(const fq_budget_limit_t *lim, int64_t billable, int64_t wakeups);
 
-/* Start: limits (copied) and the saved counts under data_dir. */
+/* Where limits come from: the config file's "budgets", and the clients
+ * file's (docs/security.md).  For a tenant (or "*") both name, the clients
+ * file's entry wins, both keys: a key it leaves out is no limit. */
+enum { FQ_BUDGET_CONFIG = 0, FQ_BUDGET_CLIENTS = 1, FQ_BUDGET_SOURCES = 2 };
+
+/* Read a "budgets" object ({"<tenant>" | "*": {"daily_billable_requests":
+ * N, "daily_wakeups": M}}, each a non-negative integer, either left out =
+ * no limit) into out (room for FQ_BUDGETS_MAX) and *n.  0, or FQ_ECONFIG
+ * with err naming the mistake after `what` (a prefix such as "clients.json: "). */
+int fq_budget_parse(json_t *v, const char *what, fq_budget_limit_t *out, size_t *n,
+                    fq_err_t *err);
+
+/* Replace one source's limits (copied; at most FQ_BUDGETS_MAX) and merge:
+ * at start, and on a reload (SIGHUP).  Submits see them at once. */
+void fq_budget_set_limits(int source, const fq_budget_limit_t *limits, size_t n);
+
+/* The refusals so far per tenant (fleetq_budget_refusals_total): fn once
+ * per tenant refused; "*" for the tenants past the first 1024. */
+void fq_budget_refusals(void (*fn)(void *ud, const char *tenant, uint64_t n), void *ud);
+
+/* Start: the config's limits (copied) and the saved counts under data_dir. */
 int fq_budget_init(const fq_budget_limit_t *limits, size_t n, const char *data_dir,
                    fq_err_t *err);
 /* Save (when dirty) and free. */

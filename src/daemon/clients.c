@@ -18,6 +18,8 @@
 struct fq_clients {
   size_t n;
   fq_client_entry_t *e;  /* sorted by key, for fq_clients_find */
+  size_t nbudgets;
+  fq_budget_limit_t *budgets;
 };
 
 static const struct {
@@ -41,11 +43,17 @@ void fq_clients_free(fq_clients_t **cp) {
   fq_clients_t *c = *cp;
   for (size_t i = 0; i < c->n; i++) entry_free(&c->e[i]);
   free(c->e);
+  free(c->budgets);
   free(c);
   *cp = NULL;
 }
 
 size_t fq_clients_count(const fq_clients_t *c) { return c ? c->n : 0; }
+
+const fq_budget_limit_t *fq_clients_budgets(const fq_clients_t *c, size_t *n) {
+  *n = c ? c->nbudgets : 0;
+  return c ? c->budgets : NULL;
+}
 
 const fq_client_entry_t *fq_clients_at(const fq_clients_t *c, size_t i) {
   return c && i < c->n ? &c->e[i] : NULL;
@@ -226,18 +234,47 @@ fq_clients_t *fq_clients_load(const char *path, fq_err_t *err) {
     fq_errf(err, -ENOMEM, "out of memory");
     goto fail;
   }
-  if (!json_is_array(root)) {
+  /* Either the array of entries, or an object holding it under "clients"
+   * and the tenants' budgets under "budgets" (budget.h). */
+  json_t *list = root;
+  if (json_is_object(root)) {
+    const char *k;
+    json_t *x;
+    json_object_foreach(root, k, x) {
+      if (strcmp(k, "clients") != 0 && strcmp(k, "budgets") != 0) {
+        rc = fq_errf(err, FQ_ECONFIG, "%s: unknown key \"%.64s\" (clients, budgets)", path, k);
+        goto fail;
+      }
+    }
+    list = json_object_get(root, "clients");
+    if (!list) {
+      rc = fq_errf(err, FQ_ECONFIG, "%s: \"clients\": required (the array of client entries)",
+                   path);
+      goto fail;
+    }
+    json_t *b = json_object_get(root, "budgets");
+    if (b) {
+      char what[1100];
+      snprintf(what, sizeof what, "%s: ", path);
+      if (!(c->budgets = calloc(FQ_BUDGETS_MAX, sizeof *c->budgets))) {
+        fq_errf(err, -ENOMEM, "out of memory");
+        goto fail;
+      }
+      if ((rc = fq_budget_parse(b, what, c->budgets, &c->nbudgets, err)) != 0) goto fail;
+    }
+  }
+  if (!json_is_array(list)) {
     rc = fq_errf(err, FQ_ECONFIG, "%s: expected a JSON array of client entries", path);
     goto fail;
   }
-  size_t n = json_array_size(root);
+  size_t n = json_array_size(list);
   if (n && !(c->e = calloc(n, sizeof *c->e))) {
     fq_errf(err, -ENOMEM, "out of memory");
     goto fail;
   }
   for (size_t i = 0; i < n; i++) {
     c->n = i + 1;
-    if ((rc = load_entry(&c->e[i], json_array_get(root, i), i, path, err)) != 0) goto fail;
+    if ((rc = load_entry(&c->e[i], json_array_get(list, i), i, path, err)) != 0) goto fail;
     for (size_t j = 0; j < i; j++) {
       if (!strcmp(c->e[j].name, c->e[i].name)) {
         fq_errf(err, FQ_ECONFIG, "%s: entry %zu: name \"%s\" is already used by entry %zu", path,

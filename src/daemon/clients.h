@@ -12,6 +12,10 @@
  * unknown role, a bad tenant pattern, a key or name listed twice) is an
  * error naming the entry, so a typo never grants or drops access quietly.
  *
+ * The file may also be an object, {"clients": [<entries>], "budgets":
+ * {...}}, the budgets being per tenant as in the config file (budget.h):
+ * where both name a tenant, the clients file's limits win.
+ *
  * The file grants access, so it must not be writable by group or others
  * (like sshd's authorized_keys under StrictModes).
  *
@@ -24,6 +28,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "budget.h"
 #include "fleetq/error.h"
 
 enum {
@@ -57,6 +62,9 @@ fq_clients_t *fq_clients_load(const char *path, fq_err_t *err);
 void fq_clients_free(fq_clients_t **c);
 
 size_t fq_clients_count(const fq_clients_t *c);
+
+/* The file's "budgets" (none for the array form): *n of them. */
+const fq_budget_limit_t *fq_clients_budgets(const fq_clients_t *c, size_t *n);
 const fq_client_entry_t *fq_clients_at(const fq_clients_t *c, size_t i);
 
 /* The entry of a Z85 public key (40 characters, not NUL-terminated needed),

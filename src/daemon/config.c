@@ -301,51 +301,9 @@ static int apply(fq_config_t *c, const char *name, const char *sval, json_t *jva
 }
 
 /* "budgets": {"<tenant>" | "*": {"daily_billable_requests": N,
- * "daily_wakeups": M}}: each limit a non-negative integer, either may be
- * left out (no limit on that count). */
+ * "daily_wakeups": M}}: the same format as the clients file's (budget.h). */
 static int load_budgets(fq_config_t *c, json_t *v, fq_err_t *err) {
-  if (!json_is_object(v))
-    return fq_errf(err, FQ_ECONFIG, "\"budgets\": expected an object of tenants");
-  c->nbudgets = 0;
-  const char *t;
-  json_t *o;
-  json_object_foreach(v, t, o) {
-    size_t tl = strlen(t);
-    bool ok = tl >= 1 && tl <= 64;
-    for (size_t i = 0; ok && i < tl; i++)
-      ok = (t[i] >= 'A' && t[i] <= 'Z') || (t[i] >= 'a' && t[i] <= 'z') ||
-           (t[i] >= '0' && t[i] <= '9') || t[i] == '.' || t[i] == '_' || t[i] == '-';
-    if (!ok && strcmp(t, "*") != 0)
-      return fq_errf(err, FQ_ECONFIG,
-                     "\"budgets\": \"%.70s\" is not a tenant name (1-64 of A-Z a-z 0-9 . _ -) "
-                     "nor \"*\"",
-                     t);
-    if (!json_is_object(o))
-      return fq_errf(err, FQ_ECONFIG, "\"budgets\": tenant \"%s\": expected an object", t);
-    if (c->nbudgets == FQ_BUDGETS_MAX)
-      return fq_errf(err, FQ_ECONFIG, "\"budgets\": more than %d tenants", FQ_BUDGETS_MAX);
-    fq_budget_limit_t *b = &c->budgets[c->nbudgets];
-    snprintf(b->tenant, sizeof b->tenant, "%s", t);
-    b->billable = b->wakeups = -1;
-    const char *k;
-    json_t *x;
-    json_object_foreach(o, k, x) {
-      int64_t *dst = strcmp(k, "daily_billable_requests") == 0 ? &b->billable
-                     : strcmp(k, "daily_wakeups") == 0         ? &b->wakeups
-                                                               : NULL;
-      if (!dst)
-        return fq_errf(err, FQ_ECONFIG,
-                       "\"budgets\": tenant \"%s\": unknown key \"%.64s\" (daily_billable_requests, "
-                       "daily_wakeups)",
-                       t, k);
-      if (!json_is_integer(x) || json_integer_value(x) < 0)
-        return fq_errf(err, FQ_ECONFIG,
-                       "\"budgets\": tenant \"%s\": \"%s\" must be an integer >= 0", t, k);
-      *dst = json_integer_value(x);
-    }
-    c->nbudgets++;
-  }
-  return 0;
+  return fq_budget_parse(v, "", c->budgets, &c->nbudgets, err);
 }
 
 int fq_config_load_file(fq_config_t *cfg, const char *path, fq_err_t *err) {

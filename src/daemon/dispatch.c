@@ -825,7 +825,8 @@ static void send_cmd(fq_dispatch_t *d, dev_t_ *dev, fq_cmdrec_t *rec) {
   char path[256];
   int rc;
   if (!dev->vehicle || dev->legacy || cmd->domain == FQ_DOMAIN_NONE) {
-    /* REST: energy sites, cars without the protocol, wake_up. */
+    /* REST: energy sites, cars without the protocol, wake_up and the
+     * vehicle commands Fleet API takes only as REST (navigation_request). */
     fq_buf_reset(&dev->body);
     if (cmd->build_json) {
       fq_err_t be;
@@ -842,7 +843,7 @@ static void send_cmd(fq_dispatch_t *d, dev_t_ *dev, fq_cmdrec_t *rec) {
       snprintf(path, sizeof path, "/api/1/energy_sites/%" PRIu64 "/%s", dev->site,
                cmd->rest_suffix);
     fq_fa_endpoint_t ep = !dev->vehicle ? FQ_FA_EP_ENERGY
-                          : cmd->domain == FQ_DOMAIN_NONE ? FQ_FA_EP_WAKE
+                          : cmd->wake                     ? FQ_FA_EP_WAKE
                                                           : FQ_FA_EP_REST_COMMAND;
     if (ep == FQ_FA_EP_WAKE && rec->wakes >= (uint32_t)d->o.wake_max) {
       /* The user's own wake_up is billed as one, and sent again after a
@@ -1184,7 +1185,7 @@ static void start_next(fq_dispatch_t *d, dev_t_ *dev) {
       return;
     }
     /* The fleet_status pre-check (precheck.h), for what may be signed:
-     * wake_up has no signed form and needs no key. */
+     * wake_up and navigation_request have no signed form and need no key. */
     int signing = -1;
     if (d->pc && dev->vehicle && cmd->domain != FQ_DOMAIN_NONE) {
       int v = fq_precheck_look(d->pc, a->a.id, dev->vin, dev->name, d->now, &signing);
@@ -1292,8 +1293,9 @@ static void on_class(fq_dispatch_t *d, dev_t_ *dev, fq_cmdrec_t *rec, const fq_c
       if (dev->legacy) note_rc(d, legacy_save(d, dev, false));
       if (!cmd || cmd->domain == FQ_DOMAIN_NONE || dev->ep == FQ_FA_EP_WAKE) {
         /* wake_up has no signed form: the user's own, or the one waking
-         * the car for another command (which then was not sent).  Sending
-         * it again would get the same answer: there is nothing to retry. */
+         * the car for another command (which then was not sent); nor has
+         * a REST-only command.  Sending it again would get the same
+         * answer: there is nothing to retry. */
         char why[FQ_REASON_MAX];
         if (dev->ep == FQ_FA_EP_WAKE && cmd && cmd->domain != FQ_DOMAIN_NONE)
           snprintf(why, sizeof why,
@@ -1554,7 +1556,7 @@ static void act_on_answer(fq_dispatch_t *d, dev_t_ *dev, const fq_http_resp_t *r
   } else if (phase == PH_WAKE) {
     schedule_wake_poll(d, dev, &rec);
   } else if (phase == PH_WAKE_POLL) {
-    if (strcmp(r.vehicle_state, "online") == 0 && cmd && cmd->domain == FQ_DOMAIN_NONE) {
+    if (strcmp(r.vehicle_state, "online") == 0 && cmd && cmd->wake) {
       /* The user's own wake_up: online is what it asked for; sending it
        * again would bill one more. */
       finish(d, dev, &rec, FQ_ST_SUCCEEDED, "", 0);

@@ -648,8 +648,9 @@ static void reopen_pub(fq_ingress_t *in) {
 }
 
 /* SIGHUP: read the clients file again.  A file with a mistake leaves the
- * table in force as it was; a key removed or narrowed loses access from
- * the next request on, and its status subscriptions are dropped. */
+ * table (and its budgets) in force as it was; a key removed or narrowed
+ * loses access from the next request on, and its status subscriptions are
+ * dropped; its budgets apply from the next submit on. */
 static void reload_clients(fq_ingress_t *in) {
   char buf[64];
   while (read(in->o.reload_fd, buf, sizeof buf) > 0) {
@@ -665,6 +666,9 @@ static void reload_clients(fq_ingress_t *in) {
   bool narrowed = fq_clients_narrowed(in->clients, neu);
   fq_clients_free(&in->clients);
   in->clients = neu;
+  size_t nb;
+  const fq_budget_limit_t *b = fq_clients_budgets(neu, &nb);
+  fq_budget_set_limits(FQ_BUDGET_CLIENTS, b, nb);
   fq_info("ingress", "clients file %s reloaded: %zu key(s)%s", in->o.clients_file,
           fq_clients_count(neu),
           narrowed ? "; access was narrowed, so status subscribers reconnect and are checked again"

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "budget.h"
 #include "fleetq/wire.h"
 #include "log.h"
 #include "util.h"
@@ -394,6 +395,13 @@ static void render_fleet(sb_t *b) {
   }
 }
 
+static void refusal_line(void *ud, const char *tenant, uint64_t n) {
+  sb_t *b = ud;
+  sb_printf(b, "fleetq_budget_refusals_total{tenant=\"");
+  sb_label(b, tenant);
+  sb_printf(b, "\"} %llu\n", (unsigned long long)n);
+}
+
 char *fq_metrics_render(unsigned nshards, size_t *len) {
   if (nshards > FQ_METRICS_MAX_SHARDS) nshards = FQ_METRICS_MAX_SHARDS;
   sb_t b = {malloc(16384), 0, 16384, false};
@@ -404,6 +412,9 @@ char *fq_metrics_render(unsigned nshards, size_t *len) {
   render_hist(&b, &H_ack);
   render_hist(&b, &H_disp);
   render_fleet(&b);
+  head(&b, "fleetq_budget_refusals_total", "counter",
+       "Submits refused budget_exceeded, per tenant (tenant \"*\": those past the first 1024).");
+  fq_budget_refusals(refusal_line, &b);
   head(&b, "fleetq_token_refreshes_total", "counter", "OAuth token refreshes by outcome.");
   for (int r = 0; r < FQ_MR_COUNT_; r++)
     sb_printf(&b, "fleetq_token_refreshes_total{result=\"%s\"} %llu\n", refresh_name[r],

@@ -478,12 +478,14 @@ static void route_vehicle(fq__sim_world_t *w, fq__sim_account_t *a, const char *
     return;
   }
   if (post && prefix(&rest, "command/")) {
-    if (!v->legacy) {
+    const fq_cmd_t *cmd = fq_cmd_find(rest, strlen(rest), FQ_DEV_VEHICLE, NULL);
+    /* What has no signed form (navigation_request) every car takes as REST. */
+    bool rest_only = cmd && cmd->domain == FQ_DOMAIN_NONE && !cmd->wake;
+    if (!v->legacy && !rest_only) {
       ans_protocol_required(ans);
       return;
     }
-    const fq_cmd_t *cmd = fq_cmd_find(rest, strlen(rest), FQ_DEV_VEHICLE, NULL);
-    if (!cmd || cmd->domain == FQ_DOMAIN_NONE) {
+    if (!cmd || cmd->wake) {
       ans_err(ans, 400, "invalid_command", "");
       return;
     }

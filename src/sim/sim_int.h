@@ -177,6 +177,8 @@ typedef struct fq__sim_vehicle {
   double speed_limit_mph;
   char sunroof[8];         /* "closed" / "vent" / "open" */
   uint32_t homelinks;
+  char *nav_dest;          /* last navigation_request destination (heap), NULL = none */
+  uint32_t nav_requests;
   int64_t update_at_ms;    /* when the scheduled software update installs, 0 = none */
   bool playing;
   double volume;           /* 0..10 */

@@ -66,6 +66,7 @@ void fq__sim_vehicle_free(fq__sim_vehicle_t *v) {
   }
   free(v->extra_keys);
   free(v->accounts);
+  free(v->nav_dest);
 }
 
 /* Pair the keys the config says are paired. */
@@ -349,6 +350,12 @@ static const char *execute(fq__sim_vehicle_t *v, const fq_vcp_app_cmd_t *c) {
     if (!which || strcmp(which, "rear") == 0) v->rt_open = !v->rt_open;
     else if (strcmp(which, "front") == 0) v->ft_open = !v->ft_open;
     else return "invalid_value";
+  } else if (strcmp(n, "open_trunk") == 0) {
+    v->rt_open = true; /* a position, not a move: open stays open */
+  } else if (strcmp(n, "close_trunk") == 0) {
+    v->rt_open = false;
+  } else if (strcmp(n, "open_frunk") == 0) {
+    v->ft_open = true;
   } else if (strcmp(n, "charge_start") == 0) {
     if (!v->cable) return "disconnected";
     if (strcmp(v->charging, "Charging") == 0) return "is_charging";
@@ -521,13 +528,56 @@ out:
 
 /* ---- REST commands (legacy cars) --------------------------------------------- */
 
+/* The answer of a REST command: result and reason, plus the extra fields
+ * Fleet API adds (navigation_request's "queued"). */
+static int rest_answer(fq_buf_t *out, const char *why, bool queued) {
+  json_t *r = json_pack("{s:b, s:s}", "result", why == NULL, "reason", why ? why : "");
+  if (r && queued) json_object_set_new(r, "queued", json_true());
+  json_t *j = r ? json_pack("{s:o}", "response", r) : NULL;
+  char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+  json_decref(j);
+  if (!s) return -ENOMEM;
+  int rc = fq_buf_append_str(out, s);
+  free(s);
+  return rc;
+}
+
+/* navigation_request, read as the car's share handler would: the place in
+ * value["android.intent.extra.TEXT"] becomes the active route's
+ * destination.  Checked here on its own (not with fq_cmd_validate), so a
+ * body fleetq gets wrong shows up as the car's 400. */
+static int navigation(fq__sim_world_t *w, fq__sim_vehicle_t *v, const json_t *params,
+                      fq_buf_t *out, fq_err_t *err) {
+  const char *type = json_string_value(json_object_get(params, "type"));
+  json_t *value = json_object_get(params, "value");
+  const char *text = json_string_value(json_object_get(value, "android.intent.extra.TEXT"));
+  if (!type || strcmp(type, "share_ext_content_raw") != 0)
+    return fq_errf(err, FQ_EBADPARAM, "type: want share_ext_content_raw");
+  if (!json_is_object(value) || !text || !*text)
+    return fq_errf(err, FQ_EBADPARAM, "value: no android.intent.extra.TEXT");
+  char *dest = strdup(text);
+  if (!dest) return -ENOMEM;
+  free(v->nav_dest);
+  v->nav_dest = dest;
+  v->nav_requests++;
+  w->st_rest++;
+  char *body = json_dumps(params, JSON_COMPACT | JSON_SORT_KEYS);
+  fq__sim_exec_record(w, v->vin, false, 0, 0, "navigation_request",
+                      (const uint8_t *)(body ? body : "{}"), body ? strlen(body) : 2);
+  free(body);
+  return rest_answer(out, NULL, true);
+}
+
 int fq__sim_vehicle_rest(fq__sim_world_t *w, fq__sim_vehicle_t *v, const char *name,
                          const json_t *params, fq_buf_t *out, fq_err_t *err) {
   const fq_cmd_t *cmd = fq_cmd_find(name, strlen(name), FQ_DEV_VEHICLE, NULL);
-  if (!cmd || cmd->domain == FQ_DOMAIN_NONE)
-    return fq_errf(err, FQ_EUNKCMD, "unknown command %.40s", name);
+  if (!cmd || cmd->wake) return fq_errf(err, FQ_EUNKCMD, "unknown command %.40s", name);
   if (params && !json_is_object(params))
     return fq_errf(err, FQ_EBADPARAM, "the body must be a JSON object");
+  if (strcmp(cmd->name, "navigation_request") == 0) {
+    if (!params) return fq_errf(err, FQ_EBADPARAM, "the body must be a JSON object");
+    return navigation(w, v, params, out, err);
+  }
   fq_pval_t pv[FQ_MAX_PARAMS];
   fq_vcp_app_cmd_t c;
   memset(&c, 0, sizeof c);
@@ -578,14 +628,7 @@ int fq__sim_vehicle_rest(fq__sim_world_t *w, fq__sim_vehicle_t *v, const char *n
                         body ? strlen(body) : 2);
     free(body);
   }
-  json_t *j = json_pack("{s:{s:b, s:s}}", "response", "result", why == NULL, "reason",
-                        why ? why : "");
-  char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
-  json_decref(j);
-  if (!s) return -ENOMEM;
-  rc = fq_buf_append_str(out, s);
-  free(s);
-  return rc;
+  return rest_answer(out, why, false);
 }
 
 /* ---- state ------------------------------------------------------------------ */
@@ -690,11 +733,15 @@ json_t *fq__sim_vehicle_json(fq__sim_vehicle_t *v, int64_t now_ms) {
       v->name, "remote_start", v->remote_start, "honk_count", (json_int_t)v->honks,
       "flash_count", (json_int_t)v->flashes);
   add_more_state(v, charge, climate, vs);
-  json_t *j = json_pack("{s:I, s:I, s:s, s:s, s:s, s:b, s:s, s:o, s:o, s:o}", "id",
+  /* The last shared destination, as Tesla's drive_state names it. */
+  json_t *drive = json_pack("{s:I}", "navigation_request_count", (json_int_t)v->nav_requests);
+  set_new(drive, "active_route_destination", v->nav_dest ? json_string(v->nav_dest) : json_null());
+  json_t *j = json_pack("{s:I, s:I, s:s, s:s, s:s, s:b, s:s, s:o, s:o, s:o, s:o}", "id",
                         (json_int_t)v->id, "vehicle_id", (json_int_t)v->id, "vin", v->vin,
                         "display_name", v->name, "state", state, "in_service", 0,
                         "command_signing", v->legacy ? "off" : "required", "charge_state",
-                        charge, "climate_state", climate, "vehicle_state", vs);
+                        charge, "climate_state", climate, "vehicle_state", vs, "drive_state",
+                        drive);
   if (j) add_schedules(v, j);
   return j;
 }

@@ -60,6 +60,15 @@ static int decode_vcsec(const uint8_t *p, size_t n, fq_vcp_app_cmd_t *c, fq_err_
     if (rear != front) {
       name = "actuate_trunk";
       add_str(c, "which_trunk", rear ? "rear" : "front");
+    } else if (!m->fronttrunk &&
+               m->reartrunk == VCSEC__CLOSURE_MOVE_TYPE__E__CLOSURE_MOVE_TYPE_OPEN) {
+      name = "open_trunk";
+    } else if (!m->fronttrunk &&
+               m->reartrunk == VCSEC__CLOSURE_MOVE_TYPE__E__CLOSURE_MOVE_TYPE_CLOSE) {
+      name = "close_trunk";
+    } else if (!m->reartrunk &&
+               m->fronttrunk == VCSEC__CLOSURE_MOVE_TYPE__E__CLOSURE_MOVE_TYPE_OPEN) {
+      name = "open_frunk";
     }
   }
   if (!name) rc = fq_errf(err, FQ_EUNKCMD, "VCSEC message is none of our commands");

@@ -203,6 +203,37 @@ static const fq_param_spec_t p_volume[] = {
     {.name = "volume", .type = FQ_PT_FLOAT, .required = true, .min = 0, .max = 10},
 };
 
+/* navigation_request: Fleet API's REST body as Tesla's app shares a place
+ * with the car (an Android share intent): type "share_ext_content_raw",
+ * value {"android.intent.extra.TEXT": "<address or place>"}, a locale
+ * ("en-US") and the sender's clock as a string of unix ms.  The official
+ * proxy cannot sign it and forwards it as REST. */
+static const char *const share_choices[] = {"share_ext_content_raw", NULL};
+
+static const char *check_locale(const char *s, size_t n) {
+  /* A BCP 47 tag as the app sends it: letters, digits, '-' and '_'. */
+  for (size_t i = 0; i < n; i++)
+    if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
+          (s[i] >= '0' && s[i] <= '9') || s[i] == '-' || s[i] == '_'))
+      return "not a language tag (letters, digits, '-', e.g. en-US)";
+  return NULL;
+}
+
+static const char *check_digits(const char *s, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (s[i] < '0' || s[i] > '9') return "must be unix milliseconds written as digits";
+  return NULL;
+}
+
+static const fq_param_spec_t p_navigation[] = {
+    {.name = "type", .type = FQ_PT_STR, .required = true, .choices = share_choices},
+    {.name = "value", .type = FQ_PT_MAP, .required = true},
+    {.name = "locale", .type = FQ_PT_STR, .max_len = 35, .check = check_locale,
+     .examples = {"en-US", "de"}},
+    {.name = "timestamp_ms", .type = FQ_PT_STR, .max_len = 20, .check = check_digits,
+     .examples = {"1700000000000", "0"}},
+};
+
 static const fq_param_spec_t p_backup[] = {
     {.name = "backup_reserve_percent", .type = FQ_PT_INT, .required = true, .min = 0, .max = 100},
 };
@@ -308,6 +339,25 @@ static int b_trunk(const fq_cmd_t *cmd, const fq_pval_t *ps, size_t n, fq_buf_t 
     c.fronttrunk = VCSEC__CLOSURE_MOVE_TYPE__E__CLOSURE_MOVE_TYPE_MOVE;
   else
     c.reartrunk = VCSEC__CLOSURE_MOVE_TYPE__E__CLOSURE_MOVE_TYPE_MOVE;
+  VCSEC__UnsignedMessage u;
+  vcsec__unsigned_message__init(&u);
+  u.sub_message_case = VCSEC__UNSIGNED_MESSAGE__SUB_MESSAGE_CLOSURE_MOVE_REQUEST;
+  u.closuremoverequest = &c;
+  return pack(&u.base, out, err);
+}
+
+/* The non-toggling closures: build_arg is CLOSURE(part, move type), the
+ * move type being OPEN or CLOSE rather than actuate_trunk's MOVE. */
+#define CLOSURE_FRONT 0x100
+#define CLOSURE(front, type) ((front) | VCSEC__CLOSURE_MOVE_TYPE__E__CLOSURE_MOVE_TYPE_##type)
+
+static int b_closure(const fq_cmd_t *cmd, const fq_pval_t *ps, size_t n, fq_buf_t *out,
+                     fq_err_t *err) {
+  VCSEC__ClosureMoveRequest c;
+  vcsec__closure_move_request__init(&c);
+  VCSEC__ClosureMoveTypeE type = (VCSEC__ClosureMoveTypeE)(cmd->build_arg & 0xff);
+  if (cmd->build_arg & CLOSURE_FRONT) c.fronttrunk = type;
+  else c.reartrunk = type;
   VCSEC__UnsignedMessage u;
   vcsec__unsigned_message__init(&u);
   u.sub_message_case = VCSEC__UNSIGNED_MESSAGE__SUB_MESSAGE_CLOSURE_MOVE_REQUEST;
@@ -876,6 +926,41 @@ static int b_remove_schedule(const fq_cmd_t *cmd, const fq_pval_t *ps, size_t n,
   return pack_va(cmd->build_arg, msg, out, err);
 }
 
+/* The key of navigation_request's value the car reads the destination from. */
+#define SHARE_TEXT "android.intent.extra.TEXT"
+
+/* navigation_request's `value` must carry the destination as a non-empty
+ * string under SHARE_TEXT: without it the car has nothing to navigate to,
+ * and Tesla would still bill the request.  Other keys pass through (the
+ * app sends a few). */
+static int check_navigation(const fq_pval_t *ps, size_t n, fq_err_t *err) {
+  const fq_pval_t *p = fq_pval_get(ps, n, "value");
+  fq__mp_rd_t r;
+  fq__mp_obj_t o;
+  fq__mp_rd_init(&r, p->v.raw.p, p->v.raw.n);
+  if (fq__mp_next(&r, &o, err) || o.kind != FQ__MP_MAP)
+    return fq_errf(err, FQ_EBADPARAM, "params.value: not a map");
+  for (uint32_t i = 0; i < o.v.count; i++) {
+    fq__mp_obj_t k, v;
+    if (fq__mp_next(&r, &k, err)) return fq_errf(err, FQ_EBADPARAM, "params.value: %s", err->msg);
+    bool ours = k.kind == FQ__MP_STR && k.len == strlen(SHARE_TEXT) &&
+                memcmp(k.p, SHARE_TEXT, k.len) == 0;
+    if (!ours) {
+      if (fq__mp_skip(&r, 2, 8, err)) return fq_errf(err, FQ_EBADPARAM, "params.value: %s", err->msg);
+      continue;
+    }
+    if (fq__mp_next(&r, &v, err)) return fq_errf(err, FQ_EBADPARAM, "params.value: %s", err->msg);
+    if (v.kind != FQ__MP_STR || v.len < 1 || v.len > 512)
+      return fq_errf(err, FQ_EBADPARAM,
+                     "params.value." SHARE_TEXT ": expected the destination as a string of "
+                     "1..512 bytes");
+    return 0;
+  }
+  return fq_errf(err, FQ_EBADPARAM,
+                 "params.value." SHARE_TEXT ": required (the destination, an address or a "
+                 "place name)");
+}
+
 static int check_valet(const fq_pval_t *ps, size_t n, fq_err_t *err) {
   if (arg_bool(ps, n, "on") && !fq_pval_get(ps, n, "password"))
     return fq_errf(err, FQ_EBADPARAM, "params.password: required when on is true");
@@ -922,6 +1007,18 @@ static const fq_cmd_t cmds[] = {
     /* A trunk "move" toggles: sending it twice closes what the first opened. */
     {CMD("actuate_trunk"), VCSEC, PARAMS(p_actuate_trunk), .scopes = SC_VEH, .idempotent = false,
      SIGNED(b_trunk)},
+    /* Issue 16: the non-toggling forms, named like Fleet API's open_tonneau /
+     * close_tonneau (tesla-control: trunk-open, trunk-close, frunk-open;
+     * Fleet API and the proxy have no name for them).  They ask for a
+     * position (OPEN / CLOSE), not a move: sent twice, an open trunk stays
+     * open.  Closing works only on cars with a powered liftgate; no car
+     * closes its frunk remotely. */
+    {CMD("open_trunk"), VCSEC, .scopes = SC_VEH, .idempotent = true,
+     SIGNED_ARG(b_closure, CLOSURE(0, OPEN))},
+    {CMD("close_trunk"), VCSEC, .scopes = SC_VEH, .idempotent = true,
+     SIGNED_ARG(b_closure, CLOSURE(0, CLOSE))},
+    {CMD("open_frunk"), VCSEC, .scopes = SC_VEH, .idempotent = true,
+     SIGNED_ARG(b_closure, CLOSURE(CLOSURE_FRONT, OPEN))},
 
     /* Infotainment: charging. */
     {CMD("charge_start"), INFO, .scopes = SC_CHARGE, .idempotent = true,
@@ -1047,7 +1144,14 @@ static const fq_cmd_t cmds[] = {
 
     /* Not signed: a plain REST call that only wakes the car. */
     {ENDPOINT("wake_up"), .dev = FQ_DEV_VEHICLE, .domain = FQ_DOMAIN_NONE, .scopes = SC_WAKE,
-     .idempotent = true},
+     .idempotent = true, .wake = true},
+    /* Not signed either (Fleet API shares it with the car through Tesla's
+     * servers; the official proxy forwards it as REST): sent as REST to
+     * every car, woken first like any command.  The newest destination is
+     * the one that counts. */
+    {CMD("navigation_request"), .dev = FQ_DEV_VEHICLE, .domain = FQ_DOMAIN_NONE,
+     PARAMS(p_navigation), .scopes = SC_VEH, .idempotent = true, .coalesce = true,
+     .check = check_navigation, .build_json = fq_payload_build_json},
 
     /* Energy sites: REST endpoints named after what they set. */
     {ENDPOINT("backup"), SITE, PARAMS(p_backup)},

@@ -19,6 +19,18 @@ is one billable request:
 * after a kill -9 and a restart the counts are kept: acme is still refused
   and usage still shows 4.
 
+Then budgets in the clients file (a second fleetqd, with CURVE and
+--no-dispatch: a limit of 0 refuses at once, nothing needs sending):
+
+* for a tenant both files name, the clients file wins (acme: 0 there, 100
+  in the config: refused); a tenant it names without limits has none
+  (gamma, although the config's "*" is 0); the config's tenants (beta) and
+  its "*" (delta) apply otherwise; fleetq_budget_refusals_total{tenant}
+  counts each tenant's refusals;
+* SIGHUP reloads both (the clients file's and the config's budgets): the
+  new limits apply to the next submit; a clients file with a bad budget
+  is refused and changes nothing.
+
 The reset at the next UTC day is tested without waiting a day in
 tests/unit/test_budget.c (count_check_and_rollover)."""
 import calendar
@@ -26,9 +38,12 @@ import json
 import os
 import re
 import shutil
+import signal
 import tempfile
 import time
 import urllib.request
+
+import zmq
 
 from lib import dispatch as dl
 from lib import fqlib
@@ -150,6 +165,88 @@ def body(c, w):
     c.eq(r.get("error"), "budget_exceeded", "after a restart acme is still over its budget", r)
     check_usage("after the restart")
     w.check_seq(c)
+    clients_file_budgets(c)
+
+
+def write_private(path, obj):
+    fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(obj if isinstance(obj, str) else json.dumps(obj))
+    os.replace(path + ".tmp", path)
+
+
+def clients_file_budgets(c):
+    server_pub, server_sec = (k.decode() for k in zmq.curve_keypair())
+    ops_pub, ops_sec = (k.decode() for k in zmq.curve_keypair())
+    keyfile = os.path.join(TMP, "server.key")
+    write_private(keyfile, f"public {server_pub}\nsecret {server_sec}\n")
+    entries = [{"name": "ops", "key": ops_pub, "tenants": ["*"],
+                "roles": ["admin", "submit", "read"]}]
+    clients = os.path.join(TMP, "clients.json")
+    write_private(clients, {"clients": entries,
+                            "budgets": {"acme": {"daily_billable_requests": 0}, "gamma": {}}})
+    config = os.path.join(TMP, "fleetqd-curve.json")
+    write_private(config, {"budgets": {"acme": {"daily_billable_requests": 100},
+                                       "beta": {"daily_wakeups": 0},
+                                       "*": {"daily_billable_requests": 0}}})
+    port = fqlib.free_port()
+    d = fqlib.Daemon(shards=2, config=config,
+                     extra=["--curve-secret", keyfile, "--clients", clients, "--no-dispatch",
+                            "--metrics", f"127.0.0.1:{port}"])
+    d.start()
+    cl = fqlib.Client(d.endpoint, timeout=10, curve=(ops_pub, ops_sec, server_pub))
+    r = cl.call({"op": "admin", "action": "account_add", "account": "acct1",
+                 "access_token": "acct1-opaque-token", "refresh_token": "refresh-not-a-secret",
+                 "client_id": "test-client", "base_url": "http://127.0.0.1:9"})
+    c.ok(r.get("ok") is True, "curve: the admin key adds the account", r)
+    n = [0]
+
+    def sub(tenant):
+        n[0] += 1
+        return cl.submit(tenant, f"cf-{n[0]}", vin_=fqlib.vin(n[0]))
+
+    def outcomes(what, want):
+        got = {t: ("ok" if r.get("ok") else r.get("error")) for t, r in
+               ((t, sub(t)) for t in sorted(want))}
+        c.eq(got, want, what)
+
+    outcomes("clients file wins for acme (0 over the config's 100), names gamma without "
+             "limits (the config's \"*\" does not apply); the config's beta and \"*\" apply",
+             {"acme": "budget_exceeded", "beta": "budget_exceeded", "gamma": "ok",
+              "delta": "budget_exceeded"})
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    got = dict(re.findall(r'^fleetq_budget_refusals_total\{tenant="([^"]*)"\} (\S+)$', text,
+                          re.M))
+    c.eq(got, {"acme": "1", "beta": "1", "delta": "1"},
+         "fleetq_budget_refusals_total per tenant", text[-600:])
+
+    def log_text():
+        with open(d.logpath, errors="replace") as f:
+            return f.read()
+
+    # SIGHUP: the clients file now limits gamma only; the config only beta
+    # (without limits).
+    write_private(clients, {"clients": entries, "budgets": {"gamma": {"daily_wakeups": 0}}})
+    write_private(config, {"budgets": {"beta": {}}})
+    d.proc.send_signal(signal.SIGHUP)
+    ok = fqlib.wait_for(lambda: "clients file" in log_text() and "reloaded: 1 key(s)" in log_text()
+                        and "budgets from the configuration: 1 tenant(s)" in log_text(),
+                        timeout=5)
+    c.ok(ok, "SIGHUP reloads the clients file and the config's budgets", d.log_tail(8))
+    outcomes("after SIGHUP: only gamma is limited",
+             {"acme": "ok", "beta": "ok", "gamma": "budget_exceeded", "delta": "ok"})
+    # A clients file with a bad budget is refused: the limits stay.
+    write_private(clients, {"clients": entries, "budgets": {"acme": {"daily_wakeups": -1}}})
+    d.proc.send_signal(signal.SIGHUP)
+    ok = fqlib.wait_for(lambda: "clients file not reloaded" in log_text(), timeout=5)
+    c.ok(ok, "a clients file with a bad budget is not reloaded", d.log_tail(8))
+    c.ok("daily_wakeups" in log_text() and "must be an integer >= 0" in log_text(),
+         "the log names the mistake", d.log_tail(8))
+    outcomes("after the refused reload: still only gamma",
+             {"acme": "ok", "gamma": "budget_exceeded"})
+    cl.close()
+    c.eq(d.term(), 0, "curve fleetqd exits 0 on SIGTERM")
 
 
 dl.run("test_budgets", body, sites=[{"id": SITE}], daemon_opts={"--config": CONFIG, "--metrics": f"127.0.0.1:{METRICS_PORT}"})

@@ -6,11 +6,20 @@ Car V takes signed commands (INFOTAINMENT, one session, in submit order:
 per-device order makes the sequence deterministic).  Car L is a legacy car:
 a few of the same commands as REST calls with JSON bodies, the day list
 sent as text.  The simulator's execution log shows each command executed
-exactly once."""
+exactly once.
+
+navigation_request has no signed form (Fleet API takes it only as REST,
+the official proxy forwards it): car N, asleep and on the protocol, is
+woken first and then gets it as a REST call, as does legacy car L; the
+destination shows in drive_state.active_route_destination."""
 from lib import dispatch as dl
 
 V = dl.vin(161)
 L = dl.vin(162)
+N = dl.vin(163)  # wakes (100 ms) before the first poll (200 ms): one wake_up
+DEST = "1 Infinite Loop, Cupertino, CA"
+NAV = {"type": "share_ext_content_raw", "value": {"android.intent.extra.TEXT": DEST},
+       "locale": "en-US", "timestamp_ms": "1700000000000"}
 
 SCHED = {"lat": 37.5, "lon": -122.25, "start_time": 120, "start_enabled": True,
          "end_time": 420, "end_enabled": True, "days_of_week": "Mon,Wed, fri",
@@ -64,6 +73,7 @@ PHASE2 = [
     ("set_scheduled_departure", {"enable": False}),
     ("sun_roof_control", {"state": "close"}),
 ]
+TRUNK = [("open_trunk", None), ("open_trunk", None), ("open_frunk", None), ("open_frunk", None)]
 LEGACY = [
     ("add_charge_schedule", dict(SCHED, days_of_week="Sun, saturday")),
     ("set_climate_keeper_mode", {"climate_keeper_mode": 3, "manual_override": True}),
@@ -142,6 +152,17 @@ def body(c, w):
     c.eq(cs["scheduled_charging_mode"], "Off", "no departure mode")
     c.eq(vs["sun_roof_state"], "closed", "sun roof closed")
 
+    # The non-toggling closures (VCSEC): a position, so open sent twice stays
+    # open (actuate_trunk's MOVE would close it again).
+    send(w, c, "tr", V, TRUNK)
+    c.eq([(e["command"], e["domain"]) for e in w.execs(V)][-len(TRUNK):],
+         [(cmd, 2) for cmd, _ in TRUNK], "trunk commands executed once each, signed VCSEC")
+    vs = w.sim.state(V, token)["vehicle_state"]
+    c.eq((vs["rt"], vs["ft"]), (True, True), "rear trunk and frunk open after two opens each")
+    send(w, c, "tr2", V, [("close_trunk", None), ("close_trunk", None)])
+    vs = w.sim.state(V, token)["vehicle_state"]
+    c.eq((vs["rt"], vs["ft"]), (False, True), "rear trunk closed (twice), frunk still open")
+
     # A wrong speed-limit PIN is the car's refusal, and fails the command.
     i = w.submit("p3-wrong-pin", "speed_limit_activate", V, params={"pin": "1111"})
     c.ok(w.wait_terminal(i, 30), "wrong PIN terminal", w.states(i))
@@ -157,8 +178,41 @@ def body(c, w):
     c.eq(st["climate_state"]["climate_keeper_mode"], "camp", "legacy: keeper camp")
     c.eq(st["climate_state"]["seat_heater_left"], 3, "legacy: front left heater high")
     c.eq(st["vehicle_state"]["media_info"]["audio_volume"], 2, "legacy: volume 2")
+
+    navigation(c, w, token)
     w.check_seq(c)
 
 
+def navigation(c, w, token):
+    c.eq(w.sim.state(N, token)["drive_state"]["active_route_destination"], None,
+         "N: no route at first")
+    c.eq(w.sim.vehicle(N)["state"], "asleep", "N: asleep at first")
+    i = w.submit("nav-n", "navigation_request", N, params=NAV)
+    c.ok(w.wait_terminal(i, 30), "navigation_request to N terminal", w.states(i))
+    w.check_final(c, i, "succeeded", error=None)
+    w.check_events(c, i, r"queued dispatching( \w+)* waking( \w+)* sent succeeded")
+    c.eq(w.sim.vehicle(N)["wake_ups"], 1, "N: woken once before the command")
+    c.eq(w.get(i)["wakes"], 1, "get: one wake for the navigation_request")
+    c.eq([(e["command"], e["domain"]) for e in w.execs(N)], [("navigation_request", 0)],
+         "N executed it once, as a REST call (not signed)")
+    c.eq(w.sim.state(N, token)["drive_state"]["active_route_destination"], DEST,
+         "N: the destination is the active route")
+    # The legacy car takes it the same way (no wake needed: it is awake).
+    j = w.submit("nav-l", "navigation_request", L,
+                 params=dict(NAV, value={"android.intent.extra.TEXT": "Paris"}))
+    c.ok(w.wait_terminal(j, 30), "navigation_request to L terminal", w.states(j))
+    w.check_final(c, j, "succeeded", error=None)
+    c.eq(w.sim.state(L, token)["drive_state"]["active_route_destination"], "Paris",
+         "L: the destination is the active route")
+    # No destination: refused at submit, nothing sent (Tesla would bill it).
+    r = w.client.call({"op": "submit", "tenant": dl.TENANT, "key": "nav-bad", "account": "acct1",
+                       "command": "navigation_request", "vin": N,
+                       "params": {"type": "share_ext_content_raw", "value": {"x": "y"}}})
+    c.eq((r.get("ok"), r.get("error")), (False, "bad_param"), "no destination: bad_param", r)
+    c.ok("android.intent.extra.TEXT" in r.get("message", ""), "the message names the key", r)
+    c.eq(len(w.execs(N)), 1, "N executed nothing more")
+
+
 dl.run("test_dispatch_commands16", body,
-       vehicles=[dl.default_vehicle(V), dl.default_vehicle(L, legacy=True)])
+       vehicles=[dl.default_vehicle(V), dl.default_vehicle(L, legacy=True),
+                 dl.default_vehicle(N, asleep=True, wake_ms=100)])

@@ -200,3 +200,47 @@ FQ_TEST(config_budgets) {
   CHECK_INT(load("{\"budgets\": {\"acme\": 3}}", &c, &err), FQ_ECONFIG);
   CHECK(strstr(err.msg, "acme"));
 }
+
+static void count_refusal(void *ud, const char *tenant, uint64_t n) {
+  char *out = ud;
+  snprintf(out + strlen(out), 256 - strlen(out), "%s=%llu;", tenant, (unsigned long long)n);
+}
+
+/* The clients file's budgets beside the config's: for a tenant (or "*")
+ * both name, the clients file wins, both keys; a source replaced on a
+ * reload takes effect at the next check; refusals are counted per tenant. */
+FQ_TEST(clients_file_budgets_win_and_reload) {
+  fq_budget_limit_t cfg[] = {{"acme", 100, -1}, {"beta", 0, -1}, {"*", 0, -1}};
+  fq_budget_limit_t cl[] = {{"acme", 0, -1}, {"gamma", -1, -1}};
+  fq_err_t err;
+  fq_err_clear(&err);
+  fq_budget_set_limits(FQ_BUDGET_CLIENTS, NULL, 0);
+  CHECK_INT(fq_budget_init(cfg, 3, NULL, &err), 0);
+  char msg[320];
+  int64_t reset = 0, t = DAY0 + 1000;
+  CHECK_INT(fq_budget_check("acme", 4, t, &reset, msg, sizeof msg), 0); /* 100 */
+  fq_budget_set_limits(FQ_BUDGET_CLIENTS, cl, 2);
+  CHECK_INT(fq_budget_check("acme", 4, t, &reset, msg, sizeof msg), FQ_EBUDGET); /* 0 wins */
+  CHECK_INT(fq_budget_check("beta", 4, t, &reset, msg, sizeof msg), FQ_EBUDGET); /* config */
+  /* gamma is named by the clients file without limits: none, although the
+   * config's "*" would refuse it. */
+  CHECK_INT(fq_budget_check("gamma", 5, t, &reset, msg, sizeof msg), 0);
+  CHECK_INT(fq_budget_check("delta", 5, t, &reset, msg, sizeof msg), FQ_EBUDGET); /* "*" */
+  char seen[256] = "";
+  fq_budget_refusals(count_refusal, seen);
+  CHECK_STR(seen, "acme=1;beta=1;delta=1;");
+  /* A reload: the clients file drops its budgets, the config changes. */
+  fq_budget_set_limits(FQ_BUDGET_CLIENTS, NULL, 0);
+  CHECK_INT(fq_budget_check("acme", 4, t, &reset, msg, sizeof msg), 0);
+  fq_budget_limit_t cfg2[] = {{"acme", 0, -1}};
+  fq_budget_set_limits(FQ_BUDGET_CONFIG, cfg2, 1);
+  CHECK_INT(fq_budget_check("acme", 4, t, &reset, msg, sizeof msg), FQ_EBUDGET);
+  CHECK_INT(fq_budget_check("delta", 5, t, &reset, msg, sizeof msg), 0);
+  /* No limits at all: nothing refused. */
+  fq_budget_set_limits(FQ_BUDGET_CONFIG, NULL, 0);
+  CHECK_INT(fq_budget_check("acme", 4, t, &reset, msg, sizeof msg), 0);
+  seen[0] = 0;
+  fq_budget_refusals(count_refusal, seen);
+  CHECK_STR(seen, "acme=2;beta=1;delta=1;");
+  fq_budget_close();
+}

@@ -106,6 +106,24 @@ FQ_TEST(clients_load_and_find) {
   /* An empty list is valid: nobody gets in. */
   c = load("[]", &err);
   CHECK(c != NULL && fq_clients_count(c) == 0);
+  size_t nb = 9;
+  CHECK(fq_clients_budgets(c, &nb) == NULL && nb == 0);
+  fq_clients_free(&c);
+  /* The object form: the same entries, and per-tenant budgets. */
+  c = load("{\"clients\": [], \"budgets\": {\"acme\": {\"daily_billable_requests\": 5}, "
+           "\"*\": {\"daily_wakeups\": 0}}}",
+           &err);
+  CHECK(c != NULL);
+  const fq_budget_limit_t *b = fq_clients_budgets(c, &nb);
+  CHECK_INT(nb, 2);
+  if (b && nb == 2) {
+    CHECK_STR(b[0].tenant, "acme");
+    CHECK_INT(b[0].billable, 5);
+    CHECK_INT(b[0].wakeups, -1);
+    CHECK_STR(b[1].tenant, "*");
+    CHECK_INT(b[1].billable, -1);
+    CHECK_INT(b[1].wakeups, 0);
+  }
   fq_clients_free(&c);
   cleanup();
 }
@@ -129,7 +147,16 @@ static void refused(const char *text, const char *want) {
 
 FQ_TEST(clients_mistakes_name_the_entry) {
   keys();
-  refused("{}", "expected a JSON array");
+  /* The object form: the entries under "clients", budgets beside them. */
+  refused("{}", "\"clients\": required");
+  refused("{\"clients\": {}}", "expected a JSON array of client entries");
+  refused("{\"clients\": [], \"budget\": {}}", "unknown key \"budget\" (clients, budgets)");
+  refused("{\"clients\": [], \"budgets\": []}", "\"budgets\": expected an object of tenants");
+  refused("{\"clients\": [], \"budgets\": {\"acme\": {\"daily_wakeups\": -1}}}",
+          "\"budgets\": tenant \"acme\": \"daily_wakeups\" must be an integer >= 0");
+  refused("{\"clients\": [], \"budgets\": {\"a c\": {}}}", "is not a tenant name");
+  refused("{\"clients\": [], \"budgets\": {\"acme\": {\"daily_wakeup\": 1}}}",
+          "unknown key \"daily_wakeup\"");
   refused("[1]", "entry 1: expected an object");
   refused("[{\"key\": \"K1\", \"tenants\": [\"a\"], \"roles\": [\"read\"]}]",
           "entry 1: \"name\" is required");

@@ -30,6 +30,7 @@ static const char *const vehicle_cmds[] = {
     "sun_roof_control", "trigger_homelink", "schedule_software_update", "cancel_software_update",
     "media_toggle_playback", "media_next_track", "media_prev_track", "media_next_fav",
     "media_prev_fav", "media_volume_up", "media_volume_down", "adjust_volume",
+    "navigation_request", "open_trunk", "close_trunk", "open_frunk",
 };
 static const char *const site_cmds[] = {
     "backup", "operation", "storm_mode", "grid_import_export",
@@ -127,8 +128,12 @@ FQ_TEST(domains_and_rest_suffixes) {
     char want[80];
     snprintf(want, sizeof want, "command/%s", c->name);
     CHECK_STR(c->rest_suffix, want);
-    if (c->domain != FQ_DOMAIN_VCSEC) CHECK_INT(c->domain, FQ_DOMAIN_INFOTAINMENT);
+    /* navigation_request alone goes unsigned (Fleet API's REST only). */
+    if (strcmp(c->name, "navigation_request") == 0) CHECK_INT(c->domain, FQ_DOMAIN_NONE);
+    else if (c->domain != FQ_DOMAIN_VCSEC) CHECK_INT(c->domain, FQ_DOMAIN_INFOTAINMENT);
+    CHECK(!c->wake);
   }
+  CHECK(veh("wake_up")->wake);
 }
 
 FQ_TEST(scopes_follow_the_safe_rule) {
@@ -353,10 +358,49 @@ FQ_TEST(pval_helpers) {
   CHECK_STR(fq_ptype_name(FQ_PT_FLOAT), "number");
 }
 
+static fq_pval_t pm(const char *name, const char *mp, size_t n) {
+  return (fq_pval_t){.name = name, .name_len = strlen(name), .type = FQ_PT_MAP,
+                     .v.raw = {(const uint8_t *)mp, n}};
+}
+#define PM(name, lit) pm(name, lit, sizeof lit - 1)
+
+FQ_TEST(navigation_request_needs_a_destination) {
+  const char *share = "share_ext_content_raw";
+  OK("navigation_request", V, ps("type", share),
+     PM("value", "\x81\xb9" "android.intent.extra.TEXT" "\xa9" "Paris, FR"),
+     ps("locale", "en-US"), ps("timestamp_ms", "1700000000000"));
+  /* Other keys of the intent pass; the destination may come after them. */
+  OK("navigation_request", V, ps("type", share),
+     PM("value", "\x82\xa1k\x91\x01\xb9" "android.intent.extra.TEXT" "\xa1x"));
+  BAD("navigation_request", V,
+      "params.value.android.intent.extra.TEXT: required (the destination, an address or a place "
+      "name)",
+      ps("type", share), PM("value", "\x80"));
+  BAD("navigation_request", V,
+      "params.value.android.intent.extra.TEXT: expected the destination as a string of 1..512 "
+      "bytes",
+      ps("type", share), PM("value", "\x81\xb9" "android.intent.extra.TEXT" "\x01"));
+  BAD("navigation_request", V,
+      "params.value.android.intent.extra.TEXT: expected the destination as a string of 1..512 "
+      "bytes",
+      ps("type", share), PM("value", "\x81\xb9" "android.intent.extra.TEXT" "\xa0"));
+  BAD("navigation_request", V, "params.type: \"share\" is not one of share_ext_content_raw",
+      ps("type", "share"), PM("value", "\x81\xb9" "android.intent.extra.TEXT" "\xa1x"));
+  BAD("navigation_request", V, "params.value: required", ps("type", share));
+  BAD("navigation_request", V,
+      "params.timestamp_ms: must be unix milliseconds written as digits", ps("type", share),
+      PM("value", "\x81\xb9" "android.intent.extra.TEXT" "\xa1x"), ps("timestamp_ms", "12a"));
+  BAD("navigation_request", V,
+      "params.locale: not a language tag (letters, digits, '-', e.g. en-US)", ps("type", share),
+      PM("value", "\x81\xb9" "android.intent.extra.TEXT" "\xa1x"), ps("locale", "en US"));
+}
+
 FQ_TEST(every_command_accepts_its_minimal_params) {
   /* Build the smallest valid parameter set for each command from its own
    * spec, so a table entry whose spec cannot be satisfied is caught. */
-  static const char *const dummy_map = "\x80";
+  /* A map every map parameter takes: navigation_request's value needs the
+   * destination under android.intent.extra.TEXT (25 bytes, fixstr 0xb9). */
+  static const char dummy_map[] = "\x81\xb9" "android.intent.extra.TEXT" "\xa1x";
   for (size_t i = 0; i < fq_cmd_count(); i++) {
     const fq_cmd_t *c = fq_cmd_at(i);
     fq_pval_t p[FQ_MAX_PARAMS];
@@ -374,7 +418,7 @@ FQ_TEST(every_command_accepts_its_minimal_params) {
       }
       if (sp->type == FQ_PT_MAP) {
         v.v.raw.p = (const uint8_t *)dummy_map;
-        v.v.raw.n = 1;
+        v.v.raw.n = sizeof dummy_map - 1;
       }
       p[n++] = v;
     }
@@ -439,7 +483,9 @@ static void check_spec(const fq_cmd_t *c, const fq_param_spec_t *sp) {
       for (const char *const *o = sp->choices; o < ch; o++)
         if (strcmp(*o, *ch) == 0) FQ__FAIL("%s.%s: choice \"%s\" twice", cn, pn, *ch);
     }
-    if (sp->choices && (!sp->choices[0] || !sp->choices[1]))
+    /* One choice is a constant Fleet API demands in the body
+     * (navigation_request's type): only a required parameter may be one. */
+    if (sp->choices && (!sp->choices[0] || (!sp->choices[1] && !sp->required)))
       FQ__FAIL("%s.%s: fewer than two choices", cn, pn);
     break;
   case FQ_PT_BOOL:
@@ -531,7 +577,12 @@ FQ_TEST(every_entry_is_well_formed) {
     if ((c->nparams || c->domain != FQ_DOMAIN_NONE || c->dev == FQ_DEV_SITE) && !c->build_json)
       FQ__FAIL("%s: no JSON body builder", cn);
     char want[96];
-    snprintf(want, sizeof want, "%s%s", c->domain != FQ_DOMAIN_NONE ? "command/" : "", cn);
+    /* A vehicle command's path is command/<name>, signed or not; the wake_up
+     * endpoint and the site endpoints are named after themselves. */
+    if (c->wake != (strcmp(cn, "wake_up") == 0)) FQ__FAIL("%s: wake flag %d", cn, c->wake);
+    if (c->wake && c->domain != FQ_DOMAIN_NONE) FQ__FAIL("%s: a signed wake", cn);
+    snprintf(want, sizeof want, "%s%s",
+             c->dev == FQ_DEV_VEHICLE && !c->wake ? "command/" : "", cn);
     if (!c->rest_suffix || strcmp(c->rest_suffix, want) != 0)
       FQ__FAIL("%s: rest_suffix \"%s\", want \"%s\"", cn, c->rest_suffix ? c->rest_suffix : "",
                want);
@@ -670,8 +721,8 @@ FQ_TEST(protocol_doc_matches_the_table) {
   bool in9 = false;
   fq_devtype_t dev = 0;
   size_t rows = 0;
-  bool seen[64] = {false};
-  CHECK(fq_cmd_count() <= 64);
+  bool seen[128] = {false};
+  CHECK(fq_cmd_count() <= 128);
   while (fgets(line, sizeof line, f)) {
     line[strcspn(line, "\n")] = '\0';
     if (strncmp(line, "## ", 3) == 0) in9 = strncmp(line, "## 9. ", 6) == 0;

@@ -319,8 +319,10 @@ static size_t minimal_params(const fq_cmd_t *cmd, fq_pval_t *pv) {
       p->v.s.n = strlen(p->v.s.p);
       break;
     case FQ_PT_MAP:
-      p->v.raw.p = (const uint8_t *)"\x81\xa1k\x01"; /* {"k": 1} */
-      p->v.raw.n = 4;
+      /* {"android.intent.extra.TEXT": "x"}: any map parameter takes it,
+       * navigation_request's value needs that key. */
+      p->v.raw.p = (const uint8_t *)"\x81\xb9" "android.intent.extra.TEXT" "\xa1x";
+      p->v.raw.n = 29;
       break;
     }
     n++;
@@ -329,7 +331,7 @@ static size_t minimal_params(const fq_cmd_t *cmd, fq_pval_t *pv) {
 }
 
 FQ_TEST(command_table_builders) {
-  size_t signed_cmds = 0, sites = 0;
+  size_t signed_cmds = 0, sites = 0, rest_only = 0;
   for (size_t i = 0; i < fq_cmd_count(); i++) {
     const fq_cmd_t *cmd = fq_cmd_at(i);
     fq_pval_t pv[FQ_MAX_PARAMS];
@@ -351,8 +353,11 @@ FQ_TEST(command_table_builders) {
       fq_vcp_app_cmd_t back;
       CHECK_INT(fq_vcp_app_decode_command(cmd->domain, out.data, out.len, &back, NULL), 0);
       CHECK_STR(back.name, cmd->name);
-    } else if (cmd->dev == FQ_DEV_SITE) {
-      sites++;
+    } else if (cmd->dev == FQ_DEV_SITE || (cmd->params && !cmd->build_payload)) {
+      /* Sites, and the vehicle commands only REST takes: a JSON body of
+       * exactly the params. */
+      sites += cmd->dev == FQ_DEV_SITE;
+      rest_only += cmd->dev == FQ_DEV_VEHICLE;
       CHECK(cmd->build_json != NULL);
       if (!cmd->build_json) continue;
       rc = cmd->build_json(cmd, pv, n, &out, &err);
@@ -365,6 +370,7 @@ FQ_TEST(command_table_builders) {
   }
   CHECK(signed_cmds >= 23);
   CHECK(sites >= 6);
+  CHECK(rest_only >= 1); /* navigation_request */
   /* Validation refuses before any builder runs. */
   const fq_cmd_t *c = fq_cmd_find("set_charge_limit", 16, FQ_DEV_VEHICLE, NULL);
   CHECK(c != NULL);
@@ -392,6 +398,7 @@ static const char *const issue16[] = {
     "sun_roof_control", "trigger_homelink", "schedule_software_update", "cancel_software_update",
     "media_toggle_playback", "media_next_track", "media_prev_track", "media_next_fav",
     "media_prev_fav", "media_volume_up", "media_volume_down", "adjust_volume",
+    "open_trunk", "close_trunk", "open_frunk",
 };
 #define NISSUE16 (sizeof issue16 / sizeof issue16[0])
 
@@ -423,7 +430,10 @@ FQ_TEST(issue16_payload_vectors) {
     if (out.len != (size_t)wl || memcmp(out.data, want, out.len) != 0)
       fprintf(stderr, "  vector %zu (%s):\n", i, command);
     CHECK_MEM(out.data, out.len, want, (size_t)wl);
-    CHECK_INT(domain, FQ_VCP_DOMAIN_INFOTAINMENT);
+    /* CarServer.Action for infotainment, VCSEC.UnsignedMessage for the closures. */
+    const char *msg = json_string_value(json_object_get(v, "message"));
+    CHECK_INT(domain, msg && strncmp(msg, "VCSEC.", 6) == 0 ? FQ_VCP_DOMAIN_VCSEC
+                                                          : FQ_VCP_DOMAIN_INFOTAINMENT);
     fq_vcp_app_cmd_t back;
     CHECK_INT(fq_vcp_app_decode_command(domain, want, (size_t)wl, &back, NULL), 0);
     CHECK_STR(back.name, command);
@@ -503,6 +513,12 @@ FQ_TEST(issue16_bad_params) {
       {"media_volume_down", "{\"volume\":1}",
        "params.volume: unknown parameter for media_volume_down"},
       {"adjust_volume", "{\"volume\":10.5}", "params.volume: 10.5 is out of range 0..10"},
+      /* actuate_trunk's parameter does not apply: each names its part. */
+      {"open_trunk", "{\"which_trunk\":\"front\"}",
+       "params.which_trunk: unknown parameter for open_trunk"},
+      {"close_trunk", "{\"which_trunk\":\"rear\"}",
+       "params.which_trunk: unknown parameter for close_trunk"},
+      {"open_frunk", "{\"x\":1}", "params.x: unknown parameter for open_frunk"},
   };
   bool covered[NISSUE16] = {false};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {

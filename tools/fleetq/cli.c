@@ -104,3 +104,70 @@ bool fq_cli_parse_when(const char *s, int64_t now_ms, int64_t *ms) {
   *ms = now_ms + (int64_t)n * unit;
   return true;
 }
+
+/* ---- one-request subcommands ------------------------------------------------ */
+
+int fq_cli_conn_finish(const char *cmd, fq_client_opts_t *o, const char *endpoint,
+                       double timeout_s) {
+  int crc = fq_cli_conn_resolve(cmd, o);
+  if (crc >= 0) return crc;
+  o->endpoint = endpoint;
+  o->timeout_ms = (int)(timeout_s * 1000);
+  return -1;
+}
+
+int fq_cli_parse_timeout(const char *prog, const char *v, double *s) {
+  char *end = NULL;
+  *s = strtod(v, &end);
+  if (!end || *end || !(*s > 0) || *s > 3600)
+    return fq_opt_usage_error(prog, "--timeout wants seconds > 0, got '%s'", v);
+  return 0;
+}
+
+int fq_cli_ask(const char *prog, const fq_client_opts_t *o, const fq_buf_t *req, fq_buf_t *raw,
+               fq_msg_t *m) {
+  fq_err_t e;
+  fq_err_clear(&e);
+  int rc = FQ_CLI_ASK_FAILED;
+  bool decoded = false;
+  fq_client_t *c = fq_client_new_opts(o, &e);
+  if (!c) {
+    fprintf(stderr, "%s: %s: %s\n", prog, fq_errname(e.code), e.msg);
+    return rc;
+  }
+  int qrc = fq_client_request(c, req->data, req->len, raw, &e);
+  if (qrc) {
+    bool away = qrc == -ETIMEDOUT;
+    fprintf(stderr, "%s: %s%s: %s\n", prog, away ? "cannot reach fleetqd at " : fq_errname(qrc),
+            away ? o->endpoint : "", e.msg);
+    if (away) rc = FQ_CLI_ASK_UNREACHABLE;
+    goto out;
+  }
+  if (fq_msg_decode(m, raw->data, raw->len, &e)) {
+    fprintf(stderr, "%s: bad_reply: %s\n", prog, e.msg);
+    goto out;
+  }
+  decoded = true;
+  bool ok = false;
+  if (!fq_mp_bool(fq_mp_get(m->root, "ok"), &ok) || !ok) {
+    const char *code = "error", *msg = "";
+    size_t cn = 5, mn = 0;
+    fq_mp_str(fq_mp_get(m->root, "error"), &code, &cn);
+    fq_mp_str(fq_mp_get(m->root, "message"), &msg, &mn);
+    fprintf(stderr, "%s: %.*s: %.*s\n", prog, (int)cn, code, (int)mn, msg);
+    goto out;
+  }
+  rc = FQ_CLI_ASK_OK;
+out:
+  if (decoded && rc != FQ_CLI_ASK_OK) fq_msg_free(m);
+  fq_client_destroy(&c);
+  return rc;
+}
+
+void fq_cli_print_json(const fq_buf_t *raw) {
+  fq_buf_t js;
+  fq_buf_init(&js, 4 * FQ_CLIENT_MAX_REPLY);
+  if (fq_msgpack_to_json(raw->data, raw->len, &js, 0) == 0)
+    printf("%.*s\n", (int)js.len, (const char *)js.data);
+  fq_buf_free(&js);
+}

@@ -82,6 +82,33 @@ struct fq_client_opts;
  * after printing "fleetq <cmd>: <why>" (a usage error). */
 int fq_cli_conn_resolve(const char *cmd, struct fq_client_opts *o);
 
+/* After parsing, for a one-request subcommand: fq_cli_conn_resolve, then
+ * the endpoint and the reply timeout into o.  -1 when fine, else the exit
+ * status (2, a usage error, printed). */
+int fq_cli_conn_finish(const char *cmd, struct fq_client_opts *o, const char *endpoint,
+                       double timeout_s);
+
+/* --timeout SECONDS as the one-request subcommands take it: > 0, at most
+ * an hour.  0 with *s set, or 2 after printing the usage error. */
+int fq_cli_parse_timeout(const char *prog, const char *v, double *s);
+
+/* A one-request subcommand's exchange (health, usage): connect with o,
+ * send req, wait for the reply into raw and decode it into *m (which
+ * points into raw).  FQ_CLI_ASK_OK with *m to free (fq_msg_free) when
+ * fleetqd answered ok: true; otherwise "<prog>: ..." was printed on
+ * stderr and nothing is left to free: FQ_CLI_ASK_UNREACHABLE when no
+ * answer came in time (ZeroMQ connects in the background: a daemon that is
+ * not there is a request that times out), FQ_CLI_ASK_FAILED for anything
+ * else (a refusal, a bad reply, no memory). */
+enum { FQ_CLI_ASK_OK = 0, FQ_CLI_ASK_FAILED = 1, FQ_CLI_ASK_UNREACHABLE = 2 };
+struct fq_buf;
+struct fq_msg;
+int fq_cli_ask(const char *prog, const struct fq_client_opts *o, const struct fq_buf *req,
+               struct fq_buf *raw, struct fq_msg *m);
+
+/* --json: the reply (msgpack in raw) as one line of JSON on stdout. */
+void fq_cli_print_json(const struct fq_buf *raw);
+
 /* A time as unix ms: decimal unix milliseconds (1795920000000) or
  * ISO-8601 / RFC 3339 (2026-11-29T03:00:00Z, 2026-11-29T03:00:00.250+01:00,
  * 2026-11-29; no offset: UTC).  False when malformed. */

@@ -142,74 +142,38 @@ static int cmd_health(int argc, char **argv) {
                                   v);
       break;
     case H_TIMEOUT:
-      timeout_s = strtod(v, &end);
-      if (!end || *end || !(timeout_s > 0) || timeout_s > 3600)
-        return fq_opt_usage_error(prog, "--timeout wants seconds > 0, got '%s'", v);
+      if (fq_cli_parse_timeout(prog, v, &timeout_s)) return 2;
       break;
     default: return fq_opt_usage_error(prog, "option --%s is not handled", p.opt->name);
     }
   }
   if (p.next < argc) return fq_opt_usage_error(prog, "unexpected argument '%s'", argv[p.next]);
-  int crc = fq_cli_conn_resolve("health", &co);
+  int crc = fq_cli_conn_finish("health", &co, endpoint, timeout_s);
   if (crc >= 0) return crc;
-  co.endpoint = endpoint;
-  co.timeout_ms = (int)(timeout_s * 1000);
 
   int rc = 1;
-  fq_err_t e;
-  fq_err_clear(&e);
   fq_buf_t req, raw;
   fq_msg_t m;
-  bool decoded = false;
   fq_buf_init(&req, 256);
   fq_buf_init(&raw, FQ_CLIENT_MAX_REPLY);
-  fq_client_t *c = fq_client_new_opts(&co, &e);
-  if (!c) {
-    fprintf(stderr, "%s: %s: %s\n", prog, fq_errname(e.code), e.msg);
-    goto out;
-  }
   if (build_request(&req, stuck_ms) != 0) {
     fprintf(stderr, "%s: out of memory\n", prog);
     goto out;
   }
-  int qrc = fq_client_request(c, req.data, req.len, &raw, &e);
-  if (qrc) {
-    /* ZeroMQ connects in the background: a daemon that is not there is
-     * a request that times out. */
-    bool away = qrc == -ETIMEDOUT;
-    fprintf(stderr, "%s: %s%s: %s\n", prog, away ? "cannot reach fleetqd at " : fq_errname(qrc),
-            away ? endpoint : "", e.msg);
-    rc = away ? HEALTH_UNREACHABLE : 1;
+  int arc = fq_cli_ask(prog, &co, &req, &raw, &m);
+  if (arc != FQ_CLI_ASK_OK) {
+    rc = arc == FQ_CLI_ASK_UNREACHABLE ? HEALTH_UNREACHABLE : 1;
     goto out;
   }
-  if (fq_msg_decode(&m, raw.data, raw.len, &e)) {
-    fprintf(stderr, "%s: bad_reply: %s\n", prog, e.msg);
-    goto out;
-  }
-  decoded = true;
-  bool ok = false, healthy = false;
-  if (!fq_mp_bool(fq_mp_get(m.root, "ok"), &ok) || !ok) {
-    const char *code = "error", *msg = "";
-    size_t cn = 5, mn = 0;
-    fq_mp_str(fq_mp_get(m.root, "error"), &code, &cn);
-    fq_mp_str(fq_mp_get(m.root, "message"), &msg, &mn);
-    fprintf(stderr, "%s: %.*s: %.*s\n", prog, (int)cn, code, (int)mn, msg);
-    goto out;
-  }
+  bool healthy = false;
   fq_mp_bool(fq_mp_get(m.root, "healthy"), &healthy);
-  if (json) {
-    fq_buf_t js;
-    fq_buf_init(&js, 4 * FQ_CLIENT_MAX_REPLY);
-    if (fq_msgpack_to_json(raw.data, raw.len, &js, 0) == 0)
-      printf("%.*s\n", (int)js.len, (const char *)js.data);
-    fq_buf_free(&js);
-  } else {
+  if (json)
+    fq_cli_print_json(&raw);
+  else
     print_text(m.root, healthy);
-  }
+  fq_msg_free(&m);
   rc = healthy ? 0 : 1;
 out:
-  if (decoded) fq_msg_free(&m);
-  fq_client_destroy(&c);
   fq_buf_free(&req);
   fq_buf_free(&raw);
   return rc;

@@ -908,7 +908,9 @@ static const fq_cli_doc_t g_watch_doc = {
         "are normal (other devices share them), so only --fill can detect losses.\n"
         "--fill also looks past the last event seen whenever the stream is quiet\n"
         "for half a second, because events dropped at the end of a burst leave no\n"
-        "later seq to reveal them.\n",
+        "later seq to reveal them.  A history page fleetqd answers busy (or\n"
+        "internal) is asked again, up to 8 times with growing pauses (a timeout:\n"
+        "once more); events it still could not fetch are named on stderr.\n",
     .notes = FQ_CLI_CURVE_NOTE,
     .exit = "0 after N events, after S seconds without --count, or on Ctrl-C;\n"
             "1 fewer than N events arrived within S seconds, or the publisher\n"
@@ -982,6 +984,50 @@ static bool event_matches(const msgpack_object *ev, const char *prefix) {
   return strncmp(dev, prefix, strlen(prefix)) == 0;
 }
 
+/* One history page for watch_fill, tried again while fleetqd answers
+ * `busy` or `internal`, or not in time (it is when a flood of submits
+ * makes a watcher fall behind that its pages are most likely refused): a
+ * page given up leaves a hole in what the watch prints (a timeout is
+ * tried once more only).  0 with *m to
+ * free, or 1 (said on stderr) after the last attempt or a refusal no
+ * retry can change. */
+#define WATCH_PAGE_TRIES 8
+
+static int history_page(watch_state_t *w, const fq_buf_t *req, fq_buf_t *raw, fq_msg_t *m) {
+  qopts_t quiet = *w->o;
+  quiet.json = false;
+  long pause_ms = 100;
+  for (int attempt = 1;; attempt++) {
+    fq_err_t e;
+    fq_err_clear(&e);
+    memset(m, 0, sizeof *m);
+    bool again = false;
+    int rc = fq_client_request(w->c, req->data, req->len, raw, &e);
+    if (rc) {
+      /* Each wait is a whole --timeout: one more, not seven. */
+      again = rc == -ETIMEDOUT && attempt < 2;
+      if (!again)
+        fprintf(stderr, "%s: history: %s: %s\n", w->o->prog,
+                rc == -ETIMEDOUT ? "timeout" : fq_errname(rc), e.msg);
+    } else if (fq_msg_decode(m, raw->data, raw->len, &e)) {
+      fprintf(stderr, "%s: history: bad_reply: %s\n", w->o->prog, e.msg);
+    } else {
+      bool ok = false;
+      if (fq_mp_bool(fq_mp_get(m->root, "ok"), &ok) && ok) return 0;
+      const char *code = "";
+      size_t cn = 0;
+      fq_mp_str(fq_mp_get(m->root, "error"), &code, &cn);
+      again = (cn == 4 && !memcmp(code, "busy", 4)) || (cn == 8 && !memcmp(code, "internal", 8));
+      if (!again || attempt == WATCH_PAGE_TRIES) print_error_reply(&quiet, m->root);
+      fq_msg_free(m);
+    }
+    if (!again || attempt == WATCH_PAGE_TRIES || g_stop) return 1;
+    struct timespec ts = {pause_ms / 1000, (pause_ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+    if (pause_ms < 2000) pause_ms *= 2;
+  }
+}
+
 /* Fetch events (after, upto) of a shard with history and print the ones
  * that match the watch filter; returns how many were printed.  With
  * tenant, only that tenant's events, and after / upto / *last count its
@@ -995,8 +1041,6 @@ static uint64_t watch_fill(watch_state_t *w, uint32_t shard, const char *tenant,
   fq_buf_init(&req, 4096);
   fq_buf_init(&raw, FQ_CLIENT_MAX_REPLY);
   if (!w->c) w->c = open_client(w->o);
-  qopts_t quiet = *w->o;
-  quiet.json = false;
   while (w->c && after + 1 < upto && !g_stop) {
     fq_msg_t m;
     uint64_t want = upto - after - 1;
@@ -1004,7 +1048,7 @@ static uint64_t watch_fill(watch_state_t *w, uint32_t shard, const char *tenant,
     if (fq_req_history_tenant(&req, shard, tenant, after,
                               (uint32_t)(want > 1000 ? 1000 : want), false, 0))
       break;
-    if (round_trip(w->c, &quiet, &req, &raw, &m)) break;
+    if (history_page(w, &req, &raw, &m)) break;
     const msgpack_object *evs = fq_mp_get(m.root, "events");
     uint64_t before = after;
     if (evs && evs->type == MSGPACK_OBJECT_ARRAY) {
@@ -1211,12 +1255,17 @@ static int cmd_watch(int argc, char **argv) {
                   " missed (--fill fetches them)\n",
                   wt->tenant, shard, wt->last + 1, t - 1);
         } else {
-          uint64_t from = wt->last + 1;
-          uint64_t got = watch_fill(w, (uint32_t)shard, wt->tenant, wt->last, t, NULL, true);
+          uint64_t from = wt->last + 1, reached = wt->last;
+          uint64_t got = watch_fill(w, (uint32_t)shard, wt->tenant, wt->last, t, &reached, true);
           fprintf(stderr,
                   "fleetq watch: tenant %s on shard %" PRId64 ": recovered %" PRIu64
                   " missed event(s) from history (tseq %" PRIu64 "..%" PRIu64 ")\n",
                   wt->tenant, shard, got, from, t - 1);
+          if (reached + 1 < t)
+            fprintf(stderr,
+                    "fleetq watch: tenant %s on shard %" PRId64 ": tseq %" PRIu64 "..%" PRIu64
+                    " could not be fetched: those events are missing from this output\n",
+                    wt->tenant, shard, reached + 1, t - 1);
         }
       }
       if (t > wt->last) wt->last = t;

@@ -62,9 +62,9 @@ static char **g_argv;
 
 /* SIGHUP's log part: reopen the log file (logrotate renamed it), and read
  * the configuration again the way start-up did (defaults, --config file,
- * flags), of which only the log level takes effect: a flag still wins over
- * the file, so a level given with --log-level stays.  A file that no
- * longer parses leaves everything as it was. */
+ * flags), of which the log level and the budgets take effect: a flag still
+ * wins over the file, so a level given with --log-level stays.  A file
+ * that no longer parses leaves everything as it was. */
 static void reload_log(void) {
   fq_err_t err;
   fq_err_clear(&err);
@@ -79,9 +79,15 @@ static void reload_log(void) {
   fq_err_clear(&err);
   int rc = fq_config_from_args(cfg, g_argc, g_argv, &err);
   if (rc != 0) {
-    fq_error("fleetqd", "configuration not reloaded, the log level stays %s: %s",
-             fq_log_level_name(fq_log_get_level()), err.msg);
-  } else if (cfg->log_level != fq_log_get_level()) {
+    fq_error("fleetqd", "configuration not reloaded, the log level and budgets stay: %s",
+             err.msg);
+    free(cfg);
+    return;
+  }
+  /* The config's budgets (the clients file's are reloaded by the ingress). */
+  fq_budget_set_limits(FQ_BUDGET_CONFIG, cfg->budgets, cfg->nbudgets);
+  fq_info("fleetqd", "budgets from the configuration: %zu tenant(s)", cfg->nbudgets);
+  if (cfg->log_level != fq_log_get_level()) {
     int old = fq_log_get_level();
     /* Said at both levels' threshold: whichever is lower shows it. */
     fq_log_set_level(cfg->log_level < old ? cfg->log_level : old);
@@ -174,6 +180,9 @@ static int load_security(daemon_t *d) {
     fprintf(stderr, "fleetqd: --clients: %s\n", err.msg);
     return -1;
   }
+  size_t nb;
+  const fq_budget_limit_t *b = fq_clients_budgets(d->clients, &nb);
+  fq_budget_set_limits(FQ_BUDGET_CLIENTS, b, nb);
   fq_info("fleetqd", "CURVE on: server public key %s, %zu client key(s) from %s", pub,
           fq_clients_count(d->clients), cfg->clients);
   return 0;

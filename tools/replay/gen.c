@@ -129,6 +129,11 @@ static const uint8_t g_tou[] = {0x81, 0xb1, 't', 'a', 'r', 'i', 'f', 'f', '_', '
                                 'n',  't',  'e', 'n', 't', '_', 'v', '2', 0x81, 0xa7, 'v',
                                 'e',  'r',  's', 'i', 'o', 'n', 0x01};
 
+/* navigation_request's value: {"android.intent.extra.TEXT": "Home"}. */
+static const uint8_t g_share[] = {0x81, 0xb9, 'a', 'n', 'd', 'r', 'o', 'i', 'd', '.', 'i', 'n',
+                                  't',  'e',  'n', 't', '.', 'e', 'x', 't', 'r', 'a', '.', 'T',
+                                  'E',  'X',  'T', 0xa4, 'H', 'o', 'm', 'e'};
+
 /* Draw valid parameters for cmd into pv (strings point into `names`,
  * which the caller keeps alive while the record is encoded). */
 static size_t draw_params(const fq_cmd_t *cmd, fq_rng_t *r, fq_pval_t *pv, char *names,
@@ -175,8 +180,13 @@ static size_t draw_params(const fq_cmd_t *cmd, fq_rng_t *r, fq_pval_t *pv, char 
       }
       break;
     case FQ_PT_MAP:
-      p->v.raw.p = g_tou;
-      p->v.raw.n = sizeof g_tou;
+      if (strcmp(sp->name, "value") == 0) {
+        p->v.raw.p = g_share;
+        p->v.raw.n = sizeof g_share;
+      } else {
+        p->v.raw.p = g_tou;
+        p->v.raw.n = sizeof g_tou;
+      }
       break;
     }
     n++;

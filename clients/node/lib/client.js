@@ -44,8 +44,12 @@ class Client {
     this.timeout = opts.timeout ?? 10000
     this.retries = opts.retries ?? 2
     this._curve = C.curveOptions(opts.curveKey, opts.serverKey)
-    this._sock = new zmq.Dealer({ linger: 0, sendHighWaterMark: 0, receiveHighWaterMark: 0, ...(this._curve || {}) })
-    this._sock.connect(this.endpoint)
+    // A DEALER with no connection waits in send, and libzmq drops the
+    // connection fleetqd refused (an unlisted or removed CURVE key, a wrong
+    // server key): sendTimeout ends such a send after `timeout` ms, and the
+    // request (with those queued behind it) fails with Timeout instead of
+    // going out whenever a connection comes, long after its caller gave up.
+    this._sock = this._dealer()
     // Random start: a late reply to another process's request on a reused
     // connection is never taken for ours.
     this._next = Math.floor(Math.random() * 2 ** 40) + 1
@@ -56,6 +60,22 @@ class Client {
     this._pumping = false
     this._closed = false
     this._watches = new Set()
+  }
+
+  _dealer () {
+    const sock = new zmq.Dealer({ linger: 0, sendHighWaterMark: 0, receiveHighWaterMark: 0, sendTimeout: Math.max(1, this.timeout), ...(this._curve || {}) })
+    sock.connect(this.endpoint)
+    return sock
+  }
+
+  // libzmq does not try again after a refused handshake: a fresh socket
+  // does, so that a key listed later (a SIGHUP of the clients file) gets in
+  // without a new Client.  The old socket's reader ends with it.
+  _renew () {
+    const old = this._sock
+    this._sock = this._dealer()
+    if (!old.closed) old.close()
+    if (this._reader) this._reader = this._read()
   }
 
   // Closes the socket and every watch of this client (their subscribers
@@ -72,29 +92,39 @@ class Client {
 
   async _read () {
     try {
-      for await (const frames of this._sock) {
+      for await (const frames of this._sock) { // this socket, until it closes
         let reply
         try {
           reply = C.unpack(frames[frames.length - 1])
         } catch (e) {
           continue
         }
-        if (!reply) continue
-        const d = this._waiting.get(reply.req)
-        if (d) {
-          d.resolve(reply)
-          continue
-        }
-        for (const b of this._batches) {
-          if (b.owner.has(reply.req)) {
-            b.resolve(reply)
-            break
-          }
-        }
+        if (reply) this._deliver(reply)
       }
     } catch (e) {
       // the socket was closed
     }
+  }
+
+  // Hand a reply (or an UNSENT note) to the call or batch waiting for it.
+  _deliver (reply) {
+    const d = this._waiting.get(reply.req)
+    if (d) {
+      d.resolve(reply)
+      return
+    }
+    for (const b of this._batches) {
+      if (b.owner.has(reply.req)) {
+        b.resolve(reply)
+        return
+      }
+    }
+  }
+
+  _unsentMessage () {
+    return `cannot send to ${this.endpoint} within ${this.timeout} ms: no connection ` +
+      '(fleetqd is down, or it refused this client: check the CURVE key is in ' +
+      "fleetqd's clients file and the server key is fleetqd's)"
   }
 
   // body is ours to change (built by this client, or a caller's copied):
@@ -103,24 +133,34 @@ class Client {
   _send (body) {
     const req = this._next++
     body.req = req
-    this._outq.push(C.pack(body))
+    this._outq.push(C.pack(body), req)
     if (!this._pumping) this._pump()
     return req
   }
 
   // zeromq.js takes one send at a time (the next only once the previous
   // promise settled, even when it was queued at once): one pump feeds the
-  // socket from a queue.
+  // socket from a queue of (message, req) pairs.  A send that times out
+  // (no connection) fails its request and every one queued behind it: each
+  // would wait as long again.
   async _pump () {
     this._pumping = true
+    let q = []
+    let i = 0
     try {
       while (this._outq.length) {
-        const q = this._outq
+        q = this._outq
         this._outq = []
-        for (const buf of q) await this._sock.send(buf)
+        for (i = 0; i < q.length; i += 2) await this._sock.send(q[i])
       }
     } catch (e) {
-      this._outq = [] // the socket was closed
+      const unsent = q.slice(i).concat(this._outq)
+      this._outq = []
+      if (e && e.code === 'EAGAIN' && !this._closed) {
+        const msg = this._unsentMessage()
+        for (let k = 1; k < unsent.length; k += 2) this._deliver({ req: unsent[k], unsent: msg })
+        this._renew()
+      } // else the socket was closed
     } finally {
       this._pumping = false
     }
@@ -156,6 +196,7 @@ class Client {
           if (more) continue
           throw new Timeout(`no reply from ${this.endpoint} within ${budget} ms (${tries} attempt${tries > 1 ? 's' : ''})`)
         }
+        if (reply.unsent) throw new Timeout(reply.unsent)
         if (reply.ok) return reply
         const err = errorFor(reply)
         if (err.retriable && more) {
@@ -268,6 +309,10 @@ class Client {
           if (i === undefined || sentAt[i] === 0) continue // a late copy of one already answered
           sentAt[i] = 0
           outstanding--
+          if (reply.unsent) { // never left: resending would wait as long again
+            out[i] = new Timeout(reply.unsent)
+            continue
+          }
           if (reply.ok) {
             out[i] = reply
             continue

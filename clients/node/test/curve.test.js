@@ -65,3 +65,44 @@ test('refusals: plaintext, a loose key file, half a key', async () => {
   assert.throws(() => new fq.Client({ endpoint: W.endpoint, curveKey: W.curve.keyFiles.acme }), RangeError)
   fs.rmSync(dir, { recursive: true })
 })
+
+test('a key fleetqd refused: every call ends in Timeout, nothing is sent late', async () => {
+  // libzmq drops the connection fleetqd refused (the key is in no clients
+  // file yet), and a DEALER without a connection waits in send: without a
+  // send timeout that send, and every request queued behind it, would go
+  // out whenever a connection comes, long after the caller got its
+  // Timeout.
+  const c = track(new fq.Client({ endpoint: W.endpoint, curveKey: W.curve.keyFiles.stranger, serverKey: W.curve.serverKey, timeout: 500, retries: 0 }))
+  const t0 = Date.now()
+  const keys = []
+  for (let i = 0; i < 4; i++) {
+    keys.push(`stranger-${process.pid}-${i}`)
+    const r = await Promise.race([
+      c.submit({ tenant: 'acme', key: keys[i], account: W.account, command: 'door_lock', vin: W.vins[0] }).then(() => 'ok', (e) => e),
+      new Promise((resolve) => setTimeout(() => resolve('hung'), 5000))
+    ])
+    assert.ok(r instanceof fq.Timeout, `call ${i}: ${r}`)
+  }
+  const many = await Promise.race([
+    c.callMany([1, 2, 3].map(() => ({ op: 'ping' }))),
+    new Promise((resolve) => setTimeout(() => resolve('hung'), 5000))
+  ])
+  assert.ok(Array.isArray(many) && many.every((e) => e instanceof fq.Timeout), `callMany: ${many}`)
+  assert.ok(Date.now() - t0 < 15000)
+  // A Timeout for a request never sent says so, and what is likely wrong.
+  await new Promise((resolve) => setTimeout(resolve, 700)) // past a pending send's timeout
+  const e = await c.ping({ timeout: 2000 }).catch((x) => x)
+  assert.ok(e instanceof fq.Timeout, `${e}`)
+  assert.match(e.message, /cannot send to .* no connection .*clients file/)
+  // Now the key is listed: the same client connects, and none of the
+  // submits it gave up on reaches fleetqd afterwards.
+  assert.equal((await W.allow()).ok, true)
+  let pong = null
+  for (let i = 0; i < 40 && !pong; i++) pong = await c.ping({ timeout: 500 }).catch(() => null)
+  assert.ok(pong && pong.ok, 'the client connects once its key is listed')
+  await new Promise((resolve) => setTimeout(resolve, 500))
+  for (const k of keys) {
+    await assert.rejects(c.get({ tenant: 'acme', key: k }), (x) => x instanceof fq.NotFound, `${k} was sent late`)
+  }
+  c.close()
+})

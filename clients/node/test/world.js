@@ -38,6 +38,11 @@ async function startWorld (args = []) {
       this.pid = r.pid
       return r
     },
+    // (--curve) List the "stranger" key for tenant acme and reload (SIGHUP).
+    async allow () {
+      p.stdin.write('allow\n')
+      return next()
+    },
     async stop () {
       p.stdin.end('stop\n')
       await exited

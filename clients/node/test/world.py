@@ -12,6 +12,7 @@ same data), "stop" (or end of input): shut everything down and exit."""
 
 import json
 import os
+import signal
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -57,7 +58,8 @@ def main():
         server_pub, server_sec = keypair()
         server_file = os.path.join(d, "server.key")
         write_private(server_file, f"public {server_pub}\nsecret {server_sec}\n")
-        keys = {n: keypair() for n in ("acme", "ops", "globex")}
+        # "stranger" is in no clients file until the `allow` command.
+        keys = {n: keypair() for n in ("acme", "ops", "globex", "stranger")}
         files = {}
         for n, (pub, sec) in keys.items():
             files[n] = os.path.join(d, f"{n}.key")
@@ -94,6 +96,16 @@ def main():
                 w.daemon.kill9()
                 w.daemon.start()
                 print(json.dumps({"ok": True, "pid": w.daemon.proc.pid}), flush=True)
+            elif cmd == "allow" and curve:
+                # The stranger key gets tenant acme; SIGHUP reloads the file.
+                entries.append({"name": "stranger", "key": keys["stranger"][0],
+                                "tenants": ["acme"], "roles": ["submit", "read"]})
+                write_private(clients_file, json.dumps(entries))
+                before = open(w.daemon.logpath, errors="replace").read().count("reloaded:")
+                w.daemon.proc.send_signal(signal.SIGHUP)
+                ok = fqlib.wait_for(lambda: open(w.daemon.logpath, errors="replace")
+                                    .read().count("reloaded:") > before, timeout=10)
+                print(json.dumps({"ok": ok}), flush=True)
             elif cmd == "stop":
                 break
             elif cmd:

@@ -215,6 +215,13 @@ def history_request(shard: Any, after: Any = None, limit: Any = None,
     return m
 
 
+def health_request(stuck_ms: Any = None) -> Dict[str, Any]:
+    m: Dict[str, Any] = {"op": "health"}
+    if stuck_ms is not None:
+        m["stuck_ms"] = _int("stuck_ms", stuck_ms)
+    return m
+
+
 def admin_request(action: str, fields: Mapping[str, Any]) -> Dict[str, Any]:
     m: Dict[str, Any] = {"op": "admin", "action": action}
     for k, v in fields.items():

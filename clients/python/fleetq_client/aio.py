@@ -22,6 +22,7 @@ import zmq
 import zmq.asyncio
 
 from . import _common as C
+from . import _sockets as S
 from .errors import FleetqError, NotFound, Timeout, error_for
 
 Reply = Dict[str, Any]
@@ -74,10 +75,7 @@ class Client:
         self.retries = int(retries)
         self._curve = C.curve_options(curve_key, server_key)
         self._ctx = context or zmq.asyncio.Context.instance()
-        self._sock = self._socket(zmq.DEALER)
-        self._sock.setsockopt(zmq.SNDHWM, 0)
-        self._sock.setsockopt(zmq.RCVHWM, 0)
-        self._sock.connect(endpoint)
+        self._sock = S.request_socket(self._ctx, endpoint, self._curve)
         # Plain non-blocking calls on the same socket: sends never block
         # (no high-water mark) and replies are drained in one go after each
         # wake-up, far cheaper than one awaited future per message.
@@ -87,28 +85,11 @@ class Client:
         self._reader: Optional["asyncio.Task[None]"] = None
         self._watches: "weakref.WeakSet[Watch]" = weakref.WeakSet()
 
-    def _socket(self, kind: int) -> zmq.asyncio.Socket:
-        s = self._ctx.socket(kind)
-        s.setsockopt(zmq.LINGER, 0)
-        if self._curve:
-            pub, sec, server = self._curve
-            s.setsockopt(zmq.CURVE_PUBLICKEY, pub)
-            s.setsockopt(zmq.CURVE_SECRETKEY, sec)
-            s.setsockopt(zmq.CURVE_SERVERKEY, server)
-        return s
-
     async def _sub(self, topics: Iterable[bytes], rcvhwm: Optional[int] = None,
                    rcvbuf: Optional[int] = None, wait: float = 2.0) -> zmq.asyncio.Socket:
         if not self.publish:
             raise ValueError(f"no status endpoint known for {self.endpoint}: pass publish=")
-        s = self._socket(zmq.SUB)
-        if rcvhwm is not None:
-            s.setsockopt(zmq.RCVHWM, rcvhwm)
-        if rcvbuf is not None:
-            s.setsockopt(zmq.RCVBUF, rcvbuf)
-        for t in topics:
-            s.setsockopt(zmq.SUBSCRIBE, t)
-        mon = s.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        s, mon = S.status_socket(self._ctx, self._curve, topics, rcvhwm, rcvbuf)
         try:
             s.connect(self.publish)
             if await mon.poll(int(wait * 1000)):
@@ -410,6 +391,11 @@ class Client:
             return {"ok": False, "error": e.code, "message": e.message}
         return {"ok": True, "version": r.get("version"), "shards": r.get("shards"),
                 "latency_ms": round((_now() - t0) * 1000, 3)}
+
+    async def health_report(self, stuck_ms: Optional[int] = None,
+                            timeout: Optional[float] = None) -> Reply:
+        """As :meth:`fleetq_client.Client.health_report`."""
+        return await self.call(C.health_request(stuck_ms), timeout)
 
     def watch(self, tenant: Optional[str] = None, device: Union[str, int, None] = None, *,
               cursor: Optional[Mapping[int, int]] = None, idle: float = 0.5,

@@ -18,6 +18,7 @@ import msgpack
 import zmq
 
 from . import _common as C
+from . import _sockets as S
 from .errors import FleetqError, NotFound, Timeout, error_for
 
 Reply = Dict[str, Any]
@@ -56,15 +57,11 @@ class Client:
         self.retries = int(retries)
         self._curve = C.curve_options(curve_key, server_key)
         self._ctx = context or zmq.Context.instance()
-        self._sock = self._socket(zmq.DEALER)
-        self._sock.setsockopt(zmq.SNDHWM, 0)
-        self._sock.setsockopt(zmq.RCVHWM, 0)
         # A DEALER with no connection blocks in send, and libzmq drops the
         # connection fleetqd refused (an unlisted or removed CURVE key, a
         # wrong server key): a send then fails after `timeout` (Timeout)
         # instead of hanging the caller.
-        self._sock.setsockopt(zmq.SNDTIMEO, max(1, int(self.timeout * 1000)))
-        self._sock.connect(endpoint)
+        self._sock = S.request_socket(self._ctx, endpoint, self._curve, self.timeout)
         # Start request numbers at random so that a reply to an earlier
         # process's request on a reused connection cannot be taken for ours.
         self._req = itertools.count(random.randrange(1, 2 ** 40))
@@ -73,30 +70,13 @@ class Client:
 
     # ---- sockets -----------------------------------------------------------
 
-    def _socket(self, kind: int) -> zmq.Socket:
-        s = self._ctx.socket(kind)
-        s.setsockopt(zmq.LINGER, 0)
-        if self._curve:
-            pub, sec, server = self._curve
-            s.setsockopt(zmq.CURVE_PUBLICKEY, pub)
-            s.setsockopt(zmq.CURVE_SECRETKEY, sec)
-            s.setsockopt(zmq.CURVE_SERVERKEY, server)
-        return s
-
     def _sub(self, topics: Iterable[bytes], rcvhwm: Optional[int] = None,
              rcvbuf: Optional[int] = None, wait: float = 2.0) -> zmq.Socket:
         """A SUB on the status endpoint, connected (handshake done, or
         `wait` seconds passed: ZeroMQ keeps trying on its own)."""
         if not self.publish:
             raise ValueError(f"no status endpoint known for {self.endpoint}: pass publish=")
-        s = self._socket(zmq.SUB)
-        if rcvhwm is not None:
-            s.setsockopt(zmq.RCVHWM, rcvhwm)
-        if rcvbuf is not None:
-            s.setsockopt(zmq.RCVBUF, rcvbuf)
-        for t in topics:
-            s.setsockopt(zmq.SUBSCRIBE, t)
-        mon = s.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        s, mon = S.status_socket(self._ctx, self._curve, topics, rcvhwm, rcvbuf)
         try:
             s.connect(self.publish)
             if mon.poll(int(wait * 1000)):
@@ -427,6 +407,15 @@ class Client:
             return {"ok": False, "error": e.code, "message": e.message}
         return {"ok": True, "version": r.get("version"), "shards": r.get("shards"),
                 "latency_ms": round((_now() - t0) * 1000, 3)}
+
+    def health_report(self, stuck_ms: Optional[int] = None,
+                      timeout: Optional[float] = None) -> Reply:
+        """fleetqd's own verdict (the ``health`` op): ``healthy``,
+        ``problems``, per-shard ``shards`` and failing ``accounts``; a shard
+        with unfinished commands and no commit for ``stuck_ms`` (default
+        30000) is stuck.  Raises like any call (``Forbidden`` without the
+        read or admin role under CURVE); ``health()`` only pings."""
+        return self.call(C.health_request(stuck_ms), timeout)
 
     def watch(self, tenant: Optional[str] = None, device: Union[str, int, None] = None, *,
               cursor: Optional[Mapping[int, int]] = None, idle: float = 0.5,

@@ -23,6 +23,8 @@ def test_aio_calls(world):
                               timeout=5) as c:
             assert (await c.ping())["shards"] == 2
             assert (await c.health())["ok"] is True
+            hr = await c.health_report(stuck_ms=5000)
+            assert hr["ok"] is True and hr["stuck_ms"] == 5000 and len(hr["shards"]) == 2
             t = unique("aio")
             r = await c.submit(t, "w1", ACCOUNT, "set_sentry_mode", vin=VINS[4],
                                params={"on": 1}, wait=True, timeout=30)

@@ -31,6 +31,21 @@ def test_ping_and_health(world, client):
     assert h["ok"] is False and h["error"] == "timeout"
 
 
+def test_health_report(world, client):
+    """The daemon's own health op: its verdict, per shard and account."""
+    r = client.health_report()
+    assert r["ok"] is True and r["stuck_ms"] == 30000
+    assert r["healthy"] is (not r["problems"])
+    assert [s["shard"] for s in r["shards"]] == [0, 1]
+    assert all(s["answered"] is True and s["read"] == "ok" for s in r["shards"])
+    assert isinstance(r["accounts"], list)
+    assert client.health_report(stuck_ms=5000, timeout=5)["stuck_ms"] == 5000
+    with pytest.raises(BadRequest, match="stuck_ms"):
+        client.health_report(stuck_ms=0)
+    with pytest.raises(TypeError):
+        client.health_report(stuck_ms="soon")
+
+
 def test_submit_wait_get_history(world, client):
     t = unique("py")
     r = client.submit(t, "lock-1", ACCOUNT, "door_lock", vin=VINS[0], wait=True, timeout=30)
