@@ -487,7 +487,7 @@ function campaignSnapshot (reply) {
 
 function campaignProgressKey (m) {
   const counts = Object.entries(m.counts || {}).sort().map(([k, v]) => `${k}=${v}`).join(',')
-  return `${m.state}|${counts}|${m.parts_received}`
+  return `${m.state}|${counts}`
 }
 
 module.exports = {

@@ -592,5 +592,4 @@ def campaign_snapshot(reply: Mapping[str, Any]) -> Dict[str, Any]:
 
 def campaign_progress_key(m: Mapping[str, Any]) -> Tuple[Any, ...]:
     """What tells a campaign_get that brings news from one that does not."""
-    return (m.get("state"), tuple(sorted((m.get("counts") or {}).items())),
-            m.get("parts_received"))
+    return (m.get("state"), tuple(sorted((m.get("counts") or {}).items())))
