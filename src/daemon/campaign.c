@@ -545,7 +545,7 @@ static uint64_t sum_terminal(const uint64_t *k) {
   return t;
 }
 
-/* The fields campaign_get and the progress event share. */
+/* The fields campaign_get and the progress event share (13). */
 static void pk_status(msgpack_packer *pk, const camp_t *cp, const uint64_t *k) {
   pk_kv_str(pk, "id", cp->id);
   pk_kv_str(pk, "tenant", cp->tenant);
@@ -575,10 +575,10 @@ static void reply_get(fq_campaigns_t *c, const camp_t *cp, const uint64_t *k, wa
   fq_buf_reset(b);
   msgpack_packer pk;
   msgpack_packer_init(&pk, b, buf_write);
-  msgpack_pack_map(&pk, 21 + (w->has_req ? 1 : 0));
+  msgpack_pack_map(&pk, 20 + (w->has_req ? 1 : 0));
   pk_str(&pk, "ok");
   msgpack_pack_true(&pk);
-  pk_status(&pk, cp, k); /* 14 */
+  pk_status(&pk, cp, k); /* 13 */
   pk_kv_i64(&pk, "created_at", cp->created_at);
   pk_kv_time(&pk, "not_before", cp->has_nb ? cp->not_before : 0);
   pk_str(&pk, "rate");
@@ -601,9 +601,9 @@ static void publish(fq_campaigns_t *c, camp_t *cp, const uint64_t *k, int64_t no
   fq_buf_reset(b);
   msgpack_packer pk;
   msgpack_packer_init(&pk, b, buf_write);
-  msgpack_pack_map(&pk, 17);
+  msgpack_pack_map(&pk, 16);
   pk_kv_str(&pk, "type", "campaign");
-  pk_status(&pk, cp, k); /* 14 */
+  pk_status(&pk, cp, k); /* 13 */
   pk_kv_i64(&pk, "at", now);
   pk_str(&pk, "final");
   if (final) msgpack_pack_true(&pk);
