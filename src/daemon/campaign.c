@@ -32,6 +32,7 @@
 #include "byteorder.h"
 #include "hmap.h"
 #include "log.h"
+#include "metrics.h"
 #include "mpread.h"
 #include "shard.h"
 #include "store.h"
@@ -783,7 +784,7 @@ static void fanout_answer(fq_campaigns_t *c, camp_t *cp, const uint8_t *body, si
   if (cp->fo_out) cp->fo_out--;
   fq__mp_rd_t r;
   fq__mp_obj_t m, k, v;
-  bool ok = false;
+  bool ok = false, dup = false;
   char ename[48] = "", msg[200] = "";
   fq__mp_rd_init(&r, body, len);
   if (fq__mp_next(&r, &m, NULL) == 0 && m.kind == FQ__MP_MAP) {
@@ -796,12 +797,14 @@ static void fanout_answer(fq_campaigns_t *c, camp_t *cp, const uint8_t *body, si
         if (fq__mp_skip(&r, 2, FQ_WIRE_MAX_DEPTH, NULL)) break;
       }
       if (k.len == 2 && !memcmp(k.p, "ok", 2) && v.kind == FQ__MP_BOOL) ok = v.v.b;
+      else if (k.len == 3 && !memcmp(k.p, "dup", 3) && v.kind == FQ__MP_BOOL) dup = v.v.b;
       else if (k.len == 5 && !memcmp(k.p, "error", 5) && v.kind == FQ__MP_STR)
         snprintf(ename, sizeof ename, "%.*s", (int)v.len, (const char *)v.p);
       else if (k.len == 7 && !memcmp(k.p, "message", 7) && v.kind == FQ__MP_STR)
         snprintf(msg, sizeof msg, "%.*s", (int)v.len, (const char *)v.p);
     }
   }
+  if (ok && !dup) fq_metrics_campaign_commands(1);
   if (!ok) {
     int code = fq_errcode(ename);
     bool transient = code == FQ_EBUSY || code == FQ_ESTORFULL || code == FQ_EINTERNAL ||
@@ -1389,6 +1392,9 @@ void fq_campaigns_request(fq_campaigns_t *c, const fq_request_t *req, const void
 
 long fq_campaigns_tick(fq_campaigns_t *c, int64_t now) {
   long next = 1000;
+  uint64_t states[5];
+  fq_campaigns_states(c, states);
+  fq_metrics_campaigns(states);
   for (size_t i = 0; i < c->n; i++) {
     camp_t *cp = c->c[i];
     if (cp->fanning) {
