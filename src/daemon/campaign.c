@@ -116,6 +116,7 @@ typedef struct camp {
   /* Abort. */
   bool a_busy, a_failed, a_auto;
   uint32_t a_gen;
+  int64_t a_sent;
   unsigned a_left;
   uint64_t a_cancelled;
   wlist_t a_w;
@@ -925,9 +926,9 @@ static void reply_abort(fq_campaigns_t *c, const camp_t *cp, uint64_t cancelled,
  * state is durable first: a stop before the shards answered sends the
  * aborts again at the next start (abort_done not yet set). */
 static void abort_send(fq_campaigns_t *c, camp_t *cp, int64_t now) {
-  (void)now;
   cp->a_busy = true;
   cp->a_failed = false;
+  cp->a_sent = now;
   cp->a_gen++;
   cp->a_left = 0;
   cp->a_cancelled = 0;
@@ -1283,7 +1284,10 @@ static void handle_campaign(fq_campaigns_t *c, const fq_request_t *req, zmq_msg_
   fq_hmap_free(&cp->devset);
   cp->devset_ok = false;
   waiter_t *w = waiter_new(req, env, nenv);
-  if (!wlist_add(&cp->fo_w, w)) waiter_free(w);
+  if (!w)
+    reply_err(c, env, nenv, FQ_EBUSY, "out of memory; send the same request again", rq, rql);
+  else if (!wlist_add(&cp->fo_w, w))
+    waiter_err(c, w, FQ_EBUSY, "too many requests wait for this campaign; send it again");
   fanout_start(c, cp);
   fanout_pump(c, cp, now);
 }
@@ -1411,6 +1415,10 @@ long fq_campaigns_tick(fq_campaigns_t *c, int64_t now) {
     if (cp->q_busy && now - cp->q_sent > QUERY_TIMEOUT_MS) {
       cp->q_failed = true;
       query_done(c, cp, now);
+    }
+    if (cp->a_busy && now - cp->a_sent > QUERY_TIMEOUT_MS) {
+      cp->a_failed = true; /* a shard did not answer: sent again below */
+      abort_done(c, cp, now);
     }
     if (cp->state == CS_ABORTED && !cp->abort_done && !cp->a_busy &&
         now - cp->last_query >= PROGRESS_MS) {
