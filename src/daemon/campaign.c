@@ -32,6 +32,7 @@
 #include "byteorder.h"
 #include "hmap.h"
 #include "log.h"
+#include "metrics.h"
 #include "mpread.h"
 #include "shard.h"
 #include "store.h"
@@ -115,6 +116,7 @@ typedef struct camp {
   /* Abort. */
   bool a_busy, a_failed, a_auto;
   uint32_t a_gen;
+  int64_t a_sent;
   unsigned a_left;
   uint64_t a_cancelled;
   wlist_t a_w;
@@ -545,7 +547,7 @@ static uint64_t sum_terminal(const uint64_t *k) {
   return t;
 }
 
-/* The fields campaign_get and the progress event share. */
+/* The fields campaign_get and the progress event share (13). */
 static void pk_status(msgpack_packer *pk, const camp_t *cp, const uint64_t *k) {
   pk_kv_str(pk, "id", cp->id);
   pk_kv_str(pk, "tenant", cp->tenant);
@@ -575,10 +577,10 @@ static void reply_get(fq_campaigns_t *c, const camp_t *cp, const uint64_t *k, wa
   fq_buf_reset(b);
   msgpack_packer pk;
   msgpack_packer_init(&pk, b, buf_write);
-  msgpack_pack_map(&pk, 21 + (w->has_req ? 1 : 0));
+  msgpack_pack_map(&pk, 20 + (w->has_req ? 1 : 0));
   pk_str(&pk, "ok");
   msgpack_pack_true(&pk);
-  pk_status(&pk, cp, k); /* 14 */
+  pk_status(&pk, cp, k); /* 13 */
   pk_kv_i64(&pk, "created_at", cp->created_at);
   pk_kv_time(&pk, "not_before", cp->has_nb ? cp->not_before : 0);
   pk_str(&pk, "rate");
@@ -601,9 +603,9 @@ static void publish(fq_campaigns_t *c, camp_t *cp, const uint64_t *k, int64_t no
   fq_buf_reset(b);
   msgpack_packer pk;
   msgpack_packer_init(&pk, b, buf_write);
-  msgpack_pack_map(&pk, 17);
+  msgpack_pack_map(&pk, 16);
   pk_kv_str(&pk, "type", "campaign");
-  pk_status(&pk, cp, k); /* 14 */
+  pk_status(&pk, cp, k); /* 13 */
   pk_kv_i64(&pk, "at", now);
   pk_str(&pk, "final");
   if (final) msgpack_pack_true(&pk);
@@ -783,7 +785,7 @@ static void fanout_answer(fq_campaigns_t *c, camp_t *cp, const uint8_t *body, si
   if (cp->fo_out) cp->fo_out--;
   fq__mp_rd_t r;
   fq__mp_obj_t m, k, v;
-  bool ok = false;
+  bool ok = false, dup = false;
   char ename[48] = "", msg[200] = "";
   fq__mp_rd_init(&r, body, len);
   if (fq__mp_next(&r, &m, NULL) == 0 && m.kind == FQ__MP_MAP) {
@@ -796,12 +798,14 @@ static void fanout_answer(fq_campaigns_t *c, camp_t *cp, const uint8_t *body, si
         if (fq__mp_skip(&r, 2, FQ_WIRE_MAX_DEPTH, NULL)) break;
       }
       if (k.len == 2 && !memcmp(k.p, "ok", 2) && v.kind == FQ__MP_BOOL) ok = v.v.b;
+      else if (k.len == 3 && !memcmp(k.p, "dup", 3) && v.kind == FQ__MP_BOOL) dup = v.v.b;
       else if (k.len == 5 && !memcmp(k.p, "error", 5) && v.kind == FQ__MP_STR)
         snprintf(ename, sizeof ename, "%.*s", (int)v.len, (const char *)v.p);
       else if (k.len == 7 && !memcmp(k.p, "message", 7) && v.kind == FQ__MP_STR)
         snprintf(msg, sizeof msg, "%.*s", (int)v.len, (const char *)v.p);
     }
   }
+  if (ok && !dup) fq_metrics_campaign_commands(1);
   if (!ok) {
     int code = fq_errcode(ename);
     bool transient = code == FQ_EBUSY || code == FQ_ESTORFULL || code == FQ_EINTERNAL ||
@@ -922,9 +926,9 @@ static void reply_abort(fq_campaigns_t *c, const camp_t *cp, uint64_t cancelled,
  * state is durable first: a stop before the shards answered sends the
  * aborts again at the next start (abort_done not yet set). */
 static void abort_send(fq_campaigns_t *c, camp_t *cp, int64_t now) {
-  (void)now;
   cp->a_busy = true;
   cp->a_failed = false;
+  cp->a_sent = now;
   cp->a_gen++;
   cp->a_left = 0;
   cp->a_cancelled = 0;
@@ -1280,7 +1284,10 @@ static void handle_campaign(fq_campaigns_t *c, const fq_request_t *req, zmq_msg_
   fq_hmap_free(&cp->devset);
   cp->devset_ok = false;
   waiter_t *w = waiter_new(req, env, nenv);
-  if (!wlist_add(&cp->fo_w, w)) waiter_free(w);
+  if (!w)
+    reply_err(c, env, nenv, FQ_EBUSY, "out of memory; send the same request again", rq, rql);
+  else if (!wlist_add(&cp->fo_w, w))
+    waiter_err(c, w, FQ_EBUSY, "too many requests wait for this campaign; send it again");
   fanout_start(c, cp);
   fanout_pump(c, cp, now);
 }
@@ -1389,6 +1396,9 @@ void fq_campaigns_request(fq_campaigns_t *c, const fq_request_t *req, const void
 
 long fq_campaigns_tick(fq_campaigns_t *c, int64_t now) {
   long next = 1000;
+  uint64_t states[5];
+  fq_campaigns_states(c, states);
+  fq_metrics_campaigns(states);
   for (size_t i = 0; i < c->n; i++) {
     camp_t *cp = c->c[i];
     if (cp->fanning) {
@@ -1405,6 +1415,10 @@ long fq_campaigns_tick(fq_campaigns_t *c, int64_t now) {
     if (cp->q_busy && now - cp->q_sent > QUERY_TIMEOUT_MS) {
       cp->q_failed = true;
       query_done(c, cp, now);
+    }
+    if (cp->a_busy && now - cp->a_sent > QUERY_TIMEOUT_MS) {
+      cp->a_failed = true; /* a shard did not answer: sent again below */
+      abort_done(c, cp, now);
     }
     if (cp->state == CS_ABORTED && !cp->abort_done && !cp->a_busy &&
         now - cp->last_query >= PROGRESS_MS) {
