@@ -592,22 +592,15 @@ static double elapsed_s(const struct timespec *t0) {
   return (double)(now.tv_sec - t0->tv_sec) + (double)(now.tv_nsec - t0->tv_nsec) / 1e9;
 }
 
-/* One campaign_get by id; 0 with m live, else 1 (reported). */
+/* One campaign_get by id: 0 with m live, 1 refused (reported), or
+ * -ETIMEDOUT / -EBUSY (the reason in why). */
 static int get_by_id(fq_client_t *c, const copts_t *o, const char *id, const char *tenant,
-                     fq_buf_t *req, fq_buf_t *raw, fq_msg_t *m) {
-  char why[300];
+                     fq_buf_t *req, fq_buf_t *raw, fq_msg_t *m, char *why, size_t whycap) {
   fq_buf_reset(req);
   if (build_lookup(req, "campaign_get", id, tenant, NULL)) return 1;
   copts_t quiet = *o;
   quiet.json = false;
-  for (int tries = 1;; tries++) {
-    int rc = request(c, &quiet, NULL, req, raw, m, why, sizeof why);
-    if (rc >= 0) return rc; /* 0 ok, 1 refused (reported) */
-    if (tries == 3 || g_stop) {
-      fprintf(stderr, "%s: %s\n", o->prog, why);
-      return 1;
-    }
-  }
+  return request(c, &quiet, NULL, req, raw, m, why, whycap);
 }
 
 /* Follow campaign id of tenant until it ends.  sub is subscribed already
@@ -623,7 +616,7 @@ static int watch_loop(const copts_t *o, fq_client_t *c, fq_sub_t *sub, const cha
   struct timespec t0;
   clock_gettime(CLOCK_MONOTONIC, &t0);
   double last_heard = 0;
-  bool need_get = true;
+  bool need_get = true, warned = false;
   int rc = EXIT_FAILURES;
   for (;;) {
     if (g_stop) {
@@ -641,12 +634,22 @@ static int watch_loop(const copts_t *o, fq_client_t *c, fq_sub_t *sub, const cha
       /* Catch up: at the start, and when the stream has been quiet (a
        * dropped event, a restart of fleetqd, or nothing changing). */
       fq_msg_t m;
+      char why[300];
       need_get = false;
       last_heard = el;
-      if (get_by_id(c, o, id, tenant, &req, &raw, &m)) {
+      int gr = get_by_id(c, o, id, tenant, &req, &raw, &m, why, sizeof why);
+      if (gr == 1) {
         rc = EXIT_FAILURES;
         break;
       }
+      if (gr < 0) {
+        /* fleetqd restarting or overloaded: the campaign goes on without
+         * us; keep listening and ask again after the next quiet spell. */
+        if (!warned) fprintf(stderr, "%s: %s; still watching\n", o->prog, why);
+        warned = true;
+        continue;
+      }
+      warned = false;
       progress_sig(m.root, sig, sizeof sig);
       bool fin = is_final(m.root);
       if (strcmp(sig, last) != 0 || fin) {
