@@ -235,6 +235,8 @@ export interface Campaign {
   counts: { [state: string]: number }
   succeeded: number
   failed: number
+  /** Device commands refused for good at the fan-out (their key used before for another request). */
+  rejected?: number
   created_at: number
   started_at: number | null
   finished_at: number | null
@@ -295,7 +297,7 @@ export declare class Client {
   campaign (args: CampaignArgs): Promise<CampaignReply>
   campaignGet (lookup: CampaignLookup): Promise<Campaign>
   /** Cancels the device commands still scheduled or queued; rejects with NotCancellable once done. */
-  campaignAbort (lookup: CampaignLookup): Promise<{ id: string; state: 'aborted'; cancelled: number }>
+  campaignAbort (lookup: CampaignLookup): Promise<{ id: string; state: 'aborted'; cancelled: number; reason?: string }>
   /** Follow a campaign's progress events until the final one. */
   watchCampaign (args: CampaignLookup & { quietMs?: number; onProgress: (ev: CampaignEvent) => void | Promise<void> }): Promise<CampaignEvent>
   watchCampaign (args: CampaignLookup & { quietMs?: number }): CampaignWatch

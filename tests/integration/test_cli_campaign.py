@@ -1,9 +1,10 @@
 """`fleetq campaign start | get | abort | watch` (issue 16) against a real
 fleetqd wired to fleetsim:
 
-* start from a CSV file with --watch: every car executes the command, the
-  watch prints progress and exits 0 (done, no failures); `get` shows the
-  counts and times; each device command has the key <key>/<vin>;
+* start from a CSV file with --params and --watch: every car executes the
+  command (its charge limit set), the watch prints progress and exits 0
+  (done, no failures); `get` shows the counts and times; each device
+  command has the key <key>/<vin>, the params and the campaign id;
 * start from JSON on standard input (one unpaired car), then `watch` by
   tenant + key: exit 1 (done with failures), `get --json` says failed 1;
 * a list of 8,000 devices goes in two parts (the 256 KiB body limit),
@@ -50,8 +51,8 @@ def write(w, name, text):
 def csv_start_and_watch(c, w):
     path = write(w, "cars.csv", "vin,account\n" + "".join(f"{v},acct1\n" for v in CARS[:10]))
     r = fq(w, "campaign", "start", "--tenant", T, "--key", "flash-csv", "--command",
-           "flash_lights", "--devices", path, "--ttl-ms", "60000", "--watch",
-           "--publish", w.daemon.publish, "--timeout", "60")
+           "set_charge_limit", "--params", '{"percent": 71}', "--devices", path, "--ttl-ms",
+           "60000", "--watch", "--publish", w.daemon.publish, "--timeout", "60")
     c.eq(r.returncode, 0, "start --watch of a CSV: exit 0 (done, no failures)", r.stdout,
          r.stderr)
     m = re.match(r"accepted (\S+) 10 devices (\w+)", r.stdout)
@@ -74,15 +75,20 @@ def csv_start_and_watch(c, w):
          and re.search(r"^counts\s+succeeded 10$", g.stdout, re.M),
          "get --tenant --key: a readable table", g.stdout, g.stderr)
     for v in CARS[:10]:
-        c.eq([e["command"] for e in w.execs(v)], ["flash_lights"], f"car {v} flashed once")
+        c.eq([e["command"] for e in w.execs(v)], ["set_charge_limit"], f"car {v} executed it once")
+        c.eq(w.sim.vehicle(v)["charge_state"]["charge_limit_soc"], 71, f"car {v}: limit 71")
     d = dl.cli("get", "--endpoint", w.daemon.endpoint, "--tenant", T, "--key",
                f"flash-csv/{CARS[0]}", "--json")
     dj = jsonl(d.stdout)
-    c.ok(dj and dj[0].get("command", {}).get("state") == "succeeded",
-         "the device command is an ordinary command with key <key>/<vin>", d.stdout, d.stderr)
+    dc = dj[0].get("command", {}) if dj else {}
+    c.ok(dc.get("state") == "succeeded" and dc.get("params") == {"percent": 71}
+         and dc.get("campaign") == cid,
+         "the device command is an ordinary command with key <key>/<vin>, --params, campaign id",
+         d.stdout, d.stderr)
     # Starting the same file again changes nothing: a duplicate.
     r = fq(w, "campaign", "start", "--tenant", T, "--key", "flash-csv", "--command",
-           "flash_lights", "--devices", path, "--ttl-ms", "60000")
+           "set_charge_limit", "--params", '{"percent": 71}', "--devices", path, "--ttl-ms",
+           "60000")
     c.ok(r.returncode == 0 and r.stdout.startswith(f"duplicate {cid} 10 devices done"),
          "the same start again: 'duplicate <id> ... done'", r.stdout, r.stderr)
     c.eq(sum(len(w.execs(v)) for v in CARS[:10]), 10, "no car executed twice")

@@ -482,6 +482,7 @@ static void print_progress(const msgpack_object *m, bool json) {
          when, in, id, sn, state, finished, devs, devs ? (int)(finished * 100 / devs) : 0,
          ifield(m, "succeeded"), ifield(m, "failed"));
   if (counts[0]) printf(" [%s]", counts);
+  if (ifield(m, "rejected") > 0) printf(" rejected %" PRId64, ifield(m, "rejected"));
   if (rn > 0 && strcmp(reason, "-")) printf(": %.*s", rn, reason);
   putchar('\n');
   fflush(stdout);
@@ -543,7 +544,7 @@ static void print_value(const char *k, size_t kn, const msgpack_object *v) {
 static void print_campaign(const msgpack_object *r) {
   static const char *const order[] = {
       "id",         "tenant",   "key",    "command",  "state",      "devices",
-      "succeeded",  "failed",   "counts", "parts",    "created_at", "not_before",
+      "succeeded",  "failed",   "rejected", "counts", "parts", "created_at", "not_before",
       "started_at", "finished_at", "rate", "max_failure_ratio", "reason", NULL};
   static const char *const skip[] = {"ok", "req", "parts_received", NULL};
   for (const char *const *k = order; *k; k++) {
@@ -915,6 +916,12 @@ static int do_start(const copts_t *o) {
     if (nparts > 1) printf(" (%zu parts)", nparts);
     putchar('\n');
   }
+  int64_t rejected = ifield(m.root, "rejected");
+  if (rejected > 0)
+    fprintf(stderr,
+            "%s: warning: %" PRId64 " device command(s) refused for good at the fan-out (a key "
+            "<key>/<device> used before for another request); see campaign get\n",
+            o->prog, rejected);
   fflush(stdout);
   rc = 0;
   if (o->watch) {
@@ -952,16 +959,21 @@ static int do_lookup(const copts_t *o, bool abort_it) {
   if (!c) goto out;
   if (build_lookup(&req, abort_it ? "campaign_abort" : "campaign_get", o->id, o->tenant, o->key))
     goto out;
-  /* abort is not sent twice: after a lost answer a second abort would
-   * report 0 cancelled, hiding what the first did. */
-  int tries = abort_it ? 1 : 3;
+  /* abort is not sent again after a timeout: after a lost answer a
+   * second abort would report 0 cancelled, hiding what the first did.  It
+   * is after `busy` (the campaign's device commands are still being
+   * stored), which did nothing. */
   for (int t = 1;; t++) {
     int r = request(c, o, NULL, &req, &raw, &m, why, sizeof why);
     if (r == 0) break;
     if (r == 1) goto out;
-    if (t >= tries) {
+    if (t >= 20 || (abort_it && r == -ETIMEDOUT) || (!abort_it && t >= 3) || g_stop) {
       fprintf(stderr, "%s: %s\n", o->prog, why);
       goto out;
+    }
+    if (r == -EBUSY) {
+      struct timespec ts = {0, 250 * 1000 * 1000};
+      nanosleep(&ts, NULL);
     }
   }
   if (o->json) {
@@ -969,8 +981,12 @@ static int do_lookup(const copts_t *o, bool abort_it) {
   } else if (abort_it) {
     const char *id, *state;
     int in = sfield(m.root, "id", &id), sn = sfield(m.root, "state", &state);
-    printf("%.*s %.*s: cancelled %" PRId64 " device command(s)\n", sn, state, in, id,
+    const char *reason;
+    int rn = sfield(m.root, "reason", &reason);
+    printf("%.*s %.*s: cancelled %" PRId64 " device command(s)", sn, state, in, id,
            ifield(m.root, "cancelled"));
+    if (rn > 0 && strcmp(reason, "-")) printf(" (%.*s)", rn, reason);
+    putchar('\n');
   } else {
     print_campaign(m.root);
   }

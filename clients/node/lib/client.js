@@ -466,9 +466,23 @@ class Client {
   }
 
   // Cancels the campaign's device commands still scheduled or queued;
-  // resolves with {id, state, cancelled}.  Not resent after a timeout.
+  // resolves with {id, state, cancelled, reason}.  Sent again after busy
+  // (the device commands still being stored), not after a timeout.
   async campaignAbort (args) {
-    const r = await this._call(C.lookupRequest('campaign_abort', args), { retry: false })
+    const body = C.lookupRequest('campaign_abort', args)
+    const end = now() + this.timeout * (this.retries + 1)
+    let r
+    for (;;) {
+      try {
+        r = await this._call(body, { retry: false })
+        break
+      } catch (e) {
+        // busy: the device commands are still being stored; nothing was
+        // done, so asking again is safe.
+        if (!(e instanceof FleetqError) || e.code !== 'busy' || now() >= end) throw e
+        await sleep(250)
+      }
+    }
     delete r.ok
     delete r.req
     return r

@@ -22,7 +22,7 @@ import zmq
 import zmq.asyncio
 
 from . import _common as C
-from .errors import FleetqError, NotFound, Timeout, error_for
+from .errors import Busy, FleetqError, NotFound, Timeout, error_for
 
 Reply = Dict[str, Any]
 Event = Dict[str, Any]
@@ -449,7 +449,16 @@ class Client:
 
     async def campaign_abort(self, id: Optional[str] = None, tenant: Optional[str] = None,
                              key: Union[str, int, None] = None) -> Dict[str, Any]:
-        r = await self.call(C.campaign_lookup("campaign_abort", id, tenant, key), retry=False)
+        body = C.campaign_lookup("campaign_abort", id, tenant, key)
+        end = _now() + self.timeout * (self.retries + 1)
+        while True:
+            try:
+                r = await self.call(body, retry=False)
+                break
+            except Busy:
+                if _now() >= end:
+                    raise
+                await asyncio.sleep(0.25)
         return {k: v for k, v in r.items() if k not in ("ok", "req")}
 
     def watch_campaign(self, id: Optional[str] = None, tenant: Optional[str] = None,

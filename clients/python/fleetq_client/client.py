@@ -18,7 +18,7 @@ import msgpack
 import zmq
 
 from . import _common as C
-from .errors import FleetqError, NotFound, Timeout, error_for
+from .errors import Busy, FleetqError, NotFound, Timeout, error_for
 
 Reply = Dict[str, Any]
 Event = Dict[str, Any]
@@ -487,10 +487,22 @@ class Client:
     def campaign_abort(self, id: Optional[str] = None, tenant: Optional[str] = None,
                        key: Union[str, int, None] = None) -> Dict[str, Any]:
         """Abort a campaign: cancels its device commands still scheduled or
-        queued; returns ``id``, ``state`` and ``cancelled`` (how many).
-        Raises NotCancellable once it is done.  Not resent after a
-        timeout (a second abort would report 0 cancelled)."""
-        r = self.call(C.campaign_lookup("campaign_abort", id, tenant, key), retry=False)
+        queued; returns ``id``, ``state``, ``cancelled`` (how many) and
+        ``reason``.  Raises NotCancellable once it is done.  Sent again
+        after ``busy`` (its device commands still being stored), not after
+        a timeout (a second abort would report 0 cancelled)."""
+        body = C.campaign_lookup("campaign_abort", id, tenant, key)
+        end = _now() + self.timeout * (self.retries + 1)
+        while True:
+            try:
+                r = self.call(body, retry=False)
+                break
+            except Busy:
+                # The device commands are still being stored: nothing was
+                # done, so asking again is safe.
+                if _now() >= end:
+                    raise
+                time.sleep(0.25)
         return {k: v for k, v in r.items() if k not in ("ok", "req")}
 
     def watch_campaign(self, id: Optional[str] = None, tenant: Optional[str] = None,

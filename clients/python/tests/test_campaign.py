@@ -113,7 +113,7 @@ def test_abort_cancels_the_scheduled_devices(world, client):
     g = client.campaign_get(id=r["id"])
     assert g["not_before"] == at and g["counts"] == {"scheduled": 4}
     a = client.campaign_abort(id=r["id"])
-    assert a["state"] == "aborted" and a["cancelled"] == 4
+    assert a["state"] == "aborted" and a["cancelled"] == 4 and a["reason"] == "aborted by request"
     g = client.campaign_get(id=r["id"])
     assert g["state"] == "aborted" and g["counts"] == {"cancelled": 4}
     assert g["reason"] == "aborted by request" and g["failed"] == 0
