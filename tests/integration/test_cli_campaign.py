@@ -13,11 +13,15 @@ fleetqd wired to fleetsim:
   abort cancels 0; starting the same file again is a duplicate;
 * bad files are refused before anything is sent, exit 2, naming the file
   and line: a bad VIN, a missing account, a device listed twice, broken
-  JSON, a missing file; `get` of an unknown campaign: exit 1, not_found.
+  JSON, a missing file; `get` of an unknown campaign: exit 1, not_found;
+* fleetqd frozen while start sends: the part that timed out is sent again
+  with the same key and the campaign holds every device once.
 """
 import json
 import os
 import re
+import signal
+import subprocess
 import time
 
 from lib import dispatch as dl
@@ -163,6 +167,36 @@ def big_in_parts_abort(c, w):
          r.stdout, r.stderr)
 
 
+def resend_while_fleetqd_is_stopped(c, w):
+    """fleetqd frozen (SIGSTOP) while start sends: the part times out, is
+    sent again with the same key, and once fleetqd runs again the campaign
+    is complete with every device once."""
+    n = 8000
+    path = write(w, "resend.csv", "vin,account\n" + "".join(
+        f"{dl.vin(200000 + i)},acct1\n" for i in range(n)))
+    at = int(time.time() * 1000) + 3600 * 1000
+    pid = w.daemon.proc.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        p = subprocess.Popen([os.path.join(dl.BIN, "fleetq"), "campaign", "start",
+                              "--endpoint", w.daemon.endpoint, "--tenant", T, "--key", "resend",
+                              "--command", "door_lock", "--devices", path, "--not-before",
+                              str(at), "--timeout", "0.5"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(1.5)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    out, err = p.communicate(timeout=90)
+    c.ok(p.returncode == 0 and re.match(rf"accepted \S+ {n} devices scheduled \(2 parts\)", out),
+         "start while fleetqd was stopped: accepted once it runs again", p.returncode, out, err)
+    c.ok("part 1 of 2: timeout" in err and "sending it again" in err,
+         "the part that timed out was sent again (said on stderr)", err)
+    g = jsonl(fq(w, "campaign", "get", "--tenant", T, "--key", "resend", "--json").stdout)
+    g = g[0] if g else {}
+    c.eq((g.get("devices"), g.get("parts_received"), g.get("counts")),
+         (n, 2, {"scheduled": n}), "every device once, both parts")
+
+
 def bad_files(c, w):
     def start(path, *extra, input_=None):
         return fq(w, "campaign", "start", "--tenant", T, "--key", "bad", "--command",
@@ -201,6 +235,7 @@ def body(c, w):
     csv_start_and_watch(c, w)
     json_stdin_with_a_failure(c, w)
     big_in_parts_abort(c, w)
+    resend_while_fleetqd_is_stopped(c, w)
 
 
 dl.run("test_cli_campaign", body,
