@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole benchmark suite in one command:
 #
-#   perf/run-all.sh            # full run, about 5-10 minutes
+#   perf/run-all.sh            # full run, about 8-14 minutes
 #   perf/run-all.sh --quick    # smaller counts, fewer points: 1-2 minutes
 #
 # Installs what it needs (wrk, redis-server, gnuplot-nox, libhiredis-dev via
@@ -628,7 +628,7 @@ else:
     w("bench_campaign.py did not run to the end in this run; see `perf/bench_campaign.py --help`.")
 w("")
 w("## Reproduce\n")
-w("```sh\nperf/run-all.sh          # full suite (about 5-10 minutes)\nperf/run-all.sh --quick  # 1-2 minutes, smaller counts\n```\n")
+w("```sh\nperf/run-all.sh          # full suite (about 8-14 minutes)\nperf/run-all.sh --quick  # 1-2 minutes, smaller counts\n```\n")
 w("Pieces can be run alone: `build-perf/bin/bench_ingest --help`, `bench_redis`, "
   "`fleetq-replay gen|run --help`. The traffic format is in `proto/traffic-format.md`.")
 open(MD, "w").write("\n".join(L) + "\n")
