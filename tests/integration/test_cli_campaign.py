@@ -14,6 +14,8 @@ fleetqd wired to fleetsim:
 * bad files are refused before anything is sent, exit 2, naming the file
   and line: a bad VIN, a missing account, a device listed twice, broken
   JSON, a missing file; `get` of an unknown campaign: exit 1, not_found;
+* --max-failure-ratio: 60 cars without the key, the campaign aborts itself
+  and start --watch exits 2 with the auto-abort reason;
 * fleetqd frozen while start sends: the part that timed out is sent again
   with the same key and the campaign holds every device once.
 """
@@ -28,6 +30,7 @@ from lib import dispatch as dl
 
 CARS = [dl.vin(300 + i) for i in range(12)]
 UNPAIRED = dl.vin(399)
+UNPAIRED_MANY = [dl.vin(400 + i) for i in range(60)]
 T = "camp"
 
 
@@ -167,6 +170,27 @@ def big_in_parts_abort(c, w):
          r.stdout, r.stderr)
 
 
+def auto_abort(c, w):
+    """--max-failure-ratio and --rate reach fleetqd: 60 cars without the
+    key, 5 a second; the campaign aborts itself after 20 failed, start
+    --watch exits 2 with the reason."""
+    path = write(w, "unpaired.csv", "site,vin,account\n" + "".join(f",{v},acct1\n"
+                                                                   for v in UNPAIRED_MANY))
+    r = fq(w, "campaign", "start", "--tenant", T, "--key", "auto", "--command", "door_lock",
+           "--devices", path, "--max-failure-ratio", "0.5", "--rate", "5", "--watch",
+           "--publish", w.daemon.publish, "--timeout", "60")
+    last = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ""
+    c.eq(r.returncode, 2, "start --watch of a campaign that aborts itself: exit 2", r.stdout,
+         r.stderr)
+    c.ok(" aborted: " in last and "auto-abort: " in last and "max_failure_ratio 0.5" in last,
+         "the last line: aborted, auto-abort with the ratio", last)
+    g = jsonl(fq(w, "campaign", "get", "--tenant", T, "--key", "auto", "--json").stdout)
+    g = g[0] if g else {}
+    c.ok(g.get("state") == "aborted" and g.get("max_failure_ratio") == 0.5 and g.get("rate") == 5
+         and g.get("failed", 0) >= 20 and g.get("counts", {}).get("cancelled", 0) >= 10,
+         "get: aborted after >= 20 failures, the rest cancelled; rate and ratio as given", g)
+
+
 def resend_while_fleetqd_is_stopped(c, w):
     """fleetqd frozen (SIGSTOP) while start sends: the part times out, is
     sent again with the same key, and once fleetqd runs again the campaign
@@ -236,7 +260,9 @@ def body(c, w):
     json_stdin_with_a_failure(c, w)
     big_in_parts_abort(c, w)
     resend_while_fleetqd_is_stopped(c, w)
+    auto_abort(c, w)
 
 
 dl.run("test_cli_campaign", body,
-       vehicles=[dl.default_vehicle(v) for v in CARS] + [dl.default_vehicle(UNPAIRED, paired=False)])
+       vehicles=[dl.default_vehicle(v) for v in CARS]
+       + [dl.default_vehicle(v, paired=False) for v in [UNPAIRED] + UNPAIRED_MANY])
