@@ -922,6 +922,17 @@ static void reply_abort(fq_campaigns_t *c, const camp_t *cp, uint64_t cancelled,
   waiter_free(w);
 }
 
+static int abort_one(fq_campaigns_t *c, camp_t *cp, unsigned shard) {
+  fq_buf_reset(&c->body);
+  msgpack_packer pk;
+  msgpack_packer_init(&pk, &c->body, buf_write);
+  msgpack_pack_map(&pk, 2);
+  pk_kv_str(&pk, "op", "campaign_abort");
+  pk_kv_str(&pk, "id", cp->id);
+  ienv_t e = {'A', slot_of(c, cp), cp->a_gen, shard};
+  return c->io.send(c->io.ud, shard, cp->id, &e, sizeof e, c->body.data, c->body.len);
+}
+
 /* Ask every shard to cancel what is still scheduled or queued.  The
  * state is durable first: a stop before the shards answered sends the
  * aborts again at the next start (abort_done not yet set). */
@@ -932,19 +943,9 @@ static void abort_send(fq_campaigns_t *c, camp_t *cp, int64_t now) {
   cp->a_gen++;
   cp->a_left = 0;
   cp->a_cancelled = 0;
-  fq_buf_reset(&c->body);
-  msgpack_packer pk;
-  msgpack_packer_init(&pk, &c->body, buf_write);
-  msgpack_pack_map(&pk, 2);
-  pk_kv_str(&pk, "op", "campaign_abort");
-  pk_kv_str(&pk, "id", cp->id);
-  ienv_t e = {'A', slot_of(c, cp), cp->a_gen, 0};
   for (unsigned s = 0; s < c->nshards; s++) {
-    e.idx = s;
-    if (c->io.send(c->io.ud, s, cp->id, &e, sizeof e, c->body.data, c->body.len) == 0)
-      cp->a_left++;
-    else
-      cp->a_failed = true;
+    if (abort_one(c, cp, s) == 0) cp->a_left++;
+    else cp->a_failed = true;
   }
   if (cp->a_left == 0) cp->a_busy = false; /* the tick tries again */
 }
@@ -1013,10 +1014,16 @@ void fq_campaigns_answer(fq_campaigns_t *c, const void *env, size_t envlen, cons
       return;
     case 'A':
       if (!cp->a_busy || e.gen != cp->a_gen) return;
-      if (len == 9 && b[0] == 'A') {
+      if (len == 10 && b[0] == 'A') {
         uint64_t n;
         memcpy(&n, b + 1, 8);
         cp->a_cancelled += n;
+        /* The shard cancels a bounded number per request: ask again. */
+        if (b[9] && abort_one(c, cp, e.idx) == 0) {
+          cp->a_sent = now;
+          return;
+        }
+        if (b[9]) cp->a_failed = true;
       } else {
         cp->a_failed = true;
       }
