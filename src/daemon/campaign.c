@@ -1235,15 +1235,16 @@ static void handle_campaign(fq_campaigns_t *c, const fq_request_t *req, zmq_msg_
       uint64_t *slot = dup ? NULL : fq_hmap_add(&mine, h);
       if (slot) *slot = h;
       if (dup || !slot) {
+        /* The message first: cp may be the fresh campaign freed below. */
+        snprintf(msg, sizeof msg,
+                 "\"devices\"[%" PRIu32 "]: %s %s is listed twice in campaign \"%s\"",
+                 it.index - 1, d.vin.p ? "vin" : "site", name, cp->key);
         fq_hmap_free(&mine);
         camp_free(fresh);
         if (!dup) {
           reply_err(c, env, nenv, FQ_EBUSY, "out of memory", rq, rql);
           return;
         }
-        snprintf(msg, sizeof msg,
-                 "\"devices\"[%" PRIu32 "]: %s %s is listed twice in campaign \"%s\"",
-                 it.index - 1, d.vin.p ? "vin" : "site", name, cp->key);
         reply_err(c, env, nenv, FQ_EBADPARAM, msg, rq, rql);
         return;
       }
