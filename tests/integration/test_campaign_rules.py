@@ -96,6 +96,19 @@ def rules(c):
          "the parts before are kept")
     c.eq(cl.call({"op": "campaign_get", "id": "c-0000000000000000"}).get("error"), "not_found",
          "unknown id: not_found")
+
+    # Energy sites: the key is <key>/<site id>, params as for a submit.
+    r = cl.call({"op": "campaign", "tenant": "acme", "key": "sites", "command": "backup",
+                 "params": {"backup_reserve_percent": 40},
+                 "devices": [{"site": 12, "account": "acct1"}, {"site": 13, "account": "acct1"}]})
+    c.eq((r.get("ok"), r.get("devices")), (True, 2), "a campaign of energy sites", r)
+    one = cl.call({"op": "get", "tenant": "acme", "key": "sites/13"}).get("command", {})
+    c.eq((one.get("site"), one.get("command"), one.get("params"), one.get("campaign")),
+         (13, "backup", {"backup_reserve_percent": 40}, r.get("id")), "a site's device command")
+    r = cl.call({"op": "campaign", "tenant": "acme", "key": "sites2", "command": "backup",
+                 "params": {"backup_reserve_percent": 400},
+                 "devices": [{"site": 12, "account": "acct1"}]})
+    c.eq(r.get("error"), "bad_param", "params checked as for a submit", r)
     cl.close()
     c.eq(d.term(), 0, "fleetqd exits 0")
 
