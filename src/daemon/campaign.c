@@ -1146,9 +1146,10 @@ static void handle_campaign(fq_campaigns_t *c, const fq_request_t *req, zmq_msg_
       return;
     }
     if (cp->state != CS_RECEIVING) {
-      /* Cannot happen: all parts are in once it left receiving. */
-      reply_err(c, env, nenv, FQ_EIDEMMISMATCH, "the campaign is no longer receiving parts", rq,
-                rql);
+      /* Only an abort ends a campaign before all its parts are in. */
+      snprintf(msg, sizeof msg, "campaign %s is %s: it takes no more parts", cp->id,
+               cs_name[cp->state]);
+      reply_err(c, env, nenv, FQ_EIDEMMISMATCH, msg, rq, rql);
       return;
     }
   }
