@@ -922,6 +922,17 @@ static void reply_abort(fq_campaigns_t *c, const camp_t *cp, uint64_t cancelled,
   waiter_free(w);
 }
 
+static int abort_one(fq_campaigns_t *c, camp_t *cp, unsigned shard) {
+  fq_buf_reset(&c->body);
+  msgpack_packer pk;
+  msgpack_packer_init(&pk, &c->body, buf_write);
+  msgpack_pack_map(&pk, 2);
+  pk_kv_str(&pk, "op", "campaign_abort");
+  pk_kv_str(&pk, "id", cp->id);
+  ienv_t e = {'A', slot_of(c, cp), cp->a_gen, shard};
+  return c->io.send(c->io.ud, shard, cp->id, &e, sizeof e, c->body.data, c->body.len);
+}
+
 /* Ask every shard to cancel what is still scheduled or queued.  The
  * state is durable first: a stop before the shards answered sends the
  * aborts again at the next start (abort_done not yet set). */
@@ -932,19 +943,9 @@ static void abort_send(fq_campaigns_t *c, camp_t *cp, int64_t now) {
   cp->a_gen++;
   cp->a_left = 0;
   cp->a_cancelled = 0;
-  fq_buf_reset(&c->body);
-  msgpack_packer pk;
-  msgpack_packer_init(&pk, &c->body, buf_write);
-  msgpack_pack_map(&pk, 2);
-  pk_kv_str(&pk, "op", "campaign_abort");
-  pk_kv_str(&pk, "id", cp->id);
-  ienv_t e = {'A', slot_of(c, cp), cp->a_gen, 0};
   for (unsigned s = 0; s < c->nshards; s++) {
-    e.idx = s;
-    if (c->io.send(c->io.ud, s, cp->id, &e, sizeof e, c->body.data, c->body.len) == 0)
-      cp->a_left++;
-    else
-      cp->a_failed = true;
+    if (abort_one(c, cp, s) == 0) cp->a_left++;
+    else cp->a_failed = true;
   }
   if (cp->a_left == 0) cp->a_busy = false; /* the tick tries again */
 }
@@ -1013,10 +1014,16 @@ void fq_campaigns_answer(fq_campaigns_t *c, const void *env, size_t envlen, cons
       return;
     case 'A':
       if (!cp->a_busy || e.gen != cp->a_gen) return;
-      if (len == 9 && b[0] == 'A') {
+      if (len == 10 && b[0] == 'A') {
         uint64_t n;
         memcpy(&n, b + 1, 8);
         cp->a_cancelled += n;
+        /* The shard cancels a bounded number per request: ask again. */
+        if (b[9] && abort_one(c, cp, e.idx) == 0) {
+          cp->a_sent = now;
+          return;
+        }
+        if (b[9]) cp->a_failed = true;
       } else {
         cp->a_failed = true;
       }
@@ -1139,9 +1146,10 @@ static void handle_campaign(fq_campaigns_t *c, const fq_request_t *req, zmq_msg_
       return;
     }
     if (cp->state != CS_RECEIVING) {
-      /* Cannot happen: all parts are in once it left receiving. */
-      reply_err(c, env, nenv, FQ_EIDEMMISMATCH, "the campaign is no longer receiving parts", rq,
-                rql);
+      /* Only an abort ends a campaign before all its parts are in. */
+      snprintf(msg, sizeof msg, "campaign %s is %s: it takes no more parts", cp->id,
+               cs_name[cp->state]);
+      reply_err(c, env, nenv, FQ_EIDEMMISMATCH, msg, rq, rql);
       return;
     }
   }
@@ -1228,15 +1236,16 @@ static void handle_campaign(fq_campaigns_t *c, const fq_request_t *req, zmq_msg_
       uint64_t *slot = dup ? NULL : fq_hmap_add(&mine, h);
       if (slot) *slot = h;
       if (dup || !slot) {
+        /* The message first: cp may be the fresh campaign freed below. */
+        snprintf(msg, sizeof msg,
+                 "\"devices\"[%" PRIu32 "]: %s %s is listed twice in campaign \"%s\"",
+                 it.index - 1, d.vin.p ? "vin" : "site", name, cp->key);
         fq_hmap_free(&mine);
         camp_free(fresh);
         if (!dup) {
           reply_err(c, env, nenv, FQ_EBUSY, "out of memory", rq, rql);
           return;
         }
-        snprintf(msg, sizeof msg,
-                 "\"devices\"[%" PRIu32 "]: %s %s is listed twice in campaign \"%s\"",
-                 it.index - 1, d.vin.p ? "vin" : "site", name, cp->key);
         reply_err(c, env, nenv, FQ_EBADPARAM, msg, rq, rql);
         return;
       }

@@ -1102,7 +1102,11 @@ static int camp_id_visit(void *ud, const char *id) {
 }
 
 /* Cancel the campaign's commands still scheduled or queued on this shard
- * (those in flight finish).  Reply: 'A' then u64 cancelled. */
+ * (those in flight finish), at most ABORT_CHUNK per request so that one
+ * batch's transaction and events stay bounded (the ingress asks again
+ * while `more` says so).  Reply: 'A', u64 cancelled, u8 more. */
+#define ABORT_CHUNK 2000
+
 static int campaign_abort(fq_shard_t *sh, pending_t *p, const char *camp, int64_t now,
                           const pass_t *ps, fq_err_t *err) {
   camp_ctx_t c;
@@ -1110,6 +1114,7 @@ static int campaign_abort(fq_shard_t *sh, pending_t *p, const char *camp, int64_
   c.sh = sh;
   c.err = err;
   uint64_t cancelled = 0;
+  uint8_t more = 0;
   int rc = 0;
   if (!ps->writes) {
     reply_error(sh, p, FQ_ESTORFULL, "storage full: the abort was not recorded; try again",
@@ -1121,13 +1126,23 @@ static int campaign_abort(fq_shard_t *sh, pending_t *p, const char *camp, int64_
   char reason[96];
   snprintf(reason, sizeof reason, "campaign %s aborted", camp);
   for (size_t i = 0; i < c.n && rc == 0; i++) {
-    fq_cmdrec_t rec;
-    rc = fq_store_cmd_get(sh->store, c.ids[i], FQ_ID_LEN, &rec, err);
+    /* Most are terminal already: look at the state byte first. */
+    const uint8_t *raw;
+    size_t rl;
+    rc = fq_store_cmd_raw(sh->store, c.ids[i], FQ_ID_LEN, &raw, &rl, err);
     if (rc == FQ_ENOTFOUND) {
       rc = 0;
       continue;
     }
     if (rc) break;
+    if (rl >= 3 && raw[0] == 0xC1 && raw[2] != FQ_ST_SCHEDULED && raw[2] != FQ_ST_QUEUED)
+      continue;
+    if (cancelled == ABORT_CHUNK) {
+      more = 1;
+      break;
+    }
+    fq_cmdrec_t rec;
+    if ((rc = fq_store_cmd_get(sh->store, c.ids[i], FQ_ID_LEN, &rec, err)) != 0) break;
     if (rec.state == FQ_ST_SCHEDULED) {
       rc = fq_store_sched_del(sh->store, rec.not_before, rec.id, err);
       if (rc == 0 && sh->nsched) sh->nsched--;
@@ -1141,7 +1156,8 @@ static int campaign_abort(fq_shard_t *sh, pending_t *p, const char *camp, int64_
   free(c.ids);
   if (rc) return rc;
   if ((rc = fq_buf_append(&sh->replies, "A", 1)) ||
-      (rc = fq_buf_append(&sh->replies, &cancelled, sizeof cancelled)))
+      (rc = fq_buf_append(&sh->replies, &cancelled, sizeof cancelled)) ||
+      (rc = fq_buf_append(&sh->replies, &more, 1)))
     return fq_errf(err, rc, "reply buffer");
   pend_close(sh, p);
   return 0;
