@@ -440,14 +440,21 @@ class Client {
   // refusal rejects with its FleetqError (.part says which).
   async campaign (args) {
     const bodies = C.campaignRequests(args)
+    const n = bodies.reduce((a, b) => a + b.devices.length, 0)
     let dup = true
     let reply = {}
     for (let i = 0; i < bodies.length; i++) {
-      try {
-        reply = await this._call(bodies[i], { timeout: args.timeout })
-      } catch (e) {
-        if (e instanceof FleetqError) e.part = i + 1
-        throw e
+      // The last part is answered once every device command is stored: 1 s
+      // more per 1,000 devices.  Sending a part again is safe (dup).
+      const end = now() + (args.timeout ?? this.timeout * (this.retries + 1) + (i === bodies.length - 1 ? n : 0))
+      for (;;) {
+        try {
+          reply = await this._call(bodies[i], { timeout: Math.max(1, end - now()) })
+          break
+        } catch (e) {
+          if (e instanceof FleetqError) e.part = i + 1
+          if (!(e instanceof Timeout) || now() >= end) throw e
+        }
       }
       dup = dup && reply.dup === true
     }

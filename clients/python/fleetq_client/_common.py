@@ -571,6 +571,17 @@ def campaign_requests(tenant: Any, key: Any, command: Any, devices: Iterable[Any
     return campaign_parts(head, campaign_devices(devices, account), part_bytes)
 
 
+def part_budget(timeout: Optional[float], client_timeout: float, retries: int, devices: int,
+                last: bool) -> float:
+    """Seconds one part of a campaign may take, resends included: the
+    caller's `timeout`, else the client's (timeout x tries), and for the
+    last part, which fleetqd answers once every device command of the
+    campaign is stored, 1 s more per 1,000 devices."""
+    if timeout is not None:
+        return float(timeout)
+    return client_timeout * (retries + 1) + (devices / 1000.0 if last else 0.0)
+
+
 def campaign_lookup(op: str, id: Any = None, tenant: Any = None, key: Any = None) -> Dict[str, Any]:
     return lookup_request(op, id, tenant, key)
 

@@ -430,13 +430,22 @@ class Client:
         order, one at a time."""
         bodies = C.campaign_requests(tenant, key, command, devices, params, ttl_ms, rate,
                                      max_failure_ratio, not_before, account, part_bytes)
+        n = sum(len(b["devices"]) for b in bodies)
         dup, reply = True, {}
         for i, body in enumerate(bodies):
-            try:
-                reply = await self.call(body, timeout)
-            except FleetqError as e:
-                e.part = i + 1  # type: ignore[attr-defined]
-                raise
+            end = _now() + C.part_budget(timeout, self.timeout, self.retries, n,
+                                         i == len(bodies) - 1)
+            while True:
+                try:
+                    reply = await self.call(body, max(0.001, end - _now()))
+                    break
+                except Timeout as e:
+                    if _now() >= end:
+                        e.part = i + 1  # type: ignore[attr-defined]
+                        raise
+                except FleetqError as e:
+                    e.part = i + 1  # type: ignore[attr-defined]
+                    raise
             dup = dup and bool(reply.get("dup"))
         reply["dup"] = dup
         reply.setdefault("parts", len(bodies))

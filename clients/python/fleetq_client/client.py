@@ -458,18 +458,31 @@ class Client:
         with the same arguments resumes an interrupted start.  Returns the
         reply to the last part: ``id``, ``devices`` (the total), ``state``,
         ``dup`` (true when fleetqd had every part already), ``parts``.
-        `timeout` bounds each part.  Raises ValueError / TypeError for a
+        `timeout` bounds each part (default: the client's timeout and
+        retries, and for the last part, whose answer waits until every
+        device command is stored, 1 s more per 1,000 devices).  Raises ValueError / TypeError for a
         bad list before anything is sent, and the :class:`FleetqError` of a
         refusal (which part it was in ``.part``)."""
         bodies = C.campaign_requests(tenant, key, command, devices, params, ttl_ms, rate,
                                      max_failure_ratio, not_before, account, part_bytes)
+        n = sum(len(b["devices"]) for b in bodies)
         dup, reply = True, {}
         for i, body in enumerate(bodies):
-            try:
-                reply = self.call(body, timeout)
-            except FleetqError as e:
-                e.part = i + 1  # type: ignore[attr-defined]
-                raise
+            end = _now() + C.part_budget(timeout, self.timeout, self.retries, n,
+                                         i == len(bodies) - 1)
+            while True:
+                try:
+                    reply = self.call(body, max(0.001, end - _now()))
+                    break
+                except Timeout as e:
+                    # The same part again is safe (dup), and fleetqd answers
+                    # the copies together once the part is stored.
+                    if _now() >= end:
+                        e.part = i + 1  # type: ignore[attr-defined]
+                        raise
+                except FleetqError as e:
+                    e.part = i + 1  # type: ignore[attr-defined]
+                    raise
             dup = dup and bool(reply.get("dup"))
         reply["dup"] = dup
         reply.setdefault("parts", len(bodies))

@@ -140,3 +140,32 @@ def test_aio_campaign(world):
             a = await c.campaign_abort(id=r["id"])
             assert a["cancelled"] == 2
     asyncio.run(main())
+
+
+def test_parts_are_sent_again_while_fleetqd_does_not_answer(world):
+    """fleetqd frozen for 1.5 s: each try of the first part times out
+    (0.5 s, one retry), campaign() keeps sending it again within its
+    `timeout` (safe: dup), and the campaign is complete once fleetqd runs."""
+    import os
+    import signal
+    import threading
+    t = unique("camp")
+    pid = world.daemon.proc.pid
+    c = fleetq_client.Client(world.daemon.endpoint, publish=world.daemon.publish, timeout=0.5,
+                             retries=1)
+    os.kill(pid, signal.SIGSTOP)
+    th = threading.Timer(1.5, os.kill, (pid, signal.SIGCONT))
+    th.start()
+    try:
+        at = int(time.time() * 1000) + 600000
+        r = c.campaign(t, "frozen", "door_lock", VINS[:5], account=ACCOUNT, not_before=at,
+                       part_bytes=300, timeout=20)
+    finally:
+        th.join()
+        os.kill(pid, signal.SIGCONT)
+    assert r["devices"] == 5 and r["parts"] >= 2
+    c.timeout = 5
+    g = c.campaign_get(id=r["id"])
+    assert g["counts"] == {"scheduled": 5} and g["parts_received"] == g["parts"] == r["parts"]
+    c.campaign_abort(id=r["id"])
+    c.close()
