@@ -102,3 +102,25 @@ test('abort cancels the scheduled devices', async () => {
   for await (const ev of c.watchCampaign({ id: r.id })) evs.push(ev)
   assert.equal(evs[evs.length - 1].state, 'aborted')
 })
+
+test('parts are sent again while fleetqd does not answer', async () => {
+  // fleetqd frozen for 1.5 s: each try of the first part times out (500
+  // ms, one retry); campaign() keeps sending it within its timeout.
+  const t = unique('ncamp')
+  const slow = track(new fq.Client({ endpoint: W.endpoint, publish: W.publish, timeout: 500, retries: 1 }))
+  process.kill(W.pid, 'SIGSTOP')
+  const timer = setTimeout(() => process.kill(W.pid, 'SIGCONT'), 1500)
+  let r
+  try {
+    r = await slow.campaign({ tenant: t, key: 'frozen', command: 'door_lock', devices: W.vins.slice(0, 5), account: W.account, notBefore: Date.now() + 600000, partBytes: 300, timeout: 20000 })
+  } finally {
+    clearTimeout(timer)
+    process.kill(W.pid, 'SIGCONT')
+  }
+  assert.equal(r.devices, 5)
+  assert.ok(r.parts >= 2)
+  const g = await c.campaignGet({ id: r.id })
+  assert.deepEqual(g.counts, { scheduled: 5 })
+  assert.equal(g.parts_received, r.parts)
+  await c.campaignAbort({ id: r.id })
+})
