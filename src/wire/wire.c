@@ -703,11 +703,13 @@ int fq_wire_devices_next(fq_wire_devit_t *it, fq_wire_device_t *d, fq_err_t *err
   if (has_vin) {
     char q[64];
     fq__mp_quote((const uint8_t *)d->vin.p, d->vin.n, q, sizeof q);
-    if (d->vin.n != 17) return dev_err(i, "vin", err, "\"%s\" is not 17 characters (a VIN has 17)", q);
+    if (d->vin.n != 17)
+      return dev_err(i, "vin", err, "\"%s\" is not 17 characters (a VIN has 17)", q);
     for (size_t j = 0; j < 17; j++)
       if (!vin_char(d->vin.p[j]))
         return dev_err(i, "vin", err,
-                       "\"%s\" has an invalid character (allowed: A-H J-N P R-Z 0-9; never I, O or Q)",
+                       "\"%s\" has an invalid character (allowed: A-H J-N P R-Z 0-9; never I, O "
+                       "or Q)",
                        q);
   }
   it->p = r.p;
