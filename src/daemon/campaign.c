@@ -282,7 +282,9 @@ static int rec_encode(const camp_t *cp, fq_buf_t *b) {
   }
   uint8_t l4[4];
   fq_put_le32(l4, (uint32_t)cp->params_len);
-  if (!rc) rc = fq_buf_append(b, l4, 4) || (cp->params_len && fq_buf_append(b, cp->params, cp->params_len));
+  if (!rc)
+    rc = fq_buf_append(b, l4, 4) ||
+         (cp->params_len && fq_buf_append(b, cp->params, cp->params_len));
   return rc ? -ENOMEM : 0;
 }
 
@@ -1312,8 +1314,8 @@ static camp_t *lookup(fq_campaigns_t *c, const fq_request_t *req, const void *wh
   if (!cp) {
     char msg[300];
     if (req->id.p)
-      snprintf(msg, sizeof msg, "no campaign with id \"%.*s\"", (int)(req->id.n > 64 ? 64 : req->id.n),
-               req->id.p);
+      snprintf(msg, sizeof msg, "no campaign with id \"%.*s\"",
+               (int)(req->id.n > 64 ? 64 : req->id.n), req->id.p);
     else
       snprintf(msg, sizeof msg, "no campaign with tenant \"%.*s\" and key \"%.*s\"",
                (int)req->tenant.n, req->tenant.p, (int)req->key.n, req->key.p);

@@ -86,8 +86,8 @@ static const char *const key_names[K_COUNT_] = {
     [K_COMMAND] = "command", [K_PARAMS] = "params", [K_TTL] = "ttl_ms",   [K_COALESCE] = "coalesce",
     [K_ID] = "id",         [K_SHARD] = "shard",   [K_AFTER] = "after",    [K_LIMIT] = "limit",
     [K_ACTION] = "action",  [K_WAKE] = "wake",     [K_STUCK] = "stuck_ms", [K_NOT_BEFORE] = "not_before",
-    [K_DAYS] = "days",     [K_DEVICES] = "devices", [K_RATE] = "rate",  [K_RATIO] = "max_failure_ratio",
-    [K_PART] = "part",     [K_PARTS] = "parts",
+    [K_DAYS] = "days",     [K_DEVICES] = "devices", [K_RATE] = "rate",
+    [K_RATIO] = "max_failure_ratio", [K_PART] = "part", [K_PARTS] = "parts",
 };
 
 #define B(k) (1u << (k))
@@ -688,10 +688,13 @@ int fq_wire_devices_next(fq_wire_devit_t *it, fq_wire_device_t *d, fq_err_t *err
       return dev_err(i, "", err, "unknown key \"%s\" (a device has vin or site, and account)", q);
     }
   }
-  if (has_vin && has_site) return dev_err(i, "", err, "%s", "\"vin\" and \"site\": give exactly one, not both");
-  if (!has_vin && !has_site) return dev_err(i, "", err, "%s", "\"vin\" or \"site\": required (exactly one)");
+  if (has_vin && has_site)
+    return dev_err(i, "", err, "%s", "\"vin\" and \"site\": give exactly one, not both");
+  if (!has_vin && !has_site)
+    return dev_err(i, "", err, "%s", "\"vin\" or \"site\": required (exactly one)");
   if (!has_acct) return dev_err(i, "account", err, "%s", "required");
-  if (d->account.n < 1 || d->account.n > 128 || !fq__utf8_valid((const uint8_t *)d->account.p, d->account.n))
+  if (d->account.n < 1 || d->account.n > 128 ||
+      !fq__utf8_valid((const uint8_t *)d->account.p, d->account.n))
     return dev_err(i, "account", err, "%s", "must be 1..128 bytes of UTF-8");
   for (size_t j = 0; j < d->account.n; j++) {
     unsigned char c = (unsigned char)d->account.p[j];
@@ -700,11 +703,13 @@ int fq_wire_devices_next(fq_wire_devit_t *it, fq_wire_device_t *d, fq_err_t *err
   if (has_vin) {
     char q[64];
     fq__mp_quote((const uint8_t *)d->vin.p, d->vin.n, q, sizeof q);
-    if (d->vin.n != 17) return dev_err(i, "vin", err, "\"%s\" is not 17 characters (a VIN has 17)", q);
+    if (d->vin.n != 17)
+      return dev_err(i, "vin", err, "\"%s\" is not 17 characters (a VIN has 17)", q);
     for (size_t j = 0; j < 17; j++)
       if (!vin_char(d->vin.p[j]))
         return dev_err(i, "vin", err,
-                       "\"%s\" has an invalid character (allowed: A-H J-N P R-Z 0-9; never I, O or Q)",
+                       "\"%s\" has an invalid character (allowed: A-H J-N P R-Z 0-9; never I, O "
+                       "or Q)",
                        q);
   }
   it->p = r.p;

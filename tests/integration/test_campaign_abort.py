@@ -59,7 +59,7 @@ def dev_events(w, cid):
 
 def body(c, w):
     # ---- abort mid-way -------------------------------------------------------
-    r = campaign(w, "abort-me", GOOD, rate=40, ttl_ms=120000)
+    r = campaign(w, "abort-me", GOOD, rate=20, ttl_ms=120000)
     c.ok(r.get("ok"), "campaign accepted", r)
     cid = r["id"]
     time.sleep(1.5)

@@ -105,6 +105,11 @@ def rules(c):
     one = cl.call({"op": "get", "tenant": "acme", "key": "sites/13"}).get("command", {})
     c.eq((one.get("site"), one.get("command"), one.get("params"), one.get("campaign")),
          (13, "backup", {"backup_reserve_percent": 40}, r.get("id")), "a site's device command")
+    # A device command is an ordinary command: cancel works, the counts follow.
+    x = cl.call({"op": "cancel", "tenant": "acme", "key": "sites/12"})
+    c.eq(x.get("command", {}).get("state"), "cancelled", "cancel of one device command", x)
+    g = cl.call({"op": "campaign_get", "tenant": "acme", "key": "sites"})
+    c.eq(g.get("counts"), {"queued": 1, "cancelled": 1}, "the counts show it", g)
     r = cl.call({"op": "campaign", "tenant": "acme", "key": "sites2", "command": "backup",
                  "params": {"backup_reserve_percent": 400},
                  "devices": [{"site": 12, "account": "acct1"}]})

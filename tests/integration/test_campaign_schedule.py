@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """Issue 16, campaigns with a time: a campaign with not_before is
 `scheduled` and runs at its time; a restart of fleetqd (kill -9) that
-spans its time still runs it; a kill -9 during the fan-out of a large
+spans its time still runs it; a campaign running over a SIGTERM restart
+goes on with exact counts and finishes; a kill -9 during the fan-out of a large
 campaign (4 parts, 20,000 devices), then the same last part sent again,
 ends with every device exactly once (the start time fixed before the
 fan-out makes the redone submits identical: no idempotency_mismatch)."""
@@ -91,6 +92,20 @@ def body(c, w):
     c.eq(sum(len(w.execs(v)) for v in CARS[10:20]), 10, "each car executed it once")
     c.eq(call(w, "campaign_get", key="later").get("state"), "done",
          "the first campaign is still done after the restart")
+
+    # ---- SIGTERM while it runs: it goes on, counts exact ---------------------------
+    r = call(w, "campaign", key="running", command="flash_lights", devices=devices(CARS[20:30]),
+             rate=3, ttl_ms=60000)
+    rid = r["id"]
+    time.sleep(1.2)
+    w.restart_daemon(kill9=False)
+    g = call(w, "campaign_get", id=rid)
+    c.eq(g.get("state"), "running", "still running after a SIGTERM restart", g)
+    c.eq(sum(g.get("counts", {}).values()), 10, "counts over the restart: every device", g)
+    evs = wait_final(w, rid, 30)
+    c.ok(evs and evs[-1].get("state") == "done" and evs[-1].get("succeeded") == 10,
+         "it finishes after the restart, every device succeeded", evs[-1:] if evs else None)
+    c.eq(sum(len(w.execs(v)) for v in CARS[20:30]), 10, "each car executed it once")
 
     # ---- kill -9 during the fan-out ------------------------------------------------
     parts = [BIG_CARS[i * 5000:(i + 1) * 5000] for i in range(4)]
