@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole benchmark suite in one command:
 #
-#   perf/run-all.sh            # full run, about 5-10 minutes
+#   perf/run-all.sh            # full run, about 8-14 minutes
 #   perf/run-all.sh --quick    # smaller counts, fewer points: 1-2 minutes
 #
 # Installs what it needs (wrk, redis-server, gnuplot-nox, libhiredis-dev via
@@ -23,7 +23,11 @@
 #      libcurl ceiling against the same simulator (bench_e2e, when built;
 #      else the bare libcurl ceiling of bench_http);
 #   5. the client packages' submit loops (Python blocking and asyncio,
-#      Node): acknowledged submits/s against one fleetqd (bench_clients.py).
+#      Node): acknowledged submits/s against one fleetqd (bench_clients.py);
+#   6. a 100,000-car campaign against fleetsim (--quick: 10,000): time to
+#      accept and to finish and fleetqd's CPU per device command, next to
+#      the same commands as plain submits (bench_campaign.py, about 3-4
+#      minutes of the full run).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -31,7 +35,7 @@ QUICK=0
 for a in "$@"; do
   case "$a" in
     --quick) QUICK=1 ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
     *) echo "run-all: unknown argument $a (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -311,6 +315,12 @@ say "5 client packages: pipelined submit loops against one fleetqd (bench_client
   $([ "$QUICK" = 1 ] && echo --quick) >"$W/clients.txt" 2>"$W/clients.err" ||
   say "  bench_clients failed: $(tail -3 "$W/clients.err")"
 grep '^RESULT' "$W/clients.txt" >&2 || true
+
+say "6 campaign: $([ "$QUICK" = 1 ] && echo 10,000 || echo 100,000) cars against fleetsim, next to plain submits (bench_campaign.py)"
+"$PY" "$ROOT/perf/bench_campaign.py" --bin "$BIN" --out "$OUT/campaign.md" \
+  $([ "$QUICK" = 1 ] && echo --quick) >"$W/campaign.txt" 2>"$W/campaign.err" ||
+  say "  bench_campaign failed: $(tail -3 "$W/campaign.err")"
+grep '^RESULT' "$W/campaign.txt" >&2 || true
 
 # ---- results --------------------------------------------------------------
 say "writing perf/RESULTS.md and plots"
@@ -609,8 +619,16 @@ if os.path.exists(cm) and open(os.path.join(W, "clients.txt")).read().strip():
 else:
     w("bench_clients.py did not run to the end in this run; see `perf/bench_clients.py --help`.")
 w("")
+w("## 6. Campaigns\n")
+cp = os.path.join(OUT, "campaign.md")
+if os.path.exists(cp) and open(os.path.join(W, "campaign.txt")).read().strip():
+    # bench_campaign.py's report of this run, without its title.
+    w("\n".join(open(cp).read().splitlines()[2:]))
+else:
+    w("bench_campaign.py did not run to the end in this run; see `perf/bench_campaign.py --help`.")
+w("")
 w("## Reproduce\n")
-w("```sh\nperf/run-all.sh          # full suite (about 5-10 minutes)\nperf/run-all.sh --quick  # 1-2 minutes, smaller counts\n```\n")
+w("```sh\nperf/run-all.sh          # full suite (about 8-14 minutes)\nperf/run-all.sh --quick  # 1-2 minutes, smaller counts\n```\n")
 w("Pieces can be run alone: `build-perf/bin/bench_ingest --help`, `bench_redis`, "
   "`fleetq-replay gen|run --help`. The traffic format is in `proto/traffic-format.md`.")
 open(MD, "w").write("\n".join(L) + "\n")

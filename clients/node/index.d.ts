@@ -188,6 +188,90 @@ export declare class Watch implements AsyncIterable<Event> {
 
 export interface CallOptions { timeout?: number; retry?: boolean }
 
+/** One device of a campaign: a vehicle or an energy site, and its account (or the campaign's default). */
+export type CampaignDevice = string | bigint | number |
+  { vin: string; site?: undefined; account?: string } | { site: bigint | number | string; vin?: undefined; account?: string }
+
+export interface CampaignArgs {
+  tenant: string
+  /** 1..100 bytes; each device command gets the key `<key>/<vin or site>`. */
+  key: string | number | bigint
+  command: string
+  /** Up to 100,000; sent in parts of at most 256 KiB (partBytes). */
+  devices: Iterable<CampaignDevice>
+  params?: { [name: string]: unknown }
+  ttlMs?: number
+  /** Device commands started per second (0 < rate <= 100000). */
+  rate?: number
+  /** Abort by itself once this share (0..1) of the finished devices failed (after 20). */
+  maxFailureRatio?: number
+  notBefore?: number | bigint | Date
+  /** The account of the devices that name none. */
+  account?: string
+  /** Wait for each part's answer at most this long (ms). */
+  timeout?: number
+  partBytes?: number
+}
+
+export interface CampaignReply {
+  ok: true
+  id: string
+  devices: number
+  /** True when fleetqd had every part already. */
+  dup: boolean
+  state: 'receiving' | 'scheduled' | 'running' | 'done' | 'aborted'
+  parts: number
+  parts_received?: number
+  [k: string]: unknown
+}
+
+export interface Campaign {
+  id: string
+  tenant: string
+  key: string
+  command: string
+  state: 'receiving' | 'scheduled' | 'running' | 'done' | 'aborted'
+  devices: number
+  counts: { [state: string]: number }
+  succeeded: number
+  failed: number
+  /** Device commands refused for good at the fan-out (their key used before for another request). */
+  rejected?: number
+  created_at: number
+  started_at: number | null
+  finished_at: number | null
+  not_before: number | null
+  rate: number | null
+  max_failure_ratio: number | null
+  parts_received: number
+  parts: number
+  reason: string
+  [k: string]: unknown
+}
+
+/** A progress event (or, with snapshot: true, a campaign_get read by the watch). */
+export interface CampaignEvent extends Partial<Campaign> {
+  type: 'campaign'
+  id: string
+  state: Campaign['state']
+  at: number
+  final: boolean
+  snapshot?: boolean
+}
+
+export interface CampaignLookup { id?: string; tenant?: string; key?: string | number }
+
+export declare class CampaignWatch {
+  readonly id: string | null
+  readonly tenant: string | null
+  /** The final event, once it came. */
+  readonly final: CampaignEvent | null
+  /** The next event; null after timeoutMs without one, or after the final one. */
+  next (timeoutMs?: number): Promise<CampaignEvent | null>
+  close (): void
+  [Symbol.asyncIterator] (): AsyncIterator<CampaignEvent>
+}
+
 export declare class Client {
   constructor (opts?: string | ClientOptions)
   readonly endpoint: string
@@ -209,6 +293,14 @@ export declare class Client {
   /** Never rejects for fleetq reasons: {ok: false, error: 'timeout'} when fleetqd does not answer. */
   health (opts?: { timeout?: number }): Promise<Health>
   watch (opts?: WatchOptions): Watch
+  /** One command to many devices; resolves with the reply to the last part. */
+  campaign (args: CampaignArgs): Promise<CampaignReply>
+  campaignGet (lookup: CampaignLookup): Promise<Campaign>
+  /** Cancels the device commands still scheduled or queued; rejects with NotCancellable once done. */
+  campaignAbort (lookup: CampaignLookup): Promise<{ id: string; state: 'aborted'; cancelled: number; reason?: string }>
+  /** Follow a campaign's progress events until the final one. */
+  watchCampaign (args: CampaignLookup & { quietMs?: number; onProgress: (ev: CampaignEvent) => void | Promise<void> }): Promise<CampaignEvent>
+  watchCampaign (args: CampaignLookup & { quietMs?: number }): CampaignWatch
   admin (action: string, fields?: { [k: string]: string | undefined }): Promise<{ ok: true; [k: string]: any }>
   accountAdd (a: { account: string; accessToken: string; refreshToken: string; clientId: string; region?: 'na' | 'eu' | 'cn'; baseUrl?: string }): Promise<Account>
   accountList (): Promise<Account[]>

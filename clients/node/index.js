@@ -9,8 +9,8 @@
 //     vin: '5YJ3E1EA7KF000001', command: 'set_charge_limit', params: { percent: 80 }, wait: true })
 //   console.log(r.id, r.event.state, r.event.reason)
 
-const { Client, Watch } = require('./lib/client')
+const { Client, Watch, CampaignWatch } = require('./lib/client')
 const errors = require('./lib/errors')
 const { TERMINAL } = require('./lib/common')
 
-module.exports = { Client, Watch, TERMINAL, ...errors }
+module.exports = { Client, Watch, CampaignWatch, TERMINAL, ...errors }

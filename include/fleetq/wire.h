@@ -85,7 +85,18 @@ enum fq_op {
   FQ_OP_ADMIN, /* account management; see proto/wire-protocol.md */
   FQ_OP_HEALTH,
   FQ_OP_USAGE, /* per-day budget counts (issue 16) */
+  FQ_OP_CAMPAIGN,       /* one command to many devices (issue 16) */
+  FQ_OP_CAMPAIGN_GET,
+  FQ_OP_CAMPAIGN_ABORT,
 };
+
+/* Campaigns: the most devices over all parts, the most parts, the longest
+ * campaign key (so that "<key>/<vin or site>" fits a 128-byte key) and
+ * the highest rate (commands/s). */
+#define FQ_WIRE_MAX_CAMPAIGN_DEVICES 100000
+#define FQ_WIRE_MAX_CAMPAIGN_PARTS 1000
+#define FQ_WIRE_MAX_CAMPAIGN_KEY 100
+#define FQ_WIRE_MAX_CAMPAIGN_RATE 100000
 
 /* health: a shard with queued work and no commit for longer than this
  * is stuck, unless the request says `stuck_ms`. */
@@ -115,6 +126,14 @@ typedef struct fq_request {
   uint32_t limit;                /* history; default 100 */
   int64_t stuck_ms;              /* health; default FQ_WIRE_DEFAULT_STUCK_MS */
   uint32_t days;                 /* usage: UTC days back, 1 = today; default 7 */
+  /* campaign: the `devices` array as sent (checked: see
+   * fq_wire_devices_next), its length, and the optional fields. */
+  const uint8_t *devices_raw;
+  size_t devices_len;
+  uint32_t ndevices;
+  bool has_rate, has_ratio;
+  double rate, max_failure_ratio;
+  uint32_t part, parts;          /* 1-based; 1 / 1 when not given */
   fq_str_t admin_action;         /* admin: "account_add", ... */
   const uint8_t *admin_raw;      /* admin: the whole body, for its handler */
   size_t admin_raw_len;
@@ -139,6 +158,27 @@ typedef struct fq_request {
  * (optionally with `tenant`) or `tenant` + `key`.  admin: only `action`
  * is checked here; the handler validates the rest of admin_raw. */
 int fq_wire_decode_request(const uint8_t *buf, size_t len, fq_request_t *req, fq_err_t *err);
+
+/* The devices of a campaign request, one by one.  begin checks that buf
+ * holds an array and gives its count; next gives 1 and the device, 0
+ * after the last, or a code (FQ_EBADREQ naming the device's index) for a
+ * device that is not a map of `vin` (a valid VIN) or `site` (positive),
+ * and `account` (1..128 bytes, no control characters).  Views borrow
+ * from buf. */
+typedef struct fq_wire_device {
+  fq_str_t vin;                  /* {NULL, 0} for a site */
+  uint64_t site;
+  fq_str_t account;
+} fq_wire_device_t;
+typedef struct fq_wire_devit {
+  const uint8_t *p, *end;
+  uint32_t index, left;
+} fq_wire_devit_t;
+int fq_wire_devices_begin(fq_wire_devit_t *it, const uint8_t *buf, size_t len, uint32_t *count,
+                          fq_err_t *err);
+int fq_wire_devices_next(fq_wire_devit_t *it, fq_wire_device_t *d, fq_err_t *err);
+/* The device's VIN or decimal site id, NUL-terminated; its length or 0. */
+size_t fq_wire_device_name(const fq_wire_device_t *d, char *out, size_t cap);
 
 /* Decode a stored or received `params` map (same rules as in a request:
  * bounded, at most FQ_MAX_PARAMS entries and FQ_WIRE_MAX_PARAMS_BYTES,
@@ -178,6 +218,7 @@ typedef struct fq_event {
   uint32_t shard;
   uint64_t seq;
   uint64_t tseq; /* per (tenant, shard) sequence; 0 = none (stored before tseq existed) */
+  fq_str_t campaign; /* the campaign id of a campaign's device command; {NULL, 0}: none */
 } fq_event_t;
 
 /* Append the event's msgpack map to out. */

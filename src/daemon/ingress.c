@@ -20,6 +20,7 @@
 #include "auth.h"
 #include "fleetq/wire.h"
 #include "budget.h"
+#include "campaign.h"
 #include "health.h"
 #include "idem.h"
 #include "log.h"
@@ -104,6 +105,7 @@ struct fq_ingress {
   unsigned loaded;      /* shards that finished announcing their keys */
   fanout_t fan[FANOUT_SLOTS];
   health_wait_t health[HEALTH_SLOTS];
+  fq_campaigns_t *camps;  /* campaigns (campaign.h); NULL without a data dir */
 };
 
 static int sockopt_int(void *s, int opt, int v) { return zmq_setsockopt(s, opt, &v, sizeof v); }
@@ -190,6 +192,52 @@ static int open_pub(fq_ingress_t *in, fq_err_t *err) {
   return bind_ep(in, in->pub, in->o.publish, err, "publish");
 }
 
+/* --- campaigns (campaign.h) --------------------------------------------- */
+
+static int key_mark(fq_ingress_t *in, uint64_t h, unsigned shard);
+static void reply_client(fq_ingress_t *in, zmq_msg_t *env, int nenv, const void *body,
+                         size_t len);
+
+/* An internal request to a shard: kind frame 'C' + campaign id (shard.h),
+ * one envelope frame, the body.  Counted like 'Q' (it may store a key). */
+static int camp_send(void *ud, unsigned shard, const char *camp, const void *env, size_t envlen,
+                     const void *body, size_t len) {
+  fq_ingress_t *in = ud;
+  void *s = in->pairs[shard];
+  char kf[1 + 64];
+  size_t cl = strnlen(camp, 64);
+  kf[0] = 'C';
+  memcpy(kf + 1, camp, cl);
+  if (zmq_send(s, kf, 1 + cl, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) return -errno;
+  in->sent[shard]++;
+  zmq_send(s, env, envlen, ZMQ_SNDMORE);
+  zmq_send(s, body, len, 0);
+  return 0;
+}
+
+static void camp_reply(void *ud, zmq_msg_t *env, int nenv, const void *body, size_t len) {
+  reply_client(ud, env, nenv, body, len);
+}
+
+static void camp_publish(void *ud, const char *topic, size_t tlen, const void *body, size_t len) {
+  fq_ingress_t *in = ud;
+  if (!in->pub) return;
+  zmq_send(in->pub, topic, tlen, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+  zmq_send(in->pub, body, len, ZMQ_DONTWAIT);
+  fq_metrics_events(1);
+}
+
+static void camp_key_mark(void *ud, const char *tenant, size_t tn, const char *key, size_t kn,
+                          unsigned shard) {
+  fq_ingress_t *in = ud;
+  if (in->o.nshards > 1) key_mark(in, fq_hash64_pair(tenant, tn, key, kn), shard);
+}
+
+static bool camp_tenant_ok(void *ud, const void *who, const char *tenant, size_t tn) {
+  (void)ud;
+  return !who || fq_client_has_tenant(who, tenant, tn);
+}
+
 fq_ingress_t *fq_ingress_new(const fq_ingress_opts_t *opts, fq_err_t *err) {
   fq_ingress_t *in = calloc(1, sizeof *in);
   if (!in) {
@@ -253,6 +301,11 @@ fq_ingress_t *fq_ingress_new(const fq_ingress_opts_t *opts, fq_err_t *err) {
     fq_errf(err, -ENOMEM, "out of memory");
     goto fail;
   }
+  if (opts->data_dir) {
+    fq_camp_io_t io = {in, camp_send, camp_reply, camp_publish, camp_key_mark, camp_tenant_ok};
+    if (!(in->camps = fq_campaigns_open(opts->data_dir, opts->nshards, opts->accounts, &io, err)))
+      goto fail;
+  }
   if (bind_ep(in, in->router, opts->listen, err, "listen") != 0) goto fail;
   if (open_pub(in, err) != 0) goto fail;
   for (unsigned i = 0; i < opts->nshards; i++) {
@@ -295,6 +348,7 @@ void fq_ingress_destroy(fq_ingress_t **inp) {
   /* Replies still queued are released when ZeroMQ closes the socket; the
    * ledger's entries they use outlive it (replies.h). */
   fq_replies_destroy(&in->replies);
+  fq_campaigns_close(&in->camps);
   if (in->router) zmq_close(in->router);
   if (in->pub) zmq_close(in->pub);
   if (in->zap) zmq_close(in->zap);
@@ -434,7 +488,7 @@ static int to_shard(fq_ingress_t *in, unsigned shard, char kind, const uint64_t 
     return -e;
   }
   /* Sent: the shard will count it too (see key_mark). */
-  if (kind == 'Q' || kind == 'F') in->sent[shard]++;
+  if (kind == 'Q' || kind == 'F' || kind == 'C') in->sent[shard]++;
   if (token) zmq_send(s, token, 8, ZMQ_SNDMORE);
   for (int i = 0; i < n; i++) {
     zmq_msg_t c;
@@ -702,6 +756,9 @@ static int authorize(fq_ingress_t *in, zmq_msg_t *body, const fq_request_t *req,
     case FQ_OP_CANCEL: need = FQ_ROLE_CANCEL; verb = "cancel"; break;
     case FQ_OP_ADMIN: need = FQ_ROLE_ADMIN; verb = "admin"; break;
     case FQ_OP_USAGE: need = FQ_ROLE_READ | FQ_ROLE_ADMIN; verb = "read"; break;
+    case FQ_OP_CAMPAIGN: need = FQ_ROLE_SUBMIT; verb = "submit"; break;
+    case FQ_OP_CAMPAIGN_GET: need = FQ_ROLE_READ; verb = "read"; break;
+    case FQ_OP_CAMPAIGN_ABORT: need = FQ_ROLE_CANCEL; verb = "cancel"; break;
     default: return 0;
   }
   if (!(e->roles & need)) {
@@ -886,6 +943,15 @@ static bool handle_client(fq_ingress_t *in) {
       reply_client(in, f, nenv, in->out.data, in->out.len);
       goto out;
     }
+    case FQ_OP_CAMPAIGN:
+    case FQ_OP_CAMPAIGN_GET:
+    case FQ_OP_CAMPAIGN_ABORT:
+      if (!in->camps) {
+        reply_error(in, f, nenv, FQ_EBADREQ, "\"op\": campaigns are not available", &req);
+        goto out;
+      }
+      fq_campaigns_request(in->camps, &req, who, f, nenv);
+      goto out;
     case FQ_OP_SUBMIT: {
       char dev[FQ_DEVICE_MAX];
       size_t dl = fq_wire_device_key(&req, dev, sizeof dev);
@@ -1088,11 +1154,16 @@ static void relay_batch(fq_ingress_t *in, const uint8_t *p, size_t len) {
       continue;
     }
     if (kind == 'F' && (!take(&p, end, &token, 8) || !take(&p, end, &found, 1))) break;
-    if ((kind != 'R' && kind != 'F') || !take(&p, end, &nenv, 1) || nenv >= REQ_FRAMES) break;
+    if ((kind != 'R' && kind != 'F' && kind != 'C') || !take(&p, end, &nenv, 1) ||
+        nenv >= REQ_FRAMES)
+      break;
     bool ok = true;
     for (int i = 0; i <= nenv && ok; i++) ok = take_part(&p, end, &parts[i]);
     if (!ok) break;
-    if (kind == 'R')
+    if (kind == 'C') {
+      if (in->camps && nenv == 1)
+        fq_campaigns_answer(in->camps, parts[0].p, parts[0].n, parts[1].p, parts[1].n);
+    } else if (kind == 'R')
       relay_reply(in, parts, nenv + 1);
     else
       on_lookup_reply(in, token, found, parts, nenv + 1);
@@ -1183,6 +1254,10 @@ int fq_ingress_run(fq_ingress_t *in) {
     if (in->o.heartbeat && timeout > in->o.heartbeat_ms) timeout = in->o.heartbeat_ms;
     long hwait = health_expire(in);
     if (hwait >= 0 && hwait < timeout) timeout = hwait;
+    if (serving && in->camps) {
+      long cw = fq_campaigns_tick(in->camps, fq_now_ms());
+      if (cw < timeout) timeout = cw;
+    }
     int rc = zmq_poll(items, (int)(ns + X_N), timeout);
     if (in->o.heartbeat) atomic_fetch_add(in->o.heartbeat, 1);
     if (rc < 0) {

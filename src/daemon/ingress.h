@@ -51,6 +51,8 @@ typedef struct fq_ingress_opts {
   unsigned ipc_mode;         /* permission bits of ipc:// socket files */
   /* The systemd watchdog (sdnotify.h): when set, the loop increments
    * *heartbeat on every turn and turns at least every heartbeat_ms. */
+  const char *data_dir;       /* campaigns live in <data_dir>/campaigns (campaign.h) */
+  struct fq_accounts *accounts; /* for the campaign's account check (borrowed), or NULL */
   _Atomic uint64_t *heartbeat;
   int heartbeat_ms;
 } fq_ingress_opts_t;

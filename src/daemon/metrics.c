@@ -74,6 +74,8 @@ static struct {
   counter_t wakeups;
   counter_t refresh[FQ_MR_COUNT_];
   counter_t events;
+  counter_t campaigns[5];     /* per campaign state, set by the ingress */
+  counter_t campaign_cmds;
   shard_g_t shard[FQ_METRICS_MAX_SHARDS];
   bill_slot_t bill[FQ_METRICS_MAX_ACCOUNTS];
   bill_slot_t bill_other;
@@ -135,6 +137,12 @@ void fq_metrics_submit(int code) {
     i = (size_t)(2 + FQ_EINTERNAL - FQ_ERROR_BASE_ - 1);
   ADD(M.submits[i], 1);
 }
+
+void fq_metrics_campaigns(const uint64_t counts[5]) {
+  for (int i = 0; i < 5; i++) SET(M.campaigns[i], counts[i]);
+}
+
+void fq_metrics_campaign_commands(uint64_t n) { ADD(M.campaign_cmds, n); }
 
 void fq_metrics_ack_ns(int64_t ns) { hist_observe(&H_ack, ns / 1000); }
 
@@ -348,6 +356,15 @@ static void render_shards(sb_t *b, unsigned nshards) {
   for (unsigned i = 0; i < nshards; i++)
     sb_printf(b, "fleetq_commands_scheduled{shard=\"%u\"} %llu\n", i,
               (unsigned long long)GET(M.shard[i].scheduled));
+  static const char *const cstate[5] = {"receiving", "scheduled", "running", "done", "aborted"};
+  head(b, "fleetq_campaigns", "gauge", "Campaigns known to fleetqd, per campaign state.");
+  for (int i = 0; i < 5; i++)
+    sb_printf(b, "fleetq_campaigns{state=\"%s\"} %llu\n", cstate[i],
+              (unsigned long long)GET(M.campaigns[i]));
+  head(b, "fleetq_campaign_device_commands_total", "counter",
+       "Device commands campaigns created (each device once; a redone fan-out adds nothing).");
+  sb_printf(b, "fleetq_campaign_device_commands_total %llu\n",
+            (unsigned long long)GET(M.campaign_cmds));
   head(b, "fleetq_store_bytes", "gauge",
        "Bytes of live pages in the shard's LMDB store, as of its last batch.");
   for (unsigned i = 0; i < nshards; i++)

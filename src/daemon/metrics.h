@@ -127,5 +127,9 @@ void fq_metrics_token_refresh(fq_metrics_refresh_t result);
 
 /* n events were handed to the PUB socket. */
 void fq_metrics_events(uint64_t n);
+/* Campaigns (campaign.h): how many are in each state (receiving,
+ * scheduled, running, done, aborted), and device commands created. */
+void fq_metrics_campaigns(const uint64_t counts[5]);
+void fq_metrics_campaign_commands(uint64_t n);
 
 #endif

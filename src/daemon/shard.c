@@ -219,6 +219,7 @@ static int emit_event(fq_shard_t *sh, const fq_cmdrec_t *rec, int prev, fq_err_t
   ev.shard = sh->o.index;
   ev.seq = fq_store_next_seq(sh->store);
   ev.tseq = fq_store_next_tseq(sh->store, ev.tenant.p, ev.tenant.n);
+  if (rec->campaign[0]) ev.campaign = (fq_str_t){rec->campaign, strlen(rec->campaign)};
 
   if (sh->npev == sh->apev) {
     size_t n = sh->apev ? sh->apev * 2 : 256;
@@ -720,7 +721,8 @@ static int acct_known(fq_shard_t *sh, const fq_str_t *name, fq_err_t *err) {
  * answer dup / mismatch if the key is here, not_found otherwise (the
  * ingress then sends the submit to the device's shard).  Never stores. */
 static int handle_submit(fq_shard_t *sh, pending_t *p, const fq_request_t *req, int64_t now,
-                         bool check_only, const acl_t *acl, const pass_t *ps, fq_err_t *err) {
+                         bool check_only, const acl_t *acl, const pass_t *ps,
+                         const char *campaign, fq_err_t *err) {
   uint8_t hash[32], old_hash[32];
   char old_id[FQ_ID_LEN + 1];
   if (!acl_allows(acl, req->tenant.p, req->tenant.n)) {
@@ -795,8 +797,9 @@ static int handle_submit(fq_shard_t *sh, pending_t *p, const fq_request_t *req, 
   }
   /* Over its daily budget, a tenant's new commands are refused; after the
    * dedupe check, so a retry of a command accepted earlier still gets its
-   * original, and commands already accepted go on. */
-  {
+   * original, and commands already accepted go on.  A campaign's device
+   * commands were checked as a whole when the campaign was accepted. */
+  if (!campaign) {
     char msg[320];
     int64_t reset_at = 0;
     if (fq_budget_check(req->tenant.p, req->tenant.n, now, &reset_at, msg, sizeof msg)) {
@@ -836,6 +839,10 @@ static int handle_submit(fq_shard_t *sh, pending_t *p, const fq_request_t *req, 
   rec.not_before = req->not_before;
   rec.fault = -1;
   rec.state = -1;
+  if (campaign) {
+    snprintf(rec.campaign, sizeof rec.campaign, "%s", campaign);
+    if ((rc = fq_store_camp_put(sh->store, campaign, rec.id, err)) != 0) return rc;
+  }
   if ((rc = fq_store_idem_put(sh->store, &rec, err)) != 0) return rc;
   if (req->not_before > now) {
     if ((rc = schedule(sh, &rec, now, err)) != 0) return rc;
@@ -1022,6 +1029,140 @@ static int handle_history(fq_shard_t *sh, pending_t *p, const fq_request_t *req,
   return 0;
 }
 
+/* --- campaigns (shard.h 'C') ---------------------------------------------
+ *
+ * The counts are read from the records themselves, inside the batch's
+ * transaction: the reply leaves after the commit, so it shows exactly
+ * what is durable, across restarts, with nothing kept in memory to drift.
+ * A compact record holds its state in its third byte. */
+typedef struct camp_ctx {
+  fq_shard_t *sh;
+  uint64_t counts[FQ_ST_COUNT_];
+  char (*ids)[FQ_ID_LEN + 1];
+  size_t n, cap;
+  int rc;               /* the first failure of a visitor */
+  fq_err_t *err;
+} camp_ctx_t;
+
+static int camp_count_visit(void *ud, const char *id) {
+  camp_ctx_t *c = ud;
+  const uint8_t *raw;
+  size_t n;
+  int rc = fq_store_cmd_raw(c->sh->store, id, FQ_ID_LEN, &raw, &n, c->err);
+  if (rc == FQ_ENOTFOUND) return 0; /* pruned by retention */
+  if (rc) {
+    c->rc = rc;
+    return 1;
+  }
+  int st = -1;
+  if (n >= 3 && raw[0] == 0xC1) {
+    st = raw[2];
+  } else {
+    fq_cmdrec_t rec;
+    if (fq_cmdrec_unpack(raw, n, &rec, c->err) == 0) {
+      st = rec.state;
+      fq_cmdrec_free(&rec);
+    }
+  }
+  if (st >= 0 && st < FQ_ST_COUNT_) c->counts[st]++;
+  return 0;
+}
+
+/* Reply: 'N' then FQ_ST_COUNT_ u64 (native order: the ingress is this
+ * process). */
+static int campaign_counts(fq_shard_t *sh, pending_t *p, const char *camp, fq_err_t *err) {
+  camp_ctx_t c;
+  memset(&c, 0, sizeof c);
+  c.sh = sh;
+  c.err = err;
+  int rc = fq_store_camp_scan(sh->store, camp, camp_count_visit, &c, err);
+  if (c.rc) return c.rc;
+  if (rc) return rc;
+  if ((rc = fq_buf_append(&sh->replies, "N", 1)) ||
+      (rc = fq_buf_append(&sh->replies, c.counts, sizeof c.counts)))
+    return fq_errf(err, rc, "reply buffer");
+  pend_close(sh, p);
+  return 0;
+}
+
+static int camp_id_visit(void *ud, const char *id) {
+  camp_ctx_t *c = ud;
+  if (c->n == c->cap) {
+    size_t cap = c->cap ? c->cap * 2 : 1024;
+    void *np = realloc(c->ids, cap * sizeof *c->ids);
+    if (!np) {
+      c->rc = fq_errf(c->err, -ENOMEM, "out of memory");
+      return 1;
+    }
+    c->ids = np;
+    c->cap = cap;
+  }
+  memcpy(c->ids[c->n++], id, FQ_ID_LEN + 1);
+  return 0;
+}
+
+/* Cancel the campaign's commands still scheduled or queued on this shard
+ * (those in flight finish), at most ABORT_CHUNK per request so that one
+ * batch's transaction and events stay bounded (the ingress asks again
+ * while `more` says so).  Reply: 'A', u64 cancelled, u8 more. */
+#define ABORT_CHUNK 2000
+
+static int campaign_abort(fq_shard_t *sh, pending_t *p, const char *camp, int64_t now,
+                          const pass_t *ps, fq_err_t *err) {
+  camp_ctx_t c;
+  memset(&c, 0, sizeof c);
+  c.sh = sh;
+  c.err = err;
+  uint64_t cancelled = 0;
+  uint8_t more = 0;
+  int rc = 0;
+  if (!ps->writes) {
+    reply_error(sh, p, FQ_ESTORFULL, "storage full: the abort was not recorded; try again",
+                NULL);
+    return 0;
+  }
+  rc = fq_store_camp_scan(sh->store, camp, camp_id_visit, &c, err);
+  if (c.rc) rc = c.rc;
+  char reason[96];
+  snprintf(reason, sizeof reason, "campaign %s aborted", camp);
+  for (size_t i = 0; i < c.n && rc == 0; i++) {
+    /* Most are terminal already: look at the state byte first. */
+    const uint8_t *raw;
+    size_t rl;
+    rc = fq_store_cmd_raw(sh->store, c.ids[i], FQ_ID_LEN, &raw, &rl, err);
+    if (rc == FQ_ENOTFOUND) {
+      rc = 0;
+      continue;
+    }
+    if (rc) break;
+    if (rl >= 3 && raw[0] == 0xC1 && raw[2] != FQ_ST_SCHEDULED && raw[2] != FQ_ST_QUEUED)
+      continue;
+    if (cancelled == ABORT_CHUNK) {
+      more = 1;
+      break;
+    }
+    fq_cmdrec_t rec;
+    if ((rc = fq_store_cmd_get(sh->store, c.ids[i], FQ_ID_LEN, &rec, err)) != 0) break;
+    if (rec.state == FQ_ST_SCHEDULED) {
+      rc = fq_store_sched_del(sh->store, rec.not_before, rec.id, err);
+      if (rc == 0 && sh->nsched) sh->nsched--;
+    }
+    if (rc == 0 && (rec.state == FQ_ST_SCHEDULED || rec.state == FQ_ST_QUEUED)) {
+      rc = transition(sh, &rec, FQ_ST_CANCELLED, reason, 0, now, err);
+      if (rc == 0) cancelled++;
+    }
+    fq_cmdrec_free(&rec);
+  }
+  free(c.ids);
+  if (rc) return rc;
+  if ((rc = fq_buf_append(&sh->replies, "A", 1)) ||
+      (rc = fq_buf_append(&sh->replies, &cancelled, sizeof cancelled)) ||
+      (rc = fq_buf_append(&sh->replies, &more, 1)))
+    return fq_errf(err, rc, "reply buffer");
+  pend_close(sh, p);
+  return 0;
+}
+
 static int handle_request(fq_shard_t *sh, pending_t *p, const uint8_t *body, size_t len,
                           const acl_t *acl, int64_t now, const pass_t *ps, fq_err_t *err) {
   fq_request_t req;
@@ -1033,8 +1174,25 @@ static int handle_request(fq_shard_t *sh, pending_t *p, const uint8_t *body, siz
     reply_error(sh, p, rc, derr.msg, &req);
     return 0;
   }
+  if (p->kind == 'C') {
+    /* From the ingress's campaign side (shard.h 'C'): the kind frame
+     * names the campaign. */
+    char camp[65];
+    size_t cl = p->klen - 1 < 64 ? p->klen - 1 : 64;
+    memcpy(camp, p->kframe + 1, cl);
+    camp[cl] = 0;
+    switch (req.op) {
+      case FQ_OP_SUBMIT: return handle_submit(sh, p, &req, now, false, NULL, ps, camp, err);
+      case FQ_OP_CAMPAIGN_GET: return campaign_counts(sh, p, camp, err);
+      case FQ_OP_CAMPAIGN_ABORT: return campaign_abort(sh, p, camp, now, ps, err);
+      default:
+        reply_error(sh, p, FQ_EBADREQ, "operation not handled for a campaign", &req);
+        return 0;
+    }
+  }
   switch (req.op) {
-    case FQ_OP_SUBMIT: return handle_submit(sh, p, &req, now, p->kind == 'F', acl, ps, err);
+    case FQ_OP_SUBMIT:
+      return handle_submit(sh, p, &req, now, p->kind == 'F', acl, ps, NULL, err);
     case FQ_OP_GET: return handle_get(sh, p, &req, acl, err);
     case FQ_OP_CANCEL: return handle_cancel(sh, p, &req, now, acl, ps, err);
     case FQ_OP_HISTORY: return handle_history(sh, p, &req, acl, err);
@@ -1400,7 +1558,7 @@ static void flush_batch(fq_shard_t *sh) {
   for (size_t i = 0; i < sh->npend && !rc; i++) {
     pending_t *p = &sh->pend[i];
     uint8_t nenv = (uint8_t)p->nenv;
-    rc = fq_buf_append(b, p->kind == 'F' ? "F" : "R", 1);
+    rc = fq_buf_append(b, p->kind == 'F' ? "F" : p->kind == 'C' ? "C" : "R", 1);
     if (!rc && p->kind == 'F')
       rc = fq_buf_append(b, p->token, 8) || fq_buf_append(b, &p->found, 1);
     if (!rc) rc = fq_buf_append(b, &nenv, 1);
@@ -1516,7 +1674,7 @@ static int run_pass(fq_shard_t *sh, const pass_t *ps, int64_t now, const zmq_pol
       continue;
     }
     acl_t acl_buf;
-    const acl_t *acl = acl_parse(p->kframe, p->klen, &acl_buf);
+    const acl_t *acl = p->kind == 'C' ? NULL : acl_parse(p->kframe, p->klen, &acl_buf);
     rc = handle_request(sh, p, p->body, p->blen, acl, now, ps, err);
     if (rc) fq_error("shard", "shard %u: %s", sh->o.index, err->msg);
   }
@@ -1662,7 +1820,7 @@ static int process_batch(fq_shard_t *sh, zmq_msg_t (*msgs)[MAX_FRAMES + 2], int 
       over = true;
       nenv = MAX_ENV;
     }
-    pending_t *p = pend_add(sh, *kind == 'F' ? 'F' : 'R', &f[first_env], nenv);
+    pending_t *p = pend_add(sh, *kind == 'F' ? 'F' : *kind == 'C' ? 'C' : 'R', &f[first_env], nenv);
     if (!p) continue;
     if (*kind == 'F') memcpy(p->token, zmq_msg_data(&f[1]), 8);
     p->msg = m;
@@ -1721,7 +1879,8 @@ static int process_batch(fq_shard_t *sh, zmq_msg_t (*msgs)[MAX_FRAMES + 2], int 
   sh->npend = taken;
   for (int m = 0; m < done; m++) {
     const char *kind = zmq_msg_data(&msgs[m][0]);
-    if (zmq_msg_size(&msgs[m][0]) && (*kind == 'Q' || *kind == 'F')) sh->received++;
+    if (zmq_msg_size(&msgs[m][0]) && (*kind == 'Q' || *kind == 'F' || *kind == 'C'))
+      sh->received++;
   }
   if (stop_at >= 0 && stop_at < done) sh->stopping = true;
   if (rc == 0 && ip == 3 && now >= prune_due(sh)) prune_alone(sh, now);

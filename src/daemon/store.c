@@ -42,7 +42,7 @@ struct fq_store {
   bool no_fallocate;   /* the filesystem cannot reserve blocks ahead */
   MDB_txn *txn;
   bool txn_write;
-  MDB_dbi meta, cmd, idemlog, active, events, session, tcount, tindex, sched;
+  MDB_dbi meta, cmd, idemlog, active, events, session, tcount, tindex, sched, camp;
   fq_idem_t *idem;
   fq_buf_t scratch; /* reused for record encoding */
   unsigned shard;
@@ -246,7 +246,8 @@ fq_store_t *fq_store_open(const char *dir, unsigned shard, uint64_t map_size, fq
     MDB_dbi *dbi;
   } dbs[] = {{"meta", &s->meta},     {"cmd", &s->cmd},       {"idemlog", &s->idemlog},
              {"active", &s->active}, {"events", &s->events}, {"session", &s->session},
-             {"tcount", &s->tcount}, {"tindex", &s->tindex}, {"sched", &s->sched}};
+             {"tcount", &s->tcount}, {"tindex", &s->tindex}, {"sched", &s->sched},
+             {"camp", &s->camp}};
   for (size_t i = 0; i < sizeof dbs / sizeof dbs[0]; i++) {
     if ((rc = mdb_dbi_open(txn, dbs[i].name, MDB_CREATE, dbs[i].dbi)) != 0) {
       lmdb_err(err, rc, dbs[i].name);
@@ -733,6 +734,46 @@ int fq_store_sched_next(fq_store_t *s, int64_t *not_before, size_t *count, fq_er
   mdb_cursor_close(cur);
   if (rc && rc != MDB_NOTFOUND) return lmdb_err(err, rc, "sched first");
   return 0;
+}
+
+/* --- campaigns ------------------------------------------------------------ */
+
+static size_t camp_key(uint8_t *kb, const char *campaign, const char *id) {
+  size_t cl = strnlen(campaign, 64);
+  memcpy(kb, campaign, cl);
+  kb[cl] = 0;
+  size_t il = id ? FQ_ID_LEN : 0;
+  if (id) memcpy(kb + cl + 1, id, FQ_ID_LEN);
+  return cl + 1 + il;
+}
+
+int fq_store_camp_put(fq_store_t *s, const char *campaign, const char *id, fq_err_t *err) {
+  uint8_t kb[64 + 1 + FQ_ID_LEN];
+  MDB_val k = {camp_key(kb, campaign, id), kb}, d = {0, ""};
+  int rc = mdb_put(s->txn, s->camp, &k, &d, 0);
+  return rc ? lmdb_err(err, rc, "camp put") : 0;
+}
+
+int fq_store_camp_scan(fq_store_t *s, const char *campaign, fq_store_camp_fn fn, void *ud,
+                       fq_err_t *err) {
+  uint8_t kb[64 + 1 + FQ_ID_LEN];
+  size_t pl = camp_key(kb, campaign, NULL);
+  MDB_cursor *cur;
+  int rc = mdb_cursor_open(s->txn, s->camp, &cur);
+  if (rc) return lmdb_err(err, rc, "cursor");
+  MDB_val k = {pl, kb}, d;
+  int out = 0;
+  for (rc = mdb_cursor_get(cur, &k, &d, MDB_SET_RANGE); rc == 0;
+       rc = mdb_cursor_get(cur, &k, &d, MDB_NEXT)) {
+    if (k.mv_size != pl + FQ_ID_LEN || memcmp(k.mv_data, kb, pl) != 0) break;
+    char id[FQ_ID_LEN + 1];
+    memcpy(id, (const uint8_t *)k.mv_data + pl, FQ_ID_LEN);
+    id[FQ_ID_LEN] = 0;
+    if ((out = fn(ud, id)) != 0) break;
+  }
+  mdb_cursor_close(cur);
+  if (rc && rc != MDB_NOTFOUND) return lmdb_err(err, rc, "camp scan");
+  return out;
 }
 
 /* --- events --------------------------------------------------------------- */
@@ -1238,8 +1279,9 @@ int fq_cmdrec_pack(const fq_cmdrec_t *rec, fq_buf_t *out) {
   msgpack_packer pk;
   msgpack_packer_init(&pk, out, buf_write);
   size_t start = out->len;
-  msgpack_pack_map(&pk, 26);
+  msgpack_pack_map(&pk, rec->campaign[0] ? 27 : 26);
   pk_kv_str(&pk, "id", rec->id);
+  if (rec->campaign[0]) pk_kv_str(&pk, "campaign", rec->campaign);
   pk_kv_str(&pk, "tenant", rec->tenant);
   pk_kv_str(&pk, "key", rec->key);
   pk_kv_str(&pk, "account", rec->account);
@@ -1327,13 +1369,14 @@ int fq_cmdrec_pack(const fq_cmdrec_t *rec, fq_buf_t *out) {
  *   u16-length reason, u32-length params (msgpack map bytes),
  *   ntrans x (u8 state, i64 at),
  *   version 2 on: u32 wakes
- *   version 3 only: i64 not_before (a record without one is written as
- *   version 2)
+ *   version 3 on: i64 not_before (a record without one, and without a
+ *   campaign, is written as version 2)
+ *   version 4: u8-length campaign id
  * Integers are little endian.  Version 2 added the trailing wakes count
  * (and flag bit 1); version 1 records, written before, still decode, with
  * no wakes and `wake` true.  Version 3 added not_before (scheduled
  * commands); older records decode without one. */
-#define REC_VERSION 3
+#define REC_VERSION 4
 
 static uint8_t *w_u32(uint8_t *o, uint32_t v) {
   fq_put_le32(o, v);
@@ -1356,14 +1399,15 @@ int fq_cmdrec_encode(const fq_cmdrec_t *rec, fq_buf_t *out) {
   size_t rl = strnlen(rec->reason, sizeof rec->reason - 1);
   size_t nt = rec->ntrans < FQ_MAX_TRANSITIONS ? rec->ntrans : FQ_MAX_TRANSITIONS;
   size_t pl = rec->params ? rec->params_len : 0;
-  size_t max = 5 + 16 + 48 + 16 + 32 + 7 * 256 + 2 + rl + 4 + pl + nt * 9 + 4 + 8;
+  size_t max = 5 + 16 + 48 + 16 + 32 + 8 * 256 + 2 + rl + 4 + pl + nt * 9 + 4 + 8;
   int rc = fq_buf_reserve(out, max);
   if (rc) return rc;
   uint8_t *o = out->data + out->len;
   *o++ = REC_MAGIC;
   /* Without a not_before the record is what version 2 wrote: the most
    * common record stays as small as it was. */
-  *o++ = rec->not_before ? REC_VERSION : 2;
+  unsigned version = rec->campaign[0] ? 4 : rec->not_before ? 3 : 2;
+  *o++ = (uint8_t)version;
   *o++ = (uint8_t)rec->state;
   *o++ = (uint8_t)nt;
   *o++ = (uint8_t)((rec->coalesce ? 1 : 0) | (rec->no_wake ? 2 : 0));
@@ -1398,7 +1442,8 @@ int fq_cmdrec_encode(const fq_cmdrec_t *rec, fq_buf_t *out) {
     o = w_u64(o, (uint64_t)rec->trans[i].at);
   }
   o = w_u32(o, rec->wakes);
-  if (rec->not_before) o = w_u64(o, (uint64_t)rec->not_before);
+  if (version >= 3) o = w_u64(o, (uint64_t)rec->not_before);
+  if (version >= 4) o = w_str8(o, rec->campaign, sizeof rec->campaign);
   out->len = (size_t)(o - out->data);
   return 0;
 }
@@ -1498,6 +1543,7 @@ static int cmdrec_decode(const uint8_t *p, size_t n, fq_cmdrec_t *rec, fq_err_t 
   }
   if (version >= 2) rec->wakes = (uint32_t)r_uint(&r, 4);
   if (version >= 3) rec->not_before = (int64_t)r_uint(&r, 8);
+  if (version >= 4) r_str8(&r, rec->campaign, sizeof rec->campaign);
   rec->ntrans = r.bad ? 0 : nt;
   if (r.bad || r.p != r.end || rec->state >= FQ_ST_COUNT_ || strlen(rec->id) != FQ_ID_LEN) {
     fq_cmdrec_free(rec);

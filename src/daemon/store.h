@@ -20,6 +20,8 @@
  *   tindex  tenant \0 u64be(tseq) -> u64be(seq)   (the tenant's events)
  *   sched   u64be(not_before) id -> device        (scheduled commands, not
  *                                                  in `active` until due)
+ *   camp    campaign \0 id      -> ""            (a campaign's device
+ *                                                  commands on this shard)
  *
  * tseq numbers one tenant's events of this shard 1, 2, 3..., assigned with
  * the event's seq in the same transaction.  The counters are kept in
@@ -93,6 +95,7 @@ typedef struct fq_cmdrec {
   bool no_wake;        /* submitted with `wake: false` */
   uint32_t wakes;      /* wake_up requests sent for this command */
   int64_t not_before;  /* unix ms the command was scheduled for; 0: none */
+  char campaign[65];   /* the campaign that made it (issue 16); "" for none */
   uint64_t qseq;
   size_t ntrans;
   fq_transition_t trans[FQ_MAX_TRANSITIONS];
@@ -177,6 +180,16 @@ typedef int (*fq_store_sched_fn)(void *ud, int64_t not_before, const char *id);
 int fq_store_sched_due(fq_store_t *s, int64_t upto, size_t max, fq_store_sched_fn fn, void *ud,
                        fq_err_t *err);
 int fq_store_sched_next(fq_store_t *s, int64_t *not_before, size_t *count, fq_err_t *err);
+
+/* Campaigns: camp_put records that command id belongs to campaign (inside
+ * a write transaction); camp_scan visits the ids of campaign's commands on
+ * this shard (fn returns non-zero to stop; that value is returned).  Rows
+ * stay when retention deletes a command: a visitor meets FQ_ENOTFOUND for
+ * its record and skips it. */
+int fq_store_camp_put(fq_store_t *s, const char *campaign, const char *id, fq_err_t *err);
+typedef int (*fq_store_camp_fn)(void *ud, const char *id);
+int fq_store_camp_scan(fq_store_t *s, const char *campaign, fq_store_camp_fn fn, void *ud,
+                       fq_err_t *err);
 
 /* The per-shard number of an id (its last 14 hex digits), and back. */
 uint64_t fq_store_id_num(const char *id);

@@ -18,6 +18,7 @@
 #include <inttypes.h>
 #include <msgpack.h>
 #include <openssl/evp.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -71,6 +72,11 @@ enum key_id {
   K_STUCK,
   K_NOT_BEFORE,
   K_DAYS,
+  K_DEVICES,
+  K_RATE,
+  K_RATIO,
+  K_PART,
+  K_PARTS,
   K_COUNT_
 };
 
@@ -80,7 +86,8 @@ static const char *const key_names[K_COUNT_] = {
     [K_COMMAND] = "command", [K_PARAMS] = "params", [K_TTL] = "ttl_ms",   [K_COALESCE] = "coalesce",
     [K_ID] = "id",         [K_SHARD] = "shard",   [K_AFTER] = "after",    [K_LIMIT] = "limit",
     [K_ACTION] = "action",  [K_WAKE] = "wake",     [K_STUCK] = "stuck_ms", [K_NOT_BEFORE] = "not_before",
-    [K_DAYS] = "days",
+    [K_DAYS] = "days",     [K_DEVICES] = "devices", [K_RATE] = "rate",
+    [K_RATIO] = "max_failure_ratio", [K_PART] = "part", [K_PARTS] = "parts",
 };
 
 #define B(k) (1u << (k))
@@ -111,6 +118,14 @@ static const struct {
     {"health", FQ_OP_HEALTH, COMMON_KEYS | B(K_STUCK), B(K_STUCK)},
     {"admin", FQ_OP_ADMIN, UINT32_MAX, 0},
     {"usage", FQ_OP_USAGE, COMMON_KEYS | B(K_TENANT) | B(K_DAYS), B(K_TENANT) | B(K_DAYS)},
+    {"campaign", FQ_OP_CAMPAIGN,
+     COMMON_KEYS | B(K_TENANT) | B(K_KEY) | B(K_COMMAND) | B(K_PARAMS) | B(K_TTL) | B(K_DEVICES) |
+         B(K_RATE) | B(K_RATIO) | B(K_NOT_BEFORE) | B(K_PART) | B(K_PARTS),
+     B(K_PARAMS) | B(K_TTL) | B(K_RATE) | B(K_RATIO) | B(K_NOT_BEFORE) | B(K_PART) | B(K_PARTS)},
+    {"campaign_get", FQ_OP_CAMPAIGN_GET, COMMON_KEYS | B(K_TENANT) | B(K_KEY) | B(K_ID),
+     B(K_TENANT) | B(K_KEY) | B(K_ID)},
+    {"campaign_abort", FQ_OP_CAMPAIGN_ABORT, COMMON_KEYS | B(K_TENANT) | B(K_KEY) | B(K_ID),
+     B(K_TENANT) | B(K_KEY) | B(K_ID)},
 };
 
 static bool eq(const uint8_t *p, size_t n, const char *lit, size_t litlen) {
@@ -126,18 +141,32 @@ static int key_lookup(const uint8_t *p, size_t n) {
   case 2: return EQ(p, n, "op") ? K_OP : EQ(p, n, "id") ? K_ID : -1;
   case 3: return EQ(p, n, "key") ? K_KEY : EQ(p, n, "req") ? K_REQ : EQ(p, n, "vin") ? K_VIN : -1;
   case 4:
-    return EQ(p, n, "site") ? K_SITE : EQ(p, n, "wake") ? K_WAKE : EQ(p, n, "days") ? K_DAYS : -1;
+    return EQ(p, n, "site")   ? K_SITE
+           : EQ(p, n, "wake") ? K_WAKE
+           : EQ(p, n, "days") ? K_DAYS
+           : EQ(p, n, "rate") ? K_RATE
+           : EQ(p, n, "part") ? K_PART
+                              : -1;
   case 5:
-    return EQ(p, n, "shard") ? K_SHARD : EQ(p, n, "after") ? K_AFTER : EQ(p, n, "limit") ? K_LIMIT : -1;
+    return EQ(p, n, "shard")   ? K_SHARD
+           : EQ(p, n, "after") ? K_AFTER
+           : EQ(p, n, "limit") ? K_LIMIT
+           : EQ(p, n, "parts") ? K_PARTS
+                               : -1;
   case 6:
     return EQ(p, n, "tenant")   ? K_TENANT
            : EQ(p, n, "params") ? K_PARAMS
            : EQ(p, n, "ttl_ms") ? K_TTL
            : EQ(p, n, "action") ? K_ACTION
                                 : -1;
-  case 7: return EQ(p, n, "account") ? K_ACCOUNT : EQ(p, n, "command") ? K_COMMAND : -1;
+  case 7:
+    return EQ(p, n, "account")   ? K_ACCOUNT
+           : EQ(p, n, "command") ? K_COMMAND
+           : EQ(p, n, "devices") ? K_DEVICES
+                                 : -1;
   case 8: return EQ(p, n, "coalesce") ? K_COALESCE : EQ(p, n, "stuck_ms") ? K_STUCK : -1;
   case 10: return EQ(p, n, "not_before") ? K_NOT_BEFORE : -1;
+  case 17: return EQ(p, n, "max_failure_ratio") ? K_RATIO : -1;
   default: return -1;
   }
 }
@@ -558,6 +587,256 @@ static int decode_submit(const uint8_t *body, const scan_t *s, fq_request_t *req
   return 0;
 }
 
+static size_t u64_dec(uint64_t v, char *out);
+
+/* ---- campaigns ------------------------------------------------------------ */
+
+/* A number (integer or float) as a double. */
+static int get_num(const scan_t *s, int k, double *out, fq_err_t *err) {
+  fq__mp_obj_t o;
+  val_obj(s, k, &o);
+  if (o.kind == FQ__MP_UINT) *out = (double)o.v.u;
+  else if (o.kind == FQ__MP_NINT) *out = (double)o.v.i;
+  else if (o.kind == FQ__MP_FLOAT) *out = o.v.f;
+  else return type_err(k, "number", &o, err);
+  if (*out != *out) return fq_errf(err, FQ_EBADREQ, "\"%s\": NaN is not a number", key_names[k]);
+  return 0;
+}
+
+__attribute__((format(printf, 4, 5))) static int dev_err(uint32_t i, const char *field,
+                                                         fq_err_t *err, const char *fmt, ...) {
+  char m[FQ_ERRMSG_MAX];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(m, sizeof m, fmt, ap);
+  va_end(ap);
+  return fq_errf(err, FQ_EBADREQ, "\"devices\"[%" PRIu32 "]%s%s: %s", i, field[0] ? "." : "",
+                 field, m);
+}
+
+int fq_wire_devices_begin(fq_wire_devit_t *it, const uint8_t *buf, size_t len, uint32_t *count,
+                          fq_err_t *err) {
+  fq__mp_rd_t r;
+  fq__mp_obj_t a;
+  fq__mp_rd_init(&r, buf, len);
+  int rc = fq__mp_next(&r, &a, err);
+  if (rc) return rc;
+  if (a.kind != FQ__MP_ARRAY)
+    return fq_errf(err, FQ_EBADREQ, "\"devices\": expected array, got %s",
+                   fq__mp_kind_name(a.kind));
+  it->p = r.p;
+  it->end = r.end;
+  it->index = 0;
+  it->left = a.v.count;
+  if (count) *count = a.v.count;
+  return 0;
+}
+
+/* One device: a map of `vin` (a VIN) or `site` (a positive integer), and
+ * `account`; nothing else. */
+int fq_wire_devices_next(fq_wire_devit_t *it, fq_wire_device_t *d, fq_err_t *err) {
+  if (!it->left) return 0;
+  uint32_t i = it->index;
+  fq__mp_rd_t r;
+  fq__mp_obj_t m, k, v;
+  fq__mp_rd_init(&r, it->p, (size_t)(it->end - it->p));
+  int rc = fq__mp_next(&r, &m, err);
+  if (rc) return rc;
+  if (m.kind != FQ__MP_MAP)
+    return dev_err(i, "", err, "expected a map of vin or site, and account, got %s",
+                   fq__mp_kind_name(m.kind));
+  memset(d, 0, sizeof *d);
+  bool has_vin = false, has_site = false, has_acct = false;
+  for (uint32_t j = 0; j < m.v.count; j++) {
+    if ((rc = fq__mp_next(&r, &k, err))) return rc;
+    if (k.kind != FQ__MP_STR)
+      return dev_err(i, "", err, "keys must be strings (got %s)", fq__mp_kind_name(k.kind));
+    const uint8_t *vat = r.p;
+    if ((rc = fq__mp_next(&r, &v, err))) return rc;
+    if (v.kind == FQ__MP_ARRAY || v.kind == FQ__MP_MAP) {
+      r.p = vat;
+      if ((rc = fq__mp_skip(&r, 4, FQ_WIRE_MAX_DEPTH, err))) return rc;
+    }
+    bool nil = v.kind == FQ__MP_NIL;
+    if (EQ(k.p, k.len, "vin")) {
+      if (nil) continue;
+      if (has_vin) return dev_err(i, "", err, "duplicate key \"%s\"", "vin");
+      has_vin = true;
+      if (v.kind != FQ__MP_STR)
+        return dev_err(i, "vin", err, "expected string, got %s", fq__mp_kind_name(v.kind));
+      d->vin.p = (const char *)v.p;
+      d->vin.n = v.len;
+    } else if (EQ(k.p, k.len, "site")) {
+      if (nil) continue;
+      if (has_site) return dev_err(i, "", err, "duplicate key \"%s\"", "site");
+      has_site = true;
+      if (v.kind == FQ__MP_NINT || (v.kind == FQ__MP_UINT && v.v.u == 0))
+        return dev_err(i, "site", err, "%s", "not a positive integer");
+      if (v.kind != FQ__MP_UINT)
+        return dev_err(i, "site", err, "expected integer, got %s", fq__mp_kind_name(v.kind));
+      d->site = v.v.u;
+    } else if (EQ(k.p, k.len, "account")) {
+      if (has_acct) return dev_err(i, "", err, "duplicate key \"%s\"", "account");
+      has_acct = true;
+      if (v.kind != FQ__MP_STR)
+        return dev_err(i, "account", err, "expected string, got %s", fq__mp_kind_name(v.kind));
+      d->account.p = (const char *)v.p;
+      d->account.n = v.len;
+    } else {
+      char q[64];
+      fq__mp_quote(k.p, k.len, q, sizeof q);
+      return dev_err(i, "", err, "unknown key \"%s\" (a device has vin or site, and account)", q);
+    }
+  }
+  if (has_vin && has_site)
+    return dev_err(i, "", err, "%s", "\"vin\" and \"site\": give exactly one, not both");
+  if (!has_vin && !has_site)
+    return dev_err(i, "", err, "%s", "\"vin\" or \"site\": required (exactly one)");
+  if (!has_acct) return dev_err(i, "account", err, "%s", "required");
+  if (d->account.n < 1 || d->account.n > 128 ||
+      !fq__utf8_valid((const uint8_t *)d->account.p, d->account.n))
+    return dev_err(i, "account", err, "%s", "must be 1..128 bytes of UTF-8");
+  for (size_t j = 0; j < d->account.n; j++) {
+    unsigned char c = (unsigned char)d->account.p[j];
+    if (c < 0x20 || c == 0x7f) return dev_err(i, "account", err, "%s", "control character");
+  }
+  if (has_vin) {
+    char q[64];
+    fq__mp_quote((const uint8_t *)d->vin.p, d->vin.n, q, sizeof q);
+    if (d->vin.n != 17)
+      return dev_err(i, "vin", err, "\"%s\" is not 17 characters (a VIN has 17)", q);
+    for (size_t j = 0; j < 17; j++)
+      if (!vin_char(d->vin.p[j]))
+        return dev_err(i, "vin", err,
+                       "\"%s\" has an invalid character (allowed: A-H J-N P R-Z 0-9; never I, O "
+                       "or Q)",
+                       q);
+  }
+  it->p = r.p;
+  it->index++;
+  it->left--;
+  return 1;
+}
+
+size_t fq_wire_device_name(const fq_wire_device_t *d, char *out, size_t cap) {
+  if (d->vin.p) {
+    if (d->vin.n + 1 > cap) return 0;
+    memcpy(out, d->vin.p, d->vin.n);
+    out[d->vin.n] = 0;
+    return d->vin.n;
+  }
+  char tmp[24];
+  size_t n = u64_dec(d->site, tmp);
+  if (n + 1 > cap) return 0;
+  memcpy(out, tmp, n);
+  out[n] = 0;
+  return n;
+}
+
+static int decode_campaign(const uint8_t *body, const scan_t *s, fq_request_t *req,
+                           fq_err_t *err) {
+  int rc;
+  char q[64];
+  if ((rc = get_str(s, K_TENANT, true, 1, 64, &req->tenant, err))) return rc;
+  if ((rc = check_tenant(&req->tenant, err))) return rc;
+  if ((rc = get_str(s, K_KEY, true, 1, FQ_WIRE_MAX_CAMPAIGN_KEY, &req->key, err))) return rc;
+  if ((rc = check_no_ctl(K_KEY, &req->key, err))) return rc;
+  if ((rc = get_str(s, K_COMMAND, true, 1, 64, &req->command, err))) return rc;
+  if (!(s->seen & B(K_DEVICES))) return required(s, K_DEVICES, err);
+  fq_wire_devit_t it;
+  uint32_t count = 0;
+  if ((rc = fq_wire_devices_begin(&it, s->val[K_DEVICES], s->vlen[K_DEVICES], &count, err)))
+    return rc;
+  if (count == 0)
+    return fq_errf(err, FQ_EBADREQ, "\"devices\": empty: a campaign needs at least one device");
+  if (count > FQ_WIRE_MAX_CAMPAIGN_DEVICES)
+    return fq_errf(err, FQ_EBADREQ, "\"devices\": %" PRIu32 " devices, at most %d per campaign",
+                   count, FQ_WIRE_MAX_CAMPAIGN_DEVICES);
+  fq_wire_device_t d;
+  fq_devtype_t dev = 0;
+  while ((rc = fq_wire_devices_next(&it, &d, err)) == 1) {
+    fq_devtype_t t = d.vin.p ? FQ_DEV_VEHICLE : FQ_DEV_SITE;
+    if (!dev) {
+      dev = t;
+      bool other = false;
+      req->cmd = fq_cmd_find(req->command.p, req->command.n, dev, &other);
+      if (!req->cmd) {
+        quoted(&req->command, q, sizeof q);
+        if (other)
+          return fq_errf(err, FQ_EUNKCMD, "command \"%s\" is %s command, not %s command (device 0)",
+                         q, dev == FQ_DEV_VEHICLE ? "an energy-site" : "a vehicle",
+                         dev == FQ_DEV_VEHICLE ? "a vehicle" : "an energy-site");
+        return fq_errf(err, FQ_EUNKCMD, "unknown command \"%s\" for %s", q,
+                       dev == FQ_DEV_VEHICLE ? "vehicles" : "energy sites");
+      }
+    } else if (t != dev) {
+      quoted(&req->command, q, sizeof q);
+      return fq_errf(err, FQ_EUNKCMD,
+                     "\"devices\"[%" PRIu32 "]: command \"%s\" is %s command, not for %s",
+                     it.index - 1, q, dev == FQ_DEV_VEHICLE ? "a vehicle" : "an energy-site",
+                     t == FQ_DEV_VEHICLE ? "a vehicle" : "an energy site");
+    }
+  }
+  if (rc < 0) return rc;
+  req->devices_raw = s->val[K_DEVICES];
+  req->devices_len = s->vlen[K_DEVICES];
+  req->ndevices = count;
+  if (s->seen & B(K_PARAMS)) {
+    if (s->vlen[K_PARAMS] > FQ_WIRE_MAX_PARAMS_BYTES)
+      return fq_errf(err, FQ_ETOOLARGE, "\"params\": %zu bytes, at most %d", s->vlen[K_PARAMS],
+                     FQ_WIRE_MAX_PARAMS_BYTES);
+    rc = decode_params(body, s->val[K_PARAMS], s->vlen[K_PARAMS], req->cmd, req->params,
+                       &req->nparams, err);
+    if (rc) return rc;
+    req->params_raw = s->val[K_PARAMS];
+    req->params_raw_len = s->vlen[K_PARAMS];
+  }
+  if ((rc = fq_cmd_validate(req->cmd, req->params, req->nparams, err))) return rc;
+  if (s->seen & B(K_TTL)) {
+    fq__mp_obj_t o;
+    val_obj(s, K_TTL, &o);
+    if (o.kind == FQ__MP_NINT)
+      return fq_errf(err, FQ_EBADREQ, "\"ttl_ms\": %" PRId64 " is out of range 1..%d", o.v.i,
+                     FQ_WIRE_MAX_TTL_MS);
+    uint64_t ttl;
+    if ((rc = get_uint(s, K_TTL, 1, FQ_WIRE_MAX_TTL_MS, &ttl, err))) return rc;
+    req->ttl_ms = (int64_t)ttl;
+  }
+  if (s->seen & B(K_NOT_BEFORE)) {
+    uint64_t nb;
+    if ((rc = get_uint(s, K_NOT_BEFORE, 0, INT64_MAX, &nb, err))) return rc;
+    req->not_before = (int64_t)nb;
+    req->has_not_before = true;
+  }
+  if (s->seen & B(K_RATE)) {
+    if ((rc = get_num(s, K_RATE, &req->rate, err))) return rc;
+    if (!(req->rate > 0) || req->rate > FQ_WIRE_MAX_CAMPAIGN_RATE)
+      return fq_errf(err, FQ_EBADREQ,
+                     "\"rate\": %g is out of range: more than 0 and at most %d commands/s",
+                     req->rate, FQ_WIRE_MAX_CAMPAIGN_RATE);
+    req->has_rate = true;
+  }
+  if (s->seen & B(K_RATIO)) {
+    if ((rc = get_num(s, K_RATIO, &req->max_failure_ratio, err))) return rc;
+    if (req->max_failure_ratio < 0 || req->max_failure_ratio > 1)
+      return fq_errf(err, FQ_EBADREQ, "\"max_failure_ratio\": %g is out of range 0..1",
+                     req->max_failure_ratio);
+    req->has_ratio = true;
+  }
+  bool has_part = s->seen & B(K_PART), has_parts = s->seen & B(K_PARTS);
+  req->part = req->parts = 1;
+  if (has_part != has_parts)
+    return fq_errf(err, FQ_EBADREQ, "\"part\" and \"parts\": give both or neither");
+  if (has_parts) {
+    uint64_t u;
+    if ((rc = get_uint(s, K_PARTS, 1, FQ_WIRE_MAX_CAMPAIGN_PARTS, &u, err))) return rc;
+    req->parts = (uint32_t)u;
+    if ((rc = get_uint(s, K_PART, 1, req->parts, &u, err))) return rc;
+    req->part = (uint32_t)u;
+  }
+  return 0;
+}
+
 static int decode_lookup(const scan_t *s, fq_request_t *req, fq_err_t *err) {
   int rc;
   if (s->seen & B(K_TENANT)) {
@@ -723,6 +1002,15 @@ int fq_wire_decode_request(const uint8_t *buf, size_t len, fq_request_t *req, fq
     return 0;
   case FQ_OP_USAGE:
     return decode_usage(&s, req, err);
+  case FQ_OP_CAMPAIGN:
+    return decode_campaign(buf, &s, req, err);
+  case FQ_OP_CAMPAIGN_GET:
+  case FQ_OP_CAMPAIGN_ABORT:
+    if ((rc = decode_lookup(&s, req, err))) return rc;
+    if (req->key.n > FQ_WIRE_MAX_CAMPAIGN_KEY)
+      return fq_errf(err, FQ_EBADREQ, "\"key\": length %zu is out of range 1..%d bytes",
+                     req->key.n, FQ_WIRE_MAX_CAMPAIGN_KEY);
+    return 0;
   case FQ_OP_ADMIN:
     if ((rc = get_str(&s, K_ACTION, true, 1, 64, &req->admin_action, err))) return rc;
     if ((rc = check_no_ctl(K_ACTION, &req->admin_action, err))) return rc;
@@ -1050,7 +1338,7 @@ int fq_wire_reply_not_cancellable(fq_buf_t *out, const char *message, int state,
 int fq_wire_event_pack(fq_buf_t *out, const fq_event_t *ev) {
   enc_t e;
   enc_init(&e, out);
-  int rc = msgpack_pack_map(&e.pk, 16);
+  int rc = msgpack_pack_map(&e.pk, ev->campaign.n ? 17 : 16);
   rc |= p_key(&e, "id") | p_str(&e, ev->id.p, ev->id.n);
   rc |= p_key(&e, "tenant") | p_str(&e, ev->tenant.p, ev->tenant.n);
   rc |= p_key(&e, "key") | p_str(&e, ev->key.p, ev->key.n);
@@ -1076,18 +1364,21 @@ int fq_wire_event_pack(fq_buf_t *out, const fq_event_t *ev) {
   rc |= p_key(&e, "shard") | msgpack_pack_uint32(&e.pk, ev->shard);
   rc |= p_key(&e, "seq") | msgpack_pack_uint64(&e.pk, ev->seq);
   rc |= p_key(&e, "tseq") | msgpack_pack_uint64(&e.pk, ev->tseq);
+  /* Only a campaign's device commands have it (issue 16). */
+  if (ev->campaign.n) rc |= p_key(&e, "campaign") | p_str(&e, ev->campaign.p, ev->campaign.n);
   return enc_done(&e, rc);
 }
 
 enum ev_key {
   EK_ID, EK_TENANT, EK_KEY, EK_VIN, EK_SITE, EK_COMMAND, EK_STATE, EK_PREV, EK_AT,
-  EK_ATTEMPT, EK_REASON, EK_ERROR, EK_HTTP, EK_FAULT, EK_SHARD, EK_SEQ, EK_TSEQ, EK_COUNT_
+  EK_ATTEMPT, EK_REASON, EK_ERROR, EK_HTTP, EK_FAULT, EK_SHARD, EK_SEQ, EK_TSEQ, EK_CAMPAIGN,
+  EK_COUNT_
 };
 
 static const char *const ev_names[EK_COUNT_] = {
     "id",     "tenant", "key",   "vin",  "site",  "command", "state", "prev",
     "at",     "attempt", "reason", "error", "http", "fault",  "shard", "seq",
-    "tseq",
+    "tseq",   "campaign",
 };
 
 static int ev_bad(const char *name, const char *want, const fq__mp_obj_t *o, fq_err_t *err) {
@@ -1201,6 +1492,7 @@ int fq_wire_event_unpack(const uint8_t *buf, size_t len, fq_event_t *ev, fq_err_
     case EK_SEQ: rc = ev_uint(&v, nm, UINT64_MAX, &ev->seq, err); break;
     /* Optional: events stored before tseq existed have none (0). */
     case EK_TSEQ: rc = ev_uint(&v, nm, UINT64_MAX, &ev->tseq, err); break;
+    case EK_CAMPAIGN: rc = nil ? 0 : ev_str(&v, nm, &ev->campaign, err); break;
     }
     if (rc) return rc;
   }

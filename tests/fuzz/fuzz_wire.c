@@ -109,7 +109,7 @@ static void check_request(const uint8_t *data, size_t size) {
     fq_buf_free(&out);
     return;
   }
-  if (r.op < FQ_OP_SUBMIT || r.op > FQ_OP_ADMIN) FAIL("op %d", r.op);
+  if (r.op < FQ_OP_SUBMIT || r.op > FQ_OP_CAMPAIGN_ABORT) FAIL("op %d", r.op);
   str_inside(r.tenant, "tenant");
   str_inside(r.key, "key");
   str_inside(r.account, "account");
@@ -143,6 +143,31 @@ static void check_request(const uint8_t *data, size_t size) {
     if (fq_wire_reply_submit(&out, "0-1", FQ_ST_QUEUED, false, r.req_raw, r.req_raw_len))
       FAIL("submit reply failed");
     one_object(out.data, out.len, "submit reply");
+  }
+  if (r.op == FQ_OP_CAMPAIGN) {
+    /* An accepted campaign: its fields in range, and its devices read
+     * again one by one without a fault, as the daemon does at fan-out. */
+    if (!r.cmd || !r.tenant.n || !r.key.n || r.key.n > FQ_WIRE_MAX_CAMPAIGN_KEY)
+      FAIL("campaign fields");
+    if (r.ndevices < 1 || r.ndevices > FQ_WIRE_MAX_CAMPAIGN_DEVICES) FAIL("devices %u", r.ndevices);
+    if (r.part < 1 || r.part > r.parts || r.parts > FQ_WIRE_MAX_CAMPAIGN_PARTS) FAIL("part");
+    if (r.has_rate && !(r.rate > 0 && r.rate <= FQ_WIRE_MAX_CAMPAIGN_RATE)) FAIL("rate");
+    if (r.has_ratio && !(r.max_failure_ratio >= 0 && r.max_failure_ratio <= 1)) FAIL("ratio");
+    inside(r.devices_raw, r.devices_len, "devices_raw");
+    fq_wire_devit_t it;
+    fq_wire_device_t d;
+    fq_err_t e2;
+    uint32_t n = 0, seen = 0;
+    if (fq_wire_devices_begin(&it, r.devices_raw, r.devices_len, &n, &e2) || n != r.ndevices)
+      FAIL("devices do not read again");
+    int dr;
+    while ((dr = fq_wire_devices_next(&it, &d, &e2)) == 1) {
+      seen++;
+      if ((d.vin.p != NULL) == (d.site != 0) || !d.account.n) FAIL("device %u", seen);
+      char name[32];
+      if (!fq_wire_device_name(&d, name, sizeof name)) FAIL("device name does not fit");
+    }
+    if (dr != 0 || seen != n) FAIL("devices read %u of %u", seen, n);
   }
   if (r.op == FQ_OP_HISTORY && (r.limit < 1 || r.limit > FQ_WIRE_MAX_HISTORY))
     FAIL("history limit %" PRIu32, r.limit);

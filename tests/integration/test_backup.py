@@ -73,8 +73,8 @@ def check_layout(c, out, manifest):
          "manifest created time (ISO UTC)", manifest.get("created"))
     c.ok(manifest.get("fleetq_version"), "manifest fleetq version")
     envs = {e["path"]: e for e in manifest.get("envs", [])}
-    c.eq(sorted(envs), sorted([f"shard-{i}" for i in range(SHARDS)] + ["accounts"]),
-         "manifest lists every shard and the account store")
+    c.eq(sorted(envs), sorted([f"shard-{i}" for i in range(SHARDS)] + ["accounts", "campaigns"]),
+         "manifest lists every shard, the account store and the campaigns")
     for name, e in envs.items():
         f = os.path.join(out, name, "data.mdb")
         c.ok(os.path.isfile(f), f"{name}/data.mdb exists")

@@ -32,7 +32,8 @@ VERSION_RE = r"\d+\.\d+\.\d+"
 FLEETQ_SUBCOMMANDS = ["send", "get", "cancel", "watch", "history", "ping", "health", "export",
                       "keygen", "pubkey", "curve-keygen", "backup", "doctor", "account add",
                       "account list", "account get",
-                      "account remove", "account retry", "proto sign", "proto decode", "usage"]
+                      "account remove", "account retry", "proto sign", "proto decode", "usage",
+                      "campaign start", "campaign get", "campaign abort", "campaign watch"]
 # Subcommands that print no result a script would parse: none.  Every one
 # takes --json.
 REPLAY_SUBCOMMANDS = ["gen", "run"]
@@ -97,7 +98,7 @@ def fleetq_checks(c, tmp, d):
          "fleetq --help names the account actions that exist", acc and acc.group(0))
     listed = re.findall(r"^  ([a-z-]+)\s{2,}", top, re.M)
     for sub in ("send", "get", "cancel", "watch", "history", "ping", "account", "export",
-                "keygen", "pubkey", "curve-keygen", "proto", "backup", "doctor"):
+                "keygen", "pubkey", "curve-keygen", "proto", "backup", "doctor", "campaign"):
         c.ok(sub in listed, f"fleetq --help lists {sub}", listed)
     r = run("fleetq", "--version")
     c.ok(r.returncode == 0 and re.fullmatch(rf"fleetq {VERSION_RE}\n", r.stdout),
@@ -112,7 +113,7 @@ def fleetq_checks(c, tmp, d):
     c.ok(r.returncode == 0 and "usage: fleetq send" in r.stdout, "fleetq send -h works", r.stderr)
     for sub in FLEETQ_SUBCOMMANDS:
         convention(c, "fleetq", sub)
-    for grp in ("account", "proto"):
+    for grp in ("account", "proto", "campaign"):
         r = run("fleetq", grp, "--help")
         c.ok(r.returncode == 0 and r.stdout.startswith("usage: "), f"fleetq {grp} --help")
         r = run("fleetq", grp, "-h")

@@ -91,6 +91,8 @@ def test(c):
     for cmd in cmds:
         if cmd == "account":
             subs += [["account", a] for a in ("add", "list", "get", "remove", "retry")]
+        elif cmd == "campaign":
+            subs += [["campaign", a] for a in ("start", "get", "abort", "watch")]
         elif cmd == "proto":
             subs += [["proto", "sign"], ["proto", "decode"]]
         else:

@@ -40,7 +40,8 @@ PORT = fqlib.free_port()
 URL = f"http://127.0.0.1:{PORT}/metrics"
 
 NAMES = ["fleetq_submits_total", "fleetq_commands_total", "fleetq_commands_queued",
-         "fleetq_commands_scheduled",
+         "fleetq_commands_scheduled", "fleetq_campaigns",
+         "fleetq_campaign_device_commands_total",
          "fleetq_commands_in_flight", "fleetq_ack_seconds", "fleetq_dispatch_seconds",
          "fleetq_fleet_api_requests_total", "fleetq_wakeups_total",
          "fleetq_billable_requests_total", "fleetq_token_refreshes_total", "fleetq_store_bytes",

@@ -101,6 +101,10 @@ FQ_TEST(render_after_known_updates) {
   fq_metrics_terminal(FQ_ST_FAILED, 40);
   fq_metrics_shard_load(1, 7, 2);
   fq_metrics_shard_scheduled(1, 4);
+  uint64_t camps[5] = {0, 1, 2, 3, 0};
+  fq_metrics_campaigns(camps);
+  fq_metrics_campaign_commands(3);
+  fq_metrics_campaign_commands(4);
   fq_metrics_shard_store(0, 1 << 20, 4 << 20);
   fq_metrics_fleet_api(FQ_MK_SIGNED_COMMAND, 200, "acct-a");
   fq_metrics_fleet_api(FQ_MK_SIGNED_COMMAND, 200, "acct-a");
@@ -132,6 +136,9 @@ FQ_TEST(render_after_known_updates) {
   CHECK_LINE(t, "fleetq_commands_queued{shard=\"0\"} 0");
   CHECK_LINE(t, "fleetq_commands_scheduled{shard=\"1\"} 4");
   CHECK_LINE(t, "fleetq_commands_scheduled{shard=\"0\"} 0");
+  CHECK_LINE(t, "fleetq_campaigns{state=\"running\"} 2");
+  CHECK_LINE(t, "fleetq_campaigns{state=\"aborted\"} 0");
+  CHECK_LINE(t, "fleetq_campaign_device_commands_total 7");
   CHECK(!strstr(t, "shard=\"2\""));
   CHECK_LINE(t, "fleetq_store_bytes{shard=\"0\"} 1048576");
   CHECK_LINE(t, "fleetq_store_map_used_ratio{shard=\"0\"} 0.250000");
@@ -166,7 +173,8 @@ FQ_TEST(render_after_known_updates) {
   /* Every family has its HELP and TYPE, once. */
   const char *fams[] = {"fleetq_submits_total", "fleetq_commands_total",
                         "fleetq_commands_queued", "fleetq_commands_in_flight",
-                        "fleetq_commands_scheduled",
+                        "fleetq_commands_scheduled", "fleetq_campaigns",
+                        "fleetq_campaign_device_commands_total",
                         "fleetq_store_bytes", "fleetq_store_map_used_ratio",
                         "fleetq_ack_seconds", "fleetq_dispatch_seconds",
                         "fleetq_fleet_api_requests_total", "fleetq_wakeups_total",

@@ -853,6 +853,136 @@ FQ_TEST(submit_not_before) {
   CHECK(memcmp(plain, t0, 32) != 0);
 }
 
+/* ---- campaigns (issue 16) ---------------------------------------------------- */
+
+#define CAMP_HEAD "'op':'campaign','tenant':'acme','key':'fleet-1','command':'flash_lights',"
+#define DEV1 "{'vin':'" VIN "','account':'acct-1'}"
+#define DEV2 "{'vin':'5YJ3E1EA7KF000002','account':'acct-1'}"
+
+FQ_TEST(campaign_decodes) {
+  fq_request_t r;
+  fq_err_t e;
+  CHECK_INT(decode("{" CAMP_HEAD "'devices':[" DEV1 "," DEV2 "],'rate':500,"
+                   "'max_failure_ratio':0.25,'not_before':1795920000000,'ttl_ms':60000,"
+                   "'part':2,'parts':3,'req':7}",
+                   &r, &e),
+            0);
+  CHECK_INT(r.op, FQ_OP_CAMPAIGN);
+  CHECK_FQSTR(r.key, "fleet-1");
+  CHECK(r.cmd && strcmp(r.cmd->name, "flash_lights") == 0);
+  CHECK_INT(r.ndevices, 2);
+  CHECK(r.has_rate && r.rate == 500 && r.has_ratio && r.max_failure_ratio == 0.25);
+  CHECK(r.has_not_before && r.not_before == 1795920000000LL && r.ttl_ms == 60000);
+  CHECK_INT(r.part, 2);
+  CHECK_INT(r.parts, 3);
+  fq_wire_devit_t it;
+  fq_wire_device_t d;
+  uint32_t n = 0;
+  CHECK_INT(fq_wire_devices_begin(&it, r.devices_raw, r.devices_len, &n, &e), 0);
+  CHECK_INT(n, 2);
+  CHECK_INT(fq_wire_devices_next(&it, &d, &e), 1);
+  CHECK_FQSTR(d.vin, VIN);
+  CHECK_FQSTR(d.account, "acct-1");
+  CHECK_INT(fq_wire_devices_next(&it, &d, &e), 1);
+  CHECK_INT(fq_wire_devices_next(&it, &d, &e), 0);
+  /* Sites; no part/parts: 1 of 1; a float rate. */
+  CHECK_INT(decode("{'op':'campaign','tenant':'acme','key':'s','command':'backup',"
+                   "'params':{'backup_reserve_percent':20},'rate':0.5,"
+                   "'devices':[{'site':12,'account':'a'},{'site':13,'account':'a'}]}",
+                   &r, &e),
+            0);
+  CHECK(r.part == 1 && r.parts == 1 && r.rate == 0.5 && !r.has_ratio);
+  CHECK_INT(decode("{'op':'campaign_get','tenant':'acme','key':'fleet-1'}", &r, &e), 0);
+  CHECK_INT(r.op, FQ_OP_CAMPAIGN_GET);
+  CHECK_INT(decode("{'op':'campaign_abort','id':'c-0011223344556677'}", &r, &e), 0);
+  CHECK_INT(r.op, FQ_OP_CAMPAIGN_ABORT);
+  CHECK_FQSTR(r.id, "c-0011223344556677");
+}
+
+FQ_TEST(campaign_errors) {
+  BADREQ("{" CAMP_HEAD "'devices':[]}", "\"devices\": empty");
+  BADREQ("{" CAMP_HEAD "}", "\"devices\": required");
+  BADREQ("{" CAMP_HEAD "'devices':{}}", "\"devices\": expected array, got map");
+  BADREQ("{" CAMP_HEAD "'devices':[" DEV1 ",{'vin':'5YJ3E1EA7KF00000I','account':'a'}]}",
+         "\"devices\"[1].vin: \"5YJ3E1EA7KF00000I\" has an invalid character");
+  BADREQ("{" CAMP_HEAD "'devices':[{'vin':'SHORT','account':'a'}]}",
+         "\"devices\"[0].vin: \"SHORT\" is not 17 characters");
+  BADREQ("{" CAMP_HEAD "'devices':[{'vin':'" VIN "','site':3,'account':'a'}]}",
+         "\"devices\"[0]: \"vin\" and \"site\": give exactly one, not both");
+  BADREQ("{" CAMP_HEAD "'devices':[{'account':'a'}]}", "\"devices\"[0]: \"vin\" or \"site\"");
+  BADREQ("{" CAMP_HEAD "'devices':[{'vin':'" VIN "'}]}", "\"devices\"[0].account: required");
+  BADREQ("{" CAMP_HEAD "'devices':[{'vin':'" VIN "','account':'a','x':1}]}",
+         "\"devices\"[0]: unknown key \"x\"");
+  BADREQ("{" CAMP_HEAD "'devices':[{'site':0,'account':'a'}]}",
+         "\"devices\"[0].site: not a positive integer");
+  BADREQ("{" CAMP_HEAD "'devices':[7]}", "\"devices\"[0]: expected a map");
+  UNKCMD("{'op':'campaign','tenant':'acme','key':'k','command':'nope','devices':[" DEV1 "]}",
+         "unknown command \"nope\" for vehicles");
+  UNKCMD("{'op':'campaign','tenant':'acme','key':'k','command':'backup','devices':[" DEV1 "]}",
+         "is an energy-site command, not a vehicle command");
+  UNKCMD("{" CAMP_HEAD "'devices':[" DEV1 ",{'site':5,'account':'a'}]}",
+         "\"devices\"[1]: command \"flash_lights\" is a vehicle command, not for an energy site");
+  BADPARAM("{'op':'campaign','tenant':'acme','key':'k','command':'set_charge_limit',"
+           "'params':{'percent':101},'devices':[" DEV1 "]}",
+           "params.percent");
+  BADPARAM("{" CAMP_HEAD "'params':{'bogus':1},'devices':[" DEV1 "]}",
+           "params.bogus: unknown parameter for flash_lights");
+  BADREQ("{" CAMP_HEAD "'devices':[" DEV1 "],'rate':0}", "\"rate\": 0 is out of range");
+  BADREQ("{" CAMP_HEAD "'devices':[" DEV1 "],'rate':-2}", "\"rate\": -2 is out of range");
+  BADREQ("{" CAMP_HEAD "'devices':[" DEV1 "],'rate':100001}", "at most 100000 commands/s");
+  BADREQ("{" CAMP_HEAD "'devices':[" DEV1 "],'rate':'fast'}", "\"rate\": expected number");
+  BADREQ("{" CAMP_HEAD "'devices':[" DEV1 "],'max_failure_ratio':1.5}",
+         "\"max_failure_ratio\": 1.5 is out of range 0..1");
+  BADREQ("{" CAMP_HEAD "'devices':[" DEV1 "],'part':1}", "\"part\" and \"parts\": give both");
+  BADREQ("{" CAMP_HEAD "'devices':[" DEV1 "],'part':3,'parts':2}", "\"part\": 3 is out of range 1..2");
+  BADREQ("{" CAMP_HEAD "'devices':[" DEV1 "],'part':0,'parts':2}", "\"part\": 0 is out of range");
+  BADREQ("{" CAMP_HEAD "'devices':[" DEV1 "],'part':1,'parts':1001}",
+         "\"parts\": 1001 is out of range 1..1000");
+  BADREQ("{'op':'campaign','tenant':'acme','key':'"
+         "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+         "','command':'flash_lights','devices':[" DEV1 "]}",
+         "\"key\": length 101 is out of range 1..100 bytes");
+  BADREQ("{" CAMP_HEAD "'devices':[" DEV1 "],'vin':'" VIN "'}",
+         "key \"vin\" is not allowed for op \"campaign\"");
+  BADREQ("{'op':'campaign_get','tenant':'acme'}", "\"key\": required");
+  BADREQ("{'op':'campaign_abort','id':'c-1','key':'k'}", "give either \"id\" or");
+}
+
+/* More than 100,000 devices in one message (tiny ones: {} is refused only
+ * after the count is checked). */
+FQ_TEST(campaign_device_limit) {
+  size_t n = 100001;
+  mb_t head = mp("{" CAMP_HEAD "}");
+  /* Rebuild: map of 5 (op, tenant, key, command, devices). */
+  mb_t m = {0};
+  uint8_t map5 = 0x85;
+  mb_write(&m, (const char *)&map5, 1);
+  mb_write(&m, (const char *)head.p + 1, head.n - 1);
+  const char dk[] = "\xa7" "devices";
+  mb_write(&m, dk, 8);
+  uint8_t a32[5] = {0xdd, (uint8_t)(n >> 24), (uint8_t)(n >> 16), (uint8_t)(n >> 8), (uint8_t)n};
+  mb_write(&m, (const char *)a32, 5);
+  for (size_t i = 0; i < n; i++) mb_write(&m, "\x80", 1);
+  expect_err_bytes(m.p, m.n, FQ_EBADREQ, "\"devices\": 100001 devices, at most 100000 per campaign",
+                   __LINE__);
+  free(m.p);
+  free(head.p);
+}
+
+FQ_TEST(events_carry_the_campaign) {
+  fq_event_t ev = {.id = {"0-2b", 4}, .tenant = {"acme", 4}, .key = {"k/" VIN, 19},
+                   .vin = {VIN, 17}, .command = {"flash_lights", 12}, .state = FQ_ST_QUEUED,
+                   .prev = -1, .fault = -1, .campaign = {"c-00aa", 6}};
+  fq_buf_t b;
+  fq_buf_init(&b, 4096);
+  CHECK_INT(fq_wire_event_pack(&b, &ev), 0);
+  fq_event_t back;
+  fq_err_t e;
+  CHECK_INT(fq_wire_event_unpack(b.data, b.len, &back, &e), 0);
+  CHECK_FQSTR(back.campaign, "c-00aa");
+  fq_buf_free(&b);
+}
+
 FQ_TEST(nil_for_a_required_key_stays_an_error) {
   BADREQ("{'op':nil}", "\"op\": expected string, got nil");
   BADREQ("{'op':'submit','tenant':nil,'key':'k','account':'a','vin':'" VIN "','command':'door_lock'}",

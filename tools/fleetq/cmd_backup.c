@@ -463,7 +463,7 @@ static bool known_entry(const char *name, unsigned shards) {
   if (!strcmp(name, "LOCK") || !strcmp(name, "SHARDS") || !strcmp(name, "accounts") ||
       !strcmp(name, "token.key") || !strcmp(name, ".") || !strcmp(name, "..") ||
       !strcmp(name, "budget-usage.json") || !strcmp(name, "budget-usage.log") ||
-      !strcmp(name, "budget-usage.json.tmp"))
+      !strcmp(name, "budget-usage.json.tmp") || !strcmp(name, "campaigns"))
     return true;
   unsigned i;
   char tail;
@@ -522,15 +522,22 @@ static int cmd_backup(int argc, char **argv) {
     goto out;
   }
   uint64_t total = 0;
-  for (unsigned i = 0; i <= shards; i++) {
-    bool acc = i == shards;
+  /* The shards, the account store, then the campaigns (issue 16; a data
+   * directory of an older fleetqd has none: nothing to say then). */
+  char camp_db[BACKUP_PATH_MAX + 32];
+  snprintf(camp_db, sizeof camp_db, "%s/campaigns/data.mdb", o.data);
+  bool have_camps = stat(camp_db, &st) == 0;
+  for (unsigned i = 0; i <= shards + 1; i++) {
+    bool acc = i == shards, camps = i == shards + 1;
     if (acc && !have_accounts) {
       warn(o.json, warnings, "%s has no account store (accounts/data.mdb): none copied",
            o.data);
-      break;
+      continue;
     }
+    if (camps && !have_camps) continue;
     char name[32], src[BACKUP_PATH_MAX + 32], dst[BACKUP_PATH_MAX + 32];
     if (acc) snprintf(name, sizeof name, "accounts");
+    else if (camps) snprintf(name, sizeof name, "campaigns");
     else snprintf(name, sizeof name, "shard-%u", i);
     snprintf(src, sizeof src, "%s/%s", o.data, name);
     snprintf(dst, sizeof dst, "%s/%s", o.out, name);

@@ -441,6 +441,8 @@ static int open_ingress(daemon_t *d) {
                           .clients_file = cfg->clients[0] ? cfg->clients : NULL,
                           .reload_fd = reload_pipe[0],
                           .ipc_mode = cfg->ipc_mode,
+                          .data_dir = cfg->data_dir,
+                          .accounts = d->accounts,
                           .heartbeat = fq_sdnotify_heartbeat_ms(d->notify) ? &d->heartbeat : NULL,
                           .heartbeat_ms = fq_sdnotify_heartbeat_ms(d->notify)};
   d->clients = NULL; /* the ingress owns it now, even when it fails */

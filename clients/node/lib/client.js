@@ -471,6 +471,94 @@ class Client {
     return w
   }
 
+  // ---- campaigns --------------------------------------------------------------
+
+  // One command to many devices (at most 100,000): each gets an ordinary
+  // command with the key <key>/<vin or site>.  args: tenant, key, command,
+  // devices ({vin | site, account}, VIN strings or site ids), params,
+  // ttlMs, rate, maxFailureRatio, notBefore, account (the default),
+  // timeout (per part), partBytes.  A list too large for one request goes
+  // in parts (256 KiB) in order with the same key; a part that times out
+  // or gets busy is sent again (safe: dup).  Resolves with the reply to
+  // the last part (id, devices, state, dup: true when fleetqd had every
+  // part already, parts).  A bad list throws before anything is sent; a
+  // refusal rejects with its FleetqError (.part says which).
+  async campaign (args) {
+    const bodies = C.campaignRequests(args)
+    const n = bodies.reduce((a, b) => a + b.devices.length, 0)
+    let dup = true
+    let reply = {}
+    for (let i = 0; i < bodies.length; i++) {
+      // The last part is answered once every device command is stored: 1 s
+      // more per 1,000 devices.  Sending a part again is safe (dup).
+      const end = now() + (args.timeout ?? this.timeout * (this.retries + 1) + (i === bodies.length - 1 ? n : 0))
+      for (;;) {
+        try {
+          reply = await this._call(bodies[i], { timeout: Math.max(1, end - now()) })
+          break
+        } catch (e) {
+          if (e instanceof FleetqError) e.part = i + 1
+          if (!(e instanceof Timeout) || now() >= end) throw e
+        }
+      }
+      dup = dup && reply.dup === true
+    }
+    reply.dup = dup
+    if (reply.parts === undefined) reply.parts = bodies.length
+    return reply
+  }
+
+  // A campaign by {id} or {tenant, key}: state, devices, counts per
+  // command state, succeeded, failed, times, reason.
+  async campaignGet (args) {
+    const r = await this._call(C.lookupRequest('campaign_get', args))
+    delete r.ok
+    delete r.req
+    return r
+  }
+
+  // Cancels the campaign's device commands still scheduled or queued;
+  // resolves with {id, state, cancelled, reason}.  Sent again after busy
+  // (the device commands still being stored), not after a timeout.
+  async campaignAbort (args) {
+    const body = C.lookupRequest('campaign_abort', args)
+    const end = now() + this.timeout * (this.retries + 1)
+    let r
+    for (;;) {
+      try {
+        r = await this._call(body, { retry: false })
+        break
+      } catch (e) {
+        // busy: the device commands are still being stored; nothing was
+        // done, so asking again is safe.
+        if (!(e instanceof FleetqError) || e.code !== 'busy' || now() >= end) throw e
+        await sleep(250)
+      }
+    }
+    delete r.ok
+    delete r.req
+    return r
+  }
+
+  // Follow a campaign's progress: an async iterator over its progress
+  // events that ends after the final one (done or aborted); it reads the
+  // campaign first (snapshot: true) and again after quietMs without an
+  // event.  With args.onProgress, resolves once the campaign ended after
+  // calling it for each event (with the final event).
+  watchCampaign (args = {}) {
+    const w = new CampaignWatch(this, args)
+    this._watches.add(w)
+    if (!args.onProgress) return w
+    return (async () => {
+      try {
+        for await (const ev of w) await args.onProgress(ev)
+        return w.final
+      } finally {
+        w.close()
+      }
+    })()
+  }
+
   // ---- accounts (admin) -------------------------------------------------------
 
   async admin (action, fields = {}) {
@@ -629,6 +717,109 @@ class Watch {
   }
 }
 
+// An async iterator over one campaign's progress events (topic
+// <tenant>/campaign/<id>), each yielded only when it brings news, ending
+// after the final one; a campaign_get snapshot at the start and after
+// every quiet spell, so a lost event is never missed.
+class CampaignWatch {
+  constructor (client, args = {}) {
+    this._c = client
+    this._lookup = { id: args.id, tenant: args.tenant, key: args.key }
+    this.quietMs = args.quietMs ?? 5000
+    this.id = null
+    this.tenant = args.tenant ?? null
+    this.final = null
+    this._last = null
+    this._sub = null
+    this._inbox = null
+    this._heard = -Infinity
+    this._closed = false
+  }
+
+  async start () {
+    if (!this._sub) {
+      const first = await this._c.campaignGet(this._lookup)
+      this.id = first.id
+      this.tenant = first.tenant ?? this.tenant
+      this._sub = await this._c._subscriber([`${this.tenant}/campaign/${this.id}`])
+      this._inbox = new Inbox(this._sub)
+      this._heard = -Infinity
+    }
+    return this
+  }
+
+  _news (ev) {
+    const k = C.campaignProgressKey(ev)
+    if (k === this._last && !C.campaignFinal(ev)) return false
+    this._last = k
+    return true
+  }
+
+  // The next progress event; null after timeoutMs without one, or once
+  // the final event was returned (or the watch closed).
+  async next (timeoutMs) {
+    if (this.final || this._closed) return null
+    await this.start()
+    const end = timeoutMs === undefined ? null : now() + timeoutMs
+    for (;;) {
+      if (this._closed) return null
+      const t = now()
+      if (t - this._heard >= this.quietMs) {
+        this._heard = t
+        const ev = C.campaignSnapshot(await this._c._call(C.lookupRequest('campaign_get', { id: this.id, tenant: this.tenant })))
+        if (this._news(ev)) {
+          if (C.campaignFinal(ev)) this.final = ev
+          return ev
+        }
+        continue
+      }
+      if (end !== null && t >= end) return null
+      let left = this.quietMs - (t - this._heard)
+      if (end !== null) left = Math.min(left, end - t)
+      let msg
+      try {
+        msg = await this._inbox.next(left)
+      } catch (e) {
+        if (this._closed) return null
+        throw e
+      }
+      if (!msg) continue
+      let ev
+      try {
+        ev = C.unpack(msg[msg.length - 1])
+      } catch (e) {
+        continue
+      }
+      // The topic is a prefix: "c-1" also selects "c-12".
+      if (!ev || ev.id !== this.id) continue
+      this._heard = now()
+      if (this._news(ev)) {
+        if (C.campaignFinal(ev)) this.final = ev
+        return ev
+      }
+    }
+  }
+
+  [Symbol.asyncIterator] () {
+    return {
+      next: async () => {
+        const ev = await this.next()
+        return ev === null ? { done: true, value: undefined } : { done: false, value: ev }
+      },
+      return: async () => {
+        this.close()
+        return { done: true, value: undefined }
+      }
+    }
+  }
+
+  close () {
+    this._closed = true
+    this._c._watches.delete(this)
+    if (this._sub && !this._sub.closed) this._sub.close()
+  }
+}
+
 function deferred () {
   let resolve
   const promise = new Promise((resolve_) => { resolve = resolve_ })
@@ -659,4 +850,4 @@ function eventFromCommand (cmd) {
   return ev
 }
 
-module.exports = { Client, Watch }
+module.exports = { Client, Watch, CampaignWatch }

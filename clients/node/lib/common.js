@@ -359,7 +359,146 @@ async function searchLast (hasAfter) {
   return hi
 }
 
+// ---- campaigns --------------------------------------------------------------
+
+const CAMPAIGN_MAX_DEVICES = 100000
+const CAMPAIGN_MAX_PARTS = 1000
+// fleetqd's request body limit: larger device lists go in parts.
+const BODY_LIMIT = 256 * 1024
+const CAMPAIGN_FINAL = new Set(['done', 'aborted'])
+
+// The device list as fleetqd wants it: {vin | site, account} each
+// (defaultAccount fills the ones without), from such objects, VIN strings
+// or site ids (BigInt or number).  A device listed twice is refused
+// naming both positions.
+function campaignDevices (devices, defaultAccount) {
+  const out = []
+  const seen = new Map()
+  const dflt = defaultAccount === undefined || defaultAccount === null ? undefined : text('account', defaultAccount)
+  let i = 0
+  for (let d of devices) {
+    if (typeof d === 'string') d = { vin: d }
+    else if (typeof d === 'bigint' || typeof d === 'number') d = { site: d }
+    else if (!d || typeof d !== 'object') throw new TypeError(`devices[${i}]: expected {vin | site, account}, a VIN or a site id`)
+    const vin = pick(d, 'vin')
+    const st = pick(d, 'site')
+    if ((vin === undefined) === (st === undefined)) throw new RangeError(`devices[${i}]: give exactly one of vin and site`)
+    const m = {}
+    let dev
+    if (vin !== undefined) {
+      m.vin = text(`devices[${i}].vin`, vin).toUpperCase()
+      dev = m.vin
+    } else {
+      m.site = site(st)
+      dev = `site ${m.site}`
+    }
+    const acct = pick(d, 'account')
+    m.account = acct !== undefined ? text(`devices[${i}].account`, acct) : dflt
+    if (!m.account) throw new RangeError(`devices[${i}]: no account (give one, or account as the default)`)
+    if (seen.has(dev)) throw new RangeError(`devices[${i}]: ${dev} is listed twice (first at devices[${seen.get(dev)}])`)
+    seen.set(dev, i)
+    out.push(m)
+    i++
+  }
+  if (!out.length) throw new RangeError('devices: empty')
+  if (out.length > CAMPAIGN_MAX_DEVICES) throw new RangeError(`devices: ${out.length} devices; a campaign takes at most ${CAMPAIGN_MAX_DEVICES}`)
+  return out
+}
+
+function campaignHead (a) {
+  let key = pick(a, 'key')
+  if (typeof key === 'number' || typeof key === 'bigint') key = String(key)
+  key = text('key', key)
+  const kb = Buffer.byteLength(key)
+  if (kb < 1 || kb > 100) throw new RangeError('key: a campaign key is 1..100 bytes (device commands get <key>/<vin or site>)')
+  const m = { op: 'campaign', tenant: text('tenant', a.tenant), key, command: text('command', a.command) }
+  const p = paramsValue(a.params)
+  if (p && Object.keys(p).length) m.params = p
+  const ttl = pick(a, 'ttlMs', 'ttl_ms')
+  if (ttl !== undefined) m.ttl_ms = int('ttl_ms', ttl)
+  const rate = pick(a, 'rate')
+  if (rate !== undefined) {
+    if (typeof rate !== 'number' || !(rate > 0) || rate > 100000) throw new RangeError(`rate: ${rate} is out of range (0 < rate <= 100000)`)
+    m.rate = rate
+  }
+  const mfr = pick(a, 'maxFailureRatio', 'max_failure_ratio')
+  if (mfr !== undefined) {
+    if (typeof mfr !== 'number' || !(mfr >= 0 && mfr <= 1)) throw new RangeError(`maxFailureRatio: ${mfr} is out of range 0..1`)
+    // A whole 0 or 1 goes as an integer: fleetqd's number fields take both.
+    m.max_failure_ratio = mfr
+  }
+  const nb = pick(a, 'notBefore', 'not_before')
+  if (nb !== undefined) m.not_before = BigInt(int('not_before', nb instanceof Date ? nb.getTime() : nb))
+  return m
+}
+
+// The `campaign` requests of a device list: consecutive slices whose
+// requests each fit partBytes (with `req` added), part 1..n of n when
+// there is more than one.
+function campaignParts (head, devices, partBytes = BODY_LIMIT) {
+  const big = { ...head, part: CAMPAIGN_MAX_PARTS, parts: CAMPAIGN_MAX_PARTS, req: 2n ** 62n, devices: [] }
+  const base = pack(big).length + 4
+  const slices = []
+  let start = 0
+  let used = base
+  for (let i = 0; i < devices.length; i++) {
+    const n = pack(devices[i]).length
+    if (base + n > partBytes) throw new RangeError(`devices[${i}]: does not fit in a request of ${partBytes} bytes`)
+    if (used + n > partBytes) {
+      slices.push([start, i])
+      start = i
+      used = base
+    }
+    used += n
+  }
+  slices.push([start, devices.length])
+  if (slices.length > CAMPAIGN_MAX_PARTS) throw new RangeError(`${slices.length} parts needed, at most ${CAMPAIGN_MAX_PARTS}`)
+  return slices.map(([a, b], k) => {
+    const m = { ...head }
+    if (slices.length > 1) {
+      m.part = k + 1
+      m.parts = slices.length
+    }
+    m.devices = devices.slice(a, b)
+    return m
+  })
+}
+
+function campaignRequests (a) {
+  if (!a || typeof a !== 'object') throw new TypeError('campaign: expected an object of fields')
+  const head = campaignHead(a)
+  return campaignParts(head, campaignDevices(a.devices || [], a.account), a.partBytes ?? BODY_LIMIT)
+}
+
+function campaignFinal (m) {
+  return m.final === true || CAMPAIGN_FINAL.has(m.state)
+}
+
+// A progress-event-shaped object from a campaign_get reply.
+function campaignSnapshot (reply) {
+  const ev = {}
+  for (const [k, v] of Object.entries(reply)) if (k !== 'ok' && k !== 'req') ev[k] = v
+  ev.type = 'campaign'
+  if (ev.at === undefined) ev.at = Date.now()
+  ev.final = CAMPAIGN_FINAL.has(reply.state)
+  ev.snapshot = true
+  return ev
+}
+
+function campaignProgressKey (m) {
+  const counts = Object.entries(m.counts || {}).sort().map(([k, v]) => `${k}=${v}`).join(',')
+  return `${m.state}|${counts}`
+}
+
 module.exports = {
+  BODY_LIMIT,
+  campaignDevices,
+  campaignHead,
+  campaignParts,
+  campaignRequests,
+  campaignFinal,
+  campaignSnapshot,
+  campaignProgressKey,
   DEFAULT_ENDPOINT,
   TERMINAL,
   pack,

@@ -27,6 +27,14 @@ async function main (): Promise<void> {
   const hh = await c.health()
   if (hh.ok) console.log(hh.latencyMs); else console.log(hh.error)
   const acc = await c.accountAdd({ account: 'a', accessToken: 't', refreshToken: 'r', clientId: 'c', region: 'na' })
+  const cr = await c.campaign({ tenant: 'acme', key: 'k', command: 'flash_lights', devices: ['V', { site: 5n, account: 'b' }], account: 'a', rate: 100, maxFailureRatio: 0.2 })
+  const cid: string = cr.id
+  const cg = await c.campaignGet({ id: cid })
+  const failed: number = cg.failed
+  for await (const pe of c.watchCampaign({ id: cid })) console.log(pe.state, pe.final)
+  const fin = await c.watchCampaign({ tenant: 'acme', key: 'k', onProgress: (pe) => console.log(pe.counts) })
+  const ab = await c.campaignAbort({ id: cid })
+  console.log(failed, fin.state, ab.cancelled)
   console.log(s, site, id, st, next, cur, e1, acc.id, BadParam)
   c.close()
 }

@@ -12,7 +12,7 @@ wire protocol is proto/wire-protocol.md in the fleetq repository; the
 clients are compared in docs/clients.md.
 """
 
-from .client import Client, Watch
+from .client import CampaignWatch, Client, Watch
 from .errors import (BadParam, BadRequest, BudgetExceeded, Busy, FleetqError, Forbidden, IdempotencyMismatch,
                      InternalError, NotCancellable, NotFound, StorageFull, Timeout, TooLarge,
                      UnknownAccount, UnknownCommand, UnsupportedVersion, error_for)
@@ -20,7 +20,7 @@ from ._common import TERMINAL
 
 __version__ = "0.1.0"
 
-__all__ = ["Client", "Watch", "FleetqError", "BadRequest", "BadParam", "BudgetExceeded", "Busy", "Forbidden",
+__all__ = ["Client", "Watch", "CampaignWatch", "FleetqError", "BadRequest", "BadParam", "BudgetExceeded", "Busy", "Forbidden",
            "IdempotencyMismatch", "InternalError", "NotCancellable", "NotFound", "StorageFull",
            "Timeout", "TooLarge", "UnknownAccount", "UnknownCommand", "UnsupportedVersion",
            "TERMINAL", "error_for", "__version__"]

@@ -442,3 +442,172 @@ def event_from_command(cmd: Mapping[str, Any]) -> Dict[str, Any]:
     ev["at"] = cmd.get("updated")
     ev["attempt"] = cmd.get("attempts")
     return ev
+
+
+# ---- campaigns ------------------------------------------------------------
+
+CAMPAIGN_MAX_DEVICES = 100000
+CAMPAIGN_MAX_PARTS = 1000
+# fleetqd's request body limit: a campaign's devices are sent in parts of
+# at most this many bytes (msgpack), each a `campaign` request.
+BODY_LIMIT = 256 * 1024
+CAMPAIGN_FINAL = frozenset({"done", "aborted"})
+
+
+def campaign_devices(devices: Iterable[Any], account: Any = None) -> List[Dict[str, Any]]:
+    """The device list of a campaign as fleetqd wants it: each item a
+    mapping with ``vin`` or ``site`` and ``account`` (`account` fills the
+    ones without), a VIN string or a site id (int).  VINs are upper-cased;
+    a device listed twice is refused naming both positions."""
+    out: List[Dict[str, Any]] = []
+    seen: Dict[Any, int] = {}
+    dflt = _text("account", account) if account is not None else None
+    for i, d in enumerate(devices):
+        if isinstance(d, (str, bytes)):
+            d = {"vin": d}
+        elif isinstance(d, numbers.Integral) and not isinstance(d, bool):
+            d = {"site": d}
+        elif not isinstance(d, Mapping):
+            raise TypeError(f"devices[{i}]: expected a mapping with vin or site, a VIN or a site "
+                            f"id, got {type(d).__name__}")
+        vin, site = d.get("vin"), d.get("site")
+        if (vin is None) == (site is None):
+            raise ValueError(f"devices[{i}]: give exactly one of vin and site")
+        m: Dict[str, Any] = {}
+        if vin is not None:
+            v = _text(f"devices[{i}].vin", vin).upper()
+            m["vin"] = v
+            dev: Any = v
+        else:
+            s = _site(site)
+            m["site"] = s
+            dev = s
+        acct = d.get("account")
+        acct = _text(f"devices[{i}].account", acct) if acct is not None else dflt
+        if not acct:
+            raise ValueError(f"devices[{i}]: no account (give one, or account= as the default)")
+        m["account"] = acct
+        if dev in seen:
+            raise ValueError(f"devices[{i}]: device {dev} is listed twice (first at "
+                             f"devices[{seen[dev]}])")
+        seen[dev] = i
+        out.append(m)
+    if not out:
+        raise ValueError("devices: empty")
+    if len(out) > CAMPAIGN_MAX_DEVICES:
+        raise ValueError(f"devices: {len(out)} devices; a campaign takes at most "
+                         f"{CAMPAIGN_MAX_DEVICES}")
+    return out
+
+
+def campaign_head(tenant: Any, key: Any, command: Any, params: Optional[Mapping[str, Any]] = None,
+                  ttl_ms: Any = None, rate: Any = None, max_failure_ratio: Any = None,
+                  not_before: Any = None) -> Dict[str, Any]:
+    """What every part of a campaign repeats."""
+    if type(key) is not str and isinstance(key, numbers.Integral) and not isinstance(key, bool):
+        key = str(int(key))
+    key = _text("key", key)
+    if not 1 <= len(key.encode()) <= 100:
+        raise ValueError("key: a campaign key is 1..100 bytes (device commands get "
+                         "<key>/<vin or site>)")
+    m: Dict[str, Any] = {"op": "campaign", "tenant": _text("tenant", tenant), "key": key,
+                         "command": _text("command", command)}
+    p = params_value(params)
+    if p:
+        m["params"] = p
+    if ttl_ms is not None:
+        m["ttl_ms"] = _int("ttl_ms", ttl_ms)
+    if rate is not None:
+        if isinstance(rate, bool) or not isinstance(rate, numbers.Real):
+            raise TypeError("rate: expected a number (commands per second)")
+        r = float(rate)
+        if not 0 < r <= 100000:
+            raise ValueError(f"rate: {rate!r} is out of range (0 < rate <= 100000)")
+        m["rate"] = int(r) if r == int(r) else r
+    if max_failure_ratio is not None:
+        if isinstance(max_failure_ratio, bool) or not isinstance(max_failure_ratio, numbers.Real):
+            raise TypeError("max_failure_ratio: expected a number from 0 to 1")
+        x = float(max_failure_ratio)
+        if not 0 <= x <= 1:
+            raise ValueError(f"max_failure_ratio: {max_failure_ratio!r} is out of range 0..1")
+        m["max_failure_ratio"] = x
+    if not_before is not None:
+        m["not_before"] = _when("not_before", not_before)
+    return m
+
+
+def campaign_parts(head: Mapping[str, Any], devices: List[Dict[str, Any]],
+                   part_bytes: int = BODY_LIMIT) -> List[Dict[str, Any]]:
+    """The `campaign` requests of a device list: consecutive slices whose
+    requests each fit part_bytes (with `req` added), numbered part 1..n with
+    parts n when there is more than one."""
+    # The head at its largest: part / parts of 1000, a `req`, and the
+    # devices array header of 5 bytes instead of 1.
+    big = dict(head, part=CAMPAIGN_MAX_PARTS, parts=CAMPAIGN_MAX_PARTS, req=2 ** 62, devices=[])
+    base = len(pack(big)) + 4
+    packer = msgpack.Packer(use_bin_type=True)
+    slices: List[Tuple[int, int]] = []
+    start, used = 0, base
+    for i, d in enumerate(devices):
+        n = len(packer.pack(d))
+        if base + n > part_bytes:
+            raise ValueError(f"devices[{i}]: does not fit in a request of {part_bytes} bytes")
+        if used + n > part_bytes:
+            slices.append((start, i))
+            start, used = i, base
+        used += n
+    slices.append((start, len(devices)))
+    if len(slices) > CAMPAIGN_MAX_PARTS:
+        raise ValueError(f"{len(slices)} parts needed, at most {CAMPAIGN_MAX_PARTS}")
+    out = []
+    for k, (a, b) in enumerate(slices):
+        m = dict(head)
+        if len(slices) > 1:
+            m["part"], m["parts"] = k + 1, len(slices)
+        m["devices"] = devices[a:b]
+        out.append(m)
+    return out
+
+
+def campaign_requests(tenant: Any, key: Any, command: Any, devices: Iterable[Any],
+                      params: Optional[Mapping[str, Any]] = None, ttl_ms: Any = None,
+                      rate: Any = None, max_failure_ratio: Any = None, not_before: Any = None,
+                      account: Any = None, part_bytes: int = BODY_LIMIT) -> List[Dict[str, Any]]:
+    head = campaign_head(tenant, key, command, params, ttl_ms, rate, max_failure_ratio,
+                         not_before)
+    return campaign_parts(head, campaign_devices(devices, account), part_bytes)
+
+
+def part_budget(timeout: Optional[float], client_timeout: float, retries: int, devices: int,
+                last: bool) -> float:
+    """Seconds one part of a campaign may take, resends included: the
+    caller's `timeout`, else the client's (timeout x tries), and for the
+    last part, which fleetqd answers once every device command of the
+    campaign is stored, 1 s more per 1,000 devices."""
+    if timeout is not None:
+        return float(timeout)
+    return client_timeout * (retries + 1) + (devices / 1000.0 if last else 0.0)
+
+
+def campaign_lookup(op: str, id: Any = None, tenant: Any = None, key: Any = None) -> Dict[str, Any]:
+    return lookup_request(op, id, tenant, key)
+
+
+def campaign_final(m: Mapping[str, Any]) -> bool:
+    return bool(m.get("final")) or m.get("state") in CAMPAIGN_FINAL
+
+
+def campaign_snapshot(reply: Mapping[str, Any]) -> Dict[str, Any]:
+    """A progress-event-shaped map from a campaign_get reply (what a
+    watch yields when it caught up by reading the campaign)."""
+    ev = {k: v for k, v in reply.items() if k not in ("ok", "req")}
+    ev["type"] = "campaign"
+    ev.setdefault("at", int(time.time() * 1000))
+    ev["final"] = reply.get("state") in CAMPAIGN_FINAL
+    ev["snapshot"] = True
+    return ev
+
+
+def campaign_progress_key(m: Mapping[str, Any]) -> Tuple[Any, ...]:
+    """What tells a campaign_get that brings news from one that does not."""
+    return (m.get("state"), tuple(sorted((m.get("counts") or {}).items())))

@@ -23,7 +23,7 @@ import zmq.asyncio
 
 from . import _common as C
 from . import _sockets as S
-from .errors import FleetqError, NotFound, Timeout, error_for
+from .errors import Busy, FleetqError, NotFound, Timeout, error_for
 
 Reply = Dict[str, Any]
 Event = Dict[str, Any]
@@ -405,6 +405,65 @@ class Client:
         self._watches.add(w)
         return w
 
+    async def campaign(self, tenant: str, key: Union[str, int], command: str,
+                       devices: Iterable[Any], params: Optional[Mapping[str, Any]] = None,
+                       ttl_ms: Optional[int] = None, rate: Optional[float] = None,
+                       max_failure_ratio: Optional[float] = None,
+                       not_before: Union[int, datetime.datetime, None] = None,
+                       account: Optional[str] = None, timeout: Optional[float] = None,
+                       part_bytes: int = C.BODY_LIMIT) -> Reply:
+        """As :meth:`fleetq_client.Client.campaign`: the parts are sent in
+        order, one at a time."""
+        bodies = C.campaign_requests(tenant, key, command, devices, params, ttl_ms, rate,
+                                     max_failure_ratio, not_before, account, part_bytes)
+        n = sum(len(b["devices"]) for b in bodies)
+        dup, reply = True, {}
+        for i, body in enumerate(bodies):
+            end = _now() + C.part_budget(timeout, self.timeout, self.retries, n,
+                                         i == len(bodies) - 1)
+            while True:
+                try:
+                    reply = await self.call(body, max(0.001, end - _now()))
+                    break
+                except Timeout as e:
+                    if _now() >= end:
+                        e.part = i + 1  # type: ignore[attr-defined]
+                        raise
+                except FleetqError as e:
+                    e.part = i + 1  # type: ignore[attr-defined]
+                    raise
+            dup = dup and bool(reply.get("dup"))
+        reply["dup"] = dup
+        reply.setdefault("parts", len(bodies))
+        return reply
+
+    async def campaign_get(self, id: Optional[str] = None, tenant: Optional[str] = None,
+                           key: Union[str, int, None] = None) -> Dict[str, Any]:
+        r = await self.call(C.campaign_lookup("campaign_get", id, tenant, key))
+        return {k: v for k, v in r.items() if k not in ("ok", "req")}
+
+    async def campaign_abort(self, id: Optional[str] = None, tenant: Optional[str] = None,
+                             key: Union[str, int, None] = None) -> Dict[str, Any]:
+        body = C.campaign_lookup("campaign_abort", id, tenant, key)
+        end = _now() + self.timeout * (self.retries + 1)
+        while True:
+            try:
+                r = await self.call(body, retry=False)
+                break
+            except Busy:
+                if _now() >= end:
+                    raise
+                await asyncio.sleep(0.25)
+        return {k: v for k, v in r.items() if k not in ("ok", "req")}
+
+    def watch_campaign(self, id: Optional[str] = None, tenant: Optional[str] = None,
+                       key: Union[str, int, None] = None, *,
+                       quiet: float = 5.0) -> "CampaignWatch":
+        """``async for ev in client.watch_campaign(id=...)``: as
+        :meth:`fleetq_client.Client.watch_campaign` (ends after the final
+        event)."""
+        return CampaignWatch(self, id, tenant, key, quiet)
+
     async def admin(self, action: str, **fields: Any) -> Reply:
         return await self.call(C.admin_request(action, fields), retry=action != "account_remove")
 
@@ -535,6 +594,96 @@ class Watch:
             self._sub.close(0)
 
     async def __aenter__(self) -> "Watch":
+        return await self.start()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class CampaignWatch:
+    """The asyncio form of :class:`fleetq_client.CampaignWatch`: ``async
+    for ev in watch`` (ends after the final event) or ``await
+    watch.get(timeout)``.  Set up on first use."""
+
+    def __init__(self, client: Client, id: Optional[str], tenant: Optional[str],
+                 key: Union[str, int, None], quiet: float = 5.0) -> None:
+        self._c = client
+        self._lookup = (id, tenant, key)
+        self.quiet = quiet
+        self.id: Optional[str] = None
+        self.tenant: Optional[str] = tenant
+        self.final: Optional[Event] = None
+        self._last: Any = None
+        self._sub: Optional[zmq.asyncio.Socket] = None
+        self._heard = 0.0
+
+    async def start(self) -> "CampaignWatch":
+        if self._sub is None:
+            first = await self._c.campaign_get(*self._lookup)
+            self.id, self.tenant = first["id"], first.get("tenant", self.tenant)
+            self._sub = await self._c._sub([f"{self.tenant}/campaign/{self.id}".encode()])
+            self._heard = 0.0
+        return self
+
+    def _news(self, ev: Event) -> bool:
+        k = C.campaign_progress_key(ev)
+        if k == self._last and not C.campaign_final(ev):
+            return False
+        self._last = k
+        return True
+
+    async def get(self, timeout: Optional[float] = None) -> Optional[Event]:
+        """The next progress event, None after `timeout` seconds without
+        one; raises StopAsyncIteration once the final one was returned."""
+        if self.final is not None:
+            raise StopAsyncIteration
+        await self.start()
+        assert self._sub is not None
+        end = None if timeout is None else _now() + timeout
+        while True:
+            now = _now()
+            if now - self._heard >= self.quiet:
+                self._heard = now
+                ev = C.campaign_snapshot(await self._c.call(
+                    C.campaign_lookup("campaign_get", self.id, self.tenant)))
+                if self._news(ev):
+                    if C.campaign_final(ev):
+                        self.final = ev
+                    return ev
+                continue
+            if end is not None and now >= end:
+                return None
+            left = self.quiet - (now - self._heard)
+            if end is not None:
+                left = min(left, end - now)
+            if not await self._sub.poll(max(1, int(left * 1000))):
+                continue
+            frames = await self._sub.recv_multipart()
+            try:
+                ev = C.unpack(frames[-1])
+            except Exception:
+                continue
+            if not isinstance(ev, dict) or ev.get("id") != self.id:
+                continue
+            self._heard = _now()
+            if self._news(ev):
+                if C.campaign_final(ev):
+                    self.final = ev
+                return ev
+
+    def __aiter__(self) -> "CampaignWatch":
+        return self
+
+    async def __anext__(self) -> Event:
+        ev = await self.get(None)
+        assert ev is not None
+        return ev
+
+    def close(self) -> None:
+        if self._sub is not None and not self._sub.closed:
+            self._sub.close(0)
+
+    async def __aenter__(self) -> "CampaignWatch":
         return await self.start()
 
     async def __aexit__(self, *exc: Any) -> None:

@@ -19,7 +19,7 @@ import zmq
 
 from . import _common as C
 from . import _sockets as S
-from .errors import FleetqError, NotFound, Timeout, error_for
+from .errors import Busy, FleetqError, NotFound, Timeout, error_for
 
 Reply = Dict[str, Any]
 Event = Dict[str, Any]
@@ -427,6 +427,104 @@ class Client:
         self._watches.add(w)
         return w
 
+    # ---- campaigns ---------------------------------------------------------
+
+    def campaign(self, tenant: str, key: Union[str, int], command: str,
+                 devices: Iterable[Any], params: Optional[Mapping[str, Any]] = None,
+                 ttl_ms: Optional[int] = None, rate: Optional[float] = None,
+                 max_failure_ratio: Optional[float] = None,
+                 not_before: Union[int, datetime.datetime, None] = None,
+                 account: Optional[str] = None, timeout: Optional[float] = None,
+                 part_bytes: int = C.BODY_LIMIT) -> Reply:
+        """Start one command on many devices (at most 100,000): each gets
+        an ordinary command with the key ``<key>/<vin or site>``.
+
+        `devices`: mappings with ``vin`` or ``site`` and ``account`` (the
+        `account` argument fills the ones without), or plain VINs / site
+        ids.  A list too large for one request is sent as parts (256 KiB
+        each) in order with the same key; a part that times out or gets
+        ``busy`` is sent again, which is safe (``dup``), and calling again
+        with the same arguments resumes an interrupted start.  Returns the
+        reply to the last part: ``id``, ``devices`` (the total), ``state``,
+        ``dup`` (true when fleetqd had every part already), ``parts``.
+        `timeout` bounds each part (default: the client's timeout and
+        retries, and for the last part, whose answer waits until every
+        device command is stored, 1 s more per 1,000 devices).  Raises ValueError / TypeError for a
+        bad list before anything is sent, and the :class:`FleetqError` of a
+        refusal (which part it was in ``.part``)."""
+        bodies = C.campaign_requests(tenant, key, command, devices, params, ttl_ms, rate,
+                                     max_failure_ratio, not_before, account, part_bytes)
+        n = sum(len(b["devices"]) for b in bodies)
+        dup, reply = True, {}
+        for i, body in enumerate(bodies):
+            end = _now() + C.part_budget(timeout, self.timeout, self.retries, n,
+                                         i == len(bodies) - 1)
+            while True:
+                try:
+                    reply = self.call(body, max(0.001, end - _now()))
+                    break
+                except Timeout as e:
+                    # The same part again is safe (dup), and fleetqd answers
+                    # the copies together once the part is stored.
+                    if _now() >= end:
+                        e.part = i + 1  # type: ignore[attr-defined]
+                        raise
+                except FleetqError as e:
+                    e.part = i + 1  # type: ignore[attr-defined]
+                    raise
+            dup = dup and bool(reply.get("dup"))
+        reply["dup"] = dup
+        reply.setdefault("parts", len(bodies))
+        return reply
+
+    def campaign_get(self, id: Optional[str] = None, tenant: Optional[str] = None,
+                     key: Union[str, int, None] = None) -> Dict[str, Any]:
+        """A campaign by id or tenant + key: ``state`` (receiving,
+        scheduled, running, done, aborted), ``devices``, ``counts`` per
+        command state, ``succeeded``, ``failed``, times, ``reason``.
+        Raises NotFound."""
+        r = self.call(C.campaign_lookup("campaign_get", id, tenant, key))
+        return {k: v for k, v in r.items() if k not in ("ok", "req")}
+
+    def campaign_abort(self, id: Optional[str] = None, tenant: Optional[str] = None,
+                       key: Union[str, int, None] = None) -> Dict[str, Any]:
+        """Abort a campaign: cancels its device commands still scheduled or
+        queued; returns ``id``, ``state``, ``cancelled`` (how many) and
+        ``reason``.  Raises NotCancellable once it is done.  Sent again
+        after ``busy`` (its device commands still being stored), not after
+        a timeout (a second abort would report 0 cancelled)."""
+        body = C.campaign_lookup("campaign_abort", id, tenant, key)
+        end = _now() + self.timeout * (self.retries + 1)
+        while True:
+            try:
+                r = self.call(body, retry=False)
+                break
+            except Busy:
+                # The device commands are still being stored: nothing was
+                # done, so asking again is safe.
+                if _now() >= end:
+                    raise
+                time.sleep(0.25)
+        return {k: v for k, v in r.items() if k not in ("ok", "req")}
+
+    def watch_campaign(self, id: Optional[str] = None, tenant: Optional[str] = None,
+                       key: Union[str, int, None] = None, *, quiet: float = 5.0,
+                       callback: Any = None) -> "CampaignWatch":
+        """Follow a campaign's progress: an iterator over its progress
+        events that ends after the final one (state done or aborted).  It
+        reads the campaign first (yielded with ``snapshot: True``) and again
+        after `quiet` seconds without an event, so nothing is missed.  With
+        `callback`, the events are passed to it instead and this returns
+        once the campaign ended (the watch, whose ``final`` holds the last
+        event)."""
+        w = CampaignWatch(self, id, tenant, key, quiet=quiet)
+        if callback is None:
+            return w
+        with w:
+            for ev in w:
+                callback(ev)
+        return w
+
     # ---- accounts (admin) --------------------------------------------------
 
     def admin(self, action: str, **fields: Any) -> Reply:
@@ -586,6 +684,88 @@ class Watch:
             self._sub.close(0)
 
     def __enter__(self) -> "Watch":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class CampaignWatch:
+    """An iterator over one campaign's progress events (see
+    :meth:`Client.watch_campaign`): events of topic
+    ``<tenant>/campaign/<id>``, plus a ``campaign_get`` snapshot at the
+    start and after each quiet spell, each yielded only when it brings
+    news.  Iteration ends after the final event; ``final`` holds it."""
+
+    def __init__(self, client: Client, id: Optional[str], tenant: Optional[str],
+                 key: Union[str, int, None], quiet: float = 5.0) -> None:
+        self._c = client
+        self.quiet = quiet
+        first = client.campaign_get(id, tenant, key)
+        self.id, self.tenant = first["id"], first.get("tenant", tenant)
+        self.final: Optional[Event] = None
+        self._last: Any = None
+        self._sub = client._sub([f"{self.tenant}/campaign/{self.id}".encode()])
+        self._heard = 0.0  # a snapshot is due at once
+
+    def _news(self, ev: Event) -> bool:
+        k = C.campaign_progress_key(ev)
+        if k == self._last and not C.campaign_final(ev):
+            return False
+        self._last = k
+        return True
+
+    def get(self, timeout: Optional[float] = None) -> Optional[Event]:
+        """The next progress event, None after `timeout` seconds without
+        one; raises StopIteration once the final event was returned."""
+        if self.final is not None:
+            raise StopIteration
+        end = None if timeout is None else _now() + timeout
+        while True:
+            now = _now()
+            if now - self._heard >= self.quiet:
+                self._heard = now
+                ev = C.campaign_snapshot(self._c.call(
+                    C.campaign_lookup("campaign_get", self.id, self.tenant)))
+                if self._news(ev):
+                    if C.campaign_final(ev):
+                        self.final = ev
+                    return ev
+                continue
+            if end is not None and now >= end:
+                return None
+            left = self.quiet - (now - self._heard)
+            if end is not None:
+                left = min(left, end - now)
+            if not self._sub.poll(max(1, int(left * 1000))):
+                continue
+            frames = self._sub.recv_multipart()
+            try:
+                ev = C.unpack(frames[-1])
+            except Exception:
+                continue
+            # The topic is a prefix: "c-1" also selects "c-12".
+            if not isinstance(ev, dict) or ev.get("id") != self.id:
+                continue
+            self._heard = _now()
+            if self._news(ev):
+                if C.campaign_final(ev):
+                    self.final = ev
+                return ev
+
+    def __iter__(self) -> "CampaignWatch":
+        return self
+
+    def __next__(self) -> Event:
+        ev = self.get(None)
+        assert ev is not None
+        return ev
+
+    def close(self) -> None:
+        if not self._sub.closed:
+            self._sub.close(0)
+
+    def __enter__(self) -> "CampaignWatch":
         return self
 
     def __exit__(self, *exc: Any) -> None:

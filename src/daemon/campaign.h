@@ -1,0 +1,81 @@
+/*
+ * Campaigns (issue 16): one command to many devices, with parts, a rate,
+ * a start time, progress, abort and auto-abort.  Runs inside the ingress
+ * thread (one owner, nothing thread safe); docs/operations.md
+ * "Campaigns" describes the design.
+ *
+ * A campaign's definition and device lists live in their own LMDB
+ * environment, <data dir>/campaigns (synchronous commits, like the
+ * shards).  Once every part is in, the start time is fixed and written,
+ * then the device commands are fanned out to the shards as ordinary
+ * submits (key "<campaign key>/<vin or site>", the campaign id carried in
+ * the internal kind frame 'C', shard.h), each shard storing its share in
+ * its group commits; the campaign's reply leaves once every shard has
+ * acknowledged every device.  A stop in between is repaired at the next
+ * start: the same submits are sent again and dedupe makes that
+ * idempotent.  Counts are read from the shards' records (exact across
+ * restarts); progress events go out on the PUB socket.
+ */
+#ifndef FQ_CAMPAIGN_H
+#define FQ_CAMPAIGN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <zmq.h>
+
+#include "fleetq/error.h"
+#include "fleetq/wire.h"
+
+struct fq_accounts;
+
+typedef struct fq_campaigns fq_campaigns_t;
+
+/* What the campaign side needs from the ingress. */
+typedef struct fq_camp_io {
+  void *ud;
+  /* An internal request to a shard: kind frame 'C' + campaign id, one
+   * envelope frame (env), the body.  0, or non-zero when the shard's
+   * queue is full (try later). */
+  int (*send)(void *ud, unsigned shard, const char *camp, const void *env, size_t envlen,
+              const void *body, size_t len);
+  /* A reply to a client: its envelope frames (routing id first), body. */
+  void (*reply)(void *ud, zmq_msg_t *env, int nenv, const void *body, size_t len);
+  /* A progress event on the PUB socket. */
+  void (*publish)(void *ud, const char *topic, size_t tlen, const void *body, size_t len);
+  /* A (tenant, key) about to be stored on shard (the ingress's dedupe
+   * table). */
+  void (*key_mark)(void *ud, const char *tenant, size_t tn, const char *key, size_t kn,
+                   unsigned shard);
+  /* Whether the client of a request (who, opaque; NULL without CURVE) may
+   * see tenant. */
+  bool (*tenant_ok)(void *ud, const void *who, const char *tenant, size_t tn);
+} fq_camp_io_t;
+
+/* Open (creating) <data_dir>/campaigns and load every campaign; those
+ * whose fan-out did not finish are fanned out again, aborts not finished
+ * are sent again (by the first ticks).  accounts may be NULL (no account
+ * check). */
+fq_campaigns_t *fq_campaigns_open(const char *data_dir, unsigned nshards,
+                                  struct fq_accounts *accounts, const fq_camp_io_t *io,
+                                  fq_err_t *err);
+void fq_campaigns_close(fq_campaigns_t **cp);
+
+/* A decoded campaign / campaign_get / campaign_abort request; env holds
+ * nenv envelope frames (routing id first), moved out when the reply has
+ * to wait. */
+void fq_campaigns_request(fq_campaigns_t *c, const fq_request_t *req, const void *who,
+                          zmq_msg_t *env, int nenv);
+
+/* A shard's answer to an internal request ('C' record of a batch). */
+void fq_campaigns_answer(fq_campaigns_t *c, const void *env, size_t envlen, const void *body,
+                         size_t len);
+
+/* Fan-out, start, progress: call often; returns the ms until the next
+ * call is useful (at most 1000). */
+long fq_campaigns_tick(fq_campaigns_t *c, int64_t now);
+
+/* Campaigns per state, for the metrics gauge. */
+void fq_campaigns_states(const fq_campaigns_t *c, uint64_t counts[5]);
+
+#endif
