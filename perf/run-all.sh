@@ -108,10 +108,13 @@ start_daemon() {
   local data=$1 log=$1.log
   EP="tcp://127.0.0.1:$(free_port)"
   PUB="tcp://127.0.0.1:$(free_port)"
+  # Its metrics (the per-commit breakdown, perf/batch_stats.py).
+  MPORT=$(free_port)
   # TRACE=1: the shards log their average batch size, processing and
   # commit times (FQ_TRACE, read by src/daemon/shard.c) every 200 batches.
   env ${TRACE:+FQ_TRACE=1} "$BIN/fleetqd" --data "$data" --listen "$EP" --publish "$PUB" \
-    --log-level warn --default-ttl-ms 86400000 --no-dispatch 2>"$log" &
+    --log-level warn --default-ttl-ms 86400000 --no-dispatch \
+    --metrics "127.0.0.1:$MPORT" 2>"$log" &
   DPID=$!
   PIDS+=($DPID)
 }
@@ -209,28 +212,67 @@ echo "load_after=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$W/machine.env"
 redis-cli -p "$RPORT" shutdown nosave >/dev/null 2>&1 || kill "$REDIS_PID" 2>/dev/null || true
 wait "$REDIS_PID" 2>/dev/null || true
 
+# ---- 1b. CURVE against plaintext --------------------------------------------
+# bench_ingest --curve starts its own two fleetqd (plaintext, CURVE) and
+# loads them alternately in each round: the ratio of the same round.
+say "1b CURVE vs plaintext ingest (bench_ingest --curve), $ROUNDS round(s)"
+"$BIN/bench_ingest" --curve --producers $PRODUCERS --window $WINDOW --count $((INGEST_COUNT / 2)) \
+  --devices $DEVICES --rounds "$ROUNDS" --out "$W/curve.md" >"$W/curve.txt" 2>"$W/curve.err" ||
+  say "  bench_ingest --curve failed: $(tail -2 "$W/curve.err")"
+grep -E '^CURVE' "$W/curve.txt" >&2 || true
+
 # ---- 2. latency versus offered load ---------------------------------------
 say "2/4 latency versus offered load: $LOAD_RATES /s, $LOAD_SECS s each"
 MAXRATE=0
 for r in $LOAD_RATES; do [ "$r" -gt "$MAXRATE" ] && MAXRATE=$r; done
 "$BIN/fleetq-replay" gen --out "$W/load.fqt" --count $((MAXRATE * LOAD_SECS)) \
   --devices $DEVICES --rate "$MAXRATE" --seed 1 --ttl-ms 86400000 2>>"$W/gen.log"
+# Redis at the same rates, right after fleetq at each (same run, same
+# moment's background load): the open-loop mode of bench_redis.
+mkdir -p "$W/redis2"
+redis-server --port "$RPORT" --bind 127.0.0.1 --dir "$W/redis2" --appendonly yes \
+  --appendfsync always --save '' --daemonize no --logfile "$W/redis2/log" &
+PIDS+=($!)
+REDIS_PID=$!
+for _ in $(seq 100); do redis-cli -p "$RPORT" ping >/dev/null 2>&1 && break; sleep 0.05; done
 start_daemon "$W/load-data"
 wait_ping
 add_replay_account
+MURL="http://127.0.0.1:$MPORT/metrics"
 for r in $LOAD_RATES; do
+  "$PY" "$ROOT/perf/batch_stats.py" snap "$MURL" "$W/m0-$r" || true
+  c0=$(cpu_ticks "$DPID")
   "$BIN/fleetq-replay" run "$W/load.fqt" --endpoint "$EP" --publish "$PUB" --rate "$r" \
     --duration "$LOAD_SECS" --conns 4 --key-prefix "r$r-" --drain 10 --json \
     >"$W/load-$r.json" 2>>"$W/load.log" || true
-  "$PY" - "$W/load-$r.json" <<'EOF' >&2
-import json, sys
+  echo "server_cpu_s=$(( $(cpu_ticks "$DPID") - c0 ))/$TICK" >"$W/load-$r.cpu"
+  { "$PY" "$ROOT/perf/batch_stats.py" snap "$MURL" "$W/m1-$r" &&
+    "$PY" "$ROOT/perf/batch_stats.py" diff "$W/m0-$r" "$W/m1-$r" >"$W/batch-$r.json"; } || true
+  c0=$(cpu_ticks "$REDIS_PID")
+  "$BIN/bench_redis" --port "$RPORT" --script "$ROOT/perf/redis_dedupe.lua" \
+    --producers 4 --devices $DEVICES --rate "$r" --seconds "$LOAD_SECS" \
+    >"$W/redis-load-$r.txt" 2>>"$W/load.log" || true
+  echo "server_cpu_s=$(( $(cpu_ticks "$REDIS_PID") - c0 ))/$TICK" >>"$W/redis-load-$r.txt"
+  "$PY" - "$W/load-$r.json" "$W/batch-$r.json" "$W/redis-load-$r.txt" <<'EOF' >&2
+import json, re, sys
 j = json.load(open(sys.argv[1]))
 a = j["ack_latency_ms"]
-print(f"  offered {j['target_rate']:.0f}/s: achieved {j['rate']:.0f}/s, ack p50 {a['p50']} "
-      f"p99 {a['p99']} p99.9 {a['p999']} ms, errors {j['errors']}")
+try:
+    b = json.load(open(sys.argv[2]))
+    bt = (f"; batches {b['batches_per_s']}/s of {b['mean_batch']} (p99 {b['p99_batch']}), "
+          f"process {b['mean_process_ms']} ms, commit {b['mean_commit_ms']} ms (p99 <= "
+          f"{b['p99_commit_ms']}), shard busy {b['shard_busy']}")
+except (OSError, ValueError, KeyError):
+    bt = ""
+m = re.search(r"OPENLOOP .*? rate=(\S+) p50=(\S+) p90=\S+ p99=(\S+)", open(sys.argv[3]).read())
+rd = f" | Redis achieved {m.group(1)}/s p50 {m.group(2)} p99 {m.group(3)} ms" if m else ""
+print(f"  offered {j['target_rate']:.0f}/s: fleetq achieved {j['rate']:.0f}/s, ack p50 {a['p50']} "
+      f"p99 {a['p99']} p99.9 {a['p999']} ms, errors {sum(j['errors'].values())}{bt}{rd}")
 EOF
 done
 stop_daemon
+redis-cli -p "$RPORT" shutdown nosave >/dev/null 2>&1 || kill "$REDIS_PID" 2>/dev/null || true
+wait "$REDIS_PID" 2>/dev/null || true
 
 # ---- 3. memory and startup with stored commands ---------------------------
 say "3/4 memory and startup with $MEM_SIZES stored commands"
