@@ -10,6 +10,7 @@
 #include <inttypes.h>
 #include <lmdb.h>
 #include <msgpack.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,6 +61,18 @@ struct fq_store {
    * dedupes (0: for ever). */
   MDB_txn *parent;
   int64_t idem_window_ms;
+  /* The writer that keeps the data file written ahead of LMDB's last page
+   * (see "Writing the file ahead" below): started by the first write
+   * commit.  zmu is held by each LMDB commit and by each of the writer's
+   * writes, so that they never overlap. */
+  pthread_mutex_t zmu;
+  pthread_cond_t zcv;
+  pthread_t zthread;
+  bool zstarted, zstop, zfailed;
+  int zfd;
+  uint64_t zused;        /* LMDB's pages end here (bytes), as of the last commit */
+  uint64_t zcap;         /* writes stop here: the disk reserve, at most the map */
+  uint64_t written_end;  /* the file is written up to here */
 };
 
 /* LMDB's codes are its own or errno values (a failed write or fsync).
@@ -215,6 +228,8 @@ fq_store_t *fq_store_open(const char *dir, unsigned shard, uint64_t map_size, fq
     return NULL;
   }
   s->shard = shard;
+  pthread_mutex_init(&s->zmu, NULL);
+  pthread_cond_init(&s->zcv, NULL);
   snprintf(s->dir, sizeof s->dir, "%s", dir);
   fq_buf_init(&s->scratch, 1 << 20);
   if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
@@ -340,7 +355,10 @@ fq_store_t *fq_store_open(const char *dir, unsigned shard, uint64_t map_size, fq
    * further. */
   int fd;
   struct stat st;
-  if (mdb_env_get_fd(s->env, &fd) == 0 && fstat(fd, &st) == 0) s->disk_end = (uint64_t)st.st_size;
+  if (mdb_env_get_fd(s->env, &fd) == 0 && fstat(fd, &st) == 0) {
+    s->disk_end = (uint64_t)st.st_size;
+    s->written_end = (uint64_t)st.st_size;
+  }
   return s;
 fail:
   if (txn) mdb_txn_abort(txn);
@@ -352,14 +370,19 @@ fail:
   return NULL;
 }
 
+static void zero_stop(fq_store_t *s);
+
 void fq_store_destroy(fq_store_t **sp) {
   if (!sp || !*sp) return;
   fq_store_t *s = *sp;
+  zero_stop(s);
   if (s->txn) mdb_txn_abort(s->txn);
   mdb_env_close(s->env);
   fq_idem_destroy(&s->idem);
   tenants_free(s);
   fq_buf_free(&s->scratch);
+  pthread_mutex_destroy(&s->zmu);
+  pthread_cond_destroy(&s->zcv);
   free(s);
   *sp = NULL;
 }
@@ -381,6 +404,9 @@ int fq_store_begin(fq_store_t *s, bool write, fq_err_t *err) {
   return 0;
 }
 
+static void zero_note(fq_store_t *s);
+static void zero_ahead(fq_store_t *s);
+
 int fq_store_commit(fq_store_t *s, fq_err_t *err) {
   int rc;
   if (!s->txn) return fq_errf(err, FQ_EINTERNAL, "store: no transaction");
@@ -400,7 +426,12 @@ int fq_store_commit(fq_store_t *s, fq_err_t *err) {
       if ((rc = mdb_put(s->txn, s->tcount, &k, &d, 0)) != 0) goto fail;
     }
   }
+  if (s->txn_write) pthread_mutex_lock(&s->zmu);
   rc = mdb_txn_commit(s->txn);
+  /* Where LMDB's pages end now, before the writer may run again: it must
+   * never write below (see "Writing the file ahead"). */
+  if (s->txn_write && rc == 0) zero_note(s);
+  if (s->txn_write) pthread_mutex_unlock(&s->zmu);
   s->txn = NULL;
   if (rc) {
     s->ndirty = 0;
@@ -413,12 +444,137 @@ int fq_store_commit(fq_store_t *s, fq_err_t *err) {
     for (size_t i = 0; i < s->ndirty; i++) s->tdirty[i]->last = s->tdirty[i]->txn_last;
   }
   s->ndirty = 0;
+  if (s->txn_write) zero_ahead(s);
   return 0;
 fail:
   mdb_txn_abort(s->txn);
   s->txn = NULL;
   s->ndirty = 0;
   return lmdb_err(err, rc, "commit counters");
+}
+
+/* --- writing the file ahead of LMDB ---------------------------------------------
+ *
+ * Why: LMDB appends its new pages past the end of data.mdb, so every
+ * commit of a growing store changes the file's size and allocates (or,
+ * in the blocks fq_store_reserve_disk reserved, converts) blocks, and its
+ * fdatasync must then commit the filesystem's journal as well as the
+ * data.  On ext4 that journal commit is shared with everything else the
+ * filesystem does, and it was most of a commit's time under load (issue
+ * 17, perf/RESULTS.md).  So a thread per store keeps the file written
+ * with zeros ZERO_LOW..ZERO_AHEAD bytes past LMDB's last page and synced:
+ * LMDB's commits then overwrite blocks the file already has, and their
+ * fdatasync flushes data only.  The growth's journal commits are the
+ * writer's, once per ZERO_SYNC, off the shard's path.
+ *
+ * Safe for the data: the writer writes only past LMDB's last committed
+ * page, which LMDB never reads, and only while it holds zmu, which every
+ * LMDB commit holds too (LMDB writes pages only inside its commit), so a
+ * page LMDB writes is never overwritten by zeros.  Never past the map,
+ * and only into blocks the disk reserve already allocated (zcap), so that
+ * it takes no room the full-disk checks do not know of.  Durability is
+ * untouched: LMDB still syncs its pages and then its meta page before a
+ * commit returns; a crash leaves zeros or stale pages past the last page.
+ * A failed write (full disk, I/O error) stops the writer: commits then
+ * pay the growth again, as before. */
+#define ZERO_LOW ((uint64_t)4 << 20)
+#define ZERO_AHEAD ((uint64_t)8 << 20)
+#define ZERO_PIECE ((uint64_t)64 << 10)
+#define ZERO_SYNC ((uint64_t)1 << 20)
+
+static void *zero_main(void *arg) {
+  fq_store_t *s = arg;
+  static const uint8_t zeros[ZERO_PIECE];
+  uint64_t unsynced = 0;
+  pthread_mutex_lock(&s->zmu);
+  while (!s->zstop && !s->zfailed) {
+    uint64_t from = s->written_end > s->zused ? s->written_end : s->zused;
+    uint64_t to = s->zused + ZERO_AHEAD;
+    if (to > s->zcap) to = s->zcap;
+    int e = 0;
+    if (from < to) {
+      /* One piece under the lock (no commit runs meanwhile): small, so
+       * that a commit never waits long for it. */
+      size_t n = to - from < ZERO_PIECE ? (size_t)(to - from) : (size_t)ZERO_PIECE;
+      ssize_t w = pwrite(s->zfd, zeros, n, (off_t)from);
+      if (w > 0) {
+        s->written_end = from + (uint64_t)w;
+        unsynced += (uint64_t)w;
+      } else {
+        e = w < 0 ? errno : EIO;
+      }
+    }
+    /* The sync without the lock, once per ZERO_SYNC written and when done:
+     * the file's new size and blocks reach the journal here, not in a
+     * commit. */
+    if (!e && unsynced && (unsynced >= ZERO_SYNC || from >= to)) {
+      pthread_mutex_unlock(&s->zmu);
+      if (fdatasync(s->zfd) != 0) e = errno;
+      unsynced = 0;
+      pthread_mutex_lock(&s->zmu);
+    } else if (!e && from >= to) {
+      /* Woken when the file is less than ZERO_LOW ahead (zero_ahead):
+       * filled up to ZERO_AHEAD, then asleep again. */
+      pthread_cond_wait(&s->zcv, &s->zmu);
+    }
+    if (e) {
+      s->zfailed = true;
+      fq_warn("store", "shard %u: cannot write the data file ahead of its last page (%s): "
+              "commits pay the file's growth from now on", s->shard, fq_strerror(-e));
+    }
+  }
+  pthread_mutex_unlock(&s->zmu);
+  return NULL;
+}
+
+/* Right after a successful write commit, zmu held (so that the writer
+ * cannot run between the commit and this): where LMDB's pages end now,
+ * and how far the writer may go.  If these cannot be read, the writer may
+ * not write at all (zcap 0) until they can. */
+static void zero_note(fq_store_t *s) {
+  MDB_envinfo ei;
+  MDB_stat ms;
+  if (mdb_env_info(s->env, &ei) != 0 || mdb_env_stat(s->env, &ms) != 0) {
+    s->zcap = 0;
+    return;
+  }
+  s->zused = (uint64_t)(ei.me_last_pgno + 1) * ms.ms_psize;
+  uint64_t cap = s->no_fallocate ? (uint64_t)ei.me_mapsize : s->disk_end;
+  s->zcap = cap > (uint64_t)ei.me_mapsize ? (uint64_t)ei.me_mapsize : cap;
+}
+
+/* After a write commit, in the shard's thread: wake the writer when the
+ * file is less than ZERO_LOW ahead, starting it the first time. */
+static void zero_ahead(fq_store_t *s) {
+  if (s->zfailed) return;
+  pthread_mutex_lock(&s->zmu);
+  bool want = s->written_end < s->zused + ZERO_LOW && s->written_end < s->zcap;
+  pthread_mutex_unlock(&s->zmu);
+  if (!want) return;
+  if (!s->zstarted) {
+    int fd;
+    if (mdb_env_get_fd(s->env, &fd) != 0) return;
+    s->zfd = fd;
+    if (pthread_create(&s->zthread, NULL, zero_main, s) != 0) {
+      s->zfailed = true;
+      return;
+    }
+    char name[16];
+    snprintf(name, sizeof name, "fq-zero-%u", s->shard);
+    pthread_setname_np(s->zthread, name);
+    s->zstarted = true;
+  }
+  pthread_cond_signal(&s->zcv);
+}
+
+static void zero_stop(fq_store_t *s) {
+  if (!s->zstarted) return;
+  pthread_mutex_lock(&s->zmu);
+  s->zstop = true;
+  pthread_cond_signal(&s->zcv);
+  pthread_mutex_unlock(&s->zmu);
+  pthread_join(s->zthread, NULL);
+  s->zstarted = false;
 }
 
 /* The transaction's counters are dropped with it: next_seq, next_cmd and
