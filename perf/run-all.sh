@@ -625,6 +625,11 @@ for r, b in bw:
       f"{busy} | {b['server_ack_p50_ms']} / {b['server_ack_p99_ms']} |")
 w("")
 
+# The issue-17 findings: hand-written (perf/findings-17.md), with the
+# measurements they come from; kept as they are by every run.
+fnd = os.path.join(os.path.dirname(MD), "findings-17.md")
+if os.path.exists(fnd):
+    w(open(fnd).read().replace("\n## ", "\n### ").replace("## ", "### ", 1))
 w("## 3. Memory and startup with stored commands\n")
 w("A fresh fleetqd is filled with N queued commands (`fleetq-replay run --max-inflight 256`, "
   "closed loop, ttl 24 h so nothing expires, uniform over 10,000 cars), stopped with SIGTERM and "

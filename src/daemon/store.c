@@ -546,9 +546,8 @@ static void zero_note(fq_store_t *s) {
 /* After a write commit, in the shard's thread: wake the writer when the
  * file is less than ZERO_LOW ahead, starting it the first time. */
 static void zero_ahead(fq_store_t *s) {
-  if (s->zfailed) return;
   pthread_mutex_lock(&s->zmu);
-  bool want = s->written_end < s->zused + ZERO_LOW && s->written_end < s->zcap;
+  bool want = !s->zfailed && s->written_end < s->zused + ZERO_LOW && s->written_end < s->zcap;
   pthread_mutex_unlock(&s->zmu);
   if (!want) return;
   if (!s->zstarted) {
@@ -556,7 +555,9 @@ static void zero_ahead(fq_store_t *s) {
     if (mdb_env_get_fd(s->env, &fd) != 0) return;
     s->zfd = fd;
     if (pthread_create(&s->zthread, NULL, zero_main, s) != 0) {
-      s->zfailed = true;
+      pthread_mutex_lock(&s->zmu);
+      s->zfailed = true; /* commits pay the growth, as without the writer */
+      pthread_mutex_unlock(&s->zmu);
       return;
     }
     char name[16];
