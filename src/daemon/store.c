@@ -462,7 +462,7 @@ fail:
  * data.  On ext4 that journal commit is shared with everything else the
  * filesystem does, and it was most of a commit's time under load (issue
  * 17, perf/RESULTS.md).  So a thread per store keeps the file written
- * with zeros ZERO_LOW..ZERO_AHEAD bytes past LMDB's last page and synced:
+ * with zeros (and synced) up to 8 MiB past LMDB's last page (zero_span):
  * LMDB's commits then overwrite blocks the file already has, and their
  * fdatasync flushes data only.  The growth's journal commits are the
  * writer's, once per ZERO_SYNC, off the shard's path.
@@ -477,8 +477,15 @@ fail:
  * commit returns; a crash leaves zeros or stale pages past the last page.
  * A failed write (full disk, I/O error) stops the writer: commits then
  * pay the growth again, as before. */
-#define ZERO_LOW ((uint64_t)4 << 20)
-#define ZERO_AHEAD ((uint64_t)8 << 20)
+#define ZERO_AHEAD_MIN ((uint64_t)512 << 10)
+#define ZERO_AHEAD_MAX ((uint64_t)8 << 20)
+/* How far ahead: a quarter of what LMDB uses, 512 KiB .. 8 MiB, so that a
+ * small store (most tests, a quiet daemon) writes little; refilled when
+ * less than half of it is left. */
+static uint64_t zero_span(uint64_t used) {
+  uint64_t a = used / 4;
+  return a < ZERO_AHEAD_MIN ? ZERO_AHEAD_MIN : a > ZERO_AHEAD_MAX ? ZERO_AHEAD_MAX : a;
+}
 #define ZERO_PIECE ((uint64_t)64 << 10)
 #define ZERO_SYNC ((uint64_t)1 << 20)
 
@@ -489,7 +496,7 @@ static void *zero_main(void *arg) {
   pthread_mutex_lock(&s->zmu);
   while (!s->zstop && !s->zfailed) {
     uint64_t from = s->written_end > s->zused ? s->written_end : s->zused;
-    uint64_t to = s->zused + ZERO_AHEAD;
+    uint64_t to = s->zused + zero_span(s->zused);
     if (to > s->zcap) to = s->zcap;
     int e = 0;
     if (from < to) {
@@ -513,8 +520,8 @@ static void *zero_main(void *arg) {
       unsynced = 0;
       pthread_mutex_lock(&s->zmu);
     } else if (!e && from >= to) {
-      /* Woken when the file is less than ZERO_LOW ahead (zero_ahead):
-       * filled up to ZERO_AHEAD, then asleep again. */
+      /* Woken when less than half the span is left (zero_ahead): filled
+       * up to the span, then asleep again. */
       pthread_cond_wait(&s->zcv, &s->zmu);
     }
     if (e) {
@@ -543,11 +550,12 @@ static void zero_note(fq_store_t *s) {
   s->zcap = cap > (uint64_t)ei.me_mapsize ? (uint64_t)ei.me_mapsize : cap;
 }
 
-/* After a write commit, in the shard's thread: wake the writer when the
- * file is less than ZERO_LOW ahead, starting it the first time. */
+/* After a write commit, in the shard's thread: wake the writer when less
+ * than half its span is left, starting it the first time. */
 static void zero_ahead(fq_store_t *s) {
   pthread_mutex_lock(&s->zmu);
-  bool want = !s->zfailed && s->written_end < s->zused + ZERO_LOW && s->written_end < s->zcap;
+  bool want = !s->zfailed && s->written_end < s->zused + zero_span(s->zused) / 2 &&
+              s->written_end < s->zcap;
   pthread_mutex_unlock(&s->zmu);
   if (!want) return;
   if (!s->zstarted) {
