@@ -2,7 +2,8 @@
 """The per-commit breakdown of a fleetqd between two scrapes of its metrics.
 
     batch_stats.py snap URL FILE          # save GET URL (fleetqd --metrics) to FILE
-    batch_stats.py diff BEFORE AFTER      # one JSON object: what happened in between
+    batch_stats.py diff BEFORE AFTER [REPLAY_JSON]
+                                          # one JSON object: what happened in between
 
 The shards count every group commit (fleetq_batch_requests,
 fleetq_batch_process_seconds, fleetq_batch_commit_seconds) and the wall
@@ -13,6 +14,10 @@ times, the commit time's p50/p99 (from the histogram buckets, the bucket's
 upper bound), each shard's utilization (busy / elapsed), and the server's
 own ack latency (fleetq_ack_seconds: shard receipt -> ack sent), to be set
 next to the client's.  perf/run-all.sh prints it per offered rate.
+With REPLAY_JSON (fleetq-replay run --json of the load that ran in
+between) the rates and utilizations are per second of its sending
+(duration_s) rather than of the time between the scrapes, which also
+holds the replay's start and its wait for the last replies.
 """
 import json
 import re
@@ -68,10 +73,15 @@ def quantile(buckets, cnt, q):
     return None
 
 
-def diff(a, b):
+def diff(a, b, replay=None):
     t0, d0 = load(a)
     t1, d1 = load(b)
     el = t1 - t0
+    if replay:
+        try:
+            el = float(json.load(open(replay))["duration_s"]) or el
+        except (OSError, ValueError, KeyError):
+            pass
     bs, nb, sreq = hist(d0, d1, "fleetq_batch_requests")
     pb, _, sproc = hist(d0, d1, "fleetq_batch_process_seconds")
     cb, _, scom = hist(d0, d1, "fleetq_batch_commit_seconds")
@@ -103,8 +113,8 @@ def diff(a, b):
 def main():
     if len(sys.argv) == 4 and sys.argv[1] == "snap":
         snap(sys.argv[2], sys.argv[3])
-    elif len(sys.argv) == 4 and sys.argv[1] == "diff":
-        diff(sys.argv[2], sys.argv[3])
+    elif len(sys.argv) in (4, 5) and sys.argv[1] == "diff":
+        diff(*sys.argv[2:])
     else:
         sys.exit(__doc__)
 

@@ -247,7 +247,8 @@ for r in $LOAD_RATES; do
     >"$W/load-$r.json" 2>>"$W/load.log" || true
   echo "server_cpu_s=$(( $(cpu_ticks "$DPID") - c0 ))/$TICK" >"$W/load-$r.cpu"
   { "$PY" "$ROOT/perf/batch_stats.py" snap "$MURL" "$W/m1-$r" &&
-    "$PY" "$ROOT/perf/batch_stats.py" diff "$W/m0-$r" "$W/m1-$r" >"$W/batch-$r.json"; } || true
+    "$PY" "$ROOT/perf/batch_stats.py" diff "$W/m0-$r" "$W/m1-$r" "$W/load-$r.json" \
+      >"$W/batch-$r.json"; } || true
   c0=$(cpu_ticks "$REDIS_PID")
   "$BIN/bench_redis" --port "$RPORT" --script "$ROOT/perf/redis_dedupe.lua" \
     --producers 4 --devices $DEVICES --rate "$r" --seconds "$LOAD_SECS" \
@@ -610,7 +611,8 @@ w("### Where an ack waits: the shards' group commits at each rate\n")
 w("From fleetqd's own metrics (`--metrics`, scraped before and after each rate; "
   "`perf/batch_stats.py`): group commits per second (all shards), requests per commit, wall "
   "time processing a batch before its commit and in the commit itself (LMDB page writes, "
-  "fdatasync, meta page, fdatasync), each shard's utilization (busy wall time / elapsed), and "
+  "fdatasync, meta page, fdatasync), each shard's utilization (busy wall time per second of "
+  "sending; at overload it includes working off the backlog after the sending stopped), and "
   "the server's own ack time (shard receipt -> ack sent; histogram bucket bounds, so "
   "'<= x').\n")
 w("| offered/s | commits/s | requests per commit, mean / p99 <= | process ms mean | commit ms mean / p50 <= / p99 <= | shard busy | server ack p50 <= / p99 <= ms |")
