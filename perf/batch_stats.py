@@ -97,7 +97,8 @@ def diff(a, b, replay=None):
         "batches": int(nb),
         "batches_per_s": round(nb / el, 1) if el > 0 else None,
         "mean_batch": round(sreq / nb, 1) if nb else None,
-        "p99_batch": quantile(bs, nb, 0.99),
+        "p99_batch": (lambda v: None if v is None or v == float("inf") else v)(
+            quantile(bs, nb, 0.99)),
         "mean_process_ms": ms(sproc / nb) if nb else None,
         "mean_commit_ms": ms(scom / nb) if nb else None,
         "p50_commit_ms": ms(quantile(cb, nb, 0.5)),

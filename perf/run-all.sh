@@ -622,7 +622,8 @@ for r, b in bw:
         w(f"| {r} | no metrics | | | | | |")
         continue
     busy = ", ".join(f"{v:.2f}" for _, v in sorted(b["shard_busy"].items()))
-    w(f"| {r} | {b['batches_per_s']} | {b['mean_batch']} / {b['p99_batch']:.0f} | "
+    p99b = "> 4096" if b["p99_batch"] is None else f"{b['p99_batch']:.0f}"
+    w(f"| {r} | {b['batches_per_s']} | {b['mean_batch']} / {p99b} | "
       f"{b['mean_process_ms']} | {b['mean_commit_ms']} / {b['p50_commit_ms']} / {b['p99_commit_ms']} | "
       f"{busy} | {b['server_ack_p50_ms']} / {b['server_ack_p99_ms']} |")
 w("")
