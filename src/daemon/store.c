@@ -462,7 +462,8 @@ fail:
  * data.  On ext4 that journal commit is shared with everything else the
  * filesystem does, and it was most of a commit's time under load (issue
  * 17, perf/RESULTS.md).  So a thread per store keeps the file written
- * with zeros (and synced) up to 8 MiB past LMDB's last page (zero_span):
+ * with zeros (and synced) up to 8 MiB past LMDB's last page, once the
+ * store has grown past 16 MiB (ZERO_FROM):
  * LMDB's commits then overwrite blocks the file already has, and their
  * fdatasync flushes data only.  The growth's journal commits are the
  * writer's, once per ZERO_SYNC, off the shard's path.
@@ -477,18 +478,14 @@ fail:
  * commit returns; a crash leaves zeros or stale pages past the last page.
  * A failed write (full disk, I/O error) stops the writer: commits then
  * pay the growth again, as before. */
-#define ZERO_AHEAD_MIN ((uint64_t)512 << 10)
-#define ZERO_AHEAD_MAX ((uint64_t)8 << 20)
-/* How far ahead: a quarter of what LMDB uses, 512 KiB .. 8 MiB, so that a
- * small store (most tests, a quiet daemon) writes little; refilled when
- * less than half of it is left. */
-static uint64_t zero_span(uint64_t used) {
-  uint64_t a = used / 4;
-  return a < ZERO_AHEAD_MIN ? ZERO_AHEAD_MIN : a > ZERO_AHEAD_MAX ? ZERO_AHEAD_MAX : a;
-}
+/* The writer starts once LMDB's pages reach ZERO_FROM: a store that
+ * grew that far is taking commands in, and a smaller one (most tests, a
+ * quiet daemon) keeps the file exactly as LMDB writes it.  It keeps up to
+ * ZERO_AHEAD written, refilled when less than half of it is left. */
+#define ZERO_FROM ((uint64_t)16 << 20)
+#define ZERO_AHEAD ((uint64_t)8 << 20)
 #define ZERO_PIECE ((uint64_t)64 << 10)
 #define ZERO_SYNC ((uint64_t)1 << 20)
-
 static void *zero_main(void *arg) {
   fq_store_t *s = arg;
   static const uint8_t zeros[ZERO_PIECE];
@@ -496,7 +493,7 @@ static void *zero_main(void *arg) {
   pthread_mutex_lock(&s->zmu);
   while (!s->zstop && !s->zfailed) {
     uint64_t from = s->written_end > s->zused ? s->written_end : s->zused;
-    uint64_t to = s->zused + zero_span(s->zused);
+    uint64_t to = s->zused + ZERO_AHEAD;
     if (to > s->zcap) to = s->zcap;
     int e = 0;
     if (from < to) {
@@ -554,8 +551,8 @@ static void zero_note(fq_store_t *s) {
  * than half its span is left, starting it the first time. */
 static void zero_ahead(fq_store_t *s) {
   pthread_mutex_lock(&s->zmu);
-  bool want = !s->zfailed && s->written_end < s->zused + zero_span(s->zused) / 2 &&
-              s->written_end < s->zcap;
+  bool want = !s->zfailed && s->zused >= ZERO_FROM &&
+              s->written_end < s->zused + ZERO_AHEAD / 2 && s->written_end < s->zcap;
   pthread_mutex_unlock(&s->zmu);
   if (!want) return;
   if (!s->zstarted) {
