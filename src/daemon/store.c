@@ -375,8 +375,8 @@ static void zero_stop(fq_store_t *s);
 void fq_store_destroy(fq_store_t **sp) {
   if (!sp || !*sp) return;
   fq_store_t *s = *sp;
+  fq_store_abort(s); /* first: an open write transaction holds zmu */
   zero_stop(s);
-  if (s->txn) mdb_txn_abort(s->txn);
   mdb_env_close(s->env);
   fq_idem_destroy(&s->idem);
   tenants_free(s);
@@ -389,8 +389,14 @@ void fq_store_destroy(fq_store_t **sp) {
 
 int fq_store_begin(fq_store_t *s, bool write, fq_err_t *err) {
   if (s->txn) return fq_errf(err, FQ_EINTERNAL, "store: transaction already open");
+  /* A write transaction holds zmu from here to its commit or abort: LMDB
+   * may write pages before the commit too (it spills dirty pages of a large
+   * transaction to the file), so the ahead writer runs only between write
+   * transactions (see "Writing the file ahead"). */
+  if (write) pthread_mutex_lock(&s->zmu);
   int rc = mdb_txn_begin(s->env, NULL, write ? 0 : MDB_RDONLY, &s->txn);
   if (rc) {
+    if (write) pthread_mutex_unlock(&s->zmu);
     s->txn = NULL;
     return lmdb_err(err, rc, "begin");
   }
@@ -426,7 +432,6 @@ int fq_store_commit(fq_store_t *s, fq_err_t *err) {
       if ((rc = mdb_put(s->txn, s->tcount, &k, &d, 0)) != 0) goto fail;
     }
   }
-  if (s->txn_write) pthread_mutex_lock(&s->zmu);
   rc = mdb_txn_commit(s->txn);
   /* Where LMDB's pages end now, before the writer may run again: it must
    * never write below (see "Writing the file ahead"). */
@@ -448,6 +453,7 @@ int fq_store_commit(fq_store_t *s, fq_err_t *err) {
   return 0;
 fail:
   mdb_txn_abort(s->txn);
+  pthread_mutex_unlock(&s->zmu); /* only a write transaction gets here */
   s->txn = NULL;
   s->ndirty = 0;
   return lmdb_err(err, rc, "commit counters");
@@ -470,8 +476,12 @@ fail:
  *
  * Safe for the data: the writer writes only past LMDB's last committed
  * page, which LMDB never reads, and only while it holds zmu, which every
- * LMDB commit holds too (LMDB writes pages only inside its commit), so a
- * page LMDB writes is never overwritten by zeros.  Never past the map,
+ * write transaction holds from its begin to its commit or abort (LMDB
+ * writes pages in its commit, and before it when it spills the dirty
+ * pages of a very large transaction), so a page LMDB writes is never
+ * overwritten by zeros.  Under a load that leaves no gap between write
+ * transactions the writer simply gets no turn, and commits pay the
+ * growth as they did without it.  Never past the map,
  * and only into blocks the disk reserve already allocated (zcap), so that
  * it takes no room the full-disk checks do not know of.  Durability is
  * untouched: LMDB still syncs its pages and then its meta page before a
@@ -587,7 +597,10 @@ static void zero_stop(fq_store_t *s) {
  * next_q keep their committed values, and each tenant's txn_last is left
  * stale (its generation is over), so no seq or tseq is lost. */
 void fq_store_abort(fq_store_t *s) {
-  if (s->txn) mdb_txn_abort(s->txn);
+  if (s->txn) {
+    mdb_txn_abort(s->txn);
+    if (s->txn_write) pthread_mutex_unlock(&s->zmu);
+  }
   s->txn = NULL;
   s->ndirty = 0;
 }
