@@ -13,6 +13,9 @@
  *
  * usage: bench_redis --port P --script FILE [--producers N] [--window W]
  *                    [--count N per producer] [--devices D] [--rounds R]
+ *                    [--rate R --seconds S]
+ * --rate: only an open-loop run at R requests/s for S seconds (the
+ * latency-versus-load curve of perf/run-all.sh, at fleetq's rates).
  * The last line is "RESULT key=value ..." for scripts.
  */
 #include <hiredis/hiredis.h>
@@ -129,7 +132,7 @@ static int cmp_i64(const void *a, const void *b) {
 }
 
 typedef struct result {
-  double rate, p50, p99, p999, max;
+  double rate, p50, p90, p99, p999, max;
   long acked, errors;
   int failed;
 } result_t;
@@ -161,6 +164,7 @@ static result_t run_load(long per_producer, double total_rate, uint64_t run) {
   r.rate = (double)r.acked / secs;
   if (n) {
     r.p50 = (double)all[n / 2] / 1e6;
+    r.p90 = (double)all[(size_t)((double)n * 0.9)] / 1e6;
     r.p99 = (double)all[(size_t)((double)n * 0.99)] / 1e6;
     r.p999 = (double)all[(size_t)((double)n * 0.999)] / 1e6;
     r.max = (double)all[n - 1] / 1e6;
@@ -176,6 +180,7 @@ static int cmp_d(const void *a, const void *b) {
 
 int main(int argc, char **argv) {
   const char *script = NULL;
+  double only_rate = 0, only_secs = 5;
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--port") && i + 1 < argc) port = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--script") && i + 1 < argc) script = argv[++i];
@@ -184,14 +189,18 @@ int main(int argc, char **argv) {
     else if (!strcmp(argv[i], "--window") && i + 1 < argc) window = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--devices") && i + 1 < argc) devices = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--rounds") && i + 1 < argc) rounds = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--rate") && i + 1 < argc) only_rate = atof(argv[++i]);
+    else if (!strcmp(argv[i], "--seconds") && i + 1 < argc) only_secs = atof(argv[++i]);
     else {
       fprintf(stderr, "usage: bench_redis --port P --script FILE [--producers N] [--window W]\n"
-                      "                   [--count N per producer] [--devices D] [--rounds R]\n");
+                      "                   [--count N per producer] [--devices D] [--rounds R]\n"
+                      "                   [--rate R --seconds S (open loop only)]\n");
       return 2;
     }
   }
   if (!script || producers < 1 || producers > 64 || rounds < 1 || rounds > 15 || count < 1 ||
-      window < 1 || devices < 1 || port < 1 || port > 65535) {
+      window < 1 || devices < 1 || port < 1 || port > 65535 || only_rate < 0 ||
+      only_secs <= 0 || only_secs > 600) {
     fprintf(stderr, "bench_redis: bad arguments (--script is required)\n");
     return 2;
   }
@@ -234,6 +243,17 @@ int main(int argc, char **argv) {
   redisFree(c);
   free(lua);
 
+  if (only_rate > 0) {
+    /* One point of the latency-versus-load curve; a run id of its own per
+     * rate keeps every key new. */
+    long n = (long)(only_rate * only_secs / producers);
+    if (n < 1) n = 1;
+    result_t o = run_load(n, only_rate, 200 + (uint64_t)only_rate);
+    printf("OPENLOOP offered=%.0f rate=%.0f p50=%.3f p90=%.3f p99=%.3f p999=%.3f max=%.3f "
+           "acked=%ld errors=%ld\n",
+           only_rate, o.rate, o.p50, o.p90, o.p99, o.p999, o.max, o.acked, o.errors);
+    return o.failed ? 1 : 0;
+  }
   printf("bench_redis: %d producers x %ld submits, window %d, %d devices, %d rounds\n", producers,
          count, window, devices, rounds);
   double rates[15];

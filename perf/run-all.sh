@@ -112,10 +112,13 @@ start_daemon() {
   local data=$1 log=$1.log
   EP="tcp://127.0.0.1:$(free_port)"
   PUB="tcp://127.0.0.1:$(free_port)"
+  # Its metrics (the per-commit breakdown, perf/batch_stats.py).
+  MPORT=$(free_port)
   # TRACE=1: the shards log their average batch size, processing and
   # commit times (FQ_TRACE, read by src/daemon/shard.c) every 200 batches.
   env ${TRACE:+FQ_TRACE=1} "$BIN/fleetqd" --data "$data" --listen "$EP" --publish "$PUB" \
-    --log-level warn --default-ttl-ms 86400000 --no-dispatch 2>"$log" &
+    --log-level warn --default-ttl-ms 86400000 --no-dispatch \
+    --metrics "127.0.0.1:$MPORT" 2>"$log" &
   DPID=$!
   PIDS+=($DPID)
 }
@@ -213,28 +216,68 @@ echo "load_after=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$W/machine.env"
 redis-cli -p "$RPORT" shutdown nosave >/dev/null 2>&1 || kill "$REDIS_PID" 2>/dev/null || true
 wait "$REDIS_PID" 2>/dev/null || true
 
+# ---- 1b. CURVE against plaintext --------------------------------------------
+# bench_ingest --curve starts its own two fleetqd (plaintext, CURVE) and
+# loads them alternately in each round: the ratio of the same round.
+say "1b CURVE vs plaintext ingest (bench_ingest --curve), $ROUNDS round(s)"
+"$BIN/bench_ingest" --curve --producers $PRODUCERS --window $WINDOW --count $((INGEST_COUNT / 2)) \
+  --devices $DEVICES --rounds "$ROUNDS" --out "$W/curve.md" >"$W/curve.txt" 2>"$W/curve.err" ||
+  say "  bench_ingest --curve failed: $(tail -2 "$W/curve.err")"
+grep -E '^CURVE' "$W/curve.txt" >&2 || true
+
 # ---- 2. latency versus offered load ---------------------------------------
 say "2/4 latency versus offered load: $LOAD_RATES /s, $LOAD_SECS s each"
 MAXRATE=0
 for r in $LOAD_RATES; do [ "$r" -gt "$MAXRATE" ] && MAXRATE=$r; done
 "$BIN/fleetq-replay" gen --out "$W/load.fqt" --count $((MAXRATE * LOAD_SECS)) \
   --devices $DEVICES --rate "$MAXRATE" --seed 1 --ttl-ms 86400000 2>>"$W/gen.log"
+# Redis at the same rates, right after fleetq at each (same run, same
+# moment's background load): the open-loop mode of bench_redis.
+mkdir -p "$W/redis2"
+redis-server --port "$RPORT" --bind 127.0.0.1 --dir "$W/redis2" --appendonly yes \
+  --appendfsync always --save '' --daemonize no --logfile "$W/redis2/log" &
+PIDS+=($!)
+REDIS_PID=$!
+for _ in $(seq 100); do redis-cli -p "$RPORT" ping >/dev/null 2>&1 && break; sleep 0.05; done
 start_daemon "$W/load-data"
 wait_ping
 add_replay_account
+MURL="http://127.0.0.1:$MPORT/metrics"
 for r in $LOAD_RATES; do
+  "$PY" "$ROOT/perf/batch_stats.py" snap "$MURL" "$W/m0-$r" || true
+  c0=$(cpu_ticks "$DPID")
   "$BIN/fleetq-replay" run "$W/load.fqt" --endpoint "$EP" --publish "$PUB" --rate "$r" \
     --duration "$LOAD_SECS" --conns 4 --key-prefix "r$r-" --drain 10 --json \
     >"$W/load-$r.json" 2>>"$W/load.log" || true
-  "$PY" - "$W/load-$r.json" <<'EOF' >&2
-import json, sys
+  echo "server_cpu_s=$(( $(cpu_ticks "$DPID") - c0 ))/$TICK" >"$W/load-$r.cpu"
+  { "$PY" "$ROOT/perf/batch_stats.py" snap "$MURL" "$W/m1-$r" &&
+    "$PY" "$ROOT/perf/batch_stats.py" diff "$W/m0-$r" "$W/m1-$r" "$W/load-$r.json" \
+      >"$W/batch-$r.json"; } || true
+  c0=$(cpu_ticks "$REDIS_PID")
+  "$BIN/bench_redis" --port "$RPORT" --script "$ROOT/perf/redis_dedupe.lua" \
+    --producers 4 --devices $DEVICES --rate "$r" --seconds "$LOAD_SECS" \
+    >"$W/redis-load-$r.txt" 2>>"$W/load.log" || true
+  echo "server_cpu_s=$(( $(cpu_ticks "$REDIS_PID") - c0 ))/$TICK" >>"$W/redis-load-$r.txt"
+  "$PY" - "$W/load-$r.json" "$W/batch-$r.json" "$W/redis-load-$r.txt" <<'EOF' >&2
+import json, re, sys
 j = json.load(open(sys.argv[1]))
 a = j["ack_latency_ms"]
-print(f"  offered {j['target_rate']:.0f}/s: achieved {j['rate']:.0f}/s, ack p50 {a['p50']} "
-      f"p99 {a['p99']} p99.9 {a['p999']} ms, errors {j['errors']}")
+try:
+    b = json.load(open(sys.argv[2]))
+    bt = (f"; batches {b['batches_per_s']}/s of {b['mean_batch']} (p99 {b['p99_batch']}), "
+          f"process {b['mean_process_ms']} ms, commit {b['mean_commit_ms']} ms (p99 <= "
+          f"{b['p99_commit_ms']}), shard busy {b['shard_busy']}")
+except (OSError, ValueError, KeyError):
+    bt = ""
+m = re.search(r"OPENLOOP .*? rate=(\S+) p50=(\S+) p90=\S+ p99=(\S+)", open(sys.argv[3]).read())
+rd = f" | Redis achieved {m.group(1)}/s p50 {m.group(2)} p99 {m.group(3)} ms" if m else ""
+print(f"  offered {j['target_rate']:.0f}/s: fleetq achieved {j['rate']:.0f}/s, ack p50 {a['p50']} "
+      f"p99 {a['p99']} p99.9 {a['p999']} ms, errors {sum(j['errors'].values())}{bt}{rd}")
 EOF
 done
 stop_daemon
+redis-cli -p "$RPORT" shutdown nosave >/dev/null 2>&1 || kill "$REDIS_PID" 2>/dev/null || true
+wait "$REDIS_PID" 2>/dev/null || true
 
 # ---- 3. memory and startup with stored commands ---------------------------
 say "3/4 memory and startup with $MEM_SIZES stored commands"
@@ -413,6 +456,7 @@ w("The machine is a shared 2-core VM: other work ran beside the benchmarks, so s
   "days. Every benchmark talks over loopback to processes on the same two cores, so client and "
   "server compete for CPU: absolute figures are lower bounds for a real deployment.\n")
 
+SUMMARY_AT = len(L)
 w("## 1. Durable ingest\n")
 w(f"Workload (the same for every row): 4 producer connections, each pipelining up to 256 "
   f"submits (closed loop), `set_charge_limit` on one of 10,000 cars, unique idempotency keys, "
@@ -441,9 +485,11 @@ w("Server CPU per ack: user + system time of the server process (fleetqd with al
   "acknowledged there. It depends much less than throughput on what else runs on the machine.")
 w("")
 if pairs:
-    w("Per round (acks/s): " + "; ".join(
-        f"{p['r']}: fleetq {p['fq']:.0f}, Redis {p['redis'] or 0:.0f}"
-        + (f" ({p['fq'] / p['redis']:.2f}x)" if p['redis'] else "") for p in pairs) + ".")
+    cu = lambda v: "-" if v is None else f"{v:.1f}"
+    w("Per round (acks/s, server CPU us per ack): " + "; ".join(
+        f"{p['r']}: fleetq {p['fq']:.0f} ({cu(p['fq_cpu'])} us), Redis {p['redis'] or 0:.0f} "
+        f"({cu(p['redis_cpu'])} us)"
+        + (f", {p['fq'] / p['redis']:.2f}x" if p['redis'] else "") for p in pairs) + ".")
     aofs = [p["aof"] for p in pairs if p["aof"] is not None]
     if aofs:
         per = [b - a for a, b in zip([0] + aofs[:-1], aofs)]
@@ -514,32 +560,89 @@ w("## 2. Latency versus offered load\n")
 w("`fleetq-replay run --rate R` against one fleetqd (default shards), 4 DEALER connections, "
   "open loop: each request is sent at its intended time whatever happened before, and latency "
   "counts from that intended time. Synthetic traffic (`fleetq-replay gen`, seed 1, default "
-  "command mix, Zipf 1.0 over 10,000 cars), a fresh key prefix per rate. End-to-end is measured "
-  "to the command's `queued` event on the status stream (nothing is dispatched in this setup: "
-  "the report of each run says so).\n")
-w("| offered/s | achieved/s | sent | errors | ack p50 | p90 | p99 | p99.9 | max ms | e2e (queued) p50 / p99 ms | run |")
-w("|---|---|---|---|---|---|---|---|---|---|---|")
+  "command mix, Zipf 1.0 over 10,000 cars), a fresh key prefix per rate. Right after fleetq at "
+  "each rate, Redis (appendfsync always, the Lua dedupe script) at the same rate, open loop, 4 "
+  "connections (`bench_redis --rate R`): the same moment's background load for both. "
+  "End-to-end is measured to the command's `queued` event on the status stream (nothing is "
+  "dispatched in this setup).\n")
+w("| offered/s | fleetq achieved/s | ack p50 | p90 | p99 | p99.9 | max ms | Redis achieved/s | Redis p50 | p99 ms | fleetq p99 <= Redis p99 | server CPU us/ack fleetqd / Redis | e2e (queued) p50 / p99 ms |")
+w("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+curve = []  # (rate, fleetq p99, redis p99)
+bw = []
+fmt = lambda v: "-" if v is None else f"{v:.2f}"
+def cpu_per(path, acked):
+    try:
+        m = re.search(r"server_cpu_s=(\d+)/(\d+)", open(path).read())
+    except OSError:
+        return None
+    return int(m.group(1)) / int(m.group(2)) / acked * 1e6 if m and acked else None
 with open(os.path.join(OUT, "latency.dat"), "w") as f:
-    f.write("# offered achieved p50 p90 p99 p999 max e2e_p50 e2e_p99\n")
+    f.write("# offered achieved p50 p90 p99 p999 max e2e_p50 e2e_p99 redis_p50 redis_p99 "
+            "mean_batch mean_commit_ms\n")
     for r in RATES.split():
         try:
             j = json.load(open(os.path.join(W, f"load-{r}.json")))
         except (OSError, ValueError):
-            w(f"| {r} | run failed | | | | | | | | | {tag} |")
+            w(f"| {r} | run failed | | | | | | | | | | | |")
             continue
         a, e = j["ack_latency_ms"], j["e2e_latency_ms"]
-        errs = sum(j["errors"].values())
-        fmt = lambda v: "-" if v is None else f"{v:.2f}"
-        w(f"| {float(r):.0f} | {j['rate']:.0f} | {j['sent']} | {errs} | {fmt(a['p50'])} | "
-          f"{fmt(a['p90'])} | {fmt(a['p99'])} | {fmt(a['p999'])} | {fmt(a['max'])} | "
-          f"{fmt(e['p50'])} / {fmt(e['p99'])} | {tag} |")
+        rd = {}
+        try:
+            t = open(os.path.join(W, f"redis-load-{r}.txt")).read()
+            m = re.search(r"OPENLOOP (.*)", t)
+            if m:
+                rd = {k: float(v) for k, v in (kv.split("=") for kv in m.group(1).split())}
+        except OSError:
+            pass
+        try:
+            b = json.load(open(os.path.join(W, f"batch-{r}.json")))
+        except (OSError, ValueError):
+            b = {}
+        bw.append((r, b))
+        fq_c = cpu_per(os.path.join(W, f"load-{r}.cpu"), j.get("acked"))
+        rd_c = cpu_per(os.path.join(W, f"redis-load-{r}.txt"), rd.get("acked"))
+        ok = "-"
+        if a["p99"] is not None and rd.get("p99") is not None:
+            curve.append((int(r), a["p99"], rd["p99"]))
+            ok = "yes" if a["p99"] <= rd["p99"] else "no"
+        w(f"| {float(r):.0f} | {j['rate']:.0f} | {fmt(a['p50'])} | {fmt(a['p90'])} | "
+          f"{fmt(a['p99'])} | {fmt(a['p999'])} | {fmt(a['max'])} | "
+          f"{rd.get('rate', 0):.0f} | {fmt(rd.get('p50'))} | {fmt(rd.get('p99'))} | {ok} | "
+          f"{fmt(fq_c)} / {fmt(rd_c)} | {fmt(e['p50'])} / {fmt(e['p99'])} |")
         if a["p50"] is not None:
+            nan = lambda v: "NaN" if v is None else v
             f.write(f"{r} {j['rate']:.0f} {a['p50']} {a['p90']} {a['p99']} {a['p999']} {a['max']} "
-                    f"{e['p50'] if e['p50'] is not None else 'NaN'} "
-                    f"{e['p99'] if e['p99'] is not None else 'NaN'}\n")
+                    f"{nan(e['p50'])} {nan(e['p99'])} {nan(rd.get('p50'))} {nan(rd.get('p99'))} "
+                    f"{nan(b.get('mean_batch'))} {nan(b.get('mean_commit_ms'))}\n")
 w("")
-w("![latency versus offered load](results/latency.png)\n")
+w(f"Run: {tag}.\n")
+w("![latency versus offered load, fleetq and Redis](results/latency.png)\n")
+w("### Where an ack waits: the shards' group commits at each rate\n")
+w("From fleetqd's own metrics (`--metrics`, scraped before and after each rate; "
+  "`perf/batch_stats.py`): group commits per second (all shards), requests per commit, wall "
+  "time processing a batch before its commit and in the commit itself (LMDB page writes, "
+  "fdatasync, meta page, fdatasync), each shard's utilization (busy wall time per second of "
+  "sending; at overload it includes working off the backlog after the sending stopped), and "
+  "the server's own ack time (shard receipt -> ack sent; histogram bucket bounds, so "
+  "'<= x').\n")
+w("| offered/s | commits/s | requests per commit, mean / p99 <= | process ms mean | commit ms mean / p50 <= / p99 <= | shard busy | server ack p50 <= / p99 <= ms |")
+w("|---|---|---|---|---|---|---|")
+for r, b in bw:
+    if not b:
+        w(f"| {r} | no metrics | | | | | |")
+        continue
+    busy = ", ".join(f"{v:.2f}" for _, v in sorted(b["shard_busy"].items()))
+    p99b = "> 4096" if b["p99_batch"] is None else f"{b['p99_batch']:.0f}"
+    w(f"| {r} | {b['batches_per_s']} | {b['mean_batch']} / {p99b} | "
+      f"{b['mean_process_ms']} | {b['mean_commit_ms']} / {b['p50_commit_ms']} / {b['p99_commit_ms']} | "
+      f"{busy} | {b['server_ack_p50_ms']} / {b['server_ack_p99_ms']} |")
+w("")
 
+# The issue-17 findings: hand-written (perf/findings-17.md), with the
+# measurements they come from; kept as they are by every run.
+fnd = os.path.join(os.path.dirname(MD), "findings-17.md")
+if os.path.exists(fnd):
+    w(open(fnd).read().replace("\n## ", "\n### ").replace("## ", "### ", 1))
 w("## 3. Memory and startup with stored commands\n")
 w("A fresh fleetqd is filled with N queued commands (`fleetq-replay run --max-inflight 256`, "
   "closed loop, ttl 24 h so nothing expires, uniform over 10,000 cars), stopped with SIGTERM and "
@@ -574,6 +677,7 @@ em = re.search(r"median of (\d+): e2e (\d+) commands/s \| ceiling GET (\d+) req/
                r"ratio ([\d.]+) of the higher ceiling \| latency p50 ([\d.]+) p90 ([\d.]+) p99 ([\d.]+) "
                r"p99.9 ([\d.]+) max ([\d.]+) ms \| fleetqd ([\d.]+) us/cmd, fleetsim ([\d.]+) us/cmd", e2e)
 http = open(os.path.join(W, "http.txt")).read()
+dm = None
 hm = re.search(r"median: (\d+) req/s, ([\d.]+) client CPU us/req", http)
 if em:
     g = em.groups()
@@ -627,6 +731,78 @@ if os.path.exists(cp) and open(os.path.join(W, "campaign.txt")).read().strip():
 else:
     w("bench_campaign.py did not run to the end in this run; see `perf/bench_campaign.py --help`.")
 w("")
+# ---- the issue's table: each measure, its goal, met or not ----------------
+S = []
+def row(measure, figure, goal, met):
+    S.append((measure, figure, goal, "-" if met is None else ("met" if met else "not met")))
+rounds_txt = lambda vals, f: ", ".join(f(v) for v in vals)
+if pairs and redis_rate:
+    row("durable ingest vs Redis 7 (fsync always, same dedupe), median of per-round ratios",
+        f"{pair_ratio:.2f}x (rounds: {rounds_txt(ratios, lambda v: f'{v:.2f}')}; fleetq "
+        f"{rounds_txt([p['fq'] for p in pairs], lambda v: f'{v:.0f}')} acks/s, Redis "
+        f"{rounds_txt([p['redis'] or 0 for p in pairs], lambda v: f'{v:.0f}')})",
+        ">= 1.5x", pair_ratio >= 1.5)
+if fq_cpu and redis_cpu:
+    per = [f"{p['fq_cpu']:.1f}/{p['redis_cpu']:.1f}" for p in pairs if p["fq_cpu"] and p["redis_cpu"]]
+    row("server CPU per ack, fleetqd vs redis-server (max-throughput phase)",
+        f"{fq_cpu:.1f} vs {redis_cpu:.1f} us = {fq_cpu / redis_cpu:.2f}x (rounds: {', '.join(per)})",
+        "fleetqd <= 0.67x Redis", fq_cpu / redis_cpu <= 0.67)
+try:
+    hp99 = float(fq_half[3])
+except ValueError:
+    hp99 = None
+if hp99 is not None:
+    worse = [f"{r}/s ({a:.1f} vs {b:.1f} ms)" for r, a, b in curve if a > b]
+    figure = (f"{hp99:.1f} ms at {fq_half[0]}/s offered (Redis {rr.get('half_p99', '?')} ms at "
+              f"its half, {rr.get('half_rate', '?')}/s); curve: fleetq p99 worse than Redis' at "
+              + (", ".join(worse) if worse else "no rate") + f" of {len(curve)}")
+    row("ack p99, open loop at half of the measured maximum", figure,
+        "<= 5 ms, and at every offered rate no worse than Redis", hp99 <= 5 and not worse and curve)
+if em and dm:
+    row("end to end / libcurl ceiling for the same signed requests (median of rounds)",
+        f"{dm.group(1)} (lowest round {dm.group(2)})", ">= 0.7", float(dm.group(1)) >= 0.7)
+hm2 = re.search(r"half load: offered (\d+)/s, achieved (\d+) commands/s, p50 ([\d.]+) p90 ([\d.]+) "
+                r"p99 ([\d.]+)", e2e)
+if hm2:
+    row("end-to-end p99, open loop at half of the e2e maximum",
+        f"{float(hm2.group(5)):.1f} ms at {hm2.group(1)}/s offered ({hm2.group(2)}/s achieved)",
+        "<= 50 ms", float(hm2.group(5)) <= 50)
+cb = re.search(r"CPU budget: .*?\(fleetqd ([\d.]+) \+", e2e)
+cs2 = re.search(r"a signed ceiling request costs [\d.]+ us \(client incl. signing ([\d.]+)", e2e)
+if cb and cs2 and float(cs2.group(1)) > 0:
+    k = float(cb.group(1)) / float(cs2.group(1))
+    row("fleetqd CPU per dispatched command vs a bare client sending the same signed request",
+        f"{cb.group(1)} vs {cs2.group(1)} us = {k:.2f}x", "<= 1.3x", k <= 1.3)
+if mem_rows:
+    n_, acked_, fill_, e0_, e1_, e2_, st_, disk_ = mem_rows[-1]
+    per_cmd = (int(e2_) - int(e0_)) * 1024 / int(n_)
+    row(f"RSS per stored command after a restart, {int(n_):,} commands"
+        + (" (quick: 1M in the full run)" if quick else ""),
+        f"{per_cmd:.0f} B", "<= 300 B", per_cmd <= 300)
+    row(f"restart until served, {int(n_):,} stored commands", f"{int(st_) / 1000:.2f} s",
+        "<= 1 s", 0 <= int(st_) <= 1000)
+try:
+    ct = open(os.path.join(W, "curve.txt")).read()
+except OSError:
+    ct = ""
+cm2 = re.search(r"CURVE: median (\d+) acks/s vs plaintext (\d+); median of per-round ratios ([\d.]+)"
+                r".*?CPU per ack ([\d.]+) vs ([\d.]+) us", ct)
+if cm2:
+    per = re.findall(r"CURVE/plaintext ([\d.]+)", ct)
+    row("with CURVE on: throughput vs plaintext (median of per-round ratios)",
+        f"{cm2.group(3)}x ({cm2.group(1)} vs {cm2.group(2)} acks/s; rounds: {', '.join(per)}; "
+        f"CPU per ack {cm2.group(4)} vs {cm2.group(5)} us)", ">= 0.7x", float(cm2.group(3)) >= 0.7)
+else:
+    row("with CURVE on: throughput vs plaintext", "bench_ingest --curve did not report", ">= 0.7x", None)
+T = ["## Issue 17: the goals in this run\n",
+     f"One run of `perf/run-all.sh{' --quick' if quick else ''}` ({'quick: smaller counts, one round' if quick else 'full'}); "
+     "figures per round where there are rounds. CPU per operation moves less than throughput on "
+     "this shared machine: steer by it.\n",
+     "| measure | this run | goal | |", "|---|---|---|---|"]
+T += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in S]
+T.append("")
+L[SUMMARY_AT:SUMMARY_AT] = T
+print("\n".join(T))
 w("## Reproduce\n")
 w("```sh\nperf/run-all.sh          # full suite (about 8-14 minutes)\nperf/run-all.sh --quick  # 1-2 minutes, smaller counts\n```\n")
 w("Pieces can be run alone: `build-perf/bin/bench_ingest --help`, `bench_redis`, "

@@ -15,7 +15,8 @@ PKGS=(
   lmdb-utils nghttp2-server
 )
 if [ "${FQ_DEPS_PERF:-0}" = 1 ]; then
-  PKGS+=(wrk redis-server gnuplot-nox libhiredis-dev)
+  # linux-perf: the `perf report` profiles kept under perf/results (issue 17).
+  PKGS+=(wrk redis-server gnuplot-nox libhiredis-dev linux-perf)
 fi
 
 missing=()

@@ -65,6 +65,7 @@ typedef struct bill_slot {
 
 typedef struct shard_g {
   _Alignas(64) counter_t active, in_flight, used, map_size, scheduled;
+  counter_t busy_ns; /* wall time spent in batches (fq_metrics_batch) */
 } shard_g_t;
 
 static struct {
@@ -102,6 +103,39 @@ static hist_t H_disp = {"fleetq_dispatch_seconds",
                         {0},
                         0};
 
+/* The shards' group commits (fq_metrics_batch): where an ack's time goes
+ * under load.  A request waits in the shard's socket until the batch
+ * before it is done, then its batch is processed and committed (fsync),
+ * and only then acked; the batch size says how many requests shared one
+ * commit, and the busy counter (per shard) how close the shard is to
+ * having no idle time left, where the wait in its socket grows. */
+static hist_t H_bsize = {"fleetq_batch_requests",
+                         "Requests (submits, gets, cancels...) handled by one group commit of a "
+                         "shard.",
+                         1,
+                         {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096},
+                         13,
+                         {0},
+                         0};
+static hist_t H_bproc = {"fleetq_batch_process_seconds",
+                         "Wall time a shard spent applying a batch's requests in its write "
+                         "transaction, before the commit.",
+                         1000000,
+                         {50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000,
+                          250000, 500000, 1000000, 2500000, 10000000},
+                         16,
+                         {0},
+                         0};
+static hist_t H_bcommit = {"fleetq_batch_commit_seconds",
+                           "Wall time of a group commit: LMDB writing the batch's pages and its "
+                           "meta page, each followed by fdatasync.",
+                           1000000,
+                           {50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000,
+                            250000, 500000, 1000000, 2500000, 10000000},
+                           16,
+                           {0},
+                           0};
+
 static const char *const kind_name[FQ_MK_COUNT_] = {
     "signed_command", "command", "wake_up", "vehicle", "energy", "token", "fleet_status"};
 static const char *const refresh_name[FQ_MR_COUNT_] = {
@@ -118,8 +152,8 @@ static void hist_observe(hist_t *h, int64_t v) {
 void fq_metrics_reset(void) {
   /* Only unit tests call this, with no other thread counting. */
   memset(&M, 0, sizeof M);
-  hist_t *hs[] = {&H_ack, &H_disp};
-  for (size_t i = 0; i < 2; i++) {
+  hist_t *hs[] = {&H_ack, &H_disp, &H_bsize, &H_bproc, &H_bcommit};
+  for (size_t i = 0; i < sizeof hs / sizeof hs[0]; i++) {
     for (int j = 0; j <= HIST_MAX_BOUNDS; j++) SET(hs[i]->b[j], 0);
     SET(hs[i]->sum, 0);
   }
@@ -145,6 +179,16 @@ void fq_metrics_campaigns(const uint64_t counts[5]) {
 void fq_metrics_campaign_commands(uint64_t n) { ADD(M.campaign_cmds, n); }
 
 void fq_metrics_ack_ns(int64_t ns) { hist_observe(&H_ack, ns / 1000); }
+
+void fq_metrics_batch(unsigned shard, uint64_t requests, int64_t process_ns, int64_t commit_ns,
+                      int64_t busy_ns) {
+  if (requests) {
+    hist_observe(&H_bsize, (int64_t)requests);
+    hist_observe(&H_bproc, process_ns / 1000);
+    hist_observe(&H_bcommit, commit_ns / 1000);
+  }
+  if (shard < FQ_METRICS_MAX_SHARDS && busy_ns > 0) ADD(M.shard[shard].busy_ns, busy_ns);
+}
 
 void fq_metrics_terminal(int state, int64_t age_ms) {
   if (state < 0 || state >= FQ_ST_COUNT_) return;
@@ -365,6 +409,14 @@ static void render_shards(sb_t *b, unsigned nshards) {
        "Device commands campaigns created (each device once; a redone fan-out adds nothing).");
   sb_printf(b, "fleetq_campaign_device_commands_total %llu\n",
             (unsigned long long)GET(M.campaign_cmds));
+  head(b, "fleetq_shard_busy_seconds_total", "counter",
+       "Wall time the shard spent processing, committing and answering batches; its rate is "
+       "the shard's utilization (near 1: requests queue in front of it).");
+  for (unsigned i = 0; i < nshards; i++) {
+    sb_printf(b, "fleetq_shard_busy_seconds_total{shard=\"%u\"} ", i);
+    sb_seconds(b, GET(M.shard[i].busy_ns), 1000000000);
+    sb_printf(b, "\n");
+  }
   head(b, "fleetq_store_bytes", "gauge",
        "Bytes of live pages in the shard's LMDB store, as of its last batch.");
   for (unsigned i = 0; i < nshards; i++)
@@ -428,6 +480,9 @@ char *fq_metrics_render(unsigned nshards, size_t *len) {
   render_shards(&b, nshards);
   render_hist(&b, &H_ack);
   render_hist(&b, &H_disp);
+  render_hist(&b, &H_bsize);
+  render_hist(&b, &H_bproc);
+  render_hist(&b, &H_bcommit);
   render_fleet(&b);
   head(&b, "fleetq_budget_refusals_total", "counter",
        "Submits refused budget_exceeded, per tenant (tenant \"*\": those past the first 1024).");

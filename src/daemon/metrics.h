@@ -81,6 +81,13 @@ void fq_metrics_submit(int code);
 /* Submit received -> ack sent, for an accepted submit (nanoseconds). */
 void fq_metrics_ack_ns(int64_t ns);
 
+/* A shard's batch: `requests` requests handled by one group commit (0:
+ * a batch of timers or dispatch answers only, counted in busy_ns alone),
+ * the processing before the commit and the commit itself, and the wall
+ * time of the whole batch (processing, commit, answers sent), all ns. */
+void fq_metrics_batch(unsigned shard, uint64_t requests, int64_t process_ns, int64_t commit_ns,
+                      int64_t busy_ns);
+
 /* A command reached terminal state `state` (FQ_ST_*), age_ms after it was
  * accepted (fleetq_commands_total, fleetq_dispatch_seconds). */
 void fq_metrics_terminal(int state, int64_t age_ms);

@@ -10,6 +10,7 @@
 #include <inttypes.h>
 #include <lmdb.h>
 #include <msgpack.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,6 +61,18 @@ struct fq_store {
    * dedupes (0: for ever). */
   MDB_txn *parent;
   int64_t idem_window_ms;
+  /* The writer that keeps the data file written ahead of LMDB's last page
+   * (see "Writing the file ahead" below): started by the first write
+   * commit.  zmu is held by each LMDB commit and by each of the writer's
+   * writes, so that they never overlap. */
+  pthread_mutex_t zmu;
+  pthread_cond_t zcv;
+  pthread_t zthread;
+  bool zstarted, zstop, zfailed;
+  int zfd;
+  uint64_t zused;        /* LMDB's pages end here (bytes), as of the last commit */
+  uint64_t zcap;         /* writes stop here: the disk reserve, at most the map */
+  uint64_t written_end;  /* the file is written up to here */
 };
 
 /* LMDB's codes are its own or errno values (a failed write or fsync).
@@ -215,6 +228,8 @@ fq_store_t *fq_store_open(const char *dir, unsigned shard, uint64_t map_size, fq
     return NULL;
   }
   s->shard = shard;
+  pthread_mutex_init(&s->zmu, NULL);
+  pthread_cond_init(&s->zcv, NULL);
   snprintf(s->dir, sizeof s->dir, "%s", dir);
   fq_buf_init(&s->scratch, 1 << 20);
   if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
@@ -341,7 +356,10 @@ fq_store_t *fq_store_open(const char *dir, unsigned shard, uint64_t map_size, fq
    * further. */
   int fd;
   struct stat st;
-  if (mdb_env_get_fd(s->env, &fd) == 0 && fstat(fd, &st) == 0) s->disk_end = (uint64_t)st.st_size;
+  if (mdb_env_get_fd(s->env, &fd) == 0 && fstat(fd, &st) == 0) {
+    s->disk_end = (uint64_t)st.st_size;
+    s->written_end = (uint64_t)st.st_size;
+  }
   return s;
 fail:
   if (txn) mdb_txn_abort(txn);
@@ -353,22 +371,33 @@ fail:
   return NULL;
 }
 
+static void zero_stop(fq_store_t *s);
+
 void fq_store_destroy(fq_store_t **sp) {
   if (!sp || !*sp) return;
   fq_store_t *s = *sp;
-  if (s->txn) mdb_txn_abort(s->txn);
+  fq_store_abort(s); /* first: an open write transaction holds zmu */
+  zero_stop(s);
   mdb_env_close(s->env);
   fq_idem_destroy(&s->idem);
   tenants_free(s);
   fq_buf_free(&s->scratch);
+  pthread_mutex_destroy(&s->zmu);
+  pthread_cond_destroy(&s->zcv);
   free(s);
   *sp = NULL;
 }
 
 int fq_store_begin(fq_store_t *s, bool write, fq_err_t *err) {
   if (s->txn) return fq_errf(err, FQ_EINTERNAL, "store: transaction already open");
+  /* A write transaction holds zmu from here to its commit or abort: LMDB
+   * may write pages before the commit too (it spills dirty pages of a large
+   * transaction to the file), so the ahead writer runs only between write
+   * transactions (see "Writing the file ahead"). */
+  if (write) pthread_mutex_lock(&s->zmu);
   int rc = mdb_txn_begin(s->env, NULL, write ? 0 : MDB_RDONLY, &s->txn);
   if (rc) {
+    if (write) pthread_mutex_unlock(&s->zmu);
     s->txn = NULL;
     return lmdb_err(err, rc, "begin");
   }
@@ -381,6 +410,9 @@ int fq_store_begin(fq_store_t *s, bool write, fq_err_t *err) {
   s->ndirty = 0;
   return 0;
 }
+
+static void zero_note(fq_store_t *s);
+static void zero_ahead(fq_store_t *s);
 
 int fq_store_commit(fq_store_t *s, fq_err_t *err) {
   int rc;
@@ -402,6 +434,10 @@ int fq_store_commit(fq_store_t *s, fq_err_t *err) {
     }
   }
   rc = mdb_txn_commit(s->txn);
+  /* Where LMDB's pages end now, before the writer may run again: it must
+   * never write below (see "Writing the file ahead"). */
+  if (s->txn_write && rc == 0) zero_note(s);
+  if (s->txn_write) pthread_mutex_unlock(&s->zmu);
   s->txn = NULL;
   if (rc) {
     s->ndirty = 0;
@@ -414,19 +450,158 @@ int fq_store_commit(fq_store_t *s, fq_err_t *err) {
     for (size_t i = 0; i < s->ndirty; i++) s->tdirty[i]->last = s->tdirty[i]->txn_last;
   }
   s->ndirty = 0;
+  if (s->txn_write) zero_ahead(s);
   return 0;
 fail:
   mdb_txn_abort(s->txn);
+  pthread_mutex_unlock(&s->zmu); /* only a write transaction gets here */
   s->txn = NULL;
   s->ndirty = 0;
   return lmdb_err(err, rc, "commit counters");
+}
+
+/* --- writing the file ahead of LMDB ---------------------------------------------
+ *
+ * Why: LMDB appends its new pages past the end of data.mdb, so every
+ * commit of a growing store changes the file's size and allocates (or,
+ * in the blocks fq_store_reserve_disk reserved, converts) blocks, and its
+ * fdatasync must then commit the filesystem's journal as well as the
+ * data.  On ext4 that journal commit is shared with everything else the
+ * filesystem does, and it was most of a commit's time under load (issue
+ * 17, perf/RESULTS.md).  So a thread per store keeps the file written
+ * with zeros (and synced) up to 8 MiB past LMDB's last page, once the
+ * store has grown past 16 MiB (ZERO_FROM):
+ * LMDB's commits then overwrite blocks the file already has, and their
+ * fdatasync flushes data only.  The growth's journal commits are the
+ * writer's, once per ZERO_SYNC, off the shard's path.
+ *
+ * Safe for the data: the writer writes only past LMDB's last committed
+ * page, which LMDB never reads, and only while it holds zmu, which every
+ * write transaction holds from its begin to its commit or abort (LMDB
+ * writes pages in its commit, and before it when it spills the dirty
+ * pages of a very large transaction), so a page LMDB writes is never
+ * overwritten by zeros.  Under a load that leaves no gap between write
+ * transactions the writer simply gets no turn, and commits pay the
+ * growth as they did without it.  Never past the map,
+ * and only into blocks the disk reserve already allocated (zcap), so that
+ * it takes no room the full-disk checks do not know of.  Durability is
+ * untouched: LMDB still syncs its pages and then its meta page before a
+ * commit returns; a crash leaves zeros or stale pages past the last page.
+ * A failed write (full disk, I/O error) stops the writer: commits then
+ * pay the growth again, as before. */
+/* The writer starts once LMDB's pages reach ZERO_FROM: a store that
+ * grew that far is taking commands in, and a smaller one (most tests, a
+ * quiet daemon) keeps the file exactly as LMDB writes it.  It keeps up to
+ * ZERO_AHEAD written, refilled when less than half of it is left. */
+#define ZERO_FROM ((uint64_t)16 << 20)
+#define ZERO_AHEAD ((uint64_t)8 << 20)
+#define ZERO_PIECE ((uint64_t)64 << 10)
+#define ZERO_SYNC ((uint64_t)1 << 20)
+static void *zero_main(void *arg) {
+  fq_store_t *s = arg;
+  static const uint8_t zeros[ZERO_PIECE];
+  uint64_t unsynced = 0;
+  pthread_mutex_lock(&s->zmu);
+  while (!s->zstop && !s->zfailed) {
+    uint64_t from = s->written_end > s->zused ? s->written_end : s->zused;
+    uint64_t to = s->zused + ZERO_AHEAD;
+    if (to > s->zcap) to = s->zcap;
+    int e = 0;
+    if (from < to) {
+      /* One piece under the lock (no commit runs meanwhile): small, so
+       * that a commit never waits long for it. */
+      size_t n = to - from < ZERO_PIECE ? (size_t)(to - from) : (size_t)ZERO_PIECE;
+      ssize_t w = pwrite(s->zfd, zeros, n, (off_t)from);
+      if (w > 0) {
+        s->written_end = from + (uint64_t)w;
+        unsynced += (uint64_t)w;
+      } else {
+        e = w < 0 ? errno : EIO;
+      }
+    }
+    /* The sync without the lock, once per ZERO_SYNC written and when done:
+     * the file's new size and blocks reach the journal here, not in a
+     * commit. */
+    if (!e && unsynced && (unsynced >= ZERO_SYNC || from >= to)) {
+      pthread_mutex_unlock(&s->zmu);
+      if (fdatasync(s->zfd) != 0) e = errno;
+      unsynced = 0;
+      pthread_mutex_lock(&s->zmu);
+    } else if (!e && from >= to) {
+      /* Woken when less than half the span is left (zero_ahead): filled
+       * up to the span, then asleep again. */
+      pthread_cond_wait(&s->zcv, &s->zmu);
+    }
+    if (e) {
+      s->zfailed = true;
+      fq_warn("store", "shard %u: cannot write the data file ahead of its last page (%s): "
+              "commits pay the file's growth from now on", s->shard, fq_strerror(-e));
+    }
+  }
+  pthread_mutex_unlock(&s->zmu);
+  return NULL;
+}
+
+/* Right after a successful write commit, zmu held (so that the writer
+ * cannot run between the commit and this): where LMDB's pages end now,
+ * and how far the writer may go.  If these cannot be read, the writer may
+ * not write at all (zcap 0) until they can. */
+static void zero_note(fq_store_t *s) {
+  MDB_envinfo ei;
+  MDB_stat ms;
+  if (mdb_env_info(s->env, &ei) != 0 || mdb_env_stat(s->env, &ms) != 0) {
+    s->zcap = 0;
+    return;
+  }
+  s->zused = (uint64_t)(ei.me_last_pgno + 1) * ms.ms_psize;
+  uint64_t cap = s->no_fallocate ? (uint64_t)ei.me_mapsize : s->disk_end;
+  s->zcap = cap > (uint64_t)ei.me_mapsize ? (uint64_t)ei.me_mapsize : cap;
+}
+
+/* After a write commit, in the shard's thread: wake the writer when less
+ * than half its span is left, starting it the first time. */
+static void zero_ahead(fq_store_t *s) {
+  pthread_mutex_lock(&s->zmu);
+  bool want = !s->zfailed && s->zused >= ZERO_FROM &&
+              s->written_end < s->zused + ZERO_AHEAD / 2 && s->written_end < s->zcap;
+  pthread_mutex_unlock(&s->zmu);
+  if (!want) return;
+  if (!s->zstarted) {
+    int fd;
+    if (mdb_env_get_fd(s->env, &fd) != 0) return;
+    s->zfd = fd;
+    if (pthread_create(&s->zthread, NULL, zero_main, s) != 0) {
+      pthread_mutex_lock(&s->zmu);
+      s->zfailed = true; /* commits pay the growth, as without the writer */
+      pthread_mutex_unlock(&s->zmu);
+      return;
+    }
+    char name[16];
+    snprintf(name, sizeof name, "fq-zero-%u", s->shard);
+    pthread_setname_np(s->zthread, name);
+    s->zstarted = true;
+  }
+  pthread_cond_signal(&s->zcv);
+}
+
+static void zero_stop(fq_store_t *s) {
+  if (!s->zstarted) return;
+  pthread_mutex_lock(&s->zmu);
+  s->zstop = true;
+  pthread_cond_signal(&s->zcv);
+  pthread_mutex_unlock(&s->zmu);
+  pthread_join(s->zthread, NULL);
+  s->zstarted = false;
 }
 
 /* The transaction's counters are dropped with it: next_seq, next_cmd and
  * next_q keep their committed values, and each tenant's txn_last is left
  * stale (its generation is over), so no seq or tseq is lost. */
 void fq_store_abort(fq_store_t *s) {
-  if (s->txn) mdb_txn_abort(s->txn);
+  if (s->txn) {
+    mdb_txn_abort(s->txn);
+    if (s->txn_write) pthread_mutex_unlock(&s->zmu);
+  }
   s->txn = NULL;
   s->ndirty = 0;
 }

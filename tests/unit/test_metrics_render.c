@@ -117,6 +117,11 @@ FQ_TEST(render_after_known_updates) {
   fq_metrics_token_refresh(FQ_MR_OK);
   fq_metrics_token_refresh(FQ_MR_REJECTED);
   fq_metrics_events(5);
+  /* Two group commits of shard 1 (3 and 40 requests) and a batch with
+   * no request (timers only: busy time, no histogram entry). */
+  fq_metrics_batch(1, 3, 200000, 1500000, 1800000);     /* 0.2 ms, 1.5 ms, 1.8 ms */
+  fq_metrics_batch(1, 40, 3000000, 30000000, 34000000); /* 3 ms, 30 ms, 34 ms */
+  fq_metrics_batch(1, 0, 0, 0, 200000);
   int64_t t0 = fq_mono_ns();
   char *t = render();
   fprintf(stderr, "  render with 2 accounts: %.3f ms\n", (double)(fq_mono_ns() - t0) / 1e6);
@@ -153,6 +158,21 @@ FQ_TEST(render_after_known_updates) {
   CHECK_LINE(t, "fleetq_dispatch_seconds_bucket{le=\"0.05\"} 1");
   CHECK_LINE(t, "fleetq_dispatch_seconds_bucket{le=\"1\"} 2");
   CHECK_LINE(t, "fleetq_dispatch_seconds_sum 0.74");
+  CHECK_LINE(t, "# TYPE fleetq_batch_requests histogram");
+  CHECK_LINE(t, "fleetq_batch_requests_bucket{le=\"2\"} 0");
+  CHECK_LINE(t, "fleetq_batch_requests_bucket{le=\"4\"} 1");
+  CHECK_LINE(t, "fleetq_batch_requests_bucket{le=\"64\"} 2");
+  CHECK_LINE(t, "fleetq_batch_requests_count 2");
+  CHECK_LINE(t, "fleetq_batch_requests_sum 43");
+  CHECK_LINE(t, "fleetq_batch_process_seconds_bucket{le=\"0.00025\"} 1");
+  CHECK_LINE(t, "fleetq_batch_process_seconds_sum 0.0032");
+  CHECK_LINE(t, "fleetq_batch_commit_seconds_bucket{le=\"0.0025\"} 1");
+  CHECK_LINE(t, "fleetq_batch_commit_seconds_bucket{le=\"0.025\"} 1");
+  CHECK_LINE(t, "fleetq_batch_commit_seconds_bucket{le=\"0.05\"} 2");
+  CHECK_LINE(t, "fleetq_batch_commit_seconds_sum 0.0315");
+  CHECK_LINE(t, "# TYPE fleetq_shard_busy_seconds_total counter");
+  CHECK_LINE(t, "fleetq_shard_busy_seconds_total{shard=\"1\"} 0.036");
+  CHECK_LINE(t, "fleetq_shard_busy_seconds_total{shard=\"0\"} 0");
   CHECK_LINE(t, "fleetq_fleet_api_requests_total{kind=\"signed_command\",code=\"200\"} 2");
   CHECK_LINE(t, "fleetq_fleet_api_requests_total{kind=\"wake_up\",code=\"200\"} 1");
   CHECK_LINE(t, "fleetq_fleet_api_requests_total{kind=\"vehicle\",code=\"408\"} 1");
