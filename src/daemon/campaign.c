@@ -772,8 +772,8 @@ static void fanout_pump(fq_campaigns_t *c, camp_t *cp, int64_t now) {
     size_t dl = fq_wire_device_key(&r, dev, sizeof dev);
     unsigned shard = fq_shard_for_device(dev, dl, c->nshards);
     ienv_t e = {'S', slot, cp->gen, cp->fo_next};
-    c->io.key_mark(c->io.ud, cp->tenant, strlen(cp->tenant), key, kl, shard);
-    if (c->io.send(c->io.ud, shard, cp->id, &e, sizeof e, c->body.data, c->body.len) != 0)
+    uint64_t kh = fq_hash64_pair(cp->tenant, strlen(cp->tenant), key, kl);
+    if (c->io.send(c->io.ud, shard, cp->id, &e, sizeof e, c->body.data, c->body.len, kh) != 0)
       return; /* that shard's queue is full: the next tick goes on */
     cp->fo_have = false;
     cp->fo_next++;
@@ -850,7 +850,7 @@ static void query_start(fq_campaigns_t *c, camp_t *cp, int64_t now) {
   ienv_t e = {'G', slot_of(c, cp), cp->q_gen, 0};
   for (unsigned s = 0; s < c->nshards; s++) {
     e.idx = s;
-    if (c->io.send(c->io.ud, s, cp->id, &e, sizeof e, c->body.data, c->body.len) == 0)
+    if (c->io.send(c->io.ud, s, cp->id, &e, sizeof e, c->body.data, c->body.len, 0) == 0)
       cp->q_left++;
     else
       cp->q_failed = true;
@@ -932,7 +932,7 @@ static int abort_one(fq_campaigns_t *c, camp_t *cp, unsigned shard) {
   pk_kv_str(&pk, "op", "campaign_abort");
   pk_kv_str(&pk, "id", cp->id);
   ienv_t e = {'A', slot_of(c, cp), cp->a_gen, shard};
-  return c->io.send(c->io.ud, shard, cp->id, &e, sizeof e, c->body.data, c->body.len);
+  return c->io.send(c->io.ud, shard, cp->id, &e, sizeof e, c->body.data, c->body.len, 0);
 }
 
 /* Ask every shard to cancel what is still scheduled or queued.  The

@@ -1,7 +1,8 @@
 /*
  * Campaigns (issue 16): one command to many devices, with parts, a rate,
- * a start time, progress, abort and auto-abort.  Runs inside the ingress
- * thread (one owner, nothing thread safe); docs/operations.md
+ * a start time, progress, abort and auto-abort.  Runs in the campaign
+ * manager thread (campmgr.h: one owner, nothing thread safe), so that its
+ * synchronous commits never stall the ingress; docs/operations.md
  * "Campaigns" describes the design.
  *
  * A campaign's definition and device lists live in their own LMDB
@@ -31,22 +32,20 @@ struct fq_accounts;
 
 typedef struct fq_campaigns fq_campaigns_t;
 
-/* What the campaign side needs from the ingress. */
+/* What the campaign side needs from its thread (campmgr.h), which passes
+ * it on to the ingress. */
 typedef struct fq_camp_io {
   void *ud;
   /* An internal request to a shard: kind frame 'C' + campaign id, one
-   * envelope frame (env), the body.  0, or non-zero when the shard's
-   * queue is full (try later). */
+   * envelope frame (env), the body; keyhash, when not 0, is the hash of
+   * the (tenant, key) it may store (for the ingress's dedupe table).
+   * 0, or non-zero when it cannot be sent (try later). */
   int (*send)(void *ud, unsigned shard, const char *camp, const void *env, size_t envlen,
-              const void *body, size_t len);
+              const void *body, size_t len, uint64_t keyhash);
   /* A reply to a client: its envelope frames (routing id first), body. */
   void (*reply)(void *ud, zmq_msg_t *env, int nenv, const void *body, size_t len);
   /* A progress event on the PUB socket. */
   void (*publish)(void *ud, const char *topic, size_t tlen, const void *body, size_t len);
-  /* A (tenant, key) about to be stored on shard (the ingress's dedupe
-   * table). */
-  void (*key_mark)(void *ud, const char *tenant, size_t tn, const char *key, size_t kn,
-                   unsigned shard);
   /* Whether the client of a request (who, opaque; NULL without CURVE) may
    * see tenant. */
   bool (*tenant_ok)(void *ud, const void *who, const char *tenant, size_t tn);
