@@ -54,10 +54,13 @@ typedef struct fq_camp_io {
 /* Open (creating) <data_dir>/campaigns and load every campaign; those
  * whose fan-out did not finish are fanned out again, aborts not finished
  * are sent again (by the first ticks).  accounts may be NULL (no account
- * check). */
+ * check).  A campaign over (done or aborted) is deleted retention_ms
+ * after it finished (0: never), a bounded number per tick; its (tenant,
+ * key) dedupes for dedupe_ms from the time its device commands were
+ * stored. */
 fq_campaigns_t *fq_campaigns_open(const char *data_dir, unsigned nshards,
-                                  struct fq_accounts *accounts, const fq_camp_io_t *io,
-                                  fq_err_t *err);
+                                  struct fq_accounts *accounts, int64_t retention_ms,
+                                  int64_t dedupe_ms, const fq_camp_io_t *io, fq_err_t *err);
 void fq_campaigns_close(fq_campaigns_t **cp);
 
 /* A decoded campaign / campaign_get / campaign_abort request; env holds
@@ -70,7 +73,7 @@ void fq_campaigns_request(fq_campaigns_t *c, const fq_request_t *req, const void
 void fq_campaigns_answer(fq_campaigns_t *c, const void *env, size_t envlen, const void *body,
                          size_t len);
 
-/* Fan-out, start, progress: call often; returns the ms until the next
+/* Fan-out, start, progress, retention: call often; returns the ms until the next
  * call is useful (at most 1000). */
 long fq_campaigns_tick(fq_campaigns_t *c, int64_t now);
 

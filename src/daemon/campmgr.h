@@ -52,6 +52,8 @@ typedef struct fq_campmgr_opts {
   const char *data_dir;   /* <data_dir>/campaigns */
   unsigned nshards;
   struct fq_accounts *accounts; /* borrowed, or NULL */
+  int64_t retention_ms;   /* campaigns over are deleted after it (0: never) */
+  int64_t dedupe_ms;      /* how long a campaign key dedupes */
 } fq_campmgr_opts_t;
 
 /* Open the campaigns (errors are reported here) and start the thread. */
