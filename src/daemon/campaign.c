@@ -42,8 +42,12 @@ enum { CS_RECEIVING, CS_SCHEDULED, CS_RUNNING, CS_DONE, CS_ABORTED, CS_N };
 static const char *const cs_name[CS_N] = {"receiving", "scheduled", "running", "done",
                                           "aborted"};
 
-/* Device submits in flight per campaign fan-out: enough to keep every
- * shard's group commit full, few enough for the shards' queues. */
+/* Device submits in flight over every fan-out at once: enough to keep
+ * every shard's group commit full; lower when the shards' queues are
+ * small (fq_campaigns_open: at most a quarter of --shard-hwm), so that
+ * ordinary requests always find room there.  A quarter, not a half:
+ * libzmq tells the sender what the receiver consumed only every half of
+ * the limit or so, so up to half of it may count messages already read. */
 #define FANOUT_WINDOW 2048
 #define WAITERS 8
 #define QUERY_TIMEOUT_MS 15000
@@ -142,6 +146,7 @@ struct fq_campaigns {
   uint32_t gens;
   int64_t retention_ms, dedupe_ms;
   int64_t next_prune;
+  uint32_t window, inflight; /* device submits in flight, all fan-outs */
   fq_buf_t out, body;
 };
 
@@ -729,6 +734,8 @@ static void fanout_start(fq_campaigns_t *c, camp_t *cp) {
   cp->gen = ++c->gens;
   cp->fo_part = 0;
   cp->fo_have = false;
+  /* Answers of a fan-out given up are dropped (gen): not in flight. */
+  c->inflight -= cp->fo_out < c->inflight ? cp->fo_out : c->inflight;
   cp->fo_next = cp->fo_out = cp->fo_transient = cp->fo_rejected = 0;
   cp->fo_code = 0;
   cp->fo_msg[0] = 0;
@@ -811,7 +818,7 @@ static int device_body(fq_campaigns_t *c, const camp_t *cp, const fq_wire_device
 
 static void fanout_pump(fq_campaigns_t *c, camp_t *cp, int64_t now) {
   uint32_t slot = slot_of(c, cp);
-  while (cp->fanning && cp->fo_out < FANOUT_WINDOW) {
+  while (cp->fanning && c->inflight < c->window) {
     int rc = fanout_next(c, cp);
     if (rc < 0) {
       cp->fo_transient++;
@@ -840,13 +847,17 @@ static void fanout_pump(fq_campaigns_t *c, camp_t *cp, int64_t now) {
     cp->fo_have = false;
     cp->fo_next++;
     cp->fo_out++;
+    c->inflight++;
   }
 }
 
 /* One device's answer: a submit reply (a msgpack map). */
 static void fanout_answer(fq_campaigns_t *c, camp_t *cp, const uint8_t *body, size_t len,
                           int64_t now) {
-  if (cp->fo_out) cp->fo_out--;
+  if (cp->fo_out) {
+    cp->fo_out--;
+    if (c->inflight) c->inflight--;
+  }
   fq__mp_rd_t r;
   fq__mp_obj_t m, k, v;
   bool ok = false, dup = false;
@@ -1603,7 +1614,8 @@ void fq_campaigns_states(const fq_campaigns_t *c, uint64_t counts[5]) {
 
 fq_campaigns_t *fq_campaigns_open(const char *data_dir, unsigned nshards,
                                   fq_accounts_t *accounts, int64_t retention_ms,
-                                  int64_t dedupe_ms, const fq_camp_io_t *io, fq_err_t *err) {
+                                  int64_t dedupe_ms, int shard_hwm, const fq_camp_io_t *io,
+                                  fq_err_t *err) {
   fq_campaigns_t *c = calloc(1, sizeof *c);
   if (!c) {
     fq_errf(err, -ENOMEM, "out of memory");
@@ -1614,6 +1626,9 @@ fq_campaigns_t *fq_campaigns_open(const char *data_dir, unsigned nshards,
   c->accounts = accounts;
   c->retention_ms = retention_ms;
   c->dedupe_ms = dedupe_ms;
+  c->window = FANOUT_WINDOW;
+  if (shard_hwm > 0 && (uint32_t)shard_hwm / 4 < c->window)
+    c->window = shard_hwm / 4 > 0 ? (uint32_t)shard_hwm / 4 : 1;
   fq_buf_init(&c->out, 0);
   fq_buf_init(&c->body, 0);
   char dir[4200];

@@ -57,10 +57,13 @@ typedef struct fq_camp_io {
  * check).  A campaign over (done or aborted) is deleted retention_ms
  * after it finished (0: never), a bounded number per tick; its (tenant,
  * key) dedupes for dedupe_ms from the time its device commands were
- * stored. */
+ * stored.  shard_hwm: the shards' inbound queue limit (0: none); the
+ * fan-outs keep at most a quarter of it in flight (and 2,048), leaving the
+ * rest to ordinary requests. */
 fq_campaigns_t *fq_campaigns_open(const char *data_dir, unsigned nshards,
                                   struct fq_accounts *accounts, int64_t retention_ms,
-                                  int64_t dedupe_ms, const fq_camp_io_t *io, fq_err_t *err);
+                                  int64_t dedupe_ms, int shard_hwm, const fq_camp_io_t *io,
+                                  fq_err_t *err);
 void fq_campaigns_close(fq_campaigns_t **cp);
 
 /* A decoded campaign / campaign_get / campaign_abort request; env holds

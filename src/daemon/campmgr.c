@@ -150,7 +150,7 @@ fq_campmgr_t *fq_campmgr_start(const fq_campmgr_opts_t *o, fq_err_t *err) {
   }
   fq_camp_io_t io = {m, io_send, io_reply, io_publish, io_tenant_ok};
   if (!(m->camps = fq_campaigns_open(o->data_dir, o->nshards, o->accounts, o->retention_ms,
-                                     o->dedupe_ms, &io, err))) goto fail;
+                                     o->dedupe_ms, o->shard_hwm, &io, err))) goto fail;
   m->sock = zmq_socket(o->zmq_ctx, ZMQ_PAIR);
   int zero = 0;
   if (!m->sock || zmq_setsockopt(m->sock, ZMQ_SNDHWM, &zero, sizeof zero) != 0 ||

@@ -54,6 +54,7 @@ typedef struct fq_campmgr_opts {
   struct fq_accounts *accounts; /* borrowed, or NULL */
   int64_t retention_ms;   /* campaigns over are deleted after it (0: never) */
   int64_t dedupe_ms;      /* how long a campaign key dedupes */
+  int shard_hwm;          /* the shards' inbound queue limit (fan-out window) */
 } fq_campmgr_opts_t;
 
 /* Open the campaigns (errors are reported here) and start the thread. */

@@ -340,7 +340,7 @@ fq_ingress_t *fq_ingress_new(const fq_ingress_opts_t *opts, fq_err_t *err) {
     fq_campmgr_opts_t co = {opts->zmq_ctx,      ep,
                             opts->data_dir,     opts->nshards,
                             opts->accounts,     opts->retention_s * 1000,
-                            opts->dedupe_window_s * 1000};
+                            opts->dedupe_window_s * 1000, opts->shard_hwm};
     if (!(in->cm = fq_campmgr_start(&co, err))) goto fail;
   }
   if (bind_ep(in, in->router, opts->listen, err, "listen") != 0) goto fail;
