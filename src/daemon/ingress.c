@@ -991,18 +991,19 @@ static bool handle_client(fq_ingress_t *in) {
       {
         /* To the manager: [Q who envelope... body]; who (campmgr.h) lets
          * it check the tenants of the campaign asked for. */
-        char wb[1 + 4096];
-        size_t wl = 0;
+        size_t acl = who && !who->all_tenants ? who->acl_len : 0;
+        zmq_msg_t wm;
+        if (zmq_msg_init_size(&wm, who ? 1 + acl : 0) != 0) {
+          reply_error(in, f, nenv, FQ_EBUSY, "out of memory", &req);
+          goto out;
+        }
         if (who) {
-          wb[0] = who->all_tenants ? 'A' : 'L';
-          wl = 1;
-          if (!who->all_tenants && who->acl_len < sizeof wb - 1) {
-            memcpy(wb + 1, who->acl, who->acl_len);
-            wl += who->acl_len;
-          }
+          uint8_t *wp = zmq_msg_data(&wm);
+          wp[0] = who->all_tenants ? 'A' : 'L';
+          if (acl) memcpy(wp + 1, who->acl, acl);
         }
         zmq_send(in->camp_sock, "Q", 1, ZMQ_SNDMORE);
-        zmq_send(in->camp_sock, wb, wl, ZMQ_SNDMORE);
+        if (zmq_msg_send(&wm, in->camp_sock, ZMQ_SNDMORE) < 0) zmq_msg_close(&wm);
         for (int i = 0; i < n; i++) {
           zmq_msg_t c;
           zmq_msg_init(&c);
