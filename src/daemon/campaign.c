@@ -42,8 +42,12 @@ enum { CS_RECEIVING, CS_SCHEDULED, CS_RUNNING, CS_DONE, CS_ABORTED, CS_N };
 static const char *const cs_name[CS_N] = {"receiving", "scheduled", "running", "done",
                                           "aborted"};
 
-/* Device submits in flight per campaign fan-out: enough to keep every
- * shard's group commit full, few enough for the shards' queues. */
+/* Device submits in flight over every fan-out at once: enough to keep
+ * every shard's group commit full; lower when the shards' queues are
+ * small (fq_campaigns_open: at most a quarter of --shard-hwm), so that
+ * ordinary requests always find room there.  A quarter, not a half:
+ * libzmq tells the sender what the receiver consumed only every half of
+ * the limit or so, so up to half of it may count messages already read. */
 #define FANOUT_WINDOW 2048
 #define WAITERS 8
 #define QUERY_TIMEOUT_MS 15000
@@ -84,6 +88,10 @@ typedef struct camp {
   int state;
   bool fanned, abort_done;
   int64_t created_at, start, started_at, finished_at;
+  /* When the fan-out finished (every device command stored): the
+   * campaign's key dedupes for the dedupe window from then (key_free). */
+  int64_t fanned_at;
+  uint32_t slot;             /* index in fq_campaigns.c, in ienv_t */
   char reason[200];
   /* Devices of the parts received (hashes of their names), while
    * receiving: a device listed twice is refused. */
@@ -128,8 +136,17 @@ struct fq_campaigns {
   fq_accounts_t *accounts;
   MDB_env *env;
   MDB_dbi dcamp, dpart, dkey;
+  /* Campaigns by slot; a slot of a deleted campaign is NULL (holes
+   * counts them) until a new campaign takes it. */
   camp_t **c;
-  size_t n, cap;
+  size_t n, cap, holes;
+  /* Generations of rounds (fan-out, counts, abort) come from one counter:
+   * an answer of a deleted campaign's round never matches a round of the
+   * campaign that takes its slot. */
+  uint32_t gens;
+  int64_t retention_ms, dedupe_ms;
+  int64_t next_prune;
+  uint32_t window, inflight; /* device submits in flight, all fan-outs */
   fq_buf_t out, body;
 };
 
@@ -208,21 +225,37 @@ static bool wlist_add(wlist_t *l, waiter_t *w) {
 }
 
 static uint32_t slot_of(const fq_campaigns_t *c, const camp_t *cp) {
-  for (size_t i = 0; i < c->n; i++)
-    if (c->c[i] == cp) return (uint32_t)i;
-  return UINT32_MAX;
+  (void)c;
+  return cp->slot;
 }
 
 static camp_t *find_id(fq_campaigns_t *c, const char *id, size_t n) {
   for (size_t i = 0; i < c->n; i++)
-    if (strlen(c->c[i]->id) == n && memcmp(c->c[i]->id, id, n) == 0) return c->c[i];
+    if (c->c[i] && strlen(c->c[i]->id) == n && memcmp(c->c[i]->id, id, n) == 0) return c->c[i];
   return NULL;
 }
 
+/* Until when a campaign's (tenant, key) dedupes: the dedupe window, from
+ * the time its device commands were stored (their own keys dedupe that
+ * long in the shards: a new campaign with the key afterwards finds none of
+ * them), or from the abort of one never fanned out.  A campaign still
+ * receiving parts or being fanned out keeps its key. */
+static bool key_free(const fq_campaigns_t *c, const camp_t *cp, int64_t now) {
+  int64_t from;
+  if (c->dedupe_ms <= 0) return false; /* no window given: for ever */
+  if (cp->fanned) from = cp->fanned_at > cp->created_at ? cp->fanned_at : cp->created_at;
+  else if (cp->state == CS_ABORTED && !cp->fanning) from = cp->finished_at;
+  else return false;
+  return now - from >= c->dedupe_ms;
+}
+
+/* The campaign (tenant, key) names inside its dedupe window. */
 static camp_t *find_key(fq_campaigns_t *c, const fq_str_t *t, const fq_str_t *k) {
+  int64_t now = fq_now_ms();
   for (size_t i = 0; i < c->n; i++) {
     camp_t *cp = c->c[i];
-    if (strlen(cp->tenant) == t->n && memcmp(cp->tenant, t->p, t->n) == 0 &&
+    if (cp && !key_free(c, cp, now) && strlen(cp->tenant) == t->n &&
+        memcmp(cp->tenant, t->p, t->n) == 0 &&
         strlen(cp->key) == k->n && memcmp(cp->key, k->p, k->n) == 0)
       return cp;
   }
@@ -240,6 +273,31 @@ static void camp_free(camp_t *cp) {
   free(cp);
 }
 
+/* Room for one more campaign: 0 or -ENOMEM. */
+static int slots_grow(fq_campaigns_t *c) {
+  if (c->holes || c->n < c->cap) return 0;
+  size_t cap = c->cap ? c->cap * 2 : 16;
+  void *p = realloc(c->c, cap * sizeof *c->c);
+  if (!p) return -ENOMEM;
+  c->c = p;
+  c->cap = cap;
+  return 0;
+}
+
+/* Put cp in a free slot (after slots_grow). */
+static void slot_put(fq_campaigns_t *c, camp_t *cp) {
+  size_t i = c->n;
+  if (c->holes) {
+    for (i = 0; i < c->n && c->c[i]; i++) {
+    }
+    c->holes--;
+  } else {
+    c->n++;
+  }
+  c->c[i] = cp;
+  cp->slot = (uint32_t)i;
+}
+
 /* ---- storage --------------------------------------------------------------- */
 
 static int lmdb_fail(fq_err_t *err, int rc, const char *what) {
@@ -247,16 +305,17 @@ static int lmdb_fail(fq_err_t *err, int rc, const char *what) {
   return fq_errf(err, FQ_ESTORAGE, "campaigns: %s: %s", what, mdb_strerror(rc));
 }
 
-/* The record: u8 version 1, u8 state, u8 flags (1 not_before, 2 rate,
+/* The record: u8 version 2, u8 state, u8 flags (1 not_before, 2 rate,
  * 4 max_failure_ratio, 8 fanned out, 16 abort sent), u32 parts,
  * parts_received, devices, rejected, i64 ttl_ms, not_before, created_at,
  * start, started_at, finished_at, f64 rate, ratio, 32 bytes definition
- * hash, then u16-length id, tenant, key, command, reason and u32-length
- * params.  Little endian. */
+ * hash, then u16-length id, tenant, key, command, reason, u32-length
+ * params, then (version 2) i64 fanned_at.  Little endian.  Version 1
+ * records (no fanned_at) are read with fanned_at = started_at. */
 static int rec_encode(const camp_t *cp, fq_buf_t *b) {
   uint8_t h[3 + 16 + 48 + 16 + 32];
   uint8_t *o = h;
-  *o++ = 1;
+  *o++ = 2;
   *o++ = (uint8_t)cp->state;
   *o++ = (uint8_t)((cp->has_nb ? 1 : 0) | (cp->has_rate ? 2 : 0) | (cp->has_ratio ? 4 : 0) |
                    (cp->fanned ? 8 : 0) | (cp->abort_done ? 16 : 0));
@@ -285,6 +344,9 @@ static int rec_encode(const camp_t *cp, fq_buf_t *b) {
   if (!rc)
     rc = fq_buf_append(b, l4, 4) ||
          (cp->params_len && fq_buf_append(b, cp->params, cp->params_len));
+  uint8_t fa[8];
+  fq_put_le64(fa, (uint64_t)cp->fanned_at);
+  if (!rc) rc = fq_buf_append(b, fa, 8);
   return rc ? -ENOMEM : 0;
 }
 
@@ -307,7 +369,8 @@ static bool take_str(const uint8_t **p, const uint8_t *end, char *out, size_t ca
 static camp_t *rec_decode(const uint8_t *p, size_t n) {
   const uint8_t *end = p + n;
   uint8_t h[3 + 16 + 48 + 16 + 32];
-  if (!take(&p, end, h, sizeof h) || h[0] != 1 || h[1] >= CS_N) return NULL;
+  if (!take(&p, end, h, sizeof h) || h[0] < 1 || h[0] > 2 || h[1] >= CS_N) return NULL;
+  int version = h[0];
   camp_t *cp = calloc(1, sizeof *cp);
   if (!cp) return NULL;
   fq_hmap_init(&cp->devset, 8, 70);
@@ -338,11 +401,14 @@ static camp_t *rec_decode(const uint8_t *p, size_t n) {
             take_str(&p, end, cp->reason, sizeof cp->reason) && take(&p, end, l4, 4);
   if (ok) {
     cp->params_len = fq_get_le32(l4);
-    if ((size_t)(end - p) != cp->params_len) ok = false;
+    size_t tail = version >= 2 ? 8 : 0;
+    if ((size_t)(end - p) != cp->params_len + tail) ok = false;
     else if (cp->params_len && (cp->params = malloc(cp->params_len)))
       memcpy(cp->params, p, cp->params_len);
     else if (cp->params_len)
       ok = false;
+    if (ok && tail) cp->fanned_at = (int64_t)fq_get_le64(p + cp->params_len);
+    else if (ok) cp->fanned_at = cp->started_at;
   }
   if (!ok) {
     camp_free(cp);
@@ -627,7 +693,7 @@ static void fanout_finish(fq_campaigns_t *c, camp_t *cp, int64_t now) {
   cp->fanning = false;
   free(cp->fo_buf);
   cp->fo_buf = NULL;
-  cp->gen++;
+  cp->gen = ++c->gens;
   if (cp->fo_transient) {
     char msg[400];
     snprintf(msg, sizeof msg,
@@ -640,6 +706,7 @@ static void fanout_finish(fq_campaigns_t *c, camp_t *cp, int64_t now) {
     return;
   }
   cp->fanned = true;
+  cp->fanned_at = now;
   cp->rejected = cp->fo_rejected;
   if (cp->state == CS_SCHEDULED && now >= cp->start) {
     cp->state = CS_RUNNING;
@@ -664,9 +731,11 @@ static void fanout_finish(fq_campaigns_t *c, camp_t *cp, int64_t now) {
 static void fanout_start(fq_campaigns_t *c, camp_t *cp) {
   if (cp->fanning) return;
   cp->fanning = true;
-  cp->gen++;
+  cp->gen = ++c->gens;
   cp->fo_part = 0;
   cp->fo_have = false;
+  /* Answers of a fan-out given up are dropped (gen): not in flight. */
+  c->inflight -= cp->fo_out < c->inflight ? cp->fo_out : c->inflight;
   cp->fo_next = cp->fo_out = cp->fo_transient = cp->fo_rejected = 0;
   cp->fo_code = 0;
   cp->fo_msg[0] = 0;
@@ -749,7 +818,7 @@ static int device_body(fq_campaigns_t *c, const camp_t *cp, const fq_wire_device
 
 static void fanout_pump(fq_campaigns_t *c, camp_t *cp, int64_t now) {
   uint32_t slot = slot_of(c, cp);
-  while (cp->fanning && cp->fo_out < FANOUT_WINDOW) {
+  while (cp->fanning && c->inflight < c->window) {
     int rc = fanout_next(c, cp);
     if (rc < 0) {
       cp->fo_transient++;
@@ -772,19 +841,23 @@ static void fanout_pump(fq_campaigns_t *c, camp_t *cp, int64_t now) {
     size_t dl = fq_wire_device_key(&r, dev, sizeof dev);
     unsigned shard = fq_shard_for_device(dev, dl, c->nshards);
     ienv_t e = {'S', slot, cp->gen, cp->fo_next};
-    c->io.key_mark(c->io.ud, cp->tenant, strlen(cp->tenant), key, kl, shard);
-    if (c->io.send(c->io.ud, shard, cp->id, &e, sizeof e, c->body.data, c->body.len) != 0)
+    uint64_t kh = fq_hash64_pair(cp->tenant, strlen(cp->tenant), key, kl);
+    if (c->io.send(c->io.ud, shard, cp->id, &e, sizeof e, c->body.data, c->body.len, kh) != 0)
       return; /* that shard's queue is full: the next tick goes on */
     cp->fo_have = false;
     cp->fo_next++;
     cp->fo_out++;
+    c->inflight++;
   }
 }
 
 /* One device's answer: a submit reply (a msgpack map). */
 static void fanout_answer(fq_campaigns_t *c, camp_t *cp, const uint8_t *body, size_t len,
                           int64_t now) {
-  if (cp->fo_out) cp->fo_out--;
+  if (cp->fo_out) {
+    cp->fo_out--;
+    if (c->inflight) c->inflight--;
+  }
   fq__mp_rd_t r;
   fq__mp_obj_t m, k, v;
   bool ok = false, dup = false;
@@ -836,7 +909,7 @@ static void query_start(fq_campaigns_t *c, camp_t *cp, int64_t now) {
   if (cp->q_busy) return;
   cp->q_busy = true;
   cp->q_failed = false;
-  cp->q_gen++;
+  cp->q_gen = ++c->gens;
   cp->q_left = 0;
   cp->q_sent = now;
   cp->last_query = now;
@@ -850,7 +923,7 @@ static void query_start(fq_campaigns_t *c, camp_t *cp, int64_t now) {
   ienv_t e = {'G', slot_of(c, cp), cp->q_gen, 0};
   for (unsigned s = 0; s < c->nshards; s++) {
     e.idx = s;
-    if (c->io.send(c->io.ud, s, cp->id, &e, sizeof e, c->body.data, c->body.len) == 0)
+    if (c->io.send(c->io.ud, s, cp->id, &e, sizeof e, c->body.data, c->body.len, 0) == 0)
       cp->q_left++;
     else
       cp->q_failed = true;
@@ -932,7 +1005,7 @@ static int abort_one(fq_campaigns_t *c, camp_t *cp, unsigned shard) {
   pk_kv_str(&pk, "op", "campaign_abort");
   pk_kv_str(&pk, "id", cp->id);
   ienv_t e = {'A', slot_of(c, cp), cp->a_gen, shard};
-  return c->io.send(c->io.ud, shard, cp->id, &e, sizeof e, c->body.data, c->body.len);
+  return c->io.send(c->io.ud, shard, cp->id, &e, sizeof e, c->body.data, c->body.len, 0);
 }
 
 /* Ask every shard to cancel what is still scheduled or queued.  The
@@ -942,7 +1015,7 @@ static void abort_send(fq_campaigns_t *c, camp_t *cp, int64_t now) {
   cp->a_busy = true;
   cp->a_failed = false;
   cp->a_sent = now;
-  cp->a_gen++;
+  cp->a_gen = ++c->gens;
   cp->a_left = 0;
   cp->a_cancelled = 0;
   for (unsigned s = 0; s < c->nshards; s++) {
@@ -995,7 +1068,7 @@ void fq_campaigns_answer(fq_campaigns_t *c, const void *env, size_t envlen, cons
   ienv_t e;
   if (envlen != sizeof e) return;
   memcpy(&e, env, sizeof e);
-  if (e.slot >= c->n) return;
+  if (e.slot >= c->n || !c->c[e.slot]) return;
   camp_t *cp = c->c[e.slot];
   int64_t now = fq_now_ms();
   const uint8_t *b = body;
@@ -1180,15 +1253,9 @@ static void handle_campaign(fq_campaigns_t *c, const fq_request_t *req, zmq_msg_
   }
   camp_t *fresh = NULL;
   if (!cp) {
-    if (c->n == c->cap) {
-      size_t cap = c->cap ? c->cap * 2 : 16;
-      void *p = realloc(c->c, cap * sizeof *c->c);
-      if (!p) {
-        reply_err(c, env, nenv, FQ_EBUSY, "out of memory", rq, rql);
-        return;
-      }
-      c->c = p;
-      c->cap = cap;
+    if (slots_grow(c) != 0) {
+      reply_err(c, env, nenv, FQ_EBUSY, "out of memory", rq, rql);
+      return;
     }
     cp = fresh = calloc(1, sizeof *cp);
     if (!cp || (req->params_raw_len && !(cp->params = malloc(req->params_raw_len)))) {
@@ -1279,7 +1346,7 @@ static void handle_campaign(fq_campaigns_t *c, const fq_request_t *req, zmq_msg_
     reply_err(c, env, nenv, rc == FQ_ESTORFULL ? FQ_ESTORFULL : FQ_EINTERNAL, err.msg, rq, rql);
     return;
   }
-  if (fresh) c->c[c->n++] = fresh;
+  if (fresh) slot_put(c, fresh);
   /* Add this part's devices to the set (kept while receiving). */
   {
     fq_wire_devit_t it;
@@ -1403,6 +1470,87 @@ void fq_campaigns_request(fq_campaigns_t *c, const fq_request_t *req, const void
   }
 }
 
+/* ---- retention ------------------------------------------------------------------ */
+
+/* Campaigns (with their parts) deleted per transaction: a step's work is
+ * bounded (a campaign has at most 1,000 parts), as the shards' pruning. */
+#define PRUNE_CAMPAIGNS 8
+#define PRUNE_PARTS 1000
+
+/* Whether cp may go now: over (done, or aborted with its cancellations
+ * committed) for the retention, and nothing of it in progress. */
+static bool prunable(const fq_campaigns_t *c, const camp_t *cp, int64_t now) {
+  bool over = cp->state == CS_DONE || (cp->state == CS_ABORTED && cp->abort_done);
+  return over && c->retention_ms > 0 && now - cp->finished_at >= c->retention_ms &&
+         !cp->fanning && !cp->q_busy && !cp->a_busy && !cp->fo_w.n && !cp->q_w.n && !cp->a_w.n;
+}
+
+/* Delete cp's rows in txn: its record, its parts, its key row when that
+ * still names it (a newer campaign may have the key now). */
+static int prune_rows(fq_campaigns_t *c, MDB_txn *txn, const camp_t *cp) {
+  MDB_val k = {strlen(cp->id), (void *)cp->id};
+  int rc = mdb_del(txn, c->dcamp, &k, NULL);
+  for (uint32_t part = 1; part <= cp->parts && (!rc || rc == MDB_NOTFOUND); part++) {
+    uint8_t kb[32];
+    MDB_val pk = {part_key(kb, cp->id, part), kb};
+    rc = mdb_del(txn, c->dpart, &pk, NULL);
+  }
+  if (rc && rc != MDB_NOTFOUND) return rc;
+  uint8_t kb[FQ_TENANT_MAX + 2 + FQ_WIRE_MAX_CAMPAIGN_KEY];
+  MDB_val kk = {key_key(kb, cp->tenant, cp->key), kb}, kd;
+  rc = mdb_get(txn, c->dkey, &kk, &kd);
+  if (!rc && kd.mv_size == strlen(cp->id) && !memcmp(kd.mv_data, cp->id, kd.mv_size))
+    rc = mdb_del(txn, c->dkey, &kk, NULL);
+  return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+/* One bounded step of retention: returns the ms until the next one is
+ * due (1000 at most; a few when more are due already). */
+static long prune(fq_campaigns_t *c, int64_t now) {
+  if (c->retention_ms <= 0 || now < c->next_prune) return 1000;
+  camp_t *batch[PRUNE_CAMPAIGNS];
+  size_t nb = 0, parts = 0;
+  bool more = false;
+  int64_t next = now + 1000;
+  for (size_t i = 0; i < c->n; i++) {
+    camp_t *cp = c->c[i];
+    if (!cp) continue;
+    if (prunable(c, cp, now)) {
+      if (nb == PRUNE_CAMPAIGNS || (nb && parts + cp->parts > PRUNE_PARTS)) {
+        more = true;
+        break;
+      }
+      batch[nb++] = cp;
+      parts += cp->parts;
+    } else if ((cp->state == CS_DONE || cp->state == CS_ABORTED) &&
+               cp->finished_at + c->retention_ms < next) {
+      next = cp->finished_at + c->retention_ms;
+    }
+  }
+  c->next_prune = more ? now + 5 : next;
+  if (!nb) return (long)(c->next_prune - now);
+  MDB_txn *txn;
+  int rc = mdb_txn_begin(c->env, NULL, 0, &txn);
+  for (size_t i = 0; i < nb && !rc; i++) rc = prune_rows(c, txn, batch[i]);
+  if (!rc) rc = mdb_txn_commit(txn);
+  else mdb_txn_abort(txn);
+  if (rc) {
+    fq_error("campaign", "retention: cannot delete %zu campaign(s): %s", nb, mdb_strerror(rc));
+    c->next_prune = now + 1000;
+    return 1000;
+  }
+  for (size_t i = 0; i < nb; i++) {
+    camp_t *cp = batch[i];
+    fq_info("campaign", "campaign %s (tenant %s, key %s) removed: %s %" PRId64 " s ago, past "
+            "--retention-s",
+            cp->id, cp->tenant, cp->key, cs_name[cp->state], (now - cp->finished_at) / 1000);
+    c->c[cp->slot] = NULL;
+    c->holes++;
+    camp_free(cp);
+  }
+  return (long)(c->next_prune - now);
+}
+
 /* ---- ticks --------------------------------------------------------------------- */
 
 long fq_campaigns_tick(fq_campaigns_t *c, int64_t now) {
@@ -1412,6 +1560,7 @@ long fq_campaigns_tick(fq_campaigns_t *c, int64_t now) {
   fq_metrics_campaigns(states);
   for (size_t i = 0; i < c->n; i++) {
     camp_t *cp = c->c[i];
+    if (!cp) continue;
     if (cp->fanning) {
       fanout_pump(c, cp, now);
       if (cp->fanning) next = 5;
@@ -1450,18 +1599,22 @@ long fq_campaigns_tick(fq_campaigns_t *c, int64_t now) {
     }
     if (cp->q_busy || cp->a_busy) next = next > 50 ? 50 : next;
   }
+  long pw = prune(c, now);
+  if (pw < next) next = pw;
   return next < 1 ? 1 : next;
 }
 
 void fq_campaigns_states(const fq_campaigns_t *c, uint64_t counts[5]) {
   memset(counts, 0, 5 * sizeof counts[0]);
-  for (size_t i = 0; i < c->n; i++) counts[c->c[i]->state]++;
+  for (size_t i = 0; i < c->n; i++)
+    if (c->c[i]) counts[c->c[i]->state]++;
 }
 
 /* ---- open / close -------------------------------------------------------------- */
 
 fq_campaigns_t *fq_campaigns_open(const char *data_dir, unsigned nshards,
-                                  fq_accounts_t *accounts, const fq_camp_io_t *io,
+                                  fq_accounts_t *accounts, int64_t retention_ms,
+                                  int64_t dedupe_ms, int shard_hwm, const fq_camp_io_t *io,
                                   fq_err_t *err) {
   fq_campaigns_t *c = calloc(1, sizeof *c);
   if (!c) {
@@ -1471,6 +1624,11 @@ fq_campaigns_t *fq_campaigns_open(const char *data_dir, unsigned nshards,
   c->io = *io;
   c->nshards = nshards;
   c->accounts = accounts;
+  c->retention_ms = retention_ms;
+  c->dedupe_ms = dedupe_ms;
+  c->window = FANOUT_WINDOW;
+  if (shard_hwm > 0 && (uint32_t)shard_hwm / 4 < c->window)
+    c->window = shard_hwm / 4 > 0 ? (uint32_t)shard_hwm / 4 : 1;
   fq_buf_init(&c->out, 0);
   fq_buf_init(&c->body, 0);
   char dir[4200];
@@ -1517,20 +1675,14 @@ fq_campaigns_t *fq_campaigns_open(const char *data_dir, unsigned nshards,
       fq_error("campaign", "a damaged campaign record (%zu bytes) was skipped", d.mv_size);
       continue;
     }
-    if (c->n == c->cap) {
-      size_t cap = c->cap ? c->cap * 2 : 16;
-      void *p = realloc(c->c, cap * sizeof *c->c);
-      if (!p) {
-        camp_free(cp);
-        break;
-      }
-      c->c = p;
-      c->cap = cap;
+    if (slots_grow(c) != 0) {
+      camp_free(cp);
+      break;
     }
     cp->last_ev_state = cp->state;
     /* A campaign over before the stop has had its final event. */
     cp->final_sent = cp->state == CS_DONE || (cp->state == CS_ABORTED && cp->abort_done);
-    c->c[c->n++] = cp;
+    slot_put(c, cp);
   }
   mdb_cursor_close(cur);
   if ((rc = mdb_txn_commit(txn)) != 0) {
@@ -1539,7 +1691,8 @@ fq_campaigns_t *fq_campaigns_open(const char *data_dir, unsigned nshards,
   }
   size_t pending = 0;
   for (size_t i = 0; i < c->n; i++)
-    pending += !c->c[i]->fanned && c->c[i]->state != CS_RECEIVING;
+    pending += !c->c[i]->fanned && c->c[i]->state != CS_RECEIVING &&
+               c->c[i]->state != CS_ABORTED;
   if (c->n)
     fq_info("campaign", "%zu campaign(s) loaded%s", c->n,
             pending ? "; the fan-out of some is done again (it was cut short)" : "");

@@ -1,7 +1,8 @@
 /*
  * Campaigns (issue 16): one command to many devices, with parts, a rate,
- * a start time, progress, abort and auto-abort.  Runs inside the ingress
- * thread (one owner, nothing thread safe); docs/operations.md
+ * a start time, progress, abort and auto-abort.  Runs in the campaign
+ * manager thread (campmgr.h: one owner, nothing thread safe), so that its
+ * synchronous commits never stall the ingress; docs/operations.md
  * "Campaigns" describes the design.
  *
  * A campaign's definition and device lists live in their own LMDB
@@ -31,22 +32,20 @@ struct fq_accounts;
 
 typedef struct fq_campaigns fq_campaigns_t;
 
-/* What the campaign side needs from the ingress. */
+/* What the campaign side needs from its thread (campmgr.h), which passes
+ * it on to the ingress. */
 typedef struct fq_camp_io {
   void *ud;
   /* An internal request to a shard: kind frame 'C' + campaign id, one
-   * envelope frame (env), the body.  0, or non-zero when the shard's
-   * queue is full (try later). */
+   * envelope frame (env), the body; keyhash, when not 0, is the hash of
+   * the (tenant, key) it may store (for the ingress's dedupe table).
+   * 0, or non-zero when it cannot be sent (try later). */
   int (*send)(void *ud, unsigned shard, const char *camp, const void *env, size_t envlen,
-              const void *body, size_t len);
+              const void *body, size_t len, uint64_t keyhash);
   /* A reply to a client: its envelope frames (routing id first), body. */
   void (*reply)(void *ud, zmq_msg_t *env, int nenv, const void *body, size_t len);
   /* A progress event on the PUB socket. */
   void (*publish)(void *ud, const char *topic, size_t tlen, const void *body, size_t len);
-  /* A (tenant, key) about to be stored on shard (the ingress's dedupe
-   * table). */
-  void (*key_mark)(void *ud, const char *tenant, size_t tn, const char *key, size_t kn,
-                   unsigned shard);
   /* Whether the client of a request (who, opaque; NULL without CURVE) may
    * see tenant. */
   bool (*tenant_ok)(void *ud, const void *who, const char *tenant, size_t tn);
@@ -55,9 +54,15 @@ typedef struct fq_camp_io {
 /* Open (creating) <data_dir>/campaigns and load every campaign; those
  * whose fan-out did not finish are fanned out again, aborts not finished
  * are sent again (by the first ticks).  accounts may be NULL (no account
- * check). */
+ * check).  A campaign over (done or aborted) is deleted retention_ms
+ * after it finished (0: never), a bounded number per tick; its (tenant,
+ * key) dedupes for dedupe_ms from the time its device commands were
+ * stored.  shard_hwm: the shards' inbound queue limit (0: none); the
+ * fan-outs keep at most a quarter of it in flight (and 2,048), leaving the
+ * rest to ordinary requests. */
 fq_campaigns_t *fq_campaigns_open(const char *data_dir, unsigned nshards,
-                                  struct fq_accounts *accounts, const fq_camp_io_t *io,
+                                  struct fq_accounts *accounts, int64_t retention_ms,
+                                  int64_t dedupe_ms, int shard_hwm, const fq_camp_io_t *io,
                                   fq_err_t *err);
 void fq_campaigns_close(fq_campaigns_t **cp);
 
@@ -71,7 +76,7 @@ void fq_campaigns_request(fq_campaigns_t *c, const fq_request_t *req, const void
 void fq_campaigns_answer(fq_campaigns_t *c, const void *env, size_t envlen, const void *body,
                          size_t len);
 
-/* Fan-out, start, progress: call often; returns the ms until the next
+/* Fan-out, start, progress, retention: call often; returns the ms until the next
  * call is useful (at most 1000). */
 long fq_campaigns_tick(fq_campaigns_t *c, int64_t now);
 

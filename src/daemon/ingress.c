@@ -20,7 +20,8 @@
 #include "auth.h"
 #include "fleetq/wire.h"
 #include "budget.h"
-#include "campaign.h"
+#include "byteorder.h"
+#include "campmgr.h"
 #include "health.h"
 #include "idem.h"
 #include "log.h"
@@ -105,7 +106,16 @@ struct fq_ingress {
   unsigned loaded;      /* shards that finished announcing their keys */
   fanout_t fan[FANOUT_SLOTS];
   health_wait_t health[HEALTH_SLOTS];
-  fq_campaigns_t *camps;  /* campaigns (campaign.h); NULL without a data dir */
+  /* Campaigns run in their own thread (campmgr.h); NULL without a data
+   * dir.  camp_held: an internal request of theirs a full shard queue
+   * refused, sent again before anything more is read from them. */
+  fq_campmgr_t *cm;
+  void *camp_sock;
+  zmq_msg_t camp_held[3];
+  int camp_nheld;
+  unsigned camp_shard;
+  uint64_t camp_keyhash;
+  bool camp_serving;
 };
 
 static int sockopt_int(void *s, int opt, int v) { return zmq_setsockopt(s, opt, &v, sizeof v); }
@@ -192,50 +202,66 @@ static int open_pub(fq_ingress_t *in, fq_err_t *err) {
   return bind_ep(in, in->pub, in->o.publish, err, "publish");
 }
 
-/* --- campaigns (campaign.h) --------------------------------------------- */
+/* --- campaigns (campmgr.h) ----------------------------------------------- */
 
 static int key_mark(fq_ingress_t *in, uint64_t h, unsigned shard);
 static void reply_client(fq_ingress_t *in, zmq_msg_t *env, int nenv, const void *body,
                          size_t len);
 
-/* An internal request to a shard: kind frame 'C' + campaign id (shard.h),
- * one envelope frame, the body.  Counted like 'Q' (it may store a key). */
-static int camp_send(void *ud, unsigned shard, const char *camp, const void *env, size_t envlen,
-                     const void *body, size_t len) {
-  fq_ingress_t *in = ud;
+/* Send the held internal request to its shard: 0, or -EAGAIN while the
+ * shard's queue is full (it stays held).  Its key is stamped with the
+ * message about to carry it, at the moment it goes (see key_mark). */
+static int camp_flush(fq_ingress_t *in) {
+  if (!in->camp_nheld) return 0;
+  unsigned shard = in->camp_shard;
   void *s = in->pairs[shard];
-  char kf[1 + 64];
-  size_t cl = strnlen(camp, 64);
-  kf[0] = 'C';
-  memcpy(kf + 1, camp, cl);
-  if (zmq_send(s, kf, 1 + cl, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) return -errno;
+  if (in->camp_keyhash && in->o.nshards > 1) key_mark(in, in->camp_keyhash, shard);
+  if (zmq_msg_send(&in->camp_held[0], s, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) return -errno;
   in->sent[shard]++;
-  zmq_send(s, env, envlen, ZMQ_SNDMORE);
-  zmq_send(s, body, len, 0);
+  for (int i = 1; i < in->camp_nheld; i++)
+    if (zmq_msg_send(&in->camp_held[i], s, i + 1 < in->camp_nheld ? ZMQ_SNDMORE : 0) < 0)
+      zmq_msg_close(&in->camp_held[i]);
+  in->camp_nheld = 0;
   return 0;
 }
 
-static void camp_reply(void *ud, zmq_msg_t *env, int nenv, const void *body, size_t len) {
-  reply_client(ud, env, nenv, body, len);
+/* What the campaign manager sends: replies, progress events, internal
+ * requests to the shards.  A request a full shard queue refuses is held,
+ * and nothing more is read from the manager until it went through: the
+ * manager's fan-out waits as it did when it ran in this thread. */
+static void handle_campaigns(fq_ingress_t *in) {
+  for (int k = 0; k < 4096 && !in->camp_nheld; k++) {
+    zmq_msg_t f[RECV_FRAMES + 2];
+    int n = fq_zmsg_recv(in->camp_sock, f, RECV_FRAMES + 2, ZMQ_DONTWAIT, NULL);
+    if (n <= 0) break;
+    const uint8_t *h = zmq_msg_data(&f[0]);
+    size_t hl = zmq_msg_size(&f[0]);
+    if (hl == 1 && h[0] == 'R' && n >= 3) {
+      reply_client(in, &f[1], n - 2, zmq_msg_data(&f[n - 1]), zmq_msg_size(&f[n - 1]));
+    } else if (hl == 1 && h[0] == 'P' && n == 3) {
+      if (in->pub) {
+        zmq_send(in->pub, zmq_msg_data(&f[1]), zmq_msg_size(&f[1]), ZMQ_SNDMORE | ZMQ_DONTWAIT);
+        zmq_send(in->pub, zmq_msg_data(&f[2]), zmq_msg_size(&f[2]), ZMQ_DONTWAIT);
+        fq_metrics_events(1);
+      }
+    } else if (hl == 13 && h[0] == 'S' && n == 4 && fq_get_le32(h + 1) < in->o.nshards) {
+      in->camp_shard = fq_get_le32(h + 1);
+      in->camp_keyhash = fq_get_le64(h + 5);
+      for (int i = 1; i < 4; i++) {
+        zmq_msg_init(&in->camp_held[i - 1]);
+        zmq_msg_move(&in->camp_held[i - 1], &f[i]);
+      }
+      in->camp_nheld = 3;
+      camp_flush(in);
+    }
+    fq_zmsg_close(f, n);
+  }
 }
 
-static void camp_publish(void *ud, const char *topic, size_t tlen, const void *body, size_t len) {
-  fq_ingress_t *in = ud;
-  if (!in->pub) return;
-  zmq_send(in->pub, topic, tlen, ZMQ_SNDMORE | ZMQ_DONTWAIT);
-  zmq_send(in->pub, body, len, ZMQ_DONTWAIT);
-  fq_metrics_events(1);
-}
-
-static void camp_key_mark(void *ud, const char *tenant, size_t tn, const char *key, size_t kn,
-                          unsigned shard) {
-  fq_ingress_t *in = ud;
-  if (in->o.nshards > 1) key_mark(in, fq_hash64_pair(tenant, tn, key, kn), shard);
-}
-
-static bool camp_tenant_ok(void *ud, const void *who, const char *tenant, size_t tn) {
-  (void)ud;
-  return !who || fq_client_has_tenant(who, tenant, tn);
+/* A one-frame message to the manager ('G', 'H', 'T'); blocking (the
+ * socket has no high-water mark). */
+static void camp_signal(fq_ingress_t *in, char kind) {
+  if (in->camp_sock) zmq_send(in->camp_sock, &kind, 1, 0);
 }
 
 fq_ingress_t *fq_ingress_new(const fq_ingress_opts_t *opts, fq_err_t *err) {
@@ -302,9 +328,20 @@ fq_ingress_t *fq_ingress_new(const fq_ingress_opts_t *opts, fq_err_t *err) {
     goto fail;
   }
   if (opts->data_dir) {
-    fq_camp_io_t io = {in, camp_send, camp_reply, camp_publish, camp_key_mark, camp_tenant_ok};
-    if (!(in->camps = fq_campaigns_open(opts->data_dir, opts->nshards, opts->accounts, &io, err)))
+    char ep[64];
+    snprintf(ep, sizeof ep, "inproc://fq-campaigns-%p", (void *)in);
+    in->camp_sock = zmq_socket(opts->zmq_ctx, ZMQ_PAIR);
+    if (!in->camp_sock || sockopt_int(in->camp_sock, ZMQ_SNDHWM, 0) != 0 ||
+        sockopt_int(in->camp_sock, ZMQ_RCVHWM, 0) != 0 ||
+        sockopt_int(in->camp_sock, ZMQ_LINGER, 0) != 0 || zmq_bind(in->camp_sock, ep) != 0) {
+      fq_errf(err, FQ_EINTERNAL, "cannot create the campaigns socket: %s", zmq_strerror(errno));
       goto fail;
+    }
+    fq_campmgr_opts_t co = {opts->zmq_ctx,      ep,
+                            opts->data_dir,     opts->nshards,
+                            opts->accounts,     opts->retention_s * 1000,
+                            opts->dedupe_window_s * 1000, opts->shard_hwm};
+    if (!(in->cm = fq_campmgr_start(&co, err))) goto fail;
   }
   if (bind_ep(in, in->router, opts->listen, err, "listen") != 0) goto fail;
   if (open_pub(in, err) != 0) goto fail;
@@ -348,7 +385,12 @@ void fq_ingress_destroy(fq_ingress_t **inp) {
   /* Replies still queued are released when ZeroMQ closes the socket; the
    * ledger's entries they use outlive it (replies.h). */
   fq_replies_destroy(&in->replies);
-  fq_campaigns_close(&in->camps);
+  if (in->cm) {
+    camp_signal(in, 'T');
+    fq_campmgr_join(&in->cm);
+  }
+  fq_zmsg_close(in->camp_held, in->camp_nheld);
+  if (in->camp_sock) zmq_close(in->camp_sock);
   if (in->router) zmq_close(in->router);
   if (in->pub) zmq_close(in->pub);
   if (in->zap) zmq_close(in->zap);
@@ -946,11 +988,33 @@ static bool handle_client(fq_ingress_t *in) {
     case FQ_OP_CAMPAIGN:
     case FQ_OP_CAMPAIGN_GET:
     case FQ_OP_CAMPAIGN_ABORT:
-      if (!in->camps) {
+      if (!in->cm) {
         reply_error(in, f, nenv, FQ_EBADREQ, "\"op\": campaigns are not available", &req);
         goto out;
       }
-      fq_campaigns_request(in->camps, &req, who, f, nenv);
+      {
+        /* To the manager: [Q who envelope... body]; who (campmgr.h) lets
+         * it check the tenants of the campaign asked for. */
+        size_t acl = who && !who->all_tenants ? who->acl_len : 0;
+        zmq_msg_t wm;
+        if (zmq_msg_init_size(&wm, who ? 1 + acl : 0) != 0) {
+          reply_error(in, f, nenv, FQ_EBUSY, "out of memory", &req);
+          goto out;
+        }
+        if (who) {
+          uint8_t *wp = zmq_msg_data(&wm);
+          wp[0] = who->all_tenants ? 'A' : 'L';
+          if (acl) memcpy(wp + 1, who->acl, acl);
+        }
+        zmq_send(in->camp_sock, "Q", 1, ZMQ_SNDMORE);
+        if (zmq_msg_send(&wm, in->camp_sock, ZMQ_SNDMORE) < 0) zmq_msg_close(&wm);
+        for (int i = 0; i < n; i++) {
+          zmq_msg_t c;
+          zmq_msg_init(&c);
+          zmq_msg_move(&c, &f[i]);
+          if (zmq_msg_send(&c, in->camp_sock, i + 1 < n ? ZMQ_SNDMORE : 0) < 0) zmq_msg_close(&c);
+        }
+      }
       goto out;
     case FQ_OP_SUBMIT: {
       char dev[FQ_DEVICE_MAX];
@@ -1161,8 +1225,10 @@ static void relay_batch(fq_ingress_t *in, const uint8_t *p, size_t len) {
     for (int i = 0; i <= nenv && ok; i++) ok = take_part(&p, end, &parts[i]);
     if (!ok) break;
     if (kind == 'C') {
-      if (in->camps && nenv == 1)
-        fq_campaigns_answer(in->camps, parts[0].p, parts[0].n, parts[1].p, parts[1].n);
+      if (in->camp_sock && nenv == 1) {
+        zmq_send(in->camp_sock, "A", 1, ZMQ_SNDMORE);
+        send_parts(in->camp_sock, parts, 2, 0);
+      }
     } else if (kind == 'R')
       relay_reply(in, parts, nenv + 1);
     else
@@ -1222,7 +1288,7 @@ int fq_ingress_run(fq_ingress_t *in) {
   unsigned ns = nshards + (in->pairs[nshards] ? 1 : 0); /* peers: shards + auth */
   /* After the peers: stop fd, router, then the CURVE side (ZAP, monitors,
    * XPUB subscriptions) and the reload fd. */
-  enum { X_STOP, X_ROUTER, X_ZAP, X_MONR, X_MONP, X_PUB, X_RELOAD, X_N };
+  enum { X_STOP, X_ROUTER, X_ZAP, X_MONR, X_MONP, X_PUB, X_RELOAD, X_CAMP, X_N };
   zmq_pollitem_t *items = calloc(ns + X_N, sizeof *items);
   bool *done = calloc(ns, sizeof *done);
   if (!items || !done) {
@@ -1254,10 +1320,15 @@ int fq_ingress_run(fq_ingress_t *in) {
     if (in->o.heartbeat && timeout > in->o.heartbeat_ms) timeout = in->o.heartbeat_ms;
     long hwait = health_expire(in);
     if (hwait >= 0 && hwait < timeout) timeout = hwait;
-    if (serving && in->camps) {
-      long cw = fq_campaigns_tick(in->camps, fq_now_ms());
-      if (cw < timeout) timeout = cw;
+    if (serving && !in->camp_serving) {
+      in->camp_serving = true;
+      camp_signal(in, 'G');
     }
+    /* The campaign manager's messages, unless one waits for a full shard
+     * queue: then that is tried again soon. */
+    if (in->camp_nheld && camp_flush(in) != 0 && timeout > 5) timeout = 5;
+    bool camp_in = in->camp_sock && !in->camp_nheld;
+    x[X_CAMP] = (zmq_pollitem_t){camp_in ? in->camp_sock : NULL, -1, camp_in ? ZMQ_POLLIN : 0, 0};
     int rc = zmq_poll(items, (int)(ns + X_N), timeout);
     if (in->o.heartbeat) atomic_fetch_add(in->o.heartbeat, 1);
     if (rc < 0) {
@@ -1280,6 +1351,7 @@ int fq_ingress_run(fq_ingress_t *in) {
     if (x[X_MONP].revents & ZMQ_POLLIN) handle_monitor(in, in->mon_pub, "status");
     if (xpub && (x[X_PUB].revents & ZMQ_POLLIN)) handle_subscriptions(in);
     if (x[X_RELOAD].revents & ZMQ_POLLIN) reload_clients(in);
+    if (x[X_CAMP].revents & ZMQ_POLLIN) handle_campaigns(in);
     health_expire(in);
     if (fq_now_ms() - in->last_sweep >= 1000) {
       in->last_sweep = fq_now_ms();
@@ -1291,6 +1363,7 @@ int fq_ingress_run(fq_ingress_t *in) {
     }
     if (!stopping && (x[X_STOP].revents & ZMQ_POLLIN)) {
       stopping = true;
+      camp_signal(in, 'H');
       /* The table grows with the keys inside the dedupe window and shrinks
        * as they leave it (16 bytes a key, shard.h 'X'). */
       fq_info("ingress", "stopping: draining %u shard(s)%s; %zu key(s) in the dedupe table",

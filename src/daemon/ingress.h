@@ -53,6 +53,8 @@ typedef struct fq_ingress_opts {
    * *heartbeat on every turn and turns at least every heartbeat_ms. */
   const char *data_dir;       /* campaigns live in <data_dir>/campaigns (campaign.h) */
   struct fq_accounts *accounts; /* for the campaign's account check (borrowed), or NULL */
+  int64_t retention_s;        /* campaigns over are deleted after it (0: never) */
+  int64_t dedupe_window_s;    /* how long a campaign key dedupes */
   _Atomic uint64_t *heartbeat;
   int heartbeat_ms;
 } fq_ingress_opts_t;

@@ -2154,11 +2154,16 @@ static int alloc_loop(fq_shard_t *sh, fq_err_t *err) {
  * here, in the caller's thread, and never used for messages by it (see
  * shard.h).  inproc allows connecting before the ingress binds. */
 static int open_socket(fq_shard_t *sh, fq_err_t *err) {
-  int hwm = 0, linger = 1000;
+  /* Over inproc, libzmq bounds a direction by the sender's SNDHWM plus
+   * the receiver's RCVHWM, and not at all when either is 0: a receive
+   * mark of 1 makes the ingress's --shard-hwm the limit of requests
+   * waiting here (with 0 it had no effect); replies and events going
+   * back stay unbounded (both ends 0). */
+  int hwm = 0, rcvhwm = 1, linger = 1000;
   sh->sock = zmq_socket(sh->o.zmq_ctx, ZMQ_PAIR);
   if (!sh->sock ||
       zmq_setsockopt(sh->sock, ZMQ_SNDHWM, &hwm, sizeof hwm) != 0 ||
-      zmq_setsockopt(sh->sock, ZMQ_RCVHWM, &hwm, sizeof hwm) != 0 ||
+      zmq_setsockopt(sh->sock, ZMQ_RCVHWM, &rcvhwm, sizeof rcvhwm) != 0 ||
       zmq_setsockopt(sh->sock, ZMQ_LINGER, &linger, sizeof linger) != 0 ||
       zmq_connect(sh->sock, sh->endpoint) != 0)
     return fq_errf(err, FQ_EINTERNAL, "cannot set up the socket to the ingress (%s): %s",

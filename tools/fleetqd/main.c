@@ -443,6 +443,8 @@ static int open_ingress(daemon_t *d) {
                           .ipc_mode = cfg->ipc_mode,
                           .data_dir = cfg->data_dir,
                           .accounts = d->accounts,
+                          .retention_s = cfg->retention_s,
+                          .dedupe_window_s = cfg->dedupe_window_s,
                           .heartbeat = fq_sdnotify_heartbeat_ms(d->notify) ? &d->heartbeat : NULL,
                           .heartbeat_ms = fq_sdnotify_heartbeat_ms(d->notify)};
   d->clients = NULL; /* the ingress owns it now, even when it fails */
