@@ -4,9 +4,9 @@
 events come at most about once a second with counts that only grow, the
 last one final with succeeded 2000; campaign_get agrees.  A campaign sent
 in 4 parts starts only once every part is in; a part sent again is a dup;
-a part with other devices is idempotency_mismatch.  (The cars are listed
-in fleetsim's config: --gen-vehicles names them SIMGEN..., which holds an
-I, and fleetqd refuses such a VIN.)"""
+a part with other devices is idempotency_mismatch.  The cars are
+fleetsim's --gen-vehicles fleet (SMGEN000000000000 ...: paired, awake,
+modern cars in every account), as a load test would use them."""
 import time
 
 from lib import dispatch as dl
@@ -14,7 +14,7 @@ from lib import dispatch as dl
 N = 2000
 RATE = 500
 NP = 400  # the parted campaign: 4 parts of 100
-CARS = [dl.vin(160000 + i) for i in range(N)]
+CARS = ["SMGEN%012d" % i for i in range(N)]
 TERMINAL = {"succeeded", "failed", "unknown", "expired", "cancelled", "superseded"}
 
 
@@ -145,5 +145,5 @@ def body(c, w):
     c.eq((redo.get("dup"), redo.get("state")), (True, "done"), "part 1 again after the end: dup")
 
 
-dl.run("test_campaign", body, vehicles=[dl.default_vehicle(v) for v in CARS], shards=2, tap=False,
+dl.run("test_campaign", body, sim_args=["--gen-vehicles", str(N)], shards=2, tap=False,
        daemon_opts={"--http-timeout-ms": 15000})

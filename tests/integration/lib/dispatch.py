@@ -222,7 +222,7 @@ class World:
     """
 
     def __init__(self, name, vehicles=(), sites=(), accounts=None, tls=False, tap=None, shards=2,
-                 daemon_opts=None, sim_extra=None, start=True):
+                 daemon_opts=None, sim_extra=None, sim_args=(), start=True):
         self.name = name
         self.tmp = tempfile.mkdtemp(prefix="fq-e2e-")
         fqlib._cleanups.append(self._rmtmp)
@@ -265,7 +265,7 @@ class World:
                "vehicles": self.vehicles, "sites": self.sites}
         if sim_extra:
             cfg.update(sim_extra)
-        self.sim = Sim(cfg, dir=self.tmp, tls=self.tls, port=self.sim_port)
+        self.sim = Sim(cfg, dir=self.tmp, tls=self.tls, port=self.sim_port, extra_args=sim_args)
         opts = dict(DEFAULT_DAEMON_OPTS)
         opts.update(daemon_opts or {})
         self.daemon_opts = opts
