@@ -496,6 +496,60 @@ int fq_wire_decode_params(const uint8_t *buf, size_t len, fq_pval_t *out, size_t
   return decode_params(buf, buf, len, NULL, out, n, err);
 }
 
+/* What follows the command in a submit and a campaign alike: "params"
+ * (checked against req->cmd, found by the caller), "ttl_ms", "coalesce",
+ * "wake" and "not_before", in that order, so that a request with more than
+ * one bad field names the same one whichever op carries it.  A campaign's
+ * key set refuses "coalesce" and "wake" before this runs, so for a campaign
+ * those two are never seen here. */
+static int decode_cmd_args(const uint8_t *body, const scan_t *s, fq_request_t *req,
+                           fq_err_t *err) {
+  int rc;
+  if (s->seen & B(K_PARAMS)) {
+    if (s->vlen[K_PARAMS] > FQ_WIRE_MAX_PARAMS_BYTES)
+      return fq_errf(err, FQ_ETOOLARGE, "\"params\": %zu bytes, at most %d", s->vlen[K_PARAMS],
+                     FQ_WIRE_MAX_PARAMS_BYTES);
+    rc = decode_params(body, s->val[K_PARAMS], s->vlen[K_PARAMS], req->cmd, req->params,
+                       &req->nparams, err);
+    if (rc) return rc;
+    req->params_raw = s->val[K_PARAMS];
+    req->params_raw_len = s->vlen[K_PARAMS];
+  }
+  if ((rc = fq_cmd_validate(req->cmd, req->params, req->nparams, err))) return rc;
+
+  if (s->seen & B(K_TTL)) {
+    fq__mp_obj_t o;
+    val_obj(s, K_TTL, &o);
+    if (o.kind == FQ__MP_NINT)
+      return fq_errf(err, FQ_EBADREQ, "\"ttl_ms\": %" PRId64 " is out of range 1..%d", o.v.i,
+                     FQ_WIRE_MAX_TTL_MS);
+    uint64_t ttl;
+    if ((rc = get_uint(s, K_TTL, 1, FQ_WIRE_MAX_TTL_MS, &ttl, err))) return rc;
+    req->ttl_ms = (int64_t)ttl;
+  }
+  if (s->seen & B(K_COALESCE)) {
+    fq__mp_obj_t o;
+    val_obj(s, K_COALESCE, &o);
+    if (o.kind != FQ__MP_BOOL) return type_err(K_COALESCE, "bool", &o, err);
+    req->coalesce = o.v.b;
+  }
+  if (s->seen & B(K_WAKE)) {
+    fq__mp_obj_t o;
+    val_obj(s, K_WAKE, &o);
+    if (o.kind != FQ__MP_BOOL) return type_err(K_WAKE, "bool", &o, err);
+    req->no_wake = !o.v.b;
+  }
+  if (s->seen & B(K_NOT_BEFORE)) {
+    /* Unix ms.  How far ahead it may be depends on the clock: the shard
+     * checks that (bad_param); a time already past means at once. */
+    uint64_t nb;
+    if ((rc = get_uint(s, K_NOT_BEFORE, 0, INT64_MAX, &nb, err))) return rc;
+    req->not_before = (int64_t)nb;
+    req->has_not_before = true;
+  }
+  return 0;
+}
+
 static int decode_submit(const uint8_t *body, const scan_t *s, fq_request_t *req, fq_err_t *err) {
   int rc;
   char q[64];
@@ -542,49 +596,7 @@ static int decode_submit(const uint8_t *body, const scan_t *s, fq_request_t *req
                    dev == FQ_DEV_VEHICLE ? "vehicles" : "energy sites");
   }
 
-  if (s->seen & B(K_PARAMS)) {
-    if (s->vlen[K_PARAMS] > FQ_WIRE_MAX_PARAMS_BYTES)
-      return fq_errf(err, FQ_ETOOLARGE, "\"params\": %zu bytes, at most %d", s->vlen[K_PARAMS],
-                     FQ_WIRE_MAX_PARAMS_BYTES);
-    rc = decode_params(body, s->val[K_PARAMS], s->vlen[K_PARAMS], req->cmd, req->params,
-                       &req->nparams, err);
-    if (rc) return rc;
-    req->params_raw = s->val[K_PARAMS];
-    req->params_raw_len = s->vlen[K_PARAMS];
-  }
-  if ((rc = fq_cmd_validate(req->cmd, req->params, req->nparams, err))) return rc;
-
-  if (s->seen & B(K_TTL)) {
-    fq__mp_obj_t o;
-    val_obj(s, K_TTL, &o);
-    if (o.kind == FQ__MP_NINT)
-      return fq_errf(err, FQ_EBADREQ, "\"ttl_ms\": %" PRId64 " is out of range 1..%d", o.v.i,
-                     FQ_WIRE_MAX_TTL_MS);
-    uint64_t ttl;
-    if ((rc = get_uint(s, K_TTL, 1, FQ_WIRE_MAX_TTL_MS, &ttl, err))) return rc;
-    req->ttl_ms = (int64_t)ttl;
-  }
-  if (s->seen & B(K_COALESCE)) {
-    fq__mp_obj_t o;
-    val_obj(s, K_COALESCE, &o);
-    if (o.kind != FQ__MP_BOOL) return type_err(K_COALESCE, "bool", &o, err);
-    req->coalesce = o.v.b;
-  }
-  if (s->seen & B(K_WAKE)) {
-    fq__mp_obj_t o;
-    val_obj(s, K_WAKE, &o);
-    if (o.kind != FQ__MP_BOOL) return type_err(K_WAKE, "bool", &o, err);
-    req->no_wake = !o.v.b;
-  }
-  if (s->seen & B(K_NOT_BEFORE)) {
-    /* Unix ms.  How far ahead it may be depends on the clock: the shard
-     * checks that (bad_param); a time in the past is a plain submit. */
-    uint64_t nb;
-    if ((rc = get_uint(s, K_NOT_BEFORE, 0, INT64_MAX, &nb, err))) return rc;
-    req->not_before = (int64_t)nb;
-    req->has_not_before = true;
-  }
-  return 0;
+  return decode_cmd_args(body, s, req, err);
 }
 
 static size_t u64_dec(uint64_t v, char *out);
@@ -781,33 +793,7 @@ static int decode_campaign(const uint8_t *body, const scan_t *s, fq_request_t *r
   req->devices_raw = s->val[K_DEVICES];
   req->devices_len = s->vlen[K_DEVICES];
   req->ndevices = count;
-  if (s->seen & B(K_PARAMS)) {
-    if (s->vlen[K_PARAMS] > FQ_WIRE_MAX_PARAMS_BYTES)
-      return fq_errf(err, FQ_ETOOLARGE, "\"params\": %zu bytes, at most %d", s->vlen[K_PARAMS],
-                     FQ_WIRE_MAX_PARAMS_BYTES);
-    rc = decode_params(body, s->val[K_PARAMS], s->vlen[K_PARAMS], req->cmd, req->params,
-                       &req->nparams, err);
-    if (rc) return rc;
-    req->params_raw = s->val[K_PARAMS];
-    req->params_raw_len = s->vlen[K_PARAMS];
-  }
-  if ((rc = fq_cmd_validate(req->cmd, req->params, req->nparams, err))) return rc;
-  if (s->seen & B(K_TTL)) {
-    fq__mp_obj_t o;
-    val_obj(s, K_TTL, &o);
-    if (o.kind == FQ__MP_NINT)
-      return fq_errf(err, FQ_EBADREQ, "\"ttl_ms\": %" PRId64 " is out of range 1..%d", o.v.i,
-                     FQ_WIRE_MAX_TTL_MS);
-    uint64_t ttl;
-    if ((rc = get_uint(s, K_TTL, 1, FQ_WIRE_MAX_TTL_MS, &ttl, err))) return rc;
-    req->ttl_ms = (int64_t)ttl;
-  }
-  if (s->seen & B(K_NOT_BEFORE)) {
-    uint64_t nb;
-    if ((rc = get_uint(s, K_NOT_BEFORE, 0, INT64_MAX, &nb, err))) return rc;
-    req->not_before = (int64_t)nb;
-    req->has_not_before = true;
-  }
+  if ((rc = decode_cmd_args(body, s, req, err))) return rc;
   if (s->seen & B(K_RATE)) {
     if ((rc = get_num(s, K_RATE, &req->rate, err))) return rc;
     if (!(req->rate > 0) || req->rate > FQ_WIRE_MAX_CAMPAIGN_RATE)
