@@ -7,11 +7,14 @@
  */
 #include <ctype.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include <msgpack.h>
 
 #include "cli.h"
 #include "fleetq/client.h"
@@ -170,4 +173,79 @@ void fq_cli_print_json(const fq_buf_t *raw) {
   if (fq_msgpack_to_json(raw->data, raw->len, &js, 0) == 0)
     printf("%.*s\n", (int)js.len, (const char *)js.data);
   fq_buf_free(&js);
+}
+
+volatile sig_atomic_t fq_cli_stop;
+
+static void on_stop_signal(int sig) {
+  (void)sig;
+  fq_cli_stop = 1;
+}
+
+void fq_cli_catch_stop(void) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+}
+
+void fq_cli_fmt_time(int64_t ms, char *out, size_t cap) {
+  time_t s = (time_t)(ms / 1000);
+  struct tm tm;
+  if (ms <= 0 || !gmtime_r(&s, &tm)) {
+    snprintf(out, cap, "-");
+    return;
+  }
+  char day[32];
+  strftime(day, sizeof day, "%Y-%m-%dT%H:%M:%S", &tm);
+  snprintf(out, cap, "%s.%03dZ", day, (int)(ms % 1000));
+}
+
+static int pack_to_buf(void *data, const char *b, size_t len) {
+  return fq_buf_append(data, b, len) ? -1 : 0;
+}
+
+void fq_cli_print_value(const msgpack_object *v, bool as_time) {
+  int64_t i;
+  switch (v->type) {
+  case MSGPACK_OBJECT_STR: printf("%.*s", (int)v->via.str.size, v->via.str.ptr); break;
+  case MSGPACK_OBJECT_NIL: printf("-"); break;
+  case MSGPACK_OBJECT_BOOLEAN: printf("%s", v->via.boolean ? "true" : "false"); break;
+  case MSGPACK_OBJECT_FLOAT32:
+  case MSGPACK_OBJECT_FLOAT64: printf("%g", v->via.f64); break;
+  case MSGPACK_OBJECT_POSITIVE_INTEGER:
+  case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+    if (as_time && fq_mp_int(v, &i) && i > 0) {
+      char when[40];
+      fq_cli_fmt_time(i, when, sizeof when);
+      printf("%s", when);
+    } else if (v->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
+      printf("%" PRIu64, v->via.u64);
+    } else {
+      printf("%" PRId64, v->via.i64);
+    }
+    break;
+  default: {
+    /* Nested values (params) as compact JSON: msgpack again, then JSON. */
+    fq_buf_t mp, js;
+    msgpack_packer pk;
+    fq_buf_init(&mp, FQ_CLIENT_MAX_REPLY);
+    fq_buf_init(&js, FQ_CLIENT_MAX_REPLY);
+    msgpack_packer_init(&pk, &mp, pack_to_buf);
+    if (msgpack_pack_object(&pk, *v) == 0 && fq_msgpack_to_json(mp.data, mp.len, &js, 0) == 0)
+      printf("%.*s", (int)js.len, (const char *)js.data);
+    fq_buf_free(&mp);
+    fq_buf_free(&js);
+  }
+  }
+}
+
+bool fq_cli_is_terminal(const char *s, size_t n) {
+  static const char *const terminal[] = {"succeeded", "failed",    "unknown",
+                                         "expired",   "cancelled", "superseded", NULL};
+  for (const char *const *t = terminal; *t; t++)
+    if (strlen(*t) == n && memcmp(*t, s, n) == 0) return true;
+  return false;
 }

@@ -12,6 +12,7 @@
 #ifndef FQ_CLI_H
 #define FQ_CLI_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -116,5 +117,32 @@ bool fq_cli_parse_time(const char *s, int64_t *ms);
 /* The same, or a time relative to now_ms: "+" then a count and one unit
  * of ms, s, m, h or d ("+30s", "+5m", "+2h"), at most a year. */
 bool fq_cli_parse_when(const char *s, int64_t now_ms, int64_t *ms);
+
+/* ------------------------------------------------------------------ */
+/* Long-running subcommands (send --wait, watch, campaign watch)       */
+
+/* Set by SIGINT / SIGTERM once fq_cli_catch_stop() ran. */
+extern volatile sig_atomic_t fq_cli_stop;
+
+/* SIGINT / SIGTERM set fq_cli_stop.  No SA_RESTART, so a blocking poll
+ * returns EINTR and the loop around it ends cleanly. */
+void fq_cli_catch_stop(void);
+
+/* ------------------------------------------------------------------ */
+/* Readable output                                                      */
+
+/* Unix ms as "2026-11-29T03:00:00.250Z"; "-" for 0 or less. */
+void fq_cli_fmt_time(int64_t ms, char *out, size_t cap);
+
+/* One value of a reply, without a newline: a string as it is, nil as "-",
+ * a float with %g, an integer as a UTC time (fq_cli_fmt_time) when
+ * as_time and it is positive, else as a number; maps and arrays (params)
+ * as compact JSON. */
+struct msgpack_object;
+void fq_cli_print_value(const struct msgpack_object *v, bool as_time);
+
+/* A command state with no way out: succeeded, failed, unknown, expired,
+ * cancelled, superseded. */
+bool fq_cli_is_terminal(const char *s, size_t n);
 
 #endif

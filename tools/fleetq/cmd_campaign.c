@@ -177,22 +177,6 @@ typedef struct copts {
   bool has_mfr;
 } copts_t;
 
-static volatile sig_atomic_t g_stop;
-
-static void on_signal(int sig) {
-  (void)sig;
-  g_stop = 1;
-}
-
-static void install_signals(void) {
-  struct sigaction sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = on_signal;
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGINT, &sa, NULL);
-  sigaction(SIGTERM, &sa, NULL);
-}
-
 static bool parse_double(const char *s, double *v) {
   char *end = NULL;
   errno = 0;
@@ -403,27 +387,6 @@ static int request(fq_client_t *c, const copts_t *o, const char *what, const fq_
 /* ------------------------------------------------------------------ */
 /* Printing a campaign                                                  */
 
-static void fmt_time(int64_t ms, char *out, size_t cap) {
-  time_t s = (time_t)(ms / 1000);
-  struct tm tm;
-  if (ms <= 0 || !gmtime_r(&s, &tm)) {
-    snprintf(out, cap, "-");
-    return;
-  }
-  char day[32];
-  strftime(day, sizeof day, "%Y-%m-%dT%H:%M:%S", &tm);
-  snprintf(out, cap, "%s.%03dZ", day, (int)(ms % 1000));
-}
-
-static const char *const g_terminal[] = {"succeeded", "failed", "unknown", "expired",
-                                         "cancelled", "superseded", NULL};
-
-static bool is_terminal(const char *s, size_t n) {
-  for (const char *const *t = g_terminal; *t; t++)
-    if (strlen(*t) == n && memcmp(*t, s, n) == 0) return true;
-  return false;
-}
-
 static int64_t ifield(const msgpack_object *m, const char *k) {
   int64_t v = 0;
   fq_mp_int(fq_mp_get(m, k), &v);
@@ -441,7 +404,7 @@ static void counts_text(const msgpack_object *counts, char *out, size_t cap, int
     const msgpack_object *key = &counts->via.map.ptr[i].key;
     int64_t n = 0;
     if (key->type != MSGPACK_OBJECT_STR || !fq_mp_int(&counts->via.map.ptr[i].val, &n)) continue;
-    if (is_terminal(key->via.str.ptr, key->via.str.size)) *finished += n;
+    if (fq_cli_is_terminal(key->via.str.ptr, key->via.str.size)) *finished += n;
     int w = snprintf(out + k, cap - k, "%s%.*s %" PRId64, k ? ", " : "", (int)key->via.str.size,
                      key->via.str.ptr, n);
     if (w < 0 || (size_t)w >= cap - k) break;
@@ -472,7 +435,7 @@ static void print_progress(const msgpack_object *m, bool json) {
   }
   char when[40], counts[1024];
   int64_t at = ifield(m, "at"), finished = 0;
-  fmt_time(at ? at : fq_now_ms(), when, sizeof when);
+  fq_cli_fmt_time(at ? at : fq_now_ms(), when, sizeof when);
   const char *id, *state, *reason;
   int in = sfield(m, "id", &id), sn = sfield(m, "state", &state), rn = sfield(m, "reason", &reason);
   counts_text(fq_mp_get(m, "counts"), counts, sizeof counts, &finished);
@@ -505,40 +468,6 @@ static bool is_time_key(const char *k, size_t n) {
   return (n > 3 && memcmp(k + n - 3, "_at", 3) == 0) || (n == 10 && !memcmp(k, "not_before", 10));
 }
 
-static void print_value(const char *k, size_t kn, const msgpack_object *v) {
-  int64_t i;
-  switch (v->type) {
-  case MSGPACK_OBJECT_STR: printf("%.*s", (int)v->via.str.size, v->via.str.ptr); break;
-  case MSGPACK_OBJECT_NIL: printf("-"); break;
-  case MSGPACK_OBJECT_BOOLEAN: printf("%s", v->via.boolean ? "true" : "false"); break;
-  case MSGPACK_OBJECT_FLOAT32:
-  case MSGPACK_OBJECT_FLOAT64: printf("%g", v->via.f64); break;
-  case MSGPACK_OBJECT_POSITIVE_INTEGER:
-  case MSGPACK_OBJECT_NEGATIVE_INTEGER:
-    if (fq_mp_int(v, &i) && is_time_key(k, kn) && i > 0) {
-      char when[40];
-      fmt_time(i, when, sizeof when);
-      printf("%s", when);
-    } else if (v->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
-      printf("%" PRIu64, v->via.u64);
-    } else {
-      printf("%" PRId64, v->via.i64);
-    }
-    break;
-  default: {
-    fq_buf_t mp, js;
-    msgpack_packer pk;
-    fq_buf_init(&mp, FQ_CLIENT_MAX_REPLY);
-    fq_buf_init(&js, FQ_CLIENT_MAX_REPLY);
-    msgpack_packer_init(&pk, &mp, buf_write);
-    if (msgpack_pack_object(&pk, *v) == 0 && fq_msgpack_to_json(mp.data, mp.len, &js, 0) == 0)
-      printf("%.*s", (int)js.len, (const char *)js.data);
-    fq_buf_free(&mp);
-    fq_buf_free(&js);
-  }
-  }
-}
-
 /* campaign get: the known fields in a fixed order, then whatever else the
  * daemon sent (a newer daemon's fields are shown rather than dropped). */
 static void print_campaign(const msgpack_object *r) {
@@ -566,7 +495,7 @@ static void print_campaign(const msgpack_object *r) {
     if (strcmp(*k, "reason") == 0 && v->type == MSGPACK_OBJECT_STR && v->via.str.size == 0)
       printf("-");
     else
-      print_value(*k, strlen(*k), v);
+      fq_cli_print_value(v, is_time_key(*k, strlen(*k)));
     putchar('\n');
   }
   for (uint32_t i = 0; r->type == MSGPACK_OBJECT_MAP && i < r->via.map.size; i++) {
@@ -579,7 +508,7 @@ static void print_campaign(const msgpack_object *r) {
       known = strlen(*p) == k->via.str.size && !memcmp(*p, k->via.str.ptr, k->via.str.size);
     if (known) continue;
     printf("%-18.*s ", (int)k->via.str.size, k->via.str.ptr);
-    print_value(k->via.str.ptr, k->via.str.size, &r->via.map.ptr[i].val);
+    fq_cli_print_value(&r->via.map.ptr[i].val, is_time_key(k->via.str.ptr, k->via.str.size));
     putchar('\n');
   }
 }
@@ -604,6 +533,23 @@ static int get_by_id(fq_client_t *c, const copts_t *o, const char *id, const cha
   return request(c, &quiet, NULL, req, raw, m, why, whycap);
 }
 
+/* Print m (a campaign_get reply or a progress event) when it says
+ * something the last one printed did not (last, updated), or when it is
+ * the campaign's end; m is freed.  -1 while the campaign goes on, else the
+ * exit status watch ends with. */
+static int show_progress(fq_msg_t *m, bool json, char *last, size_t lastcap) {
+  char sig[1200];
+  progress_sig(m->root, sig, sizeof sig);
+  bool fin = is_final(m->root);
+  if (strcmp(sig, last) != 0 || fin) {
+    print_progress(m->root, json);
+    snprintf(last, lastcap, "%s", sig);
+  }
+  int rc = fin ? exit_of(m->root) : -1;
+  fq_msg_free(m);
+  return rc;
+}
+
 /* Follow campaign id of tenant until it ends.  sub is subscribed already
  * (before the campaign was started, for start --watch). */
 static int watch_loop(const copts_t *o, fq_client_t *c, fq_sub_t *sub, const char *tenant,
@@ -613,14 +559,14 @@ static int watch_loop(const copts_t *o, fq_client_t *c, fq_sub_t *sub, const cha
   fq_buf_init(&body, FQ_CLIENT_MAX_REPLY);
   fq_buf_init(&req, 4096);
   fq_buf_init(&raw, FQ_CLIENT_MAX_REPLY);
-  char last[1200] = "", sig[1200];
+  char last[1200] = "";
   struct timespec t0;
   clock_gettime(CLOCK_MONOTONIC, &t0);
   double last_heard = 0;
   bool need_get = true, warned = false;
   int rc = EXIT_FAILURES;
   for (;;) {
-    if (g_stop) {
+    if (fq_cli_stop) {
       rc = EXIT_SIGNAL;
       break;
     }
@@ -651,18 +597,11 @@ static int watch_loop(const copts_t *o, fq_client_t *c, fq_sub_t *sub, const cha
         continue;
       }
       warned = false;
-      progress_sig(m.root, sig, sizeof sig);
-      bool fin = is_final(m.root);
-      if (strcmp(sig, last) != 0 || fin) {
-        print_progress(m.root, o->json);
-        snprintf(last, sizeof last, "%s", sig);
-      }
-      if (fin) {
-        rc = exit_of(m.root);
-        fq_msg_free(&m);
+      int end = show_progress(&m, o->json, last, sizeof last);
+      if (end >= 0) {
+        rc = end;
         break;
       }
-      fq_msg_free(&m);
     }
     int wait_ms = 500;
     if (o->timeout_set) {
@@ -691,18 +630,11 @@ static int watch_loop(const copts_t *o, fq_client_t *c, fq_sub_t *sub, const cha
       continue;
     }
     last_heard = elapsed_s(&t0);
-    progress_sig(m.root, sig, sizeof sig);
-    bool fin = is_final(m.root);
-    if (strcmp(sig, last) != 0 || fin) {
-      print_progress(m.root, o->json);
-      snprintf(last, sizeof last, "%s", sig);
-    }
-    if (fin) {
-      rc = exit_of(m.root);
-      fq_msg_free(&m);
+    int end = show_progress(&m, o->json, last, sizeof last);
+    if (end >= 0) {
+      rc = end;
       break;
     }
-    fq_msg_free(&m);
   }
   fq_buf_free(&topic);
   fq_buf_free(&body);
@@ -752,7 +684,7 @@ static int do_watch(const copts_t *o) {
   fq_sub_t *sub = NULL;
   int rc = EXIT_FAILURES;
   char id[128], tenant[128];
-  install_signals();
+  fq_cli_catch_stop();
   fq_client_t *c = open_client(o, o->timeout_set && o->timeout_s < 5 ? o->timeout_s : 5.0);
   if (!c) goto out;
   /* The id and tenant name the topic: from a campaign_get first. */
@@ -771,7 +703,7 @@ static int do_watch(const copts_t *o) {
   if (strcmp(tenant, "-") == 0 && o->tenant) snprintf(tenant, sizeof tenant, "%s", o->tenant);
   fq_msg_free(&m);
   sub = open_sub(o, tenant, id);
-  if (!sub && g_stop) goto out;
+  if (!sub && fq_cli_stop) goto out;
   rc = watch_loop(o, c, sub, tenant, id);
 out:
   fq_sub_destroy(&sub);
@@ -861,7 +793,7 @@ static int do_start(const copts_t *o) {
   if (o->watch) {
     /* Subscribed before the first part goes, so that no event of the
      * campaign's start is missed; filtered by id once it is known. */
-    install_signals();
+    fq_cli_catch_stop();
     sub = open_sub(o, o->tenant, NULL);
   }
   c = open_client(o, o->timeout_s);
@@ -884,7 +816,7 @@ static int do_start(const copts_t *o) {
     char why[300];
     for (int tries = 1;; tries++) {
       r = request(c, o, what, &req, &raw, &m, why, sizeof why);
-      if (r >= 0 || g_stop) break;
+      if (r >= 0 || fq_cli_stop) break;
       if (tries == PART_TRIES) {
         fprintf(stderr, "%s: %s%s (sent %d times; sending the same file again resumes)\n",
                 o->prog, what, why, tries);
@@ -967,7 +899,7 @@ static int do_lookup(const copts_t *o, bool abort_it) {
     int r = request(c, o, NULL, &req, &raw, &m, why, sizeof why);
     if (r == 0) break;
     if (r == 1) goto out;
-    if (t >= 20 || (abort_it && r == -ETIMEDOUT) || (!abort_it && t >= 3) || g_stop) {
+    if (t >= 20 || (abort_it && r == -ETIMEDOUT) || (!abort_it && t >= 3) || fq_cli_stop) {
       fprintf(stderr, "%s: %s\n", o->prog, why);
       goto out;
     }

@@ -60,24 +60,6 @@ typedef struct qopts {
   bool shard_set;
 } qopts_t;
 
-static volatile sig_atomic_t g_stop;
-
-static void on_signal(int sig) {
-  (void)sig;
-  g_stop = 1;
-}
-
-/* SIGINT / SIGTERM end watch and --wait cleanly: no SA_RESTART, so the
- * blocking poll returns EINTR. */
-static void install_signals(void) {
-  struct sigaction sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = on_signal;
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGINT, &sa, NULL);
-  sigaction(SIGTERM, &sa, NULL);
-}
-
 static bool parse_u64(const char *s, uint64_t *v) {
   char *end = NULL;
   if (!s || !*s || *s == '-' || *s == '+') return false;
@@ -217,18 +199,6 @@ static int parse_opts(int argc, char **argv, const fq_opt_t *opts, const fq_cli_
 /* ------------------------------------------------------------------ */
 /* Output helpers                                                       */
 
-static void fmt_time(int64_t ms, char *out, size_t cap) {
-  time_t s = (time_t)(ms / 1000);
-  struct tm tm;
-  if (ms <= 0 || !gmtime_r(&s, &tm)) {
-    snprintf(out, cap, "-");
-    return;
-  }
-  char day[32];
-  strftime(day, sizeof day, "%Y-%m-%dT%H:%M:%S", &tm);
-  snprintf(out, cap, "%s.%03dZ", day, (int)(ms % 1000));
-}
-
 /* A string field for printing: "-" when absent or nil. */
 static int sfield(const msgpack_object *map, const char *key, const char **p) {
   size_t n = 0;
@@ -301,7 +271,7 @@ static void print_event(const msgpack_object *ev, bool json, const char *mark) {
   fq_mp_int(fq_mp_get(ev, "shard"), &shard);
   fq_mp_int(fq_mp_get(ev, "seq"), &seq);
   fq_mp_int(fq_mp_get(ev, "attempt"), &attempt);
-  fmt_time(at, when, sizeof when);
+  fq_cli_fmt_time(at, when, sizeof when);
   device_of(ev, dev, sizeof dev, true);
   int cn = sfield(ev, "command", &cmd), pn = sfield(ev, "prev", &prev),
       sn = sfield(ev, "state", &state), rn = sfield(ev, "reason", &reason),
@@ -325,15 +295,6 @@ static void print_error_reply(const qopts_t *o, const msgpack_object *r) {
   fprintf(stderr, "%s: %.*s: %.*s", o->prog, cn, code, mn, msg);
   if (strcmp(state, "-") != 0) fprintf(stderr, " (state: %.*s)", sn, state);
   fputc('\n', stderr);
-}
-
-static const char *const g_terminal[] = {"succeeded", "failed",     "unknown",
-                                         "expired",   "cancelled",  "superseded", NULL};
-
-static bool is_terminal(const char *s, size_t n) {
-  for (const char *const *t = g_terminal; *t; t++)
-    if (strlen(*t) == n && memcmp(*t, s, n) == 0) return true;
-  return false;
 }
 
 /* Send one request and decode its reply.  Returns 0 when the daemon said
@@ -395,39 +356,6 @@ static bool is_time_key(const char *k, size_t n) {
   return n > 3 && memcmp(k + n - 3, "_at", 3) == 0;
 }
 
-static void print_value(const char *k, size_t kn, const msgpack_object *v) {
-  int64_t i;
-  switch (v->type) {
-  case MSGPACK_OBJECT_STR: printf("%.*s", (int)v->via.str.size, v->via.str.ptr); break;
-  case MSGPACK_OBJECT_NIL: printf("-"); break;
-  case MSGPACK_OBJECT_BOOLEAN: printf("%s", v->via.boolean ? "true" : "false"); break;
-  case MSGPACK_OBJECT_POSITIVE_INTEGER:
-  case MSGPACK_OBJECT_NEGATIVE_INTEGER:
-    if (fq_mp_int(v, &i) && is_time_key(k, kn) && i > 0) {
-      char when[40];
-      fmt_time(i, when, sizeof when);
-      printf("%s", when);
-    } else if (v->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
-      printf("%" PRIu64, v->via.u64);
-    } else {
-      printf("%" PRId64, v->via.i64);
-    }
-    break;
-  default: {
-    /* Nested values (params) are shown as compact JSON, without a newline. */
-    fq_buf_t mp, js;
-    msgpack_packer pk;
-    fq_buf_init(&mp, FQ_CLIENT_MAX_REPLY);
-    fq_buf_init(&js, FQ_CLIENT_MAX_REPLY);
-    msgpack_packer_init(&pk, &mp, obj_pack_write);
-    if (msgpack_pack_object(&pk, *v) == 0 && fq_msgpack_to_json(mp.data, mp.len, &js, 0) == 0)
-      printf("%.*s", (int)js.len, (const char *)js.data);
-    fq_buf_free(&mp);
-    fq_buf_free(&js);
-  }
-  }
-}
-
 /* The command record: every field as "name value", then its transitions
  * as a table.  Field names come from the daemon, so unknown ones are
  * printed too rather than dropped. */
@@ -442,7 +370,7 @@ static void print_command(const msgpack_object *cmd) {
       continue;
     }
     printf("%-12.*s ", (int)k->via.str.size, k->via.str.ptr);
-    print_value(k->via.str.ptr, k->via.str.size, v);
+    fq_cli_print_value(v, is_time_key(k->via.str.ptr, k->via.str.size));
     putchar('\n');
   }
   if (!trans || trans->type != MSGPACK_OBJECT_ARRAY) return;
@@ -454,7 +382,7 @@ static void print_command(const msgpack_object *cmd) {
     char when[40];
     const char *prev, *state, *reason;
     fq_mp_int(fq_mp_get(t, "at"), &at);
-    fmt_time(at, when, sizeof when);
+    fq_cli_fmt_time(at, when, sizeof when);
     int pn = sfield(t, "prev", &prev), sn = sfield(t, "state", &state),
         rn = sfield(t, "reason", &reason);
     /* A transition record may leave out `prev`: it is the state before. */
@@ -630,7 +558,7 @@ static int follow(fq_client_t *c, fq_sub_t *sub, const qopts_t *o, const char *i
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
     double el = (double)(now.tv_sec - t0.tv_sec) + (double)(now.tv_nsec - t0.tv_nsec) / 1e9;
-    if (g_stop) goto out;
+    if (fq_cli_stop) goto out;
     if (el >= wait_s) {
       fprintf(stderr, "%s: timeout: command %s not finished after %.1f s\n", o->prog, id,
               wait_s);
@@ -647,7 +575,7 @@ static int follow(fq_client_t *c, fq_sub_t *sub, const qopts_t *o, const char *i
         const char *st;
         size_t sn = 0;
         print_event(m.root, o->json, NULL);
-        if (fq_mp_str(fq_mp_get(m.root, "state"), &st, &sn) && is_terminal(st, sn)) {
+        if (fq_mp_str(fq_mp_get(m.root, "state"), &st, &sn) && fq_cli_is_terminal(st, sn)) {
           rc = sn == 9 && memcmp(st, "succeeded", 9) == 0 ? 0 : 1;
           fq_msg_free(&m);
           goto out;
@@ -672,7 +600,7 @@ static int follow(fq_client_t *c, fq_sub_t *sub, const qopts_t *o, const char *i
     const msgpack_object *cmd = fq_mp_get(m.root, "command");
     const char *st;
     size_t sn = 0;
-    if (fq_mp_str(fq_mp_get(cmd, "state"), &st, &sn) && is_terminal(st, sn)) {
+    if (fq_mp_str(fq_mp_get(cmd, "state"), &st, &sn) && fq_cli_is_terminal(st, sn)) {
       if (o->json) {
         print_obj_json(cmd);
       } else {
@@ -745,7 +673,7 @@ static int cmd_send(int argc, char **argv) {
     /* Subscribe before submitting, so the first events are not missed. */
     fq_err_t e;
     const char *pf[] = {topic};
-    install_signals();
+    fq_cli_catch_stop();
     sub = open_sub(&o, pf, 1);
     if (!sub) goto out;
     int wr = fq_sub_wait_connected(sub, 2000, &e);
@@ -779,7 +707,7 @@ static int cmd_send(int argc, char **argv) {
   if (o.wait) {
     char idz[256];
     snprintf(idz, sizeof idz, "%.*s", in, id);
-    if (is_terminal(state, (size_t)sn)) {
+    if (fq_cli_is_terminal(state, (size_t)sn)) {
       rc = strncmp(state, "succeeded", (size_t)sn) == 0 && sn == 9 ? 0 : 1;
     } else {
       double wait_s = o.timeout_set ? o.timeout_s
@@ -1021,7 +949,7 @@ static int history_page(watch_state_t *w, const fq_buf_t *req, fq_buf_t *raw, fq
       if (!again || attempt == WATCH_PAGE_TRIES) print_error_reply(&quiet, m->root);
       fq_msg_free(m);
     }
-    if (!again || attempt == WATCH_PAGE_TRIES || g_stop) return 1;
+    if (!again || attempt == WATCH_PAGE_TRIES || fq_cli_stop) return 1;
     struct timespec ts = {pause_ms / 1000, (pause_ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
     if (pause_ms < 2000) pause_ms *= 2;
@@ -1041,7 +969,7 @@ static uint64_t watch_fill(watch_state_t *w, uint32_t shard, const char *tenant,
   fq_buf_init(&req, 4096);
   fq_buf_init(&raw, FQ_CLIENT_MAX_REPLY);
   if (!w->c) w->c = open_client(w->o);
-  while (w->c && after + 1 < upto && !g_stop) {
+  while (w->c && after + 1 < upto && !fq_cli_stop) {
     fq_msg_t m;
     uint64_t want = upto - after - 1;
     fq_buf_reset(&req);
@@ -1157,7 +1085,7 @@ static int cmd_watch(int argc, char **argv) {
   w->prefix = prefix;
   fq_buf_init(&topic, 4096);
   fq_buf_init(&body, FQ_CLIENT_MAX_REPLY);
-  install_signals();
+  fq_cli_catch_stop();
   if (o.fill) watch_start_points(w);
   const char *pf[] = {prefix};
   fq_sub_t *sub = open_sub(&o, pf, 1);
@@ -1203,7 +1131,7 @@ static int cmd_watch(int argc, char **argv) {
     bool idle_check = o.fill && (wait_ms < 0 || wait_ms > 500);
     if (idle_check) wait_ms = 500;
     int r = fq_sub_recv(sub, &topic, &body, wait_ms, &e);
-    if (g_stop || r == -EINTR) {
+    if (fq_cli_stop || r == -EINTR) {
       rc = 0;
       break;
     }
