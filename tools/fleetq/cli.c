@@ -127,6 +127,41 @@ int fq_cli_parse_timeout(const char *prog, const char *v, double *s) {
   return 0;
 }
 
+int fq_cli_request_opts(const char *cmd, const fq_opt_t *opts, const fq_cli_doc_t *doc, int argc,
+                        char **argv, fq_client_opts_t *co, bool *json, fq_cli_own_opt_fn own,
+                        void *ctx) {
+  char prog[64];
+  snprintf(prog, sizeof prog, "fleetq %s", cmd);
+  const char *endpoint = FQ_CLI_DEFAULT_ENDPOINT;
+  double timeout_s = 5;
+  *json = false;
+  fq_opt_parser_t p;
+  fq_opt_init(&p, prog, opts, argc, argv);
+  int oc;
+  while ((oc = fq_opt_next(&p)) != FQ_OPT_END) {
+    const char *v = p.value;
+    int rc;
+    switch (oc) {
+    case FQ_OPT_ERROR: return 2;
+    case FQ_CLI_O_HELP: fq_cli_help(stdout, doc, opts); return 0;
+    case FQ_CLI_O_VERSION: return fq_opt_version(prog);
+    case FQ_CLI_O_JSON: *json = true; break;
+    case FQ_CLI_O_ENDPOINT: endpoint = v; break;
+    case FQ_CLI_O_CURVE_KEY: co->curve_key_file = v; break;
+    case FQ_CLI_O_SERVER_KEY: co->server_key = v; break;
+    case FQ_CLI_O_TIMEOUT:
+      if (fq_cli_parse_timeout(prog, v, &timeout_s)) return 2;
+      break;
+    default:
+      rc = oc >= FQ_CLI_O_OWN && own ? own(ctx, prog, oc, v) : -1;
+      if (rc < 0) return fq_opt_usage_error(prog, "option --%s is not handled", p.opt->name);
+      if (rc) return rc;
+    }
+  }
+  if (p.next < argc) return fq_opt_usage_error(prog, "unexpected argument '%s'", argv[p.next]);
+  return fq_cli_conn_finish(cmd, co, endpoint, timeout_s);
+}
+
 int fq_cli_ask(const char *prog, const fq_client_opts_t *o, const fq_buf_t *req, fq_buf_t *raw,
                fq_msg_t *m) {
   fq_err_t e;

@@ -107,6 +107,30 @@ struct fq_msg;
 int fq_cli_ask(const char *prog, const struct fq_client_opts *o, const struct fq_buf *req,
                struct fq_buf *raw, struct fq_msg *m);
 
+/* The option ids a one-request subcommand (health, usage) gives the
+ * options every such subcommand has; its own ones start at
+ * FQ_CLI_O_OWN. */
+enum {
+  FQ_CLI_O_HELP = 1000, FQ_CLI_O_VERSION, FQ_CLI_O_ENDPOINT, FQ_CLI_O_JSON, FQ_CLI_O_TIMEOUT,
+  FQ_CLI_O_CURVE_KEY, FQ_CLI_O_SERVER_KEY, FQ_CLI_O_OWN
+};
+
+/* A one-request subcommand's own option: 0 when taken, -1 when id is not
+ * one it knows, else the exit status after printing why
+ * (fq_opt_usage_error). */
+typedef int (*fq_cli_own_opt_fn)(void *ctx, const char *prog, int id, const char *value);
+
+/* Parse a one-request subcommand's options (table opts, --help from doc)
+ * into co and *json: --endpoint (default FQ_CLI_DEFAULT_ENDPOINT),
+ * --timeout (default 5 s), --json, --curve-key / --server-key, -h and
+ * --version here; any other id of the table goes to own(ctx, ...).  Then
+ * no positional argument, and fq_cli_conn_finish.  -1 when the request
+ * can go, else the exit status (0 after --help / --version, 2 a usage
+ * error, printed). */
+int fq_cli_request_opts(const char *cmd, const fq_opt_t *opts, const fq_cli_doc_t *doc, int argc,
+                        char **argv, struct fq_client_opts *co, bool *json, fq_cli_own_opt_fn own,
+                        void *ctx);
+
 /* --json: the reply (msgpack in raw) as one line of JSON on stdout. */
 void fq_cli_print_json(const struct fq_buf *raw);
 

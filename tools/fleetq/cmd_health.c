@@ -21,19 +21,17 @@
  * daemon is not there". */
 #define HEALTH_UNREACHABLE 3
 
-enum {
-  H_HELP = 1000, H_VERSION, H_ENDPOINT, H_TIMEOUT, H_JSON, H_STUCK, H_CURVE_KEY, H_SERVER_KEY
-};
+enum { H_STUCK = FQ_CLI_O_OWN };
 
 static const fq_opt_t g_opts[] = {
-    FQ_OPT_HELP(H_HELP),
-    FQ_OPT_VERSION(H_VERSION),
-    FQ_CLI_OPT_ENDPOINT(H_ENDPOINT),
+    FQ_OPT_HELP(FQ_CLI_O_HELP),
+    FQ_OPT_VERSION(FQ_CLI_O_VERSION),
+    FQ_CLI_OPT_ENDPOINT(FQ_CLI_O_ENDPOINT),
     {"stuck-ms", 0, "MS", H_STUCK,
      "a shard with unfinished commands and no commit\nfor longer than MS is stuck (default 30000)"},
-    {"json", 0, NULL, H_JSON, "print the daemon's reply as one JSON object"},
-    FQ_CLI_OPT_TIMEOUT(H_TIMEOUT, "wait at most S seconds for the answer (default 5)"),
-    FQ_CLI_OPT_CURVE(H_CURVE_KEY, H_SERVER_KEY),
+    {"json", 0, NULL, FQ_CLI_O_JSON, "print the daemon's reply as one JSON object"},
+    FQ_CLI_OPT_TIMEOUT(FQ_CLI_O_TIMEOUT, "wait at most S seconds for the answer (default 5)"),
+    FQ_CLI_OPT_CURVE(FQ_CLI_O_CURVE_KEY, FQ_CLI_O_SERVER_KEY),
     {NULL, 0, NULL, 0, NULL},
 };
 
@@ -113,42 +111,25 @@ static void print_text(const msgpack_object *root, bool healthy) {
   printf("%s\n", healthy ? "healthy" : "UNHEALTHY");
 }
 
+/* --stuck-ms into *(int64_t *)ctx. */
+static int own_opt(void *ctx, const char *prog, int id, const char *v) {
+  if (id != H_STUCK) return -1;
+  char *end = NULL;
+  errno = 0;
+  int64_t ms = strtoll(v, &end, 10);
+  if (errno || !end || *end || ms < 1 || ms > FQ_WIRE_MAX_TTL_MS)
+    return fq_opt_usage_error(prog, "--stuck-ms wants 1..%d, got '%s'", FQ_WIRE_MAX_TTL_MS, v);
+  *(int64_t *)ctx = ms;
+  return 0;
+}
+
 static int cmd_health(int argc, char **argv) {
   const char *prog = "fleetq health";
-  const char *endpoint = FQ_CLI_DEFAULT_ENDPOINT;
   fq_client_opts_t co = {0};
-  double timeout_s = 5;
   int64_t stuck_ms = FQ_WIRE_DEFAULT_STUCK_MS;
   bool json = false;
-  fq_opt_parser_t p;
-  fq_opt_init(&p, prog, g_opts, argc, argv);
-  int oc;
-  while ((oc = fq_opt_next(&p)) != FQ_OPT_END) {
-    char *end = NULL;
-    const char *v = p.value;
-    switch (oc) {
-    case FQ_OPT_ERROR: return 2;
-    case H_HELP: fq_cli_help(stdout, &g_doc, g_opts); return 0;
-    case H_VERSION: return fq_opt_version(prog);
-    case H_JSON: json = true; break;
-    case H_ENDPOINT: endpoint = v; break;
-    case H_CURVE_KEY: co.curve_key_file = v; break;
-    case H_SERVER_KEY: co.server_key = v; break;
-    case H_STUCK:
-      errno = 0;
-      stuck_ms = strtoll(v, &end, 10);
-      if (errno || !end || *end || stuck_ms < 1 || stuck_ms > FQ_WIRE_MAX_TTL_MS)
-        return fq_opt_usage_error(prog, "--stuck-ms wants 1..%d, got '%s'", FQ_WIRE_MAX_TTL_MS,
-                                  v);
-      break;
-    case H_TIMEOUT:
-      if (fq_cli_parse_timeout(prog, v, &timeout_s)) return 2;
-      break;
-    default: return fq_opt_usage_error(prog, "option --%s is not handled", p.opt->name);
-    }
-  }
-  if (p.next < argc) return fq_opt_usage_error(prog, "unexpected argument '%s'", argv[p.next]);
-  int crc = fq_cli_conn_finish("health", &co, endpoint, timeout_s);
+  int crc = fq_cli_request_opts("health", g_opts, &g_doc, argc, argv, &co, &json, own_opt,
+                                &stuck_ms);
   if (crc >= 0) return crc;
 
   int rc = 1;

@@ -14,18 +14,17 @@
 #include "fleetq/client.h"
 #include "fleetq/wire.h"
 
-enum { U_HELP = 1000, U_VERSION, U_ENDPOINT, U_TIMEOUT, U_JSON, U_TENANT, U_DAYS, U_CURVE_KEY,
-       U_SERVER_KEY };
+enum { U_TENANT = FQ_CLI_O_OWN, U_DAYS };
 
 static const fq_opt_t g_opts[] = {
-    FQ_OPT_HELP(U_HELP),
-    FQ_OPT_VERSION(U_VERSION),
-    FQ_CLI_OPT_ENDPOINT(U_ENDPOINT),
+    FQ_OPT_HELP(FQ_CLI_O_HELP),
+    FQ_OPT_VERSION(FQ_CLI_O_VERSION),
+    FQ_CLI_OPT_ENDPOINT(FQ_CLI_O_ENDPOINT),
     {"tenant", 0, "T", U_TENANT, "only this tenant's counts"},
     {"days", 0, "N", U_DAYS, "the last N UTC days, today included (1..90,\ndefault 7)"},
-    {"json", 0, NULL, U_JSON, "print the daemon's reply as one JSON object"},
-    FQ_CLI_OPT_TIMEOUT(U_TIMEOUT, "wait at most S seconds for the answer (default 5)"),
-    FQ_CLI_OPT_CURVE(U_CURVE_KEY, U_SERVER_KEY),
+    {"json", 0, NULL, FQ_CLI_O_JSON, "print the daemon's reply as one JSON object"},
+    FQ_CLI_OPT_TIMEOUT(FQ_CLI_O_TIMEOUT, "wait at most S seconds for the answer (default 5)"),
+    FQ_CLI_OPT_CURVE(FQ_CLI_O_CURVE_KEY, FQ_CLI_O_SERVER_KEY),
     {NULL, 0, NULL, 0, NULL},
 };
 
@@ -80,47 +79,37 @@ static void print_text(const msgpack_object *root) {
   }
 }
 
+typedef struct {
+  const char *tenant;
+  long days;
+} uopts_t;
+
+/* --tenant and --days into the uopts_t at ctx. */
+static int own_opt(void *ctx, const char *prog, int id, const char *v) {
+  uopts_t *u = ctx;
+  char *end = NULL;
+  switch (id) {
+  case U_TENANT:
+    if (!v[0] || strlen(v) > 64)
+      return fq_opt_usage_error(prog, "--tenant wants 1-64 characters, got '%s'", v);
+    u->tenant = v;
+    return 0;
+  case U_DAYS:
+    errno = 0;
+    u->days = strtol(v, &end, 10);
+    if (errno || !end || *end || u->days < 1 || u->days > FQ_WIRE_MAX_USAGE_DAYS)
+      return fq_opt_usage_error(prog, "--days wants 1..%d, got '%s'", FQ_WIRE_MAX_USAGE_DAYS, v);
+    return 0;
+  default: return -1;
+  }
+}
+
 static int cmd_usage(int argc, char **argv) {
   const char *prog = "fleetq usage";
-  const char *endpoint = FQ_CLI_DEFAULT_ENDPOINT, *tenant = NULL;
   fq_client_opts_t co = {0};
-  double timeout_s = 5;
-  long days = 7;
+  uopts_t u = {.tenant = NULL, .days = 7};
   bool json = false;
-  fq_opt_parser_t p;
-  fq_opt_init(&p, prog, g_opts, argc, argv);
-  int oc;
-  while ((oc = fq_opt_next(&p)) != FQ_OPT_END) {
-    char *end = NULL;
-    const char *v = p.value;
-    switch (oc) {
-    case FQ_OPT_ERROR: return 2;
-    case U_HELP: fq_cli_help(stdout, &g_doc, g_opts); return 0;
-    case U_VERSION: return fq_opt_version(prog);
-    case U_JSON: json = true; break;
-    case U_ENDPOINT: endpoint = v; break;
-    case U_CURVE_KEY: co.curve_key_file = v; break;
-    case U_SERVER_KEY: co.server_key = v; break;
-    case U_TENANT:
-      if (!v[0] || strlen(v) > 64)
-        return fq_opt_usage_error(prog, "--tenant wants 1-64 characters, got '%s'", v);
-      tenant = v;
-      break;
-    case U_DAYS:
-      errno = 0;
-      days = strtol(v, &end, 10);
-      if (errno || !end || *end || days < 1 || days > FQ_WIRE_MAX_USAGE_DAYS)
-        return fq_opt_usage_error(prog, "--days wants 1..%d, got '%s'", FQ_WIRE_MAX_USAGE_DAYS,
-                                  v);
-      break;
-    case U_TIMEOUT:
-      if (fq_cli_parse_timeout(prog, v, &timeout_s)) return 2;
-      break;
-    default: return fq_opt_usage_error(prog, "option --%s is not handled", p.opt->name);
-    }
-  }
-  if (p.next < argc) return fq_opt_usage_error(prog, "unexpected argument '%s'", argv[p.next]);
-  int crc = fq_cli_conn_finish("usage", &co, endpoint, timeout_s);
+  int crc = fq_cli_request_opts("usage", g_opts, &g_doc, argc, argv, &co, &json, own_opt, &u);
   if (crc >= 0) return crc;
 
   int rc = 1;
@@ -128,7 +117,7 @@ static int cmd_usage(int argc, char **argv) {
   fq_msg_t m;
   fq_buf_init(&req, 256);
   fq_buf_init(&raw, FQ_CLIENT_MAX_REPLY);
-  if (build_request(&req, tenant, days) != 0) {
+  if (build_request(&req, u.tenant, u.days) != 0) {
     fprintf(stderr, "%s: out of memory\n", prog);
     goto out;
   }
