@@ -14,6 +14,8 @@ from typing import Any, Dict, Generator, Iterable, List, Mapping, Optional, Tupl
 
 import msgpack
 
+from .errors import FleetqError, Timeout
+
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
 TERMINAL = frozenset({"succeeded", "failed", "unknown", "expired", "cancelled", "superseded"})
 
@@ -589,6 +591,41 @@ def part_budget(timeout: Optional[float], client_timeout: float, retries: int, d
     return client_timeout * (retries + 1) + (devices / 1000.0 if last else 0.0)
 
 
+def campaign_send(bodies: List[Dict[str, Any]], timeout: Optional[float], client_timeout: float,
+                  retries: int) -> Generator[Tuple[Dict[str, Any], float], Dict[str, Any],
+                                             Dict[str, Any]]:
+    """Sending a campaign's parts (campaign_requests) in order, one at a
+    time, without the I/O, for the blocking and the asyncio client alike: a
+    generator that yields (request, seconds its call may take) and receives
+    the reply, or gets the call's FleetqError thrown in (gen.throw).  A
+    part that times out within its budget (part_budget) is yielded again:
+    the same part is safe (fleetqd answers ``dup``), and fleetqd answers
+    the copies together once the part is stored.  Any other error, or a
+    timeout after the budget, is raised with the part's number in
+    ``.part``.  Returns (StopIteration.value) the reply to the last part,
+    ``dup`` true when fleetqd had every part already."""
+    n = sum(len(b["devices"]) for b in bodies)
+    dup, reply = True, {}
+    for i, body in enumerate(bodies):
+        end = time.monotonic() + part_budget(timeout, client_timeout, retries, n,
+                                             i == len(bodies) - 1)
+        while True:
+            try:
+                reply = yield body, max(0.001, end - time.monotonic())
+                break
+            except Timeout as e:
+                if time.monotonic() >= end:
+                    e.part = i + 1  # type: ignore[attr-defined]
+                    raise
+            except FleetqError as e:
+                e.part = i + 1  # type: ignore[attr-defined]
+                raise
+        dup = dup and bool(reply.get("dup"))
+    reply["dup"] = dup
+    reply.setdefault("parts", len(bodies))
+    return reply
+
+
 def campaign_lookup(op: str, id: Any = None, tenant: Any = None, key: Any = None) -> Dict[str, Any]:
     return lookup_request(op, id, tenant, key)
 
@@ -611,3 +648,38 @@ def campaign_snapshot(reply: Mapping[str, Any]) -> Dict[str, Any]:
 def campaign_progress_key(m: Mapping[str, Any]) -> Tuple[Any, ...]:
     """What tells a campaign_get that brings news from one that does not."""
     return (m.get("state"), tuple(sorted((m.get("counts") or {}).items())))
+
+
+class CampaignWatchCore:
+    """What the blocking and the asyncio CampaignWatch share: which events
+    bring news, and which subscription frames are this campaign's."""
+
+    id: Optional[str]
+    final: Optional[Dict[str, Any]]
+    _last: Any
+    _heard: float  # time.monotonic() of the last event of this campaign
+
+    def _news(self, ev: Dict[str, Any]) -> bool:
+        """Whether ev is worth yielding: progress the last one yielded did
+        not show, or the campaign's end (then kept in ``final``)."""
+        k = campaign_progress_key(ev)
+        fin = campaign_final(ev)
+        if k == self._last and not fin:
+            return False
+        self._last = k
+        if fin:
+            self.final = ev
+        return True
+
+    def _event(self, frames: List[bytes]) -> Optional[Dict[str, Any]]:
+        """This campaign's progress event in a message of the subscription,
+        None for anything else: undecodable, or another campaign's (the
+        topic is a prefix: "c-1" also selects "c-12")."""
+        try:
+            ev = unpack(frames[-1])
+        except Exception:
+            return None
+        if not isinstance(ev, dict) or ev.get("id") != self.id:
+            return None
+        self._heard = time.monotonic()
+        return ev

@@ -416,26 +416,18 @@ class Client:
         order, one at a time."""
         bodies = C.campaign_requests(tenant, key, command, devices, params, ttl_ms, rate,
                                      max_failure_ratio, not_before, account, part_bytes)
-        n = sum(len(b["devices"]) for b in bodies)
-        dup, reply = True, {}
-        for i, body in enumerate(bodies):
-            end = _now() + C.part_budget(timeout, self.timeout, self.retries, n,
-                                         i == len(bodies) - 1)
+        send = C.campaign_send(bodies, timeout, self.timeout, self.retries)
+        try:
+            req = next(send)
             while True:
                 try:
-                    reply = await self.call(body, max(0.001, end - _now()))
-                    break
-                except Timeout as e:
-                    if _now() >= end:
-                        e.part = i + 1  # type: ignore[attr-defined]
-                        raise
+                    reply = await self.call(*req)
                 except FleetqError as e:
-                    e.part = i + 1  # type: ignore[attr-defined]
-                    raise
-            dup = dup and bool(reply.get("dup"))
-        reply["dup"] = dup
-        reply.setdefault("parts", len(bodies))
-        return reply
+                    req = send.throw(e)
+                else:
+                    req = send.send(reply)
+        except StopIteration as stop:
+            return stop.value
 
     async def campaign_get(self, id: Optional[str] = None, tenant: Optional[str] = None,
                            key: Union[str, int, None] = None) -> Dict[str, Any]:
@@ -600,7 +592,7 @@ class Watch:
         self.close()
 
 
-class CampaignWatch:
+class CampaignWatch(C.CampaignWatchCore):
     """The asyncio form of :class:`fleetq_client.CampaignWatch`: ``async
     for ev in watch`` (ends after the final event) or ``await
     watch.get(timeout)``.  Set up on first use."""
@@ -625,13 +617,6 @@ class CampaignWatch:
             self._heard = 0.0
         return self
 
-    def _news(self, ev: Event) -> bool:
-        k = C.campaign_progress_key(ev)
-        if k == self._last and not C.campaign_final(ev):
-            return False
-        self._last = k
-        return True
-
     async def get(self, timeout: Optional[float] = None) -> Optional[Event]:
         """The next progress event, None after `timeout` seconds without
         one; raises StopAsyncIteration once the final one was returned."""
@@ -647,8 +632,6 @@ class CampaignWatch:
                 ev = C.campaign_snapshot(await self._c.call(
                     C.campaign_lookup("campaign_get", self.id, self.tenant)))
                 if self._news(ev):
-                    if C.campaign_final(ev):
-                        self.final = ev
                     return ev
                 continue
             if end is not None and now >= end:
@@ -658,17 +641,8 @@ class CampaignWatch:
                 left = min(left, end - now)
             if not await self._sub.poll(max(1, int(left * 1000))):
                 continue
-            frames = await self._sub.recv_multipart()
-            try:
-                ev = C.unpack(frames[-1])
-            except Exception:
-                continue
-            if not isinstance(ev, dict) or ev.get("id") != self.id:
-                continue
-            self._heard = _now()
-            if self._news(ev):
-                if C.campaign_final(ev):
-                    self.final = ev
+            ev = self._event(await self._sub.recv_multipart())
+            if ev is not None and self._news(ev):
                 return ev
 
     def __aiter__(self) -> "CampaignWatch":

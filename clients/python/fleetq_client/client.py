@@ -454,28 +454,18 @@ class Client:
         refusal (which part it was in ``.part``)."""
         bodies = C.campaign_requests(tenant, key, command, devices, params, ttl_ms, rate,
                                      max_failure_ratio, not_before, account, part_bytes)
-        n = sum(len(b["devices"]) for b in bodies)
-        dup, reply = True, {}
-        for i, body in enumerate(bodies):
-            end = _now() + C.part_budget(timeout, self.timeout, self.retries, n,
-                                         i == len(bodies) - 1)
+        send = C.campaign_send(bodies, timeout, self.timeout, self.retries)
+        try:
+            req = next(send)
             while True:
                 try:
-                    reply = self.call(body, max(0.001, end - _now()))
-                    break
-                except Timeout as e:
-                    # The same part again is safe (dup), and fleetqd answers
-                    # the copies together once the part is stored.
-                    if _now() >= end:
-                        e.part = i + 1  # type: ignore[attr-defined]
-                        raise
+                    reply = self.call(*req)
                 except FleetqError as e:
-                    e.part = i + 1  # type: ignore[attr-defined]
-                    raise
-            dup = dup and bool(reply.get("dup"))
-        reply["dup"] = dup
-        reply.setdefault("parts", len(bodies))
-        return reply
+                    req = send.throw(e)
+                else:
+                    req = send.send(reply)
+        except StopIteration as stop:
+            return stop.value
 
     def campaign_get(self, id: Optional[str] = None, tenant: Optional[str] = None,
                      key: Union[str, int, None] = None) -> Dict[str, Any]:
@@ -690,7 +680,7 @@ class Watch:
         self.close()
 
 
-class CampaignWatch:
+class CampaignWatch(C.CampaignWatchCore):
     """An iterator over one campaign's progress events (see
     :meth:`Client.watch_campaign`): events of topic
     ``<tenant>/campaign/<id>``, plus a ``campaign_get`` snapshot at the
@@ -708,13 +698,6 @@ class CampaignWatch:
         self._sub = client._sub([f"{self.tenant}/campaign/{self.id}".encode()])
         self._heard = 0.0  # a snapshot is due at once
 
-    def _news(self, ev: Event) -> bool:
-        k = C.campaign_progress_key(ev)
-        if k == self._last and not C.campaign_final(ev):
-            return False
-        self._last = k
-        return True
-
     def get(self, timeout: Optional[float] = None) -> Optional[Event]:
         """The next progress event, None after `timeout` seconds without
         one; raises StopIteration once the final event was returned."""
@@ -728,8 +711,6 @@ class CampaignWatch:
                 ev = C.campaign_snapshot(self._c.call(
                     C.campaign_lookup("campaign_get", self.id, self.tenant)))
                 if self._news(ev):
-                    if C.campaign_final(ev):
-                        self.final = ev
                     return ev
                 continue
             if end is not None and now >= end:
@@ -739,18 +720,8 @@ class CampaignWatch:
                 left = min(left, end - now)
             if not self._sub.poll(max(1, int(left * 1000))):
                 continue
-            frames = self._sub.recv_multipart()
-            try:
-                ev = C.unpack(frames[-1])
-            except Exception:
-                continue
-            # The topic is a prefix: "c-1" also selects "c-12".
-            if not isinstance(ev, dict) or ev.get("id") != self.id:
-                continue
-            self._heard = _now()
-            if self._news(ev):
-                if C.campaign_final(ev):
-                    self.final = ev
+            ev = self._event(self._sub.recv_multipart())
+            if ev is not None and self._news(ev):
                 return ev
 
     def __iter__(self) -> "CampaignWatch":

@@ -71,6 +71,41 @@ def test_bad_lists_are_refused_before_sending():
 # ---- against fleetqd -------------------------------------------------------
 
 
+def test_part_sending_resends_on_timeout_and_names_the_refused_part():
+    """campaign_send, which both clients drive: a part that times out
+    within its budget comes again, the same; a refusal names its part;
+    dup is true only when every part was one."""
+    from fleetq_client.errors import Timeout, error_for
+    parts = C.campaign_requests("acme", "grid-1", "flash_lights",
+                                [vin_of(i) for i in range(40)], account="a", part_bytes=300)
+    assert len(parts) >= 3
+    send = C.campaign_send(parts, 30.0, 1.0, 0)
+    sent = [next(send)]
+    sent.append(send.throw(Timeout("no answer", code="timeout")))
+    assert sent[1][0] is sent[0][0] and 0 < sent[1][1] <= 30.0
+    sent.append(send.send({"ok": True, "dup": True}))
+    assert sent[2][0] is parts[1]
+    with pytest.raises(Exception) as ei:
+        send.throw(error_for({"ok": False, "error": "bad_request", "message": "no"}))
+    assert ei.value.code == "bad_request" and ei.value.part == 2
+
+    send = C.campaign_send(parts, 0.0, 1.0, 0)  # no budget: a timeout is final
+    next(send)
+    with pytest.raises(Timeout) as ei:
+        send.throw(Timeout("no answer", code="timeout"))
+    assert ei.value.part == 1
+
+    send = C.campaign_send(parts, 30.0, 1.0, 0)
+    req = next(send)
+    for i in range(len(parts)):
+        assert req[0] is parts[i]
+        try:
+            req = send.send({"ok": True, "id": "c-1", "dup": i != 1})
+        except StopIteration as stop:
+            last = stop.value
+    assert last == {"ok": True, "id": "c-1", "dup": False, "parts": len(parts)}
+
+
 def test_campaign_in_parts_runs_to_done(world, client):
     t = unique("camp")
     devs = [{"vin": v, "account": ACCOUNT} for v in VINS[:6]]
