@@ -23,22 +23,15 @@
 #include <zmq.h>
 
 #include "curvekey.h"
+#include "mpbuf.h"
 #include "mpread.h"
 #include "util.h"
 
 /* ------------------------------------------------------------------ */
 /* Packing into an fq_buf_t                                             */
 
-/* msgpack-c write callback.  The packer only passes the callback's status
- * through (non-zero means failure), so the precise code is parked in the
- * writer and read back by the builder. */
-typedef struct pack_ctx {
-  fq_buf_t *out;
-  int rc;
-} pack_ctx_t;
-
-static int pack_write(void *data, const char *buf, size_t len) {
-  pack_ctx_t *pc = data;
+int fq_mpbuf_write(void *data, const char *buf, size_t len) {
+  fq_mpbuf_t *pc = data;
   if (pc->rc) return -1;
   int rc = fq_buf_append(pc->out, buf, len);
   if (rc) {
@@ -48,20 +41,19 @@ static int pack_write(void *data, const char *buf, size_t len) {
   return 0;
 }
 
-static void pack_cstr(msgpack_packer *pk, const char *s) {
+void fq_mpbuf_str(msgpack_packer *pk, const char *s) {
   size_t n = strlen(s);
   msgpack_pack_str(pk, n);
   msgpack_pack_str_body(pk, s, n);
 }
 
-static void pack_kv_str(msgpack_packer *pk, const char *k, const char *v) {
-  pack_cstr(pk, k);
-  pack_cstr(pk, v);
+void fq_mpbuf_raw(msgpack_packer *pk, const uint8_t *p, size_t n) {
+  if (n) pk->callback(pk->data, (const char *)p, n);
 }
 
-static void pack_raw(msgpack_packer *pk, const uint8_t *p, size_t n) {
-  /* A raw splice goes through the same callback so its failure is kept. */
-  if (n) pk->callback(pk->data, (const char *)p, n);
+static void pack_kv_str(msgpack_packer *pk, const char *k, const char *v) {
+  fq_mpbuf_str(pk, k);
+  fq_mpbuf_str(pk, v);
 }
 
 static void pack_pval(msgpack_packer *pk, const fq_pval_t *pv) {
@@ -85,7 +77,7 @@ static void pack_pval(msgpack_packer *pk, const fq_pval_t *pv) {
     msgpack_pack_str_body(pk, pv->v.s.p, pv->v.s.n);
     break;
   case FQ_PT_MAP:
-    pack_raw(pk, pv->v.raw.p, pv->v.raw.n);
+    fq_mpbuf_raw(pk, pv->v.raw.p, pv->v.raw.n);
     break;
   default:
     msgpack_pack_nil(pk);
@@ -95,14 +87,14 @@ static void pack_pval(msgpack_packer *pk, const fq_pval_t *pv) {
 
 static void pack_req(msgpack_packer *pk, bool has_req, int64_t req) {
   if (!has_req) return;
-  pack_cstr(pk, "req");
+  fq_mpbuf_str(pk, "req");
   msgpack_pack_int64(pk, req);
 }
 
 int fq_req_submit(fq_buf_t *out, const fq_submit_args_t *a) {
-  pack_ctx_t pc = {out, 0};
+  fq_mpbuf_t pc = {out, 0};
   msgpack_packer pk;
-  msgpack_packer_init(&pk, &pc, pack_write);
+  msgpack_packer_init(&pk, &pc, fq_mpbuf_write);
   size_t n = 6 + (a->nparams ? 1 : 0) + (a->ttl_ms ? 1 : 0) + (a->coalesce ? 1 : 0) +
              (a->no_wake ? 1 : 0) + (a->has_req ? 1 : 0) + (a->not_before ? 1 : 0);
   msgpack_pack_map(&pk, n);
@@ -113,29 +105,29 @@ int fq_req_submit(fq_buf_t *out, const fq_submit_args_t *a) {
   if (a->vin) {
     pack_kv_str(&pk, "vin", a->vin);
   } else {
-    pack_cstr(&pk, "site");
+    fq_mpbuf_str(&pk, "site");
     msgpack_pack_uint64(&pk, a->site);
   }
   pack_kv_str(&pk, "command", a->command ? a->command : "");
   if (a->nparams) {
-    pack_cstr(&pk, "params");
+    fq_mpbuf_str(&pk, "params");
     msgpack_pack_map(&pk, a->nparams);
     for (size_t i = 0; i < a->nparams; i++) pack_pval(&pk, &a->params[i]);
   }
   if (a->ttl_ms) {
-    pack_cstr(&pk, "ttl_ms");
+    fq_mpbuf_str(&pk, "ttl_ms");
     msgpack_pack_int64(&pk, a->ttl_ms);
   }
   if (a->coalesce) {
-    pack_cstr(&pk, "coalesce");
+    fq_mpbuf_str(&pk, "coalesce");
     msgpack_pack_true(&pk);
   }
   if (a->no_wake) {
-    pack_cstr(&pk, "wake");
+    fq_mpbuf_str(&pk, "wake");
     msgpack_pack_false(&pk);
   }
   if (a->not_before) {
-    pack_cstr(&pk, "not_before");
+    fq_mpbuf_str(&pk, "not_before");
     msgpack_pack_int64(&pk, a->not_before);
   }
   pack_req(&pk, a->has_req, a->req);
@@ -144,9 +136,9 @@ int fq_req_submit(fq_buf_t *out, const fq_submit_args_t *a) {
 
 int fq_req_lookup(fq_buf_t *out, const char *op, const char *id, const char *tenant,
                   const char *key, bool has_req, int64_t req) {
-  pack_ctx_t pc = {out, 0};
+  fq_mpbuf_t pc = {out, 0};
   msgpack_packer pk;
-  msgpack_packer_init(&pk, &pc, pack_write);
+  msgpack_packer_init(&pk, &pc, fq_mpbuf_write);
   msgpack_pack_map(&pk, (id ? 2 : 3) + (has_req ? 1 : 0));
   pack_kv_str(&pk, "op", op);
   if (id) {
@@ -166,26 +158,26 @@ int fq_req_history(fq_buf_t *out, uint32_t shard, uint64_t after, uint32_t limit
 
 int fq_req_history_tenant(fq_buf_t *out, uint32_t shard, const char *tenant, uint64_t after,
                           uint32_t limit, bool has_req, int64_t req) {
-  pack_ctx_t pc = {out, 0};
+  fq_mpbuf_t pc = {out, 0};
   msgpack_packer pk;
-  msgpack_packer_init(&pk, &pc, pack_write);
+  msgpack_packer_init(&pk, &pc, fq_mpbuf_write);
   msgpack_pack_map(&pk, 4 + (tenant ? 1 : 0) + (has_req ? 1 : 0));
   pack_kv_str(&pk, "op", "history");
-  pack_cstr(&pk, "shard");
+  fq_mpbuf_str(&pk, "shard");
   msgpack_pack_uint32(&pk, shard);
   if (tenant) pack_kv_str(&pk, "tenant", tenant);
-  pack_cstr(&pk, "after");
+  fq_mpbuf_str(&pk, "after");
   msgpack_pack_uint64(&pk, after);
-  pack_cstr(&pk, "limit");
+  fq_mpbuf_str(&pk, "limit");
   msgpack_pack_uint32(&pk, limit);
   pack_req(&pk, has_req, req);
   return pc.rc;
 }
 
 int fq_req_ping(fq_buf_t *out, bool has_req, int64_t req) {
-  pack_ctx_t pc = {out, 0};
+  fq_mpbuf_t pc = {out, 0};
   msgpack_packer pk;
-  msgpack_packer_init(&pk, &pc, pack_write);
+  msgpack_packer_init(&pk, &pc, fq_mpbuf_write);
   msgpack_pack_map(&pk, 1 + (has_req ? 1 : 0));
   pack_kv_str(&pk, "op", "ping");
   pack_req(&pk, has_req, req);
@@ -270,7 +262,7 @@ static int json_to_mp(msgpack_packer *pk, json_t *j, int depth, fq_err_t *err) {
     json_t *v;
     msgpack_pack_map(pk, json_object_size(j));
     json_object_foreach(j, k, v) {
-      pack_cstr(pk, k);
+      fq_mpbuf_str(pk, k);
       int rc = json_to_mp(pk, v, depth + 1, err);
       if (rc) return rc;
     }
@@ -362,9 +354,9 @@ int fq_params_from_json(const char *json, fq_buf_t *store, fq_pval_t *out, size_
       break;
     case JSON_OBJECT:
     case JSON_ARRAY: {
-      pack_ctx_t pc = {store, 0};
+      fq_mpbuf_t pc = {store, 0};
       msgpack_packer pk;
-      msgpack_packer_init(&pk, &pc, pack_write);
+      msgpack_packer_init(&pk, &pc, fq_mpbuf_write);
       pv->type = FQ_PT_MAP;
       if ((rc = json_to_mp(&pk, v, 1, err)) != 0) goto out;
       if ((rc = pc.rc) != 0) goto toolarge;

@@ -82,59 +82,47 @@ static struct {
   bill_slot_t bill_other;
 } M;
 
+/* A histogram's initializer: the bounds once, their count from them (a
+ * hand-kept count that disagrees with the list would drop buckets). */
+#define HIST(name, help, unit, ...)                                                     \
+  {(name), (help), (unit), {__VA_ARGS__},                                                \
+   (int)(sizeof((uint64_t[]){__VA_ARGS__}) / sizeof(uint64_t)), {0}, 0}
+
 /* Ack: 100 us .. 10 s; a group commit is an fsync, so most land in the
  * low milliseconds.  Dispatch: 10 ms .. 1 h; a command may wait for a
  * wake-up (minutes) or a retry until its deadline. */
-static hist_t H_ack = {"fleetq_ack_seconds",
-                       "Time from a submit received by its shard to its ack sent (after the "
-                       "commit), accepted submits only.",
-                       1000000,
-                       {100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000,
-                        500000, 1000000, 2500000, 5000000, 10000000},
-                       16,
-                       {0},
-                       0};
-static hist_t H_disp = {"fleetq_dispatch_seconds",
-                        "Time from a command's acceptance to its terminal state.",
-                        1000,
-                        {10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 120000,
-                         300000, 600000, 1800000, 3600000},
-                        16,
-                        {0},
-                        0};
+static hist_t H_ack = HIST("fleetq_ack_seconds",
+                           "Time from a submit received by its shard to its ack sent (after the "
+                           "commit), accepted submits only.",
+                           1000000, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000,
+                           250000, 500000, 1000000, 2500000, 5000000, 10000000);
+static hist_t H_disp = HIST("fleetq_dispatch_seconds",
+                            "Time from a command's acceptance to its terminal state.", 1000, 10,
+                            50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 120000,
+                            300000, 600000, 1800000, 3600000);
 
 /* The shards' group commits (fq_metrics_batch): where an ack's time goes
  * under load.  A request waits in the shard's socket until the batch
  * before it is done, then its batch is processed and committed (fsync),
  * and only then acked; the batch size says how many requests shared one
  * commit, and the busy counter (per shard) how close the shard is to
- * having no idle time left, where the wait in its socket grows. */
-static hist_t H_bsize = {"fleetq_batch_requests",
-                         "Requests (submits, gets, cancels...) handled by one group commit of a "
-                         "shard.",
-                         1,
-                         {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096},
-                         13,
-                         {0},
-                         0};
-static hist_t H_bproc = {"fleetq_batch_process_seconds",
-                         "Wall time a shard spent applying a batch's requests in its write "
-                         "transaction, before the commit.",
-                         1000000,
-                         {50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000,
-                          250000, 500000, 1000000, 2500000, 10000000},
-                         16,
-                         {0},
-                         0};
-static hist_t H_bcommit = {"fleetq_batch_commit_seconds",
-                           "Wall time of a group commit: LMDB writing the batch's pages and its "
-                           "meta page, each followed by fdatasync.",
-                           1000000,
-                           {50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000,
-                            250000, 500000, 1000000, 2500000, 10000000},
-                           16,
-                           {0},
-                           0};
+ * having no idle time left, where the wait in its socket grows.  Both
+ * wall times of a batch: 50 us .. 10 s, in microseconds. */
+#define BATCH_US_BOUNDS                                                                 \
+  50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000, \
+      2500000, 10000000
+static hist_t H_bsize = HIST("fleetq_batch_requests",
+                             "Requests (submits, gets, cancels...) handled by one group commit "
+                             "of a shard.",
+                             1, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096);
+static hist_t H_bproc = HIST("fleetq_batch_process_seconds",
+                             "Wall time a shard spent applying a batch's requests in its write "
+                             "transaction, before the commit.",
+                             1000000, BATCH_US_BOUNDS);
+static hist_t H_bcommit = HIST("fleetq_batch_commit_seconds",
+                               "Wall time of a group commit: LMDB writing the batch's pages and "
+                               "its meta page, each followed by fdatasync.",
+                               1000000, BATCH_US_BOUNDS);
 
 static const char *const kind_name[FQ_MK_COUNT_] = {
     "signed_command", "command", "wake_up", "vehicle", "energy", "token", "fleet_status"};

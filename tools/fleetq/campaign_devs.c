@@ -15,6 +15,8 @@
 #include <jansson.h>
 #include <msgpack.h>
 
+#include "mpbuf.h"
+
 /* ------------------------------------------------------------------ */
 /* One device                                                           */
 
@@ -503,32 +505,6 @@ void fq_camp_devs_free(fq_camp_devs_t *d) {
 /* ------------------------------------------------------------------ */
 /* Requests                                                             */
 
-typedef struct pack_ctx {
-  fq_buf_t *out;
-  int rc;
-} pack_ctx_t;
-
-static int pack_write(void *data, const char *buf, size_t len) {
-  pack_ctx_t *pc = data;
-  if (pc->rc) return -1;
-  int rc = fq_buf_append(pc->out, buf, len);
-  if (rc) {
-    pc->rc = rc;
-    return -1;
-  }
-  return 0;
-}
-
-static void pack_cstr(msgpack_packer *pk, const char *s) {
-  size_t n = strlen(s);
-  msgpack_pack_str(pk, n);
-  msgpack_pack_str_body(pk, s, n);
-}
-
-static void pack_raw(msgpack_packer *pk, const uint8_t *p, size_t n) {
-  if (n) pk->callback(pk->data, (const char *)p, n);
-}
-
 /* The encoded size of one device entry, as pack_dev writes it. */
 static size_t str_size(size_t n) { return n + (n < 32 ? 1 : n < 256 ? 2 : n < 65536 ? 3 : 5); }
 
@@ -544,14 +520,14 @@ static size_t dev_size(const fq_camp_dev_t *d) {
 static void pack_dev(msgpack_packer *pk, const fq_camp_dev_t *d) {
   msgpack_pack_map(pk, 2);
   if (d->site) {
-    pack_cstr(pk, "site");
+    fq_mpbuf_str(pk, "site");
     msgpack_pack_uint64(pk, d->site);
   } else {
-    pack_cstr(pk, "vin");
-    pack_cstr(pk, d->vin);
+    fq_mpbuf_str(pk, "vin");
+    fq_mpbuf_str(pk, d->vin);
   }
-  pack_cstr(pk, "account");
-  pack_cstr(pk, d->account);
+  fq_mpbuf_str(pk, "account");
+  fq_mpbuf_str(pk, d->account);
 }
 
 /* Everything but the devices; the devices array header is packed for
@@ -562,56 +538,56 @@ static void pack_head(msgpack_packer *pk, const fq_camp_req_t *r, size_t ndev, s
              (r->has_max_failure_ratio ? 1 : 0) + (r->not_before ? 1 : 0) +
              (parts > 1 ? 2 : 0) + (has_req ? 1 : 0);
   msgpack_pack_map(pk, n);
-  pack_cstr(pk, "op");
-  pack_cstr(pk, "campaign");
-  pack_cstr(pk, "tenant");
-  pack_cstr(pk, r->tenant ? r->tenant : "");
-  pack_cstr(pk, "key");
-  pack_cstr(pk, r->key ? r->key : "");
-  pack_cstr(pk, "command");
-  pack_cstr(pk, r->command ? r->command : "");
+  fq_mpbuf_str(pk, "op");
+  fq_mpbuf_str(pk, "campaign");
+  fq_mpbuf_str(pk, "tenant");
+  fq_mpbuf_str(pk, r->tenant ? r->tenant : "");
+  fq_mpbuf_str(pk, "key");
+  fq_mpbuf_str(pk, r->key ? r->key : "");
+  fq_mpbuf_str(pk, "command");
+  fq_mpbuf_str(pk, r->command ? r->command : "");
   if (r->params) {
-    pack_cstr(pk, "params");
-    pack_raw(pk, r->params, r->params_len);
+    fq_mpbuf_str(pk, "params");
+    fq_mpbuf_raw(pk, r->params, r->params_len);
   }
   if (r->ttl_ms) {
-    pack_cstr(pk, "ttl_ms");
+    fq_mpbuf_str(pk, "ttl_ms");
     msgpack_pack_int64(pk, r->ttl_ms);
   }
   if (r->rate > 0) {
     /* A whole rate goes as an integer, the common case, so that a strict
      * reader of either type takes it. */
-    pack_cstr(pk, "rate");
+    fq_mpbuf_str(pk, "rate");
     if (r->rate == (double)(int64_t)r->rate) msgpack_pack_int64(pk, (int64_t)r->rate);
     else msgpack_pack_double(pk, r->rate);
   }
   if (r->has_max_failure_ratio) {
-    pack_cstr(pk, "max_failure_ratio");
+    fq_mpbuf_str(pk, "max_failure_ratio");
     msgpack_pack_double(pk, r->max_failure_ratio);
   }
   if (r->not_before) {
-    pack_cstr(pk, "not_before");
+    fq_mpbuf_str(pk, "not_before");
     msgpack_pack_int64(pk, r->not_before);
   }
   if (parts > 1) {
-    pack_cstr(pk, "part");
+    fq_mpbuf_str(pk, "part");
     msgpack_pack_uint64(pk, part);
-    pack_cstr(pk, "parts");
+    fq_mpbuf_str(pk, "parts");
     msgpack_pack_uint64(pk, parts);
   }
   if (has_req) {
-    pack_cstr(pk, "req");
+    fq_mpbuf_str(pk, "req");
     msgpack_pack_int64(pk, req);
   }
-  pack_cstr(pk, "devices");
+  fq_mpbuf_str(pk, "devices");
   msgpack_pack_array(pk, ndev);
 }
 
 int fq_camp_build(fq_buf_t *out, const fq_camp_req_t *r, const fq_camp_devs_t *d, size_t from,
                   size_t to, size_t part, size_t parts, bool has_req, int64_t req) {
-  pack_ctx_t pc = {out, 0};
+  fq_mpbuf_t pc = {out, 0};
   msgpack_packer pk;
-  msgpack_packer_init(&pk, &pc, pack_write);
+  msgpack_packer_init(&pk, &pc, fq_mpbuf_write);
   pack_head(&pk, r, to - from, part, parts, has_req, req);
   for (size_t i = from; i < to && !pc.rc; i++) pack_dev(&pk, &d->v[i]);
   return pc.rc;
@@ -623,9 +599,9 @@ int fq_camp_split(const fq_camp_req_t *r, const fq_camp_devs_t *d, size_t max_by
    * req of 9, the devices array header of 5. */
   fq_buf_t h;
   fq_buf_init(&h, 64 * 1024);
-  pack_ctx_t pc = {&h, 0};
+  fq_mpbuf_t pc = {&h, 0};
   msgpack_packer pk;
-  msgpack_packer_init(&pk, &pc, pack_write);
+  msgpack_packer_init(&pk, &pc, fq_mpbuf_write);
   pack_head(&pk, r, 70000, FQ_CAMP_MAX_PARTS, FQ_CAMP_MAX_PARTS, true, INT64_MAX);
   size_t head = h.len;
   fq_buf_free(&h);
@@ -674,9 +650,9 @@ int fq_camp_split(const fq_camp_req_t *r, const fq_camp_devs_t *d, size_t max_by
 }
 
 int fq_camp_pack_params(fq_buf_t *out, const fq_pval_t *pv, size_t n) {
-  pack_ctx_t pc = {out, 0};
+  fq_mpbuf_t pc = {out, 0};
   msgpack_packer pk;
-  msgpack_packer_init(&pk, &pc, pack_write);
+  msgpack_packer_init(&pk, &pc, fq_mpbuf_write);
   msgpack_pack_map(&pk, n);
   for (size_t i = 0; i < n; i++) {
     msgpack_pack_str(&pk, pv[i].name_len);
@@ -692,7 +668,7 @@ int fq_camp_pack_params(fq_buf_t *out, const fq_pval_t *pv, size_t n) {
       msgpack_pack_str(&pk, pv[i].v.s.n);
       msgpack_pack_str_body(&pk, pv[i].v.s.p, pv[i].v.s.n);
       break;
-    case FQ_PT_MAP: pack_raw(&pk, pv[i].v.raw.p, pv[i].v.raw.n); break;
+    case FQ_PT_MAP: fq_mpbuf_raw(&pk, pv[i].v.raw.p, pv[i].v.raw.n); break;
     default: msgpack_pack_nil(&pk); break;
     }
   }
