@@ -127,6 +127,10 @@ struct fq_cmd {
                            * submit's `coalesce: true` is meant for.  Advice for clients
                            * (the protocol doc shows it); the daemon coalesces any command
                            * whose submit asks for it. */
+  bool signed_only;       /* no REST form: Fleet API has no command/<name> for it, so a car
+                           * without the Vehicle Command Protocol cannot be sent it (fleetq's
+                           * non-toggling closures).  Such a car's command fails at dispatch
+                           * with unknown_command, nothing sent. */
 };
 
 /* Look a command up by name for a device type.  Returns NULL when unknown;

@@ -827,6 +827,18 @@ static void send_cmd(fq_dispatch_t *d, dev_t_ *dev, fq_cmdrec_t *rec) {
   if (!dev->vehicle || dev->legacy || cmd->domain == FQ_DOMAIN_NONE) {
     /* REST: energy sites, cars without the protocol, wake_up and the
      * vehicle commands Fleet API takes only as REST (navigation_request). */
+    if (dev->vehicle && dev->legacy && cmd->signed_only) {
+      /* Fleet API has no command/<name> for it: sent, it would be an
+       * unknown endpoint (billed, maybe a wake-up first).  Nothing to
+       * retry: the car takes no signed command either. */
+      char why[FQ_REASON_MAX];
+      snprintf(why, sizeof why,
+               "vehicle does not support the Vehicle Command Protocol and %s has no REST form: "
+               "not sent (actuate_trunk moves the trunk or frunk of such a car)",
+               cmd->name);
+      finish(d, dev, rec, FQ_ST_FAILED, why, FQ_EUNKCMD);
+      return;
+    }
     fq_buf_reset(&dev->body);
     if (cmd->build_json) {
       fq_err_t be;

@@ -991,6 +991,8 @@ static int check_valet(const fq_pval_t *ps, size_t n, fq_err_t *err) {
              .coalesce = true, .build_json = fq_payload_build_json
 #define SIGNED(fn) .build_payload = fn
 #define SIGNED_ARG(fn, arg) .build_payload = fn, .build_arg = arg
+/* Signed and nothing else: no REST endpoint takes it (see signed_only). */
+#define SIGNED_ONLY .signed_only = true
 
 /* Oneof cases and enum values, spelled out once here. */
 #define RKE(x) VCSEC__RKEACTION__E__RKE_ACTION_##x
@@ -1012,13 +1014,14 @@ static const fq_cmd_t cmds[] = {
      * Fleet API and the proxy have no name for them).  They ask for a
      * position (OPEN / CLOSE), not a move: sent twice, an open trunk stays
      * open.  Closing works only on cars with a powered liftgate; no car
-     * closes its frunk remotely. */
+     * closes its frunk remotely.  Having no REST name, they cannot reach a
+     * car without the Vehicle Command Protocol (SIGNED_ONLY). */
     {CMD("open_trunk"), VCSEC, .scopes = SC_VEH, .idempotent = true,
-     SIGNED_ARG(b_closure, CLOSURE(0, OPEN))},
+     SIGNED_ONLY, SIGNED_ARG(b_closure, CLOSURE(0, OPEN))},
     {CMD("close_trunk"), VCSEC, .scopes = SC_VEH, .idempotent = true,
-     SIGNED_ARG(b_closure, CLOSURE(0, CLOSE))},
+     SIGNED_ONLY, SIGNED_ARG(b_closure, CLOSURE(0, CLOSE))},
     {CMD("open_frunk"), VCSEC, .scopes = SC_VEH, .idempotent = true,
-     SIGNED_ARG(b_closure, CLOSURE(CLOSURE_FRONT, OPEN))},
+     SIGNED_ONLY, SIGNED_ARG(b_closure, CLOSURE(CLOSURE_FRONT, OPEN))},
 
     /* Infotainment: charging. */
     {CMD("charge_start"), INFO, .scopes = SC_CHARGE, .idempotent = true,

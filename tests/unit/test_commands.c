@@ -136,6 +136,23 @@ FQ_TEST(domains_and_rest_suffixes) {
   CHECK(veh("wake_up")->wake);
 }
 
+/* Only fleetq's non-toggling closures lack a REST form (Fleet API has no
+ * command/<name> for them): a car without the protocol is refused them at
+ * dispatch.  Each is signed, so a car with the protocol gets it. */
+FQ_TEST(signed_only_is_the_closures) {
+  size_t n = 0;
+  for (size_t i = 0; i < fq_cmd_count(); i++) {
+    const fq_cmd_t *c = fq_cmd_at(i);
+    if (!c->signed_only) continue;
+    n++;
+    CHECK(c->dev == FQ_DEV_VEHICLE && c->build_payload && c->domain == FQ_DOMAIN_VCSEC);
+    CHECK(strcmp(c->name, "open_trunk") == 0 || strcmp(c->name, "close_trunk") == 0 ||
+          strcmp(c->name, "open_frunk") == 0);
+  }
+  CHECK_INT(n, 3);
+  CHECK(!veh("actuate_trunk")->signed_only);
+}
+
 FQ_TEST(scopes_follow_the_safe_rule) {
   unsigned veh_only = FQ_SCOPE_VEHICLE_CMDS, charging = FQ_SCOPE_VEHICLE_CHARGING_CMDS,
            data = FQ_SCOPE_VEHICLE_DEVICE_DATA, energy = FQ_SCOPE_ENERGY_CMDS;
