@@ -115,6 +115,18 @@ enum {
   FQ_CLI_O_CURVE_KEY, FQ_CLI_O_SERVER_KEY, FQ_CLI_O_OWN
 };
 
+/* A one-request subcommand's option table: FQ_CLI_REQUEST_OPTS_HEAD, its
+ * own entries, FQ_CLI_REQUEST_OPTS_TAIL (which ends the table), so that
+ * their --help lists the shared options alike. */
+#define FQ_CLI_REQUEST_OPTS_HEAD                                               \
+  FQ_OPT_HELP(FQ_CLI_O_HELP), FQ_OPT_VERSION(FQ_CLI_O_VERSION),                \
+      FQ_CLI_OPT_ENDPOINT(FQ_CLI_O_ENDPOINT)
+#define FQ_CLI_REQUEST_OPTS_TAIL                                               \
+  {"json", 0, NULL, FQ_CLI_O_JSON, "print the daemon's reply as one JSON object"}, \
+      FQ_CLI_OPT_TIMEOUT(FQ_CLI_O_TIMEOUT,                                     \
+                         "wait at most S seconds for the answer (default 5)"),  \
+      FQ_CLI_OPT_CURVE(FQ_CLI_O_CURVE_KEY, FQ_CLI_O_SERVER_KEY), {NULL, 0, NULL, 0, NULL}
+
 /* A one-request subcommand's own option: 0 when taken, -1 when id is not
  * one it knows, else the exit status after printing why
  * (fq_opt_usage_error). */

@@ -17,15 +17,10 @@
 enum { U_TENANT = FQ_CLI_O_OWN, U_DAYS };
 
 static const fq_opt_t g_opts[] = {
-    FQ_OPT_HELP(FQ_CLI_O_HELP),
-    FQ_OPT_VERSION(FQ_CLI_O_VERSION),
-    FQ_CLI_OPT_ENDPOINT(FQ_CLI_O_ENDPOINT),
+    FQ_CLI_REQUEST_OPTS_HEAD,
     {"tenant", 0, "T", U_TENANT, "only this tenant's counts"},
     {"days", 0, "N", U_DAYS, "the last N UTC days, today included (1..90,\ndefault 7)"},
-    {"json", 0, NULL, FQ_CLI_O_JSON, "print the daemon's reply as one JSON object"},
-    FQ_CLI_OPT_TIMEOUT(FQ_CLI_O_TIMEOUT, "wait at most S seconds for the answer (default 5)"),
-    FQ_CLI_OPT_CURVE(FQ_CLI_O_CURVE_KEY, FQ_CLI_O_SERVER_KEY),
-    {NULL, 0, NULL, 0, NULL},
+    FQ_CLI_REQUEST_OPTS_TAIL,
 };
 
 static const fq_cli_doc_t g_doc = {
