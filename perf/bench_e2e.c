@@ -90,7 +90,7 @@ static bool quick, profile, keep, use_perf;
 static const char *fleetqd_path, *fleetsim_path, *out_path = "perf/results/e2e.md";
 
 static char tmpdir[] = "/tmp/fq_e2e_XXXXXX";
-static char endpoint[64], pub_ep[64], sim_base[96], token[1024];
+static char endpoint[64], pub_ep[64], sim_base[96], token[1024], metrics_addr[64];
 static volatile pid_t sim_pid = -1, fq_pid = -1;
 
 /* ------------------------------------------------------------------ */
@@ -941,6 +941,90 @@ static void percentiles(int64_t *v, long n, e2e_res_t *r) {
   r->max = (double)v[n - 1] / 1e6;
 }
 
+/* fleetqd's histograms of where a dispatched command waits (metrics.c):
+ * scraped before and after a phase, the difference gives the phase's own
+ * distribution. */
+#define NWAIT 3
+static const char *const wait_hist[NWAIT] = {"fleetq_dispatch_send_wait_seconds",
+                                             "fleetq_dispatch_request_seconds",
+                                             "fleetq_dispatch_settle_wait_seconds"};
+static const char *const wait_label[NWAIT] = {"accepted -> first request out",
+                                              "Fleet API round trip",
+                                              "answer -> terminal state committed"};
+#define WAIT_NB 17
+typedef struct waits {
+  bool ok;
+  double le[NWAIT][WAIT_NB];   /* bucket bounds (s); the last is +Inf */
+  double cum[NWAIT][WAIT_NB];  /* cumulative counts */
+  int nb[NWAIT];
+} waits_t;
+
+static size_t curl_sink(char *p, size_t size, size_t n, void *ud) {
+  return fq_buf_append((fq_buf_t *)ud, p, size * n) ? 0 : size * n;
+}
+
+static void scrape_waits(waits_t *w) {
+  memset(w, 0, sizeof *w);
+  CURL *c = curl_easy_init();
+  if (!c) return;
+  char url[128];
+  snprintf(url, sizeof url, "http://%s/metrics", metrics_addr);
+  fq_buf_t b;
+  fq_buf_init(&b, 4u << 20);
+  curl_easy_setopt(c, CURLOPT_URL, url);
+  curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 5000L);
+  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, curl_sink);
+  curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+  if (curl_easy_perform(c) == CURLE_OK && fq_buf_append(&b, "", 1) == 0) {
+    for (int h = 0; h < NWAIT; h++) {
+      char pat[96];
+      int pl = snprintf(pat, sizeof pat, "%s_bucket{le=\"", wait_hist[h]);
+      for (const char *p = (const char *)b.data; (p = strstr(p, pat)) && w->nb[h] < WAIT_NB;) {
+        p += pl;
+        double le = strncmp(p, "+Inf", 4) == 0 ? 1e300 : strtod(p, NULL);
+        const char *q = strstr(p, "} ");
+        if (!q) break;
+        w->le[h][w->nb[h]] = le;
+        w->cum[h][w->nb[h]++] = strtod(q + 2, NULL);
+        p = q;
+      }
+    }
+    w->ok = w->nb[0] > 0;
+  }
+  fq_buf_free(&b);
+  curl_easy_cleanup(c);
+}
+
+/* The bucket bound (ms) under which fraction q of the phase's
+ * observations fell; -1: none, 1e300: above the last bound. */
+static double wait_q(const waits_t *a, const waits_t *b, int h, double q, double *n) {
+  *n = 0;
+  if (!a->ok || !b->ok || a->nb[h] != b->nb[h] || !b->nb[h]) return -1;
+  int last = b->nb[h] - 1;
+  *n = b->cum[h][last] - a->cum[h][last];
+  if (*n <= 0) return -1;
+  for (int i = 0; i <= last; i++)
+    if (b->cum[h][i] - a->cum[h][i] >= q * *n) return b->le[h][i] >= 1e300 ? 1e300 : b->le[h][i] * 1e3;
+  return 1e300;
+}
+
+/* "accepted -> first request out p50 <= 5 ms, p99 <= 50 ms; ..." */
+static void print_waits(FILE *f, const waits_t *a, const waits_t *b) {
+  if (!a->ok || !b->ok) {
+    fprintf(f, "no metrics scraped");
+    return;
+  }
+  for (int h = 0; h < NWAIT; h++) {
+    double n, p50 = wait_q(a, b, h, 0.5, &n), p99 = wait_q(a, b, h, 0.99, &n);
+    if (p50 < 0) {
+      fprintf(f, "%s%s: none", h ? "; " : "", wait_label[h]);
+      continue;
+    }
+    fprintf(f, "%s%s p50 <= %g ms, p99 %s %g ms", h ? "; " : "", wait_label[h], p50,
+            p99 >= 1e300 ? ">" : "<=", p99 >= 1e300 ? b->le[h][b->nb[h] - 2] * 1e3 : p99);
+  }
+}
+
 /* --perf: `perf record` on fleetqd during one extra, unreported round
  * (sampling with call graphs costs CPU, so it must not bias the measured
  * rounds), then the functions with the most inclusive time. */
@@ -1311,8 +1395,9 @@ static int start_daemon_once(void *ctx, int *nshards) {
   snprintf(key, sizeof key, "%s/private.pem", tmpdir);
   snprintf(errp, sizeof errp, "%s/fleetqd.err", tmpdir);
   snprintf(sh, sizeof sh, "%d", shards);
+  snprintf(metrics_addr, sizeof metrics_addr, "127.0.0.1:%d", free_port());
   char *argv[] = {(char *)fleetqd_path, "--data", data, "--key", key, "--listen", endpoint,
-                  "--publish", pub_ep, "--log-level", "warn",
+                  "--publish", pub_ep, "--log-level", "warn", "--metrics", metrics_addr,
                   shards > 0 ? "--shards" : NULL, sh, NULL};
   fq_pid = spawn(argv, -1, errp);
   for (int i = 0; i < 100; i++) {
@@ -1677,13 +1762,19 @@ int main(int argc, char **argv) {
   /* Latency at half the measured throughput (or --rate), open loop. */
   double half_rate = open_rate > 0 ? open_rate : e_med / 2;
   e2e_res_t half = {0};
+  static waits_t half_w0, half_w1;
   if (half_rate >= 1) {
+    scrape_waits(&half_w0);
     half = run_load(ctx, MODE_MEASURE, (unsigned)rounds + 1, duration, half_rate);
+    scrape_waits(&half_w1);
     printf("half load: offered %.0f/s, achieved %.0f commands/s, p50 %.1f p90 %.1f p99 %.1f "
            "p99.9 %.1f max %.1f ms (from the intended send time); fleetqd %.1f us/cmd "
            "(%.2f cores)\n",
            half_rate, half.rate, half.p50, half.p90, half.p99, half.p999, half.max,
            half.fq_cpu_per_cmd, half.fq_cores);
+    printf("half load, where a command waits (fleetqd's histograms, bucket bounds): ");
+    print_waits(stdout, &half_w0, &half_w1);
+    printf("\n");
     print_tally(stdout, "failed", &half.fails);
     print_tally(stdout, "refused", &half.rejects);
     failures += half.unfinished + tally_total(&half.fails) + half.rejected;
@@ -1779,6 +1870,12 @@ int main(int argc, char **argv) {
                  "p99.9 %.1f ms, max %.1f ms; fleetqd %.1f us CPU per command.\n\n",
               open_rate > 0 ? "a fixed rate" : "half load", half_rate, half.rate, half.p50,
               half.p90, half.p99, half.p999, half.max, half.fq_cpu_per_cmd);
+    if (half_rate >= 1) {
+      fprintf(f, "Where a command waits in that phase (fleetqd's `--metrics` histograms, scraped "
+                 "before and after it; upper bounds of their buckets): ");
+      print_waits(f, &half_w0, &half_w1);
+      fprintf(f, ".\n\n");
+    }
     fprintf(f, "CPU per command (median): fleetqd %.1f us, fleetsim %.1f us, benchmark "
                "process %.1f us. In the ceiling runs fleetsim spent %.1f us (GET) / %.1f us "
                "(POST) per request.\n\n",

@@ -85,6 +85,11 @@ typedef struct dev {
   char launch_msg[FQ_ERRMSG_MAX];
 
   uint64_t snap_gen;         /* the step (transaction) whose snapshot holds this device */
+
+  /* For fleetq_dispatch_send_wait_seconds: when the current command was
+   * accepted (unix ms), and whether its first request has left. */
+  int64_t cur_created;
+  bool first_sent;
 } dev_t_;
 
 /* --- a transaction's changes, until it is known committed ---------------------
@@ -121,6 +126,7 @@ typedef struct dsnap {
 typedef struct kept {
   dev_t_ *dev;
   bool pending;              /* still to be acted on (in the next step) */
+  int64_t at_ns;             /* when it was read (fq_mono_ns) */
   fq_http_resp_t r;          /* r.body points into body when delivered */
   fq_buf_t body;
 } kept_t;
@@ -193,6 +199,13 @@ struct fq_dispatch {
   fq_dispatch_stats_t st_at_begin;
   size_t budget;             /* most pieces of work in one transaction */
   size_t work;               /* pieces of work done in this one */
+
+  /* fleetq_dispatch_settle_wait_seconds: the arrival (fq_mono_ns) of the
+   * answer acted on now (0: none), and of each answer that ended a
+   * command in the open transaction, observed once it commits. */
+  int64_t answer_ns;
+  int64_t *settled;
+  size_t nsettled, asettled;
 };
 
 /* --- small tables ------------------------------------------------------------ */
@@ -434,6 +447,7 @@ static kept_t *keep(fq_dispatch_t *d, dev_t_ *dev, const fq_http_resp_t *resp, b
   kept_t *k = &d->kept[d->nkept++];
   k->dev = dev;
   k->pending = pending;
+  k->at_ns = fq_mono_ns();
   k->r = *resp; /* the header fields; the body is copied below */
   fq_buf_reset(&k->body);
   int rc = resp->body_len ? fq_buf_append(&k->body, resp->body, resp->body_len) : 0;
@@ -693,6 +707,17 @@ static void move(fq_dispatch_t *d, fq_cmdrec_t *rec, int state, const char *reas
 static void finish(fq_dispatch_t *d, dev_t_ *dev, fq_cmdrec_t *rec, int state, const char *reason,
                    int error) {
   move(d, rec, state, reason, error);
+  if (d->answer_ns) {
+    if (d->nsettled == d->asettled) {
+      size_t n = d->asettled ? d->asettled * 2 : 256;
+      int64_t *p = realloc(d->settled, n * sizeof *p);
+      if (p) {
+        d->settled = p;
+        d->asettled = n;
+      }
+    }
+    if (d->nsettled < d->asettled) d->settled[d->nsettled++] = d->answer_ns;
+  }
   if (state == FQ_ST_SUCCEEDED) d->st.succeeded++;
   else if (state == FQ_ST_UNKNOWN) d->st.unknown++;
   else d->st.failed++;
@@ -1229,6 +1254,8 @@ static void start_next(fq_dispatch_t *d, dev_t_ *dev) {
       return;
     }
     dev->cur = num;
+    dev->cur_created = rec.created;
+    dev->first_sent = false;
     dev->resync_used = dev->refresh_used = dev->region_switches = 0;
     dev->wake_started = 0;
     dev->woke = false;
@@ -1619,10 +1646,13 @@ static void http_cb(void *ud, const fq_http_resp_t *resp) {
   fq_budget_count(dev->tenant, dev->account,
                   resp->outcome == FQ_HTTP_COMPLETE ? resp->status : 0,
                   dev->method == FQ_HTTP_POST && dev->ep == FQ_FA_EP_WAKE, fq_now_ms());
+  if (resp->elapsed_us > 0) fq_metrics_dispatch_request_us(resp->elapsed_us);
   bool act = !d->collecting && d->in_txn && !d->step_rc && touch(d, dev) && spend(d);
   kept_t *k = keep(d, dev, resp, !act);
   if (act) {
+    d->answer_ns = k ? k->at_ns : fq_mono_ns();
     act_on_answer(d, dev, resp);
+    d->answer_ns = 0;
   } else if (!k) {
     /* Not reached: perform runs only with a slot for every transfer. */
     fq_error("dispatch", "device %s: an answer could not be kept", dev->name);
@@ -1803,6 +1833,7 @@ void fq_dispatch_destroy(fq_dispatch_t **dp) {
   fq_heap_free(&d->timers);
   free(d->kicks);
   free(d->snaps);
+  free(d->settled);
   for (size_t i = 0; i < d->akept; i++) fq_buf_free(&d->kept[i].body);
   free(d->kept);
   fq_buf_free(&d->scratch);
@@ -1874,7 +1905,9 @@ int fq_dispatch_step(fq_dispatch_t *d, const zmq_pollitem_t *items, int n, int64
     if (!touch(d, k->dev) || !spend(d)) break;
     k->pending = false;
     k->r.body = k->body.data;
+    d->answer_ns = k->at_ns;
     act_on_answer(d, k->dev, &k->r);
+    d->answer_ns = 0;
   }
   fq_err_t he;
   /* Without room to keep every answer, the transfers wait in the client. */
@@ -2013,7 +2046,13 @@ void fq_dispatch_launch(fq_dispatch_t *d, int64_t now_ms) {
      * work budget a failure halved grows back. */
     d->in_txn = false;
     if (d->budget != SIZE_MAX) d->budget = d->budget >= BUDGET_FREE ? SIZE_MAX : d->budget * 2;
+    if (d->nsettled) {
+      int64_t t = fq_mono_ns();
+      for (size_t i = 0; i < d->nsettled; i++)
+        fq_metrics_dispatch_settle_wait_us((t - d->settled[i]) / 1000);
+    }
   }
+  d->nsettled = 0;
   dev_t_ *x = d->launch_head;
   d->launch_head = NULL;
   while (x) {
@@ -2036,6 +2075,10 @@ void fq_dispatch_launch(fq_dispatch_t *d, int64_t now_ms) {
     }
     fq_err_t e;
     int rc = d->tr.request(d->tr.ud, &req, http_cb, x, &x->http_id, &e);
+    if (rc == 0 && !x->first_sent) {
+      x->first_sent = true;
+      if (x->cur_created > 0) fq_metrics_dispatch_send_wait_us((now_ms - x->cur_created) * 1000);
+    }
     if (rc != 0) {
       /* Not sent: try again shortly, or fail the command next step. */
       if (rc != FQ_EBUSY && rc != -ENOMEM) {
@@ -2076,6 +2119,7 @@ void fq_dispatch_rollback(fq_dispatch_t *d) {
   }
   d->in_txn = false;
   d->rolled_back = true;
+  d->nsettled = 0; /* their answers are acted on again */
   sess_free_all(d);
 }
 

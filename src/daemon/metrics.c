@@ -101,6 +101,27 @@ static hist_t H_disp = HIST("fleetq_dispatch_seconds",
                             50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 120000,
                             300000, 600000, 1800000, 3600000);
 
+/* Where a dispatched command's time goes (issue 17): accepted -> its
+ * first request leaves (the commit that records it `sent` included),
+ * the Fleet API round trip, and the answer's arrival -> its terminal
+ * state committed (the shard busy with other work, then the commit).
+ * Microseconds, 100 us .. 10 s like the ack. */
+#define DISP_US_BOUNDS                                                                       \
+  {100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000,    \
+   2500000, 5000000, 10000000}
+static hist_t H_dsend = {"fleetq_dispatch_send_wait_seconds",
+                         "Time from a command's acceptance to its first request to Fleet API "
+                         "leaving (after the commit recording it sent).",
+                         1000000, DISP_US_BOUNDS, 16, {0}, 0};
+static hist_t H_dapi = {"fleetq_dispatch_request_seconds",
+                        "Time from a dispatch request to Fleet API leaving to its answer "
+                        "(or transport failure) read by the shard.",
+                        1000000, DISP_US_BOUNDS, 16, {0}, 0};
+static hist_t H_dend = {"fleetq_dispatch_settle_wait_seconds",
+                        "Time from the answer that ended a command to the commit recording "
+                        "its terminal state.",
+                        1000000, DISP_US_BOUNDS, 16, {0}, 0};
+
 /* The shards' group commits (fq_metrics_batch): where an ack's time goes
  * under load.  A request waits in the shard's socket until the batch
  * before it is done, then its batch is processed and committed (fsync),
@@ -140,7 +161,7 @@ static void hist_observe(hist_t *h, int64_t v) {
 void fq_metrics_reset(void) {
   /* Only unit tests call this, with no other thread counting. */
   memset(&M, 0, sizeof M);
-  hist_t *hs[] = {&H_ack, &H_disp, &H_bsize, &H_bproc, &H_bcommit};
+  hist_t *hs[] = {&H_ack, &H_disp, &H_bsize, &H_bproc, &H_bcommit, &H_dsend, &H_dapi, &H_dend};
   for (size_t i = 0; i < sizeof hs / sizeof hs[0]; i++) {
     for (int j = 0; j <= HIST_MAX_BOUNDS; j++) SET(hs[i]->b[j], 0);
     SET(hs[i]->sum, 0);
@@ -183,6 +204,10 @@ void fq_metrics_terminal(int state, int64_t age_ms) {
   ADD(M.terminal[state], 1);
   hist_observe(&H_disp, age_ms);
 }
+
+void fq_metrics_dispatch_send_wait_us(int64_t us) { hist_observe(&H_dsend, us); }
+void fq_metrics_dispatch_request_us(int64_t us) { hist_observe(&H_dapi, us); }
+void fq_metrics_dispatch_settle_wait_us(int64_t us) { hist_observe(&H_dend, us); }
 
 void fq_metrics_shard_load(unsigned shard, uint64_t active, uint64_t in_flight) {
   if (shard >= FQ_METRICS_MAX_SHARDS) return;
@@ -471,6 +496,9 @@ char *fq_metrics_render(unsigned nshards, size_t *len) {
   render_hist(&b, &H_bsize);
   render_hist(&b, &H_bproc);
   render_hist(&b, &H_bcommit);
+  render_hist(&b, &H_dsend);
+  render_hist(&b, &H_dapi);
+  render_hist(&b, &H_dend);
   render_fleet(&b);
   head(&b, "fleetq_budget_refusals_total", "counter",
        "Submits refused budget_exceeded, per tenant (tenant \"*\": those past the first 1024).");

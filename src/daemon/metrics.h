@@ -92,6 +92,13 @@ void fq_metrics_batch(unsigned shard, uint64_t requests, int64_t process_ns, int
  * accepted (fleetq_commands_total, fleetq_dispatch_seconds). */
 void fq_metrics_terminal(int state, int64_t age_ms);
 
+/* Where a dispatched command waits, in microseconds: acceptance -> its
+ * first request leaving; a request's round trip; the answer that ended
+ * it -> its terminal state committed. */
+void fq_metrics_dispatch_send_wait_us(int64_t us);
+void fq_metrics_dispatch_request_us(int64_t us);
+void fq_metrics_dispatch_settle_wait_us(int64_t us);
+
 /* Shard gauges: active commands held (queued + in flight) and requests
  * out at Fleet API; bytes in use in the store and its map size. */
 void fq_metrics_shard_load(unsigned shard, uint64_t active, uint64_t in_flight);

@@ -69,6 +69,13 @@ struct fq_http {
   int64_t timer_deadline_ns; /* -1 = no timer */
   fq_err_t *cb_err;       /* where the socket callback records ENOMEM */
   fq_buf_t spare;         /* swapped with a slot's response body in finish() */
+  /* Transfers curl reported done in one perform, finished after all are
+   * read (fq_http_perform): one entry per slot. */
+  struct done_ent {
+    xfer_t *x;
+    uint64_t id;
+    CURLcode code;
+  } *done;
 };
 
 static pthread_once_t global_once = PTHREAD_ONCE_INIT;
@@ -232,7 +239,8 @@ fq_http_t *fq_http_new(const fq_http_opts_t *opts, fq_err_t *err) {
   if (opts && opts->ca_file && load_ca(h, opts->ca_file, err) != 0) goto fail;
 
   h->slots = calloc(h->o.max_inflight, sizeof *h->slots);
-  if (!h->slots) goto nomem;
+  h->done = calloc(h->o.max_inflight, sizeof *h->done);
+  if (!h->slots || !h->done) goto nomem;
   for (uint32_t i = 0; i < h->o.max_inflight; i++) {
     h->slots[i].h = h;
     h->slots[i].next_free = i + 2 <= h->o.max_inflight ? i + 2 : 0;
@@ -309,6 +317,7 @@ void fq_http_destroy(fq_http_t **hp) {
   }
   fq_buf_free(&h->spare);
   free(h->slots);
+  free(h->done);
   if (h->epfd >= 0) close(h->epfd);
   free(h->user_agent);
   free(h);
@@ -647,14 +656,31 @@ int fq_http_perform(fq_http_t *h, const zmq_pollitem_t *items, int n, fq_err_t *
     mc = curl_multi_socket_action(h->multi, CURL_SOCKET_TIMEOUT, 0, &running);
     if (mc != CURLM_OK) return fq_errf(err, FQ_EHTTP, "curl: %s", curl_multi_strerror(mc));
   }
+  /* Read every message before finishing any transfer: removing a handle
+   * makes curl (7.88) walk the messages still unread for one of that
+   * handle, so finishing each as it is read costs k^2/2 steps for k
+   * transfers done at once (hundreds for a busy shard).  A callback may
+   * cancel a transfer read here, or start a new one in its slot: the id
+   * read with the message tells. */
   CURLMsg *m;
   int left;
-  while ((m = curl_multi_info_read(h->multi, &left)) != NULL) {
+  size_t nd = 0;
+  /* At most one message per slot in use (curl reports a transfer done
+   * once), so done has room for all; the bound is a safety net only
+   * (what it left would be read by the next perform). */
+  while (nd < h->o.max_inflight && (m = curl_multi_info_read(h->multi, &left)) != NULL) {
     if (m->msg != CURLMSG_DONE) continue;
     xfer_t *x = NULL;
     curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&x);
     if (!x || !x->id) continue;
-    finish(h, x, m->data.result);
+    h->done[nd].x = x;
+    h->done[nd].id = x->id;
+    h->done[nd++].code = m->data.result;
+  }
+  for (size_t i = 0; i < nd; i++) {
+    xfer_t *x = h->done[i].x;
+    if (x->id != h->done[i].id) continue; /* cancelled by an earlier callback */
+    finish(h, x, h->done[i].code);
     done++;
   }
   return done;

@@ -140,6 +140,20 @@ def check_values(c, w, smp, types):
                          if k[0] == h + "_bucket")
         c.ok(all(a[1] <= b[1] for a, b in zip(buckets, buckets[1:])),
              f"{h} buckets cumulative", buckets)
+    # Where a dispatched command waits (issue 17): the 4 that succeeded
+    # had a first request leave and ended on an answer (the one for the
+    # unpaired car failed on fleet_status, with no request of its own);
+    # every dispatch request (not the fleet_status pre-check, not token
+    # refreshes) had its round trip timed.
+    disp_reqs = sum(v for k, v in smp.items() if k[0] == "fleetq_fleet_api_requests_total"
+                    and dict(k[1]).get("kind") not in ("fleet_status", "token"))
+    for h, want in (("fleetq_dispatch_send_wait_seconds", 4.0),
+                    ("fleetq_dispatch_request_seconds", disp_reqs),
+                    ("fleetq_dispatch_settle_wait_seconds", 4.0)):
+        c.eq(types.get(h), "histogram", f"{h} is a histogram")
+        c.eq(val(smp, h + "_count"), want, f"{h}_count")
+        c.ok((val(smp, h + "_sum") or 0) > 0, f"{h}_sum > 0", val(smp, h + "_sum"))
+    c.ok(disp_reqs >= 6, "dispatch requests counted (a wake_up among them)", disp_reqs)
     # The asleep car needed a wake: the dispatch of at least one command
     # took longer than the fastest acks.
     c.ok(val(smp, "fleetq_dispatch_seconds_sum") > val(smp, "fleetq_ack_seconds_sum"),

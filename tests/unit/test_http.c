@@ -520,6 +520,76 @@ FQ_TEST(http_cancel_suppresses_callback) {
   srv_stop(&s);
 }
 
+/* Transfers that end in the same perform are all read from curl before
+ * any callback runs (fq_http_perform): a callback that cancels one of
+ * the others, or starts a new request in the slot that frees, must still
+ * see cancel's contract (no callback for the cancelled one) and the new
+ * request's own answer, never the old one's. */
+typedef struct batch_ctx {
+  fq_http_t *h;
+  results_t *res;
+  uint64_t ids[20];
+  uint64_t new_id;
+  int first_done; /* res->done when the first callback ran */
+  char echo_url[128];
+} batch_ctx_t;
+
+static void batch_cb(void *ud, const fq_http_resp_t *resp) {
+  batch_ctx_t *c = ud;
+  bool first = c->res->done == 0;
+  collect(c->res, resp);
+  if (!first) return;
+  for (int i = 0; i < 20; i++)
+    if (c->ids[i] != resp->id) CHECK_INT(fq_http_cancel(c->h, c->ids[i]), 0);
+  fq_err_t err;
+  CHECK_INT(fq_http_post_json(c->h, c->echo_url, NULL, "{\"n\":1}", 7, collect, c->res,
+                              &c->new_id, &err),
+            0);
+  c->first_done = c->res->done;
+}
+
+FQ_TEST(http_callback_cancels_transfers_done_in_the_same_perform) {
+  srv_t s;
+  CHECK_INT(srv_start(&s, NULL, NULL), 0);
+  fq_err_t err;
+  fq_http_opts_t o = {.max_inflight = 20}; /* the new request must reuse a freed slot */
+  batch_ctx_t c = {.h = fq_http_new(&o, &err), .res = new_results()};
+  char u[128];
+  url(u, sizeof u, "http", &s, "/slow?n=1000");
+  url(c.echo_url, sizeof c.echo_url, "http", &s, "/echo");
+  /* One request first: until curl knows the server speaks HTTP/1.1 it
+   * waits for the first connection instead of opening more (PIPEWAIT). */
+  results_t *warm = new_results();
+  uint64_t id;
+  CHECK_INT(fq_http_get(c.h, c.echo_url, NULL, collect, warm, &id, &err), 0);
+  run_until(c.h, warm, 1);
+  CHECK_INT(warm->done, 1);
+  free(warm);
+  for (int i = 0; i < 20; i++) CHECK_INT(fq_http_get(c.h, u, NULL, batch_cb, &c, &c.ids[i], &err), 0);
+  /* Until the server has every request, then let all answers arrive
+   * before curl reads any of them: one perform ends the 20 transfers. */
+  int64_t end = fq_mono_ns() + 5 * 1000000000LL;
+  while (atomic_load(&s.requests) < 21 && fq_mono_ns() < end) fq_http_run_once(c.h, 5, &err);
+  CHECK_INT(atomic_load(&s.requests), 21);
+  CHECK_INT(c.res->done, 0);
+  usleep(1500000);
+  CHECK(fq_http_perform(c.h, NULL, 0, &err) >= 1);
+  CHECK_INT(c.res->done, 1);     /* only the first: the others were cancelled */
+  CHECK_INT(c.first_done, 1);
+  CHECK_INT(fq_http_inflight(c.h), 1); /* the new request */
+  run_until(c.h, c.res, 2);
+  usleep(200000);
+  fq_http_run_once(c.h, 20, &err);
+  CHECK_INT(c.res->done, 2);
+  CHECK(c.res->r[1].id == c.new_id);
+  CHECK_INT((int)c.res->r[1].status, 200);
+  CHECK_STR(c.res->body[1], "POST:{\"n\":1}");
+  CHECK_INT(fq_http_inflight(c.h), 0);
+  free(c.res);
+  fq_http_destroy(&c.h);
+  srv_stop(&s);
+}
+
 /* The integration the shards use: one zmq_poll over an inproc socket and
  * curl's sockets. */
 FQ_TEST(http_driven_by_zmq_poll_with_inproc_socket) {
