@@ -151,6 +151,17 @@ size_t fq_devq_list(const fq_devq_t *q, const char *device, uint64_t *nums, size
   return d->n;
 }
 
+int fq_devq_each_head(const fq_devq_t *q, int (*fn)(void *ud, const char *device, uint64_t num),
+                      void *ud) {
+  size_t pos = 0;
+  for (dev_t_ **d; (d = fq_hmap_each(&q->devs, &pos));) {
+    if (!(*d)->n) continue;
+    int rc = fn(ud, (*d)->name, (*d)->nums[0]);
+    if (rc) return rc;
+  }
+  return 0;
+}
+
 int fq_devq_first_deadline(fq_devq_t *q, int64_t *deadline, uint64_t *num) {
   const fq_heap_ent_t *top;
   while ((top = fq_heap_top(&q->heap))) {

@@ -36,6 +36,13 @@ void fq_devq_clear_deadline(fq_devq_t *q, uint64_t num);
  * many the queue holds (which may exceed max). */
 size_t fq_devq_list(const fq_devq_t *q, const char *device, uint64_t *nums, size_t max);
 
+/* Visit every device that has a queue, with the number at its head (the
+ * oldest in queue order), in no particular order; fn returns non-zero to
+ * stop (that value is returned).  The queues must not change during the
+ * walk: collect the devices first to change them. */
+int fq_devq_each_head(const fq_devq_t *q, int (*fn)(void *ud, const char *device, uint64_t num),
+                      void *ud);
+
 /* Earliest deadline among queued commands: 0 with *deadline and *num set, or
  * -1 when there is none. */
 int fq_devq_first_deadline(fq_devq_t *q, int64_t *deadline, uint64_t *num);

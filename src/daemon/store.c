@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -397,6 +398,49 @@ void fq_store_destroy(fq_store_t **sp) {
   pthread_cond_destroy(&s->zcv);
   free(s);
   *sp = NULL;
+}
+
+/* The bounds of the mapping that holds address p, from /proc/self/maps:
+ * 0, or -1 when not found. */
+static int mapping_of(const void *p, uintptr_t *lo, uintptr_t *hi) {
+  FILE *f = fopen("/proc/self/maps", "re");
+  if (!f) return -1;
+  char line[512];
+  int rc = -1;
+  uintptr_t a = (uintptr_t)p;
+  while (fgets(line, sizeof line, f)) {
+    unsigned long long l, h;
+    if (sscanf(line, "%llx-%llx", &l, &h) == 2 && a >= l && a < h) {
+      *lo = (uintptr_t)l;
+      *hi = (uintptr_t)h;
+      rc = 0;
+      break;
+    }
+  }
+  fclose(f);
+  return rc;
+}
+
+void fq_store_release_pages(fq_store_t *s) {
+  if (s->txn) return;
+  /* LMDB does not say where its map is (mdb_env_info's me_mapaddr is the
+   * MDB_FIXEDMAP address, NULL here), but every value a read transaction
+   * returns points into it. */
+  MDB_txn *txn;
+  if (mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn) != 0) return;
+  MDB_val k = {6, (void *)"schema"}, d;
+  uintptr_t lo = 0, hi = 0;
+  int rc = mdb_get(txn, s->meta, &k, &d);
+  if (rc == 0) rc = mapping_of(d.mv_data, &lo, &hi);
+  mdb_txn_abort(txn);
+  if (rc != 0) return;
+  /* The map is PROT_READ and MAP_SHARED (no MDB_WRITEMAP): dropping its
+   * page table entries loses nothing; LMDB writes with pwrite, never
+   * through the map.  Without it a restart holds every page the rebuild's
+   * scans touched, and the kernel's fault-around maps the cached pages
+   * next to each one too: the whole data file, at a million commands. */
+  if (madvise((void *)lo, hi - lo, MADV_DONTNEED) != 0)
+    fq_debug("store", "shard %u: madvise: %s", s->shard, fq_strerror(-errno));
 }
 
 int fq_store_begin(fq_store_t *s, bool write, fq_err_t *err) {
