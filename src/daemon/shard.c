@@ -1393,6 +1393,7 @@ static int rebuild_queues(fq_shard_t *sh, fq_err_t *err) {
   qcollect_t c = {NULL, 0, 0, true};
   int rc = fq_store_active_scan_q(sh->store, devq_visit, &c, err);
   if (rc == 0 && !c.sorted) qsort(c.e, c.n, sizeof *c.e, qent_cmp);
+  if (rc == 0 && fq_devq_reserve(sh->q, c.n) != 0) rc = -ENOMEM;
   for (size_t i = 0; rc == 0 && i < c.n; i++)
     if (fq_devq_push(sh->q, c.e[i].device, c.e[i].num, c.e[i].deadline) != 0) rc = -ENOMEM;
   free(c.e);
