@@ -1368,7 +1368,9 @@ static int devq_visit(void *ud, const char *id, const char *device, int64_t dead
   e->qpos = qpos;
   e->num = fq_store_id_num(id);
   e->deadline = deadline;
-  snprintf(e->device, sizeof e->device, "%s", device);
+  size_t dl = strnlen(device, sizeof e->device - 1);
+  memcpy(e->device, device, dl);
+  e->device[dl] = 0;
   c->n++;
   return 0;
 }
@@ -1385,18 +1387,44 @@ static int sched_refresh(fq_shard_t *sh, fq_err_t *err) {
   return fq_store_sched_next(sh->store, &sh->next_sched, &sh->nsched, err);
 }
 
-/* Rebuild the in-memory queues from the store (inside a transaction). */
+/* The direct rebuild: each row straight into its queue, as long as queue
+ * order is id order (a row with a position of its own stops it: 1). */
+static int devq_direct(void *ud, const char *id, const char *device, int64_t deadline,
+                       uint64_t qpos) {
+  fq_devq_t *q = ud;
+  uint64_t num = fq_store_id_num(id);
+  if (qpos != num) return 1;
+  return fq_devq_push(q, device, num, deadline) != 0 ? -ENOMEM : 0;
+}
+
+/* Rebuild the in-memory queues from the store (inside a transaction).
+ * The scan gives id order, which is queue order except for commands that
+ * were scheduled and entered their queue when their time came (their row
+ * carries the position): only while such a command is queued are the
+ * rows collected and sorted first, at 56 bytes each; otherwise they go
+ * straight into the queues. */
 static int rebuild_queues(fq_shard_t *sh, fq_err_t *err) {
   fq_devq_destroy(&sh->q);
   sh->q = fq_devq_new();
   if (!sh->q) return fq_errf(err, -ENOMEM, "out of memory for the device queues");
-  qcollect_t c = {NULL, 0, 0, true};
-  int rc = fq_store_active_scan_q(sh->store, devq_visit, &c, err);
-  if (rc == 0 && !c.sorted) qsort(c.e, c.n, sizeof *c.e, qent_cmp);
-  if (rc == 0 && fq_devq_reserve(sh->q, c.n) != 0) rc = -ENOMEM;
-  for (size_t i = 0; rc == 0 && i < c.n; i++)
-    if (fq_devq_push(sh->q, c.e[i].device, c.e[i].num, c.e[i].deadline) != 0) rc = -ENOMEM;
-  free(c.e);
+  fq_store_stats_t st;
+  int rc = fq_store_stats(sh->store, &st, err);
+  if (rc) return rc;
+  if (fq_devq_reserve(sh->q, st.queued) != 0)
+    return fq_errf(err, -ENOMEM, "out of memory for the device queues");
+  rc = fq_store_active_scan_q(sh->store, devq_direct, sh->q, err);
+  if (rc == 1) {
+    fq_devq_destroy(&sh->q);
+    sh->q = fq_devq_new();
+    if (!sh->q || fq_devq_reserve(sh->q, st.queued) != 0)
+      return fq_errf(err, -ENOMEM, "out of memory for the device queues");
+    qcollect_t c = {NULL, 0, 0, true};
+    rc = fq_store_active_scan_q(sh->store, devq_visit, &c, err);
+    if (rc == 0 && !c.sorted) qsort(c.e, c.n, sizeof *c.e, qent_cmp);
+    for (size_t i = 0; rc == 0 && i < c.n; i++)
+      if (fq_devq_push(sh->q, c.e[i].device, c.e[i].num, c.e[i].deadline) != 0) rc = -ENOMEM;
+    free(c.e);
+  }
   if (rc == -ENOMEM) return fq_errf(err, -ENOMEM, "out of memory for the device queues");
   if (rc) return rc;
   int64_t d;
