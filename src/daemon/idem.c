@@ -25,6 +25,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 typedef struct slot {
   uint64_t h; /* 0: empty */
@@ -63,11 +64,42 @@ static size_t first_at(const fq_idem_t *t, uint64_t h) {
   return i;
 }
 
+/* The slot arrays.  A large one is mapped on its own and asks for huge
+ * pages (transparent huge pages in `madvise` mode): filling a table of a
+ * million keys otherwise takes a page fault per 4 KiB, a few thousand
+ * per table and per growth, which on a virtual machine cost more than
+ * the inserts themselves.  Every slot of such a table is touched anyway,
+ * so the 2 MiB pages hold no more memory than small ones would. */
+#define HUGE_MIN (4u << 20)
+#define HUGE_PAGE (2u << 20)
+
+static size_t slots_bytes(size_t n) {
+  size_t b = n * sizeof(slot_t);
+  return b < HUGE_MIN ? b : (b + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
+}
+
+static slot_t *slots_alloc(size_t n) {
+  size_t b = slots_bytes(n);
+  if (n > SIZE_MAX / sizeof(slot_t)) return NULL;
+  if (b < HUGE_MIN) return calloc(n, sizeof(slot_t));
+  void *p = mmap(NULL, b, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) return NULL;
+  (void)madvise(p, b, MADV_HUGEPAGE); /* a hint: without it, small pages */
+  return p;                           /* fresh anonymous pages are zero */
+}
+
+static void slots_free(slot_t *s, size_t n) {
+  if (!s) return;
+  size_t b = slots_bytes(n);
+  if (b < HUGE_MIN) free(s);
+  else munmap(s, b);
+}
+
 /* Lay the entries of old (sorted by hash) out in a table of cap homes.
  * 0, or -ENOMEM with t unchanged. */
 static int relayout(fq_idem_t *t, size_t cap) {
   for (size_t tail = tail_of(cap);; tail *= 2) {
-    slot_t *ns = calloc(cap + tail, sizeof *ns);
+    slot_t *ns = slots_alloc(cap + tail);
     if (!ns) return -ENOMEM;
     fq_idem_t n = {ns, cap, cap + tail, t->count, cap / 100 * LOAD_PCT + cap % 100 * LOAD_PCT / 100};
     size_t next = 0;
@@ -83,10 +115,10 @@ static int relayout(fq_idem_t *t, size_t cap) {
       }
     }
     if (!fits) { /* a long last run: a longer tail */
-      free(ns);
+      slots_free(ns, cap + tail);
       continue;
     }
-    free(t->s);
+    slots_free(t->s, t->len);
     *t = n;
     return 0;
   }
@@ -114,7 +146,7 @@ int fq_idem_reserve(fq_idem_t *t, size_t n) {
 
 void fq_idem_destroy(fq_idem_t **ip) {
   if (!ip || !*ip) return;
-  free((*ip)->s);
+  slots_free((*ip)->s, (*ip)->len);
   free(*ip);
   *ip = NULL;
 }
@@ -186,7 +218,7 @@ int fq_idem_next(const fq_idem_t *t, uint64_t h, size_t *cursor, uint64_t *num) 
 
 size_t fq_idem_count(const fq_idem_t *t) { return t->count; }
 
-size_t fq_idem_bytes(const fq_idem_t *t) { return sizeof *t + t->len * sizeof *t->s; }
+size_t fq_idem_bytes(const fq_idem_t *t) { return sizeof *t + slots_bytes(t->len); }
 
 static size_t gcd(size_t a, size_t b) {
   while (b) {
