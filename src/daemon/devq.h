@@ -20,8 +20,16 @@ typedef struct fq_devq fq_devq_t;
 fq_devq_t *fq_devq_new(void);
 void fq_devq_destroy(fq_devq_t **qp);
 
-/* Append command num to the device's FIFO with its deadline.  Commands
- * must be pushed in increasing queue order per device.  0 or -ENOMEM. */
+/* Make room for n commands in all (a rebuild that knows its count):
+ * 0 or -ENOMEM. */
+int fq_devq_reserve(fq_devq_t *q, size_t n);
+
+/* Append command num (< 2^56, an id's number) to the device's FIFO with
+ * its deadline.  Commands must be pushed in increasing queue order per
+ * device.  A number already held moves to the tail.  0 or -ENOMEM.
+ * (A deadline left in the heap by an earlier push of the same number is
+ * told from the current one by an 8-bit push generation: the shard pushes
+ * a number once per rebuild, when it is created or released.) */
 int fq_devq_push(fq_devq_t *q, const char *device, uint64_t num, int64_t deadline);
 
 /* Remove num from its device's FIFO and from the deadline heap (it became
@@ -36,11 +44,19 @@ void fq_devq_clear_deadline(fq_devq_t *q, uint64_t num);
  * many the queue holds (which may exceed max). */
 size_t fq_devq_list(const fq_devq_t *q, const char *device, uint64_t *nums, size_t max);
 
+/* Visit every device that has a queue, with the number at its head (the
+ * oldest in queue order), in no particular order; fn returns non-zero to
+ * stop (that value is returned).  The queues must not change during the
+ * walk: collect the devices first to change them. */
+int fq_devq_each_head(const fq_devq_t *q, int (*fn)(void *ud, const char *device, uint64_t num),
+                      void *ud);
+
 /* Earliest deadline among queued commands: 0 with *deadline and *num set, or
  * -1 when there is none. */
 int fq_devq_first_deadline(fq_devq_t *q, int64_t *deadline, uint64_t *num);
 
-/* Number of commands held. */
+/* Number of commands held, and the memory the structures hold (bytes). */
 size_t fq_devq_count(const fq_devq_t *q);
+size_t fq_devq_bytes(const fq_devq_t *q);
 
 #endif

@@ -235,6 +235,14 @@ int fq_store_session_get(fq_store_t *s, const char *vin, int domain, fq_buf_t *o
 int fq_store_session_put(fq_store_t *s, const char *vin, int domain, const uint8_t *p, size_t n,
                          fq_err_t *err);
 
+/* Unmap the store's pages from this process (madvise MADV_DONTNEED on
+ * LMDB's read-only map; nothing is written, and the page cache keeps
+ * them): called once the start-up rebuild has read every key, so that the
+ * pages it walked are not held as the process's resident memory until the
+ * kernel reclaims them.  Later reads fault pages in again as they need
+ * them.  No transaction may be open. */
+void fq_store_release_pages(fq_store_t *s);
+
 /* Statistics for `stats` and tests. */
 typedef struct fq_store_stats {
   uint64_t commands, queued, events, next_seq;

@@ -94,3 +94,128 @@ FQ_TEST(devq_matches_model) {
   CHECK_INT(fq_devq_count(q), 0);
   fq_devq_destroy(&q);
 }
+
+static int copy_pair(void *ud, uint64_t h, uint64_t num) { return fq_idem_put(ud, h, num); }
+
+/* The compact dedupe table against a model: random puts (several numbers
+ * per hash, hashes crowded into few homes), deletes, in-place updates and
+ * lookups, through growth; then its size per entry. */
+FQ_TEST(idem_matches_model) {
+  unsigned seed = 20261204;
+  printf("  seed %u\n", seed);
+  srand(seed);
+  enum { N = 60000 };
+  static uint64_t mh[N], mv[N];
+  static int live[N];
+  fq_idem_t *t = fq_idem_new(16);
+  CHECK(t != NULL);
+  if (!t) return;
+  size_t nlive = 0;
+  for (int i = 0; i < N; i++) {
+    /* A third share a few hashes (long runs of equal hashes); 0 and the
+     * largest hash sit at the ends of the table. */
+    uint64_t r = ((uint64_t)rand() << 40) ^ ((uint64_t)rand() << 20) ^ (uint64_t)rand();
+    mh[i] = i % 3 == 0 ? (uint64_t)(i % 5) * (UINT64_MAX / 4) : r * 0x9E3779B97F4A7C15ULL;
+    mv[i] = (uint64_t)i + 1;
+    CHECK_INT(fq_idem_put(t, mh[i], mv[i]), 0);
+    CHECK_INT(fq_idem_put(t, mh[i], mv[i]), 0); /* the same pair: held once */
+    live[i] = 1;
+    nlive++;
+    if (rand() % 4 == 0) {
+      int k = rand() % (i + 1);
+      if (live[k]) {
+        fq_idem_del(t, mh[k], mv[k]);
+        live[k] = 0;
+        nlive--;
+      }
+    }
+    if (rand() % 8 == 0) {
+      int k = rand() % (i + 1);
+      if (live[k]) {
+        CHECK_INT(fq_idem_set(t, mh[k], mv[k], mv[k] + N), 0);
+        mv[k] += N;
+      }
+    }
+  }
+  CHECK_INT(fq_idem_count(t), nlive);
+  /* Every live pair is found under its hash, no removed one is. */
+  size_t bad = 0;
+  for (int i = 0; i < N; i += 7) {
+    size_t cur = 0;
+    uint64_t v;
+    int found = 0;
+    while (fq_idem_next(t, mh[i], &cur, &v)) found += v == mv[i];
+    if (found != live[i]) bad++;
+  }
+  CHECK_INT(bad, 0);
+  fq_idem_destroy(&t);
+
+  /* Sized for its count: at most 24 bytes per entry (a 16-byte slot, about
+   * 70 % full) and one huge page of rounding, and a table filled from
+   * another's walk (the ingress, from the shards' announcements) stays
+   * correct. */
+  enum { M = 200000 };
+  t = fq_idem_new(M);
+  fq_idem_t *u = fq_idem_new(1024);
+  CHECK(t != NULL && u != NULL);
+  if (!t || !u) return;
+  for (uint64_t i = 1; i <= M; i++) CHECK_INT(fq_idem_put(t, fq_hash64(&i, sizeof i), i), 0);
+  printf("  %zu entries: %.1f bytes each\n", fq_idem_count(t),
+         (double)fq_idem_bytes(t) / (double)fq_idem_count(t));
+  CHECK(fq_idem_bytes(t) <= (size_t)M * 24 + (2u << 20));
+  CHECK_INT(fq_idem_foreach(t, copy_pair, u), 0);
+  CHECK_INT(fq_idem_count(u), M);
+  CHECK(fq_idem_bytes(u) <= (size_t)M * 32 + (2u << 20));
+  size_t miss = 0;
+  for (uint64_t i = 1; i <= M; i += 13) {
+    size_t cur = 0;
+    uint64_t v;
+    if (!fq_idem_next(u, fq_hash64(&i, sizeof i), &cur, &v) || v != i) miss++;
+  }
+  CHECK_INT(miss, 0);
+  fq_idem_destroy(&t);
+  fq_idem_destroy(&u);
+}
+
+/* The device queues of many commands: memory per command, and the queue
+ * order and deadlines after the removals the dispatcher makes (heads). */
+FQ_TEST(devq_compact) {
+  fq_devq_t *q = fq_devq_new();
+  CHECK(q != NULL);
+  if (!q) return;
+  enum { N = 200000, DEV = 2000 };
+  CHECK_INT(fq_devq_reserve(q, N), 0);
+  for (uint64_t i = 1; i <= N; i++) {
+    char dev[24];
+    snprintf(dev, sizeof dev, "v:5YJ3E1EA%07u", (unsigned)(i % DEV));
+    CHECK_INT(fq_devq_push(q, dev, i, 1000 + (int64_t)i), 0);
+  }
+  printf("  %d commands on %d devices: %.1f bytes each\n", N, DEV,
+         (double)fq_devq_bytes(q) / N);
+  CHECK(fq_devq_bytes(q) <= (size_t)N * 64);
+  /* Each device's head leaves (dispatched), twice; the next deadline is
+   * then the oldest left, and every queue keeps its order. */
+  for (int round = 0; round < 2; round++) {
+    for (unsigned d = 0; d < DEV; d++) {
+      char dev[24];
+      uint64_t head;
+      snprintf(dev, sizeof dev, "v:5YJ3E1EA%07u", d);
+      CHECK(fq_devq_list(q, dev, &head, 1) > 0);
+      fq_devq_remove(q, head);
+    }
+  }
+  int64_t dl;
+  uint64_t num;
+  CHECK_INT(fq_devq_first_deadline(q, &dl, &num), 0);
+  CHECK_INT(num, 2 * DEV + 1);
+  CHECK_INT(dl, 1000 + 2 * DEV + 1);
+  fq_devq_clear_deadline(q, num);
+  CHECK_INT(fq_devq_first_deadline(q, &dl, &num), 0);
+  CHECK_INT(num, 2 * DEV + 2);
+  uint64_t got[4];
+  CHECK_INT(fq_devq_list(q, "v:5YJ3E1EA0000007", got, 4), N / DEV - 2);
+  CHECK_INT(got[0], 2 * DEV + 7);
+  CHECK_INT(got[1], 3 * DEV + 7);
+  CHECK_INT(fq_devq_count(q), N - 2 * DEV);
+  fq_devq_destroy(&q);
+}
