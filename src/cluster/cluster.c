@@ -29,6 +29,7 @@ struct fq_cl {
   natsConnection *nc;
   jsCtx *js;
   kvStore *kv;             /* the lease bucket, once ensured */
+  uint64_t nonce;          /* lease writes made (see lease_value) */
 };
 
 struct fq_cl_follow {
@@ -335,34 +336,65 @@ int fq_cl_ensure_leases(fq_cl_t *c, fq_err_t *err) {
 
 static void lease_key(unsigned shard, char *buf, size_t n) { snprintf(buf, n, "shard.%u", shard); }
 
-static int lease_value(const fq_cl_t *c, const char *endpoint, char *buf, size_t n,
-                       fq_err_t *err) {
-  int len = snprintf(buf, n, "%s %s", c->node, endpoint ? endpoint : "-");
+/* The value of one lease write: "<node> <endpoint> <nonce>".  The nonce
+ * makes every write's value unique, so that "the lease holds exactly what
+ * this write put there" proves the write landed: a lagging replica may
+ * still show an older value of ours, never this one. */
+static int lease_value(fq_cl_t *c, const char *endpoint, char *buf, size_t n, fq_err_t *err) {
+  c->nonce++;
+  int len = snprintf(buf, n, "%s %s %" PRIx64 ".%" PRIx64, c->node, endpoint ? endpoint : "-",
+                     (uint64_t)fq_mono_ns(), c->nonce);
   if (len < 0 || (size_t)len >= n)
     return fq_errf(err, FQ_EBADPARAM, "cluster: endpoint too long for a lease");
   return len;
 }
 
+/* Read shard's lease from the bucket stream's leader (the JetStream API,
+ * not a direct get: during a leader change a direct get may be answered
+ * by a replica that lags, and showed an older revision or none in the
+ * tests).  0 with value and revision, FQ_ENOTFOUND (absent, deleted,
+ * expired), FQ_CL_EUNAVAIL. */
+static int lease_read(fq_cl_t *c, unsigned shard, char *value, size_t n, uint64_t *rev,
+                      fq_err_t *err) {
+  char subject[64];
+  snprintf(subject, sizeof subject, "$KV.%s.shard.%u", LEASE_BUCKET, shard);
+  natsMsg *m = NULL;
+  jsErrCode je = 0;
+  natsStatus s = js_GetLastMsg(&m, c->js, LEASE_STREAM, subject, NULL, &je);
+  if (s == NATS_NOT_FOUND || je == JSNoMessageFoundErr)
+    return fq_errf(err, FQ_ENOTFOUND, "cluster: nobody holds the lease of shard %u", shard);
+  if (s != NATS_OK) return nfail(err, FQ_CL_EUNAVAIL, s, je, "cluster: lease read");
+  const char *op = NULL;
+  if (natsMsgHeader_Get(m, "KV-Operation", &op) == NATS_OK && op &&
+      (!strcmp(op, "DEL") || !strcmp(op, "PURGE"))) {
+    natsMsg_Destroy(m);
+    return fq_errf(err, FQ_ENOTFOUND, "cluster: nobody holds the lease of shard %u (released)",
+                   shard);
+  }
+  if (value && n) {
+    int len = natsMsg_GetDataLength(m);
+    size_t k = len > 0 ? (size_t)len : 0;
+    if (k >= n) k = n - 1;
+    if (k) memcpy(value, natsMsg_GetData(m), k);
+    value[k] = 0;
+  }
+  if (rev) *rev = natsMsg_GetSequence(m);
+  natsMsg_Destroy(m);
+  return 0;
+}
+
 int fq_cl_lease_get(fq_cl_t *c, unsigned shard, char *holder, size_t n, uint64_t *rev,
                     fq_err_t *err) {
   if (!c->kv) return fq_errf(err, FQ_EBADPARAM, "cluster: lease bucket not ensured");
-  char key[32];
-  lease_key(shard, key, sizeof key);
-  kvEntry *e = NULL;
-  natsStatus s = kvStore_Get(&e, c->kv, key);
-  if (s == NATS_NOT_FOUND)
-    return fq_errf(err, FQ_ENOTFOUND, "cluster: nobody holds the lease of shard %u", shard);
-  if (s != NATS_OK) return nfail(err, FQ_CL_EUNAVAIL, s, 0, "cluster: lease read");
+  char v[VALUE_MAX];
+  int rc = lease_read(c, shard, v, sizeof v, rev, err);
+  if (rc) return rc;
   if (holder && n) {
-    int len = kvEntry_ValueLen(e);
-    const char *v = kvEntry_Value(e);
-    size_t m = len > 0 ? (size_t)len : 0;
-    if (m >= n) m = n - 1;
-    if (m) memcpy(holder, v, m);
-    holder[m] = 0;
+    /* "<node> <endpoint>": the nonce is not for callers. */
+    char *sp = strrchr(v, ' ');
+    if (sp && sp != strchr(v, ' ')) *sp = 0;
+    snprintf(holder, n, "%s", v);
   }
-  if (rev) *rev = kvEntry_Revision(e);
-  kvEntry_Destroy(e);
   return 0;
 }
 
@@ -389,17 +421,20 @@ int fq_cl_lease_take(fq_cl_t *c, unsigned shard, const char *endpoint, fq_cl_lea
   fq_err_t e2;
   char holder[VALUE_MAX];
   uint64_t hrev = 0;
-  int rc = fq_cl_lease_get(c, shard, holder, sizeof holder, &hrev, &e2);
+  int rc = lease_read(c, shard, holder, sizeof holder, &hrev, &e2);
   if (rc == 0 && strcmp(holder, val) == 0) {
-    /* Our own create landed and its answer was lost. */
+    /* This very write landed and its answer was lost (the nonce). */
     l->held = true;
     l->rev = hrev;
     l->sent_ns = t;
     return 0;
   }
-  if (rc == 0)
+  if (rc == 0) {
+    char *sp = strrchr(holder, ' ');
+    if (sp && sp != strchr(holder, ' ')) *sp = 0;
     return fq_errf(err, FQ_CL_ELEASE, "cluster: shard %u is held by %s (revision %" PRIu64 ")",
                    shard, holder, hrev);
+  }
   return nfail(err, FQ_CL_EUNAVAIL, s, 0, "cluster: lease take");
 }
 
@@ -418,28 +453,40 @@ int fq_cl_lease_renew(fq_cl_t *c, fq_cl_lease_t *l, const char *endpoint, fq_err
     l->sent_ns = t;
     return 0;
   }
+  natsStatus ls = NATS_OK;
+  const char *why = nats_GetLastError(&ls);
+  char whybuf[160];
+  snprintf(whybuf, sizeof whybuf, "%s%s%s", natsStatus_GetText(s), why && *why ? ": " : "",
+           why ? why : "");
+  /* Past TTL since the last write that landed was sent, the servers have
+   * dropped the lease (or will before anyone could be told otherwise):
+   * it is lost whatever a read says now. */
+  bool expired = fq_mono_ns() - l->sent_ns >= c->o.lease_ttl_ms * NS_PER_MS;
   fq_err_t e2;
   char holder[VALUE_MAX];
   uint64_t hrev = 0;
-  int rc = fq_cl_lease_get(c, l->shard, holder, sizeof holder, &hrev, &e2);
-  if (rc == 0 && hrev == l->rev) /* still ours, the update just failed */
-    return nfail(err, FQ_CL_EUNAVAIL, s, 0, "cluster: lease renew");
-  if (rc == 0 && hrev > l->rev && strcmp(holder, val) == 0) {
-    /* Our update landed (sent at t) and its answer was lost.  Node ids
-     * are unique and one handle renews a lease, so the write is ours. */
+  int rc = lease_read(c, l->shard, holder, sizeof holder, &hrev, &e2);
+  if (rc == 0 && strcmp(holder, val) == 0) {
+    /* This very update landed (sent at t) and its answer was lost. */
     l->rev = hrev;
     l->sent_ns = t;
     return 0;
   }
-  if (rc == 0 || rc == FQ_ENOTFOUND) {
+  if (rc == 0 && hrev > l->rev) {
     l->held = false;
-    if (rc == 0)
-      return fq_errf(err, FQ_CL_ELEASE, "cluster: shard %u: lease lost to %s (revision %" PRIu64
-                     ", ours was %" PRIu64 ")", l->shard, holder, hrev, l->rev);
-    return fq_errf(err, FQ_CL_ELEASE, "cluster: shard %u: lease expired (revision %" PRIu64
-                   " gone)", l->shard, l->rev);
+    char *sp = strrchr(holder, ' ');
+    if (sp && sp != strchr(holder, ' ')) *sp = 0;
+    return fq_errf(err, FQ_CL_ELEASE, "cluster: shard %u: lease lost to %s (revision %" PRIu64
+                   ", ours was %" PRIu64 ")", l->shard, holder, hrev, l->rev);
   }
-  return nfail(err, FQ_CL_EUNAVAIL, s, 0, "cluster: lease renew");
+  if (expired) {
+    l->held = false;
+    return fq_errf(err, FQ_CL_ELEASE, "cluster: shard %u: lease expired (revision %" PRIu64
+                   " not renewed for a TTL: %s)", l->shard, l->rev, whybuf);
+  }
+  /* Still ours as far as anyone can tell (same revision, or a read that
+   * could not be made or lags): try again; may_act runs out on its own. */
+  return fq_errf(err, FQ_CL_EUNAVAIL, "cluster: lease renew: %s", whybuf);
 }
 
 int fq_cl_lease_release(fq_cl_t *c, fq_cl_lease_t *l, fq_err_t *err) {

@@ -19,7 +19,8 @@
  *       unavailable one with the same term until it lands (20 s at most);
  *       bodies "i=<k>" padded to SIZE; prints latency quantiles
  *
- * FQ_CL_TTL_MS sets the lease TTL (default 3000).
+ * FQ_CL_TTL_MS sets the lease TTL (default 3000), FQ_CL_TIMEOUT_MS the
+ * request timeout (default 2000).
  */
 #include <inttypes.h>
 #include <signal.h>
@@ -193,6 +194,10 @@ int main(int argc, char **argv) {
   o.node_id = argv[2];
   const char *ttl = getenv("FQ_CL_TTL_MS");
   if (ttl) o.lease_ttl_ms = strtoll(ttl, NULL, 10);
+  /* A renew that hangs must not hide the "stop" of this one-thread probe
+   * (fleetqd renews on a thread of its own). */
+  const char *tmo = getenv("FQ_CL_TIMEOUT_MS");
+  if (tmo) o.timeout_ms = strtoll(tmo, NULL, 10);
   const char *cmd = argv[3];
   fq_err_t e;
   fq_cl_t *c = NULL;

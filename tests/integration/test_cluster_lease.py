@@ -14,7 +14,10 @@ tests/cluster/fq_cluster_probe.c:
   same append retried (same term) is not appended twice;
 * append + follow: what was appended is read back in order, complete;
 * one nats-server killed (-9) during appends at R3: every append still
-  lands (2 of 3 keep the quorum), none twice, none lost.
+  lands (2 of 3 keep the quorum), none twice, none lost;
+* the lease bucket's leader killed (-9): the leases lapse while JetStream
+  elects a new leader, and come back (measured); in every scenario, the
+  two contenders' "may act" windows never overlap.
 
 Prints the measured takeover times and the append latency at R3."""
 
@@ -58,7 +61,8 @@ class Probe:
     """A long-running probe whose output lines are collected as they come."""
 
     def __init__(self, urls, node, *args):
-        env = dict(os.environ, FQ_CL_TTL_MS=str(TTL_MS))
+        # A short request timeout: the probe renews on its only thread.
+        env = dict(os.environ, FQ_CL_TTL_MS=str(TTL_MS), FQ_CL_TIMEOUT_MS="400")
         self.node = node
         self.p = subprocess.Popen([PROBE, urls, node, *args], stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, text=True, env=env)
@@ -126,6 +130,28 @@ def contenders(c, urls, shard, seconds=25):
     return (a, b) if ta else (b, a)
 
 
+def act_windows(p, until=None):
+    """The times p may act: from each successful take / renew (its send)
+    to TTL/2 later, cut short by a `lost`, `stop`, or `until` (the kill)."""
+    ends = [int(e["t"]) for e in p.events() if e["_"] in ("lost", "stop")]
+    out = []
+    for e in p.events():
+        if e["_"] in ("taken", "renewed"):
+            s0 = int(e["sent"])
+            s1 = s0 + TTL_MS // 2
+            s1 = min([s1] + [t for t in ends if t >= s0] + ([until] if until else []))
+            if s1 > s0:
+                out.append((s0, s1))
+    return out
+
+
+def check_exclusive(c, what, a, b, until_a=None, until_b=None):
+    """No moment at which both contenders may act."""
+    wa, wb = act_windows(a, until_a), act_windows(b, until_b)
+    both = [(x, y) for x in wa for y in wb if x[0] < y[1] and y[0] < x[1]]
+    c.eq(both[:3], [], f"{what}: never two nodes that may act on the shard at once")
+
+
 def check_handover(c, what, old, new, t_event):
     """new took the lease after old was killed / stopped at t_event."""
     got = new.wait("taken", TAKEOVER_MAX_MS / 1000 + 3)
@@ -158,6 +184,7 @@ def scenario_kill(c, cl, urls):
     t_kill = now_ms()
     a.kill()
     took = check_handover(c, "owner killed", a, b, t_kill)
+    check_exclusive(c, "owner killed", a, b, until_a=t_kill)
     b.kill()
     return took
 
@@ -181,6 +208,7 @@ def scenario_stop(c, cl, urls):
          a.text())
     c.eq(a.events("act"), [], "the woken owner never acts again", a.text())
     c.eq(len(b.events("lost")), 0, "the successor keeps its lease", b.text())
+    check_exclusive(c, "owner stopped", a, b)
     a.kill()
     b.kill()
     return took
@@ -272,6 +300,47 @@ def scenario_nats_kill(c, cl, urls):
     return r
 
 
+def scenario_bucket_leader_kill(c, cl, urls):
+    """The lease bucket's Raft leader dies: renews get no answer until a
+    new leader is elected; the owner stops acting TTL/2 after its last
+    renew, the lease lapses, and one of the contenders takes it again."""
+    a, b = contenders(c, urls, 0)
+    time.sleep(0.5)
+    leader = stream_leader(cl, "KV_FQ_LEASES")
+    victim = int(leader[len(cl.name):]) if leader else 0
+    t_kill = now_ms()
+    cl.kill9(victim)
+    # The owner stops acting (may_act) without any answer from NATS.
+    stop = a.wait("stop", 5)
+    if c.ok(stop is not None, "the owner stops acting while renews go unanswered", a.text()):
+        since = int(stop["since_renew_ms"])
+        c.ok(TTL_MS // 2 <= since < TTL_MS, "it stops after TTL/2 and before the lease "
+             "could lapse elsewhere", f"since last renew: {since} ms")
+    end = time.time() + 20
+    back = None
+    while time.time() < end and back is None:
+        for p in (a, b):
+            for e in p.events():
+                if e["_"] in ("taken", "renewed") and int(e["sent"]) > t_kill:
+                    back = (p.node, e)
+                    break
+            if back:
+                break
+        time.sleep(0.05)
+    out_ms = None
+    if c.ok(back is not None, "a contender holds the lease again after the election",
+            a.text(), b.text()):
+        out_ms = int(back[1]["sent"]) - t_kill
+        log(f"[cluster] lease bucket leader {leader} killed: the lease was held and renewed "
+            f"again {out_ms} ms later (by {back[0]})")
+    time.sleep(1)
+    check_exclusive(c, "lease bucket leader killed", a, b)
+    a.kill()
+    b.kill()
+    cl.restart(victim)
+    return out_ms
+
+
 def scenario_latency(c, urls):
     rc, out = probe(urls, "node-a", "bench", "5", "1000", "4096", "0")
     c.eq(rc, 0, "1000 appends of 4 KiB", out[-300:])
@@ -306,10 +375,13 @@ def main(c):
     took_kill = scenario_kill(c, cl, urls)
     took_stop = scenario_stop(c, cl, urls)
     lat = scenario_latency(c, urls)
-    scenario_nats_kill(c, cl, urls)
+    nk = scenario_nats_kill(c, cl, urls)
+    lapse = scenario_bucket_leader_kill(c, cl, urls)
     log(f"[cluster] summary: takeover after kill -9 {took_kill} ms, after SIGSTOP {took_stop} "
         f"ms (TTL {TTL_MS} ms, bound {TAKEOVER_MAX_MS} ms); R3 append median "
-        f"{lat.get('median_us')} us; {time.time() - t0:.1f} s")
+        f"{lat.get('median_us')} us; longest append across a stream leader kill "
+        f"{nk and nk.get('max_us')} us; lease back {lapse} ms after its bucket leader's kill; "
+        f"{time.time() - t0:.1f} s")
 
 
 if __name__ == "__main__":
