@@ -74,8 +74,8 @@ void fq_cl_subject(unsigned shard, char *buf, size_t n);
  * a mismatch is FQ_ECONFIG, never changed behind the operator's back.
  * A new stream gets its genesis message (seq 1, empty body; appended once
  * whoever creates it, by its msg id), so that every real append can name
- * the sequence it expects: JetStream 2.9 does not check an expected last
- * sequence of 0. */
+ * the sequence it expects: the C client sends no expected-last-sequence
+ * header for 0, which would leave a stream's first append unfenced. */
 int fq_cl_ensure_shard(fq_cl_t *c, unsigned shard, fq_err_t *err);
 /* The same for the lease bucket FQ_LEASES (history 1, TTL = lease TTL). */
 int fq_cl_ensure_leases(fq_cl_t *c, fq_err_t *err);

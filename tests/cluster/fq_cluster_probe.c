@@ -228,7 +228,15 @@ int main(int argc, char **argv) {
     else printf("last seq=%" PRIu64 "\n", seq);
   } else if (!strcmp(cmd, "follow") && argc == 8) {
     fq_cl_follow_t *f = NULL;
-    rc = fq_cl_follow_open(c, (unsigned)atoi(argv[4]), strtoull(argv[5], NULL, 10), &f, &e);
+    /* Opening needs the JetStream meta leader: right after a server died
+     * there may be none for a few seconds (a follower retries, as here). */
+    int64_t until = fq_mono_ns() + INT64_C(20000000000);
+    while ((rc = fq_cl_follow_open(c, (unsigned)atoi(argv[4]), strtoull(argv[5], NULL, 10), &f,
+                                   &e)) == FQ_CL_EUNAVAIL &&
+           fq_mono_ns() < until) {
+      printf("follow_retry %s\n", e.msg);
+      sleep_ms(200);
+    }
     if (rc) {
       ex = fail("follow", rc, &e);
     } else {
