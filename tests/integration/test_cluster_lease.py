@@ -275,6 +275,11 @@ def scenario_nats_kill(c, cl, urls):
     leader = stream_leader(cl, "FQ_SHARD_4")
     victim = int(leader[len(cl.name):]) if leader else 1
     log(f"[cluster] FQ_SHARD_4's leader is {leader}: killing nats-server {victim} mid-run")
+    rc, out = probe(urls, "node-b", "last", "4")
+    start = int(fields(out.strip().splitlines()[-1]).get("seq", 0)) + 1
+    # A standby following the log live, through the kill (its consumer
+    # may have lived on the victim: the client recreates it).
+    follower = Probe(urls, "node-c", "follow", "4", str(start), str(n), "20000")
     bench = Probe(urls, "node-a", "bench", "4", str(n), "4096", "5")
     c.ok(bench.wait("progress", 20, n=3) is not None, "appends running", bench.text())
     t_kill = now_ms()
@@ -296,6 +301,11 @@ def scenario_nats_kill(c, cl, urls):
     seen = [fields(ln).get("i") for ln in out.splitlines() if ln.startswith("msg ")]
     c.eq(seen, [str(i) for i in range(n)], "the log holds each append once, in order",
          out[-400:])
+    rc = follower.finish(40)
+    live = [e.get("i") for e in follower.events("msg")]
+    c.eq(rc, 0, "the live follower got to the end", follower.text())
+    c.eq(live, [str(i) for i in range(n)], "the live follower saw each append once, in order",
+         follower.text())
     cl.restart(victim)
     return r
 
