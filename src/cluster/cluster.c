@@ -35,8 +35,9 @@ struct fq_cl {
 struct fq_cl_follow {
   fq_cl_t *c;
   unsigned shard;
-  natsSubscription *sub;
+  natsSubscription *sub;   /* NULL after a failed resubscription */
   uint64_t pos;            /* last sequence delivered */
+  uint64_t resubs;         /* consumers made again (fq_cl_follow_next) */
 };
 
 const char *fq_cl_strerror(int code) {
@@ -620,6 +621,33 @@ int fq_cl_append(fq_cl_t *c, unsigned shard, const uint8_t *p, size_t n, uint64_
 
 /* --- followers -------------------------------------------------------------- */
 
+/* (Re)subscribe f from f->pos + 1. */
+static int follow_sub(fq_cl_follow_t *f, fq_err_t *err) {
+  if (f->sub) {
+    natsSubscription_Unsubscribe(f->sub);
+    natsSubscription_Destroy(f->sub);
+    f->sub = NULL;
+  }
+  char stream[32], subject[48];
+  fq_cl_stream_name(f->shard, stream, sizeof stream);
+  fq_cl_subject(f->shard, subject, sizeof subject);
+  jsSubOptions so;
+  jsSubOptions_Init(&so);
+  so.Stream = stream;
+  /* An ordered consumer: no acks, flow control, and the library recreates
+   * it from the last sequence it delivered when it sees a gap. */
+  so.Ordered = true;
+  so.Config.DeliverPolicy = js_DeliverByStartSequence;
+  so.Config.OptStartSeq = f->pos + 1;
+  jsErrCode je = 0;
+  natsStatus s = js_SubscribeSync(&f->sub, f->c->js, subject, NULL, &so, &je);
+  if (s != NATS_OK) {
+    f->sub = NULL;
+    return nfail(err, status_code(s, je), s, je, "cluster: follow");
+  }
+  return 0;
+}
+
 int fq_cl_follow_open(fq_cl_t *c, unsigned shard, uint64_t from, fq_cl_follow_t **out,
                       fq_err_t *err) {
   *out = NULL;
@@ -629,22 +657,10 @@ int fq_cl_follow_open(fq_cl_t *c, unsigned shard, uint64_t from, fq_cl_follow_t 
   f->c = c;
   f->shard = shard;
   f->pos = from - 1;
-  char stream[32], subject[48];
-  fq_cl_stream_name(shard, stream, sizeof stream);
-  fq_cl_subject(shard, subject, sizeof subject);
-  jsSubOptions so;
-  jsSubOptions_Init(&so);
-  so.Stream = stream;
-  /* An ordered consumer: no acks, flow control, and the library recreates
-   * it from the last sequence it delivered when it sees a gap. */
-  so.Ordered = true;
-  so.Config.DeliverPolicy = js_DeliverByStartSequence;
-  so.Config.OptStartSeq = from;
-  jsErrCode je = 0;
-  natsStatus s = js_SubscribeSync(&f->sub, c->js, subject, NULL, &so, &je);
-  if (s != NATS_OK) {
+  int rc = follow_sub(f, err);
+  if (rc) {
     free(f);
-    return nfail(err, status_code(s, je), s, je, "cluster: follow");
+    return rc;
   }
   *out = f;
   return 0;
@@ -653,6 +669,10 @@ int fq_cl_follow_open(fq_cl_t *c, unsigned shard, uint64_t from, fq_cl_follow_t 
 int fq_cl_follow_next(fq_cl_follow_t *f, size_t max, int64_t wait_ms, fq_cl_follow_fn fn,
                       void *ud, size_t *got, fq_err_t *err) {
   *got = 0;
+  if (!f->sub) { /* the last resubscription failed: again */
+    int rc = follow_sub(f, err);
+    if (rc) return rc;
+  }
   while (*got < max) {
     int pending = 0, bytes = 0;
     if (*got > 0) {
@@ -661,6 +681,21 @@ int fq_cl_follow_next(fq_cl_follow_t *f, size_t max, int64_t wait_ms, fq_cl_foll
     }
     natsMsg *m = NULL;
     natsStatus s = natsSubscription_NextMsg(&m, f->sub, *got ? 1 : (wait_ms > 0 ? wait_ms : 1));
+    if (s == NATS_TIMEOUT && *got == 0) {
+      /* Nothing for a whole wait.  Either the log has nothing new, or the
+       * consumer is stuck: it lived on a server that died, and the client
+       * did not recreate it (seen with libnats 3.4.1: a follower stopped
+       * for good after a kill -9 of its consumer's server).  The stream
+       * says which; a stuck one is made again from the next sequence. */
+      uint64_t last = 0;
+      fq_err_t e2;
+      if (fq_cl_last_seq(f->c, f->shard, &last, &e2) == 0 && last > f->pos) {
+        f->resubs++;
+        int rc = follow_sub(f, err);
+        if (rc) return rc;
+      }
+      break;
+    }
     if (s == NATS_TIMEOUT) break;
     if (s != NATS_OK) return nfail(err, FQ_CL_EUNAVAIL, s, 0, "cluster: follow");
     jsMsgMetaData *md = NULL;
@@ -687,6 +722,7 @@ int fq_cl_follow_next(fq_cl_follow_t *f, size_t max, int64_t wait_ms, fq_cl_foll
 }
 
 uint64_t fq_cl_follow_pos(const fq_cl_follow_t *f) { return f->pos; }
+uint64_t fq_cl_follow_resubs(const fq_cl_follow_t *f) { return f->resubs; }
 
 void fq_cl_follow_close(fq_cl_follow_t **fp) {
   fq_cl_follow_t *f = *fp;

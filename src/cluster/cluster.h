@@ -140,6 +140,9 @@ int fq_cl_follow_next(fq_cl_follow_t *f, size_t max, int64_t wait_ms, fq_cl_foll
                       void *ud, size_t *got, fq_err_t *err);
 /* The sequence of the last message delivered (from - 1 before any). */
 uint64_t fq_cl_follow_pos(const fq_cl_follow_t *f);
+/* How often fq_cl_follow_next found the consumer stuck (a wait without a
+ * message while the stream had more) and made it again from pos + 1. */
+uint64_t fq_cl_follow_resubs(const fq_cl_follow_t *f);
 void fq_cl_follow_close(fq_cl_follow_t **fp);
 
 #endif

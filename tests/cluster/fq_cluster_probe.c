@@ -241,18 +241,28 @@ int main(int argc, char **argv) {
       ex = fail("follow", rc, &e);
     } else {
       size_t want = strtoull(argv[6], NULL, 10), total = 0, got = 0;
+      /* WAIT_MS: how long without a new message before giving up; each
+       * call waits at most a second, as a standby would. */
       int64_t wait = strtoll(argv[7], NULL, 10);
-      while (total < want) {
-        rc = fq_cl_follow_next(f, want - total, wait, print_msg, NULL, &got, &e);
+      int64_t idle_until = fq_mono_ns() + wait * 1000000;
+      while (total < want && fq_mono_ns() < idle_until) {
+        rc = fq_cl_follow_next(f, want - total, wait < 1000 ? wait : 1000, print_msg, NULL, &got,
+                               &e);
+        if (rc == FQ_CL_EUNAVAIL) { /* no meta leader yet to make the consumer again */
+          printf("follow_retry %s\n", e.msg);
+          sleep_ms(200);
+          continue;
+        }
         if (rc) {
           ex = fail("follow", rc, &e);
           break;
         }
-        if (!got) break;
+        if (got) idle_until = fq_mono_ns() + wait * 1000000;
         total += got;
       }
       if (!ex) {
-        printf("followed n=%zu pos=%" PRIu64 "\n", total, fq_cl_follow_pos(f));
+        printf("followed n=%zu pos=%" PRIu64 " resubs=%" PRIu64 "\n", total, fq_cl_follow_pos(f),
+               fq_cl_follow_resubs(f));
         if (total < want) ex = 2;
       }
       fq_cl_follow_close(&f);

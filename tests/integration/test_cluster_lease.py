@@ -301,8 +301,10 @@ def scenario_nats_kill(c, cl, urls):
     seen = [fields(ln).get("i") for ln in out.splitlines() if ln.startswith("msg ")]
     c.eq(seen, [str(i) for i in range(n)], "the log holds each append once, in order",
          out[-400:])
-    rc = follower.finish(40)
+    rc = follower.finish(60)
     live = [e.get("i") for e in follower.events("msg")]
+    fin = follower.events("followed")
+    log(f"[cluster] live follower: {fin[-1] if fin else follower.text()[-300:]}")
     c.eq(rc, 0, "the live follower got to the end", follower.text())
     c.eq(live, [str(i) for i in range(n)], "the live follower saw each append once, in order",
          follower.text())
