@@ -13,6 +13,7 @@ PKGS=(
   python3 python3-zmq python3-msgpack python3-cryptography python3-pytest
   python3-prometheus-client openssl
   lmdb-utils nghttp2-server
+  nats-server libnats-dev
 )
 if [ "${FQ_DEPS_PERF:-0}" = 1 ]; then
   # linux-perf: the `perf report` profiles kept under perf/results (issue 17).
