@@ -26,6 +26,7 @@
 #include "mpread.h"
 #include "log.h"
 #include "util.h"
+#include "writeset.h"
 
 /* The tseq counter of one tenant.  `last` is the committed value;
  * `txn_last` is the value inside the open write transaction, valid only
@@ -74,12 +75,29 @@ struct fq_store {
   uint64_t zused;        /* LMDB's pages end here (bytes), as of the last commit */
   uint64_t zcap;         /* writes stop here: the disk reserve, at most the map */
   uint64_t written_end;  /* the file is written up to here */
+  /* Cluster mode (docs/cluster.md): the write set every write of a write
+   * transaction is also recorded in (NULL: single node, nothing recorded;
+   * see "The write path" below), where it stood when the nested
+   * transaction began, and whether the counters commit would write are
+   * already written (fq_store_prepare, fq_store_apply). */
+  fq_ws_t *ws;
+  fq_ws_mark_t nest_mark;
+  bool prepared;
+  /* fq_store_apply: the dedupe entries of the `idemlog` rows the applied
+   * write set deleted, dropped from memory once the deletion is durable. */
+  struct { uint64_t h, num; } *gone;
+  size_t ngone, agone;
 };
 
 /* LMDB's codes are its own or errno values (a failed write or fsync).
  * Both ways of running out of room are storage_full: the map (fixed size)
  * and the disk (ENOSPC, EDQUOT); every other failure is a storage error. */
 static int lmdb_err(fq_err_t *err, int rc, const char *what) {
+  /* A failure of the write-set capture (below the range of LMDB's codes,
+   * above the errno values it returns): the code passes through, so that
+   * FQ_ETOOLARGE (the write set is full: cut the batch) stays itself. */
+  if (rc < 0 && rc > MDB_LAST_ERRCODE)
+    return fq_errf(err, rc, "%s: write set: %s", what, fq_strerror(rc));
   if (rc == MDB_MAP_FULL)
     return fq_errf(err, FQ_ESTORFULL, "%s: storage full (LMDB map size reached)", what);
   if (rc == ENOSPC || rc == EDQUOT)
@@ -101,6 +119,71 @@ static int meta_put_u64(MDB_txn *txn, MDB_dbi dbi, const char *name, uint64_t v)
   fq_put_be64(b, v);
   MDB_val k = {strlen(name), (void *)name}, d = {8, b};
   return mdb_put(txn, dbi, &k, &d, 0);
+}
+
+/* --- the write path -----------------------------------------------------------
+ *
+ * Every write of a write transaction (outer or nested) goes through st_put
+ * and st_del.  In single-node mode (s->ws NULL) they are mdb_put and
+ * mdb_del behind one pointer test.  In cluster mode they also record the
+ * write in the write set, in the order made (docs/cluster.md): the
+ * operation is recorded first and taken back when LMDB refuses it, so the
+ * write set holds exactly the writes that changed the transaction (a
+ * delete of a missing key, a MDB_APPEND put that meets MDB_KEYEXIST and
+ * is retried, leave nothing), and a write the write set has no room for
+ * (FQ_ETOOLARGE, -ENOMEM) is not made either.  No MDB_RESERVE here: the
+ * value must be known when it is recorded.  The writes of
+ * fq_store_open's own first transaction are not recorded: every copy of a
+ * shard makes them itself. */
+
+/* The database index of docs/cluster.md (the order of store.h), or -1. */
+static int ws_db(const fq_store_t *s, MDB_dbi dbi) {
+  const MDB_dbi order[] = {s->meta,    s->cmd,    s->idemlog, s->active, s->events,
+                           s->session, s->tcount, s->tindex,  s->sched,  s->camp};
+  for (int i = 0; i < (int)(sizeof order / sizeof order[0]); i++)
+    if (order[i] == dbi) return i;
+  return -1;
+}
+
+static int ws_put(fq_store_t *s, MDB_dbi dbi, MDB_val *k, MDB_val *d, unsigned flags) {
+  int db = ws_db(s, dbi);
+  /* A write after fq_store_prepare would be committed but not in the
+   * write set already encoded and appended. */
+  if (db < 0 || s->prepared) return FQ_EINTERNAL;
+  fq_ws_mark_t m = fq_ws_mark(s->ws);
+  int rc = fq_ws_put(s->ws, (unsigned)db, k->mv_data, k->mv_size, d->mv_data, d->mv_size);
+  if (rc) return rc;
+  if ((rc = mdb_put(s->txn, dbi, k, d, flags)) != 0) fq_ws_rollback(s->ws, m);
+  return rc;
+}
+
+static int ws_del(fq_store_t *s, MDB_dbi dbi, MDB_val *k) {
+  int db = ws_db(s, dbi);
+  if (db < 0 || s->prepared) return FQ_EINTERNAL;
+  fq_ws_mark_t m = fq_ws_mark(s->ws);
+  int rc = fq_ws_del(s->ws, (unsigned)db, k->mv_data, k->mv_size);
+  if (rc) return rc;
+  if ((rc = mdb_del(s->txn, dbi, k, NULL)) != 0) fq_ws_rollback(s->ws, m);
+  return rc;
+}
+
+/* mdb_put / mdb_del in the open write transaction: LMDB's code, or a
+ * capture failure (a fleetq code, or -ENOMEM). */
+static inline int st_put(fq_store_t *s, MDB_dbi dbi, MDB_val *k, MDB_val *d, unsigned flags) {
+  if (!s->ws) return mdb_put(s->txn, dbi, k, d, flags);
+  return ws_put(s, dbi, k, d, flags);
+}
+
+static inline int st_del(fq_store_t *s, MDB_dbi dbi, MDB_val *k) {
+  if (!s->ws) return mdb_del(s->txn, dbi, k, NULL);
+  return ws_del(s, dbi, k);
+}
+
+static int st_meta_put(fq_store_t *s, const char *name, uint64_t v) {
+  uint8_t b[8];
+  fq_put_be64(b, v);
+  MDB_val k = {strlen(name), (void *)name}, d = {8, b};
+  return st_put(s, s->meta, &k, &d, 0);
 }
 
 /* --- per-tenant event sequence (tseq) ---------------------------------------
@@ -394,6 +477,7 @@ void fq_store_destroy(fq_store_t **sp) {
   fq_idem_destroy(&s->idem);
   tenants_free(s);
   fq_buf_free(&s->scratch);
+  free(s->gone);
   pthread_mutex_destroy(&s->zmu);
   pthread_cond_destroy(&s->zcv);
   free(s);
@@ -457,6 +541,11 @@ int fq_store_begin(fq_store_t *s, bool write, fq_err_t *err) {
     return lmdb_err(err, rc, "begin");
   }
   s->txn_write = write;
+  if (write) {
+    /* The write set is the open (or last) write transaction's. */
+    s->prepared = false;
+    if (s->ws) fq_ws_reset(s->ws);
+  }
   s->txn_next_cmd = s->next_cmd;
   s->txn_next_q = s->next_q;
   s->txn_next_seq = s->next_seq;
@@ -469,25 +558,33 @@ int fq_store_begin(fq_store_t *s, bool write, fq_err_t *err) {
 static void zero_note(fq_store_t *s);
 static void zero_ahead(fq_store_t *s);
 
+/* What a write transaction writes at its end (fq_store_commit, or
+ * fq_store_prepare ahead of it): the id and queue counters it moved, and
+ * one `tcount` row per tenant it gave events to.  LMDB's code, or a
+ * capture failure. */
+static int write_counters(fq_store_t *s) {
+  int rc;
+  if (s->txn_next_cmd != s->next_cmd && (rc = st_meta_put(s, "next_cmd", s->txn_next_cmd)) != 0)
+    return rc;
+  if (s->txn_next_q != s->next_q && (rc = st_meta_put(s, "next_q", s->txn_next_q)) != 0)
+    return rc;
+  /* One counter row per tenant this transaction gave events to. */
+  for (size_t i = 0; i < s->ndirty; i++) {
+    tctr_t *c = s->tdirty[i];
+    uint8_t b[8];
+    fq_put_be64(b, c->txn_last);
+    MDB_val k = {c->len, c->name}, d = {8, b};
+    if ((rc = st_put(s, s->tcount, &k, &d, 0)) != 0) return rc;
+  }
+  return 0;
+}
+
 int fq_store_commit(fq_store_t *s, fq_err_t *err) {
   int rc;
   if (!s->txn) return fq_errf(err, FQ_EINTERNAL, "store: no transaction");
-  if (s->txn_write) {
-    if (s->txn_next_cmd != s->next_cmd &&
-        (rc = meta_put_u64(s->txn, s->meta, "next_cmd", s->txn_next_cmd)) != 0)
-      goto fail;
-    if (s->txn_next_q != s->next_q &&
-        (rc = meta_put_u64(s->txn, s->meta, "next_q", s->txn_next_q)) != 0)
-      goto fail;
-    /* One counter row per tenant this transaction gave events to. */
-    for (size_t i = 0; i < s->ndirty; i++) {
-      tctr_t *c = s->tdirty[i];
-      uint8_t b[8];
-      fq_put_be64(b, c->txn_last);
-      MDB_val k = {c->len, c->name}, d = {8, b};
-      if ((rc = mdb_put(s->txn, s->tcount, &k, &d, 0)) != 0) goto fail;
-    }
-  }
+  /* Prepared: the counters are written already (and in the write set). */
+  if (s->txn_write && !s->prepared && (rc = write_counters(s)) != 0) goto fail;
+  s->prepared = false;
   rc = mdb_txn_commit(s->txn);
   /* Where LMDB's pages end now, before the writer may run again: it must
    * never write below (see "Writing the file ahead"). */
@@ -512,6 +609,7 @@ fail:
   pthread_mutex_unlock(&s->zmu); /* only a write transaction gets here */
   s->txn = NULL;
   s->ndirty = 0;
+  if (s->ws) fq_ws_reset(s->ws);
   return lmdb_err(err, rc, "commit counters");
 }
 
@@ -655,7 +753,11 @@ static void zero_stop(fq_store_t *s) {
 void fq_store_abort(fq_store_t *s) {
   if (s->txn) {
     mdb_txn_abort(s->txn);
-    if (s->txn_write) pthread_mutex_unlock(&s->zmu);
+    if (s->txn_write) {
+      pthread_mutex_unlock(&s->zmu);
+      s->prepared = false;
+      if (s->ws) fq_ws_reset(s->ws); /* nothing of it happened */
+    }
   }
   s->txn = NULL;
   s->ndirty = 0;
@@ -750,8 +852,8 @@ int fq_store_idem_put(fq_store_t *s, const fq_cmdrec_t *rec, fq_err_t *err) {
   vb[32 + tl] = 0;
   memcpy(vb + 33 + tl, rec->key, kl);
   MDB_val k = {FQ_ID_LEN, (void *)rec->id}, d = {33 + tl + kl, vb};
-  int rc = mdb_put(s->txn, s->idemlog, &k, &d, MDB_APPEND);
-  if (rc == MDB_KEYEXIST) rc = mdb_put(s->txn, s->idemlog, &k, &d, 0);
+  int rc = st_put(s, s->idemlog, &k, &d, MDB_APPEND);
+  if (rc == MDB_KEYEXIST) rc = st_put(s, s->idemlog, &k, &d, 0);
   if (rc) return lmdb_err(err, rc, "idemlog put");
   if (fq_idem_put(s->idem, fq_hash64_pair(rec->tenant, tl, rec->key, kl), fq_store_id_num(rec->id)))
     return fq_errf(err, -ENOMEM, "out of memory for the dedupe table");
@@ -810,8 +912,8 @@ int fq_store_cmd_put(fq_store_t *s, const fq_cmdrec_t *rec, fq_err_t *err) {
   if (rc) return fq_errf(err, rc, "cannot encode command record");
   MDB_val k = {FQ_ID_LEN, (void *)rec->id}, d = {b->len, b->data};
   /* New commands carry the highest id so far: append without a search. */
-  rc = mdb_put(s->txn, s->cmd, &k, &d, MDB_APPEND);
-  if (rc == MDB_KEYEXIST) rc = mdb_put(s->txn, s->cmd, &k, &d, 0);
+  rc = st_put(s, s->cmd, &k, &d, MDB_APPEND);
+  if (rc == MDB_KEYEXIST) rc = st_put(s, s->cmd, &k, &d, 0);
   return rc ? lmdb_err(err, rc, "cmd put") : 0;
 }
 
@@ -841,14 +943,14 @@ int fq_store_active_put(fq_store_t *s, const fq_cmdrec_t *rec, fq_err_t *err) {
   }
   memcpy(vb + off, rec->device, dl);
   MDB_val k = {FQ_ID_LEN, (void *)rec->id}, d = {off + dl, vb};
-  int rc = mdb_put(s->txn, s->active, &k, &d, MDB_APPEND);
-  if (rc == MDB_KEYEXIST) rc = mdb_put(s->txn, s->active, &k, &d, 0);
+  int rc = st_put(s, s->active, &k, &d, MDB_APPEND);
+  if (rc == MDB_KEYEXIST) rc = st_put(s, s->active, &k, &d, 0);
   return rc ? lmdb_err(err, rc, "active put") : 0;
 }
 
 int fq_store_active_del(fq_store_t *s, const char *id, fq_err_t *err) {
   MDB_val k = {FQ_ID_LEN, (void *)id};
-  int rc = mdb_del(s->txn, s->active, &k, NULL);
+  int rc = st_del(s, s->active, &k);
   if (rc && rc != MDB_NOTFOUND) return lmdb_err(err, rc, "active del");
   return 0;
 }
@@ -909,7 +1011,7 @@ int fq_store_sched_put(fq_store_t *s, const fq_cmdrec_t *rec, fq_err_t *err) {
   uint8_t kb[8 + FQ_ID_LEN];
   sched_key(kb, rec->not_before, rec->id);
   MDB_val k = {sizeof kb, kb}, d = {strlen(rec->device), (void *)rec->device};
-  int rc = mdb_put(s->txn, s->sched, &k, &d, 0);
+  int rc = st_put(s, s->sched, &k, &d, 0);
   return rc ? lmdb_err(err, rc, "sched put") : 0;
 }
 
@@ -917,7 +1019,7 @@ int fq_store_sched_del(fq_store_t *s, int64_t not_before, const char *id, fq_err
   uint8_t kb[8 + FQ_ID_LEN];
   sched_key(kb, not_before, id);
   MDB_val k = {sizeof kb, kb};
-  int rc = mdb_del(s->txn, s->sched, &k, NULL);
+  int rc = st_del(s, s->sched, &k);
   if (rc && rc != MDB_NOTFOUND) return lmdb_err(err, rc, "sched del");
   return 0;
 }
@@ -980,7 +1082,7 @@ static size_t camp_key(uint8_t *kb, const char *campaign, const char *id) {
 int fq_store_camp_put(fq_store_t *s, const char *campaign, const char *id, fq_err_t *err) {
   uint8_t kb[64 + 1 + FQ_ID_LEN];
   MDB_val k = {camp_key(kb, campaign, id), kb}, d = {0, ""};
-  int rc = mdb_put(s->txn, s->camp, &k, &d, 0);
+  int rc = st_put(s, s->camp, &k, &d, 0);
   return rc ? lmdb_err(err, rc, "camp put") : 0;
 }
 
@@ -1008,37 +1110,42 @@ int fq_store_camp_scan(fq_store_t *s, const char *campaign, fq_store_camp_fn fn,
 
 /* --- events --------------------------------------------------------------- */
 
+/* The first time the open write transaction moves c: remember it for
+ * commit (which writes its row) and start its transaction value from the
+ * committed one.  0 or -ENOMEM. */
+static int tctr_touch(fq_store_t *s, tctr_t *c) {
+  if (c->gen == s->txn_gen) return 0;
+  if (s->ndirty == s->adirty) {
+    size_t n = s->adirty ? s->adirty * 2 : 64;
+    tctr_t **p = realloc(s->tdirty, n * sizeof *p);
+    if (!p) return -ENOMEM;
+    s->tdirty = p;
+    s->adirty = n;
+  }
+  s->tdirty[s->ndirty++] = c;
+  c->gen = s->txn_gen;
+  c->txn_last = c->last;
+  return 0;
+}
+
 int fq_store_event_append(fq_store_t *s, const char *tenant, size_t tlen, const uint8_t *ev,
                           size_t len, fq_err_t *err) {
   uint8_t kb[8];
   fq_put_be64(kb, s->txn_next_seq);
   MDB_val k = {8, kb}, d = {len, (void *)ev};
-  int rc = mdb_put(s->txn, s->events, &k, &d, MDB_APPEND);
+  int rc = st_put(s, s->events, &k, &d, MDB_APPEND);
   if (rc) return lmdb_err(err, rc, "event append");
   if (tenant) {
     if (tlen == 0 || tlen > FQ_TENANT_MAX)
       return fq_errf(err, FQ_EINTERNAL, "event append: tenant of %zu bytes", tlen);
     tctr_t *c = tctr_get(s, tenant, tlen);
-    if (!c) return fq_errf(err, -ENOMEM, "out of memory for the tenant counters");
-    if (c->gen != s->txn_gen) {
-      /* First event of this tenant in the transaction: remember it for
-       * commit (which writes its row) before moving its counter. */
-      if (s->ndirty == s->adirty) {
-        size_t n = s->adirty ? s->adirty * 2 : 64;
-        tctr_t **p = realloc(s->tdirty, n * sizeof *p);
-        if (!p) return fq_errf(err, -ENOMEM, "out of memory for the tenant counters");
-        s->tdirty = p;
-        s->adirty = n;
-      }
-      s->tdirty[s->ndirty++] = c;
-      c->gen = s->txn_gen;
-      c->txn_last = c->last;
-    }
+    if (!c || tctr_touch(s, c) != 0)
+      return fq_errf(err, -ENOMEM, "out of memory for the tenant counters");
     uint8_t ik[FQ_TENANT_MAX + 9];
     MDB_val ikv = {tindex_key(ik, tenant, tlen, c->txn_last + 1), ik}, sv = {8, kb};
     /* Within one tenant the keys grow; across tenants they do not, so no
      * MDB_APPEND here. */
-    if ((rc = mdb_put(s->txn, s->tindex, &ikv, &sv, 0)) != 0)
+    if ((rc = st_put(s, s->tindex, &ikv, &sv, 0)) != 0)
       return lmdb_err(err, rc, "tseq index put");
     c->txn_last++;
   }
@@ -1131,7 +1238,7 @@ int fq_store_session_put(fq_store_t *s, const char *vin, int domain, const uint8
                          fq_err_t *err) {
   uint8_t kb[20];
   MDB_val k = {session_key(kb, vin, domain), kb}, d = {n, (void *)p};
-  int rc = mdb_put(s->txn, s->session, &k, &d, 0);
+  int rc = st_put(s, s->session, &k, &d, 0);
   return rc ? lmdb_err(err, rc, "session put") : 0;
 }
 
@@ -1365,7 +1472,7 @@ int fq_store_idem_del(fq_store_t *s, const char *id, uint64_t *h, fq_err_t *err)
   if (rc == MDB_NOTFOUND) return FQ_ENOTFOUND;
   if (rc) return lmdb_err(err, rc, "idemlog get");
   if (!idem_row_hash(&d, h)) *h = 0;
-  rc = mdb_del(s->txn, s->idemlog, &k, NULL);
+  rc = st_del(s, s->idemlog, &k);
   return rc ? lmdb_err(err, rc, "idemlog del") : 0;
 }
 
@@ -1381,7 +1488,7 @@ size_t fq_store_idem_count(const fq_store_t *s) { return fq_idem_count(s->idem);
 
 int fq_store_cmd_del(fq_store_t *s, const char *id, fq_err_t *err) {
   MDB_val k = {FQ_ID_LEN, (void *)id};
-  int rc = mdb_del(s->txn, s->cmd, &k, NULL);
+  int rc = st_del(s, s->cmd, &k);
   if (rc == MDB_NOTFOUND) return FQ_ENOTFOUND;
   return rc ? lmdb_err(err, rc, "cmd del") : 0;
 }
@@ -1410,7 +1517,7 @@ int fq_store_event_del(fq_store_t *s, uint64_t seq, const char *tenant, size_t t
   uint8_t kb[8];
   fq_put_be64(kb, seq);
   MDB_val k = {8, kb};
-  int rc = mdb_del(s->txn, s->events, &k, NULL);
+  int rc = st_del(s, s->events, &k);
   if (rc == MDB_NOTFOUND) return FQ_ENOTFOUND;
   if (rc) return lmdb_err(err, rc, "event del");
   if (tenant && tlen > 0 && tlen <= FQ_TENANT_MAX && tseq) {
@@ -1420,7 +1527,7 @@ int fq_store_event_del(fq_store_t *s, uint64_t seq, const char *tenant, size_t t
      * another event's index row with it. */
     rc = mdb_get(s->txn, s->tindex, &ikv, &iv);
     if (rc == 0 && iv.mv_size == 8 && fq_get_be64(iv.mv_data) == seq)
-      rc = mdb_del(s->txn, s->tindex, &ikv, NULL);
+      rc = st_del(s, s->tindex, &ikv);
     if (rc && rc != MDB_NOTFOUND) return lmdb_err(err, rc, "tseq index del");
   }
   return 0;
@@ -1459,6 +1566,9 @@ int fq_store_nest_begin(fq_store_t *s, fq_err_t *err) {
   if (rc) return lmdb_err(err, rc, "begin nested");
   s->parent = s->txn;
   s->txn = child;
+  /* Where the nested transaction's writes start in the write set: if it
+   * is dropped, they are dropped from the write set too. */
+  if (s->ws) s->nest_mark = fq_ws_mark(s->ws);
   return 0;
 }
 
@@ -1467,6 +1577,7 @@ int fq_store_nest_commit(fq_store_t *s, fq_err_t *err) {
   int rc = mdb_txn_commit(s->txn); /* frees the child, committed or not */
   s->txn = s->parent;
   s->parent = NULL;
+  if (rc && s->ws) fq_ws_rollback(s->ws, s->nest_mark);
   return rc ? lmdb_err(err, rc, "commit nested") : 0;
 }
 
@@ -1475,6 +1586,230 @@ void fq_store_nest_abort(fq_store_t *s) {
   mdb_txn_abort(s->txn);
   s->txn = s->parent;
   s->parent = NULL;
+  if (s->ws) fq_ws_rollback(s->ws, s->nest_mark);
+}
+
+/* --- cluster: write sets out and in ---------------------------------------------
+ *
+ * The owner of a shard captures each write transaction's writes
+ * (fq_store_capture, "The write path" above), prepares the transaction
+ * (the rows commit would add, and meta "applied" = the log sequence the
+ * transaction will have), appends the encoded write set to the shard's log
+ * and commits.  A follower applies each log entry in one write transaction
+ * with the same "applied", so the entry and the position move together
+ * (docs/cluster.md). */
+
+#define META_APPLIED "applied"
+
+int fq_store_capture(fq_store_t *s, struct fq_ws *ws, fq_err_t *err) {
+  if (s->txn) return fq_errf(err, FQ_EINTERNAL, "store: capture switched inside a transaction");
+  s->ws = ws;
+  return 0;
+}
+
+/* meta "applied" in the open transaction: 0 when absent (a store that
+ * never took a log entry).  LMDB's code. */
+static int applied_get(fq_store_t *s, uint64_t *v) {
+  int rc = meta_get_u64(s->txn, s->meta, META_APPLIED, v);
+  if (rc == MDB_NOTFOUND) {
+    *v = 0;
+    rc = 0;
+  }
+  return rc;
+}
+
+int fq_store_applied(fq_store_t *s, uint64_t *applied, fq_err_t *err) {
+  bool own = !s->txn;
+  int rc;
+  if (own && (rc = fq_store_begin(s, false, err)) != 0) return rc;
+  rc = applied_get(s, applied);
+  if (own) fq_store_abort(s);
+  return rc ? lmdb_err(err, rc, "read meta applied") : 0;
+}
+
+/* seq against the applied position: the specific code of a repeat or a
+ * hole, 0 when seq is the next one. */
+static int seq_check(uint64_t seq, uint64_t applied, const char *what, fq_err_t *err) {
+  if (seq <= applied)
+    return fq_errf(err, FQ_STORE_EREPEAT,
+                   "%s log entry %" PRIu64 ": this store has applied up to %" PRIu64
+                   " already (a repeat)",
+                   what, seq, applied);
+  if (seq != applied + 1)
+    return fq_errf(err, FQ_STORE_EHOLE,
+                   "%s log entry %" PRIu64 ": this store has applied up to %" PRIu64
+                   " (entries %" PRIu64 "..%" PRIu64 " are missing)",
+                   what, seq, applied, applied + 1, seq - 1);
+  return 0;
+}
+
+int fq_store_prepare(fq_store_t *s, uint64_t seq, fq_err_t *err) {
+  if (!s->txn || !s->txn_write || s->parent || s->prepared)
+    return fq_errf(err, FQ_EINTERNAL,
+                   "store: prepare needs an open write transaction, no nested one, once");
+  uint64_t applied;
+  int rc = applied_get(s, &applied);
+  if (rc) return lmdb_err(err, rc, "read meta applied");
+  if ((rc = seq_check(seq, applied, "prepare as", err)) != 0) return rc;
+  if ((rc = write_counters(s)) != 0 || (rc = st_meta_put(s, META_APPLIED, seq)) != 0)
+    return lmdb_err(err, rc, "prepare");
+  s->prepared = true;
+  return 0;
+}
+
+typedef struct apply_ctx {
+  fq_store_t *s;
+  MDB_dbi dbs[10];  /* by the index of docs/cluster.md */
+  uint64_t seq;
+  uint32_t op;      /* the operation being applied, from 0 (for errors) */
+  fq_err_t *err;
+} apply_ctx_t;
+
+static const char *const ws_db_names[10] = {"meta",    "cmd",    "idemlog", "active", "events",
+                                            "session", "tcount", "tindex",  "sched",  "camp"};
+
+/* Apply one operation of a write set inside the apply transaction, and
+ * note what it changes in memory: an `idemlog` row added goes into the
+ * dedupe table now (an entry whose row is not durable is only a miss, as
+ * on the owner), one deleted leaves it after the commit (s->gone); a
+ * `tcount` row moves the tenant's counter with the transaction. */
+static int apply_op(void *ud, unsigned db, int op, const uint8_t *key, size_t klen,
+                    const uint8_t *val, size_t vlen) {
+  apply_ctx_t *a = ud;
+  fq_store_t *s = a->s;
+  uint32_t i = a->op++;
+  if (db >= sizeof a->dbs / sizeof a->dbs[0])
+    return fq_errf(a->err, FQ_EPROTO,
+                   "log entry %" PRIu64 ", operation %" PRIu32 ": db index %u names no database",
+                   a->seq, i, db);
+  MDB_dbi dbi = a->dbs[db];
+  MDB_val k = {klen, (void *)key}, d = {vlen, (void *)val};
+  int rc;
+  if (dbi == s->meta && klen == strlen(META_APPLIED) && memcmp(key, META_APPLIED, klen) == 0 &&
+      (op != FQ_WS_PUT || vlen != 8 || fq_get_be64(val) != a->seq))
+    return fq_errf(a->err, FQ_EPROTO,
+                   "log entry %" PRIu64 " was prepared as another entry (meta applied %" PRIu64
+                   ")",
+                   a->seq, op == FQ_WS_PUT && vlen == 8 ? fq_get_be64(val) : 0);
+  if (op == FQ_WS_PUT) {
+    if ((rc = mdb_put(s->txn, dbi, &k, &d, 0)) != 0) return lmdb_err(a->err, rc, "apply put");
+    uint64_t h;
+    if (dbi == s->idemlog && klen == FQ_ID_LEN && idem_row_hash(&d, &h)) {
+      char id[FQ_ID_LEN + 1];
+      memcpy(id, key, FQ_ID_LEN);
+      id[FQ_ID_LEN] = 0;
+      if (fq_idem_put(s->idem, h, fq_store_id_num(id)) != 0)
+        return fq_errf(a->err, -ENOMEM, "out of memory for the dedupe table");
+    } else if (dbi == s->tcount && klen >= 1 && klen <= FQ_TENANT_MAX && vlen == 8) {
+      tctr_t *c = tctr_get(s, (const char *)key, klen);
+      if (!c || tctr_touch(s, c) != 0)
+        return fq_errf(a->err, -ENOMEM, "out of memory for the tenant counters");
+      c->txn_last = fq_get_be64(val);
+    }
+    return 0;
+  }
+  uint64_t h = 0;
+  bool idem = false;
+  if (dbi == s->idemlog && klen == FQ_ID_LEN) {
+    MDB_val old;
+    if ((rc = mdb_get(s->txn, dbi, &k, &old)) == 0) idem = idem_row_hash(&old, &h);
+    else if (rc != MDB_NOTFOUND) return lmdb_err(a->err, rc, "apply: idemlog get");
+  }
+  rc = mdb_del(s->txn, dbi, &k, NULL);
+  /* The owner records only deletions that deleted something: a key this
+   * copy lacks means the copy is not the owner's. */
+  if (rc == MDB_NOTFOUND)
+    return fq_errf(a->err, FQ_ESTORAGE,
+                   "log entry %" PRIu64 ", operation %" PRIu32 " deletes a key that `%s` "
+                   "does not hold: this copy of shard %u differs from the log",
+                   a->seq, i, ws_db_names[db], s->shard);
+  if (rc) return lmdb_err(a->err, rc, "apply del");
+  if (idem) {
+    if (s->ngone == s->agone) {
+      size_t n = s->agone ? s->agone * 2 : 256;
+      void *p = realloc(s->gone, n * sizeof *s->gone);
+      if (!p) return fq_errf(a->err, -ENOMEM, "out of memory");
+      s->gone = p;
+      s->agone = n;
+    }
+    char id[FQ_ID_LEN + 1];
+    memcpy(id, key, FQ_ID_LEN);
+    id[FQ_ID_LEN] = 0;
+    s->gone[s->ngone].h = h;
+    s->gone[s->ngone++].num = fq_store_id_num(id);
+  }
+  return 0;
+}
+
+int fq_store_apply(fq_store_t *s, const uint8_t *msg, size_t len, uint64_t seq, fq_err_t *err) {
+  if (s->txn || s->ws)
+    return fq_errf(err, FQ_EINTERNAL,
+                   "store: apply needs no open transaction and no capture (a follower's store)");
+  /* The whole message is checked before anything is written: a hostile
+   * or damaged one never opens a write transaction. */
+  fq_ws_head_t h;
+  int rc = fq_ws_decode(msg, len, &h, NULL, NULL, err);
+  if (rc) return rc;
+  if (h.genesis && seq != 1)
+    return fq_errf(err, FQ_EPROTO, "log entry %" PRIu64 " is empty: only the genesis (1) may be",
+                   seq);
+  if (!h.genesis && h.shard != s->shard)
+    return fq_errf(err, FQ_STORE_ESHARD,
+                   "log entry %" PRIu64 " is shard %u's (from node %s), not shard %u's", seq,
+                   h.shard, h.node, s->shard);
+  if ((rc = fq_store_begin(s, true, err)) != 0) return rc;
+  uint64_t applied;
+  if ((rc = applied_get(s, &applied)) != 0) {
+    rc = lmdb_err(err, rc, "read meta applied");
+    goto fail;
+  }
+  if ((rc = seq_check(seq, applied, "apply", err)) != 0) goto fail;
+  apply_ctx_t a = {.s = s, .seq = seq, .err = err,
+                   .dbs = {s->meta, s->cmd, s->idemlog, s->active, s->events, s->session,
+                           s->tcount, s->tindex, s->sched, s->camp}};
+  s->ngone = 0;
+  if (!h.genesis && (rc = fq_ws_decode(msg, len, &h, apply_op, &a, err)) != 0) goto fail;
+  uint8_t b[8];
+  fq_put_be64(b, seq);
+  MDB_val k = {strlen(META_APPLIED), (void *)META_APPLIED}, d = {8, b};
+  if ((rc = mdb_put(s->txn, s->meta, &k, &d, 0)) != 0) {
+    rc = lmdb_err(err, rc, "apply: meta applied");
+    goto fail;
+  }
+  /* The counters this store keeps in memory follow the rows, as a reopen
+   * would load them (fq_store_open): ids and queue positions from meta,
+   * the next seq from the last event, the tenants' tseq from the `tcount`
+   * rows seen above.  Commit takes them over as it does its own. */
+  if ((rc = meta_get_u64(s->txn, s->meta, "next_cmd", &s->txn_next_cmd)) != 0 ||
+      (rc = meta_get_u64(s->txn, s->meta, "next_q", &s->txn_next_q)) != 0) {
+    rc = lmdb_err(err, rc, "apply: read counters");
+    goto fail;
+  }
+  MDB_cursor *cur;
+  if ((rc = mdb_cursor_open(s->txn, s->events, &cur)) != 0) {
+    rc = lmdb_err(err, rc, "cursor");
+    goto fail;
+  }
+  MDB_val ek, ed;
+  rc = mdb_cursor_get(cur, &ek, &ed, MDB_LAST);
+  if (rc == 0 && ek.mv_size == 8) s->txn_next_seq = fq_get_be64(ek.mv_data) + 1;
+  mdb_cursor_close(cur);
+  if (rc && rc != MDB_NOTFOUND) {
+    rc = lmdb_err(err, rc, "apply: last event");
+    goto fail;
+  }
+  s->prepared = true; /* the rows are the owner's: commit adds none */
+  if ((rc = fq_store_commit(s, err)) != 0) {
+    s->ngone = 0;
+    return rc;
+  }
+  for (size_t i = 0; i < s->ngone; i++) fq_idem_del(s->idem, s->gone[i].h, s->gone[i].num);
+  s->ngone = 0;
+  return 0;
+fail:
+  fq_store_abort(s);
+  s->ngone = 0;
+  return rc;
 }
 
 /* --- record codec ------------------------------------------------------------ */

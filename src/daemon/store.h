@@ -9,7 +9,8 @@
  * MDB_NOMETASYNC, MDB_MAPASYNC or MDB_WRITEMAP.
  *
  * Named databases:
- *   meta    "schema", "shard", "next_cmd", "next_q"  -> u64 big endian
+ *   meta    "schema", "shard", "next_cmd", "next_q",
+ *           "applied" (cluster mode: the last log entry taken) -> u64 big endian
  *   cmd     id                  -> command record (msgpack map)
  *   idemlog id                  -> 32-byte request hash || tenant \0 key
  *   active  id                  -> u64be(deadline) 0x01 u64be(queue position)
@@ -351,6 +352,69 @@ int fq_store_event_del(fq_store_t *s, uint64_t seq, const char *tenant, size_t t
 int fq_store_first_seq(fq_store_t *s, uint64_t *first, fq_err_t *err);
 int fq_store_tenant_first_tseq(fq_store_t *s, const char *tenant, size_t tlen, uint64_t *first,
                                fq_err_t *err);
+
+/* --- cluster mode: write sets (docs/cluster.md) ----------------------------
+ *
+ * The owner of a shard turns capture on: from then on every write of each
+ * write transaction (outer or nested) is also recorded, in the order
+ * made, in ws (writeset.h: [db, op, key, val] with db the index of the
+ * named databases in the order listed at the top of this file, meta = 0
+ * to camp = 9).  begin(write) empties ws, abort empties it, a nested
+ * transaction that is aborted (or whose commit fails) takes its entries
+ * back out.  A write LMDB refuses is not recorded, and one that ws has no
+ * room for is not made (FQ_ETOOLARGE past ws's cap: the caller cuts the
+ * batch, aborts, and retries with fewer).  NULL turns it off: the default,
+ * and single-node mode, whose writes cost one pointer test more and are
+ * otherwise what they were.  The store does not own ws.  No transaction may
+ * be open.
+ *
+ * A batch of the owner:
+ *   begin(write); ... writes ...; prepare(s, L + 1);
+ *   encode ws; append it to the log expecting last sequence L;
+ *   commit (or abort when the append failed).
+ * prepare writes what commit would add on its own (the `next_cmd` and
+ * `next_q` counters it moved, the `tcount` row of each tenant given
+ * events) and meta "applied" = seq, so the write set is complete; commit
+ * then writes nothing more.  No write may follow prepare (with capture on
+ * it is refused with FQ_EINTERNAL).  seq must be applied + 1:
+ * FQ_STORE_EREPEAT / FQ_STORE_EHOLE otherwise (the store is not at the
+ * log's end: catch up first).  Without prepare, commit writes exactly what
+ * it always did, and no "applied". */
+struct fq_ws;
+int fq_store_capture(fq_store_t *s, struct fq_ws *ws, fq_err_t *err);
+int fq_store_prepare(fq_store_t *s, uint64_t seq, fq_err_t *err);
+
+/* Outcomes of apply (and prepare) that a follower must tell apart; kept
+ * out of FQ_ERRORS like cluster.h's.  Each comes with its text in err. */
+enum {
+  FQ_STORE_EREPEAT = -20101, /* seq <= applied: this entry is in the store already */
+  FQ_STORE_EHOLE = -20102,   /* seq > applied + 1: entries are missing before it */
+  FQ_STORE_ESHARD = -20103,  /* an entry of another shard's log */
+};
+
+/* The log sequence of the last entry this store took (meta "applied":
+ * prepared and committed by the owner, or applied); 0 for none.  Inside
+ * a transaction (which sees its own prepare) or outside one. */
+int fq_store_applied(fq_store_t *s, uint64_t *applied, fq_err_t *err);
+
+/* Apply log entry seq, msg[len] (untrusted bytes: a write set, or the
+ * empty genesis entry, which only seq 1 may be), on a follower's store
+ * (no transaction open, capture off): every operation in order, and meta
+ * "applied" = seq, in one write transaction, committed (fsync) before this
+ * returns.  Nothing is written when it fails:
+ *   FQ_EPROTO         malformed message (fq_ws_decode's text), a db index
+ *                     past camp, or an entry prepared as another seq;
+ *   FQ_STORE_ESHARD   another shard's entry;
+ *   FQ_STORE_EREPEAT  seq <= applied (never applied twice);
+ *   FQ_STORE_EHOLE    seq > applied + 1 (never skipped);
+ *   FQ_ESTORAGE       a delete of a key this copy does not hold (the copy
+ *                     is not the log's), or LMDB's error;
+ *   FQ_ESTORFULL, -ENOMEM.
+ * The counters kept in memory (next id, queue position, event seq, each
+ * tenant's tseq, the dedupe table) follow the applied rows, so the store
+ * reads as if it had been reopened; the owner's takeover still reopens it
+ * (docs/cluster.md) to rebuild what the shard keeps beside the store. */
+int fq_store_apply(fq_store_t *s, const uint8_t *msg, size_t len, uint64_t seq, fq_err_t *err);
 
 /* --- the data directory --------------------------------------------------
  *
