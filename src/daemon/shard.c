@@ -2006,9 +2006,13 @@ static int dispatch_transition(void *shard, fq_cmdrec_t *rec, int state, const c
 }
 
 
+/* Keys go to the ingress 65,536 (512 KiB) a message: a million keys are
+ * 16 messages a shard, not 128. */
+#define KEYS_BATCH 65536
+
 typedef struct keys_ctx {
   void *sock;
-  uint64_t buf[8192];
+  uint64_t buf[KEYS_BATCH];
   size_t n;
 } keys_ctx_t;
 
@@ -2016,7 +2020,7 @@ static int keys_visit(void *ud, uint64_t h, uint64_t num) {
   keys_ctx_t *k = ud;
   (void)num;
   k->buf[k->n++] = h;
-  if (k->n == 8192) {
+  if (k->n == KEYS_BATCH) {
     zmq_send(k->sock, "K", 1, ZMQ_SNDMORE);
     zmq_send(k->sock, k->buf, k->n * 8, 0);
     k->n = 0;
@@ -2031,6 +2035,11 @@ static void announce_keys(fq_shard_t *sh) {
   int64_t t0 = fq_mono_ns();
   k->sock = sh->sock;
   k->n = 0;
+  /* The count first: the ingress sizes its table for every shard's keys
+   * once, instead of growing it (a copy of every key) as they arrive. */
+  uint64_t count = fq_store_idem_count(sh->store);
+  zmq_send(sh->sock, "N", 1, ZMQ_SNDMORE);
+  zmq_send(sh->sock, &count, 8, 0);
   fq_store_idem_foreach(sh->store, keys_visit, k);
   if (k->n) {
     zmq_send(sh->sock, "K", 1, ZMQ_SNDMORE);
@@ -2210,6 +2219,15 @@ static void *shard_main(void *arg) {
     for (int i = 0; i < abs(counts[m]); i++) zmq_msg_close(&msgs[m][i]);
   /* Transfers end here, in the thread that owns the curl handles. */
   fq_dispatch_destroy(&sh->disp);
+  /* A clean stop: nothing more is written, so the dedupe table can be
+   * kept for the next start (store.h); a failure only costs that start
+   * its rebuild. */
+  if (sh->stopping) {
+    fq_err_t e;
+    fq_err_clear(&e);
+    if (fq_store_save_snapshot(sh->store, &e) != 0)
+      fq_warn("shard", "shard %u: no dedupe snapshot for the next start: %s", sh->o.index, e.msg);
+  }
   zmq_send(sh->sock, "D", 1, 0);
   return NULL;
 }

@@ -110,6 +110,20 @@ void fq_cmdrec_free(fq_cmdrec_t *rec);
 fq_store_t *fq_store_open(const char *dir, unsigned shard, uint64_t map_size, fq_err_t *err);
 void fq_store_destroy(fq_store_t **sp);
 
+/* The dedupe snapshot (store.c, "The dedupe snapshot"): at a clean stop,
+ * the in-memory dedupe table is written to FQ_STORE_SNAP_NAME in the
+ * store's directory (0600; a temporary file, fsynced, renamed), stamped
+ * with LMDB's last transaction id and the store's identity.
+ * fq_store_open uses it instead of scanning `idemlog` only when the stamp
+ * matches the store exactly and the checksum holds, and deletes it either
+ * way: a later write, a crash or a restored backup makes it stale.  Call
+ * with no transaction open, after the last write of the process; 0 or an
+ * error (the next start then scans `idemlog`, as without one). */
+#define FQ_STORE_SNAP_NAME "dedupe.snap"
+int fq_store_save_snapshot(fq_store_t *s, fq_err_t *err);
+/* Whether this open took its dedupe table from the snapshot (tests). */
+bool fq_store_from_snapshot(const fq_store_t *s);
+
 /* Transactions.  begin(write) opens the one transaction; commit makes it
  * durable (fsync) or fails; abort drops it.  A failed commit leaves the
  * store without a transaction (and changes nothing on disk: LMDB writes
