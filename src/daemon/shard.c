@@ -1433,6 +1433,30 @@ static int rebuild_queues(fq_shard_t *sh, fq_err_t *err) {
   return sched_refresh(sh, err);
 }
 
+/* The queues from the restart snapshot the store was opened with (it
+ * matched the store: store.h), inside the transaction: *used tells.  A
+ * snapshot without valid queues is only a rebuild from `active`. */
+static int load_queues(fq_shard_t *sh, bool *used, fq_err_t *err) {
+  size_t n = 0;
+  uint64_t *w = fq_store_snapshot_extra(sh->store, &n);
+  *used = false;
+  if (!w) return 0;
+  int rc = fq_devq_import(sh->q, w, n);
+  free(w);
+  if (rc == 0) {
+    int64_t d;
+    uint64_t num;
+    sh->next_deadline = fq_devq_first_deadline(sh->q, &d, &num) == 0 ? d : INT64_MAX;
+    *used = true;
+    return sched_refresh(sh, err);
+  }
+  fq_warn("shard", "shard %u: the queues of the restart snapshot do not load (%s): rebuilding "
+          "them from the store", sh->o.index, fq_strerror(rc));
+  fq_devq_destroy(&sh->q);
+  sh->q = fq_devq_new();
+  return sh->q ? 0 : fq_errf(err, -ENOMEM, "out of memory");
+}
+
 /* The devices that have a queue, collected before the settlement changes
  * the queues. */
 typedef struct heads {
@@ -1545,7 +1569,9 @@ static int recover(fq_shard_t *sh, fq_err_t *err) {
   sh->q = fq_devq_new();
   if (!sh->q) return fq_errf(err, -ENOMEM, "out of memory");
   int rc = fq_store_begin(sh->store, true, err);
-  if (rc == 0) rc = rebuild_queues(sh, err);
+  bool from_snap = false;
+  if (rc == 0) rc = load_queues(sh, &from_snap, err);
+  if (rc == 0 && !from_snap) rc = rebuild_queues(sh, err);
   t1 = fq_mono_ns();
   if (rc == 0) rc = settle_inflight(sh, now, err);
   t2 = fq_mono_ns();
@@ -1575,9 +1601,10 @@ static int recover(fq_shard_t *sh, fq_err_t *err) {
    * fq_store_open). */
   int64_t t3 = fq_mono_ns();
   fq_info("shard", "shard %u: %zu queued command(s), next seq %" PRIu64 "; recovered in %.0f ms: "
-          "rebuilt the queues in %.0f ms, settled in %.0f ms, committed in %.0f ms",
+          "%s the queues in %.0f ms, settled in %.0f ms, committed in %.0f ms",
           sh->o.index, fq_devq_count(sh->q), fq_store_next_seq(sh->store),
-          (double)(t3 - t0) / 1e6, (double)(t1 - t0) / 1e6, (double)(t2 - t1) / 1e6,
+          (double)(t3 - t0) / 1e6, from_snap ? "loaded (snapshot)" : "rebuilt",
+          (double)(t1 - t0) / 1e6, (double)(t2 - t1) / 1e6,
           (double)(t3 - t2) / 1e6);
   return 0;
 }
@@ -2113,6 +2140,39 @@ static void answer_health(fq_shard_t *sh, zmq_msg_t *f, int n) {
   zmq_send(sh->sock, &h, sizeof h, 0);
 }
 
+/* The deadline a rebuild would give an in-flight command whose deadline
+ * the queues no longer track (expire_due): its record's, which its
+ * `active` row was written with.  Inside a read transaction. */
+static int64_t cleared_deadline(void *ud, uint64_t num) {
+  fq_shard_t *sh = ud;
+  char id[FQ_ID_LEN + 1];
+  fq_store_id_format(sh->o.index, num, id);
+  fq_cmdrec_t rec;
+  fq_err_t e;
+  if (fq_store_cmd_get(sh->store, id, FQ_ID_LEN, &rec, &e) != 0) return 0; /* settled at start */
+  int64_t d = rec.deadline;
+  fq_cmdrec_free(&rec);
+  return d;
+}
+
+/* At a clean stop: the dedupe table and the queues, for the next start
+ * (store.h); a failure only costs that start its rebuild. */
+static void save_snapshot(fq_shard_t *sh) {
+  fq_err_t e;
+  fq_err_clear(&e);
+  fq_buf_t b;
+  fq_buf_init(&b, (size_t)1 << 40);
+  int rc = fq_store_begin(sh->store, false, &e);
+  if (rc == 0) {
+    rc = fq_devq_export(sh->q, &b, cleared_deadline, sh);
+    fq_store_abort(sh->store);
+    if (rc) fq_errf(&e, rc, "cannot write the queues out: %s", fq_strerror(rc));
+  }
+  if (rc == 0) rc = fq_store_save_snapshot(sh->store, b.data, b.len, &e);
+  if (rc) fq_warn("shard", "shard %u: no restart snapshot for the next start: %s", sh->o.index, e.msg);
+  fq_buf_free(&b);
+}
+
 static void *shard_main(void *arg) {
   fq_shard_t *sh = arg;
   size_t cap = sh->o.batch_max;
@@ -2222,12 +2282,7 @@ static void *shard_main(void *arg) {
   /* A clean stop: nothing more is written, so the dedupe table can be
    * kept for the next start (store.h); a failure only costs that start
    * its rebuild. */
-  if (sh->stopping) {
-    fq_err_t e;
-    fq_err_clear(&e);
-    if (fq_store_save_snapshot(sh->store, &e) != 0)
-      fq_warn("shard", "shard %u: no dedupe snapshot for the next start: %s", sh->o.index, e.msg);
-  }
+  if (sh->stopping) save_snapshot(sh);
   zmq_send(sh->sock, "D", 1, 0);
   return NULL;
 }

@@ -54,6 +54,8 @@ struct fq_store {
   uint8_t store_id[16];
   bool idem_from_snap;
   int64_t idem_dropped_window;
+  uint64_t *snap_extra; /* the caller's part of the snapshot read (store.h) */
+  size_t snap_extra_words;
   fq_buf_t scratch; /* reused for record encoding */
   unsigned shard;
   /* Counters: the committed values and the ones of the open transaction. */
@@ -311,6 +313,7 @@ typedef struct snap_hdr {
   uint8_t store_id[16];
   int64_t dropped_window;
   uint64_t count;
+  uint64_t extra_words; /* the caller's part, after the pairs */
 } snap_hdr_t;
 
 /* The stamp of the store as it is on disk (txn: any transaction). */
@@ -397,8 +400,10 @@ static int snap_load(fq_store_t *s, MDB_txn *txn) {
   }
   want.dropped_window = h->dropped_window;
   want.count = h->count;
-  if (memcmp(&want, h, sizeof want) != 0 ||
-      h->count != (words - 1 - sizeof(snap_hdr_t) / 8) / 2) {
+  want.extra_words = h->extra_words;
+  if (memcmp(&want, h, sizeof want) != 0 || h->extra_words > words ||
+      h->count != (words - 1 - sizeof(snap_hdr_t) / 8 - h->extra_words) / 2 ||
+      (words - 1 - sizeof(snap_hdr_t) / 8 - h->extra_words) % 2 != 0) {
     why = "stale (the store was written after it)";
     goto out;
   }
@@ -411,6 +416,16 @@ static int snap_load(fq_store_t *s, MDB_txn *txn) {
     why = rc == -ENOMEM ? "too large to load" : "damaged (order)";
     goto out;
   }
+  if (h->extra_words) {
+    s->snap_extra = malloc(h->extra_words * 8);
+    if (!s->snap_extra) {
+      fq_idem_destroy(&t);
+      why = "too large to load";
+      goto out;
+    }
+    memcpy(s->snap_extra, buf + sizeof(snap_hdr_t) / 8 + 2 * h->count, h->extra_words * 8);
+    s->snap_extra_words = (size_t)h->extra_words;
+  }
   fq_idem_destroy(&s->idem);
   s->idem = t;
   s->idem_from_snap = true;
@@ -418,7 +433,7 @@ static int snap_load(fq_store_t *s, MDB_txn *txn) {
 out:
   free(buf);
   close(fd);
-  if (why) fq_warn("store", "shard %u: dedupe snapshot %s: %s; rebuilding the dedupe table",
+  if (why) fq_warn("store", "shard %u: restart snapshot %s: %s; rebuilding the dedupe table",
                    s->shard, path, why);
   /* Used or not, it must never be read again: the next write makes it
    * stale, and only a clean stop writes a new one. */
@@ -454,13 +469,16 @@ static int snap_flush(snap_w_t *w) {
 
 static int snap_put(void *ud, uint64_t h, uint64_t num) {
   snap_w_t *w = ud;
+  /* The header's words are not even in number: room for both first. */
+  if (w->n + 2 > sizeof w->buf / 8 && snap_flush(w) != 0) return w->err;
   w->buf[w->n++] = h;
   w->buf[w->n++] = num;
-  return w->n == sizeof w->buf / 8 ? snap_flush(w) : 0;
+  return 0;
 }
 
-int fq_store_save_snapshot(fq_store_t *s, fq_err_t *err) {
+int fq_store_save_snapshot(fq_store_t *s, const void *extra, size_t extra_len, fq_err_t *err) {
   if (s->txn) return fq_errf(err, FQ_EINTERNAL, "store: snapshot with a transaction open");
+  if (extra_len % 8) return fq_errf(err, FQ_EINTERNAL, "store: snapshot part not in words");
   int64_t t0 = fq_mono_ns();
   snap_hdr_t h;
   MDB_txn *txn;
@@ -471,6 +489,7 @@ int fq_store_save_snapshot(fq_store_t *s, fq_err_t *err) {
   if (rc) return fq_errf(err, FQ_ESTORAGE, "cannot read the store's stamp");
   h.dropped_window = s->idem_dropped_window;
   h.count = fq_idem_count(s->idem);
+  h.extra_words = extra_len / 8;
   char tmp[4200], path[4200];
   snap_path(s, tmp, sizeof tmp, ".tmp");
   snap_path(s, path, sizeof path, "");
@@ -486,6 +505,14 @@ int fq_store_save_snapshot(fq_store_t *s, fq_err_t *err) {
   w->n = sizeof h / 8;
   rc = fq_idem_foreach_sorted(s->idem, snap_put, w);
   if (rc == 0) rc = snap_flush(w);
+  /* The caller's words, summed and written in buffer-sized pieces. */
+  for (size_t off = 0; rc == 0 && off < extra_len;) {
+    size_t part = extra_len - off < sizeof w->buf ? extra_len - off : sizeof w->buf;
+    memcpy(w->buf, (const char *)extra + off, part);
+    w->n = part / 8;
+    rc = snap_flush(w);
+    off += part;
+  }
   if (rc == 0) {
     uint64_t sum = w->sum;
     w->buf[w->n++] = sum;
@@ -506,13 +533,21 @@ int fq_store_save_snapshot(fq_store_t *s, fq_err_t *err) {
     (void)fsync(dfd); /* the rename; a lost one only costs a rebuild */
     close(dfd);
   }
-  fq_info("store", "shard %u: wrote the dedupe snapshot (%zu entries, transaction %" PRIu64
-          ") in %.0f ms", s->shard, fq_idem_count(s->idem), h.txnid,
+  fq_info("store", "shard %u: wrote the restart snapshot (%zu dedupe entries, %zu bytes more, "
+          "transaction %" PRIu64 ") in %.0f ms", s->shard, fq_idem_count(s->idem), extra_len, h.txnid,
           (double)(fq_mono_ns() - t0) / 1e6);
   return 0;
 }
 
 bool fq_store_from_snapshot(const fq_store_t *s) { return s->idem_from_snap; }
+
+uint64_t *fq_store_snapshot_extra(fq_store_t *s, size_t *nwords) {
+  uint64_t *p = s->snap_extra;
+  *nwords = s->snap_extra_words;
+  s->snap_extra = NULL;
+  s->snap_extra_words = 0;
+  return p;
+}
 
 fq_store_t *fq_store_open(const char *dir, unsigned shard, uint64_t map_size, fq_err_t *err) {
   fq_store_t *s = calloc(1, sizeof *s);
@@ -661,6 +696,7 @@ void fq_store_destroy(fq_store_t **sp) {
   zero_stop(s);
   mdb_env_close(s->env);
   fq_idem_destroy(&s->idem);
+  free(s->snap_extra);
   tenants_free(s);
   fq_buf_free(&s->scratch);
   pthread_mutex_destroy(&s->zmu);

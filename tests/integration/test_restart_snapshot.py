@@ -1,9 +1,10 @@
 #!/usr/bin/python3
-"""Issue 17, restart time: the dedupe snapshot (store.c, docs/operations.md).
+"""Issue 17, restart time: the restart snapshot (store.c, docs/operations.md).
 
-A clean stop (SIGTERM) writes each shard's dedupe table to
-shard-N/dedupe.snap (0600), stamped with the store's last LMDB transaction;
-the next start loads it instead of scanning `idemlog` and deletes it.  It
+A clean stop (SIGTERM) writes each shard's dedupe table and queues to
+shard-N/restart.snap (0600), stamped with the store's last LMDB transaction;
+the next start loads it instead of scanning `idemlog` and `active`, and
+deletes it.  It
 must never be used for another store state:
   1. after a clean stop both shards start from their snapshot, which is
      gone once read; every command is served, every key dedupes to its
@@ -16,6 +17,7 @@ must never be used for another store state:
 """
 
 import os
+import re
 import shutil
 import stat
 import time
@@ -31,7 +33,7 @@ SHARDS = 2
 
 
 def snaps(d):
-    return [os.path.join(d.data, f"shard-{s}", "dedupe.snap") for s in range(SHARDS)]
+    return [os.path.join(d.data, f"shard-{s}", "restart.snap") for s in range(SHARDS)]
 
 
 def log_text(d):
@@ -92,8 +94,10 @@ def main(c):
 
     d.start()
     text = log_text(d)
-    c.eq(text.count("loaded (snapshot)"), SHARDS, "both shards loaded their dedupe snapshot",
-         d.log_tail())
+    c.eq(len(re.findall(r"loaded \(snapshot\) \d+ dedupe", text)), SHARDS, "both shards loaded their dedupe table from the "
+         "snapshot", d.log_tail())
+    c.eq(text.count("loaded (snapshot) the queues"), SHARDS,
+         "both shards loaded their queues from the snapshot", d.log_tail())
     c.eq([p for p in snaps(d) if os.path.exists(p)], [], "the snapshots are deleted once read")
     cl = Client(d.endpoint, timeout=60)
     check_served(c, cl, ids, "after the restart from the snapshot")
@@ -150,8 +154,10 @@ def main(c):
             f.write(bytes([b[0] ^ 0x40]))
     d.start()
     text = log_text(d)
-    c.eq(text.count("loaded (snapshot)"), SHARDS - 1, "only the intact snapshot is used",
+    c.eq(len(re.findall(r"loaded \(snapshot\) \d+ dedupe", text)), SHARDS - 1, "only the intact snapshot is used",
          d.log_tail())
+    c.eq(text.count("loaded (snapshot) the queues"), SHARDS - 1,
+         "only the intact snapshot's queues are used", d.log_tail())
     c.ok("damaged (checksum)" in text, "the damaged snapshot is named as damaged", d.log_tail())
     cl = Client(d.endpoint, timeout=60)
     check_dedupe(c, cl, reqs + later, ids + later_ids, "after the damaged snapshot")

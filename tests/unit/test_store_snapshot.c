@@ -93,7 +93,7 @@ static fq_store_t *reopen(const char *dir) {
   return s;
 }
 
-#define N 3000
+#define N 5000 /* more pairs than the writer's buffer holds */
 
 FQ_TEST(snapshot_used_after_a_clean_stop_with_every_key) {
   char dir[64], snap[128];
@@ -105,7 +105,7 @@ FQ_TEST(snapshot_used_after_a_clean_stop_with_every_key) {
   if (!s) return;
   CHECK(!fq_store_from_snapshot(s));
   add_cmds(s, "k", N, fq_now_ms(), ids);
-  CHECK_INT(fq_store_save_snapshot(s, &err), 0);
+  CHECK_INT(fq_store_save_snapshot(s, NULL, 0, &err), 0);
   fq_store_destroy(&s);
   struct stat st;
   CHECK_INT(stat(snap, &st), 0);
@@ -137,7 +137,7 @@ FQ_TEST(snapshot_stale_after_a_write_is_ignored) {
   fq_store_t *s = reopen(dir);
   if (!s) return;
   add_cmds(s, "k", N, fq_now_ms(), ids);
-  CHECK_INT(fq_store_save_snapshot(s, &err), 0);
+  CHECK_INT(fq_store_save_snapshot(s, NULL, 0, &err), 0);
   fq_store_destroy(&s);
   copy_file(snap, kept);
   /* A run that writes and dies (no snapshot of its own), then the old
@@ -174,7 +174,7 @@ FQ_TEST(snapshot_of_another_store_is_ignored) {
   fq_store_t *s = reopen(a);
   if (!s) return;
   add_cmds(s, "a", N, now, ids_a);
-  CHECK_INT(fq_store_save_snapshot(s, &err), 0);
+  CHECK_INT(fq_store_save_snapshot(s, NULL, 0, &err), 0);
   fq_store_destroy(&s);
   s = reopen(b);
   if (!s) return;
@@ -203,7 +203,7 @@ FQ_TEST(snapshot_damaged_or_truncated_is_ignored) {
   for (int round = 0; round < 3; round++) {
     s = reopen(dir);
     if (!s) return;
-    CHECK_INT(fq_store_save_snapshot(s, &err), 0);
+    CHECK_INT(fq_store_save_snapshot(s, NULL, 0, &err), 0);
     fq_store_destroy(&s);
     struct stat st;
     CHECK_INT(stat(snap, &st), 0);
@@ -245,7 +245,7 @@ FQ_TEST(snapshot_with_keys_a_shorter_window_dropped_is_rebuilt_for_a_longer_one)
   /* A 10 s window drops the old keys from memory (their rows stay). */
   CHECK_INT(fq_store_set_dedupe_window(s, 10000, now, &dropped, &err), 0);
   CHECK_INT(dropped, 100);
-  CHECK_INT(fq_store_save_snapshot(s, &err), 0);
+  CHECK_INT(fq_store_save_snapshot(s, NULL, 0, &err), 0);
   fq_store_destroy(&s);
   /* The same window: the snapshot as it is. */
   s = reopen(dir);
@@ -255,7 +255,7 @@ FQ_TEST(snapshot_with_keys_a_shorter_window_dropped_is_rebuilt_for_a_longer_one)
   CHECK_INT(fq_store_set_dedupe_window(s, 10000, now, &dropped, &err), 0);
   CHECK_INT(deduped(s, "o", 100, old_ids), 0);
   CHECK_INT(deduped(s, "n", 100, new_ids), 100);
-  CHECK_INT(fq_store_save_snapshot(s, &err), 0);
+  CHECK_INT(fq_store_save_snapshot(s, NULL, 0, &err), 0);
   fq_store_destroy(&s);
   /* A window of a minute keeps the old keys: the table is rebuilt. */
   s = reopen(dir);
@@ -264,7 +264,7 @@ FQ_TEST(snapshot_with_keys_a_shorter_window_dropped_is_rebuilt_for_a_longer_one)
   CHECK_INT(fq_store_set_dedupe_window(s, 60000, now, &dropped, &err), 0);
   CHECK_INT(deduped(s, "o", 100, old_ids), 100);
   CHECK_INT(deduped(s, "n", 100, new_ids), 100);
-  CHECK_INT(fq_store_save_snapshot(s, &err), 0);
+  CHECK_INT(fq_store_save_snapshot(s, NULL, 0, &err), 0);
   fq_store_destroy(&s);
   /* No window (for ever) after a snapshot that dropped nothing: as is. */
   s = reopen(dir);
