@@ -1438,11 +1438,11 @@ static int rebuild_queues(fq_shard_t *sh, fq_err_t *err) {
  * snapshot without valid queues is only a rebuild from `active`. */
 static int load_queues(fq_shard_t *sh, bool *used, fq_err_t *err) {
   size_t n = 0;
-  uint64_t *w = fq_store_snapshot_extra(sh->store, &n);
+  const uint64_t *w = fq_store_snapshot_extra(sh->store, &n);
   *used = false;
   if (!w) return 0;
   int rc = fq_devq_import(sh->q, w, n);
-  free(w);
+  fq_store_snapshot_release(sh->store);
   if (rc == 0) {
     int64_t d;
     uint64_t num;

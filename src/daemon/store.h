@@ -123,9 +123,11 @@ void fq_store_destroy(fq_store_t **sp);
  * one). */
 #define FQ_STORE_SNAP_NAME "restart.snap"
 int fq_store_save_snapshot(fq_store_t *s, const void *extra, size_t extra_len, fq_err_t *err);
-/* The caller's words of the snapshot this open used (*nwords of them,
- * malloc'd, the caller frees), once; NULL when there were none. */
-uint64_t *fq_store_snapshot_extra(fq_store_t *s, size_t *nwords);
+/* The caller's words of the snapshot this open used (*nwords of them), or
+ * NULL when there were none; valid until fq_store_snapshot_release, which
+ * unmaps them (fq_store_destroy does too). */
+const uint64_t *fq_store_snapshot_extra(const fq_store_t *s, size_t *nwords);
+void fq_store_snapshot_release(fq_store_t *s);
 /* Whether this open took its dedupe table from the snapshot (tests). */
 bool fq_store_from_snapshot(const fq_store_t *s);
 

@@ -332,3 +332,31 @@ FQ_TEST(idem_load_sorted_matches_puts) {
   free(pairs);
 }
 
+
+FQ_TEST(snapshot_carries_the_callers_words) {
+  char dir[64];
+  static char ids[N * (FQ_ID_LEN + 1)];
+  fq_err_t err;
+  CHECK(tmpdir(dir, sizeof dir) != NULL);
+  fq_store_t *s = reopen(dir);
+  if (!s) return;
+  add_cmds(s, "k", N, fq_now_ms(), ids);
+  /* An odd number of words, after an odd-sized header. */
+  uint64_t extra[3] = {7, UINT64_MAX, 42};
+  CHECK_INT(fq_store_save_snapshot(s, extra, sizeof extra, &err), 0);
+  CHECK(fq_store_save_snapshot(s, extra, 5, &err) != 0); /* not whole words */
+  CHECK_INT(fq_store_save_snapshot(s, extra, sizeof extra, &err), 0);
+  fq_store_destroy(&s);
+  s = reopen(dir);
+  if (!s) return;
+  CHECK(fq_store_from_snapshot(s));
+  size_t n = 0;
+  const uint64_t *w = fq_store_snapshot_extra(s, &n);
+  CHECK_INT(n, 3);
+  CHECK(w != NULL && memcmp(w, extra, sizeof extra) == 0);
+  fq_store_snapshot_release(s);
+  CHECK(fq_store_snapshot_extra(s, &n) == NULL);
+  CHECK_INT(deduped(s, "k", N, ids), N);
+  fq_store_destroy(&s);
+  rm_rf(dir);
+}
