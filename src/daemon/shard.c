@@ -2169,7 +2169,8 @@ static void save_snapshot(fq_shard_t *sh) {
     if (rc) fq_errf(&e, rc, "cannot write the queues out: %s", fq_strerror(rc));
   }
   if (rc == 0) rc = fq_store_save_snapshot(sh->store, b.data, b.len, &e);
-  if (rc) fq_warn("shard", "shard %u: no restart snapshot for the next start: %s", sh->o.index, e.msg);
+  if (rc)
+    fq_warn("shard", "shard %u: no restart snapshot for the next start: %s", sh->o.index, e.msg);
   fq_buf_free(&b);
 }
 

@@ -537,7 +537,8 @@ int fq_store_save_snapshot(fq_store_t *s, const void *extra, size_t extra_len, f
     close(dfd);
   }
   fq_info("store", "shard %u: wrote the restart snapshot (%zu dedupe entries, %zu bytes more, "
-          "transaction %" PRIu64 ") in %.0f ms", s->shard, fq_idem_count(s->idem), extra_len, h.txnid,
+          "transaction %" PRIu64 ") in %.0f ms",
+          s->shard, fq_idem_count(s->idem), extra_len, h.txnid,
           (double)(fq_mono_ns() - t0) / 1e6);
   return 0;
 }
