@@ -123,7 +123,7 @@ class Daemon:
 
 def startup_lines(log):
     with open(log, errors="replace") as f:
-        return [l.rstrip() for l in f if re.search(r"rebuilt|settled|checked|opened|announced|ready", l)]
+        return [l.rstrip() for l in f if re.search(r"rebuilt|loaded|snapshot|settled|checked|opened|announced|ready", l)]
 
 
 def main():
@@ -135,6 +135,11 @@ def main():
                     help="directory of fleetq and fleetq-replay")
     ap.add_argument("--pairs", type=int, default=2, help="restarts per binary")
     ap.add_argument("--keep", help="keep the data directory here (reused when it exists)")
+    ap.add_argument("--no-prime", dest="prime", action="store_false",
+                    help="time each restart right after the other binary's stop (by default "
+                         "each binary is started and stopped once, untimed, before its timed "
+                         "restart, so that it starts from its own clean stop: fleetqd keeps "
+                         "its dedupe snapshot only for the store state it wrote it for)")
     a = ap.parse_args()
     bins = a.fleetqd or [os.path.join(a.bin, "fleetqd")]
     work = tempfile.mkdtemp(prefix="fq-restart-")
@@ -185,6 +190,11 @@ def main():
         res = {b: [] for b in bins}
         for rnd in range(a.pairs):
             for b in bins:
+                if a.prime:
+                    d = Daemon(b, data, a.bin)
+                    d.start()
+                    d.until_served(key)
+                    d.stop()
                 d = Daemon(b, data, a.bin)
                 d.start()
                 served = d.until_served(key)

@@ -24,6 +24,7 @@
 #include "hmap.h"
 #include "idem.h"
 #include "util.h"
+#include "fleetq/buf.h"
 
 #include <errno.h>
 #include <stdint.h>
@@ -254,4 +255,121 @@ size_t fq_devq_bytes(const fq_devq_t *q) {
     if (q->devs[i]) b += sizeof *q->devs[i] + strlen(q->devs[i]->name) + 1 +
                          q->devs[i]->cap * sizeof *q->devs[i]->nums;
   return b;
+}
+
+/* --- export and import (the restart snapshot) ------------------------------
+ *
+ * Words: ndev; per device: name length, the name in ceil(len / 8) words
+ * (zero padded), the FIFO's length, its numbers oldest first; then the
+ * deadline count and (deadline, number) pairs, one per command. */
+
+#define NAME_MAX_ 256 /* longer device names are not exported (none are) */
+
+static int put_w(fq_buf_t *b, uint64_t w) { return fq_buf_append(b, &w, 8); }
+
+int fq_devq_export(const fq_devq_t *q, fq_buf_t *out,
+                   int64_t (*deadline_of)(void *ud, uint64_t num), void *ud) {
+  size_t ndev = 0, pos = 0;
+  for (dev_t_ **d; (d = fq_hmap_each(&q->names, &pos));)
+    if ((*d)->n > (*d)->head) ndev++;
+  int rc = put_w(out, ndev);
+  pos = 0;
+  for (dev_t_ **d; rc == 0 && (d = fq_hmap_each(&q->names, &pos));) {
+    const dev_t_ *dv = *d;
+    if (dv->n == dv->head) continue;
+    size_t len = strlen(dv->name), words = (len + 7) / 8;
+    uint64_t name[NAME_MAX_ / 8] = {0};
+    if (words > sizeof name / 8) return -EINVAL;
+    memcpy(name, dv->name, len);
+    if ((rc = put_w(out, len)) || (rc = fq_buf_append(out, name, words * 8)) ||
+        (rc = put_w(out, dv->n - dv->head)) ||
+        (rc = fq_buf_append(out, dv->nums + dv->head, (dv->n - dv->head) * 8)))
+      return rc;
+  }
+  if (rc) return rc;
+  /* The deadlines: the heap's entries that count, then the cleared ones
+   * with the deadline a rebuild would give them. */
+  size_t at = out->len;
+  if ((rc = put_w(out, 0)) != 0) return rc;
+  uint64_t nd = 0;
+  for (size_t i = 0; i < q->heap.n; i++) {
+    const fq_heap_ent_t *e = &q->heap.a[i];
+    uint64_t n = e->v.u & NUM_MASK, v;
+    if (!act_get(q, n, &v) || (v & ACT_CLEARED) || ACT_GEN(v) != (uint8_t)(e->v.u >> 56)) continue;
+    uint64_t pair[2] = {(uint64_t)e->key, n};
+    if ((rc = fq_buf_append(out, pair, 16)) != 0) return rc;
+    nd++;
+  }
+  pos = 0;
+  for (dev_t_ **d; (d = fq_hmap_each(&q->names, &pos));) {
+    for (uint32_t i = (*d)->head; i < (*d)->n; i++) {
+      uint64_t v, n = (*d)->nums[i];
+      if (!act_get(q, n, &v) || !(v & ACT_CLEARED)) continue;
+      uint64_t pair[2] = {(uint64_t)deadline_of(ud, n), n};
+      if ((rc = fq_buf_append(out, pair, 16)) != 0) return rc;
+      nd++;
+    }
+  }
+  memcpy(out->data + at, &nd, 8);
+  return 0;
+}
+
+int fq_devq_import(fq_devq_t *q, const uint64_t *w, size_t n) {
+  if (q->count || n < 2) return -EINVAL;
+  size_t i = 0, total = 0;
+  uint64_t ndev = w[i++];
+  /* Sizes first, so that the tables are reserved once. */
+  for (uint64_t k = 0; k < ndev; k++) {
+    if (i >= n) return -EINVAL;
+    uint64_t len = w[i++], words = (len + 7) / 8;
+    if (!len || len >= NAME_MAX_ || i + words + 1 > n) return -EINVAL;
+    i += words;
+    uint64_t cnt = w[i++];
+    if (!cnt || cnt > UINT32_MAX || i + cnt > n) return -EINVAL;
+    i += cnt;
+    total += cnt;
+  }
+  if (i >= n || w[i] != total || i + 1 + 2 * total != n) return -EINVAL;
+  int rc = fq_devq_reserve(q, total);
+  if (rc) return rc;
+  q->gen = 1;
+  i = 1;
+  for (uint64_t k = 0; k < ndev; k++) {
+    uint64_t len = w[i++], words = (len + 7) / 8;
+    char name[NAME_MAX_];
+    memcpy(name, &w[i], len);
+    name[len] = 0;
+    i += words;
+    uint64_t cnt = w[i++];
+    if (strlen(name) != len || dev_find(q, name)) return -EINVAL;
+    dev_t_ *d = dev_get(q, name);
+    if (!d) return -ENOMEM;
+    d->nums = malloc(cnt * sizeof *d->nums);
+    if (!d->nums) return -ENOMEM;
+    d->cap = d->n = (uint32_t)cnt;
+    for (uint64_t j = 0; j < cnt; j++) {
+      uint64_t num = w[i++], v;
+      if (num != (num & NUM_MASK) || act_get(q, num, &v)) return -EINVAL;
+      d->nums[j] = num;
+      if (fq_idem_put(q->act, fq_hmap_hash_u64(num), ACT(d->slot, 1)) != 0) return -ENOMEM;
+      q->count++;
+    }
+  }
+  i++;
+  for (size_t j = 0; j < total; j++, i += 2) {
+    uint64_t num = w[i + 1], v;
+    /* One deadline per command: the first marks it (cleared bit, taken
+     * off below), a second finds it marked. */
+    if (!act_get(q, num, &v) || (v & ACT_CLEARED)) return -EINVAL;
+    fq_idem_set(q->act, fq_hmap_hash_u64(num), v, v | ACT_CLEARED);
+    if (fq_heap_push(&q->heap, (fq_heap_ent_t){.key = (int64_t)w[i],
+                                               .v.u = num | UINT64_C(1) << 56}) != 0)
+      return -ENOMEM;
+  }
+  for (size_t j = 0, k = i - 2 * total; j < total; j++, k += 2) {
+    uint64_t num = w[k + 1], v;
+    act_get(q, num, &v);
+    fq_idem_set(q->act, fq_hmap_hash_u64(num), v, v & ~ACT_CLEARED);
+  }
+  return 0;
 }

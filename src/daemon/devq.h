@@ -55,6 +55,20 @@ int fq_devq_each_head(const fq_devq_t *q, int (*fn)(void *ud, const char *device
  * -1 when there is none. */
 int fq_devq_first_deadline(fq_devq_t *q, int64_t *deadline, uint64_t *num);
 
+/* The queues as 64-bit words, for the restart snapshot (store.h): every
+ * device's FIFO in order and every command's deadline; a command whose
+ * deadline was cleared (in flight) is written with deadline_of(ud, num),
+ * the one a rebuild from the store would give it.  Appended to out: 0, or
+ * -ENOMEM / FQ_ETOOLARGE. */
+struct fq_buf;
+int fq_devq_export(const fq_devq_t *q, struct fq_buf *out,
+                   int64_t (*deadline_of)(void *ud, uint64_t num), void *ud);
+
+/* Fill an empty q from what fq_devq_export wrote (words, n of them), as
+ * the same pushes would: 0; -EINVAL when q is not empty or the words do
+ * not describe queues (q is then left to be destroyed); -ENOMEM. */
+int fq_devq_import(fq_devq_t *q, const uint64_t *words, size_t n);
+
 /* Number of commands held, and the memory the structures hold (bytes). */
 size_t fq_devq_count(const fq_devq_t *q);
 size_t fq_devq_bytes(const fq_devq_t *q);

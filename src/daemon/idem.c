@@ -252,3 +252,49 @@ int fq_idem_foreach(const fq_idem_t *t, int (*fn)(void *ud, uint64_t h, uint64_t
   }
   return 0;
 }
+
+int fq_idem_foreach_sorted(const fq_idem_t *t, int (*fn)(void *ud, uint64_t h, uint64_t num),
+                           void *ud) {
+  for (size_t i = 0; i < t->len; i++) {
+    if (!t->s[i].h) continue;
+    int rc = fn(ud, t->s[i].h, t->s[i].v);
+    if (rc) return rc;
+  }
+  return 0;
+}
+
+int fq_idem_load_sorted(fq_idem_t *t, const uint64_t *pairs, size_t n, size_t reserve) {
+  if (t->count) return -EINVAL;
+  /* Check the order first: a table laid out from unsorted pairs would
+   * break every lookup (they stop at the first larger hash). */
+  for (size_t i = 0; i < n; i++) {
+    uint64_t h = pairs[2 * i];
+    if (!h || (i && h < pairs[2 * i - 2])) return -EINVAL;
+  }
+  size_t cap = cap_for(n > reserve ? n : reserve);
+  if (cap < t->cap) cap = t->cap;
+  /* As relayout() does with the entries of a table, from the array. */
+  for (size_t tail = tail_of(cap);; tail *= 2) {
+    slot_t *ns = slots_alloc(cap + tail);
+    if (!ns) return -ENOMEM;
+    fq_idem_t nt = {ns, cap, cap + tail, n, cap / 100 * LOAD_PCT + cap % 100 * LOAD_PCT / 100};
+    size_t next = 0;
+    bool fits = true;
+    for (size_t i = 0; i < n && fits; i++) {
+      size_t j = home(&nt, pairs[2 * i]);
+      if (j < next) j = next;
+      if (j >= nt.len) fits = false;
+      else {
+        ns[j] = (slot_t){pairs[2 * i], pairs[2 * i + 1]};
+        next = j + 1;
+      }
+    }
+    if (!fits) {
+      slots_free(ns, cap + tail);
+      continue;
+    }
+    slots_free(t->s, t->len);
+    *t = nt;
+    return 0;
+  }
+}

@@ -52,4 +52,16 @@ size_t fq_idem_bytes(const fq_idem_t *t);
  * stop (that value is returned). */
 int fq_idem_foreach(const fq_idem_t *t, int (*fn)(void *ud, uint64_t h, uint64_t num), void *ud);
 
+/* Visit every (h, num) pair in increasing order of h (the table's own
+ * order, store.c's snapshot writes it so): fn as above. */
+int fq_idem_foreach_sorted(const fq_idem_t *t, int (*fn)(void *ud, uint64_t h, uint64_t num),
+                           void *ud);
+
+/* Fill an empty table from n pairs (h, num) laid out as 2n words in the
+ * order fq_idem_foreach_sorted gives, sized as fq_idem_new(reserve) would
+ * be when that is larger: one pass, no probing or shifting.  0; -EINVAL
+ * when the table is not empty, or the pairs are not in that order or hold
+ * a hash of 0 (then the table is left empty); -ENOMEM. */
+int fq_idem_load_sorted(fq_idem_t *t, const uint64_t *pairs, size_t n, size_t reserve);
+
 #endif

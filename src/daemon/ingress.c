@@ -104,6 +104,7 @@ struct fq_ingress {
   fq_idem_t *keys;      /* hash(tenant, key) -> shard that stored it (see key_mark) */
   uint64_t *sent;       /* 'Q' and 'F' messages sent to each shard so far */
   unsigned loaded;      /* shards that finished announcing their keys */
+  uint64_t keys_expected; /* keys the shards said they would announce, not yet received */
   fanout_t fan[FANOUT_SLOTS];
   health_wait_t health[HEALTH_SLOTS];
   /* Campaigns run in their own thread (campmgr.h); NULL without a data
@@ -1252,6 +1253,13 @@ static int handle_shard(fq_ingress_t *in, unsigned idx) {
     } else if (kind == 'R' && n >= 3) {
       /* The auth thread answers admin requests frame by frame. */
       reply_client(in, &f[1], n - 2, zmq_msg_data(&f[n - 1]), zmq_msg_size(&f[n - 1]));
+    } else if (kind == 'N' && n == 2 && zmq_msg_size(&f[1]) == 8) {
+      /* A shard's key count, before its keys: the table is sized for all
+       * the shards' keys once (a failure only leaves it growing). */
+      uint64_t cnt;
+      memcpy(&cnt, zmq_msg_data(&f[1]), 8);
+      in->keys_expected += cnt;
+      (void)fq_idem_reserve(in->keys, fq_idem_count(in->keys) + (size_t)in->keys_expected);
     } else if (kind == 'K' && n == 2) {
       const uint8_t *p = zmq_msg_data(&f[1]);
       size_t cnt = zmq_msg_size(&f[1]) / 8;
@@ -1260,6 +1268,7 @@ static int handle_shard(fq_ingress_t *in, unsigned idx) {
         memcpy(&h, p + 8 * i, 8);
         fq_idem_put(in->keys, h, idx);
       }
+      in->keys_expected -= cnt < in->keys_expected ? cnt : in->keys_expected;
     } else if (kind == 'X' && n == 2 && zmq_msg_size(&f[1]) >= 8) {
       /* Keys the shard no longer holds, as of its upto-th message. */
       const uint8_t *p = zmq_msg_data(&f[1]);

@@ -1433,6 +1433,30 @@ static int rebuild_queues(fq_shard_t *sh, fq_err_t *err) {
   return sched_refresh(sh, err);
 }
 
+/* The queues from the restart snapshot the store was opened with (it
+ * matched the store: store.h), inside the transaction: *used tells.  A
+ * snapshot without valid queues is only a rebuild from `active`. */
+static int load_queues(fq_shard_t *sh, bool *used, fq_err_t *err) {
+  size_t n = 0;
+  const uint64_t *w = fq_store_snapshot_extra(sh->store, &n);
+  *used = false;
+  if (!w) return 0;
+  int rc = fq_devq_import(sh->q, w, n);
+  fq_store_snapshot_release(sh->store);
+  if (rc == 0) {
+    int64_t d;
+    uint64_t num;
+    sh->next_deadline = fq_devq_first_deadline(sh->q, &d, &num) == 0 ? d : INT64_MAX;
+    *used = true;
+    return sched_refresh(sh, err);
+  }
+  fq_warn("shard", "shard %u: the queues of the restart snapshot do not load (%s): rebuilding "
+          "them from the store", sh->o.index, fq_strerror(rc));
+  fq_devq_destroy(&sh->q);
+  sh->q = fq_devq_new();
+  return sh->q ? 0 : fq_errf(err, -ENOMEM, "out of memory");
+}
+
 /* The devices that have a queue, collected before the settlement changes
  * the queues. */
 typedef struct heads {
@@ -1545,7 +1569,9 @@ static int recover(fq_shard_t *sh, fq_err_t *err) {
   sh->q = fq_devq_new();
   if (!sh->q) return fq_errf(err, -ENOMEM, "out of memory");
   int rc = fq_store_begin(sh->store, true, err);
-  if (rc == 0) rc = rebuild_queues(sh, err);
+  bool from_snap = false;
+  if (rc == 0) rc = load_queues(sh, &from_snap, err);
+  if (rc == 0 && !from_snap) rc = rebuild_queues(sh, err);
   t1 = fq_mono_ns();
   if (rc == 0) rc = settle_inflight(sh, now, err);
   t2 = fq_mono_ns();
@@ -1575,9 +1601,10 @@ static int recover(fq_shard_t *sh, fq_err_t *err) {
    * fq_store_open). */
   int64_t t3 = fq_mono_ns();
   fq_info("shard", "shard %u: %zu queued command(s), next seq %" PRIu64 "; recovered in %.0f ms: "
-          "rebuilt the queues in %.0f ms, settled in %.0f ms, committed in %.0f ms",
+          "%s the queues in %.0f ms, settled in %.0f ms, committed in %.0f ms",
           sh->o.index, fq_devq_count(sh->q), fq_store_next_seq(sh->store),
-          (double)(t3 - t0) / 1e6, (double)(t1 - t0) / 1e6, (double)(t2 - t1) / 1e6,
+          (double)(t3 - t0) / 1e6, from_snap ? "loaded (snapshot)" : "rebuilt",
+          (double)(t1 - t0) / 1e6, (double)(t2 - t1) / 1e6,
           (double)(t3 - t2) / 1e6);
   return 0;
 }
@@ -2006,9 +2033,13 @@ static int dispatch_transition(void *shard, fq_cmdrec_t *rec, int state, const c
 }
 
 
+/* Keys go to the ingress 65,536 (512 KiB) a message: a million keys are
+ * 16 messages a shard, not 128. */
+#define KEYS_BATCH 65536
+
 typedef struct keys_ctx {
   void *sock;
-  uint64_t buf[8192];
+  uint64_t buf[KEYS_BATCH];
   size_t n;
 } keys_ctx_t;
 
@@ -2016,7 +2047,7 @@ static int keys_visit(void *ud, uint64_t h, uint64_t num) {
   keys_ctx_t *k = ud;
   (void)num;
   k->buf[k->n++] = h;
-  if (k->n == 8192) {
+  if (k->n == KEYS_BATCH) {
     zmq_send(k->sock, "K", 1, ZMQ_SNDMORE);
     zmq_send(k->sock, k->buf, k->n * 8, 0);
     k->n = 0;
@@ -2031,6 +2062,11 @@ static void announce_keys(fq_shard_t *sh) {
   int64_t t0 = fq_mono_ns();
   k->sock = sh->sock;
   k->n = 0;
+  /* The count first: the ingress sizes its table for every shard's keys
+   * once, instead of growing it (a copy of every key) as they arrive. */
+  uint64_t count = fq_store_idem_count(sh->store);
+  zmq_send(sh->sock, "N", 1, ZMQ_SNDMORE);
+  zmq_send(sh->sock, &count, 8, 0);
   fq_store_idem_foreach(sh->store, keys_visit, k);
   if (k->n) {
     zmq_send(sh->sock, "K", 1, ZMQ_SNDMORE);
@@ -2102,6 +2138,40 @@ static void answer_health(fq_shard_t *sh, zmq_msg_t *f, int n) {
   zmq_send(sh->sock, "H", 1, ZMQ_SNDMORE);
   zmq_send(sh->sock, zmq_msg_data(&f[1]), 8, ZMQ_SNDMORE);
   zmq_send(sh->sock, &h, sizeof h, 0);
+}
+
+/* The deadline a rebuild would give an in-flight command whose deadline
+ * the queues no longer track (expire_due): its record's, which its
+ * `active` row was written with.  Inside a read transaction. */
+static int64_t cleared_deadline(void *ud, uint64_t num) {
+  fq_shard_t *sh = ud;
+  char id[FQ_ID_LEN + 1];
+  fq_store_id_format(sh->o.index, num, id);
+  fq_cmdrec_t rec;
+  fq_err_t e;
+  if (fq_store_cmd_get(sh->store, id, FQ_ID_LEN, &rec, &e) != 0) return 0; /* settled at start */
+  int64_t d = rec.deadline;
+  fq_cmdrec_free(&rec);
+  return d;
+}
+
+/* At a clean stop: the dedupe table and the queues, for the next start
+ * (store.h); a failure only costs that start its rebuild. */
+static void save_snapshot(fq_shard_t *sh) {
+  fq_err_t e;
+  fq_err_clear(&e);
+  fq_buf_t b;
+  fq_buf_init(&b, (size_t)1 << 40);
+  int rc = fq_store_begin(sh->store, false, &e);
+  if (rc == 0) {
+    rc = fq_devq_export(sh->q, &b, cleared_deadline, sh);
+    fq_store_abort(sh->store);
+    if (rc) fq_errf(&e, rc, "cannot write the queues out: %s", fq_strerror(rc));
+  }
+  if (rc == 0) rc = fq_store_save_snapshot(sh->store, b.data, b.len, &e);
+  if (rc)
+    fq_warn("shard", "shard %u: no restart snapshot for the next start: %s", sh->o.index, e.msg);
+  fq_buf_free(&b);
 }
 
 static void *shard_main(void *arg) {
@@ -2210,6 +2280,10 @@ static void *shard_main(void *arg) {
     for (int i = 0; i < abs(counts[m]); i++) zmq_msg_close(&msgs[m][i]);
   /* Transfers end here, in the thread that owns the curl handles. */
   fq_dispatch_destroy(&sh->disp);
+  /* A clean stop: nothing more is written, so the dedupe table can be
+   * kept for the next start (store.h); a failure only costs that start
+   * its rebuild. */
+  if (sh->stopping) save_snapshot(sh);
   zmq_send(sh->sock, "D", 1, 0);
   return NULL;
 }

@@ -25,6 +25,9 @@
  *                                                   (format in shard.c):
  *                                                   events, replies, lookup
  *                                                   replies
+ *                     'N' u64                       how many 'K' hashes
+ *                                                   follow (the ingress sizes
+ *                                                   its table once)
  *                     'K' u64[n]                    (tenant, key) hashes of
  *                                                   stored commands, at start
  *                     'X' u64 r, u64[n]             hashes no longer held

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -47,6 +48,17 @@ struct fq_store {
   bool txn_write;
   MDB_dbi meta, cmd, idemlog, active, events, session, tcount, tindex, sched, camp;
   fq_idem_t *idem;
+  /* The dedupe snapshot: the store's identity (meta `store_id`, random,
+   * written when the store is created), whether the table came from a
+   * snapshot, and the smallest dedupe window that has dropped entries from
+   * the table while their rows stay in `idemlog` (0: none did). */
+  uint8_t store_id[16];
+  bool idem_from_snap;
+  int64_t idem_dropped_window;
+  void *snap_map;       /* the snapshot read, mapped until the caller took its part */
+  size_t snap_map_len;
+  const uint64_t *snap_extra; /* the caller's part, in snap_map (store.h) */
+  size_t snap_extra_words;
   fq_buf_t scratch; /* reused for record encoding */
   unsigned shard;
   /* Counters: the committed values and the ones of the open transaction. */
@@ -303,6 +315,332 @@ static int tenants_load(fq_store_t *s, MDB_txn *txn, fq_err_t *err) {
   return 0;
 }
 
+/* The store's identity, meta `store_id`: 16 random bytes given when the
+ * store is first opened by a fleetqd that knows it (inside the open's write
+ * transaction).  It tells the dedupe snapshot of one store from another's. */
+static int store_identity(fq_store_t *s, MDB_txn *txn, fq_err_t *err) {
+  MDB_val k = {8, (void *)"store_id"}, d;
+  int rc = mdb_get(txn, s->meta, &k, &d);
+  if (rc == 0 && d.mv_size == sizeof s->store_id) {
+    memcpy(s->store_id, d.mv_data, sizeof s->store_id);
+    return 0;
+  }
+  if (rc != 0 && rc != MDB_NOTFOUND) return lmdb_err(err, rc, "read meta store_id");
+  if (getrandom(s->store_id, sizeof s->store_id, 0) != (ssize_t)sizeof s->store_id)
+    return fq_errf(err, FQ_ESTORAGE, "getrandom: %s", fq_strerror(-errno));
+  d = (MDB_val){sizeof s->store_id, s->store_id};
+  if ((rc = mdb_put(txn, s->meta, &k, &d, 0)) != 0) return lmdb_err(err, rc, "write meta store_id");
+  return 0;
+}
+
+/* Build the in-memory dedupe table from the durable log (every `idemlog`
+ * row), replacing the one there is. */
+static int idem_scan(fq_store_t *s, MDB_txn *txn, fq_err_t *err) {
+  MDB_stat ms;
+  MDB_cursor *cur;
+  MDB_val k, d;
+  int rc;
+  fq_idem_destroy(&s->idem);
+  s->idem_from_snap = false;
+  s->idem_dropped_window = 0;
+  mdb_stat(txn, s->idemlog, &ms);
+  s->idem = fq_idem_new(ms.ms_entries + 1024);
+  if (!s->idem) return fq_errf(err, -ENOMEM, "out of memory for the dedupe table");
+  if ((rc = mdb_cursor_open(txn, s->idemlog, &cur)) != 0) return lmdb_err(err, rc, "cursor");
+  for (rc = mdb_cursor_get(cur, &k, &d, MDB_FIRST); rc == 0;
+       rc = mdb_cursor_get(cur, &k, &d, MDB_NEXT)) {
+    if (k.mv_size != FQ_ID_LEN || d.mv_size < 32 + 2) continue;
+    const char *tk = (const char *)d.mv_data + 32;
+    size_t tkl = d.mv_size - 32;
+    const char *sep = memchr(tk, 0, tkl);
+    if (!sep) continue;
+    char idbuf[FQ_ID_LEN + 1];
+    memcpy(idbuf, k.mv_data, FQ_ID_LEN);
+    idbuf[FQ_ID_LEN] = 0;
+    uint64_t h = fq_hash64_pair(tk, (size_t)(sep - tk), sep + 1, tkl - (size_t)(sep - tk) - 1);
+    if (fq_idem_put(s->idem, h, fq_store_id_num(idbuf)) != 0) {
+      mdb_cursor_close(cur);
+      return fq_errf(err, -ENOMEM, "out of memory for the dedupe table");
+    }
+  }
+  mdb_cursor_close(cur);
+  return 0;
+}
+
+/* --- the dedupe snapshot -------------------------------------------------
+ *
+ * Rebuilding the dedupe table at start reads every `idemlog` row: at half
+ * a million keys a shard, 0.3-0.9 s of page faults and cursor steps (and
+ * the shard's queues, rebuilt from `active`, as much again).  A clean stop
+ * writes the table instead (store.h), with the caller's words (the
+ * queues, devq.h fq_devq_export), as
+ *
+ *   header (snap_hdr_t) | count x (hash, number) in hash order
+ *   | extra_words of the caller | checksum
+ *
+ * all in host byte order (the file never leaves its host: the backup does
+ * not copy it).  The stamp is what makes it safe: LMDB's last transaction
+ * id and last page, the `idemlog` B-tree's shape (rows, depth, pages), the
+ * next command number and the store's random identity.  Every commit
+ * moves the transaction id, so any write after the snapshot (a later run,
+ * a crash's recovery, a backup restored over the directory) makes it
+ * stale, and a snapshot is deleted once read, used or not: a process
+ * killed later leaves none behind (only a clean stop writes one).  The
+ * table it holds is the one in memory at the stop, which differs from a
+ * rebuild only by keys the dedupe window dropped while their rows wait
+ * for pruning: their window is recorded, and a start with a longer (or no)
+ * window rebuilds from the log (fq_store_set_dedupe_window). */
+#define SNAP_MAGIC "FQDSNAP1"
+#define SNAP_VERSION 1
+
+typedef struct snap_hdr {
+  char magic[8];
+  uint32_t version, shard;
+  uint64_t txnid, last_pgno;
+  uint64_t idem_rows, idem_depth, idem_pages, next_cmd;
+  uint8_t store_id[16];
+  int64_t dropped_window;
+  uint64_t count;
+  uint64_t extra_words; /* the caller's part, after the pairs */
+} snap_hdr_t;
+
+/* The stamp of the store as it is on disk (txn: any transaction). */
+static int snap_stamp(fq_store_t *s, MDB_txn *txn, snap_hdr_t *h) {
+  MDB_envinfo ei;
+  MDB_stat ms;
+  uint64_t next_cmd = 0;
+  memset(h, 0, sizeof *h);
+  if (mdb_env_info(s->env, &ei) != 0 || mdb_stat(txn, s->idemlog, &ms) != 0 ||
+      meta_get_u64(txn, s->meta, "next_cmd", &next_cmd) != 0)
+    return -1;
+  memcpy(h->magic, SNAP_MAGIC, 8);
+  h->version = SNAP_VERSION;
+  h->shard = s->shard;
+  h->txnid = ei.me_last_txnid;
+  h->last_pgno = ei.me_last_pgno;
+  h->idem_rows = ms.ms_entries;
+  h->idem_depth = ms.ms_depth;
+  h->idem_pages = ms.ms_branch_pages + ms.ms_leaf_pages + ms.ms_overflow_pages;
+  h->next_cmd = next_cmd;
+  memcpy(h->store_id, s->store_id, sizeof h->store_id);
+  return 0;
+}
+
+/* A checksum over 64-bit words: each step is a bijection of the running
+ * value, so any one changed word changes the result. */
+static uint64_t snap_sum(uint64_t acc, const uint64_t *w, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    acc = (acc ^ w[i]) * UINT64_C(0x9E3779B97F4A7C15);
+    acc ^= acc >> 29;
+  }
+  return acc;
+}
+
+static void snap_path(const fq_store_t *s, char *buf, size_t n, const char *suffix) {
+  snprintf(buf, n, "%s/%s%s", s->dir, FQ_STORE_SNAP_NAME, suffix);
+}
+
+/* Read the snapshot into the dedupe table when it matches the store
+ * (inside the open's transaction, before it writes): 0 when used, -1 when
+ * there is none or it is stale or damaged (then the caller rebuilds).  The
+ * file is deleted either way. */
+static int snap_load(fq_store_t *s, MDB_txn *txn) {
+  char path[4200];
+  /* What a stop killed while writing left (never read). */
+  snap_path(s, path, sizeof path, ".tmp");
+  (void)unlink(path);
+  snap_path(s, path, sizeof path, "");
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno != ENOENT)
+      fq_warn("store", "shard %u: cannot open %s: %s; rebuilding the dedupe table", s->shard,
+              path, fq_strerror(-errno));
+    return -1;
+  }
+  const char *why = NULL;
+  uint64_t *buf = NULL;
+  struct stat st;
+  snap_hdr_t want, *h;
+  size_t words = 0;
+  if (fstat(fd, &st) != 0 || st.st_size < (off_t)(sizeof(snap_hdr_t) + 8) ||
+      st.st_size % 8 != 0) {
+    why = "damaged (size)";
+    goto out;
+  }
+  words = (size_t)st.st_size / 8;
+  /* Mapped, populated at once from the page cache: no copy, and no page
+   * fault per 4 KiB (each costs more than reading the page on this kind
+   * of virtual machine).  Private and read-only: nothing changes the file. */
+  buf = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
+  if (buf == MAP_FAILED) {
+    buf = NULL;
+    why = "unreadable";
+    goto out;
+  }
+  h = (snap_hdr_t *)buf;
+  if (snap_sum(0, buf, words - 1) != buf[words - 1]) {
+    why = "damaged (checksum)";
+    goto out;
+  }
+  if (snap_stamp(s, txn, &want) != 0) {
+    why = "not comparable";
+    goto out;
+  }
+  want.dropped_window = h->dropped_window;
+  want.count = h->count;
+  want.extra_words = h->extra_words;
+  if (memcmp(&want, h, sizeof want) != 0 || h->extra_words > words ||
+      h->count != (words - 1 - sizeof(snap_hdr_t) / 8 - h->extra_words) / 2 ||
+      (words - 1 - sizeof(snap_hdr_t) / 8 - h->extra_words) % 2 != 0) {
+    why = "stale (the store was written after it)";
+    goto out;
+  }
+  fq_idem_t *t = fq_idem_new(0);
+  int rc = t ? fq_idem_load_sorted(t, buf + sizeof(snap_hdr_t) / 8, (size_t)h->count,
+                                   (size_t)h->idem_rows + 1024)
+             : -ENOMEM;
+  if (rc != 0) {
+    fq_idem_destroy(&t);
+    why = rc == -ENOMEM ? "too large to load" : "damaged (order)";
+    goto out;
+  }
+  if (h->extra_words) {
+    /* Kept mapped until the caller has taken its part. */
+    s->snap_extra = buf + sizeof(snap_hdr_t) / 8 + 2 * h->count;
+    s->snap_extra_words = (size_t)h->extra_words;
+    s->snap_map = buf;
+    s->snap_map_len = (size_t)st.st_size;
+    buf = NULL;
+  }
+  fq_idem_destroy(&s->idem);
+  s->idem = t;
+  s->idem_from_snap = true;
+  s->idem_dropped_window = h->dropped_window;
+out:
+  if (buf) munmap(buf, (size_t)st.st_size);
+  close(fd);
+  if (why) fq_warn("store", "shard %u: restart snapshot %s: %s; rebuilding the dedupe table",
+                   s->shard, path, why);
+  /* Used or not, it must never be read again: the next write makes it
+   * stale, and only a clean stop writes a new one. */
+  if (unlink(path) != 0 && errno != ENOENT)
+    fq_warn("store", "shard %u: cannot delete %s: %s", s->shard, path, fq_strerror(-errno));
+  return why ? -1 : 0;
+}
+
+typedef struct snap_w {
+  int fd;
+  uint64_t buf[8192];
+  size_t n;
+  uint64_t sum;
+  int err;
+} snap_w_t;
+
+static int snap_flush(snap_w_t *w) {
+  w->sum = snap_sum(w->sum, w->buf, w->n);
+  const char *p = (const char *)w->buf;
+  size_t left = w->n * 8;
+  while (left && !w->err) {
+    ssize_t r = write(w->fd, p, left);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) w->err = r < 0 ? -errno : -EIO;
+    else {
+      p += r;
+      left -= (size_t)r;
+    }
+  }
+  w->n = 0;
+  return w->err;
+}
+
+static int snap_put(void *ud, uint64_t h, uint64_t num) {
+  snap_w_t *w = ud;
+  /* The header's words are not even in number: room for both first. */
+  if (w->n + 2 > sizeof w->buf / 8 && snap_flush(w) != 0) return w->err;
+  w->buf[w->n++] = h;
+  w->buf[w->n++] = num;
+  return 0;
+}
+
+int fq_store_save_snapshot(fq_store_t *s, const void *extra, size_t extra_len, fq_err_t *err) {
+  if (s->txn) return fq_errf(err, FQ_EINTERNAL, "store: snapshot with a transaction open");
+  if (extra_len % 8) return fq_errf(err, FQ_EINTERNAL, "store: snapshot part not in words");
+  int64_t t0 = fq_mono_ns();
+  snap_hdr_t h;
+  MDB_txn *txn;
+  int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+  if (rc) return lmdb_err(err, rc, "begin");
+  rc = snap_stamp(s, txn, &h);
+  mdb_txn_abort(txn);
+  if (rc) return fq_errf(err, FQ_ESTORAGE, "cannot read the store's stamp");
+  h.dropped_window = s->idem_dropped_window;
+  h.count = fq_idem_count(s->idem);
+  h.extra_words = extra_len / 8;
+  char tmp[4200], path[4200];
+  snap_path(s, tmp, sizeof tmp, ".tmp");
+  snap_path(s, path, sizeof path, "");
+  snap_w_t *w = calloc(1, sizeof *w);
+  if (!w) return fq_errf(err, -ENOMEM, "out of memory");
+  w->fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (w->fd < 0) {
+    rc = fq_errf(err, FQ_ESTORAGE, "cannot create %s: %s", tmp, fq_strerror(-errno));
+    free(w);
+    return rc;
+  }
+  memcpy(w->buf, &h, sizeof h);
+  w->n = sizeof h / 8;
+  rc = fq_idem_foreach_sorted(s->idem, snap_put, w);
+  if (rc == 0) rc = snap_flush(w);
+  /* The caller's words, summed and written in buffer-sized pieces. */
+  for (size_t off = 0; rc == 0 && off < extra_len;) {
+    size_t part = extra_len - off < sizeof w->buf ? extra_len - off : sizeof w->buf;
+    memcpy(w->buf, (const char *)extra + off, part);
+    w->n = part / 8;
+    rc = snap_flush(w);
+    off += part;
+  }
+  if (rc == 0) {
+    uint64_t sum = w->sum;
+    w->buf[w->n++] = sum;
+    /* The checksum word is not summed: flush writes it as it is. */
+    w->sum = 0;
+    rc = snap_flush(w);
+  }
+  if (rc == 0 && fsync(w->fd) != 0) rc = -errno;
+  if (close(w->fd) != 0 && rc == 0) rc = -errno;
+  free(w);
+  if (rc == 0 && rename(tmp, path) != 0) rc = -errno;
+  if (rc) {
+    unlink(tmp);
+    return fq_errf(err, FQ_ESTORAGE, "cannot write %s: %s", path, fq_strerror(rc));
+  }
+  int dfd = open(s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    (void)fsync(dfd); /* the rename; a lost one only costs a rebuild */
+    close(dfd);
+  }
+  fq_info("store", "shard %u: wrote the restart snapshot (%zu dedupe entries, %zu bytes more, "
+          "transaction %" PRIu64 ") in %.0f ms",
+          s->shard, fq_idem_count(s->idem), extra_len, h.txnid,
+          (double)(fq_mono_ns() - t0) / 1e6);
+  return 0;
+}
+
+bool fq_store_from_snapshot(const fq_store_t *s) { return s->idem_from_snap; }
+
+const uint64_t *fq_store_snapshot_extra(const fq_store_t *s, size_t *nwords) {
+  *nwords = s->snap_extra_words;
+  return s->snap_extra;
+}
+
+void fq_store_snapshot_release(fq_store_t *s) {
+  if (s->snap_map) munmap(s->snap_map, s->snap_map_len);
+  s->snap_map = NULL;
+  s->snap_map_len = 0;
+  s->snap_extra = NULL;
+  s->snap_extra_words = 0;
+}
+
 fq_store_t *fq_store_open(const char *dir, unsigned shard, uint64_t map_size, fq_err_t *err) {
   fq_store_t *s = calloc(1, sizeof *s);
   MDB_txn *txn = NULL;
@@ -390,6 +728,7 @@ fq_store_t *fq_store_open(const char *dir, unsigned shard, uint64_t map_size, fq
     lmdb_err(err, rc, "read counters");
     goto fail;
   }
+  if (store_identity(s, txn, err) != 0) goto fail;
   /* The next event seq is one past the last stored event: derived, so it can
    * never disagree with the log. */
   MDB_cursor *cur;
@@ -401,37 +740,10 @@ fq_store_t *fq_store_open(const char *dir, unsigned shard, uint64_t map_size, fq
   rc = mdb_cursor_get(cur, &k, &d, MDB_LAST);
   s->next_seq = (rc == 0 && k.mv_size == 8) ? fq_get_be64(k.mv_data) + 1 : 1;
   mdb_cursor_close(cur);
-  /* Rebuild the in-memory dedupe table from the durable log. */
+  /* The in-memory dedupe table: from the snapshot of the last clean stop
+   * when it matches this store exactly, else rebuilt from the durable log. */
   int64_t t_idem = fq_mono_ns();
-  MDB_stat ms;
-  mdb_stat(txn, s->idemlog, &ms);
-  s->idem = fq_idem_new(ms.ms_entries + 1024);
-  if (!s->idem) {
-    fq_errf(err, -ENOMEM, "out of memory for the dedupe table");
-    goto fail;
-  }
-  if ((rc = mdb_cursor_open(txn, s->idemlog, &cur)) != 0) {
-    lmdb_err(err, rc, "cursor");
-    goto fail;
-  }
-  for (rc = mdb_cursor_get(cur, &k, &d, MDB_FIRST); rc == 0;
-       rc = mdb_cursor_get(cur, &k, &d, MDB_NEXT)) {
-    if (k.mv_size != FQ_ID_LEN || d.mv_size < 32 + 2) continue;
-    const char *tk = (const char *)d.mv_data + 32;
-    size_t tkl = d.mv_size - 32;
-    const char *sep = memchr(tk, 0, tkl);
-    if (!sep) continue;
-    char idbuf[FQ_ID_LEN + 1];
-    memcpy(idbuf, k.mv_data, FQ_ID_LEN);
-    idbuf[FQ_ID_LEN] = 0;
-    uint64_t h = fq_hash64_pair(tk, (size_t)(sep - tk), sep + 1, tkl - (size_t)(sep - tk) - 1);
-    if (fq_idem_put(s->idem, h, fq_store_id_num(idbuf)) != 0) {
-      mdb_cursor_close(cur);
-      fq_errf(err, -ENOMEM, "out of memory for the dedupe table");
-      goto fail;
-    }
-  }
-  mdb_cursor_close(cur);
+  if (snap_load(s, txn) != 0 && idem_scan(s, txn, err) != 0) goto fail;
   int64_t t_tenants = fq_mono_ns();
   if (tenants_load(s, txn, err) != 0) goto fail;
   if ((rc = mdb_txn_commit(txn)) != 0) {
@@ -450,9 +762,10 @@ fq_store_t *fq_store_open(const char *dir, unsigned shard, uint64_t map_size, fq
   /* What a restart costs, once per start: the dedupe table is rebuilt
    * from every remembered key. */
   int64_t t_end = fq_mono_ns();
-  fq_info("store", "shard %u: store opened in %.0f ms: rebuilt %zu dedupe entries in %.0f ms, "
+  fq_info("store", "shard %u: store opened in %.0f ms: %s %zu dedupe entries in %.0f ms, "
           "%zu tenant counters in %.0f ms",
-          shard, (double)(t_end - t_open) / 1e6, fq_idem_count(s->idem),
+          shard, (double)(t_end - t_open) / 1e6,
+          s->idem_from_snap ? "loaded (snapshot)" : "rebuilt", fq_idem_count(s->idem),
           (double)(t_tenants - t_idem) / 1e6, fq_hmap_count(&s->tenants),
           (double)(t_end - t_tenants) / 1e6);
   return s;
@@ -475,6 +788,7 @@ void fq_store_destroy(fq_store_t **sp) {
   zero_stop(s);
   mdb_env_close(s->env);
   fq_idem_destroy(&s->idem);
+  fq_store_snapshot_release(s);
   tenants_free(s);
   fq_buf_free(&s->scratch);
   free(s->gone);
@@ -1416,10 +1730,19 @@ int fq_store_set_dedupe_window(fq_store_t *s, int64_t window_ms, int64_t now, si
   MDB_val k, d;
   *dropped = 0;
   s->idem_window_ms = window_ms > 0 ? window_ms : 0;
-  if (!s->idem_window_ms) return 0;
+  /* Keys a shorter window dropped from memory (in this run, or in the one
+   * whose snapshot the table came from) would dedupe again under this one:
+   * the table is rebuilt from the log. */
+  bool rescan = s->idem_dropped_window &&
+                (!s->idem_window_ms || s->idem_window_ms > s->idem_dropped_window);
+  if (!s->idem_window_ms && !rescan) return 0;
   if (!s->txn) {
     if ((rc = fq_store_begin(s, false, err)) != 0) return rc;
     own = true;
+  }
+  if (rescan) {
+    fq_info("store", "shard %u: the dedupe window grew: rebuilding the dedupe table", s->shard);
+    if ((rc = idem_scan(s, s->txn, err)) != 0 || !s->idem_window_ms) goto out;
   }
   /* Ids grow with the time of acceptance, so the expired keys are a
    * prefix of `idemlog`: drop them from memory up to the first live one
@@ -1441,6 +1764,8 @@ int fq_store_set_dedupe_window(fq_store_t *s, int64_t window_ms, int64_t now, si
     if (idem_row_hash(&d, &h)) fq_idem_del(s->idem, h, fq_store_id_num(id));
     (*dropped)++;
   }
+  if (*dropped && (!s->idem_dropped_window || s->idem_window_ms < s->idem_dropped_window))
+    s->idem_dropped_window = s->idem_window_ms;
 out:
   if (cur) mdb_cursor_close(cur);
   if (own) fq_store_abort(s);

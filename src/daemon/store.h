@@ -111,6 +111,27 @@ void fq_cmdrec_free(fq_cmdrec_t *rec);
 fq_store_t *fq_store_open(const char *dir, unsigned shard, uint64_t map_size, fq_err_t *err);
 void fq_store_destroy(fq_store_t **sp);
 
+/* The restart snapshot (store.c, "The dedupe snapshot"): at a clean stop,
+ * the in-memory dedupe table and the caller's words (extra, extra_len
+ * bytes, a multiple of 8: the shard's queues) are written to
+ * FQ_STORE_SNAP_NAME in the store's directory (0600; a temporary file,
+ * fsynced, renamed), stamped with LMDB's last transaction id and the
+ * store's identity.  fq_store_open uses it instead of scanning `idemlog`
+ * only when the stamp matches the store exactly and the checksum holds,
+ * and deletes it either way: a later write, a crash or a restored backup
+ * makes it stale.  Call with no transaction open, after the last write of
+ * the process; 0 or an error (the next start then rebuilds, as without
+ * one). */
+#define FQ_STORE_SNAP_NAME "restart.snap"
+int fq_store_save_snapshot(fq_store_t *s, const void *extra, size_t extra_len, fq_err_t *err);
+/* The caller's words of the snapshot this open used (*nwords of them), or
+ * NULL when there were none; valid until fq_store_snapshot_release, which
+ * unmaps them (fq_store_destroy does too). */
+const uint64_t *fq_store_snapshot_extra(const fq_store_t *s, size_t *nwords);
+void fq_store_snapshot_release(fq_store_t *s);
+/* Whether this open took its dedupe table from the snapshot (tests). */
+bool fq_store_from_snapshot(const fq_store_t *s);
+
 /* Transactions.  begin(write) opens the one transaction; commit makes it
  * durable (fsync) or fails; abort drops it.  A failed commit leaves the
  * store without a transaction (and changes nothing on disk: LMDB writes
