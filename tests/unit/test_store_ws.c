@@ -82,6 +82,10 @@ static size_t dump_env(const char *dir, fq_buf_t *out) {
     CHECK_INT(mdb_cursor_open(txn, dbi, &cur), 0);
     for (int rc = mdb_cursor_get(cur, &k, &d, MDB_FIRST); rc == 0;
          rc = mdb_cursor_get(cur, &k, &d, MDB_NEXT)) {
+      /* meta `store_id` names this copy (it stamps the restart snapshot,
+       * store.c): each node's copy has its own, never replicated. */
+      if (strcmp(DBS[i], "meta") == 0 && k.mv_size == 8 && memcmp(k.mv_data, "store_id", 8) == 0)
+        continue;
       fq_buf_append(out, DBS[i], strlen(DBS[i]));
       fq_buf_append(out, " ", 1);
       hex_to(out, k.mv_data, k.mv_size);
