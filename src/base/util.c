@@ -4,6 +4,9 @@
 #include "util.h"
 
 #include <errno.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -278,4 +281,18 @@ bool fq_endpoint_is_local(const char *ep) {
   const char *h = ep + 6;
   return strncmp(h, "127.", 4) == 0 || strncmp(h, "localhost:", 10) == 0 ||
          strncmp(h, "[::1]:", 6) == 0;
+}
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define FQ_OWN_ALLOCATOR 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define FQ_OWN_ALLOCATOR 1
+#endif
+#endif
+
+void fq_heap_trim(void) {
+#if defined(__GLIBC__) && !defined(FQ_OWN_ALLOCATOR)
+  malloc_trim(0);
+#endif
 }

@@ -55,6 +55,12 @@ int fq_check_secret_file(const char *path, struct fq_err *err);
  * buffer.  Returns 0, -errno or FQ_ETOOLARGE. */
 int fq_read_file(const char *path, size_t cap, char **out, size_t *outlen);
 
+/* Give the memory glibc's allocator keeps in its arenas back to the
+ * system (malloc_trim).  A no-op when another allocator serves malloc:
+ * under AddressSanitizer or ThreadSanitizer glibc's arenas were never set
+ * up, and glibc's malloc_trim walking them crashes. */
+void fq_heap_trim(void);
+
 /* True if a ZeroMQ endpoint is tcp on a loopback address, ipc or inproc. */
 bool fq_endpoint_is_local(const char *ep);
 

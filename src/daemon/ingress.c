@@ -5,9 +5,6 @@
 #include "ingress.h"
 
 #include <errno.h>
-#ifdef __GLIBC__
-#include <malloc.h>
-#endif
 #include <openssl/crypto.h>
 #include <poll.h>
 #include <stdio.h>
@@ -448,9 +445,7 @@ static void sweep_replies(fq_ingress_t *in) {
   if (held >= (4u << 20)) in->trim_due = true;
   if (in->trim_due && held < (1u << 20)) {
     in->trim_due = false;
-#ifdef __GLIBC__
-    malloc_trim(0);
-#endif
+    fq_heap_trim();
   }
 }
 

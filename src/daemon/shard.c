@@ -9,7 +9,6 @@
 #include "shard.h"
 
 #include <errno.h>
-#include <malloc.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -2393,7 +2392,7 @@ fq_shard_t *fq_shard_new(const fq_shard_opts_t *opts, fq_err_t *err) {
    * memory it freed (its collections, the records it decoded) goes back
    * to the system instead of staying in this thread's malloc arena. */
   fq_store_release_pages(sh->store);
-  malloc_trim(0);
+  fq_heap_trim();
   fq_info("shard", "shard %u: opened in %.0f ms", opts->index, (double)(fq_mono_ns() - t0) / 1e6);
   return sh;
 fail:
