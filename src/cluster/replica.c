@@ -138,6 +138,7 @@ int fq_replica_catch_up(fq_store_t *s, fq_cl_t *cl, fq_replica_t *r, uint64_t un
     if (rc == 0 && rc2) rc = rc2;
     if (got) idle_until = fq_mono_ns() + patience;
     if (rc == FQ_CL_EUNAVAIL && fq_mono_ns() < idle_until) {
+      r->resubs += fq_cl_follow_resubs(f);
       fq_cl_follow_close(&f);
       sleep_ms(100);
       continue;
@@ -150,6 +151,7 @@ int fq_replica_catch_up(fq_store_t *s, fq_cl_t *cl, fq_replica_t *r, uint64_t un
       break;
     }
   }
+  if (f) r->resubs += fq_cl_follow_resubs(f);
   fq_cl_follow_close(&f);
   return rc;
 }

@@ -46,6 +46,7 @@ typedef struct fq_replica {
   uint64_t retries;     /* appends retried after FQ_CL_EUNAVAIL */
   uint64_t applied;     /* entries fq_replica_catch_up applied */
   uint64_t repeats;     /* entries it found applied already */
+  uint64_t resubs;      /* its followers' consumers made again (fq_cl_follow_resubs) */
 } fq_replica_t;
 
 /* term: the lease revision (fq_cl_lease_t.rev) under which this node
