@@ -165,19 +165,25 @@ static bool catch_up(node_t *n, const char *why) {
   return true;
 }
 
-/* Close the stores, compare every row of each with a's, reopen. */
-static size_t compare_all(node_t *nodes, int count, unsigned shard, const char *what) {
+/* Close the stores, compare every row of each with a's, reopen; *same:
+ * whether all were equal. */
+static size_t compare_all(node_t *nodes, int count, unsigned shard, const char *what,
+                          bool *same) {
   fq_buf_t ref, other;
   fq_buf_init(&ref, 512u << 20);
   fq_buf_init(&other, 512u << 20);
   for (int i = 0; i < count; i++) node_close_store(&nodes[i]);
   size_t rows = dump_env(nodes[0].dir, &ref);
+  *same = true;
   for (int i = 1; i < count; i++) {
     size_t r2 = dump_env(nodes[i].dir, &other);
     char label[128];
     snprintf(label, sizeof label, "%s: %s vs %s", what, nodes[0].name, nodes[i].name);
     CHECK_INT(r2, rows);
-    if (!same_dump(&ref, &other, label)) printf("FAIL rows differ: %s\n", label);
+    if (r2 != rows || !same_dump(&ref, &other, label)) {
+      printf("FAIL rows differ: %s\n", label);
+      *same = false;
+    }
   }
   for (int i = 0; i < count; i++) node_reopen_store(&nodes[i], shard, false);
   fq_buf_free(&ref);
@@ -235,9 +241,11 @@ static int cmd_run(const char *urls, const char *dir, unsigned shard, int batche
   uint64_t la = applied_of(a->s);
   CHECK_INT(applied_of(b->s), la);
   CHECK_INT(applied_of(c->s), la);
-  size_t rows = compare_all(nd, 3, shard, "after the batches");
+  bool same = false;
+  size_t rows = compare_all(nd, 3, shard, "after the batches", &same);
   CHECK_INT(fq_store_capture(a->s, &a->ws, &e), 0);
-  printf("identical stage=batches rows=%zu applied=%" PRIu64 "\n", rows, la);
+  printf("%s stage=batches rows=%zu applied=%" PRIu64 "\n", same ? "identical" : "differ", rows,
+         la);
 
   /* Fencing.  b takes over; a, which still believes it owns the shard,
    * makes one more batch: the log refuses it, and a's store is as before. */
@@ -278,8 +286,9 @@ static int cmd_run(const char *urls, const char *dir, unsigned shard, int batche
   CHECK_INT(applied_of(b->s), la + 2);
   if (!catch_up(a, "stepped down") || !catch_up(c, "after takeover")) return 1;
   CHECK_INT(fq_store_capture(b->s, NULL, &e), 0);
-  rows = compare_all(nd, 3, shard, "after the takeover");
-  printf("identical stage=takeover rows=%zu applied=%" PRIu64 "\n", rows, applied_of(a->s));
+  rows = compare_all(nd, 3, shard, "after the takeover", &same);
+  printf("%s stage=takeover rows=%zu applied=%" PRIu64 "\n", same ? "identical" : "differ", rows,
+         applied_of(a->s));
   free(g.c);
   free(g2.c);
   for (int i = 0; i < 3; i++) node_free(&nd[i]);
