@@ -63,7 +63,9 @@ void fq_replica_free(fq_replica_t *r);
  *   FQ_CL_EFENCED     another node appended after L: this node no longer
  *                     owns the shard's history: step down (nothing of
  *                     the batch is anywhere);
- *   FQ_CL_EUNAVAIL    no answer for r->unavail_ms: given up, aborted; the
+ *   FQ_CL_EUNAVAIL    no answer for r->unavail_ms (the attempt running at
+ *                     that moment is finished first: up to the cluster's
+ *                     request timeout more): given up, aborted; the
  *                     append may still land, so catch up before any
  *                     other commit (the next one is fenced otherwise);
  *   FQ_ESTORFULL      JetStream out of room, or the local disk;

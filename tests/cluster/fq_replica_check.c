@@ -16,6 +16,14 @@
  *       takes over: a's next fq_replica_commit must be FQ_CL_EFENCED and
  *       leave a's store exactly as it was; b commits a batch; a and c
  *       catch up; the three environments must be equal row by row.
+ *   fq_replica_check URLS DIR unavail SHARD PER_BATCH GIVE_UP_MS
+ *       a takes the shard over and commits a batch, prints "pause" and
+ *       waits for a line (the test kills 2 of the 3 nats-servers: no
+ *       quorum); its next commit must give up after GIVE_UP_MS with
+ *       FQ_CL_EUNAVAIL and leave the store as it was; "pause" again (the
+ *       servers come back); a catches up (the given-up batch may have
+ *       landed after all: then it is applied from the log), commits one
+ *       more batch, and b, following, must equal a row by row.
  *   fq_replica_check URLS DIR bench SHARD BATCHES PER_BATCH
  *       The commit of a batch of PER_BATCH submits: fq_replica_commit
  *       (prepare, encode, append at R3, commit) against fq_store_commit of
@@ -296,6 +304,90 @@ static int cmd_run(const char *urls, const char *dir, unsigned shard, int batche
   return fq_test_failures ? 1 : 0;
 }
 
+/* --- no quorum ------------------------------------------------------------------ */
+
+static bool wait_line(const char *what) {
+  printf("pause at=%s\n", what);
+  fflush(stdout);
+  char line[64];
+  return fgets(line, sizeof line, stdin) != NULL;
+}
+
+static int cmd_unavail(const char *urls, const char *dir, unsigned shard, int per,
+                       int64_t give_up_ms) {
+  fq_err_t e;
+  node_t nd[2];
+  memset(nd, 0, sizeof nd);
+  node_t *a = &nd[0], *b = &nd[1];
+  if (!node_open(a, urls, dir, "a", shard) || !node_open(b, urls, dir, "b", shard)) return 1;
+  int rc = fq_cl_ensure_shard(a->cl, shard, &e);
+  if (rc) return say_fail("ensure shard", rc, &e), 1;
+  uint64_t marker = 0;
+  if (!take_over(a, 21, &marker)) return 1;
+  gen_t g = {.cap = 4 * per, .t = fq_now_ms()};
+  g.c = calloc((size_t)g.cap, sizeof *g.c);
+  CHECK_INT(fq_store_begin(a->s, true, &e), 0);
+  gen_batch(a->s, &g, per, false);
+  rc = fq_replica_commit(a->s, &a->ws, a->cl, &a->r, &e);
+  if (rc) return say_fail("first commit", rc, &e), 1;
+  uint64_t la = applied_of(a->s);
+  if (!wait_line("quorum_lost")) return 1;
+
+  fq_buf_t before, after;
+  fq_buf_init(&before, 512u << 20);
+  fq_buf_init(&after, 512u << 20);
+  node_close_store(a);
+  dump_env(a->dir, &before);
+  node_reopen_store(a, shard, true);
+  uint64_t next_seq = fq_store_next_seq(a->s);
+  a->r.unavail_ms = give_up_ms;
+  CHECK_INT(fq_store_begin(a->s, true, &e), 0);
+  gen_batch(a->s, &g, per, false);
+  int64_t t0 = fq_mono_ns();
+  rc = fq_replica_commit(a->s, &a->ws, a->cl, &a->r, &e);
+  int64_t took = (fq_mono_ns() - t0) / 1000000;
+  printf("gave_up rc=%d took_ms=%" PRId64 " retries=%" PRIu64 " %s\n", rc, took, a->r.retries,
+         e.msg);
+  CHECK_INT(rc, FQ_CL_EUNAVAIL);
+  CHECK(took >= give_up_ms);
+  CHECK_INT(applied_of(a->s), la);
+  CHECK_INT(fq_store_next_seq(a->s), next_seq);
+  node_close_store(a);
+  dump_env(a->dir, &after);
+  if (!same_dump(&before, &after, "the store after a given-up commit"))
+    printf("FAIL the store changed after a given-up commit\n");
+  else
+    printf("unchanged node=a applied=%" PRIu64 "\n", la);
+  fq_buf_free(&before);
+  fq_buf_free(&after);
+  node_reopen_store(a, shard, false);
+  a->r.unavail_ms = FQ_REPLICA_UNAVAIL_MS;
+  if (!wait_line("quorum_back")) return 1;
+
+  /* The given-up batch is in the log or not (its leader may have kept it
+   * and committed it once the others came back): either way this copy
+   * takes what the log holds, and only that. */
+  if (!catch_up(a, "quorum back")) return 1;
+  uint64_t now_at = applied_of(a->s);
+  printf("given_up_batch %s\n", now_at == la + 1 ? "landed" : now_at == la ? "dropped" : "?");
+  CHECK(now_at == la || now_at == la + 1);
+  CHECK_INT(fq_store_capture(a->s, &a->ws, &e), 0);
+  CHECK_INT(fq_store_begin(a->s, true, &e), 0);
+  gen_batch(a->s, &g, per, false);
+  rc = fq_replica_commit(a->s, &a->ws, a->cl, &a->r, &e);
+  if (rc) say_fail("commit after the quorum came back", rc, &e);
+  CHECK_INT(applied_of(a->s), now_at + 1);
+  CHECK_INT(fq_store_capture(a->s, NULL, &e), 0);
+  if (!catch_up(b, "follower")) return 1;
+  bool same = false;
+  size_t rows = compare_all(nd, 2, shard, "after the quorum came back", &same);
+  printf("%s stage=unavail rows=%zu applied=%" PRIu64 "\n", same ? "identical" : "differ", rows,
+         applied_of(a->s));
+  free(g.c);
+  for (int i = 0; i < 2; i++) node_free(&nd[i]);
+  return fq_test_failures ? 1 : 0;
+}
+
 /* --- bench ---------------------------------------------------------------------- */
 
 static int cmp_i64(const void *x, const void *y) {
@@ -352,7 +444,7 @@ static int cmd_bench(const char *urls, const char *dir, unsigned shard, int batc
 int main(int argc, char **argv) {
   setvbuf(stdout, NULL, _IOLBF, 0);
   if (argc < 4) {
-    fprintf(stderr, "usage: fq_replica_check URLS DIR run|bench ...\n");
+    fprintf(stderr, "usage: fq_replica_check URLS DIR run|unavail|bench ...\n");
     return 1;
   }
   const char *urls = argv[1], *dir = argv[2], *cmd = argv[3];
@@ -360,11 +452,13 @@ int main(int argc, char **argv) {
   int ex;
   if (!strcmp(cmd, "run") && argc == 8)
     ex = cmd_run(urls, dir, (unsigned)atoi(argv[4]), atoi(argv[5]), atoi(argv[6]), atoi(argv[7]));
+  else if (!strcmp(cmd, "unavail") && argc == 7)
+    ex = cmd_unavail(urls, dir, (unsigned)atoi(argv[4]), atoi(argv[5]), strtoll(argv[6], NULL, 10));
   else if (!strcmp(cmd, "bench") && argc == 7)
     ex = cmd_bench(urls, dir, (unsigned)atoi(argv[4]), atoi(argv[5]), atoi(argv[6]));
   else {
     fprintf(stderr, "usage: fq_replica_check URLS DIR run SHARD BATCHES PER PAUSE_AFTER | "
-                    "bench SHARD BATCHES PER\n");
+                    "unavail SHARD PER GIVE_UP_MS | bench SHARD BATCHES PER\n");
     ex = 1;
   }
   nats_Close();

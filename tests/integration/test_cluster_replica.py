@@ -15,7 +15,11 @@ docs/cluster.md) against a real 3-node NATS JetStream cluster on loopback
 * fencing: a second node takes over (its marker); the first owner's next
   fq_replica_commit is FQ_CL_EFENCED and leaves its store exactly as it was
   (same rows, same applied, same next event seq); the new owner commits,
-  the old one steps down and catches up, and all three are equal again.
+  the old one steps down and catches up, and all three are equal again;
+* no quorum (2 of 3 servers killed): a commit gives up after its bound with
+  FQ_CL_EUNAVAIL and leaves the store as it was; once the servers are back
+  the owner catches up (the given-up batch is applied if it landed after
+  all), commits again, and a follower equals it row by row.
 
 Prints the commit times and the measured cost of the replicated commit
 (append at R3 + LMDB commit) next to a local commit, for batches of 1 and
@@ -145,6 +149,59 @@ def scenario_run(c, cl):
     return batches
 
 
+GIVE_UP_MS = 3000
+
+
+def scenario_unavail(c, cl):
+    p = subprocess.Popen([CHECK, cl.urls(), scratch_dir(), "unavail", str(SHARD + 3), "40",
+                          str(GIVE_UP_MS)],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+    fqlib._cleanups.append(lambda: p.poll() is None and p.kill())
+    timer = threading.Timer(120, p.kill)
+    timer.start()
+    lines, killed = [], []
+    for line in p.stdout:
+        line = line.rstrip("\n")
+        if " info " in line or " warn " in line:
+            continue
+        lines.append(line)
+        if line == "pause at=quorum_lost":
+            leader = stream_leader(cl, f"FQ_SHARD_{SHARD + 3}")
+            killed = [i for i in range(cl.n) if i != leader][:2]
+            log(f"[replica] killing nats-servers {killed}: no quorum")
+            for i in killed:
+                cl.kill9(i)
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        elif line == "pause at=quorum_back":
+            for i in killed:
+                cl.start_one(i)
+            cl.wait_ready(killed, 60)
+            log(f"[replica] nats-servers {killed} back")
+            p.stdin.write("go\n")
+            p.stdin.flush()
+    rc = p.wait()
+    timer.cancel()
+    text = "\n".join(lines[-30:])
+    ev = [fields(x) for x in lines]
+    for ln in lines:
+        if ln.startswith(("gave_up ", "given_up_batch ", "caught_up ")):
+            log(f"  {ln}")
+    c.eq(rc, 0, "fq_replica_check unavail exits 0", text)
+    c.eq([x for x in lines if x.startswith("FAIL")], [], "no check failed inside (unavail)", text)
+    g = next((e for e in ev if e["_"] == "gave_up"), None)
+    c.ok(g is not None and g.get("rc") == "-20002",
+         "without a quorum the commit gives up with FQ_CL_EUNAVAIL", text)
+    if g:
+        took = int(g["took_ms"])
+        c.ok(GIVE_UP_MS <= took < GIVE_UP_MS + 5000, "after its bound, not much later",
+             f"took {took} ms, bound {GIVE_UP_MS} ms")
+    c.ok(any(e["_"] == "unchanged" for e in ev), "and leaves the store as it was", text)
+    c.ok(any(e["_"] == "identical" and e.get("stage") == "unavail" for e in ev),
+         "after the quorum is back, owner and follower are equal row by row", text)
+
+
 def scenario_bench(c, cl, per, batches):
     r = subprocess.run([CHECK, cl.urls(), scratch_dir(), "bench", str(SHARD + 1 + (per > 1)),
                         str(batches), str(per)], capture_output=True, text=True, timeout=90)
@@ -168,7 +225,12 @@ def main(c):
     t0 = time.time()
     cl = NatsCluster(3).start()
     scenario_run(c, cl)
-    # The killed server back, for the measurements (3 of 3).
+    # The killed server back: 3 of 3 again.
+    for i in range(cl.n):
+        if cl.procs[i] is None:
+            cl.restart(i)
+    scenario_unavail(c, cl)
+    # For the measurements, 3 of 3.
     for i in range(cl.n):
         if cl.procs[i] is None:
             cl.restart(i)
