@@ -133,9 +133,14 @@ int fq_replica_catch_up(fq_store_t *s, fq_cl_t *cl, fq_replica_t *r, uint64_t un
     size_t got = 0;
     uint64_t want = until_seq - applied;
     rc = fq_cl_follow_next(f, want > 256 ? 256 : (size_t)want, 1000, apply_one, &x, &got, err);
-    /* What the store holds now is where a follower resumes from. */
-    int rc2 = fq_store_applied(s, &applied, err);
-    if (rc == 0 && rc2) rc = rc2;
+    /* What the store holds now is where a follower resumes from (the
+     * first error is the one reported). */
+    fq_err_t e2;
+    int rc2 = fq_store_applied(s, &applied, &e2);
+    if (rc == 0 && rc2) {
+      rc = rc2;
+      *err = e2;
+    }
     if (got) idle_until = fq_mono_ns() + patience;
     if (rc == FQ_CL_EUNAVAIL && fq_mono_ns() < idle_until) {
       r->resubs += fq_cl_follow_resubs(f);
