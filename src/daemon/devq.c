@@ -165,7 +165,9 @@ int fq_devq_push(fq_devq_t *q, const char *device, uint64_t num, int64_t deadlin
       d->n -= d->head;
       d->head = 0;
     } else {
-      uint32_t nc = d->cap ? d->cap + d->cap / 2 : 4;
+      /* At least 4 more: an imported queue holds exactly its count, and
+       * half of 1 is 0. */
+      uint32_t nc = d->cap < 8 ? d->cap + 4 : d->cap + d->cap / 2;
       uint64_t *p = realloc(d->nums, nc * sizeof *p);
       if (!p) goto nomem;
       d->nums = p;

@@ -303,3 +303,36 @@ FQ_TEST(devq_export_import) {
   fq_devq_destroy(&q);
   fq_devq_destroy(&r);
 }
+
+/* An imported queue holds exactly its count (capacity 1 for a device
+ * with one queued command): the pushes after it must grow it.  (A growth
+ * of half the capacity gave 1 + 0 and wrote past the end: ASan's
+ * heap-buffer-overflow in test_shard and test_schedule.) */
+FQ_TEST(devq_push_after_import_grows) {
+  fq_devq_t *q = fq_devq_new();
+  CHECK_INT(fq_devq_push(q, "v:ONE", 1, 100), 0);
+  CHECK_INT(fq_devq_push(q, "v:TWO", 2, 100), 0);
+  CHECK_INT(fq_devq_push(q, "v:TWO", 3, 100), 0);
+  fq_buf_t b;
+  fq_buf_init(&b, (size_t)1 << 20);
+  CHECK_INT(fq_devq_export(q, &b, dl_of, NULL), 0);
+  fq_devq_t *r = fq_devq_new();
+  CHECK_INT(fq_devq_import(r, (const uint64_t *)b.data, b.len / 8), 0);
+  enum { MORE = 40 };
+  for (uint64_t i = 0; i < MORE; i++) {
+    CHECK_INT(fq_devq_push(r, "v:ONE", 10 + i, 200), 0);
+    CHECK_INT(fq_devq_push(r, "v:TWO", 100 + i, 200), 0);
+  }
+  uint64_t got[MORE + 2];
+  CHECK_INT(fq_devq_list(r, "v:ONE", got, MORE + 2), MORE + 1);
+  CHECK_INT(got[0], 1);
+  for (uint64_t i = 0; i < MORE; i++) CHECK_INT(got[i + 1], 10 + i);
+  CHECK_INT(fq_devq_list(r, "v:TWO", got, MORE + 2), MORE + 2);
+  CHECK_INT(got[0], 2);
+  CHECK_INT(got[1], 3);
+  for (uint64_t i = 0; i < MORE; i++) CHECK_INT(got[i + 2], 100 + i);
+  CHECK_INT(fq_devq_count(r), 2 * MORE + 3);
+  fq_buf_free(&b);
+  fq_devq_destroy(&q);
+  fq_devq_destroy(&r);
+}
