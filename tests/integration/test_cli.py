@@ -4,6 +4,7 @@ dup, --wait), get, cancel, history, watch --count, ping; --json output is
 parseable; exit codes: 0 ok, 1 the daemon refused or did not answer, 2
 usage error; a refusal is reported as "fleetq <command>: <error code>: ..."."""
 
+import os
 import re
 import signal
 import subprocess
@@ -11,6 +12,33 @@ import time
 
 from lib import fqlib
 from lib.fqlib import Client, Daemon, cli, free_port, json_lines, pipeline, vin
+
+
+def connected_to(pid, port):
+    """Whether process pid holds an established TCP connection to port
+    (read from /proc: the sockets among its fds, matched in net/tcp*)."""
+    inodes = set()
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                inodes.add(link[8:-1])
+    except OSError:
+        return False
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            p = row.split()
+            if p[9] in inodes and p[3] == "01" and int(p[2].rsplit(":", 1)[1], 16) == port:
+                return True
+    return False
 
 
 def main(c):
@@ -195,7 +223,14 @@ def main(c):
                               "--count", str(n + 21), "--timeout", "110", "--publish", d.publish,
                               "--endpoint", d.endpoint],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(1.0)
+        # The watch prints what is published after it took its start
+        # points, which it does before it connects to the publisher: wait
+        # for that connection, not for a fixed time (a loaded machine
+        # running the sanitizer build took longer than 1 s to get there,
+        # and "first" then went before the watch began).  Its subscription
+        # may still be on its way: --fill must recover what that misses.
+        c.ok(fqlib.wait_for(lambda: connected_to(w.pid, d.pub_port), timeout=60, step=0.01),
+             "watch --fill connected to the publisher")
         cl = Client(d.endpoint)
         # Long deadlines: under sanitizers this scenario can outlast the
         # default 60 s, and an `expired` event would be a second event for

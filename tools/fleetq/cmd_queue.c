@@ -866,6 +866,10 @@ typedef struct watch_state {
   fq_client_t *c;
   uint64_t last[WATCH_MAX_SHARDS];
   bool seen[WATCH_MAX_SHARDS];
+  /* With --fill, the shard's last seq when the watch began: every event
+   * after it is this watch's to print. */
+  uint64_t start[WATCH_MAX_SHARDS];
+  bool started[WATCH_MAX_SHARDS];
   uint64_t printed;
   watch_tenant_t *tenants;
   size_t ntenants;
@@ -957,13 +961,13 @@ static int history_page(watch_state_t *w, const fq_buf_t *req, fq_buf_t *raw, fq
 }
 
 /* Fetch events (after, upto) of a shard with history and print the ones
- * that match the watch filter; returns how many were printed.  With
- * tenant, only that tenant's events, and after / upto / *last count its
- * tseq; else seq.  *last (may be NULL) receives the highest one fetched.
- * `tail` marks a look past the last event seen, where an empty history is
- * the normal answer. */
+ * that match the watch filter and have a seq above min_seq (0: all);
+ * returns how many were printed.  With tenant, only that tenant's events,
+ * and after / upto / *last count its tseq; else seq.  *last (may be NULL)
+ * receives the highest one fetched.  `tail` marks a look past the last
+ * event seen, where an empty history is the normal answer. */
 static uint64_t watch_fill(watch_state_t *w, uint32_t shard, const char *tenant, uint64_t after,
-                           uint64_t upto, uint64_t *last, bool tail) {
+                           uint64_t upto, uint64_t *last, bool tail, uint64_t min_seq) {
   uint64_t printed = 0;
   fq_buf_t req, raw;
   fq_buf_init(&req, 4096);
@@ -986,6 +990,9 @@ static uint64_t watch_fill(watch_state_t *w, uint32_t shard, const char *tenant,
         if (!fq_mp_int(fq_mp_get(ev, tenant ? "tseq" : "seq"), &seq) || (uint64_t)seq >= upto)
           continue;
         if ((uint64_t)seq > after) after = (uint64_t)seq;
+        int64_t at = 0;
+        if (min_seq && (!fq_mp_int(fq_mp_get(ev, "seq"), &at) || (uint64_t)at <= min_seq))
+          continue; /* published before the watch began */
         if (event_matches(ev, w->prefix) && watch_fresh(w, ev) &&
             (w->o->count == 0 || w->printed < w->o->count)) {
           print_event(ev, w->o->json, "(filled)");
@@ -1065,7 +1072,82 @@ static void watch_start_points(watch_state_t *w) {
     if (r < 0) continue;
     w->last[sh] = hi; /* the last seq stored (0: none yet) */
     w->seen[sh] = true;
+    w->start[sh] = hi;
+    w->started[sh] = true;
   }
+}
+
+/* One tenant history request: the seq of the tenant's first event on
+ * shard with a tseq above x.  Returns 0 with *seq, 1 when there is none,
+ * -1 when the daemon did not answer. */
+static int tenant_seq_after(watch_state_t *w, uint32_t shard, const char *tenant, uint64_t x,
+                            uint64_t *seq) {
+  fq_buf_t req, raw;
+  fq_msg_t m;
+  int out = -1;
+  fq_buf_init(&req, 256);
+  fq_buf_init(&raw, FQ_CLIENT_MAX_REPLY);
+  qopts_t quiet = *w->o;
+  quiet.json = false;
+  if (!fq_req_history_tenant(&req, shard, tenant, x, 1, false, 0) &&
+      !round_trip(w->c, &quiet, &req, &raw, &m)) {
+    const msgpack_object *evs = fq_mp_get(m.root, "events");
+    int64_t s = 0;
+    out = 1;
+    if (evs && evs->type == MSGPACK_OBJECT_ARRAY && evs->via.array.size > 0 &&
+        fq_mp_int(fq_mp_get(&evs->via.array.ptr[0], "seq"), &s) && s >= 0) {
+      *seq = (uint64_t)s;
+      out = 0;
+    }
+    fq_msg_free(&m);
+  }
+  fq_buf_free(&req);
+  fq_buf_free(&raw);
+  return out;
+}
+
+/* The first event of a tenant on a shard this watch receives, with
+ * --fill: no tseq jump can show what of that tenant's went missing before
+ * it (published before the subscription reached the publisher, or dropped
+ * at its high-water mark), so fetch them now.  They are the tenant's events
+ * with a seq between the shard's start point and this event's: at most
+ * one per seq in between, so the tseq range right below this event's that
+ * long holds them all.  When that range is longer than a page, a binary
+ * search (one-event requests) finds where the events after the start point
+ * begin, so that a tenant with a long past costs a few requests, not pages
+ * of events that are not the watch's to print. */
+static void watch_fill_first(watch_state_t *w, uint32_t shard, watch_tenant_t *wt, uint64_t t,
+                             const msgpack_object *ev) {
+  int64_t seq = 0;
+  if (!w->started[shard] || t <= 1 || !fq_mp_int(fq_mp_get(ev, "seq"), &seq) ||
+      (uint64_t)seq <= w->start[shard] + 1)
+    return;
+  uint64_t start = w->start[shard];
+  uint64_t between = (uint64_t)seq - start - 1;
+  uint64_t after = t - 1 > between ? t - 1 - between : 0;
+  if (!w->c) w->c = open_client(w->o);
+  if (!w->c) return;
+  uint64_t at = 0;
+  if (t - 1 - after > 1000 && tenant_seq_after(w, shard, wt->tenant, after, &at) == 0 &&
+      at <= start) {
+    /* The event after tseq lo is at or before the start point, the one
+     * after hi (this event) past it. */
+    uint64_t lo = after, hi = t - 1;
+    while (hi - lo > 1) {
+      uint64_t mid = lo + (hi - lo) / 2;
+      int r = tenant_seq_after(w, shard, wt->tenant, mid, &at);
+      if (r < 0) break;
+      if (r == 0 && at <= start) lo = mid;
+      else hi = mid;
+    }
+    after = lo;
+  }
+  uint64_t got = watch_fill(w, shard, wt->tenant, after, t, NULL, true, start);
+  if (got)
+    fprintf(stderr,
+            "fleetq watch: tenant %s on shard %" PRIu32 ": recovered %" PRIu64
+            " event(s) published before its first one received (tseq %" PRIu64 ")\n",
+            wt->tenant, shard, got, t);
 }
 
 static int cmd_watch(int argc, char **argv) {
@@ -1140,7 +1222,7 @@ static int cmd_watch(int argc, char **argv) {
         for (int sh = 0; sh < WATCH_MAX_SHARDS; sh++) {
           if (!w->seen[sh]) continue;
           uint64_t upto = UINT64_MAX, last = w->last[sh];
-          uint64_t got = watch_fill(w, (uint32_t)sh, NULL, w->last[sh], upto, &last, true);
+          uint64_t got = watch_fill(w, (uint32_t)sh, NULL, w->last[sh], upto, &last, true, 0);
           if (got)
             fprintf(stderr,
                     "fleetq watch: shard %d: recovered %" PRIu64 " event(s) missed after seq %" PRIu64
@@ -1176,6 +1258,7 @@ static int cmd_watch(int argc, char **argv) {
         fq_msg_free(&m); /* already printed from history */
         continue;
       }
+      if (!wt->last && o.fill) watch_fill_first(w, (uint32_t)shard, wt, t, m.root);
       if (wt->last && t > wt->last + 1) {
         if (!o.fill) {
           fprintf(stderr,
@@ -1184,7 +1267,7 @@ static int cmd_watch(int argc, char **argv) {
                   wt->tenant, shard, wt->last + 1, t - 1);
         } else {
           uint64_t from = wt->last + 1, reached = wt->last;
-          uint64_t got = watch_fill(w, (uint32_t)shard, wt->tenant, wt->last, t, &reached, true);
+          uint64_t got = watch_fill(w, (uint32_t)shard, wt->tenant, wt->last, t, &reached, true, 0);
           fprintf(stderr,
                   "fleetq watch: tenant %s on shard %" PRId64 ": recovered %" PRIu64
                   " missed event(s) from history (tseq %" PRIu64 "..%" PRIu64 ")\n",
@@ -1222,9 +1305,9 @@ static int cmd_watch(int argc, char **argv) {
           fprintf(stderr,
                   "fleetq watch: gap in shard %" PRId64 ": events %" PRIu64 "..%" PRIu64 " missed%s\n",
                   shard, from, to, o.fill ? ", fetching them" : "");
-          if (o.fill) watch_fill(w, (uint32_t)shard, NULL, w->last[shard], s, NULL, false);
+          if (o.fill) watch_fill(w, (uint32_t)shard, NULL, w->last[shard], s, NULL, false, 0);
         } else if (o.fill) {
-          uint64_t got = watch_fill(w, (uint32_t)shard, NULL, w->last[shard], s, NULL, false);
+          uint64_t got = watch_fill(w, (uint32_t)shard, NULL, w->last[shard], s, NULL, false, 0);
           if (got)
             fprintf(stderr,
                     "fleetq watch: shard %" PRId64 ": recovered %" PRIu64
