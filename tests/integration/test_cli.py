@@ -166,7 +166,12 @@ def main(c):
         w = subprocess.Popen([fqlib.BIN + "/fleetq", "watch", "--tenant", "wt", "--count", "3",
                               "--json", "--timeout", "20", "--publish", d.publish],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(1.0)  # let the subscription settle
+        # Connected to the publisher (not a fixed time: a loaded machine
+        # running the sanitizer build can take longer), then a moment for
+        # the subscription to reach it.
+        c.ok(fqlib.wait_for(lambda: connected_to(w.pid, d.pub_port), timeout=60, step=0.01),
+             "watch --count connected to the publisher")
+        time.sleep(0.3)
         sent = []
         for i in range(3):
             r = cli("send", "--tenant", "wt", "--account", "a", "--vin", vin(9), "--key",
@@ -185,7 +190,9 @@ def main(c):
         w = subprocess.Popen([fqlib.BIN + "/fleetq", "watch", "--tenant", "wt", "--device",
                               vin(9), "--count", "1", "--timeout", "20", "--publish", d.publish],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(1.0)
+        c.ok(fqlib.wait_for(lambda: connected_to(w.pid, d.pub_port), timeout=60, step=0.01),
+             "watch --device connected to the publisher")
+        time.sleep(0.3)
         cli("cancel", "--tenant", "wt", "--key", "w0", *ep)
         out, err = w.communicate(timeout=30)
         c.ok(w.returncode == 0 and re.search(rf"wt/{vin(9)} flash_lights queued -> cancelled", out),
@@ -202,7 +209,11 @@ def main(c):
                                "a", "--vin", vin(12), "--key", "x2", "--command", "honk_horn",
                                "--wait", "--json", "--timeout", "20", "--publish", d.publish,
                                *ep], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(1.0)
+        # Cancelled once it is stored (send --wait subscribes first, then
+        # submits): not after a fixed time, which a loaded machine outran.
+        c.ok(fqlib.wait_for(lambda: cli("get", "--tenant", "wait", "--key", "x2", *ep)
+                            .returncode == 0, timeout=60, step=0.05),
+             "send --wait stored its command")
         cli("cancel", "--tenant", "wait", "--key", "x2", *ep)
         out, err = wp.communicate(timeout=30)
         j = json_lines(out)
