@@ -2206,6 +2206,12 @@ static void answer_health(fq_shard_t *sh, zmq_msg_t *f, int n) {
   if (rc) snprintf(h.read_error, sizeof h.read_error, "%.150s", err.msg);
   if (h.max_store < h.map_size) h.max_store = h.map_size;
   h.at_ms = fq_now_ms();
+  if (sh->cn) {
+    bool serving = false;
+    h.cluster = true;
+    fq_clnode_owner(sh->cn, sh->o.index, h.owner, sizeof h.owner, &serving);
+    h.served_here = sh->owner;
+  }
   zmq_send(sh->sock, "H", 1, ZMQ_SNDMORE);
   zmq_send(sh->sock, zmq_msg_data(&f[1]), 8, ZMQ_SNDMORE);
   zmq_send(sh->sock, &h, sizeof h, 0);
