@@ -520,6 +520,32 @@ int fq_cl_lease_release(fq_cl_t *c, fq_cl_lease_t *l, fq_err_t *err) {
   return nfail(err, FQ_CL_EUNAVAIL, s, je, "cluster: lease release");
 }
 
+/* Presence: key "node.<id>" in the lease bucket, rewritten by each live
+ * node about once a second; the bucket's TTL removes a dead node's key
+ * like its leases.  The nodes alive (keys present) are what a node
+ * divides the shards by when it decides how many to take (clnode.c). */
+int fq_cl_presence(fq_cl_t *c, const char *endpoint, unsigned *alive, fq_err_t *err) {
+  if (!c->kv) return fq_errf(err, FQ_EBADPARAM, "cluster: lease bucket not ensured");
+  char key[48], val[VALUE_MAX];
+  snprintf(key, sizeof key, "node.%s", c->node);
+  int len = lease_value(c, endpoint, val, sizeof val, err);
+  if (len < 0) return len;
+  uint64_t rev = 0;
+  natsStatus s = kvStore_Put(&rev, c->kv, key, val, len);
+  if (s != NATS_OK) return nfail(err, FQ_CL_EUNAVAIL, s, 0, "cluster: presence put");
+  if (!alive) return 0;
+  kvKeysList list;
+  memset(&list, 0, sizeof list);
+  s = kvStore_Keys(&list, c->kv, NULL);
+  if (s != NATS_OK) return nfail(err, FQ_CL_EUNAVAIL, s, 0, "cluster: presence keys");
+  unsigned n = 0;
+  for (int i = 0; i < list.Count; i++)
+    if (list.Keys[i] && strncmp(list.Keys[i], "node.", 5) == 0) n++;
+  kvKeysList_Destroy(&list);
+  *alive = n ? n : 1;
+  return 0;
+}
+
 bool fq_cl_lease_may_act(const fq_cl_t *c, const fq_cl_lease_t *l, int64_t now_ns) {
   return l->held && now_ns - l->sent_ns < c->o.lease_ttl_ms * NS_PER_MS / 2;
 }

@@ -107,6 +107,11 @@ bool fq_cl_lease_may_act(const fq_cl_t *c, const fq_cl_lease_t *l, int64_t now_n
 int fq_cl_lease_get(fq_cl_t *c, unsigned shard, char *holder, size_t n, uint64_t *rev,
                     fq_err_t *err);
 
+/* Say this node is alive (key "node.<id>", value "<node> <endpoint>",
+ * expiring with the bucket's TTL unless written again) and, when alive is
+ * not NULL, count the nodes whose key is present (this one included). */
+int fq_cl_presence(fq_cl_t *c, const char *endpoint, unsigned *alive, fq_err_t *err);
+
 /* --- the log ------------------------------------------------------------ */
 
 /* Append bytes to shard's stream if its last sequence is expected_last

@@ -66,7 +66,12 @@ typedef struct bill_slot {
 typedef struct shard_g {
   _Alignas(64) counter_t active, in_flight, used, map_size, scheduled;
   counter_t busy_ns; /* wall time spent in batches (fq_metrics_batch) */
+  /* Cluster mode (docs/cluster.md): this node serves the shard (1/0), log
+   * entries it appended as owner and applied as a follower, takeovers. */
+  counter_t owned, appended, applied, takeovers;
 } shard_g_t;
+
+static atomic_bool cluster_on;
 
 static struct {
   counter_t submits[SUBMIT_SLOTS];
@@ -218,6 +223,20 @@ void fq_metrics_shard_load(unsigned shard, uint64_t active, uint64_t in_flight) 
 void fq_metrics_shard_scheduled(unsigned shard, uint64_t scheduled) {
   if (shard >= FQ_METRICS_MAX_SHARDS) return;
   SET(M.shard[shard].scheduled, scheduled);
+}
+
+void fq_metrics_cluster_owned(unsigned shard, bool owned) {
+  if (shard >= FQ_METRICS_MAX_SHARDS) return;
+  atomic_store(&cluster_on, true);
+  SET(M.shard[shard].owned, owned ? 1 : 0);
+  if (owned) ADD(M.shard[shard].takeovers, 1);
+}
+
+void fq_metrics_cluster_log(unsigned shard, uint64_t appended, uint64_t applied) {
+  if (shard >= FQ_METRICS_MAX_SHARDS) return;
+  atomic_store(&cluster_on, true);
+  if (appended) ADD(M.shard[shard].appended, appended);
+  if (applied) ADD(M.shard[shard].applied, applied);
 }
 
 void fq_metrics_shard_store(unsigned shard, uint64_t used, uint64_t map_size) {
@@ -413,6 +432,28 @@ static void render_shards(sb_t *b, unsigned nshards) {
   for (unsigned i = 0; i < nshards; i++)
     sb_printf(b, "fleetq_commands_scheduled{shard=\"%u\"} %llu\n", i,
               (unsigned long long)GET(M.shard[i].scheduled));
+  if (atomic_load(&cluster_on)) {
+    head(b, "fleetq_cluster_shard_owned", "gauge",
+         "1 when this node owns and serves the shard (cluster mode), else 0.");
+    for (unsigned i = 0; i < nshards; i++)
+      sb_printf(b, "fleetq_cluster_shard_owned{shard=\"%u\"} %llu\n", i,
+                (unsigned long long)GET(M.shard[i].owned));
+    head(b, "fleetq_cluster_takeovers_total", "counter",
+         "Times this node took the shard over (cluster mode).");
+    for (unsigned i = 0; i < nshards; i++)
+      sb_printf(b, "fleetq_cluster_takeovers_total{shard=\"%u\"} %llu\n", i,
+                (unsigned long long)GET(M.shard[i].takeovers));
+    head(b, "fleetq_cluster_log_appended_total", "counter",
+         "Entries this node appended to the shard's log as its owner (cluster mode).");
+    for (unsigned i = 0; i < nshards; i++)
+      sb_printf(b, "fleetq_cluster_log_appended_total{shard=\"%u\"} %llu\n", i,
+                (unsigned long long)GET(M.shard[i].appended));
+    head(b, "fleetq_cluster_log_applied_total", "counter",
+         "Entries of the shard's log this node applied as a follower (cluster mode).");
+    for (unsigned i = 0; i < nshards; i++)
+      sb_printf(b, "fleetq_cluster_log_applied_total{shard=\"%u\"} %llu\n", i,
+                (unsigned long long)GET(M.shard[i].applied));
+  }
   static const char *const cstate[5] = {"receiving", "scheduled", "running", "done", "aborted"};
   head(b, "fleetq_campaigns", "gauge", "Campaigns known to fleetqd, per campaign state.");
   for (int i = 0; i < 5; i++)

@@ -1,0 +1,334 @@
+/*
+ * A fleetqd cluster node: the lease thread and the table of owners
+ * (clnode.h, docs/cluster.md "Leases" and "Wiring").
+ */
+#include "clnode.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+#include "metrics.h"
+#include "util.h"
+
+/* How often the lease thread looks at every shard: a free shard is taken
+ * within one tick of being seen free (docs/cluster.md: 250 ms). */
+#define LEASE_TICK_MS 250
+/* A node waits this long after it starts before it takes a free shard, so
+ * that it has seen the other nodes' presence and takes only its share. */
+#define START_GRACE_MS 1500
+/* A free shard this node would not take for its share (it holds its share
+ * already) is taken anyway once it has been seen free this many ticks in
+ * a row: nobody else wants it (the other nodes are full or gone). */
+#define FREE_TICKS_ANYWAY 2
+/* After stepping down, a node leaves the shard to others this long. */
+#define STEP_DOWN_PAUSE_MS 3000
+#define NS_PER_MS INT64_C(1000000)
+/* How long a starting node retries making the logs and the bucket. */
+#define ENSURE_MS 30000
+
+typedef struct clshard {
+  fq_cl_lease_t lease;     /* held, rev, sent_ns */
+  bool step_down;          /* the shard thread asked for the lease to go */
+  bool serving;
+  int64_t pause_until;     /* no take before (fq_mono_ns) */
+  int free_ticks;
+  bool known;              /* owner read at least once */
+  char owner_node[33];
+  char owner_ep[256];
+} clshard_t;
+
+struct fq_clnode {
+  fq_cl_opts_t co;
+  char urls[2048];
+  char node[33];
+  char advertise[256];
+  unsigned nshards;
+  fq_cl_t *cl;             /* the lease thread's */
+  pthread_t th;
+  bool started;
+  atomic_bool stop;
+  pthread_mutex_t mu;
+  clshard_t *sh;
+  unsigned alive;
+};
+
+static void sleep_ms(int64_t ms) {
+  struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
+  nanosleep(&ts, NULL);
+}
+
+fq_clnode_t *fq_clnode_new(const fq_clnode_opts_t *o, fq_err_t *err) {
+  if (!o->urls || !*o->urls || !o->node_id || !*o->node_id || !o->nshards) {
+    fq_errf(err, FQ_ECONFIG, "cluster: --cluster and --node-id are both needed");
+    return NULL;
+  }
+  if (!o->advertise || !*o->advertise) {
+    fq_errf(err, FQ_ECONFIG, "cluster: no endpoint to advertise (--cluster-advertise)");
+    return NULL;
+  }
+  fq_clnode_t *n = calloc(1, sizeof *n);
+  if (!n) {
+    fq_errf(err, -ENOMEM, "out of memory");
+    return NULL;
+  }
+  pthread_mutex_init(&n->mu, NULL);
+  n->nshards = o->nshards;
+  n->alive = 1;
+  snprintf(n->urls, sizeof n->urls, "%s", o->urls);
+  snprintf(n->node, sizeof n->node, "%s", o->node_id);
+  snprintf(n->advertise, sizeof n->advertise, "%s", o->advertise);
+  if (strlen(o->advertise) >= sizeof n->advertise) {
+    fq_errf(err, FQ_ECONFIG, "cluster: --cluster-advertise is too long");
+    goto fail;
+  }
+  fq_cl_opts_init(&n->co);
+  n->co.urls = n->urls;
+  n->co.node_id = n->node;
+  if (o->lease_ttl_ms) n->co.lease_ttl_ms = o->lease_ttl_ms;
+  if (o->retention_ms > 0) n->co.stream_max_age_ms = o->retention_ms;
+  n->sh = calloc(o->nshards, sizeof *n->sh);
+  if (!n->sh) {
+    fq_errf(err, -ENOMEM, "out of memory");
+    goto fail;
+  }
+  for (unsigned i = 0; i < o->nshards; i++) n->sh[i].lease.shard = i;
+  if (fq_cl_connect(&n->co, &n->cl, err) != 0) goto fail;
+  /* Nodes starting together race to create the streams, and a stream
+   * just created has no leader for a moment: retried for ENSURE_MS,
+   * except a stream whose settings differ (never changed by a node). */
+  int64_t until = fq_mono_ns() + ENSURE_MS * NS_PER_MS;
+  for (;;) {
+    int rc = 0;
+    for (unsigned i = 0; i < o->nshards && rc == 0; i++) rc = fq_cl_ensure_shard(n->cl, i, err);
+    if (rc == 0) rc = fq_cl_ensure_leases(n->cl, err);
+    if (rc == 0) break;
+    if (rc == FQ_ECONFIG || fq_mono_ns() >= until) goto fail;
+    fq_warn("cluster", "node %s: %s (retrying)", n->node, err->msg);
+    sleep_ms(250);
+  }
+  fq_info("cluster", "node %s: connected to %s; %u shard log(s) and the lease bucket are ready; "
+          "requests are forwarded to this node at %s", n->node, n->urls, n->nshards,
+          n->advertise);
+  return n;
+fail:
+  fq_clnode_destroy(&n);
+  return NULL;
+}
+
+const char *fq_clnode_id(const fq_clnode_t *n) { return n->node; }
+const char *fq_clnode_advertise(const fq_clnode_t *n) { return n->advertise; }
+
+int fq_clnode_connect(fq_clnode_t *n, fq_cl_t **out, fq_err_t *err) {
+  return fq_cl_connect(&n->co, out, err);
+}
+
+bool fq_clnode_lease(fq_clnode_t *n, unsigned shard, int64_t now_ns, fq_cl_lease_t *out) {
+  pthread_mutex_lock(&n->mu);
+  *out = n->sh[shard].lease;
+  bool ok = !n->sh[shard].step_down && fq_cl_lease_may_act(n->cl, out, now_ns);
+  pthread_mutex_unlock(&n->mu);
+  return ok;
+}
+
+void fq_clnode_step_down(fq_clnode_t *n, unsigned shard) {
+  pthread_mutex_lock(&n->mu);
+  n->sh[shard].step_down = true;
+  n->sh[shard].serving = false;
+  pthread_mutex_unlock(&n->mu);
+}
+
+void fq_clnode_serving(fq_clnode_t *n, unsigned shard, bool on) {
+  pthread_mutex_lock(&n->mu);
+  n->sh[shard].serving = on;
+  pthread_mutex_unlock(&n->mu);
+  fq_metrics_cluster_owned(shard, on);
+}
+
+int fq_clnode_route(fq_clnode_t *n, unsigned shard, char *ep, size_t cap) {
+  int r;
+  pthread_mutex_lock(&n->mu);
+  clshard_t *s = &n->sh[shard];
+  if (s->lease.held && !s->step_down)
+    r = FQ_CLNODE_LOCAL;
+  else if (s->known && s->owner_ep[0] && strcmp(s->owner_node, n->node) != 0) {
+    r = FQ_CLNODE_REMOTE;
+    snprintf(ep, cap, "%s", s->owner_ep);
+  } else
+    r = FQ_CLNODE_NONE;
+  pthread_mutex_unlock(&n->mu);
+  return r;
+}
+
+void fq_clnode_owner(fq_clnode_t *n, unsigned shard, char *node, size_t cap, bool *serving) {
+  pthread_mutex_lock(&n->mu);
+  clshard_t *s = &n->sh[shard];
+  if (s->lease.held) snprintf(node, cap, "%s", n->node);
+  else snprintf(node, cap, "%s", s->known ? s->owner_node : "");
+  *serving = s->serving;
+  pthread_mutex_unlock(&n->mu);
+}
+
+/* "<node> <endpoint>" -> its two parts. */
+static void split_holder(const char *h, char *node, size_t nn, char *ep, size_t ne) {
+  const char *sp = strchr(h, ' ');
+  size_t k = sp ? (size_t)(sp - h) : strlen(h);
+  if (k >= nn) k = nn - 1;
+  memcpy(node, h, k);
+  node[k] = 0;
+  snprintf(ep, ne, "%s", sp ? sp + 1 : "");
+}
+
+/* One look at one shard (lease thread). */
+static void tick_shard(fq_clnode_t *n, unsigned i, int64_t now, unsigned held_count,
+                       unsigned share, bool grace_over) {
+  fq_err_t e;
+  fq_err_clear(&e);
+  pthread_mutex_lock(&n->mu);
+  clshard_t s = n->sh[i];
+  pthread_mutex_unlock(&n->mu);
+  int64_t ttl_ns = fq_cl_lease_ttl_ms(n->cl) * NS_PER_MS;
+  if (s.lease.held && s.step_down) {
+    int rc = fq_cl_lease_release(n->cl, &s.lease, &e);
+    fq_info("cluster", "shard %u: lease given up (%s)", i,
+            rc == 0 ? "released" : e.msg);
+    s.lease.held = false;
+    s.step_down = false;
+    s.pause_until = now + STEP_DOWN_PAUSE_MS * NS_PER_MS;
+    s.known = false;
+  } else if (!s.lease.held && s.step_down) {
+    s.step_down = false; /* lost already: nothing to give back */
+    s.pause_until = now + STEP_DOWN_PAUSE_MS * NS_PER_MS;
+  } else if (s.lease.held) {
+    if (now - s.lease.sent_ns >= ttl_ns / 3) {
+      int rc = fq_cl_lease_renew(n->cl, &s.lease, n->advertise, &e);
+      if (rc == FQ_CL_ELEASE) {
+        fq_warn("cluster", "shard %u: %s; the shard stops here", i, e.msg);
+        s.known = false;
+      } else if (rc) {
+        fq_warn("cluster", "shard %u: lease not renewed (retrying): %s", i, e.msg);
+      }
+    }
+  } else {
+    char holder[320];
+    uint64_t rev = 0;
+    int rc = fq_cl_lease_get(n->cl, i, holder, sizeof holder, &rev, &e);
+    if (rc == 0) {
+      split_holder(holder, s.owner_node, sizeof s.owner_node, s.owner_ep, sizeof s.owner_ep);
+      s.known = true;
+      s.free_ticks = 0;
+    } else if (rc == FQ_ENOTFOUND) {
+      s.known = false;
+      s.owner_node[0] = s.owner_ep[0] = 0;
+      s.free_ticks++;
+      bool want = grace_over && now >= s.pause_until &&
+                  (held_count < share || s.free_ticks > FREE_TICKS_ANYWAY);
+      if (want) {
+        fq_cl_lease_t l;
+        rc = fq_cl_lease_take(n->cl, i, n->advertise, &l, &e);
+        if (rc == 0) {
+          fq_info("cluster", "shard %u: lease taken (revision %" PRIu64 ")", i, l.rev);
+          s.lease = l;
+          s.free_ticks = 0;
+        } else if (rc != FQ_CL_ELEASE) {
+          fq_warn("cluster", "shard %u: cannot take the free lease: %s", i, e.msg);
+        }
+      }
+    }
+    /* FQ_CL_EUNAVAIL: keep what we knew. */
+  }
+  pthread_mutex_lock(&n->mu);
+  clshard_t *d = &n->sh[i];
+  /* The shard thread may have asked to step down meanwhile: keep that. */
+  bool asked = d->step_down && !s.step_down && s.lease.held;
+  bool serving = d->serving;
+  *d = s;
+  d->serving = serving && s.lease.held;
+  if (asked) d->step_down = true;
+  pthread_mutex_unlock(&n->mu);
+}
+
+static void *lease_main(void *arg) {
+  fq_clnode_t *n = arg;
+  int64_t start = fq_mono_ns(), next_presence = 0;
+  while (!atomic_load(&n->stop)) {
+    int64_t t0 = fq_mono_ns();
+    fq_err_t e;
+    fq_err_clear(&e);
+    if (t0 >= next_presence) {
+      unsigned alive = 0;
+      if (fq_cl_presence(n->cl, n->advertise, &alive, &e) == 0) {
+        pthread_mutex_lock(&n->mu);
+        if (alive != n->alive)
+          fq_info("cluster", "node %s: %u node(s) alive", n->node, alive);
+        n->alive = alive;
+        pthread_mutex_unlock(&n->mu);
+      } else {
+        fq_debug("cluster", "presence: %s", e.msg);
+      }
+      next_presence = t0 + 1000 * NS_PER_MS;
+    }
+    pthread_mutex_lock(&n->mu);
+    unsigned held = 0, alive = n->alive;
+    for (unsigned i = 0; i < n->nshards; i++) held += n->sh[i].lease.held;
+    pthread_mutex_unlock(&n->mu);
+    unsigned share = (n->nshards + alive - 1) / alive;
+    bool grace_over = t0 - start >= START_GRACE_MS * NS_PER_MS;
+    for (unsigned i = 0; i < n->nshards && !atomic_load(&n->stop); i++) {
+      bool was = false;
+      pthread_mutex_lock(&n->mu);
+      was = n->sh[i].lease.held;
+      pthread_mutex_unlock(&n->mu);
+      tick_shard(n, i, fq_mono_ns(), held, share, grace_over);
+      pthread_mutex_lock(&n->mu);
+      bool now_held = n->sh[i].lease.held;
+      pthread_mutex_unlock(&n->mu);
+      if (now_held && !was) held++;
+      if (!now_held && was && held) held--;
+    }
+    int64_t spent = (fq_mono_ns() - t0) / NS_PER_MS;
+    if (spent < LEASE_TICK_MS) sleep_ms(LEASE_TICK_MS - spent);
+  }
+  return NULL;
+}
+
+int fq_clnode_start(fq_clnode_t *n, fq_err_t *err) {
+  int rc = pthread_create(&n->th, NULL, lease_main, n);
+  if (rc) return fq_errf(err, -rc, "cluster: cannot start the lease thread: %s", strerror(rc));
+  pthread_setname_np(n->th, "fq-cluster");
+  n->started = true;
+  return 0;
+}
+
+void fq_clnode_stop(fq_clnode_t *n) {
+  if (!n || !n->started) return;
+  atomic_store(&n->stop, true);
+  pthread_join(n->th, NULL);
+  n->started = false;
+  for (unsigned i = 0; i < n->nshards; i++) {
+    if (!n->sh[i].lease.held) continue;
+    fq_err_t e;
+    fq_err_clear(&e);
+    if (fq_cl_lease_release(n->cl, &n->sh[i].lease, &e) == 0)
+      fq_info("cluster", "shard %u: lease released at stop", i);
+    else
+      fq_warn("cluster", "shard %u: lease not released at stop (it expires): %s", i, e.msg);
+  }
+}
+
+void fq_clnode_destroy(fq_clnode_t **np) {
+  if (!np || !*np) return;
+  fq_clnode_t *n = *np;
+  fq_clnode_stop(n);
+  fq_cl_close(&n->cl);
+  free(n->sh);
+  pthread_mutex_destroy(&n->mu);
+  free(n);
+  *np = NULL;
+}
