@@ -19,7 +19,7 @@
 # figures (acked, states, takeover times, NATS pauses) and the log of the
 # run is kept in /tmp/fq-cluster-soak-*.log.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 MINUTES=${1:-30}
 case "$MINUTES" in
   ''|*[!0-9]*) sed -n '2,20p' "$0"; exit 2 ;;

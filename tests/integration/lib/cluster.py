@@ -48,7 +48,7 @@ import zmq
 from . import dispatch as dl
 from . import fqlib
 from . import vcp_client as vc
-from .fqlib import TERMINAL, Client, cli, free_port, log, pack, unpack
+from .fqlib import TERMINAL, Client, cli, free_port, pack, unpack
 from .nats import NatsCluster
 from .sim import Sim
 
