@@ -2410,8 +2410,7 @@ static void cluster_take_over(fq_shard_t *sh, const fq_cl_lease_t *l) {
   }
   sh->drain_until = 0;
   sh->disp_retry_at = sh->nosubmit_until = sh->readonly_until = 0;
-  fq_metrics_cluster_owned(sh->o.index, true);
-  fq_clnode_serving(sh->cn, sh->o.index, true);
+  fq_clnode_serving(sh->cn, sh->o.index, true); /* and the gauge */
   flush_batch(sh);
   announce_keys(sh);
   count_load(sh);
