@@ -41,6 +41,11 @@
  * flight, then gives the lease back for a node below its share to take),
  * one at a time, HANDOVER_GAP_MS after the previous one was given back. */
 #define HANDOVER_GAP_MS 2000
+/* ... and only once the cluster has been still this long: no change in
+ * the nodes alive and no shard taken here.  Right after a node's death
+ * its presence outlives its leases by up to a second, and a survivor that
+ * counted it would give away a shard it had just taken. */
+#define HANDOVER_STILL_MS 5000
 #define NS_PER_MS INT64_C(1000000)
 /* How long a starting node retries making the logs and the bucket. */
 #define ENSURE_MS 30000
@@ -72,6 +77,7 @@ struct fq_clnode {
   clshard_t *sh;
   unsigned alive;
   int64_t next_handover;   /* no handover asked before (fq_mono_ns) */
+  int64_t settled_at;      /* the nodes alive last changed, or this node took a shard */
 };
 
 static void sleep_ms(int64_t ms) {
@@ -324,6 +330,7 @@ static void look_shard(fq_clnode_t *n, unsigned i, unsigned held_count, unsigned
   memcpy(d->owner_node, s.owner_node, sizeof d->owner_node);
   memcpy(d->owner_ep, s.owner_ep, sizeof d->owner_ep);
   if (took) {
+    n->settled_at = fq_mono_ns();
     d->lease = l;
     d->step_down = false;
     d->handover = false;
@@ -342,8 +349,10 @@ static void *lease_main(void *arg) {
       unsigned alive = 0;
       if (fq_cl_presence(n->cl, n->advertise, &alive, &e) == 0) {
         pthread_mutex_lock(&n->mu);
-        if (alive != n->alive)
+        if (alive != n->alive) {
           fq_info("cluster", "node %s: %u node(s) alive", n->node, alive);
+          n->settled_at = fq_mono_ns();
+        }
         n->alive = alive;
         pthread_mutex_unlock(&n->mu);
       } else {
@@ -379,7 +388,8 @@ static void *lease_main(void *arg) {
      * than (alive - 1) shares: otherwise the shard would come back. */
     bool room = n->alive > 1 && (n->alive - 1) * share > others;
     int64_t tnow = fq_mono_ns();
-    if (!busy && pick >= 0 && grace_over && room && held > share &&
+    bool still = tnow - n->settled_at >= HANDOVER_STILL_MS * NS_PER_MS;
+    if (!busy && pick >= 0 && grace_over && room && still && held > share &&
         tnow >= n->next_handover) {
       n->sh[pick].handover = true;
       n->next_handover = tnow + 4 * HANDOVER_GAP_MS * NS_PER_MS; /* if it never ends */

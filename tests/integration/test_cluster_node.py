@@ -153,6 +153,10 @@ def body(c):
          "(forwarded)", probe)
     if probe:
         car, id_, shard = probe
+        # Compared once it has ended: a command in flight may move between
+        # two reads.
+        lc.wait_terminal(lambda: n0.endpoint, [lc.Acked(f"fwd-{car}", id_, car, "flash_lights",
+                                                        None, 0, 0, 1, False, 0)], 60)
         g1 = lc.get_all(n1.endpoint, [id_])
         g0 = lc.get_all(n0.endpoint, [id_])
         c.ok(g1.get(id_) and g1[id_].get("id") == id_ and g1[id_].get("vin") == car,
