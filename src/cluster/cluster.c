@@ -107,6 +107,9 @@ int fq_cl_connect(const fq_cl_opts_t *o, fq_cl_t **out, fq_err_t *err) {
   if (o->lease_ttl_ms < 300)
     return fq_errf(err, FQ_EBADPARAM, "cluster: lease TTL %" PRId64 " ms below 300",
                    o->lease_ttl_ms);
+  if (o->act_ms < 0 || o->act_ms > o->lease_ttl_ms - 100)
+    return fq_errf(err, FQ_EBADPARAM, "cluster: act window %" PRId64 " ms not in 0..TTL - 100",
+                   o->act_ms);
   if (o->max_msg < 1024 || o->stream_max_age_ms < 1000)
     return fq_errf(err, FQ_EBADPARAM, "cluster: max message or stream age too small");
 
@@ -552,7 +555,8 @@ int fq_cl_presence(fq_cl_t *c, const char *endpoint, unsigned *alive, fq_err_t *
 }
 
 bool fq_cl_lease_may_act(const fq_cl_t *c, const fq_cl_lease_t *l, int64_t now_ns) {
-  return l->held && now_ns - l->sent_ns < c->o.lease_ttl_ms * NS_PER_MS / 2;
+  int64_t act = c->o.act_ms > 0 ? c->o.act_ms : c->o.lease_ttl_ms / 2;
+  return l->held && now_ns - l->sent_ns < act * NS_PER_MS;
 }
 
 /* --- the log ---------------------------------------------------------------- */

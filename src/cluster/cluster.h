@@ -52,6 +52,9 @@ typedef struct fq_cl_opts {
   int64_t stream_max_age_ms;  /* how long a log keeps entries (default 7 days) */
   int32_t max_msg;         /* largest append, bytes (default 8 MiB; the servers'
                             * max_payload must allow it) */
+  int64_t act_ms;          /* how long after a successful take / renew was sent
+                            * the holder may act (fq_cl_lease_may_act); 0:
+                            * lease_ttl_ms / 2; at most lease_ttl_ms - 100 */
 } fq_cl_opts_t;
 
 /* Defaults, for a caller that sets only some fields. */
@@ -100,7 +103,8 @@ int fq_cl_lease_renew(fq_cl_t *c, fq_cl_lease_t *l, const char *endpoint, fq_err
 /* Give it up: delete the key only if it is still at l->rev. */
 int fq_cl_lease_release(fq_cl_t *c, fq_cl_lease_t *l, fq_err_t *err);
 /* Whether the holder may still act on the shard at monotonic time now_ns:
- * held, and less than TTL/2 since the last successful write was sent. */
+ * held, and less than act_ms (default TTL/2) since the last successful
+ * write was sent. */
 bool fq_cl_lease_may_act(const fq_cl_t *c, const fq_cl_lease_t *l, int64_t now_ns);
 /* Who holds shard's lease: its value ("<node> <endpoint>") and revision;
  * FQ_ENOTFOUND when nobody does. */

@@ -22,10 +22,10 @@
 #define LEASE_TICK_MS 250
 /* The renewer looks at the held leases this often, and renews one once
  * TTL/RENEW_DIV has passed since its last renew was sent: with TTL 3 s,
- * every 750 ms, which leaves the shard 750 ms of slack before it must stop
- * acting (TTL/2, cluster.h) on a loaded machine. */
+ * every 500 ms, five chances within the 2.5 s the shard may act after a
+ * renew (co.act_ms, below). */
 #define RENEW_TICK_MS 50
-#define RENEW_DIV 4
+#define RENEW_DIV 6
 #define SLOW_RENEW_MS 500
 /* A node waits this long after it starts before it takes a free shard, so
  * that it has seen the other nodes' presence and takes only its share. */
@@ -113,6 +113,14 @@ fq_clnode_t *fq_clnode_new(const fq_clnode_opts_t *o, fq_err_t *err) {
   n->co.urls = n->urls;
   n->co.node_id = n->node;
   if (o->lease_ttl_ms) n->co.lease_ttl_ms = o->lease_ttl_ms;
+  /* Act for 5/6 of the TTL after a renew was sent (2.5 s of 3), renew every
+   * TTL/6 (500 ms): a renew may be slow or lost four times in a row on a
+   * loaded machine before the shard must stop (with TTL/2 and a renew
+   * every 750 ms, the CI's loaded run saw every shard of a node step down
+   * and come back).  Acting late is safe: the log fences a successor's
+   * history (its marker), and a command is only ever sent after its
+   * `sent` is in the log, where the successor settles it. */
+  n->co.act_ms = n->co.lease_ttl_ms - n->co.lease_ttl_ms / 6;
   if (o->retention_ms > 0) n->co.stream_max_age_ms = o->retention_ms;
   n->sh = calloc(o->nshards, sizeof *n->sh);
   if (!n->sh) {
