@@ -107,6 +107,9 @@ int fq_cl_connect(const fq_cl_opts_t *o, fq_cl_t **out, fq_err_t *err) {
   if (o->lease_ttl_ms < 300)
     return fq_errf(err, FQ_EBADPARAM, "cluster: lease TTL %" PRId64 " ms below 300",
                    o->lease_ttl_ms);
+  if (o->act_ms < 0 || o->act_ms > o->lease_ttl_ms - 100)
+    return fq_errf(err, FQ_EBADPARAM, "cluster: act window %" PRId64 " ms not in 0..TTL - 100",
+                   o->act_ms);
   if (o->max_msg < 1024 || o->stream_max_age_ms < 1000)
     return fq_errf(err, FQ_EBADPARAM, "cluster: max message or stream age too small");
 
@@ -520,8 +523,40 @@ int fq_cl_lease_release(fq_cl_t *c, fq_cl_lease_t *l, fq_err_t *err) {
   return nfail(err, FQ_CL_EUNAVAIL, s, je, "cluster: lease release");
 }
 
+/* Presence: key "node.<id>" in the lease bucket, rewritten by each live
+ * node about once a second; the bucket's TTL removes a dead node's key
+ * like its leases.  The nodes alive (keys present) are what a node
+ * divides the shards by when it decides how many to take (clnode.c). */
+int fq_cl_presence(fq_cl_t *c, const char *endpoint, unsigned *alive, fq_err_t *err) {
+  if (!c->kv) return fq_errf(err, FQ_EBADPARAM, "cluster: lease bucket not ensured");
+  char key[48], val[VALUE_MAX];
+  snprintf(key, sizeof key, "node.%s", c->node);
+  int len = lease_value(c, endpoint, val, sizeof val, err);
+  if (len < 0) return len;
+  uint64_t rev = 0;
+  natsStatus s = kvStore_Put(&rev, c->kv, key, val, len);
+  if (s != NATS_OK) return nfail(err, FQ_CL_EUNAVAIL, s, 0, "cluster: presence put");
+  if (!alive) return 0;
+  /* Counted from the bucket stream's subjects (one API request), not
+   * with kvStore_Keys, which makes and drops a consumer every call: the
+   * servers' cost of an idle cluster was mostly that. */
+  jsOptions jo;
+  jsOptions_Init(&jo);
+  jo.Stream.Info.SubjectsFilter = "$KV." LEASE_BUCKET ".node.>";
+  jsStreamInfo *si = NULL;
+  jsErrCode je = 0;
+  s = js_GetStreamInfo(&si, c->js, LEASE_STREAM, &jo, &je);
+  if (s != NATS_OK) return nfail(err, FQ_CL_EUNAVAIL, s, je, "cluster: presence count");
+  unsigned n = 0;
+  if (si->State.Subjects) n = (unsigned)si->State.Subjects->Count;
+  jsStreamInfo_Destroy(si);
+  *alive = n ? n : 1;
+  return 0;
+}
+
 bool fq_cl_lease_may_act(const fq_cl_t *c, const fq_cl_lease_t *l, int64_t now_ns) {
-  return l->held && now_ns - l->sent_ns < c->o.lease_ttl_ms * NS_PER_MS / 2;
+  int64_t act = c->o.act_ms > 0 ? c->o.act_ms : c->o.lease_ttl_ms / 2;
+  return l->held && now_ns - l->sent_ns < act * NS_PER_MS;
 }
 
 /* --- the log ---------------------------------------------------------------- */

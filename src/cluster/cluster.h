@@ -52,6 +52,9 @@ typedef struct fq_cl_opts {
   int64_t stream_max_age_ms;  /* how long a log keeps entries (default 7 days) */
   int32_t max_msg;         /* largest append, bytes (default 8 MiB; the servers'
                             * max_payload must allow it) */
+  int64_t act_ms;          /* how long after a successful take / renew was sent
+                            * the holder may act (fq_cl_lease_may_act); 0:
+                            * lease_ttl_ms / 2; at most lease_ttl_ms - 100 */
 } fq_cl_opts_t;
 
 /* Defaults, for a caller that sets only some fields. */
@@ -100,12 +103,18 @@ int fq_cl_lease_renew(fq_cl_t *c, fq_cl_lease_t *l, const char *endpoint, fq_err
 /* Give it up: delete the key only if it is still at l->rev. */
 int fq_cl_lease_release(fq_cl_t *c, fq_cl_lease_t *l, fq_err_t *err);
 /* Whether the holder may still act on the shard at monotonic time now_ns:
- * held, and less than TTL/2 since the last successful write was sent. */
+ * held, and less than act_ms (default TTL/2) since the last successful
+ * write was sent. */
 bool fq_cl_lease_may_act(const fq_cl_t *c, const fq_cl_lease_t *l, int64_t now_ns);
 /* Who holds shard's lease: its value ("<node> <endpoint>") and revision;
  * FQ_ENOTFOUND when nobody does. */
 int fq_cl_lease_get(fq_cl_t *c, unsigned shard, char *holder, size_t n, uint64_t *rev,
                     fq_err_t *err);
+
+/* Say this node is alive (key "node.<id>", value "<node> <endpoint>",
+ * expiring with the bucket's TTL unless written again) and, when alive is
+ * not NULL, count the nodes whose key is present (this one included). */
+int fq_cl_presence(fq_cl_t *c, const char *endpoint, unsigned *alive, fq_err_t *err);
 
 /* --- the log ------------------------------------------------------------ */
 

@@ -109,6 +109,11 @@ static const char usage_b[] =
          "  --ipc-mode MODE       octal mode of ipc:// socket files (default 0600)\n"
          "  --metrics HOST:PORT   serve Prometheus metrics on http://HOST:PORT/metrics\n"
          "                        (:PORT or PORT bind 127.0.0.1; default off)\n"
+         "  --cluster URLS        cluster mode (docs/cluster.md): the NATS JetStream\n"
+         "                        servers, nats://host:port,...; needs --node-id\n"
+         "  --node-id ID          this node's name in the cluster (1-32 of A-Z a-z 0-9 _ -)\n"
+         "  --cluster-advertise EP  where the other nodes forward requests for the\n"
+         "                        shards this node owns (default: --listen)\n"
          "  --demo                run the demo: a fleetsim child process as Fleet API and\n"
          "                        a scripted tour; fleetsim is taken from beside fleetqd\n"
          "                        or from the environment variable FQ_FLEETSIM\n"
@@ -197,6 +202,10 @@ static int apply(fq_config_t *c, const char *name, const char *sval, json_t *jva
     return set_str(c->metrics, sizeof c->metrics, v, name, err);
   }
   if (!strcmp(name, "log-file")) return set_str(c->log_file, sizeof c->log_file, v, name, err);
+  if (!strcmp(name, "cluster")) return set_str(c->cluster, sizeof c->cluster, v, name, err);
+  if (!strcmp(name, "node-id")) return set_str(c->node_id, sizeof c->node_id, v, name, err);
+  if (!strcmp(name, "cluster-advertise"))
+    return set_str(c->cluster_advertise, sizeof c->cluster_advertise, v, name, err);
   if (!strcmp(name, "log-format")) {
     int f = fq_log_parse_format(v);
     if (f < 0) return fq_errf(err, FQ_ECONFIG, "log-format: \"%s\" is not text|json", v);
@@ -406,6 +415,14 @@ int fq_config_check(const fq_config_t *cfg, fq_err_t *err) {
                    "dedupe against a command that was already removed; lower "
                    "--dedupe-window-s (dedupe_window_s) or raise --retention-s (retention_s)",
                    (long long)cfg->dedupe_window_s, (long long)cfg->retention_s);
+  if (!cfg->cluster[0] != !cfg->node_id[0])
+    return fq_errf(err, FQ_ECONFIG, "--cluster and --node-id go together (docs/cluster.md)");
+  if (cfg->cluster[0] && cfg->curve_secret[0])
+    return fq_errf(err, FQ_ECONFIG,
+                   "--cluster with --curve-secret is not supported yet: the nodes forward "
+                   "requests to each other in plaintext (docs/cluster.md)");
+  if (cfg->cluster[0] && cfg->demo)
+    return fq_errf(err, FQ_ECONFIG, "--demo runs a single node: leave --cluster out");
   /* The map can grow but never shrink. */
   if (cfg->max_store_mb && cfg->max_store_mb < cfg->map_size_mb)
     return fq_errf(err, FQ_ECONFIG,

@@ -48,6 +48,10 @@ typedef struct fq_config {
   char clients[1024];        /* clients file (JSON); required with curve_secret */
   unsigned ipc_mode;         /* mode of ipc:// socket files (default 0600) */
   char metrics[128];         /* --metrics HOST:PORT of GET /metrics; "" = off (metrics.h) */
+  /* Cluster mode (docs/cluster.md); "" = a single node. */
+  char cluster[2048];        /* --cluster nats://h:p,... */
+  char node_id[64];          /* --node-id */
+  char cluster_advertise[256]; /* --cluster-advertise EP; "" = --listen */
   /* "budgets" of the config file (budget.h): per tenant, "*" the default. */
   fq_budget_limit_t budgets[FQ_BUDGETS_MAX];
   size_t nbudgets;

@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <openssl/crypto.h>
+#include <openssl/rand.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +20,7 @@
 #include "budget.h"
 #include "byteorder.h"
 #include "campmgr.h"
+#include "clnode.h"
 #include "health.h"
 #include "idem.h"
 #include "log.h"
@@ -36,6 +38,18 @@
 #define REQ_FRAMES (FQ_WIRE_MAX_ENVELOPE + 2)
 #define RECV_FRAMES 64
 #define FANOUT_SLOTS 4096
+
+/* Cluster mode: one DEALER per other node requests were forwarded to. */
+#define FWD_PEERS 16
+/* The routing id a node's forwarding DEALER gives itself: a request whose
+ * ROUTER identity starts with it came from another node. */
+#define FWD_ID_PREFIX "fq-node:"
+
+typedef struct fwd_peer {
+  char ep[256];
+  void *sock;              /* NULL: free slot */
+  uint64_t sent;
+} fwd_peer_t;
 
 typedef struct fanout {
   uint64_t token;      /* 0 = free slot */
@@ -114,6 +128,8 @@ struct fq_ingress {
   unsigned camp_shard;
   uint64_t camp_keyhash;
   bool camp_serving;
+  fwd_peer_t fwd[FWD_PEERS];
+  uint64_t forwarded, fwd_busy;
 };
 
 static int sockopt_int(void *s, int opt, int v) { return zmq_setsockopt(s, opt, &v, sizeof v); }
@@ -401,6 +417,8 @@ void fq_ingress_destroy(fq_ingress_t **inp) {
       if (in->pairs[i]) zmq_close(in->pairs[i]);
     free(in->pairs);
   }
+  for (int i = 0; i < FWD_PEERS; i++)
+    if (in->fwd[i].sock) zmq_close(in->fwd[i].sock);
   fq_buf_free(&in->out);
   fq_idem_destroy(&in->keys);
   free(in->sent);
@@ -919,6 +937,113 @@ static long health_expire(fq_ingress_t *in) {
   return next;
 }
 
+/* --- cluster mode: forwarding to the owner ------------------------------------ */
+
+/* The DEALER to the node at ep, made on first use.  Its routing id names
+ * this node, so that the owner knows the request was forwarded. */
+static void *fwd_sock(fq_ingress_t *in, const char *ep) {
+  fwd_peer_t *freep = NULL;
+  for (int i = 0; i < FWD_PEERS; i++) {
+    if (in->fwd[i].sock && strcmp(in->fwd[i].ep, ep) == 0) return in->fwd[i].sock;
+    if (!in->fwd[i].sock && !freep) freep = &in->fwd[i];
+  }
+  if (!freep) {
+    /* More owners than slots (endpoints change as nodes move): the least
+     * used one makes room. */
+    freep = &in->fwd[0];
+    for (int i = 1; i < FWD_PEERS; i++)
+      if (in->fwd[i].sent < freep->sent) freep = &in->fwd[i];
+    zmq_close(freep->sock);
+    freep->sock = NULL;
+  }
+  void *s = zmq_socket(in->o.zmq_ctx, ZMQ_DEALER);
+  if (!s) return NULL;
+  /* Unique per process and socket: a restarted node that reused its
+   * routing id would be refused by the owner's ROUTER while the old
+   * connection is still known there, and its replies lost. */
+  char id[128];
+  uint8_t rnd[6] = {0};
+  (void)RAND_bytes(rnd, sizeof rnd); /* a name, not a secret: zeros would do too */
+  int idl = snprintf(id, sizeof id, FWD_ID_PREFIX "%s:%d.%02x%02x%02x%02x%02x%02x",
+                     fq_clnode_id(in->o.cluster), (int)getpid(), rnd[0], rnd[1], rnd[2], rnd[3],
+                     rnd[4], rnd[5]);
+  int hwm = 100000, linger = 0;
+  if (zmq_setsockopt(s, ZMQ_ROUTING_ID, id, (size_t)idl) != 0 ||
+      zmq_setsockopt(s, ZMQ_SNDHWM, &hwm, sizeof hwm) != 0 ||
+      zmq_setsockopt(s, ZMQ_RCVHWM, &hwm, sizeof hwm) != 0 ||
+      zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger) != 0 || zmq_connect(s, ep) != 0) {
+    fq_warn("ingress", "cluster: cannot connect to the node at %s: %s", ep,
+            zmq_strerror(zmq_errno()));
+    zmq_close(s);
+    return NULL;
+  }
+  snprintf(freep->ep, sizeof freep->ep, "%s", ep);
+  freep->sock = s;
+  freep->sent = 0;
+  fq_info("ingress", "cluster: forwarding to the node at %s", ep);
+  return s;
+}
+
+/* Whether the request in f[0..n) came from another node's forwarding. */
+static bool from_node(zmq_msg_t *f) {
+  size_t l = sizeof FWD_ID_PREFIX - 1;
+  return zmq_msg_size(&f[0]) > l && memcmp(zmq_msg_data(&f[0]), FWD_ID_PREFIX, l) == 0;
+}
+
+/* Cluster mode: where the request for shard goes.  true: handled here
+ * (forwarded, or answered busy); false: the local shard takes it. */
+static bool cluster_route(fq_ingress_t *in, unsigned shard, zmq_msg_t *f, int n, int nenv,
+                          const fq_request_t *req) {
+  if (!in->o.cluster || shard >= in->o.nshards || from_node(f)) return false;
+  char ep[256];
+  int r = fq_clnode_route(in->o.cluster, shard, ep, sizeof ep);
+  if (r == FQ_CLNODE_LOCAL) return false;
+  char msg[400];
+  void *s = r == FQ_CLNODE_REMOTE ? fwd_sock(in, ep) : NULL;
+  if (s) {
+    int i;
+    for (i = 0; i < n; i++) {
+      zmq_msg_t c;
+      zmq_msg_init(&c);
+      zmq_msg_copy(&c, &f[i]);
+      if (zmq_msg_send(&c, s, (i + 1 < n ? ZMQ_SNDMORE : 0) | ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&c);
+        break;
+      }
+    }
+    if (i == n) {
+      in->forwarded++;
+      for (int k = 0; k < FWD_PEERS; k++)
+        if (in->fwd[k].sock == s) in->fwd[k].sent++;
+      return true;
+    }
+    /* A message is all or nothing in ZeroMQ: a first frame refused sent
+     * nothing; the owner's queue is full. */
+    snprintf(msg, sizeof msg, "shard %u lives on the node at %s, which is not taking "
+             "requests now; retry with the same key", shard, ep);
+  } else {
+    snprintf(msg, sizeof msg, "shard %u has no owner right now (a cluster node is taking it "
+             "over); retry with the same key", shard);
+  }
+  in->fwd_busy++;
+  reply_error(in, f, nenv, FQ_EBUSY, msg, req);
+  return true;
+}
+
+/* A reply the owner sent back for a forwarded request: [client routing id,
+ * envelope..., body], to the client as it is. */
+static void handle_forwarded(fq_ingress_t *in, void *s) {
+  for (int k = 0; k < 4096; k++) {
+    zmq_msg_t f[RECV_FRAMES];
+    bool overflow;
+    int n = fq_zmsg_recv(s, f, RECV_FRAMES, ZMQ_DONTWAIT, &overflow);
+    if (n <= 0) break;
+    if (n >= 2 && !overflow)
+      reply_client(in, f, n - 1, zmq_msg_data(&f[n - 1]), zmq_msg_size(&f[n - 1]));
+    fq_zmsg_close(f, n);
+  }
+}
+
 static bool handle_client(fq_ingress_t *in) {
   zmq_msg_t f[RECV_FRAMES];
   bool overflow;
@@ -988,6 +1113,11 @@ static bool handle_client(fq_ingress_t *in) {
         reply_error(in, f, nenv, FQ_EBADREQ, "\"op\": campaigns are not available", &req);
         goto out;
       }
+      if (in->o.cluster) {
+        reply_error(in, f, nenv, FQ_EBADREQ, "\"op\": campaigns are not available in cluster "
+                    "mode yet (docs/cluster.md)", &req);
+        goto out;
+      }
       {
         /* To the manager: [Q who envelope... body]; who (campmgr.h) lets
          * it check the tenants of the campaign asked for. */
@@ -1016,6 +1146,7 @@ static bool handle_client(fq_ingress_t *in) {
       char dev[FQ_DEVICE_MAX];
       size_t dl = fq_wire_device_key(&req, dev, sizeof dev);
       shard = fq_shard_for_device(dev, dl, in->o.nshards);
+      if (cluster_route(in, shard, f, n, nenv, &req)) goto out;
       if (in->o.nshards == 1) break;
       /* Dedupe is per (tenant, key) across devices, but a command lives in
        * its device's shard.  Remember which shard first took each key; a
@@ -1032,6 +1163,11 @@ static bool handle_client(fq_ingress_t *in) {
           where = KEY_SHARD(other);
         }
       }
+      /* Cluster mode: a key seen on a shard another node owns is checked
+       * there only when that node is this one (docs/cluster.md). */
+      if (seen_elsewhere && !seen_here && in->o.cluster &&
+          fq_clnode_route(in->o.cluster, where, NULL, 0) != FQ_CLNODE_LOCAL)
+        seen_elsewhere = false;
       if (!seen_elsewhere || seen_here) {
         /* Stamped anew even when known: this submit may store it again. */
         if (key_mark(in, h, shard) != 0) {
@@ -1081,6 +1217,12 @@ static bool handle_client(fq_ingress_t *in) {
         shard = (unsigned)s;
         break;
       }
+      if (in->o.nshards > 1 && in->o.cluster) {
+        reply_error(in, f, nenv, FQ_EBADPARAM, "\"id\" is required in cluster mode: a lookup "
+                    "by tenant and key would ask every shard, and they live on several nodes "
+                    "(docs/cluster.md)", &req);
+        goto out;
+      }
       if (in->o.nshards > 1) {
         /* A lookup by tenant + key: the command lives in its device's shard,
          * which the key alone does not name, so ask every shard. */
@@ -1117,6 +1259,8 @@ static bool handle_client(fq_ingress_t *in) {
       reply_error(in, f, nenv, FQ_EBADREQ, "\"op\": not supported", &req);
       goto out;
   }
+  if (req.op != FQ_OP_SUBMIT && req.op != FQ_OP_ADMIN && cluster_route(in, shard, f, n, nenv, &req))
+    goto out;
   if (to_shard(in, shard, 'Q', NULL, f, n, true, who) != 0) {
     reply_error(in, f, nenv, FQ_EBUSY, "fleetqd is saturated (shard queue full); retry later",
                 &req);
@@ -1293,7 +1437,7 @@ int fq_ingress_run(fq_ingress_t *in) {
   /* After the peers: stop fd, router, then the CURVE side (ZAP, monitors,
    * XPUB subscriptions) and the reload fd. */
   enum { X_STOP, X_ROUTER, X_ZAP, X_MONR, X_MONP, X_PUB, X_RELOAD, X_CAMP, X_N };
-  zmq_pollitem_t *items = calloc(ns + X_N, sizeof *items);
+  zmq_pollitem_t *items = calloc(ns + X_N + FWD_PEERS, sizeof *items);
   bool *done = calloc(ns, sizeof *done);
   if (!items || !done) {
     free(items);
@@ -1333,7 +1477,11 @@ int fq_ingress_run(fq_ingress_t *in) {
     if (in->camp_nheld && camp_flush(in) != 0 && timeout > 5) timeout = 5;
     bool camp_in = in->camp_sock && !in->camp_nheld;
     x[X_CAMP] = (zmq_pollitem_t){camp_in ? in->camp_sock : NULL, -1, camp_in ? ZMQ_POLLIN : 0, 0};
-    int rc = zmq_poll(items, (int)(ns + X_N), timeout);
+    /* Cluster mode: replies to forwarded requests. */
+    zmq_pollitem_t *fw = x + X_N;
+    for (int k = 0; k < FWD_PEERS; k++)
+      fw[k] = (zmq_pollitem_t){in->fwd[k].sock, -1, in->fwd[k].sock ? ZMQ_POLLIN : 0, 0};
+    int rc = zmq_poll(items, (int)(ns + X_N + FWD_PEERS), timeout);
     if (in->o.heartbeat) atomic_fetch_add(in->o.heartbeat, 1);
     if (rc < 0) {
       if (errno == EINTR) continue;
@@ -1356,6 +1504,8 @@ int fq_ingress_run(fq_ingress_t *in) {
     if (xpub && (x[X_PUB].revents & ZMQ_POLLIN)) handle_subscriptions(in);
     if (x[X_RELOAD].revents & ZMQ_POLLIN) reload_clients(in);
     if (x[X_CAMP].revents & ZMQ_POLLIN) handle_campaigns(in);
+    for (int k = 0; k < FWD_PEERS; k++)
+      if (fw[k].revents & ZMQ_POLLIN) handle_forwarded(in, in->fwd[k].sock);
     health_expire(in);
     if (fq_now_ms() - in->last_sweep >= 1000) {
       in->last_sweep = fq_now_ms();

@@ -57,6 +57,11 @@ typedef struct fq_ingress_opts {
   int64_t dedupe_window_s;    /* how long a campaign key dedupes */
   _Atomic uint64_t *heartbeat;
   int heartbeat_ms;
+  /* Cluster mode (docs/cluster.md), borrowed, or NULL: a request for a
+   * shard this node does not own goes to the owner's ingress over a
+   * DEALER (and its reply comes back the same way); none known: busy.
+   * A request that came from another node is never forwarded again. */
+  struct fq_clnode *cluster;
 } fq_ingress_opts_t;
 
 /* Create the sockets: bind ROUTER, PUB and the shards' inproc endpoints

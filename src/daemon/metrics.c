@@ -11,6 +11,7 @@
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,7 +67,12 @@ typedef struct bill_slot {
 typedef struct shard_g {
   _Alignas(64) counter_t active, in_flight, used, map_size, scheduled;
   counter_t busy_ns; /* wall time spent in batches (fq_metrics_batch) */
+  /* Cluster mode (docs/cluster.md): this node serves the shard (1/0), log
+   * entries it appended as owner and applied as a follower, takeovers. */
+  counter_t owned, appended, applied, takeovers;
 } shard_g_t;
+
+static atomic_bool cluster_on;
 
 static struct {
   counter_t submits[SUBMIT_SLOTS];
@@ -218,6 +224,20 @@ void fq_metrics_shard_load(unsigned shard, uint64_t active, uint64_t in_flight) 
 void fq_metrics_shard_scheduled(unsigned shard, uint64_t scheduled) {
   if (shard >= FQ_METRICS_MAX_SHARDS) return;
   SET(M.shard[shard].scheduled, scheduled);
+}
+
+void fq_metrics_cluster_owned(unsigned shard, bool owned) {
+  if (shard >= FQ_METRICS_MAX_SHARDS) return;
+  atomic_store(&cluster_on, true);
+  SET(M.shard[shard].owned, owned ? 1 : 0);
+  if (owned) ADD(M.shard[shard].takeovers, 1);
+}
+
+void fq_metrics_cluster_log(unsigned shard, uint64_t appended, uint64_t applied) {
+  if (shard >= FQ_METRICS_MAX_SHARDS) return;
+  atomic_store(&cluster_on, true);
+  if (appended) ADD(M.shard[shard].appended, appended);
+  if (applied) ADD(M.shard[shard].applied, applied);
 }
 
 void fq_metrics_shard_store(unsigned shard, uint64_t used, uint64_t map_size) {
@@ -413,6 +433,31 @@ static void render_shards(sb_t *b, unsigned nshards) {
   for (unsigned i = 0; i < nshards; i++)
     sb_printf(b, "fleetq_commands_scheduled{shard=\"%u\"} %llu\n", i,
               (unsigned long long)GET(M.shard[i].scheduled));
+  if (atomic_load(&cluster_on)) {
+    static const struct {
+      const char *name, *type, *help;
+      size_t off; /* of the counter in shard_g_t */
+    } cl[] = {
+        {"fleetq_cluster_shard_owned", "gauge",
+         "1 when this node owns and serves the shard (cluster mode), else 0.",
+         offsetof(shard_g_t, owned)},
+        {"fleetq_cluster_takeovers_total", "counter",
+         "Times this node took the shard over (cluster mode).", offsetof(shard_g_t, takeovers)},
+        {"fleetq_cluster_log_appended_total", "counter",
+         "Entries this node appended to the shard's log as its owner (cluster mode).",
+         offsetof(shard_g_t, appended)},
+        {"fleetq_cluster_log_applied_total", "counter",
+         "Entries of the shard's log this node applied as a follower (cluster mode).",
+         offsetof(shard_g_t, applied)},
+    };
+    for (size_t m = 0; m < sizeof cl / sizeof cl[0]; m++) {
+      head(b, cl[m].name, cl[m].type, cl[m].help);
+      for (unsigned i = 0; i < nshards; i++) {
+        counter_t *c = (counter_t *)((char *)&M.shard[i] + cl[m].off);
+        sb_printf(b, "%s{shard=\"%u\"} %llu\n", cl[m].name, i, (unsigned long long)GET(*c));
+      }
+    }
+  }
   static const char *const cstate[5] = {"receiving", "scheduled", "running", "done", "aborted"};
   head(b, "fleetq_campaigns", "gauge", "Campaigns known to fleetqd, per campaign state.");
   for (int i = 0; i < 5; i++)

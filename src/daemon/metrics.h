@@ -105,6 +105,11 @@ void fq_metrics_shard_load(unsigned shard, uint64_t active, uint64_t in_flight);
 void fq_metrics_shard_store(unsigned shard, uint64_t used, uint64_t map_size);
 /* Commands the shard holds for a later time (state scheduled). */
 void fq_metrics_shard_scheduled(unsigned shard, uint64_t scheduled);
+/* Cluster mode (docs/cluster.md): the node serves the shard or not (the
+ * gauges appear once a node is in cluster mode), and log entries appended
+ * as owner / applied as follower. */
+void fq_metrics_cluster_owned(unsigned shard, bool owned);
+void fq_metrics_cluster_log(unsigned shard, uint64_t appended, uint64_t applied);
 
 /* Fleet API endpoint kinds (label `kind`). */
 typedef enum fq_metrics_kind {

@@ -20,6 +20,9 @@
 
 #include "fleetq/commands.h"
 #include "budget.h"
+#include "clnode.h"
+#include "replica.h"
+#include "writeset.h"
 #include "devq.h"
 #include "hmap.h"
 #include "fleetq/wire.h"
@@ -47,6 +50,12 @@
  * absorb while a client that reads takes it; and what a batch's buffers
  * keep between batches.  A batch of 4096 submits makes about 1.3 MB. */
 #define BATCH_OUT_MAX (2u << 20)
+/* Cluster mode: a batch is cut once its write set passes WS_CUT, so that it
+ * stays one log message (cluster.h: at most 8 MiB); the write set's own
+ * cap (WS_CAP) leaves room for the submit being handled at the cut. */
+#define WS_CUT (6u << 20)
+#define STANDBY_POLL_MS 20
+#define WS_CAP ((8u << 20) - 8192)
 /* Poll items of one loop turn: the ingress socket plus the dispatcher's. */
 #define MAX_ITEMS 1025
 
@@ -156,6 +165,22 @@ struct fq_shard {
   /* The last commit's start and wall time (fq_mono_ns), for the batch
    * metrics (fq_metrics_batch): always on, two clock reads a batch. */
   int64_t commit_t0, commit_ns;
+  /* Cluster mode (docs/cluster.md); cn NULL: a single node, none of this.
+   * A shard is either the owner (its lease is held here: it serves, and
+   * each batch goes into the shard's log before its local commit) or a
+   * standby (it applies the log to its copy and answers requests with
+   * busy: the ingress forwards them to the owner). */
+  fq_clnode_t *cn;
+  fq_cl_t *cl;               /* this thread's NATS connection */
+  fq_replica_t rep;          /* the owner's term and commit counter */
+  fq_ws_t ws;                /* the open transaction's write set (owner) */
+  bool owner;
+  bool lost;                 /* a commit was fenced or got no answer: step down */
+  bool handing_over;         /* balance: draining, then stepping down (clnode.h) */
+  bool handover_ready;       /* drained: step down at the next tick */
+  fq_cl_follow_t *fol;       /* the standby's reader of the log */
+  int64_t follow_retry_at;   /* after a follower error (fq_mono_ns) */
+  uint64_t follow_applied;   /* log entries applied since the last metrics update */
 };
 
 #define TNOW() (sh->trace ? thread_cpu_ns() : 0)
@@ -1526,8 +1551,10 @@ static int settle_inflight(fq_shard_t *sh, int64_t now, fq_err_t *err) {
                                           rec.vin[0] ? FQ_DEV_VEHICLE : FQ_DEV_SITE, NULL);
         if (cmd && cmd->idempotent)
           rc = transition(sh, &rec, FQ_ST_QUEUED,
-                          "re-queued after a restart while in flight (idempotent command)", 0,
-                          now, err);
+                          sh->cn ? "re-queued after a takeover while in flight (idempotent "
+                                   "command)"
+                                 : "re-queued after a restart while in flight (idempotent command)",
+                          0, now, err);
         else if (rec.state != FQ_ST_SENT)
           /* Only `sent` means a request of the command itself may be out:
            * `dispatching` (at most a handshake out), `waking` and
@@ -1539,8 +1566,11 @@ static int settle_inflight(fq_shard_t *sh, int64_t now, fq_err_t *err) {
         else {
           /* Terminal: it left the queue, and the next head may start. */
           rc = transition(sh, &rec, FQ_ST_UNKNOWN,
-                          "fleetqd stopped while this command was in flight: it may have been "
-                          "executed; check the device before sending it again",
+                          sh->cn ? "the fleetqd node serving this command's shard stopped or "
+                                   "lost it while the command was in flight: it may have been "
+                                   "executed; check the device before sending it again"
+                                 : "fleetqd stopped while this command was in flight: it may "
+                                   "have been executed; check the device before sending it again",
                           FQ_EINTERNAL, now, err);
           next = true;
         }
@@ -1558,6 +1588,27 @@ static int settle_inflight(fq_shard_t *sh, int64_t now, fq_err_t *err) {
   return 0;
 }
 
+/* Commit the open transaction.  In cluster mode, as the owner, a write
+ * transaction that wrote anything goes into the shard's log first
+ * (fq_replica_commit: fenced by the log's last sequence, committed locally
+ * only once a quorum has it; aborted otherwise).  A fenced append or one
+ * that got no answer sets sh->lost: the shard steps down after the batch
+ * (a successor appended, or the append may still land and this copy must
+ * catch up before it writes again). */
+static int shard_commit(fq_shard_t *sh, bool write, fq_err_t *err) {
+  if (!sh->cn || !sh->owner || !write || sh->ws.nops == 0) return fq_store_commit(sh->store, err);
+  int rc = fq_replica_commit(sh->store, &sh->ws, sh->cl, &sh->rep, err);
+  if (rc == 0) {
+    fq_metrics_cluster_log(sh->o.index, 1, 0);
+    return 0;
+  }
+  fq_error("shard", "shard %u: the batch is not in the log: %s", sh->o.index, err->msg);
+  /* Whatever went wrong, this copy may now be behind the log: stop
+   * serving, follow the log, let the lease decide who serves next. */
+  sh->lost = true;
+  return rc;
+}
+
 /* On start: settle what was in flight (above), then rebuild the in-memory
  * queues.  A store too full (or a disk too full) to take the settlement
  * still starts and serves: the settlement is written by the first batch
@@ -1565,17 +1616,21 @@ static int settle_inflight(fq_shard_t *sh, int64_t now, fq_err_t *err) {
  * (so nothing of this process is ever taken for a leftover). */
 static int recover(fq_shard_t *sh, fq_err_t *err) {
   int64_t now = fq_now_ms(), t0 = fq_mono_ns(), t1 = t0, t2 = t0;
+  fq_devq_destroy(&sh->q);
   sh->q = fq_devq_new();
   if (!sh->q) return fq_errf(err, -ENOMEM, "out of memory");
   int rc = fq_store_begin(sh->store, true, err);
   bool from_snap = false;
-  if (rc == 0) rc = load_queues(sh, &from_snap, err);
+  /* In cluster mode the snapshot read at open is long stale by now (the
+   * copy followed the log since): the queues are rebuilt. */
+  if (rc == 0 && !sh->cn) rc = load_queues(sh, &from_snap, err);
   if (rc == 0 && !from_snap) rc = rebuild_queues(sh, err);
   t1 = fq_mono_ns();
   if (rc == 0) rc = settle_inflight(sh, now, err);
   t2 = fq_mono_ns();
-  if (rc == 0) rc = fq_store_commit(sh->store, err);
+  if (rc == 0) rc = shard_commit(sh, true, err);
   else fq_store_abort(sh->store);
+  if (rc && sh->lost) return rc; /* a takeover that could not write: not ours */
   if (rc == FQ_ESTORFULL || rc == FQ_ESTORAGE) {
     fq_warn("shard", "shard %u: cannot write the settlement of the commands in flight at the "
             "last stop (%s): starting without it; it is written as soon as there is room",
@@ -1676,9 +1731,12 @@ static void flush_batch(fq_shard_t *sh) {
   if (rc) /* only an allocation can fail here, and the batch is committed */
     fq_fatal("shard %u: cannot encode a committed batch for the ingress: out of memory",
              sh->o.index);
+  /* Counted before the replies leave: a client that has its ack and then
+   * reads the metrics finds its submit counted (test_metrics once saw 204
+   * of 205 on a loaded machine). */
+  count_batch(sh);
   zmq_send(sh->sock, "B", 1, ZMQ_SNDMORE);
   zmq_send(sh->sock, b->data, b->len, 0);
-  count_batch(sh);
   for (size_t i = 0; i < sh->npend; i++)
     for (int j = 0; j < sh->pend[i].nenv; j++) zmq_msg_close(&sh->pend[i].env[j]);
   sh->npend = sh->npev = 0;
@@ -1769,6 +1827,7 @@ static int run_pass(fq_shard_t *sh, const pass_t *ps, int64_t now, const zmq_pol
   size_t i;
   for (i = 0; i < sh->npend && rc == 0; i++) {
     if (i > 0 && sh->replies.len + sh->evbuf.len >= BATCH_OUT_MAX) break;
+    if (i > 0 && sh->owner && sh->ws.ops.len >= WS_CUT) break; /* one log message */
     pending_t *p = &sh->pend[i];
     p->off = sh->replies.len;
     if (p->over) {
@@ -1810,7 +1869,7 @@ static int run_pass(fq_shard_t *sh, const pass_t *ps, int64_t now, const zmq_pol
   int64_t t_proc = TNOW();
   if (rc == 0) {
     sh->commit_t0 = fq_mono_ns();
-    rc = fq_store_commit(sh->store, err);
+    rc = shard_commit(sh, ps->writes, err);
     sh->commit_ns = fq_mono_ns() - sh->commit_t0;
     sh->tr_commit += TNOW() - t_proc;
     if (rc == 0) {
@@ -1845,7 +1904,7 @@ static void prune_alone(fq_shard_t *sh, int64_t now) {
     return;
   }
   fq_retention_step(sh->ret, now);
-  if (fq_store_commit(sh->store, &err) == 0) {
+  if (shard_commit(sh, true, &err) == 0) {
     fq_retention_committed(sh->ret);
     return;
   }
@@ -1910,6 +1969,7 @@ static int process_batch(fq_shard_t *sh, zmq_msg_t (*msgs)[MAX_FRAMES + 2], int 
     size_t klen = zmq_msg_size(&f[0]);
     if (klen == 0) continue;
     if (*kind == 'T') {
+      sh->handing_over = false; /* the drain of a handover becomes the stop's */
       /* Without a dispatcher nothing is in flight: stop after this batch. */
       if (!sh->disp) {
         if (stop_at < 0) stop_at = m;
@@ -1946,6 +2006,11 @@ static int process_batch(fq_shard_t *sh, zmq_msg_t (*msgs)[MAX_FRAMES + 2], int 
   pass_t passes[4] = {{true, true, disp_ok}, {false, true, disp_ok}, {false, true, false},
                       {false, false, false}};
   int first = now < sh->readonly_until ? 3 : now < sh->nosubmit_until ? 1 : 0;
+  /* A standby answers nothing itself (the ingress forwards to the owner;
+   * what reaches it came while the shard was moving): every request gets
+   * busy, to be retried with the same key. */
+  bool standby = sh->cn && !sh->owner;
+  if (standby) first = 4;
   bool drain_final = false, stepped = false;
   size_t taken = sh->npend;
   int rc = -1, ip;
@@ -1959,6 +2024,9 @@ static int process_batch(fq_shard_t *sh, zmq_msg_t (*msgs)[MAX_FRAMES + 2], int 
       stepped = passes[ip].dispatch;
       break;
     }
+    /* The log refused or did not answer: this node no longer serves the
+     * shard (sh->lost); no other pass would fare better. */
+    if (sh->lost) break;
     /* What the failure says about the next batches. */
     if (ip == 0) {
       sh->nosubmit_until = now + PROBE_MS;
@@ -1996,7 +2064,12 @@ static int process_batch(fq_shard_t *sh, zmq_msg_t (*msgs)[MAX_FRAMES + 2], int 
   if (rc == 0 && ip == 3 && now >= prune_due(sh)) prune_alone(sh, now);
   sh->tr_proc += TNOW() - t_start;
   sh->tr_msgs += (uint64_t)done;
-  if (rc) {
+  if (rc && (standby || sh->lost)) {
+    char msg[FQ_ERRMSG_MAX + 96];
+    snprintf(msg, sizeof msg, "shard %u is moving between cluster nodes (%s); retry with the same "
+             "key", sh->o.index, standby ? "not served by this node now" : err.msg);
+    fail_batch(sh, FQ_EBUSY, msg);
+  } else if (rc) {
     /* Not even a read transaction: every request gets the error. */
     fq_error("shard", "shard %u: no transaction at all: %s", sh->o.index, err.msg);
     char msg[FQ_ERRMSG_MAX + 64];
@@ -2010,8 +2083,10 @@ static int process_batch(fq_shard_t *sh, zmq_msg_t (*msgs)[MAX_FRAMES + 2], int 
   /* Stopping: done once nothing waits for an answer, or the drain time is
    * up (a failed final batch still stops: what it did not record is
    * settled by the next start). */
-  if (sh->drain_until && (drain_final || now >= sh->drain_until || fq_dispatch_drained(sh->disp)))
-    sh->stopping = true;
+  if (sh->drain_until && (drain_final || now >= sh->drain_until || fq_dispatch_drained(sh->disp))) {
+    if (sh->handing_over) sh->handover_ready = true; /* cluster_tick steps down */
+    else sh->stopping = true;
+  }
   int64_t t_f = TNOW();
   flush_batch(sh);
   announce_gone(sh);
@@ -2134,6 +2209,12 @@ static void answer_health(fq_shard_t *sh, zmq_msg_t *f, int n) {
   if (rc) snprintf(h.read_error, sizeof h.read_error, "%.150s", err.msg);
   if (h.max_store < h.map_size) h.max_store = h.map_size;
   h.at_ms = fq_now_ms();
+  if (sh->cn) {
+    bool serving = false;
+    h.cluster = true;
+    fq_clnode_owner(sh->cn, sh->o.index, h.owner, sizeof h.owner, &serving);
+    h.served_here = sh->owner;
+  }
   zmq_send(sh->sock, "H", 1, ZMQ_SNDMORE);
   zmq_send(sh->sock, zmq_msg_data(&f[1]), 8, ZMQ_SNDMORE);
   zmq_send(sh->sock, &h, sizeof h, 0);
@@ -2173,6 +2254,200 @@ static void save_snapshot(fq_shard_t *sh) {
   fq_buf_free(&b);
 }
 
+/* --- cluster mode (docs/cluster.md) -----------------------------------------
+ *
+ * standby: follow the log into the copy (cluster_follow), publish the
+ *          events of what was applied, answer requests with busy;
+ * owner:   take over once the node holds the lease (cluster_take_over),
+ *          serve like a single node with each batch in the log first
+ *          (shard_commit), and step down (cluster_step_down) when the
+ *          lease can no longer be acted on or the log refused a batch. */
+
+#define EVENTS_DB 4 /* store.h's named database `events` in a write set */
+
+static int open_dispatcher(fq_shard_t *sh, fq_err_t *err);
+
+/* Each `events` put of an applied entry, published as the owner did. */
+static int applied_event(void *ud, unsigned db, int op, const uint8_t *key, size_t klen,
+                         const uint8_t *val, size_t vlen) {
+  fq_shard_t *sh = ud;
+  (void)key;
+  (void)klen;
+  if (db != EVENTS_DB || op != FQ_WS_PUT || !val) return 0;
+  fq_event_t ev;
+  fq_err_t e;
+  if (fq_wire_event_unpack(val, vlen, &ev, &e) != 0) return 0; /* not ours to judge here */
+  char topic[64 + 1 + 32];
+  size_t tl = fq_wire_event_topic(&ev, topic, sizeof topic);
+  if (sh->npev == sh->apev) {
+    size_t n = sh->apev ? sh->apev * 2 : 256;
+    pevent_t *p = realloc(sh->pev, n * sizeof *p);
+    if (!p) return 0; /* an event less on this node's PUB; history has it */
+    sh->pev = p;
+    sh->apev = n;
+  }
+  pevent_t *pe = &sh->pev[sh->npev];
+  pe->topic_off = sh->evbuf.len;
+  pe->topic_len = tl;
+  if (fq_buf_append(&sh->evbuf, topic, tl) != 0) return 0;
+  pe->off = sh->evbuf.len;
+  if (fq_buf_append(&sh->evbuf, val, vlen) != 0) return 0;
+  pe->len = vlen;
+  pe->state = -1; /* counted in the metrics by the owner only */
+  pe->age_ms = 0;
+  sh->npev++;
+  return 0;
+}
+
+static int follow_apply(void *ud, uint64_t seq, const uint8_t *p, size_t n) {
+  fq_shard_t *sh = ud;
+  fq_err_t e;
+  fq_err_clear(&e);
+  int rc = fq_store_apply(sh->store, p, n, seq, &e);
+  if (rc == FQ_STORE_EREPEAT) return 0;
+  if (rc) {
+    fq_error("shard", "shard %u: log entry %" PRIu64 " not applied: %s", sh->o.index, seq, e.msg);
+    return rc;
+  }
+  sh->follow_applied++;
+  fq_ws_head_t h;
+  fq_ws_decode(p, n, &h, applied_event, sh, &e);
+  return 0;
+}
+
+/* One step of the standby: apply what the log has after the copy's
+ * applied entry, waiting at most wait_ms for the first. */
+static void cluster_follow(fq_shard_t *sh, int64_t wait_ms) {
+  int64_t now = fq_mono_ns();
+  if (now < sh->follow_retry_at) return;
+  fq_err_t e;
+  fq_err_clear(&e);
+  int rc = 0;
+  if (!sh->fol) {
+    uint64_t applied = 0;
+    rc = fq_store_applied(sh->store, &applied, &e);
+    if (rc == 0) rc = fq_cl_follow_open(sh->cl, sh->o.index, applied + 1, &sh->fol, &e);
+  }
+  size_t got = 0;
+  if (rc == 0) rc = fq_cl_follow_next(sh->fol, 256, wait_ms, follow_apply, sh, &got, &e);
+  if (sh->follow_applied) {
+    fq_metrics_cluster_log(sh->o.index, 0, sh->follow_applied);
+    sh->follow_applied = 0;
+  }
+  flush_batch(sh); /* the events of what was applied */
+  if (rc) {
+    fq_cl_follow_close(&sh->fol);
+    if (rc != FQ_CL_EUNAVAIL)
+      fq_error("shard", "shard %u: following the log: %s", sh->o.index, e.msg);
+    sh->follow_retry_at = fq_mono_ns() + (rc == FQ_CL_EUNAVAIL ? 100 : 1000) * INT64_C(1000000);
+  }
+}
+
+/* Stop serving: in-flight requests are abandoned (their commands were
+ * `sent` in the log: the next owner settles them like a restart does), the
+ * queues are dropped (the log and the copy have them), capture goes off
+ * and the lease is given back. */
+static void cluster_step_down(fq_shard_t *sh, const char *why) {
+  fq_warn("shard", "cluster: shard %u: stepping down: %s", sh->o.index, why);
+  fq_dispatch_destroy(&sh->disp);
+  fq_err_t e;
+  fq_err_clear(&e);
+  fq_store_capture(sh->store, NULL, &e);
+  fq_devq_destroy(&sh->q);
+  sh->q = fq_devq_new();
+  if (!sh->q) fq_fatal("shard %u: out of memory for the device queues", sh->o.index);
+  sh->next_deadline = sh->next_sched = INT64_MAX;
+  sh->nsched = 0;
+  sh->owner = false;
+  sh->lost = false;
+  sh->handing_over = sh->handover_ready = false;
+  sh->drain_until = 0;
+  sh->recover_pending = false;
+  fq_clnode_step_down(sh->cn, sh->o.index);
+  fq_metrics_cluster_owned(sh->o.index, false);
+  count_load(sh);
+}
+
+/* The node holds the lease: catch up (publishing what is applied), append
+ * the takeover marker, then open the shard like a restart: queues rebuilt,
+ * what was in flight at the old owner settled (each change in the log),
+ * the dispatcher created. */
+static void cluster_take_over(fq_shard_t *sh, const fq_cl_lease_t *l) {
+  int64_t t0 = fq_mono_ns();
+  fq_err_t e;
+  fq_err_clear(&e);
+  fq_cl_follow_close(&sh->fol);
+  /* The tail first, with its events (fq_replica_take_over's own catch-up
+   * finds nothing left then, or the last few entries). */
+  uint64_t last = 0, applied = 0;
+  if (fq_cl_last_seq(sh->cl, sh->o.index, &last, &e) == 0) {
+    for (int i = 0; i < 1000; i++) {
+      if (fq_store_applied(sh->store, &applied, &e) != 0 || applied >= last) break;
+      cluster_follow(sh, 200);
+      if (fq_mono_ns() < sh->follow_retry_at) break;
+    }
+    fq_cl_follow_close(&sh->fol);
+  }
+  fq_replica_free(&sh->rep);
+  fq_replica_init(&sh->rep, sh->o.index, l->rev);
+  uint64_t marker = 0;
+  int rc = fq_replica_take_over(sh->store, &sh->ws, sh->cl, &sh->rep, &marker, &e);
+  if (rc) {
+    fq_error("shard", "cluster: shard %u: takeover failed: %s", sh->o.index, e.msg);
+    cluster_step_down(sh, "the takeover failed");
+    return;
+  }
+  sh->owner = true;
+  sh->lost = false;
+  int64_t t1 = fq_mono_ns();
+  /* Settlement events wait in the batch buffers for the flush below. */
+  rc = recover(sh, &e);
+  if (rc == 0 && sh->o.dispatch) rc = open_dispatcher(sh, &e);
+  if (rc) {
+    fq_error("shard", "cluster: shard %u: cannot open the shard after the takeover: %s",
+             sh->o.index, e.msg);
+    sh->npev = 0;
+    fq_buf_reset(&sh->evbuf);
+    cluster_step_down(sh, "the takeover could not open the shard");
+    return;
+  }
+  sh->drain_until = 0;
+  sh->disp_retry_at = sh->nosubmit_until = sh->readonly_until = 0;
+  fq_clnode_serving(sh->cn, sh->o.index, true); /* and the gauge */
+  flush_batch(sh);
+  announce_keys(sh);
+  count_load(sh);
+  fq_info("shard", "cluster: shard %u: owner now (lease revision %" PRIu64 ", marker at log "
+          "entry %" PRIu64 "); caught up in %.0f ms, opened in %.0f ms", sh->o.index, l->rev,
+          marker, (double)(t1 - t0) / 1e6, (double)(fq_mono_ns() - t1) / 1e6);
+}
+
+/* Between batches: become the owner, stay it, or step down. */
+static void cluster_tick(fq_shard_t *sh) {
+  fq_cl_lease_t l;
+  bool may = fq_clnode_lease(sh->cn, sh->o.index, fq_mono_ns(), &l);
+  if (sh->owner) {
+    if (sh->lost) cluster_step_down(sh, "the log did not take a batch");
+    else if (!may)
+      cluster_step_down(sh, l.held ? "the lease was not renewed in time" : "the lease is gone");
+    else if (sh->handover_ready)
+      cluster_step_down(sh, "handed over to balance the shards across the nodes");
+    else if (!sh->drain_until && !sh->disp && fq_clnode_handover(sh->cn, sh->o.index))
+      cluster_step_down(sh, "handed over to balance the shards across the nodes (nothing in "
+                            "flight: no dispatcher)");
+    else if (!sh->handing_over && !sh->drain_until && fq_clnode_handover(sh->cn, sh->o.index)) {
+      /* Drain first (nothing new starts, what is in flight is answered),
+       * so that the next owner finds nothing in flight to settle. */
+      sh->handing_over = true;
+      sh->drain_until = fq_now_ms() + sh->o.drain_timeout_ms;
+      fq_info("shard", "cluster: shard %u: handing over: draining what is in flight (up to "
+              "%" PRId64 " ms)", sh->o.index, sh->o.drain_timeout_ms);
+    }
+    return;
+  }
+  if (may && !sh->stopping && !sh->drain_until) cluster_take_over(sh, &l);
+}
+
 static void *shard_main(void *arg) {
   fq_shard_t *sh = arg;
   size_t cap = sh->o.batch_max;
@@ -2184,6 +2459,11 @@ static void *shard_main(void *arg) {
   count_load(sh); /* the gauges of what the store holds, before any batch */
   int carry = 0; /* requests a batch left for the next one, at msgs[0..carry) */
   while (!sh->stopping) {
+    bool standby = false;
+    if (sh->cn) {
+      cluster_tick(sh);
+      if ((standby = !sh->owner)) cluster_follow(sh, 0);
+    }
     int64_t now = fq_now_ms();
     long timeout = -1;
     /* Deadlines are enforced by writing: not while nothing can be. */
@@ -2209,6 +2489,8 @@ static void *shard_main(void *arg) {
         timeout = sh->drain_until <= now ? 0 : (long)(sh->drain_until - now);
     }
     if (carry) timeout = 0;
+    /* A standby looks at its log (and its lease) every STANDBY_POLL_MS. */
+    if (standby && !carry) timeout = STANDBY_POLL_MS;
     int64_t tp0 = TNOW();
     int prc = zmq_poll(items, 1 + nh, timeout);
     int64_t tp1 = TNOW();
@@ -2255,7 +2537,9 @@ static void *shard_main(void *arg) {
       if (items[i].revents) http_ready = true;
     disp_paused = sh->disp && now < sh->disp_retry_at;
     int done = nmsgs;
-    if (nmsgs || now >= due || now >= prune_due(sh) || http_ready ||
+    if (standby) {
+      if (nmsgs) done = process_batch(sh, msgs, counts, nmsgs, items + 1, nh);
+    } else if (nmsgs || now >= due || now >= prune_due(sh) || http_ready ||
         (sh->drain_until && now >= sh->drain_until) ||
         (sh->disp && !disp_paused && fq_dispatch_pending(sh->disp, now)))
       done = process_batch(sh, msgs, counts, nmsgs, items + 1, nh);
@@ -2282,7 +2566,8 @@ static void *shard_main(void *arg) {
   /* A clean stop: nothing more is written, so the dedupe table can be
    * kept for the next start (store.h); a failure only costs that start
    * its rebuild. */
-  if (sh->stopping) save_snapshot(sh);
+  if (sh->stopping && !sh->cn) save_snapshot(sh);
+  fq_cl_follow_close(&sh->fol);
   zmq_send(sh->sock, "D", 1, 0);
   return NULL;
 }
@@ -2377,7 +2662,39 @@ fq_shard_t *fq_shard_new(const fq_shard_opts_t *opts, fq_err_t *err) {
   sh->store = fq_store_open(sh->dir, opts->index, opts->map_size, err);
   if (!sh->store) goto fail;
   if (alloc_loop(sh, err) != 0 || open_socket(sh, err) != 0) goto fail;
-  if (recover(sh, &e) != 0) {
+  fq_ws_init(&sh->ws, WS_CAP);
+  fq_replica_init(&sh->rep, opts->index, 0);
+  if (opts->cluster) {
+    /* A standby until the lease comes: nothing is settled or dispatched,
+     * the copy is written only by the log (cluster_follow). */
+    sh->cn = opts->cluster;
+    if (fq_clnode_connect(sh->cn, &sh->cl, &e) != 0) {
+      fq_errf(err, e.code, "shard %u: cannot connect to the cluster: %s", opts->index, e.msg);
+      goto fail;
+    }
+    uint64_t applied = 0;
+    if (fq_store_applied(sh->store, &applied, &e) != 0) {
+      fq_errf(err, e.code, "shard %u: %s", opts->index, e.msg);
+      goto fail;
+    }
+    fq_store_stats_t st;
+    if (applied == 0 && fq_store_begin(sh->store, false, &e) == 0) {
+      int src = fq_store_stats(sh->store, &st, &e);
+      fq_store_abort(sh->store);
+      if (src == 0 && (st.commands || st.queued)) {
+        fq_errf(err, FQ_ECONFIG, "shard %u: this data directory holds commands of a single "
+                "node (never in a cluster log): a cluster node starts with an empty --data "
+                "directory (docs/cluster.md)", opts->index);
+        goto fail;
+      }
+    }
+    if (!(sh->q = fq_devq_new())) {
+      fq_errf(err, -ENOMEM, "out of memory");
+      goto fail;
+    }
+    fq_info("shard", "cluster: shard %u: standby, the copy holds log entries up to %" PRIu64,
+            opts->index, applied);
+  } else if (recover(sh, &e) != 0) {
     fq_errf(err, e.code, "recovery failed: %s", e.msg);
     goto fail;
   }
@@ -2386,7 +2703,7 @@ fq_shard_t *fq_shard_new(const fq_shard_opts_t *opts, fq_err_t *err) {
                             .busy = shard_refers,
                             .busy_ud = sh};
   if (!(sh->ret = fq_retention_new(sh->store, &ro, fq_now_ms(), err))) goto fail;
-  if (sh->o.dispatch && open_dispatcher(sh, err) != 0) goto fail;
+  if (!sh->cn && sh->o.dispatch && open_dispatcher(sh, err) != 0) goto fail;
   /* The rebuild is done: give back what it walked.  The store's pages it
    * read stay in the page cache but leave this process (store.h), and the
    * memory it freed (its collections, the records it decoded) goes back
@@ -2420,6 +2737,10 @@ void fq_shard_destroy(fq_shard_t **shp) {
   fq_dispatch_destroy(&sh->disp); /* a shard that never started still has it */
   if (sh->sock) zmq_close(sh->sock);
   fq_retention_destroy(&sh->ret);
+  fq_cl_follow_close(&sh->fol);
+  fq_cl_close(&sh->cl);
+  fq_replica_free(&sh->rep);
+  fq_ws_free(&sh->ws);
   fq_store_destroy(&sh->store);
   fq_devq_destroy(&sh->q);
   free(sh->pend);

@@ -91,6 +91,11 @@ typedef struct fq_shard_opts {
   int64_t drain_timeout_ms;   /* after 'T': longest wait for requests in flight (0: none) */
   int64_t retention_ms;       /* prune terminal commands and events older (0: never; retention.h) */
   int64_t dedupe_window_ms;   /* how long a (tenant, key) dedupes (0: for ever) */
+  /* Cluster mode (docs/cluster.md): the node, borrowed.  The shard starts
+   * as a standby (it follows its log, answers requests with busy, settles
+   * nothing, dispatches nothing) and takes the shard over when the node's
+   * lease thread gets its lease.  NULL: a single node. */
+  struct fq_clnode *cluster;
 } fq_shard_opts_t;
 
 /* Create the shard, in the caller's thread, so that every start-up

@@ -31,6 +31,7 @@
 #include "accounts.h"
 #include "auth.h"
 #include "clients.h"
+#include "clnode.h"
 #include "budget.h"
 #include "config.h"
 #include "curvekey.h"
@@ -140,6 +141,7 @@ typedef struct daemon {
   fq_sdnotify_t *notify;       /* systemd: READY / STOPPING / WATCHDOG */
   fq_metrics_t *metrics;       /* GET /metrics (--metrics), or NULL */
   _Atomic uint64_t heartbeat;  /* the ingress loop's turns, for the watchdog */
+  fq_clnode_t *cluster;       /* --cluster: this node (docs/cluster.md) */
 } daemon_t;
 
 /* CURVE: the server key and the clients file, or, without them, loopback
@@ -400,7 +402,8 @@ static int open_shards(daemon_t *d) {
                                  .auth = d->auth,
                                  .drain_timeout_ms = cfg->drain_timeout_ms,
                                  .retention_ms = cfg->retention_s * 1000,
-                                 .dedupe_window_ms = cfg->dedupe_window_s * 1000};
+                                 .dedupe_window_ms = cfg->dedupe_window_s * 1000,
+                                 .cluster = d->cluster};
     fq_err_clear(&op[i].err);
     /* One shard (or a thread that cannot start) opens right here. */
     op[i].started = cfg->shards > 1 && pthread_create(&op[i].th, NULL, shard_opener, &op[i]) == 0;
@@ -417,6 +420,27 @@ static int open_shards(daemon_t *d) {
   }
   free(op);
   return rc;
+}
+
+/* --cluster: connect to JetStream, make sure the shards' logs and the
+ * lease bucket exist; the lease thread starts with the other threads. */
+static int open_cluster(daemon_t *d) {
+  fq_config_t *cfg = &d->cfg;
+  if (!cfg->cluster[0]) return 0;
+  fq_err_t err;
+  fq_err_clear(&err);
+  fq_clnode_opts_t o = {.urls = cfg->cluster,
+                        .node_id = cfg->node_id,
+                        .advertise = cfg->cluster_advertise[0] ? cfg->cluster_advertise
+                                                               : cfg->listen,
+                        .nshards = cfg->shards,
+                        .retention_ms = cfg->retention_s * 1000};
+  if (!(d->cluster = fq_clnode_new(&o, &err))) {
+    fprintf(stderr, "fleetqd: %s\n", err.msg);
+    return -1;
+  }
+  for (unsigned i = 0; i < cfg->shards; i++) fq_metrics_cluster_owned(i, false);
+  return 0;
 }
 
 static int open_ingress(daemon_t *d) {
@@ -443,6 +467,7 @@ static int open_ingress(daemon_t *d) {
                           .ipc_mode = cfg->ipc_mode,
                           .data_dir = cfg->data_dir,
                           .accounts = d->accounts,
+                          .cluster = d->cluster,
                           .retention_s = cfg->retention_s,
                           .dedupe_window_s = cfg->dedupe_window_s,
                           .heartbeat = fq_sdnotify_heartbeat_ms(d->notify) ? &d->heartbeat : NULL,
@@ -487,6 +512,13 @@ static int start_threads(daemon_t *d) {
       return -1;
     }
   }
+  fq_err_t err;
+  fq_err_clear(&err);
+  if (d->cluster && fq_clnode_start(d->cluster, &err) != 0) {
+    fprintf(stderr, "fleetqd: %s\n", err.msg);
+    zmq_ctx_shutdown(d->ctx);
+    return -1;
+  }
   return 0;
 }
 
@@ -499,6 +531,9 @@ static int daemon_close(daemon_t *d, int status) {
   OPENSSL_cleanse(d->curve_secret, sizeof d->curve_secret);
   for (unsigned i = 0; d->shards && i < d->cfg.shards; i++) fq_shard_destroy(&d->shards[i]);
   free(d->shards);
+  /* The shards stopped: their leases go back now, so that other nodes
+   * take them at once rather than after the TTL. */
+  fq_clnode_destroy(&d->cluster);
   fq_budget_close(); /* after the shards: no answer counts any more */
   fq_auth_destroy(&d->auth);
   fq_rl_destroy(&d->account_rl.rl);
@@ -525,7 +560,7 @@ int main(int argc, char **argv) {
   if (status >= 0) return daemon_close(&d, status);
   status = 1;
   if (install_signals(&d) != 0 || open_metrics(&d) != 0 || open_shared(&d) != 0 ||
-      open_shards(&d) != 0 || open_ingress(&d) != 0 || start_threads(&d) != 0)
+      open_cluster(&d) != 0 || open_shards(&d) != 0 || open_ingress(&d) != 0 || start_threads(&d) != 0)
     goto out;
   fq_info("fleetqd", "version %s, %u shard(s), data %s, listen %s, publish %s", FQ_VERSION,
           d.cfg.shards, d.cfg.data_dir, d.cfg.listen, d.cfg.publish);
