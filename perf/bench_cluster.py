@@ -107,9 +107,10 @@ def idle_rate(w, secs=1.5):
     return {k: (b[k] - a[k]) / dt for k in a}
 
 
-def settle_cpu(w, idle, quiet=0.02, step=0.5, limit=15.0):
+def settle_cpu(w, idle, quiet=0.04, step=0.5, limit=20.0):
     """Wait until the processes are back to (about) their idle rate: the
-    followers have applied what was appended.  Returns the CPU then."""
+    followers have applied what was appended (less than `quiet` of a
+    core above the idle rate over `step`).  Returns the CPU then."""
     end = time.monotonic() + limit
     prev = w.cpu()
     while time.monotonic() < end:
@@ -117,7 +118,7 @@ def settle_cpu(w, idle, quiet=0.02, step=0.5, limit=15.0):
         cur = w.cpu()
         busy = sum(cur[k] - prev[k] - idle[k] * step for k in ("fleetqd", "nats") if k in cur)
         prev = cur
-        if busy < quiet * step * 10:
+        if busy < quiet * step:
             break
     return prev
 
@@ -206,6 +207,7 @@ def closed_loop(w, n, window, key, cars, command, sub_eps=None):
 
 
 def round_(w, phase, r, n, window, cars, command, e2e):
+    settle_cpu(w, {k: 0.0 for k in w.cpu()}, quiet=0.1)
     idle = idle_rate(w)
     c0 = w.cpu()
     sub_eps = [x.publish for x in w.fc.nodes] if e2e else None
@@ -216,12 +218,14 @@ def round_(w, phase, r, n, window, cars, command, e2e):
     dt = time.monotonic() - t0
     cpu = {k: max(0.0, c1[k] - c0[k] - idle[k] * dt) / n * 1e6 for k in c0}
     res = {"rate": n / (t_stop - t0), "secs": t_stop - t0, "busy": busy,
-           "cpu_us": cpu, "idle_cpu_pct": {k: v * 100 for k, v in idle.items()}}
+           "cpu_us": cpu, "idle_cpu_pct": {k: round(v * 100, 2) for k, v in idle.items()},
+           "cpu_us_raw": {k: (c1[k] - c0[k]) / n * 1e6 for k in c0}}
     if e2e:
         res["ack_rate"] = n / (t_ack - t0)
     say(f"  {phase} round {r} {w.kind}: {res['rate']:.0f} cmd/s, fleetqd "
         f"{cpu['fleetqd']:.1f} us/cmd (owners {cpu['owners']:.1f})"
-        + (f", nats {cpu['nats']:.1f}" if "nats" in cpu else "") + f", busy {busy}")
+        + (f", nats {cpu['nats']:.1f}" if "nats" in cpu else "") + f", busy {busy}; idle "
+        f"CPU % before {res['idle_cpu_pct']}")
     return res
 
 
@@ -239,7 +243,8 @@ def phase(name, args, dispatch, n, cars, command):
             w.start()
         # A warm-up: sessions, pages, connections.
         for w in worlds.values():
-            closed_loop(w, min(2000, n), args.window, f"{name}-warm-{w.kind}", cars, command)
+            closed_loop(w, min(2000, n), args.window, f"{name}-warm-{w.kind}", cars, command,
+                        [x.publish for x in w.fc.nodes] if dispatch else None)
         for r in range(1, args.rounds + 1):
             for k in ("single", "cluster") if r % 2 else ("cluster", "single"):
                 res[k].append(round_(worlds[k], name, r, n, args.window, cars, command,
