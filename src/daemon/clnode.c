@@ -20,6 +20,13 @@
 /* How often the lease thread looks at every shard: a free shard is taken
  * within one tick of being seen free (docs/cluster.md: 250 ms). */
 #define LEASE_TICK_MS 250
+/* The renewer looks at the held leases this often, and renews one once
+ * TTL/RENEW_DIV has passed since its last renew was sent: with TTL 3 s,
+ * every 750 ms, which leaves the shard 750 ms of slack before it must stop
+ * acting (TTL/2, cluster.h) on a loaded machine. */
+#define RENEW_TICK_MS 50
+#define RENEW_DIV 4
+#define SLOW_RENEW_MS 500
 /* A node waits this long after it starts before it takes a free shard, so
  * that it has seen the other nodes' presence and takes only its share. */
 #define START_GRACE_MS 1500
@@ -29,6 +36,16 @@
 #define FREE_TICKS_ANYWAY 2
 /* After stepping down, a node leaves the shard to others this long. */
 #define STEP_DOWN_PAUSE_MS 3000
+/* Balance: a node that holds more than its share of the shards while
+ * other nodes are alive hands one over (the shard drains what is in
+ * flight, then gives the lease back for a node below its share to take),
+ * one at a time, HANDOVER_GAP_MS after the previous one was given back. */
+#define HANDOVER_GAP_MS 2000
+/* ... and only once the cluster has been still this long: no change in
+ * the nodes alive and no shard taken here.  Right after a node's death
+ * its presence outlives its leases by up to a second, and a survivor that
+ * counted it would give away a shard it had just taken. */
+#define HANDOVER_STILL_MS 5000
 #define NS_PER_MS INT64_C(1000000)
 /* How long a starting node retries making the logs and the bucket. */
 #define ENSURE_MS 30000
@@ -36,6 +53,7 @@
 typedef struct clshard {
   fq_cl_lease_t lease;     /* held, rev, sent_ns */
   bool step_down;          /* the shard thread asked for the lease to go */
+  bool handover;           /* asked of the shard thread: drain, then step down */
   bool serving;
   int64_t pause_until;     /* no take before (fq_mono_ns) */
   int free_ticks;
@@ -50,13 +68,16 @@ struct fq_clnode {
   char node[33];
   char advertise[256];
   unsigned nshards;
-  fq_cl_t *cl;             /* the lease thread's */
-  pthread_t th;
+  fq_cl_t *cl;             /* the manager thread's */
+  fq_cl_t *rcl;            /* the renewer thread's */
+  pthread_t th, rth;
   bool started;
   atomic_bool stop;
   pthread_mutex_t mu;
   clshard_t *sh;
   unsigned alive;
+  int64_t next_handover;   /* no handover asked before (fq_mono_ns) */
+  int64_t settled_at;      /* the nodes alive last changed, or this node took a shard */
 };
 
 static void sleep_ms(int64_t ms) {
@@ -99,7 +120,8 @@ fq_clnode_t *fq_clnode_new(const fq_clnode_opts_t *o, fq_err_t *err) {
     goto fail;
   }
   for (unsigned i = 0; i < o->nshards; i++) n->sh[i].lease.shard = i;
-  if (fq_cl_connect(&n->co, &n->cl, err) != 0) goto fail;
+  if (fq_cl_connect(&n->co, &n->cl, err) != 0 || fq_cl_connect(&n->co, &n->rcl, err) != 0)
+    goto fail;
   /* Nodes starting together race to create the streams, and a stream
    * just created has no leader for a moment: retried for ENSURE_MS,
    * except a stream whose settings differ (never changed by a node). */
@@ -108,6 +130,7 @@ fq_clnode_t *fq_clnode_new(const fq_clnode_opts_t *o, fq_err_t *err) {
     int rc = 0;
     for (unsigned i = 0; i < o->nshards && rc == 0; i++) rc = fq_cl_ensure_shard(n->cl, i, err);
     if (rc == 0) rc = fq_cl_ensure_leases(n->cl, err);
+    if (rc == 0) rc = fq_cl_ensure_leases(n->rcl, err);
     if (rc == 0) break;
     if (rc == FQ_ECONFIG || fq_mono_ns() >= until) goto fail;
     fq_warn("cluster", "node %s: %s (retrying)", n->node, err->msg);
@@ -142,6 +165,13 @@ void fq_clnode_step_down(fq_clnode_t *n, unsigned shard) {
   n->sh[shard].step_down = true;
   n->sh[shard].serving = false;
   pthread_mutex_unlock(&n->mu);
+}
+
+bool fq_clnode_handover(fq_clnode_t *n, unsigned shard) {
+  pthread_mutex_lock(&n->mu);
+  bool h = n->sh[shard].handover && n->sh[shard].lease.held;
+  pthread_mutex_unlock(&n->mu);
+  return h;
 }
 
 void fq_clnode_serving(fq_clnode_t *n, unsigned shard, bool on) {
@@ -185,72 +215,126 @@ static void split_holder(const char *h, char *node, size_t nn, char *ep, size_t 
   snprintf(ep, ne, "%s", sp ? sp + 1 : "");
 }
 
-/* One look at one shard (lease thread). */
-static void tick_shard(fq_clnode_t *n, unsigned i, int64_t now, unsigned held_count,
-                       unsigned share, bool grace_over) {
+/* The two threads of a node split the leases by state, so that they never
+ * work on the same one: the renewer owns the held leases (renews them,
+ * gives them back when the shard steps down, drops the ones lost), the
+ * manager the others (who holds them, taking the free ones, presence and
+ * balance).  Each decides under the mutex, works on a copy without it,
+ * and writes back what it changed; the shard threads only set step_down
+ * and serving. */
+
+/* Renewer: one held lease. */
+static void renew_shard(fq_clnode_t *n, unsigned i) {
   fq_err_t e;
   fq_err_clear(&e);
+  int64_t now = fq_mono_ns();
   pthread_mutex_lock(&n->mu);
   clshard_t s = n->sh[i];
   pthread_mutex_unlock(&n->mu);
-  int64_t ttl_ns = fq_cl_lease_ttl_ms(n->cl) * NS_PER_MS;
-  if (s.lease.held && s.step_down) {
-    int rc = fq_cl_lease_release(n->cl, &s.lease, &e);
-    fq_info("cluster", "shard %u: lease given up (%s)", i,
-            rc == 0 ? "released" : e.msg);
-    s.lease.held = false;
-    s.step_down = false;
-    s.pause_until = now + STEP_DOWN_PAUSE_MS * NS_PER_MS;
-    s.known = false;
-  } else if (!s.lease.held && s.step_down) {
-    s.step_down = false; /* lost already: nothing to give back */
-    s.pause_until = now + STEP_DOWN_PAUSE_MS * NS_PER_MS;
-  } else if (s.lease.held) {
-    if (now - s.lease.sent_ns >= ttl_ns / 3) {
-      int rc = fq_cl_lease_renew(n->cl, &s.lease, n->advertise, &e);
-      if (rc == FQ_CL_ELEASE) {
-        fq_warn("cluster", "shard %u: %s; the shard stops here", i, e.msg);
-        s.known = false;
-      } else if (rc) {
-        fq_warn("cluster", "shard %u: lease not renewed (retrying): %s", i, e.msg);
-      }
+  if (!s.lease.held) return;
+  int64_t ttl_ns = fq_cl_lease_ttl_ms(n->rcl) * NS_PER_MS;
+  bool release = s.step_down, lost = false;
+  if (release) {
+    int rc = fq_cl_lease_release(n->rcl, &s.lease, &e);
+    fq_info("cluster", "shard %u: lease given up (%s)", i, rc == 0 ? "released" : e.msg);
+  } else if (now - s.lease.sent_ns >= ttl_ns / RENEW_DIV) {
+    int rc = fq_cl_lease_renew(n->rcl, &s.lease, n->advertise, &e);
+    int64_t took = (fq_mono_ns() - now) / NS_PER_MS;
+    if (took >= SLOW_RENEW_MS)
+      fq_warn("cluster", "shard %u: a lease renew took %" PRId64 " ms (%s)", i, took,
+              rc == 0 ? "renewed" : "failed");
+    if (rc == FQ_CL_ELEASE) {
+      fq_warn("cluster", "shard %u: %s; the shard stops here", i, e.msg);
+      lost = true;
+    } else if (rc) {
+      fq_warn("cluster", "shard %u: lease not renewed (retrying): %s", i, e.msg);
     }
   } else {
-    char holder[320];
-    uint64_t rev = 0;
-    int rc = fq_cl_lease_get(n->cl, i, holder, sizeof holder, &rev, &e);
-    if (rc == 0) {
-      split_holder(holder, s.owner_node, sizeof s.owner_node, s.owner_ep, sizeof s.owner_ep);
-      s.known = true;
-      s.free_ticks = 0;
-    } else if (rc == FQ_ENOTFOUND) {
-      s.known = false;
-      s.owner_node[0] = s.owner_ep[0] = 0;
-      s.free_ticks++;
-      bool want = grace_over && now >= s.pause_until &&
-                  (held_count < share || s.free_ticks > FREE_TICKS_ANYWAY);
-      if (want) {
-        fq_cl_lease_t l;
-        rc = fq_cl_lease_take(n->cl, i, n->advertise, &l, &e);
-        if (rc == 0) {
-          fq_info("cluster", "shard %u: lease taken (revision %" PRIu64 ")", i, l.rev);
-          s.lease = l;
-          s.free_ticks = 0;
-        } else if (rc != FQ_CL_ELEASE) {
-          fq_warn("cluster", "shard %u: cannot take the free lease: %s", i, e.msg);
-        }
-      }
-    }
-    /* FQ_CL_EUNAVAIL: keep what we knew. */
+    return;
   }
   pthread_mutex_lock(&n->mu);
   clshard_t *d = &n->sh[i];
-  /* The shard thread may have asked to step down meanwhile: keep that. */
-  bool asked = d->step_down && !s.step_down && s.lease.held;
-  bool serving = d->serving;
-  *d = s;
-  d->serving = serving && s.lease.held;
-  if (asked) d->step_down = true;
+  d->lease = s.lease;
+  if (release || lost || !s.lease.held) {
+    d->lease.held = false;
+    d->serving = false;
+    d->known = false;
+    if (d->handover) n->next_handover = fq_mono_ns() + HANDOVER_GAP_MS * NS_PER_MS;
+    d->handover = false;
+    /* Given back (or lost): leave it to the others for a while.  A shard
+     * thread that has not seen the loss yet still steps down (its lease
+     * copy says so); step_down is cleared by the manager. */
+    d->pause_until = fq_mono_ns() + STEP_DOWN_PAUSE_MS * NS_PER_MS;
+    if (release) d->step_down = false;
+  }
+  pthread_mutex_unlock(&n->mu);
+}
+
+static void *renew_main(void *arg) {
+  fq_clnode_t *n = arg;
+  while (!atomic_load(&n->stop)) {
+    for (unsigned i = 0; i < n->nshards && !atomic_load(&n->stop); i++) renew_shard(n, i);
+    sleep_ms(RENEW_TICK_MS);
+  }
+  return NULL;
+}
+
+/* Manager: one lease this node does not hold. */
+static void look_shard(fq_clnode_t *n, unsigned i, unsigned held_count, unsigned share,
+                       bool grace_over) {
+  fq_err_t e;
+  fq_err_clear(&e);
+  int64_t now = fq_mono_ns();
+  pthread_mutex_lock(&n->mu);
+  clshard_t s = n->sh[i];
+  if (!s.lease.held && s.step_down) {
+    n->sh[i].step_down = false; /* lost already: nothing to give back */
+    n->sh[i].handover = false;
+    n->sh[i].pause_until = now + STEP_DOWN_PAUSE_MS * NS_PER_MS;
+    s = n->sh[i];
+  }
+  pthread_mutex_unlock(&n->mu);
+  if (s.lease.held) return;
+  char holder[320];
+  uint64_t rev = 0;
+  bool took = false;
+  fq_cl_lease_t l;
+  memset(&l, 0, sizeof l);
+  int rc = fq_cl_lease_get(n->cl, i, holder, sizeof holder, &rev, &e);
+  if (rc == 0) {
+    split_holder(holder, s.owner_node, sizeof s.owner_node, s.owner_ep, sizeof s.owner_ep);
+    s.known = true;
+    s.free_ticks = 0;
+  } else if (rc == FQ_ENOTFOUND) {
+    s.known = false;
+    s.owner_node[0] = s.owner_ep[0] = 0;
+    s.free_ticks++;
+    bool want = grace_over && now >= s.pause_until &&
+                (held_count < share || s.free_ticks > FREE_TICKS_ANYWAY);
+    if (want) {
+      rc = fq_cl_lease_take(n->cl, i, n->advertise, &l, &e);
+      if (rc == 0) {
+        fq_info("cluster", "shard %u: lease taken (revision %" PRIu64 ")", i, l.rev);
+        took = true;
+        s.free_ticks = 0;
+      } else if (rc != FQ_CL_ELEASE) {
+        fq_warn("cluster", "shard %u: cannot take the free lease: %s", i, e.msg);
+      }
+    }
+  }
+  /* FQ_CL_EUNAVAIL: keep what we knew. */
+  pthread_mutex_lock(&n->mu);
+  clshard_t *d = &n->sh[i];
+  d->known = s.known;
+  d->free_ticks = s.free_ticks;
+  memcpy(d->owner_node, s.owner_node, sizeof d->owner_node);
+  memcpy(d->owner_ep, s.owner_ep, sizeof d->owner_ep);
+  if (took) {
+    n->settled_at = fq_mono_ns();
+    d->lease = l;
+    d->step_down = false;
+    d->handover = false;
+  }
   pthread_mutex_unlock(&n->mu);
 }
 
@@ -265,8 +349,10 @@ static void *lease_main(void *arg) {
       unsigned alive = 0;
       if (fq_cl_presence(n->cl, n->advertise, &alive, &e) == 0) {
         pthread_mutex_lock(&n->mu);
-        if (alive != n->alive)
+        if (alive != n->alive) {
           fq_info("cluster", "node %s: %u node(s) alive", n->node, alive);
+          n->settled_at = fq_mono_ns();
+        }
         n->alive = alive;
         pthread_mutex_unlock(&n->mu);
       } else {
@@ -281,17 +367,37 @@ static void *lease_main(void *arg) {
     unsigned share = (n->nshards + alive - 1) / alive;
     bool grace_over = t0 - start >= START_GRACE_MS * NS_PER_MS;
     for (unsigned i = 0; i < n->nshards && !atomic_load(&n->stop); i++) {
-      bool was = false;
+      look_shard(n, i, held, share, grace_over);
       pthread_mutex_lock(&n->mu);
-      was = n->sh[i].lease.held;
+      held = 0;
+      for (unsigned k = 0; k < n->nshards; k++) held += n->sh[k].lease.held;
       pthread_mutex_unlock(&n->mu);
-      tick_shard(n, i, fq_mono_ns(), held, share, grace_over);
-      pthread_mutex_lock(&n->mu);
-      bool now_held = n->sh[i].lease.held;
-      pthread_mutex_unlock(&n->mu);
-      if (now_held && !was) held++;
-      if (!now_held && was && held) held--;
     }
+    /* Balance (HANDOVER_GAP_MS): one shard at a time, only when another
+     * node is alive to take it and this one holds more than its share. */
+    pthread_mutex_lock(&n->mu);
+    bool busy = false;
+    int pick = -1;
+    unsigned others = 0; /* shards other nodes hold, as last read */
+    for (unsigned i = 0; i < n->nshards; i++) {
+      if (n->sh[i].handover || n->sh[i].step_down) busy = true;
+      if (n->sh[i].lease.held && n->sh[i].serving) pick = (int)i;
+      if (!n->sh[i].lease.held && n->sh[i].known) others++;
+    }
+    /* Some other node is below its share only if the others hold fewer
+     * than (alive - 1) shares: otherwise the shard would come back. */
+    bool room = n->alive > 1 && (n->alive - 1) * share > others;
+    int64_t tnow = fq_mono_ns();
+    bool still = tnow - n->settled_at >= HANDOVER_STILL_MS * NS_PER_MS;
+    if (!busy && pick >= 0 && grace_over && room && still && held > share &&
+        tnow >= n->next_handover) {
+      n->sh[pick].handover = true;
+      n->next_handover = tnow + 4 * HANDOVER_GAP_MS * NS_PER_MS; /* if it never ends */
+      fq_info("cluster", "shard %u: handing it over (this node holds %u shard(s), its share "
+              "is %u of %u across %u node(s))", (unsigned)pick, held, share, n->nshards,
+              n->alive);
+    }
+    pthread_mutex_unlock(&n->mu);
     int64_t spent = (fq_mono_ns() - t0) / NS_PER_MS;
     if (spent < LEASE_TICK_MS) sleep_ms(LEASE_TICK_MS - spent);
   }
@@ -299,8 +405,15 @@ static void *lease_main(void *arg) {
 }
 
 int fq_clnode_start(fq_clnode_t *n, fq_err_t *err) {
-  int rc = pthread_create(&n->th, NULL, lease_main, n);
-  if (rc) return fq_errf(err, -rc, "cluster: cannot start the lease thread: %s", strerror(rc));
+  int rc = pthread_create(&n->rth, NULL, renew_main, n);
+  if (rc) return fq_errf(err, -rc, "cluster: cannot start the renew thread: %s", strerror(rc));
+  pthread_setname_np(n->rth, "fq-renew");
+  rc = pthread_create(&n->th, NULL, lease_main, n);
+  if (rc) {
+    atomic_store(&n->stop, true);
+    pthread_join(n->rth, NULL);
+    return fq_errf(err, -rc, "cluster: cannot start the lease thread: %s", strerror(rc));
+  }
   pthread_setname_np(n->th, "fq-cluster");
   n->started = true;
   return 0;
@@ -310,6 +423,7 @@ void fq_clnode_stop(fq_clnode_t *n) {
   if (!n || !n->started) return;
   atomic_store(&n->stop, true);
   pthread_join(n->th, NULL);
+  pthread_join(n->rth, NULL);
   n->started = false;
   for (unsigned i = 0; i < n->nshards; i++) {
     if (!n->sh[i].lease.held) continue;
@@ -327,6 +441,7 @@ void fq_clnode_destroy(fq_clnode_t **np) {
   fq_clnode_t *n = *np;
   fq_clnode_stop(n);
   fq_cl_close(&n->cl);
+  fq_cl_close(&n->rcl);
   free(n->sh);
   pthread_mutex_destroy(&n->mu);
   free(n);

@@ -55,6 +55,9 @@ bool fq_clnode_lease(fq_clnode_t *n, unsigned shard, int64_t now_ns, fq_cl_lease
  * lease thread releases the lease if it still holds it and does not take
  * the shard again for a while. */
 void fq_clnode_step_down(fq_clnode_t *n, unsigned shard);
+/* Whether the lease thread asks the shard to hand itself over (balance):
+ * the shard drains what is in flight, then steps down. */
+bool fq_clnode_handover(fq_clnode_t *n, unsigned shard);
 /* The shard thread serves the shard (after its takeover) or no longer. */
 void fq_clnode_serving(fq_clnode_t *n, unsigned shard, bool on);
 

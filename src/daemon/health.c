@@ -96,7 +96,12 @@ int fq_health_reply(fq_buf_t *out, const fq_shard_health_t *sh, unsigned n,
     char lines[3][256];
     int v = verdict(s, stuck_ms, now_ms, lines);
     bool data = s->answered && s->read_ok;
-    rc |= msgpack_pack_map(&w.pk, 13);
+    rc |= msgpack_pack_map(&w.pk, s->cluster ? 15 : 13);
+    if (s->cluster) {
+      rc |= k(&w, "owner") | (s->owner[0] ? k(&w, s->owner) : msgpack_pack_nil(&w.pk));
+      rc |= k(&w, "served_here") |
+            (s->served_here ? msgpack_pack_true(&w.pk) : msgpack_pack_false(&w.pk));
+    }
     rc |= k(&w, "shard") | msgpack_pack_uint32(&w.pk, s->index);
     rc |= k(&w, "answered") | (s->answered ? msgpack_pack_true(&w.pk) : msgpack_pack_false(&w.pk));
     rc |= k(&w, "read");

@@ -42,6 +42,11 @@ typedef struct fq_shard_health {
   uint64_t max_store;     /* the most the map may grow to */
   bool refusing;          /* new commands are being refused storage_full */
   int64_t at_ms;          /* when the shard answered */
+  /* Cluster mode (docs/cluster.md): the node that owns the shard as this
+   * node knows it ("" none known), and whether this node serves it. */
+  bool cluster;
+  bool served_here;
+  char owner[33];
 } fq_shard_health_t;
 
 /* An account whose last token refresh was rejected. */

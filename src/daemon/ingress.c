@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <openssl/crypto.h>
+#include <openssl/rand.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -957,8 +958,15 @@ static void *fwd_sock(fq_ingress_t *in, const char *ep) {
   }
   void *s = zmq_socket(in->o.zmq_ctx, ZMQ_DEALER);
   if (!s) return NULL;
+  /* Unique per process and socket: a restarted node that reused its
+   * routing id would be refused by the owner's ROUTER while the old
+   * connection is still known there, and its replies lost. */
   char id[128];
-  int idl = snprintf(id, sizeof id, FWD_ID_PREFIX "%s", fq_clnode_id(in->o.cluster));
+  uint8_t rnd[6] = {0};
+  (void)RAND_bytes(rnd, sizeof rnd); /* a name, not a secret: zeros would do too */
+  int idl = snprintf(id, sizeof id, FWD_ID_PREFIX "%s:%d.%02x%02x%02x%02x%02x%02x",
+                     fq_clnode_id(in->o.cluster), (int)getpid(), rnd[0], rnd[1], rnd[2], rnd[3],
+                     rnd[4], rnd[5]);
   int hwm = 100000, linger = 0;
   if (zmq_setsockopt(s, ZMQ_ROUTING_ID, id, (size_t)idl) != 0 ||
       zmq_setsockopt(s, ZMQ_SNDHWM, &hwm, sizeof hwm) != 0 ||

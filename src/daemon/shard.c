@@ -176,6 +176,8 @@ struct fq_shard {
   fq_ws_t ws;                /* the open transaction's write set (owner) */
   bool owner;
   bool lost;                 /* a commit was fenced or got no answer: step down */
+  bool handing_over;         /* balance: draining, then stepping down (clnode.h) */
+  bool handover_ready;       /* drained: step down at the next tick */
   fq_cl_follow_t *fol;       /* the standby's reader of the log */
   int64_t follow_retry_at;   /* after a follower error (fq_mono_ns) */
   uint64_t follow_applied;   /* log entries applied since the last metrics update */
@@ -1549,8 +1551,10 @@ static int settle_inflight(fq_shard_t *sh, int64_t now, fq_err_t *err) {
                                           rec.vin[0] ? FQ_DEV_VEHICLE : FQ_DEV_SITE, NULL);
         if (cmd && cmd->idempotent)
           rc = transition(sh, &rec, FQ_ST_QUEUED,
-                          "re-queued after a restart while in flight (idempotent command)", 0,
-                          now, err);
+                          sh->cn ? "re-queued after a takeover while in flight (idempotent "
+                                   "command)"
+                                 : "re-queued after a restart while in flight (idempotent command)",
+                          0, now, err);
         else if (rec.state != FQ_ST_SENT)
           /* Only `sent` means a request of the command itself may be out:
            * `dispatching` (at most a handshake out), `waking` and
@@ -1562,8 +1566,11 @@ static int settle_inflight(fq_shard_t *sh, int64_t now, fq_err_t *err) {
         else {
           /* Terminal: it left the queue, and the next head may start. */
           rc = transition(sh, &rec, FQ_ST_UNKNOWN,
-                          "fleetqd stopped while this command was in flight: it may have been "
-                          "executed; check the device before sending it again",
+                          sh->cn ? "the fleetqd node serving this command's shard stopped or "
+                                   "lost it while the command was in flight: it may have been "
+                                   "executed; check the device before sending it again"
+                                 : "fleetqd stopped while this command was in flight: it may "
+                                   "have been executed; check the device before sending it again",
                           FQ_EINTERNAL, now, err);
           next = true;
         }
@@ -1959,6 +1966,7 @@ static int process_batch(fq_shard_t *sh, zmq_msg_t (*msgs)[MAX_FRAMES + 2], int 
     size_t klen = zmq_msg_size(&f[0]);
     if (klen == 0) continue;
     if (*kind == 'T') {
+      sh->handing_over = false; /* the drain of a handover becomes the stop's */
       /* Without a dispatcher nothing is in flight: stop after this batch. */
       if (!sh->disp) {
         if (stop_at < 0) stop_at = m;
@@ -2072,8 +2080,10 @@ static int process_batch(fq_shard_t *sh, zmq_msg_t (*msgs)[MAX_FRAMES + 2], int 
   /* Stopping: done once nothing waits for an answer, or the drain time is
    * up (a failed final batch still stops: what it did not record is
    * settled by the next start). */
-  if (sh->drain_until && (drain_final || now >= sh->drain_until || fq_dispatch_drained(sh->disp)))
-    sh->stopping = true;
+  if (sh->drain_until && (drain_final || now >= sh->drain_until || fq_dispatch_drained(sh->disp))) {
+    if (sh->handing_over) sh->handover_ready = true; /* cluster_tick steps down */
+    else sh->stopping = true;
+  }
   int64_t t_f = TNOW();
   flush_batch(sh);
   announce_gone(sh);
@@ -2196,6 +2206,12 @@ static void answer_health(fq_shard_t *sh, zmq_msg_t *f, int n) {
   if (rc) snprintf(h.read_error, sizeof h.read_error, "%.150s", err.msg);
   if (h.max_store < h.map_size) h.max_store = h.map_size;
   h.at_ms = fq_now_ms();
+  if (sh->cn) {
+    bool serving = false;
+    h.cluster = true;
+    fq_clnode_owner(sh->cn, sh->o.index, h.owner, sizeof h.owner, &serving);
+    h.served_here = sh->owner;
+  }
   zmq_send(sh->sock, "H", 1, ZMQ_SNDMORE);
   zmq_send(sh->sock, zmq_msg_data(&f[1]), 8, ZMQ_SNDMORE);
   zmq_send(sh->sock, &h, sizeof h, 0);
@@ -2341,6 +2357,8 @@ static void cluster_step_down(fq_shard_t *sh, const char *why) {
   sh->nsched = 0;
   sh->owner = false;
   sh->lost = false;
+  sh->handing_over = sh->handover_ready = false;
+  sh->drain_until = 0;
   sh->recover_pending = false;
   fq_clnode_step_down(sh->cn, sh->o.index);
   fq_metrics_cluster_owned(sh->o.index, false);
@@ -2392,8 +2410,7 @@ static void cluster_take_over(fq_shard_t *sh, const fq_cl_lease_t *l) {
   }
   sh->drain_until = 0;
   sh->disp_retry_at = sh->nosubmit_until = sh->readonly_until = 0;
-  fq_metrics_cluster_owned(sh->o.index, true);
-  fq_clnode_serving(sh->cn, sh->o.index, true);
+  fq_clnode_serving(sh->cn, sh->o.index, true); /* and the gauge */
   flush_batch(sh);
   announce_keys(sh);
   count_load(sh);
@@ -2410,6 +2427,19 @@ static void cluster_tick(fq_shard_t *sh) {
     if (sh->lost) cluster_step_down(sh, "the log did not take a batch");
     else if (!may)
       cluster_step_down(sh, l.held ? "the lease was not renewed in time" : "the lease is gone");
+    else if (sh->handover_ready)
+      cluster_step_down(sh, "handed over to balance the shards across the nodes");
+    else if (!sh->drain_until && !sh->disp && fq_clnode_handover(sh->cn, sh->o.index))
+      cluster_step_down(sh, "handed over to balance the shards across the nodes (nothing in "
+                            "flight: no dispatcher)");
+    else if (!sh->handing_over && !sh->drain_until && fq_clnode_handover(sh->cn, sh->o.index)) {
+      /* Drain first (nothing new starts, what is in flight is answered),
+       * so that the next owner finds nothing in flight to settle. */
+      sh->handing_over = true;
+      sh->drain_until = fq_now_ms() + sh->o.drain_timeout_ms;
+      fq_info("shard", "cluster: shard %u: handing over: draining what is in flight (up to "
+              "%" PRId64 " ms)", sh->o.index, sh->o.drain_timeout_ms);
+    }
     return;
   }
   if (may && !sh->stopping && !sh->drain_until) cluster_take_over(sh, &l);

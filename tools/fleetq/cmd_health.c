@@ -93,6 +93,16 @@ static void print_text(const msgpack_object *root, bool healthy) {
       bool stuck = false, full = false;
       fq_mp_bool(fq_mp_get(s, "stuck"), &stuck);
       fq_mp_bool(fq_mp_get(s, "near_full"), &full);
+      const char *owner = NULL;
+      size_t on = 0;
+      bool here = false;
+      if (fq_mp_get(s, "served_here") && fq_mp_bool(fq_mp_get(s, "served_here"), &here)) {
+        /* Cluster mode: where the shard lives. */
+        if (here) printf(", owner: this node");
+        else if (fq_mp_str(fq_mp_get(s, "owner"), &owner, &on))
+          printf(", owner: node %.*s (standby here)", (int)on, owner);
+        else printf(", owner: none (moving)");
+      }
       printf("%s%s\n", stuck ? ", STUCK" : "", full ? ", NEAR FULL" : "");
     }
   }
