@@ -203,13 +203,21 @@ def show(title):
     print("  " + ", ".join(f"node{i}: {per.get(f'node{i}', 0)} shard(s)"
                            + ("" if alive[i] else " (killed)") for i in range(3)))
 
-def wait_all_owned(timeout=30):
+def wait_all_owned(timeout=30, still=0.0):
+    """Every shard has one owner; with `still`, also the shards are spread
+    evenly over the live nodes (the first node up takes them all, then
+    hands them over one at a time) and have not moved for `still` s."""
     end = time.time() + timeout
+    last, since = None, time.time()
     while time.time() < end:
         own = placement()
-        if all(len(v) == 1 for v in own.values()):
+        if own != last:
+            last, since = own, time.time()
+        counts = [sum(1 for v in own.values() if v == [f"node{i}"]) for i in range(3) if alive[i]]
+        if all(len(v) == 1 for v in own.values()) and \
+                (not still or (max(counts) - min(counts) <= 1 and time.time() - since >= still)):
             return True
-        time.sleep(0.05)
+        time.sleep(0.1)
     return False
 
 def run(eps, label, seed):
@@ -233,6 +241,8 @@ def run(eps, label, seed):
 if not wait_all_owned(60):
     show("cluster-demo: not every shard has an owner after 60 s:")
     sys.exit(1)
+print("\nevery shard has an owner; waiting for the nodes to spread them (up to 60 s) ...")
+wait_all_owned(60, still=4.0)
 show("where each shard lives (fleetq_cluster_shard_owned on each node's --metrics):")
 run(listen, "traffic to all 3 nodes", 1)
 if failover:
