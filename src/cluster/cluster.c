@@ -534,14 +534,19 @@ int fq_cl_presence(fq_cl_t *c, const char *endpoint, unsigned *alive, fq_err_t *
   natsStatus s = kvStore_Put(&rev, c->kv, key, val, len);
   if (s != NATS_OK) return nfail(err, FQ_CL_EUNAVAIL, s, 0, "cluster: presence put");
   if (!alive) return 0;
-  kvKeysList list;
-  memset(&list, 0, sizeof list);
-  s = kvStore_Keys(&list, c->kv, NULL);
-  if (s != NATS_OK) return nfail(err, FQ_CL_EUNAVAIL, s, 0, "cluster: presence keys");
+  /* Counted from the bucket stream's subjects (one API request), not
+   * with kvStore_Keys, which makes and drops a consumer every call: the
+   * servers' cost of an idle cluster was mostly that. */
+  jsOptions jo;
+  jsOptions_Init(&jo);
+  jo.Stream.Info.SubjectsFilter = "$KV." LEASE_BUCKET ".node.>";
+  jsStreamInfo *si = NULL;
+  jsErrCode je = 0;
+  s = js_GetStreamInfo(&si, c->js, LEASE_STREAM, &jo, &je);
+  if (s != NATS_OK) return nfail(err, FQ_CL_EUNAVAIL, s, je, "cluster: presence count");
   unsigned n = 0;
-  for (int i = 0; i < list.Count; i++)
-    if (list.Keys[i] && strncmp(list.Keys[i], "node.", 5) == 0) n++;
-  kvKeysList_Destroy(&list);
+  if (si->State.Subjects) n = (unsigned)si->State.Subjects->Count;
+  jsStreamInfo_Destroy(si);
   *alive = n ? n : 1;
   return 0;
 }

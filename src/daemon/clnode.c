@@ -406,13 +406,13 @@ static void *lease_main(void *arg) {
 
 int fq_clnode_start(fq_clnode_t *n, fq_err_t *err) {
   int rc = pthread_create(&n->rth, NULL, renew_main, n);
-  if (rc) return fq_errf(err, -rc, "cluster: cannot start the renew thread: %s", strerror(rc));
+  if (rc) return fq_errf(err, -rc, "cluster: cannot start the renew thread: %s", fq_strerror(-rc));
   pthread_setname_np(n->rth, "fq-renew");
   rc = pthread_create(&n->th, NULL, lease_main, n);
   if (rc) {
     atomic_store(&n->stop, true);
     pthread_join(n->rth, NULL);
-    return fq_errf(err, -rc, "cluster: cannot start the lease thread: %s", strerror(rc));
+    return fq_errf(err, -rc, "cluster: cannot start the lease thread: %s", fq_strerror(-rc));
   }
   pthread_setname_np(n->th, "fq-cluster");
   n->started = true;

@@ -11,6 +11,7 @@
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -433,26 +434,29 @@ static void render_shards(sb_t *b, unsigned nshards) {
     sb_printf(b, "fleetq_commands_scheduled{shard=\"%u\"} %llu\n", i,
               (unsigned long long)GET(M.shard[i].scheduled));
   if (atomic_load(&cluster_on)) {
-    head(b, "fleetq_cluster_shard_owned", "gauge",
-         "1 when this node owns and serves the shard (cluster mode), else 0.");
-    for (unsigned i = 0; i < nshards; i++)
-      sb_printf(b, "fleetq_cluster_shard_owned{shard=\"%u\"} %llu\n", i,
-                (unsigned long long)GET(M.shard[i].owned));
-    head(b, "fleetq_cluster_takeovers_total", "counter",
-         "Times this node took the shard over (cluster mode).");
-    for (unsigned i = 0; i < nshards; i++)
-      sb_printf(b, "fleetq_cluster_takeovers_total{shard=\"%u\"} %llu\n", i,
-                (unsigned long long)GET(M.shard[i].takeovers));
-    head(b, "fleetq_cluster_log_appended_total", "counter",
-         "Entries this node appended to the shard's log as its owner (cluster mode).");
-    for (unsigned i = 0; i < nshards; i++)
-      sb_printf(b, "fleetq_cluster_log_appended_total{shard=\"%u\"} %llu\n", i,
-                (unsigned long long)GET(M.shard[i].appended));
-    head(b, "fleetq_cluster_log_applied_total", "counter",
-         "Entries of the shard's log this node applied as a follower (cluster mode).");
-    for (unsigned i = 0; i < nshards; i++)
-      sb_printf(b, "fleetq_cluster_log_applied_total{shard=\"%u\"} %llu\n", i,
-                (unsigned long long)GET(M.shard[i].applied));
+    static const struct {
+      const char *name, *type, *help;
+      size_t off; /* of the counter in shard_g_t */
+    } cl[] = {
+        {"fleetq_cluster_shard_owned", "gauge",
+         "1 when this node owns and serves the shard (cluster mode), else 0.",
+         offsetof(shard_g_t, owned)},
+        {"fleetq_cluster_takeovers_total", "counter",
+         "Times this node took the shard over (cluster mode).", offsetof(shard_g_t, takeovers)},
+        {"fleetq_cluster_log_appended_total", "counter",
+         "Entries this node appended to the shard's log as its owner (cluster mode).",
+         offsetof(shard_g_t, appended)},
+        {"fleetq_cluster_log_applied_total", "counter",
+         "Entries of the shard's log this node applied as a follower (cluster mode).",
+         offsetof(shard_g_t, applied)},
+    };
+    for (size_t m = 0; m < sizeof cl / sizeof cl[0]; m++) {
+      head(b, cl[m].name, cl[m].type, cl[m].help);
+      for (unsigned i = 0; i < nshards; i++) {
+        counter_t *c = (counter_t *)((char *)&M.shard[i] + cl[m].off);
+        sb_printf(b, "%s{shard=\"%u\"} %llu\n", cl[m].name, i, (unsigned long long)GET(*c));
+      }
+    }
   }
   static const char *const cstate[5] = {"receiving", "scheduled", "running", "done", "aborted"};
   head(b, "fleetq_campaigns", "gauge", "Campaigns known to fleetqd, per campaign state.");

@@ -2016,6 +2016,12 @@ static int apply_op(void *ud, unsigned db, int op, const uint8_t *key, size_t kl
                    "log entry %" PRIu64 " was prepared as another entry (meta applied %" PRIu64
                    ")",
                    a->seq, op == FQ_WS_PUT && vlen == 8 ? fq_get_be64(val) : 0);
+  /* meta store_id names this copy (the restart snapshot's stamp): never
+   * in a write set, and a log entry that carried one is not to be trusted. */
+  if (dbi == s->meta && klen == 8 && memcmp(key, "store_id", 8) == 0)
+    return fq_errf(a->err, FQ_EPROTO,
+                   "log entry %" PRIu64 ", operation %" PRIu32 ": writes meta store_id, which "
+                   "names one copy and is never replicated", a->seq, i);
   if (op == FQ_WS_PUT) {
     if ((rc = mdb_put(s->txn, dbi, &k, &d, 0)) != 0) return lmdb_err(a->err, rc, "apply put");
     uint64_t h;

@@ -432,6 +432,17 @@ FQ_TEST(apply_refuses_repeats_holes_strangers_and_garbage) {
   hand_msg(&bad, SHARD, &w);
   CHECK_INT(fq_store_apply(p.f, bad.data, bad.len, 3, &err), FQ_EPROTO);
   CHECK(strstr(err.msg, "prepared as another") != NULL);
+  /* meta store_id names one copy: a log entry that writes it is refused,
+   * a put and a delete alike */
+  fq_ws_reset(&w);
+  CHECK_INT(fq_ws_put(&w, 0, "store_id", 8, "0123456789abcdef", 16), 0);
+  hand_msg(&bad, SHARD, &w);
+  CHECK_INT(fq_store_apply(p.f, bad.data, bad.len, 3, &err), FQ_EPROTO);
+  CHECK(strstr(err.msg, "store_id") != NULL);
+  fq_ws_reset(&w);
+  CHECK_INT(fq_ws_del(&w, 0, "store_id", 8), 0);
+  hand_msg(&bad, SHARD, &w);
+  CHECK_INT(fq_store_apply(p.f, bad.data, bad.len, 3, &err), FQ_EPROTO);
   fq_ws_free(&w);
   CHECK_INT(fq_store_apply(p.f, (const uint8_t *)"", 0, 3, &err), FQ_EPROTO);
   /* apply is a follower's: not inside a transaction, not with capture on */
