@@ -6,29 +6,29 @@
                           [--quick] [--out perf/results/cluster]
 
 Two pairs of worlds on loopback (lib/cluster.py), each pair started
-together and measured in alternating rounds (single, cluster, single,
-cluster ...; medians of --rounds):
+together and measured in alternating rounds (medians of --rounds):
 
 1. ingest: fleetqd with --no-dispatch, one node, next to 3 nodes with
    --cluster on a 3-node NATS JetStream cluster (R3 logs), the same
    --shards.  A closed loop keeps --window submits in flight (unique keys,
-   10,000 cars, door_lock) until --count are acked.
+   2,000 cars, door_lock) until --count are acked.
 2. end to end: the same with dispatch to fleetsim (2,000 paired, awake
    cars, plain HTTP): from the first submit until every command's terminal
    event (each node's PUB; the events of all shards).
 
-The cluster's nodes are started one after the other, the first alone
-until it owns every shard, so that one node is the owner and the two
-others follow the logs (if the placement ends otherwise, the table says
-so).  Submits go to the node(s) that own shards; the others get none,
-so that no forwarding is measured.
+A warm-up sends one command per car and reads each car's shard back
+(`get`); a round then sends each submit to the node that owns the car's
+shard (the nodes balance the shards among themselves; the placement is
+read before each round and printed), so that forwarding is not measured.
+The ingest phase has a third kind of round that measures it: the submits
+go to the 3 nodes in turn, 2 of 3 forwarded to the owner.
 
 For each: acked commands/s (e2e: terminal commands/s), fleetqd CPU per
 command (utime + stime from /proc over the round, until the followers are
 idle again, less each process's idle rate measured before the round): the
-single node; the cluster's 3 nodes summed, the owner node(s) only, and the
-3 nats-servers; and the added cost of replication per command (cluster -
-single, with and without NATS).  Prints a table; writes OUT.json and
+single node; the cluster's 3 nodes summed, the nodes that own shards, and
+the 3 nats-servers; and the added cost of replication per command
+(cluster - single, with and without NATS).  Prints a table; writes
 OUT.txt.  --quick: 1 round, smaller counts."""
 
 import argparse
@@ -75,16 +75,55 @@ class World:
 
     def start(self):
         t0 = time.monotonic()
-        self.fc.start(stagger=1.0 if self.kind == "cluster" else 0.0)
-        own = self.fc.ownership() if self.kind == "cluster" else {}
-        self.owners = sorted({o for v in own.values() for o in v})
-        owner_nodes = [n for n in self.fc.nodes if n.node_id in self.owners] or self.fc.nodes
-        self.targets = [n.endpoint for n in owner_nodes]
-        self.owner_pids = [n.proc.pid for n in owner_nodes]
-        self.placement = " | ".join(x.strip() for x in self.fc.owner_lines()) \
-            if self.kind == "cluster" else "one node"
+        self.fc.start()
+        self.shard_of = {}      # car -> shard, learned from `get` after the warm-up
+        self.placed()
         say(f"{self.kind}: up in {time.monotonic() - t0:.1f} s; {self.placement}")
         return self
+
+    def placed(self):
+        """Read who owns what (the nodes balance the shards among
+        themselves: read again before each round)."""
+        if self.kind != "cluster":
+            self.owner_of, self.owner_pids, self.placement = {}, [self.fc.nodes[0].proc.pid], \
+                "one node"
+            return
+        # The nodes hand shards over until each holds its share: wait until
+        # the placement is balanced and has not changed for 6 s (a move
+        # during a round drains the shard and answers busy meanwhile).
+        end = time.monotonic() + 90
+        last, since = None, time.monotonic()
+        while True:
+            own = self.fc.wait_owned(timeout=30)
+            counts = [sum(1 for v in own.values() if v[0] == n.node_id) for n in self.fc.nodes]
+            if own != last:
+                last, since = own, time.monotonic()
+            if (max(counts) - min(counts) <= 1 and time.monotonic() - since >= 6) or \
+                    time.monotonic() > end:
+                break
+            time.sleep(0.25)
+        idx = {n.node_id: i for i, n in enumerate(self.fc.nodes)}
+        self.owner_of = {s: idx[v[0]] for s, v in own.items()}
+        owners = sorted(set(self.owner_of.values()))
+        self.owner_pids = [self.fc.nodes[i].proc.pid for i in owners]
+        self.placement = " | ".join(x.strip() for x in self.fc.owner_lines())
+
+    def learn_shards(self, ids):
+        """car -> shard from `get` of commands stored for those cars."""
+        got = lc.get_all(self.fc.nodes[0].endpoint, list(ids))
+        for cmd in got.values():
+            if isinstance(cmd, dict) and "shard" in cmd and "vin" in cmd:
+                self.shard_of[cmd["vin"]] = cmd["shard"]
+
+    def router(self, forward):
+        """car -> index of the node to send to: the owner of its shard, or
+        with `forward` the nodes in turn (2 of 3 submits are forwarded)."""
+        n = len(self.fc.nodes)
+        if n == 1:
+            return lambda car, i: 0
+        if forward:
+            return lambda car, i: i % n
+        return lambda car, i: self.owner_of.get(self.shard_of.get(car), i % n)
 
     def pids(self):
         """{group: [pid]}: fleetqd (all nodes), owners, nats."""
@@ -107,9 +146,10 @@ def idle_rate(w, secs=1.5):
     return {k: (b[k] - a[k]) / dt for k in a}
 
 
-def settle_cpu(w, idle, quiet=0.02, step=0.5, limit=15.0):
+def settle_cpu(w, idle, quiet=0.04, step=0.5, limit=20.0):
     """Wait until the processes are back to (about) their idle rate: the
-    followers have applied what was appended.  Returns the CPU then."""
+    followers have applied what was appended (less than `quiet` of a
+    core above the idle rate over `step`).  Returns the CPU then."""
     end = time.monotonic() + limit
     prev = w.cpu()
     while time.monotonic() < end:
@@ -117,18 +157,20 @@ def settle_cpu(w, idle, quiet=0.02, step=0.5, limit=15.0):
         cur = w.cpu()
         busy = sum(cur[k] - prev[k] - idle[k] * step for k in ("fleetqd", "nats") if k in cur)
         prev = cur
-        if busy < quiet * step * 10:
+        if busy < quiet * step:
             break
     return prev
 
 
-def closed_loop(w, n, window, key, cars, command, sub_eps=None):
-    """Keep `window` submits in flight over w.targets until n are acked;
-    with sub_eps also wait for every command's terminal event.  Returns
-    (first send, last ack, last terminal or None, busy retries)."""
+def closed_loop(w, n, window, key, cars, command, sub_eps=None, route=None):
+    """Keep `window` submits in flight until n are acked, each sent to the
+    node route(car, i) names; with sub_eps also wait for every command's
+    terminal event.  Returns (first send, last ack, last terminal or None,
+    busy retries, the ids)."""
     ctx = zmq.Context.instance()
+    route = route or w.router(forward=True)
     socks = []
-    for ep in w.targets:
+    for ep in [x.endpoint for x in w.fc.nodes]:
         s = ctx.socket(zmq.DEALER)
         s.setsockopt(zmq.LINGER, 0)
         s.setsockopt(zmq.SNDHWM, 0)
@@ -158,7 +200,7 @@ def closed_loop(w, n, window, key, cars, command, sub_eps=None):
 
     def send(i):
         m = msgs[i]
-        socks[i % len(socks)].send(pack(m))
+        socks[route(m["vin"], i)].send(pack(m))
 
     while acked < n or (subs and len(ended) < n):
         while sent < n and inflight < window:
@@ -202,26 +244,34 @@ def closed_loop(w, n, window, key, cars, command, sub_eps=None):
             t_end = time.monotonic()
     for s in socks + subs:
         s.close(0)
-    return t_first, t_ack, t_end, busy
+    return t_first, t_ack, t_end, busy, ids
 
 
-def round_(w, phase, r, n, window, cars, command, e2e):
+def round_(w, phase, r, n, window, cars, command, e2e, forward=False):
+    settle_cpu(w, {k: 0.0 for k in w.cpu()}, quiet=0.1)
+    w.placed()
     idle = idle_rate(w)
     c0 = w.cpu()
     sub_eps = [x.publish for x in w.fc.nodes] if e2e else None
-    t0, t_ack, t_end, busy = closed_loop(w, n, window, f"{phase}-{w.kind}-{r}", cars, command,
-                                         sub_eps)
+    key = f"{phase}-{w.kind}{'-fwd' if forward else ''}-{r}"
+    t0, t_ack, t_end, busy, _ = closed_loop(w, n, window, key, cars, command, sub_eps,
+                                            w.router(forward))
     t_stop = t_end if e2e else t_ack
     c1 = settle_cpu(w, idle)
     dt = time.monotonic() - t0
     cpu = {k: max(0.0, c1[k] - c0[k] - idle[k] * dt) / n * 1e6 for k in c0}
     res = {"rate": n / (t_stop - t0), "secs": t_stop - t0, "busy": busy,
-           "cpu_us": cpu, "idle_cpu_pct": {k: v * 100 for k, v in idle.items()}}
+           "cpu_us": cpu, "idle_cpu_pct": {k: round(v * 100, 2) for k, v in idle.items()},
+           "cpu_us_raw": {k: (c1[k] - c0[k]) / n * 1e6 for k in c0}}
     if e2e:
         res["ack_rate"] = n / (t_ack - t0)
-    say(f"  {phase} round {r} {w.kind}: {res['rate']:.0f} cmd/s, fleetqd "
+    res["placement"] = w.placement
+    res["owner_nodes"] = len(w.owner_pids)
+    say(f"  {phase} round {r} {w.kind}{' (any node)' if forward else ''}: "
+        f"{res['rate']:.0f} cmd/s, fleetqd "
         f"{cpu['fleetqd']:.1f} us/cmd (owners {cpu['owners']:.1f})"
-        + (f", nats {cpu['nats']:.1f}" if "nats" in cpu else "") + f", busy {busy}")
+        + (f", nats {cpu['nats']:.1f}" if "nats" in cpu else "") + f", busy {busy}; idle "
+        f"CPU % before {res['idle_cpu_pct']}")
     return res
 
 
@@ -233,17 +283,23 @@ def med(rs, f):
 
 def phase(name, args, dispatch, n, cars, command):
     worlds = {k: World(k, cars, args.shards, dispatch) for k in ("single", "cluster")}
-    res = {"single": [], "cluster": []}
+    kinds = ["single", "cluster"] + ([] if dispatch else ["cluster_fwd"])
+    res = {k: [] for k in kinds}
     try:
         for w in worlds.values():
             w.start()
-        # A warm-up: sessions, pages, connections.
+        # A warm-up (sessions, pages, connections) with one command per car:
+        # `get` of those tells each car's shard, so that a round can send
+        # each submit to the node that owns it.
         for w in worlds.values():
-            closed_loop(w, min(2000, n), args.window, f"{name}-warm-{w.kind}", cars, command)
+            *_, ids = closed_loop(w, len(cars), args.window, f"{name}-warm-{w.kind}", cars,
+                                  command, [x.publish for x in w.fc.nodes] if dispatch else None)
+            w.learn_shards(ids)
         for r in range(1, args.rounds + 1):
-            for k in ("single", "cluster") if r % 2 else ("cluster", "single"):
-                res[k].append(round_(worlds[k], name, r, n, args.window, cars, command,
-                                     dispatch))
+            for k in kinds if r % 2 else kinds[::-1]:
+                w = worlds["cluster" if k == "cluster_fwd" else k]
+                res[k].append(round_(w, name, r, n, args.window, cars, command, dispatch,
+                                     forward=k == "cluster_fwd"))
     finally:
         placement = worlds["cluster"].placement if hasattr(worlds["cluster"], "placement") else "?"
         for w in worlds.values():
@@ -257,6 +313,7 @@ def phase(name, args, dispatch, n, cars, command):
         "cluster_cpu_us_owners": med(c, lambda x: x["cpu_us"]["owners"]),
         "cluster_cpu_us_nats": med(c, lambda x: x["cpu_us"].get("nats")),
         "cluster_busy": sum(x["busy"] for x in c), "raw": res,
+        "owner_nodes": max((x["owner_nodes"] for x in c), default=0),
     }
     if dispatch:
         out["single_ack_rate"] = med(s, lambda x: x.get("ack_rate"))
@@ -265,6 +322,11 @@ def phase(name, args, dispatch, n, cars, command):
     out["added_us_with_nats"] = (out["cluster_cpu_us_nodes"] + (out["cluster_cpu_us_nats"] or 0)
                                  - out["single_cpu_us"])
     out["added_us_owners"] = out["cluster_cpu_us_owners"] - out["single_cpu_us"]
+    f = res.get("cluster_fwd")
+    if f:
+        out["fwd_rate"] = med(f, lambda x: x["rate"])
+        out["fwd_cpu_us_nodes"] = med(f, lambda x: x["cpu_us"]["fleetqd"])
+        out["fwd_cpu_us_nats"] = med(f, lambda x: x["cpu_us"].get("nats"))
     return out
 
 
@@ -294,10 +356,17 @@ def table(res, meta):
         L.append(f"| fleetqd CPU us/command, all nodes | {f(r['single_cpu_us'])} | "
                  f"{f(r['cluster_cpu_us_nodes'])} | "
                  f"{f(r['cluster_cpu_us_nodes'] / r['single_cpu_us'], 2)}x |")
-        L.append(f"| fleetqd CPU us/command, owner node(s) only | {f(r['single_cpu_us'])} | "
+        every = " (every node owns shards: as above)" if r.get("owner_nodes", 0) >= 3 else ""
+        L.append(f"| fleetqd CPU us/command, owner node(s) only{every} | {f(r['single_cpu_us'])} | "
                  f"{f(r['cluster_cpu_us_owners'])} | "
                  f"{f(r['cluster_cpu_us_owners'] / r['single_cpu_us'], 2)}x |")
         L.append(f"| nats-server CPU us/command (3 servers) | - | {f(r['cluster_cpu_us_nats'])} | |")
+        if "fwd_rate" in r:
+            L.append(f"| submits to any node (2 of 3 forwarded): {rate} | | {f(r['fwd_rate'], 0)} | "
+                     f"{f(r['fwd_rate'] / r['single_rate'], 2)}x |")
+            L.append(f"| submits to any node: fleetqd CPU us/command, all nodes | | "
+                     f"{f(r['fwd_cpu_us_nodes'])} | "
+                     f"{f(r['fwd_cpu_us_nodes'] / r['single_cpu_us'], 2)}x |")
         L.append(f"| added by replication, us/command: nodes / nodes + NATS / owner only | | "
                  f"{f(r['added_us_nodes'])} / {f(r['added_us_with_nats'])} / "
                  f"{f(r['added_us_owners'])} | |")
@@ -325,7 +394,7 @@ def main():
         sys.exit(f"bench_cluster: {a.bin}/fleetqd has no --cluster")
     res = {}
     say(f"1/2 ingest (--no-dispatch): {a.count} per round, {a.rounds} round(s)")
-    res["ingest"] = phase("ingest", a, False, a.count, lc.cars(10000, prefix="5YJ3B3NC"),
+    res["ingest"] = phase("ingest", a, False, a.count, lc.cars(2000, prefix="5YJ3B3NC"),
                           "door_lock")
     if not a.skip_e2e:
         say(f"2/2 end to end through fleetsim: {a.e2e_count} per round, {a.rounds} round(s)")

@@ -27,7 +27,11 @@
 #   6. a 100,000-car campaign against fleetsim (--quick: 10,000): time to
 #      accept and to finish and fleetqd's CPU per device command, next to
 #      the same commands as plain submits (bench_campaign.py, about 3-4
-#      minutes of the full run).
+#      minutes of the full run);
+#   7. cluster mode (issue 18): 3 fleetqd nodes on a 3-node NATS JetStream
+#      cluster next to one fleetqd, ingest and end to end, CPU per command
+#      and the cost of replication (bench_cluster.py, about 4-5 minutes;
+#      skipped when nats-server is missing or FQ_PERF_CLUSTER=0).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -35,7 +39,7 @@ QUICK=0
 for a in "$@"; do
   case "$a" in
     --quick) QUICK=1 ;;
-    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
     *) echo "run-all: unknown argument $a (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -364,6 +368,17 @@ say "6 campaign: $([ "$QUICK" = 1 ] && echo 10,000 || echo 100,000) cars against
   $([ "$QUICK" = 1 ] && echo --quick) >"$W/campaign.txt" 2>"$W/campaign.err" ||
   say "  bench_campaign failed: $(tail -3 "$W/campaign.err")"
 grep '^RESULT' "$W/campaign.txt" >&2 || true
+
+: >"$W/cluster.txt"
+if [ "${FQ_PERF_CLUSTER:-1}" != 0 ] && command -v nats-server >/dev/null; then
+  say "7 cluster: 3 nodes on NATS JetStream next to one node, ingest and end to end (bench_cluster.py)"
+  "$PY" "$ROOT/perf/bench_cluster.py" --bin "$BIN" --out "$OUT/cluster" \
+    $([ "$QUICK" = 1 ] && echo --quick) >"$W/cluster.txt" 2>"$W/cluster.err" ||
+    say "  bench_cluster failed: $(tail -3 "$W/cluster.err")"
+  grep '^RESULT' "$W/cluster.txt" >&2 || true
+else
+  say "7 cluster: skipped (no nats-server, or FQ_PERF_CLUSTER=0)"
+fi
 
 # ---- results --------------------------------------------------------------
 say "writing perf/RESULTS.md and plots"
@@ -732,6 +747,14 @@ if os.path.exists(cp) and open(os.path.join(W, "campaign.txt")).read().strip():
     w("\n".join(open(cp).read().splitlines()[2:]))
 else:
     w("bench_campaign.py did not run to the end in this run; see `perf/bench_campaign.py --help`.")
+w("")
+w("## 7. Cluster mode\n")
+ct = os.path.join(OUT, "cluster.txt")
+if os.path.exists(ct) and "RESULT" in open(os.path.join(W, "cluster.txt")).read():
+    # bench_cluster.py's report of this run, without its title.
+    w("\n".join(open(ct).read().splitlines()[2:]))
+else:
+    w("bench_cluster.py did not run in this run; see `perf/bench_cluster.py --help`.")
 w("")
 # ---- the issue's table: each measure, its goal, met or not ----------------
 S = []

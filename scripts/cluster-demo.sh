@@ -141,6 +141,8 @@ start_node() {  # start_node I
     --wake-poll-ms 200 --retry-backoff-ms 200 </dev/null >>"$W/node$i.log" 2>&1 &
   NODE_PID[i]=$!
   PIDS+=($!)
+  # The failover kills one: no "Killed" job report from bash for it.
+  disown "$!"
 }
 wait_ready() {  # wait_ready I
   local i=$1
@@ -162,8 +164,9 @@ done
 say "3 fleetqd nodes ready (--shards $SHARDS): tcp://127.0.0.1:${FL[0]} ${FL[1]} ${FL[2]}"
 
 # ---- traffic, placement, failover (lib/cluster.py) ---------------------------
+rc=0
 FQ_SRC=$ROOT FQ_BIN=$BIN PYTHONPATH=$ROOT/tests/integration "$PY" - "$COMMANDS" "$SHARDS" \
-  "$FAILOVER" "${FL[*]}" "${FM[*]}" "${NODE_PID[*]}" <<'EOF'
+  "$FAILOVER" "${FL[*]}" "${FM[*]}" "${NODE_PID[*]}" <<'EOF' || rc=$?
 import collections, os, signal, sys, time
 from lib import cluster as lc
 n_cmds, shards, failover = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1"
@@ -200,24 +203,30 @@ def show(title):
     print("  " + ", ".join(f"node{i}: {per.get(f'node{i}', 0)} shard(s)"
                            + ("" if alive[i] else " (killed)") for i in range(3)))
 
-def wait_all_owned(timeout=30):
+def wait_all_owned(timeout=30, still=0.0):
+    """Every shard has one owner; with `still`, also the shards are spread
+    evenly over the live nodes (the first node up takes them all, then
+    hands them over one at a time) and have not moved for `still` s."""
     end = time.time() + timeout
+    last, since = None, time.time()
     while time.time() < end:
         own = placement()
-        if all(len(v) == 1 for v in own.values()):
+        if own != last:
+            last, since = own, time.time()
+        counts = [sum(1 for v in own.values() if v == [f"node{i}"]) for i in range(3) if alive[i]]
+        if all(len(v) == 1 for v in own.values()) and \
+                (not still or (max(counts) - min(counts) <= 1 and time.time() - since >= still)):
             return True
-        time.sleep(0.05)
+        time.sleep(0.1)
     return False
 
 def run(eps, label, seed):
     cars = lc.cars(60)
-    tr = lc.Traffic(eps, cars, rate=200, seed=seed, key_prefix=f"demo{seed}")
+    tr = lc.Traffic(eps, cars, rate=200, seed=seed, key_prefix=f"demo{seed}", limit=n_cmds,
+                    drain_s=60)
     t0 = time.time()
     tr.start()
-    while tr.started < n_cmds and tr.error is None:
-        time.sleep(0.01)
-    tr.stop()
-    tr.wait_done(120)
+    tr.wait_done(n_cmds / 200 + 90)
     acked = tr.acked
     final, left, _ = lc.wait_terminal(lambda: eps[0], acked, 120, step=0.5)
     states = collections.Counter(f[0] for f in final.values())
@@ -229,8 +238,11 @@ def run(eps, label, seed):
     print("  ended: " + ", ".join(f"{n} {s}" for s, n in states.most_common())
           + (f"; {len(left)} NOT terminal yet" if left else ""))
 
-if not wait_all_owned():
-    print("cluster-demo: not every shard has an owner after 30 s", file=sys.stderr)
+if not wait_all_owned(60):
+    show("cluster-demo: not every shard has an owner after 60 s:")
+    sys.exit(1)
+print("\nevery shard has an owner; waiting for the nodes to spread them (up to 60 s) ...")
+wait_all_owned(60, still=4.0)
 show("where each shard lives (fleetq_cluster_shard_owned on each node's --metrics):")
 run(listen, "traffic to all 3 nodes", 1)
 if failover:
@@ -253,4 +265,5 @@ if failover:
     show("where each shard lives now:")
     run([e for i, e in enumerate(listen) if alive[i]], "traffic to the 2 survivors", 2)
 EOF
-say "done (logs: $W; FQ_KEEP=1 keeps them)"
+[ "$rc" = 0 ] || { for i in 0 1 2; do say "node$i log tail:"; tail -15 "$W/node$i.log"; done; exit "$rc"; }
+say "done (logs: $W/node*.log, nats*.log, fleetsim.err; FQ_KEEP=1 keeps them)"

@@ -328,7 +328,7 @@ class Traffic(threading.Thread):
     retried with the same key and body on another node after `busy` (50 -
     150 ms later) or when no reply came within `timeout`, until it is
     acknowledged; any other error is counted as refused.  After stop()
-    no new command starts; the thread ends once every started command was
+    (or `limit` commands) no new command starts; the thread ends once every started command was
     acknowledged (or `drain_s` passed).
 
     acked: a list of Acked, in ack order.  With `observe` (an endpoint)
@@ -338,7 +338,7 @@ class Traffic(threading.Thread):
     default; a soak keeps a sample)."""
 
     def __init__(self, endpoints, cars_, rate, seed, mix=MIX, timeout=2.0, observe=None,
-                 key_prefix="k", ttl_ms=600000, drain_s=120.0, pub_sample=1):
+                 key_prefix="k", ttl_ms=600000, drain_s=120.0, pub_sample=1, limit=None):
         super().__init__(daemon=True)
         self.endpoints = list(endpoints)
         self.cars = list(cars_)
@@ -350,6 +350,7 @@ class Traffic(threading.Thread):
         self.ttl_ms = ttl_ms
         self.drain_s = drain_s
         self.pub_sample = max(1, int(pub_sample))
+        self.limit = limit
         self.pub_count = 0
         self._stop = threading.Event()
         self._done = threading.Event()
@@ -519,6 +520,8 @@ class Traffic(threading.Thread):
                 self._subscribe(self._observe_req)
                 self._observe_req = None
                 self._observe_ack.set()
+            if self.limit is not None and self.started >= self.limit:
+                self._stop.set()
             if self._stop.is_set() and stop_at is None:
                 stop_at = now
                 self.t_stop = now
