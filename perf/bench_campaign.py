@@ -34,18 +34,11 @@ import sys
 import time
 import urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "clients", "python"))
-sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
+import benchenv
 
-# The harness reads FQ_SRC and FQ_BIN when imported: take --bin first.
-os.environ.setdefault("FQ_SRC", ROOT)
-os.environ.setdefault("FQ_BIN", os.path.join(ROOT, "build", "bin"))
-for i, arg in enumerate(sys.argv):
-    if arg == "--bin" and i + 1 < len(sys.argv):
-        os.environ["FQ_BIN"] = sys.argv[i + 1]
-    elif arg.startswith("--bin="):
-        os.environ["FQ_BIN"] = arg[6:]
+ROOT = benchenv.ROOT
+# The harness reads FQ_SRC and FQ_BIN when imported: --bin is taken first.
+benchenv.setup(python_client=True)
 
 from lib import dispatch as dl  # noqa: E402
 from lib import fqlib  # noqa: E402
@@ -181,14 +174,7 @@ def main():
     finally:
         w.close()
 
-    cpu = "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    git = subprocess.run(["git", "-C", ROOT, "describe", "--always", "--dirty"],
-                         capture_output=True, text=True).stdout.strip() or "unknown"
+    cpu, git = benchenv.machine()
     load = os.getloadavg()[0]
     run = (f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {cpu} x {os.cpu_count()} "
            f"(load {load:.1f}); fleetq {git} ({version}); Python {platform.python_version()}")

@@ -25,7 +25,9 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import benchenv
+
+ROOT = benchenv.ROOT
 sys.path.insert(0, os.path.join(ROOT, "clients", "python"))
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 
@@ -150,14 +152,7 @@ def main():
     finally:
         d.term()
 
-    cpu = "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    git = subprocess.run(["git", "-C", ROOT, "describe", "--always", "--dirty"],
-                         capture_output=True, text=True).stdout.strip() or "unknown"
+    cpu, git = benchenv.machine()
     node_v = subprocess.run(["node", "--version"], capture_output=True,
                             text=True).stdout.strip() if have_node else "absent"
     run = (f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {cpu} x {os.cpu_count()}; "

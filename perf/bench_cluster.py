@@ -40,15 +40,10 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
-os.environ.setdefault("FQ_SRC", ROOT)
-os.environ.setdefault("FQ_BIN", os.path.join(ROOT, "build", "bin"))
-for i, arg in enumerate(sys.argv):
-    if arg == "--bin" and i + 1 < len(sys.argv):
-        os.environ["FQ_BIN"] = sys.argv[i + 1]
-    elif arg.startswith("--bin="):
-        os.environ["FQ_BIN"] = arg[6:]
+import benchenv
+
+ROOT = benchenv.ROOT
+benchenv.setup()
 
 import zmq  # noqa: E402
 
@@ -400,14 +395,7 @@ def main():
         say(f"2/2 end to end through fleetsim: {a.e2e_count} per round, {a.rounds} round(s)")
         res["e2e"] = phase("e2e", a, True, a.e2e_count, lc.cars(2000, prefix="5YJ3B3ND"),
                            "door_lock")
-    cpu = "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    git = subprocess.run(["git", "-C", ROOT, "describe", "--always", "--dirty"],
-                         capture_output=True, text=True).stdout.strip() or "unknown"
+    cpu, git = benchenv.machine()
     nats_v = subprocess.run([NATS_SERVER, "--version"], capture_output=True,
                             text=True).stdout.strip()
     meta = {"run": (f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {cpu} x "

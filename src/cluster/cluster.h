@@ -140,8 +140,9 @@ int fq_cl_follow_open(fq_cl_t *c, unsigned shard, uint64_t from, fq_cl_follow_t 
 /* Deliver up to max messages, waiting at most wait_ms for the first and
  * taking what else is ready; fn gets each in sequence order (a non-zero
  * return stops and is returned).  *got = how many were delivered.  A
- * message out of sequence is FQ_EPROTO (never skipped): the log no
- * longer holds what this copy needs (re-seed).  FQ_CL_EUNAVAIL: close,
+ * message at or below the position (delivered again) is dropped; one past
+ * the next sequence is FQ_EPROTO (never skipped): the log no longer holds
+ * what this copy needs (re-seed).  FQ_CL_EUNAVAIL: close,
  * and open again from fq_cl_follow_pos() + 1 (nothing lost, nothing
  * repeated). */
 typedef int (*fq_cl_follow_fn)(void *ud, uint64_t seq, const uint8_t *p, size_t n);

@@ -317,8 +317,13 @@ static void look_shard(fq_clnode_t *n, unsigned i, unsigned held_count, unsigned
     s.known = false;
     s.owner_node[0] = s.owner_ep[0] = 0;
     s.free_ticks++;
+    /* Below its share a node takes at once; at its share after
+     * FREE_TICKS_ANYWAY looks, and one look later per shard above it, so
+     * that a shard handed over for balance goes to a node that has room
+     * rather than back and forth (a demo run ended unbalanced). */
+    unsigned over = held_count > share ? held_count - share : 0;
     bool want = grace_over && now >= s.pause_until &&
-                (held_count < share || s.free_ticks > FREE_TICKS_ANYWAY);
+                (held_count < share || s.free_ticks > FREE_TICKS_ANYWAY + (int)over);
     if (want) {
       rc = fq_cl_lease_take(n->cl, i, n->advertise, &l, &e);
       if (rc == 0) {

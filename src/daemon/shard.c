@@ -2491,6 +2491,9 @@ static void *shard_main(void *arg) {
     if (carry) timeout = 0;
     /* A standby looks at its log (and its lease) every STANDBY_POLL_MS. */
     if (standby && !carry) timeout = STANDBY_POLL_MS;
+    /* A handover's drain is looked at every turn (nothing else may wake
+     * the loop: a 'T' does, a handover has no message). */
+    if (sh->handing_over && timeout > STANDBY_POLL_MS) timeout = STANDBY_POLL_MS;
     int64_t tp0 = TNOW();
     int prc = zmq_poll(items, 1 + nh, timeout);
     int64_t tp1 = TNOW();
@@ -2540,7 +2543,7 @@ static void *shard_main(void *arg) {
     if (standby) {
       if (nmsgs) done = process_batch(sh, msgs, counts, nmsgs, items + 1, nh);
     } else if (nmsgs || now >= due || now >= prune_due(sh) || http_ready ||
-        (sh->drain_until && now >= sh->drain_until) ||
+        (sh->drain_until && now >= sh->drain_until) || sh->handing_over ||
         (sh->disp && !disp_paused && fq_dispatch_pending(sh->disp, now)))
       done = process_batch(sh, msgs, counts, nmsgs, items + 1, nh);
     for (int m = 0; m < done; m++)

@@ -5,10 +5,12 @@
 * Options: --cluster without --node-id (and the reverse), --cluster with
   --curve-secret, and a bad node id are refused at start with a message
   that says why; a data directory holding single-node commands is refused.
-* Balance by handover: node0 starts alone and takes all 4 shards; node1
-  joins while traffic runs (200 commands/s over both nodes): node0 hands
-  two shards over, one at a time, each drained first, so no command ends
-  `unknown`; afterwards each node owns 2 (the handover times are printed).
+* Balance by handover: node0 starts alone and takes all 6 shards; node1
+  joins an idle cluster: node0 hands 3 over, one at a time, within 25 s
+  (a handover's drain used to wait for its whole timeout, 15 s, when no
+  request woke the shard); then node2 joins while traffic runs (200
+  commands/s over the nodes): each of the others hands one shard over,
+  drained first, so no command ends `unknown`; afterwards each node owns 2.
 * Forwarding, each kind of request through the node that does NOT own the
   shard: submit (accepted, executed), get by id, cancel by id (a command
   scheduled far ahead), history of a shard owned elsewhere; the answers
@@ -79,36 +81,49 @@ def body(c):
         log("SKIP test_cluster_node: nats-server is not installed (scripts/deps.sh installs it)")
         sys.exit(77)
     cars = lc.cars(200)
-    fc = lc.FleetCluster("node", cars, nodes=2, shards=4)
+    fc = lc.FleetCluster("node", cars, nodes=3, shards=6)
     fc.sim.start()
     fc.nats.start()
     options(c, fc)
 
     # node0 alone: it takes every shard.
-    n0, n1 = fc.nodes
+    n0, n1, n2 = fc.nodes
     n0.start(timeout=60)
     fc.add_account(n0)
-    own = fc.wait_owned(timeout=30)
-    c.eq(owners(fc), {"node0": [0, 1, 2, 3]}, "node0 alone owns all 4 shards")
+    fc.wait_owned(timeout=30)
+    c.eq(owners(fc), {"node0": [0, 1, 2, 3, 4, 5]}, "node0 alone owns all 6 shards")
 
-    # Traffic over node0, then node1 joins: the shards spread by handover.
-    tr = lc.Traffic([n0.endpoint], cars, 200, seed=18, timeout=3.0)
-    tr.start()
-    time.sleep(2)
-    t_join = time.monotonic()
+    def wait_balanced(want, limit):
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < limit:
+            o = owners(fc)
+            if sorted(len(v) for v in o.values()) == want and \
+                    sum(len(v) for v in o.values()) == fc.shards:
+                return time.monotonic() - t0
+            time.sleep(0.1)
+        return None
+
+    # node1 joins an idle cluster: 3 handovers with nothing to wake the
+    # shards but the handover itself.
     n1.start(timeout=60)
     fc.add_account(n1)
-    tr.endpoints.append(n1.endpoint)
-    balanced = None
-    while time.monotonic() - t_join < 60:
-        o = owners(fc)
-        if len(o.get("node0", [])) == 2 and len(o.get("node1", [])) == 2:
-            balanced = time.monotonic() - t_join
-            break
-        time.sleep(0.1)
-    log(f"  node1 joined: balanced after {balanced if balanced is None else round(balanced, 2)} s; "
-        f"owners {owners(fc)}")
-    c.ok(balanced is not None, "after node1 joins each node owns 2 of the 4 shards", owners(fc))
+    idle_bal = wait_balanced([3, 3], 60)
+    log(f"  node1 joined an idle cluster: balanced 3 + 3 after "
+        f"{idle_bal if idle_bal is None else round(idle_bal, 2)} s; owners {owners(fc)}")
+    c.ok(idle_bal is not None and idle_bal < 25, "idle: node0 hands 3 shards to node1 within "
+         "25 s (5 s still, then one handover about every 2.5 s)", idle_bal, owners(fc))
+
+    # Traffic over both, then node2 joins: the shards spread 2 + 2 + 2.
+    tr = lc.Traffic([n0.endpoint, n1.endpoint], cars, 200, seed=18, timeout=3.0)
+    tr.start()
+    time.sleep(2)
+    n2.start(timeout=60)
+    fc.add_account(n2)
+    tr.endpoints.append(n2.endpoint)
+    balanced = wait_balanced([2, 2, 2], 60)
+    log(f"  node2 joined under traffic: balanced after "
+        f"{balanced if balanced is None else round(balanced, 2)} s; owners {owners(fc)}")
+    c.ok(balanced is not None, "after node2 joins each node owns 2 of the 6 shards", owners(fc))
     time.sleep(3)
     tr.stop()
     c.ok(tr.wait_done(120), "every started submit was acked")
@@ -197,7 +212,7 @@ def body(c):
                            capture_output=True, text=True, timeout=30)
         mine = sum("owner: this node" in l for l in h.stdout.splitlines())
         other = sum("(standby here)" in l for l in h.stdout.splitlines())
-        c.ok(mine == len(o[n.node_id]) and mine + other == 4,
+        c.ok(mine == len(o[n.node_id]) and mine + other == fc.shards,
              f"fleetq health on {n.node_id} names the owner of every shard", h.stdout)
 
 
